@@ -1,0 +1,682 @@
+//! Methods, parameters, results and notifications of the front-end API.
+//!
+//! Each method is a zero-sized type implementing [`Request`] (params and result
+//! types plus the method name); each notification implements
+//! [`Notification`]. Field names are camelCase on the wire. `Option` fields
+//! that describe state are sent as explicit `null` so that typed front-ends see
+//! every key.
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A JSON-RPC method a front-end calls on the daemon.
+pub trait Request {
+    /// Method name on the wire, e.g. `mcpServer/list`.
+    const METHOD: &'static str;
+    /// The `params` member. Methods without parameters accept `null`, `{}` or no `params` at all.
+    type Params: Serialize + DeserializeOwned + JsonSchema;
+    /// The `result` member of a successful response.
+    type Result: Serialize + DeserializeOwned + JsonSchema;
+}
+
+/// A JSON-RPC notification the daemon pushes to front-ends.
+pub trait Notification {
+    /// Method name on the wire, e.g. `mcpServer/startupStatus/updated`.
+    const METHOD: &'static str;
+    /// The `params` member.
+    type Params: Serialize + DeserializeOwned + JsonSchema;
+}
+
+/// Methods that take no parameters use this (serialized as `{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+// ---------------------------------------------------------------------------
+// initialize
+
+/// `initialize`: the first request on every connection.
+#[derive(Debug)]
+pub enum Initialize {}
+impl Request for Initialize {
+    const METHOD: &'static str = "initialize";
+    type Params = InitializeParams;
+    type Result = InitializeResult;
+}
+
+/// Parameters of `initialize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct InitializeParams {
+    /// Protocol version the front-end speaks (see `docs/protocol.md`, Versioning).
+    pub protocol_version: u32,
+    /// Who is connecting; shown in logs and `daemon/status`.
+    pub client_info: ClientInfo,
+    /// What the front-end can do for the daemon.
+    #[serde(default)]
+    pub capabilities: ClientCapabilities,
+}
+
+impl InitializeParams {
+    /// Params for a client speaking this crate's [`crate::PROTOCOL_VERSION`].
+    pub fn new(client_info: ClientInfo) -> Self {
+        Self {
+            protocol_version: crate::PROTOCOL_VERSION,
+            client_info,
+            capabilities: ClientCapabilities::default(),
+        }
+    }
+}
+
+/// Name and version of a front-end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ClientInfo {
+    /// Front-end name, e.g. `corral-cli` or `nvim-corral`.
+    pub name: String,
+    /// Front-end version, free-form.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+impl ClientInfo {
+    /// A client info with a name and a version.
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            version: Some(version.into()),
+        }
+    }
+}
+
+/// What a front-end can do when the daemon asks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ClientCapabilities {
+    /// The front-end answers `elicitation/create` requests forwarded from MCP servers.
+    #[serde(default)]
+    pub elicitation: bool,
+    /// The front-end answers `sampling/createMessage` requests forwarded from MCP servers.
+    #[serde(default)]
+    pub sampling: bool,
+}
+
+/// Result of `initialize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct InitializeResult {
+    /// Protocol version the daemon speaks.
+    pub protocol_version: u32,
+    /// The daemon answering.
+    pub daemon_info: DaemonInfo,
+    /// Identifier of this connection (session) inside the daemon.
+    pub connection_id: u64,
+    /// Sequence number of the newest notification sent so far (0 if none).
+    /// Notifications pushed on this connection have larger numbers.
+    pub last_seq: u64,
+    /// How many past notifications the daemon keeps for `events/replay`.
+    pub replay_capacity: u32,
+}
+
+impl InitializeResult {
+    /// A result for the given daemon and connection.
+    pub fn new(daemon_info: DaemonInfo, connection_id: u64, last_seq: u64, replay_capacity: u32) -> Self {
+        Self {
+            protocol_version: crate::PROTOCOL_VERSION,
+            daemon_info,
+            connection_id,
+            last_seq,
+            replay_capacity,
+        }
+    }
+}
+
+/// Identity of the daemon process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct DaemonInfo {
+    /// Always `corrald`.
+    pub name: String,
+    /// Daemon version (semver).
+    pub version: String,
+    /// Process id of the daemon.
+    pub pid: u32,
+}
+
+impl DaemonInfo {
+    /// Daemon info for a version and pid.
+    pub fn new(version: impl Into<String>, pid: u32) -> Self {
+        Self {
+            name: "corrald".to_owned(),
+            version: version.into(),
+            pid,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// daemon/status
+
+/// `daemon/status`: the daemon's own state, for `corral status`.
+#[derive(Debug)]
+pub enum DaemonStatusRequest {}
+impl Request for DaemonStatusRequest {
+    const METHOD: &'static str = "daemon/status";
+    type Params = NoParams;
+    type Result = DaemonStatus;
+}
+
+/// Result of `daemon/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct DaemonStatus {
+    /// The daemon answering.
+    pub daemon_info: DaemonInfo,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Socket the daemon serves.
+    pub socket_path: String,
+    /// Config file the daemon reads (it need not exist).
+    pub config_path: String,
+    /// Whether that config file exists.
+    pub config_file_exists: bool,
+    /// Servers by status.
+    pub servers: ServerCounts,
+    /// Front-end connections open now (including the one asking).
+    pub connections: u32,
+    /// Sequence number of the newest notification.
+    pub last_seq: u64,
+}
+
+impl DaemonStatus {
+    /// A status snapshot.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        daemon_info: DaemonInfo,
+        uptime_ms: u64,
+        socket_path: String,
+        config_path: String,
+        config_file_exists: bool,
+        servers: ServerCounts,
+        connections: u32,
+        last_seq: u64,
+    ) -> Self {
+        Self {
+            daemon_info,
+            uptime_ms,
+            socket_path,
+            config_path,
+            config_file_exists,
+            servers,
+            connections,
+            last_seq,
+        }
+    }
+}
+
+/// Number of servers in each status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ServerCounts {
+    /// All servers known to the daemon.
+    pub total: u32,
+    /// Servers in `starting`.
+    pub starting: u32,
+    /// Servers in `ready`.
+    pub ready: u32,
+    /// Servers in `failed`.
+    pub failed: u32,
+    /// Servers in `cancelled`.
+    pub cancelled: u32,
+    /// Servers in `stopped`.
+    pub stopped: u32,
+}
+
+impl ServerCounts {
+    /// Count one more server in `status`.
+    pub fn add(&mut self, status: ServerStatus) {
+        self.total += 1;
+        match status {
+            ServerStatus::Starting => self.starting += 1,
+            ServerStatus::Ready => self.ready += 1,
+            ServerStatus::Failed => self.failed += 1,
+            ServerStatus::Cancelled => self.cancelled += 1,
+            ServerStatus::Stopped => self.stopped += 1,
+        }
+    }
+}
+
+impl std::fmt::Display for ServerCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let noun = if self.total == 1 { "server" } else { "servers" };
+        write!(f, "{} {noun}", self.total)?;
+        let parts: Vec<String> = [
+            (self.ready, "ready"),
+            (self.starting, "starting"),
+            (self.failed, "failed"),
+            (self.cancelled, "cancelled"),
+            (self.stopped, "stopped"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, label)| format!("{n} {label}"))
+        .collect();
+        if !parts.is_empty() {
+            write!(f, ": {}", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// mcpServer/list, mcpServer/get
+
+/// `mcpServer/list`: every server the daemon knows, in name order.
+#[derive(Debug)]
+pub enum McpServerList {}
+impl Request for McpServerList {
+    const METHOD: &'static str = "mcpServer/list";
+    type Params = NoParams;
+    type Result = McpServerListResult;
+}
+
+/// Result of `mcpServer/list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct McpServerListResult {
+    /// Servers sorted by name.
+    pub servers: Vec<McpServerStatus>,
+}
+
+impl McpServerListResult {
+    /// A list result.
+    pub fn new(servers: Vec<McpServerStatus>) -> Self {
+        Self { servers }
+    }
+}
+
+/// `mcpServer/get`: one server by name.
+#[derive(Debug)]
+pub enum McpServerGet {}
+impl Request for McpServerGet {
+    const METHOD: &'static str = "mcpServer/get";
+    type Params = McpServerGetParams;
+    type Result = McpServerGetResult;
+}
+
+/// Parameters of `mcpServer/get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct McpServerGetParams {
+    /// Server name as in the config file.
+    pub name: String,
+}
+
+impl McpServerGetParams {
+    /// Params naming a server.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+/// Result of `mcpServer/get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct McpServerGetResult {
+    /// The server.
+    pub server: McpServerStatus,
+}
+
+impl McpServerGetResult {
+    /// A get result.
+    pub fn new(server: McpServerStatus) -> Self {
+        Self { server }
+    }
+}
+
+/// Everything a front-end needs to show one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct McpServerStatus {
+    /// Server name (unique within the daemon).
+    pub name: String,
+    /// Where the server's definition comes from.
+    pub origin: ServerOrigin,
+    /// How the daemon talks to the server.
+    pub transport: TransportKind,
+    /// `false` when the config says `enabled = false`; such a server is never started.
+    pub enabled: bool,
+    /// Lifecycle status.
+    pub status: ServerStatus,
+    /// Why the server failed; `null` unless `status` is `failed`.
+    pub failure_reason: Option<FailureReason>,
+    /// A readable sentence saying what went wrong; `null` unless `status` is `failed`.
+    pub error: Option<String>,
+    /// Process id of a running stdio server.
+    pub pid: Option<u32>,
+    /// How many times the daemon restarted the server after it died.
+    pub restart_count: u32,
+    /// Number of tools the server offers (after the config's filters), once ready.
+    pub tool_count: Option<u32>,
+    /// What the server said about itself at `initialize`.
+    pub server_info: Option<ServerInfo>,
+    /// Milliseconds since the server became ready.
+    pub uptime_ms: Option<u64>,
+}
+
+impl McpServerStatus {
+    /// A server that has not been started; other fields are filled in by the caller.
+    pub fn new(name: impl Into<String>, origin: ServerOrigin, transport: TransportKind) -> Self {
+        Self {
+            name: name.into(),
+            origin,
+            transport,
+            enabled: true,
+            status: ServerStatus::Stopped,
+            failure_reason: None,
+            error: None,
+            pid: None,
+            restart_count: 0,
+            tool_count: None,
+            server_info: None,
+            uptime_ms: None,
+        }
+    }
+}
+
+/// Where a server's definition comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum ServerOrigin {
+    /// The config file; shared by all front-ends.
+    Config,
+    /// Added at runtime by one front-end; lives as long as that connection.
+    Session,
+    /// Shipped inside the daemon.
+    BuiltIn,
+}
+
+/// How the daemon talks to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// A child process speaking MCP over stdin/stdout.
+    Stdio,
+    /// A remote server speaking MCP streamable HTTP.
+    StreamableHttp,
+    /// An in-process server.
+    BuiltIn,
+}
+
+/// Lifecycle status of a server.
+///
+/// The first four values are the codex app-server's, with the same meaning.
+/// `stopped` is Corral's addition: the server is not running and nobody is
+/// trying to start it (disabled, stopped on purpose, or not started yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum ServerStatus {
+    /// Being launched and initialized.
+    Starting,
+    /// Initialized and its tools listed; calls are routed to it.
+    Ready,
+    /// Startup or the running server failed; see `failureReason` and `error`.
+    Failed,
+    /// Startup was abandoned because the server was stopped or the daemon is shutting down.
+    Cancelled,
+    /// Not running and not being started.
+    Stopped,
+}
+
+impl ServerStatus {
+    /// The wire name, e.g. `ready`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for ServerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a server is `failed`: a closed set a front-end can branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum FailureReason {
+    /// The server's config entry is invalid (the error names the field).
+    ConfigInvalid,
+    /// The stdio command was not found on the server's PATH.
+    ExecutableNotFound,
+    /// The OS refused to start the process (permissions, resource limits…).
+    SpawnFailed,
+    /// `initialize` and the first `tools/list` did not finish within `startup_timeout_sec`.
+    StartupTimeout,
+    /// The process exited before it was ready (the error has the exit status and stderr tail).
+    ProcessExited,
+    /// The server answered `initialize` or `tools/list` with an error or broke the protocol.
+    ProtocolError,
+    /// The server kept dying after start; the daemon gave up restarting it.
+    CrashLoop,
+    /// The HTTP server could not be reached (connect, DNS or TLS error).
+    Unreachable,
+    /// The HTTP server answered with an error status.
+    HttpError,
+    /// The server needs a login and no credentials are stored (first-time login).
+    AuthenticationRequired,
+    /// Stored OAuth credentials exist but are expired and could not be refreshed;
+    /// the user must log in again. Same meaning as codex's `reauthenticationRequired`.
+    ReauthenticationRequired,
+    /// The credentials lack a scope the server requires.
+    InsufficientScope,
+    /// A reason this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    #[schemars(skip)]
+    Unknown,
+}
+
+/// What an MCP server said about itself at `initialize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ServerInfo {
+    /// `serverInfo.name`.
+    pub name: String,
+    /// `serverInfo.version`.
+    pub version: String,
+    /// `serverInfo.title`, when given.
+    pub title: Option<String>,
+    /// Negotiated MCP protocol version.
+    pub protocol_version: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// events/replay
+
+/// `events/replay`: notifications newer than a sequence number, from the daemon's bounded history.
+#[derive(Debug)]
+pub enum EventsReplay {}
+impl Request for EventsReplay {
+    const METHOD: &'static str = "events/replay";
+    type Params = EventsReplayParams;
+    type Result = EventsReplayResult;
+}
+
+/// Parameters of `events/replay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EventsReplayParams {
+    /// Return notifications with `seq` greater than this (the last one the front-end saw).
+    pub after_seq: u64,
+}
+
+impl EventsReplayParams {
+    /// Replay everything after `after_seq`.
+    pub fn new(after_seq: u64) -> Self {
+        Self { after_seq }
+    }
+}
+
+/// Result of `events/replay`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct EventsReplayResult {
+    /// The notifications, oldest first. The same notification may also arrive
+    /// live on the connection: de-duplicate by `seq`.
+    pub notifications: Vec<DaemonNotification>,
+    /// `false` when the history no longer holds some notifications after
+    /// `afterSeq`: the front-end must re-read state (`mcpServer/list`).
+    pub complete: bool,
+    /// Newest sequence number when the replay was taken.
+    pub last_seq: u64,
+}
+
+impl EventsReplayResult {
+    /// A replay result.
+    pub fn new(notifications: Vec<DaemonNotification>, complete: bool, last_seq: u64) -> Self {
+        Self {
+            notifications,
+            complete,
+            last_seq,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Notifications
+
+/// `mcpServer/startupStatus/updated`: a server changed lifecycle status.
+#[derive(Debug)]
+pub enum StartupStatusUpdatedNotification {}
+impl Notification for StartupStatusUpdatedNotification {
+    const METHOD: &'static str = "mcpServer/startupStatus/updated";
+    type Params = StartupStatusUpdated;
+}
+
+/// Params of `mcpServer/startupStatus/updated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct StartupStatusUpdated {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// Server name.
+    pub name: String,
+    /// New status.
+    pub status: ServerStatus,
+    /// Readable reason; `null` unless `status` is `failed`.
+    pub error: Option<String>,
+    /// Typed reason; `null` unless `status` is `failed`.
+    pub failure_reason: Option<FailureReason>,
+}
+
+impl StartupStatusUpdated {
+    /// A status change that is not a failure.
+    pub fn new(seq: u64, name: impl Into<String>, status: ServerStatus) -> Self {
+        Self {
+            seq,
+            name: name.into(),
+            status,
+            error: None,
+            failure_reason: None,
+        }
+    }
+
+    /// A `failed` status change.
+    pub fn failed(seq: u64, name: impl Into<String>, reason: FailureReason, error: impl Into<String>) -> Self {
+        Self {
+            seq,
+            name: name.into(),
+            status: ServerStatus::Failed,
+            error: Some(error.into()),
+            failure_reason: Some(reason),
+        }
+    }
+}
+
+/// `events/lagged`: this connection fell behind and missed notifications.
+///
+/// The one notification without a `seq` of its own: it is about this
+/// connection, not a daemon event. The missed notifications can be fetched
+/// with `events/replay` while the history still holds them.
+#[derive(Debug)]
+pub enum EventsLaggedNotification {}
+impl Notification for EventsLaggedNotification {
+    const METHOD: &'static str = "events/lagged";
+    type Params = EventsLagged;
+}
+
+/// Params of `events/lagged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct EventsLagged {
+    /// How many notifications were not delivered.
+    pub missed: u64,
+    /// `seq` of the first notification not delivered.
+    pub first_missed_seq: u64,
+    /// `seq` of the last notification not delivered.
+    pub last_missed_seq: u64,
+}
+
+impl EventsLagged {
+    /// A lagged notice for `missed` notifications starting at `first_missed_seq`.
+    pub fn new(missed: u64, first_missed_seq: u64) -> Self {
+        Self {
+            missed,
+            first_missed_seq,
+            last_missed_seq: first_missed_seq + missed.saturating_sub(1),
+        }
+    }
+}
+
+/// Any notification that carries a daemon-wide `seq` (what `events/replay` returns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", content = "params")]
+#[non_exhaustive]
+pub enum DaemonNotification {
+    /// `mcpServer/startupStatus/updated`.
+    #[serde(rename = "mcpServer/startupStatus/updated")]
+    StartupStatusUpdated(StartupStatusUpdated),
+}
+
+impl DaemonNotification {
+    /// The notification's sequence number.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::StartupStatusUpdated(n) => n.seq,
+        }
+    }
+
+    /// The method name on the wire.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::StartupStatusUpdated(_) => StartupStatusUpdatedNotification::METHOD,
+        }
+    }
+}

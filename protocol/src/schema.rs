@@ -1,0 +1,197 @@
+//! Generated artefacts of the protocol: the JSON Schema of every message and
+//! one JSON example of each, committed under `protocol/schema/` and
+//! `protocol/examples/` and compared against the code by tests.
+//!
+//! Regenerate after a deliberate change with
+//! `CORRAL_UPDATE_SNAPSHOTS=1 cargo test -p corral-protocol`, then read the diff.
+
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use serde_json::{Value, json};
+
+use crate::error::{ErrorCode, VersionMismatchData};
+use crate::messages::*;
+
+/// The JSON Schema of the whole front-end protocol: every method's params and
+/// result, every notification's params, the error codes, under one `$defs`.
+pub fn protocol_schema() -> Value {
+    let mut generator = SchemaGenerator::new(SchemaSettings::draft2020_12());
+    let mut methods = serde_json::Map::new();
+    let mut add_method = |method: &str, params: schemars::Schema, result: schemars::Schema| {
+        methods.insert(method.to_owned(), json!({ "params": params, "result": result }));
+    };
+    macro_rules! method {
+        ($request:ty) => {
+            add_method(
+                <$request as Request>::METHOD,
+                generator.subschema_for::<<$request as Request>::Params>(),
+                generator.subschema_for::<<$request as Request>::Result>(),
+            )
+        };
+    }
+    method!(Initialize);
+    method!(DaemonStatusRequest);
+    method!(McpServerList);
+    method!(McpServerGet);
+    method!(EventsReplay);
+
+    let mut notifications = serde_json::Map::new();
+    macro_rules! notification {
+        ($notification:ty) => {
+            notifications.insert(
+                <$notification as Notification>::METHOD.to_owned(),
+                json!({ "params": generator.subschema_for::<<$notification as Notification>::Params>() }),
+            )
+        };
+    }
+    notification!(StartupStatusUpdatedNotification);
+    notification!(EventsLaggedNotification);
+    let version_mismatch = generator.subschema_for::<VersionMismatchData>();
+    let replayable = generator.subschema_for::<DaemonNotification>();
+
+    let error_codes: Vec<Value> = ErrorCode::ALL
+        .iter()
+        .map(|code| json!({ "code": code.code(), "name": code.name(), "description": code.description() }))
+        .collect();
+
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Corral front-end protocol",
+        "description": "JSON-RPC 2.0 methods and notifications between corrald and its front-ends. See docs/protocol.md.",
+        "protocolVersion": crate::PROTOCOL_VERSION,
+        "methods": methods,
+        "notifications": notifications,
+        "replayableNotification": replayable,
+        "errorCodes": error_codes,
+        "errorData": { "protocolVersionMismatch": version_mismatch },
+        "$defs": generator.take_definitions(true),
+    })
+}
+
+fn request(id: u64, method: &str, params: impl serde::Serialize) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+}
+
+fn response(id: u64, result: impl serde::Serialize) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+}
+
+fn notification(method: &str, params: impl serde::Serialize) -> Value {
+    json!({ "jsonrpc": "2.0", "method": method, "params": params })
+}
+
+/// One example of every message, as `(file name, message)`.
+pub fn examples() -> Vec<(&'static str, Value)> {
+    let daemon_info = DaemonInfo::new("0.1.0", 4242);
+    let mut fs_server = McpServerStatus::new("filesystem", ServerOrigin::Config, TransportKind::Stdio);
+    fs_server.status = ServerStatus::Ready;
+    fs_server.pid = Some(4311);
+    fs_server.tool_count = Some(14);
+    fs_server.uptime_ms = Some(93_000);
+    fs_server.server_info = Some(ServerInfo {
+        name: "secure-filesystem-server".to_owned(),
+        version: "0.2.0".to_owned(),
+        title: None,
+        protocol_version: Some("2025-11-25".to_owned()),
+    });
+    let mut linear = McpServerStatus::new("linear", ServerOrigin::Config, TransportKind::StreamableHttp);
+    linear.status = ServerStatus::Failed;
+    linear.failure_reason = Some(FailureReason::ReauthenticationRequired);
+    linear.error = Some("stored OAuth credentials for `linear` expired and could not be refreshed: run `corral login linear`".to_owned());
+    let mut disabled = McpServerStatus::new("github", ServerOrigin::Config, TransportKind::StreamableHttp);
+    disabled.enabled = false;
+    let mut counts = ServerCounts::default();
+    for server in [&fs_server, &linear, &disabled] {
+        counts.add(server.status);
+    }
+    let mut init_params = InitializeParams::new(ClientInfo::new("nvim-corral", "0.3.1"));
+    init_params.capabilities.elicitation = true;
+    let started = StartupStatusUpdated::new(17, "filesystem", ServerStatus::Starting);
+    let failed = StartupStatusUpdated::failed(
+        18,
+        "linear",
+        FailureReason::ReauthenticationRequired,
+        "stored OAuth credentials for `linear` expired and could not be refreshed: run `corral login linear`",
+    );
+
+    vec![
+        ("initialize.request.json", request(1, Initialize::METHOD, &init_params)),
+        (
+            "initialize.response.json",
+            response(1, InitializeResult::new(daemon_info.clone(), 7, 16, 1024)),
+        ),
+        ("daemon-status.request.json", request(2, DaemonStatusRequest::METHOD, NoParams {})),
+        (
+            "daemon-status.response.json",
+            response(
+                2,
+                DaemonStatus::new(
+                    daemon_info,
+                    3_600_000,
+                    "/run/user/1000/corral/corral.sock".to_owned(),
+                    "/home/ada/.config/corral/config.toml".to_owned(),
+                    true,
+                    counts,
+                    2,
+                    18,
+                ),
+            ),
+        ),
+        ("mcp-server-list.request.json", request(3, McpServerList::METHOD, NoParams {})),
+        (
+            "mcp-server-list.response.json",
+            response(3, McpServerListResult::new(vec![fs_server.clone(), disabled, linear])),
+        ),
+        (
+            "mcp-server-get.request.json",
+            request(4, McpServerGet::METHOD, McpServerGetParams::new("filesystem")),
+        ),
+        ("mcp-server-get.response.json", response(4, McpServerGetResult::new(fs_server))),
+        ("events-replay.request.json", request(5, EventsReplay::METHOD, EventsReplayParams::new(16))),
+        (
+            "events-replay.response.json",
+            response(
+                5,
+                EventsReplayResult::new(
+                    vec![
+                        DaemonNotification::StartupStatusUpdated(started.clone()),
+                        DaemonNotification::StartupStatusUpdated(failed.clone()),
+                    ],
+                    true,
+                    18,
+                ),
+            ),
+        ),
+        (
+            "startup-status-updated.starting.notification.json",
+            notification(StartupStatusUpdatedNotification::METHOD, started),
+        ),
+        (
+            "startup-status-updated.failed.notification.json",
+            notification(StartupStatusUpdatedNotification::METHOD, failed),
+        ),
+        (
+            "events-lagged.notification.json",
+            notification(EventsLaggedNotification::METHOD, EventsLagged::new(250, 1001)),
+        ),
+        (
+            "error.protocol-version-mismatch.json",
+            json!({
+                "jsonrpc": "2.0",
+                "id": 1,
+                "error": {
+                    "code": ErrorCode::ProtocolVersionMismatch.code(),
+                    "message": VersionMismatchData::new(2, 1, 1).advice(),
+                    "data": VersionMismatchData::new(2, 1, 1),
+                }
+            }),
+        ),
+        (
+            "error.server-not-found.json",
+            json!({
+                "jsonrpc": "2.0",
+                "id": 4,
+                "error": { "code": ErrorCode::ServerNotFound.code(), "message": "no MCP server named `filesytem`" }
+            }),
+        ),
+    ]
+}

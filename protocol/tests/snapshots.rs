@@ -1,0 +1,130 @@
+//! The committed schema and examples must match what the code generates, and
+//! every example must parse into the typed message it claims to be.
+//!
+//! After a deliberate protocol change: `CORRAL_UPDATE_SNAPSHOTS=1 cargo test -p corral-protocol`,
+//! then read the diff of `protocol/schema` and `protocol/examples` before committing.
+
+use std::path::{Path, PathBuf};
+
+use corral_protocol::schema::{examples, protocol_schema};
+use corral_protocol::*;
+use serde_json::Value;
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn updating() -> bool {
+    std::env::var_os("CORRAL_UPDATE_SNAPSHOTS").is_some_and(|v| v == "1")
+}
+
+/// Compare `value` with the committed file, or rewrite the file when updating.
+fn check_snapshot(path: &Path, value: &Value) -> Result<(), String> {
+    let rendered = serde_json::to_string_pretty(value).expect("serializable") + "\n";
+    if updating() {
+        std::fs::create_dir_all(path.parent().expect("has parent")).expect("create snapshot dir");
+        std::fs::write(path, &rendered).expect("write snapshot");
+        return Ok(());
+    }
+    let committed = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e} (run CORRAL_UPDATE_SNAPSHOTS=1 cargo test -p corral-protocol)", path.display()))?;
+    if committed != rendered {
+        return Err(format!(
+            "{} differs from what the code generates; if the change is deliberate, run \
+             CORRAL_UPDATE_SNAPSHOTS=1 cargo test -p corral-protocol and review the diff",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn protocol_schema_matches_committed_file() {
+    check_snapshot(&crate_dir().join("schema/protocol.schema.json"), &protocol_schema()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn config_schema_matches_committed_file() {
+    check_snapshot(&crate_dir().join("schema/config.schema.json"), &config::json_schema()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn examples_match_committed_files_and_nothing_stale_remains() {
+    let dir = crate_dir().join("examples");
+    let generated = examples();
+    let mut failures = Vec::new();
+    for (name, value) in &generated {
+        if let Err(e) = check_snapshot(&dir.join(name), value) {
+            failures.push(e);
+        }
+    }
+    let names: Vec<&str> = generated.iter().map(|(name, _)| *name).collect();
+    for entry in std::fs::read_dir(&dir).expect("examples dir exists") {
+        let file_name = entry.expect("dir entry").file_name().to_string_lossy().into_owned();
+        if !names.contains(&file_name.as_str()) {
+            failures.push(format!("{file_name} is committed but no longer generated: delete it"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Deserialize `value` as `T` and check that serializing it back gives the same JSON.
+fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(value: &Value) {
+    let typed: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{value} does not parse: {e}"));
+    assert_eq!(&serde_json::to_value(&typed).expect("serializable"), value);
+}
+
+#[test]
+fn every_committed_example_parses_as_its_typed_message() {
+    let dir = crate_dir().join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples dir exists") {
+        let path = entry.expect("dir entry").path();
+        let text = std::fs::read_to_string(&path).expect("readable example");
+        let message: Value = serde_json::from_str(&text).expect("example is JSON");
+        assert_eq!(message["jsonrpc"], "2.0", "{}", path.display());
+        let name = path.file_name().expect("file name").to_string_lossy().into_owned();
+        let method = message.get("method").and_then(Value::as_str);
+        match (method, name.contains(".response.")) {
+            (Some(Initialize::METHOD), _) => round_trip::<InitializeParams>(&message["params"]),
+            (Some(DaemonStatusRequest::METHOD), _) => round_trip::<NoParams>(&message["params"]),
+            (Some(McpServerList::METHOD), _) => round_trip::<NoParams>(&message["params"]),
+            (Some(McpServerGet::METHOD), _) => round_trip::<McpServerGetParams>(&message["params"]),
+            (Some(EventsReplay::METHOD), _) => round_trip::<EventsReplayParams>(&message["params"]),
+            (Some(StartupStatusUpdatedNotification::METHOD), _) => {
+                round_trip::<StartupStatusUpdated>(&message["params"]);
+            }
+            (Some(EventsLaggedNotification::METHOD), _) => round_trip::<EventsLagged>(&message["params"]),
+            (Some(other), _) => panic!("{}: unknown method {other}", path.display()),
+            (None, true) => {
+                let result = &message["result"];
+                match name.split(".response.").next().expect("prefix") {
+                    "initialize" => round_trip::<InitializeResult>(result),
+                    "daemon-status" => round_trip::<DaemonStatus>(result),
+                    "mcp-server-list" => round_trip::<McpServerListResult>(result),
+                    "mcp-server-get" => round_trip::<McpServerGetResult>(result),
+                    "events-replay" => round_trip::<EventsReplayResult>(result),
+                    other => panic!("{}: no result type known for {other}", path.display()),
+                }
+            }
+            (None, false) => {
+                let code = message["error"]["code"].as_i64().expect("error example has a code");
+                let code = ErrorCode::from_code(i32::try_from(code).expect("i32 code")).expect("a documented code");
+                if code == ErrorCode::ProtocolVersionMismatch {
+                    round_trip::<error::VersionMismatchData>(&message["error"]["data"]);
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, examples().len());
+}
+
+#[test]
+fn unknown_failure_reasons_from_a_newer_daemon_still_parse() {
+    let update: StartupStatusUpdated = serde_json::from_value(serde_json::json!({
+        "seq": 3, "name": "x", "status": "failed", "error": "boom", "failureReason": "somethingNew"
+    }))
+    .expect("parses");
+    assert_eq!(update.failure_reason, Some(FailureReason::Unknown));
+}
