@@ -1,1 +1,120 @@
-//! placeholder
+//! `corrald`, the Corral daemon, as a library: [`run`] is the whole daemon;
+//! `main.rs` only parses arguments and sets up logging.
+//!
+//! Module map (see `docs/ARCHITECTURE.md`):
+//! - [`api`]: the socket, connections, framing, JSON-RPC dispatch;
+//! - [`supervisor`]: the actor owning the registry of MCP servers;
+//! - [`events`]: sequence numbers, replay history and fan-out of notifications;
+//! - [`logging`]: tracing-subscriber set-up.
+
+pub mod api;
+pub mod events;
+pub mod logging;
+pub mod supervisor;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use corral_protocol::config;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How many notifications the replay history (and each connection's backlog) holds.
+pub const EVENT_HISTORY: usize = 1024;
+
+/// Longest wait for connections and tasks to finish on shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the daemon needs to know to run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Socket to serve.
+    pub socket_path: PathBuf,
+    /// Config file to read (need not exist).
+    pub config_path: PathBuf,
+    /// Register `debug/*` methods for tests and benchmarks.
+    pub test_hooks: bool,
+}
+
+impl Options {
+    /// Options for a socket and a config file.
+    pub fn new(socket_path: PathBuf, config_path: PathBuf) -> Self {
+        Self {
+            socket_path,
+            config_path,
+            test_hooks: false,
+        }
+    }
+}
+
+/// Run the daemon until SIGTERM or SIGINT (or `shutdown` is cancelled).
+#[cfg(unix)]
+pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (config, config_error) = match config::load(&options.config_path) {
+        Ok(config) => (config, None),
+        Err(error) => {
+            // A broken file must not take the daemon down: run without config
+            // servers, say exactly what is wrong, and let the user fix it.
+            tracing::error!("config not loaded, running with no config servers:\n{error}");
+            (config::Config::default(), Some(error.to_string()))
+        }
+    };
+    let (listener, socket_guard) = api::socket::bind(&options.socket_path)?;
+    let listener = tokio::net::UnixListener::from_std(listener).context("registering the socket with tokio")?;
+
+    let tracker = TaskTracker::new();
+    let events = Arc::new(events::EventHub::new(EVENT_HISTORY));
+    let supervisor = supervisor::spawn(&config, events.clone(), shutdown.child_token(), &tracker);
+    let context = Arc::new(api::DaemonContext::new(
+        started,
+        options.socket_path.clone(),
+        options.config_path.clone(),
+        config_error,
+        supervisor,
+        events,
+        options.test_hooks,
+    ));
+    tracing::info!(
+        socket = %options.socket_path.display(),
+        config = %options.config_path.display(),
+        servers = config.servers.len(),
+        "corrald {} listening",
+        env!("CARGO_PKG_VERSION"),
+    );
+    let server = tracker.spawn(api::serve(listener, context, shutdown.clone(), tracker.clone()));
+
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        signal = shutdown_signal() => {
+            tracing::info!(signal = signal?, "shutting down");
+        }
+        result = server => {
+            // The accept loop only ends on its own if it could not start.
+            result.context("accept loop panicked")??;
+        }
+    }
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not finish in time; exiting anyway");
+    }
+    drop(socket_guard);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Wait for SIGTERM or SIGINT; returns the signal's name.
+#[cfg(unix)]
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
+}

@@ -1,1 +1,50 @@
-fn main() {}
+//! `corrald`: parse arguments, set up logging, run the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use corrald::logging::{self, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+/// The Corral daemon: supervises your MCP servers and serves front-ends on a local socket.
+#[derive(Debug, Parser)]
+#[command(name = "corrald", version, about)]
+struct Args {
+    /// Socket to serve [default: $XDG_RUNTIME_DIR/corral/corral.sock, else $TMPDIR/corral-$UID/corral.sock].
+    #[arg(long, env = "CORRAL_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Config file [default: ~/.config/corral/config.toml]; a missing file means no servers.
+    #[arg(long, env = "CORRAL_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log format on stderr (filter with CORRAL_LOG or RUST_LOG, e.g. `debug`).
+    #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Register `debug/*` methods used by Corral's own tests and benchmarks.
+    #[arg(long, env = "CORRAL_TEST_HOOKS", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
+    enable_test_hooks: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(args.log_format);
+    let mut options = corrald::Options::new(
+        corral_protocol::paths::socket_path(args.socket.as_deref()),
+        corral_protocol::paths::config_path(args.config.as_deref()),
+    );
+    options.test_hooks = args.enable_test_hooks;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(corrald::run(options, CancellationToken::new())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -5,15 +5,43 @@
 //! that editors use to autocomplete the file. It lives in the protocol crate
 //! because the file is a public interface: `corral config check` validates it
 //! without a daemon, and the daemon loads it with the same code.
+//!
+//! The text is read with toml's spanned document model ([`DeTable`]) rather
+//! than serde structs, so that each check writes its own message, points at
+//! the exact key or value, and one pass reports every problem instead of
+//! stopping at the first. [`FIELDS`] is the one list of server fields: it
+//! drives unknown-field detection, the wrong-transport check, typo
+//! suggestions and the JSON Schema, so they cannot drift apart.
+//!
+//! Invariant: no message quotes a string value that may be a secret (header
+//! values, `env` values, tokens, arguments, URLs). Messages quote keys,
+//! environment variable names, header names, transports, numbers and `cwd`.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde_json::{Value, json};
+use toml::Spanned;
+use toml::de::{DeInteger, DeTable, DeValue};
 
 /// Default for `startup_timeout_sec`.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `tool_timeout_sec`.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The only top-level key.
+const SERVERS_KEY: &str = "servers";
+/// Server names, as a JSON Schema pattern; [`check_server_name`] is the same rule in code.
+const SERVER_NAME_PATTERN: &str = "^[A-Za-z0-9_-]+$";
+/// Environment variable names, as a JSON Schema pattern; [`env_var_name`] is the same rule in code.
+const ENV_VAR_NAME_PATTERN: &str = "^[^=\\u0000]+$";
+/// HTTP header names (RFC 9110 tokens), as a JSON Schema pattern; [`header_name`] is the same
+/// rule in code.
+const HEADER_NAME_PATTERN: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+/// Punctuation allowed in an HTTP header name besides letters and digits.
+const HEADER_NAME_PUNCTUATION: &str = "!#$%&'*+-.^_`|~";
 
 /// A validated config.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -45,7 +73,6 @@ pub struct ServerConfig {
 
 /// Transport-specific part of a server entry.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum TransportConfig {
     /// A child process speaking MCP over stdio.
     Stdio(StdioConfig),
@@ -145,7 +172,9 @@ impl ConfigProblem {
         }
         out.push_str(": ");
         match (&self.server, &self.field) {
-            (Some(server), Some(field)) => out.push_str(&format!("server `{server}`, field `{field}`: ")),
+            (Some(server), Some(field)) => {
+                out.push_str(&format!("server `{server}`, field `{field}`: "));
+            }
             (Some(server), None) => out.push_str(&format!("server `{server}`: ")),
             (None, Some(field)) => out.push_str(&format!("field `{field}`: ")),
             (None, None) => {}
@@ -157,23 +186,1037 @@ impl ConfigProblem {
 
 /// Load the config at `path`. A missing file is the default config (no servers).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    match std::fs::read_to_string(path) {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    match String::from_utf8(bytes) {
         Ok(text) => parse(&text, path),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-        Err(source) => Err(ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(error) => {
+            // Point at the first bad byte, counting lines in the valid prefix.
+            let valid = String::from_utf8_lossy(&error.as_bytes()[..error.utf8_error().valid_up_to()]);
+            let mut problems = Problems::new(&valid);
+            problems.add(valid.len()..valid.len(), None, None, "the file is not valid UTF-8");
+            problems.into_result(path, Config::default())
+        }
     }
 }
 
 /// Parse and validate config text; `path` is used in error messages only.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let _ = (text, path);
-    Ok(Config::default())
+    let mut problems = Problems::new(text);
+    let config = check_document(text, &mut problems);
+    problems.into_result(path, config)
 }
 
-/// JSON Schema of the config file (for editors).
-pub fn json_schema() -> serde_json::Value {
-    serde_json::json!({})
+/// JSON Schema (draft 2020-12) of the config file, for editors.
+///
+/// Built from [`FIELDS`] rather than derived, because the file is not read
+/// through serde structs (see the module comment). It describes every field
+/// with its type, default and description, and adds the transport rules an
+/// editor can check: exactly one of `command` and `url`, an explicit
+/// `transport` that agrees with it, and no field of the other transport.
+pub fn json_schema() -> Value {
+    let properties: serde_json::Map<String, Value> = FIELDS
+        .iter()
+        .map(|field| {
+            let mut schema = (field.schema)();
+            if let Some(object) = schema.as_object_mut() {
+                object.insert("description".to_owned(), Value::from(field.description));
+            }
+            (field.name.to_owned(), schema)
+        })
+        .collect();
+    let transport_rules: Vec<Value> = Transport::ALL
+        .iter()
+        .map(|&transport| {
+            let forbidden: serde_json::Map<String, Value> = FIELDS
+                .iter()
+                .filter(|field| field.transport.is_some_and(|only| only != transport))
+                .map(|field| (field.name.to_owned(), Value::Bool(false)))
+                .collect();
+            json!({
+                "if": {
+                    "anyOf": [
+                        { "required": [transport.selector()] },
+                        {
+                            "required": ["transport"],
+                            "properties": { "transport": { "const": transport.name() } },
+                        },
+                    ]
+                },
+                "then": { "required": [transport.selector()], "properties": forbidden },
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Corral config",
+        "description": "The config file of corrald: one [servers.NAME] table per MCP server. \
+            See docs/configuration.md.",
+        "type": "object",
+        "properties": {
+            SERVERS_KEY: {
+                "description": "MCP servers supervised by corrald, by name.",
+                "type": "object",
+                "propertyNames": { "pattern": SERVER_NAME_PATTERN },
+                "additionalProperties": { "$ref": "#/$defs/server" },
+                "default": {},
+            }
+        },
+        "additionalProperties": false,
+        "$defs": {
+            "server": {
+                "description": "One MCP server: `command` makes it a stdio child process, \
+                    `url` a streamable HTTP server.",
+                "type": "object",
+                "properties": properties,
+                "additionalProperties": false,
+                "oneOf": [
+                    { "required": [Transport::Stdio.selector()] },
+                    { "required": [Transport::StreamableHttp.selector()] },
+                ],
+                "allOf": transport_rules,
+            }
+        },
+    })
+}
+
+/// How a server is reached, as named in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Stdio,
+    StreamableHttp,
+}
+
+impl Transport {
+    const ALL: [Transport; 2] = [Transport::Stdio, Transport::StreamableHttp];
+
+    /// The value of `transport` that names it.
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Stdio => "stdio",
+            Transport::StreamableHttp => "streamable_http",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Transport> {
+        Transport::ALL.into_iter().find(|transport| transport.name() == name)
+    }
+
+    /// The field whose presence selects this transport.
+    fn selector(self) -> &'static str {
+        match self {
+            Transport::Stdio => "command",
+            Transport::StreamableHttp => "url",
+        }
+    }
+}
+
+/// One field a server table may have.
+struct FieldSpec {
+    name: &'static str,
+    /// The only transport the field applies to; `None` when every server accepts it.
+    transport: Option<Transport>,
+    /// For the JSON Schema (editors show it on hover).
+    description: &'static str,
+    /// JSON Schema of the value, without the description.
+    schema: fn() -> Value,
+}
+
+/// Every field a server table may have: common ones, then stdio, then streamable HTTP.
+const FIELDS: &[FieldSpec] = &[
+    FieldSpec {
+        name: "transport",
+        transport: None,
+        description: "How to reach the server. Optional: `command` selects stdio and `url` selects \
+            streamable_http; when given, it must agree with them.",
+        schema: || {
+            json!({
+                "type": "string",
+                "enum": [Transport::Stdio.name(), Transport::StreamableHttp.name()],
+            })
+        },
+    },
+    FieldSpec {
+        name: "enabled",
+        transport: None,
+        description: "Whether corrald starts the server.",
+        schema: || json!({ "type": "boolean", "default": true }),
+    },
+    FieldSpec {
+        name: "startup_timeout_sec",
+        transport: None,
+        description: "Seconds allowed for starting the server and the MCP initialize handshake \
+            (integer or float, greater than 0).",
+        schema: || {
+            json!({
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": DEFAULT_STARTUP_TIMEOUT.as_secs(),
+            })
+        },
+    },
+    FieldSpec {
+        name: "tool_timeout_sec",
+        transport: None,
+        description: "Seconds allowed for one tool call (integer or float, greater than 0).",
+        schema: || {
+            json!({
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": DEFAULT_TOOL_TIMEOUT.as_secs(),
+            })
+        },
+    },
+    FieldSpec {
+        name: "enabled_tools",
+        transport: None,
+        description: "When set, only these tools of the server are offered.",
+        schema: || json!({ "type": "array", "items": { "type": "string", "minLength": 1 } }),
+    },
+    FieldSpec {
+        name: "disabled_tools",
+        transport: None,
+        description: "Tools never offered, applied after `enabled_tools`.",
+        schema: || {
+            json!({
+                "type": "array",
+                "items": { "type": "string", "minLength": 1 },
+                "default": [],
+            })
+        },
+    },
+    FieldSpec {
+        name: "command",
+        transport: Some(Transport::Stdio),
+        description: "stdio: the program to run, looked up on PATH. Its presence selects the stdio \
+            transport.",
+        schema: || json!({ "type": "string", "minLength": 1 }),
+    },
+    FieldSpec {
+        name: "args",
+        transport: Some(Transport::Stdio),
+        description: "stdio: arguments passed to `command`.",
+        schema: || json!({ "type": "array", "items": { "type": "string" }, "default": [] }),
+    },
+    FieldSpec {
+        name: "env",
+        transport: Some(Transport::Stdio),
+        description: "stdio: environment variables set for the child, name to literal value.",
+        schema: || {
+            json!({
+                "type": "object",
+                "propertyNames": { "pattern": ENV_VAR_NAME_PATTERN },
+                "additionalProperties": { "type": "string" },
+                "default": {},
+            })
+        },
+    },
+    FieldSpec {
+        name: "env_vars",
+        transport: Some(Transport::Stdio),
+        description: "stdio: names of corrald's environment variables passed through to the child.",
+        schema: || {
+            json!({
+                "type": "array",
+                "items": { "type": "string", "pattern": ENV_VAR_NAME_PATTERN },
+                "default": [],
+            })
+        },
+    },
+    FieldSpec {
+        name: "cwd",
+        transport: Some(Transport::Stdio),
+        description: "stdio: absolute working directory of the child (default: corrald's).",
+        schema: || json!({ "type": "string", "minLength": 1 }),
+    },
+    FieldSpec {
+        name: "url",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: the MCP endpoint, an http:// or https:// URL. Its presence \
+            selects the streamable_http transport.",
+        schema: || {
+            json!({
+                "type": "string",
+                "format": "uri",
+                "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]",
+            })
+        },
+    },
+    FieldSpec {
+        name: "bearer_token_env_var",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: name of an environment variable of corrald holding a bearer \
+            token, sent as `Authorization: Bearer ...`.",
+        schema: || json!({ "type": "string", "pattern": ENV_VAR_NAME_PATTERN }),
+    },
+    FieldSpec {
+        name: "http_headers",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: headers sent with every request, name to literal value.",
+        schema: || {
+            json!({
+                "type": "object",
+                "propertyNames": { "pattern": HEADER_NAME_PATTERN },
+                "additionalProperties": { "type": "string" },
+                "default": {},
+            })
+        },
+    },
+    FieldSpec {
+        name: "env_http_headers",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: headers sent with every request, name to the environment \
+            variable of corrald holding the value.",
+        schema: || {
+            json!({
+                "type": "object",
+                "propertyNames": { "pattern": HEADER_NAME_PATTERN },
+                "additionalProperties": { "type": "string", "pattern": ENV_VAR_NAME_PATTERN },
+                "default": {},
+            })
+        },
+    },
+    FieldSpec {
+        name: "scopes",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: OAuth scopes to request.",
+        schema: || {
+            json!({
+                "type": "array",
+                "items": { "type": "string", "pattern": "^\\S+$" },
+                "default": [],
+            })
+        },
+    },
+    FieldSpec {
+        name: "oauth_resource",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: the resource (RFC 8707) to request OAuth tokens for, an \
+            http:// or https:// URL.",
+        schema: || json!({ "type": "string", "format": "uri" }),
+    },
+];
+
+/// Names people write for a field they know from other MCP clients' config files.
+const FIELD_ALIASES: &[(&str, &str)] = &[("headers", "http_headers"), ("type", "transport")];
+
+/// Problems found so far, with byte offsets turned into lines and columns.
+struct Problems<'t> {
+    text: &'t str,
+    found: Vec<ConfigProblem>,
+}
+
+impl<'t> Problems<'t> {
+    fn new(text: &'t str) -> Self {
+        Problems {
+            text,
+            found: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, span: Range<usize>, server: Option<&str>, field: Option<&str>, message: impl Into<String>) {
+        let (line, column) = line_and_column(self.text, span.start);
+        self.found.push(ConfigProblem {
+            line: Some(line),
+            column: Some(column),
+            server: server.map(str::to_owned),
+            field: field.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+
+    /// The text of `span` as written in the file, for quoting numbers and keys.
+    fn source(&self, span: Range<usize>) -> &'t str {
+        self.text.get(span).unwrap_or_default()
+    }
+
+    fn add_syntax_error(&mut self, error: &toml::de::Error) {
+        let message = error
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .trim_end_matches('.');
+        let mut message = format!("invalid TOML: {message}");
+        let Some(span) = error.span() else {
+            self.found.push(ConfigProblem {
+                line: None,
+                column: None,
+                server: None,
+                field: None,
+                message,
+            });
+            return;
+        };
+        // toml points at the repeated key without naming it; a key is never a secret.
+        if error.message() == "duplicate key" && !span.is_empty() {
+            message.push_str(&format!(" `{}`", self.source(span.clone()).escape_debug()));
+        }
+        self.add(span, None, None, message);
+    }
+
+    /// `Ok(config)` when nothing was found, else every problem in file order.
+    fn into_result(mut self, path: &Path, config: Config) -> Result<Config, ConfigError> {
+        if self.found.is_empty() {
+            return Ok(config);
+        }
+        // Stable: problems at the same place keep the order they were found in.
+        self.found.sort_by_key(|problem| (problem.line, problem.column));
+        Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: self.found,
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let line = before.matches('\n').count() + 1;
+    // Editors do not count a byte-order mark as a column.
+    let column = before[line_start..].trim_start_matches('\u{feff}').chars().count() + 1;
+    (line, column)
+}
+
+fn check_document(text: &str, problems: &mut Problems<'_>) -> Config {
+    let (document, syntax_errors) = DeTable::parse_recoverable(text);
+    // Errors after the first are often consequences of it (an unclosed string
+    // swallows the lines after it), so only the first one in the file is
+    // reported, and a document the parser had to guess at is not checked.
+    let first_syntax_error = syntax_errors
+        .iter()
+        .min_by_key(|error| error.span().map_or(usize::MAX, |span| span.start));
+    if let Some(error) = first_syntax_error {
+        problems.add_syntax_error(error);
+        return Config::default();
+    }
+    let mut config = Config::default();
+    for (key, value) in document.get_ref() {
+        let key_name: &str = key.get_ref();
+        if key_name == SERVERS_KEY {
+            config.servers = check_servers(value, problems);
+        } else {
+            let message = match closest(key_name, [SERVERS_KEY]) {
+                Some(suggestion) => format!("unknown top-level key, did you mean `{suggestion}`?"),
+                None => format!("unknown top-level key, the only one is `{SERVERS_KEY}`"),
+            };
+            problems.add(key.span(), None, Some(key_name), message);
+        }
+    }
+    config
+}
+
+fn check_servers(value: &Spanned<DeValue<'_>>, problems: &mut Problems<'_>) -> BTreeMap<String, ServerConfig> {
+    let mut servers = BTreeMap::new();
+    let Some(table) = value.get_ref().as_table() else {
+        let message = format!("expected a table of servers, found {}", describe(value.get_ref()));
+        problems.add(value.span(), None, Some(SERVERS_KEY), message);
+        return servers;
+    };
+    for (name, entry) in table {
+        let name_span = name.span();
+        let name: &str = name.get_ref();
+        if let Err(message) = check_server_name(name) {
+            problems.add(name_span.clone(), Some(name), None, message);
+        }
+        let Some(fields) = entry.get_ref().as_table() else {
+            let message = format!("expected a table, found {}", describe(entry.get_ref()));
+            problems.add(entry.span(), Some(name), None, message);
+            continue;
+        };
+        let check = ServerCheck {
+            name,
+            name_span,
+            fields,
+            misplaced: Vec::new(),
+            problems,
+        };
+        if let Some(server) = check.run() {
+            servers.insert(name.to_owned(), server);
+        }
+    }
+    servers
+}
+
+/// Checks one server table and reads it into a [`ServerConfig`].
+///
+/// Readers return what they could read even after reporting a problem: the
+/// caller discards the whole config when any problem was found, so a
+/// half-checked value never escapes.
+struct ServerCheck<'c, 't, 'i> {
+    name: &'c str,
+    /// Where the server's name is written (`[servers.NAME]`), for problems about missing fields.
+    name_span: Range<usize>,
+    fields: &'c DeTable<'i>,
+    /// Fields already reported as belonging to the other transport; their values are not checked.
+    misplaced: Vec<&'static str>,
+    problems: &'c mut Problems<'t>,
+}
+
+impl<'c, 'i> ServerCheck<'c, '_, 'i> {
+    fn run(mut self) -> Option<ServerConfig> {
+        self.check_field_names();
+        let transport = self.select_transport();
+        if let Some(transport) = transport {
+            self.check_fields_belong_to(transport);
+        }
+        let enabled = self.boolean("enabled");
+        let startup_timeout = self.seconds("startup_timeout_sec");
+        let tool_timeout = self.seconds("tool_timeout_sec");
+        let enabled_tools = self.string_list("enabled_tools", tool_name);
+        let disabled_tools = self.string_list("disabled_tools", tool_name);
+        let stdio = StdioConfig {
+            command: self.string("command", program).unwrap_or_default(),
+            args: self.string_list("args", no_nul).unwrap_or_default(),
+            env: self.string_map("env", env_var_name, env_value).unwrap_or_default(),
+            env_vars: self.string_list("env_vars", env_var_name).unwrap_or_default(),
+            cwd: self.string("cwd", absolute_path).map(PathBuf::from),
+        };
+        let http = HttpConfig {
+            url: self.string("url", http_url).unwrap_or_default(),
+            bearer_token_env_var: self.string("bearer_token_env_var", env_var_name),
+            http_headers: self
+                .string_map("http_headers", header_name, header_value)
+                .unwrap_or_default(),
+            env_http_headers: self
+                .string_map("env_http_headers", header_name, |_, variable| env_var_name(variable))
+                .unwrap_or_default(),
+            scopes: self.string_list("scopes", oauth_scope).unwrap_or_default(),
+            oauth_resource: self.string("oauth_resource", http_url),
+        };
+        Some(ServerConfig {
+            name: self.name.to_owned(),
+            transport: match transport? {
+                Transport::Stdio => TransportConfig::Stdio(stdio),
+                Transport::StreamableHttp => TransportConfig::StreamableHttp(http),
+            },
+            enabled: enabled.unwrap_or(true),
+            startup_timeout: startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT),
+            tool_timeout: tool_timeout.unwrap_or(DEFAULT_TOOL_TIMEOUT),
+            enabled_tools,
+            disabled_tools: disabled_tools.unwrap_or_default(),
+        })
+    }
+
+    fn report(&mut self, field: Option<&str>, span: Range<usize>, message: impl Into<String>) {
+        self.problems.add(span, Some(self.name), field, message);
+    }
+
+    fn type_error(&mut self, field: &str, value: &Spanned<DeValue<'_>>, expected: &str) {
+        let message = format!("expected {expected}, found {}", describe(value.get_ref()));
+        self.report(Some(field), value.span(), message);
+    }
+
+    /// Unknown fields, with a suggestion when one is close.
+    fn check_field_names(&mut self) {
+        for key in self.fields.keys() {
+            let name: &str = key.get_ref();
+            if FIELDS.iter().any(|field| field.name == name) {
+                continue;
+            }
+            let message = if name == "bearer_token" {
+                // Tokens in a config file end up in backups and dotfile repositories.
+                "inline tokens are not allowed, put the token in an environment variable and set \
+                 `bearer_token_env_var` to its name"
+                    .to_owned()
+            } else {
+                match suggest_field(name) {
+                    Some(suggestion) => format!("unknown field, did you mean `{suggestion}`?"),
+                    None => "unknown field".to_owned(),
+                }
+            };
+            self.report(Some(name), key.span(), message);
+        }
+    }
+
+    /// The transport `command`, `url` and `transport` agree on, after reporting any disagreement.
+    fn select_transport(&mut self) -> Option<Transport> {
+        let declared = self.declared_transport();
+        let command = self.fields.get_key_value(Transport::Stdio.selector());
+        let url = self.fields.get_key_value(Transport::StreamableHttp.selector());
+        let implied = match (command, url) {
+            (Some(_), None) => Transport::Stdio,
+            (None, Some(_)) => Transport::StreamableHttp,
+            (Some(_), Some((url_key, _))) => {
+                let message = "cannot be combined with `command`, a server has either \
+                    `command` (stdio transport) or `url` (streamable_http transport)";
+                self.report(Some(url_key.get_ref()), url_key.span(), message);
+                return None;
+            }
+            (None, None) => {
+                let span = self.name_span.clone();
+                match declared {
+                    Some((transport, _)) => {
+                        let message = format!("required by the {} transport, but missing", transport.name());
+                        self.report(Some(transport.selector()), span, message);
+                    }
+                    None => {
+                        let message = "missing `command` (stdio transport) or `url` (streamable_http transport)";
+                        self.report(None, span, message);
+                    }
+                }
+                return None;
+            }
+        };
+        match declared {
+            Some((transport, span)) if transport != implied => {
+                let message = format!(
+                    "says `{}`, but `{}` selects the {} transport",
+                    transport.name(),
+                    implied.selector(),
+                    implied.name()
+                );
+                self.report(Some("transport"), span, message);
+                None
+            }
+            _ => Some(implied),
+        }
+    }
+
+    /// `transport`, if given and valid, with where it is written.
+    fn declared_transport(&mut self) -> Option<(Transport, Range<usize>)> {
+        let value = self.value("transport")?;
+        let Some(name) = value.get_ref().as_str() else {
+            self.type_error("transport", value, "`stdio` or `streamable_http`");
+            return None;
+        };
+        match Transport::from_name(name) {
+            Some(transport) => Some((transport, value.span())),
+            None => {
+                let message = format!(
+                    "unknown transport `{}`, expected `stdio` or `streamable_http`",
+                    name.escape_debug()
+                );
+                self.report(Some("transport"), value.span(), message);
+                None
+            }
+        }
+    }
+
+    /// Fields of the other transport.
+    fn check_fields_belong_to(&mut self, transport: Transport) {
+        for key in self.fields.keys() {
+            let Some(field) = FIELDS.iter().find(|field| field.name == key.get_ref()) else {
+                continue;
+            };
+            if let Some(only) = field.transport
+                && only != transport
+            {
+                let message = format!(
+                    "only for {} servers, but this server uses the {} transport",
+                    only.name(),
+                    transport.name()
+                );
+                self.report(Some(field.name), key.span(), message);
+                self.misplaced.push(field.name);
+            }
+        }
+    }
+
+    /// The value of `field`, unless it is absent or was already reported as misplaced.
+    fn value(&self, field: &str) -> Option<&'c Spanned<DeValue<'i>>> {
+        if self.misplaced.contains(&field) {
+            return None;
+        }
+        self.fields.get(field)
+    }
+
+    /// Run `check` on a string read from the file, reporting its complaint at `span`.
+    fn checked(
+        &mut self,
+        field: &str,
+        span: Range<usize>,
+        text: &str,
+        check: impl FnOnce(&str) -> Result<(), String>,
+    ) -> Option<String> {
+        match check(text) {
+            Ok(()) => Some(text.to_owned()),
+            Err(message) => {
+                self.report(Some(field), span, message);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, field: &str, check: impl Fn(&str) -> Result<(), String>) -> Option<String> {
+        let value = self.value(field)?;
+        let Some(text) = value.get_ref().as_str() else {
+            self.type_error(field, value, "a string");
+            return None;
+        };
+        self.checked(field, value.span(), text, check)
+    }
+
+    fn boolean(&mut self, field: &str) -> Option<bool> {
+        let value = self.value(field)?;
+        let boolean = value.get_ref().as_bool();
+        if boolean.is_none() {
+            self.type_error(field, value, "a boolean (`true` or `false`)");
+        }
+        boolean
+    }
+
+    /// A duration written as a positive integer or float number of seconds.
+    fn seconds(&mut self, field: &str) -> Option<Duration> {
+        const EXPECTED: &str = "a number of seconds greater than 0";
+        let value = self.value(field)?;
+        let seconds = match value.get_ref() {
+            DeValue::Integer(integer) => integer_as_f64(integer),
+            DeValue::Float(float) => float.as_str().parse().unwrap_or(f64::NAN),
+            _ => {
+                self.type_error(field, value, EXPECTED);
+                return None;
+            }
+        };
+        let written = self.problems.source(value.span());
+        if seconds.is_nan() || seconds <= 0.0 {
+            self.report(
+                Some(field),
+                value.span(),
+                format!("expected {EXPECTED}, found {written}"),
+            );
+            return None;
+        }
+        match Duration::try_from_secs_f64(seconds) {
+            Ok(duration) => Some(duration),
+            Err(_) => {
+                self.report(Some(field), value.span(), format!("too large, found {written}"));
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, field: &str, check: impl Fn(&str) -> Result<(), String>) -> Option<Vec<String>> {
+        let value = self.value(field)?;
+        let Some(items) = value.get_ref().as_array() else {
+            self.type_error(field, value, "an array of strings");
+            return None;
+        };
+        let mut strings = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            match item.get_ref().as_str() {
+                Some(text) => strings.extend(self.checked(field, item.span(), text, &check)),
+                None => {
+                    let message = format!(
+                        "expected an array of strings, item {} is {}",
+                        index + 1,
+                        describe(item.get_ref())
+                    );
+                    self.report(Some(field), item.span(), message);
+                }
+            }
+        }
+        Some(strings)
+    }
+
+    /// A table of strings; `check_key` complains at the key, `check_value` (given the key and
+    /// the value) at the value.
+    fn string_map(
+        &mut self,
+        field: &str,
+        check_key: impl Fn(&str) -> Result<(), String>,
+        check_value: impl Fn(&str, &str) -> Result<(), String>,
+    ) -> Option<BTreeMap<String, String>> {
+        let value = self.value(field)?;
+        let Some(table) = value.get_ref().as_table() else {
+            self.type_error(field, value, "a table of strings");
+            return None;
+        };
+        let mut strings = BTreeMap::new();
+        for (key, item) in table {
+            let key_name: &str = key.get_ref();
+            let key_ok = self.checked(field, key.span(), key_name, &check_key).is_some();
+            let Some(text) = item.get_ref().as_str() else {
+                let message = format!(
+                    "expected a table of strings, `{}` is {}",
+                    key_name.escape_debug(),
+                    describe(item.get_ref())
+                );
+                self.report(Some(field), item.span(), message);
+                continue;
+            };
+            let value_ok = self
+                .checked(field, item.span(), text, |text| check_value(key_name, text))
+                .is_some();
+            if key_ok && value_ok {
+                strings.insert(key_name.to_owned(), text.to_owned());
+            }
+        }
+        Some(strings)
+    }
+}
+
+/// A TOML value's type with its article, for "expected …, found …".
+fn describe(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// The integer's value; one too large for `u64` becomes infinity (then rejected as too large).
+fn integer_as_f64(integer: &DeInteger<'_>) -> f64 {
+    // Only decimal integers may carry a sign in TOML.
+    if integer.radix() == 10 {
+        integer.as_str().parse().unwrap_or(f64::NAN)
+    } else {
+        u64::from_str_radix(integer.as_str(), integer.radix()).map_or(f64::INFINITY, |value| value as f64)
+    }
+}
+
+fn check_server_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || character == '_' || character == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err("invalid server name, use only ASCII letters, digits, `_` and `-`".to_owned())
+    }
+}
+
+fn no_nul(text: &str) -> Result<(), String> {
+    if text.contains('\0') {
+        Err("must not contain a NUL character".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+fn program(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    no_nul(text)
+}
+
+fn absolute_path(text: &str) -> Result<(), String> {
+    no_nul(text)?;
+    if Path::new(text).is_absolute() {
+        Ok(())
+    } else {
+        Err(format!("must be an absolute path, found `{}`", text.escape_debug()))
+    }
+}
+
+fn tool_name(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        Err("tool name must not be empty".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+fn oauth_scope(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.chars().any(char::is_whitespace) {
+        Err("a scope must be non-empty and contain no whitespace".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+fn env_var_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("environment variable name must not be empty".to_owned())
+    } else if name.contains(['=', '\0']) {
+        Err(format!(
+            "invalid environment variable name `{}`, it must not contain `=` or NUL",
+            name.escape_debug()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn env_value(name: &str, value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        Err(format!(
+            "value of `{}` must not contain a NUL character",
+            name.escape_debug()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn header_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("HTTP header name must not be empty".to_owned());
+    }
+    let is_token = name
+        .chars()
+        .all(|character| character.is_ascii_alphanumeric() || HEADER_NAME_PUNCTUATION.contains(character));
+    if is_token {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid HTTP header name `{}`, use only ASCII letters, digits and \
+             {HEADER_NAME_PUNCTUATION}",
+            name.escape_debug()
+        ))
+    }
+}
+
+fn header_value(name: &str, value: &str) -> Result<(), String> {
+    if value
+        .chars()
+        .any(|character| character.is_control() && character != '\t')
+    {
+        Err(format!(
+            "value of header `{}` must not contain line breaks or other control characters",
+            name.escape_debug()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// An `http://` or `https://` URL with a host. Never quotes the URL: it may carry a token.
+fn http_url(url: &str) -> Result<(), String> {
+    const EXPECTED: &str = "expected a URL starting with `http://` or `https://`";
+    if url
+        .chars()
+        .any(|character| character.is_whitespace() || character.is_control())
+    {
+        return Err("a URL must not contain whitespace or control characters".to_owned());
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(EXPECTED.to_owned());
+    };
+    let scheme_is_well_formed = scheme.starts_with(|character: char| character.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || "+-.".contains(character));
+    if !scheme_is_well_formed {
+        return Err(EXPECTED.to_owned());
+    }
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(format!("unsupported URL scheme `{scheme}`, expected `http` or `https`"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_user, host)| host);
+    let (host, port) = match host_and_port.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:8080`.
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((address, after)) => (address, after.strip_prefix(':')),
+            None => return Err("the URL has an unclosed `[` in its host".to_owned()),
+        },
+        None => match host_and_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_and_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("the URL has no host".to_owned());
+    }
+    if port.is_some_and(|port| !port.is_empty() && port.parse::<u16>().is_err()) {
+        return Err("the URL has an invalid port".to_owned());
+    }
+    Ok(())
+}
+
+/// The known server field closest to a misspelt `name`, if one is close enough.
+fn suggest_field(name: &str) -> Option<&'static str> {
+    let alias = FIELD_ALIASES
+        .iter()
+        .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
+        .map(|&(_, field)| field);
+    alias.or_else(|| closest(name, FIELDS.iter().map(|field| field.name)))
+}
+
+/// The candidate closest to `name` in edit distance (ignoring case and `-` versus `_`), if
+/// close enough.
+fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let normalized = name.to_ascii_lowercase().replace('-', "_");
+    // One edit per three characters: catches typos without suggesting unrelated fields.
+    let limit = (normalized.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(&normalized, candidate), candidate))
+        .filter(|&(distance, _)| distance <= limit)
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(from: &str, to: &str) -> usize {
+    let to: Vec<char> = to.chars().collect();
+    let mut previous: Vec<usize> = (0..=to.len()).collect();
+    for (row, from_char) in from.chars().enumerate() {
+        let mut current = vec![row + 1; to.len() + 1];
+        for (column, &to_char) in to.iter().enumerate() {
+            let substitution = previous[column] + usize::from(from_char != to_char);
+            current[column + 1] = substitution.min(previous[column + 1] + 1).min(current[column] + 1);
+        }
+        previous = current;
+    }
+    previous[to.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_count_characters_from_one() {
+        let text = "ab\nçd\n";
+        assert_eq!(line_and_column(text, 0), (1, 1));
+        assert_eq!(line_and_column(text, 3), (2, 1));
+        assert_eq!(line_and_column(text, 5), (2, 2));
+        assert_eq!(line_and_column(text, 100), (3, 1));
+        assert_eq!(line_and_column("\u{feff}[servers]", 3), (1, 1));
+    }
+
+    #[test]
+    fn suggestions_catch_typos_and_other_clients_spellings_only() {
+        assert_eq!(suggest_field("comand"), Some("command"));
+        assert_eq!(suggest_field("startup-timeout-sec"), Some("startup_timeout_sec"));
+        assert_eq!(suggest_field("startupTimeoutSec"), Some("startup_timeout_sec"));
+        assert_eq!(suggest_field("headers"), Some("http_headers"));
+        assert_eq!(suggest_field("type"), Some("transport"));
+        assert_eq!(suggest_field("colour"), None);
+        assert_eq!(suggest_field("x"), None);
+    }
+
+    #[test]
+    fn urls_need_an_http_scheme_and_a_host() {
+        for good in [
+            "https://mcp.linear.app/mcp",
+            "http://127.0.0.1:8080",
+            "HTTPS://[::1]:3000/x",
+            "https://u:p@h/",
+        ] {
+            assert_eq!(http_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "mcp.linear.app",
+            "ftp://h",
+            "https://",
+            "https:///path",
+            "http://h:port",
+            "http://[::1",
+            "http://a b",
+        ] {
+            assert!(http_url(bad).is_err(), "{bad}");
+        }
+    }
 }

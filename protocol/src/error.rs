@@ -81,15 +81,21 @@ impl ErrorCode {
     pub const fn description(self) -> &'static str {
         match self {
             Self::ParseError => "the message is not valid JSON; `id` is null in the answer",
-            Self::InvalidRequest => "valid JSON but not a JSON-RPC 2.0 request (wrong `jsonrpc`, bad `id`, no `method`)",
+            Self::InvalidRequest => {
+                "valid JSON but not a JSON-RPC 2.0 request (wrong `jsonrpc`, bad `id`, no `method`)"
+            }
             Self::MethodNotFound => "no method of that name",
             Self::InvalidParams => "the params do not match the method's schema; the message names the field",
             Self::InternalError => "an unexpected failure inside the daemon; the message says what failed",
             Self::ServerNotFound => "no MCP server of that name",
             Self::NotInitialized => "a method other than `initialize` was called before `initialize`",
             Self::AlreadyInitialized => "`initialize` was called twice on one connection",
-            Self::ProtocolVersionMismatch => "the client's `protocolVersion` is not served; `data` says which side to upgrade",
-            Self::MessageTooLarge => "the message is larger than the limit; the daemon closes the connection after answering",
+            Self::ProtocolVersionMismatch => {
+                "the client's `protocolVersion` is not served; `data` says which side to upgrade"
+            }
+            Self::MessageTooLarge => {
+                "the message is larger than the limit; the daemon closes the connection after answering"
+            }
             Self::ShuttingDown => "the daemon is shutting down and takes no new work",
             Self::RequestCancelled => "the request was cancelled (LSP `RequestCancelled`)",
         }

@@ -284,7 +284,11 @@ mod tests {
     fn content_length_split_across_reads() {
         let frames = decode_all(
             Framing::ContentLength,
-            &[b"Content-Length: 7\r\nContent-Type: x\r", b"\n\r\n{\"a\":1}Content-Length:", b" 2\r\n\r\n{}"],
+            &[
+                b"Content-Length: 7\r\nContent-Type: x\r",
+                b"\n\r\n{\"a\":1}Content-Length:",
+                b" 2\r\n\r\n{}",
+            ],
         );
         assert_eq!(frames, vec![b"{\"a\":1}".to_vec(), b"{}".to_vec()]);
     }
@@ -295,7 +299,10 @@ mod tests {
         decoder.feed(b"Content-Length: 1000000\r\n\r\n");
         assert_eq!(
             decoder.next_frame(),
-            Err(FrameError::TooLarge { size: 1_000_000, limit: 16 })
+            Err(FrameError::TooLarge {
+                size: 1_000_000,
+                limit: 16
+            })
         );
         let mut decoder = FrameDecoder::new(Framing::Lines, 16);
         decoder.feed(&[b'x'; 17]);
@@ -308,7 +315,9 @@ mod tests {
         decoder.feed(b"Content-Length: abc\r\n\r\n");
         assert_eq!(
             decoder.next_frame(),
-            Err(FrameError::BadHeader("Content-Length is not a number: \"abc\"".to_owned()))
+            Err(FrameError::BadHeader(
+                "Content-Length is not a number: \"abc\"".to_owned()
+            ))
         );
         let mut decoder = FrameDecoder::new(Framing::ContentLength, 16);
         decoder.feed(b"Hello there\r\n\r\n");
@@ -321,7 +330,10 @@ mod tests {
             let mut wire = Vec::new();
             encode(framing, b"{\"x\":1}", &mut wire);
             encode(framing, b"{}", &mut wire);
-            assert_eq!(decode_all(framing, &[&wire]), vec![b"{\"x\":1}".to_vec(), b"{}".to_vec()]);
+            assert_eq!(
+                decode_all(framing, &[&wire]),
+                vec![b"{\"x\":1}".to_vec(), b"{}".to_vec()]
+            );
         }
     }
 }

@@ -193,9 +193,18 @@ pub struct DaemonStatus {
     pub connections: u32,
     /// Sequence number of the newest notification.
     pub last_seq: u64,
+    /// Why the config file could not be used, if it could not (the daemon then
+    /// runs with no config servers until the file is fixed).
+    pub config_error: Option<String>,
 }
 
 impl DaemonStatus {
+    /// The same status with a config error attached.
+    pub fn with_config_error(mut self, config_error: Option<String>) -> Self {
+        self.config_error = config_error;
+        self
+    }
+
     /// A status snapshot.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -217,6 +226,7 @@ impl DaemonStatus {
             servers,
             connections,
             last_seq,
+            config_error: None,
         }
     }
 }

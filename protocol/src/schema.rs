@@ -96,7 +96,10 @@ pub fn examples() -> Vec<(&'static str, Value)> {
     let mut linear = McpServerStatus::new("linear", ServerOrigin::Config, TransportKind::StreamableHttp);
     linear.status = ServerStatus::Failed;
     linear.failure_reason = Some(FailureReason::ReauthenticationRequired);
-    linear.error = Some("stored OAuth credentials for `linear` expired and could not be refreshed: run `corral login linear`".to_owned());
+    linear.error = Some(
+        "stored OAuth credentials for `linear` expired and could not be refreshed: run `corral login linear`"
+            .to_owned(),
+    );
     let mut disabled = McpServerStatus::new("github", ServerOrigin::Config, TransportKind::StreamableHttp);
     disabled.enabled = false;
     let mut counts = ServerCounts::default();
@@ -119,7 +122,10 @@ pub fn examples() -> Vec<(&'static str, Value)> {
             "initialize.response.json",
             response(1, InitializeResult::new(daemon_info.clone(), 7, 16, 1024)),
         ),
-        ("daemon-status.request.json", request(2, DaemonStatusRequest::METHOD, NoParams {})),
+        (
+            "daemon-status.request.json",
+            request(2, DaemonStatusRequest::METHOD, NoParams {}),
+        ),
         (
             "daemon-status.response.json",
             response(
@@ -136,7 +142,10 @@ pub fn examples() -> Vec<(&'static str, Value)> {
                 ),
             ),
         ),
-        ("mcp-server-list.request.json", request(3, McpServerList::METHOD, NoParams {})),
+        (
+            "mcp-server-list.request.json",
+            request(3, McpServerList::METHOD, NoParams {}),
+        ),
         (
             "mcp-server-list.response.json",
             response(3, McpServerListResult::new(vec![fs_server.clone(), disabled, linear])),
@@ -145,8 +154,14 @@ pub fn examples() -> Vec<(&'static str, Value)> {
             "mcp-server-get.request.json",
             request(4, McpServerGet::METHOD, McpServerGetParams::new("filesystem")),
         ),
-        ("mcp-server-get.response.json", response(4, McpServerGetResult::new(fs_server))),
-        ("events-replay.request.json", request(5, EventsReplay::METHOD, EventsReplayParams::new(16))),
+        (
+            "mcp-server-get.response.json",
+            response(4, McpServerGetResult::new(fs_server)),
+        ),
+        (
+            "events-replay.request.json",
+            request(5, EventsReplay::METHOD, EventsReplayParams::new(16)),
+        ),
         (
             "events-replay.response.json",
             response(

@@ -26,8 +26,12 @@ fn check_snapshot(path: &Path, value: &Value) -> Result<(), String> {
         std::fs::write(path, &rendered).expect("write snapshot");
         return Ok(());
     }
-    let committed = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: {e} (run CORRAL_UPDATE_SNAPSHOTS=1 cargo test -p corral-protocol)", path.display()))?;
+    let committed = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: {e} (run CORRAL_UPDATE_SNAPSHOTS=1 cargo test -p corral-protocol)",
+            path.display()
+        )
+    })?;
     if committed != rendered {
         return Err(format!(
             "{} differs from what the code generates; if the change is deliberate, run \
@@ -40,12 +44,14 @@ fn check_snapshot(path: &Path, value: &Value) -> Result<(), String> {
 
 #[test]
 fn protocol_schema_matches_committed_file() {
-    check_snapshot(&crate_dir().join("schema/protocol.schema.json"), &protocol_schema()).unwrap_or_else(|e| panic!("{e}"));
+    check_snapshot(&crate_dir().join("schema/protocol.schema.json"), &protocol_schema())
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
 fn config_schema_matches_committed_file() {
-    check_snapshot(&crate_dir().join("schema/config.schema.json"), &config::json_schema()).unwrap_or_else(|e| panic!("{e}"));
+    check_snapshot(&crate_dir().join("schema/config.schema.json"), &config::json_schema())
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

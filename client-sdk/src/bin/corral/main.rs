@@ -1,0 +1,308 @@
+//! `corral`: the command-line front-end of `corrald` (status, servers, events)
+//! and the daemon-free config tools (`corral config check|schema`).
+//!
+//! Exit codes: 0 success; 1 failure (an error from the daemon, an invalid
+//! config, a lost connection); 2 bad command line (clap); 3 the daemon is not
+//! running. Errors are one line on stderr.
+//!
+//! Output goes through `writeln!` on a locked stdout rather than `println!`
+//! (so `clippy::print_stdout` has nothing to allow): a closed pipe, as in
+//! `corral events | head -3`, then ends the command quietly instead of
+//! panicking.
+
+mod render;
+mod table;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use corral_client::protocol::{config, paths};
+use corral_client::{Client, ClientError, ClientNotification, ConnectOptions, NotificationsEnd};
+use serde::Serialize;
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_DAEMON_NOT_RUNNING: u8 = 3;
+
+/// Talk to corrald, the daemon that supervises your MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version)]
+struct Cli {
+    /// Socket of the daemon [default: $XDG_RUNTIME_DIR/corral/corral.sock or a per-user temp dir]
+    #[arg(long, global = true, value_name = "PATH", env = paths::SOCKET_ENV)]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the daemon's version, pid, uptime, socket, config file and server counts
+    Status,
+    /// List every MCP server with its status
+    List,
+    /// Show everything about one MCP server
+    Get {
+        /// Server name as in the config file
+        name: String,
+    },
+    /// Follow server status changes until Ctrl-C
+    Events {
+        /// First print the notifications after this sequence number that the daemon still remembers
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+    },
+    /// Work with the config file (no daemon needed)
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and print every problem
+    Check {
+        /// The file [default: $CORRAL_CONFIG or ~/.config/corral/config.toml]
+        path: Option<PathBuf>,
+    },
+    /// Print the config file's JSON Schema
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { path },
+        } => config_check(path.as_deref(), cli.json),
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => config_schema(),
+        Command::Status => run_daemon_command(&cli, DaemonCommand::Status),
+        Command::List => run_daemon_command(&cli, DaemonCommand::List),
+        Command::Get { name } => run_daemon_command(&cli, DaemonCommand::Get(name)),
+        Command::Events { since } => run_daemon_command(&cli, DaemonCommand::Events { since: *since }),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => report(&error),
+    }
+}
+
+/// Print `error` as one line and choose the exit code.
+fn report(error: &anyhow::Error) -> ExitCode {
+    if error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    {
+        // The reader of our output went away (`| head`): nothing left to say.
+        return ExitCode::SUCCESS;
+    }
+    if let Some(client_error) = error.downcast_ref::<ClientError>() {
+        eprintln!("{client_error}");
+        return match client_error {
+            ClientError::DaemonNotRunning { .. } => ExitCode::from(EXIT_DAEMON_NOT_RUNNING),
+            _ => ExitCode::from(EXIT_FAILURE),
+        };
+    }
+    eprintln!("{error:#}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// Write `text` to stdout and flush it (so `corral events` lines show up at once in a pipe).
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn emit_line(line: &str) -> anyhow::Result<()> {
+    emit(&format!("{line}\n"))
+}
+
+fn emit_pretty_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    emit_line(&serde_json::to_string_pretty(value).context("cannot serialize the output as JSON")?)
+}
+
+/// The commands that need the daemon.
+#[derive(Debug)]
+enum DaemonCommand<'a> {
+    Status,
+    List,
+    Get(&'a str),
+    Events { since: Option<u64> },
+}
+
+fn run_daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(daemon_command(cli, command))
+}
+
+async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result<ExitCode> {
+    let mut options = ConnectOptions::new("corral-cli", env!("CARGO_PKG_VERSION"));
+    if let Some(socket) = &cli.socket {
+        options = options.with_socket_path(socket);
+    }
+    let mut client = Client::connect(options).await?;
+    match command {
+        DaemonCommand::Status => {
+            let status = client.daemon_status().await?;
+            if cli.json {
+                emit_pretty_json(&status)?;
+            } else {
+                emit(&render::status(&status))?;
+            }
+        }
+        DaemonCommand::List => {
+            let list = client.mcp_server_list().await?;
+            if cli.json {
+                emit_pretty_json(&list)?;
+            } else {
+                emit(&render::server_table(&list.servers))?;
+            }
+        }
+        DaemonCommand::Get(name) => {
+            let get = client.mcp_server_get(name).await?;
+            if cli.json {
+                emit_pretty_json(&get)?;
+            } else {
+                emit(&render::server_details(&get.server))?;
+            }
+        }
+        DaemonCommand::Events { since } => {
+            return follow_events(&mut client, since, cli.json).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral events`: optional replay, then live notifications until Ctrl-C.
+async fn follow_events(client: &mut Client, since: Option<u64>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut notifications = client
+        .take_notifications()
+        .context("the notification stream was already taken")?;
+    let print = |notification: &ClientNotification| -> anyhow::Result<()> {
+        if json {
+            emit_line(&serde_json::to_string(notification).context("cannot serialize a notification")?)
+        } else {
+            emit_line(&render::notification(notification))
+        }
+    };
+
+    // Live notifications up to the replay's `lastSeq` are in the replay too.
+    let mut printed_up_to = 0;
+    if let Some(since) = since {
+        let replay = client.events_replay(since).await?;
+        if !replay.complete {
+            eprintln!(
+                "warning: corrald no longer remembers every notification after seq {since}; showing those it has"
+            );
+        }
+        for notification in replay.notifications {
+            match ClientNotification::from_replayed(notification) {
+                Some(notification) => print(&notification)?,
+                None => eprintln!("warning: skipped a replayed notification of a kind this corral does not know"),
+            }
+        }
+        printed_up_to = replay.last_seq;
+    }
+
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            interrupted = &mut ctrl_c => {
+                interrupted.context("cannot listen for Ctrl-C")?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            next = notifications.next() => match next {
+                Some(Ok(notification)) => {
+                    if notification.seq().is_some_and(|seq| seq <= printed_up_to) {
+                        continue;
+                    }
+                    print(&notification)?;
+                }
+                // One malformed notification is worth a warning, not the end of the stream.
+                Some(Err(error)) => eprintln!("warning: {error}"),
+                None => {
+                    return match notifications.end_reason() {
+                        Some(NotificationsEnd::Overflowed) => Err(anyhow::anyhow!(
+                            "corral fell behind and its notification buffer filled; \
+                             restart `corral events --since SEQ` with the last seq shown"
+                        )),
+                        _ => Err(ClientError::Disconnected.into()),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `corral config check [PATH]`.
+fn config_check(explicit: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let path = paths::config_path(explicit);
+    let exists = path
+        .try_exists()
+        .with_context(|| format!("cannot check whether {} exists", path.display()))?;
+    if !exists {
+        if json {
+            emit_pretty_json(&serde_json::json!({"path": path, "exists": false, "ok": true, "servers": 0}))?;
+        } else {
+            emit_line(&format!(
+                "{} does not exist: corrald will run with no servers",
+                path.display()
+            ))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match config::load(&path) {
+        Ok(config) => {
+            let count = config.servers.len();
+            if json {
+                emit_pretty_json(&serde_json::json!({"path": path, "exists": true, "ok": true, "servers": count}))?;
+            } else {
+                let noun = if count == 1 { "server" } else { "servers" };
+                emit_line(&format!("ok: {} ({count} {noun})", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(config::ConfigError::Invalid { problems, .. }) if json => {
+            let problems: Vec<serde_json::Value> = problems
+                .iter()
+                .map(|problem| {
+                    serde_json::json!({
+                        "line": problem.line,
+                        "column": problem.column,
+                        "server": problem.server,
+                        "field": problem.field,
+                        "message": problem.message,
+                        "text": problem.display_with_path(&path),
+                    })
+                })
+                .collect();
+            emit_pretty_json(&serde_json::json!({"path": path, "exists": true, "ok": false, "problems": problems}))?;
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+        Err(error) => {
+            // One problem per line, each naming the file, line, server and field.
+            eprintln!("{error}");
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
+}
+
+/// `corral config schema`.
+fn config_schema() -> anyhow::Result<ExitCode> {
+    emit_pretty_json(&config::json_schema())?;
+    Ok(ExitCode::SUCCESS)
+}

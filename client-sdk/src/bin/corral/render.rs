@@ -1,0 +1,286 @@
+//! Human-readable text for each command's result (the `--json` output is the protocol types' own JSON).
+
+use corral_client::ClientNotification;
+use corral_client::protocol::{DaemonStatus, McpServerStatus};
+use serde::Serialize;
+
+use crate::table::{Table, key_values, one_line};
+
+/// The DETAIL column is cut here; `corral get NAME` shows the whole text.
+const DETAIL_MAX_CHARS: usize = 120;
+
+/// The wire name of a protocol enum value, e.g. `streamableHttp`.
+pub(crate) fn wire_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".to_owned(),
+    }
+}
+
+/// `2d 3h`, `1h 5m`, `3m 12s`, `12s`.
+pub(crate) fn duration_ms(ms: u64) -> String {
+    let seconds = ms / 1000;
+    let (days, hours, minutes, secs) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else if minutes > 0 {
+        format!("{minutes}m {secs}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| value.to_string())
+}
+
+/// `corral status`.
+pub(crate) fn status(status: &DaemonStatus) -> String {
+    let daemon = &status.daemon_info;
+    let config = if status.config_file_exists {
+        status.config_path.clone()
+    } else {
+        format!("{} (does not exist: no servers configured)", status.config_path)
+    };
+    let mut pairs = vec![
+        (
+            "daemon",
+            format!("{} {} (pid {})", daemon.name, daemon.version, daemon.pid),
+        ),
+        ("uptime", duration_ms(status.uptime_ms)),
+        ("socket", status.socket_path.clone()),
+        ("config", config),
+    ];
+    if let Some(error) = &status.config_error {
+        pairs.push(("config error", one_line(error, usize::MAX)));
+    }
+    pairs.push(("servers", status.servers.to_string()));
+    pairs.push(("connections", status.connections.to_string()));
+    pairs.push(("last event", status.last_seq.to_string()));
+    key_values(&pairs)
+}
+
+/// Failure reason and error of a server, or `disabled`.
+fn detail(server: &McpServerStatus) -> String {
+    let mut parts = Vec::new();
+    if !server.enabled {
+        parts.push("disabled".to_owned());
+    }
+    match (&server.failure_reason, &server.error) {
+        (Some(reason), Some(error)) => parts.push(format!("{}: {error}", wire_name(reason))),
+        (Some(reason), None) => parts.push(wire_name(reason)),
+        (None, Some(error)) => parts.push(error.clone()),
+        (None, None) => {}
+    }
+    parts.join("; ")
+}
+
+/// `corral list`.
+pub(crate) fn server_table(servers: &[McpServerStatus]) -> String {
+    if servers.is_empty() {
+        return "no MCP servers (add them to the config file; check it with `corral config check`)\n".to_owned();
+    }
+    let mut table = Table::new(&["NAME", "TRANSPORT", "ORIGIN", "STATUS", "TOOLS", "PID", "DETAIL"]);
+    for server in servers {
+        table.row(vec![
+            server.name.clone(),
+            wire_name(&server.transport),
+            wire_name(&server.origin),
+            server.status.to_string(),
+            or_dash(server.tool_count),
+            or_dash(server.pid),
+            one_line(&detail(server), DETAIL_MAX_CHARS),
+        ]);
+    }
+    table.render()
+}
+
+/// `corral get NAME`: every field.
+pub(crate) fn server_details(server: &McpServerStatus) -> String {
+    let server_info = server.server_info.as_ref().map(|info| {
+        let mut text = format!("{} {}", info.name, info.version);
+        if let Some(title) = &info.title {
+            text.push_str(&format!(" \"{title}\""));
+        }
+        if let Some(protocol) = &info.protocol_version {
+            text.push_str(&format!(" (MCP {protocol})"));
+        }
+        text
+    });
+    let pairs = [
+        ("name", server.name.clone()),
+        ("status", server.status.to_string()),
+        ("enabled", if server.enabled { "yes" } else { "no" }.to_owned()),
+        ("transport", wire_name(&server.transport)),
+        ("origin", wire_name(&server.origin)),
+        ("pid", or_dash(server.pid)),
+        ("tools", or_dash(server.tool_count)),
+        ("uptime", or_dash(server.uptime_ms.map(duration_ms))),
+        ("restarts", server.restart_count.to_string()),
+        ("server info", or_dash(server_info)),
+        ("failure reason", or_dash(server.failure_reason.as_ref().map(wire_name))),
+        ("error", or_dash(server.error.as_ref())),
+    ];
+    key_values(&pairs)
+}
+
+/// `corral events`: one line per notification.
+pub(crate) fn notification(notification: &ClientNotification) -> String {
+    match notification {
+        ClientNotification::StartupStatusUpdated(update) => {
+            let mut line = format!("[{}] {}: {}", update.seq, update.name, update.status);
+            match (&update.failure_reason, &update.error) {
+                (Some(reason), Some(error)) => {
+                    line.push_str(&format!(" ({}: {})", wire_name(reason), one_line(error, usize::MAX)));
+                }
+                (Some(reason), None) => line.push_str(&format!(" ({})", wire_name(reason))),
+                (None, Some(error)) => {
+                    line.push_str(&format!(" ({})", one_line(error, usize::MAX)));
+                }
+                (None, None) => {}
+            }
+            line
+        }
+        ClientNotification::Lagged(lagged) => format!(
+            "[lagged] corrald could not deliver {} notifications (seq {}..={}); see them with `corral events --since {}`",
+            lagged.missed,
+            lagged.first_missed_seq,
+            lagged.last_missed_seq,
+            lagged.first_missed_seq.saturating_sub(1)
+        ),
+        other => format!("[?] {}", other.method()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_client::protocol::{
+        DaemonInfo, EventsLagged, FailureReason, McpServerListResult, ServerCounts, ServerStatus, StartupStatusUpdated,
+    };
+
+    fn example_servers() -> Vec<McpServerStatus> {
+        let path = format!(
+            "{}/../protocol/examples/mcp-server-list.response.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).expect("read example");
+        let response: serde_json::Value = serde_json::from_str(&text).expect("parse example");
+        let result: McpServerListResult = serde_json::from_value(response["result"].clone()).expect("decode example");
+        result.servers
+    }
+
+    #[test]
+    fn list_shows_one_row_per_server_with_detail() {
+        let text = server_table(&example_servers());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["NAME", "TRANSPORT", "ORIGIN", "STATUS", "TOOLS", "PID", "DETAIL"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["filesystem", "stdio", "config", "ready", "14", "4311"]
+        );
+        assert!(
+            lines[2].starts_with("github") && lines[2].ends_with("disabled"),
+            "{text}"
+        );
+        assert!(lines[3].contains("streamableHttp"), "{text}");
+        assert!(
+            lines[3].contains("reauthenticationRequired: stored OAuth credentials"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_empty_list_says_so() {
+        assert!(server_table(&[]).starts_with("no MCP servers"));
+    }
+
+    #[test]
+    fn get_shows_every_field() {
+        let servers = example_servers();
+        let text = server_details(&servers[0]);
+        for expected in [
+            "name:",
+            "filesystem",
+            "status:",
+            "ready",
+            "pid:",
+            "4311",
+            "tools:",
+            "14",
+            "uptime:",
+            "1m 33s",
+            "secure-filesystem-server 0.2.0 (MCP 2025-11-25)",
+            "failure reason:",
+            "error:",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn status_names_daemon_socket_config_and_counts() {
+        let mut counts = ServerCounts::default();
+        counts.add(ServerStatus::Ready);
+        counts.add(ServerStatus::Failed);
+        let daemon_status = DaemonStatus::new(
+            DaemonInfo::new("0.1.0", 4242),
+            3_723_000,
+            "/run/user/1000/corral/corral.sock".into(),
+            "/home/ada/.config/corral/config.toml".into(),
+            false,
+            counts,
+            2,
+            18,
+        );
+        let text = status(&daemon_status);
+        for expected in [
+            "corrald 0.1.0 (pid 4242)",
+            "1h 2m",
+            "/run/user/1000/corral/corral.sock",
+            "config.toml (does not exist",
+            "2 servers: 1 ready, 1 failed",
+            "connections:",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn notification_lines() {
+        let ready =
+            ClientNotification::StartupStatusUpdated(StartupStatusUpdated::new(3, "github", ServerStatus::Ready));
+        assert_eq!(notification(&ready), "[3] github: ready");
+        let failed = ClientNotification::StartupStatusUpdated(StartupStatusUpdated::failed(
+            18,
+            "linear",
+            FailureReason::ReauthenticationRequired,
+            "log in again\nwith corral login",
+        ));
+        assert_eq!(
+            notification(&failed),
+            "[18] linear: failed (reauthenticationRequired: log in again; with corral login)"
+        );
+        let lagged = ClientNotification::Lagged(EventsLagged::new(250, 1001));
+        assert_eq!(
+            notification(&lagged),
+            "[lagged] corrald could not deliver 250 notifications (seq 1001..=1250); \
+             see them with `corral events --since 1000`"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ms(850), "0s");
+        assert_eq!(duration_ms(93_000), "1m 33s");
+        assert_eq!(duration_ms(3_600_000), "1h 0m");
+        assert_eq!(duration_ms(2 * 86_400_000 + 3 * 3_600_000), "2d 3h");
+    }
+}

@@ -1,0 +1,318 @@
+//! The connection to `corrald`: connect, `initialize`, typed requests and the notification stream.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use corral_protocol::{
+    ClientInfo, DaemonStatus, DaemonStatusRequest, EventsLagged, EventsLaggedNotification, EventsReplay,
+    EventsReplayParams, EventsReplayResult, Initialize, InitializeParams, InitializeResult, McpServerGet,
+    McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, NoParams, Notification, Request,
+    StartupStatusUpdated, StartupStatusUpdatedNotification,
+};
+use jsonrpsee::core::client::{ClientBuilder, ClientT, SubscriptionClientT};
+use jsonrpsee::core::traits::ToRpcParams;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::transport::{LineReceiver, LineSender};
+use crate::{ClientError, Notifications};
+
+/// Default for [`ConnectOptions::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`ConnectOptions::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`ConnectOptions::notification_buffer`].
+pub const DEFAULT_NOTIFICATION_BUFFER: usize = 4096;
+
+/// jsonrpsee's own per-request timeout. Timeouts are applied per call by
+/// [`Client`] instead (so one call can wait longer than the default); this is
+/// only a backstop, and it must stay finite because jsonrpsee adds it to
+/// `Instant::now()`.
+const JSONRPSEE_BACKSTOP_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How to connect to the daemon.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// The socket; `None` means [`corral_protocol::paths::socket_path`]`(None)`
+    /// (`$CORRAL_SOCKET`, then the per-user default).
+    pub socket_path: Option<PathBuf>,
+    /// Who is connecting; the daemon logs it and counts it in `daemon/status`.
+    pub client_info: ClientInfo,
+    /// How long each request may take unless the call gives its own timeout.
+    pub request_timeout: Duration,
+    /// How long connecting to the socket and the `initialize` handshake may take together.
+    pub connect_timeout: Duration,
+    /// How many unread notifications of one kind are buffered before the
+    /// stream ends with [`NotificationsEnd::Overflowed`](crate::NotificationsEnd::Overflowed).
+    /// At least 1.
+    pub notification_buffer: usize,
+}
+
+impl ConnectOptions {
+    /// Options for a front-end called `client_name` at `client_version`, with default timeouts and socket.
+    pub fn new(client_name: impl Into<String>, client_version: impl Into<String>) -> Self {
+        Self {
+            socket_path: None,
+            client_info: ClientInfo::new(client_name, client_version),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            notification_buffer: DEFAULT_NOTIFICATION_BUFFER,
+        }
+    }
+
+    /// Connect to this socket instead of the default one.
+    pub fn with_socket_path(mut self, socket_path: impl Into<PathBuf>) -> Self {
+        self.socket_path = Some(socket_path.into());
+        self
+    }
+
+    /// Use this default request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Use this timeout for connecting and `initialize`.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Buffer this many unread notifications of each kind.
+    pub fn with_notification_buffer(mut self, notifications: usize) -> Self {
+        self.notification_buffer = notifications;
+        self
+    }
+
+    /// The socket these options connect to.
+    pub fn resolved_socket_path(&self) -> PathBuf {
+        corral_protocol::paths::socket_path(self.socket_path.as_deref())
+    }
+}
+
+impl Default for ConnectOptions {
+    /// A client called `corral-client` with this crate's version.
+    fn default() -> Self {
+        Self::new("corral-client", env!("CARGO_PKG_VERSION"))
+    }
+}
+
+/// An initialized connection to `corrald`.
+///
+/// Requests may be sent concurrently from several tasks (`&self`). Dropping
+/// the client closes the connection and ends its [`Notifications`]. The client
+/// runs background tasks, so it must be created inside a Tokio runtime with
+/// the time driver enabled.
+pub struct Client {
+    rpc: jsonrpsee::core::client::Client,
+    socket_path: PathBuf,
+    request_timeout: Duration,
+    initialize_result: InitializeResult,
+    notifications: Option<Notifications>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket_path", &self.socket_path)
+            .field("request_timeout", &self.request_timeout)
+            .field("initialize_result", &self.initialize_result)
+            .field("connected", &self.rpc.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connect to the daemon's Unix socket and run `initialize`.
+    ///
+    /// Fails with [`ClientError::DaemonNotRunning`] when the socket is missing
+    /// or refuses connections, [`ClientError::VersionMismatch`] when the
+    /// daemon does not serve this protocol version.
+    //
+    // Windows will connect to a named pipe
+    // (`tokio::net::windows::named_pipe::ClientOptions`) and hand it to
+    // `connect_with_stream`; the rest of the client is transport-agnostic.
+    #[cfg(unix)]
+    pub async fn connect(options: ConnectOptions) -> Result<Client, ClientError> {
+        let socket = options.resolved_socket_path();
+        let started = tokio::time::Instant::now();
+        let stream = match tokio::time::timeout(options.connect_timeout, tokio::net::UnixStream::connect(&socket)).await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(connect_error(socket, error)),
+            Err(_elapsed) => {
+                return Err(ClientError::Connect {
+                    socket,
+                    error: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no connection within {:?}", options.connect_timeout),
+                    ),
+                });
+            }
+        };
+        let remaining = options.connect_timeout.saturating_sub(started.elapsed());
+        let options = ConnectOptions {
+            socket_path: Some(socket),
+            connect_timeout: remaining,
+            ..options
+        };
+        Self::connect_with_stream(stream, options).await
+    }
+
+    /// Run the client over an already connected byte stream (a socket, a named
+    /// pipe, or an in-memory pipe in tests) and `initialize`.
+    ///
+    /// `options.socket_path` is only remembered for [`Client::socket_path`];
+    /// `options.connect_timeout` bounds the `initialize` handshake.
+    pub async fn connect_with_stream<S>(stream: S, options: ConnectOptions) -> Result<Client, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let socket_path = options.resolved_socket_path();
+        let (reader, writer) = tokio::io::split(stream);
+        let rpc = ClientBuilder::default()
+            .request_timeout(JSONRPSEE_BACKSTOP_TIMEOUT)
+            .max_buffer_capacity_per_subscription(options.notification_buffer.max(1))
+            .build_with_tokio(LineSender::new(writer), LineReceiver::new(reader));
+
+        // Register the notification buffers before `initialize` goes out:
+        // the daemon may push right after answering it, and jsonrpsee drops
+        // notifications for methods nobody has registered.
+        let startup_status = subscribe::<StartupStatusUpdated>(&rpc, StartupStatusUpdatedNotification::METHOD).await?;
+        let lagged = subscribe::<EventsLagged>(&rpc, EventsLaggedNotification::METHOD).await?;
+
+        let params = InitializeParams::new(options.client_info.clone());
+        let initialize_result = call::<Initialize>(&rpc, params, options.connect_timeout).await?;
+        Ok(Client {
+            rpc,
+            socket_path,
+            request_timeout: options.request_timeout,
+            initialize_result,
+            notifications: Some(Notifications::new(startup_status, lagged)),
+        })
+    }
+
+    /// What the daemon answered to `initialize`.
+    pub fn initialize_result(&self) -> &InitializeResult {
+        &self.initialize_result
+    }
+
+    /// The socket this client connected to.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// The notification stream; `Some` on the first call only.
+    ///
+    /// Until taken, notifications collect in the buffer; a client that never
+    /// takes them just lets the buffer fill (it is bounded) and costs nothing more.
+    pub fn take_notifications(&mut self) -> Option<Notifications> {
+        self.notifications.take()
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_connected(&self) -> bool {
+        self.rpc.is_connected()
+    }
+
+    /// Wait until the connection closes.
+    pub async fn closed(&self) {
+        // The reason is only jsonrpsee's internal error text; callers see
+        // `ClientError::Disconnected` on their next request anyway.
+        let _reason = self.rpc.on_disconnect().await;
+    }
+
+    /// Call any method with the default request timeout.
+    pub async fn request<R: Request>(&self, params: R::Params) -> Result<R::Result, ClientError> {
+        call::<R>(&self.rpc, params, self.request_timeout).await
+    }
+
+    /// Call any method, waiting at most `timeout` for the answer.
+    pub async fn request_with_timeout<R: Request>(
+        &self,
+        params: R::Params,
+        timeout: Duration,
+    ) -> Result<R::Result, ClientError> {
+        call::<R>(&self.rpc, params, timeout).await
+    }
+
+    /// `daemon/status`.
+    pub async fn daemon_status(&self) -> Result<DaemonStatus, ClientError> {
+        self.request::<DaemonStatusRequest>(NoParams {}).await
+    }
+
+    /// `mcpServer/list`.
+    pub async fn mcp_server_list(&self) -> Result<McpServerListResult, ClientError> {
+        self.request::<McpServerList>(NoParams {}).await
+    }
+
+    /// `mcpServer/get`; an unknown name is [`ClientError::Rpc`] with
+    /// [`ErrorCode::ServerNotFound`](corral_protocol::ErrorCode::ServerNotFound).
+    pub async fn mcp_server_get(&self, name: impl Into<String>) -> Result<McpServerGetResult, ClientError> {
+        self.request::<McpServerGet>(McpServerGetParams::new(name)).await
+    }
+
+    /// `events/replay`: notifications with `seq` greater than `after_seq` still in the daemon's history.
+    pub async fn events_replay(&self, after_seq: u64) -> Result<EventsReplayResult, ClientError> {
+        self.request::<EventsReplay>(EventsReplayParams::new(after_seq)).await
+    }
+}
+
+/// Already serialized params (jsonrpsee wants its own trait).
+struct RawParams(Box<RawValue>);
+
+impl ToRpcParams for RawParams {
+    fn to_rpc_params(self) -> Result<Option<Box<RawValue>>, serde_json::Error> {
+        Ok(Some(self.0))
+    }
+}
+
+async fn call<R: Request>(
+    rpc: &jsonrpsee::core::client::Client,
+    params: R::Params,
+    timeout: Duration,
+) -> Result<R::Result, ClientError> {
+    let params = serde_json::value::to_raw_value(&params).map_err(|error| ClientError::Encode {
+        method: R::METHOD.to_owned(),
+        error,
+    })?;
+    // The result is taken raw and decoded here so that a shape mismatch is
+    // `Decode` naming the method, not a transport-level parse error.
+    let answer = tokio::time::timeout(timeout, rpc.request::<Box<RawValue>, _>(R::METHOD, RawParams(params))).await;
+    let raw = match answer {
+        Ok(Ok(raw)) => raw,
+        Ok(Err(error)) => return Err(ClientError::from_jsonrpsee(R::METHOD, timeout, error)),
+        Err(_elapsed) => {
+            return Err(ClientError::Timeout {
+                method: R::METHOD.to_owned(),
+                timeout,
+            });
+        }
+    };
+    serde_json::from_str(raw.get()).map_err(|error| ClientError::Decode {
+        method: R::METHOD.to_owned(),
+        error,
+    })
+}
+
+async fn subscribe<T: serde::de::DeserializeOwned>(
+    rpc: &jsonrpsee::core::client::Client,
+    method: &str,
+) -> Result<jsonrpsee::core::client::Subscription<T>, ClientError> {
+    // Registering is local to the client (nothing goes on the wire); it only
+    // fails when the connection is already gone.
+    rpc.subscribe_to_method::<T>(method)
+        .await
+        .map_err(|error| ClientError::from_jsonrpsee(method, Duration::ZERO, error))
+}
+
+#[cfg(unix)]
+fn connect_error(socket: PathBuf, error: std::io::Error) -> ClientError {
+    use std::io::ErrorKind;
+    match error.kind() {
+        // No socket file, or a stale file nobody listens on.
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => ClientError::DaemonNotRunning { socket },
+        _ => ClientError::Connect { socket, error },
+    }
+}

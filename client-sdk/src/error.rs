@@ -1,0 +1,267 @@
+//! What can go wrong talking to the daemon, as one enum callers can branch on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corral_protocol::ErrorCode;
+use corral_protocol::error::VersionMismatchData;
+
+/// An error from [`Client`](crate::Client).
+///
+/// Each variant's `Display` is one line that includes the underlying cause, so
+/// the inner errors are fields rather than `source()`: printing the error
+/// (alone or in an `anyhow` chain) never repeats the cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Nothing listens at the socket: the file is missing or the connection was refused.
+    #[error(
+        "corrald is not running at {}: start it with `corrald` or `systemctl --user start corral`",
+        socket.display()
+    )]
+    DaemonNotRunning {
+        /// The socket the client tried.
+        socket: PathBuf,
+    },
+    /// Connecting to the socket failed for another reason (permissions, timeout…).
+    #[error("cannot connect to corrald at {}: {error}", socket.display())]
+    Connect {
+        /// The socket the client tried.
+        socket: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The connection closed (the daemon exited or hung up) before an answer arrived.
+    #[error("the connection to corrald closed")]
+    Disconnected,
+    /// The daemon did not answer in time.
+    #[error("corrald did not answer `{method}` within {}", format_timeout(*timeout))]
+    Timeout {
+        /// The method that got no answer.
+        method: String,
+        /// How long the client waited.
+        timeout: Duration,
+    },
+    /// The daemon answered with a JSON-RPC error.
+    #[error("`{method}` failed: {message} (error {code})")]
+    Rpc {
+        /// The method that failed.
+        method: String,
+        /// The JSON-RPC error code; see [`ClientError::error_code`].
+        code: i32,
+        /// The daemon's message.
+        message: String,
+        /// The error's `data` member, if any.
+        data: Option<serde_json::Value>,
+    },
+    /// The daemon does not serve this client's protocol version; the advice says which side to upgrade.
+    #[error("{}", .0.advice())]
+    VersionMismatch(VersionMismatchData),
+    /// A result or notification from the daemon does not have the expected shape.
+    #[error("cannot decode `{method}` from corrald: {error}")]
+    Decode {
+        /// The method whose result (or the notification) did not parse.
+        method: String,
+        /// What did not match.
+        error: serde_json::Error,
+    },
+    /// The request's params could not be serialized.
+    #[error("cannot encode the params of `{method}`: {error}")]
+    Encode {
+        /// The method being called.
+        method: String,
+        /// What failed.
+        error: serde_json::Error,
+    },
+    /// The JSON-RPC client failed in a way none of the above describes (a bug here or in the daemon).
+    #[error("`{method}` failed inside the JSON-RPC client: {message}")]
+    Internal {
+        /// The method being called.
+        method: String,
+        /// What the JSON-RPC client reported.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The protocol error code of an [`ClientError::Rpc`] error, if it is one Corral defines.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Rpc { code, .. } => ErrorCode::from_code(*code),
+            Self::VersionMismatch(_) => Some(ErrorCode::ProtocolVersionMismatch),
+            _ => None,
+        }
+    }
+
+    /// Map an error from jsonrpsee's client for a call to `method` that was given `timeout`.
+    pub(crate) fn from_jsonrpsee(method: &str, timeout: Duration, error: jsonrpsee::core::client::Error) -> Self {
+        use jsonrpsee::core::client::Error;
+        match error {
+            Error::Call(object) => {
+                let data = object
+                    .data()
+                    .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok());
+                let version_mismatch = (object.code() == ErrorCode::ProtocolVersionMismatch.code())
+                    .then(|| data.clone())
+                    .flatten()
+                    .and_then(|data| serde_json::from_value::<VersionMismatchData>(data).ok());
+                match version_mismatch {
+                    Some(mismatch) => Self::VersionMismatch(mismatch),
+                    None => Self::Rpc {
+                        method: method.to_owned(),
+                        code: object.code(),
+                        message: object.message().to_owned(),
+                        data,
+                    },
+                }
+            }
+            Error::RequestTimeout => Self::Timeout {
+                method: method.to_owned(),
+                timeout,
+            },
+            // The background task stopped because the transport failed or
+            // closed; every pending and later call gets one of these.
+            Error::RestartNeeded(_) | Error::Transport(_) | Error::ServiceDisconnect => Self::Disconnected,
+            Error::ParseError(error) => Self::Decode {
+                method: method.to_owned(),
+                error,
+            },
+            other => Self::Internal {
+                method: method.to_owned(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// `30 s`, `1.5 s`, `200 ms`.
+fn format_timeout(timeout: Duration) -> String {
+    if timeout.subsec_millis() == 0 && timeout.as_secs() > 0 {
+        format!("{} s", timeout.as_secs())
+    } else if timeout.as_secs() == 0 {
+        format!("{} ms", timeout.as_millis())
+    } else {
+        format!("{:.1} s", timeout.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonrpsee::core::client::Error as JsonrpseeError;
+    use jsonrpsee::types::ErrorObject;
+    use std::sync::Arc;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn call_error(code: i32, message: &str, data: Option<serde_json::Value>) -> JsonrpseeError {
+        JsonrpseeError::Call(ErrorObject::owned(code, message, data))
+    }
+
+    #[test]
+    fn version_mismatch_data_becomes_its_own_variant() {
+        let data = VersionMismatchData::new(2, 1, 1);
+        let wire = serde_json::to_value(&data).expect("serialize");
+        let error = ClientError::from_jsonrpsee("initialize", TIMEOUT, call_error(-32004, "mismatch", Some(wire)));
+        match &error {
+            ClientError::VersionMismatch(got) => assert_eq!(got, &data),
+            other => panic!("expected VersionMismatch, got {other:?}"),
+        }
+        assert_eq!(error.to_string(), data.advice());
+        assert!(error.to_string().contains("upgrade corrald"));
+        assert_eq!(error.error_code(), Some(ErrorCode::ProtocolVersionMismatch));
+    }
+
+    #[test]
+    fn version_mismatch_without_usable_data_stays_an_rpc_error() {
+        let error = ClientError::from_jsonrpsee(
+            "initialize",
+            TIMEOUT,
+            call_error(-32004, "mismatch", Some(serde_json::json!({"requested": "two"}))),
+        );
+        assert!(matches!(error, ClientError::Rpc { code: -32004, .. }), "{error:?}");
+        assert_eq!(error.error_code(), Some(ErrorCode::ProtocolVersionMismatch));
+    }
+
+    #[test]
+    fn rpc_errors_keep_code_message_and_data() {
+        let error = ClientError::from_jsonrpsee(
+            "mcpServer/get",
+            TIMEOUT,
+            call_error(
+                -32001,
+                "no MCP server named `nope`",
+                Some(serde_json::json!({"name": "nope"})),
+            ),
+        );
+        match &error {
+            ClientError::Rpc {
+                method,
+                code,
+                message,
+                data,
+            } => {
+                assert_eq!(method, "mcpServer/get");
+                assert_eq!(*code, -32001);
+                assert_eq!(message, "no MCP server named `nope`");
+                assert_eq!(data, &Some(serde_json::json!({"name": "nope"})));
+            }
+            other => panic!("expected Rpc, got {other:?}"),
+        }
+        assert_eq!(error.error_code(), Some(ErrorCode::ServerNotFound));
+        assert_eq!(
+            error.to_string(),
+            "`mcpServer/get` failed: no MCP server named `nope` (error -32001)"
+        );
+    }
+
+    #[test]
+    fn unknown_codes_have_no_error_code() {
+        let error = ClientError::from_jsonrpsee("x", TIMEOUT, call_error(-1, "custom", None));
+        assert!(matches!(
+            error,
+            ClientError::Rpc {
+                code: -1,
+                data: None,
+                ..
+            }
+        ));
+        assert_eq!(error.error_code(), None);
+    }
+
+    #[test]
+    fn transport_failures_are_disconnects_and_timeouts_name_the_method() {
+        let closed = JsonrpseeError::RestartNeeded(Arc::new(JsonrpseeError::Transport("eof".into())));
+        assert!(matches!(
+            ClientError::from_jsonrpsee("daemon/status", TIMEOUT, closed),
+            ClientError::Disconnected
+        ));
+        let timeout = ClientError::from_jsonrpsee("daemon/status", TIMEOUT, JsonrpseeError::RequestTimeout);
+        assert_eq!(
+            timeout.to_string(),
+            "corrald did not answer `daemon/status` within 30 s"
+        );
+        assert!(matches!(timeout, ClientError::Timeout { .. }));
+    }
+
+    #[test]
+    fn daemon_not_running_is_one_line_naming_socket_and_remedy() {
+        let error = ClientError::DaemonNotRunning {
+            socket: PathBuf::from("/run/user/1000/corral/corral.sock"),
+        };
+        let text = error.to_string();
+        assert!(!text.contains('\n'));
+        assert_eq!(
+            text,
+            "corrald is not running at /run/user/1000/corral/corral.sock: \
+             start it with `corrald` or `systemctl --user start corral`"
+        );
+    }
+
+    #[test]
+    fn timeouts_are_formatted_readably() {
+        assert_eq!(format_timeout(Duration::from_secs(30)), "30 s");
+        assert_eq!(format_timeout(Duration::from_millis(200)), "200 ms");
+        assert_eq!(format_timeout(Duration::from_millis(1500)), "1.5 s");
+    }
+}

@@ -1,0 +1,367 @@
+//! The `corral` binary as a user runs it: config commands on temp files, the
+//! daemon-not-running path, and the daemon commands against a scripted fake
+//! daemon on a real Unix socket (answers are the committed protocol examples).
+//! Tests against the real `corrald` live in the workspace's `tests/` crate.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Upper bound for every wait; reaching it is a failure.
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `corral` with `args` (and no inherited `CORRAL_*` variables), killing it after [`WAIT`].
+fn corral(args: &[&str], env: &[(&str, &Path)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+    command
+        .args(args)
+        .env_remove("CORRAL_SOCKET")
+        .env_remove("CORRAL_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("spawn corral");
+    let mut stdout_pipe = child.stdout.take().expect("stdout piped");
+    let mut stderr_pipe = child.stderr.take().expect("stderr piped");
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout_pipe.read_to_string(&mut text).expect("read stdout");
+        text
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr_pipe.read_to_string(&mut text).expect("read stderr");
+        text
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for corral") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("corral {args:?} did not finish within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        code: status.code().expect("corral exited normally, not by a signal"),
+        stdout: stdout.join().expect("stdout thread"),
+        stderr: stderr.join().expect("stderr thread"),
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+// ---------------------------------------------------------------------------
+// corral config
+
+#[test]
+fn config_check_accepts_a_valid_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[servers.fs]\ncommand = \"npx\"\nargs = [\"-y\", \"server-filesystem\"]\n",
+    )
+    .expect("write");
+    let run = corral(&["config", "check", path_str(&path)], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, format!("ok: {} (1 server)\n", path.display()));
+}
+
+#[test]
+fn config_check_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[servers.fs]\ncommand = 3\nbogus = 1\n").expect("write");
+    let run = corral(&["config", "check", path_str(&path)], &[]);
+    assert_eq!(run.code, 1);
+    let problems: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(problems.len(), 2, "{}", run.stderr);
+    for problem in problems {
+        assert!(problem.starts_with(&format!("{}:", path.display())), "{problem}");
+        assert!(problem.contains("server `fs`"), "{problem}");
+    }
+
+    let run = corral(&["--json", "config", "check", path_str(&path)], &[]);
+    assert_eq!(run.code, 1);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON report");
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["problems"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn config_check_of_a_missing_file_is_fine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    // The default path comes from $CORRAL_CONFIG.
+    let run = corral(&["config", "check"], &[("CORRAL_CONFIG", &path)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!("{} does not exist: corrald will run with no servers\n", path.display())
+    );
+}
+
+#[test]
+fn config_check_of_an_unreadable_path_fails_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = corral(&["config", "check", path_str(dir.path())], &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.starts_with("cannot read config file"), "{}", run.stderr);
+}
+
+#[test]
+fn config_schema_is_json() {
+    let run = corral(&["config", "schema"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let schema: Value = serde_json::from_str(&run.stdout).expect("schema is JSON");
+    assert!(schema.is_object());
+}
+
+// ---------------------------------------------------------------------------
+// Daemon not running
+
+#[test]
+fn every_daemon_command_says_the_daemon_is_not_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    for args in [
+        &["status"][..],
+        &["list"],
+        &["get", "fs"],
+        &["events"],
+        &["--json", "list"],
+    ] {
+        let mut full_args = vec!["--socket", path_str(&socket)];
+        full_args.extend_from_slice(args);
+        let run = corral(&full_args, &[]);
+        assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
+        assert_eq!(run.stdout, "");
+        assert_eq!(
+            run.stderr,
+            format!(
+                "corrald is not running at {}: start it with `corrald` or `systemctl --user start corral`\n",
+                socket.display()
+            )
+        );
+    }
+    // The socket can also come from the environment.
+    let run = corral(&["status"], &[("CORRAL_SOCKET", &socket)]);
+    assert_eq!(run.code, 3);
+    assert!(run.stderr.contains(path_str(&socket)), "{}", run.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// A scripted fake daemon
+
+fn example(name: &str) -> Value {
+    let path = format!("{}/../protocol/examples/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("read {path}: {error}"));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("parse {path}: {error}"))
+}
+
+/// How the fake daemon answers one method.
+enum Answer {
+    /// The `result` or `error` of this protocol example.
+    Example(&'static str),
+    /// This example, then these notifications, then hang up.
+    ExampleThenPushAndClose(&'static str, Vec<Value>),
+}
+
+/// Serve one connection on `socket`: answer each request by method, until the client leaves.
+fn fake_daemon(socket: &Path, answers: Vec<(&'static str, Answer)>) -> std::thread::JoinHandle<Vec<String>> {
+    let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind fake daemon");
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let mut writer = stream.try_clone().expect("clone stream");
+        let mut methods = Vec::new();
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let request: Value = serde_json::from_str(&line).expect("client sent JSON");
+            let method = request["method"].as_str().expect("request has a method").to_owned();
+            methods.push(method.clone());
+            let answer = if method == "initialize" {
+                &Answer::Example("initialize.response")
+            } else {
+                &answers
+                    .iter()
+                    .find(|(name, _)| *name == method)
+                    .unwrap_or_else(|| panic!("fake daemon has no answer for {method}"))
+                    .1
+            };
+            let (name, then) = match answer {
+                Answer::Example(name) => (*name, None),
+                Answer::ExampleThenPushAndClose(name, pushes) => (*name, Some(pushes)),
+            };
+            let mut response = example(name);
+            response["id"] = request["id"].clone();
+            writeln!(writer, "{response}").expect("write answer");
+            if let Some(pushes) = then {
+                for push in pushes {
+                    writeln!(writer, "{push}").expect("write notification");
+                }
+                break;
+            }
+        }
+        methods
+    })
+}
+
+fn status_update(seq: u64, name: &str, status: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "method": "mcpServer/startupStatus/updated",
+        "params": {"seq": seq, "name": name, "status": status, "error": null, "failureReason": null},
+    })
+}
+
+#[test]
+fn list_prints_a_table_and_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    let daemon = fake_daemon(
+        &socket,
+        vec![("mcpServer/list", Answer::Example("mcp-server-list.response"))],
+    );
+    let run = corral(&["--socket", path_str(&socket), "list"], &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(daemon.join().expect("fake daemon"), ["initialize", "mcpServer/list"]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", run.stdout);
+    assert!(lines[0].starts_with("NAME"), "{}", run.stdout);
+    assert!(
+        lines[2].starts_with("github") && lines[2].ends_with("disabled"),
+        "{}",
+        run.stdout
+    );
+
+    // A listener's socket file outlives it, so the second daemon gets its own path.
+    let socket = dir.path().join("corral-2.sock");
+    let daemon = fake_daemon(
+        &socket,
+        vec![("mcpServer/list", Answer::Example("mcp-server-list.response"))],
+    );
+    let run = corral(&["--socket", path_str(&socket), "--json", "list"], &[]);
+    daemon.join().expect("fake daemon");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let printed: Value = serde_json::from_str(&run.stdout).expect("JSON output");
+    assert_eq!(printed, example("mcp-server-list.response")["result"]);
+}
+
+#[test]
+fn get_of_an_unknown_server_prints_the_daemon_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    let daemon = fake_daemon(
+        &socket,
+        vec![("mcpServer/get", Answer::Example("error.server-not-found"))],
+    );
+    let run = corral(&["--socket", path_str(&socket), "get", "filesytem"], &[]);
+    daemon.join().expect("fake daemon");
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        "`mcpServer/get` failed: no MCP server named `filesytem` (error -32001)\n"
+    );
+}
+
+#[test]
+fn status_prints_the_daemon_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    let daemon = fake_daemon(
+        &socket,
+        vec![("daemon/status", Answer::Example("daemon-status.response"))],
+    );
+    let run = corral(&["--socket", path_str(&socket), "status"], &[]);
+    daemon.join().expect("fake daemon");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for expected in [
+        "corrald 0.1.0 (pid 4242)",
+        "1h 0m",
+        "/run/user/1000/corral/corral.sock",
+        "/home/ada/.config/corral/config.toml",
+        "3 servers: 1 ready, 1 failed, 1 stopped",
+    ] {
+        assert!(run.stdout.contains(expected), "missing {expected:?} in\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn events_since_replays_then_follows_without_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    // The replay example holds seq 17 and 18 (lastSeq 18); 18 also arrives live.
+    let daemon = fake_daemon(
+        &socket,
+        vec![(
+            "events/replay",
+            Answer::ExampleThenPushAndClose(
+                "events-replay.response",
+                vec![
+                    status_update(18, "linear", "failed"),
+                    status_update(19, "filesystem", "ready"),
+                ],
+            ),
+        )],
+    );
+    let run = corral(&["--socket", path_str(&socket), "events", "--since", "16"], &[]);
+    daemon.join().expect("fake daemon");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert_eq!(lines[0], "[17] filesystem: starting");
+    assert!(lines[1].starts_with("[18] linear: failed (reauthenticationRequired: stored OAuth"));
+    assert_eq!(lines[2], "[19] filesystem: ready");
+    // The daemon hung up: that ends the command as a failure.
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stderr, "the connection to corrald closed\n");
+}
+
+#[test]
+fn events_json_prints_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    let daemon = fake_daemon(
+        &socket,
+        vec![(
+            "events/replay",
+            Answer::ExampleThenPushAndClose("events-replay.response", vec![example("events-lagged.notification")]),
+        )],
+    );
+    let run = corral(
+        &["--socket", path_str(&socket), "--json", "events", "--since", "16"],
+        &[],
+    );
+    daemon.join().expect("fake daemon");
+    let objects: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect();
+    assert_eq!(objects.len(), 3, "{}", run.stdout);
+    assert_eq!(objects[0]["method"], "mcpServer/startupStatus/updated");
+    assert_eq!(objects[0]["params"]["seq"], 17);
+    assert_eq!(objects[2]["method"], "events/lagged");
+    assert_eq!(objects[2]["params"]["missed"], 250);
+}

@@ -1,0 +1,418 @@
+//! One front-end connection: framing detection, the reader that dispatches
+//! requests into the [`Methods`] of the RPC module, and the writer that
+//! interleaves responses with pushed notifications.
+//!
+//! Flow control, per connection and never shared:
+//! - responses go through a bounded queue to the writer; when a front-end
+//!   stops reading, the queue fills, the reader stops reading that
+//!   front-end's requests, and nobody else notices;
+//! - notifications are read by the writer from the event hub's broadcast
+//!   ring at the connection's own pace; if the front-end falls a whole ring
+//!   behind, it gets one `events/lagged` notice naming the missed sequence
+//!   numbers and resumes from the oldest one still held.
+
+use std::sync::Arc;
+
+use corral_protocol::framing::{self, FrameDecoder, FrameError, Framing};
+use corral_protocol::{ErrorCode, EventsLagged, EventsLaggedNotification, Initialize, Notification, Request as _};
+use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request};
+use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse, Methods};
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::methods::rpc_error;
+use super::session::Session;
+use crate::events::{EventFrame, Subscription};
+
+/// Responses waiting for the writer; when full, the reader waits.
+const OUTBOUND_QUEUE: usize = 64;
+/// Requests of one connection running at once; the reader waits beyond this.
+const MAX_IN_FLIGHT: usize = 64;
+/// A connection must show its framing within this many bytes of whitespace.
+const MAX_LEADING_WHITESPACE: usize = 4096;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the reader (and in-flight requests) hand to the writer.
+#[derive(Debug)]
+enum Outbound {
+    /// A complete JSON-RPC message (response or batch response).
+    Message(String),
+    /// Start forwarding notifications (sent right after a successful `initialize`).
+    Subscribe(Subscription),
+}
+
+/// Serve one connection until the front-end leaves, breaks the protocol
+/// beyond repair, or the daemon shuts down.
+pub(crate) async fn serve<S>(stream: S, session: Arc<Session>, methods: Methods, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let span = tracing::info_span!("connection", id = session.id);
+    async move {
+        tracing::debug!("connected");
+        let (mut reader, writer) = tokio::io::split(stream);
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut prefix = Vec::new();
+        let framing = loop {
+            let read = tokio::select! {
+                () = shutdown.cancelled() => return,
+                read = reader.read(&mut chunk) => read,
+            };
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => prefix.extend_from_slice(&chunk[..n]),
+            }
+            match framing::detect(&prefix) {
+                Ok(Some(framing)) => break framing,
+                Ok(None) if prefix.len() <= MAX_LEADING_WHITESPACE => {}
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "closing connection");
+                    let mut writer = writer;
+                    let reply = error_message(Id::Null, rpc_error(ErrorCode::ParseError, error.to_string()));
+                    let mut wire = Vec::new();
+                    framing::encode(Framing::Lines, reply.as_bytes(), &mut wire);
+                    let _ = writer.write_all(&wire).await;
+                    let _ = writer.shutdown().await;
+                    return;
+                }
+            }
+        };
+        tracing::debug!(%framing, "framing detected");
+        let mut decoder = FrameDecoder::new(framing, corral_protocol::MAX_MESSAGE_BYTES);
+        decoder.feed(&prefix);
+
+        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let mut writer_task = tokio::spawn(write_loop(writer, framing, outbound_rx).in_current_span());
+        let dispatcher = Dispatcher {
+            session,
+            methods,
+            outbound,
+        };
+        let mut in_flight = JoinSet::new();
+        let end = dispatcher
+            .read_loop(&mut reader, &mut decoder, &mut chunk, &mut in_flight, &shutdown)
+            .await;
+        tracing::debug!(?end, "reader finished");
+        let Dispatcher { outbound, .. } = dispatcher;
+        drop(outbound);
+        let mut writer_done = false;
+        if end == ReadEnd::Eof {
+            // The front-end may have only closed its sending half: answer what it
+            // asked before leaving, unless it is gone for good (writer failed).
+            tokio::select! {
+                () = async { while in_flight.join_next().await.is_some() {} } => {}
+                _ = &mut writer_task => writer_done = true,
+                () = shutdown.cancelled() => {}
+            }
+        }
+        in_flight.abort_all();
+        if !writer_done {
+            let _ = writer_task.await;
+        }
+        tracing::debug!("disconnected");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Why the reader stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadEnd {
+    /// End of stream from the front-end.
+    Eof,
+    /// A read error, an unrecoverable framing error or a gone writer.
+    Broken,
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
+struct Dispatcher {
+    session: Arc<Session>,
+    methods: Methods,
+    outbound: mpsc::Sender<Outbound>,
+}
+
+/// The boxed future jsonrpsee's async callbacks return.
+type ResponseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = MethodResponse> + Send + 'static>>;
+
+/// A call's response, available now or later.
+enum Dispatched {
+    Now(MethodResponse),
+    Later(ResponseFuture),
+}
+
+impl Dispatcher {
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut R,
+        decoder: &mut FrameDecoder,
+        chunk: &mut [u8],
+        in_flight: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> ReadEnd {
+        loop {
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => {
+                        if !self.handle_frame(frame, in_flight).await {
+                            return ReadEnd::Broken;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "closing connection: unusable message");
+                        let code = match error {
+                            FrameError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+                            FrameError::Unrecognized { .. } | FrameError::BadHeader(_) => ErrorCode::ParseError,
+                        };
+                        self.send(error_message(Id::Null, rpc_error(code, error.to_string())))
+                            .await;
+                        return ReadEnd::Broken;
+                    }
+                }
+            }
+            while in_flight.try_join_next().is_some() {}
+            let read = tokio::select! {
+                () = shutdown.cancelled() => return ReadEnd::Shutdown,
+                read = reader.read(chunk) => read,
+            };
+            match read {
+                Ok(0) => return ReadEnd::Eof,
+                Ok(n) => decoder.feed(&chunk[..n]),
+                Err(error) => {
+                    tracing::debug!(%error, "read failed");
+                    return ReadEnd::Broken;
+                }
+            }
+        }
+    }
+
+    /// Send a message to the writer; `false` if the writer is gone.
+    async fn send(&self, message: String) -> bool {
+        self.outbound.send(Outbound::Message(message)).await.is_ok()
+    }
+
+    /// Handle one frame; `false` when the connection should close.
+    async fn handle_frame(&self, frame: Vec<u8>, in_flight: &mut JoinSet<()>) -> bool {
+        let text = match String::from_utf8(frame) {
+            Ok(text) => text,
+            Err(_) => {
+                let error = rpc_error(ErrorCode::ParseError, "message is not valid UTF-8");
+                return self.send(error_message(Id::Null, error)).await;
+            }
+        };
+        if text.trim_start().starts_with('[') {
+            return self.handle_batch(&text).await;
+        }
+        match self.dispatch(&text) {
+            None => true,
+            Some(Dispatched::Now(response)) => {
+                let is_initialize = response.is_success() && self.session.is_initialized();
+                if !self.send(response.into_json().get().to_owned()).await {
+                    return false;
+                }
+                if is_initialize && let Some(subscription) = self.session.take_subscription() {
+                    return self.outbound.send(Outbound::Subscribe(subscription)).await.is_ok();
+                }
+                true
+            }
+            Some(Dispatched::Later(future)) => {
+                while in_flight.len() >= MAX_IN_FLIGHT {
+                    in_flight.join_next().await;
+                }
+                let outbound = self.outbound.clone();
+                in_flight.spawn(
+                    async move {
+                        let response = future.await;
+                        let _ = outbound
+                            .send(Outbound::Message(response.into_json().get().to_owned()))
+                            .await;
+                    }
+                    .in_current_span(),
+                );
+                true
+            }
+        }
+    }
+
+    /// A JSON-RPC batch: every call in order, one array of responses.
+    async fn handle_batch(&self, text: &str) -> bool {
+        let calls: Vec<&RawValue> = match serde_json::from_str(text) {
+            Ok(calls) => calls,
+            Err(error) => {
+                let error = rpc_error(ErrorCode::ParseError, format!("invalid JSON: {error}"));
+                return self.send(error_message(Id::Null, error)).await;
+            }
+        };
+        if calls.is_empty() {
+            let error = rpc_error(ErrorCode::InvalidRequest, "empty batch");
+            return self.send(error_message(Id::Null, error)).await;
+        }
+        let mut responses = Vec::with_capacity(calls.len());
+        for call in calls {
+            let response = match self.dispatch(call.get()) {
+                None => continue,
+                Some(Dispatched::Now(response)) => response,
+                Some(Dispatched::Later(future)) => future.await,
+            };
+            responses.push(response.into_json());
+        }
+        if responses.is_empty() {
+            return true;
+        }
+        match serde_json::to_string(&responses) {
+            Ok(batch) => self.send(batch).await,
+            Err(_) => false,
+        }
+    }
+
+    /// Route one message; `None` when it needs no answer (a notification or a response).
+    fn dispatch(&self, text: &str) -> Option<Dispatched> {
+        let request: Request<'_> = match serde_json::from_str(text) {
+            Ok(request) => request,
+            Err(parse_error) => return self.not_a_request(text, &parse_error).map(Dispatched::Now),
+        };
+        let id = request.id.clone().into_owned();
+        let method = request.method.as_ref();
+        if method != Initialize::METHOD && !self.session.is_initialized() {
+            return Some(Dispatched::Now(MethodResponse::error(
+                id,
+                rpc_error(
+                    ErrorCode::NotInitialized,
+                    format!("call `initialize` before `{method}`"),
+                ),
+            )));
+        }
+        let params = Params::new(request.params.as_deref().map(RawValue::get));
+        let mut extensions = request.extensions.clone();
+        extensions.insert(self.session.clone());
+        let max = corral_protocol::MAX_MESSAGE_BYTES;
+        let response = match self.methods.method(method) {
+            Some(MethodCallback::Sync(callback)) => Dispatched::Now(callback(id, params, max, extensions)),
+            Some(MethodCallback::Async(callback)) => {
+                let connection = ConnectionId(usize::try_from(self.session.id).unwrap_or(usize::MAX));
+                Dispatched::Later(callback(id, params.into_owned(), connection, max, extensions))
+            }
+            Some(MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_)) | None => {
+                Dispatched::Now(MethodResponse::error(
+                    id,
+                    rpc_error(ErrorCode::MethodNotFound, format!("method `{method}` not found")),
+                ))
+            }
+        };
+        Some(response)
+    }
+
+    /// Classify a message that is not a well-formed request.
+    fn not_a_request(&self, text: &str, parse_error: &serde_json::Error) -> Option<MethodResponse> {
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(error) => {
+                return Some(MethodResponse::error(
+                    Id::Null,
+                    rpc_error(ErrorCode::ParseError, format!("invalid JSON: {error}")),
+                ));
+            }
+        };
+        let object = value.as_object();
+        let has = |key: &str| object.is_some_and(|o| o.contains_key(key));
+        let jsonrpc_ok = object.and_then(|o| o.get("jsonrpc")).and_then(|v| v.as_str()) == Some("2.0");
+        if jsonrpc_ok && has("method") && !has("id") {
+            // A notification from the front-end: nothing to answer. None are defined yet.
+            let method = object
+                .and_then(|o| o.get("method"))
+                .and_then(|m| m.as_str())
+                .unwrap_or("");
+            tracing::debug!(method, "ignoring notification from front-end");
+            return None;
+        }
+        if jsonrpc_ok && has("id") && !has("method") && (has("result") || has("error")) {
+            tracing::debug!("ignoring response from front-end: the daemon sent it no request");
+            return None;
+        }
+        let id = match object.and_then(|o| o.get("id")) {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map_or(Id::Null, Id::Number),
+            Some(serde_json::Value::String(s)) => Id::Str(s.clone().into()),
+            _ => Id::Null,
+        };
+        Some(MethodResponse::error(
+            id,
+            rpc_error(
+                ErrorCode::InvalidRequest,
+                format!("not a JSON-RPC 2.0 request: {parse_error}"),
+            ),
+        ))
+    }
+}
+
+fn error_message(id: Id<'_>, error: ErrorObjectOwned) -> String {
+    MethodResponse::error(id, error).into_json().get().to_owned()
+}
+
+/// Write responses and notifications to the front-end until the reader is done
+/// (and the queue drained) or the front-end is gone.
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, framing: Framing, mut outbound: mpsc::Receiver<Outbound>) {
+    let mut events: Option<broadcast::Receiver<Arc<EventFrame>>> = None;
+    let mut last_delivered = 0;
+    let mut wire = Vec::with_capacity(4096);
+    loop {
+        wire.clear();
+        tokio::select! {
+            biased;
+            message = outbound.recv() => match message {
+                None => break,
+                Some(Outbound::Message(message)) => framing::encode(framing, message.as_bytes(), &mut wire),
+                Some(Outbound::Subscribe(subscription)) => {
+                    last_delivered = subscription.last_seq;
+                    events = Some(subscription.receiver);
+                    continue;
+                }
+            },
+            event = next_event(&mut events) => match event {
+                Ok(frame) => {
+                    if frame.seq <= last_delivered {
+                        continue;
+                    }
+                    last_delivered = frame.seq;
+                    framing::encode(framing, frame.json.as_bytes(), &mut wire);
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    let notice = EventsLagged::new(missed, last_delivered + 1);
+                    tracing::warn!(missed, first = notice.first_missed_seq, "front-end fell behind; notifications dropped for it");
+                    last_delivered = notice.last_missed_seq;
+                    let message = serde_json::json!({
+                        "jsonrpc": "2.0",
+                        "method": EventsLaggedNotification::METHOD,
+                        "params": notice,
+                    });
+                    framing::encode(framing, message.to_string().as_bytes(), &mut wire);
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    events = None;
+                    continue;
+                }
+            },
+        }
+        if let Err(error) = writer.write_all(&wire).await {
+            tracing::debug!(%error, "write failed; front-end gone");
+            return;
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}
+
+/// The next notification, or never when not subscribed.
+async fn next_event(
+    events: &mut Option<broadcast::Receiver<Arc<EventFrame>>>,
+) -> Result<Arc<EventFrame>, broadcast::error::RecvError> {
+    match events {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,183 @@
+//! The front-end methods, registered in a jsonrpsee [`RpcModule`].
+//!
+//! Handlers get the daemon-wide [`DaemonContext`] and, through jsonrpsee's
+//! `Extensions`, the [`Session`] of the connection that called them. They
+//! translate between protocol types and the supervisor's handle and map
+//! failures to the documented error codes; they know nothing about sockets or
+//! framing.
+
+use std::sync::Arc;
+
+use corral_protocol::error::VersionMismatchData;
+use corral_protocol::{
+    DaemonNotification, DaemonStatus, DaemonStatusRequest, ErrorCode, EventsReplay, EventsReplayResult, Initialize,
+    InitializeParams, InitializeResult, McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList,
+    McpServerListResult, NoParams, Request, ServerStatus, StartupStatusUpdated,
+};
+use jsonrpsee::RpcModule;
+use jsonrpsee::core::RegisterMethodError;
+use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
+use serde::de::DeserializeOwned;
+
+use super::DaemonContext;
+use super::session::Session;
+use crate::supervisor::SupervisorStopped;
+
+/// Build a JSON-RPC error object with one of our codes.
+pub(crate) fn rpc_error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned::<()>(code.code(), message, None)
+}
+
+impl From<SupervisorStopped> for ErrorObjectOwned {
+    fn from(stopped: SupervisorStopped) -> Self {
+        rpc_error(ErrorCode::ShuttingDown, stopped.to_string())
+    }
+}
+
+/// Parse `params` for method `R`; absent or `null` params mean `{}`.
+///
+/// The error message names the method and the offending field so that a
+/// front-end author sees what to fix without reading daemon logs.
+fn parse_params<R: Request>(params: &Params<'_>) -> Result<R::Params, ErrorObjectOwned> {
+    parse_json(params, R::METHOD)
+}
+
+fn parse_json<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> Result<T, ErrorObjectOwned> {
+    let raw = params
+        .as_str()
+        .map(str::trim)
+        .filter(|raw| *raw != "null")
+        .unwrap_or("{}");
+    serde_json::from_str(raw).map_err(|error| {
+        rpc_error(
+            ErrorCode::InvalidParams,
+            format!("invalid params for `{method}`: {error}"),
+        )
+    })
+}
+
+fn session(extensions: &Extensions) -> Result<Arc<Session>, ErrorObjectOwned> {
+    extensions
+        .get::<Arc<Session>>()
+        .cloned()
+        .ok_or_else(|| rpc_error(ErrorCode::InternalError, "no session attached to this call"))
+}
+
+/// Every method of the front-end API.
+pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonContext>, RegisterMethodError> {
+    let test_hooks = context.test_hooks;
+    let mut module = RpcModule::from_arc(context);
+
+    module.register_method(Initialize::METHOD, |params, context, extensions| {
+        initialize(parse_params::<Initialize>(&params)?, context, &*session(extensions)?)
+    })?;
+
+    module.register_async_method(DaemonStatusRequest::METHOD, |params, context, _| async move {
+        parse_params::<DaemonStatusRequest>(&params)?;
+        let counts = context.supervisor.counts().await?;
+        Ok::<_, ErrorObjectOwned>(
+            DaemonStatus::new(
+                context.daemon_info.clone(),
+                u64::try_from(context.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                context.socket_path.display().to_string(),
+                context.config_path.display().to_string(),
+                context.config_path.exists(),
+                counts,
+                context.open_connections(),
+                context.events.last_seq(),
+            )
+            .with_config_error(context.config_error.clone()),
+        )
+    })?;
+
+    module.register_async_method(McpServerList::METHOD, |params, context, _| async move {
+        let NoParams {} = parse_params::<McpServerList>(&params)?;
+        Ok::<_, ErrorObjectOwned>(McpServerListResult::new(context.supervisor.list().await?))
+    })?;
+
+    module.register_async_method(McpServerGet::METHOD, |params, context, _| async move {
+        let McpServerGetParams { name, .. } = parse_params::<McpServerGet>(&params)?;
+        match context.supervisor.get(name.clone()).await? {
+            Some(server) => Ok(McpServerGetResult::new(server)),
+            None => Err(rpc_error(
+                ErrorCode::ServerNotFound,
+                format!("no MCP server named `{name}`"),
+            )),
+        }
+    })?;
+
+    module.register_method(EventsReplay::METHOD, |params, context, _| {
+        let params = parse_params::<EventsReplay>(&params)?;
+        let replay = context.events.replay(params.after_seq);
+        Ok::<_, ErrorObjectOwned>(EventsReplayResult::new(
+            replay.notifications,
+            replay.complete,
+            replay.last_seq,
+        ))
+    })?;
+
+    if test_hooks {
+        register_test_hooks(&mut module)?;
+    }
+    Ok(module)
+}
+
+fn initialize(
+    params: InitializeParams,
+    context: &DaemonContext,
+    session: &Session,
+) -> Result<InitializeResult, ErrorObjectOwned> {
+    let requested = params.protocol_version;
+    let supported = corral_protocol::MIN_SUPPORTED_PROTOCOL_VERSION..=corral_protocol::PROTOCOL_VERSION;
+    if !supported.contains(&requested) {
+        let data = VersionMismatchData::new(requested, *supported.start(), *supported.end());
+        return Err(ErrorObjectOwned::owned(
+            ErrorCode::ProtocolVersionMismatch.code(),
+            data.advice(),
+            Some(data),
+        ));
+    }
+    let last_seq = session
+        .initialize(params.client_info, params.capabilities, &context.events)
+        .map_err(|()| rpc_error(ErrorCode::AlreadyInitialized, "this connection is already initialized"))?;
+    Ok(InitializeResult::new(
+        context.daemon_info.clone(),
+        session.id,
+        last_seq,
+        u32::try_from(context.events.capacity()).unwrap_or(u32::MAX),
+    ))
+}
+
+/// Parameters of `debug/emitTestEvents`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EmitTestEvents {
+    count: u32,
+    #[serde(default = "default_test_event_name")]
+    name: String,
+}
+
+fn default_test_event_name() -> String {
+    "test-event".to_owned()
+}
+
+/// Methods that exist only when corrald runs with `--enable-test-hooks`:
+/// seams for tests and benchmarks that need traffic the daemon would not
+/// produce on its own. Never enabled by default.
+fn register_test_hooks(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
+    module.register_method("debug/emitTestEvents", |params, context, _| {
+        let params: EmitTestEvents = parse_json(&params, "debug/emitTestEvents")?;
+        let mut last = 0;
+        for _ in 0..params.count {
+            last = context.events.publish(|seq| {
+                DaemonNotification::StartupStatusUpdated(StartupStatusUpdated::new(
+                    seq,
+                    params.name.clone(),
+                    ServerStatus::Starting,
+                ))
+            });
+        }
+        Ok::<_, ErrorObjectOwned>(serde_json::json!({ "lastSeq": last }))
+    })?;
+    Ok(())
+}

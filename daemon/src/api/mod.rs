@@ -1,0 +1,151 @@
+//! The front-end API: accepts connections on the daemon's socket, checks who
+//! is connecting, and runs one [`connection`] task per front-end.
+//!
+//! Architecture invariant: this module knows nothing about MCP servers or
+//! processes. It talks to the rest of the daemon only through the
+//! [`DaemonContext`] (supervisor handle, event hub, daemon facts).
+
+mod connection;
+mod methods;
+mod session;
+pub mod socket;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use corral_protocol::DaemonInfo;
+use jsonrpsee::Methods;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events::EventHub;
+use crate::supervisor::SupervisorHandle;
+
+/// Most front-end connections served at once; more are refused (and logged).
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Daemon-wide facts and handles the method handlers need.
+#[derive(Debug)]
+pub struct DaemonContext {
+    pub(crate) daemon_info: DaemonInfo,
+    pub(crate) started: Instant,
+    pub(crate) socket_path: PathBuf,
+    pub(crate) config_path: PathBuf,
+    /// Why the config file could not be used at startup, if so.
+    pub(crate) config_error: Option<String>,
+    pub(crate) supervisor: SupervisorHandle,
+    pub(crate) events: Arc<EventHub>,
+    /// Whether `debug/*` methods for tests and benchmarks are registered.
+    pub(crate) test_hooks: bool,
+    connections: AtomicU32,
+}
+
+impl DaemonContext {
+    /// Context for a daemon that started at `started`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        started: Instant,
+        socket_path: PathBuf,
+        config_path: PathBuf,
+        config_error: Option<String>,
+        supervisor: SupervisorHandle,
+        events: Arc<EventHub>,
+        test_hooks: bool,
+    ) -> Self {
+        Self {
+            daemon_info: DaemonInfo::new(env!("CARGO_PKG_VERSION"), std::process::id()),
+            started,
+            socket_path,
+            config_path,
+            config_error,
+            supervisor,
+            events,
+            test_hooks,
+            connections: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn open_connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements the open-connection count when a connection task ends.
+struct ConnectionGuard {
+    context: Arc<DaemonContext>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.context.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accept and serve connections until `shutdown` is cancelled.
+#[cfg(unix)]
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    context: Arc<DaemonContext>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> anyhow::Result<()> {
+    let methods: Methods = methods::build(context.clone())
+        .context("registering the front-end methods")?
+        .into();
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let own_uid = unsafe { libc::geteuid() };
+    let mut next_id: u64 = 1;
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match stream.peer_cred() {
+            Ok(credentials) if credentials.uid() == own_uid => {}
+            Ok(credentials) => {
+                tracing::warn!(peer_uid = credentials.uid(), "refused a connection from another user");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "refused a connection: cannot read peer credentials");
+                continue;
+            }
+        }
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = MAX_CONNECTIONS,
+                "refused a connection: too many open connections"
+            );
+            continue;
+        };
+        context.connections.fetch_add(1, Ordering::Relaxed);
+        let guard = ConnectionGuard {
+            context: context.clone(),
+            _permit: permit,
+        };
+        let session = Arc::new(session::Session::new(next_id));
+        next_id += 1;
+        let methods = methods.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            connection::serve(stream, session, methods, shutdown).await;
+            drop(guard);
+        });
+    }
+    Ok(())
+}

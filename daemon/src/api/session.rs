@@ -1,0 +1,66 @@
+//! Per-connection state: who the front-end is and its place in the event stream.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use corral_protocol::{ClientCapabilities, ClientInfo};
+
+use crate::events::{EventHub, Subscription};
+
+/// One front-end connection. Shared between the connection task and the
+/// method handlers (through jsonrpsee `Extensions`).
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// Daemon-unique connection id.
+    pub(crate) id: u64,
+    state: Mutex<SessionState>,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    client: Option<(ClientInfo, ClientCapabilities)>,
+    /// Taken by the connection's writer right after a successful `initialize`.
+    subscription: Option<Subscription>,
+}
+
+impl Session {
+    pub(crate) fn new(id: u64) -> Self {
+        Self {
+            id,
+            state: Mutex::new(SessionState::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SessionState> {
+        // Plain data with no invariants spanning fields: usable after a panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Record the client and subscribe it to notifications; `Err` if already initialized.
+    ///
+    /// Returns the sequence number after which this session receives notifications.
+    pub(crate) fn initialize(
+        &self,
+        client: ClientInfo,
+        capabilities: ClientCapabilities,
+        events: &EventHub,
+    ) -> Result<u64, ()> {
+        let mut state = self.lock();
+        if state.client.is_some() {
+            return Err(());
+        }
+        tracing::info!(connection = self.id, client = %client.name, version = ?client.version, "front-end initialized");
+        let subscription = events.subscribe();
+        let last_seq = subscription.last_seq;
+        state.client = Some((client, capabilities));
+        state.subscription = Some(subscription);
+        Ok(last_seq)
+    }
+
+    pub(crate) fn is_initialized(&self) -> bool {
+        self.lock().client.is_some()
+    }
+
+    pub(crate) fn take_subscription(&self) -> Option<Subscription> {
+        self.lock().subscription.take()
+    }
+}

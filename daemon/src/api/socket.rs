@@ -1,0 +1,184 @@
+//! Binding the daemon's Unix socket: one daemon per socket, stale sockets
+//! replaced, private permissions.
+//!
+//! Exclusivity comes from an advisory lock (`flock`) on `<socket>.lock`, held
+//! for the daemon's whole life. The kernel drops the lock when the holder
+//! dies, however it dies, so a socket file found while *we* hold the lock is
+//! known to be stale and can be replaced without racing a live daemon.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{
+    DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+/// The bound socket. Dropping it removes the socket file and the lock file.
+#[derive(Debug)]
+pub struct SocketGuard {
+    path: PathBuf,
+    lock_path: PathBuf,
+    // Held open for the lock's sake; closed (and the lock released) on drop.
+    _lock: File,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        // Remove the socket before releasing the lock, so that a daemon starting
+        // right now never sees our socket as its own stale leftover.
+        let _ = fs::remove_file(&self.path);
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+/// The lock file that guards `socket`.
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    socket.with_file_name(name)
+}
+
+/// Bind `path` for this daemon, or explain why another daemon has it.
+pub fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, SocketGuard)> {
+    if !corral_protocol::paths::fits_socket_address(path) {
+        bail!(
+            "socket path {} is {} bytes, longer than the {} a Unix socket address holds: choose a shorter --socket",
+            path.display(),
+            path.as_os_str().len(),
+            corral_protocol::paths::MAX_SOCKET_PATH_BYTES
+        );
+    }
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    prepare_dir(dir)?;
+
+    let lock_path = lock_path(path);
+    let mut lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut holder = String::new();
+            let _ = lock.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another corrald".to_owned()
+            } else {
+                format!("another corrald (pid {holder})")
+            };
+            bail!(
+                "{who} is already serving {}: stop it first, or choose another --socket",
+                path.display()
+            );
+        }
+        return Err(error).with_context(|| format!("cannot lock {}", lock_path.display()));
+    }
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{}", std::process::id())?;
+
+    match fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "{} is served by a process that does not hold {}: stop it, or choose another --socket",
+                    path.display(),
+                    lock_path.display()
+                );
+            }
+            tracing::info!(socket = %path.display(), "replacing a stale socket left by a daemon that died");
+            fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket: move it away or choose another --socket",
+            path.display()
+        ),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("cannot inspect {}", path.display())),
+    }
+
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot bind socket {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set permissions of {}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    Ok((
+        listener,
+        SocketGuard {
+            path: path.to_path_buf(),
+            lock_path,
+            _lock: lock,
+        },
+    ))
+}
+
+/// Create the socket's directory private (0700), or check an existing one.
+///
+/// A directory we own is ours to manage; a root-owned one (like `/tmp`) is a
+/// shared place the user chose explicitly. A directory owned by another user
+/// could let that user replace our socket, so it is refused.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    match fs::metadata(dir) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create socket directory {}", dir.display())),
+        Err(error) => Err(error).with_context(|| format!("cannot inspect socket directory {}", dir.display())),
+        Ok(metadata) => {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let own_uid = unsafe { libc::geteuid() };
+            if metadata.uid() != own_uid && metadata.uid() != 0 {
+                bail!(
+                    "socket directory {} belongs to uid {}, not to you (uid {own_uid}): choose another --socket",
+                    dir.display(),
+                    metadata.uid()
+                );
+            }
+            let is_own_private_dir = metadata.uid() == own_uid
+                && dir
+                    .file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("corral"));
+            if is_own_private_dir && metadata.mode() & 0o077 != 0 {
+                tracing::warn!(dir = %dir.display(), "socket directory was readable by others; making it private (0700)");
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_is_private_and_exclusive() {
+        let dir = std::env::temp_dir().join(format!("corrald-socket-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("corral").join("d.sock");
+        let (_listener, guard) = bind(&path).expect("first bind");
+        let dir_mode = fs::metadata(path.parent().expect("dir")).expect("dir metadata").mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        assert_eq!(fs::metadata(&path).expect("socket metadata").mode() & 0o777, 0o600);
+        let error = bind(&path).expect_err("second bind must fail").to_string();
+        let expected = format!("another corrald (pid {}) is already serving", std::process::id());
+        assert!(error.contains(&expected), "{error}");
+        drop(guard);
+        assert!(!path.exists(), "socket removed on drop");
+        assert!(!lock_path(&path).exists(), "lock file removed on drop");
+        let _ = fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,220 @@
+//! Daemon-wide notifications: sequence numbers, a bounded replay history and
+//! fan-out to every initialized connection.
+//!
+//! Each notification is serialized once, numbered, kept in a ring of the last
+//! [`EventHub::capacity`] notifications and sent on a `tokio::sync::broadcast`
+//! channel of the same capacity. The broadcast ring *is* the per-connection
+//! queue: every connection reads it at its own pace through its own cursor, a
+//! publisher never waits for any of them, and a connection that falls more
+//! than `capacity` notifications behind is told exactly which sequence
+//! numbers it missed (`events/lagged`) instead of stalling the daemon.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use corral_protocol::DaemonNotification;
+use tokio::sync::broadcast;
+
+/// A notification ready to be written to any connection.
+#[derive(Debug)]
+pub struct EventFrame {
+    /// Its daemon-wide sequence number.
+    pub seq: u64,
+    /// The complete JSON-RPC notification, serialized once for all connections.
+    pub json: Box<str>,
+    /// The typed notification, for `events/replay`.
+    pub notification: DaemonNotification,
+}
+
+/// Owner of sequence numbers and the replay history. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct EventHub {
+    state: Mutex<HubState>,
+    sender: broadcast::Sender<Arc<EventFrame>>,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct HubState {
+    last_seq: u64,
+    history: VecDeque<Arc<EventFrame>>,
+}
+
+/// A connection's view of the event stream, starting after `last_seq`.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Notifications published after `last_seq`.
+    pub receiver: broadcast::Receiver<Arc<EventFrame>>,
+    /// The newest sequence number when the subscription was taken.
+    pub last_seq: u64,
+}
+
+/// What `events/replay` returns.
+#[derive(Debug)]
+pub struct Replay {
+    /// Notifications after the requested sequence number, oldest first.
+    pub notifications: Vec<DaemonNotification>,
+    /// Whether the history still held all of them.
+    pub complete: bool,
+    /// The newest sequence number at the time of the replay.
+    pub last_seq: u64,
+}
+
+impl EventHub {
+    /// A hub keeping the last `capacity` notifications.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let (sender, _) = broadcast::channel(capacity);
+        Self {
+            state: Mutex::new(HubState {
+                last_seq: 0,
+                history: VecDeque::with_capacity(capacity),
+            }),
+            sender,
+            capacity,
+        }
+    }
+
+    /// How many notifications the history keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        // The state is a counter and a ring buffer: valid after any panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Number, serialize, record and send a notification built by `make` from its sequence number.
+    ///
+    /// Never waits on a connection. Returns the sequence number.
+    pub fn publish(&self, make: impl FnOnce(u64) -> DaemonNotification) -> u64 {
+        let mut state = self.lock();
+        let seq = state.last_seq + 1;
+        let notification = make(seq);
+        debug_assert_eq!(notification.seq(), seq, "notification must carry the seq it was given");
+        let json = serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": notification.method(),
+            "params": match serde_json::to_value(&notification) {
+                Ok(value) => value.get("params").cloned().unwrap_or_default(),
+                Err(error) => {
+                    // Our own protocol types always serialize; keep the daemon alive if not.
+                    tracing::error!(%error, "cannot serialize a notification");
+                    return state.last_seq;
+                }
+            },
+        })
+        .to_string()
+        .into_boxed_str();
+        let frame = Arc::new(EventFrame {
+            seq,
+            json,
+            notification,
+        });
+        state.last_seq = seq;
+        if state.history.len() == self.capacity {
+            state.history.pop_front();
+        }
+        state.history.push_back(frame.clone());
+        // Sent under the lock so that broadcast order is seq order. An error only
+        // means that no connection is subscribed right now.
+        let _ = self.sender.send(frame);
+        seq
+    }
+
+    /// Subscribe to notifications newer than the returned `last_seq`.
+    pub fn subscribe(&self) -> Subscription {
+        let state = self.lock();
+        Subscription {
+            receiver: self.sender.subscribe(),
+            last_seq: state.last_seq,
+        }
+    }
+
+    /// The newest sequence number (0 before the first notification).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().last_seq
+    }
+
+    /// Notifications with a sequence number greater than `after_seq`.
+    pub fn replay(&self, after_seq: u64) -> Replay {
+        let state = self.lock();
+        let oldest_kept = state.history.front().map_or(state.last_seq + 1, |frame| frame.seq);
+        let complete = after_seq + 1 >= oldest_kept || after_seq >= state.last_seq;
+        let notifications = state
+            .history
+            .iter()
+            .filter(|frame| frame.seq > after_seq)
+            .map(|frame| frame.notification.clone())
+            .collect();
+        Replay {
+            notifications,
+            complete,
+            last_seq: state.last_seq,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_protocol::{ServerStatus, StartupStatusUpdated};
+
+    use super::*;
+
+    fn status(seq: u64) -> DaemonNotification {
+        DaemonNotification::StartupStatusUpdated(StartupStatusUpdated::new(seq, "s", ServerStatus::Starting))
+    }
+
+    #[test]
+    fn sequence_numbers_are_contiguous_and_carried_in_the_json() {
+        let hub = EventHub::new(4);
+        let mut subscription = hub.subscribe();
+        assert_eq!(subscription.last_seq, 0);
+        assert_eq!(hub.publish(status), 1);
+        assert_eq!(hub.publish(status), 2);
+        let first = subscription.receiver.try_recv().expect("first frame");
+        assert_eq!(first.seq, 1);
+        let parsed: serde_json::Value = serde_json::from_str(&first.json).expect("json");
+        assert_eq!(parsed["method"], "mcpServer/startupStatus/updated");
+        assert_eq!(parsed["params"]["seq"], 1);
+    }
+
+    #[test]
+    fn replay_is_complete_only_while_history_holds_everything() {
+        let hub = EventHub::new(3);
+        for _ in 0..5 {
+            hub.publish(status);
+        }
+        let replay = hub.replay(2);
+        assert!(replay.complete);
+        assert_eq!(
+            replay
+                .notifications
+                .iter()
+                .map(DaemonNotification::seq)
+                .collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        let replay = hub.replay(1);
+        assert!(!replay.complete, "seq 2 fell out of the history");
+        assert_eq!(replay.notifications.len(), 3);
+        let replay = hub.replay(5);
+        assert!(replay.complete);
+        assert!(replay.notifications.is_empty());
+    }
+
+    #[test]
+    fn a_slow_subscriber_is_told_how_much_it_missed() {
+        let hub = EventHub::new(2);
+        let mut subscription = hub.subscribe();
+        for _ in 0..5 {
+            hub.publish(status);
+        }
+        match subscription.receiver.try_recv() {
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => assert_eq!(missed, 3),
+            other => panic!("expected a lag, got {other:?}"),
+        }
+        assert_eq!(subscription.receiver.try_recv().expect("next").seq, 4);
+    }
+}

@@ -1,0 +1,34 @@
+//! Structured logs on stderr with tracing-subscriber.
+//!
+//! The filter comes from `CORRAL_LOG`, else `RUST_LOG`, else `info`. The
+//! format is human-readable (coloured on a terminal) or one JSON object per
+//! line for log collectors.
+
+use std::io::IsTerminal as _;
+
+use tracing_subscriber::EnvFilter;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Install the global subscriber. Call once, before anything logs.
+pub fn init(format: LogFormat) {
+    let filter = std::env::var("CORRAL_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+}

@@ -1,0 +1,673 @@
+//! The config file format at its boundary: text in, `Config` or exact error
+//! lines out. The error cases are data: each is a file and every line
+//! `corral config check` must print for it, so a changed message is a
+//! visible diff here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use corral_protocol::config::{self, Config, ConfigError, ConfigProblem, ServerConfig, TransportConfig};
+
+/// The path error lines are printed with.
+const PATH: &str = "config.toml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    config::parse(text, Path::new(PATH))
+}
+
+fn problems(text: &str) -> Vec<ConfigProblem> {
+    match parse(text) {
+        Ok(config) => panic!("expected problems, the config parsed: {config:?}\n{text}"),
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        Err(other) => panic!("expected ConfigError::Invalid, got {other:?}"),
+    }
+}
+
+fn error_lines(text: &str) -> Vec<String> {
+    problems(text)
+        .iter()
+        .map(|problem| problem.display_with_path(Path::new(PATH)))
+        .collect()
+}
+
+fn parse_ok(text: &str) -> Config {
+    parse(text).unwrap_or_else(|error| panic!("expected a valid config, got:\n{error}\n--- for:\n{text}"))
+}
+
+struct ErrorCase {
+    name: &'static str,
+    toml: &'static str,
+    errors: &'static [&'static str],
+}
+
+const ERROR_CASES: &[ErrorCase] = &[
+    ErrorCase {
+        name: "TOML syntax error",
+        toml: "[servers.fs]\ncommand = \"npx\n",
+        errors: &["config.toml:2:15: invalid TOML: invalid basic string, expected `\"`"],
+    },
+    ErrorCase {
+        name: "duplicate key is a syntax error naming the key",
+        toml: "[servers.fs]\ncommand = \"a\"\ncommand = \"b\"\n",
+        errors: &["config.toml:3:1: invalid TOML: duplicate key `command`"],
+    },
+    ErrorCase {
+        name: "unknown transport",
+        toml: "[servers.fs]\ntransport = \"sse\"\ncommand = \"npx\"\n",
+        errors: &[
+            "config.toml:2:13: server `fs`, field `transport`: unknown transport `sse`, expected `stdio` or `streamable_http`",
+        ],
+    },
+    ErrorCase {
+        name: "transport of the wrong type",
+        toml: "[servers.fs]\ntransport = 1\ncommand = \"npx\"\n",
+        errors: &[
+            "config.toml:2:13: server `fs`, field `transport`: expected `stdio` or `streamable_http`, found an integer",
+        ],
+    },
+    ErrorCase {
+        name: "transport disagrees with url",
+        toml: "[servers.fs]\ntransport = \"stdio\"\nurl = \"https://example.com/mcp\"\n",
+        errors: &[
+            "config.toml:2:13: server `fs`, field `transport`: says `stdio`, but `url` selects the streamable_http transport",
+        ],
+    },
+    ErrorCase {
+        name: "command and url mixed",
+        toml: "[servers.fs]\ncommand = \"npx\"\nurl = \"https://example.com/mcp\"\n",
+        errors: &[
+            "config.toml:3:1: server `fs`, field `url`: cannot be combined with `command`, a server has either \
+             `command` (stdio transport) or `url` (streamable_http transport)",
+        ],
+    },
+    ErrorCase {
+        name: "neither command nor url",
+        toml: "[servers.fs]\nargs = [\"x\"]\n",
+        errors: &[
+            "config.toml:1:10: server `fs`: missing `command` (stdio transport) or `url` (streamable_http transport)",
+        ],
+    },
+    ErrorCase {
+        name: "declared transport without its field",
+        toml: "[servers.linear]\ntransport = \"streamable_http\"\n",
+        errors: &[
+            "config.toml:1:10: server `linear`, field `url`: required by the streamable_http transport, but missing",
+        ],
+    },
+    ErrorCase {
+        name: "stdio fields on an HTTP server",
+        toml: r#"[servers.linear]
+url = "https://mcp.linear.app/mcp"
+args = ["x"]
+env = { A = "b" }
+env_vars = ["HOME"]
+cwd = "/tmp"
+"#,
+        errors: &[
+            "config.toml:3:1: server `linear`, field `args`: only for stdio servers, but this server uses the streamable_http transport",
+            "config.toml:4:1: server `linear`, field `env`: only for stdio servers, but this server uses the streamable_http transport",
+            "config.toml:5:1: server `linear`, field `env_vars`: only for stdio servers, but this server uses the streamable_http transport",
+            "config.toml:6:1: server `linear`, field `cwd`: only for stdio servers, but this server uses the streamable_http transport",
+        ],
+    },
+    ErrorCase {
+        name: "HTTP fields on a stdio server, values not checked again",
+        toml: r#"[servers.fs]
+command = "npx"
+bearer_token_env_var = "TOKEN"
+http_headers = { "X-Team" = "core" }
+env_http_headers = 5
+scopes = ["read"]
+oauth_resource = "https://example.com"
+"#,
+        errors: &[
+            "config.toml:3:1: server `fs`, field `bearer_token_env_var`: only for streamable_http servers, but this server uses the stdio transport",
+            "config.toml:4:1: server `fs`, field `http_headers`: only for streamable_http servers, but this server uses the stdio transport",
+            "config.toml:5:1: server `fs`, field `env_http_headers`: only for streamable_http servers, but this server uses the stdio transport",
+            "config.toml:6:1: server `fs`, field `scopes`: only for streamable_http servers, but this server uses the stdio transport",
+            "config.toml:7:1: server `fs`, field `oauth_resource`: only for streamable_http servers, but this server uses the stdio transport",
+        ],
+    },
+    ErrorCase {
+        name: "inline bearer token",
+        toml: "[servers.linear]\nurl = \"https://mcp.linear.app/mcp\"\nbearer_token = \"secret-value-123\"\n",
+        errors: &[
+            "config.toml:3:1: server `linear`, field `bearer_token`: inline tokens are not allowed, put the token in an \
+             environment variable and set `bearer_token_env_var` to its name",
+        ],
+    },
+    ErrorCase {
+        name: "misspelt field, with a suggestion",
+        toml: "[servers.fs]\ncomand = \"npx\"\n",
+        errors: &[
+            "config.toml:1:10: server `fs`: missing `command` (stdio transport) or `url` (streamable_http transport)",
+            "config.toml:2:1: server `fs`, field `comand`: unknown field, did you mean `command`?",
+        ],
+    },
+    ErrorCase {
+        name: "another client's field name, with a suggestion",
+        toml: "[servers.linear]\nurl = \"https://mcp.linear.app/mcp\"\nheaders = { \"X-Team\" = \"core\" }\n",
+        errors: &["config.toml:3:1: server `linear`, field `headers`: unknown field, did you mean `http_headers`?"],
+    },
+    ErrorCase {
+        name: "unknown field, nothing close",
+        toml: "[servers.fs]\ncommand = \"npx\"\ncolour = \"red\"\n",
+        errors: &["config.toml:3:1: server `fs`, field `colour`: unknown field"],
+    },
+    ErrorCase {
+        name: "args not an array",
+        toml: "[servers.fs]\ncommand = \"npx\"\nargs = \"x\"\n",
+        errors: &["config.toml:3:8: server `fs`, field `args`: expected an array of strings, found a string"],
+    },
+    ErrorCase {
+        name: "args with a number in it",
+        toml: "[servers.fs]\ncommand = \"npx\"\nargs = [\"-y\", 1]\n",
+        errors: &["config.toml:3:15: server `fs`, field `args`: expected an array of strings, item 2 is an integer"],
+    },
+    ErrorCase {
+        name: "enabled not a boolean",
+        toml: "[servers.fs]\ncommand = \"npx\"\nenabled = \"yes\"\n",
+        errors: &[
+            "config.toml:3:11: server `fs`, field `enabled`: expected a boolean (`true` or `false`), found a string",
+        ],
+    },
+    ErrorCase {
+        name: "enabled a date",
+        toml: "[servers.fs]\ncommand = \"npx\"\nenabled = 1979-05-27\n",
+        errors: &[
+            "config.toml:3:11: server `fs`, field `enabled`: expected a boolean (`true` or `false`), found a date-time",
+        ],
+    },
+    ErrorCase {
+        name: "env value not a string",
+        toml: "[servers.fs]\ncommand = \"npx\"\nenv = { A = 1 }\n",
+        errors: &["config.toml:3:13: server `fs`, field `env`: expected a table of strings, `A` is an integer"],
+    },
+    ErrorCase {
+        name: "env not a table",
+        toml: "[servers.fs]\ncommand = \"npx\"\nenv = [\"A=1\"]\n",
+        errors: &["config.toml:3:7: server `fs`, field `env`: expected a table of strings, found an array"],
+    },
+    ErrorCase {
+        name: "negative timeout",
+        toml: "[servers.fs]\ncommand = \"npx\"\nstartup_timeout_sec = -1\n",
+        errors: &[
+            "config.toml:3:23: server `fs`, field `startup_timeout_sec`: expected a number of seconds greater than 0, found -1",
+        ],
+    },
+    ErrorCase {
+        name: "zero timeout",
+        toml: "[servers.fs]\ncommand = \"npx\"\nstartup_timeout_sec = 0\ntool_timeout_sec = 0.0\n",
+        errors: &[
+            "config.toml:3:23: server `fs`, field `startup_timeout_sec`: expected a number of seconds greater than 0, found 0",
+            "config.toml:4:20: server `fs`, field `tool_timeout_sec`: expected a number of seconds greater than 0, found 0.0",
+        ],
+    },
+    ErrorCase {
+        name: "timeout as a string",
+        toml: "[servers.fs]\ncommand = \"npx\"\nstartup_timeout_sec = \"30\"\n",
+        errors: &[
+            "config.toml:3:23: server `fs`, field `startup_timeout_sec`: expected a number of seconds greater than 0, found a string",
+        ],
+    },
+    ErrorCase {
+        name: "timeout not a number",
+        toml: "[servers.fs]\ncommand = \"npx\"\ntool_timeout_sec = nan\n",
+        errors: &[
+            "config.toml:3:20: server `fs`, field `tool_timeout_sec`: expected a number of seconds greater than 0, found nan",
+        ],
+    },
+    ErrorCase {
+        name: "timeout too large",
+        toml: "[servers.fs]\ncommand = \"npx\"\ntool_timeout_sec = 1e300\n",
+        errors: &["config.toml:3:20: server `fs`, field `tool_timeout_sec`: too large, found 1e300"],
+    },
+    ErrorCase {
+        name: "empty command",
+        toml: "[servers.fs]\ncommand = \"\"\n",
+        errors: &["config.toml:2:11: server `fs`, field `command`: must not be empty"],
+    },
+    ErrorCase {
+        name: "relative cwd",
+        toml: "[servers.fs]\ncommand = \"npx\"\ncwd = \"relative/dir\"\n",
+        errors: &["config.toml:3:7: server `fs`, field `cwd`: must be an absolute path, found `relative/dir`"],
+    },
+    ErrorCase {
+        name: "url without a scheme",
+        toml: "[servers.linear]\nurl = \"mcp.linear.app/mcp\"\n",
+        errors: &[
+            "config.toml:2:7: server `linear`, field `url`: expected a URL starting with `http://` or `https://`",
+        ],
+    },
+    ErrorCase {
+        name: "url with another scheme",
+        toml: "[servers.linear]\nurl = \"ftp://mcp.linear.app/mcp\"\n",
+        errors: &[
+            "config.toml:2:7: server `linear`, field `url`: unsupported URL scheme `ftp`, expected `http` or `https`",
+        ],
+    },
+    ErrorCase {
+        name: "url without a host",
+        toml: "[servers.linear]\nurl = \"https:///mcp\"\n",
+        errors: &["config.toml:2:7: server `linear`, field `url`: the URL has no host"],
+    },
+    ErrorCase {
+        name: "oauth_resource not a URL",
+        toml: "[servers.linear]\nurl = \"https://mcp.linear.app/mcp\"\noauth_resource = \"mcp.linear.app\"\n",
+        errors: &[
+            "config.toml:3:18: server `linear`, field `oauth_resource`: expected a URL starting with `http://` or `https://`",
+        ],
+    },
+    ErrorCase {
+        name: "invalid server name",
+        toml: "[servers.\"my server\"]\ncommand = \"npx\"\n",
+        errors: &[
+            "config.toml:1:10: server `my server`: invalid server name, use only ASCII letters, digits, `_` and `-`",
+        ],
+    },
+    ErrorCase {
+        name: "invalid environment variable names",
+        toml: r#"[servers.fs]
+command = "npx"
+env = { "A=B" = "x" }
+env_vars = ["OK", "C=D", "", "E\u0000F"]
+"#,
+        errors: &[
+            "config.toml:3:9: server `fs`, field `env`: invalid environment variable name `A=B`, it must not contain `=` or NUL",
+            "config.toml:4:19: server `fs`, field `env_vars`: invalid environment variable name `C=D`, it must not contain `=` or NUL",
+            "config.toml:4:26: server `fs`, field `env_vars`: environment variable name must not be empty",
+            "config.toml:4:30: server `fs`, field `env_vars`: invalid environment variable name `E\\0F`, it must not contain `=` or NUL",
+        ],
+    },
+    ErrorCase {
+        name: "invalid environment variable names for HTTP",
+        toml: r#"[servers.linear]
+url = "https://mcp.linear.app/mcp"
+bearer_token_env_var = ""
+env_http_headers = { "X-Api-Key" = "BAD=NAME" }
+"#,
+        errors: &[
+            "config.toml:3:24: server `linear`, field `bearer_token_env_var`: environment variable name must not be empty",
+            "config.toml:4:36: server `linear`, field `env_http_headers`: invalid environment variable name `BAD=NAME`, it must not contain `=` or NUL",
+        ],
+    },
+    ErrorCase {
+        name: "invalid HTTP header names",
+        toml: r#"[servers.linear]
+url = "https://mcp.linear.app/mcp"
+http_headers = { "X Team" = "core" }
+env_http_headers = { "X:Key" = "KEY" }
+"#,
+        errors: &[
+            "config.toml:3:18: server `linear`, field `http_headers`: invalid HTTP header name `X Team`, use only ASCII letters, digits and !#$%&'*+-.^_`|~",
+            "config.toml:4:22: server `linear`, field `env_http_headers`: invalid HTTP header name `X:Key`, use only ASCII letters, digits and !#$%&'*+-.^_`|~",
+        ],
+    },
+    ErrorCase {
+        name: "header value with a line break",
+        toml: "[servers.linear]\nurl = \"https://mcp.linear.app/mcp\"\nhttp_headers = { \"X-Team\" = \"a\\r\\nInjected: 1\" }\n",
+        errors: &[
+            "config.toml:3:29: server `linear`, field `http_headers`: value of header `X-Team` must not contain line breaks or other control characters",
+        ],
+    },
+    ErrorCase {
+        name: "empty tool names and bad scopes",
+        toml: r#"[servers.linear]
+url = "https://mcp.linear.app/mcp"
+enabled_tools = [""]
+scopes = ["read write"]
+"#,
+        errors: &[
+            "config.toml:3:18: server `linear`, field `enabled_tools`: tool name must not be empty",
+            "config.toml:4:11: server `linear`, field `scopes`: a scope must be non-empty and contain no whitespace",
+        ],
+    },
+    ErrorCase {
+        name: "servers not a table",
+        toml: "servers = 5\n",
+        errors: &["config.toml:1:11: field `servers`: expected a table of servers, found an integer"],
+    },
+    ErrorCase {
+        name: "servers as an array of tables",
+        toml: "[[servers]]\ncommand = \"npx\"\n",
+        errors: &["config.toml:1:1: field `servers`: expected a table of servers, found an array"],
+    },
+    ErrorCase {
+        name: "server entry not a table",
+        toml: "[servers]\nfs = \"npx\"\n",
+        errors: &["config.toml:2:6: server `fs`: expected a table, found a string"],
+    },
+    ErrorCase {
+        name: "unknown top-level keys",
+        toml: "title = \"mine\"\n\n[server.fs]\ncommand = \"npx\"\n",
+        errors: &[
+            "config.toml:1:1: field `title`: unknown top-level key, the only one is `servers`",
+            "config.toml:3:2: field `server`: unknown top-level key, did you mean `servers`?",
+        ],
+    },
+    ErrorCase {
+        name: "two broken servers are both reported, in file order",
+        toml: r#"[servers.zeta]
+command = ""
+
+[servers.alpha]
+url = "ftp://example.com"
+enabled = "no"
+"#,
+        errors: &[
+            "config.toml:2:11: server `zeta`, field `command`: must not be empty",
+            "config.toml:5:7: server `alpha`, field `url`: unsupported URL scheme `ftp`, expected `http` or `https`",
+            "config.toml:6:11: server `alpha`, field `enabled`: expected a boolean (`true` or `false`), found a string",
+        ],
+    },
+];
+
+#[test]
+fn every_error_case_prints_exactly_its_lines() {
+    let mut failures = Vec::new();
+    for case in ERROR_CASES {
+        let actual = match parse(case.toml) {
+            Ok(_) => vec!["<parsed without error>".to_owned()],
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .iter()
+                .map(|problem| problem.display_with_path(Path::new(PATH)))
+                .collect(),
+            Err(other) => vec![format!("<unexpected error {other:?}>")],
+        };
+        if actual != case.errors {
+            failures.push(format!(
+                "case `{}`\n  expected:\n    {}\n  actual:\n    {}",
+                case.name,
+                case.errors.join("\n    "),
+                actual.join("\n    ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn problems_carry_position_server_and_field() {
+    let problems = problems("[servers.fs]\ncommand = \"npx\"\nenabled = \"yes\"\n");
+    assert_eq!(problems.len(), 1);
+    let problem = &problems[0];
+    assert_eq!((problem.line, problem.column), (Some(3), Some(11)));
+    assert_eq!(problem.server.as_deref(), Some("fs"));
+    assert_eq!(problem.field.as_deref(), Some("enabled"));
+    assert!(!problem.message.ends_with('.'), "{}", problem.message);
+}
+
+#[test]
+fn the_error_displays_one_line_per_problem() {
+    let error = parse("[servers.a]\ncommand = \"\"\n[servers.b]\nurl = \"x\"\n").expect_err("two problems");
+    assert_eq!(
+        error.to_string(),
+        "config.toml:2:11: server `a`, field `command`: must not be empty\n\
+         config.toml:4:7: server `b`, field `url`: expected a URL starting with `http://` or `https://`"
+    );
+}
+
+#[test]
+fn secret_values_never_appear_in_errors() {
+    const SECRET: &str = "secret-value-123";
+    let text = format!(
+        r#"[servers.linear]
+url = "https://user:{SECRET}@mcp.linear.app/mcp?token={SECRET} "
+bearer_token = "{SECRET}"
+http_headers = {{ "Bad Header" = "{SECRET}", "X-Ok" = "{SECRET}\n" }}
+env = {{ "A=B" = "{SECRET}" }}
+args = ["{SECRET}", 1]
+
+[servers.fs]
+command = "npx"
+args = ["{SECRET}\u0000"]
+env = {{ A = "{SECRET}\u0000", B = 1 }}
+env_http_headers = {{ X = "{SECRET}" }}
+
+[servers.other]
+url = "{SECRET}"
+oauth_resource = "ftp://{SECRET}"
+"#
+    );
+    let lines = error_lines(&text);
+    assert!(
+        lines.len() >= 10,
+        "expected a problem for each bad value, got:\n{}",
+        lines.join("\n")
+    );
+    for line in &lines {
+        assert!(!line.contains(SECRET), "a secret leaked into: {line}");
+    }
+    // Nor in a syntax error about the line holding it.
+    let syntax = error_lines(&format!("[servers.linear]\nhttp_headers = {{ X = \"{SECRET} }}\n"));
+    assert!(!syntax.join("\n").contains(SECRET), "{syntax:?}");
+}
+
+/// The example from the issue, with every field.
+const FULL_EXAMPLE: &str = r#"#:schema ./schema/config.schema.json
+
+[servers.filesystem]
+transport = "stdio"
+command = "npx"
+args = ["-y", "@modelcontextprotocol/server-filesystem", "/home/ada"]
+env = { LOG_LEVEL = "debug" }
+env_vars = ["GITHUB_TOKEN"]
+cwd = '@CWD@'
+enabled = true
+startup_timeout_sec = 30
+tool_timeout_sec = 120
+enabled_tools = ["read_file"]
+disabled_tools = ["write_file"]
+
+[servers.linear]
+url = "https://mcp.linear.app/mcp"
+bearer_token_env_var = "LINEAR_TOKEN"
+http_headers = { "X-Team" = "core" }
+env_http_headers = { "X-Api-Key" = "LINEAR_API_KEY" }
+scopes = ["read", "write"]
+oauth_resource = "https://mcp.linear.app"
+enabled = false
+startup_timeout_sec = 2.5
+tool_timeout_sec = 0.25
+"#;
+
+/// An absolute directory on this platform, for `cwd`.
+fn absolute_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn full_example() -> String {
+    FULL_EXAMPLE.replace("@CWD@", &absolute_dir().display().to_string())
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+fn string_map(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn server<'c>(config: &'c Config, name: &str) -> &'c ServerConfig {
+    config
+        .servers
+        .get(name)
+        .unwrap_or_else(|| panic!("server `{name}` missing from {config:?}"))
+}
+
+#[test]
+fn the_full_example_reads_every_field() {
+    let config = parse_ok(&full_example());
+    assert_eq!(config.servers.keys().collect::<Vec<_>>(), ["filesystem", "linear"]);
+
+    let filesystem = server(&config, "filesystem");
+    assert_eq!(filesystem.name, "filesystem");
+    assert!(filesystem.enabled);
+    assert_eq!(filesystem.startup_timeout, Duration::from_secs(30));
+    assert_eq!(filesystem.tool_timeout, Duration::from_secs(120));
+    assert_eq!(filesystem.enabled_tools, Some(strings(&["read_file"])));
+    assert_eq!(filesystem.disabled_tools, strings(&["write_file"]));
+    let TransportConfig::Stdio(stdio) = &filesystem.transport else {
+        panic!("filesystem should be stdio: {filesystem:?}");
+    };
+    assert_eq!(stdio.command, "npx");
+    assert_eq!(
+        stdio.args,
+        strings(&["-y", "@modelcontextprotocol/server-filesystem", "/home/ada"])
+    );
+    assert_eq!(stdio.env, string_map(&[("LOG_LEVEL", "debug")]));
+    assert_eq!(stdio.env_vars, strings(&["GITHUB_TOKEN"]));
+    assert_eq!(stdio.cwd, Some(absolute_dir()));
+
+    let linear = server(&config, "linear");
+    assert!(!linear.enabled);
+    assert_eq!(linear.startup_timeout, Duration::from_millis(2500));
+    assert_eq!(linear.tool_timeout, Duration::from_millis(250));
+    assert_eq!(linear.enabled_tools, None);
+    assert!(linear.disabled_tools.is_empty());
+    let TransportConfig::StreamableHttp(http) = &linear.transport else {
+        panic!("linear should be streamable HTTP: {linear:?}");
+    };
+    assert_eq!(http.url, "https://mcp.linear.app/mcp");
+    assert_eq!(http.bearer_token_env_var.as_deref(), Some("LINEAR_TOKEN"));
+    assert_eq!(http.http_headers, string_map(&[("X-Team", "core")]));
+    assert_eq!(http.env_http_headers, string_map(&[("X-Api-Key", "LINEAR_API_KEY")]));
+    assert_eq!(http.scopes, strings(&["read", "write"]));
+    assert_eq!(http.oauth_resource.as_deref(), Some("https://mcp.linear.app"));
+}
+
+#[test]
+fn omitted_fields_take_their_defaults() {
+    let config = parse_ok("[servers.fs]\ncommand = \"npx\"\n\n[servers.remote]\nurl = \"http://127.0.0.1:8080/mcp\"\n");
+    for server in config.servers.values() {
+        assert!(server.enabled);
+        assert_eq!(server.startup_timeout, config::DEFAULT_STARTUP_TIMEOUT);
+        assert_eq!(server.tool_timeout, config::DEFAULT_TOOL_TIMEOUT);
+        assert_eq!(server.enabled_tools, None);
+        assert!(server.disabled_tools.is_empty());
+    }
+    let TransportConfig::Stdio(stdio) = &server(&config, "fs").transport else {
+        panic!("fs should be stdio");
+    };
+    assert!(stdio.args.is_empty() && stdio.env.is_empty() && stdio.env_vars.is_empty());
+    assert_eq!(stdio.cwd, None);
+    let TransportConfig::StreamableHttp(http) = &server(&config, "remote").transport else {
+        panic!("remote should be streamable HTTP");
+    };
+    assert_eq!(http.bearer_token_env_var, None);
+    assert!(http.http_headers.is_empty() && http.env_http_headers.is_empty() && http.scopes.is_empty());
+    assert_eq!(http.oauth_resource, None);
+}
+
+#[test]
+fn files_without_servers_are_the_default_config() {
+    for text in ["", "\n", "# nothing yet\n", "[servers]\n", "servers = {}\n"] {
+        assert_eq!(parse_ok(text), Config::default(), "{text:?}");
+    }
+}
+
+#[test]
+fn inline_tables_and_dotted_keys_are_the_same_config() {
+    let inline = parse_ok("servers = { fs = { command = \"npx\", args = [\"a\"] } }\n");
+    let dotted = parse_ok("servers.fs.command = \"npx\"\nservers.fs.args = [\"a\"]\n");
+    let headers = parse_ok("[servers.fs]\ncommand = \"npx\"\nargs = [\"a\"]\n");
+    assert_eq!(inline, headers);
+    assert_eq!(dotted, headers);
+}
+
+#[test]
+fn a_missing_file_is_the_default_config() {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such-dir/config.toml");
+    assert_eq!(config::load(&path).expect("missing file is fine"), Config::default());
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_a_problem_with_a_position() {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("config-not-utf8.toml");
+    std::fs::write(&path, b"[servers.fs]\ncommand = \"np\xffx\"\n").expect("write test file");
+    let error = config::load(&path).expect_err("not UTF-8");
+    let ConfigError::Invalid { problems, .. } = &error else {
+        panic!("expected ConfigError::Invalid, got {error:?}");
+    };
+    assert_eq!(problems.len(), 1);
+    assert_eq!((problems[0].line, problems[0].column), (Some(2), Some(14)));
+    assert_eq!(problems[0].message, "the file is not valid UTF-8");
+}
+
+#[test]
+fn a_directory_is_a_read_error_naming_the_path() {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let error = config::load(path).expect_err("a directory is not a file");
+    assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
+    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+}
+
+/// Server field names the JSON Schema describes.
+fn schema_server_fields() -> Vec<String> {
+    let schema = config::json_schema();
+    let properties = schema["$defs"]["server"]["properties"]
+        .as_object()
+        .expect("the schema describes server properties");
+    properties.keys().cloned().collect()
+}
+
+#[test]
+fn the_schema_describes_exactly_the_fields_the_parser_reads() {
+    // The full example uses every field and parses, so each one is known to the parser.
+    let example: toml::Table = toml::from_str(&full_example()).expect("the example is TOML");
+    let mut used: Vec<String> = example["servers"]
+        .as_table()
+        .expect("servers table")
+        .values()
+        .flat_map(|server| server.as_table().expect("server table").keys().cloned())
+        .collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(used, schema_server_fields());
+
+    let schema = config::json_schema();
+    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["$defs"]["server"]["additionalProperties"], false);
+    for field in schema_server_fields() {
+        let description = &schema["$defs"]["server"]["properties"][&field]["description"];
+        assert!(
+            description.as_str().is_some_and(|text| !text.is_empty()),
+            "`{field}` has no description"
+        );
+    }
+    let properties = &schema["$defs"]["server"]["properties"];
+    assert_eq!(properties["enabled"]["default"], true);
+    assert_eq!(
+        properties["startup_timeout_sec"]["default"],
+        config::DEFAULT_STARTUP_TIMEOUT.as_secs()
+    );
+    assert_eq!(
+        properties["tool_timeout_sec"]["default"],
+        config::DEFAULT_TOOL_TIMEOUT.as_secs()
+    );
+}
+
+#[test]
+fn the_reference_docs_mention_every_field() {
+    let docs_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+    let docs = std::fs::read_to_string(&docs_path).unwrap_or_else(|error| panic!("{}: {error}", docs_path.display()));
+    let missing: Vec<String> = schema_server_fields()
+        .into_iter()
+        .filter(|field| !docs.contains(&format!("`{field}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} does not document {missing:?}",
+        docs_path.display()
+    );
+}
