@@ -54,6 +54,10 @@ impl Options {
 #[cfg(unix)]
 pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Installed before the socket exists: from the moment a front-end (or a
+    // service manager) can see the daemon, SIGTERM means a clean shutdown,
+    // never the default action that would leave the socket behind.
+    let mut signals = ShutdownSignals::install()?;
     let (config, config_error) = match config::load(&options.config_path) {
         Ok(config) => (config, None),
         Err(error) => {
@@ -89,8 +93,8 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
 
     tokio::select! {
         () = shutdown.cancelled() => {}
-        signal = shutdown_signal() => {
-            tracing::info!(signal = signal?, "shutting down");
+        signal = signals.recv() => {
+            tracing::info!(signal, "shutting down");
         }
         result = server => {
             // The accept loop only ends on its own if it could not start.
@@ -107,14 +111,28 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
-/// Wait for SIGTERM or SIGINT; returns the signal's name.
+/// SIGTERM and SIGINT, caught from the start of [`run`].
 #[cfg(unix)]
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Wait for either signal; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }

@@ -32,9 +32,13 @@ use crate::events::{EventFrame, Subscription};
 const OUTBOUND_QUEUE: usize = 64;
 /// Requests of one connection running at once; the reader waits beyond this.
 const MAX_IN_FLIGHT: usize = 64;
+/// How long a write may still take once the daemon is shutting down.
+const WRITE_GRACE_ON_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(250);
 /// A connection must show its framing within this many bytes of whitespace.
 const MAX_LEADING_WHITESPACE: usize = 4096;
-const READ_CHUNK: usize = 16 * 1024;
+/// Read buffer per connection, alive as long as the connection: kept small because
+/// most connections are idle; larger messages simply take several reads.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// What the reader (and in-flight requests) hand to the writer.
 #[derive(Debug)]
@@ -87,7 +91,8 @@ where
         decoder.feed(&prefix);
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let mut writer_task = tokio::spawn(write_loop(writer, framing, outbound_rx).in_current_span());
+        let mut writer_task =
+            tokio::spawn(write_loop(writer, framing, outbound_rx, shutdown.clone()).in_current_span());
         let dispatcher = Dispatcher {
             session,
             methods,
@@ -212,14 +217,7 @@ impl Dispatcher {
         match self.dispatch(&text) {
             None => true,
             Some(Dispatched::Now(response)) => {
-                let is_initialize = response.is_success() && self.session.is_initialized();
-                if !self.send(response.into_json().get().to_owned()).await {
-                    return false;
-                }
-                if is_initialize && let Some(subscription) = self.session.take_subscription() {
-                    return self.outbound.send(Outbound::Subscribe(subscription)).await.is_ok();
-                }
-                true
+                self.send(response.into_json().get().to_owned()).await && self.start_notifications().await
             }
             Some(Dispatched::Later(future)) => {
                 while in_flight.len() >= MAX_IN_FLIGHT {
@@ -266,8 +264,18 @@ impl Dispatcher {
             return true;
         }
         match serde_json::to_string(&responses) {
-            Ok(batch) => self.send(batch).await,
+            Ok(batch) => self.send(batch).await && self.start_notifications().await,
             Err(_) => false,
+        }
+    }
+
+    /// After the response to a successful `initialize` is queued (alone or in
+    /// a batch), hand the session's subscription to the writer, so that no
+    /// notification precedes that response. `false` if the writer is gone.
+    async fn start_notifications(&self) -> bool {
+        match self.session.take_subscription() {
+            Some(subscription) => self.outbound.send(Outbound::Subscribe(subscription)).await.is_ok(),
+            None => true,
         }
     }
 
@@ -356,7 +364,16 @@ fn error_message(id: Id<'_>, error: ErrorObjectOwned) -> String {
 
 /// Write responses and notifications to the front-end until the reader is done
 /// (and the queue drained) or the front-end is gone.
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, framing: Framing, mut outbound: mpsc::Receiver<Outbound>) {
+///
+/// On shutdown, a write that does not finish within [`WRITE_GRACE_ON_SHUTDOWN`]
+/// (a front-end that does not read) is abandoned rather than holding up the
+/// daemon's exit.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    framing: Framing,
+    mut outbound: mpsc::Receiver<Outbound>,
+    shutdown: CancellationToken,
+) {
     let mut events: Option<broadcast::Receiver<Arc<EventFrame>>> = None;
     let mut last_delivered = 0;
     let mut wire = Vec::with_capacity(4096);
@@ -398,7 +415,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, framing: Framing, mut 
                 }
             },
         }
-        if let Err(error) = writer.write_all(&wire).await {
+        let written = tokio::select! {
+            written = writer.write_all(&wire) => written,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(WRITE_GRACE_ON_SHUTDOWN).await } => {
+                tracing::debug!("abandoning a write to a front-end that does not read: shutting down");
+                return;
+            }
+        };
+        if let Err(error) = written {
             tracing::debug!(%error, "write failed; front-end gone");
             return;
         }

@@ -48,11 +48,16 @@ fn parse_json<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> Result<
         .map(str::trim)
         .filter(|raw| *raw != "null")
         .unwrap_or("{}");
-    serde_json::from_str(raw).map_err(|error| {
-        rpc_error(
-            ErrorCode::InvalidParams,
-            format!("invalid params for `{method}`: {error}"),
-        )
+    let mut deserializer = serde_json::Deserializer::from_str(raw);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = if path == "." {
+            format!("invalid params for `{method}`: {inner}")
+        } else {
+            format!("invalid params for `{method}`: field `{path}`: {inner}")
+        };
+        rpc_error(ErrorCode::InvalidParams, message)
     })
 }
 
