@@ -1,1 +1,871 @@
-//! placeholder
+//! Harness for Corral's end-to-end tests: start the real `corrald` binary in a
+//! private temp dir, talk to it through the client SDK or raw socket bytes, and
+//! never leave a process behind.
+//!
+//! - [`TestDaemon`] owns one `corrald` child process, its temp dir (config,
+//!   socket, captured stderr) and its shutdown: `Drop` sends SIGTERM, waits,
+//!   then SIGKILLs, so a failing test cannot leak a daemon.
+//! - [`RawConnection`] is a hand-written front-end with nothing but a socket:
+//!   it frames one JSON value per message in newline or `Content-Length`
+//!   framing, with its own parser (not the protocol crate's codec, which is
+//!   what is under test).
+//! - Every wait is bounded ([`WAIT`]); reaching a bound is a test failure
+//!   that says what was being waited for.
+//!
+//! The binaries are found next to the test executable
+//! (`target/<profile>/deps/<test>` → `target/<profile>/corrald`): `bash
+//! tests/run.sh` builds them with `cargo build --workspace --bins` first.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_client::{Client, ClientNotification, ConnectOptions, Notifications};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::UnixStream;
+
+/// Upper bound of every wait in these tests; reaching it is a failure.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How often bounded polls re-check their condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long a daemon gets to exit after SIGTERM before it is killed.
+pub const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Longest socket path a Unix socket address holds on every supported OS.
+const MAX_SOCKET_PATH_BYTES: usize = 103;
+
+/// Path of a workspace binary (`corrald`, `corral`) built next to this test executable.
+///
+/// Panics with the command that builds it when it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running test executable");
+    // target/<profile>/deps/<test>-<hash>  →  target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps/");
+    let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} does not exist: build the binaries with `cargo build --workspace --bins` \
+         (or run the whole suite with `bash tests/run.sh`)",
+        path.display()
+    );
+    path
+}
+
+/// The workspace root (the directory holding the root `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits inside the workspace")
+        .to_path_buf()
+}
+
+/// Await `future`, failing the test after [`WAIT`] with a message naming `what`.
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    within_for(WAIT, what, future).await
+}
+
+/// Await `future`, failing the test after `limit` with a message naming `what`.
+pub async fn within_for<F: Future>(limit: Duration, what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(limit, future).await {
+        Ok(output) => output,
+        Err(_elapsed) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// Poll `condition` every [`POLL_INTERVAL`] until it returns `Some`, failing after [`WAIT`].
+pub async fn poll_until<T, F, Fut>(what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The next notification on a client's stream, failing after [`WAIT`] or if the stream ends.
+pub async fn next_notification(notifications: &mut Notifications) -> ClientNotification {
+    match within("a notification from corrald", notifications.next()).await {
+        Some(Ok(notification)) => notification,
+        Some(Err(error)) => panic!("undecodable notification: {error}"),
+        None => panic!("the notification stream ended: {:?}", notifications.end_reason()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TestDaemon
+
+/// Where the daemon's socket goes.
+#[derive(Debug, Clone)]
+enum SocketLocation {
+    /// This path relative to the daemon's temp dir (directories created by the daemon).
+    InTempDir(PathBuf),
+    /// Exactly this path (e.g. another daemon's socket).
+    At(PathBuf),
+}
+
+/// Options for starting a [`TestDaemon`]; see [`TestDaemon::builder`].
+#[derive(Debug, Clone)]
+pub struct TestDaemonBuilder {
+    config: Option<String>,
+    socket: SocketLocation,
+    test_hooks: bool,
+}
+
+impl Default for TestDaemonBuilder {
+    fn default() -> Self {
+        Self {
+            config: None,
+            socket: SocketLocation::InTempDir(PathBuf::from("corral.sock")),
+            test_hooks: true,
+        }
+    }
+}
+
+impl TestDaemonBuilder {
+    /// Write this text to `config.toml` before starting (without it, no config file exists).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_owned());
+        self
+    }
+
+    /// Serve this socket path, e.g. one another daemon already serves.
+    pub fn socket_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = SocketLocation::At(path.into());
+        self
+    }
+
+    /// Serve a socket at this path inside the temp dir; missing directories are the daemon's to create.
+    pub fn socket_in_temp_dir(mut self, relative: impl Into<PathBuf>) -> Self {
+        self.socket = SocketLocation::InTempDir(relative.into());
+        self
+    }
+
+    /// Whether `CORRAL_TEST_HOOKS=1` is set (default: yes).
+    pub fn test_hooks(mut self, enabled: bool) -> Self {
+        self.test_hooks = enabled;
+        self
+    }
+
+    /// Start the daemon and wait until its socket accepts connections.
+    pub fn start(self) -> TestDaemon {
+        let mut daemon = self.spawn();
+        daemon.wait_until_serving();
+        daemon
+    }
+
+    /// Start the daemon without waiting for it (for daemons expected to fail).
+    pub fn spawn(self) -> TestDaemon {
+        let dir = temp_dir();
+        let config_path = dir.path().join("config.toml");
+        if let Some(toml) = &self.config {
+            std::fs::write(&config_path, toml).expect("write the test config file");
+        }
+        let socket_path = match &self.socket {
+            SocketLocation::InTempDir(relative) => dir.path().join(relative),
+            SocketLocation::At(path) => path.clone(),
+        };
+        let stderr_path = dir.path().join("corrald.stderr");
+        let stderr = File::create(&stderr_path).expect("create the daemon's stderr file");
+        let mut command = Command::new(binary("corrald"));
+        command
+            .arg("--socket")
+            .arg(&socket_path)
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("CORRAL_SOCKET")
+            .env_remove("CORRAL_CONFIG")
+            .env_remove("CORRAL_LOG_FORMAT")
+            .env_remove("CORRAL_TEST_HOOKS")
+            .env("CORRAL_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr));
+        if self.test_hooks {
+            command.env("CORRAL_TEST_HOOKS", "1");
+        }
+        kill_with_parent_thread(&mut command);
+        let child = command.spawn().expect("spawn corrald");
+        TestDaemon {
+            pid: child.id(),
+            child: Some(child),
+            socket_path,
+            config_path,
+            stderr_path,
+            dir,
+        }
+    }
+}
+
+/// Have the kernel SIGKILL the child when the thread that spawned it dies, so
+/// that not even a test runner killed mid-test (whose `Drop`s never run)
+/// leaves a daemon behind. Each test runs on its own thread and drops its
+/// daemons before that thread ends.
+#[cfg(target_os = "linux")]
+fn kill_with_parent_thread(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(|| {
+            let parent = libc::getppid();
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_with_parent_thread(_command: &mut Command) {}
+
+/// A temp dir whose socket paths fit a Unix socket address even with a long `$TMPDIR`.
+fn temp_dir() -> TempDir {
+    let mut builder = tempfile::Builder::new();
+    // Not starting with `corral`: the daemon tightens the mode of such socket directories.
+    builder.prefix("e2e-corral-");
+    let default_root = std::env::temp_dir();
+    // Room for `/<prefix+random>/run/corral/corral.sock.lock`.
+    let root = if default_root.as_os_str().len() + 48 <= MAX_SOCKET_PATH_BYTES {
+        default_root
+    } else {
+        PathBuf::from("/tmp")
+    };
+    builder.tempdir_in(root).expect("create a temp dir")
+}
+
+/// A running `corrald` in its own temp dir. Dropping it stops the daemon
+/// (SIGTERM, then SIGKILL after [`EXIT_GRACE`]) and removes the dir; if the
+/// test is failing, the daemon's stderr is printed first.
+#[derive(Debug)]
+pub struct TestDaemon {
+    child: Option<Child>,
+    pid: u32,
+    socket_path: PathBuf,
+    config_path: PathBuf,
+    stderr_path: PathBuf,
+    // Last field: removed after `Drop::drop` has stopped the daemon.
+    dir: TempDir,
+}
+
+impl TestDaemon {
+    /// A daemon with no config file and test hooks enabled.
+    pub fn start() -> TestDaemon {
+        TestDaemonBuilder::default().start()
+    }
+
+    /// A daemon with this `config.toml` and test hooks enabled.
+    pub fn start_with_config(toml: &str) -> TestDaemon {
+        TestDaemonBuilder::default().config(toml).start()
+    }
+
+    /// Options for a daemon started differently.
+    pub fn builder() -> TestDaemonBuilder {
+        TestDaemonBuilder::default()
+    }
+
+    /// The daemon's private temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The socket the daemon serves.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// The lock file guarding the socket (`<socket>.lock`).
+    pub fn lock_path(&self) -> PathBuf {
+        let mut name = self.socket_path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// The config file passed with `--config` (it exists only if the builder wrote one).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Everything the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read(&self.stderr_path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_else(|error| format!("<cannot read {}: {error}>", self.stderr_path.display()))
+    }
+
+    /// The exit status if the daemon has exited (reaping it), `None` while it runs.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        child.try_wait().expect("check whether corrald exited")
+    }
+
+    /// Fail the test, with the daemon's stderr, unless the daemon is still running.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.try_exit_status() {
+            panic!("corrald exited ({status}); its stderr:\n{}", self.stderr());
+        }
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let exists = unsafe { libc::kill(self.pid_t(), 0) } == 0;
+        assert!(exists, "corrald (pid {}) no longer exists", self.pid);
+    }
+
+    /// Resident memory of the daemon now, in KiB (`VmRSS` in `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS")
+    }
+
+    /// Peak resident memory of the daemon so far, in KiB (`VmHWM` in `/proc/<pid>/status`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM")
+    }
+
+    fn proc_status_kib(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid);
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{field}: N kB` line in {path}"))
+    }
+
+    /// Wait (bounded) until the socket accepts a connection; fail with the daemon's stderr if it exits first.
+    pub fn wait_until_serving(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.try_exit_status() {
+                panic!(
+                    "corrald exited ({status}) before serving {}; its stderr:\n{}",
+                    self.socket_path.display(),
+                    self.stderr()
+                );
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket_path).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "corrald did not serve {} within {WAIT:?}; its stderr:\n{}",
+                    self.socket_path.display(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Wait up to `limit` for the daemon to exit; `None` if it is still running then.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_exit_status() {
+                return Some(status);
+            }
+            if self.child.is_none() || Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Send `signal` and wait up to [`EXIT_GRACE`] for the daemon to exit; fails the test if it does not.
+    pub fn signal_and_wait(&mut self, signal: libc::c_int) -> ExitStatus {
+        self.send_signal(signal);
+        match self.wait_for_exit(EXIT_GRACE) {
+            Some(status) => status,
+            None => {
+                self.kill_and_reap();
+                panic!(
+                    "corrald did not exit within {EXIT_GRACE:?} of signal {signal}; its stderr:\n{}",
+                    self.stderr()
+                );
+            }
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn sigterm_and_wait(&mut self) -> ExitStatus {
+        self.signal_and_wait(libc::SIGTERM)
+    }
+
+    /// SIGKILL, then wait for the exit status (the daemon gets no chance to clean up).
+    pub fn sigkill_and_wait(&mut self) -> ExitStatus {
+        self.signal_and_wait(libc::SIGKILL)
+    }
+
+    fn send_signal(&self, signal: libc::c_int) {
+        if self.child.is_none() {
+            return;
+        }
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own
+        // unreaped child, so it cannot have been reused by another process.
+        let result = unsafe { libc::kill(self.pid_t(), signal) };
+        assert_eq!(
+            result,
+            0,
+            "kill({}, {signal}) failed: {}",
+            self.pid,
+            io::Error::last_os_error()
+        );
+    }
+
+    fn pid_t(&self) -> libc::pid_t {
+        libc::pid_t::try_from(self.pid).expect("pid fits pid_t")
+    }
+
+    fn kill_and_reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Options for a [`Client`] of this daemon, with [`WAIT`] as every timeout.
+    pub fn client_options(&self) -> ConnectOptions {
+        ConnectOptions::new("corral-tests", env!("CARGO_PKG_VERSION"))
+            .with_socket_path(&self.socket_path)
+            .with_connect_timeout(WAIT)
+            .with_request_timeout(WAIT)
+    }
+
+    /// A connected, initialized [`Client`].
+    pub async fn connect_client(&self) -> Client {
+        match Client::connect(self.client_options()).await {
+            Ok(client) => client,
+            Err(error) => panic!(
+                "corral_client cannot connect: {error}; corrald stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    /// A raw socket connection speaking newline-delimited JSON (not initialized).
+    pub async fn raw_line_connection(&self) -> RawConnection {
+        RawConnection::connect(&self.socket_path, WireFraming::Lines).await
+    }
+
+    /// A raw socket connection speaking `Content-Length` framing (not initialized).
+    pub async fn raw_content_length_connection(&self) -> RawConnection {
+        RawConnection::connect(&self.socket_path, WireFraming::ContentLength).await
+    }
+
+    /// `daemon/status` through a fresh client, polled until its `connections`
+    /// (which includes the asking connection itself) equals `expected`.
+    pub async fn wait_for_connections(&self, client: &Client, expected: u32) {
+        poll_until(&format!("daemon/status to report {expected} connections"), || async {
+            let status = client.daemon_status().await.expect("daemon/status");
+            (status.connections == expected).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- corrald (pid {}) stderr ----\n{}\n---- end of corrald stderr ----",
+                self.pid,
+                self.stderr()
+            );
+        }
+        let Some(child) = self.child.as_mut() else { return };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            self.child = None;
+            return;
+        }
+        self.send_signal(libc::SIGTERM);
+        if self.wait_for_exit(EXIT_GRACE).is_none() {
+            self.kill_and_reap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RawConnection
+
+/// How a [`RawConnection`] frames its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFraming {
+    /// One JSON value per line.
+    Lines,
+    /// `Content-Length: N\r\n\r\n` then N bytes.
+    ContentLength,
+}
+
+impl WireFraming {
+    /// `message` framed for the wire.
+    pub fn encode(self, message: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Lines => {
+                let mut out = message.to_vec();
+                out.push(b'\n');
+                out
+            }
+            Self::ContentLength => {
+                let mut out = format!("Content-Length: {}\r\n\r\n", message.len()).into_bytes();
+                out.extend_from_slice(message);
+                out
+            }
+        }
+    }
+}
+
+/// Why [`RawConnection::try_recv`] returned no message.
+#[derive(Debug)]
+pub enum RecvError {
+    /// The daemon closed the connection (end of stream, or reset after it closed).
+    Closed,
+    /// Nothing arrived in time.
+    Timeout,
+    /// The socket failed otherwise.
+    Io(io::Error),
+    /// The daemon sent bytes that are not a frame of this connection's framing.
+    BadFrame(String),
+}
+
+/// A front-end written by hand: a Unix socket, a framing, and nothing else.
+///
+/// Received notifications that arrive while waiting for a response are kept
+/// and returned first by [`RawConnection::recv`].
+#[derive(Debug)]
+pub struct RawConnection {
+    stream: UnixStream,
+    framing: WireFraming,
+    buf: Vec<u8>,
+    stashed: VecDeque<Value>,
+    next_id: u64,
+}
+
+impl RawConnection {
+    /// Connect to `socket` (bounded by [`WAIT`]).
+    pub async fn connect(socket: &Path, framing: WireFraming) -> RawConnection {
+        let stream = within("connecting to the daemon's socket", UnixStream::connect(socket))
+            .await
+            .unwrap_or_else(|error| panic!("cannot connect to {}: {error}", socket.display()));
+        RawConnection {
+            stream,
+            framing,
+            buf: Vec::new(),
+            stashed: VecDeque::new(),
+            next_id: 1000,
+        }
+    }
+
+    /// Frame `message` and send it.
+    pub async fn send(&mut self, message: &Value) {
+        let bytes = self.framing.encode(message.to_string().as_bytes());
+        self.send_raw(&bytes).await;
+    }
+
+    /// Send bytes exactly as given (no framing), failing the test if the write fails.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        if let Err(error) = self.try_send_raw(bytes).await {
+            panic!("writing {} bytes to corrald failed: {error}", bytes.len());
+        }
+    }
+
+    /// Send bytes exactly as given; the error when the write fails (e.g. the daemon closed the connection).
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match tokio::time::timeout(WAIT, self.stream.write_all(bytes)).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("writing {} bytes did not finish within {WAIT:?}", bytes.len()),
+            )),
+        }
+    }
+
+    /// Half-close: no more bytes from this side.
+    pub async fn shutdown_write(&mut self) {
+        within("shutting down the write half", self.stream.shutdown())
+            .await
+            .expect("shutdown(SHUT_WR)");
+    }
+
+    /// The next message (stashed notifications first), failing the test after [`WAIT`] or on close.
+    pub async fn recv(&mut self) -> Value {
+        match self.try_recv(WAIT).await {
+            Ok(message) => message,
+            Err(error) => panic!("expected a message from corrald, got {error:?}"),
+        }
+    }
+
+    /// The next message, or why there is none within `limit`.
+    pub async fn try_recv(&mut self, limit: Duration) -> Result<Value, RecvError> {
+        if let Some(message) = self.stashed.pop_front() {
+            return Ok(message);
+        }
+        self.read_wire(limit).await
+    }
+
+    /// Send a request with a fresh id and return its response; notifications
+    /// received meanwhile are stashed for [`RawConnection::recv`].
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        self.response_to(&json!(id)).await
+    }
+
+    /// Wait for the response with this `id`, stashing anything else.
+    pub async fn response_to(&mut self, id: &Value) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_wire(remaining).await {
+                Ok(message) if message.get("id") == Some(id) => return message,
+                Ok(other) => self.stashed.push_back(other),
+                Err(error) => panic!("expected the response to request {id}, got {error:?}"),
+            }
+        }
+    }
+
+    /// A request's `result`, failing the test if it is an error.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let response = self.request(method, params).await;
+        match response.get("result") {
+            Some(result) => result.clone(),
+            None => panic!("`{method}` failed: {response}"),
+        }
+    }
+
+    /// `initialize` with protocol version 1; returns the result.
+    pub async fn initialize(&mut self) -> Value {
+        self.call("initialize", initialize_params(1)).await
+    }
+
+    /// Wait until the daemon closes the connection; fails if a message arrives first or nothing happens.
+    pub async fn expect_closed(&mut self) {
+        match self.try_recv(WAIT).await {
+            Err(RecvError::Closed) => {}
+            other => panic!("expected corrald to close the connection, got {other:?}"),
+        }
+    }
+
+    /// Read one frame from the socket.
+    async fn read_wire(&mut self, limit: Duration) -> Result<Value, RecvError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                return serde_json::from_slice(&frame).map_err(|error| {
+                    RecvError::BadFrame(format!("not JSON ({error}): {}", String::from_utf8_lossy(&frame)))
+                });
+            }
+            self.buf.reserve(16 * 1024);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_elapsed) => return Err(RecvError::Timeout),
+                Ok(Ok(0)) => return Err(RecvError::Closed),
+                Ok(Ok(_)) => {}
+                // A Unix socket closed by a peer that left bytes unread reports
+                // ECONNRESET once the bytes it did send are consumed.
+                Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionReset => return Err(RecvError::Closed),
+                Ok(Err(error)) => return Err(RecvError::Io(error)),
+            }
+        }
+    }
+
+    /// Cut one complete frame off the front of the buffer, if there is one.
+    fn take_frame(&mut self) -> Result<Option<Vec<u8>>, RecvError> {
+        match self.framing {
+            WireFraming::Lines => loop {
+                let Some(newline) = self.buf.iter().position(|&b| b == b'\n') else {
+                    return Ok(None);
+                };
+                let line: Vec<u8> = self.buf.drain(..=newline).collect();
+                let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(Some(line.to_vec()));
+                }
+            },
+            WireFraming::ContentLength => {
+                let Some(header_end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return Ok(None);
+                };
+                let headers = String::from_utf8_lossy(&self.buf[..header_end]).into_owned();
+                let length = headers
+                    .split("\r\n")
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.trim()
+                            .eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())
+                            .flatten()
+                    })
+                    .ok_or_else(|| RecvError::BadFrame(format!("no Content-Length in headers {headers:?}")))?;
+                let body_start = header_end + 4;
+                if self.buf.len() < body_start + length {
+                    return Ok(None);
+                }
+                let body = self.buf[body_start..body_start + length].to_vec();
+                self.buf.drain(..body_start + length);
+                Ok(Some(body))
+            }
+        }
+    }
+}
+
+/// `initialize` params for a raw client speaking `protocol_version`.
+pub fn initialize_params(protocol_version: u32) -> Value {
+    json!({
+        "protocolVersion": protocol_version,
+        "clientInfo": {"name": "raw-test-client", "version": "0"},
+    })
+}
+
+/// The `error.code` of a response, failing the test if it is not an error.
+pub fn error_code(response: &Value) -> i64 {
+    response["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("expected an error response, got {response}"))
+}
+
+/// The `error.message` of a response, failing the test if it is not an error.
+pub fn error_message(response: &Value) -> String {
+    response["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error response with a message, got {response}"))
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------
+// The test hook
+
+/// `debug/emitTestEvents {count, name}` → `{lastSeq}`: publishes `count`
+/// `mcpServer/startupStatus/updated` notifications (status `starting`) named
+/// `name`. Registered only when corrald runs with `CORRAL_TEST_HOOKS=1`.
+#[derive(Debug)]
+pub enum EmitTestEvents {}
+
+impl corral_protocol::Request for EmitTestEvents {
+    const METHOD: &'static str = "debug/emitTestEvents";
+    type Params = EmitTestEventsParams;
+    type Result = EmitTestEventsResult;
+}
+
+/// Params of [`EmitTestEvents`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmitTestEventsParams {
+    /// How many notifications to publish.
+    pub count: u32,
+    /// The server name they carry.
+    pub name: String,
+}
+
+/// Result of [`EmitTestEvents`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmitTestEventsResult {
+    /// Sequence number of the last notification published.
+    pub last_seq: u64,
+}
+
+/// Have the daemon publish `count` notifications named `name`; returns the last `seq`.
+pub async fn emit_test_events(client: &Client, count: u32, name: &str) -> u64 {
+    let params = EmitTestEventsParams {
+        count,
+        name: name.to_owned(),
+    };
+    client
+        .request::<EmitTestEvents>(params)
+        .await
+        .expect("debug/emitTestEvents (is CORRAL_TEST_HOOKS=1 set?)")
+        .last_seq
+}
+
+// ---------------------------------------------------------------------------
+// Other processes
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct CommandOutput {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Run `command` to completion with piped output, killing it and failing the test after `limit`.
+pub fn run_command(command: &mut Command, limit: Duration) -> CommandOutput {
+    let description = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run {description}: {error}"));
+    let mut stdout_pipe = child.stdout.take().expect("stdout is piped");
+    let mut stderr_pipe = child.stderr.take().expect("stderr is piped");
+    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
+    let stdout = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout_pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{description} did not finish within {limit:?}; stderr so far:\n{}",
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    CommandOutput {
+        status,
+        stdout: stdout.join().expect("stdout reader thread"),
+        stderr: stderr.join().expect("stderr reader thread"),
+    }
+}
+
+/// A `corral` command with no inherited `CORRAL_*` variables.
+pub fn corral_command() -> Command {
+    let mut command = Command::new(binary("corral"));
+    command.env_remove("CORRAL_SOCKET").env_remove("CORRAL_CONFIG");
+    command
+}

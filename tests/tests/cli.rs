@@ -1,0 +1,171 @@
+//! The `corral` command-line tool against the real daemon.
+
+use std::process::Stdio;
+
+use corral_tests::{TestDaemon, WAIT, corral_command, emit_test_events, run_command, within};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+const THREE_SERVERS: &str = r#"
+[servers.zeta-stdio]
+command = "true"
+
+[servers.alpha-http]
+url = "http://127.0.0.1:9/mcp"
+
+[servers.middle-disabled]
+command = "true"
+enabled = false
+"#;
+
+/// Run `corral ARGS --socket <daemon's socket>`; returns (exit code, stdout, stderr).
+fn corral(daemon: &TestDaemon, args: &[&str]) -> (i32, String, String) {
+    let mut command = corral_command();
+    command.args(args).arg("--socket").arg(daemon.socket_path());
+    let output = run_command(&mut command, WAIT);
+    let code = output.status.code().expect("corral exited by itself, not by a signal");
+    (code, output.stdout, output.stderr)
+}
+
+#[test]
+fn status_shows_the_daemon_socket_config_and_counts() {
+    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let (code, stdout, stderr) = corral(&daemon, &["status"]);
+    assert_eq!(code, 0, "{stderr}");
+    for expected in [
+        format!("(pid {})", daemon.pid()),
+        daemon.socket_path().display().to_string(),
+        daemon.config_path().display().to_string(),
+        "3 servers: 3 stopped".to_owned(),
+    ] {
+        assert!(stdout.contains(&expected), "missing {expected:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("config error"), "{stdout}");
+
+    let (code, stdout, stderr) = corral(&daemon, &["status", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let status: Value = serde_json::from_str(&stdout).expect("corral status --json prints JSON");
+    assert_eq!(status["daemonInfo"]["pid"], daemon.pid());
+    assert_eq!(status["servers"]["total"], 3);
+}
+
+#[test]
+fn list_shows_one_row_per_server_in_name_order() {
+    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let (code, stdout, stderr) = corral(&daemon, &["list"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three rows:\n{stdout}");
+    assert!(lines[0].starts_with("NAME"), "{stdout}");
+    let rows: Vec<Vec<&str>> = lines[1..].iter().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0][..4], ["alpha-http", "streamableHttp", "config", "stopped"]);
+    assert_eq!(rows[1][..4], ["middle-disabled", "stdio", "config", "stopped"]);
+    assert_eq!(rows[1].last(), Some(&"disabled"), "{stdout}");
+    assert_eq!(rows[2][..4], ["zeta-stdio", "stdio", "config", "stopped"]);
+}
+
+#[test]
+fn list_json_is_the_protocol_result() {
+    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let (code, stdout, stderr) = corral(&daemon, &["list", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let list: Value = serde_json::from_str(&stdout).expect("corral list --json prints JSON");
+    let servers = list["servers"].as_array().expect("servers array");
+    let names: Vec<&str> = servers.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["alpha-http", "middle-disabled", "zeta-stdio"]);
+    assert_eq!(servers[0]["transport"], "streamableHttp");
+    assert_eq!(servers[1]["enabled"], false);
+    assert!(
+        servers
+            .iter()
+            .all(|s| s["status"] == "stopped" && s["origin"] == "config")
+    );
+}
+
+#[test]
+fn get_shows_one_server_and_fails_for_an_unknown_one() {
+    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let (code, stdout, stderr) = corral(&daemon, &["get", "middle-disabled"]);
+    assert_eq!(code, 0, "{stderr}");
+    let fields: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    for expected in [
+        ["name:", "middle-disabled"],
+        ["status:", "stopped"],
+        ["enabled:", "no"],
+        ["transport:", "stdio"],
+        ["origin:", "config"],
+    ] {
+        assert!(
+            fields.iter().any(|f| f[..] == expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+
+    let (code, stdout, stderr) = corral(&daemon, &["get", "nope"]);
+    assert_eq!(code, 1, "stdout: {stdout}");
+    assert!(stderr.contains("-32001") && stderr.contains("nope"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}
+
+#[tokio::test]
+async fn events_json_prints_replayed_and_live_notifications() {
+    let daemon = TestDaemon::start();
+    let emitter = daemon.connect_client().await;
+    assert_eq!(emit_test_events(&emitter, 2, "before").await, 2);
+
+    let mut child = tokio::process::Command::new(corral_tests::binary("corral"))
+        .args(["events", "--json", "--since", "0", "--socket"])
+        .arg(daemon.socket_path())
+        .env_remove("CORRAL_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn corral events");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut next_event = async || -> Value {
+        let line = within("a line from `corral events`", lines.next_line())
+            .await
+            .expect("read corral events output")
+            .expect("corral events keeps running");
+        serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+    };
+    // The two replayed ones prove the command is connected and subscribed.
+    for expected in 1..=2u64 {
+        let event = next_event().await;
+        assert_eq!(event["method"], "mcpServer/startupStatus/updated", "{event}");
+        assert_eq!(event["params"]["seq"], expected, "{event}");
+        assert_eq!(event["params"]["name"], "before", "{event}");
+    }
+    assert_eq!(emit_test_events(&emitter, 3, "live").await, 5);
+    for expected in 3..=5u64 {
+        let event = next_event().await;
+        assert_eq!(
+            event["params"]["seq"], expected,
+            "each live event once, in order: {event}"
+        );
+        assert_eq!(event["params"]["name"], "live", "{event}");
+        assert_eq!(event["params"]["status"], "starting", "{event}");
+    }
+    child.start_kill().expect("kill corral events");
+    within("corral events to exit", child.wait()).await.expect("wait");
+}
+
+#[test]
+fn without_a_daemon_corral_says_it_is_not_running_and_exits_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("nobody-here.sock");
+    let mut command = corral_command();
+    command.arg("list").arg("--socket").arg(&socket);
+    let output = run_command(&mut command, WAIT);
+    assert_eq!(output.status.code(), Some(3), "stderr: {}", output.stderr);
+    assert_eq!(output.stdout, "");
+    assert_eq!(output.stderr.lines().count(), 1, "one line: {}", output.stderr);
+    assert!(output.stderr.contains("not running"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains(&socket.display().to_string()),
+        "{}",
+        output.stderr
+    );
+}
