@@ -124,21 +124,15 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connect to the daemon's Unix socket and run `initialize`.
+    /// Connect to the daemon's socket (a named pipe on Windows) and run `initialize`.
     ///
     /// Fails with [`ClientError::DaemonNotRunning`] when the socket is missing
     /// or refuses connections, [`ClientError::VersionMismatch`] when the
     /// daemon does not serve this protocol version.
-    //
-    // Windows will connect to a named pipe
-    // (`tokio::net::windows::named_pipe::ClientOptions`) and hand it to
-    // `connect_with_stream`; the rest of the client is transport-agnostic.
-    #[cfg(unix)]
     pub async fn connect(options: ConnectOptions) -> Result<Client, ClientError> {
         let socket = options.resolved_socket_path();
         let started = tokio::time::Instant::now();
-        let stream = match tokio::time::timeout(options.connect_timeout, tokio::net::UnixStream::connect(&socket)).await
-        {
+        let stream = match tokio::time::timeout(options.connect_timeout, open_stream(&socket)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(connect_error(socket, error)),
             Err(_elapsed) => {
@@ -307,7 +301,19 @@ async fn subscribe<T: serde::de::DeserializeOwned>(
         .map_err(|error| ClientError::from_jsonrpsee(method, Duration::ZERO, error))
 }
 
+/// Open a byte stream to the daemon: its Unix socket.
 #[cfg(unix)]
+async fn open_stream(socket: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(socket).await
+}
+
+/// Open a byte stream to the daemon: its named pipe. A missing pipe is
+/// `NotFound`, which [`connect_error`] reports as "daemon not running".
+#[cfg(windows)]
+async fn open_stream(pipe: &std::path::Path) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+    tokio::net::windows::named_pipe::ClientOptions::new().open(pipe)
+}
+
 fn connect_error(socket: PathBuf, error: std::io::Error) -> ClientError {
     use std::io::ErrorKind;
     match error.kind() {

@@ -27,9 +27,9 @@
 //! Architecture invariants: the wire types are `corral-protocol`'s (re-exported
 //! as [`protocol`]), never redefined here; the library never prints; every
 //! buffer is bounded and an overflow ends the notification stream with a
-//! reason instead of dropping notifications silently. Only Unix sockets are
-//! implemented ([`Client::connect`] is `cfg(unix)`); Windows named pipes can
-//! use [`Client::connect_with_stream`] later.
+//! reason instead of dropping notifications silently. [`Client::connect`]
+//! opens the daemon's Unix socket, or its named pipe on Windows (not compiled
+//! on the Linux development machines); the rest is transport-agnostic.
 
 pub mod client;
 pub mod error;

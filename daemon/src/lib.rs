@@ -50,8 +50,7 @@ impl Options {
     }
 }
 
-/// Run the daemon until SIGTERM or SIGINT (or `shutdown` is cancelled).
-#[cfg(unix)]
+/// Run the daemon until SIGTERM or SIGINT (Ctrl-C on Windows), or `shutdown` is cancelled.
 pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = Instant::now();
     // Installed before the socket exists: from the moment a front-end (or a
@@ -67,8 +66,14 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
             (config::Config::default(), Some(error.to_string()))
         }
     };
-    let (listener, socket_guard) = api::socket::bind(&options.socket_path)?;
-    let listener = tokio::net::UnixListener::from_std(listener).context("registering the socket with tokio")?;
+    #[cfg(unix)]
+    let (listener, socket_guard) = {
+        let (listener, guard) = api::socket::bind(&options.socket_path)?;
+        let listener = tokio::net::UnixListener::from_std(listener).context("registering the socket with tokio")?;
+        (listener, guard)
+    };
+    #[cfg(windows)]
+    let pipe = api::pipe::bind(&options.socket_path)?;
 
     let tracker = TaskTracker::new();
     let events = Arc::new(events::EventHub::new(EVENT_HISTORY));
@@ -89,7 +94,16 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
         "corrald {} listening",
         env!("CARGO_PKG_VERSION"),
     );
+    #[cfg(unix)]
     let server = tracker.spawn(api::serve(listener, context, shutdown.clone(), tracker.clone()));
+    #[cfg(windows)]
+    let server = tracker.spawn(api::pipe::serve(
+        options.socket_path.clone(),
+        pipe,
+        context,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
 
     tokio::select! {
         () = shutdown.cancelled() => {}
@@ -106,6 +120,7 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not finish in time; exiting anyway");
     }
+    #[cfg(unix)]
     drop(socket_guard);
     tracing::info!("stopped");
     Ok(())
@@ -133,6 +148,26 @@ impl ShutdownSignals {
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Ctrl-C, caught from the start of [`run`] (Windows has no SIGTERM).
+#[cfg(windows)]
+struct ShutdownSignals;
+
+#[cfg(windows)]
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            // Without a console handler the daemon can still be stopped by the
+            // service manager; never return, so the daemon keeps serving.
+            Err(_) => std::future::pending().await,
         }
     }
 }

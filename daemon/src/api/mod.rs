@@ -7,7 +7,10 @@
 
 mod connection;
 mod methods;
+#[cfg(windows)]
+pub mod pipe;
 mod session;
+#[cfg(unix)]
 pub mod socket;
 
 use std::path::PathBuf;
@@ -42,6 +45,8 @@ pub struct DaemonContext {
     /// Whether `debug/*` methods for tests and benchmarks are registered.
     pub(crate) test_hooks: bool,
     connections: AtomicU32,
+    /// One permit per open connection, at most [`MAX_CONNECTIONS`].
+    connection_slots: Arc<Semaphore>,
 }
 
 impl DaemonContext {
@@ -66,11 +71,22 @@ impl DaemonContext {
             events,
             test_hooks,
             connections: AtomicU32::new(0),
+            connection_slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         }
     }
 
     pub(crate) fn open_connections(&self) -> u32 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Count a new connection if there is room for it; the guard uncounts it.
+    fn admit(self: &Arc<Self>) -> Option<ConnectionGuard> {
+        let permit = self.connection_slots.clone().try_acquire_owned().ok()?;
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Some(ConnectionGuard {
+            context: self.clone(),
+            _permit: permit,
+        })
     }
 }
 
@@ -97,7 +113,6 @@ pub async fn serve(
     let methods: Methods = methods::build(context.clone())
         .context("registering the front-end methods")?
         .into();
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // SAFETY: geteuid has no preconditions and cannot fail.
     let own_uid = unsafe { libc::geteuid() };
     let mut next_id: u64 = 1;
@@ -126,17 +141,12 @@ pub async fn serve(
                 continue;
             }
         }
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let Some(guard) = context.admit() else {
             tracing::warn!(
                 limit = MAX_CONNECTIONS,
                 "refused a connection: too many open connections"
             );
             continue;
-        };
-        context.connections.fetch_add(1, Ordering::Relaxed);
-        let guard = ConnectionGuard {
-            context: context.clone(),
-            _permit: permit,
         };
         let session = Arc::new(session::Session::new(next_id));
         next_id += 1;
