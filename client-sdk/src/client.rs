@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use corral_protocol::{
     ClientInfo, DaemonStatus, DaemonStatusRequest, EventsLagged, EventsLaggedNotification, EventsReplay,
-    EventsReplayParams, EventsReplayResult, Initialize, InitializeParams, InitializeResult, McpServerGet,
-    McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, NoParams, Notification, Request,
-    StartupStatusUpdated, StartupStatusUpdatedNotification,
+    EventsReplayParams, EventsReplayResult, Initialize, InitializeParams, InitializeResult, McpServerControlParams,
+    McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, McpServerRestart,
+    McpServerStart, McpServerStop, NoParams, Notification, Request, StartupStatusUpdated,
+    StartupStatusUpdatedNotification,
 };
 use jsonrpsee::core::client::{ClientBuilder, ClientT, SubscriptionClientT};
 use jsonrpsee::core::traits::ToRpcParams;
@@ -245,6 +246,22 @@ impl Client {
     /// [`ErrorCode::ServerNotFound`](corral_protocol::ErrorCode::ServerNotFound).
     pub async fn mcp_server_get(&self, name: impl Into<String>) -> Result<McpServerGetResult, ClientError> {
         self.request::<McpServerGet>(McpServerGetParams::new(name)).await
+    }
+
+    /// `mcpServer/start`: start a server that is not running; returns once it is `starting`.
+    pub async fn mcp_server_start(&self, name: impl Into<String>) -> Result<McpServerGetResult, ClientError> {
+        self.request::<McpServerStart>(McpServerControlParams::new(name)).await
+    }
+
+    /// `mcpServer/stop`: stop a server and its processes; returns once they are gone.
+    pub async fn mcp_server_stop(&self, name: impl Into<String>) -> Result<McpServerGetResult, ClientError> {
+        self.request::<McpServerStop>(McpServerControlParams::new(name)).await
+    }
+
+    /// `mcpServer/restart`: stop (if running) and start a server.
+    pub async fn mcp_server_restart(&self, name: impl Into<String>) -> Result<McpServerGetResult, ClientError> {
+        self.request::<McpServerRestart>(McpServerControlParams::new(name))
+            .await
     }
 
     /// `events/replay`: notifications with `seq` greater than `after_seq` still in the daemon's history.

@@ -4,12 +4,16 @@
 //! Module map (see `docs/ARCHITECTURE.md`):
 //! - [`api`]: the socket, connections, framing, JSON-RPC dispatch;
 //! - [`supervisor`]: the actor owning the registry of MCP servers;
+//! - [`server`]: one task per server: lifecycle, restarts, teardown;
+//! - [`stdio`]: the one audited place that starts child processes;
 //! - [`events`]: sequence numbers, replay history and fan-out of notifications;
 //! - [`logging`]: tracing-subscriber set-up.
 
 pub mod api;
 pub mod events;
 pub mod logging;
+pub mod server;
+pub mod stdio;
 pub mod supervisor;
 
 use std::path::PathBuf;
@@ -77,7 +81,7 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
 
     let tracker = TaskTracker::new();
     let events = Arc::new(events::EventHub::new(EVENT_HISTORY));
-    let supervisor = supervisor::spawn(&config, events.clone(), shutdown.child_token(), &tracker);
+    let supervisor = supervisor::spawn(&config, &events, shutdown.child_token(), &tracker);
     let context = Arc::new(api::DaemonContext::new(
         started,
         options.socket_path.clone(),

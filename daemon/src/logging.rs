@@ -1,6 +1,6 @@
 //! Structured logs on stderr with tracing-subscriber.
 //!
-//! The filter comes from `CORRAL_LOG`, else `RUST_LOG`, else `info`. The
+//! The filter comes from `CORRAL_LOG`, else `RUST_LOG`, else `info,rmcp=warn`. The
 //! format is human-readable (coloured on a terminal) or one JSON object per
 //! line for log collectors.
 
@@ -23,7 +23,8 @@ pub fn init(format: LogFormat) {
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        // rmcp logs every handshake (with the server's whole instructions) at info.
+        .unwrap_or_else(|| EnvFilter::new("info,rmcp=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use corral_protocol::config::{Config, ServerConfig, TransportConfig};
-use corral_protocol::{McpServerStatus, ServerCounts, ServerOrigin, ServerStatus, TransportKind};
+use corral_protocol::config::{Config, TransportConfig};
+use corral_protocol::{McpServerStatus, ServerCounts, ServerOrigin, TransportKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EventHub;
+use crate::server::{self, ServerCommand, ServerHandle};
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
 #[derive(Debug)]
@@ -29,6 +30,22 @@ enum Command {
     Counts {
         reply: oneshot::Sender<ServerCounts>,
     },
+    Control {
+        name: String,
+        action: ControlAction,
+        reply: oneshot::Sender<Option<oneshot::Receiver<()>>>,
+    },
+}
+
+/// What `mcpServer/start|stop|restart` ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlAction {
+    /// Start if not running.
+    Start,
+    /// Stop and stay stopped.
+    Stop,
+    /// Stop if running, then start.
+    Restart,
 }
 
 /// The supervisor stopped (daemon shutting down); the caller should give up.
@@ -70,26 +87,56 @@ impl SupervisorHandle {
     pub async fn counts(&self) -> Result<ServerCounts, SupervisorStopped> {
         self.ask(|reply| Command::Counts { reply }).await
     }
+
+    /// Start, stop or restart a server; `Ok(None)` if there is no such server.
+    ///
+    /// Returns once the server task has done what it replies after (see
+    /// [`ControlAction`]): `starting` for start, processes gone for stop.
+    pub async fn control(&self, name: String, action: ControlAction) -> Result<Option<()>, SupervisorStopped> {
+        let done = self.ask(|reply| Command::Control { name, action, reply }).await?;
+        match done {
+            None => Ok(None),
+            Some(done) => done.await.map(Some).map_err(|_| SupervisorStopped),
+        }
+    }
+}
+
+/// How many stderr lines a status snapshot carries.
+const SNAPSHOT_STDERR_LINES: usize = 20;
+
+fn snapshot(handle: &ServerHandle, origin: ServerOrigin) -> McpServerStatus {
+    let transport = match handle.config.transport {
+        TransportConfig::Stdio(_) => TransportKind::Stdio,
+        TransportConfig::StreamableHttp(_) => TransportKind::StreamableHttp,
+    };
+    let state = handle.state.borrow();
+    let mut status = McpServerStatus::new(handle.config.name.clone(), origin, transport);
+    status.enabled = handle.config.enabled;
+    status.status = state.status;
+    status.failure_reason = state.failure_reason;
+    status.error = state.error.clone();
+    status.pid = state.pid;
+    status.restart_count = state.restart_count;
+    status.tool_count = state.tool_count;
+    status.server_info = state.server_info.clone();
+    status.uptime_ms = state
+        .ready_since
+        .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX));
+    status.last_exit = state.last_exit.clone();
+    status.stderr_tail = handle.stderr.last(SNAPSHOT_STDERR_LINES);
+    status
 }
 
 /// One server in the registry.
 #[derive(Debug)]
 struct ServerEntry {
-    config: ServerConfig,
+    handle: ServerHandle,
     origin: ServerOrigin,
-    status: ServerStatus,
 }
 
 impl ServerEntry {
     fn snapshot(&self) -> McpServerStatus {
-        let transport = match self.config.transport {
-            TransportConfig::Stdio(_) => TransportKind::Stdio,
-            TransportConfig::StreamableHttp(_) => TransportKind::StreamableHttp,
-        };
-        let mut status = McpServerStatus::new(self.config.name.clone(), self.origin, transport);
-        status.enabled = self.config.enabled;
-        status.status = self.status;
-        status
+        snapshot(&self.handle, self.origin)
     }
 }
 
@@ -98,9 +145,6 @@ impl ServerEntry {
 struct SupervisorActor {
     servers: BTreeMap<String, ServerEntry>,
     commands: mpsc::Receiver<Command>,
-    // Used once servers publish their transitions (stdio lifecycle).
-    #[allow(dead_code)]
-    events: Arc<EventHub>,
 }
 
 /// Bound of the command queue: callers wait (back-pressure) when it is full.
@@ -109,28 +153,25 @@ const COMMAND_QUEUE: usize = 256;
 /// Start the supervisor for `config`; it runs until `shutdown` is cancelled.
 pub fn spawn(
     config: &Config,
-    events: Arc<EventHub>,
+    events: &Arc<EventHub>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> SupervisorHandle {
     let (sender, commands) = mpsc::channel(COMMAND_QUEUE);
+    // Every config server's task starts now, all at once: none waits for another.
     let servers = config
         .servers
         .values()
         .map(|server| {
+            let handle = server::spawn(server.clone(), events.clone(), shutdown.child_token(), tracker);
             let entry = ServerEntry {
-                config: server.clone(),
+                handle,
                 origin: ServerOrigin::Config,
-                status: ServerStatus::Stopped,
             };
             (server.name.clone(), entry)
         })
         .collect();
-    let actor = SupervisorActor {
-        servers,
-        commands,
-        events,
-    };
+    let actor = SupervisorActor { servers, commands };
     tracker.spawn(actor.run(shutdown));
     SupervisorHandle { commands: sender }
 }
@@ -162,9 +203,28 @@ impl SupervisorActor {
             Command::Counts { reply } => {
                 let mut counts = ServerCounts::default();
                 for entry in self.servers.values() {
-                    counts.add(entry.status);
+                    counts.add(entry.handle.state.borrow().status);
                 }
                 let _ = reply.send(counts);
+            }
+            Command::Control { name, action, reply } => {
+                let Some(entry) = self.servers.get(&name) else {
+                    let _ = reply.send(None);
+                    return;
+                };
+                let (done, done_rx) = oneshot::channel();
+                let command = match action {
+                    ControlAction::Start => ServerCommand::Start { reply: done },
+                    ControlAction::Stop => ServerCommand::Stop { reply: done },
+                    ControlAction::Restart => ServerCommand::Restart { reply: done },
+                };
+                // try_send: the actor never waits on one server. A full queue
+                // (16 commands pending) drops the command; the caller sees the
+                // daemon as stopping, which is rare enough to be honest.
+                if let Err(error) = entry.handle.commands.try_send(command) {
+                    tracing::warn!(server = %name, %error, "server task did not take the command");
+                }
+                let _ = reply.send(Some(done_rx));
             }
         }
     }

@@ -355,6 +355,57 @@ impl McpServerGetResult {
     }
 }
 
+/// `mcpServer/start`: start a stopped, failed or cancelled server (no-op if it is running).
+///
+/// Answers once the server is `starting`; follow `mcpServer/startupStatus/updated`
+/// for the outcome. A started server is restarted after crashes again.
+#[derive(Debug)]
+pub enum McpServerStart {}
+impl Request for McpServerStart {
+    const METHOD: &'static str = "mcpServer/start";
+    type Params = McpServerControlParams;
+    type Result = McpServerGetResult;
+}
+
+/// `mcpServer/stop`: stop a server and everything it started; it stays stopped
+/// (no automatic restart) until started again.
+///
+/// Answers once the server's processes are gone.
+#[derive(Debug)]
+pub enum McpServerStop {}
+impl Request for McpServerStop {
+    const METHOD: &'static str = "mcpServer/stop";
+    type Params = McpServerControlParams;
+    type Result = McpServerGetResult;
+}
+
+/// `mcpServer/restart`: stop the server (if running) and start it again.
+///
+/// Answers once the old processes are gone and the new start has begun.
+#[derive(Debug)]
+pub enum McpServerRestart {}
+impl Request for McpServerRestart {
+    const METHOD: &'static str = "mcpServer/restart";
+    type Params = McpServerControlParams;
+    type Result = McpServerGetResult;
+}
+
+/// Parameters of `mcpServer/start`, `mcpServer/stop` and `mcpServer/restart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct McpServerControlParams {
+    /// Server name.
+    pub name: String,
+}
+
+impl McpServerControlParams {
+    /// Params naming a server.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
 /// Everything a front-end needs to show one server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -384,6 +435,10 @@ pub struct McpServerStatus {
     pub server_info: Option<ServerInfo>,
     /// Milliseconds since the server became ready.
     pub uptime_ms: Option<u64>,
+    /// How the server's last process ended, e.g. `exit status: 3` or `signal: 9 (SIGKILL)`.
+    pub last_exit: Option<String>,
+    /// The last lines the server wrote to stderr, oldest first (at most 20).
+    pub stderr_tail: Vec<String>,
 }
 
 impl McpServerStatus {
@@ -402,6 +457,8 @@ impl McpServerStatus {
             tool_count: None,
             server_info: None,
             uptime_ms: None,
+            last_exit: None,
+            stderr_tail: Vec::new(),
         }
     }
 }
@@ -521,6 +578,18 @@ pub struct ServerInfo {
     pub title: Option<String>,
     /// Negotiated MCP protocol version.
     pub protocol_version: Option<String>,
+}
+
+impl ServerInfo {
+    /// Server info as given at `initialize`.
+    pub fn new(name: String, version: String, title: Option<String>, protocol_version: Option<String>) -> Self {
+        Self {
+            name,
+            version,
+            title,
+            protocol_version,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

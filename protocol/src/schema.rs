@@ -32,6 +32,9 @@ pub fn protocol_schema() -> Value {
     method!(DaemonStatusRequest);
     method!(McpServerList);
     method!(McpServerGet);
+    method!(McpServerStart);
+    method!(McpServerStop);
+    method!(McpServerRestart);
     method!(EventsReplay);
 
     let mut notifications = serde_json::Map::new();
@@ -87,15 +90,22 @@ pub fn examples() -> Vec<(&'static str, Value)> {
     fs_server.pid = Some(4311);
     fs_server.tool_count = Some(14);
     fs_server.uptime_ms = Some(93_000);
+    fs_server.stderr_tail = vec!["Secure MCP Filesystem Server running on stdio".to_owned()];
     fs_server.server_info = Some(ServerInfo {
         name: "secure-filesystem-server".to_owned(),
         version: "0.2.0".to_owned(),
         title: None,
         protocol_version: Some("2025-11-25".to_owned()),
     });
+    let mut stopped_fs = fs_server.clone();
+    stopped_fs.status = ServerStatus::Stopped;
+    stopped_fs.pid = None;
+    stopped_fs.uptime_ms = None;
+    stopped_fs.last_exit = Some("exit status: 0".to_owned());
     let mut linear = McpServerStatus::new("linear", ServerOrigin::Config, TransportKind::StreamableHttp);
     linear.status = ServerStatus::Failed;
     linear.failure_reason = Some(FailureReason::ReauthenticationRequired);
+    linear.last_exit = None;
     linear.error = Some(
         "stored OAuth credentials for `linear` expired and could not be refreshed: run `corral login linear`"
             .to_owned(),

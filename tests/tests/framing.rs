@@ -5,7 +5,7 @@
 use corral_tests::{RawConnection, TestDaemon, WireFraming, error_code, error_message, initialize_params};
 use serde_json::{Value, json};
 
-const ONE_SERVER: &str = "[servers.echo]\ncommand = \"true\"\n";
+const ONE_SERVER: &str = "[servers.echo]\ncommand = \"true\"\nenabled = false\n";
 
 fn request(id: impl Into<Value>, method: &str, params: Value) -> Value {
     let mut message = json!({"jsonrpc": "2.0", "id": id.into(), "method": method});

@@ -5,13 +5,17 @@ use corral_client::protocol::{ErrorCode, ServerOrigin, ServerStatus, TransportKi
 use corral_tests::{TestDaemon, error_code};
 use serde_json::json;
 
-/// Two enabled servers (one per transport) and a disabled one, deliberately not in name order.
+/// Three servers (both transports), deliberately not in name order. All are
+/// disabled so that their status is `stopped` and no notification is sent:
+/// these tests are about the API's shape; launching is `stdio_lifecycle.rs`'s.
 const THREE_SERVERS: &str = r#"
 [servers.zeta-stdio]
 command = "true"
+enabled = false
 
 [servers.alpha-http]
 url = "http://127.0.0.1:9/mcp"
+enabled = false
 
 [servers.middle-disabled]
 command = "true"
@@ -58,7 +62,7 @@ async fn daemon_status_reports_paths_counts_and_connections() {
     assert_eq!(status.servers.total, 3);
     assert_eq!(
         status.servers.stopped, 3,
-        "servers are not launched yet: {:?}",
+        "disabled servers are never launched: {:?}",
         status.servers
     );
     assert_eq!(
@@ -105,16 +109,16 @@ async fn list_and_get_show_config_servers_sorted_and_stopped() {
     assert_eq!(names, ["alpha-http", "middle-disabled", "zeta-stdio"]);
 
     let expected = [
-        ("alpha-http", TransportKind::StreamableHttp, true),
+        ("alpha-http", TransportKind::StreamableHttp, false),
         ("middle-disabled", TransportKind::Stdio, false),
-        ("zeta-stdio", TransportKind::Stdio, true),
+        ("zeta-stdio", TransportKind::Stdio, false),
     ];
     for (server, (name, transport, enabled)) in servers.iter().zip(expected) {
         assert_eq!(server.name, name);
         assert_eq!(server.transport, transport, "{name}");
         assert_eq!(server.enabled, enabled, "{name}");
         assert_eq!(server.origin, ServerOrigin::Config, "{name}");
-        assert_eq!(server.status, ServerStatus::Stopped, "{name} is not launched yet");
+        assert_eq!(server.status, ServerStatus::Stopped, "{name} is disabled");
         assert_eq!(server.failure_reason, None, "{name}");
         assert_eq!(server.error, None, "{name}");
         assert_eq!(server.pid, None, "{name}");

@@ -20,7 +20,7 @@ fn vscode_jsonrpc_initializes_calls_methods_and_receives_notifications() {
     if let Err(error) = Command::new("node").arg("--version").output() {
         panic!("Node.js is needed for this test ({error}): install Node.js 20 or newer with npm");
     }
-    let daemon = TestDaemon::start_with_config("[servers.echo]\ncommand = \"true\"\n");
+    let daemon = TestDaemon::start_with_config("[servers.echo]\ncommand = \"true\"\nenabled = false\n");
 
     let mut node = Command::new("node");
     node.arg(peers.join("vscode-jsonrpc-client.mjs"))

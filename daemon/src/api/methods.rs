@@ -11,8 +11,9 @@ use std::sync::Arc;
 use corral_protocol::error::VersionMismatchData;
 use corral_protocol::{
     DaemonNotification, DaemonStatus, DaemonStatusRequest, ErrorCode, EventsReplay, EventsReplayResult, Initialize,
-    InitializeParams, InitializeResult, McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList,
-    McpServerListResult, NoParams, Request, ServerStatus, StartupStatusUpdated,
+    InitializeParams, InitializeResult, McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult,
+    McpServerList, McpServerListResult, McpServerRestart, McpServerStart, McpServerStop, NoParams, Request,
+    ServerStatus, StartupStatusUpdated,
 };
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
@@ -21,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use super::DaemonContext;
 use super::session::Session;
-use crate::supervisor::SupervisorStopped;
+use crate::supervisor::{ControlAction, SupervisorStopped};
 
 /// Build a JSON-RPC error object with one of our codes.
 pub(crate) fn rpc_error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
@@ -111,6 +112,10 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
         }
     })?;
 
+    register_control::<McpServerStart>(&mut module, ControlAction::Start)?;
+    register_control::<McpServerStop>(&mut module, ControlAction::Stop)?;
+    register_control::<McpServerRestart>(&mut module, ControlAction::Restart)?;
+
     module.register_method(EventsReplay::METHOD, |params, context, _| {
         let params = parse_params::<EventsReplay>(&params)?;
         let replay = context.events.replay(params.after_seq);
@@ -125,6 +130,25 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
         register_test_hooks(&mut module)?;
     }
     Ok(module)
+}
+
+/// `mcpServer/start|stop|restart`: forward to the supervisor, answer with the server's status after.
+fn register_control<R>(module: &mut RpcModule<DaemonContext>, action: ControlAction) -> Result<(), RegisterMethodError>
+where
+    R: Request<Params = McpServerControlParams, Result = McpServerGetResult>,
+{
+    module.register_async_method(R::METHOD, move |params, context, _| async move {
+        let McpServerControlParams { name, .. } = parse_params::<R>(&params)?;
+        let not_found = || rpc_error(ErrorCode::ServerNotFound, format!("no MCP server named `{name}`"));
+        context
+            .supervisor
+            .control(name.clone(), action)
+            .await?
+            .ok_or_else(not_found)?;
+        let server = context.supervisor.get(name.clone()).await?.ok_or_else(not_found)?;
+        Ok::<_, ErrorObjectOwned>(McpServerGetResult::new(server))
+    })?;
+    Ok(())
 }
 
 fn initialize(

@@ -51,6 +51,21 @@ enum Command {
         /// Server name as in the config file
         name: String,
     },
+    /// Start a server that is not running (it is restarted after crashes again)
+    Start {
+        /// Server name as in the config file
+        name: String,
+    },
+    /// Stop a server and every process it started; it stays stopped until started
+    Stop {
+        /// Server name as in the config file
+        name: String,
+    },
+    /// Stop a server (if running) and start it again
+    Restart {
+        /// Server name as in the config file
+        name: String,
+    },
     /// Follow server status changes until Ctrl-C
     Events {
         /// First print the notifications after this sequence number that the daemon still remembers
@@ -87,6 +102,9 @@ fn main() -> ExitCode {
         Command::Status => run_daemon_command(&cli, DaemonCommand::Status),
         Command::List => run_daemon_command(&cli, DaemonCommand::List),
         Command::Get { name } => run_daemon_command(&cli, DaemonCommand::Get(name)),
+        Command::Start { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Start, name)),
+        Command::Stop { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Stop, name)),
+        Command::Restart { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Restart, name)),
         Command::Events { since } => run_daemon_command(&cli, DaemonCommand::Events { since: *since }),
     };
     match outcome {
@@ -137,7 +155,15 @@ enum DaemonCommand<'a> {
     Status,
     List,
     Get(&'a str),
+    Control(Control, &'a str),
     Events { since: Option<u64> },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Control {
+    Start,
+    Stop,
+    Restart,
 }
 
 fn run_daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result<ExitCode> {
@@ -177,6 +203,18 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
                 emit_pretty_json(&get)?;
             } else {
                 emit(&render::server_details(&get.server))?;
+            }
+        }
+        DaemonCommand::Control(action, name) => {
+            let result = match action {
+                Control::Start => client.mcp_server_start(name).await?,
+                Control::Stop => client.mcp_server_stop(name).await?,
+                Control::Restart => client.mcp_server_restart(name).await?,
+            };
+            if cli.json {
+                emit_pretty_json(&result)?;
+            } else {
+                emit_line(&format!("{}: {}", result.server.name, result.server.status))?;
             }
         }
         DaemonCommand::Events { since } => {

@@ -123,8 +123,16 @@ pub(crate) fn server_details(server: &McpServerStatus) -> String {
         ("server info", or_dash(server_info)),
         ("failure reason", or_dash(server.failure_reason.as_ref().map(wire_name))),
         ("error", or_dash(server.error.as_ref())),
+        ("last exit", or_dash(server.last_exit.as_ref())),
     ];
-    key_values(&pairs)
+    let mut text = key_values(&pairs);
+    if !server.stderr_tail.is_empty() {
+        text.push_str("stderr (most recent last):\n");
+        for line in &server.stderr_tail {
+            text.push_str(&format!("  {}\n", one_line(line, 200)));
+        }
+    }
+    text
 }
 
 /// `corral events`: one line per notification.

@@ -1,0 +1,648 @@
+//! One task per MCP server: its lifecycle state machine, restart policy and
+//! teardown.
+//!
+//! ```text
+//!            start                 initialize + tools/list
+//!  stopped ─────────▶ starting ──────────────────────────▶ ready
+//!     ▲                 │  │ stop / daemon shutdown          │ process died
+//!     │ stop            │  └──────────▶ cancelled            ▼
+//!     │                 │ launch/initialize failed     (backoff) ──▶ starting
+//!     │                 ▼                                    │ too many crashes
+//!     └──────────── failed ◀─────────────────────────────────┘ (crashLoop)
+//! ```
+//!
+//! The task is the only writer of its server's state (a `watch` channel the
+//! supervisor reads for snapshots) and publishes every status change as a
+//! `mcpServer/startupStatus/updated` notification. A server stopped on
+//! purpose is never restarted; a startup failure is not retried (the user
+//! fixes the cause and starts it again); a crash after `ready` is restarted
+//! with capped exponential backoff until it crashes too often.
+//!
+//! Teardown is bounded: close the MCP session (stdin EOF), wait
+//! [`TeardownPolicy::stdin_grace`], SIGTERM the process group, wait
+//! [`TeardownPolicy::term_grace`], SIGKILL the group. The group is signalled
+//! even when the leader exits on its own, so a helper it started in the same
+//! group does not outlive it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_protocol::config::{ServerConfig, TransportConfig};
+use corral_protocol::{DaemonNotification, FailureReason, ServerInfo, ServerStatus, StartupStatusUpdated};
+use process_wrap::tokio::ChildWrapper;
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceExt as _};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::EventHub;
+use crate::stdio::{self, LaunchError, StderrTail};
+
+/// The state of one server, written only by its task.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerState {
+    pub(crate) status: ServerStatus,
+    pub(crate) failure_reason: Option<FailureReason>,
+    pub(crate) error: Option<String>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) restart_count: u32,
+    pub(crate) tool_count: Option<u32>,
+    pub(crate) server_info: Option<ServerInfo>,
+    pub(crate) ready_since: Option<Instant>,
+    pub(crate) last_exit: Option<String>,
+}
+
+impl ServerState {
+    fn stopped() -> Self {
+        Self {
+            status: ServerStatus::Stopped,
+            failure_reason: None,
+            error: None,
+            pid: None,
+            restart_count: 0,
+            tool_count: None,
+            server_info: None,
+            ready_since: None,
+            last_exit: None,
+        }
+    }
+}
+
+/// How long each teardown step may take.
+#[derive(Debug, Clone, Copy)]
+pub struct TeardownPolicy {
+    /// After closing stdin, how long the server may take to exit by itself.
+    pub stdin_grace: Duration,
+    /// After SIGTERM, how long before SIGKILL.
+    pub term_grace: Duration,
+}
+
+impl Default for TeardownPolicy {
+    fn default() -> Self {
+        Self {
+            stdin_grace: Duration::from_millis(1000),
+            term_grace: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// When a crashed server is restarted, and when the daemon gives up.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    /// Delay before the first restart; doubles with every consecutive crash.
+    pub initial_backoff: Duration,
+    /// Longest delay between restarts.
+    pub max_backoff: Duration,
+    /// This many crashes within `crash_window` mark the server `crashLoop`.
+    pub crash_limit: usize,
+    /// See `crash_limit`.
+    pub crash_window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            crash_limit: 5,
+            crash_window: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RestartPolicy {
+    fn backoff(&self, consecutive_crashes: u32) -> Duration {
+        let factor = 2u32.saturating_pow(consecutive_crashes.saturating_sub(1).min(16));
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
+    }
+}
+
+/// What the supervisor asks of a server task.
+#[derive(Debug)]
+pub(crate) enum ServerCommand {
+    /// Start if not running; replies once `starting`.
+    Start { reply: oneshot::Sender<()> },
+    /// Stop and stay stopped; replies once the processes are gone.
+    Stop { reply: oneshot::Sender<()> },
+    /// Stop if running, then start; replies once the new start has begun.
+    Restart { reply: oneshot::Sender<()> },
+}
+
+/// The supervisor's handle on one server task.
+#[derive(Debug)]
+pub(crate) struct ServerHandle {
+    pub(crate) config: ServerConfig,
+    pub(crate) state: watch::Receiver<ServerState>,
+    pub(crate) stderr: StderrTail,
+    pub(crate) commands: mpsc::Sender<ServerCommand>,
+}
+
+/// Start the task for one server. It launches the server at once if the
+/// config enables it, and runs until `shutdown` is cancelled (tearing the
+/// server down first).
+pub(crate) fn spawn(
+    config: ServerConfig,
+    events: Arc<EventHub>,
+    shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> ServerHandle {
+    let (state_tx, state) = watch::channel(ServerState::stopped());
+    let (commands_tx, commands) = mpsc::channel(16);
+    let stderr = StderrTail::default();
+    let task = ServerTask {
+        name: config.name.clone(),
+        config: config.clone(),
+        events,
+        state: state_tx,
+        stderr: stderr.clone(),
+        commands,
+        shutdown,
+        teardown: TeardownPolicy::default(),
+        restart: RestartPolicy::default(),
+        tracker: tracker.clone(),
+    };
+    tracker.spawn(task.run());
+    ServerHandle {
+        config,
+        state,
+        stderr,
+        commands: commands_tx,
+    }
+}
+
+struct ServerTask {
+    name: String,
+    config: ServerConfig,
+    events: Arc<EventHub>,
+    state: watch::Sender<ServerState>,
+    stderr: StderrTail,
+    commands: mpsc::Receiver<ServerCommand>,
+    shutdown: CancellationToken,
+    teardown: TeardownPolicy,
+    restart: RestartPolicy,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+/// How one run of the server (launch to teardown) ended.
+enum RunEnd {
+    /// Stopped on request; reply once the processes are gone.
+    Stopped(oneshot::Sender<()>),
+    /// Restart requested; reply once the new start has begun.
+    Restart(oneshot::Sender<()>),
+    /// Launch or startup failed (already reported).
+    StartupFailed,
+    /// Died after `ready`.
+    Crashed,
+    /// The daemon is shutting down.
+    Shutdown,
+}
+
+/// A running MCP session with its process.
+struct Running {
+    service: RunningService<RoleClient, ClientConfig>,
+    child: Box<dyn ChildWrapper>,
+    pid: u32,
+}
+
+impl ServerTask {
+    async fn run(mut self) {
+        let mut want_running = self.config.enabled;
+        let mut pending_reply: Option<oneshot::Sender<()>> = None;
+        let mut recent_crashes: Vec<Instant> = Vec::new();
+        let mut consecutive_crashes = 0u32;
+        loop {
+            if !want_running {
+                let command = tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    command = self.commands.recv() => command,
+                };
+                match command {
+                    None => return,
+                    Some(ServerCommand::Stop { reply }) => {
+                        let _ = reply.send(());
+                    }
+                    Some(ServerCommand::Start { reply } | ServerCommand::Restart { reply }) => {
+                        want_running = true;
+                        pending_reply = Some(reply);
+                        recent_crashes.clear();
+                        consecutive_crashes = 0;
+                    }
+                }
+                continue;
+            }
+            let end = self.run_once(pending_reply.take()).await;
+            match end {
+                RunEnd::Shutdown => return,
+                RunEnd::Stopped(reply) => {
+                    want_running = false;
+                    let _ = reply.send(());
+                }
+                RunEnd::Restart(reply) => pending_reply = Some(reply),
+                RunEnd::StartupFailed => want_running = false,
+                RunEnd::Crashed => {
+                    let now = Instant::now();
+                    recent_crashes.retain(|at| now.duration_since(*at) < self.restart.crash_window);
+                    recent_crashes.push(now);
+                    consecutive_crashes += 1;
+                    if recent_crashes.len() >= self.restart.crash_limit {
+                        let error = format!(
+                            "`{}` crashed {} times within {:?}; not restarting it until it is started again{}",
+                            self.name,
+                            recent_crashes.len(),
+                            self.restart.crash_window,
+                            self.last_exit_suffix()
+                        );
+                        self.fail(FailureReason::CrashLoop, error);
+                        want_running = false;
+                        continue;
+                    }
+                    let delay = self.restart.backoff(consecutive_crashes);
+                    tracing::info!(server = %self.name, ?delay, "restarting after a crash");
+                    self.state.send_modify(|state| state.restart_count += 1);
+                    // Wait out the backoff, but a stop or a shutdown wins.
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => return,
+                        command = self.commands.recv() => match command {
+                            None => return,
+                            Some(ServerCommand::Stop { reply }) => {
+                                self.set_status(ServerStatus::Stopped, None);
+                                want_running = false;
+                                let _ = reply.send(());
+                            }
+                            Some(ServerCommand::Start { reply } | ServerCommand::Restart { reply }) => {
+                                pending_reply = Some(reply);
+                            }
+                        },
+                    }
+                }
+            }
+            if matches!(self.state.borrow().status, ServerStatus::Ready) {
+                // Stayed up long enough to count as healthy again.
+                consecutive_crashes = 0;
+            }
+        }
+    }
+
+    /// Launch, initialize, serve until something ends it, tear down.
+    async fn run_once(&mut self, reply_when_starting: Option<oneshot::Sender<()>>) -> RunEnd {
+        self.state.send_modify(|state| {
+            state.pid = None;
+            state.tool_count = None;
+            state.server_info = None;
+            state.ready_since = None;
+        });
+        self.set_status(ServerStatus::Starting, None);
+        if let Some(reply) = reply_when_starting {
+            let _ = reply.send(());
+        }
+        let TransportConfig::Stdio(stdio_config) = &self.config.transport else {
+            // Streamable HTTP arrives with its own issue; say so plainly.
+            self.fail(
+                FailureReason::ConfigInvalid,
+                format!(
+                    "`{}` uses streamable HTTP, which this corrald cannot start yet",
+                    self.name
+                ),
+            );
+            return RunEnd::StartupFailed;
+        };
+        let (launched, stderr) = match stdio::launch(stdio_config) {
+            Ok(launched) => launched,
+            Err(error) => {
+                let reason = match &error {
+                    LaunchError::ExecutableNotFound { .. } => FailureReason::ExecutableNotFound,
+                    LaunchError::BadWorkingDirectory { .. } => FailureReason::ConfigInvalid,
+                    LaunchError::Spawn { .. } => FailureReason::SpawnFailed,
+                };
+                self.fail(reason, format!("`{}`: {error}", self.name));
+                return RunEnd::StartupFailed;
+            }
+        };
+        let pid = launched.pid;
+        tracing::info!(server = %self.name, pid, "launched");
+        self.state.send_modify(|state| state.pid = Some(pid));
+        let mut drain = self
+            .tracker
+            .spawn(stdio::drain_stderr(self.name.clone(), stderr, self.stderr.clone()));
+
+        let mut child = launched.child;
+        let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
+        let client_config = client_config();
+        let startup = async {
+            let service = client_config
+                .serve((launched.stdout, launched.stdin))
+                .await
+                .map_err(|error| (FailureReason::ProtocolError, format!("initialize failed: {error}")))?;
+            let tools = service
+                .peer()
+                .list_all_tools()
+                .await
+                .map_err(|error| (FailureReason::ProtocolError, format!("tools/list failed: {error}")))?;
+            Ok::<_, (FailureReason, String)>((service, tools))
+        };
+        tokio::pin!(startup);
+        let outcome = loop {
+            tokio::select! {
+                outcome = tokio::time::timeout_at(deadline, &mut startup) => break match outcome {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err((
+                        FailureReason::StartupTimeout,
+                        format!(
+                            "initialize and tools/list did not finish within {:?} (startup_timeout_sec)",
+                            self.config.startup_timeout
+                        ),
+                    )),
+                },
+                status = child.inner_mut().wait() => {
+                    let exit = describe_exit(status);
+                    self.state.send_modify(|state| state.last_exit = Some(exit.clone()));
+                    // Let the stderr reader catch the last words before quoting them.
+                    let _ = tokio::time::timeout(Duration::from_millis(200), &mut drain).await;
+                    break Err((
+                        FailureReason::ProcessExited,
+                        format!("exited during startup ({exit}){}", self.stderr_suffix()),
+                    ));
+                }
+                () = self.shutdown.cancelled() => {
+                    self.set_status(ServerStatus::Cancelled, None);
+                    self.teardown_process(None, &mut child, pid).await;
+                    return RunEnd::Shutdown;
+                }
+                command = self.commands.recv() => {
+                    let end = match command {
+                        // Already starting: nothing to do.
+                        Some(ServerCommand::Start { reply }) => {
+                            let _ = reply.send(());
+                            continue;
+                        }
+                        None => RunEnd::Shutdown,
+                        Some(ServerCommand::Stop { reply }) => RunEnd::Stopped(reply),
+                        Some(ServerCommand::Restart { reply }) => RunEnd::Restart(reply),
+                    };
+                    self.set_status(ServerStatus::Cancelled, None);
+                    self.teardown_process(None, &mut child, pid).await;
+                    return end;
+                }
+            }
+        };
+        let (service, tools) = match outcome {
+            Ok(ready) => ready,
+            Err((reason, error)) => {
+                self.teardown_process(None, &mut child, pid).await;
+                self.fail(reason, format!("`{}`: {error}", self.name));
+                return RunEnd::StartupFailed;
+            }
+        };
+        let tool_count = tools
+            .iter()
+            .filter(|tool| tool_allowed(&self.config, &tool.name))
+            .count();
+        let server_info = service.peer_info().map(|info| {
+            let implementation = info.server_info.clone().unwrap_or_default();
+            ServerInfo::new(
+                implementation.name,
+                implementation.version,
+                implementation.title,
+                Some(info.protocol_version.to_string()),
+            )
+        });
+        self.state.send_modify(|state| {
+            state.tool_count = Some(u32::try_from(tool_count).unwrap_or(u32::MAX));
+            state.server_info = server_info;
+            state.ready_since = Some(Instant::now());
+        });
+        self.set_status(ServerStatus::Ready, None);
+        tracing::info!(server = %self.name, pid, tools = tool_count, "ready");
+
+        let mut running = Running { service, child, pid };
+        loop {
+            tokio::select! {
+                status = running.child.inner_mut().wait() => {
+                    let exit = describe_exit(status);
+                    tracing::warn!(server = %self.name, pid, %exit, "server process exited");
+                    self.state.send_modify(|state| state.last_exit = Some(exit));
+                    let Running { service, mut child, pid } = running;
+                    self.teardown_process(Some(service), &mut child, pid).await;
+                    return RunEnd::Crashed;
+                }
+                () = self.shutdown.cancelled() => {
+                    self.stop_running(running).await;
+                    return RunEnd::Shutdown;
+                }
+                command = self.commands.recv() => {
+                    let end = match command {
+                        // Already running: nothing to do.
+                        Some(ServerCommand::Start { reply }) => {
+                            let _ = reply.send(());
+                            continue;
+                        }
+                        None => RunEnd::Shutdown,
+                        Some(ServerCommand::Stop { reply }) => RunEnd::Stopped(reply),
+                        Some(ServerCommand::Restart { reply }) => RunEnd::Restart(reply),
+                    };
+                    self.stop_running(running).await;
+                    return end;
+                }
+            }
+        }
+    }
+
+    /// Tear a ready server down on purpose and report `stopped`.
+    async fn stop_running(&mut self, running: Running) {
+        let Running {
+            service,
+            mut child,
+            pid,
+        } = running;
+        self.teardown_process(Some(service), &mut child, pid).await;
+        self.set_status(ServerStatus::Stopped, None);
+    }
+
+    /// The bounded teardown of one process tree; records how it ended.
+    async fn teardown_process(
+        &self,
+        service: Option<RunningService<RoleClient, ClientConfig>>,
+        child: &mut Box<dyn ChildWrapper>,
+        pid: u32,
+    ) {
+        let started = Instant::now();
+        let exit = teardown(service, child, pid, self.teardown).await;
+        tracing::info!(server = %self.name, pid, elapsed = ?started.elapsed(), exit = ?exit, "torn down");
+        self.state.send_modify(|state| {
+            state.pid = None;
+            state.ready_since = None;
+            if let Some(exit) = exit {
+                state.last_exit = Some(exit);
+            }
+        });
+    }
+
+    fn set_status(&self, status: ServerStatus, failure: Option<(FailureReason, String)>) {
+        let (reason, error) = match failure {
+            Some((reason, error)) => (Some(reason), Some(error)),
+            None => (None, None),
+        };
+        self.state.send_modify(|state| {
+            state.status = status;
+            state.failure_reason = reason;
+            state.error = error.clone();
+        });
+        let name = self.name.clone();
+        self.events.publish(|seq| {
+            let mut update = StartupStatusUpdated::new(seq, name, status);
+            update.failure_reason = reason;
+            update.error = error;
+            DaemonNotification::StartupStatusUpdated(update)
+        });
+    }
+
+    fn fail(&self, reason: FailureReason, error: String) {
+        tracing::warn!(server = %self.name, ?reason, "{error}");
+        self.set_status(ServerStatus::Failed, Some((reason, error)));
+    }
+
+    fn stderr_suffix(&self) -> String {
+        let tail = self.stderr.last(5);
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr: {}", tail.join(" | "))
+        }
+    }
+
+    fn last_exit_suffix(&self) -> String {
+        match &self.state.borrow().last_exit {
+            Some(exit) => format!(" (last {exit}){}", self.stderr_suffix()),
+            None => self.stderr_suffix(),
+        }
+    }
+}
+
+/// Whether the config's `enabled_tools` / `disabled_tools` let `tool` through.
+pub(crate) fn tool_allowed(config: &ServerConfig, tool: &str) -> bool {
+    let enabled = config
+        .enabled_tools
+        .as_ref()
+        .is_none_or(|enabled| enabled.iter().any(|name| name == tool));
+    enabled && !config.disabled_tools.iter().any(|name| name == tool)
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("corrald", env!("CARGO_PKG_VERSION")),
+    )
+}
+
+fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(error) => format!("unknown exit ({error})"),
+    }
+}
+
+/// Close the session, then escalate: stdin EOF → SIGTERM → SIGKILL to the
+/// whole process group, each step bounded. Returns how the leader ended, if
+/// it was reaped here.
+async fn teardown(
+    service: Option<RunningService<RoleClient, ClientConfig>>,
+    child: &mut Box<dyn ChildWrapper>,
+    pid: u32,
+    policy: TeardownPolicy,
+) -> Option<String> {
+    if let Some(mut service) = service {
+        // Cancelling the session closes the transport: the server sees stdin EOF.
+        let _ = service.close_with_timeout(policy.stdin_grace).await;
+    }
+    let mut exit = match tokio::time::timeout(policy.stdin_grace, child.inner_mut().wait()).await {
+        Ok(status) => Some(describe_exit(status)),
+        Err(_) => None,
+    };
+    if exit.is_some() && !group_alive(pid) {
+        return exit;
+    }
+    signal_group(child, Signal::Terminate);
+    let deadline = tokio::time::Instant::now() + policy.term_grace;
+    if exit.is_none() {
+        exit = tokio::time::timeout_at(deadline, child.inner_mut().wait())
+            .await
+            .ok()
+            .map(describe_exit);
+    }
+    // Give the rest of the group the same grace the leader had.
+    while group_alive(pid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if exit.is_none() || group_alive(pid) {
+        signal_group(child, Signal::Kill);
+        if exit.is_none() {
+            exit = tokio::time::timeout(Duration::from_secs(1), child.inner_mut().wait())
+                .await
+                .ok()
+                .map(describe_exit);
+        }
+    }
+    exit
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Terminate,
+    Kill,
+}
+
+#[cfg(unix)]
+fn signal_group(child: &mut Box<dyn ChildWrapper>, signal: Signal) {
+    let number = match signal {
+        Signal::Terminate => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+    };
+    // ESRCH (group already gone) is the expected outcome of a clean exit.
+    let _ = child.signal(number);
+}
+
+#[cfg(windows)]
+fn signal_group(child: &mut Box<dyn ChildWrapper>, _signal: Signal) {
+    // The Job Object has no graceful signal: terminate the whole job.
+    let _ = child.start_kill();
+}
+
+/// Whether any process of the group led by `pid` still exists.
+#[cfg(unix)]
+fn group_alive(pid: u32) -> bool {
+    let Ok(pgid) = i32::try_from(pid) else { return false };
+    // SAFETY: signal 0 only checks for existence and permission; nothing is sent.
+    unsafe { libc::killpg(pgid, 0) == 0 }
+}
+
+#[cfg(windows)]
+fn group_alive(_pid: u32) -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let policy = RestartPolicy::default();
+        assert_eq!(policy.backoff(1), Duration::from_millis(500));
+        assert_eq!(policy.backoff(2), Duration::from_secs(1));
+        assert_eq!(policy.backoff(3), Duration::from_secs(2));
+        assert_eq!(policy.backoff(10), Duration::from_secs(30));
+        assert_eq!(policy.backoff(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn tool_filters_apply_enabled_then_disabled() {
+        let text = "[servers.s]\ncommand = \"x\"\nenabled_tools = [\"a\", \"b\"]\ndisabled_tools = [\"b\"]\n";
+        let config = corral_protocol::config::parse(text, std::path::Path::new("t.toml")).expect("valid");
+        let server = &config.servers["s"];
+        assert!(tool_allowed(server, "a"));
+        assert!(!tool_allowed(server, "b"), "disabled wins");
+        assert!(!tool_allowed(server, "c"), "not in enabled_tools");
+    }
+}

@@ -1,0 +1,354 @@
+//! Launching stdio MCP servers: the one audited place where corrald starts a
+//! child process.
+//!
+//! - The environment is built, not inherited: a short allow-list of the
+//!   daemon's variables, then the names in `env_vars`, then the literal `env`
+//!   map, all as `OsString` so that non-UTF-8 values survive.
+//! - The working directory is the configured `cwd` (checked to exist), else
+//!   the user's home directory: never whatever directory the daemon happened
+//!   to be started in.
+//! - The program is resolved before spawning, on the *child's* PATH (and
+//!   PATHEXT on Windows, so `npx` finds `npx.cmd`); a missing program is a
+//!   typed error naming the program and the PATH searched.
+//! - The child leads its own process group (a Job Object on Windows), so the
+//!   whole tree can be signalled at once.
+//! - stderr is always drained (a full pipe would block the server) into a
+//!   bounded ring of recent lines and into the log, rate-limited.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use corral_protocol::config::StdioConfig;
+use process_wrap::tokio::{ChildWrapper, CommandWrap};
+use tokio::io::AsyncReadExt as _;
+use tokio::process::{ChildStdin, ChildStdout};
+
+/// Variables copied from the daemon's environment into every child.
+#[cfg(unix)]
+pub const DEFAULT_ENV_VARS: &[&str] = &[
+    "HOME", "LOGNAME", "PATH", "SHELL", "USER", "LANG", "LC_ALL", "TERM", "TMPDIR", "TZ",
+];
+
+/// Variables copied from the daemon's environment into every child.
+#[cfg(windows)]
+pub const DEFAULT_ENV_VARS: &[&str] = &[
+    "PATH",
+    "PATHEXT",
+    "COMSPEC",
+    "SYSTEMROOT",
+    "SYSTEMDRIVE",
+    "USERNAME",
+    "USERDOMAIN",
+    "USERPROFILE",
+    "HOMEDRIVE",
+    "HOMEPATH",
+    "PROGRAMFILES",
+    "PROGRAMFILES(X86)",
+    "PROGRAMW6432",
+    "PROGRAMDATA",
+    "LOCALAPPDATA",
+    "APPDATA",
+    "TEMP",
+    "TMP",
+];
+
+/// Why a server could not be launched.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// The program is not on the child's PATH (or the given path does not exist).
+    ExecutableNotFound {
+        /// The configured command.
+        program: String,
+        /// The PATH that was searched, lossily decoded.
+        searched: String,
+    },
+    /// The configured `cwd` does not exist or is not a directory.
+    BadWorkingDirectory {
+        /// The directory.
+        cwd: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The OS refused to start the process.
+    Spawn {
+        /// The resolved program.
+        program: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ExecutableNotFound { program, searched } => {
+                write!(f, "executable `{program}` not found on the server's PATH ({searched})")
+            }
+            Self::BadWorkingDirectory { cwd, problem } => {
+                write!(f, "working directory {} {problem}", cwd.display())
+            }
+            Self::Spawn { program, error } => write!(f, "cannot start {}: {error}", program.display()),
+        }
+    }
+}
+
+impl std::error::Error for LaunchError {}
+
+/// A started server: its process and the pipes rmcp will speak MCP over.
+pub struct Launched {
+    /// The child, leader of its own process group.
+    pub child: Box<dyn ChildWrapper>,
+    /// Its process id (= process group id on Unix).
+    pub pid: u32,
+    /// The child's stdout: MCP messages from the server.
+    pub stdout: ChildStdout,
+    /// The child's stdin: MCP messages to the server.
+    pub stdin: ChildStdin,
+}
+
+impl std::fmt::Debug for Launched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launched")
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The environment of a child: allow-list, then `env_vars`, then `env`.
+pub fn child_env(config: &StdioConfig, lookup: impl Fn(&str) -> Option<OsString>) -> BTreeMap<OsString, OsString> {
+    let mut env = BTreeMap::new();
+    for name in DEFAULT_ENV_VARS
+        .iter()
+        .copied()
+        .chain(config.env_vars.iter().map(String::as_str))
+    {
+        if let Some(value) = lookup(name) {
+            env.insert(OsString::from(name), value);
+        }
+    }
+    for (name, value) in &config.env {
+        env.insert(OsString::from(name), OsString::from(value));
+    }
+    env
+}
+
+/// The directory a server runs in.
+pub fn working_directory(config: &StdioConfig) -> Result<PathBuf, LaunchError> {
+    let Some(cwd) = &config.cwd else {
+        // No cwd configured: the home directory is predictable for the user;
+        // the daemon's own cwd (often `/` under a service manager) is not.
+        return Ok(std::env::home_dir().unwrap_or_else(std::env::temp_dir));
+    };
+    match std::fs::metadata(cwd) {
+        Ok(metadata) if metadata.is_dir() => Ok(cwd.clone()),
+        Ok(_) => Err(LaunchError::BadWorkingDirectory {
+            cwd: cwd.clone(),
+            problem: "is not a directory".to_owned(),
+        }),
+        Err(error) => Err(LaunchError::BadWorkingDirectory {
+            cwd: cwd.clone(),
+            problem: format!("cannot be used: {error}"),
+        }),
+    }
+}
+
+/// Find `program` on the child's PATH (relative paths are relative to `cwd`).
+pub fn resolve_program(program: &str, env: &BTreeMap<OsString, OsString>, cwd: &Path) -> Result<PathBuf, LaunchError> {
+    let path = env.get(OsStr::new("PATH")).cloned();
+    which::which_in(program, path.as_ref(), cwd).map_err(|_| LaunchError::ExecutableNotFound {
+        program: program.to_owned(),
+        searched: path.map_or_else(
+            || "PATH is not set".to_owned(),
+            |p| format!("PATH={}", p.to_string_lossy()),
+        ),
+    })
+}
+
+/// Start a stdio server. The only function in corrald that starts a process.
+pub fn launch(config: &StdioConfig) -> Result<(Launched, tokio::process::ChildStderr), LaunchError> {
+    let cwd = working_directory(config)?;
+    let env = child_env(config, |name| std::env::var_os(name));
+    let program = resolve_program(&config.command, &env, &cwd)?;
+
+    #[allow(clippy::disallowed_methods)] // This is the audited spawn point.
+    let mut command = tokio::process::Command::new(&program);
+    command
+        .args(&config.args)
+        .env_clear()
+        .envs(&env)
+        .current_dir(&cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Last resort if a Launched is dropped without teardown.
+        .kill_on_drop(true);
+    let mut wrapped = CommandWrap::from(command);
+    #[cfg(unix)]
+    wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
+    #[cfg(windows)]
+    wrapped.wrap(process_wrap::tokio::JobObject);
+
+    let mut child = wrapped.spawn().map_err(|error| LaunchError::Spawn {
+        program: program.clone(),
+        error,
+    })?;
+    let pid = child.id().unwrap_or_default();
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin().take(), child.stdout().take(), child.stderr().take())
+    else {
+        let _ = child.start_kill();
+        return Err(LaunchError::Spawn {
+            program,
+            error: std::io::Error::other("the child's pipes were not created"),
+        });
+    };
+    Ok((
+        Launched {
+            child,
+            pid,
+            stdout,
+            stdin,
+        },
+        stderr,
+    ))
+}
+
+/// The last lines a server wrote to stderr.
+#[derive(Debug, Clone, Default)]
+pub struct StderrTail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// Lines kept per server.
+const STDERR_TAIL_LINES: usize = 50;
+/// Longest line kept (longer lines are cut, with a marker).
+const STDERR_LINE_BYTES: usize = 1024;
+/// Lines per second written to the daemon's log per server; the rest are counted.
+const STDERR_LOG_LINES_PER_SECOND: u32 = 50;
+
+impl StderrTail {
+    /// The most recent `count` lines, oldest first.
+    pub fn last(&self, count: usize) -> Vec<String> {
+        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        lines.iter().skip(lines.len().saturating_sub(count)).cloned().collect()
+    }
+
+    fn push(&self, line: String) {
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.len() == STDERR_TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+}
+
+/// Read `stderr` until it closes: every line into `tail`, and into the log
+/// (with the server's name) at a bounded rate.
+pub async fn drain_stderr(server: String, mut stderr: tokio::process::ChildStderr, tail: StderrTail) {
+    let mut chunk = vec![0u8; 8 * 1024];
+    let mut line: Vec<u8> = Vec::new();
+    let mut window_start = Instant::now();
+    let mut logged_in_window = 0u32;
+    let mut suppressed = 0u64;
+    loop {
+        let read = match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for &byte in &chunk[..read] {
+            if byte != b'\n' {
+                if line.len() < STDERR_LINE_BYTES {
+                    line.push(byte);
+                }
+                continue;
+            }
+            let mut text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+            if line.len() >= STDERR_LINE_BYTES {
+                text.push_str(" […]");
+            }
+            line.clear();
+            if window_start.elapsed() >= Duration::from_secs(1) {
+                if suppressed > 0 {
+                    tracing::info!(target: "corrald::server_stderr", server, suppressed, "stderr lines not logged (rate limit)");
+                }
+                window_start = Instant::now();
+                logged_in_window = 0;
+                suppressed = 0;
+            }
+            if logged_in_window < STDERR_LOG_LINES_PER_SECOND {
+                logged_in_window += 1;
+                tracing::info!(target: "corrald::server_stderr", server, "{text}");
+            } else {
+                suppressed += 1;
+            }
+            tail.push(text);
+        }
+    }
+    if !line.is_empty() {
+        tail.push(String::from_utf8_lossy(&line).into_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stdio(command: &str) -> StdioConfig {
+        let text = format!("[servers.s]\ncommand = {command:?}\nenv = {{ A = \"literal\" }}\nenv_vars = [\"EXTRA\"]\n");
+        let config = corral_protocol::config::parse(&text, Path::new("t.toml")).expect("valid config");
+        match &config.servers["s"].transport {
+            corral_protocol::config::TransportConfig::Stdio(stdio) => stdio.clone(),
+            corral_protocol::config::TransportConfig::StreamableHttp(_) => panic!("expected stdio"),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn env_is_built_from_allow_list_env_vars_and_literals_and_keeps_non_utf8() {
+        use std::os::unix::ffi::OsStringExt as _;
+        let non_utf8 = OsString::from_vec(vec![b'/', 0xff, b'b', b'i', b'n']);
+        let parent: BTreeMap<&str, OsString> = [
+            ("PATH", non_utf8.clone()),
+            ("EXTRA", OsString::from("x")),
+            ("SECRET", OsString::from("leak")),
+            ("A", OsString::from("from-parent")),
+        ]
+        .into();
+        let env = child_env(&stdio("srv"), |name| parent.get(name).cloned());
+        assert_eq!(env.get(OsStr::new("PATH")), Some(&non_utf8));
+        assert_eq!(env.get(OsStr::new("EXTRA")), Some(&OsString::from("x")));
+        assert_eq!(env.get(OsStr::new("A")), Some(&OsString::from("literal")));
+        assert!(!env.contains_key(OsStr::new("SECRET")), "not on the allow-list");
+    }
+
+    #[test]
+    fn a_missing_program_names_the_program_and_the_path() {
+        let env: BTreeMap<OsString, OsString> = [(OsString::from("PATH"), OsString::from("/nonexistent-dir"))].into();
+        let error = resolve_program("definitely-not-a-program", &env, Path::new("/")).expect_err("not found");
+        assert_eq!(
+            error.to_string(),
+            "executable `definitely-not-a-program` not found on the server's PATH (PATH=/nonexistent-dir)"
+        );
+    }
+
+    #[test]
+    fn stderr_tail_keeps_the_last_lines() {
+        let tail = StderrTail::default();
+        for n in 0..(STDERR_TAIL_LINES + 5) {
+            tail.push(format!("line {n}"));
+        }
+        let last = tail.last(2);
+        assert_eq!(
+            last,
+            vec![
+                format!("line {}", STDERR_TAIL_LINES + 3),
+                format!("line {}", STDERR_TAIL_LINES + 4)
+            ]
+        );
+        assert_eq!(tail.last(usize::MAX).len(), STDERR_TAIL_LINES);
+    }
+}
