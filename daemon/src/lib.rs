@@ -7,11 +7,14 @@
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
 //! - [`stdio`]: the one audited place that starts child processes;
 //! - [`events`]: sequence numbers, replay history and fan-out of notifications;
+//! - [`reaper`]: finding and killing every process of a server's tree, and
+//!   what a killed predecessor left behind;
 //! - [`logging`]: tracing-subscriber set-up.
 
 pub mod api;
 pub mod events;
 pub mod logging;
+pub mod reaper;
 pub mod server;
 pub mod stdio;
 pub mod supervisor;
@@ -78,8 +81,12 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     };
     #[cfg(windows)]
     let pipe = api::pipe::bind(&options.socket_path)?;
+    // Only now, holding the socket lock, is the record ours to act on.
+    reaper::init(&record_path(&options.socket_path));
 
     let tracker = TaskTracker::new();
+    #[cfg(target_os = "linux")]
+    tracker.spawn(reap_adopted_orphans(shutdown.clone()));
     let events = Arc::new(events::EventHub::new(EVENT_HISTORY));
     let supervisor = supervisor::spawn(&config, &events, shutdown.child_token(), &tracker);
     let context = Arc::new(api::DaemonContext::new(
@@ -124,10 +131,43 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not finish in time; exiting anyway");
     }
+    reaper::registry().reap_adopted();
+    reaper::registry().remove_record();
     #[cfg(unix)]
     drop(socket_guard);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The children record lives next to the socket: one per daemon, and in the
+/// runtime directory, which a reboot clears along with every pid in it.
+fn record_path(socket: &std::path::Path) -> PathBuf {
+    let mut name = socket.file_name().unwrap_or_default().to_os_string();
+    name.push(".children");
+    socket.with_file_name(name)
+}
+
+/// Reap zombies of orphans re-parented to corrald, on every SIGCHLD (and every
+/// few seconds, in case signals were coalesced).
+#[cfg(target_os = "linux")]
+async fn reap_adopted_orphans(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut child_signals = match signal(SignalKind::child()) {
+        Ok(signals) => Some(signals),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGCHLD; reaping orphans every few seconds only");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            Some(()) = async { match &mut child_signals { Some(signals) => signals.recv().await, None => None } } => {}
+        }
+        reaper::registry().reap_adopted();
+    }
 }
 
 /// SIGTERM and SIGINT, caught from the start of [`run`].

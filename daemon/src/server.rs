@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EventHub;
+use crate::reaper;
 use crate::stdio::{self, LaunchError, StderrTail};
 
 /// The state of one server, written only by its task.
@@ -161,6 +162,7 @@ pub(crate) fn spawn(
         teardown: TeardownPolicy::default(),
         restart: RestartPolicy::default(),
         tracker: tracker.clone(),
+        marker: String::new(),
     };
     tracker.spawn(task.run());
     ServerHandle {
@@ -182,6 +184,8 @@ struct ServerTask {
     teardown: TeardownPolicy,
     restart: RestartPolicy,
     tracker: tokio_util::task::TaskTracker,
+    /// Marker of the current (or last) run's process tree.
+    marker: String,
 }
 
 /// How one run of the server (launch to teardown) ended.
@@ -308,7 +312,8 @@ impl ServerTask {
             );
             return RunEnd::StartupFailed;
         };
-        let (launched, stderr) = match stdio::launch(stdio_config) {
+        let marker = reaper::registry().next_marker(&self.name);
+        let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker) {
             Ok(launched) => launched,
             Err(error) => {
                 let reason = match &error {
@@ -323,6 +328,7 @@ impl ServerTask {
         let pid = launched.pid;
         tracing::info!(server = %self.name, pid, "launched");
         self.state.send_modify(|state| state.pid = Some(pid));
+        self.marker = marker;
         let mut drain = self
             .tracker
             .spawn(stdio::drain_stderr(self.name.clone(), stderr, self.stderr.clone()));
@@ -469,6 +475,8 @@ impl ServerTask {
     ) {
         let started = Instant::now();
         let exit = teardown(service, child, pid, self.teardown).await;
+        reaper::registry().leader_gone(&self.name);
+        kill_escaped(&self.marker, self.teardown).await;
         tracing::info!(server = %self.name, pid, elapsed = ?started.elapsed(), exit = ?exit, "torn down");
         self.state.send_modify(|state| {
             state.pid = None;
@@ -585,6 +593,34 @@ async fn teardown(
         }
     }
     exit
+}
+
+/// Terminate processes of the server's tree that left its process group
+/// (`setsid`, double fork): SIGTERM, a bounded wait, SIGKILL.
+async fn kill_escaped(marker: &str, policy: TeardownPolicy) {
+    if marker.is_empty() {
+        return;
+    }
+    let escaped = reaper::marked_processes(marker);
+    if escaped.is_empty() {
+        return;
+    }
+    tracing::info!(
+        count = escaped.len(),
+        "terminating processes that left the server's process group"
+    );
+    for process in &escaped {
+        reaper::send_signal(*process, reaper::Signal::Terminate);
+    }
+    let deadline = tokio::time::Instant::now() + policy.term_grace;
+    while escaped.iter().any(|process| reaper::is_same_process(*process)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for process in &escaped {
+        reaper::send_signal(*process, reaper::Signal::Kill);
+    }
+    // Killed orphans are re-parented to corrald (subreaper): collect them now.
+    reaper::registry().reap_adopted();
 }
 
 #[derive(Clone, Copy)]

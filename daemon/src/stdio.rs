@@ -169,9 +169,17 @@ pub fn resolve_program(program: &str, env: &BTreeMap<OsString, OsString>, cwd: &
 }
 
 /// Start a stdio server. The only function in corrald that starts a process.
-pub fn launch(config: &StdioConfig) -> Result<(Launched, tokio::process::ChildStderr), LaunchError> {
+///
+/// `marker` goes into the child's environment as [`crate::reaper::MARKER_VAR`],
+/// so that every process of the server's tree can be found at teardown.
+pub fn launch(
+    server: &str,
+    config: &StdioConfig,
+    marker: &str,
+) -> Result<(Launched, tokio::process::ChildStderr), LaunchError> {
     let cwd = working_directory(config)?;
-    let env = child_env(config, |name| std::env::var_os(name));
+    let mut env = child_env(config, |name| std::env::var_os(name));
+    env.insert(OsString::from(crate::reaper::MARKER_VAR), OsString::from(marker));
     let program = resolve_program(&config.command, &env, &cwd)?;
 
     #[allow(clippy::disallowed_methods)] // This is the audited spawn point.
@@ -192,10 +200,16 @@ pub fn launch(config: &StdioConfig) -> Result<(Launched, tokio::process::ChildSt
     #[cfg(windows)]
     wrapped.wrap(process_wrap::tokio::JobObject);
 
-    let mut child = wrapped.spawn().map_err(|error| LaunchError::Spawn {
-        program: program.clone(),
-        error,
-    })?;
+    let mut child = crate::reaper::registry()
+        .spawn_leader(server, || {
+            let child = wrapped.spawn()?;
+            let pid = child.id().unwrap_or_default();
+            Ok((child, pid))
+        })
+        .map_err(|error| LaunchError::Spawn {
+            program: program.clone(),
+            error,
+        })?;
     let pid = child.id().unwrap_or_default();
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin().take(), child.stdout().take(), child.stderr().take())

@@ -1,0 +1,377 @@
+//! Making sure nothing a server started outlives it, even processes that left
+//! its process group (a grandchild that called `setsid`, a double-forked
+//! daemon), and even when corrald itself was killed with SIGKILL.
+//!
+//! How descendants are found: every server process gets the variable
+//! [`MARKER_VAR`] = `<daemon instance>/<server>/<generation>` in its
+//! environment, and children inherit their parent's environment. A process
+//! whose environment carries a server's marker belongs to that server,
+//! whoever its parent is now. Before signalling, a process's start time is
+//! checked again, so a pid reused by an unrelated process is never touched.
+//!
+//! On Linux corrald is also a child subreaper (`PR_SET_CHILD_SUBREAPER`):
+//! orphans of servers are re-parented to it rather than to init, and it reaps
+//! their zombies (only those: the servers it spawned itself are reaped by
+//! tokio).
+//!
+//! The *record* (`<socket>.children`, next to the socket, so it is per daemon
+//! and gone after a reboot with the runtime directory) holds the daemon's
+//! instance id and each running server's pid and start time. A daemon that
+//! starts and finds a record from a predecessor that did not shut down kills
+//! what that predecessor left: every process carrying its instance's marker,
+//! and every recorded pid whose start time still matches.
+//!
+//! The process scanning reads `/proc` and is Linux-only; elsewhere the process
+//! group (Job Object on Windows) is the only guarantee.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+
+/// Environment variable that marks every process of a server's tree.
+pub const MARKER_VAR: &str = "CORRAL_SERVER_MARKER";
+
+/// A process, identified by pid *and* start time (clock ticks since boot),
+/// so that a reused pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessId {
+    /// Process id.
+    pub pid: u32,
+    /// Start time from `/proc/<pid>/stat` (0 where unknown).
+    pub start_time: u64,
+}
+
+/// The daemon's processes registry: which server leaders are running, and the
+/// record on disk. One per daemon process.
+#[derive(Debug)]
+pub struct Registry {
+    instance: String,
+    record_path: Option<PathBuf>,
+    state: Mutex<RegistryState>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryState {
+    /// Running server leaders by server name (spawned by us, reaped by tokio).
+    leaders: BTreeMap<String, ProcessId>,
+    generation: u64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    instance: String,
+    daemon_pid: u32,
+    children: BTreeMap<String, ProcessId>,
+}
+
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+/// The registry; [`init`] must have been called (tests get one without a record).
+pub fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(|| Registry::new(None))
+}
+
+/// Set up reaping for a daemon whose record lives at `record_path`: become a
+/// subreaper, kill what a predecessor left, write a fresh record.
+///
+/// Call once, after the socket lock is held (so no live daemon owns the record).
+pub fn init(record_path: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag; no memory is passed.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper");
+        }
+    }
+    kill_predecessors_leftovers(record_path);
+    let registry = REGISTRY.get_or_init(|| Registry::new(Some(record_path.to_path_buf())));
+    if registry.record_path.as_deref() != Some(record_path) {
+        tracing::warn!("process registry was used before init; the record is not kept");
+    }
+    registry.write_record();
+}
+
+impl Registry {
+    fn new(record_path: Option<PathBuf>) -> Self {
+        let me = std::process::id();
+        let start = start_time(me).unwrap_or_default();
+        Self {
+            instance: format!("{me}-{start}"),
+            record_path,
+            state: Mutex::new(RegistryState::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RegistryState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A fresh marker value for the next run of `server`.
+    pub fn next_marker(&self, server: &str) -> String {
+        let mut state = self.lock();
+        state.generation += 1;
+        format!("{}/{server}/{}", self.instance, state.generation)
+    }
+
+    /// Spawn through `spawn` while holding the registry, then record the
+    /// leader: the adopted-orphan reaper never sees a leader it does not know.
+    pub fn spawn_leader<T>(
+        &self,
+        server: &str,
+        spawn: impl FnOnce() -> std::io::Result<(T, u32)>,
+    ) -> std::io::Result<T> {
+        let mut state = self.lock();
+        let (spawned, pid) = spawn()?;
+        let id = ProcessId {
+            pid,
+            start_time: start_time(pid).unwrap_or_default(),
+        };
+        state.leaders.insert(server.to_owned(), id);
+        drop(state);
+        self.write_record();
+        Ok(spawned)
+    }
+
+    /// Forget `server`'s leader (after it was reaped).
+    pub fn leader_gone(&self, server: &str) {
+        self.lock().leaders.remove(server);
+        self.write_record();
+    }
+
+    fn write_record(&self) {
+        let Some(path) = &self.record_path else { return };
+        let record = Record {
+            instance: self.instance.clone(),
+            daemon_pid: std::process::id(),
+            children: self.lock().leaders.clone(),
+        };
+        let result = serde_json::to_vec_pretty(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_atomically(path, &bytes));
+        if let Err(error) = result {
+            tracing::warn!(record = %path.display(), %error, "cannot write the children record");
+        }
+    }
+
+    /// Remove the record: a clean shutdown leaves nothing to clean up.
+    pub fn remove_record(&self) {
+        if let Some(path) = &self.record_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Reap zombies re-parented to the daemon (never a leader: tokio reaps those).
+    pub fn reap_adopted(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let state = self.lock();
+            let leaders: HashSet<u32> = state.leaders.values().map(|id| id.pid).collect();
+            let me = std::process::id();
+            for process in processes() {
+                if process.ppid == me && process.zombie && !leaders.contains(&process.id.pid) {
+                    let Ok(pid) = i32::try_from(process.id.pid) else {
+                        continue;
+                    };
+                    // SAFETY: waitpid on a specific zombie child; status pointer may be null.
+                    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+                }
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// Kill what a daemon that died without cleaning up left behind.
+fn kill_predecessors_leftovers(record_path: &Path) {
+    let Ok(bytes) = std::fs::read(record_path) else { return };
+    let record: Record = match serde_json::from_slice(&bytes) {
+        Ok(record) => record,
+        Err(error) => {
+            tracing::warn!(record = %record_path.display(), %error, "ignoring an unreadable children record");
+            return;
+        }
+    };
+    let mut killed = Vec::new();
+    for (server, id) in &record.children {
+        if is_same_process(*id) {
+            send_signal_to_group(id.pid, Signal::Kill);
+            send_signal(*id, Signal::Kill);
+            killed.push(format!("{server} (pid {})", id.pid));
+        }
+    }
+    let marked = marked_processes(&format!("{}/", record.instance));
+    for process in &marked {
+        send_signal(*process, Signal::Kill);
+    }
+    if !killed.is_empty() || !marked.is_empty() {
+        tracing::warn!(
+            previous_daemon = record.daemon_pid,
+            servers = ?killed,
+            processes = marked.len(),
+            "killed processes left behind by a daemon that did not shut down"
+        );
+    }
+}
+
+/// Signals the reaper sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Signal {
+    /// SIGTERM.
+    Terminate,
+    /// SIGKILL.
+    Kill,
+}
+
+#[cfg(unix)]
+fn signal_number(signal: Signal) -> i32 {
+    match signal {
+        Signal::Terminate => libc::SIGTERM,
+        Signal::Kill => libc::SIGKILL,
+    }
+}
+
+/// Signal `id` if it is still the same process.
+pub fn send_signal(id: ProcessId, signal: Signal) {
+    #[cfg(unix)]
+    if is_same_process(id) {
+        let Ok(pid) = i32::try_from(id.pid) else { return };
+        // SAFETY: kill(2) with a pid we just verified; no memory is involved.
+        unsafe { libc::kill(pid, signal_number(signal)) };
+    }
+    #[cfg(not(unix))]
+    let _ = (id, signal);
+}
+
+fn send_signal_to_group(pgid: u32, signal: Signal) {
+    #[cfg(unix)]
+    if let Ok(pgid) = i32::try_from(pgid) {
+        // SAFETY: killpg(2); a missing group is ESRCH, which is fine.
+        unsafe { libc::killpg(pgid, signal_number(signal)) };
+    }
+    #[cfg(not(unix))]
+    let _ = (pgid, signal);
+}
+
+/// Whether `id` is alive (not a zombie) and still the process it was.
+pub fn is_same_process(id: ProcessId) -> bool {
+    match read_stat(id.pid) {
+        Some(stat) => !stat.zombie && (id.start_time == 0 || stat.id.start_time == id.start_time),
+        None => false,
+    }
+}
+
+/// Live processes (not zombies) carrying a marker: exactly `marker`, or any
+/// marker starting with it when it ends with `/` (a whole daemon instance).
+pub fn marked_processes(marker: &str) -> Vec<ProcessId> {
+    let needle = format!("{MARKER_VAR}={marker}");
+    let prefix = marker.ends_with('/');
+    let me = std::process::id();
+    processes()
+        .into_iter()
+        .filter(|process| process.id.pid != me && !process.zombie)
+        .filter(|process| environ_has(process.id.pid, needle.as_bytes(), prefix))
+        .map(|process| process.id)
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    id: ProcessId,
+    ppid: u32,
+    zombie: bool,
+}
+
+#[cfg(target_os = "linux")]
+fn processes() -> Vec<Stat> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(read_stat)
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn processes() -> Vec<Stat> {
+    Vec::new()
+}
+
+/// Parse `/proc/<pid>/stat`: state (field 3), ppid (4), start time (22).
+#[cfg(target_os = "linux")]
+fn read_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = *fields.first()?;
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start_time = fields.get(19)?.parse().ok()?;
+    Some(Stat {
+        id: ProcessId { pid, start_time },
+        ppid,
+        zombie: state == "Z" || state == "X",
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_stat(_pid: u32) -> Option<Stat> {
+    None
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    read_stat(pid).map(|stat| stat.id.start_time)
+}
+
+fn environ_has(pid: u32, needle: &[u8], prefix: bool) -> bool {
+    match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(environ) => environ.split(|byte| *byte == 0).any(|entry| {
+            if prefix {
+                entry.starts_with(needle)
+            } else {
+                entry == needle
+            }
+        }),
+        Err(_) => false,
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_found_by_pid_and_start_time() {
+        let me = std::process::id();
+        let id = ProcessId {
+            pid: me,
+            start_time: start_time(me).expect("own stat"),
+        };
+        assert!(is_same_process(id));
+        let reused = ProcessId {
+            pid: me,
+            start_time: id.start_time + 1,
+        };
+        assert!(
+            !is_same_process(reused),
+            "a different start time is a different process"
+        );
+    }
+
+    #[test]
+    fn markers_are_unique_per_run() {
+        let registry = Registry::new(None);
+        let first = registry.next_marker("s");
+        let second = registry.next_marker("s");
+        assert_ne!(first, second);
+        assert!(first.starts_with(&registry.instance));
+    }
+}
