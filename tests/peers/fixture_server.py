@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""A stdio MCP server for Corral's end-to-end tests, built on the official MCP SDK.
+
+It misbehaves on request: each command-line flag turns on one behaviour that no
+real MCP server shows on demand (crash on start, ignore SIGTERM, leave
+grandchildren behind, flood stderr, ...), and flags combine. With no flag it is
+a normal server named "fixture" with the tools `echo`, `pid` and `sleep`.
+
+Run it with the interpreter of tests/peers/.venv (installed by tests/run.sh):
+
+    tests/peers/.venv/bin/python tests/peers/fixture_server.py [FLAGS]
+
+See tests/peers/README.md for every flag, its exit code and what it writes.
+
+Start-up runs in this order, so a test can rely on it: --require-env checks,
+--crash-on-start, grandchildren (--spawn-child, --spawn-setsid-child,
+--double-fork) and the --pid-file lines, --ignore-sigterm, --stderr-flood,
+--garbage-stdout, then serving (or --hang-on-initialize). Everything that
+writes the pid file is done before the server reads its first byte of stdin,
+so once `initialize` has been answered the pid file is complete.
+
+Every wait in here ends when the process is killed (SIGKILL always works), and
+every sleep is finite: grandchildren run `sleep 1000`, and the "keep running
+after stdin closes" modes give up after 1000 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+# How long anything here waits at most: grandchildren's `sleep` and the
+# "keep running after stdin closes" modes. Long for a test, but finite, so a
+# leaked process still goes away on its own.
+LONG_SLEEP_SECONDS = 1000
+
+EXIT_CRASH_ON_START = 3
+EXIT_AFTER_CALLS = 4
+EXIT_REQUIRE_ENV = 5
+
+
+def log(message: str) -> None:
+    """One line on stderr, written at once (stderr may be a pipe nobody reads quickly)."""
+    try:
+        os.write(2, f"fixture: {message}\n".encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="fixture_server.py",
+        description="stdio MCP fixture server for Corral's tests (official Python MCP SDK)",
+    )
+    p.add_argument("--crash-on-start", action="store_true",
+                   help=f"print a line to stderr and exit({EXIT_CRASH_ON_START}) before reading stdin")
+    p.add_argument("--exit-after-calls", type=int, metavar="N",
+                   help=f"exit({EXIT_AFTER_CALLS}) right after the answer to the Nth tools/call is written")
+    p.add_argument("--hang-on-initialize", action="store_true",
+                   help="read stdin and never answer anything (not even initialize); exit 0 on stdin EOF")
+    p.add_argument("--ignore-sigterm", action="store_true",
+                   help="ignore SIGTERM, and keep running after stdin EOF (only SIGKILL ends it)")
+    p.add_argument("--ignore-stdin-close", action="store_true",
+                   help="keep running after stdin EOF until signalled")
+    p.add_argument("--spawn-child", action="store_true",
+                   help="spawn a grandchild `sleep 1000` in the server's process group")
+    p.add_argument("--spawn-setsid-child", action="store_true",
+                   help="spawn a grandchild `sleep 1000` that calls setsid() (leaves the process group)")
+    p.add_argument("--double-fork", action="store_true",
+                   help="double-fork a daemon (fork, setsid, fork, parent exits) that runs `sleep 1000`")
+    p.add_argument("--child-inherits-stdio", action="store_true",
+                   help="grandchildren keep the server's stdin/stdout/stderr (default: /dev/null), "
+                        "so a survivor holds the server's pipes open")
+    p.add_argument("--pid-file", metavar="PATH",
+                   help="append the server's pid, then each grandchild's pid, one per line")
+    p.add_argument("--stderr-flood", type=float, metavar="MB",
+                   help="write MB megabytes of text lines to stderr from a background thread, while serving")
+    p.add_argument("--garbage-stdout", action="store_true",
+                   help="print non-JSON lines to stdout before serving")
+    p.add_argument("--require-env", action="append", default=[], metavar="NAME=VALUE",
+                   help=f"exit({EXIT_REQUIRE_ENV}) unless the environment has NAME with exactly VALUE (bytes); repeatable")
+    p.add_argument("--require-env-hex", action="append", default=[], metavar="NAME=HEX",
+                   help="like --require-env, with the value's bytes given in hex (for non-UTF-8 values); repeatable")
+    p.add_argument("--print-env", action="store_true",
+                   help="add the tools `env {name}` and `cwd`")
+    args = p.parse_args(argv)
+    if args.exit_after_calls is not None and args.exit_after_calls < 1:
+        p.error("--exit-after-calls needs N >= 1")
+    if (args.spawn_child or args.spawn_setsid_child or args.double_fork) and not args.pid_file:
+        log("warning: grandchildren spawned without --pid-file; nobody will know their pids")
+    return args
+
+
+# ---------------------------------------------------------------------------
+# Start-up behaviours
+
+
+def check_required_env(args: argparse.Namespace) -> None:
+    wanted: list[tuple[bytes, bytes]] = []
+    for spec in args.require_env:
+        name, sep, value = spec.partition("=")
+        if not sep or not name:
+            log(f"bad --require-env {spec!r}: expected NAME=VALUE")
+            sys.exit(2)
+        # argv was decoded with surrogateescape: fsencode gives back the exact bytes.
+        wanted.append((os.fsencode(name), os.fsencode(value)))
+    for spec in args.require_env_hex:
+        name, sep, hexvalue = spec.partition("=")
+        try:
+            value = bytes.fromhex(hexvalue)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            log(f"bad --require-env-hex {spec!r}: expected NAME=HEX")
+            sys.exit(2)
+        wanted.append((os.fsencode(name), value))
+    for name, value in wanted:
+        actual = os.environb.get(name)
+        if actual != value:
+            log(f"required environment variable {name!r} is {actual!r}, wanted {value!r}; exiting")
+            sys.exit(EXIT_REQUIRE_ENV)
+
+
+def grandchild_stdio(args: argparse.Namespace):
+    return None if args.child_inherits_stdio else subprocess.DEVNULL
+
+
+def spawn_grandchildren(args: argparse.Namespace) -> list[int]:
+    """Starts the requested grandchildren and returns their pids (in flag order)."""
+    pids: list[int] = []
+    stdio = grandchild_stdio(args)
+    if args.spawn_child:
+        child = subprocess.Popen(["sleep", str(LONG_SLEEP_SECONDS)],
+                                 stdin=stdio, stdout=stdio, stderr=stdio)
+        pids.append(child.pid)
+    if args.spawn_setsid_child:
+        # start_new_session=True: the child calls setsid() before exec.
+        child = subprocess.Popen(["sleep", str(LONG_SLEEP_SECONDS)],
+                                 stdin=stdio, stdout=stdio, stderr=stdio, start_new_session=True)
+        pids.append(child.pid)
+    if args.double_fork:
+        pids.append(double_fork_daemon(args))
+    return pids
+
+
+def double_fork_daemon(args: argparse.Namespace) -> int:
+    """fork, setsid, fork, the middle process exits: the daemon is reparented to init."""
+    read_end, write_end = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        try:
+            os.close(read_end)
+            os.setsid()
+            daemon = os.fork()
+            if daemon == 0:
+                if not args.child_inherits_stdio:
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    for fd in (0, 1, 2):
+                        os.dup2(devnull, fd)
+                    os.close(devnull)
+                os.write(write_end, f"{os.getpid()}\n".encode())
+                os.close(write_end)
+                os.execvp("sleep", ["sleep", str(LONG_SLEEP_SECONDS)])
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    os.close(write_end)
+    os.waitpid(middle, 0)
+    with os.fdopen(read_end, "rb") as f:
+        line = f.readline()
+    if not line.strip():
+        log("double fork failed")
+        sys.exit(1)
+    return int(line)
+
+
+def write_pid_file(path: str, pids: list[int]) -> None:
+    # One write with O_APPEND, so restarts of the same server add lines atomically.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, "".join(f"{pid}\n" for pid in pids).encode())
+    finally:
+        os.close(fd)
+
+
+def start_stderr_flood(megabytes: float) -> None:
+    total = int(megabytes * 1024 * 1024)
+
+    def flood() -> None:
+        line_no = 0
+        written = 0
+        filler = "x" * 100
+        try:
+            while written < total:
+                chunk = []
+                size = 0
+                while size < 65536 and written + size < total:
+                    line = f"fixture: stderr flood line {line_no:09d} {filler}\n"
+                    chunk.append(line)
+                    size += len(line)
+                    line_no += 1
+                data = "".join(chunk).encode()
+                view = memoryview(data)
+                while view:  # os.write may write less than asked on a pipe
+                    n = os.write(2, view)
+                    view = view[n:]
+                written += len(data)
+            log(f"stderr flood done: {written} bytes in {line_no} lines")
+        except OSError:
+            pass  # stderr closed: nobody is reading any more
+
+    threading.Thread(target=flood, name="stderr-flood", daemon=True).start()
+
+
+def write_garbage_stdout() -> None:
+    os.write(1, b"this is not json\n{broken\n")
+
+
+def block_after_stdin_close(reason: str) -> None:
+    log(f"stdin closed; {reason}: still running (up to {LONG_SLEEP_SECONDS} s)")
+    deadline = time.monotonic() + LONG_SLEEP_SECONDS
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(left)
+    log("gave up waiting to be killed; exiting")
+
+
+def hang_on_initialize() -> None:
+    """Reads and ignores stdin until EOF: never answers initialize."""
+    log("hanging: reading stdin, answering nothing")
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            return
+
+
+# ---------------------------------------------------------------------------
+# The MCP server
+
+
+def build_server(args: argparse.Namespace):
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer(name="fixture", version="1.0.0", log_level="WARNING")
+
+    @server.tool()
+    def echo(message: str) -> str:
+        """Returns the message, prefixed with "echo: "."""
+        return f"echo: {message}"
+
+    @server.tool()
+    def pid() -> str:
+        """Returns the server's own process id."""
+        return str(os.getpid())
+
+    @server.tool()
+    async def sleep(seconds: float) -> str:
+        """Sleeps for the given number of seconds, then returns "slept"."""
+        import anyio
+
+        await anyio.sleep(seconds)
+        return "slept"
+
+    if args.print_env:
+
+        @server.tool()
+        def env(name: str) -> str:
+            """Returns the value of an environment variable, or "<unset>"."""
+            value = os.environb.get(os.fsencode(name))
+            if value is None:
+                return "<unset>"
+            return value.decode("utf-8", "backslashreplace")
+
+        @server.tool()
+        def cwd() -> str:
+            """Returns the server's working directory."""
+            return os.getcwd()
+
+    return server
+
+
+class _CountingStdin:
+    """Async line iterator over stdin that notes the ids of tools/call requests."""
+
+    def __init__(self, inner, call_ids: set) -> None:
+        self._inner = inner
+        self._call_ids = call_ids
+
+    async def __aiter__(self):
+        async for line in self._inner:
+            try:
+                msg = json.loads(line)
+                if isinstance(msg, dict) and msg.get("method") == "tools/call" and "id" in msg:
+                    self._call_ids.add(json.dumps(msg["id"]))
+            except ValueError:
+                pass  # not our business: the SDK reports it
+            yield line
+
+
+class _ExitingStdout:
+    """Writes like the SDK's stdout, and exits once the Nth tools/call answer is flushed."""
+
+    def __init__(self, inner, call_ids: set, limit: int) -> None:
+        self._inner = inner
+        self._call_ids = call_ids
+        self._limit = limit
+        self._answered = 0
+        self._exit_now = False
+
+    async def write(self, text: str) -> None:
+        await self._inner.write(text)
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(msg, dict) and ("result" in msg or "error" in msg) and "id" in msg:
+            key = json.dumps(msg["id"])
+            if key in self._call_ids:
+                self._call_ids.discard(key)
+                self._answered += 1
+                if self._answered >= self._limit:
+                    self._exit_now = True
+
+    async def flush(self) -> None:
+        await self._inner.flush()
+        if self._exit_now:
+            log(f"answered {self._answered} tool call(s); exiting with {EXIT_AFTER_CALLS}")
+            os._exit(EXIT_AFTER_CALLS)
+
+
+async def serve_exiting_after_calls(server, limit: int) -> None:
+    """The SDK's stdio transport, over stdin/stdout wrappers that count tool calls.
+
+    MCPServer.run_stdio_async() takes no streams, so this repeats its two lines
+    with our own; `_lowlevel_server` is the SDK's (pinned) internal server.
+    """
+    from io import TextIOWrapper
+
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    call_ids: set = set()
+    stdin = _CountingStdin(anyio.wrap_file(TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")), call_ids)
+    stdout = _ExitingStdout(anyio.wrap_file(TextIOWrapper(sys.stdout.buffer, encoding="utf-8")), call_ids, limit)
+    lowlevel = server._lowlevel_server
+    async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+
+    check_required_env(args)
+
+    if args.crash_on_start:
+        log("crashing on start")
+        return EXIT_CRASH_ON_START
+
+    # Grandchildren come before any thread or signal change: fork is then safe,
+    # and they keep the default SIGTERM disposition.
+    grandchildren = spawn_grandchildren(args)
+    if args.pid_file:
+        write_pid_file(args.pid_file, [os.getpid(), *grandchildren])
+
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    if args.stderr_flood:
+        start_stderr_flood(args.stderr_flood)
+
+    if args.garbage_stdout:
+        write_garbage_stdout()
+
+    if args.hang_on_initialize:
+        hang_on_initialize()
+    else:
+        server = build_server(args)
+        if args.exit_after_calls is not None:
+            import anyio
+
+            anyio.run(serve_exiting_after_calls, server, args.exit_after_calls)
+        else:
+            server.run("stdio")
+
+    if args.ignore_sigterm:
+        block_after_stdin_close("ignoring SIGTERM")
+    elif args.ignore_stdin_close:
+        block_after_stdin_close("ignoring stdin close")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
