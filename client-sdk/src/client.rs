@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use corral_protocol::{
     ClientInfo, DaemonStatus, DaemonStatusRequest, EventsLagged, EventsLaggedNotification, EventsReplay,
-    EventsReplayParams, EventsReplayResult, Initialize, InitializeParams, InitializeResult, McpServerControlParams,
-    McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, McpServerRestart,
-    McpServerStart, McpServerStop, NoParams, Notification, Request, StartupStatusUpdated,
-    StartupStatusUpdatedNotification,
+    EventsReplayParams, EventsReplayResult, Initialize, InitializeParams, InitializeResult, McpServerAdd,
+    McpServerAddParams, McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList,
+    McpServerListResult, McpServerRemove, McpServerRemoveResult, McpServerRestart, McpServerStart, McpServerStop,
+    NoParams, Notification, Request, StartupStatusUpdated, StartupStatusUpdatedNotification,
 };
 use jsonrpsee::core::client::{ClientBuilder, ClientT, SubscriptionClientT};
 use jsonrpsee::core::traits::ToRpcParams;
@@ -262,6 +262,23 @@ impl Client {
     pub async fn mcp_server_restart(&self, name: impl Into<String>) -> Result<McpServerGetResult, ClientError> {
         self.request::<McpServerRestart>(McpServerControlParams::new(name))
             .await
+    }
+
+    /// `mcpServer/add`: add a server owned by this connection (`config` has the
+    /// config file's fields as JSON); it is stopped and removed when this
+    /// client disconnects.
+    pub async fn mcp_server_add(
+        &self,
+        name: impl Into<String>,
+        config: serde_json::Value,
+    ) -> Result<McpServerGetResult, ClientError> {
+        self.request::<McpServerAdd>(McpServerAddParams::new(name, config))
+            .await
+    }
+
+    /// `mcpServer/remove`: stop and remove a server this connection added.
+    pub async fn mcp_server_remove(&self, name: impl Into<String>) -> Result<McpServerRemoveResult, ClientError> {
+        self.request::<McpServerRemove>(McpServerControlParams::new(name)).await
     }
 
     /// `events/replay`: notifications with `seq` greater than `after_seq` still in the daemon's history.

@@ -24,7 +24,9 @@
 //! The process scanning reads `/proc` and is Linux-only; elsewhere the process
 //! group (Job Object on Windows) is the only guarantee.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+#[cfg(target_os = "linux")]
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -53,8 +55,10 @@ pub struct Registry {
 
 #[derive(Debug, Default)]
 struct RegistryState {
-    /// Running server leaders by server name (spawned by us, reaped by tokio).
-    leaders: BTreeMap<String, ProcessId>,
+    /// Running server leaders by pid, with their server's name (spawned by
+    /// us, reaped by tokio). Keyed by pid: a removed server's name may be
+    /// reused while its old process is still being torn down.
+    leaders: BTreeMap<u32, (String, ProcessId)>,
     generation: u64,
 }
 
@@ -63,7 +67,15 @@ struct RegistryState {
 struct Record {
     instance: String,
     daemon_pid: u32,
-    children: BTreeMap<String, ProcessId>,
+    children: Vec<RecordedChild>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordedChild {
+    server: String,
+    #[serde(flatten)]
+    process: ProcessId,
 }
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -128,15 +140,15 @@ impl Registry {
             pid,
             start_time: start_time(pid).unwrap_or_default(),
         };
-        state.leaders.insert(server.to_owned(), id);
+        state.leaders.insert(pid, (server.to_owned(), id));
         drop(state);
         self.write_record();
         Ok(spawned)
     }
 
-    /// Forget `server`'s leader (after it was reaped).
-    pub fn leader_gone(&self, server: &str) {
-        self.lock().leaders.remove(server);
+    /// Forget the leader `pid` (after it was reaped).
+    pub fn leader_gone(&self, pid: u32) {
+        self.lock().leaders.remove(&pid);
         self.write_record();
     }
 
@@ -145,7 +157,15 @@ impl Registry {
         let record = Record {
             instance: self.instance.clone(),
             daemon_pid: std::process::id(),
-            children: self.lock().leaders.clone(),
+            children: self
+                .lock()
+                .leaders
+                .values()
+                .map(|(server, process)| RecordedChild {
+                    server: server.clone(),
+                    process: *process,
+                })
+                .collect(),
         };
         let result = serde_json::to_vec_pretty(&record)
             .map_err(std::io::Error::other)
@@ -167,7 +187,7 @@ impl Registry {
         #[cfg(target_os = "linux")]
         {
             let state = self.lock();
-            let leaders: HashSet<u32> = state.leaders.values().map(|id| id.pid).collect();
+            let leaders: HashSet<u32> = state.leaders.keys().copied().collect();
             let me = std::process::id();
             for process in processes() {
                 if process.ppid == me && process.zombie && !leaders.contains(&process.id.pid) {
@@ -199,11 +219,11 @@ fn kill_predecessors_leftovers(record_path: &Path) {
         }
     };
     let mut killed = Vec::new();
-    for (server, id) in &record.children {
-        if is_same_process(*id) {
-            send_signal_to_group(id.pid, Signal::Kill);
-            send_signal(*id, Signal::Kill);
-            killed.push(format!("{server} (pid {})", id.pid));
+    for child in &record.children {
+        if is_same_process(child.process) {
+            send_signal_to_group(child.process.pid, Signal::Kill);
+            send_signal(child.process, Signal::Kill);
+            killed.push(format!("{} (pid {})", child.server, child.process.pid));
         }
     }
     let marked = marked_processes(&format!("{}/", record.instance));

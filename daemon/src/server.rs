@@ -475,7 +475,7 @@ impl ServerTask {
     ) {
         let started = Instant::now();
         let exit = teardown(service, child, pid, self.teardown).await;
-        reaper::registry().leader_gone(&self.name);
+        reaper::registry().leader_gone(pid);
         kill_escaped(&self.marker, self.teardown).await;
         tracing::info!(server = %self.name, pid, elapsed = ?started.elapsed(), exit = ?exit, "torn down");
         self.state.send_modify(|state| {

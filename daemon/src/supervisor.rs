@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use corral_protocol::config::{Config, TransportConfig};
+use corral_protocol::config::{Config, ServerConfig, TransportConfig};
 use corral_protocol::{McpServerStatus, ServerCounts, ServerOrigin, TransportKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,30 @@ enum Command {
         action: ControlAction,
         reply: oneshot::Sender<Option<oneshot::Receiver<()>>>,
     },
+    Add {
+        config: Box<ServerConfig>,
+        owner: u64,
+        reply: oneshot::Sender<Result<(), RegistryRefusal>>,
+    },
+    Remove {
+        name: String,
+        owner: u64,
+        reply: oneshot::Sender<Result<oneshot::Receiver<()>, RegistryRefusal>>,
+    },
+    SessionClosed {
+        owner: u64,
+    },
+}
+
+/// Why the registry refused an add or a remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryRefusal {
+    /// No server of that name.
+    NotFound,
+    /// A server of that name already exists.
+    Exists,
+    /// The server is not the caller's to remove.
+    NotPermitted(&'static str),
 }
 
 /// What `mcpServer/start|stop|restart` ask for.
@@ -92,6 +116,34 @@ impl SupervisorHandle {
     ///
     /// Returns once the server task has done what it replies after (see
     /// [`ControlAction`]): `starting` for start, processes gone for stop.
+    /// Add a server owned by session `owner`; it starts at once if enabled.
+    pub async fn add(
+        &self,
+        config: ServerConfig,
+        owner: u64,
+    ) -> Result<Result<(), RegistryRefusal>, SupervisorStopped> {
+        self.ask(|reply| Command::Add {
+            config: Box::new(config),
+            owner,
+            reply,
+        })
+        .await
+    }
+
+    /// Stop and remove a server session `owner` added; returns once its processes are gone.
+    pub async fn remove(&self, name: String, owner: u64) -> Result<Result<(), RegistryRefusal>, SupervisorStopped> {
+        match self.ask(|reply| Command::Remove { name, owner, reply }).await? {
+            Ok(done) => done.await.map(Ok).map_err(|_| SupervisorStopped),
+            Err(refusal) => Ok(Err(refusal)),
+        }
+    }
+
+    /// Session `owner` ended: stop and remove every server it added.
+    pub async fn session_closed(&self, owner: u64) {
+        // Nothing to do if the daemon is already stopping: shutdown tears everything down.
+        let _ = self.commands.send(Command::SessionClosed { owner }).await;
+    }
+
     pub async fn control(&self, name: String, action: ControlAction) -> Result<Option<()>, SupervisorStopped> {
         let done = self.ask(|reply| Command::Control { name, action, reply }).await?;
         match done {
@@ -132,6 +184,8 @@ fn snapshot(handle: &ServerHandle, origin: ServerOrigin) -> McpServerStatus {
 struct ServerEntry {
     handle: ServerHandle,
     origin: ServerOrigin,
+    /// The session that added it (session servers only).
+    owner: Option<u64>,
 }
 
 impl ServerEntry {
@@ -145,6 +199,22 @@ impl ServerEntry {
 struct SupervisorActor {
     servers: BTreeMap<String, ServerEntry>,
     commands: mpsc::Receiver<Command>,
+    events: Arc<EventHub>,
+    shutdown: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+/// Tell a removed server's task to stop; it ends once its processes are gone
+/// (its command channel closes with this entry). The receiver fires then.
+fn stop_and_forget(entry: ServerEntry) -> oneshot::Receiver<()> {
+    let ServerHandle { config, commands, .. } = entry.handle;
+    let (done, done_rx) = oneshot::channel();
+    if let Err(error) = commands.try_send(ServerCommand::Stop { reply: done }) {
+        tracing::warn!(server = %config.name, %error, "server task did not take the stop command");
+    }
+    // Dropping the last sender lets the task end after the stop.
+    drop(commands);
+    done_rx
 }
 
 /// Bound of the command queue: callers wait (back-pressure) when it is full.
@@ -167,20 +237,27 @@ pub fn spawn(
             let entry = ServerEntry {
                 handle,
                 origin: ServerOrigin::Config,
+                owner: None,
             };
             (server.name.clone(), entry)
         })
         .collect();
-    let actor = SupervisorActor { servers, commands };
-    tracker.spawn(actor.run(shutdown));
+    let actor = SupervisorActor {
+        servers,
+        commands,
+        events: events.clone(),
+        shutdown,
+        tracker: tracker.clone(),
+    };
+    tracker.spawn(actor.run());
     SupervisorHandle { commands: sender }
 }
 
 impl SupervisorActor {
-    async fn run(mut self, shutdown: CancellationToken) {
+    async fn run(mut self) {
         loop {
             let command = tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = self.shutdown.cancelled() => break,
                 command = self.commands.recv() => match command {
                     Some(command) => command,
                     None => break,
@@ -225,6 +302,56 @@ impl SupervisorActor {
                     tracing::warn!(server = %name, %error, "server task did not take the command");
                 }
                 let _ = reply.send(Some(done_rx));
+            }
+            Command::Add { config, owner, reply } => {
+                if self.servers.contains_key(&config.name) {
+                    let _ = reply.send(Err(RegistryRefusal::Exists));
+                    return;
+                }
+                tracing::info!(server = %config.name, session = owner, "session added a server");
+                let name = config.name.clone();
+                let handle = server::spawn(*config, self.events.clone(), self.shutdown.child_token(), &self.tracker);
+                let entry = ServerEntry {
+                    handle,
+                    origin: ServerOrigin::Session,
+                    owner: Some(owner),
+                };
+                self.servers.insert(name, entry);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Remove { name, owner, reply } => {
+                let refusal = match self.servers.get(&name) {
+                    None => Some(RegistryRefusal::NotFound),
+                    Some(entry) if entry.origin != ServerOrigin::Session => Some(RegistryRefusal::NotPermitted(
+                        "only servers added with `mcpServer/add` can be removed; edit the config file for the others",
+                    )),
+                    Some(entry) if entry.owner != Some(owner) => Some(RegistryRefusal::NotPermitted(
+                        "this server was added by another connection; only that connection can remove it",
+                    )),
+                    Some(_) => None,
+                };
+                if let Some(refusal) = refusal {
+                    let _ = reply.send(Err(refusal));
+                    return;
+                }
+                if let Some(entry) = self.servers.remove(&name) {
+                    let _ = reply.send(Ok(stop_and_forget(entry)));
+                }
+            }
+            Command::SessionClosed { owner } => {
+                let owned: Vec<String> = self
+                    .servers
+                    .iter()
+                    .filter(|(_, entry)| entry.owner == Some(owner))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for name in owned {
+                    tracing::info!(server = %name, session = owner, "session closed: stopping its server");
+                    if let Some(entry) = self.servers.remove(&name) {
+                        // Teardown goes on in the server's task, tracked for shutdown.
+                        drop(stop_and_forget(entry));
+                    }
+                }
             }
         }
     }

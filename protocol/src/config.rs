@@ -170,16 +170,7 @@ impl ConfigProblem {
                 out.push_str(&format!(":{column}"));
             }
         }
-        out.push_str(": ");
-        match (&self.server, &self.field) {
-            (Some(server), Some(field)) => {
-                out.push_str(&format!("server `{server}`, field `{field}`: "));
-            }
-            (Some(server), None) => out.push_str(&format!("server `{server}`: ")),
-            (None, Some(field)) => out.push_str(&format!("field `{field}`: ")),
-            (None, None) => {}
-        }
-        out.push_str(&self.message);
+        out.push_str(&format!(": {self}"));
         out
     }
 }
@@ -213,6 +204,60 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut problems = Problems::new(text);
     let config = check_document(text, &mut problems);
     problems.into_result(path, config)
+}
+
+/// Validate one server entry given as JSON (as `mcpServer/add` receives it),
+/// with exactly the rules of a `[servers.NAME]` table in the file.
+///
+/// The entry is turned into TOML and checked by the same code as the file, so
+/// the two can never disagree; the problems carry server and field names but
+/// no line numbers (there is no file).
+pub fn parse_server_json(name: &str, entry: &Value) -> Result<ServerConfig, Vec<ConfigProblem>> {
+    let problem = |message: String| ConfigProblem {
+        line: None,
+        column: None,
+        server: Some(name.to_owned()),
+        field: None,
+        message,
+    };
+    if !entry.is_object() {
+        return Err(vec![problem("expected an object with the server's fields".to_owned())]);
+    }
+    let entry = toml::Value::try_from(entry)
+        .map_err(|error| vec![problem(format!("cannot be expressed in the config format: {error}"))])?;
+    let mut servers = toml::Table::new();
+    servers.insert(name.to_owned(), entry);
+    let mut document = toml::Table::new();
+    document.insert("servers".to_owned(), toml::Value::Table(servers));
+    let text = toml::to_string(&document).map_err(|error| vec![problem(format!("cannot be checked: {error}"))])?;
+    match parse(&text, Path::new("<mcpServer/add>")) {
+        Ok(mut config) => config
+            .servers
+            .remove(name)
+            .ok_or_else(|| vec![problem("invalid server name".to_owned())]),
+        Err(ConfigError::Invalid { problems, .. }) => Err(problems
+            .into_iter()
+            .map(|mut problem| {
+                problem.line = None;
+                problem.column = None;
+                problem
+            })
+            .collect()),
+        Err(error) => Err(vec![problem(error.to_string())]),
+    }
+}
+
+impl std::fmt::Display for ConfigProblem {
+    /// `server `x`, field `y`: message`, without a location.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.server, &self.field) {
+            (Some(server), Some(field)) => write!(f, "server `{server}`, field `{field}`: ")?,
+            (Some(server), None) => write!(f, "server `{server}`: ")?,
+            (None, Some(field)) => write!(f, "field `{field}`: ")?,
+            (None, None) => {}
+        }
+        f.write_str(&self.message)
+    }
 }
 
 /// JSON Schema (draft 2020-12) of the config file, for editors.

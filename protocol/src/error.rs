@@ -33,13 +33,17 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// -32006: the daemon is shutting down and takes no new work.
     ShuttingDown,
+    /// -32007: a server of that name already exists.
+    ServerExists,
+    /// -32008: the caller may not do that to this server (e.g. remove a config server).
+    NotPermitted,
     /// -32800: the request was cancelled (LSP `RequestCancelled`).
     RequestCancelled,
 }
 
 impl ErrorCode {
     /// All codes, for documentation and tests.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::ParseError,
         Self::InvalidRequest,
         Self::MethodNotFound,
@@ -51,6 +55,8 @@ impl ErrorCode {
         Self::ProtocolVersionMismatch,
         Self::MessageTooLarge,
         Self::ShuttingDown,
+        Self::ServerExists,
+        Self::NotPermitted,
         Self::RequestCancelled,
     ];
 
@@ -68,6 +74,8 @@ impl ErrorCode {
             Self::ProtocolVersionMismatch => -32004,
             Self::MessageTooLarge => -32005,
             Self::ShuttingDown => -32006,
+            Self::ServerExists => -32007,
+            Self::NotPermitted => -32008,
             Self::RequestCancelled => -32800,
         }
     }
@@ -97,6 +105,8 @@ impl ErrorCode {
                 "the message is larger than the limit; the daemon closes the connection after answering"
             }
             Self::ShuttingDown => "the daemon is shutting down and takes no new work",
+            Self::ServerExists => "a server of that name already exists",
+            Self::NotPermitted => "the caller may not do that to this server (e.g. remove a config server)",
             Self::RequestCancelled => "the request was cancelled (LSP `RequestCancelled`)",
         }
     }
@@ -115,6 +125,8 @@ impl ErrorCode {
             Self::ProtocolVersionMismatch => "protocolVersionMismatch",
             Self::MessageTooLarge => "messageTooLarge",
             Self::ShuttingDown => "shuttingDown",
+            Self::ServerExists => "serverExists",
+            Self::NotPermitted => "notPermitted",
             Self::RequestCancelled => "requestCancelled",
         }
     }

@@ -406,6 +406,69 @@ impl McpServerControlParams {
     }
 }
 
+/// `mcpServer/add`: add a server that lives as long as this connection.
+///
+/// `config` has the fields of a `[servers.NAME]` table in the config file, as
+/// JSON, validated by the same rules. The server starts at once (unless
+/// `enabled` is false); when the connection closes, it is stopped, its
+/// processes are reaped and it is removed. Answers once it is `starting`.
+#[derive(Debug)]
+pub enum McpServerAdd {}
+impl Request for McpServerAdd {
+    const METHOD: &'static str = "mcpServer/add";
+    type Params = McpServerAddParams;
+    type Result = McpServerGetResult;
+}
+
+/// Parameters of `mcpServer/add`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct McpServerAddParams {
+    /// Name of the new server; must not be in use.
+    pub name: String,
+    /// The server's fields, as in the config file (e.g. `{"command": "npx", "args": ["-y", "…"]}`).
+    pub config: serde_json::Value,
+}
+
+impl McpServerAddParams {
+    /// Params adding `name` with `config`.
+    pub fn new(name: impl Into<String>, config: serde_json::Value) -> Self {
+        Self {
+            name: name.into(),
+            config,
+        }
+    }
+}
+
+/// `mcpServer/remove`: stop and remove a server this connection added.
+///
+/// Answers once its processes are gone. Config servers are removed by editing
+/// the config file; another connection's servers cannot be removed.
+#[derive(Debug)]
+pub enum McpServerRemove {}
+impl Request for McpServerRemove {
+    const METHOD: &'static str = "mcpServer/remove";
+    type Params = McpServerControlParams;
+    type Result = McpServerRemoveResult;
+}
+
+/// Result of `mcpServer/remove`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct McpServerRemoveResult {
+    /// The name of the removed server.
+    pub name: String,
+}
+
+impl McpServerRemoveResult {
+    /// A remove result.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
 /// Everything a front-end needs to show one server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -35,6 +35,8 @@ pub fn protocol_schema() -> Value {
     method!(McpServerStart);
     method!(McpServerStop);
     method!(McpServerRestart);
+    method!(McpServerAdd);
+    method!(McpServerRemove);
     method!(EventsReplay);
 
     let mut notifications = serde_json::Map::new();
@@ -102,6 +104,9 @@ pub fn examples() -> Vec<(&'static str, Value)> {
     stopped_fs.pid = None;
     stopped_fs.uptime_ms = None;
     stopped_fs.last_exit = Some("exit status: 0".to_owned());
+    let mut scratch = McpServerStatus::new("scratch-files", ServerOrigin::Session, TransportKind::Stdio);
+    scratch.status = ServerStatus::Starting;
+    scratch.pid = Some(5120);
     let mut linear = McpServerStatus::new("linear", ServerOrigin::Config, TransportKind::StreamableHttp);
     linear.status = ServerStatus::Failed;
     linear.failure_reason = Some(FailureReason::ReauthenticationRequired);

@@ -100,7 +100,13 @@ fn every_committed_example_parses_as_its_typed_message() {
             (Some(DaemonStatusRequest::METHOD), _) => round_trip::<NoParams>(&message["params"]),
             (Some(McpServerList::METHOD), _) => round_trip::<NoParams>(&message["params"]),
             (Some(McpServerGet::METHOD), _) => round_trip::<McpServerGetParams>(&message["params"]),
-            (Some(McpServerStart::METHOD | McpServerStop::METHOD | McpServerRestart::METHOD), _) => {
+            (Some(McpServerAdd::METHOD), _) => round_trip::<McpServerAddParams>(&message["params"]),
+            (
+                Some(
+                    McpServerStart::METHOD | McpServerStop::METHOD | McpServerRestart::METHOD | McpServerRemove::METHOD,
+                ),
+                _,
+            ) => {
                 round_trip::<McpServerControlParams>(&message["params"]);
             }
             (Some(EventsReplay::METHOD), _) => round_trip::<EventsReplayParams>(&message["params"]),
@@ -115,7 +121,10 @@ fn every_committed_example_parses_as_its_typed_message() {
                     "initialize" => round_trip::<InitializeResult>(result),
                     "daemon-status" => round_trip::<DaemonStatus>(result),
                     "mcp-server-list" => round_trip::<McpServerListResult>(result),
-                    "mcp-server-get" | "mcp-server-stop" => round_trip::<McpServerGetResult>(result),
+                    "mcp-server-get" | "mcp-server-stop" | "mcp-server-add" => {
+                        round_trip::<McpServerGetResult>(result);
+                    }
+                    "mcp-server-remove" => round_trip::<McpServerRemoveResult>(result),
                     "events-replay" => round_trip::<EventsReplayResult>(result),
                     other => panic!("{}: no result type known for {other}", path.display()),
                 }

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use corral_protocol::error::VersionMismatchData;
 use corral_protocol::{
     DaemonNotification, DaemonStatus, DaemonStatusRequest, ErrorCode, EventsReplay, EventsReplayResult, Initialize,
-    InitializeParams, InitializeResult, McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult,
-    McpServerList, McpServerListResult, McpServerRestart, McpServerStart, McpServerStop, NoParams, Request,
-    ServerStatus, StartupStatusUpdated,
+    InitializeParams, InitializeResult, McpServerAdd, McpServerAddParams, McpServerControlParams, McpServerGet,
+    McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, McpServerRemove, McpServerRemoveResult,
+    McpServerRestart, McpServerStart, McpServerStop, NoParams, Request, ServerStatus, StartupStatusUpdated,
 };
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use super::DaemonContext;
 use super::session::Session;
-use crate::supervisor::{ControlAction, SupervisorStopped};
+use crate::supervisor::{ControlAction, RegistryRefusal, SupervisorStopped};
 
 /// Build a JSON-RPC error object with one of our codes.
 pub(crate) fn rpc_error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
@@ -116,6 +116,43 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
     register_control::<McpServerStop>(&mut module, ControlAction::Stop)?;
     register_control::<McpServerRestart>(&mut module, ControlAction::Restart)?;
 
+    module.register_async_method(McpServerAdd::METHOD, |params, context, extensions| async move {
+        let McpServerAddParams { name, config, .. } = parse_params::<McpServerAdd>(&params)?;
+        let session = session(&extensions)?;
+        let config = corral_protocol::config::parse_server_json(&name, &config).map_err(|problems| {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            rpc_error(
+                ErrorCode::InvalidParams,
+                format!("invalid server config for `{name}`: {}", problems.join("; ")),
+            )
+        })?;
+        let enabled = config.enabled;
+        context
+            .supervisor
+            .add(config, session.id)
+            .await?
+            .map_err(|refusal| refusal_error(&name, &refusal))?;
+        if enabled {
+            // Answer once it is `starting`, like `mcpServer/start`.
+            context.supervisor.control(name.clone(), ControlAction::Start).await?;
+        }
+        let server = context.supervisor.get(name.clone()).await?;
+        server
+            .map(McpServerGetResult::new)
+            .ok_or_else(|| refusal_error(&name, &RegistryRefusal::NotFound))
+    })?;
+
+    module.register_async_method(McpServerRemove::METHOD, |params, context, extensions| async move {
+        let McpServerControlParams { name, .. } = parse_params::<McpServerRemove>(&params)?;
+        let session = session(&extensions)?;
+        context
+            .supervisor
+            .remove(name.clone(), session.id)
+            .await?
+            .map_err(|refusal| refusal_error(&name, &refusal))?;
+        Ok::<_, ErrorObjectOwned>(McpServerRemoveResult::new(name))
+    })?;
+
     module.register_method(EventsReplay::METHOD, |params, context, _| {
         let params = parse_params::<EventsReplay>(&params)?;
         let replay = context.events.replay(params.after_seq);
@@ -149,6 +186,17 @@ where
         Ok::<_, ErrorObjectOwned>(McpServerGetResult::new(server))
     })?;
     Ok(())
+}
+
+fn refusal_error(name: &str, refusal: &RegistryRefusal) -> ErrorObjectOwned {
+    match refusal {
+        RegistryRefusal::NotFound => rpc_error(ErrorCode::ServerNotFound, format!("no MCP server named `{name}`")),
+        RegistryRefusal::Exists => rpc_error(
+            ErrorCode::ServerExists,
+            format!("an MCP server named `{name}` already exists: choose another name"),
+        ),
+        RegistryRefusal::NotPermitted(why) => rpc_error(ErrorCode::NotPermitted, format!("`{name}`: {why}")),
+    }
 }
 
 fn initialize(

@@ -102,6 +102,23 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// Serve one connection as session `id`; when it ends, so do the servers it added.
+async fn run_connection<S>(
+    stream: S,
+    id: u64,
+    methods: Methods,
+    context: Arc<DaemonContext>,
+    shutdown: CancellationToken,
+    guard: ConnectionGuard,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let session = Arc::new(session::Session::new(id));
+    connection::serve(stream, session, methods, shutdown).await;
+    context.supervisor.session_closed(id).await;
+    drop(guard);
+}
+
 /// Accept and serve connections until `shutdown` is cancelled.
 #[cfg(unix)]
 pub async fn serve(
@@ -148,14 +165,15 @@ pub async fn serve(
             );
             continue;
         };
-        let session = Arc::new(session::Session::new(next_id));
+        tracker.spawn(run_connection(
+            stream,
+            next_id,
+            methods.clone(),
+            context.clone(),
+            shutdown.clone(),
+            guard,
+        ));
         next_id += 1;
-        let methods = methods.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            connection::serve(stream, session, methods, shutdown).await;
-            drop(guard);
-        });
     }
     Ok(())
 }

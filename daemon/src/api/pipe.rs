@@ -17,7 +17,7 @@ use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{DaemonContext, connection, methods, session};
+use super::{DaemonContext, methods};
 
 /// Create the first instance of the daemon's pipe, or explain who has it.
 pub fn bind(name: &Path) -> anyhow::Result<NamedPipeServer> {
@@ -68,14 +68,15 @@ pub async fn serve(
             );
             continue;
         };
-        let session = Arc::new(session::Session::new(next_id));
+        tracker.spawn(super::run_connection(
+            connected,
+            next_id,
+            methods.clone(),
+            context.clone(),
+            shutdown.clone(),
+            guard,
+        ));
         next_id += 1;
-        let methods = methods.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            connection::serve(connected, session, methods, shutdown).await;
-            drop(guard);
-        });
     }
     Ok(())
 }
