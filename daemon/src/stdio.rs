@@ -182,7 +182,7 @@ pub fn launch(
     env.insert(OsString::from(crate::reaper::MARKER_VAR), OsString::from(marker));
     let program = resolve_program(&config.command, &env, &cwd)?;
 
-    #[allow(clippy::disallowed_methods)] // This is the audited spawn point.
+    #[allow(clippy::disallowed_methods)] // The audited spawn point (see daemon/clippy.toml).
     let mut command = tokio::process::Command::new(&program);
     command
         .args(&config.args)
