@@ -4,17 +4,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corral_protocol::{
-    ClientInfo, DaemonStatus, DaemonStatusRequest, EventsLagged, EventsLaggedNotification, EventsReplay,
-    EventsReplayParams, EventsReplayResult, Initialize, InitializeParams, InitializeResult, McpServerAdd,
-    McpServerAddParams, McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList,
-    McpServerListResult, McpServerRemove, McpServerRemoveResult, McpServerRestart, McpServerStart, McpServerStop,
-    NoParams, Notification, Request, StartupStatusUpdated, StartupStatusUpdatedNotification,
+    ClientInfo, DaemonStatus, DaemonStatusRequest, EventsReplay, EventsReplayParams, EventsReplayResult, Initialize,
+    InitializeParams, InitializeResult, McpServerAdd, McpServerAddParams, McpServerControlParams, McpServerGet,
+    McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, McpServerRemove, McpServerRemoveResult,
+    McpServerRestart, McpServerStart, McpServerStop, NoParams, Request,
 };
 use jsonrpsee::core::client::{ClientBuilder, ClientT, SubscriptionClientT};
 use jsonrpsee::core::traits::ToRpcParams;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::notifications::METHODS;
 use crate::transport::{LineReceiver, LineSender};
 use crate::{ClientError, Notifications};
 
@@ -174,8 +174,10 @@ impl Client {
         // Register the notification buffers before `initialize` goes out:
         // the daemon may push right after answering it, and jsonrpsee drops
         // notifications for methods nobody has registered.
-        let startup_status = subscribe::<StartupStatusUpdated>(&rpc, StartupStatusUpdatedNotification::METHOD).await?;
-        let lagged = subscribe::<EventsLagged>(&rpc, EventsLaggedNotification::METHOD).await?;
+        let mut subscriptions = Vec::with_capacity(METHODS.len());
+        for method in METHODS {
+            subscriptions.push((method, subscribe::<serde_json::Value>(&rpc, method).await?));
+        }
 
         let params = InitializeParams::new(options.client_info.clone());
         let initialize_result = call::<Initialize>(&rpc, params, options.connect_timeout).await?;
@@ -184,7 +186,7 @@ impl Client {
             socket_path,
             request_timeout: options.request_timeout,
             initialize_result,
-            notifications: Some(Notifications::new(startup_status, lagged)),
+            notifications: Some(Notifications::new(subscriptions)),
         })
     }
 

@@ -17,11 +17,12 @@ use std::task::{Context, Poll};
 
 use corral_protocol::{
     DaemonNotification, EventsLagged, EventsLaggedNotification, Notification, StartupStatusUpdated,
-    StartupStatusUpdatedNotification,
+    StartupStatusUpdatedNotification, ToolsListChanged, ToolsListChangedNotification,
 };
 use futures_core::Stream;
 use jsonrpsee::core::client::{Subscription, SubscriptionCloseReason};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::ClientError;
 
@@ -36,17 +37,29 @@ pub enum ClientNotification {
     /// `mcpServer/startupStatus/updated`: a server changed lifecycle status.
     #[serde(rename = "mcpServer/startupStatus/updated")]
     StartupStatusUpdated(StartupStatusUpdated),
+    /// `mcpServer/tools/listChanged`: a server's tools may have changed; fetch them again.
+    #[serde(rename = "mcpServer/tools/listChanged")]
+    ToolsListChanged(ToolsListChanged),
     /// `events/lagged`: the daemon could not deliver some notifications to this
     /// connection; fetch them with `events/replay`.
     #[serde(rename = "events/lagged")]
     Lagged(EventsLagged),
 }
 
+/// Every notification method the client listens for, `events/lagged` first
+/// (it is rare, so polling it first cannot starve the others).
+pub(crate) const METHODS: [&str; 3] = [
+    EventsLaggedNotification::METHOD,
+    StartupStatusUpdatedNotification::METHOD,
+    ToolsListChangedNotification::METHOD,
+];
+
 impl ClientNotification {
     /// The daemon-wide sequence number; `None` for `events/lagged`, which is about this connection only.
     pub fn seq(&self) -> Option<u64> {
         match self {
             Self::StartupStatusUpdated(update) => Some(update.seq),
+            Self::ToolsListChanged(change) => Some(change.seq),
             Self::Lagged(_) => None,
         }
     }
@@ -55,6 +68,7 @@ impl ClientNotification {
     pub fn method(&self) -> &'static str {
         match self {
             Self::StartupStatusUpdated(_) => StartupStatusUpdatedNotification::METHOD,
+            Self::ToolsListChanged(_) => ToolsListChangedNotification::METHOD,
             Self::Lagged(_) => EventsLaggedNotification::METHOD,
         }
     }
@@ -62,10 +76,18 @@ impl ClientNotification {
     /// The same notification as returned by `events/replay`; `None` for a kind
     /// this client does not know (sent by a newer daemon).
     pub fn from_replayed(notification: DaemonNotification) -> Option<Self> {
-        match notification {
-            DaemonNotification::StartupStatusUpdated(update) => Some(Self::StartupStatusUpdated(update)),
-            _ => None,
-        }
+        // Both are `{method, params}` on the wire: convert through that form.
+        serde_json::to_value(notification)
+            .ok()
+            .and_then(|value| serde_json::from_value(value).ok())
+    }
+
+    /// Decode a notification received as `method` with `params`.
+    fn decode(method: &str, params: Value) -> Result<Self, serde_json::Error> {
+        let mut message = serde_json::Map::with_capacity(2);
+        message.insert("method".to_owned(), Value::String(method.to_owned()));
+        message.insert("params".to_owned(), params);
+        serde_json::from_value(Value::Object(message))
     }
 }
 
@@ -90,16 +112,18 @@ pub enum NotificationsEnd {
 /// [`ClientNotification::seq`] when it matters.
 #[derive(Debug)]
 pub struct Notifications {
-    startup_status: Option<Subscription<StartupStatusUpdated>>,
-    lagged: Option<Subscription<EventsLagged>>,
+    /// One jsonrpsee buffer per method in [`METHODS`]; `None` once it ended.
+    subscriptions: Vec<(&'static str, Option<Subscription<Value>>)>,
     end: Option<NotificationsEnd>,
 }
 
 impl Notifications {
-    pub(crate) fn new(startup_status: Subscription<StartupStatusUpdated>, lagged: Subscription<EventsLagged>) -> Self {
+    pub(crate) fn new(subscriptions: Vec<(&'static str, Subscription<Value>)>) -> Self {
         Self {
-            startup_status: Some(startup_status),
-            lagged: Some(lagged),
+            subscriptions: subscriptions
+                .into_iter()
+                .map(|(method, subscription)| (method, Some(subscription)))
+                .collect(),
             end: None,
         }
     }
@@ -123,29 +147,18 @@ impl Stream for Notifications {
         if this.end.is_some() {
             return Poll::Ready(None);
         }
-        // `events/lagged` first: it is rare, so it cannot starve status updates.
-        match poll_subscription(&mut this.lagged, cx) {
-            Polled::Item(item) => {
-                return Poll::Ready(Some(
-                    item.map(ClientNotification::Lagged)
-                        .map_err(|error| decode_error(EventsLaggedNotification::METHOD, error)),
-                ));
+        for (method, slot) in &mut this.subscriptions {
+            match poll_subscription(slot, cx) {
+                Polled::Item(item) => {
+                    let decoded = item.and_then(|params| ClientNotification::decode(method, params));
+                    return Poll::Ready(Some(decoded.map_err(|error| decode_error(method, error))));
+                }
+                Polled::Overflowed => return this.finish(NotificationsEnd::Overflowed),
+                Polled::Closed | Polled::Pending => {}
             }
-            Polled::Overflowed => return this.finish(NotificationsEnd::Overflowed),
-            Polled::Closed | Polled::Pending => {}
         }
-        match poll_subscription(&mut this.startup_status, cx) {
-            Polled::Item(item) => {
-                return Poll::Ready(Some(
-                    item.map(ClientNotification::StartupStatusUpdated)
-                        .map_err(|error| decode_error(StartupStatusUpdatedNotification::METHOD, error)),
-                ));
-            }
-            Polled::Overflowed => return this.finish(NotificationsEnd::Overflowed),
-            Polled::Closed | Polled::Pending => {}
-        }
-        // On a disconnect both buffers end; drain both before ending.
-        if this.lagged.is_none() && this.startup_status.is_none() {
+        // On a disconnect every buffer ends; drain them all before ending.
+        if this.subscriptions.iter().all(|(_, slot)| slot.is_none()) {
             return this.finish(NotificationsEnd::Disconnected);
         }
         Poll::Pending
@@ -155,8 +168,7 @@ impl Stream for Notifications {
 impl Notifications {
     fn finish(&mut self, end: NotificationsEnd) -> Poll<Option<Result<ClientNotification, ClientError>>> {
         self.end = Some(end);
-        self.startup_status = None;
-        self.lagged = None;
+        self.subscriptions.clear();
         Poll::Ready(None)
     }
 }

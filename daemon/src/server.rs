@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_protocol::config::{ServerConfig, TransportConfig};
-use corral_protocol::{DaemonNotification, FailureReason, ServerInfo, ServerStatus, StartupStatusUpdated};
+use corral_protocol::{
+    DaemonNotification, FailureReason, ServerInfo, ServerStatus, StartupStatusUpdated, ToolsListChanged,
+};
 use process_wrap::tokio::ChildWrapper;
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
 use rmcp::service::RunningService;
@@ -163,6 +165,7 @@ pub(crate) fn spawn(
         restart: RestartPolicy::default(),
         tracker: tracker.clone(),
         marker: String::new(),
+        was_ready: false,
     };
     tracker.spawn(task.run());
     ServerHandle {
@@ -186,6 +189,8 @@ struct ServerTask {
     tracker: tokio_util::task::TaskTracker,
     /// Marker of the current (or last) run's process tree.
     marker: String,
+    /// Whether the server was ready before (so a new `ready` changes its tools).
+    was_ready: bool,
 }
 
 /// How one run of the server (launch to teardown) ended.
@@ -421,6 +426,14 @@ impl ServerTask {
         });
         self.set_status(ServerStatus::Ready, None);
         tracing::info!(server = %self.name, pid, tools = tool_count, "ready");
+        if self.was_ready {
+            // Tools come back with the server: tell front-ends to fetch them again.
+            let name = self.name.clone();
+            let count = u32::try_from(tool_count).unwrap_or(u32::MAX);
+            self.events
+                .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, count)));
+        }
+        self.was_ready = true;
 
         let mut running = Running { service, child, pid };
         loop {

@@ -761,6 +761,40 @@ impl StartupStatusUpdated {
     }
 }
 
+/// `mcpServer/tools/listChanged`: a server's tool list may have changed;
+/// fetch it again. Sent whenever a server becomes ready again after a restart
+/// (its tools come back with it).
+#[derive(Debug)]
+pub enum ToolsListChangedNotification {}
+impl Notification for ToolsListChangedNotification {
+    const METHOD: &'static str = "mcpServer/tools/listChanged";
+    type Params = ToolsListChanged;
+}
+
+/// Params of `mcpServer/tools/listChanged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ToolsListChanged {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// Server name.
+    pub name: String,
+    /// Number of tools it offers now (after the config's filters).
+    pub tool_count: u32,
+}
+
+impl ToolsListChanged {
+    /// A tool list change for `name`.
+    pub fn new(seq: u64, name: impl Into<String>, tool_count: u32) -> Self {
+        Self {
+            seq,
+            name: name.into(),
+            tool_count,
+        }
+    }
+}
+
 /// `events/lagged`: this connection fell behind and missed notifications.
 ///
 /// The one notification without a `seq` of its own: it is about this
@@ -805,6 +839,9 @@ pub enum DaemonNotification {
     /// `mcpServer/startupStatus/updated`.
     #[serde(rename = "mcpServer/startupStatus/updated")]
     StartupStatusUpdated(StartupStatusUpdated),
+    /// `mcpServer/tools/listChanged`.
+    #[serde(rename = "mcpServer/tools/listChanged")]
+    ToolsListChanged(ToolsListChanged),
 }
 
 impl DaemonNotification {
@@ -812,6 +849,7 @@ impl DaemonNotification {
     pub fn seq(&self) -> u64 {
         match self {
             Self::StartupStatusUpdated(n) => n.seq,
+            Self::ToolsListChanged(n) => n.seq,
         }
     }
 
@@ -819,6 +857,7 @@ impl DaemonNotification {
     pub fn method(&self) -> &'static str {
         match self {
             Self::StartupStatusUpdated(_) => StartupStatusUpdatedNotification::METHOD,
+            Self::ToolsListChanged(_) => ToolsListChangedNotification::METHOD,
         }
     }
 }

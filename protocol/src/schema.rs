@@ -49,6 +49,7 @@ pub fn protocol_schema() -> Value {
         };
     }
     notification!(StartupStatusUpdatedNotification);
+    notification!(ToolsListChangedNotification);
     notification!(EventsLaggedNotification);
     let version_mismatch = generator.subschema_for::<VersionMismatchData>();
     let replayable = generator.subschema_for::<DaemonNotification>();
@@ -198,6 +199,13 @@ pub fn examples() -> Vec<(&'static str, Value)> {
         (
             "startup-status-updated.failed.notification.json",
             notification(StartupStatusUpdatedNotification::METHOD, failed),
+        ),
+        (
+            "tools-list-changed.notification.json",
+            notification(
+                ToolsListChangedNotification::METHOD,
+                ToolsListChanged::new(19, "filesystem", 14),
+            ),
         ),
         (
             "events-lagged.notification.json",

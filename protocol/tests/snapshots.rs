@@ -114,6 +114,7 @@ fn every_committed_example_parses_as_its_typed_message() {
                 round_trip::<StartupStatusUpdated>(&message["params"]);
             }
             (Some(EventsLaggedNotification::METHOD), _) => round_trip::<EventsLagged>(&message["params"]),
+            (Some(ToolsListChangedNotification::METHOD), _) => round_trip::<ToolsListChanged>(&message["params"]),
             (Some(other), _) => panic!("{}: unknown method {other}", path.display()),
             (None, true) => {
                 let result = &message["result"];

@@ -159,6 +159,9 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
             lagged.last_missed_seq,
             lagged.first_missed_seq.saturating_sub(1)
         ),
+        ClientNotification::ToolsListChanged(change) => {
+            format!("[{}] {}: tools changed ({} tools)", change.seq, change.name, change.tool_count)
+        }
         other => format!("[?] {}", other.method()),
     }
 }
