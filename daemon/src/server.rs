@@ -81,11 +81,13 @@ pub struct TeardownPolicy {
     pub term_grace: Duration,
 }
 
-impl Default for TeardownPolicy {
-    fn default() -> Self {
+impl TeardownPolicy {
+    /// Split a total bound: 40% for the server to exit on stdin EOF, the rest after SIGTERM.
+    fn within(total: Duration) -> Self {
+        let stdin_grace = total.mul_f64(0.4);
         Self {
-            stdin_grace: Duration::from_millis(1000),
-            term_grace: Duration::from_millis(1500),
+            stdin_grace,
+            term_grace: total.saturating_sub(stdin_grace),
         }
     }
 }
@@ -103,13 +105,13 @@ pub struct RestartPolicy {
     pub crash_window: Duration,
 }
 
-impl Default for RestartPolicy {
-    fn default() -> Self {
+impl RestartPolicy {
+    fn from_config(config: &ServerConfig) -> Self {
         Self {
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-            crash_limit: 5,
-            crash_window: Duration::from_secs(120),
+            initial_backoff: config.restart_backoff_initial,
+            max_backoff: config.restart_backoff_max,
+            crash_limit: usize::try_from(config.crash_loop_limit).unwrap_or(usize::MAX),
+            crash_window: corral_protocol::config::CRASH_LOOP_WINDOW,
         }
     }
 }
@@ -161,8 +163,8 @@ pub(crate) fn spawn(
         stderr: stderr.clone(),
         commands,
         shutdown,
-        teardown: TeardownPolicy::default(),
-        restart: RestartPolicy::default(),
+        teardown: TeardownPolicy::within(config.stop_timeout),
+        restart: RestartPolicy::from_config(&config),
         tracker: tracker.clone(),
         marker: String::new(),
         was_ready: false,
@@ -676,8 +678,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn teardown_bound_is_split_between_stdin_and_sigterm() {
+        let policy = TeardownPolicy::within(Duration::from_millis(2500));
+        assert_eq!(policy.stdin_grace, Duration::from_millis(1000));
+        assert_eq!(policy.term_grace, Duration::from_millis(1500));
+    }
+
+    #[test]
     fn backoff_doubles_and_is_capped() {
-        let policy = RestartPolicy::default();
+        let config = corral_protocol::config::parse("[servers.s]\ncommand = \"x\"\n", std::path::Path::new("t.toml"))
+            .expect("valid");
+        let policy = RestartPolicy::from_config(&config.servers["s"]);
         assert_eq!(policy.backoff(1), Duration::from_millis(500));
         assert_eq!(policy.backoff(2), Duration::from_secs(1));
         assert_eq!(policy.backoff(3), Duration::from_secs(2));

@@ -28,6 +28,16 @@ use toml::de::{DeInteger, DeTable, DeValue};
 
 /// Default for `startup_timeout_sec`.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `stop_timeout_sec`: how long stopping a server may take in all.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_millis(2500);
+/// Default for `restart_backoff_initial_sec`.
+pub const DEFAULT_RESTART_BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+/// Default for `restart_backoff_max_sec`.
+pub const DEFAULT_RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Default for `crash_loop_limit`.
+pub const DEFAULT_CRASH_LOOP_LIMIT: u32 = 5;
+/// Window in which `crash_loop_limit` crashes mark a server `crashLoop`.
+pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(120);
 /// Default for `tool_timeout_sec`.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -69,6 +79,14 @@ pub struct ServerConfig {
     pub enabled_tools: Option<Vec<String>>,
     /// `disabled_tools`: never offered, applied after `enabled_tools`.
     pub disabled_tools: Vec<String>,
+    /// `stop_timeout_sec`: the bound on stopping the server's process tree (default 2.5 s).
+    pub stop_timeout: Duration,
+    /// `restart_backoff_initial_sec`: delay before the first restart after a crash (default 0.5 s).
+    pub restart_backoff_initial: Duration,
+    /// `restart_backoff_max_sec`: the longest delay between restarts (default 30 s).
+    pub restart_backoff_max: Duration,
+    /// `crash_loop_limit`: crashes within [`CRASH_LOOP_WINDOW`] that make the server `crashLoop` (default 5).
+    pub crash_loop_limit: u32,
 }
 
 /// Transport-specific part of a server entry.
@@ -421,6 +439,51 @@ const FIELDS: &[FieldSpec] = &[
         },
     },
     FieldSpec {
+        name: "stop_timeout_sec",
+        transport: None,
+        description: "Seconds stopping the server may take in all: stdin is closed, then the \
+            process group gets SIGTERM after 40% of this and SIGKILL at the end (greater than 0).",
+        schema: || {
+            json!({
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": DEFAULT_STOP_TIMEOUT.as_secs_f64(),
+            })
+        },
+    },
+    FieldSpec {
+        name: "restart_backoff_initial_sec",
+        transport: None,
+        description: "Seconds before restarting a server that died after it was ready; doubles \
+            with every consecutive crash (greater than 0).",
+        schema: || {
+            json!({
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": DEFAULT_RESTART_BACKOFF_INITIAL.as_secs_f64(),
+            })
+        },
+    },
+    FieldSpec {
+        name: "restart_backoff_max_sec",
+        transport: None,
+        description: "The longest wait between restarts (greater than 0).",
+        schema: || {
+            json!({
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": DEFAULT_RESTART_BACKOFF_MAX.as_secs(),
+            })
+        },
+    },
+    FieldSpec {
+        name: "crash_loop_limit",
+        transport: None,
+        description: "After this many crashes within 2 minutes the server is marked failed \
+            (`crashLoop`) and not restarted until it is started again (a positive integer).",
+        schema: || json!({ "type": "integer", "minimum": 1, "default": DEFAULT_CRASH_LOOP_LIMIT }),
+    },
+    FieldSpec {
         name: "enabled_tools",
         transport: None,
         description: "When set, only these tools of the server are offered.",
@@ -721,6 +784,10 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
         let enabled = self.boolean("enabled");
         let startup_timeout = self.seconds("startup_timeout_sec");
         let tool_timeout = self.seconds("tool_timeout_sec");
+        let stop_timeout = self.seconds("stop_timeout_sec");
+        let restart_backoff_initial = self.seconds("restart_backoff_initial_sec");
+        let restart_backoff_max = self.seconds("restart_backoff_max_sec");
+        let crash_loop_limit = self.positive_integer("crash_loop_limit");
         let enabled_tools = self.string_list("enabled_tools", tool_name);
         let disabled_tools = self.string_list("disabled_tools", tool_name);
         let stdio = StdioConfig {
@@ -753,6 +820,10 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
             tool_timeout: tool_timeout.unwrap_or(DEFAULT_TOOL_TIMEOUT),
             enabled_tools,
             disabled_tools: disabled_tools.unwrap_or_default(),
+            stop_timeout: stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            restart_backoff_initial: restart_backoff_initial.unwrap_or(DEFAULT_RESTART_BACKOFF_INITIAL),
+            restart_backoff_max: restart_backoff_max.unwrap_or(DEFAULT_RESTART_BACKOFF_MAX),
+            crash_loop_limit: crash_loop_limit.unwrap_or(DEFAULT_CRASH_LOOP_LIMIT),
         })
     }
 
@@ -942,6 +1013,28 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
                 None
             }
         }
+    }
+
+    fn positive_integer(&mut self, field: &str) -> Option<u32> {
+        const EXPECTED: &str = "a whole number greater than 0";
+        let value = self.value(field)?;
+        let DeValue::Integer(integer) = value.get_ref() else {
+            self.type_error(field, value, EXPECTED);
+            return None;
+        };
+        let number = integer_as_f64(integer);
+        if !(1.0..=f64::from(u32::MAX)).contains(&number) || number.fract() != 0.0 {
+            let written = self.problems.source(value.span());
+            self.report(
+                Some(field),
+                value.span(),
+                format!("expected {EXPECTED}, found {written}"),
+            );
+            return None;
+        }
+        // In range and whole, checked just above.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(number as u32)
     }
 
     fn string_list(&mut self, field: &str, check: impl Fn(&str) -> Result<(), String>) -> Option<Vec<String>> {

@@ -197,6 +197,22 @@ oauth_resource = "https://example.com"
         ],
     },
     ErrorCase {
+        name: "crash loop limit zero, fractional or a string",
+        toml: "[servers.a]\ncommand = \"npx\"\ncrash_loop_limit = 0\n\n[servers.b]\ncommand = \"npx\"\ncrash_loop_limit = 2.5\n\n[servers.c]\ncommand = \"npx\"\ncrash_loop_limit = \"5\"\n",
+        errors: &[
+            "config.toml:3:20: server `a`, field `crash_loop_limit`: expected a whole number greater than 0, found 0",
+            "config.toml:7:20: server `b`, field `crash_loop_limit`: expected a whole number greater than 0, found a float",
+            "config.toml:11:20: server `c`, field `crash_loop_limit`: expected a whole number greater than 0, found a string",
+        ],
+    },
+    ErrorCase {
+        name: "negative stop timeout",
+        toml: "[servers.fs]\ncommand = \"npx\"\nstop_timeout_sec = 0\n",
+        errors: &[
+            "config.toml:3:20: server `fs`, field `stop_timeout_sec`: expected a number of seconds greater than 0, found 0",
+        ],
+    },
+    ErrorCase {
         name: "zero timeout",
         toml: "[servers.fs]\ncommand = \"npx\"\nstartup_timeout_sec = 0\ntool_timeout_sec = 0.0\n",
         errors: &[
@@ -462,6 +478,10 @@ cwd = '@CWD@'
 enabled = true
 startup_timeout_sec = 30
 tool_timeout_sec = 120
+stop_timeout_sec = 4
+restart_backoff_initial_sec = 0.25
+restart_backoff_max_sec = 10
+crash_loop_limit = 3
 enabled_tools = ["read_file"]
 disabled_tools = ["write_file"]
 
@@ -516,6 +536,10 @@ fn the_full_example_reads_every_field() {
     assert_eq!(filesystem.tool_timeout, Duration::from_secs(120));
     assert_eq!(filesystem.enabled_tools, Some(strings(&["read_file"])));
     assert_eq!(filesystem.disabled_tools, strings(&["write_file"]));
+    assert_eq!(filesystem.stop_timeout, Duration::from_secs(4));
+    assert_eq!(filesystem.restart_backoff_initial, Duration::from_millis(250));
+    assert_eq!(filesystem.restart_backoff_max, Duration::from_secs(10));
+    assert_eq!(filesystem.crash_loop_limit, 3);
     let TransportConfig::Stdio(stdio) = &filesystem.transport else {
         panic!("filesystem should be stdio: {filesystem:?}");
     };
@@ -552,6 +576,10 @@ fn omitted_fields_take_their_defaults() {
         assert!(server.enabled);
         assert_eq!(server.startup_timeout, config::DEFAULT_STARTUP_TIMEOUT);
         assert_eq!(server.tool_timeout, config::DEFAULT_TOOL_TIMEOUT);
+        assert_eq!(server.stop_timeout, config::DEFAULT_STOP_TIMEOUT);
+        assert_eq!(server.restart_backoff_initial, config::DEFAULT_RESTART_BACKOFF_INITIAL);
+        assert_eq!(server.restart_backoff_max, config::DEFAULT_RESTART_BACKOFF_MAX);
+        assert_eq!(server.crash_loop_limit, config::DEFAULT_CRASH_LOOP_LIMIT);
         assert_eq!(server.enabled_tools, None);
         assert!(server.disabled_tools.is_empty());
     }
