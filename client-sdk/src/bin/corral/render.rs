@@ -160,7 +160,10 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
             lagged.first_missed_seq.saturating_sub(1)
         ),
         ClientNotification::ToolsListChanged(change) => {
-            format!("[{}] {}: tools changed ({} tools)", change.seq, change.name, change.tool_count)
+            format!(
+                "[{}] {}: tools changed ({} tools)",
+                change.seq, change.name, change.tool_count
+            )
         }
         other => format!("[?] {}", other.method()),
     }
