@@ -203,8 +203,8 @@ enum RunEnd {
     Restart(oneshot::Sender<()>),
     /// Launch or startup failed (already reported).
     StartupFailed,
-    /// Died after `ready`.
-    Crashed,
+    /// Died after `ready`, having been ready for this long.
+    Crashed { ready_for: Duration },
     /// The daemon is shutting down.
     Shutdown,
 }
@@ -251,7 +251,11 @@ impl ServerTask {
                 }
                 RunEnd::Restart(reply) => pending_reply = Some(reply),
                 RunEnd::StartupFailed => want_running = false,
-                RunEnd::Crashed => {
+                RunEnd::Crashed { ready_for } => {
+                    if ready_for >= self.restart.max_backoff {
+                        // Stayed up long enough to count as healthy again.
+                        consecutive_crashes = 0;
+                    }
                     let now = Instant::now();
                     recent_crashes.retain(|at| now.duration_since(*at) < self.restart.crash_window);
                     recent_crashes.push(now);
@@ -271,6 +275,9 @@ impl ServerTask {
                     let delay = self.restart.backoff(consecutive_crashes);
                     tracing::info!(server = %self.name, ?delay, "restarting after a crash");
                     self.state.send_modify(|state| state.restart_count += 1);
+                    // The restart has begun (its backoff is part of it): say so
+                    // now rather than leave a dead server listed as ready.
+                    self.set_status(ServerStatus::Starting, None);
                     // Wait out the backoff, but a stop or a shutdown wins.
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
@@ -289,10 +296,6 @@ impl ServerTask {
                     }
                 }
             }
-            if matches!(self.state.borrow().status, ServerStatus::Ready) {
-                // Stayed up long enough to count as healthy again.
-                consecutive_crashes = 0;
-            }
         }
     }
 
@@ -304,7 +307,9 @@ impl ServerTask {
             state.server_info = None;
             state.ready_since = None;
         });
-        self.set_status(ServerStatus::Starting, None);
+        if self.state.borrow().status != ServerStatus::Starting {
+            self.set_status(ServerStatus::Starting, None);
+        }
         if let Some(reply) = reply_when_starting {
             let _ = reply.send(());
         }
@@ -355,7 +360,7 @@ impl ServerTask {
                 .map_err(|error| (FailureReason::ProtocolError, format!("tools/list failed: {error}")))?;
             Ok::<_, (FailureReason, String)>((service, tools))
         };
-        tokio::pin!(startup);
+        let mut startup = Box::pin(startup);
         let outcome = loop {
             tokio::select! {
                 outcome = tokio::time::timeout_at(deadline, &mut startup) => break match outcome {
@@ -369,17 +374,11 @@ impl ServerTask {
                     )),
                 },
                 status = child.inner_mut().wait() => {
-                    let exit = describe_exit(status);
-                    self.state.send_modify(|state| state.last_exit = Some(exit.clone()));
-                    // Let the stderr reader catch the last words before quoting them.
-                    let _ = tokio::time::timeout(Duration::from_millis(200), &mut drain).await;
-                    break Err((
-                        FailureReason::ProcessExited,
-                        format!("exited during startup ({exit}){}", self.stderr_suffix()),
-                    ));
+                    break Err(self.exited_during_startup(status, &mut drain).await);
                 }
                 () = self.shutdown.cancelled() => {
                     self.set_status(ServerStatus::Cancelled, None);
+                    drop(startup); // closes the child's stdin: the first teardown step
                     self.teardown_process(None, &mut child, pid).await;
                     return RunEnd::Shutdown;
                 }
@@ -395,11 +394,23 @@ impl ServerTask {
                         Some(ServerCommand::Restart { reply }) => RunEnd::Restart(reply),
                     };
                     self.set_status(ServerStatus::Cancelled, None);
+                    drop(startup); // closes the child's stdin: the first teardown step
                     self.teardown_process(None, &mut child, pid).await;
                     return end;
                 }
             }
         };
+        // A closed pipe usually means the process died: say so, with its exit status.
+        let outcome = match outcome {
+            Err((FailureReason::ProtocolError, error)) => {
+                match tokio::time::timeout(Duration::from_millis(500), child.inner_mut().wait()).await {
+                    Ok(status) => Err(self.exited_during_startup(status, &mut drain).await),
+                    Err(_) => Err((FailureReason::ProtocolError, error)),
+                }
+            }
+            other => other,
+        };
+        drop(startup); // closes the child's stdin unless the session now owns it
         let (service, tools) = match outcome {
             Ok(ready) => ready,
             Err((reason, error)) => {
@@ -444,9 +455,10 @@ impl ServerTask {
                     let exit = describe_exit(status);
                     tracing::warn!(server = %self.name, pid, %exit, "server process exited");
                     self.state.send_modify(|state| state.last_exit = Some(exit));
+                    let ready_for = self.state.borrow().ready_since.map_or(Duration::ZERO, |since| since.elapsed());
                     let Running { service, mut child, pid } = running;
                     self.teardown_process(Some(service), &mut child, pid).await;
-                    return RunEnd::Crashed;
+                    return RunEnd::Crashed { ready_for };
                 }
                 () = self.shutdown.cancelled() => {
                     self.stop_running(running).await;
@@ -468,6 +480,23 @@ impl ServerTask {
                 }
             }
         }
+    }
+
+    /// The failure of a server whose process exited before it was ready:
+    /// records the exit and quotes the last stderr lines.
+    async fn exited_during_startup(
+        &self,
+        status: std::io::Result<std::process::ExitStatus>,
+        drain: &mut tokio::task::JoinHandle<()>,
+    ) -> (FailureReason, String) {
+        let exit = describe_exit(status);
+        self.state.send_modify(|state| state.last_exit = Some(exit.clone()));
+        // Let the stderr reader catch the last words before quoting them.
+        let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
+        (
+            FailureReason::ProcessExited,
+            format!("exited during startup ({exit}){}", self.stderr_suffix()),
+        )
     }
 
     /// Tear a ready server down on purpose and report `stopped`.
@@ -496,6 +525,7 @@ impl ServerTask {
         self.state.send_modify(|state| {
             state.pid = None;
             state.ready_since = None;
+            state.tool_count = None;
             if let Some(exit) = exit {
                 state.last_exit = Some(exit);
             }

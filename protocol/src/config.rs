@@ -410,7 +410,8 @@ const FIELDS: &[FieldSpec] = &[
     FieldSpec {
         name: "enabled",
         transport: None,
-        description: "Whether corrald starts the server.",
+        description: "Whether corrald starts the server by itself; a disabled server is listed \
+            and can still be started on request (`corral start NAME`).",
         schema: || json!({ "type": "boolean", "default": true }),
     },
     FieldSpec {

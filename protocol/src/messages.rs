@@ -480,7 +480,7 @@ pub struct McpServerStatus {
     pub origin: ServerOrigin,
     /// How the daemon talks to the server.
     pub transport: TransportKind,
-    /// `false` when the config says `enabled = false`; such a server is never started.
+    /// `false` when the config says `enabled = false`: not started automatically, but `mcpServer/start` still starts it.
     pub enabled: bool,
     /// Lifecycle status.
     pub status: ServerStatus,
