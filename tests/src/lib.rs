@@ -11,19 +11,28 @@
 //!   what is under test).
 //! - Every wait is bounded ([`WAIT`]); reaching a bound is a test failure
 //!   that says what was being waited for.
+//! - MCP server peers (`tests/peers/`): config entries for the fixture server
+//!   and the npm reference servers ([`fixture_config`], [`everything_config`],
+//!   [`filesystem_config`]), polling a server's status ([`wait_for_status`]),
+//!   recording its status notifications in order ([`StatusRecorder`]), and
+//!   checking by pid that processes are gone ([`assert_all_gone`]), with
+//!   [`KillSurvivorsOnDrop`] so that a failing test leaves nothing running.
 //!
 //! The binaries are found next to the test executable
 //! (`target/<profile>/deps/<test>` → `target/<profile>/corrald`): `bash
 //! tests/run.sh` builds them with `cargo build --workspace --bins` first.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use corral_client::protocol::{FailureReason, McpServerStatus, ServerStatus, StartupStatusUpdated};
 use corral_client::{Client, ClientNotification, ConnectOptions, Notifications};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -35,6 +44,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// How often bounded polls re-check their condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Bound for an MCP server peer to get ready (or fail): generous, because
+/// starting Python and Node peers on a loaded 2-core machine takes seconds.
+pub const SERVER_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a daemon gets to exit after SIGTERM before it is killed.
 pub const EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -84,19 +97,28 @@ pub async fn within_for<F: Future>(limit: Duration, what: &str, future: F) -> F:
 }
 
 /// Poll `condition` every [`POLL_INTERVAL`] until it returns `Some`, failing after [`WAIT`].
-pub async fn poll_until<T, F, Fut>(what: &str, mut condition: F) -> T
+pub async fn poll_until<T, F, Fut>(what: &str, condition: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    poll_until_for(WAIT, what, condition).await
+}
+
+/// Poll `condition` every [`POLL_INTERVAL`] until it returns `Some`, failing after `limit`.
+pub async fn poll_until_for<T, F, Fut>(limit: Duration, what: &str, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = condition().await {
             return value;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
+            "timed out after {limit:?} waiting for {what}"
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
@@ -129,6 +151,8 @@ pub struct TestDaemonBuilder {
     config: Option<String>,
     socket: SocketLocation,
     test_hooks: bool,
+    env: Vec<(OsString, OsString)>,
+    current_dir: Option<PathBuf>,
 }
 
 impl Default for TestDaemonBuilder {
@@ -137,6 +161,8 @@ impl Default for TestDaemonBuilder {
             config: None,
             socket: SocketLocation::InTempDir(PathBuf::from("corral.sock")),
             test_hooks: true,
+            env: Vec::new(),
+            current_dir: None,
         }
     }
 }
@@ -163,6 +189,20 @@ impl TestDaemonBuilder {
     /// Whether `CORRAL_TEST_HOOKS=1` is set (default: yes).
     pub fn test_hooks(mut self, enabled: bool) -> Self {
         self.test_hooks = enabled;
+        self
+    }
+
+    /// Set this variable in corrald's environment (on top of the test's own);
+    /// any bytes, so non-UTF-8 values reach the daemon as given.
+    pub fn env(mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((name.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// Run corrald in this directory (default: the test's own working directory).
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
         self
     }
 
@@ -202,6 +242,12 @@ impl TestDaemonBuilder {
             .stderr(Stdio::from(stderr));
         if self.test_hooks {
             command.env("CORRAL_TEST_HOOKS", "1");
+        }
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
         }
         kill_with_parent_thread(&mut command);
         let child = command.spawn().expect("spawn corrald");
@@ -868,4 +914,451 @@ pub fn corral_command() -> Command {
     let mut command = Command::new(binary("corral"));
     command.env_remove("CORRAL_SOCKET").env_remove("CORRAL_CONFIG");
     command
+}
+
+/// Run `corral ARGS --socket SOCKET` to completion (bounded by [`WAIT`]) on a
+/// blocking thread, so the async test's own connections keep being served meanwhile.
+pub async fn run_corral(socket: &Path, args: &[&str]) -> CommandOutput {
+    let mut command = corral_command();
+    command.args(args).arg("--socket").arg(socket);
+    tokio::task::spawn_blocking(move || run_command(&mut command, WAIT))
+        .await
+        .expect("the thread running corral")
+}
+
+// ---------------------------------------------------------------------------
+// MCP server peers (tests/peers/)
+
+/// A private scratch directory for one test (pid files, working directories, a fake `$HOME`).
+pub fn scratch_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("e2e-corral-scratch-")
+        .tempdir()
+        .expect("create a scratch dir")
+}
+
+/// `tests/peers/`.
+pub fn peers_dir() -> PathBuf {
+    workspace_root().join("tests").join("peers")
+}
+
+/// The interpreter of the peers' venv, which has the official MCP SDK the fixture needs.
+///
+/// Panics with the install command when it is missing.
+pub fn fixture_python() -> PathBuf {
+    let python = peers_dir().join(".venv").join("bin").join("python");
+    assert!(
+        python.is_file(),
+        "{} does not exist: install the test peers with `bash tests/run.sh` (it creates tests/peers/.venv)",
+        python.display()
+    );
+    python
+}
+
+/// `tests/peers/fixture_server.py`.
+pub fn fixture_script() -> PathBuf {
+    peers_dir().join("fixture_server.py")
+}
+
+/// An npm peer's entry point under `tests/peers/node_modules`, panicking with the install command if missing.
+fn npm_peer(relative: &str) -> PathBuf {
+    let path = peers_dir().join("node_modules").join(relative);
+    assert!(
+        path.is_file(),
+        "{} does not exist: install the test peers with `bash tests/run.sh` (it runs `npm ci` in tests/peers)",
+        path.display()
+    );
+    path
+}
+
+/// `text` as a TOML basic string (every escape serde_json writes is also a TOML escape).
+pub fn toml_string(text: &str) -> String {
+    serde_json::to_string(text).expect("a string serializes")
+}
+
+/// `values` as a TOML array of strings.
+pub fn toml_string_array<S: AsRef<str>>(values: &[S]) -> String {
+    let items: Vec<String> = values.iter().map(|value| toml_string(value.as_ref())).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// A `[servers.NAME]` entry running the fixture server with `flags`
+/// (`tests/peers/fixture_server.py`, see `tests/peers/README.md`).
+///
+/// The table is left open: append more `key = value` lines to it.
+pub fn fixture_config(name: &str, flags: &[&str]) -> String {
+    let script = fixture_script().display().to_string();
+    let mut args = vec![script.as_str()];
+    args.extend_from_slice(flags);
+    format!(
+        "\n[servers.{name}]\ncommand = {}\nargs = {}\n",
+        toml_string(&fixture_python().display().to_string()),
+        toml_string_array(&args)
+    )
+}
+
+/// A `[servers.NAME]` entry running `@modelcontextprotocol/server-everything` over stdio
+/// (`node` found on the server's PATH, which is the daemon's).
+pub fn everything_config(name: &str) -> String {
+    let entry = npm_peer("@modelcontextprotocol/server-everything/dist/index.js");
+    format!(
+        "\n[servers.{name}]\ncommand = \"node\"\nargs = {}\n",
+        toml_string_array(&[entry.display().to_string(), "stdio".to_owned()])
+    )
+}
+
+/// A `[servers.NAME]` entry running `@modelcontextprotocol/server-filesystem` on `dir`.
+pub fn filesystem_config(name: &str, dir: &Path) -> String {
+    let entry = npm_peer("@modelcontextprotocol/server-filesystem/dist/index.js");
+    format!(
+        "\n[servers.{name}]\ncommand = \"node\"\nargs = {}\n",
+        toml_string_array(&[entry.display().to_string(), dir.display().to_string()])
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Server status
+
+/// `mcpServer/get` for `name`, failing the test on an error.
+pub async fn get_server(client: &Client, name: &str) -> McpServerStatus {
+    client
+        .mcp_server_get(name)
+        .await
+        .unwrap_or_else(|error| panic!("mcpServer/get {name}: {error}"))
+        .server
+}
+
+/// Poll `mcpServer/get` until `name` has `status`, failing after `limit` with the last state seen.
+pub async fn wait_for_status(client: &Client, name: &str, status: ServerStatus, limit: Duration) -> McpServerStatus {
+    wait_for_server(client, name, &format!("status {status:?}"), limit, |server| {
+        server.status == status
+    })
+    .await
+}
+
+/// Poll `mcpServer/get` until `name` satisfies `condition` (described by
+/// `what`), failing after `limit` with the last state seen.
+pub async fn wait_for_server(
+    client: &Client,
+    name: &str,
+    what: &str,
+    limit: Duration,
+    mut condition: impl FnMut(&McpServerStatus) -> bool,
+) -> McpServerStatus {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let server = get_server(client, name).await;
+        if condition(&server) {
+            return server;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for server `{name}` to reach {what}; last state: {server:#?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// A status step of a server: its status and, on `failed`, the reason.
+pub type StatusStep = (ServerStatus, Option<FailureReason>);
+
+/// One recorded `mcpServer/startupStatus/updated`, with when this test saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedUpdate {
+    /// The notification.
+    pub update: StartupStatusUpdated,
+    /// When it arrived (for notifications fetched with `events/replay`: when the replay answered).
+    pub received: Instant,
+}
+
+impl RecordedUpdate {
+    /// Status and failure reason.
+    pub fn step(&self) -> StatusStep {
+        (self.update.status, self.update.failure_reason)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    by_seq: BTreeMap<u64, RecordedUpdate>,
+    /// Sequence numbers of the other notifications (other kinds share the counter).
+    other_seqs: std::collections::BTreeSet<u64>,
+    /// `events/lagged` and undecodable notifications: the record is incomplete.
+    problems: Vec<String>,
+}
+
+/// Records every `mcpServer/startupStatus/updated` of a daemon, from its
+/// first one (fetched with `events/replay`, so statuses published before
+/// the recorder connected are included) on, ordered by `seq`. Other
+/// notification kinds only count towards the check that no `seq` was missed.
+///
+/// It has its own connection; a task feeds it while the test awaits.
+#[derive(Debug)]
+pub struct StatusRecorder {
+    client: Client,
+    recorded: Arc<Mutex<Recorded>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusRecorder {
+    /// Connect to `daemon` and start recording.
+    pub async fn start(daemon: &TestDaemon) -> StatusRecorder {
+        let mut client = daemon.connect_client().await;
+        let mut notifications = client
+            .take_notifications()
+            .expect("a fresh client has its notification stream");
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let feed = recorded.clone();
+        // Live first, then the replay: a notification published in between is
+        // in one or the other (or both: `seq` de-duplicates).
+        let task = tokio::spawn(async move {
+            while let Some(item) = notifications.next().await {
+                let mut recorded = feed.lock().unwrap_or_else(PoisonError::into_inner);
+                match item {
+                    Ok(ClientNotification::StartupStatusUpdated(update)) => {
+                        let received = Instant::now();
+                        recorded.by_seq.insert(update.seq, RecordedUpdate { update, received });
+                    }
+                    Ok(other) => match other.seq() {
+                        Some(seq) => {
+                            recorded.other_seqs.insert(seq);
+                        }
+                        None => recorded.problems.push(format!("{other:?}")),
+                    },
+                    Err(error) => recorded.problems.push(format!("undecodable notification: {error}")),
+                }
+            }
+        });
+        let replay = within("events/replay", client.events_replay(0))
+            .await
+            .expect("events/replay");
+        assert!(
+            replay.complete,
+            "the daemon's history no longer holds its first notifications"
+        );
+        {
+            let received = Instant::now();
+            let mut recorded = recorded.lock().unwrap_or_else(PoisonError::into_inner);
+            for notification in replay.notifications {
+                let seq = notification.seq();
+                if let Some(ClientNotification::StartupStatusUpdated(update)) =
+                    ClientNotification::from_replayed(notification)
+                {
+                    recorded
+                        .by_seq
+                        .entry(update.seq)
+                        .or_insert(RecordedUpdate { update, received });
+                } else {
+                    recorded.other_seqs.insert(seq);
+                }
+            }
+        }
+        StatusRecorder { client, recorded, task }
+    }
+
+    /// The recorder's own client (usable for requests).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Every update recorded so far for server `name`, in `seq` order.
+    ///
+    /// Fails the test if a notification was lost (a gap in `seq`) or the
+    /// stream lagged: the recorder must see everything for its sequences to mean anything.
+    pub fn updates(&self, name: &str) -> Vec<RecordedUpdate> {
+        let recorded = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            recorded.problems.is_empty(),
+            "the record is incomplete: {:?}",
+            recorded.problems
+        );
+        let mut seqs: Vec<u64> = recorded.by_seq.keys().chain(&recorded.other_seqs).copied().collect();
+        seqs.sort_unstable();
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "the recorder missed notifications");
+        recorded
+            .by_seq
+            .values()
+            .filter(|recorded| recorded.update.name == name)
+            .cloned()
+            .collect()
+    }
+
+    /// Status steps recorded so far for `name`.
+    pub fn steps(&self, name: &str) -> Vec<StatusStep> {
+        self.updates(name).iter().map(RecordedUpdate::step).collect()
+    }
+
+    /// Wait (up to `limit`) until `name` has at least `count` updates; returns all of them.
+    pub async fn wait_for_count(&self, name: &str, count: usize, limit: Duration) -> Vec<RecordedUpdate> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let updates = self.updates(name);
+            if updates.len() >= count {
+                return updates;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {count} status updates of `{name}`; got {:?}",
+                updates.iter().map(|u| &u.update).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Wait until `name` has as many updates as `expected`, then fail unless
+    /// they are exactly `expected`, in order. Returns them.
+    pub async fn expect_steps(&self, name: &str, expected: &[StatusStep], limit: Duration) -> Vec<RecordedUpdate> {
+        let updates = self.wait_for_count(name, expected.len(), limit).await;
+        let steps: Vec<StatusStep> = updates.iter().map(RecordedUpdate::step).collect();
+        assert_eq!(
+            steps,
+            expected,
+            "status notifications of `{name}`: {:#?}",
+            updates.iter().map(|u| &u.update).collect::<Vec<_>>()
+        );
+        updates
+    }
+}
+
+impl Drop for StatusRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Processes by pid
+
+/// State letter and start time (clock ticks after boot) of `pid`, from `/proc/<pid>/stat`.
+pub fn process_stat(pid: u32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command (field 2) may hold spaces and parentheses: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start_time = fields.get(19)?.parse().ok()?;
+    Some((state, start_time))
+}
+
+/// Process group of `pid` (field 5 of `/proc/<pid>/stat`).
+pub fn process_group(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Whether `pid` is a live process. A zombie is dead: it has exited and only
+/// waits for a parent (possibly an init that never reaps) to collect it.
+pub fn is_alive(pid: u32) -> bool {
+    matches!(process_stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
+}
+
+/// Fail the test unless every pid in `pids` is a live process now.
+pub fn assert_all_alive(pids: &[u32], context: &str) {
+    let dead: Vec<u32> = pids.iter().copied().filter(|pid| !is_alive(*pid)).collect();
+    assert!(
+        dead.is_empty(),
+        "{context}: expected pids {pids:?} alive, but {dead:?} are gone"
+    );
+}
+
+/// Wait (up to `limit`) until no pid in `pids` is a live process; fail naming the survivors.
+pub async fn assert_all_gone(pids: &[u32], limit: Duration, context: &str) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|pid| is_alive(*pid)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let described: Vec<String> = alive
+                .iter()
+                .map(|pid| {
+                    let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+                        .unwrap_or_default();
+                    format!("{pid} ({})", command.trim())
+                })
+                .collect();
+            panic!("{context}: still alive after {limit:?}: {described:?} (of {pids:?})");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The pids in a fixture's `--pid-file`, in the order written (empty if it does not exist yet).
+pub fn read_pid_file(path: &Path) -> Vec<u32> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                line.trim()
+                    .parse()
+                    .unwrap_or_else(|error| panic!("bad line {line:?} in {}: {error}", path.display()))
+            })
+            .collect(),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => panic!("cannot read {}: {error}", path.display()),
+    }
+}
+
+/// Wait (bounded by [`WAIT`]) until `path` lists at least `count` pids; returns them all.
+pub async fn wait_for_pid_file(path: &Path, count: usize) -> Vec<u32> {
+    poll_until(&format!("{count} pids in {}", path.display()), || async {
+        let pids = read_pid_file(path);
+        (pids.len() >= count).then_some(pids)
+    })
+    .await
+}
+
+/// Send `signal` to `pid`, failing the test if it cannot be sent.
+pub fn send_signal(pid: u32, signal: libc::c_int) {
+    let target = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let result = unsafe { libc::kill(target, signal) };
+    assert_eq!(result, 0, "kill({pid}, {signal}): {}", io::Error::last_os_error());
+}
+
+/// Cleans up after a test whose servers start processes: on drop, SIGKILLs
+/// every live process listed in its pid files (or added by pid) that still
+/// carries a Corral server marker in its environment, so that a failing test
+/// leaks nothing and a reused pid is never touched.
+#[derive(Debug, Default)]
+pub struct KillSurvivorsOnDrop {
+    pid_files: Vec<PathBuf>,
+}
+
+impl KillSurvivorsOnDrop {
+    /// Watch these pid files.
+    pub fn new(pid_files: impl IntoIterator<Item = PathBuf>) -> Self {
+        Self {
+            pid_files: pid_files.into_iter().collect(),
+        }
+    }
+}
+
+impl Drop for KillSurvivorsOnDrop {
+    fn drop(&mut self) {
+        for path in &self.pid_files {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            for pid in text.lines().filter_map(|line| line.trim().parse::<u32>().ok()) {
+                let marked = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                    environ
+                        .split(|b| *b == 0)
+                        .any(|e| e.starts_with(b"CORRAL_SERVER_MARKER="))
+                });
+                if is_alive(pid) && marked {
+                    eprintln!("killing leftover server process {pid} (listed in {})", path.display());
+                    if let Ok(target) = libc::pid_t::try_from(pid) {
+                        // SAFETY: kill(2); the pid was just checked to be a marked server process.
+                        unsafe { libc::kill(target, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+    }
 }
