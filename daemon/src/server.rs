@@ -361,43 +361,25 @@ impl ServerTask {
             Ok::<_, (FailureReason, String)>((service, tools))
         };
         let mut startup = Box::pin(startup);
-        let outcome = loop {
-            tokio::select! {
-                outcome = tokio::time::timeout_at(deadline, &mut startup) => break match outcome {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err((
-                        FailureReason::StartupTimeout,
-                        format!(
-                            "initialize and tools/list did not finish within {:?} (startup_timeout_sec)",
-                            self.config.startup_timeout
-                        ),
-                    )),
-                },
-                status = child.inner_mut().wait() => {
-                    break Err(self.exited_during_startup(status, &mut drain).await);
-                }
-                () = self.shutdown.cancelled() => {
-                    self.set_status(ServerStatus::Cancelled, None);
-                    drop(startup); // closes the child's stdin: the first teardown step
-                    self.teardown_process(None, &mut child, pid).await;
-                    return RunEnd::Shutdown;
-                }
-                command = self.commands.recv() => {
-                    let end = match command {
-                        // Already starting: nothing to do.
-                        Some(ServerCommand::Start { reply }) => {
-                            let _ = reply.send(());
-                            continue;
-                        }
-                        None => RunEnd::Shutdown,
-                        Some(ServerCommand::Stop { reply }) => RunEnd::Stopped(reply),
-                        Some(ServerCommand::Restart { reply }) => RunEnd::Restart(reply),
-                    };
-                    self.set_status(ServerStatus::Cancelled, None);
-                    drop(startup); // closes the child's stdin: the first teardown step
-                    self.teardown_process(None, &mut child, pid).await;
-                    return end;
-                }
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout_at(deadline, &mut startup) => match outcome {
+                Ok(outcome) => outcome,
+                Err(_) => Err((
+                    FailureReason::StartupTimeout,
+                    format!(
+                        "initialize and tools/list did not finish within {:?} (startup_timeout_sec)",
+                        self.config.startup_timeout
+                    ),
+                )),
+            },
+            status = child.inner_mut().wait() => {
+                Err(self.exited_during_startup(status, &mut drain).await)
+            }
+            end = next_interruption(&mut self.commands, &self.shutdown) => {
+                self.set_status(ServerStatus::Cancelled, None);
+                drop(startup); // closes the child's stdin: the first teardown step
+                self.teardown_process(None, &mut child, pid).await;
+                return end;
             }
         };
         // A closed pipe usually means the process died: say so, with its exit status.
@@ -449,35 +431,19 @@ impl ServerTask {
         self.was_ready = true;
 
         let mut running = Running { service, child, pid };
-        loop {
-            tokio::select! {
-                status = running.child.inner_mut().wait() => {
-                    let exit = describe_exit(status);
-                    tracing::warn!(server = %self.name, pid, %exit, "server process exited");
-                    self.state.send_modify(|state| state.last_exit = Some(exit));
-                    let ready_for = self.state.borrow().ready_since.map_or(Duration::ZERO, |since| since.elapsed());
-                    let Running { service, mut child, pid } = running;
-                    self.teardown_process(Some(service), &mut child, pid).await;
-                    return RunEnd::Crashed { ready_for };
-                }
-                () = self.shutdown.cancelled() => {
-                    self.stop_running(running).await;
-                    return RunEnd::Shutdown;
-                }
-                command = self.commands.recv() => {
-                    let end = match command {
-                        // Already running: nothing to do.
-                        Some(ServerCommand::Start { reply }) => {
-                            let _ = reply.send(());
-                            continue;
-                        }
-                        None => RunEnd::Shutdown,
-                        Some(ServerCommand::Stop { reply }) => RunEnd::Stopped(reply),
-                        Some(ServerCommand::Restart { reply }) => RunEnd::Restart(reply),
-                    };
-                    self.stop_running(running).await;
-                    return end;
-                }
+        tokio::select! {
+            status = running.child.inner_mut().wait() => {
+                let exit = describe_exit(status);
+                tracing::warn!(server = %self.name, pid, %exit, "server process exited");
+                self.state.send_modify(|state| state.last_exit = Some(exit));
+                let ready_for = self.state.borrow().ready_since.map_or(Duration::ZERO, |since| since.elapsed());
+                let Running { service, mut child, pid } = running;
+                self.teardown_process(Some(service), &mut child, pid).await;
+                RunEnd::Crashed { ready_for }
+            }
+            end = next_interruption(&mut self.commands, &self.shutdown) => {
+                self.stop_running(running).await;
+                end
             }
         }
     }
@@ -569,6 +535,27 @@ impl ServerTask {
         match &self.state.borrow().last_exit {
             Some(exit) => format!(" (last {exit}){}", self.stderr_suffix()),
             None => self.stderr_suffix(),
+        }
+    }
+}
+
+/// Wait, while a server is starting or running, for something that ends the
+/// run: a stop or restart command, or the daemon shutting down. A start is
+/// already under way, so it is answered at once and waiting goes on.
+/// Cancel-safe (used inside `select!`).
+async fn next_interruption(commands: &mut mpsc::Receiver<ServerCommand>, shutdown: &CancellationToken) -> RunEnd {
+    loop {
+        let command = tokio::select! {
+            () = shutdown.cancelled() => return RunEnd::Shutdown,
+            command = commands.recv() => command,
+        };
+        match command {
+            None => return RunEnd::Shutdown,
+            Some(ServerCommand::Stop { reply }) => return RunEnd::Stopped(reply),
+            Some(ServerCommand::Restart { reply }) => return RunEnd::Restart(reply),
+            Some(ServerCommand::Start { reply }) => {
+                let _ = reply.send(());
+            }
         }
     }
 }
