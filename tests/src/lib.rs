@@ -39,6 +39,23 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 
+/// Three servers (both transports), deliberately not in name order, all
+/// disabled: their status is `stopped` and no notification is sent, so tests
+/// about the API's shape and the CLI's output are deterministic.
+pub const THREE_DISABLED_SERVERS: &str = r#"
+[servers.zeta-stdio]
+command = "true"
+enabled = false
+
+[servers.alpha-http]
+url = "http://127.0.0.1:9/mcp"
+enabled = false
+
+[servers.middle-disabled]
+command = "true"
+enabled = false
+"#;
+
 /// Upper bound of every wait in these tests; reaching it is a failure.
 pub const WAIT: Duration = Duration::from_secs(10);
 

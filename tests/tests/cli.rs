@@ -2,25 +2,9 @@
 
 use std::process::Stdio;
 
-use corral_tests::{TestDaemon, WAIT, corral_command, emit_test_events, run_command, within};
+use corral_tests::{THREE_DISABLED_SERVERS, TestDaemon, WAIT, corral_command, emit_test_events, run_command, within};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-
-/// All disabled, so that statuses are deterministic (`stopped`) and nothing
-/// is launched: these tests are about output, not lifecycles.
-const THREE_SERVERS: &str = r#"
-[servers.zeta-stdio]
-command = "true"
-enabled = false
-
-[servers.alpha-http]
-url = "http://127.0.0.1:9/mcp"
-enabled = false
-
-[servers.middle-disabled]
-command = "true"
-enabled = false
-"#;
 
 /// Run `corral ARGS --socket <daemon's socket>`; returns (exit code, stdout, stderr).
 fn corral(daemon: &TestDaemon, args: &[&str]) -> (i32, String, String) {
@@ -33,7 +17,7 @@ fn corral(daemon: &TestDaemon, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn status_shows_the_daemon_socket_config_and_counts() {
-    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let daemon = TestDaemon::start_with_config(THREE_DISABLED_SERVERS);
     let (code, stdout, stderr) = corral(&daemon, &["status"]);
     assert_eq!(code, 0, "{stderr}");
     for expected in [
@@ -55,7 +39,7 @@ fn status_shows_the_daemon_socket_config_and_counts() {
 
 #[test]
 fn list_shows_one_row_per_server_in_name_order() {
-    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let daemon = TestDaemon::start_with_config(THREE_DISABLED_SERVERS);
     let (code, stdout, stderr) = corral(&daemon, &["list"]);
     assert_eq!(code, 0, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
@@ -70,7 +54,7 @@ fn list_shows_one_row_per_server_in_name_order() {
 
 #[test]
 fn list_json_is_the_protocol_result() {
-    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let daemon = TestDaemon::start_with_config(THREE_DISABLED_SERVERS);
     let (code, stdout, stderr) = corral(&daemon, &["list", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     let list: Value = serde_json::from_str(&stdout).expect("corral list --json prints JSON");
@@ -88,7 +72,7 @@ fn list_json_is_the_protocol_result() {
 
 #[test]
 fn get_shows_one_server_and_fails_for_an_unknown_one() {
-    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let daemon = TestDaemon::start_with_config(THREE_DISABLED_SERVERS);
     let (code, stdout, stderr) = corral(&daemon, &["get", "middle-disabled"]);
     assert_eq!(code, 0, "{stderr}");
     let fields: Vec<Vec<&str>> = stdout.lines().map(|l| l.split_whitespace().collect()).collect();

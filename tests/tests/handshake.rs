@@ -2,25 +2,8 @@
 
 use corral_client::ClientError;
 use corral_client::protocol::{ErrorCode, ServerOrigin, ServerStatus, TransportKind};
-use corral_tests::{TestDaemon, error_code};
+use corral_tests::{THREE_DISABLED_SERVERS, TestDaemon, error_code};
 use serde_json::json;
-
-/// Three servers (both transports), deliberately not in name order. All are
-/// disabled so that their status is `stopped` and no notification is sent:
-/// these tests are about the API's shape; launching is `stdio_lifecycle.rs`'s.
-const THREE_SERVERS: &str = r#"
-[servers.zeta-stdio]
-command = "true"
-enabled = false
-
-[servers.alpha-http]
-url = "http://127.0.0.1:9/mcp"
-enabled = false
-
-[servers.middle-disabled]
-command = "true"
-enabled = false
-"#;
 
 #[tokio::test]
 async fn initialize_reports_the_protocol_version_and_the_daemon_process() {
@@ -49,7 +32,7 @@ async fn initialize_reports_the_protocol_version_and_the_daemon_process() {
 
 #[tokio::test]
 async fn daemon_status_reports_paths_counts_and_connections() {
-    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let daemon = TestDaemon::start_with_config(THREE_DISABLED_SERVERS);
     let client = daemon.connect_client().await;
     // The readiness probe's connection may still be counted for a moment.
     daemon.wait_for_connections(&client, 1).await;
@@ -102,7 +85,7 @@ async fn daemon_status_without_a_config_file() {
 
 #[tokio::test]
 async fn list_and_get_show_config_servers_sorted_and_stopped() {
-    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let daemon = TestDaemon::start_with_config(THREE_DISABLED_SERVERS);
     let client = daemon.connect_client().await;
     let servers = client.mcp_server_list().await.expect("mcpServer/list").servers;
     let names: Vec<&str> = servers.iter().map(|server| server.name.as_str()).collect();
@@ -134,7 +117,7 @@ async fn list_and_get_show_config_servers_sorted_and_stopped() {
 
 #[tokio::test]
 async fn get_of_an_unknown_server_is_server_not_found() {
-    let daemon = TestDaemon::start_with_config(THREE_SERVERS);
+    let daemon = TestDaemon::start_with_config(THREE_DISABLED_SERVERS);
     let client = daemon.connect_client().await;
     let error = client
         .mcp_server_get("no-such-server")
