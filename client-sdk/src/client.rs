@@ -7,7 +7,8 @@ use corral_protocol::{
     ClientInfo, DaemonStatus, DaemonStatusRequest, EventsReplay, EventsReplayParams, EventsReplayResult, Initialize,
     InitializeParams, InitializeResult, McpServerAdd, McpServerAddParams, McpServerControlParams, McpServerGet,
     McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, McpServerRemove, McpServerRemoveResult,
-    McpServerRestart, McpServerStart, McpServerStop, NoParams, Request,
+    McpServerRestart, McpServerStart, McpServerStop, NoParams, Request, ToolsCall, ToolsCallParams, ToolsList,
+    ToolsListParams, ToolsListResult,
 };
 use jsonrpsee::core::client::{ClientBuilder, ClientT, SubscriptionClientT};
 use jsonrpsee::core::traits::ToRpcParams;
@@ -281,6 +282,30 @@ impl Client {
     /// `mcpServer/remove`: stop and remove a server this connection added.
     pub async fn mcp_server_remove(&self, name: impl Into<String>) -> Result<McpServerRemoveResult, ClientError> {
         self.request::<McpServerRemove>(McpServerControlParams::new(name)).await
+    }
+
+    /// `tools/list`: the tools of every ready server, or of `server`.
+    pub async fn tools_list(&self, server: Option<&str>) -> Result<ToolsListResult, ClientError> {
+        let params = match server {
+            Some(server) => ToolsListParams::server(server),
+            None => ToolsListParams::all(),
+        };
+        self.request::<ToolsList>(params).await
+    }
+
+    /// `tools/call`: call `tool` on `server`; the result is the server's MCP `CallToolResult`.
+    ///
+    /// The daemon bounds the call by the server's `tool_timeout_sec`; this
+    /// client waits that long plus its own request timeout.
+    pub async fn tools_call(
+        &self,
+        server: impl Into<String>,
+        tool: impl Into<String>,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.request_with_timeout::<ToolsCall>(ToolsCallParams::new(server, tool, arguments), timeout)
+            .await
     }
 
     /// `events/replay`: notifications with `seq` greater than `after_seq` still in the daemon's history.

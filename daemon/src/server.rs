@@ -32,9 +32,9 @@ use corral_protocol::{
     DaemonNotification, FailureReason, ServerInfo, ServerStatus, StartupStatusUpdated, ToolsListChanged,
 };
 use process_wrap::tokio::ChildWrapper;
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, Tool};
 use rmcp::service::RunningService;
-use rmcp::{RoleClient, ServiceExt as _};
+use rmcp::{Peer, RoleClient, ServiceExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,10 @@ pub(crate) struct ServerState {
     pub(crate) server_info: Option<ServerInfo>,
     pub(crate) ready_since: Option<Instant>,
     pub(crate) last_exit: Option<String>,
+    /// The MCP session's peer, while ready: requests from front-ends go through it.
+    pub(crate) peer: Option<Peer<RoleClient>>,
+    /// The tools the server listed when it became ready (all of them, unfiltered).
+    pub(crate) tools: Arc<Vec<Tool>>,
 }
 
 impl ServerState {
@@ -68,6 +72,8 @@ impl ServerState {
             server_info: None,
             ready_since: None,
             last_exit: None,
+            peer: None,
+            tools: Arc::new(Vec::new()),
         }
     }
 }
@@ -414,10 +420,13 @@ impl ServerTask {
                 Some(info.protocol_version.to_string()),
             )
         });
+        let peer = service.peer().clone();
         self.state.send_modify(|state| {
             state.tool_count = Some(u32::try_from(tool_count).unwrap_or(u32::MAX));
             state.server_info = server_info;
             state.ready_since = Some(Instant::now());
+            state.peer = Some(peer);
+            state.tools = Arc::new(tools);
         });
         self.set_status(ServerStatus::Ready, None);
         tracing::info!(server = %self.name, pid, tools = tool_count, "ready");
@@ -492,6 +501,8 @@ impl ServerTask {
             state.pid = None;
             state.ready_since = None;
             state.tool_count = None;
+            state.peer = None;
+            state.tools = Arc::new(Vec::new());
             if let Some(exit) = exit {
                 state.last_exit = Some(exit);
             }

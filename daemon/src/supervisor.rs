@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use corral_protocol::config::{Config, ServerConfig, TransportConfig};
-use corral_protocol::{McpServerStatus, ServerCounts, ServerOrigin, TransportKind};
+use corral_protocol::{FailureReason, McpServerStatus, ServerCounts, ServerOrigin, ServerStatus, TransportKind};
+use rmcp::model::Tool;
+use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +49,50 @@ enum Command {
     },
     SessionClosed {
         owner: u64,
+    },
+    Tools {
+        server: Option<String>,
+        reply: oneshot::Sender<Result<ToolListing, NotAvailable>>,
+    },
+    CallTarget {
+        server: String,
+        reply: oneshot::Sender<Result<CallTarget, NotAvailable>>,
+    },
+}
+
+/// The tools of ready servers (filtered by their config), and who is not ready.
+#[derive(Debug, Default)]
+pub struct ToolListing {
+    /// `(server, tool)` in server-name order, then the server's order.
+    pub tools: Vec<(String, Tool)>,
+    /// Servers left out, with their status and failure reason.
+    pub not_ready: Vec<(String, ServerStatus, Option<FailureReason>)>,
+}
+
+/// Where a request to one server goes, and under which limits.
+#[derive(Debug, Clone)]
+pub struct CallTarget {
+    /// The server's MCP peer.
+    pub peer: Peer<RoleClient>,
+    /// Its config (tool filters, timeouts).
+    pub config: ServerConfig,
+    /// Its tools as listed when it became ready.
+    pub tools: Arc<Vec<Tool>>,
+}
+
+/// Why a server cannot serve a request now.
+#[derive(Debug, Clone)]
+pub enum NotAvailable {
+    /// No server of that name.
+    NotFound,
+    /// It exists but is not ready.
+    NotReady {
+        /// Its status.
+        status: ServerStatus,
+        /// Why it failed, if it did.
+        failure_reason: Option<FailureReason>,
+        /// Its error, if it failed.
+        error: Option<String>,
     },
 }
 
@@ -138,6 +184,16 @@ impl SupervisorHandle {
         }
     }
 
+    /// The tools of every ready server, or of `server` (which must be ready).
+    pub async fn tools(&self, server: Option<String>) -> Result<Result<ToolListing, NotAvailable>, SupervisorStopped> {
+        self.ask(|reply| Command::Tools { server, reply }).await
+    }
+
+    /// Where to send a request for `server`, if it is ready.
+    pub async fn call_target(&self, server: String) -> Result<Result<CallTarget, NotAvailable>, SupervisorStopped> {
+        self.ask(|reply| Command::CallTarget { server, reply }).await
+    }
+
     /// Session `owner` ended: stop and remove every server it added.
     pub async fn session_closed(&self, owner: u64) {
         // Nothing to do if the daemon is already stopping: shutdown tears everything down.
@@ -202,6 +258,57 @@ struct SupervisorActor {
     events: Arc<EventHub>,
     shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
+}
+
+impl SupervisorActor {
+    fn tool_listing(&self, only: Option<&str>) -> Result<ToolListing, NotAvailable> {
+        let mut listing = ToolListing::default();
+        let entries: Vec<&ServerEntry> = match only {
+            Some(name) => vec![self.servers.get(name).ok_or(NotAvailable::NotFound)?],
+            None => self.servers.values().collect(),
+        };
+        for entry in entries {
+            match ready_target(&entry.handle) {
+                Ok(target) => listing.tools.extend(
+                    target
+                        .tools
+                        .iter()
+                        .filter(|tool| server::tool_allowed(&target.config, &tool.name))
+                        .map(|tool| (target.config.name.clone(), tool.clone())),
+                ),
+                Err(not_ready) if only.is_some() => return Err(not_ready),
+                Err(NotAvailable::NotReady {
+                    status, failure_reason, ..
+                }) => {
+                    // Disabled servers that were never started are not "missing" tools.
+                    if entry.handle.config.enabled || status != ServerStatus::Stopped {
+                        listing
+                            .not_ready
+                            .push((entry.handle.config.name.clone(), status, failure_reason));
+                    }
+                }
+                Err(NotAvailable::NotFound) => {}
+            }
+        }
+        Ok(listing)
+    }
+}
+
+/// The server's peer and tools if it is ready.
+fn ready_target(handle: &ServerHandle) -> Result<CallTarget, NotAvailable> {
+    let state = handle.state.borrow();
+    match (&state.peer, state.status) {
+        (Some(peer), ServerStatus::Ready) => Ok(CallTarget {
+            peer: peer.clone(),
+            config: handle.config.clone(),
+            tools: state.tools.clone(),
+        }),
+        _ => Err(NotAvailable::NotReady {
+            status: state.status,
+            failure_reason: state.failure_reason,
+            error: state.error.clone(),
+        }),
+    }
 }
 
 /// Tell a removed server's task to stop; it ends once its processes are gone
@@ -337,6 +444,16 @@ impl SupervisorActor {
                 if let Some(entry) = self.servers.remove(&name) {
                     let _ = reply.send(Ok(stop_and_forget(entry)));
                 }
+            }
+            Command::Tools { server, reply } => {
+                let _ = reply.send(self.tool_listing(server.as_deref()));
+            }
+            Command::CallTarget { server, reply } => {
+                let target = match self.servers.get(&server) {
+                    None => Err(NotAvailable::NotFound),
+                    Some(entry) => ready_target(&entry.handle),
+                };
+                let _ = reply.send(target);
             }
             Command::SessionClosed { owner } => {
                 let owned: Vec<String> = self

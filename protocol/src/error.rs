@@ -37,13 +37,21 @@ pub enum ErrorCode {
     ServerExists,
     /// -32008: the caller may not do that to this server (e.g. remove a config server).
     NotPermitted,
+    /// -32009: the server is not ready; `data` has its `status` and `failureReason`.
+    ServerNotReady,
+    /// -32010: the server has no such tool, or the config disables it.
+    ToolNotAvailable,
+    /// -32011: the server did not answer within `tool_timeout_sec`.
+    RequestTimeout,
+    /// -32012: the MCP server answered with a JSON-RPC error; `data` has it (`code`, `message`, `data`).
+    ServerError,
     /// -32800: the request was cancelled (LSP `RequestCancelled`).
     RequestCancelled,
 }
 
 impl ErrorCode {
     /// All codes, for documentation and tests.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::ParseError,
         Self::InvalidRequest,
         Self::MethodNotFound,
@@ -57,6 +65,10 @@ impl ErrorCode {
         Self::ShuttingDown,
         Self::ServerExists,
         Self::NotPermitted,
+        Self::ServerNotReady,
+        Self::ToolNotAvailable,
+        Self::RequestTimeout,
+        Self::ServerError,
         Self::RequestCancelled,
     ];
 
@@ -76,6 +88,10 @@ impl ErrorCode {
             Self::ShuttingDown => -32006,
             Self::ServerExists => -32007,
             Self::NotPermitted => -32008,
+            Self::ServerNotReady => -32009,
+            Self::ToolNotAvailable => -32010,
+            Self::RequestTimeout => -32011,
+            Self::ServerError => -32012,
             Self::RequestCancelled => -32800,
         }
     }
@@ -107,6 +123,10 @@ impl ErrorCode {
             Self::ShuttingDown => "the daemon is shutting down and takes no new work",
             Self::ServerExists => "a server of that name already exists",
             Self::NotPermitted => "the caller may not do that to this server (e.g. remove a config server)",
+            Self::ServerNotReady => "the server is not ready; `data` has its `status` and `failureReason`",
+            Self::ToolNotAvailable => "the server has no such tool, or the config disables it",
+            Self::RequestTimeout => "the server did not answer within `tool_timeout_sec`",
+            Self::ServerError => "the MCP server answered with an error; `data` has its `code`, `message` and `data`",
             Self::RequestCancelled => "the request was cancelled (LSP `RequestCancelled`)",
         }
     }
@@ -127,6 +147,10 @@ impl ErrorCode {
             Self::ShuttingDown => "shuttingDown",
             Self::ServerExists => "serverExists",
             Self::NotPermitted => "notPermitted",
+            Self::ServerNotReady => "serverNotReady",
+            Self::ToolNotAvailable => "toolNotAvailable",
+            Self::RequestTimeout => "requestTimeout",
+            Self::ServerError => "serverError",
             Self::RequestCancelled => "requestCancelled",
         }
     }

@@ -628,6 +628,33 @@ pub enum FailureReason {
     Unknown,
 }
 
+impl FailureReason {
+    /// The wire name, e.g. `reauthenticationRequired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConfigInvalid => "configInvalid",
+            Self::ExecutableNotFound => "executableNotFound",
+            Self::SpawnFailed => "spawnFailed",
+            Self::StartupTimeout => "startupTimeout",
+            Self::ProcessExited => "processExited",
+            Self::ProtocolError => "protocolError",
+            Self::CrashLoop => "crashLoop",
+            Self::Unreachable => "unreachable",
+            Self::HttpError => "httpError",
+            Self::AuthenticationRequired => "authenticationRequired",
+            Self::ReauthenticationRequired => "reauthenticationRequired",
+            Self::InsufficientScope => "insufficientScope",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What an MCP server said about itself at `initialize`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -651,6 +678,158 @@ impl ServerInfo {
             version,
             title,
             protocol_version,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// tools/list, tools/call
+
+/// `tools/list`: the tools of every ready server, or of one.
+///
+/// Only tools the config's `enabled_tools` / `disabled_tools` let through are
+/// listed. Each tool is the MCP `Tool` object exactly as the server sent it.
+#[derive(Debug)]
+pub enum ToolsList {}
+impl Request for ToolsList {
+    const METHOD: &'static str = "tools/list";
+    type Params = ToolsListParams;
+    type Result = ToolsListResult;
+}
+
+/// Parameters of `tools/list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ToolsListParams {
+    /// Only this server's tools (it must be ready); all ready servers' when absent.
+    #[serde(default)]
+    pub server: Option<String>,
+}
+
+impl ToolsListParams {
+    /// List every ready server's tools.
+    pub fn all() -> Self {
+        Self { server: None }
+    }
+
+    /// List one server's tools.
+    pub fn server(name: impl Into<String>) -> Self {
+        Self {
+            server: Some(name.into()),
+        }
+    }
+}
+
+/// Result of `tools/list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ToolsListResult {
+    /// Tools, by server name then in the server's order.
+    pub tools: Vec<ServerTool>,
+    /// Servers whose tools are missing because they are not ready (all-servers listing only).
+    pub not_ready: Vec<NotReadyServer>,
+}
+
+impl ToolsListResult {
+    /// A listing.
+    pub fn new(tools: Vec<ServerTool>, not_ready: Vec<NotReadyServer>) -> Self {
+        Self { tools, not_ready }
+    }
+}
+
+/// One tool of one server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ServerTool {
+    /// The server offering it.
+    pub server: String,
+    /// The MCP `Tool` as the server sent it (`name`, `description`,
+    /// `inputSchema`, `outputSchema`, `annotations`, `_meta`, …).
+    pub tool: serde_json::Value,
+}
+
+impl ServerTool {
+    /// A server's tool.
+    pub fn new(server: impl Into<String>, tool: serde_json::Value) -> Self {
+        Self {
+            server: server.into(),
+            tool,
+        }
+    }
+
+    /// The tool's name, if the tool object has one.
+    pub fn name(&self) -> Option<&str> {
+        self.tool.get("name").and_then(serde_json::Value::as_str)
+    }
+}
+
+/// A server left out of a listing because it is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct NotReadyServer {
+    /// Server name.
+    pub name: String,
+    /// Its status.
+    pub status: ServerStatus,
+    /// Why it failed, when it did.
+    pub failure_reason: Option<FailureReason>,
+}
+
+impl NotReadyServer {
+    /// A server that is not ready.
+    pub fn new(name: impl Into<String>, status: ServerStatus, failure_reason: Option<FailureReason>) -> Self {
+        Self {
+            name: name.into(),
+            status,
+            failure_reason,
+        }
+    }
+}
+
+/// `tools/call`: call a tool of a server; the result is the server's MCP
+/// `CallToolResult`, exactly as sent (a tool's own failure is a result with
+/// `isError: true`, not a JSON-RPC error).
+#[derive(Debug)]
+pub enum ToolsCall {}
+impl Request for ToolsCall {
+    const METHOD: &'static str = "tools/call";
+    type Params = ToolsCallParams;
+    type Result = serde_json::Value;
+}
+
+/// Parameters of `tools/call`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ToolsCallParams {
+    /// The server.
+    pub server: String,
+    /// The tool's name, as the server lists it.
+    pub name: String,
+    /// The tool's arguments (an object matching its `inputSchema`).
+    #[serde(default)]
+    pub arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    /// MCP `_meta` to send with the call.
+    #[serde(default, rename = "_meta")]
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ToolsCallParams {
+    /// Call `name` on `server` with `arguments`.
+    pub fn new(
+        server: impl Into<String>,
+        name: impl Into<String>,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        Self {
+            server: server.into(),
+            name: name.into(),
+            arguments,
+            meta: None,
         }
     }
 }

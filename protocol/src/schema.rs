@@ -37,6 +37,8 @@ pub fn protocol_schema() -> Value {
     method!(McpServerRestart);
     method!(McpServerAdd);
     method!(McpServerRemove);
+    method!(ToolsList);
+    method!(ToolsCall);
     method!(EventsReplay);
 
     let mut notifications = serde_json::Map::new();
@@ -199,6 +201,62 @@ pub fn examples() -> Vec<(&'static str, Value)> {
         (
             "startup-status-updated.failed.notification.json",
             notification(StartupStatusUpdatedNotification::METHOD, failed),
+        ),
+        (
+            "tools-list.request.json",
+            request(9, ToolsList::METHOD, ToolsListParams::server("everything")),
+        ),
+        (
+            "tools-list.response.json",
+            response(
+                9,
+                ToolsListResult::new(
+                    vec![ServerTool::new(
+                        "everything",
+                        json!({
+                            "name": "echo",
+                            "description": "Echoes back the input string",
+                            "inputSchema": {
+                                "type": "object",
+                                "properties": { "message": { "type": "string", "description": "Message to echo" } },
+                                "required": ["message"]
+                            }
+                        }),
+                    )],
+                    vec![NotReadyServer::new(
+                        "linear",
+                        ServerStatus::Failed,
+                        Some(FailureReason::ReauthenticationRequired),
+                    )],
+                ),
+            ),
+        ),
+        (
+            "tools-call.request.json",
+            request(
+                10,
+                ToolsCall::METHOD,
+                ToolsCallParams::new("everything", "echo", json!({ "message": "hi" }).as_object().cloned()),
+            ),
+        ),
+        (
+            "tools-call.response.json",
+            response(
+                10,
+                json!({ "content": [{ "type": "text", "text": "Echo: hi" }], "isError": false }),
+            ),
+        ),
+        (
+            "error.server-not-ready.json",
+            json!({
+                "jsonrpc": "2.0",
+                "id": 11,
+                "error": {
+                    "code": ErrorCode::ServerNotReady.code(),
+                    "message": "`linear` is not ready (failed: reauthenticationRequired): run `corral login linear`",
+                    "data": { "status": "failed", "failureReason": "reauthenticationRequired" }
+                }
+            }),
         ),
         (
             "tools-list-changed.notification.json",

@@ -101,6 +101,8 @@ fn every_committed_example_parses_as_its_typed_message() {
             (Some(McpServerList::METHOD), _) => round_trip::<NoParams>(&message["params"]),
             (Some(McpServerGet::METHOD), _) => round_trip::<McpServerGetParams>(&message["params"]),
             (Some(McpServerAdd::METHOD), _) => round_trip::<McpServerAddParams>(&message["params"]),
+            (Some(ToolsList::METHOD), _) => round_trip::<ToolsListParams>(&message["params"]),
+            (Some(ToolsCall::METHOD), _) => round_trip::<ToolsCallParams>(&message["params"]),
             (
                 Some(
                     McpServerStart::METHOD | McpServerStop::METHOD | McpServerRestart::METHOD | McpServerRemove::METHOD,
@@ -126,6 +128,8 @@ fn every_committed_example_parses_as_its_typed_message() {
                         round_trip::<McpServerGetResult>(result);
                     }
                     "mcp-server-remove" => round_trip::<McpServerRemoveResult>(result),
+                    "tools-list" => round_trip::<ToolsListResult>(result),
+                    "tools-call" => round_trip::<serde_json::Value>(result),
                     "events-replay" => round_trip::<EventsReplayResult>(result),
                     other => panic!("{}: no result type known for {other}", path.display()),
                 }
@@ -150,4 +154,24 @@ fn unknown_failure_reasons_from_a_newer_daemon_still_parse() {
     }))
     .expect("parses");
     assert_eq!(update.failure_reason, Some(FailureReason::Unknown));
+}
+
+#[test]
+fn failure_reason_names_are_the_wire_names() {
+    for reason in [
+        FailureReason::ConfigInvalid,
+        FailureReason::ExecutableNotFound,
+        FailureReason::SpawnFailed,
+        FailureReason::StartupTimeout,
+        FailureReason::ProcessExited,
+        FailureReason::ProtocolError,
+        FailureReason::CrashLoop,
+        FailureReason::Unreachable,
+        FailureReason::HttpError,
+        FailureReason::AuthenticationRequired,
+        FailureReason::ReauthenticationRequired,
+        FailureReason::InsufficientScope,
+    ] {
+        assert_eq!(serde_json::to_value(reason).expect("serializes"), reason.as_str());
+    }
 }

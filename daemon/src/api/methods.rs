@@ -39,7 +39,7 @@ impl From<SupervisorStopped> for ErrorObjectOwned {
 ///
 /// The error message names the method and the offending field so that a
 /// front-end author sees what to fix without reading daemon logs.
-fn parse_params<R: Request>(params: &Params<'_>) -> Result<R::Params, ErrorObjectOwned> {
+pub(crate) fn parse_params<R: Request>(params: &Params<'_>) -> Result<R::Params, ErrorObjectOwned> {
     parse_json(params, R::METHOD)
 }
 
@@ -112,6 +112,7 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
         }
     })?;
 
+    super::tools::register(&mut module)?;
     register_control::<McpServerStart>(&mut module, ControlAction::Start)?;
     register_control::<McpServerStop>(&mut module, ControlAction::Stop)?;
     register_control::<McpServerRestart>(&mut module, ControlAction::Restart)?;

@@ -12,6 +12,7 @@ pub mod pipe;
 mod session;
 #[cfg(unix)]
 pub mod socket;
+mod tools;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -66,6 +66,20 @@ enum Command {
         /// Server name as in the config file
         name: String,
     },
+    /// List the tools of every ready server, or of one
+    Tools {
+        /// Only this server's tools
+        server: Option<String>,
+    },
+    /// Call a tool: `corral call SERVER TOOL '{"arg": "value"}'` (arguments may also come on stdin)
+    Call {
+        /// Server name
+        server: String,
+        /// Tool name, as `corral tools` lists it
+        tool: String,
+        /// Arguments as a JSON object; read from stdin when omitted and stdin is not a terminal
+        arguments: Option<String>,
+    },
     /// Follow server status changes until Ctrl-C
     Events {
         /// First print the notifications after this sequence number that the daemon still remembers
@@ -102,6 +116,22 @@ fn main() -> ExitCode {
         Command::Status => run_daemon_command(&cli, DaemonCommand::Status),
         Command::List => run_daemon_command(&cli, DaemonCommand::List),
         Command::Get { name } => run_daemon_command(&cli, DaemonCommand::Get(name)),
+        Command::Tools { server } => run_daemon_command(&cli, DaemonCommand::Tools(server.as_deref())),
+        Command::Call {
+            server,
+            tool,
+            arguments,
+        } => match call_arguments(arguments.as_deref()) {
+            Ok(arguments) => run_daemon_command(
+                &cli,
+                DaemonCommand::Call {
+                    server,
+                    tool,
+                    arguments,
+                },
+            ),
+            Err(error) => Err(error),
+        },
         Command::Start { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Start, name)),
         Command::Stop { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Stop, name)),
         Command::Restart { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Restart, name)),
@@ -156,7 +186,42 @@ enum DaemonCommand<'a> {
     List,
     Get(&'a str),
     Control(Control, &'a str),
-    Events { since: Option<u64> },
+    Tools(Option<&'a str>),
+    Call {
+        server: &'a str,
+        tool: &'a str,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    Events {
+        since: Option<u64>,
+    },
+}
+
+/// How long `corral call` waits: the daemon enforces the server's
+/// `tool_timeout_sec`, so the CLI only needs a backstop above any sane one.
+const CALL_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Arguments of `corral call`: the given JSON, else stdin when it is not a terminal, else none.
+fn call_arguments(given: Option<&str>) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    use std::io::{IsTerminal as _, Read as _};
+    let text = match given {
+        Some(text) => text.to_owned(),
+        None if !std::io::stdin().is_terminal() => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the arguments from stdin")?;
+            text
+        }
+        None => return Ok(None),
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    match serde_json::from_str::<serde_json::Value>(&text).context("the arguments are not valid JSON")? {
+        serde_json::Value::Object(map) => Ok(Some(map)),
+        other => anyhow::bail!("the arguments must be a JSON object like '{{\"message\": \"hi\"}}', got {other}"),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -215,6 +280,36 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
                 emit_pretty_json(&result)?;
             } else {
                 emit_line(&format!("{}: {}", result.server.name, result.server.status))?;
+            }
+        }
+        DaemonCommand::Tools(server) => {
+            let listing = client.tools_list(server).await?;
+            if cli.json {
+                emit_pretty_json(&listing)?;
+            } else {
+                emit(&render::tool_table(&listing.tools))?;
+                for server in &listing.not_ready {
+                    let reason = server
+                        .failure_reason
+                        .map(|reason| format!(": {reason}"))
+                        .unwrap_or_default();
+                    eprintln!("not ready: {} ({}{reason})", server.name, server.status);
+                }
+            }
+        }
+        DaemonCommand::Call {
+            server,
+            tool,
+            arguments,
+        } => {
+            let result = client.tools_call(server, tool, arguments, CALL_BACKSTOP).await?;
+            if cli.json {
+                emit_pretty_json(&result)?;
+            } else {
+                emit(&render::call_result(&result))?;
+            }
+            if result.get("isError").and_then(serde_json::Value::as_bool) == Some(true) {
+                return Ok(ExitCode::from(EXIT_FAILURE));
             }
         }
         DaemonCommand::Events { since } => {

@@ -1,8 +1,9 @@
 //! Human-readable text for each command's result (the `--json` output is the protocol types' own JSON).
 
 use corral_client::ClientNotification;
-use corral_client::protocol::{DaemonStatus, McpServerStatus};
+use corral_client::protocol::{DaemonStatus, McpServerStatus, ServerTool};
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::table::{Table, key_values, one_line};
 
@@ -133,6 +134,75 @@ pub(crate) fn server_details(server: &McpServerStatus) -> String {
         }
     }
     text
+}
+
+/// `corral tools`: one row per tool.
+pub(crate) fn tool_table(tools: &[ServerTool]) -> String {
+    if tools.is_empty() {
+        return "no tools (no server is ready, or they offer none)\n".to_owned();
+    }
+    let mut table = Table::new(&["SERVER", "TOOL", "DESCRIPTION"]);
+    for tool in tools {
+        let description = tool.tool.get("description").and_then(Value::as_str).unwrap_or("");
+        table.row(vec![
+            tool.server.clone(),
+            tool.name().unwrap_or("?").to_owned(),
+            one_line(description.lines().next().unwrap_or(""), 80),
+        ]);
+    }
+    table.render()
+}
+
+/// `corral call`: the result's content, readably; `--json` prints it raw.
+pub(crate) fn call_result(result: &Value) -> String {
+    let mut out = String::new();
+    let content = result
+        .get("content")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for block in &content {
+        let kind = block.get("type").and_then(Value::as_str).unwrap_or("?");
+        let line = match kind {
+            "text" => block.get("text").and_then(Value::as_str).unwrap_or("").to_owned(),
+            "image" | "audio" => {
+                let mime = block.get("mimeType").and_then(Value::as_str).unwrap_or("?");
+                let size = block
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .map_or(0, |data| data.len() * 3 / 4);
+                format!("[{kind} {mime}, about {size} bytes]")
+            }
+            "resource_link" => {
+                let uri = block.get("uri").and_then(Value::as_str).unwrap_or("?");
+                format!("[resource link {uri}]")
+            }
+            "resource" => {
+                let resource = block.get("resource").cloned().unwrap_or_default();
+                match resource.get("text").and_then(Value::as_str) {
+                    Some(text) => text.to_owned(),
+                    None => format!(
+                        "[resource {}]",
+                        resource.get("uri").and_then(Value::as_str).unwrap_or("?")
+                    ),
+                }
+            }
+            other => format!("[{other} content]"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    // Structured content is shown only when there is no readable content.
+    if let Some(structured) = result.get("structuredContent").filter(|value| !value.is_null())
+        && content.is_empty()
+    {
+        out.push_str(&serde_json::to_string_pretty(structured).unwrap_or_default());
+        out.push('\n');
+    }
+    if result.get("isError").and_then(Value::as_bool) == Some(true) {
+        out.insert_str(0, "tool error:\n");
+    }
+    out
 }
 
 /// `corral events`: one line per notification.

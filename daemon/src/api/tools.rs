@@ -1,0 +1,158 @@
+//! `tools/list` and `tools/call`: front-ends reach every server's tools
+//! through one socket.
+//!
+//! The handlers ask the supervisor for a ready server's peer (a cheap
+//! clone) and talk to the server themselves, so a slow tool never holds up
+//! the supervisor or other calls. MCP objects (tools, results) pass through
+//! as the server sent them.
+
+use std::time::Duration;
+
+use corral_protocol::{
+    ErrorCode, NotReadyServer, Request as _, ServerStatus, ServerTool, ToolsCall, ToolsCallParams, ToolsList,
+    ToolsListResult,
+};
+use jsonrpsee::RpcModule;
+use jsonrpsee::core::RegisterMethodError;
+use jsonrpsee::types::ErrorObjectOwned;
+use rmcp::ServiceError;
+use rmcp::model::{CallToolRequestParams, CallToolResponse, RequestMetaObject};
+
+use super::DaemonContext;
+use super::methods::{parse_params, rpc_error};
+use crate::server::tool_allowed;
+use crate::supervisor::NotAvailable;
+
+/// Register `tools/list` and `tools/call`.
+pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
+    module.register_async_method(ToolsList::METHOD, |params, context, _| async move {
+        let params = parse_params::<ToolsList>(&params)?;
+        let listing = context
+            .supervisor
+            .tools(params.server.clone())
+            .await?
+            .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
+        let tools = listing
+            .tools
+            .into_iter()
+            .map(|(server, tool)| {
+                serde_json::to_value(&tool)
+                    .map(|tool| ServerTool::new(server, tool))
+                    .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize a tool: {error}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let not_ready = listing
+            .not_ready
+            .into_iter()
+            .map(|(name, status, reason)| NotReadyServer::new(name, status, reason))
+            .collect();
+        Ok::<_, ErrorObjectOwned>(ToolsListResult::new(tools, not_ready))
+    })?;
+
+    module.register_async_method(ToolsCall::METHOD, |params, context, _| async move {
+        let ToolsCallParams {
+            server,
+            name,
+            arguments,
+            meta,
+            ..
+        } = parse_params::<ToolsCall>(&params)?;
+        let target = context
+            .supervisor
+            .call_target(server.clone())
+            .await?
+            .map_err(|not_available| not_available_error(&server, &not_available))?;
+        if !tool_allowed(&target.config, &name) {
+            return Err(rpc_error(
+                ErrorCode::ToolNotAvailable,
+                format!("tool `{name}` of MCP server `{server}` is disabled by the config (enabled_tools / disabled_tools)"),
+            ));
+        }
+        if !target.tools.iter().any(|tool| tool.name == name) {
+            return Err(rpc_error(
+                ErrorCode::ToolNotAvailable,
+                format!("MCP server `{server}` has no tool named `{name}`"),
+            ));
+        }
+        let mut request = CallToolRequestParams::new(name.clone());
+        request.arguments = arguments;
+        request.meta = meta.map(|meta| RequestMetaObject(rmcp::model::MetaObject(meta)));
+        let timeout = target.config.tool_timeout;
+        // Dropping the request on timeout makes rmcp send `notifications/cancelled`.
+        let response = tokio::time::timeout(timeout, target.peer.call_tool_once(request))
+            .await
+            .map_err(|_| timeout_error(&server, &name, timeout))?
+            .map_err(|error| service_error(&server, &name, error))?;
+        match response {
+            CallToolResponse::Complete(result) => serde_json::to_value(result)
+                .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize the result: {error}"))),
+            _ => Err(rpc_error(
+                ErrorCode::ServerError,
+                format!(
+                    "MCP server `{server}` answered `tools/call` of `{name}` with a result kind corrald does not handle yet (input_required or task)"
+                ),
+            )),
+        }
+    })?;
+    Ok(())
+}
+
+/// `serverNotFound` or `serverNotReady` (with status, reason and the server's error).
+pub(crate) fn not_available_error(server: &str, not_available: &NotAvailable) -> ErrorObjectOwned {
+    match not_available {
+        NotAvailable::NotFound => rpc_error(ErrorCode::ServerNotFound, format!("no MCP server named `{server}`")),
+        NotAvailable::NotReady {
+            status,
+            failure_reason,
+            error,
+        } => {
+            let mut message = format!("MCP server `{server}` is not ready ({status}");
+            if let Some(reason) = failure_reason {
+                message.push_str(&format!(": {reason}"));
+            }
+            message.push(')');
+            match (status, error) {
+                (ServerStatus::Failed, Some(error)) => message.push_str(&format!(": {error}")),
+                (ServerStatus::Stopped | ServerStatus::Cancelled, _) => {
+                    message.push_str(&format!(": start it with `corral start {server}`"));
+                }
+                _ => {}
+            }
+            ErrorObjectOwned::owned(
+                ErrorCode::ServerNotReady.code(),
+                message,
+                Some(serde_json::json!({ "status": status, "failureReason": failure_reason })),
+            )
+        }
+    }
+}
+
+fn timeout_error(server: &str, tool: &str, timeout: Duration) -> ErrorObjectOwned {
+    rpc_error(
+        ErrorCode::RequestTimeout,
+        format!(
+            "MCP server `{server}` did not answer `tools/call` of `{tool}` within {timeout:?} (tool_timeout_sec); the call was cancelled"
+        ),
+    )
+}
+
+fn service_error(server: &str, tool: &str, error: ServiceError) -> ErrorObjectOwned {
+    match error {
+        ServiceError::McpError(error) => ErrorObjectOwned::owned(
+            ErrorCode::ServerError.code(),
+            format!(
+                "MCP server `{server}` answered `tools/call` of `{tool}` with an error: {}",
+                error.message
+            ),
+            Some(serde_json::json!({ "code": error.code.0, "message": error.message, "data": error.data })),
+        ),
+        ServiceError::TransportClosed | ServiceError::TransportSend(_) => rpc_error(
+            ErrorCode::ServerNotReady,
+            format!("MCP server `{server}` went away during `tools/call` of `{tool}`: {error}"),
+        ),
+        other => rpc_error(
+            ErrorCode::ServerError,
+            format!("`tools/call` of `{tool}` on MCP server `{server}` failed: {other}"),
+        ),
+    }
+}

@@ -1,0 +1,211 @@
+//! `tools/list` and `tools/call` through corrald, against server-everything
+//! and the SDK fixture: results pass through untouched, the config's tool
+//! filters apply to listing and calling, and every failure is a typed error
+//! that names the server and the tool.
+
+use std::time::{Duration, Instant};
+
+use corral_client::protocol::{ErrorCode, ServerStatus};
+use corral_client::{Client, ClientError};
+use corral_tests::{SERVER_WAIT, TestDaemon, everything_config, fixture_config, wait_for_status};
+use serde_json::{Value, json};
+
+const CALL_WAIT: Duration = Duration::from_secs(30);
+
+fn arguments(value: Value) -> Option<serde_json::Map<String, Value>> {
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+fn code(error: &ClientError) -> Option<ErrorCode> {
+    error.error_code()
+}
+
+async fn ready_daemon(config: &str, servers: &[&str]) -> (TestDaemon, Client) {
+    let daemon = TestDaemon::start_with_config(config);
+    let client = daemon.connect_client().await;
+    for server in servers {
+        wait_for_status(&client, server, ServerStatus::Ready, SERVER_WAIT).await;
+    }
+    (daemon, client)
+}
+
+#[tokio::test]
+async fn tools_of_every_ready_server_are_listed_raw_and_filtered_by_the_config() {
+    let config = format!(
+        "{}disabled_tools = [\"get-env\"]\n\n{}\n[servers.off]\ncommand = \"true\"\nenabled = false\n\n[servers.missing]\ncommand = \"no-such-program-for-corral\"\n",
+        everything_config("everything"),
+        fixture_config("fixture", &[]),
+    );
+    let (_daemon, client) = ready_daemon(&config, &["everything", "fixture"]).await;
+    wait_for_status(&client, "missing", ServerStatus::Failed, SERVER_WAIT).await;
+
+    let listing = client.tools_list(None).await.expect("tools/list");
+    let everything: Vec<&str> = listing
+        .tools
+        .iter()
+        .filter(|tool| tool.server == "everything")
+        .filter_map(|tool| tool.name())
+        .collect();
+    assert_eq!(everything.len(), 12, "13 tools minus the disabled one: {everything:?}");
+    assert!(!everything.contains(&"get-env"), "disabled_tools applies to listing");
+    let fixture: Vec<&str> = listing
+        .tools
+        .iter()
+        .filter(|tool| tool.server == "fixture")
+        .filter_map(|tool| tool.name())
+        .collect();
+    assert_eq!(fixture, ["echo", "pid", "sleep"]);
+
+    // The MCP fields are the server's own, untouched.
+    let echo = listing
+        .tools
+        .iter()
+        .find(|tool| tool.server == "everything" && tool.name() == Some("echo"))
+        .expect("echo is listed");
+    assert_eq!(echo.tool["inputSchema"]["type"], "object");
+    assert!(
+        echo.tool["inputSchema"]["properties"]["message"].is_object(),
+        "{}",
+        echo.tool
+    );
+    assert!(echo.tool["description"].as_str().is_some_and(|text| !text.is_empty()));
+
+    // The failed server is reported; the disabled one is not "missing" anything.
+    let not_ready: Vec<(&str, ServerStatus)> = listing
+        .not_ready
+        .iter()
+        .map(|server| (server.name.as_str(), server.status))
+        .collect();
+    assert_eq!(not_ready, [("missing", ServerStatus::Failed)]);
+
+    let one = client.tools_list(Some("fixture")).await.expect("tools/list one server");
+    assert_eq!(one.tools.len(), 3);
+    assert!(one.tools.iter().all(|tool| tool.server == "fixture"));
+    let error = client
+        .tools_list(Some("off"))
+        .await
+        .expect_err("a stopped server has no tools");
+    assert_eq!(code(&error), Some(ErrorCode::ServerNotReady), "{error}");
+    let error = client.tools_list(Some("nobody")).await.expect_err("unknown server");
+    assert_eq!(code(&error), Some(ErrorCode::ServerNotFound), "{error}");
+}
+
+#[tokio::test]
+async fn calls_return_the_servers_result_untouched() {
+    let (_daemon, client) = ready_daemon(&everything_config("everything"), &["everything"]).await;
+
+    let echo = client
+        .tools_call(
+            "everything",
+            "echo",
+            arguments(json!({"message": "hello corral"})),
+            CALL_WAIT,
+        )
+        .await
+        .expect("tools/call echo");
+    assert_eq!(
+        echo["content"][0],
+        json!({"type": "text", "text": "Echo: hello corral"})
+    );
+
+    let sum = client
+        .tools_call("everything", "get-sum", arguments(json!({"a": 2, "b": 3})), CALL_WAIT)
+        .await
+        .expect("tools/call get-sum");
+    assert_eq!(sum["content"][0]["text"], "The sum of 2 and 3 is 5.");
+
+    let structured = client
+        .tools_call(
+            "everything",
+            "get-structured-content",
+            arguments(json!({"location": "New York"})),
+            CALL_WAIT,
+        )
+        .await
+        .expect("tools/call get-structured-content");
+    assert!(structured["structuredContent"].is_object(), "{structured}");
+
+    // A tool's own failure is a result with isError, not a JSON-RPC error.
+    let invalid = client
+        .tools_call("everything", "get-sum", arguments(json!({"a": "two"})), CALL_WAIT)
+        .await;
+    match invalid {
+        Ok(result) => assert_eq!(result["isError"], true, "{result}"),
+        Err(error) => assert_eq!(code(&error), Some(ErrorCode::ServerError), "{error}"),
+    }
+}
+
+#[tokio::test]
+async fn calls_that_cannot_be_made_are_typed_errors_naming_server_and_tool() {
+    let config = format!(
+        "{}disabled_tools = [\"get-env\"]\n\n[servers.off]\ncommand = \"true\"\nenabled = false\n",
+        everything_config("everything")
+    );
+    let (_daemon, client) = ready_daemon(&config, &["everything"]).await;
+
+    let error = client
+        .tools_call("everything", "get-env", None, CALL_WAIT)
+        .await
+        .expect_err("disabled by the config");
+    assert_eq!(code(&error), Some(ErrorCode::ToolNotAvailable), "{error}");
+    assert!(
+        error.to_string().contains("`get-env`") && error.to_string().contains("`everything`"),
+        "{error}"
+    );
+
+    let error = client
+        .tools_call("everything", "no-such-tool", None, CALL_WAIT)
+        .await
+        .expect_err("unknown tool");
+    assert_eq!(code(&error), Some(ErrorCode::ToolNotAvailable), "{error}");
+
+    let started = Instant::now();
+    let error = client
+        .tools_call("off", "echo", None, CALL_WAIT)
+        .await
+        .expect_err("not ready");
+    assert_eq!(code(&error), Some(ErrorCode::ServerNotReady), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answers at once, never hangs"
+    );
+    let ClientError::Rpc { data, .. } = &error else {
+        panic!("expected an RPC error, got {error:?}");
+    };
+    assert_eq!(data.as_ref().map(|data| &data["status"]), Some(&json!("stopped")));
+
+    let error = client
+        .tools_call("nobody", "echo", None, CALL_WAIT)
+        .await
+        .expect_err("unknown server");
+    assert_eq!(code(&error), Some(ErrorCode::ServerNotFound), "{error}");
+}
+
+#[tokio::test]
+async fn a_call_beyond_tool_timeout_is_cancelled_and_the_server_keeps_serving() {
+    let config = format!("{}tool_timeout_sec = 1\n", fixture_config("slow", &[]));
+    let (_daemon, client) = ready_daemon(&config, &["slow"]).await;
+
+    let started = Instant::now();
+    let error = client
+        .tools_call("slow", "sleep", arguments(json!({"seconds": 20})), CALL_WAIT)
+        .await
+        .expect_err("times out");
+    let elapsed = started.elapsed();
+    assert_eq!(code(&error), Some(ErrorCode::RequestTimeout), "{error}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10),
+        "bounded by tool_timeout_sec: {elapsed:?}"
+    );
+
+    let echo = client
+        .tools_call("slow", "echo", arguments(json!({"message": "still here"})), CALL_WAIT)
+        .await
+        .expect("the server still answers");
+    assert_eq!(echo["content"][0]["text"], "echo: still here");
+    let server = client.mcp_server_get("slow").await.expect("get").server;
+    assert_eq!((server.status, server.restart_count), (ServerStatus::Ready, 0));
+}
