@@ -209,3 +209,44 @@ async fn a_call_beyond_tool_timeout_is_cancelled_and_the_server_keeps_serving() 
     let server = client.mcp_server_get("slow").await.expect("get").server;
     assert_eq!((server.status, server.restart_count), (ServerStatus::Ready, 0));
 }
+
+#[tokio::test]
+async fn a_front_end_cancels_an_in_flight_call_with_cancel_request() {
+    let (daemon, client) = ready_daemon(&fixture_config("slow", &[]), &["slow"]).await;
+    let mut raw = daemon.raw_line_connection().await;
+    raw.initialize().await;
+    let call = json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"server": "slow", "name": "sleep", "arguments": {"seconds": 20}}
+    });
+    raw.send(&call).await;
+    // Let the call reach the server, then cancel it the LSP way.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    raw.send(&json!({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 7}}))
+        .await;
+    let response = raw.response_to(&json!(7)).await;
+    assert_eq!(
+        response["error"]["code"],
+        ErrorCode::RequestCancelled.code(),
+        "{response}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancelled at once: {:?}",
+        started.elapsed()
+    );
+
+    // Cancelling an unknown or finished request answers nothing; the connection goes on.
+    raw.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 99}}))
+        .await;
+    let echo = raw
+        .call(
+            "tools/call",
+            json!({"server": "slow", "name": "echo", "arguments": {"message": "after"}}),
+        )
+        .await;
+    assert_eq!(echo["content"][0]["text"], "echo: after", "{echo}");
+    let server = client.mcp_server_get("slow").await.expect("get").server;
+    assert_eq!((server.status, server.restart_count), (ServerStatus::Ready, 0));
+}

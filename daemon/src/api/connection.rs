@@ -32,6 +32,9 @@ use crate::events::{EventFrame, Subscription};
 const OUTBOUND_QUEUE: usize = 64;
 /// Requests of one connection running at once; the reader waits beyond this.
 const MAX_IN_FLIGHT: usize = 64;
+/// After a front-end closes its sending side, how long its running requests
+/// may still answer before they are cancelled.
+const EOF_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long a write may still take once the daemon is shutting down.
 const WRITE_GRACE_ON_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(250);
 /// A connection must show its framing within this many bytes of whitespace.
@@ -97,6 +100,7 @@ where
             session,
             methods,
             outbound,
+            cancellable: Cancellable::default(),
         };
         let mut in_flight = JoinSet::new();
         let end = dispatcher
@@ -107,12 +111,18 @@ where
         drop(outbound);
         let mut writer_done = false;
         if end == ReadEnd::Eof {
-            // The front-end may have only closed its sending half: answer what it
-            // asked before leaving, unless it is gone for good (writer failed).
+            // The front-end may have only closed its sending half (a script
+            // piping requests in): answer what it asked, for a while. A
+            // front-end that is gone (Ctrl-C, crash) looks the same from here,
+            // so whatever still runs after the grace is cancelled.
             tokio::select! {
                 () = async { while in_flight.join_next().await.is_some() {} } => {}
                 _ = &mut writer_task => writer_done = true,
                 () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(EOF_GRACE) => tracing::debug!(
+                    requests = in_flight.len(),
+                    "front-end closed its side; cancelling what it left running"
+                ),
             }
         }
         in_flight.abort_all();
@@ -140,15 +150,29 @@ struct Dispatcher {
     session: Arc<Session>,
     methods: Methods,
     outbound: mpsc::Sender<Outbound>,
+    cancellable: Cancellable,
 }
 
 /// The boxed future jsonrpsee's async callbacks return.
 type ResponseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = MethodResponse> + Send + 'static>>;
 
-/// A call's response, available now or later.
+/// A call's response, available now or later (with the request's id, to cancel it).
 enum Dispatched {
     Now(MethodResponse),
-    Later(ResponseFuture),
+    Later(Id<'static>, ResponseFuture),
+}
+
+/// Requests running as tasks, by request id (as JSON text), so that a
+/// front-end can cancel them. A task removes its own entry before it answers;
+/// whoever removes the entry decides who answers (the task, or the canceller
+/// with `requestCancelled`), so a request is never answered twice.
+type Cancellable = Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>>;
+
+fn lock_cancellable(
+    cancellable: &Cancellable,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::task::AbortHandle>> {
+    // A map of abort handles is valid after any panic.
+    cancellable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Dispatcher {
@@ -219,20 +243,30 @@ impl Dispatcher {
             Some(Dispatched::Now(response)) => {
                 self.send(response.into_json().get().to_owned()).await && self.start_notifications().await
             }
-            Some(Dispatched::Later(future)) => {
+            Some(Dispatched::Later(id, future)) => {
                 while in_flight.len() >= MAX_IN_FLIGHT {
                     in_flight.join_next().await;
                 }
                 let outbound = self.outbound.clone();
-                in_flight.spawn(
+                let cancellable = self.cancellable.clone();
+                let key = id_key(&id);
+                // Held across spawn and insert, so the task cannot look for its
+                // entry before it exists.
+                let mut registry = lock_cancellable(&self.cancellable);
+                let task_key = key.clone();
+                let handle = in_flight.spawn(
                     async move {
                         let response = future.await;
+                        if lock_cancellable(&cancellable).remove(&task_key).is_none() {
+                            return; // cancelled: the canceller answered
+                        }
                         let _ = outbound
                             .send(Outbound::Message(response.into_json().get().to_owned()))
                             .await;
                     }
                     .in_current_span(),
                 );
+                registry.insert(key, handle);
                 true
             }
         }
@@ -256,7 +290,7 @@ impl Dispatcher {
             let response = match self.dispatch(call.get()) {
                 None => continue,
                 Some(Dispatched::Now(response)) => response,
-                Some(Dispatched::Later(future)) => future.await,
+                Some(Dispatched::Later(_, future)) => future.await,
             };
             responses.push(response.into_json());
         }
@@ -304,7 +338,10 @@ impl Dispatcher {
             Some(MethodCallback::Sync(callback)) => Dispatched::Now(callback(id, params, max, extensions)),
             Some(MethodCallback::Async(callback)) => {
                 let connection = ConnectionId(usize::try_from(self.session.id).unwrap_or(usize::MAX));
-                Dispatched::Later(callback(id, params.into_owned(), connection, max, extensions))
+                Dispatched::Later(
+                    id.clone(),
+                    callback(id, params.into_owned(), connection, max, extensions),
+                )
             }
             Some(MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_)) | None => {
                 Dispatched::Now(MethodResponse::error(
@@ -331,13 +368,21 @@ impl Dispatcher {
         let has = |key: &str| object.is_some_and(|o| o.contains_key(key));
         let jsonrpc_ok = object.and_then(|o| o.get("jsonrpc")).and_then(|v| v.as_str()) == Some("2.0");
         if jsonrpc_ok && has("method") && !has("id") {
-            // A notification from the front-end: nothing to answer. None are defined yet.
             let method = object
                 .and_then(|o| o.get("method"))
                 .and_then(|m| m.as_str())
                 .unwrap_or("");
-            tracing::debug!(method, "ignoring notification from front-end");
-            return None;
+            let params = object.and_then(|o| o.get("params"));
+            // LSP's `$/cancelRequest {id}`, or MCP's `notifications/cancelled {requestId}`.
+            let target = match method {
+                CANCEL_REQUEST => params.and_then(|p| p.get("id")),
+                CANCELLED => params.and_then(|p| p.get("requestId")),
+                _ => {
+                    tracing::debug!(method, "ignoring notification from front-end");
+                    return None;
+                }
+            };
+            return target.and_then(|target| self.cancel(target));
         }
         if jsonrpc_ok && has("id") && !has("method") && (has("result") || has("error")) {
             tracing::debug!("ignoring response from front-end: the daemon sent it no request");
@@ -354,6 +399,38 @@ impl Dispatcher {
                 ErrorCode::InvalidRequest,
                 format!("not a JSON-RPC 2.0 request: {parse_error}"),
             ),
+        ))
+    }
+}
+
+/// LSP's cancellation notification.
+const CANCEL_REQUEST: &str = "$/cancelRequest";
+/// MCP's cancellation notification, accepted too.
+const CANCELLED: &str = "notifications/cancelled";
+
+/// A request id as a map key: its JSON text (`5`, `"abc"`).
+fn id_key(id: &Id<'_>) -> String {
+    serde_json::to_string(id).unwrap_or_default()
+}
+
+impl Dispatcher {
+    /// Cancel the in-flight request `target` (an id as JSON): abort its task
+    /// (which drops its MCP request, so rmcp sends `notifications/cancelled`
+    /// to the server) and answer it with `requestCancelled`. Nothing happens
+    /// if it already answered.
+    fn cancel(&self, target: &serde_json::Value) -> Option<MethodResponse> {
+        let key = target.to_string();
+        let handle = lock_cancellable(&self.cancellable).remove(&key)?;
+        handle.abort();
+        tracing::debug!(request = %key, "request cancelled by the front-end");
+        let id = match target {
+            serde_json::Value::Number(number) => Id::Number(number.as_u64()?),
+            serde_json::Value::String(text) => Id::Str(text.clone().into()),
+            _ => return None,
+        };
+        Some(MethodResponse::error(
+            id,
+            rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
         ))
     }
 }
