@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use corral_protocol::{
     ClientInfo, DaemonStatus, DaemonStatusRequest, EventsReplay, EventsReplayParams, EventsReplayResult, Initialize,
-    InitializeParams, InitializeResult, McpServerAdd, McpServerAddParams, McpServerControlParams, McpServerGet,
-    McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, McpServerRemove, McpServerRemoveResult,
-    McpServerRestart, McpServerStart, McpServerStop, NoParams, Request, ToolsCall, ToolsCallParams, ToolsList,
-    ToolsListParams, ToolsListResult,
+    InitializeParams, InitializeResult, ListParams, ListResult, McpServerAdd, McpServerAddParams,
+    McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult,
+    McpServerRemove, McpServerRemoveResult, McpServerRestart, McpServerStart, McpServerStop, NoParams, PromptsGet,
+    PromptsGetParams, PromptsList, Request, ResourceTemplatesList, ResourcesList, ResourcesRead, ResourcesReadParams,
+    ToolsCall, ToolsCallParams, ToolsList, ToolsListParams, ToolsListResult,
 };
 use jsonrpsee::core::client::{ClientBuilder, ClientT, SubscriptionClientT};
 use jsonrpsee::core::traits::ToRpcParams;
@@ -308,6 +309,42 @@ impl Client {
             .await
     }
 
+    /// `resources/list`: the resources of every ready server, or of `server`.
+    pub async fn resources_list(&self, server: Option<&str>) -> Result<ListResult, ClientError> {
+        self.request::<ResourcesList>(list_params(server)).await
+    }
+
+    /// `resources/templates/list`: the resource templates of every ready server, or of `server`.
+    pub async fn resource_templates_list(&self, server: Option<&str>) -> Result<ListResult, ClientError> {
+        self.request::<ResourceTemplatesList>(list_params(server)).await
+    }
+
+    /// `resources/read`: the server's MCP `ReadResourceResult` for `uri`.
+    pub async fn resources_read(
+        &self,
+        server: impl Into<String>,
+        uri: impl Into<String>,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.request::<ResourcesRead>(ResourcesReadParams::new(server, uri))
+            .await
+    }
+
+    /// `prompts/list`: the prompts of every ready server, or of `server`.
+    pub async fn prompts_list(&self, server: Option<&str>) -> Result<ListResult, ClientError> {
+        self.request::<PromptsList>(list_params(server)).await
+    }
+
+    /// `prompts/get`: the server's MCP `GetPromptResult`.
+    pub async fn prompts_get(
+        &self,
+        server: impl Into<String>,
+        name: impl Into<String>,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.request::<PromptsGet>(PromptsGetParams::new(server, name, arguments))
+            .await
+    }
+
     /// `events/replay`: notifications with `seq` greater than `after_seq` still in the daemon's history.
     pub async fn events_replay(&self, after_seq: u64) -> Result<EventsReplayResult, ClientError> {
         self.request::<EventsReplay>(EventsReplayParams::new(after_seq)).await
@@ -360,6 +397,13 @@ async fn subscribe<T: serde::de::DeserializeOwned>(
     rpc.subscribe_to_method::<T>(method)
         .await
         .map_err(|error| ClientError::from_jsonrpsee(method, Duration::ZERO, error))
+}
+
+fn list_params(server: Option<&str>) -> ListParams {
+    match server {
+        Some(server) => ListParams::server(server),
+        None => ListParams::all(),
+    }
 }
 
 /// Open a byte stream to the daemon: its Unix socket.

@@ -50,9 +50,9 @@ enum Command {
     SessionClosed {
         owner: u64,
     },
-    Tools {
+    Targets {
         server: Option<String>,
-        reply: oneshot::Sender<Result<ToolListing, NotAvailable>>,
+        reply: oneshot::Sender<Result<TargetSet, NotAvailable>>,
     },
     CallTarget {
         server: String,
@@ -60,11 +60,12 @@ enum Command {
     },
 }
 
-/// The tools of ready servers (filtered by their config), and who is not ready.
+/// The ready servers a request for "all servers" (or one) goes to, and the
+/// enabled ones left out because they are not ready.
 #[derive(Debug, Default)]
-pub struct ToolListing {
-    /// `(server, tool)` in server-name order, then the server's order.
-    pub tools: Vec<(String, Tool)>,
+pub struct TargetSet {
+    /// Ready servers, in name order.
+    pub ready: Vec<CallTarget>,
     /// Servers left out, with their status and failure reason.
     pub not_ready: Vec<(String, ServerStatus, Option<FailureReason>)>,
 }
@@ -184,9 +185,9 @@ impl SupervisorHandle {
         }
     }
 
-    /// The tools of every ready server, or of `server` (which must be ready).
-    pub async fn tools(&self, server: Option<String>) -> Result<Result<ToolListing, NotAvailable>, SupervisorStopped> {
-        self.ask(|reply| Command::Tools { server, reply }).await
+    /// Every ready server, or `server` (which must be ready).
+    pub async fn targets(&self, server: Option<String>) -> Result<Result<TargetSet, NotAvailable>, SupervisorStopped> {
+        self.ask(|reply| Command::Targets { server, reply }).await
     }
 
     /// Where to send a request for `server`, if it is ready.
@@ -261,36 +262,29 @@ struct SupervisorActor {
 }
 
 impl SupervisorActor {
-    fn tool_listing(&self, only: Option<&str>) -> Result<ToolListing, NotAvailable> {
-        let mut listing = ToolListing::default();
+    fn targets(&self, only: Option<&str>) -> Result<TargetSet, NotAvailable> {
+        let mut set = TargetSet::default();
         let entries: Vec<&ServerEntry> = match only {
             Some(name) => vec![self.servers.get(name).ok_or(NotAvailable::NotFound)?],
             None => self.servers.values().collect(),
         };
         for entry in entries {
             match ready_target(&entry.handle) {
-                Ok(target) => listing.tools.extend(
-                    target
-                        .tools
-                        .iter()
-                        .filter(|tool| server::tool_allowed(&target.config, &tool.name))
-                        .map(|tool| (target.config.name.clone(), tool.clone())),
-                ),
+                Ok(target) => set.ready.push(target),
                 Err(not_ready) if only.is_some() => return Err(not_ready),
                 Err(NotAvailable::NotReady {
                     status, failure_reason, ..
                 }) => {
-                    // Disabled servers that were never started are not "missing" tools.
+                    // Disabled servers that were never started are not "missing" anything.
                     if entry.handle.config.enabled || status != ServerStatus::Stopped {
-                        listing
-                            .not_ready
+                        set.not_ready
                             .push((entry.handle.config.name.clone(), status, failure_reason));
                     }
                 }
                 Err(NotAvailable::NotFound) => {}
             }
         }
-        Ok(listing)
+        Ok(set)
     }
 }
 
@@ -445,8 +439,8 @@ impl SupervisorActor {
                     let _ = reply.send(Ok(stop_and_forget(entry)));
                 }
             }
-            Command::Tools { server, reply } => {
-                let _ = reply.send(self.tool_listing(server.as_deref()));
+            Command::Targets { server, reply } => {
+                let _ = reply.send(self.targets(server.as_deref()));
             }
             Command::CallTarget { server, reply } => {
                 let target = match self.servers.get(&server) {

@@ -835,6 +835,197 @@ impl ToolsCallParams {
 }
 
 // ---------------------------------------------------------------------------
+// resources/list, resources/templates/list, resources/read, prompts/list, prompts/get
+
+/// Parameters of the listing methods: one server's, or every ready server's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ListParams {
+    /// Only this server (it must be ready); all ready servers when absent.
+    #[serde(default)]
+    pub server: Option<String>,
+}
+
+impl ListParams {
+    /// Every ready server.
+    pub fn all() -> Self {
+        Self { server: None }
+    }
+
+    /// One server.
+    pub fn server(name: impl Into<String>) -> Self {
+        Self {
+            server: Some(name.into()),
+        }
+    }
+}
+
+/// One MCP object (resource, resource template, prompt) of one server, as the server sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ServerItem {
+    /// The server offering it.
+    pub server: String,
+    /// The MCP object, untouched.
+    pub item: serde_json::Value,
+}
+
+impl ServerItem {
+    /// An item of a server.
+    pub fn new(server: impl Into<String>, item: serde_json::Value) -> Self {
+        Self {
+            server: server.into(),
+            item,
+        }
+    }
+}
+
+/// A server whose listing failed (it answered an error, broke pagination or timed out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ListError {
+    /// Server name.
+    pub server: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ListError {
+    /// A failed listing.
+    pub fn new(server: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Result of `resources/list`, `resources/templates/list` and `prompts/list`.
+///
+/// Every page of every server is fetched (a server that repeats a cursor is
+/// an error, not a loop). Servers that do not offer the kind are simply absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ListResult {
+    /// The items, by server name then in the server's order.
+    pub items: Vec<ServerItem>,
+    /// Enabled servers left out because they are not ready.
+    pub not_ready: Vec<NotReadyServer>,
+    /// Ready servers whose listing failed.
+    pub errors: Vec<ListError>,
+}
+
+impl ListResult {
+    /// A listing.
+    pub fn new(items: Vec<ServerItem>, not_ready: Vec<NotReadyServer>, errors: Vec<ListError>) -> Self {
+        Self {
+            items,
+            not_ready,
+            errors,
+        }
+    }
+}
+
+/// `resources/list`: resources of every ready server, or of one.
+#[derive(Debug)]
+pub enum ResourcesList {}
+impl Request for ResourcesList {
+    const METHOD: &'static str = "resources/list";
+    type Params = ListParams;
+    type Result = ListResult;
+}
+
+/// `resources/templates/list`: resource templates of every ready server, or of one.
+#[derive(Debug)]
+pub enum ResourceTemplatesList {}
+impl Request for ResourceTemplatesList {
+    const METHOD: &'static str = "resources/templates/list";
+    type Params = ListParams;
+    type Result = ListResult;
+}
+
+/// `prompts/list`: prompts of every ready server, or of one.
+#[derive(Debug)]
+pub enum PromptsList {}
+impl Request for PromptsList {
+    const METHOD: &'static str = "prompts/list";
+    type Params = ListParams;
+    type Result = ListResult;
+}
+
+/// `resources/read`: read a resource; the result is the server's MCP `ReadResourceResult`, untouched.
+#[derive(Debug)]
+pub enum ResourcesRead {}
+impl Request for ResourcesRead {
+    const METHOD: &'static str = "resources/read";
+    type Params = ResourcesReadParams;
+    type Result = serde_json::Value;
+}
+
+/// Parameters of `resources/read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ResourcesReadParams {
+    /// The server.
+    pub server: String,
+    /// The resource's URI.
+    pub uri: String,
+}
+
+impl ResourcesReadParams {
+    /// Read `uri` from `server`.
+    pub fn new(server: impl Into<String>, uri: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            uri: uri.into(),
+        }
+    }
+}
+
+/// `prompts/get`: get a prompt; the result is the server's MCP `GetPromptResult`, untouched.
+#[derive(Debug)]
+pub enum PromptsGet {}
+impl Request for PromptsGet {
+    const METHOD: &'static str = "prompts/get";
+    type Params = PromptsGetParams;
+    type Result = serde_json::Value;
+}
+
+/// Parameters of `prompts/get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PromptsGetParams {
+    /// The server.
+    pub server: String,
+    /// The prompt's name.
+    pub name: String,
+    /// The prompt's arguments.
+    #[serde(default)]
+    pub arguments: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl PromptsGetParams {
+    /// Get prompt `name` of `server`.
+    pub fn new(
+        server: impl Into<String>,
+        name: impl Into<String>,
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Self {
+        Self {
+            server: server.into(),
+            name: name.into(),
+            arguments,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // events/replay
 
 /// `events/replay`: notifications newer than a sequence number, from the daemon's bounded history.

@@ -39,6 +39,11 @@ pub fn protocol_schema() -> Value {
     method!(McpServerRemove);
     method!(ToolsList);
     method!(ToolsCall);
+    method!(ResourcesList);
+    method!(ResourceTemplatesList);
+    method!(ResourcesRead);
+    method!(PromptsList);
+    method!(PromptsGet);
     method!(EventsReplay);
 
     let mut notifications = serde_json::Map::new();
@@ -244,6 +249,43 @@ pub fn examples() -> Vec<(&'static str, Value)> {
             response(
                 10,
                 json!({ "content": [{ "type": "text", "text": "Echo: hi" }], "isError": false }),
+            ),
+        ),
+        (
+            "resources-list.request.json",
+            request(12, ResourcesList::METHOD, ListParams::all()),
+        ),
+        (
+            "resources-list.response.json",
+            response(
+                12,
+                ListResult::new(
+                    vec![ServerItem::new(
+                        "everything",
+                        json!({ "uri": "demo://resource/static/document/architecture.md", "name": "architecture.md", "mimeType": "text/markdown" }),
+                    )],
+                    vec![],
+                    vec![ListError::new(
+                        "flaky",
+                        "MCP server `flaky` repeated the pagination cursor \"p2\"",
+                    )],
+                ),
+            ),
+        ),
+        (
+            "resources-read.request.json",
+            request(
+                13,
+                ResourcesRead::METHOD,
+                ResourcesReadParams::new("everything", "demo://resource/static/document/architecture.md"),
+            ),
+        ),
+        (
+            "prompts-get.request.json",
+            request(
+                14,
+                PromptsGet::METHOD,
+                PromptsGetParams::new("everything", "simple-prompt", None),
             ),
         ),
         (

@@ -103,6 +103,11 @@ fn every_committed_example_parses_as_its_typed_message() {
             (Some(McpServerAdd::METHOD), _) => round_trip::<McpServerAddParams>(&message["params"]),
             (Some(ToolsList::METHOD), _) => round_trip::<ToolsListParams>(&message["params"]),
             (Some(ToolsCall::METHOD), _) => round_trip::<ToolsCallParams>(&message["params"]),
+            (Some(ResourcesList::METHOD | ResourceTemplatesList::METHOD | PromptsList::METHOD), _) => {
+                round_trip::<ListParams>(&message["params"]);
+            }
+            (Some(ResourcesRead::METHOD), _) => round_trip::<ResourcesReadParams>(&message["params"]),
+            (Some(PromptsGet::METHOD), _) => round_trip::<PromptsGetParams>(&message["params"]),
             (
                 Some(
                     McpServerStart::METHOD | McpServerStop::METHOD | McpServerRestart::METHOD | McpServerRemove::METHOD,
@@ -130,6 +135,7 @@ fn every_committed_example_parses_as_its_typed_message() {
                     "mcp-server-remove" => round_trip::<McpServerRemoveResult>(result),
                     "tools-list" => round_trip::<ToolsListResult>(result),
                     "tools-call" => round_trip::<serde_json::Value>(result),
+                    "resources-list" => round_trip::<ListResult>(result),
                     "events-replay" => round_trip::<EventsReplayResult>(result),
                     other => panic!("{}: no result type known for {other}", path.display()),
                 }

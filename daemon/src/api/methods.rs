@@ -43,7 +43,7 @@ pub(crate) fn parse_params<R: Request>(params: &Params<'_>) -> Result<R::Params,
     parse_json(params, R::METHOD)
 }
 
-fn parse_json<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> Result<T, ErrorObjectOwned> {
+pub(crate) fn parse_json<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> Result<T, ErrorObjectOwned> {
     let raw = params
         .as_str()
         .map(str::trim)
@@ -113,6 +113,7 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
     })?;
 
     super::tools::register(&mut module)?;
+    super::catalog::register(&mut module)?;
     register_control::<McpServerStart>(&mut module, ControlAction::Start)?;
     register_control::<McpServerStop>(&mut module, ControlAction::Stop)?;
     register_control::<McpServerRestart>(&mut module, ControlAction::Restart)?;

@@ -5,6 +5,7 @@
 //! processes. It talks to the rest of the daemon only through the
 //! [`DaemonContext`] (supervisor handle, event hub, daemon facts).
 
+mod catalog;
 mod connection;
 mod methods;
 #[cfg(windows)]

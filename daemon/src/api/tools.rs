@@ -27,25 +27,25 @@ use crate::supervisor::NotAvailable;
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
     module.register_async_method(ToolsList::METHOD, |params, context, _| async move {
         let params = parse_params::<ToolsList>(&params)?;
-        let listing = context
+        let targets = context
             .supervisor
-            .tools(params.server.clone())
+            .targets(params.server.clone())
             .await?
             .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
-        let tools = listing
-            .tools
-            .into_iter()
-            .map(|(server, tool)| {
-                serde_json::to_value(&tool)
-                    .map(|tool| ServerTool::new(server, tool))
-                    .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize a tool: {error}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let not_ready = listing
-            .not_ready
-            .into_iter()
-            .map(|(name, status, reason)| NotReadyServer::new(name, status, reason))
-            .collect();
+        let mut tools = Vec::new();
+        for target in &targets.ready {
+            for tool in target
+                .tools
+                .iter()
+                .filter(|tool| tool_allowed(&target.config, &tool.name))
+            {
+                let tool = serde_json::to_value(tool).map_err(|error| {
+                    rpc_error(ErrorCode::InternalError, format!("cannot serialize a tool: {error}"))
+                })?;
+                tools.push(ServerTool::new(target.config.name.clone(), tool));
+            }
+        }
+        let not_ready = not_ready_servers(targets.not_ready);
         Ok::<_, ErrorObjectOwned>(ToolsListResult::new(tools, not_ready))
     })?;
 
@@ -78,11 +78,12 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         request.arguments = arguments;
         request.meta = meta.map(|meta| RequestMetaObject(rmcp::model::MetaObject(meta)));
         let timeout = target.config.tool_timeout;
+        let what = format!("`tools/call` of `{name}`");
         // Dropping the request on timeout makes rmcp send `notifications/cancelled`.
         let response = tokio::time::timeout(timeout, target.peer.call_tool_once(request))
             .await
-            .map_err(|_| timeout_error(&server, &name, timeout))?
-            .map_err(|error| service_error(&server, &name, error))?;
+            .map_err(|_| timeout_error(&server, &what, timeout))?
+            .map_err(|error| service_error(&server, &what, error))?;
         match response {
             CallToolResponse::Complete(result) => serde_json::to_value(result)
                 .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize the result: {error}"))),
@@ -95,6 +96,16 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         }
     })?;
     Ok(())
+}
+
+/// The protocol's view of servers left out of a listing.
+pub(crate) fn not_ready_servers(
+    not_ready: Vec<(String, ServerStatus, Option<corral_protocol::FailureReason>)>,
+) -> Vec<NotReadyServer> {
+    not_ready
+        .into_iter()
+        .map(|(name, status, reason)| NotReadyServer::new(name, status, reason))
+        .collect()
 }
 
 /// `serverNotFound` or `serverNotReady` (with status, reason and the server's error).
@@ -127,32 +138,34 @@ pub(crate) fn not_available_error(server: &str, not_available: &NotAvailable) ->
     }
 }
 
-fn timeout_error(server: &str, tool: &str, timeout: Duration) -> ErrorObjectOwned {
+/// `requestTimeout` for `request` (e.g. "`tools/call` of `echo`") to `server`.
+pub(crate) fn timeout_error(server: &str, request: &str, timeout: Duration) -> ErrorObjectOwned {
     rpc_error(
         ErrorCode::RequestTimeout,
         format!(
-            "MCP server `{server}` did not answer `tools/call` of `{tool}` within {timeout:?} (tool_timeout_sec); the call was cancelled"
+            "MCP server `{server}` did not answer {request} within {timeout:?} (tool_timeout_sec); the request was cancelled"
         ),
     )
 }
 
-fn service_error(server: &str, tool: &str, error: ServiceError) -> ErrorObjectOwned {
+/// The error for `request` (e.g. "`tools/call` of `echo`") that `server` failed.
+pub(crate) fn service_error(server: &str, request: &str, error: ServiceError) -> ErrorObjectOwned {
     match error {
         ServiceError::McpError(error) => ErrorObjectOwned::owned(
             ErrorCode::ServerError.code(),
             format!(
-                "MCP server `{server}` answered `tools/call` of `{tool}` with an error: {}",
+                "MCP server `{server}` answered {request} with an error: {}",
                 error.message
             ),
             Some(serde_json::json!({ "code": error.code.0, "message": error.message, "data": error.data })),
         ),
         ServiceError::TransportClosed | ServiceError::TransportSend(_) => rpc_error(
             ErrorCode::ServerNotReady,
-            format!("MCP server `{server}` went away during `tools/call` of `{tool}`: {error}"),
+            format!("MCP server `{server}` went away during {request}: {error}"),
         ),
         other => rpc_error(
             ErrorCode::ServerError,
-            format!("`tools/call` of `{tool}` on MCP server `{server}` failed: {other}"),
+            format!("{request} on MCP server `{server}` failed: {other}"),
         ),
     }
 }

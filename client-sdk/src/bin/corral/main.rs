@@ -80,6 +80,26 @@ enum Command {
         /// Arguments as a JSON object; read from stdin when omitted and stdin is not a terminal
         arguments: Option<String>,
     },
+    /// List the resources (or, with --templates, resource templates) of every ready server, or of one
+    Resources {
+        /// Only this server's
+        server: Option<String>,
+        /// List resource templates instead of resources
+        #[arg(long)]
+        templates: bool,
+    },
+    /// Read a resource: `corral read SERVER URI`
+    Read {
+        /// Server name
+        server: String,
+        /// The resource's URI, as `corral resources` lists it
+        uri: String,
+    },
+    /// List the prompts of every ready server, or of one
+    Prompts {
+        /// Only this server's
+        server: Option<String>,
+    },
     /// Follow server status changes until Ctrl-C
     Events {
         /// First print the notifications after this sequence number that the daemon still remembers
@@ -132,6 +152,21 @@ fn main() -> ExitCode {
             ),
             Err(error) => Err(error),
         },
+        Command::Resources { server, templates } => run_daemon_command(
+            &cli,
+            DaemonCommand::Catalog(
+                if *templates {
+                    Catalog::ResourceTemplates
+                } else {
+                    Catalog::Resources
+                },
+                server.as_deref(),
+            ),
+        ),
+        Command::Prompts { server } => {
+            run_daemon_command(&cli, DaemonCommand::Catalog(Catalog::Prompts, server.as_deref()))
+        }
+        Command::Read { server, uri } => run_daemon_command(&cli, DaemonCommand::Read { server, uri }),
         Command::Start { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Start, name)),
         Command::Stop { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Stop, name)),
         Command::Restart { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Restart, name)),
@@ -192,9 +227,22 @@ enum DaemonCommand<'a> {
         tool: &'a str,
         arguments: Option<serde_json::Map<String, serde_json::Value>>,
     },
+    Catalog(Catalog, Option<&'a str>),
+    Read {
+        server: &'a str,
+        uri: &'a str,
+    },
     Events {
         since: Option<u64>,
     },
+}
+
+/// What `corral resources|prompts` lists.
+#[derive(Debug, Clone, Copy)]
+enum Catalog {
+    Resources,
+    ResourceTemplates,
+    Prompts,
 }
 
 /// How long `corral call` waits: the daemon enforces the server's
@@ -310,6 +358,41 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
             }
             if result.get("isError").and_then(serde_json::Value::as_bool) == Some(true) {
                 return Ok(ExitCode::from(EXIT_FAILURE));
+            }
+        }
+        DaemonCommand::Catalog(catalog, server) => {
+            let listing = match catalog {
+                Catalog::Resources => client.resources_list(server).await?,
+                Catalog::ResourceTemplates => client.resource_templates_list(server).await?,
+                Catalog::Prompts => client.prompts_list(server).await?,
+            };
+            if cli.json {
+                emit_pretty_json(&listing)?;
+            } else {
+                let text = match catalog {
+                    Catalog::Resources => render::item_table(&listing.items, "URI", "uri"),
+                    Catalog::ResourceTemplates => render::item_table(&listing.items, "URI TEMPLATE", "uriTemplate"),
+                    Catalog::Prompts => render::item_table(&listing.items, "PROMPT", "name"),
+                };
+                emit(&text)?;
+                for server in &listing.not_ready {
+                    let reason = server
+                        .failure_reason
+                        .map(|reason| format!(": {reason}"))
+                        .unwrap_or_default();
+                    eprintln!("not ready: {} ({}{reason})", server.name, server.status);
+                }
+                for error in &listing.errors {
+                    eprintln!("error: {}", error.message);
+                }
+            }
+        }
+        DaemonCommand::Read { server, uri } => {
+            let result = client.resources_read(server, uri).await?;
+            if cli.json {
+                emit_pretty_json(&result)?;
+            } else {
+                emit(&render::resource_contents(&result))?;
             }
         }
         DaemonCommand::Events { since } => {

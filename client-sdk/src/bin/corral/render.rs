@@ -1,7 +1,7 @@
 //! Human-readable text for each command's result (the `--json` output is the protocol types' own JSON).
 
 use corral_client::ClientNotification;
-use corral_client::protocol::{DaemonStatus, McpServerStatus, ServerTool};
+use corral_client::protocol::{DaemonStatus, McpServerStatus, ServerItem, ServerTool};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -151,6 +151,50 @@ pub(crate) fn tool_table(tools: &[ServerTool]) -> String {
         ]);
     }
     table.render()
+}
+
+/// `corral resources|prompts`: one row per item: server, the `key` field, description.
+pub(crate) fn item_table(items: &[ServerItem], header: &str, key: &str) -> String {
+    if items.is_empty() {
+        return "none (no ready server offers any)\n".to_owned();
+    }
+    let mut table = Table::new(&["SERVER", header, "DESCRIPTION"]);
+    for item in items {
+        let field = |name: &str| item.item.get(name).and_then(Value::as_str).unwrap_or("");
+        let description = match field("description") {
+            "" => field("name"),
+            description => description,
+        };
+        table.row(vec![
+            item.server.clone(),
+            field(key).to_owned(),
+            one_line(description.lines().next().unwrap_or(""), 80),
+        ]);
+    }
+    table.render()
+}
+
+/// `corral read`: text contents as they are, binary contents described.
+pub(crate) fn resource_contents(result: &Value) -> String {
+    let mut out = String::new();
+    for content in result.get("contents").and_then(Value::as_array).into_iter().flatten() {
+        match content.get("text").and_then(Value::as_str) {
+            Some(text) => out.push_str(text),
+            None => {
+                let uri = content.get("uri").and_then(Value::as_str).unwrap_or("?");
+                let mime = content.get("mimeType").and_then(Value::as_str).unwrap_or("?");
+                let size = content
+                    .get("blob")
+                    .and_then(Value::as_str)
+                    .map_or(0, |blob| blob.len() * 3 / 4);
+                out.push_str(&format!("[{uri}: {mime}, about {size} bytes; use --json for the data]"));
+            }
+        }
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// `corral call`: the result's content, readably; `--json` prints it raw.
