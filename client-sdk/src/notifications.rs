@@ -16,8 +16,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use corral_protocol::{
-    DaemonNotification, EventsLagged, EventsLaggedNotification, Notification, StartupStatusUpdated,
-    StartupStatusUpdatedNotification, ToolsListChanged, ToolsListChangedNotification,
+    DaemonNotification, EventsLagged, EventsLaggedNotification, ListChanged, Notification,
+    PromptsListChangedNotification, ResourcesListChangedNotification, ServerLog, ServerLogNotification,
+    StartupStatusUpdated, StartupStatusUpdatedNotification, ToolsListChanged, ToolsListChangedNotification,
 };
 use futures_core::Stream;
 use jsonrpsee::core::client::{Subscription, SubscriptionCloseReason};
@@ -40,6 +41,15 @@ pub enum ClientNotification {
     /// `mcpServer/tools/listChanged`: a server's tools may have changed; fetch them again.
     #[serde(rename = "mcpServer/tools/listChanged")]
     ToolsListChanged(ToolsListChanged),
+    /// `mcpServer/resources/listChanged`: a server's resources changed; fetch them again.
+    #[serde(rename = "mcpServer/resources/listChanged")]
+    ResourcesListChanged(ListChanged),
+    /// `mcpServer/prompts/listChanged`: a server's prompts changed; fetch them again.
+    #[serde(rename = "mcpServer/prompts/listChanged")]
+    PromptsListChanged(ListChanged),
+    /// `mcpServer/log`: a log message from a server.
+    #[serde(rename = "mcpServer/log")]
+    ServerLog(ServerLog),
     /// `events/lagged`: the daemon could not deliver some notifications to this
     /// connection; fetch them with `events/replay`.
     #[serde(rename = "events/lagged")]
@@ -48,10 +58,13 @@ pub enum ClientNotification {
 
 /// Every notification method the client listens for, `events/lagged` first
 /// (it is rare, so polling it first cannot starve the others).
-pub(crate) const METHODS: [&str; 3] = [
+pub(crate) const METHODS: [&str; 6] = [
     EventsLaggedNotification::METHOD,
     StartupStatusUpdatedNotification::METHOD,
     ToolsListChangedNotification::METHOD,
+    ResourcesListChangedNotification::METHOD,
+    PromptsListChangedNotification::METHOD,
+    ServerLogNotification::METHOD,
 ];
 
 impl ClientNotification {
@@ -60,6 +73,8 @@ impl ClientNotification {
         match self {
             Self::StartupStatusUpdated(update) => Some(update.seq),
             Self::ToolsListChanged(change) => Some(change.seq),
+            Self::ResourcesListChanged(change) | Self::PromptsListChanged(change) => Some(change.seq),
+            Self::ServerLog(log) => Some(log.seq),
             Self::Lagged(_) => None,
         }
     }
@@ -69,6 +84,9 @@ impl ClientNotification {
         match self {
             Self::StartupStatusUpdated(_) => StartupStatusUpdatedNotification::METHOD,
             Self::ToolsListChanged(_) => ToolsListChangedNotification::METHOD,
+            Self::ResourcesListChanged(_) => ResourcesListChangedNotification::METHOD,
+            Self::PromptsListChanged(_) => PromptsListChangedNotification::METHOD,
+            Self::ServerLog(_) => ServerLogNotification::METHOD,
             Self::Lagged(_) => EventsLaggedNotification::METHOD,
         }
     }

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod events;
 pub mod logging;
+mod mcp_client;
 pub mod reaper;
 pub mod server;
 pub mod stdio;

@@ -32,13 +32,14 @@ use corral_protocol::{
     DaemonNotification, FailureReason, ServerInfo, ServerStatus, StartupStatusUpdated, ToolsListChanged,
 };
 use process_wrap::tokio::ChildWrapper;
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, Tool};
+use rmcp::model::Tool;
 use rmcp::service::RunningService;
 use rmcp::{Peer, RoleClient, ServiceExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EventHub;
+use crate::mcp_client::ServerClient;
 use crate::reaper;
 use crate::stdio::{self, LaunchError, StderrTail};
 
@@ -217,7 +218,7 @@ enum RunEnd {
 
 /// A running MCP session with its process.
 struct Running {
-    service: RunningService<RoleClient, ClientConfig>,
+    service: RunningService<RoleClient, ServerClient>,
     child: Box<dyn ChildWrapper>,
     pid: u32,
 }
@@ -353,9 +354,10 @@ impl ServerTask {
 
         let mut child = launched.child;
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
-        let client_config = client_config();
+        let (tools_changed, mut tools_changed_rx) = mpsc::channel(1);
+        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed);
         let startup = async {
-            let service = client_config
+            let service = handler
                 .serve((launched.stdout, launched.stdin))
                 .await
                 .map_err(|error| (FailureReason::ProtocolError, format!("initialize failed: {error}")))?;
@@ -407,6 +409,8 @@ impl ServerTask {
                 return RunEnd::StartupFailed;
             }
         };
+        // The list was just fetched: changes announced during startup are in it.
+        while tools_changed_rx.try_recv().is_ok() {}
         let tool_count = tools
             .iter()
             .filter(|tool| tool_allowed(&self.config, &tool.name))
@@ -440,21 +444,55 @@ impl ServerTask {
         self.was_ready = true;
 
         let mut running = Running { service, child, pid };
-        tokio::select! {
-            status = running.child.inner_mut().wait() => {
-                let exit = describe_exit(status);
-                tracing::warn!(server = %self.name, pid, %exit, "server process exited");
-                self.state.send_modify(|state| state.last_exit = Some(exit));
-                let ready_for = self.state.borrow().ready_since.map_or(Duration::ZERO, |since| since.elapsed());
-                let Running { service, mut child, pid } = running;
-                self.teardown_process(Some(service), &mut child, pid).await;
-                RunEnd::Crashed { ready_for }
-            }
-            end = next_interruption(&mut self.commands, &self.shutdown) => {
-                self.stop_running(running).await;
-                end
+        loop {
+            tokio::select! {
+                status = running.child.inner_mut().wait() => {
+                    let exit = describe_exit(status);
+                    tracing::warn!(server = %self.name, pid, %exit, "server process exited");
+                    self.state.send_modify(|state| state.last_exit = Some(exit));
+                    let ready_for = self.state.borrow().ready_since.map_or(Duration::ZERO, |since| since.elapsed());
+                    let Running { service, mut child, pid } = running;
+                    self.teardown_process(Some(service), &mut child, pid).await;
+                    return RunEnd::Crashed { ready_for };
+                }
+                end = next_interruption(&mut self.commands, &self.shutdown) => {
+                    self.stop_running(running).await;
+                    return end;
+                }
+                Some(()) = tools_changed_rx.recv() => {
+                    let peer = running.service.peer().clone();
+                    self.refresh_tools(&peer).await;
+                }
             }
         }
+    }
+
+    /// Re-list the tools after the server said they changed, and tell front-ends.
+    async fn refresh_tools(&self, peer: &Peer<RoleClient>) {
+        let listed = tokio::time::timeout(self.config.tool_timeout, peer.list_all_tools()).await;
+        let tools = match listed {
+            Ok(Ok(tools)) => tools,
+            Ok(Err(error)) => {
+                tracing::warn!(server = %self.name, %error, "re-listing tools after list_changed failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(server = %self.name, "re-listing tools after list_changed timed out");
+                return;
+            }
+        };
+        let count = tools
+            .iter()
+            .filter(|tool| tool_allowed(&self.config, &tool.name))
+            .count();
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        self.state.send_modify(|state| {
+            state.tool_count = Some(count);
+            state.tools = Arc::new(tools);
+        });
+        let name = self.name.clone();
+        self.events
+            .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, count)));
     }
 
     /// The failure of a server whose process exited before it was ready:
@@ -488,7 +526,7 @@ impl ServerTask {
     /// The bounded teardown of one process tree; records how it ended.
     async fn teardown_process(
         &self,
-        service: Option<RunningService<RoleClient, ClientConfig>>,
+        service: Option<RunningService<RoleClient, ServerClient>>,
         child: &mut Box<dyn ChildWrapper>,
         pid: u32,
     ) {
@@ -580,13 +618,6 @@ pub(crate) fn tool_allowed(config: &ServerConfig, tool: &str) -> bool {
     enabled && !config.disabled_tools.iter().any(|name| name == tool)
 }
 
-fn client_config() -> ClientConfig {
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("corrald", env!("CARGO_PKG_VERSION")),
-    )
-}
-
 fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
     match status {
         Ok(status) => status.to_string(),
@@ -598,7 +629,7 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
 /// whole process group, each step bounded. Returns how the leader ended, if
 /// it was reaped here.
 async fn teardown(
-    service: Option<RunningService<RoleClient, ClientConfig>>,
+    service: Option<RunningService<RoleClient, ServerClient>>,
     child: &mut Box<dyn ChildWrapper>,
     pid: u32,
     policy: TeardownPolicy,

@@ -1132,8 +1132,9 @@ impl StartupStatusUpdated {
 }
 
 /// `mcpServer/tools/listChanged`: a server's tool list may have changed;
-/// fetch it again. Sent whenever a server becomes ready again after a restart
-/// (its tools come back with it).
+/// fetch it again. Sent when a server says its tools changed
+/// (`notifications/tools/list_changed`: corrald re-lists them first) and
+/// whenever a server becomes ready again after a restart.
 #[derive(Debug)]
 pub enum ToolsListChangedNotification {}
 impl Notification for ToolsListChangedNotification {
@@ -1161,6 +1162,84 @@ impl ToolsListChanged {
             seq,
             name: name.into(),
             tool_count,
+        }
+    }
+}
+
+/// `mcpServer/resources/listChanged`: a server said its resources changed; fetch them again.
+#[derive(Debug)]
+pub enum ResourcesListChangedNotification {}
+impl Notification for ResourcesListChangedNotification {
+    const METHOD: &'static str = "mcpServer/resources/listChanged";
+    type Params = ListChanged;
+}
+
+/// `mcpServer/prompts/listChanged`: a server said its prompts changed; fetch them again.
+#[derive(Debug)]
+pub enum PromptsListChangedNotification {}
+impl Notification for PromptsListChangedNotification {
+    const METHOD: &'static str = "mcpServer/prompts/listChanged";
+    type Params = ListChanged;
+}
+
+/// Params of `mcpServer/resources/listChanged` and `mcpServer/prompts/listChanged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ListChanged {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// Server name.
+    pub name: String,
+}
+
+impl ListChanged {
+    /// A list change of server `name`.
+    pub fn new(seq: u64, name: impl Into<String>) -> Self {
+        Self { seq, name: name.into() }
+    }
+}
+
+/// `mcpServer/log`: a log message an MCP server sent (`notifications/message`).
+#[derive(Debug)]
+pub enum ServerLogNotification {}
+impl Notification for ServerLogNotification {
+    const METHOD: &'static str = "mcpServer/log";
+    type Params = ServerLog;
+}
+
+/// Params of `mcpServer/log`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ServerLog {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// Server name.
+    pub name: String,
+    /// MCP log level (`debug`, `info`, `notice`, `warning`, `error`, `critical`, `alert`, `emergency`).
+    pub level: String,
+    /// The server's logger name, if it gave one.
+    pub logger: Option<String>,
+    /// The message, as the server sent it (any JSON).
+    pub data: serde_json::Value,
+}
+
+impl ServerLog {
+    /// A log message of server `name`.
+    pub fn new(
+        seq: u64,
+        name: impl Into<String>,
+        level: impl Into<String>,
+        logger: Option<String>,
+        data: serde_json::Value,
+    ) -> Self {
+        Self {
+            seq,
+            name: name.into(),
+            level: level.into(),
+            logger,
+            data,
         }
     }
 }
@@ -1212,6 +1291,15 @@ pub enum DaemonNotification {
     /// `mcpServer/tools/listChanged`.
     #[serde(rename = "mcpServer/tools/listChanged")]
     ToolsListChanged(ToolsListChanged),
+    /// `mcpServer/resources/listChanged`.
+    #[serde(rename = "mcpServer/resources/listChanged")]
+    ResourcesListChanged(ListChanged),
+    /// `mcpServer/prompts/listChanged`.
+    #[serde(rename = "mcpServer/prompts/listChanged")]
+    PromptsListChanged(ListChanged),
+    /// `mcpServer/log`.
+    #[serde(rename = "mcpServer/log")]
+    ServerLog(ServerLog),
 }
 
 impl DaemonNotification {
@@ -1220,6 +1308,8 @@ impl DaemonNotification {
         match self {
             Self::StartupStatusUpdated(n) => n.seq,
             Self::ToolsListChanged(n) => n.seq,
+            Self::ResourcesListChanged(n) | Self::PromptsListChanged(n) => n.seq,
+            Self::ServerLog(n) => n.seq,
         }
     }
 
@@ -1228,6 +1318,9 @@ impl DaemonNotification {
         match self {
             Self::StartupStatusUpdated(_) => StartupStatusUpdatedNotification::METHOD,
             Self::ToolsListChanged(_) => ToolsListChangedNotification::METHOD,
+            Self::ResourcesListChanged(_) => ResourcesListChangedNotification::METHOD,
+            Self::PromptsListChanged(_) => PromptsListChangedNotification::METHOD,
+            Self::ServerLog(_) => ServerLogNotification::METHOD,
         }
     }
 }

@@ -57,6 +57,9 @@ pub fn protocol_schema() -> Value {
     }
     notification!(StartupStatusUpdatedNotification);
     notification!(ToolsListChangedNotification);
+    notification!(ResourcesListChangedNotification);
+    notification!(PromptsListChangedNotification);
+    notification!(ServerLogNotification);
     notification!(EventsLaggedNotification);
     let version_mismatch = generator.subschema_for::<VersionMismatchData>();
     let replayable = generator.subschema_for::<DaemonNotification>();
@@ -305,6 +308,26 @@ pub fn examples() -> Vec<(&'static str, Value)> {
             notification(
                 ToolsListChangedNotification::METHOD,
                 ToolsListChanged::new(19, "filesystem", 14),
+            ),
+        ),
+        (
+            "server-log.notification.json",
+            notification(
+                ServerLogNotification::METHOD,
+                ServerLog::new(
+                    20,
+                    "everything",
+                    "info",
+                    Some("demo".to_owned()),
+                    json!("Info-level message"),
+                ),
+            ),
+        ),
+        (
+            "resources-list-changed.notification.json",
+            notification(
+                ResourcesListChangedNotification::METHOD,
+                ListChanged::new(21, "everything"),
             ),
         ),
         (

@@ -122,6 +122,10 @@ fn every_committed_example_parses_as_its_typed_message() {
             }
             (Some(EventsLaggedNotification::METHOD), _) => round_trip::<EventsLagged>(&message["params"]),
             (Some(ToolsListChangedNotification::METHOD), _) => round_trip::<ToolsListChanged>(&message["params"]),
+            (Some(ResourcesListChangedNotification::METHOD | PromptsListChangedNotification::METHOD), _) => {
+                round_trip::<ListChanged>(&message["params"]);
+            }
+            (Some(ServerLogNotification::METHOD), _) => round_trip::<ServerLog>(&message["params"]),
             (Some(other), _) => panic!("{}: unknown method {other}", path.display()),
             (None, true) => {
                 let result = &message["result"];

@@ -128,3 +128,49 @@ async fn prompts_are_listed_and_fetched_with_arguments() {
         .expect("a server without prompts");
     assert!(files_only.items.is_empty() && files_only.errors.is_empty());
 }
+
+#[tokio::test]
+async fn a_servers_log_messages_reach_front_ends_naming_the_server() {
+    let (_daemon, mut client, _files) = daemon_with_everything_and_files().await;
+    let mut notifications = client.take_notifications().expect("notification stream");
+    client
+        .tools_call(
+            "everything",
+            "toggle-simulated-logging",
+            None,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("turn on the server's simulated logging");
+    // server-everything logs every 5 s once toggled.
+    let log = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match notifications.next().await {
+                Some(Ok(corral_client::ClientNotification::ServerLog(log))) => return log,
+                Some(_) => {}
+                None => panic!("notification stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("a log message within 20 s");
+    assert_eq!(log.name, "everything");
+    assert!(
+        log.data.as_str().is_some_and(|text| text.contains("message")),
+        "{log:?}"
+    );
+    assert!(
+        [
+            "debug",
+            "info",
+            "notice",
+            "warning",
+            "error",
+            "critical",
+            "alert",
+            "emergency"
+        ]
+        .contains(&log.level.as_str()),
+        "{log:?}"
+    );
+}

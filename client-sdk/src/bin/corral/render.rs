@@ -279,6 +279,28 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
                 change.seq, change.name, change.tool_count
             )
         }
+        ClientNotification::ResourcesListChanged(change) => {
+            format!("[{}] {}: resources changed", change.seq, change.name)
+        }
+        ClientNotification::PromptsListChanged(change) => format!("[{}] {}: prompts changed", change.seq, change.name),
+        ClientNotification::ServerLog(log) => {
+            let message = match &log.data {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let logger = log
+                .logger
+                .as_deref()
+                .map(|logger| format!(" {logger}"))
+                .unwrap_or_default();
+            format!(
+                "[{}] {}: log {}{logger}: {}",
+                log.seq,
+                log.name,
+                log.level,
+                one_line(&message, 300)
+            )
+        }
         other => format!("[?] {}", other.method()),
     }
 }
