@@ -634,11 +634,14 @@ async fn teardown(
     pid: u32,
     policy: TeardownPolicy,
 ) -> Option<String> {
+    // One deadline for closing the session and the exit that should follow,
+    // so that the whole teardown stays within stop_timeout_sec.
+    let stdin_deadline = tokio::time::Instant::now() + policy.stdin_grace;
     if let Some(mut service) = service {
         // Cancelling the session closes the transport: the server sees stdin EOF.
         let _ = service.close_with_timeout(policy.stdin_grace).await;
     }
-    let mut exit = match tokio::time::timeout(policy.stdin_grace, child.inner_mut().wait()).await {
+    let mut exit = match tokio::time::timeout_at(stdin_deadline, child.inner_mut().wait()).await {
         Ok(status) => Some(describe_exit(status)),
         Err(_) => None,
     };
