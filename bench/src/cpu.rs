@@ -43,7 +43,7 @@ impl Snapshot {
 
 /// `utime + stime` from `/proc/<pid>/stat`. Its resolution is one clock tick
 /// (10 ms at the usual 100 Hz), fine over the seconds a measurement runs.
-fn process_cpu(pid: &str) -> anyhow::Result<Duration> {
+pub(crate) fn process_cpu(pid: &str) -> anyhow::Result<Duration> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // The command name (field 2) is in parentheses and may contain spaces: count fields after the last `)`.
@@ -60,8 +60,53 @@ fn process_cpu(pid: &str) -> anyhow::Result<Duration> {
             .with_context(|| format!("{path}: field {} is not a tick count", index + 3))
     };
     let total_ticks = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_nanos(total_ticks * 1_000_000_000 / ticks_per_second()))
+}
+
+/// CPU time of the whole machine, all CPUs together, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MachineCpu {
+    /// user + nice + system + irq + softirq: time some process (or the kernel for it) ran.
+    pub(crate) busy: Duration,
+    /// idle + iowait: time no one wanted a CPU.
+    pub(crate) idle: Duration,
+    /// Time the hypervisor ran something else on our vCPUs.
+    pub(crate) steal: Duration,
+}
+
+impl MachineCpu {
+    /// The counters now.
+    pub(crate) fn take() -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        let line = stat.lines().next().context("/proc/stat is empty")?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|field| field.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is already in user).
+        let field = |index: usize| ticks.get(index).copied().unwrap_or(0);
+        let to_duration = |total: u64| Duration::from_nanos(total * 1_000_000_000 / ticks_per_second());
+        Ok(Self {
+            busy: to_duration(field(0) + field(1) + field(2) + field(5) + field(6)),
+            idle: to_duration(field(3) + field(4)),
+            steal: to_duration(field(7)),
+        })
+    }
+
+    /// What was spent between `earlier` and `self`.
+    pub(crate) fn since(&self, earlier: &Self) -> Self {
+        Self {
+            busy: self.busy.saturating_sub(earlier.busy),
+            idle: self.idle.saturating_sub(earlier.idle),
+            steal: self.steal.saturating_sub(earlier.steal),
+        }
+    }
+}
+
+/// Clock ticks per second (`_SC_CLK_TCK`), 100 if unknown.
+fn ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks_per_second = u64::try_from(ticks_per_second).ok().filter(|&hz| hz > 0).unwrap_or(100);
-    Ok(Duration::from_nanos(total_ticks * 1_000_000_000 / ticks_per_second))
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&hz| hz > 0).unwrap_or(100)
 }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use crate::survivors;
+
 /// How long a SIGTERM'd daemon may take to exit before it gets SIGKILL.
 /// Longer than the daemon's own 5 s shutdown grace so that a slow but
 /// orderly shutdown is seen as such.
@@ -22,7 +24,7 @@ const TERMINATE_GRACE: Duration = Duration::from_secs(7);
 /// How often an exiting daemon is polled.
 const EXIT_POLL: Duration = Duration::from_millis(2);
 
-/// A running `corrald` with its own temporary directory (socket, missing config, log).
+/// A running `corrald` with its own temporary directory (socket, config, log).
 #[derive(Debug)]
 pub(crate) struct DaemonProcess {
     child: Child,
@@ -37,13 +39,27 @@ pub(crate) struct DaemonProcess {
 impl DaemonProcess {
     /// Start `corrald` with test hooks on a fresh socket and a config file that does not exist (no servers).
     pub(crate) fn spawn(corrald: &Path) -> anyhow::Result<Self> {
+        Self::spawn_inner(corrald, None)
+    }
+
+    /// Start `corrald` like [`Self::spawn`], with `config` as its `config.toml`
+    /// (its servers start as the daemon starts).
+    pub(crate) fn spawn_with_config(corrald: &Path, config: &str) -> anyhow::Result<Self> {
+        Self::spawn_inner(corrald, Some(config))
+    }
+
+    fn spawn_inner(corrald: &Path, config: Option<&str>) -> anyhow::Result<Self> {
         // A short prefix keeps the socket path far below the 103-byte limit.
         let dir = tempfile::Builder::new()
             .prefix("corral-bench-")
             .tempdir()
             .context("creating a temporary directory for the daemon's socket")?;
+        survivors::record_dir(dir.path());
         let socket_path = dir.path().join("corral.sock");
         let config_path = dir.path().join("config.toml");
+        if let Some(config) = config {
+            std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
+        }
         let log_path = dir.path().join("corrald.log");
         let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut command = Command::new(corrald);
@@ -53,6 +69,8 @@ impl DaemonProcess {
             .arg(OsString::from("--config"))
             .arg(&config_path)
             .env("CORRAL_TEST_HOOKS", "1")
+            // Marks the daemon as this run's, for the survivor check (children get it from the config).
+            .env(survivors::RUN_TAG_VAR, survivors::run_tag())
             // Measure the daemon with its default log level, whatever the caller's shell says.
             .env_remove("CORRAL_LOG")
             .env_remove("RUST_LOG")
@@ -208,7 +226,7 @@ pub(crate) struct Memory {
 }
 
 impl Memory {
-    fn of(pid: u32) -> anyhow::Result<Self> {
+    pub(crate) fn of(pid: u32) -> anyhow::Result<Self> {
         let path = format!("/proc/{pid}/status");
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         let field = |name: &str| -> anyhow::Result<u64> {

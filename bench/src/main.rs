@@ -7,18 +7,25 @@
 //! `corral_client`; the same with many concurrent raw clients; notification
 //! fan-out to many front-ends; memory after the load; CPU time of daemon and
 //! benchmark throughout. Then, on fresh daemons: time from spawn until the
-//! socket accepts. It prints numbers and never fails because of them: timing
-//! goals are for people to read, not for CI to assert (see `docs/benchmarks.md`).
+//! socket accepts; and with real MCP servers from a generated config (the
+//! test peers): one server vs. many starting at once, `mcpServer/stop`
+//! latency, and the daemon's memory per running server. At the end it looks
+//! for processes of this run that are still alive. It prints numbers and
+//! never fails because of them: timing goals are for people to read, not for
+//! CI to assert (see `docs/benchmarks.md`).
 
 mod cpu;
 mod daemon;
+mod peers;
 mod raw;
 mod scenarios;
+mod servers;
 mod stats;
+mod survivors;
 
 use std::future::Future;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -27,7 +34,9 @@ use clap::{Parser, ValueEnum};
 
 use crate::cpu::CpuUse;
 use crate::daemon::{DaemonProcess, Memory};
+use crate::peers::{Peer, Peers};
 use crate::raw::RawConnection;
+use crate::servers::{MemoryPerServer, StartComparison, StartRun, Stops};
 use crate::stats::Summary;
 
 /// Benchmark the Corral daemon over its socket (spawns its own corrald; prints numbers, asserts nothing).
@@ -74,8 +83,21 @@ struct Args {
     #[arg(long, default_value_t = 300)]
     phase_timeout: u64,
     /// Run only these measurements (comma-separated); memory is always read.
+    /// Without it, every measurement except `server-start-fixture` runs.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
+    /// The test peers (MCP servers) the server measurements run [default: tests/peers of the source tree].
+    #[arg(long, value_name = "DIR")]
+    peers_dir: Option<PathBuf>,
+    /// Servers started at once (parallel start, memory per server).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=99))]
+    servers: u16,
+    /// Fresh daemons per case of the parallel start (one server, then all of them, alternating).
+    #[arg(long, default_value_t = 3)]
+    start_runs: usize,
+    /// `mcpServer/stop` calls timed per kind of server.
+    #[arg(long, default_value_t = 5)]
+    stop_runs: usize,
 }
 
 /// The measurements that can be selected with `--only`.
@@ -93,11 +115,41 @@ enum Phase {
     FanOut,
     /// Start-up time of fresh daemons.
     Startup,
+    /// One server-everything vs. `--servers` of them starting at once.
+    ServerStart,
+    /// The same with the Python fixture server (about 40 s: not in the default run).
+    ServerStartFixture,
+    /// `mcpServer/stop` latency, and whether the process is gone at the answer.
+    ServerStop,
+    /// The daemon's memory without servers and with `--servers` ready ones.
+    ServerMemory,
+}
+
+impl Phase {
+    /// Whether a run without `--only` includes this measurement.
+    fn in_default_run(self) -> bool {
+        !matches!(self, Self::ServerStartFixture)
+    }
 }
 
 impl Args {
     fn runs(&self, phase: Phase) -> bool {
-        self.only.is_empty() || self.only.contains(&phase)
+        if self.only.is_empty() {
+            phase.in_default_run()
+        } else {
+            self.only.contains(&phase)
+        }
+    }
+
+    fn runs_any_server_phase(&self) -> bool {
+        [
+            Phase::ServerStart,
+            Phase::ServerStartFixture,
+            Phase::ServerStop,
+            Phase::ServerMemory,
+        ]
+        .into_iter()
+        .any(|phase| self.runs(phase))
     }
 
     fn corrald(&self) -> anyhow::Result<PathBuf> {
@@ -146,6 +198,7 @@ fn main() -> ExitCode {
         }
     });
     report.load_after = load_average();
+    report.survivors_at_end = Some(kill_survivors());
     let mut stdout = std::io::stdout().lock();
     let printed = report.print(&mut stdout).and_then(|()| stdout.flush());
     if let Err(error) = printed {
@@ -277,7 +330,69 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             });
         }
     }
+
+    if args.runs_any_server_phase() {
+        run_server_phases(args, &corrald, limit, report).await?;
+    }
     Ok(())
+}
+
+/// The measurements with real MCP servers, each on fresh daemons.
+async fn run_server_phases(args: &Args, corrald: &Path, limit: Duration, report: &mut Report) -> anyhow::Result<()> {
+    let peers = Peers::locate(&args.peers_dir.clone().unwrap_or_else(Peers::default_dir))?;
+    report.foreign_peer_processes = Some(survivors::foreign_processes_running(&peers.paths()));
+    let servers = usize::from(args.servers);
+    for (phase, peer) in [
+        (Phase::ServerStart, Peer::Everything),
+        (Phase::ServerStartFixture, Peer::Fixture),
+    ] {
+        if !args.runs(phase) || args.start_runs == 0 {
+            continue;
+        }
+        let what = format!("{} start, 1 vs. {servers} at once", peer.label());
+        let comparison = bounded(
+            &what,
+            limit,
+            servers::start_comparison(corrald, &peers, peer, servers, args.start_runs),
+        )
+        .await?;
+        for run in comparison.alone.iter().chain(&comparison.together) {
+            report.note_survivors(&what, &run.survivors);
+        }
+        report.server_starts.push(comparison);
+    }
+    if args.runs(Phase::ServerStop) && args.stop_runs > 0 {
+        let what = "mcpServer/stop latency";
+        let stops = bounded(what, limit, servers::stop_latency(corrald, &peers, args.stop_runs)).await?;
+        report.note_survivors(what, &stops.survivors);
+        report.stops = Some(stops);
+    }
+    if args.runs(Phase::ServerMemory) {
+        let what = "daemon memory per server";
+        let memory = bounded(
+            what,
+            limit,
+            servers::memory_per_server(corrald, &peers, Peer::Everything, servers),
+        )
+        .await?;
+        report.note_survivors(what, &memory.survivors);
+        report.memory_per_server = Some(memory);
+    }
+    Ok(())
+}
+
+/// Find processes of this run still alive (the daemons have all been stopped
+/// by now, on every path), warn about each and SIGKILL it.
+fn kill_survivors() -> Vec<survivors::Survivor> {
+    let found = survivors::find();
+    for survivor in &found {
+        let killed = survivors::kill(survivor);
+        eprintln!(
+            "corral-bench: WARNING: a process of this run survived the benchmark ({survivor}); {}",
+            if killed { "sent SIGKILL" } else { "could not signal it" }
+        );
+    }
+    found
 }
 
 /// Run one measurement within `limit`, saying on stderr what is going on.
@@ -327,6 +442,27 @@ struct Report {
     memory_connected: Option<(u64, Memory)>,
     memory_after: Option<Memory>,
     startup: Option<StartupReport>,
+    /// Processes running the peers, not started by this run, when the server measurements began.
+    foreign_peer_processes: Option<usize>,
+    server_starts: Vec<StartComparison>,
+    stops: Option<Stops>,
+    memory_per_server: Option<MemoryPerServer>,
+    /// Processes of this run alive right after their daemon exited: (measurement, process).
+    survivors_after_daemon: Vec<(String, survivors::Survivor)>,
+    /// How many times that was looked for.
+    survivor_checks: usize,
+    /// Processes of this run alive at the very end (`None` until looked for).
+    survivors_at_end: Option<Vec<survivors::Survivor>>,
+}
+
+impl Report {
+    fn note_survivors(&mut self, what: &str, found: &[survivors::Survivor]) {
+        self.survivor_checks += 1;
+        for survivor in found {
+            eprintln!("corral-bench: WARNING: {what}: alive after its daemon exited: {survivor}");
+            self.survivors_after_daemon.push((what.to_owned(), survivor.clone()));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -554,6 +690,50 @@ impl Report {
             )?;
             row(out, "SIGTERM → process exited", &startup.shutdown, millis, "")?;
         }
+
+        self.print_servers(out)?;
+        Ok(())
+    }
+
+    /// The measurements with real MCP servers.
+    fn print_servers(&self, out: &mut impl Write) -> std::io::Result<()> {
+        if let Some(foreign) = self.foreign_peer_processes {
+            writeln!(out)?;
+            writeln!(
+                out,
+                "MCP servers under corrald ({foreign} processes of the same peers, not started by this run, were running when these began)"
+            )?;
+        }
+        for comparison in &self.server_starts {
+            print_start_comparison(out, comparison)?;
+        }
+        if let Some(stops) = &self.stops {
+            print_stops(out, stops)?;
+        }
+        if let Some(memory) = &self.memory_per_server {
+            print_memory_per_server(out, memory)?;
+        }
+        if self.survivor_checks > 0 {
+            writeln!(out)?;
+            if self.survivors_after_daemon.is_empty() {
+                writeln!(
+                    out,
+                    "no process of this run was alive after its daemon exited (checked after every daemon with servers)"
+                )?;
+            }
+            for (what, survivor) in &self.survivors_after_daemon {
+                writeln!(out, "WARNING: {what}: alive after its daemon exited: {survivor}")?;
+            }
+        }
+        match &self.survivors_at_end {
+            Some(found) if found.is_empty() => writeln!(out, "no process of this run is alive at the end")?,
+            Some(found) => {
+                for survivor in found {
+                    writeln!(out, "WARNING: alive at the end, sent SIGKILL: {survivor}")?;
+                }
+            }
+            None => {}
+        }
         Ok(())
     }
 
@@ -598,4 +778,303 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// Median, min and max of one value over several runs.
+fn spread(values: impl IntoIterator<Item = Duration>) -> Option<Summary> {
+    let mut values: Vec<Duration> = values.into_iter().collect();
+    Summary::of(&mut values)
+}
+
+/// One row of median / min / max over runs, in milliseconds.
+fn spread_row(out: &mut impl Write, label: &str, values: Option<Summary>, note: &str) -> std::io::Result<()> {
+    let Some(values) = values else {
+        return Ok(());
+    };
+    let line = format!(
+        "  {:<62} {:>9} {:>9} {:>9}  {note}",
+        label,
+        millis(values.p50),
+        millis(values.min),
+        millis(values.max)
+    );
+    writeln!(out, "{}", line.trim_end())
+}
+
+fn ratio(numerator: Duration, denominator: Duration) -> f64 {
+    numerator.as_secs_f64() / denominator.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+/// The ready time of a given rank among the servers of each run (0 = first, 0.5 = median, 1 = last).
+fn ready_rank(runs: &[StartRun], fraction: f64) -> Option<Summary> {
+    spread(runs.iter().filter_map(|run| {
+        // Ranks are small (at most 99 servers), so the f64 round trip is exact.
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let index = (fraction * (run.ready.len().saturating_sub(1)) as f64).round() as usize;
+        run.ready.get(index).copied()
+    }))
+}
+
+fn print_start_comparison(out: &mut impl Write, comparison: &StartComparison) -> std::io::Result<()> {
+    let count = comparison.together.first().map_or(0, |run| run.servers);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let info = comparison
+        .alone
+        .iter()
+        .chain(&comparison.together)
+        .find_map(|run| run.server_info.clone())
+        .unwrap_or_else(|| "?".to_owned());
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<64} {:>9} {:>9} {:>9}  target",
+        format!(
+            "start of {} ({info}), {} runs (ms)",
+            comparison.peer.label(),
+            comparison.alone.len()
+        ),
+        "median",
+        "min",
+        "max"
+    )?;
+    let alone = spread(comparison.alone.iter().map(StartRun::all_ready));
+    let together = spread(comparison.together.iter().map(StartRun::all_ready));
+    spread_row(out, "1 server: daemon spawn → ready", alone, "")?;
+    spread_row(out, &format!("{count} servers: daemon spawn → all ready"), together, "")?;
+    spread_row(
+        out,
+        &format!("{count} servers: daemon spawn → first ready"),
+        ready_rank(&comparison.together, 0.0),
+        "",
+    )?;
+    spread_row(
+        out,
+        &format!("{count} servers: daemon spawn → half ready"),
+        ready_rank(&comparison.together, 0.5),
+        "",
+    )?;
+    if let (Some(alone), Some(together)) = (alone, together) {
+        let of_medians = ratio(together.p50, alone.p50);
+        let per_run: Vec<f64> = comparison
+            .alone
+            .iter()
+            .zip(&comparison.together)
+            .map(|(alone, together)| ratio(together.all_ready(), alone.all_ready()))
+            .collect();
+        let low = per_run.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = per_run.iter().copied().fold(0.0, f64::max);
+        writeln!(
+            out,
+            "  {:<62} {:>9} {:>9} {:>9}  < 2×: {}",
+            format!("ratio {count} at once / 1 alone (× ; min, max per run)"),
+            format!("{of_medians:.2}"),
+            format!("{low:.2}"),
+            format!("{high:.2}"),
+            verdict(of_medians < 2.0)
+        )?;
+    }
+    spread_row(
+        out,
+        "1 server: CPU of the server until ready",
+        spread(comparison.alone.iter().map(|run| run.servers_cpu)),
+        "",
+    )?;
+    spread_row(
+        out,
+        &format!("{count} servers: CPU of the servers until all ready, sum"),
+        spread(comparison.together.iter().map(|run| run.servers_cpu)),
+        "",
+    )?;
+    spread_row(
+        out,
+        &format!("  … ÷ {cpus} CPUs: the least wall time that CPU needs"),
+        spread(
+            comparison
+                .together
+                .iter()
+                .map(|run| run.servers_cpu / u32::try_from(cpus).unwrap_or(1)),
+        ),
+        "",
+    )?;
+    spread_row(
+        out,
+        &format!("{count} servers: whole machine's CPU busy, all processes"),
+        spread(comparison.together.iter().map(|run| run.machine_cpu.busy)),
+        "",
+    )?;
+    spread_row(
+        out,
+        &format!("{count} servers: whole machine's CPU idle (+ iowait)"),
+        spread(comparison.together.iter().map(|run| run.machine_cpu.idle)),
+        "",
+    )?;
+    spread_row(
+        out,
+        &format!("{count} servers: CPU stolen by the hypervisor"),
+        spread(comparison.together.iter().map(|run| run.machine_cpu.steal)),
+        "",
+    )?;
+    spread_row(
+        out,
+        "1 server: CPU of corrald from spawn until ready (10 ms ticks)",
+        spread(comparison.alone.iter().map(|run| run.daemon_cpu)),
+        "",
+    )?;
+    spread_row(
+        out,
+        &format!("{count} servers: CPU of corrald from spawn until all ready"),
+        spread(comparison.together.iter().map(|run| run.daemon_cpu)),
+        "",
+    )?;
+    spread_row(
+        out,
+        "1 server: SIGTERM → corrald exited (server torn down)",
+        spread(comparison.alone.iter().map(|run| run.shutdown)),
+        "",
+    )?;
+    spread_row(
+        out,
+        &format!("{count} servers: SIGTERM → corrald exited (all torn down)"),
+        spread(comparison.together.iter().map(|run| run.shutdown)),
+        "",
+    )?;
+    let memory = |runs: &[StartRun], pick: fn(&StartRun) -> u64| -> String {
+        let mut values: Vec<u64> = runs.iter().map(pick).collect();
+        values.sort_unstable();
+        values
+            .get(values.len() / 2)
+            .map_or_else(|| "-".to_owned(), |&bytes| mebibytes(bytes))
+    };
+    writeln!(
+        out,
+        "  when all were ready (MiB, median of runs): corrald VmRSS {} with 1 server, {} with {count};",
+        memory(&comparison.alone, |run| run.daemon_memory.rss),
+        memory(&comparison.together, |run| run.daemon_memory.rss),
+    )?;
+    writeln!(
+        out,
+        "    the servers' own VmRSS, summed (not corrald's): {} with 1 server, {} with {count}",
+        memory(&comparison.alone, |run| run.servers_rss),
+        memory(&comparison.together, |run| run.servers_rss),
+    )?;
+    Ok(())
+}
+
+fn print_stops(out: &mut impl Write, stops: &Stops) -> std::io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<44} {:>4} {:>9} {:>9} {:>9}  {:<31} expected",
+        "mcpServer/stop → answer (ms)", "n", "p50", "max", "min", "gone at the answer"
+    )?;
+    for series in &stops.series {
+        let mut latencies: Vec<Duration> = series.samples.iter().map(|sample| sample.latency).collect();
+        let Some(summary) = Summary::of(&mut latencies) else {
+            continue;
+        };
+        let count = series.samples.len();
+        let gone = |test: fn(&servers::StopSample) -> bool| series.samples.iter().filter(|sample| test(sample)).count();
+        let checks = format!(
+            "pid {}/{count}, group {}/{count}, stopped {}/{count}",
+            gone(|sample| sample.process_gone),
+            gone(|sample| sample.group_gone),
+            gone(|sample| sample.answered_stopped)
+        );
+        let (label, expected) = match series.peer {
+            Peer::FixtureIgnoringSigterm => (
+                "fixture --ignore-sigterm (needs SIGKILL)",
+                "≈ 2500 (1 s after stdin close + 1.5 s after SIGTERM)",
+            ),
+            Peer::Everything => ("server-everything (exits on stdin close)", "well under 1000"),
+            Peer::Fixture => ("fixture (exits on stdin close)", "well under 1000"),
+        };
+        writeln!(
+            out,
+            "  {:<42} {:>4} {:>9} {:>9} {:>9}  {:<31} {expected}",
+            label,
+            summary.count,
+            millis(summary.p50),
+            millis(summary.max),
+            millis(summary.min),
+            checks
+        )?;
+        let in_order: Vec<String> = series
+            .samples
+            .iter()
+            .map(|sample| {
+                format!(
+                    "{} ({:.0})",
+                    millis(sample.latency),
+                    sample.ready_for.as_secs_f64() * 1e3
+                )
+            })
+            .collect();
+        writeln!(
+            out,
+            "    in the order measured (how long it had been ready, ms): {}",
+            in_order.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// `bytes` in KiB, signed.
+#[allow(clippy::cast_precision_loss, reason = "memory sizes are far below 2^52 bytes")]
+fn kibibytes(bytes: i64) -> String {
+    format!("{:.0}", bytes as f64 / 1024.0)
+}
+
+fn print_memory_per_server(out: &mut impl Write, memory: &MemoryPerServer) -> std::io::Result<()> {
+    const TARGET_PER_SERVER_BYTES: i64 = 1024 * 1024;
+    let count = memory.servers;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<58} {:>9} {:>9}",
+        format!("corrald memory with {count} × server-everything (MiB)"),
+        "VmRSS",
+        "VmHWM"
+    )?;
+    for (label, reading) in [
+        ("no servers (empty config, 1 connection)".to_owned(), &memory.no_servers),
+        (
+            format!("{count} servers ready (fresh daemon, 1 connection)"),
+            &memory.ready,
+        ),
+        (
+            format!("{count} servers ready, {} s later", memory.settle.as_secs()),
+            &memory.settled,
+        ),
+        (format!("after mcpServer/stop of all {count}"), &memory.stopped),
+    ] {
+        writeln!(
+            out,
+            "  {:<56} {:>9} {:>9}",
+            label,
+            mebibytes(reading.rss),
+            mebibytes(reading.hwm)
+        )?;
+    }
+    let per_server = memory.per_server();
+    writeln!(
+        out,
+        "  {:<56} {:>9}            < 1 MiB (1024 KiB): {}",
+        format!(
+            "per server, (ready {} s later − none) / {count} (KiB)",
+            memory.settle.as_secs()
+        ),
+        kibibytes(per_server),
+        verdict(per_server < TARGET_PER_SERVER_BYTES)
+    )?;
+    writeln!(
+        out,
+        "  {:<56} {:>9}            (not corrald's memory)",
+        format!("the {count} servers' own VmRSS, summed (MiB)"),
+        mebibytes(memory.servers_rss)
+    )?;
+    Ok(())
 }

@@ -90,6 +90,11 @@ impl RawConnection {
         Ok(connection)
     }
 
+    /// The next message from the daemon as text, whatever it is (for callers that route notifications themselves).
+    pub(crate) async fn next_line(&mut self) -> anyhow::Result<&str> {
+        self.reader.next_line().await
+    }
+
     /// The two halves, for a reader task and a writer kept by its owner.
     pub(crate) fn into_split(self) -> (LineReader, OwnedWriteHalf) {
         (self.reader, self.writer)

@@ -6,6 +6,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Summary {
     pub(crate) count: usize,
+    pub(crate) min: Duration,
     pub(crate) p50: Duration,
     pub(crate) p90: Duration,
     pub(crate) p99: Duration,
@@ -24,6 +25,7 @@ impl Summary {
         let count = samples.len();
         Some(Self {
             count,
+            min: samples[0],
             p50: percentile(samples, 50.0),
             p90: percentile(samples, 90.0),
             p99: percentile(samples, 99.0),
@@ -56,6 +58,7 @@ mod tests {
         assert_eq!(summary.p50, Duration::from_micros(50));
         assert_eq!(summary.p90, Duration::from_micros(90));
         assert_eq!(summary.p99, Duration::from_micros(99));
+        assert_eq!(summary.min, Duration::from_micros(1));
         assert_eq!(summary.max, Duration::from_micros(100));
         assert_eq!(summary.count, 100);
         assert!(Summary::of(&mut []).is_none());
