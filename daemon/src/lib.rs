@@ -132,7 +132,13 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not finish in time; exiting anyway");
     }
-    reaper::registry().reap_adopted();
+    let left = reaper::registry().kill_everything_left();
+    if left > 0 {
+        tracing::warn!(
+            processes = left,
+            "killed server processes still alive after the shutdown grace"
+        );
+    }
     reaper::registry().remove_record();
     #[cfg(unix)]
     drop(socket_guard);

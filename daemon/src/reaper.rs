@@ -154,11 +154,13 @@ impl Registry {
 
     fn write_record(&self) {
         let Some(path) = &self.record_path else { return };
+        // Written under the lock: concurrent spawns and teardowns must not
+        // interleave their writes or rename an older snapshot over a newer one.
+        let state = self.lock();
         let record = Record {
             instance: self.instance.clone(),
             daemon_pid: std::process::id(),
-            children: self
-                .lock()
+            children: state
                 .leaders
                 .values()
                 .map(|(server, process)| RecordedChild {
@@ -170,9 +172,29 @@ impl Registry {
         let result = serde_json::to_vec_pretty(&record)
             .map_err(std::io::Error::other)
             .and_then(|bytes| write_atomically(path, &bytes));
+        drop(state);
         if let Err(error) = result {
             tracing::warn!(record = %path.display(), %error, "cannot write the children record");
         }
+    }
+
+    /// Last resort at shutdown, after the servers' own teardowns had their
+    /// time: SIGKILL every process of this daemon's servers still alive
+    /// (recorded leaders' groups, and anything carrying this instance's
+    /// marker). Returns how many processes carried the marker.
+    pub fn kill_everything_left(&self) -> usize {
+        let leaders: Vec<ProcessId> = self.lock().leaders.values().map(|(_, process)| *process).collect();
+        for leader in leaders {
+            if is_same_process(leader) {
+                send_signal_to_group(leader.pid, Signal::Kill);
+            }
+        }
+        let marked = marked_processes(&format!("{}/", self.instance));
+        for process in &marked {
+            send_signal(*process, Signal::Kill);
+        }
+        self.reap_adopted();
+        marked.len()
     }
 
     /// Remove the record: a clean shutdown leaves nothing to clean up.

@@ -150,11 +150,21 @@ pub(crate) struct ServerHandle {
     pub(crate) commands: mpsc::Sender<ServerCommand>,
 }
 
-/// Start the task for one server. It launches the server at once if the
-/// config enables it, and runs until `shutdown` is cancelled (tearing the
-/// server down first).
+/// How a server task begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Autostart {
+    /// Launch at once if the config enables it (config servers at daemon start).
+    IfEnabled,
+    /// Wait for a start command (session servers: the command's reply tells
+    /// the front-end the server is starting, and only one trigger exists).
+    Never,
+}
+
+/// Start the task for one server; it runs until `shutdown` is cancelled
+/// (tearing the server down first).
 pub(crate) fn spawn(
     config: ServerConfig,
+    autostart: Autostart,
     events: Arc<EventHub>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
@@ -175,6 +185,7 @@ pub(crate) fn spawn(
         tracker: tracker.clone(),
         marker: String::new(),
         was_ready: false,
+        autostart,
     };
     tracker.spawn(task.run());
     ServerHandle {
@@ -200,6 +211,7 @@ struct ServerTask {
     marker: String,
     /// Whether the server was ready before (so a new `ready` changes its tools).
     was_ready: bool,
+    autostart: Autostart,
 }
 
 /// How one run of the server (launch to teardown) ended.
@@ -225,7 +237,7 @@ struct Running {
 
 impl ServerTask {
     async fn run(mut self) {
-        let mut want_running = self.config.enabled;
+        let mut want_running = self.autostart == Autostart::IfEnabled && self.config.enabled;
         let mut pending_reply: Option<oneshot::Sender<()>> = None;
         let mut recent_crashes: Vec<Instant> = Vec::new();
         let mut consecutive_crashes = 0u32;
@@ -444,6 +456,7 @@ impl ServerTask {
         self.was_ready = true;
 
         let mut running = Running { service, child, pid };
+        let (refreshed_tx, mut refreshed_rx) = mpsc::channel(1);
         loop {
             tokio::select! {
                 status = running.child.inner_mut().wait() => {
@@ -460,24 +473,31 @@ impl ServerTask {
                     return end;
                 }
                 Some(()) = tools_changed_rx.recv() => {
+                    // Re-list in a task of its own: a server that never answers
+                    // must not keep this loop from stopping or noticing a crash.
                     let peer = running.service.peer().clone();
-                    self.refresh_tools(&peer).await;
+                    let timeout = self.config.tool_timeout;
+                    let refreshed = refreshed_tx.clone();
+                    self.tracker.spawn(async move {
+                        let listed = match tokio::time::timeout(timeout, peer.list_all_tools()).await {
+                            Ok(Ok(tools)) => Ok(tools),
+                            Ok(Err(error)) => Err(error.to_string()),
+                            Err(_) => Err(format!("no answer within {timeout:?}")),
+                        };
+                        let _ = refreshed.send(listed).await;
+                    });
                 }
+                Some(listed) = refreshed_rx.recv() => self.apply_refreshed_tools(listed),
             }
         }
     }
 
-    /// Re-list the tools after the server said they changed, and tell front-ends.
-    async fn refresh_tools(&self, peer: &Peer<RoleClient>) {
-        let listed = tokio::time::timeout(self.config.tool_timeout, peer.list_all_tools()).await;
+    /// Take the tools re-listed after the server said they changed, and tell front-ends.
+    fn apply_refreshed_tools(&self, listed: Result<Vec<Tool>, String>) {
         let tools = match listed {
-            Ok(Ok(tools)) => tools,
-            Ok(Err(error)) => {
+            Ok(tools) => tools,
+            Err(error) => {
                 tracing::warn!(server = %self.name, %error, "re-listing tools after list_changed failed");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(server = %self.name, "re-listing tools after list_changed timed out");
                 return;
             }
         };
@@ -531,9 +551,8 @@ impl ServerTask {
         pid: u32,
     ) {
         let started = Instant::now();
-        let exit = teardown(service, child, pid, self.teardown).await;
+        let exit = teardown(service, child, pid, &self.marker, self.teardown).await;
         reaper::registry().leader_gone(pid);
-        kill_escaped(&self.marker, self.teardown).await;
         tracing::info!(server = %self.name, pid, elapsed = ?started.elapsed(), exit = ?exit, "torn down");
         self.state.send_modify(|state| {
             state.pid = None;
@@ -625,13 +644,17 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
-/// Close the session, then escalate: stdin EOF → SIGTERM → SIGKILL to the
-/// whole process group, each step bounded. Returns how the leader ended, if
-/// it was reaped here.
+/// Close the session, then escalate: stdin EOF → SIGTERM → SIGKILL, each step
+/// bounded. Each signal goes to the process group *and* to every process
+/// carrying the server's `marker` (descendants that left the group: `setsid`
+/// children, double-forked daemons), at the same moments, so the whole tree
+/// gets one grace and the documented bound holds. Returns how the leader
+/// ended, if it was reaped here.
 async fn teardown(
     service: Option<RunningService<RoleClient, ServerClient>>,
     child: &mut Box<dyn ChildWrapper>,
     pid: u32,
+    marker: &str,
     policy: TeardownPolicy,
 ) -> Option<String> {
     // One deadline for closing the session and the exit that should follow,
@@ -645,10 +668,11 @@ async fn teardown(
         Ok(status) => Some(describe_exit(status)),
         Err(_) => None,
     };
-    if exit.is_some() && !group_alive(pid) {
+    let tree_alive = || group_alive(pid) || !reaper::marked_processes(marker).is_empty();
+    if exit.is_some() && !tree_alive() {
         return exit;
     }
-    signal_group(child, Signal::Terminate);
+    signal_tree(child, marker, Signal::Terminate);
     let deadline = tokio::time::Instant::now() + policy.term_grace;
     if exit.is_none() {
         exit = tokio::time::timeout_at(deadline, child.inner_mut().wait())
@@ -656,12 +680,12 @@ async fn teardown(
             .ok()
             .map(describe_exit);
     }
-    // Give the rest of the group the same grace the leader had.
-    while group_alive(pid) && tokio::time::Instant::now() < deadline {
+    // The rest of the tree gets the same grace as the leader.
+    while tree_alive() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if exit.is_none() || group_alive(pid) {
-        signal_group(child, Signal::Kill);
+    if exit.is_none() || tree_alive() {
+        signal_tree(child, marker, Signal::Kill);
         if exit.is_none() {
             exit = tokio::time::timeout(Duration::from_secs(1), child.inner_mut().wait())
                 .await
@@ -669,35 +693,21 @@ async fn teardown(
                 .map(describe_exit);
         }
     }
+    // Killed orphans are re-parented to corrald (subreaper): collect them now.
+    reaper::registry().reap_adopted();
     exit
 }
 
-/// Terminate processes of the server's tree that left its process group
-/// (`setsid`, double fork): SIGTERM, a bounded wait, SIGKILL.
-async fn kill_escaped(marker: &str, policy: TeardownPolicy) {
-    if marker.is_empty() {
-        return;
+/// Signal the process group and every process carrying `marker`.
+fn signal_tree(child: &mut Box<dyn ChildWrapper>, marker: &str, signal: Signal) {
+    signal_group(child, signal);
+    let signal = match signal {
+        Signal::Terminate => reaper::Signal::Terminate,
+        Signal::Kill => reaper::Signal::Kill,
+    };
+    for process in reaper::marked_processes(marker) {
+        reaper::send_signal(process, signal);
     }
-    let escaped = reaper::marked_processes(marker);
-    if escaped.is_empty() {
-        return;
-    }
-    tracing::info!(
-        count = escaped.len(),
-        "terminating processes that left the server's process group"
-    );
-    for process in &escaped {
-        reaper::send_signal(*process, reaper::Signal::Terminate);
-    }
-    let deadline = tokio::time::Instant::now() + policy.term_grace;
-    while escaped.iter().any(|process| reaper::is_same_process(*process)) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for process in &escaped {
-        reaper::send_signal(*process, reaper::Signal::Kill);
-    }
-    // Killed orphans are re-parented to corrald (subreaper): collect them now.
-    reaper::registry().reap_adopted();
 }
 
 #[derive(Clone, Copy)]

@@ -50,6 +50,10 @@ enum Command {
     SessionClosed {
         owner: u64,
     },
+    /// A removed server's task finished its teardown: its name is free again.
+    Forgotten {
+        name: String,
+    },
     Targets {
         server: Option<String>,
         reply: oneshot::Sender<Result<TargetSet, NotAvailable>>,
@@ -106,6 +110,8 @@ pub enum RegistryRefusal {
     Exists,
     /// The server is not the caller's to remove.
     NotPermitted(&'static str),
+    /// A server of that name was removed and is still being torn down.
+    StillStopping,
 }
 
 /// What `mcpServer/start|stop|restart` ask for.
@@ -255,13 +261,33 @@ impl ServerEntry {
 #[derive(Debug)]
 struct SupervisorActor {
     servers: BTreeMap<String, ServerEntry>,
+    /// Names of removed servers whose teardown is still running: reserved,
+    /// so a new server never shares a name with a dying one's notifications.
+    removing: std::collections::BTreeSet<String>,
     commands: mpsc::Receiver<Command>,
+    /// A sender to this actor, for the tasks that report a teardown finished.
+    to_self: mpsc::Sender<Command>,
     events: Arc<EventHub>,
     shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
 }
 
 impl SupervisorActor {
+    /// Stop a server taken out of the registry; its name stays reserved until
+    /// its teardown is done. The returned receiver fires then.
+    fn remove_entry(&mut self, name: String, entry: ServerEntry) -> oneshot::Receiver<()> {
+        let teardown_done = stop_and_forget(entry);
+        self.removing.insert(name.clone());
+        let (done, done_rx) = oneshot::channel();
+        let to_self = self.to_self.clone();
+        self.tracker.spawn(async move {
+            let _ = teardown_done.await;
+            let _ = to_self.send(Command::Forgotten { name }).await;
+            let _ = done.send(());
+        });
+        done_rx
+    }
+
     fn targets(&self, only: Option<&str>) -> Result<TargetSet, NotAvailable> {
         let mut set = TargetSet::default();
         let entries: Vec<&ServerEntry> = match only {
@@ -334,7 +360,13 @@ pub fn spawn(
         .servers
         .values()
         .map(|server| {
-            let handle = server::spawn(server.clone(), events.clone(), shutdown.child_token(), tracker);
+            let handle = server::spawn(
+                server.clone(),
+                server::Autostart::IfEnabled,
+                events.clone(),
+                shutdown.child_token(),
+                tracker,
+            );
             let entry = ServerEntry {
                 handle,
                 origin: ServerOrigin::Config,
@@ -345,7 +377,9 @@ pub fn spawn(
         .collect();
     let actor = SupervisorActor {
         servers,
+        removing: std::collections::BTreeSet::new(),
         commands,
+        to_self: sender.clone(),
         events: events.clone(),
         shutdown,
         tracker: tracker.clone(),
@@ -409,9 +443,20 @@ impl SupervisorActor {
                     let _ = reply.send(Err(RegistryRefusal::Exists));
                     return;
                 }
+                if self.removing.contains(&config.name) {
+                    let _ = reply.send(Err(RegistryRefusal::StillStopping));
+                    return;
+                }
                 tracing::info!(server = %config.name, session = owner, "session added a server");
                 let name = config.name.clone();
-                let handle = server::spawn(*config, self.events.clone(), self.shutdown.child_token(), &self.tracker);
+                // Idle until the add handler's start command: one trigger, one launch.
+                let handle = server::spawn(
+                    *config,
+                    server::Autostart::Never,
+                    self.events.clone(),
+                    self.shutdown.child_token(),
+                    &self.tracker,
+                );
                 let entry = ServerEntry {
                     handle,
                     origin: ServerOrigin::Session,
@@ -436,8 +481,11 @@ impl SupervisorActor {
                     return;
                 }
                 if let Some(entry) = self.servers.remove(&name) {
-                    let _ = reply.send(Ok(stop_and_forget(entry)));
+                    let _ = reply.send(Ok(self.remove_entry(name, entry)));
                 }
+            }
+            Command::Forgotten { name } => {
+                self.removing.remove(&name);
             }
             Command::Targets { server, reply } => {
                 let _ = reply.send(self.targets(server.as_deref()));
@@ -460,7 +508,7 @@ impl SupervisorActor {
                     tracing::info!(server = %name, session = owner, "session closed: stopping its server");
                     if let Some(entry) = self.servers.remove(&name) {
                         // Teardown goes on in the server's task, tracked for shutdown.
-                        drop(stop_and_forget(entry));
+                        drop(self.remove_entry(name, entry));
                     }
                 }
             }

@@ -206,3 +206,24 @@ async fn a_session_ending_leaves_config_servers_and_other_sessions_alone() {
     );
     assert!(alive(shared_pid), "the config server is untouched");
 }
+
+#[tokio::test]
+async fn an_added_server_that_cannot_launch_fails_once_and_is_not_retried() {
+    use corral_client::protocol::FailureReason;
+    use corral_tests::StatusRecorder;
+    let daemon = TestDaemon::start();
+    let recorder = StatusRecorder::start(&daemon).await;
+    let client = daemon.connect_client().await;
+    client
+        .mcp_server_add("nope", json!({"command": "no-such-program-for-corral"}))
+        .await
+        .expect("mcpServer/add");
+    let expected = [
+        (ServerStatus::Starting, None),
+        (ServerStatus::Failed, Some(FailureReason::ExecutableNotFound)),
+    ];
+    recorder.expect_steps("nope", &expected, Duration::from_secs(10)).await;
+    // A second launch would follow at once; give it ample time to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(recorder.updates("nope").len(), 2, "a startup failure is not retried");
+}

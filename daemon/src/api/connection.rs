@@ -247,9 +247,17 @@ impl Dispatcher {
                 while in_flight.len() >= MAX_IN_FLIGHT {
                     in_flight.join_next().await;
                 }
+                let key = id_key(&id);
+                if lock_cancellable(&self.cancellable).contains_key(&key) {
+                    // Two requests with one id could not be told apart (answers, cancels).
+                    let error = rpc_error(
+                        ErrorCode::InvalidRequest,
+                        format!("a request with id {key} is already in flight on this connection"),
+                    );
+                    return self.send(error_message(id, error)).await;
+                }
                 let outbound = self.outbound.clone();
                 let cancellable = self.cancellable.clone();
-                let key = id_key(&id);
                 // Held across spawn and insert, so the task cannot look for its
                 // entry before it exists.
                 let mut registry = lock_cancellable(&self.cancellable);

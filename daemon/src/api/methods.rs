@@ -198,6 +198,10 @@ fn refusal_error(name: &str, refusal: &RegistryRefusal) -> ErrorObjectOwned {
             format!("an MCP server named `{name}` already exists: choose another name"),
         ),
         RegistryRefusal::NotPermitted(why) => rpc_error(ErrorCode::NotPermitted, format!("`{name}`: {why}")),
+        RegistryRefusal::StillStopping => rpc_error(
+            ErrorCode::ServerExists,
+            format!("an MCP server named `{name}` was just removed and is still stopping: try again in a moment"),
+        ),
     }
 }
 
