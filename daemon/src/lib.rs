@@ -12,6 +12,7 @@
 //! - [`logging`]: tracing-subscriber set-up.
 
 pub mod api;
+mod builtin;
 pub mod events;
 pub mod logging;
 mod mcp_client;
@@ -45,6 +46,8 @@ pub struct Options {
     pub config_path: PathBuf,
     /// Register `debug/*` methods for tests and benchmarks.
     pub test_hooks: bool,
+    /// Run the built-in `corral` server (on by default).
+    pub builtin_server: bool,
 }
 
 impl Options {
@@ -54,6 +57,7 @@ impl Options {
             socket_path,
             config_path,
             test_hooks: false,
+            builtin_server: true,
         }
     }
 }
@@ -89,7 +93,13 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     #[cfg(target_os = "linux")]
     tracker.spawn(reap_adopted_orphans(shutdown.clone()));
     let events = Arc::new(events::EventHub::new(EVENT_HISTORY));
-    let supervisor = supervisor::spawn(&config, &events, shutdown.child_token(), &tracker);
+    let supervisor = supervisor::spawn(
+        &config,
+        options.builtin_server,
+        &events,
+        shutdown.child_token(),
+        &tracker,
+    );
     let context = Arc::new(api::DaemonContext::new(
         started,
         options.socket_path.clone(),

@@ -20,6 +20,9 @@ struct Args {
     /// Log format on stderr (filter with CORRAL_LOG or RUST_LOG, e.g. `debug`).
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Do not run the built-in `corral` MCP server (which reports corrald's own state).
+    #[arg(long, env = "CORRAL_NO_BUILTIN_SERVER", value_parser = clap::builder::FalseyValueParser::new())]
+    no_builtin_server: bool,
     /// Register `debug/*` methods used by Corral's own tests and benchmarks.
     #[arg(long, env = "CORRAL_TEST_HOOKS", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
     enable_test_hooks: bool,
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         corral_protocol::paths::config_path(args.config.as_deref()),
     );
     options.test_hooks = args.enable_test_hooks;
+    options.builtin_server = !args.no_builtin_server;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

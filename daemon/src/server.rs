@@ -38,6 +38,7 @@ use rmcp::{Peer, RoleClient, ServiceExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::builtin::CorralServer;
 use crate::events::EventHub;
 use crate::mcp_client::ServerClient;
 use crate::reaper;
@@ -150,6 +151,15 @@ pub(crate) struct ServerHandle {
     pub(crate) commands: mpsc::Sender<ServerCommand>,
 }
 
+/// Where a server's MCP session comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Launcher {
+    /// Its config: a stdio child process (streamable HTTP comes later).
+    Config,
+    /// The built-in server, in-process.
+    BuiltIn(CorralServer),
+}
+
 /// How a server task begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Autostart {
@@ -164,6 +174,7 @@ pub(crate) enum Autostart {
 /// (tearing the server down first).
 pub(crate) fn spawn(
     config: ServerConfig,
+    launcher: Launcher,
     autostart: Autostart,
     events: Arc<EventHub>,
     shutdown: CancellationToken,
@@ -186,6 +197,7 @@ pub(crate) fn spawn(
         marker: String::new(),
         was_ready: false,
         autostart,
+        launcher,
     };
     tracker.spawn(task.run());
     ServerHandle {
@@ -212,6 +224,7 @@ struct ServerTask {
     /// Whether the server was ready before (so a new `ready` changes its tools).
     was_ready: bool,
     autostart: Autostart,
+    launcher: Launcher,
 }
 
 /// How one run of the server (launch to teardown) ended.
@@ -228,9 +241,12 @@ enum RunEnd {
     Shutdown,
 }
 
+/// corrald's MCP session with one server.
+type Session = RunningService<RoleClient, ServerClient>;
+
 /// A running MCP session with its process.
 struct Running {
-    service: RunningService<RoleClient, ServerClient>,
+    service: Session,
     child: Box<dyn ChildWrapper>,
     pid: u32,
 }
@@ -332,6 +348,10 @@ impl ServerTask {
         if let Some(reply) = reply_when_starting {
             let _ = reply.send(());
         }
+        if let Launcher::BuiltIn(server) = &self.launcher {
+            let server = server.clone();
+            return self.run_builtin(server).await;
+        }
         let TransportConfig::Stdio(stdio_config) = &self.config.transport else {
             // Streamable HTTP arrives with its own issue; say so plainly.
             self.fail(
@@ -423,37 +443,7 @@ impl ServerTask {
         };
         // The list was just fetched: changes announced during startup are in it.
         while tools_changed_rx.try_recv().is_ok() {}
-        let tool_count = tools
-            .iter()
-            .filter(|tool| tool_allowed(&self.config, &tool.name))
-            .count();
-        let server_info = service.peer_info().map(|info| {
-            let implementation = info.server_info.clone().unwrap_or_default();
-            ServerInfo::new(
-                implementation.name,
-                implementation.version,
-                implementation.title,
-                Some(info.protocol_version.to_string()),
-            )
-        });
-        let peer = service.peer().clone();
-        self.state.send_modify(|state| {
-            state.tool_count = Some(u32::try_from(tool_count).unwrap_or(u32::MAX));
-            state.server_info = server_info;
-            state.ready_since = Some(Instant::now());
-            state.peer = Some(peer);
-            state.tools = Arc::new(tools);
-        });
-        self.set_status(ServerStatus::Ready, None);
-        tracing::info!(server = %self.name, pid, tools = tool_count, "ready");
-        if self.was_ready {
-            // Tools come back with the server: tell front-ends to fetch them again.
-            let name = self.name.clone();
-            let count = u32::try_from(tool_count).unwrap_or(u32::MAX);
-            self.events
-                .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, count)));
-        }
-        self.was_ready = true;
+        self.mark_ready(&service, tools, Some(pid));
 
         let mut running = Running { service, child, pid };
         let (refreshed_tx, mut refreshed_rx) = mpsc::channel(1);
@@ -515,6 +505,103 @@ impl ServerTask {
             .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, count)));
     }
 
+    /// Record a session that finished `initialize` and `tools/list`, report
+    /// `ready`, and (if it was ready before) that its tools changed.
+    fn mark_ready(&mut self, service: &Session, tools: Vec<Tool>, pid: Option<u32>) {
+        let tool_count = tools
+            .iter()
+            .filter(|tool| tool_allowed(&self.config, &tool.name))
+            .count();
+        let tool_count = u32::try_from(tool_count).unwrap_or(u32::MAX);
+        let server_info = service.peer_info().map(|info| {
+            let implementation = info.server_info.clone().unwrap_or_default();
+            ServerInfo::new(
+                implementation.name,
+                implementation.version,
+                implementation.title,
+                Some(info.protocol_version.to_string()),
+            )
+        });
+        let peer = service.peer().clone();
+        self.state.send_modify(|state| {
+            state.tool_count = Some(tool_count);
+            state.server_info = server_info;
+            state.ready_since = Some(Instant::now());
+            state.peer = Some(peer);
+            state.tools = Arc::new(tools);
+        });
+        self.set_status(ServerStatus::Ready, None);
+        tracing::info!(server = %self.name, pid, tools = tool_count, "ready");
+        if self.was_ready {
+            // Tools come back with the server: tell front-ends to fetch them again.
+            let name = self.name.clone();
+            self.events
+                .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, tool_count)));
+        }
+        self.was_ready = true;
+    }
+
+    /// One run of the built-in server: in-process, over an in-memory duplex.
+    async fn run_builtin(&mut self, server: CorralServer) -> RunEnd {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server_task = self.tracker.spawn(async move {
+            match server.serve(server_io).await {
+                Ok(running) => {
+                    let _ = running.waiting().await;
+                }
+                Err(error) => tracing::warn!(%error, "the built-in server did not start"),
+            }
+        });
+        // The built-in's tools never change: nobody listens for that.
+        let (tools_changed, _) = mpsc::channel(1);
+        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed);
+        let startup = async {
+            let service = handler
+                .serve(client_io)
+                .await
+                .map_err(|error| format!("initialize failed: {error}"))?;
+            let tools = service
+                .peer()
+                .list_all_tools()
+                .await
+                .map_err(|error| format!("tools/list failed: {error}"))?;
+            Ok::<_, String>((service, tools))
+        };
+        let (mut service, tools) = match tokio::time::timeout(self.config.startup_timeout, startup).await {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(error)) => {
+                server_task.abort();
+                self.fail(
+                    FailureReason::ProtocolError,
+                    format!("built-in server `{}`: {error}", self.name),
+                );
+                return RunEnd::StartupFailed;
+            }
+            Err(_) => {
+                server_task.abort();
+                self.fail(
+                    FailureReason::StartupTimeout,
+                    format!("built-in server `{}` did not start", self.name),
+                );
+                return RunEnd::StartupFailed;
+            }
+        };
+        self.mark_ready(&service, tools, None);
+        let end = next_interruption(&mut self.commands, &self.shutdown).await;
+        let _ = service.close_with_timeout(Duration::from_secs(1)).await;
+        server_task.abort();
+        self.state.send_modify(|state| {
+            state.ready_since = None;
+            state.tool_count = None;
+            state.peer = None;
+            state.tools = Arc::new(Vec::new());
+        });
+        if !matches!(end, RunEnd::Shutdown) {
+            self.set_status(ServerStatus::Stopped, None);
+        }
+        end
+    }
+
     /// The failure of a server whose process exited before it was ready:
     /// records the exit and quotes the last stderr lines.
     async fn exited_during_startup(
@@ -544,12 +631,7 @@ impl ServerTask {
     }
 
     /// The bounded teardown of one process tree; records how it ended.
-    async fn teardown_process(
-        &self,
-        service: Option<RunningService<RoleClient, ServerClient>>,
-        child: &mut Box<dyn ChildWrapper>,
-        pid: u32,
-    ) {
+    async fn teardown_process(&self, service: Option<Session>, child: &mut Box<dyn ChildWrapper>, pid: u32) {
         let started = Instant::now();
         let exit = teardown(service, child, pid, &self.marker, self.teardown).await;
         reaper::registry().leader_gone(pid);
@@ -651,7 +733,7 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
 /// gets one grace and the documented bound holds. Returns how the leader
 /// ended, if it was reaped here.
 async fn teardown(
-    service: Option<RunningService<RoleClient, ServerClient>>,
+    service: Option<Session>,
     child: &mut Box<dyn ChildWrapper>,
     pid: u32,
     marker: &str,

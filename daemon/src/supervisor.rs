@@ -16,8 +16,9 @@ use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::builtin;
 use crate::events::EventHub;
-use crate::server::{self, ServerCommand, ServerHandle};
+use crate::server::{self, Launcher, ServerCommand, ServerHandle};
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
 #[derive(Debug)]
@@ -220,9 +221,10 @@ impl SupervisorHandle {
 const SNAPSHOT_STDERR_LINES: usize = 20;
 
 fn snapshot(handle: &ServerHandle, origin: ServerOrigin) -> McpServerStatus {
-    let transport = match handle.config.transport {
-        TransportConfig::Stdio(_) => TransportKind::Stdio,
-        TransportConfig::StreamableHttp(_) => TransportKind::StreamableHttp,
+    let transport = match (origin, &handle.config.transport) {
+        (ServerOrigin::BuiltIn, _) => TransportKind::BuiltIn,
+        (_, TransportConfig::Stdio(_)) => TransportKind::Stdio,
+        (_, TransportConfig::StreamableHttp(_)) => TransportKind::StreamableHttp,
     };
     let state = handle.state.borrow();
     let mut status = McpServerStatus::new(handle.config.name.clone(), origin, transport);
@@ -350,18 +352,23 @@ const COMMAND_QUEUE: usize = 256;
 /// Start the supervisor for `config`; it runs until `shutdown` is cancelled.
 pub fn spawn(
     config: &Config,
+    builtin_server: bool,
     events: &Arc<EventHub>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> SupervisorHandle {
     let (sender, commands) = mpsc::channel(COMMAND_QUEUE);
+    let handle = SupervisorHandle {
+        commands: sender.clone(),
+    };
     // Every config server's task starts now, all at once: none waits for another.
-    let servers = config
+    let mut servers: BTreeMap<String, ServerEntry> = config
         .servers
         .values()
         .map(|server| {
             let handle = server::spawn(
                 server.clone(),
+                Launcher::Config,
                 server::Autostart::IfEnabled,
                 events.clone(),
                 shutdown.child_token(),
@@ -375,6 +382,34 @@ pub fn spawn(
             (server.name.clone(), entry)
         })
         .collect();
+    if !builtin_server {
+        tracing::info!("the built-in server is turned off");
+    } else if servers.contains_key(builtin::NAME) {
+        tracing::warn!(
+            server = builtin::NAME,
+            "the config defines a server named like the built-in one; the built-in server is not started"
+        );
+    } else {
+        match builtin_config() {
+            Ok(config) => {
+                let server = builtin::CorralServer::new(handle.clone(), events.clone());
+                let entry = ServerEntry {
+                    handle: server::spawn(
+                        config,
+                        Launcher::BuiltIn(server),
+                        server::Autostart::IfEnabled,
+                        events.clone(),
+                        shutdown.child_token(),
+                        tracker,
+                    ),
+                    origin: ServerOrigin::BuiltIn,
+                    owner: None,
+                };
+                servers.insert(builtin::NAME.to_owned(), entry);
+            }
+            Err(problems) => tracing::error!(?problems, "cannot set up the built-in server"),
+        }
+    }
     let actor = SupervisorActor {
         servers,
         removing: std::collections::BTreeSet::new(),
@@ -385,7 +420,13 @@ pub fn spawn(
         tracker: tracker.clone(),
     };
     tracker.spawn(actor.run());
-    SupervisorHandle { commands: sender }
+    handle
+}
+
+/// The built-in server's settings: the defaults of a config entry (its
+/// `command` is never run: the built-in's launcher is in-process).
+fn builtin_config() -> Result<ServerConfig, Vec<corral_protocol::config::ConfigProblem>> {
+    corral_protocol::config::parse_server_json(builtin::NAME, &serde_json::json!({ "command": "corrald" }))
 }
 
 impl SupervisorActor {
@@ -452,6 +493,7 @@ impl SupervisorActor {
                 // Idle until the add handler's start command: one trigger, one launch.
                 let handle = server::spawn(
                     *config,
+                    Launcher::Config,
                     server::Autostart::Never,
                     self.events.clone(),
                     self.shutdown.child_token(),

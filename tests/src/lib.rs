@@ -168,6 +168,7 @@ pub struct TestDaemonBuilder {
     config: Option<String>,
     socket: SocketLocation,
     test_hooks: bool,
+    builtin_server: bool,
     env: Vec<(OsString, OsString)>,
     current_dir: Option<PathBuf>,
 }
@@ -178,6 +179,7 @@ impl Default for TestDaemonBuilder {
             config: None,
             socket: SocketLocation::InTempDir(PathBuf::from("corral.sock")),
             test_hooks: true,
+            builtin_server: false,
             env: Vec::new(),
             current_dir: None,
         }
@@ -200,6 +202,14 @@ impl TestDaemonBuilder {
     /// Serve a socket at this path inside the temp dir; missing directories are the daemon's to create.
     pub fn socket_in_temp_dir(mut self, relative: impl Into<PathBuf>) -> Self {
         self.socket = SocketLocation::InTempDir(relative.into());
+        self
+    }
+
+    /// Whether the built-in `corral` server runs (default: no, so that tests
+    /// about the API see exactly the servers of their config and the
+    /// sequence numbers their own actions cause; `builtin.rs` turns it on).
+    pub fn builtin_server(mut self, enabled: bool) -> Self {
+        self.builtin_server = enabled;
         self
     }
 
@@ -253,12 +263,16 @@ impl TestDaemonBuilder {
             .env_remove("CORRAL_CONFIG")
             .env_remove("CORRAL_LOG_FORMAT")
             .env_remove("CORRAL_TEST_HOOKS")
+            .env_remove("CORRAL_NO_BUILTIN_SERVER")
             .env("CORRAL_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr));
         if self.test_hooks {
             command.env("CORRAL_TEST_HOOKS", "1");
+        }
+        if !self.builtin_server {
+            command.arg("--no-builtin-server");
         }
         for (name, value) in &self.env {
             command.env(name, value);
