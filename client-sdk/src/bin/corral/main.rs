@@ -245,6 +245,17 @@ enum Catalog {
     Prompts,
 }
 
+/// Say on stderr which servers a listing left out because they are not ready.
+fn warn_not_ready(servers: &[corral_client::protocol::NotReadyServer]) {
+    for server in servers {
+        let reason = server
+            .failure_reason
+            .map(|reason| format!(": {reason}"))
+            .unwrap_or_default();
+        eprintln!("not ready: {} ({}{reason})", server.name, server.status);
+    }
+}
+
 /// How long `corral call` waits: the daemon enforces the server's
 /// `tool_timeout_sec`, so the CLI only needs a backstop above any sane one.
 const CALL_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
@@ -336,13 +347,7 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
                 emit_pretty_json(&listing)?;
             } else {
                 emit(&render::tool_table(&listing.tools))?;
-                for server in &listing.not_ready {
-                    let reason = server
-                        .failure_reason
-                        .map(|reason| format!(": {reason}"))
-                        .unwrap_or_default();
-                    eprintln!("not ready: {} ({}{reason})", server.name, server.status);
-                }
+                warn_not_ready(&listing.not_ready);
             }
         }
         DaemonCommand::Call {
@@ -375,13 +380,7 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
                     Catalog::Prompts => render::item_table(&listing.items, "PROMPT", "name"),
                 };
                 emit(&text)?;
-                for server in &listing.not_ready {
-                    let reason = server
-                        .failure_reason
-                        .map(|reason| format!(": {reason}"))
-                        .unwrap_or_default();
-                    eprintln!("not ready: {} ({}{reason})", server.name, server.status);
-                }
+                warn_not_ready(&listing.not_ready);
                 for error in &listing.errors {
                     eprintln!("error: {}", error.message);
                 }
