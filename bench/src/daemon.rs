@@ -68,6 +68,9 @@ impl DaemonProcess {
             .arg(&socket_path)
             .arg(OsString::from("--config"))
             .arg(&config_path)
+            // Only the servers of the config: the built-in `corral` server would be in every
+            // `mcpServer/list` answer, and in the counts and timings of the server measurements.
+            .arg(OsString::from("--no-builtin-server"))
             .env("CORRAL_TEST_HOOKS", "1")
             // Marks the daemon as this run's, for the survivor check (children get it from the config).
             .env(survivors::RUN_TAG_VAR, survivors::run_tag())

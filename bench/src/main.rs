@@ -9,7 +9,9 @@
 //! benchmark throughout. Then, on fresh daemons: time from spawn until the
 //! socket accepts; and with real MCP servers from a generated config (the
 //! test peers): one server vs. many starting at once, `mcpServer/stop`
-//! latency, and the daemon's memory per running server. At the end it looks
+//! latency, and the daemon's memory per running server; and `tools/call` of
+//! server-everything's `echo` through corrald next to a direct rmcp client,
+//! with many front-ends, and beside a long call. At the end it looks
 //! for processes of this run that are still alive. It prints numbers and
 //! never fails because of them: timing goals are for people to read, not for
 //! CI to assert (see `docs/benchmarks.md`).
@@ -22,6 +24,7 @@ mod scenarios;
 mod servers;
 mod stats;
 mod survivors;
+mod tool_call;
 
 use std::future::Future;
 use std::io::Write;
@@ -98,6 +101,24 @@ struct Args {
     /// `mcpServer/stop` calls timed per kind of server.
     #[arg(long, default_value_t = 5)]
     stop_runs: usize,
+    /// Unmeasured `tools/call` echo calls before each single-connection measurement (through corrald, direct).
+    #[arg(long, default_value_t = 1_000)]
+    tool_warmup: usize,
+    /// Measured `tools/call` echo calls, one connection (through corrald and direct each).
+    #[arg(long, default_value_t = 5_000)]
+    tool_requests: usize,
+    /// Front-ends calling `tools/call` echo at once.
+    #[arg(long, default_value_t = 16)]
+    tool_clients: usize,
+    /// Unmeasured echo calls per concurrent front-end.
+    #[arg(long, default_value_t = 100)]
+    tool_client_warmup: usize,
+    /// Measured echo calls per concurrent front-end.
+    #[arg(long, default_value_t = 500)]
+    tool_client_requests: usize,
+    /// Duration of the long call beside which echo calls are timed, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    long_call_ms: u64,
 }
 
 /// The measurements that can be selected with `--only`.
@@ -123,6 +144,9 @@ enum Phase {
     ServerStop,
     /// The daemon's memory without servers and with `--servers` ready ones.
     ServerMemory,
+    /// `tools/call` of server-everything's `echo` through corrald vs. a direct rmcp client,
+    /// concurrent front-ends, and echo beside a long call (about 15 s).
+    ToolCall,
 }
 
 impl Phase {
@@ -147,6 +171,7 @@ impl Args {
             Phase::ServerStartFixture,
             Phase::ServerStop,
             Phase::ServerMemory,
+            Phase::ToolCall,
         ]
         .into_iter()
         .any(|phase| self.runs(phase))
@@ -378,6 +403,20 @@ async fn run_server_phases(args: &Args, corrald: &Path, limit: Duration, report:
         report.note_survivors(what, &memory.survivors);
         report.memory_per_server = Some(memory);
     }
+    if args.runs(Phase::ToolCall) {
+        let what = "tools/call through corrald vs. direct";
+        let options = tool_call::Options {
+            warmup: args.tool_warmup,
+            requests: args.tool_requests.max(1),
+            clients: args.tool_clients.max(1),
+            client_warmup: args.tool_client_warmup,
+            client_requests: args.tool_client_requests.max(1),
+            long_call: Duration::from_millis(args.long_call_ms.max(1)),
+        };
+        let calls = bounded(what, limit, tool_call::measure(corrald, &peers, options)).await?;
+        report.note_survivors(what, &calls.survivors);
+        report.tool_calls = Some(calls);
+    }
     Ok(())
 }
 
@@ -447,6 +486,7 @@ struct Report {
     server_starts: Vec<StartComparison>,
     stops: Option<Stops>,
     memory_per_server: Option<MemoryPerServer>,
+    tool_calls: Option<tool_call::ToolCalls>,
     /// Processes of this run alive right after their daemon exited: (measurement, process).
     survivors_after_daemon: Vec<(String, survivors::Survivor)>,
     /// How many times that was looked for.
@@ -712,6 +752,9 @@ impl Report {
         }
         if let Some(memory) = &self.memory_per_server {
             print_memory_per_server(out, memory)?;
+        }
+        if let Some(calls) = &self.tool_calls {
+            tool_call::print(out, calls)?;
         }
         if self.survivor_checks > 0 {
             writeln!(out)?;

@@ -90,6 +90,11 @@ impl Peers {
         Ok(peers)
     }
 
+    /// server-everything's `dist/index.js` (run as `node <it> stdio`).
+    pub(crate) fn everything(&self) -> &Path {
+        &self.everything
+    }
+
     /// The files whose presence in a command line identifies a peer process.
     pub(crate) fn paths(&self) -> [&Path; 2] {
         [&self.everything, &self.fixture]

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use corral_protocol::{
-    DaemonNotification, EventsReplayResult, McpServerGetResult, McpServerListResult, McpServerStatus, ServerStatus,
-    StartupStatusUpdated,
+    DaemonNotification, EventsReplayResult, McpServerGetResult, McpServerListResult, McpServerStatus, ServerOrigin,
+    ServerStatus, StartupStatusUpdated,
 };
 
 use crate::cpu;
@@ -29,7 +29,7 @@ use crate::survivors::{self, Survivor};
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// Longest wait for one `mcpServer/*` answer. A stop takes at most about
 /// 2.5 s by the daemon's teardown bound.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a daemon's socket, or for it to answer the first calls.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(5);
 /// Polling interval of `mcpServer/list` where readiness is not what is timed.
@@ -40,14 +40,14 @@ const SETTLE: Duration = Duration::from_secs(1);
 const STATUS_NOTIFICATION: &str = "mcpServer/startupStatus/updated";
 
 /// A daemon started with a config, and one initialized raw connection to it.
-struct ServedDaemon {
-    daemon: DaemonProcess,
-    connection: RawConnection,
+pub(crate) struct ServedDaemon {
+    pub(crate) daemon: DaemonProcess,
+    pub(crate) connection: RawConnection,
 }
 
 impl ServedDaemon {
     /// Spawn corrald with `config`, connect, and check that it took the config's `expected` servers.
-    async fn start(corrald: &Path, config: &str, expected: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn start(corrald: &Path, config: &str, expected: usize) -> anyhow::Result<Self> {
         let mut daemon = DaemonProcess::spawn_with_config(corrald, config)?;
         daemon
             .wait_until_accepting(Duration::from_millis(1), DAEMON_TIMEOUT)
@@ -63,16 +63,17 @@ impl ServedDaemon {
         if !status["configError"].is_null() {
             bail!("corrald rejected the generated config: {}", status["configError"]);
         }
-        let total = status["servers"]["total"].as_u64();
-        if total != u64::try_from(expected).ok() {
-            bail!("corrald has {total:?} servers, the generated config has {expected}: {status}");
+        // `servers.total` also counts the built-in `corral` server: compare the config's own.
+        let from_config = list(&mut connection).await?.len();
+        if from_config != expected {
+            bail!("corrald has {from_config} servers from the config, the generated config has {expected}: {status}");
         }
         Ok(Self { daemon, connection })
     }
 
     /// Close the connection, SIGTERM the daemon (it tears its servers down),
     /// then look for processes of this run that survived it.
-    async fn stop(self) -> anyhow::Result<(Duration, Vec<Survivor>)> {
+    pub(crate) async fn stop(self) -> anyhow::Result<(Duration, Vec<Survivor>)> {
         let Self { daemon, connection } = self;
         drop(connection);
         let stopped = daemon.stop().await?;
@@ -84,7 +85,7 @@ impl ServedDaemon {
 }
 
 /// `method` on `connection`, bounded by [`CALL_TIMEOUT`].
-async fn call(connection: &mut RawConnection, method: &str, params: Option<&str>) -> anyhow::Result<String> {
+pub(crate) async fn call(connection: &mut RawConnection, method: &str, params: Option<&str>) -> anyhow::Result<String> {
     tokio::time::timeout(CALL_TIMEOUT, connection.call(method, params))
         .await
         .with_context(|| format!("`{method}` not answered within {CALL_TIMEOUT:?}"))?
@@ -95,12 +96,16 @@ fn name_params(name: &str) -> String {
     serde_json::json!({ "name": name }).to_string()
 }
 
-/// Every server's status.
+/// The status of every server from the config (not the daemon's built-in one, which has no process).
 async fn list(connection: &mut RawConnection) -> anyhow::Result<Vec<McpServerStatus>> {
     let result = call(connection, "mcpServer/list", None).await?;
     let list: McpServerListResult =
         serde_json::from_str(&result).with_context(|| format!("parsing `mcpServer/list`: {result}"))?;
-    Ok(list.servers)
+    Ok(list
+        .servers
+        .into_iter()
+        .filter(|server| server.origin == ServerOrigin::Config)
+        .collect())
 }
 
 /// Read notifications until every server in `names` has been reported
@@ -198,7 +203,7 @@ impl ReadyTracker<'_> {
 
 /// Poll `mcpServer/list` every [`LIST_POLL`] until every server in `names`
 /// is ready; returns their statuses. For waits that are not what is measured.
-async fn poll_until_ready(
+pub(crate) async fn poll_until_ready(
     connection: &mut RawConnection,
     names: &BTreeSet<String>,
 ) -> anyhow::Result<BTreeMap<String, McpServerStatus>> {
