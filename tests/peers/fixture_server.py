@@ -263,7 +263,14 @@ def build_server(args: argparse.Namespace):
         """Sleeps for the given number of seconds, then returns "slept"."""
         import anyio
 
-        await anyio.sleep(seconds)
+        # Said on stderr so that tests can see a call reach the server and
+        # see the server honour notifications/cancelled.
+        print(f"fixture: sleeping {seconds} s", file=sys.stderr, flush=True)
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            print("fixture: sleep cancelled", file=sys.stderr, flush=True)
+            raise
         return "slept"
 
     if args.print_env:

@@ -19,6 +19,15 @@ fn arguments(value: Value) -> Option<serde_json::Map<String, Value>> {
     }
 }
 
+/// Wait (bounded) until `server`'s stderr tail has a line containing `needle`.
+async fn wait_for_stderr_line(client: &Client, server: &str, needle: &str) {
+    corral_tests::poll_until(&format!("`{needle}` on {server}'s stderr"), || async {
+        let tail = client.mcp_server_get(server).await.ok()?.server.stderr_tail;
+        tail.iter().any(|line| line.contains(needle)).then_some(())
+    })
+    .await;
+}
+
 fn code(error: &ClientError) -> Option<ErrorCode> {
     error.error_code()
 }
@@ -200,6 +209,8 @@ async fn a_call_beyond_tool_timeout_is_cancelled_and_the_server_keeps_serving() 
         elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10),
         "bounded by tool_timeout_sec: {elapsed:?}"
     );
+    // The timed-out request was cancelled on the server, not left running.
+    wait_for_stderr_line(&client, "slow", "fixture: sleep cancelled").await;
 
     let echo = client
         .tools_call("slow", "echo", arguments(json!({"message": "still here"})), CALL_WAIT)
@@ -220,8 +231,9 @@ async fn a_front_end_cancels_an_in_flight_call_with_cancel_request() {
         "params": {"server": "slow", "name": "sleep", "arguments": {"seconds": 20}}
     });
     raw.send(&call).await;
-    // Let the call reach the server, then cancel it the LSP way.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the call has reached the server (the fixture says so on
+    // stderr), then cancel it the LSP way.
+    wait_for_stderr_line(&client, "slow", "fixture: sleeping").await;
     let started = Instant::now();
     raw.send(&json!({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 7}}))
         .await;
