@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use corral_protocol::config::{ServerConfig, TransportConfig};
 use corral_protocol::{
-    DaemonNotification, FailureReason, ServerInfo, ServerStatus, StartupStatusUpdated, ToolsListChanged,
+    DaemonNotification, FailureReason, McpServerStatus, ServerInfo, ServerStatus, StartupStatusUpdated,
+    ToolsListChanged,
 };
 use process_wrap::tokio::ChildWrapper;
 use rmcp::model::Tool;
@@ -47,15 +48,10 @@ use crate::stdio::{self, LaunchError, StderrTail};
 /// The state of one server, written only by its task.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerState {
-    pub(crate) status: ServerStatus,
-    pub(crate) failure_reason: Option<FailureReason>,
-    pub(crate) error: Option<String>,
-    pub(crate) pid: Option<u32>,
-    pub(crate) restart_count: u32,
-    pub(crate) tool_count: Option<u32>,
-    pub(crate) server_info: Option<ServerInfo>,
+    /// What front-ends see, kept as the wire type itself. Its `uptime_ms` and
+    /// `stderr_tail` are filled in when a snapshot is taken.
+    pub(crate) public: McpServerStatus,
     pub(crate) ready_since: Option<Instant>,
-    pub(crate) last_exit: Option<String>,
     /// The MCP session's peer, while ready: requests from front-ends go through it.
     pub(crate) peer: Option<Peer<RoleClient>>,
     /// The tools the server listed when it became ready (all of them, unfiltered).
@@ -63,20 +59,23 @@ pub(crate) struct ServerState {
 }
 
 impl ServerState {
-    fn stopped() -> Self {
+    /// A server not started yet, as `identity` (name, origin, transport, enabled) describes it.
+    fn stopped(identity: McpServerStatus) -> Self {
         Self {
-            status: ServerStatus::Stopped,
-            failure_reason: None,
-            error: None,
-            pid: None,
-            restart_count: 0,
-            tool_count: None,
-            server_info: None,
+            public: identity,
             ready_since: None,
-            last_exit: None,
             peer: None,
             tools: Arc::new(Vec::new()),
         }
+    }
+
+    /// What front-ends see now; `stderr_tail` is the caller's to fill.
+    pub(crate) fn snapshot(&self) -> McpServerStatus {
+        let mut status = self.public.clone();
+        status.uptime_ms = self
+            .ready_since
+            .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX));
+        status
     }
 }
 
@@ -174,13 +173,14 @@ pub(crate) enum Autostart {
 /// (tearing the server down first).
 pub(crate) fn spawn(
     config: ServerConfig,
+    identity: McpServerStatus,
     launcher: Launcher,
     autostart: Autostart,
     events: Arc<EventHub>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ServerHandle {
-    let (state_tx, state) = watch::channel(ServerState::stopped());
+    let (state_tx, state) = watch::channel(ServerState::stopped(identity));
     let (commands_tx, commands) = mpsc::channel(16);
     let stderr = StderrTail::default();
     let task = ServerTask {
@@ -309,7 +309,7 @@ impl ServerTask {
                     }
                     let delay = self.restart.backoff(consecutive_crashes);
                     tracing::info!(server = %self.name, ?delay, "restarting after a crash");
-                    self.state.send_modify(|state| state.restart_count += 1);
+                    self.state.send_modify(|state| state.public.restart_count += 1);
                     // The restart has begun (its backoff is part of it): say so
                     // now rather than leave a dead server listed as ready.
                     self.set_status(ServerStatus::Starting, None);
@@ -337,12 +337,12 @@ impl ServerTask {
     /// Launch, initialize, serve until something ends it, tear down.
     async fn run_once(&mut self, reply_when_starting: Option<oneshot::Sender<()>>) -> RunEnd {
         self.state.send_modify(|state| {
-            state.pid = None;
-            state.tool_count = None;
-            state.server_info = None;
+            state.public.pid = None;
+            state.public.tool_count = None;
+            state.public.server_info = None;
             state.ready_since = None;
         });
-        if self.state.borrow().status != ServerStatus::Starting {
+        if self.state.borrow().public.status != ServerStatus::Starting {
             self.set_status(ServerStatus::Starting, None);
         }
         if let Some(reply) = reply_when_starting {
@@ -378,7 +378,7 @@ impl ServerTask {
         };
         let pid = launched.pid;
         tracing::info!(server = %self.name, pid, "launched");
-        self.state.send_modify(|state| state.pid = Some(pid));
+        self.state.send_modify(|state| state.public.pid = Some(pid));
         self.marker = marker;
         let mut drain = self
             .tracker
@@ -452,7 +452,7 @@ impl ServerTask {
                 status = running.child.inner_mut().wait() => {
                     let exit = describe_exit(status);
                     tracing::warn!(server = %self.name, pid, %exit, "server process exited");
-                    self.state.send_modify(|state| state.last_exit = Some(exit));
+                    self.state.send_modify(|state| state.public.last_exit = Some(exit));
                     let ready_for = self.state.borrow().ready_since.map_or(Duration::ZERO, |since| since.elapsed());
                     let Running { service, mut child, pid } = running;
                     self.teardown_process(Some(service), &mut child, pid).await;
@@ -497,7 +497,7 @@ impl ServerTask {
             .count();
         let count = u32::try_from(count).unwrap_or(u32::MAX);
         self.state.send_modify(|state| {
-            state.tool_count = Some(count);
+            state.public.tool_count = Some(count);
             state.tools = Arc::new(tools);
         });
         let name = self.name.clone();
@@ -524,8 +524,8 @@ impl ServerTask {
         });
         let peer = service.peer().clone();
         self.state.send_modify(|state| {
-            state.tool_count = Some(tool_count);
-            state.server_info = server_info;
+            state.public.tool_count = Some(tool_count);
+            state.public.server_info = server_info;
             state.ready_since = Some(Instant::now());
             state.peer = Some(peer);
             state.tools = Arc::new(tools);
@@ -592,7 +592,7 @@ impl ServerTask {
         server_task.abort();
         self.state.send_modify(|state| {
             state.ready_since = None;
-            state.tool_count = None;
+            state.public.tool_count = None;
             state.peer = None;
             state.tools = Arc::new(Vec::new());
         });
@@ -610,7 +610,8 @@ impl ServerTask {
         drain: &mut tokio::task::JoinHandle<()>,
     ) -> (FailureReason, String) {
         let exit = describe_exit(status);
-        self.state.send_modify(|state| state.last_exit = Some(exit.clone()));
+        self.state
+            .send_modify(|state| state.public.last_exit = Some(exit.clone()));
         // Let the stderr reader catch the last words before quoting them.
         let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
         (
@@ -637,13 +638,13 @@ impl ServerTask {
         reaper::registry().leader_gone(pid);
         tracing::info!(server = %self.name, pid, elapsed = ?started.elapsed(), exit = ?exit, "torn down");
         self.state.send_modify(|state| {
-            state.pid = None;
+            state.public.pid = None;
             state.ready_since = None;
-            state.tool_count = None;
+            state.public.tool_count = None;
             state.peer = None;
             state.tools = Arc::new(Vec::new());
             if let Some(exit) = exit {
-                state.last_exit = Some(exit);
+                state.public.last_exit = Some(exit);
             }
         });
     }
@@ -654,9 +655,9 @@ impl ServerTask {
             None => (None, None),
         };
         self.state.send_modify(|state| {
-            state.status = status;
-            state.failure_reason = reason;
-            state.error = error.clone();
+            state.public.status = status;
+            state.public.failure_reason = reason;
+            state.public.error = error.clone();
         });
         let name = self.name.clone();
         self.events.publish(|seq| {
@@ -682,7 +683,7 @@ impl ServerTask {
     }
 
     fn last_exit_suffix(&self) -> String {
-        match &self.state.borrow().last_exit {
+        match &self.state.borrow().public.last_exit {
             Some(exit) => format!(" (last {exit}){}", self.stderr_suffix()),
             None => self.stderr_suffix(),
         }

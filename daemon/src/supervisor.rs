@@ -220,27 +220,21 @@ impl SupervisorHandle {
 /// How many stderr lines a status snapshot carries.
 const SNAPSHOT_STDERR_LINES: usize = 20;
 
-fn snapshot(handle: &ServerHandle, origin: ServerOrigin) -> McpServerStatus {
-    let transport = match (origin, &handle.config.transport) {
+fn snapshot(handle: &ServerHandle) -> McpServerStatus {
+    let mut status = handle.state.borrow().snapshot();
+    status.stderr_tail = handle.stderr.last(SNAPSHOT_STDERR_LINES);
+    status
+}
+
+/// How a server looks before it ever starts: who it is, not what it does.
+fn identity(config: &ServerConfig, origin: ServerOrigin) -> McpServerStatus {
+    let transport = match (origin, &config.transport) {
         (ServerOrigin::BuiltIn, _) => TransportKind::BuiltIn,
         (_, TransportConfig::Stdio(_)) => TransportKind::Stdio,
         (_, TransportConfig::StreamableHttp(_)) => TransportKind::StreamableHttp,
     };
-    let state = handle.state.borrow();
-    let mut status = McpServerStatus::new(handle.config.name.clone(), origin, transport);
-    status.enabled = handle.config.enabled;
-    status.status = state.status;
-    status.failure_reason = state.failure_reason;
-    status.error = state.error.clone();
-    status.pid = state.pid;
-    status.restart_count = state.restart_count;
-    status.tool_count = state.tool_count;
-    status.server_info = state.server_info.clone();
-    status.uptime_ms = state
-        .ready_since
-        .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX));
-    status.last_exit = state.last_exit.clone();
-    status.stderr_tail = handle.stderr.last(SNAPSHOT_STDERR_LINES);
+    let mut status = McpServerStatus::new(config.name.clone(), origin, transport);
+    status.enabled = config.enabled;
     status
 }
 
@@ -255,7 +249,7 @@ struct ServerEntry {
 
 impl ServerEntry {
     fn snapshot(&self) -> McpServerStatus {
-        snapshot(&self.handle, self.origin)
+        snapshot(&self.handle)
     }
 }
 
@@ -319,16 +313,16 @@ impl SupervisorActor {
 /// The server's peer and tools if it is ready.
 fn ready_target(handle: &ServerHandle) -> Result<CallTarget, NotAvailable> {
     let state = handle.state.borrow();
-    match (&state.peer, state.status) {
+    match (&state.peer, state.public.status) {
         (Some(peer), ServerStatus::Ready) => Ok(CallTarget {
             peer: peer.clone(),
             config: handle.config.clone(),
             tools: state.tools.clone(),
         }),
         _ => Err(NotAvailable::NotReady {
-            status: state.status,
-            failure_reason: state.failure_reason,
-            error: state.error.clone(),
+            status: state.public.status,
+            failure_reason: state.public.failure_reason,
+            error: state.public.error.clone(),
         }),
     }
 }
@@ -368,6 +362,7 @@ pub fn spawn(
         .map(|server| {
             let handle = server::spawn(
                 server.clone(),
+                identity(server, ServerOrigin::Config),
                 Launcher::Config,
                 server::Autostart::IfEnabled,
                 events.clone(),
@@ -395,7 +390,8 @@ pub fn spawn(
                 let server = builtin::CorralServer::new(handle.clone(), events.clone());
                 let entry = ServerEntry {
                     handle: server::spawn(
-                        config,
+                        config.clone(),
+                        identity(&config, ServerOrigin::BuiltIn),
                         Launcher::BuiltIn(server),
                         server::Autostart::IfEnabled,
                         events.clone(),
@@ -456,7 +452,7 @@ impl SupervisorActor {
             Command::Counts { reply } => {
                 let mut counts = ServerCounts::default();
                 for entry in self.servers.values() {
-                    counts.add(entry.handle.state.borrow().status);
+                    counts.add(entry.handle.state.borrow().public.status);
                 }
                 let _ = reply.send(counts);
             }
@@ -491,8 +487,10 @@ impl SupervisorActor {
                 tracing::info!(server = %config.name, session = owner, "session added a server");
                 let name = config.name.clone();
                 // Idle until the add handler's start command: one trigger, one launch.
+                let session_identity = identity(&config, ServerOrigin::Session);
                 let handle = server::spawn(
                     *config,
+                    session_identity,
                     Launcher::Config,
                     server::Autostart::Never,
                     self.events.clone(),
