@@ -16,7 +16,7 @@ use jsonrpsee::core::traits::ToRpcParams;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::notifications::METHODS;
+use crate::notifications::methods;
 use crate::transport::{LineReceiver, LineSender};
 use crate::{ClientError, Notifications};
 
@@ -176,8 +176,8 @@ impl Client {
         // Register the notification buffers before `initialize` goes out:
         // the daemon may push right after answering it, and jsonrpsee drops
         // notifications for methods nobody has registered.
-        let mut subscriptions = Vec::with_capacity(METHODS.len());
-        for method in METHODS {
+        let mut subscriptions = Vec::new();
+        for method in methods() {
             subscriptions.push((method, subscribe::<serde_json::Value>(&rpc, method).await?));
         }
 

@@ -15,11 +15,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use corral_protocol::{
-    DaemonNotification, EventsLagged, EventsLaggedNotification, ListChanged, Notification,
-    PromptsListChangedNotification, ResourcesListChangedNotification, ServerLog, ServerLogNotification,
-    StartupStatusUpdated, StartupStatusUpdatedNotification, ToolsListChanged, ToolsListChangedNotification,
-};
+use corral_protocol::{DaemonNotification, EventsLagged, EventsLaggedNotification, Notification};
 use futures_core::Stream;
 use jsonrpsee::core::client::{Subscription, SubscriptionCloseReason};
 use serde::{Deserialize, Serialize};
@@ -27,54 +23,32 @@ use serde_json::Value;
 
 use crate::ClientError;
 
-/// A notification from the daemon.
+/// A notification from the daemon: a daemon event (every kind the protocol
+/// defines, each with a `seq`), or this connection's `events/lagged` notice.
 ///
 /// Serializes like the wire message without `jsonrpc`:
 /// `{"method": "mcpServer/startupStatus/updated", "params": {…}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "method", content = "params")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientNotification {
-    /// `mcpServer/startupStatus/updated`: a server changed lifecycle status.
-    #[serde(rename = "mcpServer/startupStatus/updated")]
-    StartupStatusUpdated(StartupStatusUpdated),
-    /// `mcpServer/tools/listChanged`: a server's tools may have changed; fetch them again.
-    #[serde(rename = "mcpServer/tools/listChanged")]
-    ToolsListChanged(ToolsListChanged),
-    /// `mcpServer/resources/listChanged`: a server's resources changed; fetch them again.
-    #[serde(rename = "mcpServer/resources/listChanged")]
-    ResourcesListChanged(ListChanged),
-    /// `mcpServer/prompts/listChanged`: a server's prompts changed; fetch them again.
-    #[serde(rename = "mcpServer/prompts/listChanged")]
-    PromptsListChanged(ListChanged),
-    /// `mcpServer/log`: a log message from a server.
-    #[serde(rename = "mcpServer/log")]
-    ServerLog(ServerLog),
+    /// A daemon event, as the protocol defines it (also what `events/replay` returns).
+    Daemon(DaemonNotification),
     /// `events/lagged`: the daemon could not deliver some notifications to this
     /// connection; fetch them with `events/replay`.
-    #[serde(rename = "events/lagged")]
     Lagged(EventsLagged),
 }
 
 /// Every notification method the client listens for, `events/lagged` first
 /// (it is rare, so polling it first cannot starve the others).
-pub(crate) const METHODS: [&str; 6] = [
-    EventsLaggedNotification::METHOD,
-    StartupStatusUpdatedNotification::METHOD,
-    ToolsListChangedNotification::METHOD,
-    ResourcesListChangedNotification::METHOD,
-    PromptsListChangedNotification::METHOD,
-    ServerLogNotification::METHOD,
-];
+pub(crate) fn methods() -> impl Iterator<Item = &'static str> {
+    std::iter::once(EventsLaggedNotification::METHOD).chain(DaemonNotification::METHODS)
+}
 
 impl ClientNotification {
     /// The daemon-wide sequence number; `None` for `events/lagged`, which is about this connection only.
     pub fn seq(&self) -> Option<u64> {
         match self {
-            Self::StartupStatusUpdated(update) => Some(update.seq),
-            Self::ToolsListChanged(change) => Some(change.seq),
-            Self::ResourcesListChanged(change) | Self::PromptsListChanged(change) => Some(change.seq),
-            Self::ServerLog(log) => Some(log.seq),
+            Self::Daemon(notification) => Some(notification.seq()),
             Self::Lagged(_) => None,
         }
     }
@@ -82,30 +56,47 @@ impl ClientNotification {
     /// The method name on the wire.
     pub fn method(&self) -> &'static str {
         match self {
-            Self::StartupStatusUpdated(_) => StartupStatusUpdatedNotification::METHOD,
-            Self::ToolsListChanged(_) => ToolsListChangedNotification::METHOD,
-            Self::ResourcesListChanged(_) => ResourcesListChangedNotification::METHOD,
-            Self::PromptsListChanged(_) => PromptsListChangedNotification::METHOD,
-            Self::ServerLog(_) => ServerLogNotification::METHOD,
+            Self::Daemon(notification) => notification.method(),
             Self::Lagged(_) => EventsLaggedNotification::METHOD,
         }
     }
 
-    /// The same notification as returned by `events/replay`; `None` for a kind
-    /// this client does not know (sent by a newer daemon).
-    pub fn from_replayed(notification: DaemonNotification) -> Option<Self> {
-        // Both are `{method, params}` on the wire: convert through that form.
-        serde_json::to_value(notification)
-            .ok()
-            .and_then(|value| serde_json::from_value(value).ok())
+    /// The same notification as returned by `events/replay`.
+    pub fn from_replayed(notification: DaemonNotification) -> Self {
+        Self::Daemon(notification)
     }
 
     /// Decode a notification received as `method` with `params`.
     fn decode(method: &str, params: Value) -> Result<Self, serde_json::Error> {
+        if method == EventsLaggedNotification::METHOD {
+            return serde_json::from_value(params).map(Self::Lagged);
+        }
         let mut message = serde_json::Map::with_capacity(2);
         message.insert("method".to_owned(), Value::String(method.to_owned()));
         message.insert("params".to_owned(), params);
-        serde_json::from_value(Value::Object(message))
+        serde_json::from_value(Value::Object(message)).map(Self::Daemon)
+    }
+}
+
+impl Serialize for ClientNotification {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Daemon(notification) => notification.serialize(serializer),
+            Self::Lagged(lagged) => serde_json::json!({ "method": EventsLaggedNotification::METHOD, "params": lagged })
+                .serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientNotification {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut message = serde_json::Map::deserialize(deserializer)?;
+        let method = match message.get("method") {
+            Some(Value::String(method)) => method.clone(),
+            _ => return Err(serde::de::Error::missing_field("method")),
+        };
+        let params = message.remove("params").unwrap_or(Value::Null);
+        Self::decode(&method, params).map_err(serde::de::Error::custom)
     }
 }
 
@@ -130,7 +121,7 @@ pub enum NotificationsEnd {
 /// [`ClientNotification::seq`] when it matters.
 #[derive(Debug)]
 pub struct Notifications {
-    /// One jsonrpsee buffer per method in [`METHODS`]; `None` once it ended.
+    /// One jsonrpsee buffer per method in [`methods`]; `None` once it ended.
     subscriptions: Vec<(&'static str, Option<Subscription<Value>>)>,
     end: Option<NotificationsEnd>,
 }
@@ -228,15 +219,12 @@ fn decode_error(method: &str, error: serde_json::Error) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corral_protocol::{FailureReason, ServerStatus};
+    use corral_protocol::{FailureReason, ServerStatus, StartupStatusUpdated, StartupStatusUpdatedNotification};
 
     #[test]
     fn notifications_serialize_like_wire_messages() {
-        let update = ClientNotification::StartupStatusUpdated(StartupStatusUpdated::failed(
-            18,
-            "linear",
-            FailureReason::ReauthenticationRequired,
-            "log in again",
+        let update = ClientNotification::Daemon(DaemonNotification::StartupStatusUpdated(
+            StartupStatusUpdated::failed(18, "linear", FailureReason::ReauthenticationRequired, "log in again"),
         ));
         let json = serde_json::to_value(&update).expect("serialize");
         assert_eq!(json["method"], StartupStatusUpdatedNotification::METHOD);
@@ -251,13 +239,15 @@ mod tests {
         assert_eq!(json["params"]["lastMissedSeq"], 14);
         assert_eq!(lagged.seq(), None);
         assert_eq!(lagged.method(), EventsLaggedNotification::METHOD);
+        let back: ClientNotification = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, lagged);
     }
 
     #[test]
     fn replayed_notifications_convert() {
         let replayed =
             DaemonNotification::StartupStatusUpdated(StartupStatusUpdated::new(3, "github", ServerStatus::Ready));
-        let converted = ClientNotification::from_replayed(replayed).expect("known kind");
+        let converted = ClientNotification::from_replayed(replayed);
         assert_eq!(converted.seq(), Some(3));
         assert_eq!(converted.method(), StartupStatusUpdatedNotification::METHOD);
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use corral_protocol::error::UpgradeSide;
-use corral_protocol::{ErrorCode, ServerStatus};
+use corral_protocol::{DaemonNotification, ErrorCode, ServerStatus};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -146,7 +146,7 @@ async fn initialize_goes_first_and_early_notifications_are_kept() {
     match &received[..] {
         [
             ClientNotification::Lagged(lagged),
-            ClientNotification::StartupStatusUpdated(update),
+            ClientNotification::Daemon(DaemonNotification::StartupStatusUpdated(update)),
         ] => {
             assert_eq!(
                 (lagged.missed, lagged.first_missed_seq, lagged.last_missed_seq),

@@ -1281,7 +1281,7 @@ impl EventsLagged {
 }
 
 /// Any notification that carries a daemon-wide `seq` (what `events/replay` returns).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "method", content = "params")]
 #[non_exhaustive]
 pub enum DaemonNotification {
@@ -1303,6 +1303,17 @@ pub enum DaemonNotification {
 }
 
 impl DaemonNotification {
+    /// The method names of every variant, in declaration order; what a
+    /// client subscribes to. Kept next to the variants (a test checks that
+    /// each variant's [`DaemonNotification::method`] is listed).
+    pub const METHODS: [&'static str; 5] = [
+        StartupStatusUpdatedNotification::METHOD,
+        ToolsListChangedNotification::METHOD,
+        ResourcesListChangedNotification::METHOD,
+        PromptsListChangedNotification::METHOD,
+        ServerLogNotification::METHOD,
+    ];
+
     /// The notification's sequence number.
     pub fn seq(&self) -> u64 {
         match self {

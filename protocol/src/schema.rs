@@ -331,6 +331,13 @@ pub fn examples() -> Vec<(&'static str, Value)> {
             ),
         ),
         (
+            "prompts-list-changed.notification.json",
+            notification(
+                PromptsListChangedNotification::METHOD,
+                ListChanged::new(22, "everything"),
+            ),
+        ),
+        (
             "events-lagged.notification.json",
             notification(EventsLaggedNotification::METHOD, EventsLagged::new(250, 1001)),
         ),

@@ -185,3 +185,23 @@ fn failure_reason_names_are_the_wire_names() {
         assert_eq!(serde_json::to_value(reason).expect("serializes"), reason.as_str());
     }
 }
+
+#[test]
+fn every_daemon_notification_in_the_examples_is_in_methods() {
+    let mut seen = std::collections::BTreeSet::new();
+    for (_, message) in examples() {
+        if let Ok(notification) = serde_json::from_value::<DaemonNotification>(message.clone()) {
+            assert!(
+                DaemonNotification::METHODS.contains(&notification.method()),
+                "{} is missing from DaemonNotification::METHODS",
+                notification.method()
+            );
+            seen.insert(notification.method());
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        DaemonNotification::METHODS.len(),
+        "an example of every notification: {seen:?}"
+    );
+}

@@ -32,7 +32,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use corral_client::protocol::{FailureReason, McpServerStatus, ServerStatus, StartupStatusUpdated};
+use corral_client::protocol::{DaemonNotification, FailureReason, McpServerStatus, ServerStatus, StartupStatusUpdated};
 use corral_client::{Client, ClientNotification, ConnectOptions, Notifications};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -1146,7 +1146,7 @@ impl StatusRecorder {
             while let Some(item) = notifications.next().await {
                 let mut recorded = feed.lock().unwrap_or_else(PoisonError::into_inner);
                 match item {
-                    Ok(ClientNotification::StartupStatusUpdated(update)) => {
+                    Ok(ClientNotification::Daemon(DaemonNotification::StartupStatusUpdated(update))) => {
                         let received = Instant::now();
                         recorded.by_seq.insert(update.seq, RecordedUpdate { update, received });
                     }
@@ -1172,9 +1172,7 @@ impl StatusRecorder {
             let mut recorded = recorded.lock().unwrap_or_else(PoisonError::into_inner);
             for notification in replay.notifications {
                 let seq = notification.seq();
-                if let Some(ClientNotification::StartupStatusUpdated(update)) =
-                    ClientNotification::from_replayed(notification)
-                {
+                if let DaemonNotification::StartupStatusUpdated(update) = notification {
                     recorded
                         .by_seq
                         .entry(update.seq)

@@ -146,7 +146,9 @@ async fn a_servers_log_messages_reach_front_ends_naming_the_server() {
     let log = tokio::time::timeout(std::time::Duration::from_secs(20), async {
         loop {
             match notifications.next().await {
-                Some(Ok(corral_client::ClientNotification::ServerLog(log))) => return log,
+                Some(Ok(corral_client::ClientNotification::Daemon(
+                    corral_client::protocol::DaemonNotification::ServerLog(log),
+                ))) => return log,
                 Some(_) => {}
                 None => panic!("notification stream ended"),
             }

@@ -1,7 +1,7 @@
 //! Human-readable text for each command's result (the `--json` output is the protocol types' own JSON).
 
 use corral_client::ClientNotification;
-use corral_client::protocol::{DaemonStatus, McpServerStatus, ServerItem, ServerTool};
+use corral_client::protocol::{DaemonNotification, DaemonStatus, McpServerStatus, ServerItem, ServerTool};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -252,7 +252,7 @@ pub(crate) fn call_result(result: &Value) -> String {
 /// `corral events`: one line per notification.
 pub(crate) fn notification(notification: &ClientNotification) -> String {
     match notification {
-        ClientNotification::StartupStatusUpdated(update) => {
+        ClientNotification::Daemon(DaemonNotification::StartupStatusUpdated(update)) => {
             let mut line = format!("[{}] {}: {}", update.seq, update.name, update.status);
             match (&update.failure_reason, &update.error) {
                 (Some(reason), Some(error)) => {
@@ -273,17 +273,19 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
             lagged.last_missed_seq,
             lagged.first_missed_seq.saturating_sub(1)
         ),
-        ClientNotification::ToolsListChanged(change) => {
+        ClientNotification::Daemon(DaemonNotification::ToolsListChanged(change)) => {
             format!(
                 "[{}] {}: tools changed ({} tools)",
                 change.seq, change.name, change.tool_count
             )
         }
-        ClientNotification::ResourcesListChanged(change) => {
+        ClientNotification::Daemon(DaemonNotification::ResourcesListChanged(change)) => {
             format!("[{}] {}: resources changed", change.seq, change.name)
         }
-        ClientNotification::PromptsListChanged(change) => format!("[{}] {}: prompts changed", change.seq, change.name),
-        ClientNotification::ServerLog(log) => {
+        ClientNotification::Daemon(DaemonNotification::PromptsListChanged(change)) => {
+            format!("[{}] {}: prompts changed", change.seq, change.name)
+        }
+        ClientNotification::Daemon(DaemonNotification::ServerLog(log)) => {
             let message = match &log.data {
                 serde_json::Value::String(text) => text.clone(),
                 other => other.to_string(),
@@ -405,15 +407,19 @@ mod tests {
 
     #[test]
     fn notification_lines() {
-        let ready =
-            ClientNotification::StartupStatusUpdated(StartupStatusUpdated::new(3, "github", ServerStatus::Ready));
+        let ready = ClientNotification::Daemon(DaemonNotification::StartupStatusUpdated(StartupStatusUpdated::new(
+            3,
+            "github",
+            ServerStatus::Ready,
+        )));
         assert_eq!(notification(&ready), "[3] github: ready");
-        let failed = ClientNotification::StartupStatusUpdated(StartupStatusUpdated::failed(
-            18,
-            "linear",
-            FailureReason::ReauthenticationRequired,
-            "log in again\nwith corral login",
-        ));
+        let failed =
+            ClientNotification::Daemon(DaemonNotification::StartupStatusUpdated(StartupStatusUpdated::failed(
+                18,
+                "linear",
+                FailureReason::ReauthenticationRequired,
+                "log in again\nwith corral login",
+            )));
         assert_eq!(
             notification(&failed),
             "[18] linear: failed (reauthenticationRequired: log in again; with corral login)"
