@@ -751,11 +751,13 @@ async fn teardown(
         Ok(status) => Some(describe_exit(status)),
         Err(_) => None,
     };
-    let tree_alive = || group_alive(pid) || !reaper::marked_processes(marker).is_empty();
-    if exit.is_some() && !tree_alive() {
+    if exit.is_some() && !group_alive(pid) && reaper::marked_processes(marker).is_empty() {
         return exit;
     }
-    signal_tree(child, marker, Signal::Terminate);
+    // The processes signalled now are the ones waited for: scanning /proc
+    // for the marker once, not on every poll of the grace.
+    let signalled = signal_tree(child, marker, Signal::Terminate);
+    let tree_alive = || group_alive(pid) || signalled.iter().any(|process| reaper::is_same_process(*process));
     let deadline = tokio::time::Instant::now() + policy.term_grace;
     if exit.is_none() {
         exit = tokio::time::timeout_at(deadline, child.inner_mut().wait())
@@ -767,7 +769,9 @@ async fn teardown(
     while tree_alive() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if exit.is_none() || tree_alive() {
+    // SIGKILL goes to a fresh scan: whatever carries the marker now, including
+    // anything started during the grace.
+    if exit.is_none() || tree_alive() || !reaper::marked_processes(marker).is_empty() {
         signal_tree(child, marker, Signal::Kill);
         if exit.is_none() {
             exit = tokio::time::timeout(Duration::from_secs(1), child.inner_mut().wait())
@@ -781,16 +785,18 @@ async fn teardown(
     exit
 }
 
-/// Signal the process group and every process carrying `marker`.
-fn signal_tree(child: &mut Box<dyn ChildWrapper>, marker: &str, signal: Signal) {
+/// Signal the process group and every process carrying `marker`; returns the latter.
+fn signal_tree(child: &mut Box<dyn ChildWrapper>, marker: &str, signal: Signal) -> Vec<reaper::ProcessId> {
     signal_group(child, signal);
     let signal = match signal {
         Signal::Terminate => reaper::Signal::Terminate,
         Signal::Kill => reaper::Signal::Kill,
     };
-    for process in reaper::marked_processes(marker) {
-        reaper::send_signal(process, signal);
+    let marked = reaper::marked_processes(marker);
+    for process in &marked {
+        reaper::send_signal(*process, signal);
     }
+    marked
 }
 
 #[derive(Clone, Copy)]
