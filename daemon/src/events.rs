@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use corral_protocol::DaemonNotification;
 use tokio::sync::broadcast;
 
+use crate::frontends::FrontEnds;
+
 /// A notification ready to be written to any connection.
 #[derive(Debug)]
 pub struct EventFrame {
@@ -27,11 +29,16 @@ pub struct EventFrame {
 }
 
 /// Owner of sequence numbers and the replay history. Cheap to share (`Arc`).
+///
+/// It also holds the [`FrontEnds`] registry: what goes to one front-end
+/// rather than all of them (servers' requests, progress), so that whoever
+/// can publish can also reach a front-end.
 #[derive(Debug)]
 pub struct EventHub {
     state: Mutex<HubState>,
     sender: broadcast::Sender<Arc<EventFrame>>,
     capacity: usize,
+    frontends: Arc<FrontEnds>,
 }
 
 #[derive(Debug)]
@@ -72,7 +79,13 @@ impl EventHub {
             }),
             sender,
             capacity,
+            frontends: Arc::new(FrontEnds::default()),
         }
+    }
+
+    /// The front-ends, for what is sent to one of them.
+    pub(crate) fn frontends(&self) -> &Arc<FrontEnds> {
+        &self.frontends
     }
 
     /// How many notifications the history keeps.

@@ -7,6 +7,8 @@
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
 //! - [`stdio`]: the one audited place that starts child processes;
 //! - [`events`]: sequence numbers, replay history and fan-out of notifications;
+//! - `frontends`: servers' requests (elicitation, sampling) and progress
+//!   routed to one front-end, resource subscriptions;
 //! - [`reaper`]: finding and killing every process of a server's tree, and
 //!   what a killed predecessor left behind;
 //! - [`logging`]: tracing-subscriber set-up.
@@ -14,6 +16,7 @@
 pub mod api;
 mod builtin;
 pub mod events;
+mod frontends;
 pub mod logging;
 mod mcp_client;
 pub mod reaper;

@@ -3,9 +3,13 @@
 //!
 //! - `notifications/tools/list_changed` asks the server's task to re-list
 //!   its tools (the task owns the cached list) and tell front-ends;
-//! - resource and prompt list changes, and log messages
+//! - resource and prompt list changes, resource updates and log messages
 //!   (`notifications/message`), become daemon notifications naming the
-//!   server, seq-numbered like every other.
+//!   server, seq-numbered like every other;
+//! - progress goes to the connection whose request it is about;
+//! - `elicitation/create` and `sampling/createMessage` are forwarded to a
+//!   front-end that can answer them (see `frontends`), and declined when
+//!   none can; `roots/list` is answered from the server's `roots` config.
 
 // MCP logging is deprecated by SEP-2577 (spec 2026-07-28), but the servers
 // people run today negotiate 2025-11-25 and still send it: forward it while
@@ -14,13 +18,23 @@
 
 use std::sync::Arc;
 
-use corral_protocol::{DaemonNotification, ListChanged, ServerLog};
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, LoggingMessageNotificationParam};
-use rmcp::service::NotificationContext;
-use rmcp::{ClientHandler, RoleClient};
+use corral_protocol::{
+    DaemonNotification, DaemonRequest, ElicitationRequest, ListChanged, Notification as _, Progress,
+    ProgressNotification, ResourceUpdated, SamplingRequest, ServerLog, ServerRequestParams,
+};
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
+    ElicitResult, ElicitationAction, ElicitationCapability, ErrorCode, FormElicitationCapability, Implementation,
+    ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ResourceUpdatedNotificationParam,
+    Root, RootsCapabilities, SamplingCapability, UrlElicitationCapability,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ClientHandler, ErrorData, RoleClient};
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::events::EventHub;
+use crate::frontends::{Capability, FrontEndError};
 
 /// The MCP client handler of one server's session.
 #[derive(Debug, Clone)]
@@ -29,6 +43,8 @@ pub(crate) struct ServerClient {
     events: Arc<EventHub>,
     /// Tells the server's task that the tool list changed (capacity 1: coalesced).
     tools_changed: mpsc::Sender<()>,
+    /// What `roots/list` answers; `None`: roots are not offered.
+    roots: Option<Vec<Root>>,
 }
 
 impl ServerClient {
@@ -38,21 +54,161 @@ impl ServerClient {
             name,
             events,
             tools_changed,
+            roots: None,
         }
+    }
+
+    /// Offer `roots` (absolute paths or `file://` URIs, from the config) to the server.
+    pub(crate) fn with_roots(mut self, roots: Option<&[String]>) -> Self {
+        self.roots = roots.map(|roots| roots.iter().map(|root| Root::new(root_uri(root))).collect());
+        self
+    }
+
+    /// Ask a front-end that can answer `capability` requests, with the MCP
+    /// request `params`; `None` when no such front-end is connected.
+    async fn ask_front_end<R: DaemonRequest, P: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        capability: Capability,
+        params: &P,
+        context: &RequestContext<RoleClient>,
+    ) -> Option<Result<T, ErrorData>> {
+        let frontends = self.events.frontends();
+        let link = frontends.target(&self.name, capability)?;
+        let request = match serde_json::to_value(params) {
+            Ok(request) => request,
+            Err(error) => return Some(Err(ErrorData::internal_error(error.to_string(), None))),
+        };
+        let params = serde_json::to_value(ServerRequestParams::new(self.name.clone(), request)).unwrap_or_default();
+        tracing::debug!(server = %self.name, connection = link.id, method = R::METHOD, "asking a front-end");
+        let answer = tokio::select! {
+            answer = link.request(R::METHOD, params) => answer,
+            // The server withdrew its request: so does corrald (dropping the
+            // request sends `$/cancelRequest` to the front-end).
+            () = context.ct.cancelled() => {
+                return Some(Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the server", None)));
+            }
+        };
+        Some(match answer {
+            Ok(result) => serde_json::from_value(result).map_err(|error| {
+                ErrorData::internal_error(
+                    format!("the front-end's answer to {} is not valid: {error}", R::METHOD),
+                    None,
+                )
+            }),
+            Err(FrontEndError::Error { code, message, data }) => Err(ErrorData::new(
+                ErrorCode(i32::try_from(code).unwrap_or(ErrorCode::INTERNAL_ERROR.0)),
+                message,
+                data,
+            )),
+            Err(error @ FrontEndError::Disconnected) => Err(ErrorData::internal_error(error.to_string(), None)),
+        })
     }
 }
 
-/// What corrald says about itself at `initialize`.
-pub(crate) fn client_config() -> ClientConfig {
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("corrald", env!("CARGO_PKG_VERSION")),
-    )
+/// A `file://` URI for a root written as an absolute path; URIs pass as they are.
+fn root_uri(root: &str) -> String {
+    if root
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file://"))
+    {
+        return root.to_owned();
+    }
+    url::Url::from_file_path(root).map_or_else(|()| format!("file://{root}"), String::from)
+}
+
+/// What corrald says about itself at `initialize`: it can take elicitation
+/// and sampling requests (and forwards them to a front-end that can answer),
+/// and offers roots when the server has `roots` configured.
+pub(crate) fn client_config(offer_roots: bool) -> ClientConfig {
+    let mut capabilities = ClientCapabilities::default();
+    let mut elicitation = ElicitationCapability::default();
+    elicitation.form = Some(FormElicitationCapability::default());
+    elicitation.url = Some(UrlElicitationCapability::default());
+    capabilities.elicitation = Some(elicitation);
+    capabilities.sampling = Some(SamplingCapability::default());
+    if offer_roots {
+        capabilities.roots = Some(RootsCapabilities::default());
+    }
+    ClientConfig::new(capabilities, Implementation::new("corrald", env!("CARGO_PKG_VERSION")))
 }
 
 impl ClientHandler for ServerClient {
     fn get_info(&self) -> ClientConfig {
-        client_config()
+        client_config(self.roots.is_some())
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        // The user may take their time: calls to this server stop their clocks.
+        let _pause = self.events.frontends().pause(&self.name);
+        match self
+            .ask_front_end::<ElicitationRequest, _, _>(Capability::Elicitation, &request, &context)
+            .await
+        {
+            Some(answer) => answer,
+            None => {
+                tracing::info!(
+                    server = %self.name,
+                    "declined an elicitation: no connected front-end declared `capabilities.elicitation`"
+                );
+                let mut declined = ElicitResult::new(ElicitationAction::Decline);
+                let mut meta = rmcp::model::MetaObject::new();
+                meta.insert(
+                    "corral/reason".to_owned(),
+                    "no front-end that can answer elicitations is connected to corrald".into(),
+                );
+                declined.meta = Some(meta);
+                Ok(declined)
+            }
+        }
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        self.ask_front_end::<SamplingRequest, _, _>(Capability::Sampling, &params, &context)
+            .await
+            .unwrap_or_else(|| {
+                Err(ErrorData::new(
+                    ErrorCode::INVALID_REQUEST,
+                    "sampling declined: no front-end connected to corrald can sample (none declared \
+                     `capabilities.sampling`)",
+                    None,
+                ))
+            })
+    }
+
+    async fn list_roots(&self, _context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {
+        Ok(ListRootsResult::new(self.roots.clone().unwrap_or_default()))
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let Ok(token) = serde_json::to_value(&params.progress_token) else {
+            return;
+        };
+        let Some((link, theirs)) = self.events.frontends().progress_target(&self.name, &token) else {
+            tracing::debug!(server = %self.name, %token, "progress for no running request");
+            return;
+        };
+        let mut progress = Progress::new(self.name.clone(), theirs, params.progress);
+        progress.total = params.total;
+        progress.message = params.message;
+        link.notify(ProgressNotification::METHOD, progress);
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let name = self.name.clone();
+        self.events
+            .publish(|seq| DaemonNotification::ResourceUpdated(ResourceUpdated::new(seq, name, params.uri)));
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {

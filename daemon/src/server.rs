@@ -387,7 +387,8 @@ impl ServerTask {
         let mut child = launched.child;
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
         let (tools_changed, mut tools_changed_rx) = mpsc::channel(1);
-        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed);
+        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed)
+            .with_roots(self.config.roots.as_deref());
         let startup = async {
             let service = handler
                 .serve((launched.stdout, launched.stdin))
@@ -507,6 +508,29 @@ impl ServerTask {
 
     /// Record a session that finished `initialize` and `tools/list`, report
     /// `ready`, and (if it was ready before) that its tools changed.
+    /// A new session of the server knows nothing of the resource
+    /// subscriptions front-ends hold: subscribe again, in the background.
+    fn renew_subscriptions(&self, peer: &rmcp::Peer<RoleClient>) {
+        let uris = self.events.frontends().subscriptions(&self.name);
+        if uris.is_empty() {
+            return;
+        }
+        let (name, peer, timeout) = (self.name.clone(), peer.clone(), self.config.tool_timeout);
+        self.tracker.spawn(async move {
+            for uri in uris {
+                #[allow(deprecated)] // legacy in MCP 2026-07-28, the way in 2025-11-25
+                let request = peer.subscribe(rmcp::model::SubscribeRequestParams::new(uri.clone()));
+                match tokio::time::timeout(timeout, request).await {
+                    Ok(Ok(())) => tracing::debug!(server = %name, uri, "resource subscription renewed"),
+                    Ok(Err(error)) => {
+                        tracing::warn!(server = %name, uri, %error, "cannot renew a resource subscription");
+                    }
+                    Err(_) => tracing::warn!(server = %name, uri, "renewing a resource subscription timed out"),
+                }
+            }
+        });
+    }
+
     fn mark_ready(&mut self, service: &Session, tools: Vec<Tool>, pid: Option<u32>) {
         let tool_count = tools
             .iter()
@@ -523,6 +547,7 @@ impl ServerTask {
             )
         });
         let peer = service.peer().clone();
+        self.renew_subscriptions(&peer);
         self.state.send_modify(|state| {
             state.public.tool_count = Some(tool_count);
             state.public.server_info = server_info;

@@ -87,6 +87,9 @@ pub struct ServerConfig {
     pub restart_backoff_max: Duration,
     /// `crash_loop_limit`: crashes within [`CRASH_LOOP_WINDOW`] that make the server `crashLoop` (default 5).
     pub crash_loop_limit: u32,
+    /// `roots`: what corrald answers the server's `roots/list` with: absolute paths or `file://` URIs.
+    /// When set, corrald declares the roots capability to the server.
+    pub roots: Option<Vec<String>>,
 }
 
 /// Transport-specific part of a server entry.
@@ -503,6 +506,19 @@ const FIELDS: &[FieldSpec] = &[
         },
     },
     FieldSpec {
+        name: "roots",
+        transport: None,
+        description: "The roots (directories) the server may work in, as absolute paths or file:// \
+            URIs: corrald answers the server's `roots/list` with them. When absent, corrald does not \
+            offer roots to the server.",
+        schema: || {
+            json!({
+                "type": "array",
+                "items": { "type": "string", "minLength": 1 },
+            })
+        },
+    },
+    FieldSpec {
         name: "command",
         transport: Some(Transport::Stdio),
         description: "stdio: the program to run, looked up on PATH. Its presence selects the stdio \
@@ -791,6 +807,7 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
         let crash_loop_limit = self.positive_integer("crash_loop_limit");
         let enabled_tools = self.string_list("enabled_tools", tool_name);
         let disabled_tools = self.string_list("disabled_tools", tool_name);
+        let roots = self.string_list("roots", root);
         let stdio = StdioConfig {
             command: self.string("command", program).unwrap_or_default(),
             args: self.string_list("args", no_nul).unwrap_or_default(),
@@ -825,6 +842,7 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
             restart_backoff_initial: restart_backoff_initial.unwrap_or(DEFAULT_RESTART_BACKOFF_INITIAL),
             restart_backoff_max: restart_backoff_max.unwrap_or(DEFAULT_RESTART_BACKOFF_MAX),
             crash_loop_limit: crash_loop_limit.unwrap_or(DEFAULT_CRASH_LOOP_LIMIT),
+            roots,
         })
     }
 
@@ -1154,6 +1172,22 @@ fn absolute_path(text: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("must be an absolute path, found `{}`", text.escape_debug()))
+    }
+}
+
+/// A root: an absolute path or a `file://` URI.
+fn root(text: &str) -> Result<(), String> {
+    no_nul(text)?;
+    let is_file_uri = text
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("file://"));
+    if is_file_uri || Path::new(text).is_absolute() {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be an absolute path or a file:// URI, found `{}`",
+            text.escape_debug()
+        ))
     }
 }
 

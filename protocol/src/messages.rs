@@ -1080,6 +1080,92 @@ impl EventsReplayResult {
 }
 
 // ---------------------------------------------------------------------------
+// resources/subscribe, resources/unsubscribe
+
+/// `resources/subscribe`: ask `server` to send `resources/updated` for `uri`
+/// (MCP `resources/subscribe`). Updates arrive as `mcpServer/resources/updated`.
+#[derive(Debug)]
+pub enum ResourcesSubscribe {}
+impl Request for ResourcesSubscribe {
+    const METHOD: &'static str = "resources/subscribe";
+    type Params = ResourcesReadParams;
+    type Result = NoParams;
+}
+
+/// `resources/unsubscribe`: this front-end no longer wants updates of `uri`.
+/// The server is told once no connected front-end is subscribed.
+#[derive(Debug)]
+pub enum ResourcesUnsubscribe {}
+impl Request for ResourcesUnsubscribe {
+    const METHOD: &'static str = "resources/unsubscribe";
+    type Params = ResourcesReadParams;
+    type Result = NoParams;
+}
+
+// ---------------------------------------------------------------------------
+// Requests the daemon sends to front-ends
+
+/// A JSON-RPC request the daemon sends to a front-end, which answers it.
+///
+/// Only front-ends that declared the matching capability at `initialize`
+/// receive these; the response carries the request's `id` as usual.
+pub trait DaemonRequest {
+    /// Method name on the wire, e.g. `mcpServer/elicitation/request`.
+    const METHOD: &'static str;
+    /// The `params` member.
+    type Params: Serialize + DeserializeOwned + JsonSchema;
+    /// The `result` member the front-end answers with.
+    type Result: Serialize + DeserializeOwned + JsonSchema;
+}
+
+/// `mcpServer/elicitation/request`: an MCP server asks the user for input
+/// (MCP `elicitation/create`). Sent to a front-end with
+/// `capabilities.elicitation`: the one whose `tools/call` to that server is
+/// running, else the most recently active one. The result is the MCP
+/// `ElicitResult` (`{action: "accept" | "decline" | "cancel", content?}`),
+/// passed to the server as is. While it waits, the timeout of calls to that
+/// server is paused.
+#[derive(Debug)]
+pub enum ElicitationRequest {}
+impl DaemonRequest for ElicitationRequest {
+    const METHOD: &'static str = "mcpServer/elicitation/request";
+    type Params = ServerRequestParams;
+    type Result = serde_json::Value;
+}
+
+/// `mcpServer/sampling/createMessage`: an MCP server asks for an LLM
+/// completion (MCP `sampling/createMessage`). Sent only to a front-end with
+/// `capabilities.sampling`; the result is the MCP `CreateMessageResult`.
+#[derive(Debug)]
+pub enum SamplingRequest {}
+impl DaemonRequest for SamplingRequest {
+    const METHOD: &'static str = "mcpServer/sampling/createMessage";
+    type Params = ServerRequestParams;
+    type Result = serde_json::Value;
+}
+
+/// Params of a request an MCP server made of its client, forwarded to a front-end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ServerRequestParams {
+    /// The server that asks.
+    pub server: String,
+    /// The MCP request's `params`, as the server sent them.
+    pub request: serde_json::Value,
+}
+
+impl ServerRequestParams {
+    /// A request of `server` with MCP params `request`.
+    pub fn new(server: impl Into<String>, request: serde_json::Value) -> Self {
+        Self {
+            server: server.into(),
+            request,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Notifications
 
 /// `mcpServer/startupStatus/updated`: a server changed lifecycle status.
@@ -1244,6 +1330,83 @@ impl ServerLog {
     }
 }
 
+/// `mcpServer/resources/updated`: a subscribed resource changed (MCP `notifications/resources/updated`).
+#[derive(Debug)]
+pub enum ResourceUpdatedNotification {}
+impl Notification for ResourceUpdatedNotification {
+    const METHOD: &'static str = "mcpServer/resources/updated";
+    type Params = ResourceUpdated;
+}
+
+/// Params of `mcpServer/resources/updated`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ResourceUpdated {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// Server name.
+    pub name: String,
+    /// The resource that changed.
+    pub uri: String,
+}
+
+impl ResourceUpdated {
+    /// Resource `uri` of server `name` changed.
+    pub fn new(seq: u64, name: impl Into<String>, uri: impl Into<String>) -> Self {
+        Self {
+            seq,
+            name: name.into(),
+            uri: uri.into(),
+        }
+    }
+}
+
+/// `mcpServer/progress`: progress of a request this connection made with a
+/// `_meta.progressToken` (MCP `notifications/progress`).
+///
+/// Like `events/lagged` it has no `seq` and is not replayable: it goes only
+/// to the connection whose request it is about, carrying that connection's
+/// own token.
+#[derive(Debug)]
+pub enum ProgressNotification {}
+impl Notification for ProgressNotification {
+    const METHOD: &'static str = "mcpServer/progress";
+    type Params = Progress;
+}
+
+/// Params of `mcpServer/progress`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Progress {
+    /// The server doing the work.
+    pub server: String,
+    /// The `_meta.progressToken` the front-end put on its request.
+    pub progress_token: serde_json::Value,
+    /// Progress so far; increases with every notification.
+    pub progress: f64,
+    /// Total, if the server knows it.
+    #[serde(default)]
+    pub total: Option<f64>,
+    /// A human-readable message, if the server sent one.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl Progress {
+    /// Progress of `server` for the request with `progress_token`.
+    pub fn new(server: impl Into<String>, progress_token: serde_json::Value, progress: f64) -> Self {
+        Self {
+            server: server.into(),
+            progress_token,
+            progress,
+            total: None,
+            message: None,
+        }
+    }
+}
+
 /// `events/lagged`: this connection fell behind and missed notifications.
 ///
 /// The one notification without a `seq` of its own: it is about this
@@ -1300,18 +1463,22 @@ pub enum DaemonNotification {
     /// `mcpServer/log`.
     #[serde(rename = "mcpServer/log")]
     ServerLog(ServerLog),
+    /// `mcpServer/resources/updated`.
+    #[serde(rename = "mcpServer/resources/updated")]
+    ResourceUpdated(ResourceUpdated),
 }
 
 impl DaemonNotification {
     /// The method names of every variant, in declaration order; what a
     /// client subscribes to. Kept next to the variants (a test checks that
     /// each variant's [`DaemonNotification::method`] is listed).
-    pub const METHODS: [&'static str; 5] = [
+    pub const METHODS: [&'static str; 6] = [
         StartupStatusUpdatedNotification::METHOD,
         ToolsListChangedNotification::METHOD,
         ResourcesListChangedNotification::METHOD,
         PromptsListChangedNotification::METHOD,
         ServerLogNotification::METHOD,
+        ResourceUpdatedNotification::METHOD,
     ];
 
     /// The notification's sequence number.
@@ -1321,6 +1488,7 @@ impl DaemonNotification {
             Self::ToolsListChanged(n) => n.seq,
             Self::ResourcesListChanged(n) | Self::PromptsListChanged(n) => n.seq,
             Self::ServerLog(n) => n.seq,
+            Self::ResourceUpdated(n) => n.seq,
         }
     }
 
@@ -1332,6 +1500,7 @@ impl DaemonNotification {
             Self::ResourcesListChanged(_) => ResourcesListChangedNotification::METHOD,
             Self::PromptsListChanged(_) => PromptsListChangedNotification::METHOD,
             Self::ServerLog(_) => ServerLogNotification::METHOD,
+            Self::ResourceUpdated(_) => ResourceUpdatedNotification::METHOD,
         }
     }
 }

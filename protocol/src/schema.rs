@@ -44,7 +44,24 @@ pub fn protocol_schema() -> Value {
     method!(ResourcesRead);
     method!(PromptsList);
     method!(PromptsGet);
+    method!(ResourcesSubscribe);
+    method!(ResourcesUnsubscribe);
     method!(EventsReplay);
+
+    let mut daemon_requests = serde_json::Map::new();
+    macro_rules! daemon_request {
+        ($request:ty) => {
+            daemon_requests.insert(
+                <$request as DaemonRequest>::METHOD.to_owned(),
+                json!({
+                    "params": generator.subschema_for::<<$request as DaemonRequest>::Params>(),
+                    "result": generator.subschema_for::<<$request as DaemonRequest>::Result>(),
+                }),
+            )
+        };
+    }
+    daemon_request!(ElicitationRequest);
+    daemon_request!(SamplingRequest);
 
     let mut notifications = serde_json::Map::new();
     macro_rules! notification {
@@ -61,6 +78,8 @@ pub fn protocol_schema() -> Value {
     notification!(PromptsListChangedNotification);
     notification!(ServerLogNotification);
     notification!(EventsLaggedNotification);
+    notification!(ResourceUpdatedNotification);
+    notification!(ProgressNotification);
     let version_mismatch = generator.subschema_for::<VersionMismatchData>();
     let replayable = generator.subschema_for::<DaemonNotification>();
 
@@ -76,6 +95,7 @@ pub fn protocol_schema() -> Value {
         "protocolVersion": crate::PROTOCOL_VERSION,
         "methods": methods,
         "notifications": notifications,
+        "daemonRequests": daemon_requests,
         "replayableNotification": replayable,
         "errorCodes": error_codes,
         "errorData": { "protocolVersionMismatch": version_mismatch },
@@ -336,6 +356,52 @@ pub fn examples() -> Vec<(&'static str, Value)> {
                 PromptsListChangedNotification::METHOD,
                 ListChanged::new(22, "everything"),
             ),
+        ),
+        (
+            "resources-subscribe.request.json",
+            request(
+                12,
+                ResourcesSubscribe::METHOD,
+                ResourcesReadParams::new("everything", "demo://resource/static/document/architecture.md"),
+            ),
+        ),
+        (
+            "resource-updated.notification.json",
+            notification(
+                ResourceUpdatedNotification::METHOD,
+                ResourceUpdated::new(23, "everything", "demo://resource/static/document/architecture.md"),
+            ),
+        ),
+        (
+            "progress.notification.json",
+            notification(ProgressNotification::METHOD, {
+                let mut progress = Progress::new("everything", json!("call-7"), 2.0);
+                progress.total = Some(5.0);
+                progress
+            }),
+        ),
+        (
+            "elicitation.request.json",
+            request(
+                1,
+                ElicitationRequest::METHOD,
+                ServerRequestParams::new(
+                    "everything",
+                    json!({
+                        "mode": "form",
+                        "message": "Please provide your name",
+                        "requestedSchema": {
+                            "type": "object",
+                            "properties": { "name": { "type": "string", "title": "Name" } },
+                            "required": ["name"]
+                        }
+                    }),
+                ),
+            ),
+        ),
+        (
+            "elicitation.response.json",
+            response(1, json!({ "action": "accept", "content": { "name": "Ada" } })),
         ),
         (
             "events-lagged.notification.json",

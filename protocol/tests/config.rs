@@ -206,6 +206,14 @@ oauth_resource = "https://example.com"
         ],
     },
     ErrorCase {
+        name: "relative root, or not a list",
+        toml: "[servers.a]\ncommand = \"npx\"\nroots = [\"src\", \"file:///srv\"]\n\n[servers.b]\ncommand = \"npx\"\nroots = \"/srv\"\n",
+        errors: &[
+            "config.toml:3:10: server `a`, field `roots`: must be an absolute path or a file:// URI, found `src`",
+            "config.toml:7:9: server `b`, field `roots`: expected an array of strings, found a string",
+        ],
+    },
+    ErrorCase {
         name: "negative stop timeout",
         toml: "[servers.fs]\ncommand = \"npx\"\nstop_timeout_sec = 0\n",
         errors: &[
@@ -482,6 +490,7 @@ stop_timeout_sec = 4
 restart_backoff_initial_sec = 0.25
 restart_backoff_max_sec = 10
 crash_loop_limit = 3
+roots = ['@CWD@', "file:///srv/shared"]
 enabled_tools = ["read_file"]
 disabled_tools = ["write_file"]
 
@@ -540,6 +549,13 @@ fn the_full_example_reads_every_field() {
     assert_eq!(filesystem.restart_backoff_initial, Duration::from_millis(250));
     assert_eq!(filesystem.restart_backoff_max, Duration::from_secs(10));
     assert_eq!(filesystem.crash_loop_limit, 3);
+    assert_eq!(
+        filesystem.roots,
+        Some(vec![
+            absolute_dir().display().to_string(),
+            "file:///srv/shared".to_owned()
+        ])
+    );
     let TransportConfig::Stdio(stdio) = &filesystem.transport else {
         panic!("filesystem should be stdio: {filesystem:?}");
     };

@@ -126,6 +126,14 @@ fn every_committed_example_parses_as_its_typed_message() {
                 round_trip::<ListChanged>(&message["params"]);
             }
             (Some(ServerLogNotification::METHOD), _) => round_trip::<ServerLog>(&message["params"]),
+            (Some(ResourcesSubscribe::METHOD | ResourcesUnsubscribe::METHOD), _) => {
+                round_trip::<ResourcesReadParams>(&message["params"]);
+            }
+            (Some(ResourceUpdatedNotification::METHOD), _) => round_trip::<ResourceUpdated>(&message["params"]),
+            (Some(ProgressNotification::METHOD), _) => round_trip::<Progress>(&message["params"]),
+            (Some(ElicitationRequest::METHOD | SamplingRequest::METHOD), _) => {
+                round_trip::<ServerRequestParams>(&message["params"]);
+            }
             (Some(other), _) => panic!("{}: unknown method {other}", path.display()),
             (None, true) => {
                 let result = &message["result"];
@@ -141,6 +149,7 @@ fn every_committed_example_parses_as_its_typed_message() {
                     "tools-call" => round_trip::<serde_json::Value>(result),
                     "resources-list" => round_trip::<ListResult>(result),
                     "events-replay" => round_trip::<EventsReplayResult>(result),
+                    "elicitation" => round_trip::<serde_json::Value>(result),
                     other => panic!("{}: no result type known for {other}", path.display()),
                 }
             }

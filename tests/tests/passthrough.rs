@@ -30,8 +30,9 @@ use corral_tests::{
     SERVER_WAIT, TestDaemon, everything_config, peers_dir, poll_until, wait_for_status, within, within_for,
 };
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, GetPromptRequestParams,
-    GetPromptResponse, Implementation, ReadResourceRequestParams,
+    CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, ElicitationCapability,
+    FormElicitationCapability, GetPromptRequestParams, GetPromptResponse, Implementation, ReadResourceRequestParams,
+    SamplingCapability, UrlElicitationCapability,
 };
 use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceError, ServiceExt as _};
@@ -96,12 +97,16 @@ impl Direct {
                 }
             }
         });
-        // The same capabilities as corrald's own client (none): server-everything
-        // offers some tools only to clients declaring roots, sampling or elicitation.
-        let config = ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("corral-passthrough-test", "0"),
-        );
+        // The same capabilities as corrald's own client (elicitation in both
+        // modes and sampling; no roots unless configured): server-everything
+        // offers some tools only to clients declaring them.
+        let mut capabilities = ClientCapabilities::default();
+        let mut elicitation = ElicitationCapability::default();
+        elicitation.form = Some(FormElicitationCapability::default());
+        elicitation.url = Some(UrlElicitationCapability::default());
+        capabilities.elicitation = Some(elicitation);
+        capabilities.sampling = Some(SamplingCapability::default());
+        let config = ClientConfig::new(capabilities, Implementation::new("corral-passthrough-test", "0"));
         let client = within_for(
             SERVER_WAIT,
             "`initialize` of a direct server-everything",

@@ -27,7 +27,7 @@ async fn server_everything_gets_ready_stops_for_good_starts_and_restarts() {
     let client = recorder.client();
 
     let ready = wait_for_status(client, "everything", Ready, SERVER_WAIT).await;
-    assert_eq!(ready.tool_count, Some(13), "{ready:#?}");
+    assert_eq!(ready.tool_count, Some(16), "{ready:#?}");
     let info = ready.server_info.as_ref().expect("serverInfo once ready");
     assert_eq!(info.name, "mcp-servers/everything", "{ready:#?}");
     assert_eq!(ready.transport, TransportKind::Stdio);
@@ -69,7 +69,7 @@ async fn server_everything_gets_ready_stops_for_good_starts_and_restarts() {
     let ready = wait_for_status(client, "everything", Ready, SERVER_WAIT).await;
     let second_pid = ready.pid.expect("pid");
     assert_ne!(second_pid, first_pid, "a start launches a new process");
-    assert_eq!(ready.tool_count, Some(13));
+    assert_eq!(ready.tool_count, Some(16));
 
     // A restart on request is not a crash: new process, restartCount unchanged.
     let restarted = client.mcp_server_restart("everything").await.expect("restart").server;

@@ -58,7 +58,7 @@ async fn tools_of_every_ready_server_are_listed_raw_and_filtered_by_the_config()
         .filter(|tool| tool.server == "everything")
         .filter_map(|tool| tool.name())
         .collect();
-    assert_eq!(everything.len(), 12, "13 tools minus the disabled one: {everything:?}");
+    assert_eq!(everything.len(), 15, "16 tools minus the disabled one: {everything:?}");
     assert!(!everything.contains(&"get-env"), "disabled_tools applies to listing");
     let fixture: Vec<&str> = listing
         .tools

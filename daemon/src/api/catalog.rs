@@ -1,27 +1,35 @@
 //! Resources and prompts of every server, through one socket:
 //! `resources/list`, `resources/templates/list`, `resources/read`,
-//! `prompts/list`, `prompts/get`.
+//! `prompts/list`, `prompts/get`, `resources/subscribe`, `resources/unsubscribe`.
 //!
 //! Listings fetch every page of every ready server concurrently, each server
 //! bounded by its `tool_timeout_sec`; a server that repeats a pagination
 //! cursor is reported as an error rather than looped on. Servers that do not
 //! declare the capability are skipped. MCP objects pass through untouched.
 
+// `resources/subscribe` is legacy in MCP 2026-07-28 (`Peer::listen` replaces
+// it), but the servers people run negotiate 2025-11-25, where it is the way.
+#![allow(deprecated)]
+
 use std::collections::HashSet;
 
 use corral_protocol::{
-    ErrorCode, ListError, ListParams, ListResult, PromptsGet, PromptsGetParams, PromptsList, Request,
-    ResourceTemplatesList, ResourcesList, ResourcesRead, ResourcesReadParams, ServerItem,
+    ErrorCode, ListError, ListParams, ListResult, NoParams, PromptsGet, PromptsGetParams, PromptsList, Request,
+    ResourceTemplatesList, ResourcesList, ResourcesRead, ResourcesReadParams, ResourcesSubscribe, ResourcesUnsubscribe,
+    ServerItem,
 };
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
-use rmcp::model::{GetPromptRequestParams, GetPromptResponse, PaginatedRequestParams, ReadResourceRequestParams};
+use rmcp::model::{
+    GetPromptRequestParams, GetPromptResponse, PaginatedRequestParams, ReadResourceRequestParams,
+    SubscribeRequestParams, UnsubscribeRequestParams,
+};
 use rmcp::{Peer, RoleClient, ServiceError};
 use serde::Serialize;
 
 use super::DaemonContext;
-use super::methods::{parse_json, parse_params, rpc_error};
+use super::methods::{parse_json, parse_params, rpc_error, session};
 use super::tools::{not_available_error, not_ready_servers, service_error, timeout_error};
 use crate::supervisor::CallTarget;
 
@@ -218,5 +226,75 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             )),
         }
     })?;
+
+    module.register_async_method(ResourcesSubscribe::METHOD, |params, context, extensions| async move {
+        let ResourcesReadParams { server, uri, .. } = parse_params::<ResourcesSubscribe>(&params)?;
+        let connection = session(&extensions)?.id;
+        let target = context
+            .supervisor
+            .call_target(server.clone())
+            .await?
+            .map_err(|not_available| not_available_error(&server, &not_available))?;
+        let supported = target
+            .peer
+            .peer_info()
+            .and_then(|info| {
+                info.capabilities
+                    .resources
+                    .as_ref()
+                    .and_then(|resources| resources.subscribe)
+            })
+            .unwrap_or(false);
+        if !supported {
+            return Err(rpc_error(
+                ErrorCode::ServerError,
+                format!("MCP server `{server}` does not support resource subscriptions"),
+            ));
+        }
+        if context.frontends.subscribe(&server, &uri, connection) {
+            let what = format!("`resources/subscribe` of `{uri}`");
+            let timeout = target.config.tool_timeout;
+            let subscribed =
+                tokio::time::timeout(timeout, target.peer.subscribe(SubscribeRequestParams::new(uri.clone())))
+                    .await
+                    .map_err(|_| timeout_error(&server, &what, timeout))
+                    .and_then(|result| result.map_err(|error| service_error(&server, &what, error)));
+            if let Err(error) = subscribed {
+                context.frontends.forget_subscription(&server, &uri, connection);
+                return Err(error);
+            }
+        }
+        Ok::<_, ErrorObjectOwned>(NoParams {})
+    })?;
+
+    module.register_async_method(ResourcesUnsubscribe::METHOD, |params, context, extensions| async move {
+        let ResourcesReadParams { server, uri, .. } = parse_params::<ResourcesUnsubscribe>(&params)?;
+        let connection = session(&extensions)?.id;
+        match context.frontends.unsubscribe(&server, &uri, connection) {
+            None => Err(rpc_error(
+                ErrorCode::InvalidParams,
+                format!("this connection is not subscribed to `{uri}` of MCP server `{server}`"),
+            )),
+            Some(false) => Ok(NoParams {}),
+            Some(true) => {
+                release_subscription(&context, server, uri).await;
+                Ok(NoParams {})
+            }
+        }
+    })?;
     Ok(())
+}
+
+/// Tell `server` that no front-end wants updates of `uri` any more. Best
+/// effort: a server that is not ready has forgotten the subscription anyway.
+pub(crate) async fn release_subscription(context: &DaemonContext, server: String, uri: String) {
+    let Ok(Ok(target)) = context.supervisor.call_target(server.clone()).await else {
+        return;
+    };
+    let request = target.peer.unsubscribe(UnsubscribeRequestParams::new(uri.clone()));
+    match tokio::time::timeout(target.config.tool_timeout, request).await {
+        Ok(Ok(())) => tracing::debug!(server, uri, "unsubscribed: no front-end wants updates"),
+        Ok(Err(error)) => tracing::debug!(server, uri, %error, "unsubscribing failed"),
+        Err(_) => tracing::debug!(server, uri, "unsubscribing timed out"),
+    }
 }

@@ -27,6 +27,7 @@ use tracing::Instrument;
 use super::methods::rpc_error;
 use super::session::Session;
 use crate::events::{EventFrame, Subscription};
+use crate::frontends::FrontEndError;
 
 /// Responses waiting for the writer; when full, the reader waits.
 const OUTBOUND_QUEUE: usize = 64;
@@ -54,8 +55,13 @@ enum Outbound {
 
 /// Serve one connection until the front-end leaves, breaks the protocol
 /// beyond repair, or the daemon shuts down.
-pub(crate) async fn serve<S>(stream: S, session: Arc<Session>, methods: Methods, shutdown: CancellationToken)
-where
+pub(crate) async fn serve<S>(
+    stream: S,
+    session: Arc<Session>,
+    link_messages: mpsc::Receiver<String>,
+    methods: Methods,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let span = tracing::info_span!("connection", id = session.id);
@@ -95,7 +101,7 @@ where
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let mut writer_task =
-            tokio::spawn(write_loop(writer, framing, outbound_rx, shutdown.clone()).in_current_span());
+            tokio::spawn(write_loop(writer, framing, outbound_rx, link_messages, shutdown.clone()).in_current_span());
         let dispatcher = Dispatcher {
             session,
             methods,
@@ -329,6 +335,7 @@ impl Dispatcher {
         };
         let id = request.id.clone().into_owned();
         let method = request.method.as_ref();
+        self.session.link.touch();
         if method != Initialize::METHOD && !self.session.is_initialized() {
             return Some(Dispatched::Now(MethodResponse::error(
                 id,
@@ -393,7 +400,7 @@ impl Dispatcher {
             return target.and_then(|target| self.cancel(target));
         }
         if jsonrpc_ok && has("id") && !has("method") && (has("result") || has("error")) {
-            tracing::debug!("ignoring response from front-end: the daemon sent it no request");
+            self.answer(object?);
             return None;
         }
         let id = match object.and_then(|o| o.get("id")) {
@@ -408,6 +415,31 @@ impl Dispatcher {
                 format!("not a JSON-RPC 2.0 request: {parse_error}"),
             ),
         ))
+    }
+}
+
+impl Dispatcher {
+    /// A front-end's response to a request of the daemon's: hand it to the waiter.
+    fn answer(&self, response: &serde_json::Map<String, serde_json::Value>) {
+        let Some(id) = response.get("id").and_then(serde_json::Value::as_u64) else {
+            tracing::debug!("ignoring a response with an id the daemon never sent");
+            return;
+        };
+        let answer = match response.get("error") {
+            Some(error) => Err(FrontEndError::Error {
+                code: error.get("code").and_then(serde_json::Value::as_i64).unwrap_or(0),
+                message: error
+                    .get("message")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                data: error.get("data").cloned(),
+            }),
+            None => Ok(response.get("result").cloned().unwrap_or(serde_json::Value::Null)),
+        };
+        if !self.session.link.resolve(id, answer) {
+            tracing::debug!(id, "ignoring a response to no pending request (answered late or twice)");
+        }
     }
 }
 
@@ -457,9 +489,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     framing: Framing,
     mut outbound: mpsc::Receiver<Outbound>,
+    mut link_messages: mpsc::Receiver<String>,
     shutdown: CancellationToken,
 ) {
     let mut events: Option<broadcast::Receiver<Arc<EventFrame>>> = None;
+    // The daemon's requests and targeted notifications: only after the `initialize` response.
+    let mut link_open = false;
     let mut last_delivered = 0;
     let mut wire = Vec::with_capacity(4096);
     loop {
@@ -472,6 +507,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Some(Outbound::Subscribe(subscription)) => {
                     last_delivered = subscription.last_seq;
                     events = Some(subscription.receiver);
+                    link_open = true;
+                    continue;
+                }
+            },
+            message = link_messages.recv(), if link_open => match message {
+                Some(message) => framing::encode(framing, message.as_bytes(), &mut wire),
+                None => {
+                    link_open = false;
                     continue;
                 }
             },

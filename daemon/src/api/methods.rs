@@ -62,7 +62,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(params: &Params<'_>, method: &str)
     })
 }
 
-fn session(extensions: &Extensions) -> Result<Arc<Session>, ErrorObjectOwned> {
+pub(crate) fn session(extensions: &Extensions) -> Result<Arc<Session>, ErrorObjectOwned> {
     extensions
         .get::<Arc<Session>>()
         .cloned()
@@ -221,8 +221,9 @@ fn initialize(
         ));
     }
     let last_seq = session
-        .initialize(params.client_info, params.capabilities, &context.events)
+        .initialize(params.client_info, params.capabilities.clone(), &context.events)
         .map_err(|()| rpc_error(ErrorCode::AlreadyInitialized, "this connection is already initialized"))?;
+    context.frontends.register(&session.link, params.capabilities);
     Ok(InitializeResult::new(
         context.daemon_info.clone(),
         session.id,

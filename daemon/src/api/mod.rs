@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::events::EventHub;
+use crate::frontends::{FrontEnds, Link};
 use crate::supervisor::SupervisorHandle;
 
 /// Most front-end connections served at once; more are refused (and logged).
@@ -44,6 +45,8 @@ pub struct DaemonContext {
     pub(crate) config_error: Option<String>,
     pub(crate) supervisor: SupervisorHandle,
     pub(crate) events: Arc<EventHub>,
+    /// Front-ends that answer servers' requests, progress routes, subscriptions.
+    pub(crate) frontends: Arc<FrontEnds>,
     /// Whether `debug/*` methods for tests and benchmarks are registered.
     pub(crate) test_hooks: bool,
     connections: AtomicU32,
@@ -70,6 +73,7 @@ impl DaemonContext {
             config_path,
             config_error,
             supervisor,
+            frontends: events.frontends().clone(),
             events,
             test_hooks,
             connections: AtomicU32::new(0),
@@ -115,8 +119,13 @@ async fn run_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let session = Arc::new(session::Session::new(id));
-    connection::serve(stream, session, methods, shutdown).await;
+    let (link, link_messages) = Link::new(id);
+    let session = Arc::new(session::Session::new(id, link.clone()));
+    connection::serve(stream, session, link_messages, methods, shutdown).await;
+    link.close();
+    for (server, uri) in context.frontends.disconnected(id) {
+        catalog::release_subscription(&context, server, uri).await;
+    }
     context.supervisor.session_closed(id).await;
     drop(guard);
 }

@@ -1,10 +1,11 @@
 //! Per-connection state: who the front-end is and its place in the event stream.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use corral_protocol::{ClientCapabilities, ClientInfo};
 
 use crate::events::{EventHub, Subscription};
+use crate::frontends::Link;
 
 /// One front-end connection. Shared between the connection task and the
 /// method handlers (through jsonrpsee `Extensions`).
@@ -12,6 +13,8 @@ use crate::events::{EventHub, Subscription};
 pub(crate) struct Session {
     /// Daemon-unique connection id.
     pub(crate) id: u64,
+    /// The daemon's requests and targeted notifications to this front-end.
+    pub(crate) link: Arc<Link>,
     state: Mutex<SessionState>,
 }
 
@@ -23,9 +26,10 @@ struct SessionState {
 }
 
 impl Session {
-    pub(crate) fn new(id: u64) -> Self {
+    pub(crate) fn new(id: u64, link: Arc<Link>) -> Self {
         Self {
             id,
+            link,
             state: Mutex::new(SessionState::default()),
         }
     }

@@ -4,8 +4,10 @@
 //! The handlers ask the supervisor for a ready server's peer (a cheap
 //! clone) and talk to the server themselves, so a slow tool never holds up
 //! the supervisor or other calls. MCP objects (tools, results) pass through
-//! as the server sent them.
+//! as the server sent them. A call's progress goes back to its caller, and
+//! its timeout stops while the server waits for an elicitation answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_protocol::{
@@ -15,13 +17,21 @@ use corral_protocol::{
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
-use rmcp::ServiceError;
-use rmcp::model::{CallToolRequestParams, CallToolResponse, RequestMetaObject};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, RequestId,
+    RequestMetaObject, ServerResult,
+};
+use rmcp::service::PeerRequestOptions;
+use rmcp::{Peer, RoleClient, ServiceError};
 
 use super::DaemonContext;
-use super::methods::{parse_params, rpc_error};
+use super::methods::{parse_params, rpc_error, session};
+use crate::frontends::{FrontEnds, Link};
 use crate::server::tool_allowed;
 use crate::supervisor::NotAvailable;
+
+/// The `_meta` key of an MCP progress token.
+const PROGRESS_TOKEN: &str = "progressToken";
 
 /// Register `tools/list` and `tools/call`.
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
@@ -49,7 +59,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         Ok::<_, ErrorObjectOwned>(ToolsListResult::new(tools, not_ready))
     })?;
 
-    module.register_async_method(ToolsCall::METHOD, |params, context, _| async move {
+    module.register_async_method(ToolsCall::METHOD, |params, context, extensions| async move {
         let ToolsCallParams {
             server,
             name,
@@ -74,15 +84,25 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                 format!("MCP server `{server}` has no tool named `{name}`"),
             ));
         }
+        let session = session(&extensions)?;
+        let frontends = &context.frontends;
+        // While it runs, this connection answers the server's elicitations first.
+        let _call = frontends.call_started(&server, session.id);
+        // rmcp puts a progress token of its own on every request; the
+        // front-end's, if it gave one, is what its progress carries.
+        let mut meta = meta;
+        let progress_token = meta.as_mut().and_then(|meta| meta.remove(PROGRESS_TOKEN));
         let mut request = CallToolRequestParams::new(name.clone());
         request.arguments = arguments;
         request.meta = meta.map(|meta| RequestMetaObject(rmcp::model::MetaObject(meta)));
         let timeout = target.config.tool_timeout;
         let what = format!("`tools/call` of `{name}`");
-        // Dropping the request on timeout makes rmcp send `notifications/cancelled`.
-        let response = tokio::time::timeout(timeout, target.peer.call_tool_once(request))
+        let progress = progress_token.map(|token| (frontends, server.as_str(), &session.link, token));
+        // The clock stops while an elicitation of this server waits on the user.
+        let response = frontends
+            .active_time_timeout(&server, timeout, call_tool(&target.peer, request, progress))
             .await
-            .map_err(|_| timeout_error(&server, &what, timeout))?
+            .ok_or_else(|| timeout_error(&server, &what, timeout))?
             .map_err(|error| service_error(&server, &what, error))?;
         match response {
             CallToolResponse::Complete(result) => serde_json::to_value(result)
@@ -96,6 +116,60 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         }
     })?;
     Ok(())
+}
+
+/// Where a call's progress goes: the registry, the server, the caller's link and its token.
+type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a str, &'a Arc<Link>, serde_json::Value);
+
+/// Send `tools/call` to `peer` and wait for the answer. While it runs, the
+/// server's progress for it goes to `progress`; dropping the future cancels
+/// the request on the server (`notifications/cancelled`).
+async fn call_tool(
+    peer: &Peer<RoleClient>,
+    params: CallToolRequestParams,
+    progress: Option<ProgressTarget<'_>>,
+) -> Result<CallToolResponse, ServiceError> {
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+    let handle = peer
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await?;
+    let _route = progress.map(|(frontends, server, link, theirs)| {
+        let ours = serde_json::to_value(&handle.progress_token).unwrap_or_default();
+        frontends.progress_route(server, link, &ours, theirs)
+    });
+    let mut cancel = CancelOnDrop {
+        peer: peer.clone(),
+        id: Some(handle.id.clone()),
+    };
+    let result = handle.await_response().await;
+    cancel.id = None;
+    match result? {
+        ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+        ServerResult::InputRequiredResult(result) => Ok(CallToolResponse::InputRequired(result)),
+        ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
+        _ => Err(ServiceError::UnexpectedResponse),
+    }
+}
+
+/// Tells the server a request is abandoned (timeout, cancellation, a
+/// front-end gone) unless disarmed by taking `id`.
+struct CancelOnDrop {
+    peer: Peer<RoleClient>,
+    id: Option<RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let peer = self.peer.clone();
+        tokio::spawn(async move {
+            let cancelled =
+                CancelledNotificationParam::new(Some(id), Some("request abandoned by the caller".to_owned()));
+            if let Err(error) = peer.notify_cancelled(cancelled).await {
+                tracing::debug!(%error, "cannot tell the server a request was cancelled");
+            }
+        });
+    }
 }
 
 /// The protocol's view of servers left out of a listing.

@@ -303,6 +303,9 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
                 one_line(&message, 300)
             )
         }
+        ClientNotification::Daemon(DaemonNotification::ResourceUpdated(update)) => {
+            format!("[{}] {}: resource updated: {}", update.seq, update.name, update.uri)
+        }
         other => format!("[?] {}", other.method()),
     }
 }

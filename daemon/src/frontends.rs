@@ -1,0 +1,565 @@
+//! The way back from MCP servers to front-ends.
+//!
+//! - Requests a server makes of its client (`elicitation/create`,
+//!   `sampling/createMessage`) go to one front-end that declared it can
+//!   answer them: the one whose `tools/call` to that server is running, else
+//!   the most recently active one. Each connection has a [`Link`]: the
+//!   daemon's requests to it are numbered, their answers are matched by id,
+//!   and an abandoned request is withdrawn with `$/cancelRequest`.
+//! - Progress (`notifications/progress`) goes to the connection whose
+//!   request carried a progress token: the request to the server carries
+//!   rmcp's token (unique per server session), mapped back to the
+//!   front-end's while the request runs.
+//! - While an elicitation waits on the user, the timeout of calls to that
+//!   server is paused ([`FrontEnds::active_time_timeout`]).
+//! - Resource subscriptions are counted across front-ends: the server is
+//!   subscribed once and unsubscribed when the last front-end lets go.
+//!
+//! Like the event hub, this knows nothing of MCP itself; `mcp_client` and
+//! the `api` handlers use it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use corral_protocol::ClientCapabilities;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Messages from the daemon to one front-end waiting for its writer; a
+/// request waits for room, a progress notification is dropped when full.
+const LINK_QUEUE: usize = 64;
+
+/// LSP's cancellation notification, sent when the daemon withdraws a request.
+const CANCEL_REQUEST: &str = "$/cancelRequest";
+
+/// Activity clock shared by every link: larger means more recent.
+static ACTIVITY: AtomicU64 = AtomicU64::new(1);
+
+/// Why a front-end did not answer a request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrontEndError {
+    /// The connection closed before the answer came.
+    #[error("the front-end disconnected before answering")]
+    Disconnected,
+    /// The front-end answered with a JSON-RPC error.
+    #[error("the front-end answered with error {code}: {message}")]
+    Error {
+        /// JSON-RPC error code.
+        code: i64,
+        /// Its message.
+        message: String,
+        /// Its data, if any.
+        data: Option<Value>,
+    },
+}
+
+/// A pending request's answer: the `result`, or the front-end's error.
+type Answer = Result<Value, FrontEndError>;
+
+/// The daemon's side of one front-end connection: sends it requests and
+/// notifications (through the connection's writer) and matches its answers.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// The connection's id.
+    pub(crate) id: u64,
+    capabilities: OnceLock<ClientCapabilities>,
+    last_active: AtomicU64,
+    sender: mpsc::Sender<String>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl Link {
+    /// A link for connection `id`; the receiver feeds the connection's writer.
+    pub(crate) fn new(id: u64) -> (Arc<Self>, mpsc::Receiver<String>) {
+        let (sender, receiver) = mpsc::channel(LINK_QUEUE);
+        let link = Self {
+            id,
+            capabilities: OnceLock::new(),
+            last_active: AtomicU64::new(0),
+            sender,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+        };
+        (Arc::new(link), receiver)
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
+        // A map of senders is valid after any panic.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The front-end just sent a request: it is the most recently active one.
+    pub(crate) fn touch(&self) {
+        self.last_active
+            .store(ACTIVITY.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn can_elicit(&self) -> bool {
+        self.capabilities.get().is_some_and(|c| c.elicitation)
+    }
+
+    fn can_sample(&self) -> bool {
+        self.capabilities.get().is_some_and(|c| c.sampling)
+    }
+
+    /// Send `method` with `params` and wait for the answer. Dropping the
+    /// future withdraws the request (`$/cancelRequest`).
+    pub(crate) async fn request(self: &Arc<Self>, method: &str, params: Value) -> Answer {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(FrontEndError::Disconnected);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = oneshot::channel();
+        self.pending().insert(id, answer);
+        let mut withdraw = Withdraw {
+            link: Arc::downgrade(self),
+            id,
+            armed: true,
+        };
+        // Closed after the check above: the entry would never be answered.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(FrontEndError::Disconnected);
+        }
+        let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        if self.sender.send(message.to_string()).await.is_err() {
+            return Err(FrontEndError::Disconnected);
+        }
+        let answer = answered.await.unwrap_or(Err(FrontEndError::Disconnected));
+        withdraw.armed = false;
+        answer
+    }
+
+    /// Send a notification if there is room; it is dropped (and logged) otherwise.
+    pub(crate) fn notify(&self, method: &str, params: impl serde::Serialize) {
+        let message = json!({ "jsonrpc": "2.0", "method": method, "params": params });
+        if self.sender.try_send(message.to_string()).is_err() {
+            tracing::debug!(
+                connection = self.id,
+                method,
+                "notification dropped: front-end is not reading"
+            );
+        }
+    }
+
+    /// The front-end answered request `id`; `false` if no such request is waiting.
+    pub(crate) fn resolve(&self, id: u64, answer: Answer) -> bool {
+        match self.pending().remove(&id) {
+            Some(waiter) => {
+                let _ = waiter.send(answer);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The connection ended: every waiting request fails with `Disconnected`.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.pending().clear();
+    }
+}
+
+/// Withdraws a request whose waiter went away before the answer came.
+struct Withdraw {
+    link: Weak<Link>,
+    id: u64,
+    /// Cleared once the answer came.
+    armed: bool,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Some(link) = self.link.upgrade() else { return };
+        if link.pending().remove(&self.id).is_some() {
+            link.notify(CANCEL_REQUEST, json!({ "id": self.id }));
+        }
+    }
+}
+
+/// Registry of front-ends and what is routed to them.
+#[derive(Debug, Default)]
+pub(crate) struct FrontEnds {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Initialized connections by id.
+    links: HashMap<u64, Weak<Link>>,
+    /// Calls in flight: (call number, server, connection), oldest first.
+    calls: Vec<(u64, String, u64)>,
+    next_call: u64,
+    /// (server, corrald's progress token as JSON text) to the connection and
+    /// the token it gave.
+    progress: HashMap<(String, String), (Weak<Link>, Value)>,
+    /// Elicitations waiting on the user, per server. Entries are never
+    /// removed, so watchers never see the sender go away.
+    paused: HashMap<String, watch::Sender<usize>>,
+    /// (server, uri) to the connections subscribed to it.
+    subscriptions: HashMap<(String, String), BTreeSet<u64>>,
+}
+
+/// Which kind of server request a front-end must be able to answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Capability {
+    Elicitation,
+    Sampling,
+}
+
+impl FrontEnds {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Plain maps, consistent after any panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `link` finished `initialize` with `capabilities`.
+    pub(crate) fn register(&self, link: &Arc<Link>, capabilities: ClientCapabilities) {
+        let _ = link.capabilities.set(capabilities);
+        link.touch();
+        self.state().links.insert(link.id, Arc::downgrade(link));
+    }
+
+    /// Connection `id` ended; returns the subscriptions nobody holds any more.
+    pub(crate) fn disconnected(&self, id: u64) -> Vec<(String, String)> {
+        let mut state = self.state();
+        state.links.remove(&id);
+        let mut released = Vec::new();
+        state.subscriptions.retain(|key, holders| {
+            if holders.remove(&id) && holders.is_empty() {
+                released.push(key.clone());
+            }
+            !holders.is_empty()
+        });
+        released
+    }
+
+    /// The front-end that should answer `capability` requests of `server`:
+    /// a capable one with a call to `server` running (the newest call), else
+    /// the capable one most recently active.
+    pub(crate) fn target(&self, server: &str, capability: Capability) -> Option<Arc<Link>> {
+        let state = self.state();
+        let capable = |link: &Link| match capability {
+            Capability::Elicitation => link.can_elicit(),
+            Capability::Sampling => link.can_sample(),
+        };
+        let calling = state
+            .calls
+            .iter()
+            .rev()
+            .filter(|(_, call_server, _)| call_server == server)
+            .filter_map(|(_, _, connection)| state.links.get(connection)?.upgrade())
+            .find(|link| capable(link));
+        calling.or_else(|| {
+            state
+                .links
+                .values()
+                .filter_map(Weak::upgrade)
+                .filter(|link| capable(link))
+                .max_by_key(|link| link.last_active.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Record a call of connection `connection` to `server` until the guard drops.
+    pub(crate) fn call_started(self: &Arc<Self>, server: &str, connection: u64) -> CallGuard {
+        let mut state = self.state();
+        state.next_call += 1;
+        let number = state.next_call;
+        state.calls.push((number, server.to_owned(), connection));
+        CallGuard {
+            frontends: self.clone(),
+            number,
+        }
+    }
+
+    /// Pause the timeouts of calls to `server` until the guard drops.
+    pub(crate) fn pause(self: &Arc<Self>, server: &str) -> PauseGuard {
+        self.pause_sender(server).send_modify(|count| *count += 1);
+        PauseGuard {
+            frontends: self.clone(),
+            server: server.to_owned(),
+        }
+    }
+
+    fn pause_sender(&self, server: &str) -> watch::Sender<usize> {
+        self.state()
+            .paused
+            .entry(server.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .clone()
+    }
+
+    /// Run `future` for at most `limit` of active time: the clock stops while
+    /// an elicitation of `server` waits on the user. `None` on timeout.
+    pub(crate) async fn active_time_timeout<F: Future>(
+        &self,
+        server: &str,
+        limit: Duration,
+        future: F,
+    ) -> Option<F::Output> {
+        let mut paused = self.pause_sender(server).subscribe();
+        tokio::pin!(future);
+        let mut remaining = limit;
+        loop {
+            if *paused.borrow_and_update() > 0 {
+                tokio::select! {
+                    output = &mut future => return Some(output),
+                    _ = paused.changed() => {}
+                }
+            } else {
+                let running_since = Instant::now();
+                tokio::select! {
+                    output = &mut future => return Some(output),
+                    () = tokio::time::sleep(remaining) => return None,
+                    _ = paused.changed() => remaining = remaining.saturating_sub(running_since.elapsed()),
+                }
+            }
+        }
+    }
+
+    /// Route progress `server` sends with token `ours` (what corrald put on
+    /// the request) to `link`, as its own token `theirs`, until the guard drops.
+    pub(crate) fn progress_route(
+        self: &Arc<Self>,
+        server: &str,
+        link: &Arc<Link>,
+        ours: &Value,
+        theirs: Value,
+    ) -> ProgressRoute {
+        let key = (server.to_owned(), ours.to_string());
+        self.state()
+            .progress
+            .insert(key.clone(), (Arc::downgrade(link), theirs));
+        ProgressRoute {
+            frontends: self.clone(),
+            key,
+        }
+    }
+
+    /// Where progress of `server` with token `ours` goes: the link and the front-end's own token.
+    pub(crate) fn progress_target(&self, server: &str, ours: &Value) -> Option<(Arc<Link>, Value)> {
+        let state = self.state();
+        let (link, theirs) = state.progress.get(&(server.to_owned(), ours.to_string()))?;
+        Some((link.upgrade()?, theirs.clone()))
+    }
+
+    /// Connection `connection` subscribes to `uri` of `server`; `true` if it is the first.
+    pub(crate) fn subscribe(&self, server: &str, uri: &str, connection: u64) -> bool {
+        let mut state = self.state();
+        let holders = state
+            .subscriptions
+            .entry((server.to_owned(), uri.to_owned()))
+            .or_default();
+        let first = holders.is_empty();
+        holders.insert(connection);
+        first
+    }
+
+    /// Undo [`Self::subscribe`] after the server refused it.
+    pub(crate) fn forget_subscription(&self, server: &str, uri: &str, connection: u64) {
+        let _ = self.unsubscribe(server, uri, connection);
+    }
+
+    /// Connection `connection` unsubscribes; `Some(true)` if it was the last
+    /// one, `None` if it was not subscribed.
+    pub(crate) fn unsubscribe(&self, server: &str, uri: &str, connection: u64) -> Option<bool> {
+        let mut state = self.state();
+        let key = (server.to_owned(), uri.to_owned());
+        let holders = state.subscriptions.get_mut(&key)?;
+        if !holders.remove(&connection) {
+            return None;
+        }
+        let last = holders.is_empty();
+        if last {
+            state.subscriptions.remove(&key);
+        }
+        Some(last)
+    }
+
+    /// The URIs of `server` some front-end is subscribed to (to renew after a restart).
+    pub(crate) fn subscriptions(&self, server: &str) -> Vec<String> {
+        self.state()
+            .subscriptions
+            .keys()
+            .filter(|(subscribed, _)| subscribed == server)
+            .map(|(_, uri)| uri.clone())
+            .collect()
+    }
+}
+
+/// Removes a call from [`FrontEnds`] when it ends.
+#[derive(Debug)]
+pub(crate) struct CallGuard {
+    frontends: Arc<FrontEnds>,
+    number: u64,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.frontends
+            .state()
+            .calls
+            .retain(|(number, _, _)| *number != self.number);
+    }
+}
+
+/// Resumes call timeouts of a server when an elicitation is answered.
+#[derive(Debug)]
+pub(crate) struct PauseGuard {
+    frontends: Arc<FrontEnds>,
+    server: String,
+}
+
+impl Drop for PauseGuard {
+    fn drop(&mut self) {
+        self.frontends
+            .pause_sender(&self.server)
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+/// A progress route, removed when dropped.
+#[derive(Debug)]
+pub(crate) struct ProgressRoute {
+    frontends: Arc<FrontEnds>,
+    key: (String, String),
+}
+
+impl Drop for ProgressRoute {
+    fn drop(&mut self) {
+        self.frontends.state().progress.remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capabilities(elicitation: bool, sampling: bool) -> ClientCapabilities {
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.elicitation = elicitation;
+        capabilities.sampling = sampling;
+        capabilities
+    }
+
+    #[tokio::test]
+    async fn the_calling_front_end_is_preferred_then_the_most_recently_active() {
+        let frontends = Arc::new(FrontEnds::default());
+        let (a, _a_rx) = Link::new(1);
+        let (b, _b_rx) = Link::new(2);
+        let (c, _c_rx) = Link::new(3);
+        frontends.register(&a, capabilities(true, false));
+        frontends.register(&b, capabilities(true, true));
+        frontends.register(&c, capabilities(false, false));
+        a.touch();
+        let target = |capability| frontends.target("s", capability).map(|link| link.id);
+        assert_eq!(target(Capability::Elicitation), Some(1));
+        assert_eq!(target(Capability::Sampling), Some(2));
+        let call = frontends.call_started("s", 2);
+        let _other_server = frontends.call_started("t", 1);
+        let _incapable = frontends.call_started("s", 3);
+        assert_eq!(target(Capability::Elicitation), Some(2));
+        drop(call);
+        assert_eq!(target(Capability::Elicitation), Some(1));
+        drop(a);
+        assert_eq!(target(Capability::Elicitation), Some(2), "a dropped link is skipped");
+        frontends.disconnected(2);
+        assert_eq!(target(Capability::Elicitation), None);
+    }
+
+    #[tokio::test]
+    async fn answers_are_matched_by_id_and_abandoned_requests_withdrawn() {
+        let (link, mut outbound) = Link::new(1);
+        let asking = {
+            let link = link.clone();
+            tokio::spawn(async move { link.request("m", json!({"x": 1})).await })
+        };
+        let sent: Value = serde_json::from_str(&outbound.recv().await.expect("request sent")).expect("JSON");
+        assert_eq!(sent["method"], "m");
+        let id = sent["id"].as_u64().expect("numeric id");
+        assert!(!link.resolve(id + 100, Ok(json!(null))), "unknown ids are not matched");
+        assert!(link.resolve(id, Ok(json!({"ok": true}))));
+        assert_eq!(asking.await.expect("joined").expect("answered"), json!({"ok": true}));
+
+        let abandoned = {
+            let link = link.clone();
+            tokio::spawn(async move { link.request("m", json!({})).await })
+        };
+        let sent: Value = serde_json::from_str(&outbound.recv().await.expect("request sent")).expect("JSON");
+        abandoned.abort();
+        let cancel: Value = serde_json::from_str(&outbound.recv().await.expect("cancel sent")).expect("JSON");
+        assert_eq!(cancel["method"], CANCEL_REQUEST);
+        assert_eq!(cancel["params"]["id"], sent["id"]);
+        assert!(!link.resolve(sent["id"].as_u64().expect("id"), Ok(json!(null))));
+
+        let waiting = {
+            let link = link.clone();
+            tokio::spawn(async move { link.request("m", json!({})).await })
+        };
+        outbound.recv().await.expect("request sent");
+        link.close();
+        assert!(matches!(
+            waiting.await.expect("joined"),
+            Err(FrontEndError::Disconnected)
+        ));
+        assert!(matches!(
+            link.request("m", json!({})).await,
+            Err(FrontEndError::Disconnected)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_stops_while_an_elicitation_waits() {
+        let frontends = Arc::new(FrontEnds::default());
+        let limit = Duration::from_secs(10);
+        // Not paused: the limit applies.
+        let started = tokio::time::Instant::now();
+        let outcome = frontends
+            .active_time_timeout("s", limit, std::future::pending::<()>())
+            .await;
+        assert_eq!(outcome, None);
+        assert_eq!(started.elapsed(), limit);
+        // Paused for 30 s after 5 s of work: the call may take 40 s in all.
+        let pauser = {
+            let frontends = frontends.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let pause = frontends.pause("s");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(pause);
+            })
+        };
+        let started = tokio::time::Instant::now();
+        let outcome = frontends
+            .active_time_timeout("s", limit, tokio::time::sleep(Duration::from_secs(39)))
+            .await;
+        assert_eq!(outcome, Some(()), "39 s with a 30 s pause is 9 s of active time");
+        assert_eq!(started.elapsed(), Duration::from_secs(39));
+        pauser.await.expect("joined");
+        let outcome = frontends
+            .active_time_timeout("other", limit, tokio::time::sleep(Duration::from_secs(11)))
+            .await;
+        assert_eq!(outcome, None, "another server's pause does not count");
+    }
+
+    #[test]
+    fn subscriptions_are_counted_across_front_ends() {
+        let frontends = FrontEnds::default();
+        assert!(frontends.subscribe("s", "u", 1));
+        assert!(!frontends.subscribe("s", "u", 2));
+        assert_eq!(frontends.subscriptions("s"), vec!["u".to_owned()]);
+        assert_eq!(frontends.unsubscribe("s", "u", 1), Some(false));
+        assert_eq!(frontends.unsubscribe("s", "u", 1), None);
+        assert!(frontends.subscribe("s", "v", 3));
+        assert_eq!(frontends.disconnected(2), vec![("s".to_owned(), "u".to_owned())]);
+        assert_eq!(frontends.subscriptions("s"), vec!["v".to_owned()]);
+    }
+}

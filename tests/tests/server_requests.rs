@@ -1,0 +1,491 @@
+//! What MCP servers ask of their client, through corrald, against the real
+//! `@modelcontextprotocol/server-everything` and `server-filesystem`:
+//! elicitation answered by a test front-end over the socket (and declined
+//! when none can answer), sampling declined or answered, roots from the
+//! config, progress routed to the caller, resource subscriptions.
+
+use std::time::Duration;
+
+use corral_protocol::ServerStatus;
+use corral_tests::{
+    RawConnection, RecvError, SERVER_WAIT, TestDaemon, WireFraming, everything_config, filesystem_config, scratch_dir,
+    toml_string_array, wait_for_status, within_for,
+};
+use serde_json::{Value, json};
+
+/// A front-end over a raw line-framed connection, initialized with `capabilities`.
+async fn front_end(daemon: &TestDaemon, name: &str, capabilities: Value) -> RawConnection {
+    let mut connection = RawConnection::connect(daemon.socket_path(), WireFraming::Lines).await;
+    connection
+        .call(
+            "initialize",
+            json!({
+                "protocolVersion": 1,
+                "clientInfo": {"name": name, "version": "0"},
+                "capabilities": capabilities,
+            }),
+        )
+        .await;
+    connection
+}
+
+/// A daemon running server-everything (plus `extra` config), ready.
+async fn everything_daemon(extra: &str) -> TestDaemon {
+    let daemon = TestDaemon::start_with_config(&format!("{}{extra}", everything_config("everything")));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+    daemon
+}
+
+/// Send a request without waiting for its answer; returns its id.
+async fn send_request(connection: &mut RawConnection, id: u64, method: &str, params: Value) -> Value {
+    let id = json!(id);
+    connection
+        .send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+        .await;
+    id
+}
+
+/// Read messages until `wanted` matches one; the others are returned too, in order.
+async fn read_until(connection: &mut RawConnection, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+    let mut others = Vec::new();
+    for _ in 0..1000 {
+        let message = connection.recv().await;
+        if wanted(&message) {
+            return (message, others);
+        }
+        others.push(message);
+    }
+    panic!("no wanted message among 1000: {others:?}");
+}
+
+fn is_request(method: &'static str) -> impl Fn(&Value) -> bool {
+    move |message| message["method"] == method && message.get("id").is_some()
+}
+
+fn is_response(id: &Value) -> impl Fn(&Value) -> bool + '_ {
+    move |message| message.get("id") == Some(id) && message.get("method").is_none()
+}
+
+/// The text items of a `CallToolResult`, joined.
+fn text_of(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no content in {result}"))
+        .iter()
+        .filter_map(|item| item["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn an_elicitation_goes_to_the_calling_front_end_and_its_answer_back_to_the_server() {
+    let daemon = everything_daemon("").await;
+    let mut caller = front_end(&daemon, "caller", json!({"elicitation": true})).await;
+    // Another capable front-end, more recently active: the caller still gets it.
+    let mut bystander = front_end(&daemon, "bystander", json!({"elicitation": true})).await;
+    bystander.call("daemon/status", json!({})).await;
+
+    let call = send_request(
+        &mut caller,
+        1,
+        "tools/call",
+        json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
+    )
+    .await;
+    let (request, _) = read_until(&mut caller, is_request("mcpServer/elicitation/request")).await;
+    let params = &request["params"];
+    assert_eq!(params["server"], "everything", "{request}");
+    let mcp = &params["request"];
+    assert_eq!(
+        mcp["message"], "Please provide inputs for the following fields:",
+        "{mcp}"
+    );
+    let properties = &mcp["requestedSchema"]["properties"];
+    assert_eq!(properties["name"]["type"], "string", "{mcp}");
+    assert_eq!(
+        properties["titledSingleSelectEnum"]["oneOf"].as_array().map(Vec::len),
+        Some(3),
+        "{mcp}"
+    );
+    assert_eq!(mcp["requestedSchema"]["required"], json!(["name"]), "{mcp}");
+
+    caller
+        .send(&json!({
+            "jsonrpc": "2.0",
+            "id": request["id"],
+            "result": {"action": "accept", "content": {"name": "Ada Lovelace", "check": true, "integer": 7}},
+        }))
+        .await;
+    let (response, _) = read_until(&mut caller, is_response(&call)).await;
+    let text = text_of(&response["result"]);
+    assert!(text.contains("User provided the requested information"), "{text}");
+    assert!(text.contains("- Name: Ada Lovelace"), "{text}");
+    assert!(text.contains("- Agreed to terms: true"), "{text}");
+    assert!(text.contains("- Favorite Integer: 7"), "{text}");
+
+    // The bystander was never asked.
+    bystander.call("daemon/status", json!({})).await;
+    match bystander.try_recv(Duration::from_millis(100)).await {
+        Err(RecvError::Timeout) => {}
+        other => panic!("the bystander got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn declines_cancels_and_errors_of_the_front_end_reach_the_server() {
+    let daemon = everything_daemon("").await;
+    let mut front_end = front_end(&daemon, "answerer", json!({"elicitation": true})).await;
+    for (id, answer, expected) in [
+        (
+            1,
+            json!({"result": {"action": "decline"}}),
+            "User declined to provide the requested information",
+        ),
+        (2, json!({"result": {"action": "cancel"}}), "User cancelled"),
+    ] {
+        let call = send_request(
+            &mut front_end,
+            id,
+            "tools/call",
+            json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
+        )
+        .await;
+        let (request, _) = read_until(&mut front_end, is_request("mcpServer/elicitation/request")).await;
+        let mut reply = answer.clone();
+        reply["jsonrpc"] = json!("2.0");
+        reply["id"] = request["id"].clone();
+        front_end.send(&reply).await;
+        let (response, _) = read_until(&mut front_end, is_response(&call)).await;
+        let text = text_of(&response["result"]);
+        assert!(text.contains(expected), "{answer} gave {text}");
+    }
+
+    // An error answer becomes the server's error: the tool call fails with it.
+    let call = send_request(
+        &mut front_end,
+        3,
+        "tools/call",
+        json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
+    )
+    .await;
+    let (request, _) = read_until(&mut front_end, is_request("mcpServer/elicitation/request")).await;
+    front_end
+        .send(&json!({
+            "jsonrpc": "2.0",
+            "id": request["id"],
+            "error": {"code": -32000, "message": "the user closed the editor"},
+        }))
+        .await;
+    let (response, _) = read_until(&mut front_end, is_response(&call)).await;
+    let outcome = response.to_string();
+    assert!(outcome.contains("the user closed the editor"), "{outcome}");
+}
+
+#[tokio::test]
+async fn without_a_capable_front_end_elicitation_and_sampling_are_declined() {
+    let daemon = everything_daemon("").await;
+    // Connected, but it did not declare it can answer either.
+    let mut plain = front_end(&daemon, "plain", json!({})).await;
+    let result = plain
+        .call(
+            "tools/call",
+            json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
+        )
+        .await;
+    let text = text_of(&result);
+    assert!(text.contains("User declined"), "{text}");
+
+    let response = plain
+        .request(
+            "tools/call",
+            json!({"server": "everything", "name": "trigger-sampling-request", "arguments": {"prompt": "hi"}}),
+        )
+        .await;
+    let outcome = response.to_string();
+    assert!(
+        outcome.contains("sampling declined: no front-end connected to corrald can sample"),
+        "{outcome}"
+    );
+    // Nothing was sent to the front-end that cannot answer.
+    match plain.try_recv(Duration::from_millis(100)).await {
+        Err(RecvError::Timeout) => {}
+        other => panic!("the plain front-end got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sampling_goes_to_a_front_end_that_can_sample() {
+    let daemon = everything_daemon("").await;
+    let mut sampler = front_end(&daemon, "sampler", json!({"sampling": true})).await;
+    let call = send_request(
+        &mut sampler,
+        1,
+        "tools/call",
+        json!({"server": "everything", "name": "trigger-sampling-request", "arguments": {"prompt": "a haiku", "maxTokens": 50}}),
+    )
+    .await;
+    let (request, _) = read_until(&mut sampler, is_request("mcpServer/sampling/createMessage")).await;
+    let mcp = &request["params"]["request"];
+    assert_eq!(request["params"]["server"], "everything");
+    assert_eq!(mcp["maxTokens"], 50, "{mcp}");
+    let prompt = mcp["messages"][0]["content"]["text"].as_str().unwrap_or_default();
+    assert!(prompt.contains("a haiku"), "{mcp}");
+    sampler
+        .send(&json!({
+            "jsonrpc": "2.0",
+            "id": request["id"],
+            "result": {
+                "role": "assistant",
+                "content": {"type": "text", "text": "old pond, frog jumps in"},
+                "model": "test-model-7",
+                "stopReason": "endTurn",
+            },
+        }))
+        .await;
+    let (response, _) = read_until(&mut sampler, is_response(&call)).await;
+    let text = text_of(&response["result"]);
+    assert!(text.contains("old pond, frog jumps in"), "{text}");
+    assert!(text.contains("test-model-7"), "{text}");
+}
+
+#[tokio::test]
+async fn the_call_timeout_stops_while_the_user_answers_an_elicitation() {
+    // 1 s to run the tool, but the user takes 2.5 s: the call still succeeds.
+    let daemon = TestDaemon::start_with_config(&format!("{}tool_timeout_sec = 1\n", everything_config("everything")));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+    let mut front_end = front_end(&daemon, "slow-user", json!({"elicitation": true})).await;
+    let call = send_request(
+        &mut front_end,
+        1,
+        "tools/call",
+        json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
+    )
+    .await;
+    let (request, _) = read_until(&mut front_end, is_request("mcpServer/elicitation/request")).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    front_end
+        .send(&json!({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "accept", "content": {"name": "Slow"}}}))
+        .await;
+    let (response, _) = read_until(&mut front_end, is_response(&call)).await;
+    let text = text_of(&response["result"]);
+    assert!(text.contains("- Name: Slow"), "{response}");
+
+    // The timeout itself still works when nobody is asked anything.
+    let response = front_end
+        .request(
+            "tools/call",
+            json!({"server": "everything", "name": "trigger-long-running-operation", "arguments": {"duration": 3, "steps": 1}}),
+        )
+        .await;
+    assert_eq!(
+        corral_tests::error_code(&response),
+        -32011,
+        "requestTimeout: {response}"
+    );
+}
+
+#[tokio::test]
+async fn a_front_end_that_leaves_with_an_elicitation_pending_cancels_it() {
+    let daemon = everything_daemon("").await;
+    let mut caller = front_end(&daemon, "caller", json!({})).await;
+    let mut answerer = front_end(&daemon, "answerer", json!({"elicitation": true})).await;
+    let call = send_request(
+        &mut caller,
+        1,
+        "tools/call",
+        json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
+    )
+    .await;
+    // The caller cannot answer: the only capable front-end is asked.
+    let (request, _) = read_until(&mut answerer, is_request("mcpServer/elicitation/request")).await;
+    assert_eq!(request["params"]["server"], "everything");
+    drop(answerer);
+    let (response, _) = read_until(&mut caller, is_response(&call)).await;
+    let outcome = response.to_string();
+    assert!(outcome.contains("disconnected"), "{outcome}");
+}
+
+#[tokio::test]
+async fn progress_goes_to_the_caller_with_its_own_token() {
+    let daemon = everything_daemon("").await;
+    let mut caller = front_end(&daemon, "caller", json!({})).await;
+    let mut other = front_end(&daemon, "other", json!({})).await;
+    let call = send_request(
+        &mut caller,
+        1,
+        "tools/call",
+        json!({
+            "server": "everything",
+            "name": "trigger-long-running-operation",
+            "arguments": {"duration": 0.6, "steps": 3},
+            "_meta": {"progressToken": "my-token"},
+        }),
+    )
+    .await;
+    let (response, before) = read_until(&mut caller, is_response(&call)).await;
+    assert!(
+        text_of(&response["result"]).contains("Long running operation completed"),
+        "{response}"
+    );
+    let progress: Vec<&Value> = before
+        .iter()
+        .filter(|message| message["method"] == "mcpServer/progress")
+        .collect();
+    let steps: Vec<(f64, f64)> = progress
+        .iter()
+        .map(|message| {
+            let params = &message["params"];
+            assert_eq!(params["server"], "everything", "{message}");
+            assert_eq!(params["progressToken"], "my-token", "{message}");
+            (
+                params["progress"].as_f64().expect("progress"),
+                params["total"].as_f64().expect("total"),
+            )
+        })
+        .collect();
+    assert_eq!(steps, vec![(1.0, 3.0), (2.0, 3.0), (3.0, 3.0)], "{progress:?}");
+
+    other.call("daemon/status", json!({})).await;
+    match other.try_recv(Duration::from_millis(100)).await {
+        Err(RecvError::Timeout) => {}
+        got => panic!("progress leaked to another front-end: {got:?}"),
+    }
+}
+
+#[tokio::test]
+async fn roots_come_from_the_config() {
+    let allowed = scratch_dir();
+    let other = scratch_dir();
+    std::fs::write(allowed.path().join("inside.txt"), "in the root").expect("write");
+    let roots = [allowed.path().display().to_string()];
+    // server-filesystem is started on `other`; the roots replace it.
+    let config = format!(
+        "{}roots = {}\n{}roots = {}\n",
+        filesystem_config("files", other.path()),
+        toml_string_array(&roots),
+        everything_config("everything"),
+        toml_string_array(&["file:///srv/projects"]),
+    );
+    let daemon = TestDaemon::start_with_config(&config);
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "files", ServerStatus::Ready, SERVER_WAIT).await;
+    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+    let mut front_end = front_end(&daemon, "roots", json!({})).await;
+
+    let root = std::fs::canonicalize(allowed.path()).expect("canonical root");
+    let socket = daemon.socket_path().to_owned();
+    let allowed_dirs = corral_tests::poll_until("server-filesystem to take the roots", || {
+        let socket = socket.clone();
+        let root = root.clone();
+        async move {
+            let mut connection = RawConnection::connect(&socket, WireFraming::Lines).await;
+            connection.initialize().await;
+            let result = connection
+                .call(
+                    "tools/call",
+                    json!({"server": "files", "name": "list_allowed_directories", "arguments": {}}),
+                )
+                .await;
+            let text = text_of(&result);
+            text.contains(&root.display().to_string()).then_some(text)
+        }
+    })
+    .await;
+    let other_dir = std::fs::canonicalize(other.path()).expect("canonical other");
+    assert!(
+        !allowed_dirs.contains(&other_dir.display().to_string()),
+        "the roots replace the command-line directory: {allowed_dirs}"
+    );
+    let read = front_end
+        .call(
+            "tools/call",
+            json!({"server": "files", "name": "read_text_file", "arguments": {"path": root.join("inside.txt")}}),
+        )
+        .await;
+    assert_eq!(text_of(&read), "in the root");
+
+    let listed = front_end
+        .call(
+            "tools/call",
+            json!({"server": "everything", "name": "get-roots-list", "arguments": {}}),
+        )
+        .await;
+    let text = text_of(&listed);
+    assert!(text.contains("file:///srv/projects"), "{text}");
+}
+
+#[tokio::test]
+async fn resource_subscriptions_are_shared_and_released_by_the_last_front_end() {
+    let daemon = everything_daemon("").await;
+    let uri = "demo://resource/static/document/architecture.md";
+    let mut first = front_end(&daemon, "first", json!({})).await;
+    let mut second = front_end(&daemon, "second", json!({})).await;
+    let subscribe = json!({"server": "everything", "uri": uri});
+
+    first.call("resources/subscribe", subscribe.clone()).await;
+    // The server saw it (it logs every subscribe request).
+    let (log, _) = read_until(&mut first, |message| {
+        message["method"] == "mcpServer/log"
+            && message["params"]["data"]
+                .as_str()
+                .is_some_and(|data| data.contains("Received Subscribe Resource request"))
+    })
+    .await;
+    assert!(
+        log["params"]["data"].as_str().unwrap_or_default().contains(uri),
+        "{log}"
+    );
+    second.call("resources/subscribe", subscribe.clone()).await;
+
+    // The server's simulated updates start at once and reach front-ends.
+    first
+        .call(
+            "tools/call",
+            json!({"server": "everything", "name": "toggle-subscriber-updates", "arguments": {}}),
+        )
+        .await;
+    let (updated, _) = read_until(&mut second, |message| {
+        message["method"] == "mcpServer/resources/updated"
+    })
+    .await;
+    assert_eq!(updated["params"]["name"], "everything");
+    assert_eq!(updated["params"]["uri"], uri);
+    assert!(updated["params"]["seq"].as_u64().is_some(), "{updated}");
+
+    // The first lets go: the second still holds it, the server is not told.
+    first.call("resources/unsubscribe", subscribe.clone()).await;
+    let again = first.request("resources/unsubscribe", subscribe.clone()).await;
+    assert_eq!(corral_tests::error_code(&again), -32602, "{again}");
+    // The second leaves: now the server is told.
+    drop(second);
+    let (log, earlier) = read_until(&mut first, |message| {
+        message["method"] == "mcpServer/log"
+            && message["params"]["data"]
+                .as_str()
+                .is_some_and(|data| data.contains("Received Unsubscribe Resource request"))
+    })
+    .await;
+    assert!(
+        log["params"]["data"].as_str().unwrap_or_default().contains(uri),
+        "{log}"
+    );
+    let unsubscribes_before = earlier
+        .iter()
+        .filter(|message| message.to_string().contains("Received Unsubscribe"))
+        .count();
+    assert_eq!(unsubscribes_before, 0);
+
+    // A server without subscriptions says so.
+    let missing = first
+        .request("resources/subscribe", json!({"server": "nope", "uri": uri}))
+        .await;
+    assert_eq!(corral_tests::error_code(&missing), -32001, "{missing}");
+    within_for(
+        Duration::from_secs(5),
+        "daemon still answers",
+        first.request("daemon/status", json!({})),
+    )
+    .await;
+}
