@@ -9,6 +9,8 @@
 //! - [`events`]: sequence numbers, replay history and fan-out of notifications;
 //! - `frontends`: servers' requests (elicitation, sampling) and progress
 //!   routed to one front-end, resource subscriptions;
+//! - `raw`: the server's answers as it wrote them (stdio), so front-ends get
+//!   them untouched by rmcp's typed model;
 //! - [`reaper`]: finding and killing every process of a server's tree, and
 //!   what a killed predecessor left behind;
 //! - [`logging`]: tracing-subscriber set-up.
@@ -19,6 +21,7 @@ pub mod events;
 mod frontends;
 pub mod logging;
 mod mcp_client;
+mod raw;
 pub mod reaper;
 pub mod server;
 pub mod stdio;

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::builtin::CorralServer;
 use crate::events::EventHub;
 use crate::mcp_client::ServerClient;
+use crate::raw::RawWire;
 use crate::reaper;
 use crate::stdio::{self, LaunchError, StderrTail};
 
@@ -56,6 +57,8 @@ pub(crate) struct ServerState {
     pub(crate) peer: Option<Peer<RoleClient>>,
     /// The tools the server listed when it became ready (all of them, unfiltered).
     pub(crate) tools: Arc<Vec<Tool>>,
+    /// The session's answers as the server wrote them (stdio servers).
+    pub(crate) raw: Option<Arc<RawWire>>,
 }
 
 impl ServerState {
@@ -66,6 +69,7 @@ impl ServerState {
             ready_since: None,
             peer: None,
             tools: Arc::new(Vec::new()),
+            raw: None,
         }
     }
 
@@ -389,9 +393,11 @@ impl ServerTask {
         let (tools_changed, mut tools_changed_rx) = mpsc::channel(1);
         let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed)
             .with_roots(self.config.roots.as_deref());
+        let raw = Arc::new(RawWire::default());
+        let pipes = raw.tee(launched.stdout, launched.stdin);
         let startup = async {
             let service = handler
-                .serve((launched.stdout, launched.stdin))
+                .serve(pipes)
                 .await
                 .map_err(|error| (FailureReason::ProtocolError, format!("initialize failed: {error}")))?;
             let tools = service
@@ -444,6 +450,7 @@ impl ServerTask {
         };
         // The list was just fetched: changes announced during startup are in it.
         while tools_changed_rx.try_recv().is_ok() {}
+        self.state.send_modify(|state| state.raw = Some(raw));
         self.mark_ready(&service, tools, Some(pid));
 
         let mut running = Running { service, child, pid };
@@ -506,8 +513,6 @@ impl ServerTask {
             .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, count)));
     }
 
-    /// Record a session that finished `initialize` and `tools/list`, report
-    /// `ready`, and (if it was ready before) that its tools changed.
     /// A new session of the server knows nothing of the resource
     /// subscriptions front-ends hold: subscribe again, in the background.
     fn renew_subscriptions(&self, peer: &rmcp::Peer<RoleClient>) {
@@ -531,6 +536,8 @@ impl ServerTask {
         });
     }
 
+    /// Record a session that finished `initialize` and `tools/list`, report
+    /// `ready`, and (if it was ready before) that its tools changed.
     fn mark_ready(&mut self, service: &Session, tools: Vec<Tool>, pid: Option<u32>) {
         let tool_count = tools
             .iter()
@@ -619,6 +626,7 @@ impl ServerTask {
             state.ready_since = None;
             state.public.tool_count = None;
             state.peer = None;
+            state.raw = None;
             state.tools = Arc::new(Vec::new());
         });
         if !matches!(end, RunEnd::Shutdown) {
@@ -667,6 +675,7 @@ impl ServerTask {
             state.ready_since = None;
             state.public.tool_count = None;
             state.peer = None;
+            state.raw = None;
             state.tools = Arc::new(Vec::new());
             if let Some(exit) = exit {
                 state.public.last_exit = Some(exit);

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builtin;
 use crate::events::EventHub;
+use crate::raw::RawWire;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle};
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
@@ -84,6 +85,8 @@ pub struct CallTarget {
     pub config: ServerConfig,
     /// Its tools as listed when it became ready.
     pub tools: Arc<Vec<Tool>>,
+    /// Its answers as it wrote them, when the transport lets corrald see them.
+    pub(crate) raw: Option<Arc<RawWire>>,
 }
 
 /// Why a server cannot serve a request now.
@@ -318,6 +321,7 @@ fn ready_target(handle: &ServerHandle) -> Result<CallTarget, NotAvailable> {
             peer: peer.clone(),
             config: handle.config.clone(),
             tools: state.tools.clone(),
+            raw: state.raw.clone(),
         }),
         _ => Err(NotAvailable::NotReady {
             status: state.public.status,

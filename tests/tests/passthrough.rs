@@ -290,17 +290,6 @@ async fn next_wall_clock_second() {
     .await;
 }
 
-/// Known losses in rmcp 3.9's typed model, which corrald re-serialises (an
-/// open item of the MCP-operations issue: pass the server's JSON through
-/// untouched). A difference at a path ending in one of these is excused only
-/// when corrald's value equals rmcp's own re-serialisation, i.e. the loss is
-/// rmcp's; any other difference still fails. They are printed on every run.
-/// - `/execution`: rmcp's `Tool` has no `execution` field
-///   (server-everything sends `{"taskSupport": …}` on every tool);
-/// - `/annotations/priority`: rmcp stores it as f32 (0.7 becomes
-///   0.699999988079071, 1 becomes 1.0).
-const KNOWN_RMCP_LOSSES: [&str; 2] = ["/execution", "/annotations/priority"];
-
 /// A difference found between the direct server and corrald.
 struct Difference {
     what: String,
@@ -314,8 +303,6 @@ struct Difference {
 #[derive(Default)]
 struct Report {
     differences: Vec<Difference>,
-    /// Differences excused as [`KNOWN_RMCP_LOSSES`].
-    known: Vec<String>,
     volatile: Vec<(String, BTreeSet<String>)>,
     compared: usize,
 }
@@ -348,10 +335,6 @@ impl Report {
         }
         for path in differences.into_iter().filter(|path| !is_volatile(path, &volatile)) {
             let corral_equals_rmcp_typed = first.typed.pointer(&path) == corral.pointer(&path);
-            if corral_equals_rmcp_typed && KNOWN_RMCP_LOSSES.iter().any(|suffix| path.ends_with(suffix)) {
-                self.known.push(format!("{what} at {path}"));
-                continue;
-            }
             self.differences.push(Difference {
                 what: what.to_owned(),
                 direct: first.wire.pointer(&path).cloned(),
@@ -363,12 +346,6 @@ impl Report {
     }
 
     fn assert_none(self) {
-        if !self.known.is_empty() {
-            eprintln!(
-                "known losses in rmcp's typed model (see KNOWN_RMCP_LOSSES): {:?}",
-                self.known
-            );
-        }
         eprintln!(
             "compared {} answers; fields differing between two direct instances (excluded): {:?}",
             self.compared, self.volatile

@@ -22,13 +22,15 @@ use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
 use rmcp::model::{
-    GetPromptRequestParams, GetPromptResponse, PaginatedRequestParams, ReadResourceRequestParams,
+    ClientRequest, GetPromptRequest, GetPromptRequestParams, ListPromptsRequest, ListResourceTemplatesRequest,
+    ListResourcesRequest, PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams, ServerResult,
     SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::{Peer, RoleClient, ServiceError};
 use serde::Serialize;
 
 use super::DaemonContext;
+use super::forward::{self, Answer};
 use super::methods::{parse_json, parse_params, rpc_error, session};
 use super::tools::{not_available_error, not_ready_servers, service_error, timeout_error};
 use crate::supervisor::CallTarget;
@@ -62,29 +64,44 @@ impl Kind {
         }
     }
 
-    /// One page: the items as JSON and the next cursor.
+    /// The member of a page's result that holds the items.
+    fn items_key(self) -> &'static str {
+        match self {
+            Self::Resources => "resources",
+            Self::ResourceTemplates => "resourceTemplates",
+            Self::Prompts => "prompts",
+        }
+    }
+
+    /// One page: the items as JSON (as the server wrote them where corrald
+    /// saw that) and the next cursor.
     async fn page(
         self,
-        peer: &Peer<RoleClient>,
+        target: &CallTarget,
         cursor: Option<String>,
     ) -> Result<(Vec<serde_json::Value>, Option<String>), ServiceError> {
         let mut params = PaginatedRequestParams::default();
         params.cursor = cursor;
-        let params = Some(params);
-        match self {
-            Self::Resources => {
-                let page = peer.list_resources(params).await?;
-                Ok((to_values(&page.resources), page.next_cursor))
+        let request: ClientRequest = match self {
+            Self::Resources => ListResourcesRequest::with_param(params).into(),
+            Self::ResourceTemplates => ListResourceTemplatesRequest::with_param(params).into(),
+            Self::Prompts => ListPromptsRequest::with_param(params).into(),
+        };
+        let Answer { typed, raw } = forward::send(target, request, None).await?;
+        let (typed_items, next_cursor) = match typed {
+            ServerResult::ListResourcesResult(page) => (to_values(&page.resources), page.next_cursor),
+            ServerResult::ListResourceTemplatesResult(page) => (to_values(&page.resource_templates), page.next_cursor),
+            ServerResult::ListPromptsResult(page) => (to_values(&page.prompts), page.next_cursor),
+            _ => return Err(ServiceError::UnexpectedResponse),
+        };
+        let raw_items = raw.and_then(|raw| {
+            let mut page: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get()).ok()?;
+            match page.remove(self.items_key())? {
+                serde_json::Value::Array(items) if items.len() == typed_items.len() => Some(items),
+                _ => None,
             }
-            Self::ResourceTemplates => {
-                let page = peer.list_resource_templates(params).await?;
-                Ok((to_values(&page.resource_templates), page.next_cursor))
-            }
-            Self::Prompts => {
-                let page = peer.list_prompts(params).await?;
-                Ok((to_values(&page.prompts), page.next_cursor))
-            }
-        }
+        });
+        Ok((raw_items.unwrap_or(typed_items), next_cursor))
     }
 }
 
@@ -104,7 +121,7 @@ async fn list_all(kind: Kind, target: &CallTarget) -> Result<Vec<serde_json::Val
         let mut cursor = None;
         for _ in 0..MAX_PAGES {
             let (page, next) = kind
-                .page(&target.peer, cursor)
+                .page(target, cursor)
                 .await
                 .map_err(|error| format!("MCP server `{server}` failed `{}`: {error}", kind.method()))?;
             items.extend(page);
@@ -185,16 +202,18 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         let what = format!("`resources/read` of `{uri}`");
         let timeout = target.config.tool_timeout;
-        let result = tokio::time::timeout(timeout, target.peer.read_resource(ReadResourceRequestParams::new(uri)))
+        let request = ReadResourceRequest::new(ReadResourceRequestParams::new(uri));
+        let Answer { typed, raw } = tokio::time::timeout(timeout, forward::send(&target, request, None))
             .await
             .map_err(|_| timeout_error(&server, &what, timeout))?
             .map_err(|error| service_error(&server, &what, error))?;
-        serde_json::to_value(result).map_err(|error| {
-            rpc_error(
-                ErrorCode::InternalError,
-                format!("cannot serialize the result: {error}"),
-            )
-        })
+        match typed {
+            ServerResult::ReadResourceResult(result) => forward::json(raw, &result),
+            _ => Err(rpc_error(
+                ErrorCode::ServerError,
+                format!("MCP server `{server}` answered {what} with a result kind corrald does not handle yet (input_required)"),
+            )),
+        }
     })?;
 
     module.register_async_method(PromptsGet::METHOD, |params, context, _| async move {
@@ -213,13 +232,13 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let mut request = GetPromptRequestParams::new(name);
         request.arguments = arguments;
         let timeout = target.config.tool_timeout;
-        let response = tokio::time::timeout(timeout, target.peer.get_prompt_once(request))
+        let request = GetPromptRequest::new(request);
+        let Answer { typed, raw } = tokio::time::timeout(timeout, forward::send(&target, request, None))
             .await
             .map_err(|_| timeout_error(&server, &what, timeout))?
             .map_err(|error| service_error(&server, &what, error))?;
-        match response {
-            GetPromptResponse::Complete(result) => serde_json::to_value(result)
-                .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize the result: {error}"))),
+        match typed {
+            ServerResult::GetPromptResult(result) => forward::json(raw, &result),
             _ => Err(rpc_error(
                 ErrorCode::ServerError,
                 format!("MCP server `{server}` answered {what} with a result kind corrald does not handle yet (input_required)"),

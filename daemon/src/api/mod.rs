@@ -7,6 +7,7 @@
 
 mod catalog;
 mod connection;
+mod forward;
 mod methods;
 #[cfg(windows)]
 pub mod pipe;

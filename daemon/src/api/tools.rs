@@ -7,7 +7,6 @@
 //! as the server sent them. A call's progress goes back to its caller, and
 //! its timeout stops while the server waits for an elicitation answer.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use corral_protocol::{
@@ -17,16 +16,12 @@ use corral_protocol::{
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
-use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientRequest, RequestId,
-    RequestMetaObject, ServerResult,
-};
-use rmcp::service::PeerRequestOptions;
-use rmcp::{Peer, RoleClient, ServiceError};
+use rmcp::ServiceError;
+use rmcp::model::{CallToolRequest, CallToolRequestParams, RequestMetaObject, ServerResult};
 
 use super::DaemonContext;
+use super::forward::{self, Answer};
 use super::methods::{parse_params, rpc_error, session};
-use crate::frontends::{FrontEnds, Link};
 use crate::server::tool_allowed;
 use crate::supervisor::NotAvailable;
 
@@ -44,14 +39,18 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
         let mut tools = Vec::new();
         for target in &targets.ready {
+            // As the server wrote them where corrald saw that; rmcp's typed tool otherwise.
+            let raw = target.raw.as_ref().map(|raw| raw.tools()).unwrap_or_default();
             for tool in target
                 .tools
                 .iter()
                 .filter(|tool| tool_allowed(&target.config, &tool.name))
             {
-                let tool = serde_json::to_value(tool).map_err(|error| {
-                    rpc_error(ErrorCode::InternalError, format!("cannot serialize a tool: {error}"))
-                })?;
+                let tool = match raw.get(tool.name.as_ref()) {
+                    Some(raw) => serde_json::from_str(raw.get()),
+                    None => serde_json::to_value(tool),
+                }
+                .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize a tool: {error}")))?;
                 tools.push(ServerTool::new(target.config.name.clone(), tool));
             }
         }
@@ -97,16 +96,16 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         request.meta = meta.map(|meta| RequestMetaObject(rmcp::model::MetaObject(meta)));
         let timeout = target.config.tool_timeout;
         let what = format!("`tools/call` of `{name}`");
-        let progress = progress_token.map(|token| (frontends, server.as_str(), &session.link, token));
+        let progress = progress_token.map(|token| (frontends, &session.link, token));
+        let request = CallToolRequest::new(request);
         // The clock stops while an elicitation of this server waits on the user.
-        let response = frontends
-            .active_time_timeout(&server, timeout, call_tool(&target.peer, request, progress))
+        let Answer { typed, raw } = frontends
+            .active_time_timeout(&server, timeout, forward::send(&target, request, progress))
             .await
             .ok_or_else(|| timeout_error(&server, &what, timeout))?
             .map_err(|error| service_error(&server, &what, error))?;
-        match response {
-            CallToolResponse::Complete(result) => serde_json::to_value(result)
-                .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize the result: {error}"))),
+        match typed {
+            ServerResult::CallToolResult(result) => forward::json(raw, &result),
             _ => Err(rpc_error(
                 ErrorCode::ServerError,
                 format!(
@@ -116,60 +115,6 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         }
     })?;
     Ok(())
-}
-
-/// Where a call's progress goes: the registry, the server, the caller's link and its token.
-type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a str, &'a Arc<Link>, serde_json::Value);
-
-/// Send `tools/call` to `peer` and wait for the answer. While it runs, the
-/// server's progress for it goes to `progress`; dropping the future cancels
-/// the request on the server (`notifications/cancelled`).
-async fn call_tool(
-    peer: &Peer<RoleClient>,
-    params: CallToolRequestParams,
-    progress: Option<ProgressTarget<'_>>,
-) -> Result<CallToolResponse, ServiceError> {
-    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-    let handle = peer
-        .send_cancellable_request(request, PeerRequestOptions::no_options())
-        .await?;
-    let _route = progress.map(|(frontends, server, link, theirs)| {
-        let ours = serde_json::to_value(&handle.progress_token).unwrap_or_default();
-        frontends.progress_route(server, link, &ours, theirs)
-    });
-    let mut cancel = CancelOnDrop {
-        peer: peer.clone(),
-        id: Some(handle.id.clone()),
-    };
-    let result = handle.await_response().await;
-    cancel.id = None;
-    match result? {
-        ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
-        ServerResult::InputRequiredResult(result) => Ok(CallToolResponse::InputRequired(result)),
-        ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
-        _ => Err(ServiceError::UnexpectedResponse),
-    }
-}
-
-/// Tells the server a request is abandoned (timeout, cancellation, a
-/// front-end gone) unless disarmed by taking `id`.
-struct CancelOnDrop {
-    peer: Peer<RoleClient>,
-    id: Option<RequestId>,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
-        let peer = self.peer.clone();
-        tokio::spawn(async move {
-            let cancelled =
-                CancelledNotificationParam::new(Some(id), Some("request abandoned by the caller".to_owned()));
-            if let Err(error) = peer.notify_cancelled(cancelled).await {
-                tracing::debug!(%error, "cannot tell the server a request was cancelled");
-            }
-        });
-    }
 }
 
 /// The protocol's view of servers left out of a listing.

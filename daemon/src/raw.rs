@@ -1,0 +1,349 @@
+//! The server's answers as it wrote them, for stdio servers.
+//!
+//! rmcp parses every message into its typed model, and a few fields do not
+//! survive the round trip (a `Tool`'s `execution`, which rmcp has no field
+//! for; `annotations.priority`, which it keeps as `f32`). Front-ends must
+//! get what the server sent, so corrald tees the server's pipes before rmcp
+//! reads them: the requests corrald writes say which ids to watch (tools,
+//! resources, prompts), and the answers to those ids are kept, bounded, for
+//! the handler that sent the request to take by id. `tools/list` pages are
+//! gathered into the latest listing, by tool name. Where nothing was kept
+//! (another transport, a message too large), callers fall back to rmcp's
+//! typed value.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Requests whose answers are kept for the handler that sent them.
+const KEPT: [&str; 6] = [
+    "tools/call",
+    "resources/read",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "prompts/list",
+];
+/// `tools/list`: gathered into [`RawWire::tools`] instead.
+const TOOLS_LIST: &str = "tools/list";
+/// Requests watched at once; the oldest is forgotten beyond this (its
+/// answer then falls back to rmcp's typed value).
+const MAX_WATCHED: usize = 256;
+/// Answers kept and not taken yet; the oldest is dropped beyond this.
+const MAX_KEPT: usize = 64;
+/// A line longer than this is passed on but not inspected.
+const MAX_LINE: usize = 64 * 1024 * 1024;
+
+/// Raw answers of one server session.
+#[derive(Debug, Default)]
+pub(crate) struct RawWire {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Requests sent and not answered: (id as JSON text, is `tools/list`).
+    watched: VecDeque<(String, bool)>,
+    /// Answers (`result` members) not taken yet, by id as JSON text.
+    kept: VecDeque<(String, Box<RawValue>)>,
+    /// Tools of the listing being gathered (pages so far).
+    listing: Vec<Box<RawValue>>,
+    /// The latest complete `tools/list`, by tool name.
+    tools: Arc<HashMap<String, Box<RawValue>>>,
+}
+
+/// The parts of a JSON-RPC message the tee looks at.
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default)]
+    method: Option<&'a str>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+}
+
+/// A `tools/list` result.
+#[derive(Deserialize)]
+struct ToolsPage {
+    tools: Vec<Box<RawValue>>,
+    #[serde(default, rename = "nextCursor")]
+    next_cursor: Option<serde::de::IgnoredAny>,
+}
+
+/// A tool's name.
+#[derive(Deserialize)]
+struct Named<'a> {
+    name: &'a str,
+}
+
+impl RawWire {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Bounded queues, consistent after any panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wrap the server's stdout and stdin; rmcp reads and writes through these.
+    pub(crate) fn tee<R, W>(self: &Arc<Self>, reader: R, writer: W) -> (TeeReader<R>, TeeWriter<W>) {
+        (
+            TeeReader {
+                inner: reader,
+                wire: self.clone(),
+                line: Vec::new(),
+            },
+            TeeWriter {
+                inner: writer,
+                wire: self.clone(),
+                line: Vec::new(),
+            },
+        )
+    }
+
+    /// The answer (`result`) to request `id` (any JSON-serializable id), if it was kept.
+    pub(crate) fn take(&self, id: &impl serde::Serialize) -> Option<Box<RawValue>> {
+        let key = serde_json::to_string(id).ok()?;
+        let mut state = self.state();
+        let index = state.kept.iter().position(|(kept, _)| *kept == key)?;
+        state.kept.remove(index).map(|(_, result)| result)
+    }
+
+    /// The tools of the latest complete `tools/list`, by name, as the server wrote them.
+    pub(crate) fn tools(&self) -> Arc<HashMap<String, Box<RawValue>>> {
+        self.state().tools.clone()
+    }
+
+    /// A line corrald wrote to the server.
+    fn sent(&self, line: &[u8]) {
+        let Ok(message) = serde_json::from_slice::<Message<'_>>(line) else {
+            return;
+        };
+        let (Some(id), Some(method)) = (message.id, message.method) else {
+            return;
+        };
+        let is_list = method == TOOLS_LIST;
+        if !is_list && !KEPT.contains(&method) {
+            return;
+        }
+        let mut state = self.state();
+        if is_list {
+            // A listing starts with a request without a cursor.
+            let first_page = message
+                .params
+                .and_then(|params| serde_json::from_str::<HashMap<&str, &RawValue>>(params.get()).ok())
+                .is_none_or(|params| !params.contains_key("cursor"));
+            if first_page {
+                state.listing.clear();
+            }
+        }
+        state.watched.push_back((id.get().to_owned(), is_list));
+        if state.watched.len() > MAX_WATCHED {
+            state.watched.pop_front();
+        }
+    }
+
+    /// A line the server wrote to corrald.
+    fn received(&self, line: &[u8]) {
+        let Ok(message) = serde_json::from_slice::<Message<'_>>(line) else {
+            return;
+        };
+        let (Some(id), Some(result), None) = (message.id, message.result, message.method) else {
+            return;
+        };
+        let mut state = self.state();
+        let Some(index) = state.watched.iter().position(|(watched, _)| watched == id.get()) else {
+            return;
+        };
+        let Some((key, is_list)) = state.watched.remove(index) else {
+            return;
+        };
+        if !is_list {
+            state.kept.push_back((key, result.to_owned()));
+            if state.kept.len() > MAX_KEPT {
+                state.kept.pop_front();
+            }
+            return;
+        }
+        let Ok(page) = serde_json::from_str::<ToolsPage>(result.get()) else {
+            return;
+        };
+        state.listing.extend(page.tools);
+        if page.next_cursor.is_none() {
+            let tools = std::mem::take(&mut state.listing)
+                .into_iter()
+                .filter_map(|tool| {
+                    let name = serde_json::from_str::<Named<'_>>(tool.get()).ok()?.name.to_owned();
+                    Some((name, tool))
+                })
+                .collect();
+            state.tools = Arc::new(tools);
+        }
+    }
+}
+
+/// Feed complete lines of `bytes` to `inspect`, keeping a partial last line in `line`.
+fn split_lines(line: &mut Vec<u8>, bytes: &[u8], inspect: impl Fn(&[u8])) {
+    let mut rest = bytes;
+    while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+        if line.len() <= MAX_LINE {
+            line.extend_from_slice(&rest[..newline]);
+            if line.len() <= MAX_LINE {
+                inspect(line);
+            }
+        }
+        line.clear();
+        rest = &rest[newline + 1..];
+    }
+    if line.len() <= MAX_LINE {
+        line.extend_from_slice(rest);
+    }
+}
+
+/// The server's stdout, inspected on its way to rmcp.
+#[derive(Debug)]
+pub(crate) struct TeeReader<R> {
+    inner: R,
+    wire: Arc<RawWire>,
+    line: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for TeeReader<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let this = &mut *self;
+            split_lines(&mut this.line, &buf.filled()[before..], |line| this.wire.received(line));
+        }
+        polled
+    }
+}
+
+/// The server's stdin, inspected on its way from rmcp.
+#[derive(Debug)]
+pub(crate) struct TeeWriter<W> {
+    inner: W,
+    wire: Arc<RawWire>,
+    line: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for TeeWriter<W> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = polled {
+            let this = &mut *self;
+            split_lines(&mut this.line, &buf[..written], |line| this.wire.sent(line));
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(wire: &RawWire, sent: &str, received: &str) {
+        wire.sent(sent.as_bytes());
+        wire.received(received.as_bytes());
+    }
+
+    #[test]
+    fn answers_to_watched_requests_are_kept_verbatim_until_taken() {
+        let wire = RawWire::default();
+        let result = r#"{"content":[{"type":"text","text":"hi","annotations":{"priority":0.7}}],"x-extra":[1.0]}"#;
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#,
+            &format!(r#"{{"jsonrpc":"2.0","id":7,"result":{result}}}"#),
+        );
+        // Not watched: initialize, notifications, errors.
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+        );
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":8,"error":{"code":1,"message":"no"}}"#,
+        );
+        assert_eq!(wire.take(&1).map(|raw| raw.get().to_owned()), None);
+        assert_eq!(wire.take(&8).map(|raw| raw.get().to_owned()), None);
+        assert_eq!(wire.take(&7).map(|raw| raw.get().to_owned()).as_deref(), Some(result));
+        assert!(wire.take(&7).is_none(), "taken once");
+    }
+
+    #[test]
+    fn tools_list_pages_become_the_latest_listing() {
+        let wire = RawWire::default();
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a","execution":{"taskSupport":"forbidden"}}],"nextCursor":"p2"}}"#,
+        );
+        assert!(wire.tools().is_empty(), "incomplete listing");
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"cursor":"p2"}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"b"}]}}"#,
+        );
+        let tools = wire.tools();
+        assert_eq!(tools.len(), 2);
+        assert_eq!(
+            tools["a"].get(),
+            r#"{"name":"a","execution":{"taskSupport":"forbidden"}}"#
+        );
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"c"}]}}"#,
+        );
+        assert_eq!(
+            wire.tools().keys().collect::<Vec<_>>(),
+            ["c"],
+            "a new listing replaces the old"
+        );
+    }
+
+    #[test]
+    fn lines_split_across_reads_are_joined_and_memory_is_bounded() {
+        let wire = RawWire::default();
+        let mut line = Vec::new();
+        let sent = b"{\"jsonrpc\":\"2.0\",\"id\":\"s\",\"method\":\"prompts/get\"}\n";
+        let (first, second) = sent.split_at(10);
+        split_lines(&mut line, first, |l| wire.sent(l));
+        split_lines(&mut line, second, |l| wire.sent(l));
+        wire.received(br#"{"jsonrpc":"2.0","id":"s","result":{"messages":[]}}"#);
+        assert_eq!(
+            wire.take(&"s").map(|raw| raw.get().to_owned()).as_deref(),
+            Some(r#"{"messages":[]}"#)
+        );
+
+        for id in 0..1000 {
+            feed(
+                &wire,
+                &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call"}}"#),
+                &format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#),
+            );
+            wire.sent(format!(r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call"}}"#, id + 5000).as_bytes());
+        }
+        let state = wire.state();
+        assert_eq!(state.kept.len(), MAX_KEPT);
+        assert_eq!(state.watched.len(), MAX_WATCHED);
+    }
+}
