@@ -262,3 +262,60 @@ async fn a_front_end_cancels_an_in_flight_call_with_cancel_request() {
     let server = client.mcp_server_get("slow").await.expect("get").server;
     assert_eq!((server.status, server.restart_count), (ServerStatus::Ready, 0));
 }
+
+#[tokio::test]
+async fn a_front_end_that_hangs_up_has_its_call_cancelled_without_the_half_close_grace() {
+    let (daemon, client) = ready_daemon(&fixture_config("slow", &[]), &["slow"]).await;
+    let mut raw = daemon.raw_line_connection().await;
+    raw.initialize().await;
+    raw.send(&json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"server": "slow", "name": "sleep", "arguments": {"seconds": 20}}
+    }))
+    .await;
+    wait_for_stderr_line(&client, "slow", "fixture: sleeping").await;
+    // Closed entirely (what Ctrl-C on `corral call` does), not half-closed:
+    // the daemon cancels at once instead of waiting for answers nobody reads.
+    drop(raw);
+    wait_for_stderr_line(&client, "slow", "fixture: sleep cancelled").await;
+    corral_tests::poll_until("the daemon to log the hang-up", || async {
+        daemon
+            .stderr()
+            .contains("front-end hung up; cancelling its requests")
+            .then_some(())
+    })
+    .await;
+    let server = client.mcp_server_get("slow").await.expect("get").server;
+    assert_eq!((server.status, server.restart_count), (ServerStatus::Ready, 0));
+}
+
+#[tokio::test]
+async fn ctrl_c_on_corral_call_cancels_the_call_on_the_server() {
+    let (daemon, client) = ready_daemon(&fixture_config("slow", &[]), &["slow"]).await;
+    let mut command = corral_tests::corral_command();
+    command
+        .args(["call", "slow", "sleep", r#"{"seconds": 20}"#, "--socket"])
+        .arg(daemon.socket_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let corral = command.spawn().expect("spawn corral call");
+    wait_for_stderr_line(&client, "slow", "fixture: sleeping").await;
+    let pid = libc::pid_t::try_from(corral.id()).expect("pid fits");
+    // SAFETY: signalling our own child, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let output = tokio::task::spawn_blocking(move || corral.wait_with_output())
+        .await
+        .expect("join")
+        .expect("corral exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("cancelled: the call was cancelled on `slow`"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('⠋'),
+        "no spinner when stderr is not a terminal: {stderr}"
+    );
+    wait_for_stderr_line(&client, "slow", "fixture: sleep cancelled").await;
+}

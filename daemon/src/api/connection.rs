@@ -57,6 +57,7 @@ enum Outbound {
 /// beyond repair, or the daemon shuts down.
 pub(crate) async fn serve<S>(
     stream: S,
+    hung_up: HungUp,
     session: Arc<Session>,
     link_messages: mpsc::Receiver<String>,
     methods: Methods,
@@ -116,11 +117,15 @@ pub(crate) async fn serve<S>(
         let Dispatcher { outbound, .. } = dispatcher;
         drop(outbound);
         let mut writer_done = false;
-        if end == ReadEnd::Eof {
-            // The front-end may have only closed its sending half (a script
-            // piping requests in): answer what it asked, for a while. A
-            // front-end that is gone (Ctrl-C, crash) looks the same from here,
-            // so whatever still runs after the grace is cancelled.
+        if end == ReadEnd::Eof && hung_up() {
+            // Gone entirely (Ctrl-C, a crash): nobody can read the answers.
+            if !in_flight.is_empty() {
+                tracing::debug!(requests = in_flight.len(), "front-end hung up; cancelling its requests");
+            }
+        } else if end == ReadEnd::Eof {
+            // The front-end closed only its sending half (a script piping
+            // requests in): answer what it asked, for a while; whatever still
+            // runs after the grace is cancelled.
             tokio::select! {
                 () = async { while in_flight.join_next().await.is_some() {} } => {}
                 _ = &mut writer_task => writer_done = true,
@@ -140,6 +145,10 @@ pub(crate) async fn serve<S>(
     .instrument(span)
     .await;
 }
+
+/// Whether the front-end closed the connection entirely (not just its
+/// sending half); asked once, at end of stream.
+pub(crate) type HungUp = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Why the reader stopped.
 #[derive(Debug, PartialEq, Eq)]

@@ -110,8 +110,13 @@ impl Drop for ConnectionGuard {
 }
 
 /// Serve one connection as session `id`; when it ends, so do the servers it added.
+///
+/// `hung_up` tells, once the front-end's side reached end of stream, whether
+/// it closed the connection entirely (so nothing it asked can be answered)
+/// rather than only its sending half.
 async fn run_connection<S>(
     stream: S,
+    hung_up: connection::HungUp,
     id: u64,
     methods: Methods,
     context: Arc<DaemonContext>,
@@ -122,7 +127,7 @@ async fn run_connection<S>(
 {
     let (link, link_messages) = Link::new(id);
     let session = Arc::new(session::Session::new(id, link.clone()));
-    connection::serve(stream, session, link_messages, methods, shutdown).await;
+    connection::serve(stream, hung_up, session, link_messages, methods, shutdown).await;
     link.close();
     for (server, uri) in context.frontends.disconnected(id) {
         catalog::release_subscription(&context, server, uri).await;
@@ -177,8 +182,10 @@ pub async fn serve(
             );
             continue;
         };
+        let hung_up = socket::hang_up_probe(&stream);
         tracker.spawn(run_connection(
             stream,
+            hung_up,
             next_id,
             methods.clone(),
             context.clone(),

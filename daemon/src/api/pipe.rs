@@ -70,6 +70,8 @@ pub async fn serve(
         };
         tracker.spawn(super::run_connection(
             connected,
+            // Named pipes tell no half-close from a close: always allow the grace.
+            Box::new(|| false),
             next_id,
             methods.clone(),
             context.clone(),

@@ -160,6 +160,27 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Whether the front-end on `stream` has closed the connection entirely
+/// (`POLLHUP`: it can neither send nor receive), as opposed to shutting down
+/// only its sending half (end of stream, but still reading). Asked once the
+/// reader saw end of stream, while the stream is still open.
+pub(crate) fn hang_up_probe(stream: &tokio::net::UnixStream) -> super::connection::HungUp {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    Box::new(move || {
+        let mut pollfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd and a zero timeout; `fd` belongs to the
+        // connection's stream, which lives as long as the connection task
+        // that calls this.
+        let ready = unsafe { libc::poll(&raw mut pollfd, 1, 0) };
+        ready > 0 && pollfd.revents & libc::POLLHUP != 0
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

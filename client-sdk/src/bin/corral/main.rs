@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success; 1 failure (an error from the daemon, an invalid
 //! config, a lost connection); 2 bad command line (clap); 3 the daemon is not
-//! running. Errors are one line on stderr.
+//! running; 130 interrupted by Ctrl-C (a call is cancelled on the server).
+//! Errors are one line on stderr.
 //!
 //! Output goes through `writeln!` on a locked stdout rather than `println!`
 //! (so `clippy::print_stdout` has nothing to allow): a closed pipe, as in
@@ -11,6 +12,7 @@
 //! panicking.
 
 mod render;
+mod spinner;
 mod table;
 
 use std::io::Write;
@@ -25,6 +27,8 @@ use serde::Serialize;
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_DAEMON_NOT_RUNNING: u8 = 3;
+/// 128 + SIGINT, as shells report a command ended by Ctrl-C.
+const EXIT_INTERRUPTED: u8 = 130;
 
 /// Talk to corrald, the daemon that supervises your MCP servers.
 #[derive(Debug, Parser)]
@@ -355,7 +359,19 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
             tool,
             arguments,
         } => {
-            let result = client.tools_call(server, tool, arguments, CALL_BACKSTOP).await?;
+            let label = format!("waiting for `{tool}` of {server}");
+            let call = spinner::while_waiting(&label, client.tools_call(server, tool, arguments, CALL_BACKSTOP));
+            let result = tokio::select! {
+                result = call => result?,
+                interrupted = tokio::signal::ctrl_c() => {
+                    interrupted.context("cannot listen for Ctrl-C")?;
+                    spinner::erase();
+                    // Leaving closes the connection; corrald then cancels the
+                    // call on the server (`notifications/cancelled`).
+                    eprintln!("cancelled: the call was cancelled on `{server}`");
+                    return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                }
+            };
             if cli.json {
                 emit_pretty_json(&result)?;
             } else {
