@@ -45,6 +45,8 @@ pub(crate) struct ServerClient {
     tools_changed: mpsc::Sender<()>,
     /// What `roots/list` answers; `None`: roots are not offered.
     roots: Option<Vec<Root>>,
+    /// Progress is routed by the session's raw wire (in order), not here.
+    progress_from_wire: bool,
 }
 
 impl ServerClient {
@@ -55,7 +57,14 @@ impl ServerClient {
             events,
             tools_changed,
             roots: None,
+            progress_from_wire: false,
         }
+    }
+
+    /// The session's pipes are teed (`raw::RawWire`), which routes progress itself.
+    pub(crate) fn progress_from_wire(mut self) -> Self {
+        self.progress_from_wire = true;
+        self
     }
 
     /// Offer `roots` (absolute paths or `file://` URIs, from the config) to the server.
@@ -188,6 +197,9 @@ impl ClientHandler for ServerClient {
     }
 
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        if self.progress_from_wire {
+            return;
+        }
         let Ok(token) = serde_json::to_value(&params.progress_token) else {
             return;
         };

@@ -10,6 +10,11 @@
 //! gathered into the latest listing, by tool name. Where nothing was kept
 //! (another transport, a message too large), callers fall back to rmcp's
 //! typed value.
+//!
+//! Progress is routed from here too, in the order the server wrote it: rmcp
+//! hands notifications to spawned tasks but responses straight to the
+//! waiting request, so a request's last progress could otherwise reach the
+//! front-end after its result.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -17,9 +22,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
+use corral_protocol::{Notification as _, Progress, ProgressNotification};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::frontends::FrontEnds;
 
 /// Requests whose answers are kept for the handler that sent them.
 const KEPT: [&str; 6] = [
@@ -41,9 +49,12 @@ const MAX_KEPT: usize = 64;
 const MAX_LINE: usize = 64 * 1024 * 1024;
 
 /// Raw answers of one server session.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RawWire {
     state: Mutex<State>,
+    /// The server's name, for progress routes.
+    server: String,
+    frontends: Arc<FrontEnds>,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +82,18 @@ struct Message<'a> {
     result: Option<&'a RawValue>,
 }
 
+/// `notifications/progress` params.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProgressParams {
+    progress_token: serde_json::Value,
+    progress: f64,
+    #[serde(default)]
+    total: Option<f64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
 /// A `tools/list` result.
 #[derive(Deserialize)]
 struct ToolsPage {
@@ -86,6 +109,15 @@ struct Named<'a> {
 }
 
 impl RawWire {
+    /// The raw wire of a session of `server`; progress goes through `frontends`.
+    pub(crate) fn new(server: &str, frontends: Arc<FrontEnds>) -> Self {
+        Self {
+            state: Mutex::default(),
+            server: server.to_owned(),
+            frontends,
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Bounded queues, consistent after any panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -154,6 +186,10 @@ impl RawWire {
         let Ok(message) = serde_json::from_slice::<Message<'_>>(line) else {
             return;
         };
+        if message.method == Some(PROGRESS) {
+            self.progress(message.params);
+            return;
+        }
         let (Some(id), Some(result), None) = (message.id, message.result, message.method) else {
             return;
         };
@@ -185,6 +221,26 @@ impl RawWire {
                 .collect();
             state.tools = Arc::new(tools);
         }
+    }
+}
+
+/// The MCP progress notification.
+const PROGRESS: &str = "notifications/progress";
+
+impl RawWire {
+    /// Route progress to the front-end whose request it is about, now,
+    /// before rmcp reads what the server wrote after it.
+    fn progress(&self, params: Option<&RawValue>) {
+        let Some(params) = params.and_then(|params| serde_json::from_str::<ProgressParams>(params.get()).ok()) else {
+            return;
+        };
+        let Some((link, theirs)) = self.frontends.progress_target(&self.server, &params.progress_token) else {
+            return;
+        };
+        let mut progress = Progress::new(self.server.clone(), theirs, params.progress);
+        progress.total = params.total;
+        progress.message = params.message;
+        link.notify(ProgressNotification::METHOD, progress);
     }
 }
 
@@ -257,6 +313,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for TeeWriter<W> {
 mod tests {
     use super::*;
 
+    fn wire() -> RawWire {
+        RawWire::new("s", Arc::new(FrontEnds::default()))
+    }
+
     fn feed(wire: &RawWire, sent: &str, received: &str) {
         wire.sent(sent.as_bytes());
         wire.received(received.as_bytes());
@@ -264,7 +324,7 @@ mod tests {
 
     #[test]
     fn answers_to_watched_requests_are_kept_verbatim_until_taken() {
-        let wire = RawWire::default();
+        let wire = wire();
         let result = r#"{"content":[{"type":"text","text":"hi","annotations":{"priority":0.7}}],"x-extra":[1.0]}"#;
         feed(
             &wire,
@@ -290,7 +350,7 @@ mod tests {
 
     #[test]
     fn tools_list_pages_become_the_latest_listing() {
-        let wire = RawWire::default();
+        let wire = wire();
         feed(
             &wire,
             r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
@@ -322,7 +382,7 @@ mod tests {
 
     #[test]
     fn lines_split_across_reads_are_joined_and_memory_is_bounded() {
-        let wire = RawWire::default();
+        let wire = wire();
         let mut line = Vec::new();
         let sent = b"{\"jsonrpc\":\"2.0\",\"id\":\"s\",\"method\":\"prompts/get\"}\n";
         let (first, second) = sent.split_at(10);

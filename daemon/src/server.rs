@@ -392,8 +392,9 @@ impl ServerTask {
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
         let (tools_changed, mut tools_changed_rx) = mpsc::channel(1);
         let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed)
-            .with_roots(self.config.roots.as_deref());
-        let raw = Arc::new(RawWire::default());
+            .with_roots(self.config.roots.as_deref())
+            .progress_from_wire();
+        let raw = Arc::new(RawWire::new(&self.name, self.events.frontends().clone()));
         let pipes = raw.tee(launched.stdout, launched.stdin);
         let startup = async {
             let service = handler

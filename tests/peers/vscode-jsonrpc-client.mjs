@@ -2,9 +2,14 @@
 // language clients), talking to corrald over its Unix socket in Content-Length
 // framing, exactly as an editor extension would.
 //
-// Usage: node vscode-jsonrpc-client.mjs SOCKET_PATH
+// Usage: node vscode-jsonrpc-client.mjs SOCKET_PATH [elicitation]
 //
-// It initializes, calls mcpServer/list and daemon/status, asks the daemon (run
+// With `elicitation` (the daemon runs a server-everything named `everything`):
+// it declares it can answer elicitations, answers the daemon's
+// mcpServer/elicitation/request with `accept`, calls a long-running tool with
+// a progress token, and prints what it saw as one JSON line.
+//
+// Otherwise it initializes, calls mcpServer/list and daemon/status, asks the daemon (run
 // with CORRAL_TEST_HOOKS=1) to emit three notifications and waits for them,
 // calls an unknown method and catches the error, then prints ONE JSON summary
 // line on stdout and exits 0. Any failure, or the overall timeout, prints the
@@ -23,6 +28,7 @@ const OVERALL_TIMEOUT_MS = 15_000;
 const EXPECTED_NOTIFICATIONS = 3;
 
 const socketPath = process.argv[2];
+const mode = process.argv[3] ?? "basic";
 if (!socketPath) {
   process.stderr.write("usage: node vscode-jsonrpc-client.mjs SOCKET_PATH\n");
   process.exit(2);
@@ -98,7 +104,42 @@ async function main() {
   return summary;
 }
 
-main().then(
+async function elicitation() {
+  const socket = await connect(socketPath);
+  const connection = createMessageConnection(new StreamMessageReader(socket), new StreamMessageWriter(socket));
+  const asked = [];
+  connection.onRequest("mcpServer/elicitation/request", (params) => {
+    asked.push({ server: params.server, message: params.request.message });
+    return { action: "accept", content: { name: "VS Code", check: true } };
+  });
+  const progress = [];
+  connection.onNotification("mcpServer/progress", (params) => {
+    progress.push({ token: params.progressToken, progress: params.progress, total: params.total });
+  });
+  connection.listen();
+  await connection.sendRequest("initialize", {
+    protocolVersion: 1,
+    clientInfo: { name: "vscode-jsonrpc-peer", version: "10.0.0" },
+    capabilities: { elicitation: true },
+  });
+  const elicited = await connection.sendRequest("tools/call", {
+    server: "everything",
+    name: "trigger-elicitation-request",
+    arguments: {},
+  });
+  const long = await connection.sendRequest("tools/call", {
+    server: "everything",
+    name: "trigger-long-running-operation",
+    arguments: { duration: 0.4, steps: 2 },
+    _meta: { progressToken: 42 },
+  });
+  connection.dispose();
+  socket.end();
+  const texts = (result) => result.content.map((item) => item.text).join("\n");
+  return { asked, elicitedText: texts(elicited), longText: texts(long), progress };
+}
+
+(mode === "elicitation" ? elicitation() : main()).then(
   (summary) => {
     clearTimeout(overall);
     // Exit only once the line is flushed, even when stdout is a pipe.

@@ -5,7 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use corral_tests::{TestDaemon, run_command};
+use corral_protocol::ServerStatus;
+use corral_tests::{SERVER_WAIT, TestDaemon, everything_config, run_command, wait_for_status};
 use serde_json::Value;
 
 #[test]
@@ -64,6 +65,50 @@ fn vscode_jsonrpc_initializes_calls_methods_and_receives_notifications() {
         summary["unknownMethod"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("no/such/method")),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn vscode_jsonrpc_answers_elicitations_and_receives_progress() {
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peers");
+    let daemon = TestDaemon::start_with_config(&everything_config("everything"));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+
+    let mut node = Command::new("node");
+    node.arg(peers.join("vscode-jsonrpc-client.mjs"))
+        .arg(daemon.socket_path())
+        .arg("elicitation");
+    let output = tokio::task::spawn_blocking(move || run_command(&mut node, Duration::from_secs(30)))
+        .await
+        .expect("join");
+    assert!(
+        output.status.success(),
+        "the vscode-jsonrpc client failed ({}):\n{}",
+        output.status,
+        output.stderr
+    );
+    let summary: Value = serde_json::from_str(output.stdout.trim()).expect("the summary is JSON");
+    assert_eq!(
+        summary["asked"],
+        serde_json::json!([{"server": "everything", "message": "Please provide inputs for the following fields:"}]),
+        "{summary}"
+    );
+    let elicited = summary["elicitedText"].as_str().unwrap_or_default();
+    assert!(elicited.contains("- Name: VS Code"), "{summary}");
+    assert!(
+        summary["longText"]
+            .as_str()
+            .is_some_and(|text| text.contains("Long running operation completed")),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["progress"],
+        serde_json::json!([
+            {"token": 42, "progress": 1, "total": 2},
+            {"token": 42, "progress": 2, "total": 2},
+        ]),
         "{summary}"
     );
 }

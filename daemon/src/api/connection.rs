@@ -512,7 +512,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             biased;
             message = outbound.recv() => match message {
                 None => break,
-                Some(Outbound::Message(message)) => framing::encode(framing, message.as_bytes(), &mut wire),
+                Some(Outbound::Message(message)) => {
+                    // What the daemon queued for this front-end before this
+                    // response goes first: a call's progress precedes its result.
+                    while link_open && let Ok(earlier) = link_messages.try_recv() {
+                        framing::encode(framing, earlier.as_bytes(), &mut wire);
+                    }
+                    framing::encode(framing, message.as_bytes(), &mut wire);
+                }
                 Some(Outbound::Subscribe(subscription)) => {
                     last_delivered = subscription.last_seq;
                     events = Some(subscription.receiver);
