@@ -59,6 +59,30 @@ async fn read_until(connection: &mut RawConnection, wanted: impl Fn(&Value) -> b
     panic!("no wanted message among 1000: {others:?}");
 }
 
+/// `connection` got nothing: after a round trip, no message is waiting.
+async fn assert_nothing_received(connection: &mut RawConnection, who: &str) {
+    connection.call("daemon/status", json!({})).await;
+    match connection.try_recv(Duration::from_millis(100)).await {
+        Err(RecvError::Timeout) => {}
+        other => panic!("{who} got {other:?}"),
+    }
+}
+
+/// Call server-everything's `trigger-elicitation-request` as request `id`
+/// and wait for the elicitation it causes on the same connection; returns the call's
+/// id and the daemon's request.
+async fn start_elicitation(caller: &mut RawConnection, id: u64) -> (Value, Value) {
+    let call = send_request(
+        caller,
+        id,
+        "tools/call",
+        json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
+    )
+    .await;
+    let (request, _) = read_until(caller, is_request("mcpServer/elicitation/request")).await;
+    (call, request)
+}
+
 fn is_request(method: &'static str) -> impl Fn(&Value) -> bool {
     move |message| message["method"] == method && message.get("id").is_some()
 }
@@ -86,14 +110,7 @@ async fn an_elicitation_goes_to_the_calling_front_end_and_its_answer_back_to_the
     let mut bystander = front_end(&daemon, "bystander", json!({"elicitation": true})).await;
     bystander.call("daemon/status", json!({})).await;
 
-    let call = send_request(
-        &mut caller,
-        1,
-        "tools/call",
-        json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
-    )
-    .await;
-    let (request, _) = read_until(&mut caller, is_request("mcpServer/elicitation/request")).await;
+    let (call, request) = start_elicitation(&mut caller, 1).await;
     let params = &request["params"];
     assert_eq!(params["server"], "everything", "{request}");
     let mcp = &params["request"];
@@ -124,12 +141,7 @@ async fn an_elicitation_goes_to_the_calling_front_end_and_its_answer_back_to_the
     assert!(text.contains("- Agreed to terms: true"), "{text}");
     assert!(text.contains("- Favorite Integer: 7"), "{text}");
 
-    // The bystander was never asked.
-    bystander.call("daemon/status", json!({})).await;
-    match bystander.try_recv(Duration::from_millis(100)).await {
-        Err(RecvError::Timeout) => {}
-        other => panic!("the bystander got {other:?}"),
-    }
+    assert_nothing_received(&mut bystander, "the bystander, never asked,").await;
 }
 
 #[tokio::test]
@@ -144,14 +156,7 @@ async fn declines_cancels_and_errors_of_the_front_end_reach_the_server() {
         ),
         (2, json!({"result": {"action": "cancel"}}), "User cancelled"),
     ] {
-        let call = send_request(
-            &mut front_end,
-            id,
-            "tools/call",
-            json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
-        )
-        .await;
-        let (request, _) = read_until(&mut front_end, is_request("mcpServer/elicitation/request")).await;
+        let (call, request) = start_elicitation(&mut front_end, id).await;
         let mut reply = answer.clone();
         reply["jsonrpc"] = json!("2.0");
         reply["id"] = request["id"].clone();
@@ -162,14 +167,7 @@ async fn declines_cancels_and_errors_of_the_front_end_reach_the_server() {
     }
 
     // An error answer becomes the server's error: the tool call fails with it.
-    let call = send_request(
-        &mut front_end,
-        3,
-        "tools/call",
-        json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
-    )
-    .await;
-    let (request, _) = read_until(&mut front_end, is_request("mcpServer/elicitation/request")).await;
+    let (call, request) = start_elicitation(&mut front_end, 3).await;
     front_end
         .send(&json!({
             "jsonrpc": "2.0",
@@ -207,11 +205,7 @@ async fn without_a_capable_front_end_elicitation_and_sampling_are_declined() {
         outcome.contains("sampling declined: no front-end connected to corrald can sample"),
         "{outcome}"
     );
-    // Nothing was sent to the front-end that cannot answer.
-    match plain.try_recv(Duration::from_millis(100)).await {
-        Err(RecvError::Timeout) => {}
-        other => panic!("the plain front-end got {other:?}"),
-    }
+    assert_nothing_received(&mut plain, "the front-end that cannot answer").await;
 }
 
 #[tokio::test]
@@ -256,14 +250,7 @@ async fn the_call_timeout_stops_while_the_user_answers_an_elicitation() {
     let client = daemon.connect_client().await;
     wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
     let mut front_end = front_end(&daemon, "slow-user", json!({"elicitation": true})).await;
-    let call = send_request(
-        &mut front_end,
-        1,
-        "tools/call",
-        json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
-    )
-    .await;
-    let (request, _) = read_until(&mut front_end, is_request("mcpServer/elicitation/request")).await;
+    let (call, request) = start_elicitation(&mut front_end, 1).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     front_end
         .send(&json!({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "accept", "content": {"name": "Slow"}}}))
@@ -347,11 +334,7 @@ async fn progress_goes_to_the_caller_with_its_own_token() {
         .collect();
     assert_eq!(steps, vec![(1.0, 3.0), (2.0, 3.0), (3.0, 3.0)], "{progress:?}");
 
-    other.call("daemon/status", json!({})).await;
-    match other.try_recv(Duration::from_millis(100)).await {
-        Err(RecvError::Timeout) => {}
-        got => panic!("progress leaked to another front-end: {got:?}"),
-    }
+    assert_nothing_received(&mut other, "another front-end (progress leaked)").await;
 }
 
 #[tokio::test]
