@@ -178,6 +178,24 @@ async fn declines_cancels_and_errors_of_the_front_end_reach_the_server() {
     let (response, _) = read_until(&mut front_end, is_response(&call)).await;
     let outcome = response.to_string();
     assert!(outcome.contains("the user closed the editor"), "{outcome}");
+
+    // An answer that is not an ElicitResult is the front-end's fault, said so
+    // to the server; the daemon and the connection go on.
+    let (call, request) = start_elicitation(&mut front_end, 4).await;
+    front_end
+        .send(&json!({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "maybe"}}))
+        .await;
+    let (response, _) = read_until(&mut front_end, is_response(&call)).await;
+    let outcome = response.to_string();
+    assert!(
+        outcome.contains("the front-end's answer to mcpServer/elicitation/request is not valid"),
+        "{outcome}"
+    );
+    // A response to nothing the daemon asked is ignored.
+    front_end
+        .send(&json!({"jsonrpc": "2.0", "id": 999_999, "result": {"action": "accept"}}))
+        .await;
+    assert_nothing_received(&mut front_end, "a front-end answering an unknown id").await;
 }
 
 #[tokio::test]
