@@ -1,0 +1,220 @@
+//! Living under a service manager: readiness, status, watchdog and stopping
+//! notifications (systemd's `sd_notify` protocol), and the listening socket a
+//! socket-activating manager hands over.
+//!
+//! On Linux these talk to `$NOTIFY_SOCKET` through the `sd-notify` crate;
+//! without that variable (a terminal, launchd, tests) every notification is a
+//! no-op and nothing changes. Other platforms compile the same API as no-ops:
+//! launchd has no readiness protocol, and starts corrald with `KeepAlive`.
+//!
+//! What is sent, in order:
+//! - `READY=1` with a `STATUS=` once the socket accepts connections and every
+//!   config server has been launched (not when they are ready: startup never
+//!   waits for the slowest server);
+//! - `STATUS=` again whenever the one-line summary changes ("5 servers: 4
+//!   ready, 1 failed");
+//! - `RELOADING=1` (with `MONOTONIC_USEC=`) and then `READY=1` around applying
+//!   a reloaded config file;
+//! - `WATCHDOG=1` every half watchdog interval, but only after the supervisor
+//!   actually answered a question: a wedged supervisor stops the pings, and
+//!   the service manager restarts the daemon;
+//! - `STOPPING=1` when shutdown begins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_protocol::ServerCounts;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::EventHub;
+use crate::supervisor::SupervisorHandle;
+
+/// Whether a service manager listens for notifications (`$NOTIFY_SOCKET` is set).
+pub fn manager_listens() -> bool {
+    cfg!(target_os = "linux") && std::env::var_os("NOTIFY_SOCKET").is_some_and(|socket| !socket.is_empty())
+}
+
+/// One notification to the service manager (Linux: `sd_notify`).
+#[derive(Debug, Clone, Copy)]
+pub enum Notice<'a> {
+    /// `READY=1` with a status line.
+    Ready(&'a str),
+    /// `STATUS=…`.
+    Status(&'a str),
+    /// `RELOADING=1` with the monotonic time systemd 253+ requires.
+    Reloading,
+    /// `WATCHDOG=1`.
+    Watchdog,
+    /// `STOPPING=1` with a status line.
+    Stopping(&'a str),
+}
+
+/// Send `notice`; failures are logged, never fatal (the daemon works without a manager).
+pub fn notify(notice: Notice<'_>) {
+    #[cfg(target_os = "linux")]
+    {
+        use sd_notify::NotifyState;
+        if !manager_listens() {
+            return;
+        }
+        let states: Vec<NotifyState<'_>> = match notice {
+            Notice::Ready(status) => vec![NotifyState::Ready, NotifyState::Status(status)],
+            Notice::Status(status) => vec![NotifyState::Status(status)],
+            Notice::Reloading => match NotifyState::monotonic_usec_now() {
+                Ok(now) => vec![NotifyState::Reloading, now],
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the monotonic clock; not telling the service manager about the reload");
+                    return;
+                }
+            },
+            Notice::Watchdog => vec![NotifyState::Watchdog],
+            Notice::Stopping(status) => vec![NotifyState::Stopping, NotifyState::Status(status)],
+        };
+        if let Err(error) = sd_notify::notify(&states) {
+            tracing::warn!(%error, ?notice, "cannot notify the service manager");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = notice;
+    }
+}
+
+/// What the service manager set up for this process, read once at startup
+/// (before any thread exists, because reading also removes the variables so
+/// that nothing corrald starts inherits them).
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// The listening socket of socket activation (`LISTEN_FDS`), if any.
+    #[cfg(unix)]
+    pub listener: Option<std::os::fd::OwnedFd>,
+    /// The watchdog interval (`WATCHDOG_USEC`), if the manager wants pings.
+    pub watchdog: Option<Duration>,
+}
+
+impl Inherited {
+    /// Take what the service manager passed.
+    ///
+    /// # Safety
+    ///
+    /// Must be called before any other thread exists (it edits the
+    /// environment), i.e. first thing in `main`.
+    pub unsafe fn take() -> anyhow::Result<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::FromRawFd as _;
+            // SAFETY: the caller guarantees no other thread runs.
+            let fds: Vec<i32> = unsafe { sd_notify::listen_fds_and_unset_env() }
+                .map_err(|error| {
+                    anyhow::anyhow!("invalid socket activation variables (LISTEN_FDS/LISTEN_PID): {error}")
+                })?
+                .collect();
+            if fds.len() > 1 {
+                anyhow::bail!(
+                    "the service manager passed {} sockets (LISTEN_FDS); corrald serves exactly one: check the .socket unit",
+                    fds.len()
+                );
+            }
+            // SAFETY: sd_listen_fds semantics: descriptors from 3 on are ours,
+            // open, and owned by nobody else in this process.
+            let listener = fds.first().map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(*fd) });
+            // SAFETY: as above.
+            let watchdog = unsafe { sd_notify::watchdog_enabled_and_unset_env() };
+            Ok(Self { listener, watchdog })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Ok(Self::default())
+        }
+    }
+}
+
+/// The one-line status a service manager shows (`systemctl --user status corral`).
+pub fn status_line(counts: &ServerCounts, config_error: bool) -> String {
+    let mut line = counts.to_string();
+    if config_error {
+        line.push_str("; config file invalid, see `corral doctor`");
+    }
+    line
+}
+
+/// How long the service task waits for the supervisor to answer before it
+/// counts the check as missed.
+const SUPERVISOR_ANSWER_LIMIT: Duration = Duration::from_secs(2);
+
+/// Keep the service manager informed until `shutdown`: `READY=1`, then
+/// `STATUS=` on every change and `WATCHDOG=1` while the supervisor answers.
+///
+/// Does nothing when no manager listens.
+pub async fn run(
+    supervisor: SupervisorHandle,
+    events: Arc<EventHub>,
+    config_error: crate::reload::ConfigErrorCell,
+    watchdog: Option<Duration>,
+    shutdown: CancellationToken,
+) {
+    if !manager_listens() {
+        return;
+    }
+    let mut subscription = events.subscribe().receiver;
+    let counts = supervisor.counts().await.unwrap_or_default();
+    let mut last_status = status_line(&counts, config_error.get().is_some());
+    notify(Notice::Ready(&last_status));
+    tracing::info!(status = %last_status, watchdog = ?watchdog, "told the service manager corrald is ready");
+
+    // Half the interval, as sd_watchdog_enabled(3) advises; never a busy loop.
+    let period = watchdog.map_or(Duration::from_secs(3600), |interval| {
+        (interval / 2).max(Duration::from_millis(10))
+    });
+    let answer_limit = watchdog.map_or(SUPERVISOR_ANSWER_LIMIT, |_| period.min(SUPERVISOR_ANSWER_LIMIT));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut missed_checks: u32 = 0;
+    loop {
+        let watchdog_tick = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => true,
+            received = subscription.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = received {
+                    return;
+                }
+                // Any event (status change, reload) may change the summary; lagging too.
+                false
+            }
+        };
+        if !watchdog_tick && missed_checks > 0 {
+            // The watchdog check owns the status line while the supervisor is silent.
+            continue;
+        }
+        let answer = tokio::time::timeout(answer_limit, supervisor.counts()).await;
+        match answer {
+            Ok(Ok(counts)) => {
+                if missed_checks > 0 {
+                    tracing::warn!(missed_checks, "the supervisor answers again; watchdog pings resume");
+                    missed_checks = 0;
+                    last_status.clear();
+                }
+                let status = status_line(&counts, config_error.get().is_some());
+                if status != last_status {
+                    notify(Notice::Status(&status));
+                    last_status = status;
+                }
+                if watchdog_tick && watchdog.is_some() {
+                    notify(Notice::Watchdog);
+                }
+            }
+            // The supervisor has stopped: shutdown is under way.
+            Ok(Err(_)) => return,
+            Err(_) if watchdog_tick => {
+                missed_checks += 1;
+                let status = format!(
+                    "the supervisor has not answered {missed_checks} watchdog check(s) in a row; watchdog pings withheld"
+                );
+                tracing::error!("{status}");
+                notify(Notice::Status(&status));
+                last_status = status;
+            }
+            Err(_) => {}
+        }
+    }
+}
