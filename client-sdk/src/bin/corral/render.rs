@@ -303,7 +303,66 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
                 one_line(&message, 300)
             )
         }
+        ClientNotification::Daemon(DaemonNotification::ConfigReloaded(reloaded)) => {
+            format!(
+                "[{}] config reloaded ({}): {}",
+                reloaded.seq,
+                trigger_name(reloaded.trigger),
+                reload_summary(
+                    &reloaded.added,
+                    &reloaded.removed,
+                    &reloaded.changed,
+                    &reloaded.warnings
+                )
+            )
+        }
+        ClientNotification::Daemon(DaemonNotification::ConfigReloadFailed(failed)) => format!(
+            "[{}] config not reloaded ({}), the running config stays: {}",
+            failed.seq,
+            trigger_name(failed.trigger),
+            failed.error.lines().collect::<Vec<_>>().join(" | ")
+        ),
         other => format!("[?] {}", other.method()),
+    }
+}
+
+fn trigger_name(trigger: corral_client::protocol::ReloadTrigger) -> String {
+    serde_json::to_value(trigger)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// `added a, b; removed c; changed d` or `nothing changed`.
+fn reload_summary(added: &[String], removed: &[String], changed: &[String], warnings: &[String]) -> String {
+    let mut parts = Vec::new();
+    for (label, names) in [("added", added), ("removed", removed), ("changed", changed)] {
+        if !names.is_empty() {
+            parts.push(format!("{label} {}", names.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("nothing changed".to_owned());
+    }
+    let mut summary = parts.join("; ");
+    for warning in warnings {
+        summary.push_str(&format!("; warning: {warning}"));
+    }
+    summary
+}
+
+/// `corral config reload`.
+pub(crate) fn config_reload(result: &corral_client::protocol::ConfigReloadResult) -> String {
+    if result.applied {
+        format!(
+            "reloaded: {}\n",
+            reload_summary(&result.added, &result.removed, &result.changed, &result.warnings)
+        )
+    } else {
+        format!(
+            "not reloaded, the running config stays:\n{}\n",
+            result.error.as_deref().unwrap_or("unknown error")
+        )
     }
 }
 
