@@ -205,6 +205,7 @@ pub async fn run(mut options: Options, shutdown: CancellationToken) -> anyhow::R
     reaper::registry().remove_record();
     #[cfg(unix)]
     drop(socket_guard);
+    service::flush(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
 }
