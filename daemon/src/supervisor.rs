@@ -68,6 +68,10 @@ enum Command {
         config: Box<Config>,
         reply: oneshot::Sender<ConfigDiff>,
     },
+    /// A changed config server has stopped: replace it with its new entry.
+    Replace {
+        name: String,
+    },
     /// Test hook (`debug/wedgeSupervisor`): stop handling commands until `release` is cancelled.
     Wedge {
         release: CancellationToken,
@@ -300,8 +304,9 @@ struct SupervisorActor {
     /// Names of removed servers whose teardown is still running: reserved,
     /// so a new server never shares a name with a dying one's notifications.
     removing: std::collections::BTreeSet<String>,
-    /// Config servers to start once the teardown of the server of the same
-    /// name is done (a changed entry: the old process tree goes first).
+    /// Config servers to start once the server of the same name is stopped
+    /// and forgotten (a changed entry: the old process tree goes first, and
+    /// the old entry stays listed, `stopped`, until then).
     pending_starts: BTreeMap<String, ServerConfig>,
     commands: mpsc::Receiver<Command>,
     /// A sender to this actor, for the tasks that report a teardown finished.
@@ -400,7 +405,9 @@ impl SupervisorActor {
         for name in pending {
             if !config.servers.contains_key(&name) {
                 self.pending_starts.remove(&name);
-                diff.removed.push(name);
+                if !diff.removed.contains(&name) {
+                    diff.removed.push(name);
+                }
             }
         }
         for (name, new) in config.servers {
@@ -417,8 +424,24 @@ impl SupervisorActor {
                         continue;
                     }
                     tracing::info!(server = %name, "config reload: entry changed, restarting");
-                    if let Some(entry) = self.servers.remove(&name) {
-                        drop(self.remove_entry(name.clone(), entry));
+                    // Stop it in place (it stays listed, `stopped`), then
+                    // replace it: the new entry starts once the old tree is gone.
+                    let (stopped, stopped_rx) = oneshot::channel();
+                    match entry.handle.commands.try_send(ServerCommand::Stop { reply: stopped }) {
+                        Ok(()) => {
+                            let to_self = self.to_self.clone();
+                            let replace = name.clone();
+                            self.tracker.spawn(async move {
+                                let _ = stopped_rx.await;
+                                let _ = to_self.send(Command::Replace { name: replace }).await;
+                            });
+                        }
+                        Err(error) => {
+                            tracing::warn!(server = %name, %error, "server task did not take the stop command; removing it");
+                            if let Some(entry) = self.servers.remove(&name) {
+                                drop(self.remove_entry(name.clone(), entry));
+                            }
+                        }
                     }
                     self.pending_starts.insert(name.clone(), new);
                     diff.changed.push(name);
@@ -686,6 +709,15 @@ impl SupervisorActor {
             }
             Command::ApplyConfig { config, reply } => {
                 let _ = reply.send(self.apply_config(*config));
+            }
+            Command::Replace { name } => {
+                // Still wanted (a later reload may have removed it meanwhile)?
+                if self.pending_starts.contains_key(&name)
+                    && let Some(entry) = self.servers.remove(&name)
+                {
+                    // Its processes are gone; `Forgotten` starts the new entry.
+                    drop(self.remove_entry(name, entry));
+                }
             }
             Command::Wedge { .. } => {
                 // Handled in `run`, which owns the waiting.
