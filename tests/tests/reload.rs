@@ -241,3 +241,47 @@ async fn config_reload_request_reports_the_problems_and_the_cli_exits_1() {
     assert_eq!(cli.stdout, "reloaded: removed one\n", "{cli:?}");
     assert_all_gone(&[pid], WAIT, "the server of the removed file").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_created_after_startup_is_picked_up_and_touch_reloads_nothing() {
+    // No config file at startup: no config servers, and the watcher waits for one.
+    let daemon = TestDaemon::start();
+    let mut client = daemon.connect_client().await;
+    let mut notifications = client.take_notifications().expect("notification stream");
+    save_by_rename(daemon.config_path(), &fixture_config("late", &[]));
+    let DaemonNotification::ConfigReloaded(reloaded) = next_reload(&mut notifications).await else {
+        panic!("the new file is valid and must be applied");
+    };
+    assert_eq!(reloaded.trigger, ReloadTrigger::File);
+    assert_eq!(reloaded.added, ["late"]);
+    wait_for_status(&client, "late", ServerStatus::Ready, SERVER_WAIT).await;
+    let pid = pid_of(&client, "late").await;
+
+    // Same bytes, new modification time: read, found identical, nothing applied.
+    let file = std::fs::File::options()
+        .append(true)
+        .open(daemon.config_path())
+        .expect("open the config");
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .expect("touch the config");
+    drop(file);
+    corral_tests::poll_until("corrald to read the touched file", || async {
+        daemon
+            .stderr()
+            .contains("config file touched but its content is the same")
+            .then_some(())
+    })
+    .await;
+    // A later real change is the next reload notification: the touch published none.
+    let text = std::fs::read_to_string(daemon.config_path()).expect("read the config");
+    save_by_rename(daemon.config_path(), &(text + "startup_timeout_sec = 20\n"));
+    let DaemonNotification::ConfigReloaded(next) = next_reload(&mut notifications).await else {
+        panic!("the edited file is valid");
+    };
+    assert_eq!(
+        next.changed,
+        ["late"],
+        "the touch caused no reload of its own: {next:?}"
+    );
+    assert_all_gone(&[pid], WAIT, "the changed server's old process").await;
+}

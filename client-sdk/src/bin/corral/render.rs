@@ -385,6 +385,54 @@ mod tests {
     }
 
     #[test]
+    fn reload_notifications_and_results_say_what_changed() {
+        use corral_client::protocol::{ConfigReloadFailed, ConfigReloadResult, ConfigReloaded, ReloadTrigger};
+        let reloaded = ConfigReloaded::new(
+            7,
+            "/c.toml",
+            ReloadTrigger::File,
+            vec!["a".to_owned()],
+            vec![],
+            vec!["b".to_owned(), "c".to_owned()],
+            vec!["server `x` was not started".to_owned()],
+        );
+        assert_eq!(
+            notification(&ClientNotification::Daemon(DaemonNotification::ConfigReloaded(
+                reloaded.clone()
+            ))),
+            "[7] config reloaded (file): added a; changed b, c; warning: server `x` was not started"
+        );
+        let failed = ConfigReloadFailed::new(
+            8,
+            "/c.toml",
+            ReloadTrigger::Signal,
+            "/c.toml:1:1: one\n/c.toml:2:1: two",
+        );
+        assert_eq!(
+            notification(&ClientNotification::Daemon(DaemonNotification::ConfigReloadFailed(
+                failed.clone()
+            ))),
+            "[8] config not reloaded (signal), the running config stays: /c.toml:1:1: one | /c.toml:2:1: two"
+        );
+        assert_eq!(
+            config_reload(&ConfigReloadResult::applied(&ConfigReloaded::new(
+                9,
+                "/c.toml",
+                ReloadTrigger::Request,
+                vec![],
+                vec![],
+                vec![],
+                vec![]
+            ))),
+            "reloaded: nothing changed\n"
+        );
+        assert_eq!(
+            config_reload(&ConfigReloadResult::failed(&failed)),
+            "not reloaded, the running config stays:\n/c.toml:1:1: one\n/c.toml:2:1: two\n"
+        );
+    }
+
+    #[test]
     fn list_shows_one_row_per_server_with_detail() {
         let text = server_table(&example_servers());
         let lines: Vec<&str> = text.lines().collect();
