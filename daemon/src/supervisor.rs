@@ -449,8 +449,8 @@ impl SupervisorActor {
                 Some(entry) => {
                     let owner = match entry.origin {
                         ServerOrigin::BuiltIn => "the built-in server; restart corrald to replace it".to_owned(),
-                        _ => "a server a front-end added; the file's entry is used once that one is removed or its \
-                              connection closes, and the file is reloaded"
+                        _ => "a server a front-end added; once that one is removed (or its connection closes), \
+                              `corral config reload` starts the file's entry"
                             .to_owned(),
                     };
                     tracing::warn!(server = %name, "config reload: name taken by {owner}");

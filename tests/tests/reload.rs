@@ -285,3 +285,39 @@ async fn a_config_file_created_after_startup_is_picked_up_and_touch_reloads_noth
     );
     assert_all_gone(&[pid], WAIT, "the changed server's old process").await;
 }
+
+#[tokio::test]
+async fn a_new_entry_whose_name_a_session_server_holds_is_reported_not_started() {
+    let daemon = TestDaemon::start();
+    let client = daemon.connect_client().await;
+    let entry = json!({ "command": "corral-session-server", "enabled": false });
+    client.mcp_server_add("shared", entry).await.expect("mcpServer/add");
+    std::fs::write(
+        daemon.config_path(),
+        "[servers.shared]\ncommand = \"corral-file-server\"\nenabled = false\n",
+    )
+    .expect("write the config");
+    let result = client.config_reload().await.expect("config/reload");
+    assert!(result.applied, "{result:?}");
+    assert!(result.added.is_empty(), "{result:?}");
+    assert_eq!(
+        result.warnings,
+        [
+            "server `shared` was not started: the name is taken by a server a front-end added; once that one is \
+             removed (or its connection closes), `corral config reload` starts the file's entry"
+        ]
+    );
+    let server = get_server(&client, "shared").await;
+    assert_eq!(
+        server.origin,
+        corral_client::protocol::ServerOrigin::Session,
+        "the session's server stays"
+    );
+
+    // Once the session's server is gone, a reload starts the file's entry.
+    client.mcp_server_remove("shared").await.expect("mcpServer/remove");
+    let result = client.config_reload().await.expect("config/reload");
+    assert_eq!(result.added, ["shared"], "{result:?}");
+    let server = get_server(&client, "shared").await;
+    assert_eq!(server.origin, corral_client::protocol::ServerOrigin::Config);
+}

@@ -492,7 +492,11 @@ fn service_command(command: &ServiceCommand, json: bool) -> anyhow::Result<ExitC
         ServiceCommand::Install { corrald, .. } => {
             let fill = service::Fill {
                 corrald: service::find_corrald(corrald.as_deref())?,
-                home: std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default(),
+                // Only the LaunchAgent names files in the home directory (its logs).
+                home: match target.manager {
+                    service::Manager::Launchd => service::home_dir()?,
+                    service::Manager::Systemd => PathBuf::new(),
+                },
                 path: service::service_path(std::env::var_os("PATH")),
             };
             let files = service::install(&target, &fill)?;
