@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_protocol::ServerCounts;
+use corral_protocol::{DaemonNotification, ServerCounts};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EventHub;
@@ -269,13 +269,19 @@ pub async fn run(
         let watchdog_tick = tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => true,
-            received = subscription.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = received {
-                    return;
-                }
-                // Any event (status change, reload) may change the summary; lagging too.
-                false
-            }
+            received = subscription.recv() => match received {
+                // Only status changes and reloads change the summary: server
+                // logs and list changes must not cost a supervisor question each.
+                Ok(frame) => match frame.notification {
+                    DaemonNotification::StartupStatusUpdated(_)
+                    | DaemonNotification::ConfigReloaded(_)
+                    | DaemonNotification::ConfigReloadFailed(_) => false,
+                    _ => continue,
+                },
+                // Missed some: one refresh covers them all.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => false,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
         };
         if !watchdog_tick && missed_checks > 0 {
             // The watchdog check owns the status line while the supervisor is silent.

@@ -223,6 +223,14 @@ async fn sighup_reload_is_announced_as_reloading_then_ready() {
         "RELOADING=1 carries MONOTONIC_USEC (systemd 253+ requires it): {reloading:?}"
     );
     assert_eq!(manager.next(), "READY=1\nSTATUS=0 servers\n");
+
+    // An invalid file is not applied (no RELOADING=1), and the status line says so.
+    std::fs::write(daemon.config_path(), "[servers.x]\ncommand = 5\n").expect("break the config");
+    send_signal(daemon.pid(), libc::SIGHUP);
+    assert_eq!(
+        manager.next(),
+        "STATUS=0 servers; config file invalid, see `corral doctor`\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
