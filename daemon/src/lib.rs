@@ -74,7 +74,11 @@ impl Options {
 }
 
 /// Run the daemon until SIGTERM or SIGINT (Ctrl-C on Windows), or `shutdown` is cancelled.
-pub async fn run(mut options: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    // Only the Unix socket code (socket activation) changes the options.
+    #[cfg_attr(windows, allow(unused_mut))] mut options: Options,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     // Installed before the socket exists: from the moment a front-end (or a
     // service manager) can see the daemon, SIGTERM means a clean shutdown,

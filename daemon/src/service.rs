@@ -61,6 +61,8 @@ enum Queued {
 }
 
 #[derive(Debug)]
+// Read only where sd_notify exists (Linux).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 enum OwnedNotice {
     Ready(String),
     Status(String),

@@ -41,6 +41,15 @@ async fn pid_of(client: &Client, name: &str) -> u32 {
     server.pid.unwrap_or_else(|| panic!("{name} has a pid"))
 }
 
+/// Wait until `name` is ready with a process other than `old` (the old entry
+/// may still show `ready` for a moment after its process is gone).
+async fn ready_again(client: &Client, name: &str, old: u32) {
+    corral_tests::wait_for_server(client, name, "ready with a new process", SERVER_WAIT, |server| {
+        server.status == ServerStatus::Ready && server.pid.is_some_and(|pid| pid != old)
+    })
+    .await;
+}
+
 fn base_config() -> String {
     [
         fixture_config("keep", &[]),
@@ -116,7 +125,7 @@ async fn reload_restarts_only_what_changed_and_an_invalid_file_changes_nothing()
         "the removed and the changed server's old processes",
     )
     .await;
-    wait_for_status(&client, "change", ServerStatus::Ready, SERVER_WAIT).await;
+    ready_again(&client, "change", change).await;
     wait_for_status(&client, "add", ServerStatus::Ready, SERVER_WAIT).await;
     let new_change = pid_of(&client, "change").await;
     let add = pid_of(&client, "add").await;
@@ -320,4 +329,53 @@ async fn a_new_entry_whose_name_a_session_server_holds_is_reported_not_started()
     assert_eq!(result.added, ["shared"], "{result:?}");
     let server = get_server(&client, "shared").await;
     assert_eq!(server.origin, corral_client::protocol::ServerOrigin::Config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_changed_again_while_its_old_process_stops_starts_once_with_the_newest_entry() {
+    // A server that ignores stdin EOF: its teardown waits for the SIGTERM
+    // step, which leaves room for a second reload while it is stopping.
+    let entry = |value: &str| {
+        fixture_config("slow", &["--ignore-stdin-close", "--print-env"])
+            + &format!("stop_timeout_sec = 4\nenv = {{ CORRAL_TEST_EDIT = \"{value}\" }}\n")
+    };
+    let daemon = TestDaemon::start_with_config(&entry("1"));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "slow", ServerStatus::Ready, SERVER_WAIT).await;
+    let old = pid_of(&client, "slow").await;
+
+    std::fs::write(daemon.config_path(), entry("2")).expect("first edit");
+    let first = client.config_reload().await.expect("config/reload");
+    assert_eq!(first.changed, ["slow"], "{first:?}");
+    std::fs::write(daemon.config_path(), entry("3")).expect("second edit");
+    let second = client.config_reload().await.expect("config/reload");
+    assert_eq!(second.changed, ["slow"], "{second:?}");
+    assert!(
+        is_alive(old),
+        "precondition: the second edit came while the old process was still stopping"
+    );
+
+    assert_all_gone(&[old], WAIT, "the old process").await;
+    ready_again(&client, "slow", old).await;
+    let arguments = json!({ "name": "CORRAL_TEST_EDIT" }).as_object().cloned();
+    let value = client
+        .tools_call("slow", "env", arguments, WAIT)
+        .await
+        .expect("env tool");
+    assert_eq!(
+        value["content"][0]["text"],
+        json!("3"),
+        "the newest entry runs: {value}"
+    );
+    // Started once: exactly one `starting` after the first reload.
+    let replay = client.events_replay(first.seq).await.expect("events/replay");
+    let starts = replay
+        .notifications
+        .iter()
+        .filter(|notification| {
+            matches!(notification, DaemonNotification::StartupStatusUpdated(update)
+                if update.name == "slow" && update.status == ServerStatus::Starting)
+        })
+        .count();
+    assert_eq!(starts, 1, "{:?}", replay.notifications);
 }

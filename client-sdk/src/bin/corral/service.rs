@@ -58,6 +58,11 @@ pub(crate) struct Target {
 impl Target {
     /// `--dir`, else `$CORRAL_SERVICE_DIR`, else the manager's per-user directory.
     pub(crate) fn resolve(manager: Option<Manager>, dir: Option<&Path>) -> anyhow::Result<Self> {
+        if cfg!(windows) && manager.is_none() {
+            bail!(
+                "corral service supports systemd (Linux) and launchd (macOS); on Windows run corrald at logon yourself"
+            );
+        }
         let manager = manager.unwrap_or_else(Manager::native);
         let dir = match dir {
             Some(dir) => dir.to_path_buf(),
@@ -418,8 +423,11 @@ fn ask_manager(manager: Manager) -> ManagerState {
             }
         }
         Manager::Launchd => {
+            #[cfg(unix)]
             // SAFETY: getuid has no preconditions and cannot fail.
             let uid = unsafe { libc::getuid() };
+            #[cfg(not(unix))]
+            let uid = "?";
             let service = format!("gui/{uid}/{LAUNCHD_LABEL}");
             match query("launchctl", &["print", &service]) {
                 Ok((true, output)) => {
