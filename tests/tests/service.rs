@@ -277,16 +277,22 @@ async fn a_wedged_supervisor_stops_the_watchdog_pings_until_it_answers_again() {
     );
 }
 
-/// `systemd-socket-activate`, or a failure naming how to install it.
+/// A program of Debian's systemd package, found on PATH, or a failure naming how to install it.
+fn systemd_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not on PATH: install Debian's systemd package \
+                 (`apt-get install -y --no-install-recommends systemd`; `bash tests/run.sh` does it when run as root)"
+            )
+        })
+}
+
 fn socket_activate_program() -> PathBuf {
-    let path = PathBuf::from("/usr/bin/systemd-socket-activate");
-    assert!(
-        path.is_file(),
-        "{} is missing: install Debian's systemd package (`apt-get install -y --no-install-recommends systemd`; \
-         `bash tests/run.sh` does it when run as root)",
-        path.display()
-    );
-    path
+    systemd_tool("systemd-socket-activate")
 }
 
 /// Wait for a child, bounded.
@@ -439,16 +445,8 @@ async fn an_inherited_socket_that_is_not_listening_is_refused_with_the_fix() {
 // ---------------------------------------------------------------------------
 // Service files
 
-/// `systemd-analyze`, or a failure naming how to install it.
 fn systemd_analyze() -> PathBuf {
-    let path = PathBuf::from("/usr/bin/systemd-analyze");
-    assert!(
-        path.is_file(),
-        "{} is missing: install Debian's systemd package (`apt-get install -y --no-install-recommends systemd`; \
-         `bash tests/run.sh` does it when run as root)",
-        path.display()
-    );
-    path
+    systemd_tool("systemd-analyze")
 }
 
 /// `systemd-analyze --user verify FILES` in a private home and runtime dir; its output.
