@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corral_protocol::{
-    ClientInfo, DaemonStatus, DaemonStatusRequest, EventsReplay, EventsReplayParams, EventsReplayResult, Initialize,
-    InitializeParams, InitializeResult, ListParams, ListResult, McpServerAdd, McpServerAddParams,
-    McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult,
-    McpServerRemove, McpServerRemoveResult, McpServerRestart, McpServerStart, McpServerStop, NoParams, PromptsGet,
-    PromptsGetParams, PromptsList, Request, ResourceTemplatesList, ResourcesList, ResourcesRead, ResourcesReadParams,
-    ToolsCall, ToolsCallParams, ToolsList, ToolsListParams, ToolsListResult,
+    ClientInfo, ConfigReload, ConfigReloadResult, DaemonStatus, DaemonStatusRequest, EventsReplay, EventsReplayParams,
+    EventsReplayResult, Initialize, InitializeParams, InitializeResult, ListParams, ListResult, McpServerAdd,
+    McpServerAddParams, McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList,
+    McpServerListResult, McpServerRemove, McpServerRemoveResult, McpServerRestart, McpServerStart, McpServerStop,
+    NoParams, PromptsGet, PromptsGetParams, PromptsList, Request, ResourceTemplatesList, ResourcesList, ResourcesRead,
+    ResourcesReadParams, ToolsCall, ToolsCallParams, ToolsList, ToolsListParams, ToolsListResult,
 };
 use jsonrpsee::core::client::{ClientBuilder, ClientT, SubscriptionClientT};
 use jsonrpsee::core::traits::ToRpcParams;
@@ -343,6 +343,11 @@ impl Client {
     ) -> Result<serde_json::Value, ClientError> {
         self.request::<PromptsGet>(PromptsGetParams::new(server, name, arguments))
             .await
+    }
+
+    /// `config/reload`: have the daemon read its config file again now and apply it if valid.
+    pub async fn config_reload(&self) -> Result<ConfigReloadResult, ClientError> {
+        self.request::<ConfigReload>(NoParams {}).await
     }
 
     /// `events/replay`: notifications with `seq` greater than `after_seq` still in the daemon's history.

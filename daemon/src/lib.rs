@@ -13,7 +13,10 @@
 //!   them untouched by rmcp's typed model;
 //! - [`reaper`]: finding and killing every process of a server's tree, and
 //!   what a killed predecessor left behind;
-//! - [`logging`]: tracing-subscriber set-up.
+//! - [`logging`]: tracing-subscriber set-up;
+//! - [`reload`]: watching the config file and applying a new one live;
+//! - [`service`]: readiness, status, watchdog for a service manager, and
+//!   socket activation.
 
 pub mod api;
 mod builtin;
@@ -23,7 +26,9 @@ pub mod logging;
 mod mcp_client;
 mod raw;
 pub mod reaper;
+pub mod reload;
 pub mod server;
+pub mod service;
 pub mod stdio;
 pub mod supervisor;
 
@@ -43,7 +48,7 @@ pub const EVENT_HISTORY: usize = 1024;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What the daemon needs to know to run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct Options {
     /// Socket to serve.
@@ -54,6 +59,10 @@ pub struct Options {
     pub test_hooks: bool,
     /// Run the built-in `corral` server (on by default).
     pub builtin_server: bool,
+    /// What a service manager passed (socket activation, watchdog interval).
+    pub inherited: service::Inherited,
+    /// How often the config file is checked for changes.
+    pub config_poll_interval: Duration,
 }
 
 impl Options {
@@ -64,17 +73,26 @@ impl Options {
             config_path,
             test_hooks: false,
             builtin_server: true,
+            inherited: service::Inherited::default(),
+            config_poll_interval: reload::POLL_INTERVAL,
         }
     }
 }
 
 /// Run the daemon until SIGTERM or SIGINT (Ctrl-C on Windows), or `shutdown` is cancelled.
-pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    // Only the Unix socket code (socket activation) changes the options.
+    #[cfg_attr(windows, allow(unused_mut))] mut options: Options,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     // Installed before the socket exists: from the moment a front-end (or a
     // service manager) can see the daemon, SIGTERM means a clean shutdown,
-    // never the default action that would leave the socket behind.
+    // never the default action that would leave the socket behind. SIGHUP
+    // (reload) too, whose default action would kill the daemon.
     let mut signals = ShutdownSignals::install()?;
+    let mut reload_signals = ReloadSignals::install()?;
+    let config_snapshot = reload::FileSnapshot::take(&options.config_path);
     let (config, config_error) = match config::load(&options.config_path) {
         Ok(config) => (config, None),
         Err(error) => {
@@ -86,7 +104,15 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     };
     #[cfg(unix)]
     let (listener, socket_guard) = {
-        let (listener, guard) = api::socket::bind(&options.socket_path)?;
+        let (listener, guard) = match options.inherited.listener.take() {
+            Some(fd) => {
+                let (listener, guard, path) = api::socket::adopt(fd, &options.socket_path)?;
+                tracing::info!(socket = %path.display(), "serving the socket passed by the service manager");
+                options.socket_path = path;
+                (listener, guard)
+            }
+            None => api::socket::bind(&options.socket_path)?,
+        };
         let listener = tokio::net::UnixListener::from_std(listener).context("registering the socket with tokio")?;
         (listener, guard)
     };
@@ -106,13 +132,24 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
         shutdown.child_token(),
         &tracker,
     );
+    let config_error = reload::ConfigErrorCell::new(config_error);
+    let (reloader, reload) = reload::prepare(
+        &options.config_path,
+        config_snapshot,
+        supervisor.clone(),
+        events.clone(),
+        config_error.clone(),
+        options.config_poll_interval,
+    );
+    tracker.spawn(reloader.run(shutdown.child_token()));
     let context = Arc::new(api::DaemonContext::new(
         started,
         options.socket_path.clone(),
         options.config_path.clone(),
-        config_error,
-        supervisor,
-        events,
+        config_error.clone(),
+        supervisor.clone(),
+        events.clone(),
+        reload.clone(),
         options.test_hooks,
     ));
     tracing::info!(
@@ -133,16 +170,36 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
         tracker.clone(),
     ));
 
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        signal = signals.recv() => {
-            tracing::info!(signal, "shutting down");
-        }
-        result = server => {
-            // The accept loop only ends on its own if it could not start.
-            result.context("accept loop panicked")??;
+    // The socket accepts (the listener exists and the accept loop runs) and
+    // every config server has been launched: tell a service manager.
+    tracker.spawn(service::run(
+        supervisor,
+        events,
+        config_error,
+        options.inherited.watchdog,
+        shutdown.child_token(),
+    ));
+
+    let mut server = server;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            signal = signals.recv() => {
+                tracing::info!(signal, "shutting down");
+                break;
+            }
+            () = reload_signals.recv() => {
+                tracing::info!("SIGHUP: reloading the config file");
+                reload.request(corral_protocol::ReloadTrigger::Signal);
+            }
+            result = &mut server => {
+                // The accept loop only ends on its own if it could not start.
+                result.context("accept loop panicked")??;
+                break;
+            }
         }
     }
+    service::notify(service::Notice::Stopping("stopping every server"));
     shutdown.cancel();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
@@ -158,6 +215,7 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     reaper::registry().remove_record();
     #[cfg(unix)]
     drop(socket_guard);
+    service::flush(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
 }
@@ -216,6 +274,41 @@ impl ShutdownSignals {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
         }
+    }
+}
+
+/// SIGHUP, the conventional "read your config again" (`systemctl reload`, `kill -HUP`).
+#[cfg(unix)]
+struct ReloadSignals(tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl ReloadSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self(
+            signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        ))
+    }
+
+    async fn recv(&mut self) {
+        if self.0.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Windows has no SIGHUP: reloads come from the file watcher and `config/reload`.
+#[cfg(windows)]
+struct ReloadSignals;
+
+#[cfg(windows)]
+impl ReloadSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn recv(&mut self) {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -29,14 +29,24 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main: no other thread exists yet.
+    let inherited = unsafe { corrald::service::Inherited::take() };
     let args = Args::parse();
     logging::init(args.log_format);
+    let inherited = match inherited {
+        Ok(inherited) => inherited,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut options = corrald::Options::new(
         corral_protocol::paths::socket_path(args.socket.as_deref()),
         corral_protocol::paths::config_path(args.config.as_deref()),
     );
     options.test_hooks = args.enable_test_hooks;
     options.builtin_server = !args.no_builtin_server;
+    options.inherited = inherited;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

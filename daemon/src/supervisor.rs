@@ -64,6 +64,32 @@ enum Command {
         server: String,
         reply: oneshot::Sender<Result<CallTarget, NotAvailable>>,
     },
+    /// A new config file was loaded and validated: bring the config servers in line with it.
+    ApplyConfig {
+        config: Box<Config>,
+        reply: oneshot::Sender<ConfigDiff>,
+    },
+    /// A changed config server has stopped: replace it with its new entry.
+    Replace {
+        name: String,
+    },
+    /// Test hook (`debug/wedgeSupervisor`): stop handling commands until `release` is cancelled.
+    Wedge {
+        release: CancellationToken,
+    },
+}
+
+/// What applying a reloaded config did to the config servers. Names are sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// New entries: started (if enabled).
+    pub added: Vec<String>,
+    /// Entries gone: stopped and removed.
+    pub removed: Vec<String>,
+    /// Entries that changed: stopped, then started with the new entry.
+    pub changed: Vec<String>,
+    /// Entries that could not be applied, one sentence each naming the server.
+    pub warnings: Vec<String>,
 }
 
 /// The ready servers a request for "all servers" (or one) goes to, and the
@@ -169,10 +195,6 @@ impl SupervisorHandle {
         self.ask(|reply| Command::Counts { reply }).await
     }
 
-    /// Start, stop or restart a server; `Ok(None)` if there is no such server.
-    ///
-    /// Returns once the server task has done what it replies after (see
-    /// [`ControlAction`]): `starting` for start, processes gone for stop.
     /// Add a server owned by session `owner`; it starts at once if enabled.
     pub async fn add(
         &self,
@@ -211,6 +233,28 @@ impl SupervisorHandle {
         let _ = self.commands.send(Command::SessionClosed { owner }).await;
     }
 
+    /// Bring the config servers in line with a newly loaded `config`: only what
+    /// changed is touched. Returns at once (teardowns go on in the background).
+    pub async fn apply_config(&self, config: Config) -> Result<ConfigDiff, SupervisorStopped> {
+        self.ask(|reply| Command::ApplyConfig {
+            config: Box::new(config),
+            reply,
+        })
+        .await
+    }
+
+    /// Test hook: make the actor stop answering until `release` is cancelled
+    /// (or the daemon shuts down), as a deadlocked supervisor would.
+    pub fn wedge(&self, release: CancellationToken) -> Result<(), SupervisorStopped> {
+        self.commands
+            .try_send(Command::Wedge { release })
+            .map_err(|_| SupervisorStopped)
+    }
+
+    /// Start, stop or restart a server; `Ok(None)` if there is no such server.
+    ///
+    /// Returns once the server task has done what it replies after (see
+    /// [`ControlAction`]): `starting` for start, processes gone for stop.
     pub async fn control(&self, name: String, action: ControlAction) -> Result<Option<()>, SupervisorStopped> {
         let done = self.ask(|reply| Command::Control { name, action, reply }).await?;
         match done {
@@ -263,6 +307,10 @@ struct SupervisorActor {
     /// Names of removed servers whose teardown is still running: reserved,
     /// so a new server never shares a name with a dying one's notifications.
     removing: std::collections::BTreeSet<String>,
+    /// Config servers to start once the server of the same name is stopped
+    /// and forgotten (a changed entry: the old process tree goes first, and
+    /// the old entry stays listed, `stopped`, until then).
+    pending_starts: BTreeMap<String, ServerConfig>,
     commands: mpsc::Receiver<Command>,
     /// A sender to this actor, for the tasks that report a teardown finished.
     to_self: mpsc::Sender<Command>,
@@ -310,6 +358,125 @@ impl SupervisorActor {
             }
         }
         Ok(set)
+    }
+}
+
+impl SupervisorActor {
+    /// Spawn a config server's task; it starts at once if enabled.
+    fn start_config_server(&mut self, config: ServerConfig) {
+        let handle = server::spawn(
+            config.clone(),
+            identity(&config, ServerOrigin::Config),
+            Launcher::Config,
+            server::Autostart::IfEnabled,
+            self.events.clone(),
+            self.shutdown.child_token(),
+            &self.tracker,
+        );
+        let entry = ServerEntry {
+            handle,
+            origin: ServerOrigin::Config,
+            owner: None,
+        };
+        self.servers.insert(config.name, entry);
+    }
+
+    /// Diff the running config servers against `config` and act on the
+    /// difference only: unchanged servers (and their in-flight calls) are not
+    /// touched; a changed one is torn down and started again from its new
+    /// entry once its old process tree is gone.
+    fn apply_config(&mut self, config: Config) -> ConfigDiff {
+        let mut diff = ConfigDiff::default();
+        let running: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|(_, entry)| entry.origin == ServerOrigin::Config)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in running {
+            if config.servers.contains_key(&name) {
+                continue;
+            }
+            if let Some(entry) = self.servers.remove(&name) {
+                tracing::info!(server = %name, "config reload: removed from the file, stopping");
+                drop(self.remove_entry(name.clone(), entry));
+                diff.removed.push(name);
+            }
+        }
+        // A changed entry still waiting for its old tree to go, and since removed: forget it.
+        let pending: Vec<String> = self.pending_starts.keys().cloned().collect();
+        for name in pending {
+            if !config.servers.contains_key(&name) {
+                self.pending_starts.remove(&name);
+                if !diff.removed.contains(&name) {
+                    diff.removed.push(name);
+                }
+            }
+        }
+        for (name, new) in config.servers {
+            if let Some(waiting) = self.pending_starts.get_mut(&name) {
+                if *waiting != new {
+                    *waiting = new;
+                    diff.changed.push(name);
+                }
+                continue;
+            }
+            match self.servers.get(&name) {
+                Some(entry) if entry.origin == ServerOrigin::Config => {
+                    if entry.handle.config == new {
+                        continue;
+                    }
+                    tracing::info!(server = %name, "config reload: entry changed, restarting");
+                    // Stop it in place (it stays listed, `stopped`), then
+                    // replace it: the new entry starts once the old tree is gone.
+                    let (stopped, stopped_rx) = oneshot::channel();
+                    match entry.handle.commands.try_send(ServerCommand::Stop { reply: stopped }) {
+                        Ok(()) => {
+                            let to_self = self.to_self.clone();
+                            let replace = name.clone();
+                            self.tracker.spawn(async move {
+                                let _ = stopped_rx.await;
+                                let _ = to_self.send(Command::Replace { name: replace }).await;
+                            });
+                        }
+                        Err(error) => {
+                            tracing::warn!(server = %name, %error, "server task did not take the stop command; removing it");
+                            if let Some(entry) = self.servers.remove(&name) {
+                                drop(self.remove_entry(name.clone(), entry));
+                            }
+                        }
+                    }
+                    self.pending_starts.insert(name.clone(), new);
+                    diff.changed.push(name);
+                }
+                Some(entry) => {
+                    let owner = match entry.origin {
+                        ServerOrigin::BuiltIn => "the built-in server; restart corrald to replace it".to_owned(),
+                        _ => "a server a front-end added; once that one is removed (or its connection closes), \
+                              `corral config reload` starts the file's entry"
+                            .to_owned(),
+                    };
+                    tracing::warn!(server = %name, "config reload: name taken by {owner}");
+                    diff.warnings
+                        .push(format!("server `{name}` was not started: the name is taken by {owner}"));
+                }
+                None if self.removing.contains(&name) => {
+                    // A server of that name is still being torn down: start after it.
+                    tracing::info!(server = %name, "config reload: new entry, starting once the old server is gone");
+                    self.pending_starts.insert(name.clone(), new);
+                    diff.added.push(name);
+                }
+                None => {
+                    tracing::info!(server = %name, "config reload: new entry, starting");
+                    self.start_config_server(new);
+                    diff.added.push(name);
+                }
+            }
+        }
+        diff.added.sort();
+        diff.removed.sort();
+        diff.changed.sort();
+        diff
     }
 }
 
@@ -413,6 +580,7 @@ pub fn spawn(
     let actor = SupervisorActor {
         servers,
         removing: std::collections::BTreeSet::new(),
+        pending_starts: BTreeMap::new(),
         commands,
         to_self: sender.clone(),
         events: events.clone(),
@@ -439,6 +607,15 @@ impl SupervisorActor {
                     None => break,
                 },
             };
+            if let Command::Wedge { release } = command {
+                tracing::warn!("test hook: the supervisor stops answering until released");
+                tokio::select! {
+                    () = self.shutdown.cancelled() => break,
+                    () = release.cancelled() => {}
+                }
+                tracing::warn!("test hook: the supervisor answers again");
+                continue;
+            }
             self.handle(command);
         }
         tracing::debug!("supervisor stopped");
@@ -530,6 +707,24 @@ impl SupervisorActor {
             }
             Command::Forgotten { name } => {
                 self.removing.remove(&name);
+                if let Some(config) = self.pending_starts.remove(&name) {
+                    self.start_config_server(config);
+                }
+            }
+            Command::ApplyConfig { config, reply } => {
+                let _ = reply.send(self.apply_config(*config));
+            }
+            Command::Replace { name } => {
+                // Still wanted (a later reload may have removed it meanwhile)?
+                if self.pending_starts.contains_key(&name)
+                    && let Some(entry) = self.servers.remove(&name)
+                {
+                    // Its processes are gone; `Forgotten` starts the new entry.
+                    drop(self.remove_entry(name, entry));
+                }
+            }
+            Command::Wedge { .. } => {
+                // Handled in `run`, which owns the waiting.
             }
             Command::Targets { server, reply } => {
                 let _ = reply.send(self.targets(server.as_deref()));

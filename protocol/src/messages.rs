@@ -1466,19 +1466,27 @@ pub enum DaemonNotification {
     /// `mcpServer/resources/updated`.
     #[serde(rename = "mcpServer/resources/updated")]
     ResourceUpdated(ResourceUpdated),
+    /// `config/reloaded`.
+    #[serde(rename = "config/reloaded")]
+    ConfigReloaded(ConfigReloaded),
+    /// `config/reloadFailed`.
+    #[serde(rename = "config/reloadFailed")]
+    ConfigReloadFailed(ConfigReloadFailed),
 }
 
 impl DaemonNotification {
     /// The method names of every variant, in declaration order; what a
     /// client subscribes to. Kept next to the variants (a test checks that
     /// each variant's [`DaemonNotification::method`] is listed).
-    pub const METHODS: [&'static str; 6] = [
+    pub const METHODS: [&'static str; 8] = [
         StartupStatusUpdatedNotification::METHOD,
         ToolsListChangedNotification::METHOD,
         ResourcesListChangedNotification::METHOD,
         PromptsListChangedNotification::METHOD,
         ServerLogNotification::METHOD,
         ResourceUpdatedNotification::METHOD,
+        ConfigReloadedNotification::METHOD,
+        ConfigReloadFailedNotification::METHOD,
     ];
 
     /// The notification's sequence number.
@@ -1489,6 +1497,8 @@ impl DaemonNotification {
             Self::ResourcesListChanged(n) | Self::PromptsListChanged(n) => n.seq,
             Self::ServerLog(n) => n.seq,
             Self::ResourceUpdated(n) => n.seq,
+            Self::ConfigReloaded(n) => n.seq,
+            Self::ConfigReloadFailed(n) => n.seq,
         }
     }
 
@@ -1501,6 +1511,176 @@ impl DaemonNotification {
             Self::PromptsListChanged(_) => PromptsListChangedNotification::METHOD,
             Self::ServerLog(_) => ServerLogNotification::METHOD,
             Self::ResourceUpdated(_) => ResourceUpdatedNotification::METHOD,
+            Self::ConfigReloaded(_) => ConfigReloadedNotification::METHOD,
+            Self::ConfigReloadFailed(_) => ConfigReloadFailedNotification::METHOD,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// config/reload and its notifications
+
+/// `config/reload`: read the config file again now (as SIGHUP and a change of
+/// the file do) and apply it if it is valid.
+///
+/// An invalid file is not an error of the request: the result says
+/// `applied: false` with the exact problems, and the running config stays.
+#[derive(Debug)]
+pub enum ConfigReload {}
+impl Request for ConfigReload {
+    const METHOD: &'static str = "config/reload";
+    type Params = NoParams;
+    type Result = ConfigReloadResult;
+}
+
+/// What made the daemon read its config file again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum ReloadTrigger {
+    /// The file changed on disk (the daemon watches it).
+    File,
+    /// The daemon received SIGHUP (e.g. `systemctl --user reload corral`).
+    Signal,
+    /// A front-end called `config/reload`.
+    Request,
+}
+
+/// Result of `config/reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ConfigReloadResult {
+    /// Whether the file was valid and applied. When `false`, nothing changed and `error` says why.
+    pub applied: bool,
+    /// `seq` of the `config/reloaded` or `config/reloadFailed` notification sent for this reload.
+    pub seq: u64,
+    /// Servers started because the file now has them (empty unless applied).
+    pub added: Vec<String>,
+    /// Servers stopped and removed because the file no longer has them.
+    pub removed: Vec<String>,
+    /// Servers restarted because their entry changed.
+    pub changed: Vec<String>,
+    /// Things the daemon could not do as the file asks, one sentence each naming the server.
+    pub warnings: Vec<String>,
+    /// Every problem of the file, exactly as `corral config check` prints them; `null` when applied.
+    pub error: Option<String>,
+}
+
+impl ConfigReloadResult {
+    /// The result of a reload that was applied, as its notification says.
+    pub fn applied(notification: &ConfigReloaded) -> Self {
+        Self {
+            applied: true,
+            seq: notification.seq,
+            added: notification.added.clone(),
+            removed: notification.removed.clone(),
+            changed: notification.changed.clone(),
+            warnings: notification.warnings.clone(),
+            error: None,
+        }
+    }
+
+    /// The result of a reload refused because the file is invalid.
+    pub fn failed(notification: &ConfigReloadFailed) -> Self {
+        Self {
+            applied: false,
+            seq: notification.seq,
+            added: Vec::new(),
+            removed: Vec::new(),
+            changed: Vec::new(),
+            warnings: Vec::new(),
+            error: Some(notification.error.clone()),
+        }
+    }
+}
+
+/// `config/reloaded`: the config file was read again and applied. Servers
+/// not named here kept running untouched.
+#[derive(Debug)]
+pub enum ConfigReloadedNotification {}
+impl Notification for ConfigReloadedNotification {
+    const METHOD: &'static str = "config/reloaded";
+    type Params = ConfigReloaded;
+}
+
+/// Params of `config/reloaded`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ConfigReloaded {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// The config file.
+    pub path: String,
+    /// What made the daemon read it.
+    pub trigger: ReloadTrigger,
+    /// Servers new in the file: started (if enabled).
+    pub added: Vec<String>,
+    /// Servers gone from the file: stopped with their whole process tree, then removed.
+    pub removed: Vec<String>,
+    /// Servers whose entry changed: stopped, then started with the new entry.
+    pub changed: Vec<String>,
+    /// Things the daemon could not do as the file asks, one sentence each naming the server.
+    pub warnings: Vec<String>,
+}
+
+impl ConfigReloaded {
+    /// A reload of `path` that was applied.
+    pub fn new(
+        seq: u64,
+        path: impl Into<String>,
+        trigger: ReloadTrigger,
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+        warnings: Vec<String>,
+    ) -> Self {
+        Self {
+            seq,
+            path: path.into(),
+            trigger,
+            added,
+            removed,
+            changed,
+            warnings,
+        }
+    }
+}
+
+/// `config/reloadFailed`: the config file was read again but is invalid (or
+/// unreadable); the daemon keeps running the config it had.
+#[derive(Debug)]
+pub enum ConfigReloadFailedNotification {}
+impl Notification for ConfigReloadFailedNotification {
+    const METHOD: &'static str = "config/reloadFailed";
+    type Params = ConfigReloadFailed;
+}
+
+/// Params of `config/reloadFailed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ConfigReloadFailed {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// The config file.
+    pub path: String,
+    /// What made the daemon read it.
+    pub trigger: ReloadTrigger,
+    /// Every problem, one per line (`path:line:column: server `x`, field `y`: message`),
+    /// exactly as `corral config check` prints them. Never quotes values that may be secrets.
+    pub error: String,
+}
+
+impl ConfigReloadFailed {
+    /// A refused reload of `path`.
+    pub fn new(seq: u64, path: impl Into<String>, trigger: ReloadTrigger, error: impl Into<String>) -> Self {
+        Self {
+            seq,
+            path: path.into(),
+            trigger,
+            error: error.into(),
         }
     }
 }

@@ -47,6 +47,7 @@ pub fn protocol_schema() -> Value {
     method!(ResourcesSubscribe);
     method!(ResourcesUnsubscribe);
     method!(EventsReplay);
+    method!(ConfigReload);
 
     let mut daemon_requests = serde_json::Map::new();
     macro_rules! daemon_request {
@@ -80,6 +81,8 @@ pub fn protocol_schema() -> Value {
     notification!(EventsLaggedNotification);
     notification!(ResourceUpdatedNotification);
     notification!(ProgressNotification);
+    notification!(ConfigReloadedNotification);
+    notification!(ConfigReloadFailedNotification);
     let version_mismatch = generator.subschema_for::<VersionMismatchData>();
     let replayable = generator.subschema_for::<DaemonNotification>();
 
@@ -160,6 +163,22 @@ pub fn examples() -> Vec<(&'static str, Value)> {
         "linear",
         FailureReason::ReauthenticationRequired,
         "stored OAuth credentials for `linear` expired and could not be refreshed: run `corral login linear`",
+    );
+
+    let reloaded = ConfigReloaded::new(
+        23,
+        "/home/ada/.config/corral/config.toml",
+        ReloadTrigger::File,
+        vec!["github".to_owned()],
+        vec!["scratch".to_owned()],
+        vec!["filesystem".to_owned()],
+        Vec::new(),
+    );
+    let reload_failed = ConfigReloadFailed::new(
+        24,
+        "/home/ada/.config/corral/config.toml",
+        ReloadTrigger::Signal,
+        "/home/ada/.config/corral/config.toml:7:1: server `linear`, field `url`: expected a string",
     );
 
     vec![
@@ -406,6 +425,22 @@ pub fn examples() -> Vec<(&'static str, Value)> {
         (
             "events-lagged.notification.json",
             notification(EventsLaggedNotification::METHOD, EventsLagged::new(250, 1001)),
+        ),
+        (
+            "config-reload.request.json",
+            request(30, ConfigReload::METHOD, NoParams {}),
+        ),
+        (
+            "config-reloaded.notification.json",
+            notification(ConfigReloadedNotification::METHOD, reloaded.clone()),
+        ),
+        (
+            "config-reload-failed.notification.json",
+            notification(ConfigReloadFailedNotification::METHOD, reload_failed.clone()),
+        ),
+        (
+            "config-reload.response.json",
+            json!({ "jsonrpc": "2.0", "id": 30, "result": ConfigReloadResult::applied(&reloaded) }),
         ),
         (
             "error.protocol-version-mismatch.json",

@@ -134,6 +134,11 @@ fn every_committed_example_parses_as_its_typed_message() {
             (Some(ElicitationRequest::METHOD | SamplingRequest::METHOD), _) => {
                 round_trip::<ServerRequestParams>(&message["params"]);
             }
+            (Some(ConfigReload::METHOD), _) => round_trip::<NoParams>(&message["params"]),
+            (Some(ConfigReloadedNotification::METHOD), _) => round_trip::<ConfigReloaded>(&message["params"]),
+            (Some(ConfigReloadFailedNotification::METHOD), _) => {
+                round_trip::<ConfigReloadFailed>(&message["params"]);
+            }
             (Some(other), _) => panic!("{}: unknown method {other}", path.display()),
             (None, true) => {
                 let result = &message["result"];
@@ -150,6 +155,7 @@ fn every_committed_example_parses_as_its_typed_message() {
                     "resources-list" => round_trip::<ListResult>(result),
                     "events-replay" => round_trip::<EventsReplayResult>(result),
                     "elicitation" => round_trip::<serde_json::Value>(result),
+                    "config-reload" => round_trip::<ConfigReloadResult>(result),
                     other => panic!("{}: no result type known for {other}", path.display()),
                 }
             }

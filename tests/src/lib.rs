@@ -264,6 +264,14 @@ impl TestDaemonBuilder {
             .env_remove("CORRAL_LOG_FORMAT")
             .env_remove("CORRAL_TEST_HOOKS")
             .env_remove("CORRAL_NO_BUILTIN_SERVER")
+            .env_remove("CORRAL_SERVICE_DIR")
+            // A test run under a service manager must not talk to it.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDNAMES")
             .env("CORRAL_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -943,7 +951,10 @@ pub fn run_command(command: &mut Command, limit: Duration) -> CommandOutput {
 /// A `corral` command with no inherited `CORRAL_*` variables.
 pub fn corral_command() -> Command {
     let mut command = Command::new(binary("corral"));
-    command.env_remove("CORRAL_SOCKET").env_remove("CORRAL_CONFIG");
+    command
+        .env_remove("CORRAL_SOCKET")
+        .env_remove("CORRAL_CONFIG")
+        .env_remove("CORRAL_SERVICE_DIR");
     command
 }
 

@@ -10,15 +10,17 @@ use std::sync::Arc;
 
 use corral_protocol::error::VersionMismatchData;
 use corral_protocol::{
-    DaemonNotification, DaemonStatus, DaemonStatusRequest, ErrorCode, EventsReplay, EventsReplayResult, Initialize,
-    InitializeParams, InitializeResult, McpServerAdd, McpServerAddParams, McpServerControlParams, McpServerGet,
-    McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, McpServerRemove, McpServerRemoveResult,
-    McpServerRestart, McpServerStart, McpServerStop, NoParams, Request, ServerStatus, StartupStatusUpdated,
+    ConfigReload, DaemonNotification, DaemonStatus, DaemonStatusRequest, ErrorCode, EventsReplay, EventsReplayResult,
+    Initialize, InitializeParams, InitializeResult, McpServerAdd, McpServerAddParams, McpServerControlParams,
+    McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList, McpServerListResult, McpServerRemove,
+    McpServerRemoveResult, McpServerRestart, McpServerStart, McpServerStop, NoParams, ReloadTrigger, Request,
+    ServerStatus, StartupStatusUpdated,
 };
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 use super::DaemonContext;
 use super::session::Session;
@@ -92,7 +94,7 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
                 context.open_connections(),
                 context.events.last_seq(),
             )
-            .with_config_error(context.config_error.clone()),
+            .with_config_error(context.config_error.get()),
         )
     })?;
 
@@ -163,6 +165,11 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
             replay.complete,
             replay.last_seq,
         ))
+    })?;
+
+    module.register_async_method(ConfigReload::METHOD, |params, context, _| async move {
+        let NoParams {} = parse_params::<ConfigReload>(&params)?;
+        Ok::<_, ErrorObjectOwned>(context.reload.reload(ReloadTrigger::Request).await?)
     })?;
 
     if test_hooks {
@@ -262,6 +269,34 @@ fn register_test_hooks(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             });
         }
         Ok::<_, ErrorObjectOwned>(serde_json::json!({ "lastSeq": last }))
+    })?;
+    // Make the supervisor stop answering, as a deadlock would, so that tests
+    // can see the service watchdog withhold its pings. `debug/releaseSupervisor`
+    // (which does not go through the supervisor) undoes it.
+    module.register_method("debug/wedgeSupervisor", |params, context, _| {
+        let NoParams {} = parse_json(&params, "debug/wedgeSupervisor")?;
+        let release = tokio_util::sync::CancellationToken::new();
+        context.supervisor.wedge(release.clone())?;
+        let previous = context
+            .wedge_release
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(release);
+        if let Some(previous) = previous {
+            previous.cancel();
+        }
+        Ok::<_, ErrorObjectOwned>(serde_json::json!({}))
+    })?;
+    module.register_method("debug/releaseSupervisor", |params, context, _| {
+        let NoParams {} = parse_json(&params, "debug/releaseSupervisor")?;
+        let release = context
+            .wedge_release
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Ok::<_, ErrorObjectOwned>(
+            serde_json::json!({ "released": release.inspect(CancellationToken::cancel).is_some() }),
+        )
     })?;
     Ok(())
 }

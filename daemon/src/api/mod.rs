@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::events::EventHub;
 use crate::frontends::{FrontEnds, Link};
+use crate::reload::{ConfigErrorCell, ReloadHandle};
 use crate::supervisor::SupervisorHandle;
 
 /// Most front-end connections served at once; more are refused (and logged).
@@ -42,12 +43,15 @@ pub struct DaemonContext {
     pub(crate) started: Instant,
     pub(crate) socket_path: PathBuf,
     pub(crate) config_path: PathBuf,
-    /// Why the config file could not be used at startup, if so.
-    pub(crate) config_error: Option<String>,
+    /// Why the config file could not be used the last time it was read, if so.
+    pub(crate) config_error: ConfigErrorCell,
     pub(crate) supervisor: SupervisorHandle,
     pub(crate) events: Arc<EventHub>,
     /// Front-ends that answer servers' requests, progress routes, subscriptions.
     pub(crate) frontends: Arc<FrontEnds>,
+    pub(crate) reload: ReloadHandle,
+    /// Test hook: releases a supervisor wedged by `debug/wedgeSupervisor`.
+    pub(crate) wedge_release: std::sync::Mutex<Option<CancellationToken>>,
     /// Whether `debug/*` methods for tests and benchmarks are registered.
     pub(crate) test_hooks: bool,
     connections: AtomicU32,
@@ -62,9 +66,10 @@ impl DaemonContext {
         started: Instant,
         socket_path: PathBuf,
         config_path: PathBuf,
-        config_error: Option<String>,
+        config_error: ConfigErrorCell,
         supervisor: SupervisorHandle,
         events: Arc<EventHub>,
+        reload: ReloadHandle,
         test_hooks: bool,
     ) -> Self {
         Self {
@@ -76,6 +81,8 @@ impl DaemonContext {
             supervisor,
             frontends: events.frontends().clone(),
             events,
+            reload,
+            wedge_release: std::sync::Mutex::new(None),
             test_hooks,
             connections: AtomicU32::new(0),
             connection_slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),

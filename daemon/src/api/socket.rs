@@ -16,11 +16,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-/// The bound socket. Dropping it removes the socket file and the lock file.
+/// The bound socket. Dropping it removes the socket file (unless the service
+/// manager owns it) and the lock file.
 #[derive(Debug)]
 pub struct SocketGuard {
     path: PathBuf,
     lock_path: PathBuf,
+    /// Whether the socket file is ours to remove: not when a socket-activating
+    /// service manager created it and keeps listening on it after we exit.
+    remove_socket: bool,
     // Held open for the lock's sake; closed (and the lock released) on drop.
     _lock: File,
 }
@@ -29,7 +33,9 @@ impl Drop for SocketGuard {
     fn drop(&mut self) {
         // Remove the socket before releasing the lock, so that a daemon starting
         // right now never sees our socket as its own stale leftover.
-        let _ = fs::remove_file(&self.path);
+        if self.remove_socket {
+            let _ = fs::remove_file(&self.path);
+        }
         let _ = fs::remove_file(&self.lock_path);
     }
 }
@@ -56,38 +62,7 @@ pub fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, So
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     prepare_dir(dir)?;
-
-    let lock_path = lock_path(path);
-    let mut lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let mut holder = String::new();
-            let _ = lock.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let who = if holder.is_empty() {
-                "another corrald".to_owned()
-            } else {
-                format!("another corrald (pid {holder})")
-            };
-            bail!(
-                "{who} is already serving {}: stop it first, or choose another --socket",
-                path.display()
-            );
-        }
-        return Err(error).with_context(|| format!("cannot lock {}", lock_path.display()));
-    }
-    lock.set_len(0)?;
-    lock.rewind()?;
-    writeln!(lock, "{}", std::process::id())?;
+    let (lock, lock_path) = take_lock(path)?;
 
     match fs::symlink_metadata(path) {
         Ok(metadata) if metadata.file_type().is_socket() => {
@@ -119,9 +94,122 @@ pub fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, So
         SocketGuard {
             path: path.to_path_buf(),
             lock_path,
+            remove_socket: true,
             _lock: lock,
         },
     ))
+}
+
+/// Serve a listening socket a service manager passed (socket activation)
+/// instead of binding one. Returns the listener, its guard and the path it
+/// listens on (from the socket itself; `requested` is only compared).
+///
+/// The manager owns the socket file: it created it (with the unit's
+/// `SocketMode=`), keeps listening while corrald is down, and removes it when
+/// the socket unit stops, so corrald never removes or replaces it. corrald
+/// still takes `<socket>.lock`, exactly as when it binds: a second corrald
+/// started by hand on the same path is refused with the activated one's pid,
+/// and the children record next to the socket keeps one owner.
+pub fn adopt(
+    fd: std::os::fd::OwnedFd,
+    requested: &Path,
+) -> anyhow::Result<(std::os::unix::net::UnixListener, SocketGuard, PathBuf)> {
+    use std::os::fd::AsFd as _;
+    // SAFETY: getsockopt on a descriptor we own, into a correctly sized int.
+    let (socket_type, listening) = unsafe {
+        let raw = fd.as_fd().as_raw_fd();
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let type_ok = libc::getsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&raw mut value).cast(),
+            &raw mut len,
+        );
+        let socket_type = (type_ok == 0).then_some(value);
+        let mut accepting: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let accept_ok = libc::getsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut accepting).cast(),
+            &raw mut len,
+        );
+        (socket_type, accept_ok == 0 && accepting != 0)
+    };
+    if socket_type != Some(libc::SOCK_STREAM) || !listening {
+        bail!(
+            "the socket passed by the service manager (LISTEN_FDS) is not a listening stream socket: \
+             use `ListenStream=` in the .socket unit and do not set `Accept=yes`"
+        );
+    }
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    let address = listener
+        .local_addr()
+        .context("the socket passed by the service manager (LISTEN_FDS) is not a Unix socket")?;
+    let Some(path) = address.as_pathname().map(Path::to_path_buf) else {
+        bail!(
+            "the socket passed by the service manager (LISTEN_FDS) has no path (abstract or unnamed): \
+             front-ends could not find it; use a file system path in `ListenStream=`"
+        );
+    };
+    if path != requested {
+        tracing::warn!(
+            activated = %path.display(),
+            configured = %requested.display(),
+            "serving the socket the service manager passed, not the configured path"
+        );
+    }
+    let (lock, lock_path) = take_lock(&path)?;
+    listener.set_nonblocking(true)?;
+    Ok((
+        listener,
+        SocketGuard {
+            path: path.clone(),
+            lock_path,
+            remove_socket: false,
+            _lock: lock,
+        },
+        path,
+    ))
+}
+
+/// Take `<socket>.lock` for this daemon, or explain who holds it.
+fn take_lock(path: &Path) -> anyhow::Result<(File, PathBuf)> {
+    let lock_path = lock_path(path);
+    let mut lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut holder = String::new();
+            let _ = lock.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another corrald".to_owned()
+            } else {
+                format!("another corrald (pid {holder})")
+            };
+            bail!(
+                "{who} is already serving {}: stop it first, or choose another --socket",
+                path.display()
+            );
+        }
+        return Err(error).with_context(|| format!("cannot lock {}", lock_path.display()));
+    }
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{}", std::process::id())?;
+    Ok((lock, lock_path))
 }
 
 /// Create the socket's directory private (0700), or check an existing one.

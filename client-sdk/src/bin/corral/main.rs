@@ -1,5 +1,6 @@
-//! `corral`: the command-line front-end of `corrald` (status, servers, events)
-//! and the daemon-free config tools (`corral config check|schema`).
+//! `corral`: the command-line front-end of `corrald` (status, servers, events),
+//! the daemon-free config tools (`corral config check|schema`), the service
+//! files (`corral service install|uninstall|status`) and `corral doctor`.
 //!
 //! Exit codes: 0 success; 1 failure (an error from the daemon, an invalid
 //! config, a lost connection); 2 bad command line (clap); 3 the daemon is not
@@ -11,7 +12,9 @@
 //! `corral events | head -3`, then ends the command quietly instead of
 //! panicking.
 
+mod doctor;
 mod render;
+mod service;
 mod spinner;
 mod table;
 
@@ -110,10 +113,50 @@ enum Command {
         #[arg(long, value_name = "SEQ")]
         since: Option<u64>,
     },
-    /// Work with the config file (no daemon needed)
+    /// Work with the config file (`check` and `schema` need no daemon)
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Install, remove or inspect the systemd user units / launchd agent that run corrald
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Check the whole setup (daemon, config, servers, executables, socket, service) and say how to fix each problem
+    Doctor,
+}
+
+/// Where `corral service` writes, and for which service manager.
+#[derive(Debug, clap::Args)]
+struct ServiceTargetArgs {
+    /// Directory for the files [default: ~/.config/systemd/user, macOS ~/Library/LaunchAgents; env CORRAL_SERVICE_DIR]
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Service manager to write files for [default: this platform's]
+    #[arg(long, value_enum)]
+    manager: Option<service::Manager>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Write the unit files (or the LaunchAgent) for your user, with this corrald and your PATH; no root needed
+    Install {
+        #[command(flatten)]
+        target: ServiceTargetArgs,
+        /// The corrald to run [default: the one next to corral, else the first on PATH]
+        #[arg(long, value_name = "PATH")]
+        corrald: Option<PathBuf>,
+    },
+    /// Remove the files `install` wrote
+    Uninstall {
+        #[command(flatten)]
+        target: ServiceTargetArgs,
+    },
+    /// Show whether the files are installed and what the service manager says
+    Status {
+        #[command(flatten)]
+        target: ServiceTargetArgs,
     },
 }
 
@@ -126,6 +169,8 @@ enum ConfigCommand {
     },
     /// Print the config file's JSON Schema
     Schema,
+    /// Have the running daemon read its config file again now (it also does on changes and SIGHUP)
+    Reload,
 }
 
 fn main() -> ExitCode {
@@ -137,6 +182,11 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Schema,
         } => config_schema(),
+        Command::Config {
+            command: ConfigCommand::Reload,
+        } => run_daemon_command(&cli, DaemonCommand::ConfigReload),
+        Command::Service { command } => service_command(command, cli.json),
+        Command::Doctor => run_doctor(&cli),
         Command::Status => run_daemon_command(&cli, DaemonCommand::Status),
         Command::List => run_daemon_command(&cli, DaemonCommand::List),
         Command::Get { name } => run_daemon_command(&cli, DaemonCommand::Get(name)),
@@ -239,6 +289,7 @@ enum DaemonCommand<'a> {
     Events {
         since: Option<u64>,
     },
+    ConfigReload,
 }
 
 /// What `corral resources|prompts` lists.
@@ -412,6 +463,125 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
         }
         DaemonCommand::Events { since } => {
             return follow_events(&mut client, since, cli.json).await;
+        }
+        DaemonCommand::ConfigReload => {
+            let result = client.config_reload().await?;
+            if cli.json {
+                emit_pretty_json(&result)?;
+            } else {
+                emit(&render::config_reload(&result))?;
+            }
+            if !result.applied {
+                return Ok(ExitCode::from(EXIT_FAILURE));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral doctor`: exit 1 when any check is an error.
+fn run_doctor(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(doctor::run(cli.socket.as_deref()));
+    if cli.json {
+        emit_pretty_json(&report)?;
+    } else {
+        emit(&report.text())?;
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
+/// `corral service install|uninstall|status`.
+fn service_command(command: &ServiceCommand, json: bool) -> anyhow::Result<ExitCode> {
+    let (ServiceCommand::Install { target, .. }
+    | ServiceCommand::Uninstall { target }
+    | ServiceCommand::Status { target }) = command;
+    let target = service::Target::resolve(target.manager, target.dir.as_deref())?;
+    match command {
+        ServiceCommand::Install { corrald, .. } => {
+            let fill = service::Fill {
+                corrald: service::find_corrald(corrald.as_deref())?,
+                // Only the LaunchAgent names files in the home directory (its logs).
+                home: match target.manager {
+                    service::Manager::Launchd => service::home_dir()?,
+                    service::Manager::Systemd => PathBuf::new(),
+                },
+                path: service::service_path(std::env::var_os("PATH")),
+            };
+            let files = service::install(&target, &fill)?;
+            let steps = service::next_steps(&target, &files);
+            if json {
+                emit_pretty_json(&serde_json::json!({
+                    "manager": target.manager,
+                    "written": files,
+                    "corrald": fill.corrald,
+                    "path": fill.path,
+                    "nextSteps": steps,
+                }))?;
+            } else {
+                for file in &files {
+                    emit_line(&format!("wrote {}", file.display()))?;
+                }
+                emit_line(&format!("  runs {}", fill.corrald.display()))?;
+                emit_line(&format!(
+                    "  PATH for servers: {} (this shell's; install again after changing it)",
+                    fill.path
+                ))?;
+                emit_line("next:")?;
+                for step in &steps {
+                    emit_line(&format!("  {step}"))?;
+                }
+            }
+        }
+        ServiceCommand::Uninstall { .. } => {
+            let removed = service::uninstall(&target)?;
+            let first = match target.manager {
+                service::Manager::Systemd => {
+                    "systemctl --user disable --now corral.socket corral.service && systemctl --user daemon-reload"
+                }
+                service::Manager::Launchd => "launchctl bootout gui/$(id -u)/dev.corral.corrald",
+            };
+            if json {
+                emit_pretty_json(
+                    &serde_json::json!({ "manager": target.manager, "removed": removed, "nextSteps": [first] }),
+                )?;
+            } else {
+                if removed.is_empty() {
+                    emit_line(&format!("nothing to remove in {}", target.dir.display()))?;
+                }
+                for file in &removed {
+                    emit_line(&format!("removed {}", file.display()))?;
+                }
+                emit_line(&format!("if it was running, stop it: {first}"))?;
+            }
+        }
+        ServiceCommand::Status { .. } => {
+            let status = service::status(&target);
+            if json {
+                emit_pretty_json(&status)?;
+            } else {
+                for file in &status.files {
+                    let state = if file.installed { "installed" } else { "not installed" };
+                    let mut line = format!("{}: {state}", file.path.display());
+                    if let (Some(corrald), Some(exists)) = (&file.corrald, file.corrald_exists) {
+                        line.push_str(&format!(", runs {corrald}{}", if exists { "" } else { " (missing!)" }));
+                    }
+                    emit_line(&line)?;
+                }
+                for line in &status.service_manager.lines {
+                    emit_line(line)?;
+                }
+                if let Some(error) = &status.service_manager.error {
+                    emit_line(error)?;
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -306,7 +306,66 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
         ClientNotification::Daemon(DaemonNotification::ResourceUpdated(update)) => {
             format!("[{}] {}: resource updated: {}", update.seq, update.name, update.uri)
         }
+        ClientNotification::Daemon(DaemonNotification::ConfigReloaded(reloaded)) => {
+            format!(
+                "[{}] config reloaded ({}): {}",
+                reloaded.seq,
+                trigger_name(reloaded.trigger),
+                reload_summary(
+                    &reloaded.added,
+                    &reloaded.removed,
+                    &reloaded.changed,
+                    &reloaded.warnings
+                )
+            )
+        }
+        ClientNotification::Daemon(DaemonNotification::ConfigReloadFailed(failed)) => format!(
+            "[{}] config not reloaded ({}), the running config stays: {}",
+            failed.seq,
+            trigger_name(failed.trigger),
+            failed.error.lines().collect::<Vec<_>>().join(" | ")
+        ),
         other => format!("[?] {}", other.method()),
+    }
+}
+
+fn trigger_name(trigger: corral_client::protocol::ReloadTrigger) -> String {
+    serde_json::to_value(trigger)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// `added a, b; removed c; changed d` or `nothing changed`.
+fn reload_summary(added: &[String], removed: &[String], changed: &[String], warnings: &[String]) -> String {
+    let mut parts = Vec::new();
+    for (label, names) in [("added", added), ("removed", removed), ("changed", changed)] {
+        if !names.is_empty() {
+            parts.push(format!("{label} {}", names.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("nothing changed".to_owned());
+    }
+    let mut summary = parts.join("; ");
+    for warning in warnings {
+        summary.push_str(&format!("; warning: {warning}"));
+    }
+    summary
+}
+
+/// `corral config reload`.
+pub(crate) fn config_reload(result: &corral_client::protocol::ConfigReloadResult) -> String {
+    if result.applied {
+        format!(
+            "reloaded: {}\n",
+            reload_summary(&result.added, &result.removed, &result.changed, &result.warnings)
+        )
+    } else {
+        format!(
+            "not reloaded, the running config stays:\n{}\n",
+            result.error.as_deref().unwrap_or("unknown error")
+        )
     }
 }
 
@@ -326,6 +385,54 @@ mod tests {
         let response: serde_json::Value = serde_json::from_str(&text).expect("parse example");
         let result: McpServerListResult = serde_json::from_value(response["result"].clone()).expect("decode example");
         result.servers
+    }
+
+    #[test]
+    fn reload_notifications_and_results_say_what_changed() {
+        use corral_client::protocol::{ConfigReloadFailed, ConfigReloadResult, ConfigReloaded, ReloadTrigger};
+        let reloaded = ConfigReloaded::new(
+            7,
+            "/c.toml",
+            ReloadTrigger::File,
+            vec!["a".to_owned()],
+            vec![],
+            vec!["b".to_owned(), "c".to_owned()],
+            vec!["server `x` was not started".to_owned()],
+        );
+        assert_eq!(
+            notification(&ClientNotification::Daemon(DaemonNotification::ConfigReloaded(
+                reloaded.clone()
+            ))),
+            "[7] config reloaded (file): added a; changed b, c; warning: server `x` was not started"
+        );
+        let failed = ConfigReloadFailed::new(
+            8,
+            "/c.toml",
+            ReloadTrigger::Signal,
+            "/c.toml:1:1: one\n/c.toml:2:1: two",
+        );
+        assert_eq!(
+            notification(&ClientNotification::Daemon(DaemonNotification::ConfigReloadFailed(
+                failed.clone()
+            ))),
+            "[8] config not reloaded (signal), the running config stays: /c.toml:1:1: one | /c.toml:2:1: two"
+        );
+        assert_eq!(
+            config_reload(&ConfigReloadResult::applied(&ConfigReloaded::new(
+                9,
+                "/c.toml",
+                ReloadTrigger::Request,
+                vec![],
+                vec![],
+                vec![],
+                vec![]
+            ))),
+            "reloaded: nothing changed\n"
+        );
+        assert_eq!(
+            config_reload(&ConfigReloadResult::failed(&failed)),
+            "not reloaded, the running config stays:\n/c.toml:1:1: one\n/c.toml:2:1: two\n"
+        );
     }
 
     #[test]
