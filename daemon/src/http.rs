@@ -576,14 +576,17 @@ impl<C> Observed<C>
 where
     C: StreamableHttpClient,
 {
-    fn observe<T>(&self, result: &Result<T, StreamableHttpError<C::Error>>, session_attached: bool) {
+    /// Report what a request saw. A 404 to a POST is not reported: the
+    /// request's sender recovers the session itself (once); a 404 to the
+    /// event stream's `GET` has no sender waiting, so the task renews the
+    /// session then.
+    fn observe<T>(&self, result: &Result<T, StreamableHttpError<C::Error>>, stream_of_session: bool) {
         let signal = match result {
             Ok(_) => return,
-            Err(StreamableHttpError::SessionExpired) => HealthSignal::SessionExpired,
             Err(StreamableHttpError::Client(error)) => {
                 let error: &(dyn std::error::Error + 'static) = error;
                 match error.downcast_ref::<reqwest::Error>() {
-                    Some(error) if error.status().is_some_and(|status| status.as_u16() == 404) && session_attached => {
+                    Some(error) if error.status().is_some_and(|status| status.as_u16() == 404) && stream_of_session => {
                         HealthSignal::SessionExpired
                     }
                     Some(error) if error.status().is_none() && !error.is_builder() => HealthSignal::Unreachable,
@@ -611,12 +614,11 @@ where
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        let attached = session_id.is_some();
         let result = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
             .await;
-        self.observe(&result, attached);
+        self.observe(&result, false);
         result
     }
 
@@ -629,7 +631,6 @@ where
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
-        let attached = session_id.is_some();
         let result = self
             .inner
             .post_message_with_max_sse_event_size(
@@ -641,7 +642,7 @@ where
                 max_sse_event_size,
             )
             .await;
-        self.observe(&result, attached);
+        self.observe(&result, false);
         result
     }
 

@@ -638,7 +638,8 @@ impl ServerTask {
 
         let (refreshed_tx, mut refreshed_rx) = mpsc::channel(1);
         let end = loop {
-            // What ends the session, if anything: `Ok` a stop or shutdown, `Err` the server is gone.
+            let generation_before = generation;
+            // Why the server is gone, if it is (a stop or shutdown breaks out instead).
             let gone: Option<String> = tokio::select! {
                 end = next_interruption(&mut self.commands, &self.shutdown) => break end,
                 Some(()) = tools_changed_rx.recv() => {
@@ -695,6 +696,10 @@ impl ServerTask {
                     }
                 }
             };
+            if generation != generation_before {
+                // What the old session reported is about the old session.
+                while health_rx.try_recv().is_ok() {}
+            }
             if let Some(why) = gone {
                 tracing::warn!(server = %self.name, "the server went away: {why}");
                 let ready_for = self
