@@ -416,6 +416,17 @@ pub(crate) fn classify_service(error: &ServiceError) -> HttpFailure {
     }
 }
 
+/// What went wrong with a request that failed in the streamable-HTTP
+/// transport (`None` for other transports and other errors). Unlike the
+/// error's own text, the message never quotes the URL.
+pub(crate) fn send_failure(error: &ServiceError) -> Option<HttpFailure> {
+    let ServiceError::TransportSend(error) = error else {
+        return None;
+    };
+    error.error.downcast_ref::<StreamableHttpError<reqwest::Error>>()?;
+    Some(classify_transport(error.error.as_ref()))
+}
+
 /// Whether a request failed because the server no longer knows the session (HTTP 404).
 pub(crate) fn is_session_expired(error: &ServiceError) -> bool {
     matches!(error, ServiceError::TransportSend(_)) && classify_service(error).session_expired

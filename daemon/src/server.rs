@@ -110,11 +110,9 @@ impl SessionRecovery {
             generation: self.generation,
             reply,
         };
-        self.requests
-            .send(request)
-            .await
-            .map_err(|_| "the server stopped".to_owned())?;
-        answer.await.map_err(|_| "the server stopped".to_owned())?
+        let gone = || "the server's task ended the session (it is stopped or reconnecting)".to_owned();
+        self.requests.send(request).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 
