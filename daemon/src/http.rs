@@ -67,6 +67,9 @@ pub(crate) const RETRY_DELAYS: [Duration; 4] = [
 /// How long connecting (TCP + TLS) may take; the only timeout of the client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Headers the MCP transport sets itself; configuring them is refused.
+const RESERVED_HEADERS: [&str; 3] = ["accept", "mcp-session-id", "last-event-id"];
+
 /// HTTP statuses after which `initialize` / `tools/list` are retried.
 const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 
@@ -192,6 +195,11 @@ pub(crate) fn prepare(
             Some(token)
         }
     };
+    if let Some(reserved) = headers.keys().find(|name| RESERVED_HEADERS.contains(&name.as_str())) {
+        return Err(invalid(format!(
+            "header `{reserved}` is set by the MCP transport itself and cannot be configured"
+        )));
+    }
     let header_authorization = headers.contains_key(&AUTHORIZATION);
     if header_authorization && bearer_token.is_some() {
         return Err(invalid(

@@ -18,6 +18,11 @@
 //! fixes the cause and starts it again); a crash after `ready` is restarted
 //! with capped exponential backoff until it crashes too often.
 //!
+//! A streamable-HTTP server (`run_http`, transport details in `http.rs`)
+//! has no process: "died" means a failed `ping` after the transport could
+//! not reach it, or a session that could not be renewed after a 404; it is
+//! then reconnected with the same restart policy.
+//!
 //! Teardown is bounded: close the MCP session (stdin EOF), wait
 //! [`TeardownPolicy::stdin_grace`], SIGTERM the process group, wait
 //! [`TeardownPolicy::term_grace`], SIGKILL the group. The group is signalled
