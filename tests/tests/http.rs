@@ -275,7 +275,18 @@ async fn initialize_is_retried_after_503_and_tools_call_is_never_replayed() {
     let scratch = scratch_dir();
     let record = scratch.path().join("requests.jsonl");
     let port = free_loopback_port();
-    let _fixture = http_fixture(port, &record, &["--fail-initialize", "2", "--fail-tools-call", "1"]);
+    let _fixture = http_fixture(
+        port,
+        &record,
+        &[
+            "--fail-initialize",
+            "2",
+            "--fail-tools-list",
+            "1",
+            "--fail-tools-call",
+            "1",
+        ],
+    );
     let daemon = TestDaemon::start_with_config(&url_entry("flaky", port));
     let recorder = StatusRecorder::start(&daemon).await;
     let client = recorder.client();
@@ -283,6 +294,11 @@ async fn initialize_is_retried_after_503_and_tools_call_is_never_replayed() {
         .expect_steps("flaky", &[(Starting, None), (Ready, None)], SERVER_WAIT)
         .await;
     assert_eq!(statuses_of(&recorded_requests(&record), "initialize"), [503, 503, 200]);
+    assert_eq!(
+        statuses_of(&recorded_requests(&record), "tools/list"),
+        [503, 200],
+        "tools/list is retried too"
+    );
 
     let error = call_echo(client, "flaky", "once").await.expect_err("the call got 503");
     assert_eq!(error.error_code(), Some(ErrorCode::ServerError), "{error}");
@@ -297,6 +313,26 @@ async fn initialize_is_retried_after_503_and_tools_call_is_never_replayed() {
     assert_eq!(first_text(&result), "echo: twice");
     assert_eq!(statuses_of(&recorded_requests(&record), "tools/call"), [503, 200]);
     assert_eq!(recorder.steps("flaky"), [(Starting, None), (Ready, None)]);
+}
+
+#[tokio::test]
+async fn a_401_during_a_session_is_neither_retried_nor_a_session_recovery() {
+    let scratch = scratch_dir();
+    let record = scratch.path().join("requests.jsonl");
+    let port = free_loopback_port();
+    let _fixture = http_fixture(port, &record, &["--fail-tools-call", "1", "--fail-status", "401"]);
+    let daemon = TestDaemon::start_with_config(&url_entry("revoked", port));
+    let recorder = StatusRecorder::start(&daemon).await;
+    let client = recorder.client();
+    recorder
+        .expect_steps("revoked", &[(Starting, None), (Ready, None)], SERVER_WAIT)
+        .await;
+    let error = call_echo(client, "revoked", "refused").await.expect_err("401");
+    assert_eq!(error.error_code(), Some(ErrorCode::ServerError), "{error}");
+    assert!(error.to_string().contains("401"), "{error}");
+    let requests = recorded_requests(&record);
+    assert_eq!(statuses_of(&requests, "tools/call"), [401], "sent once");
+    assert_eq!(statuses_of(&requests, "initialize"), [200], "no new session");
 }
 
 #[tokio::test]
