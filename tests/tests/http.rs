@@ -11,6 +11,8 @@
 //! dies after `ready` reconnected; the failure reason of each kind of
 //! failure.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -182,6 +184,10 @@ bearer_token_env_var = "CORRAL_TEST_NO_SUCH_TOKEN"
 [servers.empty-token]
 url = {url}
 bearer_token_env_var = "CORRAL_TEST_EMPTY_TOKEN"
+
+[servers.binary-token]
+url = {url}
+bearer_token_env_var = "CORRAL_TEST_BINARY_TOKEN"
 "#
     );
     let daemon = TestDaemon::builder()
@@ -190,6 +196,10 @@ bearer_token_env_var = "CORRAL_TEST_EMPTY_TOKEN"
         .env("CORRAL_TEST_ENV_HEADER", ENV_HEADER_VALUE)
         .env("CORRAL_TEST_WRONG_TOKEN", WRONG_TOKEN)
         .env("CORRAL_TEST_EMPTY_TOKEN", "")
+        .env(
+            "CORRAL_TEST_BINARY_TOKEN",
+            OsString::from_vec(b"corral-\xff-token".to_vec()),
+        )
         .start();
     let recorder = StatusRecorder::start(&daemon).await;
     let client = recorder.client();
@@ -238,10 +248,11 @@ bearer_token_env_var = "CORRAL_TEST_EMPTY_TOKEN"
         .collect();
     assert_eq!(refused.len(), 1, "a 401 is not retried: {refused:?}");
 
-    // An unset or empty variable fails the start, naming the variable.
+    // An unset, empty or non-Unicode variable fails the start, naming the variable.
     for (server, variable, problem) in [
         ("unset-token", "CORRAL_TEST_NO_SUCH_TOKEN", "is not set"),
         ("empty-token", "CORRAL_TEST_EMPTY_TOKEN", "is empty"),
+        ("binary-token", "CORRAL_TEST_BINARY_TOKEN", "is not valid Unicode"),
     ] {
         let updates = recorder
             .expect_steps(
