@@ -6,6 +6,8 @@
 //! - [`supervisor`]: the actor owning the registry of MCP servers;
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
 //! - [`stdio`]: the one audited place that starts child processes;
+//! - `http`: streamable-HTTP servers: headers, the HTTP client (the seam for
+//!   OAuth), connecting with retries, failure reasons;
 //! - [`events`]: sequence numbers, replay history and fan-out of notifications;
 //! - `frontends`: servers' requests (elicitation, sampling) and progress
 //!   routed to one front-end, resource subscriptions;
@@ -22,6 +24,7 @@ pub mod api;
 mod builtin;
 pub mod events;
 mod frontends;
+mod http;
 pub mod logging;
 mod mcp_client;
 mod raw;

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::builtin;
 use crate::events::EventHub;
 use crate::raw::RawWire;
-use crate::server::{self, Launcher, ServerCommand, ServerHandle};
+use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
 #[derive(Debug)]
@@ -113,6 +113,8 @@ pub struct CallTarget {
     pub tools: Arc<Vec<Tool>>,
     /// Its answers as it wrote them, when the transport lets corrald see them.
     pub(crate) raw: Option<Arc<RawWire>>,
+    /// For a streamable-HTTP server: how to get a new session after a 404.
+    pub(crate) session_recovery: Option<SessionRecovery>,
 }
 
 /// Why a server cannot serve a request now.
@@ -489,6 +491,7 @@ fn ready_target(handle: &ServerHandle) -> Result<CallTarget, NotAvailable> {
             config: handle.config.clone(),
             tools: state.tools.clone(),
             raw: state.raw.clone(),
+            session_recovery: state.session_recovery.clone(),
         }),
         _ => Err(NotAvailable::NotReady {
             status: state.public.status,

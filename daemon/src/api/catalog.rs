@@ -30,9 +30,9 @@ use rmcp::{Peer, RoleClient, ServiceError};
 use serde::Serialize;
 
 use super::DaemonContext;
-use super::forward::{self, Answer};
+use super::forward::{self, Answer, SendError};
 use super::methods::{parse_json, parse_params, rpc_error, session};
-use super::tools::{not_available_error, not_ready_servers, service_error, timeout_error};
+use super::tools::{not_available_error, not_ready_servers, send_error, service_error, timeout_error};
 use crate::supervisor::CallTarget;
 
 /// Most pages fetched from one server for one listing.
@@ -79,7 +79,7 @@ impl Kind {
         self,
         target: &CallTarget,
         cursor: Option<String>,
-    ) -> Result<(Vec<serde_json::Value>, Option<String>), ServiceError> {
+    ) -> Result<(Vec<serde_json::Value>, Option<String>), SendError> {
         let mut params = PaginatedRequestParams::default();
         params.cursor = cursor;
         let request: ClientRequest = match self {
@@ -92,7 +92,7 @@ impl Kind {
             ServerResult::ListResourcesResult(page) => (to_values(&page.resources), page.next_cursor),
             ServerResult::ListResourceTemplatesResult(page) => (to_values(&page.resource_templates), page.next_cursor),
             ServerResult::ListPromptsResult(page) => (to_values(&page.prompts), page.next_cursor),
-            _ => return Err(ServiceError::UnexpectedResponse),
+            _ => return Err(SendError::Service(ServiceError::UnexpectedResponse)),
         };
         let raw_items = raw.and_then(|raw| {
             let mut page: serde_json::Map<String, serde_json::Value> = serde_json::from_str(raw.get()).ok()?;
@@ -206,7 +206,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let Answer { typed, raw } = tokio::time::timeout(timeout, forward::send(&target, request, None))
             .await
             .map_err(|_| timeout_error(&server, &what, timeout))?
-            .map_err(|error| service_error(&server, &what, error))?;
+            .map_err(|error| send_error(&server, &what, error))?;
         match typed {
             ServerResult::ReadResourceResult(result) => forward::json(raw, &result),
             _ => Err(rpc_error(
@@ -236,7 +236,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let Answer { typed, raw } = tokio::time::timeout(timeout, forward::send(&target, request, None))
             .await
             .map_err(|_| timeout_error(&server, &what, timeout))?
-            .map_err(|error| service_error(&server, &what, error))?;
+            .map_err(|error| send_error(&server, &what, error))?;
         match typed {
             ServerResult::GetPromptResult(result) => forward::json(raw, &result),
             _ => Err(rpc_error(

@@ -6,6 +6,13 @@
 //! server's progress reaches the front-end that asked for it, and dropping
 //! the future (timeout, `$/cancelRequest`, a front-end gone) tells the server
 //! with `notifications/cancelled`.
+//!
+//! A request is never sent twice, with one exception: when a streamable-HTTP
+//! server no longer knows the session (HTTP 404 to a request carrying it),
+//! it did not run the request; the server's task makes a new session (a new
+//! transport and `initialize`) and the request is sent once more on it. A
+//! second 404 is an error; every other failure (401 included) is returned as
+//! it is.
 
 use std::sync::Arc;
 
@@ -15,6 +22,7 @@ use rmcp::{Peer, RoleClient, ServiceError};
 use serde_json::value::RawValue;
 
 use crate::frontends::{FrontEnds, Link};
+use crate::http::is_session_expired;
 use crate::supervisor::CallTarget;
 
 /// Where a request's progress goes: the registry, the caller's link and the token it gave.
@@ -27,15 +35,55 @@ pub(crate) struct Answer {
     pub(crate) raw: Option<Box<RawValue>>,
 }
 
-/// Send `request` to `target`'s server and wait for the answer.
+/// Why a request to a server failed.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The request failed (including a second expired session).
+    Service(ServiceError),
+    /// The session expired and no new one could be made.
+    Recovery(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Service(error) => error.fmt(f),
+            Self::Recovery(why) => write!(f, "the session expired and a new one could not be made: {why}"),
+        }
+    }
+}
+
+/// Send `request` to `target`'s server and wait for the answer, renewing an
+/// expired HTTP session once (see the module documentation).
 pub(crate) async fn send(
     target: &CallTarget,
     request: impl Into<ClientRequest>,
     progress: Option<ProgressTarget<'_>>,
+) -> Result<Answer, SendError> {
+    let request = request.into();
+    let error = match send_on(&target.peer, target, request.clone(), progress.clone()).await {
+        Ok(answer) => return Ok(answer),
+        Err(error) => error,
+    };
+    let Some(recovery) = target.session_recovery.as_ref().filter(|_| is_session_expired(&error)) else {
+        return Err(SendError::Service(error));
+    };
+    tracing::info!(server = %target.config.name, "request found the session expired; asking for a new one");
+    let peer = recovery.recover().await.map_err(SendError::Recovery)?;
+    send_on(&peer, target, request, progress)
+        .await
+        .map_err(SendError::Service)
+}
+
+/// Send `request` on `peer` (a session of `target`'s server) and wait for the answer.
+async fn send_on(
+    peer: &Peer<RoleClient>,
+    target: &CallTarget,
+    request: ClientRequest,
+    progress: Option<ProgressTarget<'_>>,
 ) -> Result<Answer, ServiceError> {
-    let handle = target
-        .peer
-        .send_cancellable_request(request.into(), PeerRequestOptions::no_options())
+    let handle = peer
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
         .await?;
     let _route = progress.map(|(frontends, link, theirs)| {
         let ours = serde_json::to_value(&handle.progress_token).unwrap_or_default();
@@ -43,7 +91,7 @@ pub(crate) async fn send(
     });
     let id = handle.id.clone();
     let mut cancel = CancelOnDrop {
-        peer: target.peer.clone(),
+        peer: peer.clone(),
         id: Some(id.clone()),
     };
     let typed = handle.await_response().await;

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use corral_protocol::{
-    ErrorCode, NotReadyServer, Request as _, ServerStatus, ServerTool, ToolsCall, ToolsCallParams, ToolsList,
-    ToolsListResult,
+    ErrorCode, FailureReason, NotReadyServer, Request as _, ServerStatus, ServerTool, ToolsCall, ToolsCallParams,
+    ToolsList, ToolsListResult,
 };
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
@@ -20,8 +20,9 @@ use rmcp::ServiceError;
 use rmcp::model::{CallToolRequest, CallToolRequestParams, RequestMetaObject, ServerResult};
 
 use super::DaemonContext;
-use super::forward::{self, Answer};
+use super::forward::{self, Answer, SendError};
 use super::methods::{parse_params, rpc_error, session};
+use crate::http::send_failure;
 use crate::server::tool_allowed;
 use crate::supervisor::NotAvailable;
 
@@ -103,7 +104,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .active_time_timeout(&server, timeout, forward::send(&target, request, progress))
             .await
             .ok_or_else(|| timeout_error(&server, &what, timeout))?
-            .map_err(|error| service_error(&server, &what, error))?;
+            .map_err(|error| send_error(&server, &what, error))?;
         match typed {
             ServerResult::CallToolResult(result) => forward::json(raw, &result),
             _ => Err(rpc_error(
@@ -167,8 +168,37 @@ pub(crate) fn timeout_error(server: &str, request: &str, timeout: Duration) -> E
     )
 }
 
+/// The error for `request` sent through [`forward::send`].
+pub(crate) fn send_error(server: &str, request: &str, error: SendError) -> ErrorObjectOwned {
+    match error {
+        SendError::Service(error) => service_error(server, request, error),
+        SendError::Recovery(why) => rpc_error(
+            ErrorCode::ServerNotReady,
+            format!("MCP server `{server}` lost the session during {request} and a new one could not be made: {why}"),
+        ),
+    }
+}
+
 /// The error for `request` (e.g. "`tools/call` of `echo`") that `server` failed.
 pub(crate) fn service_error(server: &str, request: &str, error: ServiceError) -> ErrorObjectOwned {
+    if let Some(failure) = send_failure(&error) {
+        // A streamable-HTTP server: its own words, never the URL (it may carry a token).
+        return if failure.reason == FailureReason::Unreachable {
+            rpc_error(
+                ErrorCode::ServerNotReady,
+                format!(
+                    "MCP server `{server}` could not be reached during {request}: {}",
+                    failure.message
+                ),
+            )
+        } else {
+            ErrorObjectOwned::owned(
+                ErrorCode::ServerError.code(),
+                format!("MCP server `{server}` failed {request}: {}", failure.message),
+                Some(serde_json::json!({ "failureReason": failure.reason })),
+            )
+        };
+    }
     match error {
         ServiceError::McpError(error) => ErrorObjectOwned::owned(
             ErrorCode::ServerError.code(),
