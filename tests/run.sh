@@ -31,6 +31,17 @@ if [ ! -x "$peers_venv/bin/python" ] || [ ! -f "$peers_stamp" ] || [ tests/peers
   touch "$peers_stamp"
 fi
 
+# System peers: a private D-Bus session with gnome-keyring's Secret Service, so the OS-keyring
+# credential store is tested against the real thing (tests/tests/credentials.rs).
+if ! command -v gnome-keyring-daemon >/dev/null 2>&1 || ! command -v dbus-daemon >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gnome-keyring dbus >/dev/null
+  else
+    echo "error: the keyring tests need gnome-keyring and dbus: run 'sudo apt-get install gnome-keyring dbus', then rerun $0." >&2
+    exit 1
+  fi
+fi
+
 echo "==> building corrald and corral"
 cargo build --workspace --bins --locked
 

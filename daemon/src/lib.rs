@@ -13,6 +13,7 @@
 
 pub mod api;
 mod builtin;
+pub mod credentials;
 pub mod events;
 pub mod logging;
 mod mcp_client;
@@ -48,6 +49,8 @@ pub struct Options {
     pub test_hooks: bool,
     /// Run the built-in `corral` server (on by default).
     pub builtin_server: bool,
+    /// Where stored credentials live (the credentials files; see `credentials`).
+    pub data_dir: PathBuf,
 }
 
 impl Options {
@@ -58,6 +61,7 @@ impl Options {
             config_path,
             test_hooks: false,
             builtin_server: true,
+            data_dir: corral_protocol::paths::data_dir(None),
         }
     }
 }
@@ -89,6 +93,14 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
     // Only now, holding the socket lock, is the record ours to act on.
     reaper::init(&record_path(&options.socket_path));
 
+    // Opening the keyring is a D-Bus round trip (or a timeout): off the runtime.
+    let credentials = {
+        let (mode, data_dir) = (config.credentials_store, options.data_dir.clone());
+        tokio::task::spawn_blocking(move || credentials::Credentials::open(mode, &data_dir))
+            .await
+            .context("opening the credential store")?
+    };
+
     let tracker = TaskTracker::new();
     #[cfg(target_os = "linux")]
     tracker.spawn(reap_adopted_orphans(shutdown.clone()));
@@ -100,15 +112,18 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
         shutdown.child_token(),
         &tracker,
     );
-    let context = Arc::new(api::DaemonContext::new(
-        started,
-        options.socket_path.clone(),
-        options.config_path.clone(),
-        config_error,
-        supervisor,
-        events,
-        options.test_hooks,
-    ));
+    let context = Arc::new(
+        api::DaemonContext::new(
+            started,
+            options.socket_path.clone(),
+            options.config_path.clone(),
+            config_error,
+            supervisor,
+            events,
+            options.test_hooks,
+        )
+        .with_credentials(credentials),
+    );
     tracing::info!(
         socket = %options.socket_path.display(),
         config = %options.config_path.display(),

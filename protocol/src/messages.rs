@@ -196,12 +196,86 @@ pub struct DaemonStatus {
     /// Why the config file could not be used, if it could not (the daemon then
     /// runs with no config servers until the file is fixed).
     pub config_error: Option<String>,
+    /// Where OAuth credentials are stored; `null` from a daemon that does not say.
+    #[serde(default)]
+    pub credentials_store: Option<CredentialsStoreStatus>,
+}
+
+/// Where the daemon keeps OAuth credentials (the `credentials_store` setting and what it resolved to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CredentialsStoreStatus {
+    /// The configured mode: `auto`, `keyring`, `file` or `encrypted-file`.
+    pub mode: String,
+    /// The store in use.
+    pub backend: CredentialsBackend,
+    /// Where: the keyring's name, or the file's path (and the key's place for an encrypted file).
+    pub location: String,
+    /// Why the store differs from the first choice (e.g. no keyring, so the file is used), if it does.
+    pub note: Option<String>,
+}
+
+impl CredentialsStoreStatus {
+    /// A store status.
+    pub fn new(mode: impl Into<String>, backend: CredentialsBackend, location: impl Into<String>) -> Self {
+        Self {
+            mode: mode.into(),
+            backend,
+            location: location.into(),
+            note: None,
+        }
+    }
+
+    /// The same status with a note saying why this store was chosen.
+    pub fn with_note(mut self, note: Option<String>) -> Self {
+        self.note = note;
+        self
+    }
+}
+
+/// The kind of credential store in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum CredentialsBackend {
+    /// The OS keyring (Secret Service, macOS Keychain, Windows Credential Manager).
+    Keyring,
+    /// A 0600 JSON file in the data directory.
+    File,
+    /// An encrypted file in the data directory.
+    EncryptedFile,
+    /// None: `keyring` was configured and no keyring is available (see `note`).
+    Unavailable,
+    /// A store this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    #[schemars(skip)]
+    Unknown,
+}
+
+impl CredentialsBackend {
+    /// The wire name, e.g. `encryptedFile`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keyring => "keyring",
+            Self::File => "file",
+            Self::EncryptedFile => "encryptedFile",
+            Self::Unavailable => "unavailable",
+            Self::Unknown => "unknown",
+        }
+    }
 }
 
 impl DaemonStatus {
     /// The same status with a config error attached.
     pub fn with_config_error(mut self, config_error: Option<String>) -> Self {
         self.config_error = config_error;
+        self
+    }
+
+    /// The same status saying where credentials are stored.
+    pub fn with_credentials_store(mut self, credentials_store: Option<CredentialsStoreStatus>) -> Self {
+        self.credentials_store = credentials_store;
         self
     }
 
@@ -227,6 +301,7 @@ impl DaemonStatus {
             connections,
             last_seq,
             config_error: None,
+            credentials_store: None,
         }
     }
 }

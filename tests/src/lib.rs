@@ -264,6 +264,10 @@ impl TestDaemonBuilder {
             .env_remove("CORRAL_LOG_FORMAT")
             .env_remove("CORRAL_TEST_HOOKS")
             .env_remove("CORRAL_NO_BUILTIN_SERVER")
+            // Never the developer's own keyring or credentials: tests that want a keyring start
+            // a private Secret Service and pass its bus address with `env`.
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env("CORRAL_DATA_DIR", dir.path().join("data"))
             .env("CORRAL_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -92,7 +92,13 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
                 context.open_connections(),
                 context.events.last_seq(),
             )
-            .with_config_error(context.config_error.clone()),
+            .with_config_error(context.config_error.clone())
+            .with_credentials_store(
+                context
+                    .credentials
+                    .as_ref()
+                    .map(crate::credentials::Credentials::status),
+            ),
         )
     })?;
 

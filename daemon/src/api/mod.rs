@@ -46,12 +46,20 @@ pub struct DaemonContext {
     pub(crate) events: Arc<EventHub>,
     /// Whether `debug/*` methods for tests and benchmarks are registered.
     pub(crate) test_hooks: bool,
+    /// Stored OAuth credentials; `None` only in contexts built without a store.
+    pub(crate) credentials: Option<crate::credentials::Credentials>,
     connections: AtomicU32,
     /// One permit per open connection, at most [`MAX_CONNECTIONS`].
     connection_slots: Arc<Semaphore>,
 }
 
 impl DaemonContext {
+    /// The same context with a credential store.
+    pub fn with_credentials(mut self, credentials: crate::credentials::Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
     /// Context for a daemon that started at `started`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -72,6 +80,7 @@ impl DaemonContext {
             supervisor,
             events,
             test_hooks,
+            credentials: None,
             connections: AtomicU32::new(0),
             connection_slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         }

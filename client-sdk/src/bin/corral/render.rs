@@ -58,6 +58,13 @@ pub(crate) fn status(status: &DaemonStatus) -> String {
     if let Some(error) = &status.config_error {
         pairs.push(("config error", one_line(error, usize::MAX)));
     }
+    if let Some(store) = &status.credentials_store {
+        let mut line = format!("{} ({}, mode {})", store.backend.as_str(), store.location, store.mode);
+        if let Some(note) = &store.note {
+            line.push_str(&format!("; {note}"));
+        }
+        pairs.push(("credentials", line));
+    }
     pairs.push(("servers", status.servers.to_string()));
     pairs.push(("connections", status.connections.to_string()));
     pairs.push(("last event", status.last_seq.to_string()));
