@@ -6,6 +6,8 @@
 //! - [`supervisor`]: the actor owning the registry of MCP servers;
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
 //! - [`stdio`]: the one audited place that starts child processes;
+//! - `http`: streamable-HTTP servers: headers, the HTTP client (the seam for
+//!   OAuth), connecting with retries, failure reasons;
 //! - [`events`]: sequence numbers, replay history and fan-out of notifications;
 //! - [`reaper`]: finding and killing every process of a server's tree, and
 //!   what a killed predecessor left behind;
@@ -15,6 +17,7 @@ pub mod api;
 mod builtin;
 pub mod credentials;
 pub mod events;
+mod http;
 pub mod logging;
 mod mcp_client;
 pub mod reaper;

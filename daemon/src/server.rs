@@ -27,7 +27,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_protocol::config::{ServerConfig, TransportConfig};
+use corral_protocol::config::{HttpConfig, ServerConfig, TransportConfig};
 use corral_protocol::{
     DaemonNotification, FailureReason, McpServerStatus, ServerInfo, ServerStatus, StartupStatusUpdated,
     ToolsListChanged,
@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builtin::CorralServer;
 use crate::events::EventHub;
+use crate::http::{self, HttpBackend, HttpFailure};
 use crate::mcp_client::ServerClient;
 use crate::reaper;
 use crate::stdio::{self, LaunchError, StderrTail};
@@ -56,6 +57,9 @@ pub(crate) struct ServerState {
     pub(crate) peer: Option<Peer<RoleClient>>,
     /// The tools the server listed when it became ready (all of them, unfiltered).
     pub(crate) tools: Arc<Vec<Tool>>,
+    /// For a ready streamable-HTTP server: how a request that found its
+    /// session expired (HTTP 404) asks for a new one.
+    pub(crate) session_recovery: Option<SessionRecovery>,
 }
 
 impl ServerState {
@@ -66,6 +70,7 @@ impl ServerState {
             ready_since: None,
             peer: None,
             tools: Arc::new(Vec::new()),
+            session_recovery: None,
         }
     }
 
@@ -76,6 +81,40 @@ impl ServerState {
             .ready_since
             .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX));
         status
+    }
+}
+
+/// A cloneable handle to ask a streamable-HTTP server's task for a new MCP
+/// session after a request found the current one expired (HTTP 404).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionRecovery {
+    /// Which session the holder's peer belongs to.
+    generation: u64,
+    requests: mpsc::Sender<RecoveryRequest>,
+}
+
+/// A request for a new session, from a holder of a peer of session `generation`.
+#[derive(Debug)]
+pub(crate) struct RecoveryRequest {
+    generation: u64,
+    reply: oneshot::Sender<Result<Peer<RoleClient>, String>>,
+}
+
+impl SessionRecovery {
+    /// A peer on a new session: the server task rebuilds the transport and
+    /// re-initializes once, unless another request already replaced the
+    /// session this handle belongs to (then the current peer comes back).
+    pub(crate) async fn recover(&self) -> Result<Peer<RoleClient>, String> {
+        let (reply, answer) = oneshot::channel();
+        let request = RecoveryRequest {
+            generation: self.generation,
+            reply,
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| "the server stopped".to_owned())?;
+        answer.await.map_err(|_| "the server stopped".to_owned())?
     }
 }
 
@@ -153,7 +192,7 @@ pub(crate) struct ServerHandle {
 /// Where a server's MCP session comes from.
 #[derive(Debug, Clone)]
 pub(crate) enum Launcher {
-    /// Its config: a stdio child process (streamable HTTP comes later).
+    /// Its config: a stdio child process or a streamable-HTTP server.
     Config,
     /// The built-in server, in-process.
     BuiltIn(CorralServer),
@@ -352,16 +391,12 @@ impl ServerTask {
             let server = server.clone();
             return self.run_builtin(server).await;
         }
-        let TransportConfig::Stdio(stdio_config) = &self.config.transport else {
-            // Streamable HTTP arrives with its own issue; say so plainly.
-            self.fail(
-                FailureReason::ConfigInvalid,
-                format!(
-                    "`{}` uses streamable HTTP, which this corrald cannot start yet",
-                    self.name
-                ),
-            );
-            return RunEnd::StartupFailed;
+        let stdio_config = match &self.config.transport {
+            TransportConfig::Stdio(stdio_config) => stdio_config,
+            TransportConfig::StreamableHttp(http_config) => {
+                let http_config = http_config.clone();
+                return self.run_http(&http_config).await;
+            }
         };
         let marker = reaper::registry().next_marker(&self.name);
         let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker) {
@@ -541,6 +576,213 @@ impl ServerTask {
         self.was_ready = true;
     }
 
+    /// One run of a streamable-HTTP server: connect (with retries), serve,
+    /// recover expired sessions, notice when the server went away.
+    async fn run_http(&mut self, config: &HttpConfig) -> RunEnd {
+        let failed = |task: &Self, failure: HttpFailure| {
+            task.fail(failure.reason, format!("`{}`: {}", task.name, failure.message));
+            RunEnd::StartupFailed
+        };
+        let prepared = match http::prepare(&self.name, config, |name| std::env::var_os(name)) {
+            Ok(prepared) => prepared,
+            Err(failure) => return failed(self, failure),
+        };
+        let backend = match HttpBackend::for_server(&prepared) {
+            Ok(backend) => backend,
+            Err(failure) => return failed(self, failure),
+        };
+        let (tools_changed, mut tools_changed_rx) = mpsc::channel(1);
+        // Capacity 1: one pending signal covers every later one.
+        let (health_tx, mut health_rx) = mpsc::channel(1);
+        let name = self.name.clone();
+        let events = self.events.clone();
+        let handler = move || ServerClient::new(name.clone(), events.clone(), tools_changed.clone());
+        let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
+        let startup_timeout = self.config.startup_timeout;
+        let startup = http::start(&self.name, &backend, &prepared, &handler, health_tx.clone(), deadline);
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout_at(deadline, startup) => match outcome {
+                Ok(outcome) => outcome,
+                Err(_) => Err(HttpFailure {
+                    reason: FailureReason::StartupTimeout,
+                    message: format!(
+                        "initialize and tools/list did not finish within {startup_timeout:?} (startup_timeout_sec)"
+                    ),
+                    retryable: false,
+                    session_expired: false,
+                }),
+            },
+            end = next_interruption(&mut self.commands, &self.shutdown) => {
+                self.set_status(ServerStatus::Cancelled, None);
+                return end;
+            }
+        };
+        let (mut service, tools) = match outcome {
+            Ok(ready) => ready,
+            Err(failure) => return failed(self, failure),
+        };
+        // The list was just fetched: changes announced during startup are in it,
+        // and trouble seen while connecting is behind us.
+        while tools_changed_rx.try_recv().is_ok() {}
+        while health_rx.try_recv().is_ok() {}
+        let (recovery_tx, mut recovery_rx) = mpsc::channel::<RecoveryRequest>(16);
+        let mut generation = 0u64;
+        self.state.send_modify(|state| {
+            state.session_recovery = Some(SessionRecovery {
+                generation,
+                requests: recovery_tx.clone(),
+            });
+        });
+        self.mark_ready(&service, tools, None);
+        tracing::info!(server = %self.name, "streamable HTTP session ready");
+
+        let (refreshed_tx, mut refreshed_rx) = mpsc::channel(1);
+        let end = loop {
+            let generation_before = generation;
+            // Why the server is gone, if it is (a stop or shutdown breaks out instead).
+            let gone: Option<String> = tokio::select! {
+                end = next_interruption(&mut self.commands, &self.shutdown) => break end,
+                Some(()) = tools_changed_rx.recv() => {
+                    let peer = service.peer().clone();
+                    let timeout = self.config.tool_timeout;
+                    let refreshed = refreshed_tx.clone();
+                    self.tracker.spawn(async move {
+                        let listed = match tokio::time::timeout(timeout, peer.list_all_tools()).await {
+                            Ok(Ok(tools)) => Ok(tools),
+                            Ok(Err(error)) => Err(error.to_string()),
+                            Err(_) => Err(format!("no answer within {timeout:?}")),
+                        };
+                        let _ = refreshed.send(listed).await;
+                    });
+                    None
+                }
+                Some(listed) = refreshed_rx.recv() => {
+                    self.apply_refreshed_tools(listed);
+                    None
+                }
+                Some(signal) = health_rx.recv() => match signal {
+                    http::HealthSignal::Unreachable => match probe(&service).await {
+                        Probe::Alive => None,
+                        Probe::SessionExpired => self
+                            .renew_http_session(&backend, &prepared, &handler, &health_tx, &mut service, &mut generation, &recovery_tx)
+                            .await
+                            .err(),
+                        Probe::Gone(why) => Some(why),
+                    },
+                    http::HealthSignal::SessionExpired => self
+                        .renew_http_session(&backend, &prepared, &handler, &health_tx, &mut service, &mut generation, &recovery_tx)
+                        .await
+                        .err(),
+                },
+                Some(request) = recovery_rx.recv() => {
+                    if request.generation != generation {
+                        // Someone else already replaced that session.
+                        let _ = request.reply.send(Ok(service.peer().clone()));
+                        None
+                    } else {
+                        match self
+                            .renew_http_session(&backend, &prepared, &handler, &health_tx, &mut service, &mut generation, &recovery_tx)
+                            .await
+                        {
+                            Ok(()) => {
+                                let _ = request.reply.send(Ok(service.peer().clone()));
+                                None
+                            }
+                            Err(why) => {
+                                let _ = request.reply.send(Err(why.clone()));
+                                Some(why)
+                            }
+                        }
+                    }
+                }
+            };
+            if generation != generation_before {
+                // What the old session reported is about the old session.
+                while health_rx.try_recv().is_ok() {}
+            }
+            if let Some(why) = gone {
+                tracing::warn!(server = %self.name, "the server went away: {why}");
+                let ready_for = self
+                    .state
+                    .borrow()
+                    .ready_since
+                    .map_or(Duration::ZERO, |since| since.elapsed());
+                self.close_http_session(service).await;
+                self.state
+                    .send_modify(|state| state.public.last_exit = Some(format!("went away: {why}")));
+                return RunEnd::Crashed { ready_for };
+            }
+        };
+        self.close_http_session(service).await;
+        if !matches!(end, RunEnd::Shutdown) {
+            self.set_status(ServerStatus::Stopped, None);
+        }
+        end
+    }
+
+    /// Replace an expired session: a new transport and one `initialize`
+    /// (itself retried after transient failures within `startup_timeout_sec`).
+    /// On success, front-ends get the new peer; on failure, why.
+    #[allow(clippy::too_many_arguments)]
+    async fn renew_http_session(
+        &self,
+        backend: &HttpBackend,
+        prepared: &http::Prepared,
+        handler: &impl Fn() -> ServerClient,
+        health: &mpsc::Sender<http::HealthSignal>,
+        service: &mut Session,
+        generation: &mut u64,
+        recovery: &mpsc::Sender<RecoveryRequest>,
+    ) -> Result<(), String> {
+        tracing::info!(server = %self.name, "the session expired (HTTP 404); re-initializing");
+        let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
+        let renewed = tokio::time::timeout_at(
+            deadline,
+            http::reconnect(&self.name, backend, prepared, handler, health.clone(), deadline),
+        )
+        .await;
+        let new_service = match renewed {
+            Ok(Ok(new_service)) => new_service,
+            Ok(Err(failure)) => {
+                return Err(format!(
+                    "re-initializing after an expired session failed: {}",
+                    failure.message
+                ));
+            }
+            Err(_) => return Err("re-initializing after an expired session timed out".to_owned()),
+        };
+        let old = std::mem::replace(service, new_service);
+        *generation += 1;
+        let peer = service.peer().clone();
+        let generation = *generation;
+        self.state.send_modify(|state| {
+            state.peer = Some(peer);
+            state.session_recovery = Some(SessionRecovery {
+                generation,
+                requests: recovery.clone(),
+            });
+        });
+        // The old session is gone on the server; closing it here is bookkeeping.
+        self.tracker.spawn(async move {
+            let mut old = old;
+            let _ = old.close_with_timeout(Duration::from_secs(1)).await;
+        });
+        tracing::info!(server = %self.name, generation, "new session after the old one expired");
+        Ok(())
+    }
+
+    /// Close a streamable-HTTP session (bounded) and forget it.
+    async fn close_http_session(&self, mut service: Session) {
+        let _ = service.close_with_timeout(self.teardown.stdin_grace).await;
+        self.state.send_modify(|state| {
+            state.ready_since = None;
+            state.public.tool_count = None;
+            state.peer = None;
+            state.session_recovery = None;
+            state.tools = Arc::new(Vec::new());
+        });
+    }
+
     /// One run of the built-in server: in-process, over an in-memory duplex.
     async fn run_builtin(&mut self, server: CorralServer) -> RunEnd {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
@@ -708,6 +950,35 @@ async fn next_interruption(commands: &mut mpsc::Receiver<ServerCommand>, shutdow
                 let _ = reply.send(());
             }
         }
+    }
+}
+
+/// What a `ping` says about a streamable-HTTP server that seemed unreachable.
+enum Probe {
+    Alive,
+    SessionExpired,
+    Gone(String),
+}
+
+/// How long a liveness `ping` may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn probe(service: &Session) -> Probe {
+    let ping = rmcp::model::ClientRequest::PingRequest(rmcp::model::PingRequest::default());
+    match tokio::time::timeout(PROBE_TIMEOUT, service.peer().send_request(ping)).await {
+        Ok(Ok(_)) => Probe::Alive,
+        Ok(Err(error)) => {
+            let failure = http::classify_service(&error);
+            if failure.session_expired {
+                Probe::SessionExpired
+            } else if matches!(error, rmcp::ServiceError::McpError(_)) {
+                // It answered, if only with an error: it is there.
+                Probe::Alive
+            } else {
+                Probe::Gone(failure.message)
+            }
+        }
+        Err(_) => Probe::Gone(format!("no answer to ping within {PROBE_TIMEOUT:?}")),
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builtin;
 use crate::events::EventHub;
-use crate::server::{self, Launcher, ServerCommand, ServerHandle};
+use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
 #[derive(Debug)]
@@ -84,6 +84,8 @@ pub struct CallTarget {
     pub config: ServerConfig,
     /// Its tools as listed when it became ready.
     pub tools: Arc<Vec<Tool>>,
+    /// For a streamable-HTTP server: how to get a new session after a 404.
+    pub(crate) session_recovery: Option<SessionRecovery>,
 }
 
 /// Why a server cannot serve a request now.
@@ -318,6 +320,7 @@ fn ready_target(handle: &ServerHandle) -> Result<CallTarget, NotAvailable> {
             peer: peer.clone(),
             config: handle.config.clone(),
             tools: state.tools.clone(),
+            session_recovery: state.session_recovery.clone(),
         }),
         _ => Err(NotAvailable::NotReady {
             status: state.public.status,

@@ -22,7 +22,9 @@ use serde::Serialize;
 
 use super::DaemonContext;
 use super::methods::{parse_json, parse_params, rpc_error};
-use super::tools::{not_available_error, not_ready_servers, service_error, timeout_error};
+use super::tools::{
+    SendError, not_available_error, not_ready_servers, send_error, timeout_error, with_session_recovery,
+};
 use crate::supervisor::CallTarget;
 
 /// Most pages fetched from one server for one listing.
@@ -95,10 +97,18 @@ async fn list_all(kind: Kind, target: &CallTarget) -> Result<Vec<serde_json::Val
         let mut seen = HashSet::new();
         let mut cursor = None;
         for _ in 0..MAX_PAGES {
-            let (page, next) = kind
-                .page(&target.peer, cursor)
-                .await
-                .map_err(|error| format!("MCP server `{server}` failed `{}`: {error}", kind.method()))?;
+            let (page, next) = with_session_recovery(target, |peer| {
+                let cursor = cursor.clone();
+                async move { kind.page(&peer, cursor).await }
+            })
+            .await
+            .map_err(|error| {
+                let error = match error {
+                    SendError::Service(error) => error.to_string(),
+                    SendError::Recovery(why) => format!("the session expired and a new one could not be made: {why}"),
+                };
+                format!("MCP server `{server}` failed `{}`: {error}", kind.method())
+            })?;
             items.extend(page);
             match next {
                 None => return Ok(items),
@@ -177,10 +187,14 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         let what = format!("`resources/read` of `{uri}`");
         let timeout = target.config.tool_timeout;
-        let result = tokio::time::timeout(timeout, target.peer.read_resource(ReadResourceRequestParams::new(uri)))
+        let read = with_session_recovery(&target, |peer| {
+            let uri = uri.clone();
+            async move { peer.read_resource(ReadResourceRequestParams::new(uri)).await }
+        });
+        let result = tokio::time::timeout(timeout, read)
             .await
             .map_err(|_| timeout_error(&server, &what, timeout))?
-            .map_err(|error| service_error(&server, &what, error))?;
+            .map_err(|error| send_error(&server, &what, error))?;
         serde_json::to_value(result).map_err(|error| {
             rpc_error(
                 ErrorCode::InternalError,
@@ -205,10 +219,14 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let mut request = GetPromptRequestParams::new(name);
         request.arguments = arguments;
         let timeout = target.config.tool_timeout;
-        let response = tokio::time::timeout(timeout, target.peer.get_prompt_once(request))
+        let get = with_session_recovery(&target, |peer| {
+            let request = request.clone();
+            async move { peer.get_prompt_once(request).await }
+        });
+        let response = tokio::time::timeout(timeout, get)
             .await
             .map_err(|_| timeout_error(&server, &what, timeout))?
-            .map_err(|error| service_error(&server, &what, error))?;
+            .map_err(|error| send_error(&server, &what, error))?;
         match response {
             GetPromptResponse::Complete(result) => serde_json::to_value(result)
                 .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize the result: {error}"))),

@@ -15,13 +15,14 @@ use corral_protocol::{
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
-use rmcp::ServiceError;
 use rmcp::model::{CallToolRequestParams, CallToolResponse, RequestMetaObject};
+use rmcp::{Peer, RoleClient, ServiceError};
 
 use super::DaemonContext;
 use super::methods::{parse_params, rpc_error};
+use crate::http::is_session_expired;
 use crate::server::tool_allowed;
-use crate::supervisor::NotAvailable;
+use crate::supervisor::{CallTarget, NotAvailable};
 
 /// Register `tools/list` and `tools/call`.
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
@@ -80,10 +81,16 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let timeout = target.config.tool_timeout;
         let what = format!("`tools/call` of `{name}`");
         // Dropping the request on timeout makes rmcp send `notifications/cancelled`.
-        let response = tokio::time::timeout(timeout, target.peer.call_tool_once(request))
+        // Never replayed after a failure, except after an expired session
+        // (HTTP 404): the server did not run it then.
+        let call = with_session_recovery(&target, |peer| {
+            let request = request.clone();
+            async move { peer.call_tool_once(request).await }
+        });
+        let response = tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| timeout_error(&server, &what, timeout))?
-            .map_err(|error| service_error(&server, &what, error))?;
+            .map_err(|error| send_error(&server, &what, error))?;
         match response {
             CallToolResponse::Complete(result) => serde_json::to_value(result)
                 .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize the result: {error}"))),
@@ -146,6 +153,48 @@ pub(crate) fn timeout_error(server: &str, request: &str, timeout: Duration) -> E
             "MCP server `{server}` did not answer {request} within {timeout:?} (tool_timeout_sec); the request was cancelled"
         ),
     )
+}
+
+/// Why a request sent through [`with_session_recovery`] failed.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The request failed (including a second expired session).
+    Service(ServiceError),
+    /// The session expired and no new one could be made.
+    Recovery(String),
+}
+
+/// Send a request to a server; if a streamable-HTTP server no longer knows
+/// the session (HTTP 404 to a request carrying it), ask its task for a new
+/// session (a new transport and `initialize`) and send the request once more
+/// on it. A second 404 is an error; every other failure (401 included) is
+/// returned as it is, without a retry.
+pub(crate) async fn with_session_recovery<T, F, Fut>(target: &CallTarget, send: F) -> Result<T, SendError>
+where
+    F: Fn(Peer<RoleClient>) -> Fut,
+    Fut: Future<Output = Result<T, ServiceError>>,
+{
+    let error = match send(target.peer.clone()).await {
+        Ok(value) => return Ok(value),
+        Err(error) => error,
+    };
+    let Some(recovery) = target.session_recovery.as_ref().filter(|_| is_session_expired(&error)) else {
+        return Err(SendError::Service(error));
+    };
+    tracing::info!(server = %target.config.name, "request found the session expired; asking for a new one");
+    let peer = recovery.recover().await.map_err(SendError::Recovery)?;
+    send(peer).await.map_err(SendError::Service)
+}
+
+/// The error for `request` sent through [`with_session_recovery`].
+pub(crate) fn send_error(server: &str, request: &str, error: SendError) -> ErrorObjectOwned {
+    match error {
+        SendError::Service(error) => service_error(server, request, error),
+        SendError::Recovery(why) => rpc_error(
+            ErrorCode::ServerNotReady,
+            format!("MCP server `{server}` lost the session during {request} and a new one could not be made: {why}"),
+        ),
+    }
 }
 
 /// The error for `request` (e.g. "`tools/call` of `echo`") that `server` failed.
