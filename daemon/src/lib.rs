@@ -20,6 +20,7 @@ pub mod events;
 mod http;
 pub mod logging;
 mod mcp_client;
+pub mod oauth;
 pub mod reaper;
 pub mod server;
 pub mod stdio;
@@ -112,6 +113,7 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
         &config,
         options.builtin_server,
         &events,
+        Some(credentials.clone()),
         shutdown.child_token(),
         &tracker,
     );
@@ -125,7 +127,11 @@ pub async fn run(options: Options, shutdown: CancellationToken) -> anyhow::Resul
             events,
             options.test_hooks,
         )
-        .with_credentials(credentials),
+        .with_oauth(
+            credentials,
+            oauth::OAuthSettings::from_config(&config),
+            shutdown.clone(),
+        ),
     );
     tracing::info!(
         socket = %options.socket_path.display(),

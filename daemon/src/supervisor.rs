@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::builtin;
+use crate::credentials::Credentials;
 use crate::events::EventHub;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
 
@@ -62,6 +63,11 @@ enum Command {
     CallTarget {
         server: String,
         reply: oneshot::Sender<Result<CallTarget, NotAvailable>>,
+    },
+    /// The config of one server, or of all (`None`), in name order.
+    Configs {
+        server: Option<String>,
+        reply: oneshot::Sender<Vec<ServerConfig>>,
     },
 }
 
@@ -204,6 +210,11 @@ impl SupervisorHandle {
         self.ask(|reply| Command::CallTarget { server, reply }).await
     }
 
+    /// The config of `server` (empty if unknown), or of every server, in name order.
+    pub async fn configs(&self, server: Option<String>) -> Result<Vec<ServerConfig>, SupervisorStopped> {
+        self.ask(|reply| Command::Configs { server, reply }).await
+    }
+
     /// Session `owner` ended: stop and remove every server it added.
     pub async fn session_closed(&self, owner: u64) {
         // Nothing to do if the daemon is already stopping: shutdown tears everything down.
@@ -266,6 +277,8 @@ struct SupervisorActor {
     /// A sender to this actor, for the tasks that report a teardown finished.
     to_self: mpsc::Sender<Command>,
     events: Arc<EventHub>,
+    /// Stored OAuth credentials, handed to every server task.
+    credentials: Option<Credentials>,
     shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
 }
@@ -351,6 +364,7 @@ pub fn spawn(
     config: &Config,
     builtin_server: bool,
     events: &Arc<EventHub>,
+    credentials: Option<Credentials>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> SupervisorHandle {
@@ -369,6 +383,7 @@ pub fn spawn(
                 Launcher::Config,
                 server::Autostart::IfEnabled,
                 events.clone(),
+                credentials.clone(),
                 shutdown.child_token(),
                 tracker,
             );
@@ -398,6 +413,7 @@ pub fn spawn(
                         Launcher::BuiltIn(server),
                         server::Autostart::IfEnabled,
                         events.clone(),
+                        None,
                         shutdown.child_token(),
                         tracker,
                     ),
@@ -415,6 +431,7 @@ pub fn spawn(
         commands,
         to_self: sender.clone(),
         events: events.clone(),
+        credentials,
         shutdown,
         tracker: tracker.clone(),
     };
@@ -451,6 +468,15 @@ impl SupervisorActor {
             }
             Command::Get { name, reply } => {
                 let _ = reply.send(self.servers.get(&name).map(ServerEntry::snapshot));
+            }
+            Command::Configs { server, reply } => {
+                let configs = self
+                    .servers
+                    .iter()
+                    .filter(|(name, _)| server.as_ref().is_none_or(|only| only == *name))
+                    .map(|(_, entry)| entry.handle.config.clone())
+                    .collect();
+                let _ = reply.send(configs);
             }
             Command::Counts { reply } => {
                 let mut counts = ServerCounts::default();
@@ -497,6 +523,7 @@ impl SupervisorActor {
                     Launcher::Config,
                     server::Autostart::Never,
                     self.events.clone(),
+                    self.credentials.clone(),
                     self.shutdown.child_token(),
                     &self.tracker,
                 );

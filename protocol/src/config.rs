@@ -180,6 +180,12 @@ pub struct HttpConfig {
     pub scopes: Vec<String>,
     /// RFC 8707 resource to request tokens for.
     pub oauth_resource: Option<String>,
+    /// `oauth_client_id`: a client registered with the authorization server beforehand.
+    pub oauth_client_id: Option<String>,
+    /// `oauth_client_secret_env_var`: environment variable holding that client's secret.
+    pub oauth_client_secret_env_var: Option<String>,
+    /// `oauth_client_metadata_url`: an https URL of a client ID metadata document.
+    pub oauth_client_metadata_url: Option<String>,
 }
 
 /// Why a config file could not be used.
@@ -694,6 +700,27 @@ const FIELDS: &[FieldSpec] = &[
             http:// or https:// URL.",
         schema: || json!({ "type": "string", "format": "uri" }),
     },
+    FieldSpec {
+        name: "oauth_client_id",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: OAuth client id registered with the authorization server \
+            beforehand (skips dynamic client registration).",
+        schema: || json!({ "type": "string", "minLength": 1 }),
+    },
+    FieldSpec {
+        name: "oauth_client_secret_env_var",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: name of an environment variable of corrald holding the \
+            secret of `oauth_client_id`, for confidential clients.",
+        schema: || json!({ "type": "string", "pattern": ENV_VAR_NAME_PATTERN }),
+    },
+    FieldSpec {
+        name: "oauth_client_metadata_url",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: https URL of a client ID metadata document to use as the \
+            client id when the authorization server supports them (instead of dynamic registration).",
+        schema: || json!({ "type": "string", "format": "uri" }),
+    },
 ];
 
 /// Names people write for a field they know from other MCP clients' config files.
@@ -897,6 +924,9 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
                 .unwrap_or_default(),
             scopes: self.string_list("scopes", oauth_scope).unwrap_or_default(),
             oauth_resource: self.string("oauth_resource", http_url),
+            oauth_client_id: self.string("oauth_client_id", program),
+            oauth_client_secret_env_var: self.string("oauth_client_secret_env_var", env_var_name),
+            oauth_client_metadata_url: self.string("oauth_client_metadata_url", http_url),
         };
         Some(ServerConfig {
             name: self.name.to_owned(),

@@ -577,6 +577,13 @@ pub struct McpServerStatus {
     pub last_exit: Option<String>,
     /// The last lines the server wrote to stderr, oldest first (at most 20).
     pub stderr_tail: Vec<String>,
+    /// How the server authenticates, computed without starting it; `null` when it could not be
+    /// determined (see `authError`).
+    #[serde(default)]
+    pub auth_status: Option<AuthStatus>,
+    /// Why `authStatus` could not be determined, e.g. a corrupt credential store (names the file).
+    #[serde(default)]
+    pub auth_error: Option<String>,
 }
 
 impl McpServerStatus {
@@ -597,6 +604,8 @@ impl McpServerStatus {
             uptime_ms: None,
             last_exit: None,
             stderr_tail: Vec::new(),
+            auth_status: None,
+            auth_error: None,
         }
     }
 }
@@ -727,6 +736,39 @@ impl FailureReason {
 impl std::fmt::Display for FailureReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How a server authenticates: codex's `McpAuthStatus` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum AuthStatus {
+    /// No authentication: a stdio or built-in server, or an HTTP server without OAuth support.
+    Unsupported,
+    /// The server supports OAuth and no usable credentials are stored: `corral login NAME`.
+    NotLoggedIn,
+    /// The config supplies the credentials (`bearer_token_env_var` or an `Authorization` header).
+    BearerToken,
+    /// Usable (or refreshable) OAuth credentials are stored.
+    #[serde(rename = "oAuth")]
+    OAuth,
+    /// A value this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    #[schemars(skip)]
+    Unknown,
+}
+
+impl AuthStatus {
+    /// The wire name, e.g. `notLoggedIn`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unsupported => "unsupported",
+            Self::NotLoggedIn => "notLoggedIn",
+            Self::BearerToken => "bearerToken",
+            Self::OAuth => "oAuth",
+            Self::Unknown => "unknown",
+        }
     }
 }
 
@@ -1375,18 +1417,22 @@ pub enum DaemonNotification {
     /// `mcpServer/log`.
     #[serde(rename = "mcpServer/log")]
     ServerLog(ServerLog),
+    /// `mcpServer/oauthLogin/completed`.
+    #[serde(rename = "mcpServer/oauthLogin/completed")]
+    OauthLoginCompleted(OauthLoginCompleted),
 }
 
 impl DaemonNotification {
     /// The method names of every variant, in declaration order; what a
     /// client subscribes to. Kept next to the variants (a test checks that
     /// each variant's [`DaemonNotification::method`] is listed).
-    pub const METHODS: [&'static str; 5] = [
+    pub const METHODS: [&'static str; 6] = [
         StartupStatusUpdatedNotification::METHOD,
         ToolsListChangedNotification::METHOD,
         ResourcesListChangedNotification::METHOD,
         PromptsListChangedNotification::METHOD,
         ServerLogNotification::METHOD,
+        OauthLoginCompletedNotification::METHOD,
     ];
 
     /// The notification's sequence number.
@@ -1396,6 +1442,7 @@ impl DaemonNotification {
             Self::ToolsListChanged(n) => n.seq,
             Self::ResourcesListChanged(n) | Self::PromptsListChanged(n) => n.seq,
             Self::ServerLog(n) => n.seq,
+            Self::OauthLoginCompleted(n) => n.seq,
         }
     }
 
@@ -1407,6 +1454,127 @@ impl DaemonNotification {
             Self::ResourcesListChanged(_) => ResourcesListChangedNotification::METHOD,
             Self::PromptsListChanged(_) => PromptsListChangedNotification::METHOD,
             Self::ServerLog(_) => ServerLogNotification::METHOD,
+            Self::OauthLoginCompleted(_) => OauthLoginCompletedNotification::METHOD,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// mcpServer/oauthLogin, mcpServer/logout
+
+/// `mcpServer/oauthLogin`: start an OAuth login for a streamable-HTTP server. Returns the
+/// authorization URL at once (corrald also opens it with the configured opener); the outcome
+/// arrives as `mcpServer/oauthLogin/completed`, and on success the server is (re)started.
+#[derive(Debug)]
+pub enum McpServerOauthLogin {}
+impl Request for McpServerOauthLogin {
+    const METHOD: &'static str = "mcpServer/oauthLogin";
+    type Params = McpServerOauthLoginParams;
+    type Result = McpServerOauthLoginResult;
+}
+
+/// Params of `mcpServer/oauthLogin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct McpServerOauthLoginParams {
+    /// Server name.
+    pub name: String,
+    /// Scopes to request instead of the configured or discovered ones.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl McpServerOauthLoginParams {
+    /// A login for `name` with the default scopes.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            scopes: None,
+        }
+    }
+
+    /// The same login asking for `scopes`.
+    pub fn with_scopes(mut self, scopes: Option<Vec<String>>) -> Self {
+        self.scopes = scopes;
+        self
+    }
+}
+
+/// Result of `mcpServer/oauthLogin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct McpServerOauthLoginResult {
+    /// The URL the user opens to authorize corrald.
+    pub authorization_url: String,
+}
+
+impl McpServerOauthLoginResult {
+    /// A login waiting at `authorization_url`.
+    pub fn new(authorization_url: impl Into<String>) -> Self {
+        Self {
+            authorization_url: authorization_url.into(),
+        }
+    }
+}
+
+/// `mcpServer/oauthLogin/completed`: how a login started with `mcpServer/oauthLogin` ended.
+#[derive(Debug)]
+pub enum OauthLoginCompletedNotification {}
+impl Notification for OauthLoginCompletedNotification {
+    const METHOD: &'static str = "mcpServer/oauthLogin/completed";
+    type Params = OauthLoginCompleted;
+}
+
+/// Params of `mcpServer/oauthLogin/completed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct OauthLoginCompleted {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// Server name.
+    pub name: String,
+    /// Whether credentials were obtained and stored.
+    pub success: bool,
+    /// Why not, when `success` is false (the provider's `error_description` when it sent one).
+    pub error: Option<String>,
+}
+
+impl OauthLoginCompleted {
+    /// The outcome of a login for `name`.
+    pub fn new(seq: u64, name: impl Into<String>, error: Option<String>) -> Self {
+        Self {
+            seq,
+            name: name.into(),
+            success: error.is_none(),
+            error,
+        }
+    }
+}
+
+/// `mcpServer/logout`: delete a server's stored OAuth credentials.
+#[derive(Debug)]
+pub enum McpServerLogout {}
+impl Request for McpServerLogout {
+    const METHOD: &'static str = "mcpServer/logout";
+    type Params = McpServerGetParams;
+    type Result = McpServerLogoutResult;
+}
+
+/// Result of `mcpServer/logout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct McpServerLogoutResult {
+    /// Whether credentials were stored (and are now deleted).
+    pub removed: bool,
+}
+
+impl McpServerLogoutResult {
+    /// A logout that found credentials (`removed`) or none.
+    pub fn new(removed: bool) -> Self {
+        Self { removed }
     }
 }

@@ -506,6 +506,9 @@ http_headers = { "X-Team" = "core" }
 env_http_headers = { "X-Api-Key" = "LINEAR_API_KEY" }
 scopes = ["read", "write"]
 oauth_resource = "https://mcp.linear.app"
+oauth_client_id = "corral-desktop"
+oauth_client_secret_env_var = "LINEAR_CLIENT_SECRET"
+oauth_client_metadata_url = "https://corral.example/client.json"
 enabled = false
 startup_timeout_sec = 2.5
 tool_timeout_sec = 0.25

@@ -1539,3 +1539,47 @@ pub fn statuses_of(requests: &[RecordedRequest], rpc: &str) -> Vec<u16> {
         .map(|request| request.status)
         .collect()
 }
+
+// ---------------------------------------------------------------------------
+// OAuth peers
+
+/// Wait (bounded by [`SERVER_WAIT`]) until 127.0.0.1:`port` accepts TCP connections.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + SERVER_WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port} after {SERVER_WAIT:?}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// The TS SDK's example server with `--oauth` (`@modelcontextprotocol/sdk` 1.32.2): an MCP
+/// server on `mcp_port` protected by its own authorization server on `auth_port`, which
+/// registers clients dynamically and approves every authorization request at once. Both are
+/// forced onto 127.0.0.1 by `tests/peers/loopback.cjs`; they advertise `localhost` URLs.
+pub fn sdk_oauth_server(mcp_port: u16, auth_port: u16, scratch: &Path) -> HttpPeer {
+    let entry = npm_peer("@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js");
+    let mut command = Command::new("node");
+    command
+        .arg("--require")
+        .arg(peers_dir().join("loopback.cjs"))
+        .arg(entry)
+        .arg("--oauth")
+        .env("MCP_PORT", mcp_port.to_string())
+        .env("MCP_AUTH_PORT", auth_port.to_string());
+    let peer = HttpPeer::spawn(command, mcp_port, scratch.join(format!("sdk-oauth-{mcp_port}.stderr")));
+    wait_for_port(auth_port);
+    peer
+}
+
+/// `oauth_opener = [...]` that follows the authorization URL like a browser
+/// (`tests/peers/follow_url.py`), for the test authorization servers that approve at once.
+pub fn follow_url_opener() -> String {
+    let script = peers_dir().join("follow_url.py");
+    format!(
+        "oauth_opener = {}\n",
+        toml_string_array(&[fixture_python().display().to_string(), script.display().to_string()])
+    )
+}

@@ -8,6 +8,7 @@
 mod catalog;
 mod connection;
 mod methods;
+mod oauth;
 #[cfg(windows)]
 pub mod pipe;
 mod session;
@@ -48,15 +49,28 @@ pub struct DaemonContext {
     pub(crate) test_hooks: bool,
     /// Stored OAuth credentials; `None` only in contexts built without a store.
     pub(crate) credentials: Option<crate::credentials::Credentials>,
+    /// The config's daemon-wide OAuth settings (callback listener, opener).
+    pub(crate) oauth_settings: crate::oauth::OAuthSettings,
+    /// OAuth logins waiting for the browser.
+    pub(crate) logins: oauth::Logins,
+    /// The daemon's shutdown: ends logins still waiting.
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
     connections: AtomicU32,
     /// One permit per open connection, at most [`MAX_CONNECTIONS`].
     connection_slots: Arc<Semaphore>,
 }
 
 impl DaemonContext {
-    /// The same context with a credential store.
-    pub fn with_credentials(mut self, credentials: crate::credentials::Credentials) -> Self {
+    /// The same context with a credential store, OAuth settings and the daemon's shutdown token.
+    pub fn with_oauth(
+        mut self,
+        credentials: crate::credentials::Credentials,
+        settings: crate::oauth::OAuthSettings,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
         self.credentials = Some(credentials);
+        self.oauth_settings = settings;
+        self.shutdown = shutdown;
         self
     }
 
@@ -81,6 +95,9 @@ impl DaemonContext {
             events,
             test_hooks,
             credentials: None,
+            oauth_settings: crate::oauth::OAuthSettings::default(),
+            logins: oauth::Logins::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
             connections: AtomicU32::new(0),
             connection_slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         }

@@ -130,6 +130,14 @@ pub(crate) fn server_details(server: &McpServerStatus) -> String {
         ("restarts", server.restart_count.to_string()),
         ("server info", or_dash(server_info)),
         ("failure reason", or_dash(server.failure_reason.as_ref().map(wire_name))),
+        (
+            "auth",
+            match (&server.auth_status, &server.auth_error) {
+                (_, Some(error)) => format!("unknown: {}", one_line(error, usize::MAX)),
+                (Some(status), None) => status.as_str().to_owned(),
+                (None, None) => "-".to_owned(),
+            },
+        ),
         ("error", or_dash(server.error.as_ref())),
         ("last exit", or_dash(server.last_exit.as_ref())),
     ];
@@ -310,6 +318,15 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
                 one_line(&message, 300)
             )
         }
+        ClientNotification::Daemon(DaemonNotification::OauthLoginCompleted(done)) => match &done.error {
+            None => format!("[{}] {}: OAuth login succeeded", done.seq, done.name),
+            Some(error) => format!(
+                "[{}] {}: OAuth login failed: {}",
+                done.seq,
+                done.name,
+                one_line(error, 300)
+            ),
+        },
         other => format!("[?] {}", other.method()),
     }
 }
