@@ -18,6 +18,7 @@
 
 mod cpu;
 mod daemon;
+mod http_call;
 mod peers;
 mod raw;
 mod scenarios;
@@ -147,6 +148,9 @@ enum Phase {
     /// `tools/call` of server-everything's `echo` through corrald vs. a direct rmcp client,
     /// concurrent front-ends, and echo beside a long call (about 15 s).
     ToolCall,
+    /// `tools/call` of server-everything's `echo` over streamable HTTP through corrald vs. a
+    /// direct rmcp HTTP client of the same server.
+    ToolCallHttp,
 }
 
 impl Phase {
@@ -172,6 +176,7 @@ impl Args {
             Phase::ServerStop,
             Phase::ServerMemory,
             Phase::ToolCall,
+            Phase::ToolCallHttp,
         ]
         .into_iter()
         .any(|phase| self.runs(phase))
@@ -417,6 +422,16 @@ async fn run_server_phases(args: &Args, corrald: &Path, limit: Duration, report:
         report.note_survivors(what, &calls.survivors);
         report.tool_calls = Some(calls);
     }
+    if args.runs(Phase::ToolCallHttp) {
+        let what = "tools/call over streamable HTTP through corrald vs. direct";
+        let options = http_call::Options {
+            warmup: args.tool_warmup,
+            requests: args.tool_requests.max(1),
+        };
+        let calls = bounded(what, limit, http_call::measure(corrald, &peers, options)).await?;
+        report.note_survivors(what, &calls.survivors);
+        report.http_calls = Some(calls);
+    }
     Ok(())
 }
 
@@ -487,6 +502,7 @@ struct Report {
     stops: Option<Stops>,
     memory_per_server: Option<MemoryPerServer>,
     tool_calls: Option<tool_call::ToolCalls>,
+    http_calls: Option<http_call::HttpCalls>,
     /// Processes of this run alive right after their daemon exited: (measurement, process).
     survivors_after_daemon: Vec<(String, survivors::Survivor)>,
     /// How many times that was looked for.
@@ -755,6 +771,9 @@ impl Report {
         }
         if let Some(calls) = &self.tool_calls {
             tool_call::print(out, calls)?;
+        }
+        if let Some(calls) = &self.http_calls {
+            http_call::print(out, calls)?;
         }
         if self.survivor_checks > 0 {
             writeln!(out)?;

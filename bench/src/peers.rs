@@ -54,6 +54,8 @@ pub(crate) struct Peers {
     python: PathBuf,
     /// `fixture_server.py`.
     fixture: PathBuf,
+    /// `loopback.cjs`: pins a Node server to 127.0.0.1 (`node --require`).
+    loopback: PathBuf,
 }
 
 impl Peers {
@@ -77,8 +79,9 @@ impl Peers {
                 .join("index.js"),
             python: dir.join(".venv").join("bin").join("python"),
             fixture: dir.join("fixture_server.py"),
+            loopback: dir.join("loopback.cjs"),
         };
-        for path in [&peers.everything, &peers.python, &peers.fixture] {
+        for path in [&peers.everything, &peers.python, &peers.fixture, &peers.loopback] {
             if !path.is_file() {
                 bail!(
                     "{} does not exist: install the test peers with `bash tests/run.sh` \
@@ -93,6 +96,11 @@ impl Peers {
     /// server-everything's `dist/index.js` (run as `node <it> stdio`).
     pub(crate) fn everything(&self) -> &Path {
         &self.everything
+    }
+
+    /// `loopback.cjs`, to preload into server-everything's `streamableHttp` mode.
+    pub(crate) fn loopback_preload(&self) -> &Path {
+        &self.loopback
     }
 
     /// The files whose presence in a command line identifies a peer process.

@@ -67,6 +67,9 @@ pub(crate) const RETRY_DELAYS: [Duration; 4] = [
 /// How long connecting (TCP + TLS) may take; the only timeout of the client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Headers the MCP transport sets itself; configuring them is refused.
+const RESERVED_HEADERS: [&str; 3] = ["accept", "mcp-session-id", "last-event-id"];
+
 /// HTTP statuses after which `initialize` / `tools/list` are retried.
 const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 
@@ -192,6 +195,11 @@ pub(crate) fn prepare(
             Some(token)
         }
     };
+    if let Some(reserved) = headers.keys().find(|name| RESERVED_HEADERS.contains(&name.as_str())) {
+        return Err(invalid(format!(
+            "header `{reserved}` is set by the MCP transport itself and cannot be configured"
+        )));
+    }
     let header_authorization = headers.contains_key(&AUTHORIZATION);
     if header_authorization && bearer_token.is_some() {
         return Err(invalid(
@@ -433,6 +441,17 @@ pub(crate) fn classify_service(error: &ServiceError) -> HttpFailure {
         ),
         other => HttpFailure::new(FailureReason::ProtocolError, other.to_string()),
     }
+}
+
+/// What went wrong with a request that failed in the streamable-HTTP
+/// transport (`None` for other transports and other errors). Unlike the
+/// error's own text, the message never quotes the URL.
+pub(crate) fn send_failure(error: &ServiceError) -> Option<HttpFailure> {
+    let ServiceError::TransportSend(error) = error else {
+        return None;
+    };
+    error.error.downcast_ref::<StreamableHttpError<reqwest::Error>>()?;
+    Some(classify_transport(error.error.as_ref()))
 }
 
 /// Whether a request failed because the server no longer knows the session (HTTP 404).

@@ -18,6 +18,11 @@
 //! fixes the cause and starts it again); a crash after `ready` is restarted
 //! with capped exponential backoff until it crashes too often.
 //!
+//! A streamable-HTTP server (`run_http`, transport details in `http.rs`)
+//! has no process: "died" means a failed `ping` after the transport could
+//! not reach it, or a session that could not be renewed after a 404; it is
+//! then reconnected with the same restart policy.
+//!
 //! Teardown is bounded: close the MCP session (stdin EOF), wait
 //! [`TeardownPolicy::stdin_grace`], SIGTERM the process group, wait
 //! [`TeardownPolicy::term_grace`], SIGKILL the group. The group is signalled
@@ -111,11 +116,9 @@ impl SessionRecovery {
             generation: self.generation,
             reply,
         };
-        self.requests
-            .send(request)
-            .await
-            .map_err(|_| "the server stopped".to_owned())?;
-        answer.await.map_err(|_| "the server stopped".to_owned())?
+        let gone = || "the server's task ended the session (it is stopped or reconnecting)".to_owned();
+        self.requests.send(request).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 }
 

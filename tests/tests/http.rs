@@ -17,8 +17,8 @@ use std::time::Duration;
 use corral_client::protocol::{ErrorCode, FailureReason, ServerStatus, TransportKind};
 use corral_client::{Client, ClientError};
 use corral_tests::{
-    SERVER_WAIT, StatusRecorder, TestDaemon, everything_http, free_loopback_port, get_server, http_fixture,
-    loopback_mcp_url, poll_until_for, recorded_requests, scratch_dir, statuses_of, toml_string, wait_for_status,
+    SERVER_WAIT, StatusRecorder, TestDaemon, everything_http, fixture_config, free_loopback_port, get_server,
+    http_fixture, loopback_mcp_url, poll_until_for, recorded_requests, scratch_dir, statuses_of, toml_string,
 };
 use serde_json::{Value, json};
 
@@ -67,9 +67,17 @@ async fn server_everything_over_http_lists_and_calls_tools_through_corral() {
     let scratch = scratch_dir();
     let port = free_loopback_port();
     let _everything = everything_http(port, scratch.path());
-    let daemon = TestDaemon::start_with_config(&url_entry("everything", port));
-    let client = daemon.connect_client().await;
-    let status = wait_for_status(&client, "everything", Ready, SERVER_WAIT).await;
+    // A stdio server beside it: both start at once and report the same way.
+    let config = format!("{}{}", url_entry("everything", port), fixture_config("local", &[]));
+    let daemon = TestDaemon::start_with_config(&config);
+    let recorder = StatusRecorder::start(&daemon).await;
+    let client = recorder.client();
+    for server in ["everything", "local"] {
+        recorder
+            .expect_steps(server, &[(Starting, None), (Ready, None)], SERVER_WAIT)
+            .await;
+    }
+    let status = get_server(client, "everything").await;
     assert_eq!(status.transport, TransportKind::StreamableHttp);
     assert_eq!(status.pid, None, "an HTTP server has no process of ours");
     let info = status.server_info.expect("serverInfo once ready");
@@ -84,13 +92,22 @@ async fn server_everything_over_http_lists_and_calls_tools_through_corral() {
     assert!(names.iter().any(|name| name == "echo"), "{names:?}");
     assert_eq!(Some(u32::try_from(names.len()).expect("fits")), status.tool_count);
 
-    let result = call_echo(&client, "everything", "over http").await.expect("tools/call");
+    let result = call_echo(client, "everything", "over http").await.expect("tools/call");
     assert_eq!(first_text(&result), "Echo: over http");
     let sum = client
         .tools_call("everything", "get-sum", arguments(json!({"a": 2, "b": 3})), CALL_WAIT)
         .await
         .expect("get-sum");
     assert!(first_text(&sum).contains('5'), "{sum}");
+
+    // One listing covers both transports.
+    let all = client.tools_list(None).await.expect("tools/list of all servers");
+    for server in ["everything", "local"] {
+        assert!(
+            all.tools.iter().any(|tool| tool.server == server),
+            "no tools of {server}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -268,8 +285,8 @@ async fn initialize_is_retried_after_503_and_tools_call_is_never_replayed() {
     assert_eq!(statuses_of(&recorded_requests(&record), "initialize"), [503, 503, 200]);
 
     let error = call_echo(client, "flaky", "once").await.expect_err("the call got 503");
-    assert_eq!(error.error_code(), Some(ErrorCode::ServerNotReady), "{error}");
-    assert!(error.to_string().contains("503"), "{error}");
+    assert_eq!(error.error_code(), Some(ErrorCode::ServerError), "{error}");
+    assert!(error.to_string().contains("HTTP 503"), "{error}");
     assert_eq!(
         statuses_of(&recorded_requests(&record), "tools/call"),
         [503],

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use corral_protocol::{
-    ErrorCode, NotReadyServer, Request as _, ServerStatus, ServerTool, ToolsCall, ToolsCallParams, ToolsList,
-    ToolsListResult,
+    ErrorCode, FailureReason, NotReadyServer, Request as _, ServerStatus, ServerTool, ToolsCall, ToolsCallParams,
+    ToolsList, ToolsListResult,
 };
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
@@ -20,7 +20,7 @@ use rmcp::{Peer, RoleClient, ServiceError};
 
 use super::DaemonContext;
 use super::methods::{parse_params, rpc_error};
-use crate::http::is_session_expired;
+use crate::http::{is_session_expired, send_failure};
 use crate::server::tool_allowed;
 use crate::supervisor::{CallTarget, NotAvailable};
 
@@ -199,6 +199,24 @@ pub(crate) fn send_error(server: &str, request: &str, error: SendError) -> Error
 
 /// The error for `request` (e.g. "`tools/call` of `echo`") that `server` failed.
 pub(crate) fn service_error(server: &str, request: &str, error: ServiceError) -> ErrorObjectOwned {
+    if let Some(failure) = send_failure(&error) {
+        // A streamable-HTTP server: its own words, never the URL (it may carry a token).
+        return if failure.reason == FailureReason::Unreachable {
+            rpc_error(
+                ErrorCode::ServerNotReady,
+                format!(
+                    "MCP server `{server}` could not be reached during {request}: {}",
+                    failure.message
+                ),
+            )
+        } else {
+            ErrorObjectOwned::owned(
+                ErrorCode::ServerError.code(),
+                format!("MCP server `{server}` failed {request}: {}", failure.message),
+                Some(serde_json::json!({ "failureReason": failure.reason })),
+            )
+        };
+    }
     match error {
         ServiceError::McpError(error) => ErrorObjectOwned::owned(
             ErrorCode::ServerError.code(),
