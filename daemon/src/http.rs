@@ -454,6 +454,23 @@ pub(crate) fn send_failure(error: &ServiceError) -> Option<HttpFailure> {
     Some(classify_transport(error.error.as_ref()))
 }
 
+/// The scope a 403 `insufficient_scope` challenge asks for, if that is why a request failed.
+pub(crate) fn required_scope(error: &ServiceError) -> Option<String> {
+    let ServiceError::TransportSend(error) = error else {
+        return None;
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.error.as_ref());
+    while let Some(current) = source {
+        if let Some(StreamableHttpError::InsufficientScope(scope)) =
+            current.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+        {
+            return scope.required_scope.clone().or_else(|| Some(String::new()));
+        }
+        source = current.source();
+    }
+    None
+}
+
 /// Whether a request failed because the server no longer knows the session (HTTP 404).
 pub(crate) fn is_session_expired(error: &ServiceError) -> bool {
     matches!(error, ServiceError::TransportSend(_)) && classify_service(error).session_expired

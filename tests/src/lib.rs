@@ -77,7 +77,12 @@ const MAX_SOCKET_PATH_BYTES: usize = 103;
 /// Panics with the command that builds it when it is missing.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("path of the running test executable");
-    // target/<profile>/deps/<test>-<hash>  →  target/<profile>/<name>
+    // target/<profile>/deps/<test>-<hash>  →  target/<profile>/<name>; a binary of this
+    // package (corral-conformance) lives in target/<profile>/ itself.
+    let beside = exe.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if beside.is_file() {
+        return beside;
+    }
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)

@@ -53,6 +53,8 @@ pub struct DaemonContext {
     pub(crate) oauth_settings: crate::oauth::OAuthSettings,
     /// OAuth logins waiting for the browser.
     pub(crate) logins: oauth::Logins,
+    /// When each server last had a step-up authorization (insufficient scope), to bound them.
+    pub(crate) step_ups: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
     /// The daemon's shutdown: ends logins still waiting.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
     connections: AtomicU32,
@@ -97,6 +99,7 @@ impl DaemonContext {
             credentials: None,
             oauth_settings: crate::oauth::OAuthSettings::default(),
             logins: oauth::Logins::default(),
+            step_ups: std::sync::Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             connections: AtomicU32::new(0),
             connection_slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),

@@ -5,7 +5,7 @@
 //! it comes up with the new credentials. A second login for the same server replaces the first.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use corral_protocol::config::{ServerConfig, TransportConfig};
 use corral_protocol::{
@@ -110,62 +110,132 @@ fn login_error(name: &str, message: impl std::fmt::Display) -> ErrorObjectOwned 
     )
 }
 
+/// Start a login for `name`; returns the authorization URL. A task publishes
+/// `mcpServer/oauthLogin/completed` when it ends and restarts the server after a success.
+pub(crate) async fn start_login(
+    context: Arc<DaemonContext>,
+    name: String,
+    scopes: Option<Vec<String>>,
+) -> Result<String, ErrorObjectOwned> {
+    let config = context.supervisor.configs(Some(name.clone())).await?.into_iter().next();
+    let Some(config) = config else {
+        return Err(rpc_error(
+            ErrorCode::ServerNotFound,
+            format!("no MCP server named `{name}`"),
+        ));
+    };
+    let TransportConfig::StreamableHttp(http) = &config.transport else {
+        return Err(rpc_error(
+            ErrorCode::InvalidRequest,
+            format!("`{name}` is not a streamable HTTP server: OAuth login is only for streamable HTTP servers"),
+        ));
+    };
+    if explicit_authorization(&config) {
+        return Err(rpc_error(
+            ErrorCode::InvalidRequest,
+            format!(
+                "`{name}` sets `Authorization` in its config (bearer_token_env_var or a header): stored OAuth credentials would not be used"
+            ),
+        ));
+    }
+    let Some(store) = oauth::server_store(context.credentials.as_ref(), &name, http) else {
+        return Err(login_error(&name, "no credential store"));
+    };
+    let target = LoginTarget {
+        name: name.clone(),
+        http: http.clone(),
+        store,
+    };
+    let (login_id, token) = context.logins.begin(&name, &context.shutdown);
+    let pending = oauth::start_login(target, scopes, &context.oauth_settings, token.clone())
+        .await
+        .map_err(|error| {
+            context.logins.end(&name, login_id);
+            login_error(&name, format_args!("{error:#}"))
+        })?;
+    let authorization_url = pending.authorization_url.clone();
+    tokio::spawn(async move {
+        let outcome = pending
+            .outcome
+            .await
+            .unwrap_or_else(|_| Err("the login task ended unexpectedly".to_owned()));
+        context.logins.end(&name, login_id);
+        let error = outcome.err();
+        let success = error.is_none();
+        context
+            .events
+            .publish(|seq| DaemonNotification::OauthLoginCompleted(OauthLoginCompleted::new(seq, name.clone(), error)));
+        if success {
+            // The server comes up with the new credentials without being asked.
+            if let Err(error) = context.supervisor.control(name.clone(), ControlAction::Restart).await {
+                tracing::warn!(server = %name, "cannot restart after login: {error}");
+            }
+        }
+    });
+    Ok(authorization_url)
+}
+
+/// Step-up authorizations allowed per server within [`STEP_UP_WINDOW`]: a server that keeps
+/// asking for scopes it never accepts must not open the browser forever.
+const MAX_STEP_UPS: usize = 2;
+/// The window [`MAX_STEP_UPS`] counts in.
+const STEP_UP_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A request got 403 `insufficient_scope` asking for `required`: start a re-authorization with
+/// the scopes granted so far plus the required ones, unless this server already had
+/// [`MAX_STEP_UPS`] recently. Returns a sentence for the caller's error.
+pub(crate) async fn step_up(context: Arc<DaemonContext>, name: &str, required: &str) -> String {
+    {
+        let mut recent = context
+            .step_ups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let times = recent.entry(name.to_owned()).or_default();
+        times.retain(|at| at.elapsed() < STEP_UP_WINDOW);
+        if times.len() >= MAX_STEP_UPS {
+            return format!(
+                "the server asks for scope `{required}` again after {MAX_STEP_UPS} re-authorizations; not trying again: run `corral login {name} --scopes ...`"
+            );
+        }
+        times.push(std::time::Instant::now());
+    }
+    let mut scopes: Vec<String> = Vec::new();
+    if let Ok(Some(config)) = context
+        .supervisor
+        .configs(Some(name.to_owned()))
+        .await
+        .map(|c| c.into_iter().next())
+        && let TransportConfig::StreamableHttp(http) = &config.transport
+        && let Some(store) = oauth::server_store(context.credentials.as_ref(), name, http)
+        && let Ok(Some(record)) = store.load_record().await
+    {
+        scopes.extend(record.credentials.granted_scopes.iter().cloned());
+    }
+    for scope in required.split_whitespace() {
+        if !scopes.iter().any(|known| known == scope) {
+            scopes.push(scope.to_owned());
+        }
+    }
+    tracing::info!(server = %name, required, "insufficient scope; starting a step-up authorization");
+    match start_login(
+        context,
+        name.to_owned(),
+        Some(scopes).filter(|scopes| !scopes.is_empty()),
+    )
+    .await
+    {
+        Ok(_) => format!(
+            "re-authorization with scope `{required}` started (the browser opens); retry after mcpServer/oauthLogin/completed"
+        ),
+        Err(error) => format!("re-authorization could not start: {}", error.message()),
+    }
+}
+
 /// Register `mcpServer/oauthLogin` and `mcpServer/logout`.
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
     module.register_async_method(McpServerOauthLogin::METHOD, |params, context, _| async move {
         let params = parse_params::<McpServerOauthLogin>(&params)?;
-        let name = params.name.clone();
-        let config = context.supervisor.configs(Some(name.clone())).await?.into_iter().next();
-        let Some(config) = config else {
-            return Err(rpc_error(ErrorCode::ServerNotFound, format!("no MCP server named `{name}`")));
-        };
-        let TransportConfig::StreamableHttp(http) = &config.transport else {
-            return Err(rpc_error(
-                ErrorCode::InvalidRequest,
-                format!("`{name}` is not a streamable HTTP server: OAuth login is only for streamable HTTP servers"),
-            ));
-        };
-        if explicit_authorization(&config) {
-            return Err(rpc_error(
-                ErrorCode::InvalidRequest,
-                format!("`{name}` sets `Authorization` in its config (bearer_token_env_var or a header): stored OAuth credentials would not be used"),
-            ));
-        }
-        let Some(store) = oauth::server_store(context.credentials.as_ref(), &name, http) else {
-            return Err(login_error(&name, "no credential store"));
-        };
-        let target = LoginTarget {
-            name: name.clone(),
-            http: http.clone(),
-            store,
-        };
-        let (login_id, token) = context.logins.begin(&name, &context.shutdown);
-        let pending = oauth::start_login(target, params.scopes, &context.oauth_settings, token.clone())
-            .await
-            .map_err(|error| {
-                context.logins.end(&name, login_id);
-                login_error(&name, format_args!("{error:#}"))
-            })?;
-        let authorization_url = pending.authorization_url.clone();
-        let finisher = context.clone();
-        tokio::spawn(async move {
-            let outcome = pending
-                .outcome
-                .await
-                .unwrap_or_else(|_| Err("the login task ended unexpectedly".to_owned()));
-            finisher.logins.end(&name, login_id);
-            let error = outcome.err();
-            let success = error.is_none();
-            finisher
-                .events
-                .publish(|seq| DaemonNotification::OauthLoginCompleted(OauthLoginCompleted::new(seq, name.clone(), error)));
-            if success {
-                // The server comes up with the new credentials without being asked.
-                if let Err(error) = finisher.supervisor.control(name.clone(), ControlAction::Restart).await {
-                    tracing::warn!(server = %name, "cannot restart after login: {error}");
-                }
-            }
-        });
+        let authorization_url = start_login(context, params.name, params.scopes).await?;
         Ok::<_, ErrorObjectOwned>(McpServerOauthLoginResult::new(authorization_url))
     })?;
 

@@ -87,10 +87,25 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             let request = request.clone();
             async move { peer.call_tool_once(request).await }
         });
-        let response = tokio::time::timeout(timeout, call)
+        let response = match tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| timeout_error(&server, &what, timeout))?
-            .map_err(|error| send_error(&server, &what, error))?;
+        {
+            Ok(response) => response,
+            Err(SendError::Service(error)) if crate::http::required_scope(&error).is_some() => {
+                // 403 insufficient_scope: re-authorize with the scope the server asked for.
+                let required = crate::http::required_scope(&error).unwrap_or_default();
+                let step_up = super::oauth::step_up(context.clone(), &server, &required).await;
+                let mut error = send_error(&server, &what, SendError::Service(error));
+                error = ErrorObjectOwned::owned(
+                    error.code(),
+                    format!("{}; {step_up}", error.message()),
+                    error.data().map(|data| serde_json::from_str::<serde_json::Value>(data.get()).unwrap_or_default()),
+                );
+                return Err(error);
+            }
+            Err(error) => return Err(send_error(&server, &what, error)),
+        };
         match response {
             CallToolResponse::Complete(result) => serde_json::to_value(result)
                 .map_err(|error| rpc_error(ErrorCode::InternalError, format!("cannot serialize the result: {error}"))),
