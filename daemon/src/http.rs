@@ -231,6 +231,9 @@ pub(crate) enum HealthSignal {
     /// A request or the event stream could not reach the server (connect
     /// error, no response): it may have gone away.
     Unreachable,
+    /// The server answered 401 after the OAuth client had tried its stored
+    /// credentials and a refresh: a new login is needed.
+    AuthRequired,
     /// The server answered 404 to the session id: the session is gone.
     SessionExpired,
 }
@@ -674,6 +677,7 @@ where
                 }
             }
             Err(StreamableHttpError::Io(_)) => HealthSignal::Unreachable,
+            Err(StreamableHttpError::AuthRequired(_)) => HealthSignal::AuthRequired,
             Err(_) => return,
         };
         let _ = self.health.try_send(signal);

@@ -733,6 +733,18 @@ impl ServerTask {
                         .renew_http_session(&backend, &prepared, &handler, &health_tx, &mut service, &mut generation, &recovery_tx)
                         .await
                         .err(),
+                    http::HealthSignal::AuthRequired => {
+                        // The token was rejected and could not be refreshed (or the refresh
+                        // token was): retrying would only repeat it. Fail until a new login.
+                        let failure = login_failure(
+                            &self.name,
+                            HttpFailure::new(FailureReason::AuthenticationRequired, "the server requires authentication (HTTP 401)"),
+                            had_credentials,
+                        );
+                        self.close_http_session(service).await;
+                        self.fail(failure.reason, format!("`{}`: {}", self.name, failure.message));
+                        return RunEnd::StartupFailed;
+                    }
                 },
                 Some(request) = recovery_rx.recv() => {
                     if request.generation != generation {

@@ -382,3 +382,44 @@ async fn auth_status_for_every_class_of_stored_credentials_and_a_corrupt_file() 
         "{\"version\": 1, \"entries\": {\"usable|"
     );
 }
+
+#[tokio::test]
+async fn a_refresh_rejected_while_running_fails_the_server_with_reauthentication_required() {
+    let peers = Peers::start();
+    let daemon = TestDaemon::start_with_config(&peers.config(""));
+    let client = login(&daemon).await;
+    expire_stored_token(&daemon);
+    std::fs::write(peers.control.join("reject-refresh"), "").expect("control file");
+
+    let error = client
+        .tools_call(
+            "rs",
+            "echo",
+            json!({ "message": "after expiry" }).as_object().cloned(),
+            WAIT,
+        )
+        .await
+        .expect_err("the call cannot be authorized");
+    assert!(
+        error.to_string().contains("401") || error.to_string().contains("authentication"),
+        "{error}"
+    );
+    let failed = wait_for_status(&client, "rs", ServerStatus::Failed, SERVER_WAIT).await;
+    assert_eq!(
+        failed.failure_reason,
+        Some(FailureReason::ReauthenticationRequired),
+        "{failed:?}"
+    );
+    let (_, record) = stored_record(&daemon);
+    assert_eq!(record["refreshRejected"], true, "kept and marked: {record}");
+    let refreshes: Vec<Value> = peers
+        .token_requests()
+        .into_iter()
+        .filter(|grant| grant["grant"] == "refresh_token")
+        .collect();
+    assert!(
+        !refreshes.is_empty() && refreshes.iter().all(|grant| grant["status"] == 400),
+        "{refreshes:?}"
+    );
+    assert_tokens_not_logged(&daemon);
+}
