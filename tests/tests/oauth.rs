@@ -13,8 +13,8 @@ use std::time::Duration;
 use corral_client::protocol::{AuthStatus, DaemonNotification, FailureReason, ServerStatus};
 use corral_client::{Client, ClientNotification};
 use corral_tests::{
-    SERVER_WAIT, TestDaemon, WAIT, corral_command, follow_url_opener, free_loopback_port, get_server, run_command,
-    scratch_dir, sdk_oauth_server, toml_string, wait_for_status,
+    SERVER_WAIT, SecretService, TestDaemon, WAIT, corral_command, follow_url_opener, free_loopback_port, get_server,
+    run_command, scratch_dir, sdk_oauth_server, toml_string, wait_for_status,
 };
 use serde_json::Value;
 
@@ -297,5 +297,45 @@ async fn login_is_refused_for_servers_it_cannot_apply_to() {
     assert_eq!(
         get_server(&client, "bearer").await.auth_status,
         Some(AuthStatus::BearerToken)
+    );
+}
+
+#[tokio::test]
+async fn credentials_in_a_real_keyring_survive_a_daemon_restart() {
+    let keyring = SecretService::start();
+    let scratch = scratch_dir();
+    let (mcp_port, auth_port) = (free_loopback_port(), free_loopback_port());
+    let _server = sdk_oauth_server(mcp_port, auth_port, scratch.path());
+    let config = demo_config(mcp_port, &follow_url_opener())
+        .replace("credentials_store = \"file\"", "credentials_store = \"keyring\"");
+    let start = || {
+        TestDaemon::builder()
+            .config(&config)
+            .env("DBUS_SESSION_BUS_ADDRESS", keyring.address())
+            .start()
+    };
+    let daemon = start();
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "demo", ServerStatus::Failed, SERVER_WAIT).await;
+    let mut login = corral_command();
+    login.args(["login", "demo", "--socket"]).arg(daemon.socket_path());
+    let output = run_command(&mut login, LOGIN_WAIT);
+    assert!(output.status.success(), "{}\n{}", output.stdout, output.stderr);
+    wait_for_status(&client, "demo", ServerStatus::Ready, SERVER_WAIT).await;
+    assert!(
+        !credentials_file(&daemon).exists(),
+        "keyring mode writes no credentials file"
+    );
+    drop(client);
+    drop(daemon);
+
+    // A new daemon finds the login in the keyring: ready without logging in again.
+    let daemon = start();
+    let client = daemon.connect_client().await;
+    let ready = wait_for_status(&client, "demo", ServerStatus::Ready, SERVER_WAIT).await;
+    assert_eq!(ready.auth_status, Some(AuthStatus::OAuth));
+    assert!(
+        daemon.stderr().contains("Secret Service"),
+        "the log says which store is used"
     );
 }

@@ -48,6 +48,18 @@ impl KeyringBackend {
         }
     }
 
+    /// Store and delete a throwaway entry, to learn whether this keyring can store anything.
+    /// Only where that costs no prompt (the Secret Service); elsewhere opening it is the test.
+    pub fn probe_write(&self) -> Result<(), String> {
+        if !cfg!(target_os = "linux") {
+            return Ok(());
+        }
+        const PROBE: &str = "corral-probe";
+        self.set(PROBE, "probe").map_err(|error| format!("{error:#}"))?;
+        self.delete(PROBE).map_err(|error| format!("{error:#}"))?;
+        Ok(())
+    }
+
     /// A keyring over any keyring-core store (tests use keyring-core's mock store).
     pub fn with_store(store: Arc<CredentialStore>, name: &'static str) -> Self {
         Self { store, name }

@@ -291,7 +291,14 @@ fn open_backend(mode: CredentialsStoreMode, data_dir: &Path) -> (Backend, Creden
                 CredentialsStoreStatus::new(mode.as_str(), CredentialsBackend::File, location),
             )
         }
-        CredentialsStoreMode::Keyring | CredentialsStoreMode::Auto => match KeyringBackend::open() {
+        CredentialsStoreMode::Keyring | CredentialsStoreMode::Auto => match KeyringBackend::open().and_then(|keyring| {
+            // `auto` must not pick a keyring that answers but cannot store (a Secret Service
+            // without a default collection needs a password prompt, which a daemon never sees).
+            if mode == CredentialsStoreMode::Auto {
+                keyring.probe_write()?;
+            }
+            Ok(keyring)
+        }) {
             Ok(keyring) => {
                 let location = keyring.describe();
                 let status = CredentialsStoreStatus::new(mode.as_str(), CredentialsBackend::Keyring, location);
