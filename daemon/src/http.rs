@@ -45,7 +45,7 @@ use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpClientTransport, StreamableHttpClientTransportConfig, StreamableHttpError,
     StreamableHttpPostResponse,
 };
-use rmcp::{RoleClient, ServiceError, ServiceExt as _};
+use rmcp::{Peer, RoleClient, ServiceError, ServiceExt as _};
 use sse_stream::Sse;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -332,7 +332,7 @@ pub(crate) async fn start(
     deadline: Instant,
 ) -> Result<(Session, Vec<Tool>), HttpFailure> {
     let service = reconnect(server, backend, prepared, handler, health, deadline).await?;
-    let tools = list_tools(server, &service, deadline).await?;
+    let tools = list_tools(server, service.peer(), deadline).await?;
     Ok((service, tools))
 }
 
@@ -353,9 +353,13 @@ pub(crate) async fn reconnect(
 }
 
 /// `tools/list` (every page), retried after transient failures until `deadline`.
-pub(crate) async fn list_tools(server: &str, service: &Session, deadline: Instant) -> Result<Vec<Tool>, HttpFailure> {
+pub(crate) async fn list_tools(
+    server: &str,
+    peer: &Peer<RoleClient>,
+    deadline: Instant,
+) -> Result<Vec<Tool>, HttpFailure> {
     with_retries(server, "tools/list", deadline, || async {
-        service.peer().list_all_tools().await.map_err(|error| {
+        peer.list_all_tools().await.map_err(|error| {
             let mut failure = classify_service(&error);
             failure.message = format!("tools/list failed: {}", failure.message);
             failure

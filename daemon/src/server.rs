@@ -703,13 +703,16 @@ impl ServerTask {
             let gone: Option<String> = tokio::select! {
                 end = next_interruption(&mut self.commands, &self.shutdown) => break end,
                 Some(()) = tools_changed_rx.recv() => {
+                    // Read-only: retried after transient failures, within tool_timeout_sec.
                     let peer = service.peer().clone();
                     let timeout = self.config.tool_timeout;
                     let refreshed = refreshed_tx.clone();
+                    let name = self.name.clone();
                     self.tracker.spawn(async move {
-                        let listed = match tokio::time::timeout(timeout, peer.list_all_tools()).await {
+                        let deadline = tokio::time::Instant::now() + timeout;
+                        let listed = match tokio::time::timeout_at(deadline, http::list_tools(&name, &peer, deadline)).await {
                             Ok(Ok(tools)) => Ok(tools),
-                            Ok(Err(error)) => Err(error.to_string()),
+                            Ok(Err(failure)) => Err(failure.message),
                             Err(_) => Err(format!("no answer within {timeout:?}")),
                         };
                         let _ = refreshed.send(listed).await;

@@ -44,6 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--record", required=True, metavar="FILE", help="append one JSON line per HTTP request")
     p.add_argument("--fail-initialize", type=int, default=0, metavar="N",
                    help="answer the first N initialize POSTs with --fail-status")
+    p.add_argument("--fail-tools-list", type=int, default=0, metavar="N",
+                   help="answer the first N tools/list POSTs with --fail-status")
     p.add_argument("--fail-tools-call", type=int, default=0, metavar="N",
                    help="answer the first N tools/call POSTs with --fail-status")
     p.add_argument("--fail-status", type=int, default=503, metavar="CODE", help="status of those failures (503)")
@@ -63,6 +65,7 @@ class Fixture:
         self.args = args
         self.record_file = open(args.record, "a", encoding="utf-8", buffering=1)
         self.initialize_failures_left = args.fail_initialize
+        self.tools_list_failures_left = args.fail_tools_list
         self.tools_call_failures_left = args.fail_tools_call
         self.sessions_seen: set[str] = set()
         self.forgotten: set[str] = set()
@@ -95,6 +98,9 @@ class Fixture:
             return 404, []
         if rpc == "initialize" and self.initialize_failures_left > 0:
             self.initialize_failures_left -= 1
+            return self.args.fail_status, []
+        if rpc == "tools/list" and self.tools_list_failures_left > 0:
+            self.tools_list_failures_left -= 1
             return self.args.fail_status, []
         if rpc == "tools/call" and self.tools_call_failures_left > 0:
             self.tools_call_failures_left -= 1

@@ -11,6 +11,8 @@
 //! dies after `ready` reconnected; the failure reason of each kind of
 //! failure.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -182,6 +184,10 @@ bearer_token_env_var = "CORRAL_TEST_NO_SUCH_TOKEN"
 [servers.empty-token]
 url = {url}
 bearer_token_env_var = "CORRAL_TEST_EMPTY_TOKEN"
+
+[servers.binary-token]
+url = {url}
+bearer_token_env_var = "CORRAL_TEST_BINARY_TOKEN"
 "#
     );
     let daemon = TestDaemon::builder()
@@ -190,6 +196,10 @@ bearer_token_env_var = "CORRAL_TEST_EMPTY_TOKEN"
         .env("CORRAL_TEST_ENV_HEADER", ENV_HEADER_VALUE)
         .env("CORRAL_TEST_WRONG_TOKEN", WRONG_TOKEN)
         .env("CORRAL_TEST_EMPTY_TOKEN", "")
+        .env(
+            "CORRAL_TEST_BINARY_TOKEN",
+            OsString::from_vec(b"corral-\xff-token".to_vec()),
+        )
         .start();
     let recorder = StatusRecorder::start(&daemon).await;
     let client = recorder.client();
@@ -238,10 +248,11 @@ bearer_token_env_var = "CORRAL_TEST_EMPTY_TOKEN"
         .collect();
     assert_eq!(refused.len(), 1, "a 401 is not retried: {refused:?}");
 
-    // An unset or empty variable fails the start, naming the variable.
+    // An unset, empty or non-Unicode variable fails the start, naming the variable.
     for (server, variable, problem) in [
         ("unset-token", "CORRAL_TEST_NO_SUCH_TOKEN", "is not set"),
         ("empty-token", "CORRAL_TEST_EMPTY_TOKEN", "is empty"),
+        ("binary-token", "CORRAL_TEST_BINARY_TOKEN", "is not valid Unicode"),
     ] {
         let updates = recorder
             .expect_steps(
@@ -275,7 +286,18 @@ async fn initialize_is_retried_after_503_and_tools_call_is_never_replayed() {
     let scratch = scratch_dir();
     let record = scratch.path().join("requests.jsonl");
     let port = free_loopback_port();
-    let _fixture = http_fixture(port, &record, &["--fail-initialize", "2", "--fail-tools-call", "1"]);
+    let _fixture = http_fixture(
+        port,
+        &record,
+        &[
+            "--fail-initialize",
+            "2",
+            "--fail-tools-list",
+            "1",
+            "--fail-tools-call",
+            "1",
+        ],
+    );
     let daemon = TestDaemon::start_with_config(&url_entry("flaky", port));
     let recorder = StatusRecorder::start(&daemon).await;
     let client = recorder.client();
@@ -283,6 +305,11 @@ async fn initialize_is_retried_after_503_and_tools_call_is_never_replayed() {
         .expect_steps("flaky", &[(Starting, None), (Ready, None)], SERVER_WAIT)
         .await;
     assert_eq!(statuses_of(&recorded_requests(&record), "initialize"), [503, 503, 200]);
+    assert_eq!(
+        statuses_of(&recorded_requests(&record), "tools/list"),
+        [503, 200],
+        "tools/list is retried too"
+    );
 
     let error = call_echo(client, "flaky", "once").await.expect_err("the call got 503");
     assert_eq!(error.error_code(), Some(ErrorCode::ServerError), "{error}");
@@ -297,6 +324,26 @@ async fn initialize_is_retried_after_503_and_tools_call_is_never_replayed() {
     assert_eq!(first_text(&result), "echo: twice");
     assert_eq!(statuses_of(&recorded_requests(&record), "tools/call"), [503, 200]);
     assert_eq!(recorder.steps("flaky"), [(Starting, None), (Ready, None)]);
+}
+
+#[tokio::test]
+async fn a_401_during_a_session_is_neither_retried_nor_a_session_recovery() {
+    let scratch = scratch_dir();
+    let record = scratch.path().join("requests.jsonl");
+    let port = free_loopback_port();
+    let _fixture = http_fixture(port, &record, &["--fail-tools-call", "1", "--fail-status", "401"]);
+    let daemon = TestDaemon::start_with_config(&url_entry("revoked", port));
+    let recorder = StatusRecorder::start(&daemon).await;
+    let client = recorder.client();
+    recorder
+        .expect_steps("revoked", &[(Starting, None), (Ready, None)], SERVER_WAIT)
+        .await;
+    let error = call_echo(client, "revoked", "refused").await.expect_err("401");
+    assert_eq!(error.error_code(), Some(ErrorCode::ServerError), "{error}");
+    assert!(error.to_string().contains("401"), "{error}");
+    let requests = recorded_requests(&record);
+    assert_eq!(statuses_of(&requests, "tools/call"), [401], "sent once");
+    assert_eq!(statuses_of(&requests, "initialize"), [200], "no new session");
 }
 
 #[tokio::test]
