@@ -533,14 +533,38 @@ pub async fn auth_status(
     }
 }
 
+/// How long a discovery answer is reused by `authStatus`: `mcpServer/list` must not send a
+/// round of well-known requests to every server each time a front-end refreshes its view.
+const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+
+/// Discovery answers by URL, with when they were found. A cache, not state: losing it costs one
+/// discovery per server.
+static DISCOVERED: std::sync::LazyLock<std::sync::Mutex<HashMap<String, (std::time::Instant, bool)>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// Whether rmcp's discovery finds OAuth metadata for the server (GETs of well-known documents
-/// only: listing servers must not open MCP sessions). Bounded by [`PROBE_TIMEOUT`].
+/// only: listing servers must not open MCP sessions). Bounded by [`PROBE_TIMEOUT`], reused for
+/// [`DISCOVERY_TTL`].
 async fn publishes_oauth_metadata(url: &str) -> bool {
+    let cached = DISCOVERED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(url)
+        .filter(|(at, _)| at.elapsed() < DISCOVERY_TTL)
+        .map(|(_, found)| *found);
+    if let Some(found) = cached {
+        return found;
+    }
     let discovered = async {
         let manager = AuthorizationManager::new(url).await.ok()?;
         manager.resolve_metadata().await.ok()
     };
-    matches!(tokio::time::timeout(PROBE_TIMEOUT, discovered).await, Ok(Some(_)))
+    let found = matches!(tokio::time::timeout(PROBE_TIMEOUT, discovered).await, Ok(Some(_)));
+    DISCOVERED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(url.to_owned(), (std::time::Instant::now(), found));
+    found
 }
 
 /// The credential store of a server, if the daemon has one.

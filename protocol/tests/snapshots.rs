@@ -126,6 +126,11 @@ fn every_committed_example_parses_as_its_typed_message() {
                 round_trip::<ListChanged>(&message["params"]);
             }
             (Some(ServerLogNotification::METHOD), _) => round_trip::<ServerLog>(&message["params"]),
+            (Some(McpServerOauthLogin::METHOD), _) => round_trip::<McpServerOauthLoginParams>(&message["params"]),
+            (Some(McpServerLogout::METHOD), _) => round_trip::<McpServerGetParams>(&message["params"]),
+            (Some(OauthLoginCompletedNotification::METHOD), _) => {
+                round_trip::<OauthLoginCompleted>(&message["params"]);
+            }
             (Some(other), _) => panic!("{}: unknown method {other}", path.display()),
             (None, true) => {
                 let result = &message["result"];
@@ -141,6 +146,8 @@ fn every_committed_example_parses_as_its_typed_message() {
                     "tools-call" => round_trip::<serde_json::Value>(result),
                     "resources-list" => round_trip::<ListResult>(result),
                     "events-replay" => round_trip::<EventsReplayResult>(result),
+                    "mcp-server-oauth-login" => round_trip::<McpServerOauthLoginResult>(result),
+                    "mcp-server-logout" => round_trip::<McpServerLogoutResult>(result),
                     other => panic!("{}: no result type known for {other}", path.display()),
                 }
             }
