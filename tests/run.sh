@@ -32,12 +32,16 @@ if [ ! -x "$peers_venv/bin/python" ] || [ ! -f "$peers_stamp" ] || [ tests/peers
 fi
 
 # System peers: a private D-Bus session with gnome-keyring's Secret Service, so the OS-keyring
-# credential store is tested against the real thing (tests/tests/credentials.rs).
-if ! command -v gnome-keyring-daemon >/dev/null 2>&1 || ! command -v dbus-daemon >/dev/null 2>&1; then
+# credential store is tested against the real thing (tests/tests/credentials.rs, oauth.rs), and
+# `ip` to bring up loopback in the private network namespace of the conformance run
+# (tests/tests/conformance.rs).
+if ! command -v gnome-keyring-daemon >/dev/null 2>&1 || ! command -v dbus-daemon >/dev/null 2>&1 \
+  || ! command -v dbus-send >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gnome-keyring dbus >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gnome-keyring dbus iproute2 >/dev/null
   else
-    echo "error: the keyring tests need gnome-keyring and dbus: run 'sudo apt-get install gnome-keyring dbus', then rerun $0." >&2
+    echo "error: the keyring and conformance tests need gnome-keyring, dbus and iproute2: run" >&2
+    echo "error: 'sudo apt-get install gnome-keyring dbus iproute2', then rerun $0." >&2
     exit 1
   fi
 fi

@@ -264,7 +264,9 @@ async fn wait_for_callback(
             () = tokio::time::sleep_until(deadline) => {
                 return Err(format!("no answer from the browser within {} s", LOGIN_TIMEOUT.as_secs()));
             }
-            () = shutdown.cancelled() => return Err("corrald is shutting down".to_owned()),
+            () = shutdown.cancelled() => {
+                return Err("cancelled: a new login for this server started, or corrald is shutting down".to_owned());
+            }
         };
         let state = hit.query.get("state").map(String::as_str);
         if state != Some(expected_state) {

@@ -339,3 +339,26 @@ async fn credentials_in_a_real_keyring_survive_a_daemon_restart() {
         "the log says which store is used"
     );
 }
+
+#[tokio::test]
+async fn a_configured_callback_url_is_the_redirect_uri_and_its_port_is_listened_on() {
+    let scratch = scratch_dir();
+    let (mcp_port, auth_port, callback_port) = (free_loopback_port(), free_loopback_port(), free_loopback_port());
+    let _server = sdk_oauth_server(mcp_port, auth_port, scratch.path());
+    let callback = format!("http://localhost:{callback_port}/oauth/done");
+    let extra = format!(
+        "{}oauth_callback_url = {}\n",
+        follow_url_opener(),
+        toml_string(&callback)
+    );
+    let daemon = TestDaemon::start_with_config(&demo_config(mcp_port, &extra));
+    let mut watcher = daemon.connect_client().await;
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "demo", ServerStatus::Failed, SERVER_WAIT).await;
+    let completion = tokio::spawn(async move { next_login_completion(&mut watcher).await });
+    let started = client.mcp_server_oauth_login("demo", None).await.expect("login");
+    assert_eq!(query_value(&started.authorization_url, "redirect_uri"), callback);
+    let done = completion.await.expect("watcher");
+    assert!(done.success, "{:?}", done.error);
+    wait_for_status(&client, "demo", ServerStatus::Ready, SERVER_WAIT).await;
+}
