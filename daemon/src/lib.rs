@@ -9,6 +9,9 @@
 //! - `http`: streamable-HTTP servers: headers, the HTTP client (the seam for
 //!   OAuth), connecting with retries, failure reasons;
 //! - [`events`]: sequence numbers, replay history and fan-out of notifications;
+//! - [`credentials`]: where OAuth credentials are stored (keyring, file, encrypted file);
+//! - [`oauth`]: OAuth login (callback listener, opener), the OAuth-managed HTTP client,
+//!   `authStatus`;
 //! - [`reaper`]: finding and killing every process of a server's tree, and
 //!   what a killed predecessor left behind;
 //! - [`logging`]: tracing-subscriber set-up.
