@@ -156,6 +156,13 @@ async fn corral_login_registers_authorizes_stores_and_the_server_comes_up() {
         !credentials_file(&daemon).exists(),
         "the last record's logout removes the file"
     );
+    // Restarted without credentials: a first login is needed again.
+    let after = wait_for_status(&client, "demo", ServerStatus::Failed, SERVER_WAIT).await;
+    assert_eq!(
+        after.failure_reason,
+        Some(FailureReason::AuthenticationRequired),
+        "{after:?}"
+    );
     assert_eq!(
         get_server(&client, "demo").await.auth_status,
         Some(AuthStatus::NotLoggedIn)

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use corral_protocol::config::{ServerConfig, TransportConfig};
 use corral_protocol::{
     AuthStatus, DaemonNotification, ErrorCode, FailureReason, McpServerLogout, McpServerLogoutResult,
-    McpServerOauthLogin, McpServerOauthLoginResult, McpServerStatus, OauthLoginCompleted, Request as _, TransportKind,
+    McpServerOauthLogin, McpServerOauthLoginResult, McpServerStatus, OauthLoginCompleted, Request as _, ServerStatus,
+    TransportKind,
 };
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
@@ -262,6 +263,16 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             )
         })?;
         tracing::info!(server = %name, removed, "logged out");
+        // A running server would keep its session until the next 401; restart it so it runs
+        // (or fails, `authenticationRequired`) without the deleted credentials at once.
+        let running = context
+            .supervisor
+            .get(name.clone())
+            .await?
+            .is_some_and(|server| matches!(server.status, ServerStatus::Ready | ServerStatus::Starting));
+        if removed && running {
+            context.supervisor.control(name.clone(), ControlAction::Restart).await?;
+        }
         Ok::<_, ErrorObjectOwned>(McpServerLogoutResult::new(removed))
     })?;
     Ok(())
