@@ -3,8 +3,8 @@
 #
 # Needs: the Rust toolchain, Node.js with npm (real front-end libraries and real
 # MCP servers), Python 3 with venv (fixture MCP servers on the official SDK),
-# systemd's tools (socket activation and unit verification; installed with apt
-# when running as root).
+# and a few Debian packages (systemd's tools, gnome-keyring, dbus, iproute2;
+# installed with apt when running as root, see below).
 # Peers are pinned in tests/peers/ (package-lock.json, requirements.txt) and
 # installed into tests/peers/node_modules and tests/peers/.venv (git-ignored);
 # see tests/peers/README.md.
@@ -33,16 +33,26 @@ if [ ! -x "$peers_venv/bin/python" ] || [ ! -f "$peers_stamp" ] || [ tests/peers
   touch "$peers_stamp"
 fi
 
-# systemd's tools (systemd-socket-activate, systemd-analyze) for tests/tests/service.rs:
-# Debian's systemd package, installed (without being booted into) when missing.
-if ! command -v systemd-socket-activate >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1; then
+# System peers from Debian's packages, installed (as root, with apt) when missing:
+# - systemd's tools (systemd-socket-activate, systemd-analyze) for tests/tests/service.rs,
+#   installed without being booted into;
+# - a private D-Bus session with gnome-keyring's Secret Service, so the OS-keyring credential
+#   store is tested against the real thing (tests/tests/credentials.rs, oauth.rs);
+# - `ip`, to bring up loopback in the private network namespace of the conformance run
+#   (tests/tests/conformance.rs).
+missing=()
+for tool in systemd-socket-activate systemd-analyze gnome-keyring-daemon dbus-daemon dbus-send ip; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing systemd's tools (apt package systemd)"
+    echo "==> installing system peers (${missing[*]} missing): apt packages systemd gnome-keyring dbus iproute2"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      systemd gnome-keyring dbus iproute2 >/dev/null
   else
-    echo "error: systemd-socket-activate and systemd-analyze are needed by tests/tests/service.rs." >&2
-    echo "error: install them first, e.g. 'sudo apt-get install --no-install-recommends systemd', then rerun $0." >&2
+    echo "error: the tests need ${missing[*]}: install them first, e.g." >&2
+    echo "error: 'sudo apt-get install --no-install-recommends systemd gnome-keyring dbus iproute2', then rerun $0." >&2
     exit 1
   fi
 fi

@@ -72,6 +72,9 @@ impl DaemonProcess {
             // `mcpServer/list` answer, and in the counts and timings of the server measurements.
             .arg(OsString::from("--no-builtin-server"))
             .env("CORRAL_TEST_HOOKS", "1")
+            // Credentials (the OAuth login phase) stay in this run's directory, never the user's.
+            .env("CORRAL_DATA_DIR", dir.path().join("data"))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
             // Marks the daemon as this run's, for the survivor check (children get it from the config).
             .env(survivors::RUN_TAG_VAR, survivors::run_tag())
             // Measure the daemon with its default log level, whatever the caller's shell says.

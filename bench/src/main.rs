@@ -19,6 +19,7 @@
 mod cpu;
 mod daemon;
 mod http_call;
+mod oauth_login;
 mod peers;
 mod raw;
 mod scenarios;
@@ -151,6 +152,8 @@ enum Phase {
     /// `tools/call` of server-everything's `echo` over streamable HTTP through corrald vs. a
     /// direct rmcp HTTP client of the same server.
     ToolCallHttp,
+    /// OAuth login request to server `ready`, against the TS SDK's example server with `--oauth`.
+    OauthLogin,
 }
 
 impl Phase {
@@ -177,6 +180,7 @@ impl Args {
             Phase::ServerMemory,
             Phase::ToolCall,
             Phase::ToolCallHttp,
+            Phase::OauthLogin,
         ]
         .into_iter()
         .any(|phase| self.runs(phase))
@@ -432,6 +436,12 @@ async fn run_server_phases(args: &Args, corrald: &Path, limit: Duration, report:
         report.note_survivors(what, &calls.survivors);
         report.http_calls = Some(calls);
     }
+    if args.runs(Phase::OauthLogin) {
+        let what = "OAuth login to ready";
+        let logins = bounded(what, limit, oauth_login::measure(corrald, &peers, 10)).await?;
+        report.note_survivors(what, &logins.survivors);
+        report.oauth_logins = Some(logins);
+    }
     Ok(())
 }
 
@@ -503,6 +513,7 @@ struct Report {
     memory_per_server: Option<MemoryPerServer>,
     tool_calls: Option<tool_call::ToolCalls>,
     http_calls: Option<http_call::HttpCalls>,
+    oauth_logins: Option<oauth_login::Logins>,
     /// Processes of this run alive right after their daemon exited: (measurement, process).
     survivors_after_daemon: Vec<(String, survivors::Survivor)>,
     /// How many times that was looked for.
@@ -774,6 +785,9 @@ impl Report {
         }
         if let Some(calls) = &self.http_calls {
             http_call::print(out, calls)?;
+        }
+        if let Some(logins) = &self.oauth_logins {
+            oauth_login::print(out, logins)?;
         }
         if self.survivor_checks > 0 {
             writeln!(out)?;

@@ -98,6 +98,16 @@ impl Peers {
         &self.everything
     }
 
+    /// The peers directory (`tests/peers`).
+    pub(crate) fn dir(&self) -> &Path {
+        self.loopback.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The venv's Python interpreter.
+    pub(crate) fn python(&self) -> &Path {
+        &self.python
+    }
+
     /// `loopback.cjs`, to preload into server-everything's `streamableHttp` mode.
     pub(crate) fn loopback_preload(&self) -> &Path {
         &self.loopback

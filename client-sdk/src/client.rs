@@ -241,6 +241,28 @@ impl Client {
         self.request::<DaemonStatusRequest>(NoParams {}).await
     }
 
+    /// `mcpServer/oauthLogin`: start an OAuth login; the outcome comes as
+    /// `mcpServer/oauthLogin/completed` (take the notification stream first so it is not missed).
+    pub async fn mcp_server_oauth_login(
+        &self,
+        name: impl Into<String>,
+        scopes: Option<Vec<String>>,
+    ) -> Result<corral_protocol::McpServerOauthLoginResult, ClientError> {
+        self.request::<corral_protocol::McpServerOauthLogin>(
+            corral_protocol::McpServerOauthLoginParams::new(name).with_scopes(scopes),
+        )
+        .await
+    }
+
+    /// `mcpServer/logout`: delete a server's stored OAuth credentials.
+    pub async fn mcp_server_logout(
+        &self,
+        name: impl Into<String>,
+    ) -> Result<corral_protocol::McpServerLogoutResult, ClientError> {
+        self.request::<corral_protocol::McpServerLogout>(McpServerGetParams::new(name))
+            .await
+    }
+
     /// `mcpServer/list`.
     pub async fn mcp_server_list(&self) -> Result<McpServerListResult, ClientError> {
         self.request::<McpServerList>(NoParams {}).await

@@ -114,7 +114,7 @@ pub(crate) struct HttpFailure {
 }
 
 impl HttpFailure {
-    fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: FailureReason, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -231,6 +231,9 @@ pub(crate) enum HealthSignal {
     /// A request or the event stream could not reach the server (connect
     /// error, no response): it may have gone away.
     Unreachable,
+    /// The server answered 401 after the OAuth client had tried its stored
+    /// credentials and a refresh: a new login is needed.
+    AuthRequired,
     /// The server answered 404 to the session id: the session is gone.
     SessionExpired,
 }
@@ -243,6 +246,9 @@ pub(crate) enum HealthSignal {
 pub(crate) enum HttpBackend {
     /// Plain reqwest (rustls): static headers, env headers and a bearer token from the environment.
     Plain(reqwest::Client),
+    /// rmcp's OAuth-managed client over the same reqwest client: stored credentials, refreshed
+    /// before they expire (one manager per server run, shared by every transport of the run).
+    OAuth(rmcp::transport::auth::AuthClient<reqwest::Client>),
 }
 
 impl HttpBackend {
@@ -273,6 +279,7 @@ impl HttpBackend {
     ) -> Result<Session, HttpFailure> {
         match self {
             Self::Plain(client) => connect_with(client.clone(), prepared, handler, health).await,
+            Self::OAuth(client) => connect_with(client.clone(), prepared, handler, health).await,
         }
     }
 }
@@ -394,6 +401,13 @@ where
 
 /// The failure of an `initialize`.
 pub(crate) fn classify_initialize(error: &ClientInitializeError) -> HttpFailure {
+    // rmcp nests the 401 (or a manager's "authorization required") inside the transport error.
+    if error.is_authorization_required() && !matches!(classify_any(error), Some(FailureReason::InsufficientScope)) {
+        return HttpFailure::new(
+            FailureReason::AuthenticationRequired,
+            "initialize failed: the server requires authentication (HTTP 401)",
+        );
+    }
     match error {
         ClientInitializeError::TransportError { error, .. } => {
             let mut failure = classify_transport(error.error.as_ref());
@@ -412,6 +426,14 @@ pub(crate) fn classify_initialize(error: &ClientInitializeError) -> HttpFailure 
         )
         .retryable(),
         other => HttpFailure::new(FailureReason::ProtocolError, format!("initialize failed: {other}")),
+    }
+}
+
+/// The reason of an initialize failure's transport error, if it has one.
+fn classify_any(error: &ClientInitializeError) -> Option<FailureReason> {
+    match error {
+        ClientInitializeError::TransportError { error, .. } => Some(classify_transport(error.error.as_ref()).reason),
+        _ => None,
     }
 }
 
@@ -437,6 +459,23 @@ pub(crate) fn send_failure(error: &ServiceError) -> Option<HttpFailure> {
     };
     error.error.downcast_ref::<StreamableHttpError<reqwest::Error>>()?;
     Some(classify_transport(error.error.as_ref()))
+}
+
+/// The scope a 403 `insufficient_scope` challenge asks for, if that is why a request failed.
+pub(crate) fn required_scope(error: &ServiceError) -> Option<String> {
+    let ServiceError::TransportSend(error) = error else {
+        return None;
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.error.as_ref());
+    while let Some(current) = source {
+        if let Some(StreamableHttpError::InsufficientScope(scope)) =
+            current.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+        {
+            return scope.required_scope.clone().or_else(|| Some(String::new()));
+        }
+        source = current.source();
+    }
+    None
 }
 
 /// Whether a request failed because the server no longer knows the session (HTTP 404).
@@ -473,6 +512,7 @@ fn classify_transport(error: &(dyn std::error::Error + Send + Sync + 'static)) -
             Some(status) => status_failure(status),
             None => HttpFailure::new(FailureReason::ProtocolError, format!("unexpected response: {text}")),
         },
+        StreamableHttpError::Auth(error) => classify_auth(error),
         StreamableHttpError::ReservedHeaderConflict(name) => HttpFailure::new(
             FailureReason::ConfigInvalid,
             format!("header `{name}` is reserved by the MCP transport and cannot be configured"),
@@ -486,6 +526,30 @@ fn classify_transport(error: &(dyn std::error::Error + Send + Sync + 'static)) -
             .retryable()
         }
         other => HttpFailure::new(FailureReason::ProtocolError, error_chain(other)),
+    }
+}
+
+/// What rmcp's OAuth manager reported while getting or refreshing a token.
+fn classify_auth(error: &rmcp::transport::auth::AuthError) -> HttpFailure {
+    use rmcp::transport::auth::AuthError;
+    match error {
+        AuthError::AuthorizationRequired | AuthError::TokenRefreshRejected(_) | AuthError::TokenExpired => {
+            HttpFailure::new(
+                FailureReason::AuthenticationRequired,
+                "the stored OAuth credentials cannot be used or refreshed",
+            )
+        }
+        // A refresh that failed for a transient reason (network, provider 5xx): try again.
+        AuthError::TokenRefreshFailed(why) => HttpFailure::new(
+            FailureReason::Unreachable,
+            format!("refreshing the OAuth token failed: {why}"),
+        )
+        .retryable(),
+        AuthError::CredentialStoreError(why) => HttpFailure::new(
+            FailureReason::ConfigInvalid,
+            format!("cannot read the stored OAuth credentials: {why}"),
+        ),
+        other => HttpFailure::new(FailureReason::ProtocolError, format!("OAuth error: {other}")),
     }
 }
 
@@ -617,6 +681,7 @@ where
                 }
             }
             Err(StreamableHttpError::Io(_)) => HealthSignal::Unreachable,
+            Err(StreamableHttpError::AuthRequired(_)) => HealthSignal::AuthRequired,
             Err(_) => return,
         };
         let _ = self.health.try_send(signal);

@@ -13,6 +13,9 @@
 //!   routed to one front-end, resource subscriptions;
 //! - `raw`: the server's answers as it wrote them (stdio), so front-ends get
 //!   them untouched by rmcp's typed model;
+//! - [`credentials`]: where OAuth credentials are stored (keyring, file, encrypted file);
+//! - [`oauth`]: OAuth login (callback listener, opener), the OAuth-managed HTTP client,
+//!   `authStatus`;
 //! - [`reaper`]: finding and killing every process of a server's tree, and
 //!   what a killed predecessor left behind;
 //! - [`logging`]: tracing-subscriber set-up;
@@ -22,11 +25,13 @@
 
 pub mod api;
 mod builtin;
+pub mod credentials;
 pub mod events;
 mod frontends;
 mod http;
 pub mod logging;
 mod mcp_client;
+pub mod oauth;
 mod raw;
 pub mod reaper;
 pub mod reload;
@@ -66,6 +71,8 @@ pub struct Options {
     pub inherited: service::Inherited,
     /// How often the config file is checked for changes.
     pub config_poll_interval: Duration,
+    /// Where stored credentials live (the credentials files; see `credentials`).
+    pub data_dir: PathBuf,
 }
 
 impl Options {
@@ -78,6 +85,7 @@ impl Options {
             builtin_server: true,
             inherited: service::Inherited::default(),
             config_poll_interval: reload::POLL_INTERVAL,
+            data_dir: corral_protocol::paths::data_dir(None),
         }
     }
 }
@@ -124,6 +132,14 @@ pub async fn run(
     // Only now, holding the socket lock, is the record ours to act on.
     reaper::init(&record_path(&options.socket_path));
 
+    // Opening the keyring is a D-Bus round trip (or a timeout): off the runtime.
+    let credentials = {
+        let (mode, data_dir) = (config.credentials_store, options.data_dir.clone());
+        tokio::task::spawn_blocking(move || credentials::Credentials::open(mode, &data_dir))
+            .await
+            .context("opening the credential store")?
+    };
+
     let tracker = TaskTracker::new();
     #[cfg(target_os = "linux")]
     tracker.spawn(reap_adopted_orphans(shutdown.clone()));
@@ -132,6 +148,7 @@ pub async fn run(
         &config,
         options.builtin_server,
         &events,
+        Some(credentials.clone()),
         shutdown.child_token(),
         &tracker,
     );
@@ -145,16 +162,23 @@ pub async fn run(
         options.config_poll_interval,
     );
     tracker.spawn(reloader.run(shutdown.child_token()));
-    let context = Arc::new(api::DaemonContext::new(
-        started,
-        options.socket_path.clone(),
-        options.config_path.clone(),
-        config_error.clone(),
-        supervisor.clone(),
-        events.clone(),
-        reload.clone(),
-        options.test_hooks,
-    ));
+    let context = Arc::new(
+        api::DaemonContext::new(
+            started,
+            options.socket_path.clone(),
+            options.config_path.clone(),
+            config_error.clone(),
+            supervisor.clone(),
+            events.clone(),
+            reload.clone(),
+            options.test_hooks,
+        )
+        .with_oauth(
+            credentials,
+            oauth::OAuthSettings::from_config(&config),
+            shutdown.clone(),
+        ),
+    );
     tracing::info!(
         socket = %options.socket_path.display(),
         config = %options.config_path.display(),

@@ -17,6 +17,9 @@ struct Args {
     /// Config file [default: ~/.config/corral/config.toml]; a missing file means no servers.
     #[arg(long, env = "CORRAL_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Directory of stored credentials [default: ~/.local/share/corral].
+    #[arg(long, env = "CORRAL_DATA_DIR", value_name = "PATH")]
+    data_dir: Option<PathBuf>,
     /// Log format on stderr (filter with CORRAL_LOG or RUST_LOG, e.g. `debug`).
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
     options.test_hooks = args.enable_test_hooks;
     options.builtin_server = !args.no_builtin_server;
     options.inherited = inherited;
+    options.data_dir = corral_protocol::paths::data_dir(args.data_dir.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

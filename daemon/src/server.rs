@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::builtin::CorralServer;
+use crate::credentials::{CredentialState, Credentials};
 use crate::events::EventHub;
 use crate::http::{self, HttpBackend, HttpFailure};
 use crate::mcp_client::ServerClient;
@@ -217,12 +218,14 @@ pub(crate) enum Autostart {
 
 /// Start the task for one server; it runs until `shutdown` is cancelled
 /// (tearing the server down first).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     config: ServerConfig,
     identity: McpServerStatus,
     launcher: Launcher,
     autostart: Autostart,
     events: Arc<EventHub>,
+    credentials: Option<Credentials>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ServerHandle {
@@ -244,6 +247,7 @@ pub(crate) fn spawn(
         was_ready: false,
         autostart,
         launcher,
+        credentials,
     };
     tracker.spawn(task.run());
     ServerHandle {
@@ -271,6 +275,25 @@ struct ServerTask {
     was_ready: bool,
     autostart: Autostart,
     launcher: Launcher,
+    /// Stored OAuth credentials (HTTP servers without an explicit `Authorization`).
+    credentials: Option<Credentials>,
+}
+
+/// An authentication failure says which login is needed: stored credentials that could not be used
+/// or refreshed → `reauthenticationRequired`; none stored → `authenticationRequired` (first login).
+fn login_failure(name: &str, mut failure: HttpFailure, had_credentials: bool) -> HttpFailure {
+    if failure.reason != FailureReason::AuthenticationRequired {
+        return failure;
+    }
+    if had_credentials {
+        failure.reason = FailureReason::ReauthenticationRequired;
+        failure.message = format!(
+            "the stored OAuth credentials were rejected or expired and could not be refreshed: run `corral login {name}`"
+        );
+    } else {
+        failure.message = format!("{}; not logged in: run `corral login {name}`", failure.message);
+    }
+    failure
 }
 
 /// How one run of the server (launch to teardown) ended.
@@ -627,6 +650,40 @@ impl ServerTask {
             Ok(backend) => backend,
             Err(failure) => return failed(self, failure),
         };
+        // Stored OAuth credentials, never for a server whose config sets `Authorization` itself.
+        let store = match &self.credentials {
+            Some(credentials) if !prepared.has_explicit_authorization() => {
+                Some(credentials.for_server(&self.name, &config.url))
+            }
+            _ => None,
+        };
+        let mut had_credentials = false;
+        let backend = match (store, backend) {
+            (Some(store), HttpBackend::Plain(client)) => match store.state().await {
+                Err(error) => {
+                    let message = format!("cannot read the stored OAuth credentials: {error:#}");
+                    return failed(self, HttpFailure::new(FailureReason::ConfigInvalid, message));
+                }
+                Ok(CredentialState::Missing) => HttpBackend::Plain(client),
+                Ok(_) => {
+                    had_credentials = true;
+                    let restore = crate::oauth::auth_client(config, &store, client.clone());
+                    match tokio::time::timeout(self.config.startup_timeout, restore).await {
+                        Ok(Ok(Some(auth))) => HttpBackend::OAuth(auth),
+                        Ok(Ok(None)) => HttpBackend::Plain(client),
+                        Ok(Err(error)) => {
+                            let message = format!("{error:#}");
+                            return failed(self, HttpFailure::new(FailureReason::Unreachable, message));
+                        }
+                        Err(_) => {
+                            let message = "OAuth metadata discovery did not finish within startup_timeout_sec";
+                            return failed(self, HttpFailure::new(FailureReason::StartupTimeout, message));
+                        }
+                    }
+                }
+            },
+            (_, backend) => backend,
+        };
         let (tools_changed, mut tools_changed_rx) = mpsc::channel(1);
         // Capacity 1: one pending signal covers every later one.
         let (health_tx, mut health_rx) = mpsc::channel(1);
@@ -657,7 +714,7 @@ impl ServerTask {
         };
         let (mut service, tools) = match outcome {
             Ok(ready) => ready,
-            Err(failure) => return failed(self, failure),
+            Err(failure) => return failed(self, login_failure(&self.name, failure, had_credentials)),
         };
         // The list was just fetched: changes announced during startup are in it,
         // and trouble seen while connecting is behind us.
@@ -714,6 +771,18 @@ impl ServerTask {
                         .renew_http_session(&backend, &prepared, &handler, &health_tx, &mut service, &mut generation, &recovery_tx)
                         .await
                         .err(),
+                    http::HealthSignal::AuthRequired => {
+                        // The token was rejected and could not be refreshed (or the refresh
+                        // token was): retrying would only repeat it. Fail until a new login.
+                        let failure = login_failure(
+                            &self.name,
+                            HttpFailure::new(FailureReason::AuthenticationRequired, "the server requires authentication (HTTP 401)"),
+                            had_credentials,
+                        );
+                        self.close_http_session(service).await;
+                        self.fail(failure.reason, format!("`{}`: {}", self.name, failure.message));
+                        return RunEnd::StartupFailed;
+                    }
                 },
                 Some(request) = recovery_rx.recv() => {
                     if request.generation != generation {

@@ -307,6 +307,34 @@ pub async fn drain_stderr(server: String, mut stderr: tokio::process::ChildStder
     }
 }
 
+/// Start the OAuth opener (a browser, or the configured command) with the authorization URL as
+/// its last argument, detached from corrald's stdio, and reap it when it exits. It is not a
+/// server: no process group, no supervision; a failure to start is returned, its exit status
+/// only logged (an opener may hand the URL to a running browser and exit at once).
+pub fn spawn_opener(argv: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("the opener command is empty"))?;
+    #[allow(clippy::disallowed_methods)] // The second audited spawn point: not a server (see daemon/clippy.toml).
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start the opener `{program}`"))?;
+    let program = program.clone();
+    tokio::spawn(async move {
+        match child.wait().await {
+            Ok(status) if status.success() => {}
+            Ok(status) => tracing::warn!(opener = %program, %status, "the opener failed"),
+            Err(error) => tracing::warn!(opener = %program, %error, "cannot wait for the opener"),
+        }
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

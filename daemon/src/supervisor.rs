@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::builtin;
+use crate::credentials::Credentials;
 use crate::events::EventHub;
 use crate::raw::RawWire;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
@@ -76,6 +77,11 @@ enum Command {
     /// Test hook (`debug/wedgeSupervisor`): stop handling commands until `release` is cancelled.
     Wedge {
         release: CancellationToken,
+    },
+    /// The config of one server, or of all (`None`), in name order.
+    Configs {
+        server: Option<String>,
+        reply: oneshot::Sender<Vec<ServerConfig>>,
     },
 }
 
@@ -229,6 +235,11 @@ impl SupervisorHandle {
         self.ask(|reply| Command::CallTarget { server, reply }).await
     }
 
+    /// The config of `server` (empty if unknown), or of every server, in name order.
+    pub async fn configs(&self, server: Option<String>) -> Result<Vec<ServerConfig>, SupervisorStopped> {
+        self.ask(|reply| Command::Configs { server, reply }).await
+    }
+
     /// Session `owner` ended: stop and remove every server it added.
     pub async fn session_closed(&self, owner: u64) {
         // Nothing to do if the daemon is already stopping: shutdown tears everything down.
@@ -317,6 +328,8 @@ struct SupervisorActor {
     /// A sender to this actor, for the tasks that report a teardown finished.
     to_self: mpsc::Sender<Command>,
     events: Arc<EventHub>,
+    /// Stored OAuth credentials, handed to every server task.
+    credentials: Option<Credentials>,
     shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
 }
@@ -372,6 +385,7 @@ impl SupervisorActor {
             Launcher::Config,
             server::Autostart::IfEnabled,
             self.events.clone(),
+            self.credentials.clone(),
             self.shutdown.child_token(),
             &self.tracker,
         );
@@ -522,6 +536,7 @@ pub fn spawn(
     config: &Config,
     builtin_server: bool,
     events: &Arc<EventHub>,
+    credentials: Option<Credentials>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> SupervisorHandle {
@@ -540,6 +555,7 @@ pub fn spawn(
                 Launcher::Config,
                 server::Autostart::IfEnabled,
                 events.clone(),
+                credentials.clone(),
                 shutdown.child_token(),
                 tracker,
             );
@@ -569,6 +585,7 @@ pub fn spawn(
                         Launcher::BuiltIn(server),
                         server::Autostart::IfEnabled,
                         events.clone(),
+                        None,
                         shutdown.child_token(),
                         tracker,
                     ),
@@ -587,6 +604,7 @@ pub fn spawn(
         commands,
         to_self: sender.clone(),
         events: events.clone(),
+        credentials,
         shutdown,
         tracker: tracker.clone(),
     };
@@ -633,6 +651,15 @@ impl SupervisorActor {
             Command::Get { name, reply } => {
                 let _ = reply.send(self.servers.get(&name).map(ServerEntry::snapshot));
             }
+            Command::Configs { server, reply } => {
+                let configs = self
+                    .servers
+                    .iter()
+                    .filter(|(name, _)| server.as_ref().is_none_or(|only| only == *name))
+                    .map(|(_, entry)| entry.handle.config.clone())
+                    .collect();
+                let _ = reply.send(configs);
+            }
             Command::Counts { reply } => {
                 let mut counts = ServerCounts::default();
                 for entry in self.servers.values() {
@@ -678,6 +705,7 @@ impl SupervisorActor {
                     Launcher::Config,
                     server::Autostart::Never,
                     self.events.clone(),
+                    self.credentials.clone(),
                     self.shutdown.child_token(),
                     &self.tracker,
                 );

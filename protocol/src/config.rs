@@ -59,6 +59,56 @@ const HEADER_NAME_PUNCTUATION: &str = "!#$%&'*+-.^_`|~";
 pub struct Config {
     /// Servers by name.
     pub servers: BTreeMap<String, ServerConfig>,
+    /// `credentials_store`: where OAuth credentials are kept (default `auto`).
+    pub credentials_store: CredentialsStoreMode,
+    /// `oauth_callback_port`: port of the loopback OAuth callback listener (default: ephemeral).
+    pub oauth_callback_port: Option<u16>,
+    /// `oauth_callback_url`: redirect URI given to authorization servers instead of the loopback one.
+    pub oauth_callback_url: Option<String>,
+    /// `oauth_opener`: program and arguments that open an authorization URL (appended as the
+    /// last argument); default: the system browser.
+    pub oauth_opener: Option<Vec<String>>,
+}
+
+/// Where OAuth credentials are stored: the `credentials_store` key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialsStoreMode {
+    /// The OS keyring, or the plain file when no keyring is available.
+    #[default]
+    Auto,
+    /// The OS keyring only.
+    Keyring,
+    /// A 0600 file in the data directory.
+    File,
+    /// A file in the data directory encrypted with a key kept in the keyring (or a key file).
+    EncryptedFile,
+}
+
+impl CredentialsStoreMode {
+    /// Every mode, in the order the docs list them.
+    pub const ALL: [CredentialsStoreMode; 4] = [Self::Auto, Self::Keyring, Self::File, Self::EncryptedFile];
+
+    /// The value as written in the config file, e.g. `encrypted-file`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Keyring => "keyring",
+            Self::File => "file",
+            Self::EncryptedFile => "encrypted-file",
+        }
+    }
+
+    /// The mode a config value names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|mode| mode.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for CredentialsStoreMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One validated `[servers.NAME]` entry.
@@ -133,6 +183,12 @@ pub struct HttpConfig {
     pub scopes: Vec<String>,
     /// RFC 8707 resource to request tokens for.
     pub oauth_resource: Option<String>,
+    /// `oauth_client_id`: a client registered with the authorization server beforehand.
+    pub oauth_client_id: Option<String>,
+    /// `oauth_client_secret_env_var`: environment variable holding that client's secret.
+    pub oauth_client_secret_env_var: Option<String>,
+    /// `oauth_client_metadata_url`: an https URL of a client ID metadata document.
+    pub oauth_client_metadata_url: Option<String>,
 }
 
 /// Why a config file could not be used.
@@ -334,7 +390,39 @@ pub fn json_schema() -> Value {
                 "propertyNames": { "pattern": SERVER_NAME_PATTERN },
                 "additionalProperties": { "$ref": "#/$defs/server" },
                 "default": {},
-            }
+            },
+            "credentials_store": {
+                "description": "Where OAuth credentials are stored: `auto` (the OS keyring, or the \
+                    file when there is no keyring), `keyring`, `file` (0600 file in the data \
+                    directory) or `encrypted-file` (encrypted with a key kept in the keyring, or in \
+                    a 0600 key file when there is none).",
+                "type": "string",
+                "enum": CredentialsStoreMode::ALL.map(CredentialsStoreMode::as_str),
+                "default": "auto",
+            },
+            "oauth_callback_port": {
+                "description": "Port of corrald's loopback listener for OAuth redirects (default: \
+                    a free port chosen for each login).",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 65535,
+            },
+            "oauth_callback_url": {
+                "description": "Redirect URI registered with authorization servers, when it must \
+                    differ from http://127.0.0.1:PORT/callback; corrald listens on its port (on \
+                    all interfaces when its host is not a loopback name).",
+                "type": "string",
+                "format": "uri",
+                "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]",
+            },
+            "oauth_opener": {
+                "description": "Program and arguments that open an OAuth authorization URL, which \
+                    is appended as the last argument (default: the system browser: xdg-open, open \
+                    or start).",
+                "type": "array",
+                "items": { "type": "string" },
+                "minItems": 1,
+            },
         },
         "additionalProperties": false,
         "$defs": {
@@ -628,6 +716,27 @@ const FIELDS: &[FieldSpec] = &[
             http:// or https:// URL.",
         schema: || json!({ "type": "string", "format": "uri" }),
     },
+    FieldSpec {
+        name: "oauth_client_id",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: OAuth client id registered with the authorization server \
+            beforehand (skips dynamic client registration).",
+        schema: || json!({ "type": "string", "minLength": 1 }),
+    },
+    FieldSpec {
+        name: "oauth_client_secret_env_var",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: name of an environment variable of corrald holding the \
+            secret of `oauth_client_id`, for confidential clients.",
+        schema: || json!({ "type": "string", "pattern": ENV_VAR_NAME_PATTERN }),
+    },
+    FieldSpec {
+        name: "oauth_client_metadata_url",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: https URL of a client ID metadata document to use as the \
+            client id when the authorization server supports them (instead of dynamic registration).",
+        schema: || json!({ "type": "string", "format": "uri" }),
+    },
 ];
 
 /// Names people write for a field they know from other MCP clients' config files.
@@ -733,10 +842,16 @@ fn check_document(text: &str, problems: &mut Problems<'_>) -> Config {
         let key_name: &str = key.get_ref();
         if key_name == SERVERS_KEY {
             config.servers = check_servers(value, problems);
+        } else if GLOBAL_KEYS.contains(&key_name) {
+            check_global(key_name, value, problems, &mut config);
         } else {
-            let message = match closest(key_name, [SERVERS_KEY]) {
+            let candidates = std::iter::once(SERVERS_KEY).chain(GLOBAL_KEYS.iter().copied());
+            let message = match closest(key_name, candidates) {
                 Some(suggestion) => format!("unknown top-level key, did you mean `{suggestion}`?"),
-                None => format!("unknown top-level key, the only one is `{SERVERS_KEY}`"),
+                None => format!(
+                    "unknown top-level key, the known ones are `{SERVERS_KEY}`, `{}`",
+                    GLOBAL_KEYS.join("`, `")
+                ),
             };
             problems.add(key.span(), None, Some(key_name), message);
         }
@@ -826,6 +941,9 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
                 .unwrap_or_default(),
             scopes: self.string_list("scopes", oauth_scope).unwrap_or_default(),
             oauth_resource: self.string("oauth_resource", http_url),
+            oauth_client_id: self.string("oauth_client_id", program),
+            oauth_client_secret_env_var: self.string("oauth_client_secret_env_var", env_var_name),
+            oauth_client_metadata_url: self.string("oauth_client_metadata_url", http_url),
         };
         Some(ServerConfig {
             name: self.name.to_owned(),
@@ -1113,6 +1231,63 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
             }
         }
         Some(strings)
+    }
+}
+
+/// Top-level keys besides `servers`: daemon-wide settings.
+const GLOBAL_KEYS: &[&str] = &[
+    "credentials_store",
+    "oauth_callback_port",
+    "oauth_callback_url",
+    "oauth_opener",
+];
+
+/// Check one daemon-wide key and store its value in `config`.
+fn check_global(key: &str, value: &Spanned<DeValue<'_>>, problems: &mut Problems<'_>, config: &mut Config) {
+    let mut report = |message: String| problems.add(value.span(), None, Some(key), message);
+    match (key, value.get_ref()) {
+        ("credentials_store", DeValue::String(name)) => match CredentialsStoreMode::from_name(name) {
+            Some(mode) => config.credentials_store = mode,
+            None => {
+                let known = CredentialsStoreMode::ALL.map(CredentialsStoreMode::as_str).join("`, `");
+                report(format!(
+                    "unknown credentials store `{}`, expected one of `{known}`",
+                    name.escape_debug()
+                ));
+            }
+        },
+        ("oauth_callback_port", DeValue::Integer(integer)) => {
+            let number = integer_as_f64(integer);
+            if (1.0..=65535.0).contains(&number) {
+                config.oauth_callback_port = Some(number as u16);
+            } else {
+                report("expected a port number from 1 to 65535".to_owned());
+            }
+        }
+        ("oauth_callback_url", DeValue::String(url)) => match http_url(url) {
+            Ok(()) => config.oauth_callback_url = Some(url.to_string()),
+            Err(message) => report(message),
+        },
+        ("oauth_opener", DeValue::Array(items)) => {
+            let mut words = Vec::new();
+            for item in items.iter() {
+                match item.get_ref() {
+                    DeValue::String(word) if !word.contains('\0') => words.push(word.to_string()),
+                    other => {
+                        report(format!("expected strings without NUL, found {}", describe(other)));
+                        return;
+                    }
+                }
+            }
+            if words.first().is_none_or(|program| program.is_empty()) {
+                report("expected the program to run and its arguments, found no program".to_owned());
+            } else {
+                config.oauth_opener = Some(words);
+            }
+        }
+        ("oauth_callback_port", other) => report(format!("expected an integer, found {}", describe(other))),
+        ("oauth_opener", other) => report(format!("expected an array of strings, found {}", describe(other))),
+        (_, other) => report(format!("expected a string, found {}", describe(other))),
     }
 }
 

@@ -196,12 +196,86 @@ pub struct DaemonStatus {
     /// Why the config file could not be used, if it could not (the daemon then
     /// runs with no config servers until the file is fixed).
     pub config_error: Option<String>,
+    /// Where OAuth credentials are stored; `null` from a daemon that does not say.
+    #[serde(default)]
+    pub credentials_store: Option<CredentialsStoreStatus>,
+}
+
+/// Where the daemon keeps OAuth credentials (the `credentials_store` setting and what it resolved to).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CredentialsStoreStatus {
+    /// The configured mode: `auto`, `keyring`, `file` or `encrypted-file`.
+    pub mode: String,
+    /// The store in use.
+    pub backend: CredentialsBackend,
+    /// Where: the keyring's name, or the file's path (and the key's place for an encrypted file).
+    pub location: String,
+    /// Why the store differs from the first choice (e.g. no keyring, so the file is used), if it does.
+    pub note: Option<String>,
+}
+
+impl CredentialsStoreStatus {
+    /// A store status.
+    pub fn new(mode: impl Into<String>, backend: CredentialsBackend, location: impl Into<String>) -> Self {
+        Self {
+            mode: mode.into(),
+            backend,
+            location: location.into(),
+            note: None,
+        }
+    }
+
+    /// The same status with a note saying why this store was chosen.
+    pub fn with_note(mut self, note: Option<String>) -> Self {
+        self.note = note;
+        self
+    }
+}
+
+/// The kind of credential store in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum CredentialsBackend {
+    /// The OS keyring (Secret Service, macOS Keychain, Windows Credential Manager).
+    Keyring,
+    /// A 0600 JSON file in the data directory.
+    File,
+    /// An encrypted file in the data directory.
+    EncryptedFile,
+    /// None: `keyring` was configured and no keyring is available (see `note`).
+    Unavailable,
+    /// A store this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    #[schemars(skip)]
+    Unknown,
+}
+
+impl CredentialsBackend {
+    /// The wire name, e.g. `encryptedFile`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keyring => "keyring",
+            Self::File => "file",
+            Self::EncryptedFile => "encryptedFile",
+            Self::Unavailable => "unavailable",
+            Self::Unknown => "unknown",
+        }
+    }
 }
 
 impl DaemonStatus {
     /// The same status with a config error attached.
     pub fn with_config_error(mut self, config_error: Option<String>) -> Self {
         self.config_error = config_error;
+        self
+    }
+
+    /// The same status saying where credentials are stored.
+    pub fn with_credentials_store(mut self, credentials_store: Option<CredentialsStoreStatus>) -> Self {
+        self.credentials_store = credentials_store;
         self
     }
 
@@ -227,6 +301,7 @@ impl DaemonStatus {
             connections,
             last_seq,
             config_error: None,
+            credentials_store: None,
         }
     }
 }
@@ -502,6 +577,13 @@ pub struct McpServerStatus {
     pub last_exit: Option<String>,
     /// The last lines the server wrote to stderr, oldest first (at most 20).
     pub stderr_tail: Vec<String>,
+    /// How the server authenticates, computed without starting it; `null` when it could not be
+    /// determined (see `authError`).
+    #[serde(default)]
+    pub auth_status: Option<AuthStatus>,
+    /// Why `authStatus` could not be determined, e.g. a corrupt credential store (names the file).
+    #[serde(default)]
+    pub auth_error: Option<String>,
 }
 
 impl McpServerStatus {
@@ -522,6 +604,8 @@ impl McpServerStatus {
             uptime_ms: None,
             last_exit: None,
             stderr_tail: Vec::new(),
+            auth_status: None,
+            auth_error: None,
         }
     }
 }
@@ -652,6 +736,39 @@ impl FailureReason {
 impl std::fmt::Display for FailureReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How a server authenticates: codex's `McpAuthStatus` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum AuthStatus {
+    /// No authentication: a stdio or built-in server, or an HTTP server without OAuth support.
+    Unsupported,
+    /// The server supports OAuth and no usable credentials are stored: `corral login NAME`.
+    NotLoggedIn,
+    /// The config supplies the credentials (`bearer_token_env_var` or an `Authorization` header).
+    BearerToken,
+    /// Usable (or refreshable) OAuth credentials are stored.
+    #[serde(rename = "oAuth")]
+    OAuth,
+    /// A value this client does not know (sent by a newer daemon).
+    #[serde(other)]
+    #[schemars(skip)]
+    Unknown,
+}
+
+impl AuthStatus {
+    /// The wire name, e.g. `notLoggedIn`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unsupported => "unsupported",
+            Self::NotLoggedIn => "notLoggedIn",
+            Self::BearerToken => "bearerToken",
+            Self::OAuth => "oAuth",
+            Self::Unknown => "unknown",
+        }
     }
 }
 
@@ -1472,13 +1589,16 @@ pub enum DaemonNotification {
     /// `config/reloadFailed`.
     #[serde(rename = "config/reloadFailed")]
     ConfigReloadFailed(ConfigReloadFailed),
+    /// `mcpServer/oauthLogin/completed`.
+    #[serde(rename = "mcpServer/oauthLogin/completed")]
+    OauthLoginCompleted(OauthLoginCompleted),
 }
 
 impl DaemonNotification {
     /// The method names of every variant, in declaration order; what a
     /// client subscribes to. Kept next to the variants (a test checks that
     /// each variant's [`DaemonNotification::method`] is listed).
-    pub const METHODS: [&'static str; 8] = [
+    pub const METHODS: [&'static str; 9] = [
         StartupStatusUpdatedNotification::METHOD,
         ToolsListChangedNotification::METHOD,
         ResourcesListChangedNotification::METHOD,
@@ -1487,6 +1607,7 @@ impl DaemonNotification {
         ResourceUpdatedNotification::METHOD,
         ConfigReloadedNotification::METHOD,
         ConfigReloadFailedNotification::METHOD,
+        OauthLoginCompletedNotification::METHOD,
     ];
 
     /// The notification's sequence number.
@@ -1499,6 +1620,7 @@ impl DaemonNotification {
             Self::ResourceUpdated(n) => n.seq,
             Self::ConfigReloaded(n) => n.seq,
             Self::ConfigReloadFailed(n) => n.seq,
+            Self::OauthLoginCompleted(n) => n.seq,
         }
     }
 
@@ -1513,6 +1635,7 @@ impl DaemonNotification {
             Self::ResourceUpdated(_) => ResourceUpdatedNotification::METHOD,
             Self::ConfigReloaded(_) => ConfigReloadedNotification::METHOD,
             Self::ConfigReloadFailed(_) => ConfigReloadFailedNotification::METHOD,
+            Self::OauthLoginCompleted(_) => OauthLoginCompletedNotification::METHOD,
         }
     }
 }
@@ -1682,5 +1805,125 @@ impl ConfigReloadFailed {
             trigger,
             error: error.into(),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// mcpServer/oauthLogin, mcpServer/logout
+
+/// `mcpServer/oauthLogin`: start an OAuth login for a streamable-HTTP server. Returns the
+/// authorization URL at once (corrald also opens it with the configured opener); the outcome
+/// arrives as `mcpServer/oauthLogin/completed`, and on success the server is (re)started.
+#[derive(Debug)]
+pub enum McpServerOauthLogin {}
+impl Request for McpServerOauthLogin {
+    const METHOD: &'static str = "mcpServer/oauthLogin";
+    type Params = McpServerOauthLoginParams;
+    type Result = McpServerOauthLoginResult;
+}
+
+/// Params of `mcpServer/oauthLogin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct McpServerOauthLoginParams {
+    /// Server name.
+    pub name: String,
+    /// Scopes to request instead of the configured or discovered ones.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl McpServerOauthLoginParams {
+    /// A login for `name` with the default scopes.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            scopes: None,
+        }
+    }
+
+    /// The same login asking for `scopes`.
+    pub fn with_scopes(mut self, scopes: Option<Vec<String>>) -> Self {
+        self.scopes = scopes;
+        self
+    }
+}
+
+/// Result of `mcpServer/oauthLogin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct McpServerOauthLoginResult {
+    /// The URL the user opens to authorize corrald.
+    pub authorization_url: String,
+}
+
+impl McpServerOauthLoginResult {
+    /// A login waiting at `authorization_url`.
+    pub fn new(authorization_url: impl Into<String>) -> Self {
+        Self {
+            authorization_url: authorization_url.into(),
+        }
+    }
+}
+
+/// `mcpServer/oauthLogin/completed`: how a login started with `mcpServer/oauthLogin` ended.
+#[derive(Debug)]
+pub enum OauthLoginCompletedNotification {}
+impl Notification for OauthLoginCompletedNotification {
+    const METHOD: &'static str = "mcpServer/oauthLogin/completed";
+    type Params = OauthLoginCompleted;
+}
+
+/// Params of `mcpServer/oauthLogin/completed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct OauthLoginCompleted {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// Server name.
+    pub name: String,
+    /// Whether credentials were obtained and stored.
+    pub success: bool,
+    /// Why not, when `success` is false (the provider's `error_description` when it sent one).
+    pub error: Option<String>,
+}
+
+impl OauthLoginCompleted {
+    /// The outcome of a login for `name`.
+    pub fn new(seq: u64, name: impl Into<String>, error: Option<String>) -> Self {
+        Self {
+            seq,
+            name: name.into(),
+            success: error.is_none(),
+            error,
+        }
+    }
+}
+
+/// `mcpServer/logout`: delete a server's stored OAuth credentials.
+#[derive(Debug)]
+pub enum McpServerLogout {}
+impl Request for McpServerLogout {
+    const METHOD: &'static str = "mcpServer/logout";
+    type Params = McpServerGetParams;
+    type Result = McpServerLogoutResult;
+}
+
+/// Result of `mcpServer/logout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct McpServerLogoutResult {
+    /// Whether credentials were stored (and are now deleted).
+    pub removed: bool,
+}
+
+impl McpServerLogoutResult {
+    /// A logout that found credentials (`removed`) or none.
+    pub fn new(removed: bool) -> Self {
+        Self { removed }
     }
 }

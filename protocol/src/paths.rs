@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub const SOCKET_ENV: &str = "CORRAL_SOCKET";
 /// Environment variable that overrides the config file path.
 pub const CONFIG_ENV: &str = "CORRAL_CONFIG";
+/// Environment variable that overrides the data directory (stored credentials).
+pub const DATA_DIR_ENV: &str = "CORRAL_DATA_DIR";
 
 /// Longest socket path that fits `sockaddr_un.sun_path` on every Unix we
 /// support (macOS has 104 bytes including the terminating NUL).
@@ -50,6 +52,22 @@ pub fn default_config_path() -> PathBuf {
         Some(dirs) => dirs.config_dir().join("config.toml"),
         // No home directory at all: use the working directory rather than fail.
         None => PathBuf::from("corral.toml"),
+    }
+}
+
+/// The data directory (credentials files) a daemon uses when given `explicit` (or none):
+/// `$CORRAL_DATA_DIR`, then the user's data directory (`~/.local/share/corral` on Linux).
+pub fn data_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(path) = explicit {
+        return path.to_path_buf();
+    }
+    if let Some(path) = non_empty_env(DATA_DIR_ENV) {
+        return PathBuf::from(path);
+    }
+    match directories::ProjectDirs::from("", "", "corral") {
+        Some(dirs) => dirs.data_dir().to_path_buf(),
+        // No home directory at all: use the working directory rather than fail.
+        None => PathBuf::from("corral-data"),
     }
 }
 

@@ -47,6 +47,8 @@ pub fn protocol_schema() -> Value {
     method!(ResourcesSubscribe);
     method!(ResourcesUnsubscribe);
     method!(EventsReplay);
+    method!(McpServerOauthLogin);
+    method!(McpServerLogout);
     method!(ConfigReload);
 
     let mut daemon_requests = serde_json::Map::new();
@@ -83,6 +85,7 @@ pub fn protocol_schema() -> Value {
     notification!(ProgressNotification);
     notification!(ConfigReloadedNotification);
     notification!(ConfigReloadFailedNotification);
+    notification!(OauthLoginCompletedNotification);
     let version_mismatch = generator.subschema_for::<VersionMismatchData>();
     let replayable = generator.subschema_for::<DaemonNotification>();
 
@@ -127,6 +130,7 @@ pub fn examples() -> Vec<(&'static str, Value)> {
     fs_server.tool_count = Some(14);
     fs_server.uptime_ms = Some(93_000);
     fs_server.stderr_tail = vec!["Secure MCP Filesystem Server running on stdio".to_owned()];
+    fs_server.auth_status = Some(AuthStatus::Unsupported);
     fs_server.server_info = Some(ServerInfo {
         name: "secure-filesystem-server".to_owned(),
         version: "0.2.0".to_owned(),
@@ -149,8 +153,10 @@ pub fn examples() -> Vec<(&'static str, Value)> {
         "stored OAuth credentials for `linear` expired and could not be refreshed: run `corral login linear`"
             .to_owned(),
     );
+    linear.auth_status = Some(AuthStatus::NotLoggedIn);
     let mut disabled = McpServerStatus::new("github", ServerOrigin::Config, TransportKind::StreamableHttp);
     disabled.enabled = false;
+    disabled.auth_status = Some(AuthStatus::OAuth);
     let mut counts = ServerCounts::default();
     for server in [&fs_server, &linear, &disabled] {
         counts.add(server.status);
@@ -441,6 +447,49 @@ pub fn examples() -> Vec<(&'static str, Value)> {
         (
             "config-reload.response.json",
             json!({ "jsonrpc": "2.0", "id": 30, "result": ConfigReloadResult::applied(&reloaded) }),
+        ),
+        (
+            "mcp-server-oauth-login.request.json",
+            request(
+                23,
+                McpServerOauthLogin::METHOD,
+                McpServerOauthLoginParams::new("linear").with_scopes(Some(vec!["read".to_owned(), "write".to_owned()])),
+            ),
+        ),
+        (
+            "mcp-server-oauth-login.response.json",
+            response(
+                23,
+                McpServerOauthLoginResult::new(
+                    "https://auth.example/authorize?response_type=code&client_id=corral-7f3a&state=s8Xq2&code_challenge=E9Mel&code_challenge_method=S256&redirect_uri=http%3A%2F%2F127.0.0.1%3A48211%2Fcallback&resource=https%3A%2F%2Fmcp.linear.app%2Fmcp&scope=read+write",
+                ),
+            ),
+        ),
+        (
+            "oauth-login-completed.notification.json",
+            notification(
+                OauthLoginCompletedNotification::METHOD,
+                OauthLoginCompleted::new(24, "linear", None),
+            ),
+        ),
+        (
+            "oauth-login-completed.failed.notification.json",
+            notification(
+                OauthLoginCompletedNotification::METHOD,
+                OauthLoginCompleted::new(
+                    25,
+                    "linear",
+                    Some("the authorization server refused: The user denied access (access_denied)".to_owned()),
+                ),
+            ),
+        ),
+        (
+            "mcp-server-logout.request.json",
+            request(26, McpServerLogout::METHOD, McpServerGetParams::new("linear")),
+        ),
+        (
+            "mcp-server-logout.response.json",
+            response(26, McpServerLogoutResult::new(true)),
         ),
         (
             "error.protocol-version-mismatch.json",

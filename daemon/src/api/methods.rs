@@ -94,19 +94,34 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
                 context.open_connections(),
                 context.events.last_seq(),
             )
-            .with_config_error(context.config_error.get()),
+            .with_config_error(context.config_error.get())
+            .with_credentials_store(
+                context
+                    .credentials
+                    .as_ref()
+                    .map(crate::credentials::Credentials::status),
+            ),
         )
     })?;
 
     module.register_async_method(McpServerList::METHOD, |params, context, _| async move {
         let NoParams {} = parse_params::<McpServerList>(&params)?;
-        Ok::<_, ErrorObjectOwned>(McpServerListResult::new(context.supervisor.list().await?))
+        let mut servers = context.supervisor.list().await?;
+        let configs = context.supervisor.configs(None).await?;
+        super::oauth::fill_auth_status(&context, &mut servers, &configs).await;
+        Ok::<_, ErrorObjectOwned>(McpServerListResult::new(servers))
     })?;
 
     module.register_async_method(McpServerGet::METHOD, |params, context, _| async move {
         let McpServerGetParams { name, .. } = parse_params::<McpServerGet>(&params)?;
         match context.supervisor.get(name.clone()).await? {
-            Some(server) => Ok(McpServerGetResult::new(server)),
+            Some(server) => {
+                let mut servers = [server];
+                let configs = context.supervisor.configs(Some(name.clone())).await?;
+                super::oauth::fill_auth_status(&context, &mut servers, &configs).await;
+                let [server] = servers;
+                Ok(McpServerGetResult::new(server))
+            }
             None => Err(rpc_error(
                 ErrorCode::ServerNotFound,
                 format!("no MCP server named `{name}`"),
@@ -116,6 +131,7 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
 
     super::tools::register(&mut module)?;
     super::catalog::register(&mut module)?;
+    super::oauth::register(&mut module)?;
     register_control::<McpServerStart>(&mut module, ControlAction::Start)?;
     register_control::<McpServerStop>(&mut module, ControlAction::Stop)?;
     register_control::<McpServerRestart>(&mut module, ControlAction::Restart)?;

@@ -9,6 +9,7 @@ mod catalog;
 mod connection;
 mod forward;
 mod methods;
+mod oauth;
 #[cfg(windows)]
 pub mod pipe;
 mod session;
@@ -54,12 +55,35 @@ pub struct DaemonContext {
     pub(crate) wedge_release: std::sync::Mutex<Option<CancellationToken>>,
     /// Whether `debug/*` methods for tests and benchmarks are registered.
     pub(crate) test_hooks: bool,
+    /// Stored OAuth credentials; `None` only in contexts built without a store.
+    pub(crate) credentials: Option<crate::credentials::Credentials>,
+    /// The config's daemon-wide OAuth settings (callback listener, opener).
+    pub(crate) oauth_settings: crate::oauth::OAuthSettings,
+    /// OAuth logins waiting for the browser.
+    pub(crate) logins: oauth::Logins,
+    /// When each server last had a step-up authorization (insufficient scope), to bound them.
+    pub(crate) step_ups: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
+    /// The daemon's shutdown: ends logins still waiting.
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
     connections: AtomicU32,
     /// One permit per open connection, at most [`MAX_CONNECTIONS`].
     connection_slots: Arc<Semaphore>,
 }
 
 impl DaemonContext {
+    /// The same context with a credential store, OAuth settings and the daemon's shutdown token.
+    pub fn with_oauth(
+        mut self,
+        credentials: crate::credentials::Credentials,
+        settings: crate::oauth::OAuthSettings,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        self.credentials = Some(credentials);
+        self.oauth_settings = settings;
+        self.shutdown = shutdown;
+        self
+    }
+
     /// Context for a daemon that started at `started`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -84,6 +108,11 @@ impl DaemonContext {
             reload,
             wedge_release: std::sync::Mutex::new(None),
             test_hooks,
+            credentials: None,
+            oauth_settings: crate::oauth::OAuthSettings::default(),
+            logins: oauth::Logins::default(),
+            step_ups: std::sync::Mutex::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
             connections: AtomicU32::new(0),
             connection_slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         }

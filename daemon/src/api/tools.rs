@@ -100,11 +100,25 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let progress = progress_token.map(|token| (frontends, &session.link, token));
         let request = CallToolRequest::new(request);
         // The clock stops while an elicitation of this server waits on the user.
-        let Answer { typed, raw } = frontends
+        let answer = frontends
             .active_time_timeout(&server, timeout, forward::send(&target, request, progress))
             .await
-            .ok_or_else(|| timeout_error(&server, &what, timeout))?
-            .map_err(|error| send_error(&server, &what, error))?;
+            .ok_or_else(|| timeout_error(&server, &what, timeout))?;
+        let Answer { typed, raw } = match answer {
+            Ok(answer) => answer,
+            Err(SendError::Service(error)) if crate::http::required_scope(&error).is_some() => {
+                // 403 insufficient_scope: re-authorize with the scope the server asked for.
+                let required = crate::http::required_scope(&error).unwrap_or_default();
+                let step_up = super::oauth::step_up(context.clone(), &server, &required).await;
+                let error = send_error(&server, &what, SendError::Service(error));
+                return Err(ErrorObjectOwned::owned(
+                    error.code(),
+                    format!("{}; {step_up}", error.message()),
+                    error.data().map(|data| serde_json::from_str::<serde_json::Value>(data.get()).unwrap_or_default()),
+                ));
+            }
+            Err(error) => return Err(send_error(&server, &what, error)),
+        };
         match typed {
             ServerResult::CallToolResult(result) => forward::json(raw, &result),
             _ => Err(rpc_error(

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corral_client::protocol::config::{self, TransportConfig};
-use corral_client::protocol::{DaemonStatus, FailureReason, McpServerStatus, ServerStatus, paths};
+use corral_client::protocol::{CredentialsBackend, DaemonStatus, FailureReason, McpServerStatus, ServerStatus, paths};
 use corral_client::{Client, ClientError, ConnectOptions};
 use serde::Serialize;
 
@@ -204,7 +204,7 @@ pub(crate) async fn run(socket: Option<&Path>) -> Report {
     if let Some(status) = &service_status {
         checks.push(service_check(status, daemon.is_some()));
     }
-    checks.push(credential_check());
+    checks.push(credential_check(daemon.as_ref().map(|(_, status)| status)));
 
     Report {
         ok: checks.iter().all(|check| check.level != Level::Error),
@@ -539,16 +539,63 @@ fn service_check(status: &service::ServiceStatus, reachable: bool) -> Check {
     }
 }
 
-/// The credential store (keyring or file) and whether it works.
-///
-/// Hook for the OAuth work: once corrald stores tokens, this asks the daemon
-/// which store is in use and whether the keyring answers, and reports a
-/// broken keyring with the fallback it uses. Until then there is nothing to
-/// check, and the line says so rather than pretending.
-fn credential_check() -> Check {
-    Check::new(
-        "credentials",
-        Level::Info,
-        "not checked: this version stores no credentials (OAuth for HTTP servers is not implemented yet)",
-    )
+/// The credential store corrald uses (keyring or file), and why when it is
+/// not the first choice (e.g. no keyring answers, so `auto` uses the file).
+fn credential_check(status: Option<&DaemonStatus>) -> Check {
+    let Some(status) = status else {
+        return Check::new(
+            "credentials",
+            Level::Info,
+            "not checked: corrald is not running (it decides which store it uses when it starts)",
+        );
+    };
+    let Some(store) = &status.credentials_store else {
+        return Check::new(
+            "credentials",
+            Level::Info,
+            "corrald did not say where it keeps credentials",
+        );
+    };
+    let note = store
+        .note
+        .as_deref()
+        .map(|note| format!(" ({note})"))
+        .unwrap_or_default();
+    let mode = &store.mode;
+    match store.backend {
+        CredentialsBackend::Keyring => Check::new(
+            "credentials",
+            Level::Ok,
+            format!(
+                "the OS keyring ({}), credentials_store = \"{mode}\"{note}",
+                store.location
+            ),
+        ),
+        CredentialsBackend::File | CredentialsBackend::EncryptedFile => {
+            let kind = if store.backend == CredentialsBackend::File {
+                "a 0600 file"
+            } else {
+                "an encrypted file"
+            };
+            let check = Check::new(
+                "credentials",
+                if store.note.is_some() { Level::Info } else { Level::Ok },
+                format!("{kind}, {}, credentials_store = \"{mode}\"{note}", store.location),
+            );
+            if mode == "auto" && store.note.is_some() {
+                check.fix(
+                    "to keep tokens in the OS keyring instead, run corrald where a Secret Service \
+                     (e.g. gnome-keyring) answers on the session bus",
+                )
+            } else {
+                check
+            }
+        }
+        _ => Check::new(
+            "credentials",
+            Level::Error,
+            format!("no usable store, credentials_store = \"{mode}\"{note}"),
+        )
+        .fix("start a keyring (Secret Service), or set `credentials_store = \"file\"` in the config"),
+    }
 }

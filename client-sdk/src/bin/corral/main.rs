@@ -107,6 +107,20 @@ enum Command {
         /// Only this server's
         server: Option<String>,
     },
+    /// Log in to a streamable-HTTP server with OAuth: prints the authorization URL (also opened in
+    /// the browser by corrald), waits for the login to finish, and the server restarts with it
+    Login {
+        /// Server name as in the config file
+        name: String,
+        /// Scopes to request instead of the configured or discovered ones: `--scopes read,write`
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+    },
+    /// Delete a server's stored OAuth credentials
+    Logout {
+        /// Server name as in the config file
+        name: String,
+    },
     /// Follow server status changes until Ctrl-C
     Events {
         /// First print the notifications after this sequence number that the daemon still remembers
@@ -225,6 +239,14 @@ fn main() -> ExitCode {
         Command::Stop { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Stop, name)),
         Command::Restart { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Restart, name)),
         Command::Events { since } => run_daemon_command(&cli, DaemonCommand::Events { since: *since }),
+        Command::Login { name, scopes } => run_daemon_command(
+            &cli,
+            DaemonCommand::Login {
+                name,
+                scopes: scopes.clone(),
+            },
+        ),
+        Command::Logout { name } => run_daemon_command(&cli, DaemonCommand::Logout(name)),
     };
     match outcome {
         Ok(code) => code,
@@ -290,6 +312,11 @@ enum DaemonCommand<'a> {
         since: Option<u64>,
     },
     ConfigReload,
+    Login {
+        name: &'a str,
+        scopes: Option<Vec<String>>,
+    },
+    Logout(&'a str),
 }
 
 /// What `corral resources|prompts` lists.
@@ -464,6 +491,19 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
         DaemonCommand::Events { since } => {
             return follow_events(&mut client, since, cli.json).await;
         }
+        DaemonCommand::Login { name, scopes } => return login(&mut client, name, scopes).await,
+        DaemonCommand::Logout(name) => {
+            let result = client.mcp_server_logout(name).await?;
+            if cli.json {
+                emit_pretty_json(&result)?;
+            } else if result.removed {
+                emit_line(&format!(
+                    "Logged out of {name}: its stored OAuth credentials are deleted."
+                ))?;
+            } else {
+                emit_line(&format!("{name} had no stored OAuth credentials."))?;
+            }
+        }
         DaemonCommand::ConfigReload => {
             let result = client.config_reload().await?;
             if cli.json {
@@ -585,6 +625,63 @@ fn service_command(command: &ServiceCommand, json: bool) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `corral login` waits for the outcome: the daemon gives up after 300 s itself.
+const LOGIN_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(330);
+
+/// `corral login`: start the login, print the URL, wait for `mcpServer/oauthLogin/completed`.
+async fn login(client: &mut Client, name: &str, scopes: Option<Vec<String>>) -> anyhow::Result<ExitCode> {
+    use corral_client::protocol::DaemonNotification;
+    use std::io::{IsTerminal as _, Write as _};
+    // Subscribed before asking, so a login that finishes at once is not missed.
+    let mut notifications = client
+        .take_notifications()
+        .context("the notification stream was already taken")?;
+    let started = client.mcp_server_oauth_login(name, scopes).await?;
+    emit_line(&format!("Open this URL to log in to {name} (corrald also opened it):"))?;
+    emit_line(&format!("  {}", started.authorization_url))?;
+    let interactive = std::io::stderr().is_terminal();
+    let frames = ['|', '/', '-', '\\'];
+    let mut frame = 0usize;
+    if !interactive {
+        eprintln!("waiting for the login to finish...");
+    }
+    let deadline = tokio::time::Instant::now() + LOGIN_BACKSTOP;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let outcome = loop {
+        tokio::select! {
+            _ = tick.tick(), if interactive => {
+                eprint!("\r{} waiting for the browser to finish the login (Ctrl-C to stop waiting)", frames[frame % frames.len()]);
+                let _ = std::io::stderr().flush();
+                frame += 1;
+            }
+            () = tokio::time::sleep_until(deadline) => break Err(anyhow::anyhow!("no outcome from corrald within {} s", LOGIN_BACKSTOP.as_secs())),
+            next = notifications.next() => match next {
+                Some(Ok(ClientNotification::Daemon(DaemonNotification::OauthLoginCompleted(done)))) if done.name == name => {
+                    break Ok(done);
+                }
+                Some(_) => {}
+                None => break Err(ClientError::Disconnected.into()),
+            },
+        }
+    };
+    if interactive {
+        eprint!("\r\x1b[2K");
+    }
+    let done = outcome?;
+    match done.error {
+        None => {
+            emit_line(&format!(
+                "Logged in to {name}; corrald is restarting it with the new credentials."
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(error) => {
+            eprintln!("Login to {name} failed: {error}");
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
 }
 
 /// `corral events`: optional replay, then live notifications until Ctrl-C.

@@ -58,6 +58,13 @@ pub(crate) fn status(status: &DaemonStatus) -> String {
     if let Some(error) = &status.config_error {
         pairs.push(("config error", one_line(error, usize::MAX)));
     }
+    if let Some(store) = &status.credentials_store {
+        let mut line = format!("{} ({}, mode {})", store.backend.as_str(), store.location, store.mode);
+        if let Some(note) = &store.note {
+            line.push_str(&format!("; {note}"));
+        }
+        pairs.push(("credentials", line));
+    }
     pairs.push(("servers", status.servers.to_string()));
     pairs.push(("connections", status.connections.to_string()));
     pairs.push(("last event", status.last_seq.to_string()));
@@ -123,6 +130,14 @@ pub(crate) fn server_details(server: &McpServerStatus) -> String {
         ("restarts", server.restart_count.to_string()),
         ("server info", or_dash(server_info)),
         ("failure reason", or_dash(server.failure_reason.as_ref().map(wire_name))),
+        (
+            "auth",
+            match (&server.auth_status, &server.auth_error) {
+                (_, Some(error)) => format!("unknown: {}", one_line(error, usize::MAX)),
+                (Some(status), None) => status.as_str().to_owned(),
+                (None, None) => "-".to_owned(),
+            },
+        ),
         ("error", or_dash(server.error.as_ref())),
         ("last exit", or_dash(server.last_exit.as_ref())),
     ];
@@ -325,6 +340,15 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
             trigger_name(failed.trigger),
             failed.error.lines().collect::<Vec<_>>().join(" | ")
         ),
+        ClientNotification::Daemon(DaemonNotification::OauthLoginCompleted(done)) => match &done.error {
+            None => format!("[{}] {}: OAuth login succeeded", done.seq, done.name),
+            Some(error) => format!(
+                "[{}] {}: OAuth login failed: {}",
+                done.seq,
+                done.name,
+                one_line(error, 300)
+            ),
+        },
         other => format!("[?] {}", other.method()),
     }
 }

@@ -1,0 +1,515 @@
+//! Where OAuth credentials live: the OS keyring, a 0600 file, or an encrypted file, chosen by the
+//! `credentials_store` setting, and the per-server view rmcp's `AuthorizationManager` reads and
+//! writes through ([`ServerCredentialStore`], an `rmcp::transport::auth::CredentialStore`).
+//!
+//! Every server's record is one JSON document ([`CredentialRecord`]) under a key made of the server
+//! name and a hash of its URL, so a server whose URL changes starts logged out instead of sending
+//! one provider's token to another. The record holds rmcp's `StoredCredentials` plus the expiry as
+//! an absolute time, which is what `authStatus` classifies ([`classify`]) without starting the
+//! server.
+//!
+//! Invariants:
+//! - every backend call blocks (D-Bus round trips, fsync), so it runs in `spawn_blocking`;
+//! - a store that cannot be read is an error naming the file or keyring, never "no credentials":
+//!   treating it as logged out would make the next login overwrite a token that is still good;
+//! - no error or log line contains a token: parse errors report a position and a category only;
+//! - one refresh per server at a time: [`ServerCredentialStore`] hands rmcp a per-key guard that
+//!   every manager of that server shares, and the rotated refresh token is on disk (file: temp
+//!   file, fsync, rename) before rmcp returns the new access token.
+
+mod encrypted;
+mod file;
+mod keyring;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use corral_protocol::config::CredentialsStoreMode;
+use corral_protocol::messages::{CredentialsBackend, CredentialsStoreStatus};
+use rmcp::transport::auth::{AuthError, CredentialRefreshGuard, CredentialStore, StoredCredentials};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+pub use encrypted::EncryptedFileBackend;
+pub use file::FileBackend;
+pub use keyring::KeyringBackend;
+
+/// A token that expires within this many seconds counts as expired: rmcp refreshes this close to
+/// the end (its `REFRESH_BUFFER_SECS`), so `authStatus` and startup agree on what is usable.
+pub const REFRESH_WINDOW_SECS: u64 = 30;
+
+/// Service name of keyring entries.
+pub const KEYRING_SERVICE: &str = "corral";
+
+/// Plain credentials file in the data directory.
+pub const CREDENTIALS_FILE: &str = "credentials.json";
+/// Encrypted credentials file in the data directory.
+pub const ENCRYPTED_CREDENTIALS_FILE: &str = "credentials.enc";
+/// Key of the encrypted file when there is no keyring.
+pub const KEY_FILE: &str = "credentials.key";
+
+/// One server's stored credentials, as kept in every backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialRecord {
+    /// Format version, 1.
+    pub version: u32,
+    /// The server the credentials were obtained for.
+    pub server: String,
+    /// Its URL at the time (the key also hashes it).
+    pub url: String,
+    /// When the access token expires, in seconds since the Unix epoch, if the provider said.
+    pub expires_at: Option<u64>,
+    /// The provider rejected the refresh token (`invalid_grant`): a new login is needed. The
+    /// credentials are kept (and shown) until then.
+    #[serde(default)]
+    pub refresh_rejected: bool,
+    /// What rmcp stores: client id, token response, granted scopes, time received.
+    pub credentials: StoredCredentials,
+}
+
+impl CredentialRecord {
+    /// A record for freshly saved credentials.
+    pub fn new(server: &str, url: &str, credentials: StoredCredentials) -> Self {
+        Self {
+            version: 1,
+            server: server.to_owned(),
+            url: url.to_owned(),
+            expires_at: expires_at(&credentials),
+            refresh_rejected: false,
+            credentials,
+        }
+    }
+}
+
+/// The absolute expiry of `credentials`: time received plus `expires_in`.
+pub fn expires_at(credentials: &StoredCredentials) -> Option<u64> {
+    use oauth2::TokenResponse as _;
+    let expires_in = credentials.token_response.as_ref()?.expires_in()?;
+    Some(credentials.token_received_at?.saturating_add(expires_in.as_secs()))
+}
+
+/// What the stored credentials of a server allow, without asking anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialState {
+    /// Nothing stored.
+    Missing,
+    /// A token that can be used, or refreshed.
+    Usable,
+    /// Stored, but a login is needed: expired (or about to) with no refresh token, blank client id
+    /// or token, or a refresh the provider rejected.
+    AuthorizationRequired,
+}
+
+/// Classify a stored record at `now` (seconds since the epoch), with codex's rules.
+pub fn classify(record: Option<&CredentialRecord>, now: u64) -> CredentialState {
+    use oauth2::TokenResponse as _;
+    let Some(record) = record else {
+        return CredentialState::Missing;
+    };
+    let credentials = &record.credentials;
+    let Some(token) = credentials.token_response.as_ref() else {
+        return CredentialState::AuthorizationRequired;
+    };
+    if record.refresh_rejected || credentials.client_id.trim().is_empty() {
+        return CredentialState::AuthorizationRequired;
+    }
+    let refreshable = token
+        .refresh_token()
+        .is_some_and(|refresh| !refresh.secret().trim().is_empty());
+    let near_expiry = record
+        .expires_at
+        .or_else(|| expires_at(credentials))
+        .is_some_and(|expires_at| now.saturating_add(REFRESH_WINDOW_SECS) >= expires_at);
+    if near_expiry {
+        return if refreshable {
+            CredentialState::Usable
+        } else {
+            CredentialState::AuthorizationRequired
+        };
+    }
+    if token.access_token().secret().trim().is_empty() && !refreshable {
+        return CredentialState::AuthorizationRequired;
+    }
+    CredentialState::Usable
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_epoch_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// The key of a server's record: its name and the first 16 hex digits of SHA-256 of its URL.
+pub fn store_key(server: &str, url: &str) -> String {
+    let digest = sha2::Sha256::digest(url.as_bytes());
+    let hex: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    format!("{server}|{hex}")
+}
+
+/// A key-value store of records; every method blocks.
+#[derive(Debug)]
+pub enum Backend {
+    /// The OS keyring.
+    Keyring(KeyringBackend),
+    /// A plain 0600 file.
+    File(FileBackend),
+    /// An encrypted file.
+    EncryptedFile(EncryptedFileBackend),
+    /// `keyring` was configured and there is none; every operation fails with this reason.
+    Unavailable(String),
+}
+
+impl Backend {
+    fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        match self {
+            Backend::Keyring(keyring) => keyring.get(key),
+            Backend::File(file) => file.get(key),
+            Backend::EncryptedFile(file) => file.get(key),
+            Backend::Unavailable(reason) => Err(anyhow::anyhow!("no credential store: {reason}")),
+        }
+    }
+
+    fn set(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        match self {
+            Backend::Keyring(keyring) => keyring.set(key, value),
+            Backend::File(file) => file.set(key, value),
+            Backend::EncryptedFile(file) => file.set(key, value),
+            Backend::Unavailable(reason) => Err(anyhow::anyhow!("no credential store: {reason}")),
+        }
+    }
+
+    fn delete(&self, key: &str) -> anyhow::Result<bool> {
+        match self {
+            Backend::Keyring(keyring) => keyring.delete(key),
+            Backend::File(file) => file.delete(key),
+            Backend::EncryptedFile(file) => file.delete(key),
+            Backend::Unavailable(reason) => Err(anyhow::anyhow!("no credential store: {reason}")),
+        }
+    }
+
+    /// Where records are, for error messages.
+    fn describe(&self) -> String {
+        match self {
+            Backend::Keyring(keyring) => keyring.describe(),
+            Backend::File(file) => format!("credentials file {}", file.path().display()),
+            Backend::EncryptedFile(file) => format!("encrypted credentials file {}", file.path().display()),
+            Backend::Unavailable(_) => "no credential store".to_owned(),
+        }
+    }
+}
+
+/// The daemon's credential store: one backend, and the refresh guards of every server.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    inner: Arc<CredentialsInner>,
+}
+
+#[derive(Debug)]
+struct CredentialsInner {
+    backend: Backend,
+    status: CredentialsStoreStatus,
+    /// One async mutex per record key: held by whoever refreshes that server's token.
+    refresh_guards: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Credentials {
+    /// Open the store `mode` names, with files in `data_dir`. Blocks (probes the keyring): call it
+    /// from `spawn_blocking` or before the runtime is busy.
+    pub fn open(mode: CredentialsStoreMode, data_dir: &Path) -> Self {
+        let (backend, status) = open_backend(mode, data_dir);
+        let backend_name = status.backend.as_str();
+        if let Some(note) = &status.note {
+            tracing::warn!(mode = %mode, backend = backend_name, %note, "credential store");
+        } else {
+            tracing::info!(mode = %mode, backend = backend_name, location = %status.location, "credential store");
+        }
+        Self::from_backend(backend, status)
+    }
+
+    /// A store over `backend` (tests use the mock keyring through this).
+    pub fn from_backend(backend: Backend, status: CredentialsStoreStatus) -> Self {
+        Self {
+            inner: Arc::new(CredentialsInner {
+                backend,
+                status,
+                refresh_guards: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// What `daemon/status` shows.
+    pub fn status(&self) -> CredentialsStoreStatus {
+        self.inner.status.clone()
+    }
+
+    /// The store of one server's credentials, for rmcp.
+    pub fn for_server(&self, server: &str, url: &str) -> ServerCredentialStore {
+        ServerCredentialStore {
+            credentials: self.clone(),
+            server: server.to_owned(),
+            url: url.to_owned(),
+            key: store_key(server, url),
+        }
+    }
+
+    fn refresh_guard(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut guards = self
+            .inner
+            .refresh_guards
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guards.entry(key.to_owned()).or_default().clone()
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Backend) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let credentials = self.clone();
+        tokio::task::spawn_blocking(move || operation(&credentials.inner.backend))
+            .await
+            .context("credential store task failed")?
+    }
+}
+
+fn open_backend(mode: CredentialsStoreMode, data_dir: &Path) -> (Backend, CredentialsStoreStatus) {
+    let file = || {
+        let backend = FileBackend::new(data_dir.join(CREDENTIALS_FILE));
+        let location = backend.path().display().to_string();
+        (Backend::File(backend), location)
+    };
+    match mode {
+        CredentialsStoreMode::File => {
+            let (backend, location) = file();
+            (
+                backend,
+                CredentialsStoreStatus::new(mode.as_str(), CredentialsBackend::File, location),
+            )
+        }
+        CredentialsStoreMode::Keyring | CredentialsStoreMode::Auto => match KeyringBackend::open().and_then(|keyring| {
+            // `auto` must not pick a keyring that answers but cannot store (a Secret Service
+            // without a default collection needs a password prompt, which a daemon never sees).
+            if mode == CredentialsStoreMode::Auto {
+                keyring.probe_write()?;
+            }
+            Ok(keyring)
+        }) {
+            Ok(keyring) => {
+                let location = keyring.describe();
+                let status = CredentialsStoreStatus::new(mode.as_str(), CredentialsBackend::Keyring, location);
+                (Backend::Keyring(keyring), status)
+            }
+            Err(reason) if mode == CredentialsStoreMode::Auto => {
+                let (backend, location) = file();
+                let note = format!("no OS keyring ({reason}), using the file");
+                let status = CredentialsStoreStatus::new(mode.as_str(), CredentialsBackend::File, location)
+                    .with_note(Some(note));
+                (backend, status)
+            }
+            Err(reason) => {
+                let note = format!("no OS keyring: {reason}");
+                let status = CredentialsStoreStatus::new(mode.as_str(), CredentialsBackend::Unavailable, "none")
+                    .with_note(Some(note.clone()));
+                (Backend::Unavailable(note), status)
+            }
+        },
+        CredentialsStoreMode::EncryptedFile => {
+            let path = data_dir.join(ENCRYPTED_CREDENTIALS_FILE);
+            let (key_source, note) = match KeyringBackend::open() {
+                Ok(keyring) => (encrypted::KeySource::Keyring(keyring), None),
+                Err(reason) => (
+                    encrypted::KeySource::File(data_dir.join(KEY_FILE)),
+                    Some(format!("no OS keyring ({reason}), the key is in a 0600 key file")),
+                ),
+            };
+            let backend = EncryptedFileBackend::new(path, key_source);
+            let location = format!("{} (key: {})", backend.path().display(), backend.key_location());
+            let status =
+                CredentialsStoreStatus::new(mode.as_str(), CredentialsBackend::EncryptedFile, location).with_note(note);
+            (Backend::EncryptedFile(backend), status)
+        }
+        _ => {
+            let (backend, location) = file();
+            (
+                backend,
+                CredentialsStoreStatus::new(mode.as_str(), CredentialsBackend::File, location),
+            )
+        }
+    }
+}
+
+/// One server's credentials, as rmcp's `AuthorizationManager` sees them.
+#[derive(Debug, Clone)]
+pub struct ServerCredentialStore {
+    credentials: Credentials,
+    server: String,
+    url: String,
+    key: String,
+}
+
+impl ServerCredentialStore {
+    /// The stored record, if any; an unreadable store is an error naming it.
+    pub async fn load_record(&self) -> anyhow::Result<Option<CredentialRecord>> {
+        let key = self.key.clone();
+        let server = self.server.clone();
+        self.credentials
+            .blocking(move |backend| {
+                let Some(text) = backend.get(&key)? else {
+                    return Ok(None);
+                };
+                let record: CredentialRecord = serde_json::from_str(&text).map_err(|error| {
+                    anyhow::anyhow!(
+                        "the stored credentials of server `{server}` in the {} are corrupt ({})",
+                        backend.describe(),
+                        json_error_position(&error)
+                    )
+                })?;
+                Ok(Some(record))
+            })
+            .await
+    }
+
+    /// Store `record` (atomically for files).
+    pub async fn save_record(&self, record: CredentialRecord) -> anyhow::Result<()> {
+        let key = self.key.clone();
+        let text = serde_json::to_string(&record).context("cannot encode credentials")?;
+        self.credentials.blocking(move |backend| backend.set(&key, &text)).await
+    }
+
+    /// Delete the record; `true` when there was one.
+    pub async fn delete_record(&self) -> anyhow::Result<bool> {
+        let key = self.key.clone();
+        self.credentials.blocking(move |backend| backend.delete(&key)).await
+    }
+
+    /// How the stored credentials stand now.
+    pub async fn state(&self) -> anyhow::Result<CredentialState> {
+        Ok(classify(self.load_record().await?.as_ref(), now_epoch_secs()))
+    }
+
+    /// The server this store belongs to.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+}
+
+fn store_error(error: &anyhow::Error) -> AuthError {
+    AuthError::CredentialStoreError(format!("{error:#}"))
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for ServerCredentialStore {
+    async fn load(&self) -> Result<Option<StoredCredentials>, AuthError> {
+        let record = self.load_record().await.map_err(|error| store_error(&error))?;
+        Ok(record.map(|record| record.credentials))
+    }
+
+    async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
+        let record = CredentialRecord::new(&self.server, &self.url, credentials);
+        self.save_record(record).await.map_err(|error| store_error(&error))?;
+        tracing::debug!(server = %self.server, "credentials saved");
+        Ok(())
+    }
+
+    async fn clear(&self) -> Result<(), AuthError> {
+        self.delete_record().await.map_err(|error| store_error(&error))?;
+        Ok(())
+    }
+
+    /// Keep the credentials (the user sees what they were logged in as) but mark them as needing a
+    /// new login, so `authStatus` says `notLoggedIn` and the failure says `reauthenticationRequired`.
+    async fn on_refresh_token_rejected(&self, rejected: &StoredCredentials) -> Result<(), AuthError> {
+        tracing::warn!(server = %self.server, "the authorization server rejected the refresh token");
+        let Some(mut record) = self.load_record().await.map_err(|error| store_error(&error))? else {
+            return Ok(());
+        };
+        // Only the credentials that were rejected: a login that replaced them meanwhile stays good.
+        if record.credentials.token_received_at == rejected.token_received_at {
+            record.refresh_rejected = true;
+            self.save_record(record).await.map_err(|error| store_error(&error))?;
+        }
+        Ok(())
+    }
+
+    async fn acquire_refresh_guard(&self) -> Result<Option<CredentialRefreshGuard>, AuthError> {
+        let guard = self.credentials.refresh_guard(&self.key).lock_owned().await;
+        Ok(Some(CredentialRefreshGuard::new(guard)))
+    }
+}
+
+/// Where a JSON document broke, without quoting it (it holds tokens).
+pub fn json_error_position(error: &serde_json::Error) -> String {
+    let category = match error.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "unexpected content",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    format!("{category} at line {} column {}", error.line(), error.column())
+}
+
+/// Create `dir` (0700 on Unix) if missing.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+/// Write `bytes` to `path` atomically and durably: a 0600 temp file in the same directory, fsync,
+/// rename over `path`, fsync the directory. A crash leaves the old file or the new one, never half.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_private_dir(dir)?;
+    let file_name = path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+    let temp_path: PathBuf = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let result = (|| {
+        let mut file = options
+            .open(&temp_path)
+            .with_context(|| format!("cannot create {}", temp_path.display()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write {}", temp_path.display()))?;
+        std::fs::rename(&temp_path, path).with_context(|| format!("cannot replace {}", path.display()))?;
+        // The rename is only durable once the directory is.
+        if let Ok(dir_handle) = std::fs::File::open(dir) {
+            let _ = dir_handle.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp_path);
+    }
+    result
+}
+
+/// Read `path`: `None` when it does not exist, an error naming it otherwise.
+fn read_file(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(anyhow::anyhow!("cannot read {}: {error}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

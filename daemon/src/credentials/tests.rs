@@ -1,0 +1,299 @@
+use std::sync::Arc;
+
+use rmcp::transport::auth::{CredentialStore as _, OAuthTokenResponse, StoredCredentials};
+use serde_json::json;
+
+use super::*;
+
+fn token(access: &str, refresh: Option<&str>, expires_in: Option<u64>) -> OAuthTokenResponse {
+    let mut value = json!({ "access_token": access, "token_type": "Bearer" });
+    if let Some(refresh) = refresh {
+        value["refresh_token"] = json!(refresh);
+    }
+    if let Some(expires_in) = expires_in {
+        value["expires_in"] = json!(expires_in);
+    }
+    serde_json::from_value(value).expect("a token response")
+}
+
+fn record(client_id: &str, token: Option<OAuthTokenResponse>, received_at: Option<u64>) -> CredentialRecord {
+    CredentialRecord::new(
+        "linear",
+        "https://mcp.example/mcp",
+        StoredCredentials::new(client_id.to_owned(), token, vec!["read".to_owned()], received_at),
+    )
+}
+
+const NOW: u64 = 1_800_000_000;
+
+#[test]
+fn credentials_are_classified_like_codex() {
+    let state = |record: Option<CredentialRecord>| classify(record.as_ref(), NOW);
+    assert_eq!(state(None), CredentialState::Missing);
+    // Unexpired, no refresh token: usable.
+    let fresh = record("client", Some(token("at", None, Some(3600))), Some(NOW));
+    assert_eq!(fresh.expires_at, Some(NOW + 3600));
+    assert_eq!(state(Some(fresh)), CredentialState::Usable);
+    // No expiry known: usable as is.
+    assert_eq!(
+        state(Some(record("client", Some(token("at", None, None)), None))),
+        CredentialState::Usable
+    );
+    // Expired but refreshable: usable.
+    let expired_refreshable = record("client", Some(token("at", Some("rt"), Some(60))), Some(NOW - 120));
+    assert_eq!(state(Some(expired_refreshable.clone())), CredentialState::Usable);
+    // Expired, no refresh token: a login is needed; likewise inside the refresh window.
+    let expired = record("client", Some(token("at", None, Some(60))), Some(NOW - 120));
+    assert_eq!(state(Some(expired)), CredentialState::AuthorizationRequired);
+    let near = record("client", Some(token("at", None, Some(20))), Some(NOW));
+    assert_eq!(state(Some(near)), CredentialState::AuthorizationRequired);
+    let near_blank_refresh = record("client", Some(token("at", Some("  "), Some(20))), Some(NOW));
+    assert_eq!(state(Some(near_blank_refresh)), CredentialState::AuthorizationRequired);
+    // Blank client id, blank access token, no token at all.
+    let blank_client = record(" ", Some(token("at", Some("rt"), Some(3600))), Some(NOW));
+    assert_eq!(state(Some(blank_client)), CredentialState::AuthorizationRequired);
+    let blank_access = record("client", Some(token("", None, Some(3600))), Some(NOW));
+    assert_eq!(state(Some(blank_access)), CredentialState::AuthorizationRequired);
+    assert_eq!(
+        state(Some(record("client", None, None))),
+        CredentialState::AuthorizationRequired
+    );
+    // A refresh the provider rejected.
+    let mut rejected = expired_refreshable;
+    rejected.refresh_rejected = true;
+    assert_eq!(state(Some(rejected)), CredentialState::AuthorizationRequired);
+}
+
+#[test]
+fn keys_separate_servers_and_urls() {
+    let key = store_key("linear", "https://a.example/mcp");
+    assert!(key.starts_with("linear|") && key.len() == "linear|".len() + 16, "{key}");
+    assert_ne!(key, store_key("linear", "https://b.example/mcp"));
+    assert_ne!(key, store_key("other", "https://a.example/mcp"));
+}
+
+fn file_store(dir: &Path) -> Credentials {
+    let backend = FileBackend::new(dir.join(CREDENTIALS_FILE));
+    let status = CredentialsStoreStatus::new("file", CredentialsBackend::File, "test");
+    Credentials::from_backend(Backend::File(backend), status)
+}
+
+#[tokio::test]
+async fn the_file_round_trips_is_private_and_leaves_no_temp_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let credentials = file_store(&data);
+    let linear = credentials.for_server("linear", "https://mcp.example/mcp");
+    let github = credentials.for_server("github", "https://gh.example/mcp");
+    assert!(linear.load().await.expect("empty store").is_none());
+    let saved = StoredCredentials::new(
+        "client".to_owned(),
+        Some(token("at-1", Some("rt-1"), Some(60))),
+        vec![],
+        Some(NOW),
+    );
+    linear.save(saved).await.expect("save");
+    github
+        .save(StoredCredentials::new(
+            "gh".to_owned(),
+            Some(token("gh-at", None, None)),
+            vec![],
+            None,
+        ))
+        .await
+        .expect("save");
+    let record = linear.load_record().await.expect("load").expect("stored");
+    assert_eq!(record.expires_at, Some(NOW + 60));
+    assert_eq!(record.credentials.client_id, "client");
+    let path = data.join(CREDENTIALS_FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).expect("file exists").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "credentials file mode {mode:o}");
+        let dir_mode = std::fs::metadata(&data).expect("dir exists").permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700, "data dir mode {dir_mode:o}");
+    }
+    let names: Vec<_> = std::fs::read_dir(&data)
+        .expect("list")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from(CREDENTIALS_FILE)]);
+    // Clearing one server keeps the other; clearing the last removes the file.
+    linear.clear().await.expect("clear");
+    assert!(linear.load().await.expect("load").is_none());
+    assert!(github.load().await.expect("load").is_some());
+    github.clear().await.expect("clear");
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn a_corrupt_file_is_an_error_naming_it_without_quoting_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let credentials = file_store(dir.path());
+    let path = dir.path().join(CREDENTIALS_FILE);
+    for content in [
+        "{\"version\": 1, \"entries\": {\"linear|x\": \"secret-token-value\"".to_owned(),
+        "{\"version\": 1, \"entries\": {\"linear|x\": [\"secret-token-value\"]}}".to_owned(),
+        "not json secret-token-value".to_owned(),
+    ] {
+        std::fs::write(&path, &content).expect("write");
+        let linear = credentials.for_server("linear", "https://mcp.example/mcp");
+        let error = linear.load().await.expect_err("corrupt file is an error").to_string();
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(error.contains("corrupt"), "{error}");
+        assert!(!error.contains("secret-token-value"), "{error}");
+        // A save must not overwrite the other servers' logins in a file it cannot read.
+        let saved = StoredCredentials::new("c".to_owned(), Some(token("at", None, None)), vec![], None);
+        linear.save(saved).await.expect_err("save into a corrupt file fails");
+        assert_eq!(std::fs::read_to_string(&path).expect("still there"), content);
+    }
+    // A record that is valid JSON but not a record names the server and the file.
+    let document = json!({ "version": 1, "entries": { store_key("linear", "https://mcp.example/mcp"): "{\"secret-token-value\": 1}" } });
+    std::fs::write(&path, document.to_string()).expect("write");
+    let linear = credentials.for_server("linear", "https://mcp.example/mcp");
+    let error = format!("{:#}", linear.load_record().await.expect_err("bad record"));
+    assert!(
+        error.contains("server `linear`") && error.contains(&path.display().to_string()),
+        "{error}"
+    );
+    assert!(!error.contains("secret-token-value"), "{error}");
+}
+
+#[tokio::test]
+async fn the_encrypted_file_round_trips_and_rejects_a_wrong_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(ENCRYPTED_CREDENTIALS_FILE);
+    let key_path = dir.path().join(KEY_FILE);
+    let open = || {
+        let backend = EncryptedFileBackend::new(path.clone(), encrypted::KeySource::File(key_path.clone()));
+        let status = CredentialsStoreStatus::new("encrypted-file", CredentialsBackend::EncryptedFile, "test");
+        Credentials::from_backend(Backend::EncryptedFile(backend), status)
+    };
+    let store = open().for_server("linear", "https://mcp.example/mcp");
+    let saved = StoredCredentials::new(
+        "client".to_owned(),
+        Some(token("at-secret", Some("rt-secret"), Some(60))),
+        vec![],
+        Some(NOW),
+    );
+    store.save(saved).await.expect("save");
+    let sealed = std::fs::read(&path).expect("file written");
+    assert!(sealed.starts_with(b"CORRALE1"));
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("secret"),
+        "the file is not plain text"
+    );
+    assert_eq!(std::fs::read(&key_path).expect("key written").len(), 32);
+    // A new daemon reads it back.
+    let again = open().for_server("linear", "https://mcp.example/mcp");
+    let record = again.load_record().await.expect("decrypts").expect("stored");
+    assert_eq!(record.credentials.client_id, "client");
+    // Another key: a clear error naming the file, not "logged out".
+    std::fs::write(&key_path, [7u8; 32]).expect("replace key");
+    let error = format!("{:#}", again.load_record().await.expect_err("wrong key"));
+    assert!(
+        error.contains(&path.display().to_string()) && error.contains("cannot be decrypted"),
+        "{error}"
+    );
+    // A missing key with the file present is an error too.
+    std::fs::remove_file(&key_path).expect("remove key");
+    let error = format!("{:#}", again.load_record().await.expect_err("no key"));
+    assert!(error.contains("key is missing"), "{error}");
+}
+
+fn mock_keyring() -> KeyringBackend {
+    let store: Arc<keyring_core::CredentialStore> = keyring_core::mock::Store::new().expect("mock store");
+    KeyringBackend::with_store(store, "mock")
+}
+
+#[tokio::test]
+async fn the_keyring_round_trips_and_keeps_the_encrypted_files_key() {
+    let keyring = mock_keyring();
+    let status = CredentialsStoreStatus::new("keyring", CredentialsBackend::Keyring, "mock");
+    let credentials = Credentials::from_backend(Backend::Keyring(keyring.clone()), status);
+    let store = credentials.for_server("linear", "https://mcp.example/mcp");
+    assert!(store.load().await.expect("empty").is_none());
+    store
+        .save(StoredCredentials::new(
+            "client".to_owned(),
+            Some(token("at", Some("rt"), Some(60))),
+            vec![],
+            Some(NOW),
+        ))
+        .await
+        .expect("save");
+    assert_eq!(
+        store.load_record().await.expect("load").expect("stored").expires_at,
+        Some(NOW + 60)
+    );
+    assert!(store.delete_record().await.expect("delete"));
+    assert!(!store.delete_record().await.expect("delete again"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(ENCRYPTED_CREDENTIALS_FILE);
+    let backend = EncryptedFileBackend::new(path.clone(), encrypted::KeySource::Keyring(keyring.clone()));
+    let status = CredentialsStoreStatus::new("encrypted-file", CredentialsBackend::EncryptedFile, "test");
+    let encrypted = Credentials::from_backend(Backend::EncryptedFile(backend), status);
+    let store = encrypted.for_server("linear", "https://mcp.example/mcp");
+    store
+        .save(StoredCredentials::new(
+            "client".to_owned(),
+            Some(token("at", None, None)),
+            vec![],
+            None,
+        ))
+        .await
+        .expect("save");
+    assert_eq!(
+        keyring
+            .get_secret("credentials-file-key")
+            .expect("read")
+            .map(|key| key.len()),
+        Some(32)
+    );
+    assert!(
+        !dir.path().join(KEY_FILE).exists(),
+        "no key file when the keyring holds the key"
+    );
+    assert!(store.load().await.expect("decrypts").is_some());
+}
+
+#[tokio::test]
+async fn a_rejected_refresh_marks_the_record_and_keeps_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let credentials = file_store(dir.path());
+    let store = credentials.for_server("linear", "https://mcp.example/mcp");
+    let saved = StoredCredentials::new(
+        "client".to_owned(),
+        Some(token("at", Some("rt"), Some(60))),
+        vec![],
+        Some(NOW),
+    );
+    store.save(saved.clone()).await.expect("save");
+    assert_eq!(store.state().await.expect("state"), CredentialState::Usable);
+    store.on_refresh_token_rejected(&saved).await.expect("mark");
+    let record = store.load_record().await.expect("load").expect("kept");
+    assert!(record.refresh_rejected);
+    assert_eq!(
+        store.state().await.expect("state"),
+        CredentialState::AuthorizationRequired
+    );
+}
+
+#[tokio::test]
+async fn one_refresh_guard_per_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let credentials = file_store(dir.path());
+    // Two managers of the same server (e.g. the transport was rebuilt) share the guard.
+    let first = credentials.for_server("linear", "https://mcp.example/mcp");
+    let second = credentials.for_server("linear", "https://mcp.example/mcp");
+    let held = first.acquire_refresh_guard().await.expect("guard").expect("some guard");
+    let same = credentials.refresh_guard(&store_key("linear", "https://mcp.example/mcp"));
+    assert!(same.try_lock().is_err(), "the second manager of the server must wait");
+    let other = credentials.refresh_guard(&store_key("github", "https://gh.example/mcp"));
+    assert!(other.try_lock().is_ok(), "another server is not held up");
+    drop(held);
+    assert!(same.try_lock().is_ok(), "released with the guard");
+    assert!(second.acquire_refresh_guard().await.expect("guard").is_some());
+}

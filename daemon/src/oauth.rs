@@ -1,0 +1,602 @@
+//! OAuth for streamable-HTTP servers, on top of rmcp's `auth` feature: the login flow (discovery,
+//! registration, PKCE, Corral's own loopback callback listener, the opener), the OAuth-managed
+//! HTTP client a server's transport uses afterwards, and `authStatus`.
+//!
+//! rmcp does the protocol: RFC 9728 / RFC 8414 / OIDC discovery (seeded by the server's
+//! `WWW-Authenticate` challenge when there is one), pre-registered client, client ID metadata
+//! document or dynamic registration, PKCE S256, the RFC 8707 `resource` parameter, the code
+//! exchange and refreshes. Corral adds what rmcp leaves to the application: where credentials are
+//! stored (`credentials`), the redirect listener, opening the URL, the scope precedence
+//! (explicit > configured `scopes` > the challenge's scope > discovered `scopes_supported`, the
+//! last two by rmcp), and what the daemon does with the outcome.
+//!
+//! Invariants: no token, code, client secret or authorization URL appears in a log line (the URL
+//! carries the PKCE challenge and state, and goes only to the caller and the opener); a callback
+//! whose `state` is not the login's is answered 400 and ignored, so a stray or forged request
+//! cannot end or hijack the login; one login per server at a time (the API enforces it).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use corral_protocol::AuthStatus;
+use corral_protocol::config::{Config, HttpConfig};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthClientConfig, OAuthState};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::credentials::{CredentialState, Credentials, ServerCredentialStore};
+
+/// How long a login waits for the browser to come back.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long discovery requests for `authStatus` and the challenge probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Client name sent in dynamic client registration.
+const CLIENT_NAME: &str = "Corral";
+
+/// The daemon-wide OAuth settings of the config.
+#[derive(Debug, Clone, Default)]
+pub struct OAuthSettings {
+    /// `oauth_callback_port`.
+    pub callback_port: Option<u16>,
+    /// `oauth_callback_url`.
+    pub callback_url: Option<String>,
+    /// `oauth_opener`.
+    pub opener: Option<Vec<String>>,
+}
+
+impl OAuthSettings {
+    /// The settings of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            callback_port: config.oauth_callback_port,
+            callback_url: config.oauth_callback_url.clone(),
+            opener: config.oauth_opener.clone(),
+        }
+    }
+}
+
+/// A login waiting for the browser: the URL to open, and the task that finishes it.
+#[derive(Debug)]
+pub struct PendingLogin {
+    /// The authorization URL (also handed to the opener).
+    pub authorization_url: String,
+    /// Resolves when the login ended: `Err` says why it failed, without secrets.
+    pub outcome: oneshot::Receiver<Result<(), String>>,
+}
+
+/// What a login needs to know about its server.
+#[derive(Debug, Clone)]
+pub struct LoginTarget {
+    /// Server name.
+    pub name: String,
+    /// Its HTTP config.
+    pub http: HttpConfig,
+    /// Where its credentials go.
+    pub store: ServerCredentialStore,
+}
+
+/// The redirect URI and the socket that receives it.
+struct CallbackListener {
+    listener: tokio::net::TcpListener,
+    redirect_uri: String,
+    path: String,
+}
+
+async fn bind_callback(settings: &OAuthSettings) -> anyhow::Result<CallbackListener> {
+    if let Some(callback_url) = &settings.callback_url {
+        let url = url::Url::parse(callback_url).context("oauth_callback_url is not a valid URL")?;
+        let host = url.host_str().unwrap_or_default();
+        let bind_ip: IpAddr = match host.trim_start_matches('[').trim_end_matches(']') {
+            "localhost" | "127.0.0.1" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "::1" => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            // The browser reaches a non-loopback callback host from elsewhere: listen on all interfaces.
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let port = settings.callback_port.or(url.port_or_known_default()).unwrap_or(0);
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(bind_ip, port))
+            .await
+            .with_context(|| format!("cannot listen for the OAuth callback on port {port}"))?;
+        return Ok(CallbackListener {
+            listener,
+            redirect_uri: callback_url.clone(),
+            path: url.path().to_owned(),
+        });
+    }
+    let port = settings.callback_port.unwrap_or(0);
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+        .await
+        .with_context(|| format!("cannot listen for the OAuth callback on 127.0.0.1:{port}"))?;
+    let port = listener.local_addr().context("callback listener address")?.port();
+    Ok(CallbackListener {
+        listener,
+        redirect_uri: format!("http://127.0.0.1:{port}/callback"),
+        path: "/callback".to_owned(),
+    })
+}
+
+/// Ask the server once without credentials: its 401/403 `WWW-Authenticate` challenge seeds
+/// discovery (RFC 9728 `resource_metadata`, the required `scope`).
+pub async fn probe_challenge(url: &str) -> Option<String> {
+    let client = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build().ok()?;
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": { "name": "corrald", "version": env!("CARGO_PKG_VERSION") },
+        },
+    });
+    let response = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    if !matches!(response.status().as_u16(), 401 | 403) {
+        return None;
+    }
+    let challenge = response.headers().get(reqwest::header::WWW_AUTHENTICATE)?;
+    challenge.to_str().ok().map(str::to_owned)
+}
+
+/// The client secret of a pre-registered client, from the environment variable the config names.
+fn client_secret(http: &HttpConfig) -> anyhow::Result<Option<String>> {
+    let Some(variable) = &http.oauth_client_secret_env_var else {
+        return Ok(None);
+    };
+    match std::env::var(variable) {
+        Ok(secret) if !secret.trim().is_empty() => Ok(Some(secret)),
+        Ok(_) => anyhow::bail!("environment variable `{variable}` (oauth_client_secret_env_var) is empty"),
+        Err(std::env::VarError::NotPresent) => {
+            anyhow::bail!("environment variable `{variable}` (oauth_client_secret_env_var) is not set")
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("environment variable `{variable}` (oauth_client_secret_env_var) is not valid Unicode")
+        }
+    }
+}
+
+/// Start a login: bind the callback listener, discover, register, build the authorization URL,
+/// hand it to the opener, and leave a task waiting for the redirect.
+pub async fn start_login(
+    target: LoginTarget,
+    explicit_scopes: Option<Vec<String>>,
+    settings: &OAuthSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<PendingLogin> {
+    let LoginTarget { name, http, store } = target;
+    let secret = client_secret(&http)?;
+    let callback = bind_callback(settings).await?;
+    let challenge = probe_challenge(&http.url).await;
+    let mut oauth = OAuthState::new(http.url.as_str(), None)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot prepare the OAuth login: {error}"))?;
+    if let OAuthState::Unauthorized(manager) = &mut oauth {
+        manager.set_credential_store(store.clone());
+    }
+    let mut request = AuthorizationRequest::new(callback.redirect_uri.clone()).with_client_name(CLIENT_NAME);
+    if let Some(client_id) = &http.oauth_client_id {
+        request = request.with_preregistered_client(client_id.clone());
+        if let Some(secret) = &secret {
+            request = request.with_client_secret(secret.clone());
+        }
+    } else if let Some(metadata_url) = &http.oauth_client_metadata_url {
+        request = request.with_client_metadata_url(metadata_url.clone());
+    }
+    if let Some(challenge) = &challenge {
+        request = request.with_challenge(challenge.clone());
+    }
+    // Explicit > configured; with neither, rmcp takes the challenge's scope, then the
+    // discovered `scopes_supported`, then none.
+    let scopes = explicit_scopes
+        .filter(|scopes| !scopes.is_empty())
+        .or_else(|| (!http.scopes.is_empty()).then(|| http.scopes.clone()));
+    if let Some(scopes) = scopes {
+        request = request.with_scopes(scopes);
+    }
+    oauth
+        .start_authorization(request)
+        .await
+        .map_err(|error| anyhow::anyhow!("OAuth discovery or client registration failed: {error}"))?;
+    let mut authorization_url = oauth
+        .get_authorization_url()
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot build the authorization URL: {error}"))?;
+    if let Some(resource) = &http.oauth_resource {
+        authorization_url = with_query_param(&authorization_url, "resource", resource);
+    }
+    let expected_state = query_param(&authorization_url, "state")
+        .ok_or_else(|| anyhow::anyhow!("the authorization URL has no state parameter"))?;
+    tracing::info!(server = %name, redirect_uri = %callback.redirect_uri, "OAuth login started");
+    open_url(settings.opener.as_deref(), &authorization_url, &name);
+
+    let (outcome_tx, outcome) = oneshot::channel();
+    tokio::spawn(async move {
+        let result = wait_for_callback(&name, oauth, callback, &expected_state, shutdown).await;
+        match &result {
+            Ok(()) => tracing::info!(server = %name, "OAuth login completed"),
+            Err(error) => tracing::warn!(server = %name, "OAuth login failed: {error}"),
+        }
+        let _ = outcome_tx.send(result);
+    });
+    Ok(PendingLogin {
+        authorization_url,
+        outcome,
+    })
+}
+
+/// One request to the callback listener, answered by the login task.
+struct CallbackHit {
+    query: HashMap<String, String>,
+    reply: oneshot::Sender<(StatusCode, String)>,
+}
+
+async fn wait_for_callback(
+    name: &str,
+    mut oauth: OAuthState,
+    callback: CallbackListener,
+    expected_state: &str,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let (hits_tx, mut hits) = mpsc::channel::<CallbackHit>(8);
+    let stop_listening = CancellationToken::new();
+    let path = Arc::<str>::from(callback.path.as_str());
+    tokio::spawn(serve_callback(callback.listener, path, hits_tx, stop_listening.clone()));
+    let _stop = stop_listening.drop_guard();
+    let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
+    loop {
+        let hit = tokio::select! {
+            hit = hits.recv() => match hit {
+                Some(hit) => hit,
+                None => return Err("the callback listener stopped".to_owned()),
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(format!("no answer from the browser within {} s", LOGIN_TIMEOUT.as_secs()));
+            }
+            () = shutdown.cancelled() => {
+                return Err("cancelled: a new login for this server started, or corrald is shutting down".to_owned());
+            }
+        };
+        let state = hit.query.get("state").map(String::as_str);
+        if state != Some(expected_state) {
+            // Not this login's redirect (stale tab, forged request): refuse it and keep waiting.
+            tracing::warn!(server = %name, "OAuth callback with a state that is not this login's; ignored");
+            let _ = hit.reply.send((
+                StatusCode::BAD_REQUEST,
+                page(
+                    "Invalid OAuth callback",
+                    "This link does not belong to the login Corral is waiting for.",
+                ),
+            ));
+            continue;
+        }
+        if let Some(error) = hit.query.get("error") {
+            let description = hit.query.get("error_description").map_or("", String::as_str);
+            let message = if description.is_empty() {
+                format!("the authorization server refused: {error}")
+            } else {
+                format!("the authorization server refused: {description} ({error})")
+            };
+            let _ = hit
+                .reply
+                .send((StatusCode::BAD_REQUEST, page("Login failed", &message)));
+            return Err(message);
+        }
+        let Some(code) = hit.query.get("code") else {
+            let message = "the redirect carried neither a code nor an error".to_owned();
+            let _ = hit
+                .reply
+                .send((StatusCode::BAD_REQUEST, page("Login failed", &message)));
+            return Err(message);
+        };
+        let issuer = hit.query.get("iss").map(String::as_str);
+        return match oauth.handle_callback_with_issuer(code, expected_state, issuer).await {
+            Ok(()) => {
+                let _ = hit.reply.send((
+                    StatusCode::OK,
+                    page(
+                        "Logged in",
+                        &format!("Corral is now logged in to {name}. You can close this window."),
+                    ),
+                ));
+                Ok(())
+            }
+            Err(error) => {
+                let message = format!("exchanging the authorization code failed: {error}");
+                let _ = hit
+                    .reply
+                    .send((StatusCode::BAD_GATEWAY, page("Login failed", &message)));
+                Err(message)
+            }
+        };
+    }
+}
+
+/// A small HTML page; `text` is escaped.
+fn page(title: &str, text: &str) -> String {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Corral: {title}</title></head>\
+         <body><h1>{title}</h1><p>{text}</p></body></html>\n",
+        title = escape(title),
+        text = escape(text)
+    )
+}
+
+/// Serve the callback path until `stop`: every request on it goes to the login task.
+async fn serve_callback(
+    listener: tokio::net::TcpListener,
+    path: Arc<str>,
+    hits: mpsc::Sender<CallbackHit>,
+    stop: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "OAuth callback listener: accept failed");
+                    continue;
+                }
+            },
+        };
+        let path = path.clone();
+        let hits = hits.clone();
+        // Not cancelled with the listener: the last answer (the success or error page) is
+        // written after the login task has finished. Bounded instead.
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                let path = path.clone();
+                let hits = hits.clone();
+                async move { Ok::<_, Infallible>(answer_callback(request, &path, &hits).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+        });
+    }
+}
+
+async fn answer_callback(
+    request: Request<hyper::body::Incoming>,
+    path: &str,
+    hits: &mpsc::Sender<CallbackHit>,
+) -> Response<Full<Bytes>> {
+    let respond = |status: StatusCode, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        response
+    };
+    if request.uri().path() != path {
+        return respond(StatusCode::NOT_FOUND, page("Not found", "Nothing here."));
+    }
+    let query: HashMap<String, String> = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let (reply_tx, reply) = oneshot::channel();
+    if hits.send(CallbackHit { query, reply: reply_tx }).await.is_err() {
+        return respond(
+            StatusCode::GONE,
+            page("Login over", "Corral is no longer waiting for this login."),
+        );
+    }
+    match reply.await {
+        Ok((status, body)) => respond(status, body),
+        Err(_) => respond(
+            StatusCode::GONE,
+            page("Login over", "Corral is no longer waiting for this login."),
+        ),
+    }
+}
+
+/// `url` with query parameter `name` set to `value` (replacing any).
+fn with_query_param(url: &str, name: &str, value: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(key, _)| key != name)
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair(name, value);
+    parsed.to_string()
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    parsed
+        .query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Hand the URL to the opener (the configured command, else the system browser). Failing to
+/// open is not fatal: the URL was returned to the caller too.
+fn open_url(opener: Option<&[String]>, url: &str, server: &str) {
+    let argv: Vec<String> = match opener {
+        Some(argv) => argv.iter().cloned().chain(std::iter::once(url.to_owned())).collect(),
+        None => default_opener(url),
+    };
+    if let Err(error) = crate::stdio::spawn_opener(&argv) {
+        tracing::warn!(
+            server,
+            "cannot open the authorization URL (it was returned to the caller): {error:#}"
+        );
+    }
+}
+
+#[cfg(target_os = "macos")]
+fn default_opener(url: &str) -> Vec<String> {
+    vec!["open".to_owned(), url.to_owned()]
+}
+
+#[cfg(windows)]
+fn default_opener(url: &str) -> Vec<String> {
+    // `start` is a cmd built-in; the empty title keeps a quoted URL from being taken as one.
+    vec![
+        "cmd".to_owned(),
+        "/C".to_owned(),
+        "start".to_owned(),
+        String::new(),
+        url.to_owned(),
+    ]
+}
+
+#[cfg(not(any(target_os = "macos", windows)))]
+fn default_opener(url: &str) -> Vec<String> {
+    vec!["xdg-open".to_owned(), url.to_owned()]
+}
+
+/// The OAuth-managed HTTP client for a server with stored credentials, or `None` when it has
+/// none (then the plain client goes out unauthenticated and a 401 says a login is needed).
+///
+/// One per server run, cloned into every transport of that run, so every request shares one
+/// `AuthorizationManager` behind one mutex: concurrent requests that find the token expired
+/// refresh it once (the second waits for the lock, then reads the refreshed token). The store's
+/// refresh guard extends that to managers of other runs.
+pub async fn auth_client(
+    http: &HttpConfig,
+    store: &ServerCredentialStore,
+    base: reqwest::Client,
+) -> anyhow::Result<Option<AuthClient<reqwest::Client>>> {
+    if store.state().await? == CredentialState::Missing {
+        return Ok(None);
+    }
+    let mut manager = AuthorizationManager::new(http.url.as_str())
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot prepare OAuth: {error}"))?;
+    manager.set_credential_store(store.clone());
+    let restored = manager
+        .initialize_from_store()
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot use the stored OAuth credentials: {error}"))?;
+    if !restored {
+        return Ok(None);
+    }
+    if let (Some(client_id), Some(secret)) = (&http.oauth_client_id, client_secret(http)?) {
+        // A confidential client refreshes with its secret, which is not stored.
+        let config = OAuthClientConfig::new(client_id.clone(), "http://127.0.0.1/callback").with_client_secret(secret);
+        manager
+            .configure_client(config)
+            .map_err(|error| anyhow::anyhow!("cannot configure the OAuth client: {error}"))?;
+    }
+    Ok(Some(AuthClient::new(base, manager)))
+}
+
+/// `authStatus` of an HTTP server, without starting it: an explicit `Authorization` →
+/// `bearerToken`; stored credentials → `oAuth` if usable, `notLoggedIn` if a login is needed;
+/// none → `notLoggedIn` when the server asked for a login (its last start failed with 401) or
+/// publishes OAuth metadata (RFC 9728 / RFC 8414 well-known documents), else `unsupported`.
+/// `Err` when the store cannot be read: never reported as logged out.
+pub async fn auth_status(
+    http: &HttpConfig,
+    explicit_authorization: bool,
+    asked_for_login: bool,
+    store: &ServerCredentialStore,
+) -> anyhow::Result<AuthStatus> {
+    if explicit_authorization {
+        return Ok(AuthStatus::BearerToken);
+    }
+    match store.state().await? {
+        CredentialState::Usable => return Ok(AuthStatus::OAuth),
+        CredentialState::AuthorizationRequired => return Ok(AuthStatus::NotLoggedIn),
+        CredentialState::Missing => {}
+    }
+    if asked_for_login || publishes_oauth_metadata(&http.url).await {
+        Ok(AuthStatus::NotLoggedIn)
+    } else {
+        Ok(AuthStatus::Unsupported)
+    }
+}
+
+/// How long a discovery answer is reused by `authStatus`: `mcpServer/list` must not send a
+/// round of well-known requests to every server each time a front-end refreshes its view.
+const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+
+/// Discovery answers by URL, with when they were found. A cache, not state: losing it costs one
+/// discovery per server.
+static DISCOVERED: std::sync::LazyLock<std::sync::Mutex<HashMap<String, (std::time::Instant, bool)>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Whether rmcp's discovery finds OAuth metadata for the server (GETs of well-known documents
+/// only: listing servers must not open MCP sessions). Bounded by [`PROBE_TIMEOUT`], reused for
+/// [`DISCOVERY_TTL`].
+async fn publishes_oauth_metadata(url: &str) -> bool {
+    let cached = DISCOVERED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(url)
+        .filter(|(at, _)| at.elapsed() < DISCOVERY_TTL)
+        .map(|(_, found)| *found);
+    if let Some(found) = cached {
+        return found;
+    }
+    let discovered = async {
+        let manager = AuthorizationManager::new(url).await.ok()?;
+        manager.resolve_metadata().await.ok()
+    };
+    let found = matches!(tokio::time::timeout(PROBE_TIMEOUT, discovered).await, Ok(Some(_)));
+    DISCOVERED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(url.to_owned(), (std::time::Instant::now(), found));
+    found
+}
+
+/// The credential store of a server, if the daemon has one.
+pub fn server_store(credentials: Option<&Credentials>, name: &str, http: &HttpConfig) -> Option<ServerCredentialStore> {
+    credentials.map(|credentials| credentials.for_server(name, &http.url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_override_replaces_the_parameter() {
+        let url = "https://auth.example/authorize?client_id=c&resource=https%3A%2F%2Fa&state=s";
+        let replaced = with_query_param(url, "resource", "https://b.example/");
+        assert_eq!(
+            query_param(&replaced, "resource").as_deref(),
+            Some("https://b.example/")
+        );
+        assert_eq!(query_param(&replaced, "state").as_deref(), Some("s"));
+        assert_eq!(replaced.matches("resource=").count(), 1, "{replaced}");
+    }
+
+    #[test]
+    fn pages_escape_what_the_provider_sent() {
+        let html = page("Login failed", "<script>alert(1)</script> & more");
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; more"),
+            "{html}"
+        );
+    }
+}
