@@ -11,6 +11,39 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# System peers from Debian's packages, installed first (as root, with apt) when missing:
+# - Node.js with npm and Python's venv, for the peers below;
+# - systemd's tools (systemd-socket-activate, systemd-analyze) for tests/tests/service.rs,
+#   installed without being booted into;
+# - a private D-Bus session with gnome-keyring's Secret Service, so the OS-keyring credential
+#   store is tested against the real thing (tests/tests/credentials.rs, oauth.rs);
+# - `ip`, to bring up loopback in the private network namespace of the conformance run
+#   (tests/tests/conformance.rs, which runs as root: `unshare -n`).
+missing=()
+packages=(systemd gnome-keyring dbus iproute2)
+for tool in systemd-socket-activate systemd-analyze gnome-keyring-daemon dbus-daemon dbus-send ip; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+  packages+=(nodejs npm)
+fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+  packages+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing system peers (missing: ${missing[*]}): apt packages ${packages[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  else
+    echo "error: the tests need ${missing[*]}: install them first, e.g." >&2
+    echo "error: 'sudo apt-get install --no-install-recommends ${packages[*]}', then rerun $0." >&2
+    exit 1
+  fi
+fi
+
 echo "==> installing test peers (tests/peers)"
 # npm peers (front-end libraries, real MCP servers): pinned by package-lock.json.
 if [ ! -d tests/peers/node_modules ] || [ tests/peers/package-lock.json -nt tests/peers/node_modules/.package-lock.json ]; then
@@ -31,30 +64,6 @@ if [ ! -x "$peers_venv/bin/python" ] || [ ! -f "$peers_stamp" ] || [ tests/peers
   "$peers_venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
     -r tests/peers/requirements.txt
   touch "$peers_stamp"
-fi
-
-# System peers from Debian's packages, installed (as root, with apt) when missing:
-# - systemd's tools (systemd-socket-activate, systemd-analyze) for tests/tests/service.rs,
-#   installed without being booted into;
-# - a private D-Bus session with gnome-keyring's Secret Service, so the OS-keyring credential
-#   store is tested against the real thing (tests/tests/credentials.rs, oauth.rs);
-# - `ip`, to bring up loopback in the private network namespace of the conformance run
-#   (tests/tests/conformance.rs).
-missing=()
-for tool in systemd-socket-activate systemd-analyze gnome-keyring-daemon dbus-daemon dbus-send ip; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "==> installing system peers (${missing[*]} missing): apt packages systemd gnome-keyring dbus iproute2"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      systemd gnome-keyring dbus iproute2 >/dev/null
-  else
-    echo "error: the tests need ${missing[*]}: install them first, e.g." >&2
-    echo "error: 'sudo apt-get install --no-install-recommends systemd gnome-keyring dbus iproute2', then rerun $0." >&2
-    exit 1
-  fi
 fi
 
 echo "==> building corrald and corral"

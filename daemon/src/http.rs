@@ -7,16 +7,16 @@
 //!
 //! **The seam for authentication.** Everything here is generic over rmcp's
 //! [`StreamableHttpClient`]; which client a server gets is decided in one
-//! place, [`HttpBackend`] (built by [`HttpBackend::for_server`]). Today it is
-//! a plain `reqwest::Client` with no global timeout (a timeout would cut the
-//! long-lived SSE `GET`). An OAuth-managed client (rmcp's
-//! `AuthClient<reqwest::Client>`, whose error type is also
-//! `reqwest::Error`) is added as another variant, and
-//! [`HttpBackend::connect`] dispatches to the same generic [`connect_with`].
+//! place, [`HttpBackend`]: a plain `reqwest::Client` with no global timeout
+//! (a timeout would cut the long-lived SSE `GET`, [`HttpBackend::plain`]),
+//! or rmcp's OAuth-managed `AuthClient<reqwest::Client>` (whose error type
+//! is also `reqwest::Error`), chosen in `server.rs::run_http` when stored
+//! credentials exist; [`HttpBackend::connect`] dispatches both to the same
+//! generic [`connect_with`].
 //! Static headers, env headers and a bearer env var are resolved by
 //! [`prepare`]; a stored token must never be used when the config has an
-//! explicit `Authorization` header or `bearer_token_env_var`
-//! ([`Prepared::has_explicit_authorization`]).
+//! `Authorization` header (static or from the environment, set or not) or
+//! `bearer_token_env_var` ([`Prepared::has_explicit_authorization`]).
 //!
 //! **Retries.** `initialize` and the first `tools/list` are retried after
 //! transient failures (connect errors, no response, HTTP 408/429/500/502/503/504)
@@ -206,10 +206,18 @@ pub(crate) fn prepare(
             "both an `Authorization` header and `bearer_token_env_var` are configured; keep one".to_owned(),
         ));
     }
+    // Configured, not just sent: an `env_http_headers` Authorization whose
+    // variable is unset today still means "this server's credentials are not
+    // OAuth's" (the same answer `authStatus` and `oauthLogin` give).
+    let configured_authorization = config
+        .http_headers
+        .keys()
+        .chain(config.env_http_headers.keys())
+        .any(|name| name.eq_ignore_ascii_case(AUTHORIZATION.as_str()));
     Ok(Prepared {
         url: Arc::from(config.url.as_str()),
         headers,
-        explicit_authorization: header_authorization || bearer_token.is_some(),
+        explicit_authorization: header_authorization || configured_authorization || bearer_token.is_some(),
         bearer_token,
     })
 }
@@ -252,12 +260,12 @@ pub(crate) enum HttpBackend {
 }
 
 impl HttpBackend {
-    /// The client for a server. It has a connect timeout but no overall
+    /// A plain client for a server. It has a connect timeout but no overall
     /// request timeout, which would cut the long-lived SSE `GET` short.
-    pub(crate) fn for_server(prepared: &Prepared) -> Result<Self, HttpFailure> {
-        // The OAuth variant goes here, and only when this is false: a stored
-        // token is never loaded for a server whose config sets `Authorization`.
-        let _explicit_authorization = prepared.has_explicit_authorization();
+    /// `server.rs` wraps it in rmcp's `AuthClient` ([`HttpBackend::OAuth`])
+    /// when the server has stored OAuth credentials and its config sets no
+    /// `Authorization` of its own.
+    pub(crate) fn plain() -> Result<Self, HttpFailure> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()

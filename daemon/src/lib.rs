@@ -160,6 +160,7 @@ pub async fn run(
         events.clone(),
         config_error.clone(),
         options.config_poll_interval,
+        reload::DaemonSettings::of(&config),
     );
     tracker.spawn(reloader.run(shutdown.child_token()));
     let context = Arc::new(

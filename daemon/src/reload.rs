@@ -160,6 +160,50 @@ pub struct Reloader {
     /// Bytes last read (`None`: the file did not exist or could not be read).
     last_bytes: Option<Vec<u8>>,
     poll_interval: Duration,
+    /// The daemon-wide settings corrald started with, which a reload cannot change.
+    startup_settings: DaemonSettings,
+}
+
+/// The daemon-wide keys of the config file. They are read once, at startup
+/// (the credential store is opened and the OAuth settings fixed then): a
+/// reload that changes one says so in its warnings, and the change takes
+/// effect when corrald restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    credentials_store: config::CredentialsStoreMode,
+    oauth_callback_port: Option<u16>,
+    oauth_callback_url: Option<String>,
+    oauth_opener: Option<Vec<String>>,
+}
+
+impl DaemonSettings {
+    /// The daemon-wide settings of `config`.
+    pub fn of(config: &config::Config) -> Self {
+        Self {
+            credentials_store: config.credentials_store,
+            oauth_callback_port: config.oauth_callback_port,
+            oauth_callback_url: config.oauth_callback_url.clone(),
+            oauth_opener: config.oauth_opener.clone(),
+        }
+    }
+
+    /// One warning per key whose value in `new` differs from this one.
+    fn changed_in(&self, new: &Self) -> Vec<String> {
+        let changed = [
+            ("credentials_store", self.credentials_store != new.credentials_store),
+            (
+                "oauth_callback_port",
+                self.oauth_callback_port != new.oauth_callback_port,
+            ),
+            ("oauth_callback_url", self.oauth_callback_url != new.oauth_callback_url),
+            ("oauth_opener", self.oauth_opener != new.oauth_opener),
+        ];
+        changed
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(key, _)| format!("`{key}` changed: it is read when corrald starts; restart corrald to apply it"))
+            .collect()
+    }
 }
 
 /// The config file as it was just before the daemon first loaded it.
@@ -189,6 +233,7 @@ pub fn prepare(
     events: Arc<EventHub>,
     config_error: ConfigErrorCell,
     poll_interval: Duration,
+    startup_settings: DaemonSettings,
 ) -> (Reloader, ReloadHandle) {
     let (sender, requests) = mpsc::channel(4);
     let FileSnapshot {
@@ -204,6 +249,7 @@ pub fn prepare(
         seen,
         last_bytes,
         poll_interval,
+        startup_settings,
     };
     (reloader, ReloadHandle { requests: sender })
 }
@@ -275,11 +321,13 @@ impl Reloader {
             Ok(config) => config,
             Err(error) => return Some(self.refuse(trigger, error.to_string())),
         };
+        let settings_warnings = self.startup_settings.changed_in(&DaemonSettings::of(&config));
         service::notify(Notice::Reloading);
-        let diff = match self.supervisor.apply_config(config).await {
+        let mut diff = match self.supervisor.apply_config(config).await {
             Ok(diff) => diff,
             Err(SupervisorStopped) => return None,
         };
+        diff.warnings.extend(settings_warnings);
         self.config_error.set(None);
         tracing::info!(
             config = %path_text,

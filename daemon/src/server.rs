@@ -646,7 +646,7 @@ impl ServerTask {
             Ok(prepared) => prepared,
             Err(failure) => return failed(self, failure),
         };
-        let backend = match HttpBackend::for_server(&prepared) {
+        let backend = match HttpBackend::plain() {
             Ok(backend) => backend,
             Err(failure) => return failed(self, failure),
         };
@@ -865,6 +865,8 @@ impl ServerTask {
         *generation += 1;
         let peer = service.peer().clone();
         let generation = *generation;
+        // The new session knows nothing of the front-ends' resource subscriptions.
+        self.renew_subscriptions(&peer);
         self.state.send_modify(|state| {
             state.peer = Some(peer);
             state.session_recovery = Some(SessionRecovery {

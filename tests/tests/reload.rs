@@ -379,3 +379,33 @@ async fn an_entry_changed_again_while_its_old_process_stops_starts_once_with_the
         .count();
     assert_eq!(starts, 1, "{:?}", replay.notifications);
 }
+
+#[tokio::test]
+async fn daemon_wide_keys_changed_by_a_reload_are_reported_as_needing_a_restart() {
+    let daemon = TestDaemon::start_with_config(&fixture_config("one", &[]));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "one", ServerStatus::Ready, SERVER_WAIT).await;
+    let pid = pid_of(&client, "one").await;
+    // The credential store and the OAuth settings are fixed when corrald starts.
+    std::fs::write(
+        daemon.config_path(),
+        format!(
+            "credentials_store = \"file\"\noauth_callback_port = 48211\n{}",
+            fixture_config("one", &[])
+        ),
+    )
+    .expect("edit the file");
+    let result = client.config_reload().await.expect("config/reload");
+    assert!(result.applied, "{result:?}");
+    assert_eq!(
+        result.warnings,
+        vec![
+            "`credentials_store` changed: it is read when corrald starts; restart corrald to apply it".to_owned(),
+            "`oauth_callback_port` changed: it is read when corrald starts; restart corrald to apply it".to_owned(),
+        ]
+    );
+    let status = client.daemon_status().await.expect("daemon/status");
+    let store = status.credentials_store.expect("a credential store");
+    assert_eq!(store.mode, "auto", "still the store corrald started with");
+    assert_eq!(pid_of(&client, "one").await, pid, "servers are untouched");
+}

@@ -26,6 +26,10 @@ use crate::http::send_failure;
 use crate::server::tool_allowed;
 use crate::supervisor::NotAvailable;
 
+/// How long a `tools/call` answered with 403 `insufficient_scope` waits for
+/// the step-up re-authorization to start (discovery, registration, the URL).
+const STEP_UP_START: Duration = Duration::from_secs(10);
+
 /// The `_meta` key of an MCP progress token.
 const PROGRESS_TOKEN: &str = "progressToken";
 
@@ -109,7 +113,16 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             Err(SendError::Service(error)) if crate::http::required_scope(&error).is_some() => {
                 // 403 insufficient_scope: re-authorize with the scope the server asked for.
                 let required = crate::http::required_scope(&error).unwrap_or_default();
-                let step_up = super::oauth::step_up(context.clone(), &server, &required).await;
+                // Bounded: discovery and registration with a hanging authorization
+                // server must not keep this call from being answered.
+                let step_up = tokio::time::timeout(STEP_UP_START, super::oauth::step_up(context.clone(), &server, &required))
+                    .await
+                    .unwrap_or_else(|_| {
+                        format!(
+                            "re-authorization with scope `{required}` did not start within {}s; run `corral login {server} --scopes ...`",
+                            STEP_UP_START.as_secs()
+                        )
+                    });
                 let error = send_error(&server, &what, SendError::Service(error));
                 return Err(ErrorObjectOwned::owned(
                     error.code(),

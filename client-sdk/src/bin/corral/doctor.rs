@@ -596,6 +596,8 @@ fn credential_check(status: Option<&DaemonStatus>) -> Check {
             Level::Error,
             format!("no usable store, credentials_store = \"{mode}\"{note}"),
         )
-        .fix("start a keyring (Secret Service), or set `credentials_store = \"file\"` in the config"),
+        .fix(
+            "start a keyring (Secret Service), or set `credentials_store = \"file\"` in the config and restart corrald",
+        ),
     }
 }
