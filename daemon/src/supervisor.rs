@@ -544,32 +544,24 @@ pub fn spawn(
     let handle = SupervisorHandle {
         commands: sender.clone(),
     };
+    let mut actor = SupervisorActor {
+        servers: BTreeMap::new(),
+        removing: std::collections::BTreeSet::new(),
+        pending_starts: BTreeMap::new(),
+        commands,
+        to_self: sender.clone(),
+        events: events.clone(),
+        credentials,
+        shutdown,
+        tracker: tracker.clone(),
+    };
     // Every config server's task starts now, all at once: none waits for another.
-    let mut servers: BTreeMap<String, ServerEntry> = config
-        .servers
-        .values()
-        .map(|server| {
-            let handle = server::spawn(
-                server.clone(),
-                identity(server, ServerOrigin::Config),
-                Launcher::Config,
-                server::Autostart::IfEnabled,
-                events.clone(),
-                credentials.clone(),
-                shutdown.child_token(),
-                tracker,
-            );
-            let entry = ServerEntry {
-                handle,
-                origin: ServerOrigin::Config,
-                owner: None,
-            };
-            (server.name.clone(), entry)
-        })
-        .collect();
+    for server in config.servers.values() {
+        actor.start_config_server(server.clone());
+    }
     if !builtin_server {
         tracing::info!("the built-in server is turned off");
-    } else if servers.contains_key(builtin::NAME) {
+    } else if actor.servers.contains_key(builtin::NAME) {
         tracing::warn!(
             server = builtin::NAME,
             "the config defines a server named like the built-in one; the built-in server is not started"
@@ -586,28 +578,17 @@ pub fn spawn(
                         server::Autostart::IfEnabled,
                         events.clone(),
                         None,
-                        shutdown.child_token(),
+                        actor.shutdown.child_token(),
                         tracker,
                     ),
                     origin: ServerOrigin::BuiltIn,
                     owner: None,
                 };
-                servers.insert(builtin::NAME.to_owned(), entry);
+                actor.servers.insert(builtin::NAME.to_owned(), entry);
             }
             Err(problems) => tracing::error!(?problems, "cannot set up the built-in server"),
         }
     }
-    let actor = SupervisorActor {
-        servers,
-        removing: std::collections::BTreeSet::new(),
-        pending_starts: BTreeMap::new(),
-        commands,
-        to_self: sender.clone(),
-        events: events.clone(),
-        credentials,
-        shutdown,
-        tracker: tracker.clone(),
-    };
     tracker.spawn(actor.run());
     handle
 }

@@ -111,6 +111,17 @@ fn login_error(name: &str, message: impl std::fmt::Display) -> ErrorObjectOwned 
     )
 }
 
+/// The config of server `name`, or `serverNotFound`.
+async fn server_config(context: &DaemonContext, name: &str) -> Result<ServerConfig, ErrorObjectOwned> {
+    context
+        .supervisor
+        .configs(Some(name.to_owned()))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| rpc_error(ErrorCode::ServerNotFound, format!("no MCP server named `{name}`")))
+}
+
 /// Start a login for `name`; returns the authorization URL. A task publishes
 /// `mcpServer/oauthLogin/completed` when it ends and restarts the server after a success.
 pub(crate) async fn start_login(
@@ -118,13 +129,7 @@ pub(crate) async fn start_login(
     name: String,
     scopes: Option<Vec<String>>,
 ) -> Result<String, ErrorObjectOwned> {
-    let config = context.supervisor.configs(Some(name.clone())).await?.into_iter().next();
-    let Some(config) = config else {
-        return Err(rpc_error(
-            ErrorCode::ServerNotFound,
-            format!("no MCP server named `{name}`"),
-        ));
-    };
+    let config = server_config(&context, &name).await?;
     let TransportConfig::StreamableHttp(http) = &config.transport else {
         return Err(rpc_error(
             ErrorCode::InvalidRequest,
@@ -243,13 +248,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
     module.register_async_method(McpServerLogout::METHOD, |params, context, _| async move {
         let params = parse_params::<McpServerLogout>(&params)?;
         let name = params.name.clone();
-        let config = context.supervisor.configs(Some(name.clone())).await?.into_iter().next();
-        let Some(config) = config else {
-            return Err(rpc_error(
-                ErrorCode::ServerNotFound,
-                format!("no MCP server named `{name}`"),
-            ));
-        };
+        let config = server_config(&context, &name).await?;
         let TransportConfig::StreamableHttp(http) = &config.transport else {
             return Ok(McpServerLogoutResult::new(false));
         };
