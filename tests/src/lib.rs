@@ -1416,7 +1416,21 @@ impl Drop for KillSurvivorsOnDrop {
 // Streamable-HTTP server peers (tests/peers/), on loopback only
 
 /// A loopback port nothing listens on right now (bound, then released).
+///
+/// Taken below the kernel's ephemeral range (32768–60999 by default), so that
+/// no outgoing connection of any process gets the port between this check and
+/// the peer binding it, from a block of 100 per test process, so that test
+/// binaries running side by side do not hand out the same ones.
 pub fn free_loopback_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let block = u16::try_from(std::process::id() % 120).unwrap_or(0);
+    let base = 20_000 + block * 100;
+    for _ in 0..100 {
+        let port = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind a loopback port");
     listener.local_addr().expect("local address").port()
 }
