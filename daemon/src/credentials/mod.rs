@@ -224,7 +224,12 @@ impl Credentials {
         let (backend, status) = open_backend(mode, data_dir);
         let backend_name = status.backend.as_str();
         if let Some(note) = &status.note {
-            tracing::warn!(mode = %mode, backend = backend_name, %note, "credential store");
+            if mode == CredentialsStoreMode::Auto && status.backend != CredentialsBackend::Unavailable {
+                // What `auto` is for (a headless machine has no keyring): worth a line, not a warning.
+                tracing::info!(mode = %mode, backend = backend_name, location = %status.location, %note, "credential store");
+            } else {
+                tracing::warn!(mode = %mode, backend = backend_name, %note, "credential store");
+            }
         } else {
             tracing::info!(mode = %mode, backend = backend_name, location = %status.location, "credential store");
         }
