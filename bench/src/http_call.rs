@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use rmcp::ServiceExt as _;
-use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 
 use crate::peers::Peers;
@@ -23,10 +22,8 @@ use crate::raw::RawConnection;
 use crate::servers::{self, ServedDaemon};
 use crate::stats::Summary;
 use crate::survivors::{self, Survivor};
+use crate::tool_call::{DirectEcho, SERVER, echo};
 
-const SERVER: &str = "everything";
-const ECHO_PARAMS: &str = r#"{"server":"everything","name":"echo","arguments":{"message":"x"}}"#;
-const ECHO_TEXT: &str = "Echo: x";
 /// Calls per block of the alternation.
 const BLOCK: usize = 250;
 /// Longest wait for the server to listen, and for the direct client's `initialize`.
@@ -97,17 +94,9 @@ impl HttpServer {
     }
 }
 
-async fn echo(connection: &mut RawConnection) -> anyhow::Result<()> {
-    let result = connection.call("tools/call", Some(ECHO_PARAMS)).await?;
-    if !result.contains(ECHO_TEXT) || result.contains(r#""isError":true"#) {
-        bail!("`tools/call` of `echo` answered {result}");
-    }
-    Ok(())
-}
-
 struct DirectClient {
     client: rmcp::service::RunningService<rmcp::RoleClient, ()>,
-    params: CallToolRequestParams,
+    echo: DirectEcho,
 }
 
 impl DirectClient {
@@ -117,23 +106,16 @@ impl DirectClient {
             .await
             .context("the direct client's initialize timed out")?
             .context("initializing the direct HTTP client")?;
-        let arguments = serde_json::json!({ "message": "x" });
-        let params = CallToolRequestParams::new("echo")
-            .with_arguments(arguments.as_object().cloned().context("echo arguments are an object")?);
-        Ok(Self { client, params })
+        Ok(Self {
+            client,
+            echo: DirectEcho::new()?,
+        })
     }
 
     async fn echo(&self) -> anyhow::Result<()> {
-        let result = self
-            .client
-            .call_tool(self.params.clone())
+        self.echo
+            .call(&self.client, "direct `call_tool` of `echo` over HTTP")
             .await
-            .context("direct `call_tool` of `echo` over HTTP")?;
-        let text = result.content.first().and_then(|content| content.as_text());
-        if result.is_error == Some(true) || text.is_none_or(|text| text.text != ECHO_TEXT) {
-            bail!("direct `echo` answered {result:?}");
-        }
-        Ok(())
     }
 }
 

@@ -32,7 +32,7 @@ use crate::stats::Summary;
 use crate::survivors::{self, Survivor};
 
 /// The server's name in the generated config.
-const SERVER: &str = "everything";
+pub(crate) const SERVER: &str = "everything";
 /// `tools/call` params of every measured call.
 const ECHO_PARAMS: &str = r#"{"server":"everything","name":"echo","arguments":{"message":"x"}}"#;
 /// What a successful echo of `x` contains.
@@ -94,7 +94,7 @@ pub(crate) struct ToolCalls {
 }
 
 /// `tools/call` of `echo` on `connection`; fails unless it echoed.
-async fn echo(connection: &mut RawConnection) -> anyhow::Result<()> {
+pub(crate) async fn echo(connection: &mut RawConnection) -> anyhow::Result<()> {
     let result = connection.call("tools/call", Some(ECHO_PARAMS)).await?;
     if !result.contains(ECHO_TEXT) || result.contains(r#""isError":true"#) {
         bail!("`tools/call` of `echo` answered {result}");
@@ -276,7 +276,7 @@ async fn compare(
 /// server-everything spawned under an `rmcp` client (`TokioChildProcess`).
 struct DirectClient {
     client: rmcp::service::RunningService<rmcp::RoleClient, ()>,
-    params: CallToolRequestParams,
+    echo: DirectEcho,
     pid: u32,
 }
 
@@ -305,24 +305,16 @@ impl DirectClient {
                 bail!("the direct server did not answer `initialize` within {EXIT_TIMEOUT:?}");
             }
         };
-        let arguments = serde_json::json!({ "message": "x" });
-        let params = CallToolRequestParams::new("echo")
-            .with_arguments(arguments.as_object().cloned().context("echo arguments are an object")?);
-        Ok(Self { client, params, pid })
+        Ok(Self {
+            client,
+            echo: DirectEcho::new()?,
+            pid,
+        })
     }
 
     /// `call_tool` of `echo`; fails unless it echoed.
     async fn echo(&self) -> anyhow::Result<()> {
-        let result = self
-            .client
-            .call_tool(self.params.clone())
-            .await
-            .context("direct `call_tool` of `echo`")?;
-        let text = result.content.first().and_then(|content| content.as_text());
-        if result.is_error == Some(true) || text.is_none_or(|text| text.text != ECHO_TEXT) {
-            bail!("direct `echo` answered {result:?}");
-        }
-        Ok(())
+        self.echo.call(&self.client, "direct `call_tool` of `echo`").await
     }
 
     /// Close the client (rmcp drops the transport, whose child guard kills the server); make sure it is
@@ -578,4 +570,31 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
     }
     writeln!(out, "  direct server: {}", calls.direct_exit)?;
     Ok(())
+}
+
+/// `echo {message: "x"}` from a direct rmcp client (stdio or HTTP), checked.
+pub(crate) struct DirectEcho {
+    params: CallToolRequestParams,
+}
+
+impl DirectEcho {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let arguments = serde_json::json!({ "message": "x" });
+        let params = CallToolRequestParams::new("echo")
+            .with_arguments(arguments.as_object().cloned().context("echo arguments are an object")?);
+        Ok(Self { params })
+    }
+
+    /// Call `echo` through `client`; fails unless it echoed. `what` names the call in errors.
+    pub(crate) async fn call(&self, client: &rmcp::Peer<rmcp::RoleClient>, what: &str) -> anyhow::Result<()> {
+        let result = client
+            .call_tool(self.params.clone())
+            .await
+            .with_context(|| what.to_owned())?;
+        let text = result.content.first().and_then(|content| content.as_text());
+        if result.is_error == Some(true) || text.is_none_or(|text| text.text != ECHO_TEXT) {
+            bail!("{what} answered {result:?}");
+        }
+        Ok(())
+    }
 }
