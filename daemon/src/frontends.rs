@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use corral_protocol::ClientCapabilities;
+use corral_protocol::{ClientCapabilities, Notification as _, Progress, ProgressNotification};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -344,11 +344,32 @@ impl FrontEnds {
         }
     }
 
-    /// Where progress of `server` with token `ours` goes: the link and the front-end's own token.
-    pub(crate) fn progress_target(&self, server: &str, ours: &Value) -> Option<(Arc<Link>, Value)> {
-        let state = self.state();
-        let (link, theirs) = state.progress.get(&(server.to_owned(), ours.to_string()))?;
-        Some((link.upgrade()?, theirs.clone()))
+    /// Send progress `server` reported with token `ours` (what corrald put on
+    /// the request) to the front-end whose request it is, with that
+    /// front-end's own token; nothing when no running request has `ours`.
+    pub(crate) fn route_progress(
+        &self,
+        server: &str,
+        ours: &Value,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<String>,
+    ) {
+        let target = {
+            let state = self.state();
+            state
+                .progress
+                .get(&(server.to_owned(), ours.to_string()))
+                .and_then(|(link, theirs)| Some((link.upgrade()?, theirs.clone())))
+        };
+        let Some((link, theirs)) = target else {
+            tracing::debug!(server, %ours, "progress for no running request");
+            return;
+        };
+        let mut params = Progress::new(server, theirs, progress);
+        params.total = total;
+        params.message = message;
+        link.notify(ProgressNotification::METHOD, params);
     }
 
     /// Connection `connection` subscribes to `uri` of `server`; `true` if it is the first.
@@ -361,11 +382,6 @@ impl FrontEnds {
         let first = holders.is_empty();
         holders.insert(connection);
         first
-    }
-
-    /// Undo [`Self::subscribe`] after the server refused it.
-    pub(crate) fn forget_subscription(&self, server: &str, uri: &str, connection: u64) {
-        let _ = self.unsubscribe(server, uri, connection);
     }
 
     /// Connection `connection` unsubscribes; `Some(true)` if it was the last

@@ -206,20 +206,26 @@ pub(crate) fn prepare(
             "both an `Authorization` header and `bearer_token_env_var` are configured; keep one".to_owned(),
         ));
     }
-    // Configured, not just sent: an `env_http_headers` Authorization whose
-    // variable is unset today still means "this server's credentials are not
-    // OAuth's" (the same answer `authStatus` and `oauthLogin` give).
-    let configured_authorization = config
-        .http_headers
-        .keys()
-        .chain(config.env_http_headers.keys())
-        .any(|name| name.eq_ignore_ascii_case(AUTHORIZATION.as_str()));
     Ok(Prepared {
         url: Arc::from(config.url.as_str()),
         headers,
-        explicit_authorization: header_authorization || configured_authorization || bearer_token.is_some(),
+        explicit_authorization: configures_authorization(config),
         bearer_token,
     })
+}
+
+/// Whether `config` gives the server credentials of its own: an
+/// `Authorization` header (static, or from the environment whether or not
+/// the variable is set today) or `bearer_token_env_var`. Such a server never
+/// gets stored OAuth tokens, cannot be logged in to, and its `authStatus` is
+/// `bearerToken`.
+pub(crate) fn configures_authorization(config: &HttpConfig) -> bool {
+    config.bearer_token_env_var.is_some()
+        || config
+            .http_headers
+            .keys()
+            .chain(config.env_http_headers.keys())
+            .any(|name| name.eq_ignore_ascii_case(AUTHORIZATION.as_str()))
 }
 
 #[cfg(unix)]

@@ -19,8 +19,8 @@
 use std::sync::Arc;
 
 use corral_protocol::{
-    DaemonNotification, DaemonRequest, ElicitationRequest, ListChanged, Notification as _, Progress,
-    ProgressNotification, ResourceUpdated, SamplingRequest, ServerLog, ServerRequestParams,
+    DaemonNotification, DaemonRequest, ElicitationRequest, ListChanged, ResourceUpdated, SamplingRequest, ServerLog,
+    ServerRequestParams,
 };
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
@@ -203,14 +203,9 @@ impl ClientHandler for ServerClient {
         let Ok(token) = serde_json::to_value(&params.progress_token) else {
             return;
         };
-        let Some((link, theirs)) = self.events.frontends().progress_target(&self.name, &token) else {
-            tracing::debug!(server = %self.name, %token, "progress for no running request");
-            return;
-        };
-        let mut progress = Progress::new(self.name.clone(), theirs, params.progress);
-        progress.total = params.total;
-        progress.message = params.message;
-        link.notify(ProgressNotification::METHOD, progress);
+        self.events
+            .frontends()
+            .route_progress(&self.name, &token, params.progress, params.total, params.message);
     }
 
     async fn on_resource_updated(

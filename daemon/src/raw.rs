@@ -22,7 +22,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
-use corral_protocol::{Notification as _, Progress, ProgressNotification};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -234,13 +233,13 @@ impl RawWire {
         let Some(params) = params.and_then(|params| serde_json::from_str::<ProgressParams>(params.get()).ok()) else {
             return;
         };
-        let Some((link, theirs)) = self.frontends.progress_target(&self.server, &params.progress_token) else {
-            return;
-        };
-        let mut progress = Progress::new(self.server.clone(), theirs, params.progress);
-        progress.total = params.total;
-        progress.message = params.message;
-        link.notify(ProgressNotification::METHOD, progress);
+        self.frontends.route_progress(
+            &self.server,
+            &params.progress_token,
+            params.progress,
+            params.total,
+            params.message,
+        );
     }
 }
 

@@ -279,7 +279,8 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                     .map_err(|_| timeout_error(&server, &what, timeout))
                     .and_then(|result| result.map_err(|error| service_error(&server, &what, error)));
             if let Err(error) = subscribed {
-                context.frontends.forget_subscription(&server, &uri, connection);
+                // The server refused: this connection holds no subscription after all.
+                let _ = context.frontends.unsubscribe(&server, &uri, connection);
                 return Err(error);
             }
         }

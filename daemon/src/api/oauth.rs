@@ -53,15 +53,10 @@ impl Logins {
 
 /// Whether the config sets `Authorization` itself (then stored tokens are never used).
 pub(crate) fn explicit_authorization(config: &ServerConfig) -> bool {
-    let TransportConfig::StreamableHttp(http) = &config.transport else {
-        return false;
-    };
-    http.bearer_token_env_var.is_some()
-        || http
-            .http_headers
-            .keys()
-            .chain(http.env_http_headers.keys())
-            .any(|name| name.eq_ignore_ascii_case("authorization"))
+    match &config.transport {
+        TransportConfig::StreamableHttp(http) => crate::http::configures_authorization(http),
+        _ => false,
+    }
 }
 
 /// Fill in `authStatus` (or `authError`) of `statuses`, whose configs are `configs`.
