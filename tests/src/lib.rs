@@ -155,6 +155,27 @@ pub async fn next_notification(notifications: &mut Notifications) -> ClientNotif
     }
 }
 
+/// The next `mcpServer/oauthLogin/completed`, skipping other notifications;
+/// fails if none comes within `limit` in all (a login runs the opener and a
+/// whole authorization flow, so it gets more than [`WAIT`]).
+pub async fn next_login_completion(
+    notifications: &mut Notifications,
+    limit: Duration,
+) -> corral_client::protocol::OauthLoginCompleted {
+    use corral_client::protocol::DaemonNotification;
+    within_for(limit, "an OAuth login completion", async {
+        loop {
+            match notifications.next().await {
+                Some(Ok(ClientNotification::Daemon(DaemonNotification::OauthLoginCompleted(done)))) => return done,
+                Some(Ok(_)) => {}
+                Some(Err(error)) => panic!("undecodable notification: {error}"),
+                None => panic!("the notification stream ended: {:?}", notifications.end_reason()),
+            }
+        }
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------
 // TestDaemon
 

@@ -10,8 +10,8 @@
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
-use corral_client::protocol::{AuthStatus, DaemonNotification, FailureReason, ServerStatus};
-use corral_client::{Client, ClientNotification};
+use corral_client::Client;
+use corral_client::protocol::{AuthStatus, FailureReason, ServerStatus};
 use corral_tests::{
     SERVER_WAIT, SecretService, TestDaemon, WAIT, corral_command, follow_url_opener, free_loopback_port, get_server,
     run_command, scratch_dir, sdk_oauth_server, toml_string, wait_for_status,
@@ -218,16 +218,7 @@ fn percent_decode(text: &str) -> String {
 
 async fn next_login_completion(client: &mut Client) -> corral_client::protocol::OauthLoginCompleted {
     let mut notifications = client.take_notifications().expect("notification stream");
-    loop {
-        let next = tokio::time::timeout(LOGIN_WAIT, notifications.next())
-            .await
-            .expect("a login completion within the wait")
-            .expect("the stream is open")
-            .expect("a well-formed notification");
-        if let ClientNotification::Daemon(DaemonNotification::OauthLoginCompleted(done)) = next {
-            return done;
-        }
-    }
+    corral_tests::next_login_completion(&mut notifications, LOGIN_WAIT).await
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use corral_client::protocol::{AuthStatus, DaemonNotification, FailureReason, ServerStatus};
-use corral_client::{Client, ClientNotification};
+use corral_client::Client;
+use corral_client::protocol::{AuthStatus, FailureReason, ServerStatus};
 use corral_tests::{
     HttpPeer, SERVER_WAIT, TestDaemon, WAIT, free_loopback_port, get_server, json_lines, oauth_mock_as, protected_rs,
     scratch_dir, toml_string, wait_for_status,
@@ -133,16 +133,7 @@ async fn login(daemon: &TestDaemon) -> Client {
         .mcp_server_oauth_login("rs", None)
         .await
         .expect("mcpServer/oauthLogin");
-    let done = loop {
-        let next = tokio::time::timeout(LOGIN_WAIT, notifications.next())
-            .await
-            .expect("the login ends within the wait")
-            .expect("stream open")
-            .expect("well-formed notification");
-        if let ClientNotification::Daemon(DaemonNotification::OauthLoginCompleted(done)) = next {
-            break done;
-        }
-    };
+    let done = corral_tests::next_login_completion(&mut notifications, LOGIN_WAIT).await;
     assert!(done.success, "login failed: {:?}", done.error);
     wait_for_status(&client, "rs", ServerStatus::Ready, SERVER_WAIT).await;
     client

@@ -298,14 +298,17 @@ async fn ctrl_c_on_corral_call_cancels_the_call_on_the_server() {
         .arg(daemon.socket_path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let corral = command.spawn().expect("spawn corral call");
+    // Killed if the test fails before it exits.
+    let corral = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn corral call");
     wait_for_stderr_line(&client, "slow", "fixture: sleeping").await;
-    let pid = libc::pid_t::try_from(corral.id()).expect("pid fits");
+    let pid = libc::pid_t::try_from(corral.id().expect("running")).expect("pid fits");
     // SAFETY: signalling our own child, which has not been waited for yet.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let output = tokio::task::spawn_blocking(move || corral.wait_with_output())
+    let output = corral_tests::within("corral call to exit after SIGINT", corral.wait_with_output())
         .await
-        .expect("join")
         .expect("corral exits");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
