@@ -246,7 +246,7 @@ fn initialize(
     let last_seq = session
         .initialize(params.client_info, params.capabilities.clone(), &context.events)
         .map_err(|()| rpc_error(ErrorCode::AlreadyInitialized, "this connection is already initialized"))?;
-    context.frontends.register(&session.link, params.capabilities);
+    context.events.frontends().register(&session.link, params.capabilities);
     Ok(InitializeResult::new(
         context.daemon_info.clone(),
         session.id,

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::events::EventHub;
-use crate::frontends::{FrontEnds, Link};
+use crate::frontends::Link;
 use crate::reload::{ConfigErrorCell, ReloadHandle};
 use crate::supervisor::SupervisorHandle;
 
@@ -48,8 +48,6 @@ pub struct DaemonContext {
     pub(crate) config_error: ConfigErrorCell,
     pub(crate) supervisor: SupervisorHandle,
     pub(crate) events: Arc<EventHub>,
-    /// Front-ends that answer servers' requests, progress routes, subscriptions.
-    pub(crate) frontends: Arc<FrontEnds>,
     pub(crate) reload: ReloadHandle,
     /// Test hook: releases a supervisor wedged by `debug/wedgeSupervisor`.
     pub(crate) wedge_release: std::sync::Mutex<Option<CancellationToken>>,
@@ -103,7 +101,6 @@ impl DaemonContext {
             config_path,
             config_error,
             supervisor,
-            frontends: events.frontends().clone(),
             events,
             reload,
             wedge_release: std::sync::Mutex::new(None),
@@ -165,7 +162,7 @@ async fn run_connection<S>(
     let session = Arc::new(session::Session::new(id, link.clone()));
     connection::serve(stream, hung_up, session, link_messages, methods, shutdown).await;
     link.close();
-    for (server, uri) in context.frontends.disconnected(id) {
+    for (server, uri) in context.events.frontends().disconnected(id) {
         catalog::release_subscription(&context, server, uri).await;
     }
     context.supervisor.session_closed(id).await;

@@ -89,7 +89,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             ));
         }
         let session = session(&extensions)?;
-        let frontends = &context.frontends;
+        let frontends = context.events.frontends();
         // While it runs, this connection answers the server's elicitations first.
         let _call = frontends.call_started(&server, session.id);
         // rmcp puts a progress token of its own on every request; the
