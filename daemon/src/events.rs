@@ -154,7 +154,7 @@ impl EventHub {
     pub fn replay(&self, after_seq: u64) -> Replay {
         let state = self.lock();
         let oldest_kept = state.history.front().map_or(state.last_seq + 1, |frame| frame.seq);
-        let complete = after_seq + 1 >= oldest_kept || after_seq >= state.last_seq;
+        let complete = after_seq.saturating_add(1) >= oldest_kept || after_seq >= state.last_seq;
         let notifications = state
             .history
             .iter()
@@ -213,6 +213,10 @@ mod tests {
         assert!(!replay.complete, "seq 2 fell out of the history");
         assert_eq!(replay.notifications.len(), 3);
         let replay = hub.replay(5);
+        assert!(replay.complete);
+        assert!(replay.notifications.is_empty());
+        // A front-end may send any u64 (found by tests/tests/fuzz_socket.rs: this overflowed).
+        let replay = hub.replay(u64::MAX);
         assert!(replay.complete);
         assert!(replay.notifications.is_empty());
     }

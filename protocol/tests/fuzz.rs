@@ -225,7 +225,9 @@ fn toml_value() -> impl Strategy<Value = String> {
         Just(format!("\"https://{SECRET}@example.invalid/?token={SECRET}\"")),
         Just("\"\"".to_owned()),
         any::<i64>().prop_map(|n| n.to_string()),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{f:?}")),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| format!("{f:?}")),
         Just("nan".to_owned()),
         Just("inf".to_owned()),
         any::<bool>().prop_map(|b| b.to_string()),
@@ -236,7 +238,10 @@ fn toml_value() -> impl Strategy<Value = String> {
             proptest::collection::vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(", "))),
             proptest::collection::vec((prop_oneof![Just("A"), Just("Authorization"), Just("k")], inner), 0..3)
                 .prop_map(|pairs| {
-                    let fields: Vec<String> = pairs.into_iter().map(|(key, value)| format!("{key} = {value}")).collect();
+                    let fields: Vec<String> = pairs
+                        .into_iter()
+                        .map(|(key, value)| format!("{key} = {value}"))
+                        .collect();
                     format!("{{ {} }}", fields.join(", "))
                 }),
         ]
@@ -246,13 +251,29 @@ fn toml_value() -> impl Strategy<Value = String> {
 /// A config document: global keys, server tables with random fields, sometimes broken syntax.
 fn config_text() -> impl Strategy<Value = String> {
     let server = (
-        prop_oneof![Just("a"), Just("b-2"), Just("\"spaced name\""), Just("\"\""), Just("x.y")],
+        prop_oneof![
+            Just("a"),
+            Just("b-2"),
+            Just("\"spaced name\""),
+            Just("\"\""),
+            Just("x.y")
+        ],
         proptest::collection::vec((proptest::sample::select(SERVER_KEYS), toml_value()), 0..8),
     );
     (
-        prop_oneof![Just(""), Just("credentials_store = \"file\"\n"), Just("oauth_callback_port = 70000\n")],
+        prop_oneof![
+            Just(""),
+            Just("credentials_store = \"file\"\n"),
+            Just("oauth_callback_port = 70000\n")
+        ],
         proptest::collection::vec(server, 0..4),
-        prop_oneof![Just(""), Just("[servers\n"), Just("= 1\n"), Just("[[servers.a]]\n"), Just("servers = 3\n")],
+        prop_oneof![
+            Just(""),
+            Just("[servers\n"),
+            Just("= 1\n"),
+            Just("[[servers.a]]\n"),
+            Just("servers = 3\n")
+        ],
     )
         .prop_map(|(globals, servers, tail)| {
             let mut text = globals.to_owned();
@@ -318,7 +339,10 @@ fn check_config(text: &str, secrets: bool) -> Result<(), TestCaseError> {
                 let message = problem.to_string();
                 prop_assert!(!problem.message.is_empty(), "a problem without a message");
                 if let Some(line) = problem.line {
-                    prop_assert!(line >= 1 && line <= lines, "line {line} outside the text ({lines} lines): {message}");
+                    prop_assert!(
+                        line >= 1 && line <= lines,
+                        "line {line} outside the text ({lines} lines): {message}"
+                    );
                 }
                 let quotable = problem.field.as_deref().is_some_and(|field| QUOTABLE.contains(&field));
                 if secrets && !quotable {
