@@ -4,21 +4,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use corral_protocol::{
-    ClientInfo, ConfigReload, ConfigReloadResult, DaemonStatus, DaemonStatusRequest, EventsReplay, EventsReplayParams,
-    EventsReplayResult, Initialize, InitializeParams, InitializeResult, ListParams, ListResult, McpServerAdd,
-    McpServerAddParams, McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult, McpServerList,
-    McpServerListResult, McpServerRemove, McpServerRemoveResult, McpServerRestart, McpServerStart, McpServerStop,
-    NoParams, PromptsGet, PromptsGetParams, PromptsList, Request, ResourceTemplatesList, ResourcesList, ResourcesRead,
-    ResourcesReadParams, ToolsCall, ToolsCallParams, ToolsList, ToolsListParams, ToolsListResult,
+    ClientCapabilities, ClientInfo, ConfigReload, ConfigReloadResult, DaemonStatus, DaemonStatusRequest, EventsReplay,
+    EventsReplayParams, EventsReplayResult, Initialize, InitializeParams, InitializeResult, ListParams, ListResult,
+    McpServerAdd, McpServerAddParams, McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult,
+    McpServerList, McpServerListResult, McpServerRemove, McpServerRemoveResult, McpServerRestart, McpServerStart,
+    McpServerStop, NoParams, PromptsGet, PromptsGetParams, PromptsList, Request, ResourceTemplatesList, ResourcesList,
+    ResourcesRead, ResourcesReadParams, ToolsCall, ToolsCallParams, ToolsList, ToolsListParams, ToolsListResult,
 };
-use jsonrpsee::core::client::{ClientBuilder, ClientT, SubscriptionClientT};
-use jsonrpsee::core::traits::ToRpcParams;
-use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::connection::{CallError, Connection, LoopSettings};
 use crate::notifications::methods;
-use crate::transport::{LineReceiver, LineSender};
-use crate::{ClientError, Notifications};
+use crate::{ClientError, DaemonRequests, Notifications};
 
 /// Default for [`ConnectOptions::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,12 +23,6 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`ConnectOptions::notification_buffer`].
 pub const DEFAULT_NOTIFICATION_BUFFER: usize = 4096;
-
-/// jsonrpsee's own per-request timeout. Timeouts are applied per call by
-/// [`Client`] instead (so one call can wait longer than the default); this is
-/// only a backstop, and it must stay finite because jsonrpsee adds it to
-/// `Instant::now()`.
-const JSONRPSEE_BACKSTOP_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How to connect to the daemon.
 #[derive(Debug, Clone)]
@@ -46,10 +37,12 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// How long connecting to the socket and the `initialize` handshake may take together.
     pub connect_timeout: Duration,
-    /// How many unread notifications of one kind are buffered before the
-    /// stream ends with [`NotificationsEnd::Overflowed`](crate::NotificationsEnd::Overflowed).
-    /// At least 1.
+    /// How many unread notifications are buffered before the stream ends with
+    /// [`NotificationsEnd::Overflowed`](crate::NotificationsEnd::Overflowed). At least 1.
     pub notification_buffer: usize,
+    /// What this front-end answers when the daemon asks (elicitation, sampling). Declaring one
+    /// means taking [`Client::take_requests`] and answering what arrives there.
+    pub capabilities: ClientCapabilities,
 }
 
 impl ConnectOptions {
@@ -61,6 +54,7 @@ impl ConnectOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             notification_buffer: DEFAULT_NOTIFICATION_BUFFER,
+            capabilities: ClientCapabilities::default(),
         }
     }
 
@@ -88,6 +82,13 @@ impl ConnectOptions {
         self
     }
 
+    /// Declare what this front-end answers: MCP servers' elicitations and sampling requests are
+    /// then forwarded to it, to be taken from [`Client::take_requests`].
+    pub fn with_capabilities(mut self, capabilities: ClientCapabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
     /// The socket these options connect to.
     pub fn resolved_socket_path(&self) -> PathBuf {
         corral_protocol::paths::socket_path(self.socket_path.as_deref())
@@ -103,16 +104,19 @@ impl Default for ConnectOptions {
 
 /// An initialized connection to `corrald`.
 ///
-/// Requests may be sent concurrently from several tasks (`&self`). Dropping
-/// the client closes the connection and ends its [`Notifications`]. The client
-/// runs background tasks, so it must be created inside a Tokio runtime with
-/// the time driver enabled.
+/// Requests may be sent concurrently from several tasks (`&self`). A request
+/// whose caller gives up on it (its timeout passes, or its future is dropped)
+/// is withdrawn with `$/cancelRequest`, so the daemon stops the work too.
+/// Dropping the client closes the connection and ends its [`Notifications`]
+/// and [`DaemonRequests`]. The client runs background tasks, so it must be
+/// created inside a Tokio runtime with the time driver enabled.
 pub struct Client {
-    rpc: jsonrpsee::core::client::Client,
+    connection: Connection,
     socket_path: PathBuf,
     request_timeout: Duration,
     initialize_result: InitializeResult,
     notifications: Option<Notifications>,
+    requests: Option<DaemonRequests>,
 }
 
 impl std::fmt::Debug for Client {
@@ -121,7 +125,7 @@ impl std::fmt::Debug for Client {
             .field("socket_path", &self.socket_path)
             .field("request_timeout", &self.request_timeout)
             .field("initialize_result", &self.initialize_result)
-            .field("connected", &self.rpc.is_connected())
+            .field("connected", &self.connection.is_connected())
             .finish_non_exhaustive()
     }
 }
@@ -167,28 +171,26 @@ impl Client {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let socket_path = options.resolved_socket_path();
-        let (reader, writer) = tokio::io::split(stream);
-        let rpc = ClientBuilder::default()
-            .request_timeout(JSONRPSEE_BACKSTOP_TIMEOUT)
-            .max_buffer_capacity_per_subscription(options.notification_buffer.max(1))
-            .build_with_tokio(LineSender::new(writer), LineReceiver::new(reader));
-
-        // Register the notification buffers before `initialize` goes out:
-        // the daemon may push right after answering it, and jsonrpsee drops
-        // notifications for methods nobody has registered.
-        let mut subscriptions = Vec::new();
-        for method in methods() {
-            subscriptions.push((method, subscribe::<serde_json::Value>(&rpc, method).await?));
-        }
-
-        let params = InitializeParams::new(options.client_info.clone());
-        let initialize_result = call::<Initialize>(&rpc, params, options.connect_timeout).await?;
+        let capabilities = options.capabilities.clone();
+        let settings = LoopSettings {
+            notification_buffer: options.notification_buffer.max(1),
+            notification_methods: methods().collect(),
+            accepts_requests: capabilities.elicitation || capabilities.sampling,
+            max_message_bytes: corral_protocol::MAX_MESSAGE_BYTES,
+        };
+        // The notification queue exists before `initialize` goes out: the daemon may push right
+        // after answering it, and nothing it sends is lost.
+        let (connection, inbox) = Connection::start(stream, settings);
+        let mut params = InitializeParams::new(options.client_info.clone());
+        params.capabilities = capabilities;
+        let initialize_result = call::<Initialize>(&connection, params, options.connect_timeout).await?;
         Ok(Client {
-            rpc,
+            connection,
             socket_path,
             request_timeout: options.request_timeout,
             initialize_result,
-            notifications: Some(Notifications::new(subscriptions)),
+            notifications: Some(Notifications::new(inbox.notifications, inbox.overflowed)),
+            requests: inbox.requests.map(DaemonRequests::new),
         })
     }
 
@@ -210,21 +212,29 @@ impl Client {
         self.notifications.take()
     }
 
+    /// Requests from the daemon (MCP servers' elicitations and sampling requests); `Some` on the
+    /// first call only, and only when [`ConnectOptions::capabilities`] declared one.
+    ///
+    /// Until taken, up to 64 requests wait; past that (or once the stream is dropped) the daemon
+    /// is answered with an error at once, so a server never waits on a client that is not
+    /// listening.
+    pub fn take_requests(&mut self) -> Option<DaemonRequests> {
+        self.requests.take()
+    }
+
     /// Whether the connection is still open.
     pub fn is_connected(&self) -> bool {
-        self.rpc.is_connected()
+        self.connection.is_connected()
     }
 
     /// Wait until the connection closes.
     pub async fn closed(&self) {
-        // The reason is only jsonrpsee's internal error text; callers see
-        // `ClientError::Disconnected` on their next request anyway.
-        let _reason = self.rpc.on_disconnect().await;
+        self.connection.closed().await;
     }
 
     /// Call any method with the default request timeout.
     pub async fn request<R: Request>(&self, params: R::Params) -> Result<R::Result, ClientError> {
-        call::<R>(&self.rpc, params, self.request_timeout).await
+        call::<R>(&self.connection, params, self.request_timeout).await
     }
 
     /// Call any method, waiting at most `timeout` for the answer.
@@ -233,7 +243,7 @@ impl Client {
         params: R::Params,
         timeout: Duration,
     ) -> Result<R::Result, ClientError> {
-        call::<R>(&self.rpc, params, timeout).await
+        call::<R>(&self.connection, params, timeout).await
     }
 
     /// `daemon/status`.
@@ -378,52 +388,31 @@ impl Client {
     }
 }
 
-/// Already serialized params (jsonrpsee wants its own trait).
-struct RawParams(Box<RawValue>);
-
-impl ToRpcParams for RawParams {
-    fn to_rpc_params(self) -> Result<Option<Box<RawValue>>, serde_json::Error> {
-        Ok(Some(self.0))
-    }
-}
-
 async fn call<R: Request>(
-    rpc: &jsonrpsee::core::client::Client,
+    connection: &Connection,
     params: R::Params,
     timeout: Duration,
 ) -> Result<R::Result, ClientError> {
-    let params = serde_json::value::to_raw_value(&params).map_err(|error| ClientError::Encode {
+    let params = serde_json::to_value(&params).map_err(|error| ClientError::Encode {
         method: R::METHOD.to_owned(),
         error,
     })?;
-    // The result is taken raw and decoded here so that a shape mismatch is
-    // `Decode` naming the method, not a transport-level parse error.
-    let answer = tokio::time::timeout(timeout, rpc.request::<Box<RawValue>, _>(R::METHOD, RawParams(params))).await;
-    let raw = match answer {
-        Ok(Ok(raw)) => raw,
-        Ok(Err(error)) => return Err(ClientError::from_jsonrpsee(R::METHOD, timeout, error)),
-        Err(_elapsed) => {
+    let result = match connection.request(R::METHOD, params, timeout).await {
+        Ok(result) => result,
+        Err(CallError::Rpc(error)) => return Err(ClientError::from_error_object(R::METHOD, error)),
+        Err(CallError::Disconnected) => return Err(ClientError::Disconnected),
+        Err(CallError::Timeout) => {
             return Err(ClientError::Timeout {
                 method: R::METHOD.to_owned(),
                 timeout,
             });
         }
     };
-    serde_json::from_str(raw.get()).map_err(|error| ClientError::Decode {
+    // Decoded here so that a shape mismatch is `Decode` naming the method.
+    serde_json::from_value(result).map_err(|error| ClientError::Decode {
         method: R::METHOD.to_owned(),
         error,
     })
-}
-
-async fn subscribe<T: serde::de::DeserializeOwned>(
-    rpc: &jsonrpsee::core::client::Client,
-    method: &str,
-) -> Result<jsonrpsee::core::client::Subscription<T>, ClientError> {
-    // Registering is local to the client (nothing goes on the wire); it only
-    // fails when the connection is already gone.
-    rpc.subscribe_to_method::<T>(method)
-        .await
-        .map_err(|error| ClientError::from_jsonrpsee(method, Duration::ZERO, error))
 }
 
 fn list_params(server: Option<&str>) -> ListParams {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use corral_protocol::ErrorCode;
 use corral_protocol::error::VersionMismatchData;
+use corral_protocol::jsonrpc::ErrorObject;
 
 /// An error from [`Client`](crate::Client).
 ///
@@ -73,8 +74,8 @@ pub enum ClientError {
         /// What failed.
         error: serde_json::Error,
     },
-    /// The JSON-RPC client failed in a way none of the above describes (a bug here or in the daemon).
-    #[error("`{method}` failed inside the JSON-RPC client: {message}")]
+    /// The client failed in a way none of the above describes (a bug here or in the daemon).
+    #[error("`{method}` failed inside the client: {message}")]
     Internal {
         /// The method being called.
         method: String,
@@ -93,42 +94,19 @@ impl ClientError {
         }
     }
 
-    /// Map an error from jsonrpsee's client for a call to `method` that was given `timeout`.
-    pub(crate) fn from_jsonrpsee(method: &str, timeout: Duration, error: jsonrpsee::core::client::Error) -> Self {
-        use jsonrpsee::core::client::Error;
-        match error {
-            Error::Call(object) => {
-                let data = object
-                    .data()
-                    .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok());
-                let version_mismatch = (object.code() == ErrorCode::ProtocolVersionMismatch.code())
-                    .then(|| data.clone())
-                    .flatten()
-                    .and_then(|data| serde_json::from_value::<VersionMismatchData>(data).ok());
-                match version_mismatch {
-                    Some(mismatch) => Self::VersionMismatch(mismatch),
-                    None => Self::Rpc {
-                        method: method.to_owned(),
-                        code: object.code(),
-                        message: object.message().to_owned(),
-                        data,
-                    },
-                }
-            }
-            Error::RequestTimeout => Self::Timeout {
+    /// The daemon's JSON-RPC error answering `method`.
+    pub(crate) fn from_error_object(method: &str, error: ErrorObject) -> Self {
+        let version_mismatch = (error.code == ErrorCode::ProtocolVersionMismatch.code())
+            .then(|| error.data.clone())
+            .flatten()
+            .and_then(|data| serde_json::from_value::<VersionMismatchData>(data).ok());
+        match version_mismatch {
+            Some(mismatch) => Self::VersionMismatch(mismatch),
+            None => Self::Rpc {
                 method: method.to_owned(),
-                timeout,
-            },
-            // The background task stopped because the transport failed or
-            // closed; every pending and later call gets one of these.
-            Error::RestartNeeded(_) | Error::Transport(_) | Error::ServiceDisconnect => Self::Disconnected,
-            Error::ParseError(error) => Self::Decode {
-                method: method.to_owned(),
-                error,
-            },
-            other => Self::Internal {
-                method: method.to_owned(),
-                message: other.to_string(),
+                code: error.code,
+                message: error.message,
+                data: error.data,
             },
         }
     }
@@ -148,21 +126,20 @@ fn format_timeout(timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonrpsee::core::client::Error as JsonrpseeError;
-    use jsonrpsee::types::ErrorObject;
-    use std::sync::Arc;
 
-    const TIMEOUT: Duration = Duration::from_secs(30);
-
-    fn call_error(code: i32, message: &str, data: Option<serde_json::Value>) -> JsonrpseeError {
-        JsonrpseeError::Call(ErrorObject::owned(code, message, data))
+    fn call_error(code: i32, message: &str, data: Option<serde_json::Value>) -> ErrorObject {
+        let error = ErrorObject::new(code, message);
+        match data {
+            Some(data) => error.with_data(data),
+            None => error,
+        }
     }
 
     #[test]
     fn version_mismatch_data_becomes_its_own_variant() {
         let data = VersionMismatchData::new(2, 1, 1);
         let wire = serde_json::to_value(&data).expect("serialize");
-        let error = ClientError::from_jsonrpsee("initialize", TIMEOUT, call_error(-32004, "mismatch", Some(wire)));
+        let error = ClientError::from_error_object("initialize", call_error(-32004, "mismatch", Some(wire)));
         match &error {
             ClientError::VersionMismatch(got) => assert_eq!(got, &data),
             other => panic!("expected VersionMismatch, got {other:?}"),
@@ -174,9 +151,8 @@ mod tests {
 
     #[test]
     fn version_mismatch_without_usable_data_stays_an_rpc_error() {
-        let error = ClientError::from_jsonrpsee(
+        let error = ClientError::from_error_object(
             "initialize",
-            TIMEOUT,
             call_error(-32004, "mismatch", Some(serde_json::json!({"requested": "two"}))),
         );
         assert!(matches!(error, ClientError::Rpc { code: -32004, .. }), "{error:?}");
@@ -185,9 +161,8 @@ mod tests {
 
     #[test]
     fn rpc_errors_keep_code_message_and_data() {
-        let error = ClientError::from_jsonrpsee(
+        let error = ClientError::from_error_object(
             "mcpServer/get",
-            TIMEOUT,
             call_error(
                 -32001,
                 "no MCP server named `nope`",
@@ -217,7 +192,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_have_no_error_code() {
-        let error = ClientError::from_jsonrpsee("x", TIMEOUT, call_error(-1, "custom", None));
+        let error = ClientError::from_error_object("x", call_error(-1, "custom", None));
         assert!(matches!(
             error,
             ClientError::Rpc {
@@ -230,18 +205,15 @@ mod tests {
     }
 
     #[test]
-    fn transport_failures_are_disconnects_and_timeouts_name_the_method() {
-        let closed = JsonrpseeError::RestartNeeded(Arc::new(JsonrpseeError::Transport("eof".into())));
-        assert!(matches!(
-            ClientError::from_jsonrpsee("daemon/status", TIMEOUT, closed),
-            ClientError::Disconnected
-        ));
-        let timeout = ClientError::from_jsonrpsee("daemon/status", TIMEOUT, JsonrpseeError::RequestTimeout);
+    fn timeouts_name_the_method() {
+        let timeout = ClientError::Timeout {
+            method: "daemon/status".to_owned(),
+            timeout: Duration::from_secs(30),
+        };
         assert_eq!(
             timeout.to_string(),
             "corrald did not answer `daemon/status` within 30 s"
         );
-        assert!(matches!(timeout, ClientError::Timeout { .. }));
     }
 
     #[test]

@@ -1,27 +1,30 @@
 //! Notifications the daemon pushes, merged into one typed stream.
 //!
-//! jsonrpsee routes notifications by method name into one bounded buffer per
-//! method (`subscribe_to_method`). [`Notifications`] polls those buffers and
-//! yields [`ClientNotification`]s. The buffers are registered before
-//! `initialize` is sent, so nothing the daemon pushes right after answering it
-//! is lost.
+//! The connection's reader puts every notification of a known kind, in arrival
+//! order, into one bounded queue; [`Notifications`] decodes them into
+//! [`ClientNotification`]s. The queue exists before `initialize` is sent, so
+//! nothing the daemon pushes right after answering it is lost. Kinds this
+//! client does not know (a newer daemon's) are skipped.
 //!
-//! Overload is visible, never silent: when this client reads too slowly and a
-//! buffer fills, jsonrpsee drops that method's buffer; the stream then ends
+//! Overload is visible, never silent: when this client reads too slowly and the
+//! queue fills, the reader closes it; the stream ends after what was queued
 //! and [`Notifications::end_reason`] says [`NotificationsEnd::Overflowed`].
 //! (The daemon's own `events/lagged` notice covers the other side: the daemon
 //! could not write to this connection fast enough.)
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use corral_protocol::{DaemonNotification, EventsLagged, EventsLaggedNotification, Notification};
 use futures_core::Stream;
-use jsonrpsee::core::client::{Subscription, SubscriptionCloseReason};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::ClientError;
+use crate::connection::RawNotification;
 
 /// A notification from the daemon: a daemon event (every kind the protocol
 /// defines, each with a `seq`), or this connection's `events/lagged` notice.
@@ -38,8 +41,7 @@ pub enum ClientNotification {
     Lagged(EventsLagged),
 }
 
-/// Every notification method the client listens for, `events/lagged` first
-/// (it is rare, so polling it first cannot starve the others).
+/// Every notification method the client understands.
 pub(crate) fn methods() -> impl Iterator<Item = &'static str> {
     std::iter::once(EventsLaggedNotification::METHOD).chain(DaemonNotification::METHODS)
 }
@@ -112,27 +114,24 @@ pub enum NotificationsEnd {
     Overflowed,
 }
 
-/// The daemon's notifications, in arrival order per method.
+/// The daemon's notifications, in arrival order.
 ///
 /// Get it once with [`Client::take_notifications`](crate::Client::take_notifications).
 /// Items are `Err` only when a notification does not decode
-/// ([`ClientError::Decode`]); the stream goes on after that. Order between
-/// different methods is not guaranteed; order by
-/// [`ClientNotification::seq`] when it matters.
+/// ([`ClientError::Decode`]); the stream goes on after that.
 #[derive(Debug)]
 pub struct Notifications {
-    /// One jsonrpsee buffer per method in [`methods`]; `None` once it ended.
-    subscriptions: Vec<(&'static str, Option<Subscription<Value>>)>,
+    queue: mpsc::Receiver<RawNotification>,
+    /// Set by the reader when the queue filled and it stopped filling it.
+    overflowed: Arc<AtomicBool>,
     end: Option<NotificationsEnd>,
 }
 
 impl Notifications {
-    pub(crate) fn new(subscriptions: Vec<(&'static str, Subscription<Value>)>) -> Self {
+    pub(crate) fn new(queue: mpsc::Receiver<RawNotification>, overflowed: Arc<AtomicBool>) -> Self {
         Self {
-            subscriptions: subscriptions
-                .into_iter()
-                .map(|(method, subscription)| (method, Some(subscription)))
-                .collect(),
+            queue,
+            overflowed,
             end: None,
         }
     }
@@ -156,56 +155,22 @@ impl Stream for Notifications {
         if this.end.is_some() {
             return Poll::Ready(None);
         }
-        for (method, slot) in &mut this.subscriptions {
-            match poll_subscription(slot, cx) {
-                Polled::Item(item) => {
-                    let decoded = item.and_then(|params| ClientNotification::decode(method, params));
-                    return Poll::Ready(Some(decoded.map_err(|error| decode_error(method, error))));
-                }
-                Polled::Overflowed => return this.finish(NotificationsEnd::Overflowed),
-                Polled::Closed | Polled::Pending => {}
+        match this.queue.poll_recv(cx) {
+            Poll::Ready(Some((method, params))) => {
+                let decoded = ClientNotification::decode(&method, params).map_err(|error| decode_error(&method, error));
+                Poll::Ready(Some(decoded))
             }
+            Poll::Ready(None) => {
+                // Everything queued before the end has been handed out.
+                this.end = Some(if this.overflowed.load(Ordering::Acquire) {
+                    NotificationsEnd::Overflowed
+                } else {
+                    NotificationsEnd::Disconnected
+                });
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        // On a disconnect every buffer ends; drain them all before ending.
-        if this.subscriptions.iter().all(|(_, slot)| slot.is_none()) {
-            return this.finish(NotificationsEnd::Disconnected);
-        }
-        Poll::Pending
-    }
-}
-
-impl Notifications {
-    fn finish(&mut self, end: NotificationsEnd) -> Poll<Option<Result<ClientNotification, ClientError>>> {
-        self.end = Some(end);
-        self.subscriptions.clear();
-        Poll::Ready(None)
-    }
-}
-
-enum Polled<T> {
-    Item(Result<T, serde_json::Error>),
-    /// This buffer filled and was dropped by jsonrpsee.
-    Overflowed,
-    /// This buffer ended because the connection closed (or it had already ended).
-    Closed,
-    Pending,
-}
-
-fn poll_subscription<T>(slot: &mut Option<Subscription<T>>, cx: &mut Context<'_>) -> Polled<T>
-where
-    T: serde::de::DeserializeOwned,
-{
-    let Some(subscription) = slot else {
-        return Polled::Closed;
-    };
-    match Pin::new(&mut *subscription).poll_next(cx) {
-        Poll::Ready(Some(item)) => Polled::Item(item),
-        Poll::Ready(None) => {
-            let overflowed = matches!(subscription.close_reason(), Some(SubscriptionCloseReason::Lagged));
-            *slot = None;
-            if overflowed { Polled::Overflowed } else { Polled::Closed }
-        }
-        Poll::Pending => Polled::Pending,
     }
 }
 

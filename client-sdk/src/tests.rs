@@ -267,8 +267,15 @@ async fn unanswered_requests_time_out_naming_the_method() {
         matches!(&error, ClientError::Timeout { method, .. } if method == "mcpServer/list"),
         "{error:?}"
     );
-    // The request did go out; a late answer is discarded and the connection stays usable.
+    // The request did go out, and was withdrawn when the caller gave up on it, so the daemon
+    // stops the work; a late answer is discarded and the connection stays usable.
     let late = daemon.next_request().await;
+    assert_eq!(late["method"], "mcpServer/list");
+    let cancel = daemon.next_request().await;
+    assert_eq!(
+        cancel,
+        json!({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": late["id"]}})
+    );
     daemon.answer_with_example(&late, "mcp-server-list.response").await;
     let (status, ()) = tokio::join!(client.daemon_status(), async {
         let request = daemon.next_request().await;
@@ -403,4 +410,115 @@ mod unix_socket {
         assert_eq!(client.socket_path(), socket);
         assert_eq!(client.initialize_result().connection_id, 7);
     }
+}
+
+#[tokio::test]
+async fn a_dropped_call_is_withdrawn_on_the_wire() {
+    let (client, mut daemon) = connected().await;
+    let call = client.daemon_status();
+    // Poll the call until it has been sent, then drop it (as `select!` does on Ctrl-C).
+    tokio::select! {
+        biased;
+        _ = call => panic!("nobody answered"),
+        request = daemon.next_request() => {
+            assert_eq!(request["method"], "daemon/status");
+            let cancel = daemon.next_request().await;
+            assert_eq!(cancel["method"], "$/cancelRequest");
+            assert_eq!(cancel["params"]["id"], request["id"]);
+        }
+    }
+}
+
+/// A client that declared elicitation, connected to a fake daemon.
+async fn connected_with_elicitation() -> (Client, FakeDaemon) {
+    let (client_end, daemon_end) = tokio::io::duplex(64 * 1024);
+    let mut daemon = FakeDaemon::new(daemon_end);
+    let mut capabilities = corral_protocol::ClientCapabilities::default();
+    capabilities.elicitation = true;
+    let (client, initialize) = tokio::join!(
+        Client::connect_with_stream(client_end, options().with_capabilities(capabilities)),
+        daemon.accept_initialize()
+    );
+    assert_eq!(
+        initialize["params"]["capabilities"]["elicitation"], true,
+        "{initialize}"
+    );
+    (client.expect("initialize succeeds"), daemon)
+}
+
+fn elicitation(id: u64) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "mcpServer/elicitation/request",
+        "params": {"server": "everything", "request": {"mode": "form", "message": "Your name?",
+            "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}},
+    })
+}
+
+#[tokio::test]
+async fn requests_from_the_daemon_are_answered_by_the_application() {
+    let (mut client, mut daemon) = connected_with_elicitation().await;
+    let mut requests = client.take_requests().expect("declared elicitation");
+    daemon.send(elicitation(1)).await;
+    let request = tokio::time::timeout(WAIT, requests.next())
+        .await
+        .expect("in time")
+        .expect("a request");
+    assert_eq!(request.method(), "mcpServer/elicitation/request");
+    let params = request
+        .params_as::<corral_protocol::ElicitationRequest>()
+        .expect("an elicitation")
+        .expect("decodes");
+    assert_eq!(params.server, "everything");
+    assert!(request.params_as::<corral_protocol::SamplingRequest>().is_none());
+    request
+        .respond(json!({"action": "accept", "content": {"name": "Ada"}}))
+        .await
+        .expect("sent");
+    let answer = daemon.next_request().await;
+    assert_eq!(
+        answer,
+        json!({"jsonrpc": "2.0", "id": 1, "result": {"action": "accept", "content": {"name": "Ada"}}})
+    );
+
+    // Dropped unanswered: the daemon still gets exactly one answer, an error.
+    daemon.send(elicitation(2)).await;
+    let request = tokio::time::timeout(WAIT, requests.next())
+        .await
+        .expect("in time")
+        .expect("a request");
+    drop(request);
+    let answer = daemon.next_request().await;
+    assert_eq!(answer["id"], 2);
+    assert_eq!(answer["error"]["code"], -32603, "{answer}");
+}
+
+#[tokio::test]
+async fn a_withdrawn_request_is_seen_by_the_application() {
+    let (mut client, mut daemon) = connected_with_elicitation().await;
+    let mut requests = client.take_requests().expect("declared elicitation");
+    daemon.send(elicitation(5)).await;
+    let request = tokio::time::timeout(WAIT, requests.next())
+        .await
+        .expect("in time")
+        .expect("a request");
+    assert!(!request.is_withdrawn());
+    daemon
+        .send(json!({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 5}}))
+        .await;
+    tokio::time::timeout(WAIT, request.withdrawn())
+        .await
+        .expect("withdrawn in time");
+    assert!(request.is_withdrawn());
+}
+
+#[tokio::test]
+async fn without_a_capability_requests_are_refused_at_once() {
+    let (mut client, mut daemon) = connected().await;
+    assert!(client.take_requests().is_none(), "no capability declared");
+    daemon.send(elicitation(9)).await;
+    let answer = daemon.next_request().await;
+    assert_eq!(answer["id"], 9);
+    assert_eq!(answer["error"]["code"], -32601, "{answer}");
 }

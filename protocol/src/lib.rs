@@ -10,6 +10,7 @@
 pub mod config;
 pub mod error;
 pub mod framing;
+pub mod jsonrpc;
 pub mod messages;
 pub mod paths;
 pub mod schema;
