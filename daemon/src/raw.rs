@@ -164,6 +164,9 @@ impl RawWire {
             return;
         }
         let mut state = self.state();
+        if state.watched.iter().any(|(watched, _)| watched == id.get()) {
+            return; // the same bytes offered again after a partial or pending write
+        }
         if is_list {
             // A listing starts with a request without a cursor.
             let first_page = message
@@ -291,10 +294,16 @@ pub(crate) struct TeeWriter<W> {
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for TeeWriter<W> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let this = &mut *self;
+        // Watch the requests in `buf` *before* they reach the server: once written, the server
+        // may answer, and the reader see the answer, before this task runs again (it did under
+        // load, and the answer fell back to rmcp's typed copy). A pending or partial write offers
+        // the same bytes again, so `sent` ignores an id it already watches.
+        let mut preview = this.line.clone();
+        split_lines(&mut preview, buf, |line| this.wire.sent(line));
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(written)) = polled {
-            let this = &mut *self;
-            split_lines(&mut this.line, &buf[..written], |line| this.wire.sent(line));
+            split_lines(&mut this.line, &buf[..written], |_| {});
         }
         polled
     }
