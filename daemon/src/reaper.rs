@@ -566,6 +566,30 @@ mod tests {
     }
 
     #[test]
+    fn a_process_from_a_record_needs_its_exact_start_time_and_the_marker() {
+        let me = std::process::id();
+        let exact = ProcessId {
+            pid: me,
+            start_time: start_time(me).expect("own stat"),
+        };
+        let unknown = ProcessId { pid: me, start_time: 0 };
+        assert!(is_same_process(unknown), "live bookkeeping treats 0 as unknown");
+        assert!(!is_recorded_process(unknown, "1-1/"), "from disk, 0 matches nothing");
+        assert!(
+            !is_recorded_process(exact, "1-1/"),
+            "the test process does not carry the record's marker"
+        );
+    }
+
+    #[test]
+    fn instance_ids_are_pid_dash_start_time() {
+        assert!(is_instance_id("123-456"));
+        for bad in ["", "-", "123-", "-456", "1-2/3", "a-1", "123"] {
+            assert!(!is_instance_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn markers_are_unique_per_run() {
         let registry = Registry::new(None);
         let first = registry.next_marker("s");
