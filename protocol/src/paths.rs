@@ -278,7 +278,11 @@ mod tests {
         std::os::unix::fs::symlink(&private, &link).expect("symlink");
         let error = check_private_dir(&link).expect_err("a symlink");
         assert!(matches!(error, UntrustedSocket::DirIsSymlink { .. }), "{error}");
-        assert!(check_private_dir(&base.join("missing")).expect_err("missing").is_missing());
+        assert!(
+            check_private_dir(&base.join("missing"))
+                .expect_err("missing")
+                .is_missing()
+        );
         let _ = std::fs::remove_dir_all(base);
     }
 

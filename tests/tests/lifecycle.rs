@@ -183,7 +183,12 @@ fn the_lock_file_is_never_unlinked_so_two_daemons_never_both_own_a_socket() {
     let status = first.sigterm_and_wait();
     assert_eq!(status.code(), Some(0), "{}", first.stderr());
     // SAFETY: flock on a descriptor we own; no memory is involved.
-    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&contender), libc::LOCK_EX | libc::LOCK_NB) };
+    let locked = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&contender),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
     assert_eq!(locked, 0, "the contender holds the lock once the first daemon is gone");
 
     let mut second = TestDaemon::builder().socket_path(first.socket_path()).spawn();
@@ -193,11 +198,7 @@ fn the_lock_file_is_never_unlinked_so_two_daemons_never_both_own_a_socket() {
         "a second daemon must not start while the contender holds the lock ({exit:?}); stderr:\n{}",
         second.stderr()
     );
-    assert!(
-        second.stderr().contains("another corrald"),
-        "{}",
-        second.stderr()
-    );
+    assert!(second.stderr().contains("another corrald"), "{}", second.stderr());
     drop(contender);
 }
 

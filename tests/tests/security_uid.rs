@@ -309,7 +309,10 @@ fn the_cli_refuses_a_socket_directory_another_user_made_and_sends_it_nothing() {
         socket.display(),
         planted_dir.display()
     );
-    assert!(output.stderr.contains(&expected), "names the path and the owner: {output:?}");
+    assert!(
+        output.stderr.contains(&expected),
+        "names the path and the owner: {output:?}"
+    );
     assert!(!output.stderr.contains(SECRET), "{output:?}");
 }
 
@@ -342,13 +345,19 @@ fn the_cli_of_a_user_refuses_a_socket_served_by_another_uid_even_root() {
     let seen = impostor.finish();
 
     assert_eq!(seen["sawSecret"], false, "the secret reached the impostor");
-    assert_eq!(seen["bytes"], 0, "not a byte may be sent to another uid's listener: {seen}");
+    assert_eq!(
+        seen["bytes"], 0,
+        "not a byte may be sent to another uid's listener: {seen}"
+    );
     assert!(!output.status.success(), "the CLI must fail: {output:?}");
     let expected = format!(
         "refusing to talk to corrald at {}: it is served by a process of uid 0, not by you (uid {OTHER_VICTIM})",
         socket.display()
     );
-    assert!(output.stderr.contains(&expected), "names the path and the uids: {output:?}");
+    assert!(
+        output.stderr.contains(&expected),
+        "names the path and the uids: {output:?}"
+    );
 }
 
 fn sdk_options(socket: &Path) -> ConnectOptions {
@@ -402,7 +411,10 @@ async fn the_sdk_refuses_untrusted_sockets_with_a_typed_error() {
         matches!(
             &error,
             ClientError::UntrustedSocket {
-                reason: UntrustedSocket::PeerIsOtherUser { peer_uid: ATTACKER, own_uid: 0 },
+                reason: UntrustedSocket::PeerIsOtherUser {
+                    peer_uid: ATTACKER,
+                    own_uid: 0
+                },
                 ..
             }
         ),
@@ -727,7 +739,11 @@ async fn a_record_that_cannot_be_written_is_reported_and_written_once_it_can() {
         .collect();
     assert_eq!(pids, [u64::from(leader)], "the retried record lists the running server");
     let mut doctor_again = corral_command();
-    doctor_again.arg("doctor").arg("--socket").arg(&socket).env("HOME", scene.path());
+    doctor_again
+        .arg("doctor")
+        .arg("--socket")
+        .arg(&socket)
+        .env("HOME", scene.path());
     let after = run_command(&mut doctor_again, WAIT);
     assert!(!after.stdout.contains("children-record"), "{}", after.stdout);
     drop(client);

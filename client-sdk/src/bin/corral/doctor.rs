@@ -153,12 +153,12 @@ pub(crate) async fn run(socket: Option<&Path>) -> Report {
             .fix(data.advice()),
         ),
         #[cfg(unix)]
-        Err(error @ ClientError::UntrustedSocket { .. }) => checks.push(
-            Check::new("daemon", Level::Error, error.to_string()).fix(
+        Err(error @ ClientError::UntrustedSocket { .. }) => {
+            checks.push(Check::new("daemon", Level::Error, error.to_string()).fix(
                 "do not use this socket: whoever controls it receives what you send; run corrald with a --socket \
                  in a directory only you can write (the default is $XDG_RUNTIME_DIR/corral), and find out who made it",
-            ),
-        ),
+            ));
+        }
         Err(error @ ClientError::DaemonNotRunning { .. }) => {
             let installed = service_status
                 .as_ref()
@@ -225,12 +225,10 @@ pub(crate) async fn run(socket: Option<&Path>) -> Report {
 /// leaves its servers running if it is killed with SIGKILL.
 fn children_record_check(status: &DaemonStatus) -> Option<Check> {
     let error = status.children_record_error.as_deref()?;
-    Some(
-        Check::new("children-record", Level::Error, error).fix(
-            "free space in (or fix) the socket's directory; corrald retries on its own, and this goes away once a \
+    Some(Check::new("children-record", Level::Error, error).fix(
+        "free space in (or fix) the socket's directory; corrald retries on its own, and this goes away once a \
              write succeeds",
-        ),
-    )
+    ))
 }
 
 fn version_check(status: &DaemonStatus) -> Check {
