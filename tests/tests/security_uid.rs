@@ -234,7 +234,8 @@ struct Impostor {
 impl Impostor {
     /// Listen on `socket` as `uid`; returns once it listens.
     fn start(socket: &Path, uid: u32) -> Impostor {
-        let mut child = Command::new("/usr/bin/python3")
+        // Started as root, it drops to `uid` itself (as lifecycle.rs's intruder does).
+        let mut child = Command::new("python3")
             .arg("-c")
             .arg(IMPOSTOR)
             .arg(socket)
@@ -244,7 +245,7 @@ impl Impostor {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|error| panic!("/usr/bin/python3 is needed (`apt-get install python3`): {error}"));
+            .unwrap_or_else(|error| panic!("python3 is needed (`apt-get install python3`): {error}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {
