@@ -14,6 +14,7 @@
 //! create it (0700) when it is missing and never change the mode of one we
 //! did not create. The lock file is opened with `O_NOFOLLOW`, so a symbolic
 //! link planted in its place is refused rather than followed.
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, Write as _};
 use std::os::fd::AsRawFd as _;
