@@ -136,8 +136,21 @@ impl Client {
     /// Fails with [`ClientError::DaemonNotRunning`] when the socket is missing
     /// or refuses connections, [`ClientError::VersionMismatch`] when the
     /// daemon does not serve this protocol version.
+    ///
+    /// On Unix, before a single byte is sent, the socket's directory must be
+    /// private to this user ([`corral_protocol::paths::check_private_dir`])
+    /// and the process at the other end must run as this user's uid
+    /// (`SO_PEERCRED` / `getpeereid`); otherwise this fails with
+    /// [`ClientError::UntrustedSocket`]: another user could be impersonating
+    /// corrald to read what the front-end sends.
     pub async fn connect(options: ConnectOptions) -> Result<Client, ClientError> {
         let socket = options.resolved_socket_path();
+        #[cfg(unix)]
+        match corral_protocol::paths::check_private_dir(corral_protocol::paths::socket_dir(&socket)) {
+            Ok(()) => {}
+            Err(reason) if reason.is_missing() => return Err(ClientError::DaemonNotRunning { socket }),
+            Err(reason) => return Err(ClientError::UntrustedSocket { socket, reason }),
+        }
         let started = tokio::time::Instant::now();
         let stream = match tokio::time::timeout(options.connect_timeout, open_stream(&socket)).await {
             Ok(Ok(stream)) => stream,
@@ -152,6 +165,10 @@ impl Client {
                 });
             }
         };
+        #[cfg(unix)]
+        if let Err(reason) = check_peer(&stream) {
+            return Err(ClientError::UntrustedSocket { socket, reason });
+        }
         let remaining = options.connect_timeout.saturating_sub(started.elapsed());
         let options = ConnectOptions {
             socket_path: Some(socket),
@@ -426,6 +443,23 @@ fn list_params(server: Option<&str>) -> ListParams {
 #[cfg(unix)]
 async fn open_stream(socket: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
     tokio::net::UnixStream::connect(socket).await
+}
+
+/// Refuse a stream whose other end runs as another user (root included, unless
+/// we are root): checked right after `connect`, before anything is written.
+#[cfg(unix)]
+fn check_peer(stream: &tokio::net::UnixStream) -> Result<(), corral_protocol::paths::UntrustedSocket> {
+    use corral_protocol::paths::UntrustedSocket;
+    let own_uid = corral_protocol::paths::effective_uid();
+    let peer_uid = stream
+        .peer_cred()
+        .map_err(|error| UntrustedSocket::PeerUnknown { error })?
+        .uid();
+    if peer_uid == own_uid {
+        Ok(())
+    } else {
+        Err(UntrustedSocket::PeerIsOtherUser { peer_uid, own_uid })
+    }
 }
 
 /// Open a byte stream to the daemon: its named pipe. A missing pipe is

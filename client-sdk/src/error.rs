@@ -24,6 +24,17 @@ pub enum ClientError {
         /// The socket the client tried.
         socket: PathBuf,
     },
+    /// The socket is not to be trusted: its directory is not private to you,
+    /// or another user's process serves it. Nothing was sent on it; `reason`
+    /// says which (branch on it), and the message names the path and the owner.
+    #[cfg(unix)]
+    #[error("refusing to talk to corrald at {}: {reason}", socket.display())]
+    UntrustedSocket {
+        /// The socket the client was about to use.
+        socket: PathBuf,
+        /// What is wrong with it.
+        reason: corral_protocol::paths::UntrustedSocket,
+    },
     /// Connecting to the socket failed for another reason (permissions, timeout…).
     #[error("cannot connect to corrald at {}: {error}", socket.display())]
     Connect {

@@ -143,6 +143,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     #[cfg(target_os = "linux")]
     tracker.spawn(reap_adopted_orphans(shutdown.clone()));
+    tracker.spawn(retry_children_record(shutdown.clone()));
     let events = Arc::new(events::EventHub::new(EVENT_HISTORY));
     let supervisor = supervisor::spawn(
         &config,
@@ -254,6 +255,24 @@ fn record_path(socket: &std::path::Path) -> PathBuf {
     let mut name = socket.file_name().unwrap_or_default().to_os_string();
     name.push(".children");
     socket.with_file_name(name)
+}
+
+/// How often a children record that could not be written is tried again
+/// (besides on every change of the servers' processes).
+const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Keep retrying a failed write of the children record until one succeeds.
+async fn retry_children_record(shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(RECORD_RETRY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // A few small file operations; not worth a blocking thread.
+        reaper::registry().retry_record();
+    }
 }
 
 /// Reap zombies of orphans re-parented to corrald, on every SIGCHLD (and every

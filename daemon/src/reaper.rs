@@ -19,7 +19,17 @@
 //! instance id and each running server's pid and start time. A daemon that
 //! starts and finds a record from a predecessor that did not shut down kills
 //! what that predecessor left: every process carrying its instance's marker,
-//! and every recorded pid whose start time still matches.
+//! and every recorded pid whose start time still matches exactly *and* that
+//! carries that instance's marker.
+//!
+//! The record is trusted only when it cannot have been planted: a regular file
+//! (opened with `O_NOFOLLOW`), owned by our uid, mode 0600, in a directory
+//! private to us. A recorded start time of 0 (unknown) never matches. The
+//! record is written 0600 through a temp file created with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW` and renamed over it. A write that fails (disk
+//! full) is retried on the next change and by a timer ([`Registry::retry_record`]),
+//! and shown in `daemon/status.childrenRecordError` until one succeeds: until
+//! then a SIGKILLed daemon's servers would survive it.
 //!
 //! The process scanning reads `/proc` and is Linux-only; elsewhere the process
 //! group (Job Object on Windows) is the only guarantee.
@@ -60,6 +70,8 @@ struct RegistryState {
     /// reused while its old process is still being torn down.
     leaders: BTreeMap<u32, (String, ProcessId)>,
     generation: u64,
+    /// Why the last write of the record failed; `None` once one succeeded.
+    record_error: Option<String>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -97,7 +109,9 @@ pub fn init(record_path: &Path) {
             tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper");
         }
     }
-    kill_predecessors_leftovers(record_path);
+    if let Some(record) = read_trusted_record(record_path) {
+        kill_predecessors_leftovers(&record);
+    }
     let registry = REGISTRY.get_or_init(|| Registry::new(Some(record_path.to_path_buf())));
     if registry.record_path.as_deref() != Some(record_path) {
         tracing::warn!("process registry was used before init; the record is not kept");
@@ -156,7 +170,7 @@ impl Registry {
         let Some(path) = &self.record_path else { return };
         // Written under the lock: concurrent spawns and teardowns must not
         // interleave their writes or rename an older snapshot over a newer one.
-        let state = self.lock();
+        let mut state = self.lock();
         let record = Record {
             instance: self.instance.clone(),
             daemon_pid: std::process::id(),
@@ -172,9 +186,36 @@ impl Registry {
         let result = serde_json::to_vec_pretty(&record)
             .map_err(std::io::Error::other)
             .and_then(|bytes| write_atomically(path, &bytes));
-        drop(state);
-        if let Err(error) = result {
-            tracing::warn!(record = %path.display(), %error, "cannot write the children record");
+        match result {
+            Ok(()) => {
+                if state.record_error.take().is_some() {
+                    tracing::info!(record = %path.display(), "the children record is written again");
+                }
+            }
+            Err(error) => {
+                let message = format!(
+                    "cannot write the children record {}: {error}; if corrald is killed before a write succeeds, \
+                     its servers' processes survive it (retrying)",
+                    path.display()
+                );
+                // Once per failure streak, not on every retry.
+                if state.record_error.is_none() {
+                    tracing::warn!(record = %path.display(), %error, "cannot write the children record; retrying");
+                }
+                state.record_error = Some(message);
+            }
+        }
+    }
+
+    /// Why the children record could not be written, while it cannot.
+    pub fn record_error(&self) -> Option<String> {
+        self.lock().record_error.clone()
+    }
+
+    /// Write the record again if the last write failed (called on a timer).
+    pub fn retry_record(&self) {
+        if self.lock().record_error.is_some() {
+            self.write_record();
         }
     }
 
@@ -224,31 +265,137 @@ impl Registry {
     }
 }
 
+/// Write `bytes` to `path` through `<path minus extension>.tmp`, created anew
+/// (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600) so that nothing already at that name,
+/// least of all a symbolic link, is ever written through, then renamed over
+/// `path` (a rename replaces a link at `path` itself, never its target).
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let temporary = path.with_extension("tmp");
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temporary)
+    };
+    let mut file = match create() {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            // A temp file left by a daemon killed mid-write, or something
+            // planted: the directory is ours (checked at bind), so unlink it
+            // (which never follows a link) and create our own.
+            std::fs::remove_file(&temporary)?;
+            create()?
+        }
+        Err(error) => return Err(error),
+    };
+    // Exactly 0600 whatever the umask: a successor trusts nothing else.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)?;
+    drop(file);
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
+}
+
+/// The largest record read back: a record lists one leader per running server.
+const MAX_RECORD_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Read the record a predecessor left at `path`, if there is one we can trust:
+/// a regular file of our uid, mode 0600, in a directory private to us, with a
+/// well-formed instance id. Anything else is ignored with a warning naming
+/// the path and what is wrong, and nothing is killed.
+#[cfg(unix)]
+fn read_trusted_record(path: &Path) -> Option<Record> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let ignore = |why: String| {
+        tracing::warn!(record = %path.display(), "ignoring the children record: {why}; nothing is killed");
+        None
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+            return ignore("it is a symbolic link".to_owned());
+        }
+        Err(error) => return ignore(format!("cannot open it: {error}")),
+    };
+    let metadata = match file.metadata() {
+        Ok(metadata) => metadata,
+        Err(error) => return ignore(format!("cannot inspect it: {error}")),
+    };
+    let own_uid = corral_protocol::paths::effective_uid();
+    if !metadata.is_file() {
+        return ignore("it is not a regular file".to_owned());
+    }
+    if metadata.uid() != own_uid {
+        return ignore(format!(
+            "it belongs to uid {}, not to you (uid {own_uid})",
+            metadata.uid()
+        ));
+    }
+    if metadata.mode() & 0o7777 != 0o600 {
+        return ignore(format!("it has mode {:o}, not 600", metadata.mode() & 0o7777));
+    }
+    if let Err(problem) = corral_protocol::paths::check_private_dir(corral_protocol::paths::socket_dir(path)) {
+        return ignore(problem.to_string());
+    }
+    let mut bytes = Vec::new();
+    if let Err(error) = file.take(MAX_RECORD_BYTES).read_to_end(&mut bytes) {
+        return ignore(format!("cannot read it: {error}"));
+    }
+    let record: Record = match serde_json::from_slice(&bytes) {
+        Ok(record) => record,
+        Err(error) => return ignore(format!("it is not a children record: {error}")),
+    };
+    if !is_instance_id(&record.instance) {
+        return ignore("its instance id is not `<pid>-<start time>`".to_owned());
+    }
+    Some(record)
+}
+
+#[cfg(not(unix))]
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, bytes)?;
     std::fs::rename(&temporary, path)
 }
 
+/// Without `/proc` nothing is killed from a record anyway (see the module doc).
+#[cfg(not(unix))]
+fn read_trusted_record(_path: &Path) -> Option<Record> {
+    None
+}
+
+/// `<pid>-<start time>`, as [`Registry::new`] makes them.
+fn is_instance_id(instance: &str) -> bool {
+    instance.split_once('-').is_some_and(|(pid, start)| {
+        [pid, start]
+            .iter()
+            .all(|part| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
+    })
+}
+
 /// Kill what a daemon that died without cleaning up left behind.
-fn kill_predecessors_leftovers(record_path: &Path) {
-    let Ok(bytes) = std::fs::read(record_path) else { return };
-    let record: Record = match serde_json::from_slice(&bytes) {
-        Ok(record) => record,
-        Err(error) => {
-            tracing::warn!(record = %record_path.display(), %error, "ignoring an unreadable children record");
-            return;
-        }
-    };
+fn kill_predecessors_leftovers(record: &Record) {
+    let instance_marker = format!("{}/", record.instance);
     let mut killed = Vec::new();
     for child in &record.children {
-        if is_same_process(child.process) {
+        if is_recorded_process(child.process, &instance_marker) {
             send_signal_to_group(child.process.pid, Signal::Kill);
             send_signal(child.process, Signal::Kill);
             killed.push(format!("{} (pid {})", child.server, child.process.pid));
         }
     }
-    let marked = marked_processes(&format!("{}/", record.instance));
+    let marked = marked_processes(&instance_marker);
     for process in &marked {
         send_signal(*process, Signal::Kill);
     }
@@ -260,6 +407,16 @@ fn kill_predecessors_leftovers(record_path: &Path) {
             "killed processes left behind by a daemon that did not shut down"
         );
     }
+}
+
+/// Whether a process named by a record on disk is still that process: alive,
+/// the exact start time recorded (an unknown, 0, matches nothing), and
+/// carrying the marker of the record's daemon instance in its environment.
+fn is_recorded_process(id: ProcessId, instance_marker: &str) -> bool {
+    let needle = format!("{MARKER_VAR}={instance_marker}");
+    id.start_time != 0
+        && read_stat(id.pid).is_some_and(|stat| !stat.zombie && stat.id.start_time == id.start_time)
+        && environ_has(id.pid, needle.as_bytes(), true)
 }
 
 /// Signals the reaper sends.
@@ -406,6 +563,30 @@ mod tests {
             !is_same_process(reused),
             "a different start time is a different process"
         );
+    }
+
+    #[test]
+    fn a_process_from_a_record_needs_its_exact_start_time_and_the_marker() {
+        let me = std::process::id();
+        let exact = ProcessId {
+            pid: me,
+            start_time: start_time(me).expect("own stat"),
+        };
+        let unknown = ProcessId { pid: me, start_time: 0 };
+        assert!(is_same_process(unknown), "live bookkeeping treats 0 as unknown");
+        assert!(!is_recorded_process(unknown, "1-1/"), "from disk, 0 matches nothing");
+        assert!(
+            !is_recorded_process(exact, "1-1/"),
+            "the test process does not carry the record's marker"
+        );
+    }
+
+    #[test]
+    fn instance_ids_are_pid_dash_start_time() {
+        assert!(is_instance_id("123-456"));
+        for bad in ["", "-", "123-", "-456", "1-2/3", "a-1", "123"] {
+            assert!(!is_instance_id(bad), "{bad:?}");
+        }
     }
 
     #[test]

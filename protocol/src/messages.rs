@@ -199,6 +199,11 @@ pub struct DaemonStatus {
     /// Where OAuth credentials are stored; `null` from a daemon that does not say.
     #[serde(default)]
     pub credentials_store: Option<CredentialsStoreStatus>,
+    /// Why the children record (`<socket>.children`, which lets the next daemon
+    /// clean up after this one is killed with SIGKILL) cannot be written, while
+    /// it cannot; the daemon keeps retrying. `null` when it is up to date.
+    #[serde(default)]
+    pub children_record_error: Option<String>,
 }
 
 /// Where the daemon keeps OAuth credentials (the `credentials_store` setting and what it resolved to).
@@ -279,6 +284,12 @@ impl DaemonStatus {
         self
     }
 
+    /// The same status saying why the children record cannot be written.
+    pub fn with_children_record_error(mut self, children_record_error: Option<String>) -> Self {
+        self.children_record_error = children_record_error;
+        self
+    }
+
     /// A status snapshot.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -302,6 +313,7 @@ impl DaemonStatus {
             last_seq,
             config_error: None,
             credentials_store: None,
+            children_record_error: None,
         }
     }
 }

@@ -8,6 +8,14 @@
 //!
 //! Config, in order: an explicit path, `$CORRAL_CONFIG`, then
 //! `config.toml` in the user's config directory (`~/.config/corral/` on Linux).
+//!
+//! Trust (Unix): a socket is only used when its directory is private to the
+//! user ([`check_private_dir`]: a real directory, not a symbolic link, owned by
+//! the effective uid, writable by nobody else), because whoever can write that
+//! directory can put their own socket (or lock file, or children record) in
+//! its place. The daemon refuses to bind in any other directory, and clients
+//! refuse to connect through one; clients also check the serving process's uid
+//! ([`UntrustedSocket::PeerIsOtherUser`]).
 
 use std::env;
 use std::ffi::OsString;
@@ -99,6 +107,134 @@ fn default_socket_path() -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The directory holding `socket` (`.` for a bare file name).
+pub fn socket_dir(socket: &Path) -> &Path {
+    socket
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The effective uid of this process: who the daemon runs as, and whom a
+/// client expects to find serving its socket.
+#[cfg(unix)]
+pub fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Why a socket (or the directory of the daemon's files) is not to be trusted.
+///
+/// Each variant names the directory or the uids involved, so the message says
+/// who could have planted what.
+#[cfg(unix)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UntrustedSocket {
+    /// The directory is a symbolic link: whoever made it chose where it points.
+    #[error("its directory {} is a symbolic link, not a directory of yours", dir.display())]
+    DirIsSymlink {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The path of the directory is not a directory.
+    #[error("{} is not a directory", dir.display())]
+    DirNotADirectory {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The directory belongs to another user, who can replace anything in it.
+    #[error("its directory {} belongs to uid {owner}, not to you (uid {own_uid})", dir.display())]
+    DirOwnedByOther {
+        /// The directory.
+        dir: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        own_uid: u32,
+    },
+    /// Group or others may create, rename and delete files in the directory.
+    #[error(
+        "its directory {} has mode {mode:o}: other users can create or replace files in it",
+        dir.display()
+    )]
+    DirWritableByOthers {
+        /// The directory.
+        dir: PathBuf,
+        /// Its permission bits (with setuid/setgid/sticky).
+        mode: u32,
+    },
+    /// The directory could not be inspected (missing: see [`UntrustedSocket::is_missing`]).
+    #[error("cannot inspect its directory {}: {error}", dir.display())]
+    DirUnreadable {
+        /// The directory.
+        dir: PathBuf,
+        /// What `lstat` said.
+        error: std::io::Error,
+    },
+    /// The process listening on the socket runs as another user.
+    #[error(
+        "it is served by a process of uid {peer_uid}, not by you (uid {own_uid}): another user may be impersonating corrald"
+    )]
+    PeerIsOtherUser {
+        /// The uid of the process at the other end (`SO_PEERCRED` / `getpeereid`).
+        peer_uid: u32,
+        /// Our effective uid.
+        own_uid: u32,
+    },
+    /// The kernel would not say who serves the socket.
+    #[error("cannot learn which user serves it: {error}")]
+    PeerUnknown {
+        /// The error of `SO_PEERCRED` / `getpeereid`.
+        error: std::io::Error,
+    },
+}
+
+#[cfg(unix)]
+impl UntrustedSocket {
+    /// Whether the directory does not exist (nothing to trust or distrust yet).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Self::DirUnreadable { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// Check that `dir` is private to this user: not a symbolic link (it is
+/// `lstat`ed), a directory, owned by the effective uid, and writable by
+/// nobody else (no group or other write bit, sticky or not).
+///
+/// Only the last component is checked: the directories above it are where the
+/// user (or the default: the runtime directory, or `$TMPDIR`) put it, and a
+/// directory we own cannot be renamed away by another user from a sticky
+/// `$TMPDIR` nor from a parent only we can write.
+#[cfg(unix)]
+pub fn check_private_dir(dir: &Path) -> Result<(), UntrustedSocket> {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = std::fs::symlink_metadata(dir).map_err(|error| UntrustedSocket::DirUnreadable {
+        dir: dir.to_path_buf(),
+        error,
+    })?;
+    if metadata.file_type().is_symlink() {
+        return Err(UntrustedSocket::DirIsSymlink { dir: dir.to_path_buf() });
+    }
+    if !metadata.is_dir() {
+        return Err(UntrustedSocket::DirNotADirectory { dir: dir.to_path_buf() });
+    }
+    let own_uid = effective_uid();
+    if metadata.uid() != own_uid {
+        return Err(UntrustedSocket::DirOwnedByOther {
+            dir: dir.to_path_buf(),
+            owner: metadata.uid(),
+            own_uid,
+        });
+    }
+    if metadata.mode() & 0o022 != 0 {
+        return Err(UntrustedSocket::DirWritableByOthers {
+            dir: dir.to_path_buf(),
+            mode: metadata.mode() & 0o7777,
+        });
+    }
+    Ok(())
+}
+
 /// Whether `path` fits in a Unix socket address.
 pub fn fits_socket_address(path: &Path) -> bool {
     path.as_os_str().len() <= MAX_SOCKET_PATH_BYTES
@@ -118,6 +254,42 @@ mod tests {
         assert_eq!(socket_path(Some(explicit)), explicit);
         let explicit = Path::new("/somewhere/config.toml");
         assert_eq!(config_path(Some(explicit)), explicit);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_a_private_directory_of_ours_is_trusted() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = std::env::temp_dir().join(format!("corral-paths-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let private = base.join("private");
+        std::fs::create_dir_all(&private).expect("create the test dirs");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+        assert!(check_private_dir(&private).is_ok());
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).expect("chmod 755");
+        assert!(check_private_dir(&private).is_ok(), "readable by others is fine");
+        for mode in [0o770, 0o1777, 0o702] {
+            std::fs::set_permissions(&private, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let error = check_private_dir(&private).expect_err("writable by others");
+            assert!(matches!(error, UntrustedSocket::DirWritableByOthers { .. }), "{error}");
+            assert!(error.to_string().contains(&format!("mode {mode:o}")), "{error}");
+        }
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&private, &link).expect("symlink");
+        let error = check_private_dir(&link).expect_err("a symlink");
+        assert!(matches!(error, UntrustedSocket::DirIsSymlink { .. }), "{error}");
+        assert!(
+            check_private_dir(&base.join("missing"))
+                .expect_err("missing")
+                .is_missing()
+        );
+        let _ = std::fs::remove_dir_all(base);
+    }
+
+    #[test]
+    fn the_socket_dir_of_a_bare_name_is_the_working_directory() {
+        assert_eq!(socket_dir(Path::new("d.sock")), Path::new("."));
+        assert_eq!(socket_dir(Path::new("/run/c/d.sock")), Path::new("/run/c"));
     }
 
     #[cfg(unix)]

@@ -361,7 +361,7 @@ fn kill_with_parent_thread(_command: &mut Command) {}
 /// A temp dir whose socket paths fit a Unix socket address even with a long `$TMPDIR`.
 fn temp_dir() -> TempDir {
     let mut builder = tempfile::Builder::new();
-    // Not starting with `corral`: the daemon tightens the mode of such socket directories.
+    // Created 0700 by tempfile: the daemon serves only from a directory private to its user.
     builder.prefix("e2e-corral-");
     let default_root = std::env::temp_dir();
     // Room for `/<prefix+random>/run/corral/corral.sock.lock`.

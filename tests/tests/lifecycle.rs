@@ -18,7 +18,8 @@ fn mode(path: &Path) -> u32 {
 }
 
 /// Stop with `signal` while a front-end is connected: exit code 0, the
-/// front-end sees the connection close, socket and lock file are gone.
+/// front-end sees the connection close, the socket is gone (the lock file
+/// stays: see `the_lock_file_is_never_unlinked_so_two_daemons_never_both_own_a_socket`).
 async fn stops_cleanly_on(signal: libc::c_int) {
     let mut daemon = TestDaemon::start();
     let client = daemon.connect_client().await;
@@ -33,7 +34,7 @@ async fn stops_cleanly_on(signal: libc::c_int) {
         daemon.stderr()
     );
     assert!(!daemon.socket_path().exists(), "the socket file is removed");
-    assert!(!daemon.lock_path().exists(), "the lock file is removed");
+    assert!(daemon.lock_path().exists(), "the lock file stays");
     within("the client to see the connection close", client.closed()).await;
     assert!(daemon.stderr().contains("shutting down"), "{}", daemon.stderr());
 }
@@ -80,7 +81,6 @@ fn sigterm_as_soon_as_the_socket_appears_still_exits_cleanly() {
             daemon.socket_path().exists()
         );
         assert!(!daemon.socket_path().exists(), "attempt {attempt}: socket left behind");
-        assert!(!daemon.lock_path().exists(), "attempt {attempt}: lock file left behind");
     }
 }
 
@@ -166,6 +166,40 @@ async fn a_killed_daemon_leaves_a_stale_socket_that_the_next_one_replaces() {
         second.pid().to_string(),
         "the lock file names the new daemon"
     );
+}
+
+/// A daemon that unlinked its lock file on the way out let two successors
+/// both own the socket: one that had opened the old file (and locks it once
+/// the daemon exits) and one that creates a new file. The test plays the first
+/// successor with the lock file's descriptor; the second must be refused.
+#[test]
+fn the_lock_file_is_never_unlinked_so_two_daemons_never_both_own_a_socket() {
+    let mut first = TestDaemon::start();
+    let contender = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(first.lock_path())
+        .expect("open the lock file as a contending daemon would");
+    let status = first.sigterm_and_wait();
+    assert_eq!(status.code(), Some(0), "{}", first.stderr());
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let locked = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&contender),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    assert_eq!(locked, 0, "the contender holds the lock once the first daemon is gone");
+
+    let mut second = TestDaemon::builder().socket_path(first.socket_path()).spawn();
+    let exit = second.wait_for_exit(WAIT);
+    assert!(
+        exit.is_some_and(|status| !status.success()),
+        "a second daemon must not start while the contender holds the lock ({exit:?}); stderr:\n{}",
+        second.stderr()
+    );
+    assert!(second.stderr().contains("another corrald"), "{}", second.stderr());
+    drop(contender);
 }
 
 #[tokio::test]

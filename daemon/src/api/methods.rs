@@ -100,7 +100,8 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
                     .credentials
                     .as_ref()
                     .map(crate::credentials::Credentials::status),
-            ),
+            )
+            .with_children_record_error(crate::reaper::registry().record_error()),
         )
     })?;
 

@@ -4,7 +4,16 @@
 //! Exclusivity comes from an advisory lock (`flock`) on `<socket>.lock`, held
 //! for the daemon's whole life. The kernel drops the lock when the holder
 //! dies, however it dies, so a socket file found while *we* hold the lock is
-//! known to be stale and can be replaced without racing a live daemon.
+//! known to be stale and can be replaced without racing a live daemon. The
+//! lock file is never removed: a daemon that unlinked it while holding it
+//! would let one contender lock the unlinked file and the next create and lock
+//! a new one, both believing they own the socket.
+//!
+//! Everything lives in one directory that must be private to us
+//! ([`corral_protocol::paths::check_private_dir`], checked with `lstat`): we
+//! create it (0700) when it is missing and never change the mode of one we
+//! did not create. The lock file is opened with `O_NOFOLLOW`, so a symbolic
+//! link planted in its place is refused rather than followed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, Write as _};
@@ -17,11 +26,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 /// The bound socket. Dropping it removes the socket file (unless the service
-/// manager owns it) and the lock file.
+/// manager owns it) and releases the lock; the lock file stays (see the module doc).
 #[derive(Debug)]
 pub struct SocketGuard {
     path: PathBuf,
-    lock_path: PathBuf,
     /// Whether the socket file is ours to remove: not when a socket-activating
     /// service manager created it and keeps listening on it after we exit.
     remove_socket: bool,
@@ -36,7 +44,7 @@ impl Drop for SocketGuard {
         if self.remove_socket {
             let _ = fs::remove_file(&self.path);
         }
-        let _ = fs::remove_file(&self.lock_path);
+        // The lock file is not removed: see the module doc.
     }
 }
 
@@ -57,11 +65,7 @@ pub fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, So
             corral_protocol::paths::MAX_SOCKET_PATH_BYTES
         );
     }
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    prepare_dir(dir)?;
+    prepare_dir(corral_protocol::paths::socket_dir(path))?;
     let (lock, lock_path) = take_lock(path)?;
 
     match fs::symlink_metadata(path) {
@@ -93,7 +97,6 @@ pub fn bind(path: &Path) -> anyhow::Result<(std::os::unix::net::UnixListener, So
         listener,
         SocketGuard {
             path: path.to_path_buf(),
-            lock_path,
             remove_socket: true,
             _lock: lock,
         },
@@ -162,13 +165,14 @@ pub fn adopt(
             "serving the socket the service manager passed, not the configured path"
         );
     }
-    let (lock, lock_path) = take_lock(&path)?;
+    // The lock file and the children record live next to the socket.
+    check_dir(corral_protocol::paths::socket_dir(&path))?;
+    let (lock, _) = take_lock(&path)?;
     listener.set_nonblocking(true)?;
     Ok((
         listener,
         SocketGuard {
             path: path.clone(),
-            lock_path,
             remove_socket: false,
             _lock: lock,
         },
@@ -179,14 +183,35 @@ pub fn adopt(
 /// Take `<socket>.lock` for this daemon, or explain who holds it.
 fn take_lock(path: &Path) -> anyhow::Result<(File, PathBuf)> {
     let lock_path = lock_path(path);
-    let mut lock = OpenOptions::new()
+    let mut lock = match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        // Never through a symbolic link (ELOOP), never block on a FIFO.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&lock_path)
-        .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
+    {
+        Ok(lock) => lock,
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "lock file {} is a symbolic link: refusing to follow it; remove it if you made it, \
+             otherwise someone else can write to your socket directory",
+            lock_path.display()
+        ),
+        Err(error) => return Err(error).with_context(|| format!("cannot open lock file {}", lock_path.display())),
+    };
+    let metadata = lock
+        .metadata()
+        .with_context(|| format!("cannot inspect lock file {}", lock_path.display()))?;
+    let own_uid = corral_protocol::paths::effective_uid();
+    if !metadata.is_file() || metadata.uid() != own_uid {
+        bail!(
+            "lock file {} is not a regular file of yours (uid {}, you are uid {own_uid}): remove it",
+            lock_path.display(),
+            metadata.uid()
+        );
+    }
     // SAFETY: flock on a file descriptor we own; no memory is involved.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let error = io::Error::last_os_error();
@@ -214,38 +239,50 @@ fn take_lock(path: &Path) -> anyhow::Result<(File, PathBuf)> {
 
 /// Create the socket's directory private (0700), or check an existing one.
 ///
-/// A directory we own is ours to manage; a root-owned one (like `/tmp`) is a
-/// shared place the user chose explicitly. A directory owned by another user
-/// could let that user replace our socket, so it is refused.
+/// Only a directory private to us is accepted (see
+/// [`corral_protocol::paths::check_private_dir`]): in one another user can
+/// write (a shared `/tmp`, or a `corral-<uid>` directory someone created
+/// first), they could plant symbolic links or a children record, or serve a
+/// socket of their own. An existing directory's mode is never changed: we may
+/// not have created it, and it may not be what its path says (a symlink).
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
-    match fs::metadata(dir) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create socket directory {}", dir.display())),
-        Err(error) => Err(error).with_context(|| format!("cannot inspect socket directory {}", dir.display())),
-        Ok(metadata) => {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let own_uid = unsafe { libc::geteuid() };
-            if metadata.uid() != own_uid && metadata.uid() != 0 {
-                bail!(
-                    "socket directory {} belongs to uid {}, not to you (uid {own_uid}): choose another --socket",
-                    dir.display(),
-                    metadata.uid()
-                );
+    match fs::symlink_metadata(dir) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .with_context(|| format!("cannot create socket directory {}", parent.display()))?;
             }
-            let is_own_private_dir = metadata.uid() == own_uid
-                && dir
-                    .file_name()
-                    .is_some_and(|name| name.to_string_lossy().starts_with("corral"));
-            if is_own_private_dir && metadata.mode() & 0o077 != 0 {
-                tracing::warn!(dir = %dir.display(), "socket directory was readable by others; making it private (0700)");
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+            // Not recursive: if someone creates the directory between our
+            // `lstat` and this `mkdir`, it fails, and the check below judges
+            // what is there instead of us adopting it.
+            match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(error) => {
+                    return Err(error).with_context(|| format!("cannot create socket directory {}", dir.display()));
+                }
             }
-            Ok(())
         }
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot inspect socket directory {}", dir.display()));
+        }
+        Ok(_) => {}
     }
+    check_dir(dir)
+}
+
+/// Refuse a socket directory that is not private to us, naming it and its owner.
+fn check_dir(dir: &Path) -> anyhow::Result<()> {
+    corral_protocol::paths::check_private_dir(dir).map_err(|problem| {
+        anyhow::anyhow!(
+            "refusing to serve a socket in {}: {problem}; choose a --socket in a directory only you can write \
+             (the default is $XDG_RUNTIME_DIR/corral)",
+            dir.display()
+        )
+    })
 }
 
 /// Whether the front-end on `stream` has closed the connection entirely
@@ -287,7 +324,9 @@ mod tests {
         assert!(error.contains(&expected), "{error}");
         drop(guard);
         assert!(!path.exists(), "socket removed on drop");
-        assert!(!lock_path(&path).exists(), "lock file removed on drop");
+        assert!(lock_path(&path).exists(), "the lock file is never removed");
+        let (_listener, guard) = bind(&path).expect("a new daemon takes the lock file that was left");
+        drop(guard);
         let _ = fs::remove_dir_all(dir);
     }
 }

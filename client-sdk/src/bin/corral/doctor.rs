@@ -47,7 +47,8 @@ impl Level {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Check {
-    /// What was checked: `daemon`, `config`, `server:NAME`, `executable:NAME`, `socket`, `service`, `credentials`.
+    /// What was checked: `daemon`, `children-record`, `config`, `server:NAME`, `executable:NAME`, `socket`,
+    /// `service`, `credentials`.
     pub(crate) check: String,
     pub(crate) level: Level,
     /// What was found, one line (a config error may add lines).
@@ -131,6 +132,7 @@ pub(crate) async fn run(socket: Option<&Path>) -> Report {
         Ok(client) => match client.daemon_status().await {
             Ok(status) => {
                 checks.push(version_check(&status));
+                checks.extend(children_record_check(&status));
                 daemon = Some((client, status));
             }
             Err(error) => checks.push(
@@ -150,6 +152,13 @@ pub(crate) async fn run(socket: Option<&Path>) -> Report {
             )
             .fix(data.advice()),
         ),
+        #[cfg(unix)]
+        Err(error @ ClientError::UntrustedSocket { .. }) => {
+            checks.push(Check::new("daemon", Level::Error, error.to_string()).fix(
+                "do not use this socket: whoever controls it receives what you send; run corrald with a --socket \
+                 in a directory only you can write (the default is $XDG_RUNTIME_DIR/corral), and find out who made it",
+            ));
+        }
         Err(error @ ClientError::DaemonNotRunning { .. }) => {
             let installed = service_status
                 .as_ref()
@@ -210,6 +219,16 @@ pub(crate) async fn run(socket: Option<&Path>) -> Report {
         ok: checks.iter().all(|check| check.level != Level::Error),
         checks,
     }
+}
+
+/// Only a problem is reported: a daemon that cannot write its children record
+/// leaves its servers running if it is killed with SIGKILL.
+fn children_record_check(status: &DaemonStatus) -> Option<Check> {
+    let error = status.children_record_error.as_deref()?;
+    Some(Check::new("children-record", Level::Error, error).fix(
+        "free space in (or fix) the socket's directory; corrald retries on its own, and this goes away once a \
+             write succeeds",
+    ))
 }
 
 fn version_check(status: &DaemonStatus) -> Check {

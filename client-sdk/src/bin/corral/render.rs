@@ -58,6 +58,9 @@ pub(crate) fn status(status: &DaemonStatus) -> String {
     if let Some(error) = &status.config_error {
         pairs.push(("config error", one_line(error, usize::MAX)));
     }
+    if let Some(error) = &status.children_record_error {
+        pairs.push(("record error", one_line(error, usize::MAX)));
+    }
     if let Some(store) = &status.credentials_store {
         let mut line = format!("{} ({}, mode {})", store.backend.as_str(), store.location, store.mode);
         if let Some(note) = &store.note {
