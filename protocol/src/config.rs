@@ -9,7 +9,7 @@
 //! The text is read with toml's spanned document model ([`DeTable`]) rather
 //! than serde structs, so that each check writes its own message, points at
 //! the exact key or value, and one pass reports every problem instead of
-//! stopping at the first. [`FIELDS`] is the one list of server fields: it
+//! stopping at the first. `FIELDS` is the one list of server fields: it
 //! drives unknown-field detection, the wrong-transport check, typo
 //! suggestions and the JSON Schema, so they cannot drift apart.
 //!
@@ -339,7 +339,7 @@ impl std::fmt::Display for ConfigProblem {
 
 /// JSON Schema (draft 2020-12) of the config file, for editors.
 ///
-/// Built from [`FIELDS`] rather than derived, because the file is not read
+/// Built from `FIELDS` rather than derived, because the file is not read
 /// through serde structs (see the module comment). It describes every field
 /// with its type, default and description, and adds the transport rules an
 /// editor can check: exactly one of `command` and `url`, an explicit

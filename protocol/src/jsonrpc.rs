@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 pub const VERSION: &str = "2.0";
 
 /// A request id: a number or a string (JSON-RPC also allows `null` on error responses, which
-/// [`Response::id`] models as `None`).
+/// [`ResponseMessage::id`] models as `None`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RequestId {
