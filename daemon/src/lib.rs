@@ -275,7 +275,8 @@ async fn reap_adopted_orphans(shutdown: CancellationToken) {
             _ = tick.tick() => {}
             Some(()) = async { match &mut child_signals { Some(signals) => signals.recv().await, None => None } } => {}
         }
-        reaper::registry().reap_adopted();
+        // A /proc scan: off the runtime threads.
+        let _ = tokio::task::spawn_blocking(|| reaper::registry().reap_adopted()).await;
     }
 }
 
