@@ -58,6 +58,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::builtin::CorralServer;
+use crate::cgroup;
 use crate::credentials::{CredentialState, Credentials};
 use crate::events::EventHub;
 use crate::http::{self, HttpBackend, HttpFailure};
@@ -257,6 +258,7 @@ pub(crate) fn spawn(
         restart: RestartPolicy::from_config(&config),
         tracker: tracker.clone(),
         marker: String::new(),
+        leaf: None,
         leader: reaper::ProcessId { pid: 0, start_time: 0 },
         known_tree: Vec::new(),
         last_crash: None,
@@ -287,6 +289,8 @@ struct ServerTask {
     tracker: tokio_util::task::TaskTracker,
     /// Marker of the current (or last) run's process tree.
     marker: String,
+    /// The current run's cgroup, when servers get one (`cgroup`).
+    leaf: Option<cgroup::Leaf>,
     /// The current (or last) run's leader, with its start time.
     leader: reaper::ProcessId,
     /// Descendants of the current run's leader, as seen when it became ready.
@@ -456,9 +460,21 @@ impl ServerTask {
             }
         };
         let marker = reaper::registry().next_marker(&self.name);
-        let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker) {
+        let leaf = if cgroup::enabled() {
+            let name = self.name.clone();
+            tokio::task::spawn_blocking(move || cgroup::Leaf::create(&name))
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker, leaf.as_ref()) {
             Ok(launched) => launched,
             Err(error) => {
+                if let Some(leaf) = leaf {
+                    let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
+                }
                 let reason = match &error {
                     LaunchError::ExecutableNotFound { .. } => FailureReason::ExecutableNotFound,
                     LaunchError::BadWorkingDirectory { .. } => FailureReason::ConfigInvalid,
@@ -472,6 +488,7 @@ impl ServerTask {
         tracing::info!(server = %self.name, pid, "launched");
         self.state.send_modify(|state| state.public.pid = Some(pid));
         self.marker = marker;
+        self.leaf = leaf;
         // Read now, while the leader cannot have been reaped: its pid is its own.
         self.leader = reaper::ProcessId::of(pid);
         self.known_tree.clear();
@@ -1068,14 +1085,27 @@ impl ServerTask {
     }
 
     /// The bounded teardown of one process tree; records how it ended.
-    async fn teardown_process(&self, service: Option<Session>, child: &mut Box<dyn ChildWrapper>, pid: u32) {
+    async fn teardown_process(&mut self, service: Option<Session>, child: &mut Box<dyn ChildWrapper>, pid: u32) {
         let started = Instant::now();
         let leader = if self.leader.pid == pid {
             self.leader
         } else {
             reaper::ProcessId { pid, start_time: 0 }
         };
-        let exit = teardown(service, child, leader, &self.marker, &self.known_tree, self.teardown).await;
+        let exit = teardown(
+            service,
+            child,
+            leader,
+            &self.marker,
+            &self.known_tree,
+            self.leaf.as_ref(),
+            self.teardown,
+        )
+        .await;
+        if let Some(leaf) = self.leaf.take() {
+            // After the ladder nothing of the run may stay: kill what is left, remove the leaf.
+            let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
+        }
         reaper::registry().leader_gone(pid);
         tracing::info!(server = %self.name, pid, elapsed = ?started.elapsed(), exit = ?exit, "torn down");
         self.state.send_modify(|state| {
@@ -1223,6 +1253,7 @@ async fn teardown(
     leader: reaper::ProcessId,
     marker: &str,
     known: &[reaper::ProcessId],
+    leaf: Option<&cgroup::Leaf>,
     policy: TeardownPolicy,
 ) -> Option<String> {
     let pid = leader.pid;
@@ -1242,14 +1273,17 @@ async fn teardown(
     // The processes signalled now are the ones waited for: scanning /proc
     // once, not on every poll of the grace.
     tree.extend(scan_tree(leader, tree.clone(), Some(marker)).await);
+    tree.extend(leaf_members(leaf, leader, &tree));
     tree.retain(|process| reaper::is_same_process(*process));
-    if exit.is_some() && !group_alive(pid) && tree.is_empty() {
+    let leaf_populated = || leaf.is_some_and(cgroup::Leaf::populated);
+    if exit.is_some() && !group_alive(pid) && tree.is_empty() && !leaf_populated() {
         reap_adopted().await;
         return exit;
     }
     signal_tree(child, &tree, Signal::Terminate);
-    let tree_alive =
-        |tree: &[reaper::ProcessId]| group_alive(pid) || tree.iter().any(|process| reaper::is_same_process(*process));
+    let tree_alive = |tree: &[reaper::ProcessId]| {
+        group_alive(pid) || tree.iter().any(|process| reaper::is_same_process(*process)) || leaf_populated()
+    };
     let deadline = tokio::time::Instant::now() + policy.term_grace;
     if exit.is_none() {
         exit = tokio::time::timeout_at(deadline, child.inner_mut().wait())
@@ -1267,6 +1301,11 @@ async fn teardown(
     tree.retain(|process| reaper::is_same_process(*process));
     if exit.is_none() || tree_alive(&tree) {
         signal_tree(child, &tree, Signal::Kill);
+        if let Some(leaf) = leaf {
+            // Everything in the leaf, whatever it did to hide: cgroup.kill.
+            let leaf = leaf.clone();
+            let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
+        }
         if exit.is_none() {
             exit = tokio::time::timeout(Duration::from_secs(1), child.inner_mut().wait())
                 .await
@@ -1302,6 +1341,20 @@ async fn scan_tree(
     })
     .await
     .unwrap_or_default()
+}
+
+/// The processes in the run's cgroup leaf not already in `tree` (the leader excluded).
+fn leaf_members(
+    leaf: Option<&cgroup::Leaf>,
+    leader: reaper::ProcessId,
+    tree: &[reaper::ProcessId],
+) -> Vec<reaper::ProcessId> {
+    let Some(leaf) = leaf else { return Vec::new() };
+    leaf.pids()
+        .into_iter()
+        .map(reaper::ProcessId::of)
+        .filter(|process| process.pid != leader.pid && process.start_time != 0 && !tree.contains(process))
+        .collect()
 }
 
 /// Reap orphans re-parented to corrald, off the runtime threads.

@@ -236,11 +236,14 @@ fn why_not_executable(metadata: &std::fs::Metadata) -> String {
 /// Start a stdio server. The only function in corrald that starts a process.
 ///
 /// `marker` goes into the child's environment as [`crate::reaper::MARKER_VAR`],
-/// so that every process of the server's tree can be found at teardown.
+/// so that every process of the server's tree can be found at teardown. With
+/// a `leaf`, the child moves itself into that cgroup between fork and exec,
+/// so everything it ever starts is in it too.
 pub fn launch(
     server: &str,
     config: &StdioConfig,
     marker: &str,
+    leaf: Option<&crate::cgroup::Leaf>,
 ) -> Result<(Launched, tokio::process::ChildStderr), LaunchError> {
     let cwd = working_directory(config)?;
     let mut env = child_env(config, |name| std::env::var_os(name));
@@ -259,6 +262,29 @@ pub fn launch(
         .stderr(Stdio::piped())
         // Last resort if a Launched is dropped without teardown.
         .kill_on_drop(true);
+    // Kept open until the spawn is done; the child's copy closes at exec.
+    let leaf_procs = match leaf.map(crate::cgroup::Leaf::procs_for_writing).transpose() {
+        Ok(procs) => procs,
+        Err(error) => {
+            tracing::warn!(server, %error, "cannot open the server's cgroup; it runs without one");
+            None
+        }
+    };
+    #[cfg(target_os = "linux")]
+    if let Some(procs) = &leaf_procs {
+        use std::os::fd::AsRawFd as _;
+        let fd = procs.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls write(2), which is async-signal-safe, on an fd the
+        // parent keeps open until the spawn returned. A failure is not fatal
+        // here (checked by the parent after the spawn).
+        unsafe {
+            command.pre_exec(move || {
+                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+                Ok(())
+            });
+        }
+    }
     let mut wrapped = CommandWrap::from(command);
     #[cfg(unix)]
     wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
@@ -275,7 +301,13 @@ pub fn launch(
             program: program.clone(),
             error,
         })?;
+    drop(leaf_procs);
     let pid = child.id().unwrap_or_default();
+    if let Some(leaf) = leaf
+        && !leaf.holds(pid)
+    {
+        tracing::warn!(server, pid, cgroup = %leaf.path().display(), "the server did not move into its cgroup; it runs without one");
+    }
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin().take(), child.stdout().take(), child.stderr().take())
     else {
