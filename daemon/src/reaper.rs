@@ -12,7 +12,10 @@
 //! On Linux corrald is also a child subreaper (`PR_SET_CHILD_SUBREAPER`):
 //! orphans of servers are re-parented to it rather than to init, and it reaps
 //! their zombies (only those: the servers it spawned itself are reaped by
-//! tokio).
+//! tokio). That is also how a process without the marker (it cleared its
+//! environment) is found: [`descendants`] follows parent pids from the server
+//! and from the descendants seen before, so a process that was in the tree
+//! when corrald looked stays the server's after it is orphaned.
 //!
 //! The *record* (`<socket>.children`, next to the socket, so it is per daemon
 //! and gone after a reboot with the runtime directory) holds the daemon's
