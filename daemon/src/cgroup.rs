@@ -220,6 +220,7 @@ fn kill_cgroup(path: &Path) {
     if std::fs::write(path.join("cgroup.kill"), "1").is_ok() {
         return;
     }
+    #[cfg(unix)]
     for pid in pids_in(path) {
         if let Ok(pid) = i32::try_from(pid) {
             // SAFETY: kill(2); a pid listed in the leaf belongs to the server

@@ -225,9 +225,10 @@ fn why_not_executable(metadata: &std::fs::Metadata) -> String {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = metadata.permissions().mode() & 0o7777;
         if metadata.is_file() {
-            return format!("is not executable (mode {mode:04o})");
+            format!("is not executable (mode {mode:04o})")
+        } else {
+            format!("is not a regular file (mode {mode:04o})")
         }
-        return format!("is not a regular file (mode {mode:04o})");
     }
     #[cfg(not(unix))]
     "cannot be run".to_owned()
