@@ -25,6 +25,7 @@
 
 pub mod api;
 mod builtin;
+pub mod cgroup;
 pub mod credentials;
 pub mod events;
 mod frontends;
@@ -73,6 +74,9 @@ pub struct Options {
     pub config_poll_interval: Duration,
     /// Where stored credentials live (the credentials files; see `credentials`).
     pub data_dir: PathBuf,
+    /// Put each stdio server in a cgroup v2 leaf below corrald's cgroup
+    /// (needs a delegated cgroup: `Delegate=yes` under systemd; see `cgroup`).
+    pub server_cgroups: bool,
 }
 
 impl Options {
@@ -86,6 +90,7 @@ impl Options {
             inherited: service::Inherited::default(),
             config_poll_interval: reload::POLL_INTERVAL,
             data_dir: corral_protocol::paths::data_dir(None),
+            server_cgroups: false,
         }
     }
 }
@@ -131,6 +136,9 @@ pub async fn run(
     let pipe = api::pipe::bind(&options.socket_path)?;
     // Only now, holding the socket lock, is the record ours to act on.
     reaper::init(&record_path(&options.socket_path));
+    if options.server_cgroups {
+        cgroup::enable();
+    }
 
     // Opening the keyring is a D-Bus round trip (or a timeout): off the runtime.
     let credentials = {
@@ -235,6 +243,7 @@ pub async fn run(
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not finish in time; exiting anyway");
     }
     let left = reaper::registry().kill_everything_left();
+    cgroup::kill_all_leaves();
     if left > 0 {
         tracing::warn!(
             processes = left,
@@ -294,7 +303,8 @@ async fn reap_adopted_orphans(shutdown: CancellationToken) {
             _ = tick.tick() => {}
             Some(()) = async { match &mut child_signals { Some(signals) => signals.recv().await, None => None } } => {}
         }
-        reaper::registry().reap_adopted();
+        // A /proc scan: off the runtime threads.
+        let _ = tokio::task::spawn_blocking(|| reaper::registry().reap_adopted()).await;
     }
 }
 

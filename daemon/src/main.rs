@@ -26,6 +26,11 @@ struct Args {
     /// Do not run the built-in `corral` MCP server (which reports corrald's own state).
     #[arg(long, env = "CORRAL_NO_BUILTIN_SERVER", value_parser = clap::builder::FalseyValueParser::new())]
     no_builtin_server: bool,
+    /// Put each stdio server in its own cgroup v2 leaf below corrald's cgroup, so that every
+    /// process it starts is killed with it (Linux; needs a delegated cgroup: `Delegate=yes`
+    /// under systemd). Without a usable cgroup corrald warns and runs servers without one.
+    #[arg(long, env = "CORRAL_SERVER_CGROUPS", value_parser = clap::builder::FalseyValueParser::new())]
+    server_cgroups: bool,
     /// Register `debug/*` methods used by Corral's own tests and benchmarks.
     #[arg(long, env = "CORRAL_TEST_HOOKS", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
     enable_test_hooks: bool,
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
     );
     options.test_hooks = args.enable_test_hooks;
     options.builtin_server = !args.no_builtin_server;
+    options.server_cgroups = args.server_cgroups;
     options.inherited = inherited;
     options.data_dir = corral_protocol::paths::data_dir(args.data_dir.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -11,6 +11,11 @@
 //! (another transport, a message too large), callers fall back to rmcp's
 //! typed value.
 //!
+//! The tee also tells the server task what rmcp does not: that the server's
+//! stdout reached EOF (the MCP transport is gone, whether or not the process
+//! runs on), and which lines were not valid JSON (rmcp skips them silently,
+//! so an `initialize` answered with broken JSON would look like no answer).
+//!
 //! Progress is routed from here too, in the order the server wrote it: rmcp
 //! hands notifications to spawned tasks but responses straight to the
 //! waiting request, so a request's last progress could otherwise reach the
@@ -25,6 +30,7 @@ use std::task::{Context, Poll};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
 
 use crate::frontends::FrontEnds;
 
@@ -54,6 +60,11 @@ pub(crate) struct RawWire {
     /// The server's name, for progress routes.
     server: String,
     frontends: Arc<FrontEnds>,
+    /// Cancelled when the server's stdout reaches EOF (or fails).
+    stdout_closed: CancellationToken,
+    /// Cancelled at the first line that looks like a JSON-RPC message (an
+    /// object naming `"jsonrpc"`) but is not valid JSON.
+    broken_message: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +77,12 @@ struct State {
     listing: Vec<Box<RawValue>>,
     /// The latest complete `tools/list`, by tool name.
     tools: Arc<HashMap<String, Box<RawValue>>>,
+    /// Lines the server wrote so far.
+    lines_received: u64,
+    /// Of those, lines that are not valid JSON.
+    invalid_lines: u64,
+    /// Where the first invalid line broke, without its content (it may hold anything).
+    first_invalid: Option<String>,
 }
 
 /// The parts of a JSON-RPC message the tee looks at.
@@ -114,6 +131,57 @@ impl RawWire {
             state: Mutex::default(),
             server: server.to_owned(),
             frontends,
+            stdout_closed: CancellationToken::new(),
+            broken_message: CancellationToken::new(),
+        }
+    }
+
+    /// Cancelled once the server's stdout reached EOF: the session is over.
+    pub(crate) fn stdout_closed(&self) -> CancellationToken {
+        self.stdout_closed.clone()
+    }
+
+    /// Cancelled once the server wrote a JSON-RPC message that is not valid JSON.
+    pub(crate) fn broken_message(&self) -> CancellationToken {
+        self.broken_message.clone()
+    }
+
+    /// How many lines the server wrote that are not valid JSON.
+    pub(crate) fn invalid_lines(&self) -> u64 {
+        self.state().invalid_lines
+    }
+
+    /// Where the first invalid line broke, e.g. `line 1 of its stdout, column 58: EOF while parsing a value`.
+    pub(crate) fn invalid_summary(&self) -> String {
+        self.state()
+            .first_invalid
+            .clone()
+            .unwrap_or_else(|| "no invalid line".to_owned())
+    }
+
+    /// A line that is not a JSON-RPC message: count it if it is not JSON at all.
+    fn not_a_message(&self, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(line) else {
+            return; // valid JSON, just not a message: rmcp's business
+        };
+        let mut state = self.state();
+        state.invalid_lines += 1;
+        if state.first_invalid.is_none() {
+            let text = error.to_string();
+            let what = text.split(" at line ").next().unwrap_or(&text);
+            state.first_invalid = Some(format!(
+                "line {} of its stdout, column {}: {what}",
+                state.lines_received,
+                error.column()
+            ));
+        }
+        drop(state);
+        let trimmed = line.trim_ascii_start();
+        if trimmed.starts_with(b"{") && trimmed.windows(9).any(|window| window == b"\"jsonrpc\"") {
+            self.broken_message.cancel();
         }
     }
 
@@ -185,7 +253,9 @@ impl RawWire {
 
     /// A line the server wrote to corrald.
     fn received(&self, line: &[u8]) {
+        self.state().lines_received += 1;
         let Ok(message) = serde_json::from_slice::<Message<'_>>(line) else {
+            self.not_a_message(line);
             return;
         };
         if message.method == Some(PROGRESS) {
@@ -275,10 +345,17 @@ pub(crate) struct TeeReader<R> {
 impl<R: AsyncRead + Unpin> AsyncRead for TeeReader<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        let room = buf.remaining();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let this = &mut *self;
-            split_lines(&mut this.line, &buf.filled()[before..], |line| this.wire.received(line));
+        match &polled {
+            // Nothing read into a buffer with room: EOF.
+            Poll::Ready(Ok(())) if room > 0 && buf.filled().len() == before => self.wire.stdout_closed.cancel(),
+            Poll::Ready(Ok(())) => {
+                let this = &mut *self;
+                split_lines(&mut this.line, &buf.filled()[before..], |line| this.wire.received(line));
+            }
+            Poll::Ready(Err(_)) => self.wire.stdout_closed.cancel(),
+            Poll::Pending => {}
         }
         polled
     }
@@ -328,6 +405,29 @@ mod tests {
     fn feed(wire: &RawWire, sent: &str, received: &str) {
         wire.sent(sent.as_bytes());
         wire.received(received.as_bytes());
+    }
+
+    #[test]
+    fn invalid_json_is_counted_and_a_broken_message_is_flagged() {
+        let wire = wire();
+        wire.received(b"this is not json");
+        wire.received(b"{broken");
+        wire.received(b"[1, 2]"); // valid JSON, not a message: rmcp's business
+        wire.received(b"   ");
+        assert_eq!(wire.invalid_lines(), 2);
+        assert!(
+            !wire.broken_message.is_cancelled(),
+            "stray output is not a broken message"
+        );
+        let summary = wire.invalid_summary();
+        assert!(summary.starts_with("line 1 of its stdout, column "), "{summary}");
+        assert!(
+            !summary.contains("this is not json"),
+            "never quotes the line: {summary}"
+        );
+        wire.received(br#"{"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "#);
+        assert_eq!(wire.invalid_lines(), 3);
+        assert!(wire.broken_message.is_cancelled());
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //! On Linux corrald is also a child subreaper (`PR_SET_CHILD_SUBREAPER`):
 //! orphans of servers are re-parented to it rather than to init, and it reaps
 //! their zombies (only those: the servers it spawned itself are reaped by
-//! tokio).
+//! tokio). That is also how a process without the marker (it cleared its
+//! environment) is found: [`descendants`] follows parent pids from the server
+//! and from the descendants seen before, so a process that was in the tree
+//! when corrald looked stays the server's after it is orphaned.
 //!
 //! The *record* (`<socket>.children`, next to the socket, so it is per daemon
 //! and gone after a reboot with the runtime directory) holds the daemon's
@@ -88,6 +91,16 @@ struct RecordedChild {
     server: String,
     #[serde(flatten)]
     process: ProcessId,
+}
+
+impl ProcessId {
+    /// `pid` with its start time now (0 if it is gone or unknown).
+    pub fn of(pid: u32) -> Self {
+        Self {
+            pid,
+            start_time: start_time(pid).unwrap_or_default(),
+        }
+    }
 }
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -246,17 +259,23 @@ impl Registry {
     }
 
     /// Reap zombies re-parented to the daemon (never a leader: tokio reaps those).
+    ///
+    /// Blocking (a `/proc` scan): call it from `spawn_blocking`. The scan runs
+    /// outside the registry's lock, which every launch needs: a leader
+    /// registered meanwhile is not a zombie yet, and only zombies are reaped.
     pub fn reap_adopted(&self) {
         #[cfg(target_os = "linux")]
         {
-            let state = self.lock();
-            let leaders: HashSet<u32> = state.leaders.keys().copied().collect();
+            let leaders: HashSet<u32> = self.lock().leaders.keys().copied().collect();
             let me = std::process::id();
             for process in processes() {
                 if process.ppid == me && process.zombie && !leaders.contains(&process.id.pid) {
                     let Ok(pid) = i32::try_from(process.id.pid) else {
                         continue;
                     };
+                    // A leader spawned after the snapshot above is not a
+                    // zombie of ours yet, so it cannot be this pid; tokio
+                    // reaps the leaders it spawned.
                     // SAFETY: waitpid on a specific zombie child; status pointer may be null.
                     unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
                 }
@@ -466,8 +485,43 @@ pub fn is_same_process(id: ProcessId) -> bool {
     }
 }
 
+/// The live descendants of `roots` (by parent pid, transitively), the roots
+/// excluded: one `/proc/*/stat` scan. Roots are checked by start time, so a
+/// reused pid's children are never taken for a server's.
+///
+/// This is the subreaper's own knowledge of a server's tree: a process that
+/// left the process group and cleared its environment (no marker) is still a
+/// descendant of the server while its parent chain is intact, and once its
+/// parent dies it is re-parented to corrald (the subreaper) with its own
+/// children still below it. So a tree seen while it was whole (recorded by
+/// the caller and passed back as `roots`) stays findable after orphaning.
+/// Blocking: call it from `spawn_blocking`.
+pub fn descendants(roots: &[ProcessId]) -> Vec<ProcessId> {
+    let all = processes();
+    let live: Vec<&Stat> = all.iter().filter(|process| !process.zombie).collect();
+    let mut found: Vec<ProcessId> = Vec::new();
+    // A root with an unknown start time is never trusted: its pid may be reused.
+    let mut frontier: Vec<u32> = roots
+        .iter()
+        .filter(|root| root.start_time != 0 && all.iter().any(|process| process.id == **root))
+        .map(|root| root.pid)
+        .collect();
+    // Bounded: each process is added at most once, so the loop runs at most
+    // once per live process.
+    while let Some(parent) = frontier.pop() {
+        for child in live.iter().filter(|process| process.ppid == parent) {
+            if !found.contains(&child.id) && !roots.contains(&child.id) {
+                found.push(child.id);
+                frontier.push(child.id.pid);
+            }
+        }
+    }
+    found
+}
+
 /// Live processes (not zombies) carrying a marker: exactly `marker`, or any
 /// marker starting with it when it ends with `/` (a whole daemon instance).
+/// Blocking (reads every process's environment): call it from `spawn_blocking`.
 pub fn marked_processes(marker: &str) -> Vec<ProcessId> {
     let needle = format!("{MARKER_VAR}={marker}");
     let prefix = marker.ends_with('/');

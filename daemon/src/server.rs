@@ -27,7 +27,20 @@
 //! [`TeardownPolicy::stdin_grace`], SIGTERM the process group, wait
 //! [`TeardownPolicy::term_grace`], SIGKILL the group. The group is signalled
 //! even when the leader exits on its own, so a helper it started in the same
-//! group does not outlive it.
+//! group does not outlive it. Every signal also goes to the rest of the
+//! server's tree: processes carrying its marker, and its descendants as
+//! corrald saw them (by parent pid) when it became ready and again before
+//! the session is closed, so a grandchild that left the group *and* cleared
+//! its environment still goes (see `reaper::descendants`).
+//!
+//! A server's end is a crash whichever way it shows: its process exits, or
+//! its stdout (the MCP transport) closes while the process runs on; both tear
+//! the tree down and go through the restart policy. Startup ends by what the
+//! server completed, not by which event corrald noticed first: a server that
+//! answered `initialize` and `tools/list` and then exited is `ready` and
+//! crashed (restarted, and in the end `crashLoop`), even when its exit is
+//! noticed before its last answer is read; one that exited before that is
+//! `processExited`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +58,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::builtin::CorralServer;
+use crate::cgroup;
 use crate::credentials::{CredentialState, Credentials};
 use crate::events::EventHub;
 use crate::http::{self, HttpBackend, HttpFailure};
@@ -244,6 +258,10 @@ pub(crate) fn spawn(
         restart: RestartPolicy::from_config(&config),
         tracker: tracker.clone(),
         marker: String::new(),
+        leaf: None,
+        leader: reaper::ProcessId { pid: 0, start_time: 0 },
+        known_tree: Vec::new(),
+        last_crash: None,
         was_ready: false,
         autostart,
         launcher,
@@ -271,6 +289,14 @@ struct ServerTask {
     tracker: tokio_util::task::TaskTracker,
     /// Marker of the current (or last) run's process tree.
     marker: String,
+    /// The current run's cgroup, when servers get one (`cgroup`).
+    leaf: Option<cgroup::Leaf>,
+    /// The current (or last) run's leader, with its start time.
+    leader: reaper::ProcessId,
+    /// Descendants of the current run's leader, as seen when it became ready.
+    known_tree: Vec<reaper::ProcessId>,
+    /// How the last crash showed (for the `crashLoop` error).
+    last_crash: Option<&'static str>,
     /// Whether the server was ready before (so a new `ready` changes its tools).
     was_ready: bool,
     autostart: Autostart,
@@ -304,8 +330,12 @@ enum RunEnd {
     Restart(oneshot::Sender<()>),
     /// Launch or startup failed (already reported).
     StartupFailed,
-    /// Died after `ready`, having been ready for this long.
-    Crashed { ready_for: Duration },
+    /// Died after `ready`, having been ready for this long; `cause` says how,
+    /// where `lastExit` does not (a stdio server that closed its stdout).
+    Crashed {
+        ready_for: Duration,
+        cause: Option<&'static str>,
+    },
     /// The daemon is shutting down.
     Shutdown,
 }
@@ -355,7 +385,8 @@ impl ServerTask {
                 }
                 RunEnd::Restart(reply) => pending_reply = Some(reply),
                 RunEnd::StartupFailed => want_running = false,
-                RunEnd::Crashed { ready_for } => {
+                RunEnd::Crashed { ready_for, cause } => {
+                    self.last_crash = cause;
                     if ready_for >= self.restart.max_backoff {
                         // Stayed up long enough to count as healthy again.
                         consecutive_crashes = 0;
@@ -429,13 +460,25 @@ impl ServerTask {
             }
         };
         let marker = reaper::registry().next_marker(&self.name);
-        let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker) {
+        let leaf = if cgroup::enabled() {
+            let name = self.name.clone();
+            tokio::task::spawn_blocking(move || cgroup::Leaf::create(&name))
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker, leaf.as_ref()) {
             Ok(launched) => launched,
             Err(error) => {
+                if let Some(leaf) = leaf {
+                    let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
+                }
                 let reason = match &error {
                     LaunchError::ExecutableNotFound { .. } => FailureReason::ExecutableNotFound,
                     LaunchError::BadWorkingDirectory { .. } => FailureReason::ConfigInvalid,
-                    LaunchError::Spawn { .. } => FailureReason::SpawnFailed,
+                    LaunchError::NotExecutable { .. } | LaunchError::Spawn { .. } => FailureReason::SpawnFailed,
                 };
                 self.fail(reason, format!("`{}`: {error}", self.name));
                 return RunEnd::StartupFailed;
@@ -445,6 +488,10 @@ impl ServerTask {
         tracing::info!(server = %self.name, pid, "launched");
         self.state.send_modify(|state| state.public.pid = Some(pid));
         self.marker = marker;
+        self.leaf = leaf;
+        // Read now, while the leader cannot have been reaped: its pid is its own.
+        self.leader = reaper::ProcessId::of(pid);
+        self.known_tree.clear();
         let mut drain = self
             .tracker
             .spawn(stdio::drain_stderr(self.name.clone(), stderr, self.stderr.clone()));
@@ -456,6 +503,8 @@ impl ServerTask {
             .with_roots(self.config.roots.as_deref())
             .progress_from_wire();
         let raw = Arc::new(RawWire::new(&self.name, self.events.frontends().clone()));
+        let stdout_closed = raw.stdout_closed();
+        let broken_message = raw.broken_message();
         let pipes = raw.tee(launched.stdout, launched.stdin);
         let startup = async {
             let service = handler
@@ -471,19 +520,27 @@ impl ServerTask {
         };
         let mut startup = Box::pin(startup);
         let outcome = tokio::select! {
+            // Biased: a startup that completed wins over an exit noticed in the same poll.
+            biased;
             outcome = tokio::time::timeout_at(deadline, &mut startup) => match outcome {
                 Ok(outcome) => outcome,
-                Err(_) => Err((
-                    FailureReason::StartupTimeout,
-                    format!(
-                        "initialize and tools/list did not finish within {:?} (startup_timeout_sec)",
-                        self.config.startup_timeout
-                    ),
-                )),
+                Err(_) => Err(self.startup_timed_out(&raw)),
             },
             status = child.inner_mut().wait() => {
-                Err(self.exited_during_startup(status, &mut drain).await)
+                // The process is gone, but what it wrote before it went may not
+                // have been read yet: let the startup read it (the pipe is at
+                // EOF, or a grandchild holds it open, hence the bound). What
+                // the server completed decides, not which event came first.
+                let grace = EXIT_NOTICE_GRACE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                match tokio::time::timeout(grace, &mut startup).await {
+                    Ok(Ok(ready)) => Ok(ready),
+                    _ => Err(self.exited_during_startup(status, &mut drain).await),
+                }
             }
+            () = broken_message.cancelled() => Err((
+                FailureReason::ProtocolError,
+                format!("the server wrote a JSON-RPC message that is not valid JSON ({})", raw.invalid_summary()),
+            )),
             end = next_interruption(&mut self.commands, &self.shutdown) => {
                 self.set_status(ServerStatus::Cancelled, None);
                 drop(startup); // closes the child's stdin: the first teardown step
@@ -494,7 +551,7 @@ impl ServerTask {
         // A closed pipe usually means the process died: say so, with its exit status.
         let outcome = match outcome {
             Err((FailureReason::ProtocolError, error)) => {
-                match tokio::time::timeout(Duration::from_millis(500), child.inner_mut().wait()).await {
+                match tokio::time::timeout(EXIT_NOTICE_GRACE, child.inner_mut().wait()).await {
                     Ok(status) => Err(self.exited_during_startup(status, &mut drain).await),
                     Err(_) => Err((FailureReason::ProtocolError, error)),
                 }
@@ -514,11 +571,19 @@ impl ServerTask {
         while tools_changed_rx.try_recv().is_ok() {}
         self.state.send_modify(|state| state.raw = Some(raw));
         self.mark_ready(&service, tools, Some(pid));
+        // The tree as it is now, while its parent chains are intact: a
+        // grandchild that leaves the group and clears its environment is
+        // still known as this server's if the server dies first.
+        let leader = self.leader;
+        self.known_tree = tokio::task::spawn_blocking(move || reaper::descendants(&[leader]))
+            .await
+            .unwrap_or_default();
 
         let mut running = Running { service, child, pid };
         let (refreshed_tx, mut refreshed_rx) = mpsc::channel(1);
         loop {
             tokio::select! {
+                biased;
                 status = running.child.inner_mut().wait() => {
                     let exit = describe_exit(status);
                     tracing::warn!(server = %self.name, pid, %exit, "server process exited");
@@ -526,7 +591,19 @@ impl ServerTask {
                     let ready_for = self.state.borrow().ready_since.map_or(Duration::ZERO, |since| since.elapsed());
                     let Running { service, mut child, pid } = running;
                     self.teardown_process(Some(service), &mut child, pid).await;
-                    return RunEnd::Crashed { ready_for };
+                    return RunEnd::Crashed { ready_for, cause: None };
+                }
+                () = stdout_closed.cancelled() => {
+                    // The MCP transport is gone: every request would fail. A
+                    // process that runs on is torn down like a crashed one.
+                    tracing::warn!(server = %self.name, pid, "server closed its stdout (the MCP transport); tearing it down");
+                    let ready_for = self.state.borrow().ready_since.map_or(Duration::ZERO, |since| since.elapsed());
+                    let Running { service, mut child, pid } = running;
+                    self.teardown_process(Some(service), &mut child, pid).await;
+                    return RunEnd::Crashed {
+                        ready_for,
+                        cause: Some("closed its stdout (the MCP transport) and was torn down"),
+                    };
                 }
                 end = next_interruption(&mut self.commands, &self.shutdown) => {
                     self.stop_running(running).await;
@@ -820,7 +897,7 @@ impl ServerTask {
                 self.close_http_session(service).await;
                 self.state
                     .send_modify(|state| state.public.last_exit = Some(format!("went away: {why}")));
-                return RunEnd::Crashed { ready_for };
+                return RunEnd::Crashed { ready_for, cause: None };
             }
         };
         self.close_http_session(service).await;
@@ -957,6 +1034,27 @@ impl ServerTask {
         end
     }
 
+    /// The failure of a startup that ran out of time. Invalid JSON on stdout
+    /// means the answer came but could not be read: a protocol error.
+    fn startup_timed_out(&self, raw: &RawWire) -> (FailureReason, String) {
+        let limit = self.config.startup_timeout;
+        if raw.invalid_lines() > 0 {
+            return (
+                FailureReason::ProtocolError,
+                format!(
+                    "no valid answer to initialize and tools/list within {limit:?} (startup_timeout_sec); \
+                     the server wrote {} line(s) on stdout that are not valid JSON ({})",
+                    raw.invalid_lines(),
+                    raw.invalid_summary()
+                ),
+            );
+        }
+        (
+            FailureReason::StartupTimeout,
+            format!("initialize and tools/list did not finish within {limit:?} (startup_timeout_sec)"),
+        )
+    }
+
     /// The failure of a server whose process exited before it was ready:
     /// records the exit and quotes the last stderr lines.
     async fn exited_during_startup(
@@ -987,9 +1085,27 @@ impl ServerTask {
     }
 
     /// The bounded teardown of one process tree; records how it ended.
-    async fn teardown_process(&self, service: Option<Session>, child: &mut Box<dyn ChildWrapper>, pid: u32) {
+    async fn teardown_process(&mut self, service: Option<Session>, child: &mut Box<dyn ChildWrapper>, pid: u32) {
         let started = Instant::now();
-        let exit = teardown(service, child, pid, &self.marker, self.teardown).await;
+        let leader = if self.leader.pid == pid {
+            self.leader
+        } else {
+            reaper::ProcessId { pid, start_time: 0 }
+        };
+        let exit = teardown(
+            service,
+            child,
+            leader,
+            &self.marker,
+            &self.known_tree,
+            self.leaf.as_ref(),
+            self.teardown,
+        )
+        .await;
+        if let Some(leaf) = self.leaf.take() {
+            // After the ladder nothing of the run may stay: kill what is left, remove the leaf.
+            let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
+        }
         reaper::registry().leader_gone(pid);
         tracing::info!(server = %self.name, pid, elapsed = ?started.elapsed(), exit = ?exit, "torn down");
         self.state.send_modify(|state| {
@@ -1039,9 +1155,10 @@ impl ServerTask {
     }
 
     fn last_exit_suffix(&self) -> String {
+        let cause = self.last_crash.map(|cause| format!("; it {cause}")).unwrap_or_default();
         match &self.state.borrow().public.last_exit {
-            Some(exit) => format!(" (last {exit}){}", self.stderr_suffix()),
-            None => self.stderr_suffix(),
+            Some(exit) => format!(" (last {exit}){cause}{}", self.stderr_suffix()),
+            None => format!("{cause}{}", self.stderr_suffix()),
         }
     }
 }
@@ -1112,22 +1229,39 @@ fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
+/// How long, once a server's process exit or a closed transport was noticed
+/// during startup, the other may take to show: the rest of its stdout to be
+/// read, or its exit status to be collected.
+const EXIT_NOTICE_GRACE: Duration = Duration::from_secs(1);
+
 /// Close the session, then escalate: stdin EOF → SIGTERM → SIGKILL, each step
-/// bounded. Each signal goes to the process group *and* to every process
-/// carrying the server's `marker` (descendants that left the group: `setsid`
-/// children, double-forked daemons), at the same moments, so the whole tree
-/// gets one grace and the documented bound holds. Returns how the leader
+/// bounded. Each signal goes to the process group *and* to the rest of the
+/// tree at the same moments, so the whole tree gets one grace and the
+/// documented bound holds. The rest of the tree is every process carrying
+/// the server's `marker` (descendants that left the group: `setsid`
+/// children, double-forked daemons) and every descendant corrald saw below
+/// the leader (`known` since `ready`, and again here before the session is
+/// closed: most servers exit on stdin EOF, orphaning their children, and
+/// parent chains are intact only before that), which also finds a process
+/// that left the group and cleared its environment. Returns how the leader
 /// ended, if it was reaped here.
+///
+/// The `/proc` scans run in `spawn_blocking`, never on a runtime thread.
 async fn teardown(
     service: Option<Session>,
     child: &mut Box<dyn ChildWrapper>,
-    pid: u32,
+    leader: reaper::ProcessId,
     marker: &str,
+    known: &[reaper::ProcessId],
+    leaf: Option<&cgroup::Leaf>,
     policy: TeardownPolicy,
 ) -> Option<String> {
+    let pid = leader.pid;
     // One deadline for closing the session and the exit that should follow,
     // so that the whole teardown stays within stop_timeout_sec.
     let stdin_deadline = tokio::time::Instant::now() + policy.stdin_grace;
+    let mut tree: Vec<reaper::ProcessId> = known.to_vec();
+    tree.extend(scan_tree(leader, tree.clone(), None).await);
     if let Some(mut service) = service {
         // Cancelling the session closes the transport: the server sees stdin EOF.
         let _ = service.close_with_timeout(policy.stdin_grace).await;
@@ -1136,13 +1270,20 @@ async fn teardown(
         Ok(status) => Some(describe_exit(status)),
         Err(_) => None,
     };
-    if exit.is_some() && !group_alive(pid) && reaper::marked_processes(marker).is_empty() {
+    // The processes signalled now are the ones waited for: scanning /proc
+    // once, not on every poll of the grace.
+    tree.extend(scan_tree(leader, tree.clone(), Some(marker)).await);
+    tree.extend(leaf_members(leaf, leader, &tree));
+    tree.retain(|process| reaper::is_same_process(*process));
+    let leaf_populated = || leaf.is_some_and(cgroup::Leaf::populated);
+    if exit.is_some() && !group_alive(pid) && tree.is_empty() && !leaf_populated() {
+        reap_adopted().await;
         return exit;
     }
-    // The processes signalled now are the ones waited for: scanning /proc
-    // for the marker once, not on every poll of the grace.
-    let signalled = signal_tree(child, marker, Signal::Terminate);
-    let tree_alive = || group_alive(pid) || signalled.iter().any(|process| reaper::is_same_process(*process));
+    signal_tree(child, &tree, Signal::Terminate);
+    let tree_alive = |tree: &[reaper::ProcessId]| {
+        group_alive(pid) || tree.iter().any(|process| reaper::is_same_process(*process)) || leaf_populated()
+    };
     let deadline = tokio::time::Instant::now() + policy.term_grace;
     if exit.is_none() {
         exit = tokio::time::timeout_at(deadline, child.inner_mut().wait())
@@ -1151,13 +1292,20 @@ async fn teardown(
             .map(describe_exit);
     }
     // The rest of the tree gets the same grace as the leader.
-    while tree_alive() && tokio::time::Instant::now() < deadline {
+    while tree_alive(&tree) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // SIGKILL goes to a fresh scan: whatever carries the marker now, including
-    // anything started during the grace.
-    if exit.is_none() || tree_alive() || !reaper::marked_processes(marker).is_empty() {
-        signal_tree(child, marker, Signal::Kill);
+    // SIGKILL goes to a fresh scan: whatever carries the marker or descends
+    // from the tree now, including anything started during the grace.
+    tree.extend(scan_tree(leader, tree.clone(), Some(marker)).await);
+    tree.retain(|process| reaper::is_same_process(*process));
+    if exit.is_none() || tree_alive(&tree) {
+        signal_tree(child, &tree, Signal::Kill);
+        if let Some(leaf) = leaf {
+            // Everything in the leaf, whatever it did to hide: cgroup.kill.
+            let leaf = leaf.clone();
+            let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
+        }
         if exit.is_none() {
             exit = tokio::time::timeout(Duration::from_secs(1), child.inner_mut().wait())
                 .await
@@ -1166,22 +1314,64 @@ async fn teardown(
         }
     }
     // Killed orphans are re-parented to corrald (subreaper): collect them now.
-    reaper::registry().reap_adopted();
+    reap_adopted().await;
     exit
 }
 
-/// Signal the process group and every process carrying `marker`; returns the latter.
-fn signal_tree(child: &mut Box<dyn ChildWrapper>, marker: &str, signal: Signal) -> Vec<reaper::ProcessId> {
+/// The server's tree besides its leader, from one `/proc` scan off the
+/// runtime threads: the descendants of the leader and of `known`, and with a
+/// `marker` every process carrying it. Only new entries are returned.
+async fn scan_tree(
+    leader: reaper::ProcessId,
+    known: Vec<reaper::ProcessId>,
+    marker: Option<&str>,
+) -> Vec<reaper::ProcessId> {
+    let marker = marker.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut roots = known.clone();
+        roots.push(leader);
+        let mut found = reaper::descendants(&roots);
+        if let Some(marker) = marker {
+            found.extend(reaper::marked_processes(&marker));
+        }
+        found.sort_unstable_by_key(|process| (process.pid, process.start_time));
+        found.dedup();
+        found.retain(|process| *process != leader && !known.contains(process));
+        found
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// The processes in the run's cgroup leaf not already in `tree` (the leader excluded).
+fn leaf_members(
+    leaf: Option<&cgroup::Leaf>,
+    leader: reaper::ProcessId,
+    tree: &[reaper::ProcessId],
+) -> Vec<reaper::ProcessId> {
+    let Some(leaf) = leaf else { return Vec::new() };
+    leaf.pids()
+        .into_iter()
+        .map(reaper::ProcessId::of)
+        .filter(|process| process.pid != leader.pid && process.start_time != 0 && !tree.contains(process))
+        .collect()
+}
+
+/// Reap orphans re-parented to corrald, off the runtime threads.
+async fn reap_adopted() {
+    let _ = tokio::task::spawn_blocking(|| reaper::registry().reap_adopted()).await;
+}
+
+/// Signal the process group and every process of `tree` (each checked by start time first).
+fn signal_tree(child: &mut Box<dyn ChildWrapper>, tree: &[reaper::ProcessId], signal: Signal) {
     signal_group(child, signal);
     let signal = match signal {
         Signal::Terminate => reaper::Signal::Terminate,
         Signal::Kill => reaper::Signal::Kill,
     };
-    let marked = reaper::marked_processes(marker);
-    for process in &marked {
+    for process in tree {
         reaper::send_signal(*process, signal);
     }
-    marked
 }
 
 #[derive(Clone, Copy)]

@@ -9,7 +9,9 @@
 //!   to be started in.
 //! - The program is resolved before spawning, on the *child's* PATH (and
 //!   PATHEXT on Windows, so `npx` finds `npx.cmd`); a missing program is a
-//!   typed error naming the program and the PATH searched.
+//!   typed error naming the program and the PATH searched, and a `command`
+//!   that exists but cannot be run (a directory, a file without execute
+//!   permission) says what it is and where.
 //! - The child leads its own process group (a Job Object on Windows), so the
 //!   whole tree can be signalled at once.
 //! - stderr is always drained (a full pipe would block the server) into a
@@ -66,6 +68,15 @@ pub enum LaunchError {
         /// The PATH that was searched, lossily decoded.
         searched: String,
     },
+    /// The command exists but cannot be run: a directory, or a file without execute permission.
+    NotExecutable {
+        /// The configured command.
+        program: String,
+        /// What was found.
+        path: PathBuf,
+        /// What it is, e.g. `is a directory`.
+        problem: String,
+    },
     /// The configured `cwd` does not exist or is not a directory.
     BadWorkingDirectory {
         /// The directory.
@@ -87,6 +98,17 @@ impl std::fmt::Display for LaunchError {
         match self {
             Self::ExecutableNotFound { program, searched } => {
                 write!(f, "executable `{program}` not found on the server's PATH ({searched})")
+            }
+            Self::NotExecutable { program, path, problem } => {
+                if Path::new(program) == path {
+                    write!(f, "command {} {problem}", path.display())
+                } else {
+                    write!(
+                        f,
+                        "command `{program}` found at {} on the server's PATH, which {problem}",
+                        path.display()
+                    )
+                }
             }
             Self::BadWorkingDirectory { cwd, problem } => {
                 write!(f, "working directory {} {problem}", cwd.display())
@@ -159,23 +181,70 @@ pub fn working_directory(config: &StdioConfig) -> Result<PathBuf, LaunchError> {
 /// Find `program` on the child's PATH (relative paths are relative to `cwd`).
 pub fn resolve_program(program: &str, env: &BTreeMap<OsString, OsString>, cwd: &Path) -> Result<PathBuf, LaunchError> {
     let path = env.get(OsStr::new("PATH")).cloned();
-    which::which_in(program, path.as_ref(), cwd).map_err(|_| LaunchError::ExecutableNotFound {
-        program: program.to_owned(),
-        searched: path.map_or_else(
-            || "PATH is not set".to_owned(),
-            |p| format!("PATH={}", p.to_string_lossy()),
-        ),
+    which::which_in(program, path.as_ref(), cwd).map_err(|_| {
+        // `which` says only "not found"; something by that name may be there
+        // and unusable, and the user must be told which.
+        if let Some((found, problem)) = unusable_candidate(program, path.as_deref(), cwd) {
+            return LaunchError::NotExecutable {
+                program: program.to_owned(),
+                path: found,
+                problem,
+            };
+        }
+        LaunchError::ExecutableNotFound {
+            program: program.to_owned(),
+            searched: path.map_or_else(
+                || "PATH is not set".to_owned(),
+                |p| format!("PATH={}", p.to_string_lossy()),
+            ),
+        }
     })
+}
+
+/// The first file or directory `program` names (a path: itself, relative to
+/// `cwd`; a bare name: the first match on `path`) and why it cannot be run.
+fn unusable_candidate(program: &str, path: Option<&OsStr>, cwd: &Path) -> Option<(PathBuf, String)> {
+    let candidates: Vec<PathBuf> = if Path::new(program).components().count() > 1 || Path::new(program).is_absolute() {
+        vec![PathBuf::from(program)]
+    } else {
+        path.map(|path| std::env::split_paths(path).map(|dir| dir.join(program)).collect())
+            .unwrap_or_default()
+    };
+    candidates.into_iter().find_map(|candidate| {
+        let metadata = std::fs::metadata(cwd.join(&candidate)).ok()?;
+        Some((candidate, why_not_executable(&metadata)))
+    })
+}
+
+fn why_not_executable(metadata: &std::fs::Metadata) -> String {
+    if metadata.is_dir() {
+        return "is a directory, not a program".to_owned();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = metadata.permissions().mode() & 0o7777;
+        if metadata.is_file() {
+            format!("is not executable (mode {mode:04o})")
+        } else {
+            format!("is not a regular file (mode {mode:04o})")
+        }
+    }
+    #[cfg(not(unix))]
+    "cannot be run".to_owned()
 }
 
 /// Start a stdio server. The only function in corrald that starts a process.
 ///
 /// `marker` goes into the child's environment as [`crate::reaper::MARKER_VAR`],
-/// so that every process of the server's tree can be found at teardown.
+/// so that every process of the server's tree can be found at teardown. With
+/// a `leaf`, the child moves itself into that cgroup between fork and exec,
+/// so everything it ever starts is in it too.
 pub fn launch(
     server: &str,
     config: &StdioConfig,
     marker: &str,
+    leaf: Option<&crate::cgroup::Leaf>,
 ) -> Result<(Launched, tokio::process::ChildStderr), LaunchError> {
     let cwd = working_directory(config)?;
     let mut env = child_env(config, |name| std::env::var_os(name));
@@ -194,6 +263,29 @@ pub fn launch(
         .stderr(Stdio::piped())
         // Last resort if a Launched is dropped without teardown.
         .kill_on_drop(true);
+    // Kept open until the spawn is done; the child's copy closes at exec.
+    let leaf_procs = match leaf.map(crate::cgroup::Leaf::procs_for_writing).transpose() {
+        Ok(procs) => procs,
+        Err(error) => {
+            tracing::warn!(server, %error, "cannot open the server's cgroup; it runs without one");
+            None
+        }
+    };
+    #[cfg(target_os = "linux")]
+    if let Some(procs) = &leaf_procs {
+        use std::os::fd::AsRawFd as _;
+        let fd = procs.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only calls write(2), which is async-signal-safe, on an fd the
+        // parent keeps open until the spawn returned. A failure is not fatal
+        // here (checked by the parent after the spawn).
+        unsafe {
+            command.pre_exec(move || {
+                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+                Ok(())
+            });
+        }
+    }
     let mut wrapped = CommandWrap::from(command);
     #[cfg(unix)]
     wrapped.wrap(process_wrap::tokio::ProcessGroup::leader());
@@ -210,7 +302,13 @@ pub fn launch(
             program: program.clone(),
             error,
         })?;
+    drop(leaf_procs);
     let pid = child.id().unwrap_or_default();
+    if let Some(leaf) = leaf
+        && !leaf.holds(pid)
+    {
+        tracing::warn!(server, pid, cgroup = %leaf.path().display(), "the server did not move into its cgroup; it runs without one");
+    }
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin().take(), child.stdout().take(), child.stderr().take())
     else {
@@ -375,6 +473,37 @@ mod tests {
             error.to_string(),
             "executable `definitely-not-a-program` not found on the server's PATH (PATH=/nonexistent-dir)"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_or_a_non_executable_file_says_what_it_is() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("corral-stdio-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("tool");
+        std::fs::write(&file, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let env: BTreeMap<OsString, OsString> = [(OsString::from("PATH"), dir.clone().into_os_string())].into();
+        let as_directory = resolve_program(&dir.display().to_string(), &env, Path::new("/")).expect_err("a directory");
+        assert_eq!(
+            as_directory.to_string(),
+            format!("command {} is a directory, not a program", dir.display())
+        );
+        let as_path = resolve_program(&file.display().to_string(), &env, Path::new("/")).expect_err("not executable");
+        assert_eq!(
+            as_path.to_string(),
+            format!("command {} is not executable (mode 0640)", file.display())
+        );
+        let on_path = resolve_program("tool", &env, Path::new("/")).expect_err("not executable");
+        assert_eq!(
+            on_path.to_string(),
+            format!(
+                "command `tool` found at {} on the server's PATH, which is not executable (mode 0640)",
+                file.display()
+            )
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

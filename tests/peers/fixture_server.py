@@ -14,8 +14,9 @@ See tests/peers/README.md for every flag, its exit code and what it writes.
 
 Start-up runs in this order, so a test can rely on it: --require-env checks,
 --crash-on-start, grandchildren (--spawn-child, --spawn-setsid-child,
---double-fork) and the --pid-file lines, --ignore-sigterm, --stderr-flood,
---garbage-stdout, then serving (or --hang-on-initialize). Everything that
+--spawn-unmarked-setsid-child, --double-fork) and the --pid-file lines,
+--ignore-sigterm, --stderr-flood, --garbage-stdout, then serving (or
+--hang-on-initialize, --invalid-initialize-answer). Everything that
 writes the pid file is done before the server reads its first byte of stdin,
 so once `initialize` has been answered the pid file is complete.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +45,7 @@ LONG_SLEEP_SECONDS = 1000
 EXIT_CRASH_ON_START = 3
 EXIT_AFTER_CALLS = 4
 EXIT_REQUIRE_ENV = 5
+EXIT_AFTER_HANDSHAKE = 6
 
 
 def log(message: str) -> None:
@@ -72,6 +75,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="spawn a grandchild `sleep 1000` in the server's process group")
     p.add_argument("--spawn-setsid-child", action="store_true",
                    help="spawn a grandchild `sleep 1000` that calls setsid() (leaves the process group)")
+    p.add_argument("--spawn-unmarked-setsid-child", action="store_true",
+                   help="spawn a grandchild `sleep 1000` that calls setsid() and runs with an empty "
+                        "environment (os.execve with env={}): no Corral marker, not in the process group")
+    p.add_argument("--exit-after-handshake", action="store_true",
+                   help=f"exit({EXIT_AFTER_HANDSHAKE}) right after the answer to the first tools/list is flushed "
+                        "(the moment corrald's startup, initialize + tools/list, is complete)")
+    p.add_argument("--close-stdout-after-handshake", action="store_true",
+                   help="right after the answer to the first tools/list is flushed, close stdout (fd 1 becomes "
+                        "/dev/null) and keep serving stdin: the MCP transport is closed, the process runs on")
+    p.add_argument("--invalid-initialize-answer", action="store_true",
+                   help="answer initialize with a line that is not valid JSON (a truncated response), "
+                        "then read stdin answering nothing; exit 0 on stdin EOF")
     p.add_argument("--double-fork", action="store_true",
                    help="double-fork a daemon (fork, setsid, fork, parent exits) that runs `sleep 1000`")
     p.add_argument("--child-inherits-stdio", action="store_true",
@@ -92,7 +107,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.exit_after_calls is not None and args.exit_after_calls < 1:
         p.error("--exit-after-calls needs N >= 1")
-    if (args.spawn_child or args.spawn_setsid_child or args.double_fork) and not args.pid_file:
+    if args.exit_after_handshake and args.close_stdout_after_handshake:
+        p.error("--exit-after-handshake and --close-stdout-after-handshake exclude each other")
+    if args.exit_after_handshake and args.exit_after_calls is not None:
+        p.error("--exit-after-handshake and --exit-after-calls exclude each other")
+    if (args.spawn_child or args.spawn_setsid_child or args.spawn_unmarked_setsid_child
+            or args.double_fork) and not args.pid_file:
         log("warning: grandchildren spawned without --pid-file; nobody will know their pids")
     return args
 
@@ -142,6 +162,13 @@ def spawn_grandchildren(args: argparse.Namespace) -> list[int]:
     if args.spawn_setsid_child:
         # start_new_session=True: the child calls setsid() before exec.
         child = subprocess.Popen(["sleep", str(LONG_SLEEP_SECONDS)],
+                                 stdin=stdio, stdout=stdio, stderr=stdio, start_new_session=True)
+        pids.append(child.pid)
+    if args.spawn_unmarked_setsid_child:
+        # env={}: execve with an empty environment, so the child carries no
+        # CORRAL_SERVER_MARKER; start_new_session: it leaves the process group.
+        sleep = shutil.which("sleep") or "/bin/sleep"
+        child = subprocess.Popen([sleep, str(LONG_SLEEP_SECONDS)], env={},
                                  stdin=stdio, stdout=stdio, stderr=stdio, start_new_session=True)
         pids.append(child.pid)
     if args.double_fork:
@@ -239,6 +266,26 @@ def hang_on_initialize() -> None:
             return
 
 
+def answer_initialize_with_invalid_json() -> None:
+    """Answers `initialize` with a truncated JSON line, then reads stdin answering nothing until EOF."""
+    log("answering initialize with invalid JSON")
+    pending = b""
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            return
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and msg.get("method") == "initialize" and "id" in msg:
+                broken = '{"jsonrpc": "2.0", "id": %s, "result": {"protocolVersion": ' % json.dumps(msg["id"])
+                os.write(1, broken.encode() + b"\n")
+
+
 # ---------------------------------------------------------------------------
 # The MCP server
 
@@ -292,34 +339,47 @@ def build_server(args: argparse.Namespace):
 
 
 class _CountingStdin:
-    """Async line iterator over stdin that notes the ids of tools/call requests."""
+    """Async line iterator over stdin that notes the ids of tools/call and tools/list requests."""
 
-    def __init__(self, inner, call_ids: set) -> None:
+    def __init__(self, inner, call_ids: set, list_ids: set) -> None:
         self._inner = inner
         self._call_ids = call_ids
+        self._list_ids = list_ids
 
     async def __aiter__(self):
         async for line in self._inner:
             try:
                 msg = json.loads(line)
-                if isinstance(msg, dict) and msg.get("method") == "tools/call" and "id" in msg:
-                    self._call_ids.add(json.dumps(msg["id"]))
+                if isinstance(msg, dict) and "id" in msg:
+                    if msg.get("method") == "tools/call":
+                        self._call_ids.add(json.dumps(msg["id"]))
+                    elif msg.get("method") == "tools/list":
+                        self._list_ids.add(json.dumps(msg["id"]))
             except ValueError:
                 pass  # not our business: the SDK reports it
             yield line
 
 
 class _ExitingStdout:
-    """Writes like the SDK's stdout, and exits once the Nth tools/call answer is flushed."""
+    """Writes like the SDK's stdout, and acts once an answer is flushed: exits after the
+    Nth tools/call answer (--exit-after-calls), exits or closes stdout after the first
+    tools/list answer (--exit-after-handshake, --close-stdout-after-handshake)."""
 
-    def __init__(self, inner, call_ids: set, limit: int) -> None:
+    def __init__(self, inner, call_ids: set, list_ids: set, args: argparse.Namespace) -> None:
         self._inner = inner
         self._call_ids = call_ids
-        self._limit = limit
+        self._list_ids = list_ids
+        self._limit = args.exit_after_calls
+        self._exit_after_handshake = args.exit_after_handshake
+        self._close_after_handshake = args.close_stdout_after_handshake
         self._answered = 0
         self._exit_now = False
+        self._handshake_done = False
+        self._closed = False
 
     async def write(self, text: str) -> None:
+        if self._closed:
+            return  # stdout is /dev/null now; the SDK may go on writing
         await self._inner.write(text)
         try:
             msg = json.loads(text)
@@ -330,18 +390,33 @@ class _ExitingStdout:
             if key in self._call_ids:
                 self._call_ids.discard(key)
                 self._answered += 1
-                if self._answered >= self._limit:
+                if self._limit is not None and self._answered >= self._limit:
                     self._exit_now = True
+            elif key in self._list_ids:
+                self._list_ids.discard(key)
+                self._handshake_done = True
 
     async def flush(self) -> None:
+        if self._closed:
+            return
         await self._inner.flush()
         if self._exit_now:
             log(f"answered {self._answered} tool call(s); exiting with {EXIT_AFTER_CALLS}")
             os._exit(EXIT_AFTER_CALLS)
+        if self._handshake_done and self._exit_after_handshake:
+            log(f"handshake done; exiting with {EXIT_AFTER_HANDSHAKE}")
+            os._exit(EXIT_AFTER_HANDSHAKE)
+        if self._handshake_done and self._close_after_handshake:
+            # dup2 closes the pipe's write end: the reader sees EOF while this process runs on.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+            self._closed = True
+            log("handshake done; closed stdout, still serving stdin")
 
 
-async def serve_exiting_after_calls(server, limit: int) -> None:
-    """The SDK's stdio transport, over stdin/stdout wrappers that count tool calls.
+async def serve_watching_answers(server, args: argparse.Namespace) -> None:
+    """The SDK's stdio transport, over stdin/stdout wrappers that watch tools/call and tools/list answers.
 
     MCPServer.run_stdio_async() takes no streams, so this repeats its two lines
     with our own; `_lowlevel_server` is the SDK's (pinned) internal server.
@@ -352,8 +427,11 @@ async def serve_exiting_after_calls(server, limit: int) -> None:
     from mcp.server.stdio import stdio_server
 
     call_ids: set = set()
-    stdin = _CountingStdin(anyio.wrap_file(TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")), call_ids)
-    stdout = _ExitingStdout(anyio.wrap_file(TextIOWrapper(sys.stdout.buffer, encoding="utf-8")), call_ids, limit)
+    list_ids: set = set()
+    stdin = _CountingStdin(anyio.wrap_file(TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")),
+                           call_ids, list_ids)
+    stdout = _ExitingStdout(anyio.wrap_file(TextIOWrapper(sys.stdout.buffer, encoding="utf-8")),
+                            call_ids, list_ids, args)
     lowlevel = server._lowlevel_server
     async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
         await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
@@ -385,12 +463,15 @@ def main(argv: list[str]) -> int:
 
     if args.hang_on_initialize:
         hang_on_initialize()
+    elif args.invalid_initialize_answer:
+        answer_initialize_with_invalid_json()
     else:
         server = build_server(args)
-        if args.exit_after_calls is not None:
+        if (args.exit_after_calls is not None or args.exit_after_handshake
+                or args.close_stdout_after_handshake):
             import anyio
 
-            anyio.run(serve_exiting_after_calls, server, args.exit_after_calls)
+            anyio.run(serve_watching_answers, server, args)
         else:
             server.run("stdio")
 

@@ -1398,6 +1398,8 @@ pub fn send_signal(pid: u32, signal: libc::c_int) {
 #[derive(Debug, Default)]
 pub struct KillSurvivorsOnDrop {
     pid_files: Vec<PathBuf>,
+    /// Processes added by pid, with their start time then.
+    processes: Vec<(u32, u64)>,
 }
 
 impl KillSurvivorsOnDrop {
@@ -1405,12 +1407,31 @@ impl KillSurvivorsOnDrop {
     pub fn new(pid_files: impl IntoIterator<Item = PathBuf>) -> Self {
         Self {
             pid_files: pid_files.into_iter().collect(),
+            processes: Vec::new(),
+        }
+    }
+
+    /// Also kill `pid` on drop if it is then still the process it is now (same
+    /// start time), whatever its environment: for a grandchild that cleared
+    /// its environment and so carries no marker to recognise it by.
+    pub fn also(&mut self, pid: u32) {
+        if let Some((_, start_time)) = process_stat(pid) {
+            self.processes.push((pid, start_time));
         }
     }
 }
 
 impl Drop for KillSurvivorsOnDrop {
     fn drop(&mut self) {
+        for &(pid, start_time) in &self.processes {
+            if is_alive(pid) && process_stat(pid).is_some_and(|(_, now)| now == start_time) {
+                eprintln!("killing leftover process {pid} (added by pid)");
+                if let Ok(target) = libc::pid_t::try_from(pid) {
+                    // SAFETY: kill(2); the pid was just checked to be the same process (start time).
+                    unsafe { libc::kill(target, libc::SIGKILL) };
+                }
+            }
+        }
         for path in &self.pid_files {
             let Ok(text) = std::fs::read_to_string(path) else {
                 continue;
