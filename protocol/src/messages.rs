@@ -199,6 +199,15 @@ pub struct DaemonStatus {
     /// Where OAuth credentials are stored; `null` from a daemon that does not say.
     #[serde(default)]
     pub credentials_store: Option<CredentialsStoreStatus>,
+    /// Most front-end connections served at once (from the connection cap and
+    /// the open-file limit); beyond it, new connections are closed at once.
+    /// `null` from a daemon that does not say.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Connections closed at once since the daemon started because
+    /// `maxConnections` were open. `null` from a daemon that does not say.
+    #[serde(default)]
+    pub refused_connections: Option<u64>,
 }
 
 /// Where the daemon keeps OAuth credentials (the `credentials_store` setting and what it resolved to).
@@ -273,6 +282,13 @@ impl DaemonStatus {
         self
     }
 
+    /// The same status with the connection cap and how many connections it refused.
+    pub fn with_connection_limit(mut self, max_connections: u32, refused_connections: u64) -> Self {
+        self.max_connections = Some(max_connections);
+        self.refused_connections = Some(refused_connections);
+        self
+    }
+
     /// The same status saying where credentials are stored.
     pub fn with_credentials_store(mut self, credentials_store: Option<CredentialsStoreStatus>) -> Self {
         self.credentials_store = credentials_store;
@@ -302,6 +318,8 @@ impl DaemonStatus {
             last_seq,
             config_error: None,
             credentials_store: None,
+            max_connections: None,
+            refused_connections: None,
         }
     }
 }
