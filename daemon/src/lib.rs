@@ -73,6 +73,11 @@ pub struct Options {
     pub config_poll_interval: Duration,
     /// Where stored credentials live (the credentials files; see `credentials`).
     pub data_dir: PathBuf,
+    /// Per-connection deadlines (handshake, frame).
+    pub connection_limits: api::ConnectionLimits,
+    /// How long a front-end has to answer a server's elicitation or sampling
+    /// request before it is withdrawn and answered as cancelled.
+    pub answer_deadline: Duration,
 }
 
 impl Options {
@@ -86,6 +91,8 @@ impl Options {
             inherited: service::Inherited::default(),
             config_poll_interval: reload::POLL_INTERVAL,
             data_dir: corral_protocol::paths::data_dir(None),
+            connection_limits: api::ConnectionLimits::default(),
+            answer_deadline: frontends::DEFAULT_ANSWER_DEADLINE,
         }
     }
 }
@@ -103,6 +110,9 @@ pub async fn run(
     // (reload) too, whose default action would kill the daemon.
     let mut signals = ShutdownSignals::install()?;
     let mut reload_signals = ReloadSignals::install()?;
+    // Before anything is opened: the connection cap is derived from it.
+    let open_files = api::raise_open_file_limit();
+    tracing::debug!(?open_files, "open-file limit");
     let config_snapshot = reload::FileSnapshot::take(&options.config_path);
     let (config, config_error) = match config::load(&options.config_path) {
         Ok(config) => (config, None),
@@ -144,6 +154,7 @@ pub async fn run(
     #[cfg(target_os = "linux")]
     tracker.spawn(reap_adopted_orphans(shutdown.clone()));
     let events = Arc::new(events::EventHub::new(EVENT_HISTORY));
+    events.frontends().set_answer_deadline(options.answer_deadline);
     let supervisor = supervisor::spawn(
         &config,
         options.builtin_server,
@@ -174,6 +185,7 @@ pub async fn run(
             reload.clone(),
             options.test_hooks,
         )
+        .with_connection_limits(options.connection_limits)
         .with_oauth(
             credentials,
             oauth::OAuthSettings::from_config(&config),

@@ -26,6 +26,21 @@ struct Args {
     /// Do not run the built-in `corral` MCP server (which reports corrald's own state).
     #[arg(long, env = "CORRAL_NO_BUILTIN_SERVER", value_parser = clap::builder::FalseyValueParser::new())]
     no_builtin_server: bool,
+    /// Seconds a front-end has to answer a server's elicitation (or sampling)
+    /// request before it is withdrawn and the server told it was cancelled.
+    #[arg(
+        long,
+        env = "CORRAL_ELICITATION_TIMEOUT_SEC",
+        value_name = "SECONDS",
+        default_value_t = 600
+    )]
+    elicitation_timeout_sec: u64,
+    /// Milliseconds a connection has to complete `initialize` (tests shorten it).
+    #[arg(long, env = "CORRAL_HANDSHAKE_TIMEOUT_MS", hide = true)]
+    handshake_timeout_ms: Option<u64>,
+    /// Milliseconds a started message has to be completed (tests shorten it).
+    #[arg(long, env = "CORRAL_FRAME_TIMEOUT_MS", hide = true)]
+    frame_timeout_ms: Option<u64>,
     /// Register `debug/*` methods used by Corral's own tests and benchmarks.
     #[arg(long, env = "CORRAL_TEST_HOOKS", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
     enable_test_hooks: bool,
@@ -51,6 +66,13 @@ fn main() -> ExitCode {
     options.builtin_server = !args.no_builtin_server;
     options.inherited = inherited;
     options.data_dir = corral_protocol::paths::data_dir(args.data_dir.as_deref());
+    options.answer_deadline = std::time::Duration::from_secs(args.elicitation_timeout_sec);
+    if let Some(ms) = args.handshake_timeout_ms {
+        options.connection_limits.handshake = std::time::Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.frame_timeout_ms {
+        options.connection_limits.frame = std::time::Duration::from_millis(ms);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
