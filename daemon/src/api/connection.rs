@@ -77,6 +77,9 @@ enum Outbound {
 
 /// Serve one connection until the front-end leaves, breaks the protocol
 /// beyond repair, or the daemon shuts down.
+// Each argument is one distinct thing the connection is given; a struct
+// bundling them would only move the list.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<S>(
     stream: S,
     hung_up: HungUp,
