@@ -41,6 +41,9 @@ struct Args {
     /// Milliseconds a started message has to be completed (tests shorten it).
     #[arg(long, env = "CORRAL_FRAME_TIMEOUT_MS", hide = true)]
     frame_timeout_ms: Option<u64>,
+    /// Bytes of unfinished messages all connections may hold together (tests lower it).
+    #[arg(long, env = "CORRAL_PARTIAL_FRAME_BYTES", hide = true)]
+    partial_frame_bytes: Option<usize>,
     /// Register `debug/*` methods used by Corral's own tests and benchmarks.
     #[arg(long, env = "CORRAL_TEST_HOOKS", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
     enable_test_hooks: bool,
@@ -72,6 +75,9 @@ fn main() -> ExitCode {
     }
     if let Some(ms) = args.frame_timeout_ms {
         options.connection_limits.frame = std::time::Duration::from_millis(ms);
+    }
+    if let Some(bytes) = args.partial_frame_bytes {
+        options.connection_limits.partial_frame_bytes = bytes;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

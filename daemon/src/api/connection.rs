@@ -36,9 +36,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::ConnectionLimits;
 use super::methods::rpc_error;
 use super::session::Session;
+use super::Admission;
 use crate::events::{EventFrame, Subscription};
 use crate::frontends::FrontEndError;
 
@@ -77,24 +77,38 @@ enum Outbound {
 
 /// Serve one connection until the front-end leaves, breaks the protocol
 /// beyond repair, or the daemon shuts down.
-// Each argument is one distinct thing the connection is given; a struct
-// bundling them would only move the list.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<S>(
     stream: S,
     hung_up: HungUp,
     session: Arc<Session>,
     link_messages: mpsc::Receiver<String>,
     methods: Methods,
-    limits: ConnectionLimits,
-    evicted: CancellationToken,
+    admission: Admission,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let span = tracing::info_span!("connection", id = session.id);
+    let Admission {
+        limits,
+        evicted,
+        partial_frames,
+    } = admission;
     let handshake = handshake_expired(session.clone(), limits.handshake, evicted);
-    let serving = serve_until_done(stream, hung_up, session, link_messages, methods, limits, shutdown);
+    let partial_frames = PartialFrameBudget {
+        deadline: limits.frame,
+        shared: partial_frames,
+        held: 0,
+    };
+    let serving = serve_until_done(
+        stream,
+        hung_up,
+        session,
+        link_messages,
+        methods,
+        partial_frames,
+        shutdown,
+    );
     async move {
         tokio::select! {
             () = serving => {}
@@ -136,6 +150,39 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// What bounds this connection's unfinished message: its deadline, and this
+/// connection's share of the daemon-wide budget for unfinished messages (as
+/// many permits, bytes, as its decoder holds, given back as frames complete
+/// and when the connection ends).
+struct PartialFrameBudget {
+    deadline: std::time::Duration,
+    shared: Arc<Semaphore>,
+    held: usize,
+}
+
+impl PartialFrameBudget {
+    /// Hold `buffered` bytes: wait for more permits, or give some back.
+    async fn hold(&mut self, buffered: usize) {
+        if buffered > self.held {
+            let more = u32::try_from(buffered - self.held).unwrap_or(u32::MAX);
+            // The semaphore is never closed.
+            if let Ok(permits) = self.shared.acquire_many(more).await {
+                permits.forget();
+                self.held += more as usize;
+            }
+        } else if buffered < self.held {
+            self.shared.add_permits(self.held - buffered);
+            self.held = buffered;
+        }
+    }
+}
+
+impl Drop for PartialFrameBudget {
+    fn drop(&mut self) {
+        self.shared.add_permits(self.held);
+    }
+}
+
 /// [`serve`] without the handshake deadline (which may drop this future at any await).
 async fn serve_until_done<S>(
     stream: S,
@@ -143,7 +190,7 @@ async fn serve_until_done<S>(
     session: Arc<Session>,
     link_messages: mpsc::Receiver<String>,
     methods: Methods,
-    limits: ConnectionLimits,
+    mut partial_frames: PartialFrameBudget,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -203,7 +250,7 @@ async fn serve_until_done<S>(
                 &mut decoder,
                 &mut chunk,
                 &mut in_flight,
-                limits.frame,
+                &mut partial_frames,
                 &shutdown,
             )
             .await;
@@ -329,9 +376,10 @@ impl Dispatcher {
         decoder: &mut FrameDecoder,
         chunk: &mut [u8],
         in_flight: &mut JoinSet<()>,
-        frame_deadline: std::time::Duration,
+        partial_frames: &mut PartialFrameBudget,
         shutdown: &CancellationToken,
     ) -> ReadEnd {
+        let frame_deadline = partial_frames.deadline;
         // When the frame being read began to arrive (bytes buffered, no frame
         // complete since): it must be complete within `frame_deadline`.
         let mut frame_started: Option<tokio::time::Instant> = None;
@@ -369,9 +417,15 @@ impl Dispatcher {
                     None => std::future::pending().await,
                 }
             };
+            // What is buffered counts against the daemon-wide budget: the next
+            // read waits until it fits (other connections finish their
+            // messages or are closed at their deadline).
             let read = tokio::select! {
                 () = shutdown.cancelled() => return ReadEnd::Shutdown,
-                read = reader.read(chunk) => read,
+                read = async {
+                    partial_frames.hold(decoder.buffered()).await;
+                    reader.read(chunk).await
+                } => read,
                 () = frame_expired => {
                     tracing::info!(
                         buffered = decoder.buffered(),

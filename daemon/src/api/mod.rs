@@ -48,7 +48,7 @@ pub const FD_RESERVE: u64 = 128;
 /// failed accepts), with the count since the last one.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Per-connection deadlines.
+/// Per-connection deadlines, and what all connections share.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     /// A connection that has not completed `initialize` this long after it
@@ -56,6 +56,10 @@ pub struct ConnectionLimits {
     pub handshake: Duration,
     /// A message whose first bytes arrived must be complete within this.
     pub frame: Duration,
+    /// Bytes of unfinished messages all connections together may hold; a
+    /// connection that would pass it is not read until others finish theirs
+    /// (or their frame deadline closes them).
+    pub partial_frame_bytes: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -63,8 +67,18 @@ impl Default for ConnectionLimits {
         Self {
             handshake: Duration::from_secs(10),
             frame: Duration::from_secs(30),
+            partial_frame_bytes: 256 * 1024 * 1024,
         }
     }
+}
+
+/// What a connection gets from the accept loop besides its socket.
+pub(crate) struct Admission {
+    pub(crate) limits: ConnectionLimits,
+    /// Cancelled to close the connection if it has not initialized yet.
+    pub(crate) evicted: CancellationToken,
+    /// The daemon-wide budget of `limits.partial_frame_bytes`.
+    pub(crate) partial_frames: Arc<Semaphore>,
 }
 
 /// Raise the soft open-file limit to the hard limit (the common default soft
@@ -166,6 +180,8 @@ pub struct DaemonContext {
     refused_connections: AtomicU64,
     /// Deadlines of every connection.
     pub(crate) connection_limits: ConnectionLimits,
+    /// Permits for the bytes of unfinished messages, shared by all connections.
+    partial_frames: Arc<Semaphore>,
     /// Connections that have not completed `initialize` yet, oldest first,
     /// with the token that closes each (see [`DaemonContext::awaiting_handshake`]).
     handshakes: std::sync::Mutex<std::collections::VecDeque<(std::sync::Weak<session::Session>, CancellationToken)>>,
@@ -218,6 +234,7 @@ impl DaemonContext {
             max_connections: connection_cap(open_file_limit()),
             refused_connections: AtomicU64::new(0),
             connection_limits: ConnectionLimits::default(),
+            partial_frames: Arc::new(Semaphore::new(ConnectionLimits::default().partial_frame_bytes)),
             handshakes: std::sync::Mutex::default(),
         }
     }
@@ -254,6 +271,7 @@ impl DaemonContext {
     /// The same context with these per-connection deadlines.
     pub fn with_connection_limits(mut self, limits: ConnectionLimits) -> Self {
         self.connection_limits = limits;
+        self.partial_frames = Arc::new(Semaphore::new(limits.partial_frame_bytes.min(Semaphore::MAX_PERMITS)));
         self
     }
 
@@ -312,19 +330,12 @@ async fn run_connection<S>(
 {
     let (link, link_messages) = Link::new(id);
     let session = Arc::new(session::Session::new(id, link.clone()));
-    let limits = context.connection_limits;
-    let evicted = context.awaiting_handshake(&session);
-    connection::serve(
-        stream,
-        hung_up,
-        session,
-        link_messages,
-        methods,
-        limits,
-        evicted,
-        shutdown,
-    )
-    .await;
+    let admission = Admission {
+        limits: context.connection_limits,
+        evicted: context.awaiting_handshake(&session),
+        partial_frames: context.partial_frames.clone(),
+    };
+    connection::serve(stream, hung_up, session, link_messages, methods, admission, shutdown).await;
     link.close();
     for (server, uri) in context.events.frontends().disconnected(id) {
         catalog::release_subscription(&context, server, uri).await;
