@@ -36,9 +36,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Admission;
 use super::methods::rpc_error;
 use super::session::Session;
-use super::Admission;
 use crate::events::{EventFrame, Subscription};
 use crate::frontends::FrontEndError;
 

@@ -213,6 +213,7 @@ impl DaemonContext {
         reload: ReloadHandle,
         test_hooks: bool,
     ) -> Self {
+        let max_connections = connection_cap(open_file_limit());
         Self {
             daemon_info: DaemonInfo::new(env!("CARGO_PKG_VERSION"), std::process::id()),
             started,
@@ -230,8 +231,8 @@ impl DaemonContext {
             step_ups: std::sync::Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             connections: AtomicU32::new(0),
-            connection_slots: Arc::new(Semaphore::new(connection_cap(open_file_limit()))),
-            max_connections: connection_cap(open_file_limit()),
+            connection_slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
             refused_connections: AtomicU64::new(0),
             connection_limits: ConnectionLimits::default(),
             partial_frames: Arc::new(Semaphore::new(ConnectionLimits::default().partial_frame_bytes)),
@@ -451,5 +452,21 @@ impl RefusalLog {
             tracing::warn!(%error, failed = self.failed_since, "accepting connections failed (count since the last such line)");
             self.failed_since = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_the_fd_reserve_free() {
+        assert_eq!(connection_cap(None), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(1_048_576)), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(1024)), 1024 - 128);
+        assert_eq!(connection_cap(Some(257)), 129);
+        assert_eq!(connection_cap(Some(256)), 128, "half of a low limit");
+        assert_eq!(connection_cap(Some(10)), 5);
+        assert_eq!(connection_cap(Some(0)), 1, "never zero: corral status must get in");
     }
 }
