@@ -233,6 +233,18 @@ async fn an_answer_too_large_is_message_too_large() {
         "messageTooLarge, not jsonrpsee's -32008 (our notPermitted): {response}"
     );
     assert!(error_message(&response).contains("events/replay"), "{response}");
+
+    // Three answers of about 4 MB each: each fits, the batch's array does not.
+    let replay = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "events/replay", "params": {"afterSeq": 600}});
+    connection.send(&json!([replay(1), replay(2), replay(3)])).await;
+    let response = connection.recv().await;
+    assert!(
+        response.is_object(),
+        "the batch's answers were sent: {} bytes",
+        response.to_string().len()
+    );
+    assert_eq!(error_code(&response), -32005, "{response}");
+    assert!(error_message(&response).contains("answers to this batch"), "{response}");
 }
 
 #[tokio::test]
