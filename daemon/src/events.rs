@@ -8,6 +8,9 @@
 //! publisher never waits for any of them, and a connection that falls more
 //! than `capacity` notifications behind is told exactly which sequence
 //! numbers it missed (`events/lagged`) instead of stalling the daemon.
+//!
+//! The history is bounded in bytes too ([`HISTORY_BYTES`]): large
+//! notifications push the oldest ones out before `capacity` is reached.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +19,10 @@ use corral_protocol::DaemonNotification;
 use tokio::sync::broadcast;
 
 use crate::frontends::FrontEnds;
+
+/// Most bytes of serialized notifications the replay history keeps (the
+/// newest notification is always kept, whatever its size).
+pub const HISTORY_BYTES: usize = 16 * 1024 * 1024;
 
 /// A notification ready to be written to any connection.
 #[derive(Debug)]
@@ -38,6 +45,7 @@ pub struct EventHub {
     state: Mutex<HubState>,
     sender: broadcast::Sender<Arc<EventFrame>>,
     capacity: usize,
+    max_bytes: usize,
     frontends: Arc<FrontEnds>,
 }
 
@@ -45,6 +53,8 @@ pub struct EventHub {
 struct HubState {
     last_seq: u64,
     history: VecDeque<Arc<EventFrame>>,
+    /// Sum of the JSON lengths of `history`.
+    history_bytes: usize,
 }
 
 /// A connection's view of the event stream, starting after `last_seq`.
@@ -68,17 +78,24 @@ pub struct Replay {
 }
 
 impl EventHub {
-    /// A hub keeping the last `capacity` notifications.
+    /// A hub keeping the last `capacity` notifications, at most [`HISTORY_BYTES`] of them.
     pub fn new(capacity: usize) -> Self {
+        Self::with_max_bytes(capacity, HISTORY_BYTES)
+    }
+
+    /// A hub keeping the last `capacity` notifications, at most `max_bytes` of them.
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> Self {
         let capacity = capacity.max(1);
         let (sender, _) = broadcast::channel(capacity);
         Self {
             state: Mutex::new(HubState {
                 last_seq: 0,
                 history: VecDeque::with_capacity(capacity),
+                history_bytes: 0,
             }),
             sender,
             capacity,
+            max_bytes,
             frontends: Arc::new(FrontEnds::default()),
         }
     }
@@ -126,10 +143,13 @@ impl EventHub {
             notification,
         });
         state.last_seq = seq;
-        if state.history.len() == self.capacity {
-            state.history.pop_front();
-        }
+        state.history_bytes += frame.json.len();
         state.history.push_back(frame.clone());
+        while state.history.len() > 1 && (state.history.len() > self.capacity || state.history_bytes > self.max_bytes) {
+            if let Some(oldest) = state.history.pop_front() {
+                state.history_bytes -= oldest.json.len();
+            }
+        }
         // Sent under the lock so that broadcast order is seq order. An error only
         // means that no connection is subscribed right now.
         let _ = self.sender.send(frame);
@@ -219,6 +239,29 @@ mod tests {
         let replay = hub.replay(u64::MAX);
         assert!(replay.complete);
         assert!(replay.notifications.is_empty());
+    }
+
+    #[test]
+    fn the_history_is_bounded_in_bytes() {
+        let big = |seq| {
+            DaemonNotification::StartupStatusUpdated(StartupStatusUpdated::new(
+                seq,
+                "x".repeat(1000),
+                ServerStatus::Starting,
+            ))
+        };
+        let hub = EventHub::with_max_bytes(100, 3500);
+        for _ in 0..10 {
+            hub.publish(big);
+        }
+        let replay = hub.replay(0);
+        assert!(!replay.complete);
+        let kept: Vec<u64> = replay.notifications.iter().map(DaemonNotification::seq).collect();
+        assert_eq!(kept, vec![8, 9, 10], "three frames of about 1.1 kB fit in 3.5 kB");
+        // A single notification larger than the bound is still kept (the newest).
+        let hub = EventHub::with_max_bytes(100, 10);
+        hub.publish(big);
+        assert_eq!(hub.replay(0).notifications.len(), 1);
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! The way back from MCP servers to front-ends.
 //!
 //! - Requests a server makes of its client (`elicitation/create`,
-//!   `sampling/createMessage`) go to one front-end that declared it can
-//!   answer them: the one whose `tools/call` to that server is running, else
-//!   the most recently active one. Each connection has a [`Link`]: the
-//!   daemon's requests to it are numbered, their answers are matched by id,
-//!   and an abandoned request is withdrawn with `$/cancelRequest`.
+//!   `sampling/createMessage`) go only to the front-end whose `tools/call` to
+//!   that server is running ([`FrontEnds::caller`]), and only if it declared
+//!   it can answer them; otherwise they are declined. One application's
+//!   question is never shown to another application. Each connection has a
+//!   [`Link`]: the daemon's requests to it are numbered, their answers are
+//!   matched by id, an abandoned request is withdrawn with `$/cancelRequest`,
+//!   and an unanswered one is withdrawn after [`FrontEnds::answer_deadline`].
 //! - Progress (`notifications/progress`) goes to the connection whose
 //!   request carried a progress token: the request to the server carries
 //!   rmcp's token (unique per server session), mapped back to the
 //!   front-end's while the request runs.
-//! - While an elicitation waits on the user, the timeout of calls to that
-//!   server is paused ([`FrontEnds::active_time_timeout`]).
+//! - While an elicitation waits on the user, the timeout of the calls of the
+//!   asked front-end to that server is paused
+//!   ([`FrontEnds::active_time_timeout`]); nobody else's clock stops.
 //! - Resource subscriptions are counted across front-ends: the server is
 //!   subscribed once and unsubscribed when the last front-end lets go.
 //!
@@ -37,6 +40,10 @@ const CANCEL_REQUEST: &str = "$/cancelRequest";
 
 /// Activity clock shared by every link: larger means more recent.
 static ACTIVITY: AtomicU64 = AtomicU64::new(1);
+
+/// How long a front-end has to answer a server's request (an elicitation
+/// waits on a person) before it is withdrawn and answered as cancelled.
+pub(crate) const DEFAULT_ANSWER_DEADLINE: Duration = Duration::from_secs(600);
 
 /// Why a front-end did not answer a request.
 #[derive(Debug, thiserror::Error)]
@@ -186,9 +193,29 @@ impl Drop for Withdraw {
 }
 
 /// Registry of front-ends and what is routed to them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FrontEnds {
     state: Mutex<State>,
+    /// [`FrontEnds::answer_deadline`], in milliseconds.
+    answer_deadline_ms: AtomicU64,
+}
+
+impl Default for FrontEnds {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            answer_deadline_ms: AtomicU64::new(u64::try_from(DEFAULT_ANSWER_DEADLINE.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// Who may answer a server's request: the front-end whose call asked.
+#[derive(Debug)]
+pub(crate) enum Caller {
+    /// Exactly one front-end has calls to the server running, and it can answer.
+    One(Arc<Link>),
+    /// No request can go to a front-end; the reason, for the server and the log.
+    Declined(&'static str),
 }
 
 #[derive(Debug, Default)]
@@ -201,9 +228,10 @@ struct State {
     /// (server, corrald's progress token as JSON text) to the connection and
     /// the token it gave.
     progress: HashMap<(String, String), (Weak<Link>, Value)>,
-    /// Elicitations waiting on the user, per server. Entries are never
-    /// removed, so watchers never see the sender go away.
-    paused: HashMap<String, watch::Sender<usize>>,
+    /// Elicitations waiting on the user, per (server, connection asked).
+    /// Entries are never removed, so watchers never see the sender go away;
+    /// they are as many as the pairs that ever had a call waiting.
+    paused: HashMap<(String, u64), watch::Sender<usize>>,
     /// (server, uri) to the connections subscribed to it.
     subscriptions: HashMap<(String, String), BTreeSet<u64>>,
 }
@@ -232,6 +260,8 @@ impl FrontEnds {
     pub(crate) fn disconnected(&self, id: u64) -> Vec<(String, String)> {
         let mut state = self.state();
         state.links.remove(&id);
+        // Its calls have ended (and with them their watchers).
+        state.paused.retain(|(_, connection), _| *connection != id);
         let mut released = Vec::new();
         state.subscriptions.retain(|key, holders| {
             if holders.remove(&id) && holders.is_empty() {
@@ -242,30 +272,60 @@ impl FrontEnds {
         released
     }
 
-    /// The front-end that should answer `capability` requests of `server`:
-    /// a capable one with a call to `server` running (the newest call), else
-    /// the capable one most recently active.
-    pub(crate) fn target(&self, server: &str, capability: Capability) -> Option<Arc<Link>> {
+    /// How long a front-end has to answer a server's request.
+    pub(crate) fn answer_deadline(&self) -> Duration {
+        Duration::from_millis(self.answer_deadline_ms.load(Ordering::Relaxed))
+    }
+
+    /// Set [`FrontEnds::answer_deadline`] (`--elicitation-timeout-sec`).
+    pub(crate) fn set_answer_deadline(&self, deadline: Duration) {
+        self.answer_deadline_ms.store(
+            u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The front-end that may answer a `capability` request of `server`: the
+    /// one whose call to `server` is running, if it declared the capability.
+    ///
+    /// MCP does not say which call a server's request belongs to (on stdio it
+    /// carries no reference to one), so corrald goes by who is calling: when
+    /// calls of several front-ends to `server` run at once it cannot tell
+    /// whose call asked, and declines rather than ask the wrong application.
+    /// No call running (a server asking on its own) is declined too.
+    pub(crate) fn caller(&self, server: &str, capability: Capability) -> Caller {
         let state = self.state();
-        let capable = |link: &Link| match capability {
+        let mut callers = state
+            .calls
+            .iter()
+            .filter(|(_, call_server, _)| call_server == server)
+            .map(|(_, _, connection)| *connection);
+        let Some(first) = callers.next() else {
+            return Caller::Declined("no front-end has a call to this server running, so no front-end asked");
+        };
+        if callers.any(|connection| connection != first) {
+            return Caller::Declined(
+                "calls of several front-ends to this server are running and corrald cannot tell whose call asked",
+            );
+        }
+        let Some(link) = state.links.get(&first).and_then(Weak::upgrade) else {
+            return Caller::Declined("the front-end whose call asked has disconnected");
+        };
+        let capable = match capability {
             Capability::Elicitation => link.can_elicit(),
             Capability::Sampling => link.can_sample(),
         };
-        let calling = state
-            .calls
-            .iter()
-            .rev()
-            .filter(|(_, call_server, _)| call_server == server)
-            .filter_map(|(_, _, connection)| state.links.get(connection)?.upgrade())
-            .find(|link| capable(link));
-        calling.or_else(|| {
-            state
-                .links
-                .values()
-                .filter_map(Weak::upgrade)
-                .filter(|link| capable(link))
-                .max_by_key(|link| link.last_active.load(Ordering::Relaxed))
-        })
+        if !capable {
+            return Caller::Declined(match capability {
+                Capability::Elicitation => {
+                    "the front-end whose call asked cannot answer it (it did not declare `capabilities.elicitation`)"
+                }
+                Capability::Sampling => {
+                    "the front-end whose call asked cannot answer it (it did not declare `capabilities.sampling`)"
+                }
+            });
+        }
+        Caller::One(link)
     }
 
     /// Record a call of connection `connection` to `server` until the guard drops.
@@ -280,46 +340,57 @@ impl FrontEnds {
         }
     }
 
-    /// Pause the timeouts of calls to `server` until the guard drops.
-    pub(crate) fn pause(self: &Arc<Self>, server: &str) -> PauseGuard {
-        self.pause_sender(server).send_modify(|count| *count += 1);
+    /// Pause the timeouts of `connection`'s calls to `server` until the guard drops.
+    pub(crate) fn pause(self: &Arc<Self>, server: &str, connection: u64) -> PauseGuard {
+        self.pause_sender(server, connection).send_modify(|count| *count += 1);
         PauseGuard {
             frontends: self.clone(),
             server: server.to_owned(),
+            connection,
         }
     }
 
-    fn pause_sender(&self, server: &str) -> watch::Sender<usize> {
+    fn pause_sender(&self, server: &str, connection: u64) -> watch::Sender<usize> {
         self.state()
             .paused
-            .entry(server.to_owned())
+            .entry((server.to_owned(), connection))
             .or_insert_with(|| watch::channel(0).0)
             .clone()
     }
 
-    /// Run `future` for at most `limit` of active time: the clock stops while
-    /// an elicitation of `server` waits on the user. `None` on timeout.
+    /// Run `future`, a call of `connection` to `server`, for at most `limit`
+    /// of active time: the clock stops while an elicitation of `server` asked
+    /// of `connection` waits on the user. `None` on timeout.
     pub(crate) async fn active_time_timeout<F: Future>(
         &self,
         server: &str,
+        connection: u64,
         limit: Duration,
         future: F,
     ) -> Option<F::Output> {
-        let mut paused = self.pause_sender(server).subscribe();
+        let mut paused = self.pause_sender(server, connection).subscribe();
         tokio::pin!(future);
         let mut remaining = limit;
         loop {
             if *paused.borrow_and_update() > 0 {
                 tokio::select! {
                     output = &mut future => return Some(output),
-                    _ = paused.changed() => {}
+                    changed = paused.changed() => if changed.is_err() {
+                        // The connection is gone (its entry removed): nothing pauses any more.
+                        return tokio::time::timeout(remaining, future).await.ok();
+                    },
                 }
             } else {
                 let running_since = Instant::now();
                 tokio::select! {
                     output = &mut future => return Some(output),
                     () = tokio::time::sleep(remaining) => return None,
-                    _ = paused.changed() => remaining = remaining.saturating_sub(running_since.elapsed()),
+                    changed = paused.changed() => {
+                        remaining = remaining.saturating_sub(running_since.elapsed());
+                        if changed.is_err() {
+                            return tokio::time::timeout(remaining, future).await.ok();
+                        }
+                    }
                 }
             }
         }
@@ -432,13 +503,21 @@ impl Drop for CallGuard {
 pub(crate) struct PauseGuard {
     frontends: Arc<FrontEnds>,
     server: String,
+    connection: u64,
 }
 
 impl Drop for PauseGuard {
     fn drop(&mut self) {
-        self.frontends
-            .pause_sender(&self.server)
-            .send_modify(|count| *count = count.saturating_sub(1));
+        // Looked up, not created: the connection may be gone already.
+        let sender = self
+            .frontends
+            .state()
+            .paused
+            .get(&(self.server.clone(), self.connection))
+            .cloned();
+        if let Some(sender) = sender {
+            sender.send_modify(|count| *count = count.saturating_sub(1));
+        }
     }
 }
 
@@ -467,7 +546,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_calling_front_end_is_preferred_then_the_most_recently_active() {
+    async fn only_the_calling_front_end_is_asked_and_only_if_it_can_answer() {
         let frontends = Arc::new(FrontEnds::default());
         let (a, _a_rx) = Link::new(1);
         let (b, _b_rx) = Link::new(2);
@@ -475,20 +554,30 @@ mod tests {
         frontends.register(&a, capabilities(true, false));
         frontends.register(&b, capabilities(true, true));
         frontends.register(&c, capabilities(false, false));
-        a.touch();
-        let target = |capability| frontends.target("s", capability).map(|link| link.id);
-        assert_eq!(target(Capability::Elicitation), Some(1));
-        assert_eq!(target(Capability::Sampling), Some(2));
-        let call = frontends.call_started("s", 2);
-        let _other_server = frontends.call_started("t", 1);
+        b.touch();
+        let target = |capability| match frontends.caller("s", capability) {
+            Caller::One(link) => Ok(link.id),
+            Caller::Declined(reason) => Err(reason),
+        };
+        // Capable and recently active front-ends are not asked without a call of theirs.
+        assert!(target(Capability::Elicitation).is_err_and(|reason| reason.contains("no front-end has a call")));
+        let _other_server = frontends.call_started("t", 2);
+        assert!(target(Capability::Elicitation).is_err());
+        {
+            let _call = frontends.call_started("s", 1);
+            let _second = frontends.call_started("s", 1);
+            assert_eq!(target(Capability::Elicitation), Ok(1));
+            assert!(
+                target(Capability::Sampling).is_err_and(|reason| reason.contains("capabilities.sampling")),
+                "the caller cannot sample: declined, never sent to the one that can"
+            );
+            let _incapable = frontends.call_started("s", 3);
+            assert!(target(Capability::Elicitation).is_err_and(|reason| reason.contains("several front-ends")));
+        }
         let _incapable = frontends.call_started("s", 3);
-        assert_eq!(target(Capability::Elicitation), Some(2));
-        drop(call);
-        assert_eq!(target(Capability::Elicitation), Some(1));
-        drop(a);
-        assert_eq!(target(Capability::Elicitation), Some(2), "a dropped link is skipped");
-        frontends.disconnected(2);
-        assert_eq!(target(Capability::Elicitation), None);
+        assert!(target(Capability::Elicitation).is_err_and(|reason| reason.contains("capabilities.elicitation")));
+        drop(c);
+        assert!(target(Capability::Elicitation).is_err_and(|reason| reason.contains("disconnected")));
     }
 
     #[tokio::test]
@@ -539,7 +628,7 @@ mod tests {
         let frontends = Arc::new(FrontEnds::default());
         let limit = Duration::from_secs(1);
         let outcome = frontends
-            .active_time_timeout("s", limit, std::future::pending::<()>())
+            .active_time_timeout("s", 1, limit, std::future::pending::<()>())
             .await;
         assert_eq!(outcome, None, "not paused: the limit applies");
         // Paused from 0.2 s to 2.5 s: a 3 s call has used about 0.7 s.
@@ -547,22 +636,27 @@ mod tests {
             let frontends = frontends.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let pause = frontends.pause("s");
+                let pause = frontends.pause("s", 1);
                 tokio::time::sleep(Duration::from_millis(2300)).await;
                 drop(pause);
             })
         };
         let outcome = frontends
-            .active_time_timeout("s", limit, tokio::time::sleep(Duration::from_secs(3)))
+            .active_time_timeout("s", 1, limit, tokio::time::sleep(Duration::from_secs(3)))
             .await;
         assert_eq!(outcome, Some(()), "the pause did not count");
         pauser.await.expect("joined");
-        let other = frontends.pause("other");
+        let other_server = frontends.pause("other", 1);
+        let other_connection = frontends.pause("s", 2);
         let outcome = frontends
-            .active_time_timeout("s", limit, tokio::time::sleep(Duration::from_secs(3)))
+            .active_time_timeout("s", 1, limit, tokio::time::sleep(Duration::from_secs(3)))
             .await;
-        assert_eq!(outcome, None, "another server's pause does not count");
-        drop(other);
+        assert_eq!(
+            outcome, None,
+            "another server's pause, or another connection's, does not count"
+        );
+        drop(other_server);
+        drop(other_connection);
     }
 
     #[test]

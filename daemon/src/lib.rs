@@ -77,6 +77,11 @@ pub struct Options {
     /// Put each stdio server in a cgroup v2 leaf below corrald's cgroup
     /// (needs a delegated cgroup: `Delegate=yes` under systemd; see `cgroup`).
     pub server_cgroups: bool,
+    /// Per-connection deadlines (handshake, frame).
+    pub connection_limits: api::ConnectionLimits,
+    /// How long a front-end has to answer a server's elicitation or sampling
+    /// request before it is withdrawn and answered as cancelled.
+    pub answer_deadline: Duration,
 }
 
 impl Options {
@@ -91,6 +96,8 @@ impl Options {
             config_poll_interval: reload::POLL_INTERVAL,
             data_dir: corral_protocol::paths::data_dir(None),
             server_cgroups: false,
+            connection_limits: api::ConnectionLimits::default(),
+            answer_deadline: frontends::DEFAULT_ANSWER_DEADLINE,
         }
     }
 }
@@ -108,6 +115,9 @@ pub async fn run(
     // (reload) too, whose default action would kill the daemon.
     let mut signals = ShutdownSignals::install()?;
     let mut reload_signals = ReloadSignals::install()?;
+    // Before anything is opened: the connection cap is derived from it.
+    let open_files = api::raise_open_file_limit();
+    tracing::debug!(?open_files, "open-file limit");
     let config_snapshot = reload::FileSnapshot::take(&options.config_path);
     let (config, config_error) = match config::load(&options.config_path) {
         Ok(config) => (config, None),
@@ -153,6 +163,7 @@ pub async fn run(
     tracker.spawn(reap_adopted_orphans(shutdown.clone()));
     tracker.spawn(retry_children_record(shutdown.clone()));
     let events = Arc::new(events::EventHub::new(EVENT_HISTORY));
+    events.frontends().set_answer_deadline(options.answer_deadline);
     let supervisor = supervisor::spawn(
         &config,
         options.builtin_server,
@@ -183,6 +194,7 @@ pub async fn run(
             reload.clone(),
             options.test_hooks,
         )
+        .with_connection_limits(options.connection_limits)
         .with_oauth(
             credentials,
             oauth::OAuthSettings::from_config(&config),

@@ -31,6 +31,24 @@ struct Args {
     /// under systemd). Without a usable cgroup corrald warns and runs servers without one.
     #[arg(long, env = "CORRAL_SERVER_CGROUPS", value_parser = clap::builder::FalseyValueParser::new())]
     server_cgroups: bool,
+    /// Seconds a front-end has to answer a server's elicitation (or sampling)
+    /// request before it is withdrawn and the server told it was cancelled.
+    #[arg(
+        long,
+        env = "CORRAL_ELICITATION_TIMEOUT_SEC",
+        value_name = "SECONDS",
+        default_value_t = 600
+    )]
+    elicitation_timeout_sec: u64,
+    /// Milliseconds a connection has to complete `initialize` (tests shorten it).
+    #[arg(long, env = "CORRAL_HANDSHAKE_TIMEOUT_MS", hide = true)]
+    handshake_timeout_ms: Option<u64>,
+    /// Milliseconds a started message has to be completed (tests shorten it).
+    #[arg(long, env = "CORRAL_FRAME_TIMEOUT_MS", hide = true)]
+    frame_timeout_ms: Option<u64>,
+    /// Bytes of unfinished messages all connections may hold together (tests lower it).
+    #[arg(long, env = "CORRAL_PARTIAL_FRAME_BYTES", hide = true)]
+    partial_frame_bytes: Option<usize>,
     /// Register `debug/*` methods used by Corral's own tests and benchmarks.
     #[arg(long, env = "CORRAL_TEST_HOOKS", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
     enable_test_hooks: bool,
@@ -57,6 +75,16 @@ fn main() -> ExitCode {
     options.server_cgroups = args.server_cgroups;
     options.inherited = inherited;
     options.data_dir = corral_protocol::paths::data_dir(args.data_dir.as_deref());
+    options.answer_deadline = std::time::Duration::from_secs(args.elicitation_timeout_sec);
+    if let Some(ms) = args.handshake_timeout_ms {
+        options.connection_limits.handshake = std::time::Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.frame_timeout_ms {
+        options.connection_limits.frame = std::time::Duration::from_millis(ms);
+    }
+    if let Some(bytes) = args.partial_frame_bytes {
+        options.connection_limits.partial_frame_bytes = bytes;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

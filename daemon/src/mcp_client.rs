@@ -7,9 +7,11 @@
 //!   (`notifications/message`), become daemon notifications naming the
 //!   server, seq-numbered like every other;
 //! - progress goes to the connection whose request it is about;
-//! - `elicitation/create` and `sampling/createMessage` are forwarded to a
-//!   front-end that can answer them (see `frontends`), and declined when
-//!   none can; `roots/list` is answered from the server's `roots` config.
+//! - `elicitation/create` and `sampling/createMessage` are forwarded to the
+//!   front-end whose call asked, if it can answer them (see `frontends`), and
+//!   declined otherwise; an unanswered one is withdrawn after the answer
+//!   deadline and answered as cancelled; `roots/list` is answered from the
+//!   server's `roots` config.
 
 // MCP logging is deprecated by SEP-2577 (spec 2026-07-28), but the servers
 // people run today negotiate 2025-11-25 and still send it: forward it while
@@ -34,7 +36,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::events::EventHub;
-use crate::frontends::{Capability, FrontEndError};
+use crate::frontends::{Caller, Capability, FrontEndError};
 
 /// The MCP client handler of one server's session.
 #[derive(Debug, Clone)]
@@ -73,31 +75,56 @@ impl ServerClient {
         self
     }
 
-    /// Ask a front-end that can answer `capability` requests, with the MCP
-    /// request `params`; `None` when no such front-end is connected.
+    /// Ask the front-end whose call asked (see [`FrontEnds::caller`]) to
+    /// answer a `capability` request with the MCP request `params`, waiting
+    /// at most the answer deadline.
+    ///
+    /// [`FrontEnds::caller`]: crate::frontends::FrontEnds::caller
     async fn ask_front_end<R: DaemonRequest, P: serde::Serialize, T: DeserializeOwned>(
         &self,
         capability: Capability,
         params: &P,
         context: &RequestContext<RoleClient>,
-    ) -> Option<Result<T, ErrorData>> {
+    ) -> Asked<T> {
         let frontends = self.events.frontends();
-        let link = frontends.target(&self.name, capability)?;
+        let link = match frontends.caller(&self.name, capability) {
+            Caller::One(link) => link,
+            Caller::Declined(reason) => {
+                tracing::info!(server = %self.name, method = R::METHOD, "declined a server's request: {reason}");
+                return Asked::Declined(reason);
+            }
+        };
         let request = match serde_json::to_value(params) {
             Ok(request) => request,
-            Err(error) => return Some(Err(ErrorData::internal_error(error.to_string(), None))),
+            Err(error) => return Asked::Answer(Err(ErrorData::internal_error(error.to_string(), None))),
         };
         let params = serde_json::to_value(ServerRequestParams::new(self.name.clone(), request)).unwrap_or_default();
         tracing::debug!(server = %self.name, connection = link.id, method = R::METHOD, "asking a front-end");
+        // The user may take their time: this front-end's calls to this server stop their clocks.
+        let _pause = matches!(capability, Capability::Elicitation).then(|| frontends.pause(&self.name, link.id));
+        let deadline = frontends.answer_deadline();
         let answer = tokio::select! {
-            answer = link.request(R::METHOD, params) => answer,
+            answer = tokio::time::timeout(deadline, link.request(R::METHOD, params)) => match answer {
+                Ok(answer) => answer,
+                // Dropping the request withdrew it from the front-end (`$/cancelRequest`).
+                Err(_) => {
+                    tracing::info!(
+                        server = %self.name,
+                        connection = link.id,
+                        method = R::METHOD,
+                        ?deadline,
+                        "a front-end did not answer a server's request in time; withdrawn"
+                    );
+                    return Asked::Unanswered(deadline);
+                }
+            },
             // The server withdrew its request: so does corrald (dropping the
             // request sends `$/cancelRequest` to the front-end).
             () = context.ct.cancelled() => {
-                return Some(Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the server", None)));
+                return Asked::Answer(Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the server", None)));
             }
         };
-        Some(match answer {
+        Asked::Answer(match answer {
             Ok(result) => serde_json::from_value(result).map_err(|error| {
                 ErrorData::internal_error(
                     format!("the front-end's answer to {} is not valid: {error}", R::METHOD),
@@ -112,6 +139,25 @@ impl ServerClient {
             Err(error @ FrontEndError::Disconnected) => Err(ErrorData::internal_error(error.to_string(), None)),
         })
     }
+}
+
+/// What came of asking a front-end.
+enum Asked<T> {
+    /// The front-end's answer (or its error, or corrald's about it).
+    Answer(Result<T, ErrorData>),
+    /// No front-end was asked; why.
+    Declined(&'static str),
+    /// The front-end did not answer within this deadline; the request was withdrawn.
+    Unanswered(std::time::Duration),
+}
+
+/// An elicitation result with `action` and corrald's `reason` in `_meta`.
+fn elicit_result(action: ElicitationAction, reason: String) -> ElicitResult {
+    let mut result = ElicitResult::new(action);
+    let mut meta = rmcp::model::MetaObject::new();
+    meta.insert("corral/reason".to_owned(), reason.into());
+    result.meta = Some(meta);
+    result
 }
 
 /// A `file://` URI for a root written as an absolute path; URIs pass as they are.
@@ -151,27 +197,19 @@ impl ClientHandler for ServerClient {
         request: ElicitRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        // The user may take their time: calls to this server stop their clocks.
-        let _pause = self.events.frontends().pause(&self.name);
         match self
             .ask_front_end::<ElicitationRequest, _, _>(Capability::Elicitation, &request, &context)
             .await
         {
-            Some(answer) => answer,
-            None => {
-                tracing::info!(
-                    server = %self.name,
-                    "declined an elicitation: no connected front-end declared `capabilities.elicitation`"
-                );
-                let mut declined = ElicitResult::new(ElicitationAction::Decline);
-                let mut meta = rmcp::model::MetaObject::new();
-                meta.insert(
-                    "corral/reason".to_owned(),
-                    "no front-end that can answer elicitations is connected to corrald".into(),
-                );
-                declined.meta = Some(meta);
-                Ok(declined)
-            }
+            Asked::Answer(answer) => answer,
+            Asked::Declined(reason) => Ok(elicit_result(ElicitationAction::Decline, reason.to_owned())),
+            Asked::Unanswered(deadline) => Ok(elicit_result(
+                ElicitationAction::Cancel,
+                format!(
+                    "the front-end did not answer within {}s (corrald --elicitation-timeout-sec); the request was withdrawn",
+                    deadline.as_secs()
+                ),
+            )),
         }
     }
 
@@ -180,16 +218,26 @@ impl ClientHandler for ServerClient {
         params: CreateMessageRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        self.ask_front_end::<SamplingRequest, _, _>(Capability::Sampling, &params, &context)
+        match self
+            .ask_front_end::<SamplingRequest, _, _>(Capability::Sampling, &params, &context)
             .await
-            .unwrap_or_else(|| {
-                Err(ErrorData::new(
-                    ErrorCode::INVALID_REQUEST,
-                    "sampling declined: no front-end connected to corrald can sample (none declared \
-                     `capabilities.sampling`)",
-                    None,
-                ))
-            })
+        {
+            Asked::Answer(answer) => answer,
+            Asked::Declined(reason) => Err(ErrorData::new(
+                ErrorCode::INVALID_REQUEST,
+                format!("sampling declined: {reason}"),
+                None,
+            )),
+            Asked::Unanswered(deadline) => Err(ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!(
+                    "sampling cancelled: the front-end did not answer within {}s (corrald --elicitation-timeout-sec); \
+                     the request was withdrawn",
+                    deadline.as_secs()
+                ),
+                None,
+            )),
+        }
     }
 
     async fn list_roots(&self, _context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {

@@ -38,7 +38,7 @@ enum Command {
     Control {
         name: String,
         action: ControlAction,
-        reply: oneshot::Sender<Option<oneshot::Receiver<()>>>,
+        reply: oneshot::Sender<Option<Result<oneshot::Receiver<()>, ServerBusy>>>,
     },
     Add {
         config: Box<ServerConfig>,
@@ -163,6 +163,11 @@ pub enum ControlAction {
     Restart,
 }
 
+/// A server's command queue is full: too many control commands for it are
+/// waiting. Nothing was done; the caller may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerBusy;
+
 /// The supervisor stopped (daemon shutting down); the caller should give up.
 #[derive(Debug, Clone, Copy)]
 pub struct SupervisorStopped;
@@ -268,11 +273,19 @@ impl SupervisorHandle {
     ///
     /// Returns once the server task has done what it replies after (see
     /// [`ControlAction`]): `starting` for start, processes gone for stop.
-    pub async fn control(&self, name: String, action: ControlAction) -> Result<Option<()>, SupervisorStopped> {
+    ///
+    /// `Ok(None)`: no such server; `Ok(Some(Err(ServerBusy)))`: its command
+    /// queue is full and the command was not taken.
+    pub async fn control(
+        &self,
+        name: String,
+        action: ControlAction,
+    ) -> Result<Option<Result<(), ServerBusy>>, SupervisorStopped> {
         let done = self.ask(|reply| Command::Control { name, action, reply }).await?;
         match done {
             None => Ok(None),
-            Some(done) => done.await.map(Some).map_err(|_| SupervisorStopped),
+            Some(Err(busy)) => Ok(Some(Err(busy))),
+            Some(Ok(done)) => done.await.map(|()| Some(Ok(()))).map_err(|_| SupervisorStopped),
         }
     }
 }
@@ -660,12 +673,21 @@ impl SupervisorActor {
                     ControlAction::Restart => ServerCommand::Restart { reply: done },
                 };
                 // try_send: the actor never waits on one server. A full queue
-                // (16 commands pending) drops the command; the caller sees the
-                // daemon as stopping, which is rare enough to be honest.
-                if let Err(error) = entry.handle.commands.try_send(command) {
-                    tracing::warn!(server = %name, %error, "server task did not take the command");
+                // (commands pending) refuses the command: the caller is told
+                // the server is busy (`serverBusy`), not that the daemon stops.
+                match entry.handle.commands.try_send(command) {
+                    Ok(()) => {
+                        let _ = reply.send(Some(Ok(done_rx)));
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::debug!(server = %name, "server's command queue is full; command refused");
+                        let _ = reply.send(Some(Err(ServerBusy)));
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        // The server's task ended: the daemon is shutting down.
+                        drop(reply);
+                    }
                 }
-                let _ = reply.send(Some(done_rx));
             }
             Command::Add { config, owner, reply } => {
                 if self.servers.contains_key(&config.name) {

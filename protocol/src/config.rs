@@ -45,6 +45,10 @@ pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(120);
 const SERVERS_KEY: &str = "servers";
 /// Server names, as a JSON Schema pattern; [`check_server_name`] is the same rule in code.
 const SERVER_NAME_PATTERN: &str = "^[A-Za-z0-9_-]+$";
+/// Longest server name, in bytes, for config and session servers alike: a
+/// name travels in every notification about its server and is kept in the
+/// replay history, so it must be small.
+pub const MAX_SERVER_NAME_BYTES: usize = 128;
 /// Environment variable names, as a JSON Schema pattern; [`env_var_name`] is the same rule in code.
 const ENV_VAR_NAME_PATTERN: &str = "^[^=\\u0000]+$";
 /// HTTP header names (RFC 9110 tokens), as a JSON Schema pattern; [`header_name`] is the same
@@ -293,10 +297,14 @@ pub fn parse_server_json(name: &str, entry: &Value) -> Result<ServerConfig, Vec<
     let problem = |message: String| ConfigProblem {
         line: None,
         column: None,
-        server: Some(name.to_owned()),
+        server: Some(shown_name(name).to_owned()),
         field: None,
         message,
     };
+    // Before the name is copied into a document to check.
+    if let Err(message) = check_server_name(name) {
+        return Err(vec![problem(message)]);
+    }
     if !entry.is_object() {
         return Err(vec![problem("expected an object with the server's fields".to_owned())]);
     }
@@ -387,7 +395,7 @@ pub fn json_schema() -> Value {
             SERVERS_KEY: {
                 "description": "MCP servers supervised by corrald, by name.",
                 "type": "object",
-                "propertyNames": { "pattern": SERVER_NAME_PATTERN },
+                "propertyNames": { "pattern": SERVER_NAME_PATTERN, "maxLength": MAX_SERVER_NAME_BYTES },
                 "additionalProperties": { "$ref": "#/$defs/server" },
                 "default": {},
             },
@@ -761,7 +769,7 @@ impl<'t> Problems<'t> {
         self.found.push(ConfigProblem {
             line: Some(line),
             column: Some(column),
-            server: server.map(str::to_owned),
+            server: server.map(|server| shown_name(server).to_owned()),
             field: field.map(str::to_owned),
             message: message.into(),
         });
@@ -1314,7 +1322,27 @@ fn integer_as_f64(integer: &DeInteger<'_>) -> f64 {
     }
 }
 
-fn check_server_name(name: &str) -> Result<(), String> {
+/// A server name to show in a problem: a name too long to be valid is cut
+/// (a multi-MiB name must not be echoed back whole).
+fn shown_name(name: &str) -> &str {
+    if name.len() <= MAX_SERVER_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_SERVER_NAME_BYTES.min(32);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// Whether `name` is a valid server name; the error says why not (without the name).
+pub fn check_server_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_SERVER_NAME_BYTES {
+        return Err(format!(
+            "server name is {} bytes long; the limit is {MAX_SERVER_NAME_BYTES} bytes",
+            name.len()
+        ));
+    }
     let valid = !name.is_empty()
         && name
             .chars()
@@ -1532,6 +1560,24 @@ mod tests {
         assert_eq!(line_and_column(text, 5), (2, 2));
         assert_eq!(line_and_column(text, 100), (3, 1));
         assert_eq!(line_and_column("\u{feff}[servers]", 3), (1, 1));
+    }
+
+    #[test]
+    fn server_names_are_at_most_128_bytes_and_a_long_one_is_not_echoed() {
+        assert_eq!(check_server_name(&"a".repeat(MAX_SERVER_NAME_BYTES)), Ok(()));
+        let long = "a".repeat(1024 * 1024);
+        let text = format!("[servers.{long}]\ncommand = \"x\"\n");
+        let Err(ConfigError::Invalid { problems, .. }) = parse(&text, Path::new("c.toml")) else {
+            panic!("a 1 MiB server name was accepted");
+        };
+        let shown: String = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            shown.contains("server name is 1048576 bytes long; the limit is 128 bytes"),
+            "{shown}"
+        );
+        assert!(shown.len() < 1024, "the name is cut in problems: {} bytes", shown.len());
+        let problems = parse_server_json(&long, &serde_json::json!({"command": "x"})).expect_err("too long");
+        assert!(problems[0].to_string().len() < 1024);
     }
 
     #[test]

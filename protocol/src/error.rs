@@ -29,7 +29,8 @@ pub enum ErrorCode {
     AlreadyInitialized,
     /// -32004: the client's `protocolVersion` is not supported; `data` says which side to upgrade.
     ProtocolVersionMismatch,
-    /// -32005: the message is larger than the limit; the daemon closes the connection after answering.
+    /// -32005: a message is larger than the limit: a request (the daemon closes the connection after
+    /// answering) or the answer to it (that request fails, the connection stays).
     MessageTooLarge,
     /// -32006: the daemon is shutting down and takes no new work.
     ShuttingDown,
@@ -45,13 +46,15 @@ pub enum ErrorCode {
     RequestTimeout,
     /// -32012: the MCP server answered with a JSON-RPC error; `data` has it (`code`, `message`, `data`).
     ServerError,
+    /// -32013: the server has too many control commands waiting; retry shortly.
+    ServerBusy,
     /// -32800: the request was cancelled (LSP `RequestCancelled`).
     RequestCancelled,
 }
 
 impl ErrorCode {
     /// All codes, for documentation and tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::ParseError,
         Self::InvalidRequest,
         Self::MethodNotFound,
@@ -69,6 +72,7 @@ impl ErrorCode {
         Self::ToolNotAvailable,
         Self::RequestTimeout,
         Self::ServerError,
+        Self::ServerBusy,
         Self::RequestCancelled,
     ];
 
@@ -92,6 +96,7 @@ impl ErrorCode {
             Self::ToolNotAvailable => -32010,
             Self::RequestTimeout => -32011,
             Self::ServerError => -32012,
+            Self::ServerBusy => -32013,
             Self::RequestCancelled => -32800,
         }
     }
@@ -118,7 +123,8 @@ impl ErrorCode {
                 "the client's `protocolVersion` is not served; `data` says which side to upgrade"
             }
             Self::MessageTooLarge => {
-                "the message is larger than the limit; the daemon closes the connection after answering"
+                "a message is larger than the limit: a request (the daemon closes the connection after \
+                 answering) or the answer to it (that request fails, the connection stays)"
             }
             Self::ShuttingDown => "the daemon is shutting down and takes no new work",
             Self::ServerExists => "a server of that name already exists",
@@ -127,6 +133,7 @@ impl ErrorCode {
             Self::ToolNotAvailable => "the server has no such tool, or the config disables it",
             Self::RequestTimeout => "the server did not answer within `tool_timeout_sec`",
             Self::ServerError => "the MCP server answered with an error; `data` has its `code`, `message` and `data`",
+            Self::ServerBusy => "the server has too many control commands waiting; retry shortly",
             Self::RequestCancelled => "the request was cancelled (LSP `RequestCancelled`)",
         }
     }
@@ -151,6 +158,7 @@ impl ErrorCode {
             Self::ToolNotAvailable => "toolNotAvailable",
             Self::RequestTimeout => "requestTimeout",
             Self::ServerError => "serverError",
+            Self::ServerBusy => "serverBusy",
             Self::RequestCancelled => "requestCancelled",
         }
     }

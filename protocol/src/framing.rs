@@ -110,6 +110,8 @@ impl FrameDecoder {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            // An idle connection does not keep the room its largest message took.
+            self.buf.shrink_to(64 * 1024);
         } else if self.start > 64 * 1024 && self.start > self.buf.len() / 2 {
             self.buf.drain(..self.start);
             self.start = 0;

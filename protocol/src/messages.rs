@@ -204,6 +204,15 @@ pub struct DaemonStatus {
     /// it cannot; the daemon keeps retrying. `null` when it is up to date.
     #[serde(default)]
     pub children_record_error: Option<String>,
+    /// Most front-end connections served at once (from the connection cap and
+    /// the open-file limit); beyond it, new connections are closed at once.
+    /// `null` from a daemon that does not say.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Connections closed at once since the daemon started because
+    /// `maxConnections` were open. `null` from a daemon that does not say.
+    #[serde(default)]
+    pub refused_connections: Option<u64>,
 }
 
 /// Where the daemon keeps OAuth credentials (the `credentials_store` setting and what it resolved to).
@@ -278,6 +287,13 @@ impl DaemonStatus {
         self
     }
 
+    /// The same status with the connection cap and how many connections it refused.
+    pub fn with_connection_limit(mut self, max_connections: u32, refused_connections: u64) -> Self {
+        self.max_connections = Some(max_connections);
+        self.refused_connections = Some(refused_connections);
+        self
+    }
+
     /// The same status saying where credentials are stored.
     pub fn with_credentials_store(mut self, credentials_store: Option<CredentialsStoreStatus>) -> Self {
         self.credentials_store = credentials_store;
@@ -314,6 +330,8 @@ impl DaemonStatus {
             config_error: None,
             credentials_store: None,
             children_record_error: None,
+            max_connections: None,
+            refused_connections: None,
         }
     }
 }

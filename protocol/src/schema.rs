@@ -210,7 +210,8 @@ pub fn examples() -> Vec<(&'static str, Value)> {
                     counts,
                     2,
                     18,
-                ),
+                )
+                .with_connection_limit(896, 0),
             ),
         ),
         (

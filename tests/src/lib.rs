@@ -197,6 +197,7 @@ pub struct TestDaemonBuilder {
     builtin_server: bool,
     env: Vec<(OsString, OsString)>,
     current_dir: Option<PathBuf>,
+    open_files: Option<(u64, u64)>,
 }
 
 impl Default for TestDaemonBuilder {
@@ -208,6 +209,7 @@ impl Default for TestDaemonBuilder {
             builtin_server: false,
             env: Vec::new(),
             current_dir: None,
+            open_files: None,
         }
     }
 }
@@ -256,6 +258,12 @@ impl TestDaemonBuilder {
     /// Run corrald in this directory (default: the test's own working directory).
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Start corrald with this open-file limit (`RLIMIT_NOFILE`, soft and hard).
+    pub fn open_files_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.open_files = Some((soft, hard));
         self
     }
 
@@ -319,6 +327,9 @@ impl TestDaemonBuilder {
             command.current_dir(dir);
         }
         kill_with_parent_thread(&mut command);
+        if let Some((soft, hard)) = self.open_files {
+            set_open_files_limit(&mut command, soft, hard);
+        }
         let child = command.spawn().expect("spawn corrald");
         TestDaemon {
             pid: child.id(),
@@ -357,6 +368,25 @@ fn kill_with_parent_thread(command: &mut Command) {
 
 #[cfg(not(target_os = "linux"))]
 fn kill_with_parent_thread(_command: &mut Command) {}
+
+/// Give the child this `RLIMIT_NOFILE`.
+fn set_open_files_limit(command: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs between fork and exec and only calls setrlimit,
+    // which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
 
 /// A temp dir whose socket paths fit a Unix socket address even with a long `$TMPDIR`.
 fn temp_dir() -> TempDir {
@@ -687,6 +717,17 @@ impl RawConnection {
         let stream = within("connecting to the daemon's socket", UnixStream::connect(socket))
             .await
             .unwrap_or_else(|error| panic!("cannot connect to {}: {error}", socket.display()));
+        RawConnection {
+            stream,
+            framing,
+            buf: Vec::new(),
+            stashed: VecDeque::new(),
+            next_id: 1000,
+        }
+    }
+
+    /// A connection over a stream the test opened itself.
+    pub fn from_stream(stream: UnixStream, framing: WireFraming) -> RawConnection {
         RawConnection {
             stream,
             framing,

@@ -59,13 +59,19 @@ async fn read_until(connection: &mut RawConnection, wanted: impl Fn(&Value) -> b
     panic!("no wanted message among 1000: {others:?}");
 }
 
-/// `connection` got nothing: after a round trip, no message is waiting.
+/// `connection` got nothing meant for one front-end: after a round trip, no
+/// message is waiting but notifications every front-end gets (they carry a
+/// `seq`, like a server's late `tools/listChanged`).
 async fn assert_nothing_received(connection: &mut RawConnection, who: &str) {
     connection.call("daemon/status", json!({})).await;
-    match connection.try_recv(Duration::from_millis(100)).await {
-        Err(RecvError::Timeout) => {}
-        other => panic!("{who} got {other:?}"),
+    for _ in 0..100 {
+        match connection.try_recv(Duration::from_millis(100)).await {
+            Err(RecvError::Timeout) => return,
+            Ok(message) if message["params"]["seq"].is_u64() && message.get("id").is_none() => {}
+            other => panic!("{who} got {other:?}"),
+        }
     }
+    panic!("{who} got more than 100 broadcast notifications");
 }
 
 /// Call server-everything's `trigger-elicitation-request` as request `id`
@@ -220,7 +226,7 @@ async fn without_a_capable_front_end_elicitation_and_sampling_are_declined() {
         .await;
     let outcome = response.to_string();
     assert!(
-        outcome.contains("sampling declined: no front-end connected to corrald can sample"),
+        outcome.contains("sampling declined: the front-end whose call asked cannot answer it"),
         "{outcome}"
     );
     assert_nothing_received(&mut plain, "the front-end that cannot answer").await;
@@ -292,10 +298,15 @@ async fn the_call_timeout_stops_while_the_user_answers_an_elicitation() {
 }
 
 #[tokio::test]
-async fn a_front_end_that_leaves_with_an_elicitation_pending_cancels_it() {
+async fn an_elicitation_never_goes_to_a_front_end_that_did_not_call() {
     let daemon = everything_daemon("").await;
+    // The caller cannot answer elicitations; a bystander can, and is the
+    // most recently active front-end. The bystander must not be asked: the
+    // question is the caller's application's, and the bystander might never
+    // answer (which used to hang the caller's call).
     let mut caller = front_end(&daemon, "caller", json!({})).await;
-    let mut answerer = front_end(&daemon, "answerer", json!({"elicitation": true})).await;
+    let mut bystander = front_end(&daemon, "bystander", json!({"elicitation": true, "sampling": true})).await;
+    bystander.call("daemon/status", json!({})).await;
     let call = send_request(
         &mut caller,
         1,
@@ -303,13 +314,95 @@ async fn a_front_end_that_leaves_with_an_elicitation_pending_cancels_it() {
         json!({"server": "everything", "name": "trigger-elicitation-request", "arguments": {}}),
     )
     .await;
-    // The caller cannot answer: the only capable front-end is asked.
-    let (request, _) = read_until(&mut answerer, is_request("mcpServer/elicitation/request")).await;
-    assert_eq!(request["params"]["server"], "everything");
-    drop(answerer);
     let (response, _) = read_until(&mut caller, is_response(&call)).await;
-    let outcome = response.to_string();
-    assert!(outcome.contains("disconnected"), "{outcome}");
+    let text = text_of(&response["result"]);
+    assert!(text.contains("User declined"), "{response}");
+
+    let sampling = caller
+        .request(
+            "tools/call",
+            json!({"server": "everything", "name": "trigger-sampling-request", "arguments": {"prompt": "hi"}}),
+        )
+        .await;
+    assert!(
+        sampling
+            .to_string()
+            .contains("sampling declined: the front-end whose call asked cannot answer it"),
+        "{sampling}"
+    );
+    assert_nothing_received(&mut bystander, "the bystander, which did not call,").await;
+}
+
+#[tokio::test]
+async fn an_unanswered_elicitation_stops_only_its_callers_clock() {
+    // 2 s per call. The first front-end leaves an elicitation unanswered; a
+    // second front-end's 4 s call to the same server must still time out.
+    let daemon = TestDaemon::start_with_config(&format!("{}tool_timeout_sec = 2\n", everything_config("everything")));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+    let mut asked = front_end(&daemon, "asked", json!({"elicitation": true})).await;
+    let mut other = front_end(&daemon, "other", json!({})).await;
+    let (call, request) = start_elicitation(&mut asked, 1).await;
+
+    let started = std::time::Instant::now();
+    let response = within_for(
+        Duration::from_secs(8),
+        "the other front-end's call to end",
+        other.request(
+            "tools/call",
+            json!({"server": "everything", "name": "trigger-long-running-operation", "arguments": {"duration": 4, "steps": 1}}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        corral_tests::error_code(&response),
+        -32011,
+        "requestTimeout: another front-end's pending elicitation must not stop this call's clock: {response}"
+    );
+
+    // The asked front-end's own call was paused all along: answered now,
+    // well past its 2 s, it still succeeds.
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    asked
+        .send(&json!({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "accept", "content": {"name": "Late"}}}))
+        .await;
+    let (response, _) = read_until(&mut asked, is_response(&call)).await;
+    assert!(text_of(&response["result"]).contains("- Name: Late"), "{response}");
+}
+
+#[tokio::test]
+async fn an_unanswered_elicitation_is_withdrawn_at_the_deadline() {
+    let daemon = TestDaemon::builder()
+        .config(&everything_config("everything"))
+        .env("CORRAL_ELICITATION_TIMEOUT_SEC", "2")
+        .start();
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+    let mut silent = front_end(&daemon, "silent", json!({"elicitation": true, "sampling": true})).await;
+
+    let (call, request) = start_elicitation(&mut silent, 1).await;
+    // Never answered: after 2 s corrald withdraws it and tells the server "cancel".
+    let (withdrawn, _) = read_until(&mut silent, |message| message["method"] == "$/cancelRequest").await;
+    assert_eq!(withdrawn["params"]["id"], request["id"], "{withdrawn}");
+    let (response, _) = read_until(&mut silent, is_response(&call)).await;
+    assert!(text_of(&response["result"]).contains("User cancelled"), "{response}");
+
+    // Sampling likewise: the call fails with corrald's reason.
+    let call = send_request(
+        &mut silent,
+        2,
+        "tools/call",
+        json!({"server": "everything", "name": "trigger-sampling-request", "arguments": {"prompt": "hi"}}),
+    )
+    .await;
+    let (request, _) = read_until(&mut silent, is_request("mcpServer/sampling/createMessage")).await;
+    let (withdrawn, _) = read_until(&mut silent, |message| message["method"] == "$/cancelRequest").await;
+    assert_eq!(withdrawn["params"]["id"], request["id"], "{withdrawn}");
+    let (response, _) = read_until(&mut silent, is_response(&call)).await;
+    assert!(
+        response.to_string().contains("the front-end did not answer within 2s"),
+        "{response}"
+    );
 }
 
 #[tokio::test]

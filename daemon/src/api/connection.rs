@@ -10,6 +10,18 @@
 //!   ring at the connection's own pace; if the front-end falls a whole ring
 //!   behind, it gets one `events/lagged` notice naming the missed sequence
 //!   numbers and resumes from the oldest one still held.
+//!
+//! Limits, so that one connection can hurt only itself:
+//! - responses waiting for the writer are bounded in bytes
+//!   ([`OUTBOUND_BYTES`]) as well as in number;
+//! - no answer is larger than `MAX_MESSAGE_BYTES` (a larger one becomes a
+//!   `messageTooLarge` error for that request), a batch included;
+//! - a batch holds at most [`MAX_BATCH_LEN`] requests, and its entries run
+//!   as in-flight requests like any other (counted against
+//!   [`MAX_IN_FLIGHT`], cancellable), so the reader goes on reading;
+//! - a started frame must be completed within the frame deadline, and
+//!   `initialize` must come within the handshake deadline
+//!   ([`super::ConnectionLimits`]); otherwise the connection is closed.
 
 use std::sync::Arc;
 
@@ -19,11 +31,12 @@ use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request};
 use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse, Methods};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Admission;
 use super::methods::rpc_error;
 use super::session::Session;
 use crate::events::{EventFrame, Subscription};
@@ -31,6 +44,14 @@ use crate::frontends::FrontEndError;
 
 /// Responses waiting for the writer; when full, the reader waits.
 const OUTBOUND_QUEUE: usize = 64;
+/// Bytes of responses waiting for the writer; when they are used up, whoever
+/// answers next waits (the reader too), so a front-end that does not read
+/// what it asked for holds at most this much of them in the daemon.
+pub(crate) const OUTBOUND_BYTES: usize = 2 * corral_protocol::MAX_MESSAGE_BYTES;
+/// Largest write buffer a connection keeps between writes.
+const WIRE_BUFFER_KEPT: usize = 256 * 1024;
+/// Most requests in one JSON-RPC batch.
+pub(crate) const MAX_BATCH_LEN: usize = 256;
 /// Requests of one connection running at once; the reader waits beyond this.
 const MAX_IN_FLIGHT: usize = 64;
 /// After a front-end closes its sending side, how long its running requests
@@ -47,8 +68,9 @@ const READ_CHUNK: usize = 4 * 1024;
 /// What the reader (and in-flight requests) hand to the writer.
 #[derive(Debug)]
 enum Outbound {
-    /// A complete JSON-RPC message (response or batch response).
-    Message(String),
+    /// A complete JSON-RPC message (response or batch response), with the
+    /// share of [`OUTBOUND_BYTES`] it holds until written.
+    Message(String, OwnedSemaphorePermit),
     /// Start forwarding notifications (sent right after a successful `initialize`).
     Subscribe(Subscription),
 }
@@ -61,12 +83,120 @@ pub(crate) async fn serve<S>(
     session: Arc<Session>,
     link_messages: mpsc::Receiver<String>,
     methods: Methods,
+    admission: Admission,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let span = tracing::info_span!("connection", id = session.id);
+    let Admission {
+        limits,
+        evicted,
+        partial_frames,
+    } = admission;
+    let handshake = handshake_expired(session.clone(), limits.handshake, evicted);
+    let partial_frames = PartialFrameBudget {
+        deadline: limits.frame,
+        shared: partial_frames,
+        held: 0,
+    };
+    let serving = serve_until_done(
+        stream,
+        hung_up,
+        session,
+        link_messages,
+        methods,
+        partial_frames,
+        shutdown,
+    );
     async move {
+        tokio::select! {
+            () = serving => {}
+            why = handshake => tracing::debug!(
+                deadline = ?limits.handshake,
+                "closing a connection that did not complete `initialize`: {why}"
+            ),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Completes (saying why) once `deadline` has passed without `initialize`,
+/// or when the connection is `evicted` before `initialize` to make room for
+/// a newer one; never once initialized.
+async fn handshake_expired(
+    session: Arc<Session>,
+    deadline: std::time::Duration,
+    evicted: CancellationToken,
+) -> &'static str {
+    let why = tokio::select! {
+        () = tokio::time::sleep(deadline) => "the handshake deadline passed",
+        () = evicted.cancelled() => "too many connections are waiting for their handshake; this was the oldest",
+    };
+    if session.is_initialized() {
+        std::future::pending::<()>().await;
+    }
+    why
+}
+
+/// Aborts a task when dropped: the connection's writer must not outlive it
+/// (a writer stuck on a front-end that does not read would hold the socket).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What bounds this connection's unfinished message: its deadline, and this
+/// connection's share of the daemon-wide budget for unfinished messages (as
+/// many permits, bytes, as its decoder holds, given back as frames complete
+/// and when the connection ends).
+struct PartialFrameBudget {
+    deadline: std::time::Duration,
+    shared: Arc<Semaphore>,
+    held: usize,
+}
+
+impl PartialFrameBudget {
+    /// Hold `buffered` bytes: wait for more permits, or give some back.
+    async fn hold(&mut self, buffered: usize) {
+        if buffered > self.held {
+            let more = u32::try_from(buffered - self.held).unwrap_or(u32::MAX);
+            // The semaphore is never closed.
+            if let Ok(permits) = self.shared.acquire_many(more).await {
+                permits.forget();
+                self.held += more as usize;
+            }
+        } else if buffered < self.held {
+            self.shared.add_permits(self.held - buffered);
+            self.held = buffered;
+        }
+    }
+}
+
+impl Drop for PartialFrameBudget {
+    fn drop(&mut self) {
+        self.shared.add_permits(self.held);
+    }
+}
+
+/// [`serve`] without the handshake deadline (which may drop this future at any await).
+async fn serve_until_done<S>(
+    stream: S,
+    hung_up: HungUp,
+    session: Arc<Session>,
+    link_messages: mpsc::Receiver<String>,
+    methods: Methods,
+    mut partial_frames: PartialFrameBudget,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    // One block, as when this was `serve`'s instrumented body.
+    {
         tracing::debug!("connected");
         let (mut reader, writer) = tokio::io::split(stream);
         let mut chunk = vec![0u8; READ_CHUNK];
@@ -101,17 +231,28 @@ pub(crate) async fn serve<S>(
         decoder.feed(&prefix);
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let mut writer_task =
-            tokio::spawn(write_loop(writer, framing, outbound_rx, link_messages, shutdown.clone()).in_current_span());
+        let mut writer_task = AbortOnDrop(tokio::spawn(
+            write_loop(writer, framing, outbound_rx, link_messages, shutdown.clone()).in_current_span(),
+        ));
         let dispatcher = Dispatcher {
             session,
             methods,
-            outbound,
+            outbound: Outlet {
+                sender: outbound,
+                budget: Arc::new(Semaphore::new(OUTBOUND_BYTES)),
+            },
             cancellable: Cancellable::default(),
         };
         let mut in_flight = JoinSet::new();
         let end = dispatcher
-            .read_loop(&mut reader, &mut decoder, &mut chunk, &mut in_flight, &shutdown)
+            .read_loop(
+                &mut reader,
+                &mut decoder,
+                &mut chunk,
+                &mut in_flight,
+                &mut partial_frames,
+                &shutdown,
+            )
             .await;
         tracing::debug!(?end, "reader finished");
         let Dispatcher { outbound, .. } = dispatcher;
@@ -128,7 +269,7 @@ pub(crate) async fn serve<S>(
             // runs after the grace is cancelled.
             tokio::select! {
                 () = async { while in_flight.join_next().await.is_some() {} } => {}
-                _ = &mut writer_task => writer_done = true,
+                _ = &mut writer_task.0 => writer_done = true,
                 () = shutdown.cancelled() => {}
                 () = tokio::time::sleep(EOF_GRACE) => tracing::debug!(
                     requests = in_flight.len(),
@@ -138,12 +279,10 @@ pub(crate) async fn serve<S>(
         }
         in_flight.abort_all();
         if !writer_done {
-            let _ = writer_task.await;
+            let _ = (&mut writer_task.0).await;
         }
         tracing::debug!("disconnected");
     }
-    .instrument(span)
-    .await;
 }
 
 /// Whether the front-end closed the connection entirely (not just its
@@ -164,8 +303,39 @@ enum ReadEnd {
 struct Dispatcher {
     session: Arc<Session>,
     methods: Methods,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: Outlet,
     cancellable: Cancellable,
+}
+
+/// The way to the writer: a bounded queue, and a budget of bytes.
+#[derive(Clone)]
+struct Outlet {
+    sender: mpsc::Sender<Outbound>,
+    /// [`OUTBOUND_BYTES`] permits; a queued message holds as many as its length.
+    budget: Arc<Semaphore>,
+}
+
+impl Outlet {
+    /// Queue a message for the writer once its bytes fit; `false` if the writer is gone.
+    async fn send(&self, message: String) -> bool {
+        // No message is larger than the budget (answers are cut at
+        // MAX_MESSAGE_BYTES), but never ask for more than exists.
+        let bytes = u32::try_from(message.len().clamp(1, OUTBOUND_BYTES)).unwrap_or(u32::MAX);
+        let Ok(permit) = self.budget.clone().acquire_many_owned(bytes).await else {
+            return false;
+        };
+        self.sender.send(Outbound::Message(message, permit)).await.is_ok()
+    }
+
+    /// After the response to a successful `initialize` is queued (alone or in
+    /// a batch), hand the session's subscription to the writer, so that no
+    /// notification precedes that response. `false` if the writer is gone.
+    async fn start_notifications(&self, session: &Session) -> bool {
+        match session.take_subscription() {
+            Some(subscription) => self.sender.send(Outbound::Subscribe(subscription)).await.is_ok(),
+            None => true,
+        }
+    }
 }
 
 /// The boxed future jsonrpsee's async callbacks return.
@@ -180,12 +350,21 @@ enum Dispatched {
 /// Requests running as tasks, by request id (as JSON text), so that a
 /// front-end can cancel them. A task removes its own entry before it answers;
 /// whoever removes the entry decides who answers (the task, or the canceller
-/// with `requestCancelled`), so a request is never answered twice.
-type Cancellable = Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>>;
+/// with `requestCancelled`), so a request is never answered twice. A batch
+/// entry is always answered by its task, inside the batch's answer.
+type Cancellable = Arc<std::sync::Mutex<std::collections::HashMap<String, Running>>>;
+
+/// How to cancel a running request.
+enum Running {
+    /// A request of its own: abort the task; the canceller answers.
+    Request(tokio::task::AbortHandle),
+    /// An entry of a batch: tell its task, which answers `requestCancelled` in the batch.
+    BatchEntry(CancellationToken),
+}
 
 fn lock_cancellable(
     cancellable: &Cancellable,
-) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::task::AbortHandle>> {
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Running>> {
     // A map of abort handles is valid after any panic.
     cancellable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -197,12 +376,18 @@ impl Dispatcher {
         decoder: &mut FrameDecoder,
         chunk: &mut [u8],
         in_flight: &mut JoinSet<()>,
+        partial_frames: &mut PartialFrameBudget,
         shutdown: &CancellationToken,
     ) -> ReadEnd {
+        let frame_deadline = partial_frames.deadline;
+        // When the frame being read began to arrive (bytes buffered, no frame
+        // complete since): it must be complete within `frame_deadline`.
+        let mut frame_started: Option<tokio::time::Instant> = None;
         loop {
             loop {
                 match decoder.next_frame() {
                     Ok(Some(frame)) => {
+                        frame_started = None;
                         if !self.handle_frame(frame, in_flight).await {
                             return ReadEnd::Broken;
                         }
@@ -221,9 +406,39 @@ impl Dispatcher {
                 }
             }
             while in_flight.try_join_next().is_some() {}
+            if decoder.buffered() == 0 {
+                frame_started = None;
+            } else if frame_started.is_none() {
+                frame_started = Some(tokio::time::Instant::now());
+            }
+            let frame_expired = async {
+                match frame_started {
+                    Some(started) => tokio::time::sleep_until(started + frame_deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // What is buffered counts against the daemon-wide budget: the next
+            // read waits until it fits (other connections finish their
+            // messages or are closed at their deadline).
             let read = tokio::select! {
                 () = shutdown.cancelled() => return ReadEnd::Shutdown,
-                read = reader.read(chunk) => read,
+                read = async {
+                    partial_frames.hold(decoder.buffered()).await;
+                    reader.read(chunk).await
+                } => read,
+                () = frame_expired => {
+                    tracing::info!(
+                        buffered = decoder.buffered(),
+                        deadline = ?frame_deadline,
+                        "closing connection: a message was started but not completed in time"
+                    );
+                    let message = format!(
+                        "a message was started but not completed within {}s; closing the connection",
+                        frame_deadline.as_secs_f64()
+                    );
+                    self.send(error_message(Id::Null, rpc_error(ErrorCode::InvalidRequest, message))).await;
+                    return ReadEnd::Broken;
+                }
             };
             match read {
                 Ok(0) => return ReadEnd::Eof,
@@ -238,7 +453,7 @@ impl Dispatcher {
 
     /// Send a message to the writer; `false` if the writer is gone.
     async fn send(&self, message: String) -> bool {
-        self.outbound.send(Outbound::Message(message)).await.is_ok()
+        self.outbound.send(message).await
     }
 
     /// Handle one frame; `false` when the connection should close.
@@ -251,17 +466,16 @@ impl Dispatcher {
             }
         };
         if text.trim_start().starts_with('[') {
-            return self.handle_batch(&text).await;
+            return self.handle_batch(&text, in_flight).await;
         }
         match self.dispatch(&text) {
             None => true,
             Some(Dispatched::Now(response)) => {
-                self.send(response.into_json().get().to_owned()).await && self.start_notifications().await
+                self.send(response.into_json().get().to_owned()).await
+                    && self.outbound.start_notifications(&self.session).await
             }
             Some(Dispatched::Later(id, future)) => {
-                while in_flight.len() >= MAX_IN_FLIGHT {
-                    in_flight.join_next().await;
-                }
+                wait_for_room(in_flight).await;
                 let key = id_key(&id);
                 if lock_cancellable(&self.cancellable).contains_key(&key) {
                     // Two requests with one id could not be told apart (answers, cancels).
@@ -283,20 +497,24 @@ impl Dispatcher {
                         if lock_cancellable(&cancellable).remove(&task_key).is_none() {
                             return; // cancelled: the canceller answered
                         }
-                        let _ = outbound
-                            .send(Outbound::Message(response.into_json().get().to_owned()))
-                            .await;
+                        outbound.send(response.into_json().get().to_owned()).await;
                     }
                     .in_current_span(),
                 );
-                registry.insert(key, handle);
+                registry.insert(key, Running::Request(handle));
                 true
             }
         }
     }
 
-    /// A JSON-RPC batch: every call in order, one array of responses.
-    async fn handle_batch(&self, text: &str) -> bool {
+    /// A JSON-RPC batch: one array of responses, in the order of the calls.
+    ///
+    /// Calls answered at once (`initialize`, errors) are answered in place;
+    /// the others run as in-flight requests (counted against
+    /// [`MAX_IN_FLIGHT`], cancellable by id), and a task of the connection
+    /// sends the array when the last one is done, so the reader goes on
+    /// reading meanwhile.
+    async fn handle_batch(&self, text: &str, in_flight: &mut JoinSet<()>) -> bool {
         let calls: Vec<&RawValue> = match serde_json::from_str(text) {
             Ok(calls) => calls,
             Err(error) => {
@@ -308,32 +526,80 @@ impl Dispatcher {
             let error = rpc_error(ErrorCode::InvalidRequest, "empty batch");
             return self.send(error_message(Id::Null, error)).await;
         }
-        let mut responses = Vec::with_capacity(calls.len());
-        for call in calls {
-            let response = match self.dispatch(call.get()) {
-                None => continue,
-                Some(Dispatched::Now(response)) => response,
-                Some(Dispatched::Later(_, future)) => future.await,
-            };
-            responses.push(response.into_json());
+        if calls.len() > MAX_BATCH_LEN {
+            let error = rpc_error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a batch may hold at most {MAX_BATCH_LEN} requests; this one has {}",
+                    calls.len()
+                ),
+            );
+            return self.send(error_message(Id::Null, error)).await;
         }
-        if responses.is_empty() {
+        let mut slots = Vec::with_capacity(calls.len());
+        for call in calls {
+            match self.dispatch(call.get()) {
+                None => {}
+                Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(response.into_json())),
+                Some(Dispatched::Later(id, future)) => {
+                    wait_for_room(in_flight).await;
+                    let key = id_key(&id);
+                    let mut registry = lock_cancellable(&self.cancellable);
+                    if registry.contains_key(&key) {
+                        let error = rpc_error(
+                            ErrorCode::InvalidRequest,
+                            format!("a request with id {key} is already in flight on this connection"),
+                        );
+                        slots.push(BatchSlot::Ready(MethodResponse::error(id, error).into_json()));
+                        continue;
+                    }
+                    let cancel = CancellationToken::new();
+                    let (answer, answered) = oneshot::channel();
+                    let cancellable = self.cancellable.clone();
+                    let task_cancel = cancel.clone();
+                    let task_key = key.clone();
+                    in_flight.spawn(
+                        async move {
+                            let response = tokio::select! {
+                                response = future => response,
+                                () = task_cancel.cancelled() => MethodResponse::error(
+                                    id,
+                                    rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
+                                ),
+                            };
+                            lock_cancellable(&cancellable).remove(&task_key);
+                            let _ = answer.send(response.into_json());
+                        }
+                        .in_current_span(),
+                    );
+                    registry.insert(key, Running::BatchEntry(cancel));
+                    slots.push(BatchSlot::Pending(answered));
+                }
+            }
+        }
+        if slots.is_empty() {
             return true;
         }
-        match serde_json::to_string(&responses) {
-            Ok(batch) => self.send(batch).await && self.start_notifications().await,
-            Err(_) => false,
+        if slots.iter().all(|slot| matches!(slot, BatchSlot::Ready(_))) {
+            let Some(batch) = assemble_batch(slots).await else {
+                return false;
+            };
+            return self.send(batch).await && self.outbound.start_notifications(&self.session).await;
         }
-    }
-
-    /// After the response to a successful `initialize` is queued (alone or in
-    /// a batch), hand the session's subscription to the writer, so that no
-    /// notification precedes that response. `false` if the writer is gone.
-    async fn start_notifications(&self) -> bool {
-        match self.session.take_subscription() {
-            Some(subscription) => self.outbound.send(Outbound::Subscribe(subscription)).await.is_ok(),
-            None => true,
-        }
+        let outbound = self.outbound.clone();
+        let session = self.session.clone();
+        wait_for_room(in_flight).await;
+        in_flight.spawn(
+            async move {
+                if let Some(batch) = assemble_batch(slots).await
+                    && outbound.send(batch).await
+                {
+                    outbound.start_notifications(&session).await;
+                }
+            }
+            .in_current_span(),
+        );
+        true
     }
 
     /// Route one message; `None` when it needs no answer (a notification or a response).
@@ -359,12 +625,17 @@ impl Dispatcher {
         extensions.insert(self.session.clone());
         let max = corral_protocol::MAX_MESSAGE_BYTES;
         let response = match self.methods.method(method) {
-            Some(MethodCallback::Sync(callback)) => Dispatched::Now(callback(id, params, max, extensions)),
+            Some(MethodCallback::Sync(callback)) => {
+                Dispatched::Now(not_too_big(method, id.clone(), callback(id, params, max, extensions)))
+            }
             Some(MethodCallback::Async(callback)) => {
                 let connection = ConnectionId(usize::try_from(self.session.id).unwrap_or(usize::MAX));
+                let answer = callback(id.clone(), params.into_owned(), connection, max, extensions);
+                let method = method.to_owned();
+                let response_id = id.clone();
                 Dispatched::Later(
-                    id.clone(),
-                    callback(id, params.into_owned(), connection, max, extensions),
+                    id,
+                    Box::pin(async move { not_too_big(&method, response_id, answer.await) }),
                 )
             }
             Some(MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_)) | None => {
@@ -469,7 +740,15 @@ impl Dispatcher {
     /// if it already answered.
     fn cancel(&self, target: &serde_json::Value) -> Option<MethodResponse> {
         let key = target.to_string();
-        let handle = lock_cancellable(&self.cancellable).remove(&key)?;
+        let handle = match lock_cancellable(&self.cancellable).remove(&key)? {
+            Running::Request(handle) => handle,
+            Running::BatchEntry(cancel) => {
+                // Answered by the entry's task, inside the batch.
+                tracing::debug!(request = %key, "batch entry cancelled by the front-end");
+                cancel.cancel();
+                return None;
+            }
+        };
         handle.abort();
         tracing::debug!(request = %key, "request cancelled by the front-end");
         let id = match target {
@@ -486,6 +765,77 @@ impl Dispatcher {
 
 fn error_message(id: Id<'_>, error: ErrorObjectOwned) -> String {
     MethodResponse::error(id, error).into_json().get().to_owned()
+}
+
+/// Wait until one more request may run on this connection.
+async fn wait_for_room(in_flight: &mut JoinSet<()>) {
+    while in_flight.len() >= MAX_IN_FLIGHT {
+        in_flight.join_next().await;
+    }
+}
+
+/// One answer of a batch: there already, or to come from its task.
+enum BatchSlot {
+    Ready(Box<RawValue>),
+    Pending(oneshot::Receiver<Box<RawValue>>),
+}
+
+/// The batch's answer array, in order, once every entry answered; a
+/// `messageTooLarge` error instead once the answers pass `MAX_MESSAGE_BYTES`
+/// (the ones still to come are awaited and dropped, so memory stays bounded).
+/// `None` if an entry's task is gone (the connection is closing).
+async fn assemble_batch(slots: Vec<BatchSlot>) -> Option<String> {
+    let max = corral_protocol::MAX_MESSAGE_BYTES;
+    let mut answers = Vec::with_capacity(slots.len());
+    let mut bytes = 0usize;
+    let mut too_large = false;
+    for slot in slots {
+        let answer = match slot {
+            BatchSlot::Ready(answer) => answer,
+            BatchSlot::Pending(answered) => answered.await.ok()?,
+        };
+        bytes += answer.get().len() + 1;
+        if bytes > max {
+            too_large = true;
+            answers.clear();
+        }
+        if !too_large {
+            answers.push(answer);
+        }
+    }
+    if too_large {
+        let error = rpc_error(
+            ErrorCode::MessageTooLarge,
+            format!("the answers to this batch are larger than {max} bytes; send fewer requests per batch"),
+        );
+        return Some(error_message(Id::Null, error));
+    }
+    serde_json::to_string(&answers).ok()
+}
+
+/// jsonrpsee answers a result larger than the limit with its own `-32008
+/// "Response is too big"`, which is our `notPermitted`: make it the
+/// documented `messageTooLarge`, naming the method.
+fn not_too_big(method: &str, id: Id<'static>, response: MethodResponse) -> MethodResponse {
+    if response.as_error_code() != Some(jsonrpsee::types::error::OVERSIZED_RESPONSE_CODE) {
+        return response;
+    }
+    let message = serde_json::from_str::<serde_json::Value>(response.as_json().get())
+        .ok()
+        .and_then(|value| value["error"]["message"].as_str().map(str::to_owned));
+    if message.as_deref() != Some(jsonrpsee::types::error::OVERSIZED_RESPONSE_MSG) {
+        return response; // one of ours (`notPermitted`)
+    }
+    MethodResponse::error(
+        id,
+        rpc_error(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "the answer to `{method}` is larger than {} bytes",
+                corral_protocol::MAX_MESSAGE_BYTES
+            ),
+        ),
+    )
 }
 
 /// Write responses and notifications to the front-end until the reader is done
@@ -508,11 +858,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut wire = Vec::with_capacity(4096);
     loop {
         wire.clear();
+        // The written response's share of the byte budget, released once written.
+        let mut _written_budget = None;
         tokio::select! {
             biased;
             message = outbound.recv() => match message {
                 None => break,
-                Some(Outbound::Message(message)) => {
+                Some(Outbound::Message(message, budget)) => {
+                    _written_budget = Some(budget);
                     // What the daemon queued for this front-end before this
                     // response goes first: a call's progress precedes its result.
                     while link_open && let Ok(earlier) = link_messages.try_recv() {
@@ -569,6 +922,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Err(error) = written {
             tracing::debug!(%error, "write failed; front-end gone");
             return;
+        }
+        if wire.capacity() > WIRE_BUFFER_KEPT {
+            // Not held for the connection's life after one large answer.
+            wire = Vec::with_capacity(4096);
         }
     }
     let _ = writer.flush().await;

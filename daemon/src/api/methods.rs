@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DaemonContext;
 use super::session::Session;
-use crate::supervisor::{ControlAction, RegistryRefusal, SupervisorStopped};
+use crate::supervisor::{ControlAction, RegistryRefusal, ServerBusy, SupervisorStopped};
 
 /// Build a JSON-RPC error object with one of our codes.
 pub(crate) fn rpc_error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
@@ -95,6 +95,10 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
                 context.events.last_seq(),
             )
             .with_config_error(context.config_error.get())
+            .with_connection_limit(
+                u32::try_from(context.max_connections()).unwrap_or(u32::MAX),
+                context.refused_connections(),
+            )
             .with_credentials_store(
                 context
                     .credentials
@@ -139,6 +143,13 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
 
     module.register_async_method(McpServerAdd::METHOD, |params, context, extensions| async move {
         let McpServerAddParams { name, config, .. } = parse_params::<McpServerAdd>(&params)?;
+        // Checked first, and never echoed when invalid: a name can be megabytes long.
+        corral_protocol::config::check_server_name(&name).map_err(|problem| {
+            rpc_error(
+                ErrorCode::InvalidParams,
+                format!("invalid params for `{}`: field `name`: {problem}", McpServerAdd::METHOD),
+            )
+        })?;
         let session = session(&extensions)?;
         let config = corral_protocol::config::parse_server_json(&name, &config).map_err(|problems| {
             let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -155,7 +166,9 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
             .map_err(|refusal| refusal_error(&name, &refusal))?;
         if enabled {
             // Answer once it is `starting`, like `mcpServer/start`.
-            context.supervisor.control(name.clone(), ControlAction::Start).await?;
+            if let Some(Err(busy)) = context.supervisor.control(name.clone(), ControlAction::Start).await? {
+                return Err(busy_error(&name, busy));
+            }
         }
         let server = context.supervisor.get(name.clone()).await?;
         server
@@ -207,11 +220,20 @@ where
             .supervisor
             .control(name.clone(), action)
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or_else(not_found)?
+            .map_err(|busy| busy_error(&name, busy))?;
         let server = context.supervisor.get(name.clone()).await?.ok_or_else(not_found)?;
         Ok::<_, ErrorObjectOwned>(McpServerGetResult::new(server))
     })?;
     Ok(())
+}
+
+/// `serverBusy`: the server's command queue is full.
+fn busy_error(name: &str, _busy: ServerBusy) -> ErrorObjectOwned {
+    rpc_error(
+        ErrorCode::ServerBusy,
+        format!("MCP server `{name}` has too many control commands waiting: retry shortly"),
+    )
 }
 
 fn refusal_error(name: &str, refusal: &RegistryRefusal) -> ErrorObjectOwned {

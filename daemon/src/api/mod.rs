@@ -19,7 +19,7 @@ mod tools;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -35,7 +35,115 @@ use crate::reload::{ConfigErrorCell, ReloadHandle};
 use crate::supervisor::SupervisorHandle;
 
 /// Most front-end connections served at once; more are refused (and logged).
+/// Lower when the open-file limit does not leave room for this many next to
+/// [`FD_RESERVE`] (see [`connection_cap`]).
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Open files kept free of connections: for spawning servers (three pipes
+/// each, and what rmcp and the OS open with them), HTTP servers' sockets,
+/// the credential store, the config file and the service manager's socket.
+pub const FD_RESERVE: u64 = 128;
+
+/// At most one log line per this interval about refused connections (and
+/// failed accepts), with the count since the last one.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Per-connection deadlines, and what all connections share.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A connection that has not completed `initialize` this long after it
+    /// was accepted is closed, so idle connections cannot hold every slot.
+    pub handshake: Duration,
+    /// A message whose first bytes arrived must be complete within this.
+    pub frame: Duration,
+    /// Bytes of unfinished messages all connections together may hold; a
+    /// connection that would pass it is not read until others finish theirs
+    /// (or their frame deadline closes them).
+    pub partial_frame_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            frame: Duration::from_secs(30),
+            partial_frame_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a connection gets from the accept loop besides its socket.
+pub(crate) struct Admission {
+    pub(crate) limits: ConnectionLimits,
+    /// Cancelled to close the connection if it has not initialized yet.
+    pub(crate) evicted: CancellationToken,
+    /// The daemon-wide budget of `limits.partial_frame_bytes`.
+    pub(crate) partial_frames: Arc<Semaphore>,
+}
+
+/// Raise the soft open-file limit to the hard limit (the common default soft
+/// limit of 1024 is too low for a daemon serving many front-ends and
+/// servers); returns the soft limit in force, `None` where there is none.
+pub fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read or write the struct passed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let mut raised = limit;
+                raised.rlim_cur = limit.rlim_max;
+                // macOS refuses more than OPEN_MAX with RLIM_INFINITY; keep the old limit then.
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        Some(limit.rlim_cur)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Connections served at once with a soft open-file limit of `open_files`:
+/// [`MAX_CONNECTIONS`], but never more than leaves [`FD_RESERVE`] files free
+/// (half of them on a very low limit).
+pub fn connection_cap(open_files: Option<u64>) -> usize {
+    let Some(open_files) = open_files else {
+        return MAX_CONNECTIONS;
+    };
+    let room = if open_files > 2 * FD_RESERVE {
+        open_files - FD_RESERVE
+    } else {
+        open_files / 2
+    };
+    usize::try_from(room).unwrap_or(usize::MAX).clamp(1, MAX_CONNECTIONS)
+}
+
+/// The soft open-file limit now, if there is one.
+fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct passed.
+        (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } == 0).then_some(limit.rlim_cur)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
 
 /// Daemon-wide facts and handles the method handlers need.
 #[derive(Debug)]
@@ -64,8 +172,19 @@ pub struct DaemonContext {
     /// The daemon's shutdown: ends logins still waiting.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
     connections: AtomicU32,
-    /// One permit per open connection, at most [`MAX_CONNECTIONS`].
+    /// One permit per open connection, at most [`DaemonContext::max_connections`].
     connection_slots: Arc<Semaphore>,
+    /// The connection cap (from [`connection_cap`]).
+    max_connections: usize,
+    /// Connections refused because the cap was reached, since start.
+    refused_connections: AtomicU64,
+    /// Deadlines of every connection.
+    pub(crate) connection_limits: ConnectionLimits,
+    /// Permits for the bytes of unfinished messages, shared by all connections.
+    partial_frames: Arc<Semaphore>,
+    /// Connections that have not completed `initialize` yet, oldest first,
+    /// with the token that closes each (see [`DaemonContext::awaiting_handshake`]).
+    handshakes: std::sync::Mutex<std::collections::VecDeque<(std::sync::Weak<session::Session>, CancellationToken)>>,
 }
 
 impl DaemonContext {
@@ -94,6 +213,7 @@ impl DaemonContext {
         reload: ReloadHandle,
         test_hooks: bool,
     ) -> Self {
+        let max_connections = connection_cap(open_file_limit());
         Self {
             daemon_info: DaemonInfo::new(env!("CARGO_PKG_VERSION"), std::process::id()),
             started,
@@ -111,8 +231,59 @@ impl DaemonContext {
             step_ups: std::sync::Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             connections: AtomicU32::new(0),
-            connection_slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            connection_slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            refused_connections: AtomicU64::new(0),
+            connection_limits: ConnectionLimits::default(),
+            partial_frames: Arc::new(Semaphore::new(ConnectionLimits::default().partial_frame_bytes)),
+            handshakes: std::sync::Mutex::default(),
         }
+    }
+
+    /// Most connections that may wait for their `initialize` at once: a
+    /// quarter of the slots, so that idle connections never hold them all.
+    fn max_handshakes(&self) -> usize {
+        (self.max_connections / 4).max(1)
+    }
+
+    /// `session` was just accepted and has not said `initialize`: count it
+    /// among the waiting handshakes. When they are at [`Self::max_handshakes`],
+    /// the oldest one still waiting is closed to make room, so a front-end that
+    /// initializes at once (like `corral status`) always gets in, however many
+    /// idle connections are open. The returned token is cancelled to close
+    /// this connection the same way.
+    fn awaiting_handshake(&self, session: &Arc<session::Session>) -> CancellationToken {
+        let token = CancellationToken::new();
+        let mut handshakes = self
+            .handshakes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        handshakes.retain(|(waiting, _)| waiting.upgrade().is_some_and(|waiting| !waiting.is_initialized()));
+        while handshakes.len() >= self.max_handshakes() {
+            let Some((_, oldest)) = handshakes.pop_front() else {
+                break;
+            };
+            oldest.cancel();
+        }
+        handshakes.push_back((Arc::downgrade(session), token.clone()));
+        token
+    }
+
+    /// The same context with these per-connection deadlines.
+    pub fn with_connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.connection_limits = limits;
+        self.partial_frames = Arc::new(Semaphore::new(limits.partial_frame_bytes.min(Semaphore::MAX_PERMITS)));
+        self
+    }
+
+    /// Most connections served at once.
+    pub(crate) fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Connections refused at the cap since start.
+    pub(crate) fn refused_connections(&self) -> u64 {
+        self.refused_connections.load(Ordering::Relaxed)
     }
 
     pub(crate) fn open_connections(&self) -> u32 {
@@ -160,7 +331,12 @@ async fn run_connection<S>(
 {
     let (link, link_messages) = Link::new(id);
     let session = Arc::new(session::Session::new(id, link.clone()));
-    connection::serve(stream, hung_up, session, link_messages, methods, shutdown).await;
+    let admission = Admission {
+        limits: context.connection_limits,
+        evicted: context.awaiting_handshake(&session),
+        partial_frames: context.partial_frames.clone(),
+    };
+    connection::serve(stream, hung_up, session, link_messages, methods, admission, shutdown).await;
     link.close();
     for (server, uri) in context.events.frontends().disconnected(id) {
         catalog::release_subscription(&context, server, uri).await;
@@ -183,6 +359,13 @@ pub async fn serve(
     // SAFETY: geteuid has no preconditions and cannot fail.
     let own_uid = unsafe { libc::geteuid() };
     let mut next_id: u64 = 1;
+    tracing::info!(
+        max_connections = context.max_connections,
+        open_files = ?open_file_limit(),
+        "serving at most {} connections at once",
+        context.max_connections
+    );
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -192,7 +375,7 @@ pub async fn serve(
             Ok((stream, _)) => stream,
             Err(error) => {
                 // Typically EMFILE: back off briefly instead of spinning.
-                tracing::warn!(%error, "accept failed");
+                refusals.accept_failed(&error);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -209,10 +392,8 @@ pub async fn serve(
             }
         }
         let Some(guard) = context.admit() else {
-            tracing::warn!(
-                limit = MAX_CONNECTIONS,
-                "refused a connection: too many open connections"
-            );
+            context.refused_connections.fetch_add(1, Ordering::Relaxed);
+            refusals.refused(context.max_connections);
             continue;
         };
         let hung_up = socket::hang_up_probe(&stream);
@@ -228,4 +409,64 @@ pub async fn serve(
         next_id += 1;
     }
     Ok(())
+}
+
+/// Rate-limited warnings about refused connections and failed accepts: a
+/// flood of connects must not become a flood of log lines.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last_logged: Option<Instant>,
+    refused_since: u64,
+    failed_since: u64,
+}
+
+impl RefusalLog {
+    fn due(&mut self) -> bool {
+        let due = self
+            .last_logged
+            .is_none_or(|last| last.elapsed() >= REFUSAL_LOG_INTERVAL);
+        if due {
+            self.last_logged = Some(Instant::now());
+        }
+        due
+    }
+
+    /// A connection was closed at once: `limit` connections are open.
+    #[cfg_attr(windows, allow(dead_code))]
+    fn refused(&mut self, limit: usize) {
+        self.refused_since += 1;
+        if self.due() {
+            tracing::warn!(
+                limit,
+                refused = self.refused_since,
+                "refused connections: too many open connections (count since the last such line; see daemon/status)"
+            );
+            self.refused_since = 0;
+        }
+    }
+
+    #[cfg_attr(windows, allow(dead_code))]
+    fn accept_failed(&mut self, error: &std::io::Error) {
+        self.failed_since += 1;
+        if self.due() {
+            tracing::warn!(%error, failed = self.failed_since, "accepting connections failed (count since the last such line)");
+            self.failed_since = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_the_fd_reserve_free() {
+        assert_eq!(connection_cap(None), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(1_048_576)), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(1024)), 1024 - 128);
+        assert_eq!(connection_cap(Some(257)), 129);
+        assert_eq!(connection_cap(Some(256)), 128, "half of a low limit");
+        assert_eq!(connection_cap(Some(10)), 5);
+        assert_eq!(connection_cap(Some(0)), 1, "never zero: corral status must get in");
+    }
 }

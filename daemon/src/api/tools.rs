@@ -5,7 +5,7 @@
 //! clone) and talk to the server themselves, so a slow tool never holds up
 //! the supervisor or other calls. MCP objects (tools, results) pass through
 //! as the server sent them. A call's progress goes back to its caller, and
-//! its timeout stops while the server waits for an elicitation answer.
+//! its timeout stops while the server waits for the caller's elicitation answer.
 
 use std::time::Duration;
 
@@ -90,7 +90,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         }
         let session = session(&extensions)?;
         let frontends = context.events.frontends();
-        // While it runs, this connection answers the server's elicitations first.
+        // While it runs, this connection is the one the server's elicitations go to.
         let _call = frontends.call_started(&server, session.id);
         // rmcp puts a progress token of its own on every request; the
         // front-end's, if it gave one, is what its progress carries.
@@ -103,9 +103,9 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let what = format!("`tools/call` of `{name}`");
         let progress = progress_token.map(|token| (frontends, &session.link, token));
         let request = CallToolRequest::new(request);
-        // The clock stops while an elicitation of this server waits on the user.
+        // The clock stops while an elicitation of this server waits on this front-end's user.
         let answer = frontends
-            .active_time_timeout(&server, timeout, forward::send(&target, request, progress))
+            .active_time_timeout(&server, session.id, timeout, forward::send(&target, request, progress))
             .await
             .ok_or_else(|| timeout_error(&server, &what, timeout))?;
         let Answer { typed, raw } = match answer {
