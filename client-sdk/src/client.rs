@@ -37,7 +37,7 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// How long connecting to the socket and the `initialize` handshake may take together.
     pub connect_timeout: Duration,
-    /// How many unread notifications are buffered before the stream ends with
+    /// How many unread notifications (of all kinds together) are buffered before the stream ends with
     /// [`NotificationsEnd::Overflowed`](crate::NotificationsEnd::Overflowed). At least 1.
     pub notification_buffer: usize,
     /// What this front-end answers when the daemon asks (elicitation, sampling). Declaring one
@@ -76,7 +76,7 @@ impl ConnectOptions {
         self
     }
 
-    /// Buffer this many unread notifications of each kind.
+    /// Buffer this many unread notifications (all kinds together).
     pub fn with_notification_buffer(mut self, notifications: usize) -> Self {
         self.notification_buffer = notifications;
         self
@@ -116,7 +116,6 @@ pub struct Client {
     request_timeout: Duration,
     initialize_result: InitializeResult,
     notifications: Option<Notifications>,
-    requests: Option<DaemonRequests>,
 }
 
 impl std::fmt::Debug for Client {
@@ -207,7 +206,6 @@ impl Client {
             request_timeout: options.request_timeout,
             initialize_result,
             notifications: Some(Notifications::new(inbox.notifications, inbox.overflowed)),
-            requests: inbox.requests.map(DaemonRequests::new),
         })
     }
 
@@ -232,11 +230,11 @@ impl Client {
     /// Requests from the daemon (MCP servers' elicitations and sampling requests); `Some` on the
     /// first call only, and only when [`ConnectOptions::capabilities`] declared one.
     ///
-    /// Until taken, up to 64 requests wait; past that (or once the stream is dropped) the daemon
-    /// is answered with an error at once, so a server never waits on a client that is not
+    /// Requests are refused with an error until this is called, and whenever 64 taken ones wait
+    /// unread or the stream has been dropped: an MCP server never waits on a client that is not
     /// listening.
     pub fn take_requests(&mut self) -> Option<DaemonRequests> {
-        self.requests.take()
+        self.connection.take_requests().map(DaemonRequests::new)
     }
 
     /// Whether the connection is still open.
@@ -345,8 +343,10 @@ impl Client {
 
     /// `tools/call`: call `tool` on `server`; the result is the server's MCP `CallToolResult`.
     ///
-    /// The daemon bounds the call by the server's `tool_timeout_sec`; this
-    /// client waits that long plus its own request timeout.
+    /// The daemon bounds the call by the server's `tool_timeout_sec`, paused while the user
+    /// answers an elicitation; this client waits at most `timeout` in all (answering included)
+    /// and then withdraws the call, which cancels it on the server. Give a call that may ask the
+    /// user something a timeout that leaves them time to answer.
     pub async fn tools_call(
         &self,
         server: impl Into<String>,
@@ -418,6 +418,12 @@ async fn call<R: Request>(
         Ok(result) => result,
         Err(CallError::Rpc(error)) => return Err(ClientError::from_error_object(R::METHOD, error)),
         Err(CallError::Disconnected) => return Err(ClientError::Disconnected),
+        Err(CallError::Malformed(message)) => {
+            return Err(ClientError::Internal {
+                method: R::METHOD.to_owned(),
+                message: format!("corrald's answer is not a valid JSON-RPC response: {message}"),
+            });
+        }
         Err(CallError::Timeout) => {
             return Err(ClientError::Timeout {
                 method: R::METHOD.to_owned(),

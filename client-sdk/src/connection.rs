@@ -1,18 +1,24 @@
 //! The connection's transport loop: a reader task, a writer task, and requests matched by id in
 //! both directions.
 //!
-//! - **Out:** every message goes through one bounded queue to the writer task, which writes one
-//!   line per message. A request registers a oneshot under a fresh id before it is sent; the
-//!   reader completes it when the response arrives. A request given up by its caller (timeout,
-//!   dropped future) is withdrawn with `$/cancelRequest`, so the daemon stops the work too.
+//! - **Out:** requests go through one bounded queue to the writer task, which writes one line per
+//!   message; answers to the daemon's requests and `$/cancelRequest`s go through a second queue
+//!   the writer drains first, so a backlog of requests never holds them up or drops them (that
+//!   queue holds at most one message per outstanding daemon request and per pending call). A
+//!   request registers a oneshot under a fresh id before it is sent; the reader completes it when
+//!   the response arrives. A request given up by its caller (timeout, dropped future) is withdrawn
+//!   with `$/cancelRequest`, so the daemon stops the work too.
 //! - **In:** the reader cuts lines with the protocol crate's bounded [`FrameDecoder`] and parses
 //!   each with [`Message::parse`]. Responses go to their waiting request; notifications to one
 //!   bounded queue (in arrival order); requests *from the daemon* (`mcpServer/elicitation/request`,
-//!   `mcpServer/sampling/createMessage`) to the application as [`IncomingRequest`]s — or, when the
-//!   application declared no capability, they are refused at once so the daemon never waits.
-//! - **End:** when the stream ends or fails, every waiting request fails with `Disconnected`,
-//!   the notification queue ends, and [`Connection::closed`] resolves. Dropping the
-//!   [`Connection`] aborts both tasks, which closes the socket.
+//!   `mcpServer/sampling/createMessage`) to the application as [`IncomingRequest`]s — or, until
+//!   the application has taken the request stream (or when it declared no capability), they are
+//!   refused at once so the daemon never waits. A message whose envelope is broken is still
+//!   answered or failed when its id can be read.
+//! - **End:** when the stream ends or fails (either direction), the connection is marked closed,
+//!   every waiting request fails with `Disconnected`, the notification queue ends, the writer
+//!   drops its half so the socket closes, and [`Connection::closed`] resolves. Dropping the
+//!   [`Connection`] aborts both tasks, which closes the socket at once.
 //!
 //! Invariants: every queue is bounded; a full notification queue ends the stream with a reason
 //! ([`NotificationsEnd::Overflowed`](crate::NotificationsEnd::Overflowed)) instead of dropping
@@ -52,6 +58,8 @@ pub(crate) enum CallError {
     Disconnected,
     /// No answer within the time given.
     Timeout,
+    /// The daemon's answer carried this request's id but was not a valid response.
+    Malformed(String),
 }
 
 /// A notification as received: its method and params, decoded later by the stream.
@@ -64,8 +72,6 @@ pub(crate) struct Inbox {
     pub(crate) notifications: mpsc::Receiver<RawNotification>,
     /// Set when the notification queue filled and was closed.
     pub(crate) overflowed: Arc<AtomicBool>,
-    /// Requests from the daemon, when the client declared a capability.
-    pub(crate) requests: Option<mpsc::Receiver<IncomingRequest>>,
 }
 
 /// Settings of the transport loop.
@@ -86,6 +92,7 @@ pub(crate) struct LoopSettings {
 pub(crate) struct Connection {
     shared: Arc<Shared>,
     outgoing: mpsc::Sender<String>,
+    accepts_requests: bool,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -96,9 +103,12 @@ struct Shared {
     /// Requests sent and not yet answered, and whether the connection has closed (under the same
     /// lock, so a request never registers after the last sweep).
     pending: Mutex<Pending>,
-    /// Requests from the daemon that are not answered yet, with the flag that says the daemon
-    /// withdrew them.
-    incoming: Mutex<HashMap<RequestId, watch::Sender<bool>>>,
+    /// Requests from the daemon that are not answered yet, and where new ones go.
+    incoming: Mutex<Incoming>,
+    /// Answers to the daemon's requests and cancellations: drained before `outgoing`, never
+    /// full. Unbounded on purpose: it holds at most one message per daemon request not yet
+    /// answered (the daemon bounds those) and one cancellation per pending call.
+    control: mpsc::UnboundedSender<String>,
     next_id: AtomicI64,
     /// `true` once the connection has closed.
     closed: watch::Sender<bool>,
@@ -107,7 +117,16 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Pending {
     closed: bool,
-    waiting: HashMap<RequestId, oneshot::Sender<Result<Value, ErrorObject>>>,
+    waiting: HashMap<RequestId, oneshot::Sender<Result<Value, CallError>>>,
+}
+
+#[derive(Debug, Default)]
+struct Incoming {
+    closed: bool,
+    /// Where requests go once the application took the stream; `None` before (or never).
+    queue: Option<mpsc::Sender<IncomingRequest>>,
+    /// Unanswered requests, with the flag that says the daemon withdrew them.
+    withdrawn: HashMap<RequestId, watch::Sender<bool>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,16 +137,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Mark the connection closed and fail every waiting request (their senders are dropped).
     fn close(&self) {
+        // First the flag, so that whoever sees a request fail also sees the connection closed.
+        self.closed.send_replace(true);
         let waiting = {
             let mut pending = lock(&self.pending);
             pending.closed = true;
             std::mem::take(&mut pending.waiting)
         };
         drop(waiting);
-        for (_, withdrawn) in lock(&self.incoming).drain() {
+        let withdrawn = {
+            let mut incoming = lock(&self.incoming);
+            incoming.closed = true;
+            incoming.queue = None;
+            std::mem::take(&mut incoming.withdrawn)
+        };
+        for (_, withdrawn) in withdrawn {
             let _ = withdrawn.send(true);
         }
-        self.closed.send_replace(true);
+    }
+
+    /// Queue a message on the control queue (answers, cancellations); `false` once closed.
+    fn send_control(&self, message: &Message) -> bool {
+        self.control.send(message.to_json()).is_ok()
     }
 }
 
@@ -139,42 +170,52 @@ impl Connection {
     {
         let (reader_half, writer_half) = tokio::io::split(stream);
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
+        let (control, control_rx) = mpsc::unbounded_channel();
         let (notifications_tx, notifications) = mpsc::channel(settings.notification_buffer.max(1));
-        let (requests_tx, requests) = if settings.accepts_requests {
-            let (tx, rx) = mpsc::channel(INCOMING_REQUEST_QUEUE);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
         let overflowed = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
-            incoming: Mutex::new(HashMap::new()),
+            incoming: Mutex::new(Incoming::default()),
+            control,
             next_id: AtomicI64::new(1),
             closed: watch::Sender::new(false),
         });
         let reader = Reader {
             shared: Arc::clone(&shared),
-            outgoing: outgoing.clone(),
             notifications: Some(notifications_tx),
             overflowed: Arc::clone(&overflowed),
-            requests: requests_tx,
+            accepts_requests: settings.accepts_requests,
             notification_methods: settings.notification_methods,
         };
         let reader = tokio::spawn(reader.run(reader_half, settings.max_message_bytes));
-        let writer = tokio::spawn(write_loop(writer_half, outgoing_rx, Arc::clone(&shared)));
+        let writer = tokio::spawn(write_loop(writer_half, control_rx, outgoing_rx, Arc::clone(&shared)));
         let connection = Connection {
             shared,
             outgoing,
+            accepts_requests: settings.accepts_requests,
             reader,
             writer,
         };
         let inbox = Inbox {
             notifications,
             overflowed,
-            requests,
         };
         (connection, inbox)
+    }
+
+    /// The stream of the daemon's requests, from now on (refused until this is called); `None`
+    /// when no capability was declared or the connection has closed.
+    pub(crate) fn take_requests(&self) -> Option<mpsc::Receiver<IncomingRequest>> {
+        if !self.accepts_requests {
+            return None;
+        }
+        let mut incoming = lock(&self.shared.incoming);
+        if incoming.closed || incoming.queue.is_some() {
+            return None;
+        }
+        let (queue, requests) = mpsc::channel(INCOMING_REQUEST_QUEUE);
+        incoming.queue = Some(queue);
+        Some(requests)
     }
 
     /// Whether the connection is still open.
@@ -189,8 +230,9 @@ impl Connection {
         let _ = closed.wait_for(|closed| *closed).await;
     }
 
-    /// Send a request and wait at most `timeout` for its response.
+    /// Send a request and wait at most `timeout` for its response (queueing it included).
     pub(crate) async fn request(&self, method: &str, params: Value, timeout: Duration) -> Result<Value, CallError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let id = RequestId::Number(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
         let (answer_tx, answer) = oneshot::channel();
         {
@@ -202,17 +244,17 @@ impl Connection {
         }
         let mut guard = PendingGuard {
             shared: &self.shared,
-            outgoing: &self.outgoing,
             id: id.clone(),
             sent: false,
         };
         let line = Message::Request(RequestMessage::new(id, method, Some(params))).to_json();
-        if self.outgoing.send(line).await.is_err() {
-            return Err(CallError::Disconnected);
+        match tokio::time::timeout_at(deadline, self.outgoing.send(line)).await {
+            Ok(Ok(())) => guard.sent = true,
+            Ok(Err(_closed)) => return Err(CallError::Disconnected),
+            Err(_elapsed) => return Err(CallError::Timeout),
         }
-        guard.sent = true;
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(outcome)) => outcome.map_err(CallError::Rpc),
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(outcome)) => outcome,
             Ok(Err(_closed)) => Err(CallError::Disconnected),
             Err(_elapsed) => Err(CallError::Timeout),
         }
@@ -233,7 +275,6 @@ impl Drop for Connection {
 /// still unanswered (timeout, or the caller dropped the future) is withdrawn on the wire.
 struct PendingGuard<'a> {
     shared: &'a Shared,
-    outgoing: &'a mpsc::Sender<String>,
     id: RequestId,
     sent: bool,
 }
@@ -243,8 +284,8 @@ impl Drop for PendingGuard<'_> {
         let unanswered = lock(&self.shared.pending).waiting.remove(&self.id).is_some();
         if unanswered && self.sent {
             let cancel = NotificationMessage::new(CANCEL_REQUEST, Some(json!({ "id": self.id })));
-            // Best effort: with the queue full or the connection gone there is nobody to tell.
-            let _ = self.outgoing.try_send(Message::Notification(cancel).to_json());
+            // On the control queue, which is never full; once closed there is nobody to tell.
+            self.shared.send_control(&Message::Notification(cancel));
         }
     }
 }
@@ -252,11 +293,11 @@ impl Drop for PendingGuard<'_> {
 /// The reader task's state.
 struct Reader {
     shared: Arc<Shared>,
-    outgoing: mpsc::Sender<String>,
     /// `None` once the application's queue overflowed or was dropped.
     notifications: Option<mpsc::Sender<RawNotification>>,
     overflowed: Arc<AtomicBool>,
-    requests: Option<mpsc::Sender<IncomingRequest>>,
+    /// Whether the application declared a capability (and so may take requests).
+    accepts_requests: bool,
     notification_methods: Vec<&'static str>,
 }
 
@@ -283,15 +324,16 @@ impl Reader {
     }
 
     fn handle(&mut self, frame: &[u8]) {
-        // A frame that is not a JSON-RPC message is the daemon's bug; the library never prints,
-        // and nothing waits on it, so it is skipped.
-        let Ok(message) = Message::parse(frame) else { return };
+        let message = match Message::parse(frame) {
+            Ok(message) => message,
+            Err(error) => return self.broken(frame, &error.to_string()),
+        };
         match message {
             Message::Response(response) => {
                 let Some(id) = response.id else { return };
                 let waiter = lock(&self.shared.pending).waiting.remove(&id);
                 if let Some(waiter) = waiter {
-                    let _ = waiter.send(response.outcome);
+                    let _ = waiter.send(response.outcome.map_err(CallError::Rpc));
                 }
             }
             Message::Notification(notification) if notification.method == CANCEL_REQUEST => {
@@ -299,7 +341,7 @@ impl Reader {
                     .params
                     .and_then(|params| serde_json::from_value::<RequestId>(params.get("id")?.clone()).ok());
                 if let Some(id) = id
-                    && let Some(withdrawn) = lock(&self.shared.incoming).get(&id)
+                    && let Some(withdrawn) = lock(&self.shared.incoming).withdrawn.get(&id)
                 {
                     let _ = withdrawn.send(true);
                 }
@@ -326,48 +368,101 @@ impl Reader {
         }
     }
 
-    fn dispatch(&mut self, request: RequestMessage) {
-        let refuse = |code: i32, message: &str| {
-            let response = ResponseMessage::error(Some(request.id.clone()), ErrorObject::new(code, message));
-            let _ = self.outgoing.try_send(Message::Response(response).to_json());
-        };
-        let Some(queue) = &self.requests else {
-            refuse(
-                ErrorCode::MethodNotFound.code(),
-                "this front-end declared no capability to answer requests from corrald",
-            );
+    /// A frame that is not a valid message: the daemon's bug, but whoever waits on its id is
+    /// still told — a request from the daemon is refused, a call of ours fails — and anything
+    /// without a readable id is skipped (the library never prints).
+    fn broken(&mut self, frame: &[u8], problem: &str) {
+        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(frame) else {
             return;
         };
+        let Some(id) = object.get("id").filter(|id| !id.is_null()) else {
+            return;
+        };
+        if object.contains_key("method") {
+            // Written by hand: the id may be one `RequestId` cannot hold (a float, say).
+            let refusal = json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": ErrorCode::InvalidRequest.code(), "message": format!("invalid request: {problem}")},
+            });
+            let _ = self.shared.control.send(refusal.to_string());
+        } else if let Ok(id) = serde_json::from_value::<RequestId>(id.clone()) {
+            let waiter = lock(&self.shared.pending).waiting.remove(&id);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(Err(CallError::Malformed(problem.to_owned())));
+            }
+        }
+    }
+
+    fn dispatch(&mut self, request: RequestMessage) {
+        let RequestMessage { id, method, params, .. } = request;
+        let shared = &self.shared;
+        let refuse = |code: ErrorCode, message: &str| {
+            let error = ErrorObject::new(code.code(), message);
+            shared.send_control(&Message::Response(ResponseMessage::error(Some(id.clone()), error)));
+        };
+        let mut incoming = lock(&self.shared.incoming);
+        if incoming.closed {
+            return;
+        }
+        let Some(queue) = incoming.queue.clone() else {
+            drop(incoming);
+            let message = if self.accepts_requests {
+                "this front-end is not taking requests from corrald yet"
+            } else {
+                "this front-end declared no capability to answer requests from corrald"
+            };
+            refuse(ErrorCode::MethodNotFound, message);
+            return;
+        };
+        if incoming.withdrawn.contains_key(&id) {
+            drop(incoming);
+            refuse(ErrorCode::InvalidRequest, "a request with this id is still unanswered");
+            return;
+        }
         let (withdrawn_tx, withdrawn) = watch::channel(false);
-        lock(&self.shared.incoming).insert(request.id.clone(), withdrawn_tx);
+        incoming.withdrawn.insert(id.clone(), withdrawn_tx);
+        drop(incoming);
         let incoming = IncomingRequest {
-            id: request.id.clone(),
-            method: request.method,
-            params: request.params.unwrap_or(Value::Null),
-            outgoing: self.outgoing.clone(),
+            id: id.clone(),
+            method,
+            params: params.unwrap_or(Value::Null),
             shared: Arc::clone(&self.shared),
             withdrawn,
             answered: false,
         };
-        // A full or closed queue hands the request back; dropping it answers with an error.
+        // A full or closed queue hands the request back; it is refused instead of queued.
         if let Err(error) = queue.try_send(incoming) {
-            let mut incoming = match error {
-                mpsc::error::TrySendError::Full(incoming) | mpsc::error::TrySendError::Closed(incoming) => incoming,
-            };
+            let (mpsc::error::TrySendError::Full(mut incoming) | mpsc::error::TrySendError::Closed(mut incoming)) =
+                error;
             incoming.answered = true;
             incoming.forget();
             refuse(
-                ErrorCode::InternalError.code(),
+                ErrorCode::InternalError,
                 "the front-end is not taking requests from corrald (its queue is full or closed)",
             );
         }
     }
 }
 
-async fn write_loop<W: AsyncWrite>(writer: W, mut outgoing: mpsc::Receiver<String>, shared: Arc<Shared>) {
+async fn write_loop<W: AsyncWrite>(
+    writer: W,
+    mut control: mpsc::UnboundedReceiver<String>,
+    mut outgoing: mpsc::Receiver<String>,
+    shared: Arc<Shared>,
+) {
     tokio::pin!(writer);
+    let mut closed = shared.closed.subscribe();
     let mut frame = Vec::new();
-    while let Some(message) = outgoing.recv().await {
+    loop {
+        let message = tokio::select! {
+            biased;
+            // The reader saw the end: drop our half too, so the socket closes.
+            _ = closed.wait_for(|closed| *closed) => break,
+            Some(message) = control.recv() => message,
+            Some(message) = outgoing.recv() => message,
+            else => break,
+        };
         frame.clear();
         framing::encode(Framing::Lines, message.as_bytes(), &mut frame);
         if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
@@ -388,7 +483,6 @@ pub struct IncomingRequest {
     id: RequestId,
     method: String,
     params: Value,
-    outgoing: mpsc::Sender<String>,
     shared: Arc<Shared>,
     withdrawn: watch::Receiver<bool>,
     answered: bool,
@@ -431,30 +525,41 @@ impl IncomingRequest {
         let _ = withdrawn.wait_for(|withdrawn| *withdrawn).await;
     }
 
-    /// Answer with `result` (for an elicitation, the MCP `ElicitResult`).
-    pub async fn respond(self, result: Value) -> Result<(), ClientError> {
+    /// Answer with `result` (for an elicitation, the MCP `ElicitResult`). The answer is queued
+    /// ahead of this client's own requests; it fails only when the connection has closed.
+    pub fn respond(self, result: Value) -> Result<(), ClientError> {
         let response = ResponseMessage::result(self.id.clone(), result);
-        self.send(response).await
+        self.send(response)
+    }
+
+    /// Answer with `R`'s typed result.
+    pub fn respond_as<R: DaemonRequest>(self, result: &R::Result) -> Result<(), ClientError> {
+        let value = serde_json::to_value(result).map_err(|error| ClientError::Encode {
+            method: R::METHOD.to_owned(),
+            error,
+        })?;
+        self.respond(value)
     }
 
     /// Answer with a JSON-RPC error; the daemon passes it to the server as it is.
-    pub async fn respond_error(self, code: i32, message: impl Into<String>) -> Result<(), ClientError> {
+    pub fn respond_error(self, code: i32, message: impl Into<String>) -> Result<(), ClientError> {
         let response = ResponseMessage::error(Some(self.id.clone()), ErrorObject::new(code, message));
-        self.send(response).await
+        self.send(response)
     }
 
-    async fn send(mut self, response: ResponseMessage) -> Result<(), ClientError> {
+    fn send(mut self, response: ResponseMessage) -> Result<(), ClientError> {
         self.answered = true;
         self.forget();
-        self.outgoing
-            .send(Message::Response(response).to_json())
-            .await
-            .map_err(|_closed| ClientError::Disconnected)
+        if self.shared.send_control(&Message::Response(response)) && !*self.shared.closed.borrow() {
+            Ok(())
+        } else {
+            Err(ClientError::Disconnected)
+        }
     }
 
     /// Stop tracking the daemon's withdrawal of this request.
     fn forget(&self) {
-        lock(&self.shared.incoming).remove(&self.id);
+        lock(&self.shared.incoming).withdrawn.remove(&self.id);
     }
 }
 
@@ -469,6 +574,6 @@ impl Drop for IncomingRequest {
             "the front-end dropped the request without answering it",
         );
         let response = ResponseMessage::error(Some(self.id.clone()), error);
-        let _ = self.outgoing.try_send(Message::Response(response).to_json());
+        self.shared.send_control(&Message::Response(response));
     }
 }

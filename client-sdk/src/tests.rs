@@ -474,7 +474,6 @@ async fn requests_from_the_daemon_are_answered_by_the_application() {
     assert!(request.params_as::<corral_protocol::SamplingRequest>().is_none());
     request
         .respond(json!({"action": "accept", "content": {"name": "Ada"}}))
-        .await
         .expect("sent");
     let answer = daemon.next_request().await;
     assert_eq!(
@@ -511,6 +510,83 @@ async fn a_withdrawn_request_is_seen_by_the_application() {
         .await
         .expect("withdrawn in time");
     assert!(request.is_withdrawn());
+}
+
+#[tokio::test]
+async fn requests_are_refused_until_the_application_takes_them() {
+    let (mut client, mut daemon) = connected_with_elicitation().await;
+    daemon.send(elicitation(3)).await;
+    let answer = daemon.next_request().await;
+    assert_eq!(answer["id"], 3);
+    assert_eq!(answer["error"]["code"], -32601, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not taking requests")),
+        "{answer}"
+    );
+    let mut requests = client.take_requests().expect("declared");
+    assert!(client.take_requests().is_none(), "taken once");
+    daemon.send(elicitation(4)).await;
+    let request = tokio::time::timeout(WAIT, requests.next())
+        .await
+        .expect("in time")
+        .expect("a request");
+    request.respond(json!({"action": "decline"})).expect("sent");
+    assert_eq!(daemon.next_request().await["id"], 4);
+}
+
+#[tokio::test]
+async fn broken_envelopes_are_still_answered_or_failed_by_id() {
+    let (mut client, mut daemon) = connected_with_elicitation().await;
+    let _requests = client.take_requests().expect("declared");
+    // A request from the daemon with an id `RequestId` cannot hold is refused under that id.
+    daemon
+        .send(json!({"jsonrpc": "2.0", "id": 1.5, "method": "mcpServer/elicitation/request", "params": 3}))
+        .await;
+    let refusal = daemon.next_request().await;
+    assert_eq!(refusal["id"], 1.5, "{refusal}");
+    assert_eq!(refusal["error"]["code"], -32600, "{refusal}");
+    // A malformed answer to one of our calls fails that call at once, naming the method.
+    let (status, ()) = tokio::join!(client.daemon_status(), async {
+        let request = daemon.next_request().await;
+        daemon
+            .send(json!({"jsonrpc": "2.0", "id": request["id"], "error": {"code": "not a number"}}))
+            .await;
+    });
+    let error = status.expect_err("a malformed answer");
+    assert!(
+        matches!(&error, ClientError::Internal { method, .. } if method == "daemon/status"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_daemon_stops_writing_the_client_closes_the_socket() {
+    let (client_end, daemon_end) = tokio::io::duplex(64 * 1024);
+    let (daemon_read, mut daemon_write) = tokio::io::split(daemon_end);
+    let mut daemon = FakeDaemon::new(tokio::io::join(daemon_read, tokio::io::sink()));
+    let initialize = async {
+        let request = daemon.next_request().await;
+        let mut response = example("initialize.response");
+        response["id"] = request["id"].clone();
+        let mut line = serde_json::to_vec(&response).expect("serialize");
+        line.push(b'\n');
+        daemon_write.write_all(&line).await.expect("write");
+    };
+    let (client, ()) = tokio::join!(Client::connect_with_stream(client_end, options()), initialize);
+    let client = client.expect("initialize succeeds");
+    // The daemon's side ends: the client must not keep its half open (the daemon would keep the
+    // session, its servers and its routes alive for a front-end that can no longer read).
+    daemon_write.shutdown().await.expect("shut the daemon's half");
+    tokio::time::timeout(WAIT, client.closed())
+        .await
+        .expect("closed in time");
+    let end = tokio::time::timeout(WAIT, daemon.lines.next_line())
+        .await
+        .expect("the client closed its half in time")
+        .expect("read");
+    assert_eq!(end, None, "the client's half is closed");
 }
 
 #[tokio::test]

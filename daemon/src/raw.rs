@@ -376,8 +376,15 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for TeeWriter<W> {
         // may answer, and the reader see the answer, before this task runs again (it did under
         // load, and the answer fell back to rmcp's typed copy). A pending or partial write offers
         // the same bytes again, so `sent` ignores an id it already watches.
-        let mut preview = this.line.clone();
-        split_lines(&mut preview, buf, |line| this.wire.sent(line));
+        // Only bytes that end a line can carry a request, so a chunk without one (a large request
+        // written in pieces) costs nothing here; the partial line is copied once, when it ends.
+        if let Some(first_end) = buf.iter().position(|&b| b == b'\n') {
+            let mut first = Vec::with_capacity(this.line.len() + first_end + 1);
+            first.extend_from_slice(&this.line);
+            first.extend_from_slice(&buf[..=first_end]);
+            split_lines(&mut Vec::new(), &first, |line| this.wire.sent(line));
+            split_lines(&mut Vec::new(), &buf[first_end + 1..], |line| this.wire.sent(line));
+        }
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(written)) = polled {
             split_lines(&mut this.line, &buf[..written], |_| {});

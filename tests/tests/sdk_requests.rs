@@ -51,7 +51,6 @@ async fn an_sdk_front_end_answers_an_elicitation_from_server_everything() {
         );
         request
             .respond(json!({"action": "accept", "content": {"name": "Grace Hopper", "check": true, "integer": 42}}))
-            .await
             .expect("the answer is sent");
     };
     let (result, ()) = tokio::join!(call, answer);
