@@ -37,7 +37,7 @@ pub struct EventFrame {
 
 /// Owner of sequence numbers and the replay history. Cheap to share (`Arc`).
 ///
-/// It also holds the [`FrontEnds`] registry: what goes to one front-end
+/// It also holds the `FrontEnds` registry: what goes to one front-end
 /// rather than all of them (servers' requests, progress), so that whoever
 /// can publish can also reach a front-end.
 #[derive(Debug)]

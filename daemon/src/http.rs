@@ -284,7 +284,7 @@ impl HttpBackend {
         Ok(Self::Plain(client))
     }
 
-    /// One transport and one `initialize` (no retry; see [`connect`]).
+    /// One transport and one `initialize` (no retry; see `connect`).
     async fn connect(
         &self,
         prepared: &Prepared,

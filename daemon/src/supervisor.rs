@@ -1,7 +1,7 @@
 //! The supervisor: one actor that owns the registry of MCP servers.
 //!
 //! Everything else in the daemon holds a cheap [`SupervisorHandle`] and sends
-//! it [`Command`]s; replies come back on oneshot channels. There is no shared
+//! it `Command`s; replies come back on oneshot channels. There is no shared
 //! mutable server state behind locks: the actor's `run` loop is the only code
 //! that reads or changes the registry, so a status snapshot is always
 //! consistent.

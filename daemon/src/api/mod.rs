@@ -1,5 +1,5 @@
 //! The front-end API: accepts connections on the daemon's socket, checks who
-//! is connecting, and runs one [`connection`] task per front-end.
+//! is connecting, and runs one `connection` task per front-end.
 //!
 //! Architecture invariant: this module knows nothing about MCP servers or
 //! processes. It talks to the rest of the daemon only through the
