@@ -5,7 +5,8 @@
 //! What is checked: first-time login reason, the login itself (URL, callback, stored
 //! credentials, automatic restart to `ready`), `authStatus` before and after, logout, a callback
 //! with a foreign `state` refused while the login goes on, the provider's `error_description`
-//! reaching the completion notification, and no token in corrald's log.
+//! reaching the completion notification, no token or authorization code in corrald's log even at
+//! `CORRAL_LOG=trace`.
 
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
@@ -57,9 +58,13 @@ async fn corral_login_registers_authorizes_stores_and_the_server_comes_up() {
     let (mcp_port, auth_port) = (free_loopback_port(), free_loopback_port());
     let _server = sdk_oauth_server(mcp_port, auth_port, scratch.path());
     let browser_log = scratch.path().join("browser.log");
+    let code_file = scratch.path().join("authorization-code");
     let daemon = TestDaemon::builder()
         .config(&demo_config(mcp_port, &follow_url_opener()))
         .env("FOLLOW_URL_LOG", &browser_log)
+        .env("FOLLOW_URL_CODE_FILE", &code_file)
+        // The most a user can ask for: not even trace may log a code or a token.
+        .env("CORRAL_LOG", "trace")
         .start();
     let client = daemon.connect_client().await;
 
@@ -134,6 +139,11 @@ async fn corral_login_registers_authorizes_stores_and_the_server_comes_up() {
         .as_str()
         .expect("an access token");
     assert_not_logged(&daemon, "the access token", access_token);
+    if let Some(refresh_token) = record["credentials"]["token_response"]["refresh_token"].as_str() {
+        assert_not_logged(&daemon, "the refresh token", refresh_token);
+    }
+    let code = std::fs::read_to_string(&code_file).expect("the browser carried a code to the callback");
+    assert_not_logged(&daemon, "the authorization code", &code);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
