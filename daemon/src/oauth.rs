@@ -216,6 +216,9 @@ pub async fn start_login(
     if let Some(resource) = &http.oauth_resource {
         authorization_url = with_query_param(&authorization_url, "resource", resource);
     }
+    // Before anyone sees it: the endpoint comes from the server's metadata, and an opener (a
+    // browser, a desktop's URL handler) would act on any scheme it is given.
+    check_authorization_url(&authorization_url)?;
     let expected_state = query_param(&authorization_url, "state")
         .ok_or_else(|| anyhow::anyhow!("the authorization URL has no state parameter"))?;
     tracing::info!(server = %name, redirect_uri = %callback.redirect_uri, "OAuth login started");
@@ -234,6 +237,43 @@ pub async fn start_login(
         authorization_url,
         outcome,
     })
+}
+
+/// The authorization URL a server's metadata led to is not one Corral opens: the API answers
+/// `protocolError`. The message names the scheme or host, never the whole URL (it may carry
+/// secrets in its query).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnsafeAuthorizationUrl(String);
+
+/// Accept only `https` URLs with a host, and `http` to a loopback host (`localhost`, 127.0.0.0/8,
+/// `::1`: a local authorization server). Anything else (`file:`, `javascript:`, `smb:`, a
+/// registered app's scheme, plain http across the network) is refused before an opener sees it.
+pub fn check_authorization_url(url: &str) -> Result<(), UnsafeAuthorizationUrl> {
+    let refuse = |why: String| {
+        Err(UnsafeAuthorizationUrl(format!(
+            "the authorization server's authorization_endpoint {why}; Corral only opens https URLs (or http to a loopback host)"
+        )))
+    };
+    let Ok(parsed) = url::Url::parse(url) else {
+        return refuse("is not a valid URL".to_owned());
+    };
+    let host = parsed.host();
+    match (parsed.scheme(), host) {
+        ("https", Some(_)) => Ok(()),
+        ("http", Some(host)) if is_loopback_host(&host) => Ok(()),
+        ("http", Some(host)) => refuse(format!("uses plain http to `{host}`, which is not a loopback host")),
+        (scheme @ ("http" | "https"), None) => refuse(format!("is an {scheme} URL without a host")),
+        (scheme, _) => refuse(format!("has scheme `{scheme}`")),
+    }
+}
+
+fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(domain) => domain.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(address) => address.is_loopback(),
+        url::Host::Ipv6(address) => address.is_loopback(),
+    }
 }
 
 /// One request to the callback listener, answered by the login task.
@@ -436,14 +476,18 @@ fn query_param(url: &str, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// Hand the URL to the opener (the configured command, else the system browser). Failing to
-/// open is not fatal: the URL was returned to the caller too.
+/// Hand the URL (checked by [`check_authorization_url`]) to the opener: the configured command
+/// (the URL as its last argument, no shell), else the system browser. Failing to open is not
+/// fatal: the URL was returned to the caller too.
 fn open_url(opener: Option<&[String]>, url: &str, server: &str) {
-    let argv: Vec<String> = match opener {
-        Some(argv) => argv.iter().cloned().chain(std::iter::once(url.to_owned())).collect(),
-        None => default_opener(url),
+    let opened = match opener {
+        Some(argv) => {
+            let argv: Vec<String> = argv.iter().cloned().chain(std::iter::once(url.to_owned())).collect();
+            crate::stdio::spawn_opener(&argv)
+        }
+        None => open_in_system_browser(url, server),
     };
-    if let Err(error) = crate::stdio::spawn_opener(&argv) {
+    if let Err(error) = opened {
         tracing::warn!(
             server,
             "cannot open the authorization URL (it was returned to the caller): {error:#}"
@@ -452,25 +496,30 @@ fn open_url(opener: Option<&[String]>, url: &str, server: &str) {
 }
 
 #[cfg(target_os = "macos")]
-fn default_opener(url: &str) -> Vec<String> {
-    vec!["open".to_owned(), url.to_owned()]
+fn open_in_system_browser(url: &str, _server: &str) -> anyhow::Result<()> {
+    crate::stdio::spawn_opener(&["open".to_owned(), url.to_owned()])
 }
 
+/// Windows: no shell (`cmd /C start "" URL` read `&` and `|` in the URL as command separators);
+/// the shell's URL handler through `ShellExecuteW`, which may block (DDE), so on a blocking thread.
 #[cfg(windows)]
-fn default_opener(url: &str) -> Vec<String> {
-    // `start` is a cmd built-in; the empty title keeps a quoted URL from being taken as one.
-    vec![
-        "cmd".to_owned(),
-        "/C".to_owned(),
-        "start".to_owned(),
-        String::new(),
-        url.to_owned(),
-    ]
+fn open_in_system_browser(url: &str, server: &str) -> anyhow::Result<()> {
+    let url = url.to_owned();
+    let server = server.to_owned();
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = crate::stdio::shell_open_url(&url) {
+            tracing::warn!(
+                server,
+                "cannot open the authorization URL (it was returned to the caller): {error:#}"
+            );
+        }
+    });
+    Ok(())
 }
 
 #[cfg(not(any(target_os = "macos", windows)))]
-fn default_opener(url: &str) -> Vec<String> {
-    vec!["xdg-open".to_owned(), url.to_owned()]
+fn open_in_system_browser(url: &str, _server: &str) -> anyhow::Result<()> {
+    crate::stdio::spawn_opener(&["xdg-open".to_owned(), url.to_owned()])
 }
 
 /// The OAuth-managed HTTP client for a server with stored credentials, or `None` when it has
@@ -588,6 +637,34 @@ mod tests {
         );
         assert_eq!(query_param(&replaced, "state").as_deref(), Some("s"));
         assert_eq!(replaced.matches("resource=").count(), 1, "{replaced}");
+    }
+
+    #[test]
+    fn only_https_and_loopback_http_authorization_urls_are_opened() {
+        for url in [
+            "https://auth.example.com/authorize?state=s",
+            "http://127.0.0.1:8080/authorize",
+            "http://127.9.9.9/authorize",
+            "http://localhost:1/authorize",
+            "http://LOCALHOST/authorize",
+            "http://[::1]:8080/authorize",
+        ] {
+            assert!(check_authorization_url(url).is_ok(), "{url}");
+        }
+        for (url, named) in [
+            ("file:///etc/passwd?state=s", "`file`"),
+            ("javascript:alert(1)//?state=s", "`javascript`"),
+            ("smb://attacker.example/share", "`smb`"),
+            ("ms-settings:privacy", "`ms-settings`"),
+            ("HTTP://auth.example.com/authorize", "`auth.example.com`"),
+            ("http://localhost.evil.example/authorize", "`localhost.evil.example`"),
+            ("http://10.0.0.1/authorize", "`10.0.0.1`"),
+            ("not a url", "not a valid URL"),
+        ] {
+            let error = check_authorization_url(url).expect_err(url).to_string();
+            assert!(error.contains(named), "{url}: {error}");
+            assert!(!error.contains(url), "{url}: the URL is not quoted: {error}");
+        }
     }
 
     #[test]
