@@ -121,7 +121,14 @@ mod tests {
         ] {
             assert!(is_secret_bearing(target), "{target}");
         }
-        for target in ["rmcp", "rmcp::service", "rmcp::transporter", "reqwestish", "corrald::oauth", "log"] {
+        for target in [
+            "rmcp",
+            "rmcp::service",
+            "rmcp::transporter",
+            "reqwestish",
+            "corrald::oauth",
+            "log",
+        ] {
             assert!(!is_secret_bearing(target), "{target}");
         }
     }

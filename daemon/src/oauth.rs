@@ -685,24 +685,29 @@ mod tests {
     /// A token endpoint on loopback: answers a code exchange at once with the login's tokens;
     /// holds a refresh (reporting it on `refresh_arrived`) until `release_refresh` fires, then
     /// answers with the refreshed old grant.
-    async fn token_endpoint(
-        refresh_arrived: oneshot::Sender<()>,
-        release_refresh: oneshot::Receiver<()>,
-    ) -> String {
+    async fn token_endpoint(refresh_arrived: oneshot::Sender<()>, release_refresh: oneshot::Receiver<()>) -> String {
         use http_body_util::BodyExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
         let hold = Arc::new(tokio::sync::Mutex::new((Some(refresh_arrived), Some(release_refresh))));
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let hold = hold.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                         let hold = hold.clone();
                         async move {
-                            let body = request.into_body().collect().await.map(|body| body.to_bytes()).unwrap_or_default();
-                            let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|body| body.to_bytes())
+                                .unwrap_or_default();
+                            let form: HashMap<String, String> =
+                                url::form_urlencoded::parse(&body).into_owned().collect();
                             let tokens = if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
                                 let (arrived, release) = {
                                     let mut hold = hold.lock().await;
@@ -780,12 +785,17 @@ mod tests {
             "token_received_at": crate::credentials::now_epoch_secs(),
         }))
         .expect("credentials");
-        rmcp::transport::auth::CredentialStore::save(&store, old).await.expect("save");
+        rmcp::transport::auth::CredentialStore::save(&store, old)
+            .await
+            .expect("save");
 
         // The server's run refreshes; the token endpoint holds the answer.
         let mut running = manager_for(&base, &store).await;
         running
-            .configure_client(OAuthClientConfig::new("corral-test-client", "http://127.0.0.1/callback"))
+            .configure_client(OAuthClientConfig::new(
+                "corral-test-client",
+                "http://127.0.0.1/callback",
+            ))
             .expect("client");
         let refresh = tokio::spawn(async move { running.refresh_token().await.map(|_| ()) });
         tokio::time::timeout(WAIT, refresh_arrived)
@@ -838,7 +848,10 @@ mod tests {
 
         let stored = store.load_record().await.expect("load").expect("stored");
         let access = serde_json::to_value(&stored.credentials.token_response).expect("json")["access_token"].clone();
-        assert_eq!(access, "login-access", "the refreshed old grant overwrote the new login");
+        assert_eq!(
+            access, "login-access",
+            "the refreshed old grant overwrote the new login"
+        );
     }
 
     #[test]

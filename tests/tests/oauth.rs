@@ -414,7 +414,10 @@ async fn an_authorization_endpoint_that_is_not_https_or_loopback_http_is_never_o
             .mcp_server_oauth_login("rs", None)
             .await
             .expect_err(&format!("a login to {endpoint} is refused"));
-        let corral_client::ClientError::Rpc { code, message, data, .. } = &error else {
+        let corral_client::ClientError::Rpc {
+            code, message, data, ..
+        } = &error
+        else {
             panic!("{endpoint}: not an RPC error: {error}");
         };
         assert_eq!(*code, -32012, "{endpoint}: {message}");

@@ -360,7 +360,10 @@ impl Credentials {
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, RecordCache> {
-        self.inner.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The text of record `key`: from the cache when the backing files have not changed since it
