@@ -39,16 +39,20 @@ pub(crate) struct DaemonProcess {
 impl DaemonProcess {
     /// Start `corrald` with test hooks on a fresh socket and a config file that does not exist (no servers).
     pub(crate) fn spawn(corrald: &Path) -> anyhow::Result<Self> {
-        Self::spawn_inner(corrald, None)
+        Self::spawn_inner(corrald, None, &[])
     }
 
-    /// Start `corrald` like [`Self::spawn`], with `config` as its `config.toml`
-    /// (its servers start as the daemon starts).
-    pub(crate) fn spawn_with_config(corrald: &Path, config: &str) -> anyhow::Result<Self> {
-        Self::spawn_inner(corrald, Some(config))
+    /// Start `corrald` like [`Self::spawn`], with `config` as its `config.toml` (its servers
+    /// start as the daemon starts) and `env` set on top (e.g. the address of a private D-Bus).
+    pub(crate) fn spawn_with_config_and_env(
+        corrald: &Path,
+        config: &str,
+        env: &[(&str, OsString)],
+    ) -> anyhow::Result<Self> {
+        Self::spawn_inner(corrald, Some(config), env)
     }
 
-    fn spawn_inner(corrald: &Path, config: Option<&str>) -> anyhow::Result<Self> {
+    fn spawn_inner(corrald: &Path, config: Option<&str>, env: &[(&str, OsString)]) -> anyhow::Result<Self> {
         // A short prefix keeps the socket path far below the 103-byte limit.
         let dir = tempfile::Builder::new()
             .prefix("corral-bench-")
@@ -84,6 +88,9 @@ impl DaemonProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let spawned_at = Instant::now();
         let child = command
             .spawn()

@@ -19,6 +19,7 @@
 mod cpu;
 mod daemon;
 mod http_call;
+mod oauth_call;
 mod oauth_login;
 mod peers;
 mod raw;
@@ -121,6 +122,12 @@ struct Args {
     /// Duration of the long call beside which echo calls are timed, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     long_call_ms: u64,
+    /// Unmeasured `tools/call` calls to the OAuth server, per credential store.
+    #[arg(long, default_value_t = 100)]
+    oauth_call_warmup: usize,
+    /// Measured `tools/call` calls to the OAuth server, per credential store.
+    #[arg(long, default_value_t = 1_000)]
+    oauth_call_requests: usize,
 }
 
 /// The measurements that can be selected with `--only`.
@@ -154,6 +161,8 @@ enum Phase {
     ToolCallHttp,
     /// OAuth login request to server `ready`, against the TS SDK's example server with `--oauth`.
     OauthLogin,
+    /// `tools/call` to the TS SDK's example server with `--oauth`, once per credential store.
+    OauthCall,
 }
 
 impl Phase {
@@ -181,6 +190,7 @@ impl Args {
             Phase::ToolCall,
             Phase::ToolCallHttp,
             Phase::OauthLogin,
+            Phase::OauthCall,
         ]
         .into_iter()
         .any(|phase| self.runs(phase))
@@ -442,6 +452,16 @@ async fn run_server_phases(args: &Args, corrald: &Path, limit: Duration, report:
         report.note_survivors(what, &logins.survivors);
         report.oauth_logins = Some(logins);
     }
+    if args.runs(Phase::OauthCall) {
+        let what = "tools/call to an OAuth server, per credential store";
+        let options = oauth_call::Options {
+            warmup: args.oauth_call_warmup,
+            requests: args.oauth_call_requests.max(1),
+        };
+        let calls = bounded(what, limit, oauth_call::measure(corrald, &peers, options)).await?;
+        report.note_survivors(what, &calls.survivors);
+        report.oauth_calls = Some(calls);
+    }
     Ok(())
 }
 
@@ -514,6 +534,7 @@ struct Report {
     tool_calls: Option<tool_call::ToolCalls>,
     http_calls: Option<http_call::HttpCalls>,
     oauth_logins: Option<oauth_login::Logins>,
+    oauth_calls: Option<oauth_call::OauthCalls>,
     /// Processes of this run alive right after their daemon exited: (measurement, process).
     survivors_after_daemon: Vec<(String, survivors::Survivor)>,
     /// How many times that was looked for.
@@ -785,6 +806,9 @@ impl Report {
         }
         if let Some(calls) = &self.http_calls {
             http_call::print(out, calls)?;
+        }
+        if let Some(calls) = &self.oauth_calls {
+            oauth_call::print(out, calls)?;
         }
         if let Some(logins) = &self.oauth_logins {
             oauth_login::print(out, logins)?;

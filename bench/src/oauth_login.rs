@@ -38,13 +38,15 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-async fn status(connection: &mut crate::raw::RawConnection) -> anyhow::Result<corral_protocol::McpServerStatus> {
+pub(crate) async fn status(
+    connection: &mut crate::raw::RawConnection,
+) -> anyhow::Result<corral_protocol::McpServerStatus> {
     let text = call(connection, "mcpServer/get", Some(&format!("{{\"name\":\"{SERVER}\"}}"))).await?;
     let got: McpServerGetResult = serde_json::from_str(&text).with_context(|| format!("parsing {text}"))?;
     Ok(got.server)
 }
 
-async fn wait_for(
+pub(crate) async fn wait_for(
     connection: &mut crate::raw::RawConnection,
     what: &str,
     accept: impl Fn(&corral_protocol::McpServerStatus) -> bool,
@@ -66,11 +68,12 @@ async fn wait_for(
     }
 }
 
-/// The whole phase: `rounds` logins on one daemon.
-pub(crate) async fn measure(corrald: &Path, peers: &Peers, rounds: usize) -> anyhow::Result<Logins> {
+/// The TS SDK's example server with `--oauth` on loopback, listening (its MCP and authorization
+/// ports); killed on drop.
+pub(crate) async fn start_sdk_oauth_server(peers: &Peers) -> anyhow::Result<(tokio::process::Child, u16)> {
     let dir = peers.dir();
     let (mcp_port, auth_port) = (free_port()?, free_port()?);
-    let mut server = tokio::process::Command::new("node")
+    let server = tokio::process::Command::new("node")
         .arg("--require")
         .arg(peers.loopback_preload())
         .arg(dir.join("node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js"))
@@ -93,7 +96,21 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, rounds: usize) -> any
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let opener = serde_json::to_string(&[peers.python(), &dir.join("follow_url.py")])?;
+    Ok((server, mcp_port))
+}
+
+/// `oauth_opener = [...]`: `follow_url.py`, the "browser" that follows the redirects.
+pub(crate) fn follow_url_opener(peers: &Peers) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(&[
+        peers.python(),
+        &peers.dir().join("follow_url.py"),
+    ])?)
+}
+
+/// The whole phase: `rounds` logins on one daemon.
+pub(crate) async fn measure(corrald: &Path, peers: &Peers, rounds: usize) -> anyhow::Result<Logins> {
+    let (mut server, mcp_port) = start_sdk_oauth_server(peers).await?;
+    let opener = follow_url_opener(peers)?;
     let config = format!(
         "credentials_store = \"file\"\noauth_opener = {opener}\n[servers.{SERVER}]\nurl = \"http://localhost:{mcp_port}/mcp\"\n"
     );

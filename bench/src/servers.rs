@@ -48,7 +48,17 @@ pub(crate) struct ServedDaemon {
 impl ServedDaemon {
     /// Spawn corrald with `config`, connect, and check that it took the config's `expected` servers.
     pub(crate) async fn start(corrald: &Path, config: &str, expected: usize) -> anyhow::Result<Self> {
-        let mut daemon = DaemonProcess::spawn_with_config(corrald, config)?;
+        Self::start_with_env(corrald, config, expected, &[]).await
+    }
+
+    /// [`Self::start`] with `env` set in the daemon's environment.
+    pub(crate) async fn start_with_env(
+        corrald: &Path,
+        config: &str,
+        expected: usize,
+        env: &[(&str, std::ffi::OsString)],
+    ) -> anyhow::Result<Self> {
+        let mut daemon = DaemonProcess::spawn_with_config_and_env(corrald, config, env)?;
         daemon
             .wait_until_accepting(Duration::from_millis(1), DAEMON_TIMEOUT)
             .await?;

@@ -216,6 +216,9 @@ pub async fn start_login(
     if let Some(resource) = &http.oauth_resource {
         authorization_url = with_query_param(&authorization_url, "resource", resource);
     }
+    // Before anyone sees it: the endpoint comes from the server's metadata, and an opener (a
+    // browser, a desktop's URL handler) would act on any scheme it is given.
+    check_authorization_url(&authorization_url)?;
     let expected_state = query_param(&authorization_url, "state")
         .ok_or_else(|| anyhow::anyhow!("the authorization URL has no state parameter"))?;
     tracing::info!(server = %name, redirect_uri = %callback.redirect_uri, "OAuth login started");
@@ -223,7 +226,7 @@ pub async fn start_login(
 
     let (outcome_tx, outcome) = oneshot::channel();
     tokio::spawn(async move {
-        let result = wait_for_callback(&name, oauth, callback, &expected_state, shutdown).await;
+        let result = wait_for_callback(&name, oauth, &store, callback, &expected_state, shutdown).await;
         match &result {
             Ok(()) => tracing::info!(server = %name, "OAuth login completed"),
             Err(error) => tracing::warn!(server = %name, "OAuth login failed: {error}"),
@@ -236,6 +239,43 @@ pub async fn start_login(
     })
 }
 
+/// The authorization URL a server's metadata led to is not one Corral opens: the API answers
+/// `protocolError`. The message names the scheme or host, never the whole URL (it may carry
+/// secrets in its query).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UnsafeAuthorizationUrl(String);
+
+/// Accept only `https` URLs with a host, and `http` to a loopback host (`localhost`, 127.0.0.0/8,
+/// `::1`: a local authorization server). Anything else (`file:`, `javascript:`, `smb:`, a
+/// registered app's scheme, plain http across the network) is refused before an opener sees it.
+pub fn check_authorization_url(url: &str) -> Result<(), UnsafeAuthorizationUrl> {
+    let refuse = |why: String| {
+        Err(UnsafeAuthorizationUrl(format!(
+            "the authorization server's authorization_endpoint {why}; Corral only opens https URLs (or http to a loopback host)"
+        )))
+    };
+    let Ok(parsed) = url::Url::parse(url) else {
+        return refuse("is not a valid URL".to_owned());
+    };
+    let host = parsed.host();
+    match (parsed.scheme(), host) {
+        ("https", Some(_)) => Ok(()),
+        ("http", Some(host)) if is_loopback_host(&host) => Ok(()),
+        ("http", Some(host)) => refuse(format!("uses plain http to `{host}`, which is not a loopback host")),
+        (scheme @ ("http" | "https"), None) => refuse(format!("is an {scheme} URL without a host")),
+        (scheme, _) => refuse(format!("has scheme `{scheme}`")),
+    }
+}
+
+fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(domain) => domain.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(address) => address.is_loopback(),
+        url::Host::Ipv6(address) => address.is_loopback(),
+    }
+}
+
 /// One request to the callback listener, answered by the login task.
 struct CallbackHit {
     query: HashMap<String, String>,
@@ -245,6 +285,7 @@ struct CallbackHit {
 async fn wait_for_callback(
     name: &str,
     mut oauth: OAuthState,
+    store: &ServerCredentialStore,
     callback: CallbackListener,
     expected_state: &str,
     shutdown: CancellationToken,
@@ -301,7 +342,7 @@ async fn wait_for_callback(
             return Err(message);
         };
         let issuer = hit.query.get("iss").map(String::as_str);
-        return match oauth.handle_callback_with_issuer(code, expected_state, issuer).await {
+        return match exchange_code(&mut oauth, store, code, expected_state, issuer).await {
             Ok(()) => {
                 let _ = hit.reply.send((
                     StatusCode::OK,
@@ -321,6 +362,20 @@ async fn wait_for_callback(
             }
         };
     }
+}
+
+/// Exchange the authorization code for tokens; rmcp stores them through `store`. Under the
+/// server's refresh guard, as a refresh is (load → exchange → save): a refresh in flight saves
+/// first and the new grant after it, never the other way round.
+async fn exchange_code(
+    oauth: &mut OAuthState,
+    store: &ServerCredentialStore,
+    code: &str,
+    state: &str,
+    issuer: Option<&str>,
+) -> Result<(), rmcp::transport::auth::AuthError> {
+    let _guard = store.lock_for_update().await;
+    oauth.handle_callback_with_issuer(code, state, issuer).await
 }
 
 /// A small HTML page; `text` is escaped.
@@ -436,14 +491,18 @@ fn query_param(url: &str, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// Hand the URL to the opener (the configured command, else the system browser). Failing to
-/// open is not fatal: the URL was returned to the caller too.
+/// Hand the URL (checked by [`check_authorization_url`]) to the opener: the configured command
+/// (the URL as its last argument, no shell), else the system browser. Failing to open is not
+/// fatal: the URL was returned to the caller too.
 fn open_url(opener: Option<&[String]>, url: &str, server: &str) {
-    let argv: Vec<String> = match opener {
-        Some(argv) => argv.iter().cloned().chain(std::iter::once(url.to_owned())).collect(),
-        None => default_opener(url),
+    let opened = match opener {
+        Some(argv) => {
+            let argv: Vec<String> = argv.iter().cloned().chain(std::iter::once(url.to_owned())).collect();
+            crate::stdio::spawn_opener(&argv)
+        }
+        None => open_in_system_browser(url, server),
     };
-    if let Err(error) = crate::stdio::spawn_opener(&argv) {
+    if let Err(error) = opened {
         tracing::warn!(
             server,
             "cannot open the authorization URL (it was returned to the caller): {error:#}"
@@ -452,25 +511,30 @@ fn open_url(opener: Option<&[String]>, url: &str, server: &str) {
 }
 
 #[cfg(target_os = "macos")]
-fn default_opener(url: &str) -> Vec<String> {
-    vec!["open".to_owned(), url.to_owned()]
+fn open_in_system_browser(url: &str, _server: &str) -> anyhow::Result<()> {
+    crate::stdio::spawn_opener(&["open".to_owned(), url.to_owned()])
 }
 
+/// Windows: no shell (`cmd /C start "" URL` read `&` and `|` in the URL as command separators);
+/// the shell's URL handler through `ShellExecuteW`, which may block (DDE), so on a blocking thread.
 #[cfg(windows)]
-fn default_opener(url: &str) -> Vec<String> {
-    // `start` is a cmd built-in; the empty title keeps a quoted URL from being taken as one.
-    vec![
-        "cmd".to_owned(),
-        "/C".to_owned(),
-        "start".to_owned(),
-        String::new(),
-        url.to_owned(),
-    ]
+fn open_in_system_browser(url: &str, server: &str) -> anyhow::Result<()> {
+    let url = url.to_owned();
+    let server = server.to_owned();
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = crate::stdio::shell_open_url(&url) {
+            tracing::warn!(
+                server,
+                "cannot open the authorization URL (it was returned to the caller): {error:#}"
+            );
+        }
+    });
+    Ok(())
 }
 
 #[cfg(not(any(target_os = "macos", windows)))]
-fn default_opener(url: &str) -> Vec<String> {
-    vec!["xdg-open".to_owned(), url.to_owned()]
+fn open_in_system_browser(url: &str, _server: &str) -> anyhow::Result<()> {
+    crate::stdio::spawn_opener(&["xdg-open".to_owned(), url.to_owned()])
 }
 
 /// The OAuth-managed HTTP client for a server with stored credentials, or `None` when it has
@@ -588,6 +652,206 @@ mod tests {
         );
         assert_eq!(query_param(&replaced, "state").as_deref(), Some("s"));
         assert_eq!(replaced.matches("resource=").count(), 1, "{replaced}");
+    }
+
+    #[test]
+    fn only_https_and_loopback_http_authorization_urls_are_opened() {
+        for url in [
+            "https://auth.example.com/authorize?state=s",
+            "http://127.0.0.1:8080/authorize",
+            "http://127.9.9.9/authorize",
+            "http://localhost:1/authorize",
+            "http://LOCALHOST/authorize",
+            "http://[::1]:8080/authorize",
+        ] {
+            assert!(check_authorization_url(url).is_ok(), "{url}");
+        }
+        for (url, named) in [
+            ("file:///etc/passwd?state=s", "`file`"),
+            ("javascript:alert(1)//?state=s", "`javascript`"),
+            ("smb://attacker.example/share", "`smb`"),
+            ("ms-settings:privacy", "`ms-settings`"),
+            ("HTTP://auth.example.com/authorize", "`auth.example.com`"),
+            ("http://localhost.evil.example/authorize", "`localhost.evil.example`"),
+            ("http://10.0.0.1/authorize", "`10.0.0.1`"),
+            ("not a url", "not a valid URL"),
+        ] {
+            let error = check_authorization_url(url).expect_err(url).to_string();
+            assert!(error.contains(named), "{url}: {error}");
+            assert!(!error.contains(url), "{url}: the URL is not quoted: {error}");
+        }
+    }
+
+    /// A token endpoint on loopback: answers a code exchange at once with the login's tokens;
+    /// holds a refresh (reporting it on `refresh_arrived`) until `release_refresh` fires, then
+    /// answers with the refreshed old grant.
+    async fn token_endpoint(refresh_arrived: oneshot::Sender<()>, release_refresh: oneshot::Receiver<()>) -> String {
+        use http_body_util::BodyExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let hold = Arc::new(tokio::sync::Mutex::new((Some(refresh_arrived), Some(release_refresh))));
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let hold = hold.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let hold = hold.clone();
+                        async move {
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|body| body.to_bytes())
+                                .unwrap_or_default();
+                            let form: HashMap<String, String> =
+                                url::form_urlencoded::parse(&body).into_owned().collect();
+                            let tokens = if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+                                let (arrived, release) = {
+                                    let mut hold = hold.lock().await;
+                                    (hold.0.take(), hold.1.take())
+                                };
+                                if let Some(arrived) = arrived {
+                                    let _ = arrived.send(());
+                                }
+                                if let Some(release) = release {
+                                    let _ = release.await;
+                                }
+                                ("refreshed-old-access", "refreshed-old-refresh")
+                            } else {
+                                ("login-access", "login-refresh")
+                            };
+                            let json = serde_json::json!({
+                                "access_token": tokens.0,
+                                "refresh_token": tokens.1,
+                                "token_type": "Bearer",
+                                "expires_in": 3600,
+                            });
+                            let mut response = Response::new(Full::new(Bytes::from(json.to_string())));
+                            response.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static("application/json"),
+                            );
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        format!("http://{address}")
+    }
+
+    async fn manager_for(base: &str, store: &ServerCredentialStore) -> AuthorizationManager {
+        let mut manager = AuthorizationManager::new(format!("{base}/mcp")).await.expect("manager");
+        let mut metadata = rmcp::transport::auth::AuthorizationMetadata::default();
+        metadata.authorization_endpoint = format!("{base}/authorize");
+        metadata.token_endpoint = format!("{base}/token");
+        manager.set_metadata(metadata);
+        manager.set_credential_store(store.clone());
+        manager
+    }
+
+    /// A refresh in flight when a login's code exchange completes must not overwrite the new
+    /// grant: the exchange and its save wait for the refresh's guard. Deterministic: the refresh
+    /// is held at the token endpoint, and it is released only once the login has either stored
+    /// its grant (the bug) or is waiting for the guard (the fix).
+    #[tokio::test]
+    async fn a_refresh_in_flight_does_not_overwrite_a_new_login() {
+        const WAIT: Duration = Duration::from_secs(20);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = crate::credentials::FileBackend::new(dir.path().join("credentials.json"));
+        let status = corral_protocol::messages::CredentialsStoreStatus::new(
+            "file",
+            corral_protocol::messages::CredentialsBackend::File,
+            "test",
+        );
+        let credentials = Credentials::from_backend(crate::credentials::Backend::File(backend), status);
+        let (refresh_arrived_tx, refresh_arrived) = oneshot::channel();
+        let (release_refresh, release_refresh_rx) = oneshot::channel();
+        let base = token_endpoint(refresh_arrived_tx, release_refresh_rx).await;
+        let store = credentials.for_server("s", &format!("{base}/mcp"));
+        let old: rmcp::transport::auth::StoredCredentials = serde_json::from_value(serde_json::json!({
+            "client_id": "corral-test-client",
+            "token_response": {
+                "access_token": "old-access", "refresh_token": "old-refresh",
+                "token_type": "Bearer", "expires_in": 3600,
+            },
+            "granted_scopes": [],
+            "token_received_at": crate::credentials::now_epoch_secs(),
+        }))
+        .expect("credentials");
+        rmcp::transport::auth::CredentialStore::save(&store, old)
+            .await
+            .expect("save");
+
+        // The server's run refreshes; the token endpoint holds the answer.
+        let mut running = manager_for(&base, &store).await;
+        running
+            .configure_client(OAuthClientConfig::new(
+                "corral-test-client",
+                "http://127.0.0.1/callback",
+            ))
+            .expect("client");
+        let refresh = tokio::spawn(async move { running.refresh_token().await.map(|_| ()) });
+        tokio::time::timeout(WAIT, refresh_arrived)
+            .await
+            .expect("the refresh reached the token endpoint")
+            .expect("sender kept");
+
+        // Meanwhile a login completes its redirect.
+        let session = rmcp::transport::auth::AuthorizationSession::new(
+            manager_for(&base, &store).await,
+            AuthorizationRequest::new("http://127.0.0.1/callback")
+                .with_preregistered_client("corral-test-client")
+                .with_scopes(["read"]),
+        )
+        .await
+        .map_err(|(_, error)| error)
+        .expect("session");
+        let state = query_param(session.get_authorization_url(), "state").expect("state");
+        let login_store = store.clone();
+        let mut login = tokio::spawn(async move {
+            let mut oauth = OAuthState::Session(session);
+            exchange_code(&mut oauth, &login_store, "the-code", &state, None).await
+        });
+        // Release the refresh once the login stored its grant or waits for the guard.
+        let login_done = tokio::time::timeout(WAIT, async {
+            loop {
+                tokio::select! {
+                    joined = &mut login => return Some(joined),
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {
+                        if credentials.guard_waiters() > 0 {
+                            return None;
+                        }
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the login neither finished nor waited for the guard");
+        let _ = release_refresh.send(());
+        tokio::time::timeout(WAIT, refresh)
+            .await
+            .expect("the refresh ends")
+            .expect("refresh task")
+            .expect("the refresh succeeds");
+        let login_result = match login_done {
+            Some(joined) => joined,
+            None => tokio::time::timeout(WAIT, login).await.expect("the login ends"),
+        };
+        login_result.expect("login task").expect("the code exchange succeeds");
+
+        let stored = store.load_record().await.expect("load").expect("stored");
+        let access = serde_json::to_value(&stored.credentials.token_response).expect("json")["access_token"].clone();
+        assert_eq!(
+            access, "login-access",
+            "the refreshed old grant overwrote the new login"
+        );
     }
 
     #[test]

@@ -433,6 +433,50 @@ pub fn spawn_opener(argv: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Windows: open an `http(s)` URL (already checked by `oauth::check_authorization_url`) in the
+/// user's browser with `ShellExecuteW`, the shell's own URL dispatch. No command line is built or
+/// parsed: `cmd /C start "" URL` read `&` and `|` in the URL as command separators; `explorer.exe
+/// URL` splits its command line at commas for its own switches; `rundll32
+/// url.dll,FileProtocolHandler URL` hands on the raw tail of its command line and opens whatever it
+/// names (files and programs too). Blocks (the handler may use DDE): call it on a blocking thread.
+#[cfg(windows)]
+pub fn shell_open_url(url: &str) -> anyhow::Result<()> {
+    use std::os::windows::ffi::OsStrExt as _;
+    use windows_sys::Win32::UI::Shell::ShellExecuteW;
+    use windows_sys::Win32::UI::WindowsAndMessaging::SW_SHOWNORMAL;
+
+    if url.contains('\0') {
+        anyhow::bail!("the URL contains a NUL character");
+    }
+    let wide = |text: &str| -> Vec<u16> {
+        std::ffi::OsStr::new(text)
+            .encode_wide()
+            .chain(std::iter::once(0))
+            .collect()
+    };
+    let operation = wide("open");
+    let file = wide(url);
+    // SAFETY: `operation` and `file` are NUL-terminated UTF-16 strings that outlive the call; a
+    // null window, parameters and directory are allowed by the API.
+    let result = unsafe {
+        ShellExecuteW(
+            std::ptr::null_mut(),
+            operation.as_ptr(),
+            file.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            SW_SHOWNORMAL,
+        )
+    };
+    // Documented: a value greater than 32 means success, anything else is an error code.
+    let code = result as isize;
+    if code > 32 {
+        Ok(())
+    } else {
+        anyhow::bail!("ShellExecuteW could not open the URL (error {code})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1717,6 +1717,19 @@ pub fn oauth_mock_as(port: u16, log: &Path, control_dir: &Path, lifetime_secs: u
     HttpPeer::spawn(command, port, log.with_extension("stderr"))
 }
 
+/// `tests/peers/as_metadata.py` on 127.0.0.1:`port`: an authorization server that only publishes
+/// metadata, whose `authorization_endpoint` is the content of `endpoint_file` (read per request).
+pub fn as_metadata(port: u16, endpoint_file: &Path) -> HttpPeer {
+    let mut command = Command::new(fixture_python());
+    command
+        .arg(peers_dir().join("as_metadata.py"))
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--endpoint-file")
+        .arg(endpoint_file);
+    HttpPeer::spawn(command, port, endpoint_file.with_extension("stderr"))
+}
+
 /// `tests/peers/protected_rs.py` on 127.0.0.1:`port`: an MCP server accepting JWTs of the
 /// authorization server at `issuer`; one JSON line per authenticated request in `record`.
 pub fn protected_rs(port: u16, issuer: &str, record: &Path) -> HttpPeer {

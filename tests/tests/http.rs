@@ -5,7 +5,8 @@
 //! and fails on request.
 //!
 //! What is checked: tools through corrald; headers, env headers and the
-//! bearer token on the wire and never in corrald's log; `initialize` retried
+//! bearer token on the wire and never in corrald's log (nor a key in the
+//! URL's query, even at `CORRAL_LOG=trace`); `initialize` retried
 //! after 503 and while nothing listens yet, `tools/call` never replayed;
 //! an expired session (404) recovered once and only once; a server that
 //! dies after `ready` reconnected; the failure reason of each kind of
@@ -50,7 +51,7 @@ fn url_entry(name: &str, port: u16) -> String {
     format!("\n[servers.{name}]\nurl = {}\n", toml_string(&loopback_mcp_url(port)))
 }
 
-/// Fail if `secret` appears anywhere in the daemon's log.
+/// Fail if `secret` appears anywhere in the daemon's log; the lines are shown with it masked.
 fn assert_not_logged(daemon: &TestDaemon, secret: &str) {
     let log = daemon.stderr();
     assert!(!log.is_empty(), "the daemon's log is empty: nothing was checked");
@@ -59,6 +60,7 @@ fn assert_not_logged(daemon: &TestDaemon, secret: &str) {
         "a secret value appears in corrald's log:\n{}",
         log.lines()
             .filter(|line| line.contains(secret))
+            .map(|line| line.replace(secret, "<secret>"))
             .collect::<Vec<_>>()
             .join("\n")
     );
@@ -151,6 +153,8 @@ async fn headers_env_headers_and_the_bearer_token_reach_the_server_and_never_the
     const TOKEN: &str = "corral-test-bearer-9f3a61c2";
     const ENV_HEADER_VALUE: &str = "corral-test-env-header-4b7d";
     const WRONG_TOKEN: &str = "corral-test-wrong-token-77e0";
+    // Some providers put an API key in the server's URL.
+    const QUERY_TOKEN: &str = "corral-test-query-token-5e21";
     let scratch = scratch_dir();
     let record = scratch.path().join("requests.jsonl");
     let port = free_loopback_port();
@@ -165,8 +169,22 @@ async fn headers_env_headers_and_the_bearer_token_reach_the_server_and_never_the
         ],
     );
     let url = toml_string(&loopback_mcp_url(port));
+    let query_url = toml_string(&format!("{}?api_key={QUERY_TOKEN}", loopback_mcp_url(port)));
+    // Nothing listens there: the transport's errors quote the URL.
+    let unreachable_query_url = toml_string(&format!(
+        "{}?api_key={QUERY_TOKEN}",
+        loopback_mcp_url(free_loopback_port())
+    ));
     let config = format!(
         r#"
+[servers.query-token]
+url = {query_url}
+bearer_token_env_var = "CORRAL_TEST_TOKEN"
+
+[servers.query-token-unreachable]
+url = {unreachable_query_url}
+startup_timeout_sec = 2
+
 [servers.good]
 url = {url}
 bearer_token_env_var = "CORRAL_TEST_TOKEN"
@@ -200,6 +218,8 @@ bearer_token_env_var = "CORRAL_TEST_BINARY_TOKEN"
             "CORRAL_TEST_BINARY_TOKEN",
             OsString::from_vec(b"corral-\xff-token".to_vec()),
         )
+        // The most a user can ask for: not even trace may log a secret.
+        .env("CORRAL_LOG", "trace")
         .start();
     let recorder = StatusRecorder::start(&daemon).await;
     let client = recorder.client();
@@ -208,6 +228,20 @@ bearer_token_env_var = "CORRAL_TEST_BINARY_TOKEN"
         .await;
     let result = call_echo(client, "good", "with headers").await.expect("tools/call");
     assert_eq!(first_text(&result), "echo: with headers");
+    recorder
+        .expect_steps("query-token", &[(Starting, None), (Ready, None)], SERVER_WAIT)
+        .await;
+    let result = call_echo(client, "query-token", "key in the URL")
+        .await
+        .expect("tools/call");
+    assert_eq!(first_text(&result), "echo: key in the URL");
+    recorder
+        .expect_steps(
+            "query-token-unreachable",
+            &[(Starting, None), (Failed, Some(FailureReason::Unreachable))],
+            SERVER_WAIT,
+        )
+        .await;
 
     // Every request of `good` (told apart by its X-Static header) carried all three, and not the unset one.
     let requests = recorded_requests(&record);
@@ -276,7 +310,7 @@ bearer_token_env_var = "CORRAL_TEST_BINARY_TOKEN"
             && line.contains("WARN")),
         "no warning about the skipped header:\n{log}"
     );
-    for secret in [TOKEN, ENV_HEADER_VALUE, WRONG_TOKEN] {
+    for secret in [TOKEN, ENV_HEADER_VALUE, WRONG_TOKEN, QUERY_TOKEN] {
         assert_not_logged(&daemon, secret);
     }
 }

@@ -5,7 +5,9 @@
 //! What is checked: first-time login reason, the login itself (URL, callback, stored
 //! credentials, automatic restart to `ready`), `authStatus` before and after, logout, a callback
 //! with a foreign `state` refused while the login goes on, the provider's `error_description`
-//! reaching the completion notification, and no token in corrald's log.
+//! reaching the completion notification, no token or authorization code in corrald's log even at
+//! `CORRAL_LOG=trace`, and an `authorization_endpoint` that is not https (or http to a loopback
+//! host) refused before any opener runs.
 
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
@@ -13,8 +15,9 @@ use std::time::Duration;
 use corral_client::Client;
 use corral_client::protocol::{AuthStatus, FailureReason, ServerStatus};
 use corral_tests::{
-    SERVER_WAIT, SecretService, TestDaemon, WAIT, corral_command, follow_url_opener, free_loopback_port, get_server,
-    run_command, scratch_dir, sdk_oauth_server, toml_string, wait_for_status,
+    SERVER_WAIT, SecretService, TestDaemon, WAIT, as_metadata, corral_command, follow_url_opener, free_loopback_port,
+    get_server, protected_rs, run_command, scratch_dir, sdk_oauth_server, toml_string, toml_string_array,
+    wait_for_status,
 };
 use serde_json::Value;
 
@@ -57,9 +60,13 @@ async fn corral_login_registers_authorizes_stores_and_the_server_comes_up() {
     let (mcp_port, auth_port) = (free_loopback_port(), free_loopback_port());
     let _server = sdk_oauth_server(mcp_port, auth_port, scratch.path());
     let browser_log = scratch.path().join("browser.log");
+    let code_file = scratch.path().join("authorization-code");
     let daemon = TestDaemon::builder()
         .config(&demo_config(mcp_port, &follow_url_opener()))
         .env("FOLLOW_URL_LOG", &browser_log)
+        .env("FOLLOW_URL_CODE_FILE", &code_file)
+        // The most a user can ask for: not even trace may log a code or a token.
+        .env("CORRAL_LOG", "trace")
         .start();
     let client = daemon.connect_client().await;
 
@@ -134,6 +141,11 @@ async fn corral_login_registers_authorizes_stores_and_the_server_comes_up() {
         .as_str()
         .expect("an access token");
     assert_not_logged(&daemon, "the access token", access_token);
+    if let Some(refresh_token) = record["credentials"]["token_response"]["refresh_token"].as_str() {
+        assert_not_logged(&daemon, "the refresh token", refresh_token);
+    }
+    let code = std::fs::read_to_string(&code_file).expect("the browser carried a code to the callback");
+    assert_not_logged(&daemon, "the authorization code", &code);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -359,4 +371,67 @@ async fn a_configured_callback_url_is_the_redirect_uri_and_its_port_is_listened_
     let done = completion.await.expect("watcher");
     assert!(done.success, "{:?}", done.error);
     wait_for_status(&client, "demo", ServerStatus::Ready, SERVER_WAIT).await;
+}
+
+#[tokio::test]
+async fn an_authorization_endpoint_that_is_not_https_or_loopback_http_is_never_opened() {
+    let scratch = scratch_dir();
+    let (rs_port, as_port) = (free_loopback_port(), free_loopback_port());
+    let endpoint_file = scratch.path().join("authorization_endpoint");
+    std::fs::write(&endpoint_file, "http://127.0.0.1:9/authorize").expect("endpoint file");
+    let _auth = as_metadata(as_port, &endpoint_file);
+    let _resource = protected_rs(
+        rs_port,
+        &format!("http://127.0.0.1:{as_port}"),
+        &scratch.path().join("rs.log"),
+    );
+    // The opener leaves a mark when it runs; it must never run for these endpoints.
+    let marker = scratch.path().join("opener-ran");
+    let opener = toml_string_array(&[
+        "sh".to_owned(),
+        "-c".to_owned(),
+        format!("echo ran > '{}'", marker.display()),
+        "opener".to_owned(),
+    ]);
+    let config = format!(
+        "credentials_store = \"file\"\noauth_opener = {opener}\n[servers.rs]\nurl = {}\n\
+         oauth_client_id = \"corral-test-client\"\nstartup_timeout_sec = 20\n",
+        toml_string(&format!("http://127.0.0.1:{rs_port}/mcp"))
+    );
+    let daemon = TestDaemon::start_with_config(&config);
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "rs", ServerStatus::Failed, SERVER_WAIT).await;
+
+    for (endpoint, named) in [
+        ("file:///etc/passwd", "`file`"),
+        ("javascript:alert(document.cookie)//", "`javascript`"),
+        ("smb://attacker.example/share/authorize", "`smb`"),
+        ("ms-settings:privacy", "`ms-settings`"),
+        ("http://auth.example.com/authorize", "`auth.example.com`"),
+    ] {
+        std::fs::write(&endpoint_file, endpoint).expect("endpoint file");
+        let error = client
+            .mcp_server_oauth_login("rs", None)
+            .await
+            .expect_err(&format!("a login to {endpoint} is refused"));
+        let corral_client::ClientError::Rpc {
+            code, message, data, ..
+        } = &error
+        else {
+            panic!("{endpoint}: not an RPC error: {error}");
+        };
+        assert_eq!(*code, -32012, "{endpoint}: {message}");
+        assert_eq!(
+            data.as_ref().map(|data| &data["failureReason"]),
+            Some(&serde_json::json!("protocolError")),
+            "{endpoint}: {data:?}"
+        );
+        assert!(message.contains(named), "{endpoint}: {message}");
+        assert!(!message.contains(endpoint), "the whole URL is not quoted: {message}");
+        assert!(!marker.exists(), "the opener ran for {endpoint}");
+    }
+    assert!(
+        !credentials_file(&daemon).exists(),
+        "nothing stored after a refused login"
+    );
 }

@@ -7,7 +7,8 @@
 //! then carries the new token; the rotated refresh token is what is stored afterwards; two
 //! concurrent calls needing a refresh cause one refresh request; a rejected refresh ends in
 //! `failed` + `reauthenticationRequired` with the credentials kept; `authStatus` for every class
-//! of stored credentials; a corrupt credentials file is an error naming it; no token in the log.
+//! of stored credentials; a corrupt credentials file is an error naming it; no token in the log,
+//! even at `CORRAL_LOG=trace`.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,6 +140,11 @@ async fn login(daemon: &TestDaemon) -> Client {
     client
 }
 
+/// A daemon logging all it can (`CORRAL_LOG=trace`): no token may appear even then.
+fn start_daemon(config: &str) -> TestDaemon {
+    TestDaemon::builder().config(config).env("CORRAL_LOG", "trace").start()
+}
+
 fn assert_tokens_not_logged(daemon: &TestDaemon) {
     let (_, record) = stored_record(daemon);
     let log = daemon.stderr();
@@ -161,7 +167,7 @@ async fn echo(client: &Client, message: &str) -> Value {
 #[tokio::test]
 async fn an_expired_stored_token_is_refreshed_once_before_initialize_and_the_rotated_token_is_stored() {
     let peers = Peers::start();
-    let daemon = TestDaemon::start_with_config(&peers.config(""));
+    let daemon = start_daemon(&peers.config(""));
     let client = login(&daemon).await;
     let grants: Vec<Value> = peers.token_requests();
     assert_eq!(grants.len(), 1, "{grants:?}");
@@ -209,7 +215,7 @@ async fn an_expired_stored_token_is_refreshed_once_before_initialize_and_the_rot
 #[tokio::test]
 async fn two_concurrent_calls_needing_a_refresh_cause_one_refresh_request() {
     let peers = Peers::start();
-    let daemon = TestDaemon::start_with_config(&peers.config(""));
+    let daemon = start_daemon(&peers.config(""));
     let client = login(&daemon).await;
     assert_eq!(peers.token_requests().len(), 1);
 
@@ -236,7 +242,7 @@ async fn two_concurrent_calls_needing_a_refresh_cause_one_refresh_request() {
 #[tokio::test]
 async fn a_rejected_refresh_fails_with_reauthentication_required_and_keeps_the_credentials() {
     let peers = Peers::start();
-    let daemon = TestDaemon::start_with_config(&peers.config(""));
+    let daemon = start_daemon(&peers.config(""));
     let client = login(&daemon).await;
     client.mcp_server_stop("rs").await.expect("stop");
     expire_stored_token(&daemon);
@@ -377,7 +383,7 @@ async fn auth_status_for_every_class_of_stored_credentials_and_a_corrupt_file() 
 #[tokio::test]
 async fn a_refresh_rejected_while_running_fails_the_server_with_reauthentication_required() {
     let peers = Peers::start();
-    let daemon = TestDaemon::start_with_config(&peers.config(""));
+    let daemon = start_daemon(&peers.config(""));
     let client = login(&daemon).await;
     expire_stored_token(&daemon);
     std::fs::write(peers.control.join("reject-refresh"), "").expect("control file");

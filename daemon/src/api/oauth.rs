@@ -152,6 +152,14 @@ pub(crate) async fn start_login(
         .await
         .map_err(|error| {
             context.logins.end(&name, login_id);
+            if let Some(unsafe_url) = error.downcast_ref::<oauth::UnsafeAuthorizationUrl>() {
+                // The server's metadata broke the protocol's rules: said as a failure reason.
+                return ErrorObjectOwned::owned(
+                    ErrorCode::ServerError.code(),
+                    format!("OAuth login for `{name}` failed: {unsafe_url}"),
+                    Some(serde_json::json!({ "failureReason": FailureReason::ProtocolError })),
+                );
+            }
             login_error(&name, format_args!("{error:#}"))
         })?;
     let authorization_url = pending.authorization_url.clone();

@@ -55,6 +55,14 @@ impl EncryptedFileBackend {
         &self.path
     }
 
+    /// The key file, when the key is in one (its changes matter to what the file decrypts to).
+    pub(crate) fn key_file(&self) -> Option<&Path> {
+        match &self.key_source {
+            KeySource::Keyring(_) => None,
+            KeySource::File(path) => Some(path),
+        }
+    }
+
     /// Where the key is, for status and messages.
     pub fn key_location(&self) -> String {
         match &self.key_source {

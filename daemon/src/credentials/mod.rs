@@ -15,7 +15,14 @@
 //! - no error or log line contains a token: parse errors report a position and a category only;
 //! - one refresh per server at a time: [`ServerCredentialStore`] hands rmcp a per-key guard that
 //!   every manager of that server shares, and the rotated refresh token is on disk (file: temp
-//!   file, fsync, rename) before rmcp returns the new access token.
+//!   file, fsync, rename) before rmcp returns the new access token. A login's code exchange takes
+//!   the same guard ([`ServerCredentialStore::lock_for_update`]), so a refresh in flight cannot
+//!   overwrite the new grant with the refreshed old one;
+//! - the backend is read at start, after a write, and when another process may have changed it
+//!   (the file's or key file's `stat` changed), never per request: corrald is the store's only
+//!   writer, so [`Credentials`] keeps a write-through cache of what it read ([`RecordCache`]).
+//!   Every HTTP request of an OAuth server reads its token through rmcp's `load`, and a backend
+//!   read is a D-Bus round trip (keyring) or a key fetch and a decryption (encrypted file).
 
 mod encrypted;
 mod file;
@@ -23,6 +30,7 @@ mod keyring;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -192,6 +200,30 @@ impl Backend {
         }
     }
 
+    /// What the backing files look like now, to tell whether what was read is still current;
+    /// `None` when that cannot be told (then nothing is cached). The keyring is written by corrald
+    /// only, so it has no stamp to change.
+    fn stamp(&self) -> Option<Stamp> {
+        match self {
+            Backend::Keyring(_) => Some((FileState::NotAFile, FileState::NotAFile)),
+            Backend::File(file) => Some((FileState::of(file.path())?, FileState::NotAFile)),
+            Backend::EncryptedFile(file) => {
+                let key = match file.key_file() {
+                    Some(path) => FileState::of(path)?,
+                    None => FileState::NotAFile,
+                };
+                Some((FileState::of(file.path())?, key))
+            }
+            Backend::Unavailable(_) => None,
+        }
+    }
+
+    /// Whether a write goes through to the cache as is (the keyring) rather than clearing it (a
+    /// file, rewritten whole, whose new stamp is taken by the next read).
+    fn writes_through(&self) -> bool {
+        matches!(self, Backend::Keyring(_))
+    }
+
     /// Where records are, for error messages.
     fn describe(&self) -> String {
         match self {
@@ -203,7 +235,68 @@ impl Backend {
     }
 }
 
-/// The daemon's credential store: one backend, and the refresh guards of every server.
+/// A backing file as `stat` sees it: any write (ours renames a new file in: a new inode; an
+/// editor's in place: a new mtime and ctime) changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    /// The backend has no such file.
+    NotAFile,
+    /// The file does not exist.
+    Missing,
+    /// The file, by identity, size and times.
+    Present {
+        len: u64,
+        modified: SystemTime,
+        device: u64,
+        inode: u64,
+        changed_secs: i64,
+        changed_nanos: i64,
+    },
+}
+
+impl FileState {
+    /// `None` when `path` cannot be looked at (then the backend's own read says why).
+    fn of(path: &Path) -> Option<Self> {
+        match std::fs::metadata(path) {
+            Ok(metadata) => {
+                #[cfg(unix)]
+                let (device, inode, changed_secs, changed_nanos) = {
+                    use std::os::unix::fs::MetadataExt as _;
+                    (metadata.dev(), metadata.ino(), metadata.ctime(), metadata.ctime_nsec())
+                };
+                #[cfg(not(unix))]
+                let (device, inode, changed_secs, changed_nanos) = (0, 0, 0, 0);
+                Some(Self::Present {
+                    len: metadata.len(),
+                    modified: metadata.modified().ok()?,
+                    device,
+                    inode,
+                    changed_secs,
+                    changed_nanos,
+                })
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some(Self::Missing),
+            Err(_) => None,
+        }
+    }
+}
+
+/// The credentials file (or the encrypted file) and its key file.
+type Stamp = (FileState, FileState);
+
+/// What the backend held, by record key, as of `stamp`. Records only enter it from a read that
+/// no write overtook (`generation`) and that began under the current stamp.
+#[derive(Debug, Default)]
+struct RecordCache {
+    /// The backing files when `records` was read; `None`: nothing is known.
+    stamp: Option<Stamp>,
+    /// Bumped by every write: a read that began before a write must not cache what it read.
+    generation: u64,
+    /// Record text by key; `None`: the backend has no such record.
+    records: HashMap<String, Option<String>>,
+}
+
+/// The daemon's credential store: one backend, its cache, and the refresh guards of every server.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     inner: Arc<CredentialsInner>,
@@ -213,8 +306,14 @@ pub struct Credentials {
 struct CredentialsInner {
     backend: Backend,
     status: CredentialsStoreStatus,
-    /// One async mutex per record key: held by whoever refreshes that server's token.
+    /// One async mutex per record key: held by whoever refreshes that server's token, and by a
+    /// login storing a new grant.
     refresh_guards: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    cache: Mutex<RecordCache>,
+    /// Record reads that went to the backend (tests and the benchmark count them).
+    backend_reads: AtomicU64,
+    /// Tasks waiting for a server's guard in [`ServerCredentialStore::lock_for_update`].
+    guard_waiters: AtomicUsize,
 }
 
 impl Credentials {
@@ -243,8 +342,79 @@ impl Credentials {
                 backend,
                 status,
                 refresh_guards: Mutex::new(HashMap::new()),
+                cache: Mutex::new(RecordCache::default()),
+                backend_reads: AtomicU64::new(0),
+                guard_waiters: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// How many record reads went to the backend so far (the cache answers the others).
+    pub fn backend_reads(&self) -> u64 {
+        self.inner.backend_reads.load(Ordering::Relaxed)
+    }
+
+    /// How many tasks wait for a server's guard to store a login right now.
+    pub fn guard_waiters(&self) -> usize {
+        self.inner.guard_waiters.load(Ordering::Relaxed)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, RecordCache> {
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The text of record `key`: from the cache when the backing files have not changed since it
+    /// was read, else from the backend.
+    async fn get_text(&self, key: &str) -> anyhow::Result<Option<String>> {
+        // A `stat` or two, on this thread: far cheaper than the hop to a blocking thread.
+        let stamp = self.inner.backend.stamp();
+        let generation = {
+            let mut cache = self.cache();
+            if cache.stamp != stamp {
+                cache.records.clear();
+                cache.stamp = stamp;
+            }
+            if stamp.is_some()
+                && let Some(text) = cache.records.get(key)
+            {
+                return Ok(text.clone());
+            }
+            cache.generation
+        };
+        self.inner.backend_reads.fetch_add(1, Ordering::Relaxed);
+        let owned_key = key.to_owned();
+        let text = self.blocking(move |backend| backend.get(&owned_key)).await?;
+        let mut cache = self.cache();
+        if stamp.is_some() && cache.generation == generation && cache.stamp == stamp {
+            cache.records.insert(key.to_owned(), text.clone());
+        }
+        Ok(text)
+    }
+
+    /// Set (`Some`) or delete (`None`) record `key`; `true` when a deleted record existed.
+    async fn put_text(&self, key: &str, text: Option<String>) -> anyhow::Result<bool> {
+        let owned_key = key.to_owned();
+        let value = text.clone();
+        let result = self
+            .blocking(move |backend| match &value {
+                Some(value) => backend.set(&owned_key, value).map(|()| true),
+                None => backend.delete(&owned_key),
+            })
+            .await;
+        let mut cache = self.cache();
+        cache.generation += 1;
+        if result.is_ok() && self.inner.backend.writes_through() {
+            cache.records.insert(key.to_owned(), text);
+        } else {
+            // Read again next time: the file's new stamp is taken with it; after a failed
+            // write nobody knows what the backend holds.
+            cache.records.clear();
+            cache.stamp = None;
+        }
+        result
     }
 
     /// What `daemon/status` shows.
@@ -360,36 +530,42 @@ pub struct ServerCredentialStore {
 impl ServerCredentialStore {
     /// The stored record, if any; an unreadable store is an error naming it.
     pub async fn load_record(&self) -> anyhow::Result<Option<CredentialRecord>> {
-        let key = self.key.clone();
-        let server = self.server.clone();
-        self.credentials
-            .blocking(move |backend| {
-                let Some(text) = backend.get(&key)? else {
-                    return Ok(None);
-                };
-                let record: CredentialRecord = serde_json::from_str(&text).map_err(|error| {
-                    anyhow::anyhow!(
-                        "the stored credentials of server `{server}` in the {} are corrupt ({})",
-                        backend.describe(),
-                        json_error_position(&error)
-                    )
-                })?;
-                Ok(Some(record))
-            })
-            .await
+        let Some(text) = self.credentials.get_text(&self.key).await? else {
+            return Ok(None);
+        };
+        let record: CredentialRecord = serde_json::from_str(&text).map_err(|error| {
+            anyhow::anyhow!(
+                "the stored credentials of server `{}` in the {} are corrupt ({})",
+                self.server,
+                self.credentials.inner.backend.describe(),
+                json_error_position(&error)
+            )
+        })?;
+        Ok(Some(record))
     }
 
     /// Store `record` (atomically for files).
     pub async fn save_record(&self, record: CredentialRecord) -> anyhow::Result<()> {
-        let key = self.key.clone();
         let text = serde_json::to_string(&record).context("cannot encode credentials")?;
-        self.credentials.blocking(move |backend| backend.set(&key, &text)).await
+        self.credentials.put_text(&self.key, Some(text)).await.map(|_| ())
     }
 
     /// Delete the record; `true` when there was one.
     pub async fn delete_record(&self) -> anyhow::Result<bool> {
-        let key = self.key.clone();
-        self.credentials.blocking(move |backend| backend.delete(&key)).await
+        self.credentials.put_text(&self.key, None).await
+    }
+
+    /// Hold this server's refresh guard while storing a new grant (a login's code exchange and
+    /// save): a refresh holds it from its load to its save, so one in flight finishes first and
+    /// cannot overwrite the new grant with the refreshed old one afterwards.
+    pub async fn lock_for_update(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        let guard = self.credentials.refresh_guard(&self.key);
+        if let Ok(held) = guard.clone().try_lock_owned() {
+            return held;
+        }
+        tracing::info!(server = %self.server, "a token refresh is in progress; the new credentials are stored after it");
+        let _waiting = WaiterCount::new(&self.credentials.inner.guard_waiters);
+        guard.lock_owned().await
     }
 
     /// How the stored credentials stand now.
@@ -400,6 +576,22 @@ impl ServerCredentialStore {
     /// The server this store belongs to.
     pub fn server(&self) -> &str {
         &self.server
+    }
+}
+
+/// Counts a waiter for as long as it exists (a dropped wait is no longer counted).
+struct WaiterCount<'a>(&'a AtomicUsize);
+
+impl<'a> WaiterCount<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for WaiterCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -297,3 +297,102 @@ async fn one_refresh_guard_per_server() {
     assert!(same.try_lock().is_ok(), "released with the guard");
     assert!(second.acquire_refresh_guard().await.expect("guard").is_some());
 }
+
+/// The token of the stored record, for comparisons.
+async fn stored_access(store: &ServerCredentialStore) -> Option<String> {
+    use oauth2::TokenResponse as _;
+    let record = store.load_record().await.expect("load")?;
+    Some(record.credentials.token_response?.access_token().secret().clone())
+}
+
+fn credentials_with(access: &str) -> StoredCredentials {
+    StoredCredentials::new(
+        "client".to_owned(),
+        Some(token(access, Some("rt"), Some(3600))),
+        vec![],
+        Some(NOW),
+    )
+}
+
+#[tokio::test]
+async fn the_file_is_read_at_start_after_a_write_and_when_it_changed_not_per_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(CREDENTIALS_FILE);
+    let credentials = file_store(dir.path());
+    let linear = credentials.for_server("linear", "https://mcp.example/mcp");
+    // Start: one read, also when there is nothing; then none.
+    assert_eq!(stored_access(&linear).await, None);
+    assert_eq!(stored_access(&linear).await, None);
+    assert_eq!(credentials.backend_reads(), 1);
+    // After a write: one read (the file's new stamp comes with it), then none.
+    linear.save(credentials_with("at-1")).await.expect("save");
+    for _ in 0..10 {
+        assert_eq!(stored_access(&linear).await.as_deref(), Some("at-1"));
+        assert_eq!(linear.state().await.expect("state"), CredentialState::Usable);
+    }
+    assert_eq!(credentials.backend_reads(), 2);
+    // Another process changes the file (in place, same length): read again, and its content is seen.
+    let edited = std::fs::read_to_string(&path).expect("read").replace("at-1", "at-2");
+    std::fs::write(&path, edited).expect("edit in place");
+    assert_eq!(stored_access(&linear).await.as_deref(), Some("at-2"));
+    assert_eq!(stored_access(&linear).await.as_deref(), Some("at-2"));
+    assert_eq!(credentials.backend_reads(), 3);
+    // Replaced by rename, or removed: likewise.
+    let replacement = dir.path().join("replacement.json");
+    std::fs::write(
+        &replacement,
+        std::fs::read_to_string(&path).expect("read").replace("at-2", "at-3"),
+    )
+    .expect("write");
+    std::fs::rename(&replacement, &path).expect("rename over");
+    assert_eq!(stored_access(&linear).await.as_deref(), Some("at-3"));
+    std::fs::remove_file(&path).expect("remove");
+    assert_eq!(stored_access(&linear).await, None);
+    assert_eq!(stored_access(&linear).await, None);
+    assert_eq!(credentials.backend_reads(), 5);
+    // A corrupt file is never answered from the cache: the error comes every time.
+    std::fs::write(&path, "not json").expect("corrupt");
+    for _ in 0..2 {
+        linear.load_record().await.expect_err("corrupt");
+    }
+}
+
+#[tokio::test]
+async fn the_keyring_is_read_once_and_written_through() {
+    let status = CredentialsStoreStatus::new("keyring", CredentialsBackend::Keyring, "mock");
+    let credentials = Credentials::from_backend(Backend::Keyring(mock_keyring()), status);
+    let linear = credentials.for_server("linear", "https://mcp.example/mcp");
+    let github = credentials.for_server("github", "https://gh.example/mcp");
+    assert_eq!(stored_access(&linear).await, None);
+    linear.save(credentials_with("at-1")).await.expect("save");
+    for _ in 0..10 {
+        assert_eq!(stored_access(&linear).await.as_deref(), Some("at-1"));
+    }
+    assert_eq!(credentials.backend_reads(), 1, "only the first load of `linear` reads");
+    assert_eq!(stored_access(&github).await, None);
+    assert_eq!(credentials.backend_reads(), 2, "each record is read once");
+    assert!(linear.delete_record().await.expect("delete"));
+    assert_eq!(stored_access(&linear).await, None);
+    assert_eq!(credentials.backend_reads(), 2);
+}
+
+#[tokio::test]
+async fn the_encrypted_file_is_decrypted_again_only_when_it_or_its_key_file_changed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_path = dir.path().join(KEY_FILE);
+    let backend = EncryptedFileBackend::new(
+        dir.path().join(ENCRYPTED_CREDENTIALS_FILE),
+        encrypted::KeySource::File(key_path.clone()),
+    );
+    let status = CredentialsStoreStatus::new("encrypted-file", CredentialsBackend::EncryptedFile, "test");
+    let credentials = Credentials::from_backend(Backend::EncryptedFile(backend), status);
+    let linear = credentials.for_server("linear", "https://mcp.example/mcp");
+    linear.save(credentials_with("at-1")).await.expect("save");
+    for _ in 0..10 {
+        assert_eq!(stored_access(&linear).await.as_deref(), Some("at-1"));
+    }
+    assert_eq!(credentials.backend_reads(), 1);
+    std::fs::write(&key_path, [7u8; 32]).expect("replace the key");
+    let error = format!("{:#}", linear.load_record().await.expect_err("wrong key"));
+    assert!(error.contains("cannot be decrypted"), "{error}");
+}

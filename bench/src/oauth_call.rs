@@ -1,0 +1,247 @@
+//! `tools/call` through corrald to an OAuth-protected streamable-HTTP server, once per credential
+//! store: every request of such a server asks the store for its access token (rmcp's `AuthClient`
+//! loads the credentials before each request), so this row shows what the store costs a call.
+//!
+//! Per store: the TS SDK's example server with `--oauth` on loopback (as in `oauth_login`), a fresh
+//! daemon with that `credentials_store`, a login through `tests/peers/follow_url.py`, wait until
+//! `ready`; then `warmup` unmeasured and `requests` measured sequential `tools/call` of its `greet`
+//! tool on one raw connection, each answer checked. The stores: `file`; `encrypted-file` with its
+//! key in a 0600 key file (no keyring); and, on a private session bus with gnome-keyring's Secret
+//! Service (as the tests start it), `encrypted-file` with its key in the keyring and `keyring`.
+//! Without `dbus-daemon`/`gnome-keyring-daemon` the last two are skipped and say why.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use corral_protocol::ServerStatus;
+use tokio::io::AsyncBufReadExt as _;
+
+use crate::oauth_login::{follow_url_opener, start_sdk_oauth_server, wait_for};
+use crate::peers::Peers;
+use crate::servers::{ServedDaemon, call};
+use crate::stats::Summary;
+use crate::survivors::Survivor;
+
+const SERVER: &str = "demo";
+
+/// What the phase can be asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    pub(crate) warmup: usize,
+    pub(crate) requests: usize,
+}
+
+/// One store's calls.
+#[derive(Debug)]
+pub(crate) struct StoreCalls {
+    pub(crate) store: &'static str,
+    pub(crate) samples: Vec<Duration>,
+}
+
+/// What the phase measured.
+#[derive(Debug)]
+pub(crate) struct OauthCalls {
+    pub(crate) options: Options,
+    pub(crate) stores: Vec<StoreCalls>,
+    /// Why the keyring stores were not measured, if they were not.
+    pub(crate) keyring_skipped: Option<String>,
+    pub(crate) survivors: Vec<Survivor>,
+}
+
+/// A private session bus with gnome-keyring's Secret Service on it; both killed on drop.
+struct SecretService {
+    _bus: tokio::process::Child,
+    _keyring: tokio::process::Child,
+    address: String,
+    _home: tempfile::TempDir,
+}
+
+impl SecretService {
+    async fn start() -> anyhow::Result<Self> {
+        let home = tempfile::Builder::new()
+            .prefix("corral-bench-keyring-")
+            .tempdir()
+            .context("creating the keyring's home")?;
+        let mut bus = tokio::process::Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting dbus-daemon (apt-get install dbus)")?;
+        let mut address = String::new();
+        let bus_out = bus.stdout.take().context("dbus-daemon's stdout")?;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::BufReader::new(bus_out).read_line(&mut address),
+        )
+        .await
+        .context("dbus-daemon printed no address within 10 s")?
+        .context("reading the bus address")?;
+        let address = address.trim().to_owned();
+        if address.is_empty() {
+            bail!("dbus-daemon printed no address");
+        }
+        let mut keyring = tokio::process::Command::new("gnome-keyring-daemon")
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join("share"))
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting gnome-keyring-daemon (apt-get install gnome-keyring)")?;
+        // An empty password unlocks a new login keyring; closing stdin ends the prompt.
+        drop(keyring.stdin.take());
+        let keyring_out = keyring.stdout.take().context("gnome-keyring's stdout")?;
+        let mut ready = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::BufReader::new(keyring_out).read_line(&mut ready),
+        )
+        .await
+        .context("gnome-keyring did not start within 10 s")?
+        .context("reading gnome-keyring's start line")?;
+        if !ready.contains("GNOME_KEYRING_CONTROL") {
+            bail!("gnome-keyring did not start: {ready:?}");
+        }
+        // No login keyring means no `default` collection: point it at the unlocked session one.
+        let alias = tokio::process::Command::new("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.secrets",
+                "/org/freedesktop/secrets",
+                "org.freedesktop.Secret.Service.SetAlias",
+                "string:default",
+                "objpath:/org/freedesktop/secrets/collection/session",
+            ])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .context("running dbus-send")?;
+        if !alias.success() {
+            bail!("dbus-send SetAlias default failed: {alias}");
+        }
+        Ok(Self {
+            _bus: bus,
+            _keyring: keyring,
+            address,
+            _home: home,
+        })
+    }
+}
+
+/// The whole phase.
+pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> anyhow::Result<OauthCalls> {
+    let mut stores = Vec::new();
+    let mut survivors = Vec::new();
+    for store in ["file", "encrypted-file"] {
+        let (samples, found) = one_store(corrald, peers, options, store, &[]).await?;
+        stores.push(StoreCalls { store, samples });
+        survivors.extend(found);
+    }
+    let keyring_skipped = match SecretService::start().await {
+        Ok(secret_service) => {
+            let env = [("DBUS_SESSION_BUS_ADDRESS", OsString::from(&secret_service.address))];
+            for (label, store) in [
+                ("encrypted-file, key in the keyring", "encrypted-file"),
+                ("keyring", "keyring"),
+            ] {
+                let (samples, found) = one_store(corrald, peers, options, store, &env).await?;
+                stores.push(StoreCalls { store: label, samples });
+                survivors.extend(found);
+            }
+            None
+        }
+        Err(error) => Some(format!("{error:#}")),
+    };
+    Ok(OauthCalls {
+        options,
+        stores,
+        keyring_skipped,
+        survivors,
+    })
+}
+
+async fn one_store(
+    corrald: &Path,
+    peers: &Peers,
+    options: Options,
+    store: &str,
+    env: &[(&str, OsString)],
+) -> anyhow::Result<(Vec<Duration>, Vec<Survivor>)> {
+    let (mut server, mcp_port) = start_sdk_oauth_server(peers).await?;
+    let config = format!(
+        "credentials_store = \"{store}\"\noauth_opener = {}\n[servers.{SERVER}]\nurl = \"http://localhost:{mcp_port}/mcp\"\n",
+        follow_url_opener(peers)?
+    );
+    let mut served = ServedDaemon::start_with_env(corrald, &config, 1, env).await?;
+    let measured = calls(&mut served, options)
+        .await
+        .with_context(|| format!("store `{store}`"));
+    let _ = server.kill().await;
+    let _ = server.wait().await;
+    let (_, survivors) = served.stop().await?;
+    Ok((measured?, survivors))
+}
+
+async fn calls(served: &mut ServedDaemon, options: Options) -> anyhow::Result<Vec<Duration>> {
+    let connection = &mut served.connection;
+    let name = format!("{{\"name\":\"{SERVER}\"}}");
+    wait_for(connection, "failed (not logged in)", |server| {
+        server.status == ServerStatus::Failed
+    })
+    .await?;
+    call(connection, "mcpServer/oauthLogin", Some(&name)).await?;
+    wait_for(connection, "ready", |server| server.status == ServerStatus::Ready).await?;
+    let params = format!("{{\"server\":\"{SERVER}\",\"name\":\"greet\",\"arguments\":{{\"name\":\"x\"}}}}");
+    let mut samples = Vec::with_capacity(options.requests);
+    for index in 0..options.warmup + options.requests {
+        let started = Instant::now();
+        let answer = call(connection, "tools/call", Some(&params)).await?;
+        let elapsed = started.elapsed();
+        if !answer.contains("Hello, x") || answer.contains("\"isError\":true") {
+            bail!("unexpected `tools/call` answer: {answer}");
+        }
+        if index >= options.warmup {
+            samples.push(elapsed);
+        }
+    }
+    Ok(samples)
+}
+
+pub(crate) fn print(out: &mut impl Write, calls: &OauthCalls) -> std::io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "tools/call to an OAuth server (SDK example --oauth, `greet`), per credential store ({} warm-up, {} measured, µs)",
+        calls.options.warmup, calls.options.requests
+    )?;
+    for store in &calls.stores {
+        if let Some(summary) = Summary::of(&mut store.samples.clone()) {
+            writeln!(
+                out,
+                "  {:<36} p50 {:>8.1}  p90 {:>8.1}  p99 {:>8.1}  max {:>9.1}",
+                store.store,
+                summary.p50.as_secs_f64() * 1e6,
+                summary.p90.as_secs_f64() * 1e6,
+                summary.p99.as_secs_f64() * 1e6,
+                summary.max.as_secs_f64() * 1e6
+            )?;
+        }
+    }
+    if let Some(why) = &calls.keyring_skipped {
+        writeln!(out, "  keyring stores not measured: {why}")?;
+    }
+    Ok(())
+}
