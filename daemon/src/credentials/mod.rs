@@ -20,7 +20,7 @@
 //!   overwrite the new grant with the refreshed old one;
 //! - the backend is read at start, after a write, and when another process may have changed it
 //!   (the file's or key file's `stat` changed), never per request: corrald is the store's only
-//!   writer, so [`Credentials`] keeps a write-through cache of what it read ([`RecordCache`]).
+//!   writer, so [`Credentials`] keeps a write-through cache of what it read (`RecordCache`).
 //!   Every HTTP request of an OAuth server reads its token through rmcp's `load`, and a backend
 //!   read is a D-Bus round trip (keyring) or a key fetch and a decryption (encrypted file).
 
