@@ -283,6 +283,27 @@ async fn a_foreign_state_is_refused_and_the_providers_error_description_is_repor
 }
 
 #[tokio::test]
+async fn a_failed_login_never_quotes_the_servers_url() {
+    // Port 9 (discard) on loopback: nothing listens, so discovery fails and rmcp's error quotes
+    // the URL it fetched, token and all.
+    let config = "[servers.keyed]\nurl = \"http://user:pw@127.0.0.1:9/mcp/path-secret?api_key=query-secret\"\n\
+                  enabled = false\n";
+    let daemon = TestDaemon::start_with_config(config);
+    let client = daemon.connect_client().await;
+    let error = client
+        .mcp_server_oauth_login("keyed", None)
+        .await
+        .expect_err("nothing listens there")
+        .to_string();
+    assert!(error.contains("http://127.0.0.1:9/…"), "the origin says where: {error}");
+    let log = daemon.stderr();
+    for secret in ["query-secret", "path-secret", "pw@"] {
+        assert!(!error.contains(secret), "the error quotes `{secret}`: {error}");
+        assert!(!log.contains(secret), "corrald's log quotes `{secret}`");
+    }
+}
+
+#[tokio::test]
 async fn login_is_refused_for_servers_it_cannot_apply_to() {
     let config = "[servers.local]\ncommand = \"true\"\nenabled = false\n\n[servers.bearer]\nurl = \"http://127.0.0.1:9/mcp\"\n\
                   bearer_token_env_var = \"CORRAL_TEST_TOKEN\"\nenabled = false\n";

@@ -94,15 +94,16 @@ pub(crate) async fn fill_auth_status(
         let Ok((index, result)) = joined else { continue };
         match result {
             Ok(auth_status) => statuses[index].auth_status = Some(auth_status),
-            Err(error) => statuses[index].auth_error = Some(format!("{error:#}")),
+            Err(error) => statuses[index].auth_error = Some(oauth::redact_urls(&format!("{error:#}"))),
         }
     }
 }
 
 fn login_error(name: &str, message: impl std::fmt::Display) -> ErrorObjectOwned {
+    // rmcp's errors quote the URLs they fetched, which may carry a token.
     rpc_error(
         ErrorCode::ServerError,
-        format!("OAuth login for `{name}` failed: {message}"),
+        oauth::redact_urls(&format!("OAuth login for `{name}` failed: {message}")),
     )
 }
 
@@ -177,7 +178,7 @@ pub(crate) async fn start_login(
         if success {
             // The server comes up with the new credentials without being asked.
             if let Err(error) = context.supervisor.control(name.clone(), ControlAction::Restart).await {
-                tracing::warn!(server = %name, "cannot restart after login: {error}");
+                tracing::warn!(server = %name, "cannot restart after login: {}", oauth::redact_urls(&error.to_string()));
             }
         }
     });
@@ -261,7 +262,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let removed = store.delete_record().await.map_err(|error| {
             rpc_error(
                 ErrorCode::InternalError,
-                format!("logout of `{name}` failed: {error:#}"),
+                oauth::redact_urls(&format!("logout of `{name}` failed: {error:#}")),
             )
         })?;
         tracing::info!(server = %name, removed, "logged out");

@@ -672,12 +672,19 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     create_private_dir(dir)?;
     let file_name = path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
     let temp_path: PathBuf = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    // A temp file left by a crash of this pid is removed (unlink never follows a link), then the
+    // file is created anew: never opened through a symbolic link, never someone else's file.
+    match std::fs::remove_file(&temp_path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("cannot remove {}", temp_path.display())),
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
     let result = (|| {
         let mut file = options
