@@ -583,3 +583,67 @@ async fn resource_subscriptions_are_shared_and_released_by_the_last_front_end() 
     )
     .await;
 }
+
+/// The daemon's limit of requests running at once per connection.
+const MAX_IN_FLIGHT: u64 = 64;
+
+#[tokio::test]
+async fn elicitations_are_answered_while_every_request_slot_waits_on_them() {
+    // Every slot of the connection holds a call waiting on this front-end's
+    // answer, and one more call waits for a slot. The answers come after that
+    // call on the wire: the daemon must read them anyway, or nothing moves.
+    let daemon = everything_daemon("").await;
+    let mut front_end = front_end(&daemon, "busy-user", json!({"elicitation": true})).await;
+    let mut calls = String::new();
+    for id in 1..=MAX_IN_FLIGHT + 1 {
+        let call = json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"server": "everything", "name": "trigger-elicitation-request", "arguments": {}},
+        });
+        calls.push_str(&call.to_string());
+        calls.push('\n');
+    }
+    front_end.send_raw(calls.as_bytes()).await;
+
+    // Answer every elicitation as it comes; collect the calls' results.
+    let mut results = std::collections::BTreeMap::new();
+    let mut elicitations = 0;
+    let all_answered = async {
+        // Bounded: each call causes one elicitation and one response.
+        for _ in 0..4 * (MAX_IN_FLIGHT + 1) {
+            if results.len() as u64 == MAX_IN_FLIGHT + 1 {
+                break;
+            }
+            let message = match front_end.try_recv(SERVER_WAIT).await {
+                Ok(message) => message,
+                Err(error) => panic!(
+                    "after {elicitations} elicitations and {} answered calls, nothing more came ({error:?}): \
+                     the daemon stopped reading this front-end's answers",
+                    results.len()
+                ),
+            };
+            if is_request("mcpServer/elicitation/request")(&message) {
+                elicitations += 1;
+                front_end
+                    .send(&json!({
+                        "jsonrpc": "2.0",
+                        "id": message["id"],
+                        "result": {"action": "accept", "content": {"name": format!("user {elicitations}")}},
+                    }))
+                    .await;
+            } else if message.get("id").is_some() && message.get("method").is_none() {
+                results.insert(message["id"].as_u64().expect("numeric id"), message);
+            }
+        }
+    };
+    within_for(Duration::from_secs(120), "answering 65 elicitations", all_answered).await;
+    assert_eq!(elicitations, MAX_IN_FLIGHT + 1);
+    assert_eq!(
+        results.keys().copied().collect::<Vec<_>>(),
+        (1..=MAX_IN_FLIGHT + 1).collect::<Vec<_>>()
+    );
+    for response in results.values() {
+        let text = text_of(&response["result"]);
+        assert!(text.contains("- Name: user "), "{response}");
+    }
+}
