@@ -647,3 +647,71 @@ async fn elicitations_are_answered_while_every_request_slot_waits_on_them() {
         assert!(text.contains("- Name: user "), "{response}");
     }
 }
+
+#[tokio::test]
+async fn progress_a_front_end_does_not_read_is_dropped_counted_and_noticed() {
+    // 2000 progress notifications in about 2 s to a front-end that reads
+    // nothing until progress has been dropped: its socket fills, then its
+    // queue in the daemon; the rest is dropped, counted and announced.
+    const STEPS: u64 = 2000;
+    let daemon = everything_daemon("").await;
+    let observer = daemon.connect_client().await;
+    let mut caller = front_end(&daemon, "slow-reader", json!({})).await;
+    let call = send_request(
+        &mut caller,
+        1,
+        "tools/call",
+        json!({
+            "server": "everything",
+            "name": "trigger-long-running-operation",
+            "arguments": {"duration": 2, "steps": STEPS},
+            "_meta": {"progressToken": "slow-token"},
+        }),
+    )
+    .await;
+    corral_tests::poll_until_for(SERVER_WAIT, "daemon/status to count dropped progress", || async {
+        let status = observer.daemon_status().await.expect("daemon/status");
+        status.dropped_progress.filter(|dropped| *dropped > 0)
+    })
+    .await;
+
+    let mut delivered = 0;
+    let mut notices = Vec::new();
+    let mut response = None;
+    for _ in 0..STEPS + 100 {
+        let message = caller.recv().await;
+        if is_response(&call)(&message) {
+            response = Some(message);
+            break;
+        }
+        match message["method"].as_str() {
+            Some("mcpServer/progress") => {
+                assert_eq!(message["params"]["progressToken"], "slow-token", "{message}");
+                delivered += 1;
+            }
+            Some("mcpServer/progress/lagged") => notices.push(message["params"]["missed"].as_u64().expect("missed")),
+            _ => {}
+        }
+    }
+    let response = response.expect("the call's answer, after its progress");
+    assert!(
+        text_of(&response["result"]).contains("Long running operation completed"),
+        "{response}"
+    );
+    let missed: u64 = notices.iter().sum();
+    assert!(
+        missed > 0,
+        "no mcpServer/progress/lagged before the answer ({delivered} progress delivered)"
+    );
+    assert_eq!(
+        delivered + missed,
+        STEPS,
+        "every progress notification is either delivered or counted as missed (notices {notices:?})"
+    );
+    let status = observer.daemon_status().await.expect("daemon/status");
+    assert_eq!(
+        status.dropped_progress,
+        Some(missed),
+        "daemon/status counts the same drops"
+    );
+}

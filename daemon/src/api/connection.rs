@@ -33,7 +33,10 @@
 use std::sync::Arc;
 
 use corral_protocol::framing::{self, FrameDecoder, FrameError, Framing};
-use corral_protocol::{ErrorCode, EventsLagged, EventsLaggedNotification, Initialize, Notification, Request as _};
+use corral_protocol::{
+    ErrorCode, EventsLagged, EventsLaggedNotification, Initialize, Notification, ProgressLagged,
+    ProgressLaggedNotification, Request as _,
+};
 use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request};
 use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse, Methods};
 use serde_json::value::RawValue;
@@ -47,7 +50,7 @@ use super::Admission;
 use super::methods::rpc_error;
 use super::session::Session;
 use crate::events::{EventFrame, Subscription};
-use crate::frontends::FrontEndError;
+use crate::frontends::{FrontEndError, Link};
 
 /// Responses waiting for the writer; when full, the reader waits.
 const OUTBOUND_QUEUE: usize = 64;
@@ -249,7 +252,14 @@ async fn serve_until_done<S>(
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let mut writer_task = AbortOnDrop(tokio::spawn(
-            write_loop(writer, framing, outbound_rx, link_messages, shutdown.clone()).in_current_span(),
+            write_loop(
+                writer,
+                framing,
+                outbound_rx,
+                (link_messages, session.link.clone()),
+                shutdown.clone(),
+            )
+            .in_current_span(),
         ));
         let dispatcher = Dispatcher {
             session,
@@ -962,7 +972,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     framing: Framing,
     mut outbound: mpsc::Receiver<Outbound>,
-    mut link_messages: mpsc::Receiver<String>,
+    (mut link_messages, link): (mpsc::Receiver<String>, Arc<Link>),
     shutdown: CancellationToken,
 ) {
     let mut events: Option<broadcast::Receiver<Arc<EventFrame>>> = None;
@@ -985,6 +995,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     while link_open && let Ok(earlier) = link_messages.try_recv() {
                         framing::encode(framing, earlier.as_bytes(), &mut wire);
                     }
+                    if link_open {
+                        encode_missed_progress(&link, framing, &mut wire);
+                    }
                     framing::encode(framing, message.as_bytes(), &mut wire);
                 }
                 Some(Outbound::Subscribe(subscription)) => {
@@ -995,7 +1008,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             },
             message = link_messages.recv(), if link_open => match message {
-                Some(message) => framing::encode(framing, message.as_bytes(), &mut wire),
+                Some(message) => {
+                    framing::encode(framing, message.as_bytes(), &mut wire);
+                    encode_missed_progress(&link, framing, &mut wire);
+                }
                 None => {
                     link_open = false;
                     continue;
@@ -1044,6 +1060,28 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
+}
+
+/// `mcpServer/progress/lagged`, if progress for this front-end was dropped
+/// since it was last told. The writer checks after each message of the link
+/// and before each response: progress is dropped only when the link's queue
+/// is full (so a message of the link is still to be written after the drop),
+/// and it is counted before its request's answer is handed over (so the
+/// notice precedes that answer).
+fn encode_missed_progress(link: &Link, framing: Framing, wire: &mut Vec<u8>) {
+    let missed = link.take_missed_progress();
+    if missed == 0 {
+        return;
+    }
+    // Debug only: a chatty server and a slow front-end would make this one
+    // line per message written; the count is in `daemon/status`.
+    tracing::debug!(missed, "front-end fell behind; progress notifications dropped for it");
+    let message = serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": ProgressLaggedNotification::METHOD,
+        "params": ProgressLagged::new(missed),
+    });
+    framing::encode(framing, message.to_string().as_bytes(), wire);
 }
 
 /// The next notification, or never when not subscribed.
