@@ -11,7 +11,11 @@
 //! - Progress (`notifications/progress`) goes to the connection whose
 //!   request carried a progress token: the request to the server carries
 //!   rmcp's token (unique per server session), mapped back to the
-//!   front-end's while the request runs.
+//!   front-end's while the request runs. Progress a front-end does not read
+//!   fast enough is dropped, never queued without bound, and counted: per
+//!   connection ([`Link::take_missed_progress`], which the connection's writer
+//!   turns into `mcpServer/progress/lagged`) and for `daemon/status`
+//!   ([`FrontEnds::dropped_progress`]).
 //! - While an elicitation waits on the user, the timeout of the calls of the
 //!   asked front-end to that server is paused
 //!   ([`FrontEnds::active_time_timeout`]); nobody else's clock stops.
@@ -32,7 +36,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Messages from the daemon to one front-end waiting for its writer; a
-/// request waits for room, a progress notification is dropped when full.
+/// request waits for room, a progress notification is dropped when full (and
+/// counted: the front-end gets `mcpServer/progress/lagged`).
 const LINK_QUEUE: usize = 64;
 
 /// LSP's cancellation notification, sent when the daemon withdraws a request.
@@ -78,6 +83,8 @@ pub(crate) struct Link {
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// Progress notifications dropped since the front-end was last told.
+    missed_progress: AtomicU64,
 }
 
 impl Link {
@@ -92,6 +99,7 @@ impl Link {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            missed_progress: AtomicU64::new(0),
         };
         (Arc::new(link), receiver)
     }
@@ -142,16 +150,25 @@ impl Link {
         answer
     }
 
-    /// Send a notification if there is room; it is dropped (and logged) otherwise.
-    pub(crate) fn notify(&self, method: &str, params: impl serde::Serialize) {
+    /// Send a notification if there is room; `false` (and logged) if it was
+    /// dropped, for the caller to count.
+    pub(crate) fn notify(&self, method: &str, params: impl serde::Serialize) -> bool {
         let message = json!({ "jsonrpc": "2.0", "method": method, "params": params });
-        if self.sender.try_send(message.to_string()).is_err() {
+        let sent = self.sender.try_send(message.to_string()).is_ok();
+        if !sent {
             tracing::debug!(
                 connection = self.id,
                 method,
                 "notification dropped: front-end is not reading"
             );
         }
+        sent
+    }
+
+    /// Progress notifications dropped since the last call (for the
+    /// connection's writer to tell the front-end).
+    pub(crate) fn take_missed_progress(&self) -> u64 {
+        self.missed_progress.swap(0, Ordering::Relaxed)
     }
 
     /// The front-end answered request `id`; `false` if no such request is waiting.
@@ -187,7 +204,7 @@ impl Drop for Withdraw {
         }
         let Some(link) = self.link.upgrade() else { return };
         if link.pending().remove(&self.id).is_some() {
-            link.notify(CANCEL_REQUEST, json!({ "id": self.id }));
+            let _ = link.notify(CANCEL_REQUEST, json!({ "id": self.id }));
         }
     }
 }
@@ -198,6 +215,8 @@ pub(crate) struct FrontEnds {
     state: Mutex<State>,
     /// [`FrontEnds::answer_deadline`], in milliseconds.
     answer_deadline_ms: AtomicU64,
+    /// [`FrontEnds::dropped_progress`].
+    dropped_progress: AtomicU64,
 }
 
 impl Default for FrontEnds {
@@ -205,6 +224,7 @@ impl Default for FrontEnds {
         Self {
             state: Mutex::default(),
             answer_deadline_ms: AtomicU64::new(u64::try_from(DEFAULT_ANSWER_DEADLINE.as_millis()).unwrap_or(u64::MAX)),
+            dropped_progress: AtomicU64::new(0),
         }
     }
 }
@@ -270,6 +290,12 @@ impl FrontEnds {
             !holders.is_empty()
         });
         released
+    }
+
+    /// Progress notifications dropped since the daemon started because
+    /// their front-end's queue was full (`daemon/status`).
+    pub(crate) fn dropped_progress(&self) -> u64 {
+        self.dropped_progress.load(Ordering::Relaxed)
     }
 
     /// How long a front-end has to answer a server's request.
@@ -440,7 +466,12 @@ impl FrontEnds {
         let mut params = Progress::new(server, theirs, progress);
         params.total = total;
         params.message = message;
-        link.notify(ProgressNotification::METHOD, params);
+        if !link.notify(ProgressNotification::METHOD, params) {
+            // Counted, and told the front-end by its writer, before it
+            // writes anything else (so before the request's answer).
+            link.missed_progress.fetch_add(1, Ordering::Relaxed);
+            self.dropped_progress.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Connection `connection` subscribes to `uri` of `server`; `true` if it is the first.
@@ -657,6 +688,24 @@ mod tests {
         );
         drop(other_server);
         drop(other_connection);
+    }
+
+    #[tokio::test]
+    async fn progress_that_finds_the_queue_full_is_counted_per_link_and_in_all() {
+        let frontends = Arc::new(FrontEnds::default());
+        let (link, mut outbound) = Link::new(1);
+        let _route = frontends.progress_route("s", &link, &json!(7), json!("theirs"));
+        for step in 0..LINK_QUEUE + 5 {
+            frontends.route_progress("s", &json!(7), step as f64, None, None);
+        }
+        assert_eq!(link.take_missed_progress(), 5);
+        assert_eq!(link.take_missed_progress(), 0, "told once");
+        assert_eq!(frontends.dropped_progress(), 5);
+        let first: Value = serde_json::from_str(&outbound.recv().await.expect("queued")).expect("JSON");
+        assert_eq!(first["params"]["progressToken"], "theirs");
+        frontends.route_progress("s", &json!(7), 100.0, None, None);
+        assert_eq!(link.take_missed_progress(), 0, "room again: delivered, not dropped");
+        assert_eq!(frontends.dropped_progress(), 5);
     }
 
     #[test]

@@ -48,13 +48,15 @@ pub enum ErrorCode {
     ServerError,
     /// -32013: the server has too many control commands waiting; retry shortly.
     ServerBusy,
+    /// -32014: this connection has too many requests running and waiting; retry once some are answered.
+    TooManyRequests,
     /// -32800: the request was cancelled (LSP `RequestCancelled`).
     RequestCancelled,
 }
 
 impl ErrorCode {
     /// All codes, for documentation and tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::ParseError,
         Self::InvalidRequest,
         Self::MethodNotFound,
@@ -73,6 +75,7 @@ impl ErrorCode {
         Self::RequestTimeout,
         Self::ServerError,
         Self::ServerBusy,
+        Self::TooManyRequests,
         Self::RequestCancelled,
     ];
 
@@ -97,6 +100,7 @@ impl ErrorCode {
             Self::RequestTimeout => -32011,
             Self::ServerError => -32012,
             Self::ServerBusy => -32013,
+            Self::TooManyRequests => -32014,
             Self::RequestCancelled => -32800,
         }
     }
@@ -134,6 +138,10 @@ impl ErrorCode {
             Self::RequestTimeout => "the server did not answer within `tool_timeout_sec`",
             Self::ServerError => "the MCP server answered with an error; `data` has its `code`, `message` and `data`",
             Self::ServerBusy => "the server has too many control commands waiting; retry shortly",
+            Self::TooManyRequests => {
+                "this connection has too many requests running and waiting; nothing was done: retry once some \
+                 are answered"
+            }
             Self::RequestCancelled => "the request was cancelled (LSP `RequestCancelled`)",
         }
     }
@@ -159,6 +167,7 @@ impl ErrorCode {
             Self::RequestTimeout => "requestTimeout",
             Self::ServerError => "serverError",
             Self::ServerBusy => "serverBusy",
+            Self::TooManyRequests => "tooManyRequests",
             Self::RequestCancelled => "requestCancelled",
         }
     }

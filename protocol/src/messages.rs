@@ -213,6 +213,12 @@ pub struct DaemonStatus {
     /// `maxConnections` were open. `null` from a daemon that does not say.
     #[serde(default)]
     pub refused_connections: Option<u64>,
+    /// Progress notifications (`mcpServer/progress`) dropped since the daemon
+    /// started because a front-end did not read them fast enough (each such
+    /// front-end was told with `mcpServer/progress/lagged`). `null` from a
+    /// daemon that does not say.
+    #[serde(default)]
+    pub dropped_progress: Option<u64>,
 }
 
 /// Where the daemon keeps OAuth credentials (the `credentials_store` setting and what it resolved to).
@@ -294,6 +300,12 @@ impl DaemonStatus {
         self
     }
 
+    /// The same status with the number of progress notifications dropped.
+    pub fn with_dropped_progress(mut self, dropped_progress: u64) -> Self {
+        self.dropped_progress = Some(dropped_progress);
+        self
+    }
+
     /// The same status saying where credentials are stored.
     pub fn with_credentials_store(mut self, credentials_store: Option<CredentialsStoreStatus>) -> Self {
         self.credentials_store = credentials_store;
@@ -332,6 +344,7 @@ impl DaemonStatus {
             children_record_error: None,
             max_connections: None,
             refused_connections: None,
+            dropped_progress: None,
         }
     }
 }
@@ -1551,6 +1564,38 @@ impl Progress {
             total: None,
             message: None,
         }
+    }
+}
+
+/// `mcpServer/progress/lagged`: progress meant for this connection was
+/// dropped because it did not read fast enough.
+///
+/// Progress waits for the connection's writer in a bounded queue; when the
+/// queue is full, progress is dropped rather than held (the next one, or the
+/// request's answer, supersedes it) and counted. This notice says how many
+/// were dropped since the previous notice; it comes before anything else the
+/// daemon writes next to this connection, so before the answer of the request
+/// whose progress was dropped. Like `events/lagged` it has no `seq`.
+#[derive(Debug)]
+pub enum ProgressLaggedNotification {}
+impl Notification for ProgressLaggedNotification {
+    const METHOD: &'static str = "mcpServer/progress/lagged";
+    type Params = ProgressLagged;
+}
+
+/// Params of `mcpServer/progress/lagged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ProgressLagged {
+    /// How many `mcpServer/progress` notifications were not delivered since the previous notice.
+    pub missed: u64,
+}
+
+impl ProgressLagged {
+    /// A notice for `missed` progress notifications dropped.
+    pub fn new(missed: u64) -> Self {
+        Self { missed }
     }
 }
 

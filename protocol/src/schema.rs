@@ -83,6 +83,7 @@ pub fn protocol_schema() -> Value {
     notification!(EventsLaggedNotification);
     notification!(ResourceUpdatedNotification);
     notification!(ProgressNotification);
+    notification!(ProgressLaggedNotification);
     notification!(ConfigReloadedNotification);
     notification!(ConfigReloadFailedNotification);
     notification!(OauthLoginCompletedNotification);
@@ -211,7 +212,8 @@ pub fn examples() -> Vec<(&'static str, Value)> {
                     2,
                     18,
                 )
-                .with_connection_limit(896, 0),
+                .with_connection_limit(896, 0)
+                .with_dropped_progress(0),
             ),
         ),
         (
@@ -405,6 +407,10 @@ pub fn examples() -> Vec<(&'static str, Value)> {
                 progress.total = Some(5.0);
                 progress
             }),
+        ),
+        (
+            "progress-lagged.notification.json",
+            notification(ProgressLaggedNotification::METHOD, ProgressLagged::new(120)),
         ),
         (
             "elicitation.request.json",

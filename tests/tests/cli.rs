@@ -2,9 +2,12 @@
 
 use std::process::Stdio;
 
-use corral_tests::{THREE_DISABLED_SERVERS, TestDaemon, WAIT, corral_command, emit_test_events, run_command, within};
+use corral_tests::{
+    THREE_DISABLED_SERVERS, TestDaemon, WAIT, corral_command, emit_test_events, run_command, run_corral, within,
+};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+use tokio::net::UnixStream;
 
 /// Run `corral ARGS --socket <daemon's socket>`; returns (exit code, stdout, stderr).
 fn corral(daemon: &TestDaemon, args: &[&str]) -> (i32, String, String) {
@@ -35,6 +38,61 @@ fn status_shows_the_daemon_socket_config_and_counts() {
     let status: Value = serde_json::from_str(&stdout).expect("corral status --json prints JSON");
     assert_eq!(status["daemonInfo"]["pid"], daemon.pid());
     assert_eq!(status["servers"]["total"], 3);
+}
+
+#[tokio::test]
+async fn status_shows_the_connection_cap_and_refused_connections_only_when_there_are_some() {
+    // 256 open files: at most 128 connections (the rest is the fd reserve).
+    let daemon = TestDaemon::builder().open_files_limit(256, 256).start();
+    let output = run_corral(daemon.socket_path(), &["status"]).await;
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(output.stdout.contains("1 (at most 128)"), "{}", output.stdout);
+    assert!(
+        !output.stdout.contains("refused"),
+        "none refused yet:\n{}",
+        output.stdout
+    );
+
+    // Every slot taken by an initialized front-end: the next is refused.
+    let mut open = Vec::new();
+    for _ in 0..128 {
+        let mut connection = daemon.raw_line_connection().await;
+        connection.initialize().await;
+        open.push(connection);
+    }
+    let mut refused = within("connecting past the cap", UnixStream::connect(daemon.socket_path()))
+        .await
+        .expect("connect");
+    let mut byte = [0u8; 1];
+    let read = within("the refused connection to close", refused.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the 129th connection was served: {read:?}"
+    );
+
+    // One slot freed (and the daemon has seen it go): `corral status` takes it.
+    drop(open.pop());
+    let observer = &mut open[0];
+    for attempt in 0.. {
+        let status = observer.call("daemon/status", serde_json::json!({})).await;
+        if status["connections"] == 127 {
+            break;
+        }
+        assert!(attempt < 100, "the daemon still counts 128 connections: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let output = run_corral(daemon.socket_path(), &["status"]).await;
+    assert!(output.status.success(), "{}", output.stderr);
+    assert!(output.stdout.contains("128 (at most 128)"), "{}", output.stdout);
+    assert!(
+        output.stdout.contains("refused:") && output.stdout.contains("1 connections since start"),
+        "{}",
+        output.stdout
+    );
+    let output = run_corral(daemon.socket_path(), &["status", "--json"]).await;
+    let status: Value = serde_json::from_str(&output.stdout).expect("corral status --json prints JSON");
+    assert_eq!(status["maxConnections"], 128, "{status}");
+    assert_eq!(status["refusedConnections"], 1, "{status}");
 }
 
 #[test]

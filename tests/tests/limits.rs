@@ -439,3 +439,87 @@ async fn a_full_server_command_queue_is_busy_not_shutting_down() {
         "some restarts find the queue full: {codes:?}"
     );
 }
+
+/// The daemon's limits of requests per connection: running, and waiting for a slot.
+const MAX_IN_FLIGHT: u64 = 64;
+const MAX_WAITING_REQUESTS: u64 = 256;
+
+/// Read `count` responses (notifications skipped) and return them by id.
+async fn responses(connection: &mut RawConnection, count: usize) -> std::collections::BTreeMap<String, Value> {
+    let mut by_id = std::collections::BTreeMap::new();
+    for _ in 0..count * 4 {
+        if by_id.len() == count {
+            break;
+        }
+        let message = match connection.try_recv(WAIT).await {
+            Ok(message) => message,
+            Err(error) => panic!("after {} of {count} responses: {error:?}", by_id.len()),
+        };
+        if message.get("method").is_none() {
+            by_id.insert(message["id"].to_string(), message);
+        }
+    }
+    assert_eq!(by_id.len(), count, "{by_id:?}");
+    by_id
+}
+
+#[tokio::test]
+async fn requests_beyond_the_slots_wait_without_stopping_the_reader_and_beyond_the_waiting_room_are_refused() {
+    // A wedged supervisor holds every `mcpServer/list` (as a slow server
+    // would hold calls): 64 of them fill the slots, the 65th waits.
+    let daemon = TestDaemon::builder().test_hooks(true).start();
+    let mut connection = daemon.raw_line_connection().await;
+    connection.initialize().await;
+    connection.call("debug/wedgeSupervisor", json!({})).await;
+    let list = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "mcpServer/list"}).to_string() + "\n";
+    let mut wire: String = (1..=MAX_IN_FLIGHT + 1).map(list).collect();
+    // Behind them on the wire: cancellations of a waiting and a running request.
+    for id in [MAX_IN_FLIGHT + 1, 1] {
+        wire.push_str(
+            &(json!({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": id}}).to_string() + "\n"),
+        );
+    }
+    connection.send_raw(wire.as_bytes()).await;
+    let cancelled = responses(&mut connection, 2).await;
+    for id in [MAX_IN_FLIGHT + 1, 1] {
+        let response = &cancelled[&id.to_string()];
+        assert_eq!(error_code(response), -32800, "requestCancelled: {response}");
+    }
+
+    // One slot is free again (request 1 was cancelled): 1 runs, 256 wait,
+    // and the next is refused at once, naming the limits.
+    let first = 1000;
+    let last = first + MAX_WAITING_REQUESTS + 1;
+    let wire: String = (first..=last).map(list).collect();
+    connection.send_raw(wire.as_bytes()).await;
+    let refused = responses(&mut connection, 1).await;
+    let response = &refused[&last.to_string()];
+    assert_eq!(error_code(response), -32014, "tooManyRequests: {response}");
+    assert!(
+        error_message(response).contains("this connection already has 64 requests running and 256 waiting"),
+        "{response}"
+    );
+
+    // The same for a batch's entries, inside its array.
+    connection
+        .send(&json!([
+            {"jsonrpc": "2.0", "id": "b1", "method": "mcpServer/list"},
+            {"jsonrpc": "2.0", "id": "b2", "method": "mcpServer/list"},
+        ]))
+        .await;
+    let batch = connection.recv().await;
+    let entries = batch.as_array().unwrap_or_else(|| panic!("the batch's array: {batch}"));
+    assert_eq!(entries.len(), 2, "{batch}");
+    for entry in entries {
+        assert_eq!(error_code(entry), -32014, "tooManyRequests: {batch}");
+    }
+
+    // A request the daemon answers inline still gets through, and once the
+    // supervisor answers again every request that waited is answered.
+    let released = connection.call("debug/releaseSupervisor", json!({})).await;
+    assert_eq!(released["released"], true, "{released}");
+    let answered = responses(&mut connection, (MAX_IN_FLIGHT - 1 + 1 + MAX_WAITING_REQUESTS) as usize).await;
+    for (id, response) in &answered {
+        assert!(response.get("result").is_some(), "request {id}: {response}");
+    }
+}

@@ -583,3 +583,135 @@ async fn resource_subscriptions_are_shared_and_released_by_the_last_front_end() 
     )
     .await;
 }
+
+/// The daemon's limit of requests running at once per connection.
+const MAX_IN_FLIGHT: u64 = 64;
+
+#[tokio::test]
+async fn elicitations_are_answered_while_every_request_slot_waits_on_them() {
+    // Every slot of the connection holds a call waiting on this front-end's
+    // answer, and one more call waits for a slot. The answers come after that
+    // call on the wire: the daemon must read them anyway, or nothing moves.
+    let daemon = everything_daemon("").await;
+    let mut front_end = front_end(&daemon, "busy-user", json!({"elicitation": true})).await;
+    let mut calls = String::new();
+    for id in 1..=MAX_IN_FLIGHT + 1 {
+        let call = json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"server": "everything", "name": "trigger-elicitation-request", "arguments": {}},
+        });
+        calls.push_str(&call.to_string());
+        calls.push('\n');
+    }
+    front_end.send_raw(calls.as_bytes()).await;
+
+    // Answer every elicitation as it comes; collect the calls' results.
+    let mut results = std::collections::BTreeMap::new();
+    let mut elicitations = 0;
+    let all_answered = async {
+        // Bounded: each call causes one elicitation and one response.
+        for _ in 0..4 * (MAX_IN_FLIGHT + 1) {
+            if results.len() as u64 == MAX_IN_FLIGHT + 1 {
+                break;
+            }
+            let message = match front_end.try_recv(SERVER_WAIT).await {
+                Ok(message) => message,
+                Err(error) => panic!(
+                    "after {elicitations} elicitations and {} answered calls, nothing more came ({error:?}): \
+                     the daemon stopped reading this front-end's answers",
+                    results.len()
+                ),
+            };
+            if is_request("mcpServer/elicitation/request")(&message) {
+                elicitations += 1;
+                front_end
+                    .send(&json!({
+                        "jsonrpc": "2.0",
+                        "id": message["id"],
+                        "result": {"action": "accept", "content": {"name": format!("user {elicitations}")}},
+                    }))
+                    .await;
+            } else if message.get("id").is_some() && message.get("method").is_none() {
+                results.insert(message["id"].as_u64().expect("numeric id"), message);
+            }
+        }
+    };
+    within_for(Duration::from_secs(120), "answering 65 elicitations", all_answered).await;
+    assert_eq!(elicitations, MAX_IN_FLIGHT + 1);
+    assert_eq!(
+        results.keys().copied().collect::<Vec<_>>(),
+        (1..=MAX_IN_FLIGHT + 1).collect::<Vec<_>>()
+    );
+    for response in results.values() {
+        let text = text_of(&response["result"]);
+        assert!(text.contains("- Name: user "), "{response}");
+    }
+}
+
+#[tokio::test]
+async fn progress_a_front_end_does_not_read_is_dropped_counted_and_noticed() {
+    // 2000 progress notifications in about 2 s to a front-end that reads
+    // nothing until progress has been dropped: its socket fills, then its
+    // queue in the daemon; the rest is dropped, counted and announced.
+    const STEPS: u64 = 2000;
+    let daemon = everything_daemon("").await;
+    let observer = daemon.connect_client().await;
+    let mut caller = front_end(&daemon, "slow-reader", json!({})).await;
+    let call = send_request(
+        &mut caller,
+        1,
+        "tools/call",
+        json!({
+            "server": "everything",
+            "name": "trigger-long-running-operation",
+            "arguments": {"duration": 2, "steps": STEPS},
+            "_meta": {"progressToken": "slow-token"},
+        }),
+    )
+    .await;
+    corral_tests::poll_until_for(SERVER_WAIT, "daemon/status to count dropped progress", || async {
+        let status = observer.daemon_status().await.expect("daemon/status");
+        status.dropped_progress.filter(|dropped| *dropped > 0)
+    })
+    .await;
+
+    let mut delivered = 0;
+    let mut notices = Vec::new();
+    let mut response = None;
+    for _ in 0..STEPS + 100 {
+        let message = caller.recv().await;
+        if is_response(&call)(&message) {
+            response = Some(message);
+            break;
+        }
+        match message["method"].as_str() {
+            Some("mcpServer/progress") => {
+                assert_eq!(message["params"]["progressToken"], "slow-token", "{message}");
+                delivered += 1;
+            }
+            Some("mcpServer/progress/lagged") => notices.push(message["params"]["missed"].as_u64().expect("missed")),
+            _ => {}
+        }
+    }
+    let response = response.expect("the call's answer, after its progress");
+    assert!(
+        text_of(&response["result"]).contains("Long running operation completed"),
+        "{response}"
+    );
+    let missed: u64 = notices.iter().sum();
+    assert!(
+        missed > 0,
+        "no mcpServer/progress/lagged before the answer ({delivered} progress delivered)"
+    );
+    assert_eq!(
+        delivered + missed,
+        STEPS,
+        "every progress notification is either delivered or counted as missed (notices {notices:?})"
+    );
+    let status = observer.daemon_status().await.expect("daemon/status");
+    assert_eq!(
+        status.dropped_progress,
+        Some(missed),
+        "daemon/status counts the same drops"
+    );
+}

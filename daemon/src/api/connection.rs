@@ -16,9 +16,16 @@
 //!   ([`OUTBOUND_BYTES`]) as well as in number;
 //! - no answer is larger than `MAX_MESSAGE_BYTES` (a larger one becomes a
 //!   `messageTooLarge` error for that request), a batch included;
+//! - at most [`MAX_IN_FLIGHT`] requests run at once; more wait for a slot
+//!   (at most [`MAX_WAITING_REQUESTS`] of them, [`WAITING_BYTES`] in all)
+//!   and beyond that are answered `tooManyRequests` at once. The reader
+//!   never stops reading for them: a front-end's answers to the daemon's
+//!   requests (elicitation) and its cancellations are always read, even
+//!   when every running request waits on them;
 //! - a batch holds at most [`MAX_BATCH_LEN`] requests, and its entries run
-//!   as in-flight requests like any other (counted against
-//!   [`MAX_IN_FLIGHT`], cancellable), so the reader goes on reading;
+//!   as in-flight requests like any other (the same slots, cancellable), so
+//!   the reader goes on reading; at most [`MAX_IN_FLIGHT`] batches wait for
+//!   their entries;
 //! - a started frame must be completed within the frame deadline, and
 //!   `initialize` must come within the handshake deadline
 //!   ([`super::ConnectionLimits`]); otherwise the connection is closed.
@@ -26,7 +33,10 @@
 use std::sync::Arc;
 
 use corral_protocol::framing::{self, FrameDecoder, FrameError, Framing};
-use corral_protocol::{ErrorCode, EventsLagged, EventsLaggedNotification, Initialize, Notification, Request as _};
+use corral_protocol::{
+    ErrorCode, EventsLagged, EventsLaggedNotification, Initialize, Notification, ProgressLagged,
+    ProgressLaggedNotification, Request as _,
+};
 use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request};
 use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse, Methods};
 use serde_json::value::RawValue;
@@ -40,7 +50,7 @@ use super::Admission;
 use super::methods::rpc_error;
 use super::session::Session;
 use crate::events::{EventFrame, Subscription};
-use crate::frontends::FrontEndError;
+use crate::frontends::{FrontEndError, Link};
 
 /// Responses waiting for the writer; when full, the reader waits.
 const OUTBOUND_QUEUE: usize = 64;
@@ -52,8 +62,17 @@ pub(crate) const OUTBOUND_BYTES: usize = 2 * corral_protocol::MAX_MESSAGE_BYTES;
 const WIRE_BUFFER_KEPT: usize = 256 * 1024;
 /// Most requests in one JSON-RPC batch.
 pub(crate) const MAX_BATCH_LEN: usize = 256;
-/// Requests of one connection running at once; the reader waits beyond this.
-const MAX_IN_FLIGHT: usize = 64;
+/// Requests of one connection running at once (the default of
+/// `ConnectionLimits::in_flight`); more wait for a slot while the reader goes
+/// on reading, so that answers and cancellations are never stuck behind them.
+pub(crate) const MAX_IN_FLIGHT: usize = 64;
+/// Requests of one connection waiting for a slot (the default of
+/// `ConnectionLimits::waiting_requests`): one full batch, so that a front-end
+/// that pipelines or batches within reason never sees `tooManyRequests`.
+pub(crate) const MAX_WAITING_REQUESTS: usize = MAX_BATCH_LEN;
+/// Bytes of the requests waiting for a slot (their text, which their
+/// unstarted futures hold): one largest message.
+pub(crate) const WAITING_BYTES: usize = corral_protocol::MAX_MESSAGE_BYTES;
 /// After a front-end closes its sending side, how long its running requests
 /// may still answer before they are cancelled.
 const EOF_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -100,13 +119,14 @@ pub(crate) async fn serve<S>(
         shared: partial_frames,
         held: 0,
     };
+    let slots = RequestSlots::new(limits.in_flight, limits.waiting_requests);
     let serving = serve_until_done(
         stream,
         hung_up,
         session,
         link_messages,
         methods,
-        partial_frames,
+        (partial_frames, slots),
         shutdown,
     );
     async move {
@@ -190,7 +210,7 @@ async fn serve_until_done<S>(
     session: Arc<Session>,
     link_messages: mpsc::Receiver<String>,
     methods: Methods,
-    mut partial_frames: PartialFrameBudget,
+    (mut partial_frames, slots): (PartialFrameBudget, RequestSlots),
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -232,7 +252,14 @@ async fn serve_until_done<S>(
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let mut writer_task = AbortOnDrop(tokio::spawn(
-            write_loop(writer, framing, outbound_rx, link_messages, shutdown.clone()).in_current_span(),
+            write_loop(
+                writer,
+                framing,
+                outbound_rx,
+                (link_messages, session.link.clone()),
+                shutdown.clone(),
+            )
+            .in_current_span(),
         ));
         let dispatcher = Dispatcher {
             session,
@@ -242,6 +269,7 @@ async fn serve_until_done<S>(
                 budget: Arc::new(Semaphore::new(OUTBOUND_BYTES)),
             },
             cancellable: Cancellable::default(),
+            slots,
         };
         let mut in_flight = JoinSet::new();
         let end = dispatcher
@@ -305,6 +333,81 @@ struct Dispatcher {
     methods: Methods,
     outbound: Outlet,
     cancellable: Cancellable,
+    slots: RequestSlots,
+}
+
+/// Where this connection's requests run: at most `in_flight` at once, at
+/// most `waiting` (and [`WAITING_BYTES`]) waiting for a slot, in the order
+/// they came; beyond that a request is refused at once. Never awaited by the
+/// reader.
+struct RequestSlots {
+    running: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+    waiting_bytes: Arc<Semaphore>,
+    /// Batches whose answer array waits for entries still running.
+    batches: Arc<Semaphore>,
+    in_flight: usize,
+    max_waiting: usize,
+}
+
+/// A request's place: a running slot, or a place in the waiting room.
+enum Admitted {
+    Run(OwnedSemaphorePermit),
+    /// The place (one request, and its bytes) is given up once it runs.
+    Wait(OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl RequestSlots {
+    fn new(in_flight: usize, waiting: usize) -> Self {
+        let in_flight = in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        let max_waiting = waiting.min(Semaphore::MAX_PERMITS);
+        Self {
+            running: Arc::new(Semaphore::new(in_flight)),
+            waiting: Arc::new(Semaphore::new(max_waiting)),
+            waiting_bytes: Arc::new(Semaphore::new(WAITING_BYTES)),
+            batches: Arc::new(Semaphore::new(in_flight)),
+            in_flight,
+            max_waiting,
+        }
+    }
+
+    /// A slot for a request of `bytes`, or a place to wait for one; `None`
+    /// when the waiting room is full too.
+    fn admit(&self, bytes: usize) -> Option<Admitted> {
+        // Free permits mean nobody waits (tokio hands released permits to
+        // waiters first), so this never overtakes a waiting request.
+        if let Ok(slot) = self.running.clone().try_acquire_owned() {
+            return Some(Admitted::Run(slot));
+        }
+        let place = self.waiting.clone().try_acquire_owned().ok()?;
+        let bytes = u32::try_from(bytes.clamp(1, WAITING_BYTES)).unwrap_or(u32::MAX);
+        let held = self.waiting_bytes.clone().try_acquire_many_owned(bytes).ok()?;
+        Some(Admitted::Wait(place, held))
+    }
+
+    /// The answer to a request refused by [`RequestSlots::admit`] (or to a
+    /// batch entry when too many batches wait).
+    fn refusal(&self) -> ErrorObjectOwned {
+        rpc_error(
+            ErrorCode::TooManyRequests,
+            format!(
+                "this connection already has {} requests running and {} waiting (or {WAITING_BYTES} bytes of \
+                 them); nothing was done: send it again once some are answered",
+                self.in_flight, self.max_waiting
+            ),
+        )
+    }
+}
+
+impl Admitted {
+    /// Wait for a running slot if there is none yet; hold it while the request runs.
+    async fn run(self, running: Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        match self {
+            Self::Run(slot) => Some(slot),
+            // The semaphore is never closed; a place is given up once a slot is had.
+            Self::Wait(_place, _bytes) => running.acquire_owned().await.ok(),
+        }
+    }
 }
 
 /// The way to the writer: a bounded queue, and a budget of bytes.
@@ -468,6 +571,7 @@ impl Dispatcher {
         if text.trim_start().starts_with('[') {
             return self.handle_batch(&text, in_flight).await;
         }
+        let bytes = text.len();
         match self.dispatch(&text) {
             None => true,
             Some(Dispatched::Now(response)) => {
@@ -475,7 +579,6 @@ impl Dispatcher {
                     && self.outbound.start_notifications(&self.session).await
             }
             Some(Dispatched::Later(id, future)) => {
-                wait_for_room(in_flight).await;
                 let key = id_key(&id);
                 if lock_cancellable(&self.cancellable).contains_key(&key) {
                     // Two requests with one id could not be told apart (answers, cancels).
@@ -485,6 +588,11 @@ impl Dispatcher {
                     );
                     return self.send(error_message(id, error)).await;
                 }
+                let Some(admitted) = self.slots.admit(bytes) else {
+                    tracing::debug!(request = %key, "request refused: too many running and waiting");
+                    return self.send(error_message(id, self.slots.refusal())).await;
+                };
+                let running = self.slots.running.clone();
                 let outbound = self.outbound.clone();
                 let cancellable = self.cancellable.clone();
                 // Held across spawn and insert, so the task cannot look for its
@@ -493,6 +601,7 @@ impl Dispatcher {
                 let task_key = key.clone();
                 let handle = in_flight.spawn(
                     async move {
+                        let _slot = admitted.run(running).await;
                         let response = future.await;
                         if lock_cancellable(&cancellable).remove(&task_key).is_none() {
                             return; // cancelled: the canceller answered
@@ -510,10 +619,10 @@ impl Dispatcher {
     /// A JSON-RPC batch: one array of responses, in the order of the calls.
     ///
     /// Calls answered at once (`initialize`, errors) are answered in place;
-    /// the others run as in-flight requests (counted against
-    /// [`MAX_IN_FLIGHT`], cancellable by id), and a task of the connection
-    /// sends the array when the last one is done, so the reader goes on
-    /// reading meanwhile.
+    /// the others run as in-flight requests (the same [`RequestSlots`], so an
+    /// entry may wait for a slot or be refused; cancellable by id), and a
+    /// task of the connection sends the array when the last one is done, so
+    /// the reader goes on reading meanwhile.
     async fn handle_batch(&self, text: &str, in_flight: &mut JoinSet<()>) -> bool {
         let calls: Vec<&RawValue> = match serde_json::from_str(text) {
             Ok(calls) => calls,
@@ -537,12 +646,14 @@ impl Dispatcher {
             return self.send(error_message(Id::Null, error)).await;
         }
         let mut slots = Vec::with_capacity(calls.len());
+        // This batch's place among the batches waiting for their entries,
+        // taken with its first entry that runs; `Err` if there was none.
+        let mut batch_place: Option<Result<OwnedSemaphorePermit, ()>> = None;
         for call in calls {
             match self.dispatch(call.get()) {
                 None => {}
                 Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(response.into_json())),
                 Some(Dispatched::Later(id, future)) => {
-                    wait_for_room(in_flight).await;
                     let key = id_key(&id);
                     let mut registry = lock_cancellable(&self.cancellable);
                     if registry.contains_key(&key) {
@@ -553,6 +664,21 @@ impl Dispatcher {
                         slots.push(BatchSlot::Ready(MethodResponse::error(id, error).into_json()));
                         continue;
                     }
+                    let place =
+                        batch_place.get_or_insert_with(|| self.slots.batches.clone().try_acquire_owned().map_err(drop));
+                    let admitted = if place.is_ok() {
+                        self.slots.admit(call.get().len())
+                    } else {
+                        None
+                    };
+                    let Some(admitted) = admitted else {
+                        tracing::debug!(request = %key, "batch entry refused: too many running and waiting");
+                        slots.push(BatchSlot::Ready(
+                            MethodResponse::error(id, self.slots.refusal()).into_json(),
+                        ));
+                        continue;
+                    };
+                    let running = self.slots.running.clone();
                     let cancel = CancellationToken::new();
                     let (answer, answered) = oneshot::channel();
                     let cancellable = self.cancellable.clone();
@@ -561,7 +687,10 @@ impl Dispatcher {
                     in_flight.spawn(
                         async move {
                             let response = tokio::select! {
-                                response = future => response,
+                                response = async {
+                                    let _slot = admitted.run(running).await;
+                                    future.await
+                                } => response,
                                 () = task_cancel.cancelled() => MethodResponse::error(
                                     id,
                                     rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
@@ -588,9 +717,11 @@ impl Dispatcher {
         }
         let outbound = self.outbound.clone();
         let session = self.session.clone();
-        wait_for_room(in_flight).await;
+        // Not a request slot: its entries need those, and they are bounded already.
+        let batch_place = batch_place.and_then(Result::ok);
         in_flight.spawn(
             async move {
+                let _batch_place = batch_place;
                 if let Some(batch) = assemble_batch(slots).await
                     && outbound.send(batch).await
                 {
@@ -767,13 +898,6 @@ fn error_message(id: Id<'_>, error: ErrorObjectOwned) -> String {
     MethodResponse::error(id, error).into_json().get().to_owned()
 }
 
-/// Wait until one more request may run on this connection.
-async fn wait_for_room(in_flight: &mut JoinSet<()>) {
-    while in_flight.len() >= MAX_IN_FLIGHT {
-        in_flight.join_next().await;
-    }
-}
-
 /// One answer of a batch: there already, or to come from its task.
 enum BatchSlot {
     Ready(Box<RawValue>),
@@ -848,7 +972,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     framing: Framing,
     mut outbound: mpsc::Receiver<Outbound>,
-    mut link_messages: mpsc::Receiver<String>,
+    (mut link_messages, link): (mpsc::Receiver<String>, Arc<Link>),
     shutdown: CancellationToken,
 ) {
     let mut events: Option<broadcast::Receiver<Arc<EventFrame>>> = None;
@@ -871,6 +995,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     while link_open && let Ok(earlier) = link_messages.try_recv() {
                         framing::encode(framing, earlier.as_bytes(), &mut wire);
                     }
+                    if link_open {
+                        encode_missed_progress(&link, framing, &mut wire);
+                    }
                     framing::encode(framing, message.as_bytes(), &mut wire);
                 }
                 Some(Outbound::Subscribe(subscription)) => {
@@ -881,7 +1008,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             },
             message = link_messages.recv(), if link_open => match message {
-                Some(message) => framing::encode(framing, message.as_bytes(), &mut wire),
+                Some(message) => {
+                    framing::encode(framing, message.as_bytes(), &mut wire);
+                    encode_missed_progress(&link, framing, &mut wire);
+                }
                 None => {
                     link_open = false;
                     continue;
@@ -930,6 +1060,28 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
+}
+
+/// `mcpServer/progress/lagged`, if progress for this front-end was dropped
+/// since it was last told. The writer checks after each message of the link
+/// and before each response: progress is dropped only when the link's queue
+/// is full (so a message of the link is still to be written after the drop),
+/// and it is counted before its request's answer is handed over (so the
+/// notice precedes that answer).
+fn encode_missed_progress(link: &Link, framing: Framing, wire: &mut Vec<u8>) {
+    let missed = link.take_missed_progress();
+    if missed == 0 {
+        return;
+    }
+    // Debug only: a chatty server and a slow front-end would make this one
+    // line per message written; the count is in `daemon/status`.
+    tracing::debug!(missed, "front-end fell behind; progress notifications dropped for it");
+    let message = serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": ProgressLaggedNotification::METHOD,
+        "params": ProgressLagged::new(missed),
+    });
+    framing::encode(framing, message.to_string().as_bytes(), wire);
 }
 
 /// The next notification, or never when not subscribed.

@@ -99,6 +99,7 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
                 u32::try_from(context.max_connections()).unwrap_or(u32::MAX),
                 context.refused_connections(),
             )
+            .with_dropped_progress(context.events.frontends().dropped_progress())
             .with_credentials_store(
                 context
                     .credentials

@@ -60,6 +60,11 @@ pub struct ConnectionLimits {
     /// connection that would pass it is not read until others finish theirs
     /// (or their frame deadline closes them).
     pub partial_frame_bytes: usize,
+    /// Requests of one connection running at once; more wait for a slot.
+    pub in_flight: usize,
+    /// Requests of one connection waiting for a slot (and at most
+    /// `connection::WAITING_BYTES` of them); more are answered `tooManyRequests`.
+    pub waiting_requests: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -68,6 +73,8 @@ impl Default for ConnectionLimits {
             handshake: Duration::from_secs(10),
             frame: Duration::from_secs(30),
             partial_frame_bytes: 256 * 1024 * 1024,
+            in_flight: connection::MAX_IN_FLIGHT,
+            waiting_requests: connection::MAX_WAITING_REQUESTS,
         }
     }
 }

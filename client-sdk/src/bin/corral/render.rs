@@ -69,7 +69,23 @@ pub(crate) fn status(status: &DaemonStatus) -> String {
         pairs.push(("credentials", line));
     }
     pairs.push(("servers", status.servers.to_string()));
-    pairs.push(("connections", status.connections.to_string()));
+    let connections = match status.max_connections {
+        Some(max) => format!("{} (at most {max})", status.connections),
+        None => status.connections.to_string(),
+    };
+    pairs.push(("connections", connections));
+    if let Some(refused) = status.refused_connections.filter(|refused| *refused > 0) {
+        pairs.push((
+            "refused",
+            format!("{refused} connections since start (the cap was reached)"),
+        ));
+    }
+    if let Some(dropped) = status.dropped_progress.filter(|dropped| *dropped > 0) {
+        pairs.push((
+            "dropped",
+            format!("{dropped} progress notifications since start (front-ends that did not read them in time)"),
+        ));
+    }
     pairs.push(("last event", status.last_seq.to_string()));
     key_values(&pairs)
 }
@@ -540,6 +556,25 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
+        assert!(
+            !text.contains("at most"),
+            "a daemon that does not say has no cap shown:\n{text}"
+        );
+
+        let quiet = daemon_status
+            .clone()
+            .with_connection_limit(896, 0)
+            .with_dropped_progress(0);
+        let text = status(&quiet);
+        assert!(text.contains("2 (at most 896)"), "{text}");
+        assert!(!text.contains("refused"), "no refusals, no line:\n{text}");
+        assert!(!text.contains("dropped"), "nothing dropped, no line:\n{text}");
+
+        let overloaded = daemon_status.with_connection_limit(896, 7).with_dropped_progress(120);
+        let text = status(&overloaded);
+        assert!(text.contains("refused:"), "{text}");
+        assert!(text.contains("7 connections since start"), "{text}");
+        assert!(text.contains("120 progress notifications"), "{text}");
     }
 
     #[test]
