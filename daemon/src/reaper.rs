@@ -179,6 +179,7 @@ impl RecordFile {
     }
 
     /// The record's file name in its directory.
+    #[cfg(unix)]
     fn name(&self) -> &std::ffi::OsStr {
         self.path.file_name().unwrap_or_default()
     }
