@@ -18,17 +18,35 @@
 //! when corrald looked stays the server's after it is orphaned.
 //!
 //! The *record* (`<socket>.children`, next to the socket, so it is per daemon
-//! and gone after a reboot with the runtime directory) holds the daemon's
-//! instance id and each running server's pid and start time. A daemon that
-//! starts and finds a record from a predecessor that did not shut down kills
-//! what that predecessor left: every process carrying its instance's marker,
-//! and every recorded pid whose start time still matches exactly *and* that
-//! carries that instance's marker.
+//! and, in the runtime directory, gone after a reboot) holds the daemon's
+//! instance id, the boot it was written in (`/proc/sys/kernel/random/boot_id`)
+//! and each running server leader's pid and start time. A daemon that starts
+//! and finds a record from a predecessor that did not shut down kills what
+//! that predecessor left: every process carrying its instance's marker, and
+//! every recorded leader (with its process group) whose start time still
+//! matches exactly and that either carries that instance's marker or was
+//! recorded in this boot (the record's boot id is ours).
+//!
+//! Why a recorded leader does not need the marker: leaders that exec with a
+//! cleaned environment (`env -i`), overwrite their environment area
+//! (setproctitle) or are not dumpable (`/proc/<pid>/environ` unreadable) carry
+//! none we can see, and they would survive a SIGKILLed daemon with their whole
+//! process group. Pid plus exact, non-zero start time names one process within
+//! one boot (a pid is not reused within the clock tick its process started
+//! in), the boot id rules out a record that survived a reboot (a runtime
+//! directory that is not a tmpfs), and the record is trusted only when we
+//! wrote it (below). A record without a boot id (written by an earlier
+//! version) still needs the marker, as it did then.
 //!
 //! The record is trusted only when it cannot have been planted: a regular file
-//! (opened with `O_NOFOLLOW`), owned by our uid, mode 0600, in a directory
-//! private to us. A recorded start time of 0 (unknown) never matches. The
-//! record is written 0600 through a temp file created with
+//! (opened with `O_NOFOLLOW`) owned by our uid that nobody else can write
+//! (no group or other write bit: the previous version wrote it 0644), in a
+//! directory private to us, which is opened once and checked on its
+//! descriptor; the record, its temp file and the rename between them are
+//! reached relative to that descriptor (`openat`, `renameat`, `unlinkat`), so
+//! a directory swapped in at the same path is never read or written. A record
+//! of another boot is ignored. A recorded start time of 0 (unknown) never
+//! matches. The record is written 0600 through a temp file created with
 //! `O_CREAT|O_EXCL|O_NOFOLLOW` and renamed over it. A write that fails (disk
 //! full) is retried on the next change and by a timer ([`Registry::retry_record`]),
 //! and shown in `daemon/status.childrenRecordError` until one succeeds: until
@@ -62,8 +80,21 @@ pub struct ProcessId {
 #[derive(Debug)]
 pub struct Registry {
     instance: String,
-    record_path: Option<PathBuf>,
+    /// This boot's id, written into the record.
+    boot_id: Option<String>,
+    record: Option<RecordFile>,
     state: Mutex<RegistryState>,
+}
+
+/// Where the record lives: a file name in the socket's directory.
+#[derive(Debug)]
+struct RecordFile {
+    /// The record's path, for messages.
+    path: PathBuf,
+    /// The directory, opened and checked once ([`corral_protocol::paths::open_private_dir`]);
+    /// every operation on the record goes relative to it. `Err` says why it could not be opened.
+    #[cfg(unix)]
+    dir: Result<std::os::fd::OwnedFd, String>,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +113,9 @@ struct RegistryState {
 struct Record {
     instance: String,
     daemon_pid: u32,
+    /// The boot the record was written in; absent in records of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_id: Option<String>,
     children: Vec<RecordedChild>,
 }
 
@@ -122,23 +156,55 @@ pub fn init(record_path: &Path) {
             tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper");
         }
     }
-    if let Some(record) = read_trusted_record(record_path) {
-        kill_predecessors_leftovers(&record);
+    let record = RecordFile::open(record_path);
+    if let Some(predecessor) = read_trusted_record(&record) {
+        kill_predecessors_leftovers(&predecessor);
     }
-    let registry = REGISTRY.get_or_init(|| Registry::new(Some(record_path.to_path_buf())));
-    if registry.record_path.as_deref() != Some(record_path) {
+    let registry = REGISTRY.get_or_init(|| Registry::new(Some(record)));
+    if registry.record.as_ref().map(|record| record.path.as_path()) != Some(record_path) {
         tracing::warn!("process registry was used before init; the record is not kept");
     }
     registry.write_record();
 }
 
+impl RecordFile {
+    /// Open (and check) the directory of the record at `path`.
+    fn open(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            #[cfg(unix)]
+            dir: corral_protocol::paths::open_private_dir(corral_protocol::paths::socket_dir(path))
+                .map_err(|problem| problem.to_string()),
+        }
+    }
+
+    /// The record's file name in its directory.
+    #[cfg(unix)]
+    fn name(&self) -> &std::ffi::OsStr {
+        self.path.file_name().unwrap_or_default()
+    }
+}
+
+/// `/proc/sys/kernel/random/boot_id`: a new random id at every boot.
+fn boot_id() -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = text.trim();
+        (!id.is_empty()).then(|| id.to_owned())
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
 impl Registry {
-    fn new(record_path: Option<PathBuf>) -> Self {
+    fn new(record: Option<RecordFile>) -> Self {
         let me = std::process::id();
         let start = start_time(me).unwrap_or_default();
         Self {
             instance: format!("{me}-{start}"),
-            record_path,
+            boot_id: boot_id(),
+            record,
             state: Mutex::new(RegistryState::default()),
         }
     }
@@ -180,13 +246,15 @@ impl Registry {
     }
 
     fn write_record(&self) {
-        let Some(path) = &self.record_path else { return };
+        let Some(record_file) = &self.record else { return };
+        let path = &record_file.path;
         // Written under the lock: concurrent spawns and teardowns must not
         // interleave their writes or rename an older snapshot over a newer one.
         let mut state = self.lock();
         let record = Record {
             instance: self.instance.clone(),
             daemon_pid: std::process::id(),
+            boot_id: self.boot_id.clone(),
             children: state
                 .leaders
                 .values()
@@ -198,7 +266,7 @@ impl Registry {
         };
         let result = serde_json::to_vec_pretty(&record)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| write_atomically(path, &bytes));
+            .and_then(|bytes| write_atomically(record_file, &bytes));
         match result {
             Ok(()) => {
                 if state.record_error.take().is_some() {
@@ -253,9 +321,13 @@ impl Registry {
 
     /// Remove the record: a clean shutdown leaves nothing to clean up.
     pub fn remove_record(&self) {
-        if let Some(path) = &self.record_path {
-            let _ = std::fs::remove_file(path);
+        let Some(record) = &self.record else { return };
+        #[cfg(unix)]
+        if let Ok(dir) = &record.dir {
+            let _ = rustix::fs::unlinkat(dir, record.name(), rustix::fs::AtFlags::empty());
         }
+        #[cfg(not(unix))]
+        let _ = std::fs::remove_file(&record.path);
     }
 
     /// Reap zombies re-parented to the daemon (never a leader: tokio reaps those).
@@ -284,91 +356,102 @@ impl Registry {
     }
 }
 
-/// Write `bytes` to `path` through `<path minus extension>.tmp`, created anew
-/// (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600) so that nothing already at that name,
-/// least of all a symbolic link, is ever written through, then renamed over
-/// `path` (a rename replaces a link at `path` itself, never its target).
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Write `bytes` to the record through `<name minus extension>.tmp` in its
+/// directory, created anew (`O_CREAT|O_EXCL|O_NOFOLLOW`, 0600) so that nothing
+/// already at that name, least of all a symbolic link, is ever written
+/// through, then renamed over the record (a rename replaces a link at the
+/// record's name itself, never its target). Both go relative to the
+/// directory's descriptor.
+#[cfg(unix)]
+fn write_atomically(record: &RecordFile, bytes: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
     use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let temporary = path.with_extension("tmp");
+    let dir = record.dir.as_ref().map_err(|why| std::io::Error::other(why.clone()))?;
+    let name = record.name();
+    let temporary = Path::new(name).with_extension("tmp");
     let create = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&temporary)
+        rustix::fs::openat(
+            dir,
+            &temporary,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
     };
-    let mut file = match create() {
+    let file = match create() {
         Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+        Err(rustix::io::Errno::EXIST) => {
             // A temp file left by a daemon killed mid-write, or something
-            // planted: the directory is ours (checked at bind), so unlink it
-            // (which never follows a link) and create our own.
-            std::fs::remove_file(&temporary)?;
+            // planted: the directory is ours (checked on this descriptor), so
+            // unlink it (which never follows a link) and create our own.
+            rustix::fs::unlinkat(dir, &temporary, AtFlags::empty())?;
             create()?
         }
-        Err(error) => return Err(error),
+        Err(error) => return Err(error.into()),
     };
-    // Exactly 0600 whatever the umask: a successor trusts nothing else.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    // Exactly 0600 whatever the umask.
+    rustix::fs::fchmod(&file, Mode::from_raw_mode(0o600))?;
+    let mut file = std::fs::File::from(file);
     file.write_all(bytes)?;
     drop(file);
-    std::fs::rename(&temporary, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temporary);
+    rustix::fs::renameat(dir, &temporary, dir, name).map_err(|error| {
+        let _ = rustix::fs::unlinkat(dir, &temporary, AtFlags::empty());
+        error.into()
     })
 }
 
 /// The largest record read back: a record lists one leader per running server.
 const MAX_RECORD_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Read the record a predecessor left at `path`, if there is one we can trust:
-/// a regular file of our uid, mode 0600, in a directory private to us, with a
-/// well-formed instance id. Anything else is ignored with a warning naming
-/// the path and what is wrong, and nothing is killed.
+/// Read the record a predecessor left, if there is one we can trust: in a
+/// directory private to us (checked on the descriptor it is read through), a
+/// regular file of our uid that nobody else can write, with a well-formed
+/// instance id, written in this boot if it says which. Anything else is
+/// ignored with a warning naming the path and what is wrong, and nothing is
+/// killed.
 #[cfg(unix)]
-fn read_trusted_record(path: &Path) -> Option<Record> {
+fn read_trusted_record(record_file: &RecordFile) -> Option<Record> {
+    use rustix::fs::{FileType, Mode, OFlags};
     use std::io::Read as _;
-    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let path = &record_file.path;
     let ignore = |why: String| {
         tracing::warn!(record = %path.display(), "ignoring the children record: {why}; nothing is killed");
         None
     };
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
-            return ignore("it is a symbolic link".to_owned());
-        }
-        Err(error) => return ignore(format!("cannot open it: {error}")),
+    let dir = match &record_file.dir {
+        Ok(dir) => dir,
+        Err(problem) => return ignore(problem.clone()),
     };
-    let metadata = match file.metadata() {
-        Ok(metadata) => metadata,
-        Err(error) => return ignore(format!("cannot inspect it: {error}")),
+    let file = match rustix::fs::openat(
+        dir,
+        record_file.name(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(file) => file,
+        Err(rustix::io::Errno::NOENT) => return None,
+        Err(rustix::io::Errno::LOOP) => return ignore("it is a symbolic link".to_owned()),
+        Err(error) => return ignore(format!("cannot open it: {}", std::io::Error::from(error))),
+    };
+    let stat = match rustix::fs::fstat(&file) {
+        Ok(stat) => stat,
+        Err(error) => return ignore(format!("cannot inspect it: {}", std::io::Error::from(error))),
     };
     let own_uid = corral_protocol::paths::effective_uid();
-    if !metadata.is_file() {
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return ignore("it is not a regular file".to_owned());
     }
-    if metadata.uid() != own_uid {
-        return ignore(format!(
-            "it belongs to uid {}, not to you (uid {own_uid})",
-            metadata.uid()
-        ));
+    if stat.st_uid != own_uid {
+        return ignore(format!("it belongs to uid {}, not to you (uid {own_uid})", stat.st_uid));
     }
-    if metadata.mode() & 0o7777 != 0o600 {
-        return ignore(format!("it has mode {:o}, not 600", metadata.mode() & 0o7777));
-    }
-    if let Err(problem) = corral_protocol::paths::check_private_dir(corral_protocol::paths::socket_dir(path)) {
-        return ignore(problem.to_string());
+    // What matters is that nobody else can write it: the previous version
+    // wrote it 0644, this one writes 0600.
+    #[allow(clippy::useless_conversion, reason = "`st_mode` is a u16 on macOS")]
+    let mode = u32::from(stat.st_mode) & 0o7777;
+    if mode & 0o022 != 0 {
+        return ignore(format!("it has mode {mode:o}: other users can write it"));
     }
     let mut bytes = Vec::new();
-    if let Err(error) = file.take(MAX_RECORD_BYTES).read_to_end(&mut bytes) {
+    if let Err(error) = std::fs::File::from(file).take(MAX_RECORD_BYTES).read_to_end(&mut bytes) {
         return ignore(format!("cannot read it: {error}"));
     }
     let record: Record = match serde_json::from_slice(&bytes) {
@@ -378,19 +461,26 @@ fn read_trusted_record(path: &Path) -> Option<Record> {
     if !is_instance_id(&record.instance) {
         return ignore("its instance id is not `<pid>-<start time>`".to_owned());
     }
+    if let (Some(recorded), Some(now)) = (&record.boot_id, boot_id())
+        && *recorded != now
+    {
+        return ignore(format!(
+            "it was written in another boot (boot id {recorded}, now {now}): its pids name other processes now"
+        ));
+    }
     Some(record)
 }
 
 #[cfg(not(unix))]
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
+fn write_atomically(record: &RecordFile, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = record.path.with_extension("tmp");
     std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
+    std::fs::rename(&temporary, &record.path)
 }
 
 /// Without `/proc` nothing is killed from a record anyway (see the module doc).
 #[cfg(not(unix))]
-fn read_trusted_record(_path: &Path) -> Option<Record> {
+fn read_trusted_record(_record: &RecordFile) -> Option<Record> {
     None
 }
 
@@ -406,9 +496,11 @@ fn is_instance_id(instance: &str) -> bool {
 /// Kill what a daemon that died without cleaning up left behind.
 fn kill_predecessors_leftovers(record: &Record) {
     let instance_marker = format!("{}/", record.instance);
+    // The reader ignored a record of another boot; this one says it is of ours.
+    let this_boot = record.boot_id.is_some() && record.boot_id == boot_id();
     let mut killed = Vec::new();
     for child in &record.children {
-        if is_recorded_process(child.process, &instance_marker) {
+        if is_recorded_process(child.process, &instance_marker, this_boot) {
             send_signal_to_group(child.process.pid, Signal::Kill);
             send_signal(child.process, Signal::Kill);
             killed.push(format!("{} (pid {})", child.server, child.process.pid));
@@ -428,14 +520,17 @@ fn kill_predecessors_leftovers(record: &Record) {
     }
 }
 
-/// Whether a process named by a record on disk is still that process: alive,
-/// the exact start time recorded (an unknown, 0, matches nothing), and
-/// carrying the marker of the record's daemon instance in its environment.
-fn is_recorded_process(id: ProcessId, instance_marker: &str) -> bool {
+/// Whether a leader named by a trusted record on disk is still that process:
+/// alive, the exact start time recorded (an unknown, 0, matches nothing), and
+/// either recorded in this boot (`this_boot`: pid and start time name one
+/// process) or carrying the marker of the record's daemon instance in its
+/// environment (a record of an earlier version, without a boot id). See the
+/// module doc for why the marker alone would miss leaders.
+fn is_recorded_process(id: ProcessId, instance_marker: &str, this_boot: bool) -> bool {
     let needle = format!("{MARKER_VAR}={instance_marker}");
     id.start_time != 0
         && read_stat(id.pid).is_some_and(|stat| !stat.zombie && stat.id.start_time == id.start_time)
-        && environ_has(id.pid, needle.as_bytes(), true)
+        && (this_boot || environ_has(id.pid, needle.as_bytes(), true))
 }
 
 /// Signals the reaper sends.
@@ -620,19 +715,67 @@ mod tests {
     }
 
     #[test]
-    fn a_process_from_a_record_needs_its_exact_start_time_and_the_marker() {
+    fn a_process_from_a_record_needs_its_exact_start_time_and_this_boot_or_the_marker() {
         let me = std::process::id();
         let exact = ProcessId {
             pid: me,
             start_time: start_time(me).expect("own stat"),
         };
         let unknown = ProcessId { pid: me, start_time: 0 };
+        let other = ProcessId {
+            pid: me,
+            start_time: exact.start_time + 1,
+        };
         assert!(is_same_process(unknown), "live bookkeeping treats 0 as unknown");
-        assert!(!is_recorded_process(unknown, "1-1/"), "from disk, 0 matches nothing");
+        for this_boot in [false, true] {
+            assert!(
+                !is_recorded_process(unknown, "1-1/", this_boot),
+                "from disk, 0 matches nothing"
+            );
+            assert!(!is_recorded_process(other, "1-1/", this_boot), "another start time");
+        }
         assert!(
-            !is_recorded_process(exact, "1-1/"),
-            "the test process does not carry the record's marker"
+            !is_recorded_process(exact, "1-1/", false),
+            "a record without a boot id needs the marker, which the test process does not carry"
         );
+        assert!(
+            is_recorded_process(exact, "1-1/", true),
+            "recorded in this boot with the exact start time: no marker needed"
+        );
+    }
+
+    /// The record is read through the directory that was checked, even after
+    /// its path was renamed away and another directory put in its place.
+    #[test]
+    fn the_record_is_read_and_written_through_the_checked_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = std::env::temp_dir().join(format!("corrald-record-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("dir");
+        std::fs::create_dir_all(&dir).expect("create the test dirs");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+        let path = dir.join("d.sock.children");
+        let record = |instance: &str| format!(r#"{{"instance":"{instance}","daemonPid":1,"children":[]}}"#);
+        std::fs::write(&path, record("1-1")).expect("write the checked record");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+
+        let record_file = RecordFile::open(&path);
+        std::fs::rename(&dir, base.join("moved")).expect("rename the dir away");
+        std::fs::create_dir(&dir).expect("another dir at the path");
+        std::fs::write(&path, record("2-2")).expect("write the swapped-in record");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+
+        let read = read_trusted_record(&record_file).expect("the checked record");
+        assert_eq!(read.instance, "1-1", "read through the descriptor, not the path");
+        write_atomically(&record_file, record("3-3").as_bytes()).expect("write");
+        let moved = std::fs::read_to_string(base.join("moved").join("d.sock.children")).expect("read");
+        assert!(moved.contains("3-3"), "written into the checked directory: {moved}");
+        let swapped = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            swapped.contains("2-2"),
+            "the swapped-in directory is untouched: {swapped}"
+        );
+        let _ = std::fs::remove_dir_all(base);
     }
 
     #[test]

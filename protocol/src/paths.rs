@@ -15,7 +15,10 @@
 //! directory can put their own socket (or lock file, or children record) in
 //! its place. The daemon refuses to bind in any other directory, and clients
 //! refuse to connect through one; clients also check the serving process's uid
-//! ([`UntrustedSocket::PeerIsOtherUser`]).
+//! ([`UntrustedSocket::PeerIsOtherUser`]). The daemon keeps the directory open
+//! ([`open_private_dir`]) and reaches its files only relative to that
+//! descriptor, so a directory swapped in at the same path afterwards is never
+//! used.
 
 use std::env;
 use std::ffi::OsString;
@@ -143,7 +146,16 @@ pub enum UntrustedSocket {
         dir: PathBuf,
     },
     /// The directory belongs to another user, who can replace anything in it.
-    #[error("its directory {} belongs to uid {owner}, not to you (uid {own_uid})", dir.display())]
+    ///
+    /// The message says how to get out: a default directory (`$TMPDIR/corral-<uid>`)
+    /// another user created first stays unusable for as long as it exists.
+    #[error(
+        "its directory {} belongs to uid {owner}, not to you (uid {own_uid}): while {} exists, \
+         set XDG_RUNTIME_DIR to a private directory, or pass --socket (or CORRAL_SOCKET) with a path \
+         in a directory only you can write",
+        dir.display(),
+        dir.display()
+    )]
     DirOwnedByOther {
         /// The directory.
         dir: PathBuf,
@@ -153,9 +165,14 @@ pub enum UntrustedSocket {
         own_uid: u32,
     },
     /// Group or others may create, rename and delete files in the directory.
+    ///
+    /// Unless it is sticky (a shared directory like `/tmp`), the message says
+    /// which `chmod` makes it private: a umask of 002 makes a user's own new
+    /// directories group-writable.
     #[error(
-        "its directory {} has mode {mode:o}: other users can create or replace files in it",
-        dir.display()
+        "its directory {} has mode {mode:o}: other users can create or replace files in it{}",
+        dir.display(),
+        chmod_hint(dir, *mode)
     )]
     DirWritableByOthers {
         /// The directory.
@@ -197,42 +214,79 @@ impl UntrustedSocket {
     }
 }
 
-/// Check that `dir` is private to this user: not a symbolic link (it is
-/// `lstat`ed), a directory, owned by the effective uid, and writable by
-/// nobody else (no group or other write bit, sticky or not).
-///
-/// Only the last component is checked: the directories above it are where the
-/// user (or the default: the runtime directory, or `$TMPDIR`) put it, and a
-/// directory we own cannot be renamed away by another user from a sticky
-/// `$TMPDIR` nor from a parent only we can write.
+/// What to run to make `dir` private, unless it is sticky (a shared
+/// directory, which must not be made private: choose another one).
+#[cfg(unix)]
+fn chmod_hint(dir: &Path, mode: u32) -> String {
+    if mode & 0o1000 == 0 {
+        format!("; if you made it, run `chmod 700 {}`", dir.display())
+    } else {
+        String::new()
+    }
+}
+
+/// Check that `dir` is private to this user: not a symbolic link, a
+/// directory, owned by the effective uid, and writable by nobody else (no
+/// group or other write bit, sticky or not). See [`open_private_dir`].
 #[cfg(unix)]
 pub fn check_private_dir(dir: &Path) -> Result<(), UntrustedSocket> {
-    use std::os::unix::fs::MetadataExt as _;
-    let metadata = std::fs::symlink_metadata(dir).map_err(|error| UntrustedSocket::DirUnreadable {
+    open_private_dir(dir).map(drop)
+}
+
+/// Open `dir` (`O_DIRECTORY|O_NOFOLLOW`: a symbolic link as its last
+/// component is refused, not followed) and check, on the open descriptor
+/// (`fstat`), that it is private to this user as [`check_private_dir`] says.
+///
+/// The descriptor is the directory that was checked, whatever happens to its
+/// path afterwards: open, create, rename and remove files relative to it
+/// (`openat`, `renameat`, `unlinkat`) and a directory swapped in at the same
+/// path by someone who can write its parent is never used.
+///
+/// Only the last component is checked: the directories above it are where the
+/// user (or the default: the runtime directory, or `$TMPDIR`) put it. The
+/// daemon also refuses a parent that others can write unless it is sticky
+/// (`daemon/src/api/socket.rs`).
+#[cfg(unix)]
+pub fn open_private_dir(dir: &Path) -> Result<std::os::fd::OwnedFd, UntrustedSocket> {
+    use rustix::fs::{Mode, OFlags};
+    let unreadable = |error: std::io::Error| UntrustedSocket::DirUnreadable {
         dir: dir.to_path_buf(),
         error,
-    })?;
-    if metadata.file_type().is_symlink() {
-        return Err(UntrustedSocket::DirIsSymlink { dir: dir.to_path_buf() });
-    }
-    if !metadata.is_dir() {
-        return Err(UntrustedSocket::DirNotADirectory { dir: dir.to_path_buf() });
-    }
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(dir, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // ELOOP (a link) or ENOTDIR (not a directory, or a link on some
+        // systems): say which, from the entry itself.
+        Err(errno) if errno == rustix::io::Errno::LOOP || errno == rustix::io::Errno::NOTDIR => {
+            return Err(match std::fs::symlink_metadata(dir) {
+                Ok(metadata) if metadata.file_type().is_symlink() => {
+                    UntrustedSocket::DirIsSymlink { dir: dir.to_path_buf() }
+                }
+                Ok(_) => UntrustedSocket::DirNotADirectory { dir: dir.to_path_buf() },
+                Err(error) => unreadable(error),
+            });
+        }
+        Err(errno) => return Err(unreadable(errno.into())),
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|errno| unreadable(errno.into()))?;
     let own_uid = effective_uid();
-    if metadata.uid() != own_uid {
+    if stat.st_uid != own_uid {
         return Err(UntrustedSocket::DirOwnedByOther {
             dir: dir.to_path_buf(),
-            owner: metadata.uid(),
+            owner: stat.st_uid,
             own_uid,
         });
     }
-    if metadata.mode() & 0o022 != 0 {
+    #[allow(clippy::useless_conversion, reason = "`st_mode` is a u16 on macOS")]
+    let mode = u32::from(stat.st_mode);
+    if mode & 0o022 != 0 {
         return Err(UntrustedSocket::DirWritableByOthers {
             dir: dir.to_path_buf(),
-            mode: metadata.mode() & 0o7777,
+            mode: mode & 0o7777,
         });
     }
-    Ok(())
+    Ok(fd)
 }
 
 /// Whether `path` fits in a Unix socket address.
@@ -273,7 +327,18 @@ mod tests {
             let error = check_private_dir(&private).expect_err("writable by others");
             assert!(matches!(error, UntrustedSocket::DirWritableByOthers { .. }), "{error}");
             assert!(error.to_string().contains(&format!("mode {mode:o}")), "{error}");
+            let chmod = format!("run `chmod 700 {}`", private.display());
+            assert_eq!(
+                error.to_string().contains(&chmod),
+                mode & 0o1000 == 0,
+                "a chmod hint unless sticky: {error}"
+            );
         }
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+        let file = private.join("file");
+        std::fs::write(&file, "").expect("a file");
+        let error = check_private_dir(&file).expect_err("a file");
+        assert!(matches!(error, UntrustedSocket::DirNotADirectory { .. }), "{error}");
         let link = base.join("link");
         std::os::unix::fs::symlink(&private, &link).expect("symlink");
         let error = check_private_dir(&link).expect_err("a symlink");
@@ -283,6 +348,29 @@ mod tests {
                 .expect_err("missing")
                 .is_missing()
         );
+        let _ = std::fs::remove_dir_all(base);
+    }
+
+    /// The descriptor stays the directory that was checked after its path is
+    /// renamed away and something else is put there.
+    #[cfg(unix)]
+    #[test]
+    fn an_open_private_dir_is_the_checked_directory_whatever_its_path_becomes() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = std::env::temp_dir().join(format!("corral-paths-swap-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("dir");
+        std::fs::create_dir_all(&dir).expect("create the test dirs");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+        std::fs::write(dir.join("record"), "checked").expect("write");
+        let fd = open_private_dir(&dir).expect("a private dir");
+        std::fs::rename(&dir, base.join("moved")).expect("rename the dir away");
+        std::fs::create_dir(&dir).expect("a new dir at the path");
+        std::fs::write(dir.join("record"), "swapped in").expect("write");
+        let file =
+            rustix::fs::openat(&fd, "record", rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).expect("openat");
+        let text = std::io::read_to_string(std::fs::File::from(file)).expect("read");
+        assert_eq!(text, "checked");
         let _ = std::fs::remove_dir_all(base);
     }
 

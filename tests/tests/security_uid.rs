@@ -25,6 +25,13 @@
 //!   and the record's marker.
 //! - R4: a record that cannot be written shows in `daemon/status` and
 //!   `corral doctor`, and is written once it can be.
+//! - Review follow-ups: U1, a recorded leader without the marker (`env -i`)
+//!   is still killed after a SIGKILL of corrald, when the record is of this
+//!   boot; U2, a record of the previous version (0644) is still trusted; U3,
+//!   a socket directory whose parent others can write is refused (the
+//!   descriptor-relative operations are unit-tested in `paths.rs` and
+//!   `reaper.rs`); U4, a lock file of another uid nobody holds no longer
+//!   locks the user out, and the refusals say what to run.
 
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -37,8 +44,9 @@ use corral_client::protocol::ServerStatus;
 use corral_client::protocol::paths::UntrustedSocket;
 use corral_client::{Client, ClientError, ConnectOptions};
 use corral_tests::{
-    SERVER_WAIT, TestDaemon, WAIT, assert_all_alive, assert_all_gone, corral_command, fixture_config, poll_until,
-    process_stat, run_command, scratch_dir, wait_for_status,
+    KillSurvivorsOnDrop, SERVER_WAIT, TestDaemon, WAIT, assert_all_alive, assert_all_gone, corral_command,
+    fixture_config, fixture_python, fixture_script, poll_until, process_stat, run_command, scratch_dir, toml_string,
+    toml_string_array, wait_for_pid_file, wait_for_status,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -314,6 +322,12 @@ fn the_cli_refuses_a_socket_directory_another_user_made_and_sends_it_nothing() {
         output.stderr.contains(&expected),
         "names the path and the owner: {output:?}"
     );
+    // U4: the fallback stays blocked while that directory exists: say how out.
+    let way_out = format!(
+        "while {} exists, set XDG_RUNTIME_DIR to a private directory, or pass --socket (or CORRAL_SOCKET) with a path in a directory only you can write",
+        planted_dir.display()
+    );
+    assert!(output.stderr.contains(&way_out), "says how to get out: {output:?}");
     assert!(!output.stderr.contains(SECRET), "{output:?}");
 }
 
@@ -604,9 +618,10 @@ fn a_record_planted_in_a_shared_directory_kills_nothing() {
     );
 }
 
-/// In the daemon's own directory, only a record of ours (owner, mode) is
-/// read, and of its processes only those with the exact start time *and* the
-/// record's marker are killed.
+/// In the daemon's own directory, only a record of ours (owner, writable by
+/// nobody else) is read, and of the processes of a record without a boot id
+/// (one written before boot ids were recorded) only those with the exact
+/// start time *and* the record's marker are killed.
 #[tokio::test]
 async fn only_a_record_of_ours_kills_and_only_the_processes_it_marked() {
     let scene = Scene::new();
@@ -624,7 +639,13 @@ async fn only_a_record_of_ours_kills_and_only_the_processes_it_marked() {
             true,
             Some(format!("belongs to uid {ATTACKER}, not to you (uid 0)")),
         ),
-        (0, 0o644, true, true, Some("it has mode 644, not 600".to_owned())),
+        (
+            0,
+            0o664,
+            true,
+            true,
+            Some("it has mode 664: other users can write it".to_owned()),
+        ),
         (0, 0o600, false, false, None),
         (0, 0o600, false, true, None),
     ];
@@ -637,6 +658,7 @@ async fn only_a_record_of_ours_kills_and_only_the_processes_it_marked() {
         std::fs::set_permissions(&record, std::fs::Permissions::from_mode(file_mode)).expect("chmod the record");
 
         let daemon = TestDaemon::builder().socket_path(&socket).start();
+        wait_for_own_record(&daemon, &record).await;
         assert_all_alive(&[bystander.pid()], &context);
         if let Some(said) = said {
             assert!(
@@ -660,6 +682,337 @@ async fn only_a_record_of_ours_kills_and_only_the_processes_it_marked() {
     )
     .await;
     drop(daemon);
+}
+
+/// Wait until `daemon` has written its own record at `record`: it does so
+/// after it dealt with its predecessor's (which it may serve before), so the
+/// checks that follow see what it killed and said.
+async fn wait_for_own_record(daemon: &TestDaemon, record: &Path) {
+    let pid = daemon.pid();
+    poll_until(
+        &format!("corrald {pid} to write its record {}", record.display()),
+        || async {
+            let written: Value = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
+            (written["daemonPid"] == pid).then_some(())
+        },
+    )
+    .await;
+}
+
+/// `/proc/sys/kernel/random/boot_id`: which boot a record was written in.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .expect("read /proc/sys/kernel/random/boot_id")
+        .trim()
+        .to_owned()
+}
+
+/// Like [`record_json`], with the boot the record says it was written in.
+fn record_json_with_boot(instance: &str, pid: u32, start_time: u64, boot_id: &str) -> String {
+    format!(
+        r#"{{"instance":"{instance}","daemonPid":1,"bootId":"{boot_id}","children":[{{"server":"planted","pid":{pid},"startTime":{start_time}}}]}}"#
+    )
+}
+
+/// U2: a record the previous corrald wrote (mode 0644 under the usual umask,
+/// no boot id) is still ours to act on: only the owner can write it.
+#[tokio::test]
+async fn a_record_left_by_the_previous_version_with_mode_644_still_kills_what_it_marked() {
+    let scene = Scene::new();
+    let socket = scene.private().join("corral.sock");
+    let record = scene.private().join("corral.sock.children");
+    let instance = "4000001-12345";
+    let bystander = Bystander::spawn(Some(&format!("{instance}/planted/1")));
+    std::fs::write(&record, record_json(instance, bystander.pid(), bystander.start_time())).expect("write");
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
+
+    let daemon = TestDaemon::builder().socket_path(&socket).start();
+    assert_all_gone(
+        &[bystander.pid()],
+        Duration::from_secs(5),
+        "a marked process named by our own 0644 record",
+    )
+    .await;
+    wait_for_own_record(&daemon, &record).await;
+    assert_eq!(mode(&record), 0o600, "the new record is written 0600");
+    drop(daemon);
+}
+
+/// U1: a recorded leader without the marker is killed when the record was
+/// written in this boot (exact start time, same boot id), and only then.
+#[tokio::test]
+async fn an_unmarked_recorded_leader_is_killed_only_in_the_boot_that_recorded_it() {
+    let scene = Scene::new();
+    let socket = scene.private().join("corral.sock");
+    let record = scene.private().join("corral.sock.children");
+    let instance = "4000002-12345";
+
+    let other_boot = "00000000-0000-4000-8000-000000000000";
+    assert_ne!(boot_id(), other_boot);
+    let bystander = Bystander::spawn(None);
+    std::fs::write(
+        &record,
+        record_json_with_boot(instance, bystander.pid(), bystander.start_time(), other_boot),
+    )
+    .expect("write");
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let daemon = TestDaemon::builder().socket_path(&socket).start();
+    wait_for_own_record(&daemon, &record).await;
+    assert_all_alive(&[bystander.pid()], "named by a record of another boot");
+    assert!(
+        daemon.stderr().contains("it was written in another boot"),
+        "the daemon says why it ignored the record:\n{}",
+        daemon.stderr()
+    );
+    drop(daemon);
+
+    std::fs::write(
+        &record,
+        record_json_with_boot(instance, bystander.pid(), bystander.start_time(), &boot_id()),
+    )
+    .expect("write");
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let daemon = TestDaemon::builder().socket_path(&socket).start();
+    assert_all_gone(
+        &[bystander.pid()],
+        Duration::from_secs(5),
+        "an unmarked process our record of this boot names with its exact start time",
+    )
+    .await;
+    drop(daemon);
+}
+
+/// U1, end to end: a server that clears its environment (`env -i`, as a
+/// wrapper script or a sandbox would) carries no marker, yet it and its
+/// process group are killed by the next daemon after corrald was SIGKILLed.
+#[tokio::test]
+async fn a_leader_that_cleared_its_environment_is_killed_after_a_daemon_sigkill() {
+    let scratch = scratch_dir();
+    let pid_file = scratch.path().join("clean.pids");
+    let mut cleanup = KillSurvivorsOnDrop::new([pid_file.clone()]);
+    let args = [
+        "-i".to_owned(),
+        fixture_python().display().to_string(),
+        fixture_script().display().to_string(),
+        "--ignore-stdin-close".to_owned(),
+        "--spawn-child".to_owned(),
+        "--pid-file".to_owned(),
+        pid_file.display().to_string(),
+    ];
+    let config = format!(
+        "\n[servers.clean]\ncommand = {}\nargs = {}\n",
+        toml_string("env"),
+        toml_string_array(&args)
+    );
+    let mut first = TestDaemon::start_with_config(&config);
+    let client = first.connect_client().await;
+    let leader = wait_for_status(&client, "clean", ServerStatus::Ready, SERVER_WAIT)
+        .await
+        .pid
+        .expect("a ready server has a pid");
+    let pids = wait_for_pid_file(&pid_file, 2).await;
+    for pid in &pids {
+        cleanup.also(*pid);
+    }
+    assert_eq!(pids[0], leader, "the fixture runs as the leader (env execs it)");
+    for pid in &pids {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+        assert!(
+            !environ
+                .split(|byte| *byte == 0)
+                .any(|entry| entry.starts_with(b"CORRAL_SERVER_MARKER=")),
+            "process {pid} must carry no marker for this test to mean anything"
+        );
+    }
+    drop(client);
+
+    first.sigkill_and_wait();
+    assert_all_alive(&pids, "right after SIGKILL of corrald (they ignore stdin close)");
+    let socket = first.socket_path().to_path_buf();
+    let second = TestDaemon::builder().socket_path(&socket).start();
+    assert_all_gone(
+        &pids,
+        Duration::from_secs(5),
+        "the unmarked leader and its group, once a new daemon serves the socket",
+    )
+    .await;
+    drop(second);
+    drop(first);
+}
+
+// ---------------------------------------------------------------------------
+// U3, U4: the socket directory's parent, and what locks a user out
+
+/// U3: `--socket /shared/proj/.corral/d.sock` with `/shared/proj` writable by
+/// others and not sticky: they could rename `.corral` and put their own in its
+/// place, so the daemon refuses it, naming the parent.
+#[test]
+fn the_daemon_refuses_a_socket_directory_whose_parent_others_can_write() {
+    let scene = Scene::new();
+    let project = scene.path().join("proj");
+    std::fs::create_dir(&project).expect("create the project dir");
+    std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o777)).expect("chmod 777");
+    let dir = project.join(".corral");
+    std::fs::create_dir(&dir).expect("create .corral");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+
+    let mut daemon = TestDaemon::builder().socket_path(dir.join("d.sock")).spawn();
+    let status = daemon.wait_for_exit(WAIT);
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "corrald must refuse ({status:?}); stderr:\n{}",
+        daemon.stderr()
+    );
+    let expected = format!(
+        "refusing to serve a socket in {}: its parent directory {} has mode 777 and is not sticky",
+        dir.display(),
+        project.display()
+    );
+    assert!(daemon.stderr().contains(&expected), "{}", daemon.stderr());
+
+    // Sticky (like /tmp), others cannot rename a directory of ours: accepted.
+    std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    let daemon = TestDaemon::builder().socket_path(dir.join("d.sock")).start();
+    drop(daemon);
+}
+
+/// U4: a lock file of another uid (root's, left by `sudo -E corrald` of an
+/// earlier version; here, since the tests run as root, the attacker's uid)
+/// in a directory private to us no longer locks us out: nobody holds it, so
+/// it is replaced by our own. One that a live process holds is refused,
+/// naming its owner.
+#[test]
+fn a_lock_file_of_another_uid_in_our_private_directory_is_replaced_unless_held() {
+    let scene = Scene::new();
+    let socket = scene.private().join("corral.sock");
+    let lock = scene.private().join("corral.sock.lock");
+    std::fs::write(&lock, "12345\n").expect("write the lock file");
+    std::os::unix::fs::chown(&lock, Some(ATTACKER), Some(ATTACKER)).expect("chown the lock file");
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
+
+    // Held by a live process: refused, naming who owns the file.
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg("import fcntl, sys\nf = open(sys.argv[1])\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()")
+        .arg(&lock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("python3 is needed (`apt-get install python3`): {error}"));
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the holder's first line");
+    assert_eq!(line.trim(), "locked");
+    let mut daemon = TestDaemon::builder().socket_path(&socket).spawn();
+    let status = daemon.wait_for_exit(WAIT);
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "a held lock of another uid is refused ({status:?}); stderr:\n{}",
+        daemon.stderr()
+    );
+    let expected = format!(
+        "lock file {} belongs to uid {ATTACKER} and a process holds it",
+        lock.display()
+    );
+    assert!(daemon.stderr().contains(&expected), "{}", daemon.stderr());
+
+    // Nobody holds it any more: replaced.
+    let daemon = TestDaemon::builder().socket_path(&socket).start();
+    let metadata = std::fs::symlink_metadata(&lock).expect("the lock file");
+    assert_eq!(metadata.uid(), 0, "the lock file is now ours");
+    assert_eq!(metadata.mode() & 0o7777, 0o600);
+    drop(daemon);
+}
+
+/// U4, as it happens: a user's corrald (here uid 65533) finds root's 0644
+/// lock file in its private directory. It cannot open it for writing (the
+/// path the root-run test above does not take), so it locks it read-only,
+/// sees nobody holds it, and replaces it.
+#[test]
+fn a_users_daemon_replaces_a_lock_file_root_left_in_its_directory() {
+    let scene = Scene::new();
+    let home = scene.path().join("victim-home");
+    std::fs::create_dir(&home).expect("create the victim's home");
+    std::os::unix::fs::chown(&home, Some(OTHER_VICTIM), Some(OTHER_VICTIM)).expect("chown");
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+    let socket = home.join("corral.sock");
+    let lock = home.join("corral.sock.lock");
+    std::fs::write(&lock, "1\n").expect("root's lock file");
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
+
+    let stderr_path = scene.path().join("corrald.stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
+    let mut command = Command::new("setpriv");
+    command
+        .arg(format!("--reuid={OTHER_VICTIM}"))
+        .arg(format!("--regid={OTHER_VICTIM}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(corral_tests::binary("corrald"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--config")
+        .arg(home.join("config.toml"))
+        .env_remove("CORRAL_SOCKET")
+        .env_remove("CORRAL_CONFIG")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("CORRAL_DATA_DIR", home.join("data"))
+        .env("CORRAL_NO_BUILTIN_SERVER", "1")
+        .env("HOME", &home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let mut daemon = command.spawn().expect("spawn setpriv corrald");
+    let deadline = std::time::Instant::now() + WAIT;
+    let served = loop {
+        if std::fs::symlink_metadata(&socket).is_ok_and(|metadata| metadata.uid() == OTHER_VICTIM) {
+            break true;
+        }
+        if daemon.try_wait().expect("try_wait").is_some() || std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let lock_owner = std::fs::symlink_metadata(&lock).map(|metadata| metadata.uid());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(
+        served,
+        "the user's corrald must serve despite root's lock file; its stderr:\n{log}"
+    );
+    assert_eq!(
+        lock_owner.ok(),
+        Some(OTHER_VICTIM),
+        "the lock file is now the user's:\n{log}"
+    );
+    assert!(
+        log.contains("removed a lock file of another user that no process holds"),
+        "says what it did:\n{log}"
+    );
+}
+
+/// U4: our own directory, group-writable because of a umask of 002, is
+/// refused (we did not necessarily create it), and the error says exactly
+/// what to run.
+#[test]
+fn the_daemon_refuses_its_own_group_writable_directory_and_says_what_to_run() {
+    let scene = Scene::new();
+    let dir = scene.private();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o775)).expect("chmod 775");
+    let mut daemon = TestDaemon::builder().socket_path(dir.join("corral.sock")).spawn();
+    let status = daemon.wait_for_exit(WAIT);
+    assert!(
+        status.is_some_and(|status| !status.success()),
+        "corrald must refuse ({status:?}); stderr:\n{}",
+        daemon.stderr()
+    );
+    let expected = format!("if you made it, run `chmod 700 {}`", dir.display());
+    assert!(daemon.stderr().contains(&expected), "{}", daemon.stderr());
+    assert_eq!(mode(&dir), 0o775, "the mode is left for the user to change");
 }
 
 // ---------------------------------------------------------------------------
