@@ -12,7 +12,7 @@
 //! earlier version) that no process holds: in a directory private to us,
 //! only our own daemons (and root) create or remove files, so it is locked,
 //! checked to still be the file at that name, removed, and replaced by our
-//! own ([`take_lock`]).
+//! own (`take_lock`).
 //!
 //! Everything lives in one directory that must be private to us
 //! ([`corral_protocol::paths::open_private_dir`]): we create it (0700) when
