@@ -131,6 +131,7 @@ fn every_committed_example_parses_as_its_typed_message() {
             }
             (Some(ResourceUpdatedNotification::METHOD), _) => round_trip::<ResourceUpdated>(&message["params"]),
             (Some(ProgressNotification::METHOD), _) => round_trip::<Progress>(&message["params"]),
+            (Some(ProgressLaggedNotification::METHOD), _) => round_trip::<ProgressLagged>(&message["params"]),
             (Some(ElicitationRequest::METHOD | SamplingRequest::METHOD), _) => {
                 round_trip::<ServerRequestParams>(&message["params"]);
             }
