@@ -1110,6 +1110,17 @@ pub fn fixture_config(name: &str, flags: &[&str]) -> String {
     )
 }
 
+/// The text items of an MCP `CallToolResult`, joined by line breaks.
+pub fn text_of(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no content in {result}"))
+        .iter()
+        .filter_map(|item| item["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A `[servers.NAME]` entry running `@modelcontextprotocol/server-everything` over stdio
 /// (`node` found on the server's PATH, which is the daemon's).
 pub fn everything_config(name: &str) -> String {

@@ -4,34 +4,29 @@
 
 use std::time::Duration;
 
-use corral_client::Client;
 use corral_client::protocol::{ClientCapabilities, ElicitationRequest, ServerStatus};
-use corral_tests::{SERVER_WAIT, TestDaemon, WAIT, everything_config, wait_for_status, within};
+use corral_client::{Client, DaemonRequests};
+use corral_tests::{SERVER_WAIT, TestDaemon, WAIT, everything_config, text_of, wait_for_status, within};
 use serde_json::json;
 
-/// The text items of a `CallToolResult`, joined.
-fn text_of(result: &serde_json::Value) -> String {
-    result["content"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no content in {result}"))
-        .iter()
-        .filter_map(|item| item["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-#[tokio::test]
-async fn an_sdk_front_end_answers_an_elicitation_from_server_everything() {
+/// A daemon running server-everything, ready, and an SDK client connected to it that declared
+/// the elicitation capability, with its request stream taken.
+async fn everything_and_an_eliciting_client() -> (TestDaemon, Client, DaemonRequests) {
     let daemon = TestDaemon::start_with_config(&everything_config("everything"));
     let observer = daemon.connect_client().await;
     wait_for_status(&observer, "everything", ServerStatus::Ready, SERVER_WAIT).await;
-
     let mut capabilities = ClientCapabilities::default();
     capabilities.elicitation = true;
     let mut client = Client::connect(daemon.client_options().with_capabilities(capabilities))
         .await
         .expect("connect with the elicitation capability");
-    let mut requests = client.take_requests().expect("the capability was declared");
+    let requests = client.take_requests().expect("the capability was declared");
+    (daemon, client, requests)
+}
+
+#[tokio::test]
+async fn an_sdk_front_end_answers_an_elicitation_from_server_everything() {
+    let (_daemon, client, mut requests) = everything_and_an_eliciting_client().await;
 
     let call = client.tools_call("everything", "trigger-elicitation-request", None, WAIT);
     let answer = async {
@@ -63,16 +58,7 @@ async fn an_sdk_front_end_answers_an_elicitation_from_server_everything() {
 
 #[tokio::test]
 async fn an_sdk_front_end_that_drops_the_question_fails_it_and_the_call_ends() {
-    let daemon = TestDaemon::start_with_config(&everything_config("everything"));
-    let observer = daemon.connect_client().await;
-    wait_for_status(&observer, "everything", ServerStatus::Ready, SERVER_WAIT).await;
-
-    let mut capabilities = ClientCapabilities::default();
-    capabilities.elicitation = true;
-    let mut client = Client::connect(daemon.client_options().with_capabilities(capabilities))
-        .await
-        .expect("connect");
-    let mut requests = client.take_requests().expect("declared");
+    let (_daemon, client, mut requests) = everything_and_an_eliciting_client().await;
     let call = client.tools_call("everything", "trigger-elicitation-request", None, WAIT);
     let drop_it = async {
         let request = within("the elicitation", requests.next()).await.expect("a request");

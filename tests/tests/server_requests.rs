@@ -9,7 +9,7 @@ use std::time::Duration;
 use corral_protocol::ServerStatus;
 use corral_tests::{
     RawConnection, RecvError, SERVER_WAIT, TestDaemon, WireFraming, everything_config, filesystem_config, scratch_dir,
-    toml_string_array, wait_for_status, within_for,
+    text_of, toml_string_array, wait_for_status, within_for,
 };
 use serde_json::{Value, json};
 
@@ -95,17 +95,6 @@ fn is_request(method: &'static str) -> impl Fn(&Value) -> bool {
 
 fn is_response(id: &Value) -> impl Fn(&Value) -> bool + '_ {
     move |message| message.get("id") == Some(id) && message.get("method").is_none()
-}
-
-/// The text items of a `CallToolResult`, joined.
-fn text_of(result: &Value) -> String {
-    result["content"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no content in {result}"))
-        .iter()
-        .filter_map(|item| item["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test]
