@@ -228,3 +228,24 @@ fn every_daemon_notification_in_the_examples_is_in_methods() {
         "an example of every notification: {seen:?}"
     );
 }
+
+/// docs/protocol.md, Versioning: params to the daemon are strict (an unknown field is refused,
+/// naming it), except `initialize`'s, which a newer front-end must always get through.
+#[test]
+fn params_refuse_unknown_fields_except_initialize() {
+    let error = serde_json::from_value::<McpServerGetParams>(serde_json::json!({"name": "a", "dryRun": true}))
+        .expect_err("an unknown param is refused");
+    assert!(error.to_string().contains("dryRun"), "the error names the field: {error}");
+    let error = serde_json::from_value::<NoParams>(serde_json::json!({"verbose": true}))
+        .expect_err("even where a method takes none");
+    assert!(error.to_string().contains("verbose"), "{error}");
+
+    let initialize: InitializeParams = serde_json::from_value(serde_json::json!({
+        "protocolVersion": 1,
+        "clientInfo": {"name": "newer", "version": "9"},
+        "capabilities": {"elicitation": true, "someFutureCapability": {"x": 1}},
+        "someFutureField": 3,
+    }))
+    .expect("initialize ignores what it does not know");
+    assert!(initialize.capabilities.elicitation);
+}
