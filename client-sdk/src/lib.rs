@@ -1,4 +1,5 @@
-//! Async Rust client for `corrald`, the Corral daemon, and the `corral` command-line tool.
+//! Async Rust client for `corrald`, the Corral daemon. The `corral` command-line tool
+//! (crate `corral-cli`, in `cli/`) is built on it.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), corral_client::ClientError> {

@@ -15,11 +15,11 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 /// The committed systemd service unit.
-pub(crate) const SYSTEMD_SERVICE_TEMPLATE: &str = include_str!("../../../../systemd/corral.service");
+pub(crate) const SYSTEMD_SERVICE_TEMPLATE: &str = include_str!("../../systemd/corral.service");
 /// The committed systemd socket unit.
-pub(crate) const SYSTEMD_SOCKET_TEMPLATE: &str = include_str!("../../../../systemd/corral.socket");
+pub(crate) const SYSTEMD_SOCKET_TEMPLATE: &str = include_str!("../../systemd/corral.socket");
 /// The committed launchd agent.
-pub(crate) const LAUNCHD_TEMPLATE: &str = include_str!("../../../../launchd/dev.corral.corrald.plist");
+pub(crate) const LAUNCHD_TEMPLATE: &str = include_str!("../../launchd/dev.corral.corrald.plist");
 
 /// Environment variable that overrides where the files go (tests, unusual setups).
 pub(crate) const SERVICE_DIR_ENV: &str = "CORRAL_SERVICE_DIR";
