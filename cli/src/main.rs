@@ -12,6 +12,7 @@
 //! `corral events | head -3`, then ends the command quietly instead of
 //! panicking.
 
+mod ask;
 mod doctor;
 mod render;
 mod service;
@@ -385,7 +386,17 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
     if let Some(socket) = &cli.socket {
         options = options.with_socket_path(socket);
     }
+    // A tool may ask the user something while it runs; on a terminal, `corral call` answers.
+    let asks = matches!(command, DaemonCommand::Call { .. }) && ask::interactive();
+    if asks {
+        let mut capabilities = corral_client::protocol::ClientCapabilities::default();
+        capabilities.elicitation = true;
+        options = options.with_capabilities(capabilities);
+    }
     let mut client = Client::connect(options).await?;
+    if let Some(requests) = client.take_requests() {
+        tokio::spawn(ask::answer_questions(requests));
+    }
     match command {
         DaemonCommand::Status => {
             let status = client.daemon_status().await?;

@@ -5,7 +5,24 @@
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Set while the terminal is asking the user something (`ask.rs`): the indicator stays away.
+static PAUSED: AtomicBool = AtomicBool::new(false);
+
+/// Hide the indicator (and keep it hidden) while the user is being asked something.
+pub(crate) fn pause() {
+    PAUSED.store(true, Ordering::Relaxed);
+    if std::io::stderr().is_terminal() {
+        erase();
+    }
+}
+
+/// Let the indicator show again.
+pub(crate) fn resume() {
+    PAUSED.store(false, Ordering::Relaxed);
+}
 
 /// Waits shorter than this show nothing (no flicker on quick calls).
 const SHOW_AFTER: Duration = Duration::from_millis(300);
@@ -26,6 +43,9 @@ pub(crate) async fn while_waiting<F: Future>(label: &str, future: F) -> F::Outpu
         tokio::select! {
             output = &mut future => break output,
             _ = ticks.tick() => {
+                if PAUSED.load(Ordering::Relaxed) {
+                    continue;
+                }
                 let elapsed = started.elapsed();
                 let frame = FRAMES[usize::try_from(elapsed.as_millis() / FRAME.as_millis()).unwrap_or(0) % FRAMES.len()];
                 let elapsed = elapsed.as_secs();

@@ -365,3 +365,242 @@ fn events_json_prints_one_object_per_line() {
     assert_eq!(objects[2]["method"], "events/lagged");
     assert_eq!(objects[2]["params"]["missed"], 250);
 }
+
+// ---------------------------------------------------------------------------
+// corral call on a terminal: a tool's question is asked and answered
+
+/// A fake daemon for one `tools/call` that elicits: it asks `question` during the call, records
+/// the initialize params and the answer, then answers the call with a text result.
+fn eliciting_daemon(socket: &Path, question: Value) -> std::thread::JoinHandle<(Value, Value)> {
+    let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind fake daemon");
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let mut writer = stream.try_clone().expect("clone stream");
+        let mut lines = BufReader::new(stream).lines();
+        let mut next = || -> Value {
+            let line = lines.next().expect("the CLI sent a message").expect("read");
+            serde_json::from_str(&line).expect("the CLI sent JSON")
+        };
+        let initialize = next();
+        let mut response = example("initialize.response");
+        response["id"] = initialize["id"].clone();
+        writeln!(writer, "{response}").expect("answer initialize");
+        let call = next();
+        assert_eq!(call["method"], "tools/call", "{call}");
+        let params = json!({"server": "everything", "request": question});
+        writeln!(
+            writer,
+            "{}",
+            json!({"jsonrpc": "2.0", "id": 900, "method": "mcpServer/elicitation/request", "params": params})
+        )
+        .expect("ask");
+        let answer = next();
+        assert_eq!(answer["id"], 900, "{answer}");
+        let result = json!({"content": [{"type": "text", "text": "thanks for answering"}]});
+        writeln!(
+            writer,
+            "{}",
+            json!({"jsonrpc": "2.0", "id": call["id"], "result": result})
+        )
+        .expect("result");
+        (initialize["params"].clone(), answer)
+    })
+}
+
+/// `corral` on a pseudo-terminal (stdin and stderr), stdout piped: what a person sees.
+struct Terminal {
+    child: std::process::Child,
+    master: std::fs::File,
+    screen: std::sync::mpsc::Receiver<u8>,
+    seen: String,
+}
+
+impl Terminal {
+    fn spawn(args: &[&str]) -> Terminal {
+        use std::os::fd::{FromRawFd as _, OwnedFd};
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two new descriptors into the given integers; no buffers are passed.
+        let opened = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(args)
+            .env_remove("CORRAL_SOCKET")
+            .stdin(Stdio::from(slave.try_clone().expect("dup the terminal")))
+            .stderr(Stdio::from(slave))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn corral");
+        let master = std::fs::File::from(master);
+        let mut reader = master.try_clone().expect("dup the master");
+        let (bytes, screen) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buffer = [0; 1024];
+            // Ends when the child is gone (EIO on the master) or the test dropped the receiver.
+            while let Ok(read @ 1..) = reader.read(&mut buffer) {
+                if buffer[..read].iter().any(|byte| bytes.send(*byte).is_err()) {
+                    return;
+                }
+            }
+        });
+        Terminal {
+            child,
+            master,
+            screen,
+            seen: String::new(),
+        }
+    }
+
+    /// Wait until the terminal shows `text` (after what was already matched), failing after WAIT.
+    fn expect(&mut self, text: &str) {
+        let deadline = Instant::now() + WAIT;
+        let start = self.seen.len();
+        let mut pending = Vec::new();
+        while !self.seen[start..].contains(text) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.screen.recv_timeout(left) {
+                Ok(byte) => {
+                    pending.push(byte);
+                    if let Ok(chunk) = std::str::from_utf8(&pending) {
+                        self.seen.push_str(chunk);
+                        pending.clear();
+                    }
+                }
+                Err(_) => panic!("the terminal never showed {text:?}; it showed:\n{}", self.seen),
+            }
+        }
+    }
+
+    /// Type a line.
+    fn type_line(&mut self, line: &str) {
+        writeln!(self.master, "{line}").expect("type into the terminal");
+    }
+
+    /// Wait for the exit (bounded) and return the code and stdout.
+    fn finish(mut self) -> (i32, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("corral did not exit; the terminal showed:\n{}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .expect("stdout piped")
+            .read_to_string(&mut stdout)
+            .expect("read stdout");
+        (status.code().expect("exited normally"), stdout)
+    }
+}
+
+#[test]
+fn call_on_a_terminal_asks_the_servers_question_field_by_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    let question = json!({
+        "mode": "form",
+        "message": "Please provide inputs",
+        "requestedSchema": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "title": "Name"},
+                "integer": {"type": "integer", "title": "Favorite integer"},
+                "check": {"type": "boolean", "title": "Agree"},
+                "color": {"type": "string", "oneOf": [{"const": "red", "title": "Red"}, {"const": "blue", "title": "Blue"}]},
+                "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}},
+                "note": {"type": "string", "default": "none"},
+            },
+            "required": ["name"],
+        },
+    });
+    let daemon = eliciting_daemon(&socket, question);
+    let mut terminal = Terminal::spawn(&["--socket", path_str(&socket), "call", "everything", "ask", "{}"]);
+    terminal.expect("everything asks: Please provide inputs");
+    terminal.expect("answer? [Y]es, [n]o (decline), [c]ancel: ");
+    terminal.type_line("");
+    // Fields in the schema's key order (alphabetical as JSON objects are read here).
+    terminal.expect("Agree [y/n] (optional): ");
+    terminal.type_line("yes");
+    terminal.expect("color [1) Red, 2) Blue] (optional): ");
+    terminal.type_line("2");
+    terminal.expect("Favorite integer (optional): ");
+    terminal.type_line("forty-two");
+    terminal.expect("a whole number, please");
+    terminal.expect("Favorite integer (optional): ");
+    terminal.type_line("42");
+    terminal.expect("Name: ");
+    terminal.type_line("");
+    terminal.expect("required");
+    terminal.expect("Name: ");
+    terminal.type_line("Ada");
+    terminal.expect("note (default \"none\"): ");
+    terminal.type_line("");
+    terminal.expect("tags [1) a, 2) b, 3) c] (numbers or values, comma-separated) (optional): ");
+    terminal.type_line("a, 3");
+    let (code, stdout) = terminal.finish();
+    let (initialize, answer) = daemon.join().expect("fake daemon");
+    assert_eq!(initialize["capabilities"]["elicitation"], true, "{initialize}");
+    assert_eq!(
+        answer["result"],
+        json!({"action": "accept", "content": {
+            "check": true, "color": "blue", "integer": 42, "name": "Ada", "note": "none", "tags": ["a", "c"],
+        }})
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("thanks for answering"),
+        "the result goes to stdout: {stdout}"
+    );
+}
+
+#[test]
+fn call_on_a_terminal_can_decline_and_without_one_asks_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    let question = json!({"mode": "url", "message": "Sign in", "url": "https://example.com/authorize"});
+    let daemon = eliciting_daemon(&socket, question);
+    let mut terminal = Terminal::spawn(&["--socket", path_str(&socket), "call", "everything", "ask", "{}"]);
+    terminal.expect("open this URL: https://example.com/authorize");
+    terminal.type_line("n");
+    let (code, _) = terminal.finish();
+    assert_eq!(code, 0);
+    let (_, answer) = daemon.join().expect("fake daemon");
+    assert_eq!(answer["result"], json!({"action": "decline"}));
+
+    // Not a terminal (a script): nothing is declared, so corrald declines for it.
+    let socket = dir.path().join("second.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let recorder = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let line = BufReader::new(stream)
+            .lines()
+            .next()
+            .expect("initialize")
+            .expect("read");
+        serde_json::from_str::<Value>(&line).expect("JSON")
+    });
+    let _ = corral(&["--socket", path_str(&socket), "call", "everything", "ask", "{}"], &[]);
+    let initialize = recorder.join().expect("recorder");
+    assert_ne!(
+        initialize["params"]["capabilities"]["elicitation"], true,
+        "{initialize}"
+    );
+}

@@ -235,7 +235,10 @@ fn every_daemon_notification_in_the_examples_is_in_methods() {
 fn params_refuse_unknown_fields_except_initialize() {
     let error = serde_json::from_value::<McpServerGetParams>(serde_json::json!({"name": "a", "dryRun": true}))
         .expect_err("an unknown param is refused");
-    assert!(error.to_string().contains("dryRun"), "the error names the field: {error}");
+    assert!(
+        error.to_string().contains("dryRun"),
+        "the error names the field: {error}"
+    );
     let error = serde_json::from_value::<NoParams>(serde_json::json!({"verbose": true}))
         .expect_err("even where a method takes none");
     assert!(error.to_string().contains("verbose"), "{error}");
