@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 use toml::Spanned;
 use toml::de::{DeInteger, DeTable, DeValue};
 
+/// The longest duration any `*_sec` field accepts: one year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// Default for `startup_timeout_sec`.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `stop_timeout_sec`: how long stopping a server may take in all.
@@ -522,6 +525,7 @@ const FIELDS: &[FieldSpec] = &[
             json!({
                 "type": "number",
                 "exclusiveMinimum": 0,
+                "maximum": MAX_DURATION.as_secs(),
                 "default": DEFAULT_STARTUP_TIMEOUT.as_secs(),
             })
         },
@@ -534,6 +538,7 @@ const FIELDS: &[FieldSpec] = &[
             json!({
                 "type": "number",
                 "exclusiveMinimum": 0,
+                "maximum": MAX_DURATION.as_secs(),
                 "default": DEFAULT_TOOL_TIMEOUT.as_secs(),
             })
         },
@@ -547,6 +552,7 @@ const FIELDS: &[FieldSpec] = &[
             json!({
                 "type": "number",
                 "exclusiveMinimum": 0,
+                "maximum": MAX_DURATION.as_secs(),
                 "default": DEFAULT_STOP_TIMEOUT.as_secs_f64(),
             })
         },
@@ -560,6 +566,7 @@ const FIELDS: &[FieldSpec] = &[
             json!({
                 "type": "number",
                 "exclusiveMinimum": 0,
+                "maximum": MAX_DURATION.as_secs(),
                 "default": DEFAULT_RESTART_BACKOFF_INITIAL.as_secs_f64(),
             })
         },
@@ -572,6 +579,7 @@ const FIELDS: &[FieldSpec] = &[
             json!({
                 "type": "number",
                 "exclusiveMinimum": 0,
+                "maximum": MAX_DURATION.as_secs(),
                 "default": DEFAULT_RESTART_BACKOFF_MAX.as_secs(),
             })
         },
@@ -1151,10 +1159,19 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
             );
             return None;
         }
+        // A day-long tool call is plausible, a year-long one is not; and far beyond that a deadline
+        // (`Instant::now() + duration`) overflows, which panicked a server task.
         match Duration::try_from_secs_f64(seconds) {
-            Ok(duration) => Some(duration),
-            Err(_) => {
-                self.report(Some(field), value.span(), format!("too large, found {written}"));
+            Ok(duration) if duration <= MAX_DURATION => Some(duration),
+            _ => {
+                self.report(
+                    Some(field),
+                    value.span(),
+                    format!(
+                        "too large (at most {} seconds, one year), found {written}",
+                        MAX_DURATION.as_secs()
+                    ),
+                );
                 None
             }
         }

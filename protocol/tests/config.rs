@@ -245,7 +245,17 @@ oauth_resource = "https://example.com"
     ErrorCase {
         name: "timeout too large",
         toml: "[servers.fs]\ncommand = \"npx\"\ntool_timeout_sec = 1e300\n",
-        errors: &["config.toml:3:20: server `fs`, field `tool_timeout_sec`: too large, found 1e300"],
+        errors: &[
+            "config.toml:3:20: server `fs`, field `tool_timeout_sec`: too large (at most 31536000 seconds, one year), found 1e300",
+        ],
+    },
+    ErrorCase {
+        // Accepted before, and the server task's deadline `Instant::now() + 1e19 s` panicked.
+        name: "startup timeout beyond a year",
+        toml: "[servers.fs]\ncommand = \"npx\"\nstartup_timeout_sec = 1e19\n",
+        errors: &[
+            "config.toml:3:23: server `fs`, field `startup_timeout_sec`: too large (at most 31536000 seconds, one year), found 1e19",
+        ],
     },
     ErrorCase {
         name: "empty command",

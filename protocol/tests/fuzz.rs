@@ -2,7 +2,8 @@
 //! byte a front-end sends) and the config parser (a file anyone with write access to it edits).
 //!
 //! Each property runs a bounded number of cases (`CASES`, or `PROPTEST_CASES` from the
-//! environment) on the stable toolchain; a failure is shrunk to a minimal input and printed.
+//! environment) from a fixed seed (`PROPTEST_RNG_SEED` explores others) on the stable toolchain;
+//! a failure is shrunk to a minimal input and printed.
 //! The counts of a run are recorded in `docs/benchmarks.md`.
 
 use std::path::Path;
@@ -15,6 +16,9 @@ use proptest::prelude::*;
 /// shapes, small enough that the whole file runs in seconds in a debug build.
 const CASES: u32 = 2_000;
 
+/// The seed of a default run.
+const DEFAULT_SEED: u64 = 0x00c0_44a1_f022_2026;
+
 /// The header block bound of `Content-Length` framing (the decoder's private constant).
 const MAX_HEADER_BYTES: usize = 8 * 1024;
 
@@ -26,6 +30,15 @@ fn config() -> ProptestConfig {
             .unwrap_or(CASES),
         // No regression files: a failure is printed with its minimal input, which goes into a test.
         failure_persistence: None,
+        // The same cases on every CI run (a new failure must come from a change, not from luck);
+        // `PROPTEST_RNG_SEED=N` explores others.
+        rng_seed: std::env::var("PROPTEST_RNG_SEED")
+            .ok()
+            .and_then(|seed| seed.parse().ok())
+            .map_or(
+                proptest::test_runner::RngSeed::Fixed(DEFAULT_SEED),
+                proptest::test_runner::RngSeed::Fixed,
+            ),
         ..ProptestConfig::default()
     }
 }
@@ -160,7 +173,12 @@ proptest! {
         if let Some(frame) = frames.first() {
             let announced: usize = value.parse().expect("a frame came out, so the header announced a number");
             prop_assert_eq!(frame.len(), announced);
-            prop_assert_eq!(&frame[..], &body[..announced]);
+            // With a complete terminator the body starts right after it. An incomplete one
+            // (`\r\n`, nothing) may be completed by the body's own first bytes (`\r\n` + `\n`
+            // ends a header block too), so then only the length is known.
+            if matches!(terminator, "\r\n\r\n" | "\n\n") {
+                prop_assert_eq!(&frame[..], &body[..announced]);
+            }
         } else if error.is_none() {
             // Nothing yet and no error: the decoder must be waiting for more bytes.
             prop_assert!(terminator.len() < 4 || body.len() < value.parse::<usize>().unwrap_or(usize::MAX));
