@@ -13,12 +13,12 @@ cd "$(dirname "$0")/.."
 
 # System peers from Debian's packages, installed first (as root, with apt) when missing:
 # - Node.js with npm and Python's venv, for the peers below;
-# - systemd's tools (systemd-socket-activate, systemd-analyze) for tests/tests/service.rs,
+# - systemd's tools (systemd-socket-activate, systemd-analyze) for tests/tests/e2e/service.rs,
 #   installed without being booted into;
 # - a private D-Bus session with gnome-keyring's Secret Service, so the OS-keyring credential
-#   store is tested against the real thing (tests/tests/credentials.rs, oauth.rs);
+#   store is tested against the real thing (tests/tests/e2e/credentials.rs, oauth.rs);
 # - `ip`, to bring up loopback in the private network namespace of the conformance run
-#   (tests/tests/conformance.rs, which runs as root: `unshare -n`).
+#   (tests/tests/e2e/conformance.rs, which runs as root: `unshare -n`).
 missing=()
 packages=(systemd gnome-keyring dbus iproute2)
 for tool in systemd-socket-activate systemd-analyze gnome-keyring-daemon dbus-daemon dbus-send ip; do

@@ -13,7 +13,7 @@
 // with CORRAL_TEST_HOOKS=1) to emit three notifications and waits for them,
 // calls an unknown method and catches the error, then prints ONE JSON summary
 // line on stdout and exits 0. Any failure, or the overall timeout, prints the
-// reason on stderr and exits 1. The Rust test (tests/tests/vscode_jsonrpc.rs)
+// reason on stderr and exits 1. The Rust test (tests/tests/e2e/vscode_jsonrpc.rs)
 // asserts on the summary.
 
 import net from "node:net";

@@ -1,5 +1,5 @@
 //! `corral-conformance URL`: Corral as the client under test of the official MCP client
-//! conformance suite (`@modelcontextprotocol/conformance`, run by `tests/tests/conformance.rs`).
+//! conformance suite (`@modelcontextprotocol/conformance`, run by `tests/tests/e2e/conformance.rs`).
 //!
 //! The harness appends the server URL as the last argument and names the scenario in
 //! `MCP_CONFORMANCE_SCENARIO` (credentials, if any, in `MCP_CONFORMANCE_CONTEXT`). This program
