@@ -34,6 +34,10 @@ use crate::frontends::Link;
 use crate::reload::{ConfigErrorCell, ReloadHandle};
 use crate::supervisor::SupervisorHandle;
 
+/// How long a connection may wait for a slot at the cap while slots are still
+/// being given back by connections closed for an unfinished handshake.
+const ADMISSION_WAIT: Duration = Duration::from_secs(1);
+
 /// Most front-end connections served at once; more are refused (and logged).
 /// Lower when the open-file limit does not leave room for this many next to
 /// [`FD_RESERVE`] (see [`connection_cap`]).
@@ -185,13 +189,17 @@ pub struct DaemonContext {
     max_connections: usize,
     /// Connections refused because the cap was reached, since start.
     refused_connections: AtomicU64,
+    /// Connections admitted whose task has not yet registered its handshake
+    /// (see [`DaemonContext::admit_or_wait`]).
+    unregistered: AtomicU32,
     /// Deadlines of every connection.
     pub(crate) connection_limits: ConnectionLimits,
     /// Permits for the bytes of unfinished messages, shared by all connections.
     partial_frames: Arc<Semaphore>,
     /// Connections that have not completed `initialize` yet, oldest first,
     /// with the token that closes each (see [`DaemonContext::awaiting_handshake`]).
-    handshakes: std::sync::Mutex<std::collections::VecDeque<(std::sync::Weak<session::Session>, CancellationToken)>>,
+    handshakes:
+        std::sync::Mutex<std::collections::VecDeque<(std::sync::Weak<session::Session>, CancellationToken, Slot)>>,
 }
 
 impl DaemonContext {
@@ -241,6 +249,7 @@ impl DaemonContext {
             connection_slots: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             refused_connections: AtomicU64::new(0),
+            unregistered: AtomicU32::new(0),
             connection_limits: ConnectionLimits::default(),
             partial_frames: Arc::new(Semaphore::new(ConnectionLimits::default().partial_frame_bytes)),
             handshakes: std::sync::Mutex::default(),
@@ -259,20 +268,33 @@ impl DaemonContext {
     /// initializes at once (like `corral status`) always gets in, however many
     /// idle connections are open. The returned token is cancelled to close
     /// this connection the same way.
-    fn awaiting_handshake(&self, session: &Arc<session::Session>) -> CancellationToken {
+    ///
+    /// A closed one gives its connection slot back at once, not when its task
+    /// has wound down: under a flood of idle connects the slots would otherwise
+    /// fill with connections already being closed, and the front-end that
+    /// initializes at once was refused at the cap (seen under load). Its file
+    /// descriptor is covered by the reserve until the task ends.
+    fn awaiting_handshake(&self, session: &Arc<session::Session>, slot: &Slot) -> CancellationToken {
         let token = CancellationToken::new();
         let mut handshakes = self
             .handshakes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        handshakes.retain(|(waiting, _)| waiting.upgrade().is_some_and(|waiting| !waiting.is_initialized()));
+        self.unregistered.fetch_sub(1, Ordering::Relaxed);
+        handshakes.retain(|(waiting, _, _)| waiting.upgrade().is_some_and(|waiting| !waiting.is_initialized()));
         while handshakes.len() >= self.max_handshakes() {
-            let Some((_, oldest)) = handshakes.pop_front() else {
+            let Some((_, oldest, oldest_slot)) = handshakes.pop_front() else {
                 break;
             };
             oldest.cancel();
+            drop(
+                oldest_slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take(),
+            );
         }
-        handshakes.push_back((Arc::downgrade(session), token.clone()));
+        handshakes.push_back((Arc::downgrade(session), token.clone(), slot.clone()));
         token
     }
 
@@ -300,22 +322,60 @@ impl DaemonContext {
     /// Count a new connection if there is room for it; the guard uncounts it.
     fn admit(self: &Arc<Self>) -> Option<ConnectionGuard> {
         let permit = self.connection_slots.clone().try_acquire_owned().ok()?;
+        Some(self.admitted(permit))
+    }
+
+    fn admitted(self: &Arc<Self>, permit: tokio::sync::OwnedSemaphorePermit) -> ConnectionGuard {
         self.connections.fetch_add(1, Ordering::Relaxed);
-        Some(ConnectionGuard {
+        self.unregistered.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard {
             context: self.clone(),
-            _permit: permit,
-        })
+            slot: Arc::new(std::sync::Mutex::new(Some(permit))),
+        }
+    }
+
+    /// A slot for a new connection, or `None` at the cap. When connections
+    /// admitted just before have not yet registered their handshakes (their
+    /// tasks have not run: the accept loop outpaces them in a burst of
+    /// connects), the cap is not final yet: registering closes the oldest idle
+    /// ones and gives their slots back, so this waits for that (at most
+    /// [`ADMISSION_WAIT`]) rather than refusing a front-end that would have
+    /// fitted (seen under load: `corral status` refused amid idle connects).
+    async fn admit_or_wait(self: &Arc<Self>) -> Option<ConnectionGuard> {
+        if let Some(guard) = self.admit() {
+            return Some(guard);
+        }
+        if self.unregistered.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let permit = tokio::time::timeout(ADMISSION_WAIT, self.connection_slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        Some(self.admitted(permit))
     }
 }
 
-/// Decrements the open-connection count when a connection task ends.
+/// A connection's slot under the cap: given back when the connection ends, or
+/// earlier when it is closed for not completing its handshake in time.
+type Slot = Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
+
+/// Decrements the open-connection count when a connection task ends (and
+/// gives its slot back, if eviction did not already).
 struct ConnectionGuard {
     context: Arc<DaemonContext>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        // Taken, not just dropped with this handle: the handshake list may hold another.
+        drop(
+            self.slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
         self.context.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -340,7 +400,7 @@ async fn run_connection<S>(
     let session = Arc::new(session::Session::new(id, link.clone()));
     let admission = Admission {
         limits: context.connection_limits,
-        evicted: context.awaiting_handshake(&session),
+        evicted: context.awaiting_handshake(&session, &guard.slot),
         partial_frames: context.partial_frames.clone(),
     };
     connection::serve(stream, hung_up, session, link_messages, methods, admission, shutdown).await;
@@ -398,7 +458,7 @@ pub async fn serve(
                 continue;
             }
         }
-        let Some(guard) = context.admit() else {
+        let Some(guard) = context.admit_or_wait().await else {
             context.refused_connections.fetch_add(1, Ordering::Relaxed);
             refusals.refused(context.max_connections);
             continue;

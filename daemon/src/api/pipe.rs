@@ -61,7 +61,7 @@ pub async fn serve(
             .create(&name)
             .with_context(|| format!("cannot create named pipe {}", name.display()))?;
         let connected = std::mem::replace(&mut server, next);
-        let Some(guard) = context.admit() else {
+        let Some(guard) = context.admit_or_wait().await else {
             tracing::warn!(
                 limit = super::MAX_CONNECTIONS,
                 "refused a connection: too many open connections"

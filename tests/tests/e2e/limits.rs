@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use corral_protocol::ServerStatus;
 use corral_tests::{
-    RawConnection, RecvError, SERVER_WAIT, TestDaemon, WAIT, error_code, error_message, fixture_config, run_corral,
-    wait_for_status, within_for,
+    POLL_INTERVAL, RawConnection, RecvError, SERVER_WAIT, TestDaemon, WAIT, error_code, error_message, fixture_config,
+    run_corral, wait_for_status, within_for,
 };
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
@@ -318,11 +318,19 @@ async fn idle_connections_are_closed_and_status_gets_through() {
         );
     }
     daemon.assert_running();
-    let status = connection.call("daemon/status", json!({})).await;
-    assert_eq!(
-        status["connections"], 1,
-        "only the initialized connection is left: {status}"
-    );
+    // `corral status` has exited, but its connection's task may still be winding down.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = connection.call("daemon/status", json!({})).await;
+        if status["connections"] == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only the initialized connection should be left: {status}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 #[tokio::test]
