@@ -13,6 +13,11 @@
 //! without the URL (`http.rs`). The guard is a per-layer filter on the one
 //! writing layer, outside the user's filter, so no directive reaches past it;
 //! it also sees `log` records (reqwest logs through `log`) by their real target.
+//!
+//! Other targets can still quote an error that quotes a URL (rmcp's `service`
+//! logs a failed send with the transport's error, which names the request URL),
+//! so every line is also written through [`RedactingStderr`], which cuts each
+//! URL in it down to its origin before it reaches stderr.
 
 use std::io::IsTerminal as _;
 
@@ -70,6 +75,36 @@ impl<S> Filter<S> for SecretGuard {
     }
 }
 
+/// A writer that cuts every URL in what it is given down to its origin (a URL's path, query and
+/// user info may hold a token) before passing it on. The fmt layer writes each formatted event in
+/// one `write`, so a URL is never split across two calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Redacting<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(bytes);
+        self.0.write_all(crate::oauth::redact_urls(&text).as_bytes())?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// The log's writer: stderr, redacted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedactingStderr;
+
+impl<'writer> tracing_subscriber::fmt::MakeWriter<'writer> for RedactingStderr {
+    type Writer = Redacting<std::io::Stderr>;
+
+    fn make_writer(&'writer self) -> Self::Writer {
+        Redacting(std::io::stderr())
+    }
+}
+
 /// The user's filter: `CORRAL_LOG`, else `RUST_LOG`, else the default.
 fn user_filter() -> EnvFilter {
     std::env::var("CORRAL_LOG")
@@ -88,7 +123,7 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(RedactingStderr)
                     .with_ansi(std::io::stderr().is_terminal())
                     .with_filter(SecretGuard),
             )
@@ -98,7 +133,7 @@ pub fn init(format: LogFormat) {
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_writer(std::io::stderr)
+                    .with_writer(RedactingStderr)
                     .with_filter(SecretGuard),
             )
             .init(),
@@ -108,6 +143,22 @@ pub fn init(format: LogFormat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_line_is_written_with_its_urls_cut_to_their_origin() {
+        use std::io::Write as _;
+        let mut writer = Redacting(Vec::new());
+        writer
+            .write_all(
+                b"ERROR rmcp::service: fail to response message: error sending request for url \
+                         (https://h.example/mcp?api_key=SECRET)\n",
+            )
+            .expect("write");
+        let written = String::from_utf8(writer.0).expect("UTF-8");
+        assert!(!written.contains("SECRET"), "{written}");
+        assert!(written.contains("(https://h.example/…)"), "{written}");
+        assert!(written.ends_with('\n'), "the line stays a line: {written:?}");
+    }
 
     #[test]
     fn secret_bearing_targets_match_whole_path_segments() {
