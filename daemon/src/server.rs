@@ -57,15 +57,15 @@ use rmcp::{Peer, RoleClient, ServiceExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::credentials::{CredentialState, Credentials};
 use crate::builtin::CorralServer;
-use crate::cgroup;
-use crate::credentials::{CredentialState, Credentials};
-use crate::events::EventHub;
-use crate::http::{self, HttpBackend, HttpFailure};
+use crate::hub::events::EventHub;
 use crate::mcp_client::ServerClient;
+use crate::process::cgroup;
+use crate::process::reaper;
 use crate::raw::RawWire;
-use crate::reaper;
-use crate::stdio::{self, LaunchError, StderrTail};
+use crate::transport::http::{self, HttpBackend, HttpFailure};
+use crate::transport::stdio::{self, LaunchError, StderrTail};
 
 /// The state of one server, written only by its task.
 #[derive(Debug, Clone)]
@@ -744,7 +744,7 @@ impl ServerTask {
                 Ok(CredentialState::Missing) => HttpBackend::Plain(client),
                 Ok(_) => {
                     had_credentials = true;
-                    let restore = crate::oauth::auth_client(config, &store, client.clone());
+                    let restore = crate::auth::oauth::auth_client(config, &store, client.clone());
                     match tokio::time::timeout(self.config.startup_timeout, restore).await {
                         Ok(Ok(Some(auth))) => HttpBackend::OAuth(auth),
                         Ok(Ok(None)) => HttpBackend::Plain(client),

@@ -16,9 +16,9 @@ use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::credentials::Credentials;
 use crate::builtin;
-use crate::credentials::Credentials;
-use crate::events::EventHub;
+use crate::hub::events::EventHub;
 use crate::raw::RawWire;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
 

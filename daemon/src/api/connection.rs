@@ -49,8 +49,8 @@ use tracing::Instrument;
 use super::Admission;
 use super::methods::rpc_error;
 use super::session::Session;
-use crate::events::{EventFrame, Subscription};
-use crate::frontends::{FrontEndError, Link};
+use crate::hub::events::{EventFrame, Subscription};
+use crate::hub::routes::{FrontEndError, Link};
 
 /// Responses waiting for the writer; when full, the reader waits.
 const OUTBOUND_QUEUE: usize = 64;

@@ -21,9 +21,9 @@ use rmcp::service::PeerRequestOptions;
 use rmcp::{Peer, RoleClient, ServiceError};
 use serde_json::value::RawValue;
 
-use crate::frontends::{FrontEnds, Link};
-use crate::http::is_session_expired;
+use crate::hub::routes::{FrontEnds, Link};
 use crate::supervisor::CallTarget;
+use crate::transport::http::is_session_expired;
 
 /// Where a request's progress goes: the registry, the caller's link and the token it gave.
 pub(crate) type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_json::Value);

@@ -104,9 +104,9 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
                 context
                     .credentials
                     .as_ref()
-                    .map(crate::credentials::Credentials::status),
+                    .map(crate::auth::credentials::Credentials::status),
             )
-            .with_children_record_error(crate::reaper::registry().record_error()),
+            .with_children_record_error(crate::process::reaper::registry().record_error()),
         )
     })?;
 

@@ -8,13 +8,10 @@
 mod catalog;
 mod connection;
 mod forward;
+pub mod listen;
 mod methods;
 mod oauth;
-#[cfg(windows)]
-pub mod pipe;
 mod session;
-#[cfg(unix)]
-pub mod socket;
 mod tools;
 
 use std::path::PathBuf;
@@ -29,9 +26,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::events::EventHub;
-use crate::frontends::Link;
-use crate::reload::{ConfigErrorCell, ReloadHandle};
+use crate::config::reload::{ConfigErrorCell, ReloadHandle};
+use crate::hub::events::EventHub;
+use crate::hub::routes::Link;
 use crate::supervisor::SupervisorHandle;
 
 /// Most front-end connections served at once; more are refused (and logged).
@@ -169,9 +166,9 @@ pub struct DaemonContext {
     /// Whether `debug/*` methods for tests and benchmarks are registered.
     pub(crate) test_hooks: bool,
     /// Stored OAuth credentials; `None` only in contexts built without a store.
-    pub(crate) credentials: Option<crate::credentials::Credentials>,
+    pub(crate) credentials: Option<crate::auth::credentials::Credentials>,
     /// The config's daemon-wide OAuth settings (callback listener, opener).
-    pub(crate) oauth_settings: crate::oauth::OAuthSettings,
+    pub(crate) oauth_settings: crate::auth::oauth::OAuthSettings,
     /// OAuth logins waiting for the browser.
     pub(crate) logins: oauth::Logins,
     /// When each server last had a step-up authorization (insufficient scope), to bound them.
@@ -198,8 +195,8 @@ impl DaemonContext {
     /// The same context with a credential store, OAuth settings and the daemon's shutdown token.
     pub fn with_oauth(
         mut self,
-        credentials: crate::credentials::Credentials,
-        settings: crate::oauth::OAuthSettings,
+        credentials: crate::auth::credentials::Credentials,
+        settings: crate::auth::oauth::OAuthSettings,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         self.credentials = Some(credentials);
@@ -233,7 +230,7 @@ impl DaemonContext {
             wedge_release: std::sync::Mutex::new(None),
             test_hooks,
             credentials: None,
-            oauth_settings: crate::oauth::OAuthSettings::default(),
+            oauth_settings: crate::auth::oauth::OAuthSettings::default(),
             logins: oauth::Logins::default(),
             step_ups: std::sync::Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -403,7 +400,7 @@ pub async fn serve(
             refusals.refused(context.max_connections);
             continue;
         };
-        let hung_up = socket::hang_up_probe(&stream);
+        let hung_up = listen::unix::hang_up_probe(&stream);
         tracker.spawn(run_connection(
             stream,
             hung_up,

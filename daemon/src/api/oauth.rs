@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DaemonContext;
 use super::methods::{parse_params, rpc_error};
-use crate::oauth::{self, LoginTarget};
+use crate::auth::oauth::{self, LoginTarget};
 use crate::supervisor::ControlAction;
 
 /// Logins in progress, by server: cancelling one ends its wait.
@@ -54,7 +54,7 @@ impl Logins {
 /// Whether the config sets `Authorization` itself (then stored tokens are never used).
 pub(crate) fn explicit_authorization(config: &ServerConfig) -> bool {
     match &config.transport {
-        TransportConfig::StreamableHttp(http) => crate::http::configures_authorization(http),
+        TransportConfig::StreamableHttp(http) => crate::transport::http::configures_authorization(http),
         _ => false,
     }
 }

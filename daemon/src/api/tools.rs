@@ -22,9 +22,9 @@ use rmcp::model::{CallToolRequest, CallToolRequestParams, RequestMetaObject, Ser
 use super::DaemonContext;
 use super::forward::{self, Answer, SendError};
 use super::methods::{parse_params, rpc_error, session};
-use crate::http::send_failure;
 use crate::server::tool_allowed;
 use crate::supervisor::NotAvailable;
+use crate::transport::http::send_failure;
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
 /// the step-up re-authorization to start (discovery, registration, the URL).
@@ -110,9 +110,9 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .ok_or_else(|| timeout_error(&server, &what, timeout))?;
         let Answer { typed, raw } = match answer {
             Ok(answer) => answer,
-            Err(SendError::Service(error)) if crate::http::required_scope(&error).is_some() => {
+            Err(SendError::Service(error)) if crate::transport::http::required_scope(&error).is_some() => {
                 // 403 insufficient_scope: re-authorize with the scope the server asked for.
-                let required = crate::http::required_scope(&error).unwrap_or_default();
+                let required = crate::transport::http::required_scope(&error).unwrap_or_default();
                 // Bounded: discovery and registration with a hanging authorization
                 // server must not keep this call from being answered.
                 let step_up = tokio::time::timeout(STEP_UP_START, super::oauth::step_up(context.clone(), &server, &required))

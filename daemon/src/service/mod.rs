@@ -26,7 +26,7 @@ use std::time::Duration;
 use corral_protocol::{DaemonNotification, ServerCounts};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::EventHub;
+use crate::hub::events::EventHub;
 use crate::supervisor::SupervisorHandle;
 
 /// Whether a service manager listens for notifications (`$NOTIFY_SOCKET` is set).
@@ -246,7 +246,7 @@ const SUPERVISOR_ANSWER_LIMIT: Duration = Duration::from_secs(2);
 pub async fn run(
     supervisor: SupervisorHandle,
     events: Arc<EventHub>,
-    config_error: crate::reload::ConfigErrorCell,
+    config_error: crate::config::reload::ConfigErrorCell,
     watchdog: Option<Duration>,
     shutdown: CancellationToken,
 ) {

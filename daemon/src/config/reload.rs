@@ -33,7 +33,7 @@ use corral_protocol::{ConfigReloadFailed, ConfigReloadResult, ConfigReloaded, Da
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::EventHub;
+use crate::hub::events::EventHub;
 use crate::service::{self, Notice};
 use crate::supervisor::{SupervisorHandle, SupervisorStopped};
 

@@ -242,7 +242,7 @@ fn remove_when_empty(path: &Path, limit: Duration) {
         kill_cgroup(path);
         std::thread::sleep(Duration::from_millis(10));
     }
-    crate::reaper::registry().reap_adopted();
+    crate::process::reaper::registry().reap_adopted();
     if let Err(error) = std::fs::remove_dir(path)
         && error.kind() != std::io::ErrorKind::NotFound
     {
