@@ -36,7 +36,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::hub::events::EventHub;
-use crate::hub::routes::{Caller, Capability, FrontEndError};
+use crate::hub::link::FrontEndError;
+use crate::hub::routes::{Caller, Capability};
 
 /// The MCP client handler of one server's session.
 #[derive(Debug, Clone)]

@@ -50,7 +50,7 @@ use super::Admission;
 use super::methods::rpc_error;
 use super::session::Session;
 use crate::hub::events::{EventFrame, Subscription};
-use crate::hub::routes::{FrontEndError, Link};
+use crate::hub::link::{FrontEndError, Link};
 
 /// Responses waiting for the writer; when full, the reader waits.
 const OUTBOUND_QUEUE: usize = 64;

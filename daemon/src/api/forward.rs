@@ -21,7 +21,8 @@ use rmcp::service::PeerRequestOptions;
 use rmcp::{Peer, RoleClient, ServiceError};
 use serde_json::value::RawValue;
 
-use crate::hub::routes::{FrontEnds, Link};
+use crate::hub::link::Link;
+use crate::hub::routes::FrontEnds;
 use crate::supervisor::CallTarget;
 use crate::transport::http::is_session_expired;
 

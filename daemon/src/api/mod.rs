@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::reload::{ConfigErrorCell, ReloadHandle};
 use crate::hub::events::EventHub;
-use crate::hub::routes::Link;
+use crate::hub::link::Link;
 use crate::supervisor::SupervisorHandle;
 
 /// Most front-end connections served at once; more are refused (and logged).

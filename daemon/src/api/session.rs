@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use corral_protocol::{ClientCapabilities, ClientInfo};
 
 use crate::hub::events::{EventHub, Subscription};
-use crate::hub::routes::Link;
+use crate::hub::link::Link;
 
 /// One front-end connection. Shared between the connection task and the
 /// method handlers (through jsonrpsee `Extensions`).
