@@ -177,7 +177,7 @@ pub async fn run(
         events.clone(),
         config_error.clone(),
         options.config_poll_interval,
-        crate::config::reload::DaemonSettings::of(&config),
+        crate::config::settings::DaemonSettings::of(&config),
     );
     tracker.spawn(reloader.run(shutdown.child_token()));
     let context = Arc::new(
