@@ -109,7 +109,7 @@ pub(crate) fn json<T: serde::Serialize>(
     match raw {
         Some(raw) => Ok(raw),
         None => serde_json::value::to_raw_value(typed).map_err(|error| {
-            super::methods::rpc_error(
+            super::rpc::rpc_error(
                 corral_protocol::ErrorCode::InternalError,
                 format!("cannot serialize the result: {error}"),
             )

@@ -5,14 +5,14 @@
 //! processes. It talks to the rest of the daemon only through the
 //! [`DaemonContext`] (supervisor handle, event hub, daemon facts).
 
-mod catalog;
 mod connection;
+mod dispatch;
 mod forward;
+mod handlers;
 pub mod listen;
-mod methods;
-mod oauth;
+mod router;
+mod rpc;
 mod session;
-mod tools;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -170,7 +170,7 @@ pub struct DaemonContext {
     /// The config's daemon-wide OAuth settings (callback listener, opener).
     pub(crate) oauth_settings: crate::auth::oauth::OAuthSettings,
     /// OAuth logins waiting for the browser.
-    pub(crate) logins: oauth::Logins,
+    pub(crate) logins: handlers::auth::Logins,
     /// When each server last had a step-up authorization (insufficient scope), to bound them.
     pub(crate) step_ups: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
     /// The daemon's shutdown: ends logins still waiting.
@@ -231,7 +231,7 @@ impl DaemonContext {
             test_hooks,
             credentials: None,
             oauth_settings: crate::auth::oauth::OAuthSettings::default(),
-            logins: oauth::Logins::default(),
+            logins: handlers::auth::Logins::default(),
             step_ups: std::sync::Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             connections: AtomicU32::new(0),
@@ -343,7 +343,7 @@ async fn run_connection<S>(
     connection::serve(stream, hung_up, session, link_messages, methods, admission, shutdown).await;
     link.close();
     for (server, uri) in context.events.frontends().disconnected(id) {
-        catalog::release_subscription(&context, server, uri).await;
+        handlers::catalog::release_subscription(&context, server, uri).await;
     }
     context.supervisor.session_closed(id).await;
     drop(guard);
@@ -357,7 +357,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
-    let methods: Methods = methods::build(context.clone())
+    let methods: Methods = router::build(context.clone())
         .context("registering the front-end methods")?
         .into();
     // SAFETY: geteuid has no preconditions and cannot fail.

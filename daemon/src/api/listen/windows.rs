@@ -17,7 +17,7 @@ use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{DaemonContext, methods};
+use crate::api::{DaemonContext, router};
 
 /// Create the first instance of the daemon's pipe, or explain who has it.
 pub fn bind(name: &Path) -> anyhow::Result<NamedPipeServer> {
@@ -45,7 +45,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
-    let methods: Methods = methods::build(context.clone())
+    let methods: Methods = router::build(context.clone())
         .context("registering the front-end methods")?
         .into();
     let mut next_id: u64 = 1;

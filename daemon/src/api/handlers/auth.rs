@@ -18,8 +18,8 @@ use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
 use tokio_util::sync::CancellationToken;
 
-use super::DaemonContext;
-use super::methods::{parse_params, rpc_error};
+use crate::api::DaemonContext;
+use crate::api::rpc::{parse_params, rpc_error, server_not_found};
 use crate::auth::oauth::{self, LoginTarget};
 use crate::supervisor::ControlAction;
 
@@ -115,7 +115,7 @@ async fn server_config(context: &DaemonContext, name: &str) -> Result<ServerConf
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| rpc_error(ErrorCode::ServerNotFound, format!("no MCP server named `{name}`")))
+        .ok_or_else(|| server_not_found(&name))
 }
 
 /// Start a login for `name`; returns the authorization URL. A task publishes
