@@ -63,6 +63,7 @@ use crate::hub::events::EventHub;
 use crate::mcp_client::ServerClient;
 use crate::process::cgroup;
 use crate::process::reaper;
+use crate::process::teardown::{TeardownPolicy, describe_exit, teardown};
 use crate::raw::RawWire;
 use crate::transport::http::{self, HttpBackend, HttpFailure};
 use crate::transport::stdio::{self, LaunchError, StderrTail};
@@ -137,26 +138,6 @@ impl SessionRecovery {
         let gone = || "the server's task ended the session (it is stopped or reconnecting)".to_owned();
         self.requests.send(request).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
-    }
-}
-
-/// How long each teardown step may take.
-#[derive(Debug, Clone, Copy)]
-pub struct TeardownPolicy {
-    /// After closing stdin, how long the server may take to exit by itself.
-    pub stdin_grace: Duration,
-    /// After SIGTERM, how long before SIGKILL.
-    pub term_grace: Duration,
-}
-
-impl TeardownPolicy {
-    /// Split a total bound: 40% for the server to exit on stdin EOF, the rest after SIGTERM.
-    fn within(total: Duration) -> Self {
-        let stdin_grace = total.mul_f64(0.4);
-        Self {
-            stdin_grace,
-            term_grace: total.saturating_sub(stdin_grace),
-        }
     }
 }
 
@@ -1092,8 +1073,14 @@ impl ServerTask {
         } else {
             reaper::ProcessId { pid, start_time: 0 }
         };
+        let stdin_grace = self.teardown.stdin_grace;
+        let close_session = async move {
+            if let Some(mut service) = service {
+                let _ = service.close_with_timeout(stdin_grace).await;
+            }
+        };
         let exit = teardown(
-            service,
+            close_session,
             child,
             leader,
             &self.marker,
@@ -1222,203 +1209,14 @@ pub(crate) fn tool_allowed(config: &ServerConfig, tool: &str) -> bool {
     enabled && !config.disabled_tools.iter().any(|name| name == tool)
 }
 
-fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
-    match status {
-        Ok(status) => status.to_string(),
-        Err(error) => format!("unknown exit ({error})"),
-    }
-}
-
 /// How long, once a server's process exit or a closed transport was noticed
 /// during startup, the other may take to show: the rest of its stdout to be
 /// read, or its exit status to be collected.
 const EXIT_NOTICE_GRACE: Duration = Duration::from_secs(1);
 
-/// Close the session, then escalate: stdin EOF → SIGTERM → SIGKILL, each step
-/// bounded. Each signal goes to the process group *and* to the rest of the
-/// tree at the same moments, so the whole tree gets one grace and the
-/// documented bound holds. The rest of the tree is every process carrying
-/// the server's `marker` (descendants that left the group: `setsid`
-/// children, double-forked daemons) and every descendant corrald saw below
-/// the leader (`known` since `ready`, and again here before the session is
-/// closed: most servers exit on stdin EOF, orphaning their children, and
-/// parent chains are intact only before that), which also finds a process
-/// that left the group and cleared its environment. Returns how the leader
-/// ended, if it was reaped here.
-///
-/// The `/proc` scans run in `spawn_blocking`, never on a runtime thread.
-async fn teardown(
-    service: Option<Session>,
-    child: &mut Box<dyn ChildWrapper>,
-    leader: reaper::ProcessId,
-    marker: &str,
-    known: &[reaper::ProcessId],
-    leaf: Option<&cgroup::Leaf>,
-    policy: TeardownPolicy,
-) -> Option<String> {
-    let pid = leader.pid;
-    // One deadline for closing the session and the exit that should follow,
-    // so that the whole teardown stays within stop_timeout_sec.
-    let stdin_deadline = tokio::time::Instant::now() + policy.stdin_grace;
-    let mut tree: Vec<reaper::ProcessId> = known.to_vec();
-    tree.extend(scan_tree(leader, tree.clone(), None).await);
-    if let Some(mut service) = service {
-        // Cancelling the session closes the transport: the server sees stdin EOF.
-        let _ = service.close_with_timeout(policy.stdin_grace).await;
-    }
-    let mut exit = match tokio::time::timeout_at(stdin_deadline, child.inner_mut().wait()).await {
-        Ok(status) => Some(describe_exit(status)),
-        Err(_) => None,
-    };
-    // The processes signalled now are the ones waited for: scanning /proc
-    // once, not on every poll of the grace.
-    tree.extend(scan_tree(leader, tree.clone(), Some(marker)).await);
-    tree.extend(leaf_members(leaf, leader, &tree));
-    tree.retain(|process| reaper::is_same_process(*process));
-    let leaf_populated = || leaf.is_some_and(cgroup::Leaf::populated);
-    if exit.is_some() && !group_alive(pid) && tree.is_empty() && !leaf_populated() {
-        reap_adopted().await;
-        return exit;
-    }
-    signal_tree(child, &tree, Signal::Terminate);
-    let tree_alive = |tree: &[reaper::ProcessId]| {
-        group_alive(pid) || tree.iter().any(|process| reaper::is_same_process(*process)) || leaf_populated()
-    };
-    let deadline = tokio::time::Instant::now() + policy.term_grace;
-    if exit.is_none() {
-        exit = tokio::time::timeout_at(deadline, child.inner_mut().wait())
-            .await
-            .ok()
-            .map(describe_exit);
-    }
-    // The rest of the tree gets the same grace as the leader.
-    while tree_alive(&tree) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // SIGKILL goes to a fresh scan: whatever carries the marker or descends
-    // from the tree now, including anything started during the grace.
-    tree.extend(scan_tree(leader, tree.clone(), Some(marker)).await);
-    tree.retain(|process| reaper::is_same_process(*process));
-    if exit.is_none() || tree_alive(&tree) {
-        signal_tree(child, &tree, Signal::Kill);
-        if let Some(leaf) = leaf {
-            // Everything in the leaf, whatever it did to hide: cgroup.kill.
-            let leaf = leaf.clone();
-            let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
-        }
-        if exit.is_none() {
-            exit = tokio::time::timeout(Duration::from_secs(1), child.inner_mut().wait())
-                .await
-                .ok()
-                .map(describe_exit);
-        }
-    }
-    // Killed orphans are re-parented to corrald (subreaper): collect them now.
-    reap_adopted().await;
-    exit
-}
-
-/// The server's tree besides its leader, from one `/proc` scan off the
-/// runtime threads: the descendants of the leader and of `known`, and with a
-/// `marker` every process carrying it. Only new entries are returned.
-async fn scan_tree(
-    leader: reaper::ProcessId,
-    known: Vec<reaper::ProcessId>,
-    marker: Option<&str>,
-) -> Vec<reaper::ProcessId> {
-    let marker = marker.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let mut roots = known.clone();
-        roots.push(leader);
-        let mut found = reaper::descendants(&roots);
-        if let Some(marker) = marker {
-            found.extend(reaper::marked_processes(&marker));
-        }
-        found.sort_unstable_by_key(|process| (process.pid, process.start_time));
-        found.dedup();
-        found.retain(|process| *process != leader && !known.contains(process));
-        found
-    })
-    .await
-    .unwrap_or_default()
-}
-
-/// The processes in the run's cgroup leaf not already in `tree` (the leader excluded).
-fn leaf_members(
-    leaf: Option<&cgroup::Leaf>,
-    leader: reaper::ProcessId,
-    tree: &[reaper::ProcessId],
-) -> Vec<reaper::ProcessId> {
-    let Some(leaf) = leaf else { return Vec::new() };
-    leaf.pids()
-        .into_iter()
-        .map(reaper::ProcessId::of)
-        .filter(|process| process.pid != leader.pid && process.start_time != 0 && !tree.contains(process))
-        .collect()
-}
-
-/// Reap orphans re-parented to corrald, off the runtime threads.
-async fn reap_adopted() {
-    let _ = tokio::task::spawn_blocking(|| reaper::registry().reap_adopted()).await;
-}
-
-/// Signal the process group and every process of `tree` (each checked by start time first).
-fn signal_tree(child: &mut Box<dyn ChildWrapper>, tree: &[reaper::ProcessId], signal: Signal) {
-    signal_group(child, signal);
-    let signal = match signal {
-        Signal::Terminate => reaper::Signal::Terminate,
-        Signal::Kill => reaper::Signal::Kill,
-    };
-    for process in tree {
-        reaper::send_signal(*process, signal);
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Signal {
-    Terminate,
-    Kill,
-}
-
-#[cfg(unix)]
-fn signal_group(child: &mut Box<dyn ChildWrapper>, signal: Signal) {
-    let number = match signal {
-        Signal::Terminate => libc::SIGTERM,
-        Signal::Kill => libc::SIGKILL,
-    };
-    // ESRCH (group already gone) is the expected outcome of a clean exit.
-    let _ = child.signal(number);
-}
-
-#[cfg(windows)]
-fn signal_group(child: &mut Box<dyn ChildWrapper>, _signal: Signal) {
-    // The Job Object has no graceful signal: terminate the whole job.
-    let _ = child.start_kill();
-}
-
-/// Whether any process of the group led by `pid` still exists.
-#[cfg(unix)]
-fn group_alive(pid: u32) -> bool {
-    let Ok(pgid) = i32::try_from(pid) else { return false };
-    // SAFETY: signal 0 only checks for existence and permission; nothing is sent.
-    unsafe { libc::killpg(pgid, 0) == 0 }
-}
-
-#[cfg(windows)]
-fn group_alive(_pid: u32) -> bool {
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn teardown_bound_is_split_between_stdin_and_sigterm() {
-        let policy = TeardownPolicy::within(Duration::from_millis(2500));
-        assert_eq!(policy.stdin_grace, Duration::from_millis(1000));
-        assert_eq!(policy.term_grace, Duration::from_millis(1500));
-    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

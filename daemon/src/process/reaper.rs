@@ -61,6 +61,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
+use super::signal::{Signal, send_signal, send_signal_to_group};
+
 /// Environment variable that marks every process of a server's tree.
 pub const MARKER_VAR: &str = "CORRAL_SERVER_MARKER";
 
@@ -531,45 +533,6 @@ fn is_recorded_process(id: ProcessId, instance_marker: &str, this_boot: bool) ->
     id.start_time != 0
         && read_stat(id.pid).is_some_and(|stat| !stat.zombie && stat.id.start_time == id.start_time)
         && (this_boot || environ_has(id.pid, needle.as_bytes(), true))
-}
-
-/// Signals the reaper sends.
-#[derive(Debug, Clone, Copy)]
-pub enum Signal {
-    /// SIGTERM.
-    Terminate,
-    /// SIGKILL.
-    Kill,
-}
-
-#[cfg(unix)]
-fn signal_number(signal: Signal) -> i32 {
-    match signal {
-        Signal::Terminate => libc::SIGTERM,
-        Signal::Kill => libc::SIGKILL,
-    }
-}
-
-/// Signal `id` if it is still the same process.
-pub fn send_signal(id: ProcessId, signal: Signal) {
-    #[cfg(unix)]
-    if is_same_process(id) {
-        let Ok(pid) = i32::try_from(id.pid) else { return };
-        // SAFETY: kill(2) with a pid we just verified; no memory is involved.
-        unsafe { libc::kill(pid, signal_number(signal)) };
-    }
-    #[cfg(not(unix))]
-    let _ = (id, signal);
-}
-
-fn send_signal_to_group(pgid: u32, signal: Signal) {
-    #[cfg(unix)]
-    if let Ok(pgid) = i32::try_from(pgid) {
-        // SAFETY: killpg(2); a missing group is ESRCH, which is fine.
-        unsafe { libc::killpg(pgid, signal_number(signal)) };
-    }
-    #[cfg(not(unix))]
-    let _ = (pgid, signal);
 }
 
 /// Whether `id` is alive (not a zombie) and still the process it was.
