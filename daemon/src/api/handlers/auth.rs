@@ -115,7 +115,7 @@ async fn server_config(context: &DaemonContext, name: &str) -> Result<ServerConf
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| server_not_found(&name))
+        .ok_or_else(|| server_not_found(name))
 }
 
 /// Start a login for `name`; returns the authorization URL. A task publishes
