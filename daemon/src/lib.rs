@@ -142,9 +142,9 @@ pub async fn run(
     #[cfg(windows)]
     let pipe = api::listen::windows::bind(&options.socket_path)?;
     // Only now, holding the socket lock, is the record ours to act on.
-    process::reaper::init(&record_path(&options.socket_path));
+    let processes = process::reaper::init(&record_path(&options.socket_path));
     if options.server_cgroups {
-        process::cgroup::enable();
+        process::cgroup::enable(&processes);
     }
 
     // Opening the keyring is a D-Bus round trip (or a timeout): off the runtime.
@@ -157,8 +157,8 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     #[cfg(target_os = "linux")]
-    tracker.spawn(reap_adopted_orphans(shutdown.clone()));
-    tracker.spawn(retry_children_record(shutdown.clone()));
+    tracker.spawn(reap_adopted_orphans(processes.clone(), shutdown.clone()));
+    tracker.spawn(retry_children_record(processes.clone(), shutdown.clone()));
     let events = Arc::new(hub::events::EventHub::new(EVENT_HISTORY));
     events.frontends().set_answer_deadline(options.answer_deadline);
     let supervisor = supervisor::spawn(
@@ -166,6 +166,7 @@ pub async fn run(
         options.builtin_server,
         &events,
         Some(credentials.clone()),
+        processes.clone(),
         shutdown.child_token(),
         &tracker,
     );
@@ -192,6 +193,7 @@ pub async fn run(
             options.test_hooks,
         )
         .with_connection_limits(options.connection_limits)
+        .with_processes(processes.clone())
         .with_oauth(
             credentials,
             auth::oauth::OAuthSettings::from_config(&config),
@@ -251,15 +253,15 @@ pub async fn run(
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not finish in time; exiting anyway");
     }
-    let left = process::reaper::registry().kill_everything_left();
-    process::cgroup::kill_all_leaves();
+    let left = processes.kill_everything_left();
+    process::cgroup::kill_all_leaves(&processes);
     if left > 0 {
         tracing::warn!(
             processes = left,
             "killed server processes still alive after the shutdown grace"
         );
     }
-    process::reaper::registry().remove_record();
+    processes.remove_record();
     #[cfg(unix)]
     drop(socket_guard);
     service::flush(Duration::from_secs(1));
@@ -280,7 +282,7 @@ fn record_path(socket: &std::path::Path) -> PathBuf {
 const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Keep retrying a failed write of the children record until one succeeds.
-async fn retry_children_record(shutdown: CancellationToken) {
+async fn retry_children_record(processes: Arc<process::reaper::Registry>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(RECORD_RETRY_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -289,14 +291,14 @@ async fn retry_children_record(shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         // A few small file operations; not worth a blocking thread.
-        process::reaper::registry().retry_record();
+        processes.retry_record();
     }
 }
 
 /// Reap zombies of orphans re-parented to corrald, on every SIGCHLD (and every
 /// few seconds, in case signals were coalesced).
 #[cfg(target_os = "linux")]
-async fn reap_adopted_orphans(shutdown: CancellationToken) {
+async fn reap_adopted_orphans(processes: Arc<process::reaper::Registry>, shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut child_signals = match signal(SignalKind::child()) {
         Ok(signals) => Some(signals),
@@ -313,7 +315,8 @@ async fn reap_adopted_orphans(shutdown: CancellationToken) {
             Some(()) = async { match &mut child_signals { Some(signals) => signals.recv().await, None => None } } => {}
         }
         // A /proc scan: off the runtime threads.
-        let _ = tokio::task::spawn_blocking(|| process::reaper::registry().reap_adopted()).await;
+        let processes = processes.clone();
+        let _ = tokio::task::spawn_blocking(move || processes.reap_adopted()).await;
     }
 }
 

@@ -63,7 +63,7 @@ use crate::hub::events::EventHub;
 use crate::mcp_client::ServerClient;
 use crate::process::cgroup;
 use crate::process::reaper;
-use crate::process::teardown::{TeardownPolicy, describe_exit, teardown};
+use crate::process::teardown::{TeardownPolicy, describe_exit, reap_adopted, teardown};
 use crate::raw::RawWire;
 use crate::transport::http::{self, HttpBackend, HttpFailure};
 use crate::transport::stdio::{self, LaunchError, StderrTail};
@@ -221,6 +221,7 @@ pub(crate) fn spawn(
     autostart: Autostart,
     events: Arc<EventHub>,
     credentials: Option<Credentials>,
+    processes: Arc<reaper::Registry>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ServerHandle {
@@ -239,6 +240,7 @@ pub(crate) fn spawn(
         restart: RestartPolicy::from_config(&config),
         tracker: tracker.clone(),
         marker: String::new(),
+        processes,
         leaf: None,
         leader: reaper::ProcessId { pid: 0, start_time: 0 },
         known_tree: Vec::new(),
@@ -270,6 +272,8 @@ struct ServerTask {
     tracker: tokio_util::task::TaskTracker,
     /// Marker of the current (or last) run's process tree.
     marker: String,
+    /// The daemon's process registry (leaders, markers, the record).
+    processes: Arc<reaper::Registry>,
     /// The current run's cgroup, when servers get one (`cgroup`).
     leaf: Option<cgroup::Leaf>,
     /// The current (or last) run's leader, with its start time.
@@ -440,17 +444,19 @@ impl ServerTask {
                 return self.run_http(&http_config).await;
             }
         };
-        let marker = reaper::registry().next_marker(&self.name);
+        let marker = self.processes.next_marker(&self.name);
         let leaf = if cgroup::enabled() {
             let name = self.name.clone();
-            tokio::task::spawn_blocking(move || cgroup::Leaf::create(&name))
+            let processes = self.processes.clone();
+            tokio::task::spawn_blocking(move || cgroup::Leaf::create(&name, processes))
                 .await
                 .ok()
                 .flatten()
         } else {
             None
         };
-        let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker, leaf.as_ref()) {
+        let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker, leaf.as_ref(), &self.processes)
+        {
             Ok(launched) => launched,
             Err(error) => {
                 if let Some(leaf) = leaf {
@@ -1089,11 +1095,12 @@ impl ServerTask {
             self.teardown,
         )
         .await;
+        reap_adopted(self.processes.clone()).await;
         if let Some(leaf) = self.leaf.take() {
             // After the ladder nothing of the run may stay: kill what is left, remove the leaf.
             let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
         }
-        reaper::registry().leader_gone(pid);
+        self.processes.leader_gone(pid);
         tracing::info!(server = %self.name, pid, elapsed = ?started.elapsed(), exit = ?exit, "torn down");
         self.state.send_modify(|state| {
             state.public.pid = None;

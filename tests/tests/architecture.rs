@@ -190,11 +190,6 @@ const ALLOWED_MUTABLE_STATICS: &[(&str, &str, &str)] = &[
         "process/ without statics: cgroup state passed from boot (step 2)",
     ),
     (
-        "process/reaper.rs",
-        "REGISTRY",
-        "ProcessRegistry created at boot and passed down (step 2)",
-    ),
-    (
         "service/notify.rs",
         "DROPPED",
         "the Notifier handle counts its drops (step 3)",

@@ -167,6 +167,9 @@ pub struct DaemonContext {
     pub(crate) test_hooks: bool,
     /// Stored OAuth credentials; `None` only in contexts built without a store.
     pub(crate) credentials: Option<crate::auth::credentials::Credentials>,
+    /// The process registry, for `daemon/status.childrenRecordError`
+    /// (`None`: a context without one, which has no record either).
+    pub(crate) processes: Option<Arc<crate::process::reaper::Registry>>,
     /// The config's daemon-wide OAuth settings (callback listener, opener).
     pub(crate) oauth_settings: crate::auth::oauth::OAuthSettings,
     /// OAuth logins waiting for the browser.
@@ -230,6 +233,7 @@ impl DaemonContext {
             wedge_release: std::sync::Mutex::new(None),
             test_hooks,
             credentials: None,
+            processes: None,
             oauth_settings: crate::auth::oauth::OAuthSettings::default(),
             logins: handlers::auth::Logins::default(),
             step_ups: std::sync::Mutex::default(),
@@ -271,6 +275,12 @@ impl DaemonContext {
         }
         handshakes.push_back((Arc::downgrade(session), token.clone()));
         token
+    }
+
+    /// The process registry whose record errors `daemon/status` reports.
+    pub fn with_processes(mut self, processes: Arc<crate::process::reaper::Registry>) -> Self {
+        self.processes = Some(processes);
+        self
     }
 
     /// The same context with these per-connection deadlines.

@@ -19,9 +19,11 @@
 //! descendants corrald saw (see `reaper`), with a warning saying why.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use super::reaper::Registry;
 
 /// Prefix of the leaves corrald creates (and removes, also a predecessor's).
 const LEAF_PREFIX: &str = "corral-server-";
@@ -35,10 +37,10 @@ static BASE: OnceLock<PathBuf> = OnceLock::new();
 /// Use cgroup leaves for stdio servers: find the cgroup corrald is in, check
 /// that a leaf can be made there, and kill what a predecessor left in its
 /// leaves. Logs and stays off when that is not possible.
-pub fn enable() {
+pub fn enable(processes: &Registry) {
     match usable_base() {
         Ok(base) => {
-            kill_leftover_leaves(&base, "left by a previous daemon");
+            kill_leftover_leaves(&base, "left by a previous daemon", processes);
             tracing::info!(cgroup = %base.display(), "stdio servers run in cgroup leaves below this cgroup");
             let _ = BASE.set(base);
         }
@@ -55,9 +57,9 @@ pub fn enabled() -> bool {
 
 /// Kill and remove every leaf still there (daemon shutdown, last resort).
 /// Returns how many leaves held processes.
-pub fn kill_all_leaves() -> usize {
+pub fn kill_all_leaves(processes: &Registry) -> usize {
     match BASE.get() {
-        Some(base) => kill_leftover_leaves(base, "still running at shutdown"),
+        Some(base) => kill_leftover_leaves(base, "still running at shutdown", processes),
         None => 0,
     }
 }
@@ -135,16 +137,18 @@ fn own_cgroup() -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Leaf {
     path: PathBuf,
+    /// Reaps what the leaf's kill re-parented to corrald.
+    processes: Arc<Registry>,
 }
 
 impl Leaf {
     /// A new leaf for one run of `server`, or `None` when cgroups are off
     /// or the leaf cannot be made (logged, naming the path).
-    pub fn create(server: &str) -> Option<Self> {
+    pub fn create(server: &str, processes: Arc<Registry>) -> Option<Self> {
         let base = BASE.get()?;
         let path = base.join(format!("{LEAF_PREFIX}{}", NEXT_LEAF.fetch_add(1, Ordering::Relaxed)));
         match std::fs::create_dir(&path) {
-            Ok(()) => Some(Self { path }),
+            Ok(()) => Some(Self { path, processes }),
             Err(error) => {
                 tracing::warn!(server, cgroup = %path.display(), %error, "cannot create the server's cgroup; it runs without one");
                 None
@@ -198,7 +202,7 @@ impl Leaf {
     /// Blocking: call it from `spawn_blocking`.
     pub fn kill_and_remove(&self) {
         kill_cgroup(&self.path);
-        remove_when_empty(&self.path, Duration::from_secs(1));
+        remove_when_empty(&self.path, Duration::from_secs(1), &self.processes);
     }
 }
 
@@ -233,7 +237,7 @@ fn kill_cgroup(path: &Path) {
 /// Remove an emptied cgroup; killed processes leave it as they exit, so wait
 /// (polling, bounded by `limit`) until it is unpopulated. Left in place
 /// (and logged) if it does not empty in time; a later daemon removes it.
-fn remove_when_empty(path: &Path, limit: Duration) {
+fn remove_when_empty(path: &Path, limit: Duration, processes: &Registry) {
     if !path.exists() {
         return; // removed already (a teardown's SIGKILL step, then its end)
     }
@@ -242,7 +246,7 @@ fn remove_when_empty(path: &Path, limit: Duration) {
         kill_cgroup(path);
         std::thread::sleep(Duration::from_millis(10));
     }
-    crate::process::reaper::registry().reap_adopted();
+    processes.reap_adopted();
     if let Err(error) = std::fs::remove_dir(path)
         && error.kind() != std::io::ErrorKind::NotFound
     {
@@ -251,7 +255,7 @@ fn remove_when_empty(path: &Path, limit: Duration) {
 }
 
 /// Kill and remove every `corral-server-*` leaf under `base`; returns how many held processes.
-fn kill_leftover_leaves(base: &Path, why: &str) -> usize {
+fn kill_leftover_leaves(base: &Path, why: &str, processes: &Registry) -> usize {
     let Ok(entries) = std::fs::read_dir(base) else { return 0 };
     let mut killed = 0;
     for entry in entries.filter_map(Result::ok) {
@@ -267,7 +271,7 @@ fn kill_leftover_leaves(base: &Path, why: &str) -> usize {
             tracing::warn!(cgroup = %entry.path().display(), "killing the processes of a server cgroup {why}");
         }
         kill_cgroup(&entry.path());
-        remove_when_empty(&entry.path(), Duration::from_secs(1));
+        remove_when_empty(&entry.path(), Duration::from_secs(1), processes);
     }
     killed
 }

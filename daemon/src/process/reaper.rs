@@ -59,7 +59,7 @@ use std::collections::BTreeMap;
 #[cfg(target_os = "linux")]
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::signal::{Signal, send_signal, send_signal_to_group};
 
@@ -139,18 +139,13 @@ impl ProcessId {
     }
 }
 
-static REGISTRY: OnceLock<Registry> = OnceLock::new();
-
-/// The registry; [`init`] must have been called (tests get one without a record).
-pub fn registry() -> &'static Registry {
-    REGISTRY.get_or_init(|| Registry::new(None))
-}
-
 /// Set up reaping for a daemon whose record lives at `record_path`: become a
 /// subreaper, kill what a predecessor left, write a fresh record.
 ///
-/// Call once, after the socket lock is held (so no live daemon owns the record).
-pub fn init(record_path: &Path) {
+/// Call once, after the socket lock is held (so no live daemon owns the
+/// record). The registry is passed down from there (supervisor, server
+/// tasks, the launch, the reap task): there is no global one.
+pub fn init(record_path: &Path) -> Arc<Registry> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag; no memory is passed.
@@ -162,11 +157,9 @@ pub fn init(record_path: &Path) {
     if let Some(predecessor) = read_trusted_record(&record) {
         kill_predecessors_leftovers(&predecessor);
     }
-    let registry = REGISTRY.get_or_init(|| Registry::new(Some(record)));
-    if registry.record.as_ref().map(|record| record.path.as_path()) != Some(record_path) {
-        tracing::warn!("process registry was used before init; the record is not kept");
-    }
+    let registry = Arc::new(Registry::new(Some(record)));
     registry.write_record();
+    registry
 }
 
 impl RecordFile {

@@ -6,12 +6,13 @@
 //! here.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use process_wrap::tokio::ChildWrapper;
 
 use super::cgroup;
-use super::reaper::{self, ProcessId, descendants, is_same_process, marked_processes};
+use super::reaper::{ProcessId, Registry, descendants, is_same_process, marked_processes};
 use super::signal::{Signal, group_alive, send_signal, signal_group};
 
 /// How long each teardown step may take.
@@ -51,7 +52,8 @@ pub(crate) fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -
 /// closed: most servers exit on stdin EOF, orphaning their children, and
 /// parent chains are intact only before that), which also finds a process
 /// that left the group and cleared its environment. Returns how the leader
-/// ended, if it was reaped here.
+/// ended, if it was reaped here. The caller reaps adopted orphans right
+/// after ([`reap_adopted`]).
 ///
 /// The `/proc` scans run in `spawn_blocking`, never on a runtime thread.
 pub(crate) async fn teardown(
@@ -82,7 +84,6 @@ pub(crate) async fn teardown(
     tree.retain(|process| is_same_process(*process));
     let leaf_populated = || leaf.is_some_and(cgroup::Leaf::populated);
     if exit.is_some() && !group_alive(pid) && tree.is_empty() && !leaf_populated() {
-        reap_adopted().await;
         return exit;
     }
     signal_tree(child, &tree, Signal::Terminate);
@@ -118,8 +119,6 @@ pub(crate) async fn teardown(
                 .map(describe_exit);
         }
     }
-    // Killed orphans are re-parented to corrald (subreaper): collect them now.
-    reap_adopted().await;
     exit
 }
 
@@ -154,9 +153,11 @@ fn leaf_members(leaf: Option<&cgroup::Leaf>, leader: ProcessId, tree: &[ProcessI
         .collect()
 }
 
-/// Reap orphans re-parented to corrald, off the runtime threads.
-async fn reap_adopted() {
-    let _ = tokio::task::spawn_blocking(|| reaper::registry().reap_adopted()).await;
+/// Reap orphans re-parented to corrald, off the runtime threads: the last
+/// step of every teardown (killed orphans are re-parented to corrald, the
+/// subreaper), taken by the caller, which holds the registry.
+pub(crate) async fn reap_adopted(processes: Arc<Registry>) {
+    let _ = tokio::task::spawn_blocking(move || processes.reap_adopted()).await;
 }
 
 /// Signal the process group and every process of `tree` (each checked by start time first).

@@ -46,7 +46,12 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                     .as_ref()
                     .map(crate::auth::credentials::Credentials::status),
             )
-            .with_children_record_error(crate::process::reaper::registry().record_error()),
+            .with_children_record_error(
+                context
+                    .processes
+                    .as_ref()
+                    .and_then(|processes| processes.record_error()),
+            ),
         )
     })?;
 

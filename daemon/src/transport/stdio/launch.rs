@@ -242,6 +242,7 @@ pub fn launch(
     config: &StdioConfig,
     marker: &str,
     leaf: Option<&crate::process::cgroup::Leaf>,
+    processes: &crate::process::reaper::Registry,
 ) -> Result<(Launched, tokio::process::ChildStderr), LaunchError> {
     let cwd = working_directory(config)?;
     let mut env = child_env(config, |name| std::env::var_os(name));
@@ -292,7 +293,7 @@ pub fn launch(
     #[cfg(windows)]
     wrapped.wrap(process_wrap::tokio::JobObject);
 
-    let mut child = crate::process::reaper::registry()
+    let mut child = processes
         .spawn_leader(server, || {
             let child = wrapped.spawn()?;
             let pid = child.id().unwrap_or_default();
