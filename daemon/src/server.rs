@@ -445,7 +445,7 @@ impl ServerTask {
             }
         };
         let marker = self.processes.next_marker(&self.name);
-        let leaf = if cgroup::enabled() {
+        let leaf = if cgroup::enabled(&self.processes) {
             let name = self.name.clone();
             let processes = self.processes.clone();
             tokio::task::spawn_blocking(move || cgroup::Leaf::create(&name, processes))

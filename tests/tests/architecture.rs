@@ -180,16 +180,6 @@ const ALLOWED_MUTABLE_STATICS: &[(&str, &str, &str)] = &[
         "the activity clock becomes a field of FrontEnds (step 3)",
     ),
     (
-        "process/cgroup.rs",
-        "BASE",
-        "process/ without statics: cgroup state passed from boot (step 2)",
-    ),
-    (
-        "process/cgroup.rs",
-        "NEXT_LEAF",
-        "process/ without statics: cgroup state passed from boot (step 2)",
-    ),
-    (
         "service/notify.rs",
         "DROPPED",
         "the Notifier handle counts its drops (step 3)",

@@ -19,8 +19,8 @@
 //! descendants corrald saw (see `reaper`), with a warning saying why.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::reaper::Registry;
@@ -28,11 +28,13 @@ use super::reaper::Registry;
 /// Prefix of the leaves corrald creates (and removes, also a predecessor's).
 const LEAF_PREFIX: &str = "corral-server-";
 
-/// Numbers the leaves of this daemon.
-static NEXT_LEAF: AtomicU64 = AtomicU64::new(1);
-
-/// Where leaves go, once [`enable`] found a usable cgroup.
-static BASE: OnceLock<PathBuf> = OnceLock::new();
+/// Where this daemon's leaves go (the cgroup [`enable`] found usable), and
+/// their numbering. Owned by the process [`Registry`], set once at boot.
+#[derive(Debug)]
+pub struct Leaves {
+    base: PathBuf,
+    next_leaf: AtomicU64,
+}
 
 /// Use cgroup leaves for stdio servers: find the cgroup corrald is in, check
 /// that a leaf can be made there, and kill what a predecessor left in its
@@ -42,7 +44,10 @@ pub fn enable(processes: &Registry) {
         Ok(base) => {
             kill_leftover_leaves(&base, "left by a previous daemon", processes);
             tracing::info!(cgroup = %base.display(), "stdio servers run in cgroup leaves below this cgroup");
-            let _ = BASE.set(base);
+            processes.set_leaves(Leaves {
+                base,
+                next_leaf: AtomicU64::new(1),
+            });
         }
         Err(why) => tracing::warn!(
             "--server-cgroups: {why}; servers run without cgroups (process group, marker and descendants only)"
@@ -51,15 +56,15 @@ pub fn enable(processes: &Registry) {
 }
 
 /// Whether servers get leaves.
-pub fn enabled() -> bool {
-    BASE.get().is_some()
+pub fn enabled(processes: &Registry) -> bool {
+    processes.leaves().is_some()
 }
 
 /// Kill and remove every leaf still there (daemon shutdown, last resort).
 /// Returns how many leaves held processes.
 pub fn kill_all_leaves(processes: &Registry) -> usize {
-    match BASE.get() {
-        Some(base) => kill_leftover_leaves(base, "still running at shutdown", processes),
+    match processes.leaves() {
+        Some(leaves) => kill_leftover_leaves(&leaves.base, "still running at shutdown", processes),
         None => 0,
     }
 }
@@ -145,8 +150,9 @@ impl Leaf {
     /// A new leaf for one run of `server`, or `None` when cgroups are off
     /// or the leaf cannot be made (logged, naming the path).
     pub fn create(server: &str, processes: Arc<Registry>) -> Option<Self> {
-        let base = BASE.get()?;
-        let path = base.join(format!("{LEAF_PREFIX}{}", NEXT_LEAF.fetch_add(1, Ordering::Relaxed)));
+        let leaves = processes.leaves()?;
+        let number = leaves.next_leaf.fetch_add(1, Ordering::Relaxed);
+        let path = leaves.base.join(format!("{LEAF_PREFIX}{number}"));
         match std::fs::create_dir(&path) {
             Ok(()) => Some(Self { path, processes }),
             Err(error) => {

@@ -59,7 +59,7 @@ use std::collections::BTreeMap;
 #[cfg(target_os = "linux")]
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use super::signal::{Signal, send_signal, send_signal_to_group};
 
@@ -86,6 +86,8 @@ pub struct Registry {
     boot_id: Option<String>,
     record: Option<RecordFile>,
     state: Mutex<RegistryState>,
+    /// Where cgroup leaves go, once `cgroup::enable` found a usable cgroup.
+    leaves: OnceLock<super::cgroup::Leaves>,
 }
 
 /// Where the record lives: a file name in the socket's directory.
@@ -201,7 +203,18 @@ impl Registry {
             boot_id: boot_id(),
             record,
             state: Mutex::new(RegistryState::default()),
+            leaves: OnceLock::new(),
         }
+    }
+
+    /// The cgroup leaves of stdio servers, if `cgroup::enable` set them up.
+    pub(crate) fn leaves(&self) -> Option<&super::cgroup::Leaves> {
+        self.leaves.get()
+    }
+
+    /// Set once, at boot, by `cgroup::enable`.
+    pub(super) fn set_leaves(&self, leaves: super::cgroup::Leaves) {
+        let _ = self.leaves.set(leaves);
     }
 
     fn lock(&self) -> MutexGuard<'_, RegistryState> {
