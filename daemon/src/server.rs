@@ -31,7 +31,7 @@
 //! server's tree: processes carrying its marker, and its descendants as
 //! corrald saw them (by parent pid) when it became ready and again before
 //! the session is closed, so a grandchild that left the group *and* cleared
-//! its environment still goes (see `reaper::descendants`).
+//! its environment still goes (see `scan::descendants`).
 //!
 //! A server's end is a crash whichever way it shows: its process exits, or
 //! its stdout (the MCP transport) closes while the process runs on; both tear
@@ -63,6 +63,7 @@ use crate::hub::events::EventHub;
 use crate::mcp_client::ServerClient;
 use crate::process::cgroup;
 use crate::process::reaper;
+use crate::process::scan;
 use crate::process::teardown::{TeardownPolicy, describe_exit, reap_adopted, teardown};
 use crate::raw::RawWire;
 use crate::transport::http::{self, HttpBackend, HttpFailure};
@@ -242,7 +243,7 @@ pub(crate) fn spawn(
         marker: String::new(),
         processes,
         leaf: None,
-        leader: reaper::ProcessId { pid: 0, start_time: 0 },
+        leader: scan::ProcessId { pid: 0, start_time: 0 },
         known_tree: Vec::new(),
         last_crash: None,
         was_ready: false,
@@ -277,9 +278,9 @@ struct ServerTask {
     /// The current run's cgroup, when servers get one (`cgroup`).
     leaf: Option<cgroup::Leaf>,
     /// The current (or last) run's leader, with its start time.
-    leader: reaper::ProcessId,
+    leader: scan::ProcessId,
     /// Descendants of the current run's leader, as seen when it became ready.
-    known_tree: Vec<reaper::ProcessId>,
+    known_tree: Vec<scan::ProcessId>,
     /// How the last crash showed (for the `crashLoop` error).
     last_crash: Option<&'static str>,
     /// Whether the server was ready before (so a new `ready` changes its tools).
@@ -477,7 +478,7 @@ impl ServerTask {
         self.marker = marker;
         self.leaf = leaf;
         // Read now, while the leader cannot have been reaped: its pid is its own.
-        self.leader = reaper::ProcessId::of(pid);
+        self.leader = scan::ProcessId::of(pid);
         self.known_tree.clear();
         let mut drain = self
             .tracker
@@ -562,7 +563,7 @@ impl ServerTask {
         // grandchild that leaves the group and clears its environment is
         // still known as this server's if the server dies first.
         let leader = self.leader;
-        self.known_tree = tokio::task::spawn_blocking(move || reaper::descendants(&[leader]))
+        self.known_tree = tokio::task::spawn_blocking(move || scan::descendants(&[leader]))
             .await
             .unwrap_or_default();
 
@@ -1077,7 +1078,7 @@ impl ServerTask {
         let leader = if self.leader.pid == pid {
             self.leader
         } else {
-            reaper::ProcessId { pid, start_time: 0 }
+            scan::ProcessId { pid, start_time: 0 }
         };
         let stdin_grace = self.teardown.stdin_grace;
         let close_session = async move {

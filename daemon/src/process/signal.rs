@@ -4,7 +4,7 @@
 
 use process_wrap::tokio::ChildWrapper;
 
-use super::reaper::ProcessId;
+use super::scan::ProcessId;
 
 /// The signals corrald sends to servers' processes: one enum for the
 /// teardown ladder and for what a predecessor left.
@@ -27,7 +27,7 @@ fn signal_number(signal: Signal) -> i32 {
 /// Signal `id` if it is still the same process.
 pub fn send_signal(id: ProcessId, signal: Signal) {
     #[cfg(unix)]
-    if super::reaper::is_same_process(id) {
+    if super::scan::is_same_process(id) {
         let Ok(pid) = i32::try_from(id.pid) else { return };
         // SAFETY: kill(2) with a pid we just verified; no memory is involved.
         unsafe { libc::kill(pid, signal_number(signal)) };

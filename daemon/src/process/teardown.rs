@@ -12,7 +12,8 @@ use std::time::Duration;
 use process_wrap::tokio::ChildWrapper;
 
 use super::cgroup;
-use super::reaper::{ProcessId, Registry, descendants, is_same_process, marked_processes};
+use super::reaper::Registry;
+use super::scan::{ProcessId, descendants, is_same_process, marked_processes};
 use super::signal::{Signal, group_alive, send_signal, signal_group};
 
 /// How long each teardown step may take.
