@@ -13,7 +13,7 @@
 //! orphans of servers are re-parented to it rather than to init, and it reaps
 //! their zombies (only those: the servers it spawned itself are reaped by
 //! tokio). That is also how a process without the marker (it cleared its
-//! environment) is found: [`descendants`] follows parent pids from the server
+//! environment) is found: [`descendants`](super::scan::descendants) follows parent pids from the server
 //! and from the descendants seen before, so a process that was in the tree
 //! when corrald looked stays the server's after it is orphaned.
 //!
