@@ -157,8 +157,11 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     #[cfg(target_os = "linux")]
-    tracker.spawn(reap_adopted_orphans(processes.clone(), shutdown.clone()));
-    tracker.spawn(retry_children_record(processes.clone(), shutdown.clone()));
+    tracker.spawn(process::reap::reap_adopted_orphans(processes.clone(), shutdown.clone()));
+    tracker.spawn(process::reap::retry_children_record(
+        processes.clone(),
+        shutdown.clone(),
+    ));
     let events = Arc::new(hub::events::EventHub::new(EVENT_HISTORY));
     events.frontends().set_answer_deadline(options.answer_deadline);
     let supervisor = supervisor::spawn(
@@ -275,49 +278,6 @@ fn record_path(socket: &std::path::Path) -> PathBuf {
     let mut name = socket.file_name().unwrap_or_default().to_os_string();
     name.push(".children");
     socket.with_file_name(name)
-}
-
-/// How often a children record that could not be written is tried again
-/// (besides on every change of the servers' processes).
-const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Keep retrying a failed write of the children record until one succeeds.
-async fn retry_children_record(processes: Arc<process::reaper::Registry>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(RECORD_RETRY_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        // A few small file operations; not worth a blocking thread.
-        processes.retry_record();
-    }
-}
-
-/// Reap zombies of orphans re-parented to corrald, on every SIGCHLD (and every
-/// few seconds, in case signals were coalesced).
-#[cfg(target_os = "linux")]
-async fn reap_adopted_orphans(processes: Arc<process::reaper::Registry>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut child_signals = match signal(SignalKind::child()) {
-        Ok(signals) => Some(signals),
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGCHLD; reaping orphans every few seconds only");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            Some(()) = async { match &mut child_signals { Some(signals) => signals.recv().await, None => None } } => {}
-        }
-        // A /proc scan: off the runtime threads.
-        let processes = processes.clone();
-        let _ = tokio::task::spawn_blocking(move || processes.reap_adopted()).await;
-    }
 }
 
 /// SIGTERM and SIGINT, caught from the start of [`run`].
