@@ -173,13 +173,13 @@ pub async fn run(
         shutdown.child_token(),
         &tracker,
     );
-    let config_error = crate::config::reload::ConfigErrorCell::new(config_error);
+    let (config_error_sender, config_error) = tokio::sync::watch::channel(config_error);
     let (reloader, reload) = crate::config::reload::prepare(
         &options.config_path,
         config_snapshot,
         supervisor.clone(),
         events.clone(),
-        config_error.clone(),
+        config_error_sender,
         options.config_poll_interval,
         crate::config::settings::DaemonSettings::of(&config),
     );

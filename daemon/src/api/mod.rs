@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::reload::{ConfigErrorCell, ReloadHandle};
+use crate::config::reload::ReloadHandle;
 use crate::hub::events::EventHub;
 use crate::hub::link::Link;
 use crate::supervisor::SupervisorHandle;
@@ -157,7 +157,7 @@ pub struct DaemonContext {
     pub(crate) socket_path: PathBuf,
     pub(crate) config_path: PathBuf,
     /// Why the config file could not be used the last time it was read, if so.
-    pub(crate) config_error: ConfigErrorCell,
+    pub(crate) config_error: tokio::sync::watch::Receiver<Option<String>>,
     pub(crate) supervisor: SupervisorHandle,
     pub(crate) events: Arc<EventHub>,
     pub(crate) reload: ReloadHandle,
@@ -214,7 +214,7 @@ impl DaemonContext {
         started: Instant,
         socket_path: PathBuf,
         config_path: PathBuf,
-        config_error: ConfigErrorCell,
+        config_error: tokio::sync::watch::Receiver<Option<String>>,
         supervisor: SupervisorHandle,
         events: Arc<EventHub>,
         reload: ReloadHandle,

@@ -32,7 +32,7 @@ const SUPERVISOR_ANSWER_LIMIT: Duration = Duration::from_secs(2);
 pub async fn run(
     supervisor: SupervisorHandle,
     events: Arc<EventHub>,
-    config_error: crate::config::reload::ConfigErrorCell,
+    config_error: tokio::sync::watch::Receiver<Option<String>>,
     watchdog: Option<Duration>,
     shutdown: CancellationToken,
 ) {
@@ -41,7 +41,7 @@ pub async fn run(
     }
     let mut subscription = events.subscribe().receiver;
     let counts = supervisor.counts().await.unwrap_or_default();
-    let mut last_status = status_line(&counts, config_error.get().is_some());
+    let mut last_status = status_line(&counts, config_error.borrow().is_some());
     notify(Notice::Ready(&last_status));
     tracing::info!(status = %last_status, watchdog = ?watchdog, "told the service manager corrald is ready");
 
@@ -83,7 +83,7 @@ pub async fn run(
                     missed_checks = 0;
                     last_status.clear();
                 }
-                let status = status_line(&counts, config_error.get().is_some());
+                let status = status_line(&counts, config_error.borrow().is_some());
                 if status != last_status {
                     notify(Notice::Status(&status));
                     last_status = status;

@@ -34,7 +34,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                 context.open_connections(),
                 context.events.last_seq(),
             )
-            .with_config_error(context.config_error.get())
+            .with_config_error(context.config_error.borrow().clone())
             .with_connection_limit(
                 u32::try_from(context.max_connections()).unwrap_or(u32::MAX),
                 context.refused_connections(),
