@@ -21,7 +21,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 use serde_json::{Value, json};
 
-use crate::events::EventHub;
+use crate::hub::events::EventHub;
 use crate::supervisor::SupervisorHandle;
 
 /// Name of the built-in server.

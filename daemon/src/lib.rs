@@ -1,52 +1,49 @@
 //! `corrald`, the Corral daemon, as a library: [`run`] is the whole daemon;
 //! `main.rs` only parses arguments and sets up logging.
 //!
-//! Module map (see `docs/ARCHITECTURE.md`):
-//! - [`api`]: the socket, connections, framing, JSON-RPC dispatch;
+//! Module map, one room per folder (see `docs/ARCHITECTURE.md`):
+//! - [`api`]: the socket ([`api::listen`]), connections, framing, JSON-RPC dispatch;
 //! - [`supervisor`]: the actor owning the registry of MCP servers;
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
-//! - [`stdio`]: the one audited place that starts child processes;
-//! - `http`: streamable-HTTP servers: headers, the HTTP client (the seam for
-//!   OAuth), connecting with retries, failure reasons;
-//! - [`events`]: sequence numbers, replay history and fan-out of notifications;
-//! - `frontends`: servers' requests (elicitation, sampling) and progress
-//!   routed to one front-end, resource subscriptions;
+//! - [`transport`]: how a server is reached: [`transport::stdio`] (the one
+//!   audited place that starts child processes) and `transport::http`
+//!   (streamable HTTP: headers, the HTTP client, the seam for OAuth,
+//!   connecting with retries, failure reasons);
+//! - [`hub`]: the way out to front-ends: [`hub::events`] (sequence numbers,
+//!   replay history and fan-out of notifications) and `hub::routes` (servers'
+//!   requests, progress and resource subscriptions routed to one front-end);
+//! - `mcp_client`: corrald's MCP client handler for each session;
 //! - `raw`: the server's answers as it wrote them (stdio), so front-ends get
 //!   them untouched by rmcp's typed model;
-//! - [`credentials`]: where OAuth credentials are stored (keyring, file, encrypted file);
-//! - [`oauth`]: OAuth login (callback listener, opener), the OAuth-managed HTTP client,
-//!   `authStatus`;
-//! - [`reaper`]: finding and killing every process of a server's tree, and
-//!   what a killed predecessor left behind;
+//! - [`auth`]: OAuth login, the OAuth-managed HTTP client, `authStatus`
+//!   ([`auth::oauth`]) and where credentials are stored ([`auth::credentials`]);
+//! - [`process`]: finding and killing every process of a server's tree, and
+//!   what a killed predecessor left behind ([`process::reaper`]), cgroup
+//!   leaves ([`process::cgroup`]);
 //! - [`logging`]: tracing-subscriber set-up;
-//! - [`reload`]: watching the config file and applying a new one live;
+//! - [`config`]: watching the config file and applying a new one live;
 //! - [`service`]: readiness, status, watchdog for a service manager, and
 //!   socket activation.
 
 pub mod api;
+pub mod auth;
 mod builtin;
-pub mod cgroup;
-pub mod credentials;
-pub mod events;
-mod frontends;
-mod http;
+pub mod config;
+pub mod hub;
 pub mod logging;
 mod mcp_client;
-pub mod oauth;
+pub mod process;
 mod raw;
-pub mod reaper;
-pub mod reload;
 pub mod server;
 pub mod service;
-pub mod stdio;
 pub mod supervisor;
+pub mod transport;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use corral_protocol::config;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -93,11 +90,11 @@ impl Options {
             test_hooks: false,
             builtin_server: true,
             inherited: service::Inherited::default(),
-            config_poll_interval: reload::POLL_INTERVAL,
+            config_poll_interval: crate::config::reload::POLL_INTERVAL,
             data_dir: corral_protocol::paths::data_dir(None),
             server_cgroups: false,
             connection_limits: api::ConnectionLimits::default(),
-            answer_deadline: frontends::DEFAULT_ANSWER_DEADLINE,
+            answer_deadline: hub::routes::DEFAULT_ANSWER_DEADLINE,
         }
     }
 }
@@ -118,69 +115,73 @@ pub async fn run(
     // Before anything is opened: the connection cap is derived from it.
     let open_files = api::raise_open_file_limit();
     tracing::debug!(?open_files, "open-file limit");
-    let config_snapshot = reload::FileSnapshot::take(&options.config_path);
-    let (config, config_error) = match config::load(&options.config_path) {
+    let config_snapshot = crate::config::reload::FileSnapshot::take(&options.config_path);
+    let (config, config_error) = match corral_protocol::config::load(&options.config_path) {
         Ok(config) => (config, None),
         Err(error) => {
             // A broken file must not take the daemon down: run without config
             // servers, say exactly what is wrong, and let the user fix it.
             tracing::error!("config not loaded, running with no config servers:\n{error}");
-            (config::Config::default(), Some(error.to_string()))
+            (corral_protocol::config::Config::default(), Some(error.to_string()))
         }
     };
     #[cfg(unix)]
     let (listener, socket_guard) = {
         let (listener, guard) = match options.inherited.listener.take() {
             Some(fd) => {
-                let (listener, guard, path) = api::socket::adopt(fd, &options.socket_path)?;
+                let (listener, guard, path) = api::listen::unix::adopt(fd, &options.socket_path)?;
                 tracing::info!(socket = %path.display(), "serving the socket passed by the service manager");
                 options.socket_path = path;
                 (listener, guard)
             }
-            None => api::socket::bind(&options.socket_path)?,
+            None => api::listen::unix::bind(&options.socket_path)?,
         };
         let listener = tokio::net::UnixListener::from_std(listener).context("registering the socket with tokio")?;
         (listener, guard)
     };
     #[cfg(windows)]
-    let pipe = api::pipe::bind(&options.socket_path)?;
+    let pipe = api::listen::windows::bind(&options.socket_path)?;
     // Only now, holding the socket lock, is the record ours to act on.
-    reaper::init(&record_path(&options.socket_path));
+    let processes = process::reaper::init(&record_path(&options.socket_path));
     if options.server_cgroups {
-        cgroup::enable();
+        process::cgroup::enable(&processes);
     }
 
     // Opening the keyring is a D-Bus round trip (or a timeout): off the runtime.
     let credentials = {
         let (mode, data_dir) = (config.credentials_store, options.data_dir.clone());
-        tokio::task::spawn_blocking(move || credentials::Credentials::open(mode, &data_dir))
+        tokio::task::spawn_blocking(move || auth::credentials::Credentials::open(mode, &data_dir))
             .await
             .context("opening the credential store")?
     };
 
     let tracker = TaskTracker::new();
     #[cfg(target_os = "linux")]
-    tracker.spawn(reap_adopted_orphans(shutdown.clone()));
-    tracker.spawn(retry_children_record(shutdown.clone()));
-    let events = Arc::new(events::EventHub::new(EVENT_HISTORY));
+    tracker.spawn(process::reap::reap_adopted_orphans(processes.clone(), shutdown.clone()));
+    tracker.spawn(process::reap::retry_children_record(
+        processes.clone(),
+        shutdown.clone(),
+    ));
+    let events = Arc::new(hub::events::EventHub::new(EVENT_HISTORY));
     events.frontends().set_answer_deadline(options.answer_deadline);
     let supervisor = supervisor::spawn(
         &config,
         options.builtin_server,
         &events,
         Some(credentials.clone()),
+        processes.clone(),
         shutdown.child_token(),
         &tracker,
     );
-    let config_error = reload::ConfigErrorCell::new(config_error);
-    let (reloader, reload) = reload::prepare(
+    let (config_error_sender, config_error) = tokio::sync::watch::channel(config_error);
+    let (reloader, reload) = crate::config::reload::prepare(
         &options.config_path,
         config_snapshot,
         supervisor.clone(),
         events.clone(),
-        config_error.clone(),
+        config_error_sender,
         options.config_poll_interval,
-        reload::DaemonSettings::of(&config),
+        crate::config::settings::DaemonSettings::of(&config),
     );
     tracker.spawn(reloader.run(shutdown.child_token()));
     let context = Arc::new(
@@ -195,9 +196,10 @@ pub async fn run(
             options.test_hooks,
         )
         .with_connection_limits(options.connection_limits)
+        .with_processes(processes.clone())
         .with_oauth(
             credentials,
-            oauth::OAuthSettings::from_config(&config),
+            auth::oauth::OAuthSettings::from_config(&config),
             shutdown.clone(),
         ),
     );
@@ -211,7 +213,7 @@ pub async fn run(
     #[cfg(unix)]
     let server = tracker.spawn(api::serve(listener, context, shutdown.clone(), tracker.clone()));
     #[cfg(windows)]
-    let server = tracker.spawn(api::pipe::serve(
+    let server = tracker.spawn(api::listen::windows::serve(
         options.socket_path.clone(),
         pipe,
         context,
@@ -254,15 +256,15 @@ pub async fn run(
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not finish in time; exiting anyway");
     }
-    let left = reaper::registry().kill_everything_left();
-    cgroup::kill_all_leaves();
+    let left = processes.kill_everything_left();
+    process::cgroup::kill_all_leaves(&processes);
     if left > 0 {
         tracing::warn!(
             processes = left,
             "killed server processes still alive after the shutdown grace"
         );
     }
-    reaper::registry().remove_record();
+    processes.remove_record();
     #[cfg(unix)]
     drop(socket_guard);
     service::flush(Duration::from_secs(1));
@@ -276,48 +278,6 @@ fn record_path(socket: &std::path::Path) -> PathBuf {
     let mut name = socket.file_name().unwrap_or_default().to_os_string();
     name.push(".children");
     socket.with_file_name(name)
-}
-
-/// How often a children record that could not be written is tried again
-/// (besides on every change of the servers' processes).
-const RECORD_RETRY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Keep retrying a failed write of the children record until one succeeds.
-async fn retry_children_record(shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(RECORD_RETRY_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        // A few small file operations; not worth a blocking thread.
-        reaper::registry().retry_record();
-    }
-}
-
-/// Reap zombies of orphans re-parented to corrald, on every SIGCHLD (and every
-/// few seconds, in case signals were coalesced).
-#[cfg(target_os = "linux")]
-async fn reap_adopted_orphans(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut child_signals = match signal(SignalKind::child()) {
-        Ok(signals) => Some(signals),
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGCHLD; reaping orphans every few seconds only");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            Some(()) = async { match &mut child_signals { Some(signals) => signals.recv().await, None => None } } => {}
-        }
-        // A /proc scan: off the runtime threads.
-        let _ = tokio::task::spawn_blocking(|| reaper::registry().reap_adopted()).await;
-    }
 }
 
 /// SIGTERM and SIGINT, caught from the start of [`run`].

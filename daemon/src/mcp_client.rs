@@ -35,8 +35,9 @@ use rmcp::{ClientHandler, ErrorData, RoleClient};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::events::EventHub;
-use crate::frontends::{Caller, Capability, FrontEndError};
+use crate::hub::events::EventHub;
+use crate::hub::link::FrontEndError;
+use crate::hub::routes::{Caller, Capability};
 
 /// The MCP client handler of one server's session.
 #[derive(Debug, Clone)]
@@ -79,7 +80,7 @@ impl ServerClient {
     /// answer a `capability` request with the MCP request `params`, waiting
     /// at most the answer deadline.
     ///
-    /// [`FrontEnds::caller`]: crate::frontends::FrontEnds::caller
+    /// [`FrontEnds::caller`]: crate::hub::routes::FrontEnds::caller
     async fn ask_front_end<R: DaemonRequest, P: serde::Serialize, T: DeserializeOwned>(
         &self,
         capability: Capability,

@@ -32,7 +32,7 @@ use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use crate::frontends::FrontEnds;
+use crate::hub::routes::FrontEnds;
 
 /// Requests whose answers are kept for the handler that sent them.
 const KEPT: [&str; 6] = [

@@ -31,7 +31,7 @@
 //! server's tree: processes carrying its marker, and its descendants as
 //! corrald saw them (by parent pid) when it became ready and again before
 //! the session is closed, so a grandchild that left the group *and* cleared
-//! its environment still goes (see `reaper::descendants`).
+//! its environment still goes (see `scan::descendants`).
 //!
 //! A server's end is a crash whichever way it shows: its process exits, or
 //! its stdout (the MCP transport) closes while the process runs on; both tear
@@ -57,15 +57,17 @@ use rmcp::{Peer, RoleClient, ServiceExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::credentials::{CredentialState, Credentials};
 use crate::builtin::CorralServer;
-use crate::cgroup;
-use crate::credentials::{CredentialState, Credentials};
-use crate::events::EventHub;
-use crate::http::{self, HttpBackend, HttpFailure};
+use crate::hub::events::EventHub;
 use crate::mcp_client::ServerClient;
+use crate::process::cgroup;
+use crate::process::reaper;
+use crate::process::scan;
+use crate::process::teardown::{TeardownPolicy, describe_exit, reap_adopted, teardown};
 use crate::raw::RawWire;
-use crate::reaper;
-use crate::stdio::{self, LaunchError, StderrTail};
+use crate::transport::http::{self, HttpBackend, HttpFailure};
+use crate::transport::stdio::{self, LaunchError, StderrTail};
 
 /// The state of one server, written only by its task.
 #[derive(Debug, Clone)]
@@ -137,26 +139,6 @@ impl SessionRecovery {
         let gone = || "the server's task ended the session (it is stopped or reconnecting)".to_owned();
         self.requests.send(request).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
-    }
-}
-
-/// How long each teardown step may take.
-#[derive(Debug, Clone, Copy)]
-pub struct TeardownPolicy {
-    /// After closing stdin, how long the server may take to exit by itself.
-    pub stdin_grace: Duration,
-    /// After SIGTERM, how long before SIGKILL.
-    pub term_grace: Duration,
-}
-
-impl TeardownPolicy {
-    /// Split a total bound: 40% for the server to exit on stdin EOF, the rest after SIGTERM.
-    fn within(total: Duration) -> Self {
-        let stdin_grace = total.mul_f64(0.4);
-        Self {
-            stdin_grace,
-            term_grace: total.saturating_sub(stdin_grace),
-        }
     }
 }
 
@@ -240,6 +222,7 @@ pub(crate) fn spawn(
     autostart: Autostart,
     events: Arc<EventHub>,
     credentials: Option<Credentials>,
+    processes: Arc<reaper::Registry>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ServerHandle {
@@ -258,8 +241,9 @@ pub(crate) fn spawn(
         restart: RestartPolicy::from_config(&config),
         tracker: tracker.clone(),
         marker: String::new(),
+        processes,
         leaf: None,
-        leader: reaper::ProcessId { pid: 0, start_time: 0 },
+        leader: scan::ProcessId { pid: 0, start_time: 0 },
         known_tree: Vec::new(),
         last_crash: None,
         was_ready: false,
@@ -289,12 +273,14 @@ struct ServerTask {
     tracker: tokio_util::task::TaskTracker,
     /// Marker of the current (or last) run's process tree.
     marker: String,
+    /// The daemon's process registry (leaders, markers, the record).
+    processes: Arc<reaper::Registry>,
     /// The current run's cgroup, when servers get one (`cgroup`).
     leaf: Option<cgroup::Leaf>,
     /// The current (or last) run's leader, with its start time.
-    leader: reaper::ProcessId,
+    leader: scan::ProcessId,
     /// Descendants of the current run's leader, as seen when it became ready.
-    known_tree: Vec<reaper::ProcessId>,
+    known_tree: Vec<scan::ProcessId>,
     /// How the last crash showed (for the `crashLoop` error).
     last_crash: Option<&'static str>,
     /// Whether the server was ready before (so a new `ready` changes its tools).
@@ -459,17 +445,19 @@ impl ServerTask {
                 return self.run_http(&http_config).await;
             }
         };
-        let marker = reaper::registry().next_marker(&self.name);
-        let leaf = if cgroup::enabled() {
+        let marker = self.processes.next_marker(&self.name);
+        let leaf = if cgroup::enabled(&self.processes) {
             let name = self.name.clone();
-            tokio::task::spawn_blocking(move || cgroup::Leaf::create(&name))
+            let processes = self.processes.clone();
+            tokio::task::spawn_blocking(move || cgroup::Leaf::create(&name, processes))
                 .await
                 .ok()
                 .flatten()
         } else {
             None
         };
-        let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker, leaf.as_ref()) {
+        let (launched, stderr) = match stdio::launch(&self.name, stdio_config, &marker, leaf.as_ref(), &self.processes)
+        {
             Ok(launched) => launched,
             Err(error) => {
                 if let Some(leaf) = leaf {
@@ -490,7 +478,7 @@ impl ServerTask {
         self.marker = marker;
         self.leaf = leaf;
         // Read now, while the leader cannot have been reaped: its pid is its own.
-        self.leader = reaper::ProcessId::of(pid);
+        self.leader = scan::ProcessId::of(pid);
         self.known_tree.clear();
         let mut drain = self
             .tracker
@@ -575,7 +563,7 @@ impl ServerTask {
         // grandchild that leaves the group and clears its environment is
         // still known as this server's if the server dies first.
         let leader = self.leader;
-        self.known_tree = tokio::task::spawn_blocking(move || reaper::descendants(&[leader]))
+        self.known_tree = tokio::task::spawn_blocking(move || scan::descendants(&[leader]))
             .await
             .unwrap_or_default();
 
@@ -744,7 +732,7 @@ impl ServerTask {
                 Ok(CredentialState::Missing) => HttpBackend::Plain(client),
                 Ok(_) => {
                     had_credentials = true;
-                    let restore = crate::oauth::auth_client(config, &store, client.clone());
+                    let restore = crate::auth::oauth::auth_client(config, &store, client.clone());
                     match tokio::time::timeout(self.config.startup_timeout, restore).await {
                         Ok(Ok(Some(auth))) => HttpBackend::OAuth(auth),
                         Ok(Ok(None)) => HttpBackend::Plain(client),
@@ -1090,10 +1078,16 @@ impl ServerTask {
         let leader = if self.leader.pid == pid {
             self.leader
         } else {
-            reaper::ProcessId { pid, start_time: 0 }
+            scan::ProcessId { pid, start_time: 0 }
+        };
+        let stdin_grace = self.teardown.stdin_grace;
+        let close_session = async move {
+            if let Some(mut service) = service {
+                let _ = service.close_with_timeout(stdin_grace).await;
+            }
         };
         let exit = teardown(
-            service,
+            close_session,
             child,
             leader,
             &self.marker,
@@ -1102,11 +1096,12 @@ impl ServerTask {
             self.teardown,
         )
         .await;
+        reap_adopted(self.processes.clone()).await;
         if let Some(leaf) = self.leaf.take() {
             // After the ladder nothing of the run may stay: kill what is left, remove the leaf.
             let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
         }
-        reaper::registry().leader_gone(pid);
+        self.processes.leader_gone(pid);
         tracing::info!(server = %self.name, pid, elapsed = ?started.elapsed(), exit = ?exit, "torn down");
         self.state.send_modify(|state| {
             state.public.pid = None;
@@ -1222,203 +1217,14 @@ pub(crate) fn tool_allowed(config: &ServerConfig, tool: &str) -> bool {
     enabled && !config.disabled_tools.iter().any(|name| name == tool)
 }
 
-fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
-    match status {
-        Ok(status) => status.to_string(),
-        Err(error) => format!("unknown exit ({error})"),
-    }
-}
-
 /// How long, once a server's process exit or a closed transport was noticed
 /// during startup, the other may take to show: the rest of its stdout to be
 /// read, or its exit status to be collected.
 const EXIT_NOTICE_GRACE: Duration = Duration::from_secs(1);
 
-/// Close the session, then escalate: stdin EOF → SIGTERM → SIGKILL, each step
-/// bounded. Each signal goes to the process group *and* to the rest of the
-/// tree at the same moments, so the whole tree gets one grace and the
-/// documented bound holds. The rest of the tree is every process carrying
-/// the server's `marker` (descendants that left the group: `setsid`
-/// children, double-forked daemons) and every descendant corrald saw below
-/// the leader (`known` since `ready`, and again here before the session is
-/// closed: most servers exit on stdin EOF, orphaning their children, and
-/// parent chains are intact only before that), which also finds a process
-/// that left the group and cleared its environment. Returns how the leader
-/// ended, if it was reaped here.
-///
-/// The `/proc` scans run in `spawn_blocking`, never on a runtime thread.
-async fn teardown(
-    service: Option<Session>,
-    child: &mut Box<dyn ChildWrapper>,
-    leader: reaper::ProcessId,
-    marker: &str,
-    known: &[reaper::ProcessId],
-    leaf: Option<&cgroup::Leaf>,
-    policy: TeardownPolicy,
-) -> Option<String> {
-    let pid = leader.pid;
-    // One deadline for closing the session and the exit that should follow,
-    // so that the whole teardown stays within stop_timeout_sec.
-    let stdin_deadline = tokio::time::Instant::now() + policy.stdin_grace;
-    let mut tree: Vec<reaper::ProcessId> = known.to_vec();
-    tree.extend(scan_tree(leader, tree.clone(), None).await);
-    if let Some(mut service) = service {
-        // Cancelling the session closes the transport: the server sees stdin EOF.
-        let _ = service.close_with_timeout(policy.stdin_grace).await;
-    }
-    let mut exit = match tokio::time::timeout_at(stdin_deadline, child.inner_mut().wait()).await {
-        Ok(status) => Some(describe_exit(status)),
-        Err(_) => None,
-    };
-    // The processes signalled now are the ones waited for: scanning /proc
-    // once, not on every poll of the grace.
-    tree.extend(scan_tree(leader, tree.clone(), Some(marker)).await);
-    tree.extend(leaf_members(leaf, leader, &tree));
-    tree.retain(|process| reaper::is_same_process(*process));
-    let leaf_populated = || leaf.is_some_and(cgroup::Leaf::populated);
-    if exit.is_some() && !group_alive(pid) && tree.is_empty() && !leaf_populated() {
-        reap_adopted().await;
-        return exit;
-    }
-    signal_tree(child, &tree, Signal::Terminate);
-    let tree_alive = |tree: &[reaper::ProcessId]| {
-        group_alive(pid) || tree.iter().any(|process| reaper::is_same_process(*process)) || leaf_populated()
-    };
-    let deadline = tokio::time::Instant::now() + policy.term_grace;
-    if exit.is_none() {
-        exit = tokio::time::timeout_at(deadline, child.inner_mut().wait())
-            .await
-            .ok()
-            .map(describe_exit);
-    }
-    // The rest of the tree gets the same grace as the leader.
-    while tree_alive(&tree) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // SIGKILL goes to a fresh scan: whatever carries the marker or descends
-    // from the tree now, including anything started during the grace.
-    tree.extend(scan_tree(leader, tree.clone(), Some(marker)).await);
-    tree.retain(|process| reaper::is_same_process(*process));
-    if exit.is_none() || tree_alive(&tree) {
-        signal_tree(child, &tree, Signal::Kill);
-        if let Some(leaf) = leaf {
-            // Everything in the leaf, whatever it did to hide: cgroup.kill.
-            let leaf = leaf.clone();
-            let _ = tokio::task::spawn_blocking(move || leaf.kill_and_remove()).await;
-        }
-        if exit.is_none() {
-            exit = tokio::time::timeout(Duration::from_secs(1), child.inner_mut().wait())
-                .await
-                .ok()
-                .map(describe_exit);
-        }
-    }
-    // Killed orphans are re-parented to corrald (subreaper): collect them now.
-    reap_adopted().await;
-    exit
-}
-
-/// The server's tree besides its leader, from one `/proc` scan off the
-/// runtime threads: the descendants of the leader and of `known`, and with a
-/// `marker` every process carrying it. Only new entries are returned.
-async fn scan_tree(
-    leader: reaper::ProcessId,
-    known: Vec<reaper::ProcessId>,
-    marker: Option<&str>,
-) -> Vec<reaper::ProcessId> {
-    let marker = marker.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let mut roots = known.clone();
-        roots.push(leader);
-        let mut found = reaper::descendants(&roots);
-        if let Some(marker) = marker {
-            found.extend(reaper::marked_processes(&marker));
-        }
-        found.sort_unstable_by_key(|process| (process.pid, process.start_time));
-        found.dedup();
-        found.retain(|process| *process != leader && !known.contains(process));
-        found
-    })
-    .await
-    .unwrap_or_default()
-}
-
-/// The processes in the run's cgroup leaf not already in `tree` (the leader excluded).
-fn leaf_members(
-    leaf: Option<&cgroup::Leaf>,
-    leader: reaper::ProcessId,
-    tree: &[reaper::ProcessId],
-) -> Vec<reaper::ProcessId> {
-    let Some(leaf) = leaf else { return Vec::new() };
-    leaf.pids()
-        .into_iter()
-        .map(reaper::ProcessId::of)
-        .filter(|process| process.pid != leader.pid && process.start_time != 0 && !tree.contains(process))
-        .collect()
-}
-
-/// Reap orphans re-parented to corrald, off the runtime threads.
-async fn reap_adopted() {
-    let _ = tokio::task::spawn_blocking(|| reaper::registry().reap_adopted()).await;
-}
-
-/// Signal the process group and every process of `tree` (each checked by start time first).
-fn signal_tree(child: &mut Box<dyn ChildWrapper>, tree: &[reaper::ProcessId], signal: Signal) {
-    signal_group(child, signal);
-    let signal = match signal {
-        Signal::Terminate => reaper::Signal::Terminate,
-        Signal::Kill => reaper::Signal::Kill,
-    };
-    for process in tree {
-        reaper::send_signal(*process, signal);
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Signal {
-    Terminate,
-    Kill,
-}
-
-#[cfg(unix)]
-fn signal_group(child: &mut Box<dyn ChildWrapper>, signal: Signal) {
-    let number = match signal {
-        Signal::Terminate => libc::SIGTERM,
-        Signal::Kill => libc::SIGKILL,
-    };
-    // ESRCH (group already gone) is the expected outcome of a clean exit.
-    let _ = child.signal(number);
-}
-
-#[cfg(windows)]
-fn signal_group(child: &mut Box<dyn ChildWrapper>, _signal: Signal) {
-    // The Job Object has no graceful signal: terminate the whole job.
-    let _ = child.start_kill();
-}
-
-/// Whether any process of the group led by `pid` still exists.
-#[cfg(unix)]
-fn group_alive(pid: u32) -> bool {
-    let Ok(pgid) = i32::try_from(pid) else { return false };
-    // SAFETY: signal 0 only checks for existence and permission; nothing is sent.
-    unsafe { libc::killpg(pgid, 0) == 0 }
-}
-
-#[cfg(windows)]
-fn group_alive(_pid: u32) -> bool {
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn teardown_bound_is_split_between_stdin_and_sigterm() {
-        let policy = TeardownPolicy::within(Duration::from_millis(2500));
-        assert_eq!(policy.stdin_grace, Duration::from_millis(1000));
-        assert_eq!(policy.term_grace, Duration::from_millis(1500));
-    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

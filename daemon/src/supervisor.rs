@@ -16,9 +16,10 @@ use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::credentials::Credentials;
 use crate::builtin;
-use crate::credentials::Credentials;
-use crate::events::EventHub;
+use crate::hub::events::EventHub;
+use crate::process::reaper::Registry;
 use crate::raw::RawWire;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
 
@@ -343,6 +344,8 @@ struct SupervisorActor {
     events: Arc<EventHub>,
     /// Stored OAuth credentials, handed to every server task.
     credentials: Option<Credentials>,
+    /// The process registry, handed to every server task.
+    processes: Arc<Registry>,
     shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
 }
@@ -399,6 +402,7 @@ impl SupervisorActor {
             server::Autostart::IfEnabled,
             self.events.clone(),
             self.credentials.clone(),
+            self.processes.clone(),
             self.shutdown.child_token(),
             &self.tracker,
         );
@@ -550,6 +554,7 @@ pub fn spawn(
     builtin_server: bool,
     events: &Arc<EventHub>,
     credentials: Option<Credentials>,
+    processes: Arc<Registry>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> SupervisorHandle {
@@ -565,6 +570,7 @@ pub fn spawn(
         to_self: sender.clone(),
         events: events.clone(),
         credentials,
+        processes,
         shutdown,
         tracker: tracker.clone(),
     };
@@ -591,6 +597,7 @@ pub fn spawn(
                         server::Autostart::IfEnabled,
                         events.clone(),
                         None,
+                        actor.processes.clone(),
                         actor.shutdown.child_token(),
                         tracker,
                     ),
@@ -709,6 +716,7 @@ impl SupervisorActor {
                     server::Autostart::Never,
                     self.events.clone(),
                     self.credentials.clone(),
+                    self.processes.clone(),
                     self.shutdown.child_token(),
                     &self.tracker,
                 );

@@ -1,7 +1,11 @@
 //! Architecture invariants of the workspace, checked with cargo itself:
 //! `corral-protocol` has no async runtime and no MCP SDK, and nothing depends
-//! on the daemon.
+//! on the daemon. And, by reading `daemon/src` (the rust-analyzer tidy
+//! style), the rules of corrald's rooms: which room may speak MCP, no new
+//! process-wide mutable statics, and no new cycle between rooms.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -79,4 +83,299 @@ fn no_workspace_package_depends_on_the_daemon() {
             );
         }
     }
+}
+
+/// Every `.rs` file under `daemon/src`, as (path relative to `daemon/src`
+/// with `/` separators, text), sorted by path.
+fn daemon_sources() -> Vec<(String, String)> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                let relative = path.strip_prefix(base).expect("below daemon/src");
+                let relative = relative
+                    .components()
+                    .map(|component| component.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+                out.push((relative, text));
+            }
+        }
+    }
+    let base = workspace_root().join("daemon").join("src");
+    let mut sources = Vec::new();
+    walk(&base, &base, &mut sources);
+    sources.sort();
+    assert!(
+        sources.iter().any(|(path, _)| path == "lib.rs"),
+        "found the daemon's sources in {}",
+        base.display()
+    );
+    sources
+}
+
+/// The lines of a file that are code: comments (plain and doc) left out, so
+/// a comment naming a module is not a dependency on it.
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(index, line)| (index + 1, line))
+        .filter(|(_, line)| !line.trim_start().starts_with("//"))
+}
+
+/// The room a file belongs to: its top-level folder, or its top-level
+/// module file without `.rs`. `lib.rs` (the boot) and `main.rs` are no room.
+fn room_of(path: &str) -> Option<&str> {
+    match path.split_once('/') {
+        Some((folder, _)) => Some(folder),
+        None if path == "lib.rs" || path == "main.rs" => None,
+        None => path.strip_suffix(".rs"),
+    }
+}
+
+/// Rooms that speak protocol only and never touch the MCP SDK. `api/` joins
+/// them once its handlers go through `mcp::forward` (step 5 of #14): today
+/// `api/{tools,catalog,forward}.rs` still build rmcp requests and classify
+/// rmcp errors.
+const ROOMS_WITHOUT_RMCP: &[&str] = &["hub"];
+
+#[test]
+fn rooms_that_speak_protocol_only_never_use_rmcp() {
+    let mut offending = Vec::new();
+    for (path, text) in daemon_sources() {
+        if !room_of(&path).is_some_and(|room| ROOMS_WITHOUT_RMCP.contains(&room)) {
+            continue;
+        }
+        for (number, line) in code_lines(&text) {
+            if line.contains("rmcp::") || line.contains("use rmcp") {
+                offending.push(format!("daemon/src/{path}:{number}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(
+        offending.is_empty(),
+        "the rooms {ROOMS_WITHOUT_RMCP:?} speak protocol types only; rmcp belongs in transport/ (and mcp_client, raw):\n{}",
+        offending.join("\n")
+    );
+}
+
+/// Process-wide statics with interior mutability that are still there, with
+/// the step of #14 that replaces each with state owned by one handle. The
+/// list only shrinks: a new such static fails the test, and so does an
+/// entry whose static is gone (remove it from here).
+const ALLOWED_MUTABLE_STATICS: &[(&str, &str, &str)] = &[
+    (
+        "auth/oauth.rs",
+        "DISCOVERED",
+        "the discovery cache becomes a field of auth::Auth",
+    ),
+    (
+        "hub/link.rs",
+        "ACTIVITY",
+        "the activity clock becomes a field of FrontEnds (step 3)",
+    ),
+    (
+        "service/notify.rs",
+        "DROPPED",
+        "the Notifier handle counts its drops (step 3)",
+    ),
+    (
+        "service/notify.rs",
+        "QUEUE",
+        "the Notifier handle owns the queue (step 3)",
+    ),
+];
+
+/// Types that make a `static` mutable without `static mut`.
+const INTERIOR_MUTABILITY: &[&str] = &[
+    "Atomic", "Mutex", "RwLock", "OnceLock", "LazyLock", "OnceCell", "Cell<", "Lazy<", "Condvar",
+];
+
+#[test]
+fn no_new_static_with_interior_mutability_in_the_daemon() {
+    let mut found = BTreeSet::new();
+    for (path, text) in daemon_sources() {
+        let lines: Vec<(usize, &str)> = code_lines(&text).collect();
+        for (position, (_, line)) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let declaration = ["static ", "pub static ", "pub(crate) static ", "pub(super) static "]
+                .iter()
+                .find_map(|prefix| trimmed.strip_prefix(prefix));
+            let Some(declaration) = declaration else { continue };
+            // The type runs to the `=`, which may be on a later line.
+            let mut statement = declaration.to_owned();
+            for (_, next) in lines.iter().skip(position + 1) {
+                if statement.contains('=') {
+                    break;
+                }
+                statement.push_str(next.trim());
+            }
+            let name = statement
+                .trim_start_matches("mut ")
+                .split(|c: char| c == ':' || c.is_whitespace())
+                .next()
+                .unwrap_or("?")
+                .to_owned();
+            let mutable = statement.starts_with("mut ")
+                || INTERIOR_MUTABILITY
+                    .iter()
+                    .any(|kind| statement.split('=').next().unwrap_or("").contains(kind));
+            if mutable {
+                found.insert((path.clone(), name));
+            }
+        }
+    }
+    let allowed: BTreeSet<(String, String)> = ALLOWED_MUTABLE_STATICS
+        .iter()
+        .map(|(path, name, _)| ((*path).to_owned(), (*name).to_owned()))
+        .collect();
+    let new: Vec<_> = found.difference(&allowed).collect();
+    assert!(
+        new.is_empty(),
+        "process-wide mutable state belongs to one owner with a handle passed from boot, not a static: {new:?}"
+    );
+    let gone: Vec<_> = allowed.difference(&found).collect();
+    assert!(
+        gone.is_empty(),
+        "these statics are gone: remove them from ALLOWED_MUTABLE_STATICS: {gone:?}"
+    );
+}
+
+/// Cycles between rooms that are still there, each with the step of #14
+/// that breaks it. Written as the rooms of one strongly connected component.
+/// The list only shrinks: a new cycle fails the test, and so does an entry
+/// that is no longer a cycle.
+const KNOWN_ROOM_CYCLES: &[(&[&str], &str)] = &[(
+    &["builtin", "server", "supervisor"],
+    "the built-in server is injected at boot, server sees only transport::in_process (step 4)",
+)];
+
+/// `room → rooms it names as crate::room` in code (not comments).
+fn room_dependencies() -> BTreeMap<String, BTreeSet<String>> {
+    let sources = daemon_sources();
+    let rooms: BTreeSet<String> = sources
+        .iter()
+        .filter_map(|(path, _)| room_of(path))
+        .map(str::to_owned)
+        .collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> =
+        rooms.iter().map(|room| (room.clone(), BTreeSet::new())).collect();
+    for (path, text) in &sources {
+        let Some(room) = room_of(path) else { continue };
+        for (_, line) in code_lines(text) {
+            for (start, _) in line.match_indices("crate::") {
+                let rest = &line[start + "crate::".len()..];
+                let target: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if target != room && rooms.contains(&target) {
+                    edges.get_mut(room).expect("every room has an entry").insert(target);
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// The strongly connected components with more than one room (Tarjan).
+fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<Vec<String>> {
+    struct State<'a> {
+        edges: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        on_stack: BTreeSet<&'a str>,
+        found: BTreeSet<Vec<String>>,
+    }
+    fn visit<'a>(state: &mut State<'a>, node: &'a str) {
+        let number = state.index.len();
+        state.index.insert(node, number);
+        state.low.insert(node, number);
+        state.stack.push(node);
+        state.on_stack.insert(node);
+        let edges = state.edges;
+        for next in &edges[node] {
+            let next = next.as_str();
+            if !state.index.contains_key(next) {
+                visit(state, next);
+                let low = state.low[node].min(state.low[next]);
+                state.low.insert(node, low);
+            } else if state.on_stack.contains(next) {
+                let low = state.low[node].min(state.index[next]);
+                state.low.insert(node, low);
+            }
+        }
+        if state.low[node] == state.index[node] {
+            let mut component = Vec::new();
+            loop {
+                let member = state.stack.pop().expect("the node is on the stack");
+                state.on_stack.remove(member);
+                component.push(member.to_owned());
+                if member == node {
+                    break;
+                }
+            }
+            if component.len() > 1 {
+                component.sort();
+                state.found.insert(component);
+            }
+        }
+    }
+    let mut state = State {
+        edges,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        found: BTreeSet::new(),
+    };
+    for node in edges.keys() {
+        if !state.index.contains_key(node.as_str()) {
+            visit(&mut state, node);
+        }
+    }
+    state.found
+}
+
+#[test]
+fn the_rooms_of_the_daemon_form_no_new_cycle() {
+    let edges = room_dependencies();
+    for room in ["api", "auth", "config", "hub", "process", "service", "transport"] {
+        assert!(
+            edges.contains_key(room),
+            "daemon/src has the room {room}: {:?}",
+            edges.keys()
+        );
+    }
+    let found = cycles(&edges);
+    let known: BTreeSet<Vec<String>> = KNOWN_ROOM_CYCLES
+        .iter()
+        .map(|(rooms, _)| rooms.iter().map(|room| (*room).to_owned()).collect())
+        .collect();
+    let new: Vec<_> = found.difference(&known).collect();
+    assert!(
+        new.is_empty(),
+        "rooms that depend on each other (each room may depend only on rooms below it): {new:?}\ndependencies: {edges:#?}"
+    );
+    let gone: Vec<_> = known.difference(&found).collect();
+    assert!(
+        gone.is_empty(),
+        "these cycles are broken: remove them from KNOWN_ROOM_CYCLES: {gone:?}"
+    );
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle_and_only_a_cycle() {
+    let edges: BTreeMap<String, BTreeSet<String>> = [("a", &["b"][..]), ("b", &["a", "c"][..]), ("c", &[][..])]
+        .into_iter()
+        .map(|(room, to)| (room.to_owned(), to.iter().map(|t| (*t).to_owned()).collect()))
+        .collect();
+    let found = cycles(&edges);
+    assert_eq!(found, BTreeSet::from([vec!["a".to_owned(), "b".to_owned()]]));
 }

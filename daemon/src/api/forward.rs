@@ -21,9 +21,10 @@ use rmcp::service::PeerRequestOptions;
 use rmcp::{Peer, RoleClient, ServiceError};
 use serde_json::value::RawValue;
 
-use crate::frontends::{FrontEnds, Link};
-use crate::http::is_session_expired;
+use crate::hub::link::Link;
+use crate::hub::routes::FrontEnds;
 use crate::supervisor::CallTarget;
+use crate::transport::http::is_session_expired;
 
 /// Where a request's progress goes: the registry, the caller's link and the token it gave.
 pub(crate) type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_json::Value);
@@ -108,7 +109,7 @@ pub(crate) fn json<T: serde::Serialize>(
     match raw {
         Some(raw) => Ok(raw),
         None => serde_json::value::to_raw_value(typed).map_err(|error| {
-            super::methods::rpc_error(
+            super::rpc::rpc_error(
                 corral_protocol::ErrorCode::InternalError,
                 format!("cannot serialize the result: {error}"),
             )

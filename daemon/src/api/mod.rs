@@ -5,17 +5,14 @@
 //! processes. It talks to the rest of the daemon only through the
 //! [`DaemonContext`] (supervisor handle, event hub, daemon facts).
 
-mod catalog;
 mod connection;
+mod dispatch;
 mod forward;
-mod methods;
-mod oauth;
-#[cfg(windows)]
-pub mod pipe;
+mod handlers;
+pub mod listen;
+mod router;
+mod rpc;
 mod session;
-#[cfg(unix)]
-pub mod socket;
-mod tools;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,9 +26,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::events::EventHub;
-use crate::frontends::Link;
-use crate::reload::{ConfigErrorCell, ReloadHandle};
+use crate::config::reload::ReloadHandle;
+use crate::hub::events::EventHub;
+use crate::hub::link::Link;
 use crate::supervisor::SupervisorHandle;
 
 /// How long a connection may wait for a slot at the cap while slots are still
@@ -164,7 +161,7 @@ pub struct DaemonContext {
     pub(crate) socket_path: PathBuf,
     pub(crate) config_path: PathBuf,
     /// Why the config file could not be used the last time it was read, if so.
-    pub(crate) config_error: ConfigErrorCell,
+    pub(crate) config_error: tokio::sync::watch::Receiver<Option<String>>,
     pub(crate) supervisor: SupervisorHandle,
     pub(crate) events: Arc<EventHub>,
     pub(crate) reload: ReloadHandle,
@@ -173,11 +170,14 @@ pub struct DaemonContext {
     /// Whether `debug/*` methods for tests and benchmarks are registered.
     pub(crate) test_hooks: bool,
     /// Stored OAuth credentials; `None` only in contexts built without a store.
-    pub(crate) credentials: Option<crate::credentials::Credentials>,
+    pub(crate) credentials: Option<crate::auth::credentials::Credentials>,
+    /// The process registry, for `daemon/status.childrenRecordError`
+    /// (`None`: a context without one, which has no record either).
+    pub(crate) processes: Option<Arc<crate::process::reaper::Registry>>,
     /// The config's daemon-wide OAuth settings (callback listener, opener).
-    pub(crate) oauth_settings: crate::oauth::OAuthSettings,
+    pub(crate) oauth_settings: crate::auth::oauth::OAuthSettings,
     /// OAuth logins waiting for the browser.
-    pub(crate) logins: oauth::Logins,
+    pub(crate) logins: handlers::auth::Logins,
     /// When each server last had a step-up authorization (insufficient scope), to bound them.
     pub(crate) step_ups: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
     /// The daemon's shutdown: ends logins still waiting.
@@ -206,8 +206,8 @@ impl DaemonContext {
     /// The same context with a credential store, OAuth settings and the daemon's shutdown token.
     pub fn with_oauth(
         mut self,
-        credentials: crate::credentials::Credentials,
-        settings: crate::oauth::OAuthSettings,
+        credentials: crate::auth::credentials::Credentials,
+        settings: crate::auth::oauth::OAuthSettings,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         self.credentials = Some(credentials);
@@ -222,7 +222,7 @@ impl DaemonContext {
         started: Instant,
         socket_path: PathBuf,
         config_path: PathBuf,
-        config_error: ConfigErrorCell,
+        config_error: tokio::sync::watch::Receiver<Option<String>>,
         supervisor: SupervisorHandle,
         events: Arc<EventHub>,
         reload: ReloadHandle,
@@ -241,8 +241,9 @@ impl DaemonContext {
             wedge_release: std::sync::Mutex::new(None),
             test_hooks,
             credentials: None,
-            oauth_settings: crate::oauth::OAuthSettings::default(),
-            logins: oauth::Logins::default(),
+            processes: None,
+            oauth_settings: crate::auth::oauth::OAuthSettings::default(),
+            logins: handlers::auth::Logins::default(),
             step_ups: std::sync::Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             connections: AtomicU32::new(0),
@@ -296,6 +297,12 @@ impl DaemonContext {
         }
         handshakes.push_back((Arc::downgrade(session), token.clone(), slot.clone()));
         token
+    }
+
+    /// The process registry whose record errors `daemon/status` reports.
+    pub fn with_processes(mut self, processes: Arc<crate::process::reaper::Registry>) -> Self {
+        self.processes = Some(processes);
+        self
     }
 
     /// The same context with these per-connection deadlines.
@@ -406,7 +413,7 @@ async fn run_connection<S>(
     connection::serve(stream, hung_up, session, link_messages, methods, admission, shutdown).await;
     link.close();
     for (server, uri) in context.events.frontends().disconnected(id) {
-        catalog::release_subscription(&context, server, uri).await;
+        handlers::catalog::release_subscription(&context, server, uri).await;
     }
     context.supervisor.session_closed(id).await;
     drop(guard);
@@ -420,7 +427,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
-    let methods: Methods = methods::build(context.clone())
+    let methods: Methods = router::build(context.clone())
         .context("registering the front-end methods")?
         .into();
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -463,7 +470,7 @@ pub async fn serve(
             refusals.refused(context.max_connections);
             continue;
         };
-        let hung_up = socket::hang_up_probe(&stream);
+        let hung_up = listen::unix::hang_up_probe(&stream);
         tracker.spawn(run_connection(
             stream,
             hung_up,

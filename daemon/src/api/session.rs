@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use corral_protocol::{ClientCapabilities, ClientInfo};
 
-use crate::events::{EventHub, Subscription};
-use crate::frontends::Link;
+use crate::hub::events::{EventHub, Subscription};
+use crate::hub::link::Link;
 
 /// One front-end connection. Shared between the connection task and the
 /// method handlers (through jsonrpsee `Extensions`).

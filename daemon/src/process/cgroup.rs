@@ -19,28 +19,35 @@
 //! descendants corrald saw (see `reaper`), with a warning saying why.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use super::reaper::Registry;
 
 /// Prefix of the leaves corrald creates (and removes, also a predecessor's).
 const LEAF_PREFIX: &str = "corral-server-";
 
-/// Numbers the leaves of this daemon.
-static NEXT_LEAF: AtomicU64 = AtomicU64::new(1);
-
-/// Where leaves go, once [`enable`] found a usable cgroup.
-static BASE: OnceLock<PathBuf> = OnceLock::new();
+/// Where this daemon's leaves go (the cgroup [`enable`] found usable), and
+/// their numbering. Owned by the process [`Registry`], set once at boot.
+#[derive(Debug)]
+pub struct Leaves {
+    base: PathBuf,
+    next_leaf: AtomicU64,
+}
 
 /// Use cgroup leaves for stdio servers: find the cgroup corrald is in, check
 /// that a leaf can be made there, and kill what a predecessor left in its
 /// leaves. Logs and stays off when that is not possible.
-pub fn enable() {
+pub fn enable(processes: &Registry) {
     match usable_base() {
         Ok(base) => {
-            kill_leftover_leaves(&base, "left by a previous daemon");
+            kill_leftover_leaves(&base, "left by a previous daemon", processes);
             tracing::info!(cgroup = %base.display(), "stdio servers run in cgroup leaves below this cgroup");
-            let _ = BASE.set(base);
+            processes.set_leaves(Leaves {
+                base,
+                next_leaf: AtomicU64::new(1),
+            });
         }
         Err(why) => tracing::warn!(
             "--server-cgroups: {why}; servers run without cgroups (process group, marker and descendants only)"
@@ -49,15 +56,15 @@ pub fn enable() {
 }
 
 /// Whether servers get leaves.
-pub fn enabled() -> bool {
-    BASE.get().is_some()
+pub fn enabled(processes: &Registry) -> bool {
+    processes.leaves().is_some()
 }
 
 /// Kill and remove every leaf still there (daemon shutdown, last resort).
 /// Returns how many leaves held processes.
-pub fn kill_all_leaves() -> usize {
-    match BASE.get() {
-        Some(base) => kill_leftover_leaves(base, "still running at shutdown"),
+pub fn kill_all_leaves(processes: &Registry) -> usize {
+    match processes.leaves() {
+        Some(leaves) => kill_leftover_leaves(&leaves.base, "still running at shutdown", processes),
         None => 0,
     }
 }
@@ -135,16 +142,19 @@ fn own_cgroup() -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Leaf {
     path: PathBuf,
+    /// Reaps what the leaf's kill re-parented to corrald.
+    processes: Arc<Registry>,
 }
 
 impl Leaf {
     /// A new leaf for one run of `server`, or `None` when cgroups are off
     /// or the leaf cannot be made (logged, naming the path).
-    pub fn create(server: &str) -> Option<Self> {
-        let base = BASE.get()?;
-        let path = base.join(format!("{LEAF_PREFIX}{}", NEXT_LEAF.fetch_add(1, Ordering::Relaxed)));
+    pub fn create(server: &str, processes: Arc<Registry>) -> Option<Self> {
+        let leaves = processes.leaves()?;
+        let number = leaves.next_leaf.fetch_add(1, Ordering::Relaxed);
+        let path = leaves.base.join(format!("{LEAF_PREFIX}{number}"));
         match std::fs::create_dir(&path) {
-            Ok(()) => Some(Self { path }),
+            Ok(()) => Some(Self { path, processes }),
             Err(error) => {
                 tracing::warn!(server, cgroup = %path.display(), %error, "cannot create the server's cgroup; it runs without one");
                 None
@@ -198,7 +208,7 @@ impl Leaf {
     /// Blocking: call it from `spawn_blocking`.
     pub fn kill_and_remove(&self) {
         kill_cgroup(&self.path);
-        remove_when_empty(&self.path, Duration::from_secs(1));
+        remove_when_empty(&self.path, Duration::from_secs(1), &self.processes);
     }
 }
 
@@ -233,7 +243,7 @@ fn kill_cgroup(path: &Path) {
 /// Remove an emptied cgroup; killed processes leave it as they exit, so wait
 /// (polling, bounded by `limit`) until it is unpopulated. Left in place
 /// (and logged) if it does not empty in time; a later daemon removes it.
-fn remove_when_empty(path: &Path, limit: Duration) {
+fn remove_when_empty(path: &Path, limit: Duration, processes: &Registry) {
     if !path.exists() {
         return; // removed already (a teardown's SIGKILL step, then its end)
     }
@@ -242,7 +252,7 @@ fn remove_when_empty(path: &Path, limit: Duration) {
         kill_cgroup(path);
         std::thread::sleep(Duration::from_millis(10));
     }
-    crate::reaper::registry().reap_adopted();
+    processes.reap_adopted();
     if let Err(error) = std::fs::remove_dir(path)
         && error.kind() != std::io::ErrorKind::NotFound
     {
@@ -251,7 +261,7 @@ fn remove_when_empty(path: &Path, limit: Duration) {
 }
 
 /// Kill and remove every `corral-server-*` leaf under `base`; returns how many held processes.
-fn kill_leftover_leaves(base: &Path, why: &str) -> usize {
+fn kill_leftover_leaves(base: &Path, why: &str, processes: &Registry) -> usize {
     let Ok(entries) = std::fs::read_dir(base) else { return 0 };
     let mut killed = 0;
     for entry in entries.filter_map(Result::ok) {
@@ -267,7 +277,7 @@ fn kill_leftover_leaves(base: &Path, why: &str) -> usize {
             tracing::warn!(cgroup = %entry.path().display(), "killing the processes of a server cgroup {why}");
         }
         kill_cgroup(&entry.path());
-        remove_when_empty(&entry.path(), Duration::from_secs(1));
+        remove_when_empty(&entry.path(), Duration::from_secs(1), processes);
     }
     killed
 }

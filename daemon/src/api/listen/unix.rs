@@ -509,7 +509,7 @@ fn refusal(dir: &Path, problem: &corral_protocol::paths::UntrustedSocket) -> any
 /// (`POLLHUP`: it can neither send nor receive), as opposed to shutting down
 /// only its sending half (end of stream, but still reading). Asked once the
 /// reader saw end of stream, while the stream is still open.
-pub(crate) fn hang_up_probe(stream: &tokio::net::UnixStream) -> super::connection::HungUp {
+pub(crate) fn hang_up_probe(stream: &tokio::net::UnixStream) -> crate::api::connection::HungUp {
     use std::os::fd::AsRawFd;
     let fd = stream.as_raw_fd();
     Box::new(move || {

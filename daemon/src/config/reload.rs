@@ -25,17 +25,19 @@
 //! differ from those last read (`touch` reloads nothing).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use corral_protocol::config;
 use corral_protocol::{ConfigReloadFailed, ConfigReloadResult, ConfigReloaded, DaemonNotification, ReloadTrigger};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::EventHub;
+use crate::hub::events::EventHub;
 use crate::service::{self, Notice};
 use crate::supervisor::{SupervisorHandle, SupervisorStopped};
+
+use super::settings::DaemonSettings;
 
 /// How often the config file's metadata is checked.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -48,26 +50,10 @@ const SETTLE: Duration = Duration::from_millis(150);
 const MAX_SETTLE_ROUNDS: u32 = 20;
 
 /// Why the config file could not be used the last time it was read: what
-/// `daemon/status.configError` reports. Shared by the reloader (writer), the
-/// API and the service-manager task (readers).
-#[derive(Debug, Clone, Default)]
-pub struct ConfigErrorCell(Arc<Mutex<Option<String>>>);
-
-impl ConfigErrorCell {
-    /// A cell holding `error`.
-    pub fn new(error: Option<String>) -> Self {
-        Self(Arc::new(Mutex::new(error)))
-    }
-
-    /// The current error, if the last load failed.
-    pub fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    fn set(&self, error: Option<String>) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
-    }
-}
+/// `daemon/status.configError` reports. The reloader owns the sending side;
+/// the API and the service-manager task hold receivers (created at boot), so
+/// neither needs anything of this module.
+pub type ConfigError = Option<String>;
 
 /// A reload request: what triggered it, and where to send the result.
 #[derive(Debug)]
@@ -153,7 +139,7 @@ pub struct Reloader {
     path: PathBuf,
     supervisor: SupervisorHandle,
     events: Arc<EventHub>,
-    config_error: ConfigErrorCell,
+    config_error: watch::Sender<ConfigError>,
     requests: mpsc::Receiver<ReloadRequest>,
     /// Metadata when the file was last read.
     seen: Fingerprint,
@@ -162,48 +148,6 @@ pub struct Reloader {
     poll_interval: Duration,
     /// The daemon-wide settings corrald started with, which a reload cannot change.
     startup_settings: DaemonSettings,
-}
-
-/// The daemon-wide keys of the config file. They are read once, at startup
-/// (the credential store is opened and the OAuth settings fixed then): a
-/// reload that changes one says so in its warnings, and the change takes
-/// effect when corrald restarts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaemonSettings {
-    credentials_store: config::CredentialsStoreMode,
-    oauth_callback_port: Option<u16>,
-    oauth_callback_url: Option<String>,
-    oauth_opener: Option<Vec<String>>,
-}
-
-impl DaemonSettings {
-    /// The daemon-wide settings of `config`.
-    pub fn of(config: &config::Config) -> Self {
-        Self {
-            credentials_store: config.credentials_store,
-            oauth_callback_port: config.oauth_callback_port,
-            oauth_callback_url: config.oauth_callback_url.clone(),
-            oauth_opener: config.oauth_opener.clone(),
-        }
-    }
-
-    /// One warning per key whose value in `new` differs from this one.
-    fn changed_in(&self, new: &Self) -> Vec<String> {
-        let changed = [
-            ("credentials_store", self.credentials_store != new.credentials_store),
-            (
-                "oauth_callback_port",
-                self.oauth_callback_port != new.oauth_callback_port,
-            ),
-            ("oauth_callback_url", self.oauth_callback_url != new.oauth_callback_url),
-            ("oauth_opener", self.oauth_opener != new.oauth_opener),
-        ];
-        changed
-            .iter()
-            .filter(|(_, changed)| *changed)
-            .map(|(key, _)| format!("`{key}` changed: it is read when corrald starts; restart corrald to apply it"))
-            .collect()
-    }
 }
 
 /// The config file as it was just before the daemon first loaded it.
@@ -231,7 +175,7 @@ pub fn prepare(
     snapshot: FileSnapshot,
     supervisor: SupervisorHandle,
     events: Arc<EventHub>,
-    config_error: ConfigErrorCell,
+    config_error: watch::Sender<ConfigError>,
     poll_interval: Duration,
     startup_settings: DaemonSettings,
 ) -> (Reloader, ReloadHandle) {
@@ -307,7 +251,7 @@ impl Reloader {
                 return Some(self.refuse(trigger, error));
             }
         };
-        if trigger == ReloadTrigger::File && bytes == self.last_bytes && self.config_error.get().is_none() {
+        if trigger == ReloadTrigger::File && bytes == self.last_bytes && self.config_error.borrow().is_none() {
             tracing::debug!(config = %path_text, "config file touched but its content is the same; nothing to do");
             return None;
         }
@@ -328,7 +272,7 @@ impl Reloader {
             Err(SupervisorStopped) => return None,
         };
         diff.warnings.extend(settings_warnings);
-        self.config_error.set(None);
+        self.config_error.send_replace(None);
         tracing::info!(
             config = %path_text,
             ?trigger,
@@ -359,7 +303,7 @@ impl Reloader {
     /// Keep the running config; tell front-ends exactly what is wrong.
     fn refuse(&mut self, trigger: ReloadTrigger, error: String) -> ConfigReloadResult {
         tracing::error!(config = %self.path.display(), ?trigger, "config not reloaded, keeping the running config:\n{error}");
-        self.config_error.set(Some(error.clone()));
+        self.config_error.send_replace(Some(error.clone()));
         let path_text = self.path.display().to_string();
         let mut notification = None;
         self.events.publish(|seq| {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use corral_protocol::DaemonNotification;
 use tokio::sync::broadcast;
 
-use crate::frontends::FrontEnds;
+use crate::hub::routes::FrontEnds;
 
 /// Most bytes of serialized notifications the replay history keeps (the
 /// newest notification is always kept, whatever its size).

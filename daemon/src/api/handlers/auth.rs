@@ -18,9 +18,9 @@ use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
 use tokio_util::sync::CancellationToken;
 
-use super::DaemonContext;
-use super::methods::{parse_params, rpc_error};
-use crate::oauth::{self, LoginTarget};
+use crate::api::DaemonContext;
+use crate::api::rpc::{parse_params, rpc_error, server_not_found};
+use crate::auth::oauth::{self, LoginTarget};
 use crate::supervisor::ControlAction;
 
 /// Logins in progress, by server: cancelling one ends its wait.
@@ -54,7 +54,7 @@ impl Logins {
 /// Whether the config sets `Authorization` itself (then stored tokens are never used).
 pub(crate) fn explicit_authorization(config: &ServerConfig) -> bool {
     match &config.transport {
-        TransportConfig::StreamableHttp(http) => crate::http::configures_authorization(http),
+        TransportConfig::StreamableHttp(http) => crate::transport::http::configures_authorization(http),
         _ => false,
     }
 }
@@ -115,7 +115,7 @@ async fn server_config(context: &DaemonContext, name: &str) -> Result<ServerConf
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| rpc_error(ErrorCode::ServerNotFound, format!("no MCP server named `{name}`")))
+        .ok_or_else(|| server_not_found(name))
 }
 
 /// Start a login for `name`; returns the authorization URL. A task publishes

@@ -27,187 +27,19 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use corral_protocol::{ClientCapabilities, Notification as _, Progress, ProgressNotification};
-use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot, watch};
+use serde_json::Value;
+use tokio::sync::watch;
 
-/// Messages from the daemon to one front-end waiting for its writer; a
-/// request waits for room, a progress notification is dropped when full (and
-/// counted: the front-end gets `mcpServer/progress/lagged`).
-const LINK_QUEUE: usize = 64;
-
-/// LSP's cancellation notification, sent when the daemon withdraws a request.
-const CANCEL_REQUEST: &str = "$/cancelRequest";
-
-/// Activity clock shared by every link: larger means more recent.
-static ACTIVITY: AtomicU64 = AtomicU64::new(1);
+use super::link::Link;
 
 /// How long a front-end has to answer a server's request (an elicitation
 /// waits on a person) before it is withdrawn and answered as cancelled.
 pub(crate) const DEFAULT_ANSWER_DEADLINE: Duration = Duration::from_secs(600);
-
-/// Why a front-end did not answer a request.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum FrontEndError {
-    /// The connection closed before the answer came.
-    #[error("the front-end disconnected before answering")]
-    Disconnected,
-    /// The front-end answered with a JSON-RPC error.
-    #[error("the front-end answered with error {code}: {message}")]
-    Error {
-        /// JSON-RPC error code.
-        code: i64,
-        /// Its message.
-        message: String,
-        /// Its data, if any.
-        data: Option<Value>,
-    },
-}
-
-/// A pending request's answer: the `result`, or the front-end's error.
-type Answer = Result<Value, FrontEndError>;
-
-/// The daemon's side of one front-end connection: sends it requests and
-/// notifications (through the connection's writer) and matches its answers.
-#[derive(Debug)]
-pub(crate) struct Link {
-    /// The connection's id.
-    pub(crate) id: u64,
-    capabilities: OnceLock<ClientCapabilities>,
-    last_active: AtomicU64,
-    sender: mpsc::Sender<String>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    next_id: AtomicU64,
-    closed: AtomicBool,
-    /// Progress notifications dropped since the front-end was last told.
-    missed_progress: AtomicU64,
-}
-
-impl Link {
-    /// A link for connection `id`; the receiver feeds the connection's writer.
-    pub(crate) fn new(id: u64) -> (Arc<Self>, mpsc::Receiver<String>) {
-        let (sender, receiver) = mpsc::channel(LINK_QUEUE);
-        let link = Self {
-            id,
-            capabilities: OnceLock::new(),
-            last_active: AtomicU64::new(0),
-            sender,
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            closed: AtomicBool::new(false),
-            missed_progress: AtomicU64::new(0),
-        };
-        (Arc::new(link), receiver)
-    }
-
-    fn pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
-        // A map of senders is valid after any panic.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The front-end just sent a request: it is the most recently active one.
-    pub(crate) fn touch(&self) {
-        self.last_active
-            .store(ACTIVITY.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-    }
-
-    fn can_elicit(&self) -> bool {
-        self.capabilities.get().is_some_and(|c| c.elicitation)
-    }
-
-    fn can_sample(&self) -> bool {
-        self.capabilities.get().is_some_and(|c| c.sampling)
-    }
-
-    /// Send `method` with `params` and wait for the answer. Dropping the
-    /// future withdraws the request (`$/cancelRequest`).
-    pub(crate) async fn request(self: &Arc<Self>, method: &str, params: Value) -> Answer {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(FrontEndError::Disconnected);
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (answer, answered) = oneshot::channel();
-        self.pending().insert(id, answer);
-        let mut withdraw = Withdraw {
-            link: Arc::downgrade(self),
-            id,
-            armed: true,
-        };
-        // Closed after the check above: the entry would never be answered.
-        if self.closed.load(Ordering::Acquire) {
-            return Err(FrontEndError::Disconnected);
-        }
-        let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        if self.sender.send(message.to_string()).await.is_err() {
-            return Err(FrontEndError::Disconnected);
-        }
-        let answer = answered.await.unwrap_or(Err(FrontEndError::Disconnected));
-        withdraw.armed = false;
-        answer
-    }
-
-    /// Send a notification if there is room; `false` (and logged) if it was
-    /// dropped, for the caller to count.
-    pub(crate) fn notify(&self, method: &str, params: impl serde::Serialize) -> bool {
-        let message = json!({ "jsonrpc": "2.0", "method": method, "params": params });
-        let sent = self.sender.try_send(message.to_string()).is_ok();
-        if !sent {
-            tracing::debug!(
-                connection = self.id,
-                method,
-                "notification dropped: front-end is not reading"
-            );
-        }
-        sent
-    }
-
-    /// Progress notifications dropped since the last call (for the
-    /// connection's writer to tell the front-end).
-    pub(crate) fn take_missed_progress(&self) -> u64 {
-        self.missed_progress.swap(0, Ordering::Relaxed)
-    }
-
-    /// The front-end answered request `id`; `false` if no such request is waiting.
-    pub(crate) fn resolve(&self, id: u64, answer: Answer) -> bool {
-        match self.pending().remove(&id) {
-            Some(waiter) => {
-                let _ = waiter.send(answer);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The connection ended: every waiting request fails with `Disconnected`.
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.pending().clear();
-    }
-}
-
-/// Withdraws a request whose waiter went away before the answer came.
-struct Withdraw {
-    link: Weak<Link>,
-    id: u64,
-    /// Cleared once the answer came.
-    armed: bool,
-}
-
-impl Drop for Withdraw {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Some(link) = self.link.upgrade() else { return };
-        if link.pending().remove(&self.id).is_some() {
-            let _ = link.notify(CANCEL_REQUEST, json!({ "id": self.id }));
-        }
-    }
-}
 
 /// Registry of front-ends and what is routed to them.
 #[derive(Debug)]
@@ -568,6 +400,8 @@ impl Drop for ProgressRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::link::{CANCEL_REQUEST, FrontEndError, LINK_QUEUE};
+    use serde_json::json;
 
     fn capabilities(elicitation: bool, sampling: bool) -> ClientCapabilities {
         let mut capabilities = ClientCapabilities::default();

@@ -13,7 +13,7 @@
 //! orphans of servers are re-parented to it rather than to init, and it reaps
 //! their zombies (only those: the servers it spawned itself are reaped by
 //! tokio). That is also how a process without the marker (it cleared its
-//! environment) is found: [`descendants`] follows parent pids from the server
+//! environment) is found: [`descendants`](super::scan::descendants) follows parent pids from the server
 //! and from the descendants seen before, so a process that was in the tree
 //! when corrald looked stays the server's after it is orphaned.
 //!
@@ -59,21 +59,15 @@ use std::collections::BTreeMap;
 #[cfg(target_os = "linux")]
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+#[cfg(target_os = "linux")]
+use super::scan::processes;
+use super::scan::{ProcessId, environ_has, is_same_process, marked_processes, read_stat, start_time};
+use super::signal::{Signal, send_signal, send_signal_to_group};
 
 /// Environment variable that marks every process of a server's tree.
 pub const MARKER_VAR: &str = "CORRAL_SERVER_MARKER";
-
-/// A process, identified by pid *and* start time (clock ticks since boot),
-/// so that a reused pid is never mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessId {
-    /// Process id.
-    pub pid: u32,
-    /// Start time from `/proc/<pid>/stat` (0 where unknown).
-    pub start_time: u64,
-}
 
 /// The daemon's processes registry: which server leaders are running, and the
 /// record on disk. One per daemon process.
@@ -84,6 +78,8 @@ pub struct Registry {
     boot_id: Option<String>,
     record: Option<RecordFile>,
     state: Mutex<RegistryState>,
+    /// Where cgroup leaves go, once `cgroup::enable` found a usable cgroup.
+    leaves: OnceLock<super::cgroup::Leaves>,
 }
 
 /// Where the record lives: a file name in the socket's directory.
@@ -127,28 +123,13 @@ struct RecordedChild {
     process: ProcessId,
 }
 
-impl ProcessId {
-    /// `pid` with its start time now (0 if it is gone or unknown).
-    pub fn of(pid: u32) -> Self {
-        Self {
-            pid,
-            start_time: start_time(pid).unwrap_or_default(),
-        }
-    }
-}
-
-static REGISTRY: OnceLock<Registry> = OnceLock::new();
-
-/// The registry; [`init`] must have been called (tests get one without a record).
-pub fn registry() -> &'static Registry {
-    REGISTRY.get_or_init(|| Registry::new(None))
-}
-
 /// Set up reaping for a daemon whose record lives at `record_path`: become a
 /// subreaper, kill what a predecessor left, write a fresh record.
 ///
-/// Call once, after the socket lock is held (so no live daemon owns the record).
-pub fn init(record_path: &Path) {
+/// Call once, after the socket lock is held (so no live daemon owns the
+/// record). The registry is passed down from there (supervisor, server
+/// tasks, the launch, the reap task): there is no global one.
+pub fn init(record_path: &Path) -> Arc<Registry> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag; no memory is passed.
@@ -160,11 +141,9 @@ pub fn init(record_path: &Path) {
     if let Some(predecessor) = read_trusted_record(&record) {
         kill_predecessors_leftovers(&predecessor);
     }
-    let registry = REGISTRY.get_or_init(|| Registry::new(Some(record)));
-    if registry.record.as_ref().map(|record| record.path.as_path()) != Some(record_path) {
-        tracing::warn!("process registry was used before init; the record is not kept");
-    }
+    let registry = Arc::new(Registry::new(Some(record)));
     registry.write_record();
+    registry
 }
 
 impl RecordFile {
@@ -206,7 +185,18 @@ impl Registry {
             boot_id: boot_id(),
             record,
             state: Mutex::new(RegistryState::default()),
+            leaves: OnceLock::new(),
         }
+    }
+
+    /// The cgroup leaves of stdio servers, if `cgroup::enable` set them up.
+    pub(crate) fn leaves(&self) -> Option<&super::cgroup::Leaves> {
+        self.leaves.get()
+    }
+
+    /// Set once, at boot, by `cgroup::enable`.
+    pub(super) fn set_leaves(&self, leaves: super::cgroup::Leaves) {
+        let _ = self.leaves.set(leaves);
     }
 
     fn lock(&self) -> MutexGuard<'_, RegistryState> {
@@ -531,165 +521,6 @@ fn is_recorded_process(id: ProcessId, instance_marker: &str, this_boot: bool) ->
     id.start_time != 0
         && read_stat(id.pid).is_some_and(|stat| !stat.zombie && stat.id.start_time == id.start_time)
         && (this_boot || environ_has(id.pid, needle.as_bytes(), true))
-}
-
-/// Signals the reaper sends.
-#[derive(Debug, Clone, Copy)]
-pub enum Signal {
-    /// SIGTERM.
-    Terminate,
-    /// SIGKILL.
-    Kill,
-}
-
-#[cfg(unix)]
-fn signal_number(signal: Signal) -> i32 {
-    match signal {
-        Signal::Terminate => libc::SIGTERM,
-        Signal::Kill => libc::SIGKILL,
-    }
-}
-
-/// Signal `id` if it is still the same process.
-pub fn send_signal(id: ProcessId, signal: Signal) {
-    #[cfg(unix)]
-    if is_same_process(id) {
-        let Ok(pid) = i32::try_from(id.pid) else { return };
-        // SAFETY: kill(2) with a pid we just verified; no memory is involved.
-        unsafe { libc::kill(pid, signal_number(signal)) };
-    }
-    #[cfg(not(unix))]
-    let _ = (id, signal);
-}
-
-fn send_signal_to_group(pgid: u32, signal: Signal) {
-    #[cfg(unix)]
-    if let Ok(pgid) = i32::try_from(pgid) {
-        // SAFETY: killpg(2); a missing group is ESRCH, which is fine.
-        unsafe { libc::killpg(pgid, signal_number(signal)) };
-    }
-    #[cfg(not(unix))]
-    let _ = (pgid, signal);
-}
-
-/// Whether `id` is alive (not a zombie) and still the process it was.
-pub fn is_same_process(id: ProcessId) -> bool {
-    match read_stat(id.pid) {
-        Some(stat) => !stat.zombie && (id.start_time == 0 || stat.id.start_time == id.start_time),
-        None => false,
-    }
-}
-
-/// The live descendants of `roots` (by parent pid, transitively), the roots
-/// excluded: one `/proc/*/stat` scan. Roots are checked by start time, so a
-/// reused pid's children are never taken for a server's.
-///
-/// This is the subreaper's own knowledge of a server's tree: a process that
-/// left the process group and cleared its environment (no marker) is still a
-/// descendant of the server while its parent chain is intact, and once its
-/// parent dies it is re-parented to corrald (the subreaper) with its own
-/// children still below it. So a tree seen while it was whole (recorded by
-/// the caller and passed back as `roots`) stays findable after orphaning.
-/// Blocking: call it from `spawn_blocking`.
-pub fn descendants(roots: &[ProcessId]) -> Vec<ProcessId> {
-    let all = processes();
-    let live: Vec<&Stat> = all.iter().filter(|process| !process.zombie).collect();
-    let mut found: Vec<ProcessId> = Vec::new();
-    // A root with an unknown start time is never trusted: its pid may be reused.
-    let mut frontier: Vec<u32> = roots
-        .iter()
-        .filter(|root| root.start_time != 0 && all.iter().any(|process| process.id == **root))
-        .map(|root| root.pid)
-        .collect();
-    // Bounded: each process is added at most once, so the loop runs at most
-    // once per live process.
-    while let Some(parent) = frontier.pop() {
-        for child in live.iter().filter(|process| process.ppid == parent) {
-            if !found.contains(&child.id) && !roots.contains(&child.id) {
-                found.push(child.id);
-                frontier.push(child.id.pid);
-            }
-        }
-    }
-    found
-}
-
-/// Live processes (not zombies) carrying a marker: exactly `marker`, or any
-/// marker starting with it when it ends with `/` (a whole daemon instance).
-/// Blocking (reads every process's environment): call it from `spawn_blocking`.
-pub fn marked_processes(marker: &str) -> Vec<ProcessId> {
-    let needle = format!("{MARKER_VAR}={marker}");
-    let prefix = marker.ends_with('/');
-    let me = std::process::id();
-    processes()
-        .into_iter()
-        .filter(|process| process.id.pid != me && !process.zombie)
-        .filter(|process| environ_has(process.id.pid, needle.as_bytes(), prefix))
-        .map(|process| process.id)
-        .collect()
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    id: ProcessId,
-    ppid: u32,
-    zombie: bool,
-}
-
-#[cfg(target_os = "linux")]
-fn processes() -> Vec<Stat> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(read_stat)
-        .collect()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn processes() -> Vec<Stat> {
-    Vec::new()
-}
-
-/// Parse `/proc/<pid>/stat`: state (field 3), ppid (4), start time (22).
-#[cfg(target_os = "linux")]
-fn read_stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = *fields.first()?;
-    let ppid = fields.get(1)?.parse().ok()?;
-    let start_time = fields.get(19)?.parse().ok()?;
-    Some(Stat {
-        id: ProcessId { pid, start_time },
-        ppid,
-        zombie: state == "Z" || state == "X",
-    })
-}
-
-#[cfg(not(target_os = "linux"))]
-fn read_stat(_pid: u32) -> Option<Stat> {
-    None
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    read_stat(pid).map(|stat| stat.id.start_time)
-}
-
-fn environ_has(pid: u32, needle: &[u8], prefix: bool) -> bool {
-    match std::fs::read(format!("/proc/{pid}/environ")) {
-        Ok(environ) => environ.split(|byte| *byte == 0).any(|entry| {
-            if prefix {
-                entry.starts_with(needle)
-            } else {
-                entry == needle
-            }
-        }),
-        Err(_) => false,
-    }
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -9,22 +9,18 @@
 
 use std::time::Duration;
 
-use corral_protocol::{
-    ErrorCode, FailureReason, NotReadyServer, Request as _, ServerStatus, ServerTool, ToolsCall, ToolsCallParams,
-    ToolsList, ToolsListResult,
-};
+use corral_protocol::{ErrorCode, Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
-use rmcp::ServiceError;
 use rmcp::model::{CallToolRequest, CallToolRequestParams, RequestMetaObject, ServerResult};
 
-use super::DaemonContext;
-use super::forward::{self, Answer, SendError};
-use super::methods::{parse_params, rpc_error, session};
-use crate::http::send_failure;
+use crate::api::DaemonContext;
+use crate::api::forward::{self, Answer, SendError};
+use crate::api::rpc::{
+    not_available_error, not_ready_servers, parse_params, rpc_error, send_error, session, timeout_error,
+};
 use crate::server::tool_allowed;
-use crate::supervisor::NotAvailable;
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
 /// the step-up re-authorization to start (discovery, registration, the URL).
@@ -110,12 +106,12 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .ok_or_else(|| timeout_error(&server, &what, timeout))?;
         let Answer { typed, raw } = match answer {
             Ok(answer) => answer,
-            Err(SendError::Service(error)) if crate::http::required_scope(&error).is_some() => {
+            Err(SendError::Service(error)) if crate::transport::http::required_scope(&error).is_some() => {
                 // 403 insufficient_scope: re-authorize with the scope the server asked for.
-                let required = crate::http::required_scope(&error).unwrap_or_default();
+                let required = crate::transport::http::required_scope(&error).unwrap_or_default();
                 // Bounded: discovery and registration with a hanging authorization
                 // server must not keep this call from being answered.
-                let step_up = tokio::time::timeout(STEP_UP_START, super::oauth::step_up(context.clone(), &server, &required))
+                let step_up = tokio::time::timeout(STEP_UP_START, super::auth::step_up(context.clone(), &server, &required))
                     .await
                     .unwrap_or_else(|_| {
                         format!(
@@ -143,105 +139,4 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         }
     })?;
     Ok(())
-}
-
-/// The protocol's view of servers left out of a listing.
-pub(crate) fn not_ready_servers(
-    not_ready: Vec<(String, ServerStatus, Option<corral_protocol::FailureReason>)>,
-) -> Vec<NotReadyServer> {
-    not_ready
-        .into_iter()
-        .map(|(name, status, reason)| NotReadyServer::new(name, status, reason))
-        .collect()
-}
-
-/// `serverNotFound` or `serverNotReady` (with status, reason and the server's error).
-pub(crate) fn not_available_error(server: &str, not_available: &NotAvailable) -> ErrorObjectOwned {
-    match not_available {
-        NotAvailable::NotFound => rpc_error(ErrorCode::ServerNotFound, format!("no MCP server named `{server}`")),
-        NotAvailable::NotReady {
-            status,
-            failure_reason,
-            error,
-        } => {
-            let mut message = format!("MCP server `{server}` is not ready ({status}");
-            if let Some(reason) = failure_reason {
-                message.push_str(&format!(": {reason}"));
-            }
-            message.push(')');
-            match (status, error) {
-                (ServerStatus::Failed, Some(error)) => message.push_str(&format!(": {error}")),
-                (ServerStatus::Stopped | ServerStatus::Cancelled, _) => {
-                    message.push_str(&format!(": start it with `corral start {server}`"));
-                }
-                _ => {}
-            }
-            ErrorObjectOwned::owned(
-                ErrorCode::ServerNotReady.code(),
-                message,
-                Some(serde_json::json!({ "status": status, "failureReason": failure_reason })),
-            )
-        }
-    }
-}
-
-/// `requestTimeout` for `request` (e.g. "`tools/call` of `echo`") to `server`.
-pub(crate) fn timeout_error(server: &str, request: &str, timeout: Duration) -> ErrorObjectOwned {
-    rpc_error(
-        ErrorCode::RequestTimeout,
-        format!(
-            "MCP server `{server}` did not answer {request} within {timeout:?} (tool_timeout_sec); the request was cancelled"
-        ),
-    )
-}
-
-/// The error for `request` sent through [`forward::send`].
-pub(crate) fn send_error(server: &str, request: &str, error: SendError) -> ErrorObjectOwned {
-    match error {
-        SendError::Service(error) => service_error(server, request, error),
-        SendError::Recovery(why) => rpc_error(
-            ErrorCode::ServerNotReady,
-            format!("MCP server `{server}` lost the session during {request} and a new one could not be made: {why}"),
-        ),
-    }
-}
-
-/// The error for `request` (e.g. "`tools/call` of `echo`") that `server` failed.
-pub(crate) fn service_error(server: &str, request: &str, error: ServiceError) -> ErrorObjectOwned {
-    if let Some(failure) = send_failure(&error) {
-        // A streamable-HTTP server: its own words, never the URL (it may carry a token).
-        return if failure.reason == FailureReason::Unreachable {
-            rpc_error(
-                ErrorCode::ServerNotReady,
-                format!(
-                    "MCP server `{server}` could not be reached during {request}: {}",
-                    failure.message
-                ),
-            )
-        } else {
-            ErrorObjectOwned::owned(
-                ErrorCode::ServerError.code(),
-                format!("MCP server `{server}` failed {request}: {}", failure.message),
-                Some(serde_json::json!({ "failureReason": failure.reason })),
-            )
-        };
-    }
-    match error {
-        ServiceError::McpError(error) => ErrorObjectOwned::owned(
-            ErrorCode::ServerError.code(),
-            format!(
-                "MCP server `{server}` answered {request} with an error: {}",
-                error.message
-            ),
-            Some(serde_json::json!({ "code": error.code.0, "message": error.message, "data": error.data })),
-        ),
-        ServiceError::TransportClosed | ServiceError::TransportSend(_) => rpc_error(
-            ErrorCode::ServerNotReady,
-            format!("MCP server `{server}` went away during {request}: {error}"),
-        ),
-        other => rpc_error(
-            ErrorCode::ServerError,
-            format!("{request} on MCP server `{server}` failed: {other}"),
-        ),
-    }
 }

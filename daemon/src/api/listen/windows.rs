@@ -17,7 +17,7 @@ use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{DaemonContext, methods};
+use crate::api::{DaemonContext, router};
 
 /// Create the first instance of the daemon's pipe, or explain who has it.
 pub fn bind(name: &Path) -> anyhow::Result<NamedPipeServer> {
@@ -45,7 +45,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
-    let methods: Methods = methods::build(context.clone())
+    let methods: Methods = router::build(context.clone())
         .context("registering the front-end methods")?
         .into();
     let mut next_id: u64 = 1;
@@ -63,12 +63,12 @@ pub async fn serve(
         let connected = std::mem::replace(&mut server, next);
         let Some(guard) = context.admit_or_wait().await else {
             tracing::warn!(
-                limit = super::MAX_CONNECTIONS,
+                limit = crate::api::MAX_CONNECTIONS,
                 "refused a connection: too many open connections"
             );
             continue;
         };
-        tracker.spawn(super::run_connection(
+        tracker.spawn(crate::api::run_connection(
             connected,
             // Named pipes tell no half-close from a close: always allow the grace.
             Box::new(|| false),

@@ -31,7 +31,7 @@ use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationReque
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::credentials::{CredentialState, Credentials, ServerCredentialStore};
+use crate::auth::credentials::{CredentialState, Credentials, ServerCredentialStore};
 
 /// How long a login waits for the browser to come back.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -532,7 +532,7 @@ fn open_url(opener: Option<&[String]>, url: &str, server: &str) {
     let opened = match opener {
         Some(argv) => {
             let argv: Vec<String> = argv.iter().cloned().chain(std::iter::once(url.to_owned())).collect();
-            crate::stdio::spawn_opener(&argv)
+            crate::transport::stdio::spawn_opener(&argv)
         }
         None => open_in_system_browser(url, server),
     };
@@ -546,7 +546,7 @@ fn open_url(opener: Option<&[String]>, url: &str, server: &str) {
 
 #[cfg(target_os = "macos")]
 fn open_in_system_browser(url: &str, _server: &str) -> anyhow::Result<()> {
-    crate::stdio::spawn_opener(&["open".to_owned(), url.to_owned()])
+    crate::transport::stdio::spawn_opener(&["open".to_owned(), url.to_owned()])
 }
 
 /// Windows: no shell (`cmd /C start "" URL` read `&` and `|` in the URL as command separators);
@@ -556,7 +556,7 @@ fn open_in_system_browser(url: &str, server: &str) -> anyhow::Result<()> {
     let url = url.to_owned();
     let server = server.to_owned();
     tokio::task::spawn_blocking(move || {
-        if let Err(error) = crate::stdio::shell_open_url(&url) {
+        if let Err(error) = crate::transport::stdio::shell_open_url(&url) {
             tracing::warn!(
                 server,
                 "cannot open the authorization URL (it was returned to the caller): {error:#}"
@@ -568,7 +568,7 @@ fn open_in_system_browser(url: &str, server: &str) -> anyhow::Result<()> {
 
 #[cfg(not(any(target_os = "macos", windows)))]
 fn open_in_system_browser(url: &str, _server: &str) -> anyhow::Result<()> {
-    crate::stdio::spawn_opener(&["xdg-open".to_owned(), url.to_owned()])
+    crate::transport::stdio::spawn_opener(&["xdg-open".to_owned(), url.to_owned()])
 }
 
 /// The OAuth-managed HTTP client for a server with stored credentials, or `None` when it has
@@ -819,13 +819,13 @@ mod tests {
     async fn a_refresh_in_flight_does_not_overwrite_a_new_login() {
         const WAIT: Duration = Duration::from_secs(20);
         let dir = tempfile::tempdir().expect("temp dir");
-        let backend = crate::credentials::FileBackend::new(dir.path().join("credentials.json"));
+        let backend = crate::auth::credentials::FileBackend::new(dir.path().join("credentials.json"));
         let status = corral_protocol::messages::CredentialsStoreStatus::new(
             "file",
             corral_protocol::messages::CredentialsBackend::File,
             "test",
         );
-        let credentials = Credentials::from_backend(crate::credentials::Backend::File(backend), status);
+        let credentials = Credentials::from_backend(crate::auth::credentials::Backend::File(backend), status);
         let (refresh_arrived_tx, refresh_arrived) = oneshot::channel();
         let (release_refresh, release_refresh_rx) = oneshot::channel();
         let base = token_endpoint(refresh_arrived_tx, release_refresh_rx).await;
@@ -837,7 +837,7 @@ mod tests {
                 "token_type": "Bearer", "expires_in": 3600,
             },
             "granted_scopes": [],
-            "token_received_at": crate::credentials::now_epoch_secs(),
+            "token_received_at": crate::auth::credentials::now_epoch_secs(),
         }))
         .expect("credentials");
         rmcp::transport::auth::CredentialStore::save(&store, old)

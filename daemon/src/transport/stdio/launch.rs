@@ -14,19 +14,16 @@
 //!   permission) says what it is and where.
 //! - The child leads its own process group (a Job Object on Windows), so the
 //!   whole tree can be signalled at once.
-//! - stderr is always drained (a full pipe would block the server) into a
+//! - stderr is always drained (a full pipe would block the server, `stderr.rs`) into a
 //!   bounded ring of recent lines and into the log, rate-limited.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use corral_protocol::config::StdioConfig;
 use process_wrap::tokio::{ChildWrapper, CommandWrap};
-use tokio::io::AsyncReadExt as _;
 use tokio::process::{ChildStdin, ChildStdout};
 
 /// Variables copied from the daemon's environment into every child.
@@ -236,7 +233,7 @@ fn why_not_executable(metadata: &std::fs::Metadata) -> String {
 
 /// Start a stdio server. The only function in corrald that starts a process.
 ///
-/// `marker` goes into the child's environment as [`crate::reaper::MARKER_VAR`],
+/// `marker` goes into the child's environment as [`crate::process::reaper::MARKER_VAR`],
 /// so that every process of the server's tree can be found at teardown. With
 /// a `leaf`, the child moves itself into that cgroup between fork and exec,
 /// so everything it ever starts is in it too.
@@ -244,11 +241,15 @@ pub fn launch(
     server: &str,
     config: &StdioConfig,
     marker: &str,
-    leaf: Option<&crate::cgroup::Leaf>,
+    leaf: Option<&crate::process::cgroup::Leaf>,
+    processes: &crate::process::reaper::Registry,
 ) -> Result<(Launched, tokio::process::ChildStderr), LaunchError> {
     let cwd = working_directory(config)?;
     let mut env = child_env(config, |name| std::env::var_os(name));
-    env.insert(OsString::from(crate::reaper::MARKER_VAR), OsString::from(marker));
+    env.insert(
+        OsString::from(crate::process::reaper::MARKER_VAR),
+        OsString::from(marker),
+    );
     let program = resolve_program(&config.command, &env, &cwd)?;
 
     #[allow(clippy::disallowed_methods)] // The audited spawn point (see daemon/clippy.toml).
@@ -264,7 +265,7 @@ pub fn launch(
         // Last resort if a Launched is dropped without teardown.
         .kill_on_drop(true);
     // Kept open until the spawn is done; the child's copy closes at exec.
-    let leaf_procs = match leaf.map(crate::cgroup::Leaf::procs_for_writing).transpose() {
+    let leaf_procs = match leaf.map(crate::process::cgroup::Leaf::procs_for_writing).transpose() {
         Ok(procs) => procs,
         Err(error) => {
             tracing::warn!(server, %error, "cannot open the server's cgroup; it runs without one");
@@ -292,7 +293,7 @@ pub fn launch(
     #[cfg(windows)]
     wrapped.wrap(process_wrap::tokio::JobObject);
 
-    let mut child = crate::reaper::registry()
+    let mut child = processes
         .spawn_leader(server, || {
             let child = wrapped.spawn()?;
             let pid = child.id().unwrap_or_default();
@@ -327,154 +328,6 @@ pub fn launch(
         },
         stderr,
     ))
-}
-
-/// The last lines a server wrote to stderr.
-#[derive(Debug, Clone, Default)]
-pub struct StderrTail {
-    lines: Arc<Mutex<VecDeque<String>>>,
-}
-
-/// Lines kept per server.
-const STDERR_TAIL_LINES: usize = 50;
-/// Longest line kept (longer lines are cut, with a marker).
-const STDERR_LINE_BYTES: usize = 1024;
-/// Lines per second written to the daemon's log per server; the rest are counted.
-const STDERR_LOG_LINES_PER_SECOND: u32 = 50;
-
-impl StderrTail {
-    /// The most recent `count` lines, oldest first.
-    pub fn last(&self, count: usize) -> Vec<String> {
-        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        lines.iter().skip(lines.len().saturating_sub(count)).cloned().collect()
-    }
-
-    fn push(&self, line: String) {
-        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        if lines.len() == STDERR_TAIL_LINES {
-            lines.pop_front();
-        }
-        lines.push_back(line);
-    }
-}
-
-/// Read `stderr` until it closes: every line into `tail`, and into the log
-/// (with the server's name) at a bounded rate.
-pub async fn drain_stderr(server: String, mut stderr: tokio::process::ChildStderr, tail: StderrTail) {
-    let mut chunk = vec![0u8; 8 * 1024];
-    let mut line: Vec<u8> = Vec::new();
-    let mut window_start = Instant::now();
-    let mut logged_in_window = 0u32;
-    let mut suppressed = 0u64;
-    loop {
-        let read = match stderr.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => read,
-        };
-        for &byte in &chunk[..read] {
-            if byte != b'\n' {
-                if line.len() < STDERR_LINE_BYTES {
-                    line.push(byte);
-                }
-                continue;
-            }
-            let mut text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
-            if line.len() >= STDERR_LINE_BYTES {
-                text.push_str(" […]");
-            }
-            line.clear();
-            if window_start.elapsed() >= Duration::from_secs(1) {
-                if suppressed > 0 {
-                    tracing::info!(target: "corrald::server_stderr", server, suppressed, "stderr lines not logged (rate limit)");
-                }
-                window_start = Instant::now();
-                logged_in_window = 0;
-                suppressed = 0;
-            }
-            if logged_in_window < STDERR_LOG_LINES_PER_SECOND {
-                logged_in_window += 1;
-                tracing::info!(target: "corrald::server_stderr", server, "{text}");
-            } else {
-                suppressed += 1;
-            }
-            tail.push(text);
-        }
-    }
-    if !line.is_empty() {
-        tail.push(String::from_utf8_lossy(&line).into_owned());
-    }
-}
-
-/// Start the OAuth opener (a browser, or the configured command) with the authorization URL as
-/// its last argument, detached from corrald's stdio, and reap it when it exits. It is not a
-/// server: no process group, no supervision; a failure to start is returned, its exit status
-/// only logged (an opener may hand the URL to a running browser and exit at once).
-pub fn spawn_opener(argv: &[String]) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| anyhow::anyhow!("the opener command is empty"))?;
-    #[allow(clippy::disallowed_methods)] // The second audited spawn point: not a server (see daemon/clippy.toml).
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start the opener `{program}`"))?;
-    let program = program.clone();
-    tokio::spawn(async move {
-        match child.wait().await {
-            Ok(status) if status.success() => {}
-            Ok(status) => tracing::warn!(opener = %program, %status, "the opener failed"),
-            Err(error) => tracing::warn!(opener = %program, %error, "cannot wait for the opener"),
-        }
-    });
-    Ok(())
-}
-
-/// Windows: open an `http(s)` URL (already checked by `oauth::check_authorization_url`) in the
-/// user's browser with `ShellExecuteW`, the shell's own URL dispatch. No command line is built or
-/// parsed: `cmd /C start "" URL` read `&` and `|` in the URL as command separators; `explorer.exe
-/// URL` splits its command line at commas for its own switches; `rundll32
-/// url.dll,FileProtocolHandler URL` hands on the raw tail of its command line and opens whatever it
-/// names (files and programs too). Blocks (the handler may use DDE): call it on a blocking thread.
-#[cfg(windows)]
-pub fn shell_open_url(url: &str) -> anyhow::Result<()> {
-    use std::os::windows::ffi::OsStrExt as _;
-    use windows_sys::Win32::UI::Shell::ShellExecuteW;
-    use windows_sys::Win32::UI::WindowsAndMessaging::SW_SHOWNORMAL;
-
-    if url.contains('\0') {
-        anyhow::bail!("the URL contains a NUL character");
-    }
-    let wide = |text: &str| -> Vec<u16> {
-        std::ffi::OsStr::new(text)
-            .encode_wide()
-            .chain(std::iter::once(0))
-            .collect()
-    };
-    let operation = wide("open");
-    let file = wide(url);
-    // SAFETY: `operation` and `file` are NUL-terminated UTF-16 strings that outlive the call; a
-    // null window, parameters and directory are allowed by the API.
-    let result = unsafe {
-        ShellExecuteW(
-            std::ptr::null_mut(),
-            operation.as_ptr(),
-            file.as_ptr(),
-            std::ptr::null(),
-            std::ptr::null(),
-            SW_SHOWNORMAL,
-        )
-    };
-    // Documented: a value greater than 32 means success, anything else is an error code.
-    let code = result as isize;
-    if code > 32 {
-        Ok(())
-    } else {
-        anyhow::bail!("ShellExecuteW could not open the URL (error {code})")
-    }
 }
 
 #[cfg(test)]
@@ -548,22 +401,5 @@ mod tests {
             )
         );
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn stderr_tail_keeps_the_last_lines() {
-        let tail = StderrTail::default();
-        for n in 0..(STDERR_TAIL_LINES + 5) {
-            tail.push(format!("line {n}"));
-        }
-        let last = tail.last(2);
-        assert_eq!(
-            last,
-            vec![
-                format!("line {}", STDERR_TAIL_LINES + 3),
-                format!("line {}", STDERR_TAIL_LINES + 4)
-            ]
-        );
-        assert_eq!(tail.last(usize::MAX).len(), STDERR_TAIL_LINES);
     }
 }

@@ -29,10 +29,12 @@ use rmcp::model::{
 use rmcp::{Peer, RoleClient, ServiceError};
 use serde::Serialize;
 
-use super::DaemonContext;
-use super::forward::{self, Answer, SendError};
-use super::methods::{parse_json, parse_params, rpc_error, session};
-use super::tools::{not_available_error, not_ready_servers, send_error, service_error, timeout_error};
+use crate::api::DaemonContext;
+use crate::api::forward::{self, Answer, SendError};
+use crate::api::rpc::{
+    not_available_error, not_ready_servers, parse_json, parse_params, rpc_error, send_error, service_error, session,
+    timeout_error,
+};
 use crate::supervisor::CallTarget;
 
 /// Most pages fetched from one server for one listing.

@@ -1,0 +1,543 @@
+//! Dispatching one connection's messages: requests into the [`Methods`] of
+//! the RPC module (synchronous ones inline, async ones as tasks in a bounded
+//! set of slots, cancellable by id), batches, the front-end's answers to
+//! the daemon's requests, and cancellations.
+
+use std::sync::Arc;
+
+use corral_protocol::{ErrorCode, Initialize, Request as _};
+use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request};
+use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse, Methods};
+use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::rpc::rpc_error;
+use super::session::Session;
+use crate::hub::link::FrontEndError;
+
+use super::connection::{MAX_BATCH_LEN, Outlet, WAITING_BYTES};
+
+pub(super) struct Dispatcher {
+    pub(super) session: Arc<Session>,
+    pub(super) methods: Methods,
+    pub(super) outbound: Outlet,
+    pub(super) cancellable: Cancellable,
+    pub(super) slots: RequestSlots,
+}
+
+/// Where this connection's requests run: at most `in_flight` at once, at
+/// most `waiting` (and [`WAITING_BYTES`]) waiting for a slot, in the order
+/// they came; beyond that a request is refused at once. Never awaited by the
+/// reader.
+pub(super) struct RequestSlots {
+    running: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+    waiting_bytes: Arc<Semaphore>,
+    /// Batches whose answer array waits for entries still running.
+    batches: Arc<Semaphore>,
+    in_flight: usize,
+    max_waiting: usize,
+}
+
+/// A request's place: a running slot, or a place in the waiting room.
+enum Admitted {
+    Run(OwnedSemaphorePermit),
+    /// The place (one request, and its bytes) is given up once it runs.
+    Wait(OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl RequestSlots {
+    pub(super) fn new(in_flight: usize, waiting: usize) -> Self {
+        let in_flight = in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        let max_waiting = waiting.min(Semaphore::MAX_PERMITS);
+        Self {
+            running: Arc::new(Semaphore::new(in_flight)),
+            waiting: Arc::new(Semaphore::new(max_waiting)),
+            waiting_bytes: Arc::new(Semaphore::new(WAITING_BYTES)),
+            batches: Arc::new(Semaphore::new(in_flight)),
+            in_flight,
+            max_waiting,
+        }
+    }
+
+    /// A slot for a request of `bytes`, or a place to wait for one; `None`
+    /// when the waiting room is full too.
+    fn admit(&self, bytes: usize) -> Option<Admitted> {
+        // Free permits mean nobody waits (tokio hands released permits to
+        // waiters first), so this never overtakes a waiting request.
+        if let Ok(slot) = self.running.clone().try_acquire_owned() {
+            return Some(Admitted::Run(slot));
+        }
+        let place = self.waiting.clone().try_acquire_owned().ok()?;
+        let bytes = u32::try_from(bytes.clamp(1, WAITING_BYTES)).unwrap_or(u32::MAX);
+        let held = self.waiting_bytes.clone().try_acquire_many_owned(bytes).ok()?;
+        Some(Admitted::Wait(place, held))
+    }
+
+    /// The answer to a request refused by [`RequestSlots::admit`] (or to a
+    /// batch entry when too many batches wait).
+    fn refusal(&self) -> ErrorObjectOwned {
+        rpc_error(
+            ErrorCode::TooManyRequests,
+            format!(
+                "this connection already has {} requests running and {} waiting (or {WAITING_BYTES} bytes of \
+                 them); nothing was done: send it again once some are answered",
+                self.in_flight, self.max_waiting
+            ),
+        )
+    }
+}
+
+impl Admitted {
+    /// Wait for a running slot if there is none yet; hold it while the request runs.
+    async fn run(self, running: Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        match self {
+            Self::Run(slot) => Some(slot),
+            // The semaphore is never closed; a place is given up once a slot is had.
+            Self::Wait(_place, _bytes) => running.acquire_owned().await.ok(),
+        }
+    }
+}
+
+/// The boxed future jsonrpsee's async callbacks return.
+type ResponseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = MethodResponse> + Send + 'static>>;
+
+/// A call's response, available now or later (with the request's id, to cancel it).
+enum Dispatched {
+    Now(MethodResponse),
+    Later(Id<'static>, ResponseFuture),
+}
+
+/// Requests running as tasks, by request id (as JSON text), so that a
+/// front-end can cancel them. A task removes its own entry before it answers;
+/// whoever removes the entry decides who answers (the task, or the canceller
+/// with `requestCancelled`), so a request is never answered twice. A batch
+/// entry is always answered by its task, inside the batch's answer.
+pub(super) type Cancellable = Arc<std::sync::Mutex<std::collections::HashMap<String, Running>>>;
+
+/// How to cancel a running request.
+pub(super) enum Running {
+    /// A request of its own: abort the task; the canceller answers.
+    Request(tokio::task::AbortHandle),
+    /// An entry of a batch: tell its task, which answers `requestCancelled` in the batch.
+    BatchEntry(CancellationToken),
+}
+
+fn lock_cancellable(
+    cancellable: &Cancellable,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Running>> {
+    // A map of abort handles is valid after any panic.
+    cancellable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Dispatcher {
+    /// Send a message to the writer; `false` if the writer is gone.
+    pub(super) async fn send(&self, message: String) -> bool {
+        self.outbound.send(message).await
+    }
+
+    /// Handle one frame; `false` when the connection should close.
+    pub(super) async fn handle_frame(&self, frame: Vec<u8>, in_flight: &mut JoinSet<()>) -> bool {
+        let text = match String::from_utf8(frame) {
+            Ok(text) => text,
+            Err(_) => {
+                let error = rpc_error(ErrorCode::ParseError, "message is not valid UTF-8");
+                return self.send(error_message(Id::Null, error)).await;
+            }
+        };
+        if text.trim_start().starts_with('[') {
+            return self.handle_batch(&text, in_flight).await;
+        }
+        let bytes = text.len();
+        match self.dispatch(&text) {
+            None => true,
+            Some(Dispatched::Now(response)) => {
+                self.send(response.into_json().get().to_owned()).await
+                    && self.outbound.start_notifications(&self.session).await
+            }
+            Some(Dispatched::Later(id, future)) => {
+                let key = id_key(&id);
+                if lock_cancellable(&self.cancellable).contains_key(&key) {
+                    // Two requests with one id could not be told apart (answers, cancels).
+                    let error = rpc_error(
+                        ErrorCode::InvalidRequest,
+                        format!("a request with id {key} is already in flight on this connection"),
+                    );
+                    return self.send(error_message(id, error)).await;
+                }
+                let Some(admitted) = self.slots.admit(bytes) else {
+                    tracing::debug!(request = %key, "request refused: too many running and waiting");
+                    return self.send(error_message(id, self.slots.refusal())).await;
+                };
+                let running = self.slots.running.clone();
+                let outbound = self.outbound.clone();
+                let cancellable = self.cancellable.clone();
+                // Held across spawn and insert, so the task cannot look for its
+                // entry before it exists.
+                let mut registry = lock_cancellable(&self.cancellable);
+                let task_key = key.clone();
+                let handle = in_flight.spawn(
+                    async move {
+                        let _slot = admitted.run(running).await;
+                        let response = future.await;
+                        if lock_cancellable(&cancellable).remove(&task_key).is_none() {
+                            return; // cancelled: the canceller answered
+                        }
+                        outbound.send(response.into_json().get().to_owned()).await;
+                    }
+                    .in_current_span(),
+                );
+                registry.insert(key, Running::Request(handle));
+                true
+            }
+        }
+    }
+
+    /// A JSON-RPC batch: one array of responses, in the order of the calls.
+    ///
+    /// Calls answered at once (`initialize`, errors) are answered in place;
+    /// the others run as in-flight requests (the same [`RequestSlots`], so an
+    /// entry may wait for a slot or be refused; cancellable by id), and a
+    /// task of the connection sends the array when the last one is done, so
+    /// the reader goes on reading meanwhile.
+    async fn handle_batch(&self, text: &str, in_flight: &mut JoinSet<()>) -> bool {
+        let calls: Vec<&RawValue> = match serde_json::from_str(text) {
+            Ok(calls) => calls,
+            Err(error) => {
+                let error = rpc_error(ErrorCode::ParseError, format!("invalid JSON: {error}"));
+                return self.send(error_message(Id::Null, error)).await;
+            }
+        };
+        if calls.is_empty() {
+            let error = rpc_error(ErrorCode::InvalidRequest, "empty batch");
+            return self.send(error_message(Id::Null, error)).await;
+        }
+        if calls.len() > MAX_BATCH_LEN {
+            let error = rpc_error(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "a batch may hold at most {MAX_BATCH_LEN} requests; this one has {}",
+                    calls.len()
+                ),
+            );
+            return self.send(error_message(Id::Null, error)).await;
+        }
+        let mut slots = Vec::with_capacity(calls.len());
+        // This batch's place among the batches waiting for their entries,
+        // taken with its first entry that runs; `Err` if there was none.
+        let mut batch_place: Option<Result<OwnedSemaphorePermit, ()>> = None;
+        for call in calls {
+            match self.dispatch(call.get()) {
+                None => {}
+                Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(response.into_json())),
+                Some(Dispatched::Later(id, future)) => {
+                    let key = id_key(&id);
+                    let mut registry = lock_cancellable(&self.cancellable);
+                    if registry.contains_key(&key) {
+                        let error = rpc_error(
+                            ErrorCode::InvalidRequest,
+                            format!("a request with id {key} is already in flight on this connection"),
+                        );
+                        slots.push(BatchSlot::Ready(MethodResponse::error(id, error).into_json()));
+                        continue;
+                    }
+                    let place =
+                        batch_place.get_or_insert_with(|| self.slots.batches.clone().try_acquire_owned().map_err(drop));
+                    let admitted = if place.is_ok() {
+                        self.slots.admit(call.get().len())
+                    } else {
+                        None
+                    };
+                    let Some(admitted) = admitted else {
+                        tracing::debug!(request = %key, "batch entry refused: too many running and waiting");
+                        slots.push(BatchSlot::Ready(
+                            MethodResponse::error(id, self.slots.refusal()).into_json(),
+                        ));
+                        continue;
+                    };
+                    let running = self.slots.running.clone();
+                    let cancel = CancellationToken::new();
+                    let (answer, answered) = oneshot::channel();
+                    let cancellable = self.cancellable.clone();
+                    let task_cancel = cancel.clone();
+                    let task_key = key.clone();
+                    in_flight.spawn(
+                        async move {
+                            let response = tokio::select! {
+                                response = async {
+                                    let _slot = admitted.run(running).await;
+                                    future.await
+                                } => response,
+                                () = task_cancel.cancelled() => MethodResponse::error(
+                                    id,
+                                    rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
+                                ),
+                            };
+                            lock_cancellable(&cancellable).remove(&task_key);
+                            let _ = answer.send(response.into_json());
+                        }
+                        .in_current_span(),
+                    );
+                    registry.insert(key, Running::BatchEntry(cancel));
+                    slots.push(BatchSlot::Pending(answered));
+                }
+            }
+        }
+        if slots.is_empty() {
+            return true;
+        }
+        if slots.iter().all(|slot| matches!(slot, BatchSlot::Ready(_))) {
+            let Some(batch) = assemble_batch(slots).await else {
+                return false;
+            };
+            return self.send(batch).await && self.outbound.start_notifications(&self.session).await;
+        }
+        let outbound = self.outbound.clone();
+        let session = self.session.clone();
+        // Not a request slot: its entries need those, and they are bounded already.
+        let batch_place = batch_place.and_then(Result::ok);
+        in_flight.spawn(
+            async move {
+                let _batch_place = batch_place;
+                if let Some(batch) = assemble_batch(slots).await
+                    && outbound.send(batch).await
+                {
+                    outbound.start_notifications(&session).await;
+                }
+            }
+            .in_current_span(),
+        );
+        true
+    }
+
+    /// Route one message; `None` when it needs no answer (a notification or a response).
+    fn dispatch(&self, text: &str) -> Option<Dispatched> {
+        let request: Request<'_> = match serde_json::from_str(text) {
+            Ok(request) => request,
+            Err(parse_error) => return self.not_a_request(text, &parse_error).map(Dispatched::Now),
+        };
+        let id = request.id.clone().into_owned();
+        let method = request.method.as_ref();
+        self.session.link.touch();
+        if method != Initialize::METHOD && !self.session.is_initialized() {
+            return Some(Dispatched::Now(MethodResponse::error(
+                id,
+                rpc_error(
+                    ErrorCode::NotInitialized,
+                    format!("call `initialize` before `{method}`"),
+                ),
+            )));
+        }
+        let params = Params::new(request.params.as_deref().map(RawValue::get));
+        let mut extensions = request.extensions.clone();
+        extensions.insert(self.session.clone());
+        let max = corral_protocol::MAX_MESSAGE_BYTES;
+        let response = match self.methods.method(method) {
+            Some(MethodCallback::Sync(callback)) => {
+                Dispatched::Now(not_too_big(method, id.clone(), callback(id, params, max, extensions)))
+            }
+            Some(MethodCallback::Async(callback)) => {
+                let connection = ConnectionId(usize::try_from(self.session.id).unwrap_or(usize::MAX));
+                let answer = callback(id.clone(), params.into_owned(), connection, max, extensions);
+                let method = method.to_owned();
+                let response_id = id.clone();
+                Dispatched::Later(
+                    id,
+                    Box::pin(async move { not_too_big(&method, response_id, answer.await) }),
+                )
+            }
+            Some(MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_)) | None => {
+                Dispatched::Now(MethodResponse::error(
+                    id,
+                    rpc_error(ErrorCode::MethodNotFound, format!("method `{method}` not found")),
+                ))
+            }
+        };
+        Some(response)
+    }
+
+    /// Classify a message that is not a well-formed request.
+    fn not_a_request(&self, text: &str, parse_error: &serde_json::Error) -> Option<MethodResponse> {
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(error) => {
+                return Some(MethodResponse::error(
+                    Id::Null,
+                    rpc_error(ErrorCode::ParseError, format!("invalid JSON: {error}")),
+                ));
+            }
+        };
+        let object = value.as_object();
+        let has = |key: &str| object.is_some_and(|o| o.contains_key(key));
+        let jsonrpc_ok = object.and_then(|o| o.get("jsonrpc")).and_then(|v| v.as_str()) == Some("2.0");
+        if jsonrpc_ok && has("method") && !has("id") {
+            let method = object
+                .and_then(|o| o.get("method"))
+                .and_then(|m| m.as_str())
+                .unwrap_or("");
+            let params = object.and_then(|o| o.get("params"));
+            // LSP's `$/cancelRequest {id}`, or MCP's `notifications/cancelled {requestId}`.
+            let target = match method {
+                CANCEL_REQUEST => params.and_then(|p| p.get("id")),
+                CANCELLED => params.and_then(|p| p.get("requestId")),
+                _ => {
+                    tracing::debug!(method, "ignoring notification from front-end");
+                    return None;
+                }
+            };
+            return target.and_then(|target| self.cancel(target));
+        }
+        if jsonrpc_ok && has("id") && !has("method") && (has("result") || has("error")) {
+            self.answer(object?);
+            return None;
+        }
+        let id = match object.and_then(|o| o.get("id")) {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map_or(Id::Null, Id::Number),
+            Some(serde_json::Value::String(s)) => Id::Str(s.clone().into()),
+            _ => Id::Null,
+        };
+        Some(MethodResponse::error(
+            id,
+            rpc_error(
+                ErrorCode::InvalidRequest,
+                format!("not a JSON-RPC 2.0 request: {parse_error}"),
+            ),
+        ))
+    }
+}
+
+impl Dispatcher {
+    /// A front-end's response to a request of the daemon's: hand it to the waiter.
+    fn answer(&self, response: &serde_json::Map<String, serde_json::Value>) {
+        let Some(id) = response.get("id").and_then(serde_json::Value::as_u64) else {
+            tracing::debug!("ignoring a response with an id the daemon never sent");
+            return;
+        };
+        let answer = match response.get("error") {
+            Some(error) => Err(FrontEndError::Error {
+                code: error.get("code").and_then(serde_json::Value::as_i64).unwrap_or(0),
+                message: error
+                    .get("message")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                data: error.get("data").cloned(),
+            }),
+            None => Ok(response.get("result").cloned().unwrap_or(serde_json::Value::Null)),
+        };
+        if !self.session.link.resolve(id, answer) {
+            tracing::debug!(id, "ignoring a response to no pending request (answered late or twice)");
+        }
+    }
+}
+
+/// LSP's cancellation notification.
+const CANCEL_REQUEST: &str = "$/cancelRequest";
+/// MCP's cancellation notification, accepted too.
+const CANCELLED: &str = "notifications/cancelled";
+
+/// A request id as a map key: its JSON text (`5`, `"abc"`).
+fn id_key(id: &Id<'_>) -> String {
+    serde_json::to_string(id).unwrap_or_default()
+}
+
+impl Dispatcher {
+    /// Cancel the in-flight request `target` (an id as JSON): abort its task
+    /// (which drops its MCP request, so rmcp sends `notifications/cancelled`
+    /// to the server) and answer it with `requestCancelled`. Nothing happens
+    /// if it already answered.
+    fn cancel(&self, target: &serde_json::Value) -> Option<MethodResponse> {
+        let key = target.to_string();
+        let handle = match lock_cancellable(&self.cancellable).remove(&key)? {
+            Running::Request(handle) => handle,
+            Running::BatchEntry(cancel) => {
+                // Answered by the entry's task, inside the batch.
+                tracing::debug!(request = %key, "batch entry cancelled by the front-end");
+                cancel.cancel();
+                return None;
+            }
+        };
+        handle.abort();
+        tracing::debug!(request = %key, "request cancelled by the front-end");
+        let id = match target {
+            serde_json::Value::Number(number) => Id::Number(number.as_u64()?),
+            serde_json::Value::String(text) => Id::Str(text.clone().into()),
+            _ => return None,
+        };
+        Some(MethodResponse::error(
+            id,
+            rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
+        ))
+    }
+}
+
+pub(super) fn error_message(id: Id<'_>, error: ErrorObjectOwned) -> String {
+    MethodResponse::error(id, error).into_json().get().to_owned()
+}
+
+/// One answer of a batch: there already, or to come from its task.
+enum BatchSlot {
+    Ready(Box<RawValue>),
+    Pending(oneshot::Receiver<Box<RawValue>>),
+}
+
+/// The batch's answer array, in order, once every entry answered; a
+/// `messageTooLarge` error instead once the answers pass `MAX_MESSAGE_BYTES`
+/// (the ones still to come are awaited and dropped, so memory stays bounded).
+/// `None` if an entry's task is gone (the connection is closing).
+async fn assemble_batch(slots: Vec<BatchSlot>) -> Option<String> {
+    let max = corral_protocol::MAX_MESSAGE_BYTES;
+    let mut answers = Vec::with_capacity(slots.len());
+    let mut bytes = 0usize;
+    let mut too_large = false;
+    for slot in slots {
+        let answer = match slot {
+            BatchSlot::Ready(answer) => answer,
+            BatchSlot::Pending(answered) => answered.await.ok()?,
+        };
+        bytes += answer.get().len() + 1;
+        if bytes > max {
+            too_large = true;
+            answers.clear();
+        }
+        if !too_large {
+            answers.push(answer);
+        }
+    }
+    if too_large {
+        let error = rpc_error(
+            ErrorCode::MessageTooLarge,
+            format!("the answers to this batch are larger than {max} bytes; send fewer requests per batch"),
+        );
+        return Some(error_message(Id::Null, error));
+    }
+    serde_json::to_string(&answers).ok()
+}
+
+/// jsonrpsee answers a result larger than the limit with its own `-32008
+/// "Response is too big"`, which is our `notPermitted`: make it the
+/// documented `messageTooLarge`, naming the method.
+fn not_too_big(method: &str, id: Id<'static>, response: MethodResponse) -> MethodResponse {
+    if response.as_error_code() != Some(jsonrpsee::types::error::OVERSIZED_RESPONSE_CODE) {
+        return response;
+    }
+    let message = serde_json::from_str::<serde_json::Value>(response.as_json().get())
+        .ok()
+        .and_then(|value| value["error"]["message"].as_str().map(str::to_owned));
+    if message.as_deref() != Some(jsonrpsee::types::error::OVERSIZED_RESPONSE_MSG) {
+        return response; // one of ours (`notPermitted`)
+    }
+    MethodResponse::error(
+        id,
+        rpc_error(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "the answer to `{method}` is larger than {} bytes",
+                corral_protocol::MAX_MESSAGE_BYTES
+            ),
+        ),
+    )
+}

@@ -1,0 +1,190 @@
+//! What every handler shares: parsing params, the caller's [`Session`], and
+//! the one mapping from the daemon's errors to JSON-RPC error objects
+//! (`serverNotFound` is worded here, once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_protocol::{ErrorCode, FailureReason, NotReadyServer, Request, ServerStatus};
+use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
+use rmcp::ServiceError;
+use serde::de::DeserializeOwned;
+
+use super::forward::SendError;
+use super::session::Session;
+use crate::supervisor::{NotAvailable, RegistryRefusal, ServerBusy, SupervisorStopped};
+use crate::transport::http::send_failure;
+
+/// Build a JSON-RPC error object with one of our codes.
+pub(crate) fn rpc_error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned::<()>(code.code(), message, None)
+}
+
+impl From<SupervisorStopped> for ErrorObjectOwned {
+    fn from(stopped: SupervisorStopped) -> Self {
+        rpc_error(ErrorCode::ShuttingDown, stopped.to_string())
+    }
+}
+
+/// Parse `params` for method `R`; absent or `null` params mean `{}`.
+///
+/// The error message names the method and the offending field so that a
+/// front-end author sees what to fix without reading daemon logs.
+pub(crate) fn parse_params<R: Request>(params: &Params<'_>) -> Result<R::Params, ErrorObjectOwned> {
+    parse_json(params, R::METHOD)
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> Result<T, ErrorObjectOwned> {
+    let raw = params
+        .as_str()
+        .map(str::trim)
+        .filter(|raw| *raw != "null")
+        .unwrap_or("{}");
+    let mut deserializer = serde_json::Deserializer::from_str(raw);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = if path == "." {
+            format!("invalid params for `{method}`: {inner}")
+        } else {
+            format!("invalid params for `{method}`: field `{path}`: {inner}")
+        };
+        rpc_error(ErrorCode::InvalidParams, message)
+    })
+}
+
+pub(crate) fn session(extensions: &Extensions) -> Result<Arc<Session>, ErrorObjectOwned> {
+    extensions
+        .get::<Arc<Session>>()
+        .cloned()
+        .ok_or_else(|| rpc_error(ErrorCode::InternalError, "no session attached to this call"))
+}
+
+/// `serverNotFound`: no server has that name.
+pub(crate) fn server_not_found(name: &str) -> ErrorObjectOwned {
+    rpc_error(ErrorCode::ServerNotFound, format!("no MCP server named `{name}`"))
+}
+
+/// `serverBusy`: the server's command queue is full.
+pub(crate) fn busy_error(name: &str, _busy: ServerBusy) -> ErrorObjectOwned {
+    rpc_error(
+        ErrorCode::ServerBusy,
+        format!("MCP server `{name}` has too many control commands waiting: retry shortly"),
+    )
+}
+
+pub(crate) fn refusal_error(name: &str, refusal: &RegistryRefusal) -> ErrorObjectOwned {
+    match refusal {
+        RegistryRefusal::NotFound => server_not_found(name),
+        RegistryRefusal::Exists => rpc_error(
+            ErrorCode::ServerExists,
+            format!("an MCP server named `{name}` already exists: choose another name"),
+        ),
+        RegistryRefusal::NotPermitted(why) => rpc_error(ErrorCode::NotPermitted, format!("`{name}`: {why}")),
+        RegistryRefusal::StillStopping => rpc_error(
+            ErrorCode::ServerExists,
+            format!("an MCP server named `{name}` was just removed and is still stopping: try again in a moment"),
+        ),
+    }
+}
+
+/// The protocol's view of servers left out of a listing.
+pub(crate) fn not_ready_servers(
+    not_ready: Vec<(String, ServerStatus, Option<corral_protocol::FailureReason>)>,
+) -> Vec<NotReadyServer> {
+    not_ready
+        .into_iter()
+        .map(|(name, status, reason)| NotReadyServer::new(name, status, reason))
+        .collect()
+}
+
+/// `serverNotFound` or `serverNotReady` (with status, reason and the server's error).
+pub(crate) fn not_available_error(server: &str, not_available: &NotAvailable) -> ErrorObjectOwned {
+    match not_available {
+        NotAvailable::NotFound => server_not_found(server),
+        NotAvailable::NotReady {
+            status,
+            failure_reason,
+            error,
+        } => {
+            let mut message = format!("MCP server `{server}` is not ready ({status}");
+            if let Some(reason) = failure_reason {
+                message.push_str(&format!(": {reason}"));
+            }
+            message.push(')');
+            match (status, error) {
+                (ServerStatus::Failed, Some(error)) => message.push_str(&format!(": {error}")),
+                (ServerStatus::Stopped | ServerStatus::Cancelled, _) => {
+                    message.push_str(&format!(": start it with `corral start {server}`"));
+                }
+                _ => {}
+            }
+            ErrorObjectOwned::owned(
+                ErrorCode::ServerNotReady.code(),
+                message,
+                Some(serde_json::json!({ "status": status, "failureReason": failure_reason })),
+            )
+        }
+    }
+}
+
+/// `requestTimeout` for `request` (e.g. "`tools/call` of `echo`") to `server`.
+pub(crate) fn timeout_error(server: &str, request: &str, timeout: Duration) -> ErrorObjectOwned {
+    rpc_error(
+        ErrorCode::RequestTimeout,
+        format!(
+            "MCP server `{server}` did not answer {request} within {timeout:?} (tool_timeout_sec); the request was cancelled"
+        ),
+    )
+}
+
+/// The error for `request` sent through [`forward::send`].
+pub(crate) fn send_error(server: &str, request: &str, error: SendError) -> ErrorObjectOwned {
+    match error {
+        SendError::Service(error) => service_error(server, request, error),
+        SendError::Recovery(why) => rpc_error(
+            ErrorCode::ServerNotReady,
+            format!("MCP server `{server}` lost the session during {request} and a new one could not be made: {why}"),
+        ),
+    }
+}
+
+/// The error for `request` (e.g. "`tools/call` of `echo`") that `server` failed.
+pub(crate) fn service_error(server: &str, request: &str, error: ServiceError) -> ErrorObjectOwned {
+    if let Some(failure) = send_failure(&error) {
+        // A streamable-HTTP server: its own words, never the URL (it may carry a token).
+        return if failure.reason == FailureReason::Unreachable {
+            rpc_error(
+                ErrorCode::ServerNotReady,
+                format!(
+                    "MCP server `{server}` could not be reached during {request}: {}",
+                    failure.message
+                ),
+            )
+        } else {
+            ErrorObjectOwned::owned(
+                ErrorCode::ServerError.code(),
+                format!("MCP server `{server}` failed {request}: {}", failure.message),
+                Some(serde_json::json!({ "failureReason": failure.reason })),
+            )
+        };
+    }
+    match error {
+        ServiceError::McpError(error) => ErrorObjectOwned::owned(
+            ErrorCode::ServerError.code(),
+            format!(
+                "MCP server `{server}` answered {request} with an error: {}",
+                error.message
+            ),
+            Some(serde_json::json!({ "code": error.code.0, "message": error.message, "data": error.data })),
+        ),
+        ServiceError::TransportClosed | ServiceError::TransportSend(_) => rpc_error(
+            ErrorCode::ServerNotReady,
+            format!("MCP server `{server}` went away during {request}: {error}"),
+        ),
+        other => rpc_error(
+            ErrorCode::ServerError,
+            format!("{request} on MCP server `{server}` failed: {other}"),
+        ),
+    }
+}

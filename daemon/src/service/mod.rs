@@ -1,0 +1,29 @@
+//! Living under a service manager: readiness, status, watchdog and stopping
+//! notifications (systemd's `sd_notify` protocol), and the listening socket a
+//! socket-activating manager hands over.
+//!
+//! On Linux these talk to `$NOTIFY_SOCKET` through the `sd-notify` crate;
+//! without that variable (a terminal, launchd, tests) every notification is a
+//! no-op and nothing changes. Other platforms compile the same API as no-ops:
+//! launchd has no readiness protocol, and starts corrald with `KeepAlive`.
+//!
+//! What is sent, in order:
+//! - `READY=1` with a `STATUS=` once the socket accepts connections and every
+//!   config server has been launched (not when they are ready: startup never
+//!   waits for the slowest server);
+//! - `STATUS=` again whenever the one-line summary changes ("5 servers: 4
+//!   ready, 1 failed");
+//! - `RELOADING=1` (with `MONOTONIC_USEC=`) and then `READY=1` around applying
+//!   a reloaded config file;
+//! - `WATCHDOG=1` every half watchdog interval, but only after the supervisor
+//!   actually answered a question: a wedged supervisor stops the pings, and
+//!   the service manager restarts the daemon;
+//! - `STOPPING=1` when shutdown begins.
+
+mod inherited;
+mod notify;
+mod watchdog;
+
+pub use inherited::Inherited;
+pub use notify::{Notice, flush, manager_listens, notify};
+pub use watchdog::{run, status_line};

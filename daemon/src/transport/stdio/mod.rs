@@ -1,0 +1,16 @@
+//! Stdio MCP servers: the child process (`launch`, the one audited place
+//! that starts a server), its stderr (`stderr`), and the OAuth opener
+//! (`opener`, the other spawn point).
+//!
+//! Callers use the items re-exported here: the files are this room's own
+//! layout.
+
+mod launch;
+mod opener;
+mod stderr;
+
+pub use launch::{DEFAULT_ENV_VARS, LaunchError, Launched, child_env, launch, resolve_program, working_directory};
+#[cfg(windows)]
+pub use opener::shell_open_url;
+pub use opener::spawn_opener;
+pub use stderr::{StderrTail, drain_stderr};
