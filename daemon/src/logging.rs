@@ -84,7 +84,7 @@ pub struct Redacting<W>(pub W);
 impl<W: std::io::Write> std::io::Write for Redacting<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(bytes);
-        self.0.write_all(crate::oauth::redact_urls(&text).as_bytes())?;
+        self.0.write_all(crate::auth::oauth::redact_urls(&text).as_bytes())?;
         Ok(bytes.len())
     }
 

@@ -335,11 +335,18 @@ impl Registry {
                     let Ok(pid) = i32::try_from(process.id.pid) else {
                         continue;
                     };
-                    // A leader spawned after the snapshot above is not a
-                    // zombie of ours yet, so it cannot be this pid; tokio
-                    // reaps the leaders it spawned.
+                    // Checked again under the lock, which spawning a leader
+                    // holds: a leader spawned after the snapshot above that
+                    // already exited is a zombie of ours too, and reaping it
+                    // here would steal its exit status from tokio (found in
+                    // review: `lastExit` became "No child processes").
+                    let state = self.lock();
+                    if state.leaders.contains_key(&process.id.pid) {
+                        continue;
+                    }
                     // SAFETY: waitpid on a specific zombie child; status pointer may be null.
                     unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+                    drop(state);
                 }
             }
         }

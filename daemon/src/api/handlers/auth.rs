@@ -241,6 +241,9 @@ pub(crate) async fn step_up(context: Arc<DaemonContext>, name: &str, required: &
     }
 }
 
+/// How long a logout waits for a token refresh in flight to finish before it answers busy.
+const LOGOUT_GUARD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Register `mcpServer/oauthLogin` and `mcpServer/logout`.
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
     module.register_async_method(McpServerOauthLogin::METHOD, |params, context, _| async move {
@@ -259,6 +262,16 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let Some(store) = oauth::server_store(context.credentials.as_ref(), &name, http) else {
             return Ok(McpServerLogoutResult::new(false));
         };
+        // Under the refresh guard, as a login's save is: a refresh in flight would otherwise save
+        // the refreshed grant after the delete, and the server would stay logged in.
+        let _guard = tokio::time::timeout(LOGOUT_GUARD_WAIT, store.lock_for_update())
+            .await
+            .map_err(|_| {
+                rpc_error(
+                    ErrorCode::ServerBusy,
+                    format!("logout of `{name}`: a token refresh is still in progress; try again"),
+                )
+            })?;
         let removed = store.delete_record().await.map_err(|error| {
             rpc_error(
                 ErrorCode::InternalError,

@@ -125,7 +125,13 @@ async fn list_all(kind: Kind, target: &CallTarget) -> Result<Vec<serde_json::Val
             let (page, next) = kind
                 .page(target, cursor)
                 .await
-                .map_err(|error| format!("MCP server `{server}` failed `{}`: {error}", kind.method()))?;
+                // Worded by the one mapping of send errors, which never quotes the server's URL
+                // (a transport error's own text does, token and all).
+                .map_err(|error| {
+                    crate::api::rpc::send_error(server, &format!("`{}`", kind.method()), error)
+                        .message()
+                        .to_owned()
+                })?;
             items.extend(page);
             match next {
                 None => return Ok(items),
