@@ -235,7 +235,7 @@ mod tests {
         let replay = hub.replay(5);
         assert!(replay.complete);
         assert!(replay.notifications.is_empty());
-        // A front-end may send any u64 (found by tests/tests/fuzz_socket.rs: this overflowed).
+        // A front-end may send any u64 (found by tests/tests/e2e/fuzz_socket.rs: this overflowed).
         let replay = hub.replay(u64::MAX);
         assert!(replay.complete);
         assert!(replay.notifications.is_empty());
