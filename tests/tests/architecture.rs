@@ -20,15 +20,15 @@ fn cargo() -> Command {
     command
 }
 
-#[test]
-fn the_protocol_crate_has_no_tokio_and_no_rmcp() {
+/// The crates `package` pulls in through normal (not dev or build) edges, one `name version` a line.
+fn normal_tree(package: &str) -> Vec<String> {
     let mut tree = cargo();
     tree.args([
         "tree",
         "-e",
         "normal",
         "-p",
-        "corral-protocol",
+        package,
         "--prefix",
         "none",
         "--locked",
@@ -36,19 +36,41 @@ fn the_protocol_crate_has_no_tokio_and_no_rmcp() {
     ]);
     let output = run_command(&mut tree, Duration::from_secs(60));
     assert!(output.status.success(), "cargo tree failed: {}", output.stderr);
-    let lines: Vec<&str> = output.stdout.lines().collect();
+    let lines: Vec<String> = output.stdout.lines().map(str::to_owned).collect();
     assert!(
-        lines.first().is_some_and(|first| first.starts_with("corral-protocol ")),
-        "cargo tree printed the protocol crate's tree:\n{}",
+        lines
+            .first()
+            .is_some_and(|first| first.starts_with(&format!("{package} "))),
+        "cargo tree printed {package}'s tree:\n{}",
         output.stdout
     );
-    for forbidden in ["tokio ", "rmcp "] {
-        let offending: Vec<&&str> = lines.iter().filter(|line| line.starts_with(forbidden)).collect();
+    lines
+}
+
+fn assert_not_in_tree(package: &str, forbidden: &[&str]) {
+    let lines = normal_tree(package);
+    for name in forbidden {
+        let offending: Vec<&String> = lines
+            .iter()
+            .filter(|line| line.starts_with(&format!("{name} ")))
+            .collect();
         assert!(
             offending.is_empty(),
-            "corral-protocol must not depend on {forbidden}(normal edges): {offending:?}"
+            "{package} must not depend on {name} (normal edges): {offending:?}"
         );
     }
+}
+
+#[test]
+fn the_protocol_crate_has_no_tokio_and_no_rmcp() {
+    assert_not_in_tree("corral-protocol", &["tokio", "rmcp"]);
+}
+
+/// The CLI is its own crate so that a Rust front-end on the SDK compiles none of what only the
+/// command line needs, and the SDK speaks JSON-RPC with the protocol crate's envelope, not a library.
+#[test]
+fn the_client_sdk_has_no_cli_dependencies_and_no_json_rpc_library() {
+    assert_not_in_tree("corral-client", &["clap", "anyhow", "which", "jsonrpsee", "rmcp"]);
 }
 
 #[test]
