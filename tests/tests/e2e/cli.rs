@@ -215,3 +215,112 @@ fn without_a_daemon_corral_says_it_is_not_running_and_exits_3() {
         output.stderr
     );
 }
+
+/// `corral call` on a pseudo-terminal, as a person runs it, of server-everything's tool that asks
+/// the user for their details: the CLI asks field by field on the terminal, the answers reach the
+/// real server through the real daemon, and the server's reply (which repeats them) is printed.
+#[test]
+fn call_on_a_terminal_answers_server_everythings_question() {
+    use std::io::{Read as _, Write as _};
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+
+    let daemon = TestDaemon::start_with_config(&corral_tests::everything_config("everything"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = daemon.connect_client().await;
+        corral_tests::wait_for_status(
+            &client,
+            "everything",
+            corral_client::protocol::ServerStatus::Ready,
+            corral_tests::SERVER_WAIT,
+        )
+        .await;
+    });
+
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the given integers; no buffers are passed.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and belong to nobody else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = corral_command()
+        .args(["call", "everything", "trigger-elicitation-request", "{}", "--socket"])
+        .arg(daemon.socket_path())
+        .stdin(Stdio::from(slave.try_clone().expect("dup the terminal")))
+        .stderr(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn corral");
+    let mut terminal = std::fs::File::from(master);
+    let mut reader = terminal.try_clone().expect("dup the master");
+    let (screen_tx, screen) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buffer = [0; 4096];
+        // Ends when corral is gone (EIO on the master) or the test stopped listening.
+        while let Ok(read @ 1..) = reader.read(&mut buffer) {
+            if screen_tx.send(buffer[..read].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+
+    // Answer each prompt as it appears: yes to answering, a name where the name is asked, and
+    // Enter (the default, or nothing for an optional field) everywhere else. Bounded in prompts
+    // and in time.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut shown = String::new();
+    let mut answered = 0;
+    while answered < 40 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(bytes) = screen.recv_timeout(left) else { break };
+        shown.push_str(&String::from_utf8_lossy(&bytes));
+        // A prompt is the last, unfinished line ending in ": " (the question's own message line ends
+        // in ":" and a line break).
+        let Some(prompt) = shown.rsplit('\n').next().filter(|line| line.ends_with(": ")) else {
+            continue;
+        };
+        let answer = if prompt.contains("answer?") {
+            "y"
+        } else if prompt.contains("legal name") {
+            "Grace Hopper"
+        } else {
+            ""
+        };
+        writeln!(terminal, "{answer}").expect("type into the terminal");
+        shown.push('\n');
+        answered += 1;
+    }
+    let exit_deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for corral") {
+            break status;
+        }
+        if std::time::Instant::now() > exit_deadline {
+            let _ = child.kill();
+            panic!("corral call did not exit; the terminal showed:\n{shown}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read stdout");
+    assert!(
+        shown.contains("everything asks:"),
+        "the question was asked on the terminal:\n{shown}"
+    );
+    assert_eq!(status.code(), Some(0), "terminal:\n{shown}\nstdout:\n{stdout}");
+    assert!(stdout.contains("User provided the requested information"), "{stdout}");
+    assert!(stdout.contains("- Name: Grace Hopper"), "{stdout}");
+}
