@@ -1136,6 +1136,7 @@ impl ServerTask {
     }
 
     fn fail(&self, reason: FailureReason, error: String) {
+        let error = bounded_text(error, MAX_ERROR_TEXT);
         tracing::warn!(server = %self.name, ?reason, "{error}");
         self.set_status(ServerStatus::Failed, Some((reason, error)));
     }
@@ -1246,5 +1247,42 @@ mod tests {
         assert!(tool_allowed(server, "a"));
         assert!(!tool_allowed(server, "b"), "disabled wins");
         assert!(!tool_allowed(server, "c"), "not in enabled_tools");
+    }
+}
+
+/// The longest failure message published or logged. It can quote a config value (a session
+/// server's `PATH` when its program is not found), which a front-end can make megabytes long;
+/// every copy would live in the event history, the broadcast ring and the log.
+const MAX_ERROR_TEXT: usize = 4 * 1024;
+
+/// `text` cut to at most `max` bytes (at a character boundary), saying how much was cut.
+fn bounded_text(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("… ({cut} more bytes not shown)"));
+    text
+}
+
+#[cfg(test)]
+mod bounded_text_tests {
+    use super::bounded_text;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary_saying_so() {
+        assert_eq!(bounded_text("short".to_owned(), 10), "short");
+        let long = format!("{}é{}", "a".repeat(9), "b".repeat(100));
+        let cut = bounded_text(long, 10);
+        assert_eq!(
+            cut,
+            format!("{}… (102 more bytes not shown)", "a".repeat(9)),
+            "é is two bytes"
+        );
     }
 }
