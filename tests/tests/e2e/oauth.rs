@@ -16,7 +16,7 @@ use corral_client::Client;
 use corral_client::protocol::{AuthStatus, FailureReason, ServerStatus};
 use corral_tests::{
     SERVER_WAIT, SecretService, TestDaemon, WAIT, as_metadata, corral_command, follow_url_opener, free_loopback_port,
-    get_server, protected_rs, run_command, scratch_dir, sdk_oauth_server, toml_string, toml_string_array,
+    get_server, poll_until, protected_rs, run_command, scratch_dir, sdk_oauth_server, toml_string, toml_string_array,
     wait_for_status,
 };
 use serde_json::Value;
@@ -110,10 +110,15 @@ async fn corral_login_registers_authorizes_stores_and_the_server_comes_up() {
         assert!(url_line.contains(part), "{part} missing from {url_line}");
     }
     assert!(output.stdout.contains("Logged in to demo"), "{}", output.stdout);
-    assert_eq!(
-        std::fs::read_to_string(&browser_log).expect("the opener ran").trim(),
-        "200"
-    );
+    // The "browser" writes its log after the callback's answer reaches it, which can be after
+    // `corral login` has already seen the login complete.
+    let opened = poll_until("the opener to write its log", || async {
+        std::fs::read_to_string(&browser_log)
+            .ok()
+            .filter(|text| !text.trim().is_empty())
+    })
+    .await;
+    assert_eq!(opened.trim(), "200");
 
     // Restarted with the new credentials, without being asked.
     let ready = wait_for_status(&client, "demo", ServerStatus::Ready, SERVER_WAIT).await;
@@ -144,7 +149,10 @@ async fn corral_login_registers_authorizes_stores_and_the_server_comes_up() {
     if let Some(refresh_token) = record["credentials"]["token_response"]["refresh_token"].as_str() {
         assert_not_logged(&daemon, "the refresh token", refresh_token);
     }
-    let code = std::fs::read_to_string(&code_file).expect("the browser carried a code to the callback");
+    let code = poll_until("the browser to record the code it carried to the callback", || async {
+        std::fs::read_to_string(&code_file).ok().filter(|code| !code.is_empty())
+    })
+    .await;
     assert_not_logged(&daemon, "the authorization code", &code);
     #[cfg(unix)]
     {
