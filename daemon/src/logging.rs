@@ -75,6 +75,40 @@ impl<S> Filter<S> for SecretGuard {
     }
 }
 
+/// `text` with every URL cut down to its origin (`https://host:port/…`): rmcp's OAuth errors
+/// quote the URLs they fetched, and a server URL may carry a token in its query, its path or
+/// its user info. Said to front-ends and logged only in this form.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let next = ["http://", "https://"]
+            .iter()
+            .filter_map(|scheme| lower.find(scheme).map(|at| (at, scheme.len())))
+            .min();
+        let Some((at, scheme_len)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at + scheme_len]);
+        let url = &rest[at + scheme_len..];
+        let end = url
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | ')' | ']' | '}' | ','))
+            .unwrap_or(url.len());
+        let (url, after) = url.split_at(end);
+        let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let authority = &url[..authority_end];
+        // User info (`user:password@`) is dropped; the host and port stay, they say where.
+        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        out.push_str(host);
+        if authority_end < url.len() || authority.len() != host.len() {
+            out.push_str("/…");
+        }
+        rest = after;
+    }
+}
+
 /// A writer that cuts every URL in what it is given down to its origin (a URL's path, query and
 /// user info may hold a token) before passing it on. The fmt layer writes each formatted event in
 /// one `write`, so a URL is never split across two calls.
@@ -84,7 +118,7 @@ pub struct Redacting<W>(pub W);
 impl<W: std::io::Write> std::io::Write for Redacting<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(bytes);
-        self.0.write_all(crate::auth::oauth::redact_urls(&text).as_bytes())?;
+        self.0.write_all(redact_urls(&text).as_bytes())?;
         Ok(bytes.len())
     }
 
@@ -182,5 +216,26 @@ mod tests {
         ] {
             assert!(!is_secret_bearing(target), "{target}");
         }
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_urls;
+
+    #[test]
+    fn urls_are_cut_to_their_origin() {
+        assert_eq!(
+            redact_urls("discovery failed for http://127.0.0.1:9/mcp?api_key=SECRET and more"),
+            "discovery failed for http://127.0.0.1:9/… and more"
+        );
+        assert_eq!(
+            redact_urls("see HTTPS://user:pw@example.com:8443/a/TOKEN#x, then (https://h/p?q=1)"),
+            "see HTTPS://example.com:8443/…, then (https://h/…)"
+        );
+        assert_eq!(redact_urls("https://example.com"), "https://example.com");
+        assert_eq!(redact_urls("https://u@example.com"), "https://example.com/…");
+        assert_eq!(redact_urls("no url here"), "no url here");
+        assert_eq!(redact_urls("ünïcode http://h/ä?x=1 tail"), "ünïcode http://h/… tail");
     }
 }

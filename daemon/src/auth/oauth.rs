@@ -246,39 +246,8 @@ pub async fn start_login(
 #[error("{0}")]
 pub struct UnsafeAuthorizationUrl(String);
 
-/// `text` with every URL cut down to its origin (`https://host:port/…`): rmcp's OAuth errors
-/// quote the URLs they fetched, and a server URL may carry a token in its query, its path or
-/// its user info. Said to front-ends and logged only in this form.
-pub fn redact_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    loop {
-        let lower = rest.to_ascii_lowercase();
-        let next = ["http://", "https://"]
-            .iter()
-            .filter_map(|scheme| lower.find(scheme).map(|at| (at, scheme.len())))
-            .min();
-        let Some((at, scheme_len)) = next else {
-            out.push_str(rest);
-            return out;
-        };
-        out.push_str(&rest[..at + scheme_len]);
-        let url = &rest[at + scheme_len..];
-        let end = url
-            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`' | ')' | ']' | '}' | ','))
-            .unwrap_or(url.len());
-        let (url, after) = url.split_at(end);
-        let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
-        let authority = &url[..authority_end];
-        // User info (`user:password@`) is dropped; the host and port stay, they say where.
-        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-        out.push_str(host);
-        if authority_end < url.len() || authority.len() != host.len() {
-            out.push_str("/…");
-        }
-        rest = after;
-    }
-}
+/// URLs in errors and log lines are cut to their origin: see [`crate::logging::redact_urls`].
+pub use crate::logging::redact_urls;
 
 /// Accept only `https` URLs with a host, and `http` to a loopback host (`localhost`, 127.0.0.0/8,
 /// `::1`: a local authorization server). Anything else (`file:`, `javascript:`, `smb:`, a
@@ -670,27 +639,6 @@ async fn publishes_oauth_metadata(url: &str) -> bool {
 /// The credential store of a server, if the daemon has one.
 pub fn server_store(credentials: Option<&Credentials>, name: &str, http: &HttpConfig) -> Option<ServerCredentialStore> {
     credentials.map(|credentials| credentials.for_server(name, &http.url))
-}
-
-#[cfg(test)]
-mod redact_tests {
-    use super::redact_urls;
-
-    #[test]
-    fn urls_are_cut_to_their_origin() {
-        assert_eq!(
-            redact_urls("discovery failed for http://127.0.0.1:9/mcp?api_key=SECRET and more"),
-            "discovery failed for http://127.0.0.1:9/… and more"
-        );
-        assert_eq!(
-            redact_urls("see HTTPS://user:pw@example.com:8443/a/TOKEN#x, then (https://h/p?q=1)"),
-            "see HTTPS://example.com:8443/…, then (https://h/…)"
-        );
-        assert_eq!(redact_urls("https://example.com"), "https://example.com");
-        assert_eq!(redact_urls("https://u@example.com"), "https://example.com/…");
-        assert_eq!(redact_urls("no url here"), "no url here");
-        assert_eq!(redact_urls("ünïcode http://h/ä?x=1 tail"), "ünïcode http://h/… tail");
-    }
 }
 
 #[cfg(test)]
