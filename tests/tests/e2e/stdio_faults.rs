@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use corral_client::Client;
 use corral_client::protocol::{FailureReason, ServerStatus};
 use corral_tests::{
     KillSurvivorsOnDrop, SERVER_WAIT, StatusRecorder, TestDaemon, assert_all_alive, assert_all_gone, fixture_config,
@@ -68,14 +69,22 @@ async fn server_and_escapee(dir: &TempDir, name: &str, cleanup: &mut KillSurvivo
 
 const ESCAPEE: [&str; 1] = ["--spawn-unmarked-setsid-child"];
 
-#[tokio::test]
-async fn stop_ends_a_grandchild_that_left_the_group_and_cleared_its_environment() {
+/// A daemon running the fixture `tree`, ready, whose grandchild escaped its group and cleared
+/// its environment; returns what the test holds (in drop order: the daemon before the
+/// survivor cleanup before the scratch dir) and the server's and the escapee's pids.
+async fn ready_tree_with_escapee() -> (TempDir, KillSurvivorsOnDrop, TestDaemon, Client, [u32; 2]) {
     let dir = scratch_dir();
     let mut cleanup = KillSurvivorsOnDrop::new([pid_file(dir.path(), "tree")]);
     let daemon = TestDaemon::start_with_config(&entry(dir.path(), "tree", &ESCAPEE, ""));
     let client = daemon.connect_client().await;
     wait_for_status(&client, "tree", Ready, SERVER_WAIT).await;
     let pids = server_and_escapee(&dir, "tree", &mut cleanup).await;
+    (dir, cleanup, daemon, client, pids)
+}
+
+#[tokio::test]
+async fn stop_ends_a_grandchild_that_left_the_group_and_cleared_its_environment() {
+    let (_dir, _cleanup, _daemon, client, pids) = ready_tree_with_escapee().await;
 
     client.mcp_server_stop("tree").await.expect("stop");
     assert_all_gone(
@@ -88,12 +97,7 @@ async fn stop_ends_a_grandchild_that_left_the_group_and_cleared_its_environment(
 
 #[tokio::test]
 async fn restart_ends_a_grandchild_that_left_the_group_and_cleared_its_environment() {
-    let dir = scratch_dir();
-    let mut cleanup = KillSurvivorsOnDrop::new([pid_file(dir.path(), "tree")]);
-    let daemon = TestDaemon::start_with_config(&entry(dir.path(), "tree", &ESCAPEE, ""));
-    let client = daemon.connect_client().await;
-    wait_for_status(&client, "tree", Ready, SERVER_WAIT).await;
-    let old = server_and_escapee(&dir, "tree", &mut cleanup).await;
+    let (dir, mut cleanup, _daemon, client, old) = ready_tree_with_escapee().await;
 
     client.mcp_server_restart("tree").await.expect("restart");
     assert_all_gone(&old, Duration::ZERO, "the old tree once restart returned").await;
@@ -109,12 +113,7 @@ async fn restart_ends_a_grandchild_that_left_the_group_and_cleared_its_environme
 /// killed; corrald knew it as the server's descendant since `ready`.
 #[tokio::test]
 async fn a_crash_ends_a_grandchild_that_left_the_group_and_cleared_its_environment() {
-    let dir = scratch_dir();
-    let mut cleanup = KillSurvivorsOnDrop::new([pid_file(dir.path(), "tree")]);
-    let daemon = TestDaemon::start_with_config(&entry(dir.path(), "tree", &ESCAPEE, ""));
-    let client = daemon.connect_client().await;
-    wait_for_status(&client, "tree", Ready, SERVER_WAIT).await;
-    let old = server_and_escapee(&dir, "tree", &mut cleanup).await;
+    let (dir, mut cleanup, _daemon, client, old) = ready_tree_with_escapee().await;
 
     send_signal(old[0], libc::SIGKILL);
     let ready = wait_for_server(&client, "tree", "ready again after the crash", SERVER_WAIT, |server| {
