@@ -39,6 +39,9 @@ pub mod service;
 pub mod supervisor;
 pub mod transport;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 
 use crate::wait::{WAIT, within};
@@ -51,13 +51,19 @@ pub enum RecvError {
     BadFrame(String),
 }
 
-/// A front-end written by hand: a Unix socket, a framing, and nothing else.
+/// A byte stream a [`RawConnection`] speaks over: the daemon's socket, or one
+/// half of a `tokio::io::duplex` served in-process (corrald's in-process tier).
+pub trait RawStream: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug {}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug> RawStream for S {}
+
+/// A front-end written by hand: a byte stream, a framing, and nothing else.
 ///
 /// Received notifications that arrive while waiting for a response are kept
 /// and returned first by [`RawConnection::recv`].
 #[derive(Debug)]
 pub struct RawConnection {
-    stream: UnixStream,
+    stream: Box<dyn RawStream>,
     framing: WireFraming,
     buf: Vec<u8>,
     stashed: VecDeque<Value>,
@@ -70,19 +76,13 @@ impl RawConnection {
         let stream = within("connecting to the daemon's socket", UnixStream::connect(socket))
             .await
             .unwrap_or_else(|error| panic!("cannot connect to {}: {error}", socket.display()));
-        RawConnection {
-            stream,
-            framing,
-            buf: Vec::new(),
-            stashed: VecDeque::new(),
-            next_id: 1000,
-        }
+        RawConnection::from_stream(stream, framing)
     }
 
     /// A connection over a stream the test opened itself.
-    pub fn from_stream(stream: UnixStream, framing: WireFraming) -> RawConnection {
+    pub fn from_stream(stream: impl RawStream + 'static, framing: WireFraming) -> RawConnection {
         RawConnection {
-            stream,
+            stream: Box::new(stream),
             framing,
             buf: Vec::new(),
             stashed: VecDeque::new(),

@@ -10,7 +10,7 @@ mod dispatch;
 mod forward;
 mod handlers;
 pub mod listen;
-mod router;
+pub(crate) mod router;
 mod rpc;
 mod session;
 
@@ -417,6 +417,29 @@ async fn run_connection<S>(
     }
     context.supervisor.session_closed(id).await;
     drop(guard);
+}
+
+/// Serve one connection over any byte stream, admitted like an accepted one
+/// (the connection cap, the handshake deadline): the in-process test tier's
+/// way in (`crate::tests`), which serves one half of a `tokio::io::duplex`.
+/// `false`: refused at the cap. A duplex has no "hung up entirely" apart
+/// from its end of stream, so end of stream is treated as a half-close.
+#[cfg(test)]
+pub(crate) async fn serve_stream<S>(
+    stream: S,
+    id: u64,
+    methods: Methods,
+    context: Arc<DaemonContext>,
+    shutdown: CancellationToken,
+) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let Some(guard) = context.admit_or_wait().await else {
+        return false;
+    };
+    run_connection(stream, Box::new(|| false), id, methods, context, shutdown, guard).await;
+    true
 }
 
 /// Accept and serve connections until `shutdown` is cancelled.

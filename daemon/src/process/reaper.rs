@@ -177,6 +177,13 @@ fn boot_id() -> Option<String> {
 }
 
 impl Registry {
+    /// A registry with no record file, for the in-process test tier (which
+    /// starts no stdio server, so there is nothing to record).
+    #[cfg(test)]
+    pub(crate) fn without_record() -> Arc<Self> {
+        Arc::new(Self::new(None))
+    }
+
     fn new(record: Option<RecordFile>) -> Self {
         let me = std::process::id();
         let start = start_time(me).unwrap_or_default();

@@ -20,7 +20,6 @@ mod conformance;
 mod credentials;
 mod disk_full;
 mod doctor;
-mod framing;
 mod fuzz_socket;
 mod handshake;
 mod http;

@@ -1,9 +1,11 @@
-//! Raw bytes on the socket, as a hand-written front-end sends them: the
+//! Raw bytes on a connection, as a hand-written front-end sends them: the
 //! handshake rules, error codes and both framings (newline-delimited JSON and
 //! LSP `Content-Length` headers).
 
-use corral_tests::{RawConnection, TestDaemon, WireFraming, error_code, error_message, initialize_params};
+use corral_tests::{RawConnection, WireFraming, error_code, error_message, initialize_params};
 use serde_json::{Value, json};
+
+use super::InProcessDaemon;
 
 const ONE_SERVER: &str = "[servers.echo]\ncommand = \"true\"\nenabled = false\n";
 
@@ -18,8 +20,8 @@ fn request(id: impl Into<Value>, method: &str, params: Value) -> Value {
 
 #[tokio::test]
 async fn methods_before_initialize_are_not_initialized() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.line_connection();
     for method in ["mcpServer/list", "daemon/status", "no/such/method"] {
         let response = connection.request(method, json!({})).await;
         assert_eq!(error_code(&response), -32002, "{method}: {response}");
@@ -37,8 +39,8 @@ async fn methods_before_initialize_are_not_initialized() {
 
 #[tokio::test]
 async fn initialize_then_list_by_hand() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.line_connection();
     connection.send(&request(1, "initialize", initialize_params(1))).await;
     let response = connection.recv().await;
     assert_eq!(response["id"], 1);
@@ -61,8 +63,8 @@ async fn initialize_then_list_by_hand() {
 
 #[tokio::test]
 async fn an_unknown_method_is_method_not_found_naming_it() {
-    let daemon = TestDaemon::start();
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start().await;
+    let mut connection = daemon.line_connection();
     connection.initialize().await;
     let response = connection.request("mcpServer/frobnicate", json!({})).await;
     assert_eq!(error_code(&response), -32601, "{response}");
@@ -71,8 +73,8 @@ async fn an_unknown_method_is_method_not_found_naming_it() {
 
 #[tokio::test]
 async fn missing_params_are_invalid_params_naming_the_field() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.line_connection();
     connection.initialize().await;
     let response = connection.request("mcpServer/get", json!({})).await;
     assert_eq!(error_code(&response), -32602, "{response}");
@@ -95,8 +97,8 @@ async fn missing_params_are_invalid_params_naming_the_field() {
 /// message naming the method and the field".
 #[tokio::test]
 async fn a_param_of_the_wrong_type_is_invalid_params_naming_the_field() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.line_connection();
     connection.initialize().await;
     let response = connection.request("mcpServer/get", json!({"name": 5})).await;
     assert_eq!(error_code(&response), -32602, "{response}");
@@ -107,8 +109,8 @@ async fn a_param_of_the_wrong_type_is_invalid_params_naming_the_field() {
 
 #[tokio::test]
 async fn initialize_twice_is_already_initialized() {
-    let daemon = TestDaemon::start();
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start().await;
+    let mut connection = daemon.line_connection();
     let first = connection.initialize().await;
     let response = connection.request("initialize", initialize_params(1)).await;
     assert_eq!(error_code(&response), -32003, "{response}");
@@ -119,8 +121,8 @@ async fn initialize_twice_is_already_initialized() {
 
 #[tokio::test]
 async fn an_unsupported_protocol_version_says_which_side_to_upgrade() {
-    let daemon = TestDaemon::start();
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start().await;
+    let mut connection = daemon.line_connection();
     let response = connection.request("initialize", initialize_params(99)).await;
     assert_eq!(error_code(&response), -32004, "{response}");
     let data = &response["error"]["data"];
@@ -142,8 +144,8 @@ async fn an_unsupported_protocol_version_says_which_side_to_upgrade() {
 
 #[tokio::test]
 async fn a_batch_gets_an_array_of_responses_with_matching_ids() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.line_connection();
     connection.initialize().await;
     connection
         .send(&json!([
@@ -166,8 +168,8 @@ async fn a_batch_gets_an_array_of_responses_with_matching_ids() {
 
 #[tokio::test]
 async fn a_notification_from_the_client_gets_no_response() {
-    let daemon = TestDaemon::start();
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start().await;
+    let mut connection = daemon.line_connection();
     // Before initialize too: a notification is never answered, not even with -32002.
     connection
         .send(&json!({"jsonrpc": "2.0", "method": "client/somethingHappened", "params": {"x": 1}}))
@@ -191,8 +193,8 @@ async fn a_notification_from_the_client_gets_no_response() {
 
 #[tokio::test]
 async fn crlf_line_endings_and_blank_lines_work() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut connection = daemon.raw_line_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.line_connection();
     let mut bytes = Vec::new();
     bytes.extend_from_slice(request(1, "initialize", initialize_params(1)).to_string().as_bytes());
     bytes.extend_from_slice(b"\r\n\r\n");
@@ -212,8 +214,8 @@ async fn crlf_line_endings_and_blank_lines_work() {
 
 #[tokio::test]
 async fn content_length_handshake_and_list() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut connection = daemon.raw_content_length_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.content_length_connection();
     // Answers come back in Content-Length framing, or the raw reader would not parse them.
     let response = connection.request("mcpServer/list", json!({})).await;
     assert_eq!(error_code(&response), -32002);
@@ -227,8 +229,8 @@ async fn content_length_handshake_and_list() {
 
 #[tokio::test]
 async fn content_length_with_a_content_type_header() {
-    let daemon = TestDaemon::start();
-    let mut connection = daemon.raw_content_length_connection().await;
+    let mut daemon = InProcessDaemon::start().await;
+    let mut connection = daemon.content_length_connection();
     let body = request(1, "initialize", initialize_params(1)).to_string();
     let message = format!(
         "Content-Type: application/vscode-jsonrpc; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
@@ -242,8 +244,8 @@ async fn content_length_with_a_content_type_header() {
 
 #[tokio::test]
 async fn content_length_messages_split_across_writes() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut connection = daemon.raw_content_length_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.content_length_connection();
     let frame = |id: u64, method: &str, params: Value, content_type: bool| {
         let body = request(id, method, params).to_string();
         let content_type = if content_type {
@@ -293,8 +295,8 @@ async fn content_length_messages_split_across_writes() {
 
 #[tokio::test]
 async fn two_content_length_messages_in_one_write() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut connection = daemon.raw_content_length_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.content_length_connection();
     let mut write =
         WireFraming::ContentLength.encode(request(1, "initialize", initialize_params(1)).to_string().as_bytes());
     write.extend(WireFraming::ContentLength.encode(request(2, "mcpServer/list", json!({})).to_string().as_bytes()));
@@ -308,9 +310,9 @@ async fn two_content_length_messages_in_one_write() {
 
 #[tokio::test]
 async fn both_framings_on_one_daemon_at_once() {
-    let daemon = TestDaemon::start_with_config(ONE_SERVER);
-    let mut lines: RawConnection = daemon.raw_line_connection().await;
-    let mut headers = daemon.raw_content_length_connection().await;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut lines: RawConnection = daemon.line_connection();
+    let mut headers = daemon.content_length_connection();
     lines.initialize().await;
     headers.initialize().await;
     let from_lines = lines.call("mcpServer/list", json!({})).await;

@@ -1,0 +1,136 @@
+//! The in-process test tier: the front-end API served over
+//! `tokio::io::duplex` by a real supervisor (built-in server off, stdio
+//! servers only as config entries that are never started), with no socket,
+//! no child process and no D-Bus, so protocol-level cases (framing, batches,
+//! the handshake rules, error codes) run in milliseconds. The end-to-end
+//! suite (`tests/tests/e2e/`) keeps what needs the real binary: sockets,
+//! signals, processes, peers.
+//!
+//! The front-end side is the end-to-end tests' own hand-written client,
+//! [`corral_tests::RawConnection`], so a case reads the same in both tiers.
+
+mod framing;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use corral_tests::{RawConnection, WireFraming};
+use jsonrpsee::Methods;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, DaemonContext};
+use crate::hub::events::EventHub;
+
+/// Bytes a duplex buffers in each direction: more than any message a case sends at once.
+const DUPLEX_BUFFER: usize = 1024 * 1024;
+
+/// A daemon without a socket: the wiring of [`crate::run`] minus the listener,
+/// the credential store and the service manager.
+pub(crate) struct InProcessDaemon {
+    context: Arc<DaemonContext>,
+    methods: Methods,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    next_connection: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcessDaemon {
+    /// A daemon with no config file.
+    pub(crate) async fn start() -> Self {
+        Self::start_with_config(None).await
+    }
+
+    /// A daemon reading `config` (TOML) as its config file.
+    pub(crate) async fn start_with_config(config: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config_path = dir.path().join("config.toml");
+        if let Some(config) = config {
+            std::fs::write(&config_path, config).expect("writing the config file");
+        }
+        let snapshot = crate::config::reload::FileSnapshot::take(&config_path);
+        let config = corral_protocol::config::load(&config_path).expect("a valid test config");
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let events = Arc::new(EventHub::new(crate::EVENT_HISTORY));
+        let supervisor = crate::supervisor::spawn(
+            &config,
+            false,
+            &events,
+            None,
+            crate::process::reaper::Registry::without_record(),
+            shutdown.child_token(),
+            &tracker,
+        );
+        let (config_error_sender, config_error) = tokio::sync::watch::channel(None);
+        let (reloader, reload) = crate::config::reload::prepare(
+            &config_path,
+            snapshot,
+            supervisor.clone(),
+            events.clone(),
+            config_error_sender,
+            crate::config::reload::POLL_INTERVAL,
+            crate::config::settings::DaemonSettings::of(&config),
+        );
+        tracker.spawn(reloader.run(shutdown.child_token()));
+        let context = Arc::new(DaemonContext::new(
+            Instant::now(),
+            dir.path().join("in-process.sock"),
+            config_path,
+            config_error,
+            supervisor,
+            events,
+            reload,
+            false,
+        ));
+        let methods: Methods = api::router::build(context.clone())
+            .expect("registering the front-end methods")
+            .into();
+        Self {
+            context,
+            methods,
+            shutdown,
+            tracker,
+            next_connection: 1,
+            _dir: dir,
+        }
+    }
+
+    /// A new front-end connection, served by a task of this daemon.
+    pub(crate) fn connect(&mut self, framing: WireFraming) -> RawConnection {
+        let (front_end, daemon_side) = tokio::io::duplex(DUPLEX_BUFFER);
+        let id = self.next_connection;
+        self.next_connection += 1;
+        self.tracker.spawn(api::serve_stream(
+            daemon_side,
+            id,
+            self.methods.clone(),
+            self.context.clone(),
+            self.shutdown.child_token(),
+        ));
+        RawConnection::from_stream(front_end, framing)
+    }
+
+    /// A connection with newline-delimited JSON.
+    pub(crate) fn line_connection(&mut self) -> RawConnection {
+        self.connect(WireFraming::Lines)
+    }
+
+    /// A connection with LSP `Content-Length` framing.
+    pub(crate) fn content_length_connection(&mut self) -> RawConnection {
+        self.connect(WireFraming::ContentLength)
+    }
+
+    /// The pid `initialize` reports: this test process's.
+    pub(crate) fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+impl Drop for InProcessDaemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+    }
+}
