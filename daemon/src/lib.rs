@@ -214,15 +214,10 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
     );
     #[cfg(unix)]
-    let server = tracker.spawn(api::serve(listener, context, shutdown.clone(), tracker.clone()));
+    let acceptor = api::listen::unix::UnixAcceptor::new(listener);
     #[cfg(windows)]
-    let server = tracker.spawn(api::listen::windows::serve(
-        options.socket_path.clone(),
-        pipe,
-        context,
-        shutdown.clone(),
-        tracker.clone(),
-    ));
+    let acceptor = api::listen::windows::PipeAcceptor::new(options.socket_path.clone(), pipe);
+    let server = tracker.spawn(api::serve(acceptor, context, shutdown.clone(), tracker.clone()));
 
     // The socket accepts (the listener exists and the accept loop runs) and
     // every config server has been launched: tell a service manager.

@@ -442,10 +442,10 @@ where
     true
 }
 
-/// Accept and serve connections until `shutdown` is cancelled.
-#[cfg(unix)]
-pub async fn serve(
-    listener: tokio::net::UnixListener,
+/// Accept and serve connections until `shutdown` is cancelled: the one
+/// accept loop of every platform ([`listen::Accept`] binds and accepts).
+pub(crate) async fn serve(
+    mut acceptor: impl listen::Accept,
     context: Arc<DaemonContext>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -453,8 +453,6 @@ pub async fn serve(
     let methods: Methods = router::build(context.clone())
         .context("registering the front-end methods")?
         .into();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let own_uid = unsafe { libc::geteuid() };
     let mut next_id: u64 = 1;
     tracing::info!(
         max_connections = context.max_connections,
@@ -466,10 +464,11 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = acceptor.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let accepted = match accepted {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => continue,
             Err(error) => {
                 // Typically EMFILE: back off briefly instead of spinning.
                 refusals.accept_failed(&error);
@@ -477,26 +476,14 @@ pub async fn serve(
                 continue;
             }
         };
-        match stream.peer_cred() {
-            Ok(credentials) if credentials.uid() == own_uid => {}
-            Ok(credentials) => {
-                tracing::warn!(peer_uid = credentials.uid(), "refused a connection from another user");
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "refused a connection: cannot read peer credentials");
-                continue;
-            }
-        }
         let Some(guard) = context.admit_or_wait().await else {
             context.refused_connections.fetch_add(1, Ordering::Relaxed);
             refusals.refused(context.max_connections);
             continue;
         };
-        let hung_up = listen::unix::hang_up_probe(&stream);
         tracker.spawn(run_connection(
-            stream,
-            hung_up,
+            accepted.stream,
+            accepted.hung_up,
             next_id,
             methods.clone(),
             context.clone(),

@@ -557,3 +557,42 @@ mod tests {
         let _ = fs::remove_dir_all(dir);
     }
 }
+
+/// Accepts connections on the daemon's Unix socket, only from its own user
+/// (`SO_PEERCRED`): another user's connection is closed at once.
+#[derive(Debug)]
+pub struct UnixAcceptor {
+    listener: tokio::net::UnixListener,
+    own_uid: u32,
+}
+
+impl UnixAcceptor {
+    /// Accept on `listener` for the user the daemon runs as.
+    pub fn new(listener: tokio::net::UnixListener) -> Self {
+        Self {
+            listener,
+            own_uid: rustix::process::geteuid().as_raw(),
+        }
+    }
+}
+
+impl super::Accept for UnixAcceptor {
+    type Stream = tokio::net::UnixStream;
+
+    async fn accept(&mut self) -> io::Result<Option<super::Accepted<Self::Stream>>> {
+        let (stream, _) = self.listener.accept().await?;
+        match stream.peer_cred() {
+            Ok(credentials) if credentials.uid() == self.own_uid => {}
+            Ok(credentials) => {
+                tracing::warn!(peer_uid = credentials.uid(), "refused a connection from another user");
+                return Ok(None);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "refused a connection: cannot read peer credentials");
+                return Ok(None);
+            }
+        }
+        let hung_up = hang_up_probe(&stream);
+        Ok(Some(super::Accepted { stream, hung_up }))
+    }
+}

@@ -1,23 +1,17 @@
 //! Windows: the front-end API on a named pipe (`\\.\pipe\corral-<user>`).
 //!
 //! Kept deliberately small, and not compiled on the Linux machines Corral is
-//! developed on: it reuses the platform-neutral connection code and only
-//! replaces binding and accepting. Exclusivity comes from
+//! developed on: it only binds and accepts ([`PipeAcceptor`]); the accept
+//! loop, admission and connections are the platform-neutral code. Exclusivity comes from
 //! `first_pipe_instance(true)`, which fails while another daemon owns the
 //! name; remote clients are rejected. Access control is the pipe's default
 //! DACL (the creating user, administrators and SYSTEM may write); a check of
 //! the client's user SID, like `SO_PEERCRED` on Unix, is not done yet.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use jsonrpsee::Methods;
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-use crate::api::{DaemonContext, router};
 
 /// Create the first instance of the daemon's pipe, or explain who has it.
 pub fn bind(name: &Path) -> anyhow::Result<NamedPipeServer> {
@@ -37,48 +31,57 @@ pub fn bind(name: &Path) -> anyhow::Result<NamedPipeServer> {
     }
 }
 
-/// Accept and serve pipe clients until `shutdown` is cancelled.
-pub async fn serve(
-    name: std::path::PathBuf,
-    mut server: NamedPipeServer,
-    context: Arc<DaemonContext>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) -> anyhow::Result<()> {
-    let methods: Methods = router::build(context.clone())
-        .context("registering the front-end methods")?
-        .into();
-    let mut next_id: u64 = 1;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            connected = server.connect() => connected.context("accepting a pipe client")?,
+/// Accepts pipe clients. An error of accepting ends nothing: the accept
+/// loop (`api::serve`) backs off and asks again, and an instance
+/// that could not be created is created on the next ask.
+#[derive(Debug)]
+pub struct PipeAcceptor {
+    name: PathBuf,
+    /// The instance clients connect to next; `None` after creating one failed.
+    server: Option<NamedPipeServer>,
+}
+
+impl PipeAcceptor {
+    /// Accept on `name`, whose first instance [`bind`] created.
+    pub fn new(name: PathBuf, first: NamedPipeServer) -> Self {
+        Self {
+            name,
+            server: Some(first),
         }
-        // A new instance must exist before the connected one is handed off,
-        // or a client arriving in between would find no pipe.
-        let next = ServerOptions::new()
-            .reject_remote_clients(true)
-            .create(&name)
-            .with_context(|| format!("cannot create named pipe {}", name.display()))?;
-        let connected = std::mem::replace(&mut server, next);
-        let Some(guard) = context.admit_or_wait().await else {
-            tracing::warn!(
-                limit = crate::api::MAX_CONNECTIONS,
-                "refused a connection: too many open connections"
-            );
-            continue;
-        };
-        tracker.spawn(crate::api::run_connection(
-            connected,
-            // Named pipes tell no half-close from a close: always allow the grace.
-            Box::new(|| false),
-            next_id,
-            methods.clone(),
-            context.clone(),
-            shutdown.clone(),
-            guard,
-        ));
-        next_id += 1;
     }
-    Ok(())
+
+    fn create_instance(&self) -> std::io::Result<NamedPipeServer> {
+        ServerOptions::new().reject_remote_clients(true).create(&self.name)
+    }
+}
+
+impl super::Accept for PipeAcceptor {
+    type Stream = NamedPipeServer;
+
+    async fn accept(&mut self) -> std::io::Result<Option<super::Accepted<Self::Stream>>> {
+        let server = match self.server.as_mut() {
+            Some(server) => server,
+            None => self.server.insert(self.create_instance()?),
+        };
+        if let Err(error) = server.connect().await {
+            // This instance may be unusable: the next ask creates a fresh one.
+            self.server = None;
+            return Err(error);
+        }
+        let connected = self.server.take().expect("the instance that just connected");
+        // A new instance must exist before the connected one is handed off,
+        // or a client arriving in between would find no pipe; if it cannot be
+        // created now, the next ask tries again (and reports the error).
+        match self.create_instance() {
+            Ok(next) => self.server = Some(next),
+            Err(error) => {
+                tracing::warn!(%error, pipe = %self.name.display(), "cannot create the next pipe instance yet")
+            }
+        }
+        Ok(Some(super::Accepted {
+            stream: connected,
+            // Named pipes tell no half-close from a close: always allow the grace.
+            hung_up: Box::new(|| false),
+        }))
+    }
 }
