@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_client::{Client, ConnectOptions};
+use corral_client::protocol::{DaemonNotification, ServerStatus};
+use corral_client::{Client, ClientNotification, ConnectOptions};
 use tempfile::TempDir;
 
 use crate::process::binary;
@@ -555,4 +556,18 @@ pub async fn emit_test_events(client: &Client, count: u32, name: &str) -> u64 {
         .await
         .expect("debug/emitTestEvents (is CORRAL_TEST_HOOKS=1 set?)")
         .last_seq
+}
+
+/// The `seq` and `name` of a `starting` status notification (what
+/// `debug/emitTestEvents` publishes), failing on anything else.
+pub fn starting_status_update(notification: ClientNotification) -> (u64, String) {
+    match notification {
+        ClientNotification::Daemon(DaemonNotification::StartupStatusUpdated(update)) => {
+            assert_eq!(update.status, ServerStatus::Starting, "{update:?}");
+            assert_eq!(update.error, None);
+            assert_eq!(update.failure_reason, None);
+            (update.seq, update.name)
+        }
+        other => panic!("expected mcpServer/startupStatus/updated, got {other:?}"),
+    }
 }

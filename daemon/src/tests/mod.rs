@@ -4,17 +4,20 @@
 //! no child process and no D-Bus, so protocol-level cases (framing, batches,
 //! the handshake rules, error codes) run in milliseconds. The end-to-end
 //! suite (`tests/tests/e2e/`) keeps what needs the real binary: sockets,
-//! signals, processes, peers.
+//! signals, processes, peers. Test hooks (`debug/*`) are on, as in the
+//! end-to-end daemon when a test asks for them.
 //!
 //! The front-end side is the end-to-end tests' own hand-written client,
 //! [`corral_tests::RawConnection`], so a case reads the same in both tiers.
 
 mod framing;
+mod notifications;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use corral_tests::{RawConnection, WireFraming};
+use corral_client::{Client, ConnectOptions};
+use corral_tests::{RawConnection, WAIT, WireFraming};
 use jsonrpsee::Methods;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -82,7 +85,7 @@ impl InProcessDaemon {
             supervisor,
             events,
             reload,
-            false,
+            true,
         ));
         let methods: Methods = api::router::build(context.clone())
             .expect("registering the front-end methods")
@@ -97,8 +100,8 @@ impl InProcessDaemon {
         }
     }
 
-    /// A new front-end connection, served by a task of this daemon.
-    pub(crate) fn connect(&mut self, framing: WireFraming) -> RawConnection {
+    /// One end of a new connection; a task of this daemon serves the other.
+    fn open(&mut self) -> tokio::io::DuplexStream {
         let (front_end, daemon_side) = tokio::io::duplex(DUPLEX_BUFFER);
         let id = self.next_connection;
         self.next_connection += 1;
@@ -109,7 +112,12 @@ impl InProcessDaemon {
             self.context.clone(),
             self.shutdown.child_token(),
         ));
-        RawConnection::from_stream(front_end, framing)
+        front_end
+    }
+
+    /// A new hand-written front-end connection (not initialized).
+    pub(crate) fn connect(&mut self, framing: WireFraming) -> RawConnection {
+        RawConnection::from_stream(self.open(), framing)
     }
 
     /// A connection with newline-delimited JSON.
@@ -120,6 +128,16 @@ impl InProcessDaemon {
     /// A connection with LSP `Content-Length` framing.
     pub(crate) fn content_length_connection(&mut self) -> RawConnection {
         self.connect(WireFraming::ContentLength)
+    }
+
+    /// A connected, initialized [`Client`] (the SDK) over a new connection.
+    pub(crate) async fn connect_client(&mut self) -> Client {
+        let options = ConnectOptions::new("corral-in-process-tests", env!("CARGO_PKG_VERSION"))
+            .with_connect_timeout(WAIT)
+            .with_request_timeout(WAIT);
+        Client::connect_with_stream(self.open(), options)
+            .await
+            .unwrap_or_else(|error| panic!("corral_client cannot connect in-process: {error}"))
     }
 
     /// The pid `initialize` reports: this test process's.
