@@ -12,9 +12,9 @@
 //! - [`hub`]: the way out to front-ends: [`hub::events`] (sequence numbers,
 //!   replay history and fan-out of notifications) and `hub::routes` (servers'
 //!   requests, progress and resource subscriptions routed to one front-end);
-//! - `mcp_client`: corrald's MCP client handler for each session;
-//! - `raw`: the server's answers as it wrote them (stdio), so front-ends get
-//!   them untouched by rmcp's typed model;
+//! - [`mcp`]: everything that speaks MCP to a server: corrald's client
+//!   handler for each session, and the tee of a stdio server's wire, so
+//!   front-ends get answers untouched by rmcp's typed model;
 //! - [`auth`]: OAuth login, the OAuth-managed HTTP client, `authStatus`
 //!   ([`auth::oauth`]) and where credentials are stored ([`auth::credentials`]);
 //! - [`process`]: finding and killing every process of a server's tree, and
@@ -31,9 +31,8 @@ mod builtin;
 pub mod config;
 pub mod hub;
 pub mod logging;
-mod mcp_client;
+pub mod mcp;
 pub mod process;
-mod raw;
 pub mod server;
 pub mod service;
 pub mod supervisor;

@@ -60,12 +60,12 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::credentials::{CredentialState, Credentials};
 use crate::builtin::CorralServer;
 use crate::hub::events::EventHub;
-use crate::mcp_client::ServerClient;
+use crate::mcp::handler::McpClientHandler;
+use crate::mcp::wire_tee::WireTee;
 use crate::process::cgroup;
 use crate::process::reaper;
 use crate::process::scan;
 use crate::process::teardown::{TeardownPolicy, describe_exit, reap_adopted, teardown};
-use crate::raw::RawWire;
 use crate::transport::http::{self, HttpBackend, HttpFailure};
 use crate::transport::stdio::{self, LaunchError, StderrTail};
 
@@ -81,7 +81,7 @@ pub(crate) struct ServerState {
     /// The tools the server listed when it became ready (all of them, unfiltered).
     pub(crate) tools: Arc<Vec<Tool>>,
     /// The session's answers as the server wrote them (stdio servers).
-    pub(crate) raw: Option<Arc<RawWire>>,
+    pub(crate) raw: Option<Arc<WireTee>>,
     /// For a ready streamable-HTTP server: how a request that found its
     /// session expired (HTTP 404) asks for a new one.
     pub(crate) session_recovery: Option<SessionRecovery>,
@@ -327,7 +327,7 @@ enum RunEnd {
 }
 
 /// corrald's MCP session with one server.
-type Session = RunningService<RoleClient, ServerClient>;
+type Session = RunningService<RoleClient, McpClientHandler>;
 
 /// A running MCP session with its process.
 struct Running {
@@ -487,10 +487,10 @@ impl ServerTask {
         let mut child = launched.child;
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
         let (tools_changed, mut tools_changed_rx) = mpsc::channel(1);
-        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed)
+        let handler = McpClientHandler::new(self.name.clone(), self.events.clone(), tools_changed)
             .with_roots(self.config.roots.as_deref())
             .progress_from_wire();
-        let raw = Arc::new(RawWire::new(&self.name, self.events.frontends().clone()));
+        let raw = Arc::new(WireTee::new(&self.name, self.events.frontends().clone()));
         let stdout_closed = raw.stdout_closed();
         let broken_message = raw.broken_message();
         let pipes = raw.tee(launched.stdout, launched.stdin);
@@ -755,8 +755,9 @@ impl ServerTask {
         let name = self.name.clone();
         let events = self.events.clone();
         let roots = self.config.roots.clone();
-        let handler =
-            move || ServerClient::new(name.clone(), events.clone(), tools_changed.clone()).with_roots(roots.as_deref());
+        let handler = move || {
+            McpClientHandler::new(name.clone(), events.clone(), tools_changed.clone()).with_roots(roots.as_deref())
+        };
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
         let startup_timeout = self.config.startup_timeout;
         let startup = http::start(&self.name, &backend, &prepared, &handler, health_tx.clone(), deadline);
@@ -903,7 +904,7 @@ impl ServerTask {
         &self,
         backend: &HttpBackend,
         prepared: &http::Prepared,
-        handler: &impl Fn() -> ServerClient,
+        handler: &impl Fn() -> McpClientHandler,
         health: &mpsc::Sender<http::HealthSignal>,
         service: &mut Session,
         generation: &mut u64,
@@ -973,7 +974,7 @@ impl ServerTask {
         });
         // The built-in's tools never change: nobody listens for that.
         let (tools_changed, _) = mpsc::channel(1);
-        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed);
+        let handler = McpClientHandler::new(self.name.clone(), self.events.clone(), tools_changed);
         let startup = async {
             let service = handler
                 .serve(client_io)
@@ -1024,7 +1025,7 @@ impl ServerTask {
 
     /// The failure of a startup that ran out of time. Invalid JSON on stdout
     /// means the answer came but could not be read: a protocol error.
-    fn startup_timed_out(&self, raw: &RawWire) -> (FailureReason, String) {
+    fn startup_timed_out(&self, raw: &WireTee) -> (FailureReason, String) {
         let limit = self.config.startup_timeout;
         if raw.invalid_lines() > 0 {
             return (

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::credentials::Credentials;
 use crate::builtin;
 use crate::hub::events::EventHub;
+use crate::mcp::wire_tee::WireTee;
 use crate::process::reaper::Registry;
-use crate::raw::RawWire;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
@@ -119,7 +119,7 @@ pub struct CallTarget {
     /// Its tools as listed when it became ready.
     pub tools: Arc<Vec<Tool>>,
     /// Its answers as it wrote them, when the transport lets corrald see them.
-    pub(crate) raw: Option<Arc<RawWire>>,
+    pub(crate) raw: Option<Arc<WireTee>>,
     /// For a streamable-HTTP server: how to get a new session after a 404.
     pub(crate) session_recovery: Option<SessionRecovery>,
 }

@@ -17,7 +17,7 @@ use rmcp::transport::streamable_http_client::{
 use sse_stream::Sse;
 use tokio::sync::mpsc;
 
-use crate::mcp_client::ServerClient;
+use crate::mcp::handler::McpClientHandler;
 
 use super::classify::{HttpFailure, error_chain};
 use super::connect::{RETRY_DELAYS, Session, connect_with};
@@ -75,7 +75,7 @@ impl HttpBackend {
     pub(super) async fn connect(
         &self,
         prepared: &Prepared,
-        handler: ServerClient,
+        handler: McpClientHandler,
         health: mpsc::Sender<HealthSignal>,
     ) -> Result<Session, HttpFailure> {
         match self {

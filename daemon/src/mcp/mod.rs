@@ -1,0 +1,13 @@
+//! Everything that speaks MCP to a server, on corrald's client side of
+//! each session:
+//! - `handler`: how corrald introduces itself at `initialize` and what it
+//!   does with a server's notifications and requests;
+//! - `wire_tee`: a stdio server's answers as it wrote them, read beside
+//!   rmcp's typed model.
+//!
+//! With `transport/` and `auth/`, this is where rmcp is used; the front-end
+//! API (`api/`) never is. This room depends only on `hub` (the way out to
+//! front-ends) and the protocol crate.
+
+pub(crate) mod handler;
+pub(crate) mod wire_tee;
