@@ -60,13 +60,14 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::credentials::{CredentialState, Credentials};
 use crate::builtin::CorralServer;
 use crate::hub::events::EventHub;
+use crate::mcp::classify::{HttpFailure, classify_service};
 use crate::mcp::handler::McpClientHandler;
 use crate::mcp::wire_tee::WireTee;
 use crate::process::cgroup;
 use crate::process::reaper;
 use crate::process::scan;
 use crate::process::teardown::{TeardownPolicy, describe_exit, reap_adopted, teardown};
-use crate::transport::http::{self, HttpBackend, HttpFailure};
+use crate::transport::http::{self, HttpBackend};
 use crate::transport::stdio::{self, LaunchError, StderrTail};
 
 /// The state of one server, written only by its task.
@@ -1196,7 +1197,7 @@ async fn probe(service: &Session) -> Probe {
     match tokio::time::timeout(PROBE_TIMEOUT, service.peer().send_request(ping)).await {
         Ok(Ok(_)) => Probe::Alive,
         Ok(Err(error)) => {
-            let failure = http::classify_service(&error);
+            let failure = classify_service(&error);
             if failure.session_expired {
                 Probe::SessionExpired
             } else if matches!(error, rmcp::ServiceError::McpError(_)) {

@@ -1,5 +1,7 @@
 //! Everything that speaks MCP to a server, on corrald's client side of
 //! each session:
+//! - `classify`: what a failed exchange means (a failure reason, a
+//!   sentence without secrets, retry or not);
 //! - `handler`: how corrald introduces itself at `initialize` and what it
 //!   does with a server's notifications and requests;
 //! - `wire_tee`: a stdio server's answers as it wrote them, read beside
@@ -9,5 +11,6 @@
 //! API (`api/`) never is. This room depends only on `hub` (the way out to
 //! front-ends) and the protocol crate.
 
+pub(crate) mod classify;
 pub(crate) mod handler;
 pub(crate) mod wire_tee;

@@ -106,9 +106,9 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .ok_or_else(|| timeout_error(&server, &what, timeout))?;
         let Answer { typed, raw } = match answer {
             Ok(answer) => answer,
-            Err(SendError::Service(error)) if crate::transport::http::required_scope(&error).is_some() => {
+            Err(SendError::Service(error)) if crate::mcp::classify::required_scope(&error).is_some() => {
                 // 403 insufficient_scope: re-authorize with the scope the server asked for.
-                let required = crate::transport::http::required_scope(&error).unwrap_or_default();
+                let required = crate::mcp::classify::required_scope(&error).unwrap_or_default();
                 // Bounded: discovery and registration with a hanging authorization
                 // server must not keep this call from being answered.
                 let step_up = tokio::time::timeout(STEP_UP_START, super::auth::step_up(context.clone(), &server, &required))

@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 
 use crate::mcp::handler::McpClientHandler;
 
-use super::classify::{HttpFailure, error_chain};
 use super::connect::{RETRY_DELAYS, Session, connect_with};
 use super::headers::Prepared;
+use crate::mcp::classify::{HttpFailure, error_chain};
 
 /// How long connecting (TCP + TLS) may take; the only timeout of the client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

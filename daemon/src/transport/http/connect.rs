@@ -12,9 +12,9 @@ use tokio::time::Instant;
 
 use crate::mcp::handler::McpClientHandler;
 
-use super::classify::{HttpFailure, classify_initialize, classify_service};
 use super::client::{HealthSignal, HttpBackend, Observed, transport_config};
 use super::headers::Prepared;
+use crate::mcp::classify::{HttpFailure, classify_initialize, classify_service};
 
 /// corrald's MCP session with one server.
 pub(crate) type Session = RunningService<RoleClient, McpClientHandler>;
