@@ -62,6 +62,7 @@ use crate::builtin::CorralServer;
 use crate::hub::events::EventHub;
 use crate::mcp::classify::{HttpFailure, classify_service};
 use crate::mcp::handler::McpClientHandler;
+use crate::mcp::route::{RecoveryRequest, SessionRecovery, tool_allowed};
 use crate::mcp::wire_tee::WireTee;
 use crate::process::cgroup;
 use crate::process::reaper;
@@ -108,38 +109,6 @@ impl ServerState {
             .ready_since
             .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX));
         status
-    }
-}
-
-/// A cloneable handle to ask a streamable-HTTP server's task for a new MCP
-/// session after a request found the current one expired (HTTP 404).
-#[derive(Debug, Clone)]
-pub(crate) struct SessionRecovery {
-    /// Which session the holder's peer belongs to.
-    generation: u64,
-    requests: mpsc::Sender<RecoveryRequest>,
-}
-
-/// A request for a new session, from a holder of a peer of session `generation`.
-#[derive(Debug)]
-pub(crate) struct RecoveryRequest {
-    generation: u64,
-    reply: oneshot::Sender<Result<Peer<RoleClient>, String>>,
-}
-
-impl SessionRecovery {
-    /// A peer on a new session: the server task rebuilds the transport and
-    /// re-initializes once, unless another request already replaced the
-    /// session this handle belongs to (then the current peer comes back).
-    pub(crate) async fn recover(&self) -> Result<Peer<RoleClient>, String> {
-        let (reply, answer) = oneshot::channel();
-        let request = RecoveryRequest {
-            generation: self.generation,
-            reply,
-        };
-        let gone = || "the server's task ended the session (it is stopped or reconnecting)".to_owned();
-        self.requests.send(request).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -1211,15 +1180,6 @@ async fn probe(service: &Session) -> Probe {
     }
 }
 
-/// Whether the config's `enabled_tools` / `disabled_tools` let `tool` through.
-pub(crate) fn tool_allowed(config: &ServerConfig, tool: &str) -> bool {
-    let enabled = config
-        .enabled_tools
-        .as_ref()
-        .is_none_or(|enabled| enabled.iter().any(|name| name == tool));
-    enabled && !config.disabled_tools.iter().any(|name| name == tool)
-}
-
 /// How long, once a server's process exit or a closed transport was noticed
 /// during startup, the other may take to show: the rest of its stdout to be
 /// read, or its exit status to be collected.
@@ -1239,16 +1199,6 @@ mod tests {
         assert_eq!(policy.backoff(3), Duration::from_secs(2));
         assert_eq!(policy.backoff(10), Duration::from_secs(30));
         assert_eq!(policy.backoff(u32::MAX), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn tool_filters_apply_enabled_then_disabled() {
-        let text = "[servers.s]\ncommand = \"x\"\nenabled_tools = [\"a\", \"b\"]\ndisabled_tools = [\"b\"]\n";
-        let config = corral_protocol::config::parse(text, std::path::Path::new("t.toml")).expect("valid");
-        let server = &config.servers["s"];
-        assert!(tool_allowed(server, "a"));
-        assert!(!tool_allowed(server, "b"), "disabled wins");
-        assert!(!tool_allowed(server, "c"), "not in enabled_tools");
     }
 }
 

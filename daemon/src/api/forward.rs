@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use crate::hub::link::Link;
 use crate::hub::routes::FrontEnds;
 use crate::mcp::classify::is_session_expired;
-use crate::supervisor::CallTarget;
+use crate::mcp::route::CallTarget;
 
 /// Where a request's progress goes: the registry, the caller's link and the token it gave.
 pub(crate) type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_json::Value);

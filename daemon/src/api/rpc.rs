@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use super::forward::SendError;
 use super::session::Session;
 use crate::mcp::classify::send_failure;
-use crate::supervisor::{NotAvailable, RegistryRefusal, ServerBusy, SupervisorStopped};
+use crate::mcp::route::NotAvailable;
+use crate::supervisor::{RegistryRefusal, ServerBusy, SupervisorStopped};
 
 /// Build a JSON-RPC error object with one of our codes.
 pub(crate) fn rpc_error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {

@@ -4,6 +4,8 @@
 //!   sentence without secrets, retry or not);
 //! - `handler`: how corrald introduces itself at `initialize` and what it
 //!   does with a server's notifications and requests;
+//! - [`route`]: the way in to a ready session, as types (what the
+//!   supervisor hands out for a request);
 //! - `wire_tee`: a stdio server's answers as it wrote them, read beside
 //!   rmcp's typed model.
 //!
@@ -13,4 +15,5 @@
 
 pub(crate) mod classify;
 pub(crate) mod handler;
+pub mod route;
 pub(crate) mod wire_tee;

@@ -35,7 +35,7 @@ use crate::api::rpc::{
     not_available_error, not_ready_servers, parse_json, parse_params, rpc_error, send_error, service_error, session,
     timeout_error,
 };
-use crate::supervisor::CallTarget;
+use crate::mcp::route::CallTarget;
 
 /// Most pages fetched from one server for one listing.
 const MAX_PAGES: usize = 1000;

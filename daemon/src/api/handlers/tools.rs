@@ -20,7 +20,7 @@ use crate::api::forward::{self, Answer, SendError};
 use crate::api::rpc::{
     not_available_error, not_ready_servers, parse_params, rpc_error, send_error, session, timeout_error,
 };
-use crate::server::tool_allowed;
+use crate::mcp::route::tool_allowed;
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
 /// the step-up re-authorization to start (discovery, registration, the URL).
