@@ -2,6 +2,9 @@
 //! each session:
 //! - `classify`: what a failed exchange means (a failure reason, a
 //!   sentence without secrets, retry or not);
+//! - `forward`: a front-end's request, sent on to one server (one function
+//!   per method, the one retry after an expired session, cancel on drop),
+//!   answered with the server's JSON or a plain `route::RouteError`;
 //! - `handler`: how corrald introduces itself at `initialize` and what it
 //!   does with a server's notifications and requests;
 //! - [`route`]: the way in to a ready session, as types (what the
@@ -14,6 +17,7 @@
 //! front-ends) and the protocol crate.
 
 pub(crate) mod classify;
+pub(crate) mod forward;
 pub(crate) mod handler;
 pub mod route;
 pub(crate) mod wire_tee;

@@ -1,14 +1,19 @@
 //! The way in to a ready server's MCP session, as types: where a request to
 //! one server goes ([`CallTarget`]), the servers a request for "all" goes to
 //! ([`TargetSet`]), why a server cannot take a request now
-//! ([`NotAvailable`]), the config's tool filters ([`tool_allowed`]), and how
-//! a request that found a streamable-HTTP session expired asks the server's
-//! task for a new one ([`SessionRecovery`]).
+//! ([`NotAvailable`]), why a request sent there failed (`RouteError`),
+//! the config's tool filters (`tool_allowed`), and how a request that
+//! found a streamable-HTTP session expired asks the server's task for a new
+//! one (`SessionRecovery`).
 //!
 //! The supervisor hands these out (a cheap clone of what the server's task
 //! published while ready); `forward` sends requests through them. A target
 //! is a snapshot: the session may end after it was taken, and a request on
 //! it then fails like any request to a server that went away.
+//!
+//! Invariant: what leaves this room for the front-end API is plain data
+//! (protocol types, JSON, `RouteError`); the rmcp types inside a target
+//! are read in this room only (the supervisor copies them in).
 
 use std::sync::Arc;
 
@@ -34,15 +39,147 @@ pub struct TargetSet {
 #[derive(Debug, Clone)]
 pub struct CallTarget {
     /// The server's MCP peer.
-    pub peer: Peer<RoleClient>,
+    pub(crate) peer: Peer<RoleClient>,
     /// Its config (tool filters, timeouts).
     pub config: ServerConfig,
     /// Its tools as listed when it became ready.
-    pub tools: Arc<Vec<Tool>>,
+    pub(crate) tools: Arc<Vec<Tool>>,
     /// Its answers as it wrote them, when the transport lets corrald see them.
     pub(crate) raw: Option<Arc<WireTee>>,
     /// For a streamable-HTTP server: how to get a new session after a 404.
     pub(crate) session_recovery: Option<SessionRecovery>,
+}
+
+impl CallTarget {
+    /// Whether tool `name` may be called: the config lets it through and the
+    /// server listed it.
+    pub(crate) fn check_tool(&self, name: &str) -> Result<(), RouteError> {
+        if !tool_allowed(&self.config, name) {
+            return Err(RouteError::ToolDisabled { tool: name.to_owned() });
+        }
+        if !self.tools.iter().any(|tool| tool.name == name) {
+            return Err(RouteError::UnknownTool { tool: name.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// The tools the config lets through, in the server's order: as the
+    /// server wrote them where corrald saw that, rmcp's typed tool otherwise.
+    pub(crate) fn allowed_tools(&self) -> Result<Vec<serde_json::Value>, RouteError> {
+        let raw = self.raw.as_ref().map(|raw| raw.tools()).unwrap_or_default();
+        self.tools
+            .iter()
+            .filter(|tool| tool_allowed(&self.config, &tool.name))
+            .map(|tool| {
+                match raw.get(tool.name.as_ref()) {
+                    Some(raw) => serde_json::from_str(raw.get()),
+                    None => serde_json::to_value(tool),
+                }
+                .map_err(|error| RouteError::Unserializable {
+                    what: "a tool",
+                    why: error.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the server declared resource subscriptions at `initialize`.
+    pub(crate) fn offers_subscriptions(&self) -> bool {
+        self.peer
+            .peer_info()
+            .and_then(|info| {
+                info.capabilities
+                    .resources
+                    .as_ref()
+                    .and_then(|resources| resources.subscribe)
+            })
+            .unwrap_or(false)
+    }
+}
+
+/// Why a request to a server failed, or was not sent: plain data (no rmcp
+/// types), worded for front-ends in one place (`api::rpc`). Messages that
+/// come from a transport never quote its URL (see `classify`).
+#[derive(Debug)]
+pub(crate) enum RouteError {
+    /// The server answered with a JSON-RPC error, passed on as it gave it.
+    Answered {
+        /// Its error code.
+        code: i32,
+        /// Its message.
+        message: String,
+        /// Its `data`, if any.
+        data: Option<serde_json::Value>,
+    },
+    /// A streamable-HTTP server could not be reached.
+    Unreachable {
+        /// What happened, without the URL.
+        message: String,
+    },
+    /// A streamable-HTTP request failed otherwise (an HTTP status, OAuth).
+    Http {
+        /// The failure reason front-ends see.
+        reason: FailureReason,
+        /// What happened, without the URL.
+        message: String,
+    },
+    /// The transport closed or could not send: the server went away.
+    Gone {
+        /// rmcp's words.
+        message: String,
+    },
+    /// The request failed in another way (an answer of the wrong kind).
+    Failed {
+        /// rmcp's words.
+        message: String,
+    },
+    /// The session expired (HTTP 404) and no new one could be made.
+    SessionLost {
+        /// Why not.
+        why: String,
+    },
+    /// The server answered 403 `insufficient_scope`: the caller may start a
+    /// re-authorization asking for `required`; `error` is the failure as such.
+    InsufficientScope {
+        /// The scope the server named (empty when it named none).
+        required: String,
+        /// The failure, worded like any other.
+        error: Box<RouteError>,
+    },
+    /// The server answered with a result kind corrald does not handle yet.
+    UnhandledResult {
+        /// The kinds this method may answer with that corrald does not handle, as MCP names them.
+        kinds: &'static str,
+    },
+    /// The answer (or a tool of a listing) could not be serialized.
+    Unserializable {
+        /// What: "the result", "a tool".
+        what: &'static str,
+        /// serde's words.
+        why: String,
+    },
+    /// A listing: the server repeated a pagination cursor.
+    RepeatedCursor {
+        /// The cursor it repeated.
+        cursor: String,
+    },
+    /// A listing: the server returned more pages than corrald fetches.
+    TooManyPages {
+        /// How many pages corrald fetches at most.
+        max: usize,
+    },
+    /// `tools/call` of a tool the config's `enabled_tools` / `disabled_tools` leave out.
+    ToolDisabled {
+        /// The tool's name.
+        tool: String,
+    },
+    /// `tools/call` of a tool the server did not list.
+    UnknownTool {
+        /// The tool's name.
+        tool: String,
+    },
+    /// `resources/subscribe` to a server that did not declare subscriptions.
+    SubscriptionsUnsupported,
 }
 
 /// Why a server cannot serve a request now.

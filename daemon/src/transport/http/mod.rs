@@ -23,7 +23,7 @@
 //! with short backoff ([`RETRY_DELAYS`]) until the startup deadline, with a
 //! fresh transport for every `initialize` attempt. Nothing else is replayed
 //! here: `tools/call` and every other request go out once (session recovery
-//! after a 404, which retries once, is `server.rs` + `api`).
+//! after a 404, which retries once, is `server.rs` + `mcp::forward`).
 //!
 //! Invariant: no secret (header value, token) appears in an error message or
 //! a log line; URLs are not quoted either (they may carry a token).
