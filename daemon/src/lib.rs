@@ -2,19 +2,24 @@
 //! `main.rs` only parses arguments and sets up logging.
 //!
 //! Module map, one room per folder (see `docs/ARCHITECTURE.md`):
-//! - [`api`]: the socket ([`api::listen`]), connections, framing, JSON-RPC dispatch;
+//! - [`api`]: the socket ([`api::listen`]), connections, framing, JSON-RPC
+//!   dispatch, the handlers, and the one mapping of errors to JSON-RPC
+//!   errors; never rmcp;
 //! - [`supervisor`]: the actor owning the registry of MCP servers;
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
 //! - [`transport`]: how a server is reached: [`transport::stdio`] (the one
 //!   audited place that starts child processes) and `transport::http`
 //!   (streamable HTTP: headers, the HTTP client, the seam for OAuth,
-//!   connecting with retries, failure reasons);
+//!   connecting with retries);
 //! - [`hub`]: the way out to front-ends: [`hub::events`] (sequence numbers,
 //!   replay history and fan-out of notifications) and `hub::routes` (servers'
 //!   requests, progress and resource subscriptions routed to one front-end);
-//! - `mcp_client`: corrald's MCP client handler for each session;
-//! - `raw`: the server's answers as it wrote them (stdio), so front-ends get
-//!   them untouched by rmcp's typed model;
+//! - [`mcp`]: everything that speaks MCP to a server: corrald's client
+//!   handler for each session, the way in to a ready session
+//!   ([`mcp::route`]), a front-end's request sent on (`mcp::forward`),
+//!   what a failure means (`mcp::classify`), and the tee of a stdio
+//!   server's wire, so front-ends get answers untouched by rmcp's typed
+//!   model;
 //! - [`auth`]: OAuth login, the OAuth-managed HTTP client, `authStatus`
 //!   ([`auth::oauth`]) and where credentials are stored ([`auth::credentials`]);
 //! - [`process`]: finding and killing every process of a server's tree, and
@@ -31,9 +36,8 @@ mod builtin;
 pub mod config;
 pub mod hub;
 pub mod logging;
-mod mcp_client;
+pub mod mcp;
 pub mod process;
-mod raw;
 pub mod server;
 pub mod service;
 pub mod supervisor;

@@ -60,13 +60,15 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::credentials::{CredentialState, Credentials};
 use crate::builtin::CorralServer;
 use crate::hub::events::EventHub;
-use crate::mcp_client::ServerClient;
+use crate::mcp::classify::{HttpFailure, classify_service};
+use crate::mcp::handler::McpClientHandler;
+use crate::mcp::route::{RecoveryRequest, SessionRecovery, tool_allowed};
+use crate::mcp::wire_tee::WireTee;
 use crate::process::cgroup;
 use crate::process::reaper;
 use crate::process::scan;
 use crate::process::teardown::{TeardownPolicy, describe_exit, reap_adopted, teardown};
-use crate::raw::RawWire;
-use crate::transport::http::{self, HttpBackend, HttpFailure};
+use crate::transport::http::{self, HttpBackend};
 use crate::transport::stdio::{self, LaunchError, StderrTail};
 
 /// The state of one server, written only by its task.
@@ -81,7 +83,7 @@ pub(crate) struct ServerState {
     /// The tools the server listed when it became ready (all of them, unfiltered).
     pub(crate) tools: Arc<Vec<Tool>>,
     /// The session's answers as the server wrote them (stdio servers).
-    pub(crate) raw: Option<Arc<RawWire>>,
+    pub(crate) raw: Option<Arc<WireTee>>,
     /// For a ready streamable-HTTP server: how a request that found its
     /// session expired (HTTP 404) asks for a new one.
     pub(crate) session_recovery: Option<SessionRecovery>,
@@ -107,38 +109,6 @@ impl ServerState {
             .ready_since
             .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX));
         status
-    }
-}
-
-/// A cloneable handle to ask a streamable-HTTP server's task for a new MCP
-/// session after a request found the current one expired (HTTP 404).
-#[derive(Debug, Clone)]
-pub(crate) struct SessionRecovery {
-    /// Which session the holder's peer belongs to.
-    generation: u64,
-    requests: mpsc::Sender<RecoveryRequest>,
-}
-
-/// A request for a new session, from a holder of a peer of session `generation`.
-#[derive(Debug)]
-pub(crate) struct RecoveryRequest {
-    generation: u64,
-    reply: oneshot::Sender<Result<Peer<RoleClient>, String>>,
-}
-
-impl SessionRecovery {
-    /// A peer on a new session: the server task rebuilds the transport and
-    /// re-initializes once, unless another request already replaced the
-    /// session this handle belongs to (then the current peer comes back).
-    pub(crate) async fn recover(&self) -> Result<Peer<RoleClient>, String> {
-        let (reply, answer) = oneshot::channel();
-        let request = RecoveryRequest {
-            generation: self.generation,
-            reply,
-        };
-        let gone = || "the server's task ended the session (it is stopped or reconnecting)".to_owned();
-        self.requests.send(request).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
     }
 }
 
@@ -327,7 +297,7 @@ enum RunEnd {
 }
 
 /// corrald's MCP session with one server.
-type Session = RunningService<RoleClient, ServerClient>;
+type Session = RunningService<RoleClient, McpClientHandler>;
 
 /// A running MCP session with its process.
 struct Running {
@@ -487,10 +457,10 @@ impl ServerTask {
         let mut child = launched.child;
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
         let (tools_changed, mut tools_changed_rx) = mpsc::channel(1);
-        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed)
+        let handler = McpClientHandler::new(self.name.clone(), self.events.clone(), tools_changed)
             .with_roots(self.config.roots.as_deref())
             .progress_from_wire();
-        let raw = Arc::new(RawWire::new(&self.name, self.events.frontends().clone()));
+        let raw = Arc::new(WireTee::new(&self.name, self.events.frontends().clone()));
         let stdout_closed = raw.stdout_closed();
         let broken_message = raw.broken_message();
         let pipes = raw.tee(launched.stdout, launched.stdin);
@@ -755,8 +725,9 @@ impl ServerTask {
         let name = self.name.clone();
         let events = self.events.clone();
         let roots = self.config.roots.clone();
-        let handler =
-            move || ServerClient::new(name.clone(), events.clone(), tools_changed.clone()).with_roots(roots.as_deref());
+        let handler = move || {
+            McpClientHandler::new(name.clone(), events.clone(), tools_changed.clone()).with_roots(roots.as_deref())
+        };
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
         let startup_timeout = self.config.startup_timeout;
         let startup = http::start(&self.name, &backend, &prepared, &handler, health_tx.clone(), deadline);
@@ -903,7 +874,7 @@ impl ServerTask {
         &self,
         backend: &HttpBackend,
         prepared: &http::Prepared,
-        handler: &impl Fn() -> ServerClient,
+        handler: &impl Fn() -> McpClientHandler,
         health: &mpsc::Sender<http::HealthSignal>,
         service: &mut Session,
         generation: &mut u64,
@@ -973,7 +944,7 @@ impl ServerTask {
         });
         // The built-in's tools never change: nobody listens for that.
         let (tools_changed, _) = mpsc::channel(1);
-        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed);
+        let handler = McpClientHandler::new(self.name.clone(), self.events.clone(), tools_changed);
         let startup = async {
             let service = handler
                 .serve(client_io)
@@ -1024,7 +995,7 @@ impl ServerTask {
 
     /// The failure of a startup that ran out of time. Invalid JSON on stdout
     /// means the answer came but could not be read: a protocol error.
-    fn startup_timed_out(&self, raw: &RawWire) -> (FailureReason, String) {
+    fn startup_timed_out(&self, raw: &WireTee) -> (FailureReason, String) {
         let limit = self.config.startup_timeout;
         if raw.invalid_lines() > 0 {
             return (
@@ -1195,7 +1166,7 @@ async fn probe(service: &Session) -> Probe {
     match tokio::time::timeout(PROBE_TIMEOUT, service.peer().send_request(ping)).await {
         Ok(Ok(_)) => Probe::Alive,
         Ok(Err(error)) => {
-            let failure = http::classify_service(&error);
+            let failure = classify_service(&error);
             if failure.session_expired {
                 Probe::SessionExpired
             } else if matches!(error, rmcp::ServiceError::McpError(_)) {
@@ -1207,15 +1178,6 @@ async fn probe(service: &Session) -> Probe {
         }
         Err(_) => Probe::Gone(format!("no answer to ping within {PROBE_TIMEOUT:?}")),
     }
-}
-
-/// Whether the config's `enabled_tools` / `disabled_tools` let `tool` through.
-pub(crate) fn tool_allowed(config: &ServerConfig, tool: &str) -> bool {
-    let enabled = config
-        .enabled_tools
-        .as_ref()
-        .is_none_or(|enabled| enabled.iter().any(|name| name == tool));
-    enabled && !config.disabled_tools.iter().any(|name| name == tool)
 }
 
 /// How long, once a server's process exit or a closed transport was noticed
@@ -1237,16 +1199,6 @@ mod tests {
         assert_eq!(policy.backoff(3), Duration::from_secs(2));
         assert_eq!(policy.backoff(10), Duration::from_secs(30));
         assert_eq!(policy.backoff(u32::MAX), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn tool_filters_apply_enabled_then_disabled() {
-        let text = "[servers.s]\ncommand = \"x\"\nenabled_tools = [\"a\", \"b\"]\ndisabled_tools = [\"b\"]\n";
-        let config = corral_protocol::config::parse(text, std::path::Path::new("t.toml")).expect("valid");
-        let server = &config.servers["s"];
-        assert!(tool_allowed(server, "a"));
-        assert!(!tool_allowed(server, "b"), "disabled wins");
-        assert!(!tool_allowed(server, "c"), "not in enabled_tools");
     }
 }
 

@@ -10,18 +10,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use corral_protocol::config::{Config, ServerConfig, TransportConfig};
-use corral_protocol::{FailureReason, McpServerStatus, ServerCounts, ServerOrigin, ServerStatus, TransportKind};
-use rmcp::model::Tool;
-use rmcp::{Peer, RoleClient};
+use corral_protocol::{McpServerStatus, ServerCounts, ServerOrigin, ServerStatus, TransportKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::credentials::Credentials;
 use crate::builtin;
 use crate::hub::events::EventHub;
+use crate::mcp::route::{CallTarget, NotAvailable, TargetSet};
 use crate::process::reaper::Registry;
-use crate::raw::RawWire;
-use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
+use crate::server::{self, Launcher, ServerCommand, ServerHandle};
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
 #[derive(Debug)]
@@ -97,47 +95,6 @@ pub struct ConfigDiff {
     pub changed: Vec<String>,
     /// Entries that could not be applied, one sentence each naming the server.
     pub warnings: Vec<String>,
-}
-
-/// The ready servers a request for "all servers" (or one) goes to, and the
-/// enabled ones left out because they are not ready.
-#[derive(Debug, Default)]
-pub struct TargetSet {
-    /// Ready servers, in name order.
-    pub ready: Vec<CallTarget>,
-    /// Servers left out, with their status and failure reason.
-    pub not_ready: Vec<(String, ServerStatus, Option<FailureReason>)>,
-}
-
-/// Where a request to one server goes, and under which limits.
-#[derive(Debug, Clone)]
-pub struct CallTarget {
-    /// The server's MCP peer.
-    pub peer: Peer<RoleClient>,
-    /// Its config (tool filters, timeouts).
-    pub config: ServerConfig,
-    /// Its tools as listed when it became ready.
-    pub tools: Arc<Vec<Tool>>,
-    /// Its answers as it wrote them, when the transport lets corrald see them.
-    pub(crate) raw: Option<Arc<RawWire>>,
-    /// For a streamable-HTTP server: how to get a new session after a 404.
-    pub(crate) session_recovery: Option<SessionRecovery>,
-}
-
-/// Why a server cannot serve a request now.
-#[derive(Debug, Clone)]
-pub enum NotAvailable {
-    /// No server of that name.
-    NotFound,
-    /// It exists but is not ready.
-    NotReady {
-        /// Its status.
-        status: ServerStatus,
-        /// Why it failed, if it did.
-        failure_reason: Option<FailureReason>,
-        /// Its error, if it failed.
-        error: Option<String>,
-    },
 }
 
 /// Why the registry refused an add or a remove.

@@ -160,11 +160,10 @@ fn room_of(path: &str) -> Option<&str> {
     }
 }
 
-/// Rooms that speak protocol only and never touch the MCP SDK. `api/` joins
-/// them once its handlers go through `mcp::forward` (step 5 of #14): today
-/// `api/{tools,catalog,forward}.rs` still build rmcp requests and classify
-/// rmcp errors.
-const ROOMS_WITHOUT_RMCP: &[&str] = &["hub"];
+/// Rooms that speak protocol only and never touch the MCP SDK: the front-end
+/// API sends a request for a server through `mcp::forward` and gets plain
+/// data back; the hub is the way out to front-ends.
+const ROOMS_WITHOUT_RMCP: &[&str] = &["api", "hub"];
 
 #[test]
 fn rooms_that_speak_protocol_only_never_use_rmcp() {
@@ -181,9 +180,92 @@ fn rooms_that_speak_protocol_only_never_use_rmcp() {
     }
     assert!(
         offending.is_empty(),
-        "the rooms {ROOMS_WITHOUT_RMCP:?} speak protocol types only; rmcp belongs in transport/ (and mcp_client, raw):\n{}",
+        "the rooms {ROOMS_WITHOUT_RMCP:?} speak protocol types only; requests to servers go through mcp::forward, rmcp stays in mcp/ and the rooms that run sessions:\n{}",
         offending.join("\n")
     );
+}
+
+/// The rooms `api/` never names: a server's task, how it is reached and its
+/// processes are behind the supervisor's handle and `mcp::{route, forward}`.
+const ROOMS_API_NEVER_NAMES: &[&str] = &["server", "transport", "process"];
+
+/// Edges from `api/` to [`ROOMS_API_NEVER_NAMES`] that are still there, each
+/// with the reason and what removes it. The list only shrinks: a new edge
+/// fails the test, and so does an entry whose edge is gone.
+const ALLOWED_API_EDGES: &[(&str, &str)] = &[(
+    "process",
+    "DaemonContext holds the process registry for daemon/status's childrenRecordError; \
+     a plain status value handed over at boot (or a hub handle) removes it",
+)];
+
+/// The rooms a line of code names as `crate::room` or in `crate::{room, …}`
+/// (a group broken over several lines is read from its first line only).
+fn named_rooms(line: &str) -> Vec<String> {
+    let identifier = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut names = Vec::new();
+    for (start, _) in line.match_indices("crate::") {
+        let rest = &line[start + "crate::".len()..];
+        match rest.strip_prefix('{') {
+            Some(group) => {
+                let group = group.split('}').next().unwrap_or(group);
+                names.extend(group.split(',').map(identifier));
+            }
+            None => names.push(identifier(rest)),
+        }
+    }
+    names.retain(|name| !name.is_empty());
+    names
+}
+
+#[test]
+fn the_api_never_names_server_transport_or_process() {
+    let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (path, text) in daemon_sources() {
+        if room_of(&path) != Some("api") {
+            continue;
+        }
+        for (number, line) in code_lines(&text) {
+            for room in named_rooms(line) {
+                if ROOMS_API_NEVER_NAMES.contains(&room.as_str()) {
+                    found
+                        .entry(room)
+                        .or_default()
+                        .push(format!("daemon/src/{path}:{number}: {}", line.trim()));
+                }
+            }
+        }
+    }
+    let allowed: BTreeSet<&str> = ALLOWED_API_EDGES.iter().map(|(room, _)| *room).collect();
+    let new: Vec<&str> = found
+        .iter()
+        .filter(|(room, _)| !allowed.contains(room.as_str()))
+        .flat_map(|(_, places)| places.iter().map(String::as_str))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "api/ reaches servers through the supervisor's handle and mcp::{{route, forward}}, never {ROOMS_API_NEVER_NAMES:?}:\n{}",
+        new.join("\n")
+    );
+    let gone: Vec<&&str> = allowed.iter().filter(|room| !found.contains_key(**room)).collect();
+    assert!(
+        gone.is_empty(),
+        "api/ no longer names these rooms: remove them from ALLOWED_API_EDGES: {gone:?}"
+    );
+}
+
+#[test]
+fn named_rooms_reads_paths_and_groups() {
+    assert_eq!(named_rooms("use crate::server::tool_allowed;"), ["server"]);
+    assert_eq!(
+        named_rooms("use crate::{hub::Hub, process};  let x = crate::transport::http::f();"),
+        ["hub", "process", "transport"]
+    );
+    assert!(named_rooms("let crate_name = 1;").is_empty());
 }
 
 /// Process-wide statics with interior mutability that are still there, with
@@ -290,12 +372,7 @@ fn room_dependencies() -> BTreeMap<String, BTreeSet<String>> {
     for (path, text) in &sources {
         let Some(room) = room_of(path) else { continue };
         for (_, line) in code_lines(text) {
-            for (start, _) in line.match_indices("crate::") {
-                let rest = &line[start + "crate::".len()..];
-                let target: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
+            for target in named_rooms(line) {
                 if target != room && rooms.contains(&target) {
                     edges.get_mut(room).expect("every room has an entry").insert(target);
                 }
@@ -368,7 +445,7 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<Vec<String>> {
 #[test]
 fn the_rooms_of_the_daemon_form_no_new_cycle() {
     let edges = room_dependencies();
-    for room in ["api", "auth", "config", "hub", "process", "service", "transport"] {
+    for room in ["api", "auth", "config", "hub", "mcp", "process", "service", "transport"] {
         assert!(
             edges.contains_key(room),
             "daemon/src has the room {room}: {:?}",

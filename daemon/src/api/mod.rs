@@ -1,13 +1,15 @@
 //! The front-end API: accepts connections on the daemon's socket, checks who
 //! is connecting, and runs one `connection` task per front-end.
 //!
-//! Architecture invariant: this module knows nothing about MCP servers or
-//! processes. It talks to the rest of the daemon only through the
-//! [`DaemonContext`] (supervisor handle, event hub, daemon facts).
+//! Architecture invariant: this room never uses rmcp and never names
+//! `server`, `transport` or `process` (one edge left, listed in
+//! `tests/tests/architecture.rs`). It talks to the rest of the daemon only
+//! through the [`DaemonContext`] (supervisor handle, event hub, daemon
+//! facts); a request for a server goes through `mcp::forward`, and its
+//! failure comes back as plain data, worded in `rpc`.
 
 mod connection;
 mod dispatch;
-mod forward;
 mod handlers;
 pub mod listen;
 pub(crate) mod router;

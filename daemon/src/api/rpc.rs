@@ -5,15 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_protocol::{ErrorCode, FailureReason, NotReadyServer, Request, ServerStatus};
+use corral_protocol::{ErrorCode, NotReadyServer, Request, ServerStatus};
 use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
-use rmcp::ServiceError;
 use serde::de::DeserializeOwned;
 
-use super::forward::SendError;
 use super::session::Session;
-use crate::supervisor::{NotAvailable, RegistryRefusal, ServerBusy, SupervisorStopped};
-use crate::transport::http::send_failure;
+use crate::mcp::route::{NotAvailable, RouteError};
+use crate::supervisor::{RegistryRefusal, ServerBusy, SupervisorStopped};
 
 /// Build a JSON-RPC error object with one of our codes.
 pub(crate) fn rpc_error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
@@ -138,53 +136,80 @@ pub(crate) fn timeout_error(server: &str, request: &str, timeout: Duration) -> E
     )
 }
 
-/// The error for `request` sent through [`forward::send`].
-pub(crate) fn send_error(server: &str, request: &str, error: SendError) -> ErrorObjectOwned {
+/// The error for `request` (e.g. "`tools/call` of `echo`") sent to `server`
+/// that failed, or was not sent, for `error`.
+pub(crate) fn route_error(server: &str, request: &str, error: RouteError) -> ErrorObjectOwned {
     match error {
-        SendError::Service(error) => service_error(server, request, error),
-        SendError::Recovery(why) => rpc_error(
+        // A streamable-HTTP server: its own words, never the URL (it may carry a token).
+        RouteError::Unreachable { message } => rpc_error(
+            ErrorCode::ServerNotReady,
+            format!("MCP server `{server}` could not be reached during {request}: {message}"),
+        ),
+        RouteError::Http { reason, message } => ErrorObjectOwned::owned(
+            ErrorCode::ServerError.code(),
+            format!("MCP server `{server}` failed {request}: {message}"),
+            Some(serde_json::json!({ "failureReason": reason })),
+        ),
+        RouteError::Answered { code, message, data } => ErrorObjectOwned::owned(
+            ErrorCode::ServerError.code(),
+            format!("MCP server `{server}` answered {request} with an error: {message}"),
+            Some(serde_json::json!({ "code": code, "message": message, "data": data })),
+        ),
+        RouteError::Gone { message } => rpc_error(
+            ErrorCode::ServerNotReady,
+            format!("MCP server `{server}` went away during {request}: {message}"),
+        ),
+        RouteError::Failed { message } => rpc_error(
+            ErrorCode::ServerError,
+            format!("{request} on MCP server `{server}` failed: {message}"),
+        ),
+        RouteError::SessionLost { why } => rpc_error(
             ErrorCode::ServerNotReady,
             format!("MCP server `{server}` lost the session during {request} and a new one could not be made: {why}"),
+        ),
+        // Worded as the failure it is; whether to re-authorize is the caller's choice.
+        RouteError::InsufficientScope { error, .. } => route_error(server, request, *error),
+        RouteError::UnhandledResult { kinds } => rpc_error(
+            ErrorCode::ServerError,
+            format!(
+                "MCP server `{server}` answered {request} with a result kind corrald does not handle yet ({kinds})"
+            ),
+        ),
+        RouteError::Unserializable { what, why } => {
+            rpc_error(ErrorCode::InternalError, format!("cannot serialize {what}: {why}"))
+        }
+        RouteError::RepeatedCursor { cursor } => rpc_error(
+            ErrorCode::ServerError,
+            format!("MCP server `{server}` repeated the pagination cursor {cursor:?} in {request}"),
+        ),
+        RouteError::TooManyPages { max } => rpc_error(
+            ErrorCode::ServerError,
+            format!("MCP server `{server}` returned more than {max} pages for {request}"),
+        ),
+        RouteError::ToolDisabled { tool } => rpc_error(
+            ErrorCode::ToolNotAvailable,
+            format!(
+                "tool `{tool}` of MCP server `{server}` is disabled by the config (enabled_tools / disabled_tools)"
+            ),
+        ),
+        RouteError::UnknownTool { tool } => rpc_error(
+            ErrorCode::ToolNotAvailable,
+            format!("MCP server `{server}` has no tool named `{tool}`"),
+        ),
+        RouteError::SubscriptionsUnsupported => rpc_error(
+            ErrorCode::ServerError,
+            format!("MCP server `{server}` does not support resource subscriptions"),
         ),
     }
 }
 
-/// The error for `request` (e.g. "`tools/call` of `echo`") that `server` failed.
-pub(crate) fn service_error(server: &str, request: &str, error: ServiceError) -> ErrorObjectOwned {
-    if let Some(failure) = send_failure(&error) {
-        // A streamable-HTTP server: its own words, never the URL (it may carry a token).
-        return if failure.reason == FailureReason::Unreachable {
-            rpc_error(
-                ErrorCode::ServerNotReady,
-                format!(
-                    "MCP server `{server}` could not be reached during {request}: {}",
-                    failure.message
-                ),
-            )
-        } else {
-            ErrorObjectOwned::owned(
-                ErrorCode::ServerError.code(),
-                format!("MCP server `{server}` failed {request}: {}", failure.message),
-                Some(serde_json::json!({ "failureReason": failure.reason })),
-            )
-        };
-    }
-    match error {
-        ServiceError::McpError(error) => ErrorObjectOwned::owned(
-            ErrorCode::ServerError.code(),
-            format!(
-                "MCP server `{server}` answered {request} with an error: {}",
-                error.message
-            ),
-            Some(serde_json::json!({ "code": error.code.0, "message": error.message, "data": error.data })),
-        ),
-        ServiceError::TransportClosed | ServiceError::TransportSend(_) => rpc_error(
-            ErrorCode::ServerNotReady,
-            format!("MCP server `{server}` went away during {request}: {error}"),
-        ),
-        other => rpc_error(
-            ErrorCode::ServerError,
-            format!("{request} on MCP server `{server}` failed: {other}"),
-        ),
-    }
+/// `error` with `sentence` added to its message (`"…; sentence"`), code and data kept.
+pub(crate) fn with_sentence(error: &ErrorObjectOwned, sentence: &str) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(
+        error.code(),
+        format!("{}; {sentence}", error.message()),
+        error
+            .data()
+            .map(|data| serde_json::from_str::<serde_json::Value>(data.get()).unwrap_or_default()),
+    )
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use corral_protocol::AuthStatus;
-use corral_protocol::config::{Config, HttpConfig};
+use corral_protocol::config::{Config, HttpConfig, ServerConfig, TransportConfig};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -574,6 +574,16 @@ pub async fn auth_client(
             .map_err(|error| anyhow::anyhow!("cannot configure the OAuth client: {error}"))?;
     }
     Ok(Some(AuthClient::new(base, manager)))
+}
+
+/// Whether the config sets `Authorization` itself (a header, static or from the environment, or
+/// `bearer_token_env_var`): then stored OAuth tokens are never used, a login is refused, and the
+/// `authStatus` is `bearerToken`.
+pub(crate) fn explicit_authorization(config: &ServerConfig) -> bool {
+    match &config.transport {
+        TransportConfig::StreamableHttp(http) => crate::transport::http::configures_authorization(http),
+        _ => false,
+    }
 }
 
 /// `authStatus` of an HTTP server, without starting it: an explicit `Authorization` →

@@ -22,7 +22,7 @@
 //! - Resource subscriptions are counted across front-ends: the server is
 //!   subscribed once and unsubscribed when the last front-end lets go.
 //!
-//! Like the event hub, this knows nothing of MCP itself; `mcp_client` and
+//! Like the event hub, this knows nothing of MCP itself; `mcp` and
 //! the `api` handlers use it.
 
 use std::collections::{BTreeSet, HashMap};

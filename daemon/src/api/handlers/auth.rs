@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{parse_params, rpc_error, server_not_found};
-use crate::auth::oauth::{self, LoginTarget};
+use crate::auth::oauth::{self, LoginTarget, explicit_authorization};
 use crate::supervisor::ControlAction;
 
 /// Logins in progress, by server: cancelling one ends its wait.
@@ -48,14 +48,6 @@ impl Logins {
         if pending.get(name).is_some_and(|(current, _)| *current == id) {
             pending.remove(name);
         }
-    }
-}
-
-/// Whether the config sets `Authorization` itself (then stored tokens are never used).
-pub(crate) fn explicit_authorization(config: &ServerConfig) -> bool {
-    match &config.transport {
-        TransportConfig::StreamableHttp(http) => crate::transport::http::configures_authorization(http),
-        _ => false,
     }
 }
 

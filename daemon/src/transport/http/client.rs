@@ -17,11 +17,11 @@ use rmcp::transport::streamable_http_client::{
 use sse_stream::Sse;
 use tokio::sync::mpsc;
 
-use crate::mcp_client::ServerClient;
+use crate::mcp::handler::McpClientHandler;
 
-use super::classify::{HttpFailure, error_chain};
 use super::connect::{RETRY_DELAYS, Session, connect_with};
 use super::headers::Prepared;
+use crate::mcp::classify::{HttpFailure, error_chain};
 
 /// How long connecting (TCP + TLS) may take; the only timeout of the client.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,7 +75,7 @@ impl HttpBackend {
     pub(super) async fn connect(
         &self,
         prepared: &Prepared,
-        handler: ServerClient,
+        handler: McpClientHandler,
         health: mpsc::Sender<HealthSignal>,
     ) -> Result<Session, HttpFailure> {
         match self {

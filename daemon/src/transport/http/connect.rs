@@ -10,14 +10,14 @@ use rmcp::{Peer, RoleClient, ServiceExt as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::mcp_client::ServerClient;
+use crate::mcp::handler::McpClientHandler;
 
-use super::classify::{HttpFailure, classify_initialize, classify_service};
 use super::client::{HealthSignal, HttpBackend, Observed, transport_config};
 use super::headers::Prepared;
+use crate::mcp::classify::{HttpFailure, classify_initialize, classify_service};
 
 /// corrald's MCP session with one server.
-pub(crate) type Session = RunningService<RoleClient, ServerClient>;
+pub(crate) type Session = RunningService<RoleClient, McpClientHandler>;
 
 /// Waits between attempts of `initialize` / `tools/list` after a transient
 /// failure; the last one repeats until the startup deadline.
@@ -32,7 +32,7 @@ pub(crate) const RETRY_DELAYS: [Duration; 4] = [
 pub(crate) async fn connect_with<C>(
     client: C,
     prepared: &Prepared,
-    handler: ServerClient,
+    handler: McpClientHandler,
     health: mpsc::Sender<HealthSignal>,
 ) -> Result<Session, HttpFailure>
 where
@@ -57,7 +57,7 @@ pub(crate) async fn start(
     server: &str,
     backend: &HttpBackend,
     prepared: &Prepared,
-    handler: impl Fn() -> ServerClient,
+    handler: impl Fn() -> McpClientHandler,
     health: mpsc::Sender<HealthSignal>,
     deadline: Instant,
 ) -> Result<(Session, Vec<Tool>), HttpFailure> {
@@ -72,7 +72,7 @@ pub(crate) async fn reconnect(
     server: &str,
     backend: &HttpBackend,
     prepared: &Prepared,
-    handler: impl Fn() -> ServerClient,
+    handler: impl Fn() -> McpClientHandler,
     health: mpsc::Sender<HealthSignal>,
     deadline: Instant,
 ) -> Result<Session, HttpFailure> {

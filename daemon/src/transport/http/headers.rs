@@ -9,7 +9,7 @@ use corral_protocol::FailureReason;
 use corral_protocol::config::HttpConfig;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 
-use super::classify::HttpFailure;
+use crate::mcp::classify::HttpFailure;
 
 /// Headers the MCP transport sets itself; configuring them is refused.
 const RESERVED_HEADERS: [&str; 3] = ["accept", "mcp-session-id", "last-event-id"];

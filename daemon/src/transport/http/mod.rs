@@ -1,6 +1,6 @@
 //! Streamable-HTTP MCP servers: building the request headers, the HTTP
-//! client and rmcp's streamable-HTTP transport, connecting with retries, and
-//! turning transport errors into [`FailureReason`]s.
+//! client and rmcp's streamable-HTTP transport, and connecting with retries.
+//! Its errors are turned into [`FailureReason`]s by `mcp::classify`.
 //!
 //! The lifecycle (starting → ready → reconnect after the server went away)
 //! is `server.rs`'s, shared with stdio servers; this module only knows HTTP.
@@ -23,18 +23,16 @@
 //! with short backoff ([`RETRY_DELAYS`]) until the startup deadline, with a
 //! fresh transport for every `initialize` attempt. Nothing else is replayed
 //! here: `tools/call` and every other request go out once (session recovery
-//! after a 404, which retries once, is `server.rs` + `api`).
+//! after a 404, which retries once, is `server.rs` + `mcp::forward`).
 //!
 //! Invariant: no secret (header value, token) appears in an error message or
 //! a log line; URLs are not quoted either (they may carry a token).
 
-mod classify;
 mod client;
 mod connect;
 mod headers;
 
 // What the rest of the daemon uses; the files are this room's own layout.
-pub(crate) use classify::{HttpFailure, classify_service, is_session_expired, required_scope, send_failure};
 pub(crate) use client::{HealthSignal, HttpBackend};
 pub(crate) use connect::{list_tools, reconnect, start};
 pub(crate) use headers::{Prepared, configures_authorization, prepare};

@@ -1,4 +1,5 @@
-//! The server's answers as it wrote them, for stdio servers.
+//! The tee of a stdio server's wire ([`WireTee`]): the server's answers as
+//! it wrote them, and what rmcp does not say about its stdout.
 //!
 //! rmcp parses every message into its typed model, and a few fields do not
 //! survive the round trip (a `Tool`'s `execution`, which rmcp has no field
@@ -6,7 +7,7 @@
 //! get what the server sent, so corrald tees the server's pipes before rmcp
 //! reads them: the requests corrald writes say which ids to watch (tools,
 //! resources, prompts), and the answers to those ids are kept, bounded, for
-//! the handler that sent the request to take by id. `tools/list` pages are
+//! the sender of the request (`mcp::forward`) to take by id. `tools/list` pages are
 //! gathered into the latest listing, by tool name. Where nothing was kept
 //! (another transport, a message too large), callers fall back to rmcp's
 //! typed value.
@@ -20,6 +21,10 @@
 //! hands notifications to spawned tasks but responses straight to the
 //! waiting request, so a request's last progress could otherwise reach the
 //! front-end after its result.
+//!
+//! Invariants: memory is bounded (ids watched, answers kept, line length);
+//! no line the server wrote is ever quoted in a message or a log (it may
+//! hold anything).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -43,7 +48,7 @@ const KEPT: [&str; 6] = [
     "resources/templates/list",
     "prompts/list",
 ];
-/// `tools/list`: gathered into [`RawWire::tools`] instead.
+/// `tools/list`: gathered into [`WireTee::tools`] instead.
 const TOOLS_LIST: &str = "tools/list";
 /// Requests watched at once; the oldest is forgotten beyond this (its
 /// answer then falls back to rmcp's typed value).
@@ -55,7 +60,7 @@ const MAX_LINE: usize = 64 * 1024 * 1024;
 
 /// Raw answers of one server session.
 #[derive(Debug)]
-pub(crate) struct RawWire {
+pub(crate) struct WireTee {
     state: Mutex<State>,
     /// The server's name, for progress routes.
     server: String,
@@ -124,7 +129,7 @@ struct Named<'a> {
     name: &'a str,
 }
 
-impl RawWire {
+impl WireTee {
     /// The raw wire of a session of `server`; progress goes through `frontends`.
     pub(crate) fn new(server: &str, frontends: Arc<FrontEnds>) -> Self {
         Self {
@@ -299,7 +304,7 @@ impl RawWire {
 /// The MCP progress notification.
 const PROGRESS: &str = "notifications/progress";
 
-impl RawWire {
+impl WireTee {
     /// Route progress to the front-end whose request it is about, now,
     /// before rmcp reads what the server wrote after it.
     fn progress(&self, params: Option<&RawValue>) {
@@ -338,7 +343,7 @@ fn split_lines(line: &mut Vec<u8>, bytes: &[u8], inspect: impl Fn(&[u8])) {
 #[derive(Debug)]
 pub(crate) struct TeeReader<R> {
     inner: R,
-    wire: Arc<RawWire>,
+    wire: Arc<WireTee>,
     line: Vec<u8>,
 }
 
@@ -365,7 +370,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for TeeReader<R> {
 #[derive(Debug)]
 pub(crate) struct TeeWriter<W> {
     inner: W,
-    wire: Arc<RawWire>,
+    wire: Arc<WireTee>,
     line: Vec<u8>,
 }
 
@@ -405,11 +410,11 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for TeeWriter<W> {
 mod tests {
     use super::*;
 
-    fn wire() -> RawWire {
-        RawWire::new("s", Arc::new(FrontEnds::default()))
+    fn wire() -> WireTee {
+        WireTee::new("s", Arc::new(FrontEnds::default()))
     }
 
-    fn feed(wire: &RawWire, sent: &str, received: &str) {
+    fn feed(wire: &WireTee, sent: &str, received: &str) {
         wire.sent(sent.as_bytes());
         wire.received(received.as_bytes());
     }

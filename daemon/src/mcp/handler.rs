@@ -8,7 +8,7 @@
 //!   server, seq-numbered like every other;
 //! - progress goes to the connection whose request it is about;
 //! - `elicitation/create` and `sampling/createMessage` are forwarded to the
-//!   front-end whose call asked, if it can answer them (see `frontends`), and
+//!   front-end whose call asked, if it can answer them (see `hub::routes`), and
 //!   declined otherwise; an unanswered one is withdrawn after the answer
 //!   deadline and answered as cancelled; `roots/list` is answered from the
 //!   server's `roots` config.
@@ -41,7 +41,7 @@ use crate::hub::routes::{Caller, Capability};
 
 /// The MCP client handler of one server's session.
 #[derive(Debug, Clone)]
-pub(crate) struct ServerClient {
+pub(crate) struct McpClientHandler {
     name: String,
     events: Arc<EventHub>,
     /// Tells the server's task that the tool list changed (capacity 1: coalesced).
@@ -52,7 +52,7 @@ pub(crate) struct ServerClient {
     progress_from_wire: bool,
 }
 
-impl ServerClient {
+impl McpClientHandler {
     /// A handler for server `name`; tool list changes go to `tools_changed`.
     pub(crate) fn new(name: String, events: Arc<EventHub>, tools_changed: mpsc::Sender<()>) -> Self {
         Self {
@@ -64,7 +64,7 @@ impl ServerClient {
         }
     }
 
-    /// The session's pipes are teed (`raw::RawWire`), which routes progress itself.
+    /// The session's pipes are teed ([`WireTee`](super::wire_tee::WireTee)), which routes progress itself.
     pub(crate) fn progress_from_wire(mut self) -> Self {
         self.progress_from_wire = true;
         self
@@ -188,7 +188,7 @@ pub(crate) fn client_config(offer_roots: bool) -> ClientConfig {
     ClientConfig::new(capabilities, Implementation::new("corrald", env!("CARGO_PKG_VERSION")))
 }
 
-impl ClientHandler for ServerClient {
+impl ClientHandler for McpClientHandler {
     fn get_info(&self) -> ClientConfig {
         client_config(self.roots.is_some())
     }

@@ -1,5 +1,14 @@
-//! Turning rmcp's and reqwest's errors into a [`FailureReason`] and a
-//! sentence without the URL ([`HttpFailure`]).
+//! What a failed exchange with a server means: rmcp's errors (and, under
+//! them, the streamable-HTTP transport's `reqwest` errors) turned into a
+//! [`FailureReason`] and a sentence without the URL ([`HttpFailure`]), and
+//! the facts the callers decide on: retry or not (`HttpFailure::retryable`), the
+//! session expired (HTTP 404, [`is_session_expired`]), a scope is missing
+//! (HTTP 403, [`required_scope`]).
+//!
+//! Where rmcp's errors are classified: the transports use it for
+//! `initialize` and their probes, `forward` for a front-end's request.
+//!
+//! Invariant: no message quotes a URL (it may carry a token) or a secret.
 
 use corral_protocol::FailureReason;
 use rmcp::ServiceError;
@@ -248,7 +257,7 @@ fn parse_status(text: &str) -> Option<u16> {
 }
 
 /// An error and its causes, `: `-joined.
-pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -1,0 +1,23 @@
+//! Everything that speaks MCP to a server, on corrald's client side of
+//! each session:
+//! - `classify`: what a failed exchange means (a failure reason, a
+//!   sentence without secrets, retry or not);
+//! - `forward`: a front-end's request, sent on to one server (one function
+//!   per method, the one retry after an expired session, cancel on drop),
+//!   answered with the server's JSON or a plain `route::RouteError`;
+//! - `handler`: how corrald introduces itself at `initialize` and what it
+//!   does with a server's notifications and requests;
+//! - [`route`]: the way in to a ready session, as types (what the
+//!   supervisor hands out for a request);
+//! - `wire_tee`: a stdio server's answers as it wrote them, read beside
+//!   rmcp's typed model.
+//!
+//! With `transport/` and `auth/`, this is where rmcp is used; the front-end
+//! API (`api/`) never is. This room depends only on `hub` (the way out to
+//! front-ends) and the protocol crate.
+
+pub(crate) mod classify;
+pub(crate) mod forward;
+pub(crate) mod handler;
+pub mod route;
+pub(crate) mod wire_tee;
