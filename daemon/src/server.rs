@@ -52,13 +52,11 @@ use corral_protocol::{
 };
 use process_wrap::tokio::ChildWrapper;
 use rmcp::model::Tool;
-use rmcp::service::RunningService;
 use rmcp::{Peer, RoleClient, ServiceExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::credentials::{CredentialState, Credentials};
-use crate::builtin::CorralServer;
 use crate::hub::events::EventHub;
 use crate::mcp_client::ServerClient;
 use crate::process::cgroup;
@@ -66,7 +64,9 @@ use crate::process::reaper;
 use crate::process::scan;
 use crate::process::teardown::{TeardownPolicy, describe_exit, reap_adopted, teardown};
 use crate::raw::RawWire;
+use crate::transport::McpSession as Session;
 use crate::transport::http::{self, HttpBackend, HttpFailure};
+use crate::transport::in_process::{self, InProcessFailure, InProcessServer};
 use crate::transport::stdio::{self, LaunchError, StderrTail};
 
 /// The state of one server, written only by its task.
@@ -198,8 +198,8 @@ pub(crate) struct ServerHandle {
 pub(crate) enum Launcher {
     /// Its config: a stdio child process or a streamable-HTTP server.
     Config,
-    /// The built-in server, in-process.
-    BuiltIn(CorralServer),
+    /// A server inside corrald (the built-in one), served over an in-memory pipe.
+    InProcess(Arc<dyn InProcessServer>),
 }
 
 /// How a server task begins.
@@ -326,9 +326,6 @@ enum RunEnd {
     Shutdown,
 }
 
-/// corrald's MCP session with one server.
-type Session = RunningService<RoleClient, ServerClient>;
-
 /// A running MCP session with its process.
 struct Running {
     service: Session,
@@ -434,9 +431,9 @@ impl ServerTask {
         if let Some(reply) = reply_when_starting {
             let _ = reply.send(());
         }
-        if let Launcher::BuiltIn(server) = &self.launcher {
+        if let Launcher::InProcess(server) = &self.launcher {
             let server = server.clone();
-            return self.run_builtin(server).await;
+            return self.run_in_process(server.as_ref()).await;
         }
         let stdio_config = match &self.config.transport {
             TransportConfig::Stdio(stdio_config) => stdio_config,
@@ -960,44 +957,26 @@ impl ServerTask {
         });
     }
 
-    /// One run of the built-in server: in-process, over an in-memory duplex.
-    async fn run_builtin(&mut self, server: CorralServer) -> RunEnd {
-        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-        let server_task = self.tracker.spawn(async move {
-            match server.serve(server_io).await {
-                Ok(running) => {
-                    let _ = running.waiting().await;
-                }
-                Err(error) => tracing::warn!(%error, "the built-in server did not start"),
-            }
-        });
+    /// One run of an in-process server (the built-in one), over an in-memory duplex.
+    async fn run_in_process(&mut self, server: &dyn InProcessServer) -> RunEnd {
         // The built-in's tools never change: nobody listens for that.
         let (tools_changed, _) = mpsc::channel(1);
         let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed);
-        let startup = async {
-            let service = handler
-                .serve(client_io)
-                .await
-                .map_err(|error| format!("initialize failed: {error}"))?;
-            let tools = service
-                .peer()
-                .list_all_tools()
-                .await
-                .map_err(|error| format!("tools/list failed: {error}"))?;
-            Ok::<_, String>((service, tools))
-        };
-        let (mut service, tools) = match tokio::time::timeout(self.config.startup_timeout, startup).await {
-            Ok(Ok(ready)) => ready,
-            Ok(Err(error)) => {
-                server_task.abort();
+        let started = in_process::start(server, handler, &self.tracker, self.config.startup_timeout).await;
+        let in_process::InProcessStarted {
+            mut service,
+            tools,
+            server: server_task,
+        } = match started {
+            Ok(started) => started,
+            Err(InProcessFailure::Protocol(error)) => {
                 self.fail(
                     FailureReason::ProtocolError,
                     format!("built-in server `{}`: {error}", self.name),
                 );
                 return RunEnd::StartupFailed;
             }
-            Err(_) => {
-                server_task.abort();
+            Err(InProcessFailure::TimedOut) => {
                 self.fail(
                     FailureReason::StartupTimeout,
                     format!("built-in server `{}` did not start", self.name),
@@ -1008,7 +987,7 @@ impl ServerTask {
         self.mark_ready(&service, tools, None);
         let end = next_interruption(&mut self.commands, &self.shutdown).await;
         let _ = service.close_with_timeout(Duration::from_secs(1)).await;
-        server_task.abort();
+        drop(server_task);
         self.state.send_modify(|state| {
             state.ready_since = None;
             state.public.tool_count = None;

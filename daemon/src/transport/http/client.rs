@@ -18,9 +18,10 @@ use sse_stream::Sse;
 use tokio::sync::mpsc;
 
 use crate::mcp_client::ServerClient;
+use crate::transport::McpSession;
 
 use super::classify::{HttpFailure, error_chain};
-use super::connect::{RETRY_DELAYS, Session, connect_with};
+use super::connect::{RETRY_DELAYS, connect_with};
 use super::headers::Prepared;
 
 /// How long connecting (TCP + TLS) may take; the only timeout of the client.
@@ -77,7 +78,7 @@ impl HttpBackend {
         prepared: &Prepared,
         handler: ServerClient,
         health: mpsc::Sender<HealthSignal>,
-    ) -> Result<Session, HttpFailure> {
+    ) -> Result<McpSession, HttpFailure> {
         match self {
             Self::Plain(client) => connect_with(client.clone(), prepared, handler, health).await,
             Self::OAuth(client) => connect_with(client.clone(), prepared, handler, health).await,
