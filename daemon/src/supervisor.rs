@@ -20,7 +20,7 @@ use crate::auth::credentials::Credentials;
 use crate::hub::events::EventHub;
 use crate::process::reaper::Registry;
 use crate::raw::RawWire;
-use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
+use crate::server::{self, Launcher, ServerCommand, ServerHandle, ServerSpec, SessionRecovery};
 use crate::transport::in_process::InProcessServer;
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
@@ -395,17 +395,17 @@ impl SupervisorActor {
 impl SupervisorActor {
     /// Spawn a config server's task; it starts at once if enabled.
     fn start_config_server(&mut self, config: ServerConfig) {
-        let handle = server::spawn(
-            config.clone(),
-            identity(&config, ServerOrigin::Config),
-            Launcher::Config,
-            server::Autostart::IfEnabled,
-            self.events.clone(),
-            self.credentials.clone(),
-            self.processes.clone(),
-            self.shutdown.child_token(),
-            &self.tracker,
-        );
+        let spec = ServerSpec {
+            identity: identity(&config, ServerOrigin::Config),
+            config: config.clone(),
+            launcher: Launcher::Config,
+            autostart: server::Autostart::IfEnabled,
+            events: self.events.clone(),
+            credentials: self.credentials.clone(),
+            processes: self.processes.clone(),
+            shutdown: self.shutdown.child_token(),
+        };
+        let handle = server::spawn(spec, &self.tracker);
         let entry = ServerEntry {
             handle,
             origin: ServerOrigin::Config,
@@ -592,14 +592,16 @@ pub fn spawn(
             Ok(config) => {
                 let entry = ServerEntry {
                     handle: server::spawn(
-                        config.clone(),
-                        identity(&config, ServerOrigin::BuiltIn),
-                        Launcher::InProcess(server),
-                        server::Autostart::IfEnabled,
-                        events.clone(),
-                        None,
-                        actor.processes.clone(),
-                        actor.shutdown.child_token(),
+                        ServerSpec {
+                            identity: identity(&config, ServerOrigin::BuiltIn),
+                            config,
+                            launcher: Launcher::InProcess(server),
+                            autostart: server::Autostart::IfEnabled,
+                            events: events.clone(),
+                            credentials: None,
+                            processes: actor.processes.clone(),
+                            shutdown: actor.shutdown.child_token(),
+                        },
                         tracker,
                     ),
                     origin: ServerOrigin::BuiltIn,
@@ -710,17 +712,17 @@ impl SupervisorActor {
                 let name = config.name.clone();
                 // Idle until the add handler's start command: one trigger, one launch.
                 let session_identity = identity(&config, ServerOrigin::Session);
-                let handle = server::spawn(
-                    *config,
-                    session_identity,
-                    Launcher::Config,
-                    server::Autostart::Never,
-                    self.events.clone(),
-                    self.credentials.clone(),
-                    self.processes.clone(),
-                    self.shutdown.child_token(),
-                    &self.tracker,
-                );
+                let spec = ServerSpec {
+                    config: *config,
+                    identity: session_identity,
+                    launcher: Launcher::Config,
+                    autostart: server::Autostart::Never,
+                    events: self.events.clone(),
+                    credentials: self.credentials.clone(),
+                    processes: self.processes.clone(),
+                    shutdown: self.shutdown.child_token(),
+                };
+                let handle = server::spawn(spec, &self.tracker);
                 let entry = ServerEntry {
                     handle,
                     origin: ServerOrigin::Session,

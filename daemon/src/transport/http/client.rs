@@ -56,7 +56,7 @@ pub(crate) enum HttpBackend {
 impl HttpBackend {
     /// A plain client for a server. It has a connect timeout but no overall
     /// request timeout, which would cut the long-lived SSE `GET` short.
-    /// `server.rs` wraps it in rmcp's `AuthClient` ([`HttpBackend::OAuth`])
+    /// The server task wraps it in rmcp's `AuthClient` ([`HttpBackend::OAuth`])
     /// when the server has stored OAuth credentials and its config sets no
     /// `Authorization` of its own.
     pub(crate) fn plain() -> Result<Self, HttpFailure> {
@@ -88,7 +88,7 @@ impl HttpBackend {
 
 /// rmcp's transport config for a server: our headers, and no transparent
 /// re-initialization (a 404 reaches us, so that recovery is exactly ours: one
-/// rebuild and one retry, see `server.rs`).
+/// rebuild and one retry, see `session` and `server`).
 pub(super) fn transport_config(
     prepared: &Prepared,
     health: mpsc::Sender<HealthSignal>,
