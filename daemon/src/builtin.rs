@@ -3,12 +3,17 @@
 //!
 //! It runs in-process on rmcp's server side and is served over an in-memory
 //! duplex (no child process), under the same lifecycle task as every other
-//! server, so listing, calling and status work the same way.
+//! server, so listing, calling and status work the same way. Boot injects it
+//! ([`injected`]): the supervisor and the server task know it only as a
+//! [`InProcessServer`], so this module is the only one that depends on both
+//! the supervisor and the server it runs under.
 //!
 //! Tools: `list_servers` (every server and its status), `server_status`
 //! (everything about one server, with its stderr tail), `recent_events`
 //! (the latest daemon notifications).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use corral_protocol::McpServerStatus;
@@ -20,9 +25,11 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 use serde_json::{Value, json};
+use tokio::io::DuplexStream;
 
 use crate::hub::events::EventHub;
 use crate::supervisor::SupervisorHandle;
+use crate::transport::in_process::InProcessServer;
 
 /// Name of the built-in server.
 pub(crate) const NAME: &str = "corral";
@@ -37,11 +44,29 @@ pub(crate) struct CorralServer {
     events: Arc<EventHub>,
 }
 
-impl CorralServer {
-    pub(crate) fn new(supervisor: SupervisorHandle, events: Arc<EventHub>) -> Self {
-        Self { supervisor, events }
-    }
+/// The built-in server as the supervisor takes it at boot: its name and the server.
+pub(crate) fn injected(
+    supervisor: SupervisorHandle,
+    events: Arc<EventHub>,
+) -> (&'static str, Arc<dyn InProcessServer>) {
+    (NAME, Arc::new(CorralServer { supervisor, events }))
+}
 
+impl InProcessServer for CorralServer {
+    fn serve(&self, io: DuplexStream) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let server = self.clone();
+        Box::pin(async move {
+            match rmcp::ServiceExt::serve(server, io).await {
+                Ok(running) => {
+                    let _ = running.waiting().await;
+                }
+                Err(error) => tracing::warn!(%error, "the built-in server did not start"),
+            }
+        })
+    }
+}
+
+impl CorralServer {
     async fn servers(&self) -> Result<Vec<McpServerStatus>, ErrorData> {
         self.supervisor
             .list()

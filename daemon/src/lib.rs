@@ -173,7 +173,11 @@ pub async fn run(
     events.frontends().set_answer_deadline(options.answer_deadline);
     let supervisor = supervisor::spawn(
         &config,
-        options.builtin_server,
+        |supervisor| {
+            options
+                .builtin_server
+                .then(|| builtin::injected(supervisor, events.clone()))
+        },
         &events,
         Some(credentials.clone()),
         processes.clone(),

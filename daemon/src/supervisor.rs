@@ -15,11 +15,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::credentials::Credentials;
-use crate::builtin;
 use crate::hub::events::EventHub;
 use crate::mcp::route::{CallTarget, NotAvailable, TargetSet};
 use crate::process::reaper::Registry;
-use crate::server::{self, Launcher, ServerCommand, ServerHandle};
+use crate::server::{self, Launcher, ServerCommand, ServerHandle, ServerSpec};
+use crate::transport::in_process::InProcessServer;
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
 #[derive(Debug)]
@@ -352,17 +352,17 @@ impl SupervisorActor {
 impl SupervisorActor {
     /// Spawn a config server's task; it starts at once if enabled.
     fn start_config_server(&mut self, config: ServerConfig) {
-        let handle = server::spawn(
-            config.clone(),
-            identity(&config, ServerOrigin::Config),
-            Launcher::Config,
-            server::Autostart::IfEnabled,
-            self.events.clone(),
-            self.credentials.clone(),
-            self.processes.clone(),
-            self.shutdown.child_token(),
-            &self.tracker,
-        );
+        let spec = ServerSpec {
+            identity: identity(&config, ServerOrigin::Config),
+            config: config.clone(),
+            launcher: Launcher::Config,
+            autostart: server::Autostart::IfEnabled,
+            events: self.events.clone(),
+            credentials: self.credentials.clone(),
+            processes: self.processes.clone(),
+            shutdown: self.shutdown.child_token(),
+        };
+        let handle = server::spawn(spec, &self.tracker);
         let entry = ServerEntry {
             handle,
             origin: ServerOrigin::Config,
@@ -506,9 +506,13 @@ fn stop_and_forget(entry: ServerEntry) -> oneshot::Receiver<()> {
 const COMMAND_QUEUE: usize = 256;
 
 /// Start the supervisor for `config`; it runs until `shutdown` is cancelled.
+///
+/// `builtin` gets the supervisor's handle and returns the built-in server
+/// (its name and the in-process server), or `None` when it is turned off:
+/// boot injects it, so the supervisor knows it only as an [`InProcessServer`].
 pub fn spawn(
     config: &Config,
-    builtin_server: bool,
+    builtin: impl FnOnce(SupervisorHandle) -> Option<(&'static str, Arc<dyn InProcessServer>)>,
     events: &Arc<EventHub>,
     credentials: Option<Credentials>,
     processes: Arc<Registry>,
@@ -535,36 +539,35 @@ pub fn spawn(
     for server in config.servers.values() {
         actor.start_config_server(server.clone());
     }
-    if !builtin_server {
-        tracing::info!("the built-in server is turned off");
-    } else if actor.servers.contains_key(builtin::NAME) {
-        tracing::warn!(
-            server = builtin::NAME,
+    match builtin(handle.clone()) {
+        None => tracing::info!("the built-in server is turned off"),
+        Some((name, _)) if actor.servers.contains_key(name) => tracing::warn!(
+            server = name,
             "the config defines a server named like the built-in one; the built-in server is not started"
-        );
-    } else {
-        match builtin_config() {
+        ),
+        Some((name, server)) => match builtin_config(name) {
             Ok(config) => {
-                let server = builtin::CorralServer::new(handle.clone(), events.clone());
                 let entry = ServerEntry {
                     handle: server::spawn(
-                        config.clone(),
-                        identity(&config, ServerOrigin::BuiltIn),
-                        Launcher::BuiltIn(server),
-                        server::Autostart::IfEnabled,
-                        events.clone(),
-                        None,
-                        actor.processes.clone(),
-                        actor.shutdown.child_token(),
+                        ServerSpec {
+                            identity: identity(&config, ServerOrigin::BuiltIn),
+                            config,
+                            launcher: Launcher::InProcess(server),
+                            autostart: server::Autostart::IfEnabled,
+                            events: events.clone(),
+                            credentials: None,
+                            processes: actor.processes.clone(),
+                            shutdown: actor.shutdown.child_token(),
+                        },
                         tracker,
                     ),
                     origin: ServerOrigin::BuiltIn,
                     owner: None,
                 };
-                actor.servers.insert(builtin::NAME.to_owned(), entry);
+                actor.servers.insert(name.to_owned(), entry);
             }
             Err(problems) => tracing::error!(?problems, "cannot set up the built-in server"),
-        }
+        },
     }
     tracker.spawn(actor.run());
     handle
@@ -572,8 +575,8 @@ pub fn spawn(
 
 /// The built-in server's settings: the defaults of a config entry (its
 /// `command` is never run: the built-in's launcher is in-process).
-fn builtin_config() -> Result<ServerConfig, Vec<corral_protocol::config::ConfigProblem>> {
-    corral_protocol::config::parse_server_json(builtin::NAME, &serde_json::json!({ "command": "corrald" }))
+fn builtin_config(name: &str) -> Result<ServerConfig, Vec<corral_protocol::config::ConfigProblem>> {
+    corral_protocol::config::parse_server_json(name, &serde_json::json!({ "command": "corrald" }))
 }
 
 impl SupervisorActor {
@@ -666,17 +669,17 @@ impl SupervisorActor {
                 let name = config.name.clone();
                 // Idle until the add handler's start command: one trigger, one launch.
                 let session_identity = identity(&config, ServerOrigin::Session);
-                let handle = server::spawn(
-                    *config,
-                    session_identity,
-                    Launcher::Config,
-                    server::Autostart::Never,
-                    self.events.clone(),
-                    self.credentials.clone(),
-                    self.processes.clone(),
-                    self.shutdown.child_token(),
-                    &self.tracker,
-                );
+                let spec = ServerSpec {
+                    config: *config,
+                    identity: session_identity,
+                    launcher: Launcher::Config,
+                    autostart: server::Autostart::Never,
+                    events: self.events.clone(),
+                    credentials: self.credentials.clone(),
+                    processes: self.processes.clone(),
+                    shutdown: self.shutdown.child_token(),
+                };
+                let handle = server::spawn(spec, &self.tracker);
                 let entry = ServerEntry {
                     handle,
                     origin: ServerOrigin::Session,

@@ -1,5 +1,5 @@
 //! The in-process test tier: the front-end API served over
-//! `tokio::io::duplex` by a real supervisor (built-in server off, stdio
+//! `tokio::io::duplex` by a real supervisor (no built-in server, stdio
 //! servers only as config entries that are never started), with no socket,
 //! no child process and no D-Bus, so protocol-level cases (framing, batches,
 //! the handshake rules, error codes) run in milliseconds. The end-to-end
@@ -59,7 +59,7 @@ impl InProcessDaemon {
         let events = Arc::new(EventHub::new(crate::EVENT_HISTORY));
         let supervisor = crate::supervisor::spawn(
             &config,
-            false,
+            |_| None,
             &events,
             None,
             crate::process::reaper::Registry::without_record(),

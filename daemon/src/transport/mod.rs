@@ -1,6 +1,17 @@
 //! How corrald reaches an MCP server: a child process over stdio
-//! ([`stdio`]) or streamable HTTP (`http`). The lifecycle around a
-//! transport is `server`'s, the same for every transport.
+//! ([`stdio`]), streamable HTTP (`http`), or a server inside corrald
+//! ([`in_process`]). The lifecycle around a transport is `server`'s, the
+//! same for every transport: the functions here return values (a started
+//! session or a failure) and never write a server's state.
 
 pub(crate) mod http;
+pub mod in_process;
 pub mod stdio;
+
+use rmcp::RoleClient;
+use rmcp::service::RunningService;
+
+use crate::mcp::handler::McpClientHandler;
+
+/// corrald's MCP session with one server, whatever the transport.
+pub(crate) type McpSession = RunningService<RoleClient, McpClientHandler>;

@@ -18,8 +18,9 @@ use sse_stream::Sse;
 use tokio::sync::mpsc;
 
 use crate::mcp::handler::McpClientHandler;
+use crate::transport::McpSession;
 
-use super::connect::{RETRY_DELAYS, Session, connect_with};
+use super::connect::{RETRY_DELAYS, connect_with};
 use super::headers::Prepared;
 use crate::mcp::classify::{HttpFailure, error_chain};
 
@@ -55,7 +56,7 @@ pub(crate) enum HttpBackend {
 impl HttpBackend {
     /// A plain client for a server. It has a connect timeout but no overall
     /// request timeout, which would cut the long-lived SSE `GET` short.
-    /// `server.rs` wraps it in rmcp's `AuthClient` ([`HttpBackend::OAuth`])
+    /// The server task wraps it in rmcp's `AuthClient` ([`HttpBackend::OAuth`])
     /// when the server has stored OAuth credentials and its config sets no
     /// `Authorization` of its own.
     pub(crate) fn plain() -> Result<Self, HttpFailure> {
@@ -77,7 +78,7 @@ impl HttpBackend {
         prepared: &Prepared,
         handler: McpClientHandler,
         health: mpsc::Sender<HealthSignal>,
-    ) -> Result<Session, HttpFailure> {
+    ) -> Result<McpSession, HttpFailure> {
         match self {
             Self::Plain(client) => connect_with(client.clone(), prepared, handler, health).await,
             Self::OAuth(client) => connect_with(client.clone(), prepared, handler, health).await,
@@ -87,7 +88,7 @@ impl HttpBackend {
 
 /// rmcp's transport config for a server: our headers, and no transparent
 /// re-initialization (a 404 reaches us, so that recovery is exactly ours: one
-/// rebuild and one retry, see `server.rs`).
+/// rebuild and one retry, see `session` and `server`).
 pub(super) fn transport_config(
     prepared: &Prepared,
     health: mpsc::Sender<HealthSignal>,

@@ -4,20 +4,17 @@
 use std::time::Duration;
 
 use rmcp::model::Tool;
-use rmcp::service::RunningService;
 use rmcp::transport::streamable_http_client::{StreamableHttpClient, StreamableHttpClientTransport};
 use rmcp::{Peer, RoleClient, ServiceExt as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::mcp::handler::McpClientHandler;
+use crate::transport::McpSession;
 
 use super::client::{HealthSignal, HttpBackend, Observed, transport_config};
 use super::headers::Prepared;
 use crate::mcp::classify::{HttpFailure, classify_initialize, classify_service};
-
-/// corrald's MCP session with one server.
-pub(crate) type Session = RunningService<RoleClient, McpClientHandler>;
 
 /// Waits between attempts of `initialize` / `tools/list` after a transient
 /// failure; the last one repeats until the startup deadline.
@@ -34,7 +31,7 @@ pub(crate) async fn connect_with<C>(
     prepared: &Prepared,
     handler: McpClientHandler,
     health: mpsc::Sender<HealthSignal>,
-) -> Result<Session, HttpFailure>
+) -> Result<McpSession, HttpFailure>
 where
     C: StreamableHttpClient + Sync,
     C::Error: 'static,
@@ -60,7 +57,7 @@ pub(crate) async fn start(
     handler: impl Fn() -> McpClientHandler,
     health: mpsc::Sender<HealthSignal>,
     deadline: Instant,
-) -> Result<(Session, Vec<Tool>), HttpFailure> {
+) -> Result<(McpSession, Vec<Tool>), HttpFailure> {
     let service = reconnect(server, backend, prepared, handler, health, deadline).await?;
     let tools = list_tools(server, service.peer(), deadline).await?;
     Ok((service, tools))
@@ -75,7 +72,7 @@ pub(crate) async fn reconnect(
     handler: impl Fn() -> McpClientHandler,
     health: mpsc::Sender<HealthSignal>,
     deadline: Instant,
-) -> Result<Session, HttpFailure> {
+) -> Result<McpSession, HttpFailure> {
     with_retries(server, "initialize", deadline, || {
         backend.connect(prepared, handler(), health.clone())
     })

@@ -3,14 +3,15 @@
 //! Its errors are turned into [`FailureReason`]s by `mcp::classify`.
 //!
 //! The lifecycle (starting → ready → reconnect after the server went away)
-//! is `server.rs`'s, shared with stdio servers; this module only knows HTTP.
+//! is `server`'s, shared with stdio servers; this module only knows HTTP:
+//! `session` opens, renews and probes sessions and returns what happened.
 //!
 //! **The seam for authentication.** Everything here is generic over rmcp's
 //! [`StreamableHttpClient`]; which client a server gets is decided in one
 //! place, [`HttpBackend`]: a plain `reqwest::Client` with no global timeout
 //! (a timeout would cut the long-lived SSE `GET`, [`HttpBackend::plain`]),
 //! or rmcp's OAuth-managed `AuthClient<reqwest::Client>` (whose error type
-//! is also `reqwest::Error`), chosen in `server.rs::run_http` when stored
+//! is also `reqwest::Error`), chosen by the server task when stored
 //! credentials exist; [`HttpBackend::connect`] dispatches both to the same
 //! generic [`connect_with`].
 //! Static headers, env headers and a bearer env var are resolved by
@@ -23,7 +24,7 @@
 //! with short backoff ([`RETRY_DELAYS`]) until the startup deadline, with a
 //! fresh transport for every `initialize` attempt. Nothing else is replayed
 //! here: `tools/call` and every other request go out once (session recovery
-//! after a 404, which retries once, is `server.rs` + `mcp::forward`).
+//! after a 404, which retries once, is `server::session` + `mcp::forward`).
 //!
 //! Invariant: no secret (header value, token) appears in an error message or
 //! a log line; URLs are not quoted either (they may carry a token).
@@ -31,8 +32,10 @@
 mod client;
 mod connect;
 mod headers;
+mod session;
 
 // What the rest of the daemon uses; the files are this room's own layout.
 pub(crate) use client::{HealthSignal, HttpBackend};
-pub(crate) use connect::{list_tools, reconnect, start};
+pub(crate) use connect::list_tools;
 pub(crate) use headers::{Prepared, configures_authorization, prepare};
+pub(crate) use session::{ConnectionSpec, HttpConnection, Probe, probe};

@@ -1,16 +1,19 @@
 //! Stdio MCP servers: the child process (`launch`, the one audited place
-//! that starts a server), its stderr (`stderr`), and the OAuth opener
-//! (`opener`, the other spawn point).
+//! that starts a server), its stderr (`stderr`), starting a server and
+//! tearing its run down as values the server task acts on (`start`), and
+//! the OAuth opener (`opener`, the other spawn point).
 //!
 //! Callers use the items re-exported here: the files are this room's own
 //! layout.
 
 mod launch;
 mod opener;
+mod start;
 mod stderr;
 
 pub use launch::{DEFAULT_ENV_VARS, LaunchError, Launched, child_env, launch, resolve_program, working_directory};
 #[cfg(windows)]
 pub use opener::shell_open_url;
 pub use opener::spawn_opener;
+pub(crate) use start::{LaunchSpec, ServerProcess, StartFailure, Startup, launch_process};
 pub use stderr::{StderrTail, drain_stderr};

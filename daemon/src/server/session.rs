@@ -1,0 +1,125 @@
+//! What a server task owns while its server is ready: the MCP session and what its
+//! transport needs alongside it ([`ReadySession`]), and the events the task's one ready
+//! loop waits for ([`TaskEvent`]).
+//!
+//! Every transport's ready phase is the same loop over [`TaskEvent`]s; a transport only adds
+//! the events it can produce ([`ReadySession::transport_event`]): a stdio server's process
+//! exit or closed stdout, a streamable-HTTP server's health signals and session-recovery
+//! requests; an in-process server adds none.
+//!
+//! A streamable-HTTP session can expire (HTTP 404) under a front-end's request:
+//! [`SessionRecovery`] is how that request asks the task for a new session, answered by the
+//! ready loop ([`TaskEvent::Recovery`]).
+//!
+//! Invariant: a [`ReadySession`] is ended exactly once, by the task (`ServerTask::end_session`),
+//! which also forgets the session in the server's state.
+
+use std::sync::Arc;
+
+use rmcp::model::Tool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::mcp::wire_tee::WireTee;
+use crate::transport::McpSession;
+use crate::transport::http::{HealthSignal, HttpConnection};
+use crate::transport::in_process::InProcessRun;
+use crate::transport::stdio::ServerProcess;
+
+use super::task::RunEnd;
+pub(crate) use crate::mcp::route::{RecoveryRequest, SessionRecovery};
+
+/// A ready server: its MCP session and what its transport keeps with it.
+pub(super) struct ReadySession {
+    /// corrald's side of the MCP session.
+    pub(super) service: McpSession,
+    /// What the transport keeps while the session lives.
+    pub(super) transport: ReadyTransport,
+}
+
+/// What each transport keeps while its server is ready.
+pub(super) enum ReadyTransport {
+    /// A child process over stdio.
+    Stdio(StdioRun),
+    /// A streamable-HTTP server.
+    Http(HttpRun),
+    /// A server inside corrald; dropping it ends the server's side.
+    InProcess(InProcessRun),
+}
+
+/// A ready stdio server's process and pipes.
+pub(super) struct StdioRun {
+    /// The run's process tree.
+    pub(super) process: ServerProcess,
+    /// Cancelled when the server closes its stdout (the MCP transport).
+    pub(super) stdout_closed: CancellationToken,
+    /// The session's answers as the server wrote them.
+    pub(super) raw: Arc<WireTee>,
+}
+
+/// A ready streamable-HTTP server's way to renew its session, and what it reports.
+pub(super) struct HttpRun {
+    /// Opens new sessions (after a 404).
+    pub(super) connection: HttpConnection,
+    /// The transport's health signals.
+    pub(super) health: mpsc::Receiver<HealthSignal>,
+    /// Requests for a new session from front-end requests that found the session expired.
+    pub(super) recovery: mpsc::Receiver<RecoveryRequest>,
+    /// The sending side handed out with every session (in `ServerState::session_recovery`).
+    pub(super) recovery_tx: mpsc::Sender<RecoveryRequest>,
+    /// Which session is current: bumped with every renewal.
+    pub(super) generation: u64,
+}
+
+impl HttpRun {
+    /// Forget what the transport reported before now: it is about an old session, or
+    /// trouble seen while connecting.
+    pub(super) fn forget_health(&mut self) {
+        while self.health.try_recv().is_ok() {}
+    }
+}
+
+/// What the ready loop of a server task reacts to.
+#[derive(Debug)]
+pub(super) enum TaskEvent {
+    /// A stop or restart command, or the daemon shutting down: the run ends.
+    Interrupted(RunEnd),
+    /// The server said its tools changed.
+    ToolsChanged,
+    /// The tools re-listed after that (or why re-listing failed).
+    Relisted(Result<Vec<Tool>, String>),
+    /// The stdio server's process exited.
+    ProcessExited(std::io::Result<std::process::ExitStatus>),
+    /// The stdio server closed its stdout while its process may run on.
+    StdoutClosed,
+    /// The streamable-HTTP transport reported trouble.
+    Health(HealthSignal),
+    /// A front-end request found the streamable-HTTP session expired.
+    Recovery(RecoveryRequest),
+}
+
+impl ReadySession {
+    /// The next event of the transport itself (never, for an in-process server).
+    /// Cancel-safe (used inside `select!`). A process exit wins over a closed stdout
+    /// noticed in the same poll.
+    pub(super) async fn transport_event(&mut self) -> TaskEvent {
+        match &mut self.transport {
+            ReadyTransport::Stdio(run) => tokio::select! {
+                biased;
+                status = run.process.exited() => TaskEvent::ProcessExited(status),
+                () = run.stdout_closed.cancelled() => TaskEvent::StdoutClosed,
+            },
+            ReadyTransport::Http(run) => tokio::select! {
+                Some(signal) = run.health.recv() => TaskEvent::Health(signal),
+                Some(request) = run.recovery.recv() => TaskEvent::Recovery(request),
+                else => std::future::pending().await,
+            },
+            ReadyTransport::InProcess(_) => std::future::pending().await,
+        }
+    }
+
+    /// Whether the server is reached over streamable HTTP.
+    pub(super) fn is_http(&self) -> bool {
+        matches!(self.transport, ReadyTransport::Http(_))
+    }
+}
