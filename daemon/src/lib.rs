@@ -112,6 +112,7 @@ pub async fn run(
     // (reload) too, whose default action would kill the daemon.
     let mut signals = ShutdownSignals::install()?;
     let mut reload_signals = ReloadSignals::install()?;
+    let notifier = service::Notifier::start();
     // Before anything is opened: the connection cap is derived from it.
     let open_files = api::raise_open_file_limit();
     tracing::debug!(?open_files, "open-file limit");
@@ -174,15 +175,16 @@ pub async fn run(
         &tracker,
     );
     let (config_error_sender, config_error) = tokio::sync::watch::channel(config_error);
-    let (reloader, reload) = crate::config::reload::prepare(
-        &options.config_path,
-        config_snapshot,
-        supervisor.clone(),
-        events.clone(),
-        config_error_sender,
-        options.config_poll_interval,
-        crate::config::settings::DaemonSettings::of(&config),
-    );
+    let (reloader, reload) = crate::config::reload::prepare(crate::config::reload::ReloaderSpec {
+        path: options.config_path.clone(),
+        snapshot: config_snapshot,
+        supervisor: supervisor.clone(),
+        events: events.clone(),
+        config_error: config_error_sender,
+        notifier: notifier.clone(),
+        poll_interval: options.config_poll_interval,
+        startup_settings: crate::config::settings::DaemonSettings::of(&config),
+    });
     tracker.spawn(reloader.run(shutdown.child_token()));
     let context = Arc::new(
         api::DaemonContext::new(
@@ -197,6 +199,7 @@ pub async fn run(
         )
         .with_connection_limits(options.connection_limits)
         .with_processes(processes.clone())
+        .with_notifier(notifier.clone())
         .with_oauth(
             credentials,
             auth::oauth::OAuthSettings::from_config(&config),
@@ -224,6 +227,7 @@ pub async fn run(
     // The socket accepts (the listener exists and the accept loop runs) and
     // every config server has been launched: tell a service manager.
     tracker.spawn(service::run(
+        notifier.clone(),
         supervisor,
         events,
         config_error,
@@ -250,7 +254,7 @@ pub async fn run(
             }
         }
     }
-    service::notify(service::Notice::Stopping("stopping every server"));
+    notifier.notify(service::Notice::Stopping("stopping every server"));
     shutdown.cancel();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
@@ -267,7 +271,7 @@ pub async fn run(
     processes.remove_record();
     #[cfg(unix)]
     drop(socket_guard);
-    service::flush(Duration::from_secs(1));
+    notifier.flush(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
 }

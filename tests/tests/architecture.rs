@@ -201,16 +201,6 @@ const ALLOWED_MUTABLE_STATICS: &[(&str, &str, &str)] = &[
         "ACTIVITY",
         "the activity clock becomes a field of FrontEnds (step 3)",
     ),
-    (
-        "service/notify.rs",
-        "DROPPED",
-        "the Notifier handle counts its drops (step 3)",
-    ),
-    (
-        "service/notify.rs",
-        "QUEUE",
-        "the Notifier handle owns the queue (step 3)",
-    ),
 ];
 
 /// Types that make a `static` mutable without `static mut`.

@@ -174,6 +174,8 @@ pub struct DaemonContext {
     /// The process registry, for `daemon/status.childrenRecordError`
     /// (`None`: a context without one, which has no record either).
     pub(crate) processes: Option<Arc<crate::process::reaper::Registry>>,
+    /// The service manager's notifier, for `daemon/status.serviceNoticesDropped`.
+    pub(crate) notifier: crate::service::Notifier,
     /// The config's daemon-wide OAuth settings (callback listener, opener).
     pub(crate) oauth_settings: crate::auth::oauth::OAuthSettings,
     /// OAuth logins waiting for the browser.
@@ -242,6 +244,7 @@ impl DaemonContext {
             test_hooks,
             credentials: None,
             processes: None,
+            notifier: crate::service::Notifier::default(),
             oauth_settings: crate::auth::oauth::OAuthSettings::default(),
             logins: handlers::auth::Logins::default(),
             step_ups: std::sync::Mutex::default(),
@@ -302,6 +305,12 @@ impl DaemonContext {
     /// The process registry whose record errors `daemon/status` reports.
     pub fn with_processes(mut self, processes: Arc<crate::process::reaper::Registry>) -> Self {
         self.processes = Some(processes);
+        self
+    }
+
+    /// The service manager's notifier whose drops `daemon/status` reports.
+    pub fn with_notifier(mut self, notifier: crate::service::Notifier) -> Self {
+        self.notifier = notifier;
         self
     }
 

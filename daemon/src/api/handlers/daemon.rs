@@ -40,6 +40,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                 context.refused_connections(),
             )
             .with_dropped_progress(context.events.frontends().dropped_progress())
+            .with_service_notices_dropped(context.notifier.dropped())
             .with_credentials_store(
                 context
                     .credentials
