@@ -196,11 +196,6 @@ const ALLOWED_MUTABLE_STATICS: &[(&str, &str, &str)] = &[
         "DISCOVERED",
         "the discovery cache becomes a field of auth::Auth",
     ),
-    (
-        "hub/link.rs",
-        "ACTIVITY",
-        "the activity clock becomes a field of FrontEnds (step 3)",
-    ),
 ];
 
 /// Types that make a `static` mutable without `static mut`.

@@ -28,7 +28,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::reload::ReloadHandle;
 use crate::hub::events::EventHub;
-use crate::hub::link::Link;
 use crate::supervisor::SupervisorHandle;
 
 /// How long a connection may wait for a slot at the cap while slots are still
@@ -412,7 +411,7 @@ async fn run_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (link, link_messages) = Link::new(id);
+    let (link, link_messages) = context.events.frontends().new_link(id);
     let session = Arc::new(session::Session::new(id, link.clone()));
     let admission = Admission {
         limits: context.connection_limits,
