@@ -21,7 +21,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer};
 use serde_json::{Value, json};
 
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::supervisor::SupervisorHandle;
 
 /// Name of the built-in server.
@@ -34,12 +34,12 @@ const MAX_EVENTS: u64 = 200;
 #[derive(Debug, Clone)]
 pub(crate) struct CorralServer {
     supervisor: SupervisorHandle,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
 }
 
 impl CorralServer {
-    pub(crate) fn new(supervisor: SupervisorHandle, events: Arc<EventHub>) -> Self {
-        Self { supervisor, events }
+    pub(crate) fn new(supervisor: SupervisorHandle, hub: Arc<Hub>) -> Self {
+        Self { supervisor, hub }
     }
 
     async fn servers(&self) -> Result<Vec<McpServerStatus>, ErrorData> {
@@ -91,8 +91,8 @@ impl CorralServer {
                     .and_then(Value::as_u64)
                     .unwrap_or(20)
                     .clamp(1, MAX_EVENTS);
-                let last = self.events.last_seq();
-                let replay = self.events.replay(last.saturating_sub(limit));
+                let last = self.hub.events.last_seq();
+                let replay = self.hub.events.replay(last.saturating_sub(limit));
                 let lines: Vec<String> = replay
                     .notifications
                     .iter()

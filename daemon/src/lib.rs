@@ -163,12 +163,12 @@ pub async fn run(
         processes.clone(),
         shutdown.clone(),
     ));
-    let events = Arc::new(hub::events::EventHub::new(EVENT_HISTORY));
-    events.frontends().set_answer_deadline(options.answer_deadline);
+    let hub = Arc::new(hub::Hub::new(EVENT_HISTORY));
+    hub.routes.set_answer_deadline(options.answer_deadline);
     let supervisor = supervisor::spawn(
         &config,
         options.builtin_server,
-        &events,
+        &hub,
         Some(credentials.clone()),
         processes.clone(),
         shutdown.child_token(),
@@ -179,7 +179,7 @@ pub async fn run(
         path: options.config_path.clone(),
         snapshot: config_snapshot,
         supervisor: supervisor.clone(),
-        events: events.clone(),
+        hub: hub.clone(),
         config_error: config_error_sender,
         notifier: notifier.clone(),
         poll_interval: options.config_poll_interval,
@@ -193,7 +193,7 @@ pub async fn run(
             options.config_path.clone(),
             config_error.clone(),
             supervisor.clone(),
-            events.clone(),
+            hub.clone(),
             reload.clone(),
             options.test_hooks,
         )
@@ -229,7 +229,7 @@ pub async fn run(
     tracker.spawn(service::run(
         notifier.clone(),
         supervisor,
-        events,
+        hub,
         config_error,
         options.inherited.watchdog,
         shutdown.child_token(),

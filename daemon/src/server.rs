@@ -59,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::credentials::{CredentialState, Credentials};
 use crate::builtin::CorralServer;
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::mcp_client::ServerClient;
 use crate::process::cgroup;
 use crate::process::reaper;
@@ -220,7 +220,7 @@ pub(crate) fn spawn(
     identity: McpServerStatus,
     launcher: Launcher,
     autostart: Autostart,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     credentials: Option<Credentials>,
     processes: Arc<reaper::Registry>,
     shutdown: CancellationToken,
@@ -232,7 +232,7 @@ pub(crate) fn spawn(
     let task = ServerTask {
         name: config.name.clone(),
         config: config.clone(),
-        events,
+        hub,
         state: state_tx,
         stderr: stderr.clone(),
         commands,
@@ -263,7 +263,7 @@ pub(crate) fn spawn(
 struct ServerTask {
     name: String,
     config: ServerConfig,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     state: watch::Sender<ServerState>,
     stderr: StderrTail,
     commands: mpsc::Receiver<ServerCommand>,
@@ -487,10 +487,10 @@ impl ServerTask {
         let mut child = launched.child;
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
         let (tools_changed, mut tools_changed_rx) = mpsc::channel(1);
-        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed)
+        let handler = ServerClient::new(self.name.clone(), self.hub.clone(), tools_changed)
             .with_roots(self.config.roots.as_deref())
             .progress_from_wire();
-        let raw = Arc::new(RawWire::new(&self.name, self.events.frontends().clone()));
+        let raw = Arc::new(RawWire::new(&self.name, self.hub.routes.clone()));
         let stdout_closed = raw.stdout_closed();
         let broken_message = raw.broken_message();
         let pipes = raw.tee(launched.stdout, launched.stdin);
@@ -636,14 +636,15 @@ impl ServerTask {
             state.tools = Arc::new(tools);
         });
         let name = self.name.clone();
-        self.events
+        self.hub
+            .events
             .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, count)));
     }
 
     /// A new session of the server knows nothing of the resource
     /// subscriptions front-ends hold: subscribe again, in the background.
     fn renew_subscriptions(&self, peer: &rmcp::Peer<RoleClient>) {
-        let uris = self.events.frontends().subscriptions(&self.name);
+        let uris = self.hub.routes.subscriptions(&self.name);
         if uris.is_empty() {
             return;
         }
@@ -694,7 +695,8 @@ impl ServerTask {
         if self.was_ready {
             // Tools come back with the server: tell front-ends to fetch them again.
             let name = self.name.clone();
-            self.events
+            self.hub
+                .events
                 .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, tool_count)));
         }
         self.was_ready = true;
@@ -753,10 +755,10 @@ impl ServerTask {
         // Capacity 1: one pending signal covers every later one.
         let (health_tx, mut health_rx) = mpsc::channel(1);
         let name = self.name.clone();
-        let events = self.events.clone();
+        let hub = self.hub.clone();
         let roots = self.config.roots.clone();
         let handler =
-            move || ServerClient::new(name.clone(), events.clone(), tools_changed.clone()).with_roots(roots.as_deref());
+            move || ServerClient::new(name.clone(), hub.clone(), tools_changed.clone()).with_roots(roots.as_deref());
         let deadline = tokio::time::Instant::now() + self.config.startup_timeout;
         let startup_timeout = self.config.startup_timeout;
         let startup = http::start(&self.name, &backend, &prepared, &handler, health_tx.clone(), deadline);
@@ -973,7 +975,7 @@ impl ServerTask {
         });
         // The built-in's tools never change: nobody listens for that.
         let (tools_changed, _) = mpsc::channel(1);
-        let handler = ServerClient::new(self.name.clone(), self.events.clone(), tools_changed);
+        let handler = ServerClient::new(self.name.clone(), self.hub.clone(), tools_changed);
         let startup = async {
             let service = handler
                 .serve(client_io)
@@ -1127,7 +1129,7 @@ impl ServerTask {
             state.public.error = error.clone();
         });
         let name = self.name.clone();
-        self.events.publish(|seq| {
+        self.hub.events.publish(|seq| {
             let mut update = StartupStatusUpdated::new(seq, name, status);
             update.failure_reason = reason;
             update.error = error;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::credentials::Credentials;
 use crate::builtin;
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::process::reaper::Registry;
 use crate::raw::RawWire;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle, SessionRecovery};
@@ -341,7 +341,7 @@ struct SupervisorActor {
     commands: mpsc::Receiver<Command>,
     /// A sender to this actor, for the tasks that report a teardown finished.
     to_self: mpsc::Sender<Command>,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     /// Stored OAuth credentials, handed to every server task.
     credentials: Option<Credentials>,
     /// The process registry, handed to every server task.
@@ -400,7 +400,7 @@ impl SupervisorActor {
             identity(&config, ServerOrigin::Config),
             Launcher::Config,
             server::Autostart::IfEnabled,
-            self.events.clone(),
+            self.hub.clone(),
             self.credentials.clone(),
             self.processes.clone(),
             self.shutdown.child_token(),
@@ -552,7 +552,7 @@ const COMMAND_QUEUE: usize = 256;
 pub fn spawn(
     config: &Config,
     builtin_server: bool,
-    events: &Arc<EventHub>,
+    hub: &Arc<Hub>,
     credentials: Option<Credentials>,
     processes: Arc<Registry>,
     shutdown: CancellationToken,
@@ -568,7 +568,7 @@ pub fn spawn(
         pending_starts: BTreeMap::new(),
         commands,
         to_self: sender.clone(),
-        events: events.clone(),
+        hub: hub.clone(),
         credentials,
         processes,
         shutdown,
@@ -588,14 +588,14 @@ pub fn spawn(
     } else {
         match builtin_config() {
             Ok(config) => {
-                let server = builtin::CorralServer::new(handle.clone(), events.clone());
+                let server = builtin::CorralServer::new(handle.clone(), hub.clone());
                 let entry = ServerEntry {
                     handle: server::spawn(
                         config.clone(),
                         identity(&config, ServerOrigin::BuiltIn),
                         Launcher::BuiltIn(server),
                         server::Autostart::IfEnabled,
-                        events.clone(),
+                        hub.clone(),
                         None,
                         actor.processes.clone(),
                         actor.shutdown.child_token(),
@@ -714,7 +714,7 @@ impl SupervisorActor {
                     session_identity,
                     Launcher::Config,
                     server::Autostart::Never,
-                    self.events.clone(),
+                    self.hub.clone(),
                     self.credentials.clone(),
                     self.processes.clone(),
                     self.shutdown.child_token(),

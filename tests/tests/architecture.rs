@@ -190,13 +190,11 @@ fn rooms_that_speak_protocol_only_never_use_rmcp() {
 /// the step of #14 that replaces each with state owned by one handle. The
 /// list only shrinks: a new such static fails the test, and so does an
 /// entry whose static is gone (remove it from here).
-const ALLOWED_MUTABLE_STATICS: &[(&str, &str, &str)] = &[
-    (
-        "auth/oauth.rs",
-        "DISCOVERED",
-        "the discovery cache becomes a field of auth::Auth",
-    ),
-];
+const ALLOWED_MUTABLE_STATICS: &[(&str, &str, &str)] = &[(
+    "auth/oauth.rs",
+    "DISCOVERED",
+    "the discovery cache becomes a field of auth::Auth",
+)];
 
 /// Types that make a `static` mutable without `static mut`.
 const INTERIOR_MUTABILITY: &[&str] = &[

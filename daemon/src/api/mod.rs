@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::reload::ReloadHandle;
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::supervisor::SupervisorHandle;
 
 /// How long a connection may wait for a slot at the cap while slots are still
@@ -162,7 +162,7 @@ pub struct DaemonContext {
     /// Why the config file could not be used the last time it was read, if so.
     pub(crate) config_error: tokio::sync::watch::Receiver<Option<String>>,
     pub(crate) supervisor: SupervisorHandle,
-    pub(crate) events: Arc<EventHub>,
+    pub(crate) hub: Arc<Hub>,
     pub(crate) reload: ReloadHandle,
     /// Test hook: releases a supervisor wedged by `debug/wedgeSupervisor`.
     pub(crate) wedge_release: std::sync::Mutex<Option<CancellationToken>>,
@@ -225,7 +225,7 @@ impl DaemonContext {
         config_path: PathBuf,
         config_error: tokio::sync::watch::Receiver<Option<String>>,
         supervisor: SupervisorHandle,
-        events: Arc<EventHub>,
+        hub: Arc<Hub>,
         reload: ReloadHandle,
         test_hooks: bool,
     ) -> Self {
@@ -237,7 +237,7 @@ impl DaemonContext {
             config_path,
             config_error,
             supervisor,
-            events,
+            hub,
             reload,
             wedge_release: std::sync::Mutex::new(None),
             test_hooks,
@@ -411,7 +411,7 @@ async fn run_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (link, link_messages) = context.events.frontends().new_link(id);
+    let (link, link_messages) = context.hub.routes.new_link(id);
     let session = Arc::new(session::Session::new(id, link.clone()));
     let admission = Admission {
         limits: context.connection_limits,
@@ -420,7 +420,7 @@ async fn run_connection<S>(
     };
     connection::serve(stream, hung_up, session, link_messages, methods, admission, shutdown).await;
     link.close();
-    for (server, uri) in context.events.frontends().disconnected(id) {
+    for (server, uri) in context.hub.routes.disconnected(id) {
         handlers::catalog::release_subscription(&context, server, uri).await;
     }
     context.supervisor.session_closed(id).await;

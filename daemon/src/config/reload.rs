@@ -33,7 +33,7 @@ use corral_protocol::{ConfigReloadFailed, ConfigReloadResult, ConfigReloaded, Da
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::service::{self, Notice, Notifier};
 use crate::supervisor::{SupervisorHandle, SupervisorStopped};
 
@@ -138,7 +138,7 @@ fn read_bytes(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 pub struct Reloader {
     path: PathBuf,
     supervisor: SupervisorHandle,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     config_error: watch::Sender<ConfigError>,
     /// Tells a service manager a reload is under way (`RELOADING=1`) and done.
     notifier: Notifier,
@@ -181,7 +181,7 @@ pub struct ReloaderSpec {
     /// Who applies a new config.
     pub supervisor: SupervisorHandle,
     /// Where `config/reloaded` and `config/reloadFailed` are published.
-    pub events: Arc<EventHub>,
+    pub hub: Arc<Hub>,
     /// The sending side of `daemon/status.configError`.
     pub config_error: watch::Sender<ConfigError>,
     /// The service manager, told about each reload.
@@ -202,7 +202,7 @@ pub fn prepare(spec: ReloaderSpec) -> (Reloader, ReloadHandle) {
             bytes: last_bytes,
         },
         supervisor,
-        events,
+        hub,
         config_error,
         notifier,
         poll_interval,
@@ -211,7 +211,7 @@ pub fn prepare(spec: ReloaderSpec) -> (Reloader, ReloadHandle) {
     let reloader = Reloader {
         path,
         supervisor,
-        events,
+        hub,
         config_error,
         notifier,
         requests,
@@ -307,7 +307,7 @@ impl Reloader {
             "config reloaded"
         );
         let mut notification = None;
-        self.events.publish(|seq| {
+        self.hub.events.publish(|seq| {
             let reloaded = ConfigReloaded::new(
                 seq,
                 path_text.clone(),
@@ -332,7 +332,7 @@ impl Reloader {
         self.config_error.send_replace(Some(error.clone()));
         let path_text = self.path.display().to_string();
         let mut notification = None;
-        self.events.publish(|seq| {
+        self.hub.events.publish(|seq| {
             let failed = ConfigReloadFailed::new(seq, path_text.clone(), trigger, error.clone());
             notification = Some(failed.clone());
             DaemonNotification::ConfigReloadFailed(failed)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use corral_protocol::{DaemonNotification, ServerCounts};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::supervisor::SupervisorHandle;
 
 use super::notify::{Notice, Notifier};
@@ -32,7 +32,7 @@ const SUPERVISOR_ANSWER_LIMIT: Duration = Duration::from_secs(2);
 pub async fn run(
     notifier: Notifier,
     supervisor: SupervisorHandle,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     config_error: tokio::sync::watch::Receiver<Option<String>>,
     watchdog: Option<Duration>,
     shutdown: CancellationToken,
@@ -40,7 +40,7 @@ pub async fn run(
     if !notifier.manager_listens() {
         return;
     }
-    let mut subscription = events.subscribe().receiver;
+    let mut subscription = hub.events.subscribe().receiver;
     let counts = supervisor.counts().await.unwrap_or_default();
     let mut last_status = status_line(&counts, config_error.borrow().is_some());
     notifier.notify(Notice::Ready(&last_status));

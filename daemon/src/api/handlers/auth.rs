@@ -173,6 +173,7 @@ pub(crate) async fn start_login(
         let error = outcome.err();
         let success = error.is_none();
         context
+            .hub
             .events
             .publish(|seq| DaemonNotification::OauthLoginCompleted(OauthLoginCompleted::new(seq, name.clone(), error)));
         if success {

@@ -85,7 +85,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             ));
         }
         let session = session(&extensions)?;
-        let frontends = context.events.frontends();
+        let frontends = &context.hub.routes;
         // While it runs, this connection is the one the server's elicitations go to.
         let _call = frontends.call_started(&server, session.id);
         // rmcp puts a progress token of its own on every request; the
