@@ -180,6 +180,8 @@ pub struct DaemonContext {
     /// OAuth logins waiting for the browser.
     pub(crate) logins: handlers::auth::Logins,
     /// When each server last had a step-up authorization (insufficient scope), to bound them.
+    /// OAuth discovery answers reused by `authStatus`.
+    pub(crate) discovered: Arc<crate::auth::oauth::DiscoveryCache>,
     pub(crate) step_ups: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
     /// The daemon's shutdown: ends logins still waiting.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
@@ -246,6 +248,7 @@ impl DaemonContext {
             notifier: crate::service::Notifier::default(),
             oauth_settings: crate::auth::oauth::OAuthSettings::default(),
             logins: handlers::auth::Logins::default(),
+            discovered: Arc::default(),
             step_ups: std::sync::Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             connections: AtomicU32::new(0),

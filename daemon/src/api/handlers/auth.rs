@@ -81,9 +81,10 @@ pub(crate) async fn fill_auth_status(
             Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired)
         );
         let store = oauth::server_store(context.credentials.as_ref(), &status.name, &http);
+        let discovered = context.discovered.clone();
         tasks.spawn(async move {
             let result = match store {
-                Some(store) => oauth::auth_status(&http, explicit, asked_for_login, &store).await,
+                Some(store) => oauth::auth_status(&http, explicit, asked_for_login, &store, &discovered).await,
                 None if explicit => Ok(AuthStatus::BearerToken),
                 None => Ok(AuthStatus::Unsupported),
             };
