@@ -27,7 +27,7 @@ use rmcp::{ErrorData, RoleServer};
 use serde_json::{Value, json};
 use tokio::io::DuplexStream;
 
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::supervisor::SupervisorHandle;
 use crate::transport::in_process::InProcessServer;
 
@@ -41,15 +41,12 @@ const MAX_EVENTS: u64 = 200;
 #[derive(Debug, Clone)]
 pub(crate) struct CorralServer {
     supervisor: SupervisorHandle,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
 }
 
 /// The built-in server as the supervisor takes it at boot: its name and the server.
-pub(crate) fn injected(
-    supervisor: SupervisorHandle,
-    events: Arc<EventHub>,
-) -> (&'static str, Arc<dyn InProcessServer>) {
-    (NAME, Arc::new(CorralServer { supervisor, events }))
+pub(crate) fn injected(supervisor: SupervisorHandle, hub: Arc<Hub>) -> (&'static str, Arc<dyn InProcessServer>) {
+    (NAME, Arc::new(CorralServer { supervisor, hub }))
 }
 
 impl InProcessServer for CorralServer {
@@ -116,8 +113,8 @@ impl CorralServer {
                     .and_then(Value::as_u64)
                     .unwrap_or(20)
                     .clamp(1, MAX_EVENTS);
-                let last = self.events.last_seq();
-                let replay = self.events.replay(last.saturating_sub(limit));
+                let last = self.hub.events.last_seq();
+                let replay = self.hub.events.replay(last.saturating_sub(limit));
                 let lines: Vec<String> = replay
                     .notifications
                     .iter()

@@ -119,6 +119,7 @@ pub async fn run(
     // (reload) too, whose default action would kill the daemon.
     let mut signals = ShutdownSignals::install()?;
     let mut reload_signals = ReloadSignals::install()?;
+    let notifier = service::Notifier::start();
     // Before anything is opened: the connection cap is derived from it.
     let open_files = api::raise_open_file_limit();
     tracing::debug!(?open_files, "open-file limit");
@@ -169,45 +170,47 @@ pub async fn run(
         processes.clone(),
         shutdown.clone(),
     ));
-    let events = Arc::new(hub::events::EventHub::new(EVENT_HISTORY));
-    events.frontends().set_answer_deadline(options.answer_deadline);
+    let hub = Arc::new(hub::Hub::new(EVENT_HISTORY));
+    hub.routes.set_answer_deadline(options.answer_deadline);
     let supervisor = supervisor::spawn(
         &config,
         |supervisor| {
             options
                 .builtin_server
-                .then(|| builtin::injected(supervisor, events.clone()))
+                .then(|| builtin::injected(supervisor, hub.clone()))
         },
-        &events,
+        &hub,
         Some(credentials.clone()),
         processes.clone(),
         shutdown.child_token(),
         &tracker,
     );
     let (config_error_sender, config_error) = tokio::sync::watch::channel(config_error);
-    let (reloader, reload) = crate::config::reload::prepare(
-        &options.config_path,
-        config_snapshot,
-        supervisor.clone(),
-        events.clone(),
-        config_error_sender,
-        options.config_poll_interval,
-        crate::config::settings::DaemonSettings::of(&config),
-    );
+    let (reloader, reload) = crate::config::reload::prepare(crate::config::reload::ReloaderSpec {
+        path: options.config_path.clone(),
+        snapshot: config_snapshot,
+        supervisor: supervisor.clone(),
+        hub: hub.clone(),
+        config_error: config_error_sender,
+        notifier: notifier.clone(),
+        poll_interval: options.config_poll_interval,
+        startup_settings: crate::config::settings::DaemonSettings::of(&config),
+    });
     tracker.spawn(reloader.run(shutdown.child_token()));
     let context = Arc::new(
-        api::DaemonContext::new(
+        api::DaemonContext::new(api::ContextSpec {
             started,
-            options.socket_path.clone(),
-            options.config_path.clone(),
-            config_error.clone(),
-            supervisor.clone(),
-            events.clone(),
-            reload.clone(),
-            options.test_hooks,
-        )
+            socket_path: options.socket_path.clone(),
+            config_path: options.config_path.clone(),
+            config_error: config_error.clone(),
+            supervisor: supervisor.clone(),
+            hub: hub.clone(),
+            reload: reload.clone(),
+            test_hooks: options.test_hooks,
+        })
         .with_connection_limits(options.connection_limits)
         .with_processes(processes.clone())
+        .with_notifier(notifier.clone())
         .with_oauth(
             credentials,
             auth::oauth::OAuthSettings::from_config(&config),
@@ -230,8 +233,9 @@ pub async fn run(
     // The socket accepts (the listener exists and the accept loop runs) and
     // every config server has been launched: tell a service manager.
     tracker.spawn(service::run(
+        notifier.clone(),
         supervisor,
-        events,
+        hub,
         config_error,
         options.inherited.watchdog,
         shutdown.child_token(),
@@ -256,7 +260,7 @@ pub async fn run(
             }
         }
     }
-    service::notify(service::Notice::Stopping("stopping every server"));
+    notifier.notify(service::Notice::Stopping("stopping every server"));
     shutdown.cancel();
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
@@ -273,7 +277,7 @@ pub async fn run(
     processes.remove_record();
     #[cfg(unix)]
     drop(socket_guard);
-    service::flush(Duration::from_secs(1));
+    notifier.flush(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
 }

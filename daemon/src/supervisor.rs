@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::credentials::Credentials;
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::mcp::route::{CallTarget, NotAvailable, TargetSet};
 use crate::process::reaper::Registry;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle, ServerSpec};
@@ -298,7 +298,7 @@ struct SupervisorActor {
     commands: mpsc::Receiver<Command>,
     /// A sender to this actor, for the tasks that report a teardown finished.
     to_self: mpsc::Sender<Command>,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     /// Stored OAuth credentials, handed to every server task.
     credentials: Option<Credentials>,
     /// The process registry, handed to every server task.
@@ -357,7 +357,7 @@ impl SupervisorActor {
             config: config.clone(),
             launcher: Launcher::Config,
             autostart: server::Autostart::IfEnabled,
-            events: self.events.clone(),
+            hub: self.hub.clone(),
             credentials: self.credentials.clone(),
             processes: self.processes.clone(),
             shutdown: self.shutdown.child_token(),
@@ -513,7 +513,7 @@ const COMMAND_QUEUE: usize = 256;
 pub fn spawn(
     config: &Config,
     builtin: impl FnOnce(SupervisorHandle) -> Option<(&'static str, Arc<dyn InProcessServer>)>,
-    events: &Arc<EventHub>,
+    hub: &Arc<Hub>,
     credentials: Option<Credentials>,
     processes: Arc<Registry>,
     shutdown: CancellationToken,
@@ -529,7 +529,7 @@ pub fn spawn(
         pending_starts: BTreeMap::new(),
         commands,
         to_self: sender.clone(),
-        events: events.clone(),
+        hub: hub.clone(),
         credentials,
         processes,
         shutdown,
@@ -554,7 +554,7 @@ pub fn spawn(
                             config,
                             launcher: Launcher::InProcess(server),
                             autostart: server::Autostart::IfEnabled,
-                            events: events.clone(),
+                            hub: hub.clone(),
                             credentials: None,
                             processes: actor.processes.clone(),
                             shutdown: actor.shutdown.child_token(),
@@ -674,7 +674,7 @@ impl SupervisorActor {
                     identity: session_identity,
                     launcher: Launcher::Config,
                     autostart: server::Autostart::Never,
-                    events: self.events.clone(),
+                    hub: self.hub.clone(),
                     credentials: self.credentials.clone(),
                     processes: self.processes.clone(),
                     shutdown: self.shutdown.child_token(),

@@ -219,6 +219,12 @@ pub struct DaemonStatus {
     /// daemon that does not say.
     #[serde(default)]
     pub dropped_progress: Option<u64>,
+    /// Notifications to the service manager (`sd_notify`: readiness, status,
+    /// watchdog pings) dropped since the daemon started because the manager
+    /// did not read them in time; 0 when no manager listens. `null` from a
+    /// daemon that does not say.
+    #[serde(default)]
+    pub service_notices_dropped: Option<u64>,
 }
 
 /// Where the daemon keeps OAuth credentials (the `credentials_store` setting and what it resolved to).
@@ -306,6 +312,12 @@ impl DaemonStatus {
         self
     }
 
+    /// The same status with the number of service-manager notifications dropped.
+    pub fn with_service_notices_dropped(mut self, service_notices_dropped: u64) -> Self {
+        self.service_notices_dropped = Some(service_notices_dropped);
+        self
+    }
+
     /// The same status saying where credentials are stored.
     pub fn with_credentials_store(mut self, credentials_store: Option<CredentialsStoreStatus>) -> Self {
         self.credentials_store = credentials_store;
@@ -345,6 +357,7 @@ impl DaemonStatus {
             max_connections: None,
             refused_connections: None,
             dropped_progress: None,
+            service_notices_dropped: None,
         }
     }
 }

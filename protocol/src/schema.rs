@@ -213,7 +213,8 @@ pub fn examples() -> Vec<(&'static str, Value)> {
                     18,
                 )
                 .with_connection_limit(896, 0)
-                .with_dropped_progress(0),
+                .with_dropped_progress(0)
+                .with_service_notices_dropped(0),
             ),
         ),
         (

@@ -268,33 +268,6 @@ fn named_rooms_reads_paths_and_groups() {
     assert!(named_rooms("let crate_name = 1;").is_empty());
 }
 
-/// Process-wide statics with interior mutability that are still there, with
-/// the step of #14 that replaces each with state owned by one handle. The
-/// list only shrinks: a new such static fails the test, and so does an
-/// entry whose static is gone (remove it from here).
-const ALLOWED_MUTABLE_STATICS: &[(&str, &str, &str)] = &[
-    (
-        "auth/oauth.rs",
-        "DISCOVERED",
-        "the discovery cache becomes a field of auth::Auth",
-    ),
-    (
-        "hub/link.rs",
-        "ACTIVITY",
-        "the activity clock becomes a field of FrontEnds (step 3)",
-    ),
-    (
-        "service/notify.rs",
-        "DROPPED",
-        "the Notifier handle counts its drops (step 3)",
-    ),
-    (
-        "service/notify.rs",
-        "QUEUE",
-        "the Notifier handle owns the queue (step 3)",
-    ),
-];
-
 /// Types that make a `static` mutable without `static mut`.
 const INTERIOR_MUTABILITY: &[&str] = &[
     "Atomic", "Mutex", "RwLock", "OnceLock", "LazyLock", "OnceCell", "Cell<", "Lazy<", "Condvar",
@@ -334,19 +307,10 @@ fn no_new_static_with_interior_mutability_in_the_daemon() {
             }
         }
     }
-    let allowed: BTreeSet<(String, String)> = ALLOWED_MUTABLE_STATICS
-        .iter()
-        .map(|(path, name, _)| ((*path).to_owned(), (*name).to_owned()))
-        .collect();
-    let new: Vec<_> = found.difference(&allowed).collect();
+    // None at all (#14 step 3 removed the last ones).
     assert!(
-        new.is_empty(),
-        "process-wide mutable state belongs to one owner with a handle passed from boot, not a static: {new:?}"
-    );
-    let gone: Vec<_> = allowed.difference(&found).collect();
-    assert!(
-        gone.is_empty(),
-        "these statics are gone: remove them from ALLOWED_MUTABLE_STATICS: {gone:?}"
+        found.is_empty(),
+        "process-wide mutable state belongs to one owner with a handle passed from boot, not a static: {found:?}"
     );
 }
 

@@ -29,8 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::reload::ReloadHandle;
-use crate::hub::events::EventHub;
-use crate::hub::link::Link;
+use crate::hub::Hub;
 use crate::supervisor::SupervisorHandle;
 
 /// How long a connection may wait for a slot at the cap while slots are still
@@ -155,6 +154,28 @@ fn open_file_limit() -> Option<u64> {
     }
 }
 
+/// What a [`DaemonContext`] is made of: the daemon's facts and the handles
+/// boot created.
+#[derive(Debug)]
+pub struct ContextSpec {
+    /// When the daemon started.
+    pub started: Instant,
+    /// The socket it serves.
+    pub socket_path: PathBuf,
+    /// The config file it reads.
+    pub config_path: PathBuf,
+    /// Why the config file could not be used the last time it was read, if so.
+    pub config_error: tokio::sync::watch::Receiver<Option<String>>,
+    /// The supervisor of every server.
+    pub supervisor: SupervisorHandle,
+    /// The way out to front-ends.
+    pub hub: Arc<Hub>,
+    /// Asks the reloader to read the config file again.
+    pub reload: ReloadHandle,
+    /// Register `debug/*` methods for tests and benchmarks.
+    pub test_hooks: bool,
+}
+
 /// Daemon-wide facts and handles the method handlers need.
 #[derive(Debug)]
 pub struct DaemonContext {
@@ -165,7 +186,7 @@ pub struct DaemonContext {
     /// Why the config file could not be used the last time it was read, if so.
     pub(crate) config_error: tokio::sync::watch::Receiver<Option<String>>,
     pub(crate) supervisor: SupervisorHandle,
-    pub(crate) events: Arc<EventHub>,
+    pub(crate) hub: Arc<Hub>,
     pub(crate) reload: ReloadHandle,
     /// Test hook: releases a supervisor wedged by `debug/wedgeSupervisor`.
     pub(crate) wedge_release: std::sync::Mutex<Option<CancellationToken>>,
@@ -176,11 +197,15 @@ pub struct DaemonContext {
     /// The process registry, for `daemon/status.childrenRecordError`
     /// (`None`: a context without one, which has no record either).
     pub(crate) processes: Option<Arc<crate::process::reaper::Registry>>,
+    /// The service manager's notifier, for `daemon/status.serviceNoticesDropped`.
+    pub(crate) notifier: crate::service::Notifier,
     /// The config's daemon-wide OAuth settings (callback listener, opener).
     pub(crate) oauth_settings: crate::auth::oauth::OAuthSettings,
     /// OAuth logins waiting for the browser.
     pub(crate) logins: handlers::auth::Logins,
     /// When each server last had a step-up authorization (insufficient scope), to bound them.
+    /// OAuth discovery answers reused by `authStatus`.
+    pub(crate) discovered: Arc<crate::auth::oauth::DiscoveryCache>,
     pub(crate) step_ups: std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>,
     /// The daemon's shutdown: ends logins still waiting.
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
@@ -218,18 +243,18 @@ impl DaemonContext {
         self
     }
 
-    /// Context for a daemon that started at `started`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        started: Instant,
-        socket_path: PathBuf,
-        config_path: PathBuf,
-        config_error: tokio::sync::watch::Receiver<Option<String>>,
-        supervisor: SupervisorHandle,
-        events: Arc<EventHub>,
-        reload: ReloadHandle,
-        test_hooks: bool,
-    ) -> Self {
+    /// Context for a daemon described by `spec`.
+    pub fn new(spec: ContextSpec) -> Self {
+        let ContextSpec {
+            started,
+            socket_path,
+            config_path,
+            config_error,
+            supervisor,
+            hub,
+            reload,
+            test_hooks,
+        } = spec;
         let max_connections = connection_cap(open_file_limit());
         Self {
             daemon_info: DaemonInfo::new(env!("CARGO_PKG_VERSION"), std::process::id()),
@@ -238,14 +263,16 @@ impl DaemonContext {
             config_path,
             config_error,
             supervisor,
-            events,
+            hub,
             reload,
             wedge_release: std::sync::Mutex::new(None),
             test_hooks,
             credentials: None,
             processes: None,
+            notifier: crate::service::Notifier::default(),
             oauth_settings: crate::auth::oauth::OAuthSettings::default(),
             logins: handlers::auth::Logins::default(),
+            discovered: Arc::default(),
             step_ups: std::sync::Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             connections: AtomicU32::new(0),
@@ -304,6 +331,12 @@ impl DaemonContext {
     /// The process registry whose record errors `daemon/status` reports.
     pub fn with_processes(mut self, processes: Arc<crate::process::reaper::Registry>) -> Self {
         self.processes = Some(processes);
+        self
+    }
+
+    /// The service manager's notifier whose drops `daemon/status` reports.
+    pub fn with_notifier(mut self, notifier: crate::service::Notifier) -> Self {
+        self.notifier = notifier;
         self
     }
 
@@ -405,7 +438,7 @@ async fn run_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (link, link_messages) = Link::new(id);
+    let (link, link_messages) = context.hub.routes.new_link(id);
     let session = Arc::new(session::Session::new(id, link.clone()));
     let admission = Admission {
         limits: context.connection_limits,
@@ -414,7 +447,7 @@ async fn run_connection<S>(
     };
     connection::serve(stream, hung_up, session, link_messages, methods, admission, shutdown).await;
     link.close();
-    for (server, uri) in context.events.frontends().disconnected(id) {
+    for (server, uri) in context.hub.routes.disconnected(id) {
         handlers::catalog::release_subscription(&context, server, uri).await;
     }
     context.supervisor.session_closed(id).await;

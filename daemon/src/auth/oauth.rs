@@ -596,6 +596,7 @@ pub async fn auth_status(
     explicit_authorization: bool,
     asked_for_login: bool,
     store: &ServerCredentialStore,
+    discovered: &DiscoveryCache,
 ) -> anyhow::Result<AuthStatus> {
     if explicit_authorization {
         return Ok(AuthStatus::BearerToken);
@@ -605,7 +606,7 @@ pub async fn auth_status(
         CredentialState::AuthorizationRequired => return Ok(AuthStatus::NotLoggedIn),
         CredentialState::Missing => {}
     }
-    if asked_for_login || publishes_oauth_metadata(&http.url).await {
+    if asked_for_login || publishes_oauth_metadata(discovered, &http.url).await {
         Ok(AuthStatus::NotLoggedIn)
     } else {
         Ok(AuthStatus::Unsupported)
@@ -616,16 +617,19 @@ pub async fn auth_status(
 /// round of well-known requests to every server each time a front-end refreshes its view.
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 
-/// Discovery answers by URL, with when they were found. A cache, not state: losing it costs one
-/// discovery per server.
-static DISCOVERED: std::sync::LazyLock<std::sync::Mutex<HashMap<String, (std::time::Instant, bool)>>> =
-    std::sync::LazyLock::new(Default::default);
+/// Discovery answers by URL, with when they were found, for `authStatus`. A cache, not state:
+/// losing it costs one discovery per server. One per daemon, created at boot.
+#[derive(Debug, Default)]
+pub struct DiscoveryCache {
+    found: std::sync::Mutex<HashMap<String, (std::time::Instant, bool)>>,
+}
 
 /// Whether rmcp's discovery finds OAuth metadata for the server (GETs of well-known documents
 /// only: listing servers must not open MCP sessions). Bounded by [`PROBE_TIMEOUT`], reused for
 /// [`DISCOVERY_TTL`].
-async fn publishes_oauth_metadata(url: &str) -> bool {
-    let cached = DISCOVERED
+async fn publishes_oauth_metadata(cache: &DiscoveryCache, url: &str) -> bool {
+    let cached = cache
+        .found
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get(url)
@@ -639,7 +643,8 @@ async fn publishes_oauth_metadata(url: &str) -> bool {
         manager.resolve_metadata().await.ok()
     };
     let found = matches!(tokio::time::timeout(PROBE_TIMEOUT, discovered).await, Ok(Some(_)));
-    DISCOVERED
+    cache
+        .found
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(url.to_owned(), (std::time::Instant::now(), found));

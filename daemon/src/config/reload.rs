@@ -33,8 +33,8 @@ use corral_protocol::{ConfigReloadFailed, ConfigReloadResult, ConfigReloaded, Da
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::events::EventHub;
-use crate::service::{self, Notice};
+use crate::hub::Hub;
+use crate::service::{self, Notice, Notifier};
 use crate::supervisor::{SupervisorHandle, SupervisorStopped};
 
 use super::settings::DaemonSettings;
@@ -138,8 +138,10 @@ fn read_bytes(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 pub struct Reloader {
     path: PathBuf,
     supervisor: SupervisorHandle,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     config_error: watch::Sender<ConfigError>,
+    /// Tells a service manager a reload is under way (`RELOADING=1`) and done.
+    notifier: Notifier,
     requests: mpsc::Receiver<ReloadRequest>,
     /// Metadata when the file was last read.
     seen: Fingerprint,
@@ -169,26 +171,49 @@ impl FileSnapshot {
     }
 }
 
-/// Set up the reloader for `path`, which the daemon loaded after taking `snapshot`.
-pub fn prepare(
-    path: &Path,
-    snapshot: FileSnapshot,
-    supervisor: SupervisorHandle,
-    events: Arc<EventHub>,
-    config_error: watch::Sender<ConfigError>,
-    poll_interval: Duration,
-    startup_settings: DaemonSettings,
-) -> (Reloader, ReloadHandle) {
+/// What the reloader is given at boot.
+#[derive(Debug)]
+pub struct ReloaderSpec {
+    /// The config file.
+    pub path: PathBuf,
+    /// The file as it was just before the daemon first loaded it.
+    pub snapshot: FileSnapshot,
+    /// Who applies a new config.
+    pub supervisor: SupervisorHandle,
+    /// Where `config/reloaded` and `config/reloadFailed` are published.
+    pub hub: Arc<Hub>,
+    /// The sending side of `daemon/status.configError`.
+    pub config_error: watch::Sender<ConfigError>,
+    /// The service manager, told about each reload.
+    pub notifier: Notifier,
+    /// How often the file is checked for changes.
+    pub poll_interval: Duration,
+    /// The daemon-wide settings corrald started with.
+    pub startup_settings: DaemonSettings,
+}
+
+/// Set up the reloader for `spec.path`, which the daemon loaded after taking `spec.snapshot`.
+pub fn prepare(spec: ReloaderSpec) -> (Reloader, ReloadHandle) {
     let (sender, requests) = mpsc::channel(4);
-    let FileSnapshot {
-        seen,
-        bytes: last_bytes,
-    } = snapshot;
-    let reloader = Reloader {
-        path: path.to_path_buf(),
+    let ReloaderSpec {
+        path,
+        snapshot: FileSnapshot {
+            seen,
+            bytes: last_bytes,
+        },
         supervisor,
-        events,
+        hub,
         config_error,
+        notifier,
+        poll_interval,
+        startup_settings,
+    } = spec;
+    let reloader = Reloader {
+        path,
+        supervisor,
+        hub,
+        config_error,
+        notifier,
         requests,
         seen,
         last_bytes,
@@ -266,7 +291,7 @@ impl Reloader {
             Err(error) => return Some(self.refuse(trigger, error.to_string())),
         };
         let settings_warnings = self.startup_settings.changed_in(&DaemonSettings::of(&config));
-        service::notify(Notice::Reloading);
+        self.notifier.notify(Notice::Reloading);
         let mut diff = match self.supervisor.apply_config(config).await {
             Ok(diff) => diff,
             Err(SupervisorStopped) => return None,
@@ -282,7 +307,7 @@ impl Reloader {
             "config reloaded"
         );
         let mut notification = None;
-        self.events.publish(|seq| {
+        self.hub.events.publish(|seq| {
             let reloaded = ConfigReloaded::new(
                 seq,
                 path_text.clone(),
@@ -296,7 +321,8 @@ impl Reloader {
             DaemonNotification::ConfigReloaded(reloaded)
         });
         let counts = self.supervisor.counts().await.unwrap_or_default();
-        service::notify(Notice::Ready(&service::status_line(&counts, false)));
+        self.notifier
+            .notify(Notice::Ready(&service::status_line(&counts, false)));
         notification.as_ref().map(ConfigReloadResult::applied)
     }
 
@@ -306,7 +332,7 @@ impl Reloader {
         self.config_error.send_replace(Some(error.clone()));
         let path_text = self.path.display().to_string();
         let mut notification = None;
-        self.events.publish(|seq| {
+        self.hub.events.publish(|seq| {
             let failed = ConfigReloadFailed::new(seq, path_text.clone(), trigger, error.clone());
             notification = Some(failed.clone());
             DaemonNotification::ConfigReloadFailed(failed)

@@ -18,8 +18,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use corral_protocol::DaemonNotification;
 use tokio::sync::broadcast;
 
-use crate::hub::routes::FrontEnds;
-
 /// Most bytes of serialized notifications the replay history keeps (the
 /// newest notification is always kept, whatever its size).
 pub const HISTORY_BYTES: usize = 16 * 1024 * 1024;
@@ -35,18 +33,14 @@ pub struct EventFrame {
     pub notification: DaemonNotification,
 }
 
-/// Owner of sequence numbers and the replay history. Cheap to share (`Arc`).
-///
-/// It also holds the `FrontEnds` registry: what goes to one front-end
-/// rather than all of them (servers' requests, progress), so that whoever
-/// can publish can also reach a front-end.
+/// Owner of sequence numbers and the replay history. Shared as part of the
+/// [`Hub`](super::Hub), next to the routes to single front-ends.
 #[derive(Debug)]
 pub struct EventHub {
     state: Mutex<HubState>,
     sender: broadcast::Sender<Arc<EventFrame>>,
     capacity: usize,
     max_bytes: usize,
-    frontends: Arc<FrontEnds>,
 }
 
 #[derive(Debug)]
@@ -96,13 +90,7 @@ impl EventHub {
             sender,
             capacity,
             max_bytes,
-            frontends: Arc::new(FrontEnds::default()),
         }
-    }
-
-    /// The front-ends, for what is sent to one of them.
-    pub(crate) fn frontends(&self) -> &Arc<FrontEnds> {
-        &self.frontends
     }
 
     /// How many notifications the history keeps.

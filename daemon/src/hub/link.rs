@@ -19,9 +19,6 @@ pub(super) const LINK_QUEUE: usize = 64;
 /// LSP's cancellation notification, sent when the daemon withdraws a request.
 pub(super) const CANCEL_REQUEST: &str = "$/cancelRequest";
 
-/// Activity clock shared by every link: larger means more recent.
-static ACTIVITY: AtomicU64 = AtomicU64::new(1);
-
 /// Why a front-end did not answer a request.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FrontEndError {
@@ -51,6 +48,11 @@ pub(crate) struct Link {
     pub(crate) id: u64,
     pub(super) capabilities: OnceLock<ClientCapabilities>,
     pub(super) last_active: AtomicU64,
+    /// The activity clock shared by every link of one [`FrontEnds`]
+    /// registry: larger means more recent.
+    ///
+    /// [`FrontEnds`]: super::routes::FrontEnds
+    activity: Arc<AtomicU64>,
     sender: mpsc::Sender<String>,
     pub(super) pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_id: AtomicU64,
@@ -60,13 +62,15 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// A link for connection `id`; the receiver feeds the connection's writer.
-    pub(crate) fn new(id: u64) -> (Arc<Self>, mpsc::Receiver<String>) {
+    /// A link for connection `id` ticking `activity`; the receiver feeds
+    /// the connection's writer.
+    pub(super) fn new(id: u64, activity: Arc<AtomicU64>) -> (Arc<Self>, mpsc::Receiver<String>) {
         let (sender, receiver) = mpsc::channel(LINK_QUEUE);
         let link = Self {
             id,
             capabilities: OnceLock::new(),
             last_active: AtomicU64::new(0),
+            activity,
             sender,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -84,7 +88,7 @@ impl Link {
     /// The front-end just sent a request: it is the most recently active one.
     pub(crate) fn touch(&self) {
         self.last_active
-            .store(ACTIVITY.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+            .store(self.activity.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
     }
 
     pub(super) fn can_elicit(&self) -> bool {

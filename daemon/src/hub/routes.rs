@@ -49,6 +49,10 @@ pub(crate) struct FrontEnds {
     answer_deadline_ms: AtomicU64,
     /// [`FrontEnds::dropped_progress`].
     dropped_progress: AtomicU64,
+    /// The activity clock every link of this registry ticks when its
+    /// front-end sends a request (larger means more recent), to find the
+    /// most recently active front-end.
+    activity: Arc<AtomicU64>,
 }
 
 impl Default for FrontEnds {
@@ -57,6 +61,7 @@ impl Default for FrontEnds {
             state: Mutex::default(),
             answer_deadline_ms: AtomicU64::new(u64::try_from(DEFAULT_ANSWER_DEADLINE.as_millis()).unwrap_or(u64::MAX)),
             dropped_progress: AtomicU64::new(0),
+            activity: Arc::new(AtomicU64::new(1)),
         }
     }
 }
@@ -99,6 +104,12 @@ impl FrontEnds {
     fn state(&self) -> MutexGuard<'_, State> {
         // Plain maps, consistent after any panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A link for the new connection `id`, on this registry's activity
+    /// clock; the receiver feeds the connection's writer.
+    pub(crate) fn new_link(&self, id: u64) -> (Arc<Link>, tokio::sync::mpsc::Receiver<String>) {
+        Link::new(id, self.activity.clone())
     }
 
     /// `link` finished `initialize` with `capabilities`.
@@ -413,9 +424,9 @@ mod tests {
     #[tokio::test]
     async fn only_the_calling_front_end_is_asked_and_only_if_it_can_answer() {
         let frontends = Arc::new(FrontEnds::default());
-        let (a, _a_rx) = Link::new(1);
-        let (b, _b_rx) = Link::new(2);
-        let (c, _c_rx) = Link::new(3);
+        let (a, _a_rx) = frontends.new_link(1);
+        let (b, _b_rx) = frontends.new_link(2);
+        let (c, _c_rx) = frontends.new_link(3);
         frontends.register(&a, capabilities(true, false));
         frontends.register(&b, capabilities(true, true));
         frontends.register(&c, capabilities(false, false));
@@ -447,7 +458,8 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_matched_by_id_and_abandoned_requests_withdrawn() {
-        let (link, mut outbound) = Link::new(1);
+        let frontends = FrontEnds::default();
+        let (link, mut outbound) = frontends.new_link(1);
         let asking = {
             let link = link.clone();
             tokio::spawn(async move { link.request("m", json!({"x": 1})).await })
@@ -527,7 +539,7 @@ mod tests {
     #[tokio::test]
     async fn progress_that_finds_the_queue_full_is_counted_per_link_and_in_all() {
         let frontends = Arc::new(FrontEnds::default());
-        let (link, mut outbound) = Link::new(1);
+        let (link, mut outbound) = frontends.new_link(1);
         let _route = frontends.progress_route("s", &link, &json!(7), json!("theirs"));
         for step in 0..LINK_QUEUE + 5 {
             frontends.route_progress("s", &json!(7), step as f64, None, None);

@@ -35,7 +35,7 @@ use rmcp::{ClientHandler, ErrorData, RoleClient};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::hub::link::FrontEndError;
 use crate::hub::routes::{Caller, Capability};
 
@@ -43,7 +43,7 @@ use crate::hub::routes::{Caller, Capability};
 #[derive(Debug, Clone)]
 pub(crate) struct McpClientHandler {
     name: String,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     /// Tells the server's task that the tool list changed (capacity 1: coalesced).
     tools_changed: mpsc::Sender<()>,
     /// What `roots/list` answers; `None`: roots are not offered.
@@ -54,10 +54,10 @@ pub(crate) struct McpClientHandler {
 
 impl McpClientHandler {
     /// A handler for server `name`; tool list changes go to `tools_changed`.
-    pub(crate) fn new(name: String, events: Arc<EventHub>, tools_changed: mpsc::Sender<()>) -> Self {
+    pub(crate) fn new(name: String, hub: Arc<Hub>, tools_changed: mpsc::Sender<()>) -> Self {
         Self {
             name,
-            events,
+            hub,
             tools_changed,
             roots: None,
             progress_from_wire: false,
@@ -87,7 +87,7 @@ impl McpClientHandler {
         params: &P,
         context: &RequestContext<RoleClient>,
     ) -> Asked<T> {
-        let frontends = self.events.frontends();
+        let frontends = &self.hub.routes;
         let link = match frontends.caller(&self.name, capability) {
             Caller::One(link) => link,
             Caller::Declined(reason) => {
@@ -252,8 +252,8 @@ impl ClientHandler for McpClientHandler {
         let Ok(token) = serde_json::to_value(&params.progress_token) else {
             return;
         };
-        self.events
-            .frontends()
+        self.hub
+            .routes
             .route_progress(&self.name, &token, params.progress, params.total, params.message);
     }
 
@@ -263,7 +263,8 @@ impl ClientHandler for McpClientHandler {
         _context: NotificationContext<RoleClient>,
     ) {
         let name = self.name.clone();
-        self.events
+        self.hub
+            .events
             .publish(|seq| DaemonNotification::ResourceUpdated(ResourceUpdated::new(seq, name, params.uri)));
     }
 
@@ -274,13 +275,15 @@ impl ClientHandler for McpClientHandler {
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
         let name = self.name.clone();
-        self.events
+        self.hub
+            .events
             .publish(|seq| DaemonNotification::ResourcesListChanged(ListChanged::new(seq, name)));
     }
 
     async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
         let name = self.name.clone();
-        self.events
+        self.hub
+            .events
             .publish(|seq| DaemonNotification::PromptsListChanged(ListChanged::new(seq, name)));
     }
 
@@ -294,7 +297,8 @@ impl ClientHandler for McpClientHandler {
             .and_then(|level| level.as_str().map(str::to_owned))
             .unwrap_or_else(|| "info".to_owned());
         let name = self.name.clone();
-        self.events
+        self.hub
+            .events
             .publish(|seq| DaemonNotification::ServerLog(ServerLog::new(seq, name, level, params.logger, params.data)));
     }
 }

@@ -71,7 +71,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::credentials::Credentials;
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::mcp::wire_tee::WireTee;
 use crate::process::reaper;
 use crate::transport::in_process::InProcessServer;
@@ -184,7 +184,7 @@ pub(crate) struct ServerSpec {
     /// Whether it starts at once.
     pub(crate) autostart: Autostart,
     /// Where its status changes and notifications go.
-    pub(crate) events: Arc<EventHub>,
+    pub(crate) hub: Arc<Hub>,
     /// Stored OAuth credentials (HTTP servers).
     pub(crate) credentials: Option<Credentials>,
     /// The daemon's process registry.

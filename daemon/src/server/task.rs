@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::credentials::{CredentialState, Credentials};
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::mcp::classify::HttpFailure;
 use crate::mcp::handler::McpClientHandler;
 use crate::mcp::route::tool_allowed;
@@ -52,7 +52,7 @@ const EXPIRED_SESSION_CLOSE: Duration = Duration::from_secs(1);
 pub(super) struct ServerTask {
     name: String,
     config: ServerConfig,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     state: watch::Sender<ServerState>,
     stderr: StderrTail,
     commands: mpsc::Receiver<ServerCommand>,
@@ -104,7 +104,7 @@ impl ServerTask {
             identity: _,
             launcher,
             autostart,
-            events,
+            hub,
             credentials,
             processes,
             shutdown,
@@ -114,7 +114,7 @@ impl ServerTask {
             teardown: teardown_policy(&config),
             restart: RestartPolicy::from_config(&config),
             config,
-            events,
+            hub,
             state,
             stderr,
             commands,
@@ -258,10 +258,10 @@ impl ServerTask {
         };
         let pid = process.pid();
         self.state.send_modify(|state| state.public.pid = Some(pid));
-        let handler = McpClientHandler::new(self.name.clone(), self.events.clone(), tools_changed)
+        let handler = McpClientHandler::new(self.name.clone(), self.hub.clone(), tools_changed)
             .with_roots(self.config.roots.as_deref())
             .progress_from_wire();
-        let raw = Arc::new(WireTee::new(&self.name, self.events.frontends().clone()));
+        let raw = Arc::new(WireTee::new(&self.name, self.hub.routes.clone()));
         let stdout_closed = raw.stdout_closed();
         let mut startup = Startup::new(pipes, handler, raw.clone(), self.config.startup_timeout);
         let outcome = tokio::select! {
@@ -325,14 +325,14 @@ impl ServerTask {
             Err(failure) => return Err(self.http_failed(failure)),
         };
         let name = self.name.clone();
-        let events = self.events.clone();
+        let hub = self.hub.clone();
         let roots = self.config.roots.clone();
         let (connection, health) = HttpConnection::new(ConnectionSpec {
             name: self.name.clone(),
             backend,
             prepared,
             handler: Box::new(move || {
-                McpClientHandler::new(name.clone(), events.clone(), tools_changed.clone()).with_roots(roots.as_deref())
+                McpClientHandler::new(name.clone(), hub.clone(), tools_changed.clone()).with_roots(roots.as_deref())
             }),
             had_credentials,
             startup_timeout: self.config.startup_timeout,
@@ -410,7 +410,7 @@ impl ServerTask {
     async fn start_in_process(&mut self, server: &dyn InProcessServer) -> Result<(ReadySession, Vec<Tool>), RunEnd> {
         // The built-in's tools never change: nobody listens for that.
         let (tools_changed, _) = mpsc::channel(1);
-        let handler = McpClientHandler::new(self.name.clone(), self.events.clone(), tools_changed);
+        let handler = McpClientHandler::new(self.name.clone(), self.hub.clone(), tools_changed);
         let started = in_process::start(server, handler, &self.tracker, self.config.startup_timeout).await;
         match started {
             Ok(started) => {
@@ -628,14 +628,15 @@ impl ServerTask {
             state.tools = Arc::new(tools);
         });
         let name = self.name.clone();
-        self.events
+        self.hub
+            .events
             .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, count)));
     }
 
     /// A new session of the server knows nothing of the resource
     /// subscriptions front-ends hold: subscribe again, in the background.
     fn renew_subscriptions(&self, peer: &rmcp::Peer<RoleClient>) {
-        let uris = self.events.frontends().subscriptions(&self.name);
+        let uris = self.hub.routes.subscriptions(&self.name);
         if uris.is_empty() {
             return;
         }
@@ -686,7 +687,8 @@ impl ServerTask {
         if self.was_ready {
             // Tools come back with the server: tell front-ends to fetch them again.
             let name = self.name.clone();
-            self.events
+            self.hub
+                .events
                 .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, tool_count)));
         }
         self.was_ready = true;
@@ -760,7 +762,7 @@ impl ServerTask {
             state.public.error = error.clone();
         });
         let name = self.name.clone();
-        self.events.publish(|seq| {
+        self.hub.events.publish(|seq| {
             let mut update = StartupStatusUpdated::new(seq, name, status);
             update.failure_reason = reason;
             update.error = error;

@@ -2,9 +2,11 @@
 //! notifications (systemd's `sd_notify` protocol), and the listening socket a
 //! socket-activating manager hands over.
 //!
-//! On Linux these talk to `$NOTIFY_SOCKET` through the `sd-notify` crate;
-//! without that variable (a terminal, launchd, tests) every notification is a
-//! no-op and nothing changes. Other platforms compile the same API as no-ops:
+//! On Linux these talk to `$NOTIFY_SOCKET` through the `sd-notify` crate, on
+//! the one thread a [`Notifier`] owns (created at boot, cloned to the
+//! reloader, the watchdog task and shutdown); without that variable (a
+//! terminal, launchd, tests) every notification is a no-op and nothing
+//! changes. Other platforms compile the same API as no-ops:
 //! launchd has no readiness protocol, and starts corrald with `KeepAlive`.
 //!
 //! What is sent, in order:
@@ -25,5 +27,5 @@ mod notify;
 mod watchdog;
 
 pub use inherited::Inherited;
-pub use notify::{Notice, flush, manager_listens, notify};
+pub use notify::{Notice, Notifier};
 pub use watchdog::{run, status_line};

@@ -7,10 +7,10 @@ use std::time::Duration;
 use corral_protocol::{DaemonNotification, ServerCounts};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 use crate::supervisor::SupervisorHandle;
 
-use super::notify::{Notice, manager_listens, notify};
+use super::notify::{Notice, Notifier};
 
 /// The one-line status a service manager shows (`systemctl --user status corral`).
 pub fn status_line(counts: &ServerCounts, config_error: bool) -> String {
@@ -30,19 +30,20 @@ const SUPERVISOR_ANSWER_LIMIT: Duration = Duration::from_secs(2);
 ///
 /// Does nothing when no manager listens.
 pub async fn run(
+    notifier: Notifier,
     supervisor: SupervisorHandle,
-    events: Arc<EventHub>,
+    hub: Arc<Hub>,
     config_error: tokio::sync::watch::Receiver<Option<String>>,
     watchdog: Option<Duration>,
     shutdown: CancellationToken,
 ) {
-    if !manager_listens() {
+    if !notifier.manager_listens() {
         return;
     }
-    let mut subscription = events.subscribe().receiver;
+    let mut subscription = hub.events.subscribe().receiver;
     let counts = supervisor.counts().await.unwrap_or_default();
     let mut last_status = status_line(&counts, config_error.borrow().is_some());
-    notify(Notice::Ready(&last_status));
+    notifier.notify(Notice::Ready(&last_status));
     tracing::info!(status = %last_status, watchdog = ?watchdog, "told the service manager corrald is ready");
 
     // Half the interval, as sd_watchdog_enabled(3) advises; never a busy loop.
@@ -85,11 +86,11 @@ pub async fn run(
                 }
                 let status = status_line(&counts, config_error.borrow().is_some());
                 if status != last_status {
-                    notify(Notice::Status(&status));
+                    notifier.notify(Notice::Status(&status));
                     last_status = status;
                 }
                 if watchdog_tick && watchdog.is_some() {
-                    notify(Notice::Watchdog);
+                    notifier.notify(Notice::Watchdog);
                 }
             }
             // The supervisor has stopped: shutdown is under way.
@@ -100,7 +101,7 @@ pub async fn run(
                     "the supervisor has not answered {missed_checks} watchdog check(s) in a row; watchdog pings withheld"
                 );
                 tracing::error!("{status}");
-                notify(Notice::Status(&status));
+                notifier.notify(Notice::Status(&status));
                 last_status = status;
             }
             Err(_) => {}

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, DaemonContext};
-use crate::hub::events::EventHub;
+use crate::hub::Hub;
 
 /// Bytes a duplex buffers in each direction: more than any message a case sends at once.
 const DUPLEX_BUFFER: usize = 1024 * 1024;
@@ -56,37 +56,39 @@ impl InProcessDaemon {
         let config = corral_protocol::config::load(&config_path).expect("a valid test config");
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let events = Arc::new(EventHub::new(crate::EVENT_HISTORY));
+        let hub = Arc::new(Hub::new(crate::EVENT_HISTORY));
         let supervisor = crate::supervisor::spawn(
             &config,
             |_| None,
-            &events,
+            &hub,
             None,
             crate::process::reaper::Registry::without_record(),
             shutdown.child_token(),
             &tracker,
         );
         let (config_error_sender, config_error) = tokio::sync::watch::channel(None);
-        let (reloader, reload) = crate::config::reload::prepare(
-            &config_path,
+        let (reloader, reload) = crate::config::reload::prepare(crate::config::reload::ReloaderSpec {
+            path: config_path.clone(),
             snapshot,
-            supervisor.clone(),
-            events.clone(),
-            config_error_sender,
-            crate::config::reload::POLL_INTERVAL,
-            crate::config::settings::DaemonSettings::of(&config),
-        );
+            supervisor: supervisor.clone(),
+            hub: hub.clone(),
+            config_error: config_error_sender,
+            // No service manager here ($NOTIFY_SOCKET unset): a silent notifier.
+            notifier: crate::service::Notifier::start(),
+            poll_interval: crate::config::reload::POLL_INTERVAL,
+            startup_settings: crate::config::settings::DaemonSettings::of(&config),
+        });
         tracker.spawn(reloader.run(shutdown.child_token()));
-        let context = Arc::new(DaemonContext::new(
-            Instant::now(),
-            dir.path().join("in-process.sock"),
+        let context = Arc::new(DaemonContext::new(api::ContextSpec {
+            started: Instant::now(),
+            socket_path: dir.path().join("in-process.sock"),
             config_path,
             config_error,
             supervisor,
-            events,
+            hub,
             reload,
-            true,
-        ));
+            test_hooks: true,
+        }));
         let methods: Methods = api::router::build(context.clone())
             .expect("registering the front-end methods")
             .into();

@@ -73,9 +73,10 @@ pub(crate) async fn fill_auth_status(
             Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired)
         );
         let store = oauth::server_store(context.credentials.as_ref(), &status.name, &http);
+        let discovered = context.discovered.clone();
         tasks.spawn(async move {
             let result = match store {
-                Some(store) => oauth::auth_status(&http, explicit, asked_for_login, &store).await,
+                Some(store) => oauth::auth_status(&http, explicit, asked_for_login, &store, &discovered).await,
                 None if explicit => Ok(AuthStatus::BearerToken),
                 None => Ok(AuthStatus::Unsupported),
             };
@@ -165,6 +166,7 @@ pub(crate) async fn start_login(
         let error = outcome.err();
         let success = error.is_none();
         context
+            .hub
             .events
             .publish(|seq| DaemonNotification::OauthLoginCompleted(OauthLoginCompleted::new(seq, name.clone(), error)));
         if success {

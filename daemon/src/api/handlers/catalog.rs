@@ -128,7 +128,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         if !target.offers_subscriptions() {
             return Err(route_error(&server, &what, RouteError::SubscriptionsUnsupported));
         }
-        if context.events.frontends().subscribe(&server, &uri, connection) {
+        if context.hub.routes.subscribe(&server, &uri, connection) {
             let timeout = target.config.tool_timeout;
             let subscribed = tokio::time::timeout(timeout, forward::subscribe(&target, uri.clone()))
                 .await
@@ -136,7 +136,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                 .and_then(|result| result.map_err(|error| route_error(&server, &what, error)));
             if let Err(error) = subscribed {
                 // The server refused: this connection holds no subscription after all.
-                let _ = context.events.frontends().unsubscribe(&server, &uri, connection);
+                let _ = context.hub.routes.unsubscribe(&server, &uri, connection);
                 return Err(error);
             }
         }
@@ -146,7 +146,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
     module.register_async_method(ResourcesUnsubscribe::METHOD, |params, context, extensions| async move {
         let ResourcesReadParams { server, uri, .. } = parse_params::<ResourcesUnsubscribe>(&params)?;
         let connection = session(&extensions)?.id;
-        match context.events.frontends().unsubscribe(&server, &uri, connection) {
+        match context.hub.routes.unsubscribe(&server, &uri, connection) {
             None => Err(rpc_error(
                 ErrorCode::InvalidParams,
                 format!("this connection is not subscribed to `{uri}` of MCP server `{server}`"),

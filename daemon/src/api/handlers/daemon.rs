@@ -32,14 +32,15 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                 context.config_path.exists(),
                 counts,
                 context.open_connections(),
-                context.events.last_seq(),
+                context.hub.events.last_seq(),
             )
             .with_config_error(context.config_error.borrow().clone())
             .with_connection_limit(
                 u32::try_from(context.max_connections()).unwrap_or(u32::MAX),
                 context.refused_connections(),
             )
-            .with_dropped_progress(context.events.frontends().dropped_progress())
+            .with_dropped_progress(context.hub.routes.dropped_progress())
+            .with_service_notices_dropped(context.notifier.dropped())
             .with_credentials_store(
                 context
                     .credentials
@@ -57,7 +58,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
 
     module.register_method(EventsReplay::METHOD, |params, context, _| {
         let params = parse_params::<EventsReplay>(&params)?;
-        let replay = context.events.replay(params.after_seq);
+        let replay = context.hub.events.replay(params.after_seq);
         Ok::<_, ErrorObjectOwned>(EventsReplayResult::new(
             replay.notifications,
             replay.complete,
@@ -88,13 +89,13 @@ fn initialize(
         ));
     }
     let last_seq = session
-        .initialize(params.client_info, params.capabilities.clone(), &context.events)
+        .initialize(params.client_info, params.capabilities.clone(), &context.hub.events)
         .map_err(|()| rpc_error(ErrorCode::AlreadyInitialized, "this connection is already initialized"))?;
-    context.events.frontends().register(&session.link, params.capabilities);
+    context.hub.routes.register(&session.link, params.capabilities);
     Ok(InitializeResult::new(
         context.daemon_info.clone(),
         session.id,
         last_seq,
-        u32::try_from(context.events.capacity()).unwrap_or(u32::MAX),
+        u32::try_from(context.hub.events.capacity()).unwrap_or(u32::MAX),
     ))
 }

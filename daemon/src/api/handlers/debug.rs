@@ -31,7 +31,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let params: EmitTestEvents = parse_json(&params, "debug/emitTestEvents")?;
         let mut last = 0;
         for _ in 0..params.count {
-            last = context.events.publish(|seq| {
+            last = context.hub.events.publish(|seq| {
                 DaemonNotification::StartupStatusUpdated(StartupStatusUpdated::new(
                     seq,
                     params.name.clone(),

@@ -64,7 +64,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .check_tool(&name)
             .map_err(|error| route_error(&server, &what, error))?;
         let session = session(&extensions)?;
-        let frontends = context.events.frontends();
+        let frontends = &context.hub.routes;
         // While it runs, this connection is the one the server's elicitations go to.
         let _call = frontends.call_started(&server, session.id);
         let timeout = target.config.tool_timeout;
