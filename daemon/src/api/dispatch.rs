@@ -321,7 +321,6 @@ impl Dispatcher {
         };
         let id = request.id.clone().into_owned();
         let method = request.method.as_ref();
-        self.session.link.touch();
         if method != Initialize::METHOD && !self.session.is_initialized() {
             return Some(Dispatched::Now(MethodResponse::error(
                 id,

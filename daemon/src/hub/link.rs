@@ -47,12 +47,6 @@ pub(crate) struct Link {
     /// The connection's id.
     pub(crate) id: u64,
     pub(super) capabilities: OnceLock<ClientCapabilities>,
-    pub(super) last_active: AtomicU64,
-    /// The activity clock shared by every link of one [`FrontEnds`]
-    /// registry: larger means more recent.
-    ///
-    /// [`FrontEnds`]: super::routes::FrontEnds
-    activity: Arc<AtomicU64>,
     sender: mpsc::Sender<String>,
     pub(super) pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_id: AtomicU64,
@@ -62,15 +56,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// A link for connection `id` ticking `activity`; the receiver feeds
-    /// the connection's writer.
-    pub(super) fn new(id: u64, activity: Arc<AtomicU64>) -> (Arc<Self>, mpsc::Receiver<String>) {
+    /// A link for connection `id`; the receiver feeds the connection's writer.
+    pub(super) fn new(id: u64) -> (Arc<Self>, mpsc::Receiver<String>) {
         let (sender, receiver) = mpsc::channel(LINK_QUEUE);
         let link = Self {
             id,
             capabilities: OnceLock::new(),
-            last_active: AtomicU64::new(0),
-            activity,
             sender,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -83,12 +74,6 @@ impl Link {
     fn pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
         // A map of senders is valid after any panic.
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The front-end just sent a request: it is the most recently active one.
-    pub(crate) fn touch(&self) {
-        self.last_active
-            .store(self.activity.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
     }
 
     pub(super) fn can_elicit(&self) -> bool {

@@ -49,10 +49,6 @@ pub(crate) struct FrontEnds {
     answer_deadline_ms: AtomicU64,
     /// [`FrontEnds::dropped_progress`].
     dropped_progress: AtomicU64,
-    /// The activity clock every link of this registry ticks when its
-    /// front-end sends a request (larger means more recent), to find the
-    /// most recently active front-end.
-    activity: Arc<AtomicU64>,
 }
 
 impl Default for FrontEnds {
@@ -61,7 +57,6 @@ impl Default for FrontEnds {
             state: Mutex::default(),
             answer_deadline_ms: AtomicU64::new(u64::try_from(DEFAULT_ANSWER_DEADLINE.as_millis()).unwrap_or(u64::MAX)),
             dropped_progress: AtomicU64::new(0),
-            activity: Arc::new(AtomicU64::new(1)),
         }
     }
 }
@@ -106,16 +101,14 @@ impl FrontEnds {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A link for the new connection `id`, on this registry's activity
-    /// clock; the receiver feeds the connection's writer.
+    /// A link for the new connection `id`; the receiver feeds the connection's writer.
     pub(crate) fn new_link(&self, id: u64) -> (Arc<Link>, tokio::sync::mpsc::Receiver<String>) {
-        Link::new(id, self.activity.clone())
+        Link::new(id)
     }
 
     /// `link` finished `initialize` with `capabilities`.
     pub(crate) fn register(&self, link: &Arc<Link>, capabilities: ClientCapabilities) {
         let _ = link.capabilities.set(capabilities);
-        link.touch();
         self.state().links.insert(link.id, Arc::downgrade(link));
     }
 
@@ -430,7 +423,6 @@ mod tests {
         frontends.register(&a, capabilities(true, false));
         frontends.register(&b, capabilities(true, true));
         frontends.register(&c, capabilities(false, false));
-        b.touch();
         let target = |capability| match frontends.caller("s", capability) {
             Caller::One(link) => Ok(link.id),
             Caller::Declined(reason) => Err(reason),
