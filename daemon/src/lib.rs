@@ -170,53 +170,36 @@ pub async fn run(
         processes.clone(),
         shutdown.clone(),
     ));
-    let hub = Arc::new(hub::Hub::new(EVENT_HISTORY));
-    hub.routes.set_answer_deadline(options.answer_deadline);
-    let supervisor = supervisor::spawn(
-        &config,
-        |supervisor| {
-            options
-                .builtin_server
-                .then(|| builtin::injected(supervisor, hub.clone()))
+    let Wired {
+        hub,
+        supervisor,
+        reload,
+        config_error,
+        context,
+    } = wire(
+        Wiring {
+            config: &config,
+            config_path: options.config_path.clone(),
+            snapshot: config_snapshot,
+            config_error,
+            socket_path: options.socket_path.clone(),
+            started,
+            builtin_server: options.builtin_server,
+            credentials: Some(credentials.clone()),
+            processes: processes.clone(),
+            notifier: notifier.clone(),
+            poll_interval: options.config_poll_interval,
+            answer_deadline: options.answer_deadline,
+            test_hooks: options.test_hooks,
         },
-        &hub,
-        Some(credentials.clone()),
-        processes.clone(),
-        shutdown.child_token(),
+        &shutdown,
         &tracker,
     );
-    let (config_error_sender, config_error) = tokio::sync::watch::channel(config_error);
-    let (reloader, reload) = crate::config::reload::prepare(crate::config::reload::ReloaderSpec {
-        path: options.config_path.clone(),
-        snapshot: config_snapshot,
-        supervisor: supervisor.clone(),
-        hub: hub.clone(),
-        config_error: config_error_sender,
-        notifier: notifier.clone(),
-        poll_interval: options.config_poll_interval,
-        startup_settings: crate::config::settings::DaemonSettings::of(&config),
-    });
-    tracker.spawn(reloader.run(shutdown.child_token()));
-    let context = Arc::new(
-        api::DaemonContext::new(api::ContextSpec {
-            started,
-            socket_path: options.socket_path.clone(),
-            config_path: options.config_path.clone(),
-            config_error: config_error.clone(),
-            supervisor: supervisor.clone(),
-            hub: hub.clone(),
-            reload: reload.clone(),
-            test_hooks: options.test_hooks,
-        })
-        .with_connection_limits(options.connection_limits)
-        .with_processes(processes.clone())
-        .with_notifier(notifier.clone())
-        .with_oauth(
-            credentials,
-            auth::oauth::OAuthSettings::from_config(&config),
-            shutdown.clone(),
-        ),
-    );
+    let context = Arc::new(context.with_connection_limits(options.connection_limits).with_oauth(
+        credentials,
+        auth::oauth::OAuthSettings::from_config(&config),
+        shutdown.clone(),
+    ));
     tracing::info!(
         socket = %options.socket_path.display(),
         config = %options.config_path.display(),
@@ -280,6 +263,99 @@ pub async fn run(
     notifier.flush(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What boot wires together once the socket, the process registry and the
+/// credential store exist (also the in-process test tier's daemon, which has
+/// no socket).
+pub(crate) struct Wiring<'a> {
+    pub(crate) config: &'a corral_protocol::config::Config,
+    pub(crate) config_path: PathBuf,
+    pub(crate) snapshot: config::reload::FileSnapshot,
+    /// Why the config file could not be used at start, if so.
+    pub(crate) config_error: Option<String>,
+    pub(crate) socket_path: PathBuf,
+    pub(crate) started: Instant,
+    pub(crate) builtin_server: bool,
+    pub(crate) credentials: Option<auth::credentials::Credentials>,
+    pub(crate) processes: Arc<process::reaper::Registry>,
+    pub(crate) notifier: service::Notifier,
+    pub(crate) poll_interval: Duration,
+    pub(crate) answer_deadline: Duration,
+    pub(crate) test_hooks: bool,
+}
+
+/// The handles [`wire`] made.
+pub(crate) struct Wired {
+    pub(crate) hub: Arc<hub::Hub>,
+    pub(crate) supervisor: supervisor::SupervisorHandle,
+    pub(crate) reload: config::reload::ReloadHandle,
+    pub(crate) config_error: tokio::sync::watch::Receiver<Option<String>>,
+    /// The API's context, without connection limits or OAuth (the caller's).
+    pub(crate) context: api::DaemonContext,
+}
+
+/// The hub, the supervisor (every config server launched, the built-in
+/// injected unless turned off), the config reloader (a task of `tracker`)
+/// and the API's context.
+pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &TaskTracker) -> Wired {
+    let Wiring {
+        config,
+        config_path,
+        snapshot,
+        config_error,
+        socket_path,
+        started,
+        builtin_server,
+        credentials,
+        processes,
+        notifier,
+        poll_interval,
+        answer_deadline,
+        test_hooks,
+    } = wiring;
+    let hub = Arc::new(hub::Hub::new(EVENT_HISTORY));
+    hub.routes.set_answer_deadline(answer_deadline);
+    let supervisor = supervisor::spawn(
+        config,
+        |supervisor| builtin_server.then(|| builtin::injected(supervisor, hub.clone())),
+        &hub,
+        credentials,
+        processes.clone(),
+        shutdown.child_token(),
+        tracker,
+    );
+    let (config_error_sender, config_error) = tokio::sync::watch::channel(config_error);
+    let (reloader, reload) = config::reload::prepare(config::reload::ReloaderSpec {
+        path: config_path.clone(),
+        snapshot,
+        supervisor: supervisor.clone(),
+        hub: hub.clone(),
+        config_error: config_error_sender,
+        notifier: notifier.clone(),
+        poll_interval,
+        startup_settings: config::settings::DaemonSettings::of(config),
+    });
+    tracker.spawn(reloader.run(shutdown.child_token()));
+    let context = api::DaemonContext::new(api::ContextSpec {
+        started,
+        socket_path,
+        config_path,
+        config_error: config_error.clone(),
+        supervisor: supervisor.clone(),
+        hub: hub.clone(),
+        reload: reload.clone(),
+        test_hooks,
+    })
+    .with_processes(processes)
+    .with_notifier(notifier);
+    Wired {
+        hub,
+        supervisor,
+        reload,
+        config_error,
+        context,
+    }
 }
 
 /// The children record lives next to the socket: one per daemon, and in the

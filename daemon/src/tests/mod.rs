@@ -23,12 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, DaemonContext};
-use crate::hub::Hub;
 
 /// Bytes a duplex buffers in each direction: more than any message a case sends at once.
 const DUPLEX_BUFFER: usize = 1024 * 1024;
 
-/// A daemon without a socket: the wiring of [`crate::run`] minus the listener,
+/// A daemon without a socket: [`crate::run`]'s own wiring ([`crate::wire`]) minus the listener,
 /// the credential store and the service manager.
 pub(crate) struct InProcessDaemon {
     context: Arc<DaemonContext>,
@@ -56,39 +55,27 @@ impl InProcessDaemon {
         let config = corral_protocol::config::load(&config_path).expect("a valid test config");
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let hub = Arc::new(Hub::new(crate::EVENT_HISTORY));
-        let supervisor = crate::supervisor::spawn(
-            &config,
-            |_| None,
-            &hub,
-            None,
-            crate::process::reaper::Registry::without_record(),
-            shutdown.child_token(),
+        let wired = crate::wire(
+            crate::Wiring {
+                config: &config,
+                config_path,
+                snapshot,
+                config_error: None,
+                socket_path: dir.path().join("in-process.sock"),
+                started: Instant::now(),
+                builtin_server: false,
+                credentials: None,
+                processes: crate::process::reaper::Registry::without_record(),
+                // Silent: never a service manager's, whatever the environment says.
+                notifier: crate::service::Notifier::default(),
+                poll_interval: crate::config::reload::POLL_INTERVAL,
+                answer_deadline: crate::hub::routes::DEFAULT_ANSWER_DEADLINE,
+                test_hooks: true,
+            },
+            &shutdown,
             &tracker,
         );
-        let (config_error_sender, config_error) = tokio::sync::watch::channel(None);
-        let (reloader, reload) = crate::config::reload::prepare(crate::config::reload::ReloaderSpec {
-            path: config_path.clone(),
-            snapshot,
-            supervisor: supervisor.clone(),
-            hub: hub.clone(),
-            config_error: config_error_sender,
-            // No service manager here ($NOTIFY_SOCKET unset): a silent notifier.
-            notifier: crate::service::Notifier::start(),
-            poll_interval: crate::config::reload::POLL_INTERVAL,
-            startup_settings: crate::config::settings::DaemonSettings::of(&config),
-        });
-        tracker.spawn(reloader.run(shutdown.child_token()));
-        let context = Arc::new(DaemonContext::new(api::ContextSpec {
-            started: Instant::now(),
-            socket_path: dir.path().join("in-process.sock"),
-            config_path,
-            config_error,
-            supervisor,
-            hub,
-            reload,
-            test_hooks: true,
-        }));
+        let context = Arc::new(wired.context);
         let methods: Methods = api::router::build(context.clone())
             .expect("registering the front-end methods")
             .into();
