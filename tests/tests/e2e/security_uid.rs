@@ -545,6 +545,12 @@ fn the_daemon_opens_no_lock_or_temp_file_through_a_symlink() {
     std::os::unix::fs::symlink(&temp_target, &temp_link).expect("plant the temp link");
     let daemon = TestDaemon::builder().socket_path(&socket).start();
     let record = scene.private().join("corral.sock.children");
+    // The socket accepts from `listen()` on; the record is written just after
+    // (holding the lock, before the accept loop runs): wait for it, bounded.
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::symlink_metadata(&record).is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let metadata = std::fs::symlink_metadata(&record).expect("the children record");
     assert!(metadata.is_file(), "the record is a regular file");
     assert_eq!(metadata.mode() & 0o7777, 0o600, "the record is private");
