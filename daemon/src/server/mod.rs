@@ -77,8 +77,8 @@ use crate::process::reaper;
 use crate::transport::in_process::InProcessServer;
 use crate::transport::stdio::StderrTail;
 
+use crate::mcp::route::SessionRecovery;
 pub use policy::RestartPolicy;
-pub(crate) use session::SessionRecovery;
 
 /// The state of one server, written only by its task.
 #[derive(Debug, Clone)]

@@ -27,7 +27,7 @@ use crate::transport::in_process::InProcessRun;
 use crate::transport::stdio::ServerProcess;
 
 use super::task::RunEnd;
-pub(crate) use crate::mcp::route::{RecoveryRequest, SessionRecovery};
+use crate::mcp::route::RecoveryRequest;
 
 /// A ready server: its MCP session and what its transport keeps with it.
 pub(super) struct ReadySession {

@@ -39,8 +39,9 @@ use crate::transport::in_process::{self, InProcessFailure, InProcessServer};
 use crate::transport::stdio::{LaunchSpec, StartFailure, Startup, StderrTail, launch_process};
 
 use super::policy::{AfterCrash, CrashHistory, RestartPolicy, teardown_policy};
-use super::session::{HttpRun, ReadySession, ReadyTransport, RecoveryRequest, SessionRecovery, StdioRun, TaskEvent};
+use super::session::{HttpRun, ReadySession, ReadyTransport, StdioRun, TaskEvent};
 use super::{Autostart, Launcher, ServerCommand, ServerSpec, ServerState};
+use crate::mcp::route::{RecoveryRequest, SessionRecovery};
 
 /// How long closing an in-process session may take.
 const IN_PROCESS_CLOSE: Duration = Duration::from_secs(1);
