@@ -103,11 +103,15 @@ fn pid_file(dir: &Path) -> PathBuf {
     dir.join("tree.pids")
 }
 
+fn bystander_pid_file(dir: &Path) -> PathBuf {
+    dir.join("bystander.pids")
+}
+
 #[tokio::test]
 async fn with_server_cgroups_the_leaf_takes_every_process_even_after_a_sigkill_of_corrald() {
     let cgroup = TestCgroup::new();
     let dir = scratch_dir();
-    let mut cleanup = KillSurvivorsOnDrop::new([pid_file(dir.path())]);
+    let mut cleanup = KillSurvivorsOnDrop::new([pid_file(dir.path()), bystander_pid_file(dir.path())]);
     let pids_path = pid_file(dir.path()).display().to_string();
     let config = fixture_config(
         "tree",
@@ -145,6 +149,23 @@ async fn with_server_cgroups_the_leaf_takes_every_process_even_after_a_sigkill_o
     assert_all_gone(&pids, Duration::ZERO, "the tree once stop returned").await;
     assert!(cgroup.leaves().is_empty(), "the leaf is removed: {:?}", cgroup.leaves());
 
+    // A second daemon on another socket, in the same cgroup: its leaves are
+    // its own, and nothing below (a successor's clean-up, a shutdown) touches them.
+    let bystander_pids = bystander_pid_file(dir.path()).display().to_string();
+    let bystander = TestDaemon::builder()
+        .config(&fixture_config("bystander", &["--pid-file", &bystander_pids]))
+        .env("CORRAL_SERVER_CGROUPS", "1")
+        .start();
+    let bystander_client = bystander.connect_client().await;
+    wait_for_status(&bystander_client, "bystander", ServerStatus::Ready, SERVER_WAIT).await;
+    let bystanders = wait_for_pid_file(&bystander_pid_file(dir.path()), 1).await;
+    let bystander_leaf = cgroup_of(bystanders[0]).expect("the bystander's cgroup");
+    assert!(
+        bystander_leaf.contains("/corral-server-"),
+        "the other daemon's server runs in a leaf: {bystander_leaf} ({})",
+        bystander.stderr()
+    );
+
     // SIGKILL of corrald: its successor on the same socket and cgroup finds
     // the unmarked escapee in the leaf the dead daemon left.
     client.mcp_server_start("tree").await.expect("start");
@@ -173,7 +194,25 @@ async fn with_server_cgroups_the_leaf_takes_every_process_even_after_a_sigkill_o
         "the successor says what it did:\n{}",
         successor.stderr()
     );
+    assert_all_alive(
+        &bystanders,
+        "the other daemon's server, after the successor cleaned up its socket's leaves",
+    );
     drop(successor);
+    assert_all_alive(&bystanders, "the other daemon's server, after the successor shut down");
+    assert_eq!(
+        cgroup_of(bystanders[0]).as_deref(),
+        Some(bystander_leaf.as_str()),
+        "still in its own leaf"
+    );
+    drop(bystander_client);
+    drop(bystander);
+    assert_all_gone(
+        &bystanders,
+        Duration::from_secs(5),
+        "the other daemon's server, once it stopped",
+    )
+    .await;
     drop(first);
     drop(cgroup);
 }

@@ -9,9 +9,13 @@
 //!
 //! corrald needs a cgroup it may create children in: under systemd that is
 //! the unit's own cgroup with `Delegate=yes` (`systemd/corral.service`). Each
-//! run of a stdio server gets a leaf `corral-server-<generation>` below the
-//! cgroup corrald is in, and the child moves itself into it between fork
-//! and exec (`stdio::launch`), so nothing it starts is ever outside. corrald
+//! run of a stdio server gets a leaf `corral-server-<socket>-<generation>`
+//! below the cgroup corrald is in, and the child moves itself into it between
+//! fork and exec (`stdio::launch`), so nothing it starts is ever outside.
+//! `<socket>` is a hash of the socket's path: two daemons in one cgroup (two
+//! sockets, started from one terminal) never share, clean up or kill each
+//! other's leaves; a daemon cleans up only what a predecessor on its own
+//! socket left (the socket lock says no live daemon owns them). corrald
 //! stays where it is: no controllers are enabled, so the "no internal
 //! processes" rule does not apply. Where any of this is missing (not Linux,
 //! cgroup v1 only, no write access, the flag off) servers run without a leaf
@@ -28,24 +32,42 @@ use super::reaper::Registry;
 /// Prefix of the leaves corrald creates (and removes, also a predecessor's).
 const LEAF_PREFIX: &str = "corral-server-";
 
-/// Where this daemon's leaves go (the cgroup [`enable`] found usable), and
-/// their numbering. Owned by the process [`Registry`], set once at boot.
+/// Where this daemon's leaves go (the cgroup [`enable`] found usable), their
+/// names and numbering. Owned by the process [`Registry`], set once at boot.
 #[derive(Debug)]
 pub struct Leaves {
     base: PathBuf,
+    /// `corral-server-<socket>-`: this daemon's leaves, and only they.
+    prefix: String,
     next_leaf: AtomicU64,
+}
+
+/// The name prefix of the leaves of the daemon whose children record is at
+/// `record` (next to its socket): the same for every daemon serving that
+/// socket, different for another socket.
+fn leaf_prefix(record: Option<&Path>) -> String {
+    use sha2::Digest as _;
+    let Some(record) = record else {
+        // No record (tests without a socket): this process's own leaves.
+        return format!("{LEAF_PREFIX}pid{}-", std::process::id());
+    };
+    let digest = sha2::Sha256::digest(record.as_os_str().as_encoded_bytes());
+    let tag: String = digest.iter().take(6).map(|byte| format!("{byte:02x}")).collect();
+    format!("{LEAF_PREFIX}{tag}-")
 }
 
 /// Use cgroup leaves for stdio servers: find the cgroup corrald is in, check
 /// that a leaf can be made there, and kill what a predecessor left in its
 /// leaves. Logs and stays off when that is not possible.
 pub fn enable(processes: &Registry) {
-    match usable_base() {
+    let prefix = leaf_prefix(processes.record_path());
+    match usable_base(&prefix) {
         Ok(base) => {
-            kill_leftover_leaves(&base, "left by a previous daemon", processes);
+            kill_leftover_leaves(&base, &prefix, "left by a previous daemon", processes);
             tracing::info!(cgroup = %base.display(), "stdio servers run in cgroup leaves below this cgroup");
             processes.set_leaves(Leaves {
                 base,
+                prefix,
                 next_leaf: AtomicU64::new(1),
             });
         }
@@ -64,12 +86,12 @@ pub fn enabled(processes: &Registry) -> bool {
 /// Returns how many leaves held processes.
 pub fn kill_all_leaves(processes: &Registry) -> usize {
     match processes.leaves() {
-        Some(leaves) => kill_leftover_leaves(&leaves.base, "still running at shutdown", processes),
+        Some(leaves) => kill_leftover_leaves(&leaves.base, &leaves.prefix, "still running at shutdown", processes),
         None => 0,
     }
 }
 
-fn usable_base() -> Result<PathBuf, String> {
+fn usable_base(prefix: &str) -> Result<PathBuf, String> {
     if !cfg!(target_os = "linux") {
         return Err("cgroups exist only on Linux".to_owned());
     }
@@ -77,7 +99,7 @@ fn usable_base() -> Result<PathBuf, String> {
     let own = own_cgroup().ok_or_else(|| "corrald's cgroup v2 path is not in /proc/self/cgroup".to_owned())?;
     let base = mount.join(own.trim_start_matches('/'));
     // A probe leaf: the same operations a launch needs (mkdir, open cgroup.procs for writing).
-    let probe = base.join(format!("{LEAF_PREFIX}probe-{}", std::process::id()));
+    let probe = base.join(format!("{prefix}probe-{}", std::process::id()));
     std::fs::create_dir(&probe).map_err(|error| {
         format!(
             "cannot create a cgroup in {} ({error}); with systemd, set Delegate=yes on the unit",
@@ -152,7 +174,7 @@ impl Leaf {
     pub fn create(server: &str, processes: Arc<Registry>) -> Option<Self> {
         let leaves = processes.leaves()?;
         let number = leaves.next_leaf.fetch_add(1, Ordering::Relaxed);
-        let path = leaves.base.join(format!("{LEAF_PREFIX}{number}"));
+        let path = leaves.base.join(format!("{}{number}", leaves.prefix));
         match std::fs::create_dir(&path) {
             Ok(()) => Some(Self { path, processes }),
             Err(error) => {
@@ -260,15 +282,13 @@ fn remove_when_empty(path: &Path, limit: Duration, processes: &Registry) {
     }
 }
 
-/// Kill and remove every `corral-server-*` leaf under `base`; returns how many held processes.
-fn kill_leftover_leaves(base: &Path, why: &str, processes: &Registry) -> usize {
+/// Kill and remove every leaf named `prefix*` under `base` (this socket's
+/// daemons' leaves, never another daemon's); returns how many held processes.
+fn kill_leftover_leaves(base: &Path, prefix: &str, why: &str, processes: &Registry) -> usize {
     let Ok(entries) = std::fs::read_dir(base) else { return 0 };
     let mut killed = 0;
     for entry in entries.filter_map(Result::ok) {
-        let is_leaf = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|name| name.starts_with(LEAF_PREFIX));
+        let is_leaf = entry.file_name().to_str().is_some_and(|name| name.starts_with(prefix));
         if !is_leaf || !entry.path().is_dir() {
             continue;
         }
@@ -291,5 +311,22 @@ mod tests {
         assert_eq!(unescape_mount_path("/sys/fs/cgroup"), "/sys/fs/cgroup");
         assert_eq!(unescape_mount_path("/mnt/a\\040b"), "/mnt/a b");
         assert_eq!(unescape_mount_path("/odd\\x"), "/odd\\x");
+    }
+
+    #[test]
+    fn leaves_are_named_by_socket() {
+        let one = leaf_prefix(Some(Path::new("/run/user/1000/corral/corral.sock.children")));
+        assert_eq!(
+            one,
+            leaf_prefix(Some(Path::new("/run/user/1000/corral/corral.sock.children")))
+        );
+        assert_ne!(
+            one,
+            leaf_prefix(Some(Path::new("/run/user/1000/corral/other.sock.children")))
+        );
+        assert!(one.starts_with(LEAF_PREFIX) && one.ends_with('-'), "{one}");
+        assert_eq!(one.len(), LEAF_PREFIX.len() + 13, "{one}");
+        // No prefix is a prefix of another socket's (the separator ends the tag).
+        assert!(!leaf_prefix(None).starts_with(&one));
     }
 }

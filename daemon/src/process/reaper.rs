@@ -201,6 +201,12 @@ impl Registry {
         self.leaves.get()
     }
 
+    /// Where the children record lives (`None`: a registry without one):
+    /// it names the socket this daemon serves, and so the daemon.
+    pub(super) fn record_path(&self) -> Option<&Path> {
+        self.record.as_ref().map(|record| record.path.as_path())
+    }
+
     /// Set once, at boot, by `cgroup::enable`.
     pub(super) fn set_leaves(&self, leaves: super::cgroup::Leaves) {
         let _ = self.leaves.set(leaves);
