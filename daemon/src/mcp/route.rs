@@ -1,12 +1,12 @@
 //! The way in to a ready server's MCP session, as types: where a request to
-//! one server goes ([`CallTarget`]: the server's config and a [`SessionHandle`]),
+//! one server goes ([`CallTarget`]: the server's config and a `SessionHandle`),
 //! the servers a request for "all" goes to ([`TargetSet`]), why a server cannot
 //! take a request now ([`NotAvailable`]), why a request sent there failed
 //! (`RouteError`), and how a request that found a streamable-HTTP session
 //! expired asks the server's task for a new one (`SessionRecovery`).
 //!
-//! The server's task makes the [`SessionHandle`] when the server becomes
-//! ready and replaces it when the session's peer or tool catalog changes; the
+//! The server's task makes the `SessionHandle` when the server becomes
+//! ready and updates it when the session's peer or tool catalog changes; the
 //! supervisor hands out cheap clones; `forward` sends requests through them.
 //! A target is a snapshot: the session may end after it was taken, and a
 //! request on it then fails like any request to a server that went away.
