@@ -470,17 +470,11 @@ impl SupervisorActor {
     }
 }
 
-/// The server's peer and tools if it is ready.
+/// The way in to the server's session if it is ready.
 fn ready_target(handle: &ServerHandle) -> Result<CallTarget, NotAvailable> {
     let state = handle.state.borrow();
-    match (&state.peer, state.public.status) {
-        (Some(peer), ServerStatus::Ready) => Ok(CallTarget {
-            peer: peer.clone(),
-            config: handle.config.clone(),
-            tools: state.tools.clone(),
-            raw: state.raw.clone(),
-            session_recovery: state.session_recovery.clone(),
-        }),
+    match (&state.session, state.public.status) {
+        (Some(session), ServerStatus::Ready) => Ok(CallTarget::new(handle.config.clone(), session.clone())),
         _ => Err(NotAvailable::NotReady {
             status: state.public.status,
             failure_reason: state.public.failure_reason,

@@ -104,6 +104,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="like --require-env, with the value's bytes given in hex (for non-UTF-8 values); repeatable")
     p.add_argument("--print-env", action="store_true",
                    help="add the tools `env {name}` and `cwd`")
+    p.add_argument("--changing-tools", action="store_true",
+                   help="add the tool `add_tool {name}`: it adds a tool `name` (after the others, with "
+                        "`execution`; it answers \"{name}: {message}\" to `{message}`), then sends "
+                        "notifications/tools/list_changed")
     args = p.parse_args(argv)
     if args.exit_after_calls is not None and args.exit_after_calls < 1:
         p.error("--exit-after-calls needs N >= 1")
@@ -334,6 +338,41 @@ def build_server(args: argparse.Namespace):
         def cwd() -> str:
             """Returns the server's working directory."""
             return os.getcwd()
+
+    if args.changing_tools:
+        from mcp.server.mcpserver import Context
+
+        async def add_tool(name: str, ctx: Context) -> str:
+            """Adds a tool `name`, then says the tool list changed."""
+
+            def added(message: str) -> str:
+                return f"{name}: {message}"
+
+            server.add_tool(added, name=name, description=f"Added at run time as {name}.",
+                            meta={"zeta": 1, "alpha": [1.5, "two"]})
+            await ctx.session.send_tool_list_changed()
+            return "added"
+
+        # The SDK finds the Context parameter by its type; with postponed annotations it
+        # would look `Context` up in this module's globals, where it is not.
+        add_tool.__annotations__ = {"name": str, "ctx": Context, "return": str}
+        server.add_tool(add_tool)
+
+        # Added tools also carry `execution`, a field rmcp's model has no room for: a client
+        # that passes tools on as the server wrote them keeps it.
+        from mcp_types import ToolExecution
+
+        builtin = {tool.name for tool in server._tool_manager.list_tools()}
+        list_tools = server.list_tools
+
+        async def list_tools_with_execution():
+            return [
+                tool if tool.name in builtin
+                else tool.model_copy(update={"execution": ToolExecution(task_support="optional")})
+                for tool in await list_tools()
+            ]
+
+        server.list_tools = list_tools_with_execution
 
     return server
 

@@ -119,7 +119,7 @@ pub(crate) async fn get_prompt(
 /// no renewal after a 404 (a new session renews every subscription itself).
 pub(crate) async fn subscribe(target: &CallTarget, uri: String) -> Result<(), RouteError> {
     target
-        .peer
+        .peer()
         .subscribe(SubscribeRequestParams::new(uri))
         .await
         .map_err(RouteError::from_service)
@@ -128,7 +128,7 @@ pub(crate) async fn subscribe(target: &CallTarget, uri: String) -> Result<(), Ro
 /// `resources/unsubscribe` from `uri`, on the target's session as it is.
 pub(crate) async fn unsubscribe(target: &CallTarget, uri: String) -> Result<(), RouteError> {
     target
-        .peer
+        .peer()
         .unsubscribe(UnsubscribeRequestParams::new(uri))
         .await
         .map_err(RouteError::from_service)
@@ -160,7 +160,7 @@ impl ListKind {
 
     /// Whether the server declared the capability at `initialize`.
     pub(crate) fn offered_by(self, target: &CallTarget) -> bool {
-        let Some(info) = target.peer.peer_info() else {
+        let Some(info) = target.peer().peer_info() else {
             return false;
         };
         match self {
@@ -293,11 +293,11 @@ async fn send(
     progress: Option<ProgressTarget<'_>>,
 ) -> Result<Answer, RouteError> {
     let request = request.into();
-    let error = match send_on(&target.peer, target, request.clone(), progress.clone()).await {
+    let error = match send_on(target.peer(), target, request.clone(), progress.clone()).await {
         Ok(answer) => return Ok(answer),
         Err(error) => error,
     };
-    let Some(recovery) = target.session_recovery.as_ref().filter(|_| is_session_expired(&error)) else {
+    let Some(recovery) = target.session_recovery().filter(|_| is_session_expired(&error)) else {
         return Err(RouteError::from_service(error));
     };
     tracing::info!(server = %target.config.name, "request found the session expired; asking for a new one");
@@ -331,7 +331,7 @@ async fn send_on(
     };
     let typed = handle.await_response().await;
     cancel.id = None;
-    let raw = target.raw.as_ref().and_then(|raw| raw.take(&id));
+    let raw = target.wire().and_then(|wire| wire.take(&id));
     Ok(Answer { typed: typed?, raw })
 }
 

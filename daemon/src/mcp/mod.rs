@@ -9,6 +9,9 @@
 //!   does with a server's notifications and requests;
 //! - [`route`]: the way in to a ready session, as types (what the
 //!   supervisor hands out for a request);
+//! - `tool_catalog`: a ready server's tools, one immutable value per
+//!   listing: rmcp's typed tool and the server's JSON joined once, the
+//!   config's filters applied once;
 //! - `wire_tee`: a stdio server's answers as it wrote them, read beside
 //!   rmcp's typed model.
 //!
@@ -20,4 +23,5 @@ pub(crate) mod classify;
 pub(crate) mod forward;
 pub(crate) mod handler;
 pub mod route;
+pub(crate) mod tool_catalog;
 pub(crate) mod wire_tee;

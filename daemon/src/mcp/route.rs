@@ -1,28 +1,29 @@
 //! The way in to a ready server's MCP session, as types: where a request to
-//! one server goes ([`CallTarget`]), the servers a request for "all" goes to
-//! ([`TargetSet`]), why a server cannot take a request now
-//! ([`NotAvailable`]), why a request sent there failed (`RouteError`),
-//! the config's tool filters (`tool_allowed`), and how a request that
-//! found a streamable-HTTP session expired asks the server's task for a new
-//! one (`SessionRecovery`).
+//! one server goes ([`CallTarget`]: the server's config and a `SessionHandle`),
+//! the servers a request for "all" goes to ([`TargetSet`]), why a server cannot
+//! take a request now ([`NotAvailable`]), why a request sent there failed
+//! (`RouteError`), and how a request that found a streamable-HTTP session
+//! expired asks the server's task for a new one (`SessionRecovery`).
 //!
-//! The supervisor hands these out (a cheap clone of what the server's task
-//! published while ready); `forward` sends requests through them. A target
-//! is a snapshot: the session may end after it was taken, and a request on
-//! it then fails like any request to a server that went away.
+//! The server's task makes the `SessionHandle` when the server becomes
+//! ready and updates it when the session's peer or tool catalog changes; the
+//! supervisor hands out cheap clones; `forward` sends requests through them.
+//! A target is a snapshot: the session may end after it was taken, and a
+//! request on it then fails like any request to a server that went away.
 //!
 //! Invariant: what leaves this room for the front-end API is plain data
-//! (protocol types, JSON, `RouteError`); the rmcp types inside a target
-//! are read in this room only (the supervisor copies them in).
+//! (protocol types, JSON, `RouteError`); the rmcp types inside a target are
+//! private to it and read in this room only (`pub(super)` accessors for
+//! `forward`).
 
 use std::sync::Arc;
 
 use corral_protocol::config::ServerConfig;
 use corral_protocol::{FailureReason, ServerStatus};
-use rmcp::model::Tool;
 use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot};
 
+use super::tool_catalog::ToolCatalog;
 use super::wire_tee::WireTee;
 
 /// The ready servers a request for "all servers" (or one) goes to, and the
@@ -35,57 +36,84 @@ pub struct TargetSet {
     pub not_ready: Vec<(String, ServerStatus, Option<FailureReason>)>,
 }
 
+/// What a request needs of a ready server's live MCP session: its peer, its
+/// tools, its wire (stdio) and its way to a new session (streamable HTTP).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionHandle {
+    /// The session's MCP peer.
+    peer: Peer<RoleClient>,
+    /// The tools of the session's latest listing, filtered by the config.
+    catalog: Arc<ToolCatalog>,
+    /// The session's answers as the server wrote them, when the transport lets corrald see them.
+    wire: Option<Arc<WireTee>>,
+    /// For a streamable-HTTP server: how to get a new session after a 404.
+    recovery: Option<SessionRecovery>,
+}
+
+impl SessionHandle {
+    /// The handle of a session that just became ready.
+    pub(crate) fn new(
+        peer: Peer<RoleClient>,
+        catalog: Arc<ToolCatalog>,
+        wire: Option<Arc<WireTee>>,
+        recovery: Option<SessionRecovery>,
+    ) -> Self {
+        Self {
+            peer,
+            catalog,
+            wire,
+            recovery,
+        }
+    }
+
+    /// How many tools front-ends see (the config's filters applied).
+    pub(crate) fn tool_count(&self) -> usize {
+        self.catalog.len()
+    }
+
+    /// The session's tools after a re-listing.
+    pub(crate) fn set_catalog(&mut self, catalog: Arc<ToolCatalog>) {
+        self.catalog = catalog;
+    }
+
+    /// A streamable-HTTP session replaced after it expired: its peer and the generation it is.
+    pub(crate) fn set_renewed(&mut self, peer: Peer<RoleClient>, recovery: SessionRecovery) {
+        self.peer = peer;
+        self.recovery = Some(recovery);
+    }
+}
+
 /// Where a request to one server goes, and under which limits.
 #[derive(Debug, Clone)]
 pub struct CallTarget {
-    /// The server's MCP peer.
-    pub(crate) peer: Peer<RoleClient>,
-    /// Its config (tool filters, timeouts).
+    /// Its config (timeouts, the name).
     pub config: ServerConfig,
-    /// Its tools as listed when it became ready.
-    pub(crate) tools: Arc<Vec<Tool>>,
-    /// Its answers as it wrote them, when the transport lets corrald see them.
-    pub(crate) raw: Option<Arc<WireTee>>,
-    /// For a streamable-HTTP server: how to get a new session after a 404.
-    pub(crate) session_recovery: Option<SessionRecovery>,
+    /// Its session.
+    session: SessionHandle,
 }
 
 impl CallTarget {
+    /// A request to `session` of the server configured by `config`.
+    pub(crate) fn new(config: ServerConfig, session: SessionHandle) -> Self {
+        Self { config, session }
+    }
+
     /// Whether tool `name` may be called: the config lets it through and the
     /// server listed it.
     pub(crate) fn check_tool(&self, name: &str) -> Result<(), RouteError> {
-        if !tool_allowed(&self.config, name) {
-            return Err(RouteError::ToolDisabled { tool: name.to_owned() });
-        }
-        if !self.tools.iter().any(|tool| tool.name == name) {
-            return Err(RouteError::UnknownTool { tool: name.to_owned() });
-        }
-        Ok(())
+        self.session.catalog.check(name)
     }
 
     /// The tools the config lets through, in the server's order: as the
     /// server wrote them where corrald saw that, rmcp's typed tool otherwise.
     pub(crate) fn allowed_tools(&self) -> Result<Vec<serde_json::Value>, RouteError> {
-        let raw = self.raw.as_ref().map(|raw| raw.tools()).unwrap_or_default();
-        self.tools
-            .iter()
-            .filter(|tool| tool_allowed(&self.config, &tool.name))
-            .map(|tool| {
-                match raw.get(tool.name.as_ref()) {
-                    Some(raw) => serde_json::from_str(raw.get()),
-                    None => serde_json::to_value(tool),
-                }
-                .map_err(|error| RouteError::Unserializable {
-                    what: "a tool",
-                    why: error.to_string(),
-                })
-            })
-            .collect()
+        self.session.catalog.listing()
     }
 
     /// Whether the server declared resource subscriptions at `initialize`.
     pub(crate) fn offers_subscriptions(&self) -> bool {
-        self.peer
+        self.session
+            .peer
             .peer_info()
             .and_then(|info| {
                 info.capabilities
@@ -94,6 +122,21 @@ impl CallTarget {
                     .and_then(|resources| resources.subscribe)
             })
             .unwrap_or(false)
+    }
+
+    /// The session's MCP peer.
+    pub(super) fn peer(&self) -> &Peer<RoleClient> {
+        &self.session.peer
+    }
+
+    /// The session's wire, if corrald sees it.
+    pub(super) fn wire(&self) -> Option<&WireTee> {
+        self.session.wire.as_deref()
+    }
+
+    /// How to get a new session after a 404 (streamable HTTP).
+    pub(super) fn session_recovery(&self) -> Option<&SessionRecovery> {
+        self.session.recovery.as_ref()
     }
 }
 
@@ -198,15 +241,6 @@ pub enum NotAvailable {
     },
 }
 
-/// Whether the config's `enabled_tools` / `disabled_tools` let `tool` through.
-pub(crate) fn tool_allowed(config: &ServerConfig, tool: &str) -> bool {
-    let enabled = config
-        .enabled_tools
-        .as_ref()
-        .is_none_or(|enabled| enabled.iter().any(|name| name == tool));
-    enabled && !config.disabled_tools.iter().any(|name| name == tool)
-}
-
 /// A cloneable handle to ask a streamable-HTTP server's task for a new MCP
 /// session after a request found the current one expired (HTTP 404).
 #[derive(Debug, Clone)]
@@ -239,20 +273,5 @@ impl SessionRecovery {
         let gone = || "the server's task ended the session (it is stopped or reconnecting)".to_owned();
         self.requests.send(request).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tool_filters_apply_enabled_then_disabled() {
-        let text = "[servers.s]\ncommand = \"x\"\nenabled_tools = [\"a\", \"b\"]\ndisabled_tools = [\"b\"]\n";
-        let config = corral_protocol::config::parse(text, std::path::Path::new("t.toml")).expect("valid");
-        let server = &config.servers["s"];
-        assert!(tool_allowed(server, "a"));
-        assert!(!tool_allowed(server, "b"), "disabled wins");
-        assert!(!tool_allowed(server, "c"), "not in enabled_tools");
     }
 }

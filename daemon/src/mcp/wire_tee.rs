@@ -8,9 +8,11 @@
 //! reads them: the requests corrald writes say which ids to watch (tools,
 //! resources, prompts), and the answers to those ids are kept, bounded, for
 //! the sender of the request (`mcp::forward`) to take by id. `tools/list` pages are
-//! gathered into the latest listing, by tool name. Where nothing was kept
-//! (another transport, a message too large), callers fall back to rmcp's
-//! typed value.
+//! gathered into a listing, in the server's order, which the server task takes once
+//! when it builds the session's tool catalog (`mcp::tool_catalog`); the task lists
+//! one listing at a time, so the listing completed last is the one it asked for.
+//! Where nothing was kept (another transport, a message too large), callers fall
+//! back to rmcp's typed value.
 //!
 //! The tee also tells the server task what rmcp does not: that the server's
 //! stdout reached EOF (the MCP transport is gone, whether or not the process
@@ -48,7 +50,7 @@ const KEPT: [&str; 6] = [
     "resources/templates/list",
     "prompts/list",
 ];
-/// `tools/list`: gathered into [`WireTee::tools`] instead.
+/// `tools/list`: gathered into a listing ([`WireTee::take_listing`]) instead.
 const TOOLS_LIST: &str = "tools/list";
 /// Requests watched at once; the oldest is forgotten beyond this (its
 /// answer then falls back to rmcp's typed value).
@@ -79,9 +81,9 @@ struct State {
     /// Answers (`result` members) not taken yet, by id as JSON text.
     kept: VecDeque<(String, Box<RawValue>)>,
     /// Tools of the listing being gathered (pages so far).
-    listing: Vec<Box<RawValue>>,
-    /// The latest complete `tools/list`, by tool name.
-    tools: Arc<HashMap<String, Box<RawValue>>>,
+    gathering: Vec<Box<RawValue>>,
+    /// The latest complete `tools/list` not taken yet, in the server's order.
+    listing: Option<Vec<Box<RawValue>>>,
     /// Lines the server wrote so far.
     lines_received: u64,
     /// Of those, lines that are not valid JSON.
@@ -121,12 +123,6 @@ struct ToolsPage {
     tools: Vec<Box<RawValue>>,
     #[serde(default, rename = "nextCursor")]
     next_cursor: Option<serde::de::IgnoredAny>,
-}
-
-/// A tool's name.
-#[derive(Deserialize)]
-struct Named<'a> {
-    name: &'a str,
 }
 
 impl WireTee {
@@ -219,9 +215,10 @@ impl WireTee {
         state.kept.remove(index).map(|(_, result)| result)
     }
 
-    /// The tools of the latest complete `tools/list`, by name, as the server wrote them.
-    pub(crate) fn tools(&self) -> Arc<HashMap<String, Box<RawValue>>> {
-        self.state().tools.clone()
+    /// The tools of the latest complete `tools/list`, in the server's order, as the server
+    /// wrote them, unless taken already (or not seen: a page too large to inspect).
+    pub(crate) fn take_listing(&self) -> Option<Vec<Box<RawValue>>> {
+        self.state().listing.take()
     }
 
     /// A line corrald wrote to the server.
@@ -247,7 +244,9 @@ impl WireTee {
                 .and_then(|params| serde_json::from_str::<HashMap<&str, &RawValue>>(params.get()).ok())
                 .is_none_or(|params| !params.contains_key("cursor"));
             if first_page {
-                state.listing.clear();
+                // What a listing left behind is not this listing's.
+                state.gathering.clear();
+                state.listing = None;
             }
         }
         state.watched.push_back((id.get().to_owned(), is_list));
@@ -287,16 +286,9 @@ impl WireTee {
         let Ok(page) = serde_json::from_str::<ToolsPage>(result.get()) else {
             return;
         };
-        state.listing.extend(page.tools);
+        state.gathering.extend(page.tools);
         if page.next_cursor.is_none() {
-            let tools = std::mem::take(&mut state.listing)
-                .into_iter()
-                .filter_map(|tool| {
-                    let name = serde_json::from_str::<Named<'_>>(tool.get()).ok()?.name.to_owned();
-                    Some((name, tool))
-                })
-                .collect();
-            state.tools = Arc::new(tools);
+            state.listing = Some(std::mem::take(&mut state.gathering));
         }
     }
 }
@@ -468,36 +460,66 @@ mod tests {
         assert!(wire.take(&7).is_none(), "taken once");
     }
 
+    /// The tools of a taken listing, as text.
+    fn taken(wire: &WireTee) -> Option<Vec<String>> {
+        wire.take_listing()
+            .map(|tools| tools.iter().map(|tool| tool.get().to_owned()).collect())
+    }
+
     #[test]
-    fn tools_list_pages_become_the_latest_listing() {
+    fn tools_list_pages_become_one_listing_in_order_taken_once() {
         let wire = wire();
         feed(
             &wire,
             r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
-            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a","execution":{"taskSupport":"forbidden"}}],"nextCursor":"p2"}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"z","execution":{"taskSupport":"forbidden"}}, {"name":"a"}],"nextCursor":"p2"}}"#,
         );
-        assert!(wire.tools().is_empty(), "incomplete listing");
+        assert_eq!(taken(&wire), None, "incomplete listing");
         feed(
             &wire,
             r#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"cursor":"p2"}}"#,
-            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"b"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[ {"name":"b"} ]}}"#,
         );
-        let tools = wire.tools();
-        assert_eq!(tools.len(), 2);
         assert_eq!(
-            tools["a"].get(),
-            r#"{"name":"a","execution":{"taskSupport":"forbidden"}}"#
+            taken(&wire).expect("a complete listing"),
+            [
+                r#"{"name":"z","execution":{"taskSupport":"forbidden"}}"#,
+                r#"{"name":"a"}"#,
+                r#"{"name":"b"}"#
+            ],
+            "every page, in the server's order, byte for byte"
         );
+        assert_eq!(taken(&wire), None, "taken once");
+    }
+
+    #[test]
+    fn a_new_listing_starts_over_what_earlier_ones_left() {
+        let wire = wire();
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"half"}],"nextCursor":"p2"}}"#,
+        );
+        // The next page never came (the listing was abandoned); a new listing begins.
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"new"}]}}"#,
+        );
+        assert_eq!(taken(&wire).expect("a complete listing"), [r#"{"name":"new"}"#]);
+
         feed(
             &wire,
             r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{}}"#,
-            r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"c"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"untaken"}]}}"#,
         );
-        assert_eq!(
-            wire.tools().keys().collect::<Vec<_>>(),
-            ["c"],
-            "a new listing replaces the old"
+        // The next listing's answer is not one the tee can read (rmcp decides what it is).
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":5,"result":{"tools":"not a list"}}"#,
         );
+        assert_eq!(taken(&wire), None, "never an earlier listing for a later one");
     }
 
     #[test]

@@ -24,8 +24,14 @@
 //! - `task`: `ServerTask::run`, the state machine, and the one ready loop over
 //!   `TaskEvent`, the same for stdio, streamable HTTP and in-process servers;
 //! - `policy`: [`RestartPolicy`], the crash history, the teardown bound;
-//! - `session`: what the task owns while the server is ready, and
-//!   `SessionRecovery`, the way callers ask for a new HTTP session.
+//! - `session`: what the task owns while the server is ready, the events of
+//!   its ready loop, and the one-at-a-time re-listing of its tools.
+//!
+//! While ready, the task publishes a `mcp::route::SessionHandle` in the
+//! server's state: the peer, the `mcp::tool_catalog::ToolCatalog` of the
+//! latest listing (built by the task, read by everyone else), the stdio wire
+//! and the HTTP session recovery; it replaces the handle's catalog after a
+//! re-listing and its peer after a renewed HTTP session.
 //!
 //! The transports ([`crate::transport`]) start sessions and end them, and
 //! return what happened as values; they never write a server's state.
@@ -64,20 +70,17 @@ use std::time::Instant;
 
 use corral_protocol::McpServerStatus;
 use corral_protocol::config::ServerConfig;
-use rmcp::model::Tool;
-use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::credentials::Credentials;
 use crate::hub::Hub;
-use crate::mcp::wire_tee::WireTee;
 use crate::process::reaper;
 use crate::transport::in_process::InProcessServer;
 use crate::transport::stdio::StderrTail;
 
-use crate::mcp::route::SessionRecovery;
+use crate::mcp::route::SessionHandle;
 pub use policy::RestartPolicy;
 
 /// The state of one server, written only by its task.
@@ -87,15 +90,9 @@ pub(crate) struct ServerState {
     /// `stderr_tail` are filled in when a snapshot is taken.
     pub(crate) public: McpServerStatus,
     pub(crate) ready_since: Option<Instant>,
-    /// The MCP session's peer, while ready: requests from front-ends go through it.
-    pub(crate) peer: Option<Peer<RoleClient>>,
-    /// The tools the server listed when it became ready (all of them, unfiltered).
-    pub(crate) tools: Arc<Vec<Tool>>,
-    /// The session's answers as the server wrote them (stdio servers).
-    pub(crate) raw: Option<Arc<WireTee>>,
-    /// For a ready streamable-HTTP server: how a request that found its
-    /// session expired (HTTP 404) asks for a new one.
-    pub(crate) session_recovery: Option<SessionRecovery>,
+    /// The MCP session, while ready: requests from front-ends go through it
+    /// (its peer, its tool catalog, its wire, its way to a new HTTP session).
+    pub(crate) session: Option<SessionHandle>,
 }
 
 impl ServerState {
@@ -104,10 +101,7 @@ impl ServerState {
         Self {
             public: identity,
             ready_since: None,
-            peer: None,
-            tools: Arc::new(Vec::new()),
-            raw: None,
-            session_recovery: None,
+            session: None,
         }
     }
 
@@ -126,10 +120,7 @@ impl ServerState {
         self.public.pid = None;
         self.public.tool_count = None;
         self.ready_since = None;
-        self.peer = None;
-        self.tools = Arc::new(Vec::new());
-        self.raw = None;
-        self.session_recovery = None;
+        self.session = None;
     }
 }
 

@@ -8,18 +8,23 @@
 //! requests; an in-process server adds none.
 //!
 //! A streamable-HTTP session can expire (HTTP 404) under a front-end's request:
-//! [`SessionRecovery`] is how that request asks the task for a new session, answered by the
-//! ready loop ([`TaskEvent::Recovery`]).
+//! `mcp::route::SessionRecovery` is how that request asks the task for a new session,
+//! answered by the ready loop ([`TaskEvent::Recovery`]).
+//!
+//! After `notifications/tools/list_changed` the task lists the tools again and builds a new
+//! `ToolCatalog` from the listing; [`Relisting`] keeps that to one listing at a time (a
+//! change announced meanwhile is covered by one more listing after it), so the listing a
+//! stdio session's wire completed last is the one the catalog is built from.
 //!
 //! Invariant: a [`ReadySession`] is ended exactly once, by the task (`ServerTask::end_session`),
 //! which also forgets the session in the server's state.
 
 use std::sync::Arc;
 
-use rmcp::model::Tool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::mcp::tool_catalog::ToolCatalog;
 use crate::mcp::wire_tee::WireTee;
 use crate::transport::McpSession;
 use crate::transport::http::{HealthSignal, HttpConnection};
@@ -65,7 +70,7 @@ pub(super) struct HttpRun {
     pub(super) health: mpsc::Receiver<HealthSignal>,
     /// Requests for a new session from front-end requests that found the session expired.
     pub(super) recovery: mpsc::Receiver<RecoveryRequest>,
-    /// The sending side handed out with every session (in `ServerState::session_recovery`).
+    /// The sending side handed out with every session (in its `SessionHandle`).
     pub(super) recovery_tx: mpsc::Sender<RecoveryRequest>,
     /// Which session is current: bumped with every renewal.
     pub(super) generation: u64,
@@ -87,7 +92,7 @@ pub(super) enum TaskEvent {
     /// The server said its tools changed.
     ToolsChanged,
     /// The tools re-listed after that (or why re-listing failed).
-    Relisted(Result<Vec<Tool>, String>),
+    Relisted(Result<ToolCatalog, String>),
     /// The stdio server's process exited.
     ProcessExited(std::io::Result<std::process::ExitStatus>),
     /// The stdio server closed its stdout while its process may run on.
@@ -121,5 +126,59 @@ impl ReadySession {
     /// Whether the server is reached over streamable HTTP.
     pub(super) fn is_http(&self) -> bool {
         matches!(self.transport, ReadyTransport::Http(_))
+    }
+
+    /// The session's wire, when corrald sees it (stdio).
+    pub(super) fn wire(&self) -> Option<&Arc<WireTee>> {
+        match &self.transport {
+            ReadyTransport::Stdio(run) => Some(&run.raw),
+            ReadyTransport::Http(_) | ReadyTransport::InProcess(_) => None,
+        }
+    }
+}
+
+/// Re-listing a ready server's tools: at most one listing at a time, and one more after it
+/// when the server announced a change meanwhile (however many times it did).
+#[derive(Debug, Default)]
+pub(super) struct Relisting {
+    /// A listing is under way.
+    running: bool,
+    /// The tools changed again while it ran.
+    again: bool,
+}
+
+impl Relisting {
+    /// The server said its tools changed: whether to start a listing now.
+    pub(super) fn changed(&mut self) -> bool {
+        if self.running {
+            self.again = true;
+            false
+        } else {
+            self.running = true;
+            true
+        }
+    }
+
+    /// The listing under way ended: whether to start another now.
+    pub(super) fn finished(&mut self) -> bool {
+        self.running = std::mem::take(&mut self.again);
+        self.running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Relisting;
+
+    #[test]
+    fn one_listing_at_a_time_and_changes_meanwhile_make_one_more() {
+        let mut relisting = Relisting::default();
+        assert!(relisting.changed(), "nothing running: list now");
+        assert!(!relisting.changed(), "one runs: wait");
+        assert!(!relisting.changed(), "still one more, not two");
+        assert!(relisting.finished(), "the change meanwhile: list again");
+        assert!(!relisting.finished(), "no change since: done");
+        assert!(relisting.changed(), "idle again: list now");
+        assert!(!relisting.finished());
     }
 }

@@ -29,7 +29,7 @@ use crate::auth::credentials::{CredentialState, Credentials};
 use crate::hub::Hub;
 use crate::mcp::classify::HttpFailure;
 use crate::mcp::handler::McpClientHandler;
-use crate::mcp::route::tool_allowed;
+use crate::mcp::tool_catalog::{ToolCatalog, ToolFilter};
 use crate::mcp::wire_tee::WireTee;
 use crate::process::reaper;
 use crate::process::teardown::{TeardownPolicy, describe_exit};
@@ -39,9 +39,9 @@ use crate::transport::in_process::{self, InProcessFailure, InProcessServer};
 use crate::transport::stdio::{LaunchSpec, StartFailure, Startup, StderrTail, launch_process};
 
 use super::policy::{AfterCrash, CrashHistory, RestartPolicy, teardown_policy};
-use super::session::{HttpRun, ReadySession, ReadyTransport, StdioRun, TaskEvent};
+use super::session::{HttpRun, ReadySession, ReadyTransport, Relisting, StdioRun, TaskEvent};
 use super::{Autostart, Launcher, ServerCommand, ServerSpec, ServerState};
-use crate::mcp::route::{RecoveryRequest, SessionRecovery};
+use crate::mcp::route::{RecoveryRequest, SessionHandle, SessionRecovery};
 
 /// How long closing an in-process session may take.
 const IN_PROCESS_CLOSE: Duration = Duration::from_secs(1);
@@ -448,30 +448,31 @@ impl ServerTask {
     ) -> RunEnd {
         // The list was just fetched: changes announced during startup are in it.
         while tools_changed.try_recv().is_ok() {}
-        let pid = match &session.transport {
-            ReadyTransport::Stdio(run) => {
-                let raw = run.raw.clone();
-                self.state.send_modify(|state| state.raw = Some(raw));
-                Some(run.process.pid())
-            }
+        let (pid, recovery) = match &session.transport {
+            ReadyTransport::Stdio(run) => (Some(run.process.pid()), None),
             ReadyTransport::Http(run) => {
                 let recovery = SessionRecovery {
                     generation: run.generation,
                     requests: run.recovery_tx.clone(),
                 };
-                self.state.send_modify(|state| state.session_recovery = Some(recovery));
-                None
+                (None, Some(recovery))
             }
-            ReadyTransport::InProcess(_) => None,
+            ReadyTransport::InProcess(_) => (None, None),
         };
-        self.mark_ready(&session.service, tools, pid);
+        let wire = session.wire().cloned();
+        let listing = wire.as_deref().and_then(WireTee::take_listing);
+        let catalog = ToolCatalog::build(ToolFilter::of(&self.config), tools, listing);
+        let handle = SessionHandle::new(session.service.peer().clone(), Arc::new(catalog), wire, recovery);
+        self.mark_ready(&session.service, handle, pid);
         match &mut session.transport {
             ReadyTransport::Stdio(run) => run.process.remember_tree().await,
             ReadyTransport::Http(_) => tracing::info!(server = %self.name, "streamable HTTP session ready"),
             ReadyTransport::InProcess(_) => {}
         }
 
+        // One listing at a time, so at most one result waits here.
         let (relisted_tx, mut relisted) = mpsc::channel(1);
+        let mut relisting = Relisting::default();
         let end = loop {
             let event = tokio::select! {
                 biased;
@@ -484,11 +485,16 @@ impl ServerTask {
             let gone: Option<String> = match event {
                 TaskEvent::Interrupted(end) => break end,
                 TaskEvent::ToolsChanged => {
-                    self.relist(&session, &relisted_tx);
+                    if relisting.changed() {
+                        self.relist(&session, &relisted_tx);
+                    }
                     None
                 }
                 TaskEvent::Relisted(listed) => {
                     self.apply_refreshed_tools(listed);
+                    if relisting.finished() {
+                        self.relist(&session, &relisted_tx);
+                    }
                     None
                 }
                 TaskEvent::ProcessExited(status) => {
@@ -585,12 +591,16 @@ impl ServerTask {
     /// Re-list the tools after the server said they changed, in a task of its own: a server
     /// that never answers must not keep the ready loop from stopping or noticing a crash.
     /// Within `tool_timeout_sec`; over streamable HTTP retried after transient failures.
-    fn relist(&self, session: &ReadySession, relisted: &mpsc::Sender<Result<Vec<Tool>, String>>) {
+    /// The catalog is built there too, as soon as the listing is complete: rmcp's typed
+    /// tools joined with the same listing as the server wrote it, if the wire saw it.
+    fn relist(&self, session: &ReadySession, relisted: &mpsc::Sender<Result<ToolCatalog, String>>) {
         let peer = session.service.peer().clone();
         let timeout = self.config.tool_timeout;
         let relisted = relisted.clone();
         let name = self.name.clone();
         let over_http = session.is_http();
+        let wire = session.wire().cloned();
+        let filter = ToolFilter::of(&self.config);
         self.tracker.spawn(async move {
             let listed = if over_http {
                 let deadline = tokio::time::Instant::now() + timeout;
@@ -606,27 +616,29 @@ impl ServerTask {
                     Err(_) => Err(format!("no answer within {timeout:?}")),
                 }
             };
-            let _ = relisted.send(listed).await;
+            let catalog = listed.map(|tools| {
+                let listing = wire.as_deref().and_then(WireTee::take_listing);
+                ToolCatalog::build(filter, tools, listing)
+            });
+            let _ = relisted.send(catalog).await;
         });
     }
 
     /// Take the tools re-listed after the server said they changed, and tell front-ends.
-    fn apply_refreshed_tools(&self, listed: Result<Vec<Tool>, String>) {
-        let tools = match listed {
-            Ok(tools) => tools,
+    fn apply_refreshed_tools(&self, listed: Result<ToolCatalog, String>) {
+        let catalog = match listed {
+            Ok(catalog) => Arc::new(catalog),
             Err(error) => {
                 tracing::warn!(server = %self.name, %error, "re-listing tools after list_changed failed");
                 return;
             }
         };
-        let count = tools
-            .iter()
-            .filter(|tool| tool_allowed(&self.config, &tool.name))
-            .count();
-        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let count = u32::try_from(catalog.len()).unwrap_or(u32::MAX);
         self.state.send_modify(|state| {
             state.public.tool_count = Some(count);
-            state.tools = Arc::new(tools);
+            if let Some(session) = state.session.as_mut() {
+                session.set_catalog(catalog);
+            }
         });
         let name = self.name.clone();
         self.hub
@@ -657,14 +669,11 @@ impl ServerTask {
         });
     }
 
-    /// Record a session that finished `initialize` and `tools/list`, report
-    /// `ready`, and (if it was ready before) that its tools changed.
-    fn mark_ready(&mut self, service: &McpSession, tools: Vec<Tool>, pid: Option<u32>) {
-        let tool_count = tools
-            .iter()
-            .filter(|tool| tool_allowed(&self.config, &tool.name))
-            .count();
-        let tool_count = u32::try_from(tool_count).unwrap_or(u32::MAX);
+    /// Record a session that finished `initialize` and `tools/list` (`handle`: the way in
+    /// to it, with its tool catalog), report `ready`, and (if it was ready before) that its
+    /// tools changed.
+    fn mark_ready(&mut self, service: &McpSession, handle: SessionHandle, pid: Option<u32>) {
+        let tool_count = u32::try_from(handle.tool_count()).unwrap_or(u32::MAX);
         let server_info = service.peer_info().map(|info| {
             let implementation = info.server_info.clone().unwrap_or_default();
             ServerInfo::new(
@@ -674,14 +683,12 @@ impl ServerTask {
                 Some(info.protocol_version.to_string()),
             )
         });
-        let peer = service.peer().clone();
-        self.renew_subscriptions(&peer);
+        self.renew_subscriptions(service.peer());
         self.state.send_modify(|state| {
             state.public.tool_count = Some(tool_count);
             state.public.server_info = server_info;
             state.ready_since = Some(Instant::now());
-            state.peer = Some(peer);
-            state.tools = Arc::new(tools);
+            state.session = Some(handle);
         });
         self.set_status(ServerStatus::Ready, None);
         tracing::info!(server = %self.name, pid, tools = tool_count, "ready");
@@ -706,10 +713,14 @@ impl ServerTask {
         let generation = run.generation;
         // The new session knows nothing of the front-ends' resource subscriptions.
         self.renew_subscriptions(&peer);
-        let requests = run.recovery_tx.clone();
+        let recovery = SessionRecovery {
+            generation,
+            requests: run.recovery_tx.clone(),
+        };
         self.state.send_modify(|state| {
-            state.peer = Some(peer);
-            state.session_recovery = Some(SessionRecovery { generation, requests });
+            if let Some(session) = state.session.as_mut() {
+                session.set_renewed(peer, recovery);
+            }
         });
         // The old session is gone on the server; closing it here is bookkeeping.
         self.tracker.spawn(async move {

@@ -322,3 +322,98 @@ async fn ctrl_c_on_corral_call_cancels_the_call_on_the_server() {
     );
     wait_for_stderr_line(&client, "slow", "fixture: sleep cancelled").await;
 }
+
+/// The names of `server`'s tools in a `tools/list` of that server, in the listed order.
+async fn tool_names(client: &Client, server: &str) -> Vec<String> {
+    let listing = client.tools_list(Some(server)).await.expect("tools/list");
+    listing
+        .tools
+        .iter()
+        .filter_map(|tool| tool.name().map(str::to_owned))
+        .collect()
+}
+
+/// Wait (bounded) for a `tools/listChanged` of `server` saying it offers `count` tools.
+async fn tools_changed_to(notifications: &mut corral_client::Notifications, server: &str, count: u32) {
+    let what = format!("tools/listChanged of {server} with {count} tools");
+    corral_tests::within_for(SERVER_WAIT, &what, async {
+        // Bounded by the timeout around it.
+        loop {
+            match notifications.next().await {
+                Some(Ok(corral_client::ClientNotification::Daemon(
+                    corral_client::protocol::DaemonNotification::ToolsListChanged(changed),
+                ))) if changed.name == server && changed.tool_count == count => return,
+                Some(_) => {}
+                None => panic!("notification stream ended"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tools_are_listed_again_after_the_server_says_they_changed() {
+    // The fixture adds tools while it runs and says so; the config hides `pid`.
+    let config = format!(
+        "{}disabled_tools = [\"pid\"]\n",
+        fixture_config("fixture", &["--changing-tools"])
+    );
+    let (_daemon, mut client) = ready_daemon(&config, &["fixture"]).await;
+    let mut notifications = client.take_notifications().expect("notification stream");
+    assert_eq!(tool_names(&client, "fixture").await, ["echo", "sleep", "add_tool"]);
+
+    let added = client
+        .tools_call("fixture", "add_tool", arguments(json!({"name": "first"})), CALL_WAIT)
+        .await
+        .expect("tools/call add_tool");
+    assert_eq!(corral_tests::text_of(&added), "added");
+    tools_changed_to(&mut notifications, "fixture", 4).await;
+    let listing = client.tools_list(Some("fixture")).await.expect("tools/list");
+    let names: Vec<&str> = listing.tools.iter().filter_map(|tool| tool.name()).collect();
+    assert_eq!(
+        names,
+        ["echo", "sleep", "add_tool", "first"],
+        "the new listing, in the server's order, filtered by the config"
+    );
+    let first = &listing.tools[3].tool;
+    assert_eq!(first["description"], "Added at run time as first.", "{first}");
+    assert_eq!(first["_meta"], json!({"zeta": 1, "alpha": [1.5, "two"]}), "{first}");
+    assert_eq!(
+        first["execution"],
+        json!({"taskSupport": "optional"}),
+        "as the server wrote it (rmcp's model drops `execution`): {first}"
+    );
+    assert_eq!(
+        first["inputSchema"]["properties"]["message"]["type"], "string",
+        "{first}"
+    );
+    let answer = client
+        .tools_call("fixture", "first", arguments(json!({"message": "hi"})), CALL_WAIT)
+        .await
+        .expect("the new tool can be called");
+    assert_eq!(corral_tests::text_of(&answer), "first: hi");
+    let error = client
+        .tools_call("fixture", "pid", None, CALL_WAIT)
+        .await
+        .expect_err("still disabled");
+    assert_eq!(code(&error), Some(ErrorCode::ToolNotAvailable), "{error}");
+    assert!(error.to_string().contains("disabled by the config"), "{error}");
+
+    // Two changes at once: however the re-listings overlap, the last listing has both.
+    let (second, third) = tokio::join!(
+        client.tools_call("fixture", "add_tool", arguments(json!({"name": "second"})), CALL_WAIT),
+        client.tools_call("fixture", "add_tool", arguments(json!({"name": "third"})), CALL_WAIT),
+    );
+    second.expect("tools/call add_tool second");
+    third.expect("tools/call add_tool third");
+    tools_changed_to(&mut notifications, "fixture", 6).await;
+    let names = tool_names(&client, "fixture").await;
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert_eq!(names[..4], ["echo", "sleep", "add_tool", "first"]);
+    assert!(
+        names.contains(&"second".to_owned()) && names.contains(&"third".to_owned()),
+        "{names:?}"
+    );
+    let status = client.mcp_server_get("fixture").await.expect("mcpServer/get");
+    assert_eq!(status.server.tool_count, Some(6));
+}
