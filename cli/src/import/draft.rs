@@ -179,6 +179,24 @@ impl ServerDraft {
             out.push_str(&text[last..reference.span.start]);
             last = reference.span.end;
             let written = &text[reference.span.clone()];
+            if let Reference::Env {
+                name,
+                default: Some(default),
+            } = &reference.kind
+            {
+                // `${VAR:-default}`: what the client uses when VAR is unset. The default is not
+                // quoted in the note: it could be anything.
+                self.note(
+                    Some(field),
+                    format!(
+                        "`${{{name}:-…}}` replaced by its default: Corral does not expand variables; \
+                         if `{name}` is set where {} runs, write its value instead",
+                        context.client
+                    ),
+                );
+                out.push_str(default);
+                continue;
+            }
             match resolve(context, &reference.kind) {
                 Some(resolved) => {
                     self.note(Some(field), format!("`{written}` replaced by `{}`", resolved.display()));

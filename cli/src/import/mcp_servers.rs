@@ -79,6 +79,7 @@ pub(crate) fn entry(context: &Context, member: &Member) -> ServerDraft {
                 None => draft.not_mapped("headers", "not an object"),
             },
             "oauth" => oauth(&mut draft, value),
+            "auth" => cursor_auth(&mut draft, value),
             "disabled" => match value.kind {
                 Kind::Bool(disabled) => draft.server.enabled = Some(!disabled),
                 _ => draft.not_mapped("disabled", "not a boolean"),
@@ -130,6 +131,26 @@ fn oauth(draft: &mut ServerDraft, value: &Value) {
                 &name,
                 "Corral has one OAuth callback port for every server: `oauth_callback_port` at the top of its config",
             ),
+            _ => draft.not_mapped(&name, "not a field Corral has an equivalent for"),
+        }
+    }
+}
+
+/// Cursor's static OAuth client: `auth: {CLIENT_ID, CLIENT_SECRET, scopes}`.
+fn cursor_auth(draft: &mut ServerDraft, value: &Value) {
+    let Some(fields) = value.members() else {
+        draft.not_mapped("auth", "not an object");
+        return;
+    };
+    for field in fields {
+        let name = format!("auth.{}", field.key);
+        match (field.key.as_str(), field.value.as_str()) {
+            ("CLIENT_ID", Some(client_id)) => draft.server.oauth_client_id = Some(client_id.to_owned()),
+            ("CLIENT_SECRET", Some(secret)) => draft.oauth_client_secret(&name, secret),
+            ("scopes", _) => match strings(&field.value) {
+                Some(scopes) => draft.server.scopes = Some(scopes),
+                None => draft.not_mapped(&name, "not an array of strings"),
+            },
             _ => draft.not_mapped(&name, "not a field Corral has an equivalent for"),
         }
     }

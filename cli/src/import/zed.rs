@@ -87,7 +87,11 @@ fn entry(context: &Context, member: &Member) -> ServerDraft {
                 ),
             },
             "oauth" => oauth(&mut draft, value),
-            "settings" => draft.not_mapped("settings", "settings for a Zed extension; Corral passes none"),
+            "settings" => {
+                if value.members().is_none_or(|members| !members.is_empty()) {
+                    draft.not_mapped("settings", "settings for a Zed extension; Corral passes none");
+                }
+            }
             _ => draft.not_mapped(name, "not a field Corral has an equivalent for"),
         }
     }
