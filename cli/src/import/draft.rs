@@ -236,9 +236,10 @@ impl ServerDraft {
                 .strip_prefix("--")
                 .and_then(|flag| flag.split_once('='))
                 .map(|(flag, value)| (flag.to_owned(), value.to_owned()));
+            // Only clear signs count here: a false alarm disables the server.
             let secret = match &flag_value {
-                Some((flag, value)) => name_looks_secret(flag) || value_looks_secret(value),
-                None => previous_flag_secret && !arg.starts_with('-') || value_looks_secret(&arg),
+                Some((flag, value)) => name_looks_secret(flag) || value_is_credential(value),
+                None => previous_flag_secret && !arg.starts_with('-') || value_is_credential(&arg),
             };
             if secret {
                 arg = match &flag_value {
@@ -615,9 +616,25 @@ fn header_looks_secret(name: &str) -> bool {
     ) || name_looks_secret(name)
 }
 
-/// Whether a value looks like a credential: a known token prefix, a JWT, a scheme with
-/// credentials, a URL with a password, or a long random-looking string.
+/// Whether a value looks like a credential: [`value_is_credential`], or a long
+/// random-looking string.
 pub(crate) fn value_looks_secret(value: &str) -> bool {
+    let value = value.trim();
+    if value_is_credential(value) {
+        return true;
+    }
+    value.len() >= 32
+        && value
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || "-_+=".contains(character))
+        && value.chars().any(|character| character.is_ascii_digit())
+        && value.chars().any(|character| character.is_ascii_alphabetic())
+        && !is_uuid(value)
+}
+
+/// Whether a value is clearly a credential: a known token prefix, a JWT, an authorization
+/// scheme with credentials, or a URL with a password.
+fn value_is_credential(value: &str) -> bool {
     let value = value.trim();
     const PREFIXES: [&str; 24] = [
         "sk-",
@@ -653,16 +670,7 @@ pub(crate) fn value_looks_secret(value: &str) -> bool {
     {
         return true;
     }
-    if url_password(value) {
-        return true;
-    }
-    value.len() >= 32
-        && value
-            .chars()
-            .all(|character| character.is_ascii_alphanumeric() || "-_+=".contains(character))
-        && value.chars().any(|character| character.is_ascii_digit())
-        && value.chars().any(|character| character.is_ascii_alphabetic())
-        && !is_uuid(value)
+    url_password(value)
 }
 
 fn is_uuid(value: &str) -> bool {

@@ -210,6 +210,11 @@ pub(crate) fn run(options: &ImportOptions) -> anyhow::Result<Report> {
     for source in &sources {
         drafts.extend(read_client_file(options.client, source)?);
     }
+    for draft in &mut drafts {
+        if runs_corral_mcp(&draft.server) {
+            draft.mark_unusable("it runs `corral mcp`, Corral itself (the entry `corral mcp install` writes)");
+        }
+    }
     settle_names(&mut drafts);
 
     let config_path = paths::config_path(options.config.as_deref());
@@ -385,6 +390,16 @@ pub(crate) fn parse_toml(path: &Path, text: &str) -> anyhow::Result<DocumentMut>
         let message = error.message().trim_end().replace('\n', "; ");
         anyhow::anyhow!("{}:{line}:{column}: not valid TOML: {message}", path.display())
     })
+}
+
+/// Whether a server is the bridge to Corral itself: importing it would make Corral its own server.
+fn runs_corral_mcp(server: &draft::Server) -> bool {
+    let program = server
+        .command
+        .as_deref()
+        .and_then(|command| Path::new(command).file_stem())
+        .is_some_and(|stem| stem == "corral");
+    program && server.args.first().is_some_and(|first| first == "mcp")
 }
 
 /// Two entries that become the same Corral name: the same server is imported once, a
