@@ -850,11 +850,8 @@ pub(crate) fn lines(outcome: &Outcome, installing: bool) -> Vec<String> {
     if let Some(backup) = &outcome.backup
         && outcome.action != "restored"
     {
-        lines.push(format!(
-            "{}backed up the file to {}",
-            if outcome.dry_run { "would have " } else { "" },
-            backup.display()
-        ));
+        let verb = if outcome.dry_run { "would back up" } else { "backed up" };
+        lines.push(format!("{verb} the file to {}", backup.display()));
     }
     if installing && !outcome.dry_run && matches!(outcome.action, "added" | "updated") {
         lines.push(format!(
