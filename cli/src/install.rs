@@ -451,7 +451,6 @@ fn install_toml(target: &Target, text: Option<&str>, remove: &[String]) -> anyho
 // JSON clients: text edits at recorded offsets
 
 fn install_json(target: &Target, text: Option<&str>, remove: &[String]) -> anyhow::Result<Change> {
-    let compact_entry = render_value(&entry_json(target), None);
     let Some(text) = text.filter(|text| !text.trim().is_empty()) else {
         // A new file, formatted as the clients write theirs.
         let mut nested = wrap(ENTRY_NAME, entry_json(target));
@@ -467,7 +466,7 @@ fn install_json(target: &Target, text: Option<&str>, remove: &[String]) -> anyho
         return Ok(Change {
             text,
             action: "added",
-            entry: Some(format!("\"{ENTRY_NAME}\": {compact_entry}")),
+            entry: Some(shown_entry(target)),
             removed: Vec::new(),
         });
     };
@@ -522,7 +521,7 @@ fn install_json(target: &Target, text: Option<&str>, remove: &[String]) -> anyho
             return Ok(Change {
                 text,
                 action: "unchanged",
-                entry: Some(format!("\"{ENTRY_NAME}\": {compact_entry}")),
+                entry: Some(shown_entry(target)),
                 removed,
             });
         }
@@ -535,7 +534,7 @@ fn install_json(target: &Target, text: Option<&str>, remove: &[String]) -> anyho
         return Ok(Change {
             text: updated,
             action: "updated",
-            entry: Some(format!("\"{ENTRY_NAME}\": {rendered}")),
+            entry: Some(shown_entry(target)),
             removed,
         });
     }
@@ -548,13 +547,26 @@ fn install_json(target: &Target, text: Option<&str>, remove: &[String]) -> anyho
         }
         key = target.container[depth];
     }
-    let (updated, shown) = insert_member(&text, object, key, &member_value, &style);
+    let updated = insert_member(&text, object, key, &member_value, &style);
     Ok(Change {
         text: updated,
         action: "added",
-        entry: Some(shown),
+        entry: Some(shown_entry(target)),
         removed,
     })
+}
+
+/// The entry as the output shows it: over lines, indented from the left margin.
+fn shown_entry(target: &Target) -> String {
+    let style = Style {
+        unit: "  ".to_owned(),
+        newline: "\n",
+    };
+    format!(
+        "{}: {}",
+        json_string(ENTRY_NAME),
+        render_value(&entry_json(target), Some(("", &style)))
+    )
 }
 
 fn wrap(key: &str, inner: Json) -> Json {
@@ -698,13 +710,13 @@ fn first_on_line(text: &str, at: usize) -> bool {
     text[line_start(text, at)..at].trim_matches([' ', '\t']).is_empty()
 }
 
-/// Append `"key": item` to `object`; the new text and the member as written.
+/// Append `"key": item` to `object`; the new text.
 ///
 /// Over several lines the member gets a line of its own after the last one, with its
 /// indentation (a comma is added after the last value, and a comment after that value stays
 /// where it was); on one line it follows `, `. An empty object on one line gets the member
 /// inline. [`remove_member`] undoes each of these exactly.
-fn insert_member(text: &str, object: &Value, key: &str, item: &Json, style: &Style) -> (String, String) {
+fn insert_member(text: &str, object: &Value, key: &str, item: &Json, style: &Style) -> String {
     let members = object.members().unwrap_or_default();
     let open = object.span.start;
     let multiline = text[object.span.clone()].contains('\n');
@@ -714,17 +726,17 @@ fn insert_member(text: &str, object: &Value, key: &str, item: &Json, style: &Sty
             let indent = format!("{}{}", indent_of(text, open), style.unit);
             let member = format!("{}: {}", json_string(key), render_value(item, Some((&indent, style))));
             out.insert_str(open + 1, &format!("{}{indent}{member}", style.newline));
-            (out, member)
+            out
         }
         None => {
             let member = format!("{}: {}", json_string(key), render_value(item, None));
             out.insert_str(open + 1, &member);
-            (out, member)
+            out
         }
         Some(last) if !multiline => {
             let member = format!("{}: {}", json_string(key), render_value(item, None));
             out.insert_str(last.value.span.end, &format!(", {member}"));
-            (out, member)
+            out
         }
         Some(last) => {
             let indent = indent_of(text, last.key_span.start);
@@ -749,7 +761,7 @@ fn insert_member(text: &str, object: &Value, key: &str, item: &Json, style: &Sty
                     out.insert_str(value_end, &format!(",{}{indent}{member}", style.newline));
                 }
             }
-            (out, member)
+            out
         }
     }
 }
@@ -938,6 +950,18 @@ mod tests {
         assert_eq!(
             installed.text,
             "{\n  \"mcpServers\": {\n    \"keep\": {\"command\": \"b\"},\n    \"corral\": {\n      \"command\": \"/opt/corral/bin/corral\",\n      \"args\": [\"mcp\"]\n    }\n  }\n}\n"
+        );
+    }
+
+    #[test]
+    fn an_entry_for_another_corral_is_updated_in_place() {
+        let target = target(Client::ClaudeCode, ".mcp.json");
+        let text = "{\n  \"mcpServers\": {\n    \"corral\": {\"command\": \"/old/corral\", \"args\": [\"mcp\"]},\n    \"b\": {}\n  }\n}\n";
+        let installed = install_json(&target, Some(text), &[]).expect("install");
+        assert_eq!(installed.action, "updated");
+        assert_eq!(
+            installed.text,
+            "{\n  \"mcpServers\": {\n    \"corral\": {\"command\": \"/opt/corral/bin/corral\", \"args\": [\"mcp\"]},\n    \"b\": {}\n  }\n}\n"
         );
     }
 
