@@ -1,6 +1,8 @@
 //! `corral`: the command-line front-end of `corrald` (status, servers, events),
-//! the daemon-free config tools (`corral config check|schema`), the service
-//! files (`corral service install|uninstall|status`) and `corral doctor`.
+//! the daemon-free config tools (`corral config check|schema|import`), the
+//! service files (`corral service install|uninstall|status`), the `corral`
+//! entry in other MCP clients' configs (`corral mcp install|uninstall`) and
+//! `corral doctor`.
 //!
 //! Exit codes: 0 success; 1 failure (an error from the daemon, an invalid
 //! config, a lost connection); 2 bad command line (clap); 3 the daemon is not
@@ -14,6 +16,8 @@
 
 mod ask;
 mod doctor;
+mod import;
+mod install;
 mod render;
 mod service;
 mod spinner;
@@ -133,6 +137,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Corral as one MCP server for other clients: `corral mcp install --client claude-code`
+    Mcp {
+        // `None`: the bare `corral mcp`, the bridge itself (stdio MCP server backed by corrald),
+        // which lives in `mcp*.rs` next to this; install and uninstall are here.
+        #[command(subcommand)]
+        command: Option<McpCommand>,
+    },
     /// Install, remove or inspect the systemd user units / launchd agent that run corrald
     Service {
         #[command(subcommand)]
@@ -176,6 +187,38 @@ enum ServiceCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum McpCommand {
+    /// Add the `corral` entry (`corral mcp`) to an MCP client's config, with a backup of the file
+    Install {
+        /// The client to configure
+        #[arg(long, value_enum)]
+        client: import::Client,
+        /// The client's config file [default: the client's user config on this system]
+        file: Option<PathBuf>,
+        /// Also remove the client's entries for servers Corral runs now (those in Corral's config)
+        #[arg(long)]
+        replace: bool,
+        /// Corral's config file, for --replace [default: $CORRAL_CONFIG or ~/.config/corral/config.toml]
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Show the change; write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the `corral` entry from an MCP client's config (the file as it was, if unchanged since)
+    Uninstall {
+        /// The client to configure
+        #[arg(long, value_enum)]
+        client: import::Client,
+        /// The client's config file [default: the client's user config on this system]
+        file: Option<PathBuf>,
+        /// Show the change; write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Validate a config file and print every problem
     Check {
@@ -186,6 +229,23 @@ enum ConfigCommand {
     Schema,
     /// Have the running daemon read its config file again now (it also does on changes and SIGHUP)
     Reload,
+    /// Write another MCP client's servers into Corral's config (secrets become variable names)
+    Import {
+        /// The client whose servers to import
+        #[arg(long = "from", value_enum, value_name = "CLIENT")]
+        from: import::Client,
+        /// The client's config file [default: the client's user config on this system]
+        file: Option<PathBuf>,
+        /// Corral's config file [default: $CORRAL_CONFIG or ~/.config/corral/config.toml]
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Overwrite servers of the same name in Corral's config
+        #[arg(long)]
+        replace: bool,
+        /// Print the resulting config (stdout) and the notes (stderr); write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -200,6 +260,29 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Reload,
         } => run_daemon_command(&cli, DaemonCommand::ConfigReload),
+        Command::Config {
+            command:
+                ConfigCommand::Import {
+                    from,
+                    file,
+                    config,
+                    replace,
+                    dry_run,
+                },
+        } => config_import(
+            &import::ImportOptions {
+                client: *from,
+                file: file.clone(),
+                config: config.clone(),
+                replace: *replace,
+                dry_run: *dry_run,
+            },
+            cli.json,
+        ),
+        Command::Mcp { command: Some(command) } => mcp_install_command(command, cli.json),
+        Command::Mcp { command: None } => Err(anyhow::anyhow!(
+            "`corral mcp` (the bridge) is not in this build yet; `corral mcp install|uninstall` are"
+        )),
         Command::Service { command } => service_command(command, cli.json),
         Command::Doctor => run_doctor(&cli),
         Command::Status => run_daemon_command(&cli, DaemonCommand::Status),
@@ -805,6 +888,63 @@ fn config_check(explicit: Option<&Path>, json: bool) -> anyhow::Result<ExitCode>
             Ok(ExitCode::from(EXIT_FAILURE))
         }
     }
+}
+
+/// `corral config import`: with `--dry-run` the resulting file goes to stdout and the notes
+/// to stderr, so `--dry-run > file.toml` works; otherwise the notes go to stdout.
+fn config_import(options: &import::ImportOptions, json: bool) -> anyhow::Result<ExitCode> {
+    let report = import::run(options)?;
+    if json {
+        emit_pretty_json(&report)?;
+    } else if let Some(toml) = &report.toml {
+        emit(toml)?;
+        for line in report.lines() {
+            eprintln!("{line}");
+        }
+    } else {
+        for line in report.lines() {
+            emit_line(&line)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral mcp install|uninstall`.
+fn mcp_install_command(command: &McpCommand, json: bool) -> anyhow::Result<ExitCode> {
+    let (outcome, installing) = match command {
+        McpCommand::Install {
+            client,
+            file,
+            replace,
+            config,
+            dry_run,
+        } => (
+            install::install(&install::InstallOptions {
+                client: *client,
+                file: file.clone(),
+                replace: *replace,
+                config: config.clone(),
+                dry_run: *dry_run,
+            })?,
+            true,
+        ),
+        McpCommand::Uninstall { client, file, dry_run } => (
+            install::uninstall(&install::UninstallOptions {
+                client: *client,
+                file: file.clone(),
+                dry_run: *dry_run,
+            })?,
+            false,
+        ),
+    };
+    if json {
+        emit_pretty_json(&outcome)?;
+    } else {
+        for line in install::lines(&outcome, installing) {
+            emit_line(&line)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `corral config schema`.
