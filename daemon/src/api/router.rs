@@ -10,7 +10,7 @@ use super::handlers;
 
 /// The front-end API's methods (with `debug/*` when test hooks are on).
 pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonContext>, RegisterMethodError> {
-    let test_hooks = context.test_hooks;
+    let test_hooks = context.test_hooks.enabled;
     let mut module = RpcModule::from_arc(context);
     handlers::daemon::register(&mut module)?;
     handlers::servers::register(&mut module)?;

@@ -10,6 +10,8 @@ use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
 use serde::de::DeserializeOwned;
 
 use super::session::Session;
+use crate::auth::{LoginError, LogoutError};
+use crate::logging::redact_urls;
 use crate::mcp::route::{NotAvailable, RouteError};
 use crate::supervisor::{RegistryRefusal, ServerBusy, SupervisorStopped};
 
@@ -21,6 +23,52 @@ pub(crate) fn rpc_error(code: ErrorCode, message: impl Into<String>) -> ErrorObj
 impl From<SupervisorStopped> for ErrorObjectOwned {
     fn from(stopped: SupervisorStopped) -> Self {
         rpc_error(ErrorCode::ShuttingDown, stopped.to_string())
+    }
+}
+
+/// Why an OAuth login for `name` could not start. The whole message is cut with
+/// `redact_urls` (a server's error may quote a URL carrying a token); the
+/// `protocolError` of an unsafe authorization URL names only its scheme or host.
+pub(crate) fn login_error(name: &str, error: &LoginError) -> ErrorObjectOwned {
+    let failed = |why: &str| {
+        rpc_error(
+            ErrorCode::ServerError,
+            redact_urls(&format!("OAuth login for `{name}` failed: {why}")),
+        )
+    };
+    match error {
+        LoginError::NotHttp => rpc_error(
+            ErrorCode::InvalidRequest,
+            format!("`{name}` is not a streamable HTTP server: OAuth login is only for streamable HTTP servers"),
+        ),
+        LoginError::ExplicitAuthorization => rpc_error(
+            ErrorCode::InvalidRequest,
+            format!(
+                "`{name}` sets `Authorization` in its config (bearer_token_env_var or a header): stored OAuth credentials would not be used"
+            ),
+        ),
+        LoginError::NoCredentialStore => failed("no credential store"),
+        // The server's metadata broke the protocol's rules: said as a failure reason.
+        LoginError::UnsafeAuthorizationUrl(unsafe_url) => ErrorObjectOwned::owned(
+            ErrorCode::ServerError.code(),
+            format!("OAuth login for `{name}` failed: {unsafe_url}"),
+            Some(serde_json::json!({ "failureReason": corral_protocol::FailureReason::ProtocolError })),
+        ),
+        LoginError::Failed(why) => failed(why),
+    }
+}
+
+/// Why the logout of `name` failed.
+pub(crate) fn logout_error(name: &str, error: &LogoutError) -> ErrorObjectOwned {
+    match error {
+        LogoutError::RefreshInProgress => rpc_error(
+            ErrorCode::ServerBusy,
+            format!("logout of `{name}`: a token refresh is still in progress; try again"),
+        ),
+        LogoutError::Failed(why) => rpc_error(
+            ErrorCode::InternalError,
+            redact_urls(&format!("logout of `{name}` failed: {why}")),
+        ),
     }
 }
 

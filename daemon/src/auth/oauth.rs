@@ -13,7 +13,7 @@
 //! Invariants: no token, code, client secret or authorization URL appears in a log line (the URL
 //! carries the PKCE challenge and state, and goes only to the caller and the opener); a callback
 //! whose `state` is not the login's is answered 400 and ignored, so a stray or forged request
-//! cannot end or hijack the login; one login per server at a time (the API enforces it).
+//! cannot end or hijack the login; one login per server at a time (`Auth` enforces it).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -40,8 +40,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Client name sent in dynamic client registration.
 const CLIENT_NAME: &str = "Corral";
 
-/// The daemon-wide OAuth settings of the config.
-#[derive(Debug, Clone, Default)]
+/// The daemon-wide OAuth settings of the config, read once at start (`config::settings`
+/// warns when a reload changes one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OAuthSettings {
     /// `oauth_callback_port`.
     pub callback_port: Option<u16>,
@@ -618,7 +619,7 @@ pub async fn auth_status(
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 
 /// Discovery answers by URL, with when they were found, for `authStatus`. A cache, not state:
-/// losing it costs one discovery per server. One per daemon, created at boot.
+/// losing it costs one discovery per server. One per daemon, owned by [`super::Auth`].
 #[derive(Debug, Default)]
 pub struct DiscoveryCache {
     found: std::sync::Mutex<HashMap<String, (std::time::Instant, bool)>>,

@@ -3,6 +3,8 @@
 
 use corral_protocol::config;
 
+use crate::auth::oauth::OAuthSettings;
+
 /// The daemon-wide keys of the config file. They are read once, at startup
 /// (the credential store is opened and the OAuth settings fixed then): a
 /// reload that changes one says so in its warnings, and the change takes
@@ -10,9 +12,8 @@ use corral_protocol::config;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonSettings {
     credentials_store: config::CredentialsStoreMode,
-    oauth_callback_port: Option<u16>,
-    oauth_callback_url: Option<String>,
-    oauth_opener: Option<Vec<String>>,
+    /// The OAuth keys, in the type `auth` uses (one type, owned by `auth`).
+    oauth: OAuthSettings,
 }
 
 impl DaemonSettings {
@@ -20,22 +21,23 @@ impl DaemonSettings {
     pub fn of(config: &config::Config) -> Self {
         Self {
             credentials_store: config.credentials_store,
-            oauth_callback_port: config.oauth_callback_port,
-            oauth_callback_url: config.oauth_callback_url.clone(),
-            oauth_opener: config.oauth_opener.clone(),
+            oauth: OAuthSettings::from_config(config),
         }
+    }
+
+    /// The OAuth settings in force (the ones read at startup).
+    pub fn oauth(&self) -> &OAuthSettings {
+        &self.oauth
     }
 
     /// One warning per key whose value in `new` differs from this one.
     pub(super) fn changed_in(&self, new: &Self) -> Vec<String> {
+        let (oauth, new_oauth) = (&self.oauth, &new.oauth);
         let changed = [
             ("credentials_store", self.credentials_store != new.credentials_store),
-            (
-                "oauth_callback_port",
-                self.oauth_callback_port != new.oauth_callback_port,
-            ),
-            ("oauth_callback_url", self.oauth_callback_url != new.oauth_callback_url),
-            ("oauth_opener", self.oauth_opener != new.oauth_opener),
+            ("oauth_callback_port", oauth.callback_port != new_oauth.callback_port),
+            ("oauth_callback_url", oauth.callback_url != new_oauth.callback_url),
+            ("oauth_opener", oauth.opener != new_oauth.opener),
         ];
         changed
             .iter()

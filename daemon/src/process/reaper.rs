@@ -80,6 +80,11 @@ pub struct Registry {
     state: Mutex<RegistryState>,
     /// Where cgroup leaves go, once `cgroup::enable` found a usable cgroup.
     leaves: OnceLock<super::cgroup::Leaves>,
+    /// Why the last write of the record failed; `None` once one succeeded. A
+    /// `watch`, so `daemon/status` reads it through a receiver handed over at
+    /// boot ([`Registry::record_errors`]) without naming this room. Set only
+    /// under `state`'s lock, as the writes are.
+    record_error: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// Where the record lives: a file name in the socket's directory.
@@ -100,8 +105,6 @@ struct RegistryState {
     /// reused while its old process is still being torn down.
     leaders: BTreeMap<u32, (String, ProcessId)>,
     generation: u64,
-    /// Why the last write of the record failed; `None` once one succeeded.
-    record_error: Option<String>,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -193,6 +196,7 @@ impl Registry {
             record,
             state: Mutex::new(RegistryState::default()),
             leaves: OnceLock::new(),
+            record_error: tokio::sync::watch::Sender::new(None),
         }
     }
 
@@ -253,7 +257,7 @@ impl Registry {
         let path = &record_file.path;
         // Written under the lock: concurrent spawns and teardowns must not
         // interleave their writes or rename an older snapshot over a newer one.
-        let mut state = self.lock();
+        let state = self.lock();
         let record = Record {
             instance: self.instance.clone(),
             daemon_pid: std::process::id(),
@@ -272,7 +276,7 @@ impl Registry {
             .and_then(|bytes| write_atomically(record_file, &bytes));
         match result {
             Ok(()) => {
-                if state.record_error.take().is_some() {
+                if self.record_error.send_replace(None).is_some() {
                     tracing::info!(record = %path.display(), "the children record is written again");
                 }
             }
@@ -283,22 +287,24 @@ impl Registry {
                     path.display()
                 );
                 // Once per failure streak, not on every retry.
-                if state.record_error.is_none() {
+                if self.record_error.borrow().is_none() {
                     tracing::warn!(record = %path.display(), %error, "cannot write the children record; retrying");
                 }
-                state.record_error = Some(message);
+                self.record_error.send_replace(Some(message));
             }
         }
+        drop(state);
     }
 
-    /// Why the children record could not be written, while it cannot.
-    pub fn record_error(&self) -> Option<String> {
-        self.lock().record_error.clone()
+    /// Why the children record could not be written, while it cannot: a
+    /// receiver that always holds the latest (for `daemon/status`).
+    pub fn record_errors(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.record_error.subscribe()
     }
 
     /// Write the record again if the last write failed (called on a timer).
     pub fn retry_record(&self) {
-        if self.lock().record_error.is_some() {
+        if self.record_error.borrow().is_some() {
             self.write_record();
         }
     }

@@ -27,7 +27,7 @@ use crate::api::{self, DaemonContext};
 /// Bytes a duplex buffers in each direction: more than any message a case sends at once.
 const DUPLEX_BUFFER: usize = 1024 * 1024;
 
-/// A daemon without a socket: [`crate::run`]'s own wiring ([`crate::wire`]) minus the listener,
+/// A daemon without a socket: [`crate::run`]'s own wiring ([`crate::boot::wire`]) minus the listener,
 /// the credential store and the service manager.
 pub(crate) struct InProcessDaemon {
     context: Arc<DaemonContext>,
@@ -55,8 +55,8 @@ impl InProcessDaemon {
         let config = corral_protocol::config::load(&config_path).expect("a valid test config");
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let wired = crate::wire(
-            crate::Wiring {
+        let wired = crate::boot::wire(
+            crate::boot::Wiring {
                 config: &config,
                 config_path,
                 snapshot,
@@ -70,12 +70,13 @@ impl InProcessDaemon {
                 notifier: crate::service::Notifier::default(),
                 poll_interval: crate::config::reload::POLL_INTERVAL,
                 answer_deadline: crate::hub::routes::DEFAULT_ANSWER_DEADLINE,
+                connection_limits: api::ConnectionLimits::default(),
                 test_hooks: true,
             },
             &shutdown,
             &tracker,
         );
-        let context = Arc::new(wired.context);
+        let context = wired.context;
         let methods: Methods = api::router::build(context.clone())
             .expect("registering the front-end methods")
             .into();

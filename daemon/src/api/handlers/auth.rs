@@ -1,55 +1,28 @@
-//! `mcpServer/oauthLogin`, `mcpServer/logout`, and the `authStatus` of `mcpServer/list|get`.
+//! `mcpServer/oauthLogin`, `mcpServer/logout`, the `authStatus` of `mcpServer/list|get`, and the
+//! step-up after a 403 `insufficient_scope` on `tools/call`: JSON-RPC only. The flow is
+//! [`Auth`](crate::auth::Auth)'s; here the server's config comes from the supervisor, the outcome
+//! becomes an answer, a notification or a restart, and errors are worded through `rpc`.
 //!
 //! A login answers with the authorization URL as soon as it exists; a task of the daemon waits for
 //! the redirect, publishes `mcpServer/oauthLogin/completed`, and on success restarts the server so
 //! it comes up with the new credentials. A second login for the same server replaces the first.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use corral_protocol::config::{ServerConfig, TransportConfig};
+use corral_protocol::config::ServerConfig;
 use corral_protocol::{
-    AuthStatus, DaemonNotification, ErrorCode, FailureReason, McpServerLogout, McpServerLogoutResult,
-    McpServerOauthLogin, McpServerOauthLoginResult, McpServerStatus, OauthLoginCompleted, Request as _, ServerStatus,
-    TransportKind,
+    DaemonNotification, McpServerLogout, McpServerLogoutResult, McpServerOauthLogin, McpServerOauthLoginResult,
+    McpServerStatus, OauthLoginCompleted, Request as _, ServerStatus,
 };
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::DaemonContext;
-use crate::api::rpc::{parse_params, rpc_error, server_not_found};
-use crate::auth::oauth::{self, LoginTarget, explicit_authorization};
+use crate::api::rpc::{login_error, logout_error, parse_params, server_not_found};
+use crate::auth::{MAX_STEP_UPS, StartedLogin};
+use crate::logging::redact_urls;
 use crate::supervisor::ControlAction;
-
-/// Logins in progress, by server: cancelling one ends its wait.
-#[derive(Debug, Default)]
-pub(crate) struct Logins {
-    pending: Mutex<HashMap<String, (u64, CancellationToken)>>,
-    next_id: std::sync::atomic::AtomicU64,
-}
-
-impl Logins {
-    /// Register a login for `name`, cancelling any earlier one; returns its id and token.
-    fn begin(&self, name: &str, parent: &CancellationToken) -> (u64, CancellationToken) {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let token = parent.child_token();
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, previous)) = pending.insert(name.to_owned(), (id, token.clone())) {
-            previous.cancel();
-        }
-        (id, token)
-    }
-
-    /// Forget `name`'s login if it is still login `id`.
-    fn end(&self, name: &str, id: u64) {
-        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if pending.get(name).is_some_and(|(current, _)| *current == id) {
-            pending.remove(name);
-        }
-    }
-}
 
 /// Fill in `authStatus` (or `authError`) of `statuses`, whose configs are `configs`.
 pub(crate) async fn fill_auth_status(
@@ -57,47 +30,7 @@ pub(crate) async fn fill_auth_status(
     statuses: &mut [McpServerStatus],
     configs: &[ServerConfig],
 ) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, status) in statuses.iter_mut().enumerate() {
-        let config = configs.iter().find(|config| config.name == status.name);
-        let http = match (status.transport, config.map(|config| &config.transport)) {
-            (TransportKind::StreamableHttp, Some(TransportConfig::StreamableHttp(http))) => http.clone(),
-            _ => {
-                status.auth_status = Some(AuthStatus::Unsupported);
-                continue;
-            }
-        };
-        let explicit = config.is_some_and(explicit_authorization);
-        let asked_for_login = matches!(
-            status.failure_reason,
-            Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired)
-        );
-        let store = oauth::server_store(context.credentials.as_ref(), &status.name, &http);
-        let discovered = context.discovered.clone();
-        tasks.spawn(async move {
-            let result = match store {
-                Some(store) => oauth::auth_status(&http, explicit, asked_for_login, &store, &discovered).await,
-                None if explicit => Ok(AuthStatus::BearerToken),
-                None => Ok(AuthStatus::Unsupported),
-            };
-            (index, result)
-        });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((index, result)) = joined else { continue };
-        match result {
-            Ok(auth_status) => statuses[index].auth_status = Some(auth_status),
-            Err(error) => statuses[index].auth_error = Some(oauth::redact_urls(&format!("{error:#}"))),
-        }
-    }
-}
-
-fn login_error(name: &str, message: impl std::fmt::Display) -> ErrorObjectOwned {
-    // rmcp's errors quote the URLs they fetched, which may carry a token.
-    rpc_error(
-        ErrorCode::ServerError,
-        oauth::redact_urls(&format!("OAuth login for `{name}` failed: {message}")),
-    )
+    context.auth.fill_auth_status(statuses, configs).await;
 }
 
 /// The config of server `name`, or `serverNotFound`.
@@ -119,51 +52,20 @@ pub(crate) async fn start_login(
     scopes: Option<Vec<String>>,
 ) -> Result<String, ErrorObjectOwned> {
     let config = server_config(&context, &name).await?;
-    let TransportConfig::StreamableHttp(http) = &config.transport else {
-        return Err(rpc_error(
-            ErrorCode::InvalidRequest,
-            format!("`{name}` is not a streamable HTTP server: OAuth login is only for streamable HTTP servers"),
-        ));
-    };
-    if explicit_authorization(&config) {
-        return Err(rpc_error(
-            ErrorCode::InvalidRequest,
-            format!(
-                "`{name}` sets `Authorization` in its config (bearer_token_env_var or a header): stored OAuth credentials would not be used"
-            ),
-        ));
-    }
-    let Some(store) = oauth::server_store(context.credentials.as_ref(), &name, http) else {
-        return Err(login_error(&name, "no credential store"));
-    };
-    let target = LoginTarget {
-        name: name.clone(),
-        http: http.clone(),
-        store,
-    };
-    let (login_id, token) = context.logins.begin(&name, &context.shutdown);
-    let pending = oauth::start_login(target, scopes, &context.oauth_settings, token.clone())
+    let started = context
+        .auth
+        .start_login(&config, scopes)
         .await
-        .map_err(|error| {
-            context.logins.end(&name, login_id);
-            if let Some(unsafe_url) = error.downcast_ref::<oauth::UnsafeAuthorizationUrl>() {
-                // The server's metadata broke the protocol's rules: said as a failure reason.
-                return ErrorObjectOwned::owned(
-                    ErrorCode::ServerError.code(),
-                    format!("OAuth login for `{name}` failed: {unsafe_url}"),
-                    Some(serde_json::json!({ "failureReason": FailureReason::ProtocolError })),
-                );
-            }
-            login_error(&name, format_args!("{error:#}"))
-        })?;
-    let authorization_url = pending.authorization_url.clone();
+        .map_err(|error| login_error(&name, &error))?;
+    Ok(finish_in_background(context, name, started))
+}
+
+/// Leave a task waiting for the end of `started`: it publishes `mcpServer/oauthLogin/completed`
+/// and, after a success, restarts the server. Returns the authorization URL.
+fn finish_in_background(context: Arc<DaemonContext>, name: String, started: StartedLogin) -> String {
+    let authorization_url = started.authorization_url.clone();
     tokio::spawn(async move {
-        let outcome = pending
-            .outcome
-            .await
-            .unwrap_or_else(|_| Err("the login task ended unexpectedly".to_owned()));
-        context.logins.end(&name, login_id);
-        let error = outcome.err();
+        let error = started.finished().await.err();
         let success = error.is_none();
         context
             .hub
@@ -172,71 +74,40 @@ pub(crate) async fn start_login(
         if success {
             // The server comes up with the new credentials without being asked.
             if let Err(error) = context.supervisor.control(name.clone(), ControlAction::Restart).await {
-                tracing::warn!(server = %name, "cannot restart after login: {}", oauth::redact_urls(&error.to_string()));
+                tracing::warn!(server = %name, "cannot restart after login: {}", redact_urls(&error.to_string()));
             }
         }
     });
-    Ok(authorization_url)
+    authorization_url
 }
-
-/// Step-up authorizations allowed per server within [`STEP_UP_WINDOW`]: a server that keeps
-/// asking for scopes it never accepts must not open the browser forever.
-const MAX_STEP_UPS: usize = 2;
-/// The window [`MAX_STEP_UPS`] counts in.
-const STEP_UP_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A request got 403 `insufficient_scope` asking for `required`: start a re-authorization with
 /// the scopes granted so far plus the required ones, unless this server already had
 /// [`MAX_STEP_UPS`] recently. Returns a sentence for the caller's error.
 pub(crate) async fn step_up(context: Arc<DaemonContext>, name: &str, required: &str) -> String {
-    {
-        let mut recent = context
-            .step_ups
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let times = recent.entry(name.to_owned()).or_default();
-        times.retain(|at| at.elapsed() < STEP_UP_WINDOW);
-        if times.len() >= MAX_STEP_UPS {
-            return format!(
-                "the server asks for scope `{required}` again after {MAX_STEP_UPS} re-authorizations; not trying again: run `corral login {name} --scopes ...`"
-            );
+    if context.auth.allow_step_up(name).is_err() {
+        return format!(
+            "the server asks for scope `{required}` again after {MAX_STEP_UPS} re-authorizations; not trying again: run `corral login {name} --scopes ...`"
+        );
+    }
+    let started = match server_config(&context, name).await {
+        Ok(config) => context
+            .auth
+            .step_up(&config, required)
+            .await
+            .map_err(|error| login_error(name, &error)),
+        Err(error) => Err(error),
+    };
+    match started {
+        Ok(started) => {
+            let _authorization_url = finish_in_background(context, name.to_owned(), started);
+            format!(
+                "re-authorization with scope `{required}` started (the browser opens); retry after mcpServer/oauthLogin/completed"
+            )
         }
-        times.push(std::time::Instant::now());
-    }
-    let mut scopes: Vec<String> = Vec::new();
-    if let Ok(Some(config)) = context
-        .supervisor
-        .configs(Some(name.to_owned()))
-        .await
-        .map(|c| c.into_iter().next())
-        && let TransportConfig::StreamableHttp(http) = &config.transport
-        && let Some(store) = oauth::server_store(context.credentials.as_ref(), name, http)
-        && let Ok(Some(record)) = store.load_record().await
-    {
-        scopes.extend(record.credentials.granted_scopes.iter().cloned());
-    }
-    for scope in required.split_whitespace() {
-        if !scopes.iter().any(|known| known == scope) {
-            scopes.push(scope.to_owned());
-        }
-    }
-    tracing::info!(server = %name, required, "insufficient scope; starting a step-up authorization");
-    match start_login(
-        context,
-        name.to_owned(),
-        Some(scopes).filter(|scopes| !scopes.is_empty()),
-    )
-    .await
-    {
-        Ok(_) => format!(
-            "re-authorization with scope `{required}` started (the browser opens); retry after mcpServer/oauthLogin/completed"
-        ),
         Err(error) => format!("re-authorization could not start: {}", error.message()),
     }
 }
-
-/// How long a logout waits for a token refresh in flight to finish before it answers busy.
-const LOGOUT_GUARD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Register `mcpServer/oauthLogin` and `mcpServer/logout`.
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
@@ -250,29 +121,15 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let params = parse_params::<McpServerLogout>(&params)?;
         let name = params.name.clone();
         let config = server_config(&context, &name).await?;
-        let TransportConfig::StreamableHttp(http) = &config.transport else {
-            return Ok(McpServerLogoutResult::new(false));
-        };
-        let Some(store) = oauth::server_store(context.credentials.as_ref(), &name, http) else {
-            return Ok(McpServerLogoutResult::new(false));
-        };
-        // Under the refresh guard, as a login's save is: a refresh in flight would otherwise save
-        // the refreshed grant after the delete, and the server would stay logged in.
-        let _guard = tokio::time::timeout(LOGOUT_GUARD_WAIT, store.lock_for_update())
+        // Holds the server's refresh guard until the restart below was asked for.
+        let Some(logged_out) = context
+            .auth
+            .logout(&config)
             .await
-            .map_err(|_| {
-                rpc_error(
-                    ErrorCode::ServerBusy,
-                    format!("logout of `{name}`: a token refresh is still in progress; try again"),
-                )
-            })?;
-        let removed = store.delete_record().await.map_err(|error| {
-            rpc_error(
-                ErrorCode::InternalError,
-                oauth::redact_urls(&format!("logout of `{name}` failed: {error:#}")),
-            )
-        })?;
-        tracing::info!(server = %name, removed, "logged out");
+            .map_err(|error| logout_error(&name, &error))?
+        else {
+            return Ok(McpServerLogoutResult::new(false));
+        };
         // A running server would keep its session until the next 401; restart it so it runs
         // (or fails, `authenticationRequired`) without the deleted credentials at once.
         let running = context
@@ -280,10 +137,10 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .get(name.clone())
             .await?
             .is_some_and(|server| matches!(server.status, ServerStatus::Ready | ServerStatus::Starting));
-        if removed && running {
+        if logged_out.removed && running {
             context.supervisor.control(name.clone(), ControlAction::Restart).await?;
         }
-        Ok::<_, ErrorObjectOwned>(McpServerLogoutResult::new(removed))
+        Ok::<_, ErrorObjectOwned>(McpServerLogoutResult::new(logged_out.removed))
     })?;
     Ok(())
 }

@@ -23,36 +23,27 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
     module.register_async_method(DaemonStatusRequest::METHOD, |params, context, _| async move {
         parse_params::<DaemonStatusRequest>(&params)?;
         let counts = context.supervisor.counts().await?;
+        let facts = &context.facts;
         Ok::<_, ErrorObjectOwned>(
             DaemonStatus::new(
-                context.daemon_info.clone(),
-                u64::try_from(context.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                context.socket_path.display().to_string(),
-                context.config_path.display().to_string(),
-                context.config_path.exists(),
+                facts.daemon_info.clone(),
+                u64::try_from(facts.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                facts.socket_path.display().to_string(),
+                facts.config_path.display().to_string(),
+                facts.config_path.exists(),
                 counts,
-                context.open_connections(),
+                context.gate.open_connections(),
                 context.hub.events.last_seq(),
             )
-            .with_config_error(context.config_error.borrow().clone())
+            .with_config_error(facts.config_error.borrow().clone())
             .with_connection_limit(
-                u32::try_from(context.max_connections()).unwrap_or(u32::MAX),
-                context.refused_connections(),
+                u32::try_from(context.gate.max_connections()).unwrap_or(u32::MAX),
+                context.gate.refused_connections(),
             )
             .with_dropped_progress(context.hub.routes.dropped_progress())
-            .with_service_notices_dropped(context.notifier.dropped())
-            .with_credentials_store(
-                context
-                    .credentials
-                    .as_ref()
-                    .map(crate::auth::credentials::Credentials::status),
-            )
-            .with_children_record_error(
-                context
-                    .processes
-                    .as_ref()
-                    .and_then(|processes| processes.record_error()),
-            ),
+            .with_service_notices_dropped(facts.notifier.dropped())
+            .with_credentials_store(context.auth.credentials_status())
+            .with_children_record_error(facts.children_record_error.borrow().clone()),
         )
     })?;
 
@@ -93,7 +84,7 @@ fn initialize(
         .map_err(|()| rpc_error(ErrorCode::AlreadyInitialized, "this connection is already initialized"))?;
     context.hub.routes.register(&session.link, params.capabilities);
     Ok(InitializeResult::new(
-        context.daemon_info.clone(),
+        context.facts.daemon_info.clone(),
         session.id,
         last_seq,
         u32::try_from(context.hub.events.capacity()).unwrap_or(u32::MAX),

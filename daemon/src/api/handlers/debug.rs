@@ -1,5 +1,5 @@
 //! `debug/*`: methods that exist only when corrald runs with
-//! `--enable-test-hooks`.
+//! `--enable-test-hooks`, and the state they keep ([`TestHooks`]).
 
 use corral_protocol::{DaemonNotification, NoParams, ServerStatus, StartupStatusUpdated};
 use jsonrpsee::RpcModule;
@@ -9,6 +9,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::parse_json;
+
+/// Whether the `debug/*` methods are registered, and what they keep between
+/// calls. Never enabled by default.
+#[derive(Debug, Default)]
+pub(crate) struct TestHooks {
+    /// Register `debug/*` methods for tests and benchmarks.
+    pub(crate) enabled: bool,
+    /// Releases a supervisor wedged by `debug/wedgeSupervisor`.
+    wedge_release: std::sync::Mutex<Option<CancellationToken>>,
+}
+
+impl TestHooks {
+    /// Test hooks, registered or not.
+    pub(crate) fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            wedge_release: std::sync::Mutex::default(),
+        }
+    }
+}
 
 /// Parameters of `debug/emitTestEvents`.
 #[derive(Debug, serde::Deserialize)]
@@ -49,6 +69,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let release = tokio_util::sync::CancellationToken::new();
         context.supervisor.wedge(release.clone())?;
         let previous = context
+            .test_hooks
             .wedge_release
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -61,6 +82,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
     module.register_method("debug/releaseSupervisor", |params, context, _| {
         let NoParams {} = parse_json(&params, "debug/releaseSupervisor")?;
         let release = context
+            .test_hooks
             .wedge_release
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

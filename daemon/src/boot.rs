@@ -1,0 +1,332 @@
+//! Boot, and its mirror, the shutdown: the one place that makes the daemon's
+//! long-lived objects and hands them to each other ([`start`], [`wire`]), and
+//! takes them down in order ([`Running::shut_down`]).
+//!
+//! Architecture invariant: only boot names the built-in server (it is
+//! injected into the supervisor as an `InProcessServer`), and only boot holds
+//! the process registry, the socket guard and the task tracker all together.
+//! Order matters and is kept here: the open-file limit is raised before
+//! anything is opened; the children record is acted on only once the socket
+//! lock is held; the socket is removed before the lock is released, after
+//! every task had its time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{EVENT_HISTORY, Options, SHUTDOWN_GRACE};
+use crate::{api, auth, builtin, config, hub, process, service, supervisor};
+
+/// The daemon between boot and shutdown: what [`run`](crate::run) waits on,
+/// and what the shutdown needs.
+pub(crate) struct Running {
+    /// The accept loop; it ends on its own only if it could not start.
+    pub(crate) accept_loop: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Asks the reloader to read the config file again (SIGHUP).
+    pub(crate) reload: config::reload::ReloadHandle,
+    notifier: service::Notifier,
+    tracker: TaskTracker,
+    processes: Arc<process::reaper::Registry>,
+    /// Removes the socket when dropped.
+    #[cfg(unix)]
+    socket_guard: api::listen::unix::SocketGuard,
+}
+
+/// Bring the daemon up: load the config, bind (or adopt) the socket, take
+/// over the children record, open the credential store, wire everything
+/// ([`wire`]), start the accept loop and tell a service manager.
+pub(crate) async fn start(
+    // Only the Unix socket code (socket activation) changes the options.
+    #[cfg_attr(windows, allow(unused_mut))] mut options: Options,
+    started: Instant,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Running> {
+    let notifier = service::Notifier::start();
+    // Before anything is opened: the connection cap is derived from it.
+    let open_files = raise_open_file_limit();
+    tracing::debug!(?open_files, "open-file limit");
+    let config_snapshot = config::reload::FileSnapshot::take(&options.config_path);
+    let (config, config_error) = match corral_protocol::config::load(&options.config_path) {
+        Ok(config) => (config, None),
+        Err(error) => {
+            // A broken file must not take the daemon down: run without config
+            // servers, say exactly what is wrong, and let the user fix it.
+            tracing::error!("config not loaded, running with no config servers:\n{error}");
+            (corral_protocol::config::Config::default(), Some(error.to_string()))
+        }
+    };
+    #[cfg(unix)]
+    let (listener, socket_guard) = {
+        let (listener, guard) = match options.inherited.listener.take() {
+            Some(fd) => {
+                let (listener, guard, path) = api::listen::unix::adopt(fd, &options.socket_path)?;
+                tracing::info!(socket = %path.display(), "serving the socket passed by the service manager");
+                options.socket_path = path;
+                (listener, guard)
+            }
+            None => api::listen::unix::bind(&options.socket_path)?,
+        };
+        let listener = tokio::net::UnixListener::from_std(listener).context("registering the socket with tokio")?;
+        (listener, guard)
+    };
+    #[cfg(windows)]
+    let pipe = api::listen::windows::bind(&options.socket_path)?;
+    // Only now, holding the socket lock, is the record ours to act on.
+    let processes = process::reaper::init(&record_path(&options.socket_path));
+    if options.server_cgroups {
+        process::cgroup::enable(&processes);
+    }
+
+    // Opening the keyring is a D-Bus round trip (or a timeout): off the runtime.
+    let credentials = {
+        let (mode, data_dir) = (config.credentials_store, options.data_dir.clone());
+        tokio::task::spawn_blocking(move || auth::credentials::Credentials::open(mode, &data_dir))
+            .await
+            .context("opening the credential store")?
+    };
+
+    let tracker = TaskTracker::new();
+    #[cfg(target_os = "linux")]
+    tracker.spawn(process::reap::reap_adopted_orphans(processes.clone(), shutdown.clone()));
+    tracker.spawn(process::reap::retry_children_record(
+        processes.clone(),
+        shutdown.clone(),
+    ));
+    let Wired {
+        hub,
+        supervisor,
+        reload,
+        config_error,
+        context,
+    } = wire(
+        Wiring {
+            config: &config,
+            config_path: options.config_path.clone(),
+            snapshot: config_snapshot,
+            config_error,
+            socket_path: options.socket_path.clone(),
+            started,
+            builtin_server: options.builtin_server,
+            credentials: Some(credentials),
+            processes: processes.clone(),
+            notifier: notifier.clone(),
+            poll_interval: options.config_poll_interval,
+            answer_deadline: options.answer_deadline,
+            connection_limits: options.connection_limits,
+            test_hooks: options.test_hooks,
+        },
+        shutdown,
+        &tracker,
+    );
+    tracing::info!(
+        socket = %options.socket_path.display(),
+        config = %options.config_path.display(),
+        servers = config.servers.len(),
+        "corrald {} listening",
+        env!("CARGO_PKG_VERSION"),
+    );
+    #[cfg(unix)]
+    let acceptor = api::listen::unix::UnixAcceptor::new(listener);
+    #[cfg(windows)]
+    let acceptor = api::listen::windows::PipeAcceptor::new(options.socket_path.clone(), pipe);
+    let accept_loop = tracker.spawn(api::serve(acceptor, context, shutdown.clone(), tracker.clone()));
+
+    // The socket accepts (the listener exists and the accept loop runs) and
+    // every config server has been launched: tell a service manager.
+    tracker.spawn(service::run(
+        notifier.clone(),
+        supervisor,
+        hub,
+        config_error,
+        options.inherited.watchdog,
+        shutdown.child_token(),
+    ));
+    Ok(Running {
+        accept_loop,
+        reload,
+        notifier,
+        tracker,
+        processes,
+        #[cfg(unix)]
+        socket_guard,
+    })
+}
+
+impl Running {
+    /// Stop every task (each gets [`SHUTDOWN_GRACE`]), kill what servers
+    /// left, remove the children record, then the socket.
+    pub(crate) async fn shut_down(self, shutdown: &CancellationToken) {
+        let Self {
+            accept_loop: _,
+            reload: _,
+            notifier,
+            tracker,
+            processes,
+            #[cfg(unix)]
+            socket_guard,
+        } = self;
+        notifier.notify(service::Notice::Stopping("stopping every server"));
+        shutdown.cancel();
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "some tasks did not finish in time; exiting anyway");
+        }
+        let left = processes.kill_everything_left();
+        process::cgroup::kill_all_leaves(&processes);
+        if left > 0 {
+            tracing::warn!(
+                processes = left,
+                "killed server processes still alive after the shutdown grace"
+            );
+        }
+        processes.remove_record();
+        #[cfg(unix)]
+        drop(socket_guard);
+        notifier.flush(Duration::from_secs(1));
+        tracing::info!("stopped");
+    }
+}
+
+/// What boot wires together once the socket, the process registry and the
+/// credential store exist (also the in-process test tier's daemon, which has
+/// no socket).
+pub(crate) struct Wiring<'a> {
+    pub(crate) config: &'a corral_protocol::config::Config,
+    pub(crate) config_path: PathBuf,
+    pub(crate) snapshot: config::reload::FileSnapshot,
+    /// Why the config file could not be used at start, if so.
+    pub(crate) config_error: Option<String>,
+    pub(crate) socket_path: PathBuf,
+    pub(crate) started: Instant,
+    pub(crate) builtin_server: bool,
+    pub(crate) credentials: Option<auth::credentials::Credentials>,
+    pub(crate) processes: Arc<process::reaper::Registry>,
+    pub(crate) notifier: service::Notifier,
+    pub(crate) poll_interval: Duration,
+    pub(crate) answer_deadline: Duration,
+    pub(crate) connection_limits: api::ConnectionLimits,
+    pub(crate) test_hooks: bool,
+}
+
+/// The handles [`wire`] made.
+pub(crate) struct Wired {
+    pub(crate) hub: Arc<hub::Hub>,
+    pub(crate) supervisor: supervisor::SupervisorHandle,
+    pub(crate) reload: config::reload::ReloadHandle,
+    pub(crate) config_error: tokio::sync::watch::Receiver<Option<String>>,
+    /// The API's context, complete.
+    pub(crate) context: Arc<api::DaemonContext>,
+}
+
+/// The hub, the daemon's [`auth::Auth`], the supervisor (every config server
+/// launched, the built-in injected unless turned off), the config reloader (a
+/// task of `tracker`) and the API's context.
+pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &TaskTracker) -> Wired {
+    let Wiring {
+        config,
+        config_path,
+        snapshot,
+        config_error,
+        socket_path,
+        started,
+        builtin_server,
+        credentials,
+        processes,
+        notifier,
+        poll_interval,
+        answer_deadline,
+        connection_limits,
+        test_hooks,
+    } = wiring;
+    let hub = Arc::new(hub::Hub::new(EVENT_HISTORY));
+    hub.routes.set_answer_deadline(answer_deadline);
+    // Read once: the OAuth settings in force, and what a reload compares with.
+    let settings = config::settings::DaemonSettings::of(config);
+    let auth = Arc::new(auth::Auth::new(credentials, settings.oauth().clone(), shutdown.clone()));
+    let supervisor = supervisor::spawn(
+        config,
+        |supervisor| builtin_server.then(|| builtin::injected(supervisor, hub.clone())),
+        &hub,
+        auth.credentials().cloned(),
+        processes.clone(),
+        shutdown.child_token(),
+        tracker,
+    );
+    let (config_error_sender, config_error) = tokio::sync::watch::channel(config_error);
+    let (reloader, reload) = config::reload::prepare(config::reload::ReloaderSpec {
+        path: config_path.clone(),
+        snapshot,
+        supervisor: supervisor.clone(),
+        hub: hub.clone(),
+        config_error: config_error_sender,
+        notifier: notifier.clone(),
+        poll_interval,
+        startup_settings: settings,
+    });
+    tracker.spawn(reloader.run(shutdown.child_token()));
+    let context = Arc::new(api::DaemonContext::new(api::ContextSpec {
+        started,
+        socket_path,
+        config_path,
+        config_error: config_error.clone(),
+        children_record_error: processes.record_errors(),
+        notifier,
+        supervisor: supervisor.clone(),
+        hub: hub.clone(),
+        reload: reload.clone(),
+        auth,
+        connection_limits,
+        test_hooks,
+    }));
+    Wired {
+        hub,
+        supervisor,
+        reload,
+        config_error,
+        context,
+    }
+}
+
+/// Raise the soft open-file limit to the hard limit (the common default soft
+/// limit of 1024 is too low for a daemon serving many front-ends and
+/// servers); returns the soft limit in force, `None` where there is none.
+fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read or write the struct passed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let mut raised = limit;
+                raised.rlim_cur = limit.rlim_max;
+                // macOS refuses more than OPEN_MAX with RLIM_INFINITY; keep the old limit then.
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        Some(limit.rlim_cur)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// The children record lives next to the socket: one per daemon, and in the
+/// runtime directory, which a reboot clears along with every pid in it.
+fn record_path(socket: &std::path::Path) -> PathBuf {
+    let mut name = socket.file_name().unwrap_or_default().to_os_string();
+    name.push(".children");
+    socket.with_file_name(name)
+}
