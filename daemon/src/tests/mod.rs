@@ -10,7 +10,9 @@
 //! The front-end side is the end-to-end tests' own hand-written client,
 //! [`corral_tests::RawConnection`], so a case reads the same in both tiers.
 
+mod dispatch;
 mod framing;
+mod handshake;
 mod notifications;
 
 use std::sync::Arc;
@@ -46,6 +48,11 @@ impl InProcessDaemon {
 
     /// A daemon reading `config` (TOML) as its config file.
     pub(crate) async fn start_with_config(config: Option<&str>) -> Self {
+        Self::start_with(config, api::ConnectionLimits::default()).await
+    }
+
+    /// A daemon reading `config` (TOML), serving connections under `limits`.
+    pub(crate) async fn start_with(config: Option<&str>, limits: api::ConnectionLimits) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config_path = dir.path().join("config.toml");
         if let Some(config) = config {
@@ -75,7 +82,7 @@ impl InProcessDaemon {
             &shutdown,
             &tracker,
         );
-        let context = Arc::new(wired.context);
+        let context = Arc::new(wired.context.with_connection_limits(limits));
         let methods: Methods = api::router::build(context.clone())
             .expect("registering the front-end methods")
             .into();
@@ -91,7 +98,12 @@ impl InProcessDaemon {
 
     /// One end of a new connection; a task of this daemon serves the other.
     fn open(&mut self) -> tokio::io::DuplexStream {
-        let (front_end, daemon_side) = tokio::io::duplex(DUPLEX_BUFFER);
+        self.open_with_buffer(DUPLEX_BUFFER)
+    }
+
+    /// [`InProcessDaemon::open`] with a duplex of `buffer` bytes each way.
+    fn open_with_buffer(&mut self, buffer: usize) -> tokio::io::DuplexStream {
+        let (front_end, daemon_side) = tokio::io::duplex(buffer);
         let id = self.next_connection;
         self.next_connection += 1;
         self.tracker.spawn(api::serve_stream(
