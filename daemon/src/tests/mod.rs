@@ -153,3 +153,12 @@ impl Drop for InProcessDaemon {
         self.tracker.close();
     }
 }
+
+impl InProcessDaemon {
+    /// A hand-written connection whose stream holds at most `buffer` bytes
+    /// each way, as a socket's buffers do: a front-end that does not read
+    /// stops the daemon's writer for it once that much is waiting.
+    pub(crate) fn connect_with_buffer(&mut self, framing: WireFraming, buffer: usize) -> RawConnection {
+        RawConnection::from_stream(self.open_with_buffer(buffer), framing)
+    }
+}
