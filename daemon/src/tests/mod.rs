@@ -10,7 +10,9 @@
 //! The front-end side is the end-to-end tests' own hand-written client,
 //! [`corral_tests::RawConnection`], so a case reads the same in both tiers.
 
+mod dispatch;
 mod framing;
+mod handshake;
 mod notifications;
 
 use std::sync::Arc;
@@ -46,6 +48,11 @@ impl InProcessDaemon {
 
     /// A daemon reading `config` (TOML) as its config file.
     pub(crate) async fn start_with_config(config: Option<&str>) -> Self {
+        Self::start_with(config, api::ConnectionLimits::default()).await
+    }
+
+    /// A daemon reading `config` (TOML), serving connections under `limits`.
+    pub(crate) async fn start_with(config: Option<&str>, limits: api::ConnectionLimits) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config_path = dir.path().join("config.toml");
         if let Some(config) = config {
@@ -70,7 +77,7 @@ impl InProcessDaemon {
                 notifier: crate::service::Notifier::default(),
                 poll_interval: crate::config::reload::POLL_INTERVAL,
                 answer_deadline: crate::hub::routes::DEFAULT_ANSWER_DEADLINE,
-                connection_limits: api::ConnectionLimits::default(),
+                connection_limits: limits,
                 test_hooks: true,
             },
             &shutdown,
@@ -92,7 +99,12 @@ impl InProcessDaemon {
 
     /// One end of a new connection; a task of this daemon serves the other.
     fn open(&mut self) -> tokio::io::DuplexStream {
-        let (front_end, daemon_side) = tokio::io::duplex(DUPLEX_BUFFER);
+        self.open_with_buffer(DUPLEX_BUFFER)
+    }
+
+    /// [`InProcessDaemon::open`] with a duplex of `buffer` bytes each way.
+    fn open_with_buffer(&mut self, buffer: usize) -> tokio::io::DuplexStream {
+        let (front_end, daemon_side) = tokio::io::duplex(buffer);
         let id = self.next_connection;
         self.next_connection += 1;
         self.tracker.spawn(api::serve_stream(
@@ -140,5 +152,14 @@ impl Drop for InProcessDaemon {
     fn drop(&mut self) {
         self.shutdown.cancel();
         self.tracker.close();
+    }
+}
+
+impl InProcessDaemon {
+    /// A hand-written connection whose stream holds at most `buffer` bytes
+    /// each way, as a socket's buffers do: a front-end that does not read
+    /// stops the daemon's writer for it once that much is waiting.
+    pub(crate) fn connect_with_buffer(&mut self, framing: WireFraming, buffer: usize) -> RawConnection {
+        RawConnection::from_stream(self.open_with_buffer(buffer), framing)
     }
 }

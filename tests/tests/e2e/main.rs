@@ -25,7 +25,6 @@ mod handshake;
 mod http;
 mod lifecycle;
 mod limits;
-mod notifications;
 mod oauth;
 mod oauth_refresh;
 mod passthrough;

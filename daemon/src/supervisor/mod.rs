@@ -5,6 +5,12 @@
 //! mutable server state behind locks: the actor's `run` loop is the only code
 //! that reads or changes the registry, so a status snapshot is always
 //! consistent.
+//!
+//! What a reloaded config file means (start, stop, restart, keep, refuse) is
+//! decided by a pure function, `plan::plan` (`plan.rs`), and only carried out
+//! here.
+
+mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +26,8 @@ use crate::mcp::route::{CallTarget, NotAvailable, TargetSet};
 use crate::process::reaper::Registry;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle, ServerSpec};
 use crate::transport::in_process::InProcessServer;
+pub use plan::ConfigDiff;
+use plan::Plan;
 
 /// Commands the supervisor accepts: a closed set, handled one at a time.
 #[derive(Debug)]
@@ -82,19 +90,6 @@ enum Command {
         server: Option<String>,
         reply: oneshot::Sender<Vec<ServerConfig>>,
     },
-}
-
-/// What applying a reloaded config did to the config servers. Names are sorted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigDiff {
-    /// New entries: started (if enabled).
-    pub added: Vec<String>,
-    /// Entries gone: stopped and removed.
-    pub removed: Vec<String>,
-    /// Entries that changed: stopped, then started with the new entry.
-    pub changed: Vec<String>,
-    /// Entries that could not be applied, one sentence each naming the server.
-    pub warnings: Vec<String>,
 }
 
 /// Why the registry refused an add or a remove.
@@ -371,102 +366,88 @@ impl SupervisorActor {
         self.servers.insert(config.name, entry);
     }
 
-    /// Diff the running config servers against `config` and act on the
-    /// difference only: unchanged servers (and their in-flight calls) are not
-    /// touched; a changed one is torn down and started again from its new
-    /// entry once its old process tree is gone.
+    /// Bring the config servers in line with `config`: [`plan::plan`]
+    /// decides, this carries the plan out. Unchanged servers (and their
+    /// in-flight calls) are not touched; a changed one is torn down and
+    /// started again from its new entry once its old process tree is gone.
     fn apply_config(&mut self, config: Config) -> ConfigDiff {
-        let mut diff = ConfigDiff::default();
-        let running: Vec<String> = self
-            .servers
-            .iter()
-            .filter(|(_, entry)| entry.origin == ServerOrigin::Config)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in running {
-            if config.servers.contains_key(&name) {
-                continue;
-            }
+        let current = plan::Current {
+            servers: self
+                .servers
+                .iter()
+                .map(|(name, entry)| {
+                    let facts = plan::Entry {
+                        config: &entry.handle.config,
+                        origin: entry.origin,
+                    };
+                    (name.as_str(), facts)
+                })
+                .collect(),
+            pending_starts: &self.pending_starts,
+            removing: &self.removing,
+        };
+        let Plan {
+            remove,
+            start,
+            start_after_teardown,
+            restart,
+            keep,
+            refused,
+            diff,
+        } = plan::plan(&current, config);
+        for name in remove {
+            self.pending_starts.remove(&name);
             if let Some(entry) = self.servers.remove(&name) {
                 tracing::info!(server = %name, "config reload: removed from the file, stopping");
-                drop(self.remove_entry(name.clone(), entry));
-                diff.removed.push(name);
+                drop(self.remove_entry(name, entry));
             }
         }
-        // A changed entry still waiting for its old tree to go, and since removed: forget it.
-        let pending: Vec<String> = self.pending_starts.keys().cloned().collect();
-        for name in pending {
-            if !config.servers.contains_key(&name) {
-                self.pending_starts.remove(&name);
-                if !diff.removed.contains(&name) {
-                    diff.removed.push(name);
-                }
-            }
+        for new in restart {
+            tracing::info!(server = %new.name, "config reload: entry changed, restarting");
+            self.restart_in_place(new);
         }
-        for (name, new) in config.servers {
-            if let Some(waiting) = self.pending_starts.get_mut(&name) {
-                if *waiting != new {
-                    *waiting = new;
-                    diff.changed.push(name);
-                }
-                continue;
-            }
-            match self.servers.get(&name) {
-                Some(entry) if entry.origin == ServerOrigin::Config => {
-                    if entry.handle.config == new {
-                        continue;
-                    }
-                    tracing::info!(server = %name, "config reload: entry changed, restarting");
-                    // Stop it in place (it stays listed, `stopped`), then
-                    // replace it: the new entry starts once the old tree is gone.
-                    let (stopped, stopped_rx) = oneshot::channel();
-                    match entry.handle.commands.try_send(ServerCommand::Stop { reply: stopped }) {
-                        Ok(()) => {
-                            let to_self = self.to_self.clone();
-                            let replace = name.clone();
-                            self.tracker.spawn(async move {
-                                let _ = stopped_rx.await;
-                                let _ = to_self.send(Command::Replace { name: replace }).await;
-                            });
-                        }
-                        Err(error) => {
-                            tracing::warn!(server = %name, %error, "server task did not take the stop command; removing it");
-                            if let Some(entry) = self.servers.remove(&name) {
-                                drop(self.remove_entry(name.clone(), entry));
-                            }
-                        }
-                    }
-                    self.pending_starts.insert(name.clone(), new);
-                    diff.changed.push(name);
-                }
-                Some(entry) => {
-                    let owner = match entry.origin {
-                        ServerOrigin::BuiltIn => "the built-in server; restart corrald to replace it".to_owned(),
-                        _ => "a server a front-end added; once that one is removed (or its connection closes), \
-                              `corral config reload` starts the file's entry"
-                            .to_owned(),
-                    };
-                    tracing::warn!(server = %name, "config reload: name taken by {owner}");
-                    diff.warnings
-                        .push(format!("server `{name}` was not started: the name is taken by {owner}"));
-                }
-                None if self.removing.contains(&name) => {
-                    // A server of that name is still being torn down: start after it.
-                    tracing::info!(server = %name, "config reload: new entry, starting once the old server is gone");
-                    self.pending_starts.insert(name.clone(), new);
-                    diff.added.push(name);
-                }
-                None => {
-                    tracing::info!(server = %name, "config reload: new entry, starting");
-                    self.start_config_server(new);
-                    diff.added.push(name);
-                }
-            }
+        for new in start_after_teardown {
+            tracing::info!(server = %new.name, "config reload: starting once the old server is gone");
+            self.pending_starts.insert(new.name.clone(), new);
         }
-        diff.added.sort();
-        diff.removed.sort();
-        diff.changed.sort();
+        for new in start {
+            tracing::info!(server = %new.name, "config reload: new entry, starting");
+            self.start_config_server(new);
+        }
+        for taken in refused {
+            tracing::warn!(server = %taken.name, "config reload: name taken by {}", taken.holder_text());
+        }
+        if !keep.is_empty() {
+            tracing::debug!(servers = ?keep, "config reload: unchanged, left alone");
+        }
         diff
+    }
+
+    /// Stop a changed config server in place (it stays listed, `stopped`),
+    /// then replace it: `Replace` takes it out once it has stopped, and
+    /// `Forgotten` starts `new` once its old process tree is gone.
+    fn restart_in_place(&mut self, new: ServerConfig) {
+        let name = new.name.clone();
+        if let Some(entry) = self.servers.get(&name) {
+            let (stopped, stopped_rx) = oneshot::channel();
+            match entry.handle.commands.try_send(ServerCommand::Stop { reply: stopped }) {
+                Ok(()) => {
+                    let to_self = self.to_self.clone();
+                    let replace = name.clone();
+                    self.tracker.spawn(async move {
+                        let _ = stopped_rx.await;
+                        let _ = to_self.send(Command::Replace { name: replace }).await;
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(server = %name, %error, "server task did not take the stop command; removing it");
+                    if let Some(entry) = self.servers.remove(&name) {
+                        drop(self.remove_entry(name.clone(), entry));
+                    }
+                }
+            }
+        }
+        self.pending_starts.insert(name, new);
     }
 }
 
