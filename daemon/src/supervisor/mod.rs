@@ -318,6 +318,17 @@ impl SupervisorActor {
         done_rx
     }
 
+    /// Config entries waiting to start whose name has no entry in the
+    /// registry any more (the old server of that name is being forgotten):
+    /// listed as `stopped`, so a server being replaced never vanishes from
+    /// `mcpServer/list` and `mcpServer/get` between its old and new entry.
+    fn waiting_entries(&self) -> impl Iterator<Item = &ServerConfig> {
+        self.pending_starts
+            .iter()
+            .filter(|(name, _)| !self.servers.contains_key(*name))
+            .map(|(_, config)| config)
+    }
+
     fn targets(&self, only: Option<&str>) -> Result<TargetSet, NotAvailable> {
         let mut set = TargetSet::default();
         let entries: Vec<&ServerEntry> = match only {
@@ -582,10 +593,23 @@ impl SupervisorActor {
         // A caller that went away no longer wants its reply: ignore send errors.
         match command {
             Command::List { reply } => {
-                let _ = reply.send(self.servers.values().map(ServerEntry::snapshot).collect());
+                let mut list: Vec<McpServerStatus> = self.servers.values().map(ServerEntry::snapshot).collect();
+                list.extend(
+                    self.waiting_entries()
+                        .map(|config| identity(config, ServerOrigin::Config)),
+                );
+                list.sort_by(|a, b| a.name.cmp(&b.name));
+                let _ = reply.send(list);
             }
             Command::Get { name, reply } => {
-                let _ = reply.send(self.servers.get(&name).map(ServerEntry::snapshot));
+                let status = match self.servers.get(&name) {
+                    Some(entry) => Some(entry.snapshot()),
+                    None => self
+                        .waiting_entries()
+                        .find(|config| config.name == name)
+                        .map(|config| identity(config, ServerOrigin::Config)),
+                };
+                let _ = reply.send(status);
             }
             Command::Configs { server, reply } => {
                 let configs = self
@@ -600,6 +624,9 @@ impl SupervisorActor {
                 let mut counts = ServerCounts::default();
                 for entry in self.servers.values() {
                     counts.add(entry.handle.state.borrow().public.status);
+                }
+                for _ in self.waiting_entries() {
+                    counts.add(corral_protocol::ServerStatus::Stopped);
                 }
                 let _ = reply.send(counts);
             }
@@ -729,5 +756,81 @@ impl SupervisorActor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use corral_protocol::ServerStatus;
+
+    use super::*;
+
+    /// An actor with no servers, driven by hand (its `run` loop is not started).
+    fn actor() -> SupervisorActor {
+        let (sender, commands) = mpsc::channel(COMMAND_QUEUE);
+        SupervisorActor {
+            servers: BTreeMap::new(),
+            removing: std::collections::BTreeSet::new(),
+            pending_starts: BTreeMap::new(),
+            commands,
+            to_self: sender,
+            hub: Arc::new(Hub::new(16)),
+            credentials: None,
+            processes: Registry::without_record(),
+            shutdown: CancellationToken::new(),
+            tracker: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_between_its_old_and_new_entry_is_still_listed_stopped() {
+        let mut actor = actor();
+        let config = corral_protocol::config::parse(
+            "[servers.slow]\ncommand = \"true\"\n[servers.other]\ncommand = \"true\"\nenabled = false\n",
+            Path::new("case.toml"),
+        )
+        .expect("a valid config");
+        // The state a replace passes through: the old entry forgotten (the
+        // name still being torn down), the new one waiting to start.
+        actor.removing.insert("slow".to_owned());
+        actor
+            .pending_starts
+            .insert("slow".to_owned(), config.servers["slow"].clone());
+
+        let (reply, answer) = oneshot::channel();
+        actor.handle(Command::Get {
+            name: "slow".to_owned(),
+            reply,
+        });
+        let status = answer.await.expect("an answer").expect("`slow` is still known");
+        assert_eq!(status.status, ServerStatus::Stopped);
+        assert_eq!(status.origin, ServerOrigin::Config);
+
+        let (reply, answer) = oneshot::channel();
+        actor.handle(Command::List { reply });
+        let names: Vec<String> = answer
+            .await
+            .expect("an answer")
+            .into_iter()
+            .map(|status| status.name)
+            .collect();
+        assert_eq!(names, ["slow"]);
+
+        let (reply, answer) = oneshot::channel();
+        actor.handle(Command::Counts { reply });
+        let counts = answer.await.expect("an answer");
+        assert_eq!((counts.total, counts.stopped), (1, 1), "{counts:?}");
+
+        let (reply, answer) = oneshot::channel();
+        actor.handle(Command::Get {
+            name: "other".to_owned(),
+            reply,
+        });
+        assert!(
+            answer.await.expect("an answer").is_none(),
+            "a name nobody waits for is unknown"
+        );
     }
 }
