@@ -80,6 +80,13 @@ pub(crate) async fn start(
     if options.server_cgroups {
         process::cgroup::enable(&processes);
     }
+    if let Some(OpenFiles { inherited, in_force }) = open_files
+        && inherited < in_force
+    {
+        // Raised for corrald's own sockets and pipes; servers start with the
+        // limit corrald was given, as if the user had started them.
+        processes.set_child_open_files(inherited);
+    }
 
     // Opening the keyring is a D-Bus round trip (or a timeout): off the runtime.
     let credentials = {
@@ -291,31 +298,36 @@ pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &T
     }
 }
 
+/// The soft open-file limit corrald was started with, and the one in force
+/// after [`raise_open_file_limit`] (`u64::MAX`: unlimited).
+#[derive(Debug, Clone, Copy)]
+struct OpenFiles {
+    inherited: u64,
+    in_force: u64,
+}
+
 /// Raise the soft open-file limit to the hard limit (the common default soft
 /// limit of 1024 is too low for a daemon serving many front-ends and
-/// servers); returns the soft limit in force, `None` where there is none.
-fn raise_open_file_limit() -> Option<u64> {
+/// servers); `None` where there is no such limit. Servers get the inherited
+/// limit back when they start (`Registry::set_child_open_files`), so the
+/// raise is corrald's alone.
+fn raise_open_file_limit() -> Option<OpenFiles> {
     #[cfg(unix)]
     {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit and setrlimit only read or write the struct passed.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
-                return None;
-            }
-            if limit.rlim_cur < limit.rlim_max {
-                let mut raised = limit;
-                raised.rlim_cur = limit.rlim_max;
-                // macOS refuses more than OPEN_MAX with RLIM_INFINITY; keep the old limit then.
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) == 0 {
-                    limit = raised;
-                }
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let inherited = limit.current.unwrap_or(u64::MAX);
+        let mut in_force = inherited;
+        let hard = limit.maximum.unwrap_or(u64::MAX);
+        if inherited < hard {
+            let mut raised = limit;
+            raised.current = limit.maximum;
+            // macOS refuses more than OPEN_MAX with RLIM_INFINITY; keep the old limit then.
+            if setrlimit(Resource::Nofile, raised).is_ok() {
+                in_force = hard;
             }
         }
-        Some(limit.rlim_cur)
+        Some(OpenFiles { inherited, in_force })
     }
     #[cfg(not(unix))]
     {

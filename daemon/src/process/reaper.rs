@@ -85,6 +85,9 @@ pub struct Registry {
     /// boot ([`Registry::record_errors`]) without naming this room. Set only
     /// under `state`'s lock, as the writes are.
     record_error: tokio::sync::watch::Sender<Option<String>>,
+    /// The soft open-file limit servers start with, when corrald raised its
+    /// own: the one corrald was given. Set once, at boot.
+    child_open_files: OnceLock<u64>,
 }
 
 /// Where the record lives: a file name in the socket's directory.
@@ -196,6 +199,7 @@ impl Registry {
             record,
             state: Mutex::new(RegistryState::default()),
             leaves: OnceLock::new(),
+            child_open_files: OnceLock::new(),
             record_error: tokio::sync::watch::Sender::new(None),
         }
     }
@@ -209,6 +213,16 @@ impl Registry {
     /// it names the socket this daemon serves, and so the daemon.
     pub(super) fn record_path(&self) -> Option<&Path> {
         self.record.as_ref().map(|record| record.path.as_path())
+    }
+
+    /// The soft open-file limit a server starts with, if it is not corrald's own.
+    pub(crate) fn child_open_files(&self) -> Option<u64> {
+        self.child_open_files.get().copied()
+    }
+
+    /// Set once, at boot, when corrald raised its own soft open-file limit.
+    pub(crate) fn set_child_open_files(&self, soft: u64) {
+        let _ = self.child_open_files.set(soft);
     }
 
     /// Set once, at boot, by `cgroup::enable`.

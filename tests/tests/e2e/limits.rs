@@ -447,3 +447,39 @@ async fn a_full_server_command_queue_is_busy_not_shutting_down() {
         "some restarts find the queue full: {codes:?}"
     );
 }
+
+/// `Max open files` of `pid` (soft, hard), from /proc/PID/limits.
+fn open_files_limit_of(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("/proc/PID/limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no `Max open files` line in:\n{limits}"));
+    let mut values = line["Max open files".len()..].split_whitespace();
+    let soft = values.next().expect("a soft limit").to_owned();
+    let hard = values.next().expect("a hard limit").to_owned();
+    (soft, hard)
+}
+
+#[tokio::test]
+async fn servers_start_with_the_open_file_limit_corrald_was_given_not_its_raised_one() {
+    // corrald raises its own soft limit (128 → 256) for its sockets and pipes;
+    // a server it starts gets 128 back, as if the user had started it.
+    let daemon = TestDaemon::builder()
+        .config(&fixture_config("fixture", &[]))
+        .open_files_limit(128, 256)
+        .start();
+    let client = daemon.connect_client().await;
+    let ready = wait_for_status(&client, "fixture", ServerStatus::Ready, SERVER_WAIT).await;
+    let pid = ready.pid.expect("a ready stdio server has a pid");
+    assert_eq!(
+        open_files_limit_of(daemon.pid()),
+        ("256".to_owned(), "256".to_owned()),
+        "corrald raised its own soft limit"
+    );
+    assert_eq!(
+        open_files_limit_of(pid),
+        ("128".to_owned(), "256".to_owned()),
+        "the server starts with corrald's inherited soft limit"
+    );
+}

@@ -272,17 +272,36 @@ pub fn launch(
             None
         }
     };
+    // corrald raised its own soft open-file limit; the server gets the one
+    // corrald was given (a program that needs more raises it itself).
+    #[cfg(unix)]
+    let open_files = processes.child_open_files().map(|soft| {
+        let mut limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        limit.current = Some(soft);
+        limit
+    });
     #[cfg(target_os = "linux")]
-    if let Some(procs) = &leaf_procs {
+    let leaf_fd = leaf_procs.as_ref().map(|procs| {
         use std::os::fd::AsRawFd as _;
-        let fd = procs.as_raw_fd();
-        // SAFETY: the closure runs in the child between fork and exec and
-        // only calls write(2), which is async-signal-safe, on an fd the
-        // parent keeps open until the spawn returned. A failure is not fatal
-        // here (checked by the parent after the spawn).
+        procs.as_raw_fd()
+    });
+    #[cfg(unix)]
+    if open_files.is_some() || cfg!(target_os = "linux") && leaf_procs.is_some() {
+        // SAFETY: the closure runs in the child between fork and exec. It
+        // does not allocate and makes only two system calls: setrlimit(2)
+        // with a value computed before the fork, and write(2) on an fd the
+        // parent keeps open until the spawn returned. Failures are not fatal
+        // here (the parent checks the cgroup after the spawn; a server with
+        // corrald's higher limit works as before).
         unsafe {
             command.pre_exec(move || {
-                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+                if let Some(limit) = &open_files {
+                    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, *limit);
+                }
+                #[cfg(target_os = "linux")]
+                if let Some(fd) = leaf_fd {
+                    let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+                }
                 Ok(())
             });
         }
