@@ -5,6 +5,9 @@
 //! - [`api`]: the socket ([`api::listen`]), connections, framing, JSON-RPC
 //!   dispatch, the handlers, and the one mapping of errors to JSON-RPC
 //!   errors; never rmcp;
+//! - `bridge`: the daemon as one MCP server for MCP clients on the socket
+//!   (`corral mcp`): MCP's `initialize`, `tools/list`, `tools/call` over every
+//!   ready server, namespaced names, `list_changed`;
 //! - [`supervisor`]: the actor owning the registry of MCP servers;
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
 //! - [`transport`]: how a server is reached: [`transport::stdio`] (the one
@@ -32,6 +35,7 @@
 
 pub mod api;
 pub mod auth;
+mod bridge;
 mod builtin;
 pub mod config;
 pub mod hub;

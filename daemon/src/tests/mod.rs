@@ -11,6 +11,7 @@
 //! [`corral_tests::RawConnection`], so a case reads the same in both tiers.
 
 mod framing;
+mod mcp_clients;
 mod notifications;
 
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use std::time::Instant;
 
 use corral_client::{Client, ConnectOptions};
 use corral_tests::{RawConnection, WAIT, WireFraming};
-use jsonrpsee::Methods;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,7 +31,7 @@ const DUPLEX_BUFFER: usize = 1024 * 1024;
 /// the credential store and the service manager.
 pub(crate) struct InProcessDaemon {
     context: Arc<DaemonContext>,
-    methods: Methods,
+    methods: api::router::MethodTables,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     next_connection: u64,
@@ -76,9 +76,7 @@ impl InProcessDaemon {
             &tracker,
         );
         let context = Arc::new(wired.context);
-        let methods: Methods = api::router::build(context.clone())
-            .expect("registering the front-end methods")
-            .into();
+        let methods = api::router::tables(context.clone()).expect("registering the front-end methods");
         Self {
             context,
             methods,
