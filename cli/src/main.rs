@@ -1,6 +1,7 @@
 //! `corral`: the command-line front-end of `corrald` (status, servers, events),
 //! the daemon-free config tools (`corral config check|schema`), the service
-//! files (`corral service install|uninstall|status`) and `corral doctor`.
+//! files (`corral service install|uninstall|status`), `corral doctor`, and
+//! `corral mcp`, the daemon as an MCP server on stdio for MCP clients.
 //!
 //! Exit codes: 0 success; 1 failure (an error from the daemon, an invalid
 //! config, a lost connection); 2 bad command line (clap); 3 the daemon is not
@@ -14,6 +15,7 @@
 
 mod ask;
 mod doctor;
+mod pipe;
 mod render;
 mod service;
 mod spinner;
@@ -140,6 +142,18 @@ enum Command {
     },
     /// Check the whole setup (daemon, config, servers, executables, socket, service) and say how to fix each problem
     Doctor,
+    /// Serve MCP on stdin/stdout for an MCP client (`{"command": "corral", "args": ["mcp"]}`): the tools of
+    /// every server corrald runs, named `server__tool`; starts corrald in the background when none runs
+    Mcp(McpArgs),
+}
+
+/// `corral mcp`. A group: `install` / `uninstall` (writing the entry into a
+/// client's config) come as subcommands; without one it is the bridge itself.
+#[derive(Debug, clap::Args)]
+struct McpArgs {
+    /// Fail (exit 3) instead of starting corrald when none is running
+    #[arg(long)]
+    no_start: bool,
 }
 
 /// Where `corral service` writes, and for which service manager.
@@ -202,6 +216,7 @@ fn main() -> ExitCode {
         } => run_daemon_command(&cli, DaemonCommand::ConfigReload),
         Command::Service { command } => service_command(command, cli.json),
         Command::Doctor => run_doctor(&cli),
+        Command::Mcp(McpArgs { no_start }) => pipe::run(cli.socket.as_deref(), *no_start),
         Command::Status => run_daemon_command(&cli, DaemonCommand::Status),
         Command::List => run_daemon_command(&cli, DaemonCommand::List),
         Command::Get { name } => run_daemon_command(&cli, DaemonCommand::Get(name)),
