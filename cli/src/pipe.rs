@@ -11,7 +11,7 @@
 //!   `corrald` in the background — the one next to this `corral`, else the
 //!   first on PATH — in a session of its own, stdin from `/dev/null`, stdout
 //!   and stderr appended to `corrald.log` in the state directory, then
-//!   connect within [`START_WAIT`]. Two bridges starting at once both start
+//!   connect within 5 s. Two bridges starting at once both start
 //!   a corrald; the socket's lock lets one serve and the other exit, and
 //!   both bridges connect to the one that serves.
 //! - Plain blocking I/O on two threads, no async runtime: an idle bridge is
@@ -19,24 +19,12 @@
 //! - When stdin closes, the write half of the socket is shut down, and the
 //!   daemon's answers to what was asked are still passed on until the daemon
 //!   closes the connection (it gives running requests a grace) or
-//!   [`DRAIN_GRACE`] has passed.
+//!   a grace of 5 s has passed.
 //! - Nothing but the daemon's bytes is written to stdout; every diagnostic
 //!   goes to stderr.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
-
-/// How long a bridge that started corrald waits for it to serve.
-pub(crate) const START_WAIT: Duration = Duration::from_secs(5);
-/// How long answers are still passed on after the client closed stdin.
-pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(5);
-/// Bytes read at once, in each direction.
-#[cfg(unix)]
-const CHUNK: usize = 16 * 1024;
-
-/// The exit status of `corral mcp` when no daemon runs and `--no-start` forbids starting one.
-const EXIT_DAEMON_NOT_RUNNING: u8 = 3;
 
 /// Run `corral mcp` until the client or the daemon goes away.
 pub(crate) fn run(socket: Option<&Path>, no_start: bool) -> anyhow::Result<ExitCode> {
@@ -49,11 +37,6 @@ pub(crate) fn run(socket: Option<&Path>, no_start: bool) -> anyhow::Result<ExitC
         let _ = (socket, no_start);
         anyhow::bail!("`corral mcp` needs a Unix socket; it does not run on this platform yet")
     }
-}
-
-/// Where a corrald this command starts logs to.
-pub(crate) fn daemon_log_path() -> PathBuf {
-    corral_client::protocol::paths::state_dir().join("corrald.log")
 }
 
 #[cfg(unix)]
@@ -70,7 +53,17 @@ mod unix {
     use anyhow::Context as _;
     use corral_client::protocol::paths::{self, UntrustedSocket};
 
-    use super::{CHUNK, DRAIN_GRACE, EXIT_DAEMON_NOT_RUNNING, START_WAIT, daemon_log_path};
+    /// How long a bridge that started corrald waits for it to serve.
+    const START_WAIT: Duration = Duration::from_secs(5);
+    /// How long answers are still passed on after the client closed stdin.
+    const DRAIN_GRACE: Duration = Duration::from_secs(5);
+    /// Bytes read at once, in each direction.
+    const CHUNK: usize = 16 * 1024;
+
+    /// Where a corrald this command starts logs to.
+    fn daemon_log_path() -> PathBuf {
+        paths::state_dir().join("corrald.log")
+    }
 
     /// Between two connection attempts while a started corrald comes up.
     const RETRY_INTERVAL: Duration = Duration::from_millis(25);
@@ -95,7 +88,7 @@ mod unix {
                      or `systemctl --user start corral`, or leave out --no-start",
                     socket.display()
                 );
-                return Ok(ExitCode::from(EXIT_DAEMON_NOT_RUNNING));
+                return Ok(ExitCode::from(crate::EXIT_DAEMON_NOT_RUNNING));
             }
             Err(NoConnection::NotRunning) => start_and_connect(&socket)?,
         };
@@ -302,11 +295,11 @@ mod unix {
             AnswersEnd::ClientGone => Ok(ExitCode::SUCCESS),
             AnswersEnd::DaemonClosed => {
                 eprintln!("corral mcp: corrald closed the connection (it stopped or restarted)");
-                Ok(ExitCode::from(1))
+                Ok(ExitCode::from(crate::EXIT_FAILURE))
             }
             AnswersEnd::ReadFailed(error) => {
                 eprintln!("corral mcp: reading from corrald failed: {error}");
-                Ok(ExitCode::from(1))
+                Ok(ExitCode::from(crate::EXIT_FAILURE))
             }
         }
     }
