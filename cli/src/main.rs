@@ -1,7 +1,8 @@
 //! `corral`: the command-line front-end of `corrald` (status, servers, events),
 //! the daemon-free config tools (`corral config check|schema|import`), the
-//! service files (`corral service install|uninstall|status`), the `corral`
-//! entry in other MCP clients' configs (`corral mcp install|uninstall`) and
+//! service files (`corral service install|uninstall|status`), `corral mcp`
+//! (the daemon as an MCP server on stdio, for MCP clients) and the entry that
+//! runs it in other MCP clients' configs (`corral mcp install|uninstall`), and
 //! `corral doctor`.
 //!
 //! Exit codes: 0 success; 1 failure (an error from the daemon, an invalid
@@ -18,6 +19,7 @@ mod ask;
 mod doctor;
 mod import;
 mod install;
+mod pipe;
 mod render;
 mod service;
 mod spinner;
@@ -137,13 +139,6 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Corral as one MCP server for other clients: `corral mcp install --client claude-code`
-    Mcp {
-        // `None`: the bare `corral mcp`, the bridge itself (stdio MCP server backed by corrald),
-        // which lives in `mcp*.rs` next to this; install and uninstall are here.
-        #[command(subcommand)]
-        command: Option<McpCommand>,
-    },
     /// Install, remove or inspect the systemd user units / launchd agent that run corrald
     Service {
         #[command(subcommand)]
@@ -151,6 +146,22 @@ enum Command {
     },
     /// Check the whole setup (daemon, config, servers, executables, socket, service) and say how to fix each problem
     Doctor,
+    /// Serve MCP on stdin/stdout for an MCP client (`{"command": "corral", "args": ["mcp"]}`): the tools of
+    /// every server corrald runs, named `server__tool`; starts corrald in the background when none runs.
+    /// `corral mcp install --client NAME` writes that entry into a client's config
+    Mcp(McpArgs),
+}
+
+/// `corral mcp`. A group: `install` / `uninstall` (writing the entry into a
+/// client's config) come as subcommands; without one it is the bridge itself.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct McpArgs {
+    /// Fail (exit 3) instead of starting corrald when none is running
+    #[arg(long)]
+    no_start: bool,
+    #[command(subcommand)]
+    command: Option<McpCommand>,
 }
 
 /// Where `corral service` writes, and for which service manager.
@@ -279,12 +290,12 @@ fn main() -> ExitCode {
             },
             cli.json,
         ),
-        Command::Mcp { command: Some(command) } => mcp_install_command(command, cli.json),
-        Command::Mcp { command: None } => Err(anyhow::anyhow!(
-            "`corral mcp` (the bridge) is not in this build yet; `corral mcp install|uninstall` are"
-        )),
         Command::Service { command } => service_command(command, cli.json),
         Command::Doctor => run_doctor(&cli),
+        Command::Mcp(McpArgs {
+            command: Some(command), ..
+        }) => mcp_install_command(command, cli.json),
+        Command::Mcp(McpArgs { no_start, command: None }) => pipe::run(cli.socket.as_deref(), *no_start),
         Command::Status => run_daemon_command(&cli, DaemonCommand::Status),
         Command::List => run_daemon_command(&cli, DaemonCommand::List),
         Command::Get { name } => run_daemon_command(&cli, DaemonCommand::Get(name)),

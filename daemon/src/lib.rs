@@ -6,6 +6,7 @@
 //! - `boot`: makes the daemon's long-lived objects, wires them together, and shuts down;
 //! - `signals`: SIGTERM/SIGINT and SIGHUP (Ctrl-C on Windows), caught from the start;
 //! - [`api`]: the socket, connections, JSON-RPC dispatch, the handlers; never rmcp;
+//! - `bridge`: the daemon as one MCP server for MCP clients on the socket (`corral mcp`);
 //! - [`supervisor`]: the actor owning the registry of MCP servers;
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
 //! - [`transport`]: how a server is reached (stdio, the one spawn point; streamable HTTP; in-process);
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod auth;
 mod boot;
+mod bridge;
 mod builtin;
 pub mod config;
 pub mod hub;

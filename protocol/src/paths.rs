@@ -82,6 +82,18 @@ pub fn data_dir(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
+/// Where logs of a daemon started in the background go (`corral mcp` starts
+/// corrald when none runs): the user's state directory (`$XDG_STATE_HOME/corral`,
+/// `~/.local/state/corral` on Linux), else the local data directory where a
+/// platform has no state directory (macOS, Windows).
+pub fn state_dir() -> PathBuf {
+    match directories::ProjectDirs::from("", "", "corral") {
+        Some(dirs) => dirs.state_dir().unwrap_or_else(|| dirs.data_local_dir()).to_path_buf(),
+        // No home directory at all: use the working directory rather than fail.
+        None => PathBuf::from("corral-state"),
+    }
+}
+
 #[cfg(unix)]
 fn default_socket_path() -> PathBuf {
     if let Some(runtime) = non_empty_env("XDG_RUNTIME_DIR").map(PathBuf::from) {

@@ -1,6 +1,6 @@
 //! One front-end connection: framing detection, the reader that dispatches
-//! requests into the [`Methods`] of the RPC module, and the writer that
-//! interleaves responses with pushed notifications.
+//! requests into the methods of the connection's mode ([`MethodTables`]),
+//! and the writer that interleaves responses with pushed notifications.
 //!
 //! Flow control, per connection and never shared:
 //! - responses go through a bounded queue to the writer; when a front-end
@@ -36,7 +36,6 @@ use corral_protocol::framing::{self, FrameDecoder, FrameError, Framing};
 use corral_protocol::{
     ErrorCode, EventsLagged, EventsLaggedNotification, Notification, ProgressLagged, ProgressLaggedNotification,
 };
-use jsonrpsee::Methods;
 use jsonrpsee::types::Id;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
@@ -45,10 +44,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Admission;
+use super::router::MethodTables;
 use super::rpc::rpc_error;
-use super::session::Session;
-use crate::hub::events::{EventFrame, Subscription};
-use crate::hub::link::Link;
+use super::session::{Session, WriterStart};
+use crate::hub::events::EventFrame;
+use crate::hub::link::{Dialect, Link};
 
 use super::dispatch::{Cancellable, Dispatcher, RequestSlots, error_message};
 
@@ -91,7 +91,7 @@ pub(super) enum Outbound {
     /// share of [`OUTBOUND_BYTES`] it holds until written.
     Message(String, OwnedSemaphorePermit),
     /// Start forwarding notifications (sent right after a successful `initialize`).
-    Subscribe(Subscription),
+    Start(WriterStart),
 }
 
 /// Serve one connection until the front-end leaves, breaks the protocol
@@ -101,7 +101,7 @@ pub(crate) async fn serve<S>(
     hung_up: HungUp,
     session: Arc<Session>,
     link_messages: mpsc::Receiver<String>,
-    methods: Methods,
+    methods: MethodTables,
     admission: Admission,
     shutdown: CancellationToken,
 ) where
@@ -209,7 +209,7 @@ async fn serve_until_done<S>(
     hung_up: HungUp,
     session: Arc<Session>,
     link_messages: mpsc::Receiver<String>,
-    methods: Methods,
+    methods: MethodTables,
     (mut partial_frames, slots): (PartialFrameBudget, RequestSlots),
     shutdown: CancellationToken,
 ) where
@@ -352,8 +352,8 @@ impl Outlet {
     /// a batch), hand the session's subscription to the writer, so that no
     /// notification precedes that response. `false` if the writer is gone.
     pub(super) async fn start_notifications(&self, session: &Session) -> bool {
-        match session.take_subscription() {
-            Some(subscription) => self.sender.send(Outbound::Subscribe(subscription)).await.is_ok(),
+        match session.take_writer_start() {
+            Some(start) => self.sender.send(Outbound::Start(start)).await.is_ok(),
             None => true,
         }
     }
@@ -480,9 +480,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     }
                     framing::encode(framing, message.as_bytes(), &mut wire);
                 }
-                Some(Outbound::Subscribe(subscription)) => {
-                    last_delivered = subscription.last_seq;
-                    events = Some(subscription.receiver);
+                Some(Outbound::Start(start)) => {
+                    if let WriterStart::Events(subscription) = start {
+                        last_delivered = subscription.last_seq;
+                        events = Some(subscription.receiver);
+                    }
                     link_open = true;
                     continue;
                 }
@@ -550,7 +552,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 /// notice precedes that answer).
 fn encode_missed_progress(link: &Link, framing: Framing, wire: &mut Vec<u8>) {
     let missed = link.take_missed_progress();
-    if missed == 0 {
+    // MCP has no such notice, and an MCP client gets nothing but MCP: the
+    // drops are counted in `daemon/status` only.
+    if missed == 0 || link.dialect() == Dialect::Mcp {
         return;
     }
     // Debug only: a chatty server and a slow front-end would make this one

@@ -1,28 +1,36 @@
-//! Dispatching one connection's messages: requests into the [`Methods`] of
-//! the RPC module (synchronous ones inline, async ones as tasks in a bounded
+//! Dispatching one connection's messages: requests into the methods of the
+//! connection's mode (synchronous ones inline, async ones as tasks in a bounded
 //! set of slots, cancellable by id), batches, the front-end's answers to
 //! the daemon's requests, and cancellations.
+//!
+//! The mode is decided by the connection's first `initialize`: an integer
+//! `protocolVersion` is Corral's protocol (the front-end API's methods), a
+//! string is MCP (an MCP client such as `corral mcp`'s: the bridge's
+//! methods, [`MethodTables::mcp`]). The tables differ because MCP's
+//! `tools/list` and `tools/call` share their names with Corral's; everything
+//! else here (limits, slots, batches, cancellation) is the same for both.
 
 use std::sync::Arc;
 
-use corral_protocol::{ErrorCode, Initialize, Request as _};
+use corral_protocol::{ClientInfo, ErrorCode, Initialize, Request as _};
 use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request};
-use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse, Methods};
+use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse};
 use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::router::MethodTables;
 use super::rpc::rpc_error;
 use super::session::Session;
-use crate::hub::link::FrontEndError;
+use crate::hub::link::{Dialect, FrontEndError};
 
 use super::connection::{MAX_BATCH_LEN, Outlet, WAITING_BYTES};
 
 pub(super) struct Dispatcher {
     pub(super) session: Arc<Session>,
-    pub(super) methods: Methods,
+    pub(super) methods: MethodTables,
     pub(super) outbound: Outlet,
     pub(super) cancellable: Cancellable,
     pub(super) slots: RequestSlots,
@@ -321,7 +329,8 @@ impl Dispatcher {
         };
         let id = request.id.clone().into_owned();
         let method = request.method.as_ref();
-        if method != Initialize::METHOD && !self.session.is_initialized() {
+        let initialize = method == Initialize::METHOD;
+        if !initialize && !self.session.is_initialized() {
             return Some(Dispatched::Now(MethodResponse::error(
                 id,
                 rpc_error(
@@ -330,13 +339,44 @@ impl Dispatcher {
                 ),
             )));
         }
+        let mcp_initialize = if initialize {
+            let head = InitializeHead::read(request.params.as_deref());
+            // The first `initialize` decides the connection's mode for its whole life.
+            self.session.link.set_dialect(head.dialect());
+            Some(head)
+        } else {
+            None
+        };
+        let mcp = self.session.link.dialect() == Dialect::Mcp;
+        if mcp && initialize && self.session.is_initialized() {
+            return Some(Dispatched::Now(MethodResponse::error(
+                id,
+                rpc_error(ErrorCode::AlreadyInitialized, "this connection is already initialized"),
+            )));
+        }
         let params = Params::new(request.params.as_deref().map(RawValue::get));
         let mut extensions = request.extensions.clone();
         extensions.insert(self.session.clone());
+        let methods = if mcp {
+            // What the bridge's handlers know the connection by: its link.
+            extensions.insert(self.session.link.clone());
+            &self.methods.mcp
+        } else {
+            &self.methods.corral
+        };
         let max = corral_protocol::MAX_MESSAGE_BYTES;
-        let response = match self.methods.method(method) {
+        let response = match methods.method(method) {
             Some(MethodCallback::Sync(callback)) => {
-                Dispatched::Now(not_too_big(method, id.clone(), callback(id, params, max, extensions)))
+                let response = not_too_big(method, id.clone(), callback(id, params, max, extensions));
+                if mcp
+                    && response.is_success()
+                    && let Some(head) = mcp_initialize
+                {
+                    // Answered: the connection is initialized; the writer opens
+                    // the link once this answer is written.
+                    let _ = self.session.initialize_mcp(head.client_info());
+                }
+                Dispatched::Now(response)
             }
             Some(MethodCallback::Async(callback)) => {
                 let connection = ConnectionId(usize::try_from(self.session.id).unwrap_or(usize::MAX));
@@ -433,6 +473,41 @@ impl Dispatcher {
     }
 }
 
+/// What the api reads of an `initialize` request before dispatching it:
+/// the kind of its `protocolVersion` (an integer for Corral's protocol, a
+/// string such as `"2025-06-18"` for MCP) and who the client is.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InitializeHead {
+    #[serde(default)]
+    protocol_version: Option<serde_json::Value>,
+    #[serde(default)]
+    client_info: Option<ClientInfo>,
+}
+
+impl InitializeHead {
+    /// Read `params` leniently: whatever does not fit is the method's to refuse.
+    fn read(params: Option<&RawValue>) -> Self {
+        params
+            .and_then(|params| serde_json::from_str(params.get()).ok())
+            .unwrap_or_default()
+    }
+
+    /// MCP when the version is a string; Corral's protocol otherwise (its
+    /// own handler answers a missing or wrong version).
+    fn dialect(&self) -> Dialect {
+        match self.protocol_version {
+            Some(serde_json::Value::String(_)) => Dialect::Mcp,
+            _ => Dialect::Corral,
+        }
+    }
+
+    fn client_info(self) -> ClientInfo {
+        self.client_info
+            .unwrap_or_else(|| ClientInfo::new("an MCP client without clientInfo", ""))
+    }
+}
+
 /// LSP's cancellation notification.
 const CANCEL_REQUEST: &str = "$/cancelRequest";
 /// MCP's cancellation notification, accepted too.
@@ -461,6 +536,10 @@ impl Dispatcher {
         };
         handle.abort();
         tracing::debug!(request = %key, "request cancelled by the front-end");
+        if self.session.link.dialect() == Dialect::Mcp {
+            // MCP: the receiver of `notifications/cancelled` does not answer the request.
+            return None;
+        }
         let id = match target {
             serde_json::Value::Number(number) => Id::Number(number.as_u64()?),
             serde_json::Value::String(text) => Id::Str(text.clone().into()),

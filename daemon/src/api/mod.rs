@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use corral_protocol::DaemonInfo;
-use jsonrpsee::Methods;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -149,7 +148,7 @@ async fn run_connection<S>(
     stream: S,
     hung_up: connection::HungUp,
     id: u64,
-    methods: Methods,
+    methods: router::MethodTables,
     context: Arc<DaemonContext>,
     shutdown: CancellationToken,
     guard: ConnectionGuard,
@@ -177,7 +176,7 @@ async fn run_connection<S>(
 pub(crate) async fn serve_stream<S>(
     stream: S,
     id: u64,
-    methods: Methods,
+    methods: router::MethodTables,
     context: Arc<DaemonContext>,
     shutdown: CancellationToken,
 ) -> bool
@@ -199,9 +198,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
-    let methods: Methods = router::build(context.clone())
-        .context("registering the front-end methods")?
-        .into();
+    let methods = router::tables(context.clone()).context("registering the front-end methods")?;
     let mut next_id: u64 = 1;
     tracing::info!(
         max_connections = context.gate.max_connections(),

@@ -1,9 +1,10 @@
-//! Every method of the front-end API: one line per group of handlers.
+//! Every method of the front-end API: one line per group of handlers; and
+//! the tables a connection dispatches into, one per mode ([`MethodTables`]).
 
 use std::sync::Arc;
 
-use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
+use jsonrpsee::{Methods, RpcModule};
 
 use super::DaemonContext;
 use super::handlers;
@@ -21,4 +22,24 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
         handlers::debug::register(&mut module)?;
     }
     Ok(module)
+}
+
+/// The methods a connection dispatches into, by the mode its first
+/// `initialize` decided: Corral's protocol, or MCP (an MCP client on the
+/// socket, served by the bridge). Cheap to clone (shared tables).
+#[derive(Clone)]
+pub(crate) struct MethodTables {
+    /// The front-end API ([`build`]).
+    pub(crate) corral: Methods,
+    /// The bridge: the daemon as one MCP server (`crate::bridge`).
+    pub(crate) mcp: Methods,
+}
+
+/// Both tables of a daemon with `context`.
+pub(crate) fn tables(context: Arc<DaemonContext>) -> Result<MethodTables, RegisterMethodError> {
+    let bridge = crate::bridge::Bridge::new(context.supervisor.clone(), context.hub.clone());
+    Ok(MethodTables {
+        mcp: crate::bridge::methods(bridge)?.into(),
+        corral: build(context)?.into(),
+    })
 }

@@ -1,4 +1,5 @@
-//! Per-connection state: who the front-end is and its place in the event stream.
+//! Per-connection state: who the front-end is, which protocol it speaks
+//! (its link's dialect) and its place in the event stream.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -22,7 +23,18 @@ pub(crate) struct Session {
 struct SessionState {
     client: Option<(ClientInfo, ClientCapabilities)>,
     /// Taken by the connection's writer right after a successful `initialize`.
-    subscription: Option<Subscription>,
+    start: Option<WriterStart>,
+}
+
+/// What the connection's writer starts forwarding once the answer to
+/// `initialize` is written.
+#[derive(Debug)]
+pub(crate) enum WriterStart {
+    /// A Corral front-end: the daemon's notifications, and the link's messages.
+    Events(Subscription),
+    /// An MCP client: only what is routed to it through its link (never
+    /// Corral's daemon-wide notifications).
+    LinkOnly,
 }
 
 impl Session {
@@ -56,15 +68,28 @@ impl Session {
         let subscription = events.subscribe();
         let last_seq = subscription.last_seq;
         state.client = Some((client, capabilities));
-        state.subscription = Some(subscription);
+        state.start = Some(WriterStart::Events(subscription));
         Ok(last_seq)
+    }
+
+    /// Record an MCP client (its MCP `initialize` was answered with success);
+    /// `Err` if already initialized. It takes no part in the event stream.
+    pub(crate) fn initialize_mcp(&self, client: ClientInfo) -> Result<(), ()> {
+        let mut state = self.lock();
+        if state.client.is_some() {
+            return Err(());
+        }
+        tracing::info!(connection = self.id, client = %client.name, version = ?client.version, "MCP client initialized");
+        state.client = Some((client, ClientCapabilities::default()));
+        state.start = Some(WriterStart::LinkOnly);
+        Ok(())
     }
 
     pub(crate) fn is_initialized(&self) -> bool {
         self.lock().client.is_some()
     }
 
-    pub(crate) fn take_subscription(&self) -> Option<Subscription> {
-        self.lock().subscription.take()
+    pub(crate) fn take_writer_start(&self) -> Option<WriterStart> {
+        self.lock().start.take()
     }
 }

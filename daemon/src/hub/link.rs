@@ -2,12 +2,18 @@
 //! to the front-end are numbered, their answers matched by id, an abandoned
 //! request is withdrawn with `$/cancelRequest`, and progress it does not
 //! read in time is dropped and counted.
+//!
+//! A link speaks the dialect of its connection ([`Dialect`], fixed by the
+//! connection's first `initialize`): Corral's protocol, or MCP for an MCP
+//! client on the socket (`corral mcp`). What the hub routes to one
+//! front-end (progress) is worded in that dialect here, so nobody else
+//! needs to know which it is.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
-use corral_protocol::ClientCapabilities;
+use corral_protocol::{ClientCapabilities, Notification as _, Progress, ProgressNotification};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -18,6 +24,19 @@ pub(super) const LINK_QUEUE: usize = 64;
 
 /// LSP's cancellation notification, sent when the daemon withdraws a request.
 pub(super) const CANCEL_REQUEST: &str = "$/cancelRequest";
+
+/// MCP's progress notification, what an MCP client's progress is sent as.
+const MCP_PROGRESS: &str = "notifications/progress";
+
+/// Which protocol the front-end at the other end of a link speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// Corral's own protocol (`corral_protocol`): the default.
+    Corral,
+    /// MCP, as an MCP client of the daemon (`corral mcp`): only MCP messages
+    /// may reach it, never Corral's notifications.
+    Mcp,
+}
 
 /// Why a front-end did not answer a request.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +66,8 @@ pub(crate) struct Link {
     /// The connection's id.
     pub(crate) id: u64,
     pub(super) capabilities: OnceLock<ClientCapabilities>,
+    /// Set once, when the connection's first `initialize` decides it; Corral's until then.
+    dialect: OnceLock<Dialect>,
     sender: mpsc::Sender<String>,
     pub(super) pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_id: AtomicU64,
@@ -62,6 +83,7 @@ impl Link {
         let link = Self {
             id,
             capabilities: OnceLock::new(),
+            dialect: OnceLock::new(),
             sender,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -74,6 +96,17 @@ impl Link {
     fn pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<Answer>>> {
         // A map of senders is valid after any panic.
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fix the link's dialect; only the first call counts (a connection's
+    /// mode is decided once).
+    pub(crate) fn set_dialect(&self, dialect: Dialect) {
+        let _ = self.dialect.set(dialect);
+    }
+
+    /// The dialect of the front-end at the other end.
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.dialect.get().copied().unwrap_or(Dialect::Corral)
     }
 
     pub(super) fn can_elicit(&self) -> bool {
@@ -124,6 +157,50 @@ impl Link {
             );
         }
         sent
+    }
+
+    /// Send a notification that must not be lost: wait for room in the
+    /// queue. `false` if the connection is gone.
+    pub(crate) async fn notify_reliably(&self, method: &str, params: impl serde::Serialize) -> bool {
+        let message = json!({ "jsonrpc": "2.0", "method": method, "params": params });
+        self.sender.send(message.to_string()).await.is_ok()
+    }
+
+    /// Progress `progress` (of `total`, with `message`) of a request of
+    /// this front-end's that carried the token `token`, reported by
+    /// `server`, worded in the link's dialect; `false` (for the caller to
+    /// count) if the queue was full and it was dropped.
+    pub(super) fn notify_progress(
+        &self,
+        server: &str,
+        token: Value,
+        (progress, total, message): (f64, Option<f64>, Option<String>),
+    ) -> bool {
+        match self.dialect() {
+            Dialect::Corral => {
+                let mut params = Progress::new(server, token, progress);
+                params.total = total;
+                params.message = message;
+                self.notify(ProgressNotification::METHOD, params)
+            }
+            Dialect::Mcp => {
+                let mut params = serde_json::Map::new();
+                params.insert("progressToken".to_owned(), token);
+                params.insert("progress".to_owned(), json!(progress));
+                if let Some(total) = total {
+                    params.insert("total".to_owned(), json!(total));
+                }
+                if let Some(message) = message {
+                    params.insert("message".to_owned(), Value::String(message));
+                }
+                self.notify(MCP_PROGRESS, params)
+            }
+        }
+    }
+
+    /// Completes once the connection's writer is gone (the connection ended).
+    pub(crate) async fn closed(&self) {
+        self.sender.closed().await;
     }
 
     /// Progress notifications dropped since the last call (for the

@@ -11,11 +11,13 @@
 //! - Progress (`notifications/progress`) goes to the connection whose
 //!   request carried a progress token: the request to the server carries
 //!   rmcp's token (unique per server session), mapped back to the
-//!   front-end's while the request runs. Progress a front-end does not read
+//!   front-end's while the request runs, and worded in the front-end's
+//!   dialect (`mcpServer/progress`, or MCP's `notifications/progress` for an
+//!   MCP client). Progress a front-end does not read
 //!   fast enough is dropped, never queued without bound, and counted: per
 //!   connection ([`Link::take_missed_progress`], which the connection's writer
-//!   turns into `mcpServer/progress/lagged`) and for `daemon/status`
-//!   ([`FrontEnds::dropped_progress`]).
+//!   turns into `mcpServer/progress/lagged` for a Corral front-end) and for
+//!   `daemon/status` ([`FrontEnds::dropped_progress`]).
 //! - While an elicitation waits on the user, the timeout of the calls of the
 //!   asked front-end to that server is paused
 //!   ([`FrontEnds::active_time_timeout`]); nobody else's clock stops.
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use corral_protocol::{ClientCapabilities, Notification as _, Progress, ProgressNotification};
+use corral_protocol::ClientCapabilities;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -299,10 +301,7 @@ impl FrontEnds {
             tracing::debug!(server, %ours, "progress for no running request");
             return;
         };
-        let mut params = Progress::new(server, theirs, progress);
-        params.total = total;
-        params.message = message;
-        if !link.notify(ProgressNotification::METHOD, params) {
+        if !link.notify_progress(server, theirs, (progress, total, message)) {
             // Counted, and told the front-end by its writer, before it
             // writes anything else (so before the request's answer).
             link.missed_progress.fetch_add(1, Ordering::Relaxed);
@@ -544,6 +543,28 @@ mod tests {
         frontends.route_progress("s", &json!(7), 100.0, None, None);
         assert_eq!(link.take_missed_progress(), 0, "room again: delivered, not dropped");
         assert_eq!(frontends.dropped_progress(), 5);
+    }
+
+    #[tokio::test]
+    async fn progress_is_worded_in_the_dialect_of_the_front_end() {
+        let frontends = Arc::new(FrontEnds::default());
+        let (corral, mut corral_out) = frontends.new_link(1);
+        let (mcp, mut mcp_out) = frontends.new_link(2);
+        mcp.set_dialect(super::super::link::Dialect::Mcp);
+        let _corral_route = frontends.progress_route("s", &corral, &json!(1), json!("c"));
+        let _mcp_route = frontends.progress_route("s", &mcp, &json!(2), json!(7));
+        frontends.route_progress("s", &json!(1), 1.0, Some(2.0), None);
+        frontends.route_progress("s", &json!(2), 1.0, Some(2.0), Some("half".to_owned()));
+        let to_corral: Value = serde_json::from_str(&corral_out.recv().await.expect("queued")).expect("JSON");
+        assert_eq!(to_corral["method"], "mcpServer/progress");
+        assert_eq!(to_corral["params"]["server"], "s");
+        let to_mcp: Value = serde_json::from_str(&mcp_out.recv().await.expect("queued")).expect("JSON");
+        assert_eq!(
+            to_mcp,
+            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                   "params": {"progressToken": 7, "progress": 1.0, "total": 2.0, "message": "half"}}),
+            "MCP's own notification, with the client's token and nothing of Corral's"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod dispatch;
 mod framing;
 mod handshake;
+mod mcp_clients;
 mod notifications;
 
 use std::sync::Arc;
@@ -20,7 +21,6 @@ use std::time::Instant;
 
 use corral_client::{Client, ConnectOptions};
 use corral_tests::{RawConnection, WAIT, WireFraming};
-use jsonrpsee::Methods;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,7 +33,7 @@ const DUPLEX_BUFFER: usize = 1024 * 1024;
 /// the credential store and the service manager.
 pub(crate) struct InProcessDaemon {
     context: Arc<DaemonContext>,
-    methods: Methods,
+    methods: api::router::MethodTables,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     next_connection: u64,
@@ -84,9 +84,7 @@ impl InProcessDaemon {
             &tracker,
         );
         let context = wired.context;
-        let methods: Methods = api::router::build(context.clone())
-            .expect("registering the front-end methods")
-            .into();
+        let methods = api::router::tables(context.clone()).expect("registering the front-end methods");
         Self {
             context,
             methods,

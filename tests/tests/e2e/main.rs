@@ -13,6 +13,7 @@
 //! stays apart too (it checks the workspace with cargo, not the daemon).
 
 mod bad_input;
+mod bridge;
 mod builtin;
 mod catalog;
 mod cli;

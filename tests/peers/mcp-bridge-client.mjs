@@ -1,0 +1,128 @@
+// An MCP client written with the official TypeScript SDK (`Client` +
+// `StdioClientTransport`), exactly as Claude Code or Cursor would use Corral:
+// it spawns `CORRAL mcp ARGS...` and speaks MCP to it over its stdio.
+//
+// Usage: node mcp-bridge-client.mjs CORRAL [ARGS...]
+//
+// It connects (initialize), prints `{"event":"connected", ...}`, then reads
+// commands from its own stdin, one JSON object a line, runs each with the
+// SDK and prints one JSON line with the outcome (`{"op": ..., ...}`):
+//
+//   {"op":"list"}                                   -> {"op":"list","names":[...],"tools":[...]}
+//   {"op":"call","name":N,"arguments":{},"progress":true}
+//                                                   -> {"op":"call","result":{...},"progress":[...]} or {"op":"call","error":{code,message}}
+//   {"op":"start","id":I,"name":N,"arguments":{}}  -> {"op":"start","id":I} at once; the call runs on
+//   {"op":"abort","id":I}                           -> {"op":"abort","id":I,"error":{...}} once call I ended
+//                                                      (aborted with an AbortSignal: the SDK sends notifications/cancelled)
+//   {"op":"close"}                                  -> {"op":"close"}, then exits 0
+//
+// Each `notifications/tools/list_changed` prints `{"event":"toolsListChanged"}`
+// when it arrives. The Rust test (tests/tests/e2e/bridge.rs) drives it and
+// asserts on the lines. Any failure, or the overall timeout, prints the reason
+// on stderr and exits 1.
+
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import readline from "node:readline";
+
+const OVERALL_TIMEOUT_MS = 90_000;
+
+const [corral, ...args] = process.argv.slice(2);
+if (!corral) {
+  process.stderr.write("usage: node mcp-bridge-client.mjs CORRAL [ARGS...]\n");
+  process.exit(2);
+}
+
+const overall = setTimeout(() => {
+  process.stderr.write(`mcp-bridge-client: not done within ${OVERALL_TIMEOUT_MS} ms\n`);
+  process.exit(1);
+}, OVERALL_TIMEOUT_MS);
+
+function print(line) {
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+function errorOf(error) {
+  return { code: error?.code ?? null, message: String(error?.message ?? error), name: error?.name ?? null };
+}
+
+async function main() {
+  const transport = new StdioClientTransport({
+    command: corral,
+    args: ["mcp", ...args],
+    // The whole environment (XDG_STATE_HOME, CORRAL_CONFIG…), not the SDK's short default list.
+    env: { ...process.env },
+    stderr: "inherit",
+  });
+  const client = new Client({ name: "mcp-bridge-client", version: "1.0.0" });
+  client.setNotificationHandler(ToolListChangedNotificationSchema, () => print({ event: "toolsListChanged" }));
+  await client.connect(transport);
+  print({
+    event: "connected",
+    serverVersion: client.getServerVersion(),
+    capabilities: client.getServerCapabilities(),
+    instructions: client.getInstructions() ?? null,
+    pid: transport.pid,
+  });
+
+  // Calls started and not aborted yet, by the test's id.
+  const running = new Map();
+  const lines = readline.createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    if (!line.trim()) continue;
+    const command = JSON.parse(line);
+    switch (command.op) {
+      case "list": {
+        const { tools } = await client.listTools();
+        print({ op: "list", names: tools.map((tool) => tool.name), tools });
+        break;
+      }
+      case "call": {
+        const progress = [];
+        const options = command.progress ? { onprogress: (step) => progress.push(step) } : {};
+        try {
+          const result = await client.callTool({ name: command.name, arguments: command.arguments ?? {} }, undefined, options);
+          print({ op: "call", result, progress });
+        } catch (error) {
+          print({ op: "call", error: errorOf(error), progress });
+        }
+        break;
+      }
+      case "start": {
+        const controller = new AbortController();
+        const outcome = client
+          .callTool({ name: command.name, arguments: command.arguments ?? {} }, undefined, { signal: controller.signal })
+          .then(
+            (result) => ({ result }),
+            (error) => ({ error: errorOf(error) }),
+          );
+        running.set(command.id, { controller, outcome });
+        print({ op: "start", id: command.id });
+        break;
+      }
+      case "abort": {
+        const call = running.get(command.id);
+        running.delete(command.id);
+        call.controller.abort("the test cancels this call");
+        print({ op: "abort", id: command.id, ...(await call.outcome) });
+        break;
+      }
+      case "close": {
+        await client.close();
+        print({ op: "close" });
+        clearTimeout(overall);
+        process.exit(0);
+      }
+      default:
+        throw new Error(`unknown op ${command.op}`);
+    }
+  }
+  await client.close();
+  clearTimeout(overall);
+}
+
+main().catch((error) => {
+  process.stderr.write(`mcp-bridge-client: ${error?.stack ?? error}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,772 @@
+//! `corral mcp` driven by real MCP clients: the official TypeScript SDK
+//! (`tests/peers/mcp-bridge-client.mjs`, `Client` + `StdioClientTransport`,
+//! driven line by line) and the official Python SDK
+//! (`tests/peers/mcp_bridge_client.py`, `stdio_client` + `ClientSession`),
+//! against a real daemon running server-everything and the fixture: listing
+//! (namespaced, shortened, passed through), calls, progress, cancellation
+//! reaching the server, a not-ready server's tool error, `list_changed`
+//! after a reload and a stop. Then the bridge on its own: starting corrald
+//! when none runs (detached, one daemon for two bridges started at once)
+//! and `--no-start`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use corral_client::{Client, ConnectOptions};
+use corral_protocol::ServerStatus;
+use corral_tests::{
+    KillSurvivorsOnDrop, SERVER_WAIT, TestDaemon, WAIT, assert_all_gone, binary, everything_config, fixture_config,
+    fixture_python, is_alive, peers_dir, poll_until, read_pid_file, send_signal, wait_for_pid_file, wait_for_status,
+    within_for,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// How long one step of a client may take (a call, a listing, a start).
+const STEP: Duration = Duration::from_secs(30);
+
+/// A fixture server whose name is long enough that `NAME__echo` (65
+/// characters) is shortened, while `NAME__pid` (64) is not.
+const LONG_NAME: &str = "a-fixture-server-with-a-name-long-enough-to-need-shortening";
+
+/// The environment a `corral mcp` (and a corrald it starts) gets in these
+/// tests: nothing of the developer's daemon, service manager or keyring.
+fn isolated_env(command: &mut Command, state_dir: &Path) {
+    for name in [
+        "CORRAL_SOCKET",
+        "CORRAL_CONFIG",
+        "CORRAL_LOG_FORMAT",
+        "CORRAL_TEST_HOOKS",
+        "CORRAL_NO_BUILTIN_SERVER",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "DBUS_SESSION_BUS_ADDRESS",
+    ] {
+        command.env_remove(name);
+    }
+    command.env("XDG_STATE_HOME", state_dir);
+}
+
+fn node_available() {
+    assert!(
+        peers_dir()
+            .join("node_modules/@modelcontextprotocol/sdk/package.json")
+            .is_file(),
+        "the MCP TypeScript SDK is missing: install the test peers with `bash tests/run.sh` (or `npm ci --prefix tests/peers`)"
+    );
+    if let Err(error) = std::process::Command::new("node").arg("--version").output() {
+        panic!("Node.js is needed for this test ({error}): install Node.js 20 or newer with npm");
+    }
+}
+
+/// The TypeScript SDK's client, running `corral mcp` as its server.
+struct TsClient {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// `{"event": …}` lines read while waiting for something else.
+    events: Vec<Value>,
+}
+
+impl TsClient {
+    /// Start the client on `corral mcp ARGS` and wait until it is connected.
+    async fn start(args: &[&str], env: &[(&str, OsString)], state_dir: &Path) -> (Self, Value) {
+        node_available();
+        let mut command = Command::new("node");
+        command
+            .arg(peers_dir().join("mcp-bridge-client.mjs"))
+            .arg(binary("corral"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        isolated_env(&mut command, state_dir);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start node");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut client = Self {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+            events: Vec::new(),
+        };
+        let connected = client.next_line().await;
+        assert_eq!(connected["event"], "connected", "{connected}");
+        (client, connected)
+    }
+
+    async fn next_line(&mut self) -> Value {
+        let line = within_for(STEP, "a line from the TypeScript MCP client", self.lines.next_line())
+            .await
+            .expect("reading the client's output")
+            .unwrap_or_else(|| panic!("the TypeScript MCP client exited (see its stderr above)"));
+        serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+    }
+
+    /// Run one command; its outcome line (events read meanwhile are kept).
+    async fn op(&mut self, command: Value) -> Value {
+        let op = command["op"].clone();
+        let mut line = command.to_string();
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("write to the client");
+        loop {
+            let line = self.next_line().await;
+            if line["op"] == op {
+                return line;
+            }
+            assert!(
+                line.get("event").is_some(),
+                "unexpected line {line} while waiting for {op}"
+            );
+            self.events.push(line);
+        }
+    }
+
+    async fn list(&mut self) -> (Vec<String>, Vec<Value>) {
+        let listed = self.op(json!({"op": "list"})).await;
+        let names = listed["names"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no names in {listed}"))
+            .iter()
+            .map(|name| name.as_str().expect("a name is a string").to_owned())
+            .collect();
+        let tools = listed["tools"].as_array().cloned().unwrap_or_default();
+        (names, tools)
+    }
+
+    async fn call(&mut self, name: &str, arguments: Value) -> Value {
+        self.op(json!({"op": "call", "name": name, "arguments": arguments}))
+            .await
+    }
+
+    /// Wait (bounded) for the next `toolsListChanged` event not seen yet.
+    async fn list_changed(&mut self) {
+        if let Some(index) = self
+            .events
+            .iter()
+            .position(|event| event["event"] == "toolsListChanged")
+        {
+            self.events.remove(index);
+            return;
+        }
+        let line = within_for(SERVER_WAIT, "notifications/tools/list_changed", self.next_line()).await;
+        assert_eq!(line["event"], "toolsListChanged", "{line}");
+    }
+
+    /// Forget the `list_changed` events received so far.
+    fn forget_events(&mut self) {
+        self.events.clear();
+    }
+
+    async fn close(mut self) {
+        assert_eq!(self.op(json!({"op": "close"})).await["op"], "close");
+        let status = within_for(STEP, "the TypeScript MCP client to exit", self.child.wait())
+            .await
+            .expect("wait for node");
+        assert!(status.success(), "the TypeScript MCP client failed: {status}");
+    }
+}
+
+async fn wait_for_stderr_line(client: &Client, server: &str, needle: &str) {
+    poll_until(&format!("`{needle}` on {server}'s stderr"), || async {
+        let tail = client.mcp_server_get(server).await.ok()?.server.stderr_tail;
+        tail.iter().any(|line| line.contains(needle)).then_some(())
+    })
+    .await;
+}
+
+fn socket_args(daemon: &TestDaemon) -> Vec<String> {
+    vec!["--socket".to_owned(), daemon.socket_path().display().to_string()]
+}
+
+#[tokio::test]
+async fn the_typescript_sdk_lists_calls_follows_progress_and_cancels_through_corral_mcp() {
+    let config = format!(
+        "{}{}{}\n[servers.broken]\ncommand = \"no-such-program-for-corral\"\n",
+        everything_config("everything"),
+        fixture_config("fixture", &[]),
+        fixture_config(LONG_NAME, &[]),
+    );
+    let daemon = TestDaemon::builder().config(&config).builtin_server(true).start();
+    let client = daemon.connect_client().await;
+    for server in ["everything", "fixture", LONG_NAME, "corral"] {
+        wait_for_status(&client, server, ServerStatus::Ready, SERVER_WAIT).await;
+    }
+    let broken = wait_for_status(&client, "broken", ServerStatus::Failed, SERVER_WAIT).await;
+    let state = tempfile::tempdir().expect("a state dir");
+    let args = socket_args(&daemon);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut mcp, connected) = TsClient::start(&args, &[], state.path()).await;
+
+    assert_eq!(connected["serverVersion"]["name"], "corral", "{connected}");
+    assert_eq!(connected["capabilities"]["tools"]["listChanged"], true, "{connected}");
+
+    // One namespace, every ready server's tools, nothing of the failed one.
+    let (names, tools) = mcp.list().await;
+    for expected in [
+        "everything__echo",
+        "everything__trigger-long-running-operation",
+        "fixture__echo",
+        "fixture__sleep",
+        "corral__list_servers",
+    ] {
+        assert!(names.iter().any(|name| name == expected), "{expected} in {names:?}");
+    }
+    assert!(!names.iter().any(|name| name.starts_with("broken__")), "{names:?}");
+    assert!(names.iter().all(|name| name.chars().count() <= 64), "{names:?}");
+    let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "unique names: {names:?}");
+
+    // Passed through as the server wrote it (what Corral's own tools/list gives), renamed.
+    let corral_listing = client
+        .tools_list(Some("everything"))
+        .await
+        .expect("Corral's tools/list");
+    let mut echo = corral_listing
+        .tools
+        .iter()
+        .find(|tool| tool.tool["name"] == "echo")
+        .expect("everything lists echo")
+        .tool
+        .clone();
+    echo["name"] = json!("everything__echo");
+    let listed_echo = tools
+        .iter()
+        .find(|tool| tool["name"] == "everything__echo")
+        .expect("echo listed");
+    assert_eq!(listed_echo, &echo, "the tool as the server wrote it, but for its name");
+
+    // Shortened deterministically: 64 characters, a readable prefix, a hash.
+    let pid_name = format!("{LONG_NAME}__pid");
+    assert_eq!(pid_name.chars().count(), 64);
+    assert!(names.contains(&pid_name), "64 characters are kept: {names:?}");
+    // The first 55 characters of `server__tool`, `_`, 8 hex digits of SHA-256(server NUL tool).
+    let short_name = |tool: &str| {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(format!("{LONG_NAME}\0{tool}").as_bytes());
+        let hash: String = digest.iter().take(4).map(|byte| format!("{byte:02x}")).collect();
+        let prefix: String = format!("{LONG_NAME}__{tool}").chars().take(55).collect();
+        format!("{prefix}_{hash}")
+    };
+    let short_echo = short_name("echo");
+    assert!(names.contains(&short_echo), "{short_echo} in {names:?}");
+    assert!(names.contains(&short_name("sleep")), "{names:?}");
+    let shortened = mcp.call(&short_echo, json!({"message": "short"})).await;
+    assert_eq!(shortened["result"]["content"][0]["text"], "echo: short", "{shortened}");
+
+    // A call passes through exactly.
+    let echoed = mcp.call("everything__echo", json!({"message": "hello bridge"})).await;
+    assert_eq!(
+        echoed["result"],
+        json!({"content": [{"type": "text", "text": "Echo: hello bridge"}]}),
+        "{echoed}"
+    );
+
+    // Progress comes back with the client's own token (the SDK matches it).
+    // The last step is written right before the result, and this SDK drops a
+    // progress notification that arrives in the same read as the response
+    // (typescript-sdk#2580); the order on the wire is checked below, raw.
+    let long = mcp
+        .op(
+            json!({"op": "call", "name": "everything__trigger-long-running-operation",
+                   "arguments": {"duration": 1.5, "steps": 3}, "progress": true}),
+        )
+        .await;
+    let all_steps = json!([{"progress": 1, "total": 3}, {"progress": 2, "total": 3}, {"progress": 3, "total": 3}]);
+    let received = long["progress"].as_array().expect("progress");
+    assert!(
+        (2..=3).contains(&received.len()) && received[..] == all_steps.as_array().expect("steps")[..received.len()],
+        "{long}"
+    );
+    assert_eq!(
+        long["result"]["content"][0]["text"], "Long running operation completed. Duration: 1.5 seconds, Steps: 3.",
+        "{long}"
+    );
+
+    // Cancellation reaches the server: it sees notifications/cancelled.
+    let started = mcp
+        .op(json!({"op": "start", "id": "slow", "name": "fixture__sleep", "arguments": {"seconds": 60}}))
+        .await;
+    assert_eq!(started["id"], "slow");
+    wait_for_stderr_line(&client, "fixture", "fixture: sleeping 60").await;
+    let aborted = mcp.op(json!({"op": "abort", "id": "slow"})).await;
+    assert!(aborted.get("error").is_some(), "the call was aborted: {aborted}");
+    wait_for_stderr_line(&client, "fixture", "fixture: sleep cancelled").await;
+    let after = mcp.call("fixture__echo", json!({"message": "still here"})).await;
+    assert_eq!(after["result"]["content"][0]["text"], "echo: still here", "{after}");
+
+    // A server that is not ready: a tool error saying why and what to do.
+    let not_ready = mcp.call("broken__anything", json!({})).await;
+    let error = broken.error.clone().expect("the failed server's error");
+    assert_eq!(
+        not_ready["result"],
+        json!({"isError": true, "content": [{"type": "text", "text": format!(
+            "MCP server `broken` is not ready (failed: executableNotFound): {error}. To fix: check its \
+             `command` in the config (`corral doctor` says what is wrong), then `corral restart broken`"
+        )}]}),
+        "{not_ready}"
+    );
+
+    // A name nobody has: invalid params, as MCP says for an unknown tool.
+    let unknown = mcp.call("nobody__echo", json!({})).await;
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("unknown tool `nobody__echo`")),
+        "{unknown}"
+    );
+    mcp.close().await;
+
+    // On the wire: every step, in order, before the result; and no answer to a cancelled call.
+    let mut raw = RawBridge::start(raw_bridge(&daemon, state.path()));
+    raw.initialize().await;
+    raw.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "everything__trigger-long-running-operation",
+        "arguments": {"duration": 0.2, "steps": 2}, "_meta": {"progressToken": "my-token"}}}))
+        .await;
+    let mut seen = Vec::new();
+    loop {
+        let message = raw.recv().await;
+        let done = message["id"] == 2;
+        seen.push(message);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (step, message) in seen[..2].iter().enumerate() {
+        assert_eq!(
+            message,
+            &json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                    "params": {"progressToken": "my-token", "progress": (step + 1) as f64, "total": 2.0}}),
+            "{seen:?}"
+        );
+    }
+    raw.send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "fixture__sleep", "arguments": {"seconds": 60}}}))
+        .await;
+    wait_for_stderr_line(&client, "fixture", "fixture: sleeping 60").await;
+    raw.send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3}}))
+        .await;
+    raw.send(json!({"jsonrpc": "2.0", "id": 4, "method": "ping"})).await;
+    assert_eq!(
+        raw.recv().await,
+        json!({"jsonrpc": "2.0", "id": 4, "result": {}}),
+        "no answer to call 3"
+    );
+    let (status, stderr) = raw.finish().await;
+    assert!(status.success(), "{status}: {stderr}");
+}
+
+/// `corral mcp --socket` of `daemon`, with pipes for [`RawBridge`].
+fn raw_bridge(daemon: &TestDaemon, state_dir: &Path) -> Command {
+    let mut command = Command::new(binary("corral"));
+    command
+        .arg("mcp")
+        .arg("--socket")
+        .arg(daemon.socket_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    isolated_env(&mut command, state_dir);
+    command
+}
+
+#[tokio::test]
+async fn the_client_is_told_when_tools_come_and_go() {
+    let config = fixture_config("one", &[]);
+    let daemon = TestDaemon::start_with_config(&config);
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "one", ServerStatus::Ready, SERVER_WAIT).await;
+    let state = tempfile::tempdir().expect("a state dir");
+    let args = socket_args(&daemon);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut mcp, _) = TsClient::start(&args, &[], state.path()).await;
+    let (names, _) = mcp.list().await;
+    assert_eq!(names, ["one__echo", "one__pid", "one__sleep"], "{names:?}");
+
+    // A reload adds a server: once it is ready, the client is told, and lists it.
+    mcp.forget_events();
+    let config = format!("{config}{}", fixture_config("two", &[]));
+    std::fs::write(daemon.config_path(), config).expect("rewrite the config");
+    client.config_reload().await.expect("config/reload");
+    let mut names = Vec::new();
+    for _ in 0..10 {
+        mcp.list_changed().await;
+        names = mcp.list().await.0;
+        if names.iter().any(|name| name == "two__echo") {
+            break;
+        }
+    }
+    assert_eq!(
+        names,
+        [
+            "one__echo",
+            "one__pid",
+            "one__sleep",
+            "two__echo",
+            "two__pid",
+            "two__sleep"
+        ],
+        "{names:?}"
+    );
+    let called = mcp.call("two__echo", json!({"message": "new"})).await;
+    assert_eq!(called["result"]["content"][0]["text"], "echo: new", "{called}");
+
+    // A server stops: told again, and its tools are gone.
+    mcp.forget_events();
+    client.mcp_server_stop("one").await.expect("stop one");
+    mcp.list_changed().await;
+    let (names, _) = mcp.list().await;
+    assert_eq!(names, ["two__echo", "two__pid", "two__sleep"], "{names:?}");
+    let stopped = mcp.call("one__echo", json!({"message": "x"})).await;
+    assert_eq!(stopped["result"]["isError"], true, "{stopped}");
+    assert_eq!(
+        stopped["result"]["content"][0]["text"],
+        "MCP server `one` is not ready (stopped). To fix: start it with `corral start one`",
+        "{stopped}"
+    );
+    mcp.close().await;
+}
+
+#[tokio::test]
+async fn the_python_sdk_lists_and_calls_through_corral_mcp() {
+    let daemon = TestDaemon::start_with_config(&everything_config("everything"));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+    let state = tempfile::tempdir().expect("a state dir");
+    let mut command = Command::new(fixture_python());
+    command
+        .arg(peers_dir().join("mcp_bridge_client.py"))
+        .arg(binary("corral"))
+        .arg("--socket")
+        .arg(daemon.socket_path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    isolated_env(&mut command, state.path());
+    let output = within_for(STEP * 2, "the Python MCP client", command.output())
+        .await
+        .expect("run the Python MCP client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the Python MCP client failed ({}):\n{stderr}",
+        output.status
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(summary["serverName"], "corral", "{summary}");
+    assert!(
+        summary["protocolVersion"]
+            .as_str()
+            .is_some_and(|version| version.starts_with("20")),
+        "{summary}"
+    );
+    let names = summary["names"].as_array().expect("names");
+    assert!(names.contains(&json!("everything__echo")), "{summary}");
+    assert!(
+        names
+            .iter()
+            .all(|name| name.as_str().is_some_and(|name| name.starts_with("everything__"))),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["echo"]["content"],
+        json!([{"type": "text", "text": "Echo: from python"}]),
+        "{summary}"
+    );
+    assert_eq!(summary["echo"]["isError"], false, "{summary}");
+}
+
+/// A private directory for a daemon `corral mcp` starts itself: its socket,
+/// config, data and state (the log), and a fixture's pid file.
+struct AutoStart {
+    dir: tempfile::TempDir,
+}
+
+impl AutoStart {
+    fn new() -> Self {
+        // Short, so that the socket path fits a socket address.
+        let dir = tempfile::Builder::new()
+            .prefix("e2e-mcp-")
+            .tempdir_in("/tmp")
+            .expect("a temp dir");
+        let pid_file = dir.path().join("fixture.pids");
+        let config = format!(
+            "{}\n",
+            fixture_config("fixture", &["--pid-file", &pid_file.display().to_string()])
+        );
+        std::fs::write(dir.path().join("config.toml"), config).expect("write the config");
+        Self { dir }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("run").join("corral.sock")
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.dir.path().join("fixture.pids")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("state").join("corral").join("corrald.log")
+    }
+
+    /// `corral mcp --socket …` with this directory's config, data and state.
+    fn bridge(&self, extra: &[&str]) -> Command {
+        let mut command = Command::new(binary("corral"));
+        command.arg("mcp").arg("--socket").arg(self.socket()).args(extra);
+        isolated_env(&mut command, &self.dir.path().join("state"));
+        command
+            .env("CORRAL_CONFIG", self.dir.path().join("config.toml"))
+            .env("CORRAL_DATA_DIR", self.dir.path().join("data"))
+            .env("CORRAL_LOG", "debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn status(&self) -> corral_protocol::DaemonStatus {
+        let options = ConnectOptions::new("bridge-test", "1")
+            .with_socket_path(self.socket())
+            .with_connect_timeout(WAIT)
+            .with_request_timeout(WAIT);
+        let client = Client::connect(options).await.expect("connect to the started corrald");
+        client.daemon_status().await.expect("daemon/status")
+    }
+
+    /// The live corrald processes serving this directory's socket.
+    fn daemons(&self) -> Vec<u32> {
+        let socket = self.socket().display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let arguments: Vec<String> = cmdline
+                .split(|byte| *byte == 0)
+                .map(|argument| String::from_utf8_lossy(argument).into_owned())
+                .collect();
+            let is_corrald = arguments
+                .first()
+                .is_some_and(|program| Path::new(program).file_name().is_some_and(|name| name == "corrald"));
+            if is_corrald && arguments.contains(&socket) && is_alive(pid) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+/// A bridge process driven with raw MCP lines.
+struct RawBridge {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl RawBridge {
+    fn start(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("start corral mcp");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        Self {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    async fn send(&mut self, message: Value) {
+        let mut line = message.to_string();
+        line.push('\n');
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(line.as_bytes()).await.expect("write to corral mcp");
+    }
+
+    /// The next line corral mcp writes, as JSON (nothing else may appear on its stdout).
+    async fn recv(&mut self) -> Value {
+        let line = within_for(STEP, "a line from corral mcp", self.lines.next_line())
+            .await
+            .expect("read corral mcp's stdout")
+            .expect("corral mcp ended its output early");
+        serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON on stdout ({error}): {line}"))
+    }
+
+    async fn initialize(&mut self) -> Value {
+        self.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw-bridge-test", "version": "1"}}}))
+            .await;
+        let answer = self.recv().await;
+        assert_eq!(answer["id"], 1, "{answer}");
+        answer["result"].clone()
+    }
+
+    /// Close stdin (the client is done) and wait for corral mcp to exit; its stderr.
+    async fn finish(mut self) -> (std::process::ExitStatus, String) {
+        drop(self.stdin.take());
+        while let Ok(Ok(Some(line))) = tokio::time::timeout(STEP, self.lines.next_line()).await {
+            let _: Value = serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        }
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            use tokio::io::AsyncReadExt as _;
+            let _ = within_for(STEP, "corral mcp's stderr", pipe.read_to_string(&mut stderr)).await;
+        }
+        let status = within_for(STEP, "corral mcp to exit", self.child.wait())
+            .await
+            .expect("wait for corral mcp");
+        (status, stderr)
+    }
+}
+
+/// The session id of `pid` (field 6 of `/proc/<pid>/stat`).
+fn session_of(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[tokio::test]
+async fn corral_mcp_starts_a_detached_corrald_that_outlives_it() {
+    let setup = AutoStart::new();
+    let mut survivors = KillSurvivorsOnDrop::new([setup.pid_file()]);
+    assert!(setup.daemons().is_empty(), "no daemon before");
+
+    let mut bridge = RawBridge::start(setup.bridge(&[]));
+    let result = bridge.initialize().await;
+    assert_eq!(result["serverInfo"]["name"], "corral", "{result}");
+    let daemon_pid = setup.status().await.daemon_info.pid;
+    survivors.also(daemon_pid);
+    // The built-in server is there too, and the fixture once ready.
+    let client = Client::connect(
+        ConnectOptions::new("bridge-test", "1")
+            .with_socket_path(setup.socket())
+            .with_request_timeout(WAIT),
+    )
+    .await
+    .expect("connect");
+    wait_for_status(&client, "fixture", ServerStatus::Ready, SERVER_WAIT).await;
+    drop(client);
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .await;
+    let listed = loop {
+        let message = bridge.recv().await;
+        if message["id"] == 2 {
+            break message;
+        }
+        assert_eq!(
+            message["method"], "notifications/tools/list_changed",
+            "only MCP: {message}"
+        );
+    };
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|tool| tool["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"corral__list_servers") && names.contains(&"fixture__echo"),
+        "{names:?}"
+    );
+
+    let (status, stderr) = bridge.finish().await;
+    assert!(
+        status.success(),
+        "corral mcp exits 0 when its client is done: {status}\n{stderr}"
+    );
+    assert!(stderr.contains("started corrald"), "{stderr}");
+
+    // Detached: its own session, still serving after the bridge is gone, logging to the state dir.
+    assert!(is_alive(daemon_pid), "corrald outlives the bridge that started it");
+    assert_eq!(
+        session_of(daemon_pid),
+        Some(daemon_pid),
+        "corrald leads a session of its own"
+    );
+    assert_eq!(setup.daemons(), vec![daemon_pid]);
+    assert_eq!(setup.status().await.daemon_info.pid, daemon_pid);
+    let log = std::fs::read_to_string(setup.log()).expect("corrald's log in the state dir");
+    assert!(log.contains("fixture"), "the log is corrald's: {log}");
+
+    // Stopped, it leaves nothing behind.
+    let fixture = wait_for_pid_file(&setup.pid_file(), 1).await;
+    send_signal(daemon_pid, libc::SIGTERM);
+    let mut everything = fixture;
+    everything.push(daemon_pid);
+    assert_all_gone(&everything, SERVER_WAIT, "corrald and its servers after SIGTERM").await;
+    assert!(setup.daemons().is_empty());
+}
+
+#[tokio::test]
+async fn two_bridges_started_at_once_end_with_one_daemon() {
+    let setup = AutoStart::new();
+    let mut survivors = KillSurvivorsOnDrop::new([setup.pid_file()]);
+    let mut first = RawBridge::start(setup.bridge(&[]));
+    let mut second = RawBridge::start(setup.bridge(&[]));
+    let (one, two) = tokio::join!(first.initialize(), second.initialize());
+    assert_eq!(one["serverInfo"]["name"], "corral", "{one}");
+    assert_eq!(two["serverInfo"]["name"], "corral", "{two}");
+
+    let daemon = poll_until("exactly one corrald serving the socket", || async {
+        let daemons = setup.daemons();
+        (daemons.len() == 1).then(|| daemons[0])
+    })
+    .await;
+    survivors.also(daemon);
+    let status = setup.status().await;
+    assert_eq!(status.daemon_info.pid, daemon);
+    assert_eq!(status.connections, 3, "both bridges and this client on the one daemon");
+
+    let (first_status, first_stderr) = first.finish().await;
+    let (second_status, second_stderr) = second.finish().await;
+    assert!(first_status.success(), "{first_status}: {first_stderr}");
+    assert!(second_status.success(), "{second_status}: {second_stderr}");
+    let mut pids = read_pid_file(&setup.pid_file());
+    send_signal(daemon, libc::SIGTERM);
+    pids.push(daemon);
+    assert_all_gone(&pids, SERVER_WAIT, "corrald and its servers after SIGTERM").await;
+}
+
+#[tokio::test]
+async fn no_start_with_no_daemon_fails_clearly() {
+    let setup = AutoStart::new();
+    let mut command = setup.bridge(&["--no-start"]);
+    command.stdin(Stdio::null());
+    let output = within_for(STEP, "corral mcp --no-start", command.output())
+        .await
+        .expect("run corral mcp");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing on stdout, the client's channel");
+    assert!(
+        stderr.contains("corrald is not running at") && stderr.contains("--no-start"),
+        "{stderr}"
+    );
+    assert!(setup.daemons().is_empty(), "nothing was started");
+}
