@@ -1,24 +1,24 @@
 //! Streamable-HTTP MCP servers: building the request headers, the HTTP
 //! client and rmcp's streamable-HTTP transport, and connecting with retries.
-//! Its errors are turned into [`FailureReason`]s by `mcp::classify`.
+//! Its errors are turned into `FailureReason`s by `mcp::classify`.
 //!
 //! The lifecycle (starting → ready → reconnect after the server went away)
 //! is `server`'s, shared with stdio servers; this module only knows HTTP:
 //! `session` opens, renews and probes sessions and returns what happened.
 //!
 //! **The seam for authentication.** Everything here is generic over rmcp's
-//! [`StreamableHttpClient`]; which client a server gets is decided in one
+//! `StreamableHttpClient`; which client a server gets is decided in one
 //! place, [`HttpBackend`]: a plain `reqwest::Client` whose only timeout is
-//! the connect timeout (10 s; an overall timeout would cut the long-lived SSE
-//! `GET`, [`HttpBackend::plain`]), or rmcp's OAuth-managed `AuthClient<reqwest::Client>` (whose error type
-//! is also `reqwest::Error`), chosen by the server task when stored
-//! credentials exist; [`HttpBackend::connect`] dispatches both to the same
-//! generic [`connect_with`].
-//! Static headers, env headers (an unset or blank variable skips its
-//! header, with a warning) and a bearer env var (unset, empty or not
-//! Unicode fails, naming the variable) are resolved by [`prepare`]; a stored
-//! token must never be used when the config has an
-//! `Authorization` header (static or from the environment, set or not) or
+//! the connect timeout (10 s; an overall timeout would cut the long-lived
+//! SSE `GET`, [`HttpBackend::plain`]), or rmcp's OAuth-managed
+//! `AuthClient<reqwest::Client>` (whose error type is also
+//! `reqwest::Error`), chosen by the server task when stored credentials
+//! exist; [`HttpBackend::connect`] dispatches both to the same generic
+//! `connect_with`. Static headers, env headers (an unset or blank variable
+//! skips its header, with a warning) and a bearer env var (unset, empty or
+//! not Unicode fails, naming the variable) are resolved by [`prepare`]; a
+//! stored token must never be used when the config has an `Authorization`
+//! header (static or from the environment, set or not) or
 //! `bearer_token_env_var` ([`Prepared::has_explicit_authorization`]).
 //!
 //! **Health.** Every request goes through `Observed`, a
@@ -32,13 +32,14 @@
 //! after "unreachable" is a crash, a 401 fails the server until a new login.
 //!
 //! **Retries.** `initialize` and the first `tools/list` are retried after
-//! transient failures (connect errors, no response, HTTP 408/429/500/502/503/504)
-//! with short backoff ([`RETRY_DELAYS`]: 0.25, 0.5, 1, then 2 s) until the startup deadline, with a
-//! fresh transport for every `initialize` attempt. Nothing else is replayed
-//! here: `tools/call` and every other request go out once (session recovery
-//! after a 404, which retries once, is `server::session` + `mcp::forward`).
-//! rmcp's own `reinit_on_expired_session` is off: it would re-initialize
-//! inside the transport and replay every failed POST without telling anyone.
+//! transient failures (connect errors, no response, HTTP
+//! 408/429/500/502/503/504) with short backoff (`RETRY_DELAYS`: 0.25, 0.5,
+//! 1, then 2 s) until the startup deadline, with a fresh transport for every
+//! `initialize` attempt. Nothing else is replayed here: `tools/call` and
+//! every other request go out once (session recovery after a 404, which
+//! retries once, is `server::session` + `mcp::forward`). rmcp's own
+//! `reinit_on_expired_session` is off: it would re-initialize inside the
+//! transport and replay every failed POST without telling anyone.
 //!
 //! Invariant: no secret (header value, token) appears in an error message or
 //! a log line; URLs are not quoted either (they may carry a token).

@@ -1,7 +1,7 @@
 //! Starting a stdio server and ending its process, as values the server task acts on.
 //!
 //! [`launch_process`] gives each run a fresh marker and (when servers get one) a cgroup
-//! leaf, launches the child ([`super::launch`]) and drains its stderr. [`Startup`] runs
+//! leaf, launches the child (`super::launch`) and drains its stderr. [`Startup`] runs
 //! `initialize` and `tools/list` over the tee'd pipes under the startup deadline, raced
 //! against the process's exit and a broken message. [`ServerProcess::teardown`] is the one
 //! way a run's process tree ends. Nothing here writes a server's state: the task records
