@@ -10,6 +10,16 @@
 //! oldest is closed to make room for a new one, so a front-end that
 //! initializes at once always gets in; a slot is given back when its
 //! connection ends, or at once when it is evicted.
+//!
+//! The cap is [`MAX_CONNECTIONS`] (1024) or the soft open-file limit less
+//! [`FD_RESERVE`] (128), whichever is lower ([`connection_cap`]; boot raised
+//! the soft limit to the hard one before anything was opened): connections
+//! never take the files a server spawn needs. Idle connections never hold
+//! every slot: the handshake deadline closes them, and the queue evicts the
+//! oldest. All connections' unfinished messages together hold at most
+//! `ConnectionLimits::partial_frame_bytes` (256 MiB): a semaphore whose
+//! permits a connection holds for what its decoder buffers, so its reader
+//! waits for room before it reads more.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -8,6 +8,18 @@
 //! such as the children record's error, handed over at boot); a request for
 //! a server goes through `mcp::forward`, and its failure comes back as plain
 //! data, worded in `rpc`.
+//!
+//! The accept loop (`serve` here, one body for every platform; `listen` only
+//! binds and accepts) takes a connection of the daemon's own uid
+//! (`SO_PEERCRED` on Unix; another uid's is closed at once), admits it
+//! through the `Gate` (`admission`: the connection cap, the handshake queue,
+//! the partial-frame budget), gives it a `Session` and the hub's `Link`, and
+//! runs it as a task of the daemon's tracker. When it ends, its resource
+//! subscriptions are released and the session servers it added are removed.
+//! A connection refused at the cap is counted (`daemon/status`) and logged at
+//! most once per 10 s with the count since the last line, and so is a failed
+//! accept (typically `EMFILE`, after which the loop backs off 50 ms): a flood
+//! of connects is never a flood of log lines.
 
 mod admission;
 mod connection;

@@ -1,6 +1,11 @@
 //! What every handler shares: parsing params, the caller's [`Session`], and
 //! the one mapping from the daemon's errors to JSON-RPC error objects
 //! (`serverNotFound` is worded here, once).
+//!
+//! Params that do not parse are `invalidParams` naming the method and the
+//! field's path. Everything a request to a server can meet (`RouteError`,
+//! `NotAvailable`, a timeout) is worded by `route_error` and its neighbours,
+//! so every handler says the same thing for the same failure.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,6 +10,23 @@
 //! (explicit > configured `scopes` > the challenge's scope > discovered `scopes_supported`, the
 //! last two by rmcp), and what the daemon does with the outcome.
 //!
+//! A login ([`start_login`]): bind the callback listener (hyper; 127.0.0.1 on a free port
+//! unless `oauth_callback_url` / `oauth_callback_port` say otherwise), probe the server once
+//! for its 401 challenge, let rmcp discover, register and build the PKCE authorization URL,
+//! check that URL ([`check_authorization_url`]: `https`, or `http` to a loopback host;
+//! anything else is a `protocolError` and no opener runs), hand it to the opener, and leave a
+//! task waiting for the redirect. The opener is the configured command (the URL as its last
+//! argument, no shell) or the system's: `xdg-open` / `open` through the stdio room's opener
+//! spawn point, and on Windows `ShellExecuteW`, never `cmd /C start`, which would read `&` and
+//! `|` in the URL as command separators. The code exchange stores the tokens through the
+//! server's `ServerCredentialStore` under its refresh guard, as a refresh does.
+//!
+//! [`auth_client`] gives a server run with stored credentials rmcp's `AuthClient` (the
+//! `OAuth` variant of the HTTP backend): one `AuthorizationManager` per run, shared by every
+//! transport of the run, so concurrent requests that find the token expired refresh it once,
+//! and an expired token is refreshed before the request that needs it (`initialize`
+//! included).
+//!
 //! Invariants: no token, code, client secret or authorization URL appears in a log line (the URL
 //! carries the PKCE challenge and state, and goes only to the caller and the opener); a callback
 //! whose `state` is not the login's is answered 400 and ignored, so a stray or forged request

@@ -11,6 +11,15 @@
 //! [`MAX_STEP_UPS`] step-up logins per server within [`STEP_UP_WINDOW`]. This room never names the
 //! supervisor, the server tasks, the API or the config reloader: the caller hands in the server's
 //! config and restarts the server after a login or a logout.
+//!
+//! The daemon's shutdown ends a waiting login. A logout deletes the stored record under the
+//! server's refresh guard (waiting at most 30 s for a refresh in flight), so a refresh cannot
+//! write back what was just removed. Stored tokens are never used for, and a login is refused
+//! to, a server whose config sets `Authorization` itself. The rest of the authentication rules
+//! live where they act: a 401 with stored credentials is `reauthenticationRequired`, without
+//! them `authenticationRequired` (`transport::http`'s `login_failure`); a 401 after `ready`
+//! that rmcp's one refresh could not cure fails the server, with no restart loop against a
+//! refusing provider (the server task).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

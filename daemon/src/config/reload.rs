@@ -22,7 +22,17 @@
 //! these, costs a few microseconds a second, and needs no extra dependency.
 //! When the metadata (inode, size, modification and change times) differs,
 //! the file is read once it stops changing, and reloaded only if its bytes
-//! differ from those last read (`touch` reloads nothing).
+//! differ from those last read (`touch` reloads nothing; SIGHUP and
+//! `config/reload` always reload).
+//!
+//! Triggers queue on a bounded channel (4): a SIGHUP that finds it full is
+//! dropped, since a queued reload will read the newest file anyway. The
+//! reloader holds the sending side of the config-error `watch` made at boot;
+//! `daemon/status.configError` (the API) and the service task's status line
+//! read receivers, so `service` never names `config`. Around applying a
+//! valid file the service manager is told `RELOADING=1`, then `READY=1`.
+//! Daemon-wide keys (`settings`) are read once at startup: a reload that
+//! changes one only warns (in `config/reloaded`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -9,8 +9,17 @@
 //! than `capacity` notifications behind is told exactly which sequence
 //! numbers it missed (`events/lagged`) instead of stalling the daemon.
 //!
-//! The history is bounded in bytes too ([`HISTORY_BYTES`]): large
-//! notifications push the oldest ones out before `capacity` is reached.
+//! The history is bounded in bytes too ([`HISTORY_BYTES`], 16 MiB; the
+//! newest notification is always kept): large notifications push the oldest
+//! ones out before `capacity` (`EVENT_HISTORY`, 1024) is reached. Server
+//! names are at most 128 bytes (`config::MAX_SERVER_NAME_BYTES`, for config
+//! and session servers alike), so notifications about servers stay small.
+//!
+//! Invariants: a `seq` is assigned, the notification recorded and sent under
+//! one lock, so broadcast order is `seq` order and numbers have no gaps; a
+//! [`Subscription`] is taken under the same lock, so it starts exactly after
+//! its `last_seq` (a connection's `initialize` answer carries it, and every
+//! notification the connection then gets has a greater `seq`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};

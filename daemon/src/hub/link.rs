@@ -8,6 +8,14 @@
 //! client on the socket (`corral mcp`). What the hub routes to one
 //! front-end (progress) is worded in that dialect here, so nobody else
 //! needs to know which it is.
+//!
+//! Everything for one front-end goes through one bounded queue
+//! (`LINK_QUEUE`, 64 messages), which the connection's writer reads only
+//! after the `initialize` response. A request waits for room in it (its
+//! caller's deadline bounds the wait); a notification (progress) is sent
+//! with `try_send` and dropped, and counted, when there is none. Once the
+//! connection is gone the link is closed and every waiting request fails
+//! with `Disconnected`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -3,26 +3,39 @@
 //! - Requests a server makes of its client (`elicitation/create`,
 //!   `sampling/createMessage`) go only to the front-end whose `tools/call` to
 //!   that server is running ([`FrontEnds::caller`]), and only if it declared
-//!   it can answer them; otherwise they are declined. One application's
+//!   it can answer them; otherwise they are declined, with the reason. When
+//!   no front-end or several are calling that server, nobody is asked: MCP's
+//!   requests do not name the call they belong to. One application's
 //!   question is never shown to another application. Each connection has a
 //!   [`Link`]: the daemon's requests to it are numbered, their answers are
 //!   matched by id, an abandoned request is withdrawn with `$/cancelRequest`,
-//!   and an unanswered one is withdrawn after [`FrontEnds::answer_deadline`].
+//!   and an unanswered one is withdrawn after [`FrontEnds::answer_deadline`]
+//!   (`--elicitation-timeout-sec`, 600 s; `mcp::handler` then answers the
+//!   server cancelled).
 //! - Progress (`notifications/progress`) goes to the connection whose
 //!   request carried a progress token: the request to the server carries
 //!   rmcp's token (unique per server session), mapped back to the
 //!   front-end's while the request runs, and worded in the front-end's
 //!   dialect (`mcpServer/progress`, or MCP's `notifications/progress` for an
-//!   MCP client). Progress a front-end does not read
+//!   MCP client). It goes into the link's bounded queue with `try_send`:
+//!   progress a front-end does not read
 //!   fast enough is dropped, never queued without bound, and counted: per
 //!   connection ([`Link::take_missed_progress`], which the connection's writer
 //!   turns into `mcpServer/progress/lagged` for a Corral front-end) and for
 //!   `daemon/status` ([`FrontEnds::dropped_progress`]).
 //! - While an elicitation waits on the user, the timeout of the calls of the
 //!   asked front-end to that server is paused
-//!   ([`FrontEnds::active_time_timeout`]); nobody else's clock stops.
+//!   ([`FrontEnds::active_time_timeout`], keyed by server and connection);
+//!   nobody else's clock stops.
 //! - Resource subscriptions are counted across front-ends: the server is
-//!   subscribed once and unsubscribed when the last front-end lets go.
+//!   subscribed once and unsubscribed when the last front-end lets go; the
+//!   server's task subscribes again when the server comes back ready or its
+//!   HTTP session is renewed.
+//!
+//! Invariants: a server's request never goes to a front-end that did not
+//! call that server; one front-end's pending elicitation never stops another
+//! front-end's clock; no request to a front-end waits without a deadline; no
+//! progress is dropped without the front-end being told and the drop counted.
 //!
 //! Like the event hub, this knows nothing of MCP itself; `mcp` and
 //! the `api` handlers use it.

@@ -10,8 +10,16 @@
 //! - `elicitation/create` and `sampling/createMessage` are forwarded to the
 //!   front-end whose call asked, if it can answer them (see `hub::routes`), and
 //!   declined otherwise; an unanswered one is withdrawn after the answer
-//!   deadline and answered as cancelled; `roots/list` is answered from the
-//!   server's `roots` config.
+//!   deadline (`--elicitation-timeout-sec`, 600 s) and answered as
+//!   cancelled; `roots/list` is answered from the server's `roots` config.
+//!
+//! At `initialize` it declares elicitation (form and URL) and sampling to
+//! every server, whoever ends up answering, and roots only when the server
+//! has `roots` configured. The task builds each listing's `ToolCatalog`
+//! (`mcp::tool_catalog`), one listing at a time; this handler only asks.
+//! For a stdio server, progress is routed by the wire tee as the line is
+//! read (see `wire_tee`); the routing here is the fallback for the other
+//! transports.
 
 // MCP logging is deprecated by SEP-2577 (spec 2026-07-28), but the servers
 // people run today negotiate 2025-11-25 and still send it: forward it while

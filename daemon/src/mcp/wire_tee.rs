@@ -17,12 +17,15 @@
 //! The tee also tells the server task what rmcp does not: that the server's
 //! stdout reached EOF (the MCP transport is gone, whether or not the process
 //! runs on), and which lines were not valid JSON (rmcp skips them silently,
-//! so an `initialize` answered with broken JSON would look like no answer).
+//! so an `initialize` answered with broken JSON would look like no answer):
+//! it counts them and flags the first that looks like a JSON-RPC message.
 //!
 //! Progress is routed from here too, in the order the server wrote it: rmcp
 //! hands notifications to spawned tasks but responses straight to the
 //! waiting request, so a request's last progress could otherwise reach the
-//! front-end after its result.
+//! front-end after its result. Routed here, it is in the caller's link queue
+//! before the result is handed over, and the connection's writer drains that
+//! queue before it writes the response.
 //!
 //! Invariants: memory is bounded (ids watched, answers kept, line length);
 //! no line the server wrote is ever quoted in a message or a log (it may

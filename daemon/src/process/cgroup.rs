@@ -21,6 +21,12 @@
 //! cgroup v1 only, no write access, the flag off) servers run without a leaf
 //! and the teardown relies on the process group, the marker and the
 //! descendants corrald saw (see `reaper`), with a warning saying why.
+//!
+//! [`enable`] finds corrald's cgroup (`/proc/self/cgroup`, the cgroup2 mount
+//! in `/proc/self/mountinfo`), proves a leaf can be made there, and kills
+//! what a predecessor's leaves on this socket still hold. A run's leaf is
+//! emptied with `cgroup.kill` at its teardown and removed; at shutdown,
+//! [`kill_all_leaves`] is the last resort for any leaf still there.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

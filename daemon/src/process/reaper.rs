@@ -48,12 +48,38 @@
 //! of another boot is ignored. A recorded start time of 0 (unknown) never
 //! matches. The record is written 0600 through a temp file created with
 //! `O_CREAT|O_EXCL|O_NOFOLLOW` and renamed over it. A write that fails (disk
-//! full) is retried on the next change and by a timer ([`Registry::retry_record`]),
-//! and shown in `daemon/status.childrenRecordError` until one succeeds: until
-//! then a SIGKILLed daemon's servers would survive it.
+//! full) is retried on the next change and every 2 s
+//! ([`Registry::retry_record`], from `reap`), and shown in
+//! `daemon/status.childrenRecordError` (and by `corral status` and `doctor`)
+//! until one succeeds: until then a SIGKILLed daemon's servers would survive
+//! it.
 //!
-//! The process scanning reads `/proc` and is Linux-only; elsewhere the process
-//! group (Job Object on Windows) is the only guarantee.
+//! The [`Registry`] (leaders, markers, the record, the cgroup leaves) is
+//! made once at boot by [`init`], after the socket lock is held, and passed
+//! down as an `Arc` (supervisor, server tasks, `transport::stdio`'s launch,
+//! the reap and record-retry tasks of `reap`): there is no process-wide one.
+//! A leader is registered under the registry's lock while it is spawned, so
+//! the orphan reaper never sees a leader it does not know; `/proc` scans
+//! (`scan`) never run under that lock, which every launch needs.
+//! `daemon/status` gets only a `watch` receiver of the record's error
+//! ([`Registry::record_errors`]). The server task records a server's
+//! descendants when it becomes ready and again before it closes the session,
+//! and follows them from there.
+//!
+//! Which guarantee holds where: with a cgroup leaf (Linux, cgroup v2, a
+//! delegated cgroup, `--server-cgroups`; see `cgroup`) every process a
+//! server started goes with it on stop, restart, crash and daemon SIGTERM,
+//! and after a SIGKILL of corrald the next daemon kills what the leaves
+//! hold. Without, on Linux: the process group, every process carrying the
+//! marker, and every descendant seen at `ready` or at the start of the
+//! teardown (or started later below one of those); not caught: a process
+//! that cleared its environment *and* was orphaned before corrald looked (a
+//! double fork, or a helper started after `ready` whose server then died on
+//! its own), and, after a SIGKILL of corrald, any unmarked process outside a
+//! recorded leader's process group (the successor knows only the record and
+//! the marker). Elsewhere the process scanning (`/proc`, Linux-only) is
+//! missing, and the process group (Job Object on Windows) is the only
+//! guarantee.
 
 use std::collections::BTreeMap;
 #[cfg(target_os = "linux")]

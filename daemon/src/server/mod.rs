@@ -16,7 +16,9 @@
 //! `mcpServer/startupStatus/updated` notification. A server stopped on
 //! purpose is never restarted; a startup failure is not retried (the user
 //! fixes the cause and starts it again); a crash after `ready` is restarted
-//! with capped exponential backoff until it crashes too often.
+//! with capped exponential backoff (0.5 s doubling to 30 s by default) until
+//! it crashes too often (`crash_loop_limit`, 5 by default, within 2 minutes:
+//! `crashLoop`).
 //!
 //! The room's files:
 //! - this file: what the supervisor holds (`ServerHandle`, `ServerCommand`,
@@ -42,9 +44,10 @@
 //! An in-process server (the built-in one) is known here only as a
 //! [`crate::transport::in_process::InProcessServer`] that boot injects.
 //!
-//! Teardown is bounded: close the MCP session (stdin EOF), wait
-//! `TeardownPolicy::stdin_grace`, SIGTERM the process group, wait
-//! `TeardownPolicy::term_grace`, SIGKILL the group. The group is signalled
+//! Teardown is bounded (`stop_timeout_sec`, 2.5 s by default): close the MCP
+//! session (stdin EOF), wait `TeardownPolicy::stdin_grace` (40%: 1 s), SIGTERM
+//! the process group, wait `TeardownPolicy::term_grace` (the rest: 1.5 s),
+//! SIGKILL the group (`process::teardown`). The group is signalled
 //! even when the leader exits on its own, so a helper it started in the same
 //! group does not outlive it. Every signal also goes to the rest of the
 //! server's tree: processes carrying its marker, and its descendants as
@@ -59,7 +62,9 @@
 //! answered `initialize` and `tools/list` and then exited is `ready` and
 //! crashed (restarted, and in the end `crashLoop`), even when its exit is
 //! noticed before its last answer is read; one that exited before that is
-//! `processExited`.
+//! `processExited`. Invalid JSON on stdout during startup is a
+//! `protocolError`, never a `startupTimeout` (see `transport::stdio`'s
+//! `Startup`).
 
 mod policy;
 mod session;

@@ -8,8 +8,15 @@
 //! requests; an in-process server adds none.
 //!
 //! A streamable-HTTP session can expire (HTTP 404) under a front-end's request:
-//! `mcp::route::SessionRecovery` is how that request asks the task for a new session,
-//! answered by the ready loop ([`TaskEvent::Recovery`]).
+//! `mcp::route::SessionRecovery` (the session's generation and a channel) is how that
+//! request asks the task for a new session, answered by the ready loop
+//! ([`TaskEvent::Recovery`]). The task builds a new transport and runs `initialize` (with
+//! the startup retries), bumps the generation, swaps the peer in the server's
+//! `SessionHandle`, renews the front-ends' resource subscriptions on it, and answers with
+//! the new peer; the request is then sent once more (`mcp::forward`). A request holding
+//! an older generation gets the current peer without a second renewal. A renewal that
+//! fails is the server gone: a crash, under the restart policy. A 404 on the event
+//! stream's `GET` (no request waiting) renews the session the same way.
 //!
 //! After `notifications/tools/list_changed` the task lists the tools again and builds a new
 //! `ToolCatalog` from the listing; [`Relisting`] keeps that to one listing at a time (a

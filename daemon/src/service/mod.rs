@@ -20,7 +20,16 @@
 //! - `WATCHDOG=1` every half watchdog interval, but only after the supervisor
 //!   actually answered a question: a wedged supervisor stops the pings, and
 //!   the service manager restarts the daemon;
-//! - `STOPPING=1` when shutdown begins.
+//! - `STOPPING=1` when shutdown begins; the notifier is flushed (for at most
+//!   1 s) before the process exits, so it is not lost.
+//!
+//! The watchdog check is `counts` asked of the supervisor actor, answered
+//! within half the interval (at most 2 s); the status line is refreshed only
+//! on a status change or a reload, not on every notification. What the
+//! manager passed (`LISTEN_FDS`, `WATCHDOG_USEC`) is read by `Inherited::take`
+//! first thing in `main`, before any thread exists, and unset, so no server
+//! inherits it. Invariant: no async task ever blocks on the service manager
+//! (the notifier's thread does the blocking writes; see `notify`).
 
 mod inherited;
 mod notify;

@@ -6,9 +6,27 @@
 //! that reads or changes the registry, so a status snapshot is always
 //! consistent.
 //!
+//! The registry holds config servers, session servers (added by a
+//! front-end, with that connection as their owner, removed when it closes)
+//! and the built-in one, which boot injects as an `InProcessServer`. The
+//! handle's channel is bounded (256 commands) and replies come on oneshots.
+//!
+//! Invariant: the actor never waits on a server. Commands to server tasks
+//! are `try_send`; a caller that wants to wait (stop, restart, remove) gets a
+//! oneshot the server task fires, and waits on it outside the actor. A full
+//! server queue (16 commands) refuses a control command with [`ServerBusy`]
+//! (`serverBusy`); only a closed one means the daemon is stopping.
+//! Snapshots (`mcpServer/list|get`, `counts`) read each task's `watch` of its
+//! state, so they are consistent and never ask a task anything.
+//!
 //! What a reloaded config file means (start, stop, restart, keep, refuse) is
 //! decided by a pure function, `plan::plan` (`plan.rs`), and only carried out
-//! here.
+//! here: a changed entry is stopped in place (it stays listed, `stopped`)
+//! and replaced once stopped; until its old tree is gone the name stays
+//! reserved (`pending_starts`), so old and new never run together.
+//!
+//! `Wedge` is a test hook (`debug/wedgeSupervisor`, only with
+//! `--enable-test-hooks`) that makes the actor stop answering until released.
 
 mod plan;
 

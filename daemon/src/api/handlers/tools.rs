@@ -4,8 +4,18 @@
 //! The handlers ask the supervisor for a ready server's target (a cheap
 //! clone) and send the request through `mcp::forward` themselves, so a slow
 //! tool never holds up the supervisor or other calls. MCP objects (tools,
-//! results) pass through as the server sent them. A call's progress goes back to its caller, and
-//! its timeout stops while the server waits for the caller's elicitation answer.
+//! results) pass through as the server sent them (see `mcp::wire_tee`).
+//!
+//! The config's tool filters apply to listing and calling alike: both read
+//! the server's `ToolCatalog`, which holds only the tools the filters let
+//! through. `tool_timeout_sec` bounds a call in active time
+//! (`FrontEnds::active_time_timeout`): the clock stops while a server's
+//! elicitation waits on this call's front-end, and only then. A call's
+//! progress goes back to its caller; while it runs, this connection is the
+//! one the server's elicitations and sampling requests go to
+//! (`FrontEnds::call_started`). A 403 `insufficient_scope`
+//! (`RouteError::InsufficientScope`) starts a step-up login (`auth.rs`),
+//! waited for at most 10 s, and the error says how it went.
 
 use std::time::Duration;
 

@@ -27,7 +27,24 @@
 //! can rename the directory can put their own in its place for the clients,
 //! who find it by path (they would then refuse it: it is not theirs).
 //! The lock file is opened with `O_NOFOLLOW`, so a symbolic link planted in
-//! its place is refused rather than followed.
+//! its place is refused rather than followed. A missing socket directory is
+//! created 0700, its last component by a non-recursive `mkdir`, so a
+//! directory someone creates meanwhile is judged, not adopted. The socket is
+//! made 0600 (`fchmodat`) right after `bind`; until then another uid's
+//! connection is refused on accept anyway (`SO_PEERCRED`, [`UnixAcceptor`]).
+//!
+//! A foreign lock file some process holds is never removed: the daemon
+//! refuses to start and names its owner's uid (`remove_foreign_lock`).
+//! A live socket found without the lock (a process that does not hold it
+//! serves the path) is refused too, never unlinked.
+//!
+//! [`adopt`] serves a socket a service manager passed (socket activation)
+//! instead: the fd must be a listening stream socket with a path; the same
+//! lock is taken next to it (so a corrald started by hand on that path is
+//! refused with the activated one's pid), and the socket file, which belongs
+//! to the manager and outlives the daemon, is never removed or replaced.
+//! Either way the socket is removed (when it is ours) before the lock is
+//! released ([`SocketGuard`]'s drop).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

@@ -10,8 +10,9 @@
 //!
 //! Invariants:
 //! - every backend call blocks (D-Bus round trips, fsync), so it runs in `spawn_blocking`;
-//! - a store that cannot be read is an error naming the file or keyring, never "no credentials":
-//!   treating it as logged out would make the next login overwrite a token that is still good;
+//! - a store that cannot be read is an error naming the file or keyring, never "no credentials",
+//!   and is never overwritten: treating it as logged out would make the next login overwrite a
+//!   token that is still good;
 //! - no error or log line contains a token: parse errors report a position and a category only;
 //! - one refresh per server at a time: [`ServerCredentialStore`] hands rmcp a per-key guard that
 //!   every manager of that server shares, and the rotated refresh token is on disk (file: temp
@@ -20,9 +21,17 @@
 //!   overwrite the new grant with the refreshed old one;
 //! - the backend is read at start, after a write, and when another process may have changed it
 //!   (the file's or key file's `stat` changed), never per request: corrald is the store's only
-//!   writer, so [`Credentials`] keeps a write-through cache of what it read (`RecordCache`).
-//!   Every HTTP request of an OAuth server reads its token through rmcp's `load`, and a backend
-//!   read is a D-Bus round trip (keyring) or a key fetch and a decryption (encrypted file).
+//!   writer, so [`Credentials`] keeps a cache of the record texts it read (`RecordCache`), valid
+//!   while the `stat` of the backing files is unchanged. Every HTTP request of an OAuth server
+//!   reads its token through rmcp's `load`, and a backend read is a D-Bus round trip (keyring)
+//!   or a key fetch and a decryption (encrypted file); with the cache it is a `stat` or two.
+//!   The keyring has no stamp: it is written through and read once per record. A file write
+//!   clears the cache (the next read takes the new stamp); a failed read or write is never
+//!   cached.
+//!
+//! The backend is chosen once, at boot (`Credentials::open`, on a blocking thread): `auto`
+//! takes the OS keyring if it answers and can store (opened on a thread of its own with a 5 s
+//! timeout, since a D-Bus connect has none), else the plain file, saying why.
 
 mod encrypted;
 mod file;

@@ -1,30 +1,45 @@
 //! Streamable-HTTP MCP servers: building the request headers, the HTTP
 //! client and rmcp's streamable-HTTP transport, and connecting with retries.
-//! Its errors are turned into [`FailureReason`]s by `mcp::classify`.
+//! Its errors are turned into `FailureReason`s by `mcp::classify`.
 //!
 //! The lifecycle (starting → ready → reconnect after the server went away)
 //! is `server`'s, shared with stdio servers; this module only knows HTTP:
 //! `session` opens, renews and probes sessions and returns what happened.
 //!
 //! **The seam for authentication.** Everything here is generic over rmcp's
-//! [`StreamableHttpClient`]; which client a server gets is decided in one
-//! place, [`HttpBackend`]: a plain `reqwest::Client` with no global timeout
-//! (a timeout would cut the long-lived SSE `GET`, [`HttpBackend::plain`]),
-//! or rmcp's OAuth-managed `AuthClient<reqwest::Client>` (whose error type
-//! is also `reqwest::Error`), chosen by the server task when stored
-//! credentials exist; [`HttpBackend::connect`] dispatches both to the same
-//! generic [`connect_with`].
-//! Static headers, env headers and a bearer env var are resolved by
-//! [`prepare`]; a stored token must never be used when the config has an
-//! `Authorization` header (static or from the environment, set or not) or
+//! `StreamableHttpClient`; which client a server gets is decided in one
+//! place, [`HttpBackend`]: a plain `reqwest::Client` whose only timeout is
+//! the connect timeout (10 s; an overall timeout would cut the long-lived
+//! SSE `GET`, [`HttpBackend::plain`]), or rmcp's OAuth-managed
+//! `AuthClient<reqwest::Client>` (whose error type is also
+//! `reqwest::Error`), chosen by the server task when stored credentials
+//! exist; [`HttpBackend::connect`] dispatches both to the same generic
+//! `connect_with`. Static headers, env headers (an unset or blank variable
+//! skips its header, with a warning) and a bearer env var (unset, empty or
+//! not Unicode fails, naming the variable) are resolved by [`prepare`]; a
+//! stored token must never be used when the config has an `Authorization`
+//! header (static or from the environment, set or not) or
 //! `bearer_token_env_var` ([`Prepared::has_explicit_authorization`]).
 //!
+//! **Health.** Every request goes through `Observed`, a
+//! `StreamableHttpClient` wrapper over either client that tells the server
+//! task (`HealthSignal`) when the server could not be reached, when the event
+//! stream's `GET` got 404 (the session is gone and no request is waiting to
+//! recover it), and when a 401 outlived the OAuth client's refresh
+//! (`AuthRequired`). rmcp's SSE reconnect policy is ours too
+//! (`EventStreamRetry`, the same delays as below), and reports failed
+//! reconnects. What the task does with them is `server`'s: a failed `ping`
+//! after "unreachable" is a crash, a 401 fails the server until a new login.
+//!
 //! **Retries.** `initialize` and the first `tools/list` are retried after
-//! transient failures (connect errors, no response, HTTP 408/429/500/502/503/504)
-//! with short backoff ([`RETRY_DELAYS`]) until the startup deadline, with a
-//! fresh transport for every `initialize` attempt. Nothing else is replayed
-//! here: `tools/call` and every other request go out once (session recovery
-//! after a 404, which retries once, is `server::session` + `mcp::forward`).
+//! transient failures (connect errors, no response, HTTP
+//! 408/429/500/502/503/504) with short backoff (`RETRY_DELAYS`: 0.25, 0.5,
+//! 1, then 2 s) until the startup deadline, with a fresh transport for every
+//! `initialize` attempt. Nothing else is replayed here: `tools/call` and
+//! every other request go out once (session recovery after a 404, which
+//! retries once, is `server::session` + `mcp::forward`). rmcp's own
+//! `reinit_on_expired_session` is off: it would re-initialize inside the
+//! transport and replay every failed POST without telling anyone.
 //!
 //! Invariant: no secret (header value, token) appears in an error message or
 //! a log line; URLs are not quoted either (they may carry a token).

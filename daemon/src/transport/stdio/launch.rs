@@ -13,9 +13,15 @@
 //!   that exists but cannot be run (a directory, a file without execute
 //!   permission) says what it is and where.
 //! - The child leads its own process group (a Job Object on Windows), so the
-//!   whole tree can be signalled at once.
+//!   whole tree can be signalled at once; it is spawned through process-wrap
+//!   and registered as a leader under the process registry's lock.
+//! - With a cgroup leaf (`--server-cgroups`), the child moves itself into it
+//!   between fork and exec: a `pre_exec` that only calls `write(2)` on an fd
+//!   the parent opened, so nothing it starts is ever outside the leaf.
+//! - rmcp gets only the pipes, never the child, so the teardown and its
+//!   timing are corrald's (`process::teardown`), not rmcp's.
 //! - stderr is always drained (a full pipe would block the server, `stderr.rs`) into a
-//!   bounded ring of recent lines and into the log, rate-limited.
+//!   bounded ring of the last 50 lines and into the log, rate-limited.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};

@@ -1,7 +1,7 @@
 //! Starting a stdio server and ending its process, as values the server task acts on.
 //!
 //! [`launch_process`] gives each run a fresh marker and (when servers get one) a cgroup
-//! leaf, launches the child ([`super::launch`]) and drains its stderr. [`Startup`] runs
+//! leaf, launches the child (`super::launch`) and drains its stderr. [`Startup`] runs
 //! `initialize` and `tools/list` over the tee'd pipes under the startup deadline, raced
 //! against the process's exit and a broken message. [`ServerProcess::teardown`] is the one
 //! way a run's process tree ends. Nothing here writes a server's state: the task records
@@ -12,7 +12,13 @@
 //! then sees it crash); one that exited before that failed with its exit status
 //! ([`StartFailure::Exited`]). The startup future keeps the child's stdin open until the
 //! task drops the [`Startup`]: a failure is explained (did the process exit?) before the
-//! server sees stdin EOF.
+//! server sees stdin EOF. The race is biased towards a completed startup, and an exit
+//! noticed first still lets the startup read what was written before it, for at most
+//! `EXIT_NOTICE_GRACE` (1 s).
+//!
+//! Invalid JSON on stdout during startup is a `protocolError`, never a `startupTimeout`:
+//! at once when the line looks like a JSON-RPC message (the wire tee says so), else when
+//! the startup deadline passes.
 
 use std::future::Future;
 use std::pin::Pin;
