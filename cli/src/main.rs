@@ -295,7 +295,10 @@ fn main() -> ExitCode {
         Command::Mcp(McpArgs {
             command: Some(command), ..
         }) => mcp_install_command(command, cli.json),
-        Command::Mcp(McpArgs { no_start, command: None }) => pipe::run(cli.socket.as_deref(), *no_start),
+        Command::Mcp(McpArgs {
+            no_start,
+            command: None,
+        }) => pipe::run(cli.socket.as_deref(), *no_start),
         Command::Status => run_daemon_command(&cli, DaemonCommand::Status),
         Command::List => run_daemon_command(&cli, DaemonCommand::List),
         Command::Get { name } => run_daemon_command(&cli, DaemonCommand::Get(name)),

@@ -9,6 +9,38 @@
 //! methods, [`MethodTables::mcp`]). The tables differ because MCP's
 //! `tools/list` and `tools/call` share their names with Corral's; everything
 //! else here (limits, slots, batches, cancellation) is the same for both.
+//!
+//! Decisions:
+//! - Our own loop over jsonrpsee's `Methods`, not a jsonrpsee server: those
+//!   speak only HTTP/WebSocket and wrap pushes in subscription envelopes,
+//!   while editors need LSP framing and bare notifications
+//!   (`shared/reference/feasibility.md` §2B). The session reaches handlers
+//!   through jsonrpsee `Extensions`.
+//! - Synchronous methods (`initialize`) run inline, in order with what
+//!   follows them; async methods run as tasks, so their answers may come
+//!   back out of order.
+//! - At most `MAX_IN_FLIGHT` (64) requests run; more wait in a bounded room
+//!   (`MAX_WAITING_REQUESTS`, 256, and `WAITING_BYTES` of their text), and
+//!   beyond it get `tooManyRequests` (-32014) at once. A batch holds at most
+//!   `MAX_BATCH_LEN` (256) entries, which run as in-flight requests like any
+//!   other; its array is assembled by a task that holds no slot, and at most
+//!   64 batches wait for their entries.
+//! - Cancellation (`$/cancelRequest`, MCP's `notifications/cancelled`): the
+//!   task is registered by request id and whoever removes the registration
+//!   answers, so a request is never answered twice; a second in-flight
+//!   request with the same id is refused. A cancelled batch entry answers
+//!   `requestCancelled` in its place.
+//! - At end of stream, running requests are cancelled at once if the
+//!   front-end hung up entirely (`POLLHUP`), and get `EOF_GRACE` (2 s) if it
+//!   only half-closed.
+//!
+//! **Invariant:** the reader never waits for a request slot. A front-end's
+//! answers to the daemon's requests, its cancellations and its
+//! notifications are handled as soon as they are read: otherwise calls
+//! waiting on this front-end's elicitation answers could hold every slot
+//! while the answers sit unread behind one more request (a deadlock, since
+//! those calls' timeouts are paused). Only the outbound byte budget or a
+//! full partial-frame budget stops the reader (`connection.rs`).
 
 use std::sync::Arc;
 
