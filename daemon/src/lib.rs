@@ -15,6 +15,7 @@
 //! - [`auth`]: the daemon's one [`auth::Auth`]: credentials, OAuth logins, step-ups, `authStatus`;
 //! - [`process`]: no server process outlives corrald: the registry, reaping, cgroup leaves;
 //! - [`logging`]: tracing-subscriber set-up and the redacting writer;
+//! - `params`: JSON-RPC params and error objects, shared by `api` and `bridge`;
 //! - [`config`]: watching the config file, applying it live, the daemon-wide settings;
 //! - [`service`]: readiness, status, watchdog for a service manager, and socket activation;
 //! - `builtin`: the built-in `corral` MCP server (named only by `boot`).
@@ -28,6 +29,7 @@ pub mod config;
 pub mod hub;
 pub mod logging;
 pub mod mcp;
+mod params;
 pub mod process;
 pub mod server;
 pub mod service;

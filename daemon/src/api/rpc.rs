@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use corral_protocol::{ErrorCode, NotReadyServer, Request, ServerStatus};
 use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
-use serde::de::DeserializeOwned;
 
 use super::session::Session;
 use crate::auth::{LoginError, LogoutError};
@@ -20,10 +19,7 @@ use crate::logging::redact_urls;
 use crate::mcp::route::{NotAvailable, RouteError};
 use crate::supervisor::{RegistryRefusal, ServerBusy, SupervisorStopped};
 
-/// Build a JSON-RPC error object with one of our codes.
-pub(crate) fn rpc_error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned::<()>(code.code(), message, None)
-}
+pub(crate) use crate::params::{error as rpc_error, parse as parse_json};
 
 impl From<SupervisorStopped> for ErrorObjectOwned {
     fn from(stopped: SupervisorStopped) -> Self {
@@ -83,25 +79,6 @@ pub(crate) fn logout_error(name: &str, error: &LogoutError) -> ErrorObjectOwned 
 /// front-end author sees what to fix without reading daemon logs.
 pub(crate) fn parse_params<R: Request>(params: &Params<'_>) -> Result<R::Params, ErrorObjectOwned> {
     parse_json(params, R::METHOD)
-}
-
-pub(crate) fn parse_json<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> Result<T, ErrorObjectOwned> {
-    let raw = params
-        .as_str()
-        .map(str::trim)
-        .filter(|raw| *raw != "null")
-        .unwrap_or("{}");
-    let mut deserializer = serde_json::Deserializer::from_str(raw);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = if path == "." {
-            format!("invalid params for `{method}`: {inner}")
-        } else {
-            format!("invalid params for `{method}`: field `{path}`: {inner}")
-        };
-        rpc_error(ErrorCode::InvalidParams, message)
-    })
 }
 
 pub(crate) fn session(extensions: &Extensions) -> Result<Arc<Session>, ErrorObjectOwned> {

@@ -43,7 +43,6 @@ use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
 use rmcp::model::ProtocolVersion;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::hub::Hub;
@@ -168,32 +167,7 @@ fn link(extensions: &Extensions) -> Result<Arc<Link>, ErrorObjectOwned> {
         .ok_or_else(|| error(ErrorCode::InternalError, "no connection attached to this call"))
 }
 
-/// A JSON-RPC error with one of the protocol's codes (the standard ones
-/// are JSON-RPC's own).
-pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
-    ErrorObjectOwned::owned::<()>(code.code(), message, None)
-}
-
-/// Parse `params` of `method`; absent or `null` params mean `{}`. The
-/// message names the field that is wrong.
-pub(crate) fn parse<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> Result<T, ErrorObjectOwned> {
-    let raw = params
-        .as_str()
-        .map(str::trim)
-        .filter(|raw| *raw != "null")
-        .unwrap_or("{}");
-    let mut deserializer = serde_json::Deserializer::from_str(raw);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|failure| {
-        let path = failure.path().to_string();
-        let inner = failure.into_inner();
-        let message = if path == "." {
-            format!("invalid params for `{method}`: {inner}")
-        } else {
-            format!("invalid params for `{method}`: field `{path}`: {inner}")
-        };
-        error(ErrorCode::InvalidParams, message)
-    })
-}
+pub(crate) use crate::params::{error, parse};
 
 #[cfg(test)]
 mod tests {

@@ -376,23 +376,31 @@ impl SupervisorActor {
 impl SupervisorActor {
     /// Spawn a config server's task; it starts at once if enabled.
     fn start_config_server(&mut self, config: ServerConfig) {
+        self.insert_server(config, ServerOrigin::Config, None, server::Autostart::IfEnabled);
+    }
+
+    /// Spawn the task of a config or session server (`owner`: the session's
+    /// connection) and register it under its name.
+    fn insert_server(
+        &mut self,
+        config: ServerConfig,
+        origin: ServerOrigin,
+        owner: Option<u64>,
+        autostart: server::Autostart,
+    ) {
+        let name = config.name.clone();
         let spec = ServerSpec {
-            identity: identity(&config, ServerOrigin::Config),
-            config: config.clone(),
+            identity: identity(&config, origin),
+            config,
             launcher: Launcher::Config,
-            autostart: server::Autostart::IfEnabled,
+            autostart,
             hub: self.hub.clone(),
             credentials: self.credentials.clone(),
             processes: self.processes.clone(),
             shutdown: self.shutdown.child_token(),
         };
         let handle = server::spawn(spec, &self.tracker);
-        let entry = ServerEntry {
-            handle,
-            origin: ServerOrigin::Config,
-            owner: None,
-        };
-        self.servers.insert(config.name, entry);
+        self.servers.insert(name, ServerEntry { handle, origin, owner });
     }
 
     /// Bring the config servers in line with `config`: [`plan::plan`]
@@ -686,26 +694,8 @@ impl SupervisorActor {
                     return;
                 }
                 tracing::info!(server = %config.name, session = owner, "session added a server");
-                let name = config.name.clone();
                 // Idle until the add handler's start command: one trigger, one launch.
-                let session_identity = identity(&config, ServerOrigin::Session);
-                let spec = ServerSpec {
-                    config: *config,
-                    identity: session_identity,
-                    launcher: Launcher::Config,
-                    autostart: server::Autostart::Never,
-                    hub: self.hub.clone(),
-                    credentials: self.credentials.clone(),
-                    processes: self.processes.clone(),
-                    shutdown: self.shutdown.child_token(),
-                };
-                let handle = server::spawn(spec, &self.tracker);
-                let entry = ServerEntry {
-                    handle,
-                    origin: ServerOrigin::Session,
-                    owner: Some(owner),
-                };
-                self.servers.insert(name, entry);
+                self.insert_server(*config, ServerOrigin::Session, Some(owner), server::Autostart::Never);
                 let _ = reply.send(Ok(()));
             }
             Command::Remove { name, owner, reply } => {
