@@ -253,7 +253,12 @@ pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &T
     hub.routes.set_answer_deadline(answer_deadline);
     // Read once: the OAuth settings in force, and what a reload compares with.
     let settings = config::settings::DaemonSettings::of(config);
-    let auth = Arc::new(auth::Auth::new(credentials, settings.oauth().clone(), shutdown.clone()));
+    let auth = Arc::new(auth::Auth::new(
+        credentials,
+        settings.oauth().clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
     let supervisor = supervisor::spawn(
         config,
         |supervisor| builtin_server.then(|| builtin::injected(supervisor, hub.clone())),
@@ -286,6 +291,7 @@ pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &T
         hub: hub.clone(),
         reload: reload.clone(),
         auth,
+        tasks: tracker.clone(),
         connection_limits,
         test_hooks,
     }));

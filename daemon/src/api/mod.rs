@@ -76,6 +76,8 @@ pub struct ContextSpec {
     pub reload: ReloadHandle,
     /// Credentials, logins and `authStatus`.
     pub auth: Arc<Auth>,
+    /// The daemon's task tracker, for what a handler leaves running.
+    pub tasks: TaskTracker,
     /// Per-connection deadlines and the partial-frame budget.
     pub connection_limits: ConnectionLimits,
     /// Register `debug/*` methods for tests and benchmarks.
@@ -108,6 +110,10 @@ pub struct DaemonContext {
     pub(crate) reload: ReloadHandle,
     /// Credentials, logins, step-ups and `authStatus`: the one `Auth` of the daemon.
     pub(crate) auth: Arc<Auth>,
+    /// The daemon's task tracker: what a handler leaves running (a login's
+    /// completion, an MCP client's list follower) is its task, so shutdown
+    /// waits for it.
+    pub(crate) tasks: TaskTracker,
     /// Who gets in: the connection cap, the handshake queue, the partial-frame budget.
     pub(crate) gate: Arc<Gate>,
     /// Whether `debug/*` is registered, and what it keeps.
@@ -128,6 +134,7 @@ impl DaemonContext {
             hub,
             reload,
             auth,
+            tasks,
             connection_limits,
             test_hooks,
         } = spec;
@@ -145,6 +152,7 @@ impl DaemonContext {
             hub,
             reload,
             auth,
+            tasks,
             gate: Arc::new(Gate::new(connection_limits)),
             test_hooks: handlers::debug::TestHooks::new(test_hooks),
         }

@@ -37,7 +37,7 @@ pub(crate) struct MethodTables {
 
 /// Both tables of a daemon with `context`.
 pub(crate) fn tables(context: Arc<DaemonContext>) -> Result<MethodTables, RegisterMethodError> {
-    let bridge = crate::bridge::Bridge::new(context.supervisor.clone(), context.hub.clone());
+    let bridge = crate::bridge::Bridge::new(context.supervisor.clone(), context.hub.clone(), context.tasks.clone());
     Ok(MethodTables {
         mcp: crate::bridge::methods(bridge)?.into(),
         corral: build(context)?.into(),

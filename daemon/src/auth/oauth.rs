@@ -47,6 +47,7 @@ use hyper::{Request, Response, StatusCode};
 use rmcp::transport::auth::{AuthClient, AuthorizationManager, AuthorizationRequest, OAuthClientConfig, OAuthState};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::credentials::{CredentialState, Credentials, ServerCredentialStore};
 
@@ -192,6 +193,7 @@ pub async fn start_login(
     explicit_scopes: Option<Vec<String>>,
     settings: &OAuthSettings,
     shutdown: CancellationToken,
+    tasks: &TaskTracker,
 ) -> anyhow::Result<PendingLogin> {
     let LoginTarget { name, http, store } = target;
     let secret = client_secret(&http)?;
@@ -243,8 +245,18 @@ pub async fn start_login(
     open_url(settings.opener.as_deref(), &authorization_url, &name);
 
     let (outcome_tx, outcome) = oneshot::channel();
-    tokio::spawn(async move {
-        let result = wait_for_callback(&name, oauth, &store, callback, &expected_state, shutdown).await;
+    let listener_tasks = tasks.clone();
+    tasks.spawn(async move {
+        let result = wait_for_callback(
+            &name,
+            oauth,
+            &store,
+            callback,
+            &expected_state,
+            shutdown,
+            &listener_tasks,
+        )
+        .await;
         match &result {
             Ok(()) => tracing::info!(server = %name, "OAuth login completed"),
             Err(error) => tracing::warn!(server = %name, "OAuth login failed: {}", redact_urls(error)),
@@ -310,11 +322,18 @@ async fn wait_for_callback(
     callback: CallbackListener,
     expected_state: &str,
     shutdown: CancellationToken,
+    tasks: &TaskTracker,
 ) -> Result<(), String> {
     let (hits_tx, mut hits) = mpsc::channel::<CallbackHit>(8);
     let stop_listening = CancellationToken::new();
     let path = Arc::<str>::from(callback.path.as_str());
-    tokio::spawn(serve_callback(callback.listener, path, hits_tx, stop_listening.clone()));
+    tasks.spawn(serve_callback(
+        callback.listener,
+        path,
+        hits_tx,
+        stop_listening.clone(),
+        tasks.clone(),
+    ));
     let _stop = stop_listening.drop_guard();
     let deadline = tokio::time::Instant::now() + LOGIN_TIMEOUT;
     loop {
@@ -421,6 +440,7 @@ async fn serve_callback(
     path: Arc<str>,
     hits: mpsc::Sender<CallbackHit>,
     stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
     loop {
         let stream = tokio::select! {
@@ -437,7 +457,7 @@ async fn serve_callback(
         let hits = hits.clone();
         // Not cancelled with the listener: the last answer (the success or error page) is
         // written after the login task has finished. Bounded instead.
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                 let path = path.clone();
                 let hits = hits.clone();

@@ -31,6 +31,7 @@ use corral_protocol::messages::CredentialsStoreStatus;
 use corral_protocol::{AuthStatus, FailureReason, McpServerStatus, TransportKind};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::credentials::{Credentials, ServerCredentialStore};
 use super::oauth::{
@@ -62,6 +63,9 @@ pub struct Auth {
     discovered: DiscoveryCache,
     /// The daemon's shutdown: ends logins still waiting.
     shutdown: CancellationToken,
+    /// The daemon's task tracker: a login's waiting task and its callback
+    /// listener are its tasks, so shutdown waits for them (they end with it).
+    tasks: TaskTracker,
 }
 
 /// Why a login could not start; the API words it (`api::rpc::login_error`).
@@ -132,7 +136,12 @@ pub struct LoggedOut {
 impl Auth {
     /// The daemon's authentication: `credentials` (the store boot opened, if any), the config's
     /// OAuth `settings` as read at start, and the daemon's `shutdown`, which ends waiting logins.
-    pub fn new(credentials: Option<Credentials>, settings: OAuthSettings, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        credentials: Option<Credentials>,
+        settings: OAuthSettings,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
         Self {
             credentials,
             settings,
@@ -140,6 +149,7 @@ impl Auth {
             step_ups: StepUps::default(),
             discovered: DiscoveryCache::default(),
             shutdown,
+            tasks,
         }
     }
 
@@ -219,7 +229,7 @@ impl Auth {
             store,
         };
         let (id, token) = self.logins.begin(name, &self.shutdown);
-        match oauth::start_login(target, scopes, &self.settings, token).await {
+        match oauth::start_login(target, scopes, &self.settings, token, &self.tasks).await {
             Ok(pending) => Ok(StartedLogin {
                 authorization_url: pending.authorization_url,
                 outcome: pending.outcome,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use corral_protocol::{DaemonNotification, ServerStatus};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::hub::Hub;
@@ -36,9 +37,9 @@ pub(crate) const TOOLS_LIST_CHANGED: &str = "notifications/tools/list_changed";
 pub(crate) const INTERVAL: Duration = Duration::from_millis(100);
 
 /// Follow the tools of every server for the MCP client on `link`.
-pub(crate) fn spawn(supervisor: SupervisorHandle, hub: Arc<Hub>, link: Arc<Link>) {
+pub(crate) fn spawn(tasks: &TaskTracker, supervisor: SupervisorHandle, hub: Arc<Hub>, link: Arc<Link>) {
     let span = tracing::debug_span!("mcp_client_tools", connection = link.id);
-    tokio::spawn(follow(supervisor, hub, link).instrument(span));
+    tasks.spawn(follow(supervisor, hub, link).instrument(span));
 }
 
 async fn follow(supervisor: SupervisorHandle, hub: Arc<Hub>, link: Arc<Link>) {

@@ -44,6 +44,7 @@ use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
 use rmcp::model::ProtocolVersion;
 use serde_json::{Value, json};
+use tokio_util::task::TaskTracker;
 
 use crate::hub::Hub;
 use crate::hub::link::Link;
@@ -60,6 +61,8 @@ why and what to do. The `corral__*` tools show each server's status.";
 pub(crate) struct Bridge {
     pub(crate) supervisor: SupervisorHandle,
     pub(crate) hub: Arc<Hub>,
+    /// The daemon's task tracker: each MCP connection's list follower is its task.
+    tasks: TaskTracker,
     /// Between server and tool in the names clients see.
     pub(crate) separator: String,
     /// The names of the latest full listing, to their server and tool: how
@@ -69,10 +72,11 @@ pub(crate) struct Bridge {
 
 impl Bridge {
     /// A bridge to the servers of `supervisor`, reaching clients through `hub`.
-    pub(crate) fn new(supervisor: SupervisorHandle, hub: Arc<Hub>) -> Self {
+    pub(crate) fn new(supervisor: SupervisorHandle, hub: Arc<Hub>, tasks: TaskTracker) -> Self {
         Self {
             supervisor,
             hub,
+            tasks,
             separator: names::DEFAULT_SEPARATOR.to_owned(),
             listed: Mutex::default(),
         }
@@ -133,7 +137,7 @@ fn initialize(params: &Params<'_>, bridge: &Bridge, extensions: &Extensions) -> 
     // Registered without elicitation or sampling: a server's requests are
     // declined for this client (phase 1), with the reason in the log.
     bridge.hub.routes.register(&link, ClientCapabilities::default());
-    live::spawn(bridge.supervisor.clone(), bridge.hub.clone(), link);
+    live::spawn(&bridge.tasks, bridge.supervisor.clone(), bridge.hub.clone(), link);
     Ok(json!({
         "protocolVersion": negotiate(&params.protocol_version),
         "capabilities": {

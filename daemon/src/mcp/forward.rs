@@ -356,6 +356,8 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else { return };
         let peer = self.peer.clone();
+        // Not a task of the daemon's tracker (a drop has no handle to it): one
+        // notification, bounded by the session, which shutdown closes.
         tokio::spawn(async move {
             let reason = Some("request abandoned by the caller".to_owned());
             if let Err(error) = peer

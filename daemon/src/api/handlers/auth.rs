@@ -64,7 +64,8 @@ pub(crate) async fn start_login(
 /// and, after a success, restarts the server. Returns the authorization URL.
 fn finish_in_background(context: Arc<DaemonContext>, name: String, started: StartedLogin) -> String {
     let authorization_url = started.authorization_url.clone();
-    tokio::spawn(async move {
+    let tasks = context.tasks.clone();
+    tasks.spawn(async move {
         let error = started.finished().await.err();
         let success = error.is_none();
         context

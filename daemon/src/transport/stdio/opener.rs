@@ -20,6 +20,8 @@ pub fn spawn_opener(argv: &[String]) -> anyhow::Result<()> {
         .spawn()
         .with_context(|| format!("cannot start the opener `{program}`"))?;
     let program = program.clone();
+    // Not a task of the daemon's tracker: a browser may run for hours, and
+    // shutdown must not wait for it. Only its exit status is logged here.
     tokio::spawn(async move {
         match child.wait().await {
             Ok(status) if status.success() => {}
