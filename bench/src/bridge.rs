@@ -80,9 +80,9 @@ pub(crate) struct BridgeCalls {
     pub(crate) mcp_socket: Series,
     pub(crate) corral_mcp: Series,
     /// The `corral mcp` process right after `initialize` and `notifications/initialized`.
-    pub(crate) bridge_memory_initialized: Memory,
+    pub(crate) bridge_memory_initialized: BridgeMemory,
     /// The same process, idle again after all calls.
-    pub(crate) bridge_memory_after: Memory,
+    pub(crate) bridge_memory_after: BridgeMemory,
     /// The `corral mcp` binary that was run.
     pub(crate) corral: String,
     /// How the `corral mcp` process ended after its stdin was closed.
@@ -90,6 +90,37 @@ pub(crate) struct BridgeCalls {
     /// How the direct server ended.
     pub(crate) direct_exit: String,
     pub(crate) survivors: Vec<Survivor>,
+}
+
+/// The `corral mcp` process's memory: `VmRSS` and `VmHWM`, and how much of
+/// the RSS is its own (`RssAnon`: heap, stacks) rather than mapped files
+/// (`RssFile`: its binary and shared libraries, shared with other processes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BridgeMemory {
+    pub(crate) memory: Memory,
+    pub(crate) anon: u64,
+    pub(crate) file: u64,
+}
+
+impl BridgeMemory {
+    fn of(pid: u32) -> anyhow::Result<Self> {
+        let memory = Memory::of(pid)?;
+        let path = format!("/proc/{pid}/status");
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let kib: u64 = status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no number of kB for {name} in {path}"))?;
+            Ok(kib * 1024)
+        };
+        Ok(Self {
+            memory,
+            anon: field("RssAnon:")?,
+            file: field("RssFile:")?,
+        })
+    }
 }
 
 /// A raw MCP client: one JSON-RPC message per line, `serde_json` only, over any byte stream.
@@ -350,7 +381,7 @@ pub(crate) async fn measure(
         }
     };
     let bridge_pid = bridge.pid;
-    let bridge_memory_initialized = Memory::of(bridge_pid)?;
+    let bridge_memory_initialized = BridgeMemory::of(bridge_pid)?;
 
     let direct = match DirectClient::start(peers.everything()).await {
         Ok(direct) => direct,
@@ -366,7 +397,7 @@ pub(crate) async fn measure(
         bridge,
     };
     let compared = rotate(&mut clients, [daemon_pid, server_pid, bridge_pid], options).await;
-    let bridge_memory_after = Memory::of(bridge_pid);
+    let bridge_memory_after = BridgeMemory::of(bridge_pid);
     let Clients {
         direct,
         corral_socket,
@@ -553,7 +584,7 @@ pub(crate) fn print(out: &mut impl Write, calls: &BridgeCalls) -> std::io::Resul
     writeln!(out)?;
     writeln!(
         out,
-        "{:<52} {:>9} {:>9} {:>9} {:>9}",
+        "{:<52} {:>10} {:>10} {:>10} {:>10}",
         "tools/call CPU time per call, user + system (µs)", "corrald", "server", "corral mcp", "benchmark"
     )?;
     for (label, path) in [
@@ -565,7 +596,7 @@ pub(crate) fn print(out: &mut impl Write, calls: &BridgeCalls) -> std::io::Resul
         let count = path.samples.len();
         writeln!(
             out,
-            "  {:<50} {:>9} {:>9} {:>9} {:>9}",
+            "  {:<50} {:>10} {:>10} {:>10} {:>10}",
             label,
             per_call(path.daemon_cpu, count),
             per_call(path.server_cpu, count),
@@ -577,8 +608,8 @@ pub(crate) fn print(out: &mut impl Write, calls: &BridgeCalls) -> std::io::Resul
     writeln!(out)?;
     writeln!(
         out,
-        "{:<52} {:>9} {:>9}  target",
-        "`corral mcp` process memory (MiB)", "VmRSS", "VmHWM"
+        "{:<52} {:>9} {:>9} {:>9} {:>9}  target",
+        "`corral mcp` process memory (MiB)", "VmRSS", "VmHWM", "RssAnon", "RssFile"
     )?;
     for (label, memory) in [
         ("idle, after initialize", &calls.bridge_memory_initialized),
@@ -586,11 +617,13 @@ pub(crate) fn print(out: &mut impl Write, calls: &BridgeCalls) -> std::io::Resul
     ] {
         writeln!(
             out,
-            "  {:<50} {:>9} {:>9}  VmRSS < 5 MiB: {}",
+            "  {:<50} {:>9} {:>9} {:>9} {:>9}  VmRSS < 5 MiB: {}",
             label,
-            mebibytes(memory.rss),
-            mebibytes(memory.hwm),
-            if memory.rss < TARGET_BRIDGE_RSS_BYTES {
+            mebibytes(memory.memory.rss),
+            mebibytes(memory.memory.hwm),
+            mebibytes(memory.anon),
+            mebibytes(memory.file),
+            if memory.memory.rss < TARGET_BRIDGE_RSS_BYTES {
                 "met"
             } else {
                 "MISSED"
