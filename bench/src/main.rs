@@ -282,6 +282,12 @@ fn main() -> ExitCode {
 
 async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let corrald = args.corrald()?;
+    // Looked for now, so that a missing `corral` fails the run before the measurements, not after.
+    let corral = if args.runs(Phase::Bridge) {
+        Some(args.corral(&corrald)?)
+    } else {
+        None
+    };
     report.corrald = Some(corrald.clone());
     let limit = Duration::from_secs(args.phase_timeout);
     let poll = Duration::from_millis(args.poll_ms.max(1));
@@ -398,13 +404,19 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     }
 
     if args.runs_any_server_phase() {
-        run_server_phases(args, &corrald, limit, report).await?;
+        run_server_phases(args, &corrald, corral.as_deref(), limit, report).await?;
     }
     Ok(())
 }
 
 /// The measurements with real MCP servers, each on fresh daemons.
-async fn run_server_phases(args: &Args, corrald: &Path, limit: Duration, report: &mut Report) -> anyhow::Result<()> {
+async fn run_server_phases(
+    args: &Args,
+    corrald: &Path,
+    corral: Option<&Path>,
+    limit: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let peers = Peers::locate(&args.peers_dir.clone().unwrap_or_else(Peers::default_dir))?;
     report.foreign_peer_processes = Some(survivors::foreign_processes_running(&peers.paths()));
     let servers = usize::from(args.servers);
@@ -468,18 +480,17 @@ async fn run_server_phases(args: &Args, corrald: &Path, limit: Duration, report:
         report.note_survivors(what, &calls.survivors);
         report.http_calls = Some(calls);
     }
-    if args.runs(Phase::Bridge) {
+    if let Some(corral) = corral {
         let what = "tools/call through `corral mcp` vs. the socket vs. direct";
         let options = bridge::Options {
             warmup: args.tool_warmup,
             requests: args.tool_requests.max(1),
         };
-        let corral = args.corral(corrald)?;
         let calls = bounded(
             what,
             limit,
             // Four clients and a daemon's worth of state: on the heap, not in `run`'s future.
-            Box::pin(bridge::measure(corrald, &corral, &peers, options)),
+            Box::pin(bridge::measure(corrald, corral, &peers, options)),
         )
         .await?;
         report.note_survivors(what, &calls.survivors);
