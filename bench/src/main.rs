@@ -11,11 +11,14 @@
 //! test peers): one server vs. many starting at once, `mcpServer/stop`
 //! latency, and the daemon's memory per running server; and `tools/call` of
 //! server-everything's `echo` through corrald next to a direct rmcp client,
-//! with many front-ends, and beside a long call. At the end it looks
+//! with many front-ends, and beside a long call; the same call through
+//! `corral mcp` (the bridge) next to the socket and the direct client, and
+//! the bridge process's memory. At the end it looks
 //! for processes of this run that are still alive. It prints numbers and
 //! never fails because of them: timing goals are for people to read, not for
 //! CI to assert (see `docs/benchmarks.md`).
 
+mod bridge;
 mod cpu;
 mod daemon;
 mod http_call;
@@ -82,6 +85,9 @@ struct Args {
     /// Interval between connection attempts while a daemon starts, in milliseconds.
     #[arg(long, default_value_t = 1)]
     poll_ms: u64,
+    /// The corral CLI, run as `corral mcp` by the `bridge` measurement [default: `corral` next to the corrald].
+    #[arg(long, value_name = "PATH")]
+    corral: Option<PathBuf>,
     /// Worker threads of the benchmark's own runtime [default: one per CPU].
     #[arg(long)]
     client_threads: Option<usize>,
@@ -159,6 +165,9 @@ enum Phase {
     /// `tools/call` of server-everything's `echo` over streamable HTTP through corrald vs. a
     /// direct rmcp HTTP client of the same server.
     ToolCallHttp,
+    /// `tools/call` of server-everything's `echo` through `corral mcp` vs. MCP and Corral's
+    /// `tools/call` on the socket vs. a direct rmcp client; the `corral mcp` process's memory.
+    Bridge,
     /// OAuth login request to server `ready`, against the TS SDK's example server with `--oauth`.
     OauthLogin,
     /// `tools/call` to the TS SDK's example server with `--oauth`, once per credential store.
@@ -189,6 +198,7 @@ impl Args {
             Phase::ServerMemory,
             Phase::ToolCall,
             Phase::ToolCallHttp,
+            Phase::Bridge,
             Phase::OauthLogin,
             Phase::OauthCall,
         ]
@@ -206,6 +216,18 @@ impl Args {
         if !path.is_file() {
             bail!(
                 "no corrald at {}: build it with `cargo build --release -p corrald` or pass --corrald",
+                path.display()
+            );
+        }
+        Ok(path)
+    }
+
+    /// The `corral` binary for `corral mcp`: `--corral`, else the one next to `corrald`.
+    fn corral(&self, corrald: &Path) -> anyhow::Result<PathBuf> {
+        let path = self.corral.clone().unwrap_or_else(|| corrald.with_file_name("corral"));
+        if !path.is_file() {
+            bail!(
+                "no corral at {}: build it with `cargo build --release -p corral-cli` or pass --corral",
                 path.display()
             );
         }
@@ -260,6 +282,12 @@ fn main() -> ExitCode {
 
 async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let corrald = args.corrald()?;
+    // Looked for now, so that a missing `corral` fails the run before the measurements, not after.
+    let corral = if args.runs(Phase::Bridge) {
+        Some(args.corral(&corrald)?)
+    } else {
+        None
+    };
     report.corrald = Some(corrald.clone());
     let limit = Duration::from_secs(args.phase_timeout);
     let poll = Duration::from_millis(args.poll_ms.max(1));
@@ -376,13 +404,19 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     }
 
     if args.runs_any_server_phase() {
-        run_server_phases(args, &corrald, limit, report).await?;
+        run_server_phases(args, &corrald, corral.as_deref(), limit, report).await?;
     }
     Ok(())
 }
 
 /// The measurements with real MCP servers, each on fresh daemons.
-async fn run_server_phases(args: &Args, corrald: &Path, limit: Duration, report: &mut Report) -> anyhow::Result<()> {
+async fn run_server_phases(
+    args: &Args,
+    corrald: &Path,
+    corral: Option<&Path>,
+    limit: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let peers = Peers::locate(&args.peers_dir.clone().unwrap_or_else(Peers::default_dir))?;
     report.foreign_peer_processes = Some(survivors::foreign_processes_running(&peers.paths()));
     let servers = usize::from(args.servers);
@@ -445,6 +479,22 @@ async fn run_server_phases(args: &Args, corrald: &Path, limit: Duration, report:
         let calls = bounded(what, limit, http_call::measure(corrald, &peers, options)).await?;
         report.note_survivors(what, &calls.survivors);
         report.http_calls = Some(calls);
+    }
+    if let Some(corral) = corral {
+        let what = "tools/call through `corral mcp` vs. the socket vs. direct";
+        let options = bridge::Options {
+            warmup: args.tool_warmup,
+            requests: args.tool_requests.max(1),
+        };
+        let calls = bounded(
+            what,
+            limit,
+            // Four clients and a daemon's worth of state: on the heap, not in `run`'s future.
+            Box::pin(bridge::measure(corrald, corral, &peers, options)),
+        )
+        .await?;
+        report.note_survivors(what, &calls.survivors);
+        report.bridge_calls = Some(calls);
     }
     if args.runs(Phase::OauthLogin) {
         let what = "OAuth login to ready";
@@ -533,6 +583,7 @@ struct Report {
     memory_per_server: Option<MemoryPerServer>,
     tool_calls: Option<tool_call::ToolCalls>,
     http_calls: Option<http_call::HttpCalls>,
+    bridge_calls: Option<bridge::BridgeCalls>,
     oauth_logins: Option<oauth_login::Logins>,
     oauth_calls: Option<oauth_call::OauthCalls>,
     /// Processes of this run alive right after their daemon exited: (measurement, process).
@@ -806,6 +857,9 @@ impl Report {
         }
         if let Some(calls) = &self.http_calls {
             http_call::print(out, calls)?;
+        }
+        if let Some(calls) = &self.bridge_calls {
+            bridge::print(out, calls)?;
         }
         if let Some(calls) = &self.oauth_calls {
             oauth_call::print(out, calls)?;

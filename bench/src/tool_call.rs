@@ -36,7 +36,7 @@ pub(crate) const SERVER: &str = "everything";
 /// `tools/call` params of every measured call.
 const ECHO_PARAMS: &str = r#"{"server":"everything","name":"echo","arguments":{"message":"x"}}"#;
 /// What a successful echo of `x` contains.
-const ECHO_TEXT: &str = "Echo: x";
+pub(crate) const ECHO_TEXT: &str = "Echo: x";
 /// The tool of the long call (it sleeps `duration` seconds in `steps` timers).
 const LONG_TOOL: &str = "trigger-long-running-operation";
 /// Steps of the long call (one timer each; no progress token, so no notifications).
@@ -274,14 +274,14 @@ async fn compare(
 }
 
 /// server-everything spawned under an `rmcp` client (`TokioChildProcess`).
-struct DirectClient {
+pub(crate) struct DirectClient {
     client: rmcp::service::RunningService<rmcp::RoleClient, ()>,
     echo: DirectEcho,
-    pid: u32,
+    pub(crate) pid: u32,
 }
 
 impl DirectClient {
-    async fn start(everything: &Path) -> anyhow::Result<Self> {
+    pub(crate) async fn start(everything: &Path) -> anyhow::Result<Self> {
         let mut command = tokio::process::Command::new("node");
         command
             .arg(everything)
@@ -313,13 +313,13 @@ impl DirectClient {
     }
 
     /// `call_tool` of `echo`; fails unless it echoed.
-    async fn echo(&self) -> anyhow::Result<()> {
+    pub(crate) async fn echo(&self) -> anyhow::Result<()> {
         self.echo.call(&self.client, "direct `call_tool` of `echo`").await
     }
 
     /// Close the client (rmcp drops the transport, whose child guard kills the server); make sure it is
     /// gone. Says how it ended.
-    async fn close(self) -> String {
+    pub(crate) async fn close(self) -> String {
         let Self { client, pid, .. } = self;
         let closed = tokio::time::timeout(EXIT_TIMEOUT, client.cancel()).await;
         let gone = wait_gone(pid).await;
