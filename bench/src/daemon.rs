@@ -2,8 +2,9 @@
 //! socket, measured through `/proc`, and always stopped (SIGTERM, then
 //! SIGKILL) and reaped, on success, on error and on panic.
 //!
-//! [`DaemonProcess::spawn`] is the only place in this crate that starts a
-//! process. The daemon stays in the benchmark's process group on purpose: a
+//! [`DaemonProcess::spawn`] starts the daemon (the phases that compare
+//! with a direct client start server-everything themselves, and the bridge
+//! phase starts `corral mcp`). The daemon stays in the benchmark's process group on purpose: a
 //! Ctrl-C in the terminal then reaches it too, even if the benchmark itself
 //! is killed before its destructors run.
 
