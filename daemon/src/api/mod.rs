@@ -264,10 +264,11 @@ pub(crate) async fn serve(
 /// Rate-limited warnings about refused connections and failed accepts: a
 /// flood of connects must not become a flood of log lines.
 #[derive(Debug, Default)]
-struct RefusalLog {
+pub(crate) struct RefusalLog {
     last_logged: Option<Instant>,
     refused_since: u64,
     failed_since: u64,
+    foreign_since: u64,
 }
 
 impl RefusalLog {
@@ -292,6 +293,23 @@ impl RefusalLog {
                 "refused connections: too many open connections (count since the last such line; see daemon/status)"
             );
             self.refused_since = 0;
+        }
+    }
+
+    /// A connection from another user (`peer_uid`; `None`: its credentials
+    /// could not be read) was closed at once. Another local user can connect
+    /// in a loop only where the socket's mode lets them (socket activation's
+    /// `SocketMode=`), and must not fill the log either.
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) fn foreign(&mut self, peer_uid: Option<u32>) {
+        self.foreign_since += 1;
+        if self.due() {
+            tracing::warn!(
+                ?peer_uid,
+                refused = self.foreign_since,
+                "refused a connection from another user (count since the last such line)"
+            );
+            self.foreign_since = 0;
         }
     }
 

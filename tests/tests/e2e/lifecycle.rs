@@ -222,7 +222,9 @@ async fn the_socket_is_private_and_so_is_a_directory_the_daemon_creates() {
     client.daemon_status().await.expect("daemon/status");
 }
 
-/// Connects as uid/gid 65534 (nobody), sends `initialize` and reports what came back.
+/// Connects as uid/gid 65534 (nobody), sends `initialize` and reports what
+/// came back; then connects `argv[2]` more times at once (a flood), and
+/// reports how many of those the daemon accepted and closed.
 const CONNECT_AS_NOBODY: &str = r#"
 import json, os, socket, sys
 os.setgroups([])
@@ -246,6 +248,19 @@ else:
         result.update(outcome="timeout")
     except (ConnectionResetError, BrokenPipeError) as error:
         result.update(outcome="closed", error=str(error))
+closed = 0
+for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 0):
+    flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    flood.settimeout(10)
+    try:
+        flood.connect(sys.argv[1])
+        if flood.recv(1) == b"":
+            closed += 1
+    except OSError:
+        pass
+    finally:
+        flood.close()
+result.update(flood_closed=closed)
 print(json.dumps(result))
 "#;
 
@@ -266,7 +281,11 @@ async fn connections_from_another_user_are_closed_without_an_answer() {
         panic!("python3 is needed for this test ({error}): install it with `apt-get install python3`");
     }
     let mut python = Command::new("python3");
-    python.arg("-c").arg(CONNECT_AS_NOBODY).arg(daemon.socket_path());
+    python
+        .arg("-c")
+        .arg(CONNECT_AS_NOBODY)
+        .arg(daemon.socket_path())
+        .arg("50");
     let output = run_command(&mut python, WAIT);
     assert!(output.status.success(), "python3 failed: {}", output.stderr);
     let result: Value = serde_json::from_str(output.stdout.trim())
@@ -278,6 +297,11 @@ async fn connections_from_another_user_are_closed_without_an_answer() {
         "a connection from uid 65534 must be closed without an answer, got {result}"
     );
 
+    assert_eq!(
+        result["flood_closed"], 50,
+        "every connection of the flood was closed: {result}"
+    );
+
     corral_tests::poll_until("the daemon to log the refused connection", || async {
         daemon
             .stderr()
@@ -285,6 +309,13 @@ async fn connections_from_another_user_are_closed_without_an_answer() {
             .then_some(())
     })
     .await;
+    // 51 refusals within a second: one log line (the count comes with the next one).
+    let stderr = daemon.stderr();
+    assert_eq!(
+        stderr.matches("refused a connection from another user").count(),
+        1,
+        "a flood of refused connections is one log line per interval:\n{stderr}"
+    );
     // The daemon's own user is still served.
     let mut same_user = daemon.raw_line_connection().await;
     same_user.initialize().await;

@@ -581,6 +581,8 @@ mod tests {
 pub struct UnixAcceptor {
     listener: tokio::net::UnixListener,
     own_uid: u32,
+    /// Refusals of other users' connections, logged at most once per interval.
+    refusals: crate::api::RefusalLog,
 }
 
 impl UnixAcceptor {
@@ -589,6 +591,7 @@ impl UnixAcceptor {
         Self {
             listener,
             own_uid: rustix::process::geteuid().as_raw(),
+            refusals: crate::api::RefusalLog::default(),
         }
     }
 }
@@ -601,11 +604,12 @@ impl super::Accept for UnixAcceptor {
         match stream.peer_cred() {
             Ok(credentials) if credentials.uid() == self.own_uid => {}
             Ok(credentials) => {
-                tracing::warn!(peer_uid = credentials.uid(), "refused a connection from another user");
+                self.refusals.foreign(Some(credentials.uid()));
                 return Ok(None);
             }
             Err(error) => {
-                tracing::warn!(%error, "refused a connection: cannot read peer credentials");
+                tracing::debug!(%error, "cannot read a connection's peer credentials");
+                self.refusals.foreign(None);
                 return Ok(None);
             }
         }
