@@ -169,18 +169,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
     async fn call(&mut self, method: &str, params: Option<&str>) -> anyhow::Result<String> {
         let id = self.next_id;
         self.next_id += 1;
-        self.request.clear();
-        // Written by hand, as in `RawConnection::send`: nothing here needs escaping.
-        self.request.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
-        self.request.extend_from_slice(id.to_string().as_bytes());
-        self.request.extend_from_slice(b",\"method\":\"");
-        self.request.extend_from_slice(method.as_bytes());
-        self.request.push(b'"');
-        if let Some(params) = params {
-            self.request.extend_from_slice(b",\"params\":");
-            self.request.extend_from_slice(params.as_bytes());
-        }
-        self.request.extend_from_slice(b"}\n");
+        crate::raw::write_request(&mut self.request, id, method, params);
         self.writer
             .write_all(&self.request)
             .await
