@@ -3,70 +3,23 @@
 //! daemon on a real Unix socket (answers are the committed protocol examples).
 //! Tests against the real `corrald` live in the workspace's `tests/` crate.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Run, WAIT, corral_command, path_str, run_bounded};
 use serde_json::{Value, json};
-
-/// Upper bound for every wait; reaching it is a failure.
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 /// Run `corral` with `args` (and no inherited `CORRAL_*` variables), killing it after [`WAIT`].
 fn corral(args: &[&str], env: &[(&str, &Path)]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
-    command
-        .args(args)
-        .env_remove("CORRAL_SOCKET")
-        .env_remove("CORRAL_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = corral_command(args);
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command.spawn().expect("spawn corral");
-    let mut stdout_pipe = child.stdout.take().expect("stdout piped");
-    let mut stderr_pipe = child.stderr.take().expect("stderr piped");
-    // Drain both pipes on threads so a chatty child never blocks on a full pipe.
-    let stdout = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout_pipe.read_to_string(&mut text).expect("read stdout");
-        text
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        stderr_pipe.read_to_string(&mut text).expect("read stderr");
-        text
-    });
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for corral") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("corral {args:?} did not finish within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Run {
-        code: status.code().expect("corral exited normally, not by a signal"),
-        stdout: stdout.join().expect("stdout thread"),
-        stderr: stderr.join().expect("stderr thread"),
-    }
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
+    run_bounded(command, args)
 }
 
 // ---------------------------------------------------------------------------

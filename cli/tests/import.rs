@@ -3,76 +3,29 @@
 //! with its exact Corral config and notes), writing into an existing config,
 //! corrupt files, and install/uninstall round trips for every client.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// Upper bound for every run; reaching it is a failure.
-const WAIT: Duration = Duration::from_secs(20);
+use std::path::{Path, PathBuf};
+
+use common::{Run, corral_command, path_str, run_bounded};
 
 /// Every secret in the cases contains this; it must never be printed.
 const SECRET_MARK: &str = "s3cr3t";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Run `corral` with `args`, `HOME` set to `home` and no variables that would point it
 /// elsewhere; killed after [`WAIT`].
 fn corral(args: &[&str], home: &Path) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+    let mut command = corral_command(args);
     command
-        .args(args)
         .env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
-        .env_remove("CODEX_HOME")
-        .env_remove("CORRAL_CONFIG")
-        .env_remove("CORRAL_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("spawn corral");
-    let mut stdout_pipe = child.stdout.take().expect("stdout piped");
-    let mut stderr_pipe = child.stderr.take().expect("stderr piped");
-    let stdout = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout_pipe.read_to_string(&mut text).expect("read stdout");
-        text
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        stderr_pipe.read_to_string(&mut text).expect("read stderr");
-        text
-    });
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for corral") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("corral {args:?} did not finish within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let run = Run {
-        code: status.code().expect("corral exited normally, not by a signal"),
-        stdout: stdout.join().expect("stdout thread"),
-        stderr: stderr.join().expect("stderr thread"),
-    };
+        .env_remove("CODEX_HOME");
+    let run = run_bounded(command, args);
     assert!(
         !run.stdout.contains(SECRET_MARK) && !run.stderr.contains(SECRET_MARK),
         "corral {args:?} printed a secret"
     );
     run
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("test paths are UTF-8")
 }
 
 fn cases_dir() -> PathBuf {
