@@ -48,17 +48,9 @@ pub(crate) fn entry(context: &Context, member: &Member) -> ServerDraft {
                 Some(args) => draft.args(context, "args", &args),
                 None => draft.mark_unusable(format!("`args` is {}, expected an array of strings", value.describe())),
             },
-            "env" => match string_pairs(value) {
-                Some(pairs) => {
-                    for (key, item) in pairs {
-                        match item {
-                            Some(item) => draft.env(context, "env", &key, &item),
-                            None => draft.not_mapped(&format!("env.{key}"), "not a string"),
-                        }
-                    }
-                }
-                None => draft.not_mapped("env", "not an object"),
-            },
+            "env" => each_pair(&mut draft, "env", value, |draft, key, item| {
+                draft.env(context, "env", key, item);
+            }),
             "cwd" => match value.as_str() {
                 Some(cwd) => draft.server.cwd = Some(draft.text(context, "cwd", cwd)),
                 None => draft.not_mapped("cwd", "not a string"),
@@ -67,17 +59,9 @@ pub(crate) fn entry(context: &Context, member: &Member) -> ServerDraft {
                 Some(url) => draft.url(context, "url", url),
                 None => draft.mark_unusable(format!("`url` is {}, expected a string", value.describe())),
             },
-            "headers" => match string_pairs(value) {
-                Some(pairs) => {
-                    for (key, item) in pairs {
-                        match item {
-                            Some(item) => draft.header(context, "headers", &key, &item),
-                            None => draft.not_mapped(&format!("headers.{key}"), "not a string"),
-                        }
-                    }
-                }
-                None => draft.not_mapped("headers", "not an object"),
-            },
+            "headers" => each_pair(&mut draft, "headers", value, |draft, key, item| {
+                draft.header(context, "headers", key, item);
+            }),
             "oauth" => oauth(&mut draft, value),
             "auth" => cursor_auth(&mut draft, value),
             "disabled" => match value.kind {
@@ -173,6 +157,28 @@ pub(crate) fn strings(value: &Value) -> Option<Vec<String>> {
 }
 
 /// An object's members as `(key, Some(text))`, numbers and booleans as written, `None` for others.
+/// Each string member of the object `value` (field `field`) handed to
+/// `apply`; a member that is not a string, or a `value` that is not an
+/// object, is named as not mapped.
+pub(crate) fn each_pair(
+    draft: &mut ServerDraft,
+    field: &str,
+    value: &Value,
+    mut apply: impl FnMut(&mut ServerDraft, &str, &str),
+) {
+    match string_pairs(value) {
+        Some(pairs) => {
+            for (key, item) in pairs {
+                match item {
+                    Some(item) => apply(draft, &key, &item),
+                    None => draft.not_mapped(&format!("{field}.{key}"), "not a string"),
+                }
+            }
+        }
+        None => draft.not_mapped(field, "not an object"),
+    }
+}
+
 pub(crate) fn string_pairs(value: &Value) -> Option<Vec<(String, Option<String>)>> {
     let members = value.members()?;
     Some(

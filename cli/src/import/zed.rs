@@ -7,7 +7,7 @@
 
 use super::draft::{Context, ServerDraft};
 use super::jsonc::{Kind, Member, Value};
-use super::mcp_servers::{string_pairs, strings};
+use super::mcp_servers::{each_pair, strings};
 
 pub(crate) fn servers(context: &Context, root: &Value) -> Result<Vec<ServerDraft>, String> {
     let Some(servers) = root.get("context_servers") else {
@@ -57,17 +57,9 @@ fn entry(context: &Context, member: &Member) -> ServerDraft {
                 Some(url) => draft.url(context, "url", url),
                 None => draft.mark_unusable(format!("`url` is {}, expected a string", value.describe())),
             },
-            "headers" => match string_pairs(value) {
-                Some(pairs) => {
-                    for (key, item) in pairs {
-                        match item {
-                            Some(item) => draft.header(context, "headers", &key, &item),
-                            None => draft.not_mapped(&format!("headers.{key}"), "not a string"),
-                        }
-                    }
-                }
-                None => draft.not_mapped("headers", "not an object"),
-            },
+            "headers" => each_pair(&mut draft, "headers", value, |draft, key, item| {
+                draft.header(context, "headers", key, item);
+            }),
             "enabled" => match value.kind {
                 Kind::Bool(enabled) => draft.server.enabled = Some(enabled),
                 _ => draft.not_mapped("enabled", "not a boolean"),
@@ -136,17 +128,9 @@ fn env(context: &Context, draft: &mut ServerDraft, field: &str, value: &Value) {
     if matches!(value.kind, Kind::Null) {
         return;
     }
-    match string_pairs(value) {
-        Some(pairs) => {
-            for (key, item) in pairs {
-                match item {
-                    Some(item) => draft.env(context, field, &key, &item),
-                    None => draft.not_mapped(&format!("{field}.{key}"), "not a string"),
-                }
-            }
-        }
-        None => draft.not_mapped(field, "not an object"),
-    }
+    each_pair(draft, field, value, |draft, key, item| {
+        draft.env(context, field, key, item);
+    });
 }
 
 /// `oauth: {client_id, client_secret}`: a pre-registered OAuth client.
