@@ -80,12 +80,16 @@ pub(crate) async fn start(
     if options.server_cgroups {
         process::cgroup::enable(&processes);
     }
-    if let Some(OpenFiles { inherited, in_force }) = open_files
+    if let Some(OpenFiles {
+        inherited,
+        in_force,
+        hard,
+    }) = open_files
         && inherited < in_force
     {
         // Raised for corrald's own sockets and pipes; servers start with the
         // limit corrald was given, as if the user had started them.
-        processes.set_child_open_files(inherited);
+        processes.set_child_open_files(inherited, hard);
     }
 
     // Opening the keyring is a D-Bus round trip (or a timeout): off the runtime.
@@ -305,11 +309,13 @@ pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &T
 }
 
 /// The soft open-file limit corrald was started with, and the one in force
-/// after [`raise_open_file_limit`] (`u64::MAX`: unlimited).
+/// after [`raise_open_file_limit`] (`u64::MAX`: unlimited); the hard limit
+/// (`None`: unlimited), unchanged.
 #[derive(Debug, Clone, Copy)]
 struct OpenFiles {
     inherited: u64,
     in_force: u64,
+    hard: Option<u64>,
 }
 
 /// Raise the soft open-file limit to the hard limit (the common default soft
@@ -333,7 +339,11 @@ fn raise_open_file_limit() -> Option<OpenFiles> {
                 in_force = hard;
             }
         }
-        Some(OpenFiles { inherited, in_force })
+        Some(OpenFiles {
+            inherited,
+            in_force,
+            hard: limit.maximum,
+        })
     }
     #[cfg(not(unix))]
     {

@@ -463,7 +463,11 @@ async fn serve_callback(
                 let hits = hits.clone();
                 async move { Ok::<_, Infallible>(answer_callback(request, &path, &hits).await) }
             });
+            // One request per connection: a browser that keeps the connection
+            // open after the page must not hold this task (and the daemon's
+            // shutdown, which waits for it) until the timeout.
             let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
         });

@@ -332,7 +332,8 @@ mod tests {
         );
         assert!(one.starts_with(LEAF_PREFIX) && one.ends_with('-'), "{one}");
         assert_eq!(one.len(), LEAF_PREFIX.len() + 13, "{one}");
-        // No prefix is a prefix of another socket's (the separator ends the tag).
-        assert!(!leaf_prefix(None).starts_with(&one));
+        // No socket's prefix is a prefix of another's (the separator ends the tag).
+        let other = leaf_prefix(Some(Path::new("/run/user/1000/corral/other.sock.children")));
+        assert!(!one.starts_with(&other) && !other.starts_with(&one), "{one} {other}");
     }
 }

@@ -113,7 +113,7 @@ pub struct Registry {
     record_error: tokio::sync::watch::Sender<Option<String>>,
     /// The soft open-file limit servers start with, when corrald raised its
     /// own: the one corrald was given. Set once, at boot.
-    child_open_files: OnceLock<u64>,
+    child_open_files: OnceLock<(u64, Option<u64>)>,
 }
 
 /// Where the record lives: a file name in the socket's directory.
@@ -242,13 +242,14 @@ impl Registry {
     }
 
     /// The soft open-file limit a server starts with, if it is not corrald's own.
-    pub(crate) fn child_open_files(&self) -> Option<u64> {
+    /// (soft, hard; `None`: unlimited), read once at boot: no `getrlimit` per launch.
+    pub(crate) fn child_open_files(&self) -> Option<(u64, Option<u64>)> {
         self.child_open_files.get().copied()
     }
 
     /// Set once, at boot, when corrald raised its own soft open-file limit.
-    pub(crate) fn set_child_open_files(&self, soft: u64) {
-        let _ = self.child_open_files.set(soft);
+    pub(crate) fn set_child_open_files(&self, soft: u64, hard: Option<u64>) {
+        let _ = self.child_open_files.set((soft, hard));
     }
 
     /// Set once, at boot, by `cgroup::enable`.

@@ -281,11 +281,12 @@ pub fn launch(
     // corrald raised its own soft open-file limit; the server gets the one
     // corrald was given (a program that needs more raises it itself).
     #[cfg(unix)]
-    let open_files = processes.child_open_files().map(|soft| {
-        let mut limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        limit.current = Some(soft);
-        limit
-    });
+    let open_files = processes
+        .child_open_files()
+        .map(|(soft, hard)| rustix::process::Rlimit {
+            current: Some(soft),
+            maximum: hard,
+        });
     #[cfg(target_os = "linux")]
     let leaf_fd = leaf_procs.as_ref().map(|procs| {
         use std::os::fd::AsRawFd as _;
