@@ -580,6 +580,27 @@ impl AutoStart {
     }
 }
 
+impl Drop for AutoStart {
+    /// A daemon a bridge started runs in its own session and outlives the
+    /// bridge: whatever the test did or failed to do, stop it (SIGTERM, so it
+    /// takes its servers along; SIGKILL after a bounded wait).
+    fn drop(&mut self) {
+        let daemons = self.daemons();
+        for &pid in &daemons {
+            corral_tests::send_signal(pid, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while daemons.iter().any(|&pid| is_alive(pid)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for &pid in &daemons {
+            if is_alive(pid) {
+                corral_tests::send_signal(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// A bridge process driven with raw MCP lines.
 struct RawBridge {
     child: Child,
