@@ -131,21 +131,11 @@ pub(crate) fn not_available_error(server: &str, not_available: &NotAvailable) ->
     match not_available {
         NotAvailable::NotFound => server_not_found(server),
         NotAvailable::NotReady {
-            status,
-            failure_reason,
-            error,
+            status, failure_reason, ..
         } => {
-            let mut message = format!("MCP server `{server}` is not ready ({status}");
-            if let Some(reason) = failure_reason {
-                message.push_str(&format!(": {reason}"));
-            }
-            message.push(')');
-            match (status, error) {
-                (ServerStatus::Failed, Some(error)) => message.push_str(&format!(": {error}")),
-                (ServerStatus::Stopped | ServerStatus::Cancelled, _) => {
-                    message.push_str(&format!(": start it with `corral start {server}`"));
-                }
-                _ => {}
+            let mut message = not_available.describe(server);
+            if matches!(status, ServerStatus::Stopped | ServerStatus::Cancelled) {
+                message.push_str(&format!(": start it with `corral start {server}`"));
             }
             ErrorObjectOwned::owned(
                 ErrorCode::ServerNotReady.code(),
@@ -169,68 +159,29 @@ pub(crate) fn timeout_error(server: &str, request: &str, timeout: Duration) -> E
 /// The error for `request` (e.g. "`tools/call` of `echo`") sent to `server`
 /// that failed, or was not sent, for `error`.
 pub(crate) fn route_error(server: &str, request: &str, error: RouteError) -> ErrorObjectOwned {
-    match error {
-        // A streamable-HTTP server: its own words, never the URL (it may carry a token).
-        RouteError::Unreachable { message } => rpc_error(
-            ErrorCode::ServerNotReady,
-            format!("MCP server `{server}` could not be reached during {request}: {message}"),
-        ),
-        RouteError::Http { reason, message } => ErrorObjectOwned::owned(
-            ErrorCode::ServerError.code(),
-            format!("MCP server `{server}` failed {request}: {message}"),
+    let message = error.describe(server, request);
+    let (code, data) = match error {
+        RouteError::Http { reason, .. } => (
+            ErrorCode::ServerError,
             Some(serde_json::json!({ "failureReason": reason })),
         ),
-        RouteError::Answered { code, message, data } => ErrorObjectOwned::owned(
-            ErrorCode::ServerError.code(),
-            format!("MCP server `{server}` answered {request} with an error: {message}"),
+        RouteError::Answered { code, message, data } => (
+            ErrorCode::ServerError,
             Some(serde_json::json!({ "code": code, "message": message, "data": data })),
         ),
-        RouteError::Gone { message } => rpc_error(
-            ErrorCode::ServerNotReady,
-            format!("MCP server `{server}` went away during {request}: {message}"),
-        ),
-        RouteError::Failed { message } => rpc_error(
-            ErrorCode::ServerError,
-            format!("{request} on MCP server `{server}` failed: {message}"),
-        ),
-        RouteError::SessionLost { why } => rpc_error(
-            ErrorCode::ServerNotReady,
-            format!("MCP server `{server}` lost the session during {request} and a new one could not be made: {why}"),
-        ),
-        // Worded as the failure it is; whether to re-authorize is the caller's choice.
-        RouteError::InsufficientScope { error, .. } => route_error(server, request, *error),
-        RouteError::UnhandledResult { kinds } => rpc_error(
-            ErrorCode::ServerError,
-            format!(
-                "MCP server `{server}` answered {request} with a result kind corrald does not handle yet ({kinds})"
-            ),
-        ),
-        RouteError::Unserializable { what, why } => {
-            rpc_error(ErrorCode::InternalError, format!("cannot serialize {what}: {why}"))
+        RouteError::Unreachable { .. } | RouteError::Gone { .. } | RouteError::SessionLost { .. } => {
+            (ErrorCode::ServerNotReady, None)
         }
-        RouteError::RepeatedCursor { cursor } => rpc_error(
-            ErrorCode::ServerError,
-            format!("MCP server `{server}` repeated the pagination cursor {cursor:?} in {request}"),
-        ),
-        RouteError::TooManyPages { max } => rpc_error(
-            ErrorCode::ServerError,
-            format!("MCP server `{server}` returned more than {max} pages for {request}"),
-        ),
-        RouteError::ToolDisabled { tool } => rpc_error(
-            ErrorCode::ToolNotAvailable,
-            format!(
-                "tool `{tool}` of MCP server `{server}` is disabled by the config (enabled_tools / disabled_tools)"
-            ),
-        ),
-        RouteError::UnknownTool { tool } => rpc_error(
-            ErrorCode::ToolNotAvailable,
-            format!("MCP server `{server}` has no tool named `{tool}`"),
-        ),
-        RouteError::SubscriptionsUnsupported => rpc_error(
-            ErrorCode::ServerError,
-            format!("MCP server `{server}` does not support resource subscriptions"),
-        ),
-    }
+        RouteError::InsufficientScope { error, .. } => return route_error(server, request, *error),
+        RouteError::Unserializable { .. } => (ErrorCode::InternalError, None),
+        RouteError::ToolDisabled { .. } | RouteError::UnknownTool { .. } => (ErrorCode::ToolNotAvailable, None),
+        RouteError::Failed { .. }
+        | RouteError::UnhandledResult { .. }
+        | RouteError::RepeatedCursor { .. }
+        | RouteError::TooManyPages { .. }
+        | RouteError::SubscriptionsUnsupported => (ErrorCode::ServerError, None),
+    };
+    ErrorObjectOwned::owned(code.code(), message, data)
 }
 
 /// `error` with `sentence` added to its message (`"…; sentence"`), code and data kept.

@@ -1,20 +1,21 @@
-//! `notifications/tools/list_changed` for one MCP client: told whenever the
-//! tools it would list may have changed — a server became ready, stopped
-//! being ready (failed, stopped, removed, restarting), or re-listed its
-//! tools.
+//! `notifications/{tools,prompts,resources}/list_changed` for one MCP
+//! client: told whenever what it would list may have changed — a server it
+//! sees became ready, stopped being ready (failed, stopped, removed,
+//! restarting), or changed its tools, prompts or resources.
 //!
 //! One task per MCP connection ([`spawn`], at `initialize`) follows the
-//! event hub and the set of ready servers. Coalesced, never lost: a change
-//! is sent at once unless one was sent less than [`INTERVAL`] ago; then
-//! one notification goes out when the interval is over, for every change
-//! meanwhile. Falling behind the hub (`Lagged`) counts as a change. The
-//! notification waits for room in the link's queue rather than being
+//! event hub and the set of ready servers the client sees. Coalesced, never
+//! lost: a change is sent at once unless one was sent less than
+//! [`INTERVAL`] ago; then one notification of each kind that changed goes
+//! out when the interval is over, for every change meanwhile. Falling
+//! behind the hub (`Lagged`) counts as a change of everything. The
+//! notifications wait for room in the link's queue rather than being
 //! dropped.
 //!
 //! The task lives as long as the connection: it ends when the connection's
 //! writer is gone (the link's queue closed), which every connection's end
 //! and the daemon's shutdown bring about, or when the hub or the supervisor
-//! is gone.
+//! is gone; its end takes the client out of the bridge ([`Registered`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,27 +27,88 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use super::{Client, Registered};
 use crate::hub::Hub;
 use crate::hub::link::Link;
 use crate::supervisor::SupervisorHandle;
 
 /// MCP's notification that the tool list changed.
 pub(crate) const TOOLS_LIST_CHANGED: &str = "notifications/tools/list_changed";
+/// MCP's notification that the prompt list changed.
+pub(crate) const PROMPTS_LIST_CHANGED: &str = "notifications/prompts/list_changed";
+/// MCP's notification that the resource list changed.
+pub(crate) const RESOURCES_LIST_CHANGED: &str = "notifications/resources/list_changed";
 
-/// At most one `list_changed` per this interval.
+/// At most one `list_changed` of each kind per this interval.
 pub(crate) const INTERVAL: Duration = Duration::from_millis(100);
 
-/// Follow the tools of every server for the MCP client on `link`.
-pub(crate) fn spawn(tasks: &TaskTracker, supervisor: SupervisorHandle, hub: Arc<Hub>, link: Arc<Link>) {
-    let span = tracing::debug_span!("mcp_client_tools", connection = link.id);
-    tasks.spawn(follow(supervisor, hub, link).instrument(span));
+/// What may have changed, by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Changes {
+    tools: bool,
+    prompts: bool,
+    resources: bool,
 }
 
-async fn follow(supervisor: SupervisorHandle, hub: Arc<Hub>, link: Arc<Link>) {
+impl Changes {
+    const ALL: Self = Self {
+        tools: true,
+        prompts: true,
+        resources: true,
+    };
+    const NONE: Self = Self {
+        tools: false,
+        prompts: false,
+        resources: false,
+    };
+
+    fn any(self) -> bool {
+        self != Self::NONE
+    }
+
+    fn add(&mut self, other: Self) {
+        self.tools |= other.tools;
+        self.prompts |= other.prompts;
+        self.resources |= other.resources;
+    }
+
+    /// The notifications to send for these changes.
+    fn methods(self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.tools, TOOLS_LIST_CHANGED),
+            (self.prompts, PROMPTS_LIST_CHANGED),
+            (self.resources, RESOURCES_LIST_CHANGED),
+        ]
+        .into_iter()
+        .filter_map(|(changed, method)| changed.then_some(method))
+    }
+}
+
+/// Follow the servers `client` sees for it, on `link`; `registered` is dropped when the task ends.
+pub(crate) fn spawn(
+    tasks: &TaskTracker,
+    supervisor: SupervisorHandle,
+    hub: Arc<Hub>,
+    link: Arc<Link>,
+    client: Arc<Client>,
+    registered: Registered,
+) {
+    let span = tracing::debug_span!("mcp_client_lists", connection = link.id);
+    tasks.spawn(follow(supervisor, hub, link, client, registered).instrument(span));
+}
+
+async fn follow(
+    supervisor: SupervisorHandle,
+    hub: Arc<Hub>,
+    link: Arc<Link>,
+    client: Arc<Client>,
+    registered: Registered,
+) {
+    let _registered = registered;
     // Subscribed before the ready set is read, so no change falls between.
     let mut events = hub.events.subscribe().receiver;
     drop(hub);
-    let Some(mut ready) = ready_servers(&supervisor).await else {
+    let Some(mut ready) = visible_ready(&supervisor, &client).await else {
         return;
     };
     let mut pending = Coalescer::default();
@@ -56,21 +118,30 @@ async fn follow(supervisor: SupervisorHandle, hub: Arc<Hub>, link: Arc<Link>) {
             () = link.closed() => return,
             event = events.recv() => match event {
                 Ok(frame) => {
-                    if changes_tools(&frame.notification, &mut ready) {
-                        pending.changed();
-                    }
+                    let changes = match &frame.notification {
+                        // Which servers the client sees is the view's to say, with the owners of now.
+                        DaemonNotification::StartupStatusUpdated(update) if update.status == ServerStatus::Ready => {
+                            let Some(now_ready) = visible_ready(&supervisor, &client).await else { return };
+                            ready = now_ready;
+                            if ready.contains(&update.name) { Changes::ALL } else { Changes::NONE }
+                        }
+                        notification => changes(notification, &mut ready),
+                    };
+                    pending.changed(changes);
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "fell behind the event hub; telling the client its tools may have changed");
-                    pending.changed();
-                    let Some(now_ready) = ready_servers(&supervisor).await else { return };
+                    tracing::debug!(missed, "fell behind the event hub; telling the client its lists may have changed");
+                    pending.changed(Changes::ALL);
+                    let Some(now_ready) = visible_ready(&supervisor, &client).await else { return };
                     ready = now_ready;
                 }
                 Err(RecvError::Closed) => return,
             },
             () = sleep_until(pending.due()) => {
-                if !link.notify_reliably(TOOLS_LIST_CHANGED, serde_json::json!({})).await {
-                    return;
+                for method in pending.take().methods() {
+                    if !link.notify_reliably(method, serde_json::json!({})).await {
+                        return;
+                    }
                 }
                 pending.sent(Instant::now());
             }
@@ -78,44 +149,69 @@ async fn follow(supervisor: SupervisorHandle, hub: Arc<Hub>, link: Arc<Link>) {
     }
 }
 
-/// The names of the ready servers; `None` once the supervisor is gone.
-async fn ready_servers(supervisor: &SupervisorHandle) -> Option<HashSet<String>> {
+/// The registry names of the ready servers `client` sees; `None` once the supervisor is gone.
+async fn visible_ready(supervisor: &SupervisorHandle, client: &Client) -> Option<HashSet<String>> {
     let targets = supervisor.targets(None).await.ok()?.unwrap_or_default();
-    Some(targets.ready.into_iter().map(|target| target.config.name).collect())
+    Some(
+        targets
+            .ready
+            .into_iter()
+            .map(|target| target.config.name)
+            .filter(|name| client.view.shown_name(name, &targets.owners).is_some())
+            .collect(),
+    )
 }
 
-/// Whether `notification` may change the tools a client lists, keeping
-/// `ready` (the ready servers) up to date. Every `ready` counts, even for a
-/// server already in the set (it may have restarted with other tools; and
-/// the set may have been read after the client listed).
-fn changes_tools(notification: &DaemonNotification, ready: &mut HashSet<String>) -> bool {
+/// What `notification` (other than a server becoming ready) may change
+/// for a client that sees the ready servers `ready`, keeping `ready` up
+/// to date.
+fn changes(notification: &DaemonNotification, ready: &mut HashSet<String>) -> Changes {
+    let seen = |name: &str| ready.contains(name);
     match notification {
-        DaemonNotification::StartupStatusUpdated(update) if update.status == ServerStatus::Ready => {
-            ready.insert(update.name.clone());
-            true
+        DaemonNotification::StartupStatusUpdated(update) if update.status != ServerStatus::Ready => {
+            if ready.remove(&update.name) {
+                Changes::ALL
+            } else {
+                Changes::NONE
+            }
         }
-        DaemonNotification::StartupStatusUpdated(update) => ready.remove(&update.name),
-        DaemonNotification::ToolsListChanged(_) => true,
-        _ => false,
+        DaemonNotification::ToolsListChanged(changed) if seen(&changed.name) => Changes {
+            tools: true,
+            ..Changes::NONE
+        },
+        DaemonNotification::PromptsListChanged(changed) if seen(&changed.name) => Changes {
+            prompts: true,
+            ..Changes::NONE
+        },
+        DaemonNotification::ResourcesListChanged(changed) if seen(&changed.name) => Changes {
+            resources: true,
+            ..Changes::NONE
+        },
+        _ => Changes::NONE,
     }
 }
 
 /// When the next `list_changed` is due.
 #[derive(Debug, Default)]
 struct Coalescer {
-    /// A change not told yet.
-    pending: bool,
+    /// Changes not told yet.
+    pending: Changes,
     last_sent: Option<Instant>,
 }
 
 impl Coalescer {
-    fn changed(&mut self) {
-        self.pending = true;
+    fn changed(&mut self, changes: Changes) {
+        self.pending.add(changes);
+    }
+
+    /// The changes to tell now.
+    fn take(&mut self) -> Changes {
+        std::mem::take(&mut self.pending)
     }
 
     /// When to send: now, or [`INTERVAL`] after the last one; `None` with nothing to send.
     fn due(&self) -> Option<Instant> {
-        if !self.pending {
+        if !self.pending.any() {
             return None;
         }
         let now = Instant::now();
@@ -123,7 +219,7 @@ impl Coalescer {
     }
 
     fn sent(&mut self, at: Instant) {
-        self.pending = false;
+        self.pending = Changes::NONE;
         self.last_sent = Some(at);
     }
 }
@@ -138,7 +234,7 @@ async fn sleep_until(due: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
-    use corral_protocol::{StartupStatusUpdated, ToolsListChanged};
+    use corral_protocol::{ListChanged, StartupStatusUpdated, ToolsListChanged};
 
     use super::*;
 
@@ -147,45 +243,69 @@ mod tests {
     }
 
     #[test]
-    fn ready_servers_coming_and_going_change_the_tools() {
-        let mut ready = HashSet::from(["a".to_owned()]);
-        assert!(
-            !changes_tools(&status("b", ServerStatus::Starting), &mut ready),
-            "b was not listed"
+    fn servers_leaving_and_lists_changing_change_what_the_client_lists() {
+        let mut ready = HashSet::from(["a".to_owned(), "b".to_owned()]);
+        assert_eq!(
+            changes(&status("c", ServerStatus::Starting), &mut ready),
+            Changes::NONE,
+            "c was not listed"
         );
-        assert!(changes_tools(&status("b", ServerStatus::Ready), &mut ready));
-        assert!(
-            changes_tools(&status("b", ServerStatus::Ready), &mut ready),
-            "ready again: may be new tools"
-        );
-        assert!(
-            changes_tools(&status("a", ServerStatus::Failed), &mut ready),
-            "a's tools are gone"
-        );
-        assert!(
-            !changes_tools(&status("a", ServerStatus::Starting), &mut ready),
+        assert_eq!(changes(&status("a", ServerStatus::Failed), &mut ready), Changes::ALL);
+        assert_eq!(
+            changes(&status("a", ServerStatus::Starting), &mut ready),
+            Changes::NONE,
             "already gone"
         );
-        assert!(changes_tools(&status("b", ServerStatus::Stopped), &mut ready));
+        let tools = DaemonNotification::ToolsListChanged(ToolsListChanged::new(2, "b", 3));
+        assert_eq!(
+            changes(&tools, &mut ready),
+            Changes {
+                tools: true,
+                ..Changes::NONE
+            }
+        );
+        let prompts = DaemonNotification::PromptsListChanged(ListChanged::new(3, "b"));
+        assert!(changes(&prompts, &mut ready).prompts);
+        let resources = DaemonNotification::ResourcesListChanged(ListChanged::new(4, "b"));
+        assert_eq!(
+            changes(&resources, &mut ready).methods().collect::<Vec<_>>(),
+            [RESOURCES_LIST_CHANGED]
+        );
+        let hidden = DaemonNotification::ToolsListChanged(ToolsListChanged::new(5, "theirs", 1));
+        assert_eq!(
+            changes(&hidden, &mut ready),
+            Changes::NONE,
+            "a server the client does not see"
+        );
+        assert_eq!(changes(&status("b", ServerStatus::Stopped), &mut ready), Changes::ALL);
         assert!(ready.is_empty());
-        let listed = DaemonNotification::ToolsListChanged(ToolsListChanged::new(2, "c", 3));
-        assert!(changes_tools(&listed, &mut ready));
     }
 
     #[test]
     fn changes_are_sent_at_once_then_at_most_once_per_interval() {
         let mut coalescer = Coalescer::default();
         assert_eq!(coalescer.due(), None, "nothing to say");
-        coalescer.changed();
+        coalescer.changed(Changes::ALL);
         let first = coalescer.due().expect("due");
         assert!(first <= Instant::now(), "the first change goes at once");
         coalescer.sent(first);
         assert_eq!(coalescer.due(), None);
-        coalescer.changed();
-        coalescer.changed();
+        coalescer.changed(Changes {
+            tools: true,
+            ..Changes::NONE
+        });
+        coalescer.changed(Changes {
+            prompts: true,
+            ..Changes::NONE
+        });
         let second = coalescer.due().expect("due");
         assert!(second >= first + INTERVAL, "not before the interval is over");
+        assert_eq!(
+            coalescer.take().methods().collect::<Vec<_>>(),
+            [TOOLS_LIST_CHANGED, PROMPTS_LIST_CHANGED],
+            "both changes told, one notification each"
+        );
         coalescer.sent(second);
-        assert_eq!(coalescer.due(), None, "both changes told by one notification");
+        assert_eq!(coalescer.due(), None);
     }
 }

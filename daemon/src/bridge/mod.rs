@@ -10,10 +10,11 @@
 //! later transport (the loopback HTTP endpoint) will serve.
 //!
 //! What it owns: MCP's words for the daemon. `initialize` (version
-//! negotiation), `ping`, `logging/setLevel`, `tools/list` and `tools/call`
-//! ([`tools`]) with one namespace of names ([`names`]), and the
-//! `notifications/tools/list_changed` a client gets when the set of tools
-//! may have changed ([`live`]).
+//! negotiation, the client's options: [`view`]), `ping`,
+//! `logging/setLevel`, `tools/list` and `tools/call` ([`tools`]),
+//! prompts and resources ([`catalog`]), one namespace of names per client
+//! ([`names`]), and the `list_changed` notifications a client gets when
+//! what it lists may have changed ([`live`]).
 //!
 //! Invariants:
 //! - an MCP client gets MCP messages only: never Corral's notifications
@@ -22,7 +23,11 @@
 //!   dialect), no `requestCancelled` answer after its own
 //!   `notifications/cancelled`;
 //! - a server's answers pass through as the server wrote them
-//!   (`mcp::forward` returns the raw JSON); the bridge only renames tools;
+//!   (`mcp::forward` returns the raw JSON); the bridge only renames tools
+//!   and prompts, and prefixes a resource URI another server already has;
+//! - a client sees only what its [`view::View`] shows: never another
+//!   client's own servers; its own (`--config`) live exactly as long as its
+//!   connection (session servers, reaped by the supervisor when it ends);
 //! - only ready servers' tools are listed; a call to a server that is not
 //!   ready answers at once with a tool error saying why and what to do;
 //! - requests a server makes of its client (elicitation, sampling) are
@@ -32,10 +37,13 @@
 //! Dependencies: `mcp::{forward, route}`, the supervisor's handle and the
 //! hub; never the api room (which names this one).
 
+pub(crate) mod catalog;
 pub(crate) mod live;
 pub(crate) mod names;
 pub(crate) mod tools;
+pub(crate) mod view;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use corral_protocol::{ClientCapabilities, ErrorCode};
@@ -48,12 +56,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::hub::Hub;
 use crate::hub::link::Link;
-use crate::supervisor::SupervisorHandle;
+use crate::supervisor::{ControlAction, SupervisorHandle};
 
 /// What an MCP client is told about this server at `initialize`.
-const INSTRUCTIONS: &str = "Corral runs the user's MCP servers; this server offers the tools of every one \
-that is ready, named `server__tool`. A tool of a server that is not ready answers with an error that says \
-why and what to do. The `corral__*` tools show each server's status.";
+const INSTRUCTIONS: &str = "Corral runs the user's MCP servers; this server offers the tools, prompts and \
+resources of every one that is ready, tools named `server__tool` and prompts `server__prompt`. A tool of a \
+server that is not ready answers with an error that says why and what to do. The `corral__*` tools show each \
+server's status.";
 
 /// The bridge's state, shared by its method handlers (the context of its
 /// `RpcModule`).
@@ -63,11 +72,32 @@ pub(crate) struct Bridge {
     pub(crate) hub: Arc<Hub>,
     /// The daemon's task tracker: each MCP connection's list follower is its task.
     tasks: TaskTracker,
-    /// Between server and tool in the names clients see.
-    pub(crate) separator: String,
-    /// The names of the latest full listing, to their server and tool: how
-    /// a `tools/call` finds its server without listing again.
-    listed: Mutex<Arc<tools::Listing>>,
+    /// Every initialized MCP client, by connection: removed when its
+    /// connection ends (its follower's [`Registered`] guard).
+    clients: Arc<Mutex<Clients>>,
+}
+
+/// The initialized MCP clients, by connection.
+type Clients = HashMap<u64, Arc<Client>>;
+
+/// One MCP client: what it sees, and the names of its latest listings (how
+/// a call finds its server without listing again).
+#[derive(Debug)]
+pub(crate) struct Client {
+    pub(crate) view: view::View,
+    pub(crate) tools: Mutex<Arc<tools::Listing>>,
+    pub(crate) prompts: Mutex<Arc<tools::Listing>>,
+    pub(crate) resources: Mutex<Arc<catalog::Resources>>,
+}
+
+/// A listing replaced whole: valid after any panic.
+pub(crate) fn latest<T>(listing: &Mutex<Arc<T>>) -> Arc<T> {
+    listing.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Keep `new` as the latest listing.
+pub(crate) fn keep<T>(listing: &Mutex<Arc<T>>, new: T) {
+    *listing.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
 }
 
 impl Bridge {
@@ -77,18 +107,41 @@ impl Bridge {
             supervisor,
             hub,
             tasks,
-            separator: names::DEFAULT_SEPARATOR.to_owned(),
-            listed: Mutex::default(),
+            clients: Arc::default(),
         }
     }
 
-    fn listed(&self) -> Arc<tools::Listing> {
-        // A map replaced whole: valid after any panic.
-        self.listed.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    fn clients(&self) -> std::sync::MutexGuard<'_, Clients> {
+        lock_clients(&self.clients)
     }
 
-    fn set_listed(&self, listing: Arc<tools::Listing>) {
-        *self.listed.lock().unwrap_or_else(PoisonError::into_inner) = listing;
+    /// The client on the connection of this request.
+    fn client(&self, extensions: &Extensions) -> Result<Arc<Client>, ErrorObjectOwned> {
+        let link = link(extensions)?;
+        self.clients().get(&link.id).cloned().ok_or_else(|| {
+            error(
+                ErrorCode::InvalidRequest,
+                "this connection has not finished `initialize`",
+            )
+        })
+    }
+}
+
+fn lock_clients(clients: &Mutex<Clients>) -> std::sync::MutexGuard<'_, Clients> {
+    // A map of handles: valid after any panic.
+    clients.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes a client from the bridge when dropped: held by its connection's follower.
+#[derive(Debug)]
+pub(crate) struct Registered {
+    clients: Arc<Mutex<Clients>>,
+    connection: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock_clients(&self.clients).remove(&self.connection);
     }
 }
 
@@ -104,13 +157,16 @@ pub(crate) fn methods(bridge: Bridge) -> Result<RpcModule<Bridge>, RegisterMetho
         let _: SetLevel = parse(&params, "logging/setLevel")?;
         Ok::<_, ErrorObjectOwned>(json!({}))
     })?;
-    module.register_async_method("tools/list", |params, bridge, _| async move {
-        tools::list(&bridge, &params).await
+    module.register_async_method("tools/list", |params, bridge, extensions| async move {
+        let client = bridge.client(&extensions)?;
+        tools::list(&bridge, &client, &params).await
     })?;
     module.register_async_method("tools/call", |params, bridge, extensions| async move {
         let link = link(&extensions)?;
-        tools::call(&bridge, &params, &link).await
+        let client = bridge.client(&extensions)?;
+        tools::call(&bridge, &client, &params, &link).await
     })?;
+    catalog::register(&mut module)?;
     Ok(module)
 }
 
@@ -130,23 +186,100 @@ struct InitializeParams {
 }
 
 /// Answer `initialize`: the version, the capabilities, who we are. The api
-/// marks the connection initialized once this succeeds.
+/// marks the connection initialized once this succeeds. The client's own
+/// servers (`--config`) are added as session servers of its connection in
+/// the background: `initialize` never waits for a server.
 fn initialize(params: &Params<'_>, bridge: &Bridge, extensions: &Extensions) -> Result<Value, ErrorObjectOwned> {
-    let params: InitializeParams = parse(params, "initialize")?;
+    let InitializeParams { protocol_version } = parse(params, "initialize")?;
+    let raw: Value = parse(params, "initialize")?;
+    let options = view::Options::from_initialize(&raw).map_err(|problem| {
+        error(
+            ErrorCode::InvalidParams,
+            format!("invalid params for `initialize`: {problem}"),
+        )
+    })?;
     let link = link(extensions)?;
     // Registered without elicitation or sampling: a server's requests are
     // declined for this client (phase 1), with the reason in the log.
     bridge.hub.routes.register(&link, ClientCapabilities::default());
-    live::spawn(&bridge.tasks, bridge.supervisor.clone(), bridge.hub.clone(), link);
+    let client = Arc::new(Client {
+        view: view::View::new(link.id, &options),
+        tools: Mutex::default(),
+        prompts: Mutex::default(),
+        resources: Mutex::default(),
+    });
+    bridge.clients().insert(link.id, client.clone());
+    let registered = Registered {
+        clients: bridge.clients.clone(),
+        connection: link.id,
+    };
+    live::spawn(
+        &bridge.tasks,
+        bridge.supervisor.clone(),
+        bridge.hub.clone(),
+        link.clone(),
+        client,
+        registered,
+    );
+    if !options.session_servers.is_empty() {
+        let adding = add_session_servers(bridge.supervisor.clone(), link, options.session_servers);
+        bridge.tasks.spawn(adding);
+    }
     Ok(json!({
-        "protocolVersion": negotiate(&params.protocol_version),
+        "protocolVersion": negotiate(&protocol_version),
         "capabilities": {
             "tools": { "listChanged": true },
+            "prompts": { "listChanged": true },
+            "resources": { "listChanged": true },
             "logging": {},
         },
         "serverInfo": { "name": "corral", "version": env!("CARGO_PKG_VERSION") },
         "instructions": INSTRUCTIONS,
     }))
+}
+
+/// Add the client's own servers as session servers of its connection (see
+/// [`view`]), and start the enabled ones. An entry that is not valid is
+/// left out, and logged with what is wrong. If the connection ended while
+/// they were being added, they are removed again: the api's own clean-up
+/// (after the link is closed) may have run before they existed.
+async fn add_session_servers(
+    supervisor: SupervisorHandle,
+    link: Arc<Link>,
+    servers: std::collections::BTreeMap<String, Value>,
+) {
+    for (shown, fields) in servers {
+        let name = view::session_name(&shown, link.id);
+        let config = match corral_protocol::config::parse_server_json(&name, &fields) {
+            Ok(config) => config,
+            Err(problems) => {
+                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                tracing::warn!(
+                    server = %shown,
+                    connection = link.id,
+                    "an MCP client's own server is left out: {}",
+                    problems.join("; ")
+                );
+                continue;
+            }
+        };
+        let enabled = config.enabled;
+        match supervisor.add(config, link.id).await {
+            Err(_stopped) => return,
+            Ok(Err(refusal)) => {
+                tracing::warn!(server = %shown, connection = link.id, ?refusal, "an MCP client's own server cannot be added");
+                continue;
+            }
+            Ok(Ok(())) => {}
+        }
+        tracing::info!(server = %shown, registered_as = %name, connection = link.id, "an MCP client's own server was added");
+        if enabled && supervisor.control(name, ControlAction::Start).await.is_err() {
+            return;
+        }
+    }
+    if link.is_closed() {
+        supervisor.session_closed(link.id).await;
+    }
 }
 
 /// The version to answer a client that asked for `requested`: the same when

@@ -21,19 +21,19 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{Bridge, error, names, parse};
+use super::{Bridge, Client, error, keep, latest, names, parse};
 use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject};
-use crate::mcp::route::{NotAvailable, RouteError, TargetSet};
+use crate::mcp::route::{CallTarget, NotAvailable, RouteError, TargetSet};
 
 /// The names of one listing, to (server, tool).
 pub(crate) type Listing = HashMap<String, (String, String)>;
 
-/// `tools/list`'s params.
+/// The params of a listing (`tools/list`, `prompts/list`, …).
 #[derive(Debug, Default, serde::Deserialize)]
-struct ListParams {
+pub(crate) struct ListParams {
     #[serde(default)]
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// `tools/call`'s params: the tool's name, its arguments and `_meta` (with
@@ -52,27 +52,48 @@ struct CallParams {
 
 /// `tools/list`: every tool of every ready server that the config's tool
 /// filters let through, as the server wrote it but for its name.
-pub(crate) async fn list(bridge: &Bridge, params: &Params<'_>) -> Result<Value, ErrorObjectOwned> {
+pub(crate) async fn list(bridge: &Bridge, client: &Client, params: &Params<'_>) -> Result<Value, ErrorObjectOwned> {
     let ListParams { cursor } = parse(params, "tools/list")?;
-    if let Some(cursor) = cursor {
-        return Err(error(
-            ErrorCode::InvalidParams,
-            format!(
-                "invalid params for `tools/list`: corral lists every tool in one page; {cursor:?} is not a cursor it gave"
-            ),
-        ));
-    }
-    let tools = listing(bridge).await?;
+    no_cursor("tools/list", cursor)?;
+    let tools = listing(bridge, client).await?;
     Ok(json!({ "tools": tools }))
 }
 
-/// The tools of every ready server, named; keeps the names for calls.
-async fn listing(bridge: &Bridge) -> Result<Vec<Value>, ErrorObjectOwned> {
+/// Refuse a cursor: the bridge lists everything in one page.
+pub(crate) fn no_cursor(method: &str, cursor: Option<String>) -> Result<(), ErrorObjectOwned> {
+    match cursor {
+        None => Ok(()),
+        Some(cursor) => Err(error(
+            ErrorCode::InvalidParams,
+            format!(
+                "invalid params for `{method}`: corral lists everything in one page; {cursor:?} is not a cursor it gave"
+            ),
+        )),
+    }
+}
+
+/// The ready servers `client` may see, each with the name it knows it by.
+pub(crate) async fn visible_ready(
+    bridge: &Bridge,
+    client: &Client,
+) -> Result<Vec<(String, CallTarget)>, ErrorObjectOwned> {
     // Asking for every server never meets `NotFound`.
-    let TargetSet { ready, .. } = bridge.supervisor.targets(None).await?.unwrap_or_default();
+    let TargetSet { ready, owners, .. } = bridge.supervisor.targets(None).await?.unwrap_or_default();
+    Ok(ready
+        .into_iter()
+        .filter_map(|target| {
+            let shown = client.view.shown_name(&target.config.name, &owners)?.to_owned();
+            Some((shown, target))
+        })
+        .collect())
+}
+
+/// The tools of every ready server `client` sees, named; keeps the names for calls.
+async fn listing(bridge: &Bridge, client: &Client) -> Result<Vec<Value>, ErrorObjectOwned> {
     let mut pairs = Vec::new();
+    let mut servers = Vec::new();
     let mut tools = Vec::new();
-    for target in &ready {
+    for (shown, target) in visible_ready(bridge, client).await? {
         let server = &target.config.name;
         let allowed = match target.allowed_tools() {
             Ok(allowed) => allowed,
@@ -89,24 +110,39 @@ async fn listing(bridge: &Bridge) -> Result<Vec<Value>, ErrorObjectOwned> {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 continue;
             };
-            pairs.push((server.clone(), name.to_owned()));
+            pairs.push((shown.clone(), name.to_owned()));
+            servers.push(server.clone());
             tools.push(tool);
         }
     }
-    let names = names::assign(&pairs, &bridge.separator);
+    let (listing, named) = name_items(pairs, servers, tools, &client.view.separator);
+    keep(&client.tools, listing);
+    Ok(named)
+}
+
+/// Name `items` (tools or prompts) for a client: `pairs` are (the name the
+/// client knows the server by, the item's own name), `servers` the servers'
+/// registry names, in the same order. The listing maps each given name to
+/// (registry name, the item's own name).
+pub(crate) fn name_items(
+    pairs: Vec<(String, String)>,
+    servers: Vec<String>,
+    items: Vec<Value>,
+    separator: &str,
+) -> (Listing, Vec<Value>) {
+    let names = names::assign(&pairs, separator);
     let mut listing = Listing::with_capacity(pairs.len());
-    let mut named = Vec::with_capacity(tools.len());
-    for ((pair, mut tool), name) in pairs.into_iter().zip(tools).zip(names) {
+    let mut named = Vec::with_capacity(items.len());
+    for (((pair, server), mut item), name) in pairs.into_iter().zip(servers).zip(items).zip(names) {
         let Some(name) = name else {
-            tracing::debug!(server = %pair.0, tool = %pair.1, "a server listed a tool twice; the repeat is left out");
+            tracing::debug!(server = %pair.0, name = %pair.1, "a server listed a name twice; the repeat is left out");
             continue;
         };
-        tool["name"] = Value::String(name.clone());
-        listing.insert(name, pair);
-        named.push(tool);
+        item["name"] = Value::String(name.clone());
+        listing.insert(name, (server, pair.1));
+        named.push(item);
     }
-    bridge.set_listed(Arc::new(listing));
-    Ok(named)
+    (listing, named)
 }
 
 /// What a name in a `tools/call` stands for.
@@ -118,23 +154,27 @@ enum Resolved {
 }
 
 /// Find the server and tool of `name`: the latest listing, a fresh one,
-/// then `server{separator}tool` against every server (disabled ones too).
-async fn resolve(bridge: &Bridge, name: &str) -> Result<Resolved, ErrorObjectOwned> {
-    if let Some((server, tool)) = bridge.listed().get(name) {
+/// then `server{separator}tool` against every server the client sees
+/// (disabled ones too).
+async fn resolve(bridge: &Bridge, client: &Client, name: &str) -> Result<Resolved, ErrorObjectOwned> {
+    if let Some((server, tool)) = latest(&client.tools).get(name) {
         return Ok(Resolved::Tool(server.clone(), tool.clone()));
     }
-    listing(bridge).await?;
-    if let Some((server, tool)) = bridge.listed().get(name) {
+    listing(bridge, client).await?;
+    if let Some((server, tool)) = latest(&client.tools).get(name) {
         return Ok(Resolved::Tool(server.clone(), tool.clone()));
     }
+    let owners = bridge.supervisor.targets(None).await?.unwrap_or_default().owners;
     let servers: Vec<String> = bridge
         .supervisor
         .configs(None)
         .await?
         .into_iter()
-        .map(|config| config.name)
+        .filter_map(|config| Some(client.view.shown_name(&config.name, &owners)?.to_owned()))
         .collect();
-    match names::split(name, &servers, &bridge.separator) {
+    let split = names::split(name, &servers, &client.view.separator)
+        .and_then(|(shown, tool)| Some((client.view.registry_name(&shown, &owners)?, tool)));
+    match split {
         Some((server, tool)) => Ok(Resolved::Unlisted(server, tool.to_owned())),
         None => Err(error(
             ErrorCode::InvalidParams,
@@ -149,11 +189,12 @@ async fn resolve(bridge: &Bridge, name: &str) -> Result<Resolved, ErrorObjectOwn
 /// (the api aborts this future) cancels it on the server.
 pub(crate) async fn call(
     bridge: &Bridge,
+    client: &Client,
     params: &Params<'_>,
     link: &Arc<Link>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
     let CallParams { name, arguments, meta } = parse(params, "tools/call")?;
-    let (server, tool, listed) = match resolve(bridge, &name).await? {
+    let (server, tool, listed) = match resolve(bridge, client, &name).await? {
         Resolved::Tool(server, tool) => (server, tool, true),
         Resolved::Unlisted(server, tool) => (server, tool, false),
     };
@@ -164,11 +205,7 @@ pub(crate) async fn call(
                 "MCP server `{server}` is no longer configured in corral; list the tools again"
             ));
         }
-        Err(NotAvailable::NotReady {
-            status,
-            failure_reason,
-            error,
-        }) => return tool_error(&not_ready(&server, status, failure_reason, error.as_deref())),
+        Err(not_available) => return tool_error(&advice(&server, &not_available)),
     };
     if let Err(failure) = target.check_tool(&tool) {
         let why = match failure {
@@ -198,7 +235,7 @@ pub(crate) async fn call(
         Ok(result) => Ok(result),
         // The server's own refusal, as it gave it (a direct client would see the same).
         Err(RouteError::Answered { code, message, data }) => Err(ErrorObjectOwned::owned(code, message, data)),
-        Err(failure) => tool_error(&failed(&server, &tool, failure)),
+        Err(failure) => tool_error(&failed(&server, &tool, &failure)),
     }
 }
 
@@ -208,22 +245,16 @@ fn tool_error(text: &str) -> Result<Box<RawValue>, ErrorObjectOwned> {
     serde_json::value::to_raw_value(&result).map_err(|failure| error(ErrorCode::InternalError, failure.to_string()))
 }
 
-/// Why `server` cannot take a call, and what the user can do about it.
-pub(crate) fn not_ready(
-    server: &str,
-    status: ServerStatus,
-    reason: Option<FailureReason>,
-    error: Option<&str>,
-) -> String {
-    let mut text = format!("MCP server `{server}` is not ready ({status}");
-    if let Some(reason) = reason {
-        text.push_str(&format!(": {reason}"));
-    }
-    text.push(')');
-    if let Some(error) = error.filter(|_| status == ServerStatus::Failed) {
-        text.push_str(&format!(": {error}"));
-    }
-    let advice = match (status, reason) {
+/// Why `server` cannot take a request, and what the user can do about it.
+pub(crate) fn advice(server: &str, not_available: &NotAvailable) -> String {
+    let text = not_available.describe(server);
+    let NotAvailable::NotReady {
+        status, failure_reason, ..
+    } = not_available
+    else {
+        return format!("{text}; list again");
+    };
+    let advice = match (status, failure_reason) {
         (ServerStatus::Starting, _) => "it is starting: call again in a moment".to_owned(),
         (ServerStatus::Ready, _) => "call again".to_owned(),
         (ServerStatus::Stopped | ServerStatus::Cancelled, _) => format!("start it with `corral start {server}`"),
@@ -252,28 +283,13 @@ pub(crate) fn not_ready(
 }
 
 /// What a call that failed on the way (not the server's own error) met.
-fn failed(server: &str, tool: &str, failure: RouteError) -> String {
-    let during = format!("the call of `{tool}`");
+fn failed(server: &str, tool: &str, failure: &RouteError) -> String {
+    let text = failure.describe(server, &format!("the call of `{tool}`"));
     match failure {
-        RouteError::Unreachable { message } => {
-            format!("MCP server `{server}` could not be reached during {during}: {message}")
+        RouteError::InsufficientScope { required, .. } => {
+            format!("{text}; log in with the scope it asks for: `corral login {server} --scopes {required}`")
         }
-        RouteError::Http { reason, message } => format!("MCP server `{server}` failed {during} ({reason}): {message}"),
-        RouteError::Gone { message } => format!("MCP server `{server}` went away during {during}: {message}"),
-        RouteError::SessionLost { why } => {
-            format!("MCP server `{server}` lost its session during {during} and no new one could be made: {why}")
-        }
-        RouteError::InsufficientScope { required, error } => format!(
-            "{}; log in with the scope it asks for: `corral login {server} --scopes {required}`",
-            failed(server, tool, *error)
-        ),
-        RouteError::UnhandledResult { kinds } => {
-            format!("MCP server `{server}` answered {during} with a result kind corral does not pass on yet ({kinds})")
-        }
-        RouteError::Answered { message, .. } | RouteError::Failed { message } => {
-            format!("{during} on MCP server `{server}` failed: {message}")
-        }
-        other => format!("{during} on MCP server `{server}` failed: {other:?}"),
+        _ => text,
     }
 }
 
@@ -281,36 +297,63 @@ fn failed(server: &str, tool: &str, failure: RouteError) -> String {
 mod tests {
     use super::*;
 
+    fn not_ready(status: ServerStatus, reason: Option<FailureReason>, error: Option<&str>) -> NotAvailable {
+        NotAvailable::NotReady {
+            status,
+            failure_reason: reason,
+            error: error.map(str::to_owned),
+        }
+    }
+
     #[test]
     fn a_not_ready_server_is_explained_with_what_to_do() {
-        let text = not_ready(
+        let text = advice(
             "github",
-            ServerStatus::Failed,
-            Some(FailureReason::AuthenticationRequired),
-            Some("the server needs a login"),
+            &not_ready(
+                ServerStatus::Failed,
+                Some(FailureReason::AuthenticationRequired),
+                Some("the server needs a login"),
+            ),
         );
         assert_eq!(
             text,
             "MCP server `github` is not ready (failed: authenticationRequired): the server needs a login. \
              To fix: log in with `corral login github`; it starts again by itself after the login"
         );
-        let text = not_ready("fs", ServerStatus::Stopped, None, None);
+        let text = advice("fs", &not_ready(ServerStatus::Stopped, None, None));
         assert_eq!(
             text,
             "MCP server `fs` is not ready (stopped). To fix: start it with `corral start fs`"
         );
-        let text = not_ready(
+        let text = advice(
             "fs",
-            ServerStatus::Failed,
-            Some(FailureReason::CrashLoop),
-            Some("exited 3"),
+            &not_ready(ServerStatus::Failed, Some(FailureReason::CrashLoop), Some("exited 3")),
         );
         assert!(text.contains("(failed: crashLoop): exited 3."), "{text}");
         assert!(text.ends_with("`corral restart fs` starts it again"), "{text}");
-        let text = not_ready("fs", ServerStatus::Starting, None, Some("ignored unless failed"));
+        let text = advice(
+            "fs",
+            &not_ready(ServerStatus::Starting, None, Some("ignored unless failed")),
+        );
         assert_eq!(
             text,
             "MCP server `fs` is not ready (starting). To fix: it is starting: call again in a moment"
+        );
+    }
+
+    #[test]
+    fn a_call_that_needs_a_scope_says_how_to_log_in_with_it() {
+        let failure = RouteError::InsufficientScope {
+            required: "repo".to_owned(),
+            error: Box::new(RouteError::Http {
+                reason: FailureReason::InsufficientScope,
+                message: "HTTP 403".to_owned(),
+            }),
+        };
+        assert_eq!(
+            failed("github", "create_issue", &failure),
+            "MCP server `github` failed the call of `create_issue`: HTTP 403; \
+             log in with the scope it asks for: `corral login github --scopes repo`"
         );
     }
 }

@@ -211,6 +211,11 @@ impl Link {
         self.sender.closed().await;
     }
 
+    /// Whether the connection has ended (see [`Link::close`]).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Progress notifications dropped since the last call (for the
     /// connection's writer to tell the front-end).
     pub(crate) fn take_missed_progress(&self) -> u64 {

@@ -235,6 +235,62 @@ pub(crate) async fn list_all(kind: ListKind, target: &CallTarget) -> Result<Vec<
     Err(RouteError::TooManyPages { max: MAX_PAGES })
 }
 
+/// Why one server's listing gave nothing.
+#[derive(Debug)]
+pub(crate) enum ListFailure {
+    /// A page failed.
+    Route(RouteError),
+    /// Not every page came within the server's `tool_timeout_sec`.
+    TimedOut(std::time::Duration),
+}
+
+impl ListFailure {
+    /// In words, for `server` and `kind`.
+    pub(crate) fn describe(&self, server: &str, kind: ListKind) -> String {
+        let what = format!("`{}`", kind.method());
+        match self {
+            Self::Route(error) => error.describe(server, &what),
+            Self::TimedOut(timeout) => {
+                format!("MCP server `{server}` did not finish {what} within {timeout:?} (tool_timeout_sec)")
+            }
+        }
+    }
+}
+
+/// Every page of `kind` from each of `targets` that declared the
+/// capability, fetched concurrently, each server within its
+/// `tool_timeout_sec`: in the order of `targets`, the ones that do not
+/// offer `kind` left out.
+pub(crate) async fn list_each(
+    kind: ListKind,
+    targets: Vec<CallTarget>,
+) -> Vec<(CallTarget, Result<Vec<serde_json::Value>, ListFailure>)> {
+    let mut fetches = tokio::task::JoinSet::new();
+    for (index, target) in targets.into_iter().enumerate() {
+        if !kind.offered_by(&target) {
+            continue;
+        }
+        fetches.spawn(async move {
+            let timeout = target.config.tool_timeout;
+            let items = match tokio::time::timeout(timeout, list_all(kind, &target)).await {
+                Ok(Ok(items)) => Ok(items),
+                Ok(Err(error)) => Err(ListFailure::Route(error)),
+                Err(_) => Err(ListFailure::TimedOut(timeout)),
+            };
+            (index, target, items)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = fetches.join_next().await {
+        match joined {
+            Ok(result) => results.push(result),
+            Err(error) => tracing::error!(%error, "a listing task failed"),
+        }
+    }
+    results.sort_by_key(|(index, _, _)| *index);
+    results.into_iter().map(|(_, target, items)| (target, items)).collect()
+}
+
 impl RouteError {
     /// What a request that rmcp reports failed means (see `classify`):
     /// the server's own error, a streamable-HTTP failure in words without

@@ -34,6 +34,10 @@ pub struct TargetSet {
     pub ready: Vec<CallTarget>,
     /// Servers left out, with their status and failure reason.
     pub not_ready: Vec<(String, ServerStatus, Option<FailureReason>)>,
+    /// The session servers among every server asked about (disabled ones
+    /// too), to the connection that added each: whom a server belongs to,
+    /// for a front-end that shows each client its own.
+    pub owners: std::collections::HashMap<String, u64>,
 }
 
 /// What a request needs of a ready server's live MCP session: its peer, its
@@ -223,6 +227,71 @@ pub(crate) enum RouteError {
     },
     /// `resources/subscribe` to a server that did not declare subscriptions.
     SubscriptionsUnsupported,
+}
+
+impl RouteError {
+    /// In words, for `request` (e.g. "`tools/call` of `echo`") sent to
+    /// `server`: the one wording of every front-end's errors. Never quotes
+    /// a streamable-HTTP server's URL (a transport error's own text does,
+    /// token and all: `message` here is already without it).
+    pub(crate) fn describe(&self, server: &str, request: &str) -> String {
+        match self {
+            Self::Unreachable { message } => {
+                format!("MCP server `{server}` could not be reached during {request}: {message}")
+            }
+            Self::Http { message, .. } => format!("MCP server `{server}` failed {request}: {message}"),
+            Self::Answered { message, .. } => {
+                format!("MCP server `{server}` answered {request} with an error: {message}")
+            }
+            Self::Gone { message } => format!("MCP server `{server}` went away during {request}: {message}"),
+            Self::Failed { message } => format!("{request} on MCP server `{server}` failed: {message}"),
+            Self::SessionLost { why } => format!(
+                "MCP server `{server}` lost the session during {request} and a new one could not be made: {why}"
+            ),
+            // Worded as the failure it is; whether to re-authorize is the caller's choice.
+            Self::InsufficientScope { error, .. } => error.describe(server, request),
+            Self::UnhandledResult { kinds } => format!(
+                "MCP server `{server}` answered {request} with a result kind corrald does not handle yet ({kinds})"
+            ),
+            Self::Unserializable { what, why } => format!("cannot serialize {what}: {why}"),
+            Self::RepeatedCursor { cursor } => {
+                format!("MCP server `{server}` repeated the pagination cursor {cursor:?} in {request}")
+            }
+            Self::TooManyPages { max } => format!("MCP server `{server}` returned more than {max} pages for {request}"),
+            Self::ToolDisabled { tool } => format!(
+                "tool `{tool}` of MCP server `{server}` is disabled by the config (enabled_tools / disabled_tools)"
+            ),
+            Self::UnknownTool { tool } => format!("MCP server `{server}` has no tool named `{tool}`"),
+            Self::SubscriptionsUnsupported => {
+                format!("MCP server `{server}` does not support resource subscriptions")
+            }
+        }
+    }
+}
+
+impl NotAvailable {
+    /// In words, for `server`: "MCP server `x` is not ready (failed:
+    /// reason): error". What to do about it is the caller's to add.
+    pub(crate) fn describe(&self, server: &str) -> String {
+        match self {
+            Self::NotFound => format!("no MCP server named `{server}`"),
+            Self::NotReady {
+                status,
+                failure_reason,
+                error,
+            } => {
+                let mut text = format!("MCP server `{server}` is not ready ({status}");
+                if let Some(reason) = failure_reason {
+                    text.push_str(&format!(": {reason}"));
+                }
+                text.push(')');
+                if let (ServerStatus::Failed, Some(error)) = (status, error) {
+                    text.push_str(&format!(": {error}"));
+                }
+                text
+            }
+        }
+    }
 }
 
 /// Why a server cannot serve a request now.

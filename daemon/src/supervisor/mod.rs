@@ -354,6 +354,9 @@ impl SupervisorActor {
             None => self.servers.values().collect(),
         };
         for entry in entries {
+            if let Some(owner) = entry.owner {
+                set.owners.insert(entry.handle.config.name.clone(), owner);
+            }
             match ready_target(&entry.handle) {
                 Ok(target) => set.ready.push(target),
                 Err(not_ready) if only.is_some() => return Err(not_ready),

@@ -20,23 +20,7 @@ use crate::api::rpc::{
     not_available_error, not_ready_servers, parse_json, parse_params, route_error, rpc_error, session, timeout_error,
 };
 use crate::mcp::forward::{self, ListKind};
-use crate::mcp::route::{CallTarget, RouteError};
-
-/// Every page of `kind` from one server within its `tool_timeout_sec`, or why not.
-async fn list_all(kind: ListKind, target: &CallTarget) -> Result<Vec<serde_json::Value>, String> {
-    let server = &target.config.name;
-    let what = format!("`{}`", kind.method());
-    let timeout = target.config.tool_timeout;
-    match tokio::time::timeout(timeout, forward::list_all(kind, target)).await {
-        Ok(Ok(items)) => Ok(items),
-        // Worded by the one mapping of route errors, which never quotes the server's URL
-        // (a transport error's own text does, token and all).
-        Ok(Err(error)) => Err(route_error(server, &what, error).message().to_owned()),
-        Err(_) => Err(format!(
-            "MCP server `{server}` did not finish {what} within {timeout:?} (tool_timeout_sec)"
-        )),
-    }
-}
+use crate::mcp::route::RouteError;
 
 /// `kind` of every ready server (or of one), fetched concurrently.
 async fn list(kind: ListKind, context: &DaemonContext, params: ListParams) -> Result<ListResult, ErrorObjectOwned> {
@@ -46,28 +30,16 @@ async fn list(kind: ListKind, context: &DaemonContext, params: ListParams) -> Re
         .await?
         .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
     let only_one = params.server.is_some();
-    let mut fetches = tokio::task::JoinSet::new();
-    for (index, target) in targets.ready.into_iter().enumerate() {
-        if !kind.offered_by(&target) {
-            continue;
-        }
-        fetches.spawn(async move { (index, target.config.name.clone(), list_all(kind, &target).await) });
-    }
-    let mut results = Vec::new();
-    while let Some(joined) = fetches.join_next().await {
-        match joined {
-            Ok(result) => results.push(result),
-            Err(error) => tracing::error!(%error, "a listing task failed"),
-        }
-    }
-    results.sort_by_key(|(index, _, _)| *index);
     let mut items = Vec::new();
     let mut errors = Vec::new();
-    for (_, server, result) in results {
+    for (target, result) in forward::list_each(kind, targets.ready).await {
+        let server = target.config.name;
         match result {
             Ok(found) => items.extend(found.into_iter().map(|item| ServerItem::new(server.clone(), item))),
-            Err(message) if only_one => return Err(rpc_error(ErrorCode::ServerError, message)),
-            Err(message) => errors.push(ListError::new(server, message)),
+            Err(failure) if only_one => {
+                return Err(rpc_error(ErrorCode::ServerError, failure.describe(&server, kind)));
+            }
+            Err(failure) => errors.push(ListError::new(server.clone(), failure.describe(&server, kind))),
         }
     }
     Ok(ListResult::new(items, not_ready_servers(targets.not_ready), errors))
