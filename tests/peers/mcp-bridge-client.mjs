@@ -14,16 +14,25 @@
 //   {"op":"start","id":I,"name":N,"arguments":{}}  -> {"op":"start","id":I} at once; the call runs on
 //   {"op":"abort","id":I}                           -> {"op":"abort","id":I,"error":{...}} once call I ended
 //                                                      (aborted with an AbortSignal: the SDK sends notifications/cancelled)
+//   {"op":"prompts"}                                -> {"op":"prompts","prompts":[...]}
+//   {"op":"getPrompt","name":N,"arguments":{}}      -> {"op":"getPrompt","result":{...}} or {"op":"getPrompt","error":{...}}
+//   {"op":"resources"}                              -> {"op":"resources","resources":[...]}
+//   {"op":"templates"}                              -> {"op":"templates","resourceTemplates":[...]}
+//   {"op":"read","uri":U}                           -> {"op":"read","result":{...}} or {"op":"read","error":{...}}
 //   {"op":"close"}                                  -> {"op":"close"}, then exits 0
 //
 // Each `notifications/tools/list_changed` prints `{"event":"toolsListChanged"}`
-// when it arrives. The Rust test (tests/tests/e2e/bridge.rs) drives it and
+// when it arrives (`promptsListChanged`, `resourcesListChanged` likewise). The Rust test (tests/tests/e2e/bridge.rs) drives it and
 // asserts on the lines. Any failure, or the overall timeout, prints the reason
 // on stderr and exits 1.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  PromptListChangedNotificationSchema,
+  ResourceListChangedNotificationSchema,
+  ToolListChangedNotificationSchema,
+} from "@modelcontextprotocol/sdk/types.js";
 import readline from "node:readline";
 
 const OVERALL_TIMEOUT_MS = 90_000;
@@ -57,6 +66,8 @@ async function main() {
   });
   const client = new Client({ name: "mcp-bridge-client", version: "1.0.0" });
   client.setNotificationHandler(ToolListChangedNotificationSchema, () => print({ event: "toolsListChanged" }));
+  client.setNotificationHandler(PromptListChangedNotificationSchema, () => print({ event: "promptsListChanged" }));
+  client.setNotificationHandler(ResourceListChangedNotificationSchema, () => print({ event: "resourcesListChanged" }));
   await client.connect(transport);
   print({
     event: "connected",
@@ -106,6 +117,37 @@ async function main() {
         running.delete(command.id);
         call.controller.abort("the test cancels this call");
         print({ op: "abort", id: command.id, ...(await call.outcome) });
+        break;
+      }
+      case "prompts": {
+        const { prompts } = await client.listPrompts();
+        print({ op: "prompts", prompts });
+        break;
+      }
+      case "getPrompt": {
+        try {
+          print({ op: "getPrompt", result: await client.getPrompt({ name: command.name, arguments: command.arguments }) });
+        } catch (error) {
+          print({ op: "getPrompt", error: errorOf(error) });
+        }
+        break;
+      }
+      case "resources": {
+        const { resources } = await client.listResources();
+        print({ op: "resources", resources });
+        break;
+      }
+      case "templates": {
+        const { resourceTemplates } = await client.listResourceTemplates();
+        print({ op: "templates", resourceTemplates });
+        break;
+      }
+      case "read": {
+        try {
+          print({ op: "read", result: await client.readResource({ uri: command.uri }) });
+        } catch (error) {
+          print({ op: "read", error: errorOf(error) });
+        }
         break;
       }
       case "close": {

@@ -277,8 +277,8 @@ async fn locate(bridge: &Bridge, client: &Client, uri: &str) -> Result<(String, 
         .strip_prefix(SERVER_URI_PREFIX)
         .and_then(|rest| rest.split_once('/'))
     {
-        let owners = bridge.supervisor.targets(None).await?.unwrap_or_default().owners;
-        if let Some(server) = client.view.registry_name(shown, &owners) {
+        let whose = bridge.supervisor.targets(None).await?.unwrap_or_default().whose;
+        if let Some(server) = client.view.registry_name(shown, &whose) {
             return Ok((server, own.to_owned()));
         }
     }

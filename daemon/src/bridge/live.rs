@@ -157,7 +157,7 @@ async fn visible_ready(supervisor: &SupervisorHandle, client: &Client) -> Option
             .ready
             .into_iter()
             .map(|target| target.config.name)
-            .filter(|name| client.view.shown_name(name, &targets.owners).is_some())
+            .filter(|name| client.view.shown_name(name, &targets.whose).is_some())
             .collect(),
     )
 }

@@ -78,11 +78,11 @@ pub(crate) async fn visible_ready(
     client: &Client,
 ) -> Result<Vec<(String, CallTarget)>, ErrorObjectOwned> {
     // Asking for every server never meets `NotFound`.
-    let TargetSet { ready, owners, .. } = bridge.supervisor.targets(None).await?.unwrap_or_default();
+    let TargetSet { ready, whose, .. } = bridge.supervisor.targets(None).await?.unwrap_or_default();
     Ok(ready
         .into_iter()
         .filter_map(|target| {
-            let shown = client.view.shown_name(&target.config.name, &owners)?.to_owned();
+            let shown = client.view.shown_name(&target.config.name, &whose)?.to_owned();
             Some((shown, target))
         })
         .collect())
@@ -164,16 +164,16 @@ async fn resolve(bridge: &Bridge, client: &Client, name: &str) -> Result<Resolve
     if let Some((server, tool)) = latest(&client.tools).get(name) {
         return Ok(Resolved::Tool(server.clone(), tool.clone()));
     }
-    let owners = bridge.supervisor.targets(None).await?.unwrap_or_default().owners;
+    let whose = bridge.supervisor.targets(None).await?.unwrap_or_default().whose;
     let servers: Vec<String> = bridge
         .supervisor
         .configs(None)
         .await?
         .into_iter()
-        .filter_map(|config| Some(client.view.shown_name(&config.name, &owners)?.to_owned()))
+        .filter_map(|config| Some(client.view.shown_name(&config.name, &whose)?.to_owned()))
         .collect();
     let split = names::split(name, &servers, &client.view.separator)
-        .and_then(|(shown, tool)| Some((client.view.registry_name(&shown, &owners)?, tool)));
+        .and_then(|(shown, tool)| Some((client.view.registry_name(&shown, &whose)?, tool)));
     match split {
         Some((server, tool)) => Ok(Resolved::Unlisted(server, tool.to_owned())),
         None => Err(error(

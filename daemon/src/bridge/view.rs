@@ -21,11 +21,12 @@
 //! - `servers` and `exclude` apply to the names the client sees, the
 //!   built-in one too.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
 use super::names;
+use crate::mcp::route::Whose;
 
 /// The key of the bridge's options in `initialize`'s `_meta`.
 pub(crate) const OPTIONS_KEY: &str = "corral/bridge";
@@ -138,12 +139,12 @@ impl View {
     }
 
     /// The name the client knows registry server `server` by; `None`:
-    /// hidden from it. `owners`: the session servers' connections.
-    pub(crate) fn shown_name<'a>(&'a self, server: &'a str, owners: &HashMap<String, u64>) -> Option<&'a str> {
-        let shown = match owners.get(server) {
+    /// hidden from it.
+    pub(crate) fn shown_name<'a>(&'a self, server: &'a str, whose: &Whose) -> Option<&'a str> {
+        let shown = match whose.owners.get(server) {
             Some(&owner) if owner != self.connection => return None,
             Some(_) => self.own.get(server).map_or(server, String::as_str),
-            None if !self.builtin && server == crate::builtin::NAME => return None,
+            None if !self.builtin && whose.built_in.contains(server) => return None,
             // Shadowed by the client's own server of that name.
             None if self.own.values().any(|own| own == server) => return None,
             None => server,
@@ -153,21 +154,30 @@ impl View {
     }
 
     /// The registry name of the server the client calls `shown`, if it may see it.
-    pub(crate) fn registry_name(&self, shown: &str, owners: &HashMap<String, u64>) -> Option<String> {
+    pub(crate) fn registry_name(&self, shown: &str, whose: &Whose) -> Option<String> {
         let registry = self
             .own
             .iter()
             .find(|(_, own)| *own == shown)
             .map_or(shown, |(registry, _)| registry.as_str());
-        (self.shown_name(registry, owners) == Some(shown)).then(|| registry.to_owned())
+        (self.shown_name(registry, whose) == Some(shown)).then(|| registry.to_owned())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{HashMap, HashSet};
+
     use serde_json::json;
 
     use super::*;
+
+    fn whose(owners: &[(String, u64)]) -> Whose {
+        Whose {
+            owners: owners.iter().cloned().collect::<HashMap<_, _>>(),
+            built_in: HashSet::from(["corral".to_owned()]),
+        }
+    }
 
     fn options(meta: &Value) -> Options {
         Options::from_initialize(&json!({ "protocolVersion": "2025-11-25", "_meta": { OPTIONS_KEY: meta } }))
@@ -180,7 +190,7 @@ mod tests {
             7,
             &Options::from_initialize(&json!({ "protocolVersion": "x" })).expect("none"),
         );
-        let owners = HashMap::from([("theirs-c8".to_owned(), 8)]);
+        let owners = whose(&[("theirs-c8".to_owned(), 8)]);
         assert_eq!(view.shown_name("github", &owners), Some("github"));
         assert_eq!(view.shown_name("corral", &owners), Some("corral"));
         assert_eq!(view.shown_name("theirs-c8", &owners), None, "another client's server");
@@ -193,7 +203,7 @@ mod tests {
             7,
             &options(&json!({ "sessionServers": { "github": {"command": "x"}, "proj": {"command": "y"} } })),
         );
-        let owners = HashMap::from([
+        let owners = whose(&[
             (session_name("github", 7), 7),
             (session_name("proj", 7), 7),
             (session_name("proj", 8), 8),
@@ -221,7 +231,7 @@ mod tests {
                 "sessionServers": { "mine": {} }, "separator": "."
             })),
         );
-        let owners = HashMap::from([(session_name("mine", 3), 3)]);
+        let owners = whose(&[(session_name("mine", 3), 3)]);
         assert_eq!(view.shown_name("a", &owners), None, "excluded wins");
         assert_eq!(view.shown_name("b", &owners), None, "not in --servers");
         assert_eq!(view.shown_name("corral", &owners), None, "--no-builtin");

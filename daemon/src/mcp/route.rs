@@ -34,10 +34,18 @@ pub struct TargetSet {
     pub ready: Vec<CallTarget>,
     /// Servers left out, with their status and failure reason.
     pub not_ready: Vec<(String, ServerStatus, Option<FailureReason>)>,
-    /// The session servers among every server asked about (disabled ones
-    /// too), to the connection that added each: whom a server belongs to,
-    /// for a front-end that shows each client its own.
+    /// Whose each server asked about is (disabled ones too).
+    pub whose: Whose,
+}
+
+/// Whose servers are, for a front-end that shows each client its own: the
+/// session servers' connections, and the built-in servers.
+#[derive(Debug, Default, Clone)]
+pub struct Whose {
+    /// A session server's name to the connection that added it.
     pub owners: std::collections::HashMap<String, u64>,
+    /// The names of the built-in servers.
+    pub built_in: std::collections::HashSet<String>,
 }
 
 /// What a request needs of a ready server's live MCP session: its peer, its

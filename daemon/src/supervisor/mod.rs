@@ -355,7 +355,10 @@ impl SupervisorActor {
         };
         for entry in entries {
             if let Some(owner) = entry.owner {
-                set.owners.insert(entry.handle.config.name.clone(), owner);
+                set.whose.owners.insert(entry.handle.config.name.clone(), owner);
+            }
+            if entry.origin == ServerOrigin::BuiltIn {
+                set.whose.built_in.insert(entry.handle.config.name.clone());
             }
             match ready_target(&entry.handle) {
                 Ok(target) => set.ready.push(target),

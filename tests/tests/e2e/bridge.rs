@@ -26,7 +26,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// How long one step of a client may take (a call, a listing, a start).
-const STEP: Duration = Duration::from_secs(30);
+pub(super) const STEP: Duration = Duration::from_secs(30);
 
 /// A fixture server whose name is long enough that `NAME__echo` (65
 /// characters) is shortened, while `NAME__pid` (64) is not.
@@ -34,7 +34,7 @@ const LONG_NAME: &str = "a-fixture-server-with-a-name-long-enough-to-need-shorte
 
 /// The environment a `corral mcp` (and a corrald it starts) gets in these
 /// tests: nothing of the developer's daemon, service manager or keyring.
-fn isolated_env(command: &mut Command, state_dir: &Path) {
+pub(super) fn isolated_env(command: &mut Command, state_dir: &Path) {
     for name in [
         "CORRAL_SOCKET",
         "CORRAL_CONFIG",
@@ -67,7 +67,7 @@ fn node_available() {
 }
 
 /// The TypeScript SDK's client, running `corral mcp` as its server.
-struct TsClient {
+pub(super) struct TsClient {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
@@ -77,7 +77,7 @@ struct TsClient {
 
 impl TsClient {
     /// Start the client on `corral mcp ARGS` and wait until it is connected.
-    async fn start(args: &[&str], env: &[(&str, OsString)], state_dir: &Path) -> (Self, Value) {
+    pub(super) async fn start(args: &[&str], env: &[(&str, OsString)], state_dir: &Path) -> (Self, Value) {
         node_available();
         let mut command = Command::new("node");
         command
@@ -115,7 +115,7 @@ impl TsClient {
     }
 
     /// Run one command; its outcome line (events read meanwhile are kept).
-    async fn op(&mut self, command: Value) -> Value {
+    pub(super) async fn op(&mut self, command: Value) -> Value {
         let op = command["op"].clone();
         let mut line = command.to_string();
         line.push('\n');
@@ -136,7 +136,7 @@ impl TsClient {
         }
     }
 
-    async fn list(&mut self) -> (Vec<String>, Vec<Value>) {
+    pub(super) async fn list(&mut self) -> (Vec<String>, Vec<Value>) {
         let listed = self.op(json!({"op": "list"})).await;
         let names = listed["names"]
             .as_array()
@@ -148,31 +148,41 @@ impl TsClient {
         (names, tools)
     }
 
-    async fn call(&mut self, name: &str, arguments: Value) -> Value {
+    pub(super) async fn call(&mut self, name: &str, arguments: Value) -> Value {
         self.op(json!({"op": "call", "name": name, "arguments": arguments}))
             .await
     }
 
     /// Wait (bounded) for the next `toolsListChanged` event not seen yet.
     async fn list_changed(&mut self) {
-        if let Some(index) = self
-            .events
-            .iter()
-            .position(|event| event["event"] == "toolsListChanged")
-        {
+        self.event("toolsListChanged").await;
+    }
+
+    /// Wait (bounded) for the next `kind` event not seen yet; other events are kept.
+    pub(super) async fn event(&mut self, kind: &str) {
+        if let Some(index) = self.events.iter().position(|event| event["event"] == kind) {
             self.events.remove(index);
             return;
         }
-        let line = within_for(SERVER_WAIT, "notifications/tools/list_changed", self.next_line()).await;
-        assert_eq!(line["event"], "toolsListChanged", "{line}");
+        within_for(SERVER_WAIT, kind, async {
+            loop {
+                let line = self.next_line().await;
+                assert!(line.get("event").is_some(), "{line} while waiting for {kind}");
+                if line["event"] == kind {
+                    return;
+                }
+                self.events.push(line);
+            }
+        })
+        .await;
     }
 
     /// Forget the `list_changed` events received so far.
-    fn forget_events(&mut self) {
+    pub(super) fn forget_events(&mut self) {
         self.events.clear();
     }
 
-    async fn close(mut self) {
+    pub(super) async fn close(mut self) {
         assert_eq!(self.op(json!({"op": "close"})).await["op"], "close");
         let status = within_for(STEP, "the TypeScript MCP client to exit", self.child.wait())
             .await
@@ -189,7 +199,7 @@ async fn wait_for_stderr_line(client: &Client, server: &str, needle: &str) {
     .await;
 }
 
-fn socket_args(daemon: &TestDaemon) -> Vec<String> {
+pub(super) fn socket_args(daemon: &TestDaemon) -> Vec<String> {
     vec!["--socket".to_owned(), daemon.socket_path().display().to_string()]
 }
 
@@ -700,8 +710,14 @@ async fn corral_mcp_starts_a_detached_corrald_that_outlives_it() {
         if message["id"] == 2 {
             break message;
         }
-        assert_eq!(
-            message["method"], "notifications/tools/list_changed",
+        let method = message["method"].as_str().unwrap_or_default();
+        assert!(
+            [
+                "notifications/tools/list_changed",
+                "notifications/prompts/list_changed",
+                "notifications/resources/list_changed"
+            ]
+            .contains(&method),
             "only MCP: {message}"
         );
     };

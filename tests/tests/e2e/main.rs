@@ -14,6 +14,7 @@
 
 mod bad_input;
 mod bridge;
+mod bridge_views;
 mod builtin;
 mod catalog;
 mod cli;

@@ -1,0 +1,313 @@
+//! What an MCP client sees through the bridge beyond tools: the prompts and
+//! resources of every server (the official TypeScript SDK through
+//! `corral mcp`, against two server-everything instances whose URIs
+//! collide), and each client's own view (`_meta["corral/bridge"]` at
+//! `initialize`, what `corral mcp` writes there): `servers`, `exclude`, the
+//! separator, and the client's own servers, which no other client sees and
+//! which die with its connection — checked by pid.
+
+use std::time::Duration;
+
+use corral_protocol::{ServerOrigin, ServerStatus};
+use corral_tests::{
+    KillSurvivorsOnDrop, RawConnection, SERVER_WAIT, TestDaemon, WireFraming, assert_all_gone, everything_config,
+    fixture_config, fixture_python, fixture_script, poll_until, text_of, wait_for_status,
+};
+use serde_json::{Value, json};
+
+use super::bridge::{TsClient, socket_args};
+
+/// Where a listing's items are in its result.
+fn items<'a>(listed: &'a Value, key: &str) -> &'a [Value] {
+    listed[key].as_array().unwrap_or_else(|| panic!("no {key} in {listed}"))
+}
+
+fn strings<'a>(items: &'a [Value], key: &str) -> Vec<&'a str> {
+    items.iter().filter_map(|item| item[key].as_str()).collect()
+}
+
+#[tokio::test]
+async fn prompts_and_resources_of_every_server_reach_an_mcp_client() {
+    let config = format!(
+        "{}{}{}",
+        everything_config("everything"),
+        everything_config("second"),
+        fixture_config("fixture", &[])
+    );
+    let daemon = TestDaemon::start_with_config(&config);
+    let client = daemon.connect_client().await;
+    for server in ["everything", "second", "fixture"] {
+        wait_for_status(&client, server, ServerStatus::Ready, SERVER_WAIT).await;
+    }
+    let state = tempfile::tempdir().expect("a state dir");
+    let args = socket_args(&daemon);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut mcp, connected) = TsClient::start(&args, &[], state.path()).await;
+    assert_eq!(connected["capabilities"]["prompts"]["listChanged"], true, "{connected}");
+    assert_eq!(
+        connected["capabilities"]["resources"]["listChanged"], true,
+        "{connected}"
+    );
+
+    // Prompts: one namespace, named like tools, got from the server that has them.
+    let listed = mcp.op(json!({"op": "prompts"})).await;
+    let names = strings(items(&listed, "prompts"), "name");
+    for expected in [
+        "everything__simple-prompt",
+        "everything__args-prompt",
+        "second__simple-prompt",
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    assert!(!names.iter().any(|name| name.starts_with("fixture__")), "{names:?}");
+    let got = mcp
+        .op(json!({"op": "getPrompt", "name": "second__args-prompt", "arguments": {"city": "Lyon", "state": "AURA"}}))
+        .await;
+    let text = got["result"]["messages"][0]["content"]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a message: {got}"));
+    assert!(text.contains("Lyon"), "the server's prompt, with the arguments: {got}");
+    let unknown = mcp.op(json!({"op": "getPrompt", "name": "nobody__prompt"})).await;
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("unknown prompt `nobody__prompt`")),
+        "{unknown}"
+    );
+
+    // Resources keep their URIs; the second server's copies of the first's are prefixed.
+    let listed = mcp.op(json!({"op": "resources"})).await;
+    let resources = items(&listed, "resources");
+    let uris = strings(resources, "uri");
+    let first: Vec<&str> = uris
+        .iter()
+        .copied()
+        .filter(|uri| !uri.starts_with("corral://"))
+        .collect();
+    assert!(!first.is_empty(), "{uris:?}");
+    for uri in &first {
+        let prefixed = format!("corral://second/{uri}");
+        assert!(uris.contains(&prefixed.as_str()), "{prefixed} in {uris:?}");
+    }
+    assert_eq!(uris.len(), first.len() * 2, "{uris:?}");
+    let plain = first[0];
+    let read = mcp.op(json!({"op": "read", "uri": plain})).await;
+    assert_eq!(read["result"]["contents"][0]["uri"], plain, "{read}");
+    let prefixed = format!("corral://second/{plain}");
+    let from_second = mcp.op(json!({"op": "read", "uri": prefixed})).await;
+    assert_eq!(
+        from_second["result"]["contents"][0]["uri"], plain,
+        "read from the second server under its own URI: {from_second}"
+    );
+    assert_eq!(
+        from_second["result"]["contents"][0]["text"],
+        read["result"]["contents"][0]["text"]
+    );
+
+    // Templates: listed the same way; a URI only a template names is read from its server.
+    let listed = mcp.op(json!({"op": "templates"})).await;
+    let templates = strings(items(&listed, "resourceTemplates"), "uriTemplate");
+    assert!(
+        templates.contains(&"demo://resource/dynamic/text/{resourceId}"),
+        "{templates:?}"
+    );
+    assert!(
+        templates.contains(&"corral://second/demo://resource/dynamic/text/{resourceId}"),
+        "{templates:?}"
+    );
+    let dynamic = mcp
+        .op(json!({"op": "read", "uri": "demo://resource/dynamic/text/7"}))
+        .await;
+    assert_eq!(
+        dynamic["result"]["contents"][0]["uri"], "demo://resource/dynamic/text/7",
+        "{dynamic}"
+    );
+    let nowhere = mcp.op(json!({"op": "read", "uri": "nowhere://at/all"})).await;
+    assert_eq!(nowhere["error"]["code"], -32002, "resource not found: {nowhere}");
+    assert!(
+        nowhere["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("nowhere://at/all")),
+        "{nowhere}"
+    );
+
+    // A server stops: every list the client has may have changed, and it is told so.
+    mcp.forget_events();
+    client.mcp_server_stop("second").await.expect("stop second");
+    for kind in ["toolsListChanged", "promptsListChanged", "resourcesListChanged"] {
+        mcp.event(kind).await;
+    }
+    let listed = mcp.op(json!({"op": "resources"})).await;
+    let uris = strings(items(&listed, "resources"), "uri");
+    assert!(!uris.iter().any(|uri| uri.starts_with("corral://second/")), "{uris:?}");
+    let gone = mcp.op(json!({"op": "read", "uri": prefixed})).await;
+    assert!(gone.get("error").is_some(), "a stopped server's resource: {gone}");
+    mcp.close().await;
+}
+
+/// An MCP client on the daemon's socket (what `corral mcp` pipes), with `options`
+/// as `initialize`'s `_meta["corral/bridge"]`.
+async fn mcp_client(daemon: &TestDaemon, options: Option<Value>) -> RawConnection {
+    let mut connection = RawConnection::connect(daemon.socket_path(), WireFraming::Lines).await;
+    let mut params = json!({
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "bridge-views-test", "version": "1.0.0"},
+    });
+    if let Some(options) = options {
+        params["_meta"] = json!({ "corral/bridge": options });
+    }
+    let result = connection.call("initialize", params).await;
+    assert_eq!(result["serverInfo"]["name"], "corral", "{result}");
+    connection
+        .send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    connection
+}
+
+async fn tool_names(connection: &mut RawConnection) -> Vec<String> {
+    let listed = connection.call("tools/list", json!({})).await;
+    let mut names: Vec<String> = strings(items(&listed, "tools"), "name")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+/// The pid `proj.pid` answers client `a` with, once that is its own `proj`'s (a session server).
+async fn own_proj_pid(a: &mut RawConnection, client: &corral_client::Client) -> Option<u32> {
+    if !tool_names(a).await.contains(&"proj.pid".to_owned()) {
+        return None;
+    }
+    let called = a.call("tools/call", json!({"name": "proj.pid", "arguments": {}})).await;
+    let pid: u32 = text_of(&called).parse().ok()?;
+    let servers = client.mcp_server_list().await.ok()?.servers;
+    let own = servers
+        .into_iter()
+        .find(|server| server.origin == ServerOrigin::Session && server.name.starts_with("proj-c"))?;
+    (own.pid == Some(pid)).then_some(pid)
+}
+
+/// The fixture server's fields, as `mcpServer/add` (and `corral mcp --config`) give them.
+fn fixture_fields() -> Value {
+    json!({
+        "command": fixture_python().display().to_string(),
+        "args": [fixture_script().display().to_string()],
+    })
+}
+
+#[tokio::test]
+async fn a_clients_own_servers_are_its_alone_and_die_with_its_connection() {
+    let config = format!("{}{}", fixture_config("shared", &[]), fixture_config("proj", &[]));
+    let daemon = TestDaemon::builder().config(&config).builtin_server(true).start();
+    let mut survivors = KillSurvivorsOnDrop::new([]);
+    let client = daemon.connect_client().await;
+    for server in ["shared", "proj", "corral"] {
+        wait_for_status(&client, server, ServerStatus::Ready, SERVER_WAIT).await;
+    }
+
+    // Client A: its own `proj` (shadowing the config's), `.` between names, no built-in tools.
+    let mut a = mcp_client(
+        &daemon,
+        Some(json!({
+            "separator": ".",
+            "builtin": false,
+            "sessionServers": { "proj": fixture_fields() },
+        })),
+    )
+    .await;
+    // Bounded: the server starts, then the config's `proj` answers until A's own is ready.
+    let deadline = tokio::time::Instant::now() + SERVER_WAIT;
+    let a_pid = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "client A's own `proj` was not listed and answering within {SERVER_WAIT:?}"
+        );
+        if let Some(pid) = own_proj_pid(&mut a, &client).await {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    survivors.also(a_pid);
+    let names = tool_names(&mut a).await;
+    assert_eq!(
+        names,
+        [
+            "proj.echo",
+            "proj.pid",
+            "proj.sleep",
+            "shared.echo",
+            "shared.pid",
+            "shared.sleep"
+        ],
+        "A's view: its own proj, shared, nothing built in"
+    );
+
+    // Client B, no options: the config's servers, never A's.
+    let mut b = mcp_client(&daemon, None).await;
+    let names = tool_names(&mut b).await;
+    assert!(names.contains(&"proj__pid".to_owned()), "{names:?}");
+    assert!(names.contains(&"corral__list_servers".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|name| name.contains("proj-c")), "{names:?}");
+    let b_proj = b
+        .call("tools/call", json!({"name": "proj__pid", "arguments": {}}))
+        .await;
+    let config_proj = client.mcp_server_get("proj").await.expect("get proj").server.pid;
+    assert_eq!(
+        text_of(&b_proj).parse::<u32>().ok(),
+        config_proj,
+        "B calls the config's proj"
+    );
+    assert_ne!(config_proj, Some(a_pid));
+    let not_hers = b
+        .request("tools/call", json!({"name": "proj-c1__pid", "arguments": {}}))
+        .await;
+    assert!(
+        not_hers.get("error").is_some() || not_hers["result"]["isError"] == true,
+        "another client's server cannot be called: {not_hers}"
+    );
+
+    // Client C: `servers` and `exclude`.
+    let mut c = mcp_client(
+        &daemon,
+        Some(json!({ "servers": ["shared", "proj"], "exclude": ["proj"] })),
+    )
+    .await;
+    assert_eq!(
+        tool_names(&mut c).await,
+        ["shared__echo", "shared__pid", "shared__sleep"]
+    );
+
+    // A bad separator is refused at `initialize`, naming it.
+    let mut bad = RawConnection::connect(daemon.socket_path(), WireFraming::Lines).await;
+    let refused = bad
+        .request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"},
+                   "_meta": {"corral/bridge": {"separator": "a b"}}}),
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("invalid separator \"a b\"")),
+        "{refused}"
+    );
+
+    // A's connection ends: its own server's processes are gone, and so is the server.
+    drop(a);
+    assert_all_gone(&[a_pid], Duration::from_secs(10), "client A's own server after A left").await;
+    poll_until("client A's own server to be removed", || async {
+        let servers = client.mcp_server_list().await.ok()?.servers;
+        (!servers.iter().any(|server| server.origin == ServerOrigin::Session)).then_some(())
+    })
+    .await;
+    let names = tool_names(&mut b).await;
+    assert!(
+        names.contains(&"proj__pid".to_owned()),
+        "B still has the config's proj: {names:?}"
+    );
+}
