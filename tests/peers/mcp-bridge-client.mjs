@@ -19,10 +19,12 @@
 //   {"op":"resources"}                              -> {"op":"resources","resources":[...]}
 //   {"op":"templates"}                              -> {"op":"templates","resourceTemplates":[...]}
 //   {"op":"read","uri":U}                           -> {"op":"read","result":{...}} or {"op":"read","error":{...}}
+//   {"op":"setLevel","level":L}                     -> {"op":"setLevel"} or {"op":"setLevel","error":{...}}
 //   {"op":"close"}                                  -> {"op":"close"}, then exits 0
 //
 // Each `notifications/tools/list_changed` prints `{"event":"toolsListChanged"}`
-// when it arrives (`promptsListChanged`, `resourcesListChanged` likewise). The Rust test (tests/tests/e2e/bridge.rs) drives it and
+// when it arrives (`promptsListChanged`, `resourcesListChanged` likewise);
+// each `notifications/message` prints `{"event":"log","params":{...}}`. The Rust test (tests/tests/e2e/bridge.rs) drives it and
 // asserts on the lines. Any failure, or the overall timeout, prints the reason
 // on stderr and exits 1.
 
@@ -31,6 +33,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import {
   PromptListChangedNotificationSchema,
   ResourceListChangedNotificationSchema,
+  LoggingMessageNotificationSchema,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import readline from "node:readline";
@@ -68,6 +71,9 @@ async function main() {
   client.setNotificationHandler(ToolListChangedNotificationSchema, () => print({ event: "toolsListChanged" }));
   client.setNotificationHandler(PromptListChangedNotificationSchema, () => print({ event: "promptsListChanged" }));
   client.setNotificationHandler(ResourceListChangedNotificationSchema, () => print({ event: "resourcesListChanged" }));
+  client.setNotificationHandler(LoggingMessageNotificationSchema, (notification) =>
+    print({ event: "log", params: notification.params }),
+  );
   await client.connect(transport);
   print({
     event: "connected",
@@ -147,6 +153,15 @@ async function main() {
           print({ op: "read", result: await client.readResource({ uri: command.uri }) });
         } catch (error) {
           print({ op: "read", error: errorOf(error) });
+        }
+        break;
+      }
+      case "setLevel": {
+        try {
+          await client.setLoggingLevel(command.level);
+          print({ op: "setLevel" });
+        } catch (error) {
+          print({ op: "setLevel", error: errorOf(error) });
         }
         break;
       }

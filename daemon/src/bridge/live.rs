@@ -12,16 +12,24 @@
 //! notifications wait for room in the link's queue rather than being
 //! dropped.
 //!
+//! The same task passes the log messages of the servers the client sees
+//! (`notifications/message`) at or above the client's level
+//! (`logging/setLevel`, `info` until it sets one), the logger named after
+//! the server (`server` or `server/logger`). A log message is dropped, not
+//! waited for, when the link's queue is full: a chatty server must not hold
+//! up what the client asked for.
+//!
 //! The task lives as long as the connection: it ends when the connection's
 //! writer is gone (the link's queue closed), which every connection's end
 //! and the daemon's shutdown bring about, or when the hub or the supervisor
 //! is gone; its end takes the client out of the bridge ([`Registered`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use corral_protocol::{DaemonNotification, ServerStatus};
+use corral_protocol::{DaemonNotification, ServerLog, ServerStatus};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -38,6 +46,8 @@ pub(crate) const TOOLS_LIST_CHANGED: &str = "notifications/tools/list_changed";
 pub(crate) const PROMPTS_LIST_CHANGED: &str = "notifications/prompts/list_changed";
 /// MCP's notification that the resource list changed.
 pub(crate) const RESOURCES_LIST_CHANGED: &str = "notifications/resources/list_changed";
+/// MCP's log message notification.
+pub(crate) const LOG_MESSAGE: &str = "notifications/message";
 
 /// At most one `list_changed` of each kind per this interval.
 pub(crate) const INTERVAL: Duration = Duration::from_millis(100);
@@ -123,7 +133,11 @@ async fn follow(
                         DaemonNotification::StartupStatusUpdated(update) if update.status == ServerStatus::Ready => {
                             let Some(now_ready) = visible_ready(&supervisor, &client).await else { return };
                             ready = now_ready;
-                            if ready.contains(&update.name) { Changes::ALL } else { Changes::NONE }
+                            if ready.contains_key(&update.name) { Changes::ALL } else { Changes::NONE }
+                        }
+                        DaemonNotification::ServerLog(log) => {
+                            forward_log(&link, &client, log, &ready);
+                            Changes::NONE
                         }
                         notification => changes(notification, &mut ready),
                     };
@@ -149,27 +163,47 @@ async fn follow(
     }
 }
 
-/// The registry names of the ready servers `client` sees; `None` once the supervisor is gone.
-async fn visible_ready(supervisor: &SupervisorHandle, client: &Client) -> Option<HashSet<String>> {
+/// The ready servers `client` sees: registry name to the name it knows;
+/// `None` once the supervisor is gone.
+async fn visible_ready(supervisor: &SupervisorHandle, client: &Client) -> Option<HashMap<String, String>> {
     let targets = supervisor.targets(None).await.ok()?.unwrap_or_default();
     Some(
         targets
             .ready
             .into_iter()
-            .map(|target| target.config.name)
-            .filter(|name| client.view.shown_name(name, &targets.whose).is_some())
+            .filter_map(|target| {
+                let shown = client.view.shown_name(&target.config.name, &targets.whose)?.to_owned();
+                Some((target.config.name, shown))
+            })
             .collect(),
     )
+}
+
+/// Pass `log` on to the client if it sees the server and the level is one it wants.
+fn forward_log(link: &Link, client: &Client, log: &ServerLog, ready: &HashMap<String, String>) {
+    let Some(shown) = ready.get(&log.name) else { return };
+    // A level MCP does not have is passed on as it is, ranked as `info`.
+    let rank = super::log_rank(&log.level).or_else(|| super::log_rank("info"));
+    if rank < Some(client.log_rank.load(Ordering::Relaxed)) {
+        return;
+    }
+    let logger = match &log.logger {
+        Some(logger) => format!("{shown}/{logger}"),
+        None => shown.clone(),
+    };
+    let params = serde_json::json!({ "level": log.level, "logger": logger, "data": log.data });
+    // Dropped when the queue is full (the link logs that).
+    let _ = link.notify(LOG_MESSAGE, params);
 }
 
 /// What `notification` (other than a server becoming ready) may change
 /// for a client that sees the ready servers `ready`, keeping `ready` up
 /// to date.
-fn changes(notification: &DaemonNotification, ready: &mut HashSet<String>) -> Changes {
-    let seen = |name: &str| ready.contains(name);
+fn changes(notification: &DaemonNotification, ready: &mut HashMap<String, String>) -> Changes {
+    let seen = |name: &str| ready.contains_key(name);
     match notification {
         DaemonNotification::StartupStatusUpdated(update) if update.status != ServerStatus::Ready => {
-            if ready.remove(&update.name) {
+            if ready.remove(&update.name).is_some() {
                 Changes::ALL
             } else {
                 Changes::NONE
@@ -244,7 +278,7 @@ mod tests {
 
     #[test]
     fn servers_leaving_and_lists_changing_change_what_the_client_lists() {
-        let mut ready = HashSet::from(["a".to_owned(), "b".to_owned()]);
+        let mut ready = HashMap::from([("a".to_owned(), "a".to_owned()), ("b".to_owned(), "b".to_owned())]);
         assert_eq!(
             changes(&status("c", ServerStatus::Starting), &mut ready),
             Changes::NONE,

@@ -11,10 +11,11 @@
 //!
 //! What it owns: MCP's words for the daemon. `initialize` (version
 //! negotiation, the client's options: [`view`]), `ping`,
-//! `logging/setLevel`, `tools/list` and `tools/call` ([`tools`]),
+//! `logging/setLevel` (the level of server logs it gets), `tools/list` and `tools/call` ([`tools`]),
 //! prompts and resources ([`catalog`]), one namespace of names per client
 //! ([`names`]), and the `list_changed` notifications a client gets when
-//! what it lists may have changed ([`live`]).
+//! what it lists may have changed, with the servers' log messages
+//! ([`live`]).
 //!
 //! Invariants:
 //! - an MCP client gets MCP messages only: never Corral's notifications
@@ -44,6 +45,7 @@ pub(crate) mod tools;
 pub(crate) mod view;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use corral_protocol::{ClientCapabilities, ErrorCode};
@@ -88,6 +90,8 @@ pub(crate) struct Client {
     pub(crate) tools: Mutex<Arc<tools::Listing>>,
     pub(crate) prompts: Mutex<Arc<tools::Listing>>,
     pub(crate) resources: Mutex<Arc<catalog::Resources>>,
+    /// The least severe server log message it gets ([`log_rank`]; `logging/setLevel`).
+    pub(crate) log_rank: AtomicUsize,
 }
 
 /// A listing replaced whole: valid after any panic.
@@ -152,9 +156,18 @@ pub(crate) fn methods(bridge: Bridge) -> Result<RpcModule<Bridge>, RegisterMetho
         initialize(&params, bridge, extensions)
     })?;
     module.register_method("ping", |_, _, _| Ok::<_, ErrorObjectOwned>(json!({})))?;
-    module.register_method("logging/setLevel", |params, _, _| {
-        // Accepted: server logs do not reach MCP clients in this phase.
-        let _: SetLevel = parse(&params, "logging/setLevel")?;
+    module.register_method("logging/setLevel", |params, bridge, extensions| {
+        let SetLevel { level } = parse(&params, "logging/setLevel")?;
+        let rank = log_rank(&level).ok_or_else(|| {
+            error(
+                ErrorCode::InvalidParams,
+                format!(
+                    "invalid params for `logging/setLevel`: unknown level {level:?}; use one of {}",
+                    LOG_LEVELS.join(", ")
+                ),
+            )
+        })?;
+        bridge.client(extensions)?.log_rank.store(rank, Ordering::Relaxed);
         Ok::<_, ErrorObjectOwned>(json!({}))
     })?;
     module.register_async_method("tools/list", |params, bridge, extensions| async move {
@@ -173,9 +186,27 @@ pub(crate) fn methods(bridge: Bridge) -> Result<RpcModule<Bridge>, RegisterMetho
 /// `logging/setLevel`'s params.
 #[derive(Debug, serde::Deserialize)]
 struct SetLevel {
-    /// Required; read only to refuse a request without it.
-    #[serde(rename = "level")]
-    _level: String,
+    level: String,
+}
+
+/// MCP's log levels, least severe first.
+pub(crate) const LOG_LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// The least severe level a client gets until it sets one.
+const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Where `level` is among [`LOG_LEVELS`]; `None` for a word MCP does not have.
+pub(crate) fn log_rank(level: &str) -> Option<usize> {
+    LOG_LEVELS.iter().position(|known| *known == level)
 }
 
 /// MCP `initialize`'s params, as far as the bridge reads them.
@@ -207,6 +238,7 @@ fn initialize(params: &Params<'_>, bridge: &Bridge, extensions: &Extensions) -> 
         tools: Mutex::default(),
         prompts: Mutex::default(),
         resources: Mutex::default(),
+        log_rank: AtomicUsize::new(log_rank(DEFAULT_LOG_LEVEL).unwrap_or_default()),
     });
     bridge.clients().insert(link.id, client.clone());
     let registered = Registered {

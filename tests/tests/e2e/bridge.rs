@@ -155,26 +155,26 @@ impl TsClient {
 
     /// Wait (bounded) for the next `toolsListChanged` event not seen yet.
     async fn list_changed(&mut self) {
-        self.event("toolsListChanged").await;
+        let _ = self.event("toolsListChanged").await;
     }
 
-    /// Wait (bounded) for the next `kind` event not seen yet; other events are kept.
-    pub(super) async fn event(&mut self, kind: &str) {
+    /// Wait (bounded) for the next `kind` event not seen yet, and return it;
+    /// other events are kept.
+    pub(super) async fn event(&mut self, kind: &str) -> Value {
         if let Some(index) = self.events.iter().position(|event| event["event"] == kind) {
-            self.events.remove(index);
-            return;
+            return self.events.remove(index);
         }
         within_for(SERVER_WAIT, kind, async {
             loop {
                 let line = self.next_line().await;
                 assert!(line.get("event").is_some(), "{line} while waiting for {kind}");
                 if line["event"] == kind {
-                    return;
+                    return line;
                 }
                 self.events.push(line);
             }
         })
-        .await;
+        .await
     }
 
     /// Forget the `list_changed` events received so far.

@@ -1,6 +1,6 @@
-//! What an MCP client sees through the bridge beyond tools: the prompts and
-//! resources of every server (the official TypeScript SDK through
-//! `corral mcp`, against two server-everything instances whose URIs
+//! What an MCP client sees through the bridge beyond tools: the prompts,
+//! resources and log messages of every server (the official TypeScript SDK
+//! through `corral mcp`, against two server-everything instances whose URIs
 //! collide), and each client's own view (`_meta["corral/bridge"]` at
 //! `initialize`, what `corral mcp` writes there): `servers`, `exclude`, the
 //! separator, and the client's own servers, which no other client sees and
@@ -132,11 +132,28 @@ async fn prompts_and_resources_of_every_server_reach_an_mcp_client() {
         "{nowhere}"
     );
 
+    // Server logs reach the client at its level, the logger named after the server.
+    let refused = mcp.op(json!({"op": "setLevel", "level": "loud"})).await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    let set = mcp.op(json!({"op": "setLevel", "level": "debug"})).await;
+    assert!(set.get("error").is_none(), "{set}");
+    let toggled = mcp.call("everything__toggle-simulated-logging", json!({})).await;
+    assert!(toggled["result"]["isError"] != true, "{toggled}");
+    let log = mcp.event("log").await;
+    assert_eq!(log["params"]["logger"], "everything", "{log}");
+    assert!(
+        log["params"]["data"]
+            .as_str()
+            .is_some_and(|data| data.contains("message")),
+        "the server's own message: {log}"
+    );
+    let _ = mcp.call("everything__toggle-simulated-logging", json!({})).await;
+
     // A server stops: every list the client has may have changed, and it is told so.
     mcp.forget_events();
     client.mcp_server_stop("second").await.expect("stop second");
     for kind in ["toolsListChanged", "promptsListChanged", "resourcesListChanged"] {
-        mcp.event(kind).await;
+        let _ = mcp.event(kind).await;
     }
     let listed = mcp.op(json!({"op": "resources"})).await;
     let uris = strings(items(&listed, "resources"), "uri");
