@@ -2,8 +2,12 @@
 //! every client find the same place without being told.
 //!
 //! Socket, in order: an explicit path (flag), `$CORRAL_SOCKET`,
-//! `$XDG_RUNTIME_DIR/corral/corral.sock`, then `$TMPDIR/corral-<uid>/corral.sock`
-//! (falling back to `/tmp` when that would be too long for a socket address).
+//! `$XDG_RUNTIME_DIR/corral/corral.sock` (without the variable, on Linux, the
+//! login session's `/run/user/<uid>` when it is the user's private directory:
+//! MCP clients start `corral mcp` with a short environment), then
+//! `$TMPDIR/corral-<uid>/corral.sock` (on macOS without `TMPDIR`, the per-user
+//! temp directory), falling back to `/tmp` when that would be too long for a
+//! socket address.
 //! On Windows a named pipe `\\.\pipe\corral-<user>`.
 //!
 //! Config, in order: an explicit path, `$CORRAL_CONFIG`, then
@@ -96,22 +100,92 @@ pub fn state_dir() -> PathBuf {
 
 #[cfg(unix)]
 fn default_socket_path() -> PathBuf {
-    if let Some(runtime) = non_empty_env("XDG_RUNTIME_DIR").map(PathBuf::from) {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let runtime = non_empty_env("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .or_else(|| session_runtime_dir(uid));
+    socket_in(runtime.as_deref(), &user_temp_dir(), uid)
+}
+
+/// The default socket given the runtime directory (if any), the user's
+/// temp directory and uid: `RUNTIME/corral/corral.sock` when that is an
+/// absolute path short enough, else `TEMP/corral-UID/corral.sock`, else the
+/// same under `/tmp`.
+#[cfg(unix)]
+fn socket_in(runtime: Option<&Path>, temp: &Path, uid: u32) -> PathBuf {
+    if let Some(runtime) = runtime {
         let candidate = runtime.join("corral").join("corral.sock");
         if runtime.is_absolute() && fits_socket_address(&candidate) {
             return candidate;
         }
     }
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
     let dir_name = format!("corral-{uid}");
-    let tmp = env::temp_dir();
-    let candidate = tmp.join(&dir_name).join("corral.sock");
+    let candidate = temp.join(&dir_name).join("corral.sock");
     if fits_socket_address(&candidate) {
         candidate
     } else {
         PathBuf::from("/tmp").join(dir_name).join("corral.sock")
     }
+}
+
+/// The login session's runtime directory when `XDG_RUNTIME_DIR` is not in
+/// the environment. MCP clients start their servers (`corral mcp` among
+/// them) with a short environment of their own (`HOME`, `PATH`, `USER`…),
+/// while the daemon runs as a service that has the variable: without this,
+/// such a `corral mcp` would look for the socket elsewhere, find none, and
+/// start a second daemon with a second copy of every server. On Linux that
+/// is `/run/user/UID`, what systemd-logind makes and gives the user's
+/// services as `XDG_RUNTIME_DIR`, used only when it is the user's own
+/// directory that nobody else can enter.
+#[cfg(target_os = "linux")]
+fn session_runtime_dir(uid: u32) -> Option<PathBuf> {
+    private_dir_of(Path::new(&format!("/run/user/{uid}")), uid)
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn session_runtime_dir(_uid: u32) -> Option<PathBuf> {
+    None
+}
+
+/// `dir` if it is a directory (not a link to one) owned by `uid` with no
+/// permission for group or others.
+#[cfg(unix)]
+fn private_dir_of(dir: &Path, uid: u32) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = std::fs::symlink_metadata(dir).ok()?;
+    (metadata.is_dir() && metadata.uid() == uid && metadata.mode() & 0o077 == 0).then(|| dir.to_path_buf())
+}
+
+/// The user's temp directory: `$TMPDIR`; on macOS without it (an MCP
+/// client's short environment, again), the per-user one the system gives
+/// every process of the user as `TMPDIR` (`confstr(_CS_DARWIN_USER_TEMP_DIR)`),
+/// so that `corral mcp` finds the launchd agent's socket; else the
+/// platform's default.
+#[cfg(unix)]
+fn user_temp_dir() -> PathBuf {
+    if let Some(temp) = non_empty_env("TMPDIR") {
+        return PathBuf::from(temp);
+    }
+    #[cfg(target_os = "macos")]
+    if let Some(temp) = darwin_user_temp_dir() {
+        return temp;
+    }
+    env::temp_dir()
+}
+
+#[cfg(target_os = "macos")]
+fn darwin_user_temp_dir() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt as _;
+    let mut buffer = vec![0_u8; 1024];
+    // SAFETY: confstr writes at most `buffer.len()` bytes, NUL included, and
+    // returns the length it needed (NUL included), 0 on error.
+    let needed = unsafe { libc::confstr(libc::_CS_DARWIN_USER_TEMP_DIR, buffer.as_mut_ptr().cast(), buffer.len()) };
+    if needed == 0 || needed > buffer.len() {
+        return None;
+    }
+    buffer.truncate(needed - 1);
+    Some(PathBuf::from(OsString::from_vec(buffer)))
 }
 
 #[cfg(windows)]
@@ -390,6 +464,53 @@ mod tests {
     fn the_socket_dir_of_a_bare_name_is_the_working_directory() {
         assert_eq!(socket_dir(Path::new("d.sock")), Path::new("."));
         assert_eq!(socket_dir(Path::new("/run/c/d.sock")), Path::new("/run/c"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_runtime_dir_wins_then_the_temp_dir_then_tmp() {
+        let runtime = Path::new("/run/user/1000");
+        assert_eq!(
+            socket_in(Some(runtime), Path::new("/tmp"), 1000),
+            Path::new("/run/user/1000/corral/corral.sock")
+        );
+        assert_eq!(
+            socket_in(None, Path::new("/var/tmp"), 1000),
+            Path::new("/var/tmp/corral-1000/corral.sock")
+        );
+        assert_eq!(
+            socket_in(Some(Path::new("relative")), Path::new("/var/tmp"), 7),
+            Path::new("/var/tmp/corral-7/corral.sock"),
+            "a relative runtime dir is not used"
+        );
+        let long = PathBuf::from(format!("/{}", "d".repeat(120)));
+        assert_eq!(
+            socket_in(Some(&long), &long, 7),
+            Path::new("/tmp/corral-7/corral.sock"),
+            "too long for a socket address"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_a_private_directory_of_the_user_stands_for_the_runtime_dir() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let base = std::env::temp_dir().join(format!("corral-paths-runtime-{}", std::process::id()));
+        let private = base.join("private");
+        std::fs::create_dir_all(&private).expect("create");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert_eq!(private_dir_of(&private, uid), Some(private.clone()));
+        assert_eq!(private_dir_of(&private, uid + 1), None, "someone else's");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(private_dir_of(&private, uid), None, "others may enter");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&private, &link).expect("symlink");
+        assert_eq!(private_dir_of(&link, uid), None, "a link to it");
+        assert_eq!(private_dir_of(&base.join("missing"), uid), None);
+        let _ = std::fs::remove_dir_all(base);
     }
 
     #[cfg(unix)]
