@@ -4,18 +4,20 @@
 //! collide), and each client's own view (`_meta["corral/bridge"]` at
 //! `initialize`, what `corral mcp` writes there): `servers`, `exclude`, the
 //! separator, and the client's own servers, which no other client sees and
-//! which die with its connection — checked by pid.
+//! which die with its connection — checked by pid. And the MCP Inspector's
+//! CLI, a third client, through `corral mcp`.
 
 use std::time::Duration;
 
 use corral_protocol::{ServerOrigin, ServerStatus};
 use corral_tests::{
-    KillSurvivorsOnDrop, RawConnection, SERVER_WAIT, TestDaemon, WireFraming, assert_all_gone, everything_config,
-    fixture_config, fixture_python, fixture_script, poll_until, text_of, wait_for_status,
+    KillSurvivorsOnDrop, RawConnection, SERVER_WAIT, TestDaemon, WireFraming, assert_all_gone, binary,
+    everything_config, fixture_config, fixture_python, fixture_script, peers_dir, poll_until, text_of, wait_for_status,
+    within_for,
 };
 use serde_json::{Value, json};
 
-use super::bridge::{TsClient, socket_args};
+use super::bridge::{STEP, TsClient, socket_args};
 
 /// Where a listing's items are in its result.
 fn items<'a>(listed: &'a Value, key: &str) -> &'a [Value] {
@@ -326,5 +328,91 @@ async fn a_clients_own_servers_are_its_alone_and_die_with_its_connection() {
     assert!(
         names.contains(&"proj__pid".to_owned()),
         "B still has the config's proj: {names:?}"
+    );
+}
+
+/// `mcp-inspector --cli corral mcp --socket S ARGS…`: the MCP Inspector's CLI
+/// (its own client, on the v2 SDK), which starts `corral mcp` with a short
+/// environment of its own, as desktop clients do. Its JSON output, parsed.
+async fn inspector(daemon: &TestDaemon, args: &[&str]) -> Value {
+    let launcher = peers_dir().join("node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js");
+    assert!(
+        launcher.is_file(),
+        "the MCP Inspector is missing: install the test peers with `bash tests/run.sh`"
+    );
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(launcher)
+        .arg("--cli")
+        .arg(binary("corral"))
+        .args(["mcp", "--no-start", "--socket"])
+        .arg(daemon.socket_path())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let output = within_for(STEP, "the MCP Inspector's CLI", command.output())
+        .await
+        .expect("run the MCP Inspector");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Inspector failed ({}): {stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("not JSON ({error}): {stdout}"))
+}
+
+#[tokio::test]
+async fn the_mcp_inspector_cli_lists_calls_reads_and_gets_through_corral_mcp() {
+    let daemon = TestDaemon::start_with_config(&everything_config("everything"));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+
+    let listed = inspector(&daemon, &["--method", "tools/list"]).await;
+    let names = strings(items(&listed, "tools"), "name");
+    assert!(names.contains(&"everything__echo"), "{names:?}");
+    let called = inspector(
+        &daemon,
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "everything__echo",
+            "--tool-arg",
+            "message=inspected",
+        ],
+    )
+    .await;
+    assert_eq!(text_of(&called), "Echo: inspected", "{called}");
+    let read = inspector(
+        &daemon,
+        &["--method", "resources/read", "--uri", "demo://resource/dynamic/text/3"],
+    )
+    .await;
+    assert_eq!(read["contents"][0]["uri"], "demo://resource/dynamic/text/3", "{read}");
+    let prompt = inspector(
+        &daemon,
+        &[
+            "--method",
+            "prompts/get",
+            "--prompt-name",
+            "everything__args-prompt",
+            "--prompt-args",
+            "city=Lyon",
+        ],
+    )
+    .await;
+    assert!(
+        prompt["messages"][0]["content"]["text"]
+            .as_str()
+            .is_some_and(|text| text.contains("Lyon")),
+        "{prompt}"
+    );
+    let templates = inspector(&daemon, &["--method", "resources/templates/list"]).await;
+    assert!(
+        strings(items(&templates, "resourceTemplates"), "uriTemplate")
+            .contains(&"demo://resource/dynamic/text/{resourceId}"),
+        "{templates}"
     );
 }
