@@ -14,16 +14,31 @@
 //   {"op":"start","id":I,"name":N,"arguments":{}}  -> {"op":"start","id":I} at once; the call runs on
 //   {"op":"abort","id":I}                           -> {"op":"abort","id":I,"error":{...}} once call I ended
 //                                                      (aborted with an AbortSignal: the SDK sends notifications/cancelled)
+//   {"op":"answers","elicitation":R,"sampling":R}   -> {"op":"answers"}: what the handlers below answer
+//                                                      from now on (R: the result, or "hang": no answer)
 //   {"op":"close"}                                  -> {"op":"close"}, then exits 0
 //
 // Each `notifications/tools/list_changed` prints `{"event":"toolsListChanged"}`
-// when it arrives. The Rust test (tests/tests/e2e/bridge.rs) drives it and
+// when it arrives.
+//
+// Server requests: with BRIDGE_CLIENT_CAPABILITIES set to a JSON object (e.g.
+// `{"elicitation":{},"sampling":{}}`) the client declares those capabilities
+// and, for the ones declared, handles `elicitation/create` and
+// `sampling/createMessage` with the SDK's handlers: each request prints
+// `{"event":"request","method":M,"params":P}` and is answered with what the
+// last `answers` op set (elicitation: decline until then). A "hang" request
+// waits until it is withdrawn (`notifications/cancelled`), then prints
+// `{"event":"withdrawn","method":M,"reason":R}`. The Rust test (tests/tests/e2e/bridge.rs) drives it and
 // asserts on the lines. Any failure, or the overall timeout, prints the reason
 // on stderr and exits 1.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
+  ToolListChangedNotificationSchema,
+} from "@modelcontextprotocol/sdk/types.js";
 import readline from "node:readline";
 
 const OVERALL_TIMEOUT_MS = 90_000;
@@ -55,8 +70,27 @@ async function main() {
     env: { ...process.env },
     stderr: "inherit",
   });
-  const client = new Client({ name: "mcp-bridge-client", version: "1.0.0" });
+  const capabilities = JSON.parse(process.env.BRIDGE_CLIENT_CAPABILITIES ?? "{}");
+  const client = new Client({ name: "mcp-bridge-client", version: "1.0.0" }, { capabilities });
   client.setNotificationHandler(ToolListChangedNotificationSchema, () => print({ event: "toolsListChanged" }));
+  // What the server-request handlers answer; set by the `answers` op.
+  const answers = { elicitation: { action: "decline" }, sampling: "hang" };
+  const answering = (kind) => (request, extra) => {
+    print({ event: "request", method: request.method, params: request.params });
+    if (answers[kind] !== "hang") return answers[kind];
+    return new Promise((_resolve, reject) => {
+      extra.signal.addEventListener(
+        "abort",
+        () => {
+          print({ event: "withdrawn", method: request.method, reason: String(extra.signal.reason) });
+          reject(new Error("withdrawn"));
+        },
+        { once: true },
+      );
+    });
+  };
+  if (capabilities.elicitation) client.setRequestHandler(ElicitRequestSchema, answering("elicitation"));
+  if (capabilities.sampling) client.setRequestHandler(CreateMessageRequestSchema, answering("sampling"));
   await client.connect(transport);
   print({
     event: "connected",
@@ -106,6 +140,12 @@ async function main() {
         running.delete(command.id);
         call.controller.abort("the test cancels this call");
         print({ op: "abort", id: command.id, ...(await call.outcome) });
+        break;
+      }
+      case "answers": {
+        answers.elicitation = command.elicitation ?? answers.elicitation;
+        answers.sampling = command.sampling ?? answers.sampling;
+        print({ op: "answers" });
         break;
       }
       case "close": {
