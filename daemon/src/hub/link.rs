@@ -328,7 +328,8 @@ impl Link {
 /// Why the daemon withdraws a request it sent a front-end.
 #[derive(Debug, Clone, Copy)]
 enum Withdrawal {
-    /// Its waiter went away: the server withdrew its request, or its session ended.
+    /// Its waiter went away: the call that caused it ended, or the server
+    /// withdrew its request, or its session ended.
     NoLongerAwaited,
     /// It was not answered within this deadline.
     Deadline(Duration),
@@ -338,8 +339,8 @@ impl std::fmt::Display for Withdrawal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NoLongerAwaited => f.write_str(
-                "corral withdrew this request: the MCP server that made it no longer waits for the answer \
-                 (it cancelled the request, or its session ended)",
+                "corral withdrew this request: nothing waits for its answer any more (the call that caused it \
+                 ended, or the MCP server that made it cancelled it or went away)",
             ),
             Self::Deadline(deadline) => write!(
                 f,

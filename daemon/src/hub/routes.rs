@@ -9,10 +9,12 @@
 //!   not name the call they belong to. One application's question is never
 //!   shown to another application. Each connection has a [`Link`]: the
 //!   daemon's requests to it are numbered, their answers are matched by id,
-//!   an abandoned request is withdrawn, and an unanswered one is withdrawn
-//!   after [`FrontEnds::answer_deadline`] (`--elicitation-timeout-sec`,
-//!   600 s; `mcp::handler` then answers the server cancelled), all worded in
-//!   the front-end's dialect by the link.
+//!   an abandoned request is withdrawn, and so is one whose front-end's
+//!   calls to that server have all ended ([`FrontEnds::calls_ended`]: the
+//!   call that caused it was cancelled or timed out) or that is not answered
+//!   within [`FrontEnds::answer_deadline`] (`--elicitation-timeout-sec`,
+//!   600 s); `mcp::handler` then answers the server cancelled. The link
+//!   words each in the front-end's dialect.
 //! - Progress (`notifications/progress`) goes to the connection whose
 //!   request carried a progress token: the request to the server carries
 //!   rmcp's token (unique per server session), mapped back to the
@@ -34,7 +36,8 @@
 //!   HTTP session is renewed.
 //!
 //! Invariants: a server's request never goes to a front-end that did not
-//! call that server; one front-end's pending elicitation never stops another
+//! call that server, and is withdrawn from it once it has no call to that
+//! server running; one front-end's pending elicitation never stops another
 //! front-end's clock; no request to a front-end waits without a deadline; no
 //! progress is dropped without the front-end being told and the drop counted.
 //!
@@ -48,7 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::link::{CanAnswer, Link};
 
@@ -60,6 +63,8 @@ pub(crate) const DEFAULT_ANSWER_DEADLINE: Duration = Duration::from_secs(600);
 #[derive(Debug)]
 pub(crate) struct FrontEnds {
     state: Mutex<State>,
+    /// Woken whenever a call ends ([`FrontEnds::calls_ended`]).
+    call_ended: Notify,
     /// [`FrontEnds::answer_deadline`], in milliseconds.
     answer_deadline_ms: AtomicU64,
     /// [`FrontEnds::dropped_progress`].
@@ -70,6 +75,7 @@ impl Default for FrontEnds {
     fn default() -> Self {
         Self {
             state: Mutex::default(),
+            call_ended: Notify::new(),
             answer_deadline_ms: AtomicU64::new(u64::try_from(DEFAULT_ANSWER_DEADLINE.as_millis()).unwrap_or(u64::MAX)),
             dropped_progress: AtomicU64::new(0),
         }
@@ -240,6 +246,27 @@ impl FrontEnds {
         }
     }
 
+    /// Completes once `connection` has no call to `server` running any more
+    /// (at once if it has none): the call whose server asked `connection`
+    /// something has ended, so nothing needs the answer.
+    pub(crate) async fn calls_ended(&self, server: &str, connection: u64) {
+        loop {
+            // Registered before looking, so an end between the look and the wait is not missed.
+            let ended = self.call_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let running = self
+                .state()
+                .calls
+                .iter()
+                .any(|(_, call_server, call_connection)| call_server == server && *call_connection == connection);
+            if !running {
+                return;
+            }
+            ended.await;
+        }
+    }
+
     /// Pause the timeouts of `connection`'s calls to `server` until the guard drops.
     pub(crate) fn pause(self: &Arc<Self>, server: &str, connection: u64) -> PauseGuard {
         self.pause_sender(server, connection).send_modify(|count| *count += 1);
@@ -397,6 +424,7 @@ impl Drop for CallGuard {
             .state()
             .calls
             .retain(|(number, _, _)| *number != self.number);
+        self.frontends.call_ended.notify_waiters();
     }
 }
 
@@ -654,6 +682,33 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn calls_ended_waits_for_the_last_call_of_that_front_end_to_that_server() {
+        let frontends = Arc::new(FrontEnds::default());
+        tokio::time::timeout(Duration::from_secs(10), frontends.calls_ended("s", 1))
+            .await
+            .expect("no call: at once");
+        let first = frontends.call_started("s", 1);
+        let second = frontends.call_started("s", 1);
+        let _other_connection = frontends.call_started("s", 2);
+        let _other_server = frontends.call_started("t", 1);
+        let waiting = {
+            let frontends = frontends.clone();
+            tokio::spawn(async move { frontends.calls_ended("s", 1).await })
+        };
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a call of that front-end to that server still runs"
+        );
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("ended once the last one did")
+            .expect("joined");
+    }
+
     /// The next message a link queued for its front-end, as JSON.
     async fn next_out(outbound: &mut tokio::sync::mpsc::Receiver<String>) -> Value {
         let text = tokio::time::timeout(Duration::from_secs(10), outbound.recv())
@@ -712,8 +767,8 @@ mod tests {
         let withdrawn = next_out(&mut mcp_out).await;
         assert_eq!(
             withdrawn["params"],
-            json!({"requestId": sent["id"], "reason": "corral withdrew this request: the MCP server that made it \
-                no longer waits for the answer (it cancelled the request, or its session ended)"}),
+            json!({"requestId": sent["id"], "reason": "corral withdrew this request: nothing waits for its answer \
+                any more (the call that caused it ended, or the MCP server that made it cancelled it or went away)"}),
             "{withdrawn}"
         );
 

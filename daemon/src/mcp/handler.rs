@@ -15,8 +15,11 @@
 //!   `mcpServer/…` request naming the server, or, to an MCP client of
 //!   `corral mcp`, MCP's own request), and its answer goes back to the
 //!   server as it gave it. An unanswered one is withdrawn after the answer
-//!   deadline (`--elicitation-timeout-sec`, 600 s) and answered as
-//!   cancelled; `roots/list` is answered from the server's `roots` config.
+//!   deadline (`--elicitation-timeout-sec`, 600 s), or as soon as the
+//!   front-end has no call to that server running any more (it cancelled
+//!   the call, or the call timed out: servers rarely withdraw what they
+//!   asked for a call that was cancelled), and answered as cancelled;
+//!   `roots/list` is answered from the server's `roots` config.
 //!
 //! At `initialize` it declares elicitation (form and URL) and sampling to
 //! every server, whoever ends up answering, and roots only when the server
@@ -122,10 +125,21 @@ impl McpClientHandler {
         let _pause = matches!(capability, Capability::Elicitation(_)).then(|| frontends.pause(&self.name, link.id));
         let deadline = frontends.answer_deadline();
         let answer = tokio::select! {
-            // Dropping the request (the server withdrew its own) withdraws it from the front-end.
+            // Dropping the request (in the other branches) withdraws it from the front-end.
             answer = link.ask(&self.name, capability, request, deadline) => answer,
             () = context.ct.cancelled() => {
                 return Asked::Answer(Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the server", None)));
+            }
+            // The call it is about is over (the front-end cancelled it, or it timed out):
+            // nobody is left to show the answer to.
+            () = frontends.calls_ended(&self.name, link.id) => {
+                tracing::info!(
+                    server = %self.name,
+                    connection = link.id,
+                    method,
+                    "the call that caused a server's request ended before the front-end answered; withdrawn"
+                );
+                return Asked::CallEnded;
             }
         };
         Asked::Answer(match answer {
@@ -163,7 +177,13 @@ enum Asked<T> {
     Declined(&'static str),
     /// The front-end did not answer within this deadline; the request was withdrawn.
     Unanswered(std::time::Duration),
+    /// The front-end's calls to the server ended before it answered; the request was withdrawn.
+    CallEnded,
 }
+
+/// What the server is told when [`Asked::CallEnded`].
+const CALL_ENDED: &str = "the call that caused it ended (cancelled or timed out) before the front-end answered; \
+                          the request was withdrawn";
 
 /// An elicitation result with `action` and corrald's `reason` in `_meta`.
 fn elicit_result(action: ElicitationAction, reason: String) -> ElicitResult {
@@ -229,6 +249,7 @@ impl ClientHandler for McpClientHandler {
                     deadline.as_secs_f64()
                 ),
             )),
+            Asked::CallEnded => Ok(elicit_result(ElicitationAction::Cancel, CALL_ENDED.to_owned())),
         }
     }
 
@@ -251,6 +272,11 @@ impl ClientHandler for McpClientHandler {
                      the request was withdrawn",
                     deadline.as_secs_f64()
                 ),
+                None,
+            )),
+            Asked::CallEnded => Err(ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!("sampling cancelled: {CALL_ENDED}"),
                 None,
             )),
         }

@@ -8,7 +8,8 @@
 //! after a reload and a stop; server-everything's elicitation (form and URL
 //! mode) and sampling answered by the SDK client's handlers when it declared
 //! them, withdrawn from it with `notifications/cancelled` at the answer
-//! deadline, declined when it did not declare them. Then the bridge on its
+//! deadline and when it cancels the call, declined when it did not declare
+//! them. Then the bridge on its
 //! own: starting corrald when none runs (detached, one daemon for two
 //! bridges started at once) and `--no-start`.
 
@@ -173,6 +174,22 @@ impl TsClient {
     /// Forget the `list_changed` events received so far.
     fn forget_events(&mut self) {
         self.events.clear();
+    }
+
+    /// The next `name` event (`request`, `withdrawn`) not taken yet, waiting
+    /// for it (each line bounded).
+    async fn event(&mut self, name: &str) -> Value {
+        loop {
+            if let Some(index) = self.events.iter().position(|event| event["event"] == name) {
+                return self.events.remove(index);
+            }
+            let line = self.next_line().await;
+            assert!(
+                line.get("event").is_some(),
+                "unexpected line {line} while waiting for a {name} event"
+            );
+            self.events.push(line);
+        }
     }
 
     /// The server requests the client's handlers got (`request` and
@@ -605,6 +622,23 @@ async fn a_servers_elicitation_and_sampling_reach_the_typescript_client_that_dec
         json!({"event": "withdrawn", "method": "elicitation/create",
                "reason": "corral withdrew this request: no answer within 3s (corrald --elicitation-timeout-sec)"}),
         "{requests:?}"
+    );
+
+    // The client cancels the call whose server asked it something: the
+    // question is withdrawn at once (server-everything does not withdraw it
+    // itself), not left open until the deadline.
+    mcp.op(json!({"op": "start", "id": "asks", "name": "everything__trigger-elicitation-request"}))
+        .await;
+    let asked = mcp.event("request").await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    let aborted = mcp.op(json!({"op": "abort", "id": "asks"})).await;
+    assert!(aborted.get("error").is_some(), "the call was aborted: {aborted}");
+    let withdrawn = mcp.event("withdrawn").await;
+    assert_eq!(
+        withdrawn["reason"],
+        "corral withdrew this request: nothing waits for its answer any more (the call that caused it ended, or \
+         the MCP server that made it cancelled it or went away)",
+        "{withdrawn}"
     );
 
     // The connection goes on.
