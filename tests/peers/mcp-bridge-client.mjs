@@ -20,11 +20,22 @@
 //   {"op":"templates"}                              -> {"op":"templates","resourceTemplates":[...]}
 //   {"op":"read","uri":U}                           -> {"op":"read","result":{...}} or {"op":"read","error":{...}}
 //   {"op":"setLevel","level":L}                     -> {"op":"setLevel"} or {"op":"setLevel","error":{...}}
+//   {"op":"answers","elicitation":R,"sampling":R}   -> {"op":"answers"}: what the handlers below answer
+//                                                      from now on (R: the result, or "hang": no answer)
 //   {"op":"close"}                                  -> {"op":"close"}, then exits 0
 //
 // Each `notifications/tools/list_changed` prints `{"event":"toolsListChanged"}`
 // when it arrives (`promptsListChanged`, `resourcesListChanged` likewise);
-// each `notifications/message` prints `{"event":"log","params":{...}}`. The Rust test (tests/tests/e2e/bridge.rs) drives it and
+// each `notifications/message` prints `{"event":"log","params":{...}}`.
+//
+// Server requests: with BRIDGE_CLIENT_CAPABILITIES set to a JSON object (e.g.
+// `{"elicitation":{},"sampling":{}}`) the client declares those capabilities
+// and, for the ones declared, handles `elicitation/create` and
+// `sampling/createMessage` with the SDK's handlers: each request prints
+// `{"event":"request","method":M,"params":P}` and is answered with what the
+// last `answers` op set (elicitation: decline until then). A "hang" request
+// waits until it is withdrawn (`notifications/cancelled`), then prints
+// `{"event":"withdrawn","method":M,"reason":R}`. The Rust test (tests/tests/e2e/bridge.rs) drives it and
 // asserts on the lines. Any failure, or the overall timeout, prints the reason
 // on stderr and exits 1.
 
@@ -34,6 +45,8 @@ import {
   PromptListChangedNotificationSchema,
   ResourceListChangedNotificationSchema,
   LoggingMessageNotificationSchema,
+  CreateMessageRequestSchema,
+  ElicitRequestSchema,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import readline from "node:readline";
@@ -67,13 +80,32 @@ async function main() {
     env: { ...process.env },
     stderr: "inherit",
   });
-  const client = new Client({ name: "mcp-bridge-client", version: "1.0.0" });
+  const capabilities = JSON.parse(process.env.BRIDGE_CLIENT_CAPABILITIES ?? "{}");
+  const client = new Client({ name: "mcp-bridge-client", version: "1.0.0" }, { capabilities });
   client.setNotificationHandler(ToolListChangedNotificationSchema, () => print({ event: "toolsListChanged" }));
   client.setNotificationHandler(PromptListChangedNotificationSchema, () => print({ event: "promptsListChanged" }));
   client.setNotificationHandler(ResourceListChangedNotificationSchema, () => print({ event: "resourcesListChanged" }));
   client.setNotificationHandler(LoggingMessageNotificationSchema, (notification) =>
     print({ event: "log", params: notification.params }),
   );
+  // What the server-request handlers answer; set by the `answers` op.
+  const answers = { elicitation: { action: "decline" }, sampling: "hang" };
+  const answering = (kind) => (request, extra) => {
+    print({ event: "request", method: request.method, params: request.params });
+    if (answers[kind] !== "hang") return answers[kind];
+    return new Promise((_resolve, reject) => {
+      extra.signal.addEventListener(
+        "abort",
+        () => {
+          print({ event: "withdrawn", method: request.method, reason: String(extra.signal.reason) });
+          reject(new Error("withdrawn"));
+        },
+        { once: true },
+      );
+    });
+  };
+  if (capabilities.elicitation) client.setRequestHandler(ElicitRequestSchema, answering("elicitation"));
+  if (capabilities.sampling) client.setRequestHandler(CreateMessageRequestSchema, answering("sampling"));
   await client.connect(transport);
   print({
     event: "connected",
@@ -163,6 +195,12 @@ async function main() {
         } catch (error) {
           print({ op: "setLevel", error: errorOf(error) });
         }
+        break;
+      }
+      case "answers": {
+        answers.elicitation = command.elicitation ?? answers.elicitation;
+        answers.sampling = command.sampling ?? answers.sampling;
+        print({ op: "answers" });
         break;
       }
       case "close": {

@@ -31,9 +31,13 @@
 //!   connection (session servers, reaped by the supervisor when it ends);
 //! - only ready servers' tools are listed; a call to a server that is not
 //!   ready answers at once with a tool error saying why and what to do;
-//! - requests a server makes of its client (elicitation, sampling) are
-//!   declined for MCP clients in this phase: the link is registered without
-//!   those capabilities, so `hub::routes` declines them, saying so.
+//! - requests a server makes of its client (elicitation, sampling) during a
+//!   call reach the MCP client that made the call, as MCP's own
+//!   `elicitation/create` / `sampling/createMessage` with the server's params
+//!   (the link words them), when it declared the capability at `initialize`
+//!   ([`can_answer`]: `elicitation: {}` is form mode, URL mode only with
+//!   `elicitation.url`); otherwise `hub::routes` declines them, saying why.
+//!   Withdrawn ones get MCP's `notifications/cancelled`.
 //!
 //! Dependencies: `mcp::{forward, route}`, the supervisor's handle and the
 //! hub; never the api room (which names this one).
@@ -48,7 +52,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use corral_protocol::{ClientCapabilities, ErrorCode};
+use corral_protocol::ErrorCode;
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
@@ -57,7 +61,7 @@ use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
 use crate::hub::Hub;
-use crate::hub::link::Link;
+use crate::hub::link::{CanAnswer, Link};
 use crate::supervisor::{ControlAction, SupervisorHandle};
 
 /// What an MCP client is told about this server at `initialize`.
@@ -214,6 +218,24 @@ pub(crate) fn log_rank(level: &str) -> Option<usize> {
 #[serde(rename_all = "camelCase")]
 struct InitializeParams {
     protocol_version: String,
+    /// What the client can do; read only for the server requests it answers.
+    #[serde(default)]
+    capabilities: serde_json::Map<String, Value>,
+}
+
+/// Which of a server's requests an MCP client that declared `capabilities`
+/// can answer, as MCP says: `elicitation` declares form mode when it has
+/// neither `form` nor `url` (as before 2025-11-25), else the modes it
+/// names; `sampling` declares sampling.
+fn can_answer(capabilities: &serde_json::Map<String, Value>) -> CanAnswer {
+    let declared = |value: Option<&Value>| value.is_some_and(|value| !value.is_null());
+    let elicitation = capabilities.get("elicitation").filter(|value| !value.is_null());
+    let mode = |name: &str| elicitation.is_some_and(|elicitation| declared(elicitation.get(name)));
+    CanAnswer {
+        form_elicitation: elicitation.is_some() && (mode("form") || !mode("url")),
+        url_elicitation: mode("url"),
+        sampling: declared(capabilities.get("sampling")),
+    }
 }
 
 /// Answer `initialize`: the version, the capabilities, who we are. The api
@@ -221,7 +243,10 @@ struct InitializeParams {
 /// servers (`--config`) are added as session servers of its connection in
 /// the background: `initialize` never waits for a server.
 fn initialize(params: &Params<'_>, bridge: &Bridge, extensions: &Extensions) -> Result<Value, ErrorObjectOwned> {
-    let InitializeParams { protocol_version } = parse(params, "initialize")?;
+    let InitializeParams {
+        protocol_version,
+        capabilities,
+    } = parse(params, "initialize")?;
     let raw: Value = parse(params, "initialize")?;
     let options = view::Options::from_initialize(&raw).map_err(|problem| {
         error(
@@ -230,9 +255,8 @@ fn initialize(params: &Params<'_>, bridge: &Bridge, extensions: &Extensions) -> 
         )
     })?;
     let link = link(extensions)?;
-    // Registered without elicitation or sampling: a server's requests are
-    // declined for this client (phase 1), with the reason in the log.
-    bridge.hub.routes.register(&link, ClientCapabilities::default());
+    // A server's requests reach this client only as far as it said it can answer them.
+    bridge.hub.routes.register(&link, can_answer(&capabilities));
     let client = Arc::new(Client {
         view: view::View::new(link.id, &options),
         tools: Mutex::default(),
@@ -354,5 +378,36 @@ mod tests {
             "no `initialize` in that revision"
         );
         assert_eq!(negotiate(""), "2025-11-25");
+    }
+
+    #[test]
+    fn the_server_requests_a_client_can_answer_are_read_from_its_capabilities() {
+        let read = |capabilities: Value| {
+            let capabilities = capabilities.as_object().cloned().expect("an object");
+            let can = can_answer(&capabilities);
+            (can.form_elicitation, can.url_elicitation, can.sampling)
+        };
+        assert_eq!(read(json!({})), (false, false, false));
+        assert_eq!(read(json!({"roots": {"listChanged": true}})), (false, false, false));
+        assert_eq!(
+            read(json!({"elicitation": {}})),
+            (true, false, false),
+            "`{{}}` is form mode"
+        );
+        assert_eq!(read(json!({"elicitation": {"form": {}}})), (true, false, false));
+        assert_eq!(read(json!({"elicitation": {"url": {}}})), (false, true, false));
+        assert_eq!(
+            read(json!({"elicitation": {"form": {"applyDefaults": true}, "url": {}}})),
+            (true, true, false)
+        );
+        assert_eq!(read(json!({"sampling": {}})), (false, false, true));
+        assert_eq!(
+            read(json!({"sampling": {"tools": {}}, "elicitation": {}})),
+            (true, false, true)
+        );
+        assert_eq!(
+            read(json!({"elicitation": null, "sampling": null})),
+            (false, false, false)
+        );
     }
 }

@@ -1,18 +1,28 @@
-//! The daemon's side of one front-end connection ([`Link`]): its requests
-//! to the front-end are numbered, their answers matched by id, an abandoned
-//! request is withdrawn with `$/cancelRequest`, and progress it does not
-//! read in time is dropped and counted.
+//! The daemon's side of one front-end connection ([`Link`]): what the
+//! front-end said it can answer ([`CanAnswer`]), the requests a server makes
+//! of its client passed on to it (numbered, their answers matched by id,
+//! withdrawn when no longer awaited or not answered in time), and progress,
+//! dropped and counted when it does not read it in time.
 //!
 //! A link speaks the dialect of its connection ([`Dialect`], fixed by the
 //! connection's first `initialize`): Corral's protocol, or MCP for an MCP
 //! client on the socket (`corral mcp`). What the hub routes to one
-//! front-end (progress) is worded in that dialect here, so nobody else
-//! needs to know which it is.
+//! front-end is worded in that dialect here, so nobody else needs to know
+//! which it is:
+//!
+//! | | Corral's protocol | MCP |
+//! |---|---|---|
+//! | a server's request | `mcpServer/elicitation/request`, `mcpServer/sampling/createMessage` with `{server, request}` | `elicitation/create`, `sampling/createMessage` with the server's params as they are |
+//! | withdrawn | `$/cancelRequest {id}` | `notifications/cancelled {requestId, reason}` |
+//! | progress | `mcpServer/progress {server, token, …}` | `notifications/progress {progressToken, …}` |
+//!
+//! The front-end's answer is the same in both: the MCP result, or a
+//! JSON-RPC error, which the connection hands to [`Link::resolve`].
 //!
 //! Everything for one front-end goes through one bounded queue
 //! (`LINK_QUEUE`, 64 messages), which the connection's writer reads only
 //! after the `initialize` response. A request waits for room in it (its
-//! caller's deadline bounds the wait); a notification (progress) is sent
+//! deadline bounds the wait); a notification (progress) is sent
 //! with `try_send` and dropped, and counted, when there is none. Once the
 //! connection is gone the link is closed and every waiting request fails
 //! with `Disconnected`.
@@ -20,10 +30,16 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::Duration;
 
-use corral_protocol::{ClientCapabilities, Notification as _, Progress, ProgressNotification};
+use corral_protocol::{
+    ClientCapabilities, DaemonRequest as _, ElicitationRequest, Notification as _, Progress, ProgressNotification,
+    SamplingRequest, ServerRequestParams,
+};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
+
+use super::routes::Capability;
 
 /// Messages from the daemon to one front-end waiting for its writer; a
 /// request waits for room, a progress notification is dropped when full (and
@@ -35,6 +51,37 @@ pub(super) const CANCEL_REQUEST: &str = "$/cancelRequest";
 
 /// MCP's progress notification, what an MCP client's progress is sent as.
 const MCP_PROGRESS: &str = "notifications/progress";
+
+/// MCP's cancellation notification, what a request to an MCP client is withdrawn with.
+pub(super) const MCP_CANCELLED: &str = "notifications/cancelled";
+
+/// MCP's methods of a server's requests, what an MCP client is asked with.
+const MCP_ELICIT: &str = "elicitation/create";
+const MCP_SAMPLE: &str = "sampling/createMessage";
+
+/// Which of a server's requests a front-end said at `initialize` it can answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CanAnswer {
+    /// Form-mode `elicitation/create`: the user fills in fields.
+    pub(crate) form_elicitation: bool,
+    /// URL-mode `elicitation/create`: the user is sent to a URL.
+    pub(crate) url_elicitation: bool,
+    /// `sampling/createMessage`.
+    pub(crate) sampling: bool,
+}
+
+impl CanAnswer {
+    /// What a front-end of Corral's protocol can answer: its
+    /// `capabilities.elicitation` covers both modes (it gets the server's
+    /// params, `mode` included, and shows what it can).
+    pub(crate) fn corral(capabilities: &ClientCapabilities) -> Self {
+        Self {
+            form_elicitation: capabilities.elicitation,
+            url_elicitation: capabilities.elicitation,
+            sampling: capabilities.sampling,
+        }
+    }
+}
 
 /// Which protocol the front-end at the other end of a link speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +99,9 @@ pub(crate) enum FrontEndError {
     /// The connection closed before the answer came.
     #[error("the front-end disconnected before answering")]
     Disconnected,
+    /// No answer within this deadline: the request was withdrawn.
+    #[error("the front-end did not answer within {}s; the request was withdrawn", .0.as_secs_f64())]
+    Unanswered(Duration),
     /// The front-end answered with a JSON-RPC error.
     #[error("the front-end answered with error {code}: {message}")]
     Error {
@@ -73,7 +123,8 @@ type Answer = Result<Value, FrontEndError>;
 pub(crate) struct Link {
     /// The connection's id.
     pub(crate) id: u64,
-    pub(super) capabilities: OnceLock<ClientCapabilities>,
+    /// Set once, at the connection's `initialize`; nothing until then.
+    pub(super) can_answer: OnceLock<CanAnswer>,
     /// Set once, when the connection's first `initialize` decides it; Corral's until then.
     dialect: OnceLock<Dialect>,
     sender: mpsc::Sender<String>,
@@ -90,7 +141,7 @@ impl Link {
         let (sender, receiver) = mpsc::channel(LINK_QUEUE);
         let link = Self {
             id,
-            capabilities: OnceLock::new(),
+            can_answer: OnceLock::new(),
             dialect: OnceLock::new(),
             sender,
             pending: Mutex::new(HashMap::new()),
@@ -117,17 +168,44 @@ impl Link {
         self.dialect.get().copied().unwrap_or(Dialect::Corral)
     }
 
-    pub(super) fn can_elicit(&self) -> bool {
-        self.capabilities.get().is_some_and(|c| c.elicitation)
+    /// What the front-end said it can answer (nothing before its `initialize`).
+    pub(super) fn can_answer(&self) -> CanAnswer {
+        self.can_answer.get().copied().unwrap_or_default()
     }
 
-    pub(super) fn can_sample(&self) -> bool {
-        self.capabilities.get().is_some_and(|c| c.sampling)
+    /// The method a server's `capability` request reaches this front-end as.
+    pub(crate) fn method_for(&self, capability: Capability) -> &'static str {
+        match (self.dialect(), capability) {
+            (Dialect::Corral, Capability::Elicitation(_)) => ElicitationRequest::METHOD,
+            (Dialect::Corral, Capability::Sampling) => SamplingRequest::METHOD,
+            (Dialect::Mcp, Capability::Elicitation(_)) => MCP_ELICIT,
+            (Dialect::Mcp, Capability::Sampling) => MCP_SAMPLE,
+        }
     }
 
-    /// Send `method` with `params` and wait for the answer. Dropping the
-    /// future withdraws the request (`$/cancelRequest`).
-    pub(crate) async fn request(self: &Arc<Self>, method: &str, params: Value) -> Answer {
+    /// Ask the front-end a `capability` request `server` made of its client,
+    /// `params` being the MCP request's params as the server sent them,
+    /// worded in the link's dialect; wait at most `deadline` for the answer
+    /// (then withdraw it: [`FrontEndError::Unanswered`]). Dropping the future
+    /// withdraws the request too.
+    pub(crate) async fn ask(
+        self: &Arc<Self>,
+        server: &str,
+        capability: Capability,
+        params: Value,
+        deadline: Duration,
+    ) -> Answer {
+        let params = match self.dialect() {
+            // A struct of a string and a JSON value: serializing it cannot fail.
+            Dialect::Corral => serde_json::to_value(ServerRequestParams::new(server, params)).unwrap_or_default(),
+            Dialect::Mcp => params,
+        };
+        self.request(self.method_for(capability), params, deadline).await
+    }
+
+    /// Send `method` with `params` and wait at most `deadline` for the
+    /// answer. Dropping the future withdraws the request.
+    async fn request(self: &Arc<Self>, method: &str, params: Value, deadline: Duration) -> Answer {
         if self.closed.load(Ordering::Acquire) {
             return Err(FrontEndError::Disconnected);
         }
@@ -137,19 +215,31 @@ impl Link {
         let mut withdraw = Withdraw {
             link: Arc::downgrade(self),
             id,
-            armed: true,
+            sent: false,
+            why: Withdrawal::NoLongerAwaited,
         };
         // Closed after the check above: the entry would never be answered.
         if self.closed.load(Ordering::Acquire) {
             return Err(FrontEndError::Disconnected);
         }
         let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        if self.sender.send(message.to_string()).await.is_err() {
-            return Err(FrontEndError::Disconnected);
+        let exchange = async {
+            // Waiting for room in the queue counts against the deadline too.
+            if self.sender.send(message.to_string()).await.is_err() {
+                return Err(FrontEndError::Disconnected);
+            }
+            withdraw.sent = true;
+            answered.await.unwrap_or(Err(FrontEndError::Disconnected))
+        };
+        let outcome = tokio::time::timeout(deadline, exchange).await;
+        match outcome {
+            // Answered (its entry is gone, so nothing is withdrawn), or disconnected.
+            Ok(answer) => answer,
+            Err(_) => {
+                withdraw.why = Withdrawal::Deadline(deadline);
+                Err(FrontEndError::Unanswered(deadline))
+            }
         }
-        let answer = answered.await.unwrap_or(Err(FrontEndError::Disconnected));
-        withdraw.armed = false;
-        answer
     }
 
     /// Send a notification if there is room; `false` (and logged) if it was
@@ -240,22 +330,55 @@ impl Link {
     }
 }
 
-/// Withdraws a request whose waiter went away before the answer came.
+/// Why the daemon withdraws a request it sent a front-end.
+#[derive(Debug, Clone, Copy)]
+enum Withdrawal {
+    /// Its waiter went away: the call that caused it ended, or the server
+    /// withdrew its request, or its session ended.
+    NoLongerAwaited,
+    /// It was not answered within this deadline.
+    Deadline(Duration),
+}
+
+impl std::fmt::Display for Withdrawal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoLongerAwaited => f.write_str(
+                "corral withdrew this request: nothing waits for its answer any more (the call that caused it \
+                 ended, or the MCP server that made it cancelled it or went away)",
+            ),
+            Self::Deadline(deadline) => write!(
+                f,
+                "corral withdrew this request: no answer within {}s (corrald --elicitation-timeout-sec)",
+                deadline.as_secs_f64()
+            ),
+        }
+    }
+}
+
+/// Withdraws a request that is still waiting for its answer when dropped:
+/// removes it, and, if it reached the queue, tells the front-end in its dialect.
 struct Withdraw {
     link: Weak<Link>,
     id: u64,
-    /// Cleared once the answer came.
-    armed: bool,
+    /// The request is in the link's queue (the front-end may see it).
+    sent: bool,
+    why: Withdrawal,
 }
 
 impl Drop for Withdraw {
     fn drop(&mut self) {
-        if !self.armed {
+        let Some(link) = self.link.upgrade() else { return };
+        // Answered, or the link closed: nothing to withdraw.
+        if link.pending().remove(&self.id).is_none() || !self.sent {
             return;
         }
-        let Some(link) = self.link.upgrade() else { return };
-        if link.pending().remove(&self.id).is_some() {
-            let _ = link.notify(CANCEL_REQUEST, json!({ "id": self.id }));
-        }
+        let _ = match link.dialect() {
+            Dialect::Corral => link.notify(CANCEL_REQUEST, json!({ "id": self.id })),
+            Dialect::Mcp => link.notify(
+                MCP_CANCELLED,
+                json!({ "requestId": self.id, "reason": self.why.to_string() }),
+            ),
+        };
     }
 }

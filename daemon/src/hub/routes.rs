@@ -3,15 +3,18 @@
 //! - Requests a server makes of its client (`elicitation/create`,
 //!   `sampling/createMessage`) go only to the front-end whose `tools/call` to
 //!   that server is running ([`FrontEnds::caller`]), and only if it declared
-//!   it can answer them; otherwise they are declined, with the reason. When
-//!   no front-end or several are calling that server, nobody is asked: MCP's
-//!   requests do not name the call they belong to. One application's
-//!   question is never shown to another application. Each connection has a
-//!   [`Link`]: the daemon's requests to it are numbered, their answers are
-//!   matched by id, an abandoned request is withdrawn with `$/cancelRequest`,
-//!   and an unanswered one is withdrawn after [`FrontEnds::answer_deadline`]
-//!   (`--elicitation-timeout-sec`, 600 s; `mcp::handler` then answers the
-//!   server cancelled).
+//!   it can answer them (for elicitation, in the request's mode: form or
+//!   URL); otherwise they are declined, with the reason. When no front-end
+//!   or several are calling that server, nobody is asked: MCP's requests do
+//!   not name the call they belong to. One application's question is never
+//!   shown to another application. Each connection has a [`Link`]: the
+//!   daemon's requests to it are numbered, their answers are matched by id,
+//!   an abandoned request is withdrawn, and so is one whose front-end's
+//!   calls to that server have all ended ([`FrontEnds::calls_ended`]: the
+//!   call that caused it was cancelled or timed out) or that is not answered
+//!   within [`FrontEnds::answer_deadline`] (`--elicitation-timeout-sec`,
+//!   600 s); `mcp::handler` then answers the server cancelled. The link
+//!   words each in the front-end's dialect.
 //! - Progress (`notifications/progress`) goes to the connection whose
 //!   request carried a progress token: the request to the server carries
 //!   rmcp's token (unique per server session), mapped back to the
@@ -33,7 +36,8 @@
 //!   HTTP session is renewed.
 //!
 //! Invariants: a server's request never goes to a front-end that did not
-//! call that server; one front-end's pending elicitation never stops another
+//! call that server, and is withdrawn from it once it has no call to that
+//! server running; one front-end's pending elicitation never stops another
 //! front-end's clock; no request to a front-end waits without a deadline; no
 //! progress is dropped without the front-end being told and the drop counted.
 //!
@@ -46,11 +50,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use corral_protocol::ClientCapabilities;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-use super::link::Link;
+use super::link::{CanAnswer, Link};
 
 /// How long a front-end has to answer a server's request (an elicitation
 /// waits on a person) before it is withdrawn and answered as cancelled.
@@ -60,6 +63,8 @@ pub(crate) const DEFAULT_ANSWER_DEADLINE: Duration = Duration::from_secs(600);
 #[derive(Debug)]
 pub(crate) struct FrontEnds {
     state: Mutex<State>,
+    /// Woken whenever a call ends ([`FrontEnds::calls_ended`]).
+    call_ended: Notify,
     /// [`FrontEnds::answer_deadline`], in milliseconds.
     answer_deadline_ms: AtomicU64,
     /// [`FrontEnds::dropped_progress`].
@@ -70,6 +75,7 @@ impl Default for FrontEnds {
     fn default() -> Self {
         Self {
             state: Mutex::default(),
+            call_ended: Notify::new(),
             answer_deadline_ms: AtomicU64::new(u64::try_from(DEFAULT_ANSWER_DEADLINE.as_millis()).unwrap_or(u64::MAX)),
             dropped_progress: AtomicU64::new(0),
         }
@@ -104,10 +110,44 @@ struct State {
 }
 
 /// Which kind of server request a front-end must be able to answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Capability {
-    Elicitation,
+    /// `elicitation/create`, in this mode.
+    Elicitation(ElicitationMode),
+    /// `sampling/createMessage`.
     Sampling,
+}
+
+/// How an elicitation asks the user: MCP's `mode` (form when absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ElicitationMode {
+    /// Fields to fill in (`requestedSchema`).
+    Form,
+    /// A URL to open (`url`).
+    Url,
+}
+
+/// Why a front-end that can answer `can` cannot answer a `capability`
+/// request; `None` when it can.
+fn cannot_answer(can: CanAnswer, capability: Capability) -> Option<&'static str> {
+    let declared_elicitation = can.form_elicitation || can.url_elicitation;
+    match capability {
+        Capability::Elicitation(_) if !declared_elicitation => {
+            Some("the front-end whose call asked cannot answer it (it did not declare `capabilities.elicitation`)")
+        }
+        Capability::Elicitation(ElicitationMode::Form) if !can.form_elicitation => Some(
+            "the front-end whose call asked cannot answer it: this is a form-mode elicitation, and it declared \
+             URL mode only (`capabilities.elicitation.url` without `form`)",
+        ),
+        Capability::Elicitation(ElicitationMode::Url) if !can.url_elicitation => Some(
+            "the front-end whose call asked cannot answer it: this is a URL-mode elicitation, and it declared \
+             form mode only (no `capabilities.elicitation.url`)",
+        ),
+        Capability::Sampling if !can.sampling => {
+            Some("the front-end whose call asked cannot answer it (it did not declare `capabilities.sampling`)")
+        }
+        _ => None,
+    }
 }
 
 impl FrontEnds {
@@ -121,9 +161,9 @@ impl FrontEnds {
         Link::new(id)
     }
 
-    /// `link` finished `initialize` with `capabilities`.
-    pub(crate) fn register(&self, link: &Arc<Link>, capabilities: ClientCapabilities) {
-        let _ = link.capabilities.set(capabilities);
+    /// `link` finished `initialize`, saying it can answer `can`.
+    pub(crate) fn register(&self, link: &Arc<Link>, can: CanAnswer) {
+        let _ = link.can_answer.set(can);
         self.state().links.insert(link.id, Arc::downgrade(link));
     }
 
@@ -188,21 +228,10 @@ impl FrontEnds {
         let Some(link) = state.links.get(&first).and_then(Weak::upgrade) else {
             return Caller::Declined("the front-end whose call asked has disconnected");
         };
-        let capable = match capability {
-            Capability::Elicitation => link.can_elicit(),
-            Capability::Sampling => link.can_sample(),
-        };
-        if !capable {
-            return Caller::Declined(match capability {
-                Capability::Elicitation => {
-                    "the front-end whose call asked cannot answer it (it did not declare `capabilities.elicitation`)"
-                }
-                Capability::Sampling => {
-                    "the front-end whose call asked cannot answer it (it did not declare `capabilities.sampling`)"
-                }
-            });
+        match cannot_answer(link.can_answer(), capability) {
+            Some(reason) => Caller::Declined(reason),
+            None => Caller::One(link),
         }
-        Caller::One(link)
     }
 
     /// Record a call of connection `connection` to `server` until the guard drops.
@@ -214,6 +243,27 @@ impl FrontEnds {
         CallGuard {
             frontends: self.clone(),
             number,
+        }
+    }
+
+    /// Completes once `connection` has no call to `server` running any more
+    /// (at once if it has none): the call whose server asked `connection`
+    /// something has ended, so nothing needs the answer.
+    pub(crate) async fn calls_ended(&self, server: &str, connection: u64) {
+        loop {
+            // Registered before looking, so an end between the look and the wait is not missed.
+            let ended = self.call_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let running = self
+                .state()
+                .calls
+                .iter()
+                .any(|(_, call_server, call_connection)| call_server == server && *call_connection == connection);
+            if !running {
+                return;
+            }
+            ended.await;
         }
     }
 
@@ -374,6 +424,7 @@ impl Drop for CallGuard {
             .state()
             .calls
             .retain(|(number, _, _)| *number != self.number);
+        self.frontends.call_ended.notify_waiters();
     }
 }
 
@@ -416,14 +467,21 @@ impl Drop for ProgressRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::link::{CANCEL_REQUEST, FrontEndError, LINK_QUEUE};
+    use crate::hub::link::{CANCEL_REQUEST, Dialect, FrontEndError, LINK_QUEUE, MCP_CANCELLED};
     use serde_json::json;
 
-    fn capabilities(elicitation: bool, sampling: bool) -> ClientCapabilities {
-        let mut capabilities = ClientCapabilities::default();
-        capabilities.elicitation = elicitation;
-        capabilities.sampling = sampling;
-        capabilities
+    const FORM: Capability = Capability::Elicitation(ElicitationMode::Form);
+    const URL: Capability = Capability::Elicitation(ElicitationMode::Url);
+
+    /// Long enough never to pass in a test that does not wait for it.
+    const NO_DEADLINE: Duration = Duration::from_secs(3600);
+
+    fn capabilities(elicitation: bool, sampling: bool) -> CanAnswer {
+        CanAnswer {
+            form_elicitation: elicitation,
+            url_elicitation: elicitation,
+            sampling,
+        }
     }
 
     #[tokio::test]
@@ -440,24 +498,24 @@ mod tests {
             Caller::Declined(reason) => Err(reason),
         };
         // Capable and recently active front-ends are not asked without a call of theirs.
-        assert!(target(Capability::Elicitation).is_err_and(|reason| reason.contains("no front-end has a call")));
+        assert!(target(FORM).is_err_and(|reason| reason.contains("no front-end has a call")));
         let _other_server = frontends.call_started("t", 2);
-        assert!(target(Capability::Elicitation).is_err());
+        assert!(target(FORM).is_err());
         {
             let _call = frontends.call_started("s", 1);
             let _second = frontends.call_started("s", 1);
-            assert_eq!(target(Capability::Elicitation), Ok(1));
+            assert_eq!(target(FORM), Ok(1));
             assert!(
                 target(Capability::Sampling).is_err_and(|reason| reason.contains("capabilities.sampling")),
                 "the caller cannot sample: declined, never sent to the one that can"
             );
             let _incapable = frontends.call_started("s", 3);
-            assert!(target(Capability::Elicitation).is_err_and(|reason| reason.contains("several front-ends")));
+            assert!(target(FORM).is_err_and(|reason| reason.contains("several front-ends")));
         }
         let _incapable = frontends.call_started("s", 3);
-        assert!(target(Capability::Elicitation).is_err_and(|reason| reason.contains("capabilities.elicitation")));
+        assert!(target(FORM).is_err_and(|reason| reason.contains("capabilities.elicitation")));
         drop(c);
-        assert!(target(Capability::Elicitation).is_err_and(|reason| reason.contains("disconnected")));
+        assert!(target(FORM).is_err_and(|reason| reason.contains("disconnected")));
     }
 
     #[tokio::test]
@@ -466,10 +524,10 @@ mod tests {
         let (link, mut outbound) = frontends.new_link(1);
         let asking = {
             let link = link.clone();
-            tokio::spawn(async move { link.request("m", json!({"x": 1})).await })
+            tokio::spawn(async move { link.ask("s", Capability::Sampling, json!({"x": 1}), NO_DEADLINE).await })
         };
         let sent: Value = serde_json::from_str(&outbound.recv().await.expect("request sent")).expect("JSON");
-        assert_eq!(sent["method"], "m");
+        assert_eq!(sent["method"], "mcpServer/sampling/createMessage");
         let id = sent["id"].as_u64().expect("numeric id");
         assert!(!link.resolve(id + 100, Ok(json!(null))), "unknown ids are not matched");
         assert!(link.resolve(id, Ok(json!({"ok": true}))));
@@ -477,7 +535,7 @@ mod tests {
 
         let abandoned = {
             let link = link.clone();
-            tokio::spawn(async move { link.request("m", json!({})).await })
+            tokio::spawn(async move { link.ask("s", FORM, json!({}), NO_DEADLINE).await })
         };
         let sent: Value = serde_json::from_str(&outbound.recv().await.expect("request sent")).expect("JSON");
         abandoned.abort();
@@ -488,7 +546,7 @@ mod tests {
 
         let waiting = {
             let link = link.clone();
-            tokio::spawn(async move { link.request("m", json!({})).await })
+            tokio::spawn(async move { link.ask("s", FORM, json!({}), NO_DEADLINE).await })
         };
         outbound.recv().await.expect("request sent");
         link.close();
@@ -497,7 +555,7 @@ mod tests {
             Err(FrontEndError::Disconnected)
         ));
         assert!(matches!(
-            link.request("m", json!({})).await,
+            link.ask("s", FORM, json!({}), NO_DEADLINE).await,
             Err(FrontEndError::Disconnected)
         ));
     }
@@ -578,6 +636,172 @@ mod tests {
                    "params": {"progressToken": 7, "progress": 1.0, "total": 2.0, "message": "half"}}),
             "MCP's own notification, with the client's token and nothing of Corral's"
         );
+    }
+
+    #[tokio::test]
+    async fn an_elicitation_is_asked_only_in_a_mode_the_front_end_declared() {
+        let frontends = Arc::new(FrontEnds::default());
+        let target = |connection: u64, capability| {
+            let _call = frontends.call_started("s", connection);
+            match frontends.caller("s", capability) {
+                Caller::One(link) => Ok(link.id),
+                Caller::Declined(reason) => Err(reason),
+            }
+        };
+        let (form_only, _form_rx) = frontends.new_link(1);
+        let (url_only, _url_rx) = frontends.new_link(2);
+        let (both, _both_rx) = frontends.new_link(3);
+        let (neither, _neither_rx) = frontends.new_link(4);
+        for (link, form, url) in [
+            (&form_only, true, false),
+            (&url_only, false, true),
+            (&both, true, true),
+            (&neither, false, false),
+        ] {
+            frontends.register(
+                link,
+                CanAnswer {
+                    form_elicitation: form,
+                    url_elicitation: url,
+                    sampling: false,
+                },
+            );
+        }
+        assert_eq!(target(1, FORM), Ok(1));
+        assert!(
+            target(1, URL)
+                .is_err_and(|reason| reason.contains("URL-mode elicitation") && reason.contains("form mode only")),
+            "a form-only front-end is never sent to a URL"
+        );
+        assert_eq!(target(2, URL), Ok(2));
+        assert!(target(2, FORM).is_err_and(|reason| reason.contains("URL mode only")));
+        assert_eq!(target(3, FORM), Ok(3));
+        assert_eq!(target(3, URL), Ok(3));
+        for mode in [FORM, URL] {
+            assert!(target(4, mode).is_err_and(|reason| reason.contains("did not declare `capabilities.elicitation`")));
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_ended_waits_for_the_last_call_of_that_front_end_to_that_server() {
+        let frontends = Arc::new(FrontEnds::default());
+        tokio::time::timeout(Duration::from_secs(10), frontends.calls_ended("s", 1))
+            .await
+            .expect("no call: at once");
+        let first = frontends.call_started("s", 1);
+        let second = frontends.call_started("s", 1);
+        let _other_connection = frontends.call_started("s", 2);
+        let _other_server = frontends.call_started("t", 1);
+        let waiting = {
+            let frontends = frontends.clone();
+            tokio::spawn(async move { frontends.calls_ended("s", 1).await })
+        };
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a call of that front-end to that server still runs"
+        );
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("ended once the last one did")
+            .expect("joined");
+    }
+
+    /// The next message a link queued for its front-end, as JSON.
+    async fn next_out(outbound: &mut tokio::sync::mpsc::Receiver<String>) -> Value {
+        let text = tokio::time::timeout(Duration::from_secs(10), outbound.recv())
+            .await
+            .expect("a message within 10 s")
+            .expect("the link is open");
+        serde_json::from_str(&text).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn a_servers_request_and_its_withdrawal_are_worded_in_the_dialect_of_the_front_end() {
+        let frontends = Arc::new(FrontEnds::default());
+        let (corral, mut corral_out) = frontends.new_link(1);
+        let (mcp, mut mcp_out) = frontends.new_link(2);
+        mcp.set_dialect(Dialect::Mcp);
+        let params = json!({"mode": "form", "message": "Name?", "_meta": {"k": 1},
+                            "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}});
+        let deadline = Duration::from_millis(200);
+
+        // MCP: the server's request itself; unanswered, MCP's cancellation with a reason.
+        let asking = {
+            let (mcp, params) = (mcp.clone(), params.clone());
+            tokio::spawn(async move { mcp.ask("s", FORM, params, deadline).await })
+        };
+        let sent = next_out(&mut mcp_out).await;
+        assert_eq!(
+            sent,
+            json!({"jsonrpc": "2.0", "id": sent["id"], "method": "elicitation/create", "params": params}),
+            "nothing of Corral's around the server's params"
+        );
+        assert!(matches!(
+            asking.await.expect("joined"),
+            Err(FrontEndError::Unanswered(waited)) if waited == deadline
+        ));
+        let withdrawn = next_out(&mut mcp_out).await;
+        assert_eq!(withdrawn["method"], MCP_CANCELLED, "{withdrawn}");
+        assert_eq!(withdrawn["params"]["requestId"], sent["id"], "{withdrawn}");
+        assert_eq!(
+            withdrawn["params"]["reason"],
+            "corral withdrew this request: no answer within 0.2s (corrald --elicitation-timeout-sec)"
+        );
+        assert!(withdrawn.get("id").is_none(), "a notification: {withdrawn}");
+
+        // MCP, abandoned (the server withdrew its request): the same, with that reason.
+        let asking = {
+            let mcp = mcp.clone();
+            tokio::spawn(async move {
+                mcp.ask("s", Capability::Sampling, json!({"maxTokens": 5}), NO_DEADLINE)
+                    .await
+            })
+        };
+        let sent = next_out(&mut mcp_out).await;
+        assert_eq!(sent["method"], "sampling/createMessage", "{sent}");
+        assert_eq!(sent["params"], json!({"maxTokens": 5}), "{sent}");
+        asking.abort();
+        let withdrawn = next_out(&mut mcp_out).await;
+        assert_eq!(
+            withdrawn["params"],
+            json!({"requestId": sent["id"], "reason": "corral withdrew this request: nothing waits for its answer \
+                any more (the call that caused it ended, or the MCP server that made it cancelled it or went away)"}),
+            "{withdrawn}"
+        );
+
+        // Corral: the server named around its params; withdrawn with `$/cancelRequest {id}`.
+        let asking = {
+            let (corral, params) = (corral.clone(), params.clone());
+            tokio::spawn(async move { corral.ask("s", FORM, params, deadline).await })
+        };
+        let sent = next_out(&mut corral_out).await;
+        assert_eq!(sent["method"], "mcpServer/elicitation/request", "{sent}");
+        assert_eq!(sent["params"], json!({"server": "s", "request": params}), "{sent}");
+        assert!(matches!(
+            asking.await.expect("joined"),
+            Err(FrontEndError::Unanswered(_))
+        ));
+        let withdrawn = next_out(&mut corral_out).await;
+        assert_eq!(
+            withdrawn,
+            json!({"jsonrpc": "2.0", "method": CANCEL_REQUEST, "params": {"id": sent["id"]}})
+        );
+
+        // Answered in time: the answer, and nothing withdrawn.
+        let asking = {
+            let mcp = mcp.clone();
+            tokio::spawn(async move { mcp.ask("s", URL, json!({"mode": "url"}), NO_DEADLINE).await })
+        };
+        let sent = next_out(&mut mcp_out).await;
+        assert!(mcp.resolve(sent["id"].as_u64().expect("id"), Ok(json!({"action": "accept"}))));
+        assert_eq!(
+            asking.await.expect("joined").expect("answered"),
+            json!({"action": "accept"})
+        );
+        assert!(mcp_out.try_recv().is_err(), "nothing after the answer");
     }
 
     #[test]

@@ -8,10 +8,18 @@
 //!   server, seq-numbered like every other;
 //! - progress goes to the connection whose request it is about;
 //! - `elicitation/create` and `sampling/createMessage` are forwarded to the
-//!   front-end whose call asked, if it can answer them (see `hub::routes`), and
-//!   declined otherwise; an unanswered one is withdrawn after the answer
-//!   deadline (`--elicitation-timeout-sec`, 600 s) and answered as
-//!   cancelled; `roots/list` is answered from the server's `roots` config.
+//!   front-end whose call asked, if it can answer them (see `hub::routes`;
+//!   an elicitation in its mode, form or URL), and declined otherwise. The
+//!   front-end gets the server's params as the server sent them (its
+//!   `_meta` too), in the front-end's dialect (the link words it: Corral's
+//!   `mcpServer/…` request naming the server, or, to an MCP client of
+//!   `corral mcp`, MCP's own request), and its answer goes back to the
+//!   server as it gave it. An unanswered one is withdrawn after the answer
+//!   deadline (`--elicitation-timeout-sec`, 600 s), or as soon as the
+//!   front-end has no call to that server running any more (it cancelled
+//!   the call, or the call timed out: servers rarely withdraw what they
+//!   asked for a call that was cancelled), and answered as cancelled;
+//!   `roots/list` is answered from the server's `roots` config.
 //!
 //! At `initialize` it declares elicitation (form and URL) and sampling to
 //! every server, whoever ends up answering, and roots only when the server
@@ -28,10 +36,7 @@
 
 use std::sync::Arc;
 
-use corral_protocol::{
-    DaemonNotification, DaemonRequest, ElicitationRequest, ListChanged, ResourceUpdated, SamplingRequest, ServerLog,
-    ServerRequestParams,
-};
+use corral_protocol::{DaemonNotification, ListChanged, ResourceUpdated, ServerLog};
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
     ElicitResult, ElicitationAction, ElicitationCapability, ErrorCode, FormElicitationCapability, Implementation,
@@ -41,11 +46,12 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ClientHandler, ErrorData, RoleClient};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::hub::Hub;
 use crate::hub::link::FrontEndError;
-use crate::hub::routes::{Caller, Capability};
+use crate::hub::routes::{Caller, Capability, ElicitationMode};
 
 /// The MCP client handler of one server's session.
 #[derive(Debug, Clone)]
@@ -89,7 +95,7 @@ impl McpClientHandler {
     /// at most the answer deadline.
     ///
     /// [`FrontEnds::caller`]: crate::hub::routes::FrontEnds::caller
-    async fn ask_front_end<R: DaemonRequest, P: serde::Serialize, T: DeserializeOwned>(
+    async fn ask_front_end<P: serde::Serialize, T: DeserializeOwned>(
         &self,
         capability: Capability,
         params: &P,
@@ -99,44 +105,47 @@ impl McpClientHandler {
         let link = match frontends.caller(&self.name, capability) {
             Caller::One(link) => link,
             Caller::Declined(reason) => {
-                tracing::info!(server = %self.name, method = R::METHOD, "declined a server's request: {reason}");
+                tracing::info!(server = %self.name, ?capability, "declined a server's request: {reason}");
                 return Asked::Declined(reason);
             }
         };
-        let request = match serde_json::to_value(params) {
+        let mut request = match serde_json::to_value(params) {
             Ok(request) => request,
             Err(error) => return Asked::Answer(Err(ErrorData::internal_error(error.to_string(), None))),
         };
-        let params = serde_json::to_value(ServerRequestParams::new(self.name.clone(), request)).unwrap_or_default();
-        tracing::debug!(server = %self.name, connection = link.id, method = R::METHOD, "asking a front-end");
+        // rmcp moved the request's `_meta` into the context: the front-end gets it back.
+        if !context.meta.0.0.is_empty()
+            && let Some(request) = request.as_object_mut()
+        {
+            request.insert("_meta".to_owned(), Value::Object(context.meta.0.0.clone()));
+        }
+        let method = link.method_for(capability);
+        tracing::debug!(server = %self.name, connection = link.id, method, "asking a front-end");
         // The user may take their time: this front-end's calls to this server stop their clocks.
-        let _pause = matches!(capability, Capability::Elicitation).then(|| frontends.pause(&self.name, link.id));
+        let _pause = matches!(capability, Capability::Elicitation(_)).then(|| frontends.pause(&self.name, link.id));
         let deadline = frontends.answer_deadline();
         let answer = tokio::select! {
-            answer = tokio::time::timeout(deadline, link.request(R::METHOD, params)) => match answer {
-                Ok(answer) => answer,
-                // Dropping the request withdrew it from the front-end (`$/cancelRequest`).
-                Err(_) => {
-                    tracing::info!(
-                        server = %self.name,
-                        connection = link.id,
-                        method = R::METHOD,
-                        ?deadline,
-                        "a front-end did not answer a server's request in time; withdrawn"
-                    );
-                    return Asked::Unanswered(deadline);
-                }
-            },
-            // The server withdrew its request: so does corrald (dropping the
-            // request sends `$/cancelRequest` to the front-end).
+            // Dropping the request (in the other branches) withdraws it from the front-end.
+            answer = link.ask(&self.name, capability, request, deadline) => answer,
             () = context.ct.cancelled() => {
                 return Asked::Answer(Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the server", None)));
+            }
+            // The call it is about is over (the front-end cancelled it, or it timed out):
+            // nobody is left to show the answer to.
+            () = frontends.calls_ended(&self.name, link.id) => {
+                tracing::info!(
+                    server = %self.name,
+                    connection = link.id,
+                    method,
+                    "the call that caused a server's request ended before the front-end answered; withdrawn"
+                );
+                return Asked::CallEnded;
             }
         };
         Asked::Answer(match answer {
             Ok(result) => serde_json::from_value(result).map_err(|error| {
                 ErrorData::internal_error(
-                    format!("the front-end's answer to {} is not valid: {error}", R::METHOD),
+                    format!("the front-end's answer to {method} is not valid: {error}"),
                     None,
                 )
             }),
@@ -145,6 +154,16 @@ impl McpClientHandler {
                 message,
                 data,
             )),
+            Err(FrontEndError::Unanswered(deadline)) => {
+                tracing::info!(
+                    server = %self.name,
+                    connection = link.id,
+                    method,
+                    ?deadline,
+                    "a front-end did not answer a server's request in time; withdrawn"
+                );
+                return Asked::Unanswered(deadline);
+            }
             Err(error @ FrontEndError::Disconnected) => Err(ErrorData::internal_error(error.to_string(), None)),
         })
     }
@@ -158,7 +177,13 @@ enum Asked<T> {
     Declined(&'static str),
     /// The front-end did not answer within this deadline; the request was withdrawn.
     Unanswered(std::time::Duration),
+    /// The front-end's calls to the server ended before it answered; the request was withdrawn.
+    CallEnded,
 }
+
+/// What the server is told when [`Asked::CallEnded`].
+const CALL_ENDED: &str = "the call that caused it ended (cancelled or timed out) before the front-end answered; \
+                          the request was withdrawn";
 
 /// An elicitation result with `action` and corrald's `reason` in `_meta`.
 fn elicit_result(action: ElicitationAction, reason: String) -> ElicitResult {
@@ -206,8 +231,13 @@ impl ClientHandler for McpClientHandler {
         request: ElicitRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
+        let mode = match &request {
+            ElicitRequestParams::UrlElicitationParams { .. } => ElicitationMode::Url,
+            // MCP's default mode (the enum is non-exhaustive; MCP has these two modes).
+            _ => ElicitationMode::Form,
+        };
         match self
-            .ask_front_end::<ElicitationRequest, _, _>(Capability::Elicitation, &request, &context)
+            .ask_front_end(Capability::Elicitation(mode), &request, &context)
             .await
         {
             Asked::Answer(answer) => answer,
@@ -216,9 +246,10 @@ impl ClientHandler for McpClientHandler {
                 ElicitationAction::Cancel,
                 format!(
                     "the front-end did not answer within {}s (corrald --elicitation-timeout-sec); the request was withdrawn",
-                    deadline.as_secs()
+                    deadline.as_secs_f64()
                 ),
             )),
+            Asked::CallEnded => Ok(elicit_result(ElicitationAction::Cancel, CALL_ENDED.to_owned())),
         }
     }
 
@@ -227,10 +258,7 @@ impl ClientHandler for McpClientHandler {
         params: CreateMessageRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        match self
-            .ask_front_end::<SamplingRequest, _, _>(Capability::Sampling, &params, &context)
-            .await
-        {
+        match self.ask_front_end(Capability::Sampling, &params, &context).await {
             Asked::Answer(answer) => answer,
             Asked::Declined(reason) => Err(ErrorData::new(
                 ErrorCode::INVALID_REQUEST,
@@ -242,8 +270,13 @@ impl ClientHandler for McpClientHandler {
                 format!(
                     "sampling cancelled: the front-end did not answer within {}s (corrald --elicitation-timeout-sec); \
                      the request was withdrawn",
-                    deadline.as_secs()
+                    deadline.as_secs_f64()
                 ),
+                None,
+            )),
+            Asked::CallEnded => Err(ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!("sampling cancelled: {CALL_ENDED}"),
                 None,
             )),
         }

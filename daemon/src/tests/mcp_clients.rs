@@ -1,13 +1,21 @@
 //! MCP clients on the socket, in-process: the first `initialize` decides the
 //! connection's mode (a string `protocolVersion` is MCP), an MCP connection
 //! answers MCP's methods only and never gets Corral's notifications, and a
-//! Corral connection stays Corral's. Real MCP clients through `corral mcp`
-//! and real servers are the end-to-end suite's (`tests/tests/e2e/bridge.rs`).
+//! Corral connection stays Corral's; a server's request reaches an MCP
+//! client that declared it in MCP's words, the client's answer comes back
+//! through the connection, and one it does not answer in time is withdrawn
+//! with MCP's `notifications/cancelled`. Real MCP clients through `corral
+//! mcp` and real servers are the end-to-end suite's
+//! (`tests/tests/e2e/bridge.rs`).
+
+use std::time::Duration;
 
 use corral_tests::{RawConnection, RecvError, emit_test_events, error_code, error_message};
 use serde_json::{Value, json};
 
 use super::InProcessDaemon;
+use crate::hub::link::FrontEndError;
+use crate::hub::routes::{Caller, Capability, ElicitationMode};
 
 /// MCP `initialize` params, as the TypeScript SDK sends them.
 fn mcp_initialize(version: &str) -> Value {
@@ -184,4 +192,101 @@ async fn an_integer_protocol_version_keeps_corrals_protocol() {
     // Corral's `tools/list`, not MCP's.
     let tools = corral.call("tools/list", json!({})).await;
     assert!(tools.get("notReady").is_some(), "{tools}");
+}
+
+#[tokio::test]
+async fn a_servers_request_reaches_an_mcp_client_in_mcps_words_and_is_withdrawn_in_them() {
+    let mut daemon = InProcessDaemon::start().await;
+    let routes = daemon.context.hub.routes.clone();
+    // The daemon's first connection: id 1.
+    let mut connection = daemon.line_connection();
+    let mut initialize = mcp_initialize("2025-11-25");
+    initialize["capabilities"] = json!({"elicitation": {}, "sampling": {}});
+    connection.call("initialize", initialize).await;
+    connection
+        .send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    // A call of this client's to `everything` runs: its requests go to this client.
+    let _call = routes.call_started("everything", 1);
+    let form = Capability::Elicitation(ElicitationMode::Form);
+    let link = match routes.caller("everything", form) {
+        Caller::One(link) => link,
+        Caller::Declined(reason) => panic!("the client declared elicitation: {reason}"),
+    };
+    match routes.caller("everything", Capability::Elicitation(ElicitationMode::Url)) {
+        Caller::Declined(reason) => assert!(reason.contains("form mode only"), "{reason}"),
+        Caller::One(_) => panic!("`elicitation: {{}}` is form mode only"),
+    }
+
+    // Answered: MCP's own request with the server's params, and the
+    // client's response comes back through the connection as it gave it.
+    let params = json!({"mode": "form", "message": "Your name?",
+                        "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}});
+    let asking = {
+        let (link, params, deadline) = (link.clone(), params.clone(), routes.answer_deadline());
+        tokio::spawn(async move { link.ask("everything", form, params, deadline).await })
+    };
+    let request = connection.recv().await;
+    assert_eq!(
+        request,
+        json!({"jsonrpc": "2.0", "id": request["id"], "method": "elicitation/create", "params": params})
+    );
+    let answer = json!({"action": "accept", "content": {"name": "Ada"}, "_meta": {"x": 1}});
+    connection
+        .send(&json!({"jsonrpc": "2.0", "id": request["id"], "result": answer}))
+        .await;
+    assert_eq!(asking.await.expect("joined").expect("answered"), answer);
+
+    // Not answered within the deadline: withdrawn with MCP's notification.
+    routes.set_answer_deadline(Duration::from_millis(300));
+    let asking = {
+        let (link, deadline) = (link.clone(), routes.answer_deadline());
+        tokio::spawn(async move {
+            link.ask("everything", Capability::Sampling, json!({"maxTokens": 9}), deadline)
+                .await
+        })
+    };
+    let request = connection.recv().await;
+    assert_eq!(request["method"], "sampling/createMessage", "{request}");
+    assert_eq!(request["params"], json!({"maxTokens": 9}), "{request}");
+    let withdrawn = connection.recv().await;
+    assert_eq!(
+        withdrawn,
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+            "requestId": request["id"],
+            "reason": "corral withdrew this request: no answer within 0.3s (corrald --elicitation-timeout-sec)"}})
+    );
+    assert!(matches!(
+        asking.await.expect("joined"),
+        Err(FrontEndError::Unanswered(deadline)) if deadline == Duration::from_millis(300)
+    ));
+    // A late answer is ignored; the connection goes on.
+    connection
+        .send(&json!({"jsonrpc": "2.0", "id": request["id"], "result": {"role": "assistant"}}))
+        .await;
+    assert_eq!(connection.call("ping", json!({})).await, json!({}));
+}
+
+#[tokio::test]
+async fn an_mcp_client_that_declared_nothing_is_not_asked() {
+    let mut daemon = InProcessDaemon::start().await;
+    let routes = daemon.context.hub.routes.clone();
+    let _connection = mcp_connection(&mut daemon).await;
+    let _call = routes.call_started("everything", 1);
+    for (capability, declare) in [
+        (
+            Capability::Elicitation(ElicitationMode::Form),
+            "`capabilities.elicitation`",
+        ),
+        (
+            Capability::Elicitation(ElicitationMode::Url),
+            "`capabilities.elicitation`",
+        ),
+        (Capability::Sampling, "`capabilities.sampling`"),
+    ] {
+        match routes.caller("everything", capability) {
+            Caller::Declined(reason) => assert!(reason.contains(declare), "{reason}"),
+            Caller::One(_) => panic!("{capability:?} was not declared"),
+        }
+    }
 }

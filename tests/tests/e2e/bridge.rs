@@ -5,9 +5,13 @@
 //! against a real daemon running server-everything and the fixture: listing
 //! (namespaced, shortened, passed through), calls, progress, cancellation
 //! reaching the server, a not-ready server's tool error, `list_changed`
-//! after a reload and a stop. Then the bridge on its own: starting corrald
-//! when none runs (detached, one daemon for two bridges started at once)
-//! and `--no-start`.
+//! after a reload and a stop; server-everything's elicitation (form and URL
+//! mode) and sampling answered by the SDK client's handlers when it declared
+//! them, withdrawn from it with `notifications/cancelled` at the answer
+//! deadline and when it cancels the call, declined when it did not declare
+//! them. Then the bridge on its
+//! own: starting corrald when none runs (detached, one daemon for two
+//! bridges started at once) and `--no-start`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -18,8 +22,8 @@ use corral_client::{Client, ConnectOptions};
 use corral_protocol::ServerStatus;
 use corral_tests::{
     KillSurvivorsOnDrop, SERVER_WAIT, TestDaemon, WAIT, assert_all_gone, binary, everything_config, fixture_config,
-    fixture_python, is_alive, peers_dir, poll_until, read_pid_file, send_signal, wait_for_pid_file, wait_for_status,
-    within_for,
+    fixture_python, is_alive, peers_dir, poll_until, read_pid_file, send_signal, text_of, wait_for_pid_file,
+    wait_for_status, within_for,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
@@ -180,6 +184,16 @@ impl TsClient {
     /// Forget the `list_changed` events received so far.
     pub(super) fn forget_events(&mut self) {
         self.events.clear();
+    }
+
+    /// The server requests the client's handlers got (`request` and
+    /// `withdrawn` events) since the last call of this, in order.
+    fn server_requests(&mut self) -> Vec<Value> {
+        let (taken, kept) = std::mem::take(&mut self.events)
+            .into_iter()
+            .partition(|event| event["event"] == "request" || event["event"] == "withdrawn");
+        self.events = kept;
+        taken
     }
 
     pub(super) async fn close(mut self) {
@@ -503,6 +517,179 @@ async fn the_python_sdk_lists_and_calls_through_corral_mcp() {
         "{summary}"
     );
     assert_eq!(summary["echo"]["isError"], false, "{summary}");
+}
+
+/// A daemon running server-everything, ready, whose front-ends have
+/// `answer_deadline_sec` to answer a server's request.
+async fn everything_daemon(answer_deadline_sec: &str) -> TestDaemon {
+    let daemon = TestDaemon::builder()
+        .config(&everything_config("everything"))
+        .env("CORRAL_ELICITATION_TIMEOUT_SEC", answer_deadline_sec)
+        .start();
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+    daemon
+}
+
+/// `BRIDGE_CLIENT_CAPABILITIES` for the TypeScript client.
+fn declaring(capabilities: &Value) -> [(&'static str, OsString); 1] {
+    [("BRIDGE_CLIENT_CAPABILITIES", capabilities.to_string().into())]
+}
+
+#[tokio::test]
+async fn a_servers_elicitation_and_sampling_reach_the_typescript_client_that_declared_them() {
+    let daemon = everything_daemon("3").await;
+    let state = tempfile::tempdir().expect("a state dir");
+    let args = socket_args(&daemon);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = declaring(&json!({"elicitation": {}, "sampling": {}}));
+    let (mut mcp, _) = TsClient::start(&args, &env, state.path()).await;
+    mcp.op(json!({"op": "answers",
+        "elicitation": {"action": "accept", "content": {"name": "Grace Hopper", "check": true, "integer": 42}},
+        "sampling": {"role": "assistant", "content": {"type": "text", "text": "sampled by the client of corral mcp"},
+                     "model": "bridge-client-model-1", "stopReason": "endTurn"}}))
+        .await;
+
+    // The SDK's elicitation handler gets MCP's own request, and the server its answer.
+    let elicited = mcp.call("everything__trigger-elicitation-request", json!({})).await;
+    let text = text_of(&elicited["result"]);
+    assert!(text.contains("User provided the requested information"), "{elicited}");
+    assert!(text.contains("- Name: Grace Hopper"), "{text}");
+    assert!(text.contains("- Agreed to terms: true"), "{text}");
+    assert!(text.contains("- Favorite Integer: 42"), "{text}");
+    let requests = mcp.server_requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0]["method"], "elicitation/create", "{requests:?}");
+    let params = &requests[0]["params"];
+    assert_eq!(
+        params["message"], "Please provide inputs for the following fields:",
+        "{params}"
+    );
+    assert_eq!(params["requestedSchema"]["required"], json!(["name"]), "{params}");
+
+    // Sampling likewise.
+    let sampled = mcp
+        .call(
+            "everything__trigger-sampling-request",
+            json!({"prompt": "a haiku", "maxTokens": 30}),
+        )
+        .await;
+    let text = text_of(&sampled["result"]);
+    assert!(text.contains("sampled by the client of corral mcp"), "{sampled}");
+    assert!(text.contains("bridge-client-model-1"), "{text}");
+    let requests = mcp.server_requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0]["method"], "sampling/createMessage", "{requests:?}");
+    assert_eq!(requests[0]["params"]["maxTokens"], 30, "{requests:?}");
+    assert!(
+        requests[0]["params"]["messages"][0]["content"]["text"]
+            .as_str()
+            .is_some_and(|prompt| prompt.contains("a haiku")),
+        "{requests:?}"
+    );
+
+    // URL mode was not declared (`elicitation: {}` is form mode): declined, never shown to it.
+    let url = mcp
+        .call(
+            "everything__trigger-url-elicitation",
+            json!({"url": "https://example.com/corral-e2e"}),
+        )
+        .await;
+    let text = text_of(&url["result"]);
+    assert!(text.contains("User declined to open the URL"), "{url}");
+    assert!(text.contains("this is a URL-mode elicitation"), "{text}");
+    assert!(text.contains("form mode only"), "{text}");
+    assert_eq!(mcp.server_requests(), Vec::<Value>::new(), "the client was not asked");
+
+    // Not answered within the deadline (3 s): withdrawn from the client with
+    // MCP's `notifications/cancelled` (the SDK aborts its handler), and the server told "cancel".
+    mcp.op(json!({"op": "answers", "elicitation": "hang"})).await;
+    let unanswered = mcp.call("everything__trigger-elicitation-request", json!({})).await;
+    let text = text_of(&unanswered["result"]);
+    assert!(text.contains("User cancelled the elicitation dialog"), "{unanswered}");
+    assert!(text.contains("did not answer within 3s"), "{text}");
+    let requests = mcp.server_requests();
+    assert_eq!(requests.len(), 2, "asked, then withdrawn: {requests:?}");
+    assert_eq!(requests[0]["event"], "request", "{requests:?}");
+    assert_eq!(
+        requests[1],
+        json!({"event": "withdrawn", "method": "elicitation/create",
+               "reason": "corral withdrew this request: no answer within 3s (corrald --elicitation-timeout-sec)"}),
+        "{requests:?}"
+    );
+
+    // The client cancels the call whose server asked it something: the
+    // question is withdrawn at once (server-everything does not withdraw it
+    // itself), not left open until the deadline.
+    mcp.op(json!({"op": "start", "id": "asks", "name": "everything__trigger-elicitation-request"}))
+        .await;
+    let asked = mcp.event("request").await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    let aborted = mcp.op(json!({"op": "abort", "id": "asks"})).await;
+    assert!(aborted.get("error").is_some(), "the call was aborted: {aborted}");
+    let withdrawn = mcp.event("withdrawn").await;
+    assert_eq!(
+        withdrawn["reason"],
+        "corral withdrew this request: nothing waits for its answer any more (the call that caused it ended, or \
+         the MCP server that made it cancelled it or went away)",
+        "{withdrawn}"
+    );
+
+    // The connection goes on.
+    let echoed = mcp.call("everything__echo", json!({"message": "after"})).await;
+    assert_eq!(echoed["result"]["content"][0]["text"], "Echo: after", "{echoed}");
+    mcp.close().await;
+}
+
+#[tokio::test]
+async fn a_typescript_client_is_asked_only_what_it_declared() {
+    let daemon = everything_daemon("60").await;
+    let state = tempfile::tempdir().expect("a state dir");
+    let args = socket_args(&daemon);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // Nothing declared: the server gets a decline, saying why.
+    let (mut plain, _) = TsClient::start(&args, &[], state.path()).await;
+    let elicited = plain.call("everything__trigger-elicitation-request", json!({})).await;
+    let text = text_of(&elicited["result"]);
+    assert!(
+        text.contains("User declined to provide the requested information"),
+        "{elicited}"
+    );
+    assert!(text.contains("did not declare `capabilities.elicitation`"), "{text}");
+    let sampled = plain
+        .call("everything__trigger-sampling-request", json!({"prompt": "hi"}))
+        .await;
+    assert!(
+        sampled.to_string().contains(
+            "sampling declined: the front-end whose call asked cannot answer it (it did not declare \
+             `capabilities.sampling`)"
+        ),
+        "{sampled}"
+    );
+    plain.close().await;
+
+    // URL mode declared: a URL-mode elicitation reaches the client as the server sent it.
+    let env = declaring(&json!({"elicitation": {"form": {}, "url": {}}}));
+    let (mut browser, _) = TsClient::start(&args, &env, state.path()).await;
+    browser
+        .op(json!({"op": "answers", "elicitation": {"action": "accept"}}))
+        .await;
+    let opened = browser
+        .call(
+            "everything__trigger-url-elicitation",
+            json!({"url": "https://example.com/corral-e2e", "message": "Open it", "elicitationId": "e2e-1"}),
+        )
+        .await;
+    let text = text_of(&opened["result"]);
+    assert!(text.contains("User completed the URL elicitation flow"), "{opened}");
+    let requests = browser.server_requests();
+    assert_eq!(
+        requests,
+        [json!({"event": "request", "method": "elicitation/create", "params": {
+            "mode": "url", "url": "https://example.com/corral-e2e", "message": "Open it", "elicitationId": "e2e-1"}})],
+    );
+    browser.close().await;
 }
 
 /// A private directory for a daemon `corral mcp` starts itself: its socket,

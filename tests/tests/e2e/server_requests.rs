@@ -1,7 +1,8 @@
 //! What MCP servers ask of their client, through corrald, against the real
 //! `@modelcontextprotocol/server-everything` and `server-filesystem`:
-//! elicitation answered by a test front-end over the socket (and declined
-//! when none can answer), sampling declined or answered, roots from the
+//! elicitation answered by a test front-end over the socket (declined when
+//! none can answer, withdrawn at the deadline or when the call that caused
+//! it is cancelled), sampling declined or answered, roots from the
 //! config, progress routed to the caller, resource subscriptions.
 
 use std::time::Duration;
@@ -392,6 +393,41 @@ async fn an_unanswered_elicitation_is_withdrawn_at_the_deadline() {
         response.to_string().contains("the front-end did not answer within 2s"),
         "{response}"
     );
+}
+
+#[tokio::test]
+async fn an_elicitation_is_withdrawn_when_the_call_that_caused_it_is_cancelled() {
+    let daemon = everything_daemon("").await;
+    let mut front_end = front_end(&daemon, "canceller", json!({"elicitation": true})).await;
+    let (call, request) = start_elicitation(&mut front_end, 1).await;
+    // The user gives up on the call: the question it caused goes away with
+    // it (server-everything itself does not withdraw it), long before the
+    // answer deadline.
+    front_end
+        .send(&json!({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": call}}))
+        .await;
+    // Both come, in either order: the call's `requestCancelled` and the withdrawal.
+    let (mut answered, mut withdrawn) = (None, None);
+    for _ in 0..100 {
+        if answered.is_some() && withdrawn.is_some() {
+            break;
+        }
+        let message = front_end.recv().await;
+        if message["method"] == "$/cancelRequest" {
+            withdrawn = Some(message);
+        } else if is_response(&call)(&message) {
+            answered = Some(message);
+        }
+    }
+    let answered = answered.expect("the cancelled call is answered");
+    assert_eq!(answered["error"]["code"], -32800, "{answered}");
+    let withdrawn = withdrawn.expect("the question is withdrawn");
+    assert_eq!(withdrawn["params"], json!({"id": request["id"]}), "{withdrawn}");
+    // A late answer is ignored; the connection goes on.
+    front_end
+        .send(&json!({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "accept"}}))
+        .await;
+    assert_nothing_received(&mut front_end, "a front-end answering a withdrawn question").await;
 }
 
 #[tokio::test]

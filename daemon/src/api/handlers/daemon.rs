@@ -13,6 +13,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 use crate::api::DaemonContext;
 use crate::api::rpc::{parse_params, rpc_error, session};
 use crate::api::session::Session;
+use crate::hub::link::CanAnswer;
 
 /// Register the daemon's own methods.
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
@@ -82,7 +83,10 @@ fn initialize(
     let last_seq = session
         .initialize(params.client_info, params.capabilities.clone(), &context.hub.events)
         .map_err(|()| rpc_error(ErrorCode::AlreadyInitialized, "this connection is already initialized"))?;
-    context.hub.routes.register(&session.link, params.capabilities);
+    context
+        .hub
+        .routes
+        .register(&session.link, CanAnswer::corral(&params.capabilities));
     Ok(InitializeResult::new(
         context.facts.daemon_info.clone(),
         session.id,
