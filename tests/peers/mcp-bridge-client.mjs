@@ -20,6 +20,8 @@
 //   {"op":"templates"}                              -> {"op":"templates","resourceTemplates":[...]}
 //   {"op":"read","uri":U}                           -> {"op":"read","result":{...}} or {"op":"read","error":{...}}
 //   {"op":"setLevel","level":L}                     -> {"op":"setLevel"} or {"op":"setLevel","error":{...}}
+//   {"op":"wait","id":I}                            -> {"op":"wait","id":I,"result":{...}} or {..."error":{...}} once
+//                                                      call I ended by itself (not aborted)
 //   {"op":"close"}                                  -> {"op":"close"}, then exits 0
 //
 // Each `notifications/tools/list_changed` prints `{"event":"toolsListChanged"}`
@@ -163,6 +165,12 @@ async function main() {
         } catch (error) {
           print({ op: "setLevel", error: errorOf(error) });
         }
+        break;
+      }
+      case "wait": {
+        const call = running.get(command.id);
+        running.delete(command.id);
+        print({ op: "wait", id: command.id, ...(await call.outcome) });
         break;
       }
       case "close": {
