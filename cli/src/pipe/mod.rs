@@ -551,7 +551,8 @@ mod unix {
                 in_long_line = piece == Piece::Part;
                 true
             } else {
-                // A late answer to a replay that was given up is not the client's either.
+                // The replay's answer is read by `send_replay`; were one to come
+                // here, it is still not the client's.
                 shared.lock().tracker.daemon_line(&line) == DaemonLine::Forward
             };
             if forward && write_to_client(std::slice::from_ref(&line)).is_err() {
