@@ -7,7 +7,10 @@
 //! reaching the server, a not-ready server's tool error, `list_changed`
 //! after a reload and a stop; a daemon restart under a connected client
 //! (the call in flight answered with an error, the lists announced as
-//! changed, and the client goes on). Then the bridge on its own: starting
+//! changed, and the client goes on); `corral mcp`'s options (`--exclude`,
+//! `--no-builtin`, `--separator`, `--config` with a project's `.mcp.json`)
+//! shaping what the client sees, before and after a daemon restart, its own
+//! server started again by the new daemon. Then the bridge on its own: starting
 //! corrald when none runs (detached, one daemon for two bridges started at
 //! once), starting it again when it is stopped under a connected client
 //! (the session restored on the wire, the replay's answer never shown),
@@ -22,8 +25,8 @@ use corral_client::{Client, ConnectOptions};
 use corral_protocol::ServerStatus;
 use corral_tests::{
     KillSurvivorsOnDrop, SERVER_WAIT, TestDaemon, WAIT, assert_all_gone, binary, everything_config, fixture_config,
-    fixture_python, is_alive, peers_dir, poll_until, read_pid_file, send_signal, wait_for_pid_file, wait_for_status,
-    within_for,
+    fixture_python, fixture_script, is_alive, peers_dir, poll_until, read_pid_file, send_signal, wait_for_pid_file,
+    wait_for_status, within_for,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
@@ -879,6 +882,14 @@ async fn the_typescript_sdk_goes_on_through_a_daemon_restart() {
     drop(second);
 }
 
+/// A `notifications/{tools,resources,prompts}/list_changed` from the daemon.
+fn is_list_changed(message: &Value) -> bool {
+    message.get("id").is_none()
+        && message["method"]
+            .as_str()
+            .is_some_and(|method| method.starts_with("notifications/") && method.ends_with("/list_changed"))
+}
+
 #[tokio::test]
 async fn a_bridge_starts_corrald_again_and_restores_the_session_on_the_wire() {
     let setup = AutoStart::new();
@@ -907,10 +918,11 @@ async fn a_bridge_starts_corrald_again_and_restores_the_session_on_the_wire() {
 
     send_signal(first, libc::SIGTERM);
     // Exactly these lines, in this order: the lost call's error, then the three
-    // notifications once the session is restored (a list_changed of the old daemon's
-    // may come first). The replayed initialize's answer never shows.
+    // notifications once the session is restored (the old daemon's own list_changed
+    // notifications, as its servers stop, may come first). The replayed initialize's
+    // answer never shows.
     let mut lost = bridge.recv().await;
-    while lost["method"] == "notifications/tools/list_changed" {
+    while is_list_changed(&lost) {
         lost = bridge.recv().await;
     }
     assert_eq!(
@@ -954,10 +966,7 @@ async fn a_bridge_starts_corrald_again_and_restores_the_session_on_the_wire() {
         if message.get("id").is_some() {
             break message;
         }
-        assert_eq!(
-            message["method"], "notifications/tools/list_changed",
-            "only MCP: {message}"
-        );
+        assert!(is_list_changed(&message), "only MCP: {message}");
     };
     assert_eq!(answer["id"], 3, "{answer}");
     assert_eq!(answer["result"]["content"][0]["text"], "echo: again", "{answer}");
@@ -971,4 +980,120 @@ async fn a_bridge_starts_corrald_again_and_restores_the_session_on_the_wire() {
     send_signal(second, libc::SIGTERM);
     pids.push(second);
     assert_all_gone(&pids, SERVER_WAIT, "corrald and its servers after SIGTERM").await;
+}
+
+/// The tool names a client lists, sorted.
+async fn sorted_names(mcp: &mut TsClient) -> Vec<String> {
+    let mut names = mcp.list().await.0;
+    names.sort();
+    names
+}
+
+/// List (bounded, following `list_changed`) until the client sees exactly `expected`.
+async fn wait_for_names(mcp: &mut TsClient, expected: &[&str]) {
+    let mut names = Vec::new();
+    for _ in 0..20 {
+        names = sorted_names(mcp).await;
+        if names == expected {
+            return;
+        }
+        mcp.list_changed().await;
+    }
+    panic!("the client lists {names:?}, not {expected:?}");
+}
+
+/// The pid `proj.pid` answers with, and that it is the client's own session server's.
+async fn own_proj_pid(mcp: &mut TsClient, socket: &Path) -> u32 {
+    let called = mcp.call("proj.pid", json!({})).await;
+    let pid: u32 = called["result"]["content"][0]["text"]
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| panic!("a pid: {called}"));
+    let client = Client::connect(
+        ConnectOptions::new("bridge-test", "1")
+            .with_socket_path(socket)
+            .with_request_timeout(WAIT),
+    )
+    .await
+    .expect("connect");
+    let servers = client.mcp_server_list().await.expect("mcpServer/list").servers;
+    let own = servers
+        .iter()
+        .find(|server| server.name.starts_with("proj-c"))
+        .unwrap_or_else(|| panic!("the client's own proj among {servers:?}"));
+    assert_eq!(own.origin, corral_protocol::ServerOrigin::Session, "{own:?}");
+    assert_eq!(own.pid, Some(pid), "proj.pid is answered by the client's own server");
+    pid
+}
+
+#[tokio::test]
+async fn corral_mcp_options_shape_the_clients_view_through_a_daemon_restart() {
+    let config = format!("{}{}", fixture_config("one", &[]), fixture_config("two", &[]));
+    let mut daemon = TestDaemon::builder().config(&config).builtin_server(true).start();
+    let mut survivors = KillSurvivorsOnDrop::new([]);
+    let client = daemon.connect_client().await;
+    for server in ["one", "two", "corral"] {
+        wait_for_status(&client, server, ServerStatus::Ready, SERVER_WAIT).await;
+    }
+    drop(client);
+    let project = tempfile::tempdir().expect("a project dir");
+    let mcp_json = project.path().join(".mcp.json");
+    let entry = json!({"mcpServers": {"proj": {
+        "command": fixture_python().display().to_string(),
+        "args": [fixture_script().display().to_string()],
+    }}});
+    std::fs::write(&mcp_json, entry.to_string()).expect("write .mcp.json");
+    let state = tempfile::tempdir().expect("a state dir");
+    let mut args = socket_args(&daemon);
+    let mcp_json = mcp_json.display().to_string();
+    args.extend(
+        [
+            "--no-start",
+            "--exclude",
+            "two",
+            "--no-builtin",
+            "--separator",
+            ".",
+            "--config",
+            &mcp_json,
+        ]
+        .map(str::to_owned),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut mcp, _) = TsClient::start(&args, &[], state.path()).await;
+    let expected = [
+        "one.echo",
+        "one.pid",
+        "one.sleep",
+        "proj.echo",
+        "proj.pid",
+        "proj.sleep",
+    ];
+    wait_for_names(&mut mcp, &expected).await;
+    let first_proj = own_proj_pid(&mut mcp, daemon.socket_path()).await;
+    survivors.also(first_proj);
+
+    // A new daemon: the same view, and the client's own server started again by it.
+    let socket = daemon.socket_path().to_path_buf();
+    assert!(daemon.sigterm_and_wait().success());
+    assert_all_gone(
+        &[first_proj],
+        SERVER_WAIT,
+        "the client's own server with the old daemon",
+    )
+    .await;
+    let _second = TestDaemon::builder()
+        .config(&config)
+        .builtin_server(true)
+        .socket_path(&socket)
+        .start();
+    mcp.event("promptsListChanged").await;
+    wait_for_names(&mut mcp, &expected).await;
+    let second_proj = own_proj_pid(&mut mcp, &socket).await;
+    survivors.also(second_proj);
+    assert_ne!(second_proj, first_proj);
+
+    // The client goes: its own server goes with it.
+    mcp.close().await;
+    assert_all_gone(&[second_proj], SERVER_WAIT, "the client's own server after the client").await;
 }
