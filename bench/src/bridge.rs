@@ -1,5 +1,5 @@
 //! `tools/call` of server-everything's `echo` through `corral mcp` (the
-//! bridge: a byte pipe from an MCP client's stdio to corrald's socket), next
+//! bridge: a pipe of lines from an MCP client's stdio to corrald's socket), next
 //! to the same call on corrald's socket and from a direct `rmcp` client to
 //! a server-everything of its own; and the memory of the `corral mcp`
 //! process.

@@ -6,7 +6,8 @@
 //! `corral doctor`.
 //!
 //! Exit codes: 0 success; 1 failure (an error from the daemon, an invalid
-//! config, a lost connection); 2 bad command line (clap); 3 the daemon is not
+//! config, a lost connection); 2 bad command line (clap, or a `corral mcp
+//! --config` file that cannot be used); 3 the daemon is not
 //! running; 130 interrupted by Ctrl-C (a call is cancelled on the server).
 //! Errors are one line on stderr.
 //!
@@ -36,6 +37,8 @@ use corral_client::{Client, ClientError, ClientNotification, ConnectOptions, Not
 use serde::Serialize;
 
 const EXIT_FAILURE: u8 = 1;
+/// What clap exits with for a bad command line; also `corral mcp`'s for an unusable `--config`.
+const EXIT_USAGE: u8 = 2;
 const EXIT_DAEMON_NOT_RUNNING: u8 = 3;
 /// 128 + SIGINT, as shells report a command ended by Ctrl-C.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -147,7 +150,8 @@ enum Command {
     /// Check the whole setup (daemon, config, servers, executables, socket, service) and say how to fix each problem
     Doctor,
     /// Serve MCP on stdin/stdout for an MCP client (`{"command": "corral", "args": ["mcp"]}`): the tools of
-    /// every server corrald runs, named `server__tool`; starts corrald in the background when none runs.
+    /// every server corrald runs, named `server__tool`; starts corrald in the background when none runs,
+    /// and reconnects (telling the client the lists changed) when corrald restarts.
     /// `corral mcp install --client NAME` writes that entry into a client's config
     Mcp(McpArgs),
 }
@@ -157,9 +161,12 @@ enum Command {
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 struct McpArgs {
-    /// Fail (exit 3) instead of starting corrald when none is running
+    /// Fail (exit 3) instead of starting corrald when none is running; after a restart, wait for
+    /// corrald to be started by someone else
     #[arg(long)]
     no_start: bool,
+    #[command(flatten)]
+    bridge: pipe::options::BridgeArgs,
     #[command(subcommand)]
     command: Option<McpCommand>,
 }
@@ -297,8 +304,9 @@ fn main() -> ExitCode {
         }) => mcp_install_command(command, cli.json),
         Command::Mcp(McpArgs {
             no_start,
+            bridge,
             command: None,
-        }) => pipe::run(cli.socket.as_deref(), *no_start),
+        }) => pipe::run(cli.socket.as_deref(), *no_start, bridge),
         Command::Status => run_daemon_command(&cli, DaemonCommand::Status),
         Command::List => run_daemon_command(&cli, DaemonCommand::List),
         Command::Get { name } => run_daemon_command(&cli, DaemonCommand::Get(name)),

@@ -1,7 +1,9 @@
 //! The `corral` binary as a user runs it: config commands on temp files, the
 //! daemon-not-running path, and the daemon commands against a scripted fake
-//! daemon on a real Unix socket (answers are the committed protocol examples).
-//! Tests against the real `corrald` live in the workspace's `tests/` crate.
+//! daemon on a real Unix socket (answers are the committed protocol examples),
+//! and what `corral mcp` sends a daemon (its options in `initialize`) or that
+//! it connects to none when its `--config` cannot be used. Tests against the
+//! real `corrald` live in the workspace's `tests/` crate.
 
 mod common;
 
@@ -556,4 +558,168 @@ fn call_on_a_terminal_can_decline_and_without_one_asks_nothing() {
         initialize["params"]["capabilities"]["elicitation"], true,
         "{initialize}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// corral mcp: what the daemon receives
+
+/// `corral mcp ARGS` on `socket`, stdin and stdout piped (stderr too).
+fn corral_mcp(socket: &Path, args: &[&str]) -> std::process::Child {
+    let mut full = vec!["--socket", path_str(socket), "mcp"];
+    full.extend_from_slice(args);
+    let mut command = corral_command(&full);
+    command.stdin(Stdio::piped());
+    command.spawn().expect("spawn corral mcp")
+}
+
+/// The lines `child` writes on stdout, read on a thread.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Wait (bounded) for `child` to exit.
+fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("corral mcp did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn corral_mcp_puts_its_options_into_the_initialize_the_daemon_receives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    let config = dir.path().join("project.toml");
+    std::fs::write(
+        &config,
+        "[servers.local]\ncommand = \"python3\"\nargs = [\"server.py\"]\nenv = { MODE = \"dev\" }\n",
+    )
+    .expect("write");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    // The daemon's side: every line as received; `initialize` answered.
+    let recorder = std::thread::spawn(move || {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + WAIT;
+        let stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(error) => panic!("corral mcp did not connect: {error}"),
+            }
+        };
+        stream.set_nonblocking(false).expect("blocking");
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let mut writer = stream.try_clone().expect("clone");
+        let mut received = Vec::new();
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let message: Value = serde_json::from_str(&line).expect("JSON");
+            if message["method"] == "initialize" {
+                let answer = json!({"jsonrpc": "2.0", "id": message["id"], "result": {
+                    "protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {"name": "corral", "version": "0"}}});
+                writeln!(writer, "{answer}").expect("answer");
+            }
+            received.push(line);
+        }
+        received
+    });
+    let mut bridge = corral_mcp(
+        &socket,
+        &[
+            "--servers",
+            "a,b",
+            "--exclude",
+            "c",
+            "--separator",
+            ".",
+            "--no-builtin",
+            "--config",
+            path_str(&config),
+        ],
+    );
+    let mut stdin = bridge.stdin.take().expect("stdin");
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"},
+        "_meta": {"client/own": 1, "corral/bridge": {"servers": ["z"]}}}});
+    writeln!(stdin, "{initialize}").expect("write initialize");
+    let stdout = stdout_lines(&mut bridge);
+    let answer = stdout.recv_timeout(WAIT).expect("the answer to initialize");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).expect("JSON")["id"],
+        1,
+        "{answer}"
+    );
+    // The next line goes byte for byte.
+    let ping = "{\"jsonrpc\":\"2.0\", \"method\":\"notifications/initialized\" }";
+    writeln!(stdin, "{ping}").expect("write");
+    drop(stdin);
+    let received = recorder.join().expect("recorder");
+    let status = wait_bounded(&mut bridge);
+    assert!(status.success(), "{status}");
+
+    assert_eq!(received.len(), 2, "{received:?}");
+    let sent: Value = serde_json::from_str(&received[0]).expect("JSON");
+    let mut expected = initialize.clone();
+    expected["params"]["_meta"] = json!({"client/own": 1, "corral/bridge": {
+        "servers": ["a", "b"], "exclude": ["c"], "separator": ".", "builtin": false,
+        "sessionServers": {"local": {"command": "python3", "args": ["server.py"], "env": {"MODE": "dev"}}},
+    }});
+    assert_eq!(
+        sent, expected,
+        "the client's own _meta kept, its corral/bridge replaced"
+    );
+    assert_eq!(received[1], ping);
+}
+
+#[test]
+fn corral_mcp_with_an_unusable_config_exits_2_before_connecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("corral.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let config = dir.path().join(".mcp.json");
+    std::fs::write(
+        &config,
+        "{\"mcpServers\": {\n  \"x\": {\"command\": \"a\"}\n  \"y\": {}\n}}\n",
+    )
+    .expect("write");
+    let run = corral(
+        &["--socket", path_str(&socket), "mcp", "--config", path_str(&config)],
+        &[],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stdout, "", "nothing for the client");
+    assert!(
+        run.stderr.starts_with(&format!("corral mcp: {}:3:", config.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("nothing was started"), "{}", run.stderr);
+    listener.set_nonblocking(true).expect("nonblocking");
+    assert_eq!(
+        listener.accept().map(|_| ()).map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "no connection was made"
+    );
+
+    let run = corral(&["--socket", path_str(&socket), "mcp", "--separator", "::"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("1 to 8 characters"), "{}", run.stderr);
 }

@@ -22,6 +22,8 @@
 //   {"op":"setLevel","level":L}                     -> {"op":"setLevel"} or {"op":"setLevel","error":{...}}
 //   {"op":"answers","elicitation":R,"sampling":R}   -> {"op":"answers"}: what the handlers below answer
 //                                                      from now on (R: the result, or "hang": no answer)
+//   {"op":"wait","id":I}                            -> {"op":"wait","id":I,"result":{...}} or {..."error":{...}} once
+//                                                      call I ended by itself (not aborted)
 //   {"op":"close"}                                  -> {"op":"close"}, then exits 0
 //
 // Each `notifications/tools/list_changed` prints `{"event":"toolsListChanged"}`
@@ -201,6 +203,12 @@ async function main() {
         answers.elicitation = command.elicitation ?? answers.elicitation;
         answers.sampling = command.sampling ?? answers.sampling;
         print({ op: "answers" });
+        break;
+      }
+      case "wait": {
+        const call = running.get(command.id);
+        running.delete(command.id);
+        print({ op: "wait", id: command.id, ...(await call.outcome) });
         break;
       }
       case "close": {

@@ -5,7 +5,9 @@
 //! [`ServerDraft`], which owns the rules they share: which values are secrets
 //! (kept out of the file, turned into a variable name for corrald's
 //! environment), how `${…}` variables are handled, and how the entry is
-//! written as a `[servers.NAME]` table.
+//! written as a `[servers.NAME]` table. Those rules are for Corral's config
+//! file; a session server of `corral mcp --config` is made as the client
+//! would have run it ([`Destination`]).
 //!
 //! Invariant: no note, export or error quotes a value from the client's file
 //! (it may be a secret); they name servers, fields, variables and headers.
@@ -25,6 +27,20 @@ pub(crate) enum Variables {
     Editor,
 }
 
+/// Where a server entry goes, which decides what happens to secrets and variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Destination {
+    /// Corral's config file (`corral config import`): secrets stay out of it, as variable
+    /// names for corrald's environment, and variables are not expanded (the file would keep
+    /// their values).
+    ConfigFile,
+    /// A session server of one `corral mcp` (`--config`): the entry goes over the private
+    /// socket to corrald and lives as long as the client, so it is made as the client would
+    /// have run the server: `${VAR}` and `${env:VAR}` are expanded from the bridge's
+    /// environment (the client's), and values are kept as written, secrets included.
+    Session,
+}
+
 /// What a server's values may refer to.
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
@@ -35,6 +51,7 @@ pub(crate) struct Context {
     pub(crate) home: Option<PathBuf>,
     /// The workspace the file belongs to (`.vscode/mcp.json`, `.cursor/mcp.json`), for `${workspaceFolder}`.
     pub(crate) workspace: Option<PathBuf>,
+    pub(crate) destination: Destination,
 }
 
 /// Something the user should know about one server: a field not mapped, a value changed.
@@ -179,6 +196,23 @@ impl ServerDraft {
             out.push_str(&text[last..reference.span.start]);
             last = reference.span.end;
             let written = &text[reference.span.clone()];
+            if context.destination == Destination::Session
+                && let Reference::Env { name, default } = &reference.kind
+            {
+                match from_environment(name, default.as_deref()) {
+                    Some(value) => out.push_str(&value),
+                    None => {
+                        self.note(
+                            Some(field),
+                            format!(
+                                "`{name}` is not set in the environment of corral mcp: `{written}` is left as written"
+                            ),
+                        );
+                        out.push_str(written);
+                    }
+                }
+                continue;
+            }
             if let Reference::Env {
                 name,
                 default: Some(default),
@@ -232,6 +266,10 @@ impl ServerDraft {
         for (index, arg) in args.iter().enumerate() {
             let item_field = format!("{field}[{index}]");
             let mut arg = self.text(context, &item_field, arg);
+            if context.destination == Destination::Session {
+                self.server.args.push(arg);
+                continue;
+            }
             let flag_value = arg
                 .strip_prefix("--")
                 .and_then(|flag| flag.split_once('='))
@@ -264,6 +302,11 @@ impl ServerDraft {
     /// an export; other values are copied.
     pub(crate) fn env(&mut self, context: &Context, field: &str, key: &str, value: &str) {
         let item_field = format!("{field}.{key}");
+        if context.destination == Destination::Session {
+            let value = self.text(context, &item_field, value);
+            self.server.env.push((key.to_owned(), value));
+            return;
+        }
         let references = references_in(context.variables, value);
         if let Some(reference) = references.first() {
             let whole = references.len() == 1 && reference.span == (0..value.len());
@@ -326,6 +369,11 @@ impl ServerDraft {
     /// and variables become `env_http_headers`; the rest is copied to `http_headers`.
     pub(crate) fn header(&mut self, context: &Context, field: &str, name: &str, value: &str) {
         let item_field = format!("{field}.{name}");
+        if context.destination == Destination::Session {
+            let value = self.text(context, &item_field, value);
+            self.server.http_headers.push((name.to_owned(), value));
+            return;
+        }
         let is_authorization = name.eq_ignore_ascii_case("authorization");
         let bearer = value
             .get(..7)
@@ -426,6 +474,10 @@ impl ServerDraft {
     /// parameter is left out and the server imported disabled.
     pub(crate) fn url(&mut self, context: &Context, field: &str, url: &str) {
         let mut url = self.text(context, field, url);
+        if context.destination == Destination::Session {
+            self.server.url = Some(url);
+            return;
+        }
         let (cleaned, removed) = strip_url_secrets(&url);
         if removed {
             url = cleaned;
@@ -803,6 +855,21 @@ fn references_in(variables: Variables, text: &str) -> Vec<Located> {
         from = end + 1;
     }
     found
+}
+
+/// `${NAME}` (or `${NAME:-default}`) as the client would expand it: the bridge's own
+/// environment is the client's.
+fn from_environment(name: &str, default: Option<&str>) -> Option<String> {
+    let value = std::env::var(name).ok();
+    match default {
+        // The shell's `:-`: the default also stands in for an empty value.
+        Some(default) => Some(
+            value
+                .filter(|value| !value.is_empty())
+                .unwrap_or_else(|| default.to_owned()),
+        ),
+        None => value,
+    }
 }
 
 fn resolve(context: &Context, reference: &Reference) -> Option<PathBuf> {

@@ -7,6 +7,11 @@
 //! [`draft::ServerDraft`], which maps the fields and keeps secrets out. This
 //! module finds the files, settles names, and writes Corral's file.
 //!
+//! `corral mcp --config FILE` reads a client's file with the same readers
+//! ([`read_client_file`]) for a different destination,
+//! [`draft::Destination::Session`]: its servers go to corrald as session
+//! servers of that bridge, not into a file (see `pipe/options.rs`).
+//!
 //! Invariants:
 //! - Nothing is written that the daemon would reject: each server is checked
 //!   alone with the protocol crate's loader (a server Corral would reject is
@@ -36,7 +41,7 @@ use corral_client::protocol::{config, paths};
 use serde::Serialize;
 use toml_edit::{DocumentMut, Item, Table};
 
-use draft::{Context, Export, Note, ServerDraft, Variables};
+use draft::{Context, Destination, Export, Note, ServerDraft, Variables};
 
 /// The MCP clients Corral reads and installs itself into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -208,7 +213,7 @@ pub(crate) fn run(options: &ImportOptions) -> anyhow::Result<Report> {
     };
     let mut drafts = Vec::new();
     for source in &sources {
-        drafts.extend(read_client_file(options.client, source)?);
+        drafts.extend(read_client_file(options.client, source, Destination::ConfigFile)?);
     }
     for draft in &mut drafts {
         if runs_corral_mcp(&draft.server) {
@@ -330,9 +335,13 @@ pub(crate) fn run(options: &ImportOptions) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The drafts of one client file; an unreadable or malformed file is an error naming it and,
-/// for a syntax error, the line and column.
-fn read_client_file(client: Client, path: &Path) -> anyhow::Result<Vec<ServerDraft>> {
+/// The drafts of one client file, made for `destination`; an unreadable or malformed file is an
+/// error naming it and, for a syntax error, the line and column.
+pub(crate) fn read_client_file(
+    client: Client,
+    path: &Path,
+    destination: Destination,
+) -> anyhow::Result<Vec<ServerDraft>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let text = String::from_utf8(bytes).map_err(|error| {
         let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
@@ -344,6 +353,7 @@ fn read_client_file(client: Client, path: &Path) -> anyhow::Result<Vec<ServerDra
         variables: client.variables(),
         home: directories::BaseDirs::new().map(|base| base.home_dir().to_path_buf()),
         workspace: client.workspace(path),
+        destination,
     };
     let drafts = if client == Client::Codex {
         let document = parse_toml(path, &text)?;
@@ -393,7 +403,7 @@ pub(crate) fn parse_toml(path: &Path, text: &str) -> anyhow::Result<DocumentMut>
 }
 
 /// Whether a server is the bridge to Corral itself: importing it would make Corral its own server.
-fn runs_corral_mcp(server: &draft::Server) -> bool {
+pub(crate) fn runs_corral_mcp(server: &draft::Server) -> bool {
     let program = server
         .command
         .as_deref()
@@ -404,7 +414,7 @@ fn runs_corral_mcp(server: &draft::Server) -> bool {
 
 /// Two entries that become the same Corral name: the same server is imported once, a
 /// different one gets a suffix (the project's directory name, else a number).
-fn settle_names(drafts: &mut [ServerDraft]) {
+pub(crate) fn settle_names(drafts: &mut [ServerDraft]) {
     let mut seen: Vec<(String, draft::Server)> = Vec::new();
     for draft in drafts.iter_mut() {
         if draft.unusable.is_some() {

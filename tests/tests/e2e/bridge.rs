@@ -9,9 +9,16 @@
 //! mode) and sampling answered by the SDK client's handlers when it declared
 //! them, withdrawn from it with `notifications/cancelled` at the answer
 //! deadline and when it cancels the call, declined when it did not declare
-//! them. Then the bridge on its
-//! own: starting corrald when none runs (detached, one daemon for two
-//! bridges started at once) and `--no-start`.
+//! them; a daemon restart under a connected client
+//! (the call in flight answered with an error, the lists announced as
+//! changed, and the client goes on); `corral mcp`'s options (`--exclude`,
+//! `--no-builtin`, `--separator`, `--config` with a project's `.mcp.json`)
+//! shaping what the client sees, before and after a daemon restart, its own
+//! server started again by the new daemon. Then the bridge on its own: starting
+//! corrald when none runs (detached, one daemon for two bridges started at
+//! once), starting it again when it is stopped under a connected client
+//! (the session restored on the wire, the replay's answer never shown),
+//! and `--no-start`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -22,8 +29,8 @@ use corral_client::{Client, ConnectOptions};
 use corral_protocol::ServerStatus;
 use corral_tests::{
     KillSurvivorsOnDrop, SERVER_WAIT, TestDaemon, WAIT, assert_all_gone, binary, everything_config, fixture_config,
-    fixture_python, is_alive, peers_dir, poll_until, read_pid_file, send_signal, text_of, wait_for_pid_file,
-    wait_for_status, within_for,
+    fixture_python, fixture_script, is_alive, peers_dir, poll_until, read_pid_file, send_signal, text_of,
+    wait_for_pid_file, wait_for_status, within_for,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
@@ -993,4 +1000,287 @@ async fn no_start_with_no_daemon_fails_clearly() {
         "{stderr}"
     );
     assert!(setup.daemons().is_empty(), "nothing was started");
+}
+
+/// What the bridge answers a request the daemon took with it (`cli/src/pipe/lines.rs`).
+const DAEMON_WENT_AWAY: &str =
+    "corral's daemon went away during this request (it stopped or restarted); corral mcp is reconnecting: try again";
+
+#[tokio::test]
+async fn the_typescript_sdk_goes_on_through_a_daemon_restart() {
+    let config = fixture_config("one", &[]);
+    let mut daemon = TestDaemon::start_with_config(&config);
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "one", ServerStatus::Ready, SERVER_WAIT).await;
+    let state = tempfile::tempdir().expect("a state dir");
+    // `--no-start`: the test starts the next daemon itself, on the same socket.
+    let mut args = socket_args(&daemon);
+    args.push("--no-start".to_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut mcp, connected) = TsClient::start(&args, &[], state.path()).await;
+    let bridge_pid = u32::try_from(connected["pid"].as_u64().expect("the bridge's pid")).expect("a pid");
+    let called = mcp.call("one__echo", json!({"message": "before"})).await;
+    assert_eq!(called["result"]["content"][0]["text"], "echo: before", "{called}");
+
+    // A call in flight when the daemon stops: the client gets an error for it.
+    let started = mcp
+        .op(json!({"op": "start", "id": "slow", "name": "one__sleep", "arguments": {"seconds": 60}}))
+        .await;
+    assert_eq!(started["id"], "slow");
+    wait_for_stderr_line(&client, "one", "fixture: sleeping 60").await;
+    drop(client);
+    mcp.forget_events();
+    let socket = daemon.socket_path().to_path_buf();
+    let stopped = daemon.sigterm_and_wait();
+    assert!(stopped.success(), "corrald stops on SIGTERM: {stopped}");
+    let lost = mcp.op(json!({"op": "wait", "id": "slow"})).await;
+    assert_eq!(lost["error"]["code"], -32603, "{lost}");
+    assert!(
+        lost["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains(DAEMON_WENT_AWAY)),
+        "{lost}"
+    );
+
+    // A new daemon on the same socket: the bridge reconnects and says the lists changed.
+    let second = TestDaemon::builder().config(&config).socket_path(&socket).start();
+    for event in ["toolsListChanged", "resourcesListChanged", "promptsListChanged"] {
+        mcp.event(event).await;
+    }
+    let mut names = Vec::new();
+    for _ in 0..10 {
+        names = mcp.list().await.0;
+        if names.iter().any(|name| name == "one__echo") {
+            break;
+        }
+        mcp.list_changed().await;
+    }
+    assert_eq!(names, ["one__echo", "one__pid", "one__sleep"], "{names:?}");
+    let called = mcp.call("one__echo", json!({"message": "after"})).await;
+    assert_eq!(called["result"]["content"][0]["text"], "echo: after", "{called}");
+
+    // Neither the client nor `corral mcp` ever exited.
+    assert!(is_alive(bridge_pid), "corral mcp is still the client's server");
+    assert!(
+        mcp.child.try_wait().expect("the client's status").is_none(),
+        "the client is still running"
+    );
+    mcp.close().await;
+    drop(second);
+}
+
+/// A `notifications/{tools,resources,prompts}/list_changed` from the daemon.
+fn is_list_changed(message: &Value) -> bool {
+    message.get("id").is_none()
+        && message["method"]
+            .as_str()
+            .is_some_and(|method| method.starts_with("notifications/") && method.ends_with("/list_changed"))
+}
+
+#[tokio::test]
+async fn a_bridge_starts_corrald_again_and_restores_the_session_on_the_wire() {
+    let setup = AutoStart::new();
+    let mut survivors = KillSurvivorsOnDrop::new([setup.pid_file()]);
+    let mut bridge = RawBridge::start(setup.bridge(&[]));
+    bridge.initialize().await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    let first = setup.status().await.daemon_info.pid;
+    survivors.also(first);
+    let client = Client::connect(
+        ConnectOptions::new("bridge-test", "1")
+            .with_socket_path(setup.socket())
+            .with_request_timeout(WAIT),
+    )
+    .await
+    .expect("connect");
+    wait_for_status(&client, "fixture", ServerStatus::Ready, SERVER_WAIT).await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": "slow-call", "method": "tools/call",
+                     "params": {"name": "fixture__sleep", "arguments": {"seconds": 60}}}))
+        .await;
+    wait_for_stderr_line(&client, "fixture", "fixture: sleeping 60").await;
+    drop(client);
+
+    send_signal(first, libc::SIGTERM);
+    // Exactly these lines, in this order: the lost call's error, then the three
+    // notifications once the session is restored (the old daemon's own list_changed
+    // notifications, as its servers stop, may come first). The replayed initialize's
+    // answer never shows.
+    let mut lost = bridge.recv().await;
+    while is_list_changed(&lost) {
+        lost = bridge.recv().await;
+    }
+    assert_eq!(
+        lost,
+        json!({"jsonrpc": "2.0", "id": "slow-call", "error": {"code": -32603, "message": DAEMON_WENT_AWAY}})
+    );
+    for method in [
+        "notifications/tools/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/prompts/list_changed",
+    ] {
+        assert_eq!(
+            within_for(SERVER_WAIT, method, bridge.recv()).await,
+            json!({"jsonrpc": "2.0", "method": method})
+        );
+    }
+    assert_all_gone(&[first], SERVER_WAIT, "the stopped corrald").await;
+    let second = poll_until("one new corrald serving the socket", || async {
+        let daemons = setup.daemons();
+        (daemons.len() == 1 && daemons[0] != first).then(|| daemons[0])
+    })
+    .await;
+    survivors.also(second);
+    assert_eq!(setup.status().await.daemon_info.pid, second);
+
+    // The restored session serves the client's requests, under its own ids.
+    let client = Client::connect(
+        ConnectOptions::new("bridge-test", "1")
+            .with_socket_path(setup.socket())
+            .with_request_timeout(WAIT),
+    )
+    .await
+    .expect("connect to the new corrald");
+    wait_for_status(&client, "fixture", ServerStatus::Ready, SERVER_WAIT).await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                     "params": {"name": "fixture__echo", "arguments": {"message": "again"}}}))
+        .await;
+    let answer = loop {
+        let message = bridge.recv().await;
+        if message.get("id").is_some() {
+            break message;
+        }
+        assert!(is_list_changed(&message), "only MCP: {message}");
+    };
+    assert_eq!(answer["id"], 3, "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "echo: again", "{answer}");
+    drop(client);
+
+    let (status, stderr) = bridge.finish().await;
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("reconnected to corrald"), "{stderr}");
+    assert!(stderr.matches("started corrald").count() >= 2, "{stderr}");
+    let mut pids = read_pid_file(&setup.pid_file());
+    send_signal(second, libc::SIGTERM);
+    pids.push(second);
+    assert_all_gone(&pids, SERVER_WAIT, "corrald and its servers after SIGTERM").await;
+}
+
+/// The tool names a client lists, sorted.
+async fn sorted_names(mcp: &mut TsClient) -> Vec<String> {
+    let mut names = mcp.list().await.0;
+    names.sort();
+    names
+}
+
+/// List (bounded, following `list_changed`) until the client sees exactly `expected`.
+async fn wait_for_names(mcp: &mut TsClient, expected: &[&str]) {
+    let mut names = Vec::new();
+    for _ in 0..20 {
+        names = sorted_names(mcp).await;
+        if names == expected {
+            return;
+        }
+        mcp.list_changed().await;
+    }
+    panic!("the client lists {names:?}, not {expected:?}");
+}
+
+/// The pid `proj.pid` answers with, and that it is the client's own session server's.
+async fn own_proj_pid(mcp: &mut TsClient, socket: &Path) -> u32 {
+    let called = mcp.call("proj.pid", json!({})).await;
+    let pid: u32 = called["result"]["content"][0]["text"]
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| panic!("a pid: {called}"));
+    let client = Client::connect(
+        ConnectOptions::new("bridge-test", "1")
+            .with_socket_path(socket)
+            .with_request_timeout(WAIT),
+    )
+    .await
+    .expect("connect");
+    let servers = client.mcp_server_list().await.expect("mcpServer/list").servers;
+    let own = servers
+        .iter()
+        .find(|server| server.name.starts_with("proj-c"))
+        .unwrap_or_else(|| panic!("the client's own proj among {servers:?}"));
+    assert_eq!(own.origin, corral_protocol::ServerOrigin::Session, "{own:?}");
+    assert_eq!(own.pid, Some(pid), "proj.pid is answered by the client's own server");
+    pid
+}
+
+#[tokio::test]
+async fn corral_mcp_options_shape_the_clients_view_through_a_daemon_restart() {
+    let config = format!("{}{}", fixture_config("one", &[]), fixture_config("two", &[]));
+    let mut daemon = TestDaemon::builder().config(&config).builtin_server(true).start();
+    let mut survivors = KillSurvivorsOnDrop::new([]);
+    let client = daemon.connect_client().await;
+    for server in ["one", "two", "corral"] {
+        wait_for_status(&client, server, ServerStatus::Ready, SERVER_WAIT).await;
+    }
+    drop(client);
+    let project = tempfile::tempdir().expect("a project dir");
+    let mcp_json = project.path().join(".mcp.json");
+    let entry = json!({"mcpServers": {"proj": {
+        "command": fixture_python().display().to_string(),
+        "args": [fixture_script().display().to_string()],
+    }}});
+    std::fs::write(&mcp_json, entry.to_string()).expect("write .mcp.json");
+    let state = tempfile::tempdir().expect("a state dir");
+    let mut args = socket_args(&daemon);
+    let mcp_json = mcp_json.display().to_string();
+    args.extend(
+        [
+            "--no-start",
+            "--exclude",
+            "two",
+            "--no-builtin",
+            "--separator",
+            ".",
+            "--config",
+            &mcp_json,
+        ]
+        .map(str::to_owned),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut mcp, _) = TsClient::start(&args, &[], state.path()).await;
+    let expected = [
+        "one.echo",
+        "one.pid",
+        "one.sleep",
+        "proj.echo",
+        "proj.pid",
+        "proj.sleep",
+    ];
+    wait_for_names(&mut mcp, &expected).await;
+    let first_proj = own_proj_pid(&mut mcp, daemon.socket_path()).await;
+    survivors.also(first_proj);
+
+    // A new daemon: the same view, and the client's own server started again by it.
+    let socket = daemon.socket_path().to_path_buf();
+    assert!(daemon.sigterm_and_wait().success());
+    assert_all_gone(
+        &[first_proj],
+        SERVER_WAIT,
+        "the client's own server with the old daemon",
+    )
+    .await;
+    let _second = TestDaemon::builder()
+        .config(&config)
+        .builtin_server(true)
+        .socket_path(&socket)
+        .start();
+    mcp.event("promptsListChanged").await;
+    wait_for_names(&mut mcp, &expected).await;
+    let second_proj = own_proj_pid(&mut mcp, &socket).await;
+    survivors.also(second_proj);
+    assert_ne!(second_proj, first_proj);
+
+    // The client goes: its own server goes with it.
+    mcp.close().await;
+    assert_all_gone(&[second_proj], SERVER_WAIT, "the client's own server after the client").await;
 }
