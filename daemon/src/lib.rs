@@ -16,6 +16,7 @@
 //! - [`process`]: no server process outlives corrald: the registry, reaping, cgroup leaves;
 //! - [`logging`]: tracing-subscriber set-up and the redacting writer;
 //! - `params`: JSON-RPC params and error objects, shared by `api` and `bridge`;
+//! - `private_file`: files only this user may read, created where nothing planted redirects them;
 //! - [`config`]: watching the config file, applying it live, the daemon-wide settings;
 //! - [`service`]: readiness, status, watchdog for a service manager, and socket activation;
 //! - `builtin`: the built-in `corral` MCP server (named only by `boot`).
@@ -30,6 +31,7 @@ pub mod hub;
 pub mod logging;
 pub mod mcp;
 mod params;
+mod private_file;
 pub mod process;
 pub mod server;
 pub mod service;
