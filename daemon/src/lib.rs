@@ -7,6 +7,7 @@
 //! - `signals`: SIGTERM/SIGINT and SIGHUP (Ctrl-C on Windows), caught from the start;
 //! - [`api`]: the socket, connections, JSON-RPC dispatch, the handlers; never rmcp;
 //! - `bridge`: the daemon as one MCP server for MCP clients on the socket (`corral mcp`);
+//! - `endpoint`: the loopback streamable-HTTP MCP endpoint: HTTP in front of the same engine and bridge;
 //! - [`supervisor`]: the actor owning the registry of MCP servers;
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
 //! - [`transport`]: how a server is reached (stdio, the one spawn point; streamable HTTP; in-process);
@@ -27,6 +28,7 @@ mod boot;
 mod bridge;
 mod builtin;
 pub mod config;
+mod endpoint;
 pub mod hub;
 pub mod logging;
 pub mod mcp;
@@ -80,6 +82,11 @@ pub struct Options {
     /// How long a front-end has to answer a server's elicitation or sampling
     /// request before it is withdrawn and answered as cancelled.
     pub answer_deadline: Duration,
+    /// `--mcp-endpoint ADDR`: serve the loopback MCP endpoint there, whatever
+    /// the config file's `[mcp_endpoint]` says about `enabled` and `listen`.
+    pub mcp_endpoint: Option<std::net::SocketAddr>,
+    /// How long an MCP endpoint session may be idle before it is closed.
+    pub mcp_endpoint_idle: Duration,
 }
 
 impl Options {
@@ -96,6 +103,8 @@ impl Options {
             server_cgroups: false,
             connection_limits: api::ConnectionLimits::default(),
             answer_deadline: hub::routes::DEFAULT_ANSWER_DEADLINE,
+            mcp_endpoint: None,
+            mcp_endpoint_idle: endpoint::IDLE_SESSION,
         }
     }
 }

@@ -163,6 +163,15 @@ fn negotiate(requested: &str) -> String {
         .to_owned()
 }
 
+/// Whether the bridge speaks `version` (one it would answer `initialize`
+/// with): what the loopback HTTP endpoint checks an `MCP-Protocol-Version`
+/// header against.
+pub(crate) fn speaks(version: &str) -> bool {
+    ProtocolVersion::KNOWN_VERSIONS
+        .iter()
+        .any(|known| known.has_initialize() && known.as_str() == version)
+}
+
 /// The connection's link, which the api puts on every request of an MCP client.
 fn link(extensions: &Extensions) -> Result<Arc<Link>, ErrorObjectOwned> {
     extensions
@@ -189,5 +198,7 @@ mod tests {
             "no `initialize` in that revision"
         );
         assert_eq!(negotiate(""), "2025-11-25");
+        assert!(speaks("2025-06-18") && speaks("2025-11-25"));
+        assert!(!speaks("2026-07-28") && !speaks("2099-01-01") && !speaks(""));
     }
 }
