@@ -1,8 +1,12 @@
 // An MCP client written with the official TypeScript SDK (`Client` +
 // `StdioClientTransport`), exactly as Claude Code or Cursor would use Corral:
-// it spawns `CORRAL mcp ARGS...` and speaks MCP to it over its stdio.
+// it spawns `CORRAL mcp ARGS...` and speaks MCP to it over its stdio. With
+// `--http URL --token T` it is the same client on `StreamableHTTPClientTransport`
+// instead, as a client that takes a URL (VS Code) would use corrald's loopback
+// HTTP endpoint, sending `Authorization: Bearer T` with every request.
 //
 // Usage: node mcp-bridge-client.mjs CORRAL [ARGS...]
+//        node mcp-bridge-client.mjs --http URL --token T
 //
 // It connects (initialize), prints `{"event":"connected", ...}`, then reads
 // commands from its own stdin, one JSON object a line, runs each with the
@@ -14,6 +18,7 @@
 //   {"op":"start","id":I,"name":N,"arguments":{}}  -> {"op":"start","id":I} at once; the call runs on
 //   {"op":"abort","id":I}                           -> {"op":"abort","id":I,"error":{...}} once call I ended
 //                                                      (aborted with an AbortSignal: the SDK sends notifications/cancelled)
+//   {"op":"terminate"}                              -> {"op":"terminate"} once the session is ended (HTTP: DELETE)
 //   {"op":"close"}                                  -> {"op":"close"}, then exits 0
 //
 // Each `notifications/tools/list_changed` prints `{"event":"toolsListChanged"}`
@@ -23,14 +28,16 @@
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import readline from "node:readline";
 
 const OVERALL_TIMEOUT_MS = 90_000;
 
 const [corral, ...args] = process.argv.slice(2);
-if (!corral) {
-  process.stderr.write("usage: node mcp-bridge-client.mjs CORRAL [ARGS...]\n");
+const http = corral === "--http";
+if (!corral || (http && (args.length !== 3 || args[1] !== "--token"))) {
+  process.stderr.write("usage: node mcp-bridge-client.mjs CORRAL [ARGS...]\n       node mcp-bridge-client.mjs --http URL --token T\n");
   process.exit(2);
 }
 
@@ -47,14 +54,24 @@ function errorOf(error) {
   return { code: error?.code ?? null, message: String(error?.message ?? error), name: error?.name ?? null };
 }
 
-async function main() {
-  const transport = new StdioClientTransport({
+function makeTransport() {
+  if (http) {
+    const [url, , token] = args;
+    return new StreamableHTTPClientTransport(new URL(url), {
+      requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    });
+  }
+  return new StdioClientTransport({
     command: corral,
     args: ["mcp", ...args],
     // The whole environment (XDG_STATE_HOME, CORRAL_CONFIG…), not the SDK's short default list.
     env: { ...process.env },
     stderr: "inherit",
   });
+}
+
+async function main() {
+  const transport = makeTransport();
   const client = new Client({ name: "mcp-bridge-client", version: "1.0.0" });
   client.setNotificationHandler(ToolListChangedNotificationSchema, () => print({ event: "toolsListChanged" }));
   await client.connect(transport);
@@ -63,7 +80,8 @@ async function main() {
     serverVersion: client.getServerVersion(),
     capabilities: client.getServerCapabilities(),
     instructions: client.getInstructions() ?? null,
-    pid: transport.pid,
+    pid: transport.pid ?? null,
+    sessionId: transport.sessionId ?? null,
   });
 
   // Calls started and not aborted yet, by the test's id.
@@ -106,6 +124,11 @@ async function main() {
         running.delete(command.id);
         call.controller.abort("the test cancels this call");
         print({ op: "abort", id: command.id, ...(await call.outcome) });
+        break;
+      }
+      case "terminate": {
+        await transport.terminateSession();
+        print({ op: "terminate" });
         break;
       }
       case "close": {

@@ -66,8 +66,9 @@ fn node_available() {
     }
 }
 
-/// The TypeScript SDK's client, running `corral mcp` as its server.
-struct TsClient {
+/// The TypeScript SDK's client, running `corral mcp` as its server, or
+/// speaking to corrald's loopback HTTP endpoint (`mcp_endpoint.rs`).
+pub(crate) struct TsClient {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
@@ -78,12 +79,25 @@ struct TsClient {
 impl TsClient {
     /// Start the client on `corral mcp ARGS` and wait until it is connected.
     async fn start(args: &[&str], env: &[(&str, OsString)], state_dir: &Path) -> (Self, Value) {
+        let mut script_args = vec![binary("corral").into_os_string()];
+        script_args.extend(args.iter().map(OsString::from));
+        Self::launch(&script_args, env, state_dir).await
+    }
+
+    /// Start the client on `StreamableHTTPClientTransport` to the MCP
+    /// endpoint at `url`, sending `token`, and wait until it is connected.
+    pub(crate) async fn start_http(url: &str, token: &str, state_dir: &Path) -> (Self, Value) {
+        let script_args = ["--http", url, "--token", token].map(OsString::from);
+        Self::launch(&script_args, &[], state_dir).await
+    }
+
+    /// `node mcp-bridge-client.mjs SCRIPT_ARGS`, connected.
+    async fn launch(script_args: &[OsString], env: &[(&str, OsString)], state_dir: &Path) -> (Self, Value) {
         node_available();
         let mut command = Command::new("node");
         command
             .arg(peers_dir().join("mcp-bridge-client.mjs"))
-            .arg(binary("corral"))
-            .args(args)
+            .args(script_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -115,7 +129,7 @@ impl TsClient {
     }
 
     /// Run one command; its outcome line (events read meanwhile are kept).
-    async fn op(&mut self, command: Value) -> Value {
+    pub(crate) async fn op(&mut self, command: Value) -> Value {
         let op = command["op"].clone();
         let mut line = command.to_string();
         line.push('\n');
@@ -136,7 +150,7 @@ impl TsClient {
         }
     }
 
-    async fn list(&mut self) -> (Vec<String>, Vec<Value>) {
+    pub(crate) async fn list(&mut self) -> (Vec<String>, Vec<Value>) {
         let listed = self.op(json!({"op": "list"})).await;
         let names = listed["names"]
             .as_array()
@@ -148,13 +162,13 @@ impl TsClient {
         (names, tools)
     }
 
-    async fn call(&mut self, name: &str, arguments: Value) -> Value {
+    pub(crate) async fn call(&mut self, name: &str, arguments: Value) -> Value {
         self.op(json!({"op": "call", "name": name, "arguments": arguments}))
             .await
     }
 
     /// Wait (bounded) for the next `toolsListChanged` event not seen yet.
-    async fn list_changed(&mut self) {
+    pub(crate) async fn list_changed(&mut self) {
         if let Some(index) = self
             .events
             .iter()
@@ -168,11 +182,11 @@ impl TsClient {
     }
 
     /// Forget the `list_changed` events received so far.
-    fn forget_events(&mut self) {
+    pub(crate) fn forget_events(&mut self) {
         self.events.clear();
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         assert_eq!(self.op(json!({"op": "close"})).await["op"], "close");
         let status = within_for(STEP, "the TypeScript MCP client to exit", self.child.wait())
             .await
@@ -181,7 +195,7 @@ impl TsClient {
     }
 }
 
-async fn wait_for_stderr_line(client: &Client, server: &str, needle: &str) {
+pub(crate) async fn wait_for_stderr_line(client: &Client, server: &str, needle: &str) {
     poll_until(&format!("`{needle}` on {server}'s stderr"), || async {
         let tail = client.mcp_server_get(server).await.ok()?.server.stderr_tail;
         tail.iter().any(|line| line.contains(needle)).then_some(())
