@@ -16,6 +16,9 @@
 //! the partial-frame budget), gives it a `Session` and the hub's `Link`, and
 //! runs it as a task of the daemon's tracker. When it ends, its resource
 //! subscriptions are released and the session servers it added are removed.
+//! Every transport comes in through the `Engine`: the socket's accept loop,
+//! and the loopback HTTP endpoint (`crate::endpoint`), whose MCP sessions are
+//! connections over an in-memory duplex, admitted and served the same way.
 //! A connection refused at the cap is counted (`daemon/status`) and logged at
 //! most once per 10 s with the count since the last line, and so is a failed
 //! accept (typically `EMFILE`, after which the loop backs off 50 ms): a flood

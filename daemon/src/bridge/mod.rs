@@ -6,8 +6,9 @@
 //! connection like any other (framing, limits, slots, batches,
 //! cancellation, shutdown) and, once the first `initialize` carries a string
 //! `protocolVersion`, dispatches the connection's requests into the table
-//! built here ([`methods`]) instead of Corral's. The same table is what a
-//! later transport (the loopback HTTP endpoint) will serve.
+//! built here ([`methods`]) instead of Corral's. The same table serves the
+//! loopback HTTP endpoint's sessions (`crate::endpoint`), which are such
+//! connections too.
 //!
 //! What it owns: MCP's words for the daemon. `initialize` (version
 //! negotiation), `ping`, `logging/setLevel`, `tools/list` and `tools/call`
