@@ -532,8 +532,10 @@ impl Refusal {
     }
 }
 
-/// A refusal: `status`, and a JSON-RPC error without an id saying why.
+/// A refusal: `status`, and a JSON-RPC error without an id saying why
+/// (logged at debug level: no message quotes a header that may be secret).
 fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Answer {
+    tracing::debug!(status = status.as_u16(), "MCP endpoint: refused a request: {message}");
     let body = serde_json::json!({"jsonrpc": "2.0", "error": {"code": code.code(), "message": message}});
     let mut answer = json_message(&body.to_string());
     *answer.status_mut() = status;

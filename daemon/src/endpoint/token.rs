@@ -14,8 +14,6 @@
 //! notification: [`Token`]'s `Debug` says only that it is redacted, errors
 //! name the file, and requests are compared without formatting it.
 
-#![cfg_attr(not(unix), allow(dead_code))]
-
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
