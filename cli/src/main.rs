@@ -234,6 +234,9 @@ enum McpCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the URL of corrald's loopback HTTP MCP endpoint (`[mcp_endpoint]` in the config) and the
+    /// `Authorization` header its requests need, for MCP clients that take a URL (--json: `{url, headers}`)
+    Url,
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +302,10 @@ fn main() -> ExitCode {
         ),
         Command::Service { command } => service_command(command, cli.json),
         Command::Doctor => run_doctor(&cli),
+        Command::Mcp(McpArgs {
+            command: Some(McpCommand::Url),
+            ..
+        }) => run_daemon_command(&cli, DaemonCommand::McpUrl),
         Command::Mcp(McpArgs {
             command: Some(command), ..
         }) => mcp_install_command(command, cli.json),
@@ -423,6 +430,7 @@ enum DaemonCommand<'a> {
         scopes: Option<Vec<String>>,
     },
     Logout(&'a str),
+    McpUrl,
 }
 
 /// What `corral resources|prompts` lists.
@@ -620,6 +628,16 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
                 emit_line(&format!("{name} had no stored OAuth credentials."))?;
             }
         }
+        DaemonCommand::McpUrl => {
+            let status = client.daemon_status().await?;
+            let (url, authorization) = mcp_endpoint_access(&status)?;
+            if cli.json {
+                emit_pretty_json(&serde_json::json!({"url": url, "headers": {"Authorization": authorization}}))?;
+            } else {
+                emit_line(&url)?;
+                emit_line(&format!("Authorization: {authorization}"))?;
+            }
+        }
         DaemonCommand::ConfigReload => {
             let result = client.config_reload().await?;
             if cli.json {
@@ -633,6 +651,37 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The loopback MCP endpoint's URL and the value of the `Authorization`
+/// header its requests need (the token, read from the file the daemon names,
+/// with the daemon's own checks: a private file of ours, never through a link).
+fn mcp_endpoint_access(status: &corral_client::protocol::DaemonStatus) -> anyhow::Result<(String, String)> {
+    let Some(endpoint) = &status.mcp_endpoint else {
+        anyhow::bail!(
+            "corrald serves no MCP endpoint: add `[mcp_endpoint]` with `enabled = true` to {} and restart corrald \
+             (or start corrald with --mcp-endpoint 127.0.0.1:7767)",
+            status.config_path
+        );
+    };
+    let (Some(url), Some(token_file)) = (&endpoint.url, &endpoint.token_file) else {
+        anyhow::bail!(
+            "the MCP endpoint is turned on but not served: {}",
+            endpoint.error.as_deref().unwrap_or("corrald does not say why")
+        );
+    };
+    #[cfg(unix)]
+    {
+        let token = paths::read_private_file(Path::new(token_file), 1024)?
+            .with_context(|| format!("the MCP endpoint's token file {token_file} is gone: restart corrald"))?;
+        let token = String::from_utf8(token).unwrap_or_default();
+        Ok((url.clone(), format!("Bearer {}", token.trim())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (url, token_file);
+        anyhow::bail!("the MCP endpoint is not available on this platform yet: use `corral mcp`")
+    }
 }
 
 /// `corral doctor`: exit 1 when any check is an error.
@@ -958,6 +1007,8 @@ fn mcp_install_command(command: &McpCommand, json: bool) -> anyhow::Result<ExitC
             })?,
             false,
         ),
+        // A daemon command (`main` sends it there).
+        McpCommand::Url => anyhow::bail!("`corral mcp url` needs the daemon"),
     };
     if json {
         emit_pretty_json(&outcome)?;

@@ -68,6 +68,14 @@ pub(crate) fn status(status: &DaemonStatus) -> String {
         }
         pairs.push(("credentials", line));
     }
+    if let Some(endpoint) = &status.mcp_endpoint {
+        let line = match (&endpoint.url, &endpoint.error) {
+            (Some(url), _) => format!("{url} (`corral mcp url` prints the header it needs)"),
+            (None, Some(error)) => format!("not served: {}", one_line(error, usize::MAX)),
+            (None, None) => "not served".to_owned(),
+        };
+        pairs.push(("mcp endpoint", line));
+    }
     pairs.push(("servers", status.servers.to_string()));
     let connections = match status.max_connections {
         Some(max) => format!("{} (at most {max})", status.connections),

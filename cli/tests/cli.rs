@@ -258,6 +258,7 @@ fn status_prints_the_daemon_status() {
         "/run/user/1000/corral/corral.sock",
         "/home/ada/.config/corral/config.toml",
         "3 servers: 1 ready, 1 failed, 1 stopped",
+        "http://127.0.0.1:7767/mcp (`corral mcp url` prints the header it needs)",
     ] {
         assert!(run.stdout.contains(expected), "missing {expected:?} in\n{}", run.stdout);
     }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::{EVENT_HISTORY, Options, SHUTDOWN_GRACE};
-use crate::{api, auth, builtin, config, hub, process, service, supervisor};
+use crate::{api, auth, builtin, config, endpoint, hub, process, service, supervisor};
 
 /// The daemon between boot and shutdown: what [`run`](crate::run) waits on,
 /// and what the shutdown needs.
@@ -38,7 +38,8 @@ pub(crate) struct Running {
 
 /// Bring the daemon up: load the config, bind (or adopt) the socket, take
 /// over the children record, open the credential store, wire everything
-/// ([`wire`]), start the accept loop and tell a service manager.
+/// ([`wire`]), start the accept loop and the loopback MCP endpoint (when
+/// turned on), and tell a service manager.
 pub(crate) async fn start(
     // Only the Unix socket code (socket activation) changes the options.
     #[cfg_attr(windows, allow(unused_mut))] mut options: Options,
@@ -113,6 +114,7 @@ pub(crate) async fn start(
         reload,
         config_error,
         context,
+        mcp_endpoint,
     } = wire(
         Wiring {
             config: &config,
@@ -144,7 +146,24 @@ pub(crate) async fn start(
     let acceptor = api::listen::unix::UnixAcceptor::new(listener);
     #[cfg(windows)]
     let acceptor = api::listen::windows::PipeAcceptor::new(options.socket_path.clone(), pipe);
-    let accept_loop = tracker.spawn(api::serve(acceptor, context, shutdown.clone(), tracker.clone()));
+    let engine = api::Engine::new(context, shutdown.clone())?;
+    // Before the socket's first connection is accepted, so that whoever asks
+    // `daemon/status` (`corral mcp url`) finds the endpoint's state. The
+    // socket serves whatever happens to the endpoint: its failure is
+    // reported (log, `daemon/status`), never fatal.
+    match endpoint::Settings::of(&config.mcp_endpoint, options.mcp_endpoint) {
+        Ok(None) => {}
+        Ok(Some(mut settings)) => {
+            settings.idle_session = options.mcp_endpoint_idle;
+            let status = endpoint::start(settings, engine.clone(), &options.data_dir, shutdown, &tracker).await;
+            mcp_endpoint.send_replace(Some(status));
+        }
+        Err(error) => {
+            tracing::error!("the MCP endpoint is not served: {error}");
+            mcp_endpoint.send_replace(Some(corral_protocol::McpEndpointStatus::failed(error)));
+        }
+    }
+    let accept_loop = tracker.spawn(api::serve(acceptor, engine, tracker.clone()));
 
     // The socket accepts (the listener exists and the accept loop runs) and
     // every config server has been launched: tell a service manager.
@@ -231,6 +250,8 @@ pub(crate) struct Wired {
     pub(crate) config_error: tokio::sync::watch::Receiver<Option<String>>,
     /// The API's context, complete.
     pub(crate) context: Arc<api::DaemonContext>,
+    /// Where boot publishes the loopback MCP endpoint's state once started.
+    pub(crate) mcp_endpoint: tokio::sync::watch::Sender<Option<corral_protocol::McpEndpointStatus>>,
 }
 
 /// The hub, the daemon's [`auth::Auth`], the supervisor (every config server
@@ -273,6 +294,7 @@ pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &T
         tracker,
     );
     let (config_error_sender, config_error) = tokio::sync::watch::channel(config_error);
+    let (mcp_endpoint, mcp_endpoint_status) = tokio::sync::watch::channel(None);
     let (reloader, reload) = config::reload::prepare(config::reload::ReloaderSpec {
         path: config_path.clone(),
         snapshot,
@@ -291,6 +313,7 @@ pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &T
         config_error: config_error.clone(),
         children_record_error: processes.record_errors(),
         notifier,
+        mcp_endpoint: mcp_endpoint_status,
         supervisor: supervisor.clone(),
         hub: hub.clone(),
         reload: reload.clone(),
@@ -305,6 +328,7 @@ pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &T
         reload,
         config_error,
         context,
+        mcp_endpoint,
     }
 }
 

@@ -7,6 +7,7 @@
 //! - `signals`: SIGTERM/SIGINT and SIGHUP (Ctrl-C on Windows), caught from the start;
 //! - [`api`]: the socket, connections, JSON-RPC dispatch, the handlers; never rmcp;
 //! - `bridge`: the daemon as one MCP server for MCP clients on the socket (`corral mcp`);
+//! - `endpoint`: the loopback streamable-HTTP MCP endpoint: HTTP in front of the same engine and bridge;
 //! - [`supervisor`]: the actor owning the registry of MCP servers;
 //! - [`server`]: one task per server: lifecycle, restarts, teardown;
 //! - [`transport`]: how a server is reached (stdio, the one spawn point; streamable HTTP; in-process);
@@ -16,6 +17,7 @@
 //! - [`process`]: no server process outlives corrald: the registry, reaping, cgroup leaves;
 //! - [`logging`]: tracing-subscriber set-up and the redacting writer;
 //! - `params`: JSON-RPC params and error objects, shared by `api` and `bridge`;
+//! - `private_file`: files only this user may read, created where nothing planted redirects them;
 //! - [`config`]: watching the config file, applying it live, the daemon-wide settings;
 //! - [`service`]: readiness, status, watchdog for a service manager, and socket activation;
 //! - `builtin`: the built-in `corral` MCP server (named only by `boot`).
@@ -26,10 +28,12 @@ mod boot;
 mod bridge;
 mod builtin;
 pub mod config;
+mod endpoint;
 pub mod hub;
 pub mod logging;
 pub mod mcp;
 mod params;
+mod private_file;
 pub mod process;
 pub mod server;
 pub mod service;
@@ -78,6 +82,11 @@ pub struct Options {
     /// How long a front-end has to answer a server's elicitation or sampling
     /// request before it is withdrawn and answered as cancelled.
     pub answer_deadline: Duration,
+    /// `--mcp-endpoint ADDR`: serve the loopback MCP endpoint there, whatever
+    /// the config file's `[mcp_endpoint]` says about `enabled` and `listen`.
+    pub mcp_endpoint: Option<std::net::SocketAddr>,
+    /// How long an MCP endpoint session may be idle before it is closed.
+    pub mcp_endpoint_idle: Duration,
 }
 
 impl Options {
@@ -94,6 +103,8 @@ impl Options {
             server_cgroups: false,
             connection_limits: api::ConnectionLimits::default(),
             answer_deadline: hub::routes::DEFAULT_ANSWER_DEADLINE,
+            mcp_endpoint: None,
+            mcp_endpoint_idle: endpoint::IDLE_SESSION,
         }
     }
 }

@@ -40,6 +40,14 @@ struct Args {
         default_value_t = 600
     )]
     elicitation_timeout_sec: u64,
+    /// Serve the loopback streamable-HTTP MCP endpoint at this address (e.g. 127.0.0.1:7767; port 0
+    /// picks a free one), whatever `[mcp_endpoint]` in the config says about `enabled` and `listen`.
+    /// An address that is not loopback is refused unless the config sets `allow_non_loopback`.
+    #[arg(long, env = "CORRAL_MCP_ENDPOINT", value_name = "ADDR")]
+    mcp_endpoint: Option<std::net::SocketAddr>,
+    /// Milliseconds an MCP endpoint session may be idle before it is closed (tests shorten it).
+    #[arg(long, env = "CORRAL_MCP_ENDPOINT_IDLE_MS", hide = true)]
+    mcp_endpoint_idle_ms: Option<u64>,
     /// Milliseconds a connection has to complete `initialize` (tests shorten it).
     #[arg(long, env = "CORRAL_HANDSHAKE_TIMEOUT_MS", hide = true)]
     handshake_timeout_ms: Option<u64>,
@@ -76,6 +84,10 @@ fn main() -> ExitCode {
     options.inherited = inherited;
     options.data_dir = corral_protocol::paths::data_dir(args.data_dir.as_deref());
     options.answer_deadline = std::time::Duration::from_secs(args.elicitation_timeout_sec);
+    options.mcp_endpoint = args.mcp_endpoint;
+    if let Some(ms) = args.mcp_endpoint_idle_ms {
+        options.mcp_endpoint_idle = std::time::Duration::from_millis(ms);
+    }
     if let Some(ms) = args.handshake_timeout_ms {
         options.connection_limits.handshake = std::time::Duration::from_millis(ms);
     }

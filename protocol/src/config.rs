@@ -18,6 +18,7 @@
 //! environment variable names, header names, transports, numbers and `cwd`.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +44,9 @@ pub const DEFAULT_CRASH_LOOP_LIMIT: u32 = 5;
 pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(120);
 /// Default for `tool_timeout_sec`.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default for `[mcp_endpoint]`'s `listen`: loopback only, a fixed port so a client's URL stays valid.
+pub const DEFAULT_MCP_ENDPOINT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7767));
 
 /// The only top-level key.
 const SERVERS_KEY: &str = "servers";
@@ -75,6 +79,34 @@ pub struct Config {
     /// `oauth_opener`: program and arguments that open an authorization URL (appended as the
     /// last argument); default: the system browser.
     pub oauth_opener: Option<Vec<String>>,
+    /// `[mcp_endpoint]`: the loopback streamable-HTTP MCP endpoint (off by default).
+    pub mcp_endpoint: McpEndpointConfig,
+}
+
+/// The `[mcp_endpoint]` table: corrald as one MCP server over streamable HTTP, for MCP
+/// clients that take a URL rather than a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct McpEndpointConfig {
+    /// `enabled` (default false): serve the endpoint.
+    pub enabled: bool,
+    /// `listen` (default `127.0.0.1:7767`): the address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// `allow_non_loopback` (default false): accept a `listen` address that is not loopback.
+    pub allow_non_loopback: bool,
+    /// `allowed_origins`: `Origin`s accepted besides the endpoint's own loopback ones.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for McpEndpointConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: DEFAULT_MCP_ENDPOINT_LISTEN,
+            allow_non_loopback: false,
+            allowed_origins: Vec::new(),
+        }
+    }
 }
 
 /// Where OAuth credentials are stored: the `credentials_store` key.
@@ -434,6 +466,7 @@ pub fn json_schema() -> Value {
                 "items": { "type": "string" },
                 "minItems": 1,
             },
+            MCP_ENDPOINT_KEY: mcp_endpoint_schema(),
         },
         "additionalProperties": false,
         "$defs": {
@@ -450,6 +483,46 @@ pub fn json_schema() -> Value {
                 "allOf": transport_rules,
             }
         },
+    })
+}
+
+/// JSON Schema of the `[mcp_endpoint]` table.
+fn mcp_endpoint_schema() -> Value {
+    let listen = DEFAULT_MCP_ENDPOINT_LISTEN.to_string();
+    json!({
+        "description": "The loopback streamable-HTTP MCP endpoint: corrald as one MCP server at \
+            http://LISTEN/mcp for MCP clients that take a URL; every request needs the bearer \
+            token `corral mcp url` prints. Read when corrald starts.",
+        "type": "object",
+        "properties": {
+            "enabled": {
+                "description": "Serve the endpoint (default: off).",
+                "type": "boolean",
+                "default": false,
+            },
+            "listen": {
+                "description": "IP address and port to listen on, e.g. `127.0.0.1:7767` or \
+                    `[::1]:7767`; port 0 picks a free port. An address that is not loopback is \
+                    refused unless `allow_non_loopback` is true.",
+                "type": "string",
+                "default": listen,
+            },
+            "allow_non_loopback": {
+                "description": "Accept a `listen` address that is not loopback, which makes the \
+                    endpoint reachable from other machines (default: false).",
+                "type": "boolean",
+                "default": false,
+            },
+            "allowed_origins": {
+                "description": "`Origin`s accepted besides the endpoint's own \
+                    (http://localhost:PORT, http://127.0.0.1:PORT, http://[::1]:PORT), e.g. a \
+                    browser-based client's `http://localhost:6274`. Any other `Origin` is refused (403).",
+                "type": "array",
+                "items": { "type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+$" },
+                "default": [],
+            },
+        },
+        "additionalProperties": false,
     })
 }
 
@@ -1265,10 +1338,26 @@ const GLOBAL_KEYS: &[&str] = &[
     "oauth_callback_port",
     "oauth_callback_url",
     "oauth_opener",
+    MCP_ENDPOINT_KEY,
 ];
+
+/// The table of the loopback MCP endpoint's settings.
+const MCP_ENDPOINT_KEY: &str = "mcp_endpoint";
+/// The keys of `[mcp_endpoint]`.
+const MCP_ENDPOINT_KEYS: &[&str] = &["enabled", "listen", "allow_non_loopback", "allowed_origins"];
 
 /// Check one daemon-wide key and store its value in `config`.
 fn check_global(key: &str, value: &Spanned<DeValue<'_>>, problems: &mut Problems<'_>, config: &mut Config) {
+    if key == MCP_ENDPOINT_KEY {
+        match value.get_ref().as_table() {
+            Some(table) => config.mcp_endpoint = check_mcp_endpoint(table, problems),
+            None => {
+                let message = format!("expected a table, found {}", describe(value.get_ref()));
+                problems.add(value.span(), None, Some(key), message);
+            }
+        }
+        return;
+    }
     let mut report = |message: String| problems.add(value.span(), None, Some(key), message);
     match (key, value.get_ref()) {
         ("credentials_store", DeValue::String(name)) => match CredentialsStoreMode::from_name(name) {
@@ -1314,6 +1403,85 @@ fn check_global(key: &str, value: &Spanned<DeValue<'_>>, problems: &mut Problems
         ("oauth_opener", other) => report(format!("expected an array of strings, found {}", describe(other))),
         (_, other) => report(format!("expected a string, found {}", describe(other))),
     }
+}
+
+/// Check the `[mcp_endpoint]` table: every problem reported, the settings read.
+fn check_mcp_endpoint(table: &DeTable<'_>, problems: &mut Problems<'_>) -> McpEndpointConfig {
+    let mut endpoint = McpEndpointConfig::default();
+    let field = |key: &str| format!("{MCP_ENDPOINT_KEY}.{key}");
+    let mut listen_span = None;
+    for (key, value) in table {
+        let key_name: &str = key.get_ref();
+        let mut report = |message: String| problems.add(value.span(), None, Some(&field(key_name)), message);
+        match (key_name, value.get_ref()) {
+            ("enabled", DeValue::Boolean(enabled)) => endpoint.enabled = *enabled,
+            ("allow_non_loopback", DeValue::Boolean(allow)) => endpoint.allow_non_loopback = *allow,
+            ("enabled" | "allow_non_loopback", other) => report(format!(
+                "expected a boolean (`true` or `false`), found {}",
+                describe(other)
+            )),
+            ("listen", DeValue::String(text)) => match text.parse::<SocketAddr>() {
+                Ok(address) => {
+                    endpoint.listen = address;
+                    listen_span = Some(value.span());
+                }
+                Err(_) => report(format!(
+                    "expected an IP address and a port such as `{DEFAULT_MCP_ENDPOINT_LISTEN}` or `[::1]:7767`, \
+                     found `{}`",
+                    text.escape_debug()
+                )),
+            },
+            ("listen", other) => report(format!("expected a string, found {}", describe(other))),
+            ("allowed_origins", DeValue::Array(items)) => {
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::String(origin) => match web_origin(origin) {
+                            Ok(()) => endpoint.allowed_origins.push(origin.to_string()),
+                            Err(message) => problems.add(item.span(), None, Some(&field(key_name)), message),
+                        },
+                        other => problems.add(
+                            item.span(),
+                            None,
+                            Some(&field(key_name)),
+                            format!("expected an array of strings, found {}", describe(other)),
+                        ),
+                    }
+                }
+            }
+            ("allowed_origins", other) => report(format!("expected an array of strings, found {}", describe(other))),
+            _ => {
+                let message = match closest(key_name, MCP_ENDPOINT_KEYS.iter().copied()) {
+                    Some(suggestion) => format!("unknown key, did you mean `{suggestion}`?"),
+                    None => format!("unknown key, the known ones are `{}`", MCP_ENDPOINT_KEYS.join("`, `")),
+                };
+                problems.add(key.span(), None, Some(&field(key_name)), message);
+            }
+        }
+    }
+    if let Some(span) = listen_span
+        && !endpoint.listen.ip().is_loopback()
+        && !endpoint.allow_non_loopback
+    {
+        let message = format!(
+            "`{}` is not a loopback address: the endpoint would be reachable from other machines; listen \
+             on 127.0.0.1 or [::1], or set `allow_non_loopback = true` in [{MCP_ENDPOINT_KEY}] if that is \
+             what you want",
+            endpoint.listen
+        );
+        problems.add(span, None, Some(&field("listen")), message);
+    }
+    endpoint
+}
+
+/// An origin as a browser sends it: `http` or `https`, a host, an optional port, nothing after.
+fn web_origin(origin: &str) -> Result<(), String> {
+    http_url(origin)?;
+    let after_scheme = origin.split_once("://").map_or("", |(_, rest)| rest);
+    if after_scheme.contains(['/', '?', '#', '@']) {
+        // Not quoted: what follows the host may be a password or a token.
+        return Err("not an origin: write only the scheme, host and port, such as `http://localhost:6274`".to_owned());
+    }
+    Ok(())
 }
 
 /// A TOML value's type with its article, for "expected …, found …".

@@ -225,6 +225,45 @@ pub struct DaemonStatus {
     /// daemon that does not say.
     #[serde(default)]
     pub service_notices_dropped: Option<u64>,
+    /// The loopback streamable-HTTP MCP endpoint (`[mcp_endpoint]`): `null` when it is not
+    /// turned on (or from a daemon that does not say).
+    #[serde(default)]
+    pub mcp_endpoint: Option<McpEndpointStatus>,
+}
+
+/// The loopback streamable-HTTP MCP endpoint, when it is turned on: where it serves and where
+/// its bearer token is, or why it does not serve. The token itself is never on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct McpEndpointStatus {
+    /// The MCP endpoint's URL, e.g. `http://127.0.0.1:7767/mcp`; `null` when it does not serve.
+    pub url: Option<String>,
+    /// The file holding the bearer token every request must carry (`Authorization: Bearer …`),
+    /// readable by this user only; `null` when it does not serve.
+    pub token_file: Option<String>,
+    /// Why the endpoint does not serve (the port is taken, the token file is not safe…), if so.
+    pub error: Option<String>,
+}
+
+impl McpEndpointStatus {
+    /// An endpoint serving at `url`, with its token in `token_file`.
+    pub fn serving(url: impl Into<String>, token_file: impl Into<String>) -> Self {
+        Self {
+            url: Some(url.into()),
+            token_file: Some(token_file.into()),
+            error: None,
+        }
+    }
+
+    /// An endpoint turned on that could not start, and why.
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            url: None,
+            token_file: None,
+            error: Some(error.into()),
+        }
+    }
 }
 
 /// Where the daemon keeps OAuth credentials (the `credentials_store` setting and what it resolved to).
@@ -324,6 +363,12 @@ impl DaemonStatus {
         self
     }
 
+    /// The same status with the loopback MCP endpoint's.
+    pub fn with_mcp_endpoint(mut self, mcp_endpoint: Option<McpEndpointStatus>) -> Self {
+        self.mcp_endpoint = mcp_endpoint;
+        self
+    }
+
     /// The same status saying why the children record cannot be written.
     pub fn with_children_record_error(mut self, children_record_error: Option<String>) -> Self {
         self.children_record_error = children_record_error;
@@ -358,6 +403,7 @@ impl DaemonStatus {
             refused_connections: None,
             dropped_progress: None,
             service_notices_dropped: None,
+            mcp_endpoint: None,
         }
     }
 }

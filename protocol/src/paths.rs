@@ -375,6 +375,143 @@ pub fn open_private_dir(dir: &Path) -> Result<std::os::fd::OwnedFd, UntrustedSoc
     Ok(fd)
 }
 
+/// Why a file that must be private to this user (a token) is not to be trusted or cannot be read.
+///
+/// Each variant names the file; the message says what to do.
+#[cfg(unix)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UntrustedFile {
+    /// The directory holding it is not private to this user.
+    #[error("cannot trust {}: {reason}", path.display())]
+    Dir {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its directory.
+        reason: UntrustedSocket,
+    },
+    /// The file is a symbolic link: whoever made it chose what it points to.
+    #[error("{} is a symbolic link, not a file of yours: remove it (corrald then writes a new one)", path.display())]
+    Symlink {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Not a regular file.
+    #[error("{} is not a regular file: remove it (corrald then writes a new one)", path.display())]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file belongs to another user.
+    #[error("{} belongs to uid {owner}, not to you (uid {own_uid}): remove it (corrald then writes a new one)", path.display())]
+    OwnedByOther {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        own_uid: u32,
+    },
+    /// Group or others may read or write the file.
+    #[error("{} has mode {mode:o}: other users can read or change it; remove it (corrald then writes a new one)", path.display())]
+    OpenToOthers {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Larger than such a file can be.
+    #[error("{} is larger than {max} bytes: not a file corrald wrote; remove it", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most it may hold.
+        max: u64,
+    },
+    /// It could not be opened or read.
+    #[error("cannot read {}: {error}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+}
+
+/// Read a file that must be private to this user, at most `max` bytes: `None` when it does
+/// not exist. Its directory must pass [`open_private_dir`]; the file is opened relative to
+/// that descriptor with `O_NOFOLLOW` (a symbolic link at its name is refused, never
+/// followed), and must be a regular file of ours that nobody else can read or write
+/// (checked with `fstat` on what was opened). One check for the daemon, which wrote it, and
+/// the clients that read it (`corral mcp url` reads the MCP endpoint's token).
+#[cfg(unix)]
+pub fn read_private_file(path: &Path, max: u64) -> Result<Option<Vec<u8>>, UntrustedFile> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    use std::io::Read as _;
+    let unreadable = |error: std::io::Error| UntrustedFile::Unreadable {
+        path: path.to_path_buf(),
+        error,
+    };
+    let Some(name) = path.file_name() else {
+        return Err(unreadable(std::io::Error::other("the path names no file")));
+    };
+    let dir = match open_private_dir(socket_dir(path)) {
+        Ok(dir) => dir,
+        Err(reason) if reason.is_missing() => return Ok(None),
+        Err(reason) => {
+            return Err(UntrustedFile::Dir {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+    };
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {
+        Ok(file) => file,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(UntrustedFile::Symlink {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(errno) => return Err(unreadable(errno.into())),
+    };
+    let stat = rustix::fs::fstat(&file).map_err(|errno| unreadable(errno.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(UntrustedFile::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let own_uid = effective_uid();
+    if stat.st_uid != own_uid {
+        return Err(UntrustedFile::OwnedByOther {
+            path: path.to_path_buf(),
+            owner: stat.st_uid,
+            own_uid,
+        });
+    }
+    #[allow(clippy::useless_conversion, reason = "`st_mode` is a u16 on macOS")]
+    let mode = u32::from(stat.st_mode) & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(UntrustedFile::OpenToOthers {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(file)
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > max {
+        return Err(UntrustedFile::TooLarge {
+            path: path.to_path_buf(),
+            max,
+        });
+    }
+    Ok(Some(bytes))
+}
+
 /// Whether `path` fits in a Unix socket address.
 pub fn fits_socket_address(path: &Path) -> bool {
     path.as_os_str().len() <= MAX_SOCKET_PATH_BYTES
@@ -457,6 +594,52 @@ mod tests {
             rustix::fs::openat(&fd, "record", rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).expect("openat");
         let text = std::io::read_to_string(std::fs::File::from(file)).expect("read");
         assert_eq!(text, "checked");
+        let _ = std::fs::remove_dir_all(base);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_file_is_read_only_when_nobody_else_could_have_written_or_read_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let base = std::env::temp_dir().join(format!("corral-private-file-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).expect("create the test dir");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
+        let token = base.join("token");
+        assert!(read_private_file(&token, 64).expect("missing is fine").is_none());
+        assert!(
+            read_private_file(&base.join("no-dir/token"), 64)
+                .expect("a missing directory is fine")
+                .is_none()
+        );
+        std::fs::write(&token, "secret").expect("write");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+        assert_eq!(
+            read_private_file(&token, 64).expect("ours").as_deref(),
+            Some(&b"secret"[..])
+        );
+        let error = read_private_file(&token, 3).expect_err("too large");
+        assert!(matches!(error, UntrustedFile::TooLarge { .. }), "{error}");
+        for mode in [0o640, 0o604, 0o622] {
+            std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let error = read_private_file(&token, 64).expect_err("open to others");
+            assert!(matches!(error, UntrustedFile::OpenToOthers { .. }), "{error}");
+            assert!(error.to_string().contains("remove it"), "{error}");
+        }
+        let elsewhere = base.join("elsewhere");
+        std::fs::write(&elsewhere, "planted").expect("write");
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+        let error = read_private_file(&link, 64).expect_err("a symlink");
+        assert!(matches!(error, UntrustedFile::Symlink { .. }), "{error}");
+        assert!(error.to_string().contains(&link.display().to_string()), "{error}");
+        std::fs::create_dir(base.join("sub")).expect("a directory");
+        let error = read_private_file(&base.join("sub"), 64).expect_err("a directory");
+        assert!(matches!(error, UntrustedFile::NotAFile { .. }), "{error}");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o770)).expect("chmod 770");
+        let error = read_private_file(&elsewhere, 64).expect_err("a shared directory");
+        assert!(matches!(error, UntrustedFile::Dir { .. }), "{error}");
         let _ = std::fs::remove_dir_all(base);
     }
 

@@ -214,7 +214,11 @@ pub fn examples() -> Vec<(&'static str, Value)> {
                 )
                 .with_connection_limit(896, 0)
                 .with_dropped_progress(0)
-                .with_service_notices_dropped(0),
+                .with_service_notices_dropped(0)
+                .with_mcp_endpoint(Some(McpEndpointStatus::serving(
+                    "http://127.0.0.1:7767/mcp",
+                    "/home/ada/.local/share/corral/mcp-endpoint.token",
+                ))),
             ),
         ),
         (

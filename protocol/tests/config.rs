@@ -377,7 +377,7 @@ scopes = ["read write"]
         toml: "title = \"mine\"\n\n[server.fs]\ncommand = \"npx\"\n",
         errors: &[
             "config.toml:1:1: field `title`: unknown top-level key, the known ones are `servers`, \
-             `credentials_store`, `oauth_callback_port`, `oauth_callback_url`, `oauth_opener`",
+             `credentials_store`, `oauth_callback_port`, `oauth_callback_url`, `oauth_opener`, `mcp_endpoint`",
             "config.toml:3:2: field `server`: unknown top-level key, did you mean `servers`?",
         ],
     },
@@ -393,6 +393,36 @@ scopes = ["read write"]
             "config.toml:4:16: field `oauth_opener`: expected the program to run and its arguments, found no program",
             "config.toml:5:1: field `credential_store`: unknown top-level key, did you mean `credentials_store`?",
         ],
+    },
+    ErrorCase {
+        name: "the MCP endpoint's table",
+        toml: "[mcp_endpoint]\nenabled = \"yes\"\nlisten = \"localhost:7767\"\nallow_non_loopbak = true\n\
+               allowed_origins = [\"http://localhost:6274/path\", 5, \"ftp://x\"]\n",
+        errors: &[
+            "config.toml:2:11: field `mcp_endpoint.enabled`: expected a boolean (`true` or `false`), found a string",
+            "config.toml:3:10: field `mcp_endpoint.listen`: expected an IP address and a port such as \
+             `127.0.0.1:7767` or `[::1]:7767`, found `localhost:7767`",
+            "config.toml:4:1: field `mcp_endpoint.allow_non_loopbak`: unknown key, did you mean `allow_non_loopback`?",
+            "config.toml:5:20: field `mcp_endpoint.allowed_origins`: not an origin: write only the scheme, host and \
+             port, such as `http://localhost:6274`",
+            "config.toml:5:50: field `mcp_endpoint.allowed_origins`: expected an array of strings, found an integer",
+            "config.toml:5:53: field `mcp_endpoint.allowed_origins`: unsupported URL scheme `ftp`, expected `http` or \
+             `https`",
+        ],
+    },
+    ErrorCase {
+        name: "an MCP endpoint on every interface needs allow_non_loopback",
+        toml: "mcp_endpoint = { enabled = true, listen = \"0.0.0.0:7767\" }\n",
+        errors: &[
+            "config.toml:1:43: field `mcp_endpoint.listen`: `0.0.0.0:7767` is not a loopback address: the endpoint \
+             would be reachable from other machines; listen on 127.0.0.1 or [::1], or set \
+             `allow_non_loopback = true` in [mcp_endpoint] if that is what you want",
+        ],
+    },
+    ErrorCase {
+        name: "the MCP endpoint is a table",
+        toml: "mcp_endpoint = true\n",
+        errors: &["config.toml:1:16: field `mcp_endpoint`: expected a table, found a boolean"],
     },
     ErrorCase {
         name: "two broken servers are both reported, in file order",
@@ -741,6 +771,26 @@ fn the_reference_docs_mention_every_field() {
         "{} does not document {missing:?}",
         docs_path.display()
     );
+}
+
+#[test]
+fn the_mcp_endpoint_is_off_by_default_on_loopback_and_read_when_configured() {
+    let default = parse_ok("").mcp_endpoint;
+    assert!(!default.enabled);
+    assert_eq!(default.listen, config::DEFAULT_MCP_ENDPOINT_LISTEN);
+    assert_eq!(default.listen.to_string(), "127.0.0.1:7767");
+    assert!(!default.allow_non_loopback && default.allowed_origins.is_empty());
+    let endpoint = parse_ok(
+        "[mcp_endpoint]\nenabled = true\nlisten = \"[::1]:0\"\nallowed_origins = [\"http://localhost:6274\"]\n",
+    )
+    .mcp_endpoint;
+    assert!(endpoint.enabled);
+    assert_eq!(endpoint.listen, "[::1]:0".parse().expect("an address"));
+    assert_eq!(endpoint.allowed_origins, ["http://localhost:6274"]);
+    let everywhere =
+        parse_ok("[mcp_endpoint]\nenabled = true\nlisten = \"0.0.0.0:7767\"\nallow_non_loopback = true\n").mcp_endpoint;
+    assert!(everywhere.allow_non_loopback);
+    assert!(everywhere.listen.ip().is_unspecified());
 }
 
 #[test]

@@ -1,8 +1,12 @@
 // An MCP client written with the official TypeScript SDK (`Client` +
 // `StdioClientTransport`), exactly as Claude Code or Cursor would use Corral:
-// it spawns `CORRAL mcp ARGS...` and speaks MCP to it over its stdio.
+// it spawns `CORRAL mcp ARGS...` and speaks MCP to it over its stdio. With
+// `--http URL --token T` it is the same client on `StreamableHTTPClientTransport`
+// instead, as a client that takes a URL (VS Code) would use corrald's loopback
+// HTTP endpoint, sending `Authorization: Bearer T` with every request.
 //
 // Usage: node mcp-bridge-client.mjs CORRAL [ARGS...]
+//        node mcp-bridge-client.mjs --http URL --token T
 //
 // It connects (initialize), prints `{"event":"connected", ...}`, then reads
 // commands from its own stdin, one JSON object a line, runs each with the
@@ -24,6 +28,7 @@
 //                                                      from now on (R: the result, or "hang": no answer)
 //   {"op":"wait","id":I}                            -> {"op":"wait","id":I,"result":{...}} or {..."error":{...}} once
 //                                                      call I ended by itself (not aborted)
+//   {"op":"terminate"}                              -> {"op":"terminate"} once the session is ended (HTTP: DELETE)
 //   {"op":"close"}                                  -> {"op":"close"}, then exits 0
 //
 // Each `notifications/tools/list_changed` prints `{"event":"toolsListChanged"}`
@@ -51,13 +56,15 @@ import {
   ElicitRequestSchema,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import readline from "node:readline";
 
 const OVERALL_TIMEOUT_MS = 90_000;
 
 const [corral, ...args] = process.argv.slice(2);
-if (!corral) {
-  process.stderr.write("usage: node mcp-bridge-client.mjs CORRAL [ARGS...]\n");
+const http = corral === "--http";
+if (!corral || (http && (args.length !== 3 || args[1] !== "--token"))) {
+  process.stderr.write("usage: node mcp-bridge-client.mjs CORRAL [ARGS...]\n       node mcp-bridge-client.mjs --http URL --token T\n");
   process.exit(2);
 }
 
@@ -74,14 +81,24 @@ function errorOf(error) {
   return { code: error?.code ?? null, message: String(error?.message ?? error), name: error?.name ?? null };
 }
 
-async function main() {
-  const transport = new StdioClientTransport({
+function makeTransport() {
+  if (http) {
+    const [url, , token] = args;
+    return new StreamableHTTPClientTransport(new URL(url), {
+      requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    });
+  }
+  return new StdioClientTransport({
     command: corral,
     args: ["mcp", ...args],
     // The whole environment (XDG_STATE_HOME, CORRAL_CONFIG…), not the SDK's short default list.
     env: { ...process.env },
     stderr: "inherit",
   });
+}
+
+async function main() {
+  const transport = makeTransport();
   const capabilities = JSON.parse(process.env.BRIDGE_CLIENT_CAPABILITIES ?? "{}");
   const client = new Client({ name: "mcp-bridge-client", version: "1.0.0" }, { capabilities });
   client.setNotificationHandler(ToolListChangedNotificationSchema, () => print({ event: "toolsListChanged" }));
@@ -114,7 +131,8 @@ async function main() {
     serverVersion: client.getServerVersion(),
     capabilities: client.getServerCapabilities(),
     instructions: client.getInstructions() ?? null,
-    pid: transport.pid,
+    pid: transport.pid ?? null,
+    sessionId: transport.sessionId ?? null,
   });
 
   // Calls started and not aborted yet, by the test's id.
@@ -209,6 +227,11 @@ async function main() {
         const call = running.get(command.id);
         running.delete(command.id);
         print({ op: "wait", id: command.id, ...(await call.outcome) });
+        break;
+      }
+      case "terminate": {
+        await transport.terminateSession();
+        print({ op: "terminate" });
         break;
       }
       case "close": {

@@ -135,6 +135,8 @@ pub(crate) struct Gate {
     max_connections: usize,
     /// Connections refused because the cap was reached, since start.
     refused_connections: AtomicU64,
+    /// The number of the next connection admitted, whatever its transport.
+    next_id: AtomicU64,
     /// Connections admitted whose task has not yet registered its handshake
     /// (see [`Gate::admit_or_wait`]).
     unregistered: AtomicU32,
@@ -157,6 +159,7 @@ impl Gate {
             connection_slots: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             refused_connections: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
             unregistered: AtomicU32::new(0),
             limits,
             partial_frames: Arc::new(Semaphore::new(limits.partial_frame_bytes.min(Semaphore::MAX_PERMITS))),
@@ -177,6 +180,12 @@ impl Gate {
     /// Connections open now.
     pub(crate) fn open_connections(&self) -> u32 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// A daemon-unique number for a connection just admitted: its link's id,
+    /// and the owner of the session servers it adds.
+    pub(super) fn next_connection_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Count a connection refused at the cap.

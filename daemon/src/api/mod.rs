@@ -16,6 +16,9 @@
 //! the partial-frame budget), gives it a `Session` and the hub's `Link`, and
 //! runs it as a task of the daemon's tracker. When it ends, its resource
 //! subscriptions are released and the session servers it added are removed.
+//! Every transport comes in through the `Engine`: the socket's accept loop,
+//! and the loopback HTTP endpoint (`crate::endpoint`), whose MCP sessions are
+//! connections over an in-memory duplex, admitted and served the same way.
 //! A connection refused at the cap is counted (`daemon/status`) and logged at
 //! most once per 10 s with the count since the last line, and so is a failed
 //! accept (typically `EMFILE`, after which the loop backs off 50 ms): a flood
@@ -35,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use corral_protocol::DaemonInfo;
+use corral_protocol::{DaemonInfo, McpEndpointStatus};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,6 +49,7 @@ use crate::hub::Hub;
 use crate::supervisor::SupervisorHandle;
 pub use admission::ConnectionLimits;
 use admission::{Admission, ConnectionGuard, Gate};
+pub(crate) use connection::HungUp;
 
 /// At most one log line per this interval about refused connections (and
 /// failed accepts), with the count since the last one.
@@ -68,6 +72,8 @@ pub struct ContextSpec {
     pub children_record_error: watch::Receiver<Option<String>>,
     /// The service manager's notifier, whose drops `daemon/status` reports.
     pub notifier: crate::service::Notifier,
+    /// The loopback MCP endpoint's state, once boot started it (`None`: off).
+    pub mcp_endpoint: watch::Receiver<Option<McpEndpointStatus>>,
     /// The supervisor of every server.
     pub supervisor: SupervisorHandle,
     /// The way out to front-ends.
@@ -98,6 +104,8 @@ pub(crate) struct DaemonFacts {
     pub(crate) children_record_error: watch::Receiver<Option<String>>,
     /// The service manager's notifier, for `daemon/status.serviceNoticesDropped`.
     pub(crate) notifier: crate::service::Notifier,
+    /// The loopback MCP endpoint's state, for `daemon/status.mcpEndpoint`.
+    pub(crate) mcp_endpoint: watch::Receiver<Option<McpEndpointStatus>>,
 }
 
 /// Daemon-wide facts and handles the method handlers need.
@@ -130,6 +138,7 @@ impl DaemonContext {
             config_error,
             children_record_error,
             notifier,
+            mcp_endpoint,
             supervisor,
             hub,
             reload,
@@ -147,6 +156,7 @@ impl DaemonContext {
                 config_error,
                 children_record_error,
                 notifier,
+                mcp_endpoint,
             },
             supervisor,
             hub,
@@ -210,21 +220,93 @@ where
     true
 }
 
+/// The connection engine (framing, limits, slots, batches, cancellation,
+/// shutdown, the `Link`), as the way in for every transport: the socket's
+/// accept loop ([`serve`]) and the loopback HTTP endpoint (`crate::endpoint`),
+/// which serves each of its MCP sessions as a connection over an in-memory
+/// duplex. Connections come in through the one [`Gate`] (its cap, its
+/// handshake queue), are numbered by it, dispatch into the same method tables
+/// (one bridge for every MCP client) and end the same way (their resource
+/// subscriptions released, their session servers removed). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Engine {
+    context: Arc<DaemonContext>,
+    methods: router::MethodTables,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// The engine of a daemon with `context`; its connections end when `shutdown` is cancelled.
+    pub(crate) fn new(context: Arc<DaemonContext>, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let methods = router::tables(context.clone()).context("registering the front-end methods")?;
+        Ok(Self {
+            context,
+            methods,
+            shutdown,
+        })
+    }
+
+    /// A place for one more connection, or `None` when [`Engine::max_connections`]
+    /// are open (counted in `daemon/status.refusedConnections`).
+    pub(crate) async fn admit(&self) -> Option<Admitted> {
+        let Some(guard) = self.context.gate.admit_or_wait().await else {
+            self.context.gate.refused();
+            return None;
+        };
+        Some(Admitted {
+            id: self.context.gate.next_connection_id(),
+            guard,
+        })
+    }
+
+    /// Most connections served at once, whatever their transport.
+    pub(crate) fn max_connections(&self) -> usize {
+        self.context.gate.max_connections()
+    }
+}
+
+/// A connection the [`Gate`] admitted: its slot under the cap and its number,
+/// until [`Admitted::serve`] serves it (or it is dropped, which gives the slot back).
+pub(crate) struct Admitted {
+    id: u64,
+    guard: ConnectionGuard,
+}
+
+impl Admitted {
+    /// The connection's daemon-unique number (its link's, its session servers' owner).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Serve `stream` as this connection until it ends. `hung_up`, asked once
+    /// at end of stream, says whether the other side is gone entirely (its
+    /// running requests are cancelled at once) rather than only done sending.
+    pub(crate) async fn serve<S>(self, engine: Engine, stream: S, hung_up: HungUp)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let Engine {
+            context,
+            methods,
+            shutdown,
+        } = engine;
+        run_connection(stream, hung_up, self.id, methods, context, shutdown, self.guard).await;
+    }
+}
+
 /// Accept and serve connections until `shutdown` is cancelled: the one
 /// accept loop of every platform ([`listen::Accept`] binds and accepts).
 pub(crate) async fn serve(
     mut acceptor: impl listen::Accept,
-    context: Arc<DaemonContext>,
-    shutdown: CancellationToken,
+    engine: Engine,
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
-    let methods = router::tables(context.clone()).context("registering the front-end methods")?;
-    let mut next_id: u64 = 1;
+    let shutdown = engine.shutdown.clone();
     tracing::info!(
-        max_connections = context.gate.max_connections(),
+        max_connections = engine.max_connections(),
         open_files = ?admission::open_file_limit(),
         "serving at most {} connections at once",
-        context.gate.max_connections()
+        engine.max_connections()
     );
     let mut refusals = RefusalLog::default();
     loop {
@@ -242,21 +324,11 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let Some(guard) = context.gate.admit_or_wait().await else {
-            context.gate.refused();
-            refusals.refused(context.gate.max_connections());
+        let Some(admitted) = engine.admit().await else {
+            refusals.refused(engine.max_connections());
             continue;
         };
-        tracker.spawn(run_connection(
-            accepted.stream,
-            accepted.hung_up,
-            next_id,
-            methods.clone(),
-            context.clone(),
-            shutdown.clone(),
-            guard,
-        ));
-        next_id += 1;
+        tracker.spawn(admitted.serve(engine.clone(), accepted.stream, accepted.hung_up));
     }
     Ok(())
 }
@@ -284,7 +356,7 @@ impl RefusalLog {
 
     /// A connection was closed at once: `limit` connections are open.
     #[cfg_attr(windows, allow(dead_code))]
-    fn refused(&mut self, limit: usize) {
+    pub(crate) fn refused(&mut self, limit: usize) {
         self.refused_since += 1;
         if self.due() {
             tracing::warn!(
@@ -314,7 +386,7 @@ impl RefusalLog {
     }
 
     #[cfg_attr(windows, allow(dead_code))]
-    fn accept_failed(&mut self, error: &std::io::Error) {
+    pub(crate) fn accept_failed(&mut self, error: &std::io::Error) {
         self.failed_since += 1;
         if self.due() {
             tracing::warn!(%error, failed = self.failed_since, "accepting connections failed (count since the last such line)");

@@ -6,8 +6,9 @@
 //! connection like any other (framing, limits, slots, batches,
 //! cancellation, shutdown) and, once the first `initialize` carries a string
 //! `protocolVersion`, dispatches the connection's requests into the table
-//! built here ([`methods`]) instead of Corral's. The same table is what a
-//! later transport (the loopback HTTP endpoint) will serve.
+//! built here ([`methods`]) instead of Corral's. The same table serves the
+//! loopback HTTP endpoint's sessions (`crate::endpoint`), which are such
+//! connections too.
 //!
 //! What it owns: MCP's words for the daemon. `initialize` (version
 //! negotiation, the client's options: [`view`]), `ping`,
@@ -352,6 +353,15 @@ fn negotiate(requested: &str) -> String {
         .to_owned()
 }
 
+/// Whether the bridge speaks `version` (one it would answer `initialize`
+/// with): what the loopback HTTP endpoint checks an `MCP-Protocol-Version`
+/// header against.
+pub(crate) fn speaks(version: &str) -> bool {
+    ProtocolVersion::KNOWN_VERSIONS
+        .iter()
+        .any(|known| known.has_initialize() && known.as_str() == version)
+}
+
 /// The connection's link, which the api puts on every request of an MCP client.
 fn link(extensions: &Extensions) -> Result<Arc<Link>, ErrorObjectOwned> {
     extensions
@@ -378,6 +388,8 @@ mod tests {
             "no `initialize` in that revision"
         );
         assert_eq!(negotiate(""), "2025-11-25");
+        assert!(speaks("2025-06-18") && speaks("2025-11-25"));
+        assert!(!speaks("2026-07-28") && !speaks("2099-01-01") && !speaks(""));
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub struct DaemonSettings {
     credentials_store: config::CredentialsStoreMode,
     /// The OAuth keys, in the type `auth` uses (one type, owned by `auth`).
     oauth: OAuthSettings,
+    /// `[mcp_endpoint]`: the loopback MCP endpoint is started (or not) once.
+    mcp_endpoint: config::McpEndpointConfig,
 }
 
 impl DaemonSettings {
@@ -22,6 +24,7 @@ impl DaemonSettings {
         Self {
             credentials_store: config.credentials_store,
             oauth: OAuthSettings::from_config(config),
+            mcp_endpoint: config.mcp_endpoint.clone(),
         }
     }
 
@@ -38,11 +41,29 @@ impl DaemonSettings {
             ("oauth_callback_port", oauth.callback_port != new_oauth.callback_port),
             ("oauth_callback_url", oauth.callback_url != new_oauth.callback_url),
             ("oauth_opener", oauth.opener != new_oauth.opener),
+            ("mcp_endpoint", self.mcp_endpoint != new.mcp_endpoint),
         ];
         changed
             .iter()
             .filter(|(_, changed)| *changed)
             .map(|(key, _)| format!("`{key}` changed: it is read when corrald starts; restart corrald to apply it"))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turning_the_mcp_endpoint_on_asks_for_a_restart() {
+        let parse = |text: &str| config::parse(text, std::path::Path::new("config.toml")).expect("a valid config");
+        let before = DaemonSettings::of(&parse(""));
+        assert!(before.changed_in(&DaemonSettings::of(&parse(""))).is_empty());
+        let after = DaemonSettings::of(&parse("[mcp_endpoint]\nenabled = true\n"));
+        assert_eq!(
+            before.changed_in(&after),
+            ["`mcp_endpoint` changed: it is read when corrald starts; restart corrald to apply it"]
+        );
     }
 }

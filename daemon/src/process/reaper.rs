@@ -421,33 +421,12 @@ impl Registry {
 /// directory's descriptor.
 #[cfg(unix)]
 fn write_atomically(record: &RecordFile, bytes: &[u8]) -> std::io::Result<()> {
-    use rustix::fs::{AtFlags, Mode, OFlags};
+    use rustix::fs::AtFlags;
     use std::io::Write as _;
     let dir = record.dir.as_ref().map_err(|why| std::io::Error::other(why.clone()))?;
     let name = record.name();
     let temporary = Path::new(name).with_extension("tmp");
-    let create = || {
-        rustix::fs::openat(
-            dir,
-            &temporary,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-    };
-    let file = match create() {
-        Ok(file) => file,
-        Err(rustix::io::Errno::EXIST) => {
-            // A temp file left by a daemon killed mid-write, or something
-            // planted: the directory is ours (checked on this descriptor), so
-            // unlink it (which never follows a link) and create our own.
-            rustix::fs::unlinkat(dir, &temporary, AtFlags::empty())?;
-            create()?
-        }
-        Err(error) => return Err(error.into()),
-    };
-    // Exactly 0600 whatever the umask.
-    rustix::fs::fchmod(&file, Mode::from_raw_mode(0o600))?;
-    let mut file = std::fs::File::from(file);
+    let mut file = crate::private_file::create_anew(dir, &temporary)?;
     file.write_all(bytes)?;
     drop(file);
     rustix::fs::renameat(dir, &temporary, dir, name).map_err(|error| {

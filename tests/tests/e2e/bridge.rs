@@ -37,7 +37,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// How long one step of a client may take (a call, a listing, a start).
-pub(super) const STEP: Duration = Duration::from_secs(30);
+pub(crate) const STEP: Duration = Duration::from_secs(30);
 
 /// A fixture server whose name is long enough that `NAME__echo` (65
 /// characters) is shortened, while `NAME__pid` (64) is not.
@@ -45,7 +45,7 @@ const LONG_NAME: &str = "a-fixture-server-with-a-name-long-enough-to-need-shorte
 
 /// The environment a `corral mcp` (and a corrald it starts) gets in these
 /// tests: nothing of the developer's daemon, service manager or keyring.
-pub(super) fn isolated_env(command: &mut Command, state_dir: &Path) {
+pub(crate) fn isolated_env(command: &mut Command, state_dir: &Path) {
     for name in [
         "CORRAL_SOCKET",
         "CORRAL_CONFIG",
@@ -77,8 +77,9 @@ fn node_available() {
     }
 }
 
-/// The TypeScript SDK's client, running `corral mcp` as its server.
-pub(super) struct TsClient {
+/// The TypeScript SDK's client, running `corral mcp` as its server, or
+/// speaking to corrald's loopback HTTP endpoint (`mcp_endpoint.rs`).
+pub(crate) struct TsClient {
     child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
@@ -88,13 +89,26 @@ pub(super) struct TsClient {
 
 impl TsClient {
     /// Start the client on `corral mcp ARGS` and wait until it is connected.
-    pub(super) async fn start(args: &[&str], env: &[(&str, OsString)], state_dir: &Path) -> (Self, Value) {
+    pub(crate) async fn start(args: &[&str], env: &[(&str, OsString)], state_dir: &Path) -> (Self, Value) {
+        let mut script_args = vec![binary("corral").into_os_string()];
+        script_args.extend(args.iter().map(OsString::from));
+        Self::launch(&script_args, env, state_dir).await
+    }
+
+    /// Start the client on `StreamableHTTPClientTransport` to the MCP
+    /// endpoint at `url`, sending `token`, and wait until it is connected.
+    pub(crate) async fn start_http(url: &str, token: &str, state_dir: &Path) -> (Self, Value) {
+        let script_args = ["--http", url, "--token", token].map(OsString::from);
+        Self::launch(&script_args, &[], state_dir).await
+    }
+
+    /// `node mcp-bridge-client.mjs SCRIPT_ARGS`, connected.
+    async fn launch(script_args: &[OsString], env: &[(&str, OsString)], state_dir: &Path) -> (Self, Value) {
         node_available();
         let mut command = Command::new("node");
         command
             .arg(peers_dir().join("mcp-bridge-client.mjs"))
-            .arg(binary("corral"))
-            .args(args)
+            .args(script_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -126,7 +140,7 @@ impl TsClient {
     }
 
     /// Run one command; its outcome line (events read meanwhile are kept).
-    pub(super) async fn op(&mut self, command: Value) -> Value {
+    pub(crate) async fn op(&mut self, command: Value) -> Value {
         let op = command["op"].clone();
         let mut line = command.to_string();
         line.push('\n');
@@ -147,7 +161,7 @@ impl TsClient {
         }
     }
 
-    pub(super) async fn list(&mut self) -> (Vec<String>, Vec<Value>) {
+    pub(crate) async fn list(&mut self) -> (Vec<String>, Vec<Value>) {
         let listed = self.op(json!({"op": "list"})).await;
         let names = listed["names"]
             .as_array()
@@ -159,19 +173,19 @@ impl TsClient {
         (names, tools)
     }
 
-    pub(super) async fn call(&mut self, name: &str, arguments: Value) -> Value {
+    pub(crate) async fn call(&mut self, name: &str, arguments: Value) -> Value {
         self.op(json!({"op": "call", "name": name, "arguments": arguments}))
             .await
     }
 
     /// Wait (bounded) for the next `toolsListChanged` event not seen yet.
-    async fn list_changed(&mut self) {
+    pub(crate) async fn list_changed(&mut self) {
         let _ = self.event("toolsListChanged").await;
     }
 
     /// Wait (bounded) for the next `kind` event not seen yet, and return it;
     /// other events are kept.
-    pub(super) async fn event(&mut self, kind: &str) -> Value {
+    pub(crate) async fn event(&mut self, kind: &str) -> Value {
         if let Some(index) = self.events.iter().position(|event| event["event"] == kind) {
             return self.events.remove(index);
         }
@@ -189,7 +203,7 @@ impl TsClient {
     }
 
     /// Forget the `list_changed` events received so far.
-    pub(super) fn forget_events(&mut self) {
+    pub(crate) fn forget_events(&mut self) {
         self.events.clear();
     }
 
@@ -203,7 +217,7 @@ impl TsClient {
         taken
     }
 
-    pub(super) async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         assert_eq!(self.op(json!({"op": "close"})).await["op"], "close");
         let status = within_for(STEP, "the TypeScript MCP client to exit", self.child.wait())
             .await
@@ -212,7 +226,7 @@ impl TsClient {
     }
 }
 
-async fn wait_for_stderr_line(client: &Client, server: &str, needle: &str) {
+pub(crate) async fn wait_for_stderr_line(client: &Client, server: &str, needle: &str) {
     poll_until(&format!("`{needle}` on {server}'s stderr"), || async {
         let tail = client.mcp_server_get(server).await.ok()?.server.stderr_tail;
         tail.iter().any(|line| line.contains(needle)).then_some(())
@@ -220,7 +234,7 @@ async fn wait_for_stderr_line(client: &Client, server: &str, needle: &str) {
     .await;
 }
 
-pub(super) fn socket_args(daemon: &TestDaemon) -> Vec<String> {
+pub(crate) fn socket_args(daemon: &TestDaemon) -> Vec<String> {
     vec!["--socket".to_owned(), daemon.socket_path().display().to_string()]
 }
 

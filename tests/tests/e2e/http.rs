@@ -52,7 +52,7 @@ fn url_entry(name: &str, port: u16) -> String {
 }
 
 /// Fail if `secret` appears anywhere in the daemon's log; the lines are shown with it masked.
-fn assert_not_logged(daemon: &TestDaemon, secret: &str) {
+pub(crate) fn assert_not_logged(daemon: &TestDaemon, secret: &str) {
     let log = daemon.stderr();
     assert!(!log.is_empty(), "the daemon's log is empty: nothing was checked");
     assert!(

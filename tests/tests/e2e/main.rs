@@ -27,6 +27,7 @@ mod handshake;
 mod http;
 mod lifecycle;
 mod limits;
+mod mcp_endpoint;
 mod oauth;
 mod oauth_refresh;
 mod passthrough;

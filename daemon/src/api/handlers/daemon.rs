@@ -44,7 +44,8 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .with_dropped_progress(context.hub.routes.dropped_progress())
             .with_service_notices_dropped(facts.notifier.dropped())
             .with_credentials_store(context.auth.credentials_status())
-            .with_children_record_error(facts.children_record_error.borrow().clone()),
+            .with_children_record_error(facts.children_record_error.borrow().clone())
+            .with_mcp_endpoint(facts.mcp_endpoint.borrow().clone()),
         )
     })?;
 

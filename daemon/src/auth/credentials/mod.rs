@@ -659,26 +659,12 @@ pub fn json_error_position(error: &serde_json::Error) -> String {
     format!("{category} at line {} column {}", error.line(), error.column())
 }
 
-/// Create `dir` (0700 on Unix) if missing.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))
-}
-
 /// Write `bytes` to `path` atomically and durably: a 0600 temp file in the same directory, fsync,
 /// rename over `path`, fsync the directory. A crash leaves the old file or the new one, never half.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("."));
-    create_private_dir(dir)?;
+    crate::private_file::create_dir(dir)?;
     let file_name = path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
     let temp_path: PathBuf = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     // A temp file left by a crash of this pid is removed (unlink never follows a link), then the
