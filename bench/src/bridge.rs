@@ -124,7 +124,7 @@ impl BridgeMemory {
 }
 
 /// A raw MCP client: one JSON-RPC message per line, `serde_json` only, over any byte stream.
-struct McpLines<R, W> {
+pub(crate) struct McpLines<R, W> {
     reader: BufReader<R>,
     writer: W,
     line: String,
@@ -145,7 +145,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
 
     /// `initialize` with a string `protocolVersion` (which makes corrald speak MCP), then
     /// `notifications/initialized`. Returns the `initialize` result.
-    async fn initialize(&mut self, client_name: &str) -> anyhow::Result<String> {
+    pub(crate) async fn initialize(&mut self, client_name: &str) -> anyhow::Result<String> {
         let params = serde_json::json!({
             "protocolVersion": MCP_VERSION,
             "capabilities": {},
@@ -208,7 +208,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
     }
 
     /// `tools/call` of `everything__echo`; fails unless it echoed.
-    async fn echo(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn echo(&mut self) -> anyhow::Result<()> {
         let result = self.call("tools/call", Some(ECHO_PARAMS)).await?;
         if !result.contains(ECHO_TEXT) || result.contains(r#""isError":true"#) {
             bail!("MCP `tools/call` of `everything__echo` answered {result}");
@@ -218,14 +218,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
 }
 
 /// `corral --socket <socket> mcp --no-start`, with a raw MCP client on its stdio.
-struct Bridge {
+pub(crate) struct Bridge {
     child: Child,
-    client: McpLines<ChildStdout, ChildStdin>,
-    pid: u32,
+    pub(crate) client: McpLines<ChildStdout, ChildStdin>,
+    pub(crate) pid: u32,
 }
 
 impl Bridge {
-    fn spawn(corral: &Path, socket: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(corral: &Path, socket: &Path) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(corral)
             .arg("--socket")
             .arg(socket)
@@ -250,7 +250,7 @@ impl Bridge {
     }
 
     /// Close its stdin (the client went away); wait for it to exit, SIGKILL it after [`EXIT_TIMEOUT`].
-    async fn close(self) -> String {
+    pub(crate) async fn close(self) -> String {
         let Self { mut child, client, .. } = self;
         drop(client);
         let started = Instant::now();
@@ -429,7 +429,7 @@ fn describe_initialize(result: &str) -> String {
 }
 
 /// `answer` within [`EXIT_TIMEOUT`].
-async fn bounded_answer(answer: impl Future<Output = anyhow::Result<String>>) -> anyhow::Result<String> {
+pub(crate) async fn bounded_answer(answer: impl Future<Output = anyhow::Result<String>>) -> anyhow::Result<String> {
     tokio::time::timeout(EXIT_TIMEOUT, answer)
         .await
         .with_context(|| format!("no answer within {EXIT_TIMEOUT:?}"))?

@@ -21,6 +21,7 @@
 mod bridge;
 mod cpu;
 mod daemon;
+mod fleet;
 mod http_call;
 mod oauth_call;
 mod oauth_login;
@@ -134,6 +135,12 @@ struct Args {
     /// Measured `tools/call` calls to the OAuth server, per credential store.
     #[arg(long, default_value_t = 1_000)]
     oauth_call_requests: usize,
+    /// MCP clients at once in the `fleet` measurement (each with its own `corral mcp`, or its own server).
+    #[arg(long, default_value_t = 8)]
+    fleet_clients: usize,
+    /// How long the `fleet` clients call in each setup, in seconds.
+    #[arg(long, default_value_t = 5)]
+    fleet_seconds: u64,
 }
 
 /// The measurements that can be selected with `--only`.
@@ -168,6 +175,10 @@ enum Phase {
     /// `tools/call` of server-everything's `echo` through `corral mcp` vs. MCP and Corral's
     /// `tools/call` on the socket vs. a direct rmcp client; the `corral mcp` process's memory.
     Bridge,
+    /// `--fleet-clients` MCP clients calling echo at once, each through its own `corral mcp` to one
+    /// shared server-everything vs. each with its own server-everything: calls/s, p50/p99, processes
+    /// and memory.
+    Fleet,
     /// OAuth login request to server `ready`, against the TS SDK's example server with `--oauth`.
     OauthLogin,
     /// `tools/call` to the TS SDK's example server with `--oauth`, once per credential store.
@@ -199,6 +210,7 @@ impl Args {
             Phase::ToolCall,
             Phase::ToolCallHttp,
             Phase::Bridge,
+            Phase::Fleet,
             Phase::OauthLogin,
             Phase::OauthCall,
         ]
@@ -283,7 +295,7 @@ fn main() -> ExitCode {
 async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let corrald = args.corrald()?;
     // Looked for now, so that a missing `corral` fails the run before the measurements, not after.
-    let corral = if args.runs(Phase::Bridge) {
+    let corral = if args.runs(Phase::Bridge) || args.runs(Phase::Fleet) {
         Some(args.corral(&corrald)?)
     } else {
         None
@@ -480,7 +492,7 @@ async fn run_server_phases(
         report.note_survivors(what, &calls.survivors);
         report.http_calls = Some(calls);
     }
-    if let Some(corral) = corral {
+    if let Some(corral) = corral.filter(|_| args.runs(Phase::Bridge)) {
         let what = "tools/call through `corral mcp` vs. the socket vs. direct";
         let options = bridge::Options {
             warmup: args.tool_warmup,
@@ -495,6 +507,17 @@ async fn run_server_phases(
         .await?;
         report.note_survivors(what, &calls.survivors);
         report.bridge_calls = Some(calls);
+    }
+    if let Some(corral) = corral.filter(|_| args.runs(Phase::Fleet)) {
+        let what = "MCP clients through their own `corral mcp` vs. each with its own server";
+        let options = fleet::Options {
+            clients: args.fleet_clients,
+            warmup: args.tool_client_warmup,
+            duration: Duration::from_secs(args.fleet_seconds.max(1)),
+        };
+        let fleet = bounded(what, limit, Box::pin(fleet::measure(corrald, corral, &peers, options))).await?;
+        report.note_survivors(what, &fleet.survivors);
+        report.fleet = Some(fleet);
     }
     if args.runs(Phase::OauthLogin) {
         let what = "OAuth login to ready";
@@ -584,6 +607,7 @@ struct Report {
     tool_calls: Option<tool_call::ToolCalls>,
     http_calls: Option<http_call::HttpCalls>,
     bridge_calls: Option<bridge::BridgeCalls>,
+    fleet: Option<fleet::Fleet>,
     oauth_logins: Option<oauth_login::Logins>,
     oauth_calls: Option<oauth_call::OauthCalls>,
     /// Processes of this run alive right after their daemon exited: (measurement, process).
@@ -860,6 +884,9 @@ impl Report {
         }
         if let Some(calls) = &self.bridge_calls {
             bridge::print(out, calls)?;
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet::print(out, fleet)?;
         }
         if let Some(calls) = &self.oauth_calls {
             oauth_call::print(out, calls)?;
