@@ -139,6 +139,11 @@ impl TsClient {
         serde_json::from_str(&line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
     }
 
+    /// The pid of the client's own process (node).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("the client is running")
+    }
+
     /// Run one command; its outcome line (events read meanwhile are kept).
     pub(crate) async fn op(&mut self, command: Value) -> Value {
         let op = command["op"].clone();
@@ -1191,7 +1196,7 @@ async fn sorted_names(mcp: &mut TsClient) -> Vec<String> {
 }
 
 /// List (bounded, following `list_changed`) until the client sees exactly `expected`.
-async fn wait_for_names(mcp: &mut TsClient, expected: &[&str]) {
+pub(crate) async fn wait_for_names(mcp: &mut TsClient, expected: &[&str]) {
     let mut names = Vec::new();
     for _ in 0..20 {
         names = sorted_names(mcp).await;
@@ -1204,7 +1209,7 @@ async fn wait_for_names(mcp: &mut TsClient, expected: &[&str]) {
 }
 
 /// The pid `proj.pid` answers with, and that it is the client's own session server's.
-async fn own_proj_pid(mcp: &mut TsClient, socket: &Path) -> u32 {
+pub(crate) async fn own_proj_pid(mcp: &mut TsClient, socket: &Path) -> u32 {
     let called = mcp.call("proj.pid", json!({})).await;
     let pid: u32 = called["result"]["content"][0]["text"]
         .as_str()

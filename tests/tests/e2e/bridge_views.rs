@@ -4,20 +4,22 @@
 //! collide), and each client's own view (`_meta["corral/bridge"]` at
 //! `initialize`, what `corral mcp` writes there): `servers`, `exclude`, the
 //! separator, and the client's own servers, which no other client sees and
-//! which die with its connection — checked by pid. And the MCP Inspector's
-//! CLI, a third client, through `corral mcp`.
+//! which die with its connection, with the client killed and with its
+//! bridge killed — checked by pid, grandchildren included; `list_changed`
+//! when a server crashes and when it is back. And the MCP Inspector's CLI, a
+//! third client, through `corral mcp`.
 
 use std::time::Duration;
 
 use corral_protocol::{ServerOrigin, ServerStatus};
 use corral_tests::{
     KillSurvivorsOnDrop, RawConnection, SERVER_WAIT, TestDaemon, WireFraming, assert_all_gone, binary,
-    everything_config, fixture_config, fixture_python, fixture_script, peers_dir, poll_until, text_of, wait_for_status,
-    within_for,
+    everything_config, fixture_config, fixture_python, fixture_script, peers_dir, poll_until, send_signal, text_of,
+    wait_for_pid_file, wait_for_status, within_for,
 };
 use serde_json::{Value, json};
 
-use super::bridge::{STEP, TsClient, socket_args};
+use super::bridge::{STEP, TsClient, own_proj_pid as ts_own_proj_pid, socket_args, wait_for_names};
 
 /// Where a listing's items are in its result.
 fn items<'a>(listed: &'a Value, key: &str) -> &'a [Value] {
@@ -415,4 +417,107 @@ async fn the_mcp_inspector_cli_lists_calls_reads_and_gets_through_corral_mcp() {
             .contains(&"demo://resource/dynamic/text/{resourceId}"),
         "{templates}"
     );
+}
+
+/// Whatever ends a client's `corral mcp` — the client killed with SIGKILL,
+/// or the bridge itself killed — every process of the client's own server
+/// (the server and the grandchild it spawned) is gone. (The client closing
+/// normally is `bridge::corral_mcp_options_shape_the_clients_view_through_a_daemon_restart`.)
+#[tokio::test]
+async fn a_clients_own_servers_die_when_the_client_or_its_bridge_is_killed() {
+    let daemon = TestDaemon::start_with_config(&fixture_config("shared", &[]));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "shared", ServerStatus::Ready, SERVER_WAIT).await;
+    let mut survivors = KillSurvivorsOnDrop::new([]);
+    for victim in ["the client", "the bridge"] {
+        let project = tempfile::tempdir().expect("a project dir");
+        let pid_file = project.path().join("proj.pids");
+        let mcp_json = project.path().join(".mcp.json");
+        let entry = json!({"mcpServers": {"proj": {
+            "command": fixture_python().display().to_string(),
+            "args": [fixture_script().display().to_string(), "--spawn-child", "--pid-file",
+                     pid_file.display().to_string()],
+        }}});
+        std::fs::write(&mcp_json, entry.to_string()).expect("write .mcp.json");
+        let state = tempfile::tempdir().expect("a state dir");
+        let mut args = socket_args(&daemon);
+        let mcp_json = mcp_json.display().to_string();
+        args.extend(["--no-start", "--separator", ".", "--config", &mcp_json].map(str::to_owned));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (mut mcp, connected) = TsClient::start(&args, &[], state.path()).await;
+        let bridge_pid = connected["pid"]
+            .as_u64()
+            .and_then(|pid| u32::try_from(pid).ok())
+            .unwrap_or_else(|| panic!("the bridge's pid: {connected}"));
+        wait_for_names(
+            &mut mcp,
+            &[
+                "proj.echo",
+                "proj.pid",
+                "proj.sleep",
+                "shared.echo",
+                "shared.pid",
+                "shared.sleep",
+            ],
+        )
+        .await;
+        let server = ts_own_proj_pid(&mut mcp, daemon.socket_path()).await;
+        let pids = wait_for_pid_file(&pid_file, 2).await;
+        assert_eq!(pids[0], server, "the pid file's first line is the server's");
+        for pid in &pids {
+            survivors.also(*pid);
+        }
+        let killed = if victim == "the client" { mcp.pid() } else { bridge_pid };
+        send_signal(killed, libc::SIGKILL);
+        assert_all_gone(
+            &pids,
+            SERVER_WAIT,
+            &format!("the client's own server and its child after {victim} was killed"),
+        )
+        .await;
+        assert_all_gone(&[bridge_pid], SERVER_WAIT, "the bridge").await;
+        poll_until("the client's own server to be removed from corrald", || async {
+            let servers = client.mcp_server_list().await.ok()?.servers;
+            (!servers.iter().any(|server| server.origin == ServerOrigin::Session)).then_some(())
+        })
+        .await;
+        drop(mcp);
+    }
+}
+
+/// A config server that crashes: the client is told its tools changed (they
+/// are gone while it restarts), and told again when it is back.
+#[tokio::test]
+async fn the_client_is_told_when_a_server_crashes_and_again_when_it_is_back() {
+    let daemon = TestDaemon::start_with_config(&fixture_config("crashy", &[]));
+    let client = daemon.connect_client().await;
+    let ready = wait_for_status(&client, "crashy", ServerStatus::Ready, SERVER_WAIT).await;
+    let first = ready.pid.expect("a ready stdio server has a pid");
+    let state = tempfile::tempdir().expect("a state dir");
+    let args = socket_args(&daemon);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut mcp, _) = TsClient::start(&args, &[], state.path()).await;
+    let (names, _) = mcp.list().await;
+    assert!(names.contains(&"crashy__pid".to_owned()), "{names:?}");
+
+    mcp.forget_events();
+    send_signal(first, libc::SIGKILL);
+    let _ = mcp.event("toolsListChanged").await;
+    // Bounded: told again once it is back (restarted with backoff), with its tools.
+    let deadline = tokio::time::Instant::now() + SERVER_WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "crashy's tools did not come back"
+        );
+        let _ = mcp.event("toolsListChanged").await;
+        let (names, _) = mcp.list().await;
+        if names.contains(&"crashy__pid".to_owned()) {
+            break;
+        }
+    }
+    let called = mcp.call("crashy__pid", json!({})).await;
+    let second: u32 = text_of(&called["result"]).parse().expect("a pid");
+    assert_ne!(second, first, "a new process answers");
+    mcp.close().await;
 }
