@@ -7,10 +7,13 @@
 //!   the name, as `tools/call` does.
 //! - Resources keep their URIs: a URI is the server's, and clients (and
 //!   models) read meaning into it (`file:///…`). When two servers list the
-//!   same URI (or the same URI template), the one first in name order keeps
-//!   it and every other one's is listed as `corral://SERVER/URI` (SERVER:
-//!   the name the client knows it by), which reads from that server. The
-//!   same rule every run: a client's saved URIs stay good.
+//!   same URI (or the same URI template), the one first in the order of
+//!   their names in corrald (`corral list`) keeps it and every other one's
+//!   is listed as `corral://SERVER/URI` (SERVER: the name the client knows
+//!   it by), which reads from that server (a URI already listed is never
+//!   taken over: a server's own URI that is another's prefixed one is
+//!   prefixed in turn). The same rule every run: with the same servers
+//!   ready, a client's saved URIs stay good.
 //! - `resources/read` of a URI finds its server by, in this order: the
 //!   `corral://SERVER/` form; the client's latest resource listing (listed
 //!   again if the URI is not in it); the first listed template it matches
@@ -25,7 +28,7 @@
 //! - Subscriptions (`resources/subscribe`) are not offered to MCP clients
 //!   yet (the capability says so).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use corral_protocol::ErrorCode;
 use jsonrpsee::RpcModule;
@@ -205,24 +208,28 @@ async fn list_templates(bridge: &Bridge, client: &Client) -> Result<Vec<Value>, 
 /// what each listed value maps to (registry name, the server's own value)
 /// and the items as listed.
 fn unique(fetched: Vec<(String, String, Vec<Value>)>, key: &str) -> (HashMap<String, (String, String)>, Vec<Value>) {
-    let mut map = HashMap::new();
-    let mut seen = HashSet::new();
+    let mut map: HashMap<String, (String, String)> = HashMap::new();
     let mut listed = Vec::new();
     for (shown, server, items) in fetched {
         for mut item in items {
             let Some(own) = item.get(key).and_then(Value::as_str).map(str::to_owned) else {
                 continue;
             };
-            let given = if seen.insert(own.clone()) {
-                own.clone()
+            let given = if map.contains_key(&own) {
+                format!("{SERVER_URI_PREFIX}{shown}/{own}")
             } else {
-                let renamed = format!("{SERVER_URI_PREFIX}{shown}/{own}");
-                item[key] = Value::String(renamed.clone());
-                renamed
+                own.clone()
             };
-            if map.insert(given, (server.clone(), own)).is_none() {
-                listed.push(item);
+            // Taken even so (a server that lists a URI twice): never take it over.
+            if map.contains_key(&given) {
+                tracing::debug!(server, uri = %own, "a resource whose URI is taken is left out");
+                continue;
             }
+            if given != own {
+                item[key] = Value::String(given.clone());
+            }
+            map.insert(given, (server.clone(), own));
+            listed.push(item);
         }
     }
     (map, listed)
@@ -415,5 +422,25 @@ mod tests {
             ("mine-c3".to_owned(), "file:///x".to_owned())
         );
         assert_eq!(listed[2]["name"], "x", "everything else as the server wrote it");
+
+        let sneaky = vec![
+            ("a".to_owned(), "a".to_owned(), vec![json!({ "uri": "file:///x" })]),
+            ("b".to_owned(), "b".to_owned(), vec![json!({ "uri": "file:///x" })]),
+            (
+                "c".to_owned(),
+                "c".to_owned(),
+                vec![json!({ "uri": "corral://b/file:///x" })],
+            ),
+        ];
+        let (map, listed) = unique(sneaky, "uri");
+        assert_eq!(map["corral://b/file:///x"].0, "b", "never taken over");
+        assert_eq!(
+            listed[2]["uri"], "corral://c/corral://b/file:///x",
+            "c's own URI is b's prefixed one: c's is prefixed in turn"
+        );
+        assert_eq!(
+            map["corral://c/corral://b/file:///x"],
+            ("c".to_owned(), "corral://b/file:///x".to_owned())
+        );
     }
 }

@@ -30,6 +30,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use corral_protocol::{DaemonNotification, ServerLog, ServerStatus};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -37,6 +38,7 @@ use tracing::Instrument as _;
 
 use super::{Client, Registered};
 use crate::hub::Hub;
+use crate::hub::events::EventFrame;
 use crate::hub::link::Link;
 use crate::supervisor::SupervisorHandle;
 
@@ -103,21 +105,23 @@ pub(crate) fn spawn(
     client: Arc<Client>,
     registered: Registered,
 ) {
+    // Subscribed here, while `initialize` is being answered, not in the task:
+    // a server that becomes ready before the task first runs is not missed.
+    // And before the ready set is read, so no change falls between.
+    let events = hub.events.subscribe().receiver;
+    drop(hub);
     let span = tracing::debug_span!("mcp_client_lists", connection = link.id);
-    tasks.spawn(follow(supervisor, hub, link, client, registered).instrument(span));
+    tasks.spawn(follow(supervisor, events, link, client, registered).instrument(span));
 }
 
 async fn follow(
     supervisor: SupervisorHandle,
-    hub: Arc<Hub>,
+    mut events: broadcast::Receiver<Arc<EventFrame>>,
     link: Arc<Link>,
     client: Arc<Client>,
     registered: Registered,
 ) {
     let _registered = registered;
-    // Subscribed before the ready set is read, so no change falls between.
-    let mut events = hub.events.subscribe().receiver;
-    drop(hub);
     let Some(mut ready) = visible_ready(&supervisor, &client).await else {
         return;
     };

@@ -1,8 +1,9 @@
 //! The bridge: the daemon as one MCP server for MCP clients (Claude Code,
 //! Cursor, the official SDKs…), with the tools of every server it runs.
 //!
-//! An MCP client reaches it on the daemon's socket (`corral mcp` is a byte
-//! pipe from the client's stdio to the socket): the api room serves the
+//! An MCP client reaches it on the daemon's socket (`corral mcp` is a pipe
+//! of lines from the client's stdio to the socket, which adds the client's
+//! options to its `initialize`): the api room serves the
 //! connection like any other (framing, limits, slots, batches,
 //! cancellation, shutdown) and, once the first `initialize` carries a string
 //! `protocolVersion`, dispatches the connection's requests into the table
@@ -63,7 +64,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::hub::Hub;
 use crate::hub::link::{CanAnswer, Link};
-use crate::supervisor::{ControlAction, SupervisorHandle};
+use crate::supervisor::{ControlAction, RegistryRefusal, SupervisorHandle};
 
 /// What an MCP client is told about this server at `initialize`.
 const INSTRUCTIONS: &str = "Corral runs the user's MCP servers; this server offers the tools, prompts and \
@@ -311,12 +312,7 @@ async fn add_session_servers(
             Ok(config) => config,
             Err(problems) => {
                 let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                tracing::warn!(
-                    server = %shown,
-                    connection = link.id,
-                    "an MCP client's own server is left out: {}",
-                    problems.join("; ")
-                );
+                left_out(&link, &shown, &problems.join("; ")).await;
                 continue;
             }
         };
@@ -324,7 +320,12 @@ async fn add_session_servers(
         match supervisor.add(config, link.id).await {
             Err(_stopped) => return,
             Ok(Err(refusal)) => {
-                tracing::warn!(server = %shown, connection = link.id, ?refusal, "an MCP client's own server cannot be added");
+                let why = match refusal {
+                    RegistryRefusal::Exists => format!("corral already runs a server named `{name}`"),
+                    RegistryRefusal::StillStopping => format!("a server named `{name}` is still stopping"),
+                    other => format!("{other:?}"),
+                };
+                left_out(&link, &shown, &why).await;
                 continue;
             }
             Ok(Ok(())) => {}
@@ -337,6 +338,16 @@ async fn add_session_servers(
     if link.is_closed() {
         supervisor.session_closed(link.id).await;
     }
+}
+
+/// Say, in corrald's log and to the client (an MCP log message: the
+/// client's user may never read corrald's log), that its own server `shown`
+/// is left out, and why.
+async fn left_out(link: &Link, shown: &str, why: &str) {
+    let text = format!("your server `{shown}` (from `corral mcp --config`) is left out: {why}");
+    tracing::warn!(server = %shown, connection = link.id, "an MCP client's own server is left out: {why}");
+    let params = json!({ "level": "error", "logger": "corral", "data": text });
+    let _ = link.notify_reliably(live::LOG_MESSAGE, params).await;
 }
 
 /// The version to answer a client that asked for `requested`: the same when

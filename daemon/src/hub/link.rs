@@ -184,7 +184,7 @@ impl Link {
     }
 
     /// Ask the front-end a `capability` request `server` made of its client,
-    /// `params` being the MCP request's params as the server sent them,
+    /// `params` being the MCP request's params as rmcp's model read them,
     /// worded in the link's dialect; wait at most `deadline` for the answer
     /// (then withdraw it: [`FrontEndError::Unanswered`]). Dropping the future
     /// withdraws the request too.

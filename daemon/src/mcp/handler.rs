@@ -10,8 +10,9 @@
 //! - `elicitation/create` and `sampling/createMessage` are forwarded to the
 //!   front-end whose call asked, if it can answer them (see `hub::routes`;
 //!   an elicitation in its mode, form or URL), and declined otherwise. The
-//!   front-end gets the server's params as the server sent them (its
-//!   `_meta` too), in the front-end's dialect (the link words it: Corral's
+//!   front-end gets the server's params as rmcp's model reads them (its
+//!   `_meta` too; written out again, so members the model does not know
+//!   are not passed on), in the front-end's dialect (the link words it: Corral's
 //!   `mcpServer/…` request naming the server, or, to an MCP client of
 //!   `corral mcp`, MCP's own request), and its answer goes back to the
 //!   server as it gave it. An unanswered one is withdrawn after the answer

@@ -235,10 +235,25 @@ async fn a_clients_own_servers_are_its_alone_and_die_with_its_connection() {
         Some(json!({
             "separator": ".",
             "builtin": false,
-            "sessionServers": { "proj": fixture_fields() },
+            "sessionServers": { "proj": fixture_fields(), "bad": { "command": 42 } },
         })),
     )
     .await;
+    // An entry corrald cannot run is left out, and the client is told (not only corrald's log).
+    let told = loop {
+        let message = a.recv().await;
+        if message["method"] == "notifications/message" {
+            break message;
+        }
+    };
+    assert_eq!(told["params"]["level"], "error", "{told}");
+    assert_eq!(told["params"]["logger"], "corral", "{told}");
+    assert!(
+        told["params"]["data"]
+            .as_str()
+            .is_some_and(|text| text.contains("your server `bad`") && text.contains("left out")),
+        "{told}"
+    );
     // Bounded: the server starts, then the config's `proj` answers until A's own is ready.
     let deadline = tokio::time::Instant::now() + SERVER_WAIT;
     let a_pid = loop {
