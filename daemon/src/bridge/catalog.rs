@@ -37,7 +37,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::tools::{ListParams, name_items, no_cursor, visible_ready};
+use super::tools::{name_items, one_page, visible_ready};
 use super::{Bridge, Client, error, keep, latest, parse};
 use crate::mcp::forward::{self, JsonObject, ListKind};
 use crate::mcp::route::{CallTarget, NotAvailable};
@@ -75,8 +75,7 @@ struct ReadParams {
 pub(crate) fn register(module: &mut RpcModule<Bridge>) -> Result<(), RegisterMethodError> {
     module.register_async_method("prompts/list", |params, bridge, extensions| async move {
         let client = bridge.client(&extensions)?;
-        let ListParams { cursor } = parse(&params, "prompts/list")?;
-        no_cursor("prompts/list", cursor)?;
+        one_page(&params, "prompts/list")?;
         Ok::<_, ErrorObjectOwned>(json!({ "prompts": list_prompts(&bridge, &client).await? }))
     })?;
     module.register_async_method("prompts/get", |params, bridge, extensions| async move {
@@ -85,14 +84,12 @@ pub(crate) fn register(module: &mut RpcModule<Bridge>) -> Result<(), RegisterMet
     })?;
     module.register_async_method("resources/list", |params, bridge, extensions| async move {
         let client = bridge.client(&extensions)?;
-        let ListParams { cursor } = parse(&params, "resources/list")?;
-        no_cursor("resources/list", cursor)?;
+        one_page(&params, "resources/list")?;
         Ok::<_, ErrorObjectOwned>(json!({ "resources": list_resources(&bridge, &client).await? }))
     })?;
     module.register_async_method("resources/templates/list", |params, bridge, extensions| async move {
         let client = bridge.client(&extensions)?;
-        let ListParams { cursor } = parse(&params, "resources/templates/list")?;
-        no_cursor("resources/templates/list", cursor)?;
+        one_page(&params, "resources/templates/list")?;
         Ok::<_, ErrorObjectOwned>(json!({ "resourceTemplates": list_templates(&bridge, &client).await? }))
     })?;
     module.register_async_method("resources/read", |params, bridge, extensions| async move {
@@ -136,20 +133,8 @@ async fn fetch(
 
 /// Every prompt the client sees, named; keeps the names for `prompts/get`.
 async fn list_prompts(bridge: &Bridge, client: &Client) -> Result<Vec<Value>, ErrorObjectOwned> {
-    let mut pairs = Vec::new();
-    let mut servers = Vec::new();
-    let mut prompts = Vec::new();
-    for (shown, server, items) in fetch(bridge, client, ListKind::Prompts).await? {
-        for prompt in items {
-            let Some(name) = prompt.get("name").and_then(Value::as_str) else {
-                continue;
-            };
-            pairs.push((shown.clone(), name.to_owned()));
-            servers.push(server.clone());
-            prompts.push(prompt);
-        }
-    }
-    let (listing, named) = name_items(pairs, servers, prompts, &client.view.separator);
+    let fetched = fetch(bridge, client, ListKind::Prompts).await?;
+    let (listing, named) = name_items(fetched, &client.view.separator);
     keep(&client.prompts, listing);
     Ok(named)
 }

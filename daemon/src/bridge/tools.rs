@@ -31,9 +31,9 @@ pub(crate) type Listing = HashMap<String, (String, String)>;
 
 /// The params of a listing (`tools/list`, `prompts/list`, …).
 #[derive(Debug, Default, serde::Deserialize)]
-pub(crate) struct ListParams {
+struct ListParams {
     #[serde(default)]
-    pub(crate) cursor: Option<String>,
+    cursor: Option<String>,
 }
 
 /// `tools/call`'s params: the tool's name, its arguments and `_meta` (with
@@ -53,14 +53,14 @@ struct CallParams {
 /// `tools/list`: every tool of every ready server that the config's tool
 /// filters let through, as the server wrote it but for its name.
 pub(crate) async fn list(bridge: &Bridge, client: &Client, params: &Params<'_>) -> Result<Value, ErrorObjectOwned> {
-    let ListParams { cursor } = parse(params, "tools/list")?;
-    no_cursor("tools/list", cursor)?;
+    one_page(params, "tools/list")?;
     let tools = listing(bridge, client).await?;
     Ok(json!({ "tools": tools }))
 }
 
-/// Refuse a cursor: the bridge lists everything in one page.
-pub(crate) fn no_cursor(method: &str, cursor: Option<String>) -> Result<(), ErrorObjectOwned> {
+/// Read a listing's params, refusing a cursor: the bridge lists everything in one page.
+pub(crate) fn one_page(params: &Params<'_>, method: &str) -> Result<(), ErrorObjectOwned> {
+    let ListParams { cursor } = parse(params, method)?;
     match cursor {
         None => Ok(()),
         Some(cursor) => Err(error(
@@ -90,46 +90,41 @@ pub(crate) async fn visible_ready(
 
 /// The tools of every ready server `client` sees, named; keeps the names for calls.
 async fn listing(bridge: &Bridge, client: &Client) -> Result<Vec<Value>, ErrorObjectOwned> {
-    let mut pairs = Vec::new();
-    let mut servers = Vec::new();
-    let mut tools = Vec::new();
+    let mut sources = Vec::new();
     for (shown, target) in visible_ready(bridge, client).await? {
-        let server = &target.config.name;
-        let allowed = match target.allowed_tools() {
-            Ok(allowed) => allowed,
-            Err(failure) => {
-                tracing::warn!(
-                    server,
-                    ?failure,
-                    "a ready server's tools cannot be listed for MCP clients"
-                );
-                continue;
-            }
-        };
-        for tool in allowed {
-            let Some(name) = tool.get("name").and_then(Value::as_str) else {
-                continue;
-            };
-            pairs.push((shown.clone(), name.to_owned()));
-            servers.push(server.clone());
-            tools.push(tool);
+        let server = target.config.name.clone();
+        match target.allowed_tools() {
+            Ok(allowed) => sources.push((shown, server, allowed)),
+            Err(failure) => tracing::warn!(
+                server,
+                ?failure,
+                "a ready server's tools cannot be listed for MCP clients"
+            ),
         }
     }
-    let (listing, named) = name_items(pairs, servers, tools, &client.view.separator);
+    let (listing, named) = name_items(sources, &client.view.separator);
     keep(&client.tools, listing);
     Ok(named)
 }
 
-/// Name `items` (tools or prompts) for a client: `pairs` are (the name the
-/// client knows the server by, the item's own name), `servers` the servers'
-/// registry names, in the same order. The listing maps each given name to
+/// Name the items (tools or prompts) of `sources` — (the name the client
+/// knows the server by, its registry name, its items) — for a client; an
+/// item without a `name` is left out. The listing maps each given name to
 /// (registry name, the item's own name).
-pub(crate) fn name_items(
-    pairs: Vec<(String, String)>,
-    servers: Vec<String>,
-    items: Vec<Value>,
-    separator: &str,
-) -> (Listing, Vec<Value>) {
+pub(crate) fn name_items(sources: Vec<(String, String, Vec<Value>)>, separator: &str) -> (Listing, Vec<Value>) {
+    let mut pairs = Vec::new();
+    let mut servers = Vec::new();
+    let mut items = Vec::new();
+    for (shown, server, own) in sources {
+        for item in own {
+            let Some(name) = item.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            pairs.push((shown.clone(), name.to_owned()));
+            servers.push(server.clone());
+            items.push(item);
+        }
+    }
     let names = names::assign(&pairs, separator);
     let mut listing = Listing::with_capacity(pairs.len());
     let mut named = Vec::with_capacity(items.len());
