@@ -26,6 +26,9 @@
 //   {"op":"setLevel","level":L}                     -> {"op":"setLevel"} or {"op":"setLevel","error":{...}}
 //   {"op":"answers","elicitation":R,"sampling":R}   -> {"op":"answers"}: what the handlers below answer
 //                                                      from now on (R: the result, or "hang": no answer)
+//   {"op":"roots","roots":[...]}                    -> {"op":"roots"} once the client's roots are these and
+//                                                      it sent notifications/roots/list_changed ("hang":
+//                                                      roots/list is not answered from now on)
 //   {"op":"wait","id":I}                            -> {"op":"wait","id":I,"result":{...}} or {..."error":{...}} once
 //                                                      call I ended by itself (not aborted)
 //   {"op":"terminate"}                              -> {"op":"terminate"} once the session is ended (HTTP: DELETE)
@@ -42,7 +45,14 @@
 // `{"event":"request","method":M,"params":P}` and is answered with what the
 // last `answers` op set (elicitation: decline until then). A "hang" request
 // waits until it is withdrawn (`notifications/cancelled`), then prints
-// `{"event":"withdrawn","method":M,"reason":R}`. The Rust test (tests/tests/e2e/bridge.rs) drives it and
+// `{"event":"withdrawn","method":M,"reason":R}`.
+//
+// Roots: with BRIDGE_CLIENT_ROOTS set to a JSON array of roots (e.g.
+// `[{"uri":"file:///work/a","name":"a"}]`) the client also declares
+// `roots: {listChanged: true}` and answers `roots/list` with them (printing
+// a `request` event for each, as above), until the `roots` op changes them.
+//
+// The Rust tests (tests/tests/e2e/bridge.rs, bridge_views.rs) drive it and
 // asserts on the lines. Any failure, or the overall timeout, prints the reason
 // on stderr and exits 1.
 
@@ -54,6 +64,7 @@ import {
   LoggingMessageNotificationSchema,
   CreateMessageRequestSchema,
   ElicitRequestSchema,
+  ListRootsRequestSchema,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -100,6 +111,8 @@ function makeTransport() {
 async function main() {
   const transport = makeTransport();
   const capabilities = JSON.parse(process.env.BRIDGE_CLIENT_CAPABILITIES ?? "{}");
+  const roots = process.env.BRIDGE_CLIENT_ROOTS === undefined ? undefined : JSON.parse(process.env.BRIDGE_CLIENT_ROOTS);
+  if (roots !== undefined) capabilities.roots = { listChanged: true };
   const client = new Client({ name: "mcp-bridge-client", version: "1.0.0" }, { capabilities });
   client.setNotificationHandler(ToolListChangedNotificationSchema, () => print({ event: "toolsListChanged" }));
   client.setNotificationHandler(PromptListChangedNotificationSchema, () => print({ event: "promptsListChanged" }));
@@ -108,7 +121,7 @@ async function main() {
     print({ event: "log", params: notification.params }),
   );
   // What the server-request handlers answer; set by the `answers` op.
-  const answers = { elicitation: { action: "decline" }, sampling: "hang" };
+  const answers = { elicitation: { action: "decline" }, sampling: "hang", roots: { roots } };
   const answering = (kind) => (request, extra) => {
     print({ event: "request", method: request.method, params: request.params });
     if (answers[kind] !== "hang") return answers[kind];
@@ -125,6 +138,7 @@ async function main() {
   };
   if (capabilities.elicitation) client.setRequestHandler(ElicitRequestSchema, answering("elicitation"));
   if (capabilities.sampling) client.setRequestHandler(CreateMessageRequestSchema, answering("sampling"));
+  if (roots !== undefined) client.setRequestHandler(ListRootsRequestSchema, answering("roots"));
   await client.connect(transport);
   print({
     event: "connected",
@@ -221,6 +235,12 @@ async function main() {
         answers.elicitation = command.elicitation ?? answers.elicitation;
         answers.sampling = command.sampling ?? answers.sampling;
         print({ op: "answers" });
+        break;
+      }
+      case "roots": {
+        answers.roots = command.roots === "hang" ? "hang" : { roots: command.roots };
+        await client.sendRootsListChanged();
+        print({ op: "roots" });
         break;
       }
       case "wait": {

@@ -25,6 +25,9 @@
 //!   `MAX_BATCH_LEN` (256) entries, which run as in-flight requests like any
 //!   other; its array is assembled by a task that holds no slot, and at most
 //!   64 batches wait for their entries.
+//! - An MCP client's `notifications/roots/list_changed` goes to its link
+//!   (`Link::roots_changed`), which owns the roots it gave (`hub::roots`);
+//!   other notifications are ignored.
 //! - Cancellation (`$/cancelRequest`, MCP's `notifications/cancelled`): the
 //!   task is registered by request id and whoever removes the registration
 //!   answers, so a request is never answered twice; a second in-flight
@@ -454,6 +457,12 @@ impl Dispatcher {
             let target = match method {
                 CANCEL_REQUEST => params.and_then(|p| p.get("id")),
                 CANCELLED => params.and_then(|p| p.get("requestId")),
+                ROOTS_LIST_CHANGED => {
+                    // What the client's servers were given is stale; they are told (`hub::roots`).
+                    tracing::debug!(connection = self.session.id, "the client's roots changed");
+                    self.session.link.roots_changed();
+                    return None;
+                }
                 _ => {
                     tracing::debug!(method, "ignoring notification from front-end");
                     return None;
@@ -544,6 +553,8 @@ impl InitializeHead {
 const CANCEL_REQUEST: &str = "$/cancelRequest";
 /// MCP's cancellation notification, accepted too.
 const CANCELLED: &str = "notifications/cancelled";
+/// An MCP client's roots changed: the servers it started for itself are told.
+const ROOTS_LIST_CHANGED: &str = "notifications/roots/list_changed";
 
 /// A request id as a map key: its JSON text (`5`, `"abc"`).
 fn id_key(id: &Id<'_>) -> String {

@@ -39,7 +39,16 @@
 //!   (the link words them), when it declared the capability at `initialize`
 //!   ([`can_answer`]: `elicitation: {}` is form mode, URL mode only with
 //!   `elicitation.url`); otherwise `hub::routes` declines them, saying why.
-//!   Withdrawn ones get MCP's `notifications/cancelled`.
+//!   Withdrawn ones get MCP's `notifications/cancelled`;
+//! - a client that declared `capabilities.roots` gives its roots to the
+//!   servers it started for itself (`--config`), and to no config server
+//!   (those are shared): they are told at their `initialize` that roots are
+//!   offered, their `roots/list` is answered with what the client answers
+//!   MCP's `roots/list` (kept until its `notifications/roots/list_changed`,
+//!   which they then get too), and the client's roots win over a `roots`
+//!   entry of theirs, which is used only when the client does not answer.
+//!   `hub::roots` has the rules; the bridge only hands each of its session
+//!   servers the client's [`ClientRoots`] when adding it.
 //!
 //! Dependencies: `mcp::{forward, route}`, the supervisor's handle and the
 //! hub; never the api room (which names this one).
@@ -64,6 +73,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::hub::Hub;
 use crate::hub::link::{CanAnswer, Link};
+use crate::hub::roots::ClientRoots;
 use crate::supervisor::{ControlAction, RegistryRefusal, SupervisorHandle};
 
 /// What an MCP client is told about this server at `initialize`.
@@ -228,15 +238,19 @@ struct InitializeParams {
 /// Which of a server's requests an MCP client that declared `capabilities`
 /// can answer, as MCP says: `elicitation` declares form mode when it has
 /// neither `form` nor `url` (as before 2025-11-25), else the modes it
-/// names; `sampling` declares sampling.
+/// names; `sampling` declares sampling; `roots` declares `roots/list`, and
+/// `roots.listChanged: true` that it says when they change.
 fn can_answer(capabilities: &serde_json::Map<String, Value>) -> CanAnswer {
     let declared = |value: Option<&Value>| value.is_some_and(|value| !value.is_null());
     let elicitation = capabilities.get("elicitation").filter(|value| !value.is_null());
     let mode = |name: &str| elicitation.is_some_and(|elicitation| declared(elicitation.get(name)));
+    let roots = capabilities.get("roots").filter(|value| !value.is_null());
     CanAnswer {
         form_elicitation: elicitation.is_some() && (mode("form") || !mode("url")),
         url_elicitation: mode("url"),
         sampling: declared(capabilities.get("sampling")),
+        roots: roots.is_some(),
+        roots_list_changed: roots.is_some_and(|roots| roots.get("listChanged") == Some(&Value::Bool(true))),
     }
 }
 
@@ -297,7 +311,8 @@ fn initialize(params: &Params<'_>, bridge: &Bridge, extensions: &Extensions) -> 
 }
 
 /// Add the client's own servers as session servers of its connection (see
-/// [`view`]), and start the enabled ones. An entry that is not valid is
+/// [`view`]), and start the enabled ones; they get the client's roots when
+/// it declared them (`hub::roots`). An entry that is not valid is
 /// left out, and logged with what is wrong. If the connection ended while
 /// they were being added, they are removed again: the api's own clean-up
 /// (after the link is closed) may have run before they existed.
@@ -306,6 +321,7 @@ async fn add_session_servers(
     link: Arc<Link>,
     servers: std::collections::BTreeMap<String, Value>,
 ) {
+    let roots = ClientRoots::of(&link);
     for (shown, fields) in servers {
         let name = view::session_name(&shown, link.id);
         let config = match corral_protocol::config::parse_server_json(&name, &fields) {
@@ -317,7 +333,7 @@ async fn add_session_servers(
             }
         };
         let enabled = config.enabled;
-        match supervisor.add(config, link.id).await {
+        match supervisor.add(config, link.id, roots.clone()).await {
             Err(_stopped) => return,
             Ok(Err(refusal)) => {
                 let why = match refusal {
@@ -412,6 +428,16 @@ mod tests {
         };
         assert_eq!(read(json!({})), (false, false, false));
         assert_eq!(read(json!({"roots": {"listChanged": true}})), (false, false, false));
+        let roots = |capabilities: Value| {
+            let can = can_answer(capabilities.as_object().expect("an object"));
+            (can.roots, can.roots_list_changed)
+        };
+        assert_eq!(roots(json!({})), (false, false));
+        assert_eq!(roots(json!({"roots": null})), (false, false));
+        assert_eq!(roots(json!({"roots": {}})), (true, false));
+        assert_eq!(roots(json!({"roots": {"listChanged": false}})), (true, false));
+        assert_eq!(roots(json!({"roots": {"listChanged": true}})), (true, true));
+        assert_eq!(roots(json!({"sampling": {}, "elicitation": {}})), (false, false));
         assert_eq!(
             read(json!({"elicitation": {}})),
             (true, false, false),

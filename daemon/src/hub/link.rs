@@ -15,6 +15,11 @@
 //! | a server's request | `mcpServer/elicitation/request`, `mcpServer/sampling/createMessage` with `{server, request}` | `elicitation/create`, `sampling/createMessage` with the server's params as they are |
 //! | withdrawn | `$/cancelRequest {id}` | `notifications/cancelled {requestId, reason}` |
 //! | progress | `mcpServer/progress {server, token, …}` | `notifications/progress {progressToken, …}` |
+//! | the client's roots | — (not in Corral's protocol) | `roots/list` ([`super::roots`]) |
+//!
+//! The link also keeps what an MCP client answered to `roots/list` for the
+//! servers it started for itself, until it says its roots changed
+//! ([`Link::roots_changed`]; the cache and its rules are `super::roots`').
 //!
 //! The front-end's answer is the same in both: the MCP result, or a
 //! JSON-RPC error, which the connection hands to [`Link::resolve`].
@@ -39,6 +44,7 @@ use corral_protocol::{
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use super::roots::RootsCache;
 use super::routes::Capability;
 
 /// Messages from the daemon to one front-end waiting for its writer; a
@@ -59,6 +65,10 @@ pub(super) const MCP_CANCELLED: &str = "notifications/cancelled";
 const MCP_ELICIT: &str = "elicitation/create";
 const MCP_SAMPLE: &str = "sampling/createMessage";
 
+/// What sets the deadline of a server's elicitation or sampling request, for
+/// the front-end told it was withdrawn.
+const ANSWER_DEADLINE_SET_BY: &str = "corrald --elicitation-timeout-sec";
+
 /// Which of a server's requests a front-end said at `initialize` it can answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CanAnswer {
@@ -68,6 +78,12 @@ pub(crate) struct CanAnswer {
     pub(crate) url_elicitation: bool,
     /// `sampling/createMessage`.
     pub(crate) sampling: bool,
+    /// `roots/list` (an MCP client that declared `capabilities.roots`): the
+    /// servers it started for itself get its roots (see [`super::roots`]).
+    pub(crate) roots: bool,
+    /// It sends `notifications/roots/list_changed` when its roots change
+    /// (`capabilities.roots.listChanged`), so its answer may be kept until then.
+    pub(crate) roots_list_changed: bool,
 }
 
 impl CanAnswer {
@@ -79,6 +95,9 @@ impl CanAnswer {
             form_elicitation: capabilities.elicitation,
             url_elicitation: capabilities.elicitation,
             sampling: capabilities.sampling,
+            // Corral's protocol has no roots: a front-end's own servers get their config's.
+            roots: false,
+            roots_list_changed: false,
         }
     }
 }
@@ -133,6 +152,8 @@ pub(crate) struct Link {
     closed: AtomicBool,
     /// Progress notifications dropped since the front-end was last told.
     pub(super) missed_progress: AtomicU64,
+    /// The client's roots as it last gave them, and how often they changed.
+    pub(super) roots: RootsCache,
 }
 
 impl Link {
@@ -148,6 +169,7 @@ impl Link {
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             missed_progress: AtomicU64::new(0),
+            roots: RootsCache::default(),
         };
         (Arc::new(link), receiver)
     }
@@ -200,12 +222,20 @@ impl Link {
             Dialect::Corral => serde_json::to_value(ServerRequestParams::new(server, params)).unwrap_or_default(),
             Dialect::Mcp => params,
         };
-        self.request(self.method_for(capability), params, deadline).await
+        self.request(self.method_for(capability), params, deadline, ANSWER_DEADLINE_SET_BY)
+            .await
     }
 
     /// Send `method` with `params` and wait at most `deadline` for the
-    /// answer. Dropping the future withdraws the request.
-    async fn request(self: &Arc<Self>, method: &str, params: Value, deadline: Duration) -> Answer {
+    /// answer (`set_by`: what sets it, said to the front-end when the request
+    /// is withdrawn at it). Dropping the future withdraws the request.
+    pub(super) async fn request(
+        self: &Arc<Self>,
+        method: &str,
+        params: Value,
+        deadline: Duration,
+        set_by: &'static str,
+    ) -> Answer {
         if self.closed.load(Ordering::Acquire) {
             return Err(FrontEndError::Disconnected);
         }
@@ -236,7 +266,7 @@ impl Link {
             // Answered (its entry is gone, so nothing is withdrawn), or disconnected.
             Ok(answer) => answer,
             Err(_) => {
-                withdraw.why = Withdrawal::Deadline(deadline);
+                withdraw.why = Withdrawal::Deadline(deadline, set_by);
                 Err(FrontEndError::Unanswered(deadline))
             }
         }
@@ -323,6 +353,13 @@ impl Link {
         }
     }
 
+    /// The client said its roots changed (`notifications/roots/list_changed`):
+    /// forget the ones it gave, and tell the servers that get them (their
+    /// tasks watch [`super::roots::ClientRoots::changes`]).
+    pub(crate) fn roots_changed(&self) {
+        self.roots.changed();
+    }
+
     /// The connection ended: every waiting request fails with `Disconnected`.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -336,8 +373,8 @@ enum Withdrawal {
     /// Its waiter went away: the call that caused it ended, or the server
     /// withdrew its request, or its session ended.
     NoLongerAwaited,
-    /// It was not answered within this deadline.
-    Deadline(Duration),
+    /// It was not answered within this deadline, which this sets.
+    Deadline(Duration, &'static str),
 }
 
 impl std::fmt::Display for Withdrawal {
@@ -347,9 +384,9 @@ impl std::fmt::Display for Withdrawal {
                 "corral withdrew this request: nothing waits for its answer any more (the call that caused it \
                  ended, or the MCP server that made it cancelled it or went away)",
             ),
-            Self::Deadline(deadline) => write!(
+            Self::Deadline(deadline, set_by) => write!(
                 f,
-                "corral withdrew this request: no answer within {}s (corrald --elicitation-timeout-sec)",
+                "corral withdrew this request: no answer within {}s ({set_by})",
                 deadline.as_secs_f64()
             ),
         }

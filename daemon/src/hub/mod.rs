@@ -1,6 +1,7 @@
 //! The way out to front-ends: daemon-wide notifications ([`events`]), the
-//! daemon's side of one front-end connection (`link`), and what goes to one
-//! front-end rather than all (`routes`). Speaks protocol types only.
+//! daemon's side of one front-end connection (`link`), what goes to one
+//! front-end rather than all (`routes`), and an MCP client's roots for the
+//! servers it started for itself (`roots`). Speaks protocol types only.
 //!
 //! [`Hub`] holds the two side by side: boot creates one and shares it
 //! (`Arc`) with the supervisor, the servers, the reloader, the watchdog and
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 pub mod events;
 pub(crate) mod link;
+pub(crate) mod roots;
 pub(crate) mod routes;
 
 use events::EventHub;

@@ -481,6 +481,7 @@ mod tests {
             form_elicitation: elicitation,
             url_elicitation: elicitation,
             sampling,
+            ..CanAnswer::default()
         }
     }
 
@@ -663,7 +664,7 @@ mod tests {
                 CanAnswer {
                     form_elicitation: form,
                     url_elicitation: url,
-                    sampling: false,
+                    ..CanAnswer::default()
                 },
             );
         }

@@ -20,15 +20,32 @@
 //!   front-end has no call to that server running any more (it cancelled
 //!   the call, or the call timed out: servers rarely withdraw what they
 //!   asked for a call that was cancelled), and answered as cancelled;
-//!   `roots/list` is answered from the server's `roots` config.
+//! - `roots/list` is answered from the server's `roots` config, or, for a
+//!   server an MCP client started for itself (a session server of
+//!   `corral mcp --config`) when that client declared `capabilities.roots`,
+//!   with the client's own roots ([`ClientRoots`], fetched over its link
+//!   and kept until it says they changed; `hub::roots`).
 //!
 //! At `initialize` it declares elicitation (form and URL) and sampling to
 //! every server, whoever ends up answering, and roots only when the server
-//! has `roots` configured. The task builds each listing's `ToolCatalog`
-//! (`mcp::tool_catalog`), one listing at a time; this handler only asks.
-//! For a stdio server, progress is routed by the wire tee as the line is
-//! read (see `wire_tee`); the routing here is the fallback for the other
-//! transports.
+//! has `roots` configured or gets its client's (then with `listChanged` when
+//! the client declared it: the server's task sends
+//! `notifications/roots/list_changed` after the client's). The task builds
+//! each listing's `ToolCatalog` (`mcp::tool_catalog`), one listing at a
+//! time; this handler only asks. For a stdio server, progress is routed by
+//! the wire tee as the line is read (see `wire_tee`); the routing here is
+//! the fallback for the other transports.
+//!
+//! The client's roots win over a `roots` entry of the server's: that entry
+//! was written in a file (the project's `--config`; a `.mcp.json` cannot
+//! even say it), while the client knows the workspace it has open now, all
+//! its folders, and says when they change. The entry is what a user wrote
+//! for the server, so it is the fallback when the client fails to answer
+//! `roots/list` (no answer within the answer deadline, at most 10 s; an
+//! error; an answer that is not a `roots/list` result). Without such an
+//! entry the server's `roots/list` then gets an error naming the client's
+//! failure. A failure is not kept: the next `roots/list` asks the client
+//! again.
 
 // MCP logging is deprecated by SEP-2577 (spec 2026-07-28), but the servers
 // people run today negotiate 2025-11-25 and still send it: forward it while
@@ -52,6 +69,7 @@ use tokio::sync::mpsc;
 
 use crate::hub::Hub;
 use crate::hub::link::FrontEndError;
+use crate::hub::roots::ClientRoots;
 use crate::hub::routes::{Caller, Capability, ElicitationMode};
 
 /// The MCP client handler of one server's session.
@@ -61,8 +79,10 @@ pub(crate) struct McpClientHandler {
     hub: Arc<Hub>,
     /// Tells the server's task that the tool list changed (capacity 1: coalesced).
     tools_changed: mpsc::Sender<()>,
-    /// What `roots/list` answers; `None`: roots are not offered.
+    /// What `roots/list` answers from the config; `None`: none configured.
     roots: Option<Vec<Root>>,
+    /// The roots of the MCP client that started this server for itself: they win over `roots`.
+    client_roots: Option<ClientRoots>,
     /// Progress is routed by the session's raw wire (in order), not here.
     progress_from_wire: bool,
 }
@@ -75,6 +95,7 @@ impl McpClientHandler {
             hub,
             tools_changed,
             roots: None,
+            client_roots: None,
             progress_from_wire: false,
         }
     }
@@ -89,6 +110,70 @@ impl McpClientHandler {
     pub(crate) fn with_roots(mut self, roots: Option<&[String]>) -> Self {
         self.roots = roots.map(|roots| roots.iter().map(|root| Root::new(root_uri(root))).collect());
         self
+    }
+
+    /// Offer the roots of the MCP client that started this server for itself
+    /// (`None`: a config server, or a client that declared no roots).
+    pub(crate) fn with_client_roots(mut self, roots: Option<ClientRoots>) -> Self {
+        self.client_roots = roots;
+        self
+    }
+
+    /// The roots the config gives (none when it gives none).
+    fn configured_roots(&self) -> ListRootsResult {
+        ListRootsResult::new(self.roots.clone().unwrap_or_default())
+    }
+
+    /// What `roots/list` answers when the client's roots cannot be had
+    /// (`failure` says why): the config's roots, else an error saying so.
+    fn without_client_roots(&self, client: &ClientRoots, failure: &str) -> Result<ListRootsResult, ErrorData> {
+        if self.roots.is_some() {
+            tracing::warn!(
+                server = %self.name,
+                connection = client.connection(),
+                "the roots of the MCP client that started this server cannot be had ({failure}); \
+                 answering roots/list with the server's `roots` config"
+            );
+            return Ok(self.configured_roots());
+        }
+        tracing::warn!(server = %self.name, connection = client.connection(), "roots/list failed: {failure}");
+        Err(ErrorData::internal_error(
+            format!(
+                "corrald cannot give the roots of the MCP client that started this server: {failure}; \
+                 ask again later, or give the server a `roots` entry in its config to fall back to"
+            ),
+            None,
+        ))
+    }
+
+    /// The client's roots, asked of it within the answer deadline (at most
+    /// `hub::roots::ROOTS_DEADLINE`), or given up when the server cancels.
+    async fn list_client_roots(
+        &self,
+        client: &ClientRoots,
+        context: &RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let deadline = self.hub.routes.answer_deadline();
+        let answer = tokio::select! {
+            // Dropping the request (when the server cancels) withdraws it from the client.
+            answer = client.list(deadline) => answer,
+            () = context.ct.cancelled() => {
+                return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the server", None));
+            }
+        };
+        let failure = match answer {
+            Ok(result) => match serde_json::from_value::<ListRootsResult>(result) {
+                Ok(roots) => return Ok(roots),
+                Err(error) => format!("the client's answer to roots/list is not a list of roots: {error}"),
+            },
+            Err(FrontEndError::Unanswered(deadline)) => format!(
+                "the client did not answer roots/list within {}s (the answer deadline, \
+                 corrald --elicitation-timeout-sec, at most 10 s)",
+                deadline.as_secs_f64()
+            ),
+            Err(error) => format!("roots/list: {error}"),
+        };
+        self.without_client_roots(client, &failure)
     }
 
     /// Ask the front-end whose call asked (see [`FrontEnds::caller`]) to
@@ -208,23 +293,31 @@ fn root_uri(root: &str) -> String {
 
 /// What corrald says about itself at `initialize`: it can take elicitation
 /// and sampling requests (and forwards them to a front-end that can answer),
-/// and offers roots when the server has `roots` configured.
-pub(crate) fn client_config(offer_roots: bool) -> ClientConfig {
+/// and offers `roots` when the server has roots configured or gets its
+/// client's.
+pub(crate) fn client_config(roots: Option<RootsCapabilities>) -> ClientConfig {
     let mut capabilities = ClientCapabilities::default();
     let mut elicitation = ElicitationCapability::default();
     elicitation.form = Some(FormElicitationCapability::default());
     elicitation.url = Some(UrlElicitationCapability::default());
     capabilities.elicitation = Some(elicitation);
     capabilities.sampling = Some(SamplingCapability::default());
-    if offer_roots {
-        capabilities.roots = Some(RootsCapabilities::default());
-    }
+    capabilities.roots = roots;
     ClientConfig::new(capabilities, Implementation::new("corrald", env!("CARGO_PKG_VERSION")))
 }
 
 impl ClientHandler for McpClientHandler {
     fn get_info(&self) -> ClientConfig {
-        client_config(self.roots.is_some())
+        let roots = match &self.client_roots {
+            Some(client) => {
+                let mut roots = RootsCapabilities::default();
+                // The server is told of a change only when the client tells corrald.
+                roots.list_changed = client.list_changed().then_some(true);
+                Some(roots)
+            }
+            None => self.roots.is_some().then(RootsCapabilities::default),
+        };
+        client_config(roots)
     }
 
     async fn create_elicitation(
@@ -283,8 +376,11 @@ impl ClientHandler for McpClientHandler {
         }
     }
 
-    async fn list_roots(&self, _context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {
-        Ok(ListRootsResult::new(self.roots.clone().unwrap_or_default()))
+    async fn list_roots(&self, context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {
+        match &self.client_roots {
+            Some(client) => self.list_client_roots(client, &context).await,
+            None => Ok(self.configured_roots()),
+        }
     }
 
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {

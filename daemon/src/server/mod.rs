@@ -35,6 +35,13 @@
 //! and the HTTP session recovery; it replaces the handle's catalog after a
 //! re-listing and its peer after a renewed HTTP session.
 //!
+//! A session server an MCP client started for itself, when that client
+//! declared roots, is handed the client's roots (`ServerSpec::client_roots`,
+//! `hub::roots`): its handler answers `roots/list` with them, and while the
+//! server is ready the task sends it `notifications/roots/list_changed` each
+//! time the client says they changed (`TaskEvent::RootsChanged`; a change
+//! before a session starts is not news to it, it asks afresh).
+//!
 //! The transports ([`crate::transport`]) start sessions and end them, and
 //! return what happened as values; they never write a server's state.
 //!
@@ -81,6 +88,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::credentials::Credentials;
 use crate::hub::Hub;
+use crate::hub::roots::ClientRoots;
 use crate::process::reaper;
 use crate::transport::in_process::InProcessServer;
 use crate::transport::stdio::StderrTail;
@@ -177,6 +185,10 @@ pub(crate) struct ServerSpec {
     pub(crate) identity: McpServerStatus,
     /// Where its session comes from.
     pub(crate) launcher: Launcher,
+    /// The roots of the MCP client that started it for itself, when it
+    /// declared them: offered to the server instead of the config's `roots`,
+    /// which answer only when the client does not (see `mcp::handler`).
+    pub(crate) client_roots: Option<ClientRoots>,
     /// Whether it starts at once.
     pub(crate) autostart: Autostart,
     /// Where its status changes and notifications go.

@@ -2,7 +2,8 @@
 //! transport needs alongside it ([`ReadySession`]), and the events the task's one ready
 //! loop waits for ([`TaskEvent`]).
 //!
-//! Every transport's ready phase is the same loop over [`TaskEvent`]s; a transport only adds
+//! Every transport's ready phase is the same loop over [`TaskEvent`]s (a server given its
+//! client's roots also gets [`TaskEvent::RootsChanged`]); a transport only adds
 //! the events it can produce ([`ReadySession::transport_event`]): a stdio server's process
 //! exit or closed stdout, a streamable-HTTP server's health signals and session-recovery
 //! requests; an in-process server adds none.
@@ -100,6 +101,8 @@ pub(super) enum TaskEvent {
     ToolsChanged,
     /// The tools re-listed after that (or why re-listing failed).
     Relisted(Result<ToolCatalog, String>),
+    /// The MCP client that started the server for itself said its roots changed.
+    RootsChanged,
     /// The stdio server's process exited.
     ProcessExited(std::io::Result<std::process::ExitStatus>),
     /// The stdio server closed its stdout while its process may run on.

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::credentials::{CredentialState, Credentials};
 use crate::hub::Hub;
+use crate::hub::roots::ClientRoots;
 use crate::mcp::classify::HttpFailure;
 use crate::mcp::handler::McpClientHandler;
 use crate::mcp::tool_catalog::{ToolCatalog, ToolFilter};
@@ -71,6 +72,10 @@ pub(super) struct ServerTask {
     launcher: Launcher,
     /// Stored OAuth credentials (HTTP servers without an explicit `Authorization`).
     credentials: Option<Credentials>,
+    /// The roots of the MCP client that started the server for itself, if it declared them.
+    client_roots: Option<ClientRoots>,
+    /// Moves when that client's roots change: the ready session is told.
+    roots_changes: Option<watch::Receiver<u64>>,
 }
 
 /// How one run of the server (launch to teardown) ended.
@@ -104,6 +109,7 @@ impl ServerTask {
             config,
             identity: _,
             launcher,
+            client_roots,
             autostart,
             hub,
             credentials,
@@ -127,6 +133,12 @@ impl ServerTask {
             autostart,
             launcher,
             credentials,
+            // Only a client that says when its roots change moves them.
+            roots_changes: client_roots
+                .as_ref()
+                .filter(|roots| roots.list_changed())
+                .map(ClientRoots::changes),
+            client_roots,
         }
     }
 
@@ -220,6 +232,11 @@ impl ServerTask {
         if let Some(reply) = reply_when_starting {
             let _ = reply.send(());
         }
+        // The new session asks for the client's roots as they are now: only
+        // later changes are news to it.
+        if let Some(changes) = &mut self.roots_changes {
+            changes.borrow_and_update();
+        }
         let (tools_changed, tools_changed_rx) = mpsc::channel(1);
         let started = if let Launcher::InProcess(server) = &self.launcher {
             let server = server.clone();
@@ -261,6 +278,7 @@ impl ServerTask {
         self.state.send_modify(|state| state.public.pid = Some(pid));
         let handler = McpClientHandler::new(self.name.clone(), self.hub.clone(), tools_changed)
             .with_roots(self.config.roots.as_deref())
+            .with_client_roots(self.client_roots.clone())
             .progress_from_wire();
         let raw = Arc::new(WireTee::new(&self.name, self.hub.routes.clone()));
         let stdout_closed = raw.stdout_closed();
@@ -328,12 +346,15 @@ impl ServerTask {
         let name = self.name.clone();
         let hub = self.hub.clone();
         let roots = self.config.roots.clone();
+        let client_roots = self.client_roots.clone();
         let (connection, health) = HttpConnection::new(ConnectionSpec {
             name: self.name.clone(),
             backend,
             prepared,
             handler: Box::new(move || {
-                McpClientHandler::new(name.clone(), hub.clone(), tools_changed.clone()).with_roots(roots.as_deref())
+                McpClientHandler::new(name.clone(), hub.clone(), tools_changed.clone())
+                    .with_roots(roots.as_deref())
+                    .with_client_roots(client_roots.clone())
             }),
             had_credentials,
             startup_timeout: self.config.startup_timeout,
@@ -480,6 +501,7 @@ impl ServerTask {
                 end = next_interruption(&mut self.commands, &self.shutdown) => TaskEvent::Interrupted(end),
                 Some(()) = tools_changed.recv() => TaskEvent::ToolsChanged,
                 Some(listed) = relisted.recv() => TaskEvent::Relisted(listed),
+                () = roots_changed(&mut self.roots_changes) => TaskEvent::RootsChanged,
             };
             // Why the server is gone, if it is.
             let gone: Option<String> = match event {
@@ -495,6 +517,10 @@ impl ServerTask {
                     if relisting.finished() {
                         self.relist(&session, &relisted_tx);
                     }
+                    None
+                }
+                TaskEvent::RootsChanged => {
+                    self.tell_roots_changed(session.service.peer());
                     None
                 }
                 TaskEvent::ProcessExited(status) => {
@@ -644,6 +670,22 @@ impl ServerTask {
         self.hub
             .events
             .publish(|seq| DaemonNotification::ToolsListChanged(ToolsListChanged::new(seq, name, count)));
+    }
+
+    /// The client that started the server said its roots changed: tell the
+    /// server (`notifications/roots/list_changed`), in the background and
+    /// within `tool_timeout_sec`, so a server that does not read never holds
+    /// the ready loop. It asks again for them (`roots/list`), which the
+    /// client answers afresh.
+    fn tell_roots_changed(&self, peer: &rmcp::Peer<RoleClient>) {
+        let (name, peer, timeout) = (self.name.clone(), peer.clone(), self.config.tool_timeout);
+        self.tracker.spawn(async move {
+            match tokio::time::timeout(timeout, peer.notify_roots_list_changed()).await {
+                Ok(Ok(())) => tracing::debug!(server = %name, "told the server its client's roots changed"),
+                Ok(Err(error)) => tracing::warn!(server = %name, %error, "cannot tell the server its roots changed"),
+                Err(_) => tracing::warn!(server = %name, "telling the server its roots changed timed out"),
+            }
+        });
     }
 
     /// A new session of the server knows nothing of the resource
@@ -825,6 +867,18 @@ async fn next_interruption(commands: &mut mpsc::Receiver<ServerCommand>, shutdow
             }
         }
     }
+}
+
+/// Wait until the client's roots change (never, for a server that does not
+/// get its client's roots, or once the client's link is gone). Cancel-safe
+/// (used inside `select!`).
+async fn roots_changed(changes: &mut Option<watch::Receiver<u64>>) {
+    if let Some(changes) = changes
+        && changes.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await;
 }
 
 /// The longest failure message published or logged. It can quote a config value (a session

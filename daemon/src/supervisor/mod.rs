@@ -7,8 +7,9 @@
 //! consistent.
 //!
 //! The registry holds config servers, session servers (added by a
-//! front-end, with that connection as their owner, removed when it closes)
-//! and the built-in one, which boot injects as an `InProcessServer`. The
+//! front-end, with that connection as their owner, removed when it closes;
+//! an MCP client's own servers get its roots, `hub::roots`, which no config
+//! server ever gets) and the built-in one, which boot injects as an `InProcessServer`. The
 //! handle's channel is bounded (256 commands) and replies come on oneshots.
 //!
 //! Invariant: the actor never waits on a server. Commands to server tasks
@@ -40,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::credentials::Credentials;
 use crate::hub::Hub;
+use crate::hub::roots::ClientRoots;
 use crate::mcp::route::{CallTarget, NotAvailable, TargetSet};
 use crate::process::reaper::Registry;
 use crate::server::{self, Launcher, ServerCommand, ServerHandle, ServerSpec};
@@ -68,6 +70,7 @@ enum Command {
     Add {
         config: Box<ServerConfig>,
         owner: u64,
+        roots: Option<ClientRoots>,
         reply: oneshot::Sender<Result<(), RegistryRefusal>>,
     },
     Remove {
@@ -179,15 +182,19 @@ impl SupervisorHandle {
         self.ask(|reply| Command::Counts { reply }).await
     }
 
-    /// Add a server owned by session `owner`; it starts at once if enabled.
-    pub async fn add(
+    /// Add a server owned by session `owner`, answered `roots/list` with
+    /// `roots` (the roots of the MCP client on that session, when it declared
+    /// them) rather than its config's. It waits for a start command.
+    pub(crate) async fn add(
         &self,
         config: ServerConfig,
         owner: u64,
+        roots: Option<ClientRoots>,
     ) -> Result<Result<(), RegistryRefusal>, SupervisorStopped> {
         self.ask(|reply| Command::Add {
             config: Box::new(config),
             owner,
+            roots,
             reply,
         })
         .await
@@ -382,21 +389,25 @@ impl SupervisorActor {
 impl SupervisorActor {
     /// Spawn a config server's task; it starts at once if enabled.
     fn start_config_server(&mut self, config: ServerConfig) {
-        self.insert_server(config, ServerOrigin::Config, None, server::Autostart::IfEnabled);
+        // Shared by every client: never one client's roots.
+        self.insert_server(config, ServerOrigin::Config, None, None, server::Autostart::IfEnabled);
     }
 
     /// Spawn the task of a config or session server (`owner`: the session's
-    /// connection) and register it under its name.
+    /// connection; `roots`: its client's, for a session server) and register
+    /// it under its name.
     fn insert_server(
         &mut self,
         config: ServerConfig,
         origin: ServerOrigin,
         owner: Option<u64>,
+        roots: Option<ClientRoots>,
         autostart: server::Autostart,
     ) {
         let name = config.name.clone();
         let spec = ServerSpec {
             identity: identity(&config, origin),
+            client_roots: roots,
             config,
             launcher: Launcher::Config,
             autostart,
@@ -571,6 +582,7 @@ pub fn spawn(
                             identity: identity(&config, ServerOrigin::BuiltIn),
                             config,
                             launcher: Launcher::InProcess(server),
+                            client_roots: None,
                             autostart: server::Autostart::IfEnabled,
                             hub: hub.clone(),
                             credentials: None,
@@ -690,7 +702,12 @@ impl SupervisorActor {
                     }
                 }
             }
-            Command::Add { config, owner, reply } => {
+            Command::Add {
+                config,
+                owner,
+                roots,
+                reply,
+            } => {
                 if self.servers.contains_key(&config.name) {
                     let _ = reply.send(Err(RegistryRefusal::Exists));
                     return;
@@ -701,7 +718,13 @@ impl SupervisorActor {
                 }
                 tracing::info!(server = %config.name, session = owner, "session added a server");
                 // Idle until the add handler's start command: one trigger, one launch.
-                self.insert_server(*config, ServerOrigin::Session, Some(owner), server::Autostart::Never);
+                self.insert_server(
+                    *config,
+                    ServerOrigin::Session,
+                    Some(owner),
+                    roots,
+                    server::Autostart::Never,
+                );
                 let _ = reply.send(Ok(()));
             }
             Command::Remove { name, owner, reply } => {

@@ -6,8 +6,13 @@
 //! separator, and the client's own servers, which no other client sees and
 //! which die with its connection, with the client killed and with its
 //! bridge killed — checked by pid, grandchildren included; `list_changed`
-//! when a server crashes and when it is back. And the MCP Inspector's CLI, a
-//! third client, through `corral mcp`.
+//! when a server crashes and when it is back. The client's roots: the
+//! TypeScript SDK client declares them, and server-everything started for it
+//! with `corral mcp --config` reports them (`get-roots-list`), the new ones
+//! after the client changes them, its `roots` entry when the client does not
+//! answer, an error when it has none; a config server reports its own
+//! config's, and a client without roots gives its servers none. And the MCP
+//! Inspector's CLI, a third client, through `corral mcp`.
 
 use std::time::Duration;
 
@@ -15,11 +20,13 @@ use corral_protocol::{ServerOrigin, ServerStatus};
 use corral_tests::{
     KillSurvivorsOnDrop, RawConnection, SERVER_WAIT, TestDaemon, WireFraming, assert_all_gone, binary,
     everything_config, fixture_config, fixture_python, fixture_script, peers_dir, poll_until, send_signal, text_of,
-    wait_for_pid_file, wait_for_status, within_for,
+    toml_string_array, wait_for_pid_file, wait_for_status, within_for,
 };
 use serde_json::{Value, json};
 
-use super::bridge::{STEP, TsClient, own_proj_pid as ts_own_proj_pid, socket_args, wait_for_names};
+use super::bridge::{
+    STEP, TsClient, own_proj_pid as ts_own_proj_pid, socket_args, wait_for_names, wait_for_stderr_line,
+};
 
 /// Where a listing's items are in its result.
 fn items<'a>(listed: &'a Value, key: &str) -> &'a [Value] {
@@ -346,6 +353,143 @@ async fn a_clients_own_servers_are_its_alone_and_die_with_its_connection() {
         names.contains(&"proj__pid".to_owned()),
         "B still has the config's proj: {names:?}"
     );
+}
+
+/// List (bounded, following `list_changed`) until the client lists every tool of `wanted`.
+async fn wait_until_listed(mcp: &mut TsClient, wanted: &[&str]) -> Vec<String> {
+    let mut names = Vec::new();
+    for _ in 0..20 {
+        names = mcp.list().await.0;
+        if wanted.iter().all(|tool| names.iter().any(|name| name == tool)) {
+            return names;
+        }
+        mcp.list_changed().await;
+    }
+    panic!("the client lists {names:?}, not all of {wanted:?}");
+}
+
+/// What server-everything's `get-roots-list`, called as `tool`, reports,
+/// once it mentions `expected` (polled, bounded: a server takes its roots
+/// after the change is announced).
+async fn roots_reported(mcp: &mut TsClient, tool: &str, expected: &str) -> String {
+    let deadline = tokio::time::Instant::now() + SERVER_WAIT;
+    loop {
+        let called = mcp.call(tool, json!({})).await;
+        let text = text_of(&called["result"]);
+        if text.contains(expected) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{tool} did not report {expected} within {SERVER_WAIT:?}; it says: {called}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_clients_roots_reach_the_servers_it_started_and_no_other() {
+    // A config server with roots of its own: shared by every client, it never gets a client's.
+    let config = format!(
+        "{}roots = {}\n",
+        everything_config("shared"),
+        toml_string_array(&["file:///srv/config-root"])
+    );
+    // The client's answer deadline, which `roots/list` waits at most too.
+    let daemon = TestDaemon::builder()
+        .config(&config)
+        .env("CORRAL_ELICITATION_TIMEOUT_SEC", "3")
+        .start();
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "shared", ServerStatus::Ready, SERVER_WAIT).await;
+    // The project's own servers: `proj` with a `roots` entry, `bare` without.
+    let project = tempfile::tempdir().expect("a project dir");
+    let project_toml = project.path().join("corral.toml");
+    let servers = format!(
+        "{}roots = {}\n{}",
+        everything_config("proj"),
+        toml_string_array(&["file:///srv/project-file"]),
+        everything_config("bare")
+    );
+    std::fs::write(&project_toml, servers).expect("write the project's servers");
+    let state = tempfile::tempdir().expect("a state dir");
+    let mut args = socket_args(&daemon);
+    args.extend(["--config".to_owned(), project_toml.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // A client with roots: its own servers are offered roots (server-everything
+    // has `get-roots-list` only then) and get the client's, not the file's.
+    let first = json!([{"uri": "file:///work/first", "name": "first"}]);
+    let env = [("BRIDGE_CLIENT_ROOTS", first.to_string().into())];
+    let (mut mcp, _) = TsClient::start(&args, &env, state.path()).await;
+    wait_until_listed(
+        &mut mcp,
+        &["proj__get-roots-list", "bare__get-roots-list", "shared__get-roots-list"],
+    )
+    .await;
+    for tool in ["proj__get-roots-list", "bare__get-roots-list"] {
+        let text = roots_reported(&mut mcp, tool, "file:///work/first").await;
+        assert!(text.contains("Current MCP Roots (1 total)"), "{tool}: {text}");
+        assert!(!text.contains("project-file"), "the client's roots win: {tool}: {text}");
+    }
+    let shared = roots_reported(&mut mcp, "shared__get-roots-list", "file:///srv/config-root").await;
+    assert!(
+        !shared.contains("/work/"),
+        "a config server never gets a client's roots: {shared}"
+    );
+
+    // The client changes its roots: its servers are told, ask again, and report the new ones.
+    let changed = json!([{"uri": "file:///work/second", "name": "second"}, {"uri": "file:///work/third"}]);
+    mcp.op(json!({"op": "roots", "roots": changed})).await;
+    for tool in ["proj__get-roots-list", "bare__get-roots-list"] {
+        let text = roots_reported(&mut mcp, tool, "file:///work/second").await;
+        assert!(text.contains("Current MCP Roots (2 total)"), "{tool}: {text}");
+        assert!(text.contains("file:///work/third"), "{tool}: {text}");
+        assert!(!text.contains("file:///work/first"), "{tool}: {text}");
+    }
+    let shared = roots_reported(&mut mcp, "shared__get-roots-list", "file:///srv/config-root").await;
+    assert!(!shared.contains("/work/"), "{shared}");
+
+    // The client stops answering `roots/list`: after the deadline (3 s) the
+    // question is withdrawn from it, `proj` falls back to its `roots` entry
+    // and `bare`, which has none, gets an error saying why.
+    mcp.op(json!({"op": "roots", "roots": "hang"})).await;
+    let withdrawn = mcp.event("withdrawn").await;
+    assert_eq!(
+        withdrawn,
+        json!({"event": "withdrawn", "method": "roots/list",
+               "reason": "corral withdrew this request: no answer within 3s (roots/list waits the answer deadline, at most 10 s)"}),
+    );
+    let text = roots_reported(&mut mcp, "proj__get-roots-list", "file:///srv/project-file").await;
+    assert!(!text.contains("/work/"), "{text}");
+    let bare = poll_until("the client's own `bare`", || async {
+        let servers = client.mcp_server_list().await.ok()?.servers;
+        servers
+            .into_iter()
+            .find(|server| server.origin == ServerOrigin::Session && server.name.starts_with("bare-c"))
+            .map(|server| server.name)
+    })
+    .await;
+    wait_for_stderr_line(
+        &client,
+        &bare,
+        "corrald cannot give the roots of the MCP client that started this server: the client did not answer \
+         roots/list within 3s",
+    )
+    .await;
+    mcp.close().await;
+
+    // A client without roots: its servers behave as without corrald's bridge,
+    // `proj` gets its `roots` entry and `bare` is offered none.
+    let (mut plain, _) = TsClient::start(&args, &[], state.path()).await;
+    let names = wait_until_listed(&mut plain, &["proj__get-roots-list", "bare__echo"]).await;
+    assert!(
+        !names.iter().any(|name| name == "bare__get-roots-list"),
+        "no roots offered to `bare`: {names:?}"
+    );
+    let text = roots_reported(&mut plain, "proj__get-roots-list", "file:///srv/project-file").await;
+    assert!(!text.contains("/work/"), "{text}");
+    plain.close().await;
 }
 
 /// `mcp-inspector --cli corral mcp --socket S ARGS…`: the MCP Inspector's CLI

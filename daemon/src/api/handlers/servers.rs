@@ -62,7 +62,8 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let enabled = config.enabled;
         context
             .supervisor
-            .add(config, session.id)
+            // Corral's protocol has no roots: the server gets its config's, if any.
+            .add(config, session.id, None)
             .await?
             .map_err(|refusal| refusal_error(&name, &refusal))?;
         if enabled {
