@@ -17,7 +17,13 @@
 //! - a request's answer waits for the engine however long the call takes; a
 //!   client that goes away does not cancel it (as the transport says: it
 //!   sends `notifications/cancelled` for that, after which no answer comes,
-//!   so the cancelled request's stream ends at once).
+//!   so the cancelled request's stream ends at once, and a request answered
+//!   as JSON gets a `requestCancelled` error: never 404, which would tell
+//!   the client its session is gone);
+//! - whatever a handler registered is undone when hyper drops it (its
+//!   client went away): a session whose `initialize` is under way is closed
+//!   (`session::Opening`), a request not yet written to the engine is
+//!   withdrawn (`session::Registration`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -33,12 +39,11 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::checks::{self, Accepts, Allowed, SESSION_HEADER};
-use super::session::{Refused, STREAM_QUEUE, Session, Sessions, StreamGuard, Waiter};
+use super::session::{Inbox, Refused, Session, Sessions, StreamGuard, Waiter};
 use super::token::Token;
 use crate::api;
 
@@ -190,14 +195,9 @@ impl Service {
                 "the answer to a request is `text/event-stream` or `application/json`: accept one of them",
             );
         }
-        let (to, mut answers) = mpsc::channel(STREAM_QUEUE);
-        let waiter = Waiter {
-            to,
-            progress_token,
-            stream: accepts.event_stream,
-        };
-        let backlog = match session.register(key.clone(), waiter) {
-            Ok(backlog) => backlog,
+        let (waiter, mut answers) = Waiter::new(progress_token, accepts.event_stream);
+        let (registration, backlog) = match session.register(key.clone(), waiter) {
+            Ok(registered) => registered,
             Err(Refused::Duplicate) => {
                 return json_message(&error_response(
                     Some(&key),
@@ -207,22 +207,43 @@ impl Service {
             }
             Err(_) => return unknown_session(),
         };
+        // Dropped here (the session ended, or hyper dropped this handler
+        // because its client went away): the request is withdrawn.
         if !session.send(&message.line).await {
-            session.unregister(&key);
             return unknown_session();
         }
+        registration.sent();
         if accepts.event_stream {
             return events(SseStream::new(backlog, answers, Some(session.stream_opened())));
         }
         match answers.recv().await {
             Some(response) => json_message(&response),
+            // The session is alive: the client cancelled the request. A 404
+            // would tell it to start a new session.
+            None if !session.is_ended() => json_message(&error_response(
+                Some(&key),
+                ErrorCode::RequestCancelled,
+                "the request was cancelled (notifications/cancelled): it has no result",
+            )),
             None => unknown_session(),
         }
     }
 
     /// `initialize` without a session: a new session, kept if the engine says yes.
     async fn initialize(&self, line: &str, key: String, accepts: Accepts) -> Answer {
-        let Some(session) = Session::open(&self.engine, &self.sessions, &self.tracker, &self.shutdown).await else {
+        let Some(slot) = self.sessions.make_room() else {
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::TooManyRequests,
+                &format!(
+                    "the MCP endpoint serves at most {} sessions and every one is busy (a request running or a \
+                     stream open): end sessions you no longer use with DELETE, or try again later",
+                    self.sessions.max()
+                ),
+            );
+        };
+        let Some(opening) = Session::open(&self.engine, &self.sessions, slot, &self.tracker, &self.shutdown).await
+        else {
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::TooManyRequests,
@@ -233,43 +254,35 @@ impl Service {
                 ),
             );
         };
-        let (to, mut answers) = mpsc::channel(1);
-        let waiter = Waiter {
-            to,
-            progress_token: None,
-            stream: false,
+        // From here on, whatever ends this handler without keeping the
+        // session (a failure, or hyper dropping it because its client went
+        // away) drops `opening`, which closes the session.
+        let session = opening.session().clone();
+        let (waiter, mut answers) = Waiter::new(None, false);
+        let Ok((registration, _)) = session.register(key, waiter) else {
+            return shutting_down();
         };
-        let registered = session.register(key, waiter).is_ok();
-        if !registered || !session.send(line).await {
-            session.close();
+        if !session.send(line).await {
+            return shutting_down();
+        }
+        registration.sent();
+        let Ok(Some(answer)) = tokio::time::timeout(INITIALIZE_WAIT, answers.recv()).await else {
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::ShuttingDown,
-                "the new session ended at once: corrald is shutting down",
+                ErrorCode::InternalError,
+                "corrald did not answer `initialize` in time; try again",
             );
-        }
-        let answer = match tokio::time::timeout(INITIALIZE_WAIT, answers.recv()).await {
-            Ok(Some(answer)) => answer,
-            _ => {
-                session.close();
-                return refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorCode::InternalError,
-                    "corrald did not answer `initialize` in time; try again",
-                );
-            }
         };
         let succeeded = serde_json::from_str::<Value>(&answer).is_ok_and(|answer| answer.get("result").is_some());
-        if !succeeded || !self.sessions.insert(&session) {
-            // Nothing to keep: the client gets the engine's error, no session.
-            session.close();
+        // Nothing to keep on failure: the client gets the engine's error, no session.
+        let kept = if succeeded { opening.establish() } else { None };
+        let Some(session) = kept else {
             return json_message(&answer);
-        }
+        };
         let mut answer = if accepts.event_stream {
-            let (_, closed) = mpsc::channel(1);
             events(SseStream::new(
                 VecDeque::from([answer]),
-                closed,
+                Inbox::ended(),
                 Some(session.stream_opened()),
             ))
         } else {
@@ -296,7 +309,7 @@ impl Service {
         };
         session.touch();
         match session.open_listener() {
-            Ok((messages, backlog)) => events(SseStream::new(backlog, messages, Some(session.stream_opened()))),
+            Ok((inbox, backlog)) => events(SseStream::new(backlog, inbox, Some(session.stream_opened()))),
             Err(Refused::ListenerOpen) => refusal(
                 StatusCode::CONFLICT,
                 ErrorCode::InvalidRequest,
@@ -542,6 +555,15 @@ fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Answer {
     answer
 }
 
+/// 503: the session just opened ended at once.
+fn shutting_down() -> Answer {
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ShuttingDown,
+        "the new session ended at once: corrald is shutting down",
+    )
+}
+
 /// 404 for a session that does not exist (any more): the client starts a new one.
 fn unknown_session() -> Answer {
     Refusal::unknown_session().answer()
@@ -628,14 +650,14 @@ impl hyper::body::Body for Body {
 /// a comment every [`KEEP_ALIVE`] meanwhile.
 pub(super) struct SseStream {
     backlog: VecDeque<String>,
-    messages: mpsc::Receiver<String>,
+    messages: Inbox,
     keep_alive: tokio::time::Interval,
     /// Counts the stream open in its session until it is dropped.
     _open: Option<StreamGuard>,
 }
 
 impl SseStream {
-    fn new(backlog: VecDeque<String>, messages: mpsc::Receiver<String>, open: Option<StreamGuard>) -> Self {
+    fn new(backlog: VecDeque<String>, messages: Inbox, open: Option<StreamGuard>) -> Self {
         let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {

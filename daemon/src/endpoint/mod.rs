@@ -23,8 +23,13 @@
 //! Bounds: a body is at most one message (`MAX_MESSAGE_BYTES`, 413);
 //! headers must arrive within [`HEADER_WAIT`] and a body within 30 s; at
 //! most [`MAX_HTTP_CONNECTIONS`] TCP connections at once (more are closed at
-//! once); sessions are engine connections under the gate's cap; a session
-//! with nothing running and no stream open for [`IDLE_SESSION`] is closed.
+//! once); sessions are engine connections under the gate's cap, and at
+//! most half of it (`session::Sessions`: at that cap the least recently
+//! used idle session is closed for a new one, and when every one is busy
+//! `initialize` gets 503), so HTTP clients can never take every slot from
+//! the socket's front-ends; a session with nothing running and no stream
+//! open for [`IDLE_SESSION`] is closed, and so is one whose `initialize` is
+//! not answered to its client (the client went away).
 //!
 //! Shutdown: the accept loop stops, every session's engine connection ends
 //! with the daemon's shutdown (so its streams end), and each HTTP connection
@@ -148,7 +153,8 @@ async fn try_start(
     let listen = listener.local_addr().context("reading the MCP endpoint's address")?;
     let url = format!("http://{listen}{}", http::PATH);
     tracing::info!(%url, token_file = %token_file.display(), "serving the MCP endpoint");
-    let sessions = Arc::new(session::Sessions::default());
+    // Half the engine's connections at most: the socket's front-ends keep the rest.
+    let sessions = Arc::new(session::Sessions::new(engine.max_connections() / 2));
     let service = Arc::new(http::Service {
         engine,
         token,

@@ -10,16 +10,22 @@
 //! frame limit (413); nothing answers on the machine's non-loopback address,
 //! a config (or flag) asking for one is refused; the token file is 0600, kept
 //! across restarts, and a symbolic link planted at its name is refused and
-//! left alone. corrald runs at `CORRAL_LOG=trace` and its log never holds the
-//! token or a session id.
+//! left alone. Sessions: one whose client went away while its `initialize`
+//! was answered is closed (`corral status` counts none left); the endpoint's
+//! sessions hold at most half of the connection cap, the least recently used
+//! idle one closed for a new one, 503 when every one is busy, while
+//! `corral status` still gets in; a cancelled call answered as JSON gets
+//! `requestCancelled` (never 404); an answer restarts the idle clock
+//! (`CORRAL_MCP_ENDPOINT_IDLE_MS`). corrald runs at `CORRAL_LOG=trace` and its
+//! log never holds the token or a session id.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use corral_protocol::ServerStatus;
 use corral_tests::{
-    SERVER_WAIT, TestDaemon, WAIT, corral_command, everything_config, fixture_config, run_command, run_corral,
-    wait_for_status, within,
+    SERVER_WAIT, TestDaemon, WAIT, corral_command, everything_config, fixture_config, poll_until, run_command,
+    run_corral, wait_for_status, within,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -98,27 +104,8 @@ impl Reply {
 /// One request on a new connection (`Connection: close`), as any HTTP client
 /// would send it: `Host` is the endpoint's address unless `headers` names one.
 async fn exchange(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
-        request.push_str(&format!("Host: {address}\r\n"));
-    }
-    if !headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-    {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    let mut stream = within(
-        "connecting to the MCP endpoint",
-        tokio::net::TcpStream::connect(address),
-    )
-    .await
-    .expect("connect to the MCP endpoint");
+    let request = request_text(address, method, path, headers, body);
+    let mut stream = connect(address).await;
     stream.write_all(request.as_bytes()).await.expect("send the request");
     let mut bytes = Vec::new();
     within("the MCP endpoint's answer", stream.read_to_end(&mut bytes))
@@ -143,6 +130,36 @@ async fn exchange(address: SocketAddr, method: &str, path: &str, headers: &[(&st
     }
 }
 
+/// A new TCP connection to the endpoint.
+async fn connect(address: SocketAddr) -> tokio::net::TcpStream {
+    within(
+        "connecting to the MCP endpoint",
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    .expect("connect to the MCP endpoint")
+}
+
+/// The text of one request (`Connection: close`), as [`exchange`] sends it.
+fn request_text(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {address}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+    {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    request
+}
+
 /// A POST of `body` to /mcp with `headers`, JSON (and answered as JSON) unless they say otherwise.
 async fn post(endpoint: &Endpoint, headers: &[(&str, &str)], body: &str) -> Reply {
     let mut all = vec![("Content-Type", "application/json")];
@@ -163,12 +180,7 @@ fn events(body: &str) -> Vec<Value> {
 
 /// A GET stream of `session`, open (its answer's head read).
 async fn open_listener(endpoint: &Endpoint, session: &str) -> tokio::net::TcpStream {
-    let mut stream = within(
-        "connecting to the MCP endpoint",
-        tokio::net::TcpStream::connect(endpoint.address),
-    )
-    .await
-    .expect("connect to the MCP endpoint");
+    let mut stream = connect(endpoint.address).await;
     let request = format!(
         "GET /mcp HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nAuthorization: {}\r\nMcp-Session-Id: {session}\r\n\r\n",
         endpoint.address, endpoint.authorization
@@ -633,6 +645,32 @@ async fn a_cancelled_requests_stream_ends_and_idle_sessions_are_closed_but_not_o
     assert_eq!((ended.status, events(&ended.body)), (200, vec![]), "{ended:?}");
     wait_for_stderr_line(&client, "fixture", "fixture: sleep cancelled").await;
 
+    // The same call answered as JSON: the POST gets a `requestCancelled`
+    // error, never 404 (which would tell the client its session is gone).
+    let call = r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"fixture__sleep","arguments":{"seconds":61}}}"#;
+    let running = tokio::spawn({
+        let (endpoint, session) = (endpoint.clone(), cancelling.clone());
+        async move { post(&endpoint, &with_session(&endpoint.authorization, &session), call).await }
+    });
+    wait_for_stderr_line(&client, "fixture", "fixture: sleeping 61").await;
+    let cancel = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":6}}"#;
+    let reply = post(&endpoint, &with_session(&endpoint.authorization, &cancelling), cancel).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let ended = within("the cancelled JSON call's answer", running)
+        .await
+        .expect("the call's task");
+    assert_eq!(ended.status, 200, "{ended:?}");
+    let answer: Value = serde_json::from_str(&ended.body).expect("JSON");
+    assert_eq!(answer["id"], 6, "{ended:?}");
+    assert_eq!(
+        answer["error"]["code"],
+        corral_protocol::ErrorCode::RequestCancelled.code(),
+        "{ended:?}"
+    );
+    let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
+    let reply = post(&endpoint, &with_session(&endpoint.authorization, &cancelling), ping).await;
+    assert_eq!(reply.status, 200, "the session lives on: {reply:?}");
+
     // Idle sessions' engine connections end (the cancelled one's too): this
     // client and the listening session remain.
     let idle = initialize(&endpoint).await;
@@ -649,4 +687,123 @@ async fn a_cancelled_requests_stream_ends_and_idle_sessions_are_closed_but_not_o
     let reply = post(&endpoint, &with_session(&endpoint.authorization, &listening), ping).await;
     assert_eq!(reply.status, 200, "the listening session is kept: {reply:?}");
     daemon.wait_for_connections(&client, 2).await;
+}
+
+#[tokio::test]
+async fn a_client_gone_while_its_initialize_is_answered_leaves_no_session_behind() {
+    // Short idle: the sessions whose answer was written before the client
+    // went are closed by the sweeper, so every one must end.
+    let daemon = TestDaemon::builder()
+        .config(ENDPOINT)
+        .env("CORRAL_MCP_ENDPOINT_IDLE_MS", "300")
+        .start();
+    let client = daemon.connect_client().await;
+    let endpoint = endpoint_of(&daemon).await;
+    let request = request_text(
+        endpoint.address,
+        "POST",
+        "/mcp",
+        &[
+            ("Authorization", &endpoint.authorization),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json"),
+        ],
+        INITIALIZE,
+    );
+    for _ in 0..20 {
+        let mut stream = connect(endpoint.address).await;
+        stream.write_all(request.as_bytes()).await.expect("send initialize");
+        drop(stream);
+    }
+    daemon.wait_for_connections(&client, 1).await;
+    // And the endpoint still opens sessions.
+    initialize(&endpoint).await;
+}
+
+#[tokio::test]
+async fn endpoint_sessions_have_a_cap_of_their_own_and_the_least_recently_used_idle_one_makes_room() {
+    // A low open-file limit makes the caps small.
+    let daemon = TestDaemon::builder()
+        .config(ENDPOINT)
+        .open_files_limit(128, 128)
+        .start();
+    let client = daemon.connect_client().await;
+    let endpoint = endpoint_of(&daemon).await;
+    let status = client.daemon_status().await.expect("daemon/status");
+    let max_connections = status.max_connections.expect("the connection cap") as usize;
+    let cap = max_connections / 2;
+    assert!(cap >= 4, "{status:?}");
+    let mut sessions = Vec::new();
+    for _ in 0..cap {
+        sessions.push(initialize(&endpoint).await);
+    }
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    let with = |session| with_session(&endpoint.authorization, session);
+
+    // At the cap, every session idle: the least recently used (the first) is closed for a new one.
+    let newest = initialize(&endpoint).await;
+    let reply = post(&endpoint, &with(&sessions[0]), ping).await;
+    assert_eq!(
+        reply.status, 404,
+        "the least recently used session made room: {reply:?}"
+    );
+    for session in &sessions[1..] {
+        let reply = post(&endpoint, &with(session), ping).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+
+    // Every session busy (its GET stream open): a new one is refused, saying
+    // why, and the socket's front-ends still get in.
+    let mut listeners = Vec::new();
+    for session in sessions[1..].iter().chain([&newest]) {
+        listeners.push(open_listener(&endpoint, session).await);
+    }
+    let reply = post(&endpoint, &[("Authorization", &endpoint.authorization)], INITIALIZE).await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let why = reply.error_message();
+    assert!(
+        why.contains(&format!("{cap} sessions")) && why.contains("DELETE"),
+        "{why}"
+    );
+    assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
+    let status = run_corral(daemon.socket_path(), &["status"]).await;
+    assert!(
+        status.status.success(),
+        "corral status at the endpoint's cap: {status:?}"
+    );
+
+    // A stream closed: its session is idle again, and makes room.
+    drop(listeners.remove(0));
+    let reopened = poll_until("a session to make room once its stream closed", || async {
+        let reply = post(&endpoint, &[("Authorization", &endpoint.authorization)], INITIALIZE).await;
+        (reply.status == 200).then_some(reply)
+    })
+    .await;
+    assert!(reopened.header("mcp-session-id").is_some(), "{reopened:?}");
+    let reply = post(&endpoint, &with(&sessions[1]), ping).await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+}
+
+#[tokio::test]
+async fn a_sessions_idle_clock_restarts_when_its_call_is_answered() {
+    let idle_ms = 1000;
+    let daemon = TestDaemon::builder()
+        .config(&format!("{}{ENDPOINT}", fixture_config("fixture", &[])))
+        .env("CORRAL_MCP_ENDPOINT_IDLE_MS", idle_ms.to_string())
+        .start();
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "fixture", ServerStatus::Ready, SERVER_WAIT).await;
+    let endpoint = endpoint_of(&daemon).await;
+    let session = initialize(&endpoint).await;
+    let with = with_session(&endpoint.authorization, &session);
+    // A call that lasts longer than the idle period, answered as JSON.
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fixture__sleep","arguments":{"seconds":2}}}"#;
+    let reply = post(&endpoint, &with, call).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.contains("slept"), "{reply:?}");
+    // Less than an idle period after the answer, the session is there.
+    tokio::time::sleep(std::time::Duration::from_millis(idle_ms * 6 / 10)).await;
+    let ping = r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#;
+    let reply = post(&endpoint, &with, ping).await;
+    assert_eq!(reply.status, 200, "the answer was use: {reply:?}");
 }
