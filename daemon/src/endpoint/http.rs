@@ -25,6 +25,7 @@
 //!   (`session::Opening`), a request not yet written to the engine is
 //!   withdrawn (`session::Registration`).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -33,17 +34,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use corral_protocol::ErrorCode;
+use corral_protocol::jsonrpc::{EnvelopeError, Message, RequestId};
 use http_body_util::BodyExt as _;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::checks::{self, Accepts, Allowed, SESSION_HEADER};
-use super::session::{Inbox, Refused, Session, Sessions, StreamGuard, Waiter};
+use super::session::{
+    Inbox, REQUEST_PROGRESS_TOKEN, Refused, Session, Sessions, StreamGuard, Waiter, progress_token, request_key,
+};
 use super::token::Token;
 use crate::api;
 
@@ -86,15 +89,7 @@ impl Service {
         let mut answer = if parts.method == Method::OPTIONS && origin.is_some() {
             preflight()
         } else if !checks::authorized(&parts.headers, &self.token) {
-            let mut answer = refusal(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::InvalidRequest,
-                "missing or wrong bearer token: send `Authorization: Bearer TOKEN` with the token `corral mcp url` prints",
-            );
-            answer
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            answer
+            unauthorized(parts.headers.contains_key(header::AUTHORIZATION))
         } else if parts.uri.path() != PATH {
             refusal(
                 StatusCode::NOT_FOUND,
@@ -149,7 +144,7 @@ impl Service {
             Ok(body) => body,
             Err(refused) => return refused.answer(),
         };
-        let message = match Message::classify(&body) {
+        let message = match ClientMessage::read(&body) {
             Ok(message) => message,
             Err(refused) => return refused.answer(),
         };
@@ -389,7 +384,7 @@ async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Refusal
 }
 
 /// One message of the client's, as the endpoint reads it before writing it to the engine.
-struct Message {
+struct ClientMessage {
     /// The message as one line (JSON whitespace line breaks made spaces).
     line: String,
     method: Option<String>,
@@ -409,107 +404,71 @@ enum Kind {
     NoAnswer,
 }
 
-impl Message {
-    /// Read one POST body: a single JSON-RPC message, else the 400 saying why.
-    fn classify(body: &[u8]) -> Result<Self, Refusal> {
-        #[derive(serde::Deserialize)]
-        struct Envelope<'a> {
-            #[serde(default)]
-            id: Option<Value>,
-            #[serde(default)]
-            method: Option<String>,
-            #[serde(default, borrow)]
-            params: Option<&'a RawValue>,
-            #[serde(default, borrow)]
-            result: Option<&'a RawValue>,
-            #[serde(default, borrow)]
-            error: Option<&'a RawValue>,
-        }
-        let bad = |code, message: &str| Err(Refusal::new(StatusCode::BAD_REQUEST, code, message));
+impl ClientMessage {
+    /// Read one POST body: a single JSON-RPC 2.0 message (the protocol
+    /// crate's reading, as every other front-end's), else the 400 saying why.
+    fn read(body: &[u8]) -> Result<Self, Refusal> {
+        let bad = |code, message: String| Err(Refusal::new(StatusCode::BAD_REQUEST, code, message));
         let Ok(text) = std::str::from_utf8(body) else {
-            return bad(ErrorCode::ParseError, "the body is not UTF-8");
+            return bad(ErrorCode::ParseError, "the body is not UTF-8".to_owned());
         };
-        if text.trim_start().starts_with('[') {
-            return bad(
-                ErrorCode::InvalidRequest,
-                "a POST carries one JSON-RPC message, not a batch (streamable HTTP since 2025-06-18)",
-            );
-        }
-        let envelope: Envelope<'_> = match serde_json::from_str(text) {
-            Ok(envelope) => envelope,
-            Err(error) => return bad(ErrorCode::ParseError, &format!("not a JSON-RPC message: {error}")),
-        };
-        let kind = match (&envelope.method, &envelope.id) {
-            (Some(_), Some(id)) => {
-                let usable = matches!(id, Value::String(_)) || id.as_u64().is_some();
-                if !usable {
-                    return bad(
-                        ErrorCode::InvalidRequest,
-                        "a request's id must be a string or a non-negative integer",
-                    );
-                }
-                Kind::Request {
-                    key: id.to_string(),
-                    progress_token: envelope.params.and_then(progress_token),
-                }
-            }
-            (Some(method), None) if method == CANCELLED => match envelope.params.and_then(cancelled_request) {
-                Some(key) => Kind::Cancels(key),
-                None => Kind::NoAnswer,
-            },
-            (Some(_), None) => Kind::NoAnswer,
-            (None, Some(_)) if envelope.result.is_some() || envelope.error.is_some() => Kind::NoAnswer,
-            _ => {
+        let message = match Message::parse(body) {
+            Ok(message) => message,
+            Err(EnvelopeError::Json(error)) => return bad(ErrorCode::ParseError, format!("not JSON: {error}")),
+            Err(error) => {
                 return bad(
                     ErrorCode::InvalidRequest,
-                    "not a JSON-RPC request, notification or response",
+                    format!("{error}: a POST carries one JSON-RPC 2.0 message (streamable HTTP since 2025-06-18)"),
                 );
             }
         };
-        // Line breaks in valid JSON are whitespace (inside strings they are
-        // escaped): the engine reads one message per line.
-        let line = if text.contains(['\n', '\r']) {
-            text.replace(['\n', '\r'], " ")
-        } else {
-            text.to_owned()
+        let (method, kind) = match message {
+            Message::Request(request) => {
+                if matches!(request.id, RequestId::Number(number) if number < 0) {
+                    // The engine answers integer ids from 0 up: another
+                    // would be answered with a `null` id, to no POST.
+                    return bad(
+                        ErrorCode::InvalidRequest,
+                        "a request's `id` must be a string or a non-negative integer".to_owned(),
+                    );
+                }
+                let kind = Kind::Request {
+                    key: request_key(&request.id),
+                    progress_token: progress_token(request.params.as_ref(), REQUEST_PROGRESS_TOKEN),
+                };
+                (Some(request.method), kind)
+            }
+            Message::Notification(notification) => {
+                let cancels = (notification.method == CANCELLED)
+                    .then(|| notification.params.as_ref()?.get("requestId").cloned())
+                    .flatten()
+                    .and_then(|id| serde_json::from_value::<RequestId>(id).ok());
+                let kind = cancels.map_or(Kind::NoAnswer, |id| Kind::Cancels(request_key(&id)));
+                (Some(notification.method), kind)
+            }
+            Message::Response(_) => (None, Kind::NoAnswer),
         };
         Ok(Self {
-            line,
-            method: envelope.method,
+            line: one_line(text).into_owned(),
+            method,
             kind,
         })
     }
 }
 
+/// `text` on one line: line breaks in valid JSON are whitespace (inside
+/// strings they are escaped), so they become spaces. The engine reads one
+/// message per line; an SSE `data:` line ends at a CR or an LF.
+fn one_line(text: &str) -> Cow<'_, str> {
+    if text.contains(['\n', '\r']) {
+        Cow::Owned(text.replace(['\n', '\r'], " "))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// MCP's cancellation notification.
 const CANCELLED: &str = "notifications/cancelled";
-
-/// The `requestId` of `notifications/cancelled`'s params, as JSON text.
-fn cancelled_request(params: &RawValue) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Params {
-        #[serde(rename = "requestId")]
-        request_id: Value,
-    }
-    let params: Params = serde_json::from_str(params.get()).ok()?;
-    Some(params.request_id.to_string())
-}
-
-/// A request's `params._meta.progressToken`, as JSON text.
-fn progress_token(params: &RawValue) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Params {
-        #[serde(rename = "_meta")]
-        meta: Meta,
-    }
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        #[serde(rename = "progressToken")]
-        progress_token: Value,
-    }
-    let params: Params = serde_json::from_str(params.get()).ok()?;
-    Some(params.meta.progress_token.to_string())
-}
 
 /// A JSON-RPC error response to the request with id `key` (JSON text).
 fn error_response(key: Option<&str>, code: ErrorCode, message: &str) -> String {
@@ -552,6 +511,37 @@ fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Answer {
     let body = serde_json::json!({"jsonrpc": "2.0", "error": {"code": code.code(), "message": message}});
     let mut answer = json_message(&body.to_string());
     *answer.status_mut() = status;
+    answer
+}
+
+/// 401: no token (`token_sent` false) or a wrong one. The challenge names
+/// no `resource_metadata`, since the token is not OAuth's, and its
+/// `error_description` (like the body) says where the token is: an MCP
+/// client that knows OAuth shows that rather than failing at discovery.
+fn unauthorized(token_sent: bool) -> Answer {
+    let mut answer = refusal(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::InvalidRequest,
+        "missing or wrong bearer token: send `Authorization: Bearer TOKEN` with the token `corral mcp url` prints \
+         (this endpoint does not use OAuth)",
+    );
+    // RFC 6750: `invalid_token` only when a token came.
+    let challenge = if token_sent {
+        concat!(
+            r#"Bearer realm="corral", error="invalid_token", error_description=""#,
+            "wrong token: run `corral mcp url` and send the Authorization header it prints",
+            '"'
+        )
+    } else {
+        concat!(
+            r#"Bearer realm="corral", error_description=""#,
+            "no token: run `corral mcp url` and send the Authorization header it prints",
+            '"'
+        )
+    };
+    answer
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     answer
 }
 
@@ -684,7 +674,30 @@ impl SseStream {
     }
 }
 
-/// One SSE event carrying `message` (one line of JSON).
+/// One SSE event carrying `message`, whose JSON may hold a raw CR (a
+/// server's answer passes through as it wrote it): made one line.
 fn event(message: &str) -> Bytes {
-    Bytes::from(format!("event: message\ndata: {message}\n\n"))
+    Bytes::from(format!("event: message\ndata: {}\n\n", one_line(message)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_one_data_line_whatever_line_breaks_the_json_holds() {
+        let message = "{\"jsonrpc\":\"2.0\",\r\"id\":1,\r\n\"result\":{\"text\":\"a\\r\\nb\"}}";
+        let event = event(message);
+        let text = std::str::from_utf8(&event).expect("UTF-8");
+        assert!(!text.contains('\r'), "{text:?}");
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!((lines[0], lines[2], lines[3]), ("event: message", "", ""));
+        let data = lines[1].strip_prefix("data: ").expect("a data line");
+        assert_eq!(
+            serde_json::from_str::<Value>(data).expect("JSON"),
+            serde_json::from_str::<Value>(message).expect("JSON"),
+            "the same message"
+        );
+    }
 }

@@ -75,6 +75,8 @@ const MAX_PARKED_BYTES: usize = 4 * 1024 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// MCP's progress notification.
 const PROGRESS: &str = "notifications/progress";
+/// Where a request's progress token is in its params.
+pub(super) const REQUEST_PROGRESS_TOKEN: &str = "/_meta/progressToken";
 /// Where a progress notification's token is in its params.
 const PROGRESS_TOKEN: &str = "/progressToken";
 

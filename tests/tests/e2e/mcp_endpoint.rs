@@ -366,7 +366,21 @@ async fn requests_without_the_token_or_from_a_foreign_origin_or_host_or_for_an_u
     ] {
         let reply = post(&endpoint, &headers, INITIALIZE).await;
         assert_eq!(reply.status, 401, "{headers:?}: {reply:?}");
-        assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{reply:?}");
+        // What an MCP client that knows OAuth shows: no resource metadata to
+        // discover, and a description that says where the token is.
+        let challenge = reply.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer ")
+                && !challenge.contains("resource_metadata")
+                && challenge.contains("error_description=\"")
+                && challenge.contains("corral mcp url"),
+            "{reply:?}"
+        );
+        assert_eq!(
+            challenge.contains("error=\"invalid_token\""),
+            !headers.is_empty(),
+            "invalid_token only when a token was sent (RFC 6750): {reply:?}"
+        );
         assert!(reply.error_message().contains("corral mcp url"), "{reply:?}");
         assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
     }
@@ -418,6 +432,17 @@ async fn requests_without_the_token_or_from_a_foreign_origin_or_host_or_for_an_u
     assert!(reply.error_message().contains("initialize"), "{reply:?}");
     let reply = post(&endpoint, &[("Authorization", authorization)], ping).await;
     assert_eq!(reply.status, 400, "no session id: {reply:?}");
+    // Not JSON-RPC 2.0, or an id the engine could not answer by: 400, saying which member.
+    for (message, member) in [
+        (r#"{"id":3,"method":"ping"}"#, "jsonrpc"),
+        (r#"{"jsonrpc":"2.0","id":-3,"method":"ping"}"#, "id"),
+        (r#"{"jsonrpc":"2.0","id":3.5,"method":"ping"}"#, "id"),
+        (r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#, "batch"),
+    ] {
+        let reply = post(&endpoint, &with(&session), message).await;
+        assert_eq!(reply.status, 400, "{message}: {reply:?}");
+        assert!(reply.error_message().contains(member), "{message}: {reply:?}");
+    }
 
     // A protocol version the bridge does not speak: 400.
     let mut old = with(&session).to_vec();
