@@ -68,6 +68,8 @@ pub(super) struct Service {
     pub(super) token: Token,
     pub(super) allowed: Allowed,
     pub(super) sessions: Arc<Sessions>,
+    /// What its sessions may do.
+    pub(super) door: api::Door,
     pub(super) tracker: TaskTracker,
     pub(super) shutdown: CancellationToken,
 }
@@ -237,8 +239,15 @@ impl Service {
                 ),
             );
         };
-        let Some(opening) = Session::open(&self.engine, &self.sessions, slot, &self.tracker, &self.shutdown).await
-        else {
+        let opened = Session::open(
+            &self.engine,
+            self.door,
+            &self.sessions,
+            slot,
+            &self.tracker,
+            &self.shutdown,
+        );
+        let Some(opening) = opened.await else {
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::TooManyRequests,

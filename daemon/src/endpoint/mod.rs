@@ -12,6 +12,10 @@
 //! room of its own, not a file of `bridge/`, because it names `api` (for
 //! the engine) and `api` names `bridge`.
 //!
+//! What its sessions may do is less than the socket's front-ends (their
+//! `api::Door`): MCP only, never Corral's protocol, and servers of their own
+//! (`sessionServers`, which run commands) only with `allow_session_servers`.
+//!
 //! Who may talk to it: loopback TCP is open to every local user, so every
 //! request must carry the bearer token (`token`: 32 random bytes, a 0600
 //! file in the data directory, compared in constant time; 401 otherwise), a
@@ -77,6 +81,8 @@ pub(crate) struct Settings {
     pub(crate) allowed_origins: Vec<String>,
     /// How long a session may be idle.
     pub(crate) idle_session: Duration,
+    /// Whether a session may start servers of its own (`allow_session_servers`).
+    pub(crate) session_servers: bool,
 }
 
 impl Settings {
@@ -104,6 +110,7 @@ impl Settings {
             listen,
             allowed_origins: config.allowed_origins.clone(),
             idle_session: IDLE_SESSION,
+            session_servers: config.allow_session_servers,
         }))
     }
 }
@@ -160,6 +167,9 @@ async fn try_start(
         token,
         allowed: checks::Allowed::new(listen, &settings.allowed_origins),
         sessions: sessions.clone(),
+        door: api::Door::Endpoint {
+            session_servers: settings.session_servers,
+        },
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     });

@@ -332,11 +332,13 @@ impl Drop for Registration<'_> {
 
 impl Session {
     /// A new session in `sessions`, holding `slot` under their cap: a
-    /// connection admitted by the engine's gate (`None` at the gate's cap),
+    /// connection admitted by the engine's gate (`None` at the gate's cap)
+    /// that came in at `door`,
     /// served over a duplex, with its writer and router, all tasks of
     /// `tracker`. The router removes it from `sessions` when it ends.
     pub(super) async fn open(
         engine: &api::Engine,
+        door: api::Door,
         sessions: &Arc<Sessions>,
         slot: OwnedSemaphorePermit,
         tracker: &TaskTracker,
@@ -352,7 +354,7 @@ impl Session {
         sessions.add(&session);
         tracing::debug!(connection = session.connection, "MCP endpoint: new session");
         let hung_up: api::HungUp = Box::new(move || gone.load(Ordering::Acquire));
-        tracker.spawn(admitted.serve(engine.clone(), theirs, hung_up));
+        tracker.spawn(admitted.serve(engine.clone(), theirs, hung_up, door));
         tracker.spawn(write_lines(writer, lines, closing));
         tracker.spawn(route(session.clone(), reader, sessions.clone()));
         Some(Opening {

@@ -16,7 +16,11 @@
 //! idle one closed for a new one, 503 when every one is busy, while
 //! `corral status` still gets in; a cancelled call answered as JSON gets
 //! `requestCancelled` (never 404); an answer restarts the idle clock
-//! (`CORRAL_MCP_ENDPOINT_IDLE_MS`). corrald runs at `CORRAL_LOG=trace` and its
+//! (`CORRAL_MCP_ENDPOINT_IDLE_MS`). What the token grants: an `initialize`
+//! asking for Corral's own protocol, or for servers of the session's own
+//! (`sessionServers`, here a command that would leave a file behind), is
+//! refused, unless `allow_session_servers` allows the latter (the fixture
+//! then runs as long as the session). corrald runs at `CORRAL_LOG=trace` and its
 //! log never holds the token or a session id.
 
 use std::net::{IpAddr, SocketAddr};
@@ -24,8 +28,8 @@ use std::path::Path;
 
 use corral_protocol::ServerStatus;
 use corral_tests::{
-    SERVER_WAIT, TestDaemon, WAIT, corral_command, everything_config, fixture_config, poll_until, run_command,
-    run_corral, wait_for_status, within,
+    KillSurvivorsOnDrop, SERVER_WAIT, TestDaemon, WAIT, corral_command, everything_config, fixture_config,
+    fixture_python, fixture_script, poll_until, run_command, run_corral, wait_for_status, within,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -807,6 +811,103 @@ async fn endpoint_sessions_have_a_cap_of_their_own_and_the_least_recently_used_i
     assert!(reopened.header("mcp-session-id").is_some(), "{reopened:?}");
     let reply = post(&endpoint, &with(&sessions[1]), ping).await;
     assert_eq!(reply.status, 404, "{reply:?}");
+}
+
+#[tokio::test]
+async fn an_endpoint_session_speaks_mcp_only_and_starts_servers_of_its_own_only_when_the_config_allows_it() {
+    let daemon = TestDaemon::start_with_config(ENDPOINT);
+    let client = daemon.connect_client().await;
+    let endpoint = endpoint_of(&daemon).await;
+    let scratch = tempfile::tempdir().expect("a temp dir");
+    let marker = scratch.path().join("ran");
+    let own_server = |fields: Value| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw-http", "version": "1"},
+            "_meta": {"corral/bridge": {"sessionServers": {"mine": fields}}}}})
+        .to_string()
+    };
+    let authorization = [("Authorization", endpoint.authorization.as_str())];
+
+    // The token alone does not let its holder run a command.
+    let touch = json!({"command": "/bin/sh", "args": ["-c", format!("touch '{}'", marker.display())]});
+    let reply = post(&endpoint, &authorization, &own_server(touch)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
+    let answer: Value = serde_json::from_str(&reply.body).expect("JSON");
+    assert_eq!(answer["id"], 1, "{reply:?}");
+    assert_eq!(
+        answer["error"]["code"],
+        corral_protocol::ErrorCode::NotPermitted.code(),
+        "{reply:?}"
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("sessionServers") && message.contains("allow_session_servers = true"),
+        "{message}"
+    );
+
+    // Nor does Corral's own protocol, whose methods add servers and read the
+    // config: it is the socket's.
+    let corral = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": corral_protocol::PROTOCOL_VERSION,
+        "clientInfo": {"name": "raw-http", "version": "1"}}});
+    let reply = post(&endpoint, &authorization, &corral.to_string()).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
+    let answer: Value = serde_json::from_str(&reply.body).expect("JSON");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("MCP") && message.contains("socket"), "{reply:?}");
+
+    daemon.wait_for_connections(&client, 1).await;
+    let servers = client.mcp_server_list().await.expect("mcpServer/list").servers;
+    assert!(
+        servers.iter().all(|server| !server.name.starts_with("mine")),
+        "{servers:?}"
+    );
+    assert!(!marker.exists(), "nothing ran");
+
+    // Allowed by the config: the client's own server lives as long as its session.
+    let daemon = TestDaemon::start_with_config(&format!("{ENDPOINT}allow_session_servers = true\n"));
+    let client = daemon.connect_client().await;
+    let endpoint = endpoint_of(&daemon).await;
+    let fixture = json!({
+        "command": fixture_python().display().to_string(),
+        "args": [fixture_script().display().to_string()],
+    });
+    let reply = post(
+        &endpoint,
+        &[("Authorization", endpoint.authorization.as_str())],
+        &own_server(fixture),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let session = reply.header("mcp-session-id").expect("a session").to_owned();
+    let name = poll_until("the session's own server to be added", || async {
+        let servers = client.mcp_server_list().await.ok()?.servers;
+        servers
+            .into_iter()
+            .find(|server| server.name.starts_with("mine-c"))
+            .map(|server| server.name)
+    })
+    .await;
+    let mut survivors = KillSurvivorsOnDrop::new([]);
+    let ready = wait_for_status(&client, &name, ServerStatus::Ready, SERVER_WAIT).await;
+    survivors.also(ready.pid.expect("a pid"));
+    let reply = exchange(
+        endpoint.address,
+        "DELETE",
+        "/mcp",
+        &with_session(&endpoint.authorization, &session),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    poll_until("the session's own server to be removed", || async {
+        let servers = client.mcp_server_list().await.ok()?.servers;
+        servers.iter().all(|server| server.name != name).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
