@@ -49,6 +49,7 @@ use crate::hub::Hub;
 pub(crate) use crate::hub::link::Door;
 use crate::supervisor::SupervisorHandle;
 pub use admission::ConnectionLimits;
+pub(crate) use admission::open_file_limit;
 use admission::{Admission, ConnectionGuard, Gate};
 pub(crate) use connection::HungUp;
 
@@ -313,7 +314,7 @@ pub(crate) async fn serve(
     let shutdown = engine.shutdown.clone();
     tracing::info!(
         max_connections = engine.max_connections(),
-        open_files = ?admission::open_file_limit(),
+        open_files = ?open_file_limit(),
         "serving at most {} connections at once",
         engine.max_connections()
     );

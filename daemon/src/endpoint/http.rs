@@ -30,6 +30,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -78,8 +79,9 @@ pub(super) struct Service {
 type Answer = Response<Body>;
 
 impl Service {
-    /// Answer one request.
-    pub(super) async fn handle(&self, request: Request<Incoming>) -> Answer {
+    /// Answer one request of a TCP connection whose `trusted` is set once
+    /// one of its requests carried the token.
+    pub(super) async fn handle(&self, request: Request<Incoming>, trusted: &AtomicBool) -> Answer {
         let (parts, body) = request.into_parts();
         if let Err(why) = self.allowed.check_host(&parts.headers) {
             return refusal(StatusCode::FORBIDDEN, ErrorCode::InvalidRequest, why);
@@ -92,29 +94,10 @@ impl Service {
             preflight()
         } else if !checks::authorized(&parts.headers, &self.token) {
             unauthorized(parts.headers.contains_key(header::AUTHORIZATION))
-        } else if parts.uri.path() != PATH {
-            refusal(
-                StatusCode::NOT_FOUND,
-                ErrorCode::InvalidRequest,
-                "no such path: the MCP endpoint is /mcp",
-            )
         } else {
-            match parts.method {
-                Method::POST => self.post(&parts.headers, body).await,
-                Method::GET => self.get(&parts.headers),
-                Method::DELETE => self.delete(&parts.headers),
-                _ => {
-                    let mut answer = refusal(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        ErrorCode::InvalidRequest,
-                        "the MCP endpoint takes POST, GET and DELETE",
-                    );
-                    answer
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
-                    answer
-                }
-            }
+            // This connection's client has the token: it is not closed to make room.
+            trusted.store(true, Ordering::Release);
+            self.authorized(&parts, body).await
         };
         if let Some(origin) = origin {
             let headers = answer.headers_mut();
@@ -126,6 +109,33 @@ impl Service {
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
         answer
+    }
+
+    /// A request that passed the checks and the token: by path and method.
+    async fn authorized(&self, parts: &hyper::http::request::Parts, body: Incoming) -> Answer {
+        if parts.uri.path() != PATH {
+            return refusal(
+                StatusCode::NOT_FOUND,
+                ErrorCode::InvalidRequest,
+                "no such path: the MCP endpoint is /mcp",
+            );
+        }
+        match parts.method {
+            Method::POST => self.post(&parts.headers, body).await,
+            Method::GET => self.get(&parts.headers),
+            Method::DELETE => self.delete(&parts.headers),
+            _ => {
+                let mut answer = refusal(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    ErrorCode::InvalidRequest,
+                    "the MCP endpoint takes POST, GET and DELETE",
+                );
+                answer
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+                answer
+            }
+        }
     }
 
     /// POST: one message of the client's.

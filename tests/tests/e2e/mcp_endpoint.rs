@@ -20,7 +20,8 @@
 //! asking for Corral's own protocol, or for servers of the session's own
 //! (`sessionServers`, here a command that would leave a file behind), is
 //! refused, unless `allow_session_servers` allows the latter (the fixture
-//! then runs as long as the session). corrald runs at `CORRAL_LOG=trace` and its
+//! then runs as long as the session). 300 connections that send nothing do
+//! not keep a client with the token out: the oldest of them are closed. corrald runs at `CORRAL_LOG=trace` and its
 //! log never holds the token or a session id.
 
 use std::net::{IpAddr, SocketAddr};
@@ -908,6 +909,22 @@ async fn an_endpoint_session_speaks_mcp_only_and_starts_servers_of_its_own_only_
         servers.iter().all(|server| server.name != name).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn connections_that_sent_no_token_cannot_lock_out_the_tokens_holder() {
+    let daemon = TestDaemon::start_with_config(ENDPOINT);
+    let endpoint = endpoint_of(&daemon).await;
+    // More idle connections than the endpoint serves at once (256).
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(connect(endpoint.address).await);
+    }
+    // The oldest of them give way to new ones.
+    initialize(&endpoint).await;
+    let mut byte = [0u8; 1];
+    let read = within("the oldest idle connection to be closed", idle[0].read(&mut byte)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
 #[tokio::test]
