@@ -41,8 +41,7 @@ pub(crate) struct Running {
 /// ([`wire`]), start the accept loop and the loopback MCP endpoint (when
 /// turned on), and tell a service manager.
 pub(crate) async fn start(
-    // Only the Unix socket code (socket activation) changes the options.
-    #[cfg_attr(windows, allow(unused_mut))] mut options: Options,
+    mut options: Options,
     started: Instant,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Running> {
@@ -101,6 +100,12 @@ pub(crate) async fn start(
             .context("opening the credential store")?
     };
 
+    // Before the gate is made: the endpoint's files are kept out of the connection cap.
+    let endpoint = endpoint::Settings::of(&config.mcp_endpoint, options.mcp_endpoint);
+    if let Ok(Some(settings)) = &endpoint {
+        options.connection_limits.other_files = settings.open_files();
+    }
+
     let tracker = TaskTracker::new();
     #[cfg(target_os = "linux")]
     tracker.spawn(process::reap::reap_adopted_orphans(processes.clone(), shutdown.clone()));
@@ -151,7 +156,7 @@ pub(crate) async fn start(
     // `daemon/status` (`corral mcp url`) finds the endpoint's state. The
     // socket serves whatever happens to the endpoint: its failure is
     // reported (log, `daemon/status`), never fatal.
-    match endpoint::Settings::of(&config.mcp_endpoint, options.mcp_endpoint) {
+    match endpoint {
         Ok(None) => {}
         Ok(Some(mut settings)) => {
             settings.idle_session = options.mcp_endpoint_idle;

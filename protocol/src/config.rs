@@ -96,6 +96,10 @@ pub struct McpEndpointConfig {
     pub allow_non_loopback: bool,
     /// `allowed_origins`: `Origin`s accepted besides the endpoint's own loopback ones.
     pub allowed_origins: Vec<String>,
+    /// `allow_session_servers` (default false): an endpoint session may start servers of its
+    /// own (`_meta["corral/bridge"].sessionServers` in its `initialize`), which lets whoever
+    /// holds the token run commands as the user.
+    pub allow_session_servers: bool,
 }
 
 impl Default for McpEndpointConfig {
@@ -105,6 +109,7 @@ impl Default for McpEndpointConfig {
             listen: DEFAULT_MCP_ENDPOINT_LISTEN,
             allow_non_loopback: false,
             allowed_origins: Vec::new(),
+            allow_session_servers: false,
         }
     }
 }
@@ -520,6 +525,13 @@ fn mcp_endpoint_schema() -> Value {
                 "type": "array",
                 "items": { "type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+$" },
                 "default": [],
+            },
+            "allow_session_servers": {
+                "description": "Let an endpoint session start servers of its own, as `corral mcp \
+                    --config` does (`_meta[\"corral/bridge\"].sessionServers` in its `initialize`): \
+                    whoever holds the token can then run any command as you (default: false).",
+                "type": "boolean",
+                "default": false,
             },
         },
         "additionalProperties": false,
@@ -1344,7 +1356,13 @@ const GLOBAL_KEYS: &[&str] = &[
 /// The table of the loopback MCP endpoint's settings.
 const MCP_ENDPOINT_KEY: &str = "mcp_endpoint";
 /// The keys of `[mcp_endpoint]`.
-const MCP_ENDPOINT_KEYS: &[&str] = &["enabled", "listen", "allow_non_loopback", "allowed_origins"];
+const MCP_ENDPOINT_KEYS: &[&str] = &[
+    "enabled",
+    "listen",
+    "allow_non_loopback",
+    "allowed_origins",
+    "allow_session_servers",
+];
 
 /// Check one daemon-wide key and store its value in `config`.
 fn check_global(key: &str, value: &Spanned<DeValue<'_>>, problems: &mut Problems<'_>, config: &mut Config) {
@@ -1416,7 +1434,8 @@ fn check_mcp_endpoint(table: &DeTable<'_>, problems: &mut Problems<'_>) -> McpEn
         match (key_name, value.get_ref()) {
             ("enabled", DeValue::Boolean(enabled)) => endpoint.enabled = *enabled,
             ("allow_non_loopback", DeValue::Boolean(allow)) => endpoint.allow_non_loopback = *allow,
-            ("enabled" | "allow_non_loopback", other) => report(format!(
+            ("allow_session_servers", DeValue::Boolean(allow)) => endpoint.allow_session_servers = *allow,
+            ("enabled" | "allow_non_loopback" | "allow_session_servers", other) => report(format!(
                 "expected a boolean (`true` or `false`), found {}",
                 describe(other)
             )),

@@ -382,8 +382,9 @@ pub fn open_private_dir(dir: &Path) -> Result<std::os::fd::OwnedFd, UntrustedSoc
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UntrustedFile {
-    /// The directory holding it is not private to this user.
-    #[error("cannot trust {}: {reason}", path.display())]
+    /// The directory holding it is not private to this user. The message
+    /// gives a file's way out, not a socket's (`XDG_RUNTIME_DIR`, `--socket`).
+    #[error("cannot trust {}: {}", path.display(), file_dir_problem(reason))]
     Dir {
         /// The file.
         path: PathBuf,
@@ -436,6 +437,38 @@ pub enum UntrustedFile {
         /// What the system said.
         error: std::io::Error,
     },
+}
+
+/// What is wrong with the directory of a private file, and the way out: one
+/// only the user can write (such files are corrald's, in its data
+/// directory, which [`DATA_DIR_ENV`] moves).
+#[cfg(unix)]
+fn file_dir_problem(reason: &UntrustedSocket) -> String {
+    let elsewhere = format!("start corrald with {DATA_DIR_ENV} set to a directory only you can write");
+    match reason {
+        UntrustedSocket::DirOwnedByOther { dir, owner, own_uid } => format!(
+            "its directory {} belongs to uid {owner}, not to you (uid {own_uid}): {elsewhere}",
+            dir.display()
+        ),
+        UntrustedSocket::DirWritableByOthers { dir, mode } if mode & 0o1000 == 0 => format!(
+            "its directory {} has mode {mode:o}: other users can create or replace files in it; if you made it, \
+             run `chmod 700 {}`, else {elsewhere}",
+            dir.display(),
+            dir.display()
+        ),
+        UntrustedSocket::DirWritableByOthers { dir, mode } => format!(
+            "its directory {} has mode {mode:o}: other users can create or replace files in it; {elsewhere}",
+            dir.display()
+        ),
+        UntrustedSocket::DirIsSymlink { dir } => format!(
+            "its directory {} is a symbolic link, not a directory of yours: {elsewhere}",
+            dir.display()
+        ),
+        UntrustedSocket::DirNotADirectory { dir } => {
+            format!("{} is not a directory: {elsewhere}", dir.display())
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Read a file that must be private to this user, at most `max` bytes: `None` when it does
@@ -640,7 +673,50 @@ mod tests {
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o770)).expect("chmod 770");
         let error = read_private_file(&elsewhere, 64).expect_err("a shared directory");
         assert!(matches!(error, UntrustedFile::Dir { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("run `chmod 700 {}`", base.display())),
+            "{error}"
+        );
         let _ = std::fs::remove_dir_all(base);
+    }
+
+    /// A private file's directory gets a file's way out, never a socket's.
+    #[cfg(unix)]
+    #[test]
+    fn a_private_files_untrusted_directory_says_how_to_use_another() {
+        let path = PathBuf::from("/shared/data/mcp-endpoint.token");
+        let dir = PathBuf::from("/shared/data");
+        for reason in [
+            UntrustedSocket::DirOwnedByOther {
+                dir: dir.clone(),
+                owner: 1001,
+                own_uid: 1000,
+            },
+            UntrustedSocket::DirWritableByOthers {
+                dir: dir.clone(),
+                mode: 0o1777,
+            },
+            UntrustedSocket::DirIsSymlink { dir: dir.clone() },
+            UntrustedSocket::DirNotADirectory { dir: dir.clone() },
+        ] {
+            let error = UntrustedFile::Dir {
+                path: path.clone(),
+                reason,
+            }
+            .to_string();
+            assert!(
+                error.starts_with("cannot trust /shared/data/mcp-endpoint.token: ")
+                    && error.contains("/shared/data")
+                    && error.contains("start corrald with CORRAL_DATA_DIR set to a directory only you can write"),
+                "{error}"
+            );
+            assert!(
+                !error.contains("XDG_RUNTIME_DIR") && !error.contains("--socket"),
+                "a socket's advice: {error}"
+            );
+        }
     }
 
     #[test]

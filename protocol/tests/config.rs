@@ -397,7 +397,7 @@ scopes = ["read write"]
     ErrorCase {
         name: "the MCP endpoint's table",
         toml: "[mcp_endpoint]\nenabled = \"yes\"\nlisten = \"localhost:7767\"\nallow_non_loopbak = true\n\
-               allowed_origins = [\"http://localhost:6274/path\", 5, \"ftp://x\"]\n",
+               allowed_origins = [\"http://localhost:6274/path\", 5, \"ftp://x\"]\nallow_session_servers = 1\n",
         errors: &[
             "config.toml:2:11: field `mcp_endpoint.enabled`: expected a boolean (`true` or `false`), found a string",
             "config.toml:3:10: field `mcp_endpoint.listen`: expected an IP address and a port such as \
@@ -408,6 +408,8 @@ scopes = ["read write"]
             "config.toml:5:50: field `mcp_endpoint.allowed_origins`: expected an array of strings, found an integer",
             "config.toml:5:53: field `mcp_endpoint.allowed_origins`: unsupported URL scheme `ftp`, expected `http` or \
              `https`",
+            "config.toml:6:25: field `mcp_endpoint.allow_session_servers`: expected a boolean (`true` or `false`), \
+             found an integer",
         ],
     },
     ErrorCase {
@@ -780,6 +782,10 @@ fn the_mcp_endpoint_is_off_by_default_on_loopback_and_read_when_configured() {
     assert_eq!(default.listen, config::DEFAULT_MCP_ENDPOINT_LISTEN);
     assert_eq!(default.listen.to_string(), "127.0.0.1:7767");
     assert!(!default.allow_non_loopback && default.allowed_origins.is_empty());
+    assert!(
+        !default.allow_session_servers,
+        "a token must not grant running commands by default"
+    );
     let endpoint = parse_ok(
         "[mcp_endpoint]\nenabled = true\nlisten = \"[::1]:0\"\nallowed_origins = [\"http://localhost:6274\"]\n",
     )
@@ -791,6 +797,8 @@ fn the_mcp_endpoint_is_off_by_default_on_loopback_and_read_when_configured() {
         parse_ok("[mcp_endpoint]\nenabled = true\nlisten = \"0.0.0.0:7767\"\nallow_non_loopback = true\n").mcp_endpoint;
     assert!(everywhere.allow_non_loopback);
     assert!(everywhere.listen.ip().is_unspecified());
+    let own_servers = parse_ok("[mcp_endpoint]\nallow_session_servers = true\n").mcp_endpoint;
+    assert!(own_servers.allow_session_servers);
 }
 
 #[test]

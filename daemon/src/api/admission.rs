@@ -12,9 +12,11 @@
 //! connection ends, or at once when it is evicted.
 //!
 //! The cap is [`MAX_CONNECTIONS`] (1024) or the soft open-file limit less
-//! [`FD_RESERVE`] (128), whichever is lower ([`connection_cap`]; boot raised
-//! the soft limit to the hard one before anything was opened): connections
-//! never take the files a server spawn needs. Idle connections never hold
+//! [`FD_RESERVE`] (128) and less the files of the daemon's other doors (the
+//! MCP endpoint's TCP connections, `ConnectionLimits::other_files`),
+//! whichever is lower ([`connection_cap`]; boot raised the soft limit to the
+//! hard one before anything was opened): connections never take the files a
+//! server spawn needs. Idle connections never hold
 //! every slot: the handshake deadline closes them, and the queue evicts the
 //! oldest. All connections' unfinished messages together hold at most
 //! `ConnectionLimits::partial_frame_bytes` (256 MiB): a semaphore whose
@@ -63,6 +65,10 @@ pub struct ConnectionLimits {
     /// Requests of one connection waiting for a slot (and at most
     /// `connection::WAITING_BYTES` of them); more are answered `tooManyRequests`.
     pub waiting_requests: usize,
+    /// Open files the daemon's other doors may hold (the loopback MCP
+    /// endpoint's TCP connections and listener), kept out of the connection
+    /// cap besides the reserve (`FD_RESERVE`).
+    pub other_files: u64,
 }
 
 impl Default for ConnectionLimits {
@@ -73,6 +79,7 @@ impl Default for ConnectionLimits {
             partial_frame_bytes: 256 * 1024 * 1024,
             in_flight: connection::MAX_IN_FLIGHT,
             waiting_requests: connection::MAX_WAITING_REQUESTS,
+            other_files: 0,
         }
     }
 }
@@ -86,13 +93,16 @@ pub(crate) struct Admission {
     pub(crate) partial_frames: Arc<Semaphore>,
 }
 
-/// Connections served at once with a soft open-file limit of `open_files`:
-/// [`MAX_CONNECTIONS`], but never more than leaves [`FD_RESERVE`] files free
-/// (half of them on a very low limit).
-pub(crate) fn connection_cap(open_files: Option<u64>) -> usize {
+/// Connections served at once with a soft open-file limit of `open_files`
+/// of which `other_files` are the other doors' (the MCP endpoint's TCP
+/// connections): [`MAX_CONNECTIONS`], but never more than leaves
+/// [`FD_RESERVE`] files free besides those (half of the rest on a very low
+/// limit).
+pub(crate) fn connection_cap(open_files: Option<u64>, other_files: u64) -> usize {
     let Some(open_files) = open_files else {
         return MAX_CONNECTIONS;
     };
+    let open_files = open_files.saturating_sub(other_files);
     let room = if open_files > 2 * FD_RESERVE {
         open_files - FD_RESERVE
     } else {
@@ -153,7 +163,7 @@ impl Gate {
     /// A gate for connections with these `limits`, capped by the open-file
     /// limit in force now.
     pub(crate) fn new(limits: ConnectionLimits) -> Self {
-        let max_connections = connection_cap(open_file_limit());
+        let max_connections = connection_cap(open_file_limit(), limits.other_files);
         Self {
             connections: AtomicU32::new(0),
             connection_slots: Arc::new(Semaphore::new(max_connections)),
@@ -296,12 +306,24 @@ mod tests {
 
     #[test]
     fn the_connection_cap_leaves_the_fd_reserve_free() {
-        assert_eq!(connection_cap(None), MAX_CONNECTIONS);
-        assert_eq!(connection_cap(Some(1_048_576)), MAX_CONNECTIONS);
-        assert_eq!(connection_cap(Some(1024)), 1024 - 128);
-        assert_eq!(connection_cap(Some(257)), 129);
-        assert_eq!(connection_cap(Some(256)), 128, "half of a low limit");
-        assert_eq!(connection_cap(Some(10)), 5);
-        assert_eq!(connection_cap(Some(0)), 1, "never zero: corral status must get in");
+        assert_eq!(connection_cap(None, 0), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(1_048_576), 0), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(1024), 0), 1024 - 128);
+        assert_eq!(connection_cap(Some(257), 0), 129);
+        assert_eq!(connection_cap(Some(256), 0), 128, "half of a low limit");
+        assert_eq!(connection_cap(Some(10), 0), 5);
+        assert_eq!(connection_cap(Some(0), 0), 1, "never zero: corral status must get in");
+    }
+
+    #[test]
+    fn the_mcp_endpoints_connections_are_kept_out_of_the_cap() {
+        assert_eq!(connection_cap(Some(1024), 257), 1024 - 257 - 128);
+        assert_eq!(connection_cap(Some(1_048_576), 257), MAX_CONNECTIONS);
+        assert_eq!(
+            connection_cap(Some(128), 33),
+            (128 - 33) / 2,
+            "half of what is left of a low limit"
+        );
+        assert_eq!(connection_cap(Some(10), 257), 1, "never zero");
     }
 }

@@ -6,7 +6,10 @@
 //! The mode is decided by the connection's first `initialize`: an integer
 //! `protocolVersion` is Corral's protocol (the front-end API's methods), a
 //! string is MCP (an MCP client such as `corral mcp`'s: the bridge's
-//! methods, [`MethodTables::mcp`]). The tables differ because MCP's
+//! methods, [`MethodTables::mcp`]). Corral's protocol is the socket's only:
+//! a connection of the loopback HTTP endpoint (its link's `Door`) that asks
+//! for it is refused, since anyone with the endpoint's token could otherwise
+//! add servers (run commands) and read the config. The tables differ because MCP's
 //! `tools/list` and `tools/call` share their names with Corral's; everything
 //! else here (limits, slots, batches, cancellation) is the same for both.
 //!
@@ -59,7 +62,7 @@ use tracing::Instrument;
 use super::router::MethodTables;
 use super::rpc::rpc_error;
 use super::session::Session;
-use crate::hub::link::{Dialect, FrontEndError};
+use crate::hub::link::{Dialect, Door, FrontEndError};
 
 use super::connection::{MAX_BATCH_LEN, Outlet, WAITING_BYTES};
 
@@ -376,6 +379,16 @@ impl Dispatcher {
         }
         let mcp_initialize = if initialize {
             let head = InitializeHead::read(request.params.as_deref());
+            if head.dialect() == Dialect::Corral && self.session.link.door != Door::Socket {
+                return Some(Dispatched::Now(MethodResponse::error(
+                    id,
+                    rpc_error(
+                        ErrorCode::InvalidRequest,
+                        "the MCP endpoint speaks MCP only: `initialize` needs a string `protocolVersion` such as \
+                         \"2025-11-25\"; Corral's own protocol is served on corrald's socket only",
+                    ),
+                )));
+            }
             // The first `initialize` decides the connection's mode for its whole life.
             self.session.link.set_dialect(head.dialect());
             Some(head)

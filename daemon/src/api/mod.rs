@@ -46,8 +46,10 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::config::reload::ReloadHandle;
 use crate::hub::Hub;
+pub(crate) use crate::hub::link::Door;
 use crate::supervisor::SupervisorHandle;
 pub use admission::ConnectionLimits;
+pub(crate) use admission::open_file_limit;
 use admission::{Admission, ConnectionGuard, Gate};
 pub(crate) use connection::HungUp;
 
@@ -169,7 +171,8 @@ impl DaemonContext {
     }
 }
 
-/// Serve one connection as session `id`; when it ends, so do the servers it added.
+/// Serve one connection, which came in at `door`, as session `id` of
+/// `engine`; when it ends, so do the servers it added.
 ///
 /// `hung_up` tells, once the front-end's side reached end of stream, whether
 /// it closed the connection entirely (so nothing it asked can be answered)
@@ -178,14 +181,18 @@ async fn run_connection<S>(
     stream: S,
     hung_up: connection::HungUp,
     id: u64,
-    methods: router::MethodTables,
-    context: Arc<DaemonContext>,
-    shutdown: CancellationToken,
+    door: Door,
+    engine: Engine,
     guard: ConnectionGuard,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (link, link_messages) = context.hub.routes.new_link(id);
+    let Engine {
+        context,
+        methods,
+        shutdown,
+    } = engine;
+    let (link, link_messages) = context.hub.routes.new_link(id, door);
     let session = Arc::new(session::Session::new(id, link.clone()));
     let admission = context.gate.admission(&session, &guard);
     connection::serve(stream, hung_up, session, link_messages, methods, admission, shutdown).await;
@@ -216,7 +223,12 @@ where
     let Some(guard) = context.gate.admit_or_wait().await else {
         return false;
     };
-    run_connection(stream, Box::new(|| false), id, methods, context, shutdown, guard).await;
+    let engine = Engine {
+        context,
+        methods,
+        shutdown,
+    };
+    run_connection(stream, Box::new(|| false), id, Door::Socket, engine, guard).await;
     true
 }
 
@@ -227,7 +239,9 @@ where
 /// duplex. Connections come in through the one [`Gate`] (its cap, its
 /// handshake queue), are numbered by it, dispatch into the same method tables
 /// (one bridge for every MCP client) and end the same way (their resource
-/// subscriptions released, their session servers removed). Cheap to clone.
+/// subscriptions released, their session servers removed). Each connection
+/// knows its [`Door`]: what came in at the endpoint speaks MCP only and adds
+/// servers of its own only when the config allows it. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Engine {
     context: Arc<DaemonContext>,
@@ -278,19 +292,15 @@ impl Admitted {
         self.id
     }
 
-    /// Serve `stream` as this connection until it ends. `hung_up`, asked once
-    /// at end of stream, says whether the other side is gone entirely (its
-    /// running requests are cancelled at once) rather than only done sending.
-    pub(crate) async fn serve<S>(self, engine: Engine, stream: S, hung_up: HungUp)
+    /// Serve `stream`, which came in at `door`, as this connection until it
+    /// ends. `hung_up`, asked once at end of stream, says whether the other
+    /// side is gone entirely (its running requests are cancelled at once)
+    /// rather than only done sending.
+    pub(crate) async fn serve<S>(self, engine: Engine, stream: S, hung_up: HungUp, door: Door)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     {
-        let Engine {
-            context,
-            methods,
-            shutdown,
-        } = engine;
-        run_connection(stream, hung_up, self.id, methods, context, shutdown, self.guard).await;
+        run_connection(stream, hung_up, self.id, door, engine, self.guard).await;
     }
 }
 
@@ -304,7 +314,7 @@ pub(crate) async fn serve(
     let shutdown = engine.shutdown.clone();
     tracing::info!(
         max_connections = engine.max_connections(),
-        open_files = ?admission::open_file_limit(),
+        open_files = ?open_file_limit(),
         "serving at most {} connections at once",
         engine.max_connections()
     );
@@ -328,7 +338,7 @@ pub(crate) async fn serve(
             refusals.refused(engine.max_connections());
             continue;
         };
-        tracker.spawn(admitted.serve(engine.clone(), accepted.stream, accepted.hung_up));
+        tracker.spawn(admitted.serve(engine.clone(), accepted.stream, accepted.hung_up, Door::Socket));
     }
     Ok(())
 }

@@ -30,7 +30,11 @@
 //!   and prompts, and prefixes a resource URI another server already has;
 //! - a client sees only what its [`view::View`] shows: never another
 //!   client's own servers; its own (`--config`) live exactly as long as its
-//!   connection (session servers, reaped by the supervisor when it ends);
+//!   connection (session servers, reaped by the supervisor when it ends),
+//!   and exist only when its link's `Door` allows them: a session of the
+//!   loopback HTTP endpoint asking for them is refused (`notPermitted`)
+//!   unless `[mcp_endpoint] allow_session_servers` is set, since the token
+//!   would otherwise let its holder run commands;
 //! - only ready servers' tools are listed; a call to a server that is not
 //!   ready answers at once with a tool error saying why and what to do;
 //! - requests a server makes of its client (elicitation, sampling) during a
@@ -271,6 +275,18 @@ fn initialize(params: &Params<'_>, bridge: &Bridge, extensions: &Extensions) -> 
         )
     })?;
     let link = link(extensions)?;
+    if !options.session_servers.is_empty() && !link.door.may_start_servers() {
+        return Err(error(
+            ErrorCode::NotPermitted,
+            format!(
+                "`_meta[\"{}\"].sessionServers` of `initialize`: a session of corrald's MCP endpoint may not start \
+                 servers of its own, since that lets whoever holds the endpoint's token run commands as you; set \
+                 `allow_session_servers = true` in [mcp_endpoint] to allow it, or run the client through `corral mcp \
+                 --config FILE` instead",
+                view::OPTIONS_KEY
+            ),
+        ));
+    }
     // A server's requests reach this client only as far as it said it can answer them.
     bridge.hub.routes.register(&link, can_answer(&capabilities));
     let client = Arc::new(Client {

@@ -17,28 +17,37 @@
 //! - a request's answer waits for the engine however long the call takes; a
 //!   client that goes away does not cancel it (as the transport says: it
 //!   sends `notifications/cancelled` for that, after which no answer comes,
-//!   so the cancelled request's stream ends at once).
+//!   so the cancelled request's stream ends at once, and a request answered
+//!   as JSON gets a `requestCancelled` error: never 404, which would tell
+//!   the client its session is gone);
+//! - whatever a handler registered is undone when hyper drops it (its
+//!   client went away): a session whose `initialize` is under way is closed
+//!   (`session::Opening`), a request not yet written to the engine is
+//!   withdrawn (`session::Registration`).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use corral_protocol::ErrorCode;
+use corral_protocol::jsonrpc::{EnvelopeError, Message, RequestId};
 use http_body_util::BodyExt as _;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::Value;
-use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::checks::{self, Accepts, Allowed, SESSION_HEADER};
-use super::session::{Refused, STREAM_QUEUE, Session, Sessions, StreamGuard, Waiter};
+use super::session::{
+    Inbox, REQUEST_PROGRESS_TOKEN, Refused, Session, Sessions, StreamGuard, Waiter, progress_token, request_key,
+};
 use super::token::Token;
 use crate::api;
 
@@ -60,6 +69,8 @@ pub(super) struct Service {
     pub(super) token: Token,
     pub(super) allowed: Allowed,
     pub(super) sessions: Arc<Sessions>,
+    /// What its sessions may do.
+    pub(super) door: api::Door,
     pub(super) tracker: TaskTracker,
     pub(super) shutdown: CancellationToken,
 }
@@ -68,8 +79,9 @@ pub(super) struct Service {
 type Answer = Response<Body>;
 
 impl Service {
-    /// Answer one request.
-    pub(super) async fn handle(&self, request: Request<Incoming>) -> Answer {
+    /// Answer one request of a TCP connection whose `trusted` is set once
+    /// one of its requests carried the token.
+    pub(super) async fn handle(&self, request: Request<Incoming>, trusted: &AtomicBool) -> Answer {
         let (parts, body) = request.into_parts();
         if let Err(why) = self.allowed.check_host(&parts.headers) {
             return refusal(StatusCode::FORBIDDEN, ErrorCode::InvalidRequest, why);
@@ -81,38 +93,11 @@ impl Service {
         let mut answer = if parts.method == Method::OPTIONS && origin.is_some() {
             preflight()
         } else if !checks::authorized(&parts.headers, &self.token) {
-            let mut answer = refusal(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::InvalidRequest,
-                "missing or wrong bearer token: send `Authorization: Bearer TOKEN` with the token `corral mcp url` prints",
-            );
-            answer
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            answer
-        } else if parts.uri.path() != PATH {
-            refusal(
-                StatusCode::NOT_FOUND,
-                ErrorCode::InvalidRequest,
-                "no such path: the MCP endpoint is /mcp",
-            )
+            unauthorized(parts.headers.contains_key(header::AUTHORIZATION))
         } else {
-            match parts.method {
-                Method::POST => self.post(&parts.headers, body).await,
-                Method::GET => self.get(&parts.headers),
-                Method::DELETE => self.delete(&parts.headers),
-                _ => {
-                    let mut answer = refusal(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        ErrorCode::InvalidRequest,
-                        "the MCP endpoint takes POST, GET and DELETE",
-                    );
-                    answer
-                        .headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
-                    answer
-                }
-            }
+            // This connection's client has the token: it is not closed to make room.
+            trusted.store(true, Ordering::Release);
+            self.authorized(&parts, body).await
         };
         if let Some(origin) = origin {
             let headers = answer.headers_mut();
@@ -124,6 +109,33 @@ impl Service {
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
         answer
+    }
+
+    /// A request that passed the checks and the token: by path and method.
+    async fn authorized(&self, parts: &hyper::http::request::Parts, body: Incoming) -> Answer {
+        if parts.uri.path() != PATH {
+            return refusal(
+                StatusCode::NOT_FOUND,
+                ErrorCode::InvalidRequest,
+                "no such path: the MCP endpoint is /mcp",
+            );
+        }
+        match parts.method {
+            Method::POST => self.post(&parts.headers, body).await,
+            Method::GET => self.get(&parts.headers),
+            Method::DELETE => self.delete(&parts.headers),
+            _ => {
+                let mut answer = refusal(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    ErrorCode::InvalidRequest,
+                    "the MCP endpoint takes POST, GET and DELETE",
+                );
+                answer
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+                answer
+            }
+        }
     }
 
     /// POST: one message of the client's.
@@ -144,7 +156,7 @@ impl Service {
             Ok(body) => body,
             Err(refused) => return refused.answer(),
         };
-        let message = match Message::classify(&body) {
+        let message = match ClientMessage::read(&body) {
             Ok(message) => message,
             Err(refused) => return refused.answer(),
         };
@@ -190,14 +202,9 @@ impl Service {
                 "the answer to a request is `text/event-stream` or `application/json`: accept one of them",
             );
         }
-        let (to, mut answers) = mpsc::channel(STREAM_QUEUE);
-        let waiter = Waiter {
-            to,
-            progress_token,
-            stream: accepts.event_stream,
-        };
-        let backlog = match session.register(key.clone(), waiter) {
-            Ok(backlog) => backlog,
+        let (waiter, mut answers) = Waiter::new(progress_token, accepts.event_stream);
+        let (registration, backlog) = match session.register(key.clone(), waiter) {
+            Ok(registered) => registered,
             Err(Refused::Duplicate) => {
                 return json_message(&error_response(
                     Some(&key),
@@ -207,22 +214,50 @@ impl Service {
             }
             Err(_) => return unknown_session(),
         };
+        // Dropped here (the session ended, or hyper dropped this handler
+        // because its client went away): the request is withdrawn.
         if !session.send(&message.line).await {
-            session.unregister(&key);
             return unknown_session();
         }
+        registration.sent();
         if accepts.event_stream {
             return events(SseStream::new(backlog, answers, Some(session.stream_opened())));
         }
         match answers.recv().await {
             Some(response) => json_message(&response),
+            // The session is alive: the client cancelled the request. A 404
+            // would tell it to start a new session.
+            None if !session.is_ended() => json_message(&error_response(
+                Some(&key),
+                ErrorCode::RequestCancelled,
+                "the request was cancelled (notifications/cancelled): it has no result",
+            )),
             None => unknown_session(),
         }
     }
 
     /// `initialize` without a session: a new session, kept if the engine says yes.
     async fn initialize(&self, line: &str, key: String, accepts: Accepts) -> Answer {
-        let Some(session) = Session::open(&self.engine, &self.sessions, &self.tracker, &self.shutdown).await else {
+        let Some(slot) = self.sessions.make_room() else {
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::TooManyRequests,
+                &format!(
+                    "the MCP endpoint serves at most {} sessions and every one is busy (a request running or a \
+                     stream open): end sessions you no longer use with DELETE, or try again later",
+                    self.sessions.max()
+                ),
+            );
+        };
+        let opened = Session::open(
+            &self.engine,
+            self.door,
+            &self.sessions,
+            slot,
+            &self.tracker,
+            &self.shutdown,
+        );
+        let Some(opening) = opened.await else {
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::TooManyRequests,
@@ -233,43 +268,35 @@ impl Service {
                 ),
             );
         };
-        let (to, mut answers) = mpsc::channel(1);
-        let waiter = Waiter {
-            to,
-            progress_token: None,
-            stream: false,
+        // From here on, whatever ends this handler without keeping the
+        // session (a failure, or hyper dropping it because its client went
+        // away) drops `opening`, which closes the session.
+        let session = opening.session().clone();
+        let (waiter, mut answers) = Waiter::new(None, false);
+        let Ok((registration, _)) = session.register(key, waiter) else {
+            return shutting_down();
         };
-        let registered = session.register(key, waiter).is_ok();
-        if !registered || !session.send(line).await {
-            session.close();
+        if !session.send(line).await {
+            return shutting_down();
+        }
+        registration.sent();
+        let Ok(Some(answer)) = tokio::time::timeout(INITIALIZE_WAIT, answers.recv()).await else {
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::ShuttingDown,
-                "the new session ended at once: corrald is shutting down",
+                ErrorCode::InternalError,
+                "corrald did not answer `initialize` in time; try again",
             );
-        }
-        let answer = match tokio::time::timeout(INITIALIZE_WAIT, answers.recv()).await {
-            Ok(Some(answer)) => answer,
-            _ => {
-                session.close();
-                return refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorCode::InternalError,
-                    "corrald did not answer `initialize` in time; try again",
-                );
-            }
         };
         let succeeded = serde_json::from_str::<Value>(&answer).is_ok_and(|answer| answer.get("result").is_some());
-        if !succeeded || !self.sessions.insert(&session) {
-            // Nothing to keep: the client gets the engine's error, no session.
-            session.close();
+        // Nothing to keep on failure: the client gets the engine's error, no session.
+        let kept = if succeeded { opening.establish() } else { None };
+        let Some(session) = kept else {
             return json_message(&answer);
-        }
+        };
         let mut answer = if accepts.event_stream {
-            let (_, closed) = mpsc::channel(1);
             events(SseStream::new(
                 VecDeque::from([answer]),
-                closed,
+                Inbox::ended(),
                 Some(session.stream_opened()),
             ))
         } else {
@@ -296,7 +323,7 @@ impl Service {
         };
         session.touch();
         match session.open_listener() {
-            Ok((messages, backlog)) => events(SseStream::new(backlog, messages, Some(session.stream_opened()))),
+            Ok((inbox, backlog)) => events(SseStream::new(backlog, inbox, Some(session.stream_opened()))),
             Err(Refused::ListenerOpen) => refusal(
                 StatusCode::CONFLICT,
                 ErrorCode::InvalidRequest,
@@ -376,7 +403,7 @@ async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, Refusal
 }
 
 /// One message of the client's, as the endpoint reads it before writing it to the engine.
-struct Message {
+struct ClientMessage {
     /// The message as one line (JSON whitespace line breaks made spaces).
     line: String,
     method: Option<String>,
@@ -396,107 +423,71 @@ enum Kind {
     NoAnswer,
 }
 
-impl Message {
-    /// Read one POST body: a single JSON-RPC message, else the 400 saying why.
-    fn classify(body: &[u8]) -> Result<Self, Refusal> {
-        #[derive(serde::Deserialize)]
-        struct Envelope<'a> {
-            #[serde(default)]
-            id: Option<Value>,
-            #[serde(default)]
-            method: Option<String>,
-            #[serde(default, borrow)]
-            params: Option<&'a RawValue>,
-            #[serde(default, borrow)]
-            result: Option<&'a RawValue>,
-            #[serde(default, borrow)]
-            error: Option<&'a RawValue>,
-        }
-        let bad = |code, message: &str| Err(Refusal::new(StatusCode::BAD_REQUEST, code, message));
+impl ClientMessage {
+    /// Read one POST body: a single JSON-RPC 2.0 message (the protocol
+    /// crate's reading, as every other front-end's), else the 400 saying why.
+    fn read(body: &[u8]) -> Result<Self, Refusal> {
+        let bad = |code, message: String| Err(Refusal::new(StatusCode::BAD_REQUEST, code, message));
         let Ok(text) = std::str::from_utf8(body) else {
-            return bad(ErrorCode::ParseError, "the body is not UTF-8");
+            return bad(ErrorCode::ParseError, "the body is not UTF-8".to_owned());
         };
-        if text.trim_start().starts_with('[') {
-            return bad(
-                ErrorCode::InvalidRequest,
-                "a POST carries one JSON-RPC message, not a batch (streamable HTTP since 2025-06-18)",
-            );
-        }
-        let envelope: Envelope<'_> = match serde_json::from_str(text) {
-            Ok(envelope) => envelope,
-            Err(error) => return bad(ErrorCode::ParseError, &format!("not a JSON-RPC message: {error}")),
-        };
-        let kind = match (&envelope.method, &envelope.id) {
-            (Some(_), Some(id)) => {
-                let usable = matches!(id, Value::String(_)) || id.as_u64().is_some();
-                if !usable {
-                    return bad(
-                        ErrorCode::InvalidRequest,
-                        "a request's id must be a string or a non-negative integer",
-                    );
-                }
-                Kind::Request {
-                    key: id.to_string(),
-                    progress_token: envelope.params.and_then(progress_token),
-                }
-            }
-            (Some(method), None) if method == CANCELLED => match envelope.params.and_then(cancelled_request) {
-                Some(key) => Kind::Cancels(key),
-                None => Kind::NoAnswer,
-            },
-            (Some(_), None) => Kind::NoAnswer,
-            (None, Some(_)) if envelope.result.is_some() || envelope.error.is_some() => Kind::NoAnswer,
-            _ => {
+        let message = match Message::parse(body) {
+            Ok(message) => message,
+            Err(EnvelopeError::Json(error)) => return bad(ErrorCode::ParseError, format!("not JSON: {error}")),
+            Err(error) => {
                 return bad(
                     ErrorCode::InvalidRequest,
-                    "not a JSON-RPC request, notification or response",
+                    format!("{error}: a POST carries one JSON-RPC 2.0 message (streamable HTTP since 2025-06-18)"),
                 );
             }
         };
-        // Line breaks in valid JSON are whitespace (inside strings they are
-        // escaped): the engine reads one message per line.
-        let line = if text.contains(['\n', '\r']) {
-            text.replace(['\n', '\r'], " ")
-        } else {
-            text.to_owned()
+        let (method, kind) = match message {
+            Message::Request(request) => {
+                if matches!(request.id, RequestId::Number(number) if number < 0) {
+                    // The engine answers integer ids from 0 up: another
+                    // would be answered with a `null` id, to no POST.
+                    return bad(
+                        ErrorCode::InvalidRequest,
+                        "a request's `id` must be a string or a non-negative integer".to_owned(),
+                    );
+                }
+                let kind = Kind::Request {
+                    key: request_key(&request.id),
+                    progress_token: progress_token(request.params.as_ref(), REQUEST_PROGRESS_TOKEN),
+                };
+                (Some(request.method), kind)
+            }
+            Message::Notification(notification) => {
+                let cancels = (notification.method == CANCELLED)
+                    .then(|| notification.params.as_ref()?.get("requestId").cloned())
+                    .flatten()
+                    .and_then(|id| serde_json::from_value::<RequestId>(id).ok());
+                let kind = cancels.map_or(Kind::NoAnswer, |id| Kind::Cancels(request_key(&id)));
+                (Some(notification.method), kind)
+            }
+            Message::Response(_) => (None, Kind::NoAnswer),
         };
         Ok(Self {
-            line,
-            method: envelope.method,
+            line: one_line(text).into_owned(),
+            method,
             kind,
         })
     }
 }
 
+/// `text` on one line: line breaks in valid JSON are whitespace (inside
+/// strings they are escaped), so they become spaces. The engine reads one
+/// message per line; an SSE `data:` line ends at a CR or an LF.
+fn one_line(text: &str) -> Cow<'_, str> {
+    if text.contains(['\n', '\r']) {
+        Cow::Owned(text.replace(['\n', '\r'], " "))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// MCP's cancellation notification.
 const CANCELLED: &str = "notifications/cancelled";
-
-/// The `requestId` of `notifications/cancelled`'s params, as JSON text.
-fn cancelled_request(params: &RawValue) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Params {
-        #[serde(rename = "requestId")]
-        request_id: Value,
-    }
-    let params: Params = serde_json::from_str(params.get()).ok()?;
-    Some(params.request_id.to_string())
-}
-
-/// A request's `params._meta.progressToken`, as JSON text.
-fn progress_token(params: &RawValue) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Params {
-        #[serde(rename = "_meta")]
-        meta: Meta,
-    }
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        #[serde(rename = "progressToken")]
-        progress_token: Value,
-    }
-    let params: Params = serde_json::from_str(params.get()).ok()?;
-    Some(params.meta.progress_token.to_string())
-}
 
 /// A JSON-RPC error response to the request with id `key` (JSON text).
 fn error_response(key: Option<&str>, code: ErrorCode, message: &str) -> String {
@@ -540,6 +531,46 @@ fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Answer {
     let mut answer = json_message(&body.to_string());
     *answer.status_mut() = status;
     answer
+}
+
+/// 401: no token (`token_sent` false) or a wrong one. The challenge names
+/// no `resource_metadata`, since the token is not OAuth's, and its
+/// `error_description` (like the body) says where the token is: an MCP
+/// client that knows OAuth shows that rather than failing at discovery.
+fn unauthorized(token_sent: bool) -> Answer {
+    let mut answer = refusal(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::InvalidRequest,
+        "missing or wrong bearer token: send `Authorization: Bearer TOKEN` with the token `corral mcp url` prints \
+         (this endpoint does not use OAuth)",
+    );
+    // RFC 6750: `invalid_token` only when a token came.
+    let challenge = if token_sent {
+        concat!(
+            r#"Bearer realm="corral", error="invalid_token", error_description=""#,
+            "wrong token: run `corral mcp url` and send the Authorization header it prints",
+            '"'
+        )
+    } else {
+        concat!(
+            r#"Bearer realm="corral", error_description=""#,
+            "no token: run `corral mcp url` and send the Authorization header it prints",
+            '"'
+        )
+    };
+    answer
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    answer
+}
+
+/// 503: the session just opened ended at once.
+fn shutting_down() -> Answer {
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ShuttingDown,
+        "the new session ended at once: corrald is shutting down",
+    )
 }
 
 /// 404 for a session that does not exist (any more): the client starts a new one.
@@ -628,14 +659,14 @@ impl hyper::body::Body for Body {
 /// a comment every [`KEEP_ALIVE`] meanwhile.
 pub(super) struct SseStream {
     backlog: VecDeque<String>,
-    messages: mpsc::Receiver<String>,
+    messages: Inbox,
     keep_alive: tokio::time::Interval,
     /// Counts the stream open in its session until it is dropped.
     _open: Option<StreamGuard>,
 }
 
 impl SseStream {
-    fn new(backlog: VecDeque<String>, messages: mpsc::Receiver<String>, open: Option<StreamGuard>) -> Self {
+    fn new(backlog: VecDeque<String>, messages: Inbox, open: Option<StreamGuard>) -> Self {
         let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
@@ -662,7 +693,30 @@ impl SseStream {
     }
 }
 
-/// One SSE event carrying `message` (one line of JSON).
+/// One SSE event carrying `message`, whose JSON may hold a raw CR (a
+/// server's answer passes through as it wrote it): made one line.
 fn event(message: &str) -> Bytes {
-    Bytes::from(format!("event: message\ndata: {message}\n\n"))
+    Bytes::from(format!("event: message\ndata: {}\n\n", one_line(message)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_one_data_line_whatever_line_breaks_the_json_holds() {
+        let message = "{\"jsonrpc\":\"2.0\",\r\"id\":1,\r\n\"result\":{\"text\":\"a\\r\\nb\"}}";
+        let event = event(message);
+        let text = std::str::from_utf8(&event).expect("UTF-8");
+        assert!(!text.contains('\r'), "{text:?}");
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!((lines[0], lines[2], lines[3]), ("event: message", "", ""));
+        let data = lines[1].strip_prefix("data: ").expect("a data line");
+        assert_eq!(
+            serde_json::from_str::<Value>(data).expect("JSON"),
+            serde_json::from_str::<Value>(message).expect("JSON"),
+            "the same message"
+        );
+    }
 }

@@ -50,8 +50,13 @@ impl Token {
             return Ok((token, path));
         }
         crate::private_file::create_dir(data_dir)?;
+        // Worded as the file's problem, with a file's way out (not a socket's).
         let dir = corral_protocol::paths::open_private_dir(data_dir)
-            .with_context(|| format!("cannot keep the MCP endpoint's token in {}", data_dir.display()))?;
+            .map_err(|reason| corral_protocol::paths::UntrustedFile::Dir {
+                path: path.clone(),
+                reason,
+            })
+            .context("cannot keep the MCP endpoint's token")?;
         let token = Self::generate();
         let temporary = PathBuf::from(format!(".{TOKEN_FILE}.{}.tmp", std::process::id()));
         let published = publish(&dir, &temporary, &token.0);

@@ -112,6 +112,32 @@ pub(crate) enum Dialect {
     Mcp,
 }
 
+/// Where a connection came in, which bounds what its front-end may ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Door {
+    /// The daemon's socket: a process of the user's (its uid was checked).
+    Socket,
+    /// A session of the loopback HTTP MCP endpoint: whoever holds its
+    /// token. It speaks MCP only (Corral's protocol, which adds servers and
+    /// reads the config, is the socket's), and starts servers of its own
+    /// only when `session_servers` (`[mcp_endpoint] allow_session_servers`).
+    Endpoint {
+        /// Whether it may start servers of its own.
+        session_servers: bool,
+    },
+}
+
+impl Door {
+    /// Whether a front-end that came in here may start servers of its own
+    /// (session servers), that is, run commands as the user.
+    pub(crate) fn may_start_servers(self) -> bool {
+        match self {
+            Self::Socket => true,
+            Self::Endpoint { session_servers } => session_servers,
+        }
+    }
+}
+
 /// Why a front-end did not answer a request.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FrontEndError {
@@ -142,6 +168,8 @@ type Answer = Result<Value, FrontEndError>;
 pub(crate) struct Link {
     /// The connection's id.
     pub(crate) id: u64,
+    /// Where the connection came in.
+    pub(crate) door: Door,
     /// Set once, at the connection's `initialize`; nothing until then.
     pub(super) can_answer: OnceLock<CanAnswer>,
     /// Set once, when the connection's first `initialize` decides it; Corral's until then.
@@ -157,11 +185,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// A link for connection `id`; the receiver feeds the connection's writer.
-    pub(super) fn new(id: u64) -> (Arc<Self>, mpsc::Receiver<String>) {
+    /// A link for connection `id`, which came in at `door`; the receiver feeds the connection's writer.
+    pub(super) fn new(id: u64, door: Door) -> (Arc<Self>, mpsc::Receiver<String>) {
         let (sender, receiver) = mpsc::channel(LINK_QUEUE);
         let link = Self {
             id,
+            door,
             can_answer: OnceLock::new(),
             dialect: OnceLock::new(),
             sender,

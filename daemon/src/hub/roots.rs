@@ -159,7 +159,7 @@ mod tests {
     /// A link of an MCP client that declared `roots` (with `listChanged` or not).
     fn client(list_changed: bool) -> (Arc<Link>, mpsc::Receiver<String>) {
         let frontends = FrontEnds::default();
-        let (link, queue) = frontends.new_link(7);
+        let (link, queue) = frontends.new_link(7, crate::hub::link::Door::Socket);
         link.set_dialect(crate::hub::link::Dialect::Mcp);
         let can = CanAnswer {
             roots: true,
@@ -182,7 +182,7 @@ mod tests {
     #[tokio::test]
     async fn only_a_client_that_declared_roots_has_them() {
         let frontends = FrontEnds::default();
-        let (link, _queue) = frontends.new_link(1);
+        let (link, _queue) = frontends.new_link(1, crate::hub::link::Door::Socket);
         assert!(ClientRoots::of(&link).is_none(), "before `initialize`");
         frontends.register(&link, CanAnswer::default());
         assert!(ClientRoots::of(&link).is_none(), "not declared");

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
-use super::link::{CanAnswer, Link};
+use super::link::{CanAnswer, Door, Link};
 
 /// How long a front-end has to answer a server's request (an elicitation
 /// waits on a person) before it is withdrawn and answered as cancelled.
@@ -156,9 +156,9 @@ impl FrontEnds {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A link for the new connection `id`; the receiver feeds the connection's writer.
-    pub(crate) fn new_link(&self, id: u64) -> (Arc<Link>, tokio::sync::mpsc::Receiver<String>) {
-        Link::new(id)
+    /// A link for the new connection `id`, which came in at `door`; the receiver feeds the connection's writer.
+    pub(crate) fn new_link(&self, id: u64, door: Door) -> (Arc<Link>, tokio::sync::mpsc::Receiver<String>) {
+        Link::new(id, door)
     }
 
     /// `link` finished `initialize`, saying it can answer `can`.
@@ -488,9 +488,9 @@ mod tests {
     #[tokio::test]
     async fn only_the_calling_front_end_is_asked_and_only_if_it_can_answer() {
         let frontends = Arc::new(FrontEnds::default());
-        let (a, _a_rx) = frontends.new_link(1);
-        let (b, _b_rx) = frontends.new_link(2);
-        let (c, _c_rx) = frontends.new_link(3);
+        let (a, _a_rx) = frontends.new_link(1, Door::Socket);
+        let (b, _b_rx) = frontends.new_link(2, Door::Socket);
+        let (c, _c_rx) = frontends.new_link(3, Door::Socket);
         frontends.register(&a, capabilities(true, false));
         frontends.register(&b, capabilities(true, true));
         frontends.register(&c, capabilities(false, false));
@@ -522,7 +522,7 @@ mod tests {
     #[tokio::test]
     async fn answers_are_matched_by_id_and_abandoned_requests_withdrawn() {
         let frontends = FrontEnds::default();
-        let (link, mut outbound) = frontends.new_link(1);
+        let (link, mut outbound) = frontends.new_link(1, Door::Socket);
         let asking = {
             let link = link.clone();
             tokio::spawn(async move { link.ask("s", Capability::Sampling, json!({"x": 1}), NO_DEADLINE).await })
@@ -602,7 +602,7 @@ mod tests {
     #[tokio::test]
     async fn progress_that_finds_the_queue_full_is_counted_per_link_and_in_all() {
         let frontends = Arc::new(FrontEnds::default());
-        let (link, mut outbound) = frontends.new_link(1);
+        let (link, mut outbound) = frontends.new_link(1, Door::Socket);
         let _route = frontends.progress_route("s", &link, &json!(7), json!("theirs"));
         for step in 0..LINK_QUEUE + 5 {
             frontends.route_progress("s", &json!(7), step as f64, None, None);
@@ -620,8 +620,8 @@ mod tests {
     #[tokio::test]
     async fn progress_is_worded_in_the_dialect_of_the_front_end() {
         let frontends = Arc::new(FrontEnds::default());
-        let (corral, mut corral_out) = frontends.new_link(1);
-        let (mcp, mut mcp_out) = frontends.new_link(2);
+        let (corral, mut corral_out) = frontends.new_link(1, Door::Socket);
+        let (mcp, mut mcp_out) = frontends.new_link(2, Door::Socket);
         mcp.set_dialect(super::super::link::Dialect::Mcp);
         let _corral_route = frontends.progress_route("s", &corral, &json!(1), json!("c"));
         let _mcp_route = frontends.progress_route("s", &mcp, &json!(2), json!(7));
@@ -649,10 +649,10 @@ mod tests {
                 Caller::Declined(reason) => Err(reason),
             }
         };
-        let (form_only, _form_rx) = frontends.new_link(1);
-        let (url_only, _url_rx) = frontends.new_link(2);
-        let (both, _both_rx) = frontends.new_link(3);
-        let (neither, _neither_rx) = frontends.new_link(4);
+        let (form_only, _form_rx) = frontends.new_link(1, Door::Socket);
+        let (url_only, _url_rx) = frontends.new_link(2, Door::Socket);
+        let (both, _both_rx) = frontends.new_link(3, Door::Socket);
+        let (neither, _neither_rx) = frontends.new_link(4, Door::Socket);
         for (link, form, url) in [
             (&form_only, true, false),
             (&url_only, false, true),
@@ -722,8 +722,8 @@ mod tests {
     #[tokio::test]
     async fn a_servers_request_and_its_withdrawal_are_worded_in_the_dialect_of_the_front_end() {
         let frontends = Arc::new(FrontEnds::default());
-        let (corral, mut corral_out) = frontends.new_link(1);
-        let (mcp, mut mcp_out) = frontends.new_link(2);
+        let (corral, mut corral_out) = frontends.new_link(1, Door::Socket);
+        let (mcp, mut mcp_out) = frontends.new_link(2, Door::Socket);
         mcp.set_dialect(Dialect::Mcp);
         let params = json!({"mode": "form", "message": "Name?", "_meta": {"k": 1},
                             "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}});

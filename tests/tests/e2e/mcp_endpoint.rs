@@ -10,16 +10,27 @@
 //! frame limit (413); nothing answers on the machine's non-loopback address,
 //! a config (or flag) asking for one is refused; the token file is 0600, kept
 //! across restarts, and a symbolic link planted at its name is refused and
-//! left alone. corrald runs at `CORRAL_LOG=trace` and its log never holds the
-//! token or a session id.
+//! left alone. Sessions: one whose client went away while its `initialize`
+//! was answered is closed (`corral status` counts none left); the endpoint's
+//! sessions hold at most half of the connection cap, the least recently used
+//! idle one closed for a new one, 503 when every one is busy, while
+//! `corral status` still gets in; a cancelled call answered as JSON gets
+//! `requestCancelled` (never 404); an answer restarts the idle clock
+//! (`CORRAL_MCP_ENDPOINT_IDLE_MS`). What the token grants: an `initialize`
+//! asking for Corral's own protocol, or for servers of the session's own
+//! (`sessionServers`, here a command that would leave a file behind), is
+//! refused, unless `allow_session_servers` allows the latter (the fixture
+//! then runs as long as the session). 300 connections that send nothing do
+//! not keep a client with the token out: the oldest of them are closed. corrald runs at `CORRAL_LOG=trace` and its
+//! log never holds the token or a session id.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use corral_protocol::ServerStatus;
 use corral_tests::{
-    SERVER_WAIT, TestDaemon, WAIT, corral_command, everything_config, fixture_config, run_command, run_corral,
-    wait_for_status, within,
+    KillSurvivorsOnDrop, SERVER_WAIT, TestDaemon, WAIT, corral_command, everything_config, fixture_config,
+    fixture_python, fixture_script, poll_until, run_command, run_corral, wait_for_status, within,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -98,27 +109,8 @@ impl Reply {
 /// One request on a new connection (`Connection: close`), as any HTTP client
 /// would send it: `Host` is the endpoint's address unless `headers` names one.
 async fn exchange(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
-        request.push_str(&format!("Host: {address}\r\n"));
-    }
-    if !headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-    {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    let mut stream = within(
-        "connecting to the MCP endpoint",
-        tokio::net::TcpStream::connect(address),
-    )
-    .await
-    .expect("connect to the MCP endpoint");
+    let request = request_text(address, method, path, headers, body);
+    let mut stream = connect(address).await;
     stream.write_all(request.as_bytes()).await.expect("send the request");
     let mut bytes = Vec::new();
     within("the MCP endpoint's answer", stream.read_to_end(&mut bytes))
@@ -143,6 +135,36 @@ async fn exchange(address: SocketAddr, method: &str, path: &str, headers: &[(&st
     }
 }
 
+/// A new TCP connection to the endpoint.
+async fn connect(address: SocketAddr) -> tokio::net::TcpStream {
+    within(
+        "connecting to the MCP endpoint",
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    .expect("connect to the MCP endpoint")
+}
+
+/// The text of one request (`Connection: close`), as [`exchange`] sends it.
+fn request_text(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {address}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+    {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    request
+}
+
 /// A POST of `body` to /mcp with `headers`, JSON (and answered as JSON) unless they say otherwise.
 async fn post(endpoint: &Endpoint, headers: &[(&str, &str)], body: &str) -> Reply {
     let mut all = vec![("Content-Type", "application/json")];
@@ -163,12 +185,7 @@ fn events(body: &str) -> Vec<Value> {
 
 /// A GET stream of `session`, open (its answer's head read).
 async fn open_listener(endpoint: &Endpoint, session: &str) -> tokio::net::TcpStream {
-    let mut stream = within(
-        "connecting to the MCP endpoint",
-        tokio::net::TcpStream::connect(endpoint.address),
-    )
-    .await
-    .expect("connect to the MCP endpoint");
+    let mut stream = connect(endpoint.address).await;
     let request = format!(
         "GET /mcp HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nAuthorization: {}\r\nMcp-Session-Id: {session}\r\n\r\n",
         endpoint.address, endpoint.authorization
@@ -354,7 +371,21 @@ async fn requests_without_the_token_or_from_a_foreign_origin_or_host_or_for_an_u
     ] {
         let reply = post(&endpoint, &headers, INITIALIZE).await;
         assert_eq!(reply.status, 401, "{headers:?}: {reply:?}");
-        assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{reply:?}");
+        // What an MCP client that knows OAuth shows: no resource metadata to
+        // discover, and a description that says where the token is.
+        let challenge = reply.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer ")
+                && !challenge.contains("resource_metadata")
+                && challenge.contains("error_description=\"")
+                && challenge.contains("corral mcp url"),
+            "{reply:?}"
+        );
+        assert_eq!(
+            challenge.contains("error=\"invalid_token\""),
+            !headers.is_empty(),
+            "invalid_token only when a token was sent (RFC 6750): {reply:?}"
+        );
         assert!(reply.error_message().contains("corral mcp url"), "{reply:?}");
         assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
     }
@@ -406,6 +437,17 @@ async fn requests_without_the_token_or_from_a_foreign_origin_or_host_or_for_an_u
     assert!(reply.error_message().contains("initialize"), "{reply:?}");
     let reply = post(&endpoint, &[("Authorization", authorization)], ping).await;
     assert_eq!(reply.status, 400, "no session id: {reply:?}");
+    // Not JSON-RPC 2.0, or an id the engine could not answer by: 400, saying which member.
+    for (message, member) in [
+        (r#"{"id":3,"method":"ping"}"#, "jsonrpc"),
+        (r#"{"jsonrpc":"2.0","id":-3,"method":"ping"}"#, "id"),
+        (r#"{"jsonrpc":"2.0","id":3.5,"method":"ping"}"#, "id"),
+        (r#"[{"jsonrpc":"2.0","id":3,"method":"ping"}]"#, "batch"),
+    ] {
+        let reply = post(&endpoint, &with(&session), message).await;
+        assert_eq!(reply.status, 400, "{message}: {reply:?}");
+        assert!(reply.error_message().contains(member), "{message}: {reply:?}");
+    }
 
     // A protocol version the bridge does not speak: 400.
     let mut old = with(&session).to_vec();
@@ -633,6 +675,32 @@ async fn a_cancelled_requests_stream_ends_and_idle_sessions_are_closed_but_not_o
     assert_eq!((ended.status, events(&ended.body)), (200, vec![]), "{ended:?}");
     wait_for_stderr_line(&client, "fixture", "fixture: sleep cancelled").await;
 
+    // The same call answered as JSON: the POST gets a `requestCancelled`
+    // error, never 404 (which would tell the client its session is gone).
+    let call = r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"fixture__sleep","arguments":{"seconds":61}}}"#;
+    let running = tokio::spawn({
+        let (endpoint, session) = (endpoint.clone(), cancelling.clone());
+        async move { post(&endpoint, &with_session(&endpoint.authorization, &session), call).await }
+    });
+    wait_for_stderr_line(&client, "fixture", "fixture: sleeping 61").await;
+    let cancel = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":6}}"#;
+    let reply = post(&endpoint, &with_session(&endpoint.authorization, &cancelling), cancel).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let ended = within("the cancelled JSON call's answer", running)
+        .await
+        .expect("the call's task");
+    assert_eq!(ended.status, 200, "{ended:?}");
+    let answer: Value = serde_json::from_str(&ended.body).expect("JSON");
+    assert_eq!(answer["id"], 6, "{ended:?}");
+    assert_eq!(
+        answer["error"]["code"],
+        corral_protocol::ErrorCode::RequestCancelled.code(),
+        "{ended:?}"
+    );
+    let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
+    let reply = post(&endpoint, &with_session(&endpoint.authorization, &cancelling), ping).await;
+    assert_eq!(reply.status, 200, "the session lives on: {reply:?}");
+
     // Idle sessions' engine connections end (the cancelled one's too): this
     // client and the listening session remain.
     let idle = initialize(&endpoint).await;
@@ -649,4 +717,236 @@ async fn a_cancelled_requests_stream_ends_and_idle_sessions_are_closed_but_not_o
     let reply = post(&endpoint, &with_session(&endpoint.authorization, &listening), ping).await;
     assert_eq!(reply.status, 200, "the listening session is kept: {reply:?}");
     daemon.wait_for_connections(&client, 2).await;
+}
+
+#[tokio::test]
+async fn a_client_gone_while_its_initialize_is_answered_leaves_no_session_behind() {
+    // Short idle: the sessions whose answer was written before the client
+    // went are closed by the sweeper, so every one must end.
+    let daemon = TestDaemon::builder()
+        .config(ENDPOINT)
+        .env("CORRAL_MCP_ENDPOINT_IDLE_MS", "300")
+        .start();
+    let client = daemon.connect_client().await;
+    let endpoint = endpoint_of(&daemon).await;
+    let request = request_text(
+        endpoint.address,
+        "POST",
+        "/mcp",
+        &[
+            ("Authorization", &endpoint.authorization),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json"),
+        ],
+        INITIALIZE,
+    );
+    for _ in 0..20 {
+        let mut stream = connect(endpoint.address).await;
+        stream.write_all(request.as_bytes()).await.expect("send initialize");
+        drop(stream);
+    }
+    daemon.wait_for_connections(&client, 1).await;
+    // And the endpoint still opens sessions.
+    initialize(&endpoint).await;
+}
+
+#[tokio::test]
+async fn endpoint_sessions_have_a_cap_of_their_own_and_the_least_recently_used_idle_one_makes_room() {
+    // A low open-file limit makes the caps small.
+    let daemon = TestDaemon::builder()
+        .config(ENDPOINT)
+        .open_files_limit(128, 128)
+        .start();
+    let client = daemon.connect_client().await;
+    let endpoint = endpoint_of(&daemon).await;
+    let status = client.daemon_status().await.expect("daemon/status");
+    let max_connections = status.max_connections.expect("the connection cap") as usize;
+    let cap = max_connections / 2;
+    assert!(cap >= 4, "{status:?}");
+    let mut sessions = Vec::new();
+    for _ in 0..cap {
+        sessions.push(initialize(&endpoint).await);
+    }
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    let with = |session| with_session(&endpoint.authorization, session);
+
+    // At the cap, every session idle: the least recently used (the first) is closed for a new one.
+    let newest = initialize(&endpoint).await;
+    let reply = post(&endpoint, &with(&sessions[0]), ping).await;
+    assert_eq!(
+        reply.status, 404,
+        "the least recently used session made room: {reply:?}"
+    );
+    for session in &sessions[1..] {
+        let reply = post(&endpoint, &with(session), ping).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+
+    // Every session busy (its GET stream open): a new one is refused, saying
+    // why, and the socket's front-ends still get in.
+    let mut listeners = Vec::new();
+    for session in sessions[1..].iter().chain([&newest]) {
+        listeners.push(open_listener(&endpoint, session).await);
+    }
+    let reply = post(&endpoint, &[("Authorization", &endpoint.authorization)], INITIALIZE).await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let why = reply.error_message();
+    assert!(
+        why.contains(&format!("{cap} sessions")) && why.contains("DELETE"),
+        "{why}"
+    );
+    assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
+    let status = run_corral(daemon.socket_path(), &["status"]).await;
+    assert!(
+        status.status.success(),
+        "corral status at the endpoint's cap: {status:?}"
+    );
+
+    // A stream closed: its session is idle again, and makes room.
+    drop(listeners.remove(0));
+    let reopened = poll_until("a session to make room once its stream closed", || async {
+        let reply = post(&endpoint, &[("Authorization", &endpoint.authorization)], INITIALIZE).await;
+        (reply.status == 200).then_some(reply)
+    })
+    .await;
+    assert!(reopened.header("mcp-session-id").is_some(), "{reopened:?}");
+    let reply = post(&endpoint, &with(&sessions[1]), ping).await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+}
+
+#[tokio::test]
+async fn an_endpoint_session_speaks_mcp_only_and_starts_servers_of_its_own_only_when_the_config_allows_it() {
+    let daemon = TestDaemon::start_with_config(ENDPOINT);
+    let client = daemon.connect_client().await;
+    let endpoint = endpoint_of(&daemon).await;
+    let scratch = tempfile::tempdir().expect("a temp dir");
+    let marker = scratch.path().join("ran");
+    let own_server = |fields: Value| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw-http", "version": "1"},
+            "_meta": {"corral/bridge": {"sessionServers": {"mine": fields}}}}})
+        .to_string()
+    };
+    let authorization = [("Authorization", endpoint.authorization.as_str())];
+
+    // The token alone does not let its holder run a command.
+    let touch = json!({"command": "/bin/sh", "args": ["-c", format!("touch '{}'", marker.display())]});
+    let reply = post(&endpoint, &authorization, &own_server(touch)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
+    let answer: Value = serde_json::from_str(&reply.body).expect("JSON");
+    assert_eq!(answer["id"], 1, "{reply:?}");
+    assert_eq!(
+        answer["error"]["code"],
+        corral_protocol::ErrorCode::NotPermitted.code(),
+        "{reply:?}"
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("sessionServers") && message.contains("allow_session_servers = true"),
+        "{message}"
+    );
+
+    // Nor does Corral's own protocol, whose methods add servers and read the
+    // config: it is the socket's.
+    let corral = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": corral_protocol::PROTOCOL_VERSION,
+        "clientInfo": {"name": "raw-http", "version": "1"}}});
+    let reply = post(&endpoint, &authorization, &corral.to_string()).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.header("mcp-session-id").is_none(), "{reply:?}");
+    let answer: Value = serde_json::from_str(&reply.body).expect("JSON");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("MCP") && message.contains("socket"), "{reply:?}");
+
+    daemon.wait_for_connections(&client, 1).await;
+    let servers = client.mcp_server_list().await.expect("mcpServer/list").servers;
+    assert!(
+        servers.iter().all(|server| !server.name.starts_with("mine")),
+        "{servers:?}"
+    );
+    assert!(!marker.exists(), "nothing ran");
+
+    // Allowed by the config: the client's own server lives as long as its session.
+    let daemon = TestDaemon::start_with_config(&format!("{ENDPOINT}allow_session_servers = true\n"));
+    let client = daemon.connect_client().await;
+    let endpoint = endpoint_of(&daemon).await;
+    let fixture = json!({
+        "command": fixture_python().display().to_string(),
+        "args": [fixture_script().display().to_string()],
+    });
+    let reply = post(
+        &endpoint,
+        &[("Authorization", endpoint.authorization.as_str())],
+        &own_server(fixture),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let session = reply.header("mcp-session-id").expect("a session").to_owned();
+    let name = poll_until("the session's own server to be added", || async {
+        let servers = client.mcp_server_list().await.ok()?.servers;
+        servers
+            .into_iter()
+            .find(|server| server.name.starts_with("mine-c"))
+            .map(|server| server.name)
+    })
+    .await;
+    let mut survivors = KillSurvivorsOnDrop::new([]);
+    let ready = wait_for_status(&client, &name, ServerStatus::Ready, SERVER_WAIT).await;
+    survivors.also(ready.pid.expect("a pid"));
+    let reply = exchange(
+        endpoint.address,
+        "DELETE",
+        "/mcp",
+        &with_session(&endpoint.authorization, &session),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    poll_until("the session's own server to be removed", || async {
+        let servers = client.mcp_server_list().await.ok()?.servers;
+        servers.iter().all(|server| server.name != name).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_that_sent_no_token_cannot_lock_out_the_tokens_holder() {
+    let daemon = TestDaemon::start_with_config(ENDPOINT);
+    let endpoint = endpoint_of(&daemon).await;
+    // More idle connections than the endpoint serves at once (256).
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(connect(endpoint.address).await);
+    }
+    // The oldest of them give way to new ones.
+    initialize(&endpoint).await;
+    let mut byte = [0u8; 1];
+    let read = within("the oldest idle connection to be closed", idle[0].read(&mut byte)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test]
+async fn a_sessions_idle_clock_restarts_when_its_call_is_answered() {
+    let idle_ms = 1000;
+    let daemon = TestDaemon::builder()
+        .config(&format!("{}{ENDPOINT}", fixture_config("fixture", &[])))
+        .env("CORRAL_MCP_ENDPOINT_IDLE_MS", idle_ms.to_string())
+        .start();
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "fixture", ServerStatus::Ready, SERVER_WAIT).await;
+    let endpoint = endpoint_of(&daemon).await;
+    let session = initialize(&endpoint).await;
+    let with = with_session(&endpoint.authorization, &session);
+    // A call that lasts longer than the idle period, answered as JSON.
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fixture__sleep","arguments":{"seconds":2}}}"#;
+    let reply = post(&endpoint, &with, call).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.contains("slept"), "{reply:?}");
+    // Less than an idle period after the answer, the session is there.
+    tokio::time::sleep(std::time::Duration::from_millis(idle_ms * 6 / 10)).await;
+    let ping = r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#;
+    let reply = post(&endpoint, &with, ping).await;
+    assert_eq!(reply.status, 200, "the answer was use: {reply:?}");
 }
