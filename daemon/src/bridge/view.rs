@@ -83,8 +83,9 @@ impl Options {
         let options: Self = serde_json::from_value(options.clone())
             .map_err(|error| format!("`_meta.{OPTIONS_KEY}` of `initialize`: {error}"))?;
         if let Some(separator) = &options.separator {
-            config::check_separator(separator)
-                .map_err(|problem| format!("`_meta.{OPTIONS_KEY}.separator` of `initialize`: {problem}"))?;
+            config::check_separator(separator).map_err(|problem| {
+                format!("invalid separator {separator:?} in `_meta.{OPTIONS_KEY}` of `initialize`: {problem}")
+            })?;
         }
         for name in options.session_servers.keys() {
             // Checked here, not when the server is added: its registry name
@@ -244,7 +245,10 @@ mod tests {
             let params = json!({ "_meta": { OPTIONS_KEY: { "separator": separator } } });
             let error = Options::from_initialize(&params).expect_err(separator);
             assert!(
-                error.contains("`_meta.corral/bridge.separator` of `initialize`: a separator is 1 to 8 characters"),
+                error.starts_with(&format!(
+                    "invalid separator {separator:?} in `_meta.corral/bridge` of `initialize`: a separator is 1 to 8 \
+                     characters"
+                )),
                 "{error}"
             );
         }
