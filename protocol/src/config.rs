@@ -56,6 +56,16 @@ const SERVER_NAME_PATTERN: &str = "^[A-Za-z0-9_-]+$";
 /// name travels in every notification about its server and is kept in the
 /// replay history, so it must be small.
 pub const MAX_SERVER_NAME_BYTES: usize = 128;
+/// Room a session server's registry name takes beyond the name its client
+/// gave it: the daemon registers `NAME-cID`, ID being the connection's
+/// number (a `u64`: up to 20 digits).
+pub const SESSION_SERVER_SUFFIX_BYTES: usize = "-c".len() + 20;
+/// Longest name of a client's own server (`corral mcp --config`), in bytes:
+/// [`MAX_SERVER_NAME_BYTES`] with room for [`SESSION_SERVER_SUFFIX_BYTES`].
+pub const MAX_SESSION_SERVER_NAME_BYTES: usize = MAX_SERVER_NAME_BYTES - SESSION_SERVER_SUFFIX_BYTES;
+/// Longest separator between a server's name and its tool's in the names an
+/// MCP client sees (`corral mcp --separator`), in characters.
+pub const MAX_SEPARATOR_CHARS: usize = 8;
 /// Environment variable names, as a JSON Schema pattern; [`env_var_name`] is the same rule in code.
 const ENV_VAR_NAME_PATTERN: &str = "^[^=\\u0000]+$";
 /// HTTP header names (RFC 9110 tokens), as a JSON Schema pattern; [`header_name`] is the same
@@ -1558,6 +1568,36 @@ pub fn check_server_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `name` is a valid name for a client's own server (a session
+/// server of `corral mcp --config`): a server name with room for the
+/// `-cID` the daemon adds ([`MAX_SESSION_SERVER_NAME_BYTES`]); the error says
+/// why not (without the name).
+pub fn check_session_server_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_SESSION_SERVER_NAME_BYTES {
+        return Err(format!(
+            "the name of a client's own server is {} bytes long; the limit is {MAX_SESSION_SERVER_NAME_BYTES} bytes \
+             (corrald adds `-c` and the connection's number to it): shorten it",
+            name.len()
+        ));
+    }
+    check_server_name(name)
+}
+
+/// Whether `separator` may go between a server's name and its tool's in the
+/// names an MCP client sees: 1 to [`MAX_SEPARATOR_CHARS`] of
+/// `A-Z a-z 0-9 _ . -`, what every client takes in a tool name. The error
+/// says what is allowed (without the value).
+pub fn check_separator(separator: &str) -> Result<(), String> {
+    let allowed = |character: char| character.is_ascii_alphanumeric() || matches!(character, '_' | '.' | '-');
+    if (1..=MAX_SEPARATOR_CHARS).contains(&separator.chars().count()) && separator.chars().all(allowed) {
+        Ok(())
+    } else {
+        Err(format!(
+            "a separator is 1 to {MAX_SEPARATOR_CHARS} characters, each an ASCII letter, digit, `_`, `.` or `-`"
+        ))
+    }
+}
+
 fn no_nul(text: &str) -> Result<(), String> {
     if text.contains('\0') {
         Err("must not contain a NUL character".to_owned())
@@ -1782,6 +1822,38 @@ mod tests {
         assert!(shown.len() < 1024, "the name is cut in problems: {} bytes", shown.len());
         let problems = parse_server_json(&long, &serde_json::json!({"command": "x"})).expect_err("too long");
         assert!(problems[0].to_string().len() < 1024);
+    }
+
+    #[test]
+    fn a_session_server_name_leaves_room_for_the_connection_suffix() {
+        let longest = "a".repeat(MAX_SESSION_SERVER_NAME_BYTES);
+        assert_eq!(check_session_server_name(&longest), Ok(()));
+        let registered = format!("{longest}-c{}", u64::MAX);
+        assert_eq!(
+            registered.len(),
+            MAX_SERVER_NAME_BYTES,
+            "the longest registry name fits exactly"
+        );
+        assert_eq!(check_server_name(&registered), Ok(()));
+        let error = check_session_server_name(&format!("{longest}a")).expect_err("one byte too long");
+        assert!(error.contains("the limit is 106 bytes"), "{error}");
+        assert!(error.contains("shorten it"), "{error}");
+        let error = check_session_server_name("not ok").expect_err("a bad character");
+        assert!(error.contains("invalid server name"), "{error}");
+    }
+
+    #[test]
+    fn separators_are_one_to_eight_of_the_characters_every_client_takes() {
+        for good in ["__", ".", "-", "_x.9-", "12345678"] {
+            assert_eq!(check_separator(good), Ok(()), "{good}");
+        }
+        for bad in ["", "123456789", "a b", "/", "::", "é"] {
+            let error = check_separator(bad).expect_err(bad);
+            assert_eq!(
+                error,
+                "a separator is 1 to 8 characters, each an ASCII letter, digit, `_`, `.` or `-`"
+            );
+        }
     }
 
     #[test]

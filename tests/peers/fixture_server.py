@@ -108,6 +108,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="add the tool `add_tool {name}`: it adds a tool `name` (after the others, with "
                         "`execution`; it answers \"{name}: {message}\" to `{message}`), then sends "
                         "notifications/tools/list_changed")
+    p.add_argument("--log-tool", action="store_true",
+                   help="add the tool `log {level, message}`: it sends `message` as an MCP log message "
+                        "(notifications/message) at `level`, then answers \"logged\"")
     args = p.parse_args(argv)
     if args.exit_after_calls is not None and args.exit_after_calls < 1:
         p.error("--exit-after-calls needs N >= 1")
@@ -338,6 +341,18 @@ def build_server(args: argparse.Namespace):
         def cwd() -> str:
             """Returns the server's working directory."""
             return os.getcwd()
+
+    if args.log_tool:
+        from mcp.server.mcpserver import Context
+
+        async def log(level: str, message: str, ctx: Context) -> str:
+            """Sends `message` as a log message at `level`, then answers "logged"."""
+            await ctx.log(level, message)
+            return "logged"
+
+        # As for add_tool below: the SDK finds the Context parameter by its type.
+        log.__annotations__ = {"level": str, "message": str, "ctx": Context, "return": str}
+        server.add_tool(log)
 
     if args.changing_tools:
         from mcp.server.mcpserver import Context

@@ -21,16 +21,31 @@
 //! - The daemon goes away (it stopped, restarted, crashed) while the client
 //!   is there (stdin open): the bridge never exits for that. Each request
 //!   the daemon took with it gets an error answer (-32603, "corral's daemon
-//!   went away during this request…"), and the bridge reconnects: the socket
-//!   found and trusted as at the start, corrald started again unless
-//!   `--no-start` (at most one of ours starting at a time, again after 1 s,
-//!   then less and less often, up to every 30 s), attempts 100 ms apart
-//!   doubling to 2 s, for as long as the client is there. On the new
-//!   connection it restores the client's session before anything else
-//!   passes: the client's `initialize` (options included) under an id of the
-//!   bridge's own, whose answer the client never sees, then
-//!   `notifications/initialized` if the client had sent it; then it tells
-//!   the client `notifications/tools/list_changed`,
+//!   went away during this request…"); each request of the daemon's the
+//!   client has not answered (elicitation, sampling) is withdrawn with
+//!   `notifications/cancelled` (reason "corral's daemon restarted"), and the
+//!   client's late answer to it is dropped, never given to the next daemon,
+//!   which numbers its requests from 1 again (`lines.rs`). Then the bridge
+//!   reconnects: the socket found and trusted as at the start, attempts
+//!   100 ms apart doubling to 2 s, for as long as the client is there.
+//! - Reconnecting, it starts corrald again (unless `--no-start`) only when
+//!   nothing serves the socket and either the corrald it lost was one it
+//!   started itself (the process serving the socket is the one it spawned,
+//!   by the socket's peer pid; Linux only, elsewhere never known) or
+//!   nothing has served for 5 s (`SERVICE_GRACE`). A corrald run by a
+//!   service manager is restarted by it (systemd: `RestartSec=2`) in its
+//!   unit and environment; a bridge that started one at once could win the
+//!   socket's lock, make the unit's start fail, and leave a corrald with
+//!   the MCP client's environment (often no PATH to find servers). At most
+//!   one corrald of ours is starting at a time; it is started again after
+//!   1 s, then less and less often, up to every 30 s.
+//! - On the new connection the bridge restores the client's session before
+//!   anything else passes: the client's `initialize` (options included)
+//!   under an id of the bridge's own, then `notifications/initialized` if
+//!   the client had sent it, then its last `logging/setLevel` the daemon
+//!   accepted, under an id of the bridge's own (the client never sees these
+//!   answers; a refused level is only said on stderr); then it tells the
+//!   client `notifications/tools/list_changed`,
 //!   `notifications/resources/list_changed` and
 //!   `notifications/prompts/list_changed`. When the daemon went away before
 //!   answering `initialize`, there is no session to restore: the client got
@@ -44,7 +59,10 @@
 //! - Plain blocking I/O on two threads, no async runtime: an idle bridge is
 //!   two threads blocked in `read` and a few hundred KiB of heap. A line
 //!   longer than the daemon takes (`MAX_MESSAGE_BYTES`) is passed on in
-//!   pieces without being looked at, so no line is held whole beyond that.
+//!   pieces without being looked at, so no line is held whole beyond that;
+//!   its pieces all go on the connection its first piece went to, and once
+//!   that is lost (or when none was connected) the rest of it is dropped,
+//!   never sent into the middle of a new connection (said on stderr).
 //! - When stdin closes, the write half of the socket is shut down, and the
 //!   daemon's answers to what was asked are still passed on until the daemon
 //!   closes the connection (it gives running requests a grace) or
@@ -97,7 +115,7 @@ mod unix {
     use anyhow::Context as _;
     use corral_client::protocol::paths::{self, UntrustedSocket};
 
-    use super::lines::{self, ClientLine, DaemonLine, LIST_CHANGED, Replay, Tracker};
+    use super::lines::{self, ClientLine, DaemonLine, LIST_CHANGED, Outgoing, Replay, Tracker};
 
     /// How long a bridge that started corrald waits for it to serve.
     const START_WAIT: Duration = Duration::from_secs(5);
@@ -123,6 +141,10 @@ mod unix {
     const START_AGAIN_FIRST: Duration = Duration::from_secs(1);
     /// …up to this.
     const START_AGAIN_MAX: Duration = Duration::from_secs(30);
+    /// How long a bridge that did not start the corrald it lost leaves a
+    /// service manager to start it again before starting one itself: well
+    /// past systemd's `RestartSec=2` (`systemd/corral.service`).
+    const SERVICE_GRACE: Duration = Duration::from_secs(5);
     /// How long a new corrald may take to answer the replayed `initialize`.
     const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -149,8 +171,8 @@ mod unix {
         meta: Option<serde_json::Value>,
     ) -> anyhow::Result<ExitCode> {
         let socket = paths::socket_path(socket);
-        let stream = match connect(&socket) {
-            Ok(stream) => stream,
+        let (stream, ours) = match connect(&socket) {
+            Ok(stream) => (stream, false),
             Err(NoConnection::Refused(error)) => return Err(error),
             Err(NoConnection::NotRunning) if no_start => {
                 eprintln!(
@@ -160,9 +182,13 @@ mod unix {
                 );
                 return Ok(ExitCode::from(crate::EXIT_DAEMON_NOT_RUNNING));
             }
-            Err(NoConnection::NotRunning) => start_and_connect(&socket)?,
+            Err(NoConnection::NotRunning) => {
+                let (stream, started) = start_and_connect(&socket)?;
+                let ours = serves(&stream, Some(started));
+                (stream, ours)
+            }
         };
-        pipe(socket, no_start, meta, stream)
+        pipe(socket, no_start, meta, stream, ours)
     }
 
     /// Connect to the daemon at `socket`, trusting it only as the other commands do.
@@ -196,16 +222,30 @@ mod unix {
             }
         };
         let own_uid = paths::effective_uid();
-        match peer_uid(&stream) {
-            Ok(peer_uid) if peer_uid == own_uid => Ok(stream),
-            Ok(peer_uid) => Err(untrusted(UntrustedSocket::PeerIsOtherUser { peer_uid, own_uid })),
+        match peer(&stream) {
+            Ok(Peer { uid: peer_uid, .. }) if peer_uid == own_uid => Ok(stream),
+            Ok(Peer { uid: peer_uid, .. }) => Err(untrusted(UntrustedSocket::PeerIsOtherUser { peer_uid, own_uid })),
             Err(error) => Err(untrusted(UntrustedSocket::PeerUnknown { error })),
         }
     }
 
-    /// The uid of the process serving `stream`.
+    /// Who serves a connection.
+    struct Peer {
+        uid: u32,
+        /// The process that listens on the socket, where the platform says
+        /// (Linux); under socket activation, the service manager.
+        pid: Option<u32>,
+    }
+
+    /// Whether the corrald serving `stream` is the process `started` (one
+    /// this bridge started); `false` when the platform does not say.
+    fn serves(stream: &UnixStream, started: Option<u32>) -> bool {
+        started.is_some() && peer(stream).ok().and_then(|peer| peer.pid) == started
+    }
+
+    /// Who serves `stream`.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    fn peer(stream: &UnixStream) -> std::io::Result<Peer> {
         use std::os::fd::AsRawFd as _;
         let mut credentials = libc::ucred { pid: 0, uid: 0, gid: 0 };
         let mut length = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>()).unwrap_or(libc::socklen_t::MAX);
@@ -220,21 +260,24 @@ mod unix {
             )
         };
         if status == 0 {
-            Ok(credentials.uid)
+            Ok(Peer {
+                uid: credentials.uid,
+                pid: u32::try_from(credentials.pid).ok().filter(|pid| *pid != 0),
+            })
         } else {
             Err(std::io::Error::last_os_error())
         }
     }
 
-    /// The uid of the process serving `stream`.
+    /// Who serves `stream`: its uid only.
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    fn peer(stream: &UnixStream) -> std::io::Result<Peer> {
         use std::os::fd::AsRawFd as _;
         let mut uid: libc::uid_t = 0;
         let mut gid: libc::gid_t = 0;
         // SAFETY: the pointers are to two integers the call fills.
         if unsafe { libc::getpeereid(stream.as_raw_fd(), &raw mut uid, &raw mut gid) } == 0 {
-            Ok(uid)
+            Ok(Peer { uid, pid: None })
         } else {
             Err(std::io::Error::last_os_error())
         }
@@ -242,10 +285,12 @@ mod unix {
 
     /// Start corrald in the background and connect to whichever corrald
     /// serves `socket` within [`START_WAIT`] (ours, or one started at the
-    /// same moment by another bridge, which won the socket's lock).
-    fn start_and_connect(socket: &Path) -> anyhow::Result<UnixStream> {
+    /// same moment by another bridge, which won the socket's lock); the
+    /// connection and the pid of the corrald started.
+    fn start_and_connect(socket: &Path) -> anyhow::Result<(UnixStream, u32)> {
         let log = daemon_log_path();
         let mut daemon = start_daemon(socket, &log)?;
+        let started = daemon.id();
         let deadline = Instant::now() + START_WAIT;
         let connected = loop {
             match connect(socket) {
@@ -267,7 +312,7 @@ mod unix {
             }
         };
         reap_in_background(daemon);
-        connected
+        connected.map(|stream| (stream, started))
     }
 
     /// Reap `daemon` if it exits while this bridge runs (the loser of a start
@@ -354,6 +399,8 @@ mod unix {
     struct State {
         tracker: Tracker,
         link: Link,
+        /// The corrald connected (or lost last) is one this bridge started.
+        daemon_is_ours: bool,
         /// The client closed stdin: no more reconnecting.
         client_done: bool,
     }
@@ -392,12 +439,14 @@ mod unix {
         no_start: bool,
         meta: Option<serde_json::Value>,
         stream: UnixStream,
+        daemon_is_ours: bool,
     ) -> anyhow::Result<ExitCode> {
         let writer = stream.try_clone().context("cannot use the socket in two directions")?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 tracker: Tracker::new(meta),
                 link: Link::Connected(Arc::new(writer)),
+                daemon_is_ours,
                 client_done: false,
             }),
             changed: Condvar::new(),
@@ -446,18 +495,25 @@ mod unix {
 
     /// Read the client's lines and send each to the daemon (or hold, or refuse it).
     fn forward_client(shared: &Shared) {
-        let mut stdin = std::io::stdin().lock();
+        forward_lines(shared, &mut std::io::stdin().lock());
+    }
+
+    /// [`forward_client`] from `input`, until it ends.
+    fn forward_lines(shared: &Shared, input: &mut impl BufRead) {
         let mut line = Vec::new();
-        // Inside a line longer than MAX_LINE: its pieces go on as they are.
-        let mut in_long_line = false;
+        // Inside a line longer than MAX_LINE: where its pieces go.
+        let mut long_line: Option<LongLine> = None;
         loop {
-            let piece = match read_piece(&mut stdin, &mut line, MAX_LINE) {
+            let piece = match read_piece(input, &mut line, MAX_LINE) {
                 Ok(Piece::End) | Err(_) => return,
                 Ok(piece) => piece,
             };
-            if in_long_line || piece == Piece::Part {
-                in_long_line = piece == Piece::Part;
-                deliver_piece(shared, &line);
+            if long_line.is_some() || piece == Piece::Part {
+                let to = long_line.get_or_insert_with(|| LongLine::starting(shared));
+                to.deliver(shared, &line);
+                if piece == Piece::Line {
+                    long_line = None;
+                }
                 continue;
             }
             let line = shared.lock().tracker.client_line(std::mem::take(&mut line));
@@ -474,13 +530,15 @@ mod unix {
             let since = match &state.link {
                 Link::Connected(stream) => {
                     let stream = stream.clone();
-                    if !state.tracker.sending(line) {
-                        return;
-                    }
+                    let rewritten = match state.tracker.sending(line) {
+                        Outgoing::Nothing => return,
+                        Outgoing::AsWritten => None,
+                        Outgoing::Rewritten(bytes) => Some(bytes),
+                    };
                     drop(state);
                     // A failed write means the daemon is gone: the reader finds out and
                     // answers what was in flight, this line's requests included.
-                    let _ = (&*stream).write_all(&line.bytes);
+                    let _ = (&*stream).write_all(rewritten.as_deref().unwrap_or(&line.bytes));
                     return;
                 }
                 Link::Disconnected { since } => *since,
@@ -498,13 +556,45 @@ mod unix {
         }
     }
 
-    /// A piece of an overlong line: on to the daemon if one is connected, untracked.
-    fn deliver_piece(shared: &Shared, piece: &[u8]) {
-        let stream = match &shared.lock().link {
-            Link::Connected(stream) => stream.clone(),
-            Link::Disconnected { .. } => return,
-        };
-        let _ = (&*stream).write_all(piece);
+    /// Where the pieces of a line longer than [`MAX_LINE`] go: untracked, all
+    /// on the connection its first piece went to. When that connection is
+    /// lost (or there was none), the rest of the line is dropped: on a new
+    /// connection it would land in the middle of nothing, and the daemon
+    /// would close that one too (it takes no line this long anyway).
+    enum LongLine {
+        To(Arc<UnixStream>),
+        Dropped,
+    }
+
+    impl LongLine {
+        /// The current connection, for a line whose first piece is read now.
+        fn starting(shared: &Shared) -> Self {
+            match &shared.lock().link {
+                Link::Connected(stream) => Self::To(stream.clone()),
+                Link::Disconnected { .. } => {
+                    eprintln!(
+                        "corral mcp: dropped a line longer than {MAX_LINE} bytes from the client: corrald is not \
+                         connected (and takes no line this long)"
+                    );
+                    Self::Dropped
+                }
+            }
+        }
+
+        /// Send `piece` on, if the line's connection is still the current one.
+        fn deliver(&mut self, shared: &Shared, piece: &[u8]) {
+            let Self::To(stream) = self else { return };
+            let current = matches!(&shared.lock().link, Link::Connected(now) if Arc::ptr_eq(now, stream));
+            if !current {
+                eprintln!(
+                    "corral mcp: the connection to corrald was lost in the middle of a line longer than \
+                     {MAX_LINE} bytes from the client: dropped the rest of it"
+                );
+                *self = Self::Dropped;
+                return;
+            }
+            let _ = (&**stream).write_all(piece);
+        }
     }
 
     /// The client closed stdin: stop reconnecting, and give the daemon
@@ -553,7 +643,7 @@ mod unix {
             } else {
                 // The replay's answer is read by `send_replay`; were one to come
                 // here, it is still not the client's.
-                shared.lock().tracker.daemon_line(&line) == DaemonLine::Forward
+                shared.lock().tracker.daemon_line(&mut line) == DaemonLine::Forward
             };
             if forward && write_to_client(std::slice::from_ref(&line)).is_err() {
                 return AnswersEnd::ClientGone;
@@ -617,6 +707,8 @@ mod unix {
     /// client's session, for as long as the client is there; `None` once it
     /// is done.
     fn reconnect(shared: &Shared) -> Option<BufReader<UnixStream>> {
+        let lost_at = Instant::now();
+        let lost_was_ours = shared.lock().daemon_is_ours;
         let mut delay = RECONNECT_FIRST;
         let mut starter = Starter::new();
         let mut last_problem = String::new();
@@ -631,7 +723,7 @@ mod unix {
                 return None;
             }
             match connect(&shared.socket) {
-                Ok(stream) => match restore(shared, stream) {
+                Ok(stream) => match restore(shared, stream, &starter) {
                     Ok(reader) => {
                         starter.hand_off();
                         if reader.is_some() {
@@ -643,8 +735,17 @@ mod unix {
                 },
                 Err(NoConnection::Refused(error)) => report(format!("{error:#}")),
                 Err(NoConnection::NotRunning) if !shared.no_start => {
-                    if let Err(error) = starter.start_if_due(&shared.socket) {
-                        report(format!("{error:#}"));
+                    if may_start(lost_was_ours, lost_at.elapsed()) {
+                        if let Err(error) = starter.start_if_due(&shared.socket) {
+                            report(format!("{error:#}"));
+                        }
+                    } else {
+                        report(format!(
+                            "corrald is not running at {}: waiting for its service manager to start it again \
+                             (corral mcp starts it itself after {} s)",
+                            shared.socket.display(),
+                            SERVICE_GRACE.as_secs()
+                        ));
                     }
                 }
                 Err(NoConnection::NotRunning) => report(format!(
@@ -660,7 +761,12 @@ mod unix {
     /// On a new connection: the client's session restored (see the module
     /// docs), then the connection is where the client's lines go; `None`
     /// when the client was done by then (the connection is dropped).
-    fn restore(shared: &Shared, stream: UnixStream) -> Result<Option<BufReader<UnixStream>>, String> {
+    fn restore(
+        shared: &Shared,
+        stream: UnixStream,
+        starter: &Starter,
+    ) -> Result<Option<BufReader<UnixStream>>, String> {
+        let ours = serves(&stream, starter.started);
         let writer = stream
             .try_clone()
             .map_err(|error| format!("cannot use the socket in two directions: {error}"))?;
@@ -669,8 +775,10 @@ mod unix {
         if let Some(replay) = &replay
             && let Err(problem) = send_replay(shared, &writer, &mut reader, replay)
         {
-            // Nothing of the client's was sent on it: forget what the replay set up.
-            shared.lock().tracker.connection_lost();
+            // Nothing of the client's was sent on it: forget what the replay set up,
+            // and withdraw what the daemon asked meanwhile.
+            let lost = shared.lock().tracker.connection_lost();
+            let _ = write_to_client(&lost);
             return Err(problem);
         }
         if replay.is_some() {
@@ -688,6 +796,7 @@ mod unix {
             return Ok(None);
         }
         state.link = Link::Connected(Arc::new(writer));
+        state.daemon_is_ours = ours;
         shared.changed.notify_all();
         Ok(Some(reader))
     }
@@ -701,45 +810,74 @@ mod unix {
     ) -> Result<(), String> {
         let failed =
             |error: std::io::Error| format!("restoring the client's session on the new corrald failed: {error}");
-        writer.write_all(&replay.initialize).map_err(failed)?;
         reader
             .get_ref()
             .set_read_timeout(Some(REPLAY_TIMEOUT))
             .map_err(failed)?;
+        writer.write_all(&replay.initialize).map_err(failed)?;
+        if let Err(message) = replay_answer(shared, reader)? {
+            return Err(format!("the new corrald refused the client's session: {message}"));
+        }
+        if let Some(initialized) = &replay.initialized {
+            writer.write_all(initialized).map_err(failed)?;
+        }
+        if let Some(set_level) = &replay.set_level {
+            writer.write_all(set_level).map_err(failed)?;
+            if let Err(message) = replay_answer(shared, reader)? {
+                // The session stands; the client gets the daemon's default level.
+                eprintln!("corral mcp: the new corrald refused the client's logging level: {message}");
+            }
+        }
+        reader.get_ref().set_read_timeout(None).map_err(failed)?;
+        Ok(())
+    }
+
+    /// Read the daemon's lines (passing on what is the client's) up to the
+    /// answer to the next replayed request: `Ok(Err(message))` when the
+    /// daemon refused it, `Err` when the connection failed.
+    fn replay_answer(shared: &Shared, reader: &mut BufReader<UnixStream>) -> Result<Result<(), String>, String> {
         let mut line = Vec::new();
         loop {
-            match read_piece(reader, &mut line, MAX_LINE).map_err(failed)? {
-                Piece::End => {
+            match read_piece(reader, &mut line, MAX_LINE) {
+                Err(error) => {
+                    return Err(format!(
+                        "restoring the client's session on the new corrald failed: {error}"
+                    ));
+                }
+                Ok(Piece::End) => {
                     return Err(
                         "the new corrald closed the connection while the client's session was restored".to_owned(),
                     );
                 }
-                Piece::Part => {
-                    return Err("the new corrald answered the restored initialize with an overlong line".to_owned());
+                Ok(Piece::Part) => {
+                    return Err("the new corrald answered the restored session with an overlong line".to_owned());
                 }
-                Piece::Line => {}
+                Ok(Piece::Line) => {}
             }
-            match shared.lock().tracker.daemon_line(&line) {
-                DaemonLine::ReplayAnswered(Ok(())) => break,
-                DaemonLine::ReplayAnswered(Err(message)) => {
-                    return Err(format!("the new corrald refused the client's session: {message}"));
-                }
+            match shared.lock().tracker.daemon_line(&mut line) {
+                DaemonLine::ReplayAnswered(answer) => return Ok(answer),
                 DaemonLine::Forward => {
                     let _ = write_to_client(std::slice::from_ref(&line));
                 }
             }
         }
-        reader.get_ref().set_read_timeout(None).map_err(failed)?;
-        if let Some(initialized) = &replay.initialized {
-            writer.write_all(initialized).map_err(failed)?;
-        }
-        Ok(())
+    }
+
+    /// Whether a reconnecting bridge may start corrald, `unreachable_for`
+    /// after it lost one: at once when that one was its own; else only after
+    /// [`SERVICE_GRACE`], so that a service manager that restarts its corrald
+    /// after a pause (systemd's `RestartSec=2`) does it, in its unit and
+    /// environment, rather than a bridge, with the MCP client's.
+    fn may_start(lost_was_ours: bool, unreachable_for: Duration) -> bool {
+        lost_was_ours || unreachable_for >= SERVICE_GRACE
     }
 
     /// The corralds one reconnection starts: one at a time, again only
     /// after a pause that grows.
     struct Starter {
         child: Option<std::process::Child>,
+        /// The pid of the last one started.
+        started: Option<u32>,
         next: Instant,
         delay: Duration,
     }
@@ -748,6 +886,7 @@ mod unix {
         fn new() -> Self {
             Self {
                 child: None,
+                started: None,
                 next: Instant::now(),
                 delay: START_AGAIN_FIRST,
             }
@@ -767,7 +906,9 @@ mod unix {
             }
             self.next = Instant::now() + self.delay;
             self.delay = (self.delay * 2).min(START_AGAIN_MAX);
-            self.child = Some(start_daemon(socket, &daemon_log_path())?);
+            let child = start_daemon(socket, &daemon_log_path())?;
+            self.started = Some(child.id());
+            self.child = Some(child);
             Ok(())
         }
 
@@ -781,7 +922,111 @@ mod unix {
 
     #[cfg(test)]
     mod tests {
+        use std::collections::VecDeque;
+        use std::io::Read;
+
         use super::*;
+
+        /// What the client's stdin gives in [`the_tail_of_a_long_line_never_reaches_a_new_connection`].
+        enum Input {
+            Bytes(Vec<u8>),
+            /// The bridge reconnects: the link is a new connection from now.
+            Reconnect(UnixStream),
+        }
+
+        struct Scripted {
+            shared: Arc<Shared>,
+            script: VecDeque<Input>,
+        }
+
+        impl Read for Scripted {
+            fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+                loop {
+                    match self.script.pop_front() {
+                        None => return Ok(0),
+                        Some(Input::Reconnect(stream)) => {
+                            self.shared.lock().link = Link::Connected(Arc::new(stream));
+                        }
+                        Some(Input::Bytes(mut bytes)) => {
+                            let count = bytes.len().min(buffer.len());
+                            buffer[..count].copy_from_slice(&bytes[..count]);
+                            if count < bytes.len() {
+                                self.script.push_front(Input::Bytes(bytes.split_off(count)));
+                            }
+                            return Ok(count);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Everything read from `stream` until the other end is closed, on a thread.
+        fn drain(mut stream: UnixStream) -> std::thread::JoinHandle<Vec<u8>> {
+            std::thread::spawn(move || {
+                let mut read = Vec::new();
+                stream.read_to_end(&mut read).expect("read the socket");
+                read
+            })
+        }
+
+        #[test]
+        fn the_tail_of_a_long_line_never_reaches_a_new_connection() {
+            let (first, first_daemon) = UnixStream::pair().expect("a socket pair");
+            let (second, second_daemon) = UnixStream::pair().expect("a socket pair");
+            let (first_read, second_read) = (drain(first_daemon), drain(second_daemon));
+            let shared = Arc::new(Shared {
+                state: Mutex::new(State {
+                    tracker: Tracker::new(None),
+                    link: Link::Connected(Arc::new(first)),
+                    daemon_is_ours: false,
+                    client_done: false,
+                }),
+                changed: Condvar::new(),
+                socket: PathBuf::from("/nonexistent/corral.sock"),
+                no_start: true,
+            });
+            let next = b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/next\"}\n".to_vec();
+            let mut input = BufReader::with_capacity(
+                64 * 1024,
+                Scripted {
+                    shared: shared.clone(),
+                    script: VecDeque::from([
+                        Input::Bytes(vec![b'x'; MAX_LINE]),
+                        Input::Reconnect(second),
+                        Input::Bytes(b"the tail\n".to_vec()),
+                        Input::Bytes(next.clone()),
+                    ]),
+                },
+            );
+            forward_lines(&shared, &mut input);
+            drop(input);
+            drop(shared);
+            let first_got = first_read.join().expect("the first connection's reader");
+            let second_got = second_read.join().expect("the second connection's reader");
+            assert_eq!(
+                first_got.len(),
+                MAX_LINE,
+                "the first piece went to the first connection"
+            );
+            assert!(first_got.iter().all(|byte| *byte == b'x'));
+            assert_eq!(
+                String::from_utf8_lossy(&second_got),
+                String::from_utf8_lossy(&next),
+                "the new connection gets the next line, none of the long one"
+            );
+        }
+
+        #[test]
+        fn only_a_bridge_that_started_the_lost_corrald_starts_one_at_once() {
+            assert!(may_start(true, Duration::ZERO), "its own: at once");
+            assert!(!may_start(false, Duration::ZERO), "a service's: not at once");
+            assert!(
+                !may_start(false, Duration::from_secs(2)),
+                "nor at systemd's RestartSec=2"
+            );
+            assert!(may_start(false, SERVICE_GRACE), "after the grace");
+            assert!(SERVICE_GRACE > Duration::from_secs(2) + RECONNECT_MAX);
+        }
 
         #[test]
         fn lines_are_read_whole_up_to_the_limit_and_in_pieces_beyond() {

@@ -29,7 +29,10 @@
 //! `.toml` files are TOML, `.json` files JSON; another name is JSON when it
 //! starts with `{`. Each server is checked with
 //! `corral_protocol::config::parse_server_json`, the check `mcpServer/add`
-//! makes, so the daemon gets nothing it would refuse. A file that cannot be
+//! makes, and its name with `check_session_server_name` (at most 106 bytes:
+//! the daemon registers it as `NAME-cID`), and `--separator` with
+//! `check_separator`, the daemon's own checks, so the daemon gets nothing it
+//! would refuse. A file that cannot be
 //! read, does not parse or holds a server Corral would refuse stops
 //! `corral mcp` with exit code 2 before it connects, naming the file, the
 //! line where one is known, the server and what is wrong. No value from the
@@ -69,14 +72,9 @@ fn server_name(text: &str) -> Result<String, String> {
     config::check_server_name(text).map(|()| text.to_owned())
 }
 
-/// `--separator`: 1 to 8 characters of `A-Z a-z 0-9 _ . -`.
+/// `--separator`: the daemon's rule (1 to 8 characters of `A-Z a-z 0-9 _ . -`).
 fn separator(text: &str) -> Result<String, String> {
-    let allowed = |character: char| character.is_ascii_alphanumeric() || "_.-".contains(character);
-    if (1..=8).contains(&text.chars().count()) && text.chars().all(allowed) {
-        Ok(text.to_owned())
-    } else {
-        Err("a separator is 1 to 8 characters, each an ASCII letter, digit, `_`, `.` or `-`".to_owned())
-    }
+    config::check_separator(text).map(|()| text.to_owned())
 }
 
 impl BridgeArgs {
@@ -233,13 +231,20 @@ fn client_of(path: &Path) -> Client {
     }
 }
 
-/// Every server through the check `mcpServer/add` makes.
+/// Every server through the check `mcpServer/add` makes, and its name
+/// through the daemon's check of a session server's name (room for `-cID`).
 fn check_each(path: &Path, servers: &Map<String, Value>) -> Result<(), String> {
     let problems: Vec<String> = servers
         .iter()
-        .filter_map(|(name, entry)| config::parse_server_json(name, entry).err())
-        .flatten()
-        .map(|problem| problem.to_string())
+        .flat_map(|(name, entry)| match config::parse_server_json(name, entry) {
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+            // The name is a server name (at most 128 bytes): short enough to show.
+            Ok(_) => config::check_session_server_name(name)
+                .err()
+                .map(|problem| format!("server `{name}`: {problem}"))
+                .into_iter()
+                .collect::<Vec<_>>(),
+        })
         .collect();
     if problems.is_empty() {
         Ok(())
@@ -495,6 +500,38 @@ env_http_headers = { "X-Api-Key" = "REMOTE_KEY" }
             json!({"Plain-Name": {"command": "tool", "args": ["${HOME}"]}}),
             "Claude Desktop expands nothing; names become Corral names"
         );
+    }
+
+    #[test]
+    fn a_servers_name_leaves_room_for_the_connection_the_daemon_adds() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let longest = "n".repeat(config::MAX_SESSION_SERVER_NAME_BYTES);
+        let path = write(
+            dir.path(),
+            "fits.toml",
+            &format!("[servers.{longest}]\ncommand = \"x\"\n"),
+        );
+        assert!(session_servers(&path).expect("fits").servers.contains_key(&longest));
+        // A server name the config would take (128 bytes at most), but too long once `-cID` is added.
+        let long = format!("{longest}n");
+        for (name, text) in [
+            ("long.toml", format!("[servers.{long}]\ncommand = \"x\"\n")),
+            (
+                "long.json",
+                format!("{{\"mcpServers\": {{\"{long}\": {{\"command\": \"x\"}}}}}}"),
+            ),
+        ] {
+            let path = write(dir.path(), name, &text);
+            let error = session_servers(&path).expect_err(name);
+            assert_eq!(
+                error,
+                format!(
+                    "{}: server `{long}`: the name of a client's own server is 107 bytes long; the limit is 106 \
+                     bytes (corrald adds `-c` and the connection's number to it): shorten it",
+                    path.display()
+                )
+            );
+        }
     }
 
     #[test]

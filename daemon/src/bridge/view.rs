@@ -6,7 +6,11 @@
 //! (`--exclude`), the separator of names, whether the built-in `corral`
 //! server's tools are there (`--no-builtin`), and the client's own servers
 //! (`--config FILE`), which become session servers of the connection: they
-//! start with it and are reaped when it ends, whatever ends it.
+//! start with it and are reaped when it ends, whatever ends it. The
+//! separator and those servers' names are checked by the protocol crate's
+//! rules (`config::check_separator`, `config::check_session_server_name`:
+//! a name leaves room for the `-cID` below), the ones `corral mcp` checks
+//! its flags and file with; options that break them refuse `initialize`.
 //!
 //! Pure data, no state: the rules of visibility are here, tested alone.
 //! - a session server another connection added is never shown (a project's
@@ -23,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use corral_protocol::config;
 use serde_json::Value;
 
 use super::names;
@@ -30,9 +35,6 @@ use crate::mcp::route::Whose;
 
 /// The key of the bridge's options in `initialize`'s `_meta`.
 pub(crate) const OPTIONS_KEY: &str = "corral/bridge";
-
-/// Longest separator accepted, in characters.
-const MAX_SEPARATOR_CHARS: usize = 8;
 
 /// The options a bridge passes at `initialize` (`_meta["corral/bridge"]`).
 /// Unknown members are ignored, so an older daemon takes a newer bridge.
@@ -81,26 +83,23 @@ impl Options {
         let options: Self = serde_json::from_value(options.clone())
             .map_err(|error| format!("`_meta.{OPTIONS_KEY}` of `initialize`: {error}"))?;
         if let Some(separator) = &options.separator {
-            check_separator(separator)?;
+            config::check_separator(separator).map_err(|problem| {
+                format!("invalid separator {separator:?} in `_meta.{OPTIONS_KEY}` of `initialize`: {problem}")
+            })?;
+        }
+        for name in options.session_servers.keys() {
+            // Checked here, not when the server is added: its registry name
+            // (`session_name`) must be a valid server name too.
+            config::check_session_server_name(name)
+                .map_err(|problem| format!("`_meta.{OPTIONS_KEY}.sessionServers` of `initialize`: {problem}"))?;
         }
         Ok(options)
     }
 }
 
-/// A separator is 1 to 8 of `A-Z a-z 0-9 _ . -`: what every client takes in a tool name.
-pub(crate) fn check_separator(separator: &str) -> Result<(), String> {
-    let count = separator.chars().count();
-    let allowed = |character: char| character.is_ascii_alphanumeric() || matches!(character, '_' | '.' | '-');
-    if (1..=MAX_SEPARATOR_CHARS).contains(&count) && separator.chars().all(allowed) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid separator {separator:?}: use 1 to {MAX_SEPARATOR_CHARS} of the characters A-Z a-z 0-9 _ . -"
-        ))
-    }
-}
-
-/// The registry name of connection `connection`'s session server `name`.
+/// The registry name of connection `connection`'s session server `name`: a
+/// valid server name for every `name` that passed
+/// [`config::check_session_server_name`].
 pub(crate) fn session_name(name: &str, connection: u64) -> String {
     format!("{name}-c{connection}")
 }
@@ -245,7 +244,23 @@ mod tests {
         for separator in ["", "123456789", "a b", "/", "é"] {
             let params = json!({ "_meta": { OPTIONS_KEY: { "separator": separator } } });
             let error = Options::from_initialize(&params).expect_err(separator);
-            assert!(error.contains("invalid separator"), "{error}");
+            assert!(
+                error.starts_with(&format!(
+                    "invalid separator {separator:?} in `_meta.corral/bridge` of `initialize`: a separator is 1 to 8 \
+                     characters"
+                )),
+                "{error}"
+            );
+        }
+        let longest = "a".repeat(config::MAX_SESSION_SERVER_NAME_BYTES);
+        let accepted = options(&json!({ "sessionServers": { longest.clone(): {"command": "x"} } }));
+        let registered = session_name(&longest, u64::MAX);
+        assert_eq!(config::check_server_name(&registered), Ok(()), "{registered}");
+        assert_eq!(accepted.session_servers.len(), 1);
+        for name in [format!("{longest}a"), "not ok".to_owned()] {
+            let params = json!({ "_meta": { OPTIONS_KEY: { "sessionServers": { name.clone(): {"command": "x"} } } } });
+            let error = Options::from_initialize(&params).expect_err(&name);
+            assert!(error.contains("`_meta.corral/bridge.sessionServers`"), "{error}");
         }
         let error =
             Options::from_initialize(&json!({ "_meta": { OPTIONS_KEY: { "servers": "a" } } })).expect_err("not a list");

@@ -11,14 +11,19 @@
 //! deadline and when it cancels the call, declined when it did not declare
 //! them; a daemon restart under a connected client
 //! (the call in flight answered with an error, the lists announced as
-//! changed, and the client goes on); `corral mcp`'s options (`--exclude`,
+//! changed, and the client goes on; a question of a crashed daemon
+//! withdrawn from the client with `notifications/cancelled`, and its late
+//! answer kept from the next daemon, whose own question of the same number
+//! gets another id; the client's `logging/setLevel` in force on the next
+//! daemon); `corral mcp`'s options (`--exclude`,
 //! `--no-builtin`, `--separator`, `--config` with a project's `.mcp.json`)
 //! shaping what the client sees, before and after a daemon restart, its own
 //! server started again by the new daemon. Then the bridge on its own: starting
 //! corrald when none runs (detached, one daemon for two bridges started at
 //! once), starting it again when it is stopped under a connected client
 //! (the session restored on the wire, the replay's answer never shown),
-//! and `--no-start`.
+//! leaving a crashed corrald it did not start to its service manager for
+//! longer than `RestartSec`, and `--no-start`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -860,13 +865,47 @@ impl RawBridge {
     }
 
     async fn initialize(&mut self) -> Value {
+        self.initialize_declaring(&json!({})).await
+    }
+
+    /// `initialize` (id 1) declaring `capabilities`; the result.
+    async fn initialize_declaring(&mut self, capabilities: &Value) -> Value {
         self.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
+            "protocolVersion": "2025-06-18", "capabilities": capabilities,
             "clientInfo": {"name": "raw-bridge-test", "version": "1"}}}))
             .await;
         let answer = self.recv().await;
         assert_eq!(answer["id"], 1, "{answer}");
         answer["result"].clone()
+    }
+
+    /// The next line that is not a `list_changed` notification.
+    async fn recv_skipping_list_changed(&mut self) -> Value {
+        loop {
+            let message = self.recv().await;
+            if !is_list_changed(&message) {
+                return message;
+            }
+        }
+    }
+
+    /// Read (bounded) until the three `list_changed` notifications of a
+    /// restored session have come; anything else read meanwhile is returned.
+    async fn until_restored(&mut self) -> Vec<Value> {
+        let mut others = Vec::new();
+        within_for(SERVER_WAIT, "the restored session's list_changed", async {
+            loop {
+                let message = self.recv().await;
+                if message["method"] == "notifications/prompts/list_changed" {
+                    return;
+                }
+                if !is_list_changed(&message) {
+                    others.push(message);
+                }
+            }
+        })
+        .await;
+        others
     }
 
     /// Close stdin (the client is done) and wait for corral mcp to exit; its stderr.
@@ -1302,4 +1341,206 @@ async fn corral_mcp_options_shape_the_clients_view_through_a_daemon_restart() {
     // The client goes: its own server goes with it.
     mcp.close().await;
     assert_all_gone(&[second_proj], SERVER_WAIT, "the client's own server after the client").await;
+}
+
+/// Why `corral mcp` withdraws a question of a daemon that went away (`cli/src/pipe/lines.rs`).
+const DAEMON_RESTARTED: &str = "corral's daemon restarted";
+
+/// An elicitation answer accepting with `name`.
+fn accepting(id: &Value, name: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": {"action": "accept", "content": {"name": name}}})
+}
+
+#[tokio::test]
+async fn a_question_of_a_crashed_daemon_is_withdrawn_and_a_late_answer_never_reaches_the_next() {
+    let mut daemon = everything_daemon("60").await;
+    let socket = daemon.socket_path().to_path_buf();
+    let mut survivors = KillSurvivorsOnDrop::new([]);
+    let client = daemon.connect_client().await;
+    let everything = client.mcp_server_get("everything").await.expect("mcpServer/get");
+    survivors.also(everything.server.pid.expect("a ready stdio server has a pid"));
+    drop(client);
+    let state = tempfile::tempdir().expect("a state dir");
+    let mut command = raw_bridge(&daemon, state.path());
+    command.arg("--no-start");
+    let mut bridge = RawBridge::start(command);
+    bridge.initialize_declaring(&json!({"elicitation": {}})).await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+
+    // The daemon asks the client something during a call, and crashes before it is answered.
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": "first", "method": "tools/call",
+                     "params": {"name": "everything__trigger-elicitation-request", "arguments": {}}}))
+        .await;
+    let asked = bridge.recv_skipping_list_changed().await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    let old_id = asked["id"].clone();
+    assert!(!daemon.sigkill_and_wait().success());
+    // The call gets its error and the question is withdrawn, the client told why.
+    assert_eq!(
+        bridge.recv_skipping_list_changed().await,
+        json!({"jsonrpc": "2.0", "id": "first", "error": {"code": -32603, "message": DAEMON_WENT_AWAY}})
+    );
+    assert_eq!(
+        bridge.recv_skipping_list_changed().await,
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+               "params": {"requestId": old_id, "reason": DAEMON_RESTARTED}})
+    );
+
+    // The next daemon numbers its questions from 1 again.
+    let second = TestDaemon::builder()
+        .config(&everything_config("everything"))
+        .env("CORRAL_ELICITATION_TIMEOUT_SEC", "60")
+        .socket_path(&socket)
+        .start();
+    let client = second.connect_client().await;
+    let ready = wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
+    survivors.also(ready.pid.expect("a ready stdio server has a pid"));
+    assert_eq!(bridge.until_restored().await, Vec::<Value>::new());
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": "second", "method": "tools/call",
+                     "params": {"name": "everything__trigger-elicitation-request", "arguments": {}}}))
+        .await;
+    let asked = bridge.recv_skipping_list_changed().await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    assert_ne!(
+        asked["id"], old_id,
+        "the client may still show the old question: the new one has another id"
+    );
+
+    // The client answers the old question late, then the new one: only the new answer counts.
+    bridge.send(accepting(&old_id, "Late Answer")).await;
+    bridge.send(accepting(&asked["id"], "Grace Hopper")).await;
+    let answered = bridge.recv_skipping_list_changed().await;
+    assert_eq!(answered["id"], "second", "{answered}");
+    let text = text_of(&answered["result"]);
+    assert!(text.contains("- Name: Grace Hopper"), "{answered}");
+    assert!(!text.contains("Late Answer"), "{answered}");
+
+    let (status, stderr) = bridge.finish().await;
+    assert!(status.success(), "{status}: {stderr}");
+    drop(client);
+    drop(second);
+}
+
+#[tokio::test]
+async fn the_clients_logging_level_survives_a_daemon_restart() {
+    let config = fixture_config("logs", &["--log-tool"]);
+    let mut daemon = TestDaemon::start_with_config(&config);
+    let socket = daemon.socket_path().to_path_buf();
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "logs", ServerStatus::Ready, SERVER_WAIT).await;
+    drop(client);
+    let state = tempfile::tempdir().expect("a state dir");
+    let mut command = raw_bridge(&daemon, state.path());
+    command.arg("--no-start");
+    let mut bridge = RawBridge::start(command);
+    bridge.initialize().await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": "debug"}}))
+        .await;
+    assert_eq!(
+        bridge.recv_skipping_list_changed().await,
+        json!({"jsonrpc": "2.0", "id": 2, "result": {}})
+    );
+    call_and_see_debug_log(&mut bridge, 3, "before").await;
+
+    assert!(daemon.sigterm_and_wait().success());
+    let second = TestDaemon::builder().config(&config).socket_path(&socket).start();
+    let client = second.connect_client().await;
+    wait_for_status(&client, "logs", ServerStatus::Ready, SERVER_WAIT).await;
+    // The new daemon has the client at `debug` too (its default is `info`).
+    call_and_see_debug_log(&mut bridge, 4, "after").await;
+
+    let (status, stderr) = bridge.finish().await;
+    assert!(status.success(), "{status}: {stderr}");
+    drop(client);
+    drop(second);
+}
+
+/// Call `logs__log` at level `debug` (request `id`) and wait (bounded) for
+/// both its answer and the log message it sends.
+async fn call_and_see_debug_log(bridge: &mut RawBridge, id: u64, message: &str) {
+    bridge
+        .send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                     "params": {"name": "logs__log", "arguments": {"level": "debug", "message": message}}}))
+        .await;
+    let (mut answered, mut logged) = (false, false);
+    within_for(
+        SERVER_WAIT,
+        &format!("the answer to {id} and the debug log `{message}`"),
+        async {
+            while !(answered && logged) {
+                let line = bridge.recv_skipping_list_changed().await;
+                if line["id"] == id {
+                    assert_eq!(text_of(&line["result"]), "logged", "{line}");
+                    answered = true;
+                } else if line["method"] == "notifications/message" {
+                    let params = &line["params"];
+                    assert!(
+                        params["level"] == "debug" && params["logger"] == "logs" && params["data"] == message,
+                        "{line}"
+                    );
+                    logged = true;
+                } else {
+                    panic!("only MCP of this call: {line}");
+                }
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_bridge_leaves_restarting_a_service_managers_corrald_to_it() {
+    let setup = AutoStart::new();
+    let mut survivors = KillSurvivorsOnDrop::new([setup.pid_file()]);
+    // The service manager's corrald; the bridge only connects to it.
+    let mut service = TestDaemon::builder().socket_path(setup.socket()).start();
+    let mut bridge = RawBridge::start(setup.bridge(&[]));
+    bridge.initialize().await;
+    bridge
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+
+    // It crashes; its manager restarts it after `RestartSec=2` (systemd/corral.service).
+    assert!(!service.sigkill_and_wait().success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        setup.daemons(),
+        Vec::<u32>::new(),
+        "the bridge started no corrald of its own within RestartSec"
+    );
+    let restarted = TestDaemon::builder().socket_path(setup.socket()).start();
+    assert_eq!(bridge.until_restored().await, Vec::<Value>::new());
+    assert_eq!(setup.status().await.daemon_info.pid, restarted.pid());
+
+    // No manager restarts this one: after a while the bridge starts corrald itself.
+    let mut restarted = restarted;
+    assert!(!restarted.sigkill_and_wait().success());
+    assert_eq!(bridge.until_restored().await, Vec::<Value>::new());
+    let own = setup.status().await.daemon_info.pid;
+    survivors.also(own);
+    assert_eq!(setup.daemons(), vec![own]);
+    assert_ne!(own, restarted.pid());
+    bridge.send(json!({"jsonrpc": "2.0", "id": 2, "method": "ping"})).await;
+    let pong = bridge.recv_skipping_list_changed().await;
+    assert!(pong["id"] == 2 && pong.get("result").is_some(), "{pong}");
+
+    let (status, stderr) = bridge.finish().await;
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr.matches("started corrald").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("waiting for its service manager to start it again"),
+        "{stderr}"
+    );
+    let mut pids = read_pid_file(&setup.pid_file());
+    send_signal(own, libc::SIGTERM);
+    pids.push(own);
+    assert_all_gone(&pids, SERVER_WAIT, "corrald and its servers after SIGTERM").await;
 }
