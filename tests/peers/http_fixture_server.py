@@ -6,7 +6,10 @@ HTTP method, JSON-RPC method, whether a session id came with it, the status
 answered, and the request headers) and fails on request, for the behaviours
 no real server shows on demand: answer `initialize` or `tools/call` with an
 error status a given number of times, require a bearer token, answer every
-POST with one status, and forget its sessions (HTTP 404 to them).
+POST with one status, forget its sessions (HTTP 404 to them), and refuse
+protocol versions the way a server of MCP 2026-07-28 does (which, with
+`--supported-versions 2026-07-28`, makes it a server of 2026-07-28 only: the
+SDK serves the requests of that version, the fixture refuses the handshake).
 
 Run it with the interpreter of tests/peers/.venv (installed by tests/run.sh);
 it listens on 127.0.0.1 only:
@@ -54,7 +57,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="WWW-Authenticate header sent with --status and --require-bearer answers")
     p.add_argument("--require-bearer", metavar="TOKEN",
                    help="answer 401 unless the request has `Authorization: Bearer TOKEN`")
-    return p.parse_args(argv)
+    p.add_argument("--supported-versions", metavar="V,V...",
+                   help="answer a POST whose protocol version (its MCP-Protocol-Version header, else the "
+                        "protocolVersion of an initialize) is not one of these with HTTP 400 and the "
+                        "UnsupportedProtocolVersionError (-32022) of MCP 2026-07-28, listing them")
+    args = p.parse_args(argv)
+    args.supported_versions = args.supported_versions.split(",") if args.supported_versions else None
+    return args
 
 
 class Fixture:
@@ -78,9 +87,21 @@ class Fixture:
         self.forget_next = also_next
         log(f"forgot {len(self.forgotten)} session(s); forgetting the next {also_next} too")
 
-    def record(self, method: str, rpc: str | None, session: str | None, status: int, headers: dict) -> None:
-        entry = {"method": method, "rpc": rpc, "session": session is not None, "status": status, "headers": headers}
+    def record(self, method: str, rpc: str | None, session: str | None, status: int, headers: dict,
+               meta: list[str] | None) -> None:
+        entry = {"method": method, "rpc": rpc, "session": session is not None, "status": status, "headers": headers,
+                 "meta": meta}
         self.record_file.write(json.dumps(entry) + "\n")
+
+    def refuse_version(self, version: str | None, request_id) -> tuple[int, list, bytes] | None:
+        """The answer of a server of 2026-07-28 to a version it does not serve, or None."""
+        supported = self.args.supported_versions
+        if supported is None or version in supported:
+            return None
+        error = {"code": -32022, "message": "Unsupported protocol version",
+                 "data": {"supported": supported, "requested": version}}
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+        return 400, [(b"content-type", b"application/json")], body
 
     def decide(self, method: str, rpc: str | None, headers: dict, session: str | None) -> tuple[int, list] | None:
         """The status to answer instead of the SDK, with extra headers, or None."""
@@ -122,22 +143,39 @@ class Fixture:
                 if not message.get("more_body", False):
                     break
         rpc = None
+        meta = None
+        version = headers.get("mcp-protocol-version")
+        request_id = None
         try:
             parsed = json.loads(body) if body else None
             if isinstance(parsed, dict):
                 rpc = parsed.get("method")
+                request_id = parsed.get("id")
+                params = parsed.get("params")
+                if isinstance(params, dict):
+                    if isinstance(params.get("_meta"), dict):
+                        meta = sorted(params["_meta"])
+                    if version is None and rpc == "initialize":
+                        version = params.get("protocolVersion")
         except ValueError:
             pass
         decided = self.decide(method, rpc, headers, session)
         if decided is not None:
             status, extra = decided
-            self.record(method, rpc, session, status, headers)
+            self.record(method, rpc, session, status, headers, meta)
             await send({
                 "type": "http.response.start",
                 "status": status,
                 "headers": [(b"content-type", b"text/plain")] + extra,
             })
             await send({"type": "http.response.body", "body": f"http-fixture: {status}\n".encode()})
+            return
+        refused = self.refuse_version(version, request_id) if method == "POST" else None
+        if refused is not None:
+            status, response_headers, response = refused
+            self.record(method, rpc, session, status, headers, meta)
+            await send({"type": "http.response.start", "status": status, "headers": response_headers})
+            await send({"type": "http.response.body", "body": response})
             return
 
         replayed = False
@@ -159,7 +197,7 @@ class Fixture:
                             if self.forget_next > 0:
                                 self.forget_next -= 1
                                 self.forgotten_for_calls.add(created)
-                self.record(method, rpc, session, message["status"], headers)
+                self.record(method, rpc, session, message["status"], headers, meta)
             await send(message)
 
         await self.app(scope, replay, observe)

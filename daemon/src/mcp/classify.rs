@@ -46,8 +46,13 @@ impl HttpFailure {
     }
 }
 
-/// The failure of an `initialize`.
+/// The failure of a session's start: `server/discover`, or the legacy `initialize` after it
+/// (`transport::http`'s lifecycle; stdio servers start with `initialize` alone).
 pub(crate) fn classify_initialize(error: &ClientInitializeError) -> HttpFailure {
+    classify_start(error, "the start of the session")
+}
+
+fn classify_start(error: &ClientInitializeError, step: &str) -> HttpFailure {
     // rmcp nests the 401 (or a manager's "authorization required") inside the transport error.
     if error.is_authorization_required() && !matches!(classify_any(error), Some(FailureReason::InsufficientScope)) {
         return HttpFailure::new(
@@ -63,8 +68,11 @@ pub(crate) fn classify_initialize(error: &ClientInitializeError) -> HttpFailure 
         }
         ClientInitializeError::JsonRpcError(error) => HttpFailure::new(
             FailureReason::ProtocolError,
-            format!("the server answered initialize with an error: {}", error.message),
+            format!("the server answered {step} with an error: {}", error.message),
         ),
+        // The server refused `server/discover` as a server of an earlier MCP version does, and
+        // then `initialize` failed too: that second failure is the one that says what is wrong.
+        ClientInitializeError::LegacyFallbackFailed { fallback, .. } => classify_start(fallback, "initialize"),
         // The worker ended during the handshake: it says why in the log only,
         // and the reason is usually the connection.
         ClientInitializeError::ConnectionClosed(context) => HttpFailure::new(
@@ -80,6 +88,7 @@ pub(crate) fn classify_initialize(error: &ClientInitializeError) -> HttpFailure 
 fn classify_any(error: &ClientInitializeError) -> Option<FailureReason> {
     match error {
         ClientInitializeError::TransportError { error, .. } => Some(classify_transport(error.error.as_ref()).reason),
+        ClientInitializeError::LegacyFallbackFailed { fallback, .. } => classify_any(fallback),
         _ => None,
     }
 }

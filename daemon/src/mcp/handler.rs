@@ -30,11 +30,16 @@
 //! every server, whoever ends up answering, and roots only when the server
 //! has `roots` configured or gets its client's (then with `listChanged` when
 //! the client declared it: the server's task sends
-//! `notifications/roots/list_changed` after the client's). The task builds
-//! each listing's `ToolCatalog` (`mcp::tool_catalog`), one listing at a
-//! time; this handler only asks. For a stdio server, progress is routed by
-//! the wire tee as the line is read (see `wire_tee`); the routing here is
-//! the fallback for the other transports.
+//! `notifications/roots/list_changed` after the client's). For a
+//! streamable-HTTP server it offers the version `transport::http` chooses
+//! and repeats its version, capabilities and identity in the request's
+//! `_meta`, as MCP 2026-07-28 has them on every request
+//! ([`McpClientHandler::offering`]); a stdio server is offered rmcp's
+//! default. The task builds each listing's `ToolCatalog`
+//! (`mcp::tool_catalog`), one listing at a time; this handler only asks.
+//! For a stdio server, progress is routed by the wire tee as the line is
+//! read (see `wire_tee`); the routing here is the fallback for the other
+//! transports.
 //!
 //! The client's roots win over a `roots` entry of the server's: that entry
 //! was written in a file (the project's `--config`; a `.mcp.json` cannot
@@ -58,8 +63,8 @@ use corral_protocol::{DaemonNotification, ListChanged, ResourceUpdated, ServerLo
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
     ElicitResult, ElicitationAction, ElicitationCapability, ErrorCode, FormElicitationCapability, Implementation,
-    ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ResourceUpdatedNotificationParam,
-    Root, RootsCapabilities, SamplingCapability, UrlElicitationCapability,
+    ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion, RequestMetaObject,
+    ResourceUpdatedNotificationParam, Root, RootsCapabilities, SamplingCapability, UrlElicitationCapability,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ClientHandler, ErrorData, RoleClient};
@@ -85,6 +90,9 @@ pub(crate) struct McpClientHandler {
     client_roots: Option<ClientRoots>,
     /// Progress is routed by the session's raw wire (in order), not here.
     progress_from_wire: bool,
+    /// The protocol version `initialize` offers, with the client's context in its `_meta`
+    /// ([`McpClientHandler::offering`]); `None`: rmcp's default, without `_meta`.
+    offer: Option<ProtocolVersion>,
 }
 
 impl McpClientHandler {
@@ -97,7 +105,18 @@ impl McpClientHandler {
             roots: None,
             client_roots: None,
             progress_from_wire: false,
+            offer: None,
         }
+    }
+
+    /// Offer `version` at `initialize` and put the client's context (MCP 2026-07-28's
+    /// `_meta`: protocol version, capabilities, client info) in the request, as a server of
+    /// 2026-07-28 reads it from every request (SEP-2575): a streamable-HTTP server that
+    /// serves only 2026-07-28 then answers with the versions it supports instead of
+    /// refusing a request it cannot read (`transport::http`).
+    pub(crate) fn offering(mut self, version: ProtocolVersion) -> Self {
+        self.offer = Some(version);
+        self
     }
 
     /// The session's pipes are teed ([`WireTee`](super::wire_tee::WireTee)), which routes progress itself.
@@ -317,7 +336,19 @@ impl ClientHandler for McpClientHandler {
             }
             None => self.roots.is_some().then(RootsCapabilities::default),
         };
-        client_config(roots)
+        let config = client_config(roots);
+        match &self.offer {
+            None => config,
+            Some(version) => {
+                let mut config = config.with_protocol_version(version.clone());
+                config.meta = Some(RequestMetaObject::with_client_context(
+                    version.clone(),
+                    config.client_info.clone(),
+                    config.capabilities.clone(),
+                ));
+                config
+            }
+        }
     }
 
     async fn create_elicitation(

@@ -6,14 +6,21 @@
 //! runs a real corrald with one streamable-HTTP server entry for that URL, and drives it like a
 //! front-end would: when the server needs a login, `mcpServer/oauthLogin` with
 //! `tests/peers/follow_url.py` as the opener (the harness's authorization server approves at
-//! once); once the server is `ready`, it calls a tool through corrald (`add_numbers` for
-//! `tools_call`, else the first tool listed). Exit status 0 when the server became ready.
+//! once); once the server is `ready`, it calls tools through corrald as the scenario expects:
+//! the calls the harness hands over in the context (`toolCalls`: name and arguments), the
+//! focal tool's `inputSchema` echoed back for `json-schema-2020-12-preservation`, `add_numbers`
+//! for `tools_call`, else the first tool listed. It declares elicitation and accepts every
+//! form elicitation with the defaults of the requested schema (what a user pressing "accept"
+//! on a prefilled form sends); URL elicitations are declined. Exit status 0 when the server
+//! became ready and the calls the scenario grades succeeded.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use corral_client::protocol::{DaemonNotification, FailureReason, ServerStatus};
-use corral_client::{Client, ClientNotification};
+use corral_client::protocol::{
+    ClientCapabilities, DaemonNotification, ElicitationRequest, FailureReason, ServerStatus,
+};
+use corral_client::{Client, ClientNotification, DaemonRequests};
 use corral_tests::{TestDaemon, follow_url_opener, toml_string};
 use serde_json::{Value, json};
 
@@ -65,7 +72,7 @@ async fn run(url: &str, scenario: &str, context: &Value) -> Result<(), String> {
     }
     let config = format!("credentials_store = \"file\"\n{}\n{server}", follow_url_opener());
     let daemon = builder.config(&config).start();
-    let outcome = drive(&daemon, scenario).await;
+    let outcome = drive(&daemon, scenario, context).await;
     if outcome.is_err() {
         eprintln!("corrald's log:\n{}", daemon.stderr());
     }
@@ -127,10 +134,96 @@ async fn ready_again(client: &Client) -> Result<(), String> {
     }
 }
 
-async fn drive(daemon: &TestDaemon, scenario: &str) -> Result<(), String> {
+/// Answer what the server asks through corrald: a form elicitation accepted with the schema's
+/// defaults, anything else declined.
+async fn answer_requests(mut requests: DaemonRequests) {
+    while let Some(request) = requests.next().await {
+        let answer = match request.params_as::<ElicitationRequest>() {
+            Some(Ok(params)) if params.request.get("url").is_none() => {
+                json!({ "action": "accept", "content": schema_defaults(&params.request["requestedSchema"]) })
+            }
+            _ => json!({ "action": "decline" }),
+        };
+        let _ = request.respond(answer);
+    }
+}
+
+/// The `default` of every property of an elicitation's `requestedSchema` that has one.
+fn schema_defaults(schema: &Value) -> Value {
+    let defaults = schema["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, property)| Some((name.clone(), property.get("default")?.clone())))
+        .collect();
+    Value::Object(defaults)
+}
+
+/// One tool call the scenario expects.
+struct Call {
+    tool: String,
+    arguments: Value,
+    /// Whether its failure fails the run: the scenario grades this call's outcome (not so for
+    /// the first tool called with no arguments, nor in the auth scenarios, which grade the
+    /// authorization).
+    graded: bool,
+}
+
+/// The tool calls the scenario expects.
+fn calls_for(scenario: &str, context: &Value, tools: &[Value]) -> Vec<Call> {
+    let graded = !scenario.starts_with("auth/");
+    if let Some(calls) = context["toolCalls"].as_array() {
+        return calls
+            .iter()
+            .filter_map(|call| {
+                Some(Call {
+                    tool: call["name"].as_str()?.to_owned(),
+                    arguments: call["arguments"].clone(),
+                    graded,
+                })
+            })
+            .collect();
+    }
+    match scenario {
+        "tools_call" => vec![Call {
+            tool: "add_numbers".to_owned(),
+            arguments: json!({ "a": 5, "b": 3 }),
+            graded,
+        }],
+        // Round-trip the focal tool's inputSchema, as corrald lists it, through the echo tool.
+        "json-schema-2020-12-preservation" => tools
+            .iter()
+            .filter(|tool| tool["name"] != "json_schema_echo")
+            .map(|focal| Call {
+                tool: "json_schema_echo".to_owned(),
+                arguments: json!({ "schema": focal["inputSchema"] }),
+                graded,
+            })
+            .take(1)
+            .collect(),
+        _ => tools
+            .iter()
+            .filter_map(|tool| tool["name"].as_str())
+            .map(|tool| Call {
+                tool: tool.to_owned(),
+                arguments: json!({}),
+                graded: false,
+            })
+            .take(1)
+            .collect(),
+    }
+}
+
+async fn drive(daemon: &TestDaemon, scenario: &str, context: &Value) -> Result<(), String> {
     let mut watcher = daemon.connect_client().await;
     let mut notifications = watcher.take_notifications().ok_or("no notification stream")?;
-    let client = daemon.connect_client().await;
+    let mut capabilities = ClientCapabilities::default();
+    capabilities.elicitation = true;
+    let mut client = Client::connect(daemon.client_options().with_capabilities(capabilities))
+        .await
+        .map_err(|error| format!("connect to corrald: {error}"))?;
+    let requests = client.take_requests().ok_or("no request stream")?;
+    let _answering = tokio::spawn(answer_requests(requests));
     let mut server = settled(&client).await?;
     if server.status == ServerStatus::Failed
         && matches!(
@@ -154,34 +247,44 @@ async fn drive(daemon: &TestDaemon, scenario: &str) -> Result<(), String> {
             server.error.unwrap_or_default()
         ));
     }
-    let tools = client
+    let tools: Vec<Value> = client
         .tools_list(Some(NAME))
         .await
         .map_err(|error| error.to_string())?
-        .tools;
-    let (tool, arguments) = if scenario == "tools_call" {
-        ("add_numbers".to_owned(), json!({ "a": 5, "b": 3 }))
-    } else {
-        match tools.first().and_then(|tool| tool.tool["name"].as_str()) {
-            Some(name) => (name.to_owned(), json!({})),
-            None => return Ok(()),
-        }
-    };
-    // A 403 insufficient_scope makes corrald re-authorize (a bounded number of times); wait for
-    // that login and call again.
+        .tools
+        .into_iter()
+        .map(|tool| tool.tool)
+        .collect();
+    for expected in calls_for(scenario, context, &tools) {
+        call(&client, &mut notifications, &expected).await?;
+    }
+    Ok(())
+}
+
+/// Make a call; a 403 `insufficient_scope` makes corrald re-authorize (a bounded number of
+/// times): wait for that login and call again. A failure is an error when the call is graded.
+async fn call(
+    client: &Client,
+    notifications: &mut corral_client::Notifications,
+    expected: &Call,
+) -> Result<(), String> {
+    let Call {
+        tool,
+        arguments,
+        graded,
+    } = expected;
     for _ in 0..4 {
         match client
-            .tools_call(NAME, &tool, arguments.as_object().cloned(), WAIT)
+            .tools_call(NAME, tool, arguments.as_object().cloned(), WAIT)
             .await
         {
             Ok(_) => return Ok(()),
             Err(error) if error.to_string().contains("re-authorization with scope") => {
                 eprintln!("{error}");
-                login_outcome(&mut notifications).await?;
-                ready_again(&client).await?;
+                login_outcome(notifications).await?;
+                ready_again(client).await?;
             }
-            Err(error) if scenario == "tools_call" => return Err(format!("tools/call {tool}: {error}")),
-            // Auth scenarios grade the authorization, not the tool's answer.
+            Err(error) if *graded => return Err(format!("tools/call {tool}: {error}")),
             Err(error) => {
                 eprintln!("tools/call {tool}: {error}");
                 return Ok(());

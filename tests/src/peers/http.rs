@@ -144,6 +144,8 @@ pub struct RecordedRequest {
     pub status: u16,
     /// The request headers, names lowercased.
     pub headers: BTreeMap<String, String>,
+    /// The keys of the JSON-RPC `params._meta` of a POST, sorted (`None`: no `_meta`).
+    pub meta: Option<Vec<String>>,
 }
 
 /// Every request in an HTTP fixture's `--record` file so far.

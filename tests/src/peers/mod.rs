@@ -38,6 +38,21 @@ pub fn fixture_python() -> PathBuf {
     python
 }
 
+/// A Python 3 from `PATH`, for the peers that need only the standard library
+/// (`tests/peers/follow_url.py`): they run without the peers' venv, so `corral-conformance`
+/// works from a clean checkout.
+///
+/// Panics when there is none.
+pub fn stdlib_python() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("python3"))
+                .find(|python| python.is_file())
+        })
+        .expect("no python3 on PATH: install Python 3 (tests/peers/follow_url.py needs only its standard library)")
+}
+
 /// `tests/peers/fixture_server.py`.
 pub fn fixture_script() -> PathBuf {
     peers_dir().join("fixture_server.py")

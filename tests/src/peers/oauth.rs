@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::peers::http::HttpPeer;
-use crate::peers::{fixture_python, npm_peer, peers_dir, toml_string_array};
+use crate::peers::{fixture_python, npm_peer, peers_dir, stdlib_python, toml_string_array};
 use crate::wait::{POLL_INTERVAL, SERVER_WAIT};
 
 /// Wait (bounded by [`SERVER_WAIT`]) until 127.0.0.1:`port` accepts TCP connections.
@@ -40,12 +40,13 @@ pub fn sdk_oauth_server(mcp_port: u16, auth_port: u16, scratch: &Path) -> HttpPe
 }
 
 /// `oauth_opener = [...]` that follows the authorization URL like a browser
-/// (`tests/peers/follow_url.py`), for the test authorization servers that approve at once.
+/// (`tests/peers/follow_url.py`, on [`stdlib_python`]: no venv needed), for the test
+/// authorization servers that approve at once.
 pub fn follow_url_opener() -> String {
     let script = peers_dir().join("follow_url.py");
     format!(
         "oauth_opener = {}\n",
-        toml_string_array(&[fixture_python().display().to_string(), script.display().to_string()])
+        toml_string_array(&[stdlib_python().display().to_string(), script.display().to_string()])
     )
 }
 

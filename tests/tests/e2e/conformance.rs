@@ -1,49 +1,100 @@
-//! The official MCP client conformance suite (`@modelcontextprotocol/conformance` 0.1.16, under
-//! Node 22) against Corral: `initialize`, `tools_call` and every `auth/*` scenario, each run with
-//! `corral-conformance` (this package's binary: a real corrald driven like a front-end) as the
-//! client under test. The harness listens on all interfaces, so it runs inside a private network
-//! namespace (`unshare -n`, as root). Every scenario passes or is listed, with its reason, in
-//! `tests/conformance-expected-failures.yml`; the harness fails a listed scenario that passes.
+//! The official MCP client conformance suite against Corral, in two releases: the stable
+//! `@modelcontextprotocol/conformance` 0.1.16 and the newest, 0.2.0-alpha.12 (the npm alias
+//! `conformance-next` in `tests/peers/package.json`), both under Node 22. Every client scenario
+//! each release lists (`list --client`) runs with `corral-conformance` (this package's binary: a
+//! real corrald driven like a front-end) as the client under test. The harness listens on all
+//! interfaces, so it runs inside a private network namespace (`unshare -n`, as root).
+//!
+//! Each release has its own expected-failures list (`Suite::expected_failures`, in the format of
+//! the harness's `--expected-failures`). A scenario passes when the harness's verdict does: its
+//! checks pass and the client exits 0 (or the scenario allows a client error, as the ones where
+//! the client must refuse to go on do). The harness's own baseline mode grades the checks only,
+//! so a server that fails under Corral after every auth check passed would count as passing:
+//! this test runs the harness without it and applies the list itself. Every scenario passes or
+//! is listed with its reason, and a listed scenario that passes fails the run until it is taken
+//! off. The lists themselves are checked too: every entry names a scenario of its release and
+//! sits under a comment giving its reason, and the installed release is the one the list was
+//! written for.
 
 use std::process::Command;
 use std::time::Duration;
 
 use corral_tests::{binary, peers_dir, run_command, scratch_dir, workspace_root};
 
-const SCENARIOS: &[&str] = &[
-    "initialize",
-    "tools_call",
-    "auth/metadata-default",
-    "auth/metadata-var1",
-    "auth/metadata-var2",
-    "auth/metadata-var3",
-    "auth/basic-cimd",
-    "auth/scope-from-www-authenticate",
-    "auth/scope-from-scopes-supported",
-    "auth/scope-omitted-when-undefined",
-    "auth/scope-step-up",
-    "auth/scope-retry-limit",
-    "auth/token-endpoint-auth-basic",
-    "auth/token-endpoint-auth-post",
-    "auth/token-endpoint-auth-none",
-    "auth/pre-registration",
-    "auth/2025-03-26-oauth-metadata-backcompat",
-    "auth/2025-03-26-oauth-endpoint-fallback",
-    "auth/resource-mismatch",
-    "auth/offline-access-scope",
-    "auth/offline-access-not-supported",
-    "auth/client-credentials-jwt",
-    "auth/client-credentials-basic",
-    "auth/cross-app-access-complete-flow",
-];
+/// One release of the suite.
+struct Suite {
+    /// Where npm installed it, under `tests/peers/node_modules`.
+    package: &'static str,
+    /// The version pinned in `tests/peers/package.json` (checked against the installed one).
+    version: &'static str,
+    /// Its expected-failures list, relative to the workspace root.
+    expected_failures: &'static str,
+}
+
+const STABLE: Suite = Suite {
+    package: "@modelcontextprotocol/conformance",
+    version: "0.1.16",
+    expected_failures: "tests/conformance-expected-failures.yml",
+};
+
+const NEWEST: Suite = Suite {
+    package: "conformance-next",
+    version: "0.2.0-alpha.12",
+    expected_failures: "tests/conformance-expected-failures-next.yml",
+};
+
+/// How long one release's scenarios may take in all (each client run is bounded by the
+/// harness's own 30 s timeout).
+const SUITE_LIMIT: Duration = Duration::from_secs(1500);
 
 /// Quote `text` for `sh`.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-#[test]
-fn the_client_conformance_suite_passes_except_the_listed_gaps() {
+/// The scenario names of `list --client`'s output (`  - NAME [versions]` lines).
+fn client_scenarios(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| line.strip_prefix("  - "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The entries of an expected-failures file's `client:` list, each checked to sit under a
+/// comment (directly, or below other entries of the same comment). Panics naming the file and
+/// the entry otherwise.
+fn expected_failures(file: &str, text: &str) -> Vec<String> {
+    let mut entries = Vec::new();
+    let mut explained = false;
+    let mut in_client = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if !line.starts_with(' ') && !trimmed.is_empty() && !trimmed.starts_with('#') {
+            in_client = trimmed == "client:";
+            explained = false;
+            continue;
+        }
+        if !in_client {
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            explained = true;
+        } else if let Some(entry) = trimmed.strip_prefix("- ") {
+            assert!(
+                explained,
+                "{file}: `{entry}` has no reason: put a comment saying why above it"
+            );
+            entries.push(entry.trim().to_owned());
+        } else if trimmed.is_empty() {
+            explained = false;
+        }
+    }
+    entries
+}
+
+fn run_suite(suite: &Suite) {
     // SAFETY: getuid has no preconditions.
     let root = unsafe { libc::getuid() } == 0;
     assert!(
@@ -52,49 +103,120 @@ fn the_client_conformance_suite_passes_except_the_listed_gaps() {
          run the tests as root (CI does) with `bash tests/run.sh`"
     );
     let node = peers_dir().join("node_modules/.bin/node");
-    let harness = peers_dir().join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    let package = peers_dir().join("node_modules").join(suite.package);
+    let harness = package.join("dist/index.js");
     assert!(
         node.exists() && harness.exists(),
-        "Node 22 or the conformance suite is missing: run `npm ci --prefix tests/peers` (tests/run.sh does)"
+        "Node 22 or the conformance suite {} is missing: run `npm ci --prefix tests/peers` (tests/run.sh does)",
+        suite.version
     );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(package.join("package.json")).expect("read the suite's package.json"),
+    )
+    .expect("the suite's package.json is JSON");
+    assert_eq!(
+        manifest["version"], suite.version,
+        "{} is not the release {} was written for: run `npm ci --prefix tests/peers`, or update the list",
+        suite.package, suite.expected_failures
+    );
+
+    let listing = run_command(
+        Command::new(&node).arg(&harness).args(["list", "--client"]),
+        Duration::from_secs(60),
+    );
+    assert!(listing.status.success(), "list --client failed:\n{}", listing.stderr);
+    let scenarios = client_scenarios(&listing.stdout);
+    assert!(
+        scenarios.len() > 20,
+        "list --client named too few scenarios:\n{}",
+        listing.stdout
+    );
+    let baseline = workspace_root().join(suite.expected_failures);
+    let listed = expected_failures(
+        suite.expected_failures,
+        &std::fs::read_to_string(&baseline).expect("read the expected-failures list"),
+    );
+    for entry in &listed {
+        assert!(
+            scenarios.contains(entry),
+            "{}: `{entry}` is not a client scenario of {} {}",
+            suite.expected_failures,
+            suite.package,
+            suite.version
+        );
+    }
+
     let client = binary("corral-conformance");
-    let baseline = workspace_root().join("tests/conformance-expected-failures.yml");
     let output_dir = scratch_dir();
     let mut script = String::from("ip link set lo up || exit 90\n");
-    for scenario in SCENARIOS {
+    for scenario in &scenarios {
         script.push_str(&format!(
-            "{node} {harness} client --command {client} --scenario {scenario} --expected-failures {baseline} \
-             -o {out} > /dev/null 2>&1; echo \"{scenario} $?\"\n",
+            "{node} {harness} client --command {client} --scenario {scenario} -o {out} > /dev/null 2>&1; \
+             echo {scenario} \"$?\"\n",
             node = shell_quote(&node.display().to_string()),
             harness = shell_quote(&harness.display().to_string()),
             client = shell_quote(&client.display().to_string()),
             scenario = shell_quote(scenario),
-            baseline = shell_quote(&baseline.display().to_string()),
             out = shell_quote(&output_dir.path().display().to_string()),
         ));
     }
     let mut command = Command::new("unshare");
     command.arg("-n").arg("sh").arg("-c").arg(&script);
-    let output = run_command(&mut command, Duration::from_secs(600));
+    let output = run_command(&mut command, SUITE_LIMIT);
     assert!(output.status.success(), "unshare failed:\n{}", output.stderr);
     let results: Vec<(&str, &str)> = output.stdout.lines().filter_map(|line| line.rsplit_once(' ')).collect();
     assert_eq!(
         results.len(),
-        SCENARIOS.len(),
+        scenarios.len(),
         "one result per scenario:\n{}",
         output.stdout
     );
-    let failed: Vec<&str> = results
+    eprintln!(
+        "{} {}: {} scenarios, {} expected to fail",
+        suite.package,
+        suite.version,
+        scenarios.len(),
+        listed.len()
+    );
+    let unexpected: Vec<&str> = results
         .iter()
-        .filter(|(_, code)| *code != "0")
+        .filter(|(scenario, code)| *code != "0" && !listed.iter().any(|entry| entry == scenario))
         .map(|(scenario, _)| *scenario)
         .collect();
-    if !failed.is_empty() {
+    let stale: Vec<&str> = results
+        .iter()
+        .filter(|(scenario, code)| *code == "0" && listed.iter().any(|entry| entry == scenario))
+        .map(|(scenario, _)| *scenario)
+        .collect();
+    if !unexpected.is_empty() || !stale.is_empty() {
         // Keep the harness's checks.json files for whoever reads the failure.
         let kept = output_dir.keep();
         panic!(
-            "conformance scenarios failed or passed unexpectedly (checks.json files are in {}): {failed:?}",
+            "{} {}: failed and not listed: {unexpected:?}; passed but listed in {} (take them off): {stale:?} \
+             (checks.json files are in {})",
+            suite.package,
+            suite.version,
+            suite.expected_failures,
             kept.display()
         );
     }
+}
+
+#[test]
+fn the_stable_client_suite_passes_except_the_listed_gaps() {
+    run_suite(&STABLE);
+}
+
+#[test]
+fn the_newest_client_suite_passes_except_the_listed_gaps() {
+    run_suite(&NEWEST);
+}
+
+#[test]
+fn an_expected_failure_without_a_reason_is_refused() {
+    let good = "client:\n  # why\n  - a\n  - b\n\n  # why not\n  - c\n";
+    assert_eq!(expected_failures("good.yml", good), ["a", "b", "c"]);
+    let bad = "client:\n  # why\n  - a\n\n  - b\n";
+    let refused = std::panic::catch_unwind(|| expected_failures("bad.yml", bad));
+    assert!(refused.is_err(), "an entry after a blank line has no reason");
 }

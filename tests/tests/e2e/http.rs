@@ -10,7 +10,10 @@
 //! after 503 and while nothing listens yet, `tools/call` never replayed;
 //! an expired session (404) recovered once and only once; a server that
 //! dies after `ready` reconnected; the failure reason of each kind of
-//! failure.
+//! failure; the start of a session with a server of either MCP era (the
+//! handshake with the 2026-07-28 headers and `_meta`; a server of 2026-07-28
+//! only, started without it; one more handshake at the version a server
+//! names).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt as _;
@@ -20,8 +23,9 @@ use std::time::Duration;
 use corral_client::protocol::{ErrorCode, FailureReason, ServerStatus, TransportKind};
 use corral_client::{Client, ClientError};
 use corral_tests::{
-    SERVER_WAIT, StatusRecorder, TestDaemon, everything_http, fixture_config, free_loopback_port, get_server,
-    http_fixture, loopback_mcp_url, poll_until_for, recorded_requests, scratch_dir, statuses_of, toml_string,
+    RecordedRequest, SERVER_WAIT, StatusRecorder, TestDaemon, everything_http, fixture_config, free_loopback_port,
+    get_server, http_fixture, loopback_mcp_url, poll_until_for, recorded_requests, scratch_dir, statuses_of,
+    toml_string,
 };
 use serde_json::{Value, json};
 
@@ -358,6 +362,118 @@ async fn initialize_is_retried_after_503_and_tools_call_is_never_replayed() {
     assert_eq!(first_text(&result), "echo: twice");
     assert_eq!(statuses_of(&recorded_requests(&record), "tools/call"), [503, 200]);
     assert_eq!(recorder.steps("flaky"), [(Starting, None), (Ready, None)]);
+}
+
+/// The `_meta` keys MCP 2026-07-28 asks of every request (SEP-2575).
+const CLIENT_CONTEXT: [&str; 3] = [
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/clientInfo",
+    "io.modelcontextprotocol/protocolVersion",
+];
+
+/// The POST of `rpc` in `requests` that the fixture answered with `status`.
+fn post_of<'a>(requests: &'a [RecordedRequest], rpc: &str, status: u16) -> &'a RecordedRequest {
+    requests
+        .iter()
+        .find(|request| request.rpc.as_deref() == Some(rpc) && request.status == status)
+        .unwrap_or_else(|| panic!("no {rpc} answered {status} among {requests:#?}"))
+}
+
+/// Whether `request` carries the client's context in its `_meta` and the header `name: value`.
+fn assert_wire(request: &RecordedRequest, headers: &[(&str, &str)]) {
+    let meta = request.meta.clone().unwrap_or_default();
+    for key in CLIENT_CONTEXT {
+        assert!(
+            meta.iter().any(|got| got == key),
+            "{key} missing from the _meta of {request:#?}"
+        );
+    }
+    for (name, value) in headers {
+        assert_eq!(
+            request.headers.get(*name).map(String::as_str),
+            Some(*value),
+            "{name} of {request:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sessions_start_with_servers_of_either_mcp_era_and_of_an_older_version() {
+    let scratch = scratch_dir();
+    let (dual_record, modern_record, older_record) = (
+        scratch.path().join("dual.jsonl"),
+        scratch.path().join("modern.jsonl"),
+        scratch.path().join("older.jsonl"),
+    );
+    let (dual_port, modern_port, older_port) = (free_loopback_port(), free_loopback_port(), free_loopback_port());
+    // The Python SDK serves both eras; the fixture makes it refuse the handshake as a server of
+    // 2026-07-28 only does, or refuse the version offered as a server of 2025-06-18 only.
+    let _dual = http_fixture(dual_port, &dual_record, &[]);
+    let _modern = http_fixture(modern_port, &modern_record, &["--supported-versions", "2026-07-28"]);
+    let _older = http_fixture(older_port, &older_record, &["--supported-versions", "2025-06-18"]);
+    let config = [
+        url_entry("dual", dual_port),
+        url_entry("modern", modern_port),
+        url_entry("older", older_port),
+    ]
+    .concat();
+    let daemon = TestDaemon::start_with_config(&config);
+    let recorder = StatusRecorder::start(&daemon).await;
+    let client = recorder.client();
+    for name in ["dual", "modern", "older"] {
+        recorder
+            .expect_steps(name, &[(Starting, None), (Ready, None)], SERVER_WAIT)
+            .await;
+        let result = call_echo(client, name, name).await.expect("the call");
+        assert_eq!(first_text(&result), format!("echo: {name}"));
+    }
+
+    // A server of either era reads the handshake: the newest version with one, and the headers
+    // and `_meta` of 2026-07-28. A dual-era server answers it and keeps a session.
+    let dual = recorded_requests(&dual_record);
+    assert_eq!(statuses_of(&dual, "initialize"), [200]);
+    assert_wire(
+        post_of(&dual, "initialize", 200),
+        &[("mcp-protocol-version", "2025-11-25"), ("mcp-method", "initialize")],
+    );
+    assert!(
+        post_of(&dual, "tools/call", 200).session,
+        "the dual-era server keeps a session"
+    );
+
+    // A server of 2026-07-28 only refuses it, naming its version: then its own start, and
+    // every request with the version in `_meta` and the headers, without a session.
+    let modern = recorded_requests(&modern_record);
+    assert_eq!(statuses_of(&modern, "initialize"), [400]);
+    assert_eq!(statuses_of(&modern, "server/discover"), [200]);
+    assert_wire(
+        post_of(&modern, "tools/list", 200),
+        &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")],
+    );
+    assert_wire(
+        post_of(&modern, "tools/call", 200),
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+        ],
+    );
+    assert!(modern.iter().all(|request| !request.session), "no session: {modern:#?}");
+
+    // A server that refuses the version offered gets one more handshake, at the version it names.
+    let older = recorded_requests(&older_record);
+    assert_eq!(statuses_of(&older, "initialize"), [400, 200]);
+    assert_eq!(
+        post_of(&older, "initialize", 200)
+            .headers
+            .get("mcp-protocol-version")
+            .map(String::as_str),
+        Some("2025-06-18")
+    );
+    assert_eq!(
+        post_of(&older, "tools/call", 200).headers["mcp-protocol-version"],
+        "2025-06-18"
+    );
 }
 
 #[tokio::test]

@@ -8,11 +8,12 @@ use std::time::Duration;
 use corral_protocol::FailureReason;
 use futures_core::stream::BoxStream;
 use reqwest::header::{HeaderName, HeaderValue};
-use rmcp::model::ClientJsonRpcMessage;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
 use rmcp::transport::common::client_side_sse::SseRetryPolicy;
 use rmcp::transport::streamable_http_client::SseError;
 use rmcp::transport::streamable_http_client::{
     StreamableHttpClient, StreamableHttpClientTransportConfig, StreamableHttpError, StreamableHttpPostResponse,
+    StreamableHttpResponseLimits,
 };
 use sse_stream::Sse;
 use tokio::sync::mpsc;
@@ -72,16 +73,17 @@ impl HttpBackend {
         Ok(Self::Plain(client))
     }
 
-    /// One transport and one `initialize` (no retry; see `connect`).
+    /// One attempt to start a session (no retry after a transient failure; see `connect`).
     pub(super) async fn connect(
         &self,
+        server: &str,
         prepared: &Prepared,
         handler: McpClientHandler,
         health: mpsc::Sender<HealthSignal>,
     ) -> Result<McpSession, HttpFailure> {
         match self {
-            Self::Plain(client) => connect_with(client.clone(), prepared, handler, health).await,
-            Self::OAuth(client) => connect_with(client.clone(), prepared, handler, health).await,
+            Self::Plain(client) => connect_with(server, client.clone(), prepared, handler, health).await,
+            Self::OAuth(client) => connect_with(server, client.clone(), prepared, handler, health).await,
         }
     }
 }
@@ -159,6 +161,30 @@ where
     }
 }
 
+/// The headers of MCP 2026-07-28 on the `initialize` POST, which rmcp sends with the
+/// configured headers only: `MCP-Protocol-Version` (the version offered) and `Mcp-Method`
+/// (SEP-2243), so that a server of 2026-07-28 reads the request and answers with the versions
+/// it supports (see `era`); servers of earlier versions ignore them. Every later POST gets
+/// rmcp's own (`MCP-Protocol-Version` as negotiated; `Mcp-Method`, `Mcp-Name` and
+/// `Mcp-Param-*` from 2026-07-28 on). Headers already set are kept.
+fn start_headers(message: &ClientJsonRpcMessage, headers: &mut HashMap<HeaderName, HeaderValue>) {
+    let ClientJsonRpcMessage::Request(request) = message else {
+        return;
+    };
+    let ClientRequest::InitializeRequest(initialize) = &request.request else {
+        return;
+    };
+    let version = HeaderValue::from_str(initialize.params.protocol_version.as_str());
+    if let Ok(version) = version {
+        headers
+            .entry(HeaderName::from_static("mcp-protocol-version"))
+            .or_insert(version);
+    }
+    headers
+        .entry(HeaderName::from_static("mcp-method"))
+        .or_insert(HeaderValue::from_static("initialize"));
+}
+
 impl<C> StreamableHttpClient for Observed<C>
 where
     C: StreamableHttpClient + Sync,
@@ -171,8 +197,9 @@ where
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
+        mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        start_headers(&message, &mut custom_headers);
         let result = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
@@ -187,9 +214,10 @@ where
         message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
-        custom_headers: HashMap<HeaderName, HeaderValue>,
+        mut custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        start_headers(&message, &mut custom_headers);
         let result = self
             .inner
             .post_message_with_max_sse_event_size(
@@ -200,6 +228,27 @@ where
                 custom_headers,
                 max_sse_event_size,
             )
+            .await;
+        self.observe(&result, false);
+        result
+    }
+
+    async fn post_message_with_response_limits(
+        &self,
+        uri: Arc<str>,
+        message: ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        auth_header: Option<String>,
+        mut custom_headers: HashMap<HeaderName, HeaderValue>,
+        limits: StreamableHttpResponseLimits,
+    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        start_headers(&message, &mut custom_headers);
+        // The transport's worker sends every POST through this one: passed on whole, so the inner
+        // client applies the transport's body limits (the trait's default would keep only the
+        // SSE event limit).
+        let result = self
+            .inner
+            .post_message_with_response_limits(uri, message, session_id, auth_header, custom_headers, limits)
             .await;
         self.observe(&result, false);
         result

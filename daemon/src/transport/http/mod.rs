@@ -1,5 +1,6 @@
 //! Streamable-HTTP MCP servers: building the request headers, the HTTP
-//! client and rmcp's streamable-HTTP transport, and connecting with retries.
+//! client and rmcp's streamable-HTTP transport, the start of a session with a
+//! server of either MCP era, and connecting with retries.
 //! Its errors are turned into `FailureReason`s by `mcp::classify`.
 //!
 //! The lifecycle (starting → ready → reconnect after the server went away)
@@ -31,6 +32,22 @@
 //! reconnects. What the task does with them is `server`'s: a failed `ping`
 //! after "unreachable" is a crash, a 401 fails the server until a new login.
 //!
+//! **MCP versions.** A session starts with `initialize` offering 2025-11-25,
+//! the newest version with a handshake, carrying MCP 2026-07-28's
+//! `MCP-Protocol-Version` and `Mcp-Method` headers (`Observed`) and its
+//! per-request `_meta` (`McpClientHandler::offering`), so servers of either
+//! era read it; a dual-era server answers it and the session is the
+//! 2025-11-25 one corrald drives fully (event stream, server requests,
+//! logging). A server that refuses it gets at most one more start, chosen by
+//! `era` from the refusal: the 2026-07-28 start (`server/discover`, then
+//! every request with its `_meta` and headers, rmcp's own, including
+//! `Mcp-Name` and the `Mcp-Param-*` of `x-mcp-header` parameters; no session)
+//! for a server of 2026-07-28 only, or `initialize` at an older version the
+//! server names. Why handshake first rather than `server/discover` first (the
+//! order 2026-07-28 suggests): a dual-era server probed first would be served
+//! in 2026-07-28, whose server requests (MRTR), change notifications
+//! (`subscriptions/listen`) and per-request logging corrald does not drive yet.
+//!
 //! **Retries.** `initialize` and the first `tools/list` are retried after
 //! transient failures (connect errors, no response, HTTP
 //! 408/429/500/502/503/504) with short backoff (`RETRY_DELAYS`: 0.25, 0.5,
@@ -46,6 +63,7 @@
 
 mod client;
 mod connect;
+mod era;
 mod headers;
 mod session;
 
