@@ -4,7 +4,7 @@
 //! a server-everything of its own; and the memory of the `corral mcp`
 //! process.
 //!
-//! Four paths, measured in the same run on one daemon, round by round in
+//! Five paths, measured in the same run on one daemon, round by round in
 //! blocks of [`BLOCK`] calls, the order of the paths rotated each round:
 //! - direct: `rmcp` client → its own server-everything (the baseline);
 //! - Corral on the socket: the raw client of measurement 1, Corral's
@@ -13,11 +13,16 @@
 //!   socket itself, `tools/call` of `everything__echo`: the bridge's own
 //!   cost without the pipe process;
 //! - `corral mcp`: the same raw MCP client over the stdin/stdout of
-//!   `corral --socket <the daemon's> mcp --no-start`.
+//!   `corral --socket <the daemon's> mcp --no-start`;
+//! - the HTTP endpoint: a raw MCP client over streamable HTTP
+//!   ([`HttpMcp`]: one kept-alive HTTP/1.1 connection, answers on SSE) to
+//!   the daemon's loopback endpoint, which this phase's daemon serves on a
+//!   free port (`[mcp_endpoint]` with `listen = "127.0.0.1:0"`).
 //!
 //! Every answer is checked. The `corral mcp` process carries this run's tag
 //! (so the survivor check finds it); it is closed by closing its stdin,
-//! waited for, and SIGKILLed after [`EXIT_TIMEOUT`] if still there.
+//! waited for, and SIGKILLed after [`EXIT_TIMEOUT`] if still there; the
+//! HTTP session is ended with DELETE.
 
 use std::future::Future;
 use std::io::Write;
@@ -32,19 +37,21 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::cpu;
 use crate::daemon::Memory;
+use crate::http_mcp::{Endpoint, HttpMcp};
 use crate::peers::{Peer, Peers};
-use crate::raw::{Incoming, RawConnection};
+use crate::raw::{RawConnection, result_of};
 use crate::servers::{self, ServedDaemon};
 use crate::stats::Summary;
 use crate::survivors::{self, Survivor};
 use crate::tool_call::{self, DirectClient, ECHO_TEXT, SERVER};
 
 /// The MCP protocol version the raw MCP client asks for at `initialize`.
-const MCP_VERSION: &str = "2025-06-18";
+pub(crate) const MCP_VERSION: &str = "2025-06-18";
 /// `tools/call` params of every measured MCP call (the bridge's name for server-everything's `echo`).
-const ECHO_PARAMS: &str = r#"{"name":"everything__echo","arguments":{"message":"x"}}"#;
-/// Longest wait for one answer from the bridge, or for the `corral mcp` process to exit.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const ECHO_PARAMS: &str = r#"{"name":"everything__echo","arguments":{"message":"x"}}"#;
+/// Longest wait for an answer outside the timed loops (`initialize`, `tools/list`, the HTTP
+/// session's DELETE), or for the `corral mcp` process to exit.
+pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Calls per block of the rotation.
 const BLOCK: usize = 250;
 /// RSS of one idle `corral mcp` process that issue #11 aims for.
@@ -79,6 +86,11 @@ pub(crate) struct BridgeCalls {
     pub(crate) corral_socket: Series,
     pub(crate) mcp_socket: Series,
     pub(crate) corral_mcp: Series,
+    pub(crate) http_endpoint: Series,
+    /// The endpoint's URL.
+    pub(crate) endpoint_url: String,
+    /// How the HTTP client's session ended.
+    pub(crate) http_exit: String,
     /// The `corral mcp` process right after `initialize` and `notifications/initialized`.
     pub(crate) bridge_memory_initialized: BridgeMemory,
     /// The same process, idle again after all calls.
@@ -123,6 +135,19 @@ impl BridgeMemory {
     }
 }
 
+/// The params of the raw MCP clients' `initialize` (JSON text): no capabilities.
+pub(crate) fn initialize_params(client_name: &str) -> String {
+    serde_json::json!({
+        "protocolVersion": MCP_VERSION,
+        "capabilities": {},
+        "clientInfo": { "name": client_name, "version": env!("CARGO_PKG_VERSION") },
+    })
+    .to_string()
+}
+
+/// The notification after `initialize`.
+pub(crate) const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
 /// A raw MCP client: one JSON-RPC message per line, `serde_json` only, over any byte stream.
 pub(crate) struct McpLines<R, W> {
     reader: BufReader<R>,
@@ -146,15 +171,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
     /// `initialize` with a string `protocolVersion` (which makes corrald speak MCP), then
     /// `notifications/initialized`. Returns the `initialize` result.
     pub(crate) async fn initialize(&mut self, client_name: &str) -> anyhow::Result<String> {
-        let params = serde_json::json!({
-            "protocolVersion": MCP_VERSION,
-            "capabilities": {},
-            "clientInfo": { "name": client_name, "version": env!("CARGO_PKG_VERSION") },
-        })
-        .to_string();
-        let result = self.call("initialize", Some(&params)).await?;
-        self.write_line(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-            .await?;
+        let result = self.call("initialize", Some(&initialize_params(client_name))).await?;
+        self.write_line(INITIALIZED.as_bytes()).await?;
         Ok(result)
     }
 
@@ -188,33 +206,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
             if read == 0 {
                 bail!("`{method}` (id {id}): the MCP server closed its output");
             }
-            let line = self.line.trim_end();
-            let message: Incoming<'_> =
-                serde_json::from_str(line).with_context(|| format!("invalid JSON from the MCP server: {line}"))?;
-            if message.method.is_some() {
-                continue;
+            if let Some(result) = result_of(self.line.trim_end(), method, id, "the MCP server")? {
+                return Ok(result.to_owned());
             }
-            if message.id != Some(id) {
-                bail!("`{method}` (id {id}): unexpected message: {line}");
-            }
-            if let Some(error) = message.error {
-                bail!("`{method}` failed: {}", error.get());
-            }
-            return match message.result {
-                Some(result) => Ok(result.get().to_owned()),
-                None => bail!("`{method}`: response without result: {line}"),
-            };
         }
     }
 
     /// `tools/call` of `everything__echo`; fails unless it echoed.
     pub(crate) async fn echo(&mut self) -> anyhow::Result<()> {
         let result = self.call("tools/call", Some(ECHO_PARAMS)).await?;
-        if !result.contains(ECHO_TEXT) || result.contains(r#""isError":true"#) {
-            bail!("MCP `tools/call` of `everything__echo` answered {result}");
-        }
-        Ok(())
+        check_echo(&result)
     }
+}
+
+/// The result of an MCP `tools/call` of `everything__echo`: an error unless it echoed.
+pub(crate) fn check_echo(result: &str) -> anyhow::Result<()> {
+    if !result.contains(ECHO_TEXT) || result.contains(r#""isError":true"#) {
+        bail!("MCP `tools/call` of `everything__echo` answered {result}");
+    }
+    Ok(())
 }
 
 /// `corral --socket <socket> mcp --no-start`, with a raw MCP client on its stdio.
@@ -299,12 +309,13 @@ impl Cpu {
     }
 }
 
-/// The four paths' clients.
+/// The five paths' clients.
 struct Clients {
     direct: DirectClient,
     corral_socket: RawConnection,
     mcp_socket: McpLines<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>,
     bridge: Bridge,
+    http: HttpMcp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,9 +324,16 @@ enum Which {
     CorralSocket,
     McpSocket,
     CorralMcp,
+    HttpEndpoint,
 }
 
-const ORDER: [Which; 4] = [Which::Direct, Which::CorralSocket, Which::McpSocket, Which::CorralMcp];
+const ORDER: [Which; 5] = [
+    Which::Direct,
+    Which::CorralSocket,
+    Which::McpSocket,
+    Which::CorralMcp,
+    Which::HttpEndpoint,
+];
 
 impl Clients {
     async fn echo(&mut self, which: Which) -> anyhow::Result<()> {
@@ -324,18 +342,24 @@ impl Clients {
             Which::CorralSocket => tool_call::echo(&mut self.corral_socket).await,
             Which::McpSocket => self.mcp_socket.echo().await,
             Which::CorralMcp => self.bridge.client.echo().await,
+            Which::HttpEndpoint => self.http.echo().await,
         }
     }
 }
 
-/// The whole phase: a daemon with one server-everything; a direct one beside it; a `corral mcp`.
+/// The whole phase: a daemon with one server-everything and its HTTP endpoint; a direct
+/// server-everything beside it; a `corral mcp`.
 pub(crate) async fn measure(
     corrald: &Path,
     corral: &Path,
     peers: &Peers,
     options: Options,
 ) -> anyhow::Result<BridgeCalls> {
-    let config = peers.config([(SERVER, Peer::Everything)]);
+    // The endpoint on a port the system picks: `daemon/status` says which.
+    let config = format!(
+        "[mcp_endpoint]\nenabled = true\nlisten = \"127.0.0.1:0\"\n{}",
+        peers.config([(SERVER, Peer::Everything)])
+    );
     let mut served = ServedDaemon::start(corrald, &config, 1).await?;
     let names = [SERVER.to_owned()].into_iter().collect();
     let ready = servers::poll_until_ready(&mut served.connection, &names).await?;
@@ -347,6 +371,7 @@ pub(crate) async fn measure(
         .map(|info| format!("{} {}", info.name, info.version));
     let daemon_pid = served.daemon.pid();
     let socket = served.daemon.socket_path().to_path_buf();
+    let endpoint = Endpoint::of(&mut served.connection).await?;
 
     let corral_socket = RawConnection::connect(&socket, "corral-bench-bridge-corral").await?;
     let stream = UnixStream::connect(&socket)
@@ -372,6 +397,18 @@ pub(crate) async fn measure(
     let bridge_pid = bridge.pid;
     let bridge_memory_initialized = BridgeMemory::of(bridge_pid)?;
 
+    let connected = tokio::time::timeout(EXIT_TIMEOUT, HttpMcp::connect(&endpoint, "corral-bench-bridge-http")).await;
+    let http = match connected {
+        Ok(Ok((http, _))) => http,
+        Ok(Err(error)) => {
+            bridge.close().await;
+            return Err(error);
+        }
+        Err(_) => {
+            bridge.close().await;
+            bail!("no MCP session on {} within {EXIT_TIMEOUT:?}", endpoint.url);
+        }
+    };
     let direct = match DirectClient::start(peers.everything()).await {
         Ok(direct) => direct,
         Err(error) => {
@@ -384,6 +421,7 @@ pub(crate) async fn measure(
         corral_socket,
         mcp_socket,
         bridge,
+        http,
     };
     let compared = rotate(&mut clients, [daemon_pid, server_pid, bridge_pid], options).await;
     let bridge_memory_after = BridgeMemory::of(bridge_pid);
@@ -392,11 +430,13 @@ pub(crate) async fn measure(
         corral_socket,
         mcp_socket,
         bridge,
+        http,
     } = clients;
     let direct_exit = direct.close().await;
     let bridge_exit = bridge.close().await;
+    let http_exit = http.close().await;
     drop((corral_socket, mcp_socket));
-    let [direct, corral_socket, mcp_socket, corral_mcp] = compared?;
+    let [direct, corral_socket, mcp_socket, corral_mcp, http_endpoint] = compared?;
     let bridge_memory_after = bridge_memory_after?;
 
     let (_, survivors) = served.stop().await?;
@@ -408,6 +448,9 @@ pub(crate) async fn measure(
         corral_socket,
         mcp_socket,
         corral_mcp,
+        http_endpoint,
+        endpoint_url: endpoint.url,
+        http_exit,
         bridge_memory_initialized,
         bridge_memory_after,
         corral: corral.display().to_string(),
@@ -442,13 +485,13 @@ async fn rotate(
     clients: &mut Clients,
     [daemon, server, bridge]: [u32; 3],
     options: Options,
-) -> anyhow::Result<[Series; 4]> {
+) -> anyhow::Result<[Series; 5]> {
     for _ in 0..options.warmup {
         for which in ORDER {
             clients.echo(which).await?;
         }
     }
-    let mut paths: [Series; 4] = Default::default();
+    let mut paths: [Series; 5] = Default::default();
     let mut round = 0;
     let mut done = 0;
     while done < options.requests {
@@ -539,11 +582,12 @@ pub(crate) fn print(out: &mut impl Write, calls: &BridgeCalls) -> std::io::Resul
         "mean"
     )?;
     let summary = |path: &Series| Summary::of(&mut path.samples.clone());
-    let (Some(direct), Some(corral_socket), Some(mcp_socket), Some(corral_mcp)) = (
+    let (Some(direct), Some(corral_socket), Some(mcp_socket), Some(corral_mcp), Some(http_endpoint)) = (
         summary(&calls.direct),
         summary(&calls.corral_socket),
         summary(&calls.mcp_socket),
         summary(&calls.corral_mcp),
+        summary(&calls.http_endpoint),
     ) else {
         return Ok(());
     };
@@ -551,6 +595,7 @@ pub(crate) fn print(out: &mut impl Write, calls: &BridgeCalls) -> std::io::Resul
     row(out, "raw client → socket, Corral's tools/call", &corral_socket, "")?;
     row(out, "raw MCP client → socket (bridge, no pipe)", &mcp_socket, "")?;
     row(out, "raw MCP client → `corral mcp` → socket", &corral_mcp, "")?;
+    row(out, "raw MCP client → HTTP endpoint (SSE answers)", &http_endpoint, "")?;
     difference("`corral mcp` − direct, p50 and p99", out, &corral_mcp, &direct)?;
     difference(
         "`corral mcp` − MCP on the socket (the pipe)",
@@ -564,6 +609,8 @@ pub(crate) fn print(out: &mut impl Write, calls: &BridgeCalls) -> std::io::Resul
         &mcp_socket,
         &corral_socket,
     )?;
+    difference("HTTP endpoint − direct", out, &http_endpoint, &direct)?;
+    difference("HTTP endpoint − MCP on the socket", out, &http_endpoint, &mcp_socket)?;
     writeln!(
         out,
         "  {} warm-up calls per path, then blocks of {BLOCK} per path in rotating order",
@@ -581,6 +628,7 @@ pub(crate) fn print(out: &mut impl Write, calls: &BridgeCalls) -> std::io::Resul
         ("raw client, Corral's tools/call on the socket", &calls.corral_socket),
         ("raw MCP client on the socket", &calls.mcp_socket),
         ("raw MCP client through `corral mcp`", &calls.corral_mcp),
+        ("raw MCP client on the HTTP endpoint", &calls.http_endpoint),
     ] {
         let count = path.samples.len();
         writeln!(
@@ -622,5 +670,6 @@ pub(crate) fn print(out: &mut impl Write, calls: &BridgeCalls) -> std::io::Resul
     writeln!(out, "  {}: initialize answered {}", calls.corral, calls.bridge_info)?;
     writeln!(out, "  `corral mcp`: {}", calls.bridge_exit)?;
     writeln!(out, "  direct server: {}", calls.direct_exit)?;
+    writeln!(out, "  HTTP endpoint {}: {}", calls.endpoint_url, calls.http_exit)?;
     Ok(())
 }

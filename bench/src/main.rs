@@ -12,8 +12,9 @@
 //! latency, and the daemon's memory per running server; and `tools/call` of
 //! server-everything's `echo` through corrald next to a direct rmcp client,
 //! with many front-ends, and beside a long call; the same call through
-//! `corral mcp` (the bridge) next to the socket and the direct client, and
-//! the bridge process's memory. At the end it looks
+//! `corral mcp` (the bridge) and through the daemon's loopback HTTP MCP
+//! endpoint next to the socket and the direct client, and the bridge
+//! process's memory. At the end it looks
 //! for processes of this run that are still alive. It prints numbers and
 //! never fails because of them: timing goals are for people to read, not for
 //! CI to assert (see `docs/benchmarks.md`).
@@ -23,6 +24,7 @@ mod cpu;
 mod daemon;
 mod fleet;
 mod http_call;
+mod http_mcp;
 mod oauth_call;
 mod oauth_login;
 mod peers;
@@ -172,8 +174,9 @@ enum Phase {
     /// `tools/call` of server-everything's `echo` over streamable HTTP through corrald vs. a
     /// direct rmcp HTTP client of the same server.
     ToolCallHttp,
-    /// `tools/call` of server-everything's `echo` through `corral mcp` vs. MCP and Corral's
-    /// `tools/call` on the socket vs. a direct rmcp client; the `corral mcp` process's memory.
+    /// `tools/call` of server-everything's `echo` through `corral mcp` and through the HTTP
+    /// endpoint vs. MCP and Corral's `tools/call` on the socket vs. a direct rmcp client; the
+    /// `corral mcp` process's memory.
     Bridge,
     /// `--fleet-clients` MCP clients calling echo at once, each through its own `corral mcp` to one
     /// shared server-everything vs. each with its own server-everything: calls/s, p50/p99, processes
@@ -493,7 +496,7 @@ async fn run_server_phases(
         report.http_calls = Some(calls);
     }
     if let Some(corral) = corral.filter(|_| args.runs(Phase::Bridge)) {
-        let what = "tools/call through `corral mcp` vs. the socket vs. direct";
+        let what = "tools/call through `corral mcp` and the HTTP endpoint vs. the socket vs. direct";
         let options = bridge::Options {
             warmup: args.tool_warmup,
             requests: args.tool_requests.max(1),
@@ -501,7 +504,7 @@ async fn run_server_phases(
         let calls = bounded(
             what,
             limit,
-            // Four clients and a daemon's worth of state: on the heap, not in `run`'s future.
+            // Five clients and a daemon's worth of state: on the heap, not in `run`'s future.
             Box::pin(bridge::measure(corrald, corral, &peers, options)),
         )
         .await?;

@@ -123,22 +123,33 @@ impl RawConnection {
     pub(crate) async fn wait_for_result(&mut self, method: &str, id: u64) -> anyhow::Result<String> {
         loop {
             let line = self.reader.next_line().await?;
-            let message: Incoming<'_> =
-                serde_json::from_str(line).with_context(|| format!("corrald sent invalid JSON: {line}"))?;
-            if message.method.is_some() {
-                continue;
+            if let Some(result) = result_of(line, method, id, "corrald")? {
+                return Ok(result.to_owned());
             }
-            if message.id != Some(id) {
-                bail!("`{method}` (id {id}): unexpected message from corrald: {line}");
-            }
-            if let Some(error) = message.error {
-                bail!("`{method}` failed: {}", error.get());
-            }
-            return match message.result {
-                Some(result) => Ok(result.get().to_owned()),
-                None => bail!("`{method}`: response without result: {line}"),
-            };
         }
+    }
+}
+
+/// What one message (`line`) from `peer` means to a caller waiting for the
+/// answer to its request `id` of `method`: `Ok(None)`, a notification or a
+/// request of the peer's, to be skipped; `Ok(Some(result))`, the answer's
+/// `result` as JSON text; an error for invalid JSON, an error response, or
+/// a response to another request.
+pub(crate) fn result_of<'l>(line: &'l str, method: &str, id: u64, peer: &str) -> anyhow::Result<Option<&'l str>> {
+    let message: Incoming<'l> =
+        serde_json::from_str(line).with_context(|| format!("{peer} sent invalid JSON: {line}"))?;
+    if message.method.is_some() {
+        return Ok(None);
+    }
+    if message.id != Some(id) {
+        bail!("`{method}` (id {id}): unexpected message from {peer}: {line}");
+    }
+    if let Some(error) = message.error {
+        bail!("`{method}` failed: {}", error.get());
+    }
+    match message.result {
+        Some(result) => Ok(Some(result.get())),
+        None => bail!("`{method}`: response without result from {peer}: {line}"),
     }
 }
 

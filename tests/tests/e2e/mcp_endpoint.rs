@@ -21,7 +21,10 @@
 //! (`sessionServers`, here a command that would leave a file behind), is
 //! refused, unless `allow_session_servers` allows the latter (the fixture
 //! then runs as long as the session). 300 connections that send nothing do
-//! not keep a client with the token out: the oldest of them are closed. corrald runs at `CORRAL_LOG=trace` and its
+//! not keep a client with the token out: the oldest of them are closed.
+//! Requests answered on SSE one after another on one kept-alive
+//! connection do not each wait for the client's delayed ACK (the endpoint
+//! sets `TCP_NODELAY`). corrald runs at `CORRAL_LOG=trace` and its
 //! log never holds the token or a session id.
 
 use std::net::{IpAddr, SocketAddr};
@@ -949,4 +952,67 @@ async fn a_sessions_idle_clock_restarts_when_its_call_is_answered() {
     let ping = r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#;
     let reply = post(&endpoint, &with, ping).await;
     assert_eq!(reply.status, 200, "the answer was use: {reply:?}");
+}
+
+#[tokio::test]
+async fn sse_answers_on_a_kept_alive_connection_do_not_wait_for_the_clients_delayed_ack() {
+    // An SSE answer is two writes: the event, then the end of the chunked
+    // body once the response is sent. With Nagle's algorithm on the
+    // endpoint's side the second waits for the client's ACK of the first,
+    // which a client with nothing to send delays (about 40 ms on Linux): a
+    // client that reads each answer whole before its next request on the
+    // same connection, as an HTTP/1.1 client must, waited that long per call.
+    const PINGS: usize = 15;
+    let daemon = TestDaemon::builder().config(ENDPOINT).start();
+    let endpoint = endpoint_of(&daemon).await;
+    let session = initialize(&endpoint).await;
+    let mut stream = within(
+        "connecting to the MCP endpoint",
+        tokio::net::TcpStream::connect(endpoint.address),
+    )
+    .await
+    .expect("connect to the MCP endpoint");
+    stream.set_nodelay(true).expect("TCP_NODELAY on the client's side");
+    let mut took = Vec::with_capacity(PINGS);
+    let mut chunk = [0u8; 4096];
+    for id in 0..PINGS {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+        let request = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nMcp-Session-Id: {session}\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            endpoint.address,
+            endpoint.authorization,
+            body.len()
+        );
+        let started = std::time::Instant::now();
+        stream.write_all(request.as_bytes()).await.expect("send the ping");
+        let mut answer = Vec::new();
+        // The answer ends with the last chunk of its chunked body.
+        while !answer.ends_with(b"\r\n0\r\n\r\n") {
+            let read = within("the ping's answer", stream.read(&mut chunk))
+                .await
+                .expect("read the ping's answer");
+            assert!(
+                read > 0 && answer.len() < 64 * 1024,
+                "the answer ended early or never did: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        took.push(started.elapsed());
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 200")
+                && text.to_ascii_lowercase().contains("content-type: text/event-stream")
+                && text.contains(&format!(r#""id":{id},"result":{{}}"#)),
+            "{text}"
+        );
+    }
+    took.sort();
+    assert!(
+        took[PINGS / 2] < std::time::Duration::from_millis(20),
+        "a ping answered on SSE took {:?} at the median (a delayed ACK is about 40 ms): {took:?}",
+        took[PINGS / 2]
+    );
 }
