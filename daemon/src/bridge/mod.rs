@@ -237,6 +237,9 @@ struct InitializeParams {
     /// What the client can do; read only for the server requests it answers.
     #[serde(default)]
     capabilities: serde_json::Map<String, Value>,
+    /// Where `corral mcp` puts the client's options ([`view::OPTIONS_KEY`]).
+    #[serde(default, rename = "_meta")]
+    meta: Option<Value>,
 }
 
 /// Which of a server's requests an MCP client that declared `capabilities`
@@ -266,9 +269,9 @@ fn initialize(params: &Params<'_>, bridge: &Bridge, extensions: &Extensions) -> 
     let InitializeParams {
         protocol_version,
         capabilities,
+        meta,
     } = parse(params, "initialize")?;
-    let raw: Value = parse(params, "initialize")?;
-    let options = view::Options::from_initialize(&raw).map_err(|problem| {
+    let options = view::Options::from_initialize(meta.as_ref()).map_err(|problem| {
         error(
             ErrorCode::InvalidParams,
             format!("invalid params for `initialize`: {problem}"),

@@ -75,9 +75,9 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The options in `initialize`'s params (`None`: the defaults), or what is wrong with them.
-    pub(crate) fn from_initialize(params: &Value) -> Result<Self, String> {
-        let Some(options) = params.get("_meta").and_then(|meta| meta.get(OPTIONS_KEY)) else {
+    /// The options in `initialize`'s `_meta` (none there: the defaults), or what is wrong with them.
+    pub(crate) fn from_initialize(meta: Option<&Value>) -> Result<Self, String> {
+        let Some(options) = meta.and_then(|meta| meta.get(OPTIONS_KEY)) else {
             return Ok(Self::default());
         };
         let options: Self = serde_json::from_value(options.clone())
@@ -179,16 +179,12 @@ mod tests {
     }
 
     fn options(meta: &Value) -> Options {
-        Options::from_initialize(&json!({ "protocolVersion": "2025-11-25", "_meta": { OPTIONS_KEY: meta } }))
-            .expect("valid options")
+        Options::from_initialize(Some(&json!({ OPTIONS_KEY: meta }))).expect("valid options")
     }
 
     #[test]
     fn without_options_a_client_sees_every_config_server_and_the_built_in_one() {
-        let view = View::new(
-            7,
-            &Options::from_initialize(&json!({ "protocolVersion": "x" })).expect("none"),
-        );
+        let view = View::new(7, &Options::from_initialize(None).expect("none"));
         let owners = whose(&[("theirs-c8".to_owned(), 8)]);
         assert_eq!(view.shown_name("github", &owners), Some("github"));
         assert_eq!(view.shown_name("corral", &owners), Some("corral"));
@@ -243,7 +239,7 @@ mod tests {
     fn bad_options_are_refused_with_what_is_wrong() {
         for separator in ["", "123456789", "a b", "/", "é"] {
             let params = json!({ "_meta": { OPTIONS_KEY: { "separator": separator } } });
-            let error = Options::from_initialize(&params).expect_err(separator);
+            let error = Options::from_initialize(params.get("_meta")).expect_err(separator);
             assert!(
                 error.starts_with(&format!(
                     "invalid separator {separator:?} in `_meta.corral/bridge` of `initialize`: a separator is 1 to 8 \
@@ -259,11 +255,11 @@ mod tests {
         assert_eq!(accepted.session_servers.len(), 1);
         for name in [format!("{longest}a"), "not ok".to_owned()] {
             let params = json!({ "_meta": { OPTIONS_KEY: { "sessionServers": { name.clone(): {"command": "x"} } } } });
-            let error = Options::from_initialize(&params).expect_err(&name);
+            let error = Options::from_initialize(params.get("_meta")).expect_err(&name);
             assert!(error.contains("`_meta.corral/bridge.sessionServers`"), "{error}");
         }
         let error =
-            Options::from_initialize(&json!({ "_meta": { OPTIONS_KEY: { "servers": "a" } } })).expect_err("not a list");
+            Options::from_initialize(Some(&json!({ OPTIONS_KEY: { "servers": "a" } }))).expect_err("not a list");
         assert!(error.contains("_meta.corral/bridge"), "{error}");
         let unknown = options(&json!({ "future": 1 }));
         assert!(unknown.builtin, "unknown members are ignored");

@@ -149,6 +149,31 @@ impl TsClient {
         self.child.id().expect("the client is running")
     }
 
+    /// server-everything's `trigger-long-running-operation` (1.5 s, 3 steps)
+    /// with a progress token: its progress comes back in order with the
+    /// client's token, then its result. The last step is written right
+    /// before the result, and this SDK drops a progress notification that
+    /// arrives in the same read as the response (typescript-sdk#2580): 2 or 3
+    /// steps are accepted.
+    pub(crate) async fn long_call_with_progress(&mut self) {
+        let long = self
+            .op(
+                json!({"op": "call", "name": "everything__trigger-long-running-operation",
+                       "arguments": {"duration": 1.5, "steps": 3}, "progress": true}),
+            )
+            .await;
+        let all_steps = json!([{"progress": 1, "total": 3}, {"progress": 2, "total": 3}, {"progress": 3, "total": 3}]);
+        let received = long["progress"].as_array().expect("progress");
+        assert!(
+            (2..=3).contains(&received.len()) && received[..] == all_steps.as_array().expect("steps")[..received.len()],
+            "{long}"
+        );
+        assert_eq!(
+            long["result"]["content"][0]["text"], "Long running operation completed. Duration: 1.5 seconds, Steps: 3.",
+            "{long}"
+        );
+    }
+
     /// Run one command; its outcome line (events read meanwhile are kept).
     pub(crate) async fn op(&mut self, command: Value) -> Value {
         let op = command["op"].clone();
@@ -244,6 +269,15 @@ pub(crate) async fn wait_for_stderr_line(client: &Client, server: &str, needle: 
     .await;
 }
 
+/// A Corral client of the corrald on `socket` (connect and requests bounded by [`WAIT`]).
+pub(crate) async fn corral_client(socket: &Path) -> Client {
+    let options = ConnectOptions::new("bridge-test", "1")
+        .with_socket_path(socket)
+        .with_connect_timeout(WAIT)
+        .with_request_timeout(WAIT);
+    Client::connect(options).await.expect("connect to corrald")
+}
+
 pub(crate) fn socket_args(daemon: &TestDaemon) -> Vec<String> {
     vec!["--socket".to_owned(), daemon.socket_path().display().to_string()]
 }
@@ -335,22 +369,7 @@ async fn the_typescript_sdk_lists_calls_follows_progress_and_cancels_through_cor
     // The last step is written right before the result, and this SDK drops a
     // progress notification that arrives in the same read as the response
     // (typescript-sdk#2580); the order on the wire is checked below, raw.
-    let long = mcp
-        .op(
-            json!({"op": "call", "name": "everything__trigger-long-running-operation",
-                   "arguments": {"duration": 1.5, "steps": 3}, "progress": true}),
-        )
-        .await;
-    let all_steps = json!([{"progress": 1, "total": 3}, {"progress": 2, "total": 3}, {"progress": 3, "total": 3}]);
-    let received = long["progress"].as_array().expect("progress");
-    assert!(
-        (2..=3).contains(&received.len()) && received[..] == all_steps.as_array().expect("steps")[..received.len()],
-        "{long}"
-    );
-    assert_eq!(
-        long["result"]["content"][0]["text"], "Long running operation completed. Duration: 1.5 seconds, Steps: 3.",
-        "{long}"
-    );
+    mcp.long_call_with_progress().await;
 
     // Cancellation reaches the server: it sees notifications/cancelled.
     let started = mcp
@@ -774,11 +793,7 @@ impl AutoStart {
     }
 
     async fn status(&self) -> corral_protocol::DaemonStatus {
-        let options = ConnectOptions::new("bridge-test", "1")
-            .with_socket_path(self.socket())
-            .with_connect_timeout(WAIT)
-            .with_request_timeout(WAIT);
-        let client = Client::connect(options).await.expect("connect to the started corrald");
+        let client = corral_client(&self.socket()).await;
         client.daemon_status().await.expect("daemon/status")
     }
 
@@ -945,13 +960,7 @@ async fn corral_mcp_starts_a_detached_corrald_that_outlives_it() {
     let daemon_pid = setup.status().await.daemon_info.pid;
     survivors.also(daemon_pid);
     // The built-in server is there too, and the fixture once ready.
-    let client = Client::connect(
-        ConnectOptions::new("bridge-test", "1")
-            .with_socket_path(setup.socket())
-            .with_request_timeout(WAIT),
-    )
-    .await
-    .expect("connect");
+    let client = corral_client(&setup.socket()).await;
     wait_for_status(&client, "fixture", ServerStatus::Ready, SERVER_WAIT).await;
     drop(client);
     bridge
@@ -1146,13 +1155,7 @@ async fn a_bridge_starts_corrald_again_and_restores_the_session_on_the_wire() {
         .await;
     let first = setup.status().await.daemon_info.pid;
     survivors.also(first);
-    let client = Client::connect(
-        ConnectOptions::new("bridge-test", "1")
-            .with_socket_path(setup.socket())
-            .with_request_timeout(WAIT),
-    )
-    .await
-    .expect("connect");
+    let client = corral_client(&setup.socket()).await;
     wait_for_status(&client, "fixture", ServerStatus::Ready, SERVER_WAIT).await;
     bridge
         .send(json!({"jsonrpc": "2.0", "id": "slow-call", "method": "tools/call",
@@ -1194,13 +1197,7 @@ async fn a_bridge_starts_corrald_again_and_restores_the_session_on_the_wire() {
     assert_eq!(setup.status().await.daemon_info.pid, second);
 
     // The restored session serves the client's requests, under its own ids.
-    let client = Client::connect(
-        ConnectOptions::new("bridge-test", "1")
-            .with_socket_path(setup.socket())
-            .with_request_timeout(WAIT),
-    )
-    .await
-    .expect("connect to the new corrald");
+    let client = corral_client(&setup.socket()).await;
     wait_for_status(&client, "fixture", ServerStatus::Ready, SERVER_WAIT).await;
     bridge
         .send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
@@ -1254,13 +1251,7 @@ pub(crate) async fn own_proj_pid(mcp: &mut TsClient, socket: &Path) -> u32 {
         .as_str()
         .and_then(|text| text.parse().ok())
         .unwrap_or_else(|| panic!("a pid: {called}"));
-    let client = Client::connect(
-        ConnectOptions::new("bridge-test", "1")
-            .with_socket_path(socket)
-            .with_request_timeout(WAIT),
-    )
-    .await
-    .expect("connect");
+    let client = corral_client(socket).await;
     let servers = client.mcp_server_list().await.expect("mcpServer/list").servers;
     let own = servers
         .iter()

@@ -266,22 +266,7 @@ async fn the_typescript_sdk_lists_calls_follows_progress_and_tool_changes_over_t
     // Progress comes on the call's own SSE stream, before its result (this
     // SDK may drop the last step when it arrives in the same read as the
     // result, typescript-sdk#2580, as in bridge.rs).
-    let long = mcp
-        .op(
-            json!({"op": "call", "name": "everything__trigger-long-running-operation",
-                   "arguments": {"duration": 1.5, "steps": 3}, "progress": true}),
-        )
-        .await;
-    let all_steps = json!([{"progress": 1, "total": 3}, {"progress": 2, "total": 3}, {"progress": 3, "total": 3}]);
-    let received = long["progress"].as_array().expect("progress");
-    assert!(
-        (2..=3).contains(&received.len()) && received[..] == all_steps.as_array().expect("steps")[..received.len()],
-        "{long}"
-    );
-    assert_eq!(
-        long["result"]["content"][0]["text"], "Long running operation completed. Duration: 1.5 seconds, Steps: 3.",
-        "{long}"
-    );
+    mcp.long_call_with_progress().await;
 
     // Cancellation reaches the server.
     mcp.op(json!({"op": "start", "id": "slow", "name": "fixture__sleep", "arguments": {"seconds": 60}}))
