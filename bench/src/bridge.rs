@@ -57,12 +57,9 @@ const BLOCK: usize = 250;
 /// RSS of one idle `corral mcp` process that issue #11 aims for.
 const TARGET_BRIDGE_RSS_BYTES: u64 = 5 * 1024 * 1024;
 
-/// What the phase can be asked for.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Options {
-    pub(crate) warmup: usize,
-    pub(crate) requests: usize,
-}
+/// What the phase can be asked for: as for measurement 10, unmeasured then
+/// measured sequential calls per path.
+pub(crate) use crate::http_call::Options;
 
 /// The samples of one path and the CPU time spent in its blocks.
 #[derive(Debug, Default)]
