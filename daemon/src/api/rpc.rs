@@ -177,6 +177,9 @@ pub(crate) fn route_error(server: &str, request: &str, error: RouteError) -> Err
         RouteError::ToolDisabled { .. } | RouteError::UnknownTool { .. } => (ErrorCode::ToolNotAvailable, None),
         RouteError::Failed { .. }
         | RouteError::UnhandledResult { .. }
+        | RouteError::TooManyRounds { .. }
+        | RouteError::InputNotGiven { .. }
+        | RouteError::TaskNotCompleted { .. }
         | RouteError::RepeatedCursor { .. }
         | RouteError::TooManyPages { .. }
         | RouteError::SubscriptionsUnsupported => (ErrorCode::ServerError, None),

@@ -29,6 +29,7 @@
 //!   yet (the capability says so).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use corral_protocol::ErrorCode;
 use jsonrpsee::RpcModule;
@@ -38,7 +39,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::tools::{name_items, one_page, visible_ready};
-use super::{Bridge, Client, error, keep, latest, parse};
+use super::{Bridge, Client, error, keep, latest, link, parse};
+use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject, ListKind};
 use crate::mcp::route::{CallTarget, NotAvailable};
 
@@ -79,8 +81,9 @@ pub(crate) fn register(module: &mut RpcModule<Bridge>) -> Result<(), RegisterMet
         Ok::<_, ErrorObjectOwned>(json!({ "prompts": list_prompts(&bridge, &client).await? }))
     })?;
     module.register_async_method("prompts/get", |params, bridge, extensions| async move {
+        let link = link(&extensions)?;
         let client = bridge.client(&extensions)?;
-        get_prompt(&bridge, &client, &params).await
+        get_prompt(&bridge, &client, &params, &link).await
     })?;
     module.register_async_method("resources/list", |params, bridge, extensions| async move {
         let client = bridge.client(&extensions)?;
@@ -93,8 +96,9 @@ pub(crate) fn register(module: &mut RpcModule<Bridge>) -> Result<(), RegisterMet
         Ok::<_, ErrorObjectOwned>(json!({ "resourceTemplates": list_templates(&bridge, &client).await? }))
     })?;
     module.register_async_method("resources/read", |params, bridge, extensions| async move {
+        let link = link(&extensions)?;
         let client = bridge.client(&extensions)?;
-        read_resource(&bridge, &client, &params).await
+        read_resource(&bridge, &client, &params, &link).await
     })?;
     Ok(())
 }
@@ -140,7 +144,12 @@ async fn list_prompts(bridge: &Bridge, client: &Client) -> Result<Vec<Value>, Er
 }
 
 /// `prompts/get`: the prompt of the server that owns the name.
-async fn get_prompt(bridge: &Bridge, client: &Client, params: &Params<'_>) -> Result<Box<RawValue>, ErrorObjectOwned> {
+async fn get_prompt(
+    bridge: &Bridge,
+    client: &Client,
+    params: &Params<'_>,
+    link: &Arc<Link>,
+) -> Result<Box<RawValue>, ErrorObjectOwned> {
     let GetPromptParams { name, arguments } = parse(params, "prompts/get")?;
     let mut found = latest(&client.prompts).get(&name).cloned();
     if found.is_none() {
@@ -157,7 +166,8 @@ async fn get_prompt(bridge: &Bridge, client: &Client, params: &Params<'_>) -> Re
     };
     let target = ready(bridge, &server).await?;
     let what = format!("`prompts/get` of `{prompt}`");
-    within_timeout(&target, &what, forward::get_prompt(&target, prompt.clone(), arguments)).await
+    let get = forward::get_prompt(&target, prompt.clone(), arguments, link);
+    within_timeout(bridge, link, &target, &what, get).await
 }
 
 /// Every resource the client sees; keeps where each URI comes from.
@@ -255,12 +265,14 @@ async fn read_resource(
     bridge: &Bridge,
     client: &Client,
     params: &Params<'_>,
+    link: &Arc<Link>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
     let ReadParams { uri } = parse(params, "resources/read")?;
     let (server, own) = locate(bridge, client, &uri).await?;
     let target = ready(bridge, &server).await?;
     let what = format!("`resources/read` of `{own}`");
-    within_timeout(&target, &what, forward::read_resource(&target, own.clone())).await
+    let read = forward::read_resource(&target, own.clone(), link);
+    within_timeout(bridge, link, &target, &what, read).await
 }
 
 /// The server (registry name) of `uri`, and the URI it knows it by.
@@ -326,22 +338,28 @@ async fn ready(bridge: &Bridge, server: &str) -> Result<CallTarget, ErrorObjectO
     }
 }
 
-/// `request` to `target` within its `tool_timeout_sec`, its failure worded.
+/// `request` to `target` as a call of the client on `link` (what the server asks meanwhile
+/// goes to it), within its `tool_timeout_sec` of active time (the clock stops while the
+/// client's user answers an elicitation), its failure worded.
 async fn within_timeout(
+    bridge: &Bridge,
+    link: &Arc<Link>,
     target: &CallTarget,
     what: &str,
     request: impl Future<Output = Result<Box<RawValue>, crate::mcp::route::RouteError>>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
     let server = &target.config.name;
     let timeout = target.config.tool_timeout;
-    match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(answer)) => Ok(answer),
+    let frontends = &bridge.hub.routes;
+    let _call = frontends.call_started(server, link.id);
+    match frontends.active_time_timeout(server, link.id, timeout, request).await {
+        Some(Ok(answer)) => Ok(answer),
         // The server's own refusal, as it gave it (a direct client would see the same).
-        Ok(Err(crate::mcp::route::RouteError::Answered { code, message, data })) => {
+        Some(Err(crate::mcp::route::RouteError::Answered { code, message, data })) => {
             Err(ErrorObjectOwned::owned(code, message, data))
         }
-        Ok(Err(failure)) => Err(error(ErrorCode::ServerError, failure.describe(server, what))),
-        Err(_) => Err(error(
+        Some(Err(failure)) => Err(error(ErrorCode::ServerError, failure.describe(server, what))),
+        None => Err(error(
             ErrorCode::RequestTimeout,
             format!(
                 "MCP server `{server}` did not answer {what} within {}s (its tool_timeout_sec); the request was cancelled",

@@ -409,7 +409,7 @@ pub(crate) fn speaks(version: &str) -> bool {
 }
 
 /// The connection's link, which the api puts on every request of an MCP client.
-fn link(extensions: &Extensions) -> Result<Arc<Link>, ErrorObjectOwned> {
+pub(super) fn link(extensions: &Extensions) -> Result<Arc<Link>, ErrorObjectOwned> {
     extensions
         .get::<Arc<Link>>()
         .cloned()

@@ -234,6 +234,17 @@ impl FrontEnds {
         }
     }
 
+    /// Whether `link`, whose call a server's request names (an MCP
+    /// `input_required` result, SEP-2322), can answer a `capability`
+    /// request: the same check as [`FrontEnds::caller`]'s, without the
+    /// guessing, since the request names its call; the reason when it cannot.
+    pub(crate) fn can_ask(&self, link: &Link, capability: Capability) -> Result<(), &'static str> {
+        match cannot_answer(link.can_answer(), capability) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
     /// Record a call of connection `connection` to `server` until the guard drops.
     pub(crate) fn call_started(self: &Arc<Self>, server: &str, connection: u64) -> CallGuard {
         let mut state = self.state();

@@ -13,6 +13,14 @@
 //! `$/cancelRequest`, a front-end gone) tells the server with
 //! `notifications/cancelled`.
 //!
+//! `tools/call`, `prompts/get` and `resources/read` may take several
+//! requests: a server of MCP 2026-07-28 may answer `input_required`, and
+//! the request is sent again, a new request each time, with what it asked
+//! for (`rounds`, which holds the rules); a server may answer `tools/call`
+//! with a task, which `tasks` follows to its result. Each of these requests
+//! is one the server asked for; the rule below is about sending one again
+//! unasked.
+//!
 //! A request is never sent twice, with one exception: when a streamable-HTTP
 //! server no longer knows the session (HTTP 404 to a request carrying it),
 //! it did not run the request; the server's task makes a new session (a new
@@ -43,7 +51,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::classify::{is_session_expired, required_scope, send_failure};
+use super::rounds::{self, Reply, Retry};
 use super::route::{CallTarget, RouteError};
+use super::tasks;
 use crate::hub::link::Link;
 use crate::hub::routes::FrontEnds;
 
@@ -57,10 +67,12 @@ const MAX_PAGES: usize = 1000;
 const PROGRESS_TOKEN: &str = "progressToken";
 
 /// Where a request's progress goes: the registry, the caller's link and the token it gave.
-type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_json::Value);
+pub(super) type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_json::Value);
 
 /// `tools/call` of tool `name` with `arguments` and `_meta`, for the front-end on `caller`'s
 /// link: the progress token in `meta`, if any, is what that front-end's progress carries.
+/// An `input_required` answer is driven to the end (`rounds`), and a task followed until it
+/// ends (`tasks`), both with that front-end answering what the server asks.
 pub(crate) async fn call_tool(
     target: &CallTarget,
     name: String,
@@ -72,47 +84,105 @@ pub(crate) async fn call_tool(
     // front-end's, if it gave one, is what its progress carries.
     let mut meta = meta;
     let progress_token = meta.as_mut().and_then(|meta| meta.remove(PROGRESS_TOKEN));
-    let mut request = CallToolRequestParams::new(name);
-    request.arguments = arguments;
-    request.meta = meta.map(|meta| RequestMetaObject(MetaObject(meta)));
     let (frontends, link) = caller;
     let progress = progress_token.map(|token| (frontends, link, token));
-    let Answer { typed, raw } = send(target, CallToolRequest::new(request), progress).await?;
-    match typed {
-        ServerResult::CallToolResult(result) => json(raw, &result),
-        _ => Err(RouteError::UnhandledResult {
-            kinds: "input_required or task",
-        }),
-    }
+    // SEP-1686: a tool that must run as a task is called as one.
+    let as_task = target.tool_task_support(&name).as_deref() == Some(tasks::TASK_SUPPORT_REQUIRED);
+    let round = |retry: Retry| {
+        let mut request = CallToolRequestParams::new(name.clone());
+        request.arguments = arguments.clone();
+        request.meta = meta.clone().map(|meta| RequestMetaObject(MetaObject(meta)));
+        request.input_responses = retry.input_responses;
+        request.request_state = retry.request_state;
+        let progress = progress.clone();
+        async move {
+            let request = if as_task {
+                tasks::augmented(&request)?
+            } else {
+                CallToolRequest::new(request).into()
+            };
+            let Answer { typed, raw } = send(target, request, progress.clone()).await?;
+            match typed {
+                ServerResult::CallToolResult(result) => Ok(Reply::Complete(json(raw, &result)?)),
+                ServerResult::InputRequiredResult(asked) => Ok(Reply::InputRequired(asked)),
+                ServerResult::CreateTaskResult(created) => {
+                    tasks::run(target, tasks::Generation::Extension, &created, link, progress)
+                        .await
+                        .map(Reply::Complete)
+                }
+                ServerResult::CustomResult(created) if as_task => {
+                    tasks::run(target, tasks::Generation::Augmented, &created.0, link, progress)
+                        .await
+                        .map(Reply::Complete)
+                }
+                _ => Err(RouteError::UnhandledResult {
+                    kinds: "a result that is not one of tools/call",
+                }),
+            }
+        }
+    };
+    rounds::drive(rounds::MAX_ROUNDS, round, |requests| {
+        rounds::answer_each(target.handler(), link, requests)
+    })
+    .await
 }
 
-/// `resources/read` of `uri`.
-pub(crate) async fn read_resource(target: &CallTarget, uri: String) -> Result<Box<RawValue>, RouteError> {
-    let request = ReadResourceRequest::new(ReadResourceRequestParams::new(uri));
-    let Answer { typed, raw } = send(target, request, None).await?;
-    match typed {
-        ServerResult::ReadResourceResult(result) => json(raw, &result),
-        _ => Err(RouteError::UnhandledResult {
-            kinds: "input_required",
-        }),
-    }
+/// `resources/read` of `uri`, for the front-end on `caller`, which answers what the server
+/// asks in `input_required` results (`rounds`).
+pub(crate) async fn read_resource(
+    target: &CallTarget,
+    uri: String,
+    caller: &Arc<Link>,
+) -> Result<Box<RawValue>, RouteError> {
+    let round = |retry: Retry| {
+        let mut request = ReadResourceRequestParams::new(uri.clone());
+        request.input_responses = retry.input_responses;
+        request.request_state = retry.request_state;
+        async move {
+            let Answer { typed, raw } = send(target, ReadResourceRequest::new(request), None).await?;
+            match typed {
+                ServerResult::ReadResourceResult(result) => Ok(Reply::Complete(json(raw, &result)?)),
+                ServerResult::InputRequiredResult(asked) => Ok(Reply::InputRequired(asked)),
+                _ => Err(RouteError::UnhandledResult {
+                    kinds: "a result that is not one of resources/read",
+                }),
+            }
+        }
+    };
+    rounds::drive(rounds::MAX_ROUNDS, round, |requests| {
+        rounds::answer_each(target.handler(), caller, requests)
+    })
+    .await
 }
 
-/// `prompts/get` of prompt `name` with `arguments`.
+/// `prompts/get` of prompt `name` with `arguments`, for the front-end on `caller`, which
+/// answers what the server asks in `input_required` results (`rounds`).
 pub(crate) async fn get_prompt(
     target: &CallTarget,
     name: String,
     arguments: Option<JsonObject>,
+    caller: &Arc<Link>,
 ) -> Result<Box<RawValue>, RouteError> {
-    let mut request = GetPromptRequestParams::new(name);
-    request.arguments = arguments;
-    let Answer { typed, raw } = send(target, GetPromptRequest::new(request), None).await?;
-    match typed {
-        ServerResult::GetPromptResult(result) => json(raw, &result),
-        _ => Err(RouteError::UnhandledResult {
-            kinds: "input_required",
-        }),
-    }
+    let round = |retry: Retry| {
+        let mut request = GetPromptRequestParams::new(name.clone());
+        request.arguments = arguments.clone();
+        request.input_responses = retry.input_responses;
+        request.request_state = retry.request_state;
+        async move {
+            let Answer { typed, raw } = send(target, GetPromptRequest::new(request), None).await?;
+            match typed {
+                ServerResult::GetPromptResult(result) => Ok(Reply::Complete(json(raw, &result)?)),
+                ServerResult::InputRequiredResult(asked) => Ok(Reply::InputRequired(asked)),
+                _ => Err(RouteError::UnhandledResult {
+                    kinds: "a result that is not one of prompts/get",
+                }),
+            }
+        }
+    };
+    rounds::drive(rounds::MAX_ROUNDS, round, |requests| {
+        rounds::answer_each(target.handler(), caller, requests)
+    })
+    .await
 }
 
 /// `resources/subscribe` to `uri`. Sent on the target's session as it is:
@@ -336,14 +406,14 @@ impl RouteError {
 
 /// The server's answer: rmcp's typed result, and the `result` exactly as
 /// the server wrote it when corrald could see it.
-struct Answer {
-    typed: ServerResult,
-    raw: Option<Box<RawValue>>,
+pub(super) struct Answer {
+    pub(super) typed: ServerResult,
+    pub(super) raw: Option<Box<RawValue>>,
 }
 
 /// Send `request` to `target`'s server and wait for the answer, renewing an
 /// expired HTTP session once (see the module documentation).
-async fn send(
+pub(super) async fn send(
     target: &CallTarget,
     request: impl Into<ClientRequest>,
     progress: Option<ProgressTarget<'_>>,
@@ -392,7 +462,7 @@ async fn send_on(
 }
 
 /// The answer as the server wrote it (`raw`), else rmcp's `typed` value.
-fn json<T: Serialize>(raw: Option<Box<RawValue>>, typed: &T) -> Result<Box<RawValue>, RouteError> {
+pub(super) fn json<T: Serialize>(raw: Option<Box<RawValue>>, typed: &T) -> Result<Box<RawValue>, RouteError> {
     match raw {
         Some(raw) => Ok(raw),
         None => serde_json::value::to_raw_value(typed).map_err(|error| RouteError::Unserializable {

@@ -26,11 +26,20 @@
 //!   with the client's own roots ([`ClientRoots`], fetched over its link
 //!   and kept until it says they changed; `hub::roots`).
 //!
+//! A server of MCP 2026-07-28 asks its questions in the answer to a call
+//! instead (an `input_required` result, SEP-2322): `mcp::rounds` has this
+//! handler answer each of them ([`McpClientHandler::answer_input`]) the way
+//! it answers the classic requests above, asking the front-end whose call
+//! it is (which the result names, so no guessing), with the same checks,
+//! deadline, paused clock and withdrawal.
+//!
 //! At `initialize` it declares elicitation (form and URL) and sampling to
 //! every server, whoever ends up answering, and roots only when the server
 //! has `roots` configured or gets its client's (then with `listChanged` when
 //! the client declared it: the server's task sends
-//! `notifications/roots/list_changed` after the client's). For a
+//! `notifications/roots/list_changed` after the client's), and the tasks
+//! extension (`io.modelcontextprotocol/tasks`: a call may come back as a
+//! task, which `mcp::tasks` follows). For a
 //! streamable-HTTP server it offers the version `transport::http` chooses
 //! and repeats its version, capabilities and identity in the request's
 //! `_meta`, as MCP 2026-07-28 has them on every request
@@ -63,8 +72,9 @@ use corral_protocol::{DaemonNotification, ListChanged, ResourceUpdated, ServerLo
 use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
     ElicitResult, ElicitationAction, ElicitationCapability, ErrorCode, FormElicitationCapability, Implementation,
-    ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion, RequestMetaObject,
-    ResourceUpdatedNotificationParam, Root, RootsCapabilities, SamplingCapability, UrlElicitationCapability,
+    InputRequest, ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion,
+    RequestMetaObject, ResourceUpdatedNotificationParam, Root, RootsCapabilities, SamplingCapability,
+    UrlElicitationCapability,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ClientHandler, ErrorData, RoleClient};
@@ -73,9 +83,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::hub::Hub;
-use crate::hub::link::FrontEndError;
+use crate::hub::link::{FrontEndError, Link};
 use crate::hub::roots::ClientRoots;
 use crate::hub::routes::{Caller, Capability, ElicitationMode};
+use crate::mcp::tasks::TASKS_EXTENSION;
 
 /// The MCP client handler of one server's session.
 #[derive(Debug, Clone)]
@@ -170,13 +181,13 @@ impl McpClientHandler {
     async fn list_client_roots(
         &self,
         client: &ClientRoots,
-        context: &RequestContext<RoleClient>,
+        withdrawn_by_server: impl Future<Output = ()>,
     ) -> Result<ListRootsResult, ErrorData> {
         let deadline = self.hub.routes.answer_deadline();
         let answer = tokio::select! {
             // Dropping the request (when the server cancels) withdraws it from the client.
             answer = client.list(deadline) => answer,
-            () = context.ct.cancelled() => {
+            () = withdrawn_by_server => {
                 return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the server", None));
             }
         };
@@ -206,8 +217,7 @@ impl McpClientHandler {
         params: &P,
         context: &RequestContext<RoleClient>,
     ) -> Asked<T> {
-        let frontends = &self.hub.routes;
-        let link = match frontends.caller(&self.name, capability) {
+        let link = match self.hub.routes.caller(&self.name, capability) {
             Caller::One(link) => link,
             Caller::Declined(reason) => {
                 tracing::info!(server = %self.name, ?capability, "declined a server's request: {reason}");
@@ -224,6 +234,22 @@ impl McpClientHandler {
         {
             request.insert("_meta".to_owned(), Value::Object(context.meta.0.0.clone()));
         }
+        self.ask_link(&link, capability, request, context.ct.cancelled()).await
+    }
+
+    /// Ask `link`, the front-end whose call the request is about, to answer a
+    /// `capability` request with the MCP request params `request`: within the
+    /// answer deadline, with this front-end's calls to the server paused
+    /// while an elicitation waits on its user, withdrawn once its calls to
+    /// the server have ended or `withdrawn_by_server` completes.
+    async fn ask_link<T: DeserializeOwned>(
+        &self,
+        link: &Arc<Link>,
+        capability: Capability,
+        request: Value,
+        withdrawn_by_server: impl Future<Output = ()>,
+    ) -> Asked<T> {
+        let frontends = &self.hub.routes;
         let method = link.method_for(capability);
         tracing::debug!(server = %self.name, connection = link.id, method, "asking a front-end");
         // The user may take their time: this front-end's calls to this server stop their clocks.
@@ -232,7 +258,7 @@ impl McpClientHandler {
         let answer = tokio::select! {
             // Dropping the request (in the other branches) withdraws it from the front-end.
             answer = link.ask(&self.name, capability, request, deadline) => answer,
-            () = context.ct.cancelled() => {
+            () = withdrawn_by_server => {
                 return Asked::Answer(Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the server", None)));
             }
             // The call it is about is over (the front-end cancelled it, or it timed out):
@@ -271,6 +297,107 @@ impl McpClientHandler {
             }
             Err(error @ FrontEndError::Disconnected) => Err(ErrorData::internal_error(error.to_string(), None)),
         })
+    }
+
+    /// Answer one request of an MRTR `input_required` result (SEP-2322) that
+    /// `server` returned to the call of the front-end on `link`: the result
+    /// to put under its key in the retry's `inputResponses`, or why there is
+    /// none (the call then ends with that reason).
+    ///
+    /// The request goes to `link`, the front-end whose call it is (MRTR names
+    /// the call, so there is no guessing, even while other front-ends call
+    /// the same server), with what the classic request would get: the same
+    /// capability checks, wording, answer deadline, paused clock and
+    /// withdrawal when the call ends. An elicitation the front-end cannot
+    /// answer is declined and one it leaves unanswered is cancelled, both
+    /// with corrald's reason, as for a classic request; sampling has no such
+    /// answer, and `roots/list` is answered as the classic request is.
+    pub(crate) async fn answer_input(&self, link: &Arc<Link>, request: &InputRequest) -> Result<Value, String> {
+        let params = serde_json::to_value(request)
+            .ok()
+            .and_then(|mut request| request.get_mut("params").map(Value::take))
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        let server_gone = std::future::pending::<()>();
+        let answer = match request {
+            InputRequest::Elicitation(elicit) => {
+                let capability = Capability::Elicitation(elicitation_mode(&elicit.params));
+                let asked = match self.hub.routes.can_ask(link, capability) {
+                    Err(reason) => Asked::Declined(reason),
+                    Ok(()) => self.ask_link(link, capability, params, server_gone).await,
+                };
+                elicitation_answer(asked).and_then(|result| to_json(&result))
+            }
+            InputRequest::CreateMessage(_) => {
+                let asked = match self.hub.routes.can_ask(link, Capability::Sampling) {
+                    Err(reason) => Asked::Declined(reason),
+                    Ok(()) => self.ask_link(link, Capability::Sampling, params, server_gone).await,
+                };
+                sampling_answer(asked).and_then(|result| to_json(&result))
+            }
+            InputRequest::ListRoots(_) => match &self.client_roots {
+                Some(client) => self.list_client_roots(client, server_gone).await,
+                None => Ok(self.configured_roots()),
+            }
+            .and_then(|roots| to_json(&roots)),
+            _ => return Err("an input request of a kind corrald does not know".to_owned()),
+        };
+        answer.map_err(|error| error.message.into_owned())
+    }
+}
+
+/// The mode of an elicitation: form unless it asks for a URL.
+fn elicitation_mode(request: &ElicitRequestParams) -> ElicitationMode {
+    match request {
+        ElicitRequestParams::UrlElicitationParams { .. } => ElicitationMode::Url,
+        // MCP's default mode (the enum is non-exhaustive; MCP has these two modes).
+        _ => ElicitationMode::Form,
+    }
+}
+
+/// `value` as JSON, or an internal error.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, ErrorData> {
+    serde_json::to_value(value).map_err(|error| ErrorData::internal_error(error.to_string(), None))
+}
+
+/// What an elicitation is answered with, whatever came of asking the front-end.
+fn elicitation_answer(asked: Asked<ElicitResult>) -> Result<ElicitResult, ErrorData> {
+    match asked {
+        Asked::Answer(answer) => answer,
+        Asked::Declined(reason) => Ok(elicit_result(ElicitationAction::Decline, reason.to_owned())),
+        Asked::Unanswered(deadline) => Ok(elicit_result(
+            ElicitationAction::Cancel,
+            format!(
+                "the front-end did not answer within {}s (corrald --elicitation-timeout-sec); the request was withdrawn",
+                deadline.as_secs_f64()
+            ),
+        )),
+        Asked::CallEnded => Ok(elicit_result(ElicitationAction::Cancel, CALL_ENDED.to_owned())),
+    }
+}
+
+/// What a sampling request is answered with, whatever came of asking the front-end.
+fn sampling_answer(asked: Asked<CreateMessageResult>) -> Result<CreateMessageResult, ErrorData> {
+    match asked {
+        Asked::Answer(answer) => answer,
+        Asked::Declined(reason) => Err(ErrorData::new(
+            ErrorCode::INVALID_REQUEST,
+            format!("sampling declined: {reason}"),
+            None,
+        )),
+        Asked::Unanswered(deadline) => Err(ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!(
+                "sampling cancelled: the front-end did not answer within {}s (corrald --elicitation-timeout-sec); \
+                 the request was withdrawn",
+                deadline.as_secs_f64()
+            ),
+            None,
+        )),
+        Asked::CallEnded => Err(ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!("sampling cancelled: {CALL_ENDED}"),
+            None,
+        )),
     }
 }
 
@@ -322,6 +449,8 @@ pub(crate) fn client_config(roots: Option<RootsCapabilities>) -> ClientConfig {
     capabilities.elicitation = Some(elicitation);
     capabilities.sampling = Some(SamplingCapability::default());
     capabilities.roots = roots;
+    // A server of 2026-07-28 may run a call as a task (SEP-2663); `mcp::tasks` follows it.
+    capabilities.extensions = Some([(TASKS_EXTENSION.to_owned(), serde_json::Map::new())].into());
     ClientConfig::new(capabilities, Implementation::new("corrald", env!("CARGO_PKG_VERSION")))
 }
 
@@ -356,26 +485,8 @@ impl ClientHandler for McpClientHandler {
         request: ElicitRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        let mode = match &request {
-            ElicitRequestParams::UrlElicitationParams { .. } => ElicitationMode::Url,
-            // MCP's default mode (the enum is non-exhaustive; MCP has these two modes).
-            _ => ElicitationMode::Form,
-        };
-        match self
-            .ask_front_end(Capability::Elicitation(mode), &request, &context)
-            .await
-        {
-            Asked::Answer(answer) => answer,
-            Asked::Declined(reason) => Ok(elicit_result(ElicitationAction::Decline, reason.to_owned())),
-            Asked::Unanswered(deadline) => Ok(elicit_result(
-                ElicitationAction::Cancel,
-                format!(
-                    "the front-end did not answer within {}s (corrald --elicitation-timeout-sec); the request was withdrawn",
-                    deadline.as_secs_f64()
-                ),
-            )),
-            Asked::CallEnded => Ok(elicit_result(ElicitationAction::Cancel, CALL_ENDED.to_owned())),
-        }
+        let capability = Capability::Elicitation(elicitation_mode(&request));
+        elicitation_answer(self.ask_front_end(capability, &request, &context).await)
     }
 
     async fn create_message(
@@ -383,33 +494,12 @@ impl ClientHandler for McpClientHandler {
         params: CreateMessageRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        match self.ask_front_end(Capability::Sampling, &params, &context).await {
-            Asked::Answer(answer) => answer,
-            Asked::Declined(reason) => Err(ErrorData::new(
-                ErrorCode::INVALID_REQUEST,
-                format!("sampling declined: {reason}"),
-                None,
-            )),
-            Asked::Unanswered(deadline) => Err(ErrorData::new(
-                ErrorCode::INTERNAL_ERROR,
-                format!(
-                    "sampling cancelled: the front-end did not answer within {}s (corrald --elicitation-timeout-sec); \
-                     the request was withdrawn",
-                    deadline.as_secs_f64()
-                ),
-                None,
-            )),
-            Asked::CallEnded => Err(ErrorData::new(
-                ErrorCode::INTERNAL_ERROR,
-                format!("sampling cancelled: {CALL_ENDED}"),
-                None,
-            )),
-        }
+        sampling_answer(self.ask_front_end(Capability::Sampling, &params, &context).await)
     }
 
     async fn list_roots(&self, context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {
         match &self.client_roots {
-            Some(client) => self.list_client_roots(client, &context).await,
+            Some(client) => self.list_client_roots(client, context.ct.cancelled()).await,
             None => Ok(self.configured_roots()),
         }
     }

@@ -7,8 +7,13 @@
 //!   answered with the server's JSON or a plain `route::RouteError`;
 //! - `handler`: how corrald introduces itself at `initialize` and what it
 //!   does with a server's notifications and requests;
+//! - `rounds`: multi round-trip requests (MRTR): an `input_required`
+//!   answer driven to the final result, the input asked of the front-end
+//!   whose call it is;
 //! - [`route`]: the way in to a ready session, as types (what the
 //!   supervisor hands out for a request);
+//! - `tasks`: a call the server runs as a task, followed until it ends
+//!   (either generation of MCP tasks), cancelled when left behind;
 //! - `tool_catalog`: a ready server's tools, one immutable value per
 //!   listing: rmcp's typed tool and the server's JSON joined once, the
 //!   config's filters applied once;
@@ -22,6 +27,8 @@
 pub(crate) mod classify;
 pub(crate) mod forward;
 pub(crate) mod handler;
+pub(crate) mod rounds;
 pub mod route;
+pub(crate) mod tasks;
 pub(crate) mod tool_catalog;
 pub(crate) mod wire_tee;

@@ -23,6 +23,7 @@ use corral_protocol::{FailureReason, ServerStatus};
 use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot};
 
+use super::handler::McpClientHandler;
 use super::tool_catalog::ToolCatalog;
 use super::wire_tee::WireTee;
 
@@ -60,6 +61,9 @@ pub(crate) struct SessionHandle {
     wire: Option<Arc<WireTee>>,
     /// For a streamable-HTTP server: how to get a new session after a 404.
     recovery: Option<SessionRecovery>,
+    /// The session's handler, which answers what a server asks in an `input_required`
+    /// result as it answers the server's own requests (`rounds`).
+    handler: McpClientHandler,
 }
 
 impl SessionHandle {
@@ -69,12 +73,14 @@ impl SessionHandle {
         catalog: Arc<ToolCatalog>,
         wire: Option<Arc<WireTee>>,
         recovery: Option<SessionRecovery>,
+        handler: McpClientHandler,
     ) -> Self {
         Self {
             peer,
             catalog,
             wire,
             recovery,
+            handler,
         }
     }
 
@@ -134,6 +140,16 @@ impl CallTarget {
                     .and_then(|resources| resources.subscribe)
             })
             .unwrap_or(false)
+    }
+
+    /// A tool's `execution.taskSupport` as the server listed it (seen on stdio only).
+    pub(super) fn tool_task_support(&self, name: &str) -> Option<String> {
+        self.session.catalog.task_support(name)
+    }
+
+    /// The session's handler.
+    pub(super) fn handler(&self) -> &McpClientHandler {
+        &self.session.handler
     }
 
     /// The session's MCP peer.
@@ -206,6 +222,27 @@ pub(crate) enum RouteError {
         /// The kinds this method may answer with that corrald does not handle, as MCP names them.
         kinds: &'static str,
     },
+    /// The server still asked for input after this many `input_required` rounds (`rounds`).
+    TooManyRounds {
+        /// The bound.
+        max: usize,
+    },
+    /// An input request of an `input_required` result could not be answered (`rounds`).
+    InputNotGiven {
+        /// MCP's method of the request: `sampling/createMessage`, …
+        method: &'static str,
+        /// Why not.
+        why: String,
+    },
+    /// The server ran the request as a task that did not complete (`tasks`).
+    TaskNotCompleted {
+        /// The task's id.
+        task: String,
+        /// Its last status: `failed`, `cancelled`, or what went wrong following it.
+        status: String,
+        /// The server's words, if any.
+        message: Option<String>,
+    },
     /// The answer (or a tool of a listing) could not be serialized.
     Unserializable {
         /// What: "the result", "a tool".
@@ -261,6 +298,21 @@ impl RouteError {
             Self::UnhandledResult { kinds } => format!(
                 "MCP server `{server}` answered {request} with a result kind corrald does not handle yet ({kinds})"
             ),
+            Self::TooManyRounds { max } => format!(
+                "MCP server `{server}` still asked for more input after {max} rounds of {request} \
+                 (input_required results); corrald gave up on it: call again, or report the loop to the server's authors"
+            ),
+            Self::InputNotGiven { method, why } => format!(
+                "MCP server `{server}` needs the answer to a {method} request to finish {request}, \
+                 and it could not be had: {why}"
+            ),
+            Self::TaskNotCompleted { task, status, message } => {
+                let mut text = format!("MCP server `{server}` ran {request} as task `{task}`, which ended {status}");
+                if let Some(message) = message {
+                    text.push_str(&format!(": {message}"));
+                }
+                text
+            }
             Self::Unserializable { what, why } => format!("cannot serialize {what}: {why}"),
             Self::RepeatedCursor { cursor } => {
                 format!("MCP server `{server}` repeated the pagination cursor {cursor:?} in {request}")

@@ -167,6 +167,27 @@ impl ToolCatalog {
         Ok(())
     }
 
+    /// Tool `name`'s `execution.taskSupport` (MCP 2025-11-25: whether it may, or must, be
+    /// called as a task), when the server's own JSON of it was seen (rmcp's model has no
+    /// `execution`).
+    pub(crate) fn task_support(&self, name: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Execution {
+            task_support: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct WithExecution {
+            execution: Option<Execution>,
+        }
+        let tool = self.tools.iter().find(|tool| tool.typed.name == name)?;
+        let ToolJson::Wire(raw) = &tool.json else { return None };
+        serde_json::from_str::<WithExecution>(raw.get())
+            .ok()?
+            .execution?
+            .task_support
+    }
+
     /// The tools, in the server's order, as front-ends get them.
     pub(crate) fn listing(&self) -> Result<Vec<serde_json::Value>, RouteError> {
         self.tools
@@ -318,6 +339,20 @@ mod tests {
         let (typed, wire) = listing(&[first, second]);
         let catalog = ToolCatalog::build(ToolFilter::default(), typed, Some(wire));
         assert_eq!(json(&catalog), [(true, first), (true, second)]);
+    }
+
+    #[test]
+    fn a_tools_task_support_is_read_from_the_servers_json_only() {
+        let (typed, wire) = listing(&[
+            r#"{"name":"long","inputSchema":{"type":"object"},"execution":{"taskSupport":"required"}}"#,
+            r#"{"name":"short","inputSchema":{"type":"object"}}"#,
+        ]);
+        let catalog = ToolCatalog::build(ToolFilter::default(), typed.clone(), Some(wire));
+        assert_eq!(catalog.task_support("long").as_deref(), Some("required"));
+        assert_eq!(catalog.task_support("short"), None);
+        assert_eq!(catalog.task_support("absent"), None);
+        let typed_only = ToolCatalog::build(ToolFilter::default(), typed, None);
+        assert_eq!(typed_only.task_support("long"), None, "rmcp's model has no execution");
     }
 
     #[test]

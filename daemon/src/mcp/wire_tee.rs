@@ -45,13 +45,17 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::routes::FrontEnds;
 
 /// Requests whose answers are kept for the handler that sent them.
-const KEPT: [&str; 6] = [
+const KEPT: [&str; 8] = [
     "tools/call",
     "resources/read",
     "prompts/get",
     "resources/list",
     "resources/templates/list",
     "prompts/list",
+    // A task's status and its result (`mcp::tasks`), in the server's words: rmcp's model
+    // reads a task of MCP 2025-11-25 as one of 2026-07-28 and loses its poll interval.
+    "tasks/get",
+    "tasks/result",
 ];
 /// `tools/list`: gathered into a listing ([`WireTee::take_listing`]) instead.
 const TOOLS_LIST: &str = "tools/list";

@@ -483,7 +483,13 @@ impl ServerTask {
         let wire = session.wire().cloned();
         let listing = wire.as_deref().and_then(WireTee::take_listing);
         let catalog = ToolCatalog::build(ToolFilter::of(&self.config), tools, listing);
-        let handle = SessionHandle::new(session.service.peer().clone(), Arc::new(catalog), wire, recovery);
+        let handle = SessionHandle::new(
+            session.service.peer().clone(),
+            Arc::new(catalog),
+            wire,
+            recovery,
+            session.service.service().clone(),
+        );
         self.mark_ready(&session.service, handle, pid);
         match &mut session.transport {
             ReadyTransport::Stdio(run) => run.process.remember_tree().await,

@@ -6,6 +6,13 @@
 //! bounded by its `tool_timeout_sec`; a server that repeats a pagination
 //! cursor is reported as an error rather than looped on. Servers that do not
 //! declare the capability are skipped. MCP objects pass through untouched.
+//!
+//! `resources/read` and `prompts/get` run as calls of the front-end that
+//! asks (`FrontEnds::call_started`), like `tools/call`: what the server asks
+//! meanwhile (an elicitation, or an `input_required` result's requests) goes
+//! to it, and `tool_timeout_sec` bounds them in active time.
+
+use std::sync::Arc;
 
 use corral_protocol::{
     ErrorCode, ListError, ListParams, ListResult, NoParams, PromptsGet, PromptsGetParams, Request, ResourcesRead,
@@ -14,13 +21,15 @@ use corral_protocol::{
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::value::RawValue;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{
     not_available_error, not_ready_servers, parse_json, parse_params, route_error, rpc_error, session, timeout_error,
 };
+use crate::hub::link::Link;
 use crate::mcp::forward::{self, ListKind};
-use crate::mcp::route::RouteError;
+use crate::mcp::route::{CallTarget, RouteError};
 
 /// `kind` of every ready server (or of one), fetched concurrently.
 async fn list(kind: ListKind, context: &DaemonContext, params: ListParams) -> Result<ListResult, ErrorObjectOwned> {
@@ -45,6 +54,28 @@ async fn list(kind: ListKind, context: &DaemonContext, params: ListParams) -> Re
     Ok(ListResult::new(items, not_ready_servers(targets.not_ready), errors))
 }
 
+/// Run `request` (`what`, for the words of an error) of the front-end on `link` to
+/// `target`'s server as a call of that front-end, so what the server asks goes to it, within
+/// the server's `tool_timeout_sec` of active time (the clock stops while the front-end's user
+/// answers an elicitation).
+async fn within_active_time(
+    context: &DaemonContext,
+    target: &CallTarget,
+    link: &Arc<Link>,
+    what: &str,
+    request: impl Future<Output = Result<Box<RawValue>, RouteError>>,
+) -> Result<Box<RawValue>, ErrorObjectOwned> {
+    let server = &target.config.name;
+    let frontends = &context.hub.routes;
+    let _call = frontends.call_started(server, link.id);
+    let timeout = target.config.tool_timeout;
+    frontends
+        .active_time_timeout(server, link.id, timeout, request)
+        .await
+        .ok_or_else(|| timeout_error(server, what, timeout))?
+        .map_err(|error| route_error(server, what, error))
+}
+
 /// Register the resource and prompt methods.
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
     for kind in ListKind::ALL {
@@ -53,7 +84,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         })?;
     }
 
-    module.register_async_method(ResourcesRead::METHOD, |params, context, _| async move {
+    module.register_async_method(ResourcesRead::METHOD, |params, context, extensions| async move {
         let ResourcesReadParams { server, uri, .. } = parse_params::<ResourcesRead>(&params)?;
         let target = context
             .supervisor
@@ -61,14 +92,12 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .await?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         let what = format!("`resources/read` of `{uri}`");
-        let timeout = target.config.tool_timeout;
-        tokio::time::timeout(timeout, forward::read_resource(&target, uri))
-            .await
-            .map_err(|_| timeout_error(&server, &what, timeout))?
-            .map_err(|error| route_error(&server, &what, error))
+        let link = session(&extensions)?.link.clone();
+        let read = forward::read_resource(&target, uri, &link);
+        within_active_time(&context, &target, &link, &what, read).await
     })?;
 
-    module.register_async_method(PromptsGet::METHOD, |params, context, _| async move {
+    module.register_async_method(PromptsGet::METHOD, |params, context, extensions| async move {
         let PromptsGetParams {
             server,
             name,
@@ -81,11 +110,9 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .await?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         let what = format!("`prompts/get` of `{name}`");
-        let timeout = target.config.tool_timeout;
-        tokio::time::timeout(timeout, forward::get_prompt(&target, name, arguments))
-            .await
-            .map_err(|_| timeout_error(&server, &what, timeout))?
-            .map_err(|error| route_error(&server, &what, error))
+        let link = session(&extensions)?.link.clone();
+        let get = forward::get_prompt(&target, name, arguments, &link);
+        within_active_time(&context, &target, &link, &what, get).await
     })?;
 
     module.register_async_method(ResourcesSubscribe::METHOD, |params, context, extensions| async move {
