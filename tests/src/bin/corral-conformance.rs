@@ -9,7 +9,8 @@
 //! once); once the server is `ready`, it calls tools through corrald as the scenario expects:
 //! the calls the harness hands over in the context (`toolCalls`: name and arguments), the
 //! focal tool's `inputSchema` echoed back for `json-schema-2020-12-preservation`, `add_numbers`
-//! for `tools_call`, else the first tool listed. It declares elicitation and accepts every
+//! for `tools_call`, every tool listed for `sep-2322-client-request-state`, else the first
+//! tool listed. It declares elicitation and accepts every
 //! form elicitation with the defaults of the requested schema (what a user pressing "accept"
 //! on a prefilled form sends); URL elicitations are declined. Exit status 0 when the server
 //! became ready and the calls the scenario grades succeeded.
@@ -191,6 +192,17 @@ fn calls_for(scenario: &str, context: &Value, tools: &[Value]) -> Vec<Call> {
             graded,
         }],
         // Round-trip the focal tool's inputSchema, as corrald lists it, through the echo tool.
+        // MRTR (SEP-2322): every tool, each one graded (input_required rounds, a result without
+        // `resultType`, and a plain call between the rounds of others).
+        "sep-2322-client-request-state" => tools
+            .iter()
+            .filter_map(|tool| tool["name"].as_str())
+            .map(|tool| Call {
+                tool: tool.to_owned(),
+                arguments: json!({}),
+                graded,
+            })
+            .collect(),
         "json-schema-2020-12-preservation" => tools
             .iter()
             .filter(|tool| tool["name"] != "json_schema_echo")
