@@ -116,7 +116,7 @@ pub(crate) async fn call_tool(
                         .map(Reply::Complete)
                 }
                 _ => Err(RouteError::UnhandledResult {
-                    kinds: "a result that is not one of tools/call",
+                    kinds: "neither a tools/call result, an input_required result nor a task",
                 }),
             }
         }
@@ -144,7 +144,7 @@ pub(crate) async fn read_resource(
                 ServerResult::ReadResourceResult(result) => Ok(Reply::Complete(json(raw, &result)?)),
                 ServerResult::InputRequiredResult(asked) => Ok(Reply::InputRequired(asked)),
                 _ => Err(RouteError::UnhandledResult {
-                    kinds: "a result that is not one of resources/read",
+                    kinds: "neither a resources/read result nor an input_required result",
                 }),
             }
         }
@@ -174,7 +174,7 @@ pub(crate) async fn get_prompt(
                 ServerResult::GetPromptResult(result) => Ok(Reply::Complete(json(raw, &result)?)),
                 ServerResult::InputRequiredResult(asked) => Ok(Reply::InputRequired(asked)),
                 _ => Err(RouteError::UnhandledResult {
-                    kinds: "a result that is not one of prompts/get",
+                    kinds: "neither a prompts/get result nor an input_required result",
                 }),
             }
         }

@@ -217,9 +217,9 @@ pub(crate) enum RouteError {
         /// The failure, worded like any other.
         error: Box<RouteError>,
     },
-    /// The server answered with a result kind corrald does not handle yet.
+    /// The server answered with a result of a kind the method does not have.
     UnhandledResult {
-        /// The kinds this method may answer with that corrald does not handle, as MCP names them.
+        /// What the result is not: "neither a tools/call result, …".
         kinds: &'static str,
     },
     /// The server still asked for input after this many `input_required` rounds (`rounds`).
@@ -295,9 +295,9 @@ impl RouteError {
             ),
             // Worded as the failure it is; whether to re-authorize is the caller's choice.
             Self::InsufficientScope { error, .. } => error.describe(server, request),
-            Self::UnhandledResult { kinds } => format!(
-                "MCP server `{server}` answered {request} with a result kind corrald does not handle yet ({kinds})"
-            ),
+            Self::UnhandledResult { kinds } => {
+                format!("MCP server `{server}` answered {request} with a result that is {kinds}")
+            }
             Self::TooManyRounds { max } => format!(
                 "MCP server `{server}` still asked for more input after {max} rounds of {request} \
                  (input_required results); corrald gave up on it: call again, or report the loop to the server's authors"
