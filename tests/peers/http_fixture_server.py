@@ -16,10 +16,15 @@ it listens on 127.0.0.1 only:
 
     tests/peers/.venv/bin/python tests/peers/http_fixture_server.py --port PORT --record FILE [FLAGS]
 
-Tools: `echo {message}` → `echo: <message>`; `forget_sessions {also_next}`
+With `--no-initialize` it is a stateless server of MCP 2026-07-28 only: `initialize` gets
+"Method not found: initialize", and everything else is the SDK's 2026-07-28 serving.
+
+Tools: `echo {message}` → `echo: <message>`; `confirm {topic}` → an `input_required` result
+(MRTR) asking an elicitation (`sure`) and the roots, then what came back; `forget_sessions {also_next}`
 → from then on every session created so far is unknown (HTTP 404 to any
 request carrying its id), and the next `also_next` sessions created answer
-404 to `tools/call` (their handshake succeeds).
+404 to `tools/call` (their handshake succeeds). Prompt `greeting {name}`; resource
+`fixture://note`.
 See tests/peers/README.md.
 """
 
@@ -29,6 +34,10 @@ import argparse
 import json
 import os
 import sys
+
+# Module level: the tools' annotations are strings (postponed), read in this module's globals.
+from mcp.server.mcpserver import Context
+from mcp_types import InputRequiredResult
 
 
 def log(message: str) -> None:
@@ -57,6 +66,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="WWW-Authenticate header sent with --status and --require-bearer answers")
     p.add_argument("--require-bearer", metavar="TOKEN",
                    help="answer 401 unless the request has `Authorization: Bearer TOKEN`")
+    p.add_argument("--no-initialize", action="store_true",
+                   help="a stateless server of MCP 2026-07-28 only: answer `initialize` with the JSON-RPC "
+                        "error -32601 \"Method not found: initialize\" (the SDK serves the rest)")
     p.add_argument("--supported-versions", metavar="V,V...",
                    help="answer a POST whose protocol version (its MCP-Protocol-Version header, else the "
                         "protocolVersion of an initialize) is not one of these with HTTP 400 and the "
@@ -170,6 +182,14 @@ class Fixture:
             })
             await send({"type": "http.response.body", "body": f"http-fixture: {status}\n".encode()})
             return
+        if method == "POST" and rpc == "initialize" and self.args.no_initialize:
+            error = {"code": -32601, "message": "Method not found: initialize"}
+            body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+            self.record(method, rpc, session, 200, headers, meta)
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
         refused = self.refuse_version(version, request_id) if method == "POST" else None
         if refused is not None:
             status, response_headers, response = refused
@@ -208,6 +228,7 @@ def main(argv: list[str]) -> int:
 
     import uvicorn
     from mcp.server.mcpserver import MCPServer
+    from mcp_types import ElicitRequest, ElicitRequestFormParams, ListRootsRequest
 
     server = MCPServer(name="http-fixture", version="1.0.0", log_level="WARNING")
     fixture: Fixture | None = None
@@ -223,6 +244,36 @@ def main(argv: list[str]) -> int:
         assert fixture is not None
         fixture.forget_sessions(also_next)
         return "forgotten"
+
+    @server.tool()
+    async def confirm(topic: str, ctx: Context) -> str | InputRequiredResult:
+        """Asks whether to go ahead with `topic` and for the client's roots in an `input_required`
+        result (MCP 2026-07-28, MRTR), then says what came back."""
+        answers = ctx.input_responses or {}
+        if "sure" not in answers or "roots" not in answers:
+            schema = {"type": "object", "properties": {"sure": {"type": "boolean"}}, "required": ["sure"]}
+            asked = {
+                "sure": ElicitRequest(params=ElicitRequestFormParams(message=f"Go ahead with {topic}?",
+                                                                     requested_schema=schema)),
+                "roots": ListRootsRequest(),
+            }
+            return InputRequiredResult(input_requests=asked, request_state=f"asked about {topic}")
+        # The SDK seals the state it sends and verifies the echo: a changed one never gets here.
+        if ctx.request_state != f"asked about {topic}":
+            return f"wrong request state: {ctx.request_state!r}"
+        sure, roots = answers["sure"], answers["roots"]
+        uris = [str(root.uri) for root in roots.roots]
+        return f"{topic}: {sure.action} {json.dumps(sure.content, sort_keys=True)}; roots {uris}"
+
+    @server.prompt()
+    def greeting(name: str) -> str:
+        """A greeting for `name`."""
+        return f"Say hello to {name}."
+
+    @server.resource("fixture://note", mime_type="text/plain")
+    def note() -> str:
+        """A short note."""
+        return "a note from the fixture"
 
     app = server.streamable_http_app(host="127.0.0.1")
     fixture = Fixture(app, args)

@@ -244,7 +244,7 @@ impl TsClient {
 
     /// The server requests the client's handlers got (`request` and
     /// `withdrawn` events) since the last call of this, in order.
-    fn server_requests(&mut self) -> Vec<Value> {
+    pub(crate) fn server_requests(&mut self) -> Vec<Value> {
         let (taken, kept) = std::mem::take(&mut self.events)
             .into_iter()
             .partition(|event| event["event"] == "request" || event["event"] == "withdrawn");

@@ -28,6 +28,7 @@ mod http;
 mod lifecycle;
 mod limits;
 mod mcp_endpoint;
+mod mrtr;
 mod oauth;
 mod oauth_refresh;
 mod passthrough;

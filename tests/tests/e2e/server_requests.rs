@@ -15,7 +15,7 @@ use corral_tests::{
 use serde_json::{Value, json};
 
 /// A front-end over a raw line-framed connection, initialized with `capabilities`.
-async fn front_end(daemon: &TestDaemon, name: &str, capabilities: Value) -> RawConnection {
+pub(crate) async fn front_end(daemon: &TestDaemon, name: &str, capabilities: Value) -> RawConnection {
     let mut connection = RawConnection::connect(daemon.socket_path(), WireFraming::Lines).await;
     connection
         .call(
@@ -39,7 +39,7 @@ async fn everything_daemon(extra: &str) -> TestDaemon {
 }
 
 /// Send a request without waiting for its answer; returns its id.
-async fn send_request(connection: &mut RawConnection, id: u64, method: &str, params: Value) -> Value {
+pub(crate) async fn send_request(connection: &mut RawConnection, id: u64, method: &str, params: Value) -> Value {
     let id = json!(id);
     connection
         .send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
@@ -48,7 +48,7 @@ async fn send_request(connection: &mut RawConnection, id: u64, method: &str, par
 }
 
 /// Read messages until `wanted` matches one; the others are returned too, in order.
-async fn read_until(connection: &mut RawConnection, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+pub(crate) async fn read_until(connection: &mut RawConnection, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
     let mut others = Vec::new();
     for _ in 0..1000 {
         let message = connection.recv().await;
@@ -94,7 +94,7 @@ fn is_request(method: &'static str) -> impl Fn(&Value) -> bool {
     move |message| message["method"] == method && message.get("id").is_some()
 }
 
-fn is_response(id: &Value) -> impl Fn(&Value) -> bool + '_ {
+pub(crate) fn is_response(id: &Value) -> impl Fn(&Value) -> bool + '_ {
     move |message| message.get("id") == Some(id) && message.get("method").is_none()
 }
 
