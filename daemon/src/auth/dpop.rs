@@ -378,3 +378,5 @@ impl OAuthHttpClient for TokenRequestProofs {
     }
 }
 
+#[cfg(test)]
+mod tests;

@@ -21,11 +21,17 @@
 //! `|` in the URL as command separators. The code exchange stores the tokens through the
 //! server's `ServerCredentialStore` under its refresh guard, as a refresh does.
 //!
-//! [`auth_client`] gives a server run with stored credentials rmcp's `AuthClient` (the
+//! `auth_client` gives a server run with stored credentials rmcp's `AuthClient` (the
 //! `OAuth` variant of the HTTP backend): one `AuthorizationManager` per run, shared by every
 //! transport of the run, so concurrent requests that find the token expired refresh it once,
 //! and an expired token is refreshed before the request that needs it (`initialize`
 //! included).
+//!
+//! DPoP ([`super::dpop`]): a login first asks discovery (rmcp's, as the login itself will)
+//! whether the authorization server offers DPoP with ES256; if so its manager sends every OAuth
+//! request through `dpop::TokenRequestProofs` and the key is stored with the tokens. A run whose
+//! record has a key does the same for its refreshes, and a DPoP-bound token gets the `Dpop`
+//! variant of the HTTP backend.
 //!
 //! Invariants: no token, code, client secret or authorization URL appears in a log line (the URL
 //! carries the PKCE challenge and state, and goes only to the caller and the opener); a callback
