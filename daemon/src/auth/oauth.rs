@@ -207,22 +207,19 @@ pub async fn start_login(
     let secret = client_secret(&http)?;
     let callback = bind_callback(settings).await?;
     let challenge = probe_challenge(&http.url).await;
-    let (oauth, store) = match dpop_for_login(&http.url, challenge.as_deref(), &store).await? {
+    let (key, store) = match dpop_for_login(&http.url, challenge.as_deref(), &store).await? {
         Some(key) => {
             tracing::info!(server = %name, thumbprint = key.thumbprint(), "OAuth login with DPoP-bound tokens");
             let store = store.with_dpop_key(key.to_stored()?);
-            let client = Arc::new(TokenRequestProofs::new(Arc::new(key))?);
-            (
-                OAuthState::new_with_oauth_http_client(http.url.as_str(), client).await,
-                store,
-            )
+            (Some(Arc::new(key)), store)
         }
-        None => (OAuthState::new(http.url.as_str(), None).await, store),
+        None => (None, store),
     };
-    let mut oauth = oauth.map_err(|error| anyhow::anyhow!("cannot prepare the OAuth login: {error}"))?;
-    if let OAuthState::Unauthorized(manager) = &mut oauth {
-        manager.set_credential_store(store.clone());
-    }
+    let mut manager = authorization_manager(&http.url, key)
+        .await
+        .context("cannot prepare the OAuth login")?;
+    manager.set_credential_store(store.clone());
+    let mut oauth = OAuthState::Unauthorized(manager);
     let mut request = AuthorizationRequest::new(callback.redirect_uri.clone()).with_client_name(CLIENT_NAME);
     if let Some(client_id) = &http.oauth_client_id {
         request = request.with_preregistered_client(client_id.clone());
@@ -285,6 +282,22 @@ pub async fn start_login(
         authorization_url,
         outcome,
     })
+}
+
+/// The `AuthorizationManager` of a server at `url`, for a login, a run or any grant: rmcp's own,
+/// or, with the server's DPoP key, one whose token requests carry proofs
+/// ([`TokenRequestProofs`]).
+pub(crate) async fn authorization_manager(
+    url: &str,
+    dpop_key: Option<Arc<DpopKey>>,
+) -> anyhow::Result<AuthorizationManager> {
+    let manager = match dpop_key {
+        Some(key) => {
+            AuthorizationManager::new_with_oauth_http_client(url, Arc::new(TokenRequestProofs::new(key)?)).await
+        }
+        None => AuthorizationManager::new(url).await,
+    };
+    manager.map_err(|error| anyhow::anyhow!("{error}"))
 }
 
 /// The DPoP key a login uses: `Some` when the authorization server's metadata (discovered as
@@ -647,14 +660,9 @@ pub(crate) async fn auth_client(
     };
     let dpop_bound = record.dpop_bound();
     let key = store.dpop_key().await?.map(Arc::new);
-    let manager = match &key {
-        Some(key) => {
-            let client = Arc::new(TokenRequestProofs::new(key.clone())?);
-            AuthorizationManager::new_with_oauth_http_client(http.url.as_str(), client).await
-        }
-        None => AuthorizationManager::new(http.url.as_str()).await,
-    };
-    let mut manager = manager.map_err(|error| anyhow::anyhow!("cannot prepare OAuth: {error}"))?;
+    let mut manager = authorization_manager(&http.url, key.clone())
+        .await
+        .context("cannot prepare OAuth")?;
     manager.set_credential_store(store.clone());
     let restored = manager
         .initialize_from_store()
