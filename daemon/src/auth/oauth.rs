@@ -21,11 +21,17 @@
 //! `|` in the URL as command separators. The code exchange stores the tokens through the
 //! server's `ServerCredentialStore` under its refresh guard, as a refresh does.
 //!
-//! [`auth_client`] gives a server run with stored credentials rmcp's `AuthClient` (the
+//! `auth_client` gives a server run with stored credentials rmcp's `AuthClient` (the
 //! `OAuth` variant of the HTTP backend): one `AuthorizationManager` per run, shared by every
 //! transport of the run, so concurrent requests that find the token expired refresh it once,
 //! and an expired token is refreshed before the request that needs it (`initialize`
 //! included).
+//!
+//! DPoP ([`super::dpop`]): a login first asks discovery (rmcp's, as the login itself will)
+//! whether the authorization server offers DPoP with ES256; if so its manager sends every OAuth
+//! request through `dpop::TokenRequestProofs` and the key is stored with the tokens. A run whose
+//! record has a key does the same for its refreshes, and a DPoP-bound token gets the `Dpop`
+//! variant of the HTTP backend.
 //!
 //! Invariants: no token, code, client secret or authorization URL appears in a log line (the URL
 //! carries the PKCE challenge and state, and goes only to the caller and the opener); a callback
@@ -50,6 +56,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::credentials::{CredentialState, Credentials, ServerCredentialStore};
+use crate::auth::dpop::{self, DpopKey, TokenRequestProofs};
+use crate::transport::http::{DpopClient, HttpBackend};
 
 /// How long a login waits for the browser to come back.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -199,12 +207,19 @@ pub async fn start_login(
     let secret = client_secret(&http)?;
     let callback = bind_callback(settings).await?;
     let challenge = probe_challenge(&http.url).await;
-    let mut oauth = OAuthState::new(http.url.as_str(), None)
+    let (key, store) = match dpop_for_login(&http.url, challenge.as_deref(), &store).await? {
+        Some(key) => {
+            tracing::info!(server = %name, thumbprint = key.thumbprint(), "OAuth login with DPoP-bound tokens");
+            let store = store.with_dpop_key(key.to_stored()?);
+            (Some(Arc::new(key)), store)
+        }
+        None => (None, store),
+    };
+    let mut manager = authorization_manager(&http.url, key)
         .await
-        .map_err(|error| anyhow::anyhow!("cannot prepare the OAuth login: {error}"))?;
-    if let OAuthState::Unauthorized(manager) = &mut oauth {
-        manager.set_credential_store(store.clone());
-    }
+        .context("cannot prepare the OAuth login")?;
+    manager.set_credential_store(store.clone());
+    let mut oauth = OAuthState::Unauthorized(manager);
     let mut request = AuthorizationRequest::new(callback.redirect_uri.clone()).with_client_name(CLIENT_NAME);
     if let Some(client_id) = &http.oauth_client_id {
         request = request.with_preregistered_client(client_id.clone());
@@ -267,6 +282,49 @@ pub async fn start_login(
         authorization_url,
         outcome,
     })
+}
+
+/// The `AuthorizationManager` of a server at `url`, for a login, a run or any grant: rmcp's own,
+/// or, with the server's DPoP key, one whose token requests carry proofs
+/// ([`TokenRequestProofs`]).
+pub(crate) async fn authorization_manager(
+    url: &str,
+    dpop_key: Option<Arc<DpopKey>>,
+) -> anyhow::Result<AuthorizationManager> {
+    let manager = match dpop_key {
+        Some(key) => {
+            AuthorizationManager::new_with_oauth_http_client(url, Arc::new(TokenRequestProofs::new(key)?)).await
+        }
+        None => AuthorizationManager::new(url).await,
+    };
+    manager.map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+/// The DPoP key a login uses: `Some` when the authorization server's metadata (discovered as
+/// rmcp's login will, seeded by the challenge) offers DPoP with ES256; the key stored for the
+/// server when it has a usable one, else a new one. Discovery that fails here is left to the
+/// login to report.
+async fn dpop_for_login(
+    url: &str,
+    challenge: Option<&str>,
+    store: &ServerCredentialStore,
+) -> anyhow::Result<Option<DpopKey>> {
+    let discovered = async {
+        let manager = AuthorizationManager::new(url).await.ok()?;
+        manager.resolve_metadata_from_challenge(challenge).await.ok()
+    };
+    let advertised = matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, discovered).await,
+        Ok(Some(resolution)) if dpop::advertises_dpop(&resolution.metadata)
+    );
+    if !advertised {
+        return Ok(None);
+    }
+    // A record that cannot be read (a corrupt key among them) is replaced by this login.
+    match store.dpop_key().await {
+        Ok(Some(key)) => Ok(Some(key)),
+        _ => DpopKey::generate().map(Some),
+    }
 }
 
 /// The authorization URL a server's metadata led to is not one Corral opens: the API answers
@@ -589,17 +647,22 @@ fn open_in_system_browser(url: &str, _server: &str) -> anyhow::Result<()> {
 /// `AuthorizationManager` behind one mutex: concurrent requests that find the token expired
 /// refresh it once (the second waits for the lock, then reads the refreshed token). The store's
 /// refresh guard extends that to managers of other runs.
-pub async fn auth_client(
+///
+/// A record with a DPoP key gets proofs on its token requests (refreshes); a DPoP-bound access
+/// token is presented as `DPoP` with a proof on every MCP request ([`HttpBackend::Dpop`]).
+pub(crate) async fn auth_client(
     http: &HttpConfig,
     store: &ServerCredentialStore,
     base: reqwest::Client,
-) -> anyhow::Result<Option<AuthClient<reqwest::Client>>> {
-    if store.state().await? == CredentialState::Missing {
+) -> anyhow::Result<Option<HttpBackend>> {
+    let Some(record) = store.load_record().await? else {
         return Ok(None);
-    }
-    let mut manager = AuthorizationManager::new(http.url.as_str())
+    };
+    let dpop_bound = record.dpop_bound();
+    let key = store.dpop_key().await?.map(Arc::new);
+    let mut manager = authorization_manager(&http.url, key.clone())
         .await
-        .map_err(|error| anyhow::anyhow!("cannot prepare OAuth: {error}"))?;
+        .context("cannot prepare OAuth")?;
     manager.set_credential_store(store.clone());
     let restored = manager
         .initialize_from_store()
@@ -615,7 +678,10 @@ pub async fn auth_client(
             .configure_client(config)
             .map_err(|error| anyhow::anyhow!("cannot configure the OAuth client: {error}"))?;
     }
-    Ok(Some(AuthClient::new(base, manager)))
+    Ok(Some(match key {
+        Some(key) if dpop_bound => HttpBackend::Dpop(AuthClient::new(DpopClient::new(base, key), manager)),
+        _ => HttpBackend::OAuth(AuthClient::new(base, manager)),
+    }))
 }
 
 /// Whether the config sets `Authorization` itself (a header, static or from the environment, or

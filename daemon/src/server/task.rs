@@ -409,7 +409,7 @@ impl ServerTask {
             Ok(_) => {
                 let restore = crate::auth::oauth::auth_client(config, &store, client.clone());
                 match tokio::time::timeout(self.config.startup_timeout, restore).await {
-                    Ok(Ok(Some(auth))) => Ok((HttpBackend::OAuth(auth), prepared, true)),
+                    Ok(Ok(Some(backend))) => Ok((backend, prepared, true)),
                     Ok(Ok(None)) => Ok((HttpBackend::Plain(client), prepared, true)),
                     Ok(Err(error)) => Err(HttpFailure::new(FailureReason::Unreachable, format!("{error:#}"))),
                     Err(_) => Err(HttpFailure::new(

@@ -14,6 +14,11 @@
 //! form elicitation with the defaults of the requested schema (what a user pressing "accept"
 //! on a prefilled form sends); URL elicitations are declined. Exit status 0 when the server
 //! became ready and the calls the scenario grades succeeded.
+//!
+//! In the DPoP scenarios (`auth/dpop*`) corrald is then stopped and started again over the same
+//! data directory, and the server must become ready without a login and answer the calls
+//! again: the key its token is bound to came back from the credential store (the harness's
+//! server checks every proof's key against the token's `cnf.jkt`, and the scheme).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,7 +27,7 @@ use corral_client::protocol::{
     ClientCapabilities, DaemonNotification, ElicitationRequest, FailureReason, ServerStatus,
 };
 use corral_client::{Client, ClientNotification, DaemonRequests};
-use corral_tests::{TestDaemon, follow_url_opener, toml_string};
+use corral_tests::{TestDaemon, follow_url_opener, scratch_dir, toml_string};
 use serde_json::{Value, json};
 
 const NAME: &str = "target";
@@ -59,7 +64,6 @@ async fn run(url: &str, scenario: &str, context: &Value) -> Result<(), String> {
         "[servers.{NAME}]\nurl = {}\nstartup_timeout_sec = 15\n",
         toml_string(url)
     );
-    let mut builder = TestDaemon::builder();
     if let Some(client_id) = context["client_id"].as_str() {
         server.push_str(&format!("oauth_client_id = {}\n", toml_string(client_id)));
         if context["client_secret"].is_string() {
@@ -68,14 +72,33 @@ async fn run(url: &str, scenario: &str, context: &Value) -> Result<(), String> {
     } else if scenario == "auth/basic-cimd" {
         server.push_str("oauth_client_metadata_url = \"https://conformance-test.local/client-metadata.json\"\n");
     }
-    if let Some(secret) = context["client_secret"].as_str() {
-        builder = builder.env("CORRAL_CONFORMANCE_CLIENT_SECRET", secret);
-    }
     let config = format!("credentials_store = \"file\"\n{}\n{server}", follow_url_opener());
-    let daemon = builder.config(&config).start();
-    let outcome = drive(&daemon, scenario, context).await;
+    // Kept across a restart of corrald (the daemon's own directory goes with it).
+    let data = scratch_dir();
+    let start = || {
+        let mut builder = TestDaemon::builder()
+            .config(&config)
+            .env("CORRAL_DATA_DIR", data.path());
+        if let Some(secret) = context["client_secret"].as_str() {
+            builder = builder.env("CORRAL_CONFORMANCE_CLIENT_SECRET", secret);
+        }
+        builder.start()
+    };
+    let daemon = start();
+    let outcome = drive(&daemon, scenario, context, true).await;
+    if outcome.is_err() || !scenario.starts_with("auth/dpop") {
+        if outcome.is_err() {
+            eprintln!("corrald's log:\n{}", daemon.stderr());
+        }
+        return outcome;
+    }
+    drop(daemon);
+    let daemon = start();
+    let outcome = drive(&daemon, scenario, context, false)
+        .await
+        .map_err(|error| format!("after a restart of corrald: {error}"));
     if outcome.is_err() {
-        eprintln!("corrald's log:\n{}", daemon.stderr());
+        eprintln!("corrald's log after the restart:\n{}", daemon.stderr());
     }
     outcome
 }
@@ -226,7 +249,9 @@ fn calls_for(scenario: &str, context: &Value, tools: &[Value]) -> Vec<Call> {
     }
 }
 
-async fn drive(daemon: &TestDaemon, scenario: &str, context: &Value) -> Result<(), String> {
+/// Drive one daemon through the scenario; `may_log_in`: a login is allowed (not after a
+/// restart, where the stored credentials must do).
+async fn drive(daemon: &TestDaemon, scenario: &str, context: &Value, may_log_in: bool) -> Result<(), String> {
     let mut watcher = daemon.connect_client().await;
     let mut notifications = watcher.take_notifications().ok_or("no notification stream")?;
     let mut capabilities = ClientCapabilities::default();
@@ -237,7 +262,8 @@ async fn drive(daemon: &TestDaemon, scenario: &str, context: &Value) -> Result<(
     let requests = client.take_requests().ok_or("no request stream")?;
     let _answering = tokio::spawn(answer_requests(requests));
     let mut server = settled(&client).await?;
-    if server.status == ServerStatus::Failed
+    if may_log_in
+        && server.status == ServerStatus::Failed
         && matches!(
             server.failure_reason,
             Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired)

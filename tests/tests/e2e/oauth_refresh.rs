@@ -7,7 +7,8 @@
 //! then carries the new token; the rotated refresh token is what is stored afterwards; two
 //! concurrent calls needing a refresh cause one refresh request; a rejected refresh ends in
 //! `failed` + `reauthenticationRequired` with the credentials kept; `authStatus` for every class
-//! of stored credentials; a corrupt credentials file is an error naming it; no token in the log,
+//! of stored credentials; a corrupt credentials file is an error naming it, and so is a record
+//! whose DPoP key cannot be used (naming the server and `corral login`); no token in the log,
 //! even at `CORRAL_LOG=trace`.
 
 use std::path::PathBuf;
@@ -423,4 +424,51 @@ async fn a_refresh_rejected_while_running_fails_the_server_with_reauthentication
         "{refreshes:?}"
     );
     assert_tokens_not_logged(&daemon);
+}
+
+#[tokio::test]
+async fn a_corrupt_dpop_key_fails_the_server_naming_it_and_the_way_out() {
+    // Nothing listens there: the key is checked before any request.
+    let url = format!("http://127.0.0.1:{}/mcp", free_loopback_port());
+    let scratch = scratch_dir();
+    let data = scratch.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let token = json!({ "access_token": "at-bound", "token_type": "DPoP", "expires_in": 3600 });
+    let mut stored: Value = serde_json::from_str(&record("bound", &url, "c", &token, Some(now()))).expect("record");
+    stored["version"] = json!(2);
+    stored["dpopKey"] = json!({ "alg": "ES256", "pkcs8": "c2VjcmV0LWJ1dC1ub3QtYS1rZXk" });
+    let file = data.join("credentials.json");
+    let text = json!({ "version": 1, "entries": { store_key("bound", &url): stored.to_string() } }).to_string();
+    std::fs::write(&file, &text).expect("write");
+    let config = format!(
+        "credentials_store = \"file\"\n\n[servers.bound]\nurl = {}\nstartup_timeout_sec = 5\n",
+        toml_string(&url)
+    );
+    let daemon = TestDaemon::builder()
+        .config(&config)
+        .env("CORRAL_DATA_DIR", &data)
+        .start();
+    let client = daemon.connect_client().await;
+    let failed = wait_for_status(&client, "bound", ServerStatus::Failed, SERVER_WAIT).await;
+    assert_eq!(failed.failure_reason, Some(FailureReason::ConfigInvalid));
+    let message = failed.error.expect("an error");
+    for expected in [
+        "`bound`",
+        "DPoP key",
+        "corrupt",
+        "corral login bound",
+        &file.display().to_string(),
+    ] {
+        assert!(message.contains(expected), "{expected:?} in {message}");
+    }
+    assert!(!message.contains("c2VjcmV0"), "the key is not quoted: {message}");
+    // `authStatus` is an error too, never "logged out"; the record is left as it was.
+    let listed = get_server(&client, "bound").await;
+    assert_eq!(listed.auth_status, None);
+    let auth_error = listed.auth_error.expect("authError");
+    assert!(
+        auth_error.contains("DPoP key") && auth_error.contains("`bound`"),
+        "{auth_error}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("kept"), text);
 }

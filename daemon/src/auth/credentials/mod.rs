@@ -6,7 +6,11 @@
 //! name and a hash of its URL, so a server whose URL changes starts logged out instead of sending
 //! one provider's token to another. The record holds rmcp's `StoredCredentials` plus the expiry as
 //! an absolute time, which is what `authStatus` classifies ([`classify`]) without starting the
-//! server.
+//! server, and the server's DPoP key when its authorization server binds tokens to one
+//! (`super::dpop`). Version 1 records (no key) are read as they are; every record written is
+//! version 2. A save keeps the key the record already holds unless the store was handed a new
+//! one ([`ServerCredentialStore::with_dpop_key`], a login's), and a key that cannot be used makes
+//! the record unreadable, with an error naming the server and the way out (a new login).
 //!
 //! Invariants:
 //! - every backend call blocks (D-Bus round trips, fsync), so it runs in `spawn_blocking`;
@@ -50,6 +54,8 @@ use rmcp::transport::auth::{AuthError, CredentialRefreshGuard, CredentialStore, 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
+use super::dpop::{DpopKey, StoredDpopKey};
+
 pub use encrypted::EncryptedFileBackend;
 pub use file::FileBackend;
 pub use keyring::KeyringBackend;
@@ -68,11 +74,14 @@ pub const ENCRYPTED_CREDENTIALS_FILE: &str = "credentials.enc";
 /// Key of the encrypted file when there is no keyring.
 pub const KEY_FILE: &str = "credentials.key";
 
+/// The format version of records written now: 2 added `dpopKey`.
+pub const RECORD_VERSION: u32 = 2;
+
 /// One server's stored credentials, as kept in every backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialRecord {
-    /// Format version, 1.
+    /// Format version: 1 (no DPoP key) or [`RECORD_VERSION`].
     pub version: u32,
     /// The server the credentials were obtained for.
     pub server: String,
@@ -86,19 +95,32 @@ pub struct CredentialRecord {
     pub refresh_rejected: bool,
     /// What rmcp stores: client id, token response, granted scopes, time received.
     pub credentials: StoredCredentials,
+    /// The server's DPoP key, when its tokens are bound to one (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<StoredDpopKey>,
 }
 
 impl CredentialRecord {
     /// A record for freshly saved credentials.
     pub fn new(server: &str, url: &str, credentials: StoredCredentials) -> Self {
         Self {
-            version: 1,
+            version: RECORD_VERSION,
             server: server.to_owned(),
             url: url.to_owned(),
             expires_at: expires_at(&credentials),
             refresh_rejected: false,
             credentials,
+            dpop_key: None,
         }
+    }
+
+    /// Whether the access token is DPoP-bound (`token_type: DPoP`, in any case).
+    pub fn dpop_bound(&self) -> bool {
+        use oauth2::TokenResponse as _;
+        self.credentials
+            .token_response
+            .as_ref()
+            .is_some_and(|token| token.token_type().as_ref().eq_ignore_ascii_case("dpop"))
     }
 }
 
@@ -438,6 +460,7 @@ impl Credentials {
             server: server.to_owned(),
             url: url.to_owned(),
             key: store_key(server, url),
+            dpop_key: None,
         }
     }
 
@@ -534,10 +557,20 @@ pub struct ServerCredentialStore {
     server: String,
     url: String,
     key: String,
+    /// The DPoP key a login uses, stored with the credentials it saves.
+    dpop_key: Option<StoredDpopKey>,
 }
 
 impl ServerCredentialStore {
-    /// The stored record, if any; an unreadable store is an error naming it.
+    /// This store, saving `key` as the server's DPoP key with the next credentials (a login
+    /// that binds its tokens to the key).
+    pub fn with_dpop_key(mut self, key: StoredDpopKey) -> Self {
+        self.dpop_key = Some(key);
+        self
+    }
+
+    /// The stored record, if any; an unreadable store, or a record whose DPoP key cannot be
+    /// used, is an error naming the server and the store.
     pub async fn load_record(&self) -> anyhow::Result<Option<CredentialRecord>> {
         let Some(text) = self.credentials.get_text(&self.key).await? else {
             return Ok(None);
@@ -550,7 +583,26 @@ impl ServerCredentialStore {
                 json_error_position(&error)
             )
         })?;
+        if let Some(stored) = &record.dpop_key
+            && let Err(error) = DpopKey::from_stored(stored)
+        {
+            anyhow::bail!(
+                "the DPoP key stored for server `{server}` in the {store} is corrupt ({error:#}); log in again \
+                 (`corral login {server}`) to replace it",
+                server = self.server,
+                store = self.credentials.inner.backend.describe(),
+            );
+        }
         Ok(Some(record))
+    }
+
+    /// The server's stored DPoP key, if its record has one.
+    pub async fn dpop_key(&self) -> anyhow::Result<Option<DpopKey>> {
+        let Some(stored) = self.load_record().await?.and_then(|record| record.dpop_key) else {
+            return Ok(None);
+        };
+        // `load_record` checked it.
+        DpopKey::from_stored(&stored).map(Some)
     }
 
     /// Store `record` (atomically for files).
@@ -616,7 +668,18 @@ impl CredentialStore for ServerCredentialStore {
     }
 
     async fn save(&self, credentials: StoredCredentials) -> Result<(), AuthError> {
-        let record = CredentialRecord::new(&self.server, &self.url, credentials);
+        let mut record = CredentialRecord::new(&self.server, &self.url, credentials);
+        record.dpop_key = match &self.dpop_key {
+            Some(key) => Some(key.clone()),
+            // A refresh keeps the key its tokens are bound to; a record that cannot be read is
+            // replaced, as it was before keys.
+            None => self
+                .load_record()
+                .await
+                .ok()
+                .flatten()
+                .and_then(|stored| stored.dpop_key),
+        };
         self.save_record(record).await.map_err(|error| store_error(&error))?;
         tracing::debug!(server = %self.server, "credentials saved");
         Ok(())

@@ -391,8 +391,106 @@ async fn the_encrypted_file_is_decrypted_again_only_when_it_or_its_key_file_chan
     for _ in 0..10 {
         assert_eq!(stored_access(&linear).await.as_deref(), Some("at-1"));
     }
-    assert_eq!(credentials.backend_reads(), 1);
+    // The save read the record first (it keeps the record's DPoP key), then the loads read the
+    // new file once.
+    assert_eq!(credentials.backend_reads(), 2);
     std::fs::write(&key_path, [7u8; 32]).expect("replace the key");
     let error = format!("{:#}", linear.load_record().await.expect_err("wrong key"));
     assert!(error.contains("cannot be decrypted"), "{error}");
+}
+
+/// The file's record texts by key, as written.
+fn records_in(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("read the credentials file");
+    serde_json::from_str::<serde_json::Value>(&text).expect("JSON")["entries"].clone()
+}
+
+#[tokio::test]
+async fn a_dpop_key_is_stored_with_the_tokens_kept_by_refreshes_and_read_after_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = "https://mcp.example/mcp";
+    let key = crate::auth::dpop::DpopKey::generate().expect("key");
+    let stored_key = key.to_stored().expect("stored form");
+    // A login saves its grant with the key it used.
+    let login = file_store(dir.path())
+        .for_server("linear", url)
+        .with_dpop_key(stored_key.clone());
+    login.save(credentials_with("at-login")).await.expect("save");
+    let entry = records_in(&dir.path().join(CREDENTIALS_FILE))[store_key("linear", url)].clone();
+    let record: serde_json::Value = serde_json::from_str(entry.as_str().expect("record text")).expect("record");
+    assert_eq!(record["version"], RECORD_VERSION);
+    assert_eq!(record["dpopKey"]["alg"], "ES256");
+
+    // A refresh (a store handed no key) keeps it.
+    let running = file_store(dir.path()).for_server("linear", url);
+    running.save(credentials_with("at-refreshed")).await.expect("save");
+    assert_eq!(stored_access(&running).await.as_deref(), Some("at-refreshed"));
+
+    // A new daemon over the same file signs with the same key.
+    let restarted = file_store(dir.path()).for_server("linear", url);
+    let read = restarted.dpop_key().await.expect("readable").expect("a key");
+    assert_eq!(read.thumbprint(), key.thumbprint());
+    let record = restarted.load_record().await.expect("load").expect("record");
+    assert!(!record.dpop_bound(), "the test token is a Bearer token");
+}
+
+#[tokio::test]
+async fn a_version_1_record_without_a_key_is_read_as_before() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = "https://mcp.example/mcp";
+    let old = json!({
+        "version": 1,
+        "server": "linear",
+        "url": url,
+        "expiresAt": NOW + 3600,
+        "credentials": {
+            "client_id": "client",
+            "token_response": { "access_token": "at-old", "token_type": "DPoP", "expires_in": 3600 },
+            "granted_scopes": [],
+            "token_received_at": NOW,
+        },
+    });
+    let file = json!({ "version": 1, "entries": { store_key("linear", url): old.to_string() } });
+    std::fs::write(dir.path().join(CREDENTIALS_FILE), file.to_string()).expect("write");
+    let store = file_store(dir.path()).for_server("linear", url);
+    let record = store.load_record().await.expect("readable").expect("stored");
+    assert_eq!(record.version, 1);
+    assert!(record.dpop_key.is_none());
+    assert!(record.dpop_bound(), "token_type DPoP, in any case");
+    assert!(store.dpop_key().await.expect("readable").is_none());
+    assert_eq!(stored_access(&store).await.as_deref(), Some("at-old"));
+}
+
+#[tokio::test]
+async fn a_corrupt_dpop_key_is_an_error_naming_the_server_and_the_way_out_without_quoting_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = "https://mcp.example/mcp";
+    let path = dir.path().join(CREDENTIALS_FILE);
+    let store = file_store(dir.path()).for_server("linear", url).with_dpop_key(
+        crate::auth::dpop::DpopKey::generate()
+            .expect("key")
+            .to_stored()
+            .expect("stored"),
+    );
+    store.save(credentials_with("at")).await.expect("save");
+    for (alg, pkcs8) in [
+        ("ES256", "not base64url!"),
+        ("ES256", "c2VjcmV0LWJ1dC1ub3QtYS1rZXk"),
+        ("RS256", "c2VjcmV0LWJ1dC1ub3QtYS1rZXk"),
+    ] {
+        let mut entries = records_in(&path);
+        let key = store_key("linear", url);
+        let mut record: serde_json::Value =
+            serde_json::from_str(entries[&key].as_str().expect("record text")).expect("record");
+        record["dpopKey"] = json!({ "alg": alg, "pkcs8": pkcs8 });
+        entries[&key] = json!(record.to_string());
+        std::fs::write(&path, json!({ "version": 1, "entries": entries }).to_string()).expect("write");
+        let reader = file_store(dir.path()).for_server("linear", url);
+        let error = format!("{:#}", reader.load_record().await.expect_err("a corrupt key"));
+        assert!(error.contains("`linear`"), "{error}");
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(error.contains("corral login linear"), "{error}");
+        assert!(!error.contains(pkcs8), "the key is not quoted: {error}");
+        assert!(reader.state().await.is_err(), "never classified as logged out");
+    }
 }

@@ -52,6 +52,8 @@ pub(crate) enum HttpBackend {
     /// rmcp's OAuth-managed client over the same reqwest client: stored credentials, refreshed
     /// before they expire (one manager per server run, shared by every transport of the run).
     OAuth(rmcp::transport::auth::AuthClient<reqwest::Client>),
+    /// The same for a DPoP-bound token: the token as `DPoP`, a proof on every request.
+    Dpop(rmcp::transport::auth::AuthClient<super::DpopClient>),
 }
 
 impl HttpBackend {
@@ -84,6 +86,7 @@ impl HttpBackend {
         match self {
             Self::Plain(client) => connect_with(server, client.clone(), prepared, handler, health).await,
             Self::OAuth(client) => connect_with(server, client.clone(), prepared, handler, health).await,
+            Self::Dpop(client) => connect_with(server, client.clone(), prepared, handler, health).await,
         }
     }
 }

@@ -14,7 +14,10 @@
 //! SSE `GET`, [`HttpBackend::plain`]), or rmcp's OAuth-managed
 //! `AuthClient<reqwest::Client>` (whose error type is also
 //! `reqwest::Error`), chosen by the server task when stored credentials
-//! exist; [`HttpBackend::connect`] dispatches both to the same generic
+//! exist, or the same over [`DpopClient`] when the stored token is
+//! DPoP-bound (`Authorization: DPoP` and a proof on every request, the
+//! server's nonce learned and the request sent once more; see `dpop`);
+//! [`HttpBackend::connect`] dispatches all three to the same generic
 //! `connect_with`. Static headers, env headers (an unset or blank variable
 //! skips its header, with a warning) and a bearer env var (unset, empty or
 //! not Unicode fails, naming the variable) are resolved by [`prepare`]; a
@@ -63,6 +66,7 @@
 
 mod client;
 mod connect;
+mod dpop;
 mod era;
 mod headers;
 mod session;
@@ -70,5 +74,6 @@ mod session;
 // What the rest of the daemon uses; the files are this room's own layout.
 pub(crate) use client::{HealthSignal, HttpBackend};
 pub(crate) use connect::list_tools;
+pub(crate) use dpop::{DpopClient, ProofSigner};
 pub(crate) use headers::{Prepared, configures_authorization, prepare};
 pub(crate) use session::{ConnectionSpec, HttpConnection, Probe, probe};
