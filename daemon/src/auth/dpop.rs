@@ -30,6 +30,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::auth::address_policy::AddressPolicy;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use base64::Engine as _;
@@ -241,11 +242,12 @@ fn target_uri(url: &str) -> anyhow::Result<String> {
 ///
 /// rmcp builds its own default client with a resolver that keeps hosts named by discovered
 /// metadata off private and loopback addresses unless the server's own URL is on one; it keeps
-/// that client private, so this one, which has to see every token request, sends with a plain
-/// reqwest client (same timeout, redirect and size limits). To upstream: a way to wrap rmcp's
-/// filtered client.
+/// that client private, so this one, which has to see every token request, is a reqwest client
+/// of its own (same timeout, redirect and size limits) under the same rule, corrald's
+/// [`AddressPolicy`]. To upstream: a way to wrap rmcp's filtered client.
 pub struct TokenRequestProofs {
     key: Arc<DpopKey>,
+    policy: AddressPolicy,
     follow_redirects: reqwest::Client,
     stop_redirects: reqwest::Client,
     /// The authorization server's latest nonce.
@@ -261,18 +263,21 @@ impl std::fmt::Debug for TokenRequestProofs {
 }
 
 impl TokenRequestProofs {
-    /// The OAuth client of a server whose key is `key`.
-    pub fn new(key: Arc<DpopKey>) -> anyhow::Result<Self> {
-        let build = |policy: reqwest::redirect::Policy| {
+    /// The OAuth client of the server at `server_url` whose key is `key`.
+    pub(crate) fn new(key: Arc<DpopKey>, server_url: &str) -> anyhow::Result<Self> {
+        let policy = AddressPolicy::for_server(server_url);
+        let build = |redirects: reqwest::redirect::Policy| {
             reqwest::Client::builder()
                 .timeout(OAUTH_TIMEOUT)
-                .redirect(policy)
+                .redirect(redirects)
+                .dns_resolver(policy.resolver())
                 .build()
                 .map_err(|error| anyhow::anyhow!("cannot build the OAuth HTTP client: {error}"))
         };
         Ok(Self {
             key,
-            follow_redirects: build(reqwest::redirect::Policy::limited(MAX_REDIRECTS))?,
+            policy,
+            follow_redirects: build(policy.redirects(MAX_REDIRECTS))?,
             stop_redirects: build(reqwest::redirect::Policy::none())?,
             nonce: Mutex::new(None),
         })
@@ -291,8 +296,10 @@ impl TokenRequestProofs {
             OAuthHttpRedirectPolicy::Stop => &self.stop_redirects,
             _ => &self.follow_redirects,
         };
+        let target = url::Url::parse(&request.uri().to_string())?;
+        self.policy.check_url(&target)?;
         let mut outgoing = client
-            .request(request.method().clone(), request.uri().to_string())
+            .request(request.method().clone(), target)
             .headers(request.headers().clone())
             .body(request.body().clone());
         if let Some(timeout) = timeout {

@@ -9,6 +9,7 @@
 //! `config::reload`; a caller hands in a server's config and acts on the outcome (restart,
 //! notification). No token, code, client secret or authorization URL in a log line or an error.
 
+mod address_policy;
 pub mod credentials;
 pub mod dpop;
 pub mod oauth;

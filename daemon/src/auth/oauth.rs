@@ -293,7 +293,7 @@ pub(crate) async fn authorization_manager(
 ) -> anyhow::Result<AuthorizationManager> {
     let manager = match dpop_key {
         Some(key) => {
-            AuthorizationManager::new_with_oauth_http_client(url, Arc::new(TokenRequestProofs::new(key)?)).await
+            AuthorizationManager::new_with_oauth_http_client(url, Arc::new(TokenRequestProofs::new(key, url)?)).await
         }
         None => AuthorizationManager::new(url).await,
     };

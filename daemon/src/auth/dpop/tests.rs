@@ -215,7 +215,7 @@ async fn serve(
 
 /// A manager whose refreshes go through [`TokenRequestProofs`] to `base`'s `/token`.
 async fn refreshing_manager(base: &str, key: Arc<DpopKey>) -> AuthorizationManager {
-    let client = Arc::new(TokenRequestProofs::new(key).expect("client"));
+    let client = Arc::new(TokenRequestProofs::new(key, &format!("{base}/mcp")).expect("client"));
     let mut manager = AuthorizationManager::new_with_oauth_http_client(format!("{base}/mcp"), client)
         .await
         .expect("manager");
@@ -305,7 +305,7 @@ async fn requests_that_are_not_token_requests_carry_no_proof() {
     let (base, seen) = serve(|_, _| (200, vec![], json!({ "resource": "x" }).to_string())).await;
     let manager = AuthorizationManager::new_with_oauth_http_client(
         format!("{base}/mcp"),
-        Arc::new(TokenRequestProofs::new(key).expect("client")),
+        Arc::new(TokenRequestProofs::new(key, &format!("{base}/mcp")).expect("client")),
     )
     .await
     .expect("manager");
