@@ -117,6 +117,9 @@ enum Command {
         /// Only this server's
         server: Option<String>,
     },
+    /// List the skills (MCP's skills extension) of every ready server that offers them, or of
+    /// one (no skill file is read); `corral skills read SERVER SKILL` reads one, verified
+    Skills(SkillsArgs),
     /// Log in to a streamable-HTTP server with OAuth: prints the authorization URL (also opened in
     /// the browser by corrald), waits for the login to finish, and the server restarts with it
     Login {
@@ -169,6 +172,31 @@ struct McpArgs {
     bridge: pipe::options::BridgeArgs,
     #[command(subcommand)]
     command: Option<McpCommand>,
+}
+
+/// `corral skills`: a listing, or `read` as a subcommand.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SkillsArgs {
+    /// Only this server's skills
+    server: Option<String>,
+    #[command(subcommand)]
+    command: Option<SkillsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SkillsCommand {
+    /// Print a skill's SKILL.md (or --file) after checking it against the skill's entry (size,
+    /// digest, frontmatter); a mismatch prints nothing of it and fails
+    Read {
+        /// Server name
+        server: String,
+        /// The skill's name as `corral skills` lists it, or the URI of its SKILL.md
+        skill: String,
+        /// Another file of the skill: its path under the skill (`references/FORMS.md`) or its URI
+        #[arg(long)]
+        file: Option<String>,
+    },
 }
 
 /// Where `corral service` writes, and for which service manager.
@@ -348,6 +376,20 @@ fn main() -> ExitCode {
             run_daemon_command(&cli, DaemonCommand::Catalog(Catalog::Prompts, server.as_deref()))
         }
         Command::Read { server, uri } => run_daemon_command(&cli, DaemonCommand::Read { server, uri }),
+        Command::Skills(SkillsArgs { server, command: None }) => {
+            run_daemon_command(&cli, DaemonCommand::Skills(server.as_deref()))
+        }
+        Command::Skills(SkillsArgs {
+            command: Some(SkillsCommand::Read { server, skill, file }),
+            ..
+        }) => run_daemon_command(
+            &cli,
+            DaemonCommand::ReadSkill {
+                server,
+                skill,
+                file: file.as_deref(),
+            },
+        ),
         Command::Start { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Start, name)),
         Command::Stop { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Stop, name)),
         Command::Restart { name } => run_daemon_command(&cli, DaemonCommand::Control(Control::Restart, name)),
@@ -420,6 +462,12 @@ enum DaemonCommand<'a> {
     Read {
         server: &'a str,
         uri: &'a str,
+    },
+    Skills(Option<&'a str>),
+    ReadSkill {
+        server: &'a str,
+        skill: &'a str,
+        file: Option<&'a str>,
     },
     Events {
         since: Option<u64>,
@@ -610,6 +658,40 @@ async fn daemon_command(cli: &Cli, command: DaemonCommand<'_>) -> anyhow::Result
                 emit_pretty_json(&result)?;
             } else {
                 emit(&render::resource_contents(&result))?;
+            }
+        }
+        DaemonCommand::Skills(server) => {
+            let listing = client.skills_list(server).await?;
+            if cli.json {
+                emit_pretty_json(&listing)?;
+            } else {
+                emit(&render::skill_table(&listing.skills))?;
+                for skill in &listing.skills {
+                    if let Some(problem) = &skill.problem {
+                        let which = skill.uri.as_deref().or(skill.name.as_deref()).unwrap_or("?");
+                        eprintln!("cannot be loaded: {which} of {}: {problem}", skill.server);
+                    }
+                }
+                warn_not_ready(&listing.not_ready);
+                for error in &listing.errors {
+                    eprintln!("error: {}", error.message);
+                }
+            }
+        }
+        DaemonCommand::ReadSkill { server, skill, file } => {
+            let params =
+                corral_client::protocol::SkillsReadParams::new(server, skill).with_file(file.map(str::to_owned));
+            let result = client.skills_read(params).await?;
+            if cli.json {
+                emit_pretty_json(&result)?;
+            } else {
+                if !result.verified {
+                    eprintln!(
+                        "warning: {} is not verified: the skill's entry publishes no digests (its resources are \"dynamic\")",
+                        result.uri
+                    );
+                }
+                emit(&render::skill_file(&result))?;
             }
         }
         DaemonCommand::Events { since } => {

@@ -1,7 +1,9 @@
 //! Human-readable text for each command's result (the `--json` output is the protocol types' own JSON).
 
 use corral_client::ClientNotification;
-use corral_client::protocol::{DaemonNotification, DaemonStatus, McpServerStatus, ServerItem, ServerTool};
+use corral_client::protocol::{
+    DaemonNotification, DaemonStatus, McpServerStatus, ServerItem, ServerSkill, ServerTool, SkillsReadResult,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -216,6 +218,43 @@ pub(crate) fn item_table(items: &[ServerItem], header: &str, key: &str) -> Strin
     table.render()
 }
 
+/// `corral skills`: one row per skill; the URI tells apart two skills of one name.
+pub(crate) fn skill_table(skills: &[ServerSkill]) -> String {
+    if skills.is_empty() {
+        return "none (no ready server offers skills)\n".to_owned();
+    }
+    let mut table = Table::new(&["SERVER", "SKILL", "URI", "DESCRIPTION"]);
+    for skill in skills {
+        let description = skill
+            .skill
+            .get("frontmatter")
+            .and_then(|frontmatter| frontmatter.get("description"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        table.row(vec![
+            skill.server.clone(),
+            skill.name.clone().unwrap_or_else(|| "?".to_owned()),
+            skill.uri.clone().unwrap_or_else(|| "?".to_owned()),
+            one_line(description.lines().next().unwrap_or(""), 80),
+        ]);
+    }
+    table.render()
+}
+
+/// `corral skills read`: a text file as it is, a binary one described.
+pub(crate) fn skill_file(file: &SkillsReadResult) -> String {
+    match &file.text {
+        Some(text) if text.ends_with('\n') => text.clone(),
+        Some(text) => format!("{text}\n"),
+        None => format!(
+            "[{}: {}, {} bytes; use --json for the data]\n",
+            file.uri,
+            file.mime_type.as_deref().unwrap_or("?"),
+            file.size
+        ),
+    }
+}
+
 /// `corral read`: text contents as they are, binary contents described.
 pub(crate) fn resource_contents(result: &Value) -> String {
     let mut out = String::new();
@@ -376,6 +415,14 @@ pub(crate) fn notification(notification: &ClientNotification) -> String {
                 one_line(error, 300)
             ),
         },
+        ClientNotification::Daemon(DaemonNotification::ServerNotification(sent)) => {
+            let params = sent
+                .params
+                .as_ref()
+                .map(|params| format!(": {}", one_line(&params.to_string(), 300)))
+                .unwrap_or_default();
+            format!("[{}] {}: notification {}{params}", sent.seq, sent.server, sent.method)
+        }
         other => format!("[?] {}", other.method()),
     }
 }

@@ -7,9 +7,11 @@ use corral_protocol::{
     ClientCapabilities, ClientInfo, ConfigReload, ConfigReloadResult, DaemonStatus, DaemonStatusRequest, EventsReplay,
     EventsReplayParams, EventsReplayResult, Initialize, InitializeParams, InitializeResult, ListParams, ListResult,
     McpServerAdd, McpServerAddParams, McpServerControlParams, McpServerGet, McpServerGetParams, McpServerGetResult,
-    McpServerList, McpServerListResult, McpServerRemove, McpServerRemoveResult, McpServerRestart, McpServerStart,
-    McpServerStop, NoParams, PromptsGet, PromptsGetParams, PromptsList, Request, ResourceTemplatesList, ResourcesList,
-    ResourcesRead, ResourcesReadParams, ToolsCall, ToolsCallParams, ToolsList, ToolsListParams, ToolsListResult,
+    McpServerList, McpServerListResult, McpServerMessageParams, McpServerNotify, McpServerRemove,
+    McpServerRemoveResult, McpServerRequest, McpServerRestart, McpServerStart, McpServerStop, NoParams, PromptsGet,
+    PromptsGetParams, PromptsList, Request, ResourceTemplatesList, ResourcesList, ResourcesRead, ResourcesReadParams,
+    SkillsList, SkillsListResult, SkillsRead, SkillsReadParams, SkillsReadResult, ToolsCall, ToolsCallParams,
+    ToolsList, ToolsListParams, ToolsListResult,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -402,6 +404,42 @@ impl Client {
     /// `events/replay`: notifications with `seq` greater than `after_seq` still in the daemon's history.
     pub async fn events_replay(&self, after_seq: u64) -> Result<EventsReplayResult, ClientError> {
         self.request::<EventsReplay>(EventsReplayParams::new(after_seq)).await
+    }
+
+    /// `skills/list`: the skills (MCP's skills extension) of every ready server that declares
+    /// it, or of `server`; no skill file is read.
+    pub async fn skills_list(&self, server: Option<&str>) -> Result<SkillsListResult, ClientError> {
+        self.request::<SkillsList>(list_params(server)).await
+    }
+
+    /// `skills/read`: one file of a skill (`params.file`, else its `SKILL.md`), verified against
+    /// the skill's entry; a mismatch is [`ClientError::Rpc`] with `skillVerificationFailed`.
+    pub async fn skills_read(&self, params: SkillsReadParams) -> Result<SkillsReadResult, ClientError> {
+        self.request::<SkillsRead>(params).await
+    }
+
+    /// `mcpServer/request`: send MCP request `method` with `params` to `server` as it is (for
+    /// methods Corral does not model); the server's result, untouched.
+    pub async fn mcp_server_request(
+        &self,
+        server: impl Into<String>,
+        method: impl Into<String>,
+        params: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.request::<McpServerRequest>(McpServerMessageParams::new(server, method, params))
+            .await
+    }
+
+    /// `mcpServer/notify`: send MCP notification `method` with `params` to `server` as it is.
+    pub async fn mcp_server_notify(
+        &self,
+        server: impl Into<String>,
+        method: impl Into<String>,
+        params: Option<serde_json::Value>,
+    ) -> Result<(), ClientError> {
+        self.request::<McpServerNotify>(McpServerMessageParams::new(server, method, params))
+            .await
+            .map(|NoParams {}| ())
     }
 }
 

@@ -1678,6 +1678,15 @@ fn env_value(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `name: value` is an HTTP header the config's `http_headers` accepts: a name that is an
+/// RFC 9110 token, a value without line breaks or other control characters. The message never
+/// quotes the value (it may be a secret). The daemon checks a front-end's request-scoped headers
+/// with it too, so both say the same.
+pub fn check_http_header(name: &str, value: &str) -> Result<(), String> {
+    header_name(name)?;
+    header_value(name, value)
+}
+
 fn header_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("HTTP header name must not be empty".to_owned());

@@ -50,13 +50,16 @@ pub enum ErrorCode {
     ServerBusy,
     /// -32014: this connection has too many requests running and waiting; retry once some are answered.
     TooManyRequests,
+    /// -32015: a skill file the server served does not match the skill's entry (size, digest,
+    /// frontmatter, or a file the entry does not list); its content was not used.
+    SkillVerificationFailed,
     /// -32800: the request was cancelled (LSP `RequestCancelled`).
     RequestCancelled,
 }
 
 impl ErrorCode {
     /// All codes, for documentation and tests.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::ParseError,
         Self::InvalidRequest,
         Self::MethodNotFound,
@@ -76,6 +79,7 @@ impl ErrorCode {
         Self::ServerError,
         Self::ServerBusy,
         Self::TooManyRequests,
+        Self::SkillVerificationFailed,
         Self::RequestCancelled,
     ];
 
@@ -101,6 +105,7 @@ impl ErrorCode {
             Self::ServerError => -32012,
             Self::ServerBusy => -32013,
             Self::TooManyRequests => -32014,
+            Self::SkillVerificationFailed => -32015,
             Self::RequestCancelled => -32800,
         }
     }
@@ -142,6 +147,10 @@ impl ErrorCode {
                 "this connection has too many requests running and waiting; nothing was done: retry once some \
                  are answered"
             }
+            Self::SkillVerificationFailed => {
+                "a skill file the server served does not match the skill's entry (size, digest, frontmatter, or a \
+                 file the entry does not list); its content was not used: list the skills again"
+            }
             Self::RequestCancelled => "the request was cancelled (LSP `RequestCancelled`)",
         }
     }
@@ -168,6 +177,7 @@ impl ErrorCode {
             Self::ServerError => "serverError",
             Self::ServerBusy => "serverBusy",
             Self::TooManyRequests => "tooManyRequests",
+            Self::SkillVerificationFailed => "skillVerificationFailed",
             Self::RequestCancelled => "requestCancelled",
         }
     }

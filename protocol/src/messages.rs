@@ -924,21 +924,47 @@ pub struct ToolsListParams {
     /// Only this server's tools (it must be ready); all ready servers' when absent.
     #[serde(default)]
     pub server: Option<String>,
+    /// HTTP headers for this listing only (see [`RequestHeaders`]): `server` must be a
+    /// streamable-HTTP server, which is then asked for its tools with them (the config's tool
+    /// filters still apply) instead of answering from the listing corrald keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<RequestHeaders>,
 }
 
 impl ToolsListParams {
     /// List every ready server's tools.
     pub fn all() -> Self {
-        Self { server: None }
+        Self {
+            server: None,
+            headers: None,
+        }
     }
 
     /// List one server's tools.
     pub fn server(name: impl Into<String>) -> Self {
         Self {
             server: Some(name.into()),
+            headers: None,
         }
     }
+
+    /// The same listing sent with request-scoped HTTP `headers`.
+    pub fn with_headers(mut self, headers: Option<RequestHeaders>) -> Self {
+        self.headers = headers;
+        self
+    }
 }
+
+/// HTTP headers a front-end attaches to one request for a streamable-HTTP server (a per-user
+/// or per-tenant header, say), name to value.
+///
+/// Checked like the config's `http_headers` (an RFC 9110 token as the name; no line breaks or
+/// other control characters in the value); headers the MCP transport sets itself
+/// (`Accept`, `Content-Type`, `Mcp-Session-Id`, `MCP-Protocol-Version`, `Mcp-Method`,
+/// `Mcp-Name`, `Mcp-Param-*`, `Last-Event-Id`, …) and credentials corrald manages
+/// (`Authorization`, `DPoP`) are refused. Sent on that request only (a retry after an expired
+/// session included), never stored and never logged. Refused for stdio and built-in servers.
+pub type RequestHeaders = std::collections::BTreeMap<String, String>;
 
 /// Result of `tools/list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -1035,6 +1061,11 @@ pub struct ToolsCallParams {
     /// MCP `_meta` to send with the call.
     #[serde(default, rename = "_meta")]
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+    /// HTTP headers for this call only (see [`RequestHeaders`]); for a streamable-HTTP server.
+    /// The config's tool filters still apply; whether the tool exists for these headers is the
+    /// server's to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<RequestHeaders>,
 }
 
 impl ToolsCallParams {
@@ -1049,7 +1080,14 @@ impl ToolsCallParams {
             name: name.into(),
             arguments,
             meta: None,
+            headers: None,
         }
+    }
+
+    /// The same call sent with request-scoped HTTP `headers`.
+    pub fn with_headers(mut self, headers: Option<RequestHeaders>) -> Self {
+        self.headers = headers;
+        self
     }
 }
 
@@ -1064,19 +1102,33 @@ pub struct ListParams {
     /// Only this server (it must be ready); all ready servers when absent.
     #[serde(default)]
     pub server: Option<String>,
+    /// HTTP headers for this listing only (see [`RequestHeaders`]): `server` must be a
+    /// streamable-HTTP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<RequestHeaders>,
 }
 
 impl ListParams {
     /// Every ready server.
     pub fn all() -> Self {
-        Self { server: None }
+        Self {
+            server: None,
+            headers: None,
+        }
     }
 
     /// One server.
     pub fn server(name: impl Into<String>) -> Self {
         Self {
             server: Some(name.into()),
+            headers: None,
         }
+    }
+
+    /// The same listing sent with request-scoped HTTP `headers`.
+    pub fn with_headers(mut self, headers: Option<RequestHeaders>) -> Self {
+        self.headers = headers;
+        self
     }
 }
 
@@ -1319,6 +1371,324 @@ impl Request for ResourcesUnsubscribe {
     const METHOD: &'static str = "resources/unsubscribe";
     type Params = ResourcesReadParams;
     type Result = NoParams;
+}
+
+// ---------------------------------------------------------------------------
+// skills/list, skills/read (MCP's skills extension, SEP-2640)
+
+/// `skills/list`: the skills of every ready server that declares MCP's skills extension
+/// (`io.modelcontextprotocol/skills`, SEP-2640), or of one; every page of each server's
+/// `skills/list`.
+///
+/// Listing reads no skill file: a skill's files are read one at a time with `skills/read`,
+/// when a front-end loads it. Servers that do not declare the extension are simply absent.
+/// Each entry is the server's, untouched; one that breaks a rule of the extension is listed
+/// with the `problem` that keeps `skills/read` from loading it.
+#[derive(Debug)]
+pub enum SkillsList {}
+impl Request for SkillsList {
+    const METHOD: &'static str = "skills/list";
+    type Params = ListParams;
+    type Result = SkillsListResult;
+}
+
+/// Result of `skills/list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SkillsListResult {
+    /// The skills, by server name then in the server's order.
+    pub skills: Vec<ServerSkill>,
+    /// Enabled servers left out because they are not ready.
+    pub not_ready: Vec<NotReadyServer>,
+    /// Ready servers whose listing failed.
+    pub errors: Vec<ListError>,
+}
+
+impl SkillsListResult {
+    /// A listing.
+    pub fn new(skills: Vec<ServerSkill>, not_ready: Vec<NotReadyServer>, errors: Vec<ListError>) -> Self {
+        Self {
+            skills,
+            not_ready,
+            errors,
+        }
+    }
+}
+
+/// One skill of one server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ServerSkill {
+    /// The server offering it.
+    pub server: String,
+    /// The skill's name (its frontmatter's `name`), when the entry has one. Names are labels,
+    /// not identifiers: two skills of one server may share one (the `uri` tells them apart).
+    pub name: Option<String>,
+    /// The URI of the skill's `SKILL.md`, when the entry has one: what identifies it.
+    pub uri: Option<String>,
+    /// The skill entry as the server sent it (`uri`, `frontmatter`, `resources`: every file
+    /// with its `digest` and `size`, or `"dynamic"`).
+    pub skill: serde_json::Value,
+    /// Why `skills/read` will not load this skill (the entry breaks a rule of the skills
+    /// extension); `null` when it is sound.
+    pub problem: Option<String>,
+}
+
+impl ServerSkill {
+    /// A skill `entry` of `server`, with the `problem` that keeps it from loading, if any.
+    pub fn new(server: impl Into<String>, skill: serde_json::Value, problem: Option<String>) -> Self {
+        let field = |key: &str| skill.get(key).and_then(serde_json::Value::as_str).map(str::to_owned);
+        let uri = field("uri");
+        let name = skill
+            .get("frontmatter")
+            .and_then(|frontmatter| frontmatter.get("name"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        Self {
+            server: server.into(),
+            name,
+            uri,
+            skill,
+            problem,
+        }
+    }
+}
+
+/// `skills/read`: load one file of a skill, verified against the skill's entry.
+///
+/// The entry is the one the front-end passes (`entry`, as `skills/list` gave it: a front-end
+/// acting on a skill holds the entry it loaded it from), else the server's current one
+/// (`skills/list`, then `skills/get` for a URI the listing does not have). The file must be
+/// listed in the entry; it is read with `resources/read`, and its bytes must have the entry's
+/// `size` and `digest`; a `SKILL.md`'s YAML frontmatter must equal the entry's `frontmatter`,
+/// field by field. Any mismatch is a `skillVerificationFailed` error naming the server, the
+/// skill and what differs, and the content is not returned. A skill whose `resources` is
+/// `"dynamic"` has no digests to check: its files are returned with `verified: false` (the
+/// frontmatter is still compared).
+#[derive(Debug)]
+pub enum SkillsRead {}
+impl Request for SkillsRead {
+    const METHOD: &'static str = "skills/read";
+    type Params = SkillsReadParams;
+    type Result = SkillsReadResult;
+}
+
+/// Parameters of `skills/read`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SkillsReadParams {
+    /// The server.
+    pub server: String,
+    /// The skill: its name, as `skills/list` gives it, or the URI of its `SKILL.md` (which a
+    /// name shared by two skills of the server needs).
+    pub skill: String,
+    /// The file to read: its URI, or its path under the skill's root (`references/FORMS.md`);
+    /// the skill's `SKILL.md` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The skill entry to verify against, as `skills/list` gave it; the server's current entry
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<serde_json::Value>,
+}
+
+impl SkillsReadParams {
+    /// Read the `SKILL.md` of `skill` (a name or a URI) of `server`.
+    pub fn new(server: impl Into<String>, skill: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            skill: skill.into(),
+            file: None,
+            entry: None,
+        }
+    }
+
+    /// Read `file` of the skill instead (a URI, or a path under the skill's root).
+    pub fn with_file(mut self, file: Option<String>) -> Self {
+        self.file = file;
+        self
+    }
+
+    /// Verify against `entry` (as `skills/list` gave it) instead of the server's current one.
+    pub fn with_entry(mut self, entry: Option<serde_json::Value>) -> Self {
+        self.entry = entry;
+        self
+    }
+}
+
+/// Result of `skills/read`: one verified file of a skill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SkillsReadResult {
+    /// The server.
+    pub server: String,
+    /// The URI of the skill's `SKILL.md`.
+    pub skill_uri: String,
+    /// The URI of the file read.
+    pub uri: String,
+    /// The file's MIME type, as the server gave it.
+    pub mime_type: Option<String>,
+    /// The content of a text file.
+    pub text: Option<String>,
+    /// The content of a binary file, base64 as the server sent it.
+    pub blob: Option<String>,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Its SHA-256 digest, `sha256:` and 64 lowercase hex digits.
+    pub digest: String,
+    /// Whether the bytes were checked against a digest and size of the entry: `false` only for
+    /// a skill whose `resources` is `"dynamic"`.
+    pub verified: bool,
+    /// The skill entry the file was verified against.
+    pub entry: serde_json::Value,
+}
+
+impl SkillsReadResult {
+    /// A file read at `uri` of the skill `skill_uri` of `server`, with its `size` and `digest`,
+    /// verified (or not) against `entry`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        server: impl Into<String>,
+        skill_uri: impl Into<String>,
+        uri: impl Into<String>,
+        mime_type: Option<String>,
+        size: u64,
+        digest: impl Into<String>,
+        verified: bool,
+        entry: serde_json::Value,
+    ) -> Self {
+        Self {
+            server: server.into(),
+            skill_uri: skill_uri.into(),
+            uri: uri.into(),
+            mime_type,
+            text: None,
+            blob: None,
+            size,
+            digest: digest.into(),
+            verified,
+            entry,
+        }
+    }
+
+    /// The same result carrying text content.
+    pub fn with_text(mut self, text: Option<String>) -> Self {
+        self.text = text;
+        self
+    }
+
+    /// The same result carrying binary content (base64).
+    pub fn with_blob(mut self, blob: Option<String>) -> Self {
+        self.blob = blob;
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// mcpServer/request, mcpServer/notify, mcpServer/notification: MCP passed through
+
+/// `mcpServer/request`: send an MCP request Corral does not model (`completion/complete`,
+/// `logging/setLevel`, a server's custom methods) to one server; the result is the server's,
+/// untouched.
+///
+/// Refused (`notPermitted`) for methods Corral runs itself, where passing through would break
+/// its state or its rules (`initialize`; `tools/list` and `tools/call`, which the config's tool
+/// filters govern; resource subscriptions; tasks; see `docs/protocol.md`), and for a method of a
+/// capability the server did not declare (`completion/complete` needs `completions`,
+/// `logging/setLevel` needs `logging`, `skills/*` the skills extension, …). The
+/// server's JSON-RPC error is a `serverError` naming the server, with its error in `data`. A
+/// `_meta.progressToken` in `params` gets this connection `mcpServer/progress`. Bounded by the
+/// server's `tool_timeout_sec`.
+#[derive(Debug)]
+pub enum McpServerRequest {}
+impl Request for McpServerRequest {
+    const METHOD: &'static str = "mcpServer/request";
+    type Params = McpServerMessageParams;
+    type Result = serde_json::Value;
+}
+
+/// `mcpServer/notify`: send an MCP notification Corral does not model to one server.
+///
+/// Refused (`notPermitted`) for notifications Corral sends itself (`notifications/initialized`,
+/// `notifications/cancelled` — its request ids are Corral's, and another front-end's request
+/// could be cancelled —, `notifications/progress`, `notifications/roots/list_changed`).
+/// Answered once the notification is sent.
+#[derive(Debug)]
+pub enum McpServerNotify {}
+impl Request for McpServerNotify {
+    const METHOD: &'static str = "mcpServer/notify";
+    type Params = McpServerMessageParams;
+    type Result = NoParams;
+}
+
+/// Params of `mcpServer/request` and `mcpServer/notify`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct McpServerMessageParams {
+    /// The server.
+    pub server: String,
+    /// The MCP method, e.g. `completion/complete` or `codex/sandbox-state`.
+    pub method: String,
+    /// The MCP `params`, passed as they are (an object, when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
+}
+
+impl McpServerMessageParams {
+    /// `method` with `params` for `server`.
+    pub fn new(server: impl Into<String>, method: impl Into<String>, params: Option<serde_json::Value>) -> Self {
+        Self {
+            server: server.into(),
+            method: method.into(),
+            params,
+        }
+    }
+}
+
+/// `mcpServer/notification`: a server sent a notification Corral does not model (a custom
+/// one, such as codex's), passed to every front-end as it came.
+#[derive(Debug)]
+pub enum ServerNotificationNotification {}
+impl Notification for ServerNotificationNotification {
+    const METHOD: &'static str = "mcpServer/notification";
+    type Params = ServerNotification;
+}
+
+/// Params of `mcpServer/notification`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ServerNotification {
+    /// Daemon-wide sequence number of this notification.
+    pub seq: u64,
+    /// The server that sent it.
+    pub server: String,
+    /// Its MCP method.
+    pub method: String,
+    /// Its MCP `params`, as the server sent them (`null` when it sent none).
+    pub params: Option<serde_json::Value>,
+}
+
+impl ServerNotification {
+    /// Notification `method` with `params` from `server`.
+    pub fn new(
+        seq: u64,
+        server: impl Into<String>,
+        method: impl Into<String>,
+        params: Option<serde_json::Value>,
+    ) -> Self {
+        Self {
+            seq,
+            server: server.into(),
+            method: method.into(),
+            params,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1726,13 +2096,16 @@ pub enum DaemonNotification {
     /// `mcpServer/oauthLogin/completed`.
     #[serde(rename = "mcpServer/oauthLogin/completed")]
     OauthLoginCompleted(OauthLoginCompleted),
+    /// `mcpServer/notification`.
+    #[serde(rename = "mcpServer/notification")]
+    ServerNotification(ServerNotification),
 }
 
 impl DaemonNotification {
     /// The method names of every variant, in declaration order; what a
     /// client subscribes to. Kept next to the variants (a test checks that
     /// each variant's [`DaemonNotification::method`] is listed).
-    pub const METHODS: [&'static str; 9] = [
+    pub const METHODS: [&'static str; 10] = [
         StartupStatusUpdatedNotification::METHOD,
         ToolsListChangedNotification::METHOD,
         ResourcesListChangedNotification::METHOD,
@@ -1742,6 +2115,7 @@ impl DaemonNotification {
         ConfigReloadedNotification::METHOD,
         ConfigReloadFailedNotification::METHOD,
         OauthLoginCompletedNotification::METHOD,
+        ServerNotificationNotification::METHOD,
     ];
 
     /// The notification's sequence number.
@@ -1755,6 +2129,7 @@ impl DaemonNotification {
             Self::ConfigReloaded(n) => n.seq,
             Self::ConfigReloadFailed(n) => n.seq,
             Self::OauthLoginCompleted(n) => n.seq,
+            Self::ServerNotification(n) => n.seq,
         }
     }
 
@@ -1770,6 +2145,7 @@ impl DaemonNotification {
             Self::ConfigReloaded(_) => ConfigReloadedNotification::METHOD,
             Self::ConfigReloadFailed(_) => ConfigReloadFailedNotification::METHOD,
             Self::OauthLoginCompleted(_) => OauthLoginCompletedNotification::METHOD,
+            Self::ServerNotification(_) => ServerNotificationNotification::METHOD,
         }
     }
 }

@@ -50,6 +50,10 @@ pub fn protocol_schema() -> Value {
     method!(McpServerOauthLogin);
     method!(McpServerLogout);
     method!(ConfigReload);
+    method!(SkillsList);
+    method!(SkillsRead);
+    method!(McpServerRequest);
+    method!(McpServerNotify);
 
     let mut daemon_requests = serde_json::Map::new();
     macro_rules! daemon_request {
@@ -87,6 +91,7 @@ pub fn protocol_schema() -> Value {
     notification!(ConfigReloadedNotification);
     notification!(ConfigReloadFailedNotification);
     notification!(OauthLoginCompletedNotification);
+    notification!(ServerNotificationNotification);
     let version_mismatch = generator.subschema_for::<VersionMismatchData>();
     let replayable = generator.subschema_for::<DaemonNotification>();
 
@@ -187,6 +192,25 @@ pub fn examples() -> Vec<(&'static str, Value)> {
         ReloadTrigger::Signal,
         "/home/ada/.config/corral/config.toml:7:1: server `linear`, field `url`: expected a string",
     );
+
+    let skill_md =
+        "---\nname: pdf-processing\ndescription: Extract, fill, and assemble PDF documents\n---\n\n# PDF processing\n";
+    let skill_entry = json!({
+        "uri": "skill://pdf-processing/SKILL.md",
+        "frontmatter": { "name": "pdf-processing", "description": "Extract, fill, and assemble PDF documents" },
+        "resources": [
+            {
+                "uri": "skill://pdf-processing/SKILL.md",
+                "digest": "sha256:3bdb070202e438244a671fdb4f0ab3247ed23fe49163667fdfe53e37636489f4",
+                "size": skill_md.len()
+            },
+            {
+                "uri": "skill://pdf-processing/references/FORMS.md",
+                "digest": "sha256:1f0e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0",
+                "size": 1843
+            }
+        ]
+    });
 
     vec![
         ("initialize.request.json", request(1, Initialize::METHOD, &init_params)),
@@ -514,6 +538,109 @@ pub fn examples() -> Vec<(&'static str, Value)> {
                     "data": VersionMismatchData::new(2, 1, 1),
                 }
             }),
+        ),
+        (
+            "tools-call.headers.request.json",
+            request(
+                31,
+                ToolsCall::METHOD,
+                ToolsCallParams::new("crm", "search", json!({ "query": "acme" }).as_object().cloned())
+                    .with_headers(Some([("X-Tenant".to_owned(), "acme".to_owned())].into())),
+            ),
+        ),
+        (
+            "skills-list.request.json",
+            request(32, SkillsList::METHOD, ListParams::server("docs")),
+        ),
+        (
+            "skills-list.response.json",
+            response(
+                32,
+                SkillsListResult::new(
+                    vec![ServerSkill::new("docs", skill_entry.clone(), None)],
+                    vec![],
+                    vec![],
+                ),
+            ),
+        ),
+        (
+            "skills-read.request.json",
+            request(33, SkillsRead::METHOD, SkillsReadParams::new("docs", "pdf-processing")),
+        ),
+        (
+            "skills-read.response.json",
+            response(
+                33,
+                SkillsReadResult::new(
+                    "docs",
+                    "skill://pdf-processing/SKILL.md",
+                    "skill://pdf-processing/SKILL.md",
+                    Some("text/markdown".to_owned()),
+                    u64::try_from(skill_md.len()).unwrap_or(u64::MAX),
+                    "sha256:3bdb070202e438244a671fdb4f0ab3247ed23fe49163667fdfe53e37636489f4",
+                    true,
+                    skill_entry,
+                )
+                .with_text(Some(skill_md.to_owned())),
+            ),
+        ),
+        (
+            "error.skill-verification-failed.json",
+            json!({
+                "jsonrpc": "2.0",
+                "id": 33,
+                "error": {
+                    "code": ErrorCode::SkillVerificationFailed.code(),
+                    "message": "skill `pdf-processing` of MCP server `docs`: skill://pdf-processing/SKILL.md is 141 bytes, the entry says 102; its content was not used: list the skills again (`corral skills docs`)",
+                }
+            }),
+        ),
+        (
+            "mcp-server-request.request.json",
+            request(
+                34,
+                McpServerRequest::METHOD,
+                McpServerMessageParams::new(
+                    "everything",
+                    "completion/complete",
+                    Some(json!({
+                        "ref": { "type": "ref/prompt", "name": "completable-prompt" },
+                        "argument": { "name": "department", "value": "En" }
+                    })),
+                ),
+            ),
+        ),
+        (
+            "mcp-server-request.response.json",
+            response(
+                34,
+                json!({ "completion": { "values": ["Engineering"], "total": 1, "hasMore": false } }),
+            ),
+        ),
+        (
+            "mcp-server-notify.request.json",
+            request(
+                35,
+                McpServerNotify::METHOD,
+                McpServerMessageParams::new(
+                    "codex",
+                    "codex/sandbox-state",
+                    Some(json!({ "sandboxPolicy": { "type": "workspace-write" } })),
+                ),
+            ),
+        ),
+        ("mcp-server-notify.response.json", response(35, NoParams {})),
+        (
+            "server-notification.notification.json",
+            notification(
+                ServerNotificationNotification::METHOD,
+                ServerNotification::new(
+                    36,
+                    "codex",
+                    "codex/event",
+                    Some(json!({ "msg": { "type": "task_started" } })),
+                ),
+            ),
         ),
         (
             "error.server-not-found.json",

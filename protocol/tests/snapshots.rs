@@ -145,6 +145,14 @@ fn every_committed_example_parses_as_its_typed_message() {
             (Some(OauthLoginCompletedNotification::METHOD), _) => {
                 round_trip::<OauthLoginCompleted>(&message["params"]);
             }
+            (Some(SkillsList::METHOD), _) => round_trip::<ListParams>(&message["params"]),
+            (Some(SkillsRead::METHOD), _) => round_trip::<SkillsReadParams>(&message["params"]),
+            (Some(McpServerRequest::METHOD | McpServerNotify::METHOD), _) => {
+                round_trip::<McpServerMessageParams>(&message["params"]);
+            }
+            (Some(ServerNotificationNotification::METHOD), _) => {
+                round_trip::<ServerNotification>(&message["params"]);
+            }
             (Some(other), _) => panic!("{}: unknown method {other}", path.display()),
             (None, true) => {
                 let result = &message["result"];
@@ -164,6 +172,10 @@ fn every_committed_example_parses_as_its_typed_message() {
                     "config-reload" => round_trip::<ConfigReloadResult>(result),
                     "mcp-server-oauth-login" => round_trip::<McpServerOauthLoginResult>(result),
                     "mcp-server-logout" => round_trip::<McpServerLogoutResult>(result),
+                    "skills-list" => round_trip::<SkillsListResult>(result),
+                    "skills-read" => round_trip::<SkillsReadResult>(result),
+                    "mcp-server-request" => round_trip::<serde_json::Value>(result),
+                    "mcp-server-notify" => round_trip::<NoParams>(result),
                     other => panic!("{}: no result type known for {other}", path.display()),
                 }
             }

@@ -111,6 +111,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--log-tool", action="store_true",
                    help="add the tool `log {level, message}`: it sends `message` as an MCP log message "
                         "(notifications/message) at `level`, then answers \"logged\"")
+    p.add_argument("--custom-methods", action="store_true",
+                   help="serve the custom request `fixture/echo` (answers {\"echoed\": its params without "
+                        "_meta, \"kept\": {\"n\": 2.5, \"list\": [1, \"two\"], \"none\": null}}, after sending the custom notification "
+                        "`fixture/event` {\"about\": \"fixture/echo\", \"params\": …}); on the custom "
+                        "notification `fixture/poke` it sends `fixture/poked` with the same params")
     args = p.parse_args(argv)
     if args.exit_after_calls is not None and args.exit_after_calls < 1:
         p.error("--exit-after-calls needs N >= 1")
@@ -389,7 +394,38 @@ def build_server(args: argparse.Namespace):
 
         server.list_tools = list_tools_with_execution
 
+    if args.custom_methods:
+        add_custom_methods(server)
+
     return server
+
+
+def add_custom_methods(server) -> None:
+    """`fixture/echo` and `fixture/poke` (see --custom-methods), on the SDK's low-level server,
+    which takes a handler for any method; notifications go out through the connection's
+    `notify`, which takes any method too."""
+    import mcp_types as types
+    from pydantic import ConfigDict
+
+    class AnyParams(types.RequestParams):
+        model_config = ConfigDict(extra="allow")
+
+    class AnyNotificationParams(types.NotificationParams):
+        model_config = ConfigDict(extra="allow")
+
+    def plain(params) -> dict:
+        return params.model_dump(by_alias=True, exclude={"meta"}, exclude_none=True, mode="json")
+
+    async def echo(ctx, params: AnyParams) -> dict:
+        await ctx.session._connection.notify("fixture/event", {"about": "fixture/echo", "params": plain(params)})
+        return {"echoed": plain(params), "kept": {"n": 2.5, "list": [1, "two"], "none": None}}
+
+    async def poke(ctx, params: AnyNotificationParams) -> None:
+        await ctx.session._connection.notify("fixture/poked", plain(params))
+
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("fixture/echo", AnyParams, echo)
+    lowlevel.add_notification_handler("fixture/poke", AnyNotificationParams, poke)
 
 
 class _CountingStdin:

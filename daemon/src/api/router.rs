@@ -17,6 +17,8 @@ pub(crate) fn build(context: Arc<DaemonContext>) -> Result<RpcModule<DaemonConte
     handlers::servers::register(&mut module)?;
     handlers::tools::register(&mut module)?;
     handlers::catalog::register(&mut module)?;
+    handlers::skills::register(&mut module)?;
+    handlers::passthrough::register(&mut module)?;
     handlers::auth::register(&mut module)?;
     if test_hooks {
         handlers::debug::register(&mut module)?;

@@ -10,13 +10,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_protocol::{ErrorCode, NotReadyServer, Request, ServerStatus};
+use corral_protocol::{ErrorCode, NotReadyServer, Request, RequestHeaders, ServerStatus};
 use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
 
 use super::session::Session;
 use crate::auth::{LoginError, LogoutError};
 use crate::logging::redact_urls;
-use crate::mcp::route::{NotAvailable, RouteError};
+use crate::mcp::request_headers::ScopedHeaders;
+use crate::mcp::route::{CallTarget, NotAvailable, RouteError};
 use crate::supervisor::{RegistryRefusal, ServerBusy, SupervisorStopped};
 
 pub(crate) use crate::params::{error as rpc_error, parse as parse_json};
@@ -185,6 +186,46 @@ pub(crate) fn route_error(server: &str, request: &str, error: RouteError) -> Err
         | RouteError::SubscriptionsUnsupported => (ErrorCode::ServerError, None),
     };
     ErrorObjectOwned::owned(code.code(), message, data)
+}
+
+/// `targets` with the front-end's request-scoped `headers` on them (none given: as they are).
+/// Headers go to one server: `server` must be named, and be a streamable-HTTP server; the
+/// headers are checked like the config's. Every refusal is `invalidParams` naming the server
+/// or the header, never a value.
+pub(crate) fn scoped_targets(
+    targets: Vec<CallTarget>,
+    server: &Option<String>,
+    headers: Option<&RequestHeaders>,
+) -> Result<Vec<CallTarget>, ErrorObjectOwned> {
+    let Some(headers) = headers else {
+        return Ok(targets);
+    };
+    if server.is_none() {
+        return Err(rpc_error(
+            ErrorCode::InvalidParams,
+            "request-scoped `headers` go to one server: name it with `server`",
+        ));
+    }
+    targets
+        .into_iter()
+        .map(|target| scoped_target(target, Some(headers)))
+        .collect()
+}
+
+/// `target` with the front-end's request-scoped `headers` on it (see [`scoped_targets`]).
+pub(crate) fn scoped_target(
+    target: CallTarget,
+    headers: Option<&RequestHeaders>,
+) -> Result<CallTarget, ErrorObjectOwned> {
+    let Some(headers) = headers else {
+        return Ok(target);
+    };
+    let server = target.config.name.clone();
+    let checked = ScopedHeaders::check(headers)
+        .map_err(|why| rpc_error(ErrorCode::InvalidParams, format!("MCP server `{server}`: {why}")))?;
+    target
+        .with_request_headers(checked)
+        .map_err(|why| rpc_error(ErrorCode::InvalidParams, why))
 }
 
 /// `error` with `sentence` added to its message (`"…; sentence"`), code and data kept.

@@ -244,7 +244,7 @@ fn target_uri(url: &str) -> anyhow::Result<String> {
 /// metadata off private and loopback addresses unless the server's own URL is on one; it keeps
 /// that client private, so this one, which has to see every token request, is a reqwest client
 /// of its own (same timeout, redirect and size limits) under the same rule, corrald's
-/// [`AddressPolicy`]. To upstream: a way to wrap rmcp's filtered client.
+/// `AddressPolicy` (`auth::address_policy`). To upstream: a way to wrap rmcp's filtered client.
 pub struct TokenRequestProofs {
     key: Arc<DpopKey>,
     policy: AddressPolicy,

@@ -40,10 +40,10 @@ use std::sync::Arc;
 
 use corral_protocol::{PromptsList, Request as _, ResourceTemplatesList, ResourcesList};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, GetPromptRequest,
-    GetPromptRequestParams, ListPromptsRequest, ListResourceTemplatesRequest, ListResourcesRequest, MetaObject,
-    PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams, RequestId, RequestMetaObject, ServerResult,
-    SubscribeRequestParams, UnsubscribeRequestParams,
+    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientNotification, ClientRequest,
+    GetExtensions as _, GetPromptRequest, GetPromptRequestParams, ListPromptsRequest, ListResourceTemplatesRequest,
+    ListResourcesRequest, MetaObject, PaginatedRequestParams, ReadResourceRequest, ReadResourceRequestParams,
+    RequestId, RequestMetaObject, ServerResult, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::PeerRequestOptions;
 use rmcp::{Peer, RoleClient, ServiceError};
@@ -67,7 +67,7 @@ const MAX_PAGES: usize = 1000;
 const PROGRESS_TOKEN: &str = "progressToken";
 
 /// Where a request's progress goes: the registry, the caller's link and the token it gave.
-pub(super) type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_json::Value);
+pub(crate) type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_json::Value);
 
 /// `tools/call` of tool `name` with `arguments` and `_meta`, for the front-end on `caller`'s
 /// link: the progress token in `meta`, if any, is what that front-end's progress carries.
@@ -200,6 +200,40 @@ pub(crate) async fn unsubscribe(target: &CallTarget, uri: String) -> Result<(), 
     target
         .peer()
         .unsubscribe(UnsubscribeRequestParams::new(uri))
+        .await
+        .map_err(RouteError::from_service)
+}
+
+/// Any request (`request`, built by the caller: a skill's, one passed through), with its
+/// progress going to `progress` if given: the answer as the server wrote it where corrald saw
+/// that (the wire tee keeps every request's but corrald's own), else rmcp's typed answer
+/// serialized (a result rmcp does not know is kept whole, as `CustomResult`).
+pub(crate) async fn request_raw(
+    target: &CallTarget,
+    request: ClientRequest,
+    progress: Option<ProgressTarget<'_>>,
+) -> Result<Box<RawValue>, RouteError> {
+    let Answer { typed, raw } = send(target, request, progress).await?;
+    json(raw, &typed)
+}
+
+/// [`request_raw`] without progress, parsed.
+pub(crate) async fn request_value(
+    target: &CallTarget,
+    request: ClientRequest,
+) -> Result<serde_json::Value, RouteError> {
+    let raw = request_raw(target, request, None).await?;
+    serde_json::from_str(raw.get()).map_err(|error| RouteError::Unserializable {
+        what: "the result",
+        why: error.to_string(),
+    })
+}
+
+/// Send `notification` to `target`'s server, on its session as it is.
+pub(crate) async fn notify(target: &CallTarget, notification: ClientNotification) -> Result<(), RouteError> {
+    target
+        .peer()
+        .send_notification(notification)
         .await
         .map_err(RouteError::from_service)
 }
@@ -418,7 +452,12 @@ pub(super) async fn send(
     request: impl Into<ClientRequest>,
     progress: Option<ProgressTarget<'_>>,
 ) -> Result<Answer, RouteError> {
-    let request = request.into();
+    let mut request = request.into();
+    if let Some(headers) = target.request_headers() {
+        // The HTTP client reads them from the request (`transport::http`): on the retry too;
+        // never serialized.
+        request.extensions_mut().insert(headers.clone());
+    }
     let error = match send_on(target.peer(), target, request.clone(), progress.clone()).await {
         Ok(answer) => return Ok(answer),
         Err(error) => error,

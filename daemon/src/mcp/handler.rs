@@ -5,7 +5,9 @@
 //!   its tools (the task owns the cached list) and tell front-ends;
 //! - resource and prompt list changes, resource updates and log messages
 //!   (`notifications/message`), become daemon notifications naming the
-//!   server, seq-numbered like every other;
+//!   server, seq-numbered like every other; so does a notification corrald
+//!   does not model (a server's own, rmcp's custom notification), as
+//!   `mcpServer/notification` with its method and params as they came;
 //! - progress goes to the connection whose request it is about;
 //! - `elicitation/create` and `sampling/createMessage` are forwarded to the
 //!   front-end whose call asked, if it can answer them (see `hub::routes`;
@@ -68,12 +70,12 @@
 
 use std::sync::Arc;
 
-use corral_protocol::{DaemonNotification, ListChanged, ResourceUpdated, ServerLog};
+use corral_protocol::{DaemonNotification, ListChanged, ResourceUpdated, ServerLog, ServerNotification};
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
-    ElicitResult, ElicitationAction, ElicitationCapability, ErrorCode, FormElicitationCapability, Implementation,
-    InputRequest, ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion,
-    RequestMetaObject, ResourceUpdatedNotificationParam, Root, RootsCapabilities, SamplingCapability,
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult, CustomNotification,
+    ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability, ErrorCode, FormElicitationCapability,
+    Implementation, InputRequest, ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam,
+    ProtocolVersion, RequestMetaObject, ResourceUpdatedNotificationParam, Root, RootsCapabilities, SamplingCapability,
     UrlElicitationCapability,
 };
 use rmcp::service::{NotificationContext, RequestContext};
@@ -544,6 +546,19 @@ impl ClientHandler for McpClientHandler {
         self.hub
             .events
             .publish(|seq| DaemonNotification::PromptsListChanged(ListChanged::new(seq, name)));
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        // A notification corrald does not model: every front-end gets it as it came.
+        let name = self.name.clone();
+        let CustomNotification { method, params, .. } = notification;
+        self.hub
+            .events
+            .publish(|seq| DaemonNotification::ServerNotification(ServerNotification::new(seq, name, method, params)));
     }
 
     async fn on_logging_message(

@@ -7,11 +7,19 @@
 //!   answered with the server's JSON or a plain `route::RouteError`;
 //! - `handler`: how corrald introduces itself at `initialize` and what it
 //!   does with a server's notifications and requests;
+//! - `passthrough`: MCP requests and notifications corrald does not model,
+//!   passed to one server for a front-end (which methods may not be, and
+//!   which need a capability the server declared);
+//! - `request_headers`: HTTP headers a front-end attaches to one request for
+//!   a streamable-HTTP server, checked, carried to its HTTP client;
 //! - `rounds`: multi round-trip requests (MRTR): an `input_required`
 //!   answer driven to the final result, the input asked of the front-end
 //!   whose call it is;
 //! - [`route`]: the way in to a ready session, as types (what the
 //!   supervisor hands out for a request);
+//! - `skills`: a server's skills (MCP's skills extension): listed without
+//!   reading a file, one file loaded and verified against the skill's entry
+//!   (size, digest, frontmatter);
 //! - `tasks`: a call the server runs as a task, followed until it ends
 //!   (either generation of MCP tasks), cancelled when left behind;
 //! - `tool_catalog`: a ready server's tools, one immutable value per
@@ -27,8 +35,11 @@
 pub(crate) mod classify;
 pub(crate) mod forward;
 pub(crate) mod handler;
+pub(crate) mod passthrough;
+pub(crate) mod request_headers;
 pub(crate) mod rounds;
 pub mod route;
+pub(crate) mod skills;
 pub(crate) mod tasks;
 pub(crate) mod tool_catalog;
 pub(crate) mod wire_tee;

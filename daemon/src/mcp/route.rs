@@ -18,12 +18,13 @@
 
 use std::sync::Arc;
 
-use corral_protocol::config::ServerConfig;
+use corral_protocol::config::{ServerConfig, TransportConfig};
 use corral_protocol::{FailureReason, ServerStatus};
 use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot};
 
 use super::handler::McpClientHandler;
+use super::request_headers::ScopedHeaders;
 use super::tool_catalog::ToolCatalog;
 use super::wire_tee::WireTee;
 
@@ -108,18 +109,50 @@ pub struct CallTarget {
     pub config: ServerConfig,
     /// Its session.
     session: SessionHandle,
+    /// HTTP headers the front-end attached to the requests sent through this target.
+    request_headers: Option<ScopedHeaders>,
 }
 
 impl CallTarget {
     /// A request to `session` of the server configured by `config`.
     pub(crate) fn new(config: ServerConfig, session: SessionHandle) -> Self {
-        Self { config, session }
+        Self {
+            config,
+            session,
+            request_headers: None,
+        }
+    }
+
+    /// This target with `headers` on every request sent through it: for a streamable-HTTP
+    /// server only (why not, otherwise, in words naming the server).
+    pub(crate) fn with_request_headers(mut self, headers: ScopedHeaders) -> Result<Self, String> {
+        if !matches!(self.config.transport, TransportConfig::StreamableHttp(_)) {
+            return Err(format!(
+                "request-scoped headers are for streamable-HTTP servers, and MCP server `{}` is a stdio or \
+                 built-in server: send the request without `headers`",
+                self.config.name
+            ));
+        }
+        self.request_headers = Some(headers);
+        Ok(self)
+    }
+
+    /// The headers the front-end attached, if any.
+    pub(super) fn request_headers(&self) -> Option<&ScopedHeaders> {
+        self.request_headers.as_ref()
     }
 
     /// Whether tool `name` may be called: the config lets it through and the
     /// server listed it.
     pub(crate) fn check_tool(&self, name: &str) -> Result<(), RouteError> {
         self.session.catalog.check(name)
+    }
+
+    /// Whether the config's filters let tool `name` through, whether or not the server listed
+    /// it: for a call with request-scoped headers, for which the server may have tools its
+    /// listing without them does not show.
+    pub(crate) fn check_tool_allowed(&self, name: &str) -> Result<(), RouteError> {
+        self.session.catalog.check_allowed(name)
     }
 
     /// The tools the config lets through, in the server's order: as the

@@ -27,7 +27,7 @@
 //! MESSAGE". How long is the call's business: `tool_timeout_sec` bounds it
 //! in active time as it bounds any call (the clock stops while an
 //! elicitation waits on the user), and a task's input rounds are bounded
-//! like MRTR's ([`rounds::MAX_ROUNDS`](super::rounds::MAX_ROUNDS)).
+//! like MRTR's ([`super::rounds::MAX_ROUNDS`]).
 //!
 //! A task left behind is cancelled: when the call's future is dropped (the
 //! front-end cancelled the call, timed it out, or went away) before the task

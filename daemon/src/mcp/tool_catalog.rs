@@ -188,6 +188,15 @@ impl ToolCatalog {
             .task_support
     }
 
+    /// Whether the config's filters let tool `name` through (listed or not).
+    pub(crate) fn check_allowed(&self, name: &str) -> Result<(), RouteError> {
+        if self.filter.allows(name) {
+            Ok(())
+        } else {
+            Err(RouteError::ToolDisabled { tool: name.to_owned() })
+        }
+    }
+
     /// The tools, in the server's order, as front-ends get them.
     pub(crate) fn listing(&self) -> Result<Vec<serde_json::Value>, RouteError> {
         self.tools

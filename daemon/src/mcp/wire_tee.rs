@@ -5,8 +5,10 @@
 //! survive the round trip (a `Tool`'s `execution`, which rmcp has no field
 //! for; `annotations.priority`, which it keeps as `f32`). Front-ends must
 //! get what the server sent, so corrald tees the server's pipes before rmcp
-//! reads them: the requests corrald writes say which ids to watch (tools,
-//! resources, prompts), and the answers to those ids are kept, bounded, for
+//! reads them: the requests corrald writes say which ids to watch (a
+//! front-end's: tools, resources, prompts, skills, methods passed through;
+//! not corrald's own `initialize`, `ping`, subscriptions, tasks), and the
+//! answers to those ids are kept, bounded, for
 //! the sender of the request (`mcp::forward`) to take by id. `tools/list` pages are
 //! gathered into a listing, in the server's order, which the server task takes once
 //! when it builds the session's tool catalog (`mcp::tool_catalog`); the task lists
@@ -44,19 +46,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub::routes::FrontEnds;
 
-/// Requests whose answers are kept for the handler that sent them.
-const KEPT: [&str; 8] = [
-    "tools/call",
-    "resources/read",
-    "prompts/get",
-    "resources/list",
-    "resources/templates/list",
-    "prompts/list",
-    // A task's status and its result (`mcp::tasks`), in the server's words: rmcp's model
-    // reads a task of MCP 2025-11-25 as one of 2026-07-28 and loses its poll interval.
-    "tasks/get",
-    "tasks/result",
+/// Requests corrald sends on its own, whose answers nobody takes: not kept. Every other
+/// request is a front-end's (`tools/call`, `resources/read`, listings, skills, a method passed
+/// through with `mcpServer/request`) or a task's status and result (`mcp::tasks`, which takes
+/// them in the server's words: rmcp's model reads a task of MCP 2025-11-25 as one of 2026-07-28
+/// and loses its poll interval), and its answer is kept for the handler that sent it.
+const NOT_KEPT: [&str; 5] = [
+    "initialize",
+    "ping",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "subscriptions/listen",
 ];
+
+/// Whether the answer to a request of `method` is kept (see [`NOT_KEPT`]; of `tasks/*`, which
+/// are the task driver's own, only `tasks/get` and `tasks/result`, which it takes).
+fn keeps(method: &str) -> bool {
+    !NOT_KEPT.contains(&method) && (!method.starts_with("tasks/") || matches!(method, "tasks/get" | "tasks/result"))
+}
 /// `tools/list`: gathered into a listing ([`WireTee::take_listing`]) instead.
 const TOOLS_LIST: &str = "tools/list";
 /// Requests watched at once; the oldest is forgotten beyond this (its
@@ -237,7 +244,7 @@ impl WireTee {
             return;
         };
         let is_list = method == TOOLS_LIST;
-        if !is_list && !KEPT.contains(&method) {
+        if !is_list && !keeps(method) {
             return;
         }
         let mut state = self.state();

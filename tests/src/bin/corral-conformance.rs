@@ -12,7 +12,10 @@
 //! for `tools_call`, every tool listed for `sep-2322-client-request-state`, else the first
 //! tool listed. It declares elicitation and accepts every
 //! form elicitation with the defaults of the requested schema (what a user pressing "accept"
-//! on a prefilled form sends); URL elicitations are declined. Exit status 0 when the server
+//! on a prefilled form sends); URL elicitations are declined. In the skills scenarios
+//! (`sep-2640-client-*`) it lists the server's skills and, except in the one that checks that
+//! nothing is fetched ahead of need, loads each (`skills/read`: corrald verifies it against
+//! its entry) and reads its other files once it verified. Exit status 0 when the server
 //! became ready and the calls the scenario grades succeeded.
 //!
 //! In the DPoP scenarios (`auth/dpop*`) corrald is then stopped and started again over the same
@@ -24,7 +27,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use corral_client::protocol::{
-    ClientCapabilities, DaemonNotification, ElicitationRequest, FailureReason, ServerStatus,
+    ClientCapabilities, DaemonNotification, ElicitationRequest, FailureReason, ServerStatus, SkillsReadParams,
 };
 use corral_client::{Client, ClientNotification, DaemonRequests};
 use corral_tests::{TestDaemon, follow_url_opener, scratch_dir, toml_string};
@@ -295,6 +298,51 @@ async fn drive(daemon: &TestDaemon, scenario: &str, context: &Value, may_log_in:
         .collect();
     for expected in calls_for(scenario, context, &tools) {
         call(&client, &mut notifications, &expected).await?;
+    }
+    if scenario.starts_with("sep-2640-client-") {
+        skills(&client, scenario).await?;
+    }
+    Ok(())
+}
+
+/// The skills scenarios (SEP-2640): list the server's skills; unless the scenario is the one
+/// that checks nothing is fetched ahead of need, load each skill as a user choosing it would
+/// (its `SKILL.md`, verified by corrald), and read its supporting files only once it verified.
+/// A verification failure is what the tampering scenarios expect: said, and the run goes on.
+async fn skills(client: &Client, scenario: &str) -> Result<(), String> {
+    let listing = client
+        .skills_list(Some(NAME))
+        .await
+        .map_err(|error| format!("skills/list: {error}"))?;
+    if let Some(error) = listing.errors.first() {
+        return Err(format!("skills/list: {}", error.message));
+    }
+    if scenario == "sep-2640-client-no-prefetch" {
+        return Ok(());
+    }
+    for skill in listing.skills.iter().filter(|skill| skill.problem.is_none()) {
+        let Some(uri) = skill.uri.clone() else { continue };
+        let entry = Some(skill.skill.clone());
+        let loaded = client
+            .skills_read(SkillsReadParams::new(NAME, uri.clone()).with_entry(entry.clone()))
+            .await;
+        if let Err(error) = loaded {
+            eprintln!("skill {uri} not loaded: {error}");
+            continue;
+        }
+        let files = skill.skill["resources"].as_array().cloned().unwrap_or_default();
+        for file in files
+            .iter()
+            .filter_map(|file| file["uri"].as_str())
+            .filter(|file| *file != uri)
+        {
+            let read = SkillsReadParams::new(NAME, uri.clone())
+                .with_file(Some(file.to_owned()))
+                .with_entry(entry.clone());
+            if let Err(error) = client.skills_read(read).await {
+                eprintln!("{file} of skill {uri} not read: {error}");
+            }
+        }
     }
     Ok(())
 }

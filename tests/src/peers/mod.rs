@@ -95,6 +95,21 @@ pub fn fixture_config(name: &str, flags: &[&str]) -> String {
     )
 }
 
+/// A `[servers.NAME]` entry running `tests/peers/skills_server.py` (a Python-SDK server
+/// offering skills, MCP's skills extension) with `flags` (`--tamper digest|size|frontmatter`).
+///
+/// The table is left open: append more `key = value` lines to it.
+pub fn skills_server_config(name: &str, flags: &[&str]) -> String {
+    let script = peers_dir().join("skills_server.py").display().to_string();
+    let mut args = vec![script.as_str()];
+    args.extend_from_slice(flags);
+    format!(
+        "\n[servers.{name}]\ncommand = {}\nargs = {}\n",
+        toml_string(&fixture_python().display().to_string()),
+        toml_string_array(&args)
+    )
+}
+
 /// The text items of an MCP `CallToolResult`, joined by line breaks.
 pub fn text_of(result: &Value) -> String {
     result["content"]

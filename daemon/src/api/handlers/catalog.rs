@@ -6,6 +6,8 @@
 //! bounded by its `tool_timeout_sec`; a server that repeats a pagination
 //! cursor is reported as an error rather than looped on. Servers that do not
 //! declare the capability are skipped. MCP objects pass through untouched.
+//! A listing of one streamable-HTTP server may carry the front-end's
+//! request-scoped `headers` (`mcp::request_headers`).
 //!
 //! `resources/read` and `prompts/get` run as calls of the front-end that
 //! asks (`FrontEnds::call_started`), like `tools/call`: what the server asks
@@ -25,7 +27,8 @@ use serde_json::value::RawValue;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{
-    not_available_error, not_ready_servers, parse_json, parse_params, route_error, rpc_error, session, timeout_error,
+    not_available_error, not_ready_servers, parse_json, parse_params, route_error, rpc_error, scoped_targets, session,
+    timeout_error,
 };
 use crate::hub::link::Link;
 use crate::mcp::forward::{self, ListKind};
@@ -39,9 +42,10 @@ async fn list(kind: ListKind, context: &DaemonContext, params: ListParams) -> Re
         .await?
         .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
     let only_one = params.server.is_some();
+    let ready = scoped_targets(targets.ready, &params.server, params.headers.as_ref())?;
     let mut items = Vec::new();
     let mut errors = Vec::new();
-    for (target, result) in forward::list_each(kind, targets.ready).await {
+    for (target, result) in forward::list_each(kind, ready).await {
         let server = target.config.name;
         match result {
             Ok(found) => items.extend(found.into_iter().map(|item| ServerItem::new(server.clone(), item))),

@@ -11,5 +11,7 @@ pub(crate) mod auth;
 pub(crate) mod catalog;
 pub(crate) mod daemon;
 pub(crate) mod debug;
+pub(crate) mod passthrough;
 pub(crate) mod servers;
+pub(crate) mod skills;
 pub(crate) mod tools;

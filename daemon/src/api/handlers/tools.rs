@@ -13,7 +13,10 @@
 //! elicitation waits on this call's front-end, and only then. A call's
 //! progress goes back to its caller; while it runs, this connection is the
 //! one the server's elicitations and sampling requests go to
-//! (`FrontEnds::call_started`). A 403 `insufficient_scope`
+//! (`FrontEnds::call_started`). A front-end's request-scoped `headers` go
+//! on the call (or, for `tools/list` of one server, on a listing asked of
+//! the server then, the filters applied: the kept one was made without
+//! them); see `mcp::request_headers`. A 403 `insufficient_scope`
 //! (`RouteError::InsufficientScope`) starts a step-up login (`auth.rs`),
 //! waited for at most 10 s, and the error says how it went.
 
@@ -26,9 +29,11 @@ use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{
-    not_available_error, not_ready_servers, parse_params, route_error, session, timeout_error, with_sentence,
+    not_available_error, not_ready_servers, parse_params, route_error, scoped_target, scoped_targets, session,
+    timeout_error, with_sentence,
 };
 use crate::mcp::forward;
+use crate::mcp::request_headers::list_tools_now;
 use crate::mcp::route::RouteError;
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
@@ -45,6 +50,19 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .await?
             .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
         let mut tools = Vec::new();
+        if let Some(headers) = &params.headers {
+            // Asked with the front-end's headers: the server's listing for them, not the one kept.
+            for target in scoped_targets(targets.ready, &params.server, Some(headers))? {
+                let server = target.config.name.clone();
+                let timeout = target.config.tool_timeout;
+                let listed = tokio::time::timeout(timeout, list_tools_now(&target))
+                    .await
+                    .map_err(|_| timeout_error(&server, "`tools/list`", timeout))?
+                    .map_err(|error| route_error(&server, "`tools/list`", error))?;
+                tools.extend(listed.into_iter().map(|tool| ServerTool::new(server.clone(), tool)));
+            }
+            return Ok(ToolsListResult::new(tools, not_ready_servers(targets.not_ready)));
+        }
         for target in &targets.ready {
             let server = &target.config.name;
             let allowed = target
@@ -62,6 +80,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             name,
             arguments,
             meta,
+            headers,
             ..
         } = parse_params::<ToolsCall>(&params)?;
         let target = context
@@ -70,9 +89,15 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .await?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         let what = format!("`tools/call` of `{name}`");
-        target
-            .check_tool(&name)
-            .map_err(|error| route_error(&server, &what, error))?;
+        let target = scoped_target(target, headers.as_ref())?;
+        // With headers the server may have tools its kept listing does not show: the filters
+        // still apply, whether the tool exists is the server's to say.
+        let allowed = if headers.is_some() {
+            target.check_tool_allowed(&name)
+        } else {
+            target.check_tool(&name)
+        };
+        allowed.map_err(|error| route_error(&server, &what, error))?;
         let session = session(&extensions)?;
         let frontends = &context.hub.routes;
         // While it runs, this connection is the one the server's elicitations go to.

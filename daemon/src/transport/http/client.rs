@@ -1,5 +1,7 @@
 //! The HTTP client of a server's transport: [`HttpBackend`], the
-//! authentication seam, and [`Observed`], which reports the server's health.
+//! authentication seam, and [`Observed`], which reports the server's health
+//! and adds the headers a front-end attached to one request to its POST
+//! (`mcp::request_headers`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use sse_stream::Sse;
 use tokio::sync::mpsc;
 
 use crate::mcp::handler::McpClientHandler;
+use crate::mcp::request_headers::ScopedHeaders;
 use crate::transport::McpSession;
 
 use super::connect::{RETRY_DELAYS, connect_with};
@@ -203,6 +206,7 @@ where
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         start_headers(&message, &mut custom_headers);
+        ScopedHeaders::apply(&message, &mut custom_headers);
         let result = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
@@ -221,6 +225,7 @@ where
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         start_headers(&message, &mut custom_headers);
+        ScopedHeaders::apply(&message, &mut custom_headers);
         let result = self
             .inner
             .post_message_with_max_sse_event_size(
@@ -246,6 +251,7 @@ where
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         start_headers(&message, &mut custom_headers);
+        ScopedHeaders::apply(&message, &mut custom_headers);
         // The transport's worker sends every POST through this one: passed on whole, so the inner
         // client applies the transport's body limits (the trait's default would keep only the
         // SSE event limit).
