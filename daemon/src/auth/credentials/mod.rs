@@ -605,6 +605,22 @@ impl ServerCredentialStore {
         DpopKey::from_stored(&stored).map(Some)
     }
 
+    /// The DPoP key a save without a key of its own keeps: a refresh keeps the key its tokens
+    /// are bound to. A record that is there but cannot be read (corrupt, or its key corrupt) is
+    /// replaced, as it was before keys; a store that cannot be read at all (a keyring that does
+    /// not answer) fails the save, so the tokens are never written without the key they are
+    /// bound to.
+    async fn stored_key_to_keep(&self) -> anyhow::Result<Option<StoredDpopKey>> {
+        let Some(text) = self.credentials.get_text(&self.key).await? else {
+            return Ok(None);
+        };
+        let key = serde_json::from_str::<CredentialRecord>(&text)
+            .ok()
+            .and_then(|record| record.dpop_key)
+            .filter(|stored| DpopKey::from_stored(stored).is_ok());
+        Ok(key)
+    }
+
     /// Store `record` (atomically for files).
     pub async fn save_record(&self, record: CredentialRecord) -> anyhow::Result<()> {
         let text = serde_json::to_string(&record).context("cannot encode credentials")?;
@@ -671,14 +687,7 @@ impl CredentialStore for ServerCredentialStore {
         let mut record = CredentialRecord::new(&self.server, &self.url, credentials);
         record.dpop_key = match &self.dpop_key {
             Some(key) => Some(key.clone()),
-            // A refresh keeps the key its tokens are bound to; a record that cannot be read is
-            // replaced, as it was before keys.
-            None => self
-                .load_record()
-                .await
-                .ok()
-                .flatten()
-                .and_then(|stored| stored.dpop_key),
+            None => self.stored_key_to_keep().await.map_err(|error| store_error(&error))?,
         };
         self.save_record(record).await.map_err(|error| store_error(&error))?;
         tracing::debug!(server = %self.server, "credentials saved");

@@ -494,3 +494,55 @@ async fn a_corrupt_dpop_key_is_an_error_naming_the_server_and_the_way_out_withou
         assert!(reader.state().await.is_err(), "never classified as logged out");
     }
 }
+
+#[tokio::test]
+async fn a_refresh_that_cannot_read_the_store_fails_instead_of_dropping_the_dpop_key() {
+    let store: Arc<keyring_core::CredentialStore> = keyring_core::mock::Store::new().expect("mock store");
+    let status = CredentialsStoreStatus::new("keyring", CredentialsBackend::Keyring, "mock");
+    let fresh = || {
+        Credentials::from_backend(
+            Backend::Keyring(KeyringBackend::with_store(store.clone(), "mock")),
+            status.clone(),
+        )
+    };
+    let url = "https://mcp.example/mcp";
+    let key = crate::auth::dpop::DpopKey::generate().expect("key");
+    fresh()
+        .for_server("linear", url)
+        .with_dpop_key(key.to_stored().expect("stored form"))
+        .save(credentials_with("at-login"))
+        .await
+        .expect("save");
+
+    // The keyring does not answer the refresh's read (a D-Bus hiccup): the save fails, and the
+    // record keeps its key, rather than tokens bound to a key being written without it.
+    let entry = store
+        .build(KEYRING_SERVICE, &store_key("linear", url), None)
+        .expect("entry");
+    let mock: &keyring_core::mock::Cred = entry.as_any().downcast_ref().expect("a mock entry");
+    mock.set_error(keyring_core::Error::NoStorageAccess(Box::new(std::io::Error::other(
+        "locked",
+    ))));
+    let refresh = fresh().for_server("linear", url);
+    refresh
+        .save(credentials_with("at-refreshed"))
+        .await
+        .expect_err("an unreadable store fails the save");
+    let kept = fresh()
+        .for_server("linear", url)
+        .dpop_key()
+        .await
+        .expect("readable")
+        .expect("a key");
+    assert_eq!(kept.thumbprint(), key.thumbprint());
+
+    // Once the keyring answers, the refresh keeps the key.
+    refresh.save(credentials_with("at-refreshed")).await.expect("save");
+    let kept = fresh()
+        .for_server("linear", url)
+        .dpop_key()
+        .await
+        .expect("readable")
+        .expect("a key");
+    assert_eq!(kept.thumbprint(), key.thumbprint());
+}
