@@ -169,8 +169,14 @@ pub async fn probe_challenge(url: &str) -> Option<String> {
     challenge.to_str().ok().map(str::to_owned)
 }
 
-/// The client secret of a pre-registered client, from the environment variable the config names.
+/// The client secret of a pre-registered client, from the environment variable or the file the
+/// config names.
 fn client_secret(http: &HttpConfig) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &http.oauth_client_secret_file {
+        let source = corral_protocol::config::SecretSource::File(path.clone());
+        let secret = super::grants::read_secret(&source, "oauth_client_secret")?;
+        return Ok(Some(secret.expose().to_owned()));
+    }
     let Some(variable) = &http.oauth_client_secret_env_var else {
         return Ok(None);
     };

@@ -75,6 +75,9 @@ pub enum LoginError {
     NotHttp,
     /// The server's config sets `Authorization` itself: stored credentials would not be used.
     ExplicitAuthorization,
+    /// The server gets its tokens with a grant for machines (`oauth_grant`, named here): there is
+    /// nothing to log in to.
+    MachineGrant(&'static str),
     /// The daemon has no credential store to keep the tokens in.
     NoCredentialStore,
     /// The server's metadata led to an authorization URL Corral does not open (a protocol error).
@@ -189,6 +192,8 @@ impl Auth {
             let auth = self.clone();
             tasks.spawn(async move {
                 let result = match store {
+                    // A grant for machines gets its OAuth tokens by itself: never a login.
+                    _ if http.oauth_grant.is_some() && !explicit => Ok(AuthStatus::OAuth),
                     Some(store) => oauth::auth_status(&http, explicit, asked_for_login, &store, &auth.discovered).await,
                     None if explicit => Ok(AuthStatus::BearerToken),
                     None => Ok(AuthStatus::Unsupported),
@@ -219,6 +224,9 @@ impl Auth {
         };
         if explicit_authorization(config) {
             return Err(LoginError::ExplicitAuthorization);
+        }
+        if let Some(grant) = &http.oauth_grant {
+            return Err(LoginError::MachineGrant(grant.name()));
         }
         let Some(store) = self.store(name, http) else {
             return Err(LoginError::NoCredentialStore);

@@ -201,6 +201,8 @@ fn classify_auth(error: &rmcp::transport::auth::AuthError) -> HttpFailure {
             format!("refreshing the OAuth token failed: {why}"),
         )
         .retryable(),
+        // A grant for machines (`auth::grants`) that yielded no token: its sentence says why.
+        AuthError::ClientCredentialsError(why) => HttpFailure::new(FailureReason::AuthenticationRequired, why.clone()),
         AuthError::CredentialStoreError(why) => HttpFailure::new(
             FailureReason::ConfigInvalid,
             format!("cannot read the stored OAuth credentials: {why}"),

@@ -3,7 +3,9 @@
 //!
 //! The harness appends the server URL as the last argument and names the scenario in
 //! `MCP_CONFORMANCE_SCENARIO` (credentials, if any, in `MCP_CONFORMANCE_CONTEXT`). This program
-//! runs a real corrald with one streamable-HTTP server entry for that URL, and drives it like a
+//! runs a real corrald with one streamable-HTTP server entry for that URL (for the scenarios of
+//! the grants for machines, with `oauth_grant` and the context's client, its secret in the
+//! environment and its key, workload JWT or ID token in files), and drives it like a
 //! front-end would: when the server needs a login, `mcpServer/oauthLogin` with
 //! `tests/peers/follow_url.py` as the opener (the harness's authorization server approves at
 //! once); once the server is `ready`, it calls tools through corrald as the scenario expects:
@@ -59,7 +61,12 @@ async fn run(url: &str, scenario: &str, context: &Value) -> Result<(), String> {
         toml_string(url)
     );
     let mut builder = TestDaemon::builder();
-    if let Some(client_id) = context["client_id"].as_str() {
+    // The secrets of the grants for machines go to files (and one to the environment), as an
+    // operator would keep them; the directory lives as long as the daemon.
+    let secrets = tempfile::tempdir().map_err(|error| format!("cannot make a directory for secrets: {error}"))?;
+    if let Some(grant) = grant_config(scenario, context, secrets.path())? {
+        server.push_str(&grant);
+    } else if let Some(client_id) = context["client_id"].as_str() {
         server.push_str(&format!("oauth_client_id = {}\n", toml_string(client_id)));
         if context["client_secret"].is_string() {
             server.push_str("oauth_client_secret_env_var = \"CORRAL_CONFORMANCE_CLIENT_SECRET\"\n");
@@ -77,6 +84,54 @@ async fn run(url: &str, scenario: &str, context: &Value) -> Result<(), String> {
         eprintln!("corrald's log:\n{}", daemon.stderr());
     }
     outcome
+}
+
+/// The `oauth_grant` lines of the scenarios of the grants for machines (the context carries the
+/// client and its secret, key, workload JWT or ID token), with the secrets written to files in
+/// `secrets`; `None` for the other scenarios.
+fn grant_config(scenario: &str, context: &Value, secrets: &std::path::Path) -> Result<Option<String>, String> {
+    let text = |key: &str| {
+        context[key]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the scenario's context has no `{key}`"))
+    };
+    let file = |name: &str, key: &str| -> Result<String, String> {
+        let path = secrets.join(name);
+        std::fs::write(&path, text(key)?).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        Ok(toml_string(&path.display().to_string()))
+    };
+    let lines = match scenario {
+        "auth/client-credentials-jwt" => format!(
+            "oauth_grant = \"client_credentials\"\noauth_client_id = {}\noauth_private_key_file = {}\n\
+             oauth_private_key_algorithm = {}\n",
+            toml_string(&text("client_id")?),
+            file("client-key.pem", "private_key_pem")?,
+            toml_string(&text("signing_algorithm")?),
+        ),
+        "auth/client-credentials-basic" => format!(
+            "oauth_grant = \"client_credentials\"\noauth_client_id = {}\n\
+             oauth_client_secret_env_var = \"CORRAL_CONFORMANCE_CLIENT_SECRET\"\n",
+            toml_string(&text("client_id")?),
+        ),
+        "auth/wif-jwt-bearer" => format!(
+            "oauth_grant = \"jwt_bearer\"\noauth_client_id = {}\noauth_assertion_file = {}\n",
+            toml_string(&text("client_id")?),
+            file("workload.jwt", "valid_jwt")?,
+        ),
+        "auth/enterprise-managed-authorization" | "auth/cross-app-access-complete-flow" => format!(
+            "oauth_grant = \"enterprise_managed\"\noauth_client_id = {}\n\
+             oauth_client_secret_env_var = \"CORRAL_CONFORMANCE_CLIENT_SECRET\"\noauth_idp_issuer = {}\n\
+             oauth_idp_token_endpoint = {}\noauth_idp_client_id = {}\noauth_id_token_file = {}\n",
+            toml_string(&text("client_id")?),
+            toml_string(&text("idp_issuer")?),
+            toml_string(&text("idp_token_endpoint")?),
+            toml_string(&text("idp_client_id")?),
+            file("id-token.jwt", "idp_id_token")?,
+        ),
+        _ => return Ok(None),
+    };
+    Ok(Some(lines))
 }
 
 /// Wait until the server leaves `starting`.

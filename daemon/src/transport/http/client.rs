@@ -52,6 +52,9 @@ pub(crate) enum HttpBackend {
     /// rmcp's OAuth-managed client over the same reqwest client: stored credentials, refreshed
     /// before they expire (one manager per server run, shared by every transport of the run).
     OAuth(rmcp::transport::auth::AuthClient<reqwest::Client>),
+    /// The same reqwest client with a token from a grant for machines (`oauth_grant`), whose
+    /// source (`auth::grants`) runs the grant again before the token expires.
+    Token(super::token_client::TokenClient<reqwest::Client>),
 }
 
 impl HttpBackend {
@@ -84,6 +87,7 @@ impl HttpBackend {
         match self {
             Self::Plain(client) => connect_with(server, client.clone(), prepared, handler, health).await,
             Self::OAuth(client) => connect_with(server, client.clone(), prepared, handler, health).await,
+            Self::Token(client) => connect_with(server, client.clone(), prepared, handler, health).await,
         }
     }
 }

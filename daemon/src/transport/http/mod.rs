@@ -11,10 +11,12 @@
 //! `StreamableHttpClient`; which client a server gets is decided in one
 //! place, [`HttpBackend`]: a plain `reqwest::Client` whose only timeout is
 //! the connect timeout (10 s; an overall timeout would cut the long-lived
-//! SSE `GET`, [`HttpBackend::plain`]), or rmcp's OAuth-managed
+//! SSE `GET`, [`HttpBackend::plain`]), rmcp's OAuth-managed
 //! `AuthClient<reqwest::Client>` (whose error type is also
 //! `reqwest::Error`), chosen by the server task when stored credentials
-//! exist; [`HttpBackend::connect`] dispatches both to the same generic
+//! exist, or a [`TokenClient`] whose tokens come from a [`TokenSource`] (the
+//! grants for machines of `auth::grants`, which this room never names);
+//! [`HttpBackend::connect`] dispatches all three to the same generic
 //! `connect_with`. Static headers, env headers (an unset or blank variable
 //! skips its header, with a warning) and a bearer env var (unset, empty or
 //! not Unicode fails, naming the variable) are resolved by [`prepare`]; a
@@ -66,9 +68,11 @@ mod connect;
 mod era;
 mod headers;
 mod session;
+mod token_client;
 
 // What the rest of the daemon uses; the files are this room's own layout.
 pub(crate) use client::{HealthSignal, HttpBackend};
 pub(crate) use connect::list_tools;
 pub(crate) use headers::{Prepared, configures_authorization, prepare};
 pub(crate) use session::{ConnectionSpec, HttpConnection, Probe, probe};
+pub(crate) use token_client::{TokenClient, TokenError, TokenSource};
