@@ -55,6 +55,18 @@ pub(crate) fn login_error(name: &str, error: &LoginError) -> ErrorObjectOwned {
                  fails, fix what the server's error names and run `corral restart {name}`"
             ),
         ),
+        LoginError::NoBrowser(scopes) => rpc_error(
+            ErrorCode::InvalidRequest,
+            match scopes {
+                Some(scopes) => format!(
+                    "corrald has no `oauth_opener` and no display to open a browser on: run `corral login {name}`, \
+                     which asks for scopes `{scopes}`"
+                ),
+                None => format!(
+                    "corrald has no `oauth_opener` and no display to open a browser on: run `corral login {name}`"
+                ),
+            },
+        ),
         LoginError::NoCredentialStore => failed("no credential store"),
         // The server's metadata broke the protocol's rules: said as a failure reason.
         LoginError::UnsafeAuthorizationUrl(unsafe_url) => ErrorObjectOwned::owned(

@@ -11,8 +11,11 @@
 //! last two by rmcp), and what the daemon does with the outcome.
 //!
 //! A login ([`start_login`]): bind the callback listener (hyper; 127.0.0.1 on a free port
-//! unless `oauth_callback_url` / `oauth_callback_port` say otherwise), probe the server once
-//! for its 401 challenge, let rmcp discover, register and build the PKCE authorization URL,
+//! unless `oauth_callback_url` / `oauth_callback_port` say otherwise), take the server's last
+//! challenge (noted when a request got 401 or 403, `credentials::Challenge`) or else probe the
+//! server once for its 401 challenge, let rmcp discover (from that challenge's
+//! `resource_metadata`: after the server names a new authorization server, the login registers
+//! there), register and build the PKCE authorization URL,
 //! check that URL ([`check_authorization_url`]: `https`, or `http` to a loopback host;
 //! anything else is a `protocolError` and no opener runs), hand it to the opener, and leave a
 //! task waiting for the redirect. The opener is the configured command (the URL as its last
@@ -204,7 +207,11 @@ pub async fn start_login(
     let LoginTarget { name, http, store } = target;
     let secret = client_secret(&http)?;
     let callback = bind_callback(settings).await?;
-    let challenge = probe_challenge(&http.url).await;
+    // The challenge the server last sent (its scope, its `resource_metadata`), else a probe's.
+    let challenge = match store.challenge().and_then(|challenge| challenge.header) {
+        Some(header) => Some(header),
+        None => probe_challenge(&http.url).await,
+    };
     let mut oauth = OAuthState::new(http.url.as_str(), None)
         .await
         .map_err(|error| anyhow::anyhow!("cannot prepare the OAuth login: {error}"))?;

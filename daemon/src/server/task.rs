@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::credentials::{CredentialState, Credentials, ServerCredentialStore};
+use crate::auth::credentials::{Challenge, CredentialState, Credentials, ServerCredentialStore};
 use crate::auth::grants::GrantTokens;
 use crate::hub::Hub;
 use crate::hub::roots::ClientRoots;
@@ -453,9 +453,29 @@ impl ServerTask {
         }
     }
 
-    /// Report a failed start of a streamable-HTTP server.
+    /// Report a failed start of a streamable-HTTP server. The challenge of a 401 or a 403
+    /// `insufficient_scope` is noted for the next login, which asks for its scope; a missing
+    /// scope says how to get it (a step-up may already have started, `api::handlers::auth`).
     fn http_failed(&self, failure: HttpFailure) -> RunEnd {
-        let HttpFailure { reason, message, .. } = failure;
+        let HttpFailure {
+            reason,
+            mut message,
+            challenge,
+            ..
+        } = failure;
+        if let (Some(challenge), Some(credentials), TransportConfig::StreamableHttp(http)) =
+            (challenge, &self.credentials, &self.config.transport)
+        {
+            credentials
+                .for_server(&self.name, &http.url)
+                .note_challenge(Challenge::from_header(&challenge, &http.url));
+        }
+        if reason == FailureReason::InsufficientScope {
+            message.push_str(&format!(
+                "; `corral login {}` asks for it with the scopes granted so far",
+                self.name
+            ));
+        }
         self.fail(reason, format!("`{}`: {message}", self.name));
         RunEnd::StartupFailed
     }

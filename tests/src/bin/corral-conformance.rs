@@ -189,6 +189,70 @@ async fn ready_again(client: &Client) -> Result<(), String> {
     }
 }
 
+/// How many logins (the front-end's, and step-ups corrald starts by itself) a start may take.
+const MAX_LOGINS: usize = 4;
+/// How many step-ups corrald starts by itself for one server within 10 minutes (`MAX_STEP_UPS`).
+const STEP_UPS: usize = 2;
+
+/// The server's status once it came up or gave up, after what a user would do: `corral login`
+/// while it asks for a login (its first, or again after its authorization server changed), and
+/// waiting while corrald re-authorizes it by itself after a 403 `insufficient_scope` at its start
+/// (the opener follows the URL), as often as corrald does that.
+async fn come_up(
+    client: &Client,
+    notifications: &mut corral_client::Notifications,
+) -> Result<corral_client::protocol::McpServerStatus, String> {
+    let mut server = settled(client).await?;
+    let mut step_ups = 0;
+    for _ in 0..MAX_LOGINS {
+        match (server.status, server.failure_reason) {
+            (
+                ServerStatus::Failed,
+                Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired),
+            ) => {
+                client
+                    .mcp_server_oauth_login(NAME, None)
+                    .await
+                    .map_err(|error| format!("mcpServer/oauthLogin: {error}"))?;
+                login_outcome(notifications).await?;
+            }
+            (ServerStatus::Failed, Some(FailureReason::InsufficientScope)) if step_ups < STEP_UPS => {
+                step_ups += 1;
+                login_outcome(notifications).await?;
+            }
+            _ => return Ok(server),
+        }
+        server = restarted(client, notifications).await?;
+    }
+    Ok(server)
+}
+
+/// The server's status once the start after a login (`starting`, then something else) is over.
+async fn restarted(
+    client: &Client,
+    notifications: &mut corral_client::Notifications,
+) -> Result<corral_client::protocol::McpServerStatus, String> {
+    let mut started = false;
+    loop {
+        let next = tokio::time::timeout(WAIT, notifications.next())
+            .await
+            .map_err(|_| "the server did not start again after the login".to_owned())?
+            .ok_or("notification stream ended")?
+            .map_err(|error| error.to_string())?;
+        let ClientNotification::Daemon(DaemonNotification::StartupStatusUpdated(update)) = next else {
+            continue;
+        };
+        if update.name != NAME {
+            continue;
+        }
+        if update.status == ServerStatus::Starting {
+            started = true;
+        } else if started {
+            return settled(client).await;
+        }
+    }
+}
+
 /// Answer what the server asks through corrald: a form elicitation accepted with the schema's
 /// defaults, anything else declined.
 async fn answer_requests(mut requests: DaemonRequests) {
@@ -279,21 +343,7 @@ async fn drive(daemon: &TestDaemon, scenario: &str, context: &Value) -> Result<(
         .map_err(|error| format!("connect to corrald: {error}"))?;
     let requests = client.take_requests().ok_or("no request stream")?;
     let _answering = tokio::spawn(answer_requests(requests));
-    let mut server = settled(&client).await?;
-    if server.status == ServerStatus::Failed
-        && matches!(
-            server.failure_reason,
-            Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired)
-        )
-    {
-        client
-            .mcp_server_oauth_login(NAME, None)
-            .await
-            .map_err(|error| format!("mcpServer/oauthLogin: {error}"))?;
-        login_outcome(&mut notifications).await?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        server = settled(&client).await?;
-    }
+    let server = come_up(&client, &mut notifications).await?;
     if server.status != ServerStatus::Ready {
         return Err(format!(
             "the server is {} ({:?}): {}",
@@ -316,6 +366,18 @@ async fn drive(daemon: &TestDaemon, scenario: &str, context: &Value) -> Result<(
     Ok(())
 }
 
+/// Whether the server failed asking for a login.
+async fn needs_login(client: &Client) -> bool {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.mcp_server_get(NAME).await.is_ok_and(|got| {
+        got.server.status == ServerStatus::Failed
+            && matches!(
+                got.server.failure_reason,
+                Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired)
+            )
+    })
+}
+
 /// Make a call; a 403 `insufficient_scope` makes corrald re-authorize (a bounded number of
 /// times): wait for that login and call again. A failure is an error when the call is graded.
 async fn call(
@@ -328,7 +390,7 @@ async fn call(
         arguments,
         graded,
     } = expected;
-    for _ in 0..4 {
+    for _ in 0..MAX_LOGINS {
         match client
             .tools_call(NAME, tool, arguments.as_object().cloned(), WAIT)
             .await
@@ -338,6 +400,13 @@ async fn call(
                 eprintln!("{error}");
                 login_outcome(notifications).await?;
                 ready_again(client).await?;
+            }
+            // The server refused the token (its authorization server changed, say): log in again.
+            Err(error) if needs_login(client).await => {
+                eprintln!("{error}");
+                if come_up(client, notifications).await?.status != ServerStatus::Ready {
+                    return Err(format!("tools/call {tool}: {error}; the server did not come back"));
+                }
             }
             Err(error) if *graded => return Err(format!("tools/call {tool}: {error}")),
             Err(error) => {
