@@ -14,7 +14,8 @@
 //! for `tools_call`, else the first tool listed. It declares elicitation and accepts every
 //! form elicitation with the defaults of the requested schema (what a user pressing "accept"
 //! on a prefilled form sends); URL elicitations are declined. Exit status 0 when the server
-//! became ready and the calls the scenario grades succeeded.
+//! became ready, the calls the scenario grades succeeded, and none of the secrets the scenario
+//! handed over appears in corrald's log (at `CORRAL_LOG=trace`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -78,12 +79,34 @@ async fn run(url: &str, scenario: &str, context: &Value) -> Result<(), String> {
         builder = builder.env("CORRAL_CONFORMANCE_CLIENT_SECRET", secret);
     }
     let config = format!("credentials_store = \"file\"\n{}\n{server}", follow_url_opener());
-    let daemon = builder.config(&config).start();
-    let outcome = drive(&daemon, scenario, context).await;
+    // Everything it can log, so that the check below sees every line.
+    let daemon = builder.config(&config).env("CORRAL_LOG", "trace").start();
+    let outcome = drive(&daemon, scenario, context)
+        .await
+        .and_then(|()| secrets_not_logged(&daemon.stderr(), context));
     if outcome.is_err() {
         eprintln!("corrald's log:\n{}", daemon.stderr());
     }
     outcome
+}
+
+/// No secret the scenario handed over (client secret, private key, workload JWT, ID token) in
+/// corrald's log.
+fn secrets_not_logged(log: &str, context: &Value) -> Result<(), String> {
+    for key in ["client_secret", "private_key_pem", "valid_jwt", "idp_id_token"] {
+        let Some(secret) = context[key].as_str() else {
+            continue;
+        };
+        // A PEM key by its base64 lines, which are what would leak.
+        let leaked = secret
+            .lines()
+            .filter(|line| !line.starts_with("-----") && line.len() >= 16)
+            .any(|line| log.contains(line));
+        if leaked {
+            return Err(format!("the scenario's `{key}` appears in corrald's log"));
+        }
+    }
+    Ok(())
 }
 
 /// The `oauth_grant` lines of the scenarios of the grants for machines (the context carries the
