@@ -596,7 +596,9 @@ fn open_in_system_browser(url: &str, _server: &str) -> anyhow::Result<()> {
 }
 
 /// The OAuth-managed HTTP client for a server with stored credentials, or `None` when it has
-/// none (then the plain client goes out unauthenticated and a 401 says a login is needed).
+/// none, or none rmcp kept (then the plain client goes out unauthenticated and a 401 says a login
+/// is needed): stored credentials bound to another authorization server than the one the
+/// server's protected-resource metadata names now are deleted unused.
 ///
 /// One per server run, cloned into every transport of that run, so every request shares one
 /// `AuthorizationManager` behind one mutex: concurrent requests that find the token expired
@@ -614,11 +616,20 @@ pub async fn auth_client(
         .await
         .map_err(|error| anyhow::anyhow!("cannot prepare OAuth: {error}"))?;
     manager.set_credential_store(store.clone());
+    // rmcp discards credentials bound to an issuer other than the one the server's metadata names
+    // now (SEP-2352): they are never sent to the new authorization server.
+    let stored_issuer = store.load_record().await?.and_then(|record| record.credentials.issuer);
     let restored = manager
         .initialize_from_store()
         .await
         .map_err(|error| anyhow::anyhow!("cannot use the stored OAuth credentials: {error}"))?;
     if !restored {
+        if stored_issuer.is_some() && store.state().await? == CredentialState::Missing {
+            tracing::warn!(
+                server = %store.server(),
+                "the server names another authorization server now; the credentials of the former one were deleted, a new login registers there"
+            );
+        }
         return Ok(None);
     }
     if let (Some(client_id), Some(secret)) = (&http.oauth_client_id, client_secret(http)?) {

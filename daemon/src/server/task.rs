@@ -422,7 +422,12 @@ impl ServerTask {
                 let restore = crate::auth::oauth::auth_client(config, &store, client.clone());
                 match tokio::time::timeout(self.config.startup_timeout, restore).await {
                     Ok(Ok(Some(auth))) => Ok((HttpBackend::OAuth(auth), prepared, true)),
-                    Ok(Ok(None)) => Ok((HttpBackend::Plain(client), prepared, true)),
+                    Ok(Ok(None)) => {
+                        // What rmcp kept but cannot use asks for a login again; what it deleted
+                        // (bound to a former authorization server) for a first one.
+                        let kept = !matches!(store.state().await, Ok(CredentialState::Missing));
+                        Ok((HttpBackend::Plain(client), prepared, kept))
+                    }
                     Ok(Err(error)) => Err(HttpFailure::new(FailureReason::Unreachable, format!("{error:#}"))),
                     Err(_) => Err(HttpFailure::new(
                         FailureReason::StartupTimeout,
