@@ -29,8 +29,6 @@ mod enterprise;
 mod secret;
 mod token;
 
-use std::sync::Arc;
-
 use corral_protocol::FailureReason;
 use corral_protocol::config::{ClientAuth, HttpConfig, OAuthGrant, SecretMethod};
 use futures_core::future::BoxFuture;
@@ -492,6 +490,3 @@ fn token_error(error: GrantError) -> TokenError {
         message: error.message,
     }
 }
-
-/// The token source of a server run, shared by every transport of the run.
-pub type SharedGrantTokens = Arc<GrantTokens>;
