@@ -327,6 +327,7 @@ pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &T
         connection_limits,
         test_hooks,
     }));
+    api::spawn_step_ups_at_start(&context, shutdown.child_token());
     Wired {
         hub,
         supervisor,

@@ -27,6 +27,10 @@ use serde_json::{Value, json};
 use toml::Spanned;
 use toml::de::{DeInteger, DeTable, DeValue};
 
+mod grant;
+
+pub use grant::{ClientAuth, IdentityProvider, JwtAlgorithm, OAuthGrant, SecretMethod, SecretSource};
+
 /// The longest duration any `*_sec` field accepts: one year.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
@@ -243,6 +247,10 @@ pub struct HttpConfig {
     pub oauth_client_secret_env_var: Option<String>,
     /// `oauth_client_metadata_url`: an https URL of a client ID metadata document.
     pub oauth_client_metadata_url: Option<String>,
+    /// `oauth_client_secret_file`: absolute path of a file holding that client's secret.
+    pub oauth_client_secret_file: Option<PathBuf>,
+    /// `oauth_grant` and its fields: tokens from a grant for machines instead of a login.
+    pub oauth_grant: Option<Box<OAuthGrant>>,
 }
 
 /// Why a config file could not be used.
@@ -848,7 +856,142 @@ const FIELDS: &[FieldSpec] = &[
             client id when the authorization server supports them (instead of dynamic registration).",
         schema: || json!({ "type": "string", "format": "uri" }),
     },
+    file_field(
+        "oauth_client_secret_file",
+        "streamable_http: absolute path of a file holding the secret of `oauth_client_id` (read \
+         when it is needed; surrounding whitespace is ignored); instead of \
+         `oauth_client_secret_env_var`.",
+    ),
+    FieldSpec {
+        name: "oauth_grant",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http: get tokens without a browser, with a grant for machines: \
+            `client_credentials` (the client's secret or private key), `jwt_bearer` (a workload \
+            identity JWT, `oauth_assertion_file`) or `enterprise_managed` (the user's ID token \
+            exchanged at the enterprise identity provider, `oauth_idp_*`). The grant runs again \
+            before its token expires. Without it, the server logs in interactively (`corral login`).",
+        schema: || json!({ "type": "string", "enum": grant::GRANT_NAMES }),
+    },
+    FieldSpec {
+        name: "oauth_client_auth",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http, with `oauth_grant`: how the client authenticates at the token \
+            endpoint. Default: `private_key_jwt` with a private key, with a secret \
+            `client_secret_basic` (or `client_secret_post` when the authorization server lists \
+            only that), else `none`.",
+        schema: || json!({ "type": "string", "enum": grant::CLIENT_AUTH_NAMES }),
+    },
+    env_var_field(
+        "oauth_private_key_env_var",
+        "streamable_http, with `oauth_grant`: name of an environment variable of corrald holding \
+         the client's PEM private key for `private_key_jwt`.",
+    ),
+    file_field(
+        "oauth_private_key_file",
+        "streamable_http, with `oauth_grant`: absolute path of the client's PEM private key \
+         (PKCS#8, PKCS#1 or SEC1) for `private_key_jwt`.",
+    ),
+    FieldSpec {
+        name: "oauth_private_key_algorithm",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http, with `oauth_grant`: the JWS algorithm of the `private_key_jwt` \
+            assertions, which the key must fit.",
+        schema: || {
+            json!({
+                "type": "string",
+                "enum": JwtAlgorithm::ALL.map(JwtAlgorithm::as_str),
+                "default": JwtAlgorithm::default().as_str(),
+            })
+        },
+    },
+    env_var_field(
+        "oauth_assertion_env_var",
+        "streamable_http, with `oauth_grant = \"jwt_bearer\"`: name of an environment variable of \
+         corrald holding the workload's JWT.",
+    ),
+    file_field(
+        "oauth_assertion_file",
+        "streamable_http, with `oauth_grant = \"jwt_bearer\"`: absolute path of the workload's JWT \
+         (e.g. a projected service account token), read again for every grant.",
+    ),
+    FieldSpec {
+        name: "oauth_idp_issuer",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http, with `oauth_grant = \"enterprise_managed\"`: the issuer \
+            identifier of the enterprise identity provider, exactly as in its metadata.",
+        schema: || json!({ "type": "string", "format": "uri" }),
+    },
+    FieldSpec {
+        name: "oauth_idp_token_endpoint",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http, with `oauth_grant = \"enterprise_managed\"`: the identity \
+            provider's token endpoint, where the ID token is exchanged for an ID-JAG.",
+        schema: || json!({ "type": "string", "format": "uri" }),
+    },
+    FieldSpec {
+        name: "oauth_idp_client_id",
+        transport: Some(Transport::StreamableHttp),
+        description: "streamable_http, with `oauth_grant = \"enterprise_managed\"`: corrald's client \
+            id at the identity provider.",
+        schema: || json!({ "type": "string", "minLength": 1 }),
+    },
+    env_var_field(
+        "oauth_idp_client_secret_env_var",
+        "streamable_http, with `oauth_grant = \"enterprise_managed\"`: name of an environment \
+         variable of corrald holding the secret of `oauth_idp_client_id` (a confidential client).",
+    ),
+    file_field(
+        "oauth_idp_client_secret_file",
+        "streamable_http, with `oauth_grant = \"enterprise_managed\"`: absolute path of a file \
+         holding the secret of `oauth_idp_client_id`.",
+    ),
+    env_var_field(
+        "oauth_id_token_env_var",
+        "streamable_http, with `oauth_grant = \"enterprise_managed\"`: name of an environment \
+         variable of corrald holding the user's ID token from the identity provider.",
+    ),
+    file_field(
+        "oauth_id_token_file",
+        "streamable_http, with `oauth_grant = \"enterprise_managed\"`: absolute path of a file \
+         holding the user's ID token from the identity provider, read again for every grant (keep \
+         it fresh with the identity provider's own tooling).",
+    ),
 ];
+
+/// A streamable-HTTP field naming the environment variable of corrald that holds a secret.
+const fn env_var_field(name: &'static str, description: &'static str) -> FieldSpec {
+    FieldSpec {
+        name,
+        transport: Some(Transport::StreamableHttp),
+        description,
+        schema: || json!({ "type": "string", "pattern": ENV_VAR_NAME_PATTERN }),
+    }
+}
+
+/// A streamable-HTTP field naming the absolute path of a file that holds a secret.
+const fn file_field(name: &'static str, description: &'static str) -> FieldSpec {
+    FieldSpec {
+        name,
+        transport: Some(Transport::StreamableHttp),
+        description,
+        schema: || json!({ "type": "string", "minLength": 1 }),
+    }
+}
+
+/// The field that sets `Authorization` in an HTTP config, if one does: `bearer_token_env_var`,
+/// or an `Authorization` header (static or from the environment).
+fn explicit_authorization(http: &HttpConfig) -> Option<&'static str> {
+    let is_authorization = |name: &String| name.eq_ignore_ascii_case("authorization");
+    if http.bearer_token_env_var.is_some() {
+        Some("bearer_token_env_var")
+    } else if http.http_headers.keys().any(is_authorization) {
+        Some("http_headers")
+    } else if http.env_http_headers.keys().any(is_authorization) {
+        Some("env_http_headers")
+    } else {
+        None
+    }
+}
 
 /// Names people write for a field they know from other MCP clients' config files.
 const FIELD_ALIASES: &[(&str, &str)] = &[("headers", "http_headers"), ("type", "transport")];
@@ -1055,6 +1198,19 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
             oauth_client_id: self.string("oauth_client_id", program),
             oauth_client_secret_env_var: self.string("oauth_client_secret_env_var", env_var_name),
             oauth_client_metadata_url: self.string("oauth_client_metadata_url", http_url),
+            oauth_client_secret_file: self.string("oauth_client_secret_file", secret_file).map(PathBuf::from),
+            oauth_grant: None,
+        };
+        let http = HttpConfig {
+            oauth_grant: self
+                .grant(&grant::GrantInputs {
+                    client_id: http.oauth_client_id.as_deref(),
+                    client_secret_env_var: http.oauth_client_secret_env_var.as_deref(),
+                    client_secret_file: http.oauth_client_secret_file.as_ref(),
+                    explicit_authorization: explicit_authorization(&http),
+                })
+                .map(Box::new),
+            ..http
         };
         Some(ServerConfig {
             name: self.name.to_owned(),
@@ -1091,11 +1247,17 @@ impl<'c, 'i> ServerCheck<'c, '_, 'i> {
             if FIELDS.iter().any(|field| field.name == name) {
                 continue;
             }
+            let inline_secret = grant::INLINE_SECRETS.iter().find(|(field, _)| *field == name);
             let message = if name == "bearer_token" {
                 // Tokens in a config file end up in backups and dotfile repositories.
                 "inline tokens are not allowed, put the token in an environment variable and set \
                  `bearer_token_env_var` to its name"
                     .to_owned()
+            } else if let Some((_, instead)) = inline_secret {
+                format!(
+                    "inline secrets are not allowed, put the secret in a file or an environment \
+                     variable of corrald and set {instead}"
+                )
             } else {
                 match suggest_field(name) {
                     Some(suggestion) => format!("unknown field, did you mean `{suggestion}`?"),
@@ -1619,6 +1781,25 @@ fn absolute_path(text: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("must be an absolute path, found `{}`", text.escape_debug()))
+    }
+}
+
+/// Where a secret is read from (`*_file` of the grants): an absolute path, never quoted (a secret
+/// pasted into the wrong field must not end up in a message).
+fn secret_file(text: &str) -> Result<(), String> {
+    if text.contains('\0') || !Path::new(text).is_absolute() {
+        Err("must be an absolute path (of the file holding the secret)".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// The environment variable holding a secret (`*_env_var` of the grants): a name, never quoted.
+fn secret_env_var(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        Err("must be the name of an environment variable (not empty, no `=` or NUL), not the secret itself".to_owned())
+    } else {
+        Ok(())
     }
 }
 

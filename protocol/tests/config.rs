@@ -138,6 +138,85 @@ oauth_resource = "https://example.com"
         ],
     },
     ErrorCase {
+        name: "inline secrets of the grants for machines",
+        toml: "[servers.ci]\nurl = \"https://mcp.example.com/mcp\"\noauth_client_secret = \"s3cret\"\n\
+               oauth_private_key = \"-----BEGIN PRIVATE KEY-----\"\noauth_assertion = \"eyJ\"\n\
+               oauth_id_token = \"eyJ\"\noauth_idp_client_secret = \"s3cret\"\n",
+        errors: &[
+            "config.toml:3:1: server `ci`, field `oauth_client_secret`: inline secrets are not allowed, put the secret \
+             in a file or an environment variable of corrald and set `oauth_client_secret_env_var` or \
+             `oauth_client_secret_file`",
+            "config.toml:4:1: server `ci`, field `oauth_private_key`: inline secrets are not allowed, put the secret \
+             in a file or an environment variable of corrald and set `oauth_private_key_env_var` or \
+             `oauth_private_key_file`",
+            "config.toml:5:1: server `ci`, field `oauth_assertion`: inline secrets are not allowed, put the secret in \
+             a file or an environment variable of corrald and set `oauth_assertion_env_var` or `oauth_assertion_file`",
+            "config.toml:6:1: server `ci`, field `oauth_id_token`: inline secrets are not allowed, put the secret in \
+             a file or an environment variable of corrald and set `oauth_id_token_env_var` or `oauth_id_token_file`",
+            "config.toml:7:1: server `ci`, field `oauth_idp_client_secret`: inline secrets are not allowed, put the \
+             secret in a file or an environment variable of corrald and set `oauth_idp_client_secret_env_var` or \
+             `oauth_idp_client_secret_file`",
+        ],
+    },
+    ErrorCase {
+        name: "a grant missing what it needs",
+        toml: "[servers.ci]\nurl = \"https://mcp.example.com/mcp\"\noauth_grant = \"client_credentials\"\n\n\
+               [servers.k8s]\nurl = \"https://mcp.example.com/mcp\"\noauth_grant = \"jwt_bearer\"\n\n\
+               [servers.sso]\nurl = \"https://mcp.example.com/mcp\"\noauth_grant = \"enterprise_managed\"\n\
+               oauth_client_id = \"corral\"\noauth_idp_issuer = \"https://idp.example.com\"\n",
+        errors: &[
+            "config.toml:3:15: server `ci`, field `oauth_client_id`: `oauth_grant = \"client_credentials\"` needs \
+             `oauth_client_id`",
+            "config.toml:3:15: server `ci`, field `oauth_grant`: `oauth_grant = \"client_credentials\"` needs a client \
+             secret (`oauth_client_secret_env_var` or `oauth_client_secret_file`) or a private key \
+             (`oauth_private_key_env_var` or `oauth_private_key_file`)",
+            "config.toml:7:15: server `k8s`, field `oauth_grant`: `oauth_grant = \"jwt_bearer\"` needs the workload's \
+             JWT: `oauth_assertion_file` (e.g. a projected service account token) or `oauth_assertion_env_var`",
+            "config.toml:11:15: server `sso`, field `oauth_grant`: `oauth_grant = \"enterprise_managed\"` needs \
+             `oauth_idp_token_endpoint`",
+            "config.toml:11:15: server `sso`, field `oauth_grant`: `oauth_grant = \"enterprise_managed\"` needs \
+             `oauth_idp_client_id`",
+            "config.toml:11:15: server `sso`, field `oauth_grant`: `oauth_grant = \"enterprise_managed\"` needs the \
+             user's ID token: `oauth_id_token_file` or `oauth_id_token_env_var`",
+        ],
+    },
+    ErrorCase {
+        name: "grant fields that do not fit together",
+        toml: "[servers.ci]\nurl = \"https://mcp.example.com/mcp\"\noauth_grant = \"client_credentials\"\n\
+               oauth_client_id = \"corral\"\noauth_client_secret_env_var = \"S\"\noauth_client_secret_file = \"/s\"\n\n\
+               [servers.key]\nurl = \"https://mcp.example.com/mcp\"\noauth_grant = \"client_credentials\"\n\
+               oauth_client_id = \"corral\"\noauth_client_auth = \"client_secret_post\"\n\
+               oauth_private_key_file = \"/key.pem\"\n\n\
+               [servers.both]\nurl = \"https://mcp.example.com/mcp\"\noauth_grant = \"client_credentials\"\n\
+               oauth_client_id = \"corral\"\nbearer_token_env_var = \"T\"\noauth_client_auth = \"private_key_jwt\"\n\
+               oauth_private_key_env_var = \"K\"\noauth_private_key_algorithm = \"HS256\"\n",
+        errors: &[
+            "config.toml:6:28: server `ci`, field `oauth_client_secret_file`: set only one of \
+             `oauth_client_secret_env_var` and `oauth_client_secret_file`",
+            "config.toml:12:21: server `key`, field `oauth_client_auth`: `client_secret_post` needs a client secret: \
+             `oauth_client_secret_file` or `oauth_client_secret_env_var`",
+            "config.toml:17:15: server `both`, field `oauth_grant`: cannot be combined with `bearer_token_env_var`: \
+             the grant's tokens would never be used; remove one",
+            "config.toml:22:31: server `both`, field `oauth_private_key_algorithm`: unknown value, expected one \
+             of `RS256`, `RS384`, `RS512`, `PS256`, `PS384`, `PS512`, `ES256`, `ES384`, `EdDSA`",
+        ],
+    },
+    ErrorCase {
+        name: "grant fields without a grant, and an unknown grant",
+        toml: "[servers.a]\nurl = \"https://mcp.example.com/mcp\"\noauth_assertion_file = \"/token\"\n\
+               oauth_client_auth = \"none\"\n\n[servers.b]\nurl = \"https://mcp.example.com/mcp\"\n\
+               oauth_grant = \"password\"\n",
+        errors: &[
+            "config.toml:3:24: server `a`, field `oauth_assertion_file`: only used with `oauth_grant` \
+             (`client_credentials`, `jwt_bearer`, `enterprise_managed`); without it the server logs in interactively \
+             (`corral login`)",
+            "config.toml:4:21: server `a`, field `oauth_client_auth`: only used with `oauth_grant` \
+             (`client_credentials`, `jwt_bearer`, `enterprise_managed`); without it the server logs in interactively \
+             (`corral login`)",
+            "config.toml:8:15: server `b`, field `oauth_grant`: unknown value, expected one of `client_credentials`, `jwt_bearer`, `enterprise_managed`",
+        ],
+    },
+    ErrorCase {
         name: "misspelt field, with a suggestion",
         toml: "[servers.fs]\ncomand = \"npx\"\n",
         errors: &[
@@ -513,6 +592,25 @@ env_http_headers = {{ X = "{SECRET}" }}
 [servers.other]
 url = "{SECRET}"
 oauth_resource = "ftp://{SECRET}"
+
+[servers.machine]
+url = "https://mcp.example.com/mcp"
+oauth_grant = "client_credentials"
+oauth_client_id = "corral"
+oauth_client_secret = "{SECRET}"
+oauth_private_key = "{SECRET}"
+oauth_assertion = "{SECRET}"
+oauth_id_token = "{SECRET}"
+oauth_idp_client_secret = "{SECRET}"
+oauth_idp_issuer = "{SECRET}"
+oauth_private_key_algorithm = "{SECRET}"
+oauth_private_key_file = "{SECRET}"
+
+[servers.workload]
+url = "https://mcp.example.com/mcp"
+oauth_grant = "jwt_bearer"
+oauth_assertion_env_var = "{SECRET}="
+oauth_client_secret_file = "{SECRET}"
 "#
     );
     let lines = error_lines(&text);
@@ -563,6 +661,54 @@ oauth_client_metadata_url = "https://corral.example/client.json"
 enabled = false
 startup_timeout_sec = 2.5
 tool_timeout_sec = 0.25
+
+[servers.ci]
+url = "https://mcp.example.com/mcp"
+oauth_grant = "client_credentials"
+oauth_client_id = "corral-ci"
+oauth_client_auth = "private_key_jwt"
+oauth_private_key_file = '@CWD@/ci-key.pem'
+oauth_private_key_algorithm = "ES256"
+
+[servers.ci-env]
+url = "https://mcp.example.com/mcp"
+oauth_grant = "client_credentials"
+oauth_client_id = "corral-ci"
+oauth_private_key_env_var = "CI_KEY"
+
+[servers.k8s]
+url = "https://mcp.example.com/mcp"
+oauth_grant = "jwt_bearer"
+oauth_assertion_file = '@CWD@/token'
+
+[servers.k8s-env]
+url = "https://mcp.example.com/mcp"
+oauth_grant = "jwt_bearer"
+oauth_client_id = "workload"
+oauth_client_secret_file = '@CWD@/workload-secret'
+oauth_assertion_env_var = "WORKLOAD_JWT"
+
+[servers.sso]
+url = "https://mcp.example.com/mcp"
+oauth_grant = "enterprise_managed"
+oauth_client_id = "corral"
+oauth_client_auth = "client_secret_post"
+oauth_client_secret_env_var = "AS_SECRET"
+oauth_idp_issuer = "https://idp.example.com"
+oauth_idp_token_endpoint = "https://idp.example.com/token"
+oauth_idp_client_id = "corral-at-idp"
+oauth_idp_client_secret_file = '@CWD@/idp-secret'
+oauth_id_token_file = '@CWD@/id-token'
+
+[servers.sso-env]
+url = "https://mcp.example.com/mcp"
+oauth_grant = "enterprise_managed"
+oauth_client_id = "corral"
+oauth_idp_issuer = "https://idp.example.com"
+oauth_idp_token_endpoint = "https://idp.example.com/token"
+oauth_idp_client_id = "corral-at-idp"
+oauth_idp_client_secret_env_var = "IDP_SECRET"
+oauth_id_token_env_var = "ID_TOKEN"
 "#;
 
 /// An absolute directory on this platform, for `cwd`.
@@ -595,7 +741,19 @@ fn server<'c>(config: &'c Config, name: &str) -> &'c ServerConfig {
 #[test]
 fn the_full_example_reads_every_field() {
     let config = parse_ok(&full_example());
-    assert_eq!(config.servers.keys().collect::<Vec<_>>(), ["filesystem", "linear"]);
+    assert_eq!(
+        config.servers.keys().collect::<Vec<_>>(),
+        [
+            "ci",
+            "ci-env",
+            "filesystem",
+            "k8s",
+            "k8s-env",
+            "linear",
+            "sso",
+            "sso-env"
+        ]
+    );
 
     let filesystem = server(&config, "filesystem");
     assert_eq!(filesystem.name, "filesystem");
@@ -642,6 +800,109 @@ fn the_full_example_reads_every_field() {
     assert_eq!(http.env_http_headers, string_map(&[("X-Api-Key", "LINEAR_API_KEY")]));
     assert_eq!(http.scopes, strings(&["read", "write"]));
     assert_eq!(http.oauth_resource.as_deref(), Some("https://mcp.linear.app"));
+    assert_eq!(http.oauth_grant, None);
+}
+
+/// The grant of server `name` of the full example.
+fn grant(config: &Config, name: &str) -> config::OAuthGrant {
+    let TransportConfig::StreamableHttp(http) = &server(config, name).transport else {
+        panic!("{name} should be streamable HTTP");
+    };
+    *http
+        .oauth_grant
+        .clone()
+        .unwrap_or_else(|| panic!("{name} has no grant"))
+}
+
+#[test]
+fn the_full_example_reads_every_grant() {
+    use config::{ClientAuth, JwtAlgorithm, OAuthGrant, SecretMethod, SecretSource};
+    let config = parse_ok(&full_example());
+    let file = |name: &str| SecretSource::File(absolute_dir().join(name));
+    let env = |name: &str| SecretSource::EnvVar(name.to_owned());
+
+    let OAuthGrant::ClientCredentials { client_id, auth } = grant(&config, "ci") else {
+        panic!("ci: client_credentials");
+    };
+    assert_eq!(client_id, "corral-ci");
+    assert_eq!(
+        auth,
+        ClientAuth::PrivateKeyJwt {
+            key: file("ci-key.pem"),
+            algorithm: JwtAlgorithm::Es256
+        }
+    );
+    let OAuthGrant::ClientCredentials { auth, .. } = grant(&config, "ci-env") else {
+        panic!("ci-env: client_credentials");
+    };
+    assert_eq!(
+        auth,
+        ClientAuth::PrivateKeyJwt {
+            key: env("CI_KEY"),
+            algorithm: JwtAlgorithm::Rs256
+        },
+        "a key alone means private_key_jwt, RS256 by default"
+    );
+
+    let OAuthGrant::JwtBearer {
+        client_id,
+        assertion,
+        auth,
+    } = grant(&config, "k8s")
+    else {
+        panic!("k8s: jwt_bearer");
+    };
+    assert_eq!((client_id, assertion, auth), (None, file("token"), ClientAuth::None));
+    let OAuthGrant::JwtBearer {
+        client_id,
+        assertion,
+        auth,
+    } = grant(&config, "k8s-env")
+    else {
+        panic!("k8s-env: jwt_bearer");
+    };
+    assert_eq!(client_id.as_deref(), Some("workload"));
+    assert_eq!(assertion, env("WORKLOAD_JWT"));
+    assert_eq!(
+        auth,
+        ClientAuth::Secret {
+            secret: file("workload-secret"),
+            method: None
+        },
+        "a secret alone: the method follows the authorization server's metadata"
+    );
+
+    let OAuthGrant::EnterpriseManaged {
+        client_id,
+        auth,
+        idp,
+        id_token,
+    } = grant(&config, "sso")
+    else {
+        panic!("sso: enterprise_managed");
+    };
+    assert_eq!(client_id, "corral");
+    assert_eq!(
+        auth,
+        ClientAuth::Secret {
+            secret: env("AS_SECRET"),
+            method: Some(SecretMethod::Post)
+        }
+    );
+    assert_eq!(idp.issuer, "https://idp.example.com");
+    assert_eq!(idp.token_endpoint, "https://idp.example.com/token");
+    assert_eq!(idp.client_id, "corral-at-idp");
+    assert_eq!(idp.client_secret, Some(file("idp-secret")));
+    assert_eq!(id_token, file("id-token"));
+    let OAuthGrant::EnterpriseManaged {
+        auth, idp, id_token, ..
+    } = grant(&config, "sso-env")
+    else {
+        panic!("sso-env: enterprise_managed");
+    };
+    assert_eq!(auth, ClientAuth::None, "no secret: a public client");
+    assert_eq!(idp.client_secret, Some(env("IDP_SECRET")));
+    assert_eq!(id_token, env("ID_TOKEN"));
 }
 
 #[test]

@@ -53,6 +53,14 @@ pub(crate) use admission::open_file_limit;
 use admission::{Admission, ConnectionGuard, Gate};
 pub(crate) use connection::HungUp;
 
+/// Step-ups at a server's start (403 `insufficient_scope` on its `tools/list`): the step-up of a
+/// `tools/call`, driven by the status notifications; a task of the daemon until `shutdown`.
+pub(crate) fn spawn_step_ups_at_start(context: &Arc<DaemonContext>, shutdown: CancellationToken) {
+    context
+        .tasks
+        .spawn(handlers::auth::step_up_at_start(context.clone(), shutdown));
+}
+
 /// At most one log line per this interval about refused connections (and
 /// failed accepts), with the count since the last one.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);

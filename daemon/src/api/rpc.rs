@@ -49,6 +49,25 @@ pub(crate) fn login_error(name: &str, error: &LoginError) -> ErrorObjectOwned {
                 "`{name}` sets `Authorization` in its config (bearer_token_env_var or a header): stored OAuth credentials would not be used"
             ),
         ),
+        LoginError::MachineGrant(grant) => rpc_error(
+            ErrorCode::InvalidRequest,
+            format!(
+                "`{name}` gets its tokens with the {grant} grant (oauth_grant), without a login: when its grant \
+                 fails, fix what the server's error names and run `corral restart {name}`"
+            ),
+        ),
+        LoginError::NoBrowser(scopes) => rpc_error(
+            ErrorCode::InvalidRequest,
+            match scopes {
+                Some(scopes) => format!(
+                    "corrald has no `oauth_opener` and no display to open a browser on: run `corral login {name}`, \
+                     which asks for scopes `{scopes}`"
+                ),
+                None => format!(
+                    "corrald has no `oauth_opener` and no display to open a browser on: run `corral login {name}`"
+                ),
+            },
+        ),
         LoginError::NoCredentialStore => failed("no credential store"),
         // The server's metadata broke the protocol's rules: said as a failure reason.
         LoginError::UnsafeAuthorizationUrl(unsafe_url) => ErrorObjectOwned::owned(

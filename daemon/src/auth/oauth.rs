@@ -11,8 +11,11 @@
 //! last two by rmcp), and what the daemon does with the outcome.
 //!
 //! A login ([`start_login`]): bind the callback listener (hyper; 127.0.0.1 on a free port
-//! unless `oauth_callback_url` / `oauth_callback_port` say otherwise), probe the server once
-//! for its 401 challenge, let rmcp discover, register and build the PKCE authorization URL,
+//! unless `oauth_callback_url` / `oauth_callback_port` say otherwise), take the server's last
+//! challenge (noted when a request got 401 or 403, `credentials::Challenge`) or else probe the
+//! server once for its 401 challenge, let rmcp discover (from that challenge's
+//! `resource_metadata`: after the server names a new authorization server, the login registers
+//! there), register and build the PKCE authorization URL,
 //! check that URL ([`check_authorization_url`]: `https`, or `http` to a loopback host;
 //! anything else is a `protocolError` and no opener runs), hand it to the opener, and leave a
 //! task waiting for the redirect. The opener is the configured command (the URL as its last
@@ -177,8 +180,14 @@ pub async fn probe_challenge(url: &str) -> Option<String> {
     challenge.to_str().ok().map(str::to_owned)
 }
 
-/// The client secret of a pre-registered client, from the environment variable the config names.
+/// The client secret of a pre-registered client, from the environment variable or the file the
+/// config names.
 fn client_secret(http: &HttpConfig) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &http.oauth_client_secret_file {
+        let source = corral_protocol::config::SecretSource::File(path.clone());
+        let secret = super::grants::read_secret(&source, "oauth_client_secret")?;
+        return Ok(Some(secret.expose().to_owned()));
+    }
     let Some(variable) = &http.oauth_client_secret_env_var else {
         return Ok(None);
     };
@@ -206,7 +215,11 @@ pub async fn start_login(
     let LoginTarget { name, http, store } = target;
     let secret = client_secret(&http)?;
     let callback = bind_callback(settings).await?;
-    let challenge = probe_challenge(&http.url).await;
+    // The challenge the server last sent (its scope, its `resource_metadata`), else a probe's.
+    let challenge = match store.challenge().and_then(|challenge| challenge.header) {
+        Some(header) => Some(header),
+        None => probe_challenge(&http.url).await,
+    };
     let (key, store) = match dpop_for_login(&http.url, challenge.as_deref(), &store).await? {
         Some(key) => {
             tracing::info!(server = %name, thumbprint = key.thumbprint(), "OAuth login with DPoP-bound tokens");
@@ -641,7 +654,9 @@ fn open_in_system_browser(url: &str, _server: &str) -> anyhow::Result<()> {
 }
 
 /// The OAuth-managed HTTP client for a server with stored credentials, or `None` when it has
-/// none (then the plain client goes out unauthenticated and a 401 says a login is needed).
+/// none, or none rmcp kept (then the plain client goes out unauthenticated and a 401 says a login
+/// is needed): stored credentials bound to another authorization server than the one the
+/// server's protected-resource metadata names now are deleted unused.
 ///
 /// One per server run, cloned into every transport of that run, so every request shares one
 /// `AuthorizationManager` behind one mutex: concurrent requests that find the token expired
@@ -664,11 +679,20 @@ pub(crate) async fn auth_client(
         .await
         .context("cannot prepare OAuth")?;
     manager.set_credential_store(store.clone());
+    // rmcp discards credentials bound to an issuer other than the one the server's metadata names
+    // now (SEP-2352): they are never sent to the new authorization server.
+    let stored_issuer = store.load_record().await?.and_then(|record| record.credentials.issuer);
     let restored = manager
         .initialize_from_store()
         .await
         .map_err(|error| anyhow::anyhow!("cannot use the stored OAuth credentials: {error}"))?;
     if !restored {
+        if stored_issuer.is_some() && store.state().await? == CredentialState::Missing {
+            tracing::warn!(
+                server = %store.server(),
+                "the server names another authorization server now; the credentials of the former one were deleted, a new login registers there"
+            );
+        }
         return Ok(None);
     }
     if let (Some(client_id), Some(secret)) = (&http.oauth_client_id, client_secret(http)?) {

@@ -8,7 +8,13 @@
 //! that the API words (`api::rpc`), and they never carry a token, a code or a URL's path or query
 //! (rmcp's messages quote the URLs they fetched: every message from below is cut with
 //! [`redact_urls`]); one login per server at a time (a new one cancels the one waiting); at most
-//! [`MAX_STEP_UPS`] step-up logins per server within [`STEP_UP_WINDOW`]. This room never names the
+//! [`MAX_STEP_UPS`] step-up logins per server within [`STEP_UP_WINDOW`], and a step-up opens no
+//! browser where there is none to open ([`Auth::opens_browser_unasked`]). A login's scopes: the
+//! explicit ones, else a step-up's (the server's last challenge, remembered in the credential
+//! store, was a 403 `insufficient_scope`: the scopes granted so far and the challenge's), else
+//! the configured ones, else the last 401 challenge's (rmcp, seeded with that challenge, which
+//! also points discovery at the server's current authorization server). A server with a grant
+//! for machines (`oauth_grant`) has no login. This room never names the
 //! supervisor, the server tasks, the API or the config reloader: the caller hands in the server's
 //! config and restarts the server after a login or a logout.
 //!
@@ -33,7 +39,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::credentials::{Credentials, ServerCredentialStore};
+use super::credentials::{Challenge, Credentials, ServerCredentialStore};
 use super::oauth::{
     self, DiscoveryCache, LoginTarget, OAuthSettings, UnsafeAuthorizationUrl, explicit_authorization, redact_urls,
 };
@@ -75,10 +81,16 @@ pub enum LoginError {
     NotHttp,
     /// The server's config sets `Authorization` itself: stored credentials would not be used.
     ExplicitAuthorization,
+    /// The server gets its tokens with a grant for machines (`oauth_grant`, named here): there is
+    /// nothing to log in to.
+    MachineGrant(&'static str),
     /// The daemon has no credential store to keep the tokens in.
     NoCredentialStore,
     /// The server's metadata led to an authorization URL Corral does not open (a protocol error).
     UnsafeAuthorizationUrl(UnsafeAuthorizationUrl),
+    /// A step-up nobody asked for would open a browser, and there is none to open: no
+    /// `oauth_opener` and no display. The scopes the login would ask for, if known.
+    NoBrowser(Option<String>),
     /// Anything else (callback listener, discovery, registration): why, with URLs cut to their
     /// origin.
     Failed(String),
@@ -107,17 +119,22 @@ pub struct StartedLogin {
     auth: Arc<Auth>,
     name: String,
     id: u64,
+    store: ServerCredentialStore,
 }
 
 impl StartedLogin {
     /// Wait until the login ended (the browser came back, it failed, it timed out, or a new login
-    /// or the daemon's shutdown cancelled it). `Err` says why it failed, without secrets.
+    /// or the daemon's shutdown cancelled it). `Err` says why it failed, without secrets. A
+    /// success answers the server's last challenge: it is forgotten.
     pub async fn finished(self) -> Result<(), String> {
         let outcome = self
             .outcome
             .await
             .unwrap_or_else(|_| Err("the login task ended unexpectedly".to_owned()));
         self.auth.logins.end(&self.name, self.id);
+        if outcome.is_ok() {
+            self.store.forget_challenge();
+        }
         outcome
     }
 }
@@ -189,6 +206,8 @@ impl Auth {
             let auth = self.clone();
             tasks.spawn(async move {
                 let result = match store {
+                    // A grant for machines gets its OAuth tokens by itself: never a login.
+                    _ if http.oauth_grant.is_some() && !explicit => Ok(AuthStatus::OAuth),
                     Some(store) => oauth::auth_status(&http, explicit, asked_for_login, &store, &auth.discovered).await,
                     None if explicit => Ok(AuthStatus::BearerToken),
                     None => Ok(AuthStatus::Unsupported),
@@ -220,13 +239,22 @@ impl Auth {
         if explicit_authorization(config) {
             return Err(LoginError::ExplicitAuthorization);
         }
+        if let Some(grant) = &http.oauth_grant {
+            return Err(LoginError::MachineGrant(grant.name()));
+        }
         let Some(store) = self.store(name, http) else {
             return Err(LoginError::NoCredentialStore);
+        };
+        // Explicit scopes win; else a step-up's (the last challenge was a 403
+        // `insufficient_scope`); else the configured ones, then the 401 challenge's (rmcp).
+        let scopes = match scopes.filter(|scopes| !scopes.is_empty()) {
+            Some(explicit) => Some(explicit),
+            None => step_up_scopes(&store, http).await,
         };
         let target = LoginTarget {
             name: name.clone(),
             http: http.clone(),
-            store,
+            store: store.clone(),
         };
         let (id, token) = self.logins.begin(name, &self.shutdown);
         match oauth::start_login(target, scopes, &self.settings, token, &self.tasks).await {
@@ -236,6 +264,7 @@ impl Auth {
                 auth: self.clone(),
                 name: name.clone(),
                 id,
+                store,
             }),
             Err(error) => {
                 self.logins.end(name, id);
@@ -254,26 +283,40 @@ impl Auth {
         self.step_ups.admit(name, Instant::now())
     }
 
-    /// Start the re-authorization of a step-up (after [`Auth::allow_step_up`]): a login asking
-    /// for the scopes granted so far plus the `required` ones (space-separated, as the challenge
-    /// says them).
-    pub async fn step_up(self: &Arc<Self>, config: &ServerConfig, required: &str) -> Result<StartedLogin, LoginError> {
+    /// Whether corrald may open a browser nobody asked for (a step-up): with an `oauth_opener`,
+    /// on macOS and Windows, and elsewhere only with a display (`DISPLAY` or `WAYLAND_DISPLAY`):
+    /// a headless `xdg-open` may start a text browser nobody sees.
+    pub fn opens_browser_unasked(&self) -> bool {
+        opens_browser_unasked(self.settings.opener.is_some(), |variable| std::env::var_os(variable))
+    }
+
+    /// Start the re-authorization of a step-up (after [`Auth::allow_step_up`]) of a server whose
+    /// request got 403 `insufficient_scope` asking for `required` (space-separated, as the
+    /// challenge says them; `None`: the server task noted the challenge already): a login asking
+    /// for the scopes granted so far plus the required ones. Without a browser to open
+    /// ([`Auth::opens_browser_unasked`]) it only remembers them for `corral login`.
+    pub async fn step_up(
+        self: &Arc<Self>,
+        config: &ServerConfig,
+        required: Option<&str>,
+    ) -> Result<StartedLogin, LoginError> {
         let name = &config.name;
-        let mut scopes: Vec<String> = Vec::new();
-        if let TransportConfig::StreamableHttp(http) = &config.transport
-            && let Some(store) = self.store(name, http)
-            && let Ok(Some(record)) = store.load_record().await
-        {
-            scopes.extend(record.credentials.granted_scopes.iter().cloned());
+        let TransportConfig::StreamableHttp(http) = &config.transport else {
+            return Err(LoginError::NotHttp);
+        };
+        let store = self.store(name, http);
+        if let (Some(store), Some(required)) = (&store, required) {
+            store.note_challenge(Challenge::insufficient_scope(required));
         }
-        for scope in required.split_whitespace() {
-            if !scopes.iter().any(|known| known == scope) {
-                scopes.push(scope.to_owned());
-            }
+        if !self.opens_browser_unasked() {
+            let scopes = match &store {
+                Some(store) => step_up_scopes(store, http).await.map(|scopes| scopes.join(" ")),
+                None => required.map(str::to_owned),
+            };
+            return Err(LoginError::NoBrowser(scopes));
         }
         tracing::info!(server = %name, required, "insufficient scope; starting a step-up authorization");
-        self.start_login(config, Some(scopes).filter(|scopes| !scopes.is_empty()))
-            .await
+        self.start_login(config, None).await
     }
 
     /// Delete the stored credentials of the server `config` describes, under its refresh guard
@@ -301,6 +344,33 @@ impl Auth {
             _refresh_guard: guard,
         }))
     }
+}
+
+/// [`Auth::opens_browser_unasked`], given whether an opener is configured and the environment.
+fn opens_browser_unasked(opener: bool, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    if opener || cfg!(any(target_os = "macos", windows)) {
+        return true;
+    }
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|variable| env(variable).is_some_and(|value| !value.is_empty()))
+}
+
+/// The scopes of a step-up login of the server `store` belongs to, when its last challenge was a
+/// 403 `insufficient_scope`: the scopes granted so far (else the configured ones) and the
+/// challenge's (SEP-2350's union: a challenge may name only the missing scope).
+async fn step_up_scopes(store: &ServerCredentialStore, http: &HttpConfig) -> Option<Vec<String>> {
+    let challenge = store.challenge().filter(|challenge| challenge.insufficient_scope)?;
+    let mut scopes = match store.load_record().await {
+        Ok(Some(record)) if !record.credentials.granted_scopes.is_empty() => record.credentials.granted_scopes,
+        _ => http.scopes.clone(),
+    };
+    for scope in challenge.scope.iter().flat_map(|scope| scope.split_whitespace()) {
+        if !scopes.iter().any(|known| known == scope) {
+            scopes.push(scope.to_owned());
+        }
+    }
+    Some(scopes).filter(|scopes| !scopes.is_empty())
 }
 
 /// Logins in progress, by server: cancelling one ends its wait.
@@ -387,6 +457,82 @@ mod tests {
             "the second one is still in it"
         );
         assert_eq!(step_ups.admit("a", start + Duration::from_secs(601)), Ok(()));
+    }
+
+    #[test]
+    #[cfg(not(any(target_os = "macos", windows)))]
+    fn a_step_up_opens_a_browser_only_with_an_opener_or_a_display() {
+        let none = |_: &str| None;
+        let display = |variable: &str| (variable == "DISPLAY").then(|| ":0".into());
+        let wayland = |variable: &str| (variable == "WAYLAND_DISPLAY").then(|| "wayland-0".into());
+        let blank = |_: &str| Some(std::ffi::OsString::new());
+        assert!(!opens_browser_unasked(false, none), "headless, no opener");
+        assert!(!opens_browser_unasked(false, blank), "an empty DISPLAY is none");
+        assert!(opens_browser_unasked(true, none), "the configured opener");
+        assert!(opens_browser_unasked(false, display));
+        assert!(opens_browser_unasked(false, wayland));
+    }
+
+    #[tokio::test]
+    async fn a_step_up_asks_for_the_scopes_granted_so_far_and_the_challenged_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = crate::auth::credentials::FileBackend::new(dir.path().join("credentials.json"));
+        let status = corral_protocol::messages::CredentialsStoreStatus::new(
+            "file",
+            corral_protocol::messages::CredentialsBackend::File,
+            "test",
+        );
+        let credentials = Credentials::from_backend(crate::auth::credentials::Backend::File(backend), status);
+        let config = corral_protocol::config::parse(
+            "[servers.s]\nurl = \"http://127.0.0.1:9/mcp\"\nscopes = [\"configured\"]\n",
+            std::path::Path::new("c.toml"),
+        )
+        .expect("config");
+        let TransportConfig::StreamableHttp(http) = &config.servers["s"].transport else {
+            panic!("http");
+        };
+        let store = credentials.for_server("s", &http.url);
+        assert_eq!(step_up_scopes(&store, http).await, None, "no challenge: not a step-up");
+        store.note_challenge(Challenge::from_header(
+            "Bearer scope=\"mcp:basic\", resource_metadata=\"http://127.0.0.1:9/.well-known/oauth-protected-resource\"",
+            &http.url,
+        ));
+        assert_eq!(
+            step_up_scopes(&store, http).await,
+            None,
+            "a 401's challenge is no step-up"
+        );
+        store.note_challenge(Challenge::from_header(
+            "Bearer error=\"insufficient_scope\", scope=\"mcp:write\"",
+            &http.url,
+        ));
+        assert_eq!(
+            step_up_scopes(&store, http).await,
+            Some(vec!["configured".to_owned(), "mcp:write".to_owned()]),
+            "nothing granted yet: the configured scopes and the challenged one"
+        );
+        let granted: rmcp::transport::auth::StoredCredentials = serde_json::from_value(serde_json::json!({
+            "client_id": "c",
+            "token_response": { "access_token": "a", "token_type": "Bearer", "expires_in": 3600 },
+            "granted_scopes": ["mcp:basic", "mcp:write"],
+            "token_received_at": crate::auth::credentials::now_epoch_secs(),
+        }))
+        .expect("credentials");
+        rmcp::transport::auth::CredentialStore::save(&store, granted)
+            .await
+            .expect("save");
+        store.note_challenge(Challenge::insufficient_scope("mcp:admin mcp:write"));
+        assert_eq!(
+            step_up_scopes(&store, http).await,
+            Some(vec![
+                "mcp:basic".to_owned(),
+                "mcp:write".to_owned(),
+                "mcp:admin".to_owned()
+            ]),
+            "the union, each scope once (SEP-2350)"
+        );
+        store.forget_challenge();
+        assert_eq!(step_up_scopes(&store, http).await, None, "a login answered it");
     }
 
     #[test]

@@ -258,7 +258,7 @@ pub(crate) fn advice(server: &str, not_available: &NotAvailable) -> String {
             Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired),
         ) => format!("log in with `corral login {server}`; it starts again by itself after the login"),
         (ServerStatus::Failed, Some(FailureReason::InsufficientScope)) => {
-            format!("log in with the scopes it needs: `corral login {server} --scopes ...`")
+            format!("log in again with `corral login {server}`, which asks for the scope the server named")
         }
         (ServerStatus::Failed, Some(FailureReason::ConfigInvalid)) => {
             "fix its entry in the config file (`corral config check` says where); corral reloads it by itself"

@@ -28,6 +28,9 @@ pub(crate) struct HttpFailure {
     pub(crate) retryable: bool,
     /// The server answered 404 to a request carrying a session id.
     pub(crate) session_expired: bool,
+    /// The `WWW-Authenticate` challenge of a 401 or a 403 `insufficient_scope`, as the server
+    /// sent it: what the next login asks for (never shown: it may name URLs).
+    pub(crate) challenge: Option<String>,
 }
 
 impl HttpFailure {
@@ -37,6 +40,7 @@ impl HttpFailure {
             message: message.into(),
             retryable: false,
             session_expired: false,
+            challenge: None,
         }
     }
 
@@ -55,10 +59,12 @@ pub(crate) fn classify_initialize(error: &ClientInitializeError) -> HttpFailure 
 fn classify_start(error: &ClientInitializeError, step: &str) -> HttpFailure {
     // rmcp nests the 401 (or a manager's "authorization required") inside the transport error.
     if error.is_authorization_required() && !matches!(classify_any(error), Some(FailureReason::InsufficientScope)) {
-        return HttpFailure::new(
+        let mut failure = HttpFailure::new(
             FailureReason::AuthenticationRequired,
             "initialize failed: the server requires authentication (HTTP 401)",
         );
+        failure.challenge = challenge_of_start(error);
+        return failure;
     }
     match error {
         ClientInitializeError::TransportError { error, .. } => {
@@ -81,6 +87,15 @@ fn classify_start(error: &ClientInitializeError, step: &str) -> HttpFailure {
         )
         .retryable(),
         other => HttpFailure::new(FailureReason::ProtocolError, format!("initialize failed: {other}")),
+    }
+}
+
+/// The challenge of an initialize failure's transport error, if it has one.
+fn challenge_of_start(error: &ClientInitializeError) -> Option<String> {
+    match error {
+        ClientInitializeError::TransportError { error, .. } => classify_transport(error.error.as_ref()).challenge,
+        ClientInitializeError::LegacyFallbackFailed { fallback, .. } => challenge_of_start(fallback),
+        _ => None,
     }
 }
 
@@ -147,22 +162,31 @@ fn classify_transport(error: &(dyn std::error::Error + Send + Sync + 'static)) -
     match error {
         StreamableHttpError::Client(error) => classify_reqwest(error),
         StreamableHttpError::HttpStatus(status) => status_failure(status.status),
-        StreamableHttpError::AuthRequired(_) => HttpFailure::new(
-            FailureReason::AuthenticationRequired,
-            "the server requires authentication (HTTP 401)",
-        ),
-        StreamableHttpError::InsufficientScope(scope) => HttpFailure::new(
-            FailureReason::InsufficientScope,
-            match &scope.required_scope {
-                Some(required) => format!("the credentials lack a required scope (HTTP 403; required: {required})"),
-                None => "the credentials lack a required scope (HTTP 403)".to_owned(),
-            },
-        ),
+        StreamableHttpError::AuthRequired(challenge) => HttpFailure {
+            challenge: Some(challenge.www_authenticate_header.clone()).filter(|header| !header.is_empty()),
+            ..HttpFailure::new(
+                FailureReason::AuthenticationRequired,
+                "the server requires authentication (HTTP 401)",
+            )
+        },
+        StreamableHttpError::InsufficientScope(scope) => HttpFailure {
+            challenge: Some(scope.www_authenticate_header.clone()).filter(|header| !header.is_empty()),
+            ..HttpFailure::new(
+                FailureReason::InsufficientScope,
+                match &scope.required_scope {
+                    Some(required) => {
+                        format!("the credentials lack a required scope (HTTP 403; required: {required})")
+                    }
+                    None => "the credentials lack a required scope (HTTP 403)".to_owned(),
+                },
+            )
+        },
         StreamableHttpError::SessionExpired => HttpFailure {
-            reason: FailureReason::ProtocolError,
-            message: "the server no longer knows the session (HTTP 404)".to_owned(),
-            retryable: false,
             session_expired: true,
+            ..HttpFailure::new(
+                FailureReason::ProtocolError,
+                "the server no longer knows the session (HTTP 404)",
+            )
         },
         StreamableHttpError::UnexpectedServerResponse(text) => match parse_status(text) {
             Some(status) => status_failure(status),
@@ -201,6 +225,8 @@ fn classify_auth(error: &rmcp::transport::auth::AuthError) -> HttpFailure {
             format!("refreshing the OAuth token failed: {why}"),
         )
         .retryable(),
+        // A grant for machines (`auth::grants`) that yielded no token: its sentence says why.
+        AuthError::ClientCredentialsError(why) => HttpFailure::new(FailureReason::AuthenticationRequired, why.clone()),
         AuthError::CredentialStoreError(why) => HttpFailure::new(
             FailureReason::ConfigInvalid,
             format!("cannot read the stored OAuth credentials: {why}"),

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_protocol::config::{HttpConfig, ServerConfig, StdioConfig, TransportConfig};
+use corral_protocol::config::{HttpConfig, OAuthGrant, ServerConfig, StdioConfig, TransportConfig};
 use corral_protocol::{
     DaemonNotification, FailureReason, ServerInfo, ServerStatus, StartupStatusUpdated, ToolsListChanged,
 };
@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::credentials::{CredentialState, Credentials};
+use crate::auth::credentials::{Challenge, CredentialState, Credentials, ServerCredentialStore};
+use crate::auth::grants::GrantTokens;
 use crate::hub::Hub;
 use crate::hub::roots::ClientRoots;
 use crate::mcp::classify::HttpFailure;
@@ -357,6 +358,7 @@ impl ServerTask {
                     .with_client_roots(client_roots.clone())
             }),
             had_credentials,
+            grant: config.oauth_grant.as_deref().map(OAuthGrant::name),
             startup_timeout: self.config.startup_timeout,
         });
         let outcome = tokio::select! {
@@ -396,6 +398,16 @@ impl ServerTask {
             }
             _ => None,
         };
+        if let (Some(grant), HttpBackend::Plain(client)) = (config.oauth_grant.as_deref(), &backend)
+            && !prepared.has_explicit_authorization()
+        {
+            let source = self.grant_tokens(config, grant, store).await?;
+            let backend = HttpBackend::Token(http::TokenClient {
+                inner: client.clone(),
+                source,
+            });
+            return Ok((backend, prepared, true));
+        }
         let (store, client) = match (store, backend) {
             (Some(store), HttpBackend::Plain(client)) => (store, client),
             (_, backend) => return Ok((backend, prepared, false)),
@@ -410,7 +422,12 @@ impl ServerTask {
                 let restore = crate::auth::oauth::auth_client(config, &store, client.clone());
                 match tokio::time::timeout(self.config.startup_timeout, restore).await {
                     Ok(Ok(Some(backend))) => Ok((backend, prepared, true)),
-                    Ok(Ok(None)) => Ok((HttpBackend::Plain(client), prepared, true)),
+                    Ok(Ok(None)) => {
+                        // What rmcp kept but cannot use asks for a login again; what it deleted
+                        // (bound to a former authorization server) for a first one.
+                        let kept = !matches!(store.state().await, Ok(CredentialState::Missing));
+                        Ok((HttpBackend::Plain(client), prepared, kept))
+                    }
                     Ok(Err(error)) => Err(HttpFailure::new(FailureReason::Unreachable, format!("{error:#}"))),
                     Err(_) => Err(HttpFailure::new(
                         FailureReason::StartupTimeout,
@@ -421,9 +438,49 @@ impl ServerTask {
         }
     }
 
-    /// Report a failed start of a streamable-HTTP server.
+    /// The token source of a server with a grant for machines, holding its first token: a grant
+    /// that fails fails the start, with the grant's own words (within `startup_timeout_sec`).
+    async fn grant_tokens(
+        &self,
+        config: &HttpConfig,
+        grant: &OAuthGrant,
+        store: Option<ServerCredentialStore>,
+    ) -> Result<Arc<dyn http::TokenSource>, HttpFailure> {
+        let tokens = GrantTokens::new(&self.name, config, grant.clone(), store)
+            .map_err(|error| HttpFailure::new(error.reason, error.message))?;
+        match tokio::time::timeout(self.config.startup_timeout, tokens.token()).await {
+            Ok(Ok(_)) => Ok(Arc::new(tokens)),
+            Ok(Err(error)) => Err(HttpFailure::new(error.reason, error.message)),
+            Err(_) => Err(HttpFailure::new(
+                FailureReason::StartupTimeout,
+                format!("the {} grant did not finish within startup_timeout_sec", grant.name()),
+            )),
+        }
+    }
+
+    /// Report a failed start of a streamable-HTTP server. The challenge of a 401 or a 403
+    /// `insufficient_scope` is noted for the next login, which asks for its scope; a missing
+    /// scope says how to get it (a step-up may already have started, `api::handlers::auth`).
     fn http_failed(&self, failure: HttpFailure) -> RunEnd {
-        let HttpFailure { reason, message, .. } = failure;
+        let HttpFailure {
+            reason,
+            mut message,
+            challenge,
+            ..
+        } = failure;
+        if let (Some(challenge), Some(credentials), TransportConfig::StreamableHttp(http)) =
+            (challenge, &self.credentials, &self.config.transport)
+        {
+            credentials
+                .for_server(&self.name, &http.url)
+                .note_challenge(Challenge::from_header(&challenge, &http.url));
+        }
+        if reason == FailureReason::InsufficientScope {
+            message.push_str(&format!(
+                "; `corral login {}` asks for it with the scopes granted so far",
+                self.name
+            ));
+        }
         self.fail(reason, format!("`{}`: {message}", self.name));
         RunEnd::StartupFailed
     }

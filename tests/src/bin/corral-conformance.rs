@@ -3,7 +3,9 @@
 //!
 //! The harness appends the server URL as the last argument and names the scenario in
 //! `MCP_CONFORMANCE_SCENARIO` (credentials, if any, in `MCP_CONFORMANCE_CONTEXT`). This program
-//! runs a real corrald with one streamable-HTTP server entry for that URL, and drives it like a
+//! runs a real corrald with one streamable-HTTP server entry for that URL (for the scenarios of
+//! the grants for machines, with `oauth_grant` and the context's client, its secret in the
+//! environment and its key, workload JWT or ID token in files), and drives it like a
 //! front-end would: when the server needs a login, `mcpServer/oauthLogin` with
 //! `tests/peers/follow_url.py` as the opener (the harness's authorization server approves at
 //! once); once the server is `ready`, it calls tools through corrald as the scenario expects:
@@ -16,7 +18,8 @@
 //! (`sep-2640-client-*`) it lists the server's skills and, except in the one that checks that
 //! nothing is fetched ahead of need, loads each (`skills/read`: corrald verifies it against
 //! its entry) and reads its other files once it verified. Exit status 0 when the server
-//! became ready and the calls the scenario grades succeeded.
+//! became ready, the calls the scenario grades succeeded, and none of the secrets the scenario
+//! handed over appears in corrald's log (at `CORRAL_LOG=trace`).
 //!
 //! In the DPoP scenarios (`auth/dpop*`) corrald is then stopped and started again over the same
 //! data directory, and the server must become ready without a login and answer the calls
@@ -67,7 +70,12 @@ async fn run(url: &str, scenario: &str, context: &Value) -> Result<(), String> {
         "[servers.{NAME}]\nurl = {}\nstartup_timeout_sec = 15\n",
         toml_string(url)
     );
-    if let Some(client_id) = context["client_id"].as_str() {
+    // The secrets of the grants for machines go to files (and one to the environment), as an
+    // operator would keep them; the directory lives as long as the daemon.
+    let secrets = tempfile::tempdir().map_err(|error| format!("cannot make a directory for secrets: {error}"))?;
+    if let Some(grant) = grant_config(scenario, context, secrets.path())? {
+        server.push_str(&grant);
+    } else if let Some(client_id) = context["client_id"].as_str() {
         server.push_str(&format!("oauth_client_id = {}\n", toml_string(client_id)));
         if context["client_secret"].is_string() {
             server.push_str("oauth_client_secret_env_var = \"CORRAL_CONFORMANCE_CLIENT_SECRET\"\n");
@@ -81,14 +89,18 @@ async fn run(url: &str, scenario: &str, context: &Value) -> Result<(), String> {
     let start = || {
         let mut builder = TestDaemon::builder()
             .config(&config)
-            .env("CORRAL_DATA_DIR", data.path());
+            .env("CORRAL_DATA_DIR", data.path())
+            // Everything it can log, so that the check of secrets sees every line.
+            .env("CORRAL_LOG", "trace");
         if let Some(secret) = context["client_secret"].as_str() {
             builder = builder.env("CORRAL_CONFORMANCE_CLIENT_SECRET", secret);
         }
         builder.start()
     };
     let daemon = start();
-    let outcome = drive(&daemon, scenario, context, true).await;
+    let outcome = drive(&daemon, scenario, context, true)
+        .await
+        .and_then(|()| secrets_not_logged(&daemon.stderr(), context));
     if outcome.is_err() || !scenario.starts_with("auth/dpop") {
         if outcome.is_err() {
             eprintln!("corrald's log:\n{}", daemon.stderr());
@@ -99,11 +111,79 @@ async fn run(url: &str, scenario: &str, context: &Value) -> Result<(), String> {
     let daemon = start();
     let outcome = drive(&daemon, scenario, context, false)
         .await
+        .and_then(|()| secrets_not_logged(&daemon.stderr(), context))
         .map_err(|error| format!("after a restart of corrald: {error}"));
     if outcome.is_err() {
         eprintln!("corrald's log after the restart:\n{}", daemon.stderr());
     }
     outcome
+}
+
+/// No secret the scenario handed over (client secret, private key, workload JWT, ID token) in
+/// corrald's log.
+fn secrets_not_logged(log: &str, context: &Value) -> Result<(), String> {
+    for key in ["client_secret", "private_key_pem", "valid_jwt", "idp_id_token"] {
+        let Some(secret) = context[key].as_str() else {
+            continue;
+        };
+        // A PEM key by its base64 lines, which are what would leak.
+        let leaked = secret
+            .lines()
+            .filter(|line| !line.starts_with("-----") && line.len() >= 16)
+            .any(|line| log.contains(line));
+        if leaked {
+            return Err(format!("the scenario's `{key}` appears in corrald's log"));
+        }
+    }
+    Ok(())
+}
+
+/// The `oauth_grant` lines of the scenarios of the grants for machines (the context carries the
+/// client and its secret, key, workload JWT or ID token), with the secrets written to files in
+/// `secrets`; `None` for the other scenarios.
+fn grant_config(scenario: &str, context: &Value, secrets: &std::path::Path) -> Result<Option<String>, String> {
+    let text = |key: &str| {
+        context[key]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the scenario's context has no `{key}`"))
+    };
+    let file = |name: &str, key: &str| -> Result<String, String> {
+        let path = secrets.join(name);
+        std::fs::write(&path, text(key)?).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        Ok(toml_string(&path.display().to_string()))
+    };
+    let lines = match scenario {
+        "auth/client-credentials-jwt" => format!(
+            "oauth_grant = \"client_credentials\"\noauth_client_id = {}\noauth_private_key_file = {}\n\
+             oauth_private_key_algorithm = {}\n",
+            toml_string(&text("client_id")?),
+            file("client-key.pem", "private_key_pem")?,
+            toml_string(&text("signing_algorithm")?),
+        ),
+        "auth/client-credentials-basic" => format!(
+            "oauth_grant = \"client_credentials\"\noauth_client_id = {}\n\
+             oauth_client_secret_env_var = \"CORRAL_CONFORMANCE_CLIENT_SECRET\"\n",
+            toml_string(&text("client_id")?),
+        ),
+        "auth/wif-jwt-bearer" => format!(
+            "oauth_grant = \"jwt_bearer\"\noauth_client_id = {}\noauth_assertion_file = {}\n",
+            toml_string(&text("client_id")?),
+            file("workload.jwt", "valid_jwt")?,
+        ),
+        "auth/enterprise-managed-authorization" | "auth/cross-app-access-complete-flow" => format!(
+            "oauth_grant = \"enterprise_managed\"\noauth_client_id = {}\n\
+             oauth_client_secret_env_var = \"CORRAL_CONFORMANCE_CLIENT_SECRET\"\noauth_idp_issuer = {}\n\
+             oauth_idp_token_endpoint = {}\noauth_idp_client_id = {}\noauth_id_token_file = {}\n",
+            toml_string(&text("client_id")?),
+            toml_string(&text("idp_issuer")?),
+            toml_string(&text("idp_token_endpoint")?),
+            toml_string(&text("idp_client_id")?),
+            file("id-token.jwt", "idp_id_token")?,
+        ),
+        _ => return Ok(None),
+    };
+    Ok(Some(lines))
 }
 
 /// Wait until the server leaves `starting`.
@@ -158,6 +238,70 @@ async fn ready_again(client: &Client) -> Result<(), String> {
             return Err(format!("the server is {} after the login", server.status));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many logins (the front-end's, and step-ups corrald starts by itself) a start may take.
+const MAX_LOGINS: usize = 4;
+/// How many step-ups corrald starts by itself for one server within 10 minutes (`MAX_STEP_UPS`).
+const STEP_UPS: usize = 2;
+
+/// The server's status once it came up or gave up, after what a user would do: `corral login`
+/// while it asks for a login (its first, or again after its authorization server changed), and
+/// waiting while corrald re-authorizes it by itself after a 403 `insufficient_scope` at its start
+/// (the opener follows the URL), as often as corrald does that.
+async fn come_up(
+    client: &Client,
+    notifications: &mut corral_client::Notifications,
+) -> Result<corral_client::protocol::McpServerStatus, String> {
+    let mut server = settled(client).await?;
+    let mut step_ups = 0;
+    for _ in 0..MAX_LOGINS {
+        match (server.status, server.failure_reason) {
+            (
+                ServerStatus::Failed,
+                Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired),
+            ) => {
+                client
+                    .mcp_server_oauth_login(NAME, None)
+                    .await
+                    .map_err(|error| format!("mcpServer/oauthLogin: {error}"))?;
+                login_outcome(notifications).await?;
+            }
+            (ServerStatus::Failed, Some(FailureReason::InsufficientScope)) if step_ups < STEP_UPS => {
+                step_ups += 1;
+                login_outcome(notifications).await?;
+            }
+            _ => return Ok(server),
+        }
+        server = restarted(client, notifications).await?;
+    }
+    Ok(server)
+}
+
+/// The server's status once the start after a login (`starting`, then something else) is over.
+async fn restarted(
+    client: &Client,
+    notifications: &mut corral_client::Notifications,
+) -> Result<corral_client::protocol::McpServerStatus, String> {
+    let mut started = false;
+    loop {
+        let next = tokio::time::timeout(WAIT, notifications.next())
+            .await
+            .map_err(|_| "the server did not start again after the login".to_owned())?
+            .ok_or("notification stream ended")?
+            .map_err(|error| error.to_string())?;
+        let ClientNotification::Daemon(DaemonNotification::StartupStatusUpdated(update)) = next else {
+            continue;
+        };
+        if update.name != NAME {
+            continue;
+        }
+        if update.status == ServerStatus::Starting {
+            started = true;
+        } else if started {
+            return settled(client).await;
+        }
     }
 }
 
@@ -264,22 +408,11 @@ async fn drive(daemon: &TestDaemon, scenario: &str, context: &Value, may_log_in:
         .map_err(|error| format!("connect to corrald: {error}"))?;
     let requests = client.take_requests().ok_or("no request stream")?;
     let _answering = tokio::spawn(answer_requests(requests));
-    let mut server = settled(&client).await?;
-    if may_log_in
-        && server.status == ServerStatus::Failed
-        && matches!(
-            server.failure_reason,
-            Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired)
-        )
-    {
-        client
-            .mcp_server_oauth_login(NAME, None)
-            .await
-            .map_err(|error| format!("mcpServer/oauthLogin: {error}"))?;
-        login_outcome(&mut notifications).await?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        server = settled(&client).await?;
-    }
+    let server = if may_log_in {
+        come_up(&client, &mut notifications).await?
+    } else {
+        settled(&client).await?
+    };
     if server.status != ServerStatus::Ready {
         return Err(format!(
             "the server is {} ({:?}): {}",
@@ -347,6 +480,18 @@ async fn skills(client: &Client, scenario: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the server failed asking for a login.
+async fn needs_login(client: &Client) -> bool {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.mcp_server_get(NAME).await.is_ok_and(|got| {
+        got.server.status == ServerStatus::Failed
+            && matches!(
+                got.server.failure_reason,
+                Some(FailureReason::AuthenticationRequired | FailureReason::ReauthenticationRequired)
+            )
+    })
+}
+
 /// Make a call; a 403 `insufficient_scope` makes corrald re-authorize (a bounded number of
 /// times): wait for that login and call again. A failure is an error when the call is graded.
 async fn call(
@@ -359,7 +504,7 @@ async fn call(
         arguments,
         graded,
     } = expected;
-    for _ in 0..4 {
+    for _ in 0..MAX_LOGINS {
         match client
             .tools_call(NAME, tool, arguments.as_object().cloned(), WAIT)
             .await
@@ -369,6 +514,13 @@ async fn call(
                 eprintln!("{error}");
                 login_outcome(notifications).await?;
                 ready_again(client).await?;
+            }
+            // The server refused the token (its authorization server changed, say): log in again.
+            Err(error) if needs_login(client).await => {
+                eprintln!("{error}");
+                if come_up(client, notifications).await?.status != ServerStatus::Ready {
+                    return Err(format!("tools/call {tool}: {error}; the server did not come back"));
+                }
             }
             Err(error) if *graded => return Err(format!("tools/call {tool}: {error}")),
             Err(error) => {

@@ -14,7 +14,8 @@
 //! is listed with its reason, and a listed scenario that passes fails the run until it is taken
 //! off. The lists themselves are checked too: every entry names a scenario of its release and
 //! sits under a comment giving its reason, and the installed release is the one the list was
-//! written for.
+//! written for. The scenarios of the grants for machines also run one by one (`run_scenario`),
+//! so each grant has a test of its own.
 
 use std::process::Command;
 use std::time::Duration;
@@ -94,7 +95,8 @@ fn expected_failures(file: &str, text: &str) -> Vec<String> {
     entries
 }
 
-fn run_suite(suite: &Suite) {
+/// Node 22 and the harness of `suite`, checked to be there, as root.
+fn harness_of(suite: &Suite) -> (std::path::PathBuf, std::path::PathBuf) {
     // SAFETY: getuid has no preconditions.
     let root = unsafe { libc::getuid() } == 0;
     assert!(
@@ -103,13 +105,46 @@ fn run_suite(suite: &Suite) {
          run the tests as root (CI does) with `bash tests/run.sh`"
     );
     let node = peers_dir().join("node_modules/.bin/node");
-    let package = peers_dir().join("node_modules").join(suite.package);
-    let harness = package.join("dist/index.js");
+    let harness = peers_dir()
+        .join("node_modules")
+        .join(suite.package)
+        .join("dist/index.js");
     assert!(
         node.exists() && harness.exists(),
         "Node 22 or the conformance suite {} is missing: run `npm ci --prefix tests/peers` (tests/run.sh does)",
         suite.version
     );
+    (node, harness)
+}
+
+/// Run one client scenario of `suite` alone, with its checks printed: it must pass.
+fn run_scenario(suite: &Suite, scenario: &str) {
+    let (node, harness) = harness_of(suite);
+    let output_dir = scratch_dir();
+    let script = format!(
+        "ip link set lo up || exit 90\n{node} {harness} client --command {client} --scenario {scenario} -o {out} 2>&1\n",
+        node = shell_quote(&node.display().to_string()),
+        harness = shell_quote(&harness.display().to_string()),
+        client = shell_quote(&binary("corral-conformance").display().to_string()),
+        scenario = shell_quote(scenario),
+        out = shell_quote(&output_dir.path().display().to_string()),
+    );
+    let mut command = Command::new("unshare");
+    command.arg("-n").arg("sh").arg("-c").arg(&script);
+    let output = run_command(&mut command, Duration::from_secs(120));
+    assert!(
+        output.status.success(),
+        "{scenario} of {} {} failed:\n{}\n{}",
+        suite.package,
+        suite.version,
+        output.stdout,
+        output.stderr
+    );
+}
+
+fn run_suite(suite: &Suite) {
+    let (node, harness) = harness_of(suite);
+    let package = peers_dir().join("node_modules").join(suite.package);
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(package.join("package.json")).expect("read the suite's package.json"),
     )
@@ -210,6 +245,30 @@ fn the_stable_client_suite_passes_except_the_listed_gaps() {
 #[test]
 fn the_newest_client_suite_passes_except_the_listed_gaps() {
     run_suite(&NEWEST);
+}
+
+// The grants for machines, one scenario each (also part of the whole runs above), against the
+// suite's own authorization servers, which verify what the client sent.
+
+#[test]
+fn the_client_credentials_grant_with_client_secret_basic_passes() {
+    run_scenario(&NEWEST, "auth/client-credentials-basic");
+}
+
+#[test]
+fn the_client_credentials_grant_with_private_key_jwt_passes() {
+    run_scenario(&NEWEST, "auth/client-credentials-jwt");
+}
+
+#[test]
+fn the_workload_identity_jwt_bearer_grant_passes() {
+    run_scenario(&NEWEST, "auth/wif-jwt-bearer");
+}
+
+#[test]
+fn enterprise_managed_authorization_passes() {
+    run_scenario(&NEWEST, "auth/enterprise-managed-authorization");
+    run_scenario(&STABLE, "auth/cross-app-access-complete-flow");
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod credentials;
 mod disk_full;
 mod doctor;
 mod fuzz_socket;
+mod grants;
 mod handshake;
 mod http;
 mod lifecycle;

@@ -8,8 +8,9 @@
 //! concurrent calls needing a refresh cause one refresh request; a rejected refresh ends in
 //! `failed` + `reauthenticationRequired` with the credentials kept; `authStatus` for every class
 //! of stored credentials; a corrupt credentials file is an error naming it, and so is a record
-//! whose DPoP key cannot be used (naming the server and `corral login`); no token in the log,
-//! even at `CORRAL_LOG=trace`.
+//! whose DPoP key cannot be used (naming the server and `corral login`); credentials of a
+//! former authorization server are deleted unused when the server names another one (SEP-2352);
+//! no token in the log, even at `CORRAL_LOG=trace`.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,7 +45,7 @@ fn now() -> u64 {
 struct Peers {
     _scratch: tempfile::TempDir,
     _auth: HttpPeer,
-    _resource: HttpPeer,
+    resource: HttpPeer,
     as_log: PathBuf,
     rs_log: PathBuf,
     control: PathBuf,
@@ -63,7 +64,7 @@ impl Peers {
         Self {
             _scratch: scratch,
             _auth: auth,
-            _resource: resource,
+            resource,
             as_log,
             rs_log,
             control,
@@ -80,6 +81,14 @@ impl Peers {
                 .trim(),
             url = toml_string(&self.url),
         )
+    }
+
+    /// The MCP server moves to the authorization server at `issuer`: the same server, started
+    /// again on its port, naming that one in its protected-resource metadata.
+    fn move_resource_to(&mut self, issuer: &str) {
+        let port = self.resource.port;
+        self.resource.kill();
+        self.resource = protected_rs(port, issuer, &self.rs_log);
     }
 
     /// Token requests the authorization server answered so far.
@@ -277,6 +286,61 @@ async fn a_rejected_refresh_fails_with_reauthentication_required_and_keeps_the_c
     let _ = login(&daemon).await;
     let (_, record) = stored_record(&daemon);
     assert_eq!(record["refreshRejected"], false, "{record}");
+}
+
+#[tokio::test]
+async fn credentials_of_a_former_authorization_server_are_never_sent_to_the_new_one() {
+    let mut peers = Peers::start();
+    let daemon = start_daemon(&peers.config(""));
+    let client = login(&daemon).await;
+    let (_, before) = stored_record(&daemon);
+    assert!(
+        before["credentials"]["issuer"].is_string(),
+        "stored with its issuer: {before}"
+    );
+    let refresh = before["credentials"]["token_response"]["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_owned();
+    let granted_before = peers.token_requests().len();
+
+    // The server names another authorization server (SEP-2352) while its token expired.
+    client.mcp_server_stop("rs").await.expect("stop");
+    expire_stored_token(&daemon);
+    let scratch = scratch_dir();
+    let new_log = scratch.path().join("new-as.log");
+    let new_port = free_loopback_port();
+    let _new_as = oauth_mock_as(new_port, &new_log, scratch.path(), 3600);
+    peers.move_resource_to(&format!("http://127.0.0.1:{new_port}"));
+    client.mcp_server_start("rs").await.expect("start");
+
+    let failed = wait_for_status(&client, "rs", ServerStatus::Failed, SERVER_WAIT).await;
+    assert_eq!(
+        failed.failure_reason,
+        Some(FailureReason::AuthenticationRequired),
+        "a first login at the new authorization server: {failed:?}"
+    );
+    assert!(
+        json_lines(&new_log).is_empty(),
+        "the new authorization server saw no request with the old credentials"
+    );
+    assert_eq!(
+        peers.token_requests().len(),
+        granted_before,
+        "the old one was not asked to refresh either"
+    );
+    // The file goes with its last record.
+    let document: Value = std::fs::read_to_string(credentials_path(&daemon))
+        .map_or(Value::Null, |text| serde_json::from_str(&text).expect("JSON"));
+    assert!(
+        document["entries"].as_object().is_none_or(serde_json::Map::is_empty),
+        "the old issuer's record is deleted: {document}"
+    );
+    assert_eq!(failed.auth_status, Some(AuthStatus::NotLoggedIn));
+    assert!(
+        !daemon.stderr().contains(&refresh),
+        "the refresh token appears in corrald's log"
+    );
 }
 
 /// The key corrald stores a server's record under.

@@ -17,8 +17,9 @@
 //! on the call (or, for `tools/list` of one server, on a listing asked of
 //! the server then, the filters applied: the kept one was made without
 //! them); see `mcp::request_headers`. A 403 `insufficient_scope`
-//! (`RouteError::InsufficientScope`) starts a step-up login (`auth.rs`),
-//! waited for at most 10 s, and the error says how it went.
+//! (`RouteError::InsufficientScope`) starts a step-up login (`auth.rs`;
+//! only where a browser can be opened, else `corral login` asks for the
+//! scope), waited for at most 10 s, and the error says how it went.
 
 use std::time::Duration;
 
@@ -115,7 +116,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                 // 403 insufficient_scope: re-authorize with the scope the server asked for.
                 // Bounded: discovery and registration with a hanging authorization
                 // server must not keep this call from being answered.
-                let step_up = tokio::time::timeout(STEP_UP_START, super::auth::step_up(context.clone(), &server, &required))
+                let step_up = tokio::time::timeout(STEP_UP_START, super::auth::step_up(context.clone(), &server, Some(&required)))
                     .await
                     .unwrap_or_else(|_| {
                         format!(

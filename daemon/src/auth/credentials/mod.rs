@@ -33,6 +33,11 @@
 //!   clears the cache (the next read takes the new stamp); a failed read or write is never
 //!   cached.
 //!
+//! Besides the records, in memory only: each server's last authorization challenge
+//! ([`Challenge`]: the `WWW-Authenticate` of a 401, or of a 403 `insufficient_scope`), noted by
+//! whoever met it (the server task at a start, a call's step-up) and read by the next login,
+//! which asks for its scope (after a 403, together with the scopes granted so far).
+//!
 //! The backend is chosen once, at boot (`Credentials::open`, on a blocking thread): `auto`
 //! takes the OS keyring if it answers and can store (opened on a thread of its own with a 5 s
 //! timeout, since a D-Bus connect has none), else the plain file, saying why.
@@ -345,6 +350,46 @@ struct CredentialsInner {
     backend_reads: AtomicU64,
     /// Tasks waiting for a server's guard in [`ServerCredentialStore::lock_for_update`].
     guard_waiters: AtomicUsize,
+    /// The last authorization challenge of each server, by record key (memory only).
+    challenges: Mutex<HashMap<String, Challenge>>,
+}
+
+/// A server's last authorization challenge: what its next login asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// The `WWW-Authenticate` header as the server sent it, when known: it seeds discovery
+    /// (`resource_metadata`). Never shown.
+    pub header: Option<String>,
+    /// The scope it asks for.
+    pub scope: Option<String>,
+    /// A 403 `insufficient_scope`: the next login asks for the scopes granted so far and `scope`
+    /// (a step-up); otherwise (a 401) for `scope` alone.
+    pub insufficient_scope: bool,
+}
+
+impl Challenge {
+    /// The challenge in `header`, sent by the server at `url`.
+    pub fn from_header(header: &str, url: &str) -> Self {
+        // The base only resolves a relative `resource_metadata`, which the header keeps anyway.
+        let params = url::Url::parse(url)
+            .map(|base| rmcp::transport::auth::WWWAuthenticateParams::parse(header, &base))
+            .unwrap_or_default();
+        let insufficient_scope = params.is_insufficient_scope();
+        Self {
+            header: Some(header.to_owned()),
+            scope: params.scope.filter(|scope| !scope.trim().is_empty()),
+            insufficient_scope,
+        }
+    }
+
+    /// A 403 `insufficient_scope` asking for `required` (space-separated), header unknown.
+    pub fn insufficient_scope(required: &str) -> Self {
+        Self {
+            header: None,
+            scope: Some(required.to_owned()).filter(|scope| !scope.trim().is_empty()),
+            insufficient_scope: true,
+        }
+    }
 }
 
 impl Credentials {
@@ -376,6 +421,7 @@ impl Credentials {
                 cache: Mutex::new(RecordCache::default()),
                 backend_reads: AtomicU64::new(0),
                 guard_waiters: AtomicUsize::new(0),
+                challenges: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -643,6 +689,29 @@ impl ServerCredentialStore {
         tracing::info!(server = %self.server, "a token refresh is in progress; the new credentials are stored after it");
         let _waiting = WaiterCount::new(&self.credentials.inner.guard_waiters);
         guard.lock_owned().await
+    }
+
+    /// Remember `challenge` as the server's last one, for its next login.
+    pub fn note_challenge(&self, challenge: Challenge) {
+        self.challenges().insert(self.key.clone(), challenge);
+    }
+
+    /// The server's last challenge, if one was noted since its last successful login.
+    pub fn challenge(&self) -> Option<Challenge> {
+        self.challenges().get(&self.key).cloned()
+    }
+
+    /// Forget the server's last challenge (a login answered it).
+    pub fn forget_challenge(&self) {
+        self.challenges().remove(&self.key);
+    }
+
+    fn challenges(&self) -> std::sync::MutexGuard<'_, HashMap<String, Challenge>> {
+        self.credentials
+            .inner
+            .challenges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How the stored credentials stand now.

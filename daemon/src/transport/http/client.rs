@@ -57,6 +57,9 @@ pub(crate) enum HttpBackend {
     OAuth(rmcp::transport::auth::AuthClient<reqwest::Client>),
     /// The same for a DPoP-bound token: the token as `DPoP`, a proof on every request.
     Dpop(rmcp::transport::auth::AuthClient<super::DpopClient>),
+    /// The same reqwest client with a token from a grant for machines (`oauth_grant`), whose
+    /// source (`auth::grants`) runs the grant again before the token expires.
+    Token(super::token_client::TokenClient<reqwest::Client>),
 }
 
 impl HttpBackend {
@@ -90,6 +93,7 @@ impl HttpBackend {
             Self::Plain(client) => connect_with(server, client.clone(), prepared, handler, health).await,
             Self::OAuth(client) => connect_with(server, client.clone(), prepared, handler, health).await,
             Self::Dpop(client) => connect_with(server, client.clone(), prepared, handler, health).await,
+            Self::Token(client) => connect_with(server, client.clone(), prepared, handler, health).await,
         }
     }
 }

@@ -11,12 +11,14 @@
 //! `StreamableHttpClient`; which client a server gets is decided in one
 //! place, [`HttpBackend`]: a plain `reqwest::Client` whose only timeout is
 //! the connect timeout (10 s; an overall timeout would cut the long-lived
-//! SSE `GET`, [`HttpBackend::plain`]), or rmcp's OAuth-managed
+//! SSE `GET`, [`HttpBackend::plain`]), rmcp's OAuth-managed
 //! `AuthClient<reqwest::Client>` (whose error type is also
 //! `reqwest::Error`), chosen by the server task when stored credentials
 //! exist, or the same over [`DpopClient`] when the stored token is
 //! DPoP-bound (`Authorization: DPoP` and a proof on every request, the
 //! server's nonce learned and the request sent once more; see `dpop`);
+//! or a [`TokenClient`] whose tokens come from a [`TokenSource`] (the
+//! grants for machines of `auth::grants`, which this room never names);
 //! [`HttpBackend::connect`] dispatches all three to the same generic
 //! `connect_with`. Static headers, env headers (an unset or blank variable
 //! skips its header, with a warning) and a bearer env var (unset, empty or
@@ -70,6 +72,7 @@ mod dpop;
 mod era;
 mod headers;
 mod session;
+mod token_client;
 
 // What the rest of the daemon uses; the files are this room's own layout.
 pub(crate) use client::{HealthSignal, HttpBackend};
@@ -77,3 +80,4 @@ pub(crate) use connect::list_tools;
 pub(crate) use dpop::{DpopClient, ProofSigner};
 pub(crate) use headers::{Prepared, configures_authorization, prepare};
 pub(crate) use session::{ConnectionSpec, HttpConnection, Probe, probe};
+pub(crate) use token_client::{TokenClient, TokenError, TokenSource};

@@ -10,7 +10,8 @@
 //!
 //! Invariant: an authentication failure names the login the user needs ([`login_failure`]):
 //! stored credentials that could not be used or refreshed are `reauthenticationRequired`;
-//! none stored is `authenticationRequired` (the first login).
+//! none stored is `authenticationRequired` (the first login); a grant for machines' tokens
+//! refused is `authenticationRequired` with what to check instead of a login.
 
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub(crate) struct ConnectionSpec {
     pub(crate) handler: HandlerFactory,
     /// Whether the backend uses stored OAuth credentials (it decides which login a 401 asks for).
     pub(crate) had_credentials: bool,
+    /// The grant for machines the tokens come from (`oauth_grant`), if any: a 401 then asks for
+    /// no login.
+    pub(crate) grant: Option<&'static str>,
     /// `startup_timeout_sec`: the bound of a start and of a renewal.
     pub(crate) startup_timeout: Duration,
 }
@@ -84,7 +88,7 @@ impl HttpConnection {
                 format!("initialize and tools/list did not finish within {limit:?} (startup_timeout_sec)"),
             )),
         };
-        outcome.map_err(|failure| login_failure(&spec.name, failure, spec.had_credentials))
+        outcome.map_err(|failure| login_failure(&spec.name, failure, spec.had_credentials, spec.grant))
     }
 
     /// A new session in place of an expired one: a new transport and one `initialize`
@@ -125,6 +129,7 @@ impl HttpConnection {
                 "the server requires authentication (HTTP 401)",
             ),
             self.spec.had_credentials,
+            self.spec.grant,
         )
     }
 }
@@ -161,12 +166,19 @@ pub(crate) async fn probe(session: &McpSession) -> Probe {
 }
 
 /// An authentication failure says which login is needed: stored credentials that could not be used
-/// or refreshed → `reauthenticationRequired`; none stored → `authenticationRequired` (first login).
-fn login_failure(name: &str, mut failure: HttpFailure, had_credentials: bool) -> HttpFailure {
+/// or refreshed → `reauthenticationRequired`; none stored → `authenticationRequired` (first login);
+/// tokens of a grant for machines → `authenticationRequired`, and no login but what to check.
+fn login_failure(name: &str, mut failure: HttpFailure, had_credentials: bool, grant: Option<&str>) -> HttpFailure {
     if failure.reason != FailureReason::AuthenticationRequired {
         return failure;
     }
-    if had_credentials {
+    if let Some(grant) = grant {
+        failure.message = format!(
+            "{}: the server refused the token of the {grant} grant (oauth_grant), a new one too; check that the \
+             client may use this server (its scopes, `scopes`, `oauth_resource`), then `corral restart {name}`",
+            failure.message
+        );
+    } else if had_credentials {
         failure.reason = FailureReason::ReauthenticationRequired;
         failure.message = format!(
             "the stored OAuth credentials were rejected or expired and could not be refreshed: run `corral login {name}`"
