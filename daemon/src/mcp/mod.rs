@@ -7,6 +7,9 @@
 //!   answered with the server's JSON or a plain `route::RouteError`;
 //! - `handler`: how corrald introduces itself at `initialize` and what it
 //!   does with a server's notifications and requests;
+//! - `modern`: what a session with a server of MCP 2026-07-28 needs beyond
+//!   its start: `subscriptions/listen` for its change notifications, the
+//!   log level in each request's `_meta`;
 //! - `rounds`: multi round-trip requests (MRTR): an `input_required`
 //!   answer driven to the final result, the input asked of the front-end
 //!   whose call it is;
@@ -27,6 +30,7 @@
 pub(crate) mod classify;
 pub(crate) mod forward;
 pub(crate) mod handler;
+pub(crate) mod modern;
 pub(crate) mod rounds;
 pub mod route;
 pub(crate) mod tasks;

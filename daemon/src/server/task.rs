@@ -11,6 +11,10 @@
 //!
 //! A start is raced against stop, restart and shutdown (`cancelled`), except an in-process
 //! one, which is bounded by the startup timeout alone.
+//!
+//! A session of MCP 2026-07-28 gets its listener (`mcp::modern`) before it is reported
+//! ready, so a change it makes after `ready` reaches front-ends; the listener lives as long
+//! as the session.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +34,7 @@ use crate::hub::Hub;
 use crate::hub::roots::ClientRoots;
 use crate::mcp::classify::HttpFailure;
 use crate::mcp::handler::McpClientHandler;
+use crate::mcp::modern;
 use crate::mcp::tool_catalog::{ToolCatalog, ToolFilter};
 use crate::mcp::wire_tee::WireTee;
 use crate::process::reaper;
@@ -46,6 +51,10 @@ use crate::mcp::route::{RecoveryRequest, SessionHandle, SessionRecovery};
 
 /// How long closing an in-process session may take.
 const IN_PROCESS_CLOSE: Duration = Duration::from_secs(1);
+
+/// How long a server of MCP 2026-07-28 may take to acknowledge its `subscriptions/listen`
+/// before it is reported ready anyway (its changes are then seen once it does).
+const LISTEN_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// How long closing a session replaced after it expired may take (bookkeeping only).
 const EXPIRED_SESSION_CLOSE: Duration = Duration::from_secs(1);
@@ -490,6 +499,14 @@ impl ServerTask {
             recovery,
             session.service.service().clone(),
         );
+        // A server of MCP 2026-07-28 says what changed only on a stream corrald asks for:
+        // opened before the server is reported ready, so no change after `ready` is missed.
+        let mut listening = modern::listen(session.service.peer(), session.service.service(), &self.tracker);
+        if let Some(listening) = &mut listening {
+            listening
+                .first_stream(self.config.startup_timeout.min(LISTEN_ACK_WAIT))
+                .await;
+        }
         self.mark_ready(&session.service, handle, pid);
         match &mut session.transport {
             ReadyTransport::Stdio(run) => run.process.remember_tree().await,
@@ -683,7 +700,12 @@ impl ServerTask {
     /// within `tool_timeout_sec`, so a server that does not read never holds
     /// the ready loop. It asks again for them (`roots/list`), which the
     /// client answers afresh.
+    /// A server of MCP 2026-07-28 is not told: it holds no roots between requests, and asks
+    /// for them in the answer to the request that needs them (`input_required`).
     fn tell_roots_changed(&self, peer: &rmcp::Peer<RoleClient>) {
+        if modern::is_modern(peer) {
+            return;
+        }
         let (name, peer, timeout) = (self.name.clone(), peer.clone(), self.config.tool_timeout);
         self.tracker.spawn(async move {
             match tokio::time::timeout(timeout, peer.notify_roots_list_changed()).await {
@@ -696,9 +718,10 @@ impl ServerTask {
 
     /// A new session of the server knows nothing of the resource
     /// subscriptions front-ends hold: subscribe again, in the background.
+    /// (A server of MCP 2026-07-28 has no `resources/subscribe`: its listener asks for them.)
     fn renew_subscriptions(&self, peer: &rmcp::Peer<RoleClient>) {
         let uris = self.hub.routes.subscriptions(&self.name);
-        if uris.is_empty() {
+        if uris.is_empty() || modern::is_modern(peer) {
             return;
         }
         let (name, peer, timeout) = (self.name.clone(), peer.clone(), self.config.tool_timeout);

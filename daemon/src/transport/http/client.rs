@@ -1,5 +1,7 @@
 //! The HTTP client of a server's transport: [`HttpBackend`], the
-//! authentication seam, and [`Observed`], which reports the server's health.
+//! authentication seam, and [`Observed`], which reports the server's health
+//! and puts what MCP 2026-07-28 wants on each POST that rmcp leaves out (the
+//! headers of `initialize`; a request's log level, `mcp::modern`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use sse_stream::Sse;
 use tokio::sync::mpsc;
 
 use crate::mcp::handler::McpClientHandler;
+use crate::mcp::modern::stamp_log_level;
 use crate::transport::McpSession;
 
 use super::connect::{RETRY_DELAYS, connect_with};
@@ -194,12 +197,13 @@ where
     async fn post_message(
         &self,
         uri: Arc<str>,
-        message: ClientJsonRpcMessage,
+        mut message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         start_headers(&message, &mut custom_headers);
+        stamp_log_level(&mut message);
         let result = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
@@ -211,13 +215,14 @@ where
     async fn post_message_with_max_sse_event_size(
         &self,
         uri: Arc<str>,
-        message: ClientJsonRpcMessage,
+        mut message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         start_headers(&message, &mut custom_headers);
+        stamp_log_level(&mut message);
         let result = self
             .inner
             .post_message_with_max_sse_event_size(
@@ -236,13 +241,14 @@ where
     async fn post_message_with_response_limits(
         &self,
         uri: Arc<str>,
-        message: ClientJsonRpcMessage,
+        mut message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         start_headers(&message, &mut custom_headers);
+        stamp_log_level(&mut message);
         // The transport's worker sends every POST through this one: passed on whole, so the inner
         // client applies the transport's body limits (the trait's default would keep only the
         // SSE event limit).
