@@ -39,6 +39,7 @@ mod server_requests;
 mod service;
 mod sessions;
 mod stdio_env;
+mod stdio_era;
 mod stdio_failures;
 mod stdio_faults;
 mod stdio_lifecycle;
