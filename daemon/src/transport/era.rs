@@ -156,14 +156,7 @@ where
         Err(error) => return Err(NotOpened::because(error)),
     };
     let refused = ClientInitializeError::JsonRpcError(refusal.clone());
-    let next = match &first {
-        Opening::Initialize(offered) => after_refused_initialize(&refusal, offered),
-        // rmcp's discover loop already retried a version the server listed: a modern refusal
-        // stands; any other says the server is legacy after all.
-        Opening::Discover(_) if is_modern_rejection(&refusal) => NextStart::GiveUp,
-        Opening::Discover(_) => NextStart::Initialize(ProtocolVersion::LATEST_WITH_INITIALIZE),
-    };
-    let second = match next {
+    let second = match after_refused(&first, &refusal) {
         NextStart::Initialize(version) => Opening::Initialize(version),
         NextStart::Discover(versions) => Opening::Discover(versions),
         NextStart::NoCommonVersion(server_supported) => {
@@ -217,6 +210,18 @@ fn modern_versions() -> impl Iterator<Item = &'static ProtocolVersion> {
         .iter()
         .rev()
         .filter(|version| !version.has_initialize())
+}
+
+/// What to send after the server refused `first` with `refusal`.
+fn after_refused(first: &Opening, refusal: &ErrorData) -> NextStart {
+    match first {
+        Opening::Initialize(offered) => after_refused_initialize(refusal, offered),
+        // rmcp's discover loop already retried a version the server listed: a modern refusal
+        // stands; any other says the server is legacy after all (it changed since it was
+        // seen to be modern): the handshake.
+        Opening::Discover(_) if is_modern_rejection(refusal) => NextStart::GiveUp,
+        Opening::Discover(_) => NextStart::Initialize(ProtocolVersion::LATEST_WITH_INITIALIZE),
+    }
 }
 
 /// What to send after the server refused an `initialize` offering `offered` with `refusal`.
@@ -359,6 +364,27 @@ mod tests {
                 "{error:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_server_remembered_as_modern_that_refuses_server_discover_as_a_legacy_one_gets_the_handshake() {
+        let remembered = Opening::Discover(vec![ProtocolVersion::V_2026_07_28]);
+        assert_eq!(
+            after_refused(&remembered, &refusal(-32601, "Method not found", None)),
+            NextStart::Initialize(ProtocolVersion::LATEST_WITH_INITIALIZE)
+        );
+        assert_eq!(
+            after_refused(&remembered, &refusal(-32021, "missing capability", None)),
+            NextStart::GiveUp,
+            "a modern refusal stands"
+        );
+        assert_eq!(
+            after_refused(
+                &Opening::handshake(),
+                &refusal(-32601, "Method not found: initialize", None)
+            ),
+            NextStart::Discover(vec![ProtocolVersion::V_2026_07_28])
+        );
     }
 
     #[test]
