@@ -46,6 +46,7 @@ EXIT_CRASH_ON_START = 3
 EXIT_AFTER_CALLS = 4
 EXIT_REQUIRE_ENV = 5
 EXIT_AFTER_HANDSHAKE = 6
+EXIT_REFUSED_INITIALIZE = 7
 
 
 def log(message: str) -> None:
@@ -108,6 +109,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="add the tool `add_tool {name}`: it adds a tool `name` (after the others, with "
                         "`execution`; it answers \"{name}: {message}\" to `{message}`), then sends "
                         "notifications/tools/list_changed")
+    p.add_argument("--no-initialize", action="store_true",
+                   help="a stateless server of MCP 2026-07-28 only: answer `initialize` with the JSON-RPC "
+                        "error -32601 \"Method not found: initialize\" and read on (the SDK serves everything "
+                        "else in 2026-07-28); adds the MRTR tool `confirm {topic}`")
+    p.add_argument("--no-initialize-then-exit", action="store_true",
+                   help=f"like --no-initialize, but exit({EXIT_REFUSED_INITIALIZE}) right after the refusal "
+                        "is flushed, as servers of rmcp do (a launch that starts with server/discover is served)")
+    p.add_argument("--supported-versions", metavar="V,V...",
+                   help="answer an `initialize` offering a protocol version not among these with the "
+                        "UnsupportedProtocolVersionError (-32022) of MCP 2026-07-28 listing them, and read on")
+    p.add_argument("--record", metavar="FILE",
+                   help="append one JSON line per message read on stdin: its method, id, params._meta, "
+                        "the protocolVersion param of an initialize and the notifications of a subscriptions/listen")
+    p.add_argument("--catalog", action="store_true",
+                   help="add the prompt `greeting {name}`, the resource `fixture://note`, and the tools "
+                        "`touch_note` (the note changed: notifications/resources/updated) and `add_prompt {name}` "
+                        "(notifications/prompts/list_changed), in whichever era the client speaks")
     p.add_argument("--log-tool", action="store_true",
                    help="add the tool `log {level, message}`: it sends `message` as an MCP log message "
                         "(notifications/message) at `level`, then answers \"logged\"")
@@ -123,6 +141,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--exit-after-handshake and --close-stdout-after-handshake exclude each other")
     if args.exit_after_handshake and args.exit_after_calls is not None:
         p.error("--exit-after-handshake and --exit-after-calls exclude each other")
+    if args.no_initialize_then_exit:
+        args.no_initialize = True
+    args.supported_versions = args.supported_versions.split(",") if args.supported_versions else None
     if (args.spawn_child or args.spawn_setsid_child or args.spawn_unmarked_setsid_child
             or args.double_fork) and not args.pid_file:
         log("warning: grandchildren spawned without --pid-file; nobody will know their pids")
@@ -370,7 +391,7 @@ def build_server(args: argparse.Namespace):
 
             server.add_tool(added, name=name, description=f"Added at run time as {name}.",
                             meta={"zeta": 1, "alpha": [1.5, "two"]})
-            await ctx.session.send_tool_list_changed()
+            await announce(ctx, "tools")
             return "added"
 
         # The SDK finds the Context parameter by its type; with postponed annotations it
@@ -396,6 +417,60 @@ def build_server(args: argparse.Namespace):
 
     if args.custom_methods:
         add_custom_methods(server)
+
+    if args.catalog:
+        from mcp.server.mcpserver import Context
+
+        @server.prompt()
+        def greeting(name: str) -> str:
+            """A greeting for `name`."""
+            return f"Say hello to {name}."
+
+        @server.resource("fixture://note", mime_type="text/plain")
+        def note() -> str:
+            """A short note."""
+            return "a note from the fixture"
+
+        async def touch_note(ctx: Context) -> str:
+            """Says the note changed (notifications/resources/updated), then answers "touched"."""
+            await announce(ctx, "note")
+            return "touched"
+
+        async def add_prompt(name: str, ctx: Context) -> str:
+            """Adds a prompt `name`, then says the prompt list changed."""
+
+            def added() -> str:
+                return f"the prompt {name}"
+
+            server.add_prompt(mcp_prompt(added, name))
+            await announce(ctx, "prompts")
+            return "added"
+
+        touch_note.__annotations__ = {"ctx": Context, "return": str}
+        add_prompt.__annotations__ = {"name": str, "ctx": Context, "return": str}
+        server.add_tool(touch_note)
+        server.add_tool(add_prompt)
+
+    if args.no_initialize:
+        from mcp.server.mcpserver import Context
+        from mcp_types import ElicitRequest, ElicitRequestFormParams, InputRequiredResult
+
+        async def confirm(topic: str, ctx: Context):
+            """Asks whether to go ahead with `topic` in an `input_required` result (MCP 2026-07-28, MRTR),
+            then says what came back."""
+            answers = ctx.input_responses or {}
+            if "sure" not in answers:
+                schema = {"type": "object", "properties": {"sure": {"type": "boolean"}}, "required": ["sure"]}
+                asked = {"sure": ElicitRequest(params=ElicitRequestFormParams(message=f"Go ahead with {topic}?",
+                                                                              requested_schema=schema))}
+                return InputRequiredResult(input_requests=asked, request_state=f"asked about {topic}")
+            if ctx.request_state != f"asked about {topic}":
+                return f"wrong request state: {ctx.request_state!r}"
+            sure = answers["sure"]
+            return f"{topic}: {sure.action} {json.dumps(sure.content, sort_keys=True)}"
+
+        confirm.__annotations__ = {"topic": str, "ctx": Context, "return": str | InputRequiredResult}
+        server.add_tool(confirm)
 
     return server
 
@@ -428,25 +503,94 @@ def add_custom_methods(server) -> None:
     lowlevel.add_notification_handler("fixture/poke", AnyNotificationParams, poke)
 
 
-class _CountingStdin:
-    """Async line iterator over stdin that notes the ids of tools/call and tools/list requests."""
+def mcp_prompt(fn, name: str):
+    from mcp.server.mcpserver.prompts import Prompt
 
-    def __init__(self, inner, call_ids: set, list_ids: set) -> None:
+    return Prompt.from_function(fn, name=name, description=f"Added at run time as {name}.")
+
+
+async def announce(ctx, what: str) -> None:
+    """Tells the client something changed, in both eras: on a `subscriptions/listen` stream (MCP
+    2026-07-28; a no-op without one) and as the notification of the handshake era (where a
+    2026-07-28 connection has no such channel, it is skipped)."""
+    if what == "tools":
+        await ctx.notify_tools_changed()
+        legacy = "send_tool_list_changed"
+    elif what == "prompts":
+        await ctx.notify_prompts_changed()
+        legacy = "send_prompt_list_changed"
+    else:
+        await ctx.notify_resource_updated("fixture://note")
+        legacy = None
+    try:
+        if legacy is not None:
+            await getattr(ctx.session, legacy)()
+        else:
+            await ctx.session.send_resource_updated("fixture://note")
+    except Exception as error:  # a 2026-07-28 connection: the stream above is the way
+        log(f"no handshake-era notification for {what}: {type(error).__name__}")
+
+
+class _CountingStdin:
+    """Async line iterator over stdin that notes the ids of tools/call and tools/list requests,
+    records every message (--record), and refuses `initialize` itself (--no-initialize)."""
+
+    def __init__(self, inner, call_ids: set, list_ids: set, args: argparse.Namespace, stdout) -> None:
         self._inner = inner
         self._call_ids = call_ids
         self._list_ids = list_ids
+        self._args = args
+        self._stdout = stdout
+        self._record = open(args.record, "a", encoding="utf-8", buffering=1) if args.record else None
+
+    def _note(self, msg: dict) -> None:
+        if self._record is None:
+            return
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        entry = {"method": msg.get("method"), "id": msg.get("id"), "meta": params.get("_meta")}
+        if msg.get("method") == "initialize":
+            entry["protocolVersion"] = params.get("protocolVersion")
+        if msg.get("method") == "subscriptions/listen":
+            entry["notifications"] = params.get("notifications")
+        self._record.write(json.dumps(entry) + "\n")
+
+    def _refusal(self, msg: dict) -> dict | None:
+        """The error an `initialize` gets instead of the SDK's answer, or None."""
+        if self._args.no_initialize:
+            return {"code": -32601, "message": "Method not found: initialize"}
+        supported = self._args.supported_versions
+        params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+        requested = params.get("protocolVersion")
+        if supported is not None and requested not in supported:
+            return {"code": -32022, "message": "Unsupported protocol version",
+                    "data": {"supported": supported, "requested": requested}}
+        return None
+
+    async def _refuse(self, msg: dict, error: dict) -> None:
+        await self._stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "error": error}) + "\n")
+        await self._stdout.flush()
+        log(f"refused initialize ({error['code']})")
+        if self._args.no_initialize_then_exit:
+            log(f"exiting with {EXIT_REFUSED_INITIALIZE} after refusing initialize")
+            os._exit(EXIT_REFUSED_INITIALIZE)
 
     async def __aiter__(self):
         async for line in self._inner:
             try:
                 msg = json.loads(line)
-                if isinstance(msg, dict) and "id" in msg:
+            except ValueError:
+                msg = None  # not our business: the SDK reports it
+            if isinstance(msg, dict):
+                self._note(msg)
+                if "id" in msg:
                     if msg.get("method") == "tools/call":
                         self._call_ids.add(json.dumps(msg["id"]))
                     elif msg.get("method") == "tools/list":
                         self._list_ids.add(json.dumps(msg["id"]))
-            except ValueError:
-                pass  # not our business: the SDK reports it
+                    elif msg.get("method") == "initialize" and (refusal := self._refusal(msg)) is not None:
+                        # The SDK has not written anything yet: the refusal cannot interleave with it.
+                        await self._refuse(msg, refusal)
+                        continue
             yield line
 
 
@@ -506,7 +650,8 @@ class _ExitingStdout:
 
 
 async def serve_watching_answers(server, args: argparse.Namespace) -> None:
-    """The SDK's stdio transport, over stdin/stdout wrappers that watch tools/call and tools/list answers.
+    """The SDK's stdio transport, over stdin/stdout wrappers that watch tools/call and tools/list answers
+    (and record what comes in, and refuse `initialize`).
 
     MCPServer.run_stdio_async() takes no streams, so this repeats its two lines
     with our own; `_lowlevel_server` is the SDK's (pinned) internal server.
@@ -518,10 +663,10 @@ async def serve_watching_answers(server, args: argparse.Namespace) -> None:
 
     call_ids: set = set()
     list_ids: set = set()
-    stdin = _CountingStdin(anyio.wrap_file(TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")),
-                           call_ids, list_ids)
     stdout = _ExitingStdout(anyio.wrap_file(TextIOWrapper(sys.stdout.buffer, encoding="utf-8")),
                             call_ids, list_ids, args)
+    stdin = _CountingStdin(anyio.wrap_file(TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")),
+                           call_ids, list_ids, args, stdout)
     lowlevel = server._lowlevel_server
     async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
         await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
@@ -558,7 +703,8 @@ def main(argv: list[str]) -> int:
     else:
         server = build_server(args)
         if (args.exit_after_calls is not None or args.exit_after_handshake
-                or args.close_stdout_after_handshake):
+                or args.close_stdout_after_handshake or args.no_initialize or args.record
+                or args.supported_versions):
             import anyio
 
             anyio.run(serve_watching_answers, server, args)

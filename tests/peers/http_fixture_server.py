@@ -20,7 +20,8 @@ With `--no-initialize` it is a stateless server of MCP 2026-07-28 only: `initial
 "Method not found: initialize", and everything else is the SDK's 2026-07-28 serving.
 
 Tools: `echo {message}` → `echo: <message>`; `confirm {topic}` → an `input_required` result
-(MRTR) asking an elicitation (`sure`) and the roots, then what came back; `forget_sessions {also_next}`
+(MRTR) asking an elicitation (`sure`) and the roots, then what came back; `add_tool {name}` → a new
+tool `name` and, at 2026-07-28, `notifications/tools/list_changed` on the `subscriptions/listen` stream; `forget_sessions {also_next}`
 → from then on every session created so far is unknown (HTTP 404 to any
 request carrying its id), and the next `also_next` sessions created answer
 404 to `tools/call` (their handshake succeeds). Prompt `greeting {name}`; resource
@@ -264,6 +265,18 @@ def main(argv: list[str]) -> int:
         sure, roots = answers["sure"], answers["roots"]
         uris = [str(root.uri) for root in roots.roots]
         return f"{topic}: {sure.action} {json.dumps(sure.content, sort_keys=True)}; roots {uris}"
+
+    @server.tool()
+    async def add_tool(name: str, ctx: Context) -> str:
+        """Adds a tool `name` (answering "{name}: {message}"), then says the tool list changed: at
+        MCP 2026-07-28 on the client's `subscriptions/listen` stream."""
+
+        def added(message: str) -> str:
+            return f"{name}: {message}"
+
+        server.add_tool(added, name=name, description=f"Added at run time as {name}.")
+        await ctx.notify_tools_changed()
+        return "added"
 
     @server.prompt()
     def greeting(name: str) -> str:

@@ -11,10 +11,13 @@
 //! ready, gone, timed out) is a tool error (`isError: true`), which the
 //! model sees, except a name that means nothing (JSON-RPC invalid params,
 //! as MCP asks for an unknown tool) and the server's own JSON-RPC errors,
-//! passed on as it gave them.
+//! passed on as it gave them. A call to a server of MCP 2026-07-28 names
+//! the client's log level (`logging/setLevel`) in its `_meta`, where that
+//! version moved it (`mcp::modern`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use corral_protocol::{ErrorCode, FailureReason, ServerStatus};
 use jsonrpsee::types::{ErrorObjectOwned, Params};
@@ -24,6 +27,7 @@ use serde_json::{Value, json};
 use super::{Bridge, Client, error, keep, latest, names, parse};
 use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject};
+use crate::mcp::modern;
 use crate::mcp::route::{CallTarget, NotAvailable, RouteError, TargetSet};
 
 /// The names of one listing, to (server, tool).
@@ -188,7 +192,11 @@ pub(crate) async fn call(
     params: &Params<'_>,
     link: &Arc<Link>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
-    let CallParams { name, arguments, meta } = parse(params, "tools/call")?;
+    let CallParams {
+        name,
+        arguments,
+        mut meta,
+    } = parse(params, "tools/call")?;
     let (server, tool, listed) = match resolve(bridge, client, &name).await? {
         Resolved::Tool(server, tool) => (server, tool, true),
         Resolved::Unlisted(server, tool) => (server, tool, false),
@@ -218,6 +226,10 @@ pub(crate) async fn call(
     // While it runs, this connection is the one the server's requests would go to.
     let _call = frontends.call_started(&server, link.id);
     let timeout = target.config.tool_timeout;
+    // A server of MCP 2026-07-28 logs for a request at the level the request names: the
+    // client's `logging/setLevel`, unless its own `_meta` names one.
+    let level = super::LOG_LEVELS[client.log_rank.load(Ordering::Relaxed).min(super::LOG_LEVELS.len() - 1)];
+    modern::with_log_level(&target, &mut meta, level);
     let sent = forward::call_tool(&target, tool.clone(), arguments, meta, (frontends, link));
     let Some(answer) = frontends.active_time_timeout(&server, link.id, timeout, sent).await else {
         return tool_error(&format!(

@@ -187,7 +187,13 @@ pub(crate) async fn get_prompt(
 
 /// `resources/subscribe` to `uri`. Sent on the target's session as it is:
 /// no renewal after a 404 (a new session renews every subscription itself).
+/// A server of MCP 2026-07-28 has no `resources/subscribe`: its
+/// `subscriptions/listen` stream is opened again with the URIs front-ends now
+/// hold, `uri` among them (`modern`).
 pub(crate) async fn subscribe(target: &CallTarget, uri: String) -> Result<(), RouteError> {
+    if super::modern::is_modern(target.peer()) {
+        return super::modern::resubscribe(target).await;
+    }
     target
         .peer()
         .subscribe(SubscribeRequestParams::new(uri))
@@ -195,8 +201,12 @@ pub(crate) async fn subscribe(target: &CallTarget, uri: String) -> Result<(), Ro
         .map_err(RouteError::from_service)
 }
 
-/// `resources/unsubscribe` from `uri`, on the target's session as it is.
+/// `resources/unsubscribe` from `uri`, on the target's session as it is (a
+/// server of MCP 2026-07-28: its stream opened again without `uri`, `modern`).
 pub(crate) async fn unsubscribe(target: &CallTarget, uri: String) -> Result<(), RouteError> {
+    if super::modern::is_modern(target.peer()) {
+        return super::modern::resubscribe(target).await;
+    }
     target
         .peer()
         .unsubscribe(UnsubscribeRequestParams::new(uri))

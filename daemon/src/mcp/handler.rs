@@ -41,12 +41,14 @@
 //! the client declared it: the server's task sends
 //! `notifications/roots/list_changed` after the client's), and the tasks
 //! extension (`io.modelcontextprotocol/tasks`: a call may come back as a
-//! task, which `mcp::tasks` follows). For a
-//! streamable-HTTP server it offers the version `transport::http` chooses
-//! and repeats its version, capabilities and identity in the request's
-//! `_meta`, as MCP 2026-07-28 has them on every request
-//! ([`McpClientHandler::offering`]); a stdio server is offered rmcp's
-//! default. The task builds each listing's `ToolCatalog`
+//! task, which `mcp::tasks` follows). It offers the version `transport::era`
+//! chooses (for every transport) and repeats its version, capabilities and
+//! identity in the request's `_meta`, as MCP 2026-07-28 has them on every
+//! request ([`McpClientHandler::offering`]). A server of 2026-07-28 sends its
+//! list changes and resource updates only on a `subscriptions/listen`
+//! stream, which `mcp::modern` opens and hands to the same methods as the
+//! notifications above ([`McpClientHandler::tools_changed`] and its
+//! siblings). The task builds each listing's `ToolCatalog`
 //! (`mcp::tool_catalog`), one listing at a time; this handler only asks.
 //! For a stdio server, progress is routed by the wire tee as the line is
 //! read (see `wire_tee`); the routing here is the fallback for the other
@@ -88,6 +90,7 @@ use crate::hub::Hub;
 use crate::hub::link::{FrontEndError, Link};
 use crate::hub::roots::ClientRoots;
 use crate::hub::routes::{Caller, Capability, ElicitationMode};
+use crate::mcp::modern::ListenControl;
 use crate::mcp::tasks::TASKS_EXTENSION;
 
 /// The MCP client handler of one server's session.
@@ -106,6 +109,8 @@ pub(crate) struct McpClientHandler {
     /// The protocol version `initialize` offers, with the client's context in its `_meta`
     /// ([`McpClientHandler::offering`]); `None`: rmcp's default, without `_meta`.
     offer: Option<ProtocolVersion>,
+    /// The session's `subscriptions/listen`, for a server of MCP 2026-07-28 (`mcp::modern`).
+    listen: Arc<ListenControl>,
 }
 
 impl McpClientHandler {
@@ -119,14 +124,60 @@ impl McpClientHandler {
             client_roots: None,
             progress_from_wire: false,
             offer: None,
+            listen: Arc::default(),
         }
+    }
+
+    /// The session's `subscriptions/listen` (used only with a server of MCP 2026-07-28).
+    pub(crate) fn listen_control(&self) -> &Arc<ListenControl> {
+        &self.listen
+    }
+
+    /// The server's name.
+    pub(crate) fn server(&self) -> &str {
+        &self.name
+    }
+
+    /// The URIs of this server front-ends are subscribed to.
+    pub(crate) fn subscribed_uris(&self) -> Vec<String> {
+        self.hub.routes.subscriptions(&self.name)
+    }
+
+    /// The server said its tools changed: the task lists them again.
+    pub(crate) fn tools_changed(&self) {
+        // A full channel already holds a pending refresh, which covers this one too.
+        let _ = self.tools_changed.try_send(());
+    }
+
+    /// The server said its resources changed: front-ends are told.
+    pub(crate) fn resources_changed(&self) {
+        let name = self.name.clone();
+        self.hub
+            .events
+            .publish(|seq| DaemonNotification::ResourcesListChanged(ListChanged::new(seq, name)));
+    }
+
+    /// The server said its prompts changed: front-ends are told.
+    pub(crate) fn prompts_changed(&self) {
+        let name = self.name.clone();
+        self.hub
+            .events
+            .publish(|seq| DaemonNotification::PromptsListChanged(ListChanged::new(seq, name)));
+    }
+
+    /// The server said resource `uri` changed: front-ends are told.
+    pub(crate) fn resource_updated(&self, uri: String) {
+        let name = self.name.clone();
+        self.hub
+            .events
+            .publish(|seq| DaemonNotification::ResourceUpdated(ResourceUpdated::new(seq, name, uri)));
     }
 
     /// Offer `version` at `initialize` and put the client's context (MCP 2026-07-28's
     /// `_meta`: protocol version, capabilities, client info) in the request, as a server of
-    /// 2026-07-28 reads it from every request (SEP-2575): a streamable-HTTP server that
-    /// serves only 2026-07-28 then answers with the versions it supports instead of
-    /// refusing a request it cannot read (`transport::http`).
+    /// 2026-07-28 reads it from every request (SEP-2575): a server that serves only
+    /// 2026-07-28 then answers with the versions it supports instead of refusing a request it
+    /// cannot read (`transport::era`).
     pub(crate) fn offering(mut self, version: ProtocolVersion) -> Self {
         self.offer = Some(version);
         self
@@ -523,29 +574,19 @@ impl ClientHandler for McpClientHandler {
         params: ResourceUpdatedNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let name = self.name.clone();
-        self.hub
-            .events
-            .publish(|seq| DaemonNotification::ResourceUpdated(ResourceUpdated::new(seq, name, params.uri)));
+        self.resource_updated(params.uri);
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        // A full channel already holds a pending refresh, which covers this one too.
-        let _ = self.tools_changed.try_send(());
+        self.tools_changed();
     }
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        let name = self.name.clone();
-        self.hub
-            .events
-            .publish(|seq| DaemonNotification::ResourcesListChanged(ListChanged::new(seq, name)));
+        self.resources_changed();
     }
 
     async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        let name = self.name.clone();
-        self.hub
-            .events
-            .publish(|seq| DaemonNotification::PromptsListChanged(ListChanged::new(seq, name)));
+        self.prompts_changed();
     }
 
     async fn on_custom_notification(

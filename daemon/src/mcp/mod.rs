@@ -12,6 +12,9 @@
 //!   which need a capability the server declared);
 //! - `request_headers`: HTTP headers a front-end attaches to one request for
 //!   a streamable-HTTP server, checked, carried to its HTTP client;
+//! - `modern`: what a session with a server of MCP 2026-07-28 needs beyond
+//!   its start: `subscriptions/listen` for its change notifications, the
+//!   log level in each request's `_meta`;
 //! - `rounds`: multi round-trip requests (MRTR): an `input_required`
 //!   answer driven to the final result, the input asked of the front-end
 //!   whose call it is;
@@ -37,6 +40,7 @@ pub(crate) mod forward;
 pub(crate) mod handler;
 pub(crate) mod passthrough;
 pub(crate) mod request_headers;
+pub(crate) mod modern;
 pub(crate) mod rounds;
 pub mod route;
 pub(crate) mod skills;

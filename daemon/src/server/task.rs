@@ -11,6 +11,13 @@
 //!
 //! A start is raced against stop, restart and shutdown (`cancelled`), except an in-process
 //! one, which is bounded by the startup timeout alone.
+//!
+//! A stdio server's era is remembered across its runs: the task keeps the `Opening` that
+//! worked (`transport::era`), so a server of MCP 2026-07-28 only is started with
+//! `server/discover` from its second run on; one that refused `initialize` and exited is
+//! launched once more within the same run, started that way. A session of 2026-07-28 gets
+//! its listener (`mcp::modern`) before it is reported ready, so a change it makes after
+//! `ready` reaches front-ends; the listener lives as long as the session.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,14 +38,16 @@ use crate::hub::Hub;
 use crate::hub::roots::ClientRoots;
 use crate::mcp::classify::HttpFailure;
 use crate::mcp::handler::McpClientHandler;
+use crate::mcp::modern;
 use crate::mcp::tool_catalog::{ToolCatalog, ToolFilter};
 use crate::mcp::wire_tee::WireTee;
 use crate::process::reaper;
 use crate::process::teardown::{TeardownPolicy, describe_exit};
 use crate::transport::McpSession;
+use crate::transport::era::Opening;
 use crate::transport::http::{self, ConnectionSpec, HealthSignal, HttpBackend, HttpConnection, Probe};
 use crate::transport::in_process::{self, InProcessFailure, InProcessServer};
-use crate::transport::stdio::{LaunchSpec, StartFailure, Startup, StderrTail, launch_process};
+use crate::transport::stdio::{LaunchSpec, StartFailure, Started, Startup, StderrTail, launch_process};
 
 use super::policy::{AfterCrash, CrashHistory, RestartPolicy, teardown_policy};
 use super::session::{HttpRun, ReadySession, ReadyTransport, Relisting, StdioRun, TaskEvent};
@@ -47,6 +56,10 @@ use crate::mcp::route::{RecoveryRequest, SessionHandle, SessionRecovery};
 
 /// How long closing an in-process session may take.
 const IN_PROCESS_CLOSE: Duration = Duration::from_secs(1);
+
+/// How long a server of MCP 2026-07-28 may take to acknowledge its `subscriptions/listen`
+/// before it is reported ready anyway (its changes are then seen once it does).
+const LISTEN_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// How long closing a session replaced after it expired may take (bookkeeping only).
 const EXPIRED_SESSION_CLOSE: Duration = Duration::from_secs(1);
@@ -77,6 +90,19 @@ pub(super) struct ServerTask {
     client_roots: Option<ClientRoots>,
     /// Moves when that client's roots change: the ready session is told.
     roots_changes: Option<watch::Receiver<u64>>,
+    /// How a run of this stdio server opened its session last (`initialize`, or MCP
+    /// 2026-07-28's `server/discover`): a server's era is its own, so its next runs start
+    /// the same way (`transport::era`).
+    stdio_opening: Option<Opening>,
+}
+
+/// How one launch of a stdio server ended.
+enum StdioStart {
+    /// Started, or failed for good (already reported).
+    Done(Box<Result<(ReadySession, Vec<Tool>), RunEnd>>),
+    /// It refused `initialize` as a server of MCP 2026-07-28 does and exited: launch it
+    /// again and start with this.
+    Relaunch(Opening),
 }
 
 /// How one run of the server (launch to teardown) ended.
@@ -140,6 +166,7 @@ impl ServerTask {
                 .filter(|roots| roots.list_changed())
                 .map(ClientRoots::changes),
             client_roots,
+            stdio_opening: None,
         }
     }
 
@@ -254,12 +281,51 @@ impl ServerTask {
         }
     }
 
-    /// Launch a stdio server and run its startup over the tee'd pipes.
+    /// Launch a stdio server and run its startup over the tee'd pipes, opening the session
+    /// the way it worked in an earlier run of this server (else with `initialize`); launched
+    /// once more when it refused `initialize` as a server of MCP 2026-07-28 only does and
+    /// exited before the start its refusal pointed to.
     async fn start_stdio(
         &mut self,
         config: &StdioConfig,
         tools_changed: mpsc::Sender<()>,
     ) -> Result<(ReadySession, Vec<Tool>), RunEnd> {
+        let mut opening = self.stdio_opening.clone().unwrap_or_else(Opening::handshake);
+        let mut relaunched = false;
+        loop {
+            match self.start_stdio_once(config, tools_changed.clone(), opening).await {
+                StdioStart::Done(result) => return *result,
+                StdioStart::Relaunch(next) if !relaunched => {
+                    tracing::info!(
+                        server = %self.name,
+                        next = %next,
+                        "the server refused initialize as a server of MCP 2026-07-28 does, then exited; launching it again"
+                    );
+                    relaunched = true;
+                    opening = next;
+                }
+                StdioStart::Relaunch(next) => {
+                    self.fail(
+                        FailureReason::ProtocolError,
+                        format!(
+                            "`{}`: exited twice before its start ({next}) was answered{}",
+                            self.name,
+                            self.stderr_suffix()
+                        ),
+                    );
+                    return Err(RunEnd::StartupFailed);
+                }
+            }
+        }
+    }
+
+    /// One launch of a stdio server and its startup, opening the session with `opening`.
+    async fn start_stdio_once(
+        &mut self,
+        config: &StdioConfig,
+        tools_changed: mpsc::Sender<()>,
+        opening: Opening,
+    ) -> StdioStart {
         let launched = launch_process(LaunchSpec {
             name: &self.name,
             config,
@@ -272,7 +338,7 @@ impl ServerTask {
             Ok(launched) => launched,
             Err((reason, error)) => {
                 self.fail(reason, format!("`{}`: {error}", self.name));
-                return Err(RunEnd::StartupFailed);
+                return StdioStart::Done(Box::new(Err(RunEnd::StartupFailed)));
             }
         };
         let pid = process.pid();
@@ -283,7 +349,7 @@ impl ServerTask {
             .progress_from_wire();
         let raw = Arc::new(WireTee::new(&self.name, self.hub.routes.clone()));
         let stdout_closed = raw.stdout_closed();
-        let mut startup = Startup::new(pipes, handler, raw.clone(), self.config.startup_timeout);
+        let mut startup = Startup::new(pipes, handler, raw.clone(), self.config.startup_timeout, opening);
         let outcome = tokio::select! {
             // Biased: what the startup saw wins over a command noticed in the same poll.
             biased;
@@ -293,7 +359,7 @@ impl ServerTask {
                 drop(startup); // closes the child's stdin: the first teardown step
                 let exit = process.teardown(None, self.teardown).await;
                 self.forget_session(exit);
-                return Err(end);
+                return StdioStart::Done(Box::new(Err(end)));
             }
         };
         let outcome = match outcome {
@@ -314,10 +380,22 @@ impl ServerTask {
                 ))
             }
             Err(StartFailure::Failed(reason, error)) => Err((reason, error)),
+            Err(StartFailure::Relaunch(next)) => {
+                drop(startup);
+                let exit = process.teardown(None, self.teardown).await;
+                self.forget_session(exit);
+                return StdioStart::Relaunch(next);
+            }
         };
         drop(startup); // closes the child's stdin unless the session now owns it
-        match outcome {
-            Ok((service, tools)) => {
+        StdioStart::Done(Box::new(match outcome {
+            Ok(Started {
+                session: service,
+                tools,
+                opening,
+            }) => {
+                // The server's era is the server's: its next runs start the way this one did.
+                self.stdio_opening = Some(opening);
                 let transport = ReadyTransport::Stdio(StdioRun {
                     process,
                     stdout_closed,
@@ -331,7 +409,7 @@ impl ServerTask {
                 self.fail(reason, format!("`{}`: {error}", self.name));
                 Err(RunEnd::StartupFailed)
             }
-        }
+        }))
     }
 
     /// Open the first session of a streamable-HTTP server, with its stored credentials.
@@ -547,6 +625,14 @@ impl ServerTask {
             recovery,
             session.service.service().clone(),
         );
+        // A server of MCP 2026-07-28 says what changed only on a stream corrald asks for:
+        // opened before the server is reported ready, so no change after `ready` is missed.
+        let mut listening = modern::listen(session.service.peer(), session.service.service(), &self.tracker);
+        if let Some(listening) = &mut listening {
+            listening
+                .first_stream(self.config.startup_timeout.min(LISTEN_ACK_WAIT))
+                .await;
+        }
         self.mark_ready(&session.service, handle, pid);
         match &mut session.transport {
             ReadyTransport::Stdio(run) => run.process.remember_tree().await,
@@ -740,7 +826,12 @@ impl ServerTask {
     /// within `tool_timeout_sec`, so a server that does not read never holds
     /// the ready loop. It asks again for them (`roots/list`), which the
     /// client answers afresh.
+    /// A server of MCP 2026-07-28 is not told: it holds no roots between requests, and asks
+    /// for them in the answer to the request that needs them (`input_required`).
     fn tell_roots_changed(&self, peer: &rmcp::Peer<RoleClient>) {
+        if modern::is_modern(peer) {
+            return;
+        }
         let (name, peer, timeout) = (self.name.clone(), peer.clone(), self.config.tool_timeout);
         self.tracker.spawn(async move {
             match tokio::time::timeout(timeout, peer.notify_roots_list_changed()).await {
@@ -753,9 +844,10 @@ impl ServerTask {
 
     /// A new session of the server knows nothing of the resource
     /// subscriptions front-ends hold: subscribe again, in the background.
+    /// (A server of MCP 2026-07-28 has no `resources/subscribe`: its listener asks for them.)
     fn renew_subscriptions(&self, peer: &rmcp::Peer<RoleClient>) {
         let uris = self.hub.routes.subscriptions(&self.name);
-        if uris.is_empty() {
+        if uris.is_empty() || modern::is_modern(peer) {
             return;
         }
         let (name, peer, timeout) = (self.name.clone(), peer.clone(), self.config.tool_timeout);

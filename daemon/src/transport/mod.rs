@@ -2,8 +2,12 @@
 //! ([`stdio`]), streamable HTTP (`http`), or a server inside corrald
 //! ([`in_process`]). The lifecycle around a transport is `server`'s, the
 //! same for every transport: the functions here return values (a started
-//! session or a failure) and never write a server's state.
+//! session or a failure) and never write a server's state. How a session
+//! starts with a server of either MCP era (`initialize`, or MCP
+//! 2026-07-28's `server/discover`) is one piece for every transport
+//! (`era`).
 
+pub(crate) mod era;
 pub(crate) mod http;
 pub mod in_process;
 pub mod stdio;

@@ -42,6 +42,7 @@ mod service;
 mod sessions;
 mod skills;
 mod stdio_env;
+mod stdio_era;
 mod stdio_failures;
 mod stdio_faults;
 mod stdio_lifecycle;

@@ -3,9 +3,10 @@
 //! --no-initialize`) whose `confirm` tool asks its questions in an `input_required` result
 //! (MRTR, SEP-2322: the SDK seals its `requestState` and verifies the echo), used over
 //! Corral's protocol by two front-ends at once and through `corral mcp` by the TypeScript
-//! SDK's client; and server-everything's `simulate-research-query`, a tool that must run as a
-//! task (SEP-1686), followed to its result with its progress, its question, and its
-//! cancellation.
+//! SDK's client, and whose tool changes reach front-ends from the `subscriptions/listen` stream
+//! corrald keeps open (with every call asking for its log level in `_meta`); and
+//! server-everything's `simulate-research-query`, a tool that must run as a task (SEP-1686),
+//! followed to its result with its progress, its question, and its cancellation.
 
 use std::ffi::OsString;
 
@@ -309,4 +310,52 @@ async fn a_tool_that_must_run_as_a_task_is_followed_to_its_result_asked_through_
         "{done}"
     );
     mcp.close().await;
+}
+
+#[tokio::test]
+async fn a_stateless_http_servers_changes_come_on_the_stream_corrald_listens_on() {
+    let scratch = scratch_dir();
+    let record = scratch.path().join("requests.jsonl");
+    let root = scratch.path().display().to_string();
+    let port = free_loopback_port();
+    let _fixture = http_fixture(port, &record, &["--no-initialize"]);
+    let daemon = TestDaemon::start_with_config(&stateless_entry(port, &root));
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, "stateless", ServerStatus::Ready, SERVER_WAIT).await;
+    let mut front = front_end(&daemon, "front", json!({})).await;
+
+    let added = front
+        .call(
+            "tools/call",
+            json!({"server": "stateless", "name": "add_tool", "arguments": {"name": "late"}}),
+        )
+        .await;
+    assert_eq!(text_of(&added), "added");
+    let (changed, _) = read_until(&mut front, |message| {
+        message["method"] == "mcpServer/tools/listChanged" && message["params"]["name"] == "stateless"
+    })
+    .await;
+    let tools = client.tools_list(Some("stateless")).await.expect("tools/list");
+    assert_eq!(changed["params"]["toolCount"], json!(tools.tools.len()), "{changed}");
+    let late = front
+        .call(
+            "tools/call",
+            json!({"server": "stateless", "name": "late", "arguments": {"message": "x"}}),
+        )
+        .await;
+    assert_eq!(text_of(&late), "late: x");
+
+    // On the wire: one `subscriptions/listen` (its answer is the stream), and every call asking
+    // for its log level in `_meta`, as 2026-07-28 has it.
+    let requests = recorded_requests(&record);
+    assert_eq!(statuses_of(&requests, "subscriptions/listen"), [200], "{requests:#?}");
+    let level = "io.modelcontextprotocol/logLevel".to_owned();
+    for request in &requests {
+        let asks = request.meta.as_ref().is_some_and(|keys| keys.contains(&level));
+        match request.rpc.as_deref() {
+            Some("tools/call") => assert!(asks, "{request:?}"),
+            Some("subscriptions/listen" | "server/discover" | "initialize") => assert!(!asks, "{request:?}"),
+            _ => {}
+        }
+    }
 }

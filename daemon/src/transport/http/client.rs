@@ -1,7 +1,9 @@
 //! The HTTP client of a server's transport: [`HttpBackend`], the
 //! authentication seam, and [`Observed`], which reports the server's health
 //! and adds the headers a front-end attached to one request to its POST
-//! (`mcp::request_headers`).
+//! (`mcp::request_headers`), and puts what MCP 2026-07-28 wants on each POST
+//! that rmcp leaves out (the headers of `initialize`; a request's log level,
+//! `mcp::modern`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::mcp::handler::McpClientHandler;
 use crate::mcp::request_headers::ScopedHeaders;
+use crate::mcp::modern::stamp_log_level;
 use crate::transport::McpSession;
 
 use super::connect::{RETRY_DELAYS, connect_with};
@@ -204,12 +207,13 @@ where
     async fn post_message(
         &self,
         uri: Arc<str>,
-        message: ClientJsonRpcMessage,
+        mut message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         start_headers(&message, &mut custom_headers);
+        stamp_log_level(&mut message);
         ScopedHeaders::apply(&message, &mut custom_headers);
         let result = self
             .inner
@@ -222,13 +226,14 @@ where
     async fn post_message_with_max_sse_event_size(
         &self,
         uri: Arc<str>,
-        message: ClientJsonRpcMessage,
+        mut message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         start_headers(&message, &mut custom_headers);
+        stamp_log_level(&mut message);
         ScopedHeaders::apply(&message, &mut custom_headers);
         let result = self
             .inner
@@ -248,13 +253,14 @@ where
     async fn post_message_with_response_limits(
         &self,
         uri: Arc<str>,
-        message: ClientJsonRpcMessage,
+        mut message: ClientJsonRpcMessage,
         session_id: Option<Arc<str>>,
         auth_header: Option<String>,
         mut custom_headers: HashMap<HeaderName, HeaderValue>,
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         start_headers(&message, &mut custom_headers);
+        stamp_log_level(&mut message);
         ScopedHeaders::apply(&message, &mut custom_headers);
         // The transport's worker sends every POST through this one: passed on whole, so the inner
         // client applies the transport's body limits (the trait's default would keep only the

@@ -1,11 +1,13 @@
 //! Connecting: a transport and the start of a session (`initialize`, or the
-//! 2026-07-28 start when the server has no `initialize`, see `era`), and
+//! 2026-07-28 start when the server has no `initialize`, see `transport::era`), and
 //! `tools/list`, retried after transient failures until the startup deadline.
 
 use std::time::Duration;
 
-use rmcp::model::{ProtocolVersion, Tool};
-use rmcp::service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt as _};
+#[cfg(doc)]
+use rmcp::model::ProtocolVersion;
+use rmcp::model::Tool;
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt as _};
 use rmcp::transport::streamable_http_client::{StreamableHttpClient, StreamableHttpClientTransport};
 use rmcp::{Peer, RoleClient};
 use tokio::sync::mpsc;
@@ -13,9 +15,9 @@ use tokio::time::Instant;
 
 use crate::mcp::handler::McpClientHandler;
 use crate::transport::McpSession;
+use crate::transport::era::{self, Opening};
 
 use super::client::{HealthSignal, HttpBackend, Observed, transport_config};
-use super::era::{NextStart, after_refused_initialize, is_modern_rejection};
 use super::headers::Prepared;
 use crate::mcp::classify::{HttpFailure, classify_initialize, classify_service};
 
@@ -28,11 +30,10 @@ pub(crate) const RETRY_DELAYS: [Duration; 4] = [
     Duration::from_secs(2),
 ];
 
-/// Open a transport over `client` and start a session: `initialize` offering
-/// [`ProtocolVersion::LATEST_WITH_INITIALIZE`] (with the 2026-07-28 headers
-/// and `_meta`), and, when the server refuses it, at most one more start
-/// ([`era`](super::era) says which: `initialize` at an older version, or the
-/// 2026-07-28 `server/discover`). A new transport for each.
+/// Open a transport over `client` and start a session ([`era::open`]: `initialize`
+/// offering [`ProtocolVersion::LATEST_WITH_INITIALIZE`] with the 2026-07-28 headers and
+/// `_meta`, and, when the server refuses it, at most one more start, `initialize` at an
+/// older version or the 2026-07-28 `server/discover`). A new transport for each.
 pub(crate) async fn connect_with<C>(
     server: &str,
     client: C,
@@ -53,52 +54,11 @@ where
             StreamableHttpClientTransport::with_client(observed, transport_config(prepared, health.clone()));
         handler.serve_with_lifecycle(transport, lifecycle)
     };
-    let offered = ProtocolVersion::LATEST_WITH_INITIALIZE;
-    let refusal = match start(
-        ClientLifecycleMode::Initialize,
-        handler.clone().offering(offered.clone()),
-    )
-    .await
-    {
-        Ok(session) => return Ok(session),
-        Err(ClientInitializeError::JsonRpcError(refusal)) => refusal,
-        Err(error) => return Err(classify_initialize(&error)),
-    };
-    let refused = ClientInitializeError::JsonRpcError(refusal.clone());
-    match after_refused_initialize(&refusal, &offered) {
-        NextStart::Initialize(version) => {
-            tracing::info!(
-                server,
-                %offered,
-                %version,
-                "the server refused the protocol version offered; offering an older one"
-            );
-            start(ClientLifecycleMode::Initialize, handler.offering(version))
-                .await
-                .map_err(|error| classify_initialize(&error))
-        }
-        NextStart::Discover(preferred_versions) => {
-            tracing::debug!(
-                server,
-                "the server refused initialize; trying MCP 2026-07-28 (server/discover)"
-            );
-            match start(ClientLifecycleMode::Discover { preferred_versions }, handler).await {
-                Ok(session) => Ok(session),
-                // Not a server of 2026-07-28 either: its refusal of `initialize` says what is wrong.
-                Err(ClientInitializeError::JsonRpcError(error)) if !is_modern_rejection(&error) => {
-                    Err(classify_initialize(&refused))
-                }
-                Err(error) => Err(classify_initialize(&error)),
-            }
-        }
-        NextStart::NoCommonVersion(server_supported) => Err(classify_initialize(
-            &ClientInitializeError::NoCompatibleProtocolVersion {
-                client_supported: ProtocolVersion::KNOWN_VERSIONS.to_vec(),
-                server_supported,
-            },
-        )),
-        NextStart::GiveUp => Err(classify_initialize(&refused)),
-    }
+    // Every start has a new transport already: nothing to make again after one closed.
+    era::open(server, Opening::handshake(), handler, start)
+        .await
+        .map(|(session, _)| session)
+        .map_err(|not_opened| classify_initialize(&not_opened.error))
 }
 
 /// Connect and list the tools, retrying transient failures until `deadline`:

@@ -44,14 +44,14 @@
 //! era read it; a dual-era server answers it and the session is the
 //! 2025-11-25 one corrald drives fully (event stream, server requests,
 //! logging). A server that refuses it gets at most one more start, chosen by
-//! `era` from the refusal: the 2026-07-28 start (`server/discover`, then
+//! `transport::era` from the refusal: the 2026-07-28 start (`server/discover`, then
 //! every request with its `_meta` and headers, rmcp's own, including
 //! `Mcp-Name` and the `Mcp-Param-*` of `x-mcp-header` parameters; no session)
 //! for a server of 2026-07-28 only, or `initialize` at an older version the
-//! server names. Why handshake first rather than `server/discover` first (the
-//! order 2026-07-28 suggests): a dual-era server probed first would be served
-//! in 2026-07-28, whose server requests (MRTR), change notifications
-//! (`subscriptions/listen`) and per-request logging corrald does not drive yet.
+//! server names; the choice and the starts are `transport::era`'s, the same
+//! for stdio servers. Why handshake first rather than `server/discover` first
+//! (the order 2026-07-28 suggests): the first message every server gets stays
+//! the `initialize` it always got.
 //!
 //! **Retries.** `initialize` and the first `tools/list` are retried after
 //! transient failures (connect errors, no response, HTTP
@@ -69,7 +69,6 @@
 mod client;
 mod connect;
 mod dpop;
-mod era;
 mod headers;
 mod session;
 mod token_client;

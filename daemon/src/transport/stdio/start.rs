@@ -2,8 +2,11 @@
 //!
 //! [`launch_process`] gives each run a fresh marker and (when servers get one) a cgroup
 //! leaf, launches the child (`super::launch`) and drains its stderr. [`Startup`] runs
-//! `initialize` and `tools/list` over the tee'd pipes under the startup deadline, raced
-//! against the process's exit and a broken message. [`ServerProcess::teardown`] is the one
+//! the start of the session (`transport::era`, over the pipes' one transport, `pipe`) and
+//! `tools/list` over the tee'd pipes under the startup deadline, raced against the
+//! process's exit and a broken message. A server that refuses `initialize` as a server of
+//! MCP 2026-07-28 only does gets `server/discover` on the same pipes; one that exits after
+//! that refusal is [`StartFailure::Relaunch`], which the task launches once more. [`ServerProcess::teardown`] is the one
 //! way a run's process tree ends. Nothing here writes a server's state: the task records
 //! the pid, the last exit and the status from what these return.
 //!
@@ -28,8 +31,8 @@ use std::time::{Duration, Instant};
 use corral_protocol::FailureReason;
 use corral_protocol::config::StdioConfig;
 use process_wrap::tokio::ChildWrapper;
-use rmcp::ServiceExt as _;
 use rmcp::model::Tool;
+use rmcp::service::{ClientInitializeError, ClientLifecycleMode, ClientServiceExt as _};
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +45,9 @@ use crate::process::reaper::Registry;
 use crate::process::scan::{self, ProcessId};
 use crate::process::teardown::{TeardownPolicy, reap_adopted, teardown};
 use crate::transport::McpSession;
+use crate::transport::era::{self, Opening};
 
+use super::pipe::PipeHome;
 use super::{LaunchError, StderrTail, drain_stderr, launch};
 
 /// How long, once a server's process exit or a closed transport was noticed
@@ -215,11 +220,19 @@ impl ServerProcess {
     }
 }
 
-/// A session that finished `initialize` and `tools/list`, and the tools listed.
-type Started = (McpSession, Vec<Tool>);
+/// A session that finished its start (`initialize`, or `server/discover`) and `tools/list`:
+/// the session, the tools listed, and how it was opened (for the server's next runs).
+pub(crate) struct Started {
+    /// The session.
+    pub(crate) session: McpSession,
+    /// The tools it listed.
+    pub(crate) tools: Vec<Tool>,
+    /// The start that worked.
+    pub(crate) opening: Opening,
+}
 
-/// `initialize` then `tools/list`; a failure is the reason and why.
-type StartupFuture = Pin<Box<dyn Future<Output = Result<Started, (FailureReason, String)>> + Send>>;
+/// The start then `tools/list`.
+type StartupFuture = Pin<Box<dyn Future<Output = Result<Started, StartFailure>> + Send>>;
 
 /// Why a stdio server did not start.
 #[derive(Debug)]
@@ -227,12 +240,16 @@ pub(crate) enum StartFailure {
     /// Its process exited before it completed the startup (the task records the exit and
     /// quotes the last stderr lines).
     Exited(std::io::Result<std::process::ExitStatus>),
+    /// It refused `initialize` as a server of MCP 2026-07-28 does and then closed its pipes
+    /// (exited) before the start its refusal pointed to: launch it again and start with this.
+    Relaunch(Opening),
     /// Anything else: the reason front-ends see, and why (without the server's name).
     Failed(FailureReason, String),
 }
 
-/// `initialize` and `tools/list` over a launched server's pipes. Dropping it closes the
-/// child's stdin unless the session took it (the first teardown step).
+/// The start of a session (`transport::era`: `initialize` first, unless the server showed
+/// before that it wants `server/discover`) and `tools/list` over a launched server's pipes.
+/// Dropping it closes the child's stdin unless the session took it (the first teardown step).
 pub(crate) struct Startup {
     initialize: StartupFuture,
     raw: Arc<WireTee>,
@@ -242,22 +259,50 @@ pub(crate) struct Startup {
 }
 
 impl Startup {
-    /// Begin the startup over `pipes`, tee'd through `raw`, within `limit` from now.
-    pub(crate) fn new(pipes: Pipes, handler: McpClientHandler, raw: Arc<WireTee>, limit: Duration) -> Self {
+    /// Begin the startup over `pipes`, tee'd through `raw`, within `limit` from now, opening
+    /// the session with `first`.
+    pub(crate) fn new(
+        pipes: Pipes,
+        handler: McpClientHandler,
+        raw: Arc<WireTee>,
+        limit: Duration,
+        first: Opening,
+    ) -> Self {
         let deadline = tokio::time::Instant::now() + limit;
         let broken_message = raw.broken_message();
-        let pipes = raw.tee(pipes.stdout, pipes.stdin);
+        let (reader, writer) = raw.tee(pipes.stdout, pipes.stdin);
+        let home = PipeHome::new(reader, writer);
+        let name = handler.server().to_owned();
         let initialize = async move {
-            let service = handler
-                .serve(pipes)
-                .await
-                .map_err(|error| (FailureReason::ProtocolError, format!("initialize failed: {error}")))?;
-            let tools = service
-                .peer()
-                .list_all_tools()
-                .await
-                .map_err(|error| (FailureReason::ProtocolError, format!("tools/list failed: {error}")))?;
-            Ok((service, tools))
+            // Every start gets the same pipes again: a server that refused `initialize` and
+            // reads on gets `server/discover` next.
+            let start = |lifecycle: ClientLifecycleMode, handler: McpClientHandler| {
+                let pipe = home.lend();
+                async move {
+                    match pipe {
+                        Some(pipe) => handler.serve_with_lifecycle(pipe, lifecycle).await,
+                        None => Err(ClientInitializeError::ConnectionClosed(
+                            "the pipes are already in use".to_owned(),
+                        )),
+                    }
+                }
+            };
+            let opened = era::open(&name, first.clone(), handler, start).await;
+            let (session, opening) = opened.map_err(|not_opened| match not_opened.on_new_transport {
+                Some(opening) => StartFailure::Relaunch(opening),
+                None => StartFailure::Failed(
+                    FailureReason::ProtocolError,
+                    format!("{} failed: {}", first.method(), not_opened.error),
+                ),
+            })?;
+            let tools = session.peer().list_all_tools().await.map_err(|error| {
+                StartFailure::Failed(FailureReason::ProtocolError, format!("tools/list failed: {error}"))
+            })?;
+            Ok(Started {
+                session,
+                tools,
+                opening,
+            })
         };
         Self {
             initialize: Box::pin(initialize),
@@ -276,7 +321,7 @@ impl Startup {
             // Biased: a startup that completed wins over an exit noticed in the same poll.
             biased;
             outcome = tokio::time::timeout_at(self.deadline, &mut self.initialize) => match outcome {
-                Ok(outcome) => outcome.map_err(|(reason, error)| StartFailure::Failed(reason, error)),
+                Ok(outcome) => outcome,
                 Err(_) => Err(self.timed_out()),
             },
             status = process.exited() => {
@@ -287,6 +332,8 @@ impl Startup {
                 let grace = EXIT_NOTICE_GRACE.min(self.deadline.saturating_duration_since(tokio::time::Instant::now()));
                 match tokio::time::timeout(grace, &mut self.initialize).await {
                     Ok(Ok(ready)) => Ok(ready),
+                    // It refused `initialize` as a server of 2026-07-28, then went: relaunch.
+                    Ok(Err(relaunch @ StartFailure::Relaunch(_))) => Err(relaunch),
                     _ => Err(StartFailure::Exited(status)),
                 }
             }
