@@ -38,9 +38,9 @@
 pub(crate) mod classify;
 pub(crate) mod forward;
 pub(crate) mod handler;
+pub(crate) mod modern;
 pub(crate) mod passthrough;
 pub(crate) mod request_headers;
-pub(crate) mod modern;
 pub(crate) mod rounds;
 pub mod route;
 pub(crate) mod skills;

@@ -23,8 +23,8 @@ use sse_stream::Sse;
 use tokio::sync::mpsc;
 
 use crate::mcp::handler::McpClientHandler;
-use crate::mcp::request_headers::ScopedHeaders;
 use crate::mcp::modern::stamp_log_level;
+use crate::mcp::request_headers::ScopedHeaders;
 use crate::transport::McpSession;
 
 use super::connect::{RETRY_DELAYS, connect_with};
