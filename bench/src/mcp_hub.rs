@@ -426,6 +426,20 @@ async fn http_connection(address: SocketAddr) -> anyhow::Result<(SendRequest<Ful
     Ok((sender, connection))
 }
 
+/// mcp-hub (Express) closes a kept-alive connection idle for 5 s, which a setup's connection is
+/// while the other setups of a round run: open a new one then (in the warm-up, not timed).
+async fn reopen_if_closed(
+    sender: &mut SendRequest<Full<Bytes>>,
+    connection: &mut JoinHandle<()>,
+    address: SocketAddr,
+) -> anyhow::Result<()> {
+    if sender.is_closed() || connection.is_finished() {
+        connection.abort();
+        (*sender, *connection) = http_connection(address).await?;
+    }
+    Ok(())
+}
+
 fn post(address: SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<Request<Full<Bytes>>> {
     Request::builder()
         .method(Method::POST)
@@ -461,6 +475,7 @@ impl Rest {
 
     async fn echo(&mut self) -> anyhow::Result<()> {
         let request = post(self.address, "/api/servers/tools", REST_ECHO.as_bytes())?;
+        reopen_if_closed(&mut self.sender, &mut self.connection, self.address).await?;
         self.sender.ready().await.context("mcp-hub closed the connection")?;
         let response = self
             .sender
@@ -554,6 +569,7 @@ impl SseMcp {
 
     async fn send(&mut self) -> anyhow::Result<()> {
         let request = post(self.address, &self.post_path, &self.request)?;
+        reopen_if_closed(&mut self.sender, &mut self.connection, self.address).await?;
         self.sender.ready().await.context("mcp-hub closed the connection")?;
         let response = self
             .sender
