@@ -118,6 +118,11 @@ impl DaemonProcess {
         &self.socket_path
     }
 
+    /// The daemon's directory: `config.toml`, and `data/` (its `CORRAL_DATA_DIR`).
+    pub(crate) fn dir(&self) -> &Path {
+        self.socket_path.parent().unwrap_or(Path::new("."))
+    }
+
     /// Poll-connect every `interval` until the socket accepts a connection;
     /// returns the time since spawn. Fails if the daemon exits or `limit` passes.
     pub(crate) async fn wait_until_accepting(

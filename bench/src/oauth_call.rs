@@ -9,6 +9,12 @@
 //! key in a 0600 key file (no keyring); and, on a private session bus with gnome-keyring's Secret
 //! Service (as the tests start it), `encrypted-file` with its key in the keyring and `keyring`.
 //! Without `dbus-daemon`/`gnome-keyring-daemon` the last two are skipped and say why.
+//!
+//! The yardstick (issue #13: each store within 10 % of it): in the `file` store's daemon, once
+//! logged in, the same server is added by a reload under a second name with the access token the
+//! login stored as a static `Authorization: Bearer` header, so its calls read no store; the two
+//! are called in alternating blocks of 100, and every store's p50 is given as a multiple of the
+//! bearer server's.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -27,6 +33,8 @@ use crate::stats::Summary;
 use crate::survivors::Survivor;
 
 const SERVER: &str = "demo";
+/// The same server with a static bearer token.
+const BEARER: &str = "demo-bearer";
 
 /// What the phase can be asked for.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +55,10 @@ pub(crate) struct StoreCalls {
 pub(crate) struct OauthCalls {
     pub(crate) options: Options,
     pub(crate) stores: Vec<StoreCalls>,
+    /// `tools/call` to the same server with the same access token as a static
+    /// `Authorization: Bearer` header (no credential store), in blocks alternating with the
+    /// `file` store's calls.
+    pub(crate) bearer: Vec<Duration>,
     /// Why the keyring stores were not measured, if they were not.
     pub(crate) keyring_skipped: Option<String>,
     pub(crate) survivors: Vec<Survivor>,
@@ -145,9 +157,11 @@ impl SecretService {
 pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> anyhow::Result<OauthCalls> {
     let mut stores = Vec::new();
     let mut survivors = Vec::new();
+    let mut bearer = Vec::new();
     for store in ["file", "encrypted-file"] {
-        let (samples, found) = one_store(corrald, peers, options, store, &[]).await?;
+        let (samples, with_bearer, found) = one_store(corrald, peers, options, store, &[]).await?;
         stores.push(StoreCalls { store, samples });
+        bearer.extend(with_bearer);
         survivors.extend(found);
     }
     let keyring_skipped = match SecretService::start().await {
@@ -157,7 +171,7 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
                 ("encrypted-file, key in the keyring", "encrypted-file"),
                 ("keyring", "keyring"),
             ] {
-                let (samples, found) = one_store(corrald, peers, options, store, &env).await?;
+                let (samples, _, found) = one_store(corrald, peers, options, store, &env).await?;
                 stores.push(StoreCalls { store: label, samples });
                 survivors.extend(found);
             }
@@ -168,34 +182,106 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
     Ok(OauthCalls {
         options,
         stores,
+        bearer,
         keyring_skipped,
         survivors,
     })
 }
 
+/// One store's calls; for the `file` store also the bearer-token server's, alternating with them.
 async fn one_store(
     corrald: &Path,
     peers: &Peers,
     options: Options,
     store: &str,
     env: &[(&str, OsString)],
-) -> anyhow::Result<(Vec<Duration>, Vec<Survivor>)> {
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, Vec<Survivor>)> {
     let (mut server, mcp_port) = start_sdk_oauth_server(peers).await?;
     let config = format!(
         "credentials_store = \"{store}\"\noauth_opener = {}\n[servers.{SERVER}]\nurl = \"http://localhost:{mcp_port}/mcp\"\n",
         follow_url_opener(peers)?
     );
     let mut served = ServedDaemon::start_with_env(corrald, &config, 1, env).await?;
-    let measured = calls(&mut served, options)
-        .await
-        .with_context(|| format!("store `{store}`"));
+    let measured = async {
+        login(&mut served).await?;
+        if store == "file" {
+            add_bearer_server(&mut served, &config, mcp_port).await?;
+            alternate(&mut served.connection, options).await
+        } else {
+            Ok((
+                calls(&mut served.connection, SERVER, options.warmup, options.requests).await?,
+                Vec::new(),
+            ))
+        }
+    }
+    .await
+    .with_context(|| format!("store `{store}`"));
     let _ = server.kill().await;
     let _ = server.wait().await;
     let (_, survivors) = served.stop().await?;
-    Ok((measured?, survivors))
+    let (samples, bearer) = measured?;
+    Ok((samples, bearer, survivors))
 }
 
-async fn calls(served: &mut ServedDaemon, options: Options) -> anyhow::Result<Vec<Duration>> {
+/// The bearer-token server: the same URL, with the access token the login stored in the file
+/// as a static `Authorization` header (which corrald sends as is, never touching the store);
+/// added by a reload, then waited for until `ready`.
+async fn add_bearer_server(served: &mut ServedDaemon, config: &str, mcp_port: u16) -> anyhow::Result<()> {
+    let path = served.daemon.dir().join("data").join("credentials.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let document: serde_json::Value = serde_json::from_str(&text).context("parsing the credentials file")?;
+    let record = document["entries"]
+        .as_object()
+        .and_then(|entries| entries.values().next())
+        .and_then(|record| record.as_str())
+        .context("no record in the credentials file")?;
+    let record: serde_json::Value = serde_json::from_str(record).context("parsing the stored record")?;
+    let token = record["credentials"]["token_response"]["access_token"]
+        .as_str()
+        .context("no access token in the stored record")?;
+    let bearer = format!(
+        "{config}[servers.{BEARER}]\nurl = \"http://localhost:{mcp_port}/mcp\"\nhttp_headers = {{ Authorization = {} }}\n",
+        crate::peers::toml_string(&format!("Bearer {token}"))
+    );
+    std::fs::write(served.daemon.dir().join("config.toml"), bearer).context("writing the config")?;
+    call(&mut served.connection, "config/reload", None).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = call(
+            &mut served.connection,
+            "mcpServer/get",
+            Some(&format!("{{\"name\":\"{BEARER}\"}}")),
+        )
+        .await;
+        if text.is_ok_and(|text| text.contains("\"status\":\"ready\"")) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the bearer-token server was not ready within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Calls to the OAuth server and to the bearer-token server in alternating blocks.
+async fn alternate(
+    connection: &mut crate::raw::RawConnection,
+    options: Options,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    const BLOCK: usize = 100;
+    calls(connection, SERVER, options.warmup, 0).await?;
+    calls(connection, BEARER, options.warmup, 0).await?;
+    let (mut oauth, mut bearer) = (Vec::new(), Vec::new());
+    while oauth.len() < options.requests {
+        let count = BLOCK.min(options.requests - oauth.len());
+        oauth.extend(calls(connection, SERVER, 0, count).await?);
+        bearer.extend(calls(connection, BEARER, 0, count).await?);
+    }
+    Ok((oauth, bearer))
+}
+
+/// Log the OAuth server in and wait until it is `ready`.
+async fn login(served: &mut ServedDaemon) -> anyhow::Result<()> {
     let connection = &mut served.connection;
     let name = format!("{{\"name\":\"{SERVER}\"}}");
     wait_for(connection, "failed (not logged in)", |server| {
@@ -203,17 +289,26 @@ async fn calls(served: &mut ServedDaemon, options: Options) -> anyhow::Result<Ve
     })
     .await?;
     call(connection, "mcpServer/oauthLogin", Some(&name)).await?;
-    wait_for(connection, "ready", |server| server.status == ServerStatus::Ready).await?;
-    let params = format!("{{\"server\":\"{SERVER}\",\"name\":\"greet\",\"arguments\":{{\"name\":\"x\"}}}}");
-    let mut samples = Vec::with_capacity(options.requests);
-    for index in 0..options.warmup + options.requests {
+    wait_for(connection, "ready", |server| server.status == ServerStatus::Ready).await
+}
+
+/// `warmup` unmeasured then `requests` measured `greet` calls to `server`.
+async fn calls(
+    connection: &mut crate::raw::RawConnection,
+    server: &str,
+    warmup: usize,
+    requests: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let params = format!("{{\"server\":\"{server}\",\"name\":\"greet\",\"arguments\":{{\"name\":\"x\"}}}}");
+    let mut samples = Vec::with_capacity(requests);
+    for index in 0..warmup + requests {
         let started = Instant::now();
         let answer = call(connection, "tools/call", Some(&params)).await?;
         let elapsed = started.elapsed();
         if !answer.contains("Hello, x") || answer.contains("\"isError\":true") {
             bail!("unexpected `tools/call` answer: {answer}");
         }
-        if index >= options.warmup {
+        if index >= warmup {
             samples.push(elapsed);
         }
     }
@@ -227,12 +322,25 @@ pub(crate) fn print(out: &mut impl Write, calls: &OauthCalls) -> std::io::Result
         "tools/call to an OAuth server (SDK example --oauth, `greet`), per credential store ({} warm-up, {} measured, µs)",
         calls.options.warmup, calls.options.requests
     )?;
-    for store in &calls.stores {
-        if let Some(summary) = Summary::of(&mut store.samples.clone()) {
+    let bearer = ("bearer token, no store (beside `file`)", calls.bearer.clone());
+    let bearer_p50 = Summary::of(&mut calls.bearer.clone()).map(|summary| summary.p50);
+    for (label, samples) in calls
+        .stores
+        .iter()
+        .map(|store| (store.store, store.samples.clone()))
+        .chain(std::iter::once(bearer))
+    {
+        if let Some(summary) = Summary::of(&mut samples.clone()) {
+            let versus = bearer_p50.map_or_else(String::new, |bearer| {
+                format!(
+                    "  {:.2}× the bearer p50",
+                    summary.p50.as_secs_f64() / bearer.as_secs_f64().max(1e-9)
+                )
+            });
             writeln!(
                 out,
-                "  {:<36} p50 {:>8.1}  p90 {:>8.1}  p99 {:>8.1}  max {:>9.1}",
-                store.store,
+                "  {:<40} p50 {:>8.1}  p90 {:>8.1}  p99 {:>8.1}  max {:>9.1}{versus}",
+                label,
                 summary.p50.as_secs_f64() * 1e6,
                 summary.p90.as_secs_f64() * 1e6,
                 summary.p99.as_secs_f64() * 1e6,
