@@ -2,19 +2,20 @@
 //! store: every request of such a server asks the store for its access token (rmcp's `AuthClient`
 //! loads the credentials before each request), so this row shows what the store costs a call.
 //!
-//! Per store: the TS SDK's example server with `--oauth` on loopback (as in `oauth_login`), a fresh
-//! daemon with that `credentials_store`, a login through `tests/peers/follow_url.py`, wait until
+//! One TS SDK example server with `--oauth` on loopback (as in `oauth_login`); per store, a daemon
+//! with that `credentials_store`, logged in through `tests/peers/follow_url.py` and waited for until
 //! `ready`; then `warmup` unmeasured and `requests` measured sequential `tools/call` of its `greet`
-//! tool on one raw connection, each answer checked. The stores: `file`; `encrypted-file` with its
+//! tool on one raw connection per daemon, each answer checked. The stores: `file`; `encrypted-file` with its
 //! key in a 0600 key file (no keyring); and, on a private session bus with gnome-keyring's Secret
 //! Service (as the tests start it), `encrypted-file` with its key in the keyring and `keyring`.
 //! Without `dbus-daemon`/`gnome-keyring-daemon` the last two are skipped and say why.
 //!
 //! The yardstick (issue #13: each store within 10 % of it): in the `file` store's daemon, once
 //! logged in, the same server is added by a reload under a second name with the access token the
-//! login stored as a static `Authorization: Bearer` header, so its calls read no store; the two
-//! are called in alternating blocks of 100, and every store's p50 is given as a multiple of the
-//! bearer server's.
+//! login stored as a static `Authorization: Bearer` header, so its calls read no store. All the
+//! stores' daemons run at once against one server process, each logged in; every setup is warmed
+//! up, then called in blocks of 100 in an order rotated each round, and every store's p50 is given
+//! as a multiple of the bearer server's.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -56,8 +57,7 @@ pub(crate) struct OauthCalls {
     pub(crate) options: Options,
     pub(crate) stores: Vec<StoreCalls>,
     /// `tools/call` to the same server with the same access token as a static
-    /// `Authorization: Bearer` header (no credential store), in blocks alternating with the
-    /// `file` store's calls.
+    /// `Authorization: Bearer` header (no credential store), in the rotation with the stores.
     pub(crate) bearer: Vec<Duration>,
     /// Why the keyring stores were not measured, if they were not.
     pub(crate) keyring_skipped: Option<String>,
@@ -153,74 +153,113 @@ impl SecretService {
     }
 }
 
-/// The whole phase.
+/// The whole phase: one server; one daemon per store, all logged in to it at once; the calls of
+/// every store and of the bearer-token twin in rotating blocks.
 pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> anyhow::Result<OauthCalls> {
-    let mut stores = Vec::new();
-    let mut survivors = Vec::new();
-    let mut bearer = Vec::new();
-    for store in ["file", "encrypted-file"] {
-        let (samples, with_bearer, found) = one_store(corrald, peers, options, store, &[]).await?;
-        stores.push(StoreCalls { store, samples });
-        bearer.extend(with_bearer);
-        survivors.extend(found);
-    }
-    let keyring_skipped = match SecretService::start().await {
-        Ok(secret_service) => {
-            let env = [("DBUS_SESSION_BUS_ADDRESS", OsString::from(&secret_service.address))];
-            for (label, store) in [
-                ("encrypted-file, key in the keyring", "encrypted-file"),
-                ("keyring", "keyring"),
-            ] {
-                let (samples, _, found) = one_store(corrald, peers, options, store, &env).await?;
-                stores.push(StoreCalls { store: label, samples });
-                survivors.extend(found);
-            }
-            None
+    let (mut server, mcp_port) = start_sdk_oauth_server(peers).await?;
+    // Kept until the daemons are gone: the keyring stores' daemons talk to it.
+    let secret_service = SecretService::start().await;
+    let mut daemons: Vec<(&'static str, ServedDaemon)> = Vec::new();
+    let measured = async {
+        let mut stores: Vec<(&'static str, &'static str, Vec<(&str, OsString)>)> = vec![
+            ("file", "file", Vec::new()),
+            ("encrypted-file", "encrypted-file", Vec::new()),
+        ];
+        if let Ok(secret_service) = &secret_service {
+            let env = vec![("DBUS_SESSION_BUS_ADDRESS", OsString::from(&secret_service.address))];
+            stores.push(("encrypted-file, key in the keyring", "encrypted-file", env.clone()));
+            stores.push(("keyring", "keyring", env));
         }
-        Err(error) => Some(format!("{error:#}")),
-    };
+        for (label, store, env) in &stores {
+            let config = config(peers, store, mcp_port)?;
+            let mut served = ServedDaemon::start_with_env(corrald, &config, 1, env).await?;
+            let logged_in = login(&mut served).await.with_context(|| format!("store `{label}`"));
+            if *store == "file" && env.is_empty() && logged_in.is_ok() {
+                let added = add_bearer_server(&mut served, &config, mcp_port).await;
+                daemons.push((label, served));
+                added?;
+            } else {
+                daemons.push((label, served));
+                logged_in?;
+            }
+        }
+        rotate(&mut daemons, options).await
+    }
+    .await;
+    let _ = server.kill().await;
+    let _ = server.wait().await;
+    // Every daemon stopped first: one still running would be taken for a survivor of another.
+    for (label, ServedDaemon { daemon, connection }) in daemons {
+        drop(connection);
+        let stopped = daemon.stop().await?;
+        if !stopped.status.success() {
+            bail!(
+                "the `{label}` store's corrald exited with {} after SIGTERM",
+                stopped.status
+            );
+        }
+    }
+    let survivors = crate::survivors::find();
+    let (stores, bearer) = measured?;
     Ok(OauthCalls {
         options,
         stores,
         bearer,
-        keyring_skipped,
+        keyring_skipped: secret_service.err().map(|error| format!("{error:#}")),
         survivors,
     })
 }
 
-/// One store's calls; for the `file` store also the bearer-token server's, alternating with them.
-async fn one_store(
-    corrald: &Path,
-    peers: &Peers,
-    options: Options,
-    store: &str,
-    env: &[(&str, OsString)],
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, Vec<Survivor>)> {
-    let (mut server, mcp_port) = start_sdk_oauth_server(peers).await?;
-    let config = format!(
+/// The config of a store's daemon: the store, the opener, the server.
+fn config(peers: &Peers, store: &str, mcp_port: u16) -> anyhow::Result<String> {
+    Ok(format!(
         "credentials_store = \"{store}\"\noauth_opener = {}\n[servers.{SERVER}]\nurl = \"http://localhost:{mcp_port}/mcp\"\n",
         follow_url_opener(peers)?
-    );
-    let mut served = ServedDaemon::start_with_env(corrald, &config, 1, env).await?;
-    let measured = async {
-        login(&mut served).await?;
-        if store == "file" {
-            add_bearer_server(&mut served, &config, mcp_port).await?;
-            alternate(&mut served.connection, options).await
+    ))
+}
+
+/// Calls per block of the rotation.
+const BLOCK: usize = 100;
+
+/// Warm-up of every setup, then blocks of [`BLOCK`] calls of each store's server and of the
+/// bearer-token twin (in the first daemon, the `file` store's), the order rotated every round.
+async fn rotate(
+    daemons: &mut [(&'static str, ServedDaemon)],
+    options: Options,
+) -> anyhow::Result<(Vec<StoreCalls>, Vec<Duration>)> {
+    // Setup `daemons.len()` is the bearer twin.
+    let setups = daemons.len() + 1;
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(options.requests); setups];
+    let connection = |daemons: &mut [(&'static str, ServedDaemon)], setup: usize| {
+        let (index, server) = if setup == daemons.len() {
+            (0, BEARER)
         } else {
-            Ok((
-                calls(&mut served.connection, SERVER, options.warmup, options.requests).await?,
-                Vec::new(),
-            ))
-        }
+            (setup, SERVER)
+        };
+        (index, server)
+    };
+    for setup in 0..setups {
+        let (index, server) = connection(daemons, setup);
+        calls(&mut daemons[index].1.connection, server, options.warmup, 0).await?;
     }
-    .await
-    .with_context(|| format!("store `{store}`"));
-    let _ = server.kill().await;
-    let _ = server.wait().await;
-    let (_, survivors) = served.stop().await?;
-    let (samples, bearer) = measured?;
-    Ok((samples, bearer, survivors))
+    let mut round = 0;
+    while samples[0].len() < options.requests {
+        let count = BLOCK.min(options.requests - samples[0].len());
+        for step in 0..setups {
+            let setup = (round + step) % setups;
+            let (index, server) = connection(daemons, setup);
+            let measured = calls(&mut daemons[index].1.connection, server, 0, count).await?;
+            samples[setup].extend(measured);
+        }
+        round += 1;
+    }
+    let bearer = samples.pop().unwrap_or_default();
+    let stores = daemons
+        .iter()
+        .zip(samples)
+        .map(|((store, _), samples)| StoreCalls { store, samples })
+        .collect();
+    Ok((stores, bearer))
 }
 
 /// The bearer-token server: the same URL, with the access token the login stored in the file
@@ -261,23 +300,6 @@ async fn add_bearer_server(served: &mut ServedDaemon, config: &str, mcp_port: u1
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Calls to the OAuth server and to the bearer-token server in alternating blocks.
-async fn alternate(
-    connection: &mut crate::raw::RawConnection,
-    options: Options,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    const BLOCK: usize = 100;
-    calls(connection, SERVER, options.warmup, 0).await?;
-    calls(connection, BEARER, options.warmup, 0).await?;
-    let (mut oauth, mut bearer) = (Vec::new(), Vec::new());
-    while oauth.len() < options.requests {
-        let count = BLOCK.min(options.requests - oauth.len());
-        oauth.extend(calls(connection, SERVER, 0, count).await?);
-        bearer.extend(calls(connection, BEARER, 0, count).await?);
-    }
-    Ok((oauth, bearer))
 }
 
 /// Log the OAuth server in and wait until it is `ready`.
