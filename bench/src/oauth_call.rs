@@ -161,7 +161,7 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
     let secret_service = SecretService::start().await;
     let mut daemons: Vec<(&'static str, ServedDaemon)> = Vec::new();
     let measured = async {
-        let mut stores: Vec<(&'static str, &'static str, Vec<(&str, OsString)>)> = vec![
+        let mut stores: Vec<(&'static str, &'static str, Environment)> = vec![
             ("file", "file", Vec::new()),
             ("encrypted-file", "encrypted-file", Vec::new()),
         ];
@@ -217,6 +217,9 @@ fn config(peers: &Peers, store: &str, mcp_port: u16) -> anyhow::Result<String> {
         follow_url_opener(peers)?
     ))
 }
+
+/// Variables set in a daemon's environment.
+type Environment = Vec<(&'static str, OsString)>;
 
 /// Calls per block of the rotation.
 const BLOCK: usize = 100;
