@@ -112,7 +112,7 @@ pub(crate) struct BridgeMemory {
 }
 
 impl BridgeMemory {
-    fn of(pid: u32) -> anyhow::Result<Self> {
+    pub(crate) fn of(pid: u32) -> anyhow::Result<Self> {
         let memory = Memory::of(pid)?;
         let path = format!("/proc/{pid}/status");
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;

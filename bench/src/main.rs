@@ -1,7 +1,7 @@
 //! `corral-bench`: start the real release `corrald` on a temporary socket and
 //! print how fast and how small it is, next to the project's targets.
 //!
-//! Measured, in order: the floor (the same raw client against a do-nothing
+//! Measured, in order: idle memory with the built-in server (`idle.rs`); the floor (the same raw client against a do-nothing
 //! server thread); then on one daemon: idle memory after start;
 //! `mcpServer/list` round trips through a raw client and through
 //! `corral_client`; the same with many concurrent raw clients; notification
@@ -26,6 +26,7 @@ mod echo_server;
 mod fleet;
 mod http_call;
 mod http_mcp;
+mod idle;
 mod mcp_hub;
 mod oauth_call;
 mod oauth_login;
@@ -207,6 +208,9 @@ enum Phase {
     OauthLogin,
     /// `tools/call` to the TS SDK's example server with `--oauth`, once per credential store.
     OauthCall,
+    /// Idle memory with the built-in server (as a user runs corrald), left alone and after one
+    /// front-end's requests.
+    IdleBuiltin,
     /// corrald with 1, 8, 32 and 256 servers (`--scale-counts`; the benchmark's own cheap echo
     /// server): start to all ready, memory, threads, `mcpServer/list`, `tools/list` and one call.
     Scale,
@@ -352,6 +356,10 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     scenarios::open_connections(&mut monitor).await?;
     report.memory_start = Some(daemon.memory()?);
 
+    if args.runs(Phase::IdleBuiltin) {
+        report.idle_builtin =
+            Some(bounded("idle memory with the built-in server", limit, idle::measure(&corrald)).await?);
+    }
     if args.runs(Phase::Floor) {
         let measured = bounded(
             "round trips, do-nothing server",
@@ -651,6 +659,7 @@ struct Report {
     load_before: String,
     load_after: String,
     memory_start: Option<Memory>,
+    idle_builtin: Option<idle::Idle>,
     floor: Option<SingleReport>,
     raw: Option<SingleReport>,
     sdk: Option<SingleReport>,
@@ -890,6 +899,10 @@ impl Report {
                 mebibytes(memory.hwm),
                 target_note(memory)
             )?;
+        }
+
+        if let Some(idle) = &self.idle_builtin {
+            idle::print(out, idle)?;
         }
 
         if let Some(startup) = &self.startup {

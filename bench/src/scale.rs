@@ -220,7 +220,7 @@ async fn timed(
 }
 
 /// `Threads:` of `/proc/<pid>/status`.
-fn threads(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn threads(pid: u32) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     status
