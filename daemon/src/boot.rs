@@ -40,8 +40,8 @@ pub(crate) struct Running {
 /// over the children record, make the credential store (opened on first
 /// use), wire everything
 /// ([`wire`]), start the accept loop and the loopback MCP endpoint (when
-/// turned on), tell a service manager, and, once no server is starting any
-/// more, let go of the code pages only boot ran (`resident`).
+/// turned on), tell a service manager, and let go of the code pages only
+/// boot ran (`resident`).
 pub(crate) async fn start(
     mut options: Options,
     started: Instant,
@@ -168,11 +168,6 @@ pub(crate) async fn start(
     }
     let accept_loop = tracker.spawn(api::serve(acceptor, engine, tracker.clone()));
 
-    // Boot's aftermath (the servers' starts) runs code an idle daemon does not run again.
-    tracker.spawn(let_go_of_boot_code_once_started(
-        supervisor.clone(),
-        shutdown.child_token(),
-    ));
     // The socket accepts (the listener exists and the accept loop runs) and
     // every config server has been launched: tell a service manager.
     tracker.spawn(service::run(
@@ -183,6 +178,10 @@ pub(crate) async fn start(
         options.inherited.watchdog,
         shutdown.child_token(),
     ));
+    // Boot ran code from all over the binary that an idle daemon does not run again.
+    if let Some(bytes) = crate::resident::let_go_of_boot_code() {
+        tracing::debug!(kib = bytes / 1024, "code pages of boot let go of");
+    }
     Ok(Running {
         accept_loop,
         reload,
@@ -337,37 +336,6 @@ pub(crate) fn wire(wiring: Wiring<'_>, shutdown: &CancellationToken, tracker: &T
         config_error,
         context,
         mcp_endpoint,
-    }
-}
-
-/// How often [`let_go_of_boot_code_once_started`] asks whether a server is still starting.
-const STARTING_POLL: Duration = Duration::from_millis(250);
-/// The longest it waits for the servers of the config to have started.
-const STARTING_WAIT: Duration = Duration::from_secs(30);
-
-/// Once no server is `starting` (or after [`STARTING_WAIT`]), and one more poll interval later,
-/// let go of the code pages boot and the servers' starts ran (`resident`). Ends with `shutdown`.
-async fn let_go_of_boot_code_once_started(supervisor: supervisor::SupervisorHandle, shutdown: CancellationToken) {
-    let deadline = Instant::now() + STARTING_WAIT;
-    let mut settled = false;
-    while !settled {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(STARTING_POLL) => {}
-        }
-        match supervisor.counts().await {
-            Ok(counts) if counts.starting == 0 => settled = true,
-            Ok(_) if Instant::now() >= deadline => settled = true,
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
-    tokio::select! {
-        () = shutdown.cancelled() => return,
-        () = tokio::time::sleep(STARTING_POLL) => {}
-    }
-    if let Some(bytes) = crate::resident::let_go_of_boot_code() {
-        tracing::debug!(kib = bytes / 1024, "code pages of boot let go of");
     }
 }
 

@@ -8,8 +8,7 @@
 //! `RssFile` after boot, of which an idle daemon touches about 3 MiB again.
 //!
 //! [`let_go_of_boot_code`] asks the kernel (`madvise(MADV_DONTNEED)`) to unmap the executable's
-//! code mappings once boot is done and no server is starting any more (`boot.rs`: right after
-//! boot, the built-in server's and the config servers' starts would map most of it again). Nothing is lost: they are clean, read-only pages of the
+//! code mappings once boot is done. Nothing is lost: they are clean, read-only pages of the
 //! file, which stay in the page cache (shared, and reclaimable as ever), and the next
 //! instruction fetched from one maps it again (a minor fault). Only mappings that are
 //! executable, not writable, private and without a single anonymous (copied-on-write) page are
