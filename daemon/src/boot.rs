@@ -40,8 +40,7 @@ pub(crate) struct Running {
 /// over the children record, make the credential store (opened on first
 /// use), wire everything
 /// ([`wire`]), start the accept loop and the loopback MCP endpoint (when
-/// turned on), tell a service manager, and let go of the code pages only
-/// boot ran (`resident`).
+/// turned on), and tell a service manager.
 pub(crate) async fn start(
     mut options: Options,
     started: Instant,
@@ -178,10 +177,6 @@ pub(crate) async fn start(
         options.inherited.watchdog,
         shutdown.child_token(),
     ));
-    // Boot ran code from all over the binary that an idle daemon does not run again.
-    if let Some(bytes) = crate::resident::let_go_of_boot_code() {
-        tracing::debug!(kib = bytes / 1024, "code pages of boot let go of");
-    }
     Ok(Running {
         accept_loop,
         reload,

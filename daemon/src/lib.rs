@@ -18,7 +18,6 @@
 //! - [`logging`]: tracing-subscriber set-up and the redacting writer;
 //! - `params`: JSON-RPC params and error objects, shared by `api` and `bridge`;
 //! - `private_file`: files only this user may read, created where nothing planted redirects them;
-//! - `resident`: the code pages only boot ran, let go of once it is done (Linux);
 //! - [`config`]: watching the config file, applying it live, the daemon-wide settings;
 //! - [`service`]: readiness, status, watchdog for a service manager, and socket activation;
 //! - `builtin`: the built-in `corral` MCP server (named only by `boot`).
@@ -36,7 +35,6 @@ pub mod mcp;
 mod params;
 mod private_file;
 pub mod process;
-mod resident;
 pub mod server;
 pub mod service;
 mod signals;
