@@ -1,7 +1,7 @@
 //! Idle memory as a user runs corrald: the built-in server on, no config servers. Read once the
-//! daemon has been left alone for [`QUIET`] (so boot's code pages were let go of: corrald does it
-//! once no server is starting), then again after one front-end asked `daemon/status` (which opens
-//! the credential store) and `mcpServer/list`: the code a request runs is mapped again then.
+//! daemon has been left alone for [`QUIET`], then again after one front-end asked `daemon/status`
+//! (which opens the credential store) and `mcpServer/list`: the code a request runs is mapped
+//! then.
 
 use std::io::Write;
 use std::path::Path;
