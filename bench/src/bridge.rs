@@ -112,7 +112,7 @@ pub(crate) struct BridgeMemory {
 }
 
 impl BridgeMemory {
-    fn of(pid: u32) -> anyhow::Result<Self> {
+    pub(crate) fn of(pid: u32) -> anyhow::Result<Self> {
         let memory = Memory::of(pid)?;
         let path = format!("/proc/{pid}/status");
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
@@ -155,7 +155,7 @@ pub(crate) struct McpLines<R, W> {
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
-    fn new(reader: R, writer: W) -> Self {
+    pub(crate) fn new(reader: R, writer: W) -> Self {
         Self {
             reader: BufReader::with_capacity(64 * 1024, reader),
             writer,
@@ -181,7 +181,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
 
     /// Call `method` and return its `result` as JSON text; notifications and requests from the
     /// server meanwhile are skipped, an error response is an error.
-    async fn call(&mut self, method: &str, params: Option<&str>) -> anyhow::Result<String> {
+    pub(crate) async fn call(&mut self, method: &str, params: Option<&str>) -> anyhow::Result<String> {
         let id = self.next_id;
         self.next_id += 1;
         crate::raw::write_request(&mut self.request, id, method, params);

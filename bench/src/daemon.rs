@@ -40,7 +40,12 @@ pub(crate) struct DaemonProcess {
 impl DaemonProcess {
     /// Start `corrald` with test hooks on a fresh socket and a config file that does not exist (no servers).
     pub(crate) fn spawn(corrald: &Path) -> anyhow::Result<Self> {
-        Self::spawn_inner(corrald, None, &[])
+        Self::spawn_inner(corrald, None, &[], false)
+    }
+
+    /// Start `corrald` like [`Self::spawn`] but with its built-in server, as a user runs it.
+    pub(crate) fn spawn_with_builtin(corrald: &Path) -> anyhow::Result<Self> {
+        Self::spawn_inner(corrald, None, &[], true)
     }
 
     /// Start `corrald` like [`Self::spawn`], with `config` as its `config.toml` (its servers
@@ -50,10 +55,15 @@ impl DaemonProcess {
         config: &str,
         env: &[(&str, OsString)],
     ) -> anyhow::Result<Self> {
-        Self::spawn_inner(corrald, Some(config), env)
+        Self::spawn_inner(corrald, Some(config), env, false)
     }
 
-    fn spawn_inner(corrald: &Path, config: Option<&str>, env: &[(&str, OsString)]) -> anyhow::Result<Self> {
+    fn spawn_inner(
+        corrald: &Path,
+        config: Option<&str>,
+        env: &[(&str, OsString)],
+        builtin: bool,
+    ) -> anyhow::Result<Self> {
         // A short prefix keeps the socket path far below the 103-byte limit.
         let dir = tempfile::Builder::new()
             .prefix("corral-bench-")
@@ -73,9 +83,6 @@ impl DaemonProcess {
             .arg(&socket_path)
             .arg(OsString::from("--config"))
             .arg(&config_path)
-            // Only the servers of the config: the built-in `corral` server would be in every
-            // `mcpServer/list` answer, and in the counts and timings of the server measurements.
-            .arg(OsString::from("--no-builtin-server"))
             .env("CORRAL_TEST_HOOKS", "1")
             // Credentials (the OAuth login phase) stay in this run's directory, never the user's.
             .env("CORRAL_DATA_DIR", dir.path().join("data"))
@@ -89,6 +96,11 @@ impl DaemonProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
+        if !builtin {
+            // Only the servers of the config: the built-in `corral` server would be in every
+            // `mcpServer/list` answer, and in the counts and timings of the server measurements.
+            command.arg(OsString::from("--no-builtin-server"));
+        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -116,6 +128,11 @@ impl DaemonProcess {
 
     pub(crate) fn socket_path(&self) -> &Path {
         &self.socket_path
+    }
+
+    /// The daemon's directory: `config.toml`, and `data/` (its `CORRAL_DATA_DIR`).
+    pub(crate) fn dir(&self) -> &Path {
+        self.socket_path.parent().unwrap_or(Path::new("."))
     }
 
     /// Poll-connect every `interval` until the socket accepts a connection;

@@ -1,7 +1,7 @@
 //! `corral-bench`: start the real release `corrald` on a temporary socket and
 //! print how fast and how small it is, next to the project's targets.
 //!
-//! Measured, in order: the floor (the same raw client against a do-nothing
+//! Measured, in order: idle memory with the built-in server (`idle.rs`); the floor (the same raw client against a do-nothing
 //! server thread); then on one daemon: idle memory after start;
 //! `mcpServer/list` round trips through a raw client and through
 //! `corral_client`; the same with many concurrent raw clients; notification
@@ -22,13 +22,17 @@
 mod bridge;
 mod cpu;
 mod daemon;
+mod echo_server;
 mod fleet;
 mod http_call;
 mod http_mcp;
+mod idle;
+mod mcp_hub;
 mod oauth_call;
 mod oauth_login;
 mod peers;
 mod raw;
+mod scale;
 mod scenarios;
 mod servers;
 mod stats;
@@ -143,6 +147,24 @@ struct Args {
     /// How long the `fleet` clients call in each setup, in seconds.
     #[arg(long, default_value_t = 5)]
     fleet_seconds: u64,
+    /// Server counts of the `scale` measurement, each on a fresh daemon.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32, 256])]
+    scale_counts: Vec<usize>,
+    /// Measured `mcpServer/list` and `tools/call` round trips per count in `scale` (`tools/list`: a tenth).
+    #[arg(long, default_value_t = 2_000)]
+    scale_requests: usize,
+    /// Unmeasured round trips of each kind per count in `scale`.
+    #[arg(long, default_value_t = 200)]
+    scale_warmup: usize,
+    /// Undisturbed rounds of the `mcp-hub` comparison (a disturbed one is run again, at most as many times).
+    #[arg(long, default_value_t = 5)]
+    hub_rounds: usize,
+    /// Unmeasured echo calls per setup and round of the `mcp-hub` comparison.
+    #[arg(long, default_value_t = 500)]
+    hub_warmup: usize,
+    /// Measured echo calls per setup and round of the `mcp-hub` comparison.
+    #[arg(long, default_value_t = 2_000)]
+    hub_requests: usize,
 }
 
 /// The measurements that can be selected with `--only`.
@@ -186,12 +208,22 @@ enum Phase {
     OauthLogin,
     /// `tools/call` to the TS SDK's example server with `--oauth`, once per credential store.
     OauthCall,
+    /// Idle memory with the built-in server (as a user runs corrald), left alone and after one
+    /// front-end's requests.
+    IdleBuiltin,
+    /// corrald with 1, 8, 32 and 256 servers (`--scale-counts`; the benchmark's own cheap echo
+    /// server): start to all ready, memory, threads, `mcpServer/list`, `tools/list` and one call.
+    Scale,
+    /// server-everything's `echo` directly, through Corral (socket, MCP on the socket, HTTP
+    /// endpoint) and through mcp-hub (REST, /mcp), round by round; needs
+    /// `npm ci --prefix bench/peers` (not in the default run).
+    McpHub,
 }
 
 impl Phase {
     /// Whether a run without `--only` includes this measurement.
     fn in_default_run(self) -> bool {
-        !matches!(self, Self::ServerStartFixture)
+        !matches!(self, Self::ServerStartFixture | Self::McpHub)
     }
 }
 
@@ -216,6 +248,7 @@ impl Args {
             Phase::Fleet,
             Phase::OauthLogin,
             Phase::OauthCall,
+            Phase::McpHub,
         ]
         .into_iter()
         .any(|phase| self.runs(phase))
@@ -251,6 +284,13 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    // The cheap MCP server the `scale` measurement starts by the hundred: this same executable.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "--serve-echo-mcp") {
+        return match echo_server::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     let args = Args::parse();
     let threads = args
         .client_threads
@@ -316,6 +356,10 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     scenarios::open_connections(&mut monitor).await?;
     report.memory_start = Some(daemon.memory()?);
 
+    if args.runs(Phase::IdleBuiltin) {
+        report.idle_builtin =
+            Some(bounded("idle memory with the built-in server", limit, idle::measure(&corrald)).await?);
+    }
     if args.runs(Phase::Floor) {
         let measured = bounded(
             "round trips, do-nothing server",
@@ -420,6 +464,17 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
 
     if args.runs_any_server_phase() {
         run_server_phases(args, &corrald, corral.as_deref(), limit, report).await?;
+    }
+    if args.runs(Phase::Scale) && !args.scale_counts.is_empty() {
+        let what = "corrald with more and more servers";
+        let options = scale::Options {
+            counts: args.scale_counts.clone(),
+            requests: args.scale_requests.max(1),
+            warmup: args.scale_warmup,
+        };
+        let scale = bounded(what, limit, scale::measure(&corrald, options)).await?;
+        report.note_survivors(what, &scale.survivors);
+        report.scale = Some(scale);
     }
     Ok(())
 }
@@ -538,6 +593,17 @@ async fn run_server_phases(
         report.note_survivors(what, &calls.survivors);
         report.oauth_calls = Some(calls);
     }
+    if args.runs(Phase::McpHub) && args.hub_rounds > 0 {
+        let what = "tools/call directly, through Corral and through mcp-hub";
+        let options = mcp_hub::Options {
+            rounds: args.hub_rounds,
+            warmup: args.hub_warmup,
+            requests: args.hub_requests.max(1),
+        };
+        let comparison = bounded(what, limit, Box::pin(mcp_hub::measure(corrald, &peers, options))).await?;
+        report.note_survivors(what, &comparison.survivors);
+        report.mcp_hub = Some(comparison);
+    }
     Ok(())
 }
 
@@ -593,6 +659,7 @@ struct Report {
     load_before: String,
     load_after: String,
     memory_start: Option<Memory>,
+    idle_builtin: Option<idle::Idle>,
     floor: Option<SingleReport>,
     raw: Option<SingleReport>,
     sdk: Option<SingleReport>,
@@ -613,6 +680,8 @@ struct Report {
     fleet: Option<fleet::Fleet>,
     oauth_logins: Option<oauth_login::Logins>,
     oauth_calls: Option<oauth_call::OauthCalls>,
+    scale: Option<scale::Scale>,
+    mcp_hub: Option<mcp_hub::HubComparison>,
     /// Processes of this run alive right after their daemon exited: (measurement, process).
     survivors_after_daemon: Vec<(String, survivors::Survivor)>,
     /// How many times that was looked for.
@@ -832,6 +901,10 @@ impl Report {
             )?;
         }
 
+        if let Some(idle) = &self.idle_builtin {
+            idle::print(out, idle)?;
+        }
+
         if let Some(startup) = &self.startup {
             let title = format!("start-up, polled every {} ms", startup.poll.as_millis());
             header(out, &title, "ms")?;
@@ -896,6 +969,12 @@ impl Report {
         }
         if let Some(logins) = &self.oauth_logins {
             oauth_login::print(out, logins)?;
+        }
+        if let Some(comparison) = &self.mcp_hub {
+            mcp_hub::print(out, comparison)?;
+        }
+        if let Some(scale) = &self.scale {
+            scale::print(out, scale)?;
         }
         if self.survivor_checks > 0 {
             writeln!(out)?;

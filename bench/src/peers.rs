@@ -154,6 +154,6 @@ fn path_text(path: &Path) -> String {
 }
 
 /// `text` as a TOML basic string (JSON's string escapes are a subset of TOML's).
-fn toml_string(text: &str) -> String {
+pub(crate) fn toml_string(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }

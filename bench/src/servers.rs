@@ -107,7 +107,7 @@ fn name_params(name: &str) -> String {
 }
 
 /// The status of every server from the config (not the daemon's built-in one, which has no process).
-async fn list(connection: &mut RawConnection) -> anyhow::Result<Vec<McpServerStatus>> {
+pub(crate) async fn list(connection: &mut RawConnection) -> anyhow::Result<Vec<McpServerStatus>> {
     let result = call(connection, "mcpServer/list", None).await?;
     let list: McpServerListResult =
         serde_json::from_str(&result).with_context(|| format!("parsing `mcpServer/list`: {result}"))?;
@@ -124,7 +124,7 @@ async fn list(connection: &mut RawConnection) -> anyhow::Result<Vec<McpServerSta
 /// daemon, before this connection existed: `events/replay` from the first
 /// `seq` fills in what happened before, live notifications the rest
 /// (de-duplicated by `seq`). A `failed` server is an error.
-async fn wait_all_ready(
+pub(crate) async fn wait_all_ready(
     served: &mut ServedDaemon,
     names: &BTreeSet<String>,
 ) -> anyhow::Result<BTreeMap<String, Duration>> {

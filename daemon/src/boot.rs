@@ -37,7 +37,8 @@ pub(crate) struct Running {
 }
 
 /// Bring the daemon up: load the config, bind (or adopt) the socket, take
-/// over the children record, open the credential store, wire everything
+/// over the children record, make the credential store (opened on first
+/// use), wire everything
 /// ([`wire`]), start the accept loop and the loopback MCP endpoint (when
 /// turned on), and tell a service manager.
 pub(crate) async fn start(
@@ -92,13 +93,9 @@ pub(crate) async fn start(
         processes.set_child_open_files(inherited, hard);
     }
 
-    // Opening the keyring is a D-Bus round trip (or a timeout): off the runtime.
-    let credentials = {
-        let (mode, data_dir) = (config.credentials_store, options.data_dir.clone());
-        tokio::task::spawn_blocking(move || auth::credentials::Credentials::open(mode, &data_dir))
-            .await
-            .context("opening the credential store")?
-    };
+    // Opened by whatever needs it first (an HTTP server, a login, `daemon/status`): a daemon
+    // without HTTP servers never connects to D-Bus for the keyring.
+    let credentials = auth::credentials::Credentials::lazy(config.credentials_store, &options.data_dir);
 
     // Before the gate is made: the endpoint's files are kept out of the connection cap.
     let endpoint = endpoint::Settings::of(&config.mcp_endpoint, options.mcp_endpoint);

@@ -175,9 +175,17 @@ impl Auth {
         self.credentials.as_ref()
     }
 
-    /// Where the credentials are stored and how the store stands, for `daemon/status`.
-    pub fn credentials_status(&self) -> Option<CredentialsStoreStatus> {
-        self.credentials.as_ref().map(Credentials::status)
+    /// Where the credentials are stored and how the store stands, for `daemon/status` (opening
+    /// the store if nothing needed it before: see `credentials`).
+    pub async fn credentials_status(&self) -> Option<CredentialsStoreStatus> {
+        let credentials = self.credentials.as_ref()?;
+        match credentials.status().await {
+            Ok(status) => Some(status),
+            Err(error) => {
+                tracing::error!("the credential store could not be opened: {error:#}");
+                None
+            }
+        }
     }
 
     fn store(&self, name: &str, http: &HttpConfig) -> Option<ServerCredentialStore> {

@@ -82,3 +82,28 @@ async fn auto_skips_a_keyring_that_cannot_store_without_a_prompt() {
         "{note}"
     );
 }
+
+/// The store is opened by what needs it, not at start: a daemon whose config has no HTTP server
+/// does not connect to D-Bus (the keyring's client stays resident, with a thread of its own) until
+/// `daemon/status` asks where credentials are; then it reports the same store as before.
+#[tokio::test]
+async fn the_keyring_is_opened_when_first_needed_not_at_start() {
+    let service = SecretService::start();
+    let daemon = TestDaemon::builder()
+        .config("credentials_store = \"keyring\"\n")
+        .env("DBUS_SESSION_BUS_ADDRESS", service.address())
+        .start();
+    let mut connection = daemon.raw_line_connection().await;
+    connection.initialize().await;
+    connection.call("mcpServer/list", json!({})).await;
+    let opened = |log: &str| log.lines().any(|line| line.contains("credential store"));
+    assert!(!opened(&daemon.stderr()), "opened at start:\n{}", daemon.stderr());
+    let store = connection.call("daemon/status", json!({})).await["credentialsStore"].clone();
+    assert_eq!(store["backend"], "keyring", "{store}");
+    assert_eq!(store["note"], Value::Null, "{store}");
+    assert!(
+        opened(&daemon.stderr()),
+        "not opened by daemon/status:\n{}",
+        daemon.stderr()
+    );
+}

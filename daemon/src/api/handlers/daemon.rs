@@ -24,6 +24,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
     module.register_async_method(DaemonStatusRequest::METHOD, |params, context, _| async move {
         parse_params::<DaemonStatusRequest>(&params)?;
         let counts = context.supervisor.counts().await?;
+        let credentials_store = context.auth.credentials_status().await;
         let facts = &context.facts;
         Ok::<_, ErrorObjectOwned>(
             DaemonStatus::new(
@@ -43,7 +44,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             )
             .with_dropped_progress(context.hub.routes.dropped_progress())
             .with_service_notices_dropped(facts.notifier.dropped())
-            .with_credentials_store(context.auth.credentials_status())
+            .with_credentials_store(credentials_store)
             .with_children_record_error(facts.children_record_error.borrow().clone())
             .with_mcp_endpoint(facts.mcp_endpoint.borrow().clone()),
         )

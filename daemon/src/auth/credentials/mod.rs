@@ -38,9 +38,15 @@
 //! whoever met it (the server task at a start, a call's step-up) and read by the next login,
 //! which asks for its scope (after a 403, together with the scopes granted so far).
 //!
-//! The backend is chosen once, at boot (`Credentials::open`, on a blocking thread): `auto`
-//! takes the OS keyring if it answers and can store (opened on a thread of its own with a 5 s
-//! timeout, since a D-Bus connect has none), else the plain file, saying why.
+//! The backend is chosen once, on first use: boot makes the store with [`Credentials::lazy`],
+//! which opens nothing; the first thing that needs it (an HTTP server's start, a login, a
+//! logout, `authStatus`, `daemon/status`, which `corral doctor` reads) opens it on a blocking
+//! thread, and every later caller gets the same backend. So a daemon without HTTP servers never
+//! connects to D-Bus (whose client starts a thread of its own and stays resident). What opening
+//! decides is unchanged: `auto` takes the OS keyring if it answers and can store (opened on a
+//! thread of its own with a 5 s timeout, since a D-Bus connect has none), else the plain file,
+//! saying why; `keyring` without one is a store whose every operation fails naming the reason,
+//! at the moment the store is needed, and `daemon/status` shows it.
 
 mod encrypted;
 mod file;
@@ -332,16 +338,25 @@ struct RecordCache {
     records: HashMap<String, Option<String>>,
 }
 
-/// The daemon's credential store: one backend, its cache, and the refresh guards of every server.
+/// The daemon's credential store: one backend (opened on first use), its cache, and the refresh
+/// guards of every server.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     inner: Arc<CredentialsInner>,
 }
 
+/// An opened backend and what `daemon/status` says of it.
 #[derive(Debug)]
-struct CredentialsInner {
+struct Opened {
     backend: Backend,
     status: CredentialsStoreStatus,
+}
+
+#[derive(Debug)]
+struct CredentialsInner {
+    /// What to open, for a store made with [`Credentials::lazy`] (`None`: opened when made).
+    to_open: Option<(CredentialsStoreMode, PathBuf)>,
+    opened: tokio::sync::OnceCell<Opened>,
     /// One async mutex per record key: held by whoever refreshes that server's token, and by a
     /// login storing a new grant.
     refresh_guards: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -393,30 +408,29 @@ impl Challenge {
 }
 
 impl Credentials {
-    /// Open the store `mode` names, with files in `data_dir`. Blocks (probes the keyring): call it
-    /// from `spawn_blocking` or before the runtime is busy.
+    /// Open the store `mode` names, with files in `data_dir`, now. Blocks (probes the keyring):
+    /// call it from `spawn_blocking` or before the runtime is busy.
     pub fn open(mode: CredentialsStoreMode, data_dir: &Path) -> Self {
-        let (backend, status) = open_backend(mode, data_dir);
-        let backend_name = status.backend.as_str();
-        if let Some(note) = &status.note {
-            if mode == CredentialsStoreMode::Auto && status.backend != CredentialsBackend::Unavailable {
-                // What `auto` is for (a headless machine has no keyring): worth a line, not a warning.
-                tracing::info!(mode = %mode, backend = backend_name, location = %status.location, %note, "credential store");
-            } else {
-                tracing::warn!(mode = %mode, backend = backend_name, %note, "credential store");
-            }
-        } else {
-            tracing::info!(mode = %mode, backend = backend_name, location = %status.location, "credential store");
-        }
+        let Opened { backend, status } = Opened::open(mode, data_dir);
         Self::from_backend(backend, status)
+    }
+
+    /// The store `mode` names, with files in `data_dir`, opened (on a blocking thread) by the
+    /// first operation that needs it: see the module docs.
+    pub fn lazy(mode: CredentialsStoreMode, data_dir: &Path) -> Self {
+        Self::new(Some((mode, data_dir.to_path_buf())), tokio::sync::OnceCell::new())
     }
 
     /// A store over `backend` (tests use the mock keyring through this).
     pub fn from_backend(backend: Backend, status: CredentialsStoreStatus) -> Self {
+        Self::new(None, tokio::sync::OnceCell::new_with(Some(Opened { backend, status })))
+    }
+
+    fn new(to_open: Option<(CredentialsStoreMode, PathBuf)>, opened: tokio::sync::OnceCell<Opened>) -> Self {
         Self {
             inner: Arc::new(CredentialsInner {
-                backend,
-                status,
+                to_open,
+                opened,
                 refresh_guards: Mutex::new(HashMap::new()),
                 cache: Mutex::new(RecordCache::default()),
                 backend_reads: AtomicU64::new(0),
@@ -424,6 +438,29 @@ impl Credentials {
                 challenges: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// The backend, opened now (on a blocking thread) if nobody needed it before; concurrent
+    /// first callers wait for the one opening.
+    async fn opened(&self) -> anyhow::Result<&Opened> {
+        self.inner
+            .opened
+            .get_or_try_init(|| async {
+                let (mode, data_dir) = self
+                    .inner
+                    .to_open
+                    .clone()
+                    .context("the credential store was made without a backend")?;
+                tokio::task::spawn_blocking(move || Opened::open(mode, &data_dir))
+                    .await
+                    .context("opening the credential store failed")
+            })
+            .await
+    }
+
+    /// Whether the backend has been opened (a lazy store before its first use has not).
+    pub fn is_open(&self) -> bool {
+        self.inner.opened.initialized()
     }
 
     /// How many record reads went to the backend so far (the cache answers the others).
@@ -447,7 +484,7 @@ impl Credentials {
     /// was read, else from the backend.
     async fn get_text(&self, key: &str) -> anyhow::Result<Option<String>> {
         // A `stat` or two, on this thread: far cheaper than the hop to a blocking thread.
-        let stamp = self.inner.backend.stamp();
+        let stamp = self.opened().await?.backend.stamp();
         let generation = {
             let mut cache = self.cache();
             if cache.stamp != stamp {
@@ -481,9 +518,10 @@ impl Credentials {
                 None => backend.delete(&owned_key),
             })
             .await;
+        let writes_through = self.opened().await.is_ok_and(|opened| opened.backend.writes_through());
         let mut cache = self.cache();
         cache.generation += 1;
-        if result.is_ok() && self.inner.backend.writes_through() {
+        if result.is_ok() && writes_through {
             cache.records.insert(key.to_owned(), text);
         } else {
             // Read again next time: the file's new stamp is taken with it; after a failed
@@ -494,9 +532,18 @@ impl Credentials {
         result
     }
 
-    /// What `daemon/status` shows.
-    pub fn status(&self) -> CredentialsStoreStatus {
-        self.inner.status.clone()
+    /// What `daemon/status` shows: where the store is and how it stands (opening it if nobody
+    /// needed it before, so that `corral doctor` shows what a login would use).
+    pub async fn status(&self) -> anyhow::Result<CredentialsStoreStatus> {
+        Ok(self.opened().await?.status.clone())
+    }
+
+    /// Where records are, for error messages.
+    async fn describe(&self) -> String {
+        match self.opened().await {
+            Ok(opened) => opened.backend.describe(),
+            Err(_) => "credential store".to_owned(),
+        }
     }
 
     /// The store of one server's credentials, for rmcp.
@@ -523,10 +570,33 @@ impl Credentials {
         &self,
         operation: impl FnOnce(&Backend) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
+        self.opened().await?;
         let credentials = self.clone();
-        tokio::task::spawn_blocking(move || operation(&credentials.inner.backend))
-            .await
-            .context("credential store task failed")?
+        tokio::task::spawn_blocking(move || match credentials.inner.opened.get() {
+            Some(opened) => operation(&opened.backend),
+            None => Err(anyhow::anyhow!("the credential store is not open")),
+        })
+        .await
+        .context("credential store task failed")?
+    }
+}
+
+impl Opened {
+    /// Open the backend `mode` names and log what was chosen. Blocks (probes the keyring).
+    fn open(mode: CredentialsStoreMode, data_dir: &Path) -> Self {
+        let (backend, status) = open_backend(mode, data_dir);
+        let backend_name = status.backend.as_str();
+        if let Some(note) = &status.note {
+            if mode == CredentialsStoreMode::Auto && status.backend != CredentialsBackend::Unavailable {
+                // What `auto` is for (a headless machine has no keyring): worth a line, not a warning.
+                tracing::info!(mode = %mode, backend = backend_name, location = %status.location, %note, "credential store");
+            } else {
+                tracing::warn!(mode = %mode, backend = backend_name, %note, "credential store");
+            }
+        } else {
+            tracing::info!(mode = %mode, backend = backend_name, location = %status.location, "credential store");
+        }
+        Self { backend, status }
     }
 }
 
@@ -621,14 +691,17 @@ impl ServerCredentialStore {
         let Some(text) = self.credentials.get_text(&self.key).await? else {
             return Ok(None);
         };
-        let record: CredentialRecord = serde_json::from_str(&text).map_err(|error| {
-            anyhow::anyhow!(
-                "the stored credentials of server `{}` in the {} are corrupt ({})",
-                self.server,
-                self.credentials.inner.backend.describe(),
-                json_error_position(&error)
-            )
-        })?;
+        let record: CredentialRecord = match serde_json::from_str(&text) {
+            Ok(record) => record,
+            Err(error) => {
+                return Err(anyhow::anyhow!(
+                    "the stored credentials of server `{}` in the {} are corrupt ({})",
+                    self.server,
+                    self.credentials.describe().await,
+                    json_error_position(&error)
+                ));
+            }
+        };
         if let Some(stored) = &record.dpop_key
             && let Err(error) = DpopKey::from_stored(stored)
         {
@@ -636,7 +709,7 @@ impl ServerCredentialStore {
                 "the DPoP key stored for server `{server}` in the {store} is corrupt ({error:#}); log in again \
                  (`corral login {server}`) to replace it",
                 server = self.server,
-                store = self.credentials.inner.backend.describe(),
+                store = self.credentials.describe().await,
             );
         }
         Ok(Some(record))

@@ -546,3 +546,28 @@ async fn a_refresh_that_cannot_read_the_store_fails_instead_of_dropping_the_dpop
         .expect("a key");
     assert_eq!(kept.thumbprint(), key.thumbprint());
 }
+
+#[tokio::test]
+async fn a_lazy_store_opens_on_first_use_and_reports_a_corrupt_file_then() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let credentials = Credentials::lazy(CredentialsStoreMode::File, dir.path());
+    let linear = credentials.for_server("linear", "https://mcp.example/mcp");
+    assert!(!credentials.is_open(), "opened before anything needed it");
+    let path = dir.path().join(CREDENTIALS_FILE);
+    std::fs::write(&path, "not json secret-token-value").expect("write");
+    // Concurrent first uses share one opening; each reports the broken file, naming it.
+    let (first, second) = tokio::join!(linear.load(), linear.load_record());
+    assert!(credentials.is_open());
+    let first = first.expect_err("corrupt file is an error").to_string();
+    let second = format!("{:#}", second.expect_err("corrupt file is an error"));
+    for error in [first, second] {
+        assert!(
+            error.contains(&path.display().to_string()) && error.contains("corrupt"),
+            "{error}"
+        );
+        assert!(!error.contains("secret-token-value"), "{error}");
+    }
+    let status = credentials.status().await.expect("status");
+    assert_eq!(status.backend, CredentialsBackend::File);
+    assert_eq!(status.location, path.display().to_string());
+}
