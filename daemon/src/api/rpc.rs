@@ -204,6 +204,7 @@ pub(crate) fn route_error(server: &str, request: &str, error: RouteError) -> Err
         | RouteError::UnhandledResult { .. }
         | RouteError::TooManyRounds { .. }
         | RouteError::InputNotGiven { .. }
+        | RouteError::TooManyInputRequests { .. }
         | RouteError::TaskNotCompleted { .. }
         | RouteError::RepeatedCursor { .. }
         | RouteError::TooManyPages { .. }
