@@ -212,7 +212,10 @@ pub(crate) async fn read(
     let what = format!("`resources/read` of `{uri}`");
     let result = forward::request_value(target, request)
         .await
-        .map_err(|error| SkillError::route(what, error))?;
+        .map_err(|error| SkillError::route(what.clone(), error))?;
+    if let Some(message) = not_contents(&result) {
+        return Err(SkillError::route(what, RouteError::Failed { message }));
+    }
     let mismatch = |mismatch: String| SkillError::Verification {
         skill: typed.name().to_owned(),
         mismatch,
@@ -332,6 +335,28 @@ struct Content {
     mime_type: Option<String>,
     text: Option<String>,
     blob: Option<String>,
+}
+
+/// Why `result`, the answer to a `resources/read` of a skill file, is no read result at all
+/// (MCP 2026-07-28's `resultType`: a question or a task instead of the contents), in words;
+/// `None` when it is one. Not a mismatch: the server did not serve other bytes, it asked
+/// something first, which corrald does not do while loading a skill.
+fn not_contents(result: &Value) -> Option<String> {
+    match result.get("resultType").and_then(Value::as_str)? {
+        "complete" => None,
+        "input_required" => Some(
+            "the server asked for input (an `input_required` result) instead of giving the file; corrald answers \
+             no questions while loading a skill: report it to the server's authors"
+                .to_owned(),
+        ),
+        "task" => Some(
+            "the server answered with a task instead of the file; corrald follows no task while loading a skill"
+                .to_owned(),
+        ),
+        other => Some(format!(
+            "the server answered with a result of type `{other}`, not the file's contents"
+        )),
+    }
 }
 
 impl Content {
@@ -698,6 +723,29 @@ mod tests {
             assert!(error.contains(why), "{bad:?}: {error}");
         }
         assert_eq!(yaml_document("").expect("empty"), None);
+    }
+
+    #[test]
+    fn a_question_or_task_instead_of_the_file_is_named_not_a_mismatch() {
+        let contents = json!({ "contents": [{ "uri": "skill://a/SKILL.md", "text": "x" }] });
+        assert_eq!(not_contents(&contents), None);
+        let mut complete = contents.clone();
+        complete["resultType"] = json!("complete");
+        assert_eq!(not_contents(&complete), None);
+        let asking = json!({ "resultType": "input_required", "inputRequests": {} });
+        assert!(not_contents(&asking).is_some_and(|why| why.contains("`input_required`")));
+        let task = json!({ "resultType": "task", "taskId": "t", "status": "working" });
+        assert!(not_contents(&task).is_some_and(|why| why.contains("a task")));
+        let error = SkillError::route(
+            "`resources/read` of `skill://a/SKILL.md`",
+            RouteError::Failed {
+                message: not_contents(&task).expect("a task"),
+            },
+        );
+        assert!(
+            matches!(error, SkillError::Route { .. }),
+            "not a verification failure: {error:?}"
+        );
     }
 
     #[test]
