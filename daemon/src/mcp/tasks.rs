@@ -257,15 +257,18 @@ pub(crate) async fn run<T: Serialize>(
     let task_id = look.task_id.clone();
     tracing::debug!(server, task = task_id, ?generation, "the call runs as a task");
     let mut cancel = CancelTaskOnDrop::new(target.peer().clone(), server, &task_id);
-    // The task's changes are progress of the call, under a token of corrald's own.
-    let ours = progress_token(&task_id);
-    let route =
-        progress.map(|(frontends, link, theirs)| (frontends, frontends.progress_route(server, link, &ours, theirs)));
+    // The task's changes are progress of the call, under a token of corrald's own, new for
+    // this call (another call may be given the same task id).
+    let route = progress.map(|(frontends, link, theirs)| {
+        let ours = frontends.fresh_token(&task_id);
+        let guard = frontends.progress_route(server, link, &ours, theirs);
+        (frontends, ours, guard)
+    });
     let mut changes = 0.0;
     let mut tell = |seen: &Look| {
-        if let Some((frontends, _)) = &route {
+        if let Some((frontends, ours, _)) = &route {
             changes += 1.0;
-            frontends.route_progress(server, &ours, changes, None, Some(seen.progress_message()));
+            frontends.route_progress(server, ours, changes, None, Some(seen.progress_message()));
         }
     };
     let mut input_rounds = 0;
@@ -325,14 +328,6 @@ pub(crate) async fn run<T: Serialize>(
             }
         }
     }
-}
-
-/// The progress token corrald puts on a task's changes: one per call, so two calls given the
-/// same task id (by one server, or by a server reusing ids) never share a route.
-fn progress_token(task_id: &str) -> Value {
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    json!(format!("corrald-task:{call}:{task_id}"))
 }
 
 /// `tasks/get` of `task_id`: the task as the server wrote it where corrald sees that.
@@ -564,16 +559,5 @@ mod tests {
         .expect("followed");
         assert!(last.needs_input());
         assert!(last.input_requests.expect("listed").contains_key("other"));
-    }
-
-    #[test]
-    fn two_calls_given_one_task_id_get_different_progress_tokens() {
-        let first = progress_token("task-1");
-        let second = progress_token("task-1");
-        assert_ne!(first, second);
-        assert!(
-            first.as_str().is_some_and(|token| token.ends_with(":task-1")),
-            "{first}"
-        );
     }
 }
