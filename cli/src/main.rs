@@ -419,19 +419,38 @@ fn report(error: &anyhow::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(client_error) = error.downcast_ref::<ClientError>() {
-        eprintln!("{client_error}");
+        eprintln!("{}", stderr_safe(&client_error.to_string()));
         return match client_error {
             ClientError::DaemonNotRunning { .. } => ExitCode::from(EXIT_DAEMON_NOT_RUNNING),
             _ => ExitCode::from(EXIT_FAILURE),
         };
     }
-    eprintln!("{error:#}");
+    eprintln!("{}", stderr_safe(&format!("{error:#}")));
     ExitCode::from(EXIT_FAILURE)
 }
 
-/// Write `text` to stdout and flush it (so `corral events` lines show up at once in a pipe).
+/// `text` for stderr: without control characters when it is a terminal (an error may quote a
+/// server's words).
+fn stderr_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() {
+        render::terminal_safe(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// Write `text` to stdout and flush it (so `corral events` lines show up at once in a pipe);
+/// to a terminal, without the control characters a server could have put in it
+/// ([`render::terminal_safe`]).
 fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
     let mut stdout = std::io::stdout().lock();
+    let text = if stdout.is_terminal() {
+        render::terminal_safe(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())

@@ -9,6 +9,19 @@ use serde_json::Value;
 
 use crate::table::{Table, key_values, one_line};
 
+/// `text` safe to write to a terminal: without control characters but line breaks and tabs
+/// (what servers write, tool results, skill files, log lines, error messages, could move the
+/// cursor, retitle the window or rewrite the screen with escape sequences, C1 controls
+/// included). Borrowed when there is nothing to remove.
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if text.contains(unsafe_char) {
+        std::borrow::Cow::Owned(text.chars().filter(|c| !unsafe_char(*c)).collect())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// The DETAIL column is cut here; `corral get NAME` shows the whole text.
 const DETAIL_MAX_CHARS: usize = 120;
 
@@ -470,6 +483,7 @@ pub(crate) fn config_reload(result: &corral_client::protocol::ConfigReloadResult
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use corral_client::protocol::{
         DaemonInfo, EventsLagged, FailureReason, McpServerListResult, ServerCounts, ServerStatus, StartupStatusUpdated,
     };
@@ -665,5 +679,12 @@ mod tests {
         assert_eq!(duration_ms(93_000), "1m 33s");
         assert_eq!(duration_ms(3_600_000), "1h 0m");
         assert_eq!(duration_ms(2 * 86_400_000 + 3 * 3_600_000), "2d 3h");
+    }
+
+    #[test]
+    fn a_servers_escape_sequences_never_reach_the_terminal() {
+        let hostile = "title\u{1b}]0;pwned\u{7}\r\nred \u{1b}[31mtext\u{9b}2J\u{7f}\tend\n";
+        assert_eq!(terminal_safe(hostile), "title]0;pwned\nred [31mtext2J\tend\n");
+        assert!(matches!(terminal_safe("plain\ttext\n"), std::borrow::Cow::Borrowed(_)));
     }
 }

@@ -1325,7 +1325,7 @@ impl EventsReplayParams {
 }
 
 /// Result of `events/replay`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct EventsReplayResult {
@@ -1337,6 +1337,11 @@ pub struct EventsReplayResult {
     pub complete: bool,
     /// Newest sequence number when the replay was taken.
     pub last_seq: u64,
+    /// The methods of the notifications skipped when reading (unknown to this version), in
+    /// order; not on the wire.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub skipped: Vec<String>,
 }
 
 impl EventsReplayResult {
@@ -1346,7 +1351,41 @@ impl EventsReplayResult {
             notifications,
             complete,
             last_seq,
+            skipped: Vec::new(),
         }
+    }
+}
+
+/// Read leniently: a notification whose `method` this version does not know (a newer
+/// corrald's) is skipped and its method kept in [`EventsReplayResult::skipped`], so one new
+/// kind does not make the whole replay unreadable (live, such a notification is not
+/// subscribed to, so never seen). A notification of a known method that does not decode is
+/// still an error.
+impl<'de> Deserialize<'de> for EventsReplayResult {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The wire form, each notification decoded on its own below.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            notifications: Vec<serde_json::Value>,
+            complete: bool,
+            last_seq: u64,
+        }
+        let wire = Wire::deserialize(deserializer)?;
+        let mut notifications = Vec::with_capacity(wire.notifications.len());
+        let mut skipped = Vec::new();
+        for item in wire.notifications {
+            match item.get("method").and_then(serde_json::Value::as_str) {
+                Some(method) if !DaemonNotification::METHODS.contains(&method) => skipped.push(method.to_owned()),
+                _ => notifications.push(serde_json::from_value(item).map_err(serde::de::Error::custom)?),
+            }
+        }
+        Ok(Self {
+            notifications,
+            complete: wire.complete,
+            last_seq: wire.last_seq,
+            skipped,
+        })
     }
 }
 

@@ -241,6 +241,36 @@ fn every_daemon_notification_in_the_examples_is_in_methods() {
     );
 }
 
+/// A replay holding a notification of a kind this version does not know (a newer corrald's)
+/// still reads: that one is skipped and its method noted; a known kind that does not decode
+/// is still an error.
+#[test]
+fn a_replay_skips_notifications_of_unknown_kinds() {
+    let (_, response) = examples()
+        .into_iter()
+        .find(|(name, _)| *name == "events-replay.response.json")
+        .expect("the example");
+    let mut result = response["result"].clone();
+    let known = result["notifications"].as_array().expect("a list").clone();
+    assert_eq!(known.len(), 2);
+    let future = serde_json::json!({ "method": "mcpServer/future/kind", "params": { "seq": 17, "what": 1 } });
+    result["notifications"] = Value::Array(vec![known[0].clone(), future, known[1].clone()]);
+    let replay: EventsReplayResult = serde_json::from_value(result.clone()).expect("the replay reads");
+    assert_eq!(replay.skipped, ["mcpServer/future/kind"]);
+    assert_eq!(
+        serde_json::to_value(&replay.notifications).expect("serializes"),
+        Value::Array(known.clone())
+    );
+    assert_eq!(
+        serde_json::to_value(&replay).expect("serializes")["notifications"],
+        Value::Array(known.clone()),
+        "`skipped` is not on the wire"
+    );
+
+    result["notifications"][0]["params"] = serde_json::json!({ "seq": "not a number" });
+    serde_json::from_value::<EventsReplayResult>(result).expect_err("a known kind that does not decode");
+}
+
 /// docs/protocol.md, Versioning: params to the daemon are strict (an unknown field is refused,
 /// naming it), except `initialize`'s, which a newer front-end must always get through.
 #[test]

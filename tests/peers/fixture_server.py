@@ -133,7 +133,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="serve the custom request `fixture/echo` (answers {\"echoed\": its params without "
                         "_meta, \"kept\": {\"n\": 2.5, \"list\": [1, \"two\"], \"none\": null}}, after sending the custom notification "
                         "`fixture/event` {\"about\": \"fixture/echo\", \"params\": …}); on the custom "
-                        "notification `fixture/poke` it sends `fixture/poked` with the same params")
+                        "notification `fixture/poke` it sends `fixture/poked` with the same params; the custom "
+                        "request `fixture/ask {question}` elicits {answer: string} with the message "
+                        "\"fixture/ask: {question}\" and answers {\"action\": …, \"content\": …}")
     args = p.parse_args(argv)
     if args.exit_after_calls is not None and args.exit_after_calls < 1:
         p.error("--exit-after-calls needs N >= 1")
@@ -476,7 +478,7 @@ def build_server(args: argparse.Namespace):
 
 
 def add_custom_methods(server) -> None:
-    """`fixture/echo` and `fixture/poke` (see --custom-methods), on the SDK's low-level server,
+    """`fixture/echo`, `fixture/ask` and `fixture/poke` (see --custom-methods), on the SDK's low-level server,
     which takes a handler for any method; notifications go out through the connection's
     `notify`, which takes any method too."""
     import mcp_types as types
@@ -495,11 +497,18 @@ def add_custom_methods(server) -> None:
         await ctx.session._connection.notify("fixture/event", {"about": "fixture/echo", "params": plain(params)})
         return {"echoed": plain(params), "kept": {"n": 2.5, "list": [1, "two"], "none": None}}
 
+    async def ask(ctx, params: AnyParams) -> dict:
+        schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+        question = plain(params).get("question", "")
+        result = await ctx.session.elicit_form(f"fixture/ask: {question}", schema, related_request_id=ctx.request_id)
+        return {"action": result.action, "content": result.content}
+
     async def poke(ctx, params: AnyNotificationParams) -> None:
         await ctx.session._connection.notify("fixture/poked", plain(params))
 
     lowlevel = server._lowlevel_server
     lowlevel.add_request_handler("fixture/echo", AnyParams, echo)
+    lowlevel.add_request_handler("fixture/ask", AnyParams, ask)
     lowlevel.add_notification_handler("fixture/poke", AnyNotificationParams, poke)
 
 

@@ -13,8 +13,10 @@ use std::time::Duration;
 use corral_protocol::{ErrorCode, NotReadyServer, Request, RequestHeaders, ServerStatus};
 use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
 
+use super::DaemonContext;
 use super::session::Session;
 use crate::auth::{LoginError, LogoutError};
+use crate::hub::link::Link;
 use crate::logging::redact_urls;
 use crate::mcp::request_headers::ScopedHeaders;
 use crate::mcp::route::{CallTarget, NotAvailable, RouteError};
@@ -176,6 +178,28 @@ pub(crate) fn timeout_error(server: &str, request: &str, timeout: Duration) -> E
     )
 }
 
+/// Run `request` (`what`, for the words of the timeout's error) of the front-end on `link` to
+/// `target`'s server as a call of that front-end (`FrontEnds::call_started`), so what the
+/// server asks meanwhile goes to it and to no other front-end, within the server's
+/// `tool_timeout_sec` of active time (the clock stops while the front-end's user answers an
+/// elicitation).
+pub(crate) async fn within_active_time<T>(
+    context: &DaemonContext,
+    target: &CallTarget,
+    link: &Link,
+    what: &str,
+    request: impl Future<Output = T>,
+) -> Result<T, ErrorObjectOwned> {
+    let server = &target.config.name;
+    let frontends = &context.hub.routes;
+    let _call = frontends.call_started(server, link.id);
+    let timeout = target.config.tool_timeout;
+    frontends
+        .active_time_timeout(server, link.id, timeout, request)
+        .await
+        .ok_or_else(|| timeout_error(server, what, timeout))
+}
+
 /// The error for `request` (e.g. "`tools/call` of `echo`") sent to `server`
 /// that failed, or was not sent, for `error`.
 pub(crate) fn route_error(server: &str, request: &str, error: RouteError) -> ErrorObjectOwned {
@@ -199,6 +223,7 @@ pub(crate) fn route_error(server: &str, request: &str, error: RouteError) -> Err
         | RouteError::UnhandledResult { .. }
         | RouteError::TooManyRounds { .. }
         | RouteError::InputNotGiven { .. }
+        | RouteError::TooManyInputRequests { .. }
         | RouteError::TaskNotCompleted { .. }
         | RouteError::RepeatedCursor { .. }
         | RouteError::TooManyPages { .. }

@@ -101,6 +101,8 @@ struct State {
     /// (server, corrald's progress token as JSON text) to the connection and
     /// the token it gave.
     progress: HashMap<(String, String), (Weak<Link>, Value)>,
+    /// How many tokens [`FrontEnds::fresh_token`] made.
+    tokens_made: u64,
     /// Elicitations waiting on the user, per (server, connection asked).
     /// Entries are never removed, so watchers never see the sender go away;
     /// they are as many as the pairs that ever had a call waiting.
@@ -332,6 +334,14 @@ impl FrontEnds {
                 }
             }
         }
+    }
+
+    /// A progress token of corrald's never made before: `about` (a task's id), after a number,
+    /// so two routes never share a key even when what they are about is the same.
+    pub(crate) fn fresh_token(&self, about: &str) -> Value {
+        let mut state = self.state();
+        state.tokens_made += 1;
+        Value::String(format!("corrald-task:{}:{about}", state.tokens_made))
     }
 
     /// Route progress `server` sends with token `ours` (what corrald put on
@@ -608,6 +618,25 @@ mod tests {
         );
         drop(other_server);
         drop(other_connection);
+    }
+
+    #[test]
+    fn two_routes_for_one_task_id_get_their_own_tokens_and_progress() {
+        let frontends = Arc::new(FrontEnds::default());
+        let (first, mut first_out) = frontends.new_link(1, Door::Socket);
+        let (second, mut second_out) = frontends.new_link(2, Door::Socket);
+        let (one, two) = (frontends.fresh_token("task-1"), frontends.fresh_token("task-1"));
+        assert_ne!(one, two);
+        let first_route = frontends.progress_route("s", &first, &one, json!("a"));
+        let _second_route = frontends.progress_route("s", &second, &two, json!("b"));
+        drop(first_route);
+        frontends.route_progress("s", &two, 1.0, None, None);
+        let queued = second_out
+            .try_recv()
+            .expect("the first call's end left the second's route");
+        let sent: Value = serde_json::from_str(&queued).expect("JSON");
+        assert_eq!(sent["params"]["progressToken"], "b");
+        assert!(first_out.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -64,6 +64,13 @@
 //! entry the server's `roots/list` then gets an error naming the client's
 //! failure. A failure is not kept: the next `roots/list` asks the client
 //! again.
+//!
+//! What a server's notifications carry to every front-end, the `params` of
+//! `mcpServer/notification` and the `data` of `mcpServer/log`, is at most
+//! [`MAX_PASSED_BYTES`] of JSON ([`bounded`]): a longer string is cut and
+//! says so, anything else longer is replaced by a marker naming its size.
+//! A server must not fill every front-end's queue and the replay history
+//! with one message.
 
 // MCP logging is deprecated by SEP-2577 (spec 2026-07-28), but the servers
 // people run today negotiate 2025-11-25 and still send it: forward it while
@@ -597,6 +604,7 @@ impl ClientHandler for McpClientHandler {
         // A notification corrald does not model: every front-end gets it as it came.
         let name = self.name.clone();
         let CustomNotification { method, params, .. } = notification;
+        let params = params.map(bounded);
         self.hub
             .events
             .publish(|seq| DaemonNotification::ServerNotification(ServerNotification::new(seq, name, method, params)));
@@ -612,8 +620,67 @@ impl ClientHandler for McpClientHandler {
             .and_then(|level| level.as_str().map(str::to_owned))
             .unwrap_or_else(|| "info".to_owned());
         let name = self.name.clone();
-        self.hub
-            .events
-            .publish(|seq| DaemonNotification::ServerLog(ServerLog::new(seq, name, level, params.logger, params.data)));
+        self.hub.events.publish(|seq| {
+            DaemonNotification::ServerLog(ServerLog::new(seq, name, level, params.logger, bounded(params.data)))
+        });
+    }
+}
+
+/// Most bytes of serialized JSON a server's notification passes on to front-ends (see the
+/// module docs).
+pub(crate) const MAX_PASSED_BYTES: usize = 64 * 1024;
+
+/// `value` if its JSON is at most [`MAX_PASSED_BYTES`]; else a string cut to that many bytes
+/// (at a character boundary) followed by ` [cut by corrald: N bytes]`, and any other value
+/// replaced by `{"corral/cut": {"bytes": N, "max": MAX}}` (JSON cannot be cut and stay JSON).
+pub(crate) fn bounded(value: Value) -> Value {
+    let bytes = serde_json::to_vec(&value).map_or(0, |json| json.len());
+    if bytes <= MAX_PASSED_BYTES {
+        return value;
+    }
+    match value {
+        Value::String(mut text) => {
+            let mut end = MAX_PASSED_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str(&format!(" [cut by corrald: {bytes} bytes]"));
+            Value::String(text)
+        }
+        _ => serde_json::json!({ "corral/cut": { "bytes": bytes, "max": MAX_PASSED_BYTES } }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_servers_notification_is_passed_on_whole_or_cut_with_a_marker() {
+        let small = json!({ "a": [1, 2, "three"] });
+        assert_eq!(bounded(small.clone()), small);
+
+        let big = json!({ "blob": "x".repeat(MAX_PASSED_BYTES) });
+        let bytes = serde_json::to_vec(&big).expect("JSON").len();
+        assert_eq!(
+            bounded(big),
+            json!({ "corral/cut": { "bytes": bytes, "max": MAX_PASSED_BYTES } })
+        );
+
+        // A long log line keeps its beginning, cut at a character boundary.
+        let line = format!("é{}", "x".repeat(MAX_PASSED_BYTES));
+        let Value::String(cut) = bounded(Value::String(line)) else {
+            panic!("still a string");
+        };
+        assert!(cut.starts_with("éxxx"), "{}", &cut[..10]);
+        assert!(
+            cut.ends_with(&format!(" [cut by corrald: {} bytes]", MAX_PASSED_BYTES + 4)),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+        assert!(cut.len() < MAX_PASSED_BYTES + 64);
     }
 }

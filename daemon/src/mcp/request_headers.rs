@@ -5,7 +5,8 @@
 //!
 //! The check is the config's (`corral_protocol::config::check_http_header`: an RFC 9110 token
 //! as the name, no control characters in the value), then the names corrald will not let a
-//! front-end set: the MCP transport's own headers, and the credentials corrald manages. A
+//! front-end set: the MCP transport's own headers, the credentials corrald manages, and the
+//! hop-by-hop and proxy headers (about the connection, which the HTTP client manages). A
 //! scoped header wins over a configured header of the same name (it is the more specific).
 //!
 //! Invariants: values are never formatted (`Debug` shows names only), logged or kept beyond
@@ -42,6 +43,23 @@ const REFUSED: [&str; 11] = [
 /// The prefix of SEP-2243's per-parameter headers, which the transport derives from a call's arguments.
 const REFUSED_PREFIX: &str = "mcp-param-";
 
+/// Headers about the connection rather than the request (RFC 9110 §7.6.1's hop-by-hop headers,
+/// `Expect`, `Trailer`), which the HTTP client manages: set by hand they could smuggle a second
+/// request, stall the POST or upgrade the connection. Lowercase.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "expect",
+    "trailer",
+];
+
+/// The prefix of the headers meant for a proxy (`Proxy-Authorization`, `Proxy-Connection`):
+/// never a front-end's to send through corrald.
+const HOP_BY_HOP_PREFIX: &str = "proxy-";
+
 /// Checked headers for one request. Cheap to clone (the request is cloned for a retry after an
 /// expired session, and the headers go with it).
 #[derive(Clone)]
@@ -69,6 +87,12 @@ impl ScopedHeaders {
                     "the MCP transport sets it itself"
                 };
                 return Err(format!("header `{name}` cannot be set for one request: {why}"));
+            }
+            if HOP_BY_HOP.contains(&lower.as_str()) || lower.starts_with(HOP_BY_HOP_PREFIX) {
+                return Err(format!(
+                    "header `{name}` cannot be set for one request: it is about the connection or a proxy, \
+                     not the request, and corrald's HTTP client manages it"
+                ));
             }
             let header =
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid HTTP header name `{name}`"))?;
@@ -179,5 +203,26 @@ mod tests {
             let error = check(&[(name, "Bearer t")]).expect_err(name);
             assert!(error.contains("credentials"), "{error}");
         }
+    }
+
+    #[test]
+    fn hop_by_hop_and_proxy_headers_are_refused() {
+        for name in [
+            "Connection",
+            "Transfer-Encoding",
+            "TE",
+            "Upgrade",
+            "Keep-Alive",
+            "Expect",
+            "Trailer",
+            "Proxy-Authorization",
+            "proxy-connection",
+        ] {
+            let error = check(&[(name, "x")]).expect_err(name);
+            assert!(error.contains(&format!("`{name}`")), "{error}");
+            assert!(error.contains("about the connection or a proxy"), "{error}");
+        }
+        // Names that only begin alike are the front-end's.
+        check(&[("Connectionless", "x"), ("X-Proxy", "y"), ("Tea", "z")]).expect("not hop-by-hop");
     }
 }

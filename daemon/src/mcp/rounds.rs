@@ -22,7 +22,9 @@
 //!   deadline, paused clock and withdrawal when the call ends); one that
 //!   cannot be answered (sampling the front-end cannot do, roots that cannot
 //!   be had) ends the call with the reason, since MRTR has no way to tell
-//!   the server a request failed;
+//!   the server a request failed; more than [`MAX_INPUT_REQUESTS`] in one
+//!   round end the call before any is asked (each waits on a person, one
+//!   after the other: a server must not queue up an unbounded interview);
 //! - at most [`MAX_ROUNDS`] `input_required` results per call. Each round
 //!   that asks something waits on a person at most the answer deadline and
 //!   pauses the call's clock, so without a bound a server that keeps asking
@@ -45,6 +47,9 @@ use crate::hub::link::Link;
 
 /// Most `input_required` results one request may get before corrald gives up (see the module docs).
 pub(crate) const MAX_ROUNDS: usize = 10;
+
+/// Most input requests one round (or one task's `input_required` status) may ask (see the module docs).
+pub(crate) const MAX_INPUT_REQUESTS: usize = 16;
 
 /// What a round carries besides the request's own params: what the previous
 /// `input_required` result asked to be sent back. The first round carries nothing.
@@ -123,6 +128,7 @@ pub(crate) async fn answer_each(
     link: &Arc<Link>,
     requests: InputRequests,
 ) -> Result<InputResponses, RouteError> {
+    within_bound(&requests)?;
     let mut responses = InputResponses::new();
     for (key, request) in requests {
         match handler.answer_input(link, &request).await {
@@ -131,7 +137,7 @@ pub(crate) async fn answer_each(
             }
             Err(why) => {
                 return Err(RouteError::InputNotGiven {
-                    method: method_of(&request),
+                    what: words_of(&request),
                     why,
                 });
             }
@@ -140,13 +146,25 @@ pub(crate) async fn answer_each(
     Ok(responses)
 }
 
-/// MCP's name of an input request's method.
-fn method_of(request: &InputRequest) -> &'static str {
+/// [`RouteError::TooManyInputRequests`] when `requests` are more than [`MAX_INPUT_REQUESTS`]:
+/// checked before any is asked, so the user is asked nothing for a call that ends.
+fn within_bound(requests: &InputRequests) -> Result<(), RouteError> {
+    if requests.len() > MAX_INPUT_REQUESTS {
+        return Err(RouteError::TooManyInputRequests {
+            asked: requests.len(),
+            max: MAX_INPUT_REQUESTS,
+        });
+    }
+    Ok(())
+}
+
+/// An input request, in words: "an `elicitation/create` request".
+fn words_of(request: &InputRequest) -> &'static str {
     match request {
-        InputRequest::Elicitation(_) => "elicitation/create",
-        InputRequest::CreateMessage(_) => "sampling/createMessage",
-        InputRequest::ListRoots(_) => "roots/list",
-        _ => "an input request",
+        InputRequest::Elicitation(_) => "an `elicitation/create` request",
+        InputRequest::CreateMessage(_) => "a `sampling/createMessage` request",
+        InputRequest::ListRoots(_) => "a `roots/list` request",
+        _ => "an input request of a kind corrald does not know",
     }
 }
 
@@ -313,7 +331,7 @@ mod tests {
             },
             |_requests| {
                 std::future::ready(Err(RouteError::InputNotGiven {
-                    method: "sampling/createMessage",
+                    what: "a `sampling/createMessage` request",
                     why: "sampling declined".to_owned(),
                 }))
             },
@@ -321,6 +339,42 @@ mod tests {
         .await;
         assert!(matches!(outcome, Err(RouteError::InputNotGiven { .. })), "{outcome:?}");
         assert_eq!(*rounds.lock().expect("not poisoned"), 1);
+    }
+
+    #[test]
+    fn more_input_requests_than_the_bound_are_refused_naming_the_server() {
+        let many = |count: usize| -> InputRequests {
+            let requests: serde_json::Map<String, Value> = (0..count)
+                .map(|n| {
+                    let request = json!({"method": "elicitation/create", "params": {
+                        "message": "Sure?", "requestedSchema": {"type": "object", "properties": {}}}});
+                    (format!("q{n}"), request)
+                })
+                .collect();
+            serde_json::from_value(Value::Object(requests)).expect("input requests")
+        };
+        within_bound(&many(MAX_INPUT_REQUESTS)).expect("at the bound");
+        let error = within_bound(&many(MAX_INPUT_REQUESTS + 1)).expect_err("over the bound");
+        let message = error.describe("wizard", "`tools/call` of `setup`");
+        assert_eq!(
+            message,
+            "MCP server `wizard` asked for 17 inputs at once during `tools/call` of `setup`; corrald answers at \
+             most 16 per round and asked none of them: report it to the server's authors"
+        );
+    }
+
+    #[test]
+    fn an_input_not_given_is_worded_once() {
+        let request: InputRequest = serde_json::from_value(json!({"method": "roots/list"})).expect("a request");
+        let error = RouteError::InputNotGiven {
+            what: words_of(&request),
+            why: "the config gives none".to_owned(),
+        };
+        assert_eq!(
+            error.describe("fs", "`tools/call` of `read`"),
+            "MCP server `fs` needs the answer to a `roots/list` request to finish `tools/call` of `read`, and it \
+             could not be had: the config gives none"
+        );
     }
 
     #[tokio::test]

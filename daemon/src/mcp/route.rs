@@ -262,10 +262,17 @@ pub(crate) enum RouteError {
     },
     /// An input request of an `input_required` result could not be answered (`rounds`).
     InputNotGiven {
-        /// MCP's method of the request: `sampling/createMessage`, …
-        method: &'static str,
+        /// The request, in words: "a `sampling/createMessage` request", …
+        what: &'static str,
         /// Why not.
         why: String,
+    },
+    /// An `input_required` result (or a task's) asked more at once than corrald answers (`rounds`).
+    TooManyInputRequests {
+        /// How many it asked.
+        asked: usize,
+        /// The bound.
+        max: usize,
     },
     /// The server ran the request as a task that did not complete (`tasks`).
     TaskNotCompleted {
@@ -335,9 +342,13 @@ impl RouteError {
                 "MCP server `{server}` still asked for more input after {max} rounds of {request} \
                  (input_required results); corrald gave up on it: call again, or report the loop to the server's authors"
             ),
-            Self::InputNotGiven { method, why } => format!(
-                "MCP server `{server}` needs the answer to a {method} request to finish {request}, \
+            Self::InputNotGiven { what, why } => format!(
+                "MCP server `{server}` needs the answer to {what} to finish {request}, \
                  and it could not be had: {why}"
+            ),
+            Self::TooManyInputRequests { asked, max } => format!(
+                "MCP server `{server}` asked for {asked} inputs at once during {request}; corrald answers at most \
+                 {max} per round and asked none of them: report it to the server's authors"
             ),
             Self::TaskNotCompleted { task, status, message } => {
                 let mut text = format!("MCP server `{server}` ran {request} as task `{task}`, which ended {status}");

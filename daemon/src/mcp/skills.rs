@@ -14,7 +14,9 @@
 //! is a change to the skill); its bytes, read with `resources/read` (text as UTF-8, a blob
 //! decoded from base64), must have the entry's size (checked first, without hashing) and
 //! SHA-256 digest; a `SKILL.md`'s YAML frontmatter must equal the entry's `frontmatter` field by
-//! field (a key missing on one side counts as `null`, as the conformance suite compares).
+//! field (a key missing on one side counts as `null`, as the conformance suite compares). The
+//! frontmatter is read without recursion, at most 64 KiB and 64 levels deep, without aliases
+//! (a server's file must not exhaust corrald's stack or memory); beyond, it is a mismatch.
 //! Any mismatch is a [`SkillError::Verification`] and the content goes nowhere. A skill whose
 //! `resources` is `"dynamic"` has no digests: its files are read unverified (and say so), the
 //! frontmatter still compared.
@@ -210,7 +212,10 @@ pub(crate) async fn read(
     let what = format!("`resources/read` of `{uri}`");
     let result = forward::request_value(target, request)
         .await
-        .map_err(|error| SkillError::route(what, error))?;
+        .map_err(|error| SkillError::route(what.clone(), error))?;
+    if let Some(message) = not_contents(&result) {
+        return Err(SkillError::route(what, RouteError::Failed { message }));
+    }
     let mismatch = |mismatch: String| SkillError::Verification {
         skill: typed.name().to_owned(),
         mismatch,
@@ -332,6 +337,28 @@ struct Content {
     blob: Option<String>,
 }
 
+/// Why `result`, the answer to a `resources/read` of a skill file, is no read result at all
+/// (MCP 2026-07-28's `resultType`: a question or a task instead of the contents), in words;
+/// `None` when it is one. Not a mismatch: the server did not serve other bytes, it asked
+/// something first, which corrald does not do while loading a skill.
+fn not_contents(result: &Value) -> Option<String> {
+    match result.get("resultType").and_then(Value::as_str)? {
+        "complete" => None,
+        "input_required" => Some(
+            "the server asked for input (an `input_required` result) instead of giving the file; corrald answers \
+             no questions while loading a skill: report it to the server's authors"
+                .to_owned(),
+        ),
+        "task" => Some(
+            "the server answered with a task instead of the file; corrald follows no task while loading a skill"
+                .to_owned(),
+        ),
+        other => Some(format!(
+            "the server answered with a result of type `{other}`, not the file's contents"
+        )),
+    }
+}
+
 impl Content {
     /// The content of `uri` in a `ReadResourceResult` (the item of that URI, else the only one).
     fn of(result: &Value, uri: &str) -> Result<Self, String> {
@@ -403,6 +430,12 @@ fn compare_frontmatter(text: &str, entry: &Value) -> Result<(), String> {
     }
 }
 
+/// Most bytes of a `SKILL.md`'s YAML frontmatter corrald reads.
+const FRONTMATTER_MAX_BYTES: usize = 64 * 1024;
+
+/// Deepest nesting of sequences and mappings in a frontmatter corrald reads.
+const FRONTMATTER_MAX_DEPTH: usize = 64;
+
 /// The YAML frontmatter at the start of `text` (after an optional byte-order mark: a `---`
 /// line, the YAML, a `---` line), as a JSON object.
 fn frontmatter(text: &str) -> Result<Map<String, Value>, String> {
@@ -421,50 +454,161 @@ fn frontmatter(text: &str) -> Result<Map<String, Value>, String> {
             break;
         }
         offset += line.len();
+        if offset > FRONTMATTER_MAX_BYTES {
+            break;
+        }
     }
-    let yaml = &rest[..yaml_end.ok_or(MISSING)?];
-    let documents =
-        yaml_rust2::YamlLoader::load_from_str(yaml).map_err(|error| format!("its frontmatter is not YAML: {error}"))?;
-    match documents.into_iter().next().map(yaml_to_json) {
-        Some(Ok(Value::Object(map))) => Ok(map),
-        Some(Ok(_)) | None => Err("its frontmatter is not a YAML mapping".to_owned()),
-        Some(Err(error)) => Err(format!("its frontmatter cannot be read: {error}")),
+    let Some(yaml_end) = yaml_end else {
+        return Err(if offset > FRONTMATTER_MAX_BYTES {
+            format!("its frontmatter is longer than corrald reads ({FRONTMATTER_MAX_BYTES} bytes)")
+        } else {
+            MISSING.to_owned()
+        });
+    };
+    match yaml_document(&rest[..yaml_end])? {
+        Some(Value::Object(map)) => Ok(map),
+        Some(_) | None => Err("its frontmatter is not a YAML mapping".to_owned()),
     }
 }
 
-/// A YAML value as JSON (YAML 1.2's core schema: the JSON types).
-fn yaml_to_json(yaml: yaml_rust2::Yaml) -> Result<Value, String> {
+/// The first document of `yaml` as JSON (YAML 1.2's core schema: the JSON types), `None` when
+/// empty. Built from the parser's events with an explicit stack (yaml-rust2's loader recurses
+/// once per nesting level, so deep input would overflow the stack): nesting deeper than
+/// [`FRONTMATTER_MAX_DEPTH`] is refused, and so are aliases (one alias may stand for a large
+/// tree, and a few for an exponential one) and duplicate keys.
+fn yaml_document(yaml: &str) -> Result<Option<Value>, String> {
+    use yaml_rust2::parser::{Event, Parser};
+
+    /// A sequence or mapping whose end has not been read yet.
+    enum Open {
+        Sequence(Vec<Value>),
+        /// The entries so far, and the key waiting for its value.
+        Mapping(Map<String, Value>, Option<String>),
+    }
+    let not_yaml = |error: yaml_rust2::ScanError| format!("its frontmatter is not YAML: {error}");
+    let mut parser = Parser::new_from_str(yaml);
+    let mut open: Vec<Open> = Vec::new();
+    loop {
+        let (event, _) = parser.next_token().map_err(not_yaml)?;
+        let complete = match event {
+            Event::Nothing | Event::StreamStart | Event::DocumentStart => continue,
+            Event::StreamEnd | Event::DocumentEnd => return Ok(None),
+            Event::Alias(_) => return Err("its frontmatter uses a YAML alias, which corrald does not read".to_owned()),
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                if matches!(open.last(), Some(Open::Mapping(_, None))) {
+                    return Err("its frontmatter has a mapping key that is not a scalar".to_owned());
+                }
+                if open.len() >= FRONTMATTER_MAX_DEPTH {
+                    return Err(format!(
+                        "its frontmatter nests deeper than corrald reads ({FRONTMATTER_MAX_DEPTH} levels)"
+                    ));
+                }
+                open.push(if matches!(event, Event::SequenceStart(..)) {
+                    Open::Sequence(Vec::new())
+                } else {
+                    Open::Mapping(Map::new(), None)
+                });
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match open.pop() {
+                Some(Open::Sequence(items)) => Value::Array(items),
+                Some(Open::Mapping(map, _)) => Value::Object(map),
+                None => return Err("its frontmatter is not YAML: an end without a start".to_owned()),
+            },
+            Event::Scalar(text, style, _, tag) => {
+                let scalar = yaml_scalar(text, style, tag.as_ref());
+                if let Some(Open::Mapping(_, key @ None)) = open.last_mut() {
+                    *key = Some(yaml_key(scalar)?);
+                    continue;
+                }
+                scalar_to_json(scalar)?
+            }
+        };
+        match open.last_mut() {
+            None => return Ok(Some(complete)),
+            Some(Open::Sequence(items)) => items.push(complete),
+            Some(Open::Mapping(map, key)) => {
+                let key = key
+                    .take()
+                    .ok_or("its frontmatter has a mapping key that is not a scalar")?;
+                if map.contains_key(&key) {
+                    return Err(format!("its frontmatter has the key `{key}` twice in one mapping"));
+                }
+                map.insert(key, complete);
+            }
+        }
+    }
+}
+
+/// A scalar as yaml-rust2's loader types it: quoted is a string, a `!!bool`/`!!int`/`!!float`/
+/// `!!null` tag types it (a value that does not fit is `BadValue`), else by its form.
+fn yaml_scalar(
+    text: String,
+    style: yaml_rust2::scanner::TScalarStyle,
+    tag: Option<&yaml_rust2::parser::Tag>,
+) -> yaml_rust2::Yaml {
     use yaml_rust2::Yaml;
+    use yaml_rust2::scanner::TScalarStyle;
+    if style != TScalarStyle::Plain {
+        return Yaml::String(text);
+    }
+    let Some(tag) = tag else {
+        return Yaml::from_str(&text);
+    };
+    if tag.handle != "tag:yaml.org,2002:" {
+        return Yaml::String(text);
+    }
+    match tag.suffix.as_str() {
+        "bool" => match text.as_str() {
+            "true" | "True" | "TRUE" => Yaml::Boolean(true),
+            "false" | "False" | "FALSE" => Yaml::Boolean(false),
+            _ => Yaml::BadValue,
+        },
+        "int" => text.parse::<i64>().map_or(Yaml::BadValue, Yaml::Integer),
+        "float" => match Yaml::Real(text.clone()).as_f64() {
+            Some(_) => Yaml::Real(text),
+            None => Yaml::BadValue,
+        },
+        "null" => match text.as_str() {
+            "~" | "null" => Yaml::Null,
+            _ => Yaml::BadValue,
+        },
+        _ => Yaml::String(text),
+    }
+}
+
+/// A scalar mapping key as a JSON object key.
+fn yaml_key(key: yaml_rust2::Yaml) -> Result<String, String> {
+    use yaml_rust2::Yaml;
+    Ok(match key {
+        Yaml::String(key) | Yaml::Real(key) => key,
+        Yaml::Integer(key) => key.to_string(),
+        Yaml::Boolean(key) => key.to_string(),
+        Yaml::Null => "null".to_owned(),
+        _ => return Err("its frontmatter has a mapping key that is not a scalar".to_owned()),
+    })
+}
+
+/// A scalar YAML value as JSON (YAML 1.2's core schema: the JSON types).
+fn scalar_to_json(yaml: yaml_rust2::Yaml) -> Result<Value, String> {
+    use yaml_rust2::Yaml;
+    let cannot = |why: String| format!("its frontmatter cannot be read: {why}");
     Ok(match yaml {
         Yaml::Null => Value::Null,
         Yaml::Boolean(value) => Value::Bool(value),
         Yaml::Integer(value) => Value::from(value),
         Yaml::Real(text) => {
-            let value = yaml_rust2::Yaml::Real(text.clone())
+            let value = Yaml::Real(text.clone())
                 .as_f64()
-                .ok_or_else(|| format!("`{text}` is not a number"))?;
+                .ok_or_else(|| cannot(format!("`{text}` is not a number")))?;
             serde_json::Number::from_f64(value)
                 .map(Value::Number)
-                .ok_or_else(|| "an infinite or NaN number has no JSON form".to_owned())?
+                .ok_or_else(|| cannot("an infinite or NaN number has no JSON form".to_owned()))?
         }
         Yaml::String(value) => Value::String(value),
-        Yaml::Array(items) => Value::Array(items.into_iter().map(yaml_to_json).collect::<Result<_, _>>()?),
-        Yaml::Hash(entries) => {
-            let mut map = Map::new();
-            for (key, value) in entries {
-                let key = match key {
-                    Yaml::String(key) => key,
-                    Yaml::Integer(key) => key.to_string(),
-                    Yaml::Boolean(key) => key.to_string(),
-                    Yaml::Real(key) => key,
-                    Yaml::Null => "null".to_owned(),
-                    _ => return Err("a mapping key is not a scalar".to_owned()),
-                };
-                map.insert(key, yaml_to_json(value)?);
-            }
-            Value::Object(map)
+        Yaml::Array(_) | Yaml::Hash(_) | Yaml::Alias(_) | Yaml::BadValue => {
+            return Err(cannot("a tagged value does not fit its tag".to_owned()));
         }
-        Yaml::Alias(_) | Yaml::BadValue => return Err("it uses a YAML alias corrald cannot resolve".to_owned()),
     })
 }
 
@@ -533,6 +677,75 @@ mod tests {
         ] {
             assert!(compare_frontmatter(text, &entry(SKILL_MD)).is_err(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn deep_or_long_frontmatter_is_refused_without_overflowing_the_stack() {
+        // 50,000 levels of block nesting: yaml-rust2's loader recursed once per level and
+        // aborted the daemon. Refused by length (100 KB), and, read without the length cap,
+        // by depth without recursing.
+        let deep = format!("{}a\n", "- ".repeat(50_000));
+        let error = compare_frontmatter(&format!("---\n{deep}---\n"), &entry(SKILL_MD)).expect_err("too long");
+        assert!(error.contains("longer than corrald reads"), "{error}");
+        let error = yaml_document(&deep).expect_err("too deep");
+        assert!(error.contains("nests deeper than corrald reads (64 levels)"), "{error}");
+        // Within the length cap: 20,000 levels.
+        let within = format!("---\nname:\n  {}a\n---\n", "- ".repeat(20_000));
+        let error = compare_frontmatter(&within, &entry(SKILL_MD)).expect_err("too deep");
+        assert!(error.contains("nests deeper"), "{error}");
+        // 64 levels are read.
+        let nested = format!("{}a{}", "[".repeat(64), "]".repeat(64));
+        let mut expected = json!("a");
+        for _ in 0..64 {
+            expected = json!([expected]);
+        }
+        assert_eq!(yaml_document(&nested).expect("64 levels"), Some(expected));
+        assert!(yaml_document(&format!("[{nested}]")).is_err(), "65 levels");
+    }
+
+    #[test]
+    fn frontmatter_reads_as_the_json_types_and_refuses_aliases_and_duplicates() {
+        let yaml = "s: 'x'\nn: 3\nf: 2.5\nb: true\nz: ~\nt: !!str 12\ni: !!int 7\n3: [a, {k: v}]\n";
+        assert_eq!(
+            yaml_document(yaml).expect("read"),
+            Some(
+                json!({ "s": "x", "n": 3, "f": 2.5, "b": true, "z": null, "t": "12", "i": 7, "3": ["a", { "k": "v" }] })
+            )
+        );
+        for (bad, why) in [
+            ("a: &x [1]\nb: *x\n", "alias"),
+            ("a: 1\na: 2\n", "twice"),
+            ("? [a]\n: b\n", "not a scalar"),
+            ("a: !!int x\n", "does not fit its tag"),
+            ("a: [\n", "not YAML"),
+        ] {
+            let error = yaml_document(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
+        assert_eq!(yaml_document("").expect("empty"), None);
+    }
+
+    #[test]
+    fn a_question_or_task_instead_of_the_file_is_named_not_a_mismatch() {
+        let contents = json!({ "contents": [{ "uri": "skill://a/SKILL.md", "text": "x" }] });
+        assert_eq!(not_contents(&contents), None);
+        let mut complete = contents.clone();
+        complete["resultType"] = json!("complete");
+        assert_eq!(not_contents(&complete), None);
+        let asking = json!({ "resultType": "input_required", "inputRequests": {} });
+        assert!(not_contents(&asking).is_some_and(|why| why.contains("`input_required`")));
+        let task = json!({ "resultType": "task", "taskId": "t", "status": "working" });
+        assert!(not_contents(&task).is_some_and(|why| why.contains("a task")));
+        let error = SkillError::route(
+            "`resources/read` of `skill://a/SKILL.md`",
+            RouteError::Failed {
+                message: not_contents(&task).expect("a task"),
+            },
+        );
+        assert!(
+            matches!(error, SkillError::Route { .. }),
+            "not a verification failure: {error:?}"
+        );
     }
 
     #[test]

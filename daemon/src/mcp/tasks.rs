@@ -21,10 +21,13 @@
 //!
 //! Following: `tasks/get` again after the task's `pollInterval` (never
 //! sooner; 1 s when it gives none, at least [`MIN_POLL`]) until the status
-//! is terminal or asks for input. Each change of status or status message
+//! is terminal or asks for input: input other than what was just answered
+//! (after `tasks/update`, a server may show the same requests until it has
+//! taken the answers in; they are not asked again). Each change of status or status message
 //! reaches the front-end as progress of its call, when it gave a progress
 //! token: `progress` counts the changes seen, `message` is "task STATUS:
-//! MESSAGE". How long is the call's business: `tool_timeout_sec` bounds it
+//! MESSAGE", under a token of corrald's that is new for each call (two calls
+//! given one task id do not share a route). How long is the call's business: `tool_timeout_sec` bounds it
 //! in active time as it bounds any call (the clock stops while an
 //! elicitation waits on the user), and a task's input rounds are bounded
 //! like MRTR's ([`super::rounds::MAX_ROUNDS`]).
@@ -134,6 +137,19 @@ impl Look {
         self.status == "input_required"
     }
 
+    /// Whether the task waits for input it already has: its input requests are `answered`
+    /// (as JSON), the ones just sent with `tasks/update`, which it may not have taken in yet.
+    fn asks_again(&self, answered: Option<&Value>) -> bool {
+        self.needs_input()
+            && answered.is_some_and(|answered| {
+                self.input_requests
+                    .as_ref()
+                    .and_then(|requests| serde_json::to_value(requests).ok())
+                    .as_ref()
+                    == Some(answered)
+            })
+    }
+
     /// How long to wait before looking again: the server's interval, at least [`MIN_POLL`].
     pub(crate) fn next_look_in(&self) -> Duration {
         self.poll_interval.unwrap_or(DEFAULT_POLL).max(MIN_POLL)
@@ -157,11 +173,17 @@ impl Look {
     }
 }
 
-/// Follow a task from `first` until it ends or asks for input: `get` looks at it again
-/// (`tasks/get`), after the interval the last look asks for; `seen` hears of every look
-/// whose status or message differs from the one before (the first one included). Returns
-/// the last look.
-pub(crate) async fn follow<G, GF>(first: Look, mut get: G, mut seen: impl FnMut(&Look)) -> Result<Look, RouteError>
+/// Follow a task from `first` until it ends or asks for input other than `answered` (the
+/// JSON of the input requests just answered, which a server may still show for a while):
+/// `get` looks at it again (`tasks/get`), after the interval the last look asks for; `seen`
+/// hears of every look whose status or message differs from the one before (the first one
+/// included). Returns the last look.
+pub(crate) async fn follow<G, GF>(
+    first: Look,
+    answered: Option<&Value>,
+    mut get: G,
+    mut seen: impl FnMut(&Look),
+) -> Result<Look, RouteError>
 where
     G: FnMut() -> GF,
     GF: Future<Output = Result<Look, RouteError>>,
@@ -174,7 +196,7 @@ where
             seen(&look);
             told = Some(now);
         }
-        if look.is_terminal() || look.needs_input() {
+        if look.is_terminal() || look.needs_input() && !look.asks_again(answered) {
             return Ok(look);
         }
         tokio::time::sleep(look.next_look_in()).await;
@@ -235,20 +257,24 @@ pub(crate) async fn run<T: Serialize>(
     let task_id = look.task_id.clone();
     tracing::debug!(server, task = task_id, ?generation, "the call runs as a task");
     let mut cancel = CancelTaskOnDrop::new(target.peer().clone(), server, &task_id);
-    // The task's changes are progress of the call, under a token of corrald's own.
-    let ours = json!(format!("corrald-task:{task_id}"));
-    let route =
-        progress.map(|(frontends, link, theirs)| (frontends, frontends.progress_route(server, link, &ours, theirs)));
+    // The task's changes are progress of the call, under a token of corrald's own, new for
+    // this call (another call may be given the same task id).
+    let route = progress.map(|(frontends, link, theirs)| {
+        let ours = frontends.fresh_token(&task_id);
+        let guard = frontends.progress_route(server, link, &ours, theirs);
+        (frontends, ours, guard)
+    });
     let mut changes = 0.0;
     let mut tell = |seen: &Look| {
-        if let Some((frontends, _)) = &route {
+        if let Some((frontends, ours, _)) = &route {
             changes += 1.0;
-            frontends.route_progress(server, &ours, changes, None, Some(seen.progress_message()));
+            frontends.route_progress(server, ours, changes, None, Some(seen.progress_message()));
         }
     };
     let mut input_rounds = 0;
+    let mut answered = None;
     loop {
-        look = follow(look, || get(target, &task_id), &mut tell).await?;
+        look = follow(look, answered.as_ref(), || get(target, &task_id), &mut tell).await?;
         if look.is_terminal() {
             cancel.disarm();
         }
@@ -294,6 +320,7 @@ pub(crate) async fn run<T: Serialize>(
                     });
                 }
                 let requests = look.input_requests.take().unwrap_or_default();
+                answered = serde_json::to_value(&requests).ok();
                 let responses = rounds::answer_each(target.handler(), link, requests).await?;
                 let update = UpdateTaskRequest::new(UpdateTaskParams::new(task_id.clone(), responses));
                 send(target, update, None).await?;
@@ -444,6 +471,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let last = follow(
             first,
+            None,
             || {
                 *polls.lock().expect("not poisoned") += 1;
                 let next = answers.lock().expect("not poisoned").remove(0);
@@ -476,6 +504,7 @@ mod tests {
         ] {
             let last = follow(
                 look(json!({"taskId": "t", "status": "working", "pollInterval": 1})),
+                None,
                 || std::future::ready(Ok(look(json!({"taskId": "t", "status": status})))),
                 |_| {},
             )
@@ -485,10 +514,50 @@ mod tests {
         }
         let error = follow(
             look(json!({"taskId": "t", "status": "working", "pollInterval": 1})),
+            None,
             || std::future::ready(Ok(look(json!({"taskId": "other", "status": "completed"})))),
             |_| {},
         )
         .await;
         assert!(matches!(error, Err(RouteError::Failed { .. })), "{error:?}");
+    }
+    #[tokio::test]
+    async fn input_just_answered_is_not_asked_again_while_the_task_still_shows_it() {
+        let asking = |key: &str| {
+            json!({"taskId": "t", "status": "input_required", "pollInterval": 10, "inputRequests": {
+                key: {"method": "elicitation/create", "params": {"message": "Which?",
+                    "requestedSchema": {"type": "object", "properties": {}}}}}})
+        };
+        let answered = serde_json::to_value(look(asking("q")).input_requests).expect("JSON");
+        // The same request shown twice more, then the task moves on.
+        let answers = Mutex::new(vec![asking("q"), json!({"taskId": "t", "status": "completed"})]);
+        let polls = Mutex::new(0usize);
+        let started = tokio::time::Instant::now();
+        let last = follow(
+            look(asking("q")),
+            Some(&answered),
+            || {
+                *polls.lock().expect("not poisoned") += 1;
+                std::future::ready(Ok(look(answers.lock().expect("not poisoned").remove(0))))
+            },
+            |_| {},
+        )
+        .await
+        .expect("followed");
+        assert_eq!(last.status, "completed");
+        assert_eq!(*polls.lock().expect("not poisoned"), 2);
+        assert!(started.elapsed() >= MIN_POLL * 2, "polled at the interval");
+
+        // A new question is one to ask.
+        let last = follow(
+            look(asking("q")),
+            Some(&answered),
+            || std::future::ready(Ok(look(asking("other")))),
+            |_| {},
+        )
+        .await
+        .expect("followed");
+        assert!(last.needs_input());
+        assert!(last.input_requests.expect("listed").contains_key("other"));
     }
 }

@@ -25,7 +25,9 @@ use corral_tests::{
 };
 use serde_json::{Value, json};
 
+use crate::bridge::wait_for_stderr_line;
 use crate::http::assert_not_logged;
+use crate::server_requests::{front_end, is_response, read_until, send_request};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -187,6 +189,69 @@ async fn custom_requests_and_notifications_go_both_ways() {
             .iter()
             .any(|notification| notification.method() == "mcpServer/notification"),
         "{replay:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_passthrough_requests_question_goes_to_its_own_front_end_only() {
+    let (daemon, client) = daemon_with(&fixture_config("plain", &["--custom-methods"]), &["plain"]).await;
+    let ask = |id: u64| {
+        (
+            id,
+            "mcpServer/request",
+            json!({"server": "plain", "method": "fixture/ask", "params": {"question": "yours?"}}),
+        )
+    };
+    let is_question =
+        |message: &Value| message["method"] == "mcpServer/elicitation/request" && message.get("id").is_some();
+
+    // Another front-end, which could answer, has a call running on the same server: the
+    // question is not shown to it. The server does not say which request asks (stdio), so
+    // corrald cannot tell whose it is and declines.
+    let mut busy = front_end(&daemon, "busy", json!({"elicitation": true})).await;
+    let sleeping = send_request(
+        &mut busy,
+        1,
+        "tools/call",
+        json!({"server": "plain", "name": "sleep", "arguments": {"seconds": 60}}),
+    )
+    .await;
+    wait_for_stderr_line(&client, "plain", "fixture: sleeping 60").await;
+    let mut asker = front_end(&daemon, "asker", json!({"elicitation": true})).await;
+    let (id, method, params) = ask(1);
+    let request = send_request(&mut asker, id, method, params).await;
+    let (response, before) = read_until(&mut asker, is_response(&request)).await;
+    assert_eq!(response["result"]["action"], "decline", "{response}");
+    assert!(!before.iter().any(is_question), "{before:?}");
+    busy.send(&json!({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": sleeping}}))
+        .await;
+    let (_, before) = read_until(&mut busy, is_response(&sleeping)).await;
+    assert!(
+        !before.iter().any(is_question),
+        "another front-end's question was shown to this one: {before:?}"
+    );
+
+    // Alone, the asker is asked, and its answer goes back to the server.
+    let (id, method, params) = ask(2);
+    let request = send_request(&mut asker, id, method, params).await;
+    let (question, _) = read_until(&mut asker, is_question).await;
+    assert_eq!(question["params"]["server"], "plain", "{question}");
+    assert_eq!(
+        question["params"]["request"]["message"], "fixture/ask: yours?",
+        "{question}"
+    );
+    asker
+        .send(&json!({
+            "jsonrpc": "2.0",
+            "id": question["id"],
+            "result": {"action": "accept", "content": {"answer": "mine"}},
+        }))
+        .await;
+    let (response, _) = read_until(&mut asker, is_response(&request)).await;
+    assert_eq!(
+        response["result"],
+        json!({ "action": "accept", "content": { "answer": "mine" } }),
+        "{response}"
     );
 }
 

@@ -14,8 +14,6 @@
 //! meanwhile (an elicitation, or an `input_required` result's requests) goes
 //! to it, and `tool_timeout_sec` bounds them in active time.
 
-use std::sync::Arc;
-
 use corral_protocol::{
     ErrorCode, ListError, ListParams, ListResult, NoParams, PromptsGet, PromptsGetParams, Request, ResourcesRead,
     ResourcesReadParams, ResourcesSubscribe, ResourcesUnsubscribe, ServerItem,
@@ -23,16 +21,14 @@ use corral_protocol::{
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
-use serde_json::value::RawValue;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{
     not_available_error, not_ready_servers, parse_json, parse_params, route_error, rpc_error, scoped_targets, session,
-    timeout_error,
+    timeout_error, within_active_time,
 };
-use crate::hub::link::Link;
 use crate::mcp::forward::{self, ListKind};
-use crate::mcp::route::{CallTarget, RouteError};
+use crate::mcp::route::RouteError;
 
 /// `kind` of every ready server (or of one), fetched concurrently.
 async fn list(kind: ListKind, context: &DaemonContext, params: ListParams) -> Result<ListResult, ErrorObjectOwned> {
@@ -58,28 +54,6 @@ async fn list(kind: ListKind, context: &DaemonContext, params: ListParams) -> Re
     Ok(ListResult::new(items, not_ready_servers(targets.not_ready), errors))
 }
 
-/// Run `request` (`what`, for the words of an error) of the front-end on `link` to
-/// `target`'s server as a call of that front-end, so what the server asks goes to it, within
-/// the server's `tool_timeout_sec` of active time (the clock stops while the front-end's user
-/// answers an elicitation).
-async fn within_active_time(
-    context: &DaemonContext,
-    target: &CallTarget,
-    link: &Arc<Link>,
-    what: &str,
-    request: impl Future<Output = Result<Box<RawValue>, RouteError>>,
-) -> Result<Box<RawValue>, ErrorObjectOwned> {
-    let server = &target.config.name;
-    let frontends = &context.hub.routes;
-    let _call = frontends.call_started(server, link.id);
-    let timeout = target.config.tool_timeout;
-    frontends
-        .active_time_timeout(server, link.id, timeout, request)
-        .await
-        .ok_or_else(|| timeout_error(server, what, timeout))?
-        .map_err(|error| route_error(server, what, error))
-}
-
 /// Register the resource and prompt methods.
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
     for kind in ListKind::ALL {
@@ -98,7 +72,9 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let what = format!("`resources/read` of `{uri}`");
         let link = session(&extensions)?.link.clone();
         let read = forward::read_resource(&target, uri, &link);
-        within_active_time(&context, &target, &link, &what, read).await
+        within_active_time(&context, &target, &link, &what, read)
+            .await?
+            .map_err(|error| route_error(&target.config.name, &what, error))
     })?;
 
     module.register_async_method(PromptsGet::METHOD, |params, context, extensions| async move {
@@ -116,7 +92,9 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let what = format!("`prompts/get` of `{name}`");
         let link = session(&extensions)?.link.clone();
         let get = forward::get_prompt(&target, name, arguments, &link);
-        within_active_time(&context, &target, &link, &what, get).await
+        within_active_time(&context, &target, &link, &what, get)
+            .await?
+            .map_err(|error| route_error(&target.config.name, &what, error))
     })?;
 
     module.register_async_method(ResourcesSubscribe::METHOD, |params, context, extensions| async move {

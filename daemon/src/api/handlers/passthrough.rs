@@ -2,7 +2,9 @@
 //! model, passed to one server as the front-end gave them (`mcp::passthrough` says which are
 //! refused and why).
 //!
-//! A request is bounded by the server's `tool_timeout_sec`; its answer is the server's result,
+//! A request runs as a call of the front-end that sends it (`FrontEnds::call_started`), like
+//! `tools/call`: what the server asks meanwhile goes to that front-end only, and the server's
+//! `tool_timeout_sec` bounds it in active time. Its answer is the server's result,
 //! untouched, or its JSON-RPC error as a `serverError` naming the server (`data` holds the
 //! server's `code`, `message` and `data`). A refusal is `notPermitted`, with `data.method` and,
 //! for a capability the server did not declare, `data.capability`. A `_meta.progressToken` in
@@ -14,7 +16,7 @@ use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::api::DaemonContext;
-use crate::api::rpc::{not_available_error, parse_params, route_error, session, timeout_error};
+use crate::api::rpc::{not_available_error, parse_params, route_error, session, timeout_error, within_active_time};
 use crate::mcp::passthrough::{self, Refusal};
 
 /// `notPermitted` for `refusal`, naming `server`.
@@ -41,11 +43,9 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
             .map_err(|refusal| refused(&server, &refusal))?;
         let session = session(&extensions)?;
         let what = format!("`{method}`");
-        let timeout = target.config.tool_timeout;
         let request = passthrough::request(&target, method, params, (&context.hub.routes, &session.link));
-        tokio::time::timeout(timeout, request)
-            .await
-            .map_err(|_| timeout_error(&server, &what, timeout))?
+        within_active_time(&context, &target, &session.link, &what, request)
+            .await?
             .map_err(|error| route_error(&server, &what, error))
     })?;
 

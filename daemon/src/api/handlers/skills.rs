@@ -5,7 +5,9 @@
 //! A listing fetches every page of every ready server that declares the extension,
 //! concurrently, each within its `tool_timeout_sec`; a server named explicitly that does not
 //! declare it is reported in `errors`, so `corral skills SERVER` says why it shows nothing. A
-//! read is bounded by the server's `tool_timeout_sec` as a whole (listing, then reading). A
+//! read runs as a call of the front-end that asks (`FrontEnds::call_started`): what the server
+//! asks meanwhile goes to it only, and the server's `tool_timeout_sec` bounds the read as a
+//! whole (listing, then reading) in active time. A
 //! file that does not match its entry is `skillVerificationFailed`, naming the server, the
 //! skill and what differs; its content is not returned.
 
@@ -19,7 +21,8 @@ use jsonrpsee::types::ErrorObjectOwned;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{
-    not_available_error, not_ready_servers, parse_params, route_error, rpc_error, scoped_targets, timeout_error,
+    not_available_error, not_ready_servers, parse_params, route_error, rpc_error, scoped_targets, session,
+    within_active_time,
 };
 use crate::mcp::route::CallTarget;
 use crate::mcp::skills::{self, SkillError};
@@ -135,7 +138,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         list(&context, parse_params::<SkillsList>(&params)?).await
     })?;
 
-    module.register_async_method(SkillsRead::METHOD, |params, context, _| async move {
+    module.register_async_method(SkillsRead::METHOD, |params, context, extensions| async move {
         let SkillsReadParams {
             server,
             skill,
@@ -157,11 +160,11 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                 ),
             ));
         }
-        let timeout = target.config.tool_timeout;
         let what = format!("reading skill `{skill}`");
-        let file = tokio::time::timeout(timeout, skills::read(&target, &skill, file.as_deref(), entry))
-            .await
-            .map_err(|_| timeout_error(&server, &what, timeout))?
+        let link = &session(&extensions)?.link;
+        let read = Box::pin(skills::read(&target, &skill, file.as_deref(), entry));
+        let file = within_active_time(&context, &target, link, &what, read)
+            .await?
             .map_err(|error| skill_error(&server, &skill, error))?;
         Ok::<_, ErrorObjectOwned>(
             SkillsReadResult::new(
