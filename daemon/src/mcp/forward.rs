@@ -334,12 +334,23 @@ fn to_values<T: Serialize>(items: &[T]) -> Vec<serde_json::Value> {
 /// Every page of `kind` from one server. A server that repeats a cursor,
 /// or has more than [`MAX_PAGES`] pages, is an error, never a loop.
 pub(crate) async fn list_all(kind: ListKind, target: &CallTarget) -> Result<Vec<serde_json::Value>, RouteError> {
+    all_pages(|cursor| kind.page(target, cursor)).await
+}
+
+/// Every page of one listing, where `page(cursor)` asks for one page and gives its items and
+/// the next cursor: the one paging loop of every listing corrald asks a server for. A server
+/// that repeats a cursor, or has more than [`MAX_PAGES`] pages, is an error, never a loop.
+pub(crate) async fn all_pages<T, Page, Asked>(mut page: Page) -> Result<Vec<T>, RouteError>
+where
+    Page: FnMut(Option<String>) -> Asked,
+    Asked: std::future::Future<Output = Result<(Vec<T>, Option<String>), RouteError>>,
+{
     let mut items = Vec::new();
     let mut seen = HashSet::new();
     let mut cursor = None;
     for _ in 0..MAX_PAGES {
-        let (page, next) = kind.page(target, cursor).await?;
-        items.extend(page);
+        let (listed, next) = page(cursor).await?;
+        items.extend(listed);
         match next {
             None => return Ok(items),
             Some(next) if !seen.insert(next.clone()) => return Err(RouteError::RepeatedCursor { cursor: next }),
@@ -347,6 +358,14 @@ pub(crate) async fn list_all(kind: ListKind, target: &CallTarget) -> Result<Vec<
         }
     }
     Err(RouteError::TooManyPages { max: MAX_PAGES })
+}
+
+/// The `nextCursor` of a page as JSON: `None` when there is none, or it is empty.
+pub(crate) fn next_cursor(page: &serde_json::Value) -> Option<String> {
+    page.get("nextCursor")
+        .and_then(serde_json::Value::as_str)
+        .filter(|cursor| !cursor.is_empty())
+        .map(str::to_owned)
 }
 
 /// Why one server's listing gave nothing.

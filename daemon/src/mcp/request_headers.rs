@@ -116,20 +116,15 @@ impl ScopedHeaders {
     }
 }
 
-/// Most pages of a `tools/list` asked with request-scoped headers.
-const MAX_PAGES: usize = 1000;
-
 /// The server's tools as it lists them for the headers `target` carries (a per-tenant header
 /// may change them), every page, the config's tool filters applied: the listing corrald keeps
-/// was made without them. A repeated cursor is an error, never a loop.
+/// was made without them. A repeated cursor is an error, never a loop ([`forward::all_pages`]).
 pub(crate) async fn list_tools_now(target: &CallTarget) -> Result<Vec<serde_json::Value>, RouteError> {
     let filter = ToolFilter::of(&target.config);
-    let mut tools = Vec::new();
-    let mut cursors = std::collections::HashSet::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
+    let filter = &filter;
+    forward::all_pages(|cursor| async move {
         let mut params = PaginatedRequestParams::default();
-        params.cursor = cursor.take();
+        params.cursor = cursor;
         let request = ClientRequest::ListToolsRequest(ListToolsRequest::with_param(params));
         let page = forward::request_value(target, request).await?;
         let Some(listed) = page.get("tools").and_then(serde_json::Value::as_array) else {
@@ -137,27 +132,18 @@ pub(crate) async fn list_tools_now(target: &CallTarget) -> Result<Vec<serde_json
                 message: "the answer to `tools/list` has no `tools` array".to_owned(),
             });
         };
-        tools.extend(
-            listed
-                .iter()
-                .filter(|tool| {
-                    tool.get("name")
-                        .and_then(serde_json::Value::as_str)
-                        .is_some_and(|name| filter.allows(name))
-                })
-                .cloned(),
-        );
-        match page.get("nextCursor").and_then(serde_json::Value::as_str) {
-            None | Some("") => return Ok(tools),
-            Some(next) if !cursors.insert(next.to_owned()) => {
-                return Err(RouteError::RepeatedCursor {
-                    cursor: next.to_owned(),
-                });
-            }
-            Some(next) => cursor = Some(next.to_owned()),
-        }
-    }
-    Err(RouteError::TooManyPages { max: MAX_PAGES })
+        let allowed = listed
+            .iter()
+            .filter(|tool| {
+                tool.get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|name| filter.allows(name))
+            })
+            .cloned()
+            .collect();
+        Ok((allowed, forward::next_cursor(&page)))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -24,8 +24,6 @@
 //! Digests are no trust anchor (the server supplies both the entry and the bytes): what the
 //! check gives a front-end is that what it showed the user from the entry is what it loads.
 
-use std::collections::HashSet;
-
 use base64::Engine as _;
 use rmcp::model::{
     ClientRequest, GetSkillRequest, GetSkillRequestParams, ListSkillsRequest, PaginatedRequestParams,
@@ -35,9 +33,6 @@ use serde_json::{Map, Value};
 
 use super::forward;
 use super::route::{CallTarget, RouteError};
-
-/// Most pages of one server's `skills/list`.
-const MAX_PAGES: usize = 1000;
 
 /// Why a skill's file could not be given to a front-end.
 #[derive(Debug)]
@@ -104,13 +99,10 @@ pub(crate) fn offered_by(target: &CallTarget) -> bool {
 }
 
 /// Every entry of the server's `skills/list`, as the server wrote them, each with the problem
-/// that keeps it from loading (`None`: sound). A repeated cursor, or more than
-/// [`MAX_PAGES`] pages, is an error, never a loop.
+/// that keeps it from loading (`None`: sound). A repeated cursor, or too many pages, is an
+/// error, never a loop ([`forward::all_pages`]).
 pub(crate) async fn list(target: &CallTarget) -> Result<Vec<(Value, Option<String>)>, RouteError> {
-    let mut entries = Vec::new();
-    let mut cursors = HashSet::new();
-    let mut cursor = None;
-    for _ in 0..MAX_PAGES {
+    let entries = forward::all_pages(|cursor| async move {
         let mut params = PaginatedRequestParams::default();
         params.cursor = cursor;
         let request = ClientRequest::ListSkillsRequest(ListSkillsRequest {
@@ -119,27 +111,17 @@ pub(crate) async fn list(target: &CallTarget) -> Result<Vec<(Value, Option<Strin
             extensions: Default::default(),
         });
         let page = forward::request_value(target, request).await?;
-        entries.extend(page_entries(&page)?);
-        match page.get("nextCursor").and_then(Value::as_str) {
-            None | Some("") => {
-                let checked = entries
-                    .into_iter()
-                    .map(|entry| {
-                        let problem = entry_problem(&entry).err();
-                        (entry, problem)
-                    })
-                    .collect();
-                return Ok(checked);
-            }
-            Some(next) if !cursors.insert(next.to_owned()) => {
-                return Err(RouteError::RepeatedCursor {
-                    cursor: next.to_owned(),
-                });
-            }
-            Some(next) => cursor = Some(next.to_owned()),
-        }
-    }
-    Err(RouteError::TooManyPages { max: MAX_PAGES })
+        Ok((page_entries(&page)?, forward::next_cursor(&page)))
+    })
+    .await?;
+    let checked = entries
+        .into_iter()
+        .map(|entry| {
+            let problem = entry_problem(&entry).err();
+            (entry, problem)
+        })
+        .collect();
+    Ok(checked)
 }
 
 /// The entries of one page of `skills/list`.
