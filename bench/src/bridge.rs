@@ -155,7 +155,7 @@ pub(crate) struct McpLines<R, W> {
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
-    fn new(reader: R, writer: W) -> Self {
+    pub(crate) fn new(reader: R, writer: W) -> Self {
         Self {
             reader: BufReader::with_capacity(64 * 1024, reader),
             writer,
@@ -182,17 +182,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
     /// Call `method` and return its `result` as JSON text; notifications and requests from the
     /// server meanwhile are skipped, an error response is an error.
     async fn call(&mut self, method: &str, params: Option<&str>) -> anyhow::Result<String> {
-        let id = self.next_id;
-        self.next_id += 1;
-        crate::raw::write_request(&mut self.request, id, method, params);
-        self.writer
-            .write_all(&self.request)
-            .await
-            .with_context(|| format!("sending `{method}`"))?;
-        self.writer
-            .flush()
-            .await
-            .with_context(|| format!("sending `{method}`"))?;
+        let id = self.send(method, params).await?;
         loop {
             self.line.clear();
             let read = self
@@ -211,8 +201,48 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> McpLines<R, W> {
 
     /// `tools/call` of `everything__echo`; fails unless it echoed.
     pub(crate) async fn echo(&mut self) -> anyhow::Result<()> {
-        let result = self.call("tools/call", Some(ECHO_PARAMS)).await?;
+        self.echo_with(ECHO_PARAMS).await
+    }
+
+    /// `tools/call` with `params` (an echo of `x` under some name); fails unless it echoed.
+    pub(crate) async fn echo_with(&mut self, params: &str) -> anyhow::Result<()> {
+        let result = self.call("tools/call", Some(params)).await?;
         check_echo(&result)
+    }
+
+    /// The id the next request gets.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Send a request without waiting for its answer; returns its id.
+    pub(crate) async fn send(&mut self, method: &str, params: Option<&str>) -> anyhow::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        crate::raw::write_request(&mut self.request, id, method, params);
+        self.writer
+            .write_all(&self.request)
+            .await
+            .with_context(|| format!("sending `{method}`"))?;
+        self.writer
+            .flush()
+            .await
+            .with_context(|| format!("sending `{method}`"))?;
+        Ok(id)
+    }
+
+    /// The next message from the server, as text without its newline.
+    pub(crate) async fn next_line(&mut self) -> anyhow::Result<&str> {
+        self.line.clear();
+        let read = self
+            .reader
+            .read_line(&mut self.line)
+            .await
+            .context("reading from the MCP server")?;
+        if read == 0 {
+            bail!("the MCP server closed its output");
+        }
+        Ok(self.line.trim_end())
     }
 }
 

@@ -29,6 +29,7 @@ mod oauth_call;
 mod oauth_login;
 mod peers;
 mod raw;
+mod relay;
 mod scenarios;
 mod servers;
 mod stats;
@@ -116,9 +117,14 @@ struct Args {
     /// Unmeasured `tools/call` echo calls before each single-connection measurement (through corrald, direct).
     #[arg(long, default_value_t = 1_000)]
     tool_warmup: usize,
-    /// Measured `tools/call` echo calls, one connection (through corrald and direct each).
+    /// Measured `tools/call` echo calls, one connection (through corrald and direct each; in
+    /// `tool-call`, spread over `--tool-rounds` rounds).
     #[arg(long, default_value_t = 5_000)]
     tool_requests: usize,
+    /// Rounds of `tool-call`: each setup (direct, relay, Corral, rmcp) once per round, the order
+    /// rotated; also the rounds of its throughput comparison.
+    #[arg(long, default_value_t = 5)]
+    tool_rounds: usize,
     /// Front-ends calling `tools/call` echo at once.
     #[arg(long, default_value_t = 16)]
     tool_clients: usize,
@@ -251,6 +257,19 @@ impl Args {
 }
 
 fn main() -> ExitCode {
+    // This executable is also the do-nothing relay of `tool-call` (`relay.rs`), as a process of its own.
+    let mut raw_args = std::env::args_os().skip(1);
+    if raw_args.next().as_deref() == Some(std::ffi::OsStr::new(relay::SERVE_RELAY_FLAG)) {
+        let socket = raw_args.next().map(PathBuf::from).unwrap_or_default();
+        let command: Vec<std::ffi::OsString> = raw_args.skip_while(|arg| arg != "--").skip(1).collect();
+        return match relay::serve(&socket, &command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("corral-bench relay: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     let threads = args
         .client_threads
@@ -473,15 +492,18 @@ async fn run_server_phases(
     }
     if args.runs(Phase::ToolCall) {
         let what = "tools/call through corrald vs. direct";
+        let rounds = args.tool_rounds.max(1);
         let options = tool_call::Options {
             warmup: args.tool_warmup,
-            requests: args.tool_requests.max(1),
+            requests: args.tool_requests.max(1).div_ceil(rounds),
+            rounds,
             clients: args.tool_clients.max(1),
             client_warmup: args.tool_client_warmup,
             client_requests: args.tool_client_requests.max(1),
             long_call: Duration::from_millis(args.long_call_ms.max(1)),
         };
-        let calls = bounded(what, limit, tool_call::measure(corrald, &peers, options)).await?;
+        // Four clients and a daemon's worth of state: on the heap, not in `run`'s future.
+        let calls = bounded(what, limit, Box::pin(tool_call::measure(corrald, &peers, options))).await?;
         report.note_survivors(what, &calls.survivors);
         report.tool_calls = Some(calls);
     }

@@ -1,14 +1,29 @@
 //! `tools/call` round trips to a real MCP server (server-everything's `echo`)
-//! through corrald, next to the same calls from a direct `rmcp` client to a
-//! server-everything of its own: what the daemon adds to a tool call. Then
-//! many front-ends calling at once, and whether a long call on one
-//! connection delays short calls on another.
+//! through corrald, next to the same calls without corrald: directly over the
+//! server's pipes, and through a do-nothing relay ([`crate::relay`]), the
+//! limit of any design with a daemon in the middle. Then many front-ends
+//! calling at once next to the server's own pipelined ceiling, and whether a
+//! long call on one connection delays short calls on another.
+//!
+//! Four setups, each with a server-everything of its own but corrald's, in
+//! the same run, round by round, the order rotated each round:
+//! - direct: a raw MCP client (one JSON line per message, `serde_json` only)
+//!   on the pipes of a server it spawned: the floor;
+//! - relay: the same raw MCP client on the relay's socket;
+//! - Corral: the raw client of measurement 1 on corrald's socket, Corral's
+//!   `tools/call {server, name, arguments}`;
+//! - rmcp: an `rmcp` client on the pipes of a server it spawned (what this
+//!   measurement compared with before the relay; kept for continuity).
+//!
+//! What corrald and the relay add is each one's p50 (p99) minus the direct
+//! one, per round; the goal of issue #13 is Corral's added ≤ 1.25 × the
+//! relay's at p50 and ≤ 1.5 × at p99.
 //!
 //! The daemon is stopped with SIGTERM and looked after as in [`crate::servers`];
-//! the direct server is closed (rmcp kills its child when the transport is
-//! dropped), waited for, and SIGKILLed here if it is still there after
-//! [`EXIT_TIMEOUT`]. Both carry this run's tag, so the final
-//! survivor check finds them either way.
+//! the direct servers are closed, waited for, and SIGKILLed here if still
+//! there after [`EXIT_TIMEOUT`]; the relay is killed (its server ends with
+//! its stdin). All carry this run's tag, so the final survivor check finds
+//! them either way.
 
 use std::io::Write;
 use std::path::Path;
@@ -21,12 +36,16 @@ use anyhow::{Context as _, bail};
 use rmcp::ServiceExt as _;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
+use crate::bridge::{McpLines, check_echo};
 use crate::cpu;
 use crate::peers::{Peer, Peers};
-use crate::raw::RawConnection;
+use crate::raw::{RawConnection, result_of};
+use crate::relay::RelayProcess;
 use crate::servers::{self, ServedDaemon};
 use crate::stats::Summary;
 use crate::survivors::{self, Survivor};
@@ -35,6 +54,8 @@ use crate::survivors::{self, Survivor};
 pub(crate) const SERVER: &str = "everything";
 /// `tools/call` params of every measured call.
 const ECHO_PARAMS: &str = r#"{"server":"everything","name":"echo","arguments":{"message":"x"}}"#;
+/// MCP `tools/call` params of the same call, straight to the server (direct and through the relay).
+const MCP_ECHO_PARAMS: &str = r#"{"name":"echo","arguments":{"message":"x"}}"#;
 /// What a successful echo of `x` contains.
 pub(crate) const ECHO_TEXT: &str = "Echo: x";
 /// The tool of the long call (it sleeps `duration` seconds in `steps` timers).
@@ -45,12 +66,23 @@ const LONG_STEPS: u32 = 4;
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most echo calls timed in one window of the long-call comparison.
 const WINDOW_CALL_LIMIT: usize = 200_000;
+/// Calls in flight at once on the direct server's pipes in the throughput ceiling.
+pub(crate) const PIPELINE_DEPTH: usize = 16;
+/// Corral's added latency over the relay's that issue #13 aims for, at p50 and at p99.
+const GOAL_RATIO_P50: f64 = 1.25;
+const GOAL_RATIO_P99: f64 = 1.5;
+/// Corral's throughput with many front-ends as a share of the direct pipelined ceiling (issue #13).
+const GOAL_THROUGHPUT_SHARE: f64 = 0.80;
 
 /// What the phase can be asked for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Options {
+    /// Unmeasured calls per setup before the first round.
     pub(crate) warmup: usize,
+    /// Measured calls per setup and round.
     pub(crate) requests: usize,
+    /// Rounds (each setup once per round; also the throughput rounds).
+    pub(crate) rounds: usize,
     pub(crate) clients: usize,
     pub(crate) client_warmup: usize,
     pub(crate) client_requests: usize,
@@ -61,7 +93,6 @@ pub(crate) struct Options {
 #[derive(Debug)]
 pub(crate) struct Timed {
     pub(crate) samples: Vec<Duration>,
-    pub(crate) wall: Duration,
     /// corrald's CPU time (`None` for the direct client).
     pub(crate) daemon_cpu: Option<Duration>,
     /// The server process's CPU time (server-everything on Node).
@@ -70,26 +101,82 @@ pub(crate) struct Timed {
     pub(crate) bench_cpu: Duration,
 }
 
+/// The setups of the comparison, in the order of the first round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Setup {
+    Direct,
+    Relay,
+    Corral,
+    Rmcp,
+}
+
+impl Setup {
+    const ALL: [Self; 4] = [Self::Direct, Self::Relay, Self::Corral, Self::Rmcp];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Direct => "direct: raw MCP client → server's pipes",
+            Self::Relay => "relay: raw MCP client → relay → server",
+            Self::Corral => "Corral: raw client → corrald → server",
+            Self::Rmcp => "rmcp client → server's pipes (earlier baseline)",
+        }
+    }
+}
+
+/// One setup's samples, round by round, and the CPU time of its processes.
+#[derive(Debug, Default)]
+pub(crate) struct Series {
+    /// The samples of each round.
+    pub(crate) rounds: Vec<Vec<Duration>>,
+    /// corrald's or the relay's CPU time over all rounds (`None`: no process in the middle).
+    pub(crate) middle_cpu: Option<Duration>,
+    pub(crate) server_cpu: Duration,
+    pub(crate) bench_cpu: Duration,
+}
+
+impl Series {
+    fn calls(&self) -> usize {
+        self.rounds.iter().map(Vec::len).sum()
+    }
+
+    /// p50 and p99 of each round.
+    fn per_round(&self) -> Vec<Summary> {
+        self.rounds
+            .iter()
+            .filter_map(|round| Summary::of(&mut round.clone()))
+            .collect()
+    }
+}
+
+/// One round of the throughput comparison.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ThroughputRound {
+    /// Calls/s of one raw client with [`PIPELINE_DEPTH`] calls in flight on its server's pipes.
+    pub(crate) direct_pipelined: f64,
+    /// Calls/s of `options.clients` raw connections to corrald at once.
+    pub(crate) corral: f64,
+}
+
 /// Everything the phase measured.
 #[derive(Debug)]
 pub(crate) struct ToolCalls {
     pub(crate) options: Options,
     /// `name version` the server gave at `initialize`, as corrald reports it.
     pub(crate) server_info: Option<String>,
-    /// Raw client → corrald → server-everything, one connection, sequential.
-    pub(crate) through_corral: Timed,
-    /// `rmcp` client → its own server-everything, sequential.
-    pub(crate) direct: Timed,
-    /// `options.clients` raw connections at once, all samples.
+    /// The four setups, in the order of [`Setup::ALL`].
+    pub(crate) setups: [Series; 4],
+    /// `options.clients` raw connections at once, all samples of all rounds.
     pub(crate) concurrent: Timed,
+    /// The throughput rounds.
+    pub(crate) throughput: Vec<ThroughputRound>,
     /// Echo calls on one connection with nothing else going on, for `options.long_call`.
     pub(crate) echo_alone: Vec<Duration>,
     /// Echo calls on one connection while a long call runs on another.
     pub(crate) echo_beside_long: Vec<Duration>,
     /// Sent → answered, of the long call.
     pub(crate) long_call_took: Duration,
-    /// How the direct server ended: e.g. "gone 3 ms after the client closed".
-    pub(crate) direct_exit: String,
+    /// How the direct servers and the relay ended.
+    pub(crate) exits: Vec<String>,
     pub(crate) survivors: Vec<Survivor>,
 }
 
@@ -147,26 +234,48 @@ impl CpuReading {
             bench: cpu::process_cpu("self")?,
         })
     }
+}
 
-    fn timed(
-        self,
-        samples: Vec<Duration>,
-        wall: Duration,
-        daemon_pid: Option<u32>,
-        server_pid: u32,
-    ) -> anyhow::Result<Timed> {
-        let now = Self::take(daemon_pid, server_pid)?;
-        Ok(Timed {
-            samples,
-            wall,
-            daemon_cpu: now.daemon.zip(self.daemon).map(|(now, then)| now.saturating_sub(then)),
-            server_cpu: now.server.saturating_sub(self.server),
-            bench_cpu: now.bench.saturating_sub(self.bench),
-        })
+/// The clients of the four setups, and the processes behind them.
+struct Clients {
+    direct: DirectRaw,
+    relay: McpLines<OwnedReadHalf, OwnedWriteHalf>,
+    corral: RawConnection,
+    rmcp: DirectClient,
+    /// (corrald, its server), (the relay, its server).
+    pids: Pids,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pids {
+    daemon: u32,
+    daemon_server: u32,
+    relay: u32,
+    relay_server: u32,
+}
+
+impl Clients {
+    async fn echo(&mut self, setup: Setup) -> anyhow::Result<()> {
+        match setup {
+            Setup::Direct => self.direct.client.echo_with(MCP_ECHO_PARAMS).await,
+            Setup::Relay => self.relay.echo_with(MCP_ECHO_PARAMS).await,
+            Setup::Corral => echo(&mut self.corral).await,
+            Setup::Rmcp => self.rmcp.echo().await,
+        }
+    }
+
+    /// (the process in the middle, if any; the server) of `setup`.
+    fn pids(&self, setup: Setup) -> (Option<u32>, u32) {
+        match setup {
+            Setup::Direct => (None, self.direct.pid),
+            Setup::Relay => (Some(self.pids.relay), self.pids.relay_server),
+            Setup::Corral => (Some(self.pids.daemon), self.pids.daemon_server),
+            Setup::Rmcp => (None, self.rmcp.pid),
+        }
     }
 }
 
-/// The whole phase: a daemon with one server-everything, a direct one beside it.
+/// The whole phase: a daemon with one server-everything; a direct one, a relay and an rmcp one beside it.
 pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> anyhow::Result<ToolCalls> {
     let config = peers.config([(SERVER, Peer::Everything)]);
     let mut served = ServedDaemon::start(corrald, &config, 1).await?;
@@ -189,21 +298,62 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
             bail!("server-everything has no `{tool}` tool: {tools}");
         }
     }
-    let daemon_pid = Some(served.daemon.pid());
+    let daemon_pid = served.daemon.pid();
     let socket = served.daemon.socket_path().to_path_buf();
 
-    // 1 and 2. Through corrald on one connection, and directly with rmcp to a
-    // server-everything of its own, in alternating blocks so that both see the same machine.
-    let mut connection = RawConnection::connect(&socket, "corral-bench-tool-call").await?;
-    let mut direct = DirectClient::start(peers.everything()).await?;
-    let compared = compare(&mut connection, &mut direct, daemon_pid, server_pid, options).await;
-    let direct_exit = direct.close().await;
-    let (through_corral, direct) = compared?;
+    // 1. The four setups, round by round.
+    let connection = RawConnection::connect(&socket, "corral-bench-tool-call").await?;
+    let relay = RelayProcess::start("node", &[peers.everything(), Path::new("stdio")]).await?;
+    let started = start_beside(peers, &relay).await;
+    let (direct, relay_client, rmcp) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            relay.stop().await;
+            return Err(error);
+        }
+    };
+    let mut clients = Clients {
+        direct,
+        relay: relay_client,
+        corral: connection,
+        rmcp,
+        pids: Pids {
+            daemon: daemon_pid,
+            daemon_server: server_pid,
+            relay: relay.pid,
+            relay_server: 0,
+        },
+    };
+    let compared = match relay.server_pid() {
+        Ok(pid) => {
+            clients.pids.relay_server = pid;
+            rounds(&mut clients, options).await
+        }
+        Err(error) => Err(error),
+    };
 
-    // 3. Many front-ends at once.
-    let concurrent = concurrent(&socket, daemon_pid, server_pid, options).await?;
+    // 2. Throughput: many front-ends on corrald vs the direct server's pipelined ceiling.
+    let throughput = match compared {
+        Ok(_) => throughput(&socket, &mut clients, options).await.map(Some),
+        Err(_) => Ok(None),
+    };
+    let Clients {
+        direct,
+        relay: relay_client,
+        corral: mut connection,
+        rmcp,
+        ..
+    } = clients;
+    drop(relay_client);
+    let exits = vec![
+        format!("direct server: {}", direct.close().await),
+        format!("rmcp's server: {}", rmcp.close().await),
+        format!("relay: {}", relay.stop().await),
+    ];
+    let setups = compared?;
+    let (concurrent, throughput) = throughput?.context("no throughput without the rounds")?;
 
-    // 4. Echo alone, then beside a long call on another connection.
+    // 3. Echo alone, then beside a long call on another connection.
     let echo_alone = echoes_for(&mut connection, options.long_call, None).await?;
     let (echo_beside_long, long_call_took) = beside_long_call(&socket, &mut connection, options.long_call).await?;
 
@@ -212,65 +362,235 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
     Ok(ToolCalls {
         options,
         server_info,
-        through_corral,
-        direct,
+        setups,
         concurrent,
+        throughput,
         echo_alone,
         echo_beside_long,
         long_call_took,
-        direct_exit,
+        exits,
         survivors,
     })
 }
 
-/// Calls per block of the alternation between corrald and the direct client.
-const BLOCK: usize = 500;
-
-/// Echo calls through corrald and directly, alternating blocks of [`BLOCK`]
-/// (warm-up of each first). The daemon and each server work only in their
-/// own blocks, so their CPU time is read once around the whole; the
-/// benchmark's own is summed per block.
-async fn compare(
-    connection: &mut RawConnection,
-    direct: &mut DirectClient,
-    daemon_pid: Option<u32>,
-    server_pid: u32,
-    options: Options,
-) -> anyhow::Result<(Timed, Timed)> {
-    for _ in 0..options.warmup {
-        echo(connection).await?;
-        direct.echo().await?;
-    }
-    let (mut through_samples, mut direct_samples) = (
-        Vec::with_capacity(options.requests),
-        Vec::with_capacity(options.requests),
-    );
-    let (mut through_wall, mut direct_wall) = (Duration::ZERO, Duration::ZERO);
-    let (mut through_bench, mut direct_bench) = (Duration::ZERO, Duration::ZERO);
-    let through_before = CpuReading::take(daemon_pid, server_pid)?;
-    let direct_before = CpuReading::take(None, direct.pid)?;
-    while through_samples.len() < options.requests {
-        let count = BLOCK.min(options.requests - through_samples.len());
-        let bench = cpu::process_cpu("self")?;
-        let started = Instant::now();
-        through_samples.append(&mut timed_echoes(connection, count).await?);
-        through_wall += started.elapsed();
-        let middle = cpu::process_cpu("self")?;
-        through_bench += middle.saturating_sub(bench);
-        let started = Instant::now();
-        for _ in 0..count {
-            let sent = Instant::now();
-            direct.echo().await?;
-            direct_samples.push(sent.elapsed());
+/// The direct raw client, the relay's client and the rmcp client, each with a server of its own.
+async fn start_beside(
+    peers: &Peers,
+    relay: &RelayProcess,
+) -> anyhow::Result<(DirectRaw, McpLines<OwnedReadHalf, OwnedWriteHalf>, DirectClient)> {
+    let direct = DirectRaw::start(peers.everything()).await?;
+    let relay_client = match relay.connect("corral-bench-relay").await {
+        Ok(client) => client,
+        Err(error) => {
+            direct.close().await;
+            return Err(error);
         }
-        direct_wall += started.elapsed();
-        direct_bench += cpu::process_cpu("self")?.saturating_sub(middle);
+    };
+    match DirectClient::start(peers.everything()).await {
+        Ok(rmcp) => Ok((direct, relay_client, rmcp)),
+        Err(error) => {
+            direct.close().await;
+            Err(error)
+        }
     }
-    let mut through = through_before.timed(through_samples, through_wall, daemon_pid, server_pid)?;
-    let mut direct = direct_before.timed(direct_samples, direct_wall, None, direct.pid)?;
-    through.bench_cpu = through_bench;
-    direct.bench_cpu = direct_bench;
-    Ok((through, direct))
+}
+
+/// Warm-up on every setup, then `options.rounds` rounds of `options.requests` calls per setup,
+/// the order rotated by one each round. The process in the middle and each server work only in
+/// their own setup's blocks, so their CPU time is read once around everything; the benchmark's
+/// own is summed per block.
+async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<[Series; 4]> {
+    for _ in 0..options.warmup {
+        for setup in Setup::ALL {
+            clients.echo(setup).await?;
+        }
+    }
+    let mut series: [Series; 4] = Default::default();
+    let mut before = Vec::new();
+    for setup in Setup::ALL {
+        let (middle, server) = clients.pids(setup);
+        before.push(CpuReading::take(middle, server)?);
+    }
+    for round in 0..options.rounds.max(1) {
+        for step in 0..Setup::ALL.len() {
+            let index = (round + step) % Setup::ALL.len();
+            let setup = Setup::ALL[index];
+            let mut samples = Vec::with_capacity(options.requests);
+            let bench = cpu::process_cpu("self")?;
+            for _ in 0..options.requests {
+                let sent = Instant::now();
+                clients.echo(setup).await?;
+                samples.push(sent.elapsed());
+            }
+            series[index].bench_cpu += cpu::process_cpu("self")?.saturating_sub(bench);
+            series[index].rounds.push(samples);
+        }
+    }
+    for ((setup, series), before) in Setup::ALL.into_iter().zip(&mut series).zip(before) {
+        let (middle, server) = clients.pids(setup);
+        let now = CpuReading::take(middle, server)?;
+        series.middle_cpu = now
+            .daemon
+            .zip(before.daemon)
+            .map(|(now, then)| now.saturating_sub(then));
+        series.server_cpu = now.server.saturating_sub(before.server);
+    }
+    Ok(series)
+}
+
+/// Rounds of: one raw client with [`PIPELINE_DEPTH`] calls in flight on the direct server's
+/// pipes, then `options.clients` raw connections to corrald at once (the order alternating),
+/// the same number of calls each. The corrald side's samples and CPU time over all rounds.
+async fn throughput(
+    socket: &Path,
+    clients: &mut Clients,
+    options: Options,
+) -> anyhow::Result<(Timed, Vec<ThroughputRound>)> {
+    let calls = options.clients * options.client_requests;
+    let mut connections = Vec::with_capacity(options.clients);
+    for index in 0..options.clients {
+        let mut connection = RawConnection::connect(socket, &format!("corral-bench-tool-call-{index}")).await?;
+        for _ in 0..options.client_warmup {
+            echo(&mut connection).await?;
+        }
+        connections.push(connection);
+    }
+    // The direct ceiling's warm-up.
+    clients
+        .direct
+        .pipelined(options.client_warmup * options.clients)
+        .await?;
+    let (daemon, server) = (clients.pids.daemon, clients.pids.daemon_server);
+    let mut samples = Vec::with_capacity(calls * options.rounds);
+    let (mut daemon_cpu, mut server_cpu, mut bench_cpu) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut rounds = Vec::new();
+    for round in 0..options.rounds.max(1) {
+        let mut direct_pipelined = 0.0;
+        let mut corral = 0.0;
+        for step in 0..2 {
+            if (round + step) % 2 == 0 {
+                let took = clients.direct.pipelined(calls).await?;
+                direct_pipelined = per_second(calls, took);
+            } else {
+                let before = CpuReading::take(Some(daemon), server)?;
+                let (connections_back, mut timed, took) = concurrent(std::mem::take(&mut connections), options).await?;
+                connections = connections_back;
+                let after = CpuReading::take(Some(daemon), server)?;
+                corral = per_second(calls, took);
+                samples.append(&mut timed);
+                daemon_cpu += after
+                    .daemon
+                    .zip(before.daemon)
+                    .map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
+                server_cpu += after.server.saturating_sub(before.server);
+                bench_cpu += after.bench.saturating_sub(before.bench);
+            }
+        }
+        rounds.push(ThroughputRound {
+            direct_pipelined,
+            corral,
+        });
+    }
+    let timed = Timed {
+        samples,
+        daemon_cpu: Some(daemon_cpu),
+        server_cpu,
+        bench_cpu,
+    };
+    Ok((timed, rounds))
+}
+
+#[allow(clippy::cast_precision_loss, reason = "a call count is far below 2^52")]
+fn per_second(calls: usize, took: Duration) -> f64 {
+    calls as f64 / took.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+/// A raw MCP client on the pipes of a server-everything it spawned.
+struct DirectRaw {
+    child: tokio::process::Child,
+    client: McpLines<ChildStdout, ChildStdin>,
+    pid: u32,
+}
+
+impl DirectRaw {
+    async fn start(everything: &Path) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new("node")
+            .arg(everything)
+            .arg("stdio")
+            .env(survivors::RUN_TAG_VAR, survivors::run_tag())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting server-everything for the direct raw client")?;
+        let pid = child.id().context("the direct server has no pid")?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("the direct server has no pipes");
+        };
+        let mut direct = Self {
+            child,
+            client: McpLines::new(stdout, stdin),
+            pid,
+        };
+        if let Err(error) = crate::bridge::bounded_answer(direct.client.initialize("corral-bench-direct")).await {
+            direct.close().await;
+            return Err(error).context("initializing the direct server");
+        }
+        Ok(direct)
+    }
+
+    /// `calls` echo calls with [`PIPELINE_DEPTH`] in flight at once; how long they took.
+    async fn pipelined(&mut self, calls: usize) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut sent = 0;
+        let mut answered = 0;
+        let mut first_waiting = self.client.next_id();
+        while sent < calls.min(PIPELINE_DEPTH) {
+            self.client.send("tools/call", Some(MCP_ECHO_PARAMS)).await?;
+            sent += 1;
+        }
+        while answered < calls {
+            let line = self.client.next_line().await?;
+            // Answers come in order of the requests here (one Node server, one pipe).
+            let Some(result) = result_of(line, "tools/call", first_waiting, "the direct server")? else {
+                continue;
+            };
+            check_echo(result)?;
+            answered += 1;
+            first_waiting += 1;
+            if sent < calls {
+                self.client.send("tools/call", Some(MCP_ECHO_PARAMS)).await?;
+                sent += 1;
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Close its stdin; wait for it to exit, SIGKILL it after [`EXIT_TIMEOUT`].
+    async fn close(self) -> String {
+        let Self { mut child, client, pid } = self;
+        drop(client);
+        let started = Instant::now();
+        match tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await {
+            Ok(Ok(status)) => format!(
+                "exited ({status}) {:.0} ms after its stdin closed",
+                started.elapsed().as_secs_f64() * 1e3
+            ),
+            Ok(Err(error)) => format!("pid {pid} could not be waited for: {error}"),
+            Err(_) => {
+                let killed = child.kill().await;
+                format!(
+                    "still running {EXIT_TIMEOUT:?} after its stdin closed: {}",
+                    if killed.is_ok() {
+                        "sent SIGKILL"
+                    } else {
+                        "could not signal it"
+                    }
+                )
+            }
+        }
+    }
 }
 
 /// server-everything spawned under an `rmcp` client (`TokioChildProcess`).
@@ -354,45 +674,35 @@ async fn wait_gone(pid: u32) -> String {
     }
 }
 
-/// `options.clients` raw connections calling echo at once, each its own fixed count.
+/// `connections` calling echo at once, each `options.client_requests` times; the connections
+/// back, all samples, and the wall time until the last finished.
 async fn concurrent(
-    socket: &Path,
-    daemon_pid: Option<u32>,
-    server_pid: u32,
+    connections: Vec<RawConnection>,
     options: Options,
-) -> anyhow::Result<Timed> {
-    let barrier = Arc::new(Barrier::new(options.clients + 1));
+) -> anyhow::Result<(Vec<RawConnection>, Vec<Duration>, Duration)> {
+    let barrier = Arc::new(Barrier::new(connections.len() + 1));
     let mut tasks = JoinSet::new();
-    for index in 0..options.clients {
-        let mut connection = RawConnection::connect(socket, &format!("corral-bench-tool-call-{index}")).await?;
+    for mut connection in connections {
         let barrier = Arc::clone(&barrier);
-        let (warmup, requests) = (options.client_warmup, options.client_requests);
+        let requests = options.client_requests;
         tasks.spawn(async move {
-            let mut warmed = Ok(());
-            for _ in 0..warmup {
-                warmed = echo(&mut connection).await;
-                if warmed.is_err() {
-                    break;
-                }
-            }
-            // Every task reaches the barrier, so a failed one cannot leave the others waiting.
             barrier.wait().await;
-            warmed?;
             let samples = timed_echoes(&mut connection, requests).await?;
-            anyhow::Ok((samples, Instant::now()))
+            anyhow::Ok((connection, samples, Instant::now()))
         });
     }
     barrier.wait().await;
-    let before = CpuReading::take(daemon_pid, server_pid)?;
     let started = Instant::now();
     let mut samples = Vec::with_capacity(options.clients * options.client_requests);
     let mut finished = started;
+    let mut connections = Vec::with_capacity(options.clients);
     while let Some(joined) = tasks.join_next().await {
-        let (mut some, at) = joined.context("a concurrent client panicked")??;
+        let (connection, mut some, at) = joined.context("a concurrent client panicked")??;
+        connections.push(connection);
         samples.append(&mut some);
         finished = finished.max(at);
     }
-    before.timed(samples, finished - started, daemon_pid, server_pid)
+    Ok((connections, samples, finished - started))
 }
 
 /// A long call on a second connection; echo calls on `connection` until it answers.
@@ -460,69 +770,179 @@ fn row(out: &mut impl Write, label: &str, summary: &Summary, note: &str) -> std:
     writeln!(out, "{}", line.trim_end())
 }
 
+/// The median of `values` (sorted in place); 0 when empty.
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        f64::midpoint(values[middle - 1], values[middle])
+    }
+}
+
+fn us(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+/// Per-round p50 and p99 of a setup, in µs.
+struct Rounds {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+impl Rounds {
+    fn of(series: &Series) -> Self {
+        let summaries = series.per_round();
+        Self {
+            p50: summaries.iter().map(|summary| us(summary.p50)).collect(),
+            p99: summaries.iter().map(|summary| us(summary.p99)).collect(),
+        }
+    }
+
+    fn median_p50(&self) -> f64 {
+        median(&mut self.p50.clone())
+    }
+
+    fn median_p99(&self) -> f64 {
+        median(&mut self.p99.clone())
+    }
+}
+
+fn list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|value| format!("{value:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The report of the phase.
 pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<()> {
-    const TARGET_ADDED_P50: Duration = Duration::from_micros(100);
-    const TARGET_ADDED_FRACTION: f64 = 0.10;
     let options = &calls.options;
     writeln!(out)?;
     writeln!(
         out,
-        "{:<52} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  target",
-        format!(
-            "tools/call echo {{message:\"x\"}}, {} (µs)",
-            calls.server_info.as_deref().unwrap_or("server-everything")
-        ),
-        "n",
-        "p50",
-        "p90",
-        "p99",
-        "max",
-        "mean"
+        "tools/call echo {{message:\"x\"}}, {}: {} rounds of {} calls per setup after {} warm-up calls (µs)",
+        calls.server_info.as_deref().unwrap_or("server-everything"),
+        options.rounds,
+        options.requests,
+        options.warmup
     )?;
-    let mut through = calls.through_corral.samples.clone();
-    let mut direct = calls.direct.samples.clone();
-    let (Some(through), Some(direct)) = (Summary::of(&mut through), Summary::of(&mut direct)) else {
-        return Ok(());
+    writeln!(
+        out,
+        "  {:<50} {:>9} {:>9}  {:<30} p99 per round",
+        "(p50 and p99: medians of the rounds)", "p50", "p99", "p50 per round"
+    )?;
+    let rounds: Vec<Rounds> = calls.setups.iter().map(Rounds::of).collect();
+    for (setup, rounds) in Setup::ALL.into_iter().zip(&rounds) {
+        writeln!(
+            out,
+            "  {:<50} {:>9.1} {:>9.1}  {:<30} {}",
+            setup.label(),
+            rounds.median_p50(),
+            rounds.median_p99(),
+            list(&rounds.p50),
+            list(&rounds.p99)
+        )?;
+    }
+    let [direct, relay, corral, _] = [0, 1, 2, 3].map(|index| &rounds[index]);
+    let added = |above: &Rounds, percentile: fn(&Rounds) -> f64| percentile(above) - percentile(direct);
+    let (relay_p50, relay_p99) = (added(relay, Rounds::median_p50), added(relay, Rounds::median_p99));
+    let (corral_p50, corral_p99) = (added(corral, Rounds::median_p50), added(corral, Rounds::median_p99));
+    writeln!(
+        out,
+        "  {:<50} {:>+9.1} {:>+9.1}",
+        "relay adds over direct", relay_p50, relay_p99
+    )?;
+    writeln!(
+        out,
+        "  {:<50} {:>+9.1} {:>+9.1}",
+        "Corral adds over direct", corral_p50, corral_p99
+    )?;
+    // No ratio when the relay added nothing (a disturbed round): shown as NaN, never met.
+    let ratio = |corral: f64, relay: f64| if relay > 0.0 { corral / relay } else { f64::NAN };
+    let per_round_ratio = |percentile: fn(&Rounds) -> &Vec<f64>| {
+        let ratios: Vec<f64> = (0..percentile(direct)
+            .len()
+            .min(percentile(relay).len())
+            .min(percentile(corral).len()))
+            .map(|round| {
+                let floor = percentile(direct)[round];
+                ratio(percentile(corral)[round] - floor, percentile(relay)[round] - floor)
+            })
+            .collect();
+        ratios
+            .iter()
+            .map(|value| format!("{value:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
-    row(out, "raw client → corrald → server, 1 connection", &through, "")?;
-    row(out, "rmcp client → its own server (direct)", &direct, "(baseline)")?;
-    let added = through.p50.as_secs_f64() - direct.p50.as_secs_f64();
-    let fraction = added / direct.p50.as_secs_f64().max(f64::MIN_POSITIVE);
+    let (p50_ratio, p99_ratio) = (ratio(corral_p50, relay_p50), ratio(corral_p99, relay_p99));
     writeln!(
         out,
-        "  {:<50} {:>7} {:>9} {:>9} {:>9}            < {} µs: {}; < {:.0} % of direct: {}",
-        "corrald adds: p50 difference, p99 difference",
-        "",
-        format!("{:.1}", added * 1e6),
-        "",
-        format!("{:.1}", (through.p99.as_secs_f64() - direct.p99.as_secs_f64()) * 1e6),
-        TARGET_ADDED_P50.as_micros(),
-        verdict(added < TARGET_ADDED_P50.as_secs_f64()),
-        TARGET_ADDED_FRACTION * 100.0,
-        verdict(fraction < TARGET_ADDED_FRACTION),
+        "  {:<50} {:>8.2}× {:>8.2}×  goal ≤ {GOAL_RATIO_P50}× at p50: {}, ≤ {GOAL_RATIO_P99}× at p99: {}",
+        "Corral added / relay added",
+        p50_ratio,
+        p99_ratio,
+        verdict(p50_ratio <= GOAL_RATIO_P50),
+        verdict(p99_ratio <= GOAL_RATIO_P99),
     )?;
     writeln!(
         out,
-        "  {:<50} {:>7} {:>9}",
-        "ratio through corrald / direct, p50",
-        "",
-        format!(
-            "{:.2}×",
-            through.p50.as_secs_f64() / direct.p50.as_secs_f64().max(f64::MIN_POSITIVE)
-        )
+        "  {:<50} p50: {}; p99: {}",
+        "… per round",
+        per_round_ratio(|rounds| &rounds.p50),
+        per_round_ratio(|rounds| &rounds.p99)
+    )?;
+
+    writeln!(out)?;
+    let mut direct_pipelined: Vec<f64> = calls.throughput.iter().map(|round| round.direct_pipelined).collect();
+    let mut corral_calls: Vec<f64> = calls.throughput.iter().map(|round| round.corral).collect();
+    writeln!(
+        out,
+        "tools/call throughput, {} rounds of {} calls each (calls/s)",
+        calls.throughput.len(),
+        options.clients * options.client_requests
+    )?;
+    writeln!(
+        out,
+        "  {:<50} {:>9.0}  rounds: {}",
+        format!("direct, one client, {PIPELINE_DEPTH} calls in flight on the pipes"),
+        median(&mut direct_pipelined.clone()),
+        list(&direct_pipelined)
+    )?;
+    writeln!(
+        out,
+        "  {:<50} {:>9.0}  rounds: {}",
+        format!("Corral, {} raw connections at once", options.clients),
+        median(&mut corral_calls.clone()),
+        list(&corral_calls)
+    )?;
+    let share = median(&mut corral_calls) / median(&mut direct_pipelined).max(f64::MIN_POSITIVE);
+    writeln!(
+        out,
+        "  {:<50} {:>8.0} %  goal ≥ {:.0} %: {}",
+        "Corral / direct pipelined ceiling",
+        share * 100.0,
+        GOAL_THROUGHPUT_SHARE * 100.0,
+        verdict(share >= GOAL_THROUGHPUT_SHARE)
+    )?;
+    writeln!(
+        out,
+        "  {:<50} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "n", "p50", "p90", "p99", "max", "mean"
     )?;
     let mut concurrent = calls.concurrent.samples.clone();
     if let Some(summary) = Summary::of(&mut concurrent) {
-        #[allow(clippy::cast_precision_loss, reason = "a call count is far below 2^52")]
-        let throughput = summary.count as f64 / calls.concurrent.wall.as_secs_f64().max(f64::MIN_POSITIVE);
-        #[allow(clippy::cast_precision_loss, reason = "a call count is far below 2^52")]
-        let single = through.count as f64 / calls.through_corral.wall.as_secs_f64().max(f64::MIN_POSITIVE);
         row(
             out,
             &format!("{} raw connections at once, per call", options.clients),
             &summary,
-            &format!("{throughput:.0} calls/s (1 connection: {single:.0})"),
+            "",
         )?;
     }
     let long_ms = options.long_call.as_millis();
@@ -548,27 +968,37 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
     writeln!(out)?;
     writeln!(
         out,
-        "{:<52} {:>9} {:>9} {:>9}",
-        "tools/call CPU time per call, user + system (µs)", "corrald", "server", "benchmark"
+        "{:<52} {:>16} {:>9} {:>9}",
+        "tools/call CPU time per call, user + system (µs)", "corrald or relay", "server", "benchmark"
     )?;
-    for (label, timed) in [
-        ("through corrald, 1 connection", &calls.through_corral),
-        ("direct rmcp client (benchmark = rmcp client)", &calls.direct),
-        ("through corrald, concurrent connections", &calls.concurrent),
-    ] {
-        let count = timed.samples.len();
+    for (setup, series) in Setup::ALL.into_iter().zip(&calls.setups) {
+        let count = series.calls();
         writeln!(
             out,
-            "  {:<50} {:>9} {:>9} {:>9}",
-            label,
-            timed
-                .daemon_cpu
+            "  {:<50} {:>16} {:>9} {:>9}",
+            setup.label(),
+            series
+                .middle_cpu
                 .map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)),
-            per_call(timed.server_cpu, count),
-            per_call(timed.bench_cpu, count),
+            per_call(series.server_cpu, count),
+            per_call(series.bench_cpu, count),
         )?;
     }
-    writeln!(out, "  direct server: {}", calls.direct_exit)?;
+    let count = calls.concurrent.samples.len();
+    writeln!(
+        out,
+        "  {:<50} {:>16} {:>9} {:>9}",
+        format!("Corral, {} connections at once", options.clients),
+        calls
+            .concurrent
+            .daemon_cpu
+            .map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)),
+        per_call(calls.concurrent.server_cpu, count),
+        per_call(calls.concurrent.bench_cpu, count),
+    )?;
+    for exit in &calls.exits {
+        writeln!(out, "  {exit}")?;
+    }
     Ok(())
 }
 
