@@ -78,7 +78,7 @@ pub(crate) async fn visible_ready(
     client: &Client,
 ) -> Result<Vec<(String, CallTarget)>, ErrorObjectOwned> {
     // Asking for every server never meets `NotFound`.
-    let TargetSet { ready, whose, .. } = bridge.supervisor.targets(None).await?.unwrap_or_default();
+    let TargetSet { ready, whose, .. } = bridge.supervisor.targets(None)?.unwrap_or_default();
     Ok(ready
         .into_iter()
         .filter_map(|target| {
@@ -159,7 +159,7 @@ async fn resolve(bridge: &Bridge, client: &Client, name: &str) -> Result<Resolve
     if let Some((server, tool)) = latest(&client.tools).get(name) {
         return Ok(Resolved::Tool(server.clone(), tool.clone()));
     }
-    let whose = bridge.supervisor.targets(None).await?.unwrap_or_default().whose;
+    let whose = bridge.supervisor.targets(None)?.unwrap_or_default().whose;
     let servers: Vec<String> = bridge
         .supervisor
         .configs(None)
@@ -193,7 +193,7 @@ pub(crate) async fn call(
         Resolved::Tool(server, tool) => (server, tool, true),
         Resolved::Unlisted(server, tool) => (server, tool, false),
     };
-    let target = match bridge.supervisor.call_target(server.clone()).await? {
+    let target = match bridge.supervisor.call_target(&server)? {
         Ok(target) => target,
         Err(NotAvailable::NotFound) => {
             return tool_error(&format!(

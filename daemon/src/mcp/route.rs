@@ -7,7 +7,8 @@
 //!
 //! The server's task makes the `SessionHandle` when the server becomes
 //! ready and updates it when the session's peer or tool catalog changes; the
-//! supervisor hands out cheap clones; `forward` sends requests through them.
+//! supervisor's handle hands out cheap clones (reference counts: the config is
+//! shared, never copied per call); `forward` sends requests through them.
 //! A target is a snapshot: the session may end after it was taken, and a
 //! request on it then fails like any request to a server that went away.
 //!
@@ -98,15 +99,15 @@ impl SessionHandle {
 /// Where a request to one server goes, and under which limits.
 #[derive(Debug, Clone)]
 pub struct CallTarget {
-    /// Its config (timeouts, the name).
-    pub config: ServerConfig,
+    /// Its config (timeouts, the name), shared with the server's registry entry.
+    pub config: Arc<ServerConfig>,
     /// Its session.
     session: SessionHandle,
 }
 
 impl CallTarget {
     /// A request to `session` of the server configured by `config`.
-    pub(crate) fn new(config: ServerConfig, session: SessionHandle) -> Self {
+    pub(crate) fn new(config: Arc<ServerConfig>, session: SessionHandle) -> Self {
         Self { config, session }
     }
 

@@ -41,8 +41,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let params = parse_params::<ToolsList>(&params)?;
         let targets = context
             .supervisor
-            .targets(params.server.clone())
-            .await?
+            .targets(params.server.as_deref())?
             .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
         let mut tools = Vec::new();
         for target in &targets.ready {
@@ -66,8 +65,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         } = parse_params::<ToolsCall>(&params)?;
         let target = context
             .supervisor
-            .call_target(server.clone())
-            .await?
+            .call_target(&server)?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         let what = format!("`tools/call` of `{name}`");
         target
