@@ -13,6 +13,18 @@
 //! `$/cancelRequest`, a front-end gone) tells the server with
 //! `notifications/cancelled`.
 //!
+//! `tools/call` to a stdio server of MCP before 2026-07-28 does the same
+//! without rmcp: the caller's task writes it on the session's wire with an
+//! id of the wire's, and the wire's reader hands it the answer as the
+//! server wrote it (`wire_tee`'s direct lane; `call_tool_on_wire`). rmcp
+//! would only parse the answer into a model nobody reads and pass it
+//! through two more tasks; what the caller sees is the same: the raw
+//! result, the server's error as `RouteError::Answered`, the session's end
+//! as `RouteError::Gone`, progress to its front-end, cancellation on drop.
+//! A session of MCP 2026-07-28 keeps rmcp's way, which adds the client's
+//! context to each request and counts a server's requests only while one
+//! of rmcp's is in flight.
+//!
 //! A request is never sent twice, with one exception: when a streamable-HTTP
 //! server no longer knows the session (HTTP 404 to a request carrying it),
 //! it did not run the request; the server's task makes a new session (a new
@@ -38,12 +50,13 @@ use rmcp::model::{
     SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::PeerRequestOptions;
-use rmcp::{Peer, RoleClient, ServiceError};
+use rmcp::{ErrorData, Peer, RoleClient, ServiceError};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::classify::{is_session_expired, required_scope, send_failure};
 use super::route::{CallTarget, RouteError};
+use super::wire_tee::{DirectAnswer, WireGone, WireTee};
 use crate::hub::link::Link;
 use crate::hub::routes::FrontEnds;
 
@@ -52,6 +65,9 @@ pub(crate) type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 /// Most pages fetched from one server for one listing.
 const MAX_PAGES: usize = 1000;
+
+/// MCP's `tools/call`.
+const TOOLS_CALL: &str = "tools/call";
 
 /// The `_meta` key of an MCP progress token.
 const PROGRESS_TOKEN: &str = "progressToken";
@@ -72,16 +88,80 @@ pub(crate) async fn call_tool(
     // front-end's, if it gave one, is what its progress carries.
     let mut meta = meta;
     let progress_token = meta.as_mut().and_then(|meta| meta.remove(PROGRESS_TOKEN));
+    if let Some(wire) = target.direct_wire() {
+        let progress = progress_token.map(|token| (caller.0, caller.1, token));
+        return call_tool_on_wire(wire, target, &name, arguments, meta, progress).await;
+    }
     let mut request = CallToolRequestParams::new(name);
     request.arguments = arguments;
     request.meta = meta.map(|meta| RequestMetaObject(MetaObject(meta)));
     let (frontends, link) = caller;
     let progress = progress_token.map(|token| (frontends, link, token));
-    let Answer { typed, raw } = send(target, CallToolRequest::new(request), progress).await?;
+    // Boxed: rmcp's way is the larger future, and the direct lane's callers must not
+    // carry (and copy, at every move) its size.
+    let Answer { typed, raw } = Box::pin(send(target, CallToolRequest::new(request), progress)).await?;
     match typed {
         ServerResult::CallToolResult(result) => json(raw, &result),
         _ => Err(RouteError::UnhandledResult {
             kinds: "input_required or task",
+        }),
+    }
+}
+
+/// `tools/call`'s params as the wire writes them.
+#[derive(Serialize)]
+struct CallToolParams<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a JsonObject>,
+    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    meta: Option<&'a JsonObject>,
+}
+
+/// `tools/call` straight onto a stdio session's wire (`wire_tee`): written by this
+/// task, answered to it by the wire's reader with the server's `result` as it wrote
+/// it; rmcp is not in between. The request is the one rmcp would write but for its
+/// own progress token, which goes only on a call whose front-end gave one (the call's
+/// id serves as corrald's token). Dropping the future before the answer tells the
+/// server the call is cancelled, as [`CancelOnDrop`] does for rmcp's requests.
+async fn call_tool_on_wire(
+    wire: &Arc<WireTee>,
+    target: &CallTarget,
+    name: &str,
+    arguments: Option<JsonObject>,
+    meta: Option<JsonObject>,
+    progress: Option<ProgressTarget<'_>>,
+) -> Result<Box<RawValue>, RouteError> {
+    let gone = |WireGone| RouteError::from_service(ServiceError::TransportClosed);
+    let mut call = wire.begin_call().map_err(gone)?;
+    let mut meta = meta;
+    // Routed before the request is written: the server may report progress at once.
+    let _route = progress.map(|(frontends, link, theirs)| {
+        let ours = serde_json::Value::from(call.id());
+        meta.get_or_insert_with(JsonObject::new)
+            .insert(PROGRESS_TOKEN.to_owned(), ours.clone());
+        frontends.progress_route(&target.config.name, link, &ours, theirs)
+    });
+    let params = CallToolParams {
+        name,
+        arguments: arguments.as_ref(),
+        meta: meta.as_ref(),
+    };
+    call.send(TOOLS_CALL, &params).map_err(gone)?;
+    match call.answer().await.map_err(gone)? {
+        DirectAnswer::Result(result) => Ok(result),
+        DirectAnswer::Error(error) => Err(match serde_json::from_str::<ErrorData>(error.get()) {
+            Ok(error) => RouteError::Answered {
+                code: error.code.0,
+                message: error.message.into_owned(),
+                data: error.data,
+            },
+            Err(why) => RouteError::Failed {
+                message: format!("the server answered with an error that is not a JSON-RPC error object: {why}"),
+            },
+        }),
+        DirectAnswer::Empty => Err(RouteError::Failed {
+            message: "the server answered with neither a result nor an error".to_owned(),
         }),
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use corral_protocol::config::ServerConfig;
 use corral_protocol::{FailureReason, ServerStatus};
+use rmcp::model::ProtocolVersion;
 use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,8 +58,10 @@ pub(crate) struct SessionHandle {
     peer: Peer<RoleClient>,
     /// The tools of the session's latest listing, filtered by the config.
     catalog: Arc<ToolCatalog>,
-    /// The session's answers as the server wrote them, when the transport lets corrald see them.
+    /// The session's wire, when corrald reads and writes it itself (stdio).
     wire: Option<Arc<WireTee>>,
+    /// Whether `tools/call` goes straight onto the wire (see [`CallTarget::direct_wire`]).
+    direct: bool,
     /// For a streamable-HTTP server: how to get a new session after a 404.
     recovery: Option<SessionRecovery>,
 }
@@ -71,10 +74,18 @@ impl SessionHandle {
         wire: Option<Arc<WireTee>>,
         recovery: Option<SessionRecovery>,
     ) -> Self {
+        // MCP 2026-07-28 puts the client's context in every request's `_meta` and lets a
+        // server's request count only while one of the client's runs (rmcp enforces both):
+        // such a session's calls stay with rmcp, which knows them.
+        let direct = wire.is_some()
+            && peer
+                .peer_info()
+                .is_some_and(|info| info.protocol_version < ProtocolVersion::V_2026_07_28);
         Self {
             peer,
             catalog,
             wire,
+            direct,
             recovery,
         }
     }
@@ -145,6 +156,13 @@ impl CallTarget {
     /// The session's wire, if corrald sees it.
     pub(super) fn wire(&self) -> Option<&WireTee> {
         self.session.wire.as_deref()
+    }
+
+    /// The wire a `tools/call` goes onto directly, without rmcp: a stdio session
+    /// of MCP before 2026-07-28, whose calls need nothing of rmcp's (see
+    /// `wire_tee`); `None` for every other session.
+    pub(super) fn direct_wire(&self) -> Option<&Arc<WireTee>> {
+        self.session.wire.as_ref().filter(|_| self.session.direct)
     }
 
     /// How to get a new session after a 404 (streamable HTTP).

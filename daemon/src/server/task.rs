@@ -253,7 +253,7 @@ impl ServerTask {
         }
     }
 
-    /// Launch a stdio server and run its startup over the tee'd pipes.
+    /// Launch a stdio server and run its startup over its wire.
     async fn start_stdio(
         &mut self,
         config: &StdioConfig,
@@ -280,7 +280,7 @@ impl ServerTask {
             .with_roots(self.config.roots.as_deref())
             .with_client_roots(self.client_roots.clone())
             .progress_from_wire();
-        let raw = Arc::new(WireTee::new(&self.name, self.hub.routes.clone()));
+        let raw = Arc::new(WireTee::new(&self.name, self.hub.routes.clone(), self.tracker.clone()));
         let stdout_closed = raw.stdout_closed();
         let mut startup = Startup::new(pipes, handler, raw.clone(), self.config.startup_timeout);
         let outcome = tokio::select! {

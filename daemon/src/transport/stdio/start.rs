@@ -2,7 +2,7 @@
 //!
 //! [`launch_process`] gives each run a fresh marker and (when servers get one) a cgroup
 //! leaf, launches the child (`super::launch`) and drains its stderr. [`Startup`] runs
-//! `initialize` and `tools/list` over the tee'd pipes under the startup deadline, raced
+//! `initialize` and `tools/list` over the session's wire (`mcp::wire_tee`) under the startup deadline, raced
 //! against the process's exit and a broken message. [`ServerProcess::teardown`] is the one
 //! way a run's process tree ends. Nothing here writes a server's state: the task records
 //! the pid, the last exit and the status from what these return.
@@ -242,14 +242,14 @@ pub(crate) struct Startup {
 }
 
 impl Startup {
-    /// Begin the startup over `pipes`, tee'd through `raw`, within `limit` from now.
+    /// Begin the startup over `pipes`, read and written through the wire `raw`, within `limit` from now.
     pub(crate) fn new(pipes: Pipes, handler: McpClientHandler, raw: Arc<WireTee>, limit: Duration) -> Self {
         let deadline = tokio::time::Instant::now() + limit;
         let broken_message = raw.broken_message();
-        let pipes = raw.tee(pipes.stdout, pipes.stdin);
+        let transport = raw.transport(Box::new(pipes.stdout), Box::new(pipes.stdin));
         let initialize = async move {
             let service = handler
-                .serve(pipes)
+                .serve(transport)
                 .await
                 .map_err(|error| (FailureReason::ProtocolError, format!("initialize failed: {error}")))?;
             let tools = service
