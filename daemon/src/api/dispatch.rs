@@ -204,42 +204,55 @@ impl Dispatcher {
                 self.send(response.into_json().get().to_owned()).await
                     && self.outbound.start_notifications(&self.session).await
             }
-            Some(Dispatched::Later(id, future)) => {
-                let key = id_key(&id);
-                if lock_cancellable(&self.cancellable).contains_key(&key) {
-                    // Two requests with one id could not be told apart (answers, cancels).
-                    let error = rpc_error(
-                        ErrorCode::InvalidRequest,
-                        format!("a request with id {key} is already in flight on this connection"),
-                    );
-                    return self.send(error_message(id, error)).await;
-                }
-                let Some(admitted) = self.slots.admit(bytes) else {
-                    tracing::debug!(request = %key, "request refused: too many running and waiting");
-                    return self.send(error_message(id, self.slots.refusal())).await;
-                };
-                let running = self.slots.running.clone();
-                let outbound = self.outbound.clone();
-                let cancellable = self.cancellable.clone();
-                // Held across spawn and insert, so the task cannot look for its
-                // entry before it exists.
-                let mut registry = lock_cancellable(&self.cancellable);
-                let task_key = key.clone();
-                let handle = in_flight.spawn(
-                    async move {
-                        let _slot = admitted.run(running).await;
-                        let response = future.await;
-                        if lock_cancellable(&cancellable).remove(&task_key).is_none() {
-                            return; // cancelled: the canceller answered
-                        }
-                        outbound.send(response.into_json().get().to_owned()).await;
-                    }
-                    .in_current_span(),
-                );
-                registry.insert(key, Running::Request(handle));
-                true
-            }
+            Some(Dispatched::Later(id, future)) => match self.run_later(id, bytes, future, in_flight) {
+                Ok(()) => true,
+                Err((id, error)) => self.send(error_message(id, error)).await,
+            },
         }
+    }
+
+    /// Run a request as a task of `in_flight`, registered for cancellation; or
+    /// the error to answer at once (a duplicate id, no room).
+    fn run_later(
+        &self,
+        id: Id<'static>,
+        bytes: usize,
+        future: ResponseFuture,
+        in_flight: &mut JoinSet<()>,
+    ) -> Result<(), (Id<'static>, ErrorObjectOwned)> {
+        let key = id_key(&id);
+        // Held from the look to the insert, across the spawn, so the task cannot
+        // look for its entry before it exists (and one lock does both).
+        let mut registry = lock_cancellable(&self.cancellable);
+        if registry.contains_key(&key) {
+            // Two requests with one id could not be told apart (answers, cancels).
+            let error = rpc_error(
+                ErrorCode::InvalidRequest,
+                format!("a request with id {key} is already in flight on this connection"),
+            );
+            return Err((id, error));
+        }
+        let Some(admitted) = self.slots.admit(bytes) else {
+            tracing::debug!(request = %key, "request refused: too many running and waiting");
+            return Err((id, self.slots.refusal()));
+        };
+        let running = self.slots.running.clone();
+        let outbound = self.outbound.clone();
+        let cancellable = self.cancellable.clone();
+        let task_key = key.clone();
+        let handle = in_flight.spawn(
+            async move {
+                let _slot = admitted.run(running).await;
+                let response = future.await;
+                if lock_cancellable(&cancellable).remove(&task_key).is_none() {
+                    return; // cancelled: the canceller answered
+                }
+                outbound.send(response.into_json().get().to_owned()).await;
+            }
+            .in_current_span(),
+        );
+        registry.insert(key, Running::Request(handle));
+        Ok(())
     }
 
     /// A JSON-RPC batch: one array of responses, in the order of the calls.

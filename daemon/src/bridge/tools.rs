@@ -216,10 +216,10 @@ pub(crate) async fn call(
     }
     let frontends = &bridge.hub.routes;
     // While it runs, this connection is the one the server's requests would go to.
-    let _call = frontends.call_started(&server, link.id);
+    let call_guard = frontends.call_started(&server, link.id);
     let timeout = target.config.tool_timeout;
     let sent = forward::call_tool(&target, tool.clone(), arguments, meta, (frontends, link));
-    let Some(answer) = frontends.active_time_timeout(&server, link.id, timeout, sent).await else {
+    let Some(answer) = call_guard.within(timeout, sent).await else {
         return tool_error(&format!(
             "MCP server `{server}` did not answer the call of `{tool}` within {}s (its tool_timeout_sec); \
              the call was cancelled on the server",

@@ -9,7 +9,7 @@
 //! The config's tool filters apply to listing and calling alike: both read
 //! the server's `ToolCatalog`, which holds only the tools the filters let
 //! through. `tool_timeout_sec` bounds a call in active time
-//! (`FrontEnds::active_time_timeout`): the clock stops while a server's
+//! (`CallGuard::within`): the clock stops while a server's
 //! elicitation waits on this call's front-end, and only then. A call's
 //! progress goes back to its caller; while it runs, this connection is the
 //! one the server's elicitations and sampling requests go to
@@ -74,12 +74,12 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let session = session(&extensions)?;
         let frontends = &context.hub.routes;
         // While it runs, this connection is the one the server's elicitations go to.
-        let _call = frontends.call_started(&server, session.id);
+        let call_guard = frontends.call_started(&server, session.id);
         let timeout = target.config.tool_timeout;
         let call = forward::call_tool(&target, name, arguments, meta, (frontends, &session.link));
         // The clock stops while an elicitation of this server waits on this front-end's user.
-        let answer = frontends
-            .active_time_timeout(&server, session.id, timeout, call)
+        let answer = call_guard
+            .within(timeout, call)
             .await
             .ok_or_else(|| timeout_error(&server, &what, timeout))?;
         match answer {
@@ -88,7 +88,10 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
                 // 403 insufficient_scope: re-authorize with the scope the server asked for.
                 // Bounded: discovery and registration with a hanging authorization
                 // server must not keep this call from being answered.
-                let step_up = tokio::time::timeout(STEP_UP_START, super::auth::step_up(context.clone(), &server, &required))
+                // Boxed: the step-up's future is large, and the common path must not carry
+                // (and copy, at every move) its size.
+                let step_up = Box::pin(super::auth::step_up(context.clone(), &server, &required));
+                let step_up = tokio::time::timeout(STEP_UP_START, step_up)
                     .await
                     .unwrap_or_else(|_| {
                         format!(
