@@ -21,6 +21,11 @@ pub(crate) fn parse<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> R
         .map(str::trim)
         .filter(|raw| *raw != "null")
         .unwrap_or("{}");
+    // Read plainly first: the path is wanted only for the message of params that do not
+    // parse, and tracking it costs on every request.
+    if let Ok(parsed) = serde_json::from_str(raw) {
+        return Ok(parsed);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(raw);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|failure| {
         let path = failure.path().to_string();
