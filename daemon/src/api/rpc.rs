@@ -19,7 +19,7 @@ use crate::logging::redact_urls;
 use crate::mcp::route::{NotAvailable, RouteError};
 use crate::supervisor::{RegistryRefusal, ServerBusy, SupervisorStopped};
 
-pub(crate) use crate::params::{error as rpc_error, parse as parse_json};
+pub(crate) use crate::params::{error as rpc_error, parse as parse_json, parse_quickly};
 
 impl From<SupervisorStopped> for ErrorObjectOwned {
     fn from(stopped: SupervisorStopped) -> Self {

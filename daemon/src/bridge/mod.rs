@@ -416,7 +416,7 @@ fn link(extensions: &Extensions) -> Result<Arc<Link>, ErrorObjectOwned> {
         .ok_or_else(|| error(ErrorCode::InternalError, "no connection attached to this call"))
 }
 
-pub(crate) use crate::params::{error, parse};
+pub(crate) use crate::params::{error, parse, parse_quickly};
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{Bridge, Client, error, keep, latest, names, parse};
+use super::{Bridge, Client, error, keep, latest, names, parse, parse_quickly};
 use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::route::{CallTarget, NotAvailable, RouteError, TargetSet};
@@ -45,6 +45,25 @@ struct CallParams {
     arguments: Option<JsonObject>,
     #[serde(default, rename = "_meta")]
     meta: Option<JsonObject>,
+}
+
+/// [`CallParams`] with the arguments as the client wrote them: they are only passed on.
+/// Takes a subset of what `CallParams` takes (arguments an object), so whatever it does
+/// not take is read, and refused or not, as `CallParams`.
+#[derive(Debug, serde::Deserialize)]
+struct RawCallParams<'a> {
+    name: String,
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
+    #[serde(default, rename = "_meta")]
+    meta: Option<JsonObject>,
+}
+
+impl RawCallParams<'_> {
+    /// Whether `CallParams` takes it too: its arguments are an object (or absent).
+    fn fits(&self) -> bool {
+        self.arguments.is_none_or(|arguments| arguments.get().starts_with('{'))
+    }
 }
 
 // A stopped supervisor (the daemon is shutting down) becomes `shuttingDown`
@@ -188,7 +207,18 @@ pub(crate) async fn call(
     params: &Params<'_>,
     link: &Arc<Link>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
-    let CallParams { name, arguments, meta } = parse(params, "tools/call")?;
+    let full_arguments;
+    let (name, arguments, meta) =
+        match parse_quickly::<RawCallParams<'_>, CallParams>(params, "tools/call", RawCallParams::fits)? {
+            Ok(RawCallParams { name, arguments, meta }) => (name, arguments, meta),
+            Err(CallParams { name, arguments, meta }) => {
+                full_arguments = arguments.as_ref().map(serde_json::value::to_raw_value).transpose();
+                let full_arguments = full_arguments
+                    .as_ref()
+                    .map_err(|failure| error(ErrorCode::InternalError, failure.to_string()))?;
+                (name, full_arguments.as_deref(), meta)
+            }
+        };
     let (server, tool, listed) = match resolve(bridge, client, &name).await? {
         Resolved::Tool(server, tool) => (server, tool, true),
         Resolved::Unlisted(server, tool) => (server, tool, false),

@@ -75,12 +75,13 @@ const PROGRESS_TOKEN: &str = "progressToken";
 /// Where a request's progress goes: the registry, the caller's link and the token it gave.
 type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_json::Value);
 
-/// `tools/call` of tool `name` with `arguments` and `_meta`, for the front-end on `caller`'s
-/// link: the progress token in `meta`, if any, is what that front-end's progress carries.
+/// `tools/call` of tool `name` with `arguments` (a JSON object, as the front-end wrote
+/// it) and `_meta`, for the front-end on `caller`'s link: the progress token in `meta`,
+/// if any, is what that front-end's progress carries.
 pub(crate) async fn call_tool(
     target: &CallTarget,
     name: String,
-    arguments: Option<JsonObject>,
+    arguments: Option<&RawValue>,
     meta: Option<JsonObject>,
     caller: (&Arc<FrontEnds>, &Arc<Link>),
 ) -> Result<Box<RawValue>, RouteError> {
@@ -93,7 +94,12 @@ pub(crate) async fn call_tool(
         return call_tool_on_wire(wire, target, &name, arguments, meta, progress).await;
     }
     let mut request = CallToolRequestParams::new(name);
-    request.arguments = arguments;
+    request.arguments = arguments
+        .map(|arguments| serde_json::from_str::<JsonObject>(arguments.get()))
+        .transpose()
+        .map_err(|error| RouteError::Failed {
+            message: format!("the call's arguments are not a JSON object: {error}"),
+        })?;
     request.meta = meta.map(|meta| RequestMetaObject(MetaObject(meta)));
     let (frontends, link) = caller;
     let progress = progress_token.map(|token| (frontends, link, token));
@@ -113,7 +119,7 @@ pub(crate) async fn call_tool(
 struct CallToolParams<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<&'a JsonObject>,
+    arguments: Option<&'a RawValue>,
     #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
     meta: Option<&'a JsonObject>,
 }
@@ -128,7 +134,7 @@ async fn call_tool_on_wire(
     wire: &Arc<WireTee>,
     target: &CallTarget,
     name: &str,
-    arguments: Option<JsonObject>,
+    arguments: Option<&RawValue>,
     meta: Option<JsonObject>,
     progress: Option<ProgressTarget<'_>>,
 ) -> Result<Box<RawValue>, RouteError> {
@@ -144,7 +150,7 @@ async fn call_tool_on_wire(
     });
     let params = CallToolParams {
         name,
-        arguments: arguments.as_ref(),
+        arguments,
         meta: meta.as_ref(),
     };
     call.send(TOOLS_CALL, &params).map_err(gone)?;

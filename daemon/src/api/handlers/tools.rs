@@ -19,21 +19,45 @@
 
 use std::time::Duration;
 
-use corral_protocol::{Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
+use corral_protocol::{ErrorCode, Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::value::RawValue;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{
-    not_available_error, not_ready_servers, parse_params, route_error, session, timeout_error, with_sentence,
+    not_available_error, not_ready_servers, parse_params, parse_quickly, route_error, rpc_error, session,
+    timeout_error, with_sentence,
 };
-use crate::mcp::forward;
+use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::route::RouteError;
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
 /// the step-up re-authorization to start (discovery, registration, the URL).
 const STEP_UP_START: Duration = Duration::from_secs(10);
+
+/// `tools/call`'s params with the arguments as the front-end wrote them: they are only
+/// passed on to the server, never read here. Takes a subset of what `ToolsCallParams`
+/// takes (the fields, unknown ones refused; arguments an object), so whatever it does
+/// not take is read, and refused or not, as `ToolsCallParams`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CallParams<'a> {
+    server: String,
+    name: String,
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
+    #[serde(default, rename = "_meta")]
+    meta: Option<JsonObject>,
+}
+
+impl CallParams<'_> {
+    /// Whether `ToolsCallParams` takes it too: its arguments are an object (or absent).
+    fn fits(&self) -> bool {
+        self.arguments.is_none_or(|arguments| arguments.get().starts_with('{'))
+    }
+}
 
 /// Register `tools/list` and `tools/call`.
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
@@ -56,13 +80,30 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
     })?;
 
     module.register_async_method(ToolsCall::METHOD, |params, context, extensions| async move {
-        let ToolsCallParams {
-            server,
-            name,
-            arguments,
-            meta,
-            ..
-        } = parse_params::<ToolsCall>(&params)?;
+        // Refused params are refused as `ToolsCallParams` refuses them (`parse_quickly`).
+        let full_arguments;
+        let (server, name, arguments, meta) =
+            match parse_quickly::<CallParams<'_>, ToolsCallParams>(&params, ToolsCall::METHOD, CallParams::fits)? {
+                Ok(CallParams {
+                    server,
+                    name,
+                    arguments,
+                    meta,
+                }) => (server, name, arguments, meta),
+                Err(ToolsCallParams {
+                    server,
+                    name,
+                    arguments,
+                    meta,
+                    ..
+                }) => {
+                    full_arguments = arguments.as_ref().map(serde_json::value::to_raw_value).transpose();
+                    let full_arguments = full_arguments
+                        .as_ref()
+                        .map_err(|error| rpc_error(ErrorCode::InternalError, error.to_string()))?;
+                    (server, name, full_arguments.as_deref(), meta)
+                }
+            };
         let target = context
             .supervisor
             .call_target(&server)?
