@@ -1,13 +1,20 @@
 //! JSON-RPC params and error objects, shared by the two method tables a
 //! connection can have: the front-end API's (`api`) and the MCP bridge's
-//! (`bridge`). A leaf: it names no other room.
+//! (`bridge`); and the type of their raw methods ([`RawMethods`]). A leaf: it
+//! names no other room.
 //!
 //! Params that do not parse are `invalidParams` naming the method and the
 //! field's path; absent or `null` params mean `{}`.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use corral_protocol::ErrorCode;
-use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 /// A JSON-RPC error object with one of Corral's codes.
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
@@ -61,6 +68,33 @@ where
     match serde_json::from_str::<Quick>(raw) {
         Ok(quick) if accept(&quick) => Ok(Ok(quick)),
         _ => parse(params, method).map(Err),
+    }
+}
+
+/// What a raw method's handler returns: the `result` (JSON as a server wrote it), or an error.
+pub(crate) type RawFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, ErrorObjectOwned>> + Send>>;
+
+/// A raw method's handler: the request's params and extensions (its session, and for
+/// an MCP connection its link), as jsonrpsee's handlers get them.
+pub(crate) type RawCallback = Arc<dyn Fn(Params<'static>, Extensions) -> RawFuture + Send + Sync>;
+
+/// Methods whose answer is a server's JSON passed through (`tools/call`): the
+/// dispatcher writes the `result` into the response as it is. jsonrpsee would
+/// serialize it and then parse the whole response again to check it, a second
+/// parse of what the server's wire already read once, and two more copies.
+/// Looked up before the jsonrpsee table of the same mode.
+#[derive(Default)]
+pub(crate) struct RawMethods(HashMap<&'static str, RawCallback>);
+
+impl RawMethods {
+    /// Add `method`, answered by `handler`.
+    pub(crate) fn register(&mut self, method: &'static str, handler: RawCallback) {
+        self.0.insert(method, handler);
+    }
+
+    /// The handler of `method`, if it is a raw method.
+    pub(crate) fn get(&self, method: &str) -> Option<&RawCallback> {
+        self.0.get(method)
     }
 }
 

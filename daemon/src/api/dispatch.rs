@@ -149,7 +149,8 @@ impl Admitted {
 }
 
 /// The boxed future jsonrpsee's async callbacks return.
-type ResponseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = MethodResponse> + Send + 'static>>;
+/// Its output is the whole JSON-RPC answer, as text.
+type ResponseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'static>>;
 
 /// A call's response, available now or later (with the request's id, to cancel it).
 enum Dispatched {
@@ -247,7 +248,7 @@ impl Dispatcher {
                 if lock_cancellable(&cancellable).remove(&task_key).is_none() {
                     return; // cancelled: the canceller answered
                 }
-                outbound.send(response.into_json().get().to_owned()).await;
+                outbound.send(response).await;
             }
             .in_current_span(),
         );
@@ -291,7 +292,7 @@ impl Dispatcher {
         for call in calls {
             match self.dispatch(call.get()) {
                 None => {}
-                Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(response.into_json())),
+                Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(json_text(response))),
                 Some(Dispatched::Later(id, future)) => {
                     let key = id_key(&id);
                     let mut registry = lock_cancellable(&self.cancellable);
@@ -300,7 +301,7 @@ impl Dispatcher {
                             ErrorCode::InvalidRequest,
                             format!("a request with id {key} is already in flight on this connection"),
                         );
-                        slots.push(BatchSlot::Ready(MethodResponse::error(id, error).into_json()));
+                        slots.push(BatchSlot::Ready(error_message(id, error)));
                         continue;
                     }
                     let place =
@@ -312,9 +313,7 @@ impl Dispatcher {
                     };
                     let Some(admitted) = admitted else {
                         tracing::debug!(request = %key, "batch entry refused: too many running and waiting");
-                        slots.push(BatchSlot::Ready(
-                            MethodResponse::error(id, self.slots.refusal()).into_json(),
-                        ));
+                        slots.push(BatchSlot::Ready(error_message(id, self.slots.refusal())));
                         continue;
                     };
                     let running = self.slots.running.clone();
@@ -330,13 +329,13 @@ impl Dispatcher {
                                     let _slot = admitted.run(running).await;
                                     future.await
                                 } => response,
-                                () = task_cancel.cancelled() => MethodResponse::error(
+                                () = task_cancel.cancelled() => error_message(
                                     id,
                                     rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
                                 ),
                             };
                             lock_cancellable(&cancellable).remove(&task_key);
-                            let _ = answer.send(response.into_json());
+                            let _ = answer.send(response);
                         }
                         .in_current_span(),
                     );
@@ -426,6 +425,20 @@ impl Dispatcher {
             &self.methods.corral
         };
         let max = corral_protocol::MAX_MESSAGE_BYTES;
+        let raw_methods = if mcp {
+            &self.methods.mcp_raw
+        } else {
+            &self.methods.corral_raw
+        };
+        if let Some(callback) = raw_methods.get(method) {
+            let answer = callback(params.into_owned(), extensions);
+            let method = method.to_owned();
+            let response_id = id.clone();
+            return Some(Dispatched::Later(
+                id,
+                Box::pin(async move { raw_answer(&method, &response_id, answer.await) }),
+            ));
+        }
         let response = match methods.method(method) {
             Some(MethodCallback::Sync(callback)) => {
                 let response = not_too_big(method, id.clone(), callback(id, params, max, extensions));
@@ -446,7 +459,7 @@ impl Dispatcher {
                 let response_id = id.clone();
                 Dispatched::Later(
                     id,
-                    Box::pin(async move { not_too_big(&method, response_id, answer.await) }),
+                    Box::pin(async move { json_text(not_too_big(&method, response_id, answer.await)) }),
                 )
             }
             Some(MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_)) | None => {
@@ -664,13 +677,49 @@ impl Dispatcher {
 }
 
 pub(super) fn error_message(id: Id<'_>, error: ErrorObjectOwned) -> String {
-    MethodResponse::error(id, error).into_json().get().to_owned()
+    json_text(MethodResponse::error(id, error))
+}
+
+/// A response's JSON as text (no copy).
+fn json_text(response: MethodResponse) -> String {
+    Box::<str>::from(response.into_json()).into_string()
+}
+
+/// The answer to request `id` of `method`, a raw method (`router::RawMethods`): its
+/// `result` written in as it is, neither serialized nor parsed again (it is the
+/// server's JSON, read once by the wire), laid out as jsonrpsee lays out its own; an
+/// error as jsonrpsee words it; `messageTooLarge`, as `not_too_big` says it, beyond
+/// `MAX_MESSAGE_BYTES`.
+fn raw_answer(method: &str, id: &Id<'_>, answer: Result<Box<RawValue>, ErrorObjectOwned>) -> String {
+    let result = match answer {
+        Ok(result) => result,
+        Err(error) => return error_message(id.clone(), error),
+    };
+    let Ok(id_text) = serde_json::to_string(id) else {
+        return error_message(
+            id.clone(),
+            rpc_error(ErrorCode::InternalError, "cannot write the request's id"),
+        );
+    };
+    const HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
+    const RESULT: &str = r#","result":"#;
+    let length = HEAD.len() + id_text.len() + RESULT.len() + result.get().len() + 1;
+    if length > corral_protocol::MAX_MESSAGE_BYTES {
+        return error_message(id.clone(), too_big_error(method));
+    }
+    let mut text = String::with_capacity(length);
+    text.push_str(HEAD);
+    text.push_str(&id_text);
+    text.push_str(RESULT);
+    text.push_str(result.get());
+    text.push('}');
+    text
 }
 
 /// One answer of a batch: there already, or to come from its task.
 enum BatchSlot {
-    Ready(Box<RawValue>),
-    Pending(oneshot::Receiver<Box<RawValue>>),
+    Ready(String),
+    Pending(oneshot::Receiver<String>),
 }
 
 /// The batch's answer array, in order, once every entry answered; a
@@ -687,7 +736,7 @@ async fn assemble_batch(slots: Vec<BatchSlot>) -> Option<String> {
             BatchSlot::Ready(answer) => answer,
             BatchSlot::Pending(answered) => answered.await.ok()?,
         };
-        bytes += answer.get().len() + 1;
+        bytes += answer.len() + 1;
         if bytes > max {
             too_large = true;
             answers.clear();
@@ -703,7 +752,16 @@ async fn assemble_batch(slots: Vec<BatchSlot>) -> Option<String> {
         );
         return Some(error_message(Id::Null, error));
     }
-    serde_json::to_string(&answers).ok()
+    let mut batch = String::with_capacity(bytes + 2);
+    batch.push('[');
+    for (index, answer) in answers.iter().enumerate() {
+        if index > 0 {
+            batch.push(',');
+        }
+        batch.push_str(answer);
+    }
+    batch.push(']');
+    Some(batch)
 }
 
 /// jsonrpsee answers a result larger than the limit with its own `-32008
@@ -719,14 +777,16 @@ fn not_too_big(method: &str, id: Id<'static>, response: MethodResponse) -> Metho
     if message.as_deref() != Some(jsonrpsee::types::error::OVERSIZED_RESPONSE_MSG) {
         return response; // one of ours (`notPermitted`)
     }
-    MethodResponse::error(
-        id,
-        rpc_error(
-            ErrorCode::MessageTooLarge,
-            format!(
-                "the answer to `{method}` is larger than {} bytes",
-                corral_protocol::MAX_MESSAGE_BYTES
-            ),
+    MethodResponse::error(id, too_big_error(method))
+}
+
+/// `messageTooLarge` for an answer to `method` beyond `MAX_MESSAGE_BYTES`.
+fn too_big_error(method: &str) -> ErrorObjectOwned {
+    rpc_error(
+        ErrorCode::MessageTooLarge,
+        format!(
+            "the answer to `{method}` is larger than {} bytes",
+            corral_protocol::MAX_MESSAGE_BYTES
         ),
     )
 }
@@ -777,5 +837,41 @@ mod tests {
                 "{case}"
             );
         }
+    }
+
+    #[test]
+    fn a_raw_answer_is_laid_out_as_jsonrpsee_lays_out_its_own() {
+        let result =
+            RawValue::from_string(r#"{"content":[{"type":"text","text":"é \" x"}],"x":1.0}"#.to_owned()).expect("JSON");
+        for id in [Id::Number(7), Id::Str("a\"b".into()), Id::Null] {
+            let max = corral_protocol::MAX_MESSAGE_BYTES;
+            let jsonrpsee = json_text(MethodResponse::response(
+                id.clone(),
+                jsonrpsee::ResponsePayload::success(result.clone()),
+                max,
+            ));
+            assert_eq!(
+                raw_answer("tools/call", &id, Ok(result.clone())),
+                jsonrpsee,
+                "byte for byte"
+            );
+            let error = rpc_error(ErrorCode::ServerNotReady, "gone");
+            assert_eq!(
+                raw_answer("tools/call", &id, Err(error.clone())),
+                error_message(id.clone(), error)
+            );
+        }
+        let huge =
+            RawValue::from_string(format!("\"{}\"", "x".repeat(corral_protocol::MAX_MESSAGE_BYTES))).expect("JSON");
+        let answer: serde_json::Value =
+            serde_json::from_str(&raw_answer("tools/call", &Id::Number(1), Ok(huge))).expect("JSON");
+        assert_eq!(answer["error"]["code"], ErrorCode::MessageTooLarge.code(), "{answer}");
+        assert_eq!(
+            answer["error"]["message"],
+            format!(
+                "the answer to `tools/call` is larger than {} bytes",
+                corral_protocol::MAX_MESSAGE_BYTES
+            )
+        );
     }
 }

@@ -17,12 +17,13 @@
 //! (`RouteError::InsufficientScope`) starts a step-up login (`auth.rs`),
 //! waited for at most 10 s, and the error says how it went.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_protocol::{ErrorCode, Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
-use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
 use serde_json::value::RawValue;
 
 use crate::api::DaemonContext;
@@ -32,6 +33,7 @@ use crate::api::rpc::{
 };
 use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::route::RouteError;
+use crate::params::RawMethods;
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
 /// the step-up re-authorization to start (discovery, registration, the URL).
@@ -59,7 +61,7 @@ impl CallParams<'_> {
     }
 }
 
-/// Register `tools/list` and `tools/call`.
+/// Register `tools/list` (`tools/call` is a raw method: [`register_raw`]).
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
     module.register_async_method(ToolsList::METHOD, |params, context, _| async move {
         let params = parse_params::<ToolsList>(&params)?;
@@ -79,71 +81,85 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         Ok::<_, ErrorObjectOwned>(ToolsListResult::new(tools, not_ready))
     })?;
 
-    module.register_async_method(ToolsCall::METHOD, |params, context, extensions| async move {
-        // Refused params are refused as `ToolsCallParams` refuses them (`parse_quickly`).
-        let full_arguments;
-        let (server, name, arguments, meta) =
-            match parse_quickly::<CallParams<'_>, ToolsCallParams>(&params, ToolsCall::METHOD, CallParams::fits)? {
-                Ok(CallParams {
-                    server,
-                    name,
-                    arguments,
-                    meta,
-                }) => (server, name, arguments, meta),
-                Err(ToolsCallParams {
-                    server,
-                    name,
-                    arguments,
-                    meta,
-                    ..
-                }) => {
-                    full_arguments = arguments.as_ref().map(serde_json::value::to_raw_value).transpose();
-                    let full_arguments = full_arguments
-                        .as_ref()
-                        .map_err(|error| rpc_error(ErrorCode::InternalError, error.to_string()))?;
-                    (server, name, full_arguments.as_deref(), meta)
-                }
-            };
-        let target = context
-            .supervisor
-            .call_target(&server)?
-            .map_err(|not_available| not_available_error(&server, &not_available))?;
-        let what = format!("`tools/call` of `{name}`");
-        target
-            .check_tool(&name)
-            .map_err(|error| route_error(&server, &what, error))?;
-        let session = session(&extensions)?;
-        let frontends = &context.hub.routes;
-        // While it runs, this connection is the one the server's elicitations go to.
-        let call_guard = frontends.call_started(&server, session.id);
-        let timeout = target.config.tool_timeout;
-        let call = forward::call_tool(&target, name, arguments, meta, (frontends, &session.link));
-        // The clock stops while an elicitation of this server waits on this front-end's user.
-        let answer = call_guard
-            .within(timeout, call)
-            .await
-            .ok_or_else(|| timeout_error(&server, &what, timeout))?;
-        match answer {
-            Ok(result) => Ok(result),
-            Err(RouteError::InsufficientScope { required, error }) => {
-                // 403 insufficient_scope: re-authorize with the scope the server asked for.
-                // Bounded: discovery and registration with a hanging authorization
-                // server must not keep this call from being answered.
-                // Boxed: the step-up's future is large, and the common path must not carry
-                // (and copy, at every move) its size.
-                let step_up = Box::pin(super::auth::step_up(context.clone(), &server, &required));
-                let step_up = tokio::time::timeout(STEP_UP_START, step_up)
-                    .await
-                    .unwrap_or_else(|_| {
-                        format!(
-                            "re-authorization with scope `{required}` did not start within {}s; run `corral login {server} --scopes ...`",
-                            STEP_UP_START.as_secs()
-                        )
-                    });
-                Err(with_sentence(&route_error(&server, &what, *error), &step_up))
-            }
-            Err(error) => Err(route_error(&server, &what, error)),
-        }
-    })?;
     Ok(())
+}
+
+/// `tools/call`: a raw method (`params::RawMethods`), its result the server's JSON as it
+/// wrote it.
+pub(crate) fn register_raw(methods: &mut RawMethods, context: Arc<DaemonContext>) {
+    methods.register(
+        ToolsCall::METHOD,
+        Arc::new(move |params, extensions| Box::pin(call(params, context.clone(), extensions))),
+    );
+}
+
+async fn call(
+    params: Params<'static>,
+    context: Arc<DaemonContext>,
+    extensions: Extensions,
+) -> Result<Box<RawValue>, ErrorObjectOwned> {
+    // Refused params are refused as `ToolsCallParams` refuses them (`parse_quickly`).
+    let full_arguments;
+    let (server, name, arguments, meta) =
+        match parse_quickly::<CallParams<'_>, ToolsCallParams>(&params, ToolsCall::METHOD, CallParams::fits)? {
+            Ok(CallParams {
+                server,
+                name,
+                arguments,
+                meta,
+            }) => (server, name, arguments, meta),
+            Err(ToolsCallParams {
+                server,
+                name,
+                arguments,
+                meta,
+                ..
+            }) => {
+                full_arguments = arguments.as_ref().map(serde_json::value::to_raw_value).transpose();
+                let full_arguments = full_arguments
+                    .as_ref()
+                    .map_err(|error| rpc_error(ErrorCode::InternalError, error.to_string()))?;
+                (server, name, full_arguments.as_deref(), meta)
+            }
+        };
+    let target = context
+        .supervisor
+        .call_target(&server)?
+        .map_err(|not_available| not_available_error(&server, &not_available))?;
+    let what = format!("`tools/call` of `{name}`");
+    target
+        .check_tool(&name)
+        .map_err(|error| route_error(&server, &what, error))?;
+    let session = session(&extensions)?;
+    let frontends = &context.hub.routes;
+    // While it runs, this connection is the one the server's elicitations go to.
+    let call_guard = frontends.call_started(&server, session.id);
+    let timeout = target.config.tool_timeout;
+    let call = forward::call_tool(&target, name, arguments, meta, (frontends, &session.link));
+    // The clock stops while an elicitation of this server waits on this front-end's user.
+    let answer = call_guard
+        .within(timeout, call)
+        .await
+        .ok_or_else(|| timeout_error(&server, &what, timeout))?;
+    match answer {
+        Ok(result) => Ok(result),
+        Err(RouteError::InsufficientScope { required, error }) => {
+            // 403 insufficient_scope: re-authorize with the scope the server asked for.
+            // Bounded: discovery and registration with a hanging authorization
+            // server must not keep this call from being answered.
+            // Boxed: the step-up's future is large, and the common path must not carry
+            // (and copy, at every move) its size.
+            let step_up = Box::pin(super::auth::step_up(context.clone(), &server, &required));
+            let step_up = tokio::time::timeout(STEP_UP_START, step_up)
+                .await
+                .unwrap_or_else(|_| {
+                    format!(
+                        "re-authorization with scope `{required}` did not start within {}s; run `corral login {server} --scopes ...`",
+                        STEP_UP_START.as_secs()
+                    )
+                });
+            Err(with_sentence(&route_error(&server, &what, *error), &step_up))
+        }
+        Err(error) => Err(route_error(&server, &what, error)),
+    }
 }
