@@ -1,13 +1,20 @@
 //! JSON-RPC params and error objects, shared by the two method tables a
 //! connection can have: the front-end API's (`api`) and the MCP bridge's
-//! (`bridge`). A leaf: it names no other room.
+//! (`bridge`); and the type of their raw methods ([`RawMethods`]). A leaf: it
+//! names no other room.
 //!
 //! Params that do not parse are `invalidParams` naming the method and the
 //! field's path; absent or `null` params mean `{}`.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use corral_protocol::ErrorCode;
-use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 /// A JSON-RPC error object with one of Corral's codes.
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
@@ -21,6 +28,11 @@ pub(crate) fn parse<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> R
         .map(str::trim)
         .filter(|raw| *raw != "null")
         .unwrap_or("{}");
+    // Read plainly first: the path is wanted only for the message of params that do not
+    // parse, and tracking it costs on every request.
+    if let Ok(parsed) = serde_json::from_str(raw) {
+        return Ok(parsed);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(raw);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|failure| {
         let path = failure.path().to_string();
@@ -32,4 +44,118 @@ pub(crate) fn parse<T: DeserializeOwned>(params: &Params<'_>, method: &str) -> R
         };
         error(ErrorCode::InvalidParams, message)
     })
+}
+
+/// Parse `params` of `method` into `Quick` if it reads them (and `accept` takes what it
+/// read), else as `Full`, whose errors front-ends see. `Quick` is a borrowed reading of
+/// the same params for a hot path (arguments left as raw JSON, say): it must take a
+/// subset of what `Full` takes, so that what is accepted and what is refused, and how,
+/// stay `Full`'s.
+pub(crate) fn parse_quickly<'p, Quick, Full>(
+    params: &'p Params<'_>,
+    method: &str,
+    accept: impl FnOnce(&Quick) -> bool,
+) -> Result<Result<Quick, Full>, ErrorObjectOwned>
+where
+    Quick: serde::Deserialize<'p>,
+    Full: DeserializeOwned,
+{
+    let raw = params
+        .as_str()
+        .map(str::trim)
+        .filter(|raw| *raw != "null")
+        .unwrap_or("{}");
+    match serde_json::from_str::<Quick>(raw) {
+        Ok(quick) if accept(&quick) => Ok(Ok(quick)),
+        _ => parse(params, method).map(Err),
+    }
+}
+
+/// What a raw method's handler returns: the `result` (JSON as a server wrote it), or an error.
+pub(crate) type RawFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, ErrorObjectOwned>> + Send>>;
+
+/// A raw method's handler: the request's params and extensions (its session, and for
+/// an MCP connection its link), as jsonrpsee's handlers get them.
+pub(crate) type RawCallback = Arc<dyn Fn(Params<'static>, Extensions) -> RawFuture + Send + Sync>;
+
+/// Methods whose answer is a server's JSON passed through (`tools/call`): the
+/// dispatcher writes the `result` into the response as it is. jsonrpsee would
+/// serialize it and then parse the whole response again to check it, a second
+/// parse of what the server's wire already read once, and two more copies.
+/// Looked up before the jsonrpsee table of the same mode.
+#[derive(Default)]
+pub(crate) struct RawMethods(HashMap<&'static str, RawCallback>);
+
+impl RawMethods {
+    /// Add `method`, answered by `handler`.
+    pub(crate) fn register(&mut self, method: &'static str, handler: RawCallback) {
+        self.0.insert(method, handler);
+    }
+
+    /// The handler of `method`, if it is a raw method.
+    pub(crate) fn get(&self, method: &str) -> Option<&RawCallback> {
+        self.0.get(method)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Full {
+        #[allow(dead_code, reason = "read to be refused or not, as the full form")]
+        arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Quick<'a> {
+        #[serde(borrow)]
+        arguments: Option<&'a RawValue>,
+    }
+
+    fn quickly(params: &str) -> Result<Result<String, ()>, String> {
+        let params = Params::new(Some(params));
+        parse_quickly::<Quick<'_>, Full>(&params, "m", |quick| {
+            quick.arguments.is_none_or(|raw| raw.get().starts_with('{'))
+        })
+        .map(|parsed| {
+            parsed
+                .map(|quick| format!("{:?}", quick.arguments.map(RawValue::get)))
+                .map_err(drop)
+        })
+        .map_err(|error| error.message().to_owned())
+    }
+
+    fn fully(params: &str) -> String {
+        parse::<Full>(&Params::new(Some(params)), "m")
+            .map(|_| "ok".to_owned())
+            .unwrap_or_else(|error| error.message().to_owned())
+    }
+
+    #[test]
+    fn a_quick_reading_is_taken_as_written_and_what_it_refuses_is_refused_as_the_full_form_refuses_it() {
+        assert_eq!(
+            quickly(r#"{"arguments": {"b": 1, "a": 2}}"#),
+            Ok(Ok(r#"Some("{\"b\": 1, \"a\": 2}")"#.to_owned()))
+        );
+        assert_eq!(quickly(r#"{"arguments": null}"#), Ok(Ok("None".to_owned())));
+        for refused in [
+            r#"{"arguments": 5}"#,
+            r#"{"arguments": [1]}"#,
+            r#"{"other": 1}"#,
+            r#"[1]"#,
+        ] {
+            assert_eq!(quickly(refused), Err(fully(refused)), "{refused}");
+            assert!(
+                fully(refused).starts_with("invalid params for `m`"),
+                "{}",
+                fully(refused)
+            );
+        }
+    }
 }

@@ -51,7 +51,7 @@
 use std::sync::Arc;
 
 use corral_protocol::{ClientInfo, ErrorCode, Initialize, Request as _};
-use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request};
+use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request, TwoPointZero};
 use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse};
 use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -149,7 +149,8 @@ impl Admitted {
 }
 
 /// The boxed future jsonrpsee's async callbacks return.
-type ResponseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = MethodResponse> + Send + 'static>>;
+/// Its output is the whole JSON-RPC answer, as text.
+type ResponseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'static>>;
 
 /// A call's response, available now or later (with the request's id, to cancel it).
 enum Dispatched {
@@ -204,42 +205,55 @@ impl Dispatcher {
                 self.send(response.into_json().get().to_owned()).await
                     && self.outbound.start_notifications(&self.session).await
             }
-            Some(Dispatched::Later(id, future)) => {
-                let key = id_key(&id);
-                if lock_cancellable(&self.cancellable).contains_key(&key) {
-                    // Two requests with one id could not be told apart (answers, cancels).
-                    let error = rpc_error(
-                        ErrorCode::InvalidRequest,
-                        format!("a request with id {key} is already in flight on this connection"),
-                    );
-                    return self.send(error_message(id, error)).await;
-                }
-                let Some(admitted) = self.slots.admit(bytes) else {
-                    tracing::debug!(request = %key, "request refused: too many running and waiting");
-                    return self.send(error_message(id, self.slots.refusal())).await;
-                };
-                let running = self.slots.running.clone();
-                let outbound = self.outbound.clone();
-                let cancellable = self.cancellable.clone();
-                // Held across spawn and insert, so the task cannot look for its
-                // entry before it exists.
-                let mut registry = lock_cancellable(&self.cancellable);
-                let task_key = key.clone();
-                let handle = in_flight.spawn(
-                    async move {
-                        let _slot = admitted.run(running).await;
-                        let response = future.await;
-                        if lock_cancellable(&cancellable).remove(&task_key).is_none() {
-                            return; // cancelled: the canceller answered
-                        }
-                        outbound.send(response.into_json().get().to_owned()).await;
-                    }
-                    .in_current_span(),
-                );
-                registry.insert(key, Running::Request(handle));
-                true
-            }
+            Some(Dispatched::Later(id, future)) => match self.run_later(id, bytes, future, in_flight) {
+                Ok(()) => true,
+                Err((id, error)) => self.send(error_message(id, error)).await,
+            },
         }
+    }
+
+    /// Run a request as a task of `in_flight`, registered for cancellation; or
+    /// the error to answer at once (a duplicate id, no room).
+    fn run_later(
+        &self,
+        id: Id<'static>,
+        bytes: usize,
+        future: ResponseFuture,
+        in_flight: &mut JoinSet<()>,
+    ) -> Result<(), (Id<'static>, ErrorObjectOwned)> {
+        let key = id_key(&id);
+        // Held from the look to the insert, across the spawn, so the task cannot
+        // look for its entry before it exists (and one lock does both).
+        let mut registry = lock_cancellable(&self.cancellable);
+        if registry.contains_key(&key) {
+            // Two requests with one id could not be told apart (answers, cancels).
+            let error = rpc_error(
+                ErrorCode::InvalidRequest,
+                format!("a request with id {key} is already in flight on this connection"),
+            );
+            return Err((id, error));
+        }
+        let Some(admitted) = self.slots.admit(bytes) else {
+            tracing::debug!(request = %key, "request refused: too many running and waiting");
+            return Err((id, self.slots.refusal()));
+        };
+        let running = self.slots.running.clone();
+        let outbound = self.outbound.clone();
+        let cancellable = self.cancellable.clone();
+        let task_key = key.clone();
+        let handle = in_flight.spawn(
+            async move {
+                let _slot = admitted.run(running).await;
+                let response = future.await;
+                if lock_cancellable(&cancellable).remove(&task_key).is_none() {
+                    return; // cancelled: the canceller answered
+                }
+                outbound.send(response).await;
+            }
+            .in_current_span(),
+        );
+        registry.insert(key, Running::Request(handle));
+        Ok(())
     }
 
     /// A JSON-RPC batch: one array of responses, in the order of the calls.
@@ -278,7 +292,7 @@ impl Dispatcher {
         for call in calls {
             match self.dispatch(call.get()) {
                 None => {}
-                Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(response.into_json())),
+                Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(json_text(response))),
                 Some(Dispatched::Later(id, future)) => {
                     let key = id_key(&id);
                     let mut registry = lock_cancellable(&self.cancellable);
@@ -287,7 +301,7 @@ impl Dispatcher {
                             ErrorCode::InvalidRequest,
                             format!("a request with id {key} is already in flight on this connection"),
                         );
-                        slots.push(BatchSlot::Ready(MethodResponse::error(id, error).into_json()));
+                        slots.push(BatchSlot::Ready(error_message(id, error)));
                         continue;
                     }
                     let place =
@@ -299,9 +313,7 @@ impl Dispatcher {
                     };
                     let Some(admitted) = admitted else {
                         tracing::debug!(request = %key, "batch entry refused: too many running and waiting");
-                        slots.push(BatchSlot::Ready(
-                            MethodResponse::error(id, self.slots.refusal()).into_json(),
-                        ));
+                        slots.push(BatchSlot::Ready(error_message(id, self.slots.refusal())));
                         continue;
                     };
                     let running = self.slots.running.clone();
@@ -317,13 +329,13 @@ impl Dispatcher {
                                     let _slot = admitted.run(running).await;
                                     future.await
                                 } => response,
-                                () = task_cancel.cancelled() => MethodResponse::error(
+                                () = task_cancel.cancelled() => error_message(
                                     id,
                                     rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
                                 ),
                             };
                             lock_cancellable(&cancellable).remove(&task_key);
-                            let _ = answer.send(response.into_json());
+                            let _ = answer.send(response);
                         }
                         .in_current_span(),
                     );
@@ -361,7 +373,7 @@ impl Dispatcher {
 
     /// Route one message; `None` when it needs no answer (a notification or a response).
     fn dispatch(&self, text: &str) -> Option<Dispatched> {
-        let request: Request<'_> = match serde_json::from_str(text) {
+        let request: Request<'_> = match parse_request(text) {
             Ok(request) => request,
             Err(parse_error) => return self.not_a_request(text, &parse_error).map(Dispatched::Now),
         };
@@ -413,6 +425,20 @@ impl Dispatcher {
             &self.methods.corral
         };
         let max = corral_protocol::MAX_MESSAGE_BYTES;
+        let raw_methods = if mcp {
+            &self.methods.mcp_raw
+        } else {
+            &self.methods.corral_raw
+        };
+        if let Some(callback) = raw_methods.get(method) {
+            let answer = callback(params.into_owned(), extensions);
+            let method = method.to_owned();
+            let response_id = id.clone();
+            return Some(Dispatched::Later(
+                id,
+                Box::pin(async move { raw_answer(&method, &response_id, answer.await) }),
+            ));
+        }
         let response = match methods.method(method) {
             Some(MethodCallback::Sync(callback)) => {
                 let response = not_too_big(method, id.clone(), callback(id, params, max, extensions));
@@ -433,7 +459,7 @@ impl Dispatcher {
                 let response_id = id.clone();
                 Dispatched::Later(
                     id,
-                    Box::pin(async move { not_too_big(&method, response_id, answer.await) }),
+                    Box::pin(async move { json_text(not_too_big(&method, response_id, answer.await)) }),
                 )
             }
             Some(MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_)) | None => {
@@ -569,6 +595,48 @@ const CANCELLED: &str = "notifications/cancelled";
 /// An MCP client's roots changed: the servers it started for itself are told.
 const ROOTS_LIST_CHANGED: &str = "notifications/roots/list_changed";
 
+/// A request, read without jsonrpsee's untagged `Id`, which builds (and formats) a
+/// serde error for each variant it tries before the one that fits: a tenth of the
+/// instructions corrald spent on a `tools/call`. What this does not take (an escaped
+/// method name, an id that is not null, an unsigned integer or a string, anything that
+/// is not a request) is read by jsonrpsee's own `Request`, so what is accepted and the
+/// errors for what is not stay jsonrpsee's.
+fn parse_request(text: &str) -> Result<Request<'_>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "jsonrpc")]
+        _jsonrpc: TwoPointZero,
+        #[serde(borrow)]
+        id: &'a RawValue,
+        #[serde(borrow)]
+        method: std::borrow::Cow<'a, str>,
+        #[serde(borrow, default)]
+        params: Option<&'a RawValue>,
+    }
+    if let Ok(Envelope {
+        id,
+        method: std::borrow::Cow::Borrowed(method),
+        params,
+        ..
+    }) = serde_json::from_str::<Envelope<'_>>(text)
+        && let Some(id) = plain_id(id)
+    {
+        return Ok(Request::borrowed(method, params, id));
+    }
+    serde_json::from_str(text)
+}
+
+/// The id `raw` as jsonrpsee's `Id`, when it is one of its three kinds.
+fn plain_id(raw: &RawValue) -> Option<Id<'static>> {
+    let text = raw.get();
+    match text.as_bytes().first()? {
+        b'n' => (text == "null").then_some(Id::Null),
+        b'0'..=b'9' => text.parse().ok().map(Id::Number),
+        b'"' => serde_json::from_str::<String>(text).ok().map(|id| Id::Str(id.into())),
+        _ => None,
+    }
+}
+
 /// A request id as a map key: its JSON text (`5`, `"abc"`).
 fn id_key(id: &Id<'_>) -> String {
     serde_json::to_string(id).unwrap_or_default()
@@ -609,13 +677,49 @@ impl Dispatcher {
 }
 
 pub(super) fn error_message(id: Id<'_>, error: ErrorObjectOwned) -> String {
-    MethodResponse::error(id, error).into_json().get().to_owned()
+    json_text(MethodResponse::error(id, error))
+}
+
+/// A response's JSON as text (no copy).
+fn json_text(response: MethodResponse) -> String {
+    Box::<str>::from(response.into_json()).into_string()
+}
+
+/// The answer to request `id` of `method`, a raw method (`router::RawMethods`): its
+/// `result` written in as it is, neither serialized nor parsed again (it is the
+/// server's JSON, read once by the wire), laid out as jsonrpsee lays out its own; an
+/// error as jsonrpsee words it; `messageTooLarge`, as `not_too_big` says it, beyond
+/// `MAX_MESSAGE_BYTES`.
+fn raw_answer(method: &str, id: &Id<'_>, answer: Result<Box<RawValue>, ErrorObjectOwned>) -> String {
+    let result = match answer {
+        Ok(result) => result,
+        Err(error) => return error_message(id.clone(), error),
+    };
+    let Ok(id_text) = serde_json::to_string(id) else {
+        return error_message(
+            id.clone(),
+            rpc_error(ErrorCode::InternalError, "cannot write the request's id"),
+        );
+    };
+    const HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
+    const RESULT: &str = r#","result":"#;
+    let length = HEAD.len() + id_text.len() + RESULT.len() + result.get().len() + 1;
+    if length > corral_protocol::MAX_MESSAGE_BYTES {
+        return error_message(id.clone(), too_big_error(method));
+    }
+    let mut text = String::with_capacity(length);
+    text.push_str(HEAD);
+    text.push_str(&id_text);
+    text.push_str(RESULT);
+    text.push_str(result.get());
+    text.push('}');
+    text
 }
 
 /// One answer of a batch: there already, or to come from its task.
 enum BatchSlot {
-    Ready(Box<RawValue>),
-    Pending(oneshot::Receiver<Box<RawValue>>),
+    Ready(String),
+    Pending(oneshot::Receiver<String>),
 }
 
 /// The batch's answer array, in order, once every entry answered; a
@@ -632,7 +736,7 @@ async fn assemble_batch(slots: Vec<BatchSlot>) -> Option<String> {
             BatchSlot::Ready(answer) => answer,
             BatchSlot::Pending(answered) => answered.await.ok()?,
         };
-        bytes += answer.get().len() + 1;
+        bytes += answer.len() + 1;
         if bytes > max {
             too_large = true;
             answers.clear();
@@ -648,7 +752,16 @@ async fn assemble_batch(slots: Vec<BatchSlot>) -> Option<String> {
         );
         return Some(error_message(Id::Null, error));
     }
-    serde_json::to_string(&answers).ok()
+    let mut batch = String::with_capacity(bytes + 2);
+    batch.push('[');
+    for (index, answer) in answers.iter().enumerate() {
+        if index > 0 {
+            batch.push(',');
+        }
+        batch.push_str(answer);
+    }
+    batch.push(']');
+    Some(batch)
 }
 
 /// jsonrpsee answers a result larger than the limit with its own `-32008
@@ -664,14 +777,101 @@ fn not_too_big(method: &str, id: Id<'static>, response: MethodResponse) -> Metho
     if message.as_deref() != Some(jsonrpsee::types::error::OVERSIZED_RESPONSE_MSG) {
         return response; // one of ours (`notPermitted`)
     }
-    MethodResponse::error(
-        id,
-        rpc_error(
-            ErrorCode::MessageTooLarge,
-            format!(
-                "the answer to `{method}` is larger than {} bytes",
-                corral_protocol::MAX_MESSAGE_BYTES
-            ),
+    MethodResponse::error(id, too_big_error(method))
+}
+
+/// `messageTooLarge` for an answer to `method` beyond `MAX_MESSAGE_BYTES`.
+fn too_big_error(method: &str) -> ErrorObjectOwned {
+    rpc_error(
+        ErrorCode::MessageTooLarge,
+        format!(
+            "the answer to `{method}` is larger than {} bytes",
+            corral_protocol::MAX_MESSAGE_BYTES
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a parse gave, comparable: the request's parts, or the error's words.
+    fn outcome(parsed: Result<Request<'_>, serde_json::Error>) -> Result<(String, String, Option<String>), String> {
+        parsed
+            .map(|request| {
+                (
+                    serde_json::to_string(&request.id).expect("an id serializes"),
+                    request.method.into_owned(),
+                    request.params.map(|params| params.get().to_owned()),
+                )
+            })
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn the_quick_read_of_a_request_takes_what_jsonrpsee_takes_and_fails_as_it_fails() {
+        let cases = [
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":"a\"b","method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"m","params":null}"#,
+            r#"{"id":1,"method":"m","jsonrpc":"2.0","extra":true}"#,
+            r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":-1,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":true,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":{},"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":[1,2]}"#,
+            r#"[1]"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m""#,
+        ];
+        for case in cases {
+            assert_eq!(
+                outcome(parse_request(case)),
+                outcome(serde_json::from_str::<Request<'_>>(case)),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_raw_answer_is_laid_out_as_jsonrpsee_lays_out_its_own() {
+        let result =
+            RawValue::from_string(r#"{"content":[{"type":"text","text":"é \" x"}],"x":1.0}"#.to_owned()).expect("JSON");
+        for id in [Id::Number(7), Id::Str("a\"b".into()), Id::Null] {
+            let max = corral_protocol::MAX_MESSAGE_BYTES;
+            let jsonrpsee = json_text(MethodResponse::response(
+                id.clone(),
+                jsonrpsee::ResponsePayload::success(result.clone()),
+                max,
+            ));
+            assert_eq!(
+                raw_answer("tools/call", &id, Ok(result.clone())),
+                jsonrpsee,
+                "byte for byte"
+            );
+            let error = rpc_error(ErrorCode::ServerNotReady, "gone");
+            assert_eq!(
+                raw_answer("tools/call", &id, Err(error.clone())),
+                error_message(id.clone(), error)
+            );
+        }
+        let huge =
+            RawValue::from_string(format!("\"{}\"", "x".repeat(corral_protocol::MAX_MESSAGE_BYTES))).expect("JSON");
+        let answer: serde_json::Value =
+            serde_json::from_str(&raw_answer("tools/call", &Id::Number(1), Ok(huge))).expect("JSON");
+        assert_eq!(answer["error"]["code"], ErrorCode::MessageTooLarge.code(), "{answer}");
+        assert_eq!(
+            answer["error"]["message"],
+            format!(
+                "the answer to `tools/call` is larger than {} bytes",
+                corral_protocol::MAX_MESSAGE_BYTES
+            )
+        );
+    }
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::{Methods, RpcModule};
 
+use crate::params::RawMethods;
+
 use super::DaemonContext;
 use super::handlers;
 
@@ -35,13 +37,25 @@ pub(crate) struct MethodTables {
     pub(crate) corral: Methods,
     /// The bridge: the daemon as one MCP server (`crate::bridge`).
     pub(crate) mcp: Methods,
+    /// The front-end API's methods that answer with a server's JSON ([`RawMethods`]).
+    pub(crate) corral_raw: Arc<RawMethods>,
+    /// The bridge's.
+    pub(crate) mcp_raw: Arc<RawMethods>,
 }
 
 /// Both tables of a daemon with `context`.
 pub(crate) fn tables(context: Arc<DaemonContext>) -> Result<MethodTables, RegisterMethodError> {
-    let bridge = crate::bridge::Bridge::new(context.supervisor.clone(), context.hub.clone(), context.tasks.clone());
+    let bridge = Arc::new(crate::bridge::Bridge::new(
+        context.supervisor.clone(),
+        context.hub.clone(),
+        context.tasks.clone(),
+    ));
+    let mut corral_raw = RawMethods::default();
+    handlers::tools::register_raw(&mut corral_raw, context.clone());
     Ok(MethodTables {
+        mcp_raw: Arc::new(crate::bridge::raw_methods(bridge.clone())),
         mcp: crate::bridge::methods(bridge)?.into(),
         corral: build(context)?.into(),
+        corral_raw: Arc::new(corral_raw),
     })
 }

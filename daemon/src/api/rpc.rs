@@ -22,7 +22,7 @@ use crate::mcp::request_headers::ScopedHeaders;
 use crate::mcp::route::{CallTarget, NotAvailable, RouteError};
 use crate::supervisor::{RegistryRefusal, ServerBusy, SupervisorStopped};
 
-pub(crate) use crate::params::{error as rpc_error, parse as parse_json};
+pub(crate) use crate::params::{error as rpc_error, parse as parse_json, parse_quickly};
 
 impl From<SupervisorStopped> for ErrorObjectOwned {
     fn from(stopped: SupervisorStopped) -> Self {
@@ -192,10 +192,10 @@ pub(crate) async fn within_active_time<T>(
 ) -> Result<T, ErrorObjectOwned> {
     let server = &target.config.name;
     let frontends = &context.hub.routes;
-    let _call = frontends.call_started(server, link.id);
     let timeout = target.config.tool_timeout;
     frontends
-        .active_time_timeout(server, link.id, timeout, request)
+        .call_started(server, link.id)
+        .within(timeout, request)
         .await
         .ok_or_else(|| timeout_error(server, what, timeout))
 }

@@ -119,7 +119,7 @@ async fn fetch(
     }
     let mut fetched = Vec::new();
     for (target, items) in forward::list_each(kind, targets).await {
-        let server = target.config.name;
+        let server = target.config.name.clone();
         match items {
             Ok(items) => {
                 let name = shown.remove(&server).unwrap_or_else(|| server.clone());
@@ -281,7 +281,7 @@ async fn locate(bridge: &Bridge, client: &Client, uri: &str) -> Result<(String, 
         .strip_prefix(SERVER_URI_PREFIX)
         .and_then(|rest| rest.split_once('/'))
     {
-        let whose = bridge.supervisor.targets(None).await?.unwrap_or_default().whose;
+        let whose = bridge.supervisor.targets(None)?.unwrap_or_default().whose;
         if let Some(server) = client.view.registry_name(shown, &whose) {
             return Ok((server, own.to_owned()));
         }
@@ -309,7 +309,7 @@ async fn locate(bridge: &Bridge, client: &Client, uri: &str) -> Result<(String, 
         .await?
         .into_iter()
         .filter(|(_, target)| ListKind::Resources.offered_by(target))
-        .map(|(_, target)| target.config.name)
+        .map(|(_, target)| target.config.name.clone())
         .collect();
     match offering.as_slice() {
         [only] => Ok((only.clone(), uri.to_owned())),
@@ -325,7 +325,7 @@ async fn locate(bridge: &Bridge, client: &Client, uri: &str) -> Result<(String, 
 
 /// The call target of `server`, or an error saying why it cannot take a request.
 async fn ready(bridge: &Bridge, server: &str) -> Result<CallTarget, ErrorObjectOwned> {
-    match bridge.supervisor.call_target(server.to_owned()).await? {
+    match bridge.supervisor.call_target(server)? {
         Ok(target) => Ok(target),
         Err(not_available @ NotAvailable::NotReady { .. }) => Err(error(
             ErrorCode::ServerNotReady,
@@ -351,8 +351,7 @@ async fn within_timeout(
     let server = &target.config.name;
     let timeout = target.config.tool_timeout;
     let frontends = &bridge.hub.routes;
-    let _call = frontends.call_started(server, link.id);
-    match frontends.active_time_timeout(server, link.id, timeout, request).await {
+    match frontends.call_started(server, link.id).within(timeout, request).await {
         Some(Ok(answer)) => Ok(answer),
         // The server's own refusal, as it gave it (a direct client would see the same).
         Some(Err(crate::mcp::route::RouteError::Answered { code, message, data })) => {

@@ -170,14 +170,14 @@ async fn follow(
 /// The ready servers `client` sees: registry name to the name it knows;
 /// `None` once the supervisor is gone.
 async fn visible_ready(supervisor: &SupervisorHandle, client: &Client) -> Option<HashMap<String, String>> {
-    let targets = supervisor.targets(None).await.ok()?.unwrap_or_default();
+    let targets = supervisor.targets(None).ok()?.unwrap_or_default();
     Some(
         targets
             .ready
             .into_iter()
             .filter_map(|target| {
                 let shown = client.view.shown_name(&target.config.name, &targets.whose)?.to_owned();
-                Some((target.config.name, shown))
+                Some((target.config.name.clone(), shown))
             })
             .collect(),
     )

@@ -169,9 +169,10 @@ impl Drop for Registered {
     }
 }
 
-/// The bridge's methods: what the api dispatches an MCP client's requests into.
-pub(crate) fn methods(bridge: Bridge) -> Result<RpcModule<Bridge>, RegisterMethodError> {
-    let mut module = RpcModule::new(bridge);
+/// The bridge's methods: what the api dispatches an MCP client's requests into
+/// (`tools/call` is a raw method: [`raw_methods`]).
+pub(crate) fn methods(bridge: Arc<Bridge>) -> Result<RpcModule<Bridge>, RegisterMethodError> {
+    let mut module = RpcModule::from_arc(bridge);
     module.register_method("initialize", |params, bridge, extensions| {
         initialize(&params, bridge, extensions)
     })?;
@@ -194,13 +195,26 @@ pub(crate) fn methods(bridge: Bridge) -> Result<RpcModule<Bridge>, RegisterMetho
         let client = bridge.client(&extensions)?;
         tools::list(&bridge, &client, &params).await
     })?;
-    module.register_async_method("tools/call", |params, bridge, extensions| async move {
-        let link = link(&extensions)?;
-        let client = bridge.client(&extensions)?;
-        tools::call(&bridge, &client, &params, &link).await
-    })?;
     catalog::register(&mut module)?;
     Ok(module)
+}
+
+/// The bridge's methods that answer with a server's JSON as it is ([`RawMethods`]):
+/// `tools/call`.
+pub(crate) fn raw_methods(bridge: Arc<Bridge>) -> RawMethods {
+    let mut methods = RawMethods::default();
+    methods.register(
+        "tools/call",
+        Arc::new(move |params, extensions| {
+            let bridge = bridge.clone();
+            Box::pin(async move {
+                let link = link(&extensions)?;
+                let client = bridge.client(&extensions)?;
+                tools::call(&bridge, &client, &params, &link).await
+            })
+        }),
+    );
+    methods
 }
 
 /// `logging/setLevel`'s params.
@@ -416,7 +430,7 @@ pub(super) fn link(extensions: &Extensions) -> Result<Arc<Link>, ErrorObjectOwne
         .ok_or_else(|| error(ErrorCode::InternalError, "no connection attached to this call"))
 }
 
-pub(crate) use crate::params::{error, parse};
+pub(crate) use crate::params::{RawMethods, error, parse, parse_quickly};
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{Bridge, Client, error, keep, latest, names, parse};
+use super::{Bridge, Client, error, keep, latest, names, parse, parse_quickly};
 use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::modern;
@@ -49,6 +49,25 @@ struct CallParams {
     arguments: Option<JsonObject>,
     #[serde(default, rename = "_meta")]
     meta: Option<JsonObject>,
+}
+
+/// [`CallParams`] with the arguments as the client wrote them: they are only passed on.
+/// Takes a subset of what `CallParams` takes (arguments an object), so whatever it does
+/// not take is read, and refused or not, as `CallParams`.
+#[derive(Debug, serde::Deserialize)]
+struct RawCallParams<'a> {
+    name: String,
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
+    #[serde(default, rename = "_meta")]
+    meta: Option<JsonObject>,
+}
+
+impl RawCallParams<'_> {
+    /// Whether `CallParams` takes it too: its arguments are an object (or absent).
+    fn fits(&self) -> bool {
+        self.arguments.is_none_or(|arguments| arguments.get().starts_with('{'))
+    }
 }
 
 // A stopped supervisor (the daemon is shutting down) becomes `shuttingDown`
@@ -82,7 +101,7 @@ pub(crate) async fn visible_ready(
     client: &Client,
 ) -> Result<Vec<(String, CallTarget)>, ErrorObjectOwned> {
     // Asking for every server never meets `NotFound`.
-    let TargetSet { ready, whose, .. } = bridge.supervisor.targets(None).await?.unwrap_or_default();
+    let TargetSet { ready, whose, .. } = bridge.supervisor.targets(None)?.unwrap_or_default();
     Ok(ready
         .into_iter()
         .filter_map(|target| {
@@ -163,7 +182,7 @@ async fn resolve(bridge: &Bridge, client: &Client, name: &str) -> Result<Resolve
     if let Some((server, tool)) = latest(&client.tools).get(name) {
         return Ok(Resolved::Tool(server.clone(), tool.clone()));
     }
-    let whose = bridge.supervisor.targets(None).await?.unwrap_or_default().whose;
+    let whose = bridge.supervisor.targets(None)?.unwrap_or_default().whose;
     let servers: Vec<String> = bridge
         .supervisor
         .configs(None)
@@ -192,16 +211,23 @@ pub(crate) async fn call(
     params: &Params<'_>,
     link: &Arc<Link>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
-    let CallParams {
-        name,
-        arguments,
-        mut meta,
-    } = parse(params, "tools/call")?;
+    let full_arguments;
+    let (name, arguments, mut meta) =
+        match parse_quickly::<RawCallParams<'_>, CallParams>(params, "tools/call", RawCallParams::fits)? {
+            Ok(RawCallParams { name, arguments, meta }) => (name, arguments, meta),
+            Err(CallParams { name, arguments, meta }) => {
+                full_arguments = arguments.as_ref().map(serde_json::value::to_raw_value).transpose();
+                let full_arguments = full_arguments
+                    .as_ref()
+                    .map_err(|failure| error(ErrorCode::InternalError, failure.to_string()))?;
+                (name, full_arguments.as_deref(), meta)
+            }
+        };
     let (server, tool, listed) = match resolve(bridge, client, &name).await? {
         Resolved::Tool(server, tool) => (server, tool, true),
         Resolved::Unlisted(server, tool) => (server, tool, false),
     };
-    let target = match bridge.supervisor.call_target(server.clone()).await? {
+    let target = match bridge.supervisor.call_target(&server)? {
         Ok(target) => target,
         Err(NotAvailable::NotFound) => {
             return tool_error(&format!(
@@ -224,14 +250,14 @@ pub(crate) async fn call(
     }
     let frontends = &bridge.hub.routes;
     // While it runs, this connection is the one the server's requests would go to.
-    let _call = frontends.call_started(&server, link.id);
+    let call_guard = frontends.call_started(&server, link.id);
     let timeout = target.config.tool_timeout;
     // A server of MCP 2026-07-28 logs for a request at the level the request names: the
     // client's `logging/setLevel`, unless its own `_meta` names one.
     let level = super::LOG_LEVELS[client.log_rank.load(Ordering::Relaxed).min(super::LOG_LEVELS.len() - 1)];
     modern::with_log_level(&target, &mut meta, level);
     let sent = forward::call_tool(&target, tool.clone(), arguments, meta, (frontends, link));
-    let Some(answer) = frontends.active_time_timeout(&server, link.id, timeout, sent).await else {
+    let Some(answer) = call_guard.within(timeout, sent).await else {
         return tool_error(&format!(
             "MCP server `{server}` did not answer the call of `{tool}` within {}s (its tool_timeout_sec); \
              the call was cancelled on the server",

@@ -28,7 +28,7 @@
 //!   `daemon/status` ([`FrontEnds::dropped_progress`]).
 //! - While an elicitation waits on the user, the timeout of the calls of the
 //!   asked front-end to that server is paused
-//!   ([`FrontEnds::active_time_timeout`], keyed by server and connection);
+//!   ([`CallGuard::within`], keyed by connection and server);
 //!   nobody else's clock stops.
 //! - Resource subscriptions are counted across front-ends: the server is
 //!   subscribed once and unsubscribed when the last front-end lets go; the
@@ -46,7 +46,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -63,8 +63,10 @@ pub(crate) const DEFAULT_ANSWER_DEADLINE: Duration = Duration::from_secs(600);
 #[derive(Debug)]
 pub(crate) struct FrontEnds {
     state: Mutex<State>,
-    /// Woken whenever a call ends ([`FrontEnds::calls_ended`]).
+    /// Woken whenever a call ends ([`FrontEnds::calls_ended`]), when someone waits for that.
     call_ended: Notify,
+    /// How many [`FrontEnds::calls_ended`] wait: a call that ends wakes them only then.
+    watching_ends: AtomicUsize,
     /// [`FrontEnds::answer_deadline`], in milliseconds.
     answer_deadline_ms: AtomicU64,
     /// [`FrontEnds::dropped_progress`].
@@ -76,6 +78,7 @@ impl Default for FrontEnds {
         Self {
             state: Mutex::default(),
             call_ended: Notify::new(),
+            watching_ends: AtomicUsize::new(0),
             answer_deadline_ms: AtomicU64::new(u64::try_from(DEFAULT_ANSWER_DEADLINE.as_millis()).unwrap_or(u64::MAX)),
             dropped_progress: AtomicU64::new(0),
         }
@@ -103,10 +106,11 @@ struct State {
     progress: HashMap<(String, String), (Weak<Link>, Value)>,
     /// How many tokens [`FrontEnds::fresh_token`] made.
     tokens_made: u64,
-    /// Elicitations waiting on the user, per (server, connection asked).
-    /// Entries are never removed, so watchers never see the sender go away;
-    /// they are as many as the pairs that ever had a call waiting.
-    paused: HashMap<(String, u64), watch::Sender<usize>>,
+    /// Elicitations waiting on the user, per connection asked and server.
+    /// Entries are removed only with their connection, so watchers never see
+    /// the sender go away before; they are as many as the pairs that ever
+    /// had a call.
+    paused: HashMap<u64, HashMap<String, watch::Sender<usize>>>,
     /// (server, uri) to the connections subscribed to it.
     subscriptions: HashMap<(String, String), BTreeSet<u64>>,
 }
@@ -174,7 +178,7 @@ impl FrontEnds {
         let mut state = self.state();
         state.links.remove(&id);
         // Its calls have ended (and with them their watchers).
-        state.paused.retain(|(_, connection), _| *connection != id);
+        state.paused.remove(&id);
         let mut released = Vec::new();
         state.subscriptions.retain(|key, holders| {
             if holders.remove(&id) && holders.is_empty() {
@@ -247,15 +251,19 @@ impl FrontEnds {
         }
     }
 
-    /// Record a call of connection `connection` to `server` until the guard drops.
+    /// Record a call of connection `connection` to `server` until the guard
+    /// drops; the guard's [`CallGuard::within`] runs the call under its
+    /// active-time limit. One lock for both.
     pub(crate) fn call_started(self: &Arc<Self>, server: &str, connection: u64) -> CallGuard {
         let mut state = self.state();
         state.next_call += 1;
         let number = state.next_call;
         state.calls.push((number, server.to_owned(), connection));
+        let paused = State::pause_sender(&mut state, server, connection).subscribe();
         CallGuard {
             frontends: self.clone(),
             number,
+            paused,
         }
     }
 
@@ -263,6 +271,10 @@ impl FrontEnds {
     /// (at once if it has none): the call whose server asked `connection`
     /// something has ended, so nothing needs the answer.
     pub(crate) async fn calls_ended(&self, server: &str, connection: u64) {
+        // Counted before looking (and uncounted however this ends), so a call that
+        // ends after the look sees someone is watching and wakes it.
+        self.watching_ends.fetch_add(1, Ordering::SeqCst);
+        let _watching = WatchingEnds(&self.watching_ends);
         loop {
             // Registered before looking, so an end between the look and the wait is not missed.
             let ended = self.call_ended.notified();
@@ -291,16 +303,14 @@ impl FrontEnds {
     }
 
     fn pause_sender(&self, server: &str, connection: u64) -> watch::Sender<usize> {
-        self.state()
-            .paused
-            .entry((server.to_owned(), connection))
-            .or_insert_with(|| watch::channel(0).0)
-            .clone()
+        State::pause_sender(&mut self.state(), server, connection).clone()
     }
 
     /// Run `future`, a call of `connection` to `server`, for at most `limit`
     /// of active time: the clock stops while an elicitation of `server` asked
-    /// of `connection` waits on the user. `None` on timeout.
+    /// of `connection` waits on the user. `None` on timeout. (A call recorded
+    /// with [`FrontEnds::call_started`] uses its guard's [`CallGuard::within`].)
+    #[cfg(test)]
     pub(crate) async fn active_time_timeout<F: Future>(
         &self,
         server: &str,
@@ -308,32 +318,8 @@ impl FrontEnds {
         limit: Duration,
         future: F,
     ) -> Option<F::Output> {
-        let mut paused = self.pause_sender(server, connection).subscribe();
-        tokio::pin!(future);
-        let mut remaining = limit;
-        loop {
-            if *paused.borrow_and_update() > 0 {
-                tokio::select! {
-                    output = &mut future => return Some(output),
-                    changed = paused.changed() => if changed.is_err() {
-                        // The connection is gone (its entry removed): nothing pauses any more.
-                        return tokio::time::timeout(remaining, future).await.ok();
-                    },
-                }
-            } else {
-                let running_since = Instant::now();
-                tokio::select! {
-                    output = &mut future => return Some(output),
-                    () = tokio::time::sleep(remaining) => return None,
-                    changed = paused.changed() => {
-                        remaining = remaining.saturating_sub(running_since.elapsed());
-                        if changed.is_err() {
-                            return tokio::time::timeout(remaining, future).await.ok();
-                        }
-                    }
-                }
-            }
-        }
+        let paused = self.pause_sender(server, connection).subscribe();
+        within_active_time(paused, limit, future).await
     }
 
     /// A progress token of corrald's never made before: `about` (a task's id), after a number,
@@ -432,11 +418,75 @@ impl FrontEnds {
     }
 }
 
-/// Removes a call from [`FrontEnds`] when it ends.
+impl State {
+    /// The pause count of `connection`'s calls to `server`, made at its first call.
+    fn pause_sender<'s>(state: &'s mut State, server: &str, connection: u64) -> &'s watch::Sender<usize> {
+        let servers = state.paused.entry(connection).or_default();
+        if !servers.contains_key(server) {
+            servers.insert(server.to_owned(), watch::channel(0).0);
+        }
+        &servers[server]
+    }
+}
+
+/// `future` for at most `limit` of active time: the clock stops while `paused` is above 0.
+async fn within_active_time<F: Future>(
+    mut paused: watch::Receiver<usize>,
+    limit: Duration,
+    future: F,
+) -> Option<F::Output> {
+    tokio::pin!(future);
+    let mut remaining = limit;
+    loop {
+        if *paused.borrow_and_update() > 0 {
+            tokio::select! {
+                output = &mut future => return Some(output),
+                changed = paused.changed() => if changed.is_err() {
+                    // The connection is gone (its entry removed): nothing pauses any more.
+                    return tokio::time::timeout(remaining, future).await.ok();
+                },
+            }
+        } else {
+            let running_since = Instant::now();
+            tokio::select! {
+                output = &mut future => return Some(output),
+                () = tokio::time::sleep(remaining) => return None,
+                changed = paused.changed() => {
+                    remaining = remaining.saturating_sub(running_since.elapsed());
+                    if changed.is_err() {
+                        return tokio::time::timeout(remaining, future).await.ok();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Uncounts a waiter of [`FrontEnds::calls_ended`].
+struct WatchingEnds<'a>(&'a AtomicUsize);
+
+impl Drop for WatchingEnds<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A call of one front-end to one server, recorded in [`FrontEnds`] until dropped.
 #[derive(Debug)]
 pub(crate) struct CallGuard {
     frontends: Arc<FrontEnds>,
     number: u64,
+    /// The pause count of this front-end's calls to this server.
+    paused: watch::Receiver<usize>,
+}
+
+impl CallGuard {
+    /// Run `future`, this call, for at most `limit` of active time: the clock
+    /// stops while an elicitation of its server asked of its front-end waits on
+    /// the user ([`FrontEnds::pause`]). `None` on timeout.
+    pub(crate) async fn within<F: Future>(&self, limit: Duration, future: F) -> Option<F::Output> {
+        within_active_time(self.paused.clone(), limit, future).await
+    }
 }
 
 impl Drop for CallGuard {
@@ -445,7 +495,11 @@ impl Drop for CallGuard {
             .state()
             .calls
             .retain(|(number, _, _)| *number != self.number);
-        self.frontends.call_ended.notify_waiters();
+        // After the call is gone from the list: a waiter counted before it looked either
+        // saw the call gone or is woken here.
+        if self.frontends.watching_ends.load(Ordering::SeqCst) > 0 {
+            self.frontends.call_ended.notify_waiters();
+        }
     }
 }
 
@@ -464,7 +518,8 @@ impl Drop for PauseGuard {
             .frontends
             .state()
             .paused
-            .get(&(self.server.clone(), self.connection))
+            .get(&self.connection)
+            .and_then(|servers| servers.get(&self.server))
             .cloned();
         if let Some(sender) = sender {
             sender.send_modify(|count| *count = count.saturating_sub(1));

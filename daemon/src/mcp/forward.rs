@@ -20,6 +20,21 @@
 //! with a task, which `tasks` follows to its result. Each of these requests
 //! is one the server asked for; the rule below is about sending one again
 //! unasked.
+//! `tools/call` to a stdio server of MCP before 2026-07-28 does the same
+//! without rmcp: the caller's task writes it on the session's wire with an
+//! id of the wire's, and the wire's reader hands it the answer as the
+//! server wrote it (`wire_tee`'s direct lane; `call_tool_on_wire`). rmcp
+//! would only parse the answer into a model nobody reads and pass it
+//! through two more tasks; what the caller sees is the same: the raw
+//! result, the server's error as `RouteError::Answered`, the session's end
+//! as `RouteError::Gone`, progress to its front-end, cancellation on drop.
+//! A session of MCP 2026-07-28 keeps rmcp's way, which adds the client's
+//! context to each request and counts a server's requests only while one
+//! of rmcp's is in flight; so does a call of a tool that must run as a
+//! task, and every round after the first. A direct answer that names a
+//! `resultType` (which only a server of 2026-07-28 should write) is read
+//! into rmcp's model and driven like rmcp's answers are, so `rounds` and
+//! `tasks` see it.
 //!
 //! A request is never sent twice, with one exception: when a streamable-HTTP
 //! server no longer knows the session (HTTP 404 to a request carrying it),
@@ -36,6 +51,7 @@
 #![allow(deprecated)]
 
 use std::collections::HashSet;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use corral_protocol::{PromptsList, Request as _, ResourceTemplatesList, ResourcesList};
@@ -46,7 +62,7 @@ use rmcp::model::{
     RequestId, RequestMetaObject, ServerResult, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::PeerRequestOptions;
-use rmcp::{Peer, RoleClient, ServiceError};
+use rmcp::{ErrorData, Peer, RoleClient, ServiceError};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -54,6 +70,7 @@ use super::classify::{is_session_expired, required_scope, send_failure};
 use super::rounds::{self, Reply, Retry};
 use super::route::{CallTarget, RouteError};
 use super::tasks;
+use super::wire_tee::{DirectAnswer, WireGone, WireTee};
 use crate::hub::link::Link;
 use crate::hub::routes::FrontEnds;
 
@@ -63,20 +80,24 @@ pub(crate) type JsonObject = serde_json::Map<String, serde_json::Value>;
 /// Most pages fetched from one server for one listing.
 const MAX_PAGES: usize = 1000;
 
+/// MCP's `tools/call`.
+const TOOLS_CALL: &str = "tools/call";
+
 /// The `_meta` key of an MCP progress token.
 const PROGRESS_TOKEN: &str = "progressToken";
 
 /// Where a request's progress goes: the registry, the caller's link and the token it gave.
 pub(crate) type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_json::Value);
 
-/// `tools/call` of tool `name` with `arguments` and `_meta`, for the front-end on `caller`'s
-/// link: the progress token in `meta`, if any, is what that front-end's progress carries.
-/// An `input_required` answer is driven to the end (`rounds`), and a task followed until it
-/// ends (`tasks`), both with that front-end answering what the server asks.
+/// `tools/call` of tool `name` with `arguments` (a JSON object, as the front-end wrote it)
+/// and `_meta`, for the front-end on `caller`'s link: the progress token in `meta`, if any,
+/// is what that front-end's progress carries. An `input_required` answer is driven to the
+/// end (`rounds`), and a task followed until it ends (`tasks`), both with that front-end
+/// answering what the server asks.
 pub(crate) async fn call_tool(
     target: &CallTarget,
     name: String,
-    arguments: Option<JsonObject>,
+    arguments: Option<&RawValue>,
     meta: Option<JsonObject>,
     caller: (&Arc<FrontEnds>, &Arc<Link>),
 ) -> Result<Box<RawValue>, RouteError> {
@@ -88,33 +109,62 @@ pub(crate) async fn call_tool(
     let progress = progress_token.map(|token| (frontends, link, token));
     // SEP-1686: a tool that must run as a task is called as one.
     let as_task = target.tool_task_support(&name).as_deref() == Some(tasks::TASK_SUPPORT_REQUIRED);
+    let direct = target.direct_wire().filter(|_| !as_task);
+    let (name, meta) = (&name, &meta);
     let round = |retry: Retry| {
-        let mut request = CallToolRequestParams::new(name.clone());
-        request.arguments = arguments.clone();
-        request.meta = meta.clone().map(|meta| RequestMetaObject(MetaObject(meta)));
-        request.input_responses = retry.input_responses;
-        request.request_state = retry.request_state;
         let progress = progress.clone();
         async move {
-            let request = if as_task {
-                tasks::augmented(&request)?
-            } else {
-                CallToolRequest::new(request).into()
+            let first = retry.input_responses.is_none() && retry.request_state.is_none();
+            let Answer { typed, raw } = match direct {
+                Some(wire) if first => {
+                    let result =
+                        call_tool_on_wire(wire, target, name, arguments, meta.as_ref(), progress.clone()).await?;
+                    if !names_result_type(&result) {
+                        return Ok(Reply::Complete(result));
+                    }
+                    Answer {
+                        typed: typed_result(&result)?,
+                        raw: Some(result),
+                    }
+                }
+                _ => {
+                    let mut request = CallToolRequestParams::new(name.clone());
+                    request.arguments = object_arguments(arguments)?;
+                    request.meta = meta.clone().map(|meta| RequestMetaObject(MetaObject(meta)));
+                    request.input_responses = retry.input_responses;
+                    request.request_state = retry.request_state;
+                    let request = if as_task {
+                        tasks::augmented(&request)?
+                    } else {
+                        CallToolRequest::new(request).into()
+                    };
+                    send(target, request, progress.clone()).await?
+                }
             };
-            let Answer { typed, raw } = send(target, request, progress.clone()).await?;
             match typed {
                 ServerResult::CallToolResult(result) => Ok(Reply::Complete(json(raw, &result)?)),
                 ServerResult::InputRequiredResult(asked) => Ok(Reply::InputRequired(asked)),
                 ServerResult::CreateTaskResult(created) => {
-                    tasks::run(target, tasks::Generation::Extension, &created, link, progress)
-                        .await
-                        .map(Reply::Complete)
+                    // Boxed, as every rarely taken way here: a call's future stays small.
+                    Box::pin(tasks::run(
+                        target,
+                        tasks::Generation::Extension,
+                        &created,
+                        link,
+                        progress,
+                    ))
+                    .await
+                    .map(Reply::Complete)
                 }
-                ServerResult::CustomResult(created) if as_task => {
-                    tasks::run(target, tasks::Generation::Augmented, &created.0, link, progress)
-                        .await
-                        .map(Reply::Complete)
-                }
+                ServerResult::CustomResult(created) if as_task => Box::pin(tasks::run(
+                    target,
+                    tasks::Generation::Augmented,
+                    &created.0,
+                    link,
+                    progress,
+                ))
+                .await
+                .map(Reply::Complete),
                 _ => Err(RouteError::UnhandledResult {
                     kinds: "neither a tools/call result, an input_required result nor a task",
                 }),
@@ -122,9 +172,94 @@ pub(crate) async fn call_tool(
         }
     };
     rounds::drive(rounds::MAX_ROUNDS, round, |requests| {
-        rounds::answer_each(target.handler(), link, requests)
+        Box::pin(rounds::answer_each(target.handler(), link, requests))
     })
     .await
+}
+
+/// A call's arguments, as the front-end wrote them, as rmcp's model holds them.
+fn object_arguments(arguments: Option<&RawValue>) -> Result<Option<JsonObject>, RouteError> {
+    arguments
+        .map(|arguments| serde_json::from_str::<JsonObject>(arguments.get()))
+        .transpose()
+        .map_err(|error| RouteError::Failed {
+            message: format!("the call's arguments are not a JSON object: {error}"),
+        })
+}
+
+/// Whether a result may name its `resultType` (MCP 2026-07-28's `input_required`, a task):
+/// the key's bytes appear in it unescaped, which no string's content can make them do. A
+/// result without it is a plain one, passed on as the server wrote it; one with it (or
+/// with a value that happens to spell the key) is read into rmcp's model first.
+fn names_result_type(result: &RawValue) -> bool {
+    memchr::memmem::find(result.get().as_bytes(), br#""resultType""#).is_some()
+}
+
+/// A result the direct lane got, read into rmcp's model of a server's result.
+fn typed_result(result: &RawValue) -> Result<ServerResult, RouteError> {
+    serde_json::from_str(result.get()).map_err(|error| RouteError::Unserializable {
+        what: "the result",
+        why: error.to_string(),
+    })
+}
+
+/// `tools/call`'s params as the wire writes them.
+#[derive(Serialize)]
+struct CallToolParams<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a RawValue>,
+    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    meta: Option<&'a JsonObject>,
+}
+
+/// `tools/call` straight onto a stdio session's wire (`wire_tee`): written by this
+/// task, answered to it by the wire's reader with the server's `result` as it wrote
+/// it; rmcp is not in between. The request is the one rmcp would write but for its
+/// own progress token, which goes only on a call whose front-end gave one (the call's
+/// id serves as corrald's token). Dropping the future before the answer tells the
+/// server the call is cancelled, as [`CancelOnDrop`] does for rmcp's requests.
+async fn call_tool_on_wire(
+    wire: &Arc<WireTee>,
+    target: &CallTarget,
+    name: &str,
+    arguments: Option<&RawValue>,
+    meta: Option<&JsonObject>,
+    progress: Option<ProgressTarget<'_>>,
+) -> Result<Box<RawValue>, RouteError> {
+    let gone = |WireGone| RouteError::from_service(ServiceError::TransportClosed);
+    let mut call = wire.begin_call().map_err(gone)?;
+    // Routed before the request is written: the server may report progress at once.
+    let mut with_token = None;
+    let _route = progress.map(|(frontends, link, theirs)| {
+        let ours = serde_json::Value::from(call.id());
+        with_token
+            .get_or_insert_with(|| meta.cloned().unwrap_or_default())
+            .insert(PROGRESS_TOKEN.to_owned(), ours.clone());
+        frontends.progress_route(&target.config.name, link, &ours, theirs)
+    });
+    let params = CallToolParams {
+        name,
+        arguments,
+        meta: with_token.as_ref().or(meta),
+    };
+    call.send(TOOLS_CALL, &params).map_err(gone)?;
+    match call.answer().await.map_err(gone)? {
+        DirectAnswer::Result(result) => Ok(result),
+        DirectAnswer::Error(error) => Err(match serde_json::from_str::<ErrorData>(error.get()) {
+            Ok(error) => RouteError::Answered {
+                code: error.code.0,
+                message: error.message.into_owned(),
+                data: error.data,
+            },
+            Err(why) => RouteError::Failed {
+                message: format!("the server answered with an error that is not a JSON-RPC error object: {why}"),
+            },
+        }),
+        DirectAnswer::Empty => Err(RouteError::Failed {
+            message: "the server answered with neither a result nor an error".to_owned(),
+        }),
+    }
 }
 
 /// `resources/read` of `uri`, for the front-end on `caller`, which answers what the server
@@ -150,7 +285,7 @@ pub(crate) async fn read_resource(
         }
     };
     rounds::drive(rounds::MAX_ROUNDS, round, |requests| {
-        rounds::answer_each(target.handler(), caller, requests)
+        Box::pin(rounds::answer_each(target.handler(), caller, requests))
     })
     .await
 }
@@ -180,7 +315,7 @@ pub(crate) async fn get_prompt(
         }
     };
     rounds::drive(rounds::MAX_ROUNDS, round, |requests| {
-        rounds::answer_each(target.handler(), caller, requests)
+        Box::pin(rounds::answer_each(target.handler(), caller, requests))
     })
     .await
 }
@@ -475,13 +610,23 @@ pub(super) struct Answer {
 }
 
 /// Send `request` to `target`'s server and wait for the answer, renewing an
-/// expired HTTP session once (see the module documentation).
-pub(super) async fn send(
-    target: &CallTarget,
+/// expired HTTP session once (see the module documentation). Boxed: the
+/// future is large (rmcp's request, kept for the retry, and two sends), and
+/// every caller's future would otherwise carry it, and copy it at every move.
+pub(super) fn send<'a>(
+    target: &'a CallTarget,
     request: impl Into<ClientRequest>,
+    progress: Option<ProgressTarget<'a>>,
+) -> Pin<Box<dyn Future<Output = Result<Answer, RouteError>> + Send + 'a>> {
+    Box::pin(send_unboxed(target, request.into(), progress))
+}
+
+/// [`send`], unboxed.
+async fn send_unboxed(
+    target: &CallTarget,
+    mut request: ClientRequest,
     progress: Option<ProgressTarget<'_>>,
 ) -> Result<Answer, RouteError> {
-    let mut request = request.into();
     if let Some(headers) = target.request_headers() {
         // The HTTP client reads them from the request (`transport::http`): on the retry too;
         // never serialized.

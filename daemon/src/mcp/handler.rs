@@ -50,9 +50,9 @@
 //! notifications above ([`McpClientHandler::tools_changed`] and its
 //! siblings). The task builds each listing's `ToolCatalog`
 //! (`mcp::tool_catalog`), one listing at a time; this handler only asks.
-//! For a stdio server, progress is routed by the wire tee as the line is
-//! read (see `wire_tee`); the routing here is the fallback for the other
-//! transports.
+//! For a stdio server, progress is routed by the wire as the line is read
+//! and never reaches rmcp (see `wire_tee`); the routing here is for the
+//! other transports.
 //!
 //! The client's roots win over a `roots` entry of the server's: that entry
 //! was written in a file (the project's `--config`; a `.mcp.json` cannot

@@ -28,8 +28,10 @@
 //! - `tool_catalog`: a ready server's tools, one immutable value per
 //!   listing: rmcp's typed tool and the server's JSON joined once, the
 //!   config's filters applied once;
-//! - `wire_tee`: a stdio server's answers as it wrote them, read beside
-//!   rmcp's typed model.
+//! - `wire_tee`: a stdio server's wire, read and written by corrald (rmcp's
+//!   transport of the session sits on it): every line parsed once, the
+//!   answers as the server wrote them, progress in order, and the direct
+//!   lane `forward` sends `tools/call` on without rmcp.
 //!
 //! With `transport/` and `auth/`, this is where rmcp is used; the front-end
 //! API (`api/`) never is. This room depends only on `hub` (the way out to

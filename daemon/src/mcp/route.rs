@@ -7,7 +7,8 @@
 //!
 //! The server's task makes the `SessionHandle` when the server becomes
 //! ready and updates it when the session's peer or tool catalog changes; the
-//! supervisor hands out cheap clones; `forward` sends requests through them.
+//! supervisor's handle hands out cheap clones (reference counts: the config is
+//! shared, never copied per call); `forward` sends requests through them.
 //! A target is a snapshot: the session may end after it was taken, and a
 //! request on it then fails like any request to a server that went away.
 //!
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 use corral_protocol::config::{ServerConfig, TransportConfig};
 use corral_protocol::{FailureReason, ServerStatus};
+use rmcp::model::ProtocolVersion;
 use rmcp::{Peer, RoleClient};
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,8 +60,10 @@ pub(crate) struct SessionHandle {
     peer: Peer<RoleClient>,
     /// The tools of the session's latest listing, filtered by the config.
     catalog: Arc<ToolCatalog>,
-    /// The session's answers as the server wrote them, when the transport lets corrald see them.
+    /// The session's wire, when corrald reads and writes it itself (stdio).
     wire: Option<Arc<WireTee>>,
+    /// Whether `tools/call` goes straight onto the wire (see [`CallTarget::direct_wire`]).
+    direct: bool,
     /// For a streamable-HTTP server: how to get a new session after a 404.
     recovery: Option<SessionRecovery>,
     /// The session's handler, which answers what a server asks in an `input_required`
@@ -76,10 +80,18 @@ impl SessionHandle {
         recovery: Option<SessionRecovery>,
         handler: McpClientHandler,
     ) -> Self {
+        // MCP 2026-07-28 puts the client's context in every request's `_meta` and lets a
+        // server's request count only while one of the client's runs (rmcp enforces both):
+        // such a session's calls stay with rmcp, which knows them.
+        let direct = wire.is_some()
+            && peer
+                .peer_info()
+                .is_some_and(|info| info.protocol_version < ProtocolVersion::V_2026_07_28);
         Self {
             peer,
             catalog,
             wire,
+            direct,
             recovery,
             handler,
         }
@@ -105,8 +117,8 @@ impl SessionHandle {
 /// Where a request to one server goes, and under which limits.
 #[derive(Debug, Clone)]
 pub struct CallTarget {
-    /// Its config (timeouts, the name).
-    pub config: ServerConfig,
+    /// Its config (timeouts, the name), shared with the server's registry entry.
+    pub config: Arc<ServerConfig>,
     /// Its session.
     session: SessionHandle,
     /// HTTP headers the front-end attached to the requests sent through this target.
@@ -115,7 +127,7 @@ pub struct CallTarget {
 
 impl CallTarget {
     /// A request to `session` of the server configured by `config`.
-    pub(crate) fn new(config: ServerConfig, session: SessionHandle) -> Self {
+    pub(crate) fn new(config: Arc<ServerConfig>, session: SessionHandle) -> Self {
         Self {
             config,
             session,
@@ -191,8 +203,15 @@ impl CallTarget {
     }
 
     /// The session's wire, if corrald sees it.
-    pub(super) fn wire(&self) -> Option<&WireTee> {
-        self.session.wire.as_deref()
+    pub(super) fn wire(&self) -> Option<&Arc<WireTee>> {
+        self.session.wire.as_ref()
+    }
+
+    /// The wire a `tools/call` goes onto directly, without rmcp: a stdio session
+    /// of MCP before 2026-07-28, whose calls need nothing of rmcp's (see
+    /// `wire_tee`); `None` for every other session.
+    pub(super) fn direct_wire(&self) -> Option<&Arc<WireTee>> {
+        self.session.wire.as_ref().filter(|_| self.session.direct)
     }
 
     /// How to get a new session after a 404 (streamable HTTP).

@@ -1,48 +1,84 @@
-//! The tee of a stdio server's wire ([`WireTee`]): the server's answers as
-//! it wrote them, and what rmcp does not say about its stdout.
+//! A stdio server's wire ([`WireTee`]): corrald's one reader of the server's
+//! stdout and one writer of its stdin, with rmcp's session on top of it
+//! ([`WireTransport`], the session's `rmcp` transport) and a direct lane
+//! beside it for the requests that are only forwarded ([`DirectCall`]).
 //!
-//! rmcp parses every message into its typed model, and a few fields do not
-//! survive the round trip (a `Tool`'s `execution`, which rmcp has no field
-//! for; `annotations.priority`, which it keeps as `f32`). Front-ends must
-//! get what the server sent, so corrald tees the server's pipes before rmcp
-//! reads them: the requests corrald writes say which ids to watch (a
-//! front-end's: tools, resources, prompts, skills, methods passed through;
-//! not corrald's own `initialize`, `ping`, subscriptions, tasks), and the
-//! answers to those ids are kept, bounded, for
-//! the sender of the request (`mcp::forward`) to take by id. `tools/list` pages are
-//! gathered into a listing, in the server's order, which the server task takes once
-//! when it builds the session's tool catalog (`mcp::tool_catalog`); the task lists
-//! one listing at a time, so the listing completed last is the one it asked for.
-//! Where nothing was kept (another transport, a message too large), callers fall
-//! back to rmcp's typed value.
+//! Every line the server writes is read here once and its envelope parsed
+//! once (id, method, and `result` or `error` left as raw JSON). What the
+//! line is decides where it goes:
+//! - the answer to a direct call: to the call's waiter, as the server wrote
+//!   it; rmcp never sees it;
+//! - `notifications/progress`: to the front-end whose request it is about
+//!   (`hub::routes`), at once, in the order the server wrote it, before
+//!   anything the server wrote after it is read; rmcp never sees it (its
+//!   handler would only drop it);
+//! - anything else (answers to rmcp's requests, the server's own requests,
+//!   other notifications): parsed into rmcp's typed model and handed to the
+//!   session, as rmcp's own stdio transport would (an empty line or one
+//!   that is not JSON is skipped; JSON that is not a message gets rmcp's
+//!   `Invalid Request` answer). Where corrald asked through rmcp for
+//!   something front-ends must get as the server sent it (rmcp's model drops
+//!   a `Tool`'s `execution`, keeps `annotations.priority` as `f32`), the
+//!   answer is kept here too (a front-end's requests: tools, resources,
+//!   prompts, skills, methods passed through, a task's status and result;
+//!   not corrald's own `initialize`, `ping` or subscriptions), bounded, for the sender (`mcp::forward`) to
+//!   take by id; `tools/list` pages are gathered into a listing, in the
+//!   server's order, which the server task takes once when it builds the
+//!   session's tool catalog (`mcp::tool_catalog`); the task lists one
+//!   listing at a time, so the listing completed last is the one it asked
+//!   for. Where nothing was kept (another transport, a line too large),
+//!   callers fall back to rmcp's typed value.
 //!
-//! The tee also tells the server task what rmcp does not: that the server's
+//! A direct call (`mcp::forward` sends `tools/call` of a session of MCP
+//! before 2026-07-28 this way) is written by the caller's own task, with an
+//! id of its own ([`DIRECT_ID_BASE`] upward, where rmcp's 32-bit ids never
+//! reach), and answered to that task by the reader: no task of rmcp's in
+//! between, and the server's line parsed once. Dropping the call before its
+//! answer (timeout, `$/cancelRequest`, a front-end gone) writes
+//! `notifications/cancelled` for it; the end of the server's stdout, or of
+//! the session, fails every call still waiting ([`WireGone`]), as rmcp fails
+//! its own requests then.
+//!
+//! Writes never interleave: each line goes out whole, under the writer's
+//! lock, straight to the pipe while it has room; what does not fit waits in
+//! a backlog, in order, which a task of the server's tracker writes as the
+//! pipe drains (a caller that gives up never leaves half a line). The
+//! backlog holds only lines of requests still in flight, their
+//! cancellations and answers to the server's requests, each bounded by the
+//! frame limits of whoever sent them; the one line corrald writes on its own
+//! account (the `Invalid Request` answer to a malformed message) is dropped
+//! rather than queued behind a server that does not read.
+//!
+//! The wire also tells the server task what rmcp does not: that the server's
 //! stdout reached EOF (the MCP transport is gone, whether or not the process
-//! runs on), and which lines were not valid JSON (rmcp skips them silently,
-//! so an `initialize` answered with broken JSON would look like no answer):
-//! it counts them and flags the first that looks like a JSON-RPC message.
+//! runs on), and which lines were not valid JSON (which rmcp would skip
+//! silently, so an `initialize` answered with broken JSON would look like no
+//! answer): it counts them and flags the first that looks like a JSON-RPC
+//! message.
 //!
-//! Progress is routed from here too, in the order the server wrote it: rmcp
-//! hands notifications to spawned tasks but responses straight to the
-//! waiting request, so a request's last progress could otherwise reach the
-//! front-end after its result. Routed here, it is in the caller's link queue
-//! before the result is handed over, and the connection's writer drains that
-//! queue before it writes the response.
-//!
-//! Invariants: memory is bounded (ids watched, answers kept, line length);
-//! no line the server wrote is ever quoted in a message or a log (it may
-//! hold anything).
+//! Invariants: memory is bounded (ids watched, answers kept, line length,
+//! the backlog as above); a line is written whole or not at all; no line the
+//! server wrote is ever quoted in a message or a log (it may hold anything).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use serde::Deserialize;
+use rmcp::RoleClient;
+use rmcp::model::ErrorData;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::hub::routes::FrontEnds;
 
@@ -71,26 +107,58 @@ const TOOLS_LIST: &str = "tools/list";
 const MAX_WATCHED: usize = 256;
 /// Answers kept and not taken yet; the oldest is dropped beyond this.
 const MAX_KEPT: usize = 64;
-/// A line longer than this is passed on but not inspected.
-const MAX_LINE: usize = 64 * 1024 * 1024;
+/// A line longer than this is dropped unread, as rmcp's own stdio transport does.
+const MAX_LINE: usize = DEFAULT_MAX_LINE_LENGTH;
+/// The first id of direct calls: above every id rmcp's 32-bit counter gives,
+/// and exact as a JSON number in every language (below 2^53).
+pub(crate) const DIRECT_ID_BASE: u64 = 1 << 32;
+/// Bytes read from the server's stdout at a time (at least).
+const READ_CHUNK: usize = 8 * 1024;
+/// A read buffer grown beyond this for a long line is given back once empty.
+const READ_BUFFER_KEPT: usize = 256 * 1024;
+/// A UTF-8 byte order mark, which a line may start with (RFC 8259 lets readers ignore it).
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Why a direct call is abandoned, as the server is told.
+const ABANDONED: &str = "request abandoned by the caller";
 
-/// Raw answers of one server session.
-#[derive(Debug)]
+/// The server's stdin, as the wire writes it.
+pub(crate) type Stdin = Box<dyn AsyncWrite + Send + Unpin>;
+/// The server's stdout, as the wire reads it.
+pub(crate) type Stdout = Box<dyn AsyncRead + Send + Unpin>;
+
+/// One stdio session's wire.
 pub(crate) struct WireTee {
     state: Mutex<State>,
+    writer: Mutex<Writer>,
+    /// Lines the server wrote so far.
+    lines_received: AtomicU64,
     /// The server's name, for progress routes.
     server: String,
     frontends: Arc<FrontEnds>,
+    /// Where the backlog's writer runs.
+    tracker: TaskTracker,
     /// Cancelled when the server's stdout reaches EOF (or fails).
     stdout_closed: CancellationToken,
     /// Cancelled at the first line that looks like a JSON-RPC message (an
     /// object naming `"jsonrpc"`) but is not valid JSON.
     broken_message: CancellationToken,
+    /// Cancelled when the session's transport is closed or dropped: stdin is closed, nothing more is read.
+    closed: CancellationToken,
+}
+
+impl std::fmt::Debug for WireTee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireTee")
+            .field("server", &self.server)
+            .field("stdout_closed", &self.stdout_closed.is_cancelled())
+            .field("closed", &self.closed.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Requests sent and not answered: (id as JSON text, is `tools/list`).
+    /// Requests sent through rmcp and not answered: (id as JSON text, is `tools/list`).
     watched: VecDeque<(String, bool)>,
     /// Answers (`result` members) not taken yet, by id as JSON text.
     kept: VecDeque<(String, Box<RawValue>)>,
@@ -98,15 +166,37 @@ struct State {
     gathering: Vec<Box<RawValue>>,
     /// The latest complete `tools/list` not taken yet, in the server's order.
     listing: Option<Vec<Box<RawValue>>>,
-    /// Lines the server wrote so far.
-    lines_received: u64,
-    /// Of those, lines that are not valid JSON.
+    /// Of the lines the server wrote, those that are not valid JSON.
     invalid_lines: u64,
     /// Where the first invalid line broke, without its content (it may hold anything).
     first_invalid: Option<String>,
+    /// Direct calls waiting for their answer, by id.
+    direct: HashMap<u64, oneshot::Sender<DirectAnswer>>,
+    /// The id of the next direct call.
+    next_direct: u64,
+    /// No direct call can be answered any more (stdout ended, or the session did).
+    direct_over: bool,
 }
 
-/// The parts of a JSON-RPC message the tee looks at.
+/// The writing side: the pipe, and what did not fit in it yet.
+#[derive(Default)]
+struct Writer {
+    /// `None` once closed (or broken).
+    stdin: Option<Stdin>,
+    /// Bytes waiting for room in the pipe, in order; `backlog[written..]` is still to go.
+    backlog: Vec<u8>,
+    written: usize,
+    /// A task is writing the backlog.
+    flushing: bool,
+}
+
+impl Writer {
+    fn has_backlog(&self) -> bool {
+        self.written < self.backlog.len()
+    }
+}
+
+/// The parts of a JSON-RPC message the wire looks at.
 #[derive(Deserialize)]
 struct Message<'a> {
     #[serde(default, borrow)]
@@ -117,6 +207,8 @@ struct Message<'a> {
     params: Option<&'a RawValue>,
     #[serde(default, borrow)]
     result: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
 }
 
 /// `notifications/progress` params.
@@ -139,15 +231,54 @@ struct ToolsPage {
     next_cursor: Option<serde::de::IgnoredAny>,
 }
 
+/// The server's answer to a direct call, as it wrote it.
+#[derive(Debug)]
+pub(crate) enum DirectAnswer {
+    /// Its `result`.
+    Result(Box<RawValue>),
+    /// Its `error` object.
+    Error(Box<RawValue>),
+    /// A response with neither.
+    Empty,
+}
+
+/// The session is over for direct calls: the server's stdout ended, or
+/// corrald's side of the session (stdin closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WireGone;
+
 impl WireTee {
-    /// The raw wire of a session of `server`; progress goes through `frontends`.
-    pub(crate) fn new(server: &str, frontends: Arc<FrontEnds>) -> Self {
+    /// The wire of a session of `server`; progress goes through `frontends`,
+    /// the backlog's writer runs in `tracker`. Its pipes come with [`WireTee::transport`].
+    pub(crate) fn new(server: &str, frontends: Arc<FrontEnds>, tracker: TaskTracker) -> Self {
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                next_direct: DIRECT_ID_BASE,
+                ..State::default()
+            }),
+            writer: Mutex::default(),
+            lines_received: AtomicU64::new(0),
             server: server.to_owned(),
             frontends,
+            tracker,
             stdout_closed: CancellationToken::new(),
             broken_message: CancellationToken::new(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// The session's rmcp transport over the server's `stdout` and `stdin`.
+    /// Dropping it (or rmcp closing it) closes the server's stdin: the first
+    /// step of every teardown.
+    pub(crate) fn transport(self: &Arc<Self>, stdout: Stdout, stdin: Stdin) -> WireTransport {
+        self.writer().stdin = Some(stdin);
+        WireTransport {
+            wire: self.clone(),
+            stdout,
+            buffer: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+            scanned: 0,
+            discarding: false,
         }
     }
 
@@ -174,51 +305,14 @@ impl WireTee {
             .unwrap_or_else(|| "no invalid line".to_owned())
     }
 
-    /// A line that is not a JSON-RPC message: count it if it is not JSON at all.
-    fn not_a_message(&self, line: &[u8]) {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return;
-        }
-        let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(line) else {
-            return; // valid JSON, just not a message: rmcp's business
-        };
-        let mut state = self.state();
-        state.invalid_lines += 1;
-        if state.first_invalid.is_none() {
-            let text = error.to_string();
-            let what = text.split(" at line ").next().unwrap_or(&text);
-            state.first_invalid = Some(format!(
-                "line {} of its stdout, column {}: {what}",
-                state.lines_received,
-                error.column()
-            ));
-        }
-        drop(state);
-        let trimmed = line.trim_ascii_start();
-        if trimmed.starts_with(b"{") && trimmed.windows(9).any(|window| window == b"\"jsonrpc\"") {
-            self.broken_message.cancel();
-        }
-    }
-
     fn state(&self) -> MutexGuard<'_, State> {
         // Bounded queues, consistent after any panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wrap the server's stdout and stdin; rmcp reads and writes through these.
-    pub(crate) fn tee<R, W>(self: &Arc<Self>, reader: R, writer: W) -> (TeeReader<R>, TeeWriter<W>) {
-        (
-            TeeReader {
-                inner: reader,
-                wire: self.clone(),
-                line: Vec::new(),
-            },
-            TeeWriter {
-                inner: writer,
-                wire: self.clone(),
-                line: Vec::new(),
-            },
-        )
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A pipe and a byte queue; a panic mid-write leaves at worst a line the server rejects.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The answer (`result`) to request `id` (any JSON-serializable id), if it was kept.
@@ -230,12 +324,130 @@ impl WireTee {
     }
 
     /// The tools of the latest complete `tools/list`, in the server's order, as the server
-    /// wrote them, unless taken already (or not seen: a page too large to inspect).
+    /// wrote them, unless taken already (or not seen: a page too large to read).
     pub(crate) fn take_listing(&self) -> Option<Vec<Box<RawValue>>> {
         self.state().listing.take()
     }
 
-    /// A line corrald wrote to the server.
+    /// A direct call: its id and the place its answer comes to. Written with [`DirectCall::send`].
+    pub(crate) fn begin_call(self: &Arc<Self>) -> Result<DirectCall, WireGone> {
+        let (answer_tx, answer) = oneshot::channel();
+        let id = {
+            let mut state = self.state();
+            if state.direct_over {
+                return Err(WireGone);
+            }
+            let id = state.next_direct;
+            state.next_direct += 1;
+            state.direct.insert(id, answer_tx);
+            id
+        };
+        Ok(DirectCall {
+            wire: self.clone(),
+            id,
+            answer,
+            sent: false,
+            answered: false,
+        })
+    }
+
+    /// Forget direct call `id`; whether it was still waiting for its answer.
+    fn forget_call(&self, id: u64) -> bool {
+        self.state().direct.remove(&id).is_some()
+    }
+
+    /// No direct call will be answered any more: fail those waiting, refuse new ones.
+    fn end_direct_calls(&self) {
+        let waiting = {
+            let mut state = self.state();
+            state.direct_over = true;
+            std::mem::take(&mut state.direct)
+        };
+        // Dropping the senders fails the waiters (outside the lock).
+        drop(waiting);
+    }
+
+    /// Close corrald's side: the server's stdin (EOF), the backlog, the direct calls.
+    fn close(&self) {
+        let stdin = {
+            let mut writer = self.writer();
+            writer.backlog = Vec::new();
+            writer.written = 0;
+            writer.stdin.take()
+        };
+        drop(stdin);
+        self.closed.cancel();
+        self.end_direct_calls();
+    }
+
+    /// Write `line` (which ends with a newline) whole: straight to the pipe
+    /// while it has room, the rest into the backlog. `Err` once stdin is
+    /// closed or broken (the server went away).
+    fn write_line(self: &Arc<Self>, line: &[u8]) -> Result<(), WireGone> {
+        let mut writer = self.writer();
+        let writer = &mut *writer;
+        let queued = writer.has_backlog();
+        let Some(stdin) = writer.stdin.as_mut() else {
+            return Err(WireGone);
+        };
+        let mut rest = line;
+        if !queued {
+            // Nothing queued before it: try the pipe now, without waiting. A `Pending`
+            // leaves the pipe's readiness to the backlog's task, which polls with its waker.
+            let mut cx = Context::from_waker(Waker::noop());
+            while !rest.is_empty() {
+                match Pin::new(&mut *stdin).poll_write(&mut cx, rest) {
+                    Poll::Ready(Ok(written)) if written > 0 => rest = &rest[written..],
+                    Poll::Ready(_) => {
+                        // EOF or an error (EPIPE): the server no longer reads its stdin.
+                        writer.stdin = None;
+                        return Err(WireGone);
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+            writer.backlog.clear();
+            writer.written = 0;
+        }
+        writer.backlog.extend_from_slice(rest);
+        if !writer.flushing {
+            writer.flushing = true;
+            let wire = self.clone();
+            self.tracker.spawn(async move {
+                let closed = wire.closed.clone();
+                tokio::select! {
+                    () = poll_fn(|cx| wire.poll_backlog(cx)) => {}
+                    () = closed.cancelled() => wire.writer().flushing = false,
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Write the backlog as the pipe takes it; ready once it is empty (or the pipe is gone).
+    fn poll_backlog(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut writer = self.writer();
+        let writer = &mut *writer;
+        loop {
+            let queued = writer.has_backlog();
+            let (Some(stdin), true) = (writer.stdin.as_mut(), queued) else {
+                writer.backlog.clear();
+                writer.written = 0;
+                writer.flushing = false;
+                return Poll::Ready(());
+            };
+            match Pin::new(stdin).poll_write(cx, &writer.backlog[writer.written..]) {
+                Poll::Ready(Ok(written)) if written > 0 => writer.written += written,
+                Poll::Ready(_) => writer.stdin = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// A line corrald wrote to the server through rmcp: watch the ids whose answers are kept.
     fn sent(&self, line: &[u8]) {
         let Ok(message) = serde_json::from_slice::<Message<'_>>(line) else {
             return;
@@ -248,9 +460,6 @@ impl WireTee {
             return;
         }
         let mut state = self.state();
-        if state.watched.iter().any(|(watched, _)| watched == id.get()) {
-            return; // the same bytes offered again after a partial or pending write
-        }
         if is_list {
             // A listing starts with a request without a cursor.
             let first_page = message
@@ -269,20 +478,57 @@ impl WireTee {
         }
     }
 
-    /// A line the server wrote to corrald.
-    fn received(&self, line: &[u8]) {
-        self.state().lines_received += 1;
-        let Ok(message) = serde_json::from_slice::<Message<'_>>(line) else {
-            self.not_a_message(line);
-            return;
-        };
-        if message.method == Some(PROGRESS) {
-            self.progress(message.params);
-            return;
+    /// A line the server wrote (without its newline): delivered here, or returned for rmcp.
+    fn received(self: &Arc<Self>, line: &[u8]) -> Option<RxJsonRpcMessage<RoleClient>> {
+        let number = self.lines_received.fetch_add(1, Ordering::Relaxed) + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return None;
         }
-        let (Some(id), Some(result), None) = (message.id, message.result, message.method) else {
+        let Ok(message) = serde_json::from_slice::<Message<'_>>(line) else {
+            // Not JSON at all: counted, and nothing rmcp could read. JSON of another shape
+            // (or a method name with escapes, which the envelope cannot borrow): rmcp's.
+            return if self.not_a_message(line, number) {
+                None
+            } else {
+                self.for_rmcp(line, false)
+            };
+        };
+        match (message.id, message.method) {
+            (None, Some(PROGRESS)) => {
+                self.progress(message.params);
+                None
+            }
+            (Some(id), None) => {
+                if let Some(direct) = direct_id(id) {
+                    self.answer_direct(direct, &message);
+                    return None;
+                }
+                if let Some(result) = message.result {
+                    self.keep(id, result);
+                }
+                self.for_rmcp(line, false)
+            }
+            (None, Some(_)) => self.for_rmcp(line, true),
+            _ => self.for_rmcp(line, false),
+        }
+    }
+
+    /// Hand the answer to direct call `id` to its waiter (if it still waits).
+    fn answer_direct(&self, id: u64, message: &Message<'_>) {
+        let Some(waiter) = self.state().direct.remove(&id) else {
+            tracing::debug!(server = %self.server, id, "answer to a direct call nobody waits for (abandoned)");
             return;
         };
+        let answer = match (message.result, message.error) {
+            (Some(result), _) => DirectAnswer::Result(result.to_owned()),
+            (None, Some(error)) => DirectAnswer::Error(error.to_owned()),
+            (None, None) => DirectAnswer::Empty,
+        };
+        let _ = waiter.send(answer);
+    }
+
+    /// Keep the answer to a request rmcp sent, if it is watched.
+    fn keep(&self, id: &RawValue, result: &RawValue) {
         let mut state = self.state();
         let Some(index) = state.watched.iter().position(|(watched, _)| watched == id.get()) else {
             return;
@@ -305,6 +551,71 @@ impl WireTee {
             state.listing = Some(std::mem::take(&mut state.gathering));
         }
     }
+
+    /// A line for rmcp, parsed into its model as its own stdio transport would: a line
+    /// that is not JSON, or a notification that does not fit, is skipped; other JSON that
+    /// does not fit is answered `Invalid Request` (without an id).
+    fn for_rmcp(self: &Arc<Self>, line: &[u8], is_notification: bool) -> Option<RxJsonRpcMessage<RoleClient>> {
+        match serde_json::from_slice(line) {
+            Ok(message) => Some(message),
+            Err(error) if error.classify() == serde_json::error::Category::Data && !is_notification => {
+                tracing::debug!(server = %self.server, %error, "a message of the server does not fit MCP");
+                self.answer_invalid();
+                None
+            }
+            Err(error) => {
+                tracing::debug!(server = %self.server, %error, "skipped a line of the server that does not fit MCP");
+                None
+            }
+        }
+    }
+
+    /// `Invalid Request` to the server, unless the pipe is backed up (then nobody needs it).
+    fn answer_invalid(self: &Arc<Self>) {
+        if self.writer().has_backlog() {
+            return;
+        }
+        let answer = TxJsonRpcMessage::<RoleClient>::error(ErrorData::invalid_request("Invalid request", None), None);
+        if let Ok(mut line) = serde_json::to_vec(&answer) {
+            line.push(b'\n');
+            let _ = self.write_line(&line);
+        }
+    }
+
+    /// A line that is not a JSON-RPC message; returns whether it is not JSON at all
+    /// (then counted as invalid).
+    fn not_a_message(&self, line: &[u8], number: u64) -> bool {
+        let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(line) else {
+            return false; // valid JSON, just not a message: rmcp's business
+        };
+        let mut state = self.state();
+        state.invalid_lines += 1;
+        if state.first_invalid.is_none() {
+            let text = error.to_string();
+            let what = text.split(" at line ").next().unwrap_or(&text);
+            state.first_invalid = Some(format!(
+                "line {number} of its stdout, column {}: {what}",
+                error.column()
+            ));
+        }
+        drop(state);
+        let trimmed = line.trim_ascii_start();
+        if trimmed.starts_with(b"{") && trimmed.windows(9).any(|window| window == b"\"jsonrpc\"") {
+            self.broken_message.cancel();
+        }
+        true
+    }
+
+    /// The server's stdout ended (or failed): the session is over.
+    fn stdout_ended(&self) {
+        self.stdout_closed.cancel();
+        self.end_direct_calls();
+    }
+}
+
+/// The id of a direct call, if `id` is one.
+fn direct_id(id: &RawValue) -> Option<u64> {
+    id.get().parse::<u64>().ok().filter(|id| *id >= DIRECT_ID_BASE)
 }
 
 /// The MCP progress notification.
@@ -312,7 +623,7 @@ const PROGRESS: &str = "notifications/progress";
 
 impl WireTee {
     /// Route progress to the front-end whose request it is about, now,
-    /// before rmcp reads what the server wrote after it.
+    /// before anything the server wrote after it is read.
     fn progress(&self, params: Option<&RawValue>) {
         let Some(params) = params.and_then(|params| serde_json::from_str::<ProgressParams>(params.get()).ok()) else {
             return;
@@ -327,111 +638,285 @@ impl WireTee {
     }
 }
 
-/// Feed complete lines of `bytes` to `inspect`, keeping a partial last line in `line`.
-fn split_lines(line: &mut Vec<u8>, bytes: &[u8], inspect: impl Fn(&[u8])) {
-    let mut rest = bytes;
-    while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
-        if line.len() <= MAX_LINE {
-            line.extend_from_slice(&rest[..newline]);
-            if line.len() <= MAX_LINE {
-                inspect(line);
+/// A request sent on the wire directly, and the place its answer comes to.
+/// Dropped before its answer came, it tells the server the request is abandoned.
+#[derive(Debug)]
+pub(crate) struct DirectCall {
+    wire: Arc<WireTee>,
+    id: u64,
+    answer: oneshot::Receiver<DirectAnswer>,
+    sent: bool,
+    answered: bool,
+}
+
+/// A request as the wire writes it.
+#[derive(Serialize)]
+struct Outgoing<'a, P> {
+    jsonrpc: &'static str,
+    id: u64,
+    method: &'a str,
+    params: &'a P,
+}
+
+/// `notifications/cancelled`, as the wire writes it.
+#[derive(Serialize)]
+struct Cancelled {
+    jsonrpc: &'static str,
+    method: &'static str,
+    params: CancelledParams,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CancelledParams {
+    request_id: u64,
+    reason: &'static str,
+}
+
+impl DirectCall {
+    /// The request's id on the wire (also the progress token it may carry).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Write the request: `method` with `params`.
+    pub(crate) fn send(&mut self, method: &str, params: &impl Serialize) -> Result<(), WireGone> {
+        let request = Outgoing {
+            jsonrpc: "2.0",
+            id: self.id,
+            method,
+            params,
+        };
+        let mut line = serde_json::to_vec(&request).map_err(|_| WireGone)?;
+        line.push(b'\n');
+        self.wire.write_line(&line)?;
+        self.sent = true;
+        Ok(())
+    }
+
+    /// The server's answer; `Err` when the session ended first.
+    pub(crate) async fn answer(&mut self) -> Result<DirectAnswer, WireGone> {
+        let answer = (&mut self.answer).await.map_err(|_| WireGone)?;
+        self.answered = true;
+        Ok(answer)
+    }
+}
+
+impl Drop for DirectCall {
+    fn drop(&mut self) {
+        if self.answered || !self.wire.forget_call(self.id) || !self.sent {
+            return;
+        }
+        let notice = Cancelled {
+            jsonrpc: "2.0",
+            method: "notifications/cancelled",
+            params: CancelledParams {
+                request_id: self.id,
+                reason: ABANDONED,
+            },
+        };
+        if let Ok(mut line) = serde_json::to_vec(&notice) {
+            line.push(b'\n');
+            if self.wire.write_line(&line).is_err() {
+                tracing::debug!(server = %self.wire.server, "cannot tell the server a request was cancelled");
             }
         }
-        line.clear();
-        rest = &rest[newline + 1..];
-    }
-    if line.len() <= MAX_LINE {
-        line.extend_from_slice(rest);
     }
 }
 
-/// The server's stdout, inspected on its way to rmcp.
-#[derive(Debug)]
-pub(crate) struct TeeReader<R> {
-    inner: R,
+/// rmcp's transport of a stdio session: what rmcp sends goes out through the
+/// wire's writer; what it receives is what the wire's reader did not deliver
+/// itself. The reading happens in rmcp's session task, which polls
+/// [`Transport::receive`] whenever it waits.
+pub(crate) struct WireTransport {
     wire: Arc<WireTee>,
-    line: Vec<u8>,
+    stdout: Stdout,
+    /// What was read and not handled yet: `buffer[start..]`, of which `buffer[start..scanned]`
+    /// holds no newline.
+    buffer: Vec<u8>,
+    start: usize,
+    scanned: usize,
+    /// Dropping the rest of a line longer than [`MAX_LINE`].
+    discarding: bool,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for TeeReader<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let room = buf.remaining();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        match &polled {
-            // Nothing read into a buffer with room: EOF.
-            Poll::Ready(Ok(())) if room > 0 && buf.filled().len() == before => self.wire.stdout_closed.cancel(),
-            Poll::Ready(Ok(())) => {
-                let this = &mut *self;
-                split_lines(&mut this.line, &buf.filled()[before..], |line| this.wire.received(line));
+impl std::fmt::Debug for WireTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WireTransport")
+            .field("wire", &self.wire)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WireTransport {
+    /// The next complete line in the buffer (without its newline, `\r` and a UTF-8 BOM), as a range.
+    fn next_line(&mut self) -> Option<(usize, usize)> {
+        loop {
+            let newline = self.buffer[self.scanned..]
+                .iter()
+                .position(|&byte| byte == b'\n')
+                .map(|offset| self.scanned + offset);
+            let Some(newline) = newline else {
+                self.scanned = self.buffer.len();
+                if !self.discarding && self.scanned - self.start > MAX_LINE {
+                    tracing::error!(
+                        server = %self.wire.server,
+                        max = MAX_LINE,
+                        "the server wrote a line longer than the limit; dropping it"
+                    );
+                    self.discarding = true;
+                }
+                if self.discarding {
+                    self.start = self.scanned;
+                }
+                return None;
+            };
+            let (start, end) = (self.start, newline);
+            self.start = newline + 1;
+            self.scanned = self.start;
+            if std::mem::take(&mut self.discarding) {
+                continue;
             }
-            Poll::Ready(Err(_)) => self.wire.stdout_closed.cancel(),
-            Poll::Pending => {}
+            let (mut first, mut last) = (start, end);
+            if last > first && self.buffer[last - 1] == b'\r' {
+                last -= 1;
+            }
+            if self.buffer[first..last].starts_with(UTF8_BOM) {
+                first += UTF8_BOM.len();
+            }
+            return Some((first, last));
         }
-        polled
+    }
+
+    /// Drop what was handled; give back a buffer grown for a long line once it is empty.
+    fn compact(&mut self) {
+        if self.start == self.buffer.len() {
+            self.buffer.clear();
+            if self.buffer.capacity() > READ_BUFFER_KEPT {
+                self.buffer = Vec::with_capacity(READ_CHUNK);
+            }
+        } else if self.start > 0 {
+            self.buffer.drain(..self.start);
+        } else {
+            return;
+        }
+        self.scanned -= self.start;
+        self.start = 0;
     }
 }
 
-/// The server's stdin, inspected on its way from rmcp.
-#[derive(Debug)]
-pub(crate) struct TeeWriter<W> {
-    inner: W,
-    wire: Arc<WireTee>,
-    line: Vec<u8>,
+impl Transport<RoleClient> for WireTransport {
+    type Error = io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let wire = self.wire.clone();
+        let line = serde_json::to_vec(&item);
+        async move {
+            let mut line = line?;
+            wire.sent(&line);
+            line.push(b'\n');
+            wire.write_line(&line)
+                .map_err(|WireGone| io::Error::new(io::ErrorKind::BrokenPipe, "the server's stdin is closed"))
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        loop {
+            while let Some((start, end)) = self.next_line() {
+                if let Some(message) = self.wire.received(&self.buffer[start..end]) {
+                    return Some(message);
+                }
+            }
+            self.compact();
+            self.buffer.reserve(READ_CHUNK);
+            // Cancel-safe: what a read returns is in the buffer before the next await.
+            match self.stdout.read_buf(&mut self.buffer).await {
+                Ok(0) => {
+                    self.wire.stdout_ended();
+                    return None;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(server = %self.wire.server, %error, "reading the server's stdout failed");
+                    self.wire.stdout_ended();
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.wire.close();
+        Ok(())
+    }
 }
 
-impl<W: AsyncWrite + Unpin> AsyncWrite for TeeWriter<W> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        // Watch the requests in `buf` *before* they reach the server: once written, the server
-        // may answer, and the reader see the answer, before this task runs again (it did under
-        // load, and the answer fell back to rmcp's typed copy). A pending or partial write offers
-        // the same bytes again, so `sent` ignores an id it already watches.
-        // Only bytes that end a line can carry a request, so a chunk without one (a large request
-        // written in pieces) costs nothing here; the partial line is copied once, when it ends.
-        if let Some(first_end) = buf.iter().position(|&b| b == b'\n') {
-            let mut first = Vec::with_capacity(this.line.len() + first_end + 1);
-            first.extend_from_slice(&this.line);
-            first.extend_from_slice(&buf[..=first_end]);
-            split_lines(&mut Vec::new(), &first, |line| this.wire.sent(line));
-            split_lines(&mut Vec::new(), &buf[first_end + 1..], |line| this.wire.sent(line));
-        }
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(written)) = polled {
-            split_lines(&mut this.line, &buf[..written], |_| {});
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl Drop for WireTransport {
+    fn drop(&mut self) {
+        self.wire.close();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
     use super::*;
 
-    fn wire() -> WireTee {
-        WireTee::new("s", Arc::new(FrontEnds::default()))
+    /// A wire without pipes: lines are fed by hand.
+    fn wire() -> Arc<WireTee> {
+        Arc::new(WireTee::new("s", Arc::new(FrontEnds::default()), TaskTracker::new()))
     }
 
-    fn feed(wire: &WireTee, sent: &str, received: &str) {
+    fn feed(wire: &Arc<WireTee>, sent: &str, received: &str) {
         wire.sent(sent.as_bytes());
-        wire.received(received.as_bytes());
+        assert!(
+            wire.received(received.as_bytes()).is_some(),
+            "an answer to rmcp's request is rmcp's"
+        );
+    }
+
+    /// A wire over in-memory pipes: (the wire, rmcp's transport, the server's side: its stdin
+    /// to read what corrald wrote, its stdout to write to corrald). `room`: the stdin pipe's size.
+    fn piped(
+        room: usize,
+    ) -> (
+        Arc<WireTee>,
+        WireTransport,
+        BufReader<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+    ) {
+        let wire = wire();
+        let (stdin, server_stdin) = tokio::io::duplex(room);
+        let (server_stdout, stdout) = tokio::io::duplex(64 * 1024);
+        let transport = wire.transport(Box::new(stdout), Box::new(stdin));
+        (wire, transport, BufReader::new(server_stdin), server_stdout)
+    }
+
+    async fn read_line(reader: &mut BufReader<tokio::io::DuplexStream>) -> serde_json::Value {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+            .await
+            .expect("a line within 5 s")
+            .expect("readable");
+        serde_json::from_str(&line).expect("a JSON line")
     }
 
     #[test]
     fn invalid_json_is_counted_and_a_broken_message_is_flagged() {
         let wire = wire();
-        wire.received(b"this is not json");
-        wire.received(b"{broken");
-        wire.received(b"[1, 2]"); // valid JSON, not a message: rmcp's business
-        wire.received(b"   ");
+        assert!(wire.received(b"this is not json").is_none());
+        assert!(wire.received(b"{broken").is_none());
+        assert!(
+            wire.received(b"[1, 2]").is_none(),
+            "valid JSON, not a message: skipped by rmcp's rules"
+        );
+        assert!(wire.received(b"   ").is_none());
         assert_eq!(wire.invalid_lines(), 2);
         assert!(
             !wire.broken_message.is_cancelled(),
@@ -443,7 +928,10 @@ mod tests {
             !summary.contains("this is not json"),
             "never quotes the line: {summary}"
         );
-        wire.received(br#"{"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "#);
+        assert!(
+            wire.received(br#"{"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "#)
+                .is_none()
+        );
         assert_eq!(wire.invalid_lines(), 3);
         assert!(wire.broken_message.is_cancelled());
     }
@@ -527,29 +1015,15 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{}}"#,
             r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"untaken"}]}}"#,
         );
-        // The next listing's answer is not one the tee can read (rmcp decides what it is).
-        feed(
-            &wire,
-            r#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}}"#,
-            r#"{"jsonrpc":"2.0","id":5,"result":{"tools":"not a list"}}"#,
-        );
+        // The next listing's answer is not one the wire can read (rmcp decides what it is).
+        wire.sent(br#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}}"#);
+        let _ = wire.received(br#"{"jsonrpc":"2.0","id":5,"result":{"tools":"not a list"}}"#);
         assert_eq!(taken(&wire), None, "never an earlier listing for a later one");
     }
 
     #[test]
-    fn lines_split_across_reads_are_joined_and_memory_is_bounded() {
+    fn memory_is_bounded() {
         let wire = wire();
-        let mut line = Vec::new();
-        let sent = b"{\"jsonrpc\":\"2.0\",\"id\":\"s\",\"method\":\"prompts/get\"}\n";
-        let (first, second) = sent.split_at(10);
-        split_lines(&mut line, first, |l| wire.sent(l));
-        split_lines(&mut line, second, |l| wire.sent(l));
-        wire.received(br#"{"jsonrpc":"2.0","id":"s","result":{"messages":[]}}"#);
-        assert_eq!(
-            wire.take(&"s").map(|raw| raw.get().to_owned()).as_deref(),
-            Some(r#"{"messages":[]}"#)
-        );
-
         for id in 0..1000 {
             feed(
                 &wire,
@@ -561,5 +1035,145 @@ mod tests {
         let state = wire.state();
         assert_eq!(state.kept.len(), MAX_KEPT);
         assert_eq!(state.watched.len(), MAX_WATCHED);
+    }
+
+    #[tokio::test]
+    async fn lines_split_across_reads_are_joined_and_crlf_bom_and_empty_lines_are_rmcps_rules() {
+        let (_wire, mut transport, _server_stdin, mut server_stdout) = piped(1024);
+        let line = "\u{feff}{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\r\n";
+        let (first, second) = line.as_bytes().split_at(10);
+        server_stdout.write_all(b"\n\r\n").await.expect("write");
+        server_stdout.write_all(first).await.expect("write");
+        let receiving = tokio::spawn(async move { (transport.receive().await, transport) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        server_stdout.write_all(second).await.expect("write");
+        let (message, _transport) = tokio::time::timeout(Duration::from_secs(5), receiving)
+            .await
+            .expect("received within 5 s")
+            .expect("the task");
+        let message = serde_json::to_value(message.expect("a message")).expect("serializable");
+        assert_eq!(message["method"], "notifications/tools/list_changed", "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_direct_call_is_answered_to_its_caller_and_never_handed_to_rmcp() {
+        let (wire, mut transport, mut server_stdin, mut server_stdout) = piped(1024);
+        let mut call = wire.begin_call().expect("a live wire");
+        call.send("tools/call", &serde_json::json!({"name": "echo"}))
+            .expect("sent");
+        let request = read_line(&mut server_stdin).await;
+        assert_eq!(request["method"], "tools/call");
+        let id = request["id"].as_u64().expect("a numeric id");
+        assert!(id >= DIRECT_ID_BASE, "above rmcp's ids: {id}");
+        // The server answers, then says something rmcp must see.
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[],"x":1.0}}}}"#);
+        server_stdout.write_all(answer.as_bytes()).await.expect("write");
+        server_stdout
+            .write_all(b"\n{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n")
+            .await
+            .expect("write");
+        let message = tokio::time::timeout(Duration::from_secs(5), transport.receive())
+            .await
+            .expect("received within 5 s")
+            .expect("a message");
+        let message = serde_json::to_value(message).expect("serializable");
+        assert_eq!(
+            message["method"], "notifications/tools/list_changed",
+            "the answer went to its caller, not to rmcp: {message}"
+        );
+        match call.answer().await.expect("answered") {
+            DirectAnswer::Result(raw) => assert_eq!(raw.get(), r#"{"content":[],"x":1.0}"#, "as the server wrote it"),
+            other => panic!("not a result: {other:?}"),
+        }
+        drop(call);
+        // Answered: nothing more is written for it.
+        let mut next = wire.begin_call().expect("a live wire");
+        next.send("ping", &serde_json::json!({})).expect("sent");
+        assert_eq!(
+            read_line(&mut server_stdin).await["method"],
+            "ping",
+            "no cancellation before it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_direct_call_is_cancelled_on_the_server_and_its_late_answer_dropped() {
+        let (wire, mut transport, mut server_stdin, mut server_stdout) = piped(1024);
+        let mut call = wire.begin_call().expect("a live wire");
+        call.send("tools/call", &serde_json::json!({"name": "sleep"}))
+            .expect("sent");
+        let id = read_line(&mut server_stdin).await["id"].as_u64().expect("an id");
+        drop(call);
+        let cancelled = read_line(&mut server_stdin).await;
+        assert_eq!(
+            cancelled,
+            serde_json::json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                               "params": {"requestId": id, "reason": ABANDONED}})
+        );
+        // A late answer reaches nobody, and rmcp never sees it.
+        let late = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{}}}}\n");
+        server_stdout.write_all(late.as_bytes()).await.expect("write");
+        server_stdout
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\"}\n")
+            .await
+            .expect("write");
+        let message = transport.receive().await.expect("a message");
+        let message = serde_json::to_value(message).expect("serializable");
+        assert_eq!(message["method"], "ping", "{message}");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_stdout_or_of_the_session_fails_the_calls_waiting() {
+        let (wire, mut transport, _server_stdin, server_stdout) = piped(1024);
+        let mut call = wire.begin_call().expect("a live wire");
+        call.send("tools/call", &serde_json::json!({})).expect("sent");
+        drop(server_stdout);
+        assert!(transport.receive().await.is_none(), "EOF ends rmcp's session");
+        assert!(wire.stdout_closed().is_cancelled());
+        assert_eq!(call.answer().await.err(), Some(WireGone));
+        assert!(wire.begin_call().is_err(), "no new call on a wire whose stdout ended");
+
+        let (wire, transport, mut server_stdin, _server_stdout) = piped(1024);
+        let mut call = wire.begin_call().expect("a live wire");
+        call.send("tools/call", &serde_json::json!({})).expect("sent");
+        drop(transport);
+        assert_eq!(call.answer().await.err(), Some(WireGone), "the session's end fails it");
+        let _request = read_line(&mut server_stdin).await;
+        let mut rest = String::new();
+        let read = server_stdin.read_line(&mut rest).await.expect("readable");
+        assert_eq!(read, 0, "and closes the server's stdin: {rest}");
+    }
+
+    #[tokio::test]
+    async fn lines_never_interleave_when_the_pipe_is_full() {
+        // A pipe of 64 bytes: every line waits in the backlog for the server to read.
+        let (wire, _transport, server_stdin, _server_stdout) = piped(64);
+        let reader = tokio::spawn(async move {
+            let mut server_stdin = server_stdin;
+            let mut lines = Vec::new();
+            for _ in 0..60 {
+                lines.push(read_line(&mut server_stdin).await);
+            }
+            lines
+        });
+        let mut calls = Vec::new();
+        for round in 0..20 {
+            for size in [1, 100, 1000] {
+                let mut call = wire.begin_call().expect("a live wire");
+                call.send(
+                    "tools/call",
+                    &serde_json::json!({"round": round, "pad": "x".repeat(size)}),
+                )
+                .expect("sent");
+                calls.push(call);
+            }
+        }
+        let lines = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("all lines within 5 s")
+            .expect("the reader");
+        let ids: Vec<u64> = lines.iter().map(|line| line["id"].as_u64().expect("an id")).collect();
+        let expected: Vec<u64> = calls.iter().map(DirectCall::id).collect();
+        assert_eq!(ids, expected, "every line whole, in order");
     }
 }

@@ -151,7 +151,8 @@ pub(crate) enum ServerCommand {
 /// The supervisor's handle on one server task.
 #[derive(Debug)]
 pub(crate) struct ServerHandle {
-    pub(crate) config: ServerConfig,
+    /// Shared with every request's target (`mcp::route::CallTarget`): never copied per call.
+    pub(crate) config: Arc<ServerConfig>,
     pub(crate) state: watch::Receiver<ServerState>,
     pub(crate) stderr: StderrTail,
     pub(crate) commands: mpsc::Sender<ServerCommand>,
@@ -207,7 +208,7 @@ pub(crate) fn spawn(spec: ServerSpec, tracker: &TaskTracker) -> ServerHandle {
     let (state_tx, state) = watch::channel(ServerState::stopped(spec.identity.clone()));
     let (commands_tx, commands) = mpsc::channel(16);
     let stderr = StderrTail::default();
-    let config = spec.config.clone();
+    let config = Arc::new(spec.config.clone());
     let task = task::ServerTask::new(spec, state_tx, commands, stderr.clone(), tracker.clone());
     tracker.spawn(task.run());
     ServerHandle {

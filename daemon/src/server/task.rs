@@ -347,7 +347,7 @@ impl ServerTask {
             .with_roots(self.config.roots.as_deref())
             .with_client_roots(self.client_roots.clone())
             .progress_from_wire();
-        let raw = Arc::new(WireTee::new(&self.name, self.hub.routes.clone()));
+        let raw = Arc::new(WireTee::new(&self.name, self.hub.routes.clone(), self.tracker.clone()));
         let stdout_closed = raw.stdout_closed();
         let mut startup = Startup::new(pipes, handler, raw.clone(), self.config.startup_timeout, opening);
         let outcome = tokio::select! {

@@ -20,6 +20,14 @@
 //! Snapshots (`mcpServer/list|get`, `counts`) read each task's `watch` of its
 //! state, so they are consistent and never ask a task anything.
 //!
+//! Requests for a server (`call_target`, `targets`) do not ask the actor at
+//! all: it publishes the registry's routes (each server's config and the
+//! `watch` of its state) into a `watch` of its own whenever the registry
+//! changes, and the handle reads them on the caller's task. A call to a ready
+//! server costs two uncontended read locks and a few reference counts, not a
+//! round trip through the actor's queue; the actor stays the registry's one
+//! writer, and a wedged actor holds up no call.
+//!
 //! What a reloaded config file means (start, stop, restart, keep, refuse) is
 //! decided by a pure function, `plan::plan` (`plan.rs`), and only carried out
 //! here: a changed entry is stopped in place (it stays listed, `stopped`)
@@ -36,7 +44,7 @@ use std::sync::Arc;
 
 use corral_protocol::config::{Config, ServerConfig, TransportConfig};
 use corral_protocol::{McpServerStatus, ServerCounts, ServerOrigin, ServerStatus, TransportKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::credentials::Credentials;
@@ -44,7 +52,7 @@ use crate::hub::Hub;
 use crate::hub::roots::ClientRoots;
 use crate::mcp::route::{CallTarget, NotAvailable, TargetSet};
 use crate::process::reaper::Registry;
-use crate::server::{self, Launcher, ServerCommand, ServerHandle, ServerSpec};
+use crate::server::{self, Launcher, ServerCommand, ServerHandle, ServerSpec, ServerState};
 use crate::transport::in_process::InProcessServer;
 pub use plan::ConfigDiff;
 use plan::Plan;
@@ -84,14 +92,6 @@ enum Command {
     /// A removed server's task finished its teardown: its name is free again.
     Forgotten {
         name: String,
-    },
-    Targets {
-        server: Option<String>,
-        reply: oneshot::Sender<Result<TargetSet, NotAvailable>>,
-    },
-    CallTarget {
-        server: String,
-        reply: oneshot::Sender<Result<CallTarget, NotAvailable>>,
     },
     /// A new config file was loaded and validated: bring the config servers in line with it.
     ApplyConfig {
@@ -158,6 +158,8 @@ impl std::error::Error for SupervisorStopped {}
 #[derive(Debug, Clone)]
 pub struct SupervisorHandle {
     commands: mpsc::Sender<Command>,
+    /// The registry as requests need it (`Routes`), as the actor last published it.
+    routes: watch::Receiver<Arc<Routes>>,
 }
 
 impl SupervisorHandle {
@@ -208,14 +210,28 @@ impl SupervisorHandle {
         }
     }
 
-    /// Every ready server, or `server` (which must be ready).
-    pub async fn targets(&self, server: Option<String>) -> Result<Result<TargetSet, NotAvailable>, SupervisorStopped> {
-        self.ask(|reply| Command::Targets { server, reply }).await
+    /// Every ready server, or `server` (which must be ready). Read from the
+    /// published routes, on the caller's task: no round trip to the actor.
+    pub fn targets(&self, server: Option<&str>) -> Result<Result<TargetSet, NotAvailable>, SupervisorStopped> {
+        self.with_routes(|routes| routes.targets(server))
     }
 
-    /// Where to send a request for `server`, if it is ready.
-    pub async fn call_target(&self, server: String) -> Result<Result<CallTarget, NotAvailable>, SupervisorStopped> {
-        self.ask(|reply| Command::CallTarget { server, reply }).await
+    /// Where to send a request for `server`, if it is ready. Read from the
+    /// published routes, on the caller's task: no round trip to the actor.
+    pub fn call_target(&self, server: &str) -> Result<Result<CallTarget, NotAvailable>, SupervisorStopped> {
+        self.with_routes(|routes| match routes.servers.get(server) {
+            None => Err(NotAvailable::NotFound),
+            Some(route) => ready_target(&route.config, &route.state),
+        })
+    }
+
+    /// `read` the routes the actor published last; `SupervisorStopped` once it has stopped.
+    fn with_routes<T>(&self, read: impl FnOnce(&Routes) -> T) -> Result<T, SupervisorStopped> {
+        // One atomic load: the actor dropped its sender when it stopped.
+        if self.routes.has_changed().is_err() {
+            return Err(SupervisorStopped);
+        }
+        Ok(read(&self.routes.borrow()))
     }
 
     /// The config of `server` (empty if unknown), or of every server, in name order.
@@ -304,6 +320,61 @@ impl ServerEntry {
     }
 }
 
+/// The registry as requests need it: each server's config, its task's state
+/// (the `watch` the task alone writes), where it came from and whose it is.
+/// The actor publishes a new one into a `watch` whenever the registry
+/// changes (a server added, removed or replaced); `call_target` and
+/// `targets` read it on the caller's task. A server's readiness and session
+/// are read from its state at that moment, so a call to a ready server
+/// needs nothing of the actor, and a wedged actor holds up no call.
+#[derive(Debug, Default)]
+struct Routes {
+    servers: BTreeMap<String, Route>,
+}
+
+/// One server of [`Routes`].
+#[derive(Debug)]
+struct Route {
+    config: Arc<ServerConfig>,
+    state: watch::Receiver<ServerState>,
+    origin: ServerOrigin,
+    /// The session that added it (session servers only).
+    owner: Option<u64>,
+}
+
+impl Routes {
+    /// Every ready server, or `only` (which must be ready), with whose each is.
+    fn targets(&self, only: Option<&str>) -> Result<TargetSet, NotAvailable> {
+        let mut set = TargetSet::default();
+        let routes: Vec<&Route> = match only {
+            Some(name) => vec![self.servers.get(name).ok_or(NotAvailable::NotFound)?],
+            None => self.servers.values().collect(),
+        };
+        for route in routes {
+            if let Some(owner) = route.owner {
+                set.whose.owners.insert(route.config.name.clone(), owner);
+            }
+            if route.origin == ServerOrigin::BuiltIn {
+                set.whose.built_in.insert(route.config.name.clone());
+            }
+            match ready_target(&route.config, &route.state) {
+                Ok(target) => set.ready.push(target),
+                Err(not_ready) if only.is_some() => return Err(not_ready),
+                Err(NotAvailable::NotReady {
+                    status, failure_reason, ..
+                }) => {
+                    // Disabled servers that were never started are not "missing" anything.
+                    if route.config.enabled || status != ServerStatus::Stopped {
+                        set.not_ready.push((route.config.name.clone(), status, failure_reason));
+                    }
+                }
+                Err(NotAvailable::NotFound) => {}
+            }
+        }
+        Ok(set)
+    }
+}
+
 /// The actor. Created by [`spawn`], owned by its task.
 #[derive(Debug)]
 struct SupervisorActor {
@@ -325,9 +396,47 @@ struct SupervisorActor {
     processes: Arc<Registry>,
     shutdown: CancellationToken,
     tracker: tokio_util::task::TaskTracker,
+    /// Where [`Routes`] are published.
+    routes: watch::Sender<Arc<Routes>>,
+    /// The registry changed since the routes were last published.
+    routes_stale: bool,
 }
 
 impl SupervisorActor {
+    /// Put `entry` in the registry under `name`.
+    fn insert_entry(&mut self, name: String, entry: ServerEntry) {
+        self.servers.insert(name, entry);
+        self.routes_stale = true;
+    }
+
+    /// Take `name` out of the registry.
+    fn take_entry(&mut self, name: &str) -> Option<ServerEntry> {
+        let entry = self.servers.remove(name);
+        self.routes_stale |= entry.is_some();
+        entry
+    }
+
+    /// Publish the registry's routes if it changed since they were last published.
+    fn publish_routes(&mut self) {
+        if !std::mem::take(&mut self.routes_stale) {
+            return;
+        }
+        let servers = self
+            .servers
+            .iter()
+            .map(|(name, entry)| {
+                let route = Route {
+                    config: entry.handle.config.clone(),
+                    state: entry.handle.state.clone(),
+                    origin: entry.origin,
+                    owner: entry.owner,
+                };
+                (name.clone(), route)
+            })
+            .collect();
+        self.routes.send_replace(Arc::new(Routes { servers }));
+    }
+
     /// Stop a server taken out of the registry; its name stays reserved until
     /// its teardown is done. The returned receiver fires then.
     fn remove_entry(&mut self, name: String, entry: ServerEntry) -> oneshot::Receiver<()> {
@@ -352,37 +461,6 @@ impl SupervisorActor {
             .iter()
             .filter(|(name, _)| !self.servers.contains_key(*name))
             .map(|(_, config)| config)
-    }
-
-    fn targets(&self, only: Option<&str>) -> Result<TargetSet, NotAvailable> {
-        let mut set = TargetSet::default();
-        let entries: Vec<&ServerEntry> = match only {
-            Some(name) => vec![self.servers.get(name).ok_or(NotAvailable::NotFound)?],
-            None => self.servers.values().collect(),
-        };
-        for entry in entries {
-            if let Some(owner) = entry.owner {
-                set.whose.owners.insert(entry.handle.config.name.clone(), owner);
-            }
-            if entry.origin == ServerOrigin::BuiltIn {
-                set.whose.built_in.insert(entry.handle.config.name.clone());
-            }
-            match ready_target(&entry.handle) {
-                Ok(target) => set.ready.push(target),
-                Err(not_ready) if only.is_some() => return Err(not_ready),
-                Err(NotAvailable::NotReady {
-                    status, failure_reason, ..
-                }) => {
-                    // Disabled servers that were never started are not "missing" anything.
-                    if entry.handle.config.enabled || status != ServerStatus::Stopped {
-                        set.not_ready
-                            .push((entry.handle.config.name.clone(), status, failure_reason));
-                    }
-                }
-                Err(NotAvailable::NotFound) => {}
-            }
-        }
-        Ok(set)
     }
 }
 
@@ -417,7 +495,7 @@ impl SupervisorActor {
             shutdown: self.shutdown.child_token(),
         };
         let handle = server::spawn(spec, &self.tracker);
-        self.servers.insert(name, ServerEntry { handle, origin, owner });
+        self.insert_entry(name, ServerEntry { handle, origin, owner });
     }
 
     /// Bring the config servers in line with `config`: [`plan::plan`]
@@ -451,7 +529,7 @@ impl SupervisorActor {
         } = plan::plan(&current, config);
         for name in remove {
             self.pending_starts.remove(&name);
-            if let Some(entry) = self.servers.remove(&name) {
+            if let Some(entry) = self.take_entry(&name) {
                 tracing::info!(server = %name, "config reload: removed from the file, stopping");
                 drop(self.remove_entry(name, entry));
             }
@@ -495,7 +573,7 @@ impl SupervisorActor {
                 }
                 Err(error) => {
                     tracing::warn!(server = %name, %error, "server task did not take the stop command; removing it");
-                    if let Some(entry) = self.servers.remove(&name) {
+                    if let Some(entry) = self.take_entry(&name) {
                         drop(self.remove_entry(name.clone(), entry));
                     }
                 }
@@ -505,11 +583,11 @@ impl SupervisorActor {
     }
 }
 
-/// The way in to the server's session if it is ready.
-fn ready_target(handle: &ServerHandle) -> Result<CallTarget, NotAvailable> {
-    let state = handle.state.borrow();
+/// The way in to the session of the server of `config`, if its `state` says it is ready.
+fn ready_target(config: &Arc<ServerConfig>, state: &watch::Receiver<ServerState>) -> Result<CallTarget, NotAvailable> {
+    let state = state.borrow();
     match (&state.session, state.public.status) {
-        (Some(session), ServerStatus::Ready) => Ok(CallTarget::new(handle.config.clone(), session.clone())),
+        (Some(session), ServerStatus::Ready) => Ok(CallTarget::new(config.clone(), session.clone())),
         _ => Err(NotAvailable::NotReady {
             status: state.public.status,
             failure_reason: state.public.failure_reason,
@@ -549,8 +627,10 @@ pub fn spawn(
     tracker: &tokio_util::task::TaskTracker,
 ) -> SupervisorHandle {
     let (sender, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (routes, routes_rx) = watch::channel(Arc::new(Routes::default()));
     let handle = SupervisorHandle {
         commands: sender.clone(),
+        routes: routes_rx,
     };
     let mut actor = SupervisorActor {
         servers: BTreeMap::new(),
@@ -563,6 +643,8 @@ pub fn spawn(
         processes,
         shutdown,
         tracker: tracker.clone(),
+        routes,
+        routes_stale: false,
     };
     // Every config server's task starts now, all at once: none waits for another.
     for server in config.servers.values() {
@@ -594,11 +676,12 @@ pub fn spawn(
                     origin: ServerOrigin::BuiltIn,
                     owner: None,
                 };
-                actor.servers.insert(name.to_owned(), entry);
+                actor.insert_entry(name.to_owned(), entry);
             }
             Err(problems) => tracing::error!(?problems, "cannot set up the built-in server"),
         },
     }
+    actor.publish_routes();
     tracker.spawn(actor.run());
     handle
 }
@@ -629,6 +712,7 @@ impl SupervisorActor {
                 continue;
             }
             self.handle(command);
+            self.publish_routes();
         }
         tracing::debug!("supervisor stopped");
     }
@@ -660,7 +744,7 @@ impl SupervisorActor {
                     .servers
                     .iter()
                     .filter(|(name, _)| server.as_ref().is_none_or(|only| only == *name))
-                    .map(|(_, entry)| entry.handle.config.clone())
+                    .map(|(_, entry)| ServerConfig::clone(&entry.handle.config))
                     .collect();
                 let _ = reply.send(configs);
             }
@@ -742,7 +826,7 @@ impl SupervisorActor {
                     let _ = reply.send(Err(refusal));
                     return;
                 }
-                if let Some(entry) = self.servers.remove(&name) {
+                if let Some(entry) = self.take_entry(&name) {
                     let _ = reply.send(Ok(self.remove_entry(name, entry)));
                 }
             }
@@ -758,7 +842,7 @@ impl SupervisorActor {
             Command::Replace { name } => {
                 // Still wanted (a later reload may have removed it meanwhile)?
                 if self.pending_starts.contains_key(&name)
-                    && let Some(entry) = self.servers.remove(&name)
+                    && let Some(entry) = self.take_entry(&name)
                 {
                     // Its processes are gone; `Forgotten` starts the new entry.
                     drop(self.remove_entry(name, entry));
@@ -766,16 +850,6 @@ impl SupervisorActor {
             }
             Command::Wedge { .. } => {
                 // Handled in `run`, which owns the waiting.
-            }
-            Command::Targets { server, reply } => {
-                let _ = reply.send(self.targets(server.as_deref()));
-            }
-            Command::CallTarget { server, reply } => {
-                let target = match self.servers.get(&server) {
-                    None => Err(NotAvailable::NotFound),
-                    Some(entry) => ready_target(&entry.handle),
-                };
-                let _ = reply.send(target);
             }
             Command::SessionClosed { owner } => {
                 let owned: Vec<String> = self
@@ -786,7 +860,7 @@ impl SupervisorActor {
                     .collect();
                 for name in owned {
                     tracing::info!(server = %name, session = owner, "session closed: stopping its server");
-                    if let Some(entry) = self.servers.remove(&name) {
+                    if let Some(entry) = self.take_entry(&name) {
                         // Teardown goes on in the server's task, tracked for shutdown.
                         drop(self.remove_entry(name, entry));
                     }
@@ -818,6 +892,8 @@ mod tests {
             processes: Registry::without_record(),
             shutdown: CancellationToken::new(),
             tracker: tokio_util::task::TaskTracker::new(),
+            routes: watch::channel(Arc::new(Routes::default())).0,
+            routes_stale: false,
         }
     }
 

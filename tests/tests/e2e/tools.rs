@@ -323,6 +323,90 @@ async fn ctrl_c_on_corral_call_cancels_the_call_on_the_server() {
     wait_for_stderr_line(&client, "slow", "fixture: sleep cancelled").await;
 }
 
+/// A server that dies while a call is in flight: the call is answered at once with the
+/// typed error naming server and tool (not left to its `tool_timeout_sec`), and the server
+/// is restarted and serves again.
+#[tokio::test]
+async fn a_call_in_flight_when_the_server_dies_is_answered_with_the_typed_error() {
+    let (daemon, client) = ready_daemon(&fixture_config("fragile", &[]), &["fragile"]).await;
+    let pid = client
+        .mcp_server_get("fragile")
+        .await
+        .expect("get")
+        .server
+        .pid
+        .expect("a ready stdio server has a pid");
+    let caller = daemon.connect_client().await;
+    let call = tokio::spawn(async move {
+        caller
+            .tools_call("fragile", "sleep", arguments(json!({"seconds": 60})), CALL_WAIT)
+            .await
+    });
+    wait_for_stderr_line(&client, "fragile", "fixture: sleeping").await;
+    let killed = Instant::now();
+    corral_tests::send_signal(pid, libc::SIGKILL);
+    let error = corral_tests::within("the call to be answered after the kill", call)
+        .await
+        .expect("the call's task")
+        .expect_err("the server died under it");
+    assert_eq!(code(&error), Some(ErrorCode::ServerNotReady), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("MCP server `fragile` went away during `tools/call` of `sleep`"),
+        "{message}"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "answered when the server went, not at a timeout: {:?}",
+        killed.elapsed()
+    );
+    // Ready again as a new process (the old one may still be listed while it is torn down).
+    corral_tests::poll_until("the server to be restarted", || async {
+        let server = client.mcp_server_get("fragile").await.ok()?.server;
+        (server.status == ServerStatus::Ready && server.pid.is_some_and(|new| new != pid)).then_some(())
+    })
+    .await;
+    let server = client.mcp_server_get("fragile").await.expect("get").server;
+    assert_eq!(server.restart_count, 1, "{server:#?}");
+    let echo = client
+        .tools_call("fragile", "echo", arguments(json!({"message": "back"})), CALL_WAIT)
+        .await
+        .expect("the restarted server answers");
+    assert_eq!(echo["content"][0]["text"], "echo: back");
+}
+
+/// Many calls from several front-ends in flight at once on one server: each answer reaches
+/// the call it belongs to (corrald gives each request its own id on the server's wire and
+/// routes the answer back by it).
+#[tokio::test]
+async fn concurrent_calls_of_several_front_ends_each_get_their_own_answer() {
+    let (daemon, _client) = ready_daemon(&everything_config("everything"), &["everything"]).await;
+    let mut calls = tokio::task::JoinSet::new();
+    let mut front_ends = Vec::new();
+    for front_end in 0..6 {
+        let client = std::sync::Arc::new(daemon.connect_client().await);
+        for call in 0..20 {
+            let client = client.clone();
+            calls.spawn(async move {
+                let message = format!("front-end {front_end} call {call}");
+                let result = client
+                    .tools_call("everything", "echo", arguments(json!({"message": message})), CALL_WAIT)
+                    .await
+                    .expect("echo");
+                (message, result)
+            });
+        }
+        front_ends.push(client);
+    }
+    let mut answered = 0;
+    while let Some(joined) = calls.join_next().await {
+        let (message, result) = joined.expect("a call's task");
+        assert_eq!(result["content"][0]["text"], format!("Echo: {message}"), "{result}");
+        answered += 1;
+    }
+    assert_eq!(answered, 6 * 20);
+}
+
 /// The names of `server`'s tools in a `tools/list` of that server, in the listed order.
 async fn tool_names(client: &Client, server: &str) -> Vec<String> {
     let listing = client.tools_list(Some(server)).await.expect("tools/list");

@@ -34,15 +34,14 @@ use crate::mcp::route::RouteError;
 async fn list(kind: ListKind, context: &DaemonContext, params: ListParams) -> Result<ListResult, ErrorObjectOwned> {
     let targets = context
         .supervisor
-        .targets(params.server.clone())
-        .await?
+        .targets(params.server.as_deref())?
         .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
     let only_one = params.server.is_some();
     let ready = scoped_targets(targets.ready, &params.server, params.headers.as_ref())?;
     let mut items = Vec::new();
     let mut errors = Vec::new();
     for (target, result) in forward::list_each(kind, ready).await {
-        let server = target.config.name;
+        let server = target.config.name.clone();
         match result {
             Ok(found) => items.extend(found.into_iter().map(|item| ServerItem::new(server.clone(), item))),
             Err(failure) if only_one => {
@@ -66,8 +65,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let ResourcesReadParams { server, uri, .. } = parse_params::<ResourcesRead>(&params)?;
         let target = context
             .supervisor
-            .call_target(server.clone())
-            .await?
+            .call_target(&server)?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         let what = format!("`resources/read` of `{uri}`");
         let link = session(&extensions)?.link.clone();
@@ -86,8 +84,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         } = parse_params::<PromptsGet>(&params)?;
         let target = context
             .supervisor
-            .call_target(server.clone())
-            .await?
+            .call_target(&server)?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         let what = format!("`prompts/get` of `{name}`");
         let link = session(&extensions)?.link.clone();
@@ -102,8 +99,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         let connection = session(&extensions)?.id;
         let target = context
             .supervisor
-            .call_target(server.clone())
-            .await?
+            .call_target(&server)?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         let what = format!("`resources/subscribe` of `{uri}`");
         if !target.offers_subscriptions() {
@@ -145,7 +141,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
 /// Tell `server` that no front-end wants updates of `uri` any more. Best
 /// effort: a server that is not ready has forgotten the subscription anyway.
 pub(crate) async fn release_subscription(context: &DaemonContext, server: String, uri: String) {
-    let Ok(Ok(target)) = context.supervisor.call_target(server.clone()).await else {
+    let Ok(Ok(target)) = context.supervisor.call_target(&server) else {
         return;
     };
     let request = forward::unsubscribe(&target, uri.clone());

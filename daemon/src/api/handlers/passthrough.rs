@@ -36,8 +36,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         } = parse_params::<McpServerRequest>(&params)?;
         let target = context
             .supervisor
-            .call_target(server.clone())
-            .await?
+            .call_target(&server)?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         passthrough::check_request(&method, passthrough::capabilities(&target).as_ref())
             .map_err(|refusal| refused(&server, &refusal))?;
@@ -55,8 +54,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         } = parse_params::<McpServerNotify>(&params)?;
         let target = context
             .supervisor
-            .call_target(server.clone())
-            .await?
+            .call_target(&server)?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         passthrough::check_notification(&method).map_err(|refusal| refused(&server, &refusal))?;
         let what = format!("notification `{method}`");

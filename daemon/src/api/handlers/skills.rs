@@ -31,8 +31,7 @@ use crate::mcp::skills::{self, SkillError};
 async fn list(context: &DaemonContext, params: ListParams) -> Result<SkillsListResult, ErrorObjectOwned> {
     let targets = context
         .supervisor
-        .targets(params.server.clone())
-        .await?
+        .targets(params.server.as_deref())?
         .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
     let only_one = params.server.is_some();
     let ready = scoped_targets(targets.ready, &params.server, params.headers.as_ref())?;
@@ -148,8 +147,7 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         } = parse_params::<SkillsRead>(&params)?;
         let target: CallTarget = context
             .supervisor
-            .call_target(server.clone())
-            .await?
+            .call_target(&server)?
             .map_err(|not_available| not_available_error(&server, &not_available))?;
         if !skills::offered_by(&target) {
             return Err(rpc_error(

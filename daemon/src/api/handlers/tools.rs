@@ -9,7 +9,7 @@
 //! The config's tool filters apply to listing and calling alike: both read
 //! the server's `ToolCatalog`, which holds only the tools the filters let
 //! through. `tool_timeout_sec` bounds a call in active time
-//! (`FrontEnds::active_time_timeout`): the clock stops while a server's
+//! (`CallGuard::within`): the clock stops while a server's
 //! elicitation waits on this call's front-end, and only then. A call's
 //! progress goes back to its caller; while it runs, this connection is the
 //! one the server's elicitations and sampling requests go to
@@ -21,34 +21,58 @@
 //! only where a browser can be opened, else `corral login` asks for the
 //! scope), waited for at most 10 s, and the error says how it went.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use corral_protocol::{Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
+use corral_protocol::{ErrorCode, Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
-use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
+use serde_json::value::RawValue;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{
-    not_available_error, not_ready_servers, parse_params, route_error, scoped_target, scoped_targets, session,
-    timeout_error, with_sentence,
+    not_available_error, not_ready_servers, parse_params, parse_quickly, route_error, rpc_error, scoped_target,
+    scoped_targets, session, timeout_error, with_sentence,
 };
-use crate::mcp::forward;
+use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::request_headers::list_tools_now;
 use crate::mcp::route::RouteError;
+use crate::params::RawMethods;
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
 /// the step-up re-authorization to start (discovery, registration, the URL).
 const STEP_UP_START: Duration = Duration::from_secs(10);
 
-/// Register `tools/list` and `tools/call`.
+/// `tools/call`'s params with the arguments as the front-end wrote them: they are only
+/// passed on to the server, never read here. Takes a subset of what `ToolsCallParams`
+/// takes (the fields, unknown ones refused; arguments an object), so whatever it does
+/// not take is read, and refused or not, as `ToolsCallParams`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CallParams<'a> {
+    server: String,
+    name: String,
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
+    #[serde(default, rename = "_meta")]
+    meta: Option<JsonObject>,
+}
+
+impl CallParams<'_> {
+    /// Whether `ToolsCallParams` takes it too: its arguments are an object (or absent).
+    fn fits(&self) -> bool {
+        self.arguments.is_none_or(|arguments| arguments.get().starts_with('{'))
+    }
+}
+
+/// Register `tools/list` (`tools/call` is a raw method: [`register_raw`]).
 pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), RegisterMethodError> {
     module.register_async_method(ToolsList::METHOD, |params, context, _| async move {
         let params = parse_params::<ToolsList>(&params)?;
         let targets = context
             .supervisor
-            .targets(params.server.clone())
-            .await?
+            .targets(params.server.as_deref())?
             .map_err(|not_available| not_available_error(params.server.as_deref().unwrap_or(""), &not_available))?;
         let mut tools = Vec::new();
         if let Some(headers) = &params.headers {
@@ -75,59 +99,92 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         Ok::<_, ErrorObjectOwned>(ToolsListResult::new(tools, not_ready))
     })?;
 
-    module.register_async_method(ToolsCall::METHOD, |params, context, extensions| async move {
-        let ToolsCallParams {
-            server,
-            name,
-            arguments,
-            meta,
-            headers,
-            ..
-        } = parse_params::<ToolsCall>(&params)?;
-        let target = context
-            .supervisor
-            .call_target(server.clone())
-            .await?
-            .map_err(|not_available| not_available_error(&server, &not_available))?;
-        let what = format!("`tools/call` of `{name}`");
-        let target = scoped_target(target, headers.as_ref())?;
-        // With headers the server may have tools its kept listing does not show: the filters
-        // still apply, whether the tool exists is the server's to say.
-        let allowed = if headers.is_some() {
-            target.check_tool_allowed(&name)
-        } else {
-            target.check_tool(&name)
-        };
-        allowed.map_err(|error| route_error(&server, &what, error))?;
-        let session = session(&extensions)?;
-        let frontends = &context.hub.routes;
-        // While it runs, this connection is the one the server's elicitations go to.
-        let _call = frontends.call_started(&server, session.id);
-        let timeout = target.config.tool_timeout;
-        let call = forward::call_tool(&target, name, arguments, meta, (frontends, &session.link));
-        // The clock stops while an elicitation of this server waits on this front-end's user.
-        let answer = frontends
-            .active_time_timeout(&server, session.id, timeout, call)
-            .await
-            .ok_or_else(|| timeout_error(&server, &what, timeout))?;
-        match answer {
-            Ok(result) => Ok(result),
-            Err(RouteError::InsufficientScope { required, error }) => {
-                // 403 insufficient_scope: re-authorize with the scope the server asked for.
-                // Bounded: discovery and registration with a hanging authorization
-                // server must not keep this call from being answered.
-                let step_up = tokio::time::timeout(STEP_UP_START, super::auth::step_up(context.clone(), &server, Some(&required)))
-                    .await
-                    .unwrap_or_else(|_| {
-                        format!(
-                            "re-authorization with scope `{required}` did not start within {}s; run `corral login {server} --scopes ...`",
-                            STEP_UP_START.as_secs()
-                        )
-                    });
-                Err(with_sentence(&route_error(&server, &what, *error), &step_up))
-            }
-            Err(error) => Err(route_error(&server, &what, error)),
-        }
-    })?;
     Ok(())
+}
+
+/// `tools/call`: a raw method (`params::RawMethods`), its result the server's JSON as it
+/// wrote it.
+pub(crate) fn register_raw(methods: &mut RawMethods, context: Arc<DaemonContext>) {
+    methods.register(
+        ToolsCall::METHOD,
+        Arc::new(move |params, extensions| Box::pin(call(params, context.clone(), extensions))),
+    );
+}
+
+async fn call(
+    params: Params<'static>,
+    context: Arc<DaemonContext>,
+    extensions: Extensions,
+) -> Result<Box<RawValue>, ErrorObjectOwned> {
+    // Refused params are refused as `ToolsCallParams` refuses them (`parse_quickly`).
+    let full_arguments;
+    let (server, name, arguments, meta, headers) =
+        match parse_quickly::<CallParams<'_>, ToolsCallParams>(&params, ToolsCall::METHOD, CallParams::fits)? {
+            Ok(CallParams {
+                server,
+                name,
+                arguments,
+                meta,
+            }) => (server, name, arguments, meta, None),
+            Err(ToolsCallParams {
+                server,
+                name,
+                arguments,
+                meta,
+                headers,
+                ..
+            }) => {
+                full_arguments = arguments.as_ref().map(serde_json::value::to_raw_value).transpose();
+                let full_arguments = full_arguments
+                    .as_ref()
+                    .map_err(|error| rpc_error(ErrorCode::InternalError, error.to_string()))?;
+                (server, name, full_arguments.as_deref(), meta, headers)
+            }
+        };
+    let target = context
+        .supervisor
+        .call_target(&server)?
+        .map_err(|not_available| not_available_error(&server, &not_available))?;
+    let what = format!("`tools/call` of `{name}`");
+    let target = scoped_target(target, headers.as_ref())?;
+    // With headers the server may have tools its kept listing does not show: the filters
+    // still apply, whether the tool exists is the server's to say.
+    let allowed = if headers.is_some() {
+        target.check_tool_allowed(&name)
+    } else {
+        target.check_tool(&name)
+    };
+    allowed.map_err(|error| route_error(&server, &what, error))?;
+    let session = session(&extensions)?;
+    let frontends = &context.hub.routes;
+    // While it runs, this connection is the one the server's elicitations go to.
+    let call_guard = frontends.call_started(&server, session.id);
+    let timeout = target.config.tool_timeout;
+    let call = forward::call_tool(&target, name, arguments, meta, (frontends, &session.link));
+    // The clock stops while an elicitation of this server waits on this front-end's user.
+    let answer = call_guard
+        .within(timeout, call)
+        .await
+        .ok_or_else(|| timeout_error(&server, &what, timeout))?;
+    match answer {
+        Ok(result) => Ok(result),
+        Err(RouteError::InsufficientScope { required, error }) => {
+            // 403 insufficient_scope: re-authorize with the scope the server asked for.
+            // Bounded: discovery and registration with a hanging authorization
+            // server must not keep this call from being answered.
+            // Boxed: the step-up's future is large, and the common path must not carry
+            // (and copy, at every move) its size.
+            let step_up = Box::pin(super::auth::step_up(context.clone(), &server, Some(&required)));
+            let step_up = tokio::time::timeout(STEP_UP_START, step_up)
+                .await
+                .unwrap_or_else(|_| {
+                    format!(
+                        "re-authorization with scope `{required}` did not start within {}s; run `corral login {server} --scopes ...`",
+                        STEP_UP_START.as_secs()
+                    )
+                });
+            Err(with_sentence(&route_error(&server, &what, *error), &step_up))
+        }
+        Err(error) => Err(route_error(&server, &what, error)),
+    }
 }

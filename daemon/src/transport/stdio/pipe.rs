@@ -1,4 +1,4 @@
-//! The MCP transport over a stdio server's (tee'd) pipes, lent to each start of a session
+//! The MCP transport over a stdio server's wire (`mcp::wire_tee`), lent to each start of a session
 //! and given back when that start fails ([`Pipe`]): a server of MCP 2026-07-28 only refuses
 //! `initialize` and reads on, so `server/discover` follows on the same pipes, with whatever
 //! the transport had read already still in its buffer. The one transport lives as long as
@@ -13,15 +13,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rmcp::RoleClient;
 use rmcp::service::TxJsonRpcMessage;
 use rmcp::transport::Transport;
-use rmcp::transport::async_rw::AsyncRwTransport;
-use tokio::process::{ChildStdin, ChildStdout};
 use tokio_util::either::Either;
 
 use crate::mcp::modern::stamp_log_level;
-use crate::mcp::wire_tee::{TeeReader, TeeWriter};
+use crate::mcp::wire_tee::WireTransport;
 
 /// The transport over one run's pipes.
-type Inner = AsyncRwTransport<RoleClient, TeeReader<ChildStdout>, TeeWriter<ChildStdin>>;
+type Inner = WireTransport;
 
 /// Where the transport waits between starts.
 #[derive(Clone)]
@@ -34,9 +32,9 @@ impl std::fmt::Debug for PipeHome {
 }
 
 impl PipeHome {
-    /// A home for the transport over `reader` and `writer`.
-    pub(crate) fn new(reader: TeeReader<ChildStdout>, writer: TeeWriter<ChildStdin>) -> Self {
-        Self(Arc::new(Mutex::new(Some(AsyncRwTransport::new_client(reader, writer)))))
+    /// A home for `transport`, the one over a run's wire.
+    pub(crate) fn new(transport: WireTransport) -> Self {
+        Self(Arc::new(Mutex::new(Some(transport))))
     }
 
     /// The transport, lent to one start; `None` once a session kept it.

@@ -2,8 +2,8 @@
 //!
 //! [`launch_process`] gives each run a fresh marker and (when servers get one) a cgroup
 //! leaf, launches the child (`super::launch`) and drains its stderr. [`Startup`] runs
-//! the start of the session (`transport::era`, over the pipes' one transport, `pipe`) and
-//! `tools/list` over the tee'd pipes under the startup deadline, raced against the
+//! the start of the session (`transport::era`, over the session's one transport, `pipe`, on its wire,
+//! `mcp::wire_tee`) and `tools/list` under the startup deadline, raced against the
 //! process's exit and a broken message. A server that refuses `initialize` as a server of
 //! MCP 2026-07-28 only does gets `server/discover` on the same pipes; one that exits after
 //! that refusal is [`StartFailure::Relaunch`], which the task launches once more. [`ServerProcess::teardown`] is the one
@@ -259,7 +259,7 @@ pub(crate) struct Startup {
 }
 
 impl Startup {
-    /// Begin the startup over `pipes`, tee'd through `raw`, within `limit` from now, opening
+    /// Begin the startup over `pipes`, read and written through the wire `raw`, within `limit` from now, opening
     /// the session with `first`.
     pub(crate) fn new(
         pipes: Pipes,
@@ -270,8 +270,7 @@ impl Startup {
     ) -> Self {
         let deadline = tokio::time::Instant::now() + limit;
         let broken_message = raw.broken_message();
-        let (reader, writer) = raw.tee(pipes.stdout, pipes.stdin);
-        let home = PipeHome::new(reader, writer);
+        let home = PipeHome::new(raw.transport(Box::new(pipes.stdout), Box::new(pipes.stdin)));
         let name = handler.server().to_owned();
         let initialize = async move {
             // Every start gets the same pipes again: a server that refused `initialize` and
