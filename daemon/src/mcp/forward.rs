@@ -666,6 +666,7 @@ async fn send_on(
     let id = handle.id.clone();
     let mut cancel = CancelOnDrop {
         peer: peer.clone(),
+        wire: target.wire().cloned(),
         id: Some(id.clone()),
     };
     let typed = handle.await_response().await;
@@ -688,12 +689,17 @@ pub(super) fn json<T: Serialize>(raw: Option<Box<RawValue>>, typed: &T) -> Resul
 /// Tells the server a request is abandoned unless disarmed by taking `id`.
 struct CancelOnDrop {
     peer: Peer<RoleClient>,
+    /// The session's wire, which then keeps no answer for the request.
+    wire: Option<Arc<WireTee>>,
     id: Option<RequestId>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else { return };
+        if let Some(wire) = &self.wire {
+            wire.forget(&id);
+        }
         let peer = self.peer.clone();
         // Not a task of the daemon's tracker (a drop has no handle to it): one
         // notification, bounded by the session, which shutdown closes.

@@ -109,6 +109,10 @@ const MAX_WATCHED: usize = 256;
 const MAX_KEPT: usize = 64;
 /// A line longer than this is dropped unread, as rmcp's own stdio transport does.
 const MAX_LINE: usize = DEFAULT_MAX_LINE_LENGTH;
+/// Bytes of answers kept and not taken yet: the oldest are dropped beyond this, down to the
+/// newest, which is always kept (it is at most [`MAX_LINE`]). Smaller in unit tests, which
+/// fill it.
+const MAX_KEPT_BYTES: usize = if cfg!(test) { 64 * 1024 } else { 2 * MAX_LINE };
 /// The first id of direct calls: above every id rmcp's 32-bit counter gives,
 /// and exact as a JSON number in every language (below 2^53).
 pub(crate) const DIRECT_ID_BASE: u64 = 1 << 32;
@@ -162,6 +166,8 @@ struct State {
     watched: VecDeque<(String, bool)>,
     /// Answers (`result` members) not taken yet, by id as JSON text.
     kept: VecDeque<(String, Box<RawValue>)>,
+    /// The bytes of the answers in `kept`.
+    kept_bytes: usize,
     /// Tools of the listing being gathered (pages so far).
     gathering: Vec<Box<RawValue>>,
     /// The latest complete `tools/list` not taken yet, in the server's order.
@@ -320,7 +326,24 @@ impl WireTee {
         let key = serde_json::to_string(id).ok()?;
         let mut state = self.state();
         let index = state.kept.iter().position(|(kept, _)| *kept == key)?;
-        state.kept.remove(index).map(|(_, result)| result)
+        let (_, result) = state.kept.remove(index)?;
+        state.kept_bytes -= result.get().len();
+        Some(result)
+    }
+
+    /// Forget request `id`, which its sender abandoned: its answer, if it comes or came, is
+    /// not kept for anyone.
+    pub(crate) fn forget(&self, id: &impl serde::Serialize) {
+        let Ok(key) = serde_json::to_string(id) else {
+            return;
+        };
+        let mut state = self.state();
+        state.watched.retain(|(watched, _)| *watched != key);
+        if let Some(index) = state.kept.iter().position(|(kept, _)| *kept == key)
+            && let Some((_, result)) = state.kept.remove(index)
+        {
+            state.kept_bytes -= result.get().len();
+        }
     }
 
     /// The tools of the latest complete `tools/list`, in the server's order, as the server
@@ -537,9 +560,12 @@ impl WireTee {
             return;
         };
         if !is_list {
+            state.kept_bytes += result.get().len();
             state.kept.push_back((key, result.to_owned()));
-            if state.kept.len() > MAX_KEPT {
-                state.kept.pop_front();
+            while state.kept.len() > MAX_KEPT || (state.kept_bytes > MAX_KEPT_BYTES && state.kept.len() > 1) {
+                if let Some((_, dropped)) = state.kept.pop_front() {
+                    state.kept_bytes -= dropped.get().len();
+                }
             }
             return;
         }
@@ -1035,6 +1061,52 @@ mod tests {
         let state = wire.state();
         assert_eq!(state.kept.len(), MAX_KEPT);
         assert_eq!(state.watched.len(), MAX_WATCHED);
+    }
+
+    #[test]
+    fn kept_answers_are_bounded_in_bytes_and_the_newest_is_kept() {
+        let wire = wire();
+        // Each answer a quarter of the bound: at most four are kept.
+        let text = "x".repeat(MAX_KEPT_BYTES / 4);
+        for id in 0..10 {
+            feed(
+                &wire,
+                &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"resources/read"}}"#),
+                &format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"text":"{text}"}}}}"#),
+            );
+        }
+        {
+            let state = wire.state();
+            assert!(state.kept_bytes <= MAX_KEPT_BYTES, "{} bytes kept", state.kept_bytes);
+            assert_eq!(state.kept.len(), 3, "the newest three fit beside each other");
+            let total: usize = state.kept.iter().map(|(_, result)| result.get().len()).sum();
+            assert_eq!(state.kept_bytes, total, "the count follows the answers");
+        }
+        assert!(wire.take(&9).is_some(), "the newest answer is kept");
+        assert!(wire.take(&0).is_none(), "the oldest went first");
+        let state = wire.state();
+        let total: usize = state.kept.iter().map(|(_, result)| result.get().len()).sum();
+        assert_eq!(state.kept_bytes, total, "taking an answer takes its bytes");
+    }
+
+    #[test]
+    fn an_abandoned_request_keeps_no_answer() {
+        let wire = wire();
+        wire.sent(br#"{"jsonrpc":"2.0","id":7,"method":"resources/read"}"#);
+        wire.forget(&7);
+        let _ = wire.received(br#"{"jsonrpc":"2.0","id":7,"result":{"contents":[]}}"#);
+        assert!(wire.take(&7).is_none(), "the answer came after its sender gave up");
+        assert_eq!(wire.state().kept_bytes, 0);
+        // Forgotten after it came: dropped too.
+        feed(
+            &wire,
+            r#"{"jsonrpc":"2.0","id":8,"method":"resources/read"}"#,
+            r#"{"jsonrpc":"2.0","id":8,"result":{"contents":[]}}"#,
+        );
+        wire.forget(&8);
+        let state = wire.state();
+        assert!(state.kept.is_empty());
+        assert_eq!(state.kept_bytes, 0);
     }
 
     #[tokio::test]
