@@ -71,6 +71,23 @@ where
     }
 }
 
+/// Whether a call's `arguments`, as the front-end wrote them, are what the full reading of
+/// its params takes too (an object, or absent): the `accept` of [`parse_quickly`] for the
+/// `tools/call` of Corral's protocol and of MCP's.
+pub(crate) fn arguments_fit(arguments: Option<&RawValue>) -> bool {
+    arguments.is_none_or(|arguments| arguments.get().starts_with('{'))
+}
+
+/// Arguments the full reading took, written again as raw JSON for a hot path's callee.
+pub(crate) fn raw_arguments(
+    arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<Option<Box<RawValue>>, ErrorObjectOwned> {
+    arguments
+        .map(serde_json::value::to_raw_value)
+        .transpose()
+        .map_err(|failure| error(ErrorCode::InternalError, failure.to_string()))
+}
+
 /// What a raw method's handler returns: the `result` (JSON as a server wrote it), or an error.
 pub(crate) type RawFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, ErrorObjectOwned>> + Send>>;
 

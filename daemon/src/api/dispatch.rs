@@ -227,11 +227,7 @@ impl Dispatcher {
         let mut registry = lock_cancellable(&self.cancellable);
         if registry.contains_key(&key) {
             // Two requests with one id could not be told apart (answers, cancels).
-            let error = rpc_error(
-                ErrorCode::InvalidRequest,
-                format!("a request with id {key} is already in flight on this connection"),
-            );
-            return Err((id, error));
+            return Err((id, duplicate_id(&key)));
         }
         let Some(admitted) = self.slots.admit(bytes) else {
             tracing::debug!(request = %key, "request refused: too many running and waiting");
@@ -297,11 +293,7 @@ impl Dispatcher {
                     let key = id_key(&id);
                     let mut registry = lock_cancellable(&self.cancellable);
                     if registry.contains_key(&key) {
-                        let error = rpc_error(
-                            ErrorCode::InvalidRequest,
-                            format!("a request with id {key} is already in flight on this connection"),
-                        );
-                        slots.push(BatchSlot::Ready(error_message(id, error)));
+                        slots.push(BatchSlot::Ready(error_message(id, duplicate_id(&key))));
                         continue;
                     }
                     let place =
@@ -788,6 +780,15 @@ fn too_big_error(method: &str) -> ErrorObjectOwned {
             "the answer to `{method}` is larger than {} bytes",
             corral_protocol::MAX_MESSAGE_BYTES
         ),
+    )
+}
+
+/// The error for a request whose id `key` is that of one still running on its connection:
+/// two requests with one id could not be told apart (answers, cancels).
+fn duplicate_id(key: &str) -> ErrorObjectOwned {
+    rpc_error(
+        ErrorCode::InvalidRequest,
+        format!("a request with id {key} is already in flight on this connection"),
     )
 }
 

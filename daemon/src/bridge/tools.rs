@@ -29,6 +29,7 @@ use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::modern;
 use crate::mcp::route::{CallTarget, NotAvailable, RouteError, TargetSet};
+use crate::params::{arguments_fit, raw_arguments};
 
 /// The names of one listing, to (server, tool).
 pub(crate) type Listing = HashMap<String, (String, String)>;
@@ -61,13 +62,6 @@ struct RawCallParams<'a> {
     arguments: Option<&'a RawValue>,
     #[serde(default, rename = "_meta")]
     meta: Option<JsonObject>,
-}
-
-impl RawCallParams<'_> {
-    /// Whether `CallParams` takes it too: its arguments are an object (or absent).
-    fn fits(&self) -> bool {
-        self.arguments.is_none_or(|arguments| arguments.get().starts_with('{'))
-    }
 }
 
 // A stopped supervisor (the daemon is shutting down) becomes `shuttingDown`
@@ -213,13 +207,12 @@ pub(crate) async fn call(
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
     let full_arguments;
     let (name, arguments, mut meta) =
-        match parse_quickly::<RawCallParams<'_>, CallParams>(params, "tools/call", RawCallParams::fits)? {
+        match parse_quickly::<RawCallParams<'_>, CallParams>(params, "tools/call", |quick| {
+            arguments_fit(quick.arguments)
+        })? {
             Ok(RawCallParams { name, arguments, meta }) => (name, arguments, meta),
             Err(CallParams { name, arguments, meta }) => {
-                full_arguments = arguments.as_ref().map(serde_json::value::to_raw_value).transpose();
-                let full_arguments = full_arguments
-                    .as_ref()
-                    .map_err(|failure| error(ErrorCode::InternalError, failure.to_string()))?;
+                full_arguments = raw_arguments(arguments.as_ref())?;
                 (name, full_arguments.as_deref(), meta)
             }
         };

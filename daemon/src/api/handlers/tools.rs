@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_protocol::{ErrorCode, Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
+use corral_protocol::{Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
 use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
@@ -32,13 +32,13 @@ use serde_json::value::RawValue;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{
-    not_available_error, not_ready_servers, parse_params, parse_quickly, route_error, rpc_error, scoped_target,
-    scoped_targets, session, timeout_error, with_sentence,
+    not_available_error, not_ready_servers, parse_params, parse_quickly, route_error, scoped_target, scoped_targets,
+    session, timeout_error, with_sentence,
 };
 use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::request_headers::list_tools_now;
 use crate::mcp::route::RouteError;
-use crate::params::RawMethods;
+use crate::params::{RawMethods, arguments_fit, raw_arguments};
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
 /// the step-up re-authorization to start (discovery, registration, the URL).
@@ -57,13 +57,6 @@ struct CallParams<'a> {
     arguments: Option<&'a RawValue>,
     #[serde(default, rename = "_meta")]
     meta: Option<JsonObject>,
-}
-
-impl CallParams<'_> {
-    /// Whether `ToolsCallParams` takes it too: its arguments are an object (or absent).
-    fn fits(&self) -> bool {
-        self.arguments.is_none_or(|arguments| arguments.get().starts_with('{'))
-    }
 }
 
 /// Register `tools/list` (`tools/call` is a raw method: [`register_raw`]).
@@ -119,7 +112,9 @@ async fn call(
     // Refused params are refused as `ToolsCallParams` refuses them (`parse_quickly`).
     let full_arguments;
     let (server, name, arguments, meta, headers) =
-        match parse_quickly::<CallParams<'_>, ToolsCallParams>(&params, ToolsCall::METHOD, CallParams::fits)? {
+        match parse_quickly::<CallParams<'_>, ToolsCallParams>(&params, ToolsCall::METHOD, |quick| {
+            arguments_fit(quick.arguments)
+        })? {
             Ok(CallParams {
                 server,
                 name,
@@ -134,10 +129,7 @@ async fn call(
                 headers,
                 ..
             }) => {
-                full_arguments = arguments.as_ref().map(serde_json::value::to_raw_value).transpose();
-                let full_arguments = full_arguments
-                    .as_ref()
-                    .map_err(|error| rpc_error(ErrorCode::InternalError, error.to_string()))?;
+                full_arguments = raw_arguments(arguments.as_ref())?;
                 (server, name, full_arguments.as_deref(), meta, headers)
             }
         };
