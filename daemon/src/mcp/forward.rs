@@ -108,7 +108,7 @@ pub(crate) async fn call_tool(
     let (frontends, link) = caller;
     let progress = progress_token.map(|token| (frontends, link, token));
     // SEP-1686: a tool that must run as a task is called as one.
-    let as_task = target.tool_task_support(&name).as_deref() == Some(tasks::TASK_SUPPORT_REQUIRED);
+    let as_task = target.tool_task_support(&name) == Some(tasks::TASK_SUPPORT_REQUIRED);
     let direct = target.direct_wire().filter(|_| !as_task);
     let (name, meta) = (&name, &meta);
     let round = |retry: Retry| {

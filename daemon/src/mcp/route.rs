@@ -188,7 +188,7 @@ impl CallTarget {
     }
 
     /// A tool's `execution.taskSupport` as the server listed it (seen on stdio only).
-    pub(super) fn tool_task_support(&self, name: &str) -> Option<String> {
+    pub(super) fn tool_task_support(&self, name: &str) -> Option<&str> {
         self.session.catalog.task_support(name)
     }
 

@@ -71,6 +71,9 @@ struct CatalogTool {
     typed: Tool,
     /// What front-ends get.
     json: ToolJson,
+    /// Its `execution.taskSupport` as the server wrote it (rmcp's model has no
+    /// `execution`), read once here rather than at each call.
+    task_support: Option<String>,
 }
 
 /// The JSON of a tool as front-ends get it.
@@ -90,6 +93,23 @@ enum ToolJson {
 struct Named<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
+}
+
+/// A tool's `execution.taskSupport`, from its JSON as the server wrote it.
+fn task_support_of(tool: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Execution {
+        task_support: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct WithExecution {
+        execution: Option<Execution>,
+    }
+    serde_json::from_str::<WithExecution>(tool.get())
+        .ok()?
+        .execution?
+        .task_support
 }
 
 impl ToolCatalog {
@@ -145,7 +165,15 @@ impl ToolCatalog {
                         Err(error) => ToolJson::Unserializable(error.to_string()),
                     },
                 };
-                CatalogTool { typed, json }
+                let task_support = match &json {
+                    ToolJson::Wire(raw) => task_support_of(raw),
+                    ToolJson::Typed(_) | ToolJson::Unserializable(_) => None,
+                };
+                CatalogTool {
+                    typed,
+                    json,
+                    task_support,
+                }
             })
             .collect();
         Self { tools, filter }
@@ -170,22 +198,9 @@ impl ToolCatalog {
     /// Tool `name`'s `execution.taskSupport` (MCP 2025-11-25: whether it may, or must, be
     /// called as a task), when the server's own JSON of it was seen (rmcp's model has no
     /// `execution`).
-    pub(crate) fn task_support(&self, name: &str) -> Option<String> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Execution {
-            task_support: Option<String>,
-        }
-        #[derive(Deserialize)]
-        struct WithExecution {
-            execution: Option<Execution>,
-        }
+    pub(crate) fn task_support(&self, name: &str) -> Option<&str> {
         let tool = self.tools.iter().find(|tool| tool.typed.name == name)?;
-        let ToolJson::Wire(raw) = &tool.json else { return None };
-        serde_json::from_str::<WithExecution>(raw.get())
-            .ok()?
-            .execution?
-            .task_support
+        tool.task_support.as_deref()
     }
 
     /// Whether the config's filters let tool `name` through (listed or not).
@@ -357,7 +372,7 @@ mod tests {
             r#"{"name":"short","inputSchema":{"type":"object"}}"#,
         ]);
         let catalog = ToolCatalog::build(ToolFilter::default(), typed.clone(), Some(wire));
-        assert_eq!(catalog.task_support("long").as_deref(), Some("required"));
+        assert_eq!(catalog.task_support("long"), Some("required"));
         assert_eq!(catalog.task_support("short"), None);
         assert_eq!(catalog.task_support("absent"), None);
         let typed_only = ToolCatalog::build(ToolFilter::default(), typed, None);
