@@ -1,18 +1,23 @@
 //! Link options of the `corrald` executable that lower the memory an idle daemon maps, and
-//! nothing else (issue #13; measured in docs/benchmarks.md, "Less code mapped"). It is used only
-//! where the linker is known to take it, and cannot make a build fail or a binary behave
-//! differently: at worst corrald maps what it mapped without it.
+//! nothing else (issue #13; measured in docs/benchmarks.md, "Less code mapped"). Each is used
+//! only where the linker is known to take it, and neither can make a build fail or a binary
+//! behave differently: at worst corrald maps what it would map without them.
 //!
 //! - `layout/boot.ld` puts the functions that boot, an idle daemon and its first requests run
-//!   next to each other (recorded by `layout/record.py`). The kernel maps code in 64 KiB windows
-//!   around each first instruction fetch, and boot runs about 1.5 MB of functions spread over the
-//!   whole 15 MB `.text`: without the script an idle corrald maps about 7.5 MB of its code, with
-//!   it about 1.8 MB. The script names functions as the compiler mangled them, so another
-//!   toolchain or other dependencies' versions leave part of it unmatched (memory, not
-//!   correctness); `python3 daemon/layout/record.py --check BINARY` says how well it fits.
+//!   first in `.text` (recorded by `layout/record.py`; optimised builds only). The kernel maps
+//!   code in 64 KiB windows around each first instruction fetch, and boot runs about 1.5 MB of
+//!   functions spread over the whole 15 MB `.text`: without the script an idle corrald maps
+//!   about 7.5 MB of its code, with it about 1.8 MB. The script names functions as the compiler
+//!   mangled them, so another toolchain or other dependencies' versions leave part of it
+//!   unmatched (memory, not correctness); `python3 daemon/layout/record.py --check BINARY` says
+//!   how well it fits.
+//! - `-z pack-relative-relocs` (DT_RELR) stores the ~19,000 relative relocations of the
+//!   position-independent executable in a few kB instead of 460 kB that the dynamic loader reads
+//!   at every start. glibc runs such a binary from 2.36 on, so it is used only when building on
+//!   glibc ≥ 2.36 for the same machine.
 //!
-//! It needs rustc's own lld, the default linker of `x86_64-unknown-linux-gnu` since Rust 1.90:
-//! it is left out for other targets, older compilers, a linker chosen in `RUSTFLAGS` or
+//! Both need rustc's own lld, the default linker of `x86_64-unknown-linux-gnu` since Rust 1.90:
+//! they are left out for other targets, older compilers, a linker chosen in `RUSTFLAGS` or
 //! `.cargo/config.toml`, and when `CORRALD_PLAIN_LINK` is set.
 
 use std::env;
@@ -32,6 +37,9 @@ fn main() {
     let optimised = env::var("OPT_LEVEL").is_ok_and(|level| level != "0");
     if optimised && script.is_file() && !script.to_string_lossy().contains(',') {
         println!("cargo::rustc-link-arg-bin=corrald=-Wl,-T,{}", script.display());
+    }
+    if native_glibc_with_relr() {
+        println!("cargo::rustc-link-arg-bin=corrald=-Wl,-z,pack-relative-relocs");
     }
 }
 
@@ -69,4 +77,28 @@ fn rustc_minor() -> Option<u32> {
     let mut parts = release.split('.');
     (parts.next()? == "1").then_some(())?;
     parts.next()?.parse().ok()
+}
+
+/// Whether the binary is built for this machine and its glibc runs DT_RELR binaries (2.36+).
+fn native_glibc_with_relr() -> bool {
+    if env::var("HOST").ok() != env::var("TARGET").ok() {
+        return false;
+    }
+    glibc_version().is_some_and(|(major, minor)| (major, minor) >= (2, 36))
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn glibc_version() -> Option<(u32, u32)> {
+    unsafe extern "C" {
+        fn gnu_get_libc_version() -> *const std::ffi::c_char;
+    }
+    // SAFETY: glibc returns a pointer to a static NUL-terminated string, e.g. "2.36".
+    let version = unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) };
+    let mut parts = version.to_str().ok()?.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn glibc_version() -> Option<(u32, u32)> {
+    None
 }
