@@ -62,6 +62,18 @@ struct Args {
     enable_test_hooks: bool,
 }
 
+/// `pow` for the executable, so that glibc's libm is not loaded: it is the only libm function
+/// corrald calls (`f64::powf` in tokio's multi-threaded scheduler, its poll-time average), and
+/// loading libm.so maps about 0.5 MiB of it into every corrald, for its relocations and the
+/// IFUNC resolvers of functions corrald never calls. The linker resolves `pow` here, before
+/// the shared libraries, and leaves libm.so out (`--as-needed`); should another libm function
+/// ever be called, libm.so is simply loaded again. `libm::pow` is musl's, as accurate.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[unsafe(no_mangle)]
+pub extern "C" fn pow(x: f64, y: f64) -> f64 {
+    libm::pow(x, y)
+}
+
 fn main() -> ExitCode {
     // SAFETY: first thing in main: no other thread exists yet.
     let inherited = unsafe { corrald::service::Inherited::take() };
