@@ -34,7 +34,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use tokio::net::UnixStream;
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -47,15 +47,13 @@ use crate::raw::{RawConnection, result_of};
 use crate::servers::{self, ServedDaemon};
 use crate::stats::Summary;
 use crate::survivors::{self, Survivor};
-use crate::tool_call::{self, SERVER};
+use crate::tool_call::{self, DirectRaw, SERVER};
 
 /// A round is run again when the machine spent more than this share of one CPU outside the
 /// benchmark's processes while it ran.
 const DISTURBED_FOREIGN_CPU: f64 = 0.25;
 /// How long mcp-hub may take to have server-everything connected.
 const HUB_READY: Duration = Duration::from_secs(60);
-/// `tools/call` params of the direct client.
-const DIRECT_ECHO: &str = r#"{"name":"echo","arguments":{"message":"x"}}"#;
 /// The body of mcp-hub's REST call.
 const REST_ECHO: &str = r#"{"server_name":"everything","tool":"echo","arguments":{"message":"x"}}"#;
 
@@ -175,7 +173,7 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
     let measured = async {
         let mut clients = Clients::connect(&socket, &endpoint, peers, &hub).await?;
         let rounds = rounds(&mut clients, options).await;
-        clients.direct.close().await;
+        let _ = clients.direct.close().await;
         rounds
     }
     .await;
@@ -440,6 +438,32 @@ async fn reopen_if_closed(
     Ok(())
 }
 
+/// POST `body` to `path` on the kept connection (opened again if mcp-hub closed it): the
+/// answer's status and whole body.
+async fn post_and_read(
+    sender: &mut SendRequest<Full<Bytes>>,
+    connection: &mut JoinHandle<()>,
+    address: SocketAddr,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let request = post(address, path, body)?;
+    reopen_if_closed(sender, connection, address).await?;
+    sender.ready().await.context("mcp-hub closed the connection")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .with_context(|| format!("no answer from mcp-hub to a POST to {path}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("reading mcp-hub's answer to a POST to {path}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
 fn post(address: SocketAddr, path: &str, body: &[u8]) -> anyhow::Result<Request<Full<Bytes>>> {
     Request::builder()
         .method(Method::POST)
@@ -474,21 +498,14 @@ impl Rest {
     }
 
     async fn echo(&mut self) -> anyhow::Result<()> {
-        let request = post(self.address, "/api/servers/tools", REST_ECHO.as_bytes())?;
-        reopen_if_closed(&mut self.sender, &mut self.connection, self.address).await?;
-        self.sender.ready().await.context("mcp-hub closed the connection")?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .context("no answer from mcp-hub")?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .context("reading mcp-hub's answer")?
-            .to_bytes();
+        let (status, body) = post_and_read(
+            &mut self.sender,
+            &mut self.connection,
+            self.address,
+            "/api/servers/tools",
+            REST_ECHO.as_bytes(),
+        )
+        .await?;
         let text = String::from_utf8_lossy(&body);
         if status != StatusCode::OK || !text.contains(tool_call::ECHO_TEXT) {
             bail!("mcp-hub's REST `echo` answered {status}: {text}");
@@ -568,21 +585,14 @@ impl SseMcp {
     }
 
     async fn send(&mut self) -> anyhow::Result<()> {
-        let request = post(self.address, &self.post_path, &self.request)?;
-        reopen_if_closed(&mut self.sender, &mut self.connection, self.address).await?;
-        self.sender.ready().await.context("mcp-hub closed the connection")?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .context("no answer to the POST")?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .context("reading the POST's answer")?
-            .to_bytes();
+        let (status, body) = post_and_read(
+            &mut self.sender,
+            &mut self.connection,
+            self.address,
+            &self.post_path,
+            &self.request,
+        )
+        .await?;
         if !status.is_success() {
             bail!(
                 "mcp-hub answered a POST with {status}: {}",
@@ -645,51 +655,8 @@ async fn read_events(mut body: Incoming, events: mpsc::Sender<String>) {
     }
 }
 
-/// server-everything under a raw MCP client on its pipes.
-struct Direct {
-    child: Child,
-    client: McpLines<ChildStdout, ChildStdin>,
-}
-
-impl Direct {
-    async fn start(everything: &Path) -> anyhow::Result<Self> {
-        let mut child = tokio::process::Command::new("node")
-            .arg(everything)
-            .arg("stdio")
-            .env(survivors::RUN_TAG_VAR, survivors::run_tag())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting server-everything for the direct client")?;
-        let stdin = child.stdin.take().context("no stdin pipe")?;
-        let stdout = child.stdout.take().context("no stdout pipe")?;
-        let mut client = McpLines::new(stdout, stdin);
-        bounded_answer(client.initialize("corral-bench-direct")).await?;
-        Ok(Self { child, client })
-    }
-
-    async fn echo(&mut self) -> anyhow::Result<()> {
-        let result = self.client.call("tools/call", Some(DIRECT_ECHO)).await?;
-        if !result.contains(tool_call::ECHO_TEXT) || result.contains(r#""isError":true"#) {
-            bail!("server-everything's `echo` answered {result}");
-        }
-        Ok(())
-    }
-
-    /// Close its stdin; it exits; killed after [`EXIT_TIMEOUT`].
-    async fn close(self) {
-        let Self { mut child, client } = self;
-        drop(client);
-        if tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await.is_err() {
-            let _ = child.kill().await;
-        }
-    }
-}
-
 struct Clients {
-    direct: Direct,
+    direct: DirectRaw,
     corral_socket: RawConnection,
     corral_mcp: McpLines<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>,
     corral_http: HttpMcp,
@@ -710,7 +677,7 @@ impl Clients {
             .await
             .context("no session on corrald's MCP endpoint in time")??;
         Ok(Self {
-            direct: Direct::start(peers.everything()).await?,
+            direct: DirectRaw::start(peers.everything()).await?,
             corral_socket,
             corral_mcp,
             corral_http,

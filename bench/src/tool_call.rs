@@ -506,14 +506,14 @@ fn per_second(calls: usize, took: Duration) -> f64 {
 }
 
 /// A raw MCP client on the pipes of a server-everything it spawned.
-struct DirectRaw {
+pub(crate) struct DirectRaw {
     child: tokio::process::Child,
     client: McpLines<ChildStdout, ChildStdin>,
     pid: u32,
 }
 
 impl DirectRaw {
-    async fn start(everything: &Path) -> anyhow::Result<Self> {
+    pub(crate) async fn start(everything: &Path) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new("node")
             .arg(everything)
             .arg("stdio")
@@ -568,7 +568,17 @@ impl DirectRaw {
     }
 
     /// Close its stdin; wait for it to exit, SIGKILL it after [`EXIT_TIMEOUT`].
-    async fn close(self) -> String {
+    /// One `tools/call` of `echo`, its answer checked.
+    pub(crate) async fn echo(&mut self) -> anyhow::Result<()> {
+        let result = self.client.call("tools/call", Some(MCP_ECHO_PARAMS)).await?;
+        if !result.contains(ECHO_TEXT) || result.contains(r#""isError":true"#) {
+            bail!("server-everything's `echo` answered {result}");
+        }
+        Ok(())
+    }
+
+    /// Close its stdin; it exits, or is killed after [`EXIT_TIMEOUT`]: how it went, in words.
+    pub(crate) async fn close(self) -> String {
         let Self { mut child, client, pid } = self;
         drop(client);
         let started = Instant::now();
