@@ -73,6 +73,15 @@ fn pids(file: &Path) -> Vec<String> {
         .collect()
 }
 
+/// corrald on `config`, with `server` ready on MCP `version`: the daemon and a client of it.
+async fn ready_on(config: &str, server: &str, version: &str) -> (TestDaemon, corral_client::Client) {
+    let daemon = TestDaemon::start_with_config(config);
+    let client = daemon.connect_client().await;
+    wait_for_status(&client, server, ServerStatus::Ready, SERVER_WAIT).await;
+    assert_eq!(negotiated(&client, server).await.as_deref(), Some(version));
+    (daemon, client)
+}
+
 /// The protocol version the server's `serverInfo` reports.
 async fn negotiated(client: &corral_client::Client, name: &str) -> Option<String> {
     let status = client.mcp_server_get(name).await.expect("mcpServer/get").server;
@@ -108,10 +117,7 @@ async fn a_stateless_stdio_server_is_served_in_2026_07_28_and_its_changes_and_lo
         &record,
         &["--no-initialize", "--changing-tools", "--catalog", "--log-tool"],
     );
-    let daemon = TestDaemon::start_with_config(&config);
-    let client = daemon.connect_client().await;
-    wait_for_status(&client, "modern", ServerStatus::Ready, SERVER_WAIT).await;
-    assert_eq!(negotiated(&client, "modern").await.as_deref(), Some("2026-07-28"));
+    let (daemon, client) = ready_on(&config, "modern", "2026-07-28").await;
     let mut front = front_end(&daemon, "front", json!({"elicitation": true})).await;
 
     assert_eq!(
@@ -257,10 +263,7 @@ async fn a_stdio_server_that_exits_after_refusing_initialize_is_launched_again_w
         &record,
         &["--no-initialize-then-exit", "--pid-file", &pid_path],
     );
-    let daemon = TestDaemon::start_with_config(&config);
-    let client = daemon.connect_client().await;
-    wait_for_status(&client, "modern", ServerStatus::Ready, SERVER_WAIT).await;
-    assert_eq!(negotiated(&client, "modern").await.as_deref(), Some("2026-07-28"));
+    let (_daemon, client) = ready_on(&config, "modern", "2026-07-28").await;
     assert_eq!(pids(&pid_file).len(), 2, "launched twice");
     let listed = client
         .tools_call(
@@ -300,10 +303,7 @@ async fn a_stdio_server_that_refuses_the_version_offered_is_offered_the_one_it_n
         &record,
         &["--supported-versions", "2025-06-18", "--pid-file", &pid_path],
     );
-    let daemon = TestDaemon::start_with_config(&config);
-    let client = daemon.connect_client().await;
-    wait_for_status(&client, "older", ServerStatus::Ready, SERVER_WAIT).await;
-    assert_eq!(negotiated(&client, "older").await.as_deref(), Some("2025-06-18"));
+    let (_daemon, _client) = ready_on(&config, "older", "2025-06-18").await;
     assert_eq!(pids(&pid_file).len(), 1, "the same process");
     let wire = recorded(&record);
     let offered: Vec<&Value> = of_method(&wire, "initialize")
@@ -333,10 +333,7 @@ async fn server_everything_gets_the_handshake_it_always_got_and_nothing_of_2026_
         toml_string(&stdlib_python().display().to_string()),
         toml_string_array(&args)
     );
-    let daemon = TestDaemon::start_with_config(&config);
-    let client = daemon.connect_client().await;
-    wait_for_status(&client, "everything", ServerStatus::Ready, SERVER_WAIT).await;
-    assert_eq!(negotiated(&client, "everything").await.as_deref(), Some("2025-11-25"));
+    let (_daemon, client) = ready_on(&config, "everything", "2025-11-25").await;
     let echoed = client
         .tools_call(
             "everything",
