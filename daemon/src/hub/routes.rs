@@ -306,22 +306,6 @@ impl FrontEnds {
         State::pause_sender(&mut self.state(), server, connection).clone()
     }
 
-    /// Run `future`, a call of `connection` to `server`, for at most `limit`
-    /// of active time: the clock stops while an elicitation of `server` asked
-    /// of `connection` waits on the user. `None` on timeout. (A call recorded
-    /// with [`FrontEnds::call_started`] uses its guard's [`CallGuard::within`].)
-    #[cfg(test)]
-    pub(crate) async fn active_time_timeout<F: Future>(
-        &self,
-        server: &str,
-        connection: u64,
-        limit: Duration,
-        future: F,
-    ) -> Option<F::Output> {
-        let paused = self.pause_sender(server, connection).subscribe();
-        within_active_time(paused, limit, future).await
-    }
-
     /// A progress token of corrald's never made before: `about` (a task's id), after a number,
     /// so two routes never share a key even when what they are about is the same.
     pub(crate) fn fresh_token(&self, about: &str) -> Value {
@@ -644,7 +628,8 @@ mod tests {
         let frontends = Arc::new(FrontEnds::default());
         let limit = Duration::from_secs(1);
         let outcome = frontends
-            .active_time_timeout("s", 1, limit, std::future::pending::<()>())
+            .call_started("s", 1)
+            .within(limit, std::future::pending::<()>())
             .await;
         assert_eq!(outcome, None, "not paused: the limit applies");
         // Paused from 0.2 s to 2.5 s: a 3 s call has used about 0.7 s.
@@ -658,14 +643,16 @@ mod tests {
             })
         };
         let outcome = frontends
-            .active_time_timeout("s", 1, limit, tokio::time::sleep(Duration::from_secs(3)))
+            .call_started("s", 1)
+            .within(limit, tokio::time::sleep(Duration::from_secs(3)))
             .await;
         assert_eq!(outcome, Some(()), "the pause did not count");
         pauser.await.expect("joined");
         let other_server = frontends.pause("other", 1);
         let other_connection = frontends.pause("s", 2);
         let outcome = frontends
-            .active_time_timeout("s", 1, limit, tokio::time::sleep(Duration::from_secs(3)))
+            .call_started("s", 1)
+            .within(limit, tokio::time::sleep(Duration::from_secs(3)))
             .await;
         assert_eq!(
             outcome, None,
