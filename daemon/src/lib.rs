@@ -50,6 +50,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+/// A hash map for what a call touches: foldhash instead of the standard
+/// SipHash, which cost about 1.4k instructions per `tools/call` in four maps.
+/// Its seeds are random per process, so keys a front-end picks (request ids)
+/// still cannot be chosen to collide.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// How many notifications the replay history (and each connection's backlog) holds.
 pub const EVENT_HISTORY: usize = 1024;
 

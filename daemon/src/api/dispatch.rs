@@ -163,7 +163,7 @@ enum Dispatched {
 /// whoever removes the entry decides who answers (the task, or the canceller
 /// with `requestCancelled`), so a request is never answered twice. A batch
 /// entry is always answered by its task, inside the batch's answer.
-pub(super) type Cancellable = Arc<std::sync::Mutex<std::collections::HashMap<String, Running>>>;
+pub(super) type Cancellable = Arc<std::sync::Mutex<crate::FastMap<String, Running>>>;
 
 /// How to cancel a running request.
 pub(super) enum Running {
@@ -173,9 +173,7 @@ pub(super) enum Running {
     BatchEntry(CancellationToken),
 }
 
-fn lock_cancellable(
-    cancellable: &Cancellable,
-) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Running>> {
+fn lock_cancellable(cancellable: &Cancellable) -> std::sync::MutexGuard<'_, crate::FastMap<String, Running>> {
     // A map of abort handles is valid after any panic.
     cancellable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

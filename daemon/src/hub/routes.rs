@@ -54,6 +54,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
 use super::link::{CanAnswer, Door, Link};
+use crate::FastMap;
 
 /// How long a front-end has to answer a server's request (an elicitation
 /// waits on a person) before it is withdrawn and answered as cancelled.
@@ -97,20 +98,20 @@ pub(crate) enum Caller {
 #[derive(Debug, Default)]
 struct State {
     /// Initialized connections by id.
-    links: HashMap<u64, Weak<Link>>,
+    links: FastMap<u64, Weak<Link>>,
     /// Calls in flight: (call number, server, connection), oldest first.
     calls: Vec<(u64, String, u64)>,
     next_call: u64,
     /// (server, corrald's progress token as JSON text) to the connection and
     /// the token it gave.
-    progress: HashMap<(String, String), (Weak<Link>, Value)>,
+    progress: FastMap<(String, String), (Weak<Link>, Value)>,
     /// How many tokens [`FrontEnds::fresh_token`] made.
     tokens_made: u64,
     /// Elicitations waiting on the user, per connection asked and server.
     /// Entries are removed only with their connection, so watchers never see
     /// the sender go away before; they are as many as the pairs that ever
     /// had a call.
-    paused: HashMap<u64, HashMap<String, watch::Sender<usize>>>,
+    paused: FastMap<u64, FastMap<String, watch::Sender<usize>>>,
     /// (server, uri) to the connections subscribed to it.
     subscriptions: HashMap<(String, String), BTreeSet<u64>>,
 }

@@ -177,7 +177,7 @@ struct State {
     /// Where the first invalid line broke, without its content (it may hold anything).
     first_invalid: Option<String>,
     /// Direct calls waiting for their answer, by id.
-    direct: HashMap<u64, oneshot::Sender<DirectAnswer>>,
+    direct: crate::FastMap<u64, oneshot::Sender<DirectAnswer>>,
     /// The id of the next direct call.
     next_direct: u64,
     /// No direct call can be answered any more (stdout ended, or the session did).
