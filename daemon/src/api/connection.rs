@@ -3,7 +3,12 @@
 //! and the writer that interleaves responses with pushed notifications.
 //!
 //! Flow control, per connection and never shared:
-//! - responses go through a bounded queue to the writer; when a front-end
+//! - while the writer has nothing to write, it lends the socket
+//!   ([`Socket`]): an answer is written by the request's own task, without
+//!   waking the writer, if nothing else waits to be written before it and
+//!   the socket takes it at once; what the socket does not take at once is
+//!   left for the writer, which writes it before anything else;
+//! - other responses go through a bounded queue to the writer; when a front-end
 //!   stops reading, the queue fills, the reader stops reading that
 //!   front-end's requests, and nobody else notices;
 //! - notifications are read by the writer from the event hub's broadcast
@@ -30,7 +35,10 @@
 //!   `initialize` must come within the handshake deadline
 //!   ([`super::ConnectionLimits`]); otherwise the connection is closed.
 
-use std::sync::Arc;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use corral_protocol::framing::{self, FrameDecoder, FrameError, Framing};
 use corral_protocol::{
@@ -38,7 +46,7 @@ use corral_protocol::{
 };
 use jsonrpsee::types::Id;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -254,12 +262,13 @@ async fn serve_until_done<S>(
         decoder.feed(&prefix);
 
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let socket = Arc::new(Socket::new(framing, session.link.clone()));
         let mut writer_task = AbortOnDrop(tokio::spawn(
             write_loop(
-                writer,
-                framing,
+                Box::new(writer),
+                socket.clone(),
                 outbound_rx,
-                (link_messages, session.link.clone()),
+                link_messages,
                 shutdown.clone(),
             )
             .in_current_span(),
@@ -270,6 +279,7 @@ async fn serve_until_done<S>(
             outbound: Outlet {
                 sender: outbound,
                 budget: Arc::new(Semaphore::new(OUTBOUND_BYTES)),
+                socket,
             },
             cancellable: Cancellable::default(),
             slots,
@@ -331,17 +341,24 @@ enum ReadEnd {
     Shutdown,
 }
 
-/// The way to the writer: a bounded queue, and a budget of bytes.
+/// The way to the front-end: the socket when the writer lends it, else a
+/// bounded queue to the writer, and a budget of bytes.
 #[derive(Clone)]
 pub(super) struct Outlet {
     sender: mpsc::Sender<Outbound>,
     /// [`OUTBOUND_BYTES`] permits; a queued message holds as many as its length.
     budget: Arc<Semaphore>,
+    socket: Arc<Socket>,
 }
 
 impl Outlet {
-    /// Queue a message for the writer once its bytes fit; `false` if the writer is gone.
+    /// Write a message to the front-end now if the writer lends the socket
+    /// and nothing waits to go before it ([`Socket::write_now`]); else queue
+    /// it for the writer once its bytes fit. `false` if the writer is gone.
     pub(super) async fn send(&self, message: String) -> bool {
+        if self.socket.write_now(&message, &self.sender) {
+            return true;
+        }
         // No message is larger than the budget (answers are cut at
         // MAX_MESSAGE_BYTES), but never ask for more than exists.
         let bytes = u32::try_from(message.len().clamp(1, OUTBOUND_BYTES)).unwrap_or(u32::MAX);
@@ -446,90 +463,254 @@ impl Dispatcher {
     }
 }
 
+/// The writing half of a connection's stream.
+type SocketWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The connection's socket, lent by the writer to whoever answers while it
+/// has nothing to write, so that an answer can be written by the request's
+/// own task (one hand-off less per call, and no queue).
+///
+/// Order: a direct write happens only while the writer holds nothing and
+/// the queues to it are empty, checked under the lock the writer takes the
+/// socket back with, in the same lock as it takes a message off its queue;
+/// so what was queued for the front-end before an answer (its request's
+/// progress, a dropped-progress notice, an earlier answer, the `initialize`
+/// answer before the notifications it opens) is written before it.
+/// Notifications of the event stream have no order with answers.
+pub(super) struct Socket {
+    lent: Mutex<Lent>,
+    /// Tells the writer that a direct write left bytes for it.
+    leftover: Notify,
+    framing: Framing,
+    link: Arc<Link>,
+}
+
+#[derive(Default)]
+struct Lent {
+    /// The socket, while the writer has it or lends it (`None` once the writer
+    /// is gone or a direct write failed).
+    writer: Option<SocketWriter>,
+    /// The writer is waiting for something to write: the socket is anyone's.
+    idle: bool,
+    /// The last direct write; `wire[written..]` did not fit and is the writer's to write first.
+    wire: Vec<u8>,
+    written: usize,
+}
+
+impl Socket {
+    fn new(framing: Framing, link: Arc<Link>) -> Self {
+        Self {
+            lent: Mutex::new(Lent::default()),
+            leftover: Notify::new(),
+            framing,
+            link,
+        }
+    }
+
+    fn lent(&self) -> MutexGuard<'_, Lent> {
+        // A socket and a buffer are usable after any panic.
+        self.lent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Write `message` now if the writer lends the socket and nothing waits
+    /// to be written before it; `false` when it must go through the
+    /// writer's queue instead. What the socket does not take at once is
+    /// left to the writer (which writes it before anything else); a failed
+    /// write leaves the front-end gone, and the writer ends.
+    fn write_now(&self, message: &str, queue: &mpsc::Sender<Outbound>) -> bool {
+        let mut lent = self.lent();
+        let lent = &mut *lent;
+        if !lent.idle
+            || lent.written < lent.wire.len()
+            || queue.capacity() < queue.max_capacity()
+            || self.link.has_backlog()
+        {
+            return false;
+        }
+        let Some(writer) = lent.writer.as_mut() else {
+            return false;
+        };
+        if lent.wire.capacity() > WIRE_BUFFER_KEPT {
+            lent.wire = Vec::new();
+        }
+        lent.wire.clear();
+        lent.written = 0;
+        framing::encode(self.framing, message.as_bytes(), &mut lent.wire);
+        // Never wait here: a `Pending` leaves the rest to the writer, which waits on the socket.
+        let mut cx = Context::from_waker(Waker::noop());
+        while lent.written < lent.wire.len() {
+            match Pin::new(&mut *writer).poll_write(&mut cx, &lent.wire[lent.written..]) {
+                Poll::Ready(Ok(written)) if written > 0 => lent.written += written,
+                Poll::Ready(result) => {
+                    tracing::debug!(error = ?result.err(), "write failed; front-end gone");
+                    lent.writer = None;
+                    lent.wire.clear();
+                    lent.written = 0;
+                    self.leftover.notify_one();
+                    return true;
+                }
+                Poll::Pending => {
+                    self.leftover.notify_one();
+                    return true;
+                }
+            }
+        }
+        true
+    }
+
+    /// The writer waits: lend the socket.
+    fn lend(&self, writer: SocketWriter) {
+        let mut lent = self.lent();
+        lent.writer = Some(writer);
+        lent.idle = true;
+    }
+
+    /// The writer's next message from its queues, the socket taken back (no
+    /// longer lent) in the same lock as the message is taken off its queue.
+    fn poll_queued(
+        &self,
+        cx: &mut Context<'_>,
+        outbound: &mut mpsc::Receiver<Outbound>,
+        link_messages: Option<&mut mpsc::Receiver<String>>,
+    ) -> Poll<Queued> {
+        let mut lent = self.lent();
+        let queued = match outbound.poll_recv(cx) {
+            Poll::Ready(message) => Queued::Outbound(message),
+            Poll::Pending => match link_messages.map(|link| link.poll_recv(cx)) {
+                Some(Poll::Ready(message)) => Queued::Link(message),
+                Some(Poll::Pending) | None => return Poll::Pending,
+            },
+        };
+        lent.idle = false;
+        Poll::Ready(queued)
+    }
+
+    /// The writer has something to write: take the socket back, with what
+    /// a direct write left unwritten (appended to `wire`, to go first).
+    /// `None` if a direct write found the front-end gone.
+    fn take_back(&self, wire: &mut Vec<u8>) -> Option<SocketWriter> {
+        let mut lent = self.lent();
+        lent.idle = false;
+        if lent.written < lent.wire.len() {
+            wire.extend_from_slice(&lent.wire[lent.written..]);
+        }
+        lent.wire.clear();
+        lent.written = 0;
+        lent.writer.take()
+    }
+}
+
+/// What the writer took off its queues.
+enum Queued {
+    Outbound(Option<Outbound>),
+    Link(Option<String>),
+}
+
+/// What woke the writer.
+enum Next {
+    Queued(Queued),
+    Event(Result<Arc<EventFrame>, broadcast::error::RecvError>),
+    Leftover,
+}
+
 /// Write responses and notifications to the front-end until the reader is done
-/// (and the queue drained) or the front-end is gone.
+/// (and the queue drained) or the front-end is gone. While it waits, the
+/// socket is lent ([`Socket`]).
 ///
 /// On shutdown, a write that does not finish within [`WRITE_GRACE_ON_SHUTDOWN`]
 /// (a front-end that does not read) is abandoned rather than holding up the
 /// daemon's exit.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    framing: Framing,
+async fn write_loop(
+    writer: SocketWriter,
+    socket: Arc<Socket>,
     mut outbound: mpsc::Receiver<Outbound>,
-    (mut link_messages, link): (mpsc::Receiver<String>, Arc<Link>),
+    mut link_messages: mpsc::Receiver<String>,
     shutdown: CancellationToken,
 ) {
+    let link = socket.link.clone();
+    let framing = socket.framing;
     let mut events: Option<broadcast::Receiver<Arc<EventFrame>>> = None;
     // The daemon's requests and targeted notifications: only after the `initialize` response.
     let mut link_open = false;
     let mut last_delivered = 0;
     let mut wire = Vec::with_capacity(4096);
+    let mut writer = Some(writer);
     loop {
         wire.clear();
         // The written response's share of the byte budget, released once written.
         let mut _written_budget = None;
-        tokio::select! {
+        if let Some(writer) = writer.take() {
+            socket.lend(writer);
+        }
+        let next = tokio::select! {
             biased;
-            message = outbound.recv() => match message {
-                None => break,
-                Some(Outbound::Message(message, budget)) => {
-                    _written_budget = Some(budget);
-                    // What the daemon queued for this front-end before this
-                    // response goes first: a call's progress precedes its result.
-                    while link_open && let Ok(earlier) = link_messages.try_recv() {
-                        framing::encode(framing, earlier.as_bytes(), &mut wire);
-                    }
-                    if link_open {
-                        encode_missed_progress(&link, framing, &mut wire);
-                    }
-                    framing::encode(framing, message.as_bytes(), &mut wire);
+            queued = poll_fn(|cx| socket.poll_queued(cx, &mut outbound, link_open.then_some(&mut link_messages))) => {
+                Next::Queued(queued)
+            }
+            () = socket.leftover.notified() => Next::Leftover,
+            event = next_event(&mut events) => Next::Event(event),
+        };
+        writer = socket.take_back(&mut wire);
+        if writer.is_none() {
+            return; // a direct write found the front-end gone
+        }
+        match next {
+            Next::Leftover => {}
+            Next::Queued(Queued::Outbound(None)) => break,
+            Next::Queued(Queued::Outbound(Some(Outbound::Message(message, budget)))) => {
+                _written_budget = Some(budget);
+                // What the daemon queued for this front-end before this
+                // response goes first: a call's progress precedes its result.
+                while link_open && let Ok(earlier) = link_messages.try_recv() {
+                    framing::encode(framing, earlier.as_bytes(), &mut wire);
                 }
-                Some(Outbound::Start(start)) => {
-                    if let WriterStart::Events(subscription) = start {
-                        last_delivered = subscription.last_seq;
-                        events = Some(subscription.receiver);
-                    }
-                    link_open = true;
-                    continue;
-                }
-            },
-            message = link_messages.recv(), if link_open => match message {
-                Some(message) => {
-                    framing::encode(framing, message.as_bytes(), &mut wire);
+                if link_open {
                     encode_missed_progress(&link, framing, &mut wire);
                 }
-                None => {
-                    link_open = false;
-                    continue;
+                framing::encode(framing, message.as_bytes(), &mut wire);
+            }
+            Next::Queued(Queued::Outbound(Some(Outbound::Start(start)))) => {
+                if let WriterStart::Events(subscription) = start {
+                    last_delivered = subscription.last_seq;
+                    events = Some(subscription.receiver);
                 }
-            },
-            event = next_event(&mut events) => match event {
-                Ok(frame) => {
-                    if frame.seq <= last_delivered {
-                        continue;
-                    }
+                link_open = true;
+            }
+            Next::Queued(Queued::Link(Some(message))) => {
+                framing::encode(framing, message.as_bytes(), &mut wire);
+                encode_missed_progress(&link, framing, &mut wire);
+            }
+            Next::Queued(Queued::Link(None)) => link_open = false,
+            Next::Event(Ok(frame)) => {
+                if frame.seq > last_delivered {
                     last_delivered = frame.seq;
                     framing::encode(framing, frame.json.as_bytes(), &mut wire);
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let notice = EventsLagged::new(missed, last_delivered + 1);
-                    tracing::warn!(connection = link.id, missed, first = notice.first_missed_seq, "front-end fell behind; notifications dropped for it");
-                    last_delivered = notice.last_missed_seq;
-                    let message = serde_json::json!({
-                        "jsonrpc": "2.0",
-                        "method": EventsLaggedNotification::METHOD,
-                        "params": notice,
-                    });
-                    framing::encode(framing, message.to_string().as_bytes(), &mut wire);
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    events = None;
-                    continue;
-                }
-            },
+            }
+            Next::Event(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                let notice = EventsLagged::new(missed, last_delivered + 1);
+                tracing::warn!(
+                    connection = link.id,
+                    missed,
+                    first = notice.first_missed_seq,
+                    "front-end fell behind; notifications dropped for it"
+                );
+                last_delivered = notice.last_missed_seq;
+                let message = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "method": EventsLaggedNotification::METHOD,
+                    "params": notice,
+                });
+                framing::encode(framing, message.to_string().as_bytes(), &mut wire);
+            }
+            Next::Event(Err(broadcast::error::RecvError::Closed)) => events = None,
         }
+        if wire.is_empty() {
+            continue;
+        }
+        let Some(out) = writer.as_mut() else { return };
         let written = tokio::select! {
-            written = writer.write_all(&wire) => written,
+            written = out.write_all(&wire) => written,
             () = async { shutdown.cancelled().await; tokio::time::sleep(WRITE_GRACE_ON_SHUTDOWN).await } => {
                 tracing::debug!("abandoning a write to a front-end that does not read: shutting down");
                 return;
@@ -543,6 +724,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             // Not held for the connection's life after one large answer.
             wire = Vec::with_capacity(4096);
         }
+    }
+    // What a direct write left, then the end.
+    let Some(mut writer) = writer else { return };
+    if !wire.is_empty() {
+        let _ = writer.write_all(&wire).await;
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;

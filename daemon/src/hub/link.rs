@@ -365,6 +365,14 @@ impl Link {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Whether something for the front-end waits on this link: a message in
+    /// its queue (or room reserved for one), or dropped progress not told
+    /// yet. The connection's writer then goes first, so that what was queued
+    /// for a request precedes its answer.
+    pub(crate) fn has_backlog(&self) -> bool {
+        self.sender.capacity() < self.sender.max_capacity() || self.missed_progress.load(Ordering::Relaxed) > 0
+    }
+
     /// Progress notifications dropped since the last call (for the
     /// connection's writer to tell the front-end).
     pub(crate) fn take_missed_progress(&self) -> u64 {

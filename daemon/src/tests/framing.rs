@@ -319,3 +319,65 @@ async fn both_framings_on_one_daemon_at_once() {
     let from_headers = headers.call("mcpServer/list", json!({})).await;
     assert_eq!(from_lines, from_headers);
 }
+
+// ---------------------------------------------------------------------------
+// Answers written by their request's task (the writer lends the socket)
+
+/// An answer the socket does not take at once is finished, by the
+/// connection's writer, before anything that follows it: answers, queued or
+/// written by their own task, and notifications never interleave, in either
+/// framing, however small the socket's buffer.
+#[tokio::test]
+async fn answers_too_large_for_the_socket_are_finished_before_anything_else() {
+    const SOCKET_BUFFER: usize = 256;
+    const REQUESTS: usize = 24;
+    for framing in [WireFraming::Lines, WireFraming::ContentLength] {
+        let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+        let mut connection = daemon.connect_with_buffer(framing, SOCKET_BUFFER);
+        connection.initialize().await;
+        // Unread: answers to unknown methods (each larger than the socket's
+        // buffer, answered by the reader at once), answers of handlers that
+        // wait (`mcpServer/list` asks the supervisor), and notifications.
+        for k in 0..REQUESTS {
+            let message = match k % 3 {
+                0 => request(k, &format!("no/such/{}", "m".repeat(1000 + k)), json!({})),
+                1 => request(k, "mcpServer/list", json!({})),
+                _ => request(k, "debug/emitTestEvents", json!({"count": 3, "name": format!("n{k}")})),
+            };
+            connection.send(&message).await;
+        }
+        let mut answered = std::collections::BTreeSet::new();
+        let mut notifications = 0;
+        // Bounded: every request is answered once, and 3 notifications per emit.
+        while answered.len() < REQUESTS || notifications < REQUESTS / 3 * 3 {
+            let message = connection.recv().await;
+            if message.get("method").is_some() {
+                assert_eq!(message["method"], "mcpServer/startupStatus/updated", "{message}");
+                notifications += 1;
+                continue;
+            }
+            let k = message["id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{framing:?}: an answer without its id: {message}"));
+            let k = usize::try_from(k).expect("id");
+            match k % 3 {
+                0 => {
+                    assert_eq!(error_code(&message), -32601, "{framing:?}: {message}");
+                    assert!(
+                        error_message(&message).contains(&"m".repeat(1000 + k)),
+                        "{framing:?}: {message}"
+                    );
+                }
+                1 => assert_eq!(
+                    message["result"]["servers"][0]["name"], "echo",
+                    "{framing:?}: {message}"
+                ),
+                _ => assert!(message["result"]["lastSeq"].is_u64(), "{framing:?}: {message}"),
+            }
+            assert!(answered.insert(k), "{framing:?}: request {k} answered twice");
+        }
+        // Still in step: the next request's answer is the next message.
+        let list = connection.call("mcpServer/list", json!({})).await;
+        assert_eq!(list["servers"][0]["name"], "echo", "{framing:?}");
+    }
+}
