@@ -49,6 +49,7 @@
 //! full partial-frame budget stops the reader (`connection.rs`).
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use corral_protocol::{ClientInfo, ErrorCode, Initialize, Request as _};
 use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request, TwoPointZero};
@@ -204,26 +205,33 @@ impl Dispatcher {
                     && self.outbound.start_notifications(&self.session).await
             }
             Some(Dispatched::Later(id, future)) => match self.run_later(id, bytes, future, in_flight) {
-                Ok(()) => true,
+                Ok(None) => true,
+                Ok(Some(response)) => self.send(response).await,
                 Err((id, error)) => self.send(error_message(id, error)).await,
             },
         }
     }
 
-    /// Run a request as a task of `in_flight`, registered for cancellation; or
-    /// the error to answer at once (a duplicate id, no room).
+    /// Run a request: polled once here when a slot is free, then, unless
+    /// that answered it (`Ok(Some(answer))`), as a task of `in_flight`,
+    /// registered for cancellation; or the error to answer at once (a
+    /// duplicate id, no room).
+    ///
+    /// The first poll in the reader (with a waker that does nothing: the
+    /// task polls again as soon as it starts) sends a call on to its server
+    /// before the reader goes back to its socket, and answers what needs no
+    /// waiting (an error, a status) without a task.
     fn run_later(
         &self,
         id: Id<'static>,
         bytes: usize,
-        future: ResponseFuture,
+        mut future: ResponseFuture,
         in_flight: &mut JoinSet<()>,
-    ) -> Result<(), (Id<'static>, ErrorObjectOwned)> {
+    ) -> Result<Option<String>, (Id<'static>, ErrorObjectOwned)> {
         let key = id_key(&id);
-        // Held from the look to the insert, across the spawn, so the task cannot
-        // look for its entry before it exists (and one lock does both).
-        let mut registry = lock_cancellable(&self.cancellable);
-        if registry.contains_key(&key) {
+        // Only the reader adds entries: no other request can take this id
+        // between this look and the insert below.
+        if lock_cancellable(&self.cancellable).contains_key(&key) {
             // Two requests with one id could not be told apart (answers, cancels).
             return Err((id, duplicate_id(&key)));
         }
@@ -231,10 +239,17 @@ impl Dispatcher {
             tracing::debug!(request = %key, "request refused: too many running and waiting");
             return Err((id, self.slots.refusal()));
         };
+        if matches!(admitted, Admitted::Run(_))
+            && let Poll::Ready(response) = future.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        {
+            return Ok(Some(response)); // its slot is given back with `admitted`
+        }
         let running = self.slots.running.clone();
         let outbound = self.outbound.clone();
         let cancellable = self.cancellable.clone();
         let task_key = key.clone();
+        // Held across the spawn, so the task cannot look for its entry before it exists.
+        let mut registry = lock_cancellable(&self.cancellable);
         let handle = in_flight.spawn(
             async move {
                 let _slot = admitted.run(running).await;
@@ -247,7 +262,7 @@ impl Dispatcher {
             .in_current_span(),
         );
         registry.insert(key, Running::Request(handle));
-        Ok(())
+        Ok(None)
     }
 
     /// A JSON-RPC batch: one array of responses, in the order of the calls.
