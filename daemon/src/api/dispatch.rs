@@ -20,8 +20,10 @@
 //!   (`shared/reference/feasibility.md` §2B). The session reaches handlers
 //!   through jsonrpsee `Extensions`.
 //! - Synchronous methods (`initialize`) run inline, in order with what
-//!   follows them; async methods run as tasks, so their answers may come
-//!   back out of order.
+//!   follows them; async methods are polled once inline (which sends a call
+//!   on to its server before the reader reads on, and answers what needs no
+//!   waiting without a task) and then run as tasks, so their answers may
+//!   come back out of order.
 //! - At most `MAX_IN_FLIGHT` (64) requests run; more wait in a bounded room
 //!   (`MAX_WAITING_REQUESTS`, 256, and `WAITING_BYTES` of their text), and
 //!   beyond it get `tooManyRequests` (-32014) at once. A batch holds at most
