@@ -249,7 +249,7 @@ pub(crate) async fn call(
     // client's `logging/setLevel`, unless its own `_meta` names one.
     let level = super::LOG_LEVELS[client.log_rank.load(Ordering::Relaxed).min(super::LOG_LEVELS.len() - 1)];
     modern::with_log_level(&target, &mut meta, level);
-    let sent = forward::call_tool(&target, tool.clone(), arguments, meta, (frontends, link));
+    let sent = forward::call_tool(&target, &tool, arguments, meta, (frontends, link));
     let Some(answer) = call_guard.within(timeout, sent).await else {
         return tool_error(&format!(
             "MCP server `{server}` did not answer the call of `{tool}` within {}s (its tool_timeout_sec); \

@@ -96,7 +96,7 @@ pub(crate) type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_j
 /// answering what the server asks.
 pub(crate) async fn call_tool(
     target: &CallTarget,
-    name: String,
+    name: &str,
     arguments: Option<&RawValue>,
     meta: Option<JsonObject>,
     caller: (&Arc<FrontEnds>, &Arc<Link>),
@@ -108,9 +108,9 @@ pub(crate) async fn call_tool(
     let (frontends, link) = caller;
     let progress = progress_token.map(|token| (frontends, link, token));
     // SEP-1686: a tool that must run as a task is called as one.
-    let as_task = target.tool_task_support(&name) == Some(tasks::TASK_SUPPORT_REQUIRED);
+    let as_task = target.tool_task_support(name) == Some(tasks::TASK_SUPPORT_REQUIRED);
     let direct = target.direct_wire().filter(|_| !as_task);
-    let (name, meta) = (&name, &meta);
+    let meta = &meta;
     let round = |retry: Retry| {
         let progress = progress.clone();
         async move {
@@ -128,7 +128,7 @@ pub(crate) async fn call_tool(
                     }
                 }
                 _ => {
-                    let mut request = CallToolRequestParams::new(name.clone());
+                    let mut request = CallToolRequestParams::new(name.to_owned());
                     request.arguments = object_arguments(arguments)?;
                     request.meta = meta.clone().map(|meta| RequestMetaObject(MetaObject(meta)));
                     request.input_responses = retry.input_responses;

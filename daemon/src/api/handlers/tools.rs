@@ -27,14 +27,15 @@ use std::time::Duration;
 use corral_protocol::{Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
-use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
+use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde_json::value::RawValue;
 
 use crate::api::DaemonContext;
 use crate::api::rpc::{
     not_available_error, not_ready_servers, parse_params, parse_quickly, route_error, scoped_target, scoped_targets,
-    session, timeout_error, with_sentence,
+    timeout_error, with_sentence,
 };
+use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::request_headers::list_tools_now;
 use crate::mcp::route::RouteError;
@@ -100,14 +101,14 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
 pub(crate) fn register_raw(methods: &mut RawMethods, context: Arc<DaemonContext>) {
     methods.register(
         ToolsCall::METHOD,
-        Arc::new(move |params, extensions| Box::pin(call(params, context.clone(), extensions))),
+        Arc::new(move |params, link| Box::pin(call(params, context.clone(), link))),
     );
 }
 
 async fn call(
     params: Params<'static>,
     context: Arc<DaemonContext>,
-    extensions: Extensions,
+    link: Arc<Link>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
     // Refused params are refused as `ToolsCallParams` refuses them (`parse_quickly`).
     let full_arguments;
@@ -137,7 +138,8 @@ async fn call(
         .supervisor
         .call_target(&server)?
         .map_err(|not_available| not_available_error(&server, &not_available))?;
-    let what = format!("`tools/call` of `{name}`");
+    // Words for an error only: not formatted on a call that succeeds.
+    let what = || format!("`tools/call` of `{name}`");
     let target = scoped_target(target, headers.as_ref())?;
     // With headers the server may have tools its kept listing does not show: the filters
     // still apply, whether the tool exists is the server's to say.
@@ -146,18 +148,17 @@ async fn call(
     } else {
         target.check_tool(&name)
     };
-    allowed.map_err(|error| route_error(&server, &what, error))?;
-    let session = session(&extensions)?;
+    allowed.map_err(|error| route_error(&server, &what(), error))?;
     let frontends = &context.hub.routes;
     // While it runs, this connection is the one the server's elicitations go to.
-    let call_guard = frontends.call_started(&server, session.id);
+    let call_guard = frontends.call_started(&server, link.id);
     let timeout = target.config.tool_timeout;
-    let call = forward::call_tool(&target, name, arguments, meta, (frontends, &session.link));
+    let call = forward::call_tool(&target, &name, arguments, meta, (frontends, &link));
     // The clock stops while an elicitation of this server waits on this front-end's user.
     let answer = call_guard
         .within(timeout, call)
         .await
-        .ok_or_else(|| timeout_error(&server, &what, timeout))?;
+        .ok_or_else(|| timeout_error(&server, &what(), timeout))?;
     match answer {
         Ok(result) => Ok(result),
         Err(RouteError::InsufficientScope { required, error }) => {
@@ -175,8 +176,8 @@ async fn call(
                         STEP_UP_START.as_secs()
                     )
                 });
-            Err(with_sentence(&route_error(&server, &what, *error), &step_up))
+            Err(with_sentence(&route_error(&server, &what(), *error), &step_up))
         }
-        Err(error) => Err(route_error(&server, &what, error)),
+        Err(error) => Err(route_error(&server, &what(), error)),
     }
 }
