@@ -6,15 +6,17 @@
 //! Params that do not parse are `invalidParams` naming the method and the
 //! field's path; absent or `null` params mean `{}`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use corral_protocol::ErrorCode;
-use jsonrpsee::types::{ErrorObjectOwned, Extensions, Params};
+use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+
+use crate::FastMap;
+use crate::hub::link::Link;
 
 /// A JSON-RPC error object with one of Corral's codes.
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
@@ -91,9 +93,10 @@ pub(crate) fn raw_arguments(
 /// What a raw method's handler returns: the `result` (JSON as a server wrote it), or an error.
 pub(crate) type RawFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, ErrorObjectOwned>> + Send>>;
 
-/// A raw method's handler: the request's params and extensions (its session, and for
-/// an MCP connection its link), as jsonrpsee's handlers get them.
-pub(crate) type RawCallback = Arc<dyn Fn(Params<'static>, Extensions) -> RawFuture + Send + Sync>;
+/// A raw method's handler: the request's params and the link of the connection
+/// that sent it (which knows the connection by the same id as its session).
+/// No jsonrpsee `Extensions`: a map allocated, filled and dropped at every call.
+pub(crate) type RawCallback = Arc<dyn Fn(Params<'static>, Arc<Link>) -> RawFuture + Send + Sync>;
 
 /// Methods whose answer is a server's JSON passed through (`tools/call`): the
 /// dispatcher writes the `result` into the response as it is. jsonrpsee would
@@ -101,7 +104,7 @@ pub(crate) type RawCallback = Arc<dyn Fn(Params<'static>, Extensions) -> RawFutu
 /// parse of what the server's wire already read once, and two more copies.
 /// Looked up before the jsonrpsee table of the same mode.
 #[derive(Default)]
-pub(crate) struct RawMethods(HashMap<&'static str, RawCallback>);
+pub(crate) struct RawMethods(FastMap<&'static str, RawCallback>);
 
 impl RawMethods {
     /// Add `method`, answered by `handler`.

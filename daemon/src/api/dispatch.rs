@@ -422,6 +422,20 @@ impl Dispatcher {
             )));
         }
         let params = Params::new(request.params.as_deref().map(RawValue::get));
+        let raw_methods = if mcp {
+            &self.methods.mcp_raw
+        } else {
+            &self.methods.corral_raw
+        };
+        if let Some(callback) = raw_methods.get(method) {
+            let answer = callback(params.into_owned(), self.session.link.clone());
+            let method = method.to_owned();
+            let response_id = id.clone();
+            return Some(Dispatched::Later(
+                id,
+                Box::pin(async move { raw_answer(&method, &response_id, answer.await) }),
+            ));
+        }
         let mut extensions = request.extensions.clone();
         extensions.insert(self.session.clone());
         let methods = if mcp {
@@ -432,20 +446,6 @@ impl Dispatcher {
             &self.methods.corral
         };
         let max = corral_protocol::MAX_MESSAGE_BYTES;
-        let raw_methods = if mcp {
-            &self.methods.mcp_raw
-        } else {
-            &self.methods.corral_raw
-        };
-        if let Some(callback) = raw_methods.get(method) {
-            let answer = callback(params.into_owned(), extensions);
-            let method = method.to_owned();
-            let response_id = id.clone();
-            return Some(Dispatched::Later(
-                id,
-                Box::pin(async move { raw_answer(&method, &response_id, answer.await) }),
-            ));
-        }
         let response = match methods.method(method) {
             Some(MethodCallback::Sync(callback)) => {
                 let response = not_too_big(method, id.clone(), callback(id, params, max, extensions));

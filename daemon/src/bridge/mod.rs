@@ -141,7 +141,11 @@ impl Bridge {
 
     /// The client on the connection of this request.
     fn client(&self, extensions: &Extensions) -> Result<Arc<Client>, ErrorObjectOwned> {
-        let link = link(extensions)?;
+        self.client_of(&*link(extensions)?)
+    }
+
+    /// The client on `link`'s connection, once its `initialize` is answered.
+    fn client_of(&self, link: &Link) -> Result<Arc<Client>, ErrorObjectOwned> {
         self.clients().get(&link.id).cloned().ok_or_else(|| {
             error(
                 ErrorCode::InvalidRequest,
@@ -205,11 +209,10 @@ pub(crate) fn raw_methods(bridge: Arc<Bridge>) -> RawMethods {
     let mut methods = RawMethods::default();
     methods.register(
         "tools/call",
-        Arc::new(move |params, extensions| {
+        Arc::new(move |params, link| {
             let bridge = bridge.clone();
             Box::pin(async move {
-                let link = link(&extensions)?;
-                let client = bridge.client(&extensions)?;
+                let client = bridge.client_of(&link)?;
                 tools::call(&bridge, &client, &params, &link).await
             })
         }),
