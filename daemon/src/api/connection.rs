@@ -37,6 +37,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -475,8 +476,12 @@ type SocketWriter = Box<dyn AsyncWrite + Send + Unpin>;
 /// socket back with, in the same lock as it takes a message off its queue;
 /// so what was queued for the front-end before an answer (its request's
 /// progress, a dropped-progress notice, an earlier answer, the `initialize`
-/// answer before the notifications it opens) is written before it.
-/// Notifications of the event stream have no order with answers.
+/// answer before the notifications it opens) is written before it. Nor is
+/// an answer written directly while a notification of the event stream
+/// published before it is not delivered yet (the hub's watermark against
+/// the writer's), and the writer writes the notifications it can read
+/// before each answer it writes: an answer that shows a server's new status
+/// never overtakes the notification of it.
 pub(super) struct Socket {
     lent: Mutex<Lent>,
     /// Tells the writer that a direct write left bytes for it.
@@ -495,6 +500,9 @@ struct Lent {
     /// The last direct write; `wire[written..]` did not fit and is the writer's to write first.
     wire: Vec<u8>,
     written: usize,
+    /// Once the front-end gets the event stream: the newest sequence number
+    /// published, and the newest the writer delivered.
+    events: Option<(Arc<AtomicU64>, u64)>,
 }
 
 impl Socket {
@@ -524,6 +532,10 @@ impl Socket {
             || lent.written < lent.wire.len()
             || queue.capacity() < queue.max_capacity()
             || self.link.has_backlog()
+            || lent
+                .events
+                .as_ref()
+                .is_some_and(|(published, delivered)| published.load(Ordering::Acquire) > *delivered)
         {
             return false;
         }
@@ -558,11 +570,13 @@ impl Socket {
         true
     }
 
-    /// The writer waits: lend the socket.
-    fn lend(&self, writer: SocketWriter) {
+    /// The writer waits, having delivered the event stream up to `delivered`
+    /// (if the front-end gets it, `published` is the hub's watermark): lend the socket.
+    fn lend(&self, writer: SocketWriter, events: Option<(&Arc<AtomicU64>, u64)>) {
         let mut lent = self.lent();
         lent.writer = Some(writer);
         lent.idle = true;
+        lent.events = events.map(|(published, delivered)| (published.clone(), delivered));
     }
 
     /// The writer's next message from its queues, the socket taken back (no
@@ -629,10 +643,9 @@ async fn write_loop(
 ) {
     let link = socket.link.clone();
     let framing = socket.framing;
-    let mut events: Option<broadcast::Receiver<Arc<EventFrame>>> = None;
+    let mut events = EventStream::default();
     // The daemon's requests and targeted notifications: only after the `initialize` response.
     let mut link_open = false;
-    let mut last_delivered = 0;
     let mut wire = Vec::with_capacity(4096);
     let mut writer = Some(writer);
     loop {
@@ -640,7 +653,7 @@ async fn write_loop(
         // The written response's share of the byte budget, released once written.
         let mut _written_budget = None;
         if let Some(writer) = writer.take() {
-            socket.lend(writer);
+            socket.lend(writer, events.watermark());
         }
         let next = tokio::select! {
             biased;
@@ -648,7 +661,7 @@ async fn write_loop(
                 Next::Queued(queued)
             }
             () = socket.leftover.notified() => Next::Leftover,
-            event = next_event(&mut events) => Next::Event(event),
+            event = next_event(&mut events.receiver) => Next::Event(event),
         };
         writer = socket.take_back(&mut wire);
         if writer.is_none() {
@@ -667,12 +680,17 @@ async fn write_loop(
                 if link_open {
                     encode_missed_progress(&link, framing, &mut wire);
                 }
+                // So do the notifications published before it was made.
+                events.encode_ready(&link, framing, &mut wire);
                 framing::encode(framing, message.as_bytes(), &mut wire);
             }
             Next::Queued(Queued::Outbound(Some(Outbound::Start(start)))) => {
                 if let WriterStart::Events(subscription) = start {
-                    last_delivered = subscription.last_seq;
-                    events = Some(subscription.receiver);
+                    events = EventStream {
+                        receiver: Some(subscription.receiver),
+                        published: Some(subscription.published),
+                        last_delivered: subscription.last_seq,
+                    };
                 }
                 link_open = true;
             }
@@ -681,29 +699,7 @@ async fn write_loop(
                 encode_missed_progress(&link, framing, &mut wire);
             }
             Next::Queued(Queued::Link(None)) => link_open = false,
-            Next::Event(Ok(frame)) => {
-                if frame.seq > last_delivered {
-                    last_delivered = frame.seq;
-                    framing::encode(framing, frame.json.as_bytes(), &mut wire);
-                }
-            }
-            Next::Event(Err(broadcast::error::RecvError::Lagged(missed))) => {
-                let notice = EventsLagged::new(missed, last_delivered + 1);
-                tracing::warn!(
-                    connection = link.id,
-                    missed,
-                    first = notice.first_missed_seq,
-                    "front-end fell behind; notifications dropped for it"
-                );
-                last_delivered = notice.last_missed_seq;
-                let message = serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "method": EventsLaggedNotification::METHOD,
-                    "params": notice,
-                });
-                framing::encode(framing, message.to_string().as_bytes(), &mut wire);
-            }
-            Next::Event(Err(broadcast::error::RecvError::Closed)) => events = None,
+            Next::Event(received) => events.encode(received, &link, framing, &mut wire),
         }
         if wire.is_empty() {
             continue;
@@ -732,6 +728,75 @@ async fn write_loop(
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
+}
+
+/// The connection's place in the daemon's event stream (a Corral front-end
+/// after its `initialize`; never for an MCP client).
+#[derive(Default)]
+struct EventStream {
+    receiver: Option<broadcast::Receiver<Arc<EventFrame>>>,
+    /// The hub's newest sequence number published.
+    published: Option<Arc<AtomicU64>>,
+    last_delivered: u64,
+}
+
+impl EventStream {
+    /// What the socket's lender compares: the hub's watermark and what was delivered.
+    fn watermark(&self) -> Option<(&Arc<AtomicU64>, u64)> {
+        self.published
+            .as_ref()
+            .map(|published| (published, self.last_delivered))
+    }
+
+    /// Encode what the stream gave: a notification not delivered yet, or one
+    /// `events/lagged` for what the front-end missed by falling a ring behind.
+    fn encode(
+        &mut self,
+        received: Result<Arc<EventFrame>, broadcast::error::RecvError>,
+        link: &Link,
+        framing: Framing,
+        wire: &mut Vec<u8>,
+    ) {
+        match received {
+            Ok(frame) => {
+                if frame.seq > self.last_delivered {
+                    self.last_delivered = frame.seq;
+                    framing::encode(framing, frame.json.as_bytes(), wire);
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let notice = EventsLagged::new(missed, self.last_delivered + 1);
+                tracing::warn!(
+                    connection = link.id,
+                    missed,
+                    first = notice.first_missed_seq,
+                    "front-end fell behind; notifications dropped for it"
+                );
+                self.last_delivered = notice.last_missed_seq;
+                let message = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "method": EventsLaggedNotification::METHOD,
+                    "params": notice,
+                });
+                framing::encode(framing, message.to_string().as_bytes(), wire);
+            }
+            Err(broadcast::error::RecvError::Closed) => self.receiver = None,
+        }
+    }
+
+    /// Encode every notification the stream holds now (before an answer).
+    fn encode_ready(&mut self, link: &Link, framing: Framing, wire: &mut Vec<u8>) {
+        use broadcast::error::{RecvError, TryRecvError};
+        while let Some(receiver) = self.receiver.as_mut() {
+            let received = match receiver.try_recv() {
+                Ok(frame) => Ok(frame),
+                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => return,
+            };
+            self.encode(received, link, framing, wire);
+        }
+    }
 }
 
 /// `mcpServer/progress/lagged`, if progress for this front-end was dropped

@@ -22,6 +22,7 @@
 //! notification the connection then gets has a greater `seq`).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use corral_protocol::DaemonNotification;
@@ -48,6 +49,8 @@ pub struct EventFrame {
 pub struct EventHub {
     state: Mutex<HubState>,
     sender: broadcast::Sender<Arc<EventFrame>>,
+    /// The newest sequence number sent, readable without the lock.
+    published: Arc<AtomicU64>,
     capacity: usize,
     max_bytes: usize,
 }
@@ -67,6 +70,10 @@ pub struct Subscription {
     pub receiver: broadcast::Receiver<Arc<EventFrame>>,
     /// The newest sequence number when the subscription was taken.
     pub last_seq: u64,
+    /// The newest sequence number published so far (set before its frame is
+    /// sent): a connection whose writer delivered less has notifications to
+    /// write before an answer that was made after them.
+    pub published: Arc<AtomicU64>,
 }
 
 /// What `events/replay` returns.
@@ -97,6 +104,7 @@ impl EventHub {
                 history_bytes: 0,
             }),
             sender,
+            published: Arc::new(AtomicU64::new(0)),
             capacity,
             max_bytes,
         }
@@ -149,6 +157,7 @@ impl EventHub {
         }
         // Sent under the lock so that broadcast order is seq order. An error only
         // means that no connection is subscribed right now.
+        self.published.store(seq, Ordering::Release);
         let _ = self.sender.send(frame);
         seq
     }
@@ -159,6 +168,7 @@ impl EventHub {
         Subscription {
             receiver: self.sender.subscribe(),
             last_seq: state.last_seq,
+            published: self.published.clone(),
         }
     }
 

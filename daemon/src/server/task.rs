@@ -965,17 +965,22 @@ impl ServerTask {
             Some((reason, error)) => (Some(reason), Some(error)),
             None => (None, None),
         };
+        let name = self.name.clone();
+        // Published while the new state is written (the watch's lock held): whoever
+        // reads the state and finds it new finds its notification already published,
+        // so a front-end's answer that shows a status never overtakes the
+        // notification of it (`api/connection.rs`), and a front-end that gets the
+        // notification and asks finds the new state.
         self.state.send_modify(|state| {
             state.public.status = status;
             state.public.failure_reason = reason;
             state.public.error = error.clone();
-        });
-        let name = self.name.clone();
-        self.hub.events.publish(|seq| {
-            let mut update = StartupStatusUpdated::new(seq, name, status);
-            update.failure_reason = reason;
-            update.error = error;
-            DaemonNotification::StartupStatusUpdated(update)
+            self.hub.events.publish(|seq| {
+                let mut update = StartupStatusUpdated::new(seq, name, status);
+                update.failure_reason = reason;
+                update.error = error;
+                DaemonNotification::StartupStatusUpdated(update)
+            });
         });
     }
 
