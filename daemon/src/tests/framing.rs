@@ -381,3 +381,38 @@ async fn answers_too_large_for_the_socket_are_finished_before_anything_else() {
         assert_eq!(list["servers"][0]["name"], "echo", "{framing:?}");
     }
 }
+
+/// A notification published before an answer was made is written before
+/// that answer, whether the answer goes through the writer or is written by
+/// its request's task: `debug/emitTestEvents` publishes its notifications,
+/// then answers with the last one's `seq`.
+#[tokio::test]
+async fn notifications_published_before_an_answer_precede_it() {
+    const ROUNDS: u64 = 50;
+    const EVENTS: u64 = 3;
+    let mut daemon = InProcessDaemon::start_with_config(Some(ONE_SERVER)).await;
+    let mut connection = daemon.line_connection();
+    connection.initialize().await;
+    let mut seen = 0;
+    for round in 0..ROUNDS {
+        connection
+            .send(&request(
+                round,
+                "debug/emitTestEvents",
+                json!({"count": EVENTS, "name": "ordered"}),
+            ))
+            .await;
+        // Bounded: the answer comes after at most EVENTS notifications.
+        loop {
+            let message = connection.recv().await;
+            if message.get("method").is_some() {
+                seen = message["params"]["seq"].as_u64().expect("seq");
+                continue;
+            }
+            assert_eq!(message["id"], round, "{message}");
+            let last = message["result"]["lastSeq"].as_u64().expect("lastSeq");
+            assert_eq!(seen, last, "round {round}: the answer came before notification {last}");
+            break;
+        }
+    }
+}
