@@ -38,7 +38,7 @@
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use corral_protocol::framing::{self, FrameDecoder, FrameError, Framing};
@@ -486,6 +486,9 @@ pub(super) struct Socket {
     lent: Mutex<Lent>,
     /// Tells the writer that a direct write left bytes for it.
     leftover: Notify,
+    /// The hub's newest sequence number published, once the front-end gets
+    /// the event stream (set by the writer at its `Start`).
+    published: OnceLock<Arc<AtomicU64>>,
     framing: Framing,
     link: Arc<Link>,
 }
@@ -500,9 +503,8 @@ struct Lent {
     /// The last direct write; `wire[written..]` did not fit and is the writer's to write first.
     wire: Vec<u8>,
     written: usize,
-    /// Once the front-end gets the event stream: the newest sequence number
-    /// published, and the newest the writer delivered.
-    events: Option<(Arc<AtomicU64>, u64)>,
+    /// The newest sequence number of the event stream the writer delivered.
+    delivered: u64,
 }
 
 impl Socket {
@@ -510,6 +512,7 @@ impl Socket {
         Self {
             lent: Mutex::new(Lent::default()),
             leftover: Notify::new(),
+            published: OnceLock::new(),
             framing,
             link,
         }
@@ -532,10 +535,10 @@ impl Socket {
             || lent.written < lent.wire.len()
             || queue.capacity() < queue.max_capacity()
             || self.link.has_backlog()
-            || lent
-                .events
-                .as_ref()
-                .is_some_and(|(published, delivered)| published.load(Ordering::Acquire) > *delivered)
+            || self
+                .published
+                .get()
+                .is_some_and(|published| published.load(Ordering::Acquire) > lent.delivered)
         {
             return false;
         }
@@ -570,13 +573,12 @@ impl Socket {
         true
     }
 
-    /// The writer waits, having delivered the event stream up to `delivered`
-    /// (if the front-end gets it, `published` is the hub's watermark): lend the socket.
-    fn lend(&self, writer: SocketWriter, events: Option<(&Arc<AtomicU64>, u64)>) {
+    /// The writer waits, having delivered the event stream up to `delivered`: lend the socket.
+    fn lend(&self, writer: SocketWriter, delivered: u64) {
         let mut lent = self.lent();
         lent.writer = Some(writer);
         lent.idle = true;
-        lent.events = events.map(|(published, delivered)| (published.clone(), delivered));
+        lent.delivered = delivered;
     }
 
     /// The writer's next message from its queues, the socket taken back (no
@@ -635,7 +637,7 @@ enum Next {
 /// (a front-end that does not read) is abandoned rather than holding up the
 /// daemon's exit.
 async fn write_loop(
-    writer: SocketWriter,
+    mut writer: SocketWriter,
     socket: Arc<Socket>,
     mut outbound: mpsc::Receiver<Outbound>,
     mut link_messages: mpsc::Receiver<String>,
@@ -647,14 +649,11 @@ async fn write_loop(
     // The daemon's requests and targeted notifications: only after the `initialize` response.
     let mut link_open = false;
     let mut wire = Vec::with_capacity(4096);
-    let mut writer = Some(writer);
     loop {
         wire.clear();
         // The written response's share of the byte budget, released once written.
         let mut _written_budget = None;
-        if let Some(writer) = writer.take() {
-            socket.lend(writer, events.watermark());
-        }
+        socket.lend(writer, events.last_delivered);
         let next = tokio::select! {
             biased;
             queued = poll_fn(|cx| socket.poll_queued(cx, &mut outbound, link_open.then_some(&mut link_messages))) => {
@@ -663,10 +662,10 @@ async fn write_loop(
             () = socket.leftover.notified() => Next::Leftover,
             event = next_event(&mut events.receiver) => Next::Event(event),
         };
-        writer = socket.take_back(&mut wire);
-        if writer.is_none() {
-            return; // a direct write found the front-end gone
-        }
+        writer = match socket.take_back(&mut wire) {
+            Some(writer) => writer,
+            None => return, // a direct write found the front-end gone
+        };
         match next {
             Next::Leftover => {}
             Next::Queued(Queued::Outbound(None)) => break,
@@ -686,9 +685,9 @@ async fn write_loop(
             }
             Next::Queued(Queued::Outbound(Some(Outbound::Start(start)))) => {
                 if let WriterStart::Events(subscription) = start {
+                    let _ = socket.published.set(subscription.published);
                     events = EventStream {
                         receiver: Some(subscription.receiver),
-                        published: Some(subscription.published),
                         last_delivered: subscription.last_seq,
                     };
                 }
@@ -704,9 +703,8 @@ async fn write_loop(
         if wire.is_empty() {
             continue;
         }
-        let Some(out) = writer.as_mut() else { return };
         let written = tokio::select! {
-            written = out.write_all(&wire) => written,
+            written = writer.write_all(&wire) => written,
             () = async { shutdown.cancelled().await; tokio::time::sleep(WRITE_GRACE_ON_SHUTDOWN).await } => {
                 tracing::debug!("abandoning a write to a front-end that does not read: shutting down");
                 return;
@@ -722,7 +720,6 @@ async fn write_loop(
         }
     }
     // What a direct write left, then the end.
-    let Some(mut writer) = writer else { return };
     if !wire.is_empty() {
         let _ = writer.write_all(&wire).await;
     }
@@ -735,19 +732,10 @@ async fn write_loop(
 #[derive(Default)]
 struct EventStream {
     receiver: Option<broadcast::Receiver<Arc<EventFrame>>>,
-    /// The hub's newest sequence number published.
-    published: Option<Arc<AtomicU64>>,
     last_delivered: u64,
 }
 
 impl EventStream {
-    /// What the socket's lender compares: the hub's watermark and what was delivered.
-    fn watermark(&self) -> Option<(&Arc<AtomicU64>, u64)> {
-        self.published
-            .as_ref()
-            .map(|published| (published, self.last_delivered))
-    }
-
     /// Encode what the stream gave: a notification not delivered yet, or one
     /// `events/lagged` for what the front-end missed by falling a ring behind.
     fn encode(

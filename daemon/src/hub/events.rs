@@ -49,7 +49,9 @@ pub struct EventFrame {
 pub struct EventHub {
     state: Mutex<HubState>,
     sender: broadcast::Sender<Arc<EventFrame>>,
-    /// The newest sequence number sent, readable without the lock.
+    /// The newest sequence number sent: written only under the lock (so read
+    /// there, it is the hub's `last_seq`), readable without it by the
+    /// connections' writers ([`Subscription::published`]).
     published: Arc<AtomicU64>,
     capacity: usize,
     max_bytes: usize,
@@ -57,7 +59,6 @@ pub struct EventHub {
 
 #[derive(Debug)]
 struct HubState {
-    last_seq: u64,
     history: VecDeque<Arc<EventFrame>>,
     /// Sum of the JSON lengths of `history`.
     history_bytes: usize,
@@ -99,7 +100,6 @@ impl EventHub {
         let (sender, _) = broadcast::channel(capacity);
         Self {
             state: Mutex::new(HubState {
-                last_seq: 0,
                 history: VecDeque::with_capacity(capacity),
                 history_bytes: 0,
             }),
@@ -125,7 +125,8 @@ impl EventHub {
     /// Never waits on a connection. Returns the sequence number.
     pub fn publish(&self, make: impl FnOnce(u64) -> DaemonNotification) -> u64 {
         let mut state = self.lock();
-        let seq = state.last_seq + 1;
+        let last_seq = self.published.load(Ordering::Relaxed);
+        let seq = last_seq + 1;
         let notification = make(seq);
         debug_assert_eq!(notification.seq(), seq, "notification must carry the seq it was given");
         let json = serde_json::json!({
@@ -136,7 +137,7 @@ impl EventHub {
                 Err(error) => {
                     // Our own protocol types always serialize; keep the daemon alive if not.
                     tracing::error!(%error, "cannot serialize a notification");
-                    return state.last_seq;
+                    return last_seq;
                 }
             },
         })
@@ -147,7 +148,6 @@ impl EventHub {
             json,
             notification,
         });
-        state.last_seq = seq;
         state.history_bytes += frame.json.len();
         state.history.push_back(frame.clone());
         while state.history.len() > 1 && (state.history.len() > self.capacity || state.history_bytes > self.max_bytes) {
@@ -164,24 +164,26 @@ impl EventHub {
 
     /// Subscribe to notifications newer than the returned `last_seq`.
     pub fn subscribe(&self) -> Subscription {
-        let state = self.lock();
+        let _state = self.lock();
         Subscription {
             receiver: self.sender.subscribe(),
-            last_seq: state.last_seq,
+            last_seq: self.published.load(Ordering::Relaxed),
             published: self.published.clone(),
         }
     }
 
     /// The newest sequence number (0 before the first notification).
     pub fn last_seq(&self) -> u64 {
-        self.lock().last_seq
+        let _state = self.lock();
+        self.published.load(Ordering::Relaxed)
     }
 
     /// Notifications with a sequence number greater than `after_seq`.
     pub fn replay(&self, after_seq: u64) -> Replay {
         let state = self.lock();
-        let oldest_kept = state.history.front().map_or(state.last_seq + 1, |frame| frame.seq);
-        let complete = after_seq.saturating_add(1) >= oldest_kept || after_seq >= state.last_seq;
+        let last_seq = self.published.load(Ordering::Relaxed);
+        let oldest_kept = state.history.front().map_or(last_seq + 1, |frame| frame.seq);
+        let complete = after_seq.saturating_add(1) >= oldest_kept || after_seq >= last_seq;
         let notifications = state
             .history
             .iter()
@@ -191,7 +193,7 @@ impl EventHub {
         Replay {
             notifications,
             complete,
-            last_seq: state.last_seq,
+            last_seq,
         }
     }
 }
