@@ -113,8 +113,10 @@ impl RawMethods {
     }
 
     /// The handler of `method`, if it is a raw method.
-    pub(crate) fn get(&self, method: &str) -> Option<&RawCallback> {
-        self.0.get(method)
+    pub(crate) fn get(&self, method: &str) -> Option<(&'static str, &RawCallback)> {
+        self.0
+            .get_key_value(method)
+            .map(|(method, callback)| (*method, callback))
     }
 }
 

@@ -45,10 +45,10 @@ use corral_protocol::framing::{self, FrameDecoder, FrameError, Framing};
 use corral_protocol::{
     ErrorCode, EventsLagged, EventsLaggedNotification, Notification, ProgressLagged, ProgressLaggedNotification,
 };
+use futures_util::StreamExt as _;
 use jsonrpsee::types::Id;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -59,7 +59,7 @@ use super::session::{Session, WriterStart};
 use crate::hub::events::EventFrame;
 use crate::hub::link::{Dialect, Link};
 
-use super::dispatch::{Cancellable, Dispatcher, RequestSlots, error_message};
+use super::dispatch::{Cancellable, Dispatcher, InFlight, RequestSlots, error_message};
 
 /// Responses waiting for the writer; when full, the reader waits.
 const OUTBOUND_QUEUE: usize = 64;
@@ -285,7 +285,7 @@ async fn serve_until_done<S>(
             cancellable: Cancellable::default(),
             slots,
         };
-        let mut in_flight = JoinSet::new();
+        let mut in_flight = InFlight::new();
         let end = dispatcher
             .read_loop(
                 &mut reader,
@@ -297,8 +297,6 @@ async fn serve_until_done<S>(
             )
             .await;
         tracing::debug!(?end, "reader finished");
-        let Dispatcher { outbound, .. } = dispatcher;
-        drop(outbound);
         let mut writer_done = false;
         if end == ReadEnd::Eof && hung_up() {
             // Gone entirely (Ctrl-C, a crash): nobody can read the answers.
@@ -310,7 +308,7 @@ async fn serve_until_done<S>(
             // requests in): answer what it asked, for a while; whatever still
             // runs after the grace is cancelled.
             tokio::select! {
-                () = async { while in_flight.join_next().await.is_some() {} } => {}
+                () = async { while in_flight.next().await.is_some() {} } => {}
                 _ = &mut writer_task.0 => writer_done = true,
                 () = shutdown.cancelled() => {}
                 () = tokio::time::sleep(EOF_GRACE) => tracing::debug!(
@@ -319,7 +317,10 @@ async fn serve_until_done<S>(
                 ),
             }
         }
-        in_flight.abort_all();
+        // What still runs is cancelled; then the outlet goes, and the writer
+        // ends once it has written what is queued.
+        drop(in_flight);
+        drop(dispatcher);
         if !writer_done {
             let _ = (&mut writer_task.0).await;
         }
@@ -381,12 +382,12 @@ impl Outlet {
 }
 
 impl Dispatcher {
-    async fn read_loop<R: AsyncRead + Unpin>(
-        &self,
+    async fn read_loop<'a, R: AsyncRead + Unpin>(
+        &'a self,
         reader: &mut R,
         decoder: &mut FrameDecoder,
         chunk: &mut [u8],
-        in_flight: &mut JoinSet<()>,
+        in_flight: &mut InFlight<'a>,
         partial_frames: &mut PartialFrameBudget,
         shutdown: &CancellationToken,
     ) -> ReadEnd {
@@ -416,7 +417,6 @@ impl Dispatcher {
                     }
                 }
             }
-            while in_flight.try_join_next().is_some() {}
             if decoder.buffered() == 0 {
                 frame_started = None;
             } else if frame_started.is_none() {
@@ -431,8 +431,12 @@ impl Dispatcher {
             // What is buffered counts against the daemon-wide budget: the next
             // read waits until it fits (other connections finish their
             // messages or are closed at their deadline).
+            // Biased: the requests just dispatched are polled (a call written on
+            // its server's pipe) before the socket is read again.
             let read = tokio::select! {
+                biased;
                 () = shutdown.cancelled() => return ReadEnd::Shutdown,
+                never = run_in_flight(in_flight) => match never {},
                 read = async {
                     partial_frames.hold(decoder.buffered()).await;
                     reader.read(chunk).await
@@ -462,6 +466,13 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Run a connection's requests: never completes (an empty set waits for the
+/// reader to add more, which it does between two runs of this).
+async fn run_in_flight(in_flight: &mut InFlight<'_>) -> std::convert::Infallible {
+    while in_flight.next().await.is_some() {}
+    std::future::pending().await
 }
 
 /// The writing half of a connection's stream.

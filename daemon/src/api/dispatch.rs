@@ -1,7 +1,8 @@
 //! Dispatching one connection's messages: requests into the methods of the
-//! connection's mode (synchronous ones inline, async ones as tasks in a bounded
-//! set of slots, cancellable by id), batches, the front-end's answers to
-//! the daemon's requests, and cancellations.
+//! connection's mode (synchronous ones inline, async ones as futures the
+//! connection's reader polls, in a bounded set of slots, cancellable by id),
+//! batches, the front-end's answers to the daemon's requests, and
+//! cancellations.
 //!
 //! The mode is decided by the connection's first `initialize`: an integer
 //! `protocolVersion` is Corral's protocol (the front-end API's methods), a
@@ -20,22 +21,28 @@
 //!   (`shared/reference/feasibility.md` §2B). The session reaches handlers
 //!   through jsonrpsee `Extensions`.
 //! - Synchronous methods (`initialize`) run inline, in order with what
-//!   follows them; async methods are polled once inline (which sends a call
-//!   on to its server before the reader reads on, and answers what needs no
-//!   waiting without a task) and then run as tasks, so their answers may
-//!   come back out of order.
+//!   follows them; async methods run as futures of the connection's
+//!   [`InFlight`] set, which its reader polls between reads (first right
+//!   after dispatching, so a call is on its server's pipe before the reader
+//!   reads on), so their answers may come back out of order. Not a task per
+//!   request: a spawn, a task's scheduling and its abort handle are work on
+//!   every call that this saves. A handler that panics is answered
+//!   `internalError`; a handler that computes for long delays this
+//!   connection's reading only, and while the reader waits for room in the
+//!   outbound queue its requests wait too (they would wait for that room
+//!   to answer anyway).
 //! - At most `MAX_IN_FLIGHT` (64) requests run; more wait in a bounded room
 //!   (`MAX_WAITING_REQUESTS`, 256, and `WAITING_BYTES` of their text), and
 //!   beyond it get `tooManyRequests` (-32014) at once. A batch holds at most
 //!   `MAX_BATCH_LEN` (256) entries, which run as in-flight requests like any
-//!   other; its array is assembled by a task that holds no slot, and at most
+//!   other; its array is assembled by a future that holds no slot, and at most
 //!   64 batches wait for their entries.
 //! - An MCP client's `notifications/roots/list_changed` goes to its link
 //!   (`Link::roots_changed`), which owns the roots it gave (`hub::roots`);
 //!   other notifications are ignored.
 //! - Cancellation (`$/cancelRequest`, MCP's `notifications/cancelled`): the
-//!   task is registered by request id and whoever removes the registration
-//!   answers, so a request is never answered twice; a second in-flight
+//!   request is registered by id (an abort handle) and whoever removes the
+//!   registration answers, so a request is never answered twice; a second in-flight
 //!   request with the same id is refused. A cancelled batch entry answers
 //!   `requestCancelled` in its place.
 //! - At end of stream, running requests are cancelled at once if the
@@ -50,22 +57,24 @@
 //! those calls' timeouts are paused). Only the outbound byte budget or a
 //! full partial-frame budget stops the reader (`connection.rs`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use corral_protocol::{ClientInfo, ErrorCode, Initialize, Request as _};
+use futures_util::FutureExt as _;
+use futures_util::future::{AbortHandle, Abortable, Aborted, BoxFuture};
+use futures_util::stream::FuturesUnordered;
 use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request, TwoPointZero};
 use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse};
 use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::router::MethodTables;
 use super::rpc::rpc_error;
 use super::session::Session;
 use crate::hub::link::{Dialect, Door, FrontEndError};
+use crate::params::RawFuture;
 
 use super::connection::{MAX_BATCH_LEN, Outlet, WAITING_BYTES};
 
@@ -142,41 +151,83 @@ impl RequestSlots {
 
 impl Admitted {
     /// Wait for a running slot if there is none yet; hold it while the request runs.
-    async fn run(self, running: Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    async fn run(self, running: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
         match self {
             Self::Run(slot) => Some(slot),
             // The semaphore is never closed; a place is given up once a slot is had.
-            Self::Wait(_place, _bytes) => running.acquire_owned().await.ok(),
+            Self::Wait(_place, _bytes) => running.clone().acquire_owned().await.ok(),
         }
     }
 }
 
-/// The boxed future jsonrpsee's async callbacks return.
-/// Its output is the whole JSON-RPC answer, as text.
-type ResponseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'static>>;
+/// A connection's running requests, batch entries and batch answers: futures
+/// its reader polls between reads (`connection.rs`), not tasks of their own. They
+/// borrow the connection's [`Dispatcher`], and end with the reader (after the
+/// grace at end of stream).
+pub(super) type InFlight<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>;
 
 /// A call's response, available now or later (with the request's id, to cancel it).
 enum Dispatched {
     Now(MethodResponse),
-    Later(Id<'static>, ResponseFuture),
+    Later(Id<'static>, Pending),
 }
 
-/// Requests running as tasks, by request id (as JSON text), so that a
-/// front-end can cancel them. A task removes its own entry before it answers;
-/// whoever removes the entry decides who answers (the task, or the canceller
-/// with `requestCancelled`), so a request is never answered twice. A batch
-/// entry is always answered by its task, inside the batch's answer.
-pub(super) type Cancellable = Arc<std::sync::Mutex<crate::FastMap<String, Running>>>;
+/// An answer to come, with the method's name (for its errors).
+enum Pending {
+    /// A raw method's (`RawMethods`): its `result` laid into the response as it is.
+    Raw(&'static str, RawFuture),
+    /// A jsonrpsee async method's.
+    Method(&'static str, BoxFuture<'static, MethodResponse>),
+}
 
-/// How to cancel a running request.
+impl Pending {
+    /// The whole JSON-RPC answer to request `id`, as text; a handler that
+    /// panics is answered `internalError` (the connection and its other
+    /// requests go on).
+    async fn answer(self, id: &Id<'static>) -> String {
+        let method = match &self {
+            Self::Raw(method, _) | Self::Method(method, _) => *method,
+        };
+        let answer = std::panic::AssertUnwindSafe(async {
+            match self {
+                Self::Raw(method, future) => raw_answer(method, id, future.await),
+                Self::Method(method, future) => json_text(not_too_big(method, id.clone(), future.await)),
+            }
+        })
+        .catch_unwind()
+        .await;
+        answer.unwrap_or_else(|_| {
+            tracing::error!(method, "a handler panicked; its request is answered internalError");
+            error_message(
+                id.clone(),
+                rpc_error(
+                    ErrorCode::InternalError,
+                    format!(
+                        "corrald failed while answering `{method}` (a bug: please report it); nothing else was affected"
+                    ),
+                ),
+            )
+        })
+    }
+}
+
+/// Requests running, by request id, so that a front-end can cancel them. A
+/// request removes its own entry before it answers; whoever removes the entry
+/// decides who answers (the request, or the canceller with
+/// `requestCancelled`), so a request is never answered twice. A batch entry
+/// is always answered by itself, inside the batch's answer.
+pub(super) type Cancellable = std::sync::Mutex<crate::FastMap<Id<'static>, Running>>;
+
+/// How to cancel a running request: abort its future (which drops its call
+/// to the server).
 pub(super) enum Running {
-    /// A request of its own: abort the task; the canceller answers.
-    Request(tokio::task::AbortHandle),
-    /// An entry of a batch: tell its task, which answers `requestCancelled` in the batch.
-    BatchEntry(CancellationToken),
+    /// A request of its own: the canceller answers.
+    Request(AbortHandle),
+    /// An entry of a batch: it answers `requestCancelled` in the batch.
+    BatchEntry(AbortHandle),
 }
 
-fn lock_cancellable(cancellable: &Cancellable) -> std::sync::MutexGuard<'_, crate::FastMap<String, Running>> {
+fn lock_cancellable(cancellable: &Cancellable) -> std::sync::MutexGuard<'_, crate::FastMap<Id<'static>, Running>> {
     // A map of abort handles is valid after any panic.
     cancellable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -188,7 +239,7 @@ impl Dispatcher {
     }
 
     /// Handle one frame; `false` when the connection should close.
-    pub(super) async fn handle_frame(&self, frame: Vec<u8>, in_flight: &mut JoinSet<()>) -> bool {
+    pub(super) async fn handle_frame<'a>(&'a self, frame: Vec<u8>, in_flight: &mut InFlight<'a>) -> bool {
         let text = match String::from_utf8(frame) {
             Ok(text) => text,
             Err(_) => {
@@ -206,65 +257,54 @@ impl Dispatcher {
                 self.send(response.into_json().get().to_owned()).await
                     && self.outbound.start_notifications(&self.session).await
             }
-            Some(Dispatched::Later(id, future)) => match self.run_later(id, bytes, future, in_flight) {
-                Ok(None) => true,
-                Ok(Some(response)) => self.send(response).await,
+            Some(Dispatched::Later(id, pending)) => match self.run_later(id, bytes, pending, in_flight) {
+                Ok(()) => true,
                 Err((id, error)) => self.send(error_message(id, error)).await,
             },
         }
     }
 
-    /// Run a request: polled once here when a slot is free, then, unless
-    /// that answered it (`Ok(Some(answer))`), as a task of `in_flight`,
-    /// registered for cancellation; or the error to answer at once (a
-    /// duplicate id, no room).
-    ///
-    /// The first poll in the reader (with a waker that does nothing: the
-    /// task polls again as soon as it starts) sends a call on to its server
-    /// before the reader goes back to its socket, and answers what needs no
-    /// waiting (an error, a status) without a task.
-    fn run_later(
-        &self,
+    /// Run a request among the connection's `in_flight` futures, registered
+    /// for cancellation (the reader polls it before it reads on, so a call
+    /// is written on its server's pipe first); or the error to answer at
+    /// once (a duplicate id, no room).
+    fn run_later<'a>(
+        &'a self,
         id: Id<'static>,
         bytes: usize,
-        mut future: ResponseFuture,
-        in_flight: &mut JoinSet<()>,
-    ) -> Result<Option<String>, (Id<'static>, ErrorObjectOwned)> {
-        let key = id_key(&id);
-        // Only the reader adds entries: no other request can take this id
-        // between this look and the insert below.
-        if lock_cancellable(&self.cancellable).contains_key(&key) {
+        pending: Pending,
+        in_flight: &mut InFlight<'a>,
+    ) -> Result<(), (Id<'static>, ErrorObjectOwned)> {
+        let mut registry = lock_cancellable(&self.cancellable);
+        if registry.contains_key(&id) {
             // Two requests with one id could not be told apart (answers, cancels).
-            return Err((id, duplicate_id(&key)));
+            let error = duplicate_id(&id);
+            return Err((id, error));
         }
         let Some(admitted) = self.slots.admit(bytes) else {
-            tracing::debug!(request = %key, "request refused: too many running and waiting");
+            tracing::debug!(request = ?id, "request refused: too many running and waiting");
             return Err((id, self.slots.refusal()));
         };
-        if matches!(admitted, Admitted::Run(_))
-            && let Poll::Ready(response) = future.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-        {
-            return Ok(Some(response)); // its slot is given back with `admitted`
-        }
-        let running = self.slots.running.clone();
-        let outbound = self.outbound.clone();
-        let cancellable = self.cancellable.clone();
-        let task_key = key.clone();
-        // Held across the spawn, so the task cannot look for its entry before it exists.
-        let mut registry = lock_cancellable(&self.cancellable);
-        let handle = in_flight.spawn(
-            async move {
-                let _slot = admitted.run(running).await;
-                let response = future.await;
-                if lock_cancellable(&cancellable).remove(&task_key).is_none() {
-                    return; // cancelled: the canceller answered
-                }
-                outbound.send(response).await;
+        let (abort, registration) = AbortHandle::new_pair();
+        registry.insert(id.clone(), Running::Request(abort));
+        drop(registry);
+        in_flight.push(Box::pin(async move {
+            let answered = Abortable::new(
+                async {
+                    let _slot = admitted.run(&self.slots.running).await;
+                    pending.answer(&id).await
+                },
+                registration,
+            )
+            .await;
+            // Aborted, or removed by a canceller just now: the canceller answered.
+            if let Ok(response) = answered
+                && lock_cancellable(&self.cancellable).remove(&id).is_some()
+            {
+                self.outbound.send(response).await;
             }
-            .in_current_span(),
-        );
-        registry.insert(key, Running::Request(handle));
-        Ok(None)
+        }));
+        Ok(())
     }
 
     /// A JSON-RPC batch: one array of responses, in the order of the calls.
@@ -274,7 +314,7 @@ impl Dispatcher {
     /// entry may wait for a slot or be refused; cancellable by id), and a
     /// task of the connection sends the array when the last one is done, so
     /// the reader goes on reading meanwhile.
-    async fn handle_batch(&self, text: &str, in_flight: &mut JoinSet<()>) -> bool {
+    async fn handle_batch<'a>(&'a self, text: &str, in_flight: &mut InFlight<'a>) -> bool {
         let calls: Vec<&RawValue> = match serde_json::from_str(text) {
             Ok(calls) => calls,
             Err(error) => {
@@ -304,11 +344,11 @@ impl Dispatcher {
             match self.dispatch(call.get()) {
                 None => {}
                 Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(json_text(response))),
-                Some(Dispatched::Later(id, future)) => {
-                    let key = id_key(&id);
+                Some(Dispatched::Later(id, pending)) => {
                     let mut registry = lock_cancellable(&self.cancellable);
-                    if registry.contains_key(&key) {
-                        slots.push(BatchSlot::Ready(error_message(id, duplicate_id(&key))));
+                    if registry.contains_key(&id) {
+                        let error = duplicate_id(&id);
+                        slots.push(BatchSlot::Ready(error_message(id, error)));
                         continue;
                     }
                     let place =
@@ -319,34 +359,32 @@ impl Dispatcher {
                         None
                     };
                     let Some(admitted) = admitted else {
-                        tracing::debug!(request = %key, "batch entry refused: too many running and waiting");
+                        tracing::debug!(request = ?id, "batch entry refused: too many running and waiting");
                         slots.push(BatchSlot::Ready(error_message(id, self.slots.refusal())));
                         continue;
                     };
-                    let running = self.slots.running.clone();
-                    let cancel = CancellationToken::new();
+                    let (abort, registration) = AbortHandle::new_pair();
+                    registry.insert(id.clone(), Running::BatchEntry(abort));
+                    drop(registry);
                     let (answer, answered) = oneshot::channel();
-                    let cancellable = self.cancellable.clone();
-                    let task_cancel = cancel.clone();
-                    let task_key = key.clone();
-                    in_flight.spawn(
-                        async move {
-                            let response = tokio::select! {
-                                response = async {
-                                    let _slot = admitted.run(running).await;
-                                    future.await
-                                } => response,
-                                () = task_cancel.cancelled() => error_message(
-                                    id,
-                                    rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
-                                ),
-                            };
-                            lock_cancellable(&cancellable).remove(&task_key);
-                            let _ = answer.send(response);
-                        }
-                        .in_current_span(),
-                    );
-                    registry.insert(key, Running::BatchEntry(cancel));
+                    in_flight.push(Box::pin(async move {
+                        let response = Abortable::new(
+                            async {
+                                let _slot = admitted.run(&self.slots.running).await;
+                                pending.answer(&id).await
+                            },
+                            registration,
+                        )
+                        .await
+                        .unwrap_or_else(|Aborted| {
+                            error_message(
+                                id.clone(),
+                                rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
+                            )
+                        });
+                        lock_cancellable(&self.cancellable).remove(&id);
+                        let _ = answer.send(response);
+                    }));
                     slots.push(BatchSlot::Pending(answered));
                 }
             }
@@ -360,21 +398,16 @@ impl Dispatcher {
             };
             return self.send(batch).await && self.outbound.start_notifications(&self.session).await;
         }
-        let outbound = self.outbound.clone();
-        let session = self.session.clone();
         // Not a request slot: its entries need those, and they are bounded already.
         let batch_place = batch_place.and_then(Result::ok);
-        in_flight.spawn(
-            async move {
-                let _batch_place = batch_place;
-                if let Some(batch) = assemble_batch(slots).await
-                    && outbound.send(batch).await
-                {
-                    outbound.start_notifications(&session).await;
-                }
+        in_flight.push(Box::pin(async move {
+            let _batch_place = batch_place;
+            if let Some(batch) = assemble_batch(slots).await
+                && self.send(batch).await
+            {
+                self.outbound.start_notifications(&self.session).await;
             }
-            .in_current_span(),
-        );
+        }));
         true
     }
 
@@ -427,14 +460,9 @@ impl Dispatcher {
         } else {
             &self.methods.corral_raw
         };
-        if let Some(callback) = raw_methods.get(method) {
+        if let Some((method, callback)) = raw_methods.get(method) {
             let answer = callback(params.into_owned(), self.session.link.clone());
-            let method = method.to_owned();
-            let response_id = id.clone();
-            return Some(Dispatched::Later(
-                id,
-                Box::pin(async move { raw_answer(&method, &response_id, answer.await) }),
-            ));
+            return Some(Dispatched::Later(id, Pending::Raw(method, answer)));
         }
         let mut extensions = request.extensions.clone();
         extensions.insert(self.session.clone());
@@ -446,8 +474,8 @@ impl Dispatcher {
             &self.methods.corral
         };
         let max = corral_protocol::MAX_MESSAGE_BYTES;
-        let response = match methods.method(method) {
-            Some(MethodCallback::Sync(callback)) => {
+        let response = match methods.method_with_name(method) {
+            Some((_, MethodCallback::Sync(callback))) => {
                 let response = not_too_big(method, id.clone(), callback(id, params, max, extensions));
                 if mcp
                     && response.is_success()
@@ -459,17 +487,12 @@ impl Dispatcher {
                 }
                 Dispatched::Now(response)
             }
-            Some(MethodCallback::Async(callback)) => {
+            Some((method, MethodCallback::Async(callback))) => {
                 let connection = ConnectionId(usize::try_from(self.session.id).unwrap_or(usize::MAX));
                 let answer = callback(id.clone(), params.into_owned(), connection, max, extensions);
-                let method = method.to_owned();
-                let response_id = id.clone();
-                Dispatched::Later(
-                    id,
-                    Box::pin(async move { json_text(not_too_big(&method, response_id, answer.await)) }),
-                )
+                Dispatched::Later(id, Pending::Method(method, answer))
             }
-            Some(MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_)) | None => {
+            Some((_, MethodCallback::Subscription(_) | MethodCallback::Unsubscription(_))) | None => {
                 Dispatched::Now(MethodResponse::error(
                     id,
                     rpc_error(ErrorCode::MethodNotFound, format!("method `{method}` not found")),
@@ -644,38 +667,33 @@ fn plain_id(raw: &RawValue) -> Option<Id<'static>> {
     }
 }
 
-/// A request id as a map key: its JSON text (`5`, `"abc"`).
-fn id_key(id: &Id<'_>) -> String {
-    serde_json::to_string(id).unwrap_or_default()
-}
-
 impl Dispatcher {
     /// Cancel the in-flight request `target` (an id as JSON): abort its task
     /// (which drops its MCP request, so rmcp sends `notifications/cancelled`
     /// to the server) and answer it with `requestCancelled`. Nothing happens
     /// if it already answered.
     fn cancel(&self, target: &serde_json::Value) -> Option<MethodResponse> {
-        let key = target.to_string();
-        let handle = match lock_cancellable(&self.cancellable).remove(&key)? {
-            Running::Request(handle) => handle,
-            Running::BatchEntry(cancel) => {
-                // Answered by the entry's task, inside the batch.
-                tracing::debug!(request = %key, "batch entry cancelled by the front-end");
-                cancel.cancel();
+        let id = match target {
+            serde_json::Value::Number(number) => Id::Number(number.as_u64()?),
+            serde_json::Value::String(text) => Id::Str(text.clone().into()),
+            serde_json::Value::Null => Id::Null,
+            _ => return None,
+        };
+        let abort = match lock_cancellable(&self.cancellable).remove(&id)? {
+            Running::Request(abort) => abort,
+            Running::BatchEntry(abort) => {
+                // Answered by the entry itself, inside the batch.
+                tracing::debug!(request = ?id, "batch entry cancelled by the front-end");
+                abort.abort();
                 return None;
             }
         };
-        handle.abort();
-        tracing::debug!(request = %key, "request cancelled by the front-end");
+        abort.abort();
+        tracing::debug!(request = ?id, "request cancelled by the front-end");
         if self.session.link.dialect() == Dialect::Mcp {
             // MCP: the receiver of `notifications/cancelled` does not answer the request.
             return None;
         }
-        let id = match target {
-            serde_json::Value::Number(number) => Id::Number(number.as_u64()?),
-            serde_json::Value::String(text) => Id::Str(text.clone().into()),
-            _ => return None,
-        };
         Some(MethodResponse::error(
             id,
             rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
@@ -798,12 +816,13 @@ fn too_big_error(method: &str) -> ErrorObjectOwned {
     )
 }
 
-/// The error for a request whose id `key` is that of one still running on its connection:
+/// The error for a request whose `id` is that of one still running on its connection:
 /// two requests with one id could not be told apart (answers, cancels).
-fn duplicate_id(key: &str) -> ErrorObjectOwned {
+fn duplicate_id(id: &Id<'_>) -> ErrorObjectOwned {
+    let id = serde_json::to_string(id).unwrap_or_default();
     rpc_error(
         ErrorCode::InvalidRequest,
-        format!("a request with id {key} is already in flight on this connection"),
+        format!("a request with id {id} is already in flight on this connection"),
     )
 }
 

@@ -152,3 +152,39 @@ async fn test_hooks_exist_only_when_asked_for() {
     let result = connection.call("debug/emitTestEvents", json!({"count": 2})).await;
     assert_eq!(result["lastSeq"], 2);
 }
+
+#[tokio::test]
+async fn a_handler_that_panics_fails_its_request_only() {
+    let daemon = TestDaemon::start();
+    let mut connection = daemon.raw_line_connection().await;
+    connection.initialize().await;
+    // Both in flight at once on one connection: the panic is the first one's only.
+    connection
+        .send(&json!({"jsonrpc": "2.0", "id": 101, "method": "debug/panic", "params": {}}))
+        .await;
+    connection
+        .send(&json!({"jsonrpc": "2.0", "id": 102, "method": "debug/emitTestEvents", "params": {"count": 1}}))
+        .await;
+    // In either order, with the test event's notification among them.
+    let mut answers = std::collections::HashMap::new();
+    for _ in 0..8 {
+        let message = connection.recv().await;
+        if let Some(id) = message.get("id").and_then(serde_json::Value::as_u64) {
+            answers.insert(id, message);
+        }
+        if answers.len() == 2 {
+            break;
+        }
+    }
+    let panicked = &answers[&101];
+    assert_eq!(error_code(panicked), -32603, "{panicked}");
+    let message = panicked["error"]["message"].as_str().expect("a message");
+    assert!(message.contains("`debug/panic`"), "{message}");
+    let other = &answers[&102];
+    assert_eq!(other["result"]["lastSeq"], 1, "{other}");
+    // The connection and the daemon go on.
+    let result = connection.call("debug/emitTestEvents", json!({"count": 1})).await;
+    assert_eq!(result["lastSeq"], 2);
+    let mut other_connection = daemon.raw_line_connection().await;
+    other_connection.initialize().await;
+}

@@ -43,6 +43,11 @@ fn default_test_event_name() -> String {
     "test-event".to_owned()
 }
 
+/// What `debug/panic` runs: a handler's bug.
+fn a_bug() -> Result<serde_json::Value, ErrorObjectOwned> {
+    panic!("debug/panic was called")
+}
+
 /// Methods that exist only when corrald runs with `--enable-test-hooks`:
 /// seams for tests and benchmarks that need traffic the daemon would not
 /// produce on its own. Never enabled by default.
@@ -90,6 +95,13 @@ pub(crate) fn register(module: &mut RpcModule<DaemonContext>) -> Result<(), Regi
         Ok::<_, ErrorObjectOwned>(
             serde_json::json!({ "released": release.inspect(CancellationToken::cancel).is_some() }),
         )
+    })?;
+    // A handler with a bug: panics once it has waited (so on the connection's
+    // reader, among its requests), to show the panic is the request's only.
+    module.register_async_method("debug/panic", |params, _, _| async move {
+        let NoParams {} = parse_json(&params, "debug/panic")?;
+        tokio::task::yield_now().await;
+        a_bug()
     })?;
     Ok(())
 }
