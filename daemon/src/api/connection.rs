@@ -45,7 +45,6 @@ use corral_protocol::framing::{self, FrameDecoder, FrameError, Framing};
 use corral_protocol::{
     ErrorCode, EventsLagged, EventsLaggedNotification, Notification, ProgressLagged, ProgressLaggedNotification,
 };
-use futures_util::StreamExt as _;
 use jsonrpsee::types::Id;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
@@ -59,7 +58,8 @@ use super::session::{Session, WriterStart};
 use crate::hub::events::EventFrame;
 use crate::hub::link::{Dialect, Link};
 
-use super::dispatch::{Cancellable, Dispatcher, InFlight, RequestSlots, error_message};
+use super::dispatch::{Cancellable, Dispatcher, RequestSlots, error_message};
+use super::in_flight::InFlight;
 
 /// Responses waiting for the writer; when full, the reader waits.
 const OUTBOUND_QUEUE: usize = 64;
@@ -308,7 +308,7 @@ async fn serve_until_done<S>(
             // requests in): answer what it asked, for a while; whatever still
             // runs after the grace is cancelled.
             tokio::select! {
-                () = async { while in_flight.next().await.is_some() {} } => {}
+                () = in_flight.finish() => {}
                 _ = &mut writer_task.0 => writer_done = true,
                 () = shutdown.cancelled() => {}
                 () = tokio::time::sleep(EOF_GRACE) => tracing::debug!(
@@ -436,7 +436,7 @@ impl Dispatcher {
             let read = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return ReadEnd::Shutdown,
-                never = run_in_flight(in_flight) => match never {},
+                never = in_flight.run() => match never {},
                 read = async {
                     partial_frames.hold(decoder.buffered()).await;
                     reader.read(chunk).await
@@ -466,13 +466,6 @@ impl Dispatcher {
             }
         }
     }
-}
-
-/// Run a connection's requests: never completes (an empty set waits for the
-/// reader to add more, which it does between two runs of this).
-async fn run_in_flight(in_flight: &mut InFlight<'_>) -> std::convert::Infallible {
-    while in_flight.next().await.is_some() {}
-    std::future::pending().await
 }
 
 /// The writing half of a connection's stream.

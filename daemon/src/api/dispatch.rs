@@ -57,14 +57,11 @@
 //! those calls' timeouts are paused). Only the outbound byte budget or a
 //! full partial-frame budget stops the reader (`connection.rs`).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use corral_protocol::{ClientInfo, ErrorCode, Initialize, Request as _};
 use futures_util::FutureExt as _;
 use futures_util::future::{AbortHandle, Abortable, Aborted, BoxFuture};
-use futures_util::stream::FuturesUnordered;
 use jsonrpsee::types::{ErrorObjectOwned, Id, Params, Request, TwoPointZero};
 use jsonrpsee::{ConnectionId, MethodCallback, MethodResponse};
 use serde_json::value::RawValue;
@@ -77,6 +74,7 @@ use crate::hub::link::{Dialect, Door, FrontEndError};
 use crate::params::RawFuture;
 
 use super::connection::{MAX_BATCH_LEN, Outlet, WAITING_BYTES};
+use super::in_flight::InFlight;
 
 pub(super) struct Dispatcher {
     pub(super) session: Arc<Session>,
@@ -159,12 +157,6 @@ impl Admitted {
         }
     }
 }
-
-/// A connection's running requests, batch entries and batch answers: futures
-/// its reader polls between reads (`connection.rs`), not tasks of their own. They
-/// borrow the connection's [`Dispatcher`], and end with the reader (after the
-/// grace at end of stream).
-pub(super) type InFlight<'a> = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>;
 
 /// A call's response, available now or later (with the request's id, to cancel it).
 enum Dispatched {

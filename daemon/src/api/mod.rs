@@ -28,6 +28,7 @@ mod admission;
 mod connection;
 mod dispatch;
 mod handlers;
+mod in_flight;
 pub mod listen;
 pub(crate) mod router;
 mod rpc;
