@@ -120,14 +120,14 @@ pub struct CallTarget {
     /// Its config (timeouts, the name), shared with the server's registry entry.
     pub config: Arc<ServerConfig>,
     /// Its session.
-    session: SessionHandle,
+    session: Arc<SessionHandle>,
     /// HTTP headers the front-end attached to the requests sent through this target.
     request_headers: Option<ScopedHeaders>,
 }
 
 impl CallTarget {
     /// A request to `session` of the server configured by `config`.
-    pub(crate) fn new(config: Arc<ServerConfig>, session: SessionHandle) -> Self {
+    pub(crate) fn new(config: Arc<ServerConfig>, session: Arc<SessionHandle>) -> Self {
         Self {
             config,
             session,

@@ -105,7 +105,8 @@ pub(crate) struct ServerState {
     pub(crate) ready_since: Option<Instant>,
     /// The MCP session, while ready: requests from front-ends go through it
     /// (its peer, its tool catalog, its wire, its way to a new HTTP session).
-    pub(crate) session: Option<SessionHandle>,
+    /// Shared: every call's target holds it (one count, not a copy of its parts).
+    pub(crate) session: Option<Arc<SessionHandle>>,
 }
 
 impl ServerState {

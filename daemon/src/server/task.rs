@@ -812,7 +812,7 @@ impl ServerTask {
         self.state.send_modify(|state| {
             state.public.tool_count = Some(count);
             if let Some(session) = state.session.as_mut() {
-                session.set_catalog(catalog);
+                Arc::make_mut(session).set_catalog(catalog);
             }
         });
         let name = self.name.clone();
@@ -885,7 +885,7 @@ impl ServerTask {
             state.public.tool_count = Some(tool_count);
             state.public.server_info = server_info;
             state.ready_since = Some(Instant::now());
-            state.session = Some(handle);
+            state.session = Some(Arc::new(handle));
         });
         self.set_status(ServerStatus::Ready, None);
         tracing::info!(server = %self.name, pid, tools = tool_count, "ready");
@@ -916,7 +916,7 @@ impl ServerTask {
         };
         self.state.send_modify(|state| {
             if let Some(session) = state.session.as_mut() {
-                session.set_renewed(peer, recovery);
+                Arc::make_mut(session).set_renewed(peer, recovery);
             }
         });
         // The old session is gone on the server; closing it here is bookkeeping.
