@@ -712,11 +712,23 @@ fn raw_answer(method: &str, id: &Id<'_>, answer: Result<Box<RawValue>, ErrorObje
         Ok(result) => result,
         Err(error) => return error_message(id.clone(), error),
     };
-    let Ok(id_text) = serde_json::to_string(id) else {
-        return error_message(
-            id.clone(),
-            rpc_error(ErrorCode::InternalError, "cannot write the request's id"),
-        );
+    let mut number = itoa::Buffer::new();
+    let escaped;
+    let id_text = match id {
+        Id::Null => "null",
+        Id::Number(id) => number.format(*id),
+        Id::Str(_) => match serde_json::to_string(id) {
+            Ok(text) => {
+                escaped = text;
+                &escaped
+            }
+            Err(_) => {
+                return error_message(
+                    id.clone(),
+                    rpc_error(ErrorCode::InternalError, "cannot write the request's id"),
+                );
+            }
+        },
     };
     const HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
     const RESULT: &str = r#","result":"#;
@@ -726,7 +738,7 @@ fn raw_answer(method: &str, id: &Id<'_>, answer: Result<Box<RawValue>, ErrorObje
     }
     let mut text = String::with_capacity(length);
     text.push_str(HEAD);
-    text.push_str(&id_text);
+    text.push_str(id_text);
     text.push_str(RESULT);
     text.push_str(result.get());
     text.push('}');

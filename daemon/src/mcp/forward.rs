@@ -138,7 +138,9 @@ pub(crate) async fn call_tool(
                     } else {
                         CallToolRequest::new(request).into()
                     };
-                    send(target, request, progress.clone()).await?
+                    // Boxed: rmcp's request future is large, and a direct call's future (the
+                    // common one) would otherwise carry its size, copied at every move.
+                    Box::pin(send(target, request, progress.clone())).await?
                 }
             };
             match typed {

@@ -675,14 +675,8 @@ pub(crate) struct DirectCall {
     answered: bool,
 }
 
-/// A request as the wire writes it.
-#[derive(Serialize)]
-struct Outgoing<'a, P> {
-    jsonrpc: &'static str,
-    id: u64,
-    method: &'a str,
-    params: &'a P,
-}
+/// Room for a small request's line at once (a larger one grows).
+const REQUEST_LINE: usize = 256;
 
 /// `notifications/cancelled`, as the wire writes it.
 #[derive(Serialize)]
@@ -707,14 +701,16 @@ impl DirectCall {
 
     /// Write the request: `method` with `params`.
     pub(crate) fn send(&mut self, method: &str, params: &impl Serialize) -> Result<(), WireGone> {
-        let request = Outgoing {
-            jsonrpc: "2.0",
-            id: self.id,
-            method,
-            params,
-        };
-        let mut line = serde_json::to_vec(&request).map_err(|_| WireGone)?;
-        line.push(b'\n');
+        // The envelope's constant parts as they are: only the method and the params are
+        // serialized (what serde would write for the request as a struct, byte for byte).
+        let mut line = Vec::with_capacity(REQUEST_LINE);
+        line.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        line.extend_from_slice(itoa::Buffer::new().format(self.id).as_bytes());
+        line.extend_from_slice(br#","method":"#);
+        serde_json::to_writer(&mut line, method).map_err(|_| WireGone)?;
+        line.extend_from_slice(br#","params":"#);
+        serde_json::to_writer(&mut line, params).map_err(|_| WireGone)?;
+        line.extend_from_slice(b"}\n");
         self.wire.write_line(&line)?;
         self.sent = true;
         Ok(())
@@ -1137,6 +1133,11 @@ mod tests {
         assert_eq!(request["method"], "tools/call");
         let id = request["id"].as_u64().expect("a numeric id");
         assert!(id >= DIRECT_ID_BASE, "above rmcp's ids: {id}");
+        assert_eq!(
+            request,
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo"}}),
+            "the whole request, and nothing else"
+        );
         // The server answers, then says something rmcp must see.
         let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[],"x":1.0}}}}"#);
         server_stdout.write_all(answer.as_bytes()).await.expect("write");

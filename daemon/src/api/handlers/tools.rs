@@ -21,6 +21,7 @@
 //! only where a browser can be opened, else `corral login` asks for the
 //! scope), waited for at most 10 s, and the error says how it went.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,8 +53,11 @@ const STEP_UP_START: Duration = Duration::from_secs(10);
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CallParams<'a> {
-    server: String,
-    name: String,
+    /// Borrowed from the request unless escaped: no copy per call.
+    #[serde(borrow)]
+    server: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     #[serde(default, borrow)]
     arguments: Option<&'a RawValue>,
     #[serde(default, rename = "_meta")]
@@ -131,7 +135,13 @@ async fn call(
                 ..
             }) => {
                 full_arguments = raw_arguments(arguments.as_ref())?;
-                (server, name, full_arguments.as_deref(), meta, headers)
+                (
+                    Cow::Owned(server),
+                    Cow::Owned(name),
+                    full_arguments.as_deref(),
+                    meta,
+                    headers,
+                )
             }
         };
     let target = context
