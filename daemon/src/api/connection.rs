@@ -395,6 +395,8 @@ impl Dispatcher {
         // When the frame being read began to arrive (bytes buffered, no frame
         // complete since): it must be complete within `frame_deadline`.
         let mut frame_started: Option<tokio::time::Instant> = None;
+        // Made once: a waiter made and dropped at every read took the token's lock twice.
+        let mut shut_down = std::pin::pin!(shutdown.cancelled());
         loop {
             loop {
                 match decoder.next_frame() {
@@ -435,7 +437,7 @@ impl Dispatcher {
             // its server's pipe) before the socket is read again.
             let read = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return ReadEnd::Shutdown,
+                () = &mut shut_down => return ReadEnd::Shutdown,
                 never = in_flight.run() => match never {},
                 read = async {
                     partial_frames.hold(decoder.buffered()).await;
