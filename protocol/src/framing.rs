@@ -137,7 +137,7 @@ impl FrameDecoder {
     fn next_line(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         loop {
             let pending = &self.buf[self.start..];
-            let Some(pos) = pending[self.scanned..].iter().position(|&b| b == b'\n') else {
+            let Some(pos) = memchr::memchr(b'\n', &pending[self.scanned..]) else {
                 self.scanned = pending.len();
                 if pending.len() > self.max_message {
                     return Err(FrameError::TooLarge {
@@ -207,8 +207,10 @@ impl FrameDecoder {
 
 /// Position of the end of the header block: (length of the headers, offset of the body).
 fn find_header_end(data: &[u8]) -> Option<(usize, usize)> {
-    let crlf = data.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p, p + 4));
-    let lf = data.windows(2).position(|w| w == b"\n\n").map(|p| (p, p + 2));
+    let crlf = memchr::memmem::find(data, b"\r\n\r\n").map(|p| (p, p + 4));
+    // A bare `\n\n` counts only if it comes first: never looked for in the body.
+    let before = crlf.map_or(data.len(), |(p, _)| p + 1);
+    let lf = memchr::memmem::find(&data[..before], b"\n\n").map(|p| (p, p + 2));
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -265,6 +267,17 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_header_block_ends_at_the_first_blank_line_of_either_kind() {
+        assert_eq!(find_header_end(b"Content-Length: 2\r\n\r\n{}"), Some((17, 21)));
+        assert_eq!(find_header_end(b"Content-Length: 2\n\n{}"), Some((17, 19)));
+        // A body's blank lines are not the header's end.
+        assert_eq!(find_header_end(b"Content-Length: 4\r\n\r\n\n\n\n\n"), Some((17, 21)));
+        assert_eq!(find_header_end(b"A: 1\n\nB: 2\r\n\r\n"), Some((4, 6)));
+        assert_eq!(find_header_end(b"A: 1\r\nB: 2\r\n"), None);
+        assert_eq!(find_header_end(b""), None);
     }
 
     #[test]

@@ -774,10 +774,7 @@ impl WireTransport {
     /// The next complete line in the buffer (without its newline, `\r` and a UTF-8 BOM), as a range.
     fn next_line(&mut self) -> Option<(usize, usize)> {
         loop {
-            let newline = self.buffer[self.scanned..]
-                .iter()
-                .position(|&byte| byte == b'\n')
-                .map(|offset| self.scanned + offset);
+            let newline = memchr::memchr(b'\n', &self.buffer[self.scanned..]).map(|offset| self.scanned + offset);
             let Some(newline) = newline else {
                 self.scanned = self.buffer.len();
                 if !self.discarding && self.scanned - self.start > MAX_LINE {
