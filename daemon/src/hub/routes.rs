@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::link::{CanAnswer, Door, Link};
 use crate::FastMap;
@@ -111,7 +111,7 @@ struct State {
     /// Entries are removed only with their connection, so watchers never see
     /// the sender go away before; they are as many as the pairs that ever
     /// had a call.
-    paused: FastMap<u64, FastMap<String, watch::Sender<usize>>>,
+    paused: FastMap<u64, FastMap<String, Arc<PauseClock>>>,
     /// (server, uri) to the connections subscribed to it.
     subscriptions: HashMap<(String, String), BTreeSet<u64>>,
 }
@@ -260,11 +260,11 @@ impl FrontEnds {
         state.next_call += 1;
         let number = state.next_call;
         state.calls.push((number, server.to_owned(), connection));
-        let paused = State::pause_sender(&mut state, server, connection).subscribe();
+        let clock = State::pause_clock(&mut state, server, connection).clone();
         CallGuard {
             frontends: self.clone(),
             number,
-            paused,
+            clock,
         }
     }
 
@@ -295,16 +295,9 @@ impl FrontEnds {
 
     /// Pause the timeouts of `connection`'s calls to `server` until the guard drops.
     pub(crate) fn pause(self: &Arc<Self>, server: &str, connection: u64) -> PauseGuard {
-        self.pause_sender(server, connection).send_modify(|count| *count += 1);
-        PauseGuard {
-            frontends: self.clone(),
-            server: server.to_owned(),
-            connection,
-        }
-    }
-
-    fn pause_sender(&self, server: &str, connection: u64) -> watch::Sender<usize> {
-        State::pause_sender(&mut self.state(), server, connection).clone()
+        let clock = State::pause_clock(&mut self.state(), server, connection).clone();
+        clock.pause();
+        PauseGuard { clock }
     }
 
     /// A progress token of corrald's never made before: `about` (a task's id), after a number,
@@ -404,45 +397,113 @@ impl FrontEnds {
 }
 
 impl State {
-    /// The pause count of `connection`'s calls to `server`, made at its first call.
-    fn pause_sender<'s>(state: &'s mut State, server: &str, connection: u64) -> &'s watch::Sender<usize> {
+    /// The clock of `connection`'s calls to `server`, made at its first call (or pause).
+    fn pause_clock<'s>(state: &'s mut State, server: &str, connection: u64) -> &'s Arc<PauseClock> {
         let servers = state.paused.entry(connection).or_default();
         if !servers.contains_key(server) {
-            servers.insert(server.to_owned(), watch::channel(0).0);
+            servers.insert(server.to_owned(), Arc::default());
         }
         &servers[server]
     }
 }
 
-/// `future` for at most `limit` of active time: the clock stops while `paused` is above 0.
-async fn within_active_time<F: Future>(
-    mut paused: watch::Receiver<usize>,
-    limit: Duration,
-    future: F,
-) -> Option<F::Output> {
-    tokio::pin!(future);
-    let mut remaining = limit;
+/// The clock of one front-end's calls to one server: it stops while one of
+/// them waits on that front-end's user ([`FrontEnds::pause`]). Read only when
+/// a call's deadline passes, so a call that ends in time never looks at it.
+#[derive(Debug, Default)]
+pub(crate) struct PauseClock {
+    state: Mutex<Pauses>,
+    /// Woken when the last pause ends.
+    resumed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pauses {
+    /// Pauses going on.
+    count: usize,
+    /// How long the pauses that ended lasted, together.
+    ended: Duration,
+    /// When the pauses going on began.
+    since: Option<Instant>,
+}
+
+impl PauseClock {
+    fn pauses(&self) -> MutexGuard<'_, Pauses> {
+        // Plain numbers: valid after any panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pause(&self) {
+        let mut pauses = self.pauses();
+        if pauses.count == 0 {
+            pauses.since = Some(Instant::now());
+        }
+        pauses.count += 1;
+    }
+
+    fn resume(&self) {
+        let mut pauses = self.pauses();
+        pauses.count = pauses.count.saturating_sub(1);
+        if pauses.count > 0 {
+            return;
+        }
+        if let Some(since) = pauses.since.take() {
+            pauses.ended += since.elapsed();
+        }
+        drop(pauses);
+        self.resumed.notify_waiters();
+    }
+
+    /// How long the clock was paused in all until `now`, and whether it is now.
+    fn paused(&self, now: Instant) -> (Duration, bool) {
+        let pauses = self.pauses();
+        let going_on = pauses
+            .since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        (pauses.ended + going_on, pauses.count > 0)
+    }
+}
+
+/// `future` for at most `limit` of active time: time while `clock` is paused does not count.
+/// One timer, set for `limit`; only when it fires is the clock read, and the timer set
+/// again for what is left (after the pause going on, if any, has ended).
+async fn within_active_time<F: Future>(clock: &PauseClock, limit: Duration, future: F) -> Option<F::Output> {
+    let started = Instant::now();
+    let (paused_before, _) = clock.paused(started);
+    let Some(deadline) = started.checked_add(limit) else {
+        return Some(future.await); // a limit beyond any clock's range is none
+    };
+    let timer = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(future, timer);
     loop {
-        if *paused.borrow_and_update() > 0 {
+        tokio::select! {
+            biased;
+            output = &mut future => return Some(output),
+            () = &mut timer => {}
+        }
+        // Registered before the clock is read: a resume after the read wakes it.
+        let resumed = clock.resumed.notified();
+        tokio::pin!(resumed);
+        resumed.as_mut().enable();
+        let now = Instant::now();
+        let (paused, paused_now) = clock.paused(now);
+        let active = now
+            .saturating_duration_since(started)
+            .saturating_sub(paused.saturating_sub(paused_before));
+        if active >= limit {
+            return None;
+        }
+        if paused_now {
+            // The timer has fired: the next look at the clock comes right after the resume.
             tokio::select! {
+                biased;
                 output = &mut future => return Some(output),
-                changed = paused.changed() => if changed.is_err() {
-                    // The connection is gone (its entry removed): nothing pauses any more.
-                    return tokio::time::timeout(remaining, future).await.ok();
-                },
+                () = resumed => {}
             }
+        } else if let Some(deadline) = now.checked_add(limit - active) {
+            timer.as_mut().reset(deadline.into());
         } else {
-            let running_since = Instant::now();
-            tokio::select! {
-                output = &mut future => return Some(output),
-                () = tokio::time::sleep(remaining) => return None,
-                changed = paused.changed() => {
-                    remaining = remaining.saturating_sub(running_since.elapsed());
-                    if changed.is_err() {
-                        return tokio::time::timeout(remaining, future).await.ok();
-                    }
-                }
-            }
+            return Some(future.await);
         }
     }
 }
@@ -461,8 +522,8 @@ impl Drop for WatchingEnds<'_> {
 pub(crate) struct CallGuard {
     frontends: Arc<FrontEnds>,
     number: u64,
-    /// The pause count of this front-end's calls to this server.
-    paused: watch::Receiver<usize>,
+    /// The clock of this front-end's calls to this server.
+    clock: Arc<PauseClock>,
 }
 
 impl CallGuard {
@@ -470,7 +531,7 @@ impl CallGuard {
     /// stops while an elicitation of its server asked of its front-end waits on
     /// the user ([`FrontEnds::pause`]). `None` on timeout.
     pub(crate) async fn within<F: Future>(&self, limit: Duration, future: F) -> Option<F::Output> {
-        within_active_time(self.paused.clone(), limit, future).await
+        within_active_time(&self.clock, limit, future).await
     }
 }
 
@@ -491,24 +552,12 @@ impl Drop for CallGuard {
 /// Resumes call timeouts of a server when an elicitation is answered.
 #[derive(Debug)]
 pub(crate) struct PauseGuard {
-    frontends: Arc<FrontEnds>,
-    server: String,
-    connection: u64,
+    clock: Arc<PauseClock>,
 }
 
 impl Drop for PauseGuard {
     fn drop(&mut self) {
-        // Looked up, not created: the connection may be gone already.
-        let sender = self
-            .frontends
-            .state()
-            .paused
-            .get(&self.connection)
-            .and_then(|servers| servers.get(&self.server))
-            .cloned();
-        if let Some(sender) = sender {
-            sender.send_modify(|count| *count = count.saturating_sub(1));
-        }
+        self.clock.resume();
     }
 }
 
@@ -661,6 +710,36 @@ mod tests {
         );
         drop(other_server);
         drop(other_connection);
+    }
+
+    #[tokio::test]
+    async fn a_pause_going_on_when_a_call_starts_stops_its_clock_and_no_limit_is_too_long() {
+        let frontends = Arc::new(FrontEnds::default());
+        let pause = frontends.pause("s", 1);
+        let resumer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            drop(pause);
+        });
+        // 1.2 s of wall time, all of it paused: a 0.5 s limit is not used up.
+        let outcome = frontends
+            .call_started("s", 1)
+            .within(
+                Duration::from_millis(500),
+                tokio::time::sleep(Duration::from_millis(1200)),
+            )
+            .await;
+        assert_eq!(outcome, Some(()), "paused from before the call began");
+        resumer.await.expect("joined");
+        let outcome = frontends
+            .call_started("s", 1)
+            .within(
+                Duration::from_millis(300),
+                tokio::time::sleep(Duration::from_millis(900)),
+            )
+            .await;
+        assert_eq!(outcome, None, "resumed: the limit applies again");
+        let outcome = frontends.call_started("s", 1).within(Duration::MAX, async {}).await;
+        assert_eq!(outcome, Some(()), "a limit past the clock's range is none");
     }
 
     #[test]
