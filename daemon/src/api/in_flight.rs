@@ -6,13 +6,12 @@
 //! starving other tasks" (futures-rs #2333). For a reader that has just
 //! dispatched one call that is a second run of the whole connection task per
 //! request: the socket, the shutdown token and the frame timer polled again
-//! for nothing. [`InFlight::run`] gives the set a waker of its own that only
+//! for nothing. [`InFlight::poll_run`] gives the set a waker of its own that only
 //! records a wake arriving while the set is being polled; the set is then
 //! polled once more at once (what was really woken runs; an empty ready
 //! queue answers `Pending` without a wake), and only a set still woken after
-//! that wakes the task.
+//! that wakes the task. The reader polls it between reads (`connection.rs`).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -56,9 +55,14 @@ impl Wake for SetWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         if self.polling.load(Ordering::SeqCst) {
             self.woken_while_polling.store(true, Ordering::SeqCst);
-        } else {
-            self.task.wake();
+            // Still polling after the note: the poller reads it once it stops (it clears
+            // `polling` before it reads the note). Stopped meanwhile: it may have read the
+            // note already, so the task is woken (at worst once too often).
+            if self.polling.load(Ordering::SeqCst) {
+                return;
+            }
         }
+        self.task.wake();
     }
 }
 
@@ -72,7 +76,7 @@ impl<'a> InFlight<'a> {
         }
     }
 
-    /// Add a request; it is first polled at the next [`InFlight::run`].
+    /// Add a request; it is first polled at the next [`InFlight::poll_run`].
     pub(super) fn push(&mut self, future: RequestFuture<'a>) {
         self.futures.push(future);
     }
@@ -85,17 +89,6 @@ impl<'a> InFlight<'a> {
         self.futures.is_empty()
     }
 
-    /// Run the requests; never completes (an empty set waits for the reader
-    /// to push more, which it does between two runs of this).
-    pub(super) async fn run(&mut self) -> Infallible {
-        std::future::poll_fn(|cx| {
-            // `Ready(None)` (nothing left) waits, as `Pending`, for the reader's next push.
-            let _ = self.poll_run(cx);
-            Poll::Pending
-        })
-        .await
-    }
-
     /// Run the requests until none is left.
     pub(super) async fn finish(&mut self) {
         std::future::poll_fn(|cx| self.poll_run(cx)).await;
@@ -103,7 +96,7 @@ impl<'a> InFlight<'a> {
 
     /// Poll the woken requests until none of them is ready to run;
     /// `Ready` once the set is empty.
-    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.shared.task.register(cx.waker());
         let mut own = Context::from_waker(&self.waker);
         let mut repolls = 0;
