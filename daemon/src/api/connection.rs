@@ -59,6 +59,7 @@ use crate::hub::events::EventFrame;
 use crate::hub::link::{Dialect, Link};
 
 use super::dispatch::{Cancellable, Dispatcher, RequestSlots, error_message};
+use super::gate::Gate;
 use super::in_flight::InFlight;
 
 /// Responses waiting for the writer; when full, the reader waits.
@@ -397,6 +398,7 @@ impl Dispatcher {
         let mut frame_started: Option<tokio::time::Instant> = None;
         // Made once: a waiter made and dropped at every read took the token's lock twice.
         let mut shut_down = std::pin::pin!(shutdown.cancelled());
+        let (shutdown_gate, read_gate) = (Gate::new(), Gate::new());
         loop {
             loop {
                 match decoder.next_frame() {
@@ -424,26 +426,44 @@ impl Dispatcher {
             } else if frame_started.is_none() {
                 frame_started = Some(tokio::time::Instant::now());
             }
-            let frame_expired = async {
-                match frame_started {
-                    Some(started) => tokio::time::sleep_until(started + frame_deadline).await,
-                    None => std::future::pending().await,
-                }
-            };
             // What is buffered counts against the daemon-wide budget: the next
             // read waits until it fits (other connections finish their
             // messages or are closed at their deadline).
-            // Biased: the requests just dispatched are polled (a call written on
-            // its server's pipe) before the socket is read again.
-            let read = tokio::select! {
-                biased;
-                () = &mut shut_down => return ReadEnd::Shutdown,
-                never = in_flight.run() => match never {},
-                read = async {
+            let event = {
+                let read = async {
                     partial_frames.hold(decoder.buffered()).await;
                     reader.read(chunk).await
-                } => read,
-                () = frame_expired => {
+                };
+                let frame_expired = async {
+                    match frame_started {
+                        Some(started) => tokio::time::sleep_until(started + frame_deadline).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let (mut read, mut frame_expired) = (std::pin::pin!(read), std::pin::pin!(frame_expired));
+                read_gate.open();
+                // In this order: the requests just dispatched are polled (a call written on its
+                // server's pipe) before the socket is read again. The token and the socket are
+                // polled only when they woke (most wakes are a request's answer).
+                poll_fn(|cx| {
+                    if shutdown_gate.poll(shut_down.as_mut(), cx).is_ready() {
+                        return Poll::Ready(Waited::Shutdown);
+                    }
+                    let _ = in_flight.poll_run(cx); // never done: more come between two waits
+                    if let Poll::Ready(read) = read_gate.poll(read.as_mut(), cx) {
+                        return Poll::Ready(Waited::Read(read));
+                    }
+                    if frame_started.is_some() && frame_expired.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Waited::FrameExpired);
+                    }
+                    Poll::Pending
+                })
+                .await
+            };
+            let read = match event {
+                Waited::Read(read) => read,
+                Waited::Shutdown => return ReadEnd::Shutdown,
+                Waited::FrameExpired => {
                     tracing::info!(
                         connection = self.session.id,
                         buffered = decoder.buffered(),
@@ -454,7 +474,8 @@ impl Dispatcher {
                         "a message was started but not completed within {}s; closing the connection",
                         frame_deadline.as_secs_f64()
                     );
-                    self.send(error_message(Id::Null, rpc_error(ErrorCode::InvalidRequest, message))).await;
+                    self.send(error_message(Id::Null, rpc_error(ErrorCode::InvalidRequest, message)))
+                        .await;
                     return ReadEnd::Broken;
                 }
             };
@@ -468,6 +489,13 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// What the reader's wait ended with.
+enum Waited {
+    Read(std::io::Result<usize>),
+    Shutdown,
+    FrameExpired,
 }
 
 /// The writing half of a connection's stream.

@@ -27,6 +27,7 @@
 mod admission;
 mod connection;
 mod dispatch;
+mod gate;
 mod handlers;
 mod in_flight;
 pub mod listen;
