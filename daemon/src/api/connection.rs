@@ -143,12 +143,22 @@ pub(crate) async fn serve<S>(
         shutdown,
     );
     async move {
-        tokio::select! {
-            () = serving => {}
-            why = handshake => tracing::debug!(
+        // The handshake's deadline is polled only when its timer or eviction woke it, not
+        // at every wake of the connection (each poll of its token takes two locks).
+        let (mut serving, mut handshake) = (std::pin::pin!(serving), std::pin::pin!(handshake));
+        let handshake_gate = Gate::new();
+        let why = poll_fn(|cx| {
+            if serving.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            handshake_gate.poll(handshake.as_mut(), cx).map(Some)
+        })
+        .await;
+        if let Some(why) = why {
+            tracing::debug!(
                 deadline = ?limits.handshake,
                 "closing a connection that did not complete `initialize`: {why}"
-            ),
+            );
         }
     }
     .instrument(span)
