@@ -195,7 +195,7 @@ pub(crate) async fn within_active_time<T>(
     let timeout = target.config.tool_timeout;
     frontends
         .call_started(server, link.id)
-        .within(timeout, request)
+        .within(timeout, std::pin::pin!(request))
         .await
         .ok_or_else(|| timeout_error(server, what, timeout))
 }

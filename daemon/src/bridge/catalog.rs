@@ -351,7 +351,11 @@ async fn within_timeout(
     let server = &target.config.name;
     let timeout = target.config.tool_timeout;
     let frontends = &bridge.hub.routes;
-    match frontends.call_started(server, link.id).within(timeout, request).await {
+    match frontends
+        .call_started(server, link.id)
+        .within(timeout, std::pin::pin!(request))
+        .await
+    {
         Some(Ok(answer)) => Ok(answer),
         // The server's own refusal, as it gave it (a direct client would see the same).
         Some(Err(crate::mcp::route::RouteError::Answered { code, message, data })) => {

@@ -250,7 +250,7 @@ pub(crate) async fn call(
     let level = super::LOG_LEVELS[client.log_rank.load(Ordering::Relaxed).min(super::LOG_LEVELS.len() - 1)];
     modern::with_log_level(&target, &mut meta, level);
     let sent = forward::call_tool(&target, &tool, arguments, meta, (frontends, link));
-    let Some(answer) = call_guard.within(timeout, sent).await else {
+    let Some(answer) = call_guard.within(timeout, std::pin::pin!(sent)).await else {
         return tool_error(&format!(
             "MCP server `{server}` did not answer the call of `{tool}` within {}s (its tool_timeout_sec); \
              the call was cancelled on the server",

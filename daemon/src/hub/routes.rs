@@ -46,6 +46,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -467,18 +468,22 @@ impl PauseClock {
 /// `future` for at most `limit` of active time: time while `clock` is paused does not count.
 /// One timer, set for `limit`; only when it fires is the clock read, and the timer set
 /// again for what is left (after the pause going on, if any, has ended).
-async fn within_active_time<F: Future>(clock: &PauseClock, limit: Duration, future: F) -> Option<F::Output> {
+async fn within_active_time<F: Future>(
+    clock: &PauseClock,
+    limit: Duration,
+    mut future: Pin<&mut F>,
+) -> Option<F::Output> {
     let started = Instant::now();
     let (paused_before, _) = clock.paused(started);
     let Some(deadline) = started.checked_add(limit) else {
         return Some(future.await); // a limit beyond any clock's range is none
     };
     let timer = tokio::time::sleep_until(deadline.into());
-    tokio::pin!(future, timer);
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
-            output = &mut future => return Some(output),
+            output = future.as_mut() => return Some(output),
             () = &mut timer => {}
         }
         // Registered before the clock is read: a resume after the read wakes it.
@@ -497,7 +502,7 @@ async fn within_active_time<F: Future>(clock: &PauseClock, limit: Duration, futu
             // The timer has fired: the next look at the clock comes right after the resume.
             tokio::select! {
                 biased;
-                output = &mut future => return Some(output),
+                output = future.as_mut() => return Some(output),
                 () = resumed => {}
             }
         } else if let Some(deadline) = now.checked_add(limit - active) {
@@ -530,8 +535,15 @@ impl CallGuard {
     /// Run `future`, this call, for at most `limit` of active time: the clock
     /// stops while an elicitation of its server asked of its front-end waits on
     /// the user ([`FrontEnds::pause`]). `None` on timeout.
-    pub(crate) fn within<F: Future>(&self, limit: Duration, future: F) -> impl Future<Output = Option<F::Output>> {
-        // Not an async fn of its own: the call's future (kilobytes) is moved once less.
+    ///
+    /// `future` is pinned by the caller: a call's future is kilobytes, and an async fn
+    /// taking it by value keeps its own copy of it (the argument), and another for each
+    /// place it is pinned or awaited.
+    pub(crate) fn within<F: Future>(
+        &self,
+        limit: Duration,
+        future: Pin<&mut F>,
+    ) -> impl Future<Output = Option<F::Output>> {
         within_active_time(&self.clock, limit, future)
     }
 }
@@ -680,7 +692,7 @@ mod tests {
         let limit = Duration::from_secs(1);
         let outcome = frontends
             .call_started("s", 1)
-            .within(limit, std::future::pending::<()>())
+            .within(limit, std::pin::pin!(std::future::pending::<()>()))
             .await;
         assert_eq!(outcome, None, "not paused: the limit applies");
         // Paused from 0.2 s to 2.5 s: a 3 s call has used about 0.7 s.
@@ -695,7 +707,7 @@ mod tests {
         };
         let outcome = frontends
             .call_started("s", 1)
-            .within(limit, tokio::time::sleep(Duration::from_secs(3)))
+            .within(limit, std::pin::pin!(tokio::time::sleep(Duration::from_secs(3))))
             .await;
         assert_eq!(outcome, Some(()), "the pause did not count");
         pauser.await.expect("joined");
@@ -703,7 +715,7 @@ mod tests {
         let other_connection = frontends.pause("s", 2);
         let outcome = frontends
             .call_started("s", 1)
-            .within(limit, tokio::time::sleep(Duration::from_secs(3)))
+            .within(limit, std::pin::pin!(tokio::time::sleep(Duration::from_secs(3))))
             .await;
         assert_eq!(
             outcome, None,
@@ -726,7 +738,7 @@ mod tests {
             .call_started("s", 1)
             .within(
                 Duration::from_millis(500),
-                tokio::time::sleep(Duration::from_millis(1200)),
+                std::pin::pin!(tokio::time::sleep(Duration::from_millis(1200))),
             )
             .await;
         assert_eq!(outcome, Some(()), "paused from before the call began");
@@ -735,11 +747,14 @@ mod tests {
             .call_started("s", 1)
             .within(
                 Duration::from_millis(300),
-                tokio::time::sleep(Duration::from_millis(900)),
+                std::pin::pin!(tokio::time::sleep(Duration::from_millis(900))),
             )
             .await;
         assert_eq!(outcome, None, "resumed: the limit applies again");
-        let outcome = frontends.call_started("s", 1).within(Duration::MAX, async {}).await;
+        let outcome = frontends
+            .call_started("s", 1)
+            .within(Duration::MAX, std::pin::pin!(async {}))
+            .await;
         assert_eq!(outcome, Some(()), "a limit past the clock's range is none");
     }
 

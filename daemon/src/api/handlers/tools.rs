@@ -166,7 +166,7 @@ async fn call(
     let call = forward::call_tool(&target, &name, arguments, meta, (frontends, &link));
     // The clock stops while an elicitation of this server waits on this front-end's user.
     let answer = call_guard
-        .within(timeout, call)
+        .within(timeout, std::pin::pin!(call))
         .await
         .ok_or_else(|| timeout_error(&server, &what(), timeout))?;
     match answer {
