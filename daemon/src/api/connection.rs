@@ -59,8 +59,8 @@ use crate::hub::events::EventFrame;
 use crate::hub::link::{Dialect, Link};
 
 use super::dispatch::{Cancellable, Dispatcher, RequestSlots, error_message};
-use super::gate::Gate;
 use super::in_flight::InFlight;
+use super::wake_gate::WakeGate;
 
 /// Responses waiting for the writer; when full, the reader waits.
 const OUTBOUND_QUEUE: usize = 64;
@@ -146,7 +146,7 @@ pub(crate) async fn serve<S>(
         // The handshake's deadline is polled only when its timer or eviction woke it, not
         // at every wake of the connection (each poll of its token takes two locks).
         let (mut serving, mut handshake) = (std::pin::pin!(serving), std::pin::pin!(handshake));
-        let handshake_gate = Gate::new();
+        let handshake_gate = WakeGate::new();
         let why = poll_fn(|cx| {
             if serving.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
@@ -408,7 +408,7 @@ impl Dispatcher {
         let mut frame_started: Option<tokio::time::Instant> = None;
         // Made once: a waiter made and dropped at every read took the token's lock twice.
         let mut shut_down = std::pin::pin!(shutdown.cancelled());
-        let (shutdown_gate, read_gate) = (Gate::new(), Gate::new());
+        let (shutdown_gate, read_gate) = (WakeGate::new(), WakeGate::new());
         loop {
             loop {
                 match decoder.next_frame() {

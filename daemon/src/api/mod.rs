@@ -27,13 +27,13 @@
 mod admission;
 mod connection;
 mod dispatch;
-mod gate;
 mod handlers;
 mod in_flight;
 pub mod listen;
 pub(crate) mod router;
 mod rpc;
 mod session;
+mod wake_gate;
 
 use std::path::PathBuf;
 use std::sync::Arc;

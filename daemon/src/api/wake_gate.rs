@@ -5,7 +5,7 @@
 //! token, its requests, the socket); a `select!` polls every one of them at
 //! every wake, and most wakes are a request's answer. Polling the socket's
 //! read again costs its readiness check and the shutdown token two locks,
-//! each time. Behind a [`Gate`], each is polled when it was woken, and only
+//! each time. Behind a [`WakeGate`] (not `admission`'s connection `Gate`), each is polled when it was woken, and only
 //! then.
 
 use std::future::Future;
@@ -16,8 +16,8 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
-/// The gate of one future (one at a time: [`Gate::open`] for a new one).
-pub(super) struct Gate {
+/// The gate of one future (one at a time: [`WakeGate::open`] for a new one).
+pub(super) struct WakeGate {
     shared: Arc<Shared>,
     /// `shared` as a waker, made once.
     waker: Waker,
@@ -41,7 +41,7 @@ impl Wake for Shared {
     }
 }
 
-impl Gate {
+impl WakeGate {
     /// A gate open for its first future.
     pub(super) fn new() -> Self {
         let shared = Arc::new(Shared {
@@ -105,7 +105,7 @@ mod tests {
         let task = Arc::<Counting>::default();
         let task_waker = Waker::from(task.clone());
         let mut cx = Context::from_waker(&task_waker);
-        let gate = Gate::new();
+        let gate = WakeGate::new();
         let mut probe = std::pin::pin!(Probe::default());
         assert!(gate.poll(probe.as_mut(), &mut cx).is_pending());
         assert!(gate.poll(probe.as_mut(), &mut cx).is_pending());
