@@ -267,7 +267,7 @@ impl Dispatcher {
         pending: Pending,
         in_flight: &mut InFlight<'a>,
     ) -> Result<(), (Id<'static>, ErrorObjectOwned)> {
-        let mut registry = lock_cancellable(&self.cancellable);
+        let registry = lock_cancellable(&self.cancellable);
         if registry.contains_key(&id) {
             // Two requests with one id could not be told apart (answers, cancels).
             let error = duplicate_id(&id);
@@ -277,26 +277,39 @@ impl Dispatcher {
             tracing::debug!(request = ?id, "request refused: too many running and waiting");
             return Err((id, self.slots.refusal()));
         };
-        let (abort, registration) = AbortHandle::new_pair();
-        registry.insert(id.clone(), Running::Request(abort));
-        drop(registry);
+        let answered = self.registered(registry, id.clone(), admitted, pending, Running::Request);
         in_flight.push(Box::pin(async move {
-            let answered = Abortable::new(
-                async {
-                    let _slot = admitted.run(&self.slots.running).await;
-                    pending.answer(&id).await
-                },
-                registration,
-            )
-            .await;
             // Aborted, or removed by a canceller just now: the canceller answered.
-            if let Ok(response) = answered
+            if let Ok(response) = answered.await
                 && lock_cancellable(&self.cancellable).remove(&id).is_some()
             {
                 self.outbound.send(response).await;
             }
         }));
         Ok(())
+    }
+
+    /// Register request `id` for cancellation (`as_running` says who answers a cancelled
+    /// one) and make the future of its answer: a slot first (`admitted`), then `pending`'s
+    /// answer; `Err(Aborted)` once cancelled. Its entry is the caller's to remove.
+    fn registered<'a>(
+        &'a self,
+        mut registry: std::sync::MutexGuard<'_, crate::FastMap<Id<'static>, Running>>,
+        id: Id<'static>,
+        admitted: Admitted,
+        pending: Pending,
+        as_running: fn(AbortHandle) -> Running,
+    ) -> Abortable<impl Future<Output = String> + Send + 'a> {
+        let (abort, registration) = AbortHandle::new_pair();
+        registry.insert(id.clone(), as_running(abort));
+        drop(registry);
+        Abortable::new(
+            async move {
+                let _slot = admitted.run(&self.slots.running).await;
+                pending.answer(&id).await
+            },
+            registration,
+        )
     }
 
     /// A JSON-RPC batch: one array of responses, in the order of the calls.
@@ -337,7 +350,7 @@ impl Dispatcher {
                 None => {}
                 Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(json_text(response))),
                 Some(Dispatched::Later(id, pending)) => {
-                    let mut registry = lock_cancellable(&self.cancellable);
+                    let registry = lock_cancellable(&self.cancellable);
                     if registry.contains_key(&id) {
                         let error = duplicate_id(&id);
                         slots.push(BatchSlot::Ready(error_message(id, error)));
@@ -355,20 +368,10 @@ impl Dispatcher {
                         slots.push(BatchSlot::Ready(error_message(id, self.slots.refusal())));
                         continue;
                     };
-                    let (abort, registration) = AbortHandle::new_pair();
-                    registry.insert(id.clone(), Running::BatchEntry(abort));
-                    drop(registry);
+                    let entry = self.registered(registry, id.clone(), admitted, pending, Running::BatchEntry);
                     let (answer, answered) = oneshot::channel();
                     in_flight.push(Box::pin(async move {
-                        let response = Abortable::new(
-                            async {
-                                let _slot = admitted.run(&self.slots.running).await;
-                                pending.answer(&id).await
-                            },
-                            registration,
-                        )
-                        .await
-                        .unwrap_or_else(|Aborted| {
+                        let response = entry.await.unwrap_or_else(|Aborted| {
                             error_message(
                                 id.clone(),
                                 rpc_error(ErrorCode::RequestCancelled, "request cancelled by the client"),
