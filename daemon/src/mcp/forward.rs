@@ -109,25 +109,29 @@ pub(crate) async fn call_tool(
     let progress = progress_token.map(|token| (frontends, link, token));
     // SEP-1686: a tool that must run as a task is called as one.
     let as_task = target.tool_task_support(name) == Some(tasks::TASK_SUPPORT_REQUIRED);
-    let direct = target.direct_wire().filter(|_| !as_task);
     let meta = &meta;
-    let round = |retry: Retry| {
+    // A stdio server's first round goes straight onto its wire; a plain result (the
+    // common case) is the answer, without the rounds' machinery, whose future (kilobytes)
+    // is boxed for the calls that need it: this call's future stays small.
+    let mut on_wire = None;
+    if let Some(wire) = target.direct_wire().filter(|_| !as_task) {
+        let result = call_tool_on_wire(wire, target, name, arguments, meta.as_ref(), progress.clone()).await?;
+        if !names_result_type(&result) {
+            return Ok(result);
+        }
+        on_wire = Some(Answer {
+            typed: typed_result(&result)?,
+            raw: Some(result),
+        });
+    }
+    let round = move |retry: Retry| {
         let progress = progress.clone();
+        // The first round's answer, when the wire had it.
+        let answered = on_wire.take();
         async move {
-            let first = retry.input_responses.is_none() && retry.request_state.is_none();
-            let Answer { typed, raw } = match direct {
-                Some(wire) if first => {
-                    let result =
-                        call_tool_on_wire(wire, target, name, arguments, meta.as_ref(), progress.clone()).await?;
-                    if !names_result_type(&result) {
-                        return Ok(Reply::Complete(result));
-                    }
-                    Answer {
-                        typed: typed_result(&result)?,
-                        raw: Some(result),
-                    }
-                }
-                _ => {
+            let Answer { typed, raw } = match answered {
+                Some(answer) => answer,
+                None => {
                     let mut request = CallToolRequestParams::new(name.to_owned());
                     request.arguments = object_arguments(arguments)?;
                     request.meta = meta.clone().map(|meta| RequestMetaObject(MetaObject(meta)));
@@ -138,9 +142,7 @@ pub(crate) async fn call_tool(
                     } else {
                         CallToolRequest::new(request).into()
                     };
-                    // Boxed: rmcp's request future is large, and a direct call's future (the
-                    // common one) would otherwise carry its size, copied at every move.
-                    Box::pin(send(target, request, progress.clone())).await?
+                    send(target, request, progress.clone()).await?
                 }
             };
             match typed {
@@ -173,9 +175,9 @@ pub(crate) async fn call_tool(
             }
         }
     };
-    rounds::drive(rounds::MAX_ROUNDS, round, |requests| {
+    Box::pin(rounds::drive(rounds::MAX_ROUNDS, round, |requests| {
         Box::pin(rounds::answer_each(target.handler(), link, requests))
-    })
+    }))
     .await
 }
 
