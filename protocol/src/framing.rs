@@ -208,13 +208,12 @@ impl FrameDecoder {
 /// Position of the end of the header block: (length of the headers, offset of the body).
 fn find_header_end(data: &[u8]) -> Option<(usize, usize)> {
     let crlf = memchr::memmem::find(data, b"\r\n\r\n").map(|p| (p, p + 4));
-    // A bare `\n\n` counts only if it comes first: never looked for in the body.
+    // A bare `\n\n` counts only if it comes first, so it is looked for only before the
+    // CRLF blank line (never in the body): one found there is the end.
     let before = crlf.map_or(data.len(), |(p, _)| p + 1);
-    let lf = memchr::memmem::find(&data[..before], b"\n\n").map(|p| (p, p + 2));
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
+    memchr::memmem::find(&data[..before], b"\n\n")
+        .map(|p| (p, p + 2))
+        .or(crlf)
 }
 
 fn parse_content_length(headers: &[u8]) -> Result<usize, FrameError> {

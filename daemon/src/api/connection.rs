@@ -4,7 +4,8 @@
 //!
 //! Flow control, per connection and never shared:
 //! - while the writer has nothing to write, it lends the socket
-//!   ([`Socket`]): an answer is written by the request's own task, without
+//!   ([`Socket`]): an answer is written by the request itself (the reader
+//!   polls it), without
 //!   waking the writer, if nothing else waits to be written before it and
 //!   the socket takes it at once; what the socket does not take at once is
 //!   left for the writer, which writes it before anything else;
@@ -512,8 +513,8 @@ enum Waited {
 type SocketWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The connection's socket, lent by the writer to whoever answers while it
-/// has nothing to write, so that an answer can be written by the request's
-/// own task (one hand-off less per call, and no queue).
+/// has nothing to write, so that an answer can be written by its request,
+/// in the reader's task (one hand-off less per call, and no queue).
 ///
 /// Order: a direct write happens only while the writer holds nothing and
 /// the queues to it are empty, checked under the lock the writer takes the

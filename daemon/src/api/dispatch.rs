@@ -316,8 +316,8 @@ impl Dispatcher {
     ///
     /// Calls answered at once (`initialize`, errors) are answered in place;
     /// the others run as in-flight requests (the same [`RequestSlots`], so an
-    /// entry may wait for a slot or be refused; cancellable by id), and a
-    /// task of the connection sends the array when the last one is done, so
+    /// entry may wait for a slot or be refused; cancellable by id), and one
+    /// more in-flight future sends the array when the last one is done, so
     /// the reader goes on reading meanwhile.
     async fn handle_batch<'a>(&'a self, text: &str, in_flight: &mut InFlight<'a>) -> bool {
         let calls: Vec<&RawValue> = match serde_json::from_str(text) {
@@ -663,7 +663,7 @@ fn plain_id(raw: &RawValue) -> Option<Id<'static>> {
 }
 
 impl Dispatcher {
-    /// Cancel the in-flight request `target` (an id as JSON): abort its task
+    /// Cancel the in-flight request `target` (an id as JSON): abort its future
     /// (which drops its MCP request, so rmcp sends `notifications/cancelled`
     /// to the server) and answer it with `requestCancelled`. Nothing happens
     /// if it already answered.
@@ -748,7 +748,7 @@ fn raw_answer(method: &str, id: &Id<'_>, answer: Result<Box<RawValue>, ErrorObje
     text
 }
 
-/// One answer of a batch: there already, or to come from its task.
+/// One answer of a batch: there already, or to come from its in-flight future.
 enum BatchSlot {
     Ready(String),
     Pending(oneshot::Receiver<String>),
@@ -757,7 +757,7 @@ enum BatchSlot {
 /// The batch's answer array, in order, once every entry answered; a
 /// `messageTooLarge` error instead once the answers pass `MAX_MESSAGE_BYTES`
 /// (the ones still to come are awaited and dropped, so memory stays bounded).
-/// `None` if an entry's task is gone (the connection is closing).
+/// `None` if an entry's future is gone (the connection is closing).
 async fn assemble_batch(slots: Vec<BatchSlot>) -> Option<String> {
     let max = corral_protocol::MAX_MESSAGE_BYTES;
     let mut answers = Vec::with_capacity(slots.len());

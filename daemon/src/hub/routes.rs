@@ -108,10 +108,10 @@ struct State {
     progress: FastMap<(String, String), (Weak<Link>, Value)>,
     /// How many tokens [`FrontEnds::fresh_token`] made.
     tokens_made: u64,
-    /// Elicitations waiting on the user, per connection asked and server.
-    /// Entries are removed only with their connection, so watchers never see
-    /// the sender go away before; they are as many as the pairs that ever
-    /// had a call.
+    /// The pause clocks, per connection asked and server: stopped while an
+    /// elicitation waits on the user. Calls and pause guards hold their clock
+    /// itself; an entry goes with its connection, and they are as many as the
+    /// pairs that ever had a call.
     paused: FastMap<u64, FastMap<String, Arc<PauseClock>>>,
     /// (server, uri) to the connections subscribed to it.
     subscriptions: HashMap<(String, String), BTreeSet<u64>>,
@@ -684,6 +684,14 @@ mod tests {
         ));
     }
 
+    /// A call of connection 1 to server `s` that takes `lasts`, within `limit` of active time.
+    async fn call_lasting(frontends: &Arc<FrontEnds>, limit: Duration, lasts: Duration) -> Option<()> {
+        frontends
+            .call_started("s", 1)
+            .within(limit, std::pin::pin!(tokio::time::sleep(lasts)))
+            .await
+    }
+
     #[tokio::test]
     async fn the_timeout_stops_while_an_elicitation_waits() {
         // Real time, with wide margins (no paused clock: tokio's test-util
@@ -705,18 +713,12 @@ mod tests {
                 drop(pause);
             })
         };
-        let outcome = frontends
-            .call_started("s", 1)
-            .within(limit, std::pin::pin!(tokio::time::sleep(Duration::from_secs(3))))
-            .await;
+        let outcome = call_lasting(&frontends, limit, Duration::from_secs(3)).await;
         assert_eq!(outcome, Some(()), "the pause did not count");
         pauser.await.expect("joined");
         let other_server = frontends.pause("other", 1);
         let other_connection = frontends.pause("s", 2);
-        let outcome = frontends
-            .call_started("s", 1)
-            .within(limit, std::pin::pin!(tokio::time::sleep(Duration::from_secs(3))))
-            .await;
+        let outcome = call_lasting(&frontends, limit, Duration::from_secs(3)).await;
         assert_eq!(
             outcome, None,
             "another server's pause, or another connection's, does not count"
@@ -734,22 +736,10 @@ mod tests {
             drop(pause);
         });
         // 1.2 s of wall time, all of it paused: a 0.5 s limit is not used up.
-        let outcome = frontends
-            .call_started("s", 1)
-            .within(
-                Duration::from_millis(500),
-                std::pin::pin!(tokio::time::sleep(Duration::from_millis(1200))),
-            )
-            .await;
+        let outcome = call_lasting(&frontends, Duration::from_millis(500), Duration::from_millis(1200)).await;
         assert_eq!(outcome, Some(()), "paused from before the call began");
         resumer.await.expect("joined");
-        let outcome = frontends
-            .call_started("s", 1)
-            .within(
-                Duration::from_millis(300),
-                std::pin::pin!(tokio::time::sleep(Duration::from_millis(900))),
-            )
-            .await;
+        let outcome = call_lasting(&frontends, Duration::from_millis(300), Duration::from_millis(900)).await;
         assert_eq!(outcome, None, "resumed: the limit applies again");
         let outcome = frontends
             .call_started("s", 1)

@@ -402,8 +402,9 @@ async fn notifications_published_before_an_answer_precede_it() {
                 json!({"count": EVENTS, "name": "ordered"}),
             ))
             .await;
-        // Bounded: the answer comes after at most EVENTS notifications.
-        loop {
+        // The answer comes after at most EVENTS notifications.
+        let mut answered = false;
+        for _ in 0..=EVENTS {
             let message = connection.recv().await;
             if message.get("method").is_some() {
                 seen = message["params"]["seq"].as_u64().expect("seq");
@@ -412,7 +413,9 @@ async fn notifications_published_before_an_answer_precede_it() {
             assert_eq!(message["id"], round, "{message}");
             let last = message["result"]["lastSeq"].as_u64().expect("lastSeq");
             assert_eq!(seen, last, "round {round}: the answer came before notification {last}");
+            answered = true;
             break;
         }
+        assert!(answered, "round {round}: no answer after {EVENTS} notifications");
     }
 }
