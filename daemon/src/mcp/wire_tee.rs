@@ -76,7 +76,8 @@ use rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -107,6 +108,8 @@ const TOOLS_LIST: &str = "tools/list";
 const MAX_WATCHED: usize = 256;
 /// Answers kept and not taken yet; the oldest is dropped beyond this.
 const MAX_KEPT: usize = 64;
+/// Messages for rmcp read ahead of what its session took (each at most [`MAX_LINE`]).
+const READ_AHEAD: usize = 2;
 /// A line longer than this is dropped unread, as rmcp's own stdio transport does.
 const MAX_LINE: usize = DEFAULT_MAX_LINE_LENGTH;
 /// Bytes of answers kept and not taken yet: the oldest are dropped beyond this, down to the
@@ -217,6 +220,17 @@ struct Message<'a> {
     error: Option<&'a RawValue>,
 }
 
+impl<'a> Message<'a> {
+    /// The envelope of `line`. Read as text when it is (nearly always): its strings and raw
+    /// values then need no UTF-8 check each. Otherwise as bytes, which accepts what it always did.
+    fn read(line: &'a [u8]) -> serde_json::Result<Self> {
+        match std::str::from_utf8(line) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(line),
+        }
+    }
+}
+
 /// `notifications/progress` params.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -278,13 +292,20 @@ impl WireTee {
     /// step of every teardown.
     pub(crate) fn transport(self: &Arc<Self>, stdout: Stdout, stdin: Stdin) -> WireTransport {
         self.writer().stdin = Some(stdin);
-        WireTransport {
+        let (sender, messages) = mpsc::channel(READ_AHEAD);
+        let reader = WireReader {
             wire: self.clone(),
             stdout,
             buffer: Vec::with_capacity(READ_CHUNK),
             start: 0,
             scanned: 0,
             discarding: false,
+        };
+        let reader = self.tracker.spawn(reader.run(sender)).abort_handle();
+        WireTransport {
+            wire: self.clone(),
+            messages,
+            reader,
         }
     }
 
@@ -472,7 +493,7 @@ impl WireTee {
 
     /// A line corrald wrote to the server through rmcp: watch the ids whose answers are kept.
     fn sent(&self, line: &[u8]) {
-        let Ok(message) = serde_json::from_slice::<Message<'_>>(line) else {
+        let Ok(message) = Message::read(line) else {
             return;
         };
         let (Some(id), Some(method)) = (message.id, message.method) else {
@@ -507,7 +528,7 @@ impl WireTee {
         if line.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
-        let Ok(message) = serde_json::from_slice::<Message<'_>>(line) else {
+        let Ok(message) = Message::read(line) else {
             // Not JSON at all: counted, and nothing rmcp could read. JSON of another shape
             // (or a method name with escapes, which the envelope cannot borrow): rmcp's.
             return if self.not_a_message(line, number) {
@@ -747,19 +768,15 @@ impl Drop for DirectCall {
 }
 
 /// rmcp's transport of a stdio session: what rmcp sends goes out through the
-/// wire's writer; what it receives is what the wire's reader did not deliver
-/// itself. The reading happens in rmcp's session task, which polls
-/// [`Transport::receive`] whenever it waits.
+/// wire's writer; what it receives is what the wire's reader ([`WireReader`], a task of
+/// its own) did not deliver itself. The reader is stopped when the transport is closed
+/// or dropped.
 pub(crate) struct WireTransport {
     wire: Arc<WireTee>,
-    stdout: Stdout,
-    /// What was read and not handled yet: `buffer[start..]`, of which `buffer[start..scanned]`
-    /// holds no newline.
-    buffer: Vec<u8>,
-    start: usize,
-    scanned: usize,
-    /// Dropping the rest of a line longer than [`MAX_LINE`].
-    discarding: bool,
+    /// The lines for rmcp, parsed; closed when the server's stdout ended.
+    messages: mpsc::Receiver<RxJsonRpcMessage<RoleClient>>,
+    /// The reader's task.
+    reader: AbortHandle,
 }
 
 impl std::fmt::Debug for WireTransport {
@@ -771,6 +788,89 @@ impl std::fmt::Debug for WireTransport {
 }
 
 impl WireTransport {
+    /// The session is over: the reader stops, the server's stdin is closed.
+    fn end(&self) {
+        self.reader.abort();
+        self.wire.close();
+    }
+}
+
+impl Transport<RoleClient> for WireTransport {
+    type Error = io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let wire = self.wire.clone();
+        let line = serde_json::to_vec(&item);
+        async move {
+            let mut line = line?;
+            wire.sent(&line);
+            line.push(b'\n');
+            wire.write_line(&line)
+                .map_err(|WireGone| io::Error::new(io::ErrorKind::BrokenPipe, "the server's stdin is closed"))
+        }
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        self.messages.recv().await
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.end();
+        Ok(())
+    }
+}
+
+impl Drop for WireTransport {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// The one reader of a server's stdout: a task of its own, so that an answer to a direct
+/// call wakes only this task and its caller (rmcp's session task, with its channels and
+/// timers, is woken only for what is rmcp's). Lines for rmcp go through a short channel:
+/// while rmcp does not take them, reading waits, as it would if rmcp read the pipe itself.
+struct WireReader {
+    wire: Arc<WireTee>,
+    stdout: Stdout,
+    /// What was read and not handled yet: `buffer[start..]`, of which `buffer[start..scanned]`
+    /// holds no newline.
+    buffer: Vec<u8>,
+    start: usize,
+    scanned: usize,
+    /// Dropping the rest of a line longer than [`MAX_LINE`].
+    discarding: bool,
+}
+
+impl WireReader {
+    /// Read until the server's stdout ends (or rmcp's side of the channel is gone).
+    async fn run(mut self, messages: mpsc::Sender<RxJsonRpcMessage<RoleClient>>) {
+        loop {
+            while let Some((start, end)) = self.next_line() {
+                if let Some(message) = self.wire.received(&self.buffer[start..end])
+                    && messages.send(message).await.is_err()
+                {
+                    return; // the transport is gone: the session is over
+                }
+            }
+            self.compact();
+            self.buffer.reserve(READ_CHUNK);
+            match self.stdout.read_buf(&mut self.buffer).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(server = %self.wire.server, %error, "reading the server's stdout failed");
+                    break;
+                }
+            }
+        }
+        // Before rmcp learns of it (the channel closes when this returns).
+        self.wire.stdout_ended();
+    }
+
     /// The next complete line in the buffer (without its newline, `\r` and a UTF-8 BOM), as a range.
     fn next_line(&mut self) -> Option<(usize, usize)> {
         loop {
@@ -821,61 +921,6 @@ impl WireTransport {
         }
         self.scanned -= self.start;
         self.start = 0;
-    }
-}
-
-impl Transport<RoleClient> for WireTransport {
-    type Error = io::Error;
-
-    fn send(
-        &mut self,
-        item: TxJsonRpcMessage<RoleClient>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        let wire = self.wire.clone();
-        let line = serde_json::to_vec(&item);
-        async move {
-            let mut line = line?;
-            wire.sent(&line);
-            line.push(b'\n');
-            wire.write_line(&line)
-                .map_err(|WireGone| io::Error::new(io::ErrorKind::BrokenPipe, "the server's stdin is closed"))
-        }
-    }
-
-    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        loop {
-            while let Some((start, end)) = self.next_line() {
-                if let Some(message) = self.wire.received(&self.buffer[start..end]) {
-                    return Some(message);
-                }
-            }
-            self.compact();
-            self.buffer.reserve(READ_CHUNK);
-            // Cancel-safe: what a read returns is in the buffer before the next await.
-            match self.stdout.read_buf(&mut self.buffer).await {
-                Ok(0) => {
-                    self.wire.stdout_ended();
-                    return None;
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::debug!(server = %self.wire.server, %error, "reading the server's stdout failed");
-                    self.wire.stdout_ended();
-                    return None;
-                }
-            }
-        }
-    }
-
-    async fn close(&mut self) -> Result<(), Self::Error> {
-        self.wire.close();
-        Ok(())
-    }
-}
-
-impl Drop for WireTransport {
-    fn drop(&mut self) {
-        self.wire.close();
     }
 }
 
@@ -1164,6 +1209,38 @@ mod tests {
             "ping",
             "no cancellation before it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_direct_call_is_answered_while_rmcp_takes_nothing_and_the_reader_stops_with_the_session() {
+        let (wire, transport, mut server_stdin, mut server_stdout) = piped(1024);
+        // rmcp's side is busy elsewhere: something of its own is waiting for it first.
+        server_stdout
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n")
+            .await
+            .expect("write");
+        let mut call = wire.begin_call().expect("a live wire");
+        call.send("tools/call", &serde_json::json!({"name": "echo"}))
+            .expect("sent");
+        let id = read_line(&mut server_stdin).await["id"].as_u64().expect("an id");
+        let answer = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{}}}}\n");
+        server_stdout.write_all(answer.as_bytes()).await.expect("write");
+        let answered = tokio::time::timeout(Duration::from_secs(5), call.answer())
+            .await
+            .expect("answered within 5 s, though rmcp never received");
+        assert!(matches!(answered, Ok(DirectAnswer::Result(_))), "{answered:?}");
+        // The session ends: nothing reads the server's stdout any more.
+        drop(transport);
+        let mut writes = 0;
+        // A pipe of 64 KiB: once the reader is gone, a write fails (or fills it, then fails).
+        while server_stdout.write_all(&[b'\n'; 1024]).await.is_ok() {
+            writes += 1;
+            assert!(
+                writes <= 1000,
+                "the server's stdout is still read after the session ended"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]
