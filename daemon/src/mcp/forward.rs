@@ -113,17 +113,21 @@ pub(crate) async fn call_tool(
     // A stdio server's first round goes straight onto its wire; a plain result (the
     // common case) is the answer, without the rounds' machinery, whose future (kilobytes)
     // is boxed for the calls that need it: this call's future stays small.
-    let mut on_wire = None;
-    if let Some(wire) = target.direct_wire().filter(|_| !as_task) {
-        let result = call_tool_on_wire(wire, target, name, arguments, meta.as_ref(), progress.clone()).await?;
-        if !names_result_type(&result) {
-            return Ok(result);
+    // Made after the first round's await: the typed answer (hundreds of bytes) is no part
+    // of the future while it waits.
+    let mut on_wire = match target.direct_wire().filter(|_| !as_task) {
+        Some(wire) => {
+            let result = call_tool_on_wire(wire, target, name, arguments, meta.as_ref(), progress.clone()).await?;
+            if !names_result_type(&result) {
+                return Ok(result);
+            }
+            Some(Answer {
+                typed: typed_result(&result)?,
+                raw: Some(result),
+            })
         }
-        on_wire = Some(Answer {
-            typed: typed_result(&result)?,
-            raw: Some(result),
-        });
-    }
+        None => None,
+    };
     let round = move |retry: Retry| {
         let progress = progress.clone();
         // The first round's answer, when the wire had it.
