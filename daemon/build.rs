@@ -9,8 +9,9 @@
 //!   functions spread over the whole 15 MB `.text`: without the script an idle corrald maps
 //!   about 7.5 MB of its code, with it about 1.8 MB. The script names functions as the compiler
 //!   mangled them, so another toolchain or other dependencies' versions leave part of it
-//!   unmatched (memory, not correctness); `python3 daemon/layout/record.py --check BINARY` says
-//!   how well it fits.
+//!   unmatched (memory, not correctness), and so does new code on those paths;
+//!   `python3 daemon/layout/record.py --check BINARY` runs the binary under valgrind and says
+//!   whether the script places what it runs.
 //! - `-z pack-relative-relocs` (DT_RELR) stores the ~19,000 relative relocations of the
 //!   position-independent executable in a few kB instead of 460 kB that the dynamic loader reads
 //!   at every start. glibc runs such a binary from 2.36 on, so it is used only when building on
