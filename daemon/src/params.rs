@@ -7,6 +7,7 @@
 //! field's path; absent or `null` params mean `{}`.
 
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -96,7 +97,64 @@ pub(crate) type RawFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, Er
 /// A raw method's handler: the request's params and the link of the connection
 /// that sent it (which knows the connection by the same id as its session).
 /// No jsonrpsee `Extensions`: a map allocated, filled and dropped at every call.
-pub(crate) type RawCallback = Arc<dyn Fn(Params<'static>, Arc<Link>) -> RawFuture + Send + Sync>;
+pub(crate) type RawCallback = Arc<dyn Fn(RawParams, Arc<Link>) -> RawFuture + Send + Sync>;
+
+/// A raw method's params: the request's text, which the handler's future owns, and
+/// where the params are in it. Not a copy of the params per request.
+#[derive(Debug)]
+pub(crate) struct RawParams {
+    text: String,
+    params: Option<Range<usize>>,
+}
+
+/// Where a request's params are.
+#[derive(Debug)]
+pub(crate) enum ParamsAt {
+    /// It has none.
+    Absent,
+    /// In its text, here.
+    In(Range<usize>),
+    /// Not a part of its text: a copy.
+    Copied(String),
+}
+
+impl ParamsAt {
+    /// Where `params` are in the request `text`: a part of it, as the request's parse
+    /// borrows them (addresses compared, no pointer followed), else copied.
+    pub(crate) fn find(text: &str, params: Option<&str>) -> Self {
+        let Some(params) = params else {
+            return Self::Absent;
+        };
+        let start = (params.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+        let range = start..start.wrapping_add(params.len());
+        match text.get(range.clone()) {
+            Some(part) if std::ptr::eq(part, params) => Self::In(range),
+            _ => Self::Copied(params.to_owned()),
+        }
+    }
+}
+
+impl RawParams {
+    /// The params of the request `text`, found `at`.
+    pub(crate) fn new(text: String, at: ParamsAt) -> Self {
+        match at {
+            ParamsAt::Absent => Self { text, params: None },
+            ParamsAt::In(range) => Self {
+                text,
+                params: Some(range),
+            },
+            ParamsAt::Copied(params) => Self {
+                params: Some(0..params.len()),
+                text: params,
+            },
+        }
+    }
+
+    /// The params, as jsonrpsee's handlers take them.
+    pub(crate) fn params(&self) -> Params<'_> {
+        Params::new(self.params.clone().and_then(|range| self.text.get(range)))
+    }
+}
 
 /// Methods whose answer is a server's JSON passed through (`tools/call`): the
 /// dispatcher writes the `result` into the response as it is. jsonrpsee would
@@ -179,5 +237,28 @@ mod tests {
                 fully(refused)
             );
         }
+    }
+
+    #[test]
+    fn raw_params_are_found_in_their_request_or_copied() {
+        let text = r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":[1]}}"#.to_owned();
+        // As the request's parse borrows them: a slice of its text.
+        let start = text.find(r#"{"a""#).expect("params");
+        let at = ParamsAt::find(&text, Some(&text[start..text.len() - 1]));
+        assert!(
+            matches!(&at, ParamsAt::In(range) if &text[range.clone()] == r#"{"a":[1]}"#),
+            "{at:?}"
+        );
+        assert_eq!(RawParams::new(text.clone(), at).params().as_str(), Some(r#"{"a":[1]}"#));
+
+        // Equal text elsewhere is not a part of the request: copied.
+        let elsewhere = r#"{"a":[1]}"#.to_owned();
+        let at = ParamsAt::find(&text, Some(&elsewhere));
+        assert!(matches!(&at, ParamsAt::Copied(copy) if copy == &elsewhere), "{at:?}");
+        assert_eq!(RawParams::new(text.clone(), at).params().as_str(), Some(r#"{"a":[1]}"#));
+
+        let at = ParamsAt::find(&text, None);
+        assert!(matches!(at, ParamsAt::Absent));
+        assert_eq!(RawParams::new(text, at).params().as_str(), None);
     }
 }

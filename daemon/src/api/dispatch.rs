@@ -71,7 +71,7 @@ use super::router::MethodTables;
 use super::rpc::rpc_error;
 use super::session::Session;
 use crate::hub::link::{Dialect, Door, FrontEndError};
-use crate::params::RawFuture;
+use crate::params::{ParamsAt, RawFuture, RawParams};
 
 use super::connection::{MAX_BATCH_LEN, Outlet, WAITING_BYTES};
 use super::in_flight::InFlight;
@@ -243,7 +243,7 @@ impl Dispatcher {
             return self.handle_batch(&text, in_flight).await;
         }
         let bytes = text.len();
-        match self.dispatch(&text) {
+        match self.dispatch(text) {
             None => true,
             Some(Dispatched::Now(response)) => {
                 self.send(response.into_json().get().to_owned()).await
@@ -346,7 +346,8 @@ impl Dispatcher {
         // taken with its first entry that runs; `Err` if there was none.
         let mut batch_place: Option<Result<OwnedSemaphorePermit, ()>> = None;
         for call in calls {
-            match self.dispatch(call.get()) {
+            // Each entry's own text: a raw method's future owns its request's.
+            match self.dispatch(call.get().to_owned()) {
                 None => {}
                 Some(Dispatched::Now(response)) => slots.push(BatchSlot::Ready(json_text(response))),
                 Some(Dispatched::Later(id, pending)) => {
@@ -407,10 +408,10 @@ impl Dispatcher {
     }
 
     /// Route one message; `None` when it needs no answer (a notification or a response).
-    fn dispatch(&self, text: &str) -> Option<Dispatched> {
-        let request: Request<'_> = match parse_request(text) {
+    fn dispatch(&self, text: String) -> Option<Dispatched> {
+        let request: Request<'_> = match parse_request(&text) {
             Ok(request) => request,
-            Err(parse_error) => return self.not_a_request(text, &parse_error).map(Dispatched::Now),
+            Err(parse_error) => return self.not_a_request(&text, &parse_error).map(Dispatched::Now),
         };
         let id = request.id.clone().into_owned();
         let method = request.method.as_ref();
@@ -449,16 +450,17 @@ impl Dispatcher {
                 rpc_error(ErrorCode::AlreadyInitialized, "this connection is already initialized"),
             )));
         }
-        let params = Params::new(request.params.as_deref().map(RawValue::get));
         let raw_methods = if mcp {
             &self.methods.mcp_raw
         } else {
             &self.methods.corral_raw
         };
         if let Some((method, callback)) = raw_methods.get(method) {
-            let answer = callback(params.into_owned(), self.session.link.clone());
+            let at = ParamsAt::find(&text, request.params.as_deref().map(RawValue::get));
+            let answer = callback(RawParams::new(text, at), self.session.link.clone());
             return Some(Dispatched::Later(id, Pending::Raw(method, answer)));
         }
+        let params = Params::new(request.params.as_deref().map(RawValue::get));
         let mut extensions = request.extensions.clone();
         extensions.insert(self.session.clone());
         let methods = if mcp {

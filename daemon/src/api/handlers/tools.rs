@@ -28,7 +28,7 @@ use std::time::Duration;
 use corral_protocol::{Request as _, ServerTool, ToolsCall, ToolsCallParams, ToolsList, ToolsListResult};
 use jsonrpsee::RpcModule;
 use jsonrpsee::core::RegisterMethodError;
-use jsonrpsee::types::{ErrorObjectOwned, Params};
+use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::value::RawValue;
 
 use crate::api::DaemonContext;
@@ -40,7 +40,7 @@ use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::request_headers::list_tools_now;
 use crate::mcp::route::RouteError;
-use crate::params::{RawMethods, arguments_fit, raw_arguments};
+use crate::params::{RawMethods, RawParams, arguments_fit, raw_arguments};
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
 /// the step-up re-authorization to start (discovery, registration, the URL).
@@ -110,10 +110,11 @@ pub(crate) fn register_raw(methods: &mut RawMethods, context: Arc<DaemonContext>
 }
 
 async fn call(
-    params: Params<'static>,
+    params: RawParams,
     context: Arc<DaemonContext>,
     link: Arc<Link>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
+    let params = params.params();
     // Refused params are refused as `ToolsCallParams` refuses them (`parse_quickly`).
     let full_arguments;
     let (server, name, arguments, meta, headers) =
