@@ -56,8 +56,12 @@
 //! answer): it counts them and flags the first that looks like a JSON-RPC
 //! message.
 //!
+//! The reading is a task of its own ([`WireReader`]), which hands rmcp's
+//! session the lines that are rmcp's through a channel of [`READ_AHEAD`]
+//! messages, and stops when the session's transport is closed or dropped.
+//!
 //! Invariants: memory is bounded (ids watched, answers kept, line length,
-//! the backlog as above); a line is written whole or not at all; no line the
+//! the messages read ahead for rmcp, the backlog as above); a line is written whole or not at all; no line the
 //! server wrote is ever quoted in a message or a log (it may hold anything).
 
 use std::collections::{HashMap, VecDeque};
