@@ -818,7 +818,14 @@ impl Transport<RoleClient> for WireTransport {
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        self.messages.recv().await
+        let message = self.messages.recv().await;
+        if message.is_none() {
+            // The reader reached the end of the server's stdout. Told here, once rmcp took
+            // every line before it (an answer written just before the end still reaches its
+            // request before the session is torn down), as when rmcp read the pipe itself.
+            self.wire.stdout_ended();
+        }
+        message
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
@@ -850,7 +857,7 @@ struct WireReader {
 }
 
 impl WireReader {
-    /// Read until the server's stdout ends (or rmcp's side of the channel is gone).
+    /// Read until the server's stdout ends (or fails), or rmcp's side of the channel is gone.
     async fn run(mut self, messages: mpsc::Sender<RxJsonRpcMessage<RoleClient>>) {
         loop {
             while let Some((start, end)) = self.next_line() {
@@ -871,8 +878,9 @@ impl WireReader {
                 }
             }
         }
-        // Before rmcp learns of it (the channel closes when this returns).
-        self.wire.stdout_ended();
+        // Nothing more can answer a direct call. That the stdout ended is told when rmcp
+        // finds the channel closed (it closes when this returns): after rmcp's lines.
+        self.wire.end_direct_calls();
     }
 
     /// The next complete line in the buffer (without its newline, `\r` and a UTF-8 BOM), as a range.
@@ -1245,6 +1253,30 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_end_of_stdout_is_told_after_rmcp_took_the_lines_before_it() {
+        let (wire, mut transport, _server_stdin, mut server_stdout) = piped(1024);
+        server_stdout
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n")
+            .await
+            .expect("write");
+        drop(server_stdout);
+        // The direct lane learns of the end at once ...
+        let mut tries = 0;
+        while wire.begin_call().is_ok() {
+            tries += 1;
+            assert!(tries <= 500, "direct calls still begin after the server's stdout ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ... the session only after it took the answer written before the end.
+        assert!(!wire.stdout_closed().is_cancelled(), "told before rmcp took its answer");
+        let answer = transport.receive().await.expect("the answer before the end");
+        assert_eq!(serde_json::to_value(answer).expect("serializable")["id"], 1);
+        assert!(!wire.stdout_closed().is_cancelled());
+        assert!(transport.receive().await.is_none(), "then the end");
+        assert!(wire.stdout_closed().is_cancelled());
     }
 
     #[tokio::test]
