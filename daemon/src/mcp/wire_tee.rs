@@ -58,7 +58,9 @@
 //!
 //! The reading is a task of its own ([`WireReader`]), which hands rmcp's
 //! session the lines that are rmcp's through a channel of [`READ_AHEAD`]
-//! messages, and stops when the session's transport is closed or dropped.
+//! messages, and stops when the session's transport is closed or dropped. What
+//! the session learns from the lines (a broken message, the end of stdout) it is
+//! told in order, after the lines before it.
 //!
 //! Invariants: memory is bounded (ids watched, answers kept, line length,
 //! the messages read ahead for rmcp, the backlog as above); a line is written whole or not at all; no line the
@@ -68,7 +70,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -112,7 +114,8 @@ const TOOLS_LIST: &str = "tools/list";
 const MAX_WATCHED: usize = 256;
 /// Answers kept and not taken yet; the oldest is dropped beyond this.
 const MAX_KEPT: usize = 64;
-/// Messages for rmcp read ahead of what its session took (each at most [`MAX_LINE`]).
+/// Messages for rmcp waiting in the channel; with the one the reader holds while the channel
+/// is full, up to three parsed lines (each at most [`MAX_LINE`]) are read ahead of rmcp.
 const READ_AHEAD: usize = 2;
 /// A line longer than this is dropped unread, as rmcp's own stdio transport does.
 const MAX_LINE: usize = DEFAULT_MAX_LINE_LENGTH;
@@ -153,6 +156,8 @@ pub(crate) struct WireTee {
     /// Cancelled at the first line that looks like a JSON-RPC message (an
     /// object naming `"jsonrpc"`) but is not valid JSON.
     broken_message: CancellationToken,
+    /// The reader read such a line and has not handed rmcp's side the news yet.
+    broken_pending: AtomicBool,
     /// Cancelled when the session's transport is closed or dropped: stdin is closed, nothing more is read.
     closed: CancellationToken,
 }
@@ -287,6 +292,7 @@ impl WireTee {
             tracker,
             stdout_closed: CancellationToken::new(),
             broken_message: CancellationToken::new(),
+            broken_pending: AtomicBool::new(false),
             closed: CancellationToken::new(),
         }
     }
@@ -652,7 +658,8 @@ impl WireTee {
         drop(state);
         let trimmed = line.trim_ascii_start();
         if trimmed.starts_with(b"{") && trimmed.windows(9).any(|window| window == b"\"jsonrpc\"") {
-            self.broken_message.cancel();
+            // Told (`broken_message`) when rmcp took what the server wrote before it.
+            self.broken_pending.store(true, Ordering::Relaxed);
         }
         true
     }
@@ -771,6 +778,19 @@ impl Drop for DirectCall {
     }
 }
 
+/// What the reader hands rmcp's side of the wire, in the order the server wrote it.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "at most two wait in the channel; boxing would allocate for every message"
+)]
+enum ForRmcp {
+    /// A message of rmcp's.
+    Message(RxJsonRpcMessage<RoleClient>),
+    /// A line that looks like a JSON-RPC message but is not valid JSON: told
+    /// (`broken_message`) once rmcp took every line before it, as when rmcp read the pipe.
+    Broken,
+}
+
 /// rmcp's transport of a stdio session: what rmcp sends goes out through the
 /// wire's writer; what it receives is what the wire's reader ([`WireReader`], a task of
 /// its own) did not deliver itself. The reader is stopped when the transport is closed
@@ -778,7 +798,7 @@ impl Drop for DirectCall {
 pub(crate) struct WireTransport {
     wire: Arc<WireTee>,
     /// The lines for rmcp, parsed; closed when the server's stdout ended.
-    messages: mpsc::Receiver<RxJsonRpcMessage<RoleClient>>,
+    messages: mpsc::Receiver<ForRmcp>,
     /// The reader's task.
     reader: AbortHandle,
 }
@@ -818,14 +838,20 @@ impl Transport<RoleClient> for WireTransport {
     }
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        let message = self.messages.recv().await;
-        if message.is_none() {
-            // The reader reached the end of the server's stdout. Told here, once rmcp took
-            // every line before it (an answer written just before the end still reaches its
-            // request before the session is torn down), as when rmcp read the pipe itself.
-            self.wire.stdout_ended();
+        loop {
+            match self.messages.recv().await {
+                Some(ForRmcp::Message(message)) => return Some(message),
+                Some(ForRmcp::Broken) => self.wire.broken_message.cancel(),
+                None => {
+                    // The reader reached the end of the server's stdout. Told here, once rmcp
+                    // took every line before it (an answer written just before the end still
+                    // reaches its request before the session is torn down), as when rmcp read
+                    // the pipe itself.
+                    self.wire.stdout_ended();
+                    return None;
+                }
+            }
         }
-        message
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
@@ -858,11 +884,19 @@ struct WireReader {
 
 impl WireReader {
     /// Read until the server's stdout ends (or fails), or rmcp's side of the channel is gone.
-    async fn run(mut self, messages: mpsc::Sender<RxJsonRpcMessage<RoleClient>>) {
+    async fn run(mut self, messages: mpsc::Sender<ForRmcp>) {
         loop {
             while let Some((start, end)) = self.next_line() {
-                if let Some(message) = self.wire.received(&self.buffer[start..end])
-                    && messages.send(message).await.is_err()
+                let item = match self.wire.received(&self.buffer[start..end]) {
+                    Some(message) => Some(ForRmcp::Message(message)),
+                    None => self
+                        .wire
+                        .broken_pending
+                        .swap(false, Ordering::Relaxed)
+                        .then_some(ForRmcp::Broken),
+                };
+                if let Some(item) = item
+                    && messages.send(item).await.is_err()
                 {
                     return; // the transport is gone: the session is over
                 }
@@ -995,7 +1029,7 @@ mod tests {
         assert!(wire.received(b"   ").is_none());
         assert_eq!(wire.invalid_lines(), 2);
         assert!(
-            !wire.broken_message.is_cancelled(),
+            !wire.broken_pending.load(Ordering::Relaxed),
             "stray output is not a broken message"
         );
         let summary = wire.invalid_summary();
@@ -1009,7 +1043,10 @@ mod tests {
                 .is_none()
         );
         assert_eq!(wire.invalid_lines(), 3);
-        assert!(wire.broken_message.is_cancelled());
+        assert!(
+            wire.broken_pending.load(Ordering::Relaxed),
+            "for the reader to tell in order"
+        );
     }
 
     #[test]
@@ -1277,6 +1314,31 @@ mod tests {
         assert!(!wire.stdout_closed().is_cancelled());
         assert!(transport.receive().await.is_none(), "then the end");
         assert!(wire.stdout_closed().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_broken_message_is_told_after_rmcp_took_the_lines_before_it() {
+        let (wire, mut transport, _server_stdin, mut server_stdout) = piped(1024);
+        server_stdout
+            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n{\"jsonrpc\": \"2.0\", \"id\": 2, \"res\n")
+            .await
+            .expect("write");
+        let mut tries = 0;
+        while wire.invalid_lines() == 0 {
+            tries += 1;
+            assert!(tries <= 500, "the broken line is not read");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !wire.broken_message.is_cancelled(),
+            "told before rmcp took the answer before it"
+        );
+        let answer = transport.receive().await.expect("the answer before it");
+        assert_eq!(serde_json::to_value(answer).expect("serializable")["id"], 1);
+        // rmcp asks for more: it is told on the way, and nothing else comes.
+        let more = tokio::time::timeout(Duration::from_millis(200), transport.receive()).await;
+        assert!(more.is_err(), "no message after the broken line");
+        assert!(wire.broken_message.is_cancelled());
     }
 
     #[tokio::test]
