@@ -52,9 +52,10 @@
 
 use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use corral_protocol::{PromptsList, Request as _, ResourceTemplatesList, ResourcesList};
+use memchr::memmem;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientNotification, ClientRequest,
     GetExtensions as _, GetPromptRequest, GetPromptRequestParams, ListPromptsRequest, ListResourceTemplatesRequest,
@@ -200,7 +201,9 @@ fn object_arguments(arguments: Option<&RawValue>) -> Result<Option<JsonObject>, 
 /// result without it is a plain one, passed on as the server wrote it; one with it (or
 /// with a value that happens to spell the key) is read into rmcp's model first.
 fn names_result_type(result: &RawValue) -> bool {
-    memchr::memmem::find(result.get().as_bytes(), br#""resultType""#).is_some()
+    // Built once: `memmem::find` builds its finder (the needle's hash) at every call.
+    static RESULT_TYPE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(br#""resultType""#));
+    RESULT_TYPE.find(result.get().as_bytes()).is_some()
 }
 
 /// A result the direct lane got, read into rmcp's model of a server's result.
@@ -720,5 +723,31 @@ impl Drop for CancelOnDrop {
                 tracing::debug!(%error, "cannot tell the server a request was cancelled");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).expect("JSON")
+    }
+
+    #[test]
+    fn a_result_names_its_result_type_only_with_the_key_itself() {
+        assert!(!names_result_type(&raw(
+            r#"{"content":[{"type":"text","text":"Echo: x"}]}"#
+        )));
+        assert!(names_result_type(&raw(
+            r#"{"resultType":"input_required","inputRequests":{}}"#
+        )));
+        assert!(names_result_type(&raw(r#"{"content":[],"resultType" : "complete"}"#)));
+        assert!(
+            !names_result_type(&raw(
+                r#"{"content":[{"type":"text","text":"a \"resultType\" in words"}]}"#
+            )),
+            "a string's content never spells the key unescaped"
+        );
     }
 }
