@@ -23,7 +23,9 @@ benchmark's corrald and the one built alone, as `cargo run --release -p corrald`
 differ in their names.)
 
 Whether the script fits a binary: it runs the binary through the phases below under callgrind
-(a few minutes) and counts the functions that ran and that no line of the script places. A script
+(a few minutes) and counts the functions that ran and that no line of the script names (a
+function the compiler did not put in a section of its own, e.g. assembly, cannot be placed even
+when named). A script
 that names functions a build still has can miss the new ones its hot paths run (a build of
 session 10's code with the script of the session before idled 3 MiB higher): only a run tells.
 
@@ -31,7 +33,7 @@ session 10's code with the script of the session before idled 3 MiB higher): onl
 
 Each binary is run under `valgrind --tool=callgrind` as corral-bench runs it (`--only
 idle-builtin`: built-in server on, no config servers, a private socket and data directory, no
-D-Bus) and what it executed is read in three phases, each phase's new functions after the
+D-Bus) and what it executed is read in four phases, each phase's new functions after the
 previous phase's:
   1. boot, and 5 s idle;
   2. one front-end's `initialize`, `daemon/status`, `mcpServer/list`, `tools/list` and a call to
@@ -39,7 +41,8 @@ previous phase's:
   3. a stdio server added by a config reload (this script, `--serve-echo`), its `tools/list`
      and calls, and an MCP client's `initialize`, `tools/list` and call on the socket;
   4. in a second run, with `--no-builtin-server` (corral-bench's `idle` and `tool-call`
-     measurements start it so): boot, 5 s idle, one front-end's `initialize` and `daemon/status`.
+     measurements start it so): boot, 5 s idle, one front-end's `initialize`, `daemon/status` and
+     `mcpServer/list`.
 
 `--serve-echo` is that server: newline-delimited JSON-RPC on stdin/stdout, tool `echo`.
 """
@@ -409,10 +412,10 @@ def check(binary: Path) -> bool:
     share = len(unplaced) / max(len(ran), 1)
     fits = share <= UNPLACED_FITS
     print(f"{binary}: {len(unplaced)} of the {len(ran)} functions the phases run are not"
-          f" placed by {SCRIPT.name} ({share:.1%}): "
+          f" named by {SCRIPT.name} ({share:.1%}): "
           + ("the script fits this build" if fits else "stale: record again (see the top of this file)"))
     for name in unplaced[:20]:
-        print(f"  not placed: {name}")
+        print(f"  not named: {name}")
     return fits
 
 
