@@ -52,10 +52,9 @@
 
 use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use corral_protocol::{PromptsList, Request as _, ResourceTemplatesList, ResourcesList};
-use memchr::memmem;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientNotification, ClientRequest,
     GetExtensions as _, GetPromptRequest, GetPromptRequestParams, ListPromptsRequest, ListResourceTemplatesRequest,
@@ -201,9 +200,7 @@ fn object_arguments(arguments: Option<&RawValue>) -> Result<Option<JsonObject>, 
 /// result without it is a plain one, passed on as the server wrote it; one with it (or
 /// with a value that happens to spell the key) is read into rmcp's model first.
 fn names_result_type(result: &RawValue) -> bool {
-    // Built once: `memmem::find` builds its finder (the needle's hash) at every call.
-    static RESULT_TYPE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(br#""resultType""#));
-    RESULT_TYPE.find(result.get().as_bytes()).is_some()
+    memchr::memmem::find(result.get().as_bytes(), br#""resultType""#).is_some()
 }
 
 /// A result the direct lane got, read into rmcp's model of a server's result.
