@@ -1008,6 +1008,17 @@ mod tests {
         (wire, transport, BufReader::new(server_stdin), server_stdout)
     }
 
+    /// Wait (at most 5 s) until `done`; fail naming `what` otherwise.
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not within 5 s: {what}");
+    }
+
     async fn read_line(reader: &mut BufReader<tokio::io::DuplexStream>) -> serde_json::Value {
         let mut line = String::new();
         tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
@@ -1301,12 +1312,10 @@ mod tests {
             .expect("write");
         drop(server_stdout);
         // The direct lane learns of the end at once ...
-        let mut tries = 0;
-        while wire.begin_call().is_ok() {
-            tries += 1;
-            assert!(tries <= 500, "direct calls still begin after the server's stdout ended");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("direct calls refused after the server's stdout ended", || {
+            wire.begin_call().is_err()
+        })
+        .await;
         // ... the session only after it took the answer written before the end.
         assert!(!wire.stdout_closed().is_cancelled(), "told before rmcp took its answer");
         let answer = transport.receive().await.expect("the answer before the end");
@@ -1323,12 +1332,7 @@ mod tests {
             .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n{\"jsonrpc\": \"2.0\", \"id\": 2, \"res\n")
             .await
             .expect("write");
-        let mut tries = 0;
-        while wire.invalid_lines() == 0 {
-            tries += 1;
-            assert!(tries <= 500, "the broken line is not read");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("the broken line read", || wire.invalid_lines() > 0).await;
         assert!(
             !wire.broken_message.is_cancelled(),
             "told before rmcp took the answer before it"
