@@ -118,7 +118,7 @@ pub(crate) async fn call_tool(
     let mut on_wire = match target.direct_wire().filter(|_| !as_task) {
         Some(wire) => {
             let result = call_tool_on_wire(wire, target, name, arguments, meta.as_ref(), progress.clone()).await?;
-            if !names_result_type(&result) {
+            if !wire.names_result_type(&result) {
                 return Ok(result);
             }
             Some(Answer {
@@ -193,14 +193,6 @@ fn object_arguments(arguments: Option<&RawValue>) -> Result<Option<JsonObject>, 
         .map_err(|error| RouteError::Failed {
             message: format!("the call's arguments are not a JSON object: {error}"),
         })
-}
-
-/// Whether a result may name its `resultType` (MCP 2026-07-28's `input_required`, a task):
-/// the key's bytes appear in it unescaped, which no string's content can make them do. A
-/// result without it is a plain one, passed on as the server wrote it; one with it (or
-/// with a value that happens to spell the key) is read into rmcp's model first.
-fn names_result_type(result: &RawValue) -> bool {
-    memchr::memmem::find(result.get().as_bytes(), br#""resultType""#).is_some()
 }
 
 /// A result the direct lane got, read into rmcp's model of a server's result.
@@ -720,31 +712,5 @@ impl Drop for CancelOnDrop {
                 tracing::debug!(%error, "cannot tell the server a request was cancelled");
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(text.to_owned()).expect("JSON")
-    }
-
-    #[test]
-    fn a_result_names_its_result_type_only_with_the_key_itself() {
-        assert!(!names_result_type(&raw(
-            r#"{"content":[{"type":"text","text":"Echo: x"}]}"#
-        )));
-        assert!(names_result_type(&raw(
-            r#"{"resultType":"input_required","inputRequests":{}}"#
-        )));
-        assert!(names_result_type(&raw(r#"{"content":[],"resultType" : "complete"}"#)));
-        assert!(
-            !names_result_type(&raw(
-                r#"{"content":[{"type":"text","text":"a \"resultType\" in words"}]}"#
-            )),
-            "a string's content never spells the key unescaped"
-        );
     }
 }

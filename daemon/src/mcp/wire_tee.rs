@@ -160,6 +160,9 @@ pub(crate) struct WireTee {
     broken_pending: AtomicBool,
     /// Cancelled when the session's transport is closed or dropped: stdin is closed, nothing more is read.
     closed: CancellationToken,
+    /// Finds `"resultType"` in a direct answer ([`WireTee::names_result_type`]): built once
+    /// for the session, not at every call (building one is most of a search's cost).
+    result_type: memchr::memmem::Finder<'static>,
 }
 
 impl std::fmt::Debug for WireTee {
@@ -294,7 +297,17 @@ impl WireTee {
             broken_message: CancellationToken::new(),
             broken_pending: AtomicBool::new(false),
             closed: CancellationToken::new(),
+            result_type: memchr::memmem::Finder::new(br#""resultType""#),
         }
+    }
+
+    /// Whether a direct answer's `result` may name its `resultType` (MCP 2026-07-28's
+    /// `input_required`, a task): the key's bytes appear in it unescaped, which no
+    /// string's content can make them do. A result without it is a plain one, passed on
+    /// as the server wrote it; one with it (or with a value that happens to spell the
+    /// key) is read into rmcp's model first (`forward`).
+    pub(crate) fn names_result_type(&self, result: &RawValue) -> bool {
+        self.result_type.find(result.get().as_bytes()).is_some()
     }
 
     /// The session's rmcp transport over the server's `stdout` and `stdin`.
@@ -981,6 +994,19 @@ mod tests {
     /// A wire without pipes: lines are fed by hand.
     fn wire() -> Arc<WireTee> {
         Arc::new(WireTee::new("s", Arc::new(FrontEnds::default()), TaskTracker::new()))
+    }
+
+    #[test]
+    fn a_result_names_its_result_type_only_with_the_key_itself() {
+        let wire = wire();
+        let names = |text: &str| wire.names_result_type(&RawValue::from_string(text.to_owned()).expect("JSON"));
+        assert!(!names(r#"{"content":[{"type":"text","text":"Echo: x"}]}"#));
+        assert!(names(r#"{"resultType":"input_required","inputRequests":{}}"#));
+        assert!(names(r#"{"content":[],"resultType" : "complete"}"#));
+        assert!(
+            !names(r#"{"content":[{"type":"text","text":"a \"resultType\" in words"}]}"#),
+            "a string's content never spells the key unescaped"
+        );
     }
 
     fn feed(wire: &Arc<WireTee>, sent: &str, received: &str) {
