@@ -6,6 +6,7 @@
 //! Params that do not parse are `invalidParams` naming the method and the
 //! field's path; absent or `null` params mean `{}`.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
@@ -18,6 +19,9 @@ use serde_json::value::RawValue;
 
 use crate::FastMap;
 use crate::hub::link::Link;
+
+/// A JSON object, as MCP carries arguments and `_meta`.
+type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 /// A JSON-RPC error object with one of Corral's codes.
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
@@ -77,8 +81,27 @@ where
 /// Whether a call's `arguments`, as the front-end wrote them, are what the full reading of
 /// its params takes too (an object, or absent): the `accept` of [`parse_quickly`] for the
 /// `tools/call` of Corral's protocol and of MCP's.
-pub(crate) fn arguments_fit(arguments: Option<&RawValue>) -> bool {
+pub(crate) fn arguments_fit(arguments: Option<RawJson<'_>>) -> bool {
     arguments.is_none_or(|arguments| arguments.get().starts_with('{'))
+}
+
+/// JSON text as a front-end wrote it (a call's arguments), read as JSON once already: a
+/// raw value of serde's, or a part of a request read in its pass ([`CallAt`]). Passed
+/// on as it is, not read again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawJson<'a>(&'a str);
+
+impl<'a> RawJson<'a> {
+    /// The text.
+    pub(crate) fn get(self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'a> From<&'a RawValue> for RawJson<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        Self(raw.get())
+    }
 }
 
 /// Arguments the full reading took, written again as raw JSON for a hot path's callee.
@@ -104,7 +127,11 @@ pub(crate) type RawCallback = Arc<dyn Fn(RawParams, Arc<Link>) -> RawFuture + Se
 #[derive(Debug)]
 pub(crate) struct RawParams {
     text: String,
-    params: Option<Range<usize>>,
+    /// Where the params are; `None` for a call read in the request's pass ([`CallAt`]),
+    /// which does not note it: found again if asked for ([`RawParams::params`]).
+    params: Option<Option<Range<usize>>>,
+    /// The params read as a call in the request's pass, until the handler takes them.
+    call: Option<CallAt>,
 }
 
 /// Where a request's params are.
@@ -137,23 +164,245 @@ impl ParamsAt {
 impl RawParams {
     /// The params of the request `text`, found `at`.
     pub(crate) fn new(text: String, at: ParamsAt) -> Self {
-        match at {
-            ParamsAt::Absent => Self { text, params: None },
-            ParamsAt::In(range) => Self {
-                text,
-                params: Some(range),
-            },
-            ParamsAt::Copied(params) => Self {
-                params: Some(0..params.len()),
-                text: params,
-            },
+        let (text, params) = match at {
+            ParamsAt::Absent => (text, None),
+            ParamsAt::In(range) => (text, Some(range)),
+            ParamsAt::Copied(params) => {
+                let range = 0..params.len();
+                (params, Some(range))
+            }
+        };
+        Self {
+            text,
+            params: Some(params),
+            call: None,
         }
+    }
+
+    /// The params of the request `text`, read as a call in its pass (`call`: what it
+    /// borrowed from `text`, [`CallAt::new`]); `None` when it did not fit there.
+    pub(crate) fn call(text: String, call: Option<CallAt>) -> Self {
+        Self {
+            text,
+            params: None,
+            call,
+        }
+    }
+
+    /// The params as the request's pass read them, if it read them as a call ([`CallShape`]);
+    /// [`CallAt::view`] shows them.
+    pub(crate) fn take_call(&mut self) -> Option<CallAt> {
+        self.call.take()
     }
 
     /// The params, as jsonrpsee's handlers take them.
     pub(crate) fn params(&self) -> Params<'_> {
-        Params::new(self.params.clone().and_then(|range| self.text.get(range)))
+        let range = match &self.params {
+            Some(range) => range.clone(),
+            None => find_params(&self.text),
+        };
+        Params::new(range.and_then(|range| self.text.get(range)))
     }
+}
+
+/// Where the params of the request `text` are: the request's pass read them as a call
+/// and did not note it (the way a call's params are read when its quick reading refuses
+/// them, an error's way).
+fn find_params(text: &str) -> Option<Range<usize>> {
+    #[derive(serde::Deserialize)]
+    struct Only<'a> {
+        #[serde(borrow, default)]
+        params: Option<&'a RawValue>,
+    }
+    let only: Only<'_> = serde_json::from_str(text).ok()?;
+    match ParamsAt::find(text, only.params.map(RawValue::get)) {
+        ParamsAt::In(range) => Some(range),
+        ParamsAt::Absent | ParamsAt::Copied(_) => None,
+    }
+}
+
+/// The method whose params the request's pass reads as a [`CallShape`] (`api/dispatch.rs`):
+/// `tools/call`, a raw method of both tables (Corral's protocol's and MCP's).
+pub(crate) const CALL_METHOD: &str = "tools/call";
+
+/// `tools/call`'s params as the quick readings of both its tables take them (Corral's
+/// `server`, `name`, `arguments`, `_meta`; MCP's the same without `server`), read in the
+/// request's own pass: its params are not scanned once as a raw value and then again.
+/// Members other than these are skipped and noted (`others`): Corral's table refuses them
+/// quickly, MCP's ignores them. Anything this does not take (a name that is not a string,
+/// a member twice, params that are not an object) fails the request's pass, which reads the
+/// request again as before: the params raw, for the handler's own readings.
+#[derive(Debug)]
+pub(crate) struct CallShape<'a> {
+    server: Option<Cow<'a, str>>,
+    name: Cow<'a, str>,
+    arguments: Option<&'a RawValue>,
+    meta: Option<JsonObject>,
+    others: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for CallShape<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(CallShapeVisitor)
+    }
+}
+
+struct CallShapeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CallShapeVisitor {
+    type Value = CallShape<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tools/call params")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let (mut server, mut name, mut arguments, mut meta, mut others) = (None, None, None, None, false);
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            match key.as_ref() {
+                "server" => once(&mut server, "server", map.next_value::<Text<'de>>()?.0)?,
+                "name" => once(&mut name, "name", map.next_value::<Text<'de>>()?.0)?,
+                "arguments" => once(&mut arguments, "arguments", map.next_value::<Option<&'de RawValue>>()?)?,
+                "_meta" => once(&mut meta, "_meta", map.next_value::<Option<JsonObject>>()?)?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    others = true;
+                }
+            }
+        }
+        Ok(CallShape {
+            server,
+            name: name.ok_or_else(|| A::Error::missing_field("name"))?,
+            arguments: arguments.flatten(),
+            meta: meta.flatten(),
+            others,
+        })
+    }
+}
+
+/// Set `slot` to `value` unless a member of the same name set it before.
+pub(crate) fn once<T, E: serde::de::Error>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(field));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// A string, borrowed from the request unless escaped (as serde's `#[serde(borrow)]` reads a `Cow`).
+pub(crate) struct Text<'a>(pub(crate) Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// A [`CallShape`] as places in the request's text, which the handler's future owns
+/// ([`RawParams`]): what it borrowed is a range of the text, what it copied (an escaped
+/// string, `_meta`) its own.
+#[derive(Debug)]
+pub(crate) struct CallAt {
+    server: Option<TextAt>,
+    name: TextAt,
+    arguments: Option<Range<usize>>,
+    meta: Option<JsonObject>,
+    others: bool,
+}
+
+#[derive(Debug)]
+enum TextAt {
+    In(Range<usize>),
+    Owned(String),
+}
+
+impl TextAt {
+    fn new(text: &str, part: Cow<'_, str>) -> Self {
+        match part {
+            Cow::Borrowed(part) => match ParamsAt::find(text, Some(part)) {
+                ParamsAt::In(range) => Self::In(range),
+                ParamsAt::Absent | ParamsAt::Copied(_) => Self::Owned(part.to_owned()),
+            },
+            Cow::Owned(part) => Self::Owned(part),
+        }
+    }
+
+    fn get(self, text: &str) -> Option<Cow<'_, str>> {
+        match self {
+            Self::In(range) => text.get(range).map(Cow::Borrowed),
+            Self::Owned(part) => Some(Cow::Owned(part)),
+        }
+    }
+}
+
+impl CallAt {
+    /// `None` when arguments it read are not a part of `text` (they always are).
+    pub(crate) fn new(text: &str, shape: CallShape<'_>) -> Option<Self> {
+        let arguments = match shape.arguments {
+            Some(arguments) => match ParamsAt::find(text, Some(arguments.get())) {
+                ParamsAt::In(range) => Some(range),
+                ParamsAt::Absent | ParamsAt::Copied(_) => return None,
+            },
+            None => None,
+        };
+        Some(Self {
+            server: shape.server.map(|server| TextAt::new(text, server)),
+            name: TextAt::new(text, shape.name),
+            arguments,
+            meta: shape.meta,
+            others: shape.others,
+        })
+    }
+
+    /// The call's params in `params`, the request they were read from.
+    pub(crate) fn view(self, params: &RawParams) -> Option<CallView<'_>> {
+        let text = params.text.as_str();
+        let arguments = match self.arguments {
+            // Read as a raw value in the pass: JSON.
+            Some(range) => Some(RawJson(text.get(range)?)),
+            None => None,
+        };
+        Some(CallView {
+            server: match self.server {
+                Some(server) => Some(server.get(text)?),
+                None => None,
+            },
+            name: self.name.get(text)?,
+            arguments,
+            meta: self.meta,
+            others: self.others,
+        })
+    }
+}
+
+/// A call's params as the request's pass read them ([`CallShape`]).
+#[derive(Debug)]
+pub(crate) struct CallView<'a> {
+    /// Corral's `server`; MCP's table ignores it, as any other member.
+    pub(crate) server: Option<Cow<'a, str>>,
+    pub(crate) name: Cow<'a, str>,
+    /// As the front-end wrote them; `null` is none.
+    pub(crate) arguments: Option<RawJson<'a>>,
+    pub(crate) meta: Option<JsonObject>,
+    /// Whether the params had members other than these.
+    pub(crate) others: bool,
 }
 
 /// Methods whose answer is a server's JSON passed through (`tools/call`): the

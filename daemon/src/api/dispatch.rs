@@ -57,6 +57,7 @@
 //! those calls' timeouts are paused). Only the outbound byte budget or a
 //! full partial-frame budget stops the reader (`connection.rs`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use corral_protocol::{ClientInfo, ErrorCode, Initialize, Request as _};
@@ -71,7 +72,9 @@ use super::router::MethodTables;
 use super::rpc::rpc_error;
 use super::session::Session;
 use crate::hub::link::{Dialect, Door, FrontEndError};
-use crate::params::{ParamsAt, RawFuture, RawParams};
+#[cfg(test)]
+use crate::params::RawJson;
+use crate::params::{CALL_METHOD, CallAt, CallShape, ParamsAt, RawFuture, RawParams, Text, once};
 
 use super::connection::{MAX_BATCH_LEN, Outlet, WAITING_BYTES};
 use super::in_flight::InFlight;
@@ -409,8 +412,8 @@ impl Dispatcher {
 
     /// Route one message; `None` when it needs no answer (a notification or a response).
     fn dispatch(&self, text: String) -> Option<Dispatched> {
-        let request: Request<'_> = match parse_request(&text) {
-            Ok(request) => request,
+        let (request, call) = match parse_request(&text, true) {
+            Ok(parsed) => parsed,
             Err(parse_error) => return self.not_a_request(&text, &parse_error).map(Dispatched::Now),
         };
         let id = request.id.clone().into_owned();
@@ -456,10 +459,28 @@ impl Dispatcher {
             &self.methods.corral_raw
         };
         if let Some((method, callback)) = raw_methods.get(method) {
-            let at = ParamsAt::find(&text, request.params.as_deref().map(RawValue::get));
-            let answer = callback(RawParams::new(text, at), self.session.link.clone());
+            let params = match call {
+                Some(call) => {
+                    let call = CallAt::new(&text, call);
+                    RawParams::call(text, call)
+                }
+                None => {
+                    let at = ParamsAt::find(&text, request.params.as_deref().map(RawValue::get));
+                    RawParams::new(text, at)
+                }
+            };
+            let answer = callback(params, self.session.link.clone());
             return Some(Dispatched::Later(id, Pending::Raw(method, answer)));
         }
+        // Params read as a call are not what a table of jsonrpsee's methods takes: read again.
+        let request = match call {
+            Some(_) => match parse_request(&text, false) {
+                Ok((request, _)) => request,
+                Err(parse_error) => return self.not_a_request(&text, &parse_error).map(Dispatched::Now),
+            },
+            None => request,
+        };
+        let method = request.method.as_ref();
         let params = Params::new(request.params.as_deref().map(RawValue::get));
         let mut extensions = request.extensions.clone();
         extensions.insert(self.session.clone());
@@ -628,29 +649,102 @@ const ROOTS_LIST_CHANGED: &str = "notifications/roots/list_changed";
 /// method name, an id that is not null, an unsigned integer or a string, anything that
 /// is not a request) is read by jsonrpsee's own `Request`, so what is accepted and the
 /// errors for what is not stay jsonrpsee's.
-fn parse_request(text: &str) -> Result<Request<'_>, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(rename = "jsonrpc")]
-        _jsonrpc: TwoPointZero,
-        #[serde(borrow)]
-        id: &'a RawValue,
-        #[serde(borrow)]
-        method: std::borrow::Cow<'a, str>,
-        #[serde(borrow, default)]
-        params: Option<&'a RawValue>,
+///
+/// With `calls`, the params of a `tools/call` that come after its `method` (as every
+/// client writes them) are read in the same pass as a [`CallShape`], the `Request`'s
+/// params left empty: they are scanned once, not as a raw value and then again by the
+/// handler. Params the shape does not take are read as before (a second pass).
+fn parse_request(text: &str, calls: bool) -> Result<(Request<'_>, Option<CallShape<'_>>), serde_json::Error> {
+    for calls in [calls, false] {
+        if let Ok(Envelope { id, method, params }) = Envelope::read(text, calls)
+            && let Some(id) = plain_id(id)
+        {
+            return Ok(match params {
+                EnvelopeParams::Raw(params) => (Request::borrowed(method, params, id), None),
+                EnvelopeParams::Call(call) => (Request::borrowed(method, None, id), Some(call)),
+            });
+        }
+        if !calls {
+            break;
+        }
     }
-    if let Ok(Envelope {
-        id,
-        method: std::borrow::Cow::Borrowed(method),
-        params,
-        ..
-    }) = serde_json::from_str::<Envelope<'_>>(text)
-        && let Some(id) = plain_id(id)
-    {
-        return Ok(Request::borrowed(method, params, id));
+    serde_json::from_str(text).map(|request| (request, None))
+}
+
+/// A request's members as [`parse_request`] reads them.
+struct Envelope<'a> {
+    id: &'a RawValue,
+    method: &'a str,
+    params: EnvelopeParams<'a>,
+}
+
+enum EnvelopeParams<'a> {
+    /// Absent (or `null`) as `None`.
+    Raw(Option<&'a RawValue>),
+    Call(CallShape<'a>),
+}
+
+impl<'a> Envelope<'a> {
+    fn read(text: &'a str, calls: bool) -> Result<Self, serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let envelope = serde::de::DeserializeSeed::deserialize(EnvelopeSeed { calls }, &mut deserializer)?;
+        deserializer.end()?;
+        Ok(envelope)
     }
-    serde_json::from_str(text)
+}
+
+/// Reads an [`Envelope`]: `calls` says whether a `tools/call`'s params are read as a call.
+struct EnvelopeSeed {
+    calls: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EnvelopeSeed {
+    type Value = Envelope<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EnvelopeSeed {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON-RPC request")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let (mut jsonrpc, mut id, mut method, mut params) = (None, None, None::<&'de str>, None);
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            match key.as_ref() {
+                "jsonrpc" => once(&mut jsonrpc, "jsonrpc", map.next_value::<TwoPointZero>()?)?,
+                "id" => once(&mut id, "id", map.next_value::<&'de RawValue>()?)?,
+                "method" => match map.next_value::<Text<'de>>()?.0 {
+                    Cow::Borrowed(name) => once(&mut method, "method", name)?,
+                    Cow::Owned(_) => return Err(A::Error::custom("an escaped method name")),
+                },
+                "params" => {
+                    let read = if self.calls && method == Some(CALL_METHOD) {
+                        map.next_value::<Option<CallShape<'de>>>()?
+                            .map_or(EnvelopeParams::Raw(None), EnvelopeParams::Call)
+                    } else {
+                        EnvelopeParams::Raw(map.next_value::<Option<&'de RawValue>>()?)
+                    };
+                    once(&mut params, "params", read)?;
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        jsonrpc.ok_or_else(|| A::Error::missing_field("jsonrpc"))?;
+        Ok(Envelope {
+            id: id.ok_or_else(|| A::Error::missing_field("id"))?,
+            method: method.ok_or_else(|| A::Error::missing_field("method"))?,
+            params: params.unwrap_or(EnvelopeParams::Raw(None)),
+        })
+    }
 }
 
 /// The id `raw` as jsonrpsee's `Id`, when it is one of its three kinds.
@@ -876,11 +970,72 @@ mod tests {
         ];
         for case in cases {
             assert_eq!(
-                outcome(parse_request(case)),
+                outcome(parse_request(case, false).map(|(request, _)| request)),
                 outcome(serde_json::from_str::<Request<'_>>(case)),
                 "{case}"
             );
         }
+    }
+
+    #[test]
+    fn a_calls_params_are_read_in_the_requests_pass_when_they_follow_its_method() {
+        let text = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"server":"s","name":"e\u0063ho","arguments":{"m":[1, "x"]},"_meta":{"progressToken":1},"task":{"ttl":1}}}"#;
+        let (request, call) = parse_request(text, true).expect("a request");
+        assert_eq!((request.method.as_ref(), request.id), ("tools/call", Id::Number(7)));
+        assert!(request.params.is_none(), "the params are the call's");
+        let call = CallAt::new(text, call.expect("read as a call"));
+        let mut params = RawParams::call(text.to_owned(), call);
+        let view = params
+            .take_call()
+            .expect("taken once")
+            .view(&params)
+            .expect("every part in the text");
+        assert_eq!(view.server.as_deref(), Some("s"));
+        assert_eq!(view.name, "echo", "an escaped name is read as it means");
+        assert_eq!(view.arguments.map(RawJson::get), Some(r#"{"m":[1, "x"]}"#));
+        assert_eq!(view.meta, serde_json::json!({"progressToken": 1}).as_object().cloned());
+        assert!(view.others, "`task` is another member");
+        assert!(params.take_call().is_none());
+        // Asked for, the params are found again in the text.
+        let found = text.find(r#"{"server""#).expect("params");
+        assert_eq!(params.params().as_str(), Some(&text[found..text.len() - 1]));
+
+        let plain = r#"{"method":"tools/call","params":{"name":"echo","arguments":null},"jsonrpc":"2.0","id":1}"#;
+        let (_, call) = parse_request(plain, true).expect("a request");
+        let call = CallAt::new(plain, call.expect("read as a call"));
+        let mut params = RawParams::call(plain.to_owned(), call);
+        let view = params.take_call().and_then(|call| call.view(&params)).expect("a view");
+        assert_eq!(
+            (view.server, view.name.as_ref(), view.arguments.is_none(), view.others),
+            (None, "echo", true, false)
+        );
+
+        // Read as before, the params raw: before the method, another method, not asked
+        // for, and whatever the call's shape does not take.
+        for case in [
+            r#"{"jsonrpc":"2.0","id":1,"params":{"name":"echo"},"method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","server":null}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","_meta":[]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo"]}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}"#,
+        ] {
+            let read = parse_request(case, true);
+            assert!(read.as_ref().map_or(true, |(_, call)| call.is_none()), "{case}");
+            assert_eq!(
+                outcome(read.map(|(request, _)| request)),
+                outcome(parse_request(case, false).map(|(request, _)| request)),
+                "{case}"
+            );
+        }
+        // `null` params are none, as before.
+        let (request, call) =
+            parse_request(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":null}"#, true).expect("a request");
+        assert!(request.params.is_none() && call.is_none());
     }
 
     #[test]

@@ -213,7 +213,7 @@ pub(crate) fn raw_methods(bridge: Arc<Bridge>) -> RawMethods {
             let bridge = bridge.clone();
             Box::pin(async move {
                 let client = bridge.client_of(&link)?;
-                tools::call(&bridge, &client, &params.params(), &link).await
+                tools::call(&bridge, &client, params, &link).await
             })
         }),
     );

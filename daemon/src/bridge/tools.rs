@@ -15,6 +15,7 @@
 //! the client's log level (`logging/setLevel`) in its `_meta`, where that
 //! version moved it (`mcp::modern`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,7 +30,7 @@ use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::modern;
 use crate::mcp::route::{CallTarget, NotAvailable, RouteError, TargetSet};
-use crate::params::{arguments_fit, raw_arguments};
+use crate::params::{CallView, RawJson, RawParams, arguments_fit, raw_arguments};
 
 /// The names of one listing, to (server, tool).
 pub(crate) type Listing = HashMap<String, (String, String)>;
@@ -202,20 +203,30 @@ async fn resolve(bridge: &Bridge, client: &Client, name: &str) -> Result<Resolve
 pub(crate) async fn call(
     bridge: &Bridge,
     client: &Client,
-    params: &Params<'_>,
+    mut params: RawParams,
     link: &Arc<Link>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
-    let full_arguments;
-    let (name, arguments, mut meta) =
-        match parse_quickly::<RawCallParams<'_>, CallParams>(params, "tools/call", |quick| {
-            arguments_fit(quick.arguments)
-        })? {
-            Ok(RawCallParams { name, arguments, meta }) => (name, arguments, meta),
-            Err(CallParams { name, arguments, meta }) => {
-                full_arguments = raw_arguments(arguments.as_ref())?;
-                (name, full_arguments.as_deref(), meta)
+    // Read in the request's pass, when it read them as a call: taken as `RawCallParams`
+    // would (other members, `server` among them, ignored).
+    let quick = params.take_call().and_then(|call| call.view(&params));
+    let (read, full_arguments);
+    let (name, arguments, mut meta) = match quick {
+        Some(CallView {
+            name, arguments, meta, ..
+        }) if arguments_fit(arguments) => (name, arguments, meta),
+        _ => {
+            read = params.params();
+            match parse_quickly::<RawCallParams<'_>, CallParams>(&read, "tools/call", |quick| {
+                arguments_fit(quick.arguments.map(RawJson::from))
+            })? {
+                Ok(RawCallParams { name, arguments, meta }) => (Cow::Owned(name), arguments.map(RawJson::from), meta),
+                Err(CallParams { name, arguments, meta }) => {
+                    full_arguments = raw_arguments(arguments.as_ref())?;
+                    (Cow::Owned(name), full_arguments.as_deref().map(RawJson::from), meta)
+                }
             }
-        };
+        }
+    };
     let (server, tool, listed) = match resolve(bridge, client, &name).await? {
         Resolved::Tool(server, tool) => (server, tool, true),
         Resolved::Unlisted(server, tool) => (server, tool, false),

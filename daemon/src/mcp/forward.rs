@@ -73,6 +73,7 @@ use super::tasks;
 use super::wire_tee::{DirectAnswer, WireGone, WireTee};
 use crate::hub::link::Link;
 use crate::hub::routes::FrontEnds;
+use crate::params::RawJson;
 
 /// A JSON object, as MCP carries arguments and `_meta`.
 pub(crate) type JsonObject = serde_json::Map<String, serde_json::Value>;
@@ -97,7 +98,7 @@ pub(crate) type ProgressTarget<'a> = (&'a Arc<FrontEnds>, &'a Arc<Link>, serde_j
 pub(crate) async fn call_tool(
     target: &CallTarget,
     name: &str,
-    arguments: Option<&RawValue>,
+    arguments: Option<RawJson<'_>>,
     meta: Option<JsonObject>,
     caller: (&Arc<FrontEnds>, &Arc<Link>),
 ) -> Result<Box<RawValue>, RouteError> {
@@ -186,7 +187,7 @@ pub(crate) async fn call_tool(
 }
 
 /// A call's arguments, as the front-end wrote them, as rmcp's model holds them.
-fn object_arguments(arguments: Option<&RawValue>) -> Result<Option<JsonObject>, RouteError> {
+fn object_arguments(arguments: Option<RawJson<'_>>) -> Result<Option<JsonObject>, RouteError> {
     arguments
         .map(|arguments| serde_json::from_str::<JsonObject>(arguments.get()))
         .transpose()
@@ -204,13 +205,30 @@ fn typed_result(result: &RawValue) -> Result<ServerResult, RouteError> {
 }
 
 /// `tools/call`'s params as the wire writes them.
-#[derive(Serialize)]
 struct CallToolParams<'a> {
     name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<&'a RawValue>,
-    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    arguments: Option<RawJson<'a>>,
     meta: Option<&'a JsonObject>,
+}
+
+impl CallToolParams<'_> {
+    /// Write them to `out` as serde writes such a struct (`arguments` and `_meta` only when
+    /// given), the arguments as the front-end wrote them: JSON read once already, which
+    /// serde could write only as its own raw value, read again to be made.
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(br#"{"name":"#);
+        serde_json::to_writer(&mut *out, self.name)?;
+        if let Some(arguments) = self.arguments {
+            out.extend_from_slice(br#","arguments":"#);
+            out.extend_from_slice(arguments.get().as_bytes());
+        }
+        if let Some(meta) = self.meta {
+            out.extend_from_slice(br#","_meta":"#);
+            serde_json::to_writer(&mut *out, meta)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
 }
 
 /// `tools/call` straight onto a stdio session's wire (`wire_tee`): written by this
@@ -223,7 +241,7 @@ async fn call_tool_on_wire(
     wire: &Arc<WireTee>,
     target: &CallTarget,
     name: &str,
-    arguments: Option<&RawValue>,
+    arguments: Option<RawJson<'_>>,
     meta: Option<&JsonObject>,
     progress: Option<ProgressTarget<'_>>,
 ) -> Result<Box<RawValue>, RouteError> {
@@ -243,7 +261,7 @@ async fn call_tool_on_wire(
         arguments,
         meta: with_token.as_ref().or(meta),
     };
-    call.send(TOOLS_CALL, &params).map_err(gone)?;
+    call.send_written(TOOLS_CALL, |line| params.write(line)).map_err(gone)?;
     match call.answer().await.map_err(gone)? {
         DirectAnswer::Result(result) => Ok(result),
         DirectAnswer::Error(error) => Err(match serde_json::from_str::<ErrorData>(error.get()) {
@@ -712,5 +730,44 @@ impl Drop for CancelOnDrop {
                 tracing::debug!(%error, "cannot tell the server a request was cancelled");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_calls_params_are_written_as_serde_writes_them() {
+        let arguments = RawValue::from_string(r#"{"b": [1, "x"], "a": {}}"#.to_owned()).expect("JSON");
+        let meta = json!({"progressToken": 7}).as_object().cloned().expect("an object");
+        for (arguments, meta) in [
+            (None, None),
+            (Some(arguments.as_ref()), None),
+            (None, Some(&meta)),
+            (Some(arguments.as_ref()), Some(&meta)),
+        ] {
+            #[derive(Serialize)]
+            struct AsSerde<'a> {
+                name: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                arguments: Option<&'a RawValue>,
+                #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+                meta: Option<&'a JsonObject>,
+            }
+            let name = "e\"cho\u{1}";
+            let mut written = Vec::new();
+            CallToolParams {
+                name,
+                arguments: arguments.map(RawJson::from),
+                meta,
+            }
+            .write(&mut written)
+            .expect("written");
+            let serde = serde_json::to_vec(&AsSerde { name, arguments, meta }).expect("serialized");
+            assert_eq!(String::from_utf8(written), String::from_utf8(serde));
+        }
     }
 }

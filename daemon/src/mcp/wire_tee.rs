@@ -745,7 +745,17 @@ impl DirectCall {
     }
 
     /// Write the request: `method` with `params`.
+    #[cfg(test)]
     pub(crate) fn send(&mut self, method: &str, params: &impl Serialize) -> Result<(), WireGone> {
+        self.send_written(method, |line| serde_json::to_writer(line, params))
+    }
+
+    /// Write the request: `method` with the params `write_params` writes (JSON).
+    pub(crate) fn send_written(
+        &mut self,
+        method: &str,
+        write_params: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+    ) -> Result<(), WireGone> {
         // The envelope's constant parts as they are: only the method and the params are
         // serialized (what serde would write for the request as a struct, byte for byte).
         let mut line = Vec::with_capacity(REQUEST_LINE);
@@ -754,7 +764,7 @@ impl DirectCall {
         line.extend_from_slice(br#","method":"#);
         serde_json::to_writer(&mut line, method).map_err(|_| WireGone)?;
         line.extend_from_slice(br#","params":"#);
-        serde_json::to_writer(&mut line, params).map_err(|_| WireGone)?;
+        write_params(&mut line).map_err(|_| WireGone)?;
         line.extend_from_slice(b"}\n");
         self.wire.write_line(&line)?;
         self.sent = true;

@@ -501,3 +501,100 @@ async fn tools_are_listed_again_after_the_server_says_they_changed() {
     let status = client.mcp_server_get("fixture").await.expect("mcpServer/get");
     assert_eq!(status.server.tool_count, Some(6));
 }
+
+/// Send the request `text` (one line) on `connection` and return the response to `id`.
+async fn raw_request(connection: &mut corral_tests::RawConnection, text: &str, id: u64) -> Value {
+    connection.send_raw(format!("{text}\n").as_bytes()).await;
+    connection.response_to(&json!(id)).await
+}
+
+#[tokio::test]
+async fn a_calls_params_are_taken_and_refused_alike_whether_they_come_before_or_after_its_method() {
+    let (daemon, _client) = ready_daemon(&everything_config("everything"), &["everything"]).await;
+    let mut corral = daemon.raw_line_connection().await;
+    corral.initialize().await;
+    let mut id = 100;
+    let mut both_orders = async |params: &str| {
+        id += 2;
+        let after = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{params}}}"#);
+        let before = format!(
+            r#"{{"params":{params},"id":{},"jsonrpc":"2.0","method":"tools/call"}}"#,
+            id + 1
+        );
+        let after = raw_request(&mut corral, &after, id).await;
+        let before = raw_request(&mut corral, &before, id + 1).await;
+        assert_eq!(after.get("result"), before.get("result"), "{params}");
+        assert_eq!(after.get("error"), before.get("error"), "{params}");
+        after
+    };
+
+    // Taken: plain, escaped names, `null` arguments, `_meta`.
+    for (params, text) in [
+        (
+            r#"{"server":"everything","name":"echo","arguments":{"message":"a"}}"#,
+            "Echo: a",
+        ),
+        (
+            r#"{"arguments":{"message":"b\n"},"name":"e\u0063ho","server":"every\u0074hing","_meta":{"k":1}}"#,
+            "Echo: b\n",
+        ),
+    ] {
+        let answer = both_orders(params).await;
+        assert_eq!(answer["result"]["content"][0]["text"], text, "{answer}");
+    }
+    let answer = both_orders(r#"{"server":"everything","name":"echo","arguments":null}"#).await;
+    assert!(
+        answer.get("result").is_some() || answer.get("error").is_some(),
+        "{answer}"
+    );
+
+    // Refused, with the same words, naming what is wrong.
+    for (params, words) in [
+        (r#"{"name":"echo"}"#, "missing field `server`"),
+        (
+            r#"{"server":"everything","name":"echo","bogus":1}"#,
+            "unknown field `bogus`",
+        ),
+        (r#"{"server":"everything","name":"echo","arguments":[1]}"#, "arguments"),
+        (
+            r#"{"server":"everything","name":"echo","name":"echo"}"#,
+            "duplicate field `name`",
+        ),
+        (r#"{"server":null,"name":"echo"}"#, "server"),
+    ] {
+        let answer = both_orders(params).await;
+        assert_eq!(corral_tests::error_code(&answer), -32602, "{params}: {answer}");
+        let message = corral_tests::error_message(&answer);
+        assert!(
+            message.contains("invalid params for `tools/call`") && message.contains(words),
+            "{params}: {message}"
+        );
+    }
+
+    // The bridge (MCP on the same socket) takes a call's params in either order too, ignoring
+    // members it does not know (`server` among them).
+    let mut mcp = daemon.raw_line_connection().await;
+    let initialize = raw_request(
+        &mut mcp,
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+        1,
+    )
+    .await;
+    assert!(initialize.get("result").is_some(), "{initialize}");
+    mcp.send_raw(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+        .await;
+    let params = r#"{"name":"everything__echo","arguments":{"message":"c"},"server":"x","task":{"ttl":1}}"#;
+    for (text, id) in [
+        (
+            format!(r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{params}}}"#),
+            2,
+        ),
+        (
+            format!(r#"{{"params":{params},"jsonrpc":"2.0","id":3,"method":"tools/call"}}"#),
+            3,
+        ),
+    ] {
+        let answer = raw_request(&mut mcp, &text, id).await;
+        assert_eq!(answer["result"]["content"][0]["text"], "Echo: c", "{answer}");
+    }
+}

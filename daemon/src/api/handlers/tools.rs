@@ -40,7 +40,7 @@ use crate::hub::link::Link;
 use crate::mcp::forward::{self, JsonObject};
 use crate::mcp::request_headers::list_tools_now;
 use crate::mcp::route::RouteError;
-use crate::params::{RawMethods, RawParams, arguments_fit, raw_arguments};
+use crate::params::{CallView, RawJson, RawMethods, RawParams, arguments_fit, raw_arguments};
 
 /// How long a `tools/call` answered with 403 `insufficient_scope` waits for
 /// the step-up re-authorization to start (discovery, registration, the URL).
@@ -110,41 +110,53 @@ pub(crate) fn register_raw(methods: &mut RawMethods, context: Arc<DaemonContext>
 }
 
 async fn call(
-    params: RawParams,
+    mut params: RawParams,
     context: Arc<DaemonContext>,
     link: Arc<Link>,
 ) -> Result<Box<RawValue>, ErrorObjectOwned> {
-    let params = params.params();
-    // Refused params are refused as `ToolsCallParams` refuses them (`parse_quickly`).
-    let full_arguments;
-    let (server, name, arguments, meta, headers) =
-        match parse_quickly::<CallParams<'_>, ToolsCallParams>(&params, ToolsCall::METHOD, |quick| {
-            arguments_fit(quick.arguments)
-        })? {
-            Ok(CallParams {
-                server,
-                name,
-                arguments,
-                meta,
-            }) => (server, name, arguments, meta, None),
-            Err(ToolsCallParams {
-                server,
-                name,
-                arguments,
-                meta,
-                headers,
-                ..
-            }) => {
-                full_arguments = raw_arguments(arguments.as_ref())?;
-                (
-                    Cow::Owned(server),
-                    Cow::Owned(name),
-                    full_arguments.as_deref(),
+    // Read in the request's pass, when it read them as a call: taken as `CallParams` would.
+    let quick = params.take_call().and_then(|call| call.view(&params));
+    let (read, full_arguments);
+    let (server, name, arguments, meta, headers) = match quick {
+        Some(CallView {
+            server: Some(server),
+            name,
+            arguments,
+            meta,
+            others: false,
+        }) if arguments_fit(arguments) => (server, name, arguments, meta, None),
+        // Refused params are refused as `ToolsCallParams` refuses them (`parse_quickly`).
+        _ => {
+            read = params.params();
+            match parse_quickly::<CallParams<'_>, ToolsCallParams>(&read, ToolsCall::METHOD, |quick| {
+                arguments_fit(quick.arguments.map(RawJson::from))
+            })? {
+                Ok(CallParams {
+                    server,
+                    name,
+                    arguments,
+                    meta,
+                }) => (server, name, arguments.map(RawJson::from), meta, None),
+                Err(ToolsCallParams {
+                    server,
+                    name,
+                    arguments,
                     meta,
                     headers,
-                )
+                    ..
+                }) => {
+                    full_arguments = raw_arguments(arguments.as_ref())?;
+                    (
+                        Cow::Owned(server),
+                        Cow::Owned(name),
+                        full_arguments.as_deref().map(RawJson::from),
+                        meta,
+                        headers,
+                    )
+                }
             }
-        };
+        }
+    };
     let target = context
         .supervisor
         .call_target(&server)?
