@@ -206,15 +206,19 @@ impl RawParams {
 }
 
 /// Where the params of the request `text` are: the request's pass read them as a call
-/// and did not note it (the way a call's params are read when its quick reading refuses
-/// them, an error's way).
+/// and did not note it. For a call whose view the handler does not take: one with
+/// members its quick reading does not know (Corral's `headers`, taken by the full
+/// reading) or params it refuses (an error).
 fn find_params(text: &str) -> Option<Range<usize>> {
     #[derive(serde::Deserialize)]
     struct Only<'a> {
         #[serde(borrow, default)]
         params: Option<&'a RawValue>,
     }
-    let only: Only<'_> = serde_json::from_str(text).ok()?;
+    // Takes more than the request's pass, which took this text: it reads.
+    let only = serde_json::from_str::<Only<'_>>(text);
+    debug_assert!(only.is_ok(), "a request's pass took what `Only` refuses: {:?}", only.as_ref().err());
+    let only = only.ok()?;
     match ParamsAt::find(text, only.params.map(RawValue::get)) {
         ParamsAt::In(range) => Some(range),
         ParamsAt::Absent | ParamsAt::Copied(_) => None,
@@ -228,8 +232,8 @@ pub(crate) const CALL_METHOD: &str = "tools/call";
 /// `tools/call`'s params as the quick readings of both its tables take them (Corral's
 /// `server`, `name`, `arguments`, `_meta`; MCP's the same without `server`), read in the
 /// request's own pass: its params are not scanned once as a raw value and then again.
-/// Members other than these are skipped and noted (`others`): Corral's table refuses them
-/// quickly, MCP's ignores them. Anything this does not take (a name that is not a string,
+/// Members other than these are skipped and noted (`others`): Corral's table then reads
+/// the params fully (which takes `headers` and refuses the rest), MCP's ignores them. Anything this does not take (a name that is not a string,
 /// a member twice, params that are not an object) fails the request's pass, which reads the
 /// request again as before: the params raw, for the handler's own readings.
 #[derive(Debug)]

@@ -650,28 +650,50 @@ const ROOTS_LIST_CHANGED: &str = "notifications/roots/list_changed";
 /// is not a request) is read by jsonrpsee's own `Request`, so what is accepted and the
 /// errors for what is not stay jsonrpsee's.
 ///
-/// With `calls`, the params of a `tools/call` that come after its `method` (as every
-/// client writes them) are read in the same pass as a [`CallShape`], the `Request`'s
-/// params left empty: they are scanned once, not as a raw value and then again by the
-/// handler. Params the shape does not take are read as before (a second pass).
+/// With `calls`, the request is first read in one pass ([`Envelope`]) in which the
+/// params of a `tools/call` that come after its `method` (as every client writes them)
+/// are read as a [`CallShape`], the `Request`'s params left empty: they are scanned
+/// once, not as a raw value and then again by the handler. What that pass does not take
+/// (params the shape does not take, a request written as an array) is read as without
+/// it: the params raw.
 fn parse_request(text: &str, calls: bool) -> Result<(Request<'_>, Option<CallShape<'_>>), serde_json::Error> {
-    for calls in [calls, false] {
-        if let Ok(Envelope { id, method, params }) = Envelope::read(text, calls)
-            && let Some(id) = plain_id(id)
-        {
-            return Ok(match params {
-                EnvelopeParams::Raw(params) => (Request::borrowed(method, params, id), None),
-                EnvelopeParams::Call(call) => (Request::borrowed(method, None, id), Some(call)),
-            });
-        }
-        if !calls {
-            break;
-        }
+    if calls
+        && let Ok(Envelope { id, method, params }) = Envelope::read(text)
+        && let Some(id) = plain_id(id)
+    {
+        return Ok(match params {
+            EnvelopeParams::Raw(params) => (Request::borrowed(method, params, id), None),
+            EnvelopeParams::Call(call) => (Request::borrowed(method, None, id), Some(call)),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct RawEnvelope<'a> {
+        #[serde(rename = "jsonrpc")]
+        _jsonrpc: TwoPointZero,
+        #[serde(borrow)]
+        id: &'a RawValue,
+        #[serde(borrow)]
+        method: Cow<'a, str>,
+        #[serde(borrow, default)]
+        params: Option<&'a RawValue>,
+    }
+    if let Ok(RawEnvelope {
+        id,
+        method: Cow::Borrowed(method),
+        params,
+        ..
+    }) = serde_json::from_str::<RawEnvelope<'_>>(text)
+        && let Some(id) = plain_id(id)
+    {
+        return Ok((Request::borrowed(method, params, id), None));
     }
     serde_json::from_str(text).map(|request| (request, None))
 }
 
-/// A request's members as [`parse_request`] reads them.
+/// A request's members as the one pass of [`parse_request`] reads them: as its
+/// `RawEnvelope` does (unknown members skipped, a member twice refused), but for a
+/// `tools/call`'s params after its method, read as a call, and a request written as an
+/// array, which it leaves to `RawEnvelope`.
 struct Envelope<'a> {
     id: &'a RawValue,
     method: &'a str,
@@ -685,28 +707,17 @@ enum EnvelopeParams<'a> {
 }
 
 impl<'a> Envelope<'a> {
-    fn read(text: &'a str, calls: bool) -> Result<Self, serde_json::Error> {
+    fn read(text: &'a str) -> Result<Self, serde_json::Error> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let envelope = serde::de::DeserializeSeed::deserialize(EnvelopeSeed { calls }, &mut deserializer)?;
+        let envelope = serde::Deserializer::deserialize_map(&mut deserializer, EnvelopeVisitor)?;
         deserializer.end()?;
         Ok(envelope)
     }
 }
 
-/// Reads an [`Envelope`]: `calls` says whether a `tools/call`'s params are read as a call.
-struct EnvelopeSeed {
-    calls: bool,
-}
+struct EnvelopeVisitor;
 
-impl<'de> serde::de::DeserializeSeed<'de> for EnvelopeSeed {
-    type Value = Envelope<'de>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for EnvelopeSeed {
+impl<'de> serde::de::Visitor<'de> for EnvelopeVisitor {
     type Value = Envelope<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -725,7 +736,7 @@ impl<'de> serde::de::Visitor<'de> for EnvelopeSeed {
                     Cow::Owned(_) => return Err(A::Error::custom("an escaped method name")),
                 },
                 "params" => {
-                    let read = if self.calls && method == Some(CALL_METHOD) {
+                    let read = if method == Some(CALL_METHOD) {
                         map.next_value::<Option<CallShape<'de>>>()?
                             .map_or(EnvelopeParams::Raw(None), EnvelopeParams::Call)
                     } else {
@@ -1023,6 +1034,9 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo"]}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"params":{}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}"#,
+            // An array, as serde reads a struct: three members (jsonrpsee's `Request` needs four).
+            r#"["2.0",1,"tools/call"]"#,
+            r#"["2.0",1,"tools/call",{"name":"a"}]"#,
         ] {
             let read = parse_request(case, true);
             assert!(read.as_ref().map_or(true, |(_, call)| call.is_none()), "{case}");
