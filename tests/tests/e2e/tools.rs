@@ -542,11 +542,9 @@ async fn a_calls_params_are_taken_and_refused_alike_whether_they_come_before_or_
         let answer = both_orders(params).await;
         assert_eq!(answer["result"]["content"][0]["text"], text, "{answer}");
     }
+    // `null` arguments are none: the server's own refusal of a call without its `message`.
     let answer = both_orders(r#"{"server":"everything","name":"echo","arguments":null}"#).await;
-    assert!(
-        answer.get("result").is_some() || answer.get("error").is_some(),
-        "{answer}"
-    );
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
 
     // Refused, with the same words, naming what is wrong.
     for (params, words) in [
@@ -597,4 +595,19 @@ async fn a_calls_params_are_taken_and_refused_alike_whether_they_come_before_or_
         let answer = raw_request(&mut mcp, &text, id).await;
         assert_eq!(answer["result"]["content"][0]["text"], "Echo: c", "{answer}");
     }
+}
+
+#[tokio::test]
+async fn arguments_written_over_several_lines_reach_a_stdio_server_whole() {
+    let (daemon, _client) = ready_daemon(&everything_config("everything"), &["everything"]).await;
+    // A Content-Length frame may hold a request written over several lines; a stdio
+    // server's wire is one message a line.
+    let mut editor = daemon.raw_content_length_connection().await;
+    editor.initialize().await;
+    let request = "{\r\n  \"jsonrpc\": \"2.0\",\n  \"id\": 7,\n  \"method\": \"tools/call\",\n  \"params\": {\n    \"server\": \"everything\",\n    \"name\": \"echo\",\n    \"arguments\": {\n      \"message\": \"two\\nlines\"\n    }\n  }\n}";
+    editor
+        .send_raw(&corral_tests::WireFraming::ContentLength.encode(request.as_bytes()))
+        .await;
+    let answer = editor.response_to(&json!(7)).await;
+    assert_eq!(answer["result"]["content"][0]["text"], "Echo: two\nlines", "{answer}");
 }
