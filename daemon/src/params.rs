@@ -217,7 +217,11 @@ fn find_params(text: &str) -> Option<Range<usize>> {
     }
     // Takes more than the request's pass, which took this text: it reads.
     let only = serde_json::from_str::<Only<'_>>(text);
-    debug_assert!(only.is_ok(), "a request's pass took what `Only` refuses: {:?}", only.as_ref().err());
+    debug_assert!(
+        only.is_ok(),
+        "a request's pass took what `Only` refuses: {:?}",
+        only.as_ref().err()
+    );
     let only = only.ok()?;
     match ParamsAt::find(text, only.params.map(RawValue::get)) {
         ParamsAt::In(range) => Some(range),
