@@ -21,7 +21,7 @@ use crate::FastMap;
 use crate::hub::link::Link;
 
 /// A JSON object, as MCP carries arguments and `_meta`.
-type JsonObject = serde_json::Map<String, serde_json::Value>;
+pub(crate) type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 /// A JSON-RPC error object with one of Corral's codes.
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> ErrorObjectOwned {
@@ -105,9 +105,7 @@ impl<'a> From<&'a RawValue> for RawJson<'a> {
 }
 
 /// Arguments the full reading took, written again as raw JSON for a hot path's callee.
-pub(crate) fn raw_arguments(
-    arguments: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Result<Option<Box<RawValue>>, ErrorObjectOwned> {
+pub(crate) fn raw_arguments(arguments: Option<&JsonObject>) -> Result<Option<Box<RawValue>>, ErrorObjectOwned> {
     arguments
         .map(serde_json::value::to_raw_value)
         .transpose()
@@ -149,16 +147,21 @@ impl ParamsAt {
     /// Where `params` are in the request `text`: a part of it, as the request's parse
     /// borrows them (addresses compared, no pointer followed), else copied.
     pub(crate) fn find(text: &str, params: Option<&str>) -> Self {
-        let Some(params) = params else {
-            return Self::Absent;
-        };
-        let start = (params.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-        let range = start..start.wrapping_add(params.len());
-        match text.get(range.clone()) {
-            Some(part) if std::ptr::eq(part, params) => Self::In(range),
-            _ => Self::Copied(params.to_owned()),
+        match params {
+            None => Self::Absent,
+            Some(params) => range_in(text, params).map_or_else(|| Self::Copied(params.to_owned()), Self::In),
         }
     }
+}
+
+/// Where `part` is in `text`, if it is a part of it (as a parse of `text` borrows it):
+/// addresses compared, no pointer followed.
+fn range_in(text: &str, part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    let range = start..start.wrapping_add(part.len());
+    text.get(range.clone())
+        .is_some_and(|found| std::ptr::eq(found, part))
+        .then_some(range)
 }
 
 impl RawParams {
@@ -222,11 +225,7 @@ fn find_params(text: &str) -> Option<Range<usize>> {
         "a request's pass took what `Only` refuses: {:?}",
         only.as_ref().err()
     );
-    let only = only.ok()?;
-    match ParamsAt::find(text, only.params.map(RawValue::get)) {
-        ParamsAt::In(range) => Some(range),
-        ParamsAt::Absent | ParamsAt::Copied(_) => None,
-    }
+    range_in(text, only.ok()?.params?.get())
 }
 
 /// The method whose params the request's pass reads as a [`CallShape`] (`api/dispatch.rs`):
@@ -344,10 +343,7 @@ enum TextAt {
 impl TextAt {
     fn new(text: &str, part: Cow<'_, str>) -> Self {
         match part {
-            Cow::Borrowed(part) => match ParamsAt::find(text, Some(part)) {
-                ParamsAt::In(range) => Self::In(range),
-                ParamsAt::Absent | ParamsAt::Copied(_) => Self::Owned(part.to_owned()),
-            },
+            Cow::Borrowed(part) => range_in(text, part).map_or_else(|| Self::Owned(part.to_owned()), Self::In),
             Cow::Owned(part) => Self::Owned(part),
         }
     }
@@ -364,10 +360,7 @@ impl CallAt {
     /// `None` when arguments it read are not a part of `text` (they always are).
     pub(crate) fn new(text: &str, shape: CallShape<'_>) -> Option<Self> {
         let arguments = match shape.arguments {
-            Some(arguments) => match ParamsAt::find(text, Some(arguments.get())) {
-                ParamsAt::In(range) => Some(range),
-                ParamsAt::Absent | ParamsAt::Copied(_) => return None,
-            },
+            Some(arguments) => Some(range_in(text, arguments.get())?),
             None => None,
         };
         Some(Self {

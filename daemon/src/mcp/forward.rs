@@ -75,8 +75,8 @@ use crate::hub::link::Link;
 use crate::hub::routes::FrontEnds;
 use crate::params::RawJson;
 
-/// A JSON object, as MCP carries arguments and `_meta`.
-pub(crate) type JsonObject = serde_json::Map<String, serde_json::Value>;
+/// A JSON object, as MCP carries arguments and `_meta` (`params` names it for both tables).
+pub(crate) use crate::params::JsonObject;
 
 /// Most pages fetched from one server for one listing.
 const MAX_PAGES: usize = 1000;
