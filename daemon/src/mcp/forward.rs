@@ -214,26 +214,14 @@ struct CallToolParams<'a> {
 impl CallToolParams<'_> {
     /// Write them to `out` as serde writes such a struct (`arguments` and `_meta` only when
     /// given), the arguments as the front-end wrote them: JSON read once already, which
-    /// serde could write only as its own raw value, read again to be made. But for line
-    /// ends: the wire is one message a line, and a front-end may have written its
-    /// arguments over several (a `Content-Length` frame, the HTTP endpoint). In JSON text
-    /// a raw line end can only be whitespace between tokens (a string's is escaped), so
-    /// each is written as a space: the same JSON, on one line.
+    /// serde could write only as its own raw value, read again to be made. (Line ends in
+    /// them are the wire's to put on one line: `DirectCall::send_written`.)
     fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.extend_from_slice(br#"{"name":"#);
         serde_json::to_writer(&mut *out, self.name)?;
         if let Some(arguments) = self.arguments {
             out.extend_from_slice(br#","arguments":"#);
-            let arguments = arguments.get().as_bytes();
-            let start = out.len();
-            out.extend_from_slice(arguments);
-            if memchr::memchr2(b'\n', b'\r', arguments).is_some() {
-                for byte in &mut out[start..] {
-                    if matches!(*byte, b'\n' | b'\r') {
-                        *byte = b' ';
-                    }
-                }
-            }
+            out.extend_from_slice(arguments.get().as_bytes());
         }
         if let Some(meta) = self.meta {
             out.extend_from_slice(br#","_meta":"#);
@@ -782,25 +770,5 @@ mod tests {
             let serde = serde_json::to_vec(&AsSerde { name, arguments, meta }).expect("serialized");
             assert_eq!(String::from_utf8(written), String::from_utf8(serde));
         }
-    }
-
-    #[test]
-    fn arguments_written_over_several_lines_go_on_the_wire_as_one() {
-        let text = "{\r\n  \"message\": \"two\\nlines\",\n  \"n\": [1,\n 2]\n}";
-        let arguments = RawValue::from_string(text.to_owned()).expect("JSON");
-        let mut written = Vec::new();
-        CallToolParams {
-            name: "echo",
-            arguments: Some(RawJson::from(arguments.as_ref())),
-            meta: None,
-        }
-        .write(&mut written)
-        .expect("written");
-        assert!(!written.iter().any(|byte| matches!(byte, b'\n' | b'\r')), "{written:?}");
-        let written: serde_json::Value = serde_json::from_slice(&written).expect("JSON");
-        assert_eq!(
-            written,
-            json!({"name": "echo", "arguments": {"message": "two\nlines", "n": [1, 2]}})
-        );
     }
 }

@@ -70,7 +70,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -156,8 +156,6 @@ pub(crate) struct WireTee {
     /// Cancelled at the first line that looks like a JSON-RPC message (an
     /// object naming `"jsonrpc"`) but is not valid JSON.
     broken_message: CancellationToken,
-    /// The reader read such a line and has not handed rmcp's side the news yet.
-    broken_pending: AtomicBool,
     /// Cancelled when the session's transport is closed or dropped: stdin is closed, nothing more is read.
     closed: CancellationToken,
     /// Finds `"resultType"` in a direct answer ([`WireTee::names_result_type`]): built once
@@ -295,7 +293,6 @@ impl WireTee {
             tracker,
             stdout_closed: CancellationToken::new(),
             broken_message: CancellationToken::new(),
-            broken_pending: AtomicBool::new(false),
             closed: CancellationToken::new(),
             result_type: memchr::memmem::Finder::new(br#""resultType""#),
         }
@@ -545,8 +542,9 @@ impl WireTee {
         }
     }
 
-    /// A line the server wrote (without its newline): delivered here, or returned for rmcp.
-    fn received(self: &Arc<Self>, line: &[u8]) -> Option<RxJsonRpcMessage<RoleClient>> {
+    /// A line the server wrote (without its newline): delivered here, or returned for rmcp
+    /// (a message of its, or the news of a broken one, in the order the server wrote them).
+    fn received(self: &Arc<Self>, line: &[u8]) -> Option<ForRmcp> {
         let number = self.lines_received.fetch_add(1, Ordering::Relaxed) + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             return None;
@@ -554,11 +552,11 @@ impl WireTee {
         let Ok(message) = Message::read(line) else {
             // Not JSON at all: counted, and nothing rmcp could read. JSON of another shape
             // (or a method name with escapes, which the envelope cannot borrow): rmcp's.
-            return if self.not_a_message(line, number) {
-                None
-            } else {
-                self.for_rmcp(line, false)
-            };
+            if !self.not_a_message(line, number) {
+                return self.for_rmcp(line, false);
+            }
+            // Told (`broken_message`) when rmcp took what the server wrote before it.
+            return looks_like_a_message(line).then_some(ForRmcp::Broken);
         };
         match (message.id, message.method) {
             (None, Some(PROGRESS)) => {
@@ -625,9 +623,9 @@ impl WireTee {
     /// A line for rmcp, parsed into its model as its own stdio transport would: a line
     /// that is not JSON, or a notification that does not fit, is skipped; other JSON that
     /// does not fit is answered `Invalid Request` (without an id).
-    fn for_rmcp(self: &Arc<Self>, line: &[u8], is_notification: bool) -> Option<RxJsonRpcMessage<RoleClient>> {
+    fn for_rmcp(self: &Arc<Self>, line: &[u8], is_notification: bool) -> Option<ForRmcp> {
         match serde_json::from_slice(line) {
-            Ok(message) => Some(message),
+            Ok(message) => Some(ForRmcp::Message(message)),
             Err(error) if error.classify() == serde_json::error::Category::Data && !is_notification => {
                 tracing::debug!(server = %self.server, %error, "a message of the server does not fit MCP");
                 self.answer_invalid();
@@ -668,12 +666,6 @@ impl WireTee {
                 error.column()
             ));
         }
-        drop(state);
-        let trimmed = line.trim_ascii_start();
-        if trimmed.starts_with(b"{") && trimmed.windows(9).any(|window| window == b"\"jsonrpc\"") {
-            // Told (`broken_message`) when rmcp took what the server wrote before it.
-            self.broken_pending.store(true, Ordering::Relaxed);
-        }
         true
     }
 
@@ -682,6 +674,13 @@ impl WireTee {
         self.stdout_closed.cancel();
         self.end_direct_calls();
     }
+}
+
+/// Whether a line that is not JSON looks like a JSON-RPC message (an object naming
+/// `"jsonrpc"`): a broken one, which ends the session's start (`broken_message`).
+fn looks_like_a_message(line: &[u8]) -> bool {
+    let trimmed = line.trim_ascii_start();
+    trimmed.starts_with(b"{") && trimmed.windows(9).any(|window| window == b"\"jsonrpc\"")
 }
 
 /// The id of a direct call, if `id` is one.
@@ -750,7 +749,11 @@ impl DirectCall {
         self.send_written(method, |line| serde_json::to_writer(line, params))
     }
 
-    /// Write the request: `method` with the params `write_params` writes (JSON).
+    /// Write the request: `method` with the params `write_params` writes (JSON). The wire
+    /// is one message a line, and params written as a front-end wrote them (a call's
+    /// arguments) may span several (a `Content-Length` frame, the HTTP endpoint): in JSON
+    /// text a raw line end can only be whitespace between tokens (a string's is escaped),
+    /// so each is sent as a space, the same JSON on one line.
     pub(crate) fn send_written(
         &mut self,
         method: &str,
@@ -764,7 +767,15 @@ impl DirectCall {
         line.extend_from_slice(br#","method":"#);
         serde_json::to_writer(&mut line, method).map_err(|_| WireGone)?;
         line.extend_from_slice(br#","params":"#);
+        let params = line.len();
         write_params(&mut line).map_err(|_| WireGone)?;
+        if memchr::memchr2(b'\n', b'\r', &line[params..]).is_some() {
+            for byte in &mut line[params..] {
+                if matches!(*byte, b'\n' | b'\r') {
+                    *byte = b' ';
+                }
+            }
+        }
         line.extend_from_slice(b"}\n");
         self.wire.write_line(&line)?;
         self.sent = true;
@@ -910,15 +921,7 @@ impl WireReader {
     async fn run(mut self, messages: mpsc::Sender<ForRmcp>) {
         loop {
             while let Some((start, end)) = self.next_line() {
-                let item = match self.wire.received(&self.buffer[start..end]) {
-                    Some(message) => Some(ForRmcp::Message(message)),
-                    None => self
-                        .wire
-                        .broken_pending
-                        .swap(false, Ordering::Relaxed)
-                        .then_some(ForRmcp::Broken),
-                };
-                if let Some(item) = item
+                if let Some(item) = self.wire.received(&self.buffer[start..end])
                     && messages.send(item).await.is_err()
                 {
                     return; // the transport is gone: the session is over
@@ -1055,6 +1058,13 @@ mod tests {
         panic!("not within 5 s: {what}");
     }
 
+    /// What rmcp's side receives next (at most 5 s).
+    async fn receive(transport: &mut WireTransport) -> Option<RxJsonRpcMessage<RoleClient>> {
+        tokio::time::timeout(Duration::from_secs(5), transport.receive())
+            .await
+            .expect("rmcp's side received within 5 s")
+    }
+
     async fn read_line(reader: &mut BufReader<tokio::io::DuplexStream>) -> serde_json::Value {
         let mut line = String::new();
         tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
@@ -1067,6 +1077,7 @@ mod tests {
     #[test]
     fn invalid_json_is_counted_and_a_broken_message_is_flagged() {
         let wire = wire();
+        // Stray output is neither rmcp's nor a broken message.
         assert!(wire.received(b"this is not json").is_none());
         assert!(wire.received(b"{broken").is_none());
         assert!(
@@ -1075,10 +1086,6 @@ mod tests {
         );
         assert!(wire.received(b"   ").is_none());
         assert_eq!(wire.invalid_lines(), 2);
-        assert!(
-            !wire.broken_pending.load(Ordering::Relaxed),
-            "stray output is not a broken message"
-        );
         let summary = wire.invalid_summary();
         assert!(summary.starts_with("line 1 of its stdout, column "), "{summary}");
         assert!(
@@ -1086,14 +1093,13 @@ mod tests {
             "never quotes the line: {summary}"
         );
         assert!(
-            wire.received(br#"{"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "#)
-                .is_none()
+            matches!(
+                wire.received(br#"{"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "#),
+                Some(ForRmcp::Broken)
+            ),
+            "a broken message, for rmcp's side to be told in order"
         );
         assert_eq!(wire.invalid_lines(), 3);
-        assert!(
-            wire.broken_pending.load(Ordering::Relaxed),
-            "for the reader to tell in order"
-        );
     }
 
     #[test]
@@ -1283,10 +1289,7 @@ mod tests {
             .write_all(b"\n{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n")
             .await
             .expect("write");
-        let message = tokio::time::timeout(Duration::from_secs(5), transport.receive())
-            .await
-            .expect("received within 5 s")
-            .expect("a message");
+        let message = receive(&mut transport).await.expect("a message");
         let message = serde_json::to_value(message).expect("serializable");
         assert_eq!(
             message["method"], "notifications/tools/list_changed",
@@ -1354,10 +1357,10 @@ mod tests {
         .await;
         // ... the session only after it took the answer written before the end.
         assert!(!wire.stdout_closed().is_cancelled(), "told before rmcp took its answer");
-        let answer = transport.receive().await.expect("the answer before the end");
+        let answer = receive(&mut transport).await.expect("the answer before the end");
         assert_eq!(serde_json::to_value(answer).expect("serializable")["id"], 1);
         assert!(!wire.stdout_closed().is_cancelled());
-        assert!(transport.receive().await.is_none(), "then the end");
+        assert!(receive(&mut transport).await.is_none(), "then the end");
         assert!(wire.stdout_closed().is_cancelled());
     }
 
@@ -1373,12 +1376,31 @@ mod tests {
             !wire.broken_message.is_cancelled(),
             "told before rmcp took the answer before it"
         );
-        let answer = transport.receive().await.expect("the answer before it");
+        let answer = receive(&mut transport).await.expect("the answer before it");
         assert_eq!(serde_json::to_value(answer).expect("serializable")["id"], 1);
         // rmcp asks for more: it is told on the way, and nothing else comes.
         let more = tokio::time::timeout(Duration::from_millis(200), transport.receive()).await;
         assert!(more.is_err(), "no message after the broken line");
         assert!(wire.broken_message.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn params_written_over_several_lines_go_on_the_wire_as_one() {
+        let (wire, _transport, mut server_stdin, _server_stdout) = piped(1024);
+        let mut call = wire.begin_call().expect("a live wire");
+        let params =
+            "{\"name\": \"echo\",\r\n \"arguments\": {\n  \"message\": \"two\\nlines\",\n  \"n\": [1,\n 2]\n}}";
+        call.send_written("tools/call", |line| {
+            line.extend_from_slice(params.as_bytes());
+            Ok(())
+        })
+        .expect("sent");
+        // One line, the same JSON.
+        let sent = read_line(&mut server_stdin).await;
+        assert_eq!(
+            sent["params"],
+            serde_json::json!({"name": "echo", "arguments": {"message": "two\nlines", "n": [1, 2]}})
+        );
     }
 
     #[tokio::test]
@@ -1402,7 +1424,7 @@ mod tests {
             .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\"}\n")
             .await
             .expect("write");
-        let message = transport.receive().await.expect("a message");
+        let message = receive(&mut transport).await.expect("a message");
         let message = serde_json::to_value(message).expect("serializable");
         assert_eq!(message["method"], "ping", "{message}");
     }
@@ -1413,7 +1435,7 @@ mod tests {
         let mut call = wire.begin_call().expect("a live wire");
         call.send("tools/call", &serde_json::json!({})).expect("sent");
         drop(server_stdout);
-        assert!(transport.receive().await.is_none(), "EOF ends rmcp's session");
+        assert!(receive(&mut transport).await.is_none(), "EOF ends rmcp's session");
         assert!(wire.stdout_closed().is_cancelled());
         assert_eq!(call.answer().await.err(), Some(WireGone));
         assert!(wire.begin_call().is_err(), "no new call on a wire whose stdout ended");
