@@ -290,12 +290,18 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    // This executable is also the do-nothing relay of `tool-call` (`relay.rs`), as a process of its own.
+    // This executable is also the do-nothing relays of `tool-call` (`relay.rs`), as a process of its own.
     let mut raw_args = std::env::args_os().skip(1);
-    if raw_args.next().as_deref() == Some(std::ffi::OsStr::new(relay::SERVE_RELAY_FLAG)) {
+    let relay_flag = raw_args.next();
+    let serve = match relay_flag.as_ref().and_then(|flag| flag.to_str()) {
+        Some(relay::SERVE_RELAY_FLAG) => Some(relay::serve as fn(&Path, &[std::ffi::OsString]) -> _),
+        Some(relay::SERVE_SHARED_RELAY_FLAG) => Some(relay::serve_shared as fn(&Path, &[std::ffi::OsString]) -> _),
+        _ => None,
+    };
+    if let Some(serve) = serve {
         let socket = raw_args.next().map(PathBuf::from).unwrap_or_default();
         let command: Vec<std::ffi::OsString> = raw_args.skip_while(|arg| arg != "--").skip(1).collect();
-        return match relay::serve(&socket, &command) {
+        return match serve(&socket, &command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("corral-bench relay: {error:#}");

@@ -2,8 +2,10 @@
 //! through corrald, next to the same calls without corrald: directly over the
 //! server's pipes, and through a do-nothing relay ([`crate::relay`]), the
 //! limit of any design with a daemon in the middle. Then many front-ends
-//! calling at once next to the server's own pipelined ceiling, and whether a
-//! long call on one connection delays short calls on another.
+//! calling at once next to the server's own pipelined ceiling and to the
+//! shared relay (the limit of a daemon that puts many front-ends on one
+//! server), and whether a long call on one connection delays short calls on
+//! another.
 //!
 //! Four setups, each with a server-everything of its own but corrald's, in
 //! the same run, round by round, the order rotated each round:
@@ -155,6 +157,8 @@ pub(crate) struct ThroughputRound {
     pub(crate) direct_pipelined: f64,
     /// Calls/s of `options.clients` raw connections to corrald at once.
     pub(crate) corral: f64,
+    /// Calls/s of `options.clients` raw MCP connections to the shared relay at once.
+    pub(crate) shared_relay: f64,
 }
 
 /// Everything the phase measured.
@@ -167,6 +171,8 @@ pub(crate) struct ToolCalls {
     pub(crate) setups: [Series; 4],
     /// `options.clients` raw connections at once, all samples of all rounds.
     pub(crate) concurrent: Timed,
+    /// The same through the shared relay (`daemon_cpu`: the relay's).
+    pub(crate) concurrent_shared: Timed,
     /// The throughput rounds.
     pub(crate) throughput: Vec<ThroughputRound>,
     /// Echo calls on one connection with nothing else going on, for `options.long_call`.
@@ -190,14 +196,31 @@ pub(crate) async fn echo(connection: &mut RawConnection) -> anyhow::Result<()> {
 }
 
 /// `count` timed echo calls; the samples.
-async fn timed_echoes(connection: &mut RawConnection, count: usize) -> anyhow::Result<Vec<Duration>> {
+async fn timed_echoes(connection: &mut impl Echoes, count: usize) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        echo(connection).await?;
+        connection.echo_once().await?;
         samples.push(started.elapsed());
     }
     Ok(samples)
+}
+
+/// A connection of the throughput comparison: one checked echo call at a time.
+trait Echoes: Send + 'static {
+    fn echo_once(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+impl Echoes for RawConnection {
+    fn echo_once(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        echo(self)
+    }
+}
+
+impl Echoes for McpLines<OwnedReadHalf, OwnedWriteHalf> {
+    fn echo_once(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send {
+        self.echo_with(MCP_ECHO_PARAMS)
+    }
 }
 
 /// Echo calls for `window`, or until `stop` is set, whichever is first (at most [`WINDOW_CALL_LIMIT`]).
@@ -332,10 +355,17 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
         Err(error) => Err(error),
     };
 
-    // 2. Throughput: many front-ends on corrald vs the direct server's pipelined ceiling.
-    let throughput = match compared {
-        Ok(_) => throughput(&socket, &mut clients, options).await.map(Some),
-        Err(_) => Ok(None),
+    // 2. Throughput: many front-ends on corrald and on the shared relay vs the direct
+    // server's pipelined ceiling.
+    let (throughput, shared_exit) = match compared {
+        Ok(_) => match RelayProcess::start_shared("node", &[peers.everything(), Path::new("stdio")]).await {
+            Ok(shared) => {
+                let measured = throughput(&socket, &mut clients, &shared, options).await;
+                (measured.map(Some), Some(shared.stop().await))
+            }
+            Err(error) => (Err(error), None),
+        },
+        Err(_) => (Ok(None), None),
     };
     let Clients {
         direct,
@@ -345,13 +375,14 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
         ..
     } = clients;
     drop(relay_client);
-    let exits = vec![
+    let mut exits = vec![
         format!("direct server: {}", direct.close().await),
         format!("rmcp's server: {}", rmcp.close().await),
         format!("relay: {}", relay.stop().await),
     ];
+    exits.extend(shared_exit.map(|exit| format!("shared relay: {exit}")));
     let setups = compared?;
-    let (concurrent, throughput) = throughput?.context("no throughput without the rounds")?;
+    let (concurrent, concurrent_shared, throughput) = throughput?.context("no throughput without the rounds")?;
 
     // 3. Echo alone, then beside a long call on another connection.
     let echo_alone = echoes_for(&mut connection, options.long_call, None).await?;
@@ -364,6 +395,7 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
         server_info,
         setups,
         concurrent,
+        concurrent_shared,
         throughput,
         echo_alone,
         echo_beside_long,
@@ -439,65 +471,93 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<[Seri
 }
 
 /// Rounds of: one raw client with [`PIPELINE_DEPTH`] calls in flight on the direct server's
-/// pipes, then `options.clients` raw connections to corrald at once (the order alternating),
-/// the same number of calls each. The corrald side's samples and CPU time over all rounds.
+/// pipes, `options.clients` raw connections to corrald at once, and as many raw MCP
+/// connections to the shared relay at once (the order rotated each round), the same number
+/// of calls each. The samples and CPU time of corrald's side and of the shared relay's.
 async fn throughput(
     socket: &Path,
     clients: &mut Clients,
+    shared: &RelayProcess,
     options: Options,
-) -> anyhow::Result<(Timed, Vec<ThroughputRound>)> {
+) -> anyhow::Result<(Timed, Timed, Vec<ThroughputRound>)> {
     let calls = options.clients * options.client_requests;
     let mut connections = Vec::with_capacity(options.clients);
+    let mut shared_connections = Vec::with_capacity(options.clients);
     for index in 0..options.clients {
         let mut connection = RawConnection::connect(socket, &format!("corral-bench-tool-call-{index}")).await?;
+        let mut shared_connection = shared.connect(&format!("corral-bench-shared-relay-{index}")).await?;
         for _ in 0..options.client_warmup {
             echo(&mut connection).await?;
+            shared_connection.echo_once().await?;
         }
         connections.push(connection);
+        shared_connections.push(shared_connection);
     }
     // The direct ceiling's warm-up.
     clients
         .direct
         .pipelined(options.client_warmup * options.clients)
         .await?;
-    let (daemon, server) = (clients.pids.daemon, clients.pids.daemon_server);
-    let mut samples = Vec::with_capacity(calls * options.rounds);
-    let (mut daemon_cpu, mut server_cpu, mut bench_cpu) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let pids = [
+        (clients.pids.daemon, clients.pids.daemon_server),
+        (shared.pid, shared.server_pid()?),
+    ];
+    let mut timed = pids.map(|_| Timed {
+        samples: Vec::with_capacity(calls * options.rounds),
+        daemon_cpu: Some(Duration::ZERO),
+        server_cpu: Duration::ZERO,
+        bench_cpu: Duration::ZERO,
+    });
     let mut rounds = Vec::new();
     for round in 0..options.rounds.max(1) {
-        let mut direct_pipelined = 0.0;
-        let mut corral = 0.0;
-        for step in 0..2 {
-            if (round + step) % 2 == 0 {
-                let took = clients.direct.pipelined(calls).await?;
-                direct_pipelined = per_second(calls, took);
-            } else {
-                let before = CpuReading::take(Some(daemon), server)?;
-                let (connections_back, mut timed, took) = concurrent(std::mem::take(&mut connections), options).await?;
-                connections = connections_back;
-                let after = CpuReading::take(Some(daemon), server)?;
-                corral = per_second(calls, took);
-                samples.append(&mut timed);
-                daemon_cpu += after
-                    .daemon
-                    .zip(before.daemon)
-                    .map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
-                server_cpu += after.server.saturating_sub(before.server);
-                bench_cpu += after.bench.saturating_sub(before.bench);
+        let mut per_second_of = [0.0; 3];
+        for step in 0..per_second_of.len() {
+            let setup = (round + step) % per_second_of.len();
+            // corrald's or the shared relay's side: (its index, its pids, CPU time before).
+            let middle = match setup {
+                0 => None,
+                _ => {
+                    let (middle, server) = pids[setup - 1];
+                    Some((setup - 1, middle, server, CpuReading::take(Some(middle), server)?))
+                }
+            };
+            let (mut samples, took) = match setup {
+                0 => (Vec::new(), clients.direct.pipelined(calls).await?),
+                1 => {
+                    let (back, samples, took) = concurrent(std::mem::take(&mut connections), options).await?;
+                    connections = back;
+                    (samples, took)
+                }
+                _ => {
+                    let (back, samples, took) = concurrent(std::mem::take(&mut shared_connections), options).await?;
+                    shared_connections = back;
+                    (samples, took)
+                }
+            };
+            per_second_of[setup] = per_second(calls, took);
+            if let Some((index, middle, server, before)) = middle {
+                let after = CpuReading::take(Some(middle), server)?;
+                let timed = &mut timed[index];
+                timed.samples.append(&mut samples);
+                timed.daemon_cpu = timed.daemon_cpu.map(|cpu| {
+                    cpu + after
+                        .daemon
+                        .zip(before.daemon)
+                        .map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b))
+                });
+                timed.server_cpu += after.server.saturating_sub(before.server);
+                timed.bench_cpu += after.bench.saturating_sub(before.bench);
             }
         }
+        let [direct_pipelined, corral, shared_relay] = per_second_of;
         rounds.push(ThroughputRound {
             direct_pipelined,
             corral,
+            shared_relay,
         });
     }
-    let timed = Timed {
-        samples,
-        daemon_cpu: Some(daemon_cpu),
-        server_cpu,
-        bench_cpu,
-    };
-    Ok((timed, rounds))
+    let [corral, shared_relay] = timed;
+    Ok((corral, shared_relay, rounds))
 }
 
 #[allow(clippy::cast_precision_loss, reason = "a call count is far below 2^52")]
@@ -686,10 +746,10 @@ async fn wait_gone(pid: u32) -> String {
 
 /// `connections` calling echo at once, each `options.client_requests` times; the connections
 /// back, all samples, and the wall time until the last finished.
-async fn concurrent(
-    connections: Vec<RawConnection>,
+async fn concurrent<C: Echoes>(
+    connections: Vec<C>,
     options: Options,
-) -> anyhow::Result<(Vec<RawConnection>, Vec<Duration>, Duration)> {
+) -> anyhow::Result<(Vec<C>, Vec<Duration>, Duration)> {
     let barrier = Arc::new(Barrier::new(connections.len() + 1));
     let mut tasks = JoinSet::new();
     for mut connection in connections {
@@ -912,6 +972,7 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
     writeln!(out)?;
     let mut direct_pipelined: Vec<f64> = calls.throughput.iter().map(|round| round.direct_pipelined).collect();
     let mut corral_calls: Vec<f64> = calls.throughput.iter().map(|round| round.corral).collect();
+    let mut shared_calls: Vec<f64> = calls.throughput.iter().map(|round| round.shared_relay).collect();
     writeln!(
         out,
         "tools/call throughput, {} rounds of {} calls each (calls/s)",
@@ -932,7 +993,15 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
         median(&mut corral_calls.clone()),
         list(&corral_calls)
     )?;
-    let share = median(&mut corral_calls) / median(&mut direct_pipelined).max(f64::MIN_POSITIVE);
+    writeln!(
+        out,
+        "  {:<50} {:>9.0}  rounds: {}",
+        format!("shared relay, {} raw MCP connections at once", options.clients),
+        median(&mut shared_calls.clone()),
+        list(&shared_calls)
+    )?;
+    let ceiling = median(&mut direct_pipelined).max(f64::MIN_POSITIVE);
+    let share = median(&mut corral_calls) / ceiling;
     writeln!(
         out,
         "  {:<50} {:>8.0} %  goal ≥ {:.0} %: {}",
@@ -940,6 +1009,14 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
         share * 100.0,
         GOAL_THROUGHPUT_SHARE * 100.0,
         verdict(share >= GOAL_THROUGHPUT_SHARE)
+    )?;
+    let shared_share = median(&mut shared_calls) / ceiling;
+    writeln!(
+        out,
+        "  {:<50} {:>8.0} %  (Corral / shared relay: {:.0} %)",
+        "shared relay / direct pipelined ceiling",
+        shared_share * 100.0,
+        100.0 * share / shared_share.max(f64::MIN_POSITIVE)
     )?;
     writeln!(
         out,
@@ -1005,6 +1082,18 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
             .map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)),
         per_call(calls.concurrent.server_cpu, count),
         per_call(calls.concurrent.bench_cpu, count),
+    )?;
+    let shared = &calls.concurrent_shared;
+    let count = shared.samples.len();
+    writeln!(
+        out,
+        "  {:<50} {:>16} {:>9} {:>9}",
+        format!("shared relay, {} connections at once", options.clients),
+        shared
+            .daemon_cpu
+            .map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)),
+        per_call(shared.server_cpu, count),
+        per_call(shared.bench_cpu, count),
     )?;
     for exit in &calls.exits {
         writeln!(out, "  {exit}")?;
