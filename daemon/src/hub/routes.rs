@@ -100,16 +100,14 @@ pub(crate) enum Caller {
 struct State {
     /// Initialized connections by id.
     links: FastMap<u64, Weak<Link>>,
-    /// Calls in flight: (call number, server, connection), oldest first.
-    calls: Vec<(u64, String, u64)>,
-    next_call: u64,
     /// (server, corrald's progress token as JSON text) to the connection and
     /// the token it gave.
     progress: FastMap<(String, String), (Weak<Link>, Value)>,
     /// How many tokens [`FrontEnds::fresh_token`] made.
     tokens_made: u64,
     /// The pause clocks, per connection asked and server: stopped while an
-    /// elicitation waits on the user. Calls and pause guards hold their clock
+    /// elicitation waits on the user, and counting the calls running
+    /// ([`PauseClock::calls`]). Calls and pause guards hold their clock
     /// itself; an entry goes with its connection, and they are as many as the
     /// pairs that ever had a call.
     paused: FastMap<u64, FastMap<String, Arc<PauseClock>>>,
@@ -221,10 +219,10 @@ impl FrontEnds {
     pub(crate) fn caller(&self, server: &str, capability: Capability) -> Caller {
         let state = self.state();
         let mut callers = state
-            .calls
+            .paused
             .iter()
-            .filter(|(_, call_server, _)| call_server == server)
-            .map(|(_, _, connection)| *connection);
+            .filter(|(_, clocks)| clocks.get(server).is_some_and(|clock| clock.running()))
+            .map(|(connection, _)| *connection);
         let Some(first) = callers.next() else {
             return Caller::Declined("no front-end has a call to this server running, so no front-end asked");
         };
@@ -258,13 +256,12 @@ impl FrontEnds {
     /// active-time limit. One lock for both.
     pub(crate) fn call_started(self: &Arc<Self>, server: &str, connection: u64) -> CallGuard {
         let mut state = self.state();
-        state.next_call += 1;
-        let number = state.next_call;
-        state.calls.push((number, server.to_owned(), connection));
-        let clock = State::pause_clock(&mut state, server, connection).clone();
+        let clock = State::pause_clock(&mut state, server, connection);
+        // Under the lock: `caller` sees every call that started before it looked.
+        clock.calls.fetch_add(1, Ordering::SeqCst);
+        drop(state);
         CallGuard {
             frontends: self.clone(),
-            number,
             clock,
         }
     }
@@ -284,9 +281,10 @@ impl FrontEnds {
             ended.as_mut().enable();
             let running = self
                 .state()
-                .calls
-                .iter()
-                .any(|(_, call_server, call_connection)| call_server == server && *call_connection == connection);
+                .paused
+                .get(&connection)
+                .and_then(|clocks| clocks.get(server))
+                .is_some_and(|clock| clock.running());
             if !running {
                 return;
             }
@@ -296,7 +294,7 @@ impl FrontEnds {
 
     /// Pause the timeouts of `connection`'s calls to `server` until the guard drops.
     pub(crate) fn pause(self: &Arc<Self>, server: &str, connection: u64) -> PauseGuard {
-        let clock = State::pause_clock(&mut self.state(), server, connection).clone();
+        let clock = State::pause_clock(&mut self.state(), server, connection);
         clock.pause();
         PauseGuard { clock }
     }
@@ -399,12 +397,14 @@ impl FrontEnds {
 
 impl State {
     /// The clock of `connection`'s calls to `server`, made at its first call (or pause).
-    fn pause_clock<'s>(state: &'s mut State, server: &str, connection: u64) -> &'s Arc<PauseClock> {
+    fn pause_clock(state: &mut State, server: &str, connection: u64) -> Arc<PauseClock> {
         let servers = state.paused.entry(connection).or_default();
-        if !servers.contains_key(server) {
-            servers.insert(server.to_owned(), Arc::default());
+        if let Some(clock) = servers.get(server) {
+            return Arc::clone(clock);
         }
-        &servers[server]
+        let clock = Arc::<PauseClock>::default();
+        servers.insert(server.to_owned(), Arc::clone(&clock));
+        clock
     }
 }
 
@@ -416,6 +416,8 @@ pub(crate) struct PauseClock {
     state: Mutex<Pauses>,
     /// Woken when the last pause ends.
     resumed: Notify,
+    /// Calls of this front-end to this server running ([`CallGuard`]s alive).
+    calls: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -429,6 +431,11 @@ struct Pauses {
 }
 
 impl PauseClock {
+    /// A call of this front-end to this server is running.
+    fn running(&self) -> bool {
+        self.calls.load(Ordering::SeqCst) > 0
+    }
+
     fn pauses(&self) -> MutexGuard<'_, Pauses> {
         // Plain numbers: valid after any panic.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -526,8 +533,7 @@ impl Drop for WatchingEnds<'_> {
 #[derive(Debug)]
 pub(crate) struct CallGuard {
     frontends: Arc<FrontEnds>,
-    number: u64,
-    /// The clock of this front-end's calls to this server.
+    /// The clock of this front-end's calls to this server, which counts them.
     clock: Arc<PauseClock>,
 }
 
@@ -550,12 +556,9 @@ impl CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        self.frontends
-            .state()
-            .calls
-            .retain(|(number, _, _)| *number != self.number);
-        // After the call is gone from the list: a waiter counted before it looked either
-        // saw the call gone or is woken here.
+        self.clock.calls.fetch_sub(1, Ordering::SeqCst);
+        // After the call is uncounted (both in one total order, SeqCst): a waiter counted
+        // before it looked either saw the call gone or is woken here.
         if self.frontends.watching_ends.load(Ordering::SeqCst) > 0 {
             self.frontends.call_ended.notify_waiters();
         }
