@@ -4,7 +4,7 @@ instructions under callgrind, system calls under strace. See docs/benchmarks.md,
 "Against a do-nothing relay".
 
 usage: profile_calls.py MODE BINARY OUTDIR [--warmup W] [--calls N] [--protocol corral|mcp]
-                        [--relay] [--idle]
+                        [--relay] [--idle] [--gap-ms G]
 
 One server-everything (tests/peers, installed by tests/run.sh), one connection, W
 unmeasured then N measured sequential calls of `echo {message: "x"}`, each answer checked.
@@ -19,6 +19,8 @@ MODE: callgrind  BINARY runs under valgrind --tool=callgrind (children not trace
       plain      neither (a check of the script)
 --protocol mcp   the calls go through the bridge (MCP on the socket, `everything__echo`)
 --relay          BINARY is corral-bench: its do-nothing relay (`--serve-relay`) is what runs
+--gap-ms G       a pause of G ms after each measured call, so that each finds the daemon idle
+                 (as a front-end's calls do, seconds apart, and as in `tool-call`'s turns)
 """
 import argparse
 import json
@@ -44,6 +46,8 @@ def main():
     p.add_argument("--protocol", choices=["corral", "mcp"], default="corral")
     p.add_argument("--relay", action="store_true", help="CORRALD is corral-bench: profile its do-nothing relay")
     p.add_argument("--idle", action="store_true", help="callgrind: also count an idle interval as long as the calls took")
+    p.add_argument("--gap-ms", type=float, default=0.0,
+                   help="sleep this long between measured calls (each call finds the daemon idle)")
     args = p.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
     sock = os.path.join(args.outdir, "corral.sock")
@@ -137,6 +141,8 @@ def main():
         started = time.time()
         for _ in range(args.calls):
             echo()
+            if args.gap_ms > 0:
+                time.sleep(args.gap_ms / 1000)
         took = time.time() - started
         if args.mode == "callgrind":
             subprocess.run(["callgrind_control", "-d", "measured", str(pid)], check=True, capture_output=True)

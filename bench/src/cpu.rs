@@ -1,7 +1,8 @@
 //! CPU time used by the daemon and by the benchmark itself, so that a latency
 //! can be split into work done and time spent waiting (wake-ups, scheduling).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
@@ -101,6 +102,113 @@ impl MachineCpu {
             idle: self.idle.saturating_sub(earlier.idle),
             steal: self.steal.saturating_sub(earlier.steal),
         }
+    }
+}
+
+/// CPU time of process `root` and every process below it now (exited ones are not counted).
+pub(crate) fn tree_cpu(root: u32) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let mut parents: HashMap<u32, u32> = HashMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Field 4, the parent, is the second after the command name's closing parenthesis.
+        if let Some(parent) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|field| field.parse().ok())
+        {
+            parents.insert(pid, parent);
+        }
+    }
+    let in_tree = |mut pid: u32| {
+        // Bounded: a chain of parents ends at pid 1 or 0.
+        for _ in 0..64 {
+            if pid == root {
+                return true;
+            }
+            match parents.get(&pid) {
+                Some(&parent) if parent > 1 => pid = parent,
+                _ => return false,
+            }
+        }
+        false
+    };
+    parents
+        .keys()
+        .filter(|&&pid| in_tree(pid))
+        .filter_map(|pid| process_cpu(&pid.to_string()).ok())
+        .sum()
+}
+
+/// A stretch of the benchmark is disturbed when the machine spent more than this share of one
+/// CPU outside the benchmark's processes while it ran…
+const DISTURBED_FOREIGN_CPU: f64 = 0.25;
+/// … or when the hypervisor ran something else on our vCPUs for more than this share of the
+/// machine's time (on a shared host it comes in bursts that slow one setup and not the next).
+const DISTURBED_STEAL: f64 = 0.05;
+
+/// What else used the machine during a stretch of the benchmark.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Disturbance {
+    /// CPU the machine spent outside this benchmark's process tree, as a share of one CPU.
+    pub(crate) foreign: f64,
+    /// Time stolen by the hypervisor, as a share of the machine's time (all CPUs).
+    pub(crate) steal: f64,
+}
+
+impl Disturbance {
+    /// Too much to compare what ran during it with what ran during another.
+    pub(crate) fn disturbed(&self) -> bool {
+        self.foreign > DISTURBED_FOREIGN_CPU || self.steal > DISTURBED_STEAL
+    }
+}
+
+impl std::fmt::Display for Disturbance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "other processes {:.2} CPU, steal {:.1} %",
+            self.foreign,
+            self.steal * 100.0
+        )
+    }
+}
+
+/// Watches the machine from [`DisturbanceWatch::start`] to [`DisturbanceWatch::stop`].
+pub(crate) struct DisturbanceWatch {
+    machine: MachineCpu,
+    ours: Duration,
+    started: Instant,
+}
+
+impl DisturbanceWatch {
+    pub(crate) fn start() -> anyhow::Result<Self> {
+        Ok(Self {
+            machine: MachineCpu::take()?,
+            ours: tree_cpu(std::process::id()),
+            started: Instant::now(),
+        })
+    }
+
+    pub(crate) fn stop(self) -> anyhow::Result<Disturbance> {
+        let wall = self.started.elapsed();
+        let machine = MachineCpu::take()?.since(&self.machine);
+        let ours = tree_cpu(std::process::id()).saturating_sub(self.ours);
+        let foreign = machine.busy.saturating_sub(ours).as_secs_f64() / wall.as_secs_f64().max(1e-9);
+        let all = (machine.busy + machine.idle + machine.steal).as_secs_f64();
+        let steal = if all > 0.0 {
+            machine.steal.as_secs_f64() / all
+        } else {
+            0.0
+        };
+        Ok(Disturbance { foreign, steal })
     }
 }
 

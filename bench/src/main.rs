@@ -129,6 +129,10 @@ struct Args {
     /// rotated; also the rounds of its throughput comparison.
     #[arg(long, default_value_t = 5)]
     tool_rounds: usize,
+    /// Calls a setup of `tool-call` makes in a row before the next takes its turn, within a
+    /// round (its first call finds the processes of that setup idle).
+    #[arg(long, default_value_t = 100)]
+    tool_turn: usize,
     /// Front-ends calling `tools/call` echo at once.
     #[arg(long, default_value_t = 16)]
     tool_clients: usize,
@@ -558,6 +562,7 @@ async fn run_server_phases(
             warmup: args.tool_warmup,
             requests: args.tool_requests.max(1).div_ceil(rounds),
             rounds,
+            turn: args.tool_turn.max(1),
             clients: args.tool_clients.max(1),
             client_warmup: args.tool_client_warmup,
             client_requests: args.tool_client_requests.max(1),

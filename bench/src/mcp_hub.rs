@@ -16,11 +16,10 @@
 //! interface), its state and logs in a temporary directory. Each round runs every setup once,
 //! `warmup` unmeasured then `requests` measured sequential calls, in an order rotated each round;
 //! its p50 and p99 per setup are kept, with `/proc/loadavg` and the CPU the machine spent outside
-//! this benchmark's process tree during the round. A round where that foreign CPU exceeds
-//! [`DISTURBED_FOREIGN_CPU`] of one CPU is disturbed and run again (at most as many extra rounds
+//! this benchmark's process tree during the round, and the time the hypervisor stole. A round
+//! that [`cpu::Disturbance::disturbed`] calls disturbed is run again (at most as many extra rounds
 //! as asked for); the table gives the median over the undisturbed rounds and every round's values.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,9 +48,6 @@ use crate::stats::Summary;
 use crate::survivors::{self, Survivor};
 use crate::tool_call::{self, DirectRaw, SERVER};
 
-/// A round is run again when the machine spent more than this share of one CPU outside the
-/// benchmark's processes while it ran.
-const DISTURBED_FOREIGN_CPU: f64 = 0.25;
 /// How long mcp-hub may take to have server-everything connected.
 const HUB_READY: Duration = Duration::from_secs(60);
 /// The body of mcp-hub's REST call.
@@ -102,8 +98,8 @@ impl Setup {
 pub(crate) struct Round {
     /// `/proc/loadavg` when it began.
     pub(crate) load: String,
-    /// CPU the machine spent outside this benchmark's process tree, as a share of one CPU.
-    pub(crate) foreign: f64,
+    /// What else ran while it did.
+    pub(crate) disturbance: cpu::Disturbance,
     pub(crate) disturbed: bool,
     /// p50 and p99 per setup, in [`SETUPS`] order.
     pub(crate) setups: Vec<(Duration, Duration)>,
@@ -200,9 +196,7 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<Vec<R
     let mut attempt = 0;
     while undisturbed < options.rounds && attempt < options.rounds * 2 {
         let load = crate::load_average();
-        let machine_before = cpu::MachineCpu::take()?;
-        let ours_before = tree_cpu(std::process::id());
-        let started = Instant::now();
+        let watch = cpu::DisturbanceWatch::start()?;
         let mut setups = vec![(Duration::ZERO, Duration::ZERO); SETUPS.len()];
         for step in 0..SETUPS.len() {
             let index = (attempt + step) % SETUPS.len();
@@ -219,69 +213,22 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<Vec<R
             let summary = Summary::of(&mut samples).context("no samples")?;
             setups[index] = (summary.p50, summary.p99);
         }
-        let wall = started.elapsed();
-        let machine = cpu::MachineCpu::take()?.since(&machine_before);
-        let ours = tree_cpu(std::process::id()).saturating_sub(ours_before);
-        let foreign = machine.busy.saturating_sub(ours).as_secs_f64() / wall.as_secs_f64().max(1e-9);
-        let disturbed = foreign > DISTURBED_FOREIGN_CPU;
+        let disturbance = watch.stop()?;
+        let disturbed = disturbance.disturbed();
         if disturbed {
-            eprintln!(
-                "corral-bench: mcp-hub round {attempt}: disturbed ({foreign:.2} CPUs used by other processes); run again"
-            );
+            eprintln!("corral-bench: mcp-hub round {attempt}: disturbed ({disturbance}); run again");
         } else {
             undisturbed += 1;
         }
         rounds.push(Round {
             load,
-            foreign,
+            disturbance,
             disturbed,
             setups,
         });
         attempt += 1;
     }
     Ok(rounds)
-}
-
-/// CPU time of process `root` and every process below it now (exited ones are not counted).
-fn tree_cpu(root: u32) -> Duration {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
-    };
-    let mut parents: HashMap<u32, u32> = HashMap::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Field 4, the parent, is the second after the command name's closing parenthesis.
-        if let Some(parent) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|field| field.parse().ok())
-        {
-            parents.insert(pid, parent);
-        }
-    }
-    let in_tree = |mut pid: u32| {
-        // Bounded: a chain of parents ends at pid 1 or 0.
-        for _ in 0..64 {
-            if pid == root {
-                return true;
-            }
-            match parents.get(&pid) {
-                Some(&parent) if parent > 1 => pid = parent,
-                _ => return false,
-            }
-        }
-        false
-    };
-    parents
-        .keys()
-        .filter(|&&pid| in_tree(pid))
-        .filter_map(|pid| cpu::process_cpu(&pid.to_string()).ok())
-        .sum()
 }
 
 /// mcp-hub with one server-everything, on a loopback port.
@@ -763,10 +710,10 @@ pub(crate) fn print(out: &mut impl Write, comparison: &HubComparison) -> std::io
         .iter()
         .map(|round| {
             format!(
-                "{}{} (other processes {:.2} CPU)",
+                "{}{} ({})",
                 round.load.split_whitespace().next().unwrap_or("?"),
                 if round.disturbed { ", disturbed" } else { "" },
-                round.foreign
+                round.disturbance
             )
         })
         .collect();

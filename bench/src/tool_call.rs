@@ -8,7 +8,9 @@
 //! another.
 //!
 //! Four setups, each with a server-everything of its own but corrald's, in
-//! the same run, round by round, the order rotated each round:
+//! the same run, round by round, taking turns of `--tool-turn` calls within
+//! a round (so a burst of load on a shared
+//! machine falls on all of them alike), the order rotated each round:
 //! - direct: a raw MCP client (one JSON line per message, `serde_json` only)
 //!   on the pipes of a server it spawned: the floor;
 //! - relay: the same raw MCP client on the relay's socket;
@@ -44,7 +46,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::bridge::{McpLines, check_echo};
-use crate::cpu;
+use crate::cpu::{self, Disturbance, DisturbanceWatch};
 use crate::peers::{Peer, Peers};
 use crate::raw::{RawConnection, result_of};
 use crate::relay::RelayProcess;
@@ -85,6 +87,8 @@ pub(crate) struct Options {
     pub(crate) requests: usize,
     /// Rounds (each setup once per round; also the throughput rounds).
     pub(crate) rounds: usize,
+    /// Calls a setup makes in a row before the next one takes its turn, within a round.
+    pub(crate) turn: usize,
     pub(crate) clients: usize,
     pub(crate) client_warmup: usize,
     pub(crate) client_requests: usize,
@@ -141,11 +145,13 @@ impl Series {
         self.rounds.iter().map(Vec::len).sum()
     }
 
-    /// p50 and p99 of each round.
-    fn per_round(&self) -> Vec<Summary> {
+    /// p50 and p99 of each round `kept` keeps.
+    fn per_round(&self, kept: &[bool]) -> Vec<Summary> {
         self.rounds
             .iter()
-            .filter_map(|round| Summary::of(&mut round.clone()))
+            .zip(kept)
+            .filter(|(_, kept)| **kept)
+            .filter_map(|(round, _)| Summary::of(&mut round.clone()))
             .collect()
     }
 }
@@ -159,6 +165,41 @@ pub(crate) struct ThroughputRound {
     pub(crate) corral: f64,
     /// Calls/s of `options.clients` raw MCP connections to the shared relay at once.
     pub(crate) shared_relay: f64,
+    /// What else used the machine during the round.
+    pub(crate) disturbance: Disturbance,
+}
+
+/// Which rounds the medians are taken over: the undisturbed ones, or all when none was.
+fn kept(disturbances: impl Iterator<Item = Disturbance> + Clone) -> Vec<bool> {
+    let any_undisturbed = disturbances.clone().any(|disturbance| !disturbance.disturbed());
+    disturbances
+        .map(|disturbance| !any_undisturbed || !disturbance.disturbed())
+        .collect()
+}
+
+/// How each round went, for the report: `n undisturbed of m; per round: …`.
+fn disturbances_line(disturbances: &[Disturbance]) -> String {
+    let undisturbed = disturbances.iter().filter(|d| !d.disturbed()).count();
+    let each: Vec<String> = disturbances
+        .iter()
+        .map(|d| {
+            format!(
+                "{}{:.1} %",
+                if d.disturbed() { "disturbed, steal " } else { "steal " },
+                d.steal * 100.0
+            )
+        })
+        .collect();
+    let over = if undisturbed == 0 {
+        "none undisturbed: medians of all"
+    } else {
+        "medians of the undisturbed"
+    };
+    format!(
+        "{undisturbed} of {} rounds undisturbed ({over}); each: {}",
+        disturbances.len(),
+        each.join(", ")
+    )
 }
 
 /// Everything the phase measured.
@@ -173,6 +214,8 @@ pub(crate) struct ToolCalls {
     pub(crate) concurrent: Timed,
     /// The same through the shared relay (`daemon_cpu`: the relay's).
     pub(crate) concurrent_shared: Timed,
+    /// What else used the machine during each latency round.
+    pub(crate) disturbances: Vec<Disturbance>,
     /// The throughput rounds.
     pub(crate) throughput: Vec<ThroughputRound>,
     /// Echo calls on one connection with nothing else going on, for `options.long_call`.
@@ -381,7 +424,7 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
         format!("relay: {}", relay.stop().await),
     ];
     exits.extend(shared_exit.map(|exit| format!("shared relay: {exit}")));
-    let setups = compared?;
+    let (setups, disturbances) = compared?;
     let (concurrent, concurrent_shared, throughput) = throughput?.context("no throughput without the rounds")?;
 
     // 3. Echo alone, then beside a long call on another connection.
@@ -396,6 +439,7 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
         setups,
         concurrent,
         concurrent_shared,
+        disturbances,
         throughput,
         echo_alone,
         echo_beside_long,
@@ -428,10 +472,11 @@ async fn start_beside(
 }
 
 /// Warm-up on every setup, then `options.rounds` rounds of `options.requests` calls per setup,
-/// the order rotated by one each round. The process in the middle and each server work only in
-/// their own setup's blocks, so their CPU time is read once around everything; the benchmark's
-/// own is summed per block.
-async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<[Series; 4]> {
+/// the setups taking turns of `options.turn` calls, their order rotated by one each round; a disturbed round is run again, up to as many more
+/// rounds in all. The process in the middle and each server work only in their own setup's
+/// blocks, so their CPU time is read once around everything; the benchmark's own is summed
+/// per block.
+async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<([Series; 4], Vec<Disturbance>)> {
     for _ in 0..options.warmup {
         for setup in Setup::ALL {
             clients.echo(setup).await?;
@@ -443,20 +488,39 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<[Seri
         let (middle, server) = clients.pids(setup);
         before.push(CpuReading::take(middle, server)?);
     }
-    for round in 0..options.rounds.max(1) {
-        for step in 0..Setup::ALL.len() {
-            let index = (round + step) % Setup::ALL.len();
-            let setup = Setup::ALL[index];
-            let mut samples = Vec::with_capacity(options.requests);
-            let bench = cpu::process_cpu("self")?;
-            for _ in 0..options.requests {
-                let sent = Instant::now();
-                clients.echo(setup).await?;
-                samples.push(sent.elapsed());
+    let wanted = options.rounds.max(1);
+    let mut disturbances: Vec<Disturbance> = Vec::new();
+    while disturbances.iter().filter(|d| !d.disturbed()).count() < wanted && disturbances.len() < 2 * wanted {
+        let round = disturbances.len();
+        let watch = DisturbanceWatch::start()?;
+        // The setups take turns of `options.turn` calls (the order rotated each round),
+        // so a burst of load on the machine falls on all of them alike.
+        let order: Vec<usize> = (0..Setup::ALL.len())
+            .map(|step| (round + step) % Setup::ALL.len())
+            .collect();
+        let mut samples: [Vec<Duration>; 4] = Default::default();
+        let mut done = 0;
+        while done < options.requests {
+            let block = options.turn.min(options.requests - done);
+            for &index in &order {
+                let bench = cpu::process_cpu("self")?;
+                for _ in 0..block {
+                    let sent = Instant::now();
+                    clients.echo(Setup::ALL[index]).await?;
+                    samples[index].push(sent.elapsed());
+                }
+                series[index].bench_cpu += cpu::process_cpu("self")?.saturating_sub(bench);
             }
-            series[index].bench_cpu += cpu::process_cpu("self")?.saturating_sub(bench);
-            series[index].rounds.push(samples);
+            done += block;
         }
+        for (series, samples) in series.iter_mut().zip(samples) {
+            series.rounds.push(samples);
+        }
+        let disturbance = watch.stop()?;
+        if disturbance.disturbed() {
+            eprintln!("corral-bench: tool-call round {round}: disturbed ({disturbance}); run again");
+        }
+        disturbances.push(disturbance);
     }
     for ((setup, series), before) in Setup::ALL.into_iter().zip(&mut series).zip(before) {
         let (middle, server) = clients.pids(setup);
@@ -467,7 +531,7 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<[Seri
             .map(|(now, then)| now.saturating_sub(then));
         series.server_cpu = now.server.saturating_sub(before.server);
     }
-    Ok(series)
+    Ok((series, disturbances))
 }
 
 /// Rounds of: one raw client with [`PIPELINE_DEPTH`] calls in flight on the direct server's
@@ -508,8 +572,11 @@ async fn throughput(
         server_cpu: Duration::ZERO,
         bench_cpu: Duration::ZERO,
     });
-    let mut rounds = Vec::new();
-    for round in 0..options.rounds.max(1) {
+    let mut rounds: Vec<ThroughputRound> = Vec::new();
+    let wanted = options.rounds.max(1);
+    while rounds.iter().filter(|r| !r.disturbance.disturbed()).count() < wanted && rounds.len() < 2 * wanted {
+        let round = rounds.len();
+        let watch = DisturbanceWatch::start()?;
         let mut per_second_of = [0.0; 3];
         for step in 0..per_second_of.len() {
             let setup = (round + step) % per_second_of.len();
@@ -550,10 +617,15 @@ async fn throughput(
             }
         }
         let [direct_pipelined, corral, shared_relay] = per_second_of;
+        let disturbance = watch.stop()?;
+        if disturbance.disturbed() {
+            eprintln!("corral-bench: tool-call throughput round {round}: disturbed ({disturbance}); run again");
+        }
         rounds.push(ThroughputRound {
             direct_pipelined,
             corral,
             shared_relay,
+            disturbance,
         });
     }
     let [corral, shared_relay] = timed;
@@ -865,8 +937,8 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn of(series: &Series) -> Self {
-        let summaries = series.per_round();
+    fn of(series: &Series, kept: &[bool]) -> Self {
+        let summaries = series.per_round(kept);
         Self {
             p50: summaries.iter().map(|summary| us(summary.p50)).collect(),
             p99: summaries.iter().map(|summary| us(summary.p99)).collect(),
@@ -896,10 +968,11 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
     writeln!(out)?;
     writeln!(
         out,
-        "tools/call echo {{message:\"x\"}}, {}: {} rounds of {} calls per setup after {} warm-up calls (µs)",
+        "tools/call echo {{message:\"x\"}}, {}: {} rounds of {} calls per setup in turns of {} after {} warm-up calls (µs)",
         calls.server_info.as_deref().unwrap_or("server-everything"),
         options.rounds,
         options.requests,
+        options.turn,
         options.warmup
     )?;
     writeln!(
@@ -907,7 +980,13 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
         "  {:<50} {:>9} {:>9}  {:<30} p99 per round",
         "(p50 and p99: medians of the rounds)", "p50", "p99", "p50 per round"
     )?;
-    let rounds: Vec<Rounds> = calls.setups.iter().map(Rounds::of).collect();
+    writeln!(out, "  {}", disturbances_line(&calls.disturbances))?;
+    let kept_rounds = kept(calls.disturbances.iter().copied());
+    let rounds: Vec<Rounds> = calls
+        .setups
+        .iter()
+        .map(|series| Rounds::of(series, &kept_rounds))
+        .collect();
     for (setup, rounds) in Setup::ALL.into_iter().zip(&rounds) {
         writeln!(
             out,
@@ -970,15 +1049,27 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
     )?;
 
     writeln!(out)?;
-    let mut direct_pipelined: Vec<f64> = calls.throughput.iter().map(|round| round.direct_pipelined).collect();
-    let mut corral_calls: Vec<f64> = calls.throughput.iter().map(|round| round.corral).collect();
-    let mut shared_calls: Vec<f64> = calls.throughput.iter().map(|round| round.shared_relay).collect();
+    let throughput_kept = kept(calls.throughput.iter().map(|round| round.disturbance));
+    let of_kept = |value: fn(&ThroughputRound) -> f64| -> Vec<f64> {
+        calls
+            .throughput
+            .iter()
+            .zip(&throughput_kept)
+            .filter(|(_, kept)| **kept)
+            .map(|(round, _)| value(round))
+            .collect()
+    };
+    let mut direct_pipelined = of_kept(|round| round.direct_pipelined);
+    let mut corral_calls = of_kept(|round| round.corral);
+    let mut shared_calls = of_kept(|round| round.shared_relay);
     writeln!(
         out,
         "tools/call throughput, {} rounds of {} calls each (calls/s)",
         calls.throughput.len(),
         options.clients * options.client_requests
     )?;
+    let throughput_disturbances: Vec<Disturbance> = calls.throughput.iter().map(|round| round.disturbance).collect();
+    writeln!(out, "  {}", disturbances_line(&throughput_disturbances))?;
     writeln!(
         out,
         "  {:<50} {:>9.0}  rounds: {}",
