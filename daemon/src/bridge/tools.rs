@@ -260,8 +260,10 @@ pub(crate) async fn call(
     // client's `logging/setLevel`, unless its own `_meta` names one.
     let level = super::LOG_LEVELS[client.log_rank.load(Ordering::Relaxed).min(super::LOG_LEVELS.len() - 1)];
     modern::with_log_level(&target, &mut meta, level);
-    let sent = forward::call_tool(&target, &tool, arguments, meta, (frontends, link));
-    let Some(answer) = call_guard.within(timeout, std::pin::pin!(sent)).await else {
+    // Boxed apart from this future: each of the two then fits the allocator's small-block
+    // cache, where one future of both would take its slow path (and be copied whole).
+    let mut sent = Box::pin(forward::call_tool(&target, &tool, arguments, meta, (frontends, link)));
+    let Some(answer) = call_guard.within(timeout, sent.as_mut()).await else {
         return tool_error(&format!(
             "MCP server `{server}` did not answer the call of `{tool}` within {}s (its tool_timeout_sec); \
              the call was cancelled on the server",

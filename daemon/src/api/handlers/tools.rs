@@ -176,10 +176,12 @@ async fn call(
     // While it runs, this connection is the one the server's elicitations go to.
     let call_guard = frontends.call_started(&server, link.id);
     let timeout = target.config.tool_timeout;
-    let call = forward::call_tool(&target, &name, arguments, meta, (frontends, &link));
+    // Boxed apart from this future: each of the two then fits the allocator's small-block
+    // cache, where one future of both would take its slow path (and be copied whole).
+    let mut call = Box::pin(forward::call_tool(&target, &name, arguments, meta, (frontends, &link)));
     // The clock stops while an elicitation of this server waits on this front-end's user.
     let answer = call_guard
-        .within(timeout, std::pin::pin!(call))
+        .within(timeout, call.as_mut())
         .await
         .ok_or_else(|| timeout_error(&server, &what(), timeout))?;
     match answer {
