@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -131,6 +131,12 @@ fn id_digits(line: &[u8], key: Option<usize>) -> Option<Range<usize>> {
     (digits > 0).then_some(start..start + digits)
 }
 
+/// The next line of `reader` into `line` (its newline kept); `false` at the end or an error.
+async fn next_line(reader: &mut (impl AsyncBufRead + Unpin), line: &mut Vec<u8>) -> bool {
+    line.clear();
+    matches!(reader.read_until(b'\n', line).await, Ok(read) if read > 0)
+}
+
 /// `line` with `digits` replaced by `id`, into `out`.
 fn swap_id(out: &mut Vec<u8>, line: &[u8], digits: Range<usize>, id: &[u8]) {
     out.clear();
@@ -149,11 +155,7 @@ async fn requests(
 ) {
     let mut reader = BufReader::new(read);
     let (mut line, mut out) = (Vec::new(), Vec::new());
-    loop {
-        line.clear();
-        if !matches!(reader.read_until(b'\n', &mut line).await, Ok(read) if read > 0) {
-            return;
-        }
+    while next_line(&mut reader, &mut line).await {
         let key = line.windows(ID_KEY.len()).position(|window| window == ID_KEY);
         let to_send = match id_digits(&line, key) {
             Some(digits) => {
@@ -186,11 +188,7 @@ async fn answers(
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let mut writers = HashMap::new();
     let (mut line, mut out) = (Vec::new(), Vec::new());
-    loop {
-        line.clear();
-        if !matches!(reader.read_until(b'\n', &mut line).await, Ok(read) if read > 0) {
-            return;
-        }
+    while next_line(&mut reader, &mut line).await {
         let key = line.windows(ID_KEY.len()).rposition(|window| window == ID_KEY);
         let Some(digits) = id_digits(&line, key) else {
             continue;

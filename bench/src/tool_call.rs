@@ -1070,27 +1070,27 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
     )?;
     let throughput_disturbances: Vec<Disturbance> = calls.throughput.iter().map(|round| round.disturbance).collect();
     writeln!(out, "  {}", disturbances_line(&throughput_disturbances))?;
-    writeln!(
-        out,
-        "  {:<50} {:>9.0}  rounds: {}",
-        format!("direct, one client, {PIPELINE_DEPTH} calls in flight on the pipes"),
-        median(&mut direct_pipelined.clone()),
-        list(&direct_pipelined)
-    )?;
-    writeln!(
-        out,
-        "  {:<50} {:>9.0}  rounds: {}",
-        format!("Corral, {} raw connections at once", options.clients),
-        median(&mut corral_calls.clone()),
-        list(&corral_calls)
-    )?;
-    writeln!(
-        out,
-        "  {:<50} {:>9.0}  rounds: {}",
-        format!("shared relay, {} raw MCP connections at once", options.clients),
-        median(&mut shared_calls.clone()),
-        list(&shared_calls)
-    )?;
+    for (label, values) in [
+        (
+            format!("direct, one client, {PIPELINE_DEPTH} calls in flight on the pipes"),
+            &direct_pipelined,
+        ),
+        (
+            format!("Corral, {} raw connections at once", options.clients),
+            &corral_calls,
+        ),
+        (
+            format!("shared relay, {} raw MCP connections at once", options.clients),
+            &shared_calls,
+        ),
+    ] {
+        writeln!(
+            out,
+            "  {label:<50} {:>9.0}  rounds: {}",
+            median(&mut values.clone()),
+            list(values)
+        )?;
+    }
     let ceiling = median(&mut direct_pipelined).max(f64::MIN_POSITIVE);
     let share = median(&mut corral_calls) / ceiling;
     writeln!(
@@ -1162,30 +1162,22 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
             per_call(series.bench_cpu, count),
         )?;
     }
-    let count = calls.concurrent.samples.len();
-    writeln!(
-        out,
-        "  {:<50} {:>16} {:>9} {:>9}",
-        format!("Corral, {} connections at once", options.clients),
-        calls
-            .concurrent
-            .daemon_cpu
-            .map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)),
-        per_call(calls.concurrent.server_cpu, count),
-        per_call(calls.concurrent.bench_cpu, count),
-    )?;
-    let shared = &calls.concurrent_shared;
-    let count = shared.samples.len();
-    writeln!(
-        out,
-        "  {:<50} {:>16} {:>9} {:>9}",
-        format!("shared relay, {} connections at once", options.clients),
-        shared
-            .daemon_cpu
-            .map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)),
-        per_call(shared.server_cpu, count),
-        per_call(shared.bench_cpu, count),
-    )?;
+    for (label, timed) in [
+        ("Corral", &calls.concurrent),
+        ("shared relay", &calls.concurrent_shared),
+    ] {
+        let count = timed.samples.len();
+        writeln!(
+            out,
+            "  {:<50} {:>16} {:>9} {:>9}",
+            format!("{label}, {} connections at once", options.clients),
+            timed
+                .daemon_cpu
+                .map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)),
+            per_call(timed.server_cpu, count),
+            per_call(timed.bench_cpu, count),
+        )?;
+    }
     for exit in &calls.exits {
         writeln!(out, "  {exit}")?;
     }
