@@ -172,13 +172,77 @@ impl Disturbance {
 
 impl std::fmt::Display for Disturbance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "other processes {:.2} CPU, steal {:.1} %",
-            self.foreign,
-            self.steal * 100.0
-        )
+        write!(f, "others {:.2} CPU, steal {:.1} %", self.foreign, self.steal * 100.0)
     }
+}
+
+/// Rounds of a comparison until `wanted` undisturbed ones were run, at most twice as many in
+/// all: a disturbed round is run again.
+pub(crate) struct RoundsWanted {
+    wanted: usize,
+    run: usize,
+    undisturbed: usize,
+}
+
+impl RoundsWanted {
+    pub(crate) fn new(wanted: usize) -> Self {
+        Self {
+            wanted: wanted.max(1),
+            run: 0,
+            undisturbed: 0,
+        }
+    }
+
+    /// The number of the next round to run (from 0), `None` once enough were.
+    pub(crate) fn next(&self) -> Option<usize> {
+        (self.undisturbed < self.wanted && self.run < 2 * self.wanted).then_some(self.run)
+    }
+
+    /// A round of `what` ran with `disturbance`; said on stderr when it is run again.
+    pub(crate) fn ran(&mut self, what: &str, disturbance: &Disturbance) {
+        if disturbance.disturbed() {
+            eprintln!(
+                "corral-bench: {what} round {}: disturbed ({disturbance}); run again",
+                self.run
+            );
+        } else {
+            self.undisturbed += 1;
+        }
+        self.run += 1;
+    }
+}
+
+/// The items whose place `kept` marks: the undisturbed rounds, or all when none was.
+pub(crate) fn kept_rounds<'a, T>(items: &'a [T], disturbances: &[Disturbance]) -> impl Iterator<Item = &'a T> {
+    let any_undisturbed = disturbances.iter().any(|disturbance| !disturbance.disturbed());
+    items
+        .iter()
+        .zip(disturbances)
+        .filter(move |(_, disturbance)| !any_undisturbed || !disturbance.disturbed())
+        .map(|(item, _)| item)
+}
+
+/// How each round went, for a report: `n of m rounds undisturbed; 1: …; 2: … (disturbed)`.
+pub(crate) fn rounds_line(disturbances: &[Disturbance]) -> String {
+    let undisturbed = disturbances.iter().filter(|d| !d.disturbed()).count();
+    let each: Vec<String> = disturbances
+        .iter()
+        .enumerate()
+        .map(|(index, d)| {
+            let disturbed = if d.disturbed() { ", disturbed" } else { "" };
+            format!("{} ({d}{disturbed})", index + 1)
+        })
+        .collect();
+    let over = if undisturbed == 0 {
+        "none was undisturbed: the values and medians are of all"
+    } else {
+        "the values per round and the medians are of those"
+    };
+    format!(
+        "{undisturbed} of {} rounds undisturbed ({over}); rounds: {}",
+        disturbances.len(),
+        each.join("; ")
+    )
 }
 
 /// Watches the machine from [`DisturbanceWatch::start`] to [`DisturbanceWatch::stop`].

@@ -192,9 +192,8 @@ pub(crate) async fn measure(corrald: &Path, peers: &Peers, options: Options) -> 
 /// Run rounds until `options.rounds` undisturbed ones (or as many extra as asked for are spent).
 async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<Vec<Round>> {
     let mut rounds = Vec::new();
-    let mut undisturbed = 0;
-    let mut attempt = 0;
-    while undisturbed < options.rounds && attempt < options.rounds * 2 {
+    let mut wanted = cpu::RoundsWanted::new(options.rounds);
+    while let Some(attempt) = wanted.next() {
         let load = crate::load_average();
         let watch = cpu::DisturbanceWatch::start()?;
         let mut setups = vec![(Duration::ZERO, Duration::ZERO); SETUPS.len()];
@@ -214,19 +213,13 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<Vec<R
             setups[index] = (summary.p50, summary.p99);
         }
         let disturbance = watch.stop()?;
-        let disturbed = disturbance.disturbed();
-        if disturbed {
-            eprintln!("corral-bench: mcp-hub round {attempt}: disturbed ({disturbance}); run again");
-        } else {
-            undisturbed += 1;
-        }
+        wanted.ran("mcp-hub", &disturbance);
         rounds.push(Round {
             load,
             disturbance,
-            disturbed,
+            disturbed: disturbance.disturbed(),
             setups,
         });
-        attempt += 1;
     }
     Ok(rounds)
 }

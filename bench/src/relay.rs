@@ -124,9 +124,25 @@ fn lock(routes: &StdMutex<Routes>) -> std::sync::MutexGuard<'_, Routes> {
     routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The digits of a number id written right after `"id":` at `key` (where the key begins).
-fn id_digits(line: &[u8], key: Option<usize>) -> Option<Range<usize>> {
-    let start = key? + ID_KEY.len();
+/// Which occurrence [`find`] looks for.
+#[derive(Clone, Copy)]
+enum Place {
+    First,
+    Last,
+}
+
+/// Where `what` occurs in `line`, the first or the last time.
+fn find(line: &[u8], what: &[u8], place: Place) -> Option<usize> {
+    let mut windows = line.windows(what.len());
+    match place {
+        Place::First => windows.position(|window| window == what),
+        Place::Last => windows.rposition(|window| window == what),
+    }
+}
+
+/// The digits of a number id written right after the first or last `"id":` of `line`.
+fn id_digits(line: &[u8], place: Place) -> Option<Range<usize>> {
+    let start = find(line, ID_KEY, place)? + ID_KEY.len();
     let digits = line[start..].iter().take_while(|byte| byte.is_ascii_digit()).count();
     (digits > 0).then_some(start..start + digits)
 }
@@ -135,6 +151,16 @@ fn id_digits(line: &[u8], key: Option<usize>) -> Option<Range<usize>> {
 async fn next_line(reader: &mut (impl AsyncBufRead + Unpin), line: &mut Vec<u8>) -> bool {
     line.clear();
     matches!(reader.read_until(b'\n', line).await, Ok(read) if read > 0)
+}
+
+/// End the relay (its clients see their connection close, and the benchmark fails) over a
+/// line it cannot relay.
+fn give_up(what: &str, line: &[u8]) -> ! {
+    eprintln!(
+        "corral-bench shared relay: {what}: {}",
+        String::from_utf8_lossy(line).trim_end()
+    );
+    std::process::exit(1)
 }
 
 /// `line` with `digits` replaced by `id`, into `out`.
@@ -156,8 +182,9 @@ async fn requests(
     let mut reader = BufReader::new(read);
     let (mut line, mut out) = (Vec::new(), Vec::new());
     while next_line(&mut reader, &mut line).await {
-        let key = line.windows(ID_KEY.len()).position(|window| window == ID_KEY);
-        let to_send = match id_digits(&line, key) {
+        let to_send = match id_digits(&line, Place::First) {
+            // An id it cannot swap: its answer could not be routed, and the client would wait.
+            None if find(&line, ID_KEY, Place::First).is_some() => give_up("a request whose id is not a number", &line),
             Some(digits) => {
                 let ours = {
                     let mut routes = lock(&routes);
@@ -177,9 +204,10 @@ async fn requests(
     }
 }
 
-/// The shared server's answers, each to the connection of its request with that one's id
-/// (server-everything writes the id last, so the last `"id":` is the envelope's); anything
-/// else it writes is dropped.
+/// The shared server's answers, each to the connection of its request with that one's id;
+/// anything else it writes is dropped. (Every connection's `initialize` reaches the one
+/// server: server-everything answers each, and logs, to the stderr the relay discards, that
+/// its per-session tools were registered already.)
 async fn answers(
     stdout: ChildStdout,
     routes: Arc<StdMutex<Routes>>,
@@ -189,14 +217,21 @@ async fn answers(
     let mut writers = HashMap::new();
     let (mut line, mut out) = (Vec::new(), Vec::new());
     while next_line(&mut reader, &mut line).await {
-        let key = line.windows(ID_KEY.len()).rposition(|window| window == ID_KEY);
-        let Some(digits) = id_digits(&line, key) else {
-            continue;
-        };
-        let ours = std::str::from_utf8(&line[digits.clone()])
-            .ok()
-            .and_then(|digits| digits.parse::<u64>().ok());
-        let Some((connection, theirs)) = ours.and_then(|ours| lock(&routes).waiting.remove(&ours)) else {
+        // The last `"id":` (a result's), else the first (an error's: `{jsonrpc, id, error}`).
+        let routed = [Place::Last, Place::First].into_iter().find_map(|place| {
+            let digits = id_digits(&line, place)?;
+            let ours = std::str::from_utf8(&line[digits.clone()]).ok()?.parse::<u64>().ok()?;
+            let route = lock(&routes).waiting.remove(&ours)?;
+            Some((digits, route))
+        });
+        let Some((digits, (connection, theirs))) = routed else {
+            // A notification or a request of the server's: dropped. An answer no request
+            // waits for would leave a client waiting: the run fails instead.
+            if find(&line, br#""result":"#, Place::First).is_some()
+                || find(&line, br#""error":"#, Place::First).is_some()
+            {
+                give_up("an answer to no request it sent", &line);
+            }
             continue;
         };
         while let Ok((number, writer)) = new_writers.try_recv() {

@@ -46,7 +46,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::bridge::{McpLines, check_echo};
-use crate::cpu::{self, Disturbance, DisturbanceWatch};
+use crate::cpu::{self, Disturbance, DisturbanceWatch, RoundsWanted};
 use crate::peers::{Peer, Peers};
 use crate::raw::{RawConnection, result_of};
 use crate::relay::RelayProcess;
@@ -134,6 +134,8 @@ impl Setup {
 pub(crate) struct Series {
     /// The samples of each round.
     pub(crate) rounds: Vec<Vec<Duration>>,
+    /// Calls made but not timed: the first of each turn, which finds the setup idle.
+    pub(crate) untimed: usize,
     /// corrald's or the relay's CPU time over all rounds (`None`: no process in the middle).
     pub(crate) middle_cpu: Option<Duration>,
     pub(crate) server_cpu: Duration,
@@ -141,17 +143,16 @@ pub(crate) struct Series {
 }
 
 impl Series {
+    /// Every call made (the CPU time is of them all): the timed ones of every round, and the
+    /// first of each turn, untimed.
     fn calls(&self) -> usize {
-        self.rounds.iter().map(Vec::len).sum()
+        self.rounds.iter().map(Vec::len).sum::<usize>() + self.untimed
     }
 
-    /// p50 and p99 of each round `kept` keeps.
-    fn per_round(&self, kept: &[bool]) -> Vec<Summary> {
-        self.rounds
-            .iter()
-            .zip(kept)
-            .filter(|(_, kept)| **kept)
-            .filter_map(|(round, _)| Summary::of(&mut round.clone()))
+    /// p50 and p99 of each undisturbed round ([`cpu::kept_rounds`]).
+    fn per_round(&self, disturbances: &[Disturbance]) -> Vec<Summary> {
+        cpu::kept_rounds(&self.rounds, disturbances)
+            .filter_map(|round| Summary::of(&mut round.clone()))
             .collect()
     }
 }
@@ -167,39 +168,6 @@ pub(crate) struct ThroughputRound {
     pub(crate) shared_relay: f64,
     /// What else used the machine during the round.
     pub(crate) disturbance: Disturbance,
-}
-
-/// Which rounds the medians are taken over: the undisturbed ones, or all when none was.
-fn kept(disturbances: impl Iterator<Item = Disturbance> + Clone) -> Vec<bool> {
-    let any_undisturbed = disturbances.clone().any(|disturbance| !disturbance.disturbed());
-    disturbances
-        .map(|disturbance| !any_undisturbed || !disturbance.disturbed())
-        .collect()
-}
-
-/// How each round went, for the report: `n undisturbed of m; per round: …`.
-fn disturbances_line(disturbances: &[Disturbance]) -> String {
-    let undisturbed = disturbances.iter().filter(|d| !d.disturbed()).count();
-    let each: Vec<String> = disturbances
-        .iter()
-        .map(|d| {
-            format!(
-                "{}{:.1} %",
-                if d.disturbed() { "disturbed, steal " } else { "steal " },
-                d.steal * 100.0
-            )
-        })
-        .collect();
-    let over = if undisturbed == 0 {
-        "none undisturbed: medians of all"
-    } else {
-        "medians of the undisturbed"
-    };
-    format!(
-        "{undisturbed} of {} rounds undisturbed ({over}); each: {}",
-        disturbances.len(),
-        each.join(", ")
-    )
 }
 
 /// Everything the phase measured.
@@ -293,6 +261,18 @@ struct CpuReading {
 }
 
 impl CpuReading {
+    /// What was spent from `before` to this reading.
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            daemon: self
+                .daemon
+                .zip(before.daemon)
+                .map(|(now, then)| now.saturating_sub(then)),
+            server: self.server.saturating_sub(before.server),
+            bench: self.bench.saturating_sub(before.bench),
+        }
+    }
+
     fn take(daemon_pid: Option<u32>, server_pid: u32) -> anyhow::Result<Self> {
         Ok(Self {
             daemon: daemon_pid.map(|pid| cpu::process_cpu(&pid.to_string())).transpose()?,
@@ -488,10 +468,9 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<([Ser
         let (middle, server) = clients.pids(setup);
         before.push(CpuReading::take(middle, server)?);
     }
-    let wanted = options.rounds.max(1);
+    let mut wanted = RoundsWanted::new(options.rounds);
     let mut disturbances: Vec<Disturbance> = Vec::new();
-    while disturbances.iter().filter(|d| !d.disturbed()).count() < wanted && disturbances.len() < 2 * wanted {
-        let round = disturbances.len();
+    while let Some(round) = wanted.next() {
         let watch = DisturbanceWatch::start()?;
         // The setups take turns of `options.turn` calls (the order rotated each round),
         // so a burst of load on the machine falls on all of them alike.
@@ -504,6 +483,11 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<([Ser
             let block = options.turn.min(options.requests - done);
             for &index in &order {
                 let bench = cpu::process_cpu("self")?;
+                // The turn's first call finds its processes idle: made, not timed, so that
+                // the percentiles are of calls in a row as before the turns (1 % of the
+                // samples would otherwise be such calls, right at p99).
+                clients.echo(Setup::ALL[index]).await?;
+                series[index].untimed += 1;
                 for _ in 0..block {
                     let sent = Instant::now();
                     clients.echo(Setup::ALL[index]).await?;
@@ -517,19 +501,14 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<([Ser
             series.rounds.push(samples);
         }
         let disturbance = watch.stop()?;
-        if disturbance.disturbed() {
-            eprintln!("corral-bench: tool-call round {round}: disturbed ({disturbance}); run again");
-        }
+        wanted.ran("tool-call", &disturbance);
         disturbances.push(disturbance);
     }
     for ((setup, series), before) in Setup::ALL.into_iter().zip(&mut series).zip(before) {
         let (middle, server) = clients.pids(setup);
-        let now = CpuReading::take(middle, server)?;
-        series.middle_cpu = now
-            .daemon
-            .zip(before.daemon)
-            .map(|(now, then)| now.saturating_sub(then));
-        series.server_cpu = now.server.saturating_sub(before.server);
+        let spent = CpuReading::take(middle, server)?.since(&before);
+        series.middle_cpu = spent.daemon;
+        series.server_cpu = spent.server;
     }
     Ok((series, disturbances))
 }
@@ -573,10 +552,13 @@ async fn throughput(
         bench_cpu: Duration::ZERO,
     });
     let mut rounds: Vec<ThroughputRound> = Vec::new();
-    let wanted = options.rounds.max(1);
-    while rounds.iter().filter(|r| !r.disturbance.disturbed()).count() < wanted && rounds.len() < 2 * wanted {
-        let round = rounds.len();
+    let mut wanted = RoundsWanted::new(options.rounds);
+    // Each round's samples, corrald's and the shared relay's, pooled once the round is known
+    // undisturbed (all of them, when none is).
+    let mut round_samples: Vec<[Vec<Duration>; 2]> = Vec::new();
+    while let Some(round) = wanted.next() {
         let watch = DisturbanceWatch::start()?;
+        let mut this_round: [Vec<Duration>; 2] = Default::default();
         let mut per_second_of = [0.0; 3];
         for step in 0..per_second_of.len() {
             let setup = (round + step) % per_second_of.len();
@@ -588,7 +570,7 @@ async fn throughput(
                     Some((setup - 1, middle, server, CpuReading::take(Some(middle), server)?))
                 }
             };
-            let (mut samples, took) = match setup {
+            let (samples, took) = match setup {
                 0 => (Vec::new(), clients.direct.pipelined(calls).await?),
                 1 => {
                     let (back, samples, took) = concurrent(std::mem::take(&mut connections), options).await?;
@@ -603,30 +585,29 @@ async fn throughput(
             };
             per_second_of[setup] = per_second(calls, took);
             if let Some((index, middle, server, before)) = middle {
-                let after = CpuReading::take(Some(middle), server)?;
+                let spent = CpuReading::take(Some(middle), server)?.since(&before);
                 let timed = &mut timed[index];
-                timed.samples.append(&mut samples);
-                timed.daemon_cpu = timed.daemon_cpu.map(|cpu| {
-                    cpu + after
-                        .daemon
-                        .zip(before.daemon)
-                        .map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b))
-                });
-                timed.server_cpu += after.server.saturating_sub(before.server);
-                timed.bench_cpu += after.bench.saturating_sub(before.bench);
+                this_round[index] = samples;
+                timed.daemon_cpu = timed.daemon_cpu.map(|cpu| cpu + spent.daemon.unwrap_or_default());
+                timed.server_cpu += spent.server;
+                timed.bench_cpu += spent.bench;
             }
         }
         let [direct_pipelined, corral, shared_relay] = per_second_of;
         let disturbance = watch.stop()?;
-        if disturbance.disturbed() {
-            eprintln!("corral-bench: tool-call throughput round {round}: disturbed ({disturbance}); run again");
-        }
+        wanted.ran("tool-call throughput", &disturbance);
+        round_samples.push(this_round);
         rounds.push(ThroughputRound {
             direct_pipelined,
             corral,
             shared_relay,
             disturbance,
         });
+    }
+    let disturbances: Vec<Disturbance> = rounds.iter().map(|round| round.disturbance).collect();
+    for [corral, shared] in cpu::kept_rounds(&round_samples, &disturbances) {
+        timed[0].samples.extend_from_slice(corral);
+        timed[1].samples.extend_from_slice(shared);
     }
     let [corral, shared_relay] = timed;
     Ok((corral, shared_relay, rounds))
@@ -937,8 +918,8 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn of(series: &Series, kept: &[bool]) -> Self {
-        let summaries = series.per_round(kept);
+    fn of(series: &Series, disturbances: &[Disturbance]) -> Self {
+        let summaries = series.per_round(disturbances);
         Self {
             p50: summaries.iter().map(|summary| us(summary.p50)).collect(),
             p99: summaries.iter().map(|summary| us(summary.p99)).collect(),
@@ -980,12 +961,11 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
         "  {:<50} {:>9} {:>9}  {:<30} p99 per round",
         "(p50 and p99: medians of the rounds)", "p50", "p99", "p50 per round"
     )?;
-    writeln!(out, "  {}", disturbances_line(&calls.disturbances))?;
-    let kept_rounds = kept(calls.disturbances.iter().copied());
+    writeln!(out, "  {}", cpu::rounds_line(&calls.disturbances))?;
     let rounds: Vec<Rounds> = calls
         .setups
         .iter()
-        .map(|series| Rounds::of(series, &kept_rounds))
+        .map(|series| Rounds::of(series, &calls.disturbances))
         .collect();
     for (setup, rounds) in Setup::ALL.into_iter().zip(&rounds) {
         writeln!(
@@ -1049,14 +1029,10 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
     )?;
 
     writeln!(out)?;
-    let throughput_kept = kept(calls.throughput.iter().map(|round| round.disturbance));
+    let throughput_disturbances: Vec<Disturbance> = calls.throughput.iter().map(|round| round.disturbance).collect();
     let of_kept = |value: fn(&ThroughputRound) -> f64| -> Vec<f64> {
-        calls
-            .throughput
-            .iter()
-            .zip(&throughput_kept)
-            .filter(|(_, kept)| **kept)
-            .map(|(round, _)| value(round))
+        cpu::kept_rounds(&calls.throughput, &throughput_disturbances)
+            .map(value)
             .collect()
     };
     let mut direct_pipelined = of_kept(|round| round.direct_pipelined);
@@ -1065,11 +1041,10 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
     writeln!(
         out,
         "tools/call throughput, {} rounds of {} calls each (calls/s)",
-        calls.throughput.len(),
+        options.rounds,
         options.clients * options.client_requests
     )?;
-    let throughput_disturbances: Vec<Disturbance> = calls.throughput.iter().map(|round| round.disturbance).collect();
-    writeln!(out, "  {}", disturbances_line(&throughput_disturbances))?;
+    writeln!(out, "  {}", cpu::rounds_line(&throughput_disturbances))?;
     for (label, values) in [
         (
             format!("direct, one client, {PIPELINE_DEPTH} calls in flight on the pipes"),

@@ -177,8 +177,13 @@ impl FrontEnds {
     pub(crate) fn disconnected(&self, id: u64) -> Vec<(String, String)> {
         let mut state = self.state();
         state.links.remove(&id);
-        // Its calls have ended (and with them their watchers).
-        state.paused.remove(&id);
+        // Its calls have ended (and with them their watchers): a call still counted would
+        // no longer be seen by `caller`.
+        let clocks = state.paused.remove(&id);
+        debug_assert!(
+            clocks.is_none_or(|clocks| clocks.values().all(|clock| !clock.running())),
+            "connection {id} disconnected with calls still running"
+        );
         let mut released = Vec::new();
         state.subscriptions.retain(|key, holders| {
             if holders.remove(&id) && holders.is_empty() {
@@ -409,8 +414,8 @@ impl State {
 }
 
 /// The clock of one front-end's calls to one server: it stops while one of
-/// them waits on that front-end's user ([`FrontEnds::pause`]). Read only when
-/// a call's deadline passes, so a call that ends in time never looks at it.
+/// them waits on that front-end's user ([`FrontEnds::pause`]). Read when a
+/// call starts (the pauses before it) and again only when its deadline passes.
 #[derive(Debug, Default)]
 pub(crate) struct PauseClock {
     state: Mutex<Pauses>,
