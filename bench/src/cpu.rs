@@ -212,7 +212,8 @@ impl RoundsWanted {
     }
 }
 
-/// The items whose place `kept` marks: the undisturbed rounds, or all when none was.
+/// The items of the rounds `disturbances` tells undisturbed (item and disturbance in the
+/// same place), or all of them when none was.
 pub(crate) fn kept_rounds<'a, T>(items: &'a [T], disturbances: &[Disturbance]) -> impl Iterator<Item = &'a T> {
     let any_undisturbed = disturbances.iter().any(|disturbance| !disturbance.disturbed());
     items

@@ -100,7 +100,6 @@ pub(crate) struct Round {
     pub(crate) load: String,
     /// What else ran while it did.
     pub(crate) disturbance: cpu::Disturbance,
-    pub(crate) disturbed: bool,
     /// p50 and p99 per setup, in [`SETUPS`] order.
     pub(crate) setups: Vec<(Duration, Duration)>,
 }
@@ -217,7 +216,6 @@ async fn rounds(clients: &mut Clients, options: Options) -> anyhow::Result<Vec<R
         rounds.push(Round {
             load,
             disturbance,
-            disturbed: disturbance.disturbed(),
             setups,
         });
     }
@@ -661,11 +659,11 @@ pub(crate) fn print(out: &mut impl Write, comparison: &HubComparison) -> std::io
         options.warmup,
         options.requests
     )?;
-    let mut good: Vec<&Round> = comparison.rounds.iter().filter(|round| !round.disturbed).collect();
-    if good.is_empty() {
+    let disturbances: Vec<cpu::Disturbance> = comparison.rounds.iter().map(|round| round.disturbance).collect();
+    if disturbances.iter().all(cpu::Disturbance::disturbed) {
         writeln!(out, "  EVERY ROUND WAS DISTURBED: the medians below are of all rounds")?;
-        good = comparison.rounds.iter().collect();
     }
+    let good: Vec<&Round> = cpu::kept_rounds(&comparison.rounds, &disturbances).collect();
     let direct_p50 = median(good.iter().map(|round| round.setups[0].0).collect());
     writeln!(
         out,
@@ -685,7 +683,11 @@ pub(crate) fn print(out: &mut impl Write, comparison: &HubComparison) -> std::io
             .iter()
             .map(|round| {
                 let value = micros(round.setups[index].0);
-                if round.disturbed { format!("({value})") } else { value }
+                if round.disturbance.disturbed() {
+                    format!("({value})")
+                } else {
+                    value
+                }
             })
             .collect();
         writeln!(
@@ -705,7 +707,11 @@ pub(crate) fn print(out: &mut impl Write, comparison: &HubComparison) -> std::io
             format!(
                 "{}{} ({})",
                 round.load.split_whitespace().next().unwrap_or("?"),
-                if round.disturbed { ", disturbed" } else { "" },
+                if round.disturbance.disturbed() {
+                    ", disturbed"
+                } else {
+                    ""
+                },
                 round.disturbance
             )
         })

@@ -273,6 +273,11 @@ impl CpuReading {
         }
     }
 
+    /// The reading of a (middle, server) pair of pids.
+    fn of((middle, server): (u32, u32)) -> anyhow::Result<Self> {
+        Self::take(Some(middle), server)
+    }
+
     fn take(daemon_pid: Option<u32>, server_pid: u32) -> anyhow::Result<Self> {
         Ok(Self {
             daemon: daemon_pid.map(|pid| cpu::process_cpu(&pid.to_string())).transpose()?,
@@ -565,10 +570,7 @@ async fn throughput(
             // corrald's or the shared relay's side: (its index, its pids, CPU time before).
             let middle = match setup {
                 0 => None,
-                _ => {
-                    let (middle, server) = pids[setup - 1];
-                    Some((setup - 1, middle, server, CpuReading::take(Some(middle), server)?))
-                }
+                _ => Some((setup - 1, CpuReading::of(pids[setup - 1])?)),
             };
             let (samples, took) = match setup {
                 0 => (Vec::new(), clients.direct.pipelined(calls).await?),
@@ -584,8 +586,8 @@ async fn throughput(
                 }
             };
             per_second_of[setup] = per_second(calls, took);
-            if let Some((index, middle, server, before)) = middle {
-                let spent = CpuReading::take(Some(middle), server)?.since(&before);
+            if let Some((index, before)) = middle {
+                let spent = CpuReading::of(pids[index])?.since(&before);
                 let timed = &mut timed[index];
                 this_round[index] = samples;
                 timed.daemon_cpu = timed.daemon_cpu.map(|cpu| cpu + spent.daemon.unwrap_or_default());
@@ -1124,33 +1126,24 @@ pub(crate) fn print(out: &mut impl Write, calls: &ToolCalls) -> std::io::Result<
         "{:<52} {:>16} {:>9} {:>9}",
         "tools/call CPU time per call, user + system (µs)", "corrald or relay", "server", "benchmark"
     )?;
+    // One row: the label, then the CPU of the middle (if any), the server and the benchmark.
+    let mut cpu_row = |label: &str, cpu: [Option<Duration>; 3], count: usize| {
+        let [middle, server, bench] = cpu.map(|cpu| cpu.map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)));
+        writeln!(out, "  {label:<50} {middle:>16} {server:>9} {bench:>9}")
+    };
     for (setup, series) in Setup::ALL.into_iter().zip(&calls.setups) {
-        let count = series.calls();
-        writeln!(
-            out,
-            "  {:<50} {:>16} {:>9} {:>9}",
-            setup.label(),
-            series
-                .middle_cpu
-                .map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)),
-            per_call(series.server_cpu, count),
-            per_call(series.bench_cpu, count),
-        )?;
+        let cpu = [series.middle_cpu, Some(series.server_cpu), Some(series.bench_cpu)];
+        cpu_row(setup.label(), cpu, series.calls())?;
     }
     for (label, timed) in [
         ("Corral", &calls.concurrent),
         ("shared relay", &calls.concurrent_shared),
     ] {
-        let count = timed.samples.len();
-        writeln!(
-            out,
-            "  {:<50} {:>16} {:>9} {:>9}",
-            format!("{label}, {} connections at once", options.clients),
-            timed
-                .daemon_cpu
-                .map_or_else(|| "-".to_owned(), |cpu| per_call(cpu, count)),
-            per_call(timed.server_cpu, count),
-            per_call(timed.bench_cpu, count),
+        let cpu = [timed.daemon_cpu, Some(timed.server_cpu), Some(timed.bench_cpu)];
+        cpu_row(
+            &format!("{label}, {} connections at once", options.clients),
+            cpu,
+            timed.samples.len(),
         )?;
     }
     for exit in &calls.exits {
